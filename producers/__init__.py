@@ -1,0 +1,7 @@
+"""Producers: a metered call becomes a usage event (no pipeline imports here, ever)."""
+
+from __future__ import annotations
+
+from spendstream.producers.event import SCHEMA_VERSION, UsageEvent, describe_validation_error
+
+__all__ = ["SCHEMA_VERSION", "UsageEvent", "describe_validation_error"]

@@ -1,0 +1,5 @@
+"""``python -m spendstream`` is the ``spendstream`` command."""
+
+from spendstream.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The one ``spendstream`` command: a thin dispatcher over the library.
+
+Each subcommand lives in ``spendstream/commands/<name>.py`` and exposes
+``configure(parser)`` (its arguments; cheap, no heavy imports) and
+``run(args) -> int`` (imports what it needs, then calls library functions).
+Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from spendstream import __version__
+from spendstream.errors import ConfigError, SpendstreamError, ToolMissingError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+# name -> one-line help. The module spendstream.commands.<name with - as _> implements it.
+COMMANDS: dict[str, str] = {
+    "demo": "run the whole pipeline embedded on a synthetic workload and say what it found",
+    "ingest": "run the pipeline embedded over JSON Lines event files ('-' is stdin)",
+    "run": "run the stream processors on Kafka (and the HTTP ingest endpoint)",
+    "alerts": "route alert events from Kafka to PagerDuty, Slack, webhooks and the console",
+    "sql": "run a SQL statement against the warehouse",
+    "query": "run a named warehouse query",
+    "breakers": "list circuit breakers or reset one",
+    "kafka-local": "start, stop or inspect a real single-node Kafka on this machine (no Docker)",
+    "prices": "inspect prices: unpriced models, reprice a time range, reconcile reported costs",
+    "warehouse": "warehouse maintenance: compact, check data quality, load revenue",
+    "report": "write a self-contained HTML cost report",
+    "whatif": "re-price actual traffic under alternative assumptions",
+}
+
+
+def _module_name(command: str) -> str:
+    return "spendstream.commands." + command.replace("-", "_")
+
+
+def _available() -> dict[str, ModuleType]:
+    # A command appears once its module exists; a module that exists but fails to import is a bug
+    # and must surface, so only absence is tolerated here.
+    found: dict[str, ModuleType] = {}
+    for name in COMMANDS:
+        modname = _module_name(name)
+        if importlib.util.find_spec(modname) is not None:
+            found[name] = importlib.import_module(modname)
+    return found
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="spendstream",
+        description="Event-streaming metering pipeline for LLM spend.",
+    )
+    parser.add_argument("--version", action="version", version=f"spendstream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, module in _available().items():
+        p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
+        module.configure(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        return int(args._module.run(args) or 0)
+    except (ConfigError, ToolMissingError) as exc:
+        print(f"spendstream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except SpendstreamError as exc:
+        print(f"spendstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,1 @@
+"""One module per ``spendstream`` subcommand; see ``spendstream.cli``."""

@@ -1,0 +1,117 @@
+"""Plain records that flow from the stream to the warehouse and the alert router.
+
+These are hot-path values: frozen, slotted dataclasses, no I/O, no heavy imports.
+Money is ``Decimal`` everywhere; costs are exact and carried with ``COST_SCALE``
+fractional digits when stored (DECIMAL(38, 18) in the warehouse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from spendstream.producers.event import UsageEvent
+
+__all__ = [
+    "ALERT_KINDS",
+    "COST_SCALE",
+    "Alert",
+    "AlertKind",
+    "BreakerEvent",
+    "BreakerState",
+    "Cost",
+    "DeadLetter",
+    "Fact",
+    "Severity",
+    "stable_id",
+]
+
+# Fractional digits of stored money: exact for every catalog rate and discount we know of.
+COST_SCALE = 18
+
+AlertKind = Literal[
+    "runaway_rate",
+    "runaway_session",
+    "retry_storm",
+    "hourly_anomaly",
+    "budget_threshold",
+    "budget_exceeded",
+    "unpriced_model",
+    "cache_hit_drop",
+]
+ALERT_KINDS: tuple[str, ...] = AlertKind.__args__  # type: ignore[attr-defined]
+Severity = Literal["info", "warning", "critical"]
+BreakerState = Literal["open", "closed", "half_open"]
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic id, so both runtimes (embedded and Kafka) name the same thing alike."""
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(slots=True, frozen=True)
+class Cost:
+    """The price of one event, split as the contract's warehouse columns."""
+
+    input_cost_usd: Decimal
+    cache_read_cost_usd: Decimal
+    cache_write_cost_usd: Decimal
+    output_cost_usd: Decimal
+    cost_usd: Decimal
+    price_source: str
+
+
+@dataclass(slots=True, frozen=True)
+class Fact:
+    """A validated, deduplicated event with its price (``cost is None``: no price known)."""
+
+    event: UsageEvent
+    cost: Cost | None
+    ingested_at: datetime
+
+    @property
+    def priced(self) -> bool:
+        return self.cost is not None
+
+
+@dataclass(slots=True, frozen=True)
+class Alert:
+    """A condition that held at event time ``ts`` for ``scope``.
+
+    ``dedup_key`` names the condition (same condition, same key, in every runtime);
+    ``alert_id`` names this occurrence.
+    """
+
+    alert_id: str
+    kind: AlertKind
+    scope: str
+    severity: Severity
+    ts: datetime
+    value: Decimal
+    threshold: Decimal
+    message: str
+    dedup_key: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class BreakerEvent:
+    """A circuit breaker transition for one scope."""
+
+    scope: str
+    state: BreakerState
+    reason: str
+    ts: datetime
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """An input that could not become a fact, with a reason a person can act on."""
+
+    raw: str
+    error: str
+    source: str
+    received_at: datetime
