@@ -8,6 +8,7 @@ __all__ = [
     "DEAD_LETTERS",
     "USAGE",
     "USAGE_PARTITIONS",
+    "partition_key",
 ]
 
 # Contract names (shared/CONTRACT.md): never rename.
@@ -18,3 +19,13 @@ DEAD_LETTERS = "spendstream.dead-letters"
 
 # Default partition count when spendstream creates the usage topic itself.
 USAGE_PARTITIONS = 6
+
+
+def partition_key(api_key_id: str | None, session_id: str | None, event_id: str) -> bytes:
+    """The usage topic's record key: the api key, else the session, else the event id.
+
+    Keying by credential keeps one key's calls (and, as sessions run on one key, its
+    sessions) in one partition, so per-key and per-session detectors see them in order;
+    a re-sent event gets the same key, so duplicates meet in the same partition.
+    """
+    return (api_key_id or session_id or event_id).encode()

@@ -26,6 +26,10 @@ __all__ = [
     "DeadLetter",
     "Fact",
     "Severity",
+    "alert_from_wire",
+    "alert_to_wire",
+    "breaker_from_wire",
+    "breaker_to_wire",
     "stable_id",
 ]
 
@@ -115,3 +119,59 @@ class DeadLetter:
     error: str
     source: str
     received_at: datetime
+
+
+def _dec(value: object) -> Decimal:
+    return Decimal(str(value))
+
+
+def alert_to_wire(alert: Alert) -> dict[str, object]:
+    """The JSON form published on ``spendstream.alerts`` (money as decimal strings)."""
+    return {
+        "alert_id": alert.alert_id,
+        "kind": alert.kind,
+        "scope": alert.scope,
+        "severity": alert.severity,
+        "ts": alert.ts.isoformat(),
+        "value": str(alert.value),
+        "threshold": str(alert.threshold),
+        "message": alert.message,
+        "dedup_key": alert.dedup_key,
+        "details": dict(alert.details),
+    }
+
+
+def alert_from_wire(data: dict[str, object]) -> Alert:
+    details = data.get("details") or {}
+    assert isinstance(details, dict)
+    return Alert(
+        alert_id=str(data["alert_id"]),
+        kind=data["kind"],  # type: ignore[arg-type]
+        scope=str(data["scope"]),
+        severity=data["severity"],  # type: ignore[arg-type]
+        ts=datetime.fromisoformat(str(data["ts"])),
+        value=_dec(data["value"]),
+        threshold=_dec(data["threshold"]),
+        message=str(data["message"]),
+        dedup_key=str(data["dedup_key"]),
+        details={str(k): str(v) for k, v in details.items()},
+    )
+
+
+def breaker_to_wire(event: BreakerEvent) -> dict[str, object]:
+    """The JSON value published on the compacted ``spendstream.breakers`` topic (key: scope)."""
+    return {
+        "scope": event.scope,
+        "state": event.state,
+        "reason": event.reason,
+        "ts": event.ts.isoformat(),
+    }
+
+
+def breaker_from_wire(data: dict[str, object]) -> BreakerEvent:
+    return BreakerEvent(
+        scope=str(data["scope"]),
+        state=data["state"],  # type: ignore[arg-type]
+        reason=str(data["reason"]),
+        ts=datetime.fromisoformat(str(data["ts"])),
+    )
