@@ -1,0 +1,47 @@
+"""How the embedded commands (ingest, demo) show progress and their summary."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from collections.abc import Callable
+from typing import TextIO
+
+from spendstream.stream.embedded import IngestSummary
+
+__all__ = ["print_summary", "progress_printer"]
+
+
+def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
+    """A progress line on a terminal; nothing in a pipe."""
+    if not stream.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(s: IngestSummary) -> None:
+        rate = s.read / max(time.monotonic() - started, 1e-9)
+        stream.write(
+            f"\r  read {s.read:,}  landed {s.landed:,}  dead-lettered {s.dead_lettered:,}  ({rate:,.0f}/s)"
+        )
+        stream.flush()
+
+    return show
+
+
+def print_summary(s: IngestSummary, out: TextIO) -> None:
+    if out.isatty():
+        out.write("\n")
+    out.write(
+        f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
+    )
+    out.write(
+        f"cost of landed facts: ${s.cost_usd.quantize(Decimal('0.000001'))} ({s.unpriced:,} unpriced)\n"
+    )
+    kinds = s.alerts_by_kind()
+    if kinds:
+        out.write("alerts: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + "\n")
+    else:
+        out.write("alerts: none\n")
+    opened = [b for b in s.breaker_events if b.state == "open"]
+    if opened:
+        out.write("breakers opened: " + ", ".join(sorted({b.scope for b in opened})) + "\n")

@@ -1,0 +1,95 @@
+"""The configuration model: contract section 6 keys, defaults, exact money, errors that name keys."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from spendstream.config import Config, config_from_dict, load_config
+from spendstream.errors import ConfigError
+
+
+def test_defaults_match_the_contract() -> None:
+    c = Config()
+    assert c.kafka.bootstrap_servers == "localhost:9092"
+    assert c.anomaly.factor == Decimal("3.0")
+    assert c.anomaly.min_baseline_usd == Decimal("1.0")
+    assert c.anomaly.scopes == ["global", "team", "feature", "api_key"]
+    assert (c.runaway.max_calls_per_minute, c.runaway.max_session_turns) == (120, 100)
+    assert c.runaway.max_session_cost_usd == Decimal("50.0")
+    assert c.runaway.max_session_minutes == Decimal("30")
+    assert c.runaway.max_attempts == 5
+    assert c.budget == []
+    assert c.breaker.open_on == ["runaway_rate", "runaway_session", "budget_exceeded"]
+
+
+def test_contract_example_loads_with_exact_decimals(tmp_path: Path) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(
+        """
+[kafka]
+bootstrap_servers = "broker:9092"
+
+[[budget]]
+scope = "team:search"
+period = "month"
+amount_usd = 500.0
+alert_at = [0.5, 0.8, 1.0]
+hard_limit = 3.0
+
+[[prices.model]]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+input_per_mtok = 3.00
+output_per_mtok = 15.00
+cache_read_per_mtok = 0.30
+cache_write_per_mtok = 3.75
+batch_discount = 0.5
+
+[[prices.discount]]
+provider = "openai"
+percent = 20
+"""
+    )
+    c = load_config(cfg)
+    assert c.kafka.bootstrap_servers == "broker:9092"
+    assert c.budget[0].alert_at == [Decimal("0.5"), Decimal("0.8"), Decimal("1.0")]
+    price = c.prices.model[0]
+    assert price.cache_read_per_mtok == Decimal("0.3")
+    assert price.cache_write_per_mtok == Decimal("3.75")
+    assert isinstance(price.input_per_mtok, Decimal)
+    assert c.prices.discount[0].percent == Decimal(20)
+
+
+def test_env_var_names_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("[runaway]\nmax_attempts = 9\n")
+    monkeypatch.setenv("SPENDSTREAM_CONFIG", str(cfg))
+    assert load_config().runaway.max_attempts == 9
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"runaway": {"max_calls_per_minit": 5}}, "runaway.max_calls_per_minit"),
+        ({"anomaly": {"factor": "three"}}, "anomaly.factor"),
+        ({"budget": [{"scope": "team:x", "period": "week", "amount_usd": 1}]}, "budget.0.period"),
+        ({"budget": [{"scope": "galaxy:x", "amount_usd": 1}]}, "budget.0"),
+        ({"kafak": {}}, "kafak"),
+    ],
+)
+def test_bad_keys_raise_config_error_naming_the_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(data, "test.toml")
+    assert key in str(exc.value)
+
+
+def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)

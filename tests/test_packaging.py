@@ -1,0 +1,93 @@
+"""The distribution: one wheel maps the four folders into the spendstream namespace,
+and the light install (the producer client) brings none of the pipeline's weight."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("faust", "aiokafka", "duckdb", "pyarrow", "pandas", "numpy", "great_expectations")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheels = list(out.glob("spendstream-*.whl"))
+    assert len(wheels) == 1
+    return wheels[0]
+
+
+def test_wheel_maps_top_level_folders_into_the_namespace(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for module in (
+        "spendstream/cli.py",
+        "spendstream/config.py",
+        "spendstream/producers/event.py",
+        "spendstream/stream/records.py",
+        "spendstream/warehouse/__init__.py",
+        "spendstream/alerts/__init__.py",
+    ):
+        assert module in names, module
+    assert not any(n.startswith(("producers/", "stream/", "tests/")) for n in names)
+
+
+def test_light_install_from_the_wheel_imports_producers_without_heavy_modules(
+    wheel: Path, tmp_path: Path
+) -> None:
+    env_dir = tmp_path / "light"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    probe = (
+        "import sys, spendstream.producers as p\n"
+        "from spendstream.producers import UsageEvent\n"
+        f"heavy = [m for m in sys.modules if m.split('.')[0] in {HEAVY!r}]\n"
+        "print(p.__file__)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    proc = subprocess.run(
+        [str(py), "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert str(env_dir) in proc.stdout  # imported from the installed wheel, not the source tree
+    assert "HEAVY []" in proc.stdout
+    installed = subprocess.run(
+        [str(py), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    for heavy in ("faust-streaming", "duckdb", "pyarrow", "great-expectations"):
+        assert heavy not in installed
+
+
+def test_importing_producers_in_the_dev_install_loads_no_heavy_module() -> None:
+    probe = (
+        "import sys, spendstream.producers\n"
+        f"print([m for m in sys.modules if m.split('.')[0] in {HEAVY!r}])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
