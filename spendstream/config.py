@@ -24,6 +24,7 @@ __all__ = [
     "BreakerConfig",
     "BudgetConfig",
     "Config",
+    "DetectionConfig",
     "DiscountConfig",
     "HttpConfig",
     "KafkaConfig",
@@ -108,6 +109,22 @@ class BreakerConfig(_Section):
     rate_cooldown_s: int = Field(default=300, ge=1)
 
 
+class DetectionConfig(_Section):
+    # Events later than this (event time, behind the newest seen) still land but no longer
+    # move detector windows, whose state is expired past it.
+    allowed_lateness_s: int = Field(default=3600, ge=0)
+    # A session with no call for this long is forgotten (its open breaker is kept).
+    session_idle_s: int = Field(default=6 * 3600, ge=60)
+    # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
+    retry_share_factor: Fraction = Decimal("2")
+    retry_min_share: Fraction = Decimal("0.2")
+    retry_min_calls: int = Field(default=20, ge=1)
+    # cache_hit_drop: a feature's cache-read share this hour this far below its previous 24 h.
+    cache_drop_points: Fraction = Decimal("0.2")
+    cache_min_baseline_share: Fraction = Decimal("0.5")
+    cache_min_input_tokens: int = Field(default=100_000, ge=1)
+
+
 class ModelPriceConfig(_Section):
     provider: str
     model: str
@@ -158,6 +175,7 @@ class Config(BaseModel):
     runaway: RunawayConfig = RunawayConfig()
     budget: list[BudgetConfig] = []
     breaker: BreakerConfig = BreakerConfig()
+    detection: DetectionConfig = DetectionConfig()
     prices: PricesConfig = PricesConfig()
     http: HttpConfig = HttpConfig()
     pipeline: PipelineConfig = PipelineConfig()

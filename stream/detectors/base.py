@@ -1,0 +1,140 @@
+"""The detector protocol and the small helpers every detector shares.
+
+A detector is a small stateful object over event time: ``observe(fact)`` updates
+its state and returns the alerts that fact caused; ``snapshot()`` returns its state
+as JSON-ready data (Decimals and datetimes as strings) and ``restore(config, data)``
+rebuilds it, so the embedded runner (workdir) and the Faust workers (tables) resume
+alike. Detectors never read the wall clock and never do I/O: given the same facts in
+the same order they return the same alerts, however the facts were batched.
+
+``watermark`` is the largest event time the engine has seen; detectors use it to
+expire state older than the allowed lateness (``[detection] allowed_lateness_s``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+
+from spendstream.config import Config
+from spendstream.producers.event import UsageEvent
+from spendstream.stream.records import Alert, AlertKind, Fact, Severity, stable_id
+
+__all__ = [
+    "EPOCH",
+    "Detector",
+    "dec",
+    "floor_hour",
+    "floor_minute",
+    "from_iso",
+    "make_alert",
+    "scope_of",
+    "scopes_of",
+    "to_iso",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the DetectionEngine runs. ``name`` keys the detector's state in snapshots."""
+
+    name: ClassVar[str]
+
+    def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
+        """Fold one fact into the state; return the alerts it caused (each condition once)."""
+        ...
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state as JSON-ready data."""
+        ...
+
+    @classmethod
+    def restore(cls, config: Config, data: dict[str, Any] | None) -> Self:
+        """A detector continuing from ``data`` (None: a fresh one)."""
+        ...
+
+
+def make_alert(
+    kind: AlertKind,
+    scope: str,
+    severity: Severity,
+    ts: datetime,
+    value: Decimal,
+    threshold: Decimal,
+    message: str,
+    condition: Iterable[str],
+    details: dict[str, str] | None = None,
+) -> Alert:
+    """An alert whose ids depend only on what the condition is, never on when it was seen.
+
+    ``condition`` names the window, period or session the rule is judged over, so the
+    embedded runtime and the Kafka runtime produce identical ``dedup_key``/``alert_id``.
+    """
+    dedup_key = "|".join((kind, scope, *condition))
+    return Alert(
+        alert_id=stable_id("alert", dedup_key),
+        kind=kind,
+        scope=scope,
+        severity=severity,
+        ts=ts,
+        value=value,
+        threshold=threshold,
+        message=message,
+        dedup_key=dedup_key,
+        details=details or {},
+    )
+
+
+_SCOPE_FIELDS: dict[str, str] = {
+    "team": "team",
+    "feature": "feature",
+    "project": "project",
+    "user": "user_id",
+    "api_key": "api_key_id",
+    "session": "session_id",
+}
+
+
+def scope_of(event: UsageEvent, kind: str) -> str | None:
+    """The event's scope of one kind (``team`` -> ``team:search``), None when untagged."""
+    if kind == "global":
+        return "global"
+    value = getattr(event, _SCOPE_FIELDS[kind])
+    return None if value is None else f"{kind}:{value}"
+
+
+def scopes_of(event: UsageEvent, kinds: Iterable[str]) -> list[str]:
+    out = []
+    for kind in kinds:
+        scope = scope_of(event, kind)
+        if scope is not None:
+            out.append(scope)
+    return out
+
+
+def floor_minute(ts: datetime) -> int:
+    """Epoch seconds of the UTC minute holding ``ts``."""
+    s = int((ts - EPOCH) // timedelta(seconds=1))
+    return s - s % 60
+
+
+def floor_hour(ts: datetime) -> int:
+    """Epoch seconds of the UTC clock hour holding ``ts``."""
+    s = int((ts - EPOCH) // timedelta(seconds=1))
+    return s - s % 3600
+
+
+def to_iso(ts: datetime | None) -> str | None:
+    return None if ts is None else ts.isoformat()
+
+
+def from_iso(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def dec(value: object) -> Decimal:
+    return Decimal(str(value))
