@@ -1,0 +1,148 @@
+"""Circuit breakers: one state machine per scope, driven by alerts and event time.
+
+    closed ──alert in [breaker].open_on──► open ──(rule of the alert kind)──► half_open / closed
+                                            ▲                                     │
+                                            └──── the same kind trips again ◄─────┘ (half_open)
+
+Closing rules, all in event time (the newest event time seen, the watermark):
+
+* ``runaway_session``, ``unpriced_model``: stay open (a runaway agent run is over);
+* ``budget_exceeded``: closed when the budget's period ends;
+* every other kind (``runaway_rate``, ``retry_storm``, ...): half-open after
+  ``[breaker] rate_cooldown_s``; closed one minute later unless it tripped again meanwhile.
+  The client lets calls through while half-open, so a loop that resumes trips it again.
+* any breaker: ``reset(scope, ts)`` (``spendstream breakers reset SCOPE``).
+
+Every transition is a ``BreakerEvent`` whose ``ts`` is the event time that caused it.
+Closed breakers are not kept: closed is every scope's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from spendstream.config import BreakerConfig
+from spendstream.stream.records import Alert, BreakerEvent, BreakerState
+
+__all__ = ["HALF_OPEN_S", "BreakerBoard", "BreakerStatus"]
+
+HALF_OPEN_S = 60
+_STAY_OPEN = frozenset({"runaway_session", "unpriced_model"})
+
+
+class BreakerStatus(NamedTuple):
+    state: BreakerState
+    reason: str
+    since: datetime
+
+
+@dataclass(slots=True)
+class _Breaker:
+    state: BreakerState
+    reason: str
+    since: datetime
+    kind: str
+    until: datetime | None  # when the next automatic transition is due (None: never)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "since": self.since.isoformat(),
+            "kind": self.kind,
+            "until": None if self.until is None else self.until.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> _Breaker:
+        return cls(
+            state=d["state"],
+            reason=d["reason"],
+            since=datetime.fromisoformat(d["since"]),
+            kind=d["kind"],
+            until=None if d["until"] is None else datetime.fromisoformat(d["until"]),
+        )
+
+
+class BreakerBoard:
+    """All breakers that are not closed, and the rules that move them."""
+
+    def __init__(self, config: BreakerConfig) -> None:
+        self.open_on = frozenset(config.open_on)
+        self.cooldown = timedelta(seconds=config.rate_cooldown_s)
+        self.breakers: dict[str, _Breaker] = {}
+        self._next_due: datetime | None = None
+
+    def on_alert(self, alert: Alert) -> BreakerEvent | None:
+        """Open the alert's scope if its kind is in ``open_on``; None when nothing changes."""
+        if alert.kind not in self.open_on:
+            return None
+        until = self._until(alert)
+        current = self.breakers.get(alert.scope)
+        if current is not None and current.state == "open":
+            # Already open: the later of the two rules wins; never-closing beats all.
+            if current.until is not None and (until is None or until > current.until):
+                current.until = until
+                self._recompute_due()
+            return None
+        reason = f"{alert.kind}: {alert.message}"
+        self.breakers[alert.scope] = _Breaker("open", reason, alert.ts, alert.kind, until)
+        self._recompute_due()
+        return BreakerEvent(scope=alert.scope, state="open", reason=reason, ts=alert.ts)
+
+    def _until(self, alert: Alert) -> datetime | None:
+        if alert.kind in _STAY_OPEN:
+            return None
+        if alert.kind == "budget_exceeded" and "period_end" in alert.details:
+            return datetime.fromisoformat(alert.details["period_end"])
+        return alert.ts + self.cooldown
+
+    def tick(self, watermark: datetime) -> list[BreakerEvent]:
+        """The automatic transitions due by event time ``watermark``."""
+        if self._next_due is None or watermark < self._next_due:
+            return []
+        events = []
+        for scope in sorted(self.breakers):
+            b = self.breakers[scope]
+            if b.until is None or b.until > watermark:
+                continue
+            if b.state == "open" and b.kind != "budget_exceeded":
+                b.state, b.since = "half_open", watermark
+                b.until = watermark + timedelta(seconds=HALF_OPEN_S)
+                b.reason = f"{b.kind}: cool-down of {int(self.cooldown.total_seconds())} s elapsed"
+                events.append(BreakerEvent(scope, "half_open", b.reason, watermark))
+            else:
+                why = "budget period ended" if b.kind == "budget_exceeded" else "did not trip again"
+                del self.breakers[scope]
+                events.append(BreakerEvent(scope, "closed", f"{b.kind}: {why}", watermark))
+        self._recompute_due()
+        return events
+
+    def reset(self, scope: str, ts: datetime) -> BreakerEvent | None:
+        """Close ``scope`` by hand; None when it was not open or half-open."""
+        if self.breakers.pop(scope, None) is None:
+            return None
+        self._recompute_due()
+        return BreakerEvent(scope=scope, state="closed", reason="manual reset", ts=ts)
+
+    def status(self) -> dict[str, BreakerStatus]:
+        return {
+            s: BreakerStatus(b.state, b.reason, b.since) for s, b in sorted(self.breakers.items())
+        }
+
+    def _recompute_due(self) -> None:
+        dues = [b.until for b in self.breakers.values() if b.until is not None]
+        self._next_due = min(dues) if dues else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"breakers": {s: b.to_json() for s, b in self.breakers.items()}}
+
+    @classmethod
+    def restore(cls, config: BreakerConfig, data: dict[str, Any] | None) -> BreakerBoard:
+        board = cls(config)
+        if data:
+            board.breakers = {s: _Breaker.from_json(d) for s, d in data["breakers"].items()}
+            board._recompute_due()
+        return board
