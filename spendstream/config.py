@@ -24,14 +24,21 @@ __all__ = [
     "BreakerConfig",
     "BudgetConfig",
     "Config",
+    "ConsoleSinkConfig",
+    "DeliveryConfig",
     "DetectionConfig",
     "DiscountConfig",
     "HttpConfig",
     "KafkaConfig",
     "ModelPriceConfig",
+    "PagerDutySinkConfig",
     "PipelineConfig",
     "PricesConfig",
+    "RouteConfig",
     "RunawayConfig",
+    "SinkConfig",
+    "SlackSinkConfig",
+    "WebhookSinkConfig",
     "load_config",
 ]
 
@@ -159,10 +166,131 @@ class PipelineConfig(_Section):
     batch_within_s: float = Field(default=0.5, gt=0)
 
 
+AlertSeverity = Literal["info", "warning", "critical"]
+
+
+def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
+    # A secret written into the TOML ends up in backups and diffs: refuse it with a message
+    # that says where to put it instead.
+    if isinstance(data, dict):
+        for key in secret_keys:
+            if key in data:
+                raise ValueError(
+                    f"{key} must not be written inline; use {key}_env (an environment "
+                    f"variable name) or {key}_file (a path)"
+                )
+    return data
+
+
+class _SinkBase(_Section):
+    name: str = Field(min_length=1)
+    # Notifications per scope and sink within rate_window_s; beyond it they are suppressed.
+    max_per_scope: int = Field(default=10, ge=1)
+    rate_window_s: float = Field(default=3600, gt=0)
+
+
+class PagerDutySinkConfig(_SinkBase):
+    type: Literal["pagerduty"]
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    routing_key_env: str | None = "PAGERDUTY_ROUTING_KEY"
+    routing_key_file: str | None = None
+    source: str = "spendstream"
+    # Alert severity -> PagerDuty severity (critical | error | warning | info).
+    severity_map: dict[AlertSeverity, Literal["critical", "error", "warning", "info"]] = {
+        "critical": "critical",
+        "warning": "warning",
+        "info": "info",
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("routing_key",))
+
+
+class SlackSinkConfig(_SinkBase):
+    type: Literal["slack"]
+    webhook_url_env: str | None = "SLACK_WEBHOOK_URL"
+    webhook_url_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("webhook_url",))
+
+
+class WebhookSinkConfig(_SinkBase):
+    type: Literal["webhook"]
+    url: str
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("secret",))
+
+
+class ConsoleSinkConfig(_SinkBase):
+    type: Literal["console"]
+    stream: Literal["stdout", "stderr", "log"] = "stderr"
+
+
+SinkConfig = Annotated[
+    PagerDutySinkConfig | SlackSinkConfig | WebhookSinkConfig | ConsoleSinkConfig,
+    Field(discriminator="type"),
+]
+
+
+class RouteConfig(_Section):
+    """Which alerts go to which sinks. Empty filters match everything."""
+
+    name: str = Field(min_length=1)
+    sinks: list[str] = Field(min_length=1)
+    kinds: list[str] = []
+    min_severity: AlertSeverity = "info"
+    scopes: list[str] = []  # glob patterns over the scope string, e.g. "session:*"
+    teams: list[str] = []  # the alert's team (scope team:<t> or details["team"])
+    # UTC "HH:MM-HH:MM"; inside it only alerts at quiet_min_severity or above are sent.
+    quiet_hours: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    quiet_min_severity: AlertSeverity = "critical"
+    # Fields whose equal values fold alerts into one notification with a count
+    # ("kind", "scope", "team" or any details key, e.g. "api_key_id"). Empty: one per dedup_key.
+    group_by: list[str] = []
+    # Resolve an open notification this long after its last alert when no breaker closes it.
+    auto_resolve_s: float | None = Field(default=None, gt=0)
+    # false: the first matching route wins; true: later routes are tried too.
+    continue_matching: bool = False
+
+
+class DeliveryConfig(_Section):
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    # Total time one notification may spend retrying before it is dead-lettered.
+    retry_budget_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
 class AlertsConfig(_Section):
-    # Routes and sinks are free-form here and validated by the alert router, which owns them.
-    route: list[dict[str, Any]] = []
-    sink: list[dict[str, Any]] = []
+    group_id: str = "spendstream-alerts"
+    # Base URL of something that can show a scope (a dashboard); the SQL is shown otherwise.
+    link_base_url: str | None = None
+    delivery: DeliveryConfig = DeliveryConfig()
+    route: list[RouteConfig] = []
+    sink: list[SinkConfig] = []
+
+    @model_validator(mode="after")
+    def _sinks_exist(self) -> AlertsConfig:
+        names = [s.name for s in self.sink]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sink names must be unique: {', '.join(dupes)}")
+        for r in self.route:
+            unknown = [s for s in r.sinks if s not in names]
+            if unknown:
+                raise ValueError(f"route {r.name!r} names unknown sink(s): {', '.join(unknown)}")
+        return self
 
 
 class Config(BaseModel):

@@ -1,0 +1,156 @@
+"""Delivery you can trust: retries with capped exponential backoff and full jitter.
+
+Retried: 5xx, 429 (after its ``Retry-After``), timeouts and connection errors. Never
+retried: any other 4xx, which means the request itself is wrong. A notification that is
+not delivered within the retry budget (attempts or seconds) comes back ``dead`` and the
+router dead-letters it; either way the caller may then commit the Kafka offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Literal
+
+import httpx
+
+from spendstream.config import DeliveryConfig
+
+__all__ = [
+    "DeliveryResult",
+    "HttpDeliverer",
+    "HttpRequest",
+    "RetryPolicy",
+    "parse_retry_after",
+]
+
+log = logging.getLogger("spendstream.alerts.delivery")
+
+
+@dataclass(slots=True, frozen=True)
+class HttpRequest:
+    url: str
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class DeliveryResult:
+    status: Literal["delivered", "dead"]
+    attempts: int
+    error: str = ""
+
+    @property
+    def delivered(self) -> bool:
+        return self.status == "delivered"
+
+
+@dataclass(slots=True, frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    retry_budget_s: float = 300.0
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: DeliveryConfig) -> RetryPolicy:
+        return cls(
+            max_attempts=cfg.max_attempts,
+            backoff_initial_s=cfg.backoff_initial_s,
+            backoff_max_s=cfg.backoff_max_s,
+            retry_budget_s=cfg.retry_budget_s,
+            timeout_s=cfg.timeout_s,
+        )
+
+    def backoff_s(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter (uniform in [0, cap]) so many routers retrying at once spread out."""
+        cap = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
+        return rng.uniform(0, cap)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP-date; None when absent or garbled."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class HttpDeliverer:
+    """POSTs a request until it is accepted, refused for good, or the budget is spent.
+
+    ``sleep``, ``monotonic`` and ``rng`` are injectable so that tests control time and
+    jitter; the HTTP side is always real.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        client: httpx.Client | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.client = client or httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def send(self, sink: str, request: HttpRequest) -> DeliveryResult:
+        # Errors name the sink, never the URL: a Slack webhook URL is itself the secret.
+        started = self._monotonic()
+        attempt = 0
+        error = ""
+        while True:
+            attempt += 1
+            wait: float | None = None
+            try:
+                resp = self.client.post(
+                    request.url, content=request.body, headers=dict(request.headers)
+                )
+            except httpx.TimeoutException as exc:
+                error = f"timeout ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                error = f"connection failed ({type(exc).__name__})"
+            else:
+                if 200 <= resp.status_code < 300:
+                    return DeliveryResult("delivered", attempt)
+                error = f"HTTP {resp.status_code}"
+                if resp.status_code == 429 or resp.status_code >= 500:
+                    wait = parse_retry_after(resp.headers.get("retry-after"), datetime.now(UTC))
+                else:
+                    log.error("alert sink %s refused a notification: %s (not retried)", sink, error)
+                    return DeliveryResult("dead", attempt, error)
+            if wait is None:
+                wait = self.policy.backoff_s(attempt, self._rng)
+            elapsed = self._monotonic() - started
+            if attempt >= self.policy.max_attempts or elapsed + wait > self.policy.retry_budget_s:
+                log.error(
+                    "alert sink %s: giving up after %d attempt(s) in %.1fs: %s",
+                    sink,
+                    attempt,
+                    elapsed,
+                    error,
+                )
+                return DeliveryResult("dead", attempt, error)
+            log.warning("alert sink %s: %s; retry %d in %.2fs", sink, error, attempt, wait)
+            self._sleep(wait)

@@ -1,0 +1,256 @@
+"""The alert router: alerts and breaker transitions in, notifications delivered out.
+
+``AlertRouter.handle(alerts, breaker_events)`` is the whole job for one batch and returns
+only when every notification it produced was delivered or dead-lettered, so the caller
+(the Kafka consumer, or the embedded runner) may then commit what it read. No Kafka here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from spendstream.config import AlertsConfig, ConsoleSinkConfig, RouteConfig
+from spendstream.errors import ConfigError
+from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent
+
+from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy
+from .noise import Decision, decide
+from .notification import Notification
+from .routing import group_key, matching_routes
+from .sinks import Sink, build_sink
+from .state import DeliveryState, OpenIncident
+
+__all__ = ["DEFAULT_GROUP_BY", "AlertRouter", "HandleSummary", "state_path"]
+
+log = logging.getLogger("spendstream.alerts.router")
+
+# With no routes configured, every alert goes to every sink, storms grouped per kind and key.
+DEFAULT_GROUP_BY = ["kind", "api_key_id"]
+
+
+def state_path(workdir: Path) -> Path:
+    return workdir / "alerts" / "state.sqlite"
+
+
+@dataclass(slots=True)
+class HandleSummary:
+    """What one batch did. ``alerts`` = each (alert, route, sink) decision counted once."""
+
+    triggered: int = 0
+    resolved: int = 0
+    dead_lettered: int = 0
+    unrouted: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def count(self, decision: str) -> None:
+        self.decisions[decision] = self.decisions.get(decision, 0) + 1
+
+
+@dataclass(slots=True)
+class _Pending:
+    sink: str
+    key: str
+    route: str
+    first: Alert
+    group: dict[str, str]
+    scopes: list[str]
+    count: int = 1
+
+
+@dataclass(slots=True)
+class _Batch:
+    # Decisions and folds are written only after the batch's deliveries: a crash before
+    # that re-reads the alerts and decides them again instead of losing them.
+    pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
+    folds: list[tuple[str, str, Alert]] = field(default_factory=list)
+    decisions: list[tuple[str, str, str, str]] = field(default_factory=list)
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+
+
+class AlertRouter:
+    def __init__(
+        self,
+        routes: Sequence[RouteConfig],
+        sinks: Sequence[Sink],
+        state: DeliveryState,
+        deliverer: HttpDeliverer,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sinks: dict[str, Sink] = {s.name: s for s in sinks}
+        if not routes:
+            routes = [
+                RouteConfig(name="default", sinks=list(self.sinks), group_by=DEFAULT_GROUP_BY)
+            ]
+        self.routes = list(routes)
+        self.route_by_name = {r.name: r for r in self.routes}
+        self.state = state
+        self.deliverer = deliverer
+        self.clock = clock
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AlertsConfig,
+        workdir: Path,
+        *,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        deliverer: HttpDeliverer | None = None,
+    ) -> AlertRouter:
+        """Build sinks (loading secrets) and open the state; ConfigError names a bad key."""
+        for r in config.route:
+            bad = [k for k in r.kinds if k not in ALERT_KINDS]
+            if bad:
+                raise ConfigError(
+                    f"alerts.route.{r.name}.kinds: unknown alert kind(s) {', '.join(bad)}; "
+                    f"known: {', '.join(ALERT_KINDS)}"
+                )
+        sink_cfgs = list(config.sink) or [ConsoleSinkConfig(name="console", type="console")]
+        sinks = [
+            build_sink(c, link_base_url=config.link_base_url, environ=environ) for c in sink_cfgs
+        ]
+        deliverer = deliverer or HttpDeliverer(RetryPolicy.from_config(config.delivery))
+        return cls(config.route, sinks, DeliveryState(state_path(workdir)), deliverer, clock=clock)
+
+    def close(self) -> None:
+        self.deliverer.close()
+        self.state.close()
+
+    # -- the batch -----------------------------------------------------------------------------
+    def handle(
+        self, alerts: Sequence[Alert], breaker_events: Sequence[BreakerEvent] = ()
+    ) -> HandleSummary:
+        now = self.clock()
+        summary = HandleSummary()
+        # Breakers first: an alert read after its scope's breaker closed is already over.
+        resolves: list[OpenIncident] = []
+        for ev in sorted(breaker_events, key=lambda e: e.ts):
+            self.state.record_breaker(ev.scope, ev.state, ev.ts)
+            if ev.state == "closed":
+                resolves.extend(self.state.close_scope(ev.scope))
+        batch = self._route(alerts, now, summary)
+        seen: set[tuple[str, str]] = set()
+        for inc in resolves:
+            if (inc.sink, inc.key) not in seen:
+                seen.add((inc.sink, inc.key))
+                self._resolve(inc, now, summary)
+        for p in batch.pending.values():
+            self._trigger(p, now, summary)
+        self.state.record_batch(batch.folds, batch.decisions, now)
+        return summary
+
+    def tick(self) -> HandleSummary:
+        """Resolve incidents idle past their route's ``auto_resolve_s`` (call periodically)."""
+        now = self.clock()
+        summary = HandleSummary()
+        for inc in self.state.open_incidents():
+            route = self.route_by_name.get(inc.route)
+            if route is None or route.auto_resolve_s is None:
+                continue
+            if now - inc.last_alert_at >= timedelta(seconds=route.auto_resolve_s):
+                self._resolve(inc, now, summary)
+        return summary
+
+    def _route(self, alerts: Sequence[Alert], now: datetime, summary: HandleSummary) -> _Batch:
+        batch = _Batch()
+        for alert in alerts:
+            routes = matching_routes(self.routes, alert)
+            if not routes:
+                summary.unrouted += 1
+                log.info(
+                    "alert %s (%s on %s) matches no route", alert.alert_id, alert.kind, alert.scope
+                )
+                continue
+            breaker = self.state.breaker(alert.scope)
+            for route in routes:
+                key, group = group_key(route, alert)
+                for sink_name in route.sinks:
+                    sink = self.sinks[sink_name]
+                    ident = (alert.alert_id, route.name, sink_name)
+                    if ident in batch.seen or self.state.decided(*ident):
+                        # Read again (a restart before its offset was committed, or a resend).
+                        summary.count(Decision.DUPLICATE.value)
+                        continue
+                    batch.seen.add(ident)
+                    p = batch.pending.get((sink_name, key))
+                    if p is not None:
+                        # Same condition or group earlier in this batch: one notification, counted.
+                        p.count += 1
+                        if alert.scope not in p.scopes:
+                            p.scopes.append(alert.scope)
+                        decision = Decision.FOLDED
+                    else:
+                        decision = decide(
+                            route,
+                            alert,
+                            now,
+                            incident_open=self.state.incident_open(sink_name, key),
+                            recent_sends=self.state.recent_sends(
+                                sink_name, alert.scope, now - timedelta(seconds=sink.rate_window_s)
+                            ),
+                            max_per_scope=sink.max_per_scope,
+                            rate_window_s=sink.rate_window_s,
+                            breaker=breaker,
+                        )
+                        if decision is Decision.FOLDED:
+                            batch.folds.append((sink_name, key, alert))
+                        elif decision is Decision.SEND:
+                            batch.pending[(sink_name, key)] = _Pending(
+                                sink_name, key, route.name, alert, group, [alert.scope]
+                            )
+                    batch.decisions.append((*ident, decision.value))
+                    summary.count(decision.value)
+        return batch
+
+    def _trigger(self, p: _Pending, now: datetime, summary: HandleSummary) -> None:
+        n = Notification(
+            action="trigger",
+            key=p.key,
+            route=p.route,
+            alert=p.first,
+            count=p.count,
+            scopes=tuple(p.scopes),
+            group=p.group,
+            opened_at=now,
+        )
+        result = self._deliver(p.sink, n, now)
+        if result.delivered:
+            self.state.open_incident(p.sink, n, now)
+            self.state.record_send(p.sink, p.first.scope, now)
+            summary.triggered += 1
+        else:
+            summary.dead_lettered += 1
+
+    def _resolve(self, inc: OpenIncident, now: datetime, summary: HandleSummary) -> None:
+        result = self._deliver(inc.sink, inc.resolve(), now)
+        # Marked resolved even when dead-lettered: a later alert of the same condition must
+        # page afresh rather than fold into an incident we could not close.
+        self.state.mark_resolved(inc.sink, inc.key, now)
+        if result.delivered:
+            summary.resolved += 1
+        else:
+            summary.dead_lettered += 1
+
+    def _deliver(self, sink_name: str, n: Notification, now: datetime) -> DeliveryResult:
+        sink = self.sinks.get(sink_name)
+        if sink is None:
+            result = DeliveryResult("dead", 0, f"sink {sink_name!r} is no longer configured")
+        else:
+            result = sink.deliver(n, self.deliverer)
+        if not result.delivered:
+            self.state.dead_letter(sink_name, n, result.error, result.attempts, now)
+            log.error(
+                "alert %s %s for %s dead-lettered on sink %s after %d attempt(s): %s",
+                n.action,
+                n.key,
+                n.alert.scope,
+                sink_name,
+                result.attempts,
+                result.error,
+            )
+        return result

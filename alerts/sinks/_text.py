@@ -1,0 +1,61 @@
+"""Words shared by the sinks: a one-line summary, the amount, where to investigate."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import quote
+
+from ..notification import Notification
+from ..routing import scope_fields
+
+__all__ = ["amount", "investigate_link", "investigate_sql", "summary"]
+
+_USD_KINDS = {"budget_threshold", "budget_exceeded", "hourly_anomaly"}
+
+
+def _fmt(kind: str, value: Decimal) -> str:
+    if kind in _USD_KINDS:
+        return f"${value.quantize(Decimal('0.01')):,}"
+    return f"{value.normalize():f}"
+
+
+def amount(n: Notification) -> str:
+    a = n.alert
+    return f"{_fmt(a.kind, a.value)} (threshold {_fmt(a.kind, a.threshold)})"
+
+
+def summary(n: Notification, limit: int = 1024) -> str:
+    a = n.alert
+    if n.action == "resolve":
+        text = f"Resolved: {a.kind} on {a.scope}"
+        if n.count > 1:
+            text += f" and {n.count - 1} more alert(s) grouped with it"
+    elif n.count > 1:
+        group = ", ".join(f"{k}={v}" for k, v in n.group.items())
+        text = f"{n.count} {a.kind} alerts ({group}); first: {a.scope}: {a.message}"
+    else:
+        text = f"{a.kind} on {a.scope}: {a.message}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def investigate_sql(n: Notification) -> str:
+    """A query to paste into ``spendstream sql``: the scope's spend, or the alert's history."""
+    fields = scope_fields(n.alert.scope)
+    if fields:
+        ((column, value),) = fields.items()
+        return (
+            "SELECT date_trunc('minute', ts) AS minute, count(*) AS calls, sum(cost_usd) AS usd "
+            f"FROM usage_facts WHERE {column} = {_sql_str(value)} GROUP BY ALL ORDER BY minute"
+        )
+    return f"SELECT * FROM alerts WHERE dedup_key = {_sql_str(n.alert.dedup_key)} ORDER BY ts"
+
+
+def investigate_link(n: Notification, base_url: str | None) -> str | None:
+    if not base_url:
+        return None
+    sep = "&" if "?" in base_url else "?"
+    return f"{base_url}{sep}scope={quote(n.alert.scope, safe='')}"
