@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS decisions (
     alert_id TEXT NOT NULL, route TEXT NOT NULL, sink TEXT NOT NULL, decision TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS bad_records (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL,
+    raw TEXT NOT NULL, error TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS decisions_alert ON decisions (alert_id, route, sink);
 """
 
@@ -227,6 +231,20 @@ class DeliveryState:
                 "INSERT INTO decisions VALUES (?, ?, ?, ?, ?)",
                 [(*d, _ts(now)) for d in decisions],
             )
+
+    def bad_record(
+        self, topic: str, partition: int, offset: int, raw: str, error: str, now: datetime
+    ) -> None:
+        """A record on the alert or breaker topic that is not one: kept, so it is not lost."""
+        self.conn.execute(
+            "INSERT INTO bad_records VALUES (?, ?, ?, ?, ?, ?)",
+            (topic, partition, offset, raw[:16384], error, _ts(now)),
+        )
+
+    def bad_records(self) -> list[tuple[str, int, int, str, str]]:
+        return self.conn.execute(
+            'SELECT topic, partition, "offset", raw, error FROM bad_records ORDER BY rowid'
+        ).fetchall()
 
     def decided(self, alert_id: str, route: str, sink: str) -> bool:
         """Whether this alert was already handled for (route, sink): a re-read after a restart."""

@@ -1,0 +1,72 @@
+"""``spendstream alerts``: route alert events from Kafka to PagerDuty, Slack, webhooks, console."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+
+from spendstream.commands._options import add_config, add_workdir, config_from_args
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_workdir(parser)
+    add_config(parser)
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        default=None,
+        help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from spendstream.alerts.consumer import AlertConsumer
+    from spendstream.alerts.router import AlertRouter, state_path
+    from spendstream.workdir import resolve_workdir
+
+    config = config_from_args(args)
+    workdir = resolve_workdir(args.workdir)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Secrets are loaded here: a missing one is a ConfigError (exit 2) naming its key.
+    router = AlertRouter.from_config(config.alerts, workdir)
+    bootstrap = args.bootstrap_servers or config.kafka.bootstrap_servers
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    consumer = AlertConsumer(
+        router,
+        bootstrap,
+        group_id=config.alerts.group_id,
+        retry_budget_s=config.alerts.delivery.retry_budget_s,
+    )
+    sinks = ", ".join(f"{s.name}" for s in router.sinks.values())
+    print(
+        f"spendstream alerts: routing {consumer.alerts_topic} and {consumer.breakers_topic} "
+        f"from {bootstrap} to {sinks}; state in {state_path(workdir)}",
+        file=sys.stderr,
+    )
+    try:
+        total = consumer.run(stop)
+    finally:
+        consumer.close()
+        router.close()
+    print(
+        f"spendstream alerts: read {total.records} record(s): {total.alerts} alert(s), "
+        f"{total.breaker_events} breaker event(s), {total.bad_records} bad; "
+        f"{total.triggered} triggered, {total.resolved} resolved, "
+        f"{total.dead_lettered} dead-lettered",
+        file=sys.stderr,
+    )
+    return 0
