@@ -1,0 +1,341 @@
+"""Client-side enforcement: refuse a call while a circuit breaker covering it is open.
+
+``BreakerView`` follows the compacted ``spendstream.breakers`` topic (key: scope, value:
+the breaker event as JSON) in a background thread and keeps the latest state per scope
+in memory, so ``guard()`` answers from a local dict: no network round trip per call.
+
+``guard(view, team=..., api_key_id=..., session_id=..., ...)`` raises ``BreakerOpen``
+naming the scope and reason when the breaker of ``global`` or of any of the call's
+scopes (team, feature, project, user, api key, session) is ``open``; ``half_open`` lets
+calls through, so a resumed loop trips it again. ``aguard`` is the async twin.
+
+The per-request ceiling (``max_request_usd``) refuses a call whose worst case — its input
+tokens plus ``max_tokens`` of output at the model's list price — exceeds the ceiling,
+raising ``RequestCeilingExceeded`` (a ``BreakerOpen``). Prices come from a ``rates``
+table passed in (``{(provider, model): RequestRate}``, USD per million tokens), else
+from the genai-prices catalog when it is installed (the ``pipeline`` extra): this package
+must not import the pipeline's pricer. A model with no known price is refused when a
+ceiling is set: its worst case cannot be bounded.
+
+Nothing here imports the pipeline: the topic's JSON is parsed here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from spendstream.errors import BreakerOpen
+
+__all__ = [
+    "BREAKERS_TOPIC",
+    "BreakerView",
+    "RequestCeilingExceeded",
+    "RequestRate",
+    "ViewEntry",
+    "aguard",
+    "call_scopes",
+    "guard",
+    "worst_case_usd",
+]
+
+log = logging.getLogger(__name__)
+
+# Mirrors spendstream.topics.BREAKERS (a test keeps them equal); producers stay import-light.
+BREAKERS_TOPIC = "spendstream.breakers"
+_MTOK = Decimal(1_000_000)
+
+# Guard keyword -> scope kind (contract section 3). Other keywords (environment, ...) are ignored.
+_SCOPE_TAGS = (
+    ("team", "team"),
+    ("feature", "feature"),
+    ("project", "project"),
+    ("user_id", "user"),
+    ("api_key_id", "api_key"),
+    ("session_id", "session"),
+)
+
+
+class ViewEntry(NamedTuple):
+    state: str  # open | half_open | closed
+    reason: str
+    ts: str  # event time of the transition, as published
+    received_ns: int  # monotonic time the view applied it (for latency measurements)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRate:
+    """List price of one model in USD per million tokens."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+
+
+class RequestCeilingExceeded(BreakerOpen):
+    """The call's worst-case cost is over ``max_request_usd`` (or cannot be bounded)."""
+
+    def __init__(self, reason: str, worst_case_usd: Decimal | None, max_request_usd: Decimal):
+        super().__init__("request", reason)
+        self.worst_case_usd = worst_case_usd
+        self.max_request_usd = max_request_usd
+
+
+class BreakerView:
+    """A local, continuously updated copy of the breakers topic.
+
+    Construct, ``start()``, and optionally ``wait_ready()`` (caught up with the topic as it
+    stood at start). Until ready, ``guard`` lets calls through unless ``fail_closed``.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str = BREAKERS_TOPIC,
+        *,
+        fail_closed: bool = False,
+        poll_timeout_ms: int = 200,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.fail_closed = fail_closed
+        self._poll_timeout_ms = poll_timeout_ms
+        self._client_options = dict(client_options or {})
+        self._states: dict[str, ViewEntry] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()
+        self.error: BaseException | None = None
+
+    # --- the local state ------------------------------------------------------------
+
+    def apply(self, key: bytes | str | None, value: bytes | str | None) -> None:
+        """Apply one record of the topic (a tombstone, ``value=None``, forgets the scope)."""
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="replace")
+        if value is None:
+            if key is not None:
+                self._states.pop(key, None)
+            self._notify()
+            return
+        try:
+            data = json.loads(value)
+            scope = str(data.get("scope") or key)
+            entry = ViewEntry(
+                state=str(data["state"]),
+                reason=str(data.get("reason", "")),
+                ts=str(data.get("ts", "")),
+                received_ns=time.monotonic_ns(),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring malformed breaker record for key %r", key)
+            return
+        if entry.state == "closed":
+            self._states.pop(scope, None)
+        else:
+            self._states[scope] = entry
+        self._notify()
+
+    def get(self, scope: str) -> ViewEntry | None:
+        """The scope's breaker unless closed."""
+        return self._states.get(scope)
+
+    def snapshot(self) -> dict[str, ViewEntry]:
+        """Every breaker that is not closed."""
+        return dict(self._states)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout_s: float | None = None) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def wait_for(self, scope: str, state: str, timeout_s: float) -> bool:
+        """Block until ``scope`` is in ``state`` (``closed``: absent); for tests and tools."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                entry = self._states.get(scope)
+                current = entry.state if entry else "closed"
+                if current == state:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # --- the Kafka side -------------------------------------------------------------
+
+    def start(self) -> BreakerView:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"breaker-view:{self.topic}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def __enter__(self) -> BreakerView:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "group_id": None,  # every client reads the whole topic; no offsets to commit
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": 100,
+            "client_id": "spendstream-breaker-view",
+        }
+        options.update(self._client_options)
+        try:
+            consumer = KafkaConsumer(**options)
+        except Exception as exc:  # a broker down at start must not kill the caller's service
+            self.error = exc
+            log.error("breaker view cannot connect to %s: %s", self.bootstrap_servers, exc)
+            return
+        try:
+            parts = None
+            while parts is None and not self._stop.is_set():
+                found = consumer.partitions_for_topic(self.topic)
+                if found:
+                    parts = [TopicPartition(self.topic, p) for p in sorted(found)]
+                else:
+                    self._stop.wait(0.5)  # the topic appears when the first breaker moves
+            if parts is None:
+                return
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+            targets = consumer.end_offsets(parts)
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=self._poll_timeout_ms)
+                for records in batches.values():
+                    for rec in records:
+                        self.apply(rec.key, rec.value)
+                if not self._ready.is_set() and all(
+                    consumer.position(tp) >= off for tp, off in targets.items()
+                ):
+                    self._ready.set()
+                    self._notify()
+        except Exception as exc:
+            self.error = exc
+            log.exception("breaker view stopped")
+        finally:
+            consumer.close()
+
+
+def call_scopes(tags: Mapping[str, object]) -> list[str]:
+    """The breaker scopes covering a call with these tags, ``global`` first."""
+    scopes = ["global"]
+    for tag, kind in _SCOPE_TAGS:
+        value = tags.get(tag)
+        if value is not None:
+            scopes.append(f"{kind}:{value}")
+    return scopes
+
+
+def _catalog_price(provider: str, model: str, input_tokens: int, max_tokens: int) -> Decimal | None:
+    try:
+        import genai_prices
+    except ImportError:
+        return None
+    try:
+        # Priced with the call's own token counts, so long-context tiers apply as they would.
+        calc = genai_prices.calc_price(
+            genai_prices.Usage(input_tokens=input_tokens, output_tokens=max_tokens),
+            model,
+            provider_id=provider,
+        )
+    except LookupError:
+        return None
+    return Decimal(calc.total_price)
+
+
+def worst_case_usd(
+    provider: str,
+    model: str,
+    input_tokens: int,
+    max_tokens: int,
+    rates: Mapping[tuple[str, str], RequestRate] | None = None,
+) -> Decimal | None:
+    """Input tokens plus ``max_tokens`` of output at list price; None when no price is known.
+
+    ``rates`` wins; otherwise the genai-prices catalog (if installed) prices the call.
+    Cache discounts are ignored: the worst case is an uncached prompt.
+    """
+    rate = rates.get((provider, model)) if rates is not None else None
+    if rate is not None:
+        return (input_tokens * rate.input_per_mtok + max_tokens * rate.output_per_mtok) / _MTOK
+    return _catalog_price(provider, model, input_tokens, max_tokens)
+
+
+def guard(
+    view: BreakerView,
+    *,
+    max_request_usd: Decimal | str | int | None = None,
+    provider: str | None = None,
+    model: str | None = None,
+    input_tokens: int | None = None,
+    max_tokens: int | None = None,
+    rates: Mapping[tuple[str, str], RequestRate] | None = None,
+    **tags: object,
+) -> None:
+    """Raise ``BreakerOpen`` if the call must not be made; return None when it may.
+
+    ``tags`` are the event's attribution fields (``team``, ``feature``, ``project``,
+    ``user_id``, ``api_key_id``, ``session_id``); others are accepted and ignored.
+    """
+    if not view.ready and view.fail_closed:
+        raise BreakerOpen("global", "breaker view has not caught up with the breakers topic")
+    states = view._states
+    for scope in call_scopes(tags):
+        entry = states.get(scope)
+        if entry is not None and entry.state == "open":
+            raise BreakerOpen(scope, entry.reason)
+    if max_request_usd is None:
+        return
+    ceiling = Decimal(str(max_request_usd))
+    if provider is None or model is None or input_tokens is None or max_tokens is None:
+        raise TypeError("max_request_usd needs provider, model, input_tokens and max_tokens")
+    worst = worst_case_usd(provider, model, input_tokens, max_tokens, rates)
+    if worst is None:
+        raise RequestCeilingExceeded(
+            f"no price known for {provider}/{model}: cannot hold it to max_request_usd ${ceiling}",
+            None,
+            ceiling,
+        )
+    if worst > ceiling:
+        raise RequestCeilingExceeded(
+            f"worst case ${worst.quantize(Decimal('0.000001'))} ({input_tokens} input + "
+            f"{max_tokens} max output tokens of {provider}/{model}) exceeds "
+            f"max_request_usd ${ceiling}",
+            worst,
+            ceiling,
+        )
+
+
+async def aguard(view: BreakerView, **kwargs: Any) -> None:
+    """The async twin of ``guard``: the check is local, so it never blocks the loop."""
+    guard(view, **kwargs)

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from kafka import KafkaProducer
+
+from spendstream import topics
+from spendstream.errors import BreakerOpen
+from spendstream.producers.guard import (
+    BREAKERS_TOPIC,
+    BreakerView,
+    RequestCeilingExceeded,
+    RequestRate,
+    aguard,
+    call_scopes,
+    guard,
+    worst_case_usd,
+)
+from spendstream.stream.records import BreakerEvent, breaker_to_wire
+
+TS = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def _wire(scope: str, state: str, reason: str = "runaway_rate: too fast") -> bytes:
+    return json.dumps(breaker_to_wire(BreakerEvent(scope, state, reason, TS))).encode()  # type: ignore[arg-type]
+
+
+def _view(**kw: object) -> BreakerView:
+    return BreakerView("127.0.0.1:1", **kw)  # type: ignore[arg-type]  # never started
+
+
+def test_topic_name_matches_the_pipelines() -> None:
+    assert BREAKERS_TOPIC == topics.BREAKERS
+
+
+def test_open_breaker_on_any_scope_of_the_call_refuses_it_naming_scope_and_reason() -> None:
+    view = _view()
+    view.apply(b"session:s1", _wire("session:s1", "open", "runaway_session: 101 turns"))
+    with pytest.raises(BreakerOpen) as err:
+        guard(view, team="t", api_key_id="k", session_id="s1")
+    assert (err.value.scope, err.value.reason) == ("session:s1", "runaway_session: 101 turns")
+    guard(view, team="t", api_key_id="k", session_id="s2")  # another session: allowed
+
+
+def test_global_and_user_breakers_cover_every_matching_call() -> None:
+    view = _view()
+    view.apply("user:u", _wire("user:u", "open"))
+    with pytest.raises(BreakerOpen):
+        guard(view, user_id="u")
+    view.apply("global", _wire("global", "open"))
+    with pytest.raises(BreakerOpen) as err:
+        guard(view, environment="prod")
+    assert err.value.scope == "global"
+
+
+def test_half_open_lets_calls_through_and_closed_or_tombstone_forgets() -> None:
+    view = _view()
+    view.apply(b"api_key:k", _wire("api_key:k", "open"))
+    view.apply(b"api_key:k", _wire("api_key:k", "half_open"))
+    guard(view, api_key_id="k")
+    view.apply(b"api_key:k", _wire("api_key:k", "open"))
+    view.apply(b"api_key:k", None)
+    guard(view, api_key_id="k")
+    view.apply(b"team:t", _wire("team:t", "open"))
+    view.apply(b"team:t", _wire("team:t", "closed"))
+    assert view.snapshot() == {}
+
+
+def test_malformed_record_is_ignored() -> None:
+    view = _view()
+    view.apply(b"team:t", b"{not json")
+    view.apply(b"team:t", b'{"scope": "team:t"}')
+    assert view.snapshot() == {}
+
+
+def test_call_scopes_follow_the_contract_scope_forms() -> None:
+    assert call_scopes({"team": "a", "api_key_id": "k", "user_id": "u", "cost_center": "x"}) == [
+        "global",
+        "team:a",
+        "user:u",
+        "api_key:k",
+    ]
+
+
+def test_fail_closed_view_refuses_until_it_has_caught_up() -> None:
+    with pytest.raises(BreakerOpen):
+        guard(_view(fail_closed=True), team="t")
+    guard(_view(), team="t")
+
+
+def test_request_ceiling_uses_the_given_rate_table() -> None:
+    rates = {("acme", "m1"): RequestRate(Decimal("3"), Decimal("15"))}
+    # 100k input at $3 + 10k output at $15 per MTok = $0.45.
+    assert worst_case_usd("acme", "m1", 100_000, 10_000, rates) == Decimal("0.45")
+    guard(
+        _view(),
+        max_request_usd="0.45",
+        provider="acme",
+        model="m1",
+        input_tokens=100_000,
+        max_tokens=10_000,
+        rates=rates,
+    )
+    with pytest.raises(RequestCeilingExceeded) as err:
+        guard(
+            _view(),
+            max_request_usd="0.44",
+            provider="acme",
+            model="m1",
+            input_tokens=100_000,
+            max_tokens=10_000,
+            rates=rates,
+        )
+    assert err.value.worst_case_usd == Decimal("0.45") and isinstance(err.value, BreakerOpen)
+
+
+def test_request_ceiling_falls_back_to_the_catalog_with_its_long_context_tier() -> None:
+    # claude-sonnet-4-5 list price: $3/$15 per MTok, $6/$22.50 above 200k input tokens.
+    assert worst_case_usd("anthropic", "claude-sonnet-4-5", 1000, 1000) == Decimal("0.018")
+    assert worst_case_usd("anthropic", "claude-sonnet-4-5", 300_000, 64_000) == Decimal("3.24")
+    with pytest.raises(RequestCeilingExceeded):
+        guard(
+            _view(),
+            max_request_usd=2,
+            provider="anthropic",
+            model="claude-sonnet-4-5",
+            input_tokens=300_000,
+            max_tokens=64_000,
+        )
+
+
+def test_request_ceiling_refuses_a_model_it_cannot_price_and_needs_the_token_counts() -> None:
+    with pytest.raises(RequestCeilingExceeded) as err:
+        guard(
+            _view(),
+            max_request_usd=100,
+            provider="acme",
+            model="secret-model",
+            input_tokens=1,
+            max_tokens=1,
+        )
+    assert err.value.worst_case_usd is None
+    with pytest.raises(TypeError):
+        guard(_view(), max_request_usd=1, model="m")
+
+
+def test_async_guard_refuses_like_the_sync_one() -> None:
+    view = _view()
+    view.apply(b"feature:f", _wire("feature:f", "open"))
+    with pytest.raises(BreakerOpen):
+        asyncio.run(aguard(view, feature="f"))
+
+
+@pytest.mark.kafka
+def test_view_follows_the_compacted_topic_on_a_real_broker(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        # Published before the view starts: it must be read back from the beginning.
+        producer.send(topic, key=b"team:old", value=_wire("team:old", "open")).get(30)
+        with BreakerView(kafka_bootstrap, topic) as view:
+            assert view.wait_ready(60), view.error
+            with pytest.raises(BreakerOpen):
+                guard(view, team="old")
+            producer.send(topic, key=b"session:s", value=_wire("session:s", "open", "loop")).get(30)
+            assert view.wait_for("session:s", "open", 30)
+            with pytest.raises(BreakerOpen) as err:
+                guard(view, session_id="s")
+            assert err.value.reason == "loop"
+            producer.send(topic, key=b"session:s", value=_wire("session:s", "closed")).get(30)
+            assert view.wait_for("session:s", "closed", 30)
+            guard(view, session_id="s")
+    finally:
+        producer.close()
