@@ -1,0 +1,390 @@
+"""Exactly-once landing of facts, alerts, breaker events and dead letters as Parquet.
+
+The commit protocol (one batch; several writer processes may run it at once):
+
+1. drop items already landed (catalog probe) and repeats within the batch;
+2. write each (table, date) group as a Parquet file under ``_tmp/<instance>/<token>/``,
+   fsynced; views never read ``_tmp``;
+3. in one SQLite transaction: re-check the keys (another writer may have landed some
+   since step 1: then roll back, drop them, go to 2), insert the keys, the file rows
+   (final name carries the new commit id), and this writer's state and source positions.
+   This transaction is the commit point;
+4. rename each staged file into its partition (atomic), then remove the staging dir.
+
+Recovery (on open, for staging dirs whose owner process is gone, found by ``flock``):
+staged files with a catalog row are renamed into place (roll forward); files without
+one are deleted (roll back, their keys never landed so a replay lands them once).
+A crash anywhere therefore leaves each key either landed with its file or not at all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spendstream.producers.event import UsageEvent
+from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.warehouse.catalog import Catalog, FileRow, key_of
+from spendstream.warehouse.layout import TABLES, Layout, segment
+from spendstream.warehouse.quality import QualityReport, precheck
+from spendstream.warehouse.schema import (
+    SCHEMAS,
+    alerts_table,
+    breaker_events_table,
+    dead_letters_table,
+    facts_table,
+    utc_day,
+)
+
+__all__ = ["CommitBatch", "CommitResult", "Warehouse"]
+
+DEFAULT_WRITER = "embedded"
+_MAX_CONFLICT_RETRIES = 5
+
+# Tests replace this to simulate a crash at a named step of the protocol.
+_fault: Callable[[str], None] = lambda step: None  # noqa: E731
+
+
+@dataclass(slots=True)
+class CommitBatch:
+    """Everything one runtime batch produced, committed atomically with its state."""
+
+    facts: Sequence[Fact] = ()
+    alerts: Sequence[Alert] = ()
+    breaker_events: Sequence[BreakerEvent] = ()
+    dead_letters: Sequence[DeadLetter] = ()
+    state: Any = None  # JSON-serialisable detection snapshot
+    source_positions: Any = None  # JSON-serialisable, e.g. {"spendstream.usage/3": 1042}
+
+
+@dataclass(slots=True)
+class CommitResult:
+    commit_id: int
+    facts: int = 0
+    alerts: int = 0
+    breaker_events: int = 0
+    dead_letters: int = 0
+    skipped: int = 0  # already landed (replays, or another writer won the race)
+    quarantined: int = 0
+    quality: QualityReport = field(default_factory=QualityReport)
+
+
+def _fact_key(f: Fact) -> bytes:
+    return key_of("e", f.event.event_id)
+
+
+def _alert_key(a: Alert) -> bytes:
+    return key_of("a", a.alert_id)
+
+
+def _breaker_key(b: BreakerEvent) -> bytes:
+    return key_of("b", b.scope, b.state, b.reason, b.ts.isoformat())
+
+
+def _dead_key(d: DeadLetter) -> bytes:
+    # The same bad input from the same source is one dead letter, like a repeated event_id.
+    return key_of("d", d.source, d.raw, d.error)
+
+
+def _first_unique(items: Iterable[Any], key: Callable[[Any], bytes]) -> list[tuple[bytes, Any]]:
+    seen: set[bytes] = set()
+    out = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append((k, item))
+    return out
+
+
+class Warehouse:
+    """The warehouse under ``<workdir>/warehouse``: lands batches exactly once, owns the views.
+
+    ``writer`` names whose state ``last_commit`` returns: one per independent runtime
+    (e.g. a Faust worker's partition set); the embedded runner uses the default.
+    """
+
+    def __init__(self, workdir: Path, writer: str = DEFAULT_WRITER) -> None:
+        self.layout = Layout.for_workdir(Path(workdir))
+        self.writer = writer
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        self.layout.tmp_dir.mkdir(exist_ok=True)
+        self._ensure_schema_files()
+        self.catalog = Catalog(self.layout.catalog_path)
+        self.recover()
+        # This instance's staging dir, locked for its lifetime: recovery elsewhere skips it.
+        self._stage_root = self.layout.tmp_dir / f"{segment(writer)}-{uuid.uuid4().hex[:12]}"
+        self._stage_root.mkdir()
+        self._lock_fd: int | None = os.open(self._stage_root / ".lock", os.O_CREAT | os.O_RDWR)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def close(self) -> None:
+        """Release the catalog and the staging lock (what a process exit does)."""
+        self.catalog.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Views.
+
+    def ensure_views(self) -> None:
+        """(Re)create the DuckDB views; idempotent, safe while readers hold the file open."""
+        from spendstream.warehouse.views import build_database
+
+        build_database(self.layout)
+
+    # Dedup.
+
+    def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
+        """Events whose event_id has not landed, first occurrence only, in input order."""
+        pairs = _first_unique(events, lambda e: key_of("e", e.event_id))
+        landed = self.catalog.landed_among([k for k, _ in pairs])
+        return [e for k, e in pairs if k not in landed]
+
+    def last_commit(self) -> tuple[Any, Any] | None:
+        """This writer's (state, source_positions) from its last commit, or None."""
+        return self.catalog.writer_state(self.writer)
+
+    def all_writers(self) -> dict[str, tuple[Any, Any]]:
+        """Every writer's last (state, source_positions), e.g. after a rebalance."""
+        return self.catalog.writers()
+
+    # Commit.
+
+    def commit(
+        self,
+        batch: CommitBatch | None = None,
+        *,
+        facts: Sequence[Fact] = (),
+        alerts: Sequence[Alert] = (),
+        breaker_events: Sequence[BreakerEvent] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+        state: Any = None,
+        source_positions: Any = None,
+    ) -> CommitResult:
+        """Land one batch with the writer's state, atomically; already-landed items are skipped."""
+        if batch is None:
+            batch = CommitBatch(
+                facts, alerts, breaker_events, dead_letters, state, source_positions
+            )
+        # Serialise first: a state that is not JSON must fail before anything is written.
+        json.dumps(batch.state)
+        json.dumps(batch.source_positions)
+        items = {
+            "usage_facts": _first_unique(batch.facts, _fact_key),
+            "alerts": _first_unique(batch.alerts, _alert_key),
+            "breaker_events": _first_unique(batch.breaker_events, _breaker_key),
+            "dead_letters": _first_unique(batch.dead_letters, _dead_key),
+        }
+        total = sum(len(v) for v in items.values())
+        skipped = len(batch.facts) + len(batch.alerts) + len(batch.breaker_events)
+        skipped += len(batch.dead_letters) - total
+        for _ in range(_MAX_CONFLICT_RETRIES):
+            all_keys = [k for pairs in items.values() for k, _ in pairs]
+            landed = self.catalog.landed_among(all_keys)
+            if landed:
+                skipped += len(landed)
+                items = {
+                    t: [(k, x) for k, x in pairs if k not in landed] for t, pairs in items.items()
+                }
+            result = self._try_commit(items, batch.state, batch.source_positions)
+            if result is not None:
+                result.skipped = skipped
+                return result
+        raise RuntimeError("warehouse commit kept conflicting with other writers")
+
+    def _try_commit(
+        self, items: dict[str, list[tuple[bytes, Any]]], state: Any, positions: Any
+    ) -> CommitResult | None:
+        facts = [f for _, f in items["usage_facts"]]
+        alerts = [a for _, a in items["alerts"]]
+        breakers = [b for _, b in items["breaker_events"]]
+        dead = [d for _, d in items["dead_letters"]]
+        quality = precheck(facts, alerts, breakers)
+        token = uuid.uuid4().hex
+        stage = self._stage_root / token
+        quarantined = 0
+        tables: dict[str, list[Any]]
+        if quality.ok:
+            tables = {"usage_facts": facts, "alerts": alerts, "breaker_events": breakers}
+        else:
+            # The batch's facts, alerts and breaker events go to quarantine (with the report);
+            # every quarantined fact also gets a dead letter, so each input still ends in
+            # usage_facts or dead_letters.
+            quarantined = len(facts) + len(alerts) + len(breakers)
+            tables = {"usage_facts": [], "alerts": [], "breaker_events": []}
+            note = "; ".join(quality.problems[:3])
+            dead = dead + [
+                DeadLetter(
+                    raw=f.event.model_dump_json(exclude_none=True),
+                    error=f"batch quarantined by the quality pre-check ({note}); "
+                    f"see {self.layout.quarantine_dir.name}/<commit>/report.json",
+                    source="quality",
+                    received_at=f.ingested_at,
+                )
+                for f in facts
+            ]
+            extra = _first_unique(dead[len(items["dead_letters"]) :], _dead_key)
+            items = {**items, "dead_letters": items["dead_letters"] + extra}
+            dead = [d for _, d in items["dead_letters"]]
+        tables["dead_letters"] = dead
+        staged = self._stage(stage, tables)
+        quarantine_staged = (
+            self._stage(
+                stage / "quarantine",
+                {"usage_facts": facts, "alerts": alerts, "breaker_events": breakers},
+            )
+            if not quality.ok
+            else []
+        )
+        _fault("after_write")
+        keys = [k for pairs in items.values() for k, _ in pairs]
+        with self.catalog.write() as con:
+            if self.catalog.landed_among(keys):
+                conflict = True
+            else:
+                conflict = False
+                status = "landed" if quality.ok else "quarantined"
+                commit_id = self.catalog.add_commit(
+                    con,
+                    self.writer,
+                    status,
+                    (len(tables["usage_facts"]), len(alerts), len(breakers), len(dead)),
+                    None if quality.ok else quality.to_dict(),
+                )
+                self.catalog.add_keys(con, keys, commit_id)
+                rows = []
+                for n, (table, day, path, nrows) in enumerate(staged):
+                    final = self.layout.date_dir(table, day) / self.layout.commit_file_name(
+                        commit_id, n
+                    )
+                    rows.append(
+                        FileRow(
+                            self.layout.relative(final),
+                            self.layout.relative(path),
+                            commit_id,
+                            table,
+                            nrows,
+                        )
+                    )
+                self.catalog.add_files(con, rows)
+                self.catalog.set_writer_state(con, self.writer, commit_id, state, positions)
+                _fault("before_commit")
+        if conflict:
+            shutil.rmtree(stage, ignore_errors=True)
+            return None
+        _fault("after_commit")
+        for row in rows:
+            self._publish(self.layout.absolute(row.staged), self.layout.absolute(row.path))
+        if quarantine_staged:
+            qdir = self.layout.quarantine_dir / f"{commit_id:012d}"
+            qdir.mkdir(parents=True, exist_ok=True)
+            for table, day, path, _ in quarantine_staged:
+                path.rename(qdir / f"{table}-{day.isoformat()}.parquet")
+            (qdir / "report.json").write_text(
+                json.dumps(
+                    {"commit_id": commit_id, "writer": self.writer, **quality.to_dict()}, indent=2
+                )
+            )
+        shutil.rmtree(stage, ignore_errors=True)
+        return CommitResult(
+            commit_id=commit_id,
+            facts=len(tables["usage_facts"]),
+            alerts=len(tables["alerts"]),
+            breaker_events=len(tables["breaker_events"]),
+            dead_letters=len(dead),
+            quarantined=quarantined,
+            quality=quality,
+        )
+
+    def _stage(
+        self, stage: Path, tables: dict[str, Sequence[Any]]
+    ) -> list[tuple[str, Any, Path, int]]:
+        """Write one Parquet file per (table, UTC date); return (table, date, path, rows)."""
+        builders: dict[str, Callable[[Sequence[Any]], pa.Table]] = {
+            "usage_facts": facts_table,
+            "alerts": alerts_table,
+            "breaker_events": breaker_events_table,
+            "dead_letters": dead_letters_table,
+        }
+        day_of: dict[str, Callable[[Any], datetime]] = {
+            "usage_facts": lambda f: f.event.ts,
+            "alerts": lambda a: a.ts,
+            "breaker_events": lambda b: b.ts,
+            "dead_letters": lambda d: d.received_at,
+        }
+        out = []
+        for table, records in tables.items():
+            groups: dict[Any, list[Any]] = {}
+            for r in records:
+                groups.setdefault(utc_day(day_of[table](r)), []).append(r)
+            for day, group in sorted(groups.items()):
+                path = stage / table / f"{day.isoformat()}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_parquet(builders[table](group), path)
+                out.append((table, day, path, len(group)))
+        return out
+
+    def _publish(self, staged: Path, final: Path) -> None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
+    # Recovery.
+
+    def recover(self) -> None:
+        """Finish or undo the commits of writer instances that died mid-protocol."""
+        if not self.layout.tmp_dir.exists():
+            return
+        for inst in sorted(self.layout.tmp_dir.iterdir()):
+            if not inst.is_dir():
+                continue
+            lock = inst / ".lock"
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer owns it
+                committed = self.catalog.files_staged_under(self.layout.relative(inst) + "/")
+                for staged_rel, final_rel in committed.items():
+                    staged = self.layout.absolute(staged_rel)
+                    if staged.exists():
+                        self._publish(staged, self.layout.absolute(final_rel))
+                shutil.rmtree(inst, ignore_errors=True)
+            finally:
+                os.close(fd)
+
+    def _ensure_schema_files(self) -> None:
+        for table in TABLES:
+            path = self.layout.schema_file(table)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+                _write_parquet(SCHEMAS[table].empty_table(), tmp)
+                os.replace(tmp, path)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    pq.write_table(table, path, compression="zstd")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,198 @@
+"""Data quality of landed facts: a fast pre-check on every batch, a great-expectations suite on demand.
+
+great-expectations 1.x takes seconds to import and validates through pandas, so it
+cannot sit on the hot path. Every batch instead passes ``precheck`` (plain Python over
+the records, the same rules as the suite); a failing batch is quarantined by the
+landing code. The GE suite (``run_suite``) checks what actually landed, through the
+views: ``spendstream warehouse check`` and the tests run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent, Fact
+
+__all__ = [
+    "EARLIEST_TS",
+    "FUTURE_SLACK",
+    "SCOPE_KINDS",
+    "QualityReport",
+    "SuiteResult",
+    "known_scope",
+    "precheck",
+    "run_suite",
+]
+
+SCOPE_KINDS = ("team", "feature", "project", "user", "api_key", "session")
+# Before this, no metered LLM API existed; later than ingestion + slack is a broken clock.
+EARLIEST_TS = datetime(2015, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+_MAX_LISTED = 20
+
+
+def known_scope(scope: str) -> bool:
+    if scope == "global":
+        return True
+    kind, sep, value = scope.partition(":")
+    return bool(sep) and kind in SCOPE_KINDS and bool(value)
+
+
+@dataclass(slots=True)
+class QualityReport:
+    """What failed in one batch; ``ok`` when nothing did."""
+
+    problems: list[str] = field(default_factory=list)
+    failing: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        self.failing += 1
+        if len(self.problems) < _MAX_LISTED:
+            self.problems.append(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"failing": self.failing, "problems": list(self.problems)}
+
+
+def _check_fact(f: Fact, report: QualityReport) -> None:
+    e = f.event
+    eid = e.event_id
+    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        if getattr(e, name) < 0:
+            report.add(f"{eid}: {name} is negative")
+    if e.cache_read_tokens + e.cache_write_tokens > e.input_tokens:
+        report.add(f"{eid}: cache_read_tokens + cache_write_tokens exceeds input_tokens")
+    if e.ts < EARLIEST_TS or e.ts > f.ingested_at + FUTURE_SLACK:
+        report.add(
+            f"{eid}: ts {e.ts.isoformat()} outside [{EARLIEST_TS.date()}, ingested_at + 1 day]"
+        )
+    c = f.cost
+    if c is not None:
+        parts = (
+            c.input_cost_usd,
+            c.cache_read_cost_usd,
+            c.cache_write_cost_usd,
+            c.output_cost_usd,
+            c.cost_usd,
+        )
+        if any(p is None for p in parts):
+            report.add(f"{eid}: priced but a cost column is missing")
+        elif any(p < 0 for p in parts):
+            report.add(f"{eid}: negative cost")
+        elif not c.price_source:
+            report.add(f"{eid}: priced without a price_source")
+
+
+def precheck(
+    facts: Sequence[Fact],
+    alerts: Sequence[Alert] = (),
+    breaker_events: Sequence[BreakerEvent] = (),
+) -> QualityReport:
+    """The suite's rules over one batch, in plain Python (microseconds per fact)."""
+    report = QualityReport()
+    seen: set[str] = set()
+    for f in facts:
+        if f.event.event_id in seen:
+            report.add(f"{f.event.event_id}: event_id repeated in the batch")
+        seen.add(f.event.event_id)
+        _check_fact(f, report)
+    for a in alerts:
+        if not known_scope(a.scope):
+            report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")
+        if a.kind not in ALERT_KINDS:
+            report.add(f"alert {a.alert_id}: unknown kind {a.kind!r}")
+    for b in breaker_events:
+        if not known_scope(b.scope):
+            report.add(f"breaker event: unknown scope {b.scope!r}")
+    return report
+
+
+@dataclass(slots=True)
+class SuiteResult:
+    """The GE suite's verdict: every expectation with its outcome."""
+
+    success: bool
+    results: list[tuple[str, bool, str]]  # (expectation, passed, detail)
+
+
+# The suite reads derived columns so each rule is one stock expectation.
+_FACTS_SQL = """
+SELECT event_id, ts, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+       input_tokens - cache_read_tokens - cache_write_tokens AS uncached_tokens,
+       CAST(cost_usd AS DOUBLE) AS cost_usd_approx,
+       (priced AND cost_usd IS NULL) OR (NOT priced AND cost_usd IS NOT NULL) AS cost_mismatch
+FROM usage_facts
+WHERE ($since IS NULL OR ts >= $since)
+"""
+_SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_events"
+_SCOPE_REGEX = r"^(global|(" + "|".join(SCOPE_KINDS) + r"):.+)$"
+
+
+def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
+    """Run the great-expectations suite over the landed facts (and alert/breaker scopes)."""
+    import duckdb
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        facts = con.execute(_FACTS_SQL, {"since": since}).df()
+        scopes = con.execute(_SCOPES_SQL).df()
+    finally:
+        con.close()
+    now = datetime.now(UTC)
+    context = gx.get_context(mode="ephemeral")
+    source = context.data_sources.add_pandas("warehouse")
+    fact_suite = gx.ExpectationSuite(name="usage_facts")
+    for column in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        fact_suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0))
+    fact_suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(column="uncached_tokens", min_value=0)
+    )
+    fact_suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(column="cost_usd_approx", min_value=0)
+    )
+    fact_suite.add_expectation(
+        gxe.ExpectColumnValuesToBeInSet(column="cost_mismatch", value_set=[False])
+    )
+    fact_suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column="event_id"))
+    fact_suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column="event_id"))
+    fact_suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(
+            column="ts", min_value=EARLIEST_TS, max_value=now + FUTURE_SLACK
+        )
+    )
+    scope_suite = gx.ExpectationSuite(name="scopes")
+    scope_suite.add_expectation(
+        gxe.ExpectColumnValuesToMatchRegex(column="scope", regex=_SCOPE_REGEX)
+    )
+
+    results: list[tuple[str, bool, str]] = []
+    success = True
+    for name, frame, suite in (("usage_facts", facts, fact_suite), ("scopes", scopes, scope_suite)):
+        asset = source.add_dataframe_asset(name)
+        batch = asset.add_batch_definition_whole_dataframe(name).get_batch(
+            batch_parameters={"dataframe": frame}
+        )
+        outcome = batch.validate(suite)
+        success = success and bool(outcome.success)
+        for r in outcome.results:
+            cfg = r.expectation_config
+            assert cfg is not None
+            column = cfg.kwargs.get("column", "")
+            label = f"{name}.{column}: {cfg.type}"
+            detail = ""
+            if not r.success:
+                unexpected = r.result.get("unexpected_count")
+                sample = r.result.get("partial_unexpected_list", [])[:3]
+                detail = f"{unexpected} unexpected, e.g. {sample}"
+            results.append((label, bool(r.success), detail))
+    return SuiteResult(success=success, results=results)

@@ -1,0 +1,125 @@
+"""The revenue table users load for unit economics (``spendstream warehouse load-revenue``).
+
+CSV columns: ``month`` (``YYYY-MM`` or a date in it), ``revenue_usd`` (a decimal), and at
+most one of ``plan`` (matched to facts' ``tags['plan']``) or ``user_id``; neither means
+the month's total revenue. Loading merges by (month, plan, user_id): a row replaces the
+stored row with the same key. The file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spendstream.errors import ConfigError
+from spendstream.warehouse.layout import Layout
+from spendstream.warehouse.schema import MONEY, to_money
+
+__all__ = ["REVENUE", "RevenueRow", "ensure_revenue_file", "load_revenue", "parse_revenue_csv"]
+
+REVENUE = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("plan", pa.string()),
+        ("user_id", pa.string()),
+        ("revenue_usd", MONEY),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RevenueRow:
+    month: date
+    plan: str | None
+    user_id: str | None
+    revenue_usd: Decimal
+
+
+def _month(text: str, where: str) -> date:
+    t = text.strip()
+    try:
+        if len(t) == 7:
+            return date.fromisoformat(t + "-01")
+        return date.fromisoformat(t).replace(day=1)
+    except ValueError:
+        raise ConfigError(f"{where}: month {text!r} is not YYYY-MM") from None
+
+
+def parse_revenue_csv(path: Path) -> list[RevenueRow]:
+    """Rows of a revenue CSV; every problem is a ConfigError naming the line and column."""
+    try:
+        fh = open(path, newline="", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise ConfigError(f"cannot read revenue file {path}: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        fields = set(reader.fieldnames or [])
+        missing = {"month", "revenue_usd"} - fields
+        if missing:
+            raise ConfigError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        unknown = fields - {"month", "revenue_usd", "plan", "user_id"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown column(s) {', '.join(sorted(unknown))}")
+        rows = []
+        for i, rec in enumerate(reader, start=2):
+            where = f"{path}:{i}"
+            try:
+                amount = Decimal((rec.get("revenue_usd") or "").strip())
+            except InvalidOperation:
+                raise ConfigError(
+                    f"{where}: revenue_usd {rec.get('revenue_usd')!r} is not a decimal"
+                ) from None
+            if not amount.is_finite() or amount < 0:
+                raise ConfigError(f"{where}: revenue_usd must be a non-negative number")
+            plan = (rec.get("plan") or "").strip() or None
+            user = (rec.get("user_id") or "").strip() or None
+            if plan and user:
+                raise ConfigError(f"{where}: give plan or user_id, not both")
+            rows.append(RevenueRow(_month(rec.get("month") or "", where), plan, user, amount))
+    return rows
+
+
+def _read(layout: Layout) -> list[RevenueRow]:
+    if not layout.revenue_file.exists():
+        return []
+    t = pq.read_table(layout.revenue_file).to_pylist()
+    return [RevenueRow(r["month"], r["plan"], r["user_id"], r["revenue_usd"]) for r in t]
+
+
+def _write(layout: Layout, rows: list[RevenueRow]) -> None:
+    layout.revenue_dir.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "month": [r.month for r in rows],
+            "plan": [r.plan for r in rows],
+            "user_id": [r.user_id for r in rows],
+            "revenue_usd": [to_money(r.revenue_usd) for r in rows],
+        },
+        schema=REVENUE,
+    )
+    tmp = layout.revenue_dir / f".{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, layout.revenue_file)
+
+
+def ensure_revenue_file(layout: Layout) -> None:
+    """An empty revenue table, so the view is valid before anything was loaded."""
+    if not layout.revenue_file.exists():
+        _write(layout, [])
+
+
+def load_revenue(layout: Layout, path: Path) -> int:
+    """Merge a revenue CSV into the stored table; returns the number of rows loaded."""
+    new = parse_revenue_csv(path)
+    merged = {(r.month, r.plan, r.user_id): r for r in _read(layout)}
+    merged.update({(r.month, r.plan, r.user_id): r for r in new})
+    _write(layout, sorted(merged.values(), key=lambda r: (r.month, r.plan or "", r.user_id or "")))
+    return len(new)

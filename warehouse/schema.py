@@ -1,0 +1,192 @@
+"""Arrow schemas of the warehouse tables and the builders that turn records into columns.
+
+Columns are built in one pass over a batch; money goes from ``Decimal`` straight to
+``decimal128(38, 18)`` (records.COST_SCALE) with no float in between. Tags and alert
+details are ``MAP(VARCHAR, VARCHAR)`` so SQL can say ``tags['plan']``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+
+from spendstream.stream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
+
+__all__ = [
+    "MONEY",
+    "SCHEMAS",
+    "alerts_table",
+    "breaker_events_table",
+    "dead_letters_table",
+    "facts_table",
+    "to_money",
+]
+
+MONEY = pa.decimal128(38, COST_SCALE)
+TS = pa.timestamp("us", tz="UTC")
+STR_MAP = pa.map_(pa.string(), pa.string())
+_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+
+EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
+    ("event_id", pa.string()),
+    ("ts", TS),
+    ("provider", pa.string()),
+    ("model", pa.string()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("cache_read_tokens", pa.int64()),
+    ("cache_write_tokens", pa.int64()),
+    ("batch", pa.bool_()),
+    ("status", pa.string()),
+    ("attempt", pa.int64()),
+    ("request_id", pa.string()),
+    ("latency_ms", pa.float64()),
+    ("team", pa.string()),
+    ("feature", pa.string()),
+    ("project", pa.string()),
+    ("environment", pa.string()),
+    ("cost_center", pa.string()),
+    ("user_id", pa.string()),
+    ("api_key_id", pa.string()),
+    ("session_id", pa.string()),
+    ("parent_session_id", pa.string()),
+    ("turn", pa.int64()),
+    ("reported_cost_usd", MONEY),
+    ("tags", STR_MAP),
+    ("schema_version", pa.int32()),
+]
+COST_FIELDS = [
+    "input_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+    "output_cost_usd",
+    "cost_usd",
+]
+FACTS = pa.schema(
+    [pa.field(n, t) for n, t in EVENT_FIELDS]
+    + [pa.field(n, MONEY) for n in COST_FIELDS]
+    + [
+        pa.field("priced", pa.bool_()),
+        pa.field("price_source", pa.string()),
+        pa.field("ingested_at", TS),
+    ]
+)
+ALERTS = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("kind", pa.string()),
+        ("scope", pa.string()),
+        ("severity", pa.string()),
+        ("ts", TS),
+        ("value", MONEY),
+        ("threshold", MONEY),
+        ("message", pa.string()),
+        ("dedup_key", pa.string()),
+        ("details", STR_MAP),
+    ]
+)
+BREAKER_EVENTS = pa.schema(
+    [("scope", pa.string()), ("state", pa.string()), ("reason", pa.string()), ("ts", TS)]
+)
+DEAD_LETTERS = pa.schema(
+    [
+        ("raw", pa.string()),
+        ("error", pa.string()),
+        ("source", pa.string()),
+        ("received_at", TS),
+    ]
+)
+SCHEMAS: dict[str, pa.Schema] = {
+    "usage_facts": FACTS,
+    "alerts": ALERTS,
+    "breaker_events": BREAKER_EVENTS,
+    "dead_letters": DEAD_LETTERS,
+}
+
+
+def to_money(value: Decimal | None) -> Decimal | None:
+    """A Decimal that fits DECIMAL(38, 18): rounded (half-even) only if it has more digits."""
+    if value is None:
+        return None
+    exp = value.as_tuple().exponent
+    if isinstance(exp, int) and exp < -COST_SCALE:
+        return value.quantize(_QUANTUM)
+    return value
+
+
+def utc_day(ts: datetime) -> date:
+    return ts.astimezone(UTC).date()
+
+
+def facts_table(facts: Sequence[Fact]) -> pa.Table:
+    cols: dict[str, list[Any]] = {f.name: [] for f in FACTS}
+    event_names = [n for n, _ in EVENT_FIELDS if n not in ("reported_cost_usd", "tags")]
+    appenders = [(cols[n].append, n) for n in event_names]
+    reported = cols["reported_cost_usd"].append
+    tags = cols["tags"].append
+    costs = [cols[n].append for n in COST_FIELDS]
+    priced = cols["priced"].append
+    source = cols["price_source"].append
+    ingested = cols["ingested_at"].append
+    for fact in facts:
+        ev = fact.event
+        for append, name in appenders:
+            append(getattr(ev, name))
+        reported(to_money(ev.reported_cost_usd))
+        tags(list(ev.tags.items()) if ev.tags else None)
+        c = fact.cost
+        if c is None:
+            for append in costs:
+                append(None)
+            priced(False)
+            source(None)
+        else:
+            costs[0](to_money(c.input_cost_usd))
+            costs[1](to_money(c.cache_read_cost_usd))
+            costs[2](to_money(c.cache_write_cost_usd))
+            costs[3](to_money(c.output_cost_usd))
+            costs[4](to_money(c.cost_usd))
+            priced(True)
+            source(c.price_source)
+        ingested(fact.ingested_at)
+    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in FACTS}, schema=FACTS)
+
+
+def alerts_table(alerts: Sequence[Alert]) -> pa.Table:
+    rows = {
+        "alert_id": [a.alert_id for a in alerts],
+        "kind": [a.kind for a in alerts],
+        "scope": [a.scope for a in alerts],
+        "severity": [a.severity for a in alerts],
+        "ts": [a.ts for a in alerts],
+        "value": [to_money(a.value) for a in alerts],
+        "threshold": [to_money(a.threshold) for a in alerts],
+        "message": [a.message for a in alerts],
+        "dedup_key": [a.dedup_key for a in alerts],
+        "details": [list(a.details.items()) for a in alerts],
+    }
+    return pa.table(rows, schema=ALERTS)
+
+
+def breaker_events_table(events: Sequence[BreakerEvent]) -> pa.Table:
+    rows = {
+        "scope": [e.scope for e in events],
+        "state": [e.state for e in events],
+        "reason": [e.reason for e in events],
+        "ts": [e.ts for e in events],
+    }
+    return pa.table(rows, schema=BREAKER_EVENTS)
+
+
+def dead_letters_table(letters: Sequence[DeadLetter]) -> pa.Table:
+    rows = {
+        "raw": [d.raw for d in letters],
+        "error": [d.error for d in letters],
+        "source": [d.source for d in letters],
+        "received_at": [d.received_at for d in letters],
+    }
+    return pa.table(rows, schema=DEAD_LETTERS)
