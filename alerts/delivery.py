@@ -106,6 +106,9 @@ class HttpDeliverer:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        # httpx logs every request URL at INFO, and a Slack webhook URL is a secret.
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.policy = policy
         self.client = client or httpx.Client(timeout=policy.timeout_s, follow_redirects=False)
         self._sleep = sleep

@@ -8,6 +8,7 @@ only when every notification it produced was delivered or dead-lettered, so the 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,7 @@ class _Batch:
     folds: list[tuple[str, str, Alert]] = field(default_factory=list)
     decisions: list[tuple[str, str, str, str]] = field(default_factory=list)
     seen: set[tuple[str, str, str]] = field(default_factory=set)
+    sends: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class AlertRouter:
@@ -192,7 +194,8 @@ class AlertRouter:
                             incident_open=self.state.incident_open(sink_name, key),
                             recent_sends=self.state.recent_sends(
                                 sink_name, alert.scope, now - timedelta(seconds=sink.rate_window_s)
-                            ),
+                            )
+                            + [now] * batch.sends[(sink_name, alert.scope)],
                             max_per_scope=sink.max_per_scope,
                             rate_window_s=sink.rate_window_s,
                             breaker=breaker,
@@ -200,6 +203,7 @@ class AlertRouter:
                         if decision is Decision.FOLDED:
                             batch.folds.append((sink_name, key, alert))
                         elif decision is Decision.SEND:
+                            batch.sends[(sink_name, alert.scope)] += 1
                             batch.pending[(sink_name, key)] = _Pending(
                                 sink_name, key, route.name, alert, group, [alert.scope]
                             )

@@ -59,7 +59,7 @@ def slack_message(n: Notification, link_base_url: str | None = None) -> dict[str
     else:
         look = f'Investigate: `spendstream sql "{_esc(investigate_sql(n))}"`'
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": look}})
-    return {"text": summary(n, 3000), "blocks": blocks}
+    return {"text": _esc(summary(n, 3000)), "blocks": blocks}
 
 
 @dataclass(slots=True)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
+from spendstream.alerts.notification import Notification
+from spendstream.alerts.sinks.console import ConsoleSink
+
+from ..factories import T0, make_alert
+
+
+def test_console_writes_one_line_per_notification() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(name="console", out=out)
+    d = HttpDeliverer(RetryPolicy())
+    sink.deliver(Notification("trigger", "k", "r", make_alert()), d)
+    sink.deliver(Notification("resolve", "k", "r", make_alert(), opened_at=T0), d)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("[CRITICAL] runaway_session on session:s1")
+    assert lines[1].startswith("[RESOLVED] Resolved: runaway_session on session:s1")
+
+
+def test_the_log_stream_goes_through_logging(caplog: pytest.LogCaptureFixture) -> None:
+    sink = ConsoleSink(name="log", stream="log")
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.console"):
+        sink.deliver(Notification("trigger", "k", "r", make_alert()), HttpDeliverer(RetryPolicy()))
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "session:s1" in caplog.records[0].getMessage()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+
+from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
+from spendstream.alerts.notification import Notification
+from spendstream.alerts.sinks import build_sink
+from spendstream.alerts.sinks.webhook import WebhookSink, sign, verify
+from spendstream.config import WebhookSinkConfig
+
+from ..conftest import ScriptedServer
+from ..factories import make_alert
+
+SECRET = "s3cr3t-shared-with-the-receiver"
+
+
+def note() -> Notification:
+    return Notification(action="trigger", key="k1", route="r", alert=make_alert())
+
+
+def test_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    body = b'{"a":1}'
+    expected = hmac.new(SECRET.encode(), b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert sign(SECRET.encode(), 1700000000, body) == "v1=" + expected
+
+
+def test_a_receiver_verifies_what_the_sink_sent(http_server: Callable[..., ScriptedServer]) -> None:
+    server = http_server()
+    cfg = WebhookSinkConfig(name="hook", type="webhook", url=server.url, secret_env="HOOK_SECRET")
+    sink = build_sink(cfg, environ={"HOOK_SECRET": SECRET})
+    assert isinstance(sink, WebhookSink)
+    assert sink.deliver(note(), HttpDeliverer(RetryPolicy(max_attempts=1))).delivered
+    (got,) = server.accepted()
+    ts, sig = got.headers["x-spendstream-timestamp"], got.headers["x-spendstream-signature"]
+    now = float(ts)
+    assert verify(SECRET.encode(), ts, got.body, sig, now)
+    assert not verify(b"wrong", ts, got.body, sig, now)
+    assert not verify(SECRET.encode(), ts, got.body + b" ", sig, now)
+    assert not verify(SECRET.encode(), ts, got.body, sig, now + 3600)  # a replay, an hour later
+    body = got.json()
+    assert body["action"] == "trigger" and body["alert"]["scope"] == "session:s1"
+    assert body["alert"]["value"] == "51.25"  # money stays a decimal string
+    assert SECRET not in repr(sink)
+
+
+def test_the_delivery_id_is_stable_so_receivers_can_dedupe(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server()
+    sink = WebhookSink(name="hook", url=server.url, secret=None)
+    deliverer = HttpDeliverer(RetryPolicy(max_attempts=1))
+    sink.deliver(note(), deliverer)
+    sink.deliver(note(), deliverer)
+    ids = {r.headers["x-spendstream-delivery"] for r in server.accepted()}
+    assert len(ids) == 1
+    assert "x-spendstream-signature" not in server.accepted()[0].headers

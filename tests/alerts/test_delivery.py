@@ -1,0 +1,129 @@
+"""Retries against real local HTTP servers; only time (sleep) and jitter are injected."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spendstream.alerts.delivery import HttpDeliverer, HttpRequest, RetryPolicy, parse_retry_after
+
+from .conftest import ScriptedServer
+
+FAST = RetryPolicy(
+    max_attempts=6, backoff_initial_s=0.5, backoff_max_s=8, retry_budget_s=60, timeout_s=5
+)
+
+
+class FakeTime:
+    """sleep() advances a monotonic clock instead of waiting; hooks run at chosen sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self.on_sleep: dict[int, Callable[[], None]] = {}
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+        hook = self.on_sleep.get(len(self.sleeps))
+        if hook:
+            hook()
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def deliverer(t: FakeTime, policy: RetryPolicy = FAST) -> HttpDeliverer:
+    return HttpDeliverer(policy, sleep=t.sleep, monotonic=t.monotonic, rng=random.Random(7))
+
+
+def req(server: ScriptedServer) -> HttpRequest:
+    return HttpRequest(server.url, b'{"hello": 1}', {"Content-Type": "application/json"})
+
+
+def test_5xx_answers_are_retried_until_accepted(http_server: Callable[..., ScriptedServer]) -> None:
+    server = http_server(script=[500, 502, 503])
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))
+    assert result.delivered and result.attempts == 4
+    assert len(server.received) == 4 and len(server.accepted()) == 1
+    assert len(t.sleeps) == 3
+
+
+def test_429_waits_exactly_its_retry_after_seconds(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[(429, {"Retry-After": "7"})])
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))
+    assert result.delivered and result.attempts == 2
+    assert t.sleeps == [7.0]
+
+
+def test_retry_after_as_an_http_date_is_honoured() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    header = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(header, now) == 30.0
+    assert parse_retry_after("soon", now) is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+def test_4xx_other_than_429_is_never_retried(
+    http_server: Callable[..., ScriptedServer], status: int
+) -> None:
+    server = http_server(script=[status])
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))
+    assert result.status == "dead" and result.attempts == 1
+    assert result.error == f"HTTP {status}"
+    assert len(server.received) == 1 and t.sleeps == []
+
+
+def test_a_server_down_for_a_while_gets_the_notification_when_it_returns(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(start=False)
+    t = FakeTime()
+    t.on_sleep[3] = server.start  # back after the third wait
+    result = deliverer(t).send("hook", req(server))
+    assert result.delivered and result.attempts == 4
+    assert len(server.received) == 1
+
+
+def test_a_timeout_is_retried(http_server: Callable[..., ScriptedServer]) -> None:
+    server = http_server(script=[(202, {}, 1.0)])  # first answer comes after the client gave up
+    policy = RetryPolicy(max_attempts=3, backoff_initial_s=0.1, retry_budget_s=60, timeout_s=0.2)
+    t = FakeTime()
+    result = deliverer(t, policy).send("hook", req(server))
+    assert result.delivered and result.attempts == 2
+
+
+def test_attempts_run_out_into_a_dead_letter(http_server: Callable[..., ScriptedServer]) -> None:
+    server = http_server(script=[503] * 10)
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))
+    assert result.status == "dead" and result.attempts == FAST.max_attempts
+    assert result.error == "HTTP 503"
+    assert len(server.received) == FAST.max_attempts
+
+
+def test_the_time_budget_runs_out_before_the_attempts(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[(429, {"Retry-After": "45"})] * 10)
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))  # budget 60 s: one 45 s wait, not two
+    assert result.status == "dead" and result.attempts == 2
+    assert t.sleeps == [45.0]
+
+
+@given(attempt=st.integers(min_value=1, max_value=40), seed=st.integers(0, 2**32))
+def test_backoff_is_full_jitter_under_a_doubling_cap(attempt: int, seed: int) -> None:
+    wait = FAST.backoff_s(attempt, random.Random(seed))
+    assert 0 <= wait <= min(FAST.backoff_max_s, FAST.backoff_initial_s * 2 ** (attempt - 1))

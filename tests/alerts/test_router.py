@@ -1,0 +1,299 @@
+"""AlertRouter.handle end to end against real local PagerDuty- and Slack-shaped servers."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
+from spendstream.alerts.router import AlertRouter
+from spendstream.config import AlertsConfig, config_from_dict
+from spendstream.errors import ConfigError
+
+from .conftest import ScriptedServer, check_pagerduty, check_slack
+from .factories import PD_KEY, T0, breaker, make_alert
+from .test_delivery import FakeTime
+
+ROUTES: list[dict[str, Any]] = [
+    {
+        "name": "page",
+        "kinds": ["runaway_session", "runaway_rate", "budget_exceeded"],
+        "min_severity": "critical",
+        "sinks": ["pd", "slack"],
+        "group_by": ["kind", "api_key_id"],
+    },
+    {
+        "name": "chat",
+        "sinks": ["slack"],
+        "quiet_hours": "22:00-07:00",
+        "quiet_min_severity": "critical",
+    },
+]
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Harness:
+    def __init__(
+        self,
+        tmp_path: Path,
+        http_server: Callable[..., ScriptedServer],
+        routes: list[dict[str, Any]] | None = None,
+        *,
+        pd_script: list[Any] | None = None,
+        slack_script: list[Any] | None = None,
+        slack_up: bool = True,
+        sink_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.pd = http_server(script=pd_script, check=check_pagerduty)
+        self.slack = http_server(script=slack_script, check=check_slack, start=slack_up)
+        self.tmp_path = tmp_path
+        self.clock = Clock(datetime(2026, 11, 23, 12, 30, tzinfo=UTC))
+        self.time = FakeTime()
+        extra = sink_extra or {}
+        self.config: AlertsConfig = config_from_dict(
+            {
+                "alerts": {
+                    "sink": [
+                        {
+                            "name": "pd",
+                            "type": "pagerduty",
+                            "url": self.pd.url,
+                            "routing_key_env": "PD",
+                            **extra,
+                        },
+                        {"name": "slack", "type": "slack", "webhook_url_env": "SLACK", **extra},
+                    ],
+                    "route": ROUTES if routes is None else routes,
+                }
+            }
+        ).alerts
+        self.router = self.open()
+
+    def open(self) -> AlertRouter:
+        policy = RetryPolicy(
+            max_attempts=8, backoff_initial_s=1, backoff_max_s=30, retry_budget_s=300, timeout_s=5
+        )
+        deliverer = HttpDeliverer(
+            policy, sleep=self.time.sleep, monotonic=self.time.monotonic, rng=random.Random(3)
+        )
+        return AlertRouter.from_config(
+            self.config,
+            self.tmp_path / "work",
+            environ={"PD": PD_KEY, "SLACK": self.slack.url},
+            clock=self.clock,
+            deliverer=deliverer,
+        )
+
+    def pd_actions(self) -> list[str]:
+        return [r.json()["event_action"] for r in self.pd.accepted()]
+
+
+@pytest.fixture
+def harness(tmp_path: Path, http_server: Callable[..., ScriptedServer]) -> Harness:
+    return Harness(tmp_path, http_server)
+
+
+def storm(n: int, key: str = "key-ci") -> list[Any]:
+    return [
+        make_alert(f"session:{key}-s{i}", n=i, details={"api_key_id": key, "team": "platform"})
+        for i in range(n)
+    ]
+
+
+def test_a_storm_of_runaway_sessions_from_one_key_is_one_page_with_a_count(
+    harness: Harness,
+) -> None:
+    summary = harness.router.handle(storm(300))
+    assert summary.triggered == 2  # one PagerDuty page, one Slack message
+    (page,) = harness.pd.accepted()
+    assert page.json()["payload"]["custom_details"]["count"] == 300
+    assert page.json()["payload"]["summary"].startswith("300 runaway_session alerts")
+    (msg,) = harness.slack.accepted()
+    assert "x300" in msg.json()["blocks"][0]["text"]["text"]
+
+
+def test_two_keys_storming_page_separately(harness: Harness) -> None:
+    harness.router.handle(storm(5, "key-a") + storm(5, "key-b"))
+    keys = {r.json()["dedup_key"] for r in harness.pd.accepted()}
+    assert len(keys) == 2
+
+
+def test_repeats_of_an_open_condition_in_later_batches_page_no_one(harness: Harness) -> None:
+    a = make_alert()
+    harness.router.handle([a])
+    again = harness.router.handle([make_alert(n=1), make_alert(n=2)])
+    assert again.triggered == 0 and again.decisions == {"folded": 4}  # 2 alerts x 2 sinks
+    assert harness.pd_actions() == ["trigger"]
+
+
+def test_the_breaker_closing_resolves_with_the_same_dedup_key(harness: Harness) -> None:
+    harness.router.handle([make_alert()])
+    summary = harness.router.handle([], [breaker("session:s1")])
+    assert summary.resolved == 2
+    assert harness.pd_actions() == ["trigger", "resolve"]
+    trig, res = (r.json() for r in harness.pd.accepted())
+    assert trig["dedup_key"] == res["dedup_key"]
+    assert "Resolved" in harness.slack.accepted()[1].json()["text"]
+
+
+def test_a_grouped_page_resolves_when_its_last_scope_closes(harness: Harness) -> None:
+    harness.router.handle(storm(3))
+    assert (
+        harness.router.handle(
+            [], [breaker("session:key-ci-s0"), breaker("session:key-ci-s1")]
+        ).resolved
+        == 0
+    )
+    assert harness.router.handle([], [breaker("session:key-ci-s2")]).resolved == 2
+    assert harness.pd_actions() == ["trigger", "resolve"]
+
+
+def test_the_condition_paging_again_after_its_resolve_is_a_new_page(harness: Harness) -> None:
+    harness.router.handle([make_alert()])
+    harness.router.handle([], [breaker("session:s1", at=T0 + timedelta(minutes=1))])
+    harness.router.handle([make_alert(n=600)])  # ten minutes later, over the limit again
+    assert harness.pd_actions() == ["trigger", "resolve", "trigger"]
+
+
+def test_an_alert_read_after_its_breaker_closed_pages_no_one(harness: Harness) -> None:
+    summary = harness.router.handle([make_alert()], [breaker("session:s1")])
+    assert summary.decisions == {"stale": 2}
+    assert harness.pd.received == [] and harness.slack.received == []
+
+
+def test_delivery_state_survives_a_restart_without_duplicate_pages(harness: Harness) -> None:
+    alerts = storm(20)
+    harness.router.handle(alerts)
+    harness.router.close()
+    harness.router = harness.open()  # a new process, the same workdir
+    replay = harness.router.handle(alerts)  # offsets were not committed: read again
+    assert replay.triggered == 0 and replay.decisions == {"duplicate": 40}
+    harness.router.handle([], [breaker(f"session:key-ci-s{i}") for i in range(20)])
+    assert harness.pd_actions() == ["trigger", "resolve"]
+    assert len(harness.slack.accepted()) == 2
+
+
+def test_a_webhook_outage_delays_the_slack_message_but_sends_it_once(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, slack_up=False)
+    h.time.on_sleep[4] = h.slack.start  # Slack comes back after four backoff waits
+    summary = h.router.handle([make_alert()])
+    assert summary.triggered == 2 and summary.dead_lettered == 0
+    assert len(h.slack.accepted()) == 1 and h.pd_actions() == ["trigger"]
+
+
+def test_failing_and_throttling_endpoints_are_retried_to_one_delivery(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(
+        tmp_path,
+        http_server,
+        pd_script=[500, 503, 502],
+        slack_script=[(429, {"Retry-After": "12"})],
+    )
+    assert h.router.handle([make_alert()]).triggered == 2
+    assert h.pd_actions() == ["trigger"] and len(h.pd.received) == 4
+    assert len(h.slack.accepted()) == 1 and 12.0 in h.time.sleeps
+
+
+def test_a_refused_page_is_dead_lettered_and_pages_afresh_next_time(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    h = Harness(tmp_path, http_server, pd_script=[400])
+    with caplog.at_level(logging.DEBUG):
+        summary = h.router.handle([make_alert()])
+    assert summary.dead_lettered == 1 and summary.triggered == 1
+    (dead,) = h.router.state.dead_letters()
+    assert dead.sink == "pd" and dead.error == "HTTP 400" and dead.attempts == 1
+    assert dead.notification.alert.scope == "session:s1"
+    assert PD_KEY not in caplog.text and h.slack.url not in caplog.text  # secrets never logged
+    h.router.handle([make_alert(n=1)])  # not folded into a page that never happened
+    assert h.pd_actions() == ["trigger"]
+
+
+def test_quiet_hours_hold_back_chat_but_not_pages(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server)
+    h.clock.now = datetime(2026, 11, 23, 23, 15, tzinfo=UTC)
+    summary = h.router.handle(
+        [make_alert("team:search", kind="budget_threshold", severity="warning"), make_alert()]
+    )
+    assert summary.decisions == {"quiet": 1, "send": 2}
+    assert len(h.slack.accepted()) == 1 and h.pd_actions() == ["trigger"]
+
+
+def test_minimum_severity_keeps_warnings_off_the_pager(harness: Harness) -> None:
+    harness.router.handle([make_alert(severity="warning")])
+    assert harness.pd.received == [] and len(harness.slack.accepted()) == 1
+
+
+def test_rate_limit_per_scope_and_sink(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(
+        tmp_path,
+        http_server,
+        routes=[{"name": "all", "sinks": ["slack"]}],
+        sink_extra={"max_per_scope": 2},
+    )
+    kinds = ["budget_threshold", "hourly_anomaly", "cache_hit_drop"]
+    summary = h.router.handle(
+        [make_alert("team:search", kind=k, severity="warning") for k in kinds]
+    )
+    assert summary.decisions == {"send": 2, "rate_limited": 1}
+    h.clock.now += timedelta(hours=2)  # the window has passed
+    assert h.router.handle([make_alert("team:search", kind="retry_storm")]).triggered == 1
+
+
+def test_unrouted_alerts_are_counted(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(
+        tmp_path,
+        http_server,
+        routes=[{"name": "budgets", "kinds": ["budget_exceeded"], "sinks": ["slack"]}],
+    )
+    assert h.router.handle([make_alert()]).unrouted == 1
+
+
+def test_auto_resolve_closes_incidents_no_breaker_will_close(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    routes = [{"name": "anomalies", "sinks": ["pd"], "auto_resolve_s": 3600}]
+    h = Harness(tmp_path, http_server, routes=routes)
+    h.router.handle([make_alert("team:search", kind="hourly_anomaly")])
+    h.clock.now += timedelta(minutes=59)
+    assert h.router.tick().resolved == 0
+    h.clock.now += timedelta(minutes=2)
+    assert h.router.tick().resolved == 1
+    assert h.pd_actions() == ["trigger", "resolve"]
+
+
+def test_a_route_naming_an_unknown_kind_is_a_config_error(tmp_path: Path) -> None:
+    cfg = config_from_dict(
+        {
+            "alerts": {
+                "sink": [{"name": "c", "type": "console"}],
+                "route": [{"name": "r", "sinks": ["c"], "kinds": ["runaway"]}],
+            }
+        }
+    )
+    with pytest.raises(
+        ConfigError, match=r"alerts\.route\.r\.kinds: unknown alert kind\(s\) runaway"
+    ):
+        AlertRouter.from_config(cfg.alerts, tmp_path)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from spendstream.alerts.routing import alert_team, group_key, in_quiet_hours, matching_routes
+from spendstream.config import RouteConfig
+
+from .factories import make_alert
+
+
+def route(name: str = "r", **kw: object) -> RouteConfig:
+    return RouteConfig.model_validate({"name": name, "sinks": ["s"], **kw})
+
+
+def test_empty_filters_match_every_alert() -> None:
+    assert [r.name for r in matching_routes([route()], make_alert(severity="info"))] == ["r"]
+
+
+def test_kind_severity_scope_and_team_filters_all_apply() -> None:
+    r = route(
+        kinds=["runaway_session"], min_severity="warning", scopes=["session:*"], teams=["platform"]
+    )
+    assert matching_routes([r], make_alert())
+    assert not matching_routes([r], make_alert(kind="retry_storm"))
+    assert not matching_routes([r], make_alert(severity="info"))
+    assert not matching_routes([r], make_alert(scope="api_key:k"))
+    assert not matching_routes([r], make_alert(details={"team": "search"}))
+
+
+def test_team_comes_from_a_team_scope_or_the_details() -> None:
+    assert alert_team(make_alert(scope="team:search", details={})) == "search"
+    assert alert_team(make_alert(details={"team": "ads"})) == "ads"
+    assert alert_team(make_alert(details={})) is None
+
+
+def test_first_matching_route_wins_unless_it_continues() -> None:
+    routes = [route("a"), route("b")]
+    assert [r.name for r in matching_routes(routes, make_alert())] == ["a"]
+    routes = [route("a", continue_matching=True), route("b"), route("c")]
+    assert [r.name for r in matching_routes(routes, make_alert())] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "hhmm", "quiet"),
+    [
+        ("22:00-07:00", "23:30", True),
+        ("22:00-07:00", "06:59", True),
+        ("22:00-07:00", "07:00", False),
+        ("22:00-07:00", "12:00", False),
+        ("12:00-13:00", "12:30", True),
+        ("12:00-13:00", "13:00", False),
+    ],
+)
+def test_quiet_hours_are_utc_and_may_wrap_past_midnight(spec: str, hhmm: str, quiet: bool) -> None:
+    h, m = map(int, hhmm.split(":"))
+    assert in_quiet_hours(spec, datetime(2026, 1, 1, h, m, tzinfo=UTC)) is quiet
+
+
+def test_without_group_by_the_incident_is_the_alerts_own_condition() -> None:
+    a = make_alert()
+    assert group_key(route(), a) == (a.dedup_key, {})
+
+
+def test_group_by_folds_sessions_of_one_key_and_separates_keys() -> None:
+    r = route(group_by=["kind", "api_key_id"])
+    k1, g1 = group_key(r, make_alert("session:a"))
+    k2, _ = group_key(r, make_alert("session:b"))
+    k3, _ = group_key(r, make_alert("session:c", details={"api_key_id": "other"}))
+    assert k1 == k2 != k3
+    assert g1 == {"kind": "runaway_session", "api_key_id": "key-ci"}
+
+
+def test_group_by_reads_the_field_from_the_scope_itself() -> None:
+    r = route(group_by=["api_key_id"])
+    key, group = group_key(r, make_alert("api_key:k9", kind="runaway_rate", details={}))
+    assert group == {"api_key_id": "k9"} and key.startswith("group-")
+
+
+def test_an_alert_missing_a_group_field_is_its_own_incident() -> None:
+    a = make_alert(details={})
+    assert group_key(route(group_by=["api_key_id"]), a) == (a.dedup_key, {})
