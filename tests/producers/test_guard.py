@@ -178,3 +178,105 @@ def test_view_follows_the_compacted_topic_on_a_real_broker(
             guard(view, session_id="s")
     finally:
         producer.close()
+
+
+@pytest.mark.kafka
+def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+    record_property,  # type: ignore[no-untyped-def]
+) -> None:
+    """usage topic -> DetectionEngine -> compacted breakers topic -> BreakerView -> guard().
+
+    The stream side here is a minimal consumer loop around the same engine the runtimes
+    hold (no pricing: turn limits need none).
+    """
+    import threading
+    import time
+    from datetime import timedelta
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from spendstream.config import config_from_dict
+    from spendstream.producers.event import UsageEvent
+    from spendstream.stream.detection import DetectionEngine
+    from spendstream.stream.records import Fact
+
+    usage = topic_factory(prefix="usage")
+    breakers = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
+    engine = DetectionEngine(config_from_dict({"runaway": {"max_session_turns": 100}}))
+    stop = threading.Event()
+    published: dict[str, int] = {}
+
+    def stream_side() -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=None, fetch_max_wait_ms=100
+        )
+        tp = TopicPartition(usage, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        out = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
+        try:
+            while not stop.is_set():
+                batch = [r for rs in consumer.poll(timeout_ms=100).values() for r in rs]
+                if not batch:
+                    continue
+                now = datetime.now(UTC)
+                facts = [Fact(UsageEvent.model_validate_json(r.value), None, now) for r in batch]
+                _, events = engine.process(facts)
+                for ev in events:
+                    out.send(
+                        breakers,
+                        key=ev.scope.encode(),
+                        value=json.dumps(breaker_to_wire(ev)).encode(),
+                    )
+                    published[ev.scope] = time.monotonic_ns()
+                out.flush()
+        finally:
+            consumer.close()
+            out.close()
+
+    processor = threading.Thread(target=stream_side, daemon=True)
+    processor.start()
+    agent = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, linger_ms=0)
+    sent_at: dict[int, int] = {}
+    refused: BreakerOpen | None = None
+    turns = 0
+    try:
+        with BreakerView(kafka_bootstrap, breakers) as view:
+            assert view.wait_ready(60), view.error
+            for turn in range(1, 2001):
+                try:
+                    guard(view, api_key_id="agent-key", session_id="agent-1", team="research")
+                except BreakerOpen as exc:
+                    refused = exc
+                    refused_ns = time.monotonic_ns()
+                    break
+                event = UsageEvent(
+                    event_id=f"agent-1-{turn}",
+                    ts=TS + timedelta(seconds=turn),
+                    provider="anthropic",
+                    model="claude-sonnet-4-5",
+                    input_tokens=2000,
+                    output_tokens=200,
+                    api_key_id="agent-key",
+                    session_id="agent-1",
+                    team="research",
+                    turn=turn,
+                )
+                agent.send(usage, key=b"agent-key", value=event.model_dump_json().encode())
+                agent.flush()
+                sent_at[turn] = time.monotonic_ns()
+                turns = turn
+                time.sleep(0.005)  # the "LLM call"
+    finally:
+        stop.set()
+        processor.join(10)
+        agent.close()
+    assert refused is not None, f"the loop ran all {turns} turns"
+    assert refused.scope == "session:agent-1" and refused.reason.startswith("runaway_session")
+    assert turns >= 101  # the 101st turn trips it, so it was made
+    latency_ms = (refused_ns - sent_at[101]) / 1e6
+    record_property("trip_to_refusal_ms", round(latency_ms, 1))
+    record_property("turns_after_trip", turns - 101)
+    print(f"agent stopped after turn {turns}; 101st turn -> refusal {latency_ms:.1f} ms")

@@ -1,0 +1,318 @@
+"""How fast does a tripped breaker stop calls? (issue 5 goal: p99 <= 1 s on a local broker)
+
+    .venv/bin/python -m bench.breaker_latency [--samples 200] [--bootstrap HOST:PORT]
+
+Three measurements, in one run, on one broker (``--bootstrap``, else
+``$SPENDSTREAM_BENCH_KAFKA``, else a LocalKafka started for the run and stopped after):
+
+* ``bare_consumer`` (the baseline): produce -> a bare kafka-python consumer receives it,
+  the floor any Kafka-fed client can reach on this broker;
+* ``publish_to_refusal``: a breaker event is published to a compacted topic -> the
+  ``BreakerView`` has applied it and ``guard()`` raises ``BreakerOpen``;
+* ``trip_to_refusal``: the fact that trips a breaker enters ``DetectionEngine.process``
+  -> its breaker event is published -> ``guard()`` raises. This is the whole path minus
+  the usage topic hop and the stream runtime's batching (``[pipeline] batch_within_s``).
+
+Plus the cost of one ``guard()`` call that passes (six scopes checked, nothing open).
+Results: bench/results/breaker_latency.json and a line in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import timeit
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from spendstream.config import config_from_dict
+from spendstream.errors import BreakerOpen
+from spendstream.producers.event import UsageEvent
+from spendstream.producers.guard import BreakerView, guard
+from spendstream.stream.detection import DetectionEngine
+from spendstream.stream.records import BreakerEvent, Cost, Fact, breaker_to_wire
+
+NAME = "breaker_latency"
+ROOT = Path(__file__).resolve().parent
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    libs = {}
+    for dist in ("spendstream", "kafka-python", "aiokafka", "faust-streaming", "genai-prices"):
+        try:
+            libs[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            libs[dist] = None
+    return {
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": ram_gb,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "libraries": libs,
+    }
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    s = sorted(samples_ms)
+    q = statistics.quantiles(s, n=100, method="inclusive") if len(s) > 1 else s * 99
+    return {
+        "n": len(s),
+        "min_ms": round(s[0], 3),
+        "p50_ms": round(q[49], 3),
+        "p90_ms": round(q[89], 3),
+        "p99_ms": round(q[98], 3),
+        "max_ms": round(s[-1], 3),
+    }
+
+
+def _topic(admin: KafkaAdminClient, name: str) -> str:
+    admin.create_topics(
+        [NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})],
+        wait_for_metadata=True,
+    )
+    return name
+
+
+def _wire(scope: str, state: str, ts: datetime) -> bytes:
+    return json.dumps(breaker_to_wire(BreakerEvent(scope, state, "bench", ts))).encode()  # type: ignore[arg-type]
+
+
+def bare_consumer(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
+    received: dict[bytes, int] = {}
+    got = threading.Condition()
+    stop = threading.Event()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_end(tp)
+    consumer.position(tp)
+
+    def loop() -> None:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                for rec in records:
+                    with got:
+                        received[rec.key] = time.monotonic_ns()
+                        got.notify_all()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    out = []
+    ts = datetime.now(UTC)
+    for i in range(samples):
+        key = f"session:bare-{i}".encode()
+        t0 = time.monotonic_ns()
+        producer.send(topic, key=key, value=_wire(key.decode(), "open", ts))
+        producer.flush()
+        with got:
+            got.wait_for(lambda k=key: k in received, timeout=30)
+        out.append((received[key] - t0) / 1e6)
+        time.sleep(gap_s)
+    stop.set()
+    thread.join(5)
+    consumer.close()
+    producer.close()
+    return out
+
+
+def _until_refused(view: BreakerView, call: Callable[[], None], scope: str) -> int:
+    if not view.wait_for(scope, "open", 30):
+        raise RuntimeError(f"{scope} never opened in the view")
+    try:
+        call()
+    except BreakerOpen:
+        return time.monotonic_ns()
+    raise RuntimeError(f"guard let a call through for {scope}")
+
+
+def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    out = []
+    with BreakerView(bootstrap, topic) as view:
+        if not view.wait_ready(60):
+            raise RuntimeError(f"breaker view not ready: {view.error}")
+        ts = datetime.now(UTC)
+        for i in range(samples):
+            scope = f"session:pub-{i}"
+            t0 = time.monotonic_ns()
+            producer.send(topic, key=scope.encode(), value=_wire(scope, "open", ts))
+            producer.flush()
+            t1 = _until_refused(view, lambda s=f"pub-{i}": guard(view, session_id=s), scope)
+            out.append((t1 - t0) / 1e6)
+            time.sleep(gap_s)
+    producer.close()
+    return out
+
+
+def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
+    cfg = config_from_dict({"runaway": {"max_session_turns": 3}})
+    engine = DetectionEngine(cfg)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    out = []
+    with BreakerView(bootstrap, topic) as view:
+        if not view.wait_ready(60):
+            raise RuntimeError(f"breaker view not ready: {view.error}")
+        for i in range(samples):
+            sid = f"trip-{i}"
+            facts = [
+                _fact(f"{sid}-{t}", base + timedelta(minutes=i, seconds=t), sid) for t in range(4)
+            ]
+            engine.process(facts[:3])
+            t0 = time.monotonic_ns()
+            _, events = engine.process(facts[3:])
+            for ev in events:
+                producer.send(
+                    topic, key=ev.scope.encode(), value=json.dumps(breaker_to_wire(ev)).encode()
+                )
+            producer.flush()
+            t1 = _until_refused(view, lambda s=sid: guard(view, session_id=s), f"session:{sid}")
+            out.append((t1 - t0) / 1e6)
+            time.sleep(gap_s)
+    producer.close()
+    return out
+
+
+def _fact(event_id: str, ts: datetime, session_id: str) -> Fact:
+    event = UsageEvent(
+        event_id=event_id,
+        ts=ts,
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        input_tokens=1000,
+        output_tokens=100,
+        session_id=session_id,
+        api_key_id="bench",
+    )
+    d = Decimal("0.0045")
+    return Fact(event, Cost(d, Decimal(0), Decimal(0), Decimal(0), d, "bench"), ts)
+
+
+def guard_call_us() -> dict[str, float]:
+    view = BreakerView("127.0.0.1:1")  # never started: a populated local dict is all guard reads
+    for i in range(1000):
+        view.apply(
+            f"session:other-{i}".encode(), _wire(f"session:other-{i}", "open", datetime.now(UTC))
+        )
+    tags = {
+        "team": "t",
+        "feature": "f",
+        "project": "p",
+        "user_id": "u",
+        "api_key_id": "k",
+        "session_id": "s",
+    }
+    n = 100_000
+    passing = min(timeit.repeat(lambda: guard(view, **tags), number=n, repeat=3)) / n * 1e6
+    baseline = min(timeit.repeat(lambda: view.get("session:s"), number=n, repeat=3)) / n * 1e6
+    return {"guard_pass_us": round(passing, 3), "single_dict_lookup_us": round(baseline, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--gap-ms", type=float, default=20.0, help="pause between samples")
+    ap.add_argument("--bootstrap", default=os.environ.get("SPENDSTREAM_BENCH_KAFKA"))
+    args = ap.parse_args(argv)
+    gap_s = args.gap_ms / 1000
+    broker = None
+    tmp = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        from spendstream.kafka_local import LocalKafka, find_free_ports
+
+        tmp = tempfile.TemporaryDirectory(prefix="bench-kafka-")
+        port, cport = find_free_ports(2)
+        broker = LocalKafka(Path(tmp.name), port=port, controller_port=cport)
+        bootstrap = broker.start(timeout_s=180)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        stamp = int(time.time())
+        results = {
+            "bare_consumer": percentiles(
+                bare_consumer(bootstrap, _topic(admin, f"bench-bare-{stamp}"), args.samples, gap_s)
+            ),
+            "publish_to_refusal": percentiles(
+                publish_to_refusal(
+                    bootstrap, _topic(admin, f"bench-breakers-{stamp}"), args.samples, gap_s
+                )
+            ),
+            "trip_to_refusal": percentiles(
+                trip_to_refusal(
+                    bootstrap, _topic(admin, f"bench-trip-{stamp}"), args.samples, gap_s
+                )
+            ),
+        }
+        admin.close()
+    finally:
+        if broker is not None:
+            broker.stop()
+        if tmp is not None:
+            tmp.cleanup()
+    report = {
+        "name": NAME,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "broker": "external " + bootstrap
+        if args.bootstrap
+        else "LocalKafka (single node, this machine)",
+        "samples": args.samples,
+        "latency": results,
+        "guard_call": guard_call_us(),
+        "goal": "trip_to_refusal p99 <= 1000 ms",
+    }
+    out_dir = ROOT / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
+    lat = results
+    line = (
+        f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, "
+        f"{report['machine']['cores']} cores): trip->refusal p50 {lat['trip_to_refusal']['p50_ms']} ms "
+        f"p99 {lat['trip_to_refusal']['p99_ms']} ms; publish->refusal p99 "
+        f"{lat['publish_to_refusal']['p99_ms']} ms vs bare consumer p99 "
+        f"{lat['bare_consumer']['p99_ms']} ms; guard() {report['guard_call']['guard_pass_us']} us "
+        f"-> results/{NAME}.json"
+    )
+    md = ROOT / "RESULTS.md"
+    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
+    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
+    md.write_text("\n".join(lines) + "\n")
+    print(json.dumps(report["latency"], indent=2))
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
