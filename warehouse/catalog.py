@@ -203,6 +203,21 @@ class Catalog:
         )
         return [r[0] for r in rows]
 
+    def replacement_published(self, path: str, root: Path) -> bool:
+        """Whether a live compacted file covering ``path`` is in place under ``root``."""
+        row = self._con.execute(
+            "SELECT commit_id, table_name FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        if row is None:
+            return False
+        parent = path.rsplit("/", 1)[0]
+        rows = self._con.execute(
+            "SELECT path FROM files WHERE table_name = ? AND superseded_at IS NULL"
+            " AND commit_id >= ? AND path >= ? AND path < ?",
+            (row[1], row[0], parent + "/k", parent + "/l"),
+        )
+        return any((root / r[0]).exists() for r in rows)
+
     def count_landed(self) -> int:
         return int(self._con.execute("SELECT count(*) FROM landed").fetchone()[0])
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -46,6 +46,9 @@ from spendstream.warehouse.schema import (
     facts_table,
     utc_day,
 )
+
+if TYPE_CHECKING:
+    from spendstream.warehouse.compaction import CompactionSummary
 
 __all__ = ["CommitBatch", "CommitResult", "Warehouse"]
 
@@ -149,6 +152,18 @@ class Warehouse:
         from spendstream.warehouse.views import build_database
 
         build_database(self.layout)
+
+    def stage_dir(self) -> Path:
+        """A fresh directory inside this instance's (locked) staging area."""
+        path = self._stage_root / uuid.uuid4().hex
+        path.mkdir()
+        return path
+
+    def compact(self, min_files: int = 2, grace_s: float | None = None) -> CompactionSummary:
+        """Merge small files per partition (see compaction.py); safe while readers query."""
+        from spendstream.warehouse.compaction import DEFAULT_GRACE_S, compact
+
+        return compact(self, min_files, DEFAULT_GRACE_S if grace_s is None else grace_s)
 
     # Dedup.
 

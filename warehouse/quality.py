@@ -138,7 +138,12 @@ _SCOPE_REGEX = r"^(global|(" + "|".join(SCOPE_KINDS) + r"):.+)$"
 
 def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
     """Run the great-expectations suite over the landed facts (and alert/breaker scopes)."""
+    import os
+
     import duckdb
+
+    # No telemetry from a metering tool's quality check.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -149,7 +154,10 @@ def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
     finally:
         con.close()
     now = datetime.now(UTC)
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("warehouse")
     fact_suite = gx.ExpectationSuite(name="usage_facts")
     for column in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):

@@ -1,0 +1,52 @@
+"""``spendstream query NAME``: a named warehouse query (each is also a view), filters bound."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spendstream.commands._options import add_format, add_workdir
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from spendstream.warehouse.queries import FILTERS
+
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the query (see --list)")
+    parser.add_argument(
+        "--list", action="store_true", help="list the named queries and what they answer"
+    )
+    for name, (_, help_text) in FILTERS.items():
+        parser.add_argument(f"--{name}", default=None, metavar="VALUE", help=help_text)
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
+    add_workdir(parser)
+    add_format(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spendstream.errors import ConfigError
+    from spendstream.warehouse.output import render
+    from spendstream.warehouse.queries import BY_NAME, FILTERS, QUERIES
+
+    if args.list:
+        render(
+            ["name", "description"],
+            [(q.name, q.description) for q in QUERIES],
+            args.format,
+            sys.stdout,
+        )
+        return 0
+    if not args.name:
+        raise ConfigError("give a query NAME, or --list to see them")
+    if args.name not in BY_NAME:
+        raise ConfigError(f"unknown query {args.name!r}; one of: {', '.join(BY_NAME)}")
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError("--limit must be >= 0")
+    from spendstream.warehouse.reading import run_named
+    from spendstream.workdir import resolve_workdir
+
+    filters = {name: getattr(args, name) for name in FILTERS}
+    columns, rows = run_named(resolve_workdir(args.workdir), args.name, filters, args.limit)
+    render(columns, rows, args.format, sys.stdout)
+    return 0

@@ -1,0 +1,37 @@
+"""``spendstream sql "SELECT ..."``: a read-only SQL statement against the warehouse views."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spendstream.commands._options import add_format, add_workdir
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "statement", metavar="SQL", help='the statement, e.g. "SELECT * FROM cost_by_team"'
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="VALUE",
+        help="a value bound to the next ? placeholder (repeatable); values are never pasted into SQL",
+    )
+    add_workdir(parser)
+    add_format(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from spendstream.warehouse.reading import run_sql
+    from spendstream.workdir import resolve_workdir
+
+    columns, rows = run_sql(resolve_workdir(args.workdir), args.statement, list(args.param))
+    from spendstream.warehouse.output import render
+
+    render(columns, rows, args.format, sys.stdout)
+    return 0

@@ -1,0 +1,94 @@
+"""Query results for people (an aligned table) and for programs (CSV, JSON).
+
+Money stays exact: Decimals are written as decimal strings in CSV and JSON, never floats.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, TextIO
+
+__all__ = ["FORMATS", "render"]
+
+FORMATS = ("table", "csv", "json")
+_MAX_CELL = 100
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        # Trailing zeros of DECIMAL(38, 18) are noise to a person; the value is unchanged.
+        text = f"{value.normalize():f}" if value else "0"
+        return text
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO) -> None:
+    """Write ``rows`` as ``fmt`` (table, csv or json: a list of objects)."""
+    if fmt == "json":
+        json.dump(
+            [{c: _json_value(v) for c, v in zip(columns, r, strict=True)} for r in rows],
+            out,
+            indent=2,
+            ensure_ascii=False,
+        )
+        out.write("\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow(
+                [json.dumps(_json_value(v)) if isinstance(v, dict | list) else _text(v) for v in r]
+            )
+        return
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}")
+    cells = [
+        [t if len(t) <= _MAX_CELL else t[: _MAX_CELL - 1] + "…" for t in map(_text, r)]
+        for r in rows
+    ]
+    widths = [len(c) for c in columns]
+    for r in cells:
+        widths = [max(w, len(t)) for w, t in zip(widths, r, strict=True)]
+    right = [
+        bool(rows) and all(_numeric(r[i]) or r[i] is None for r in rows)
+        for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if rj else v.ljust(w) for v, w, rj in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out.write(line(list(columns)) + "\n")
+    out.write("  ".join("-" * w for w in widths) + "\n")
+    for r in cells:
+        out.write(line(r) + "\n")
+    out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
