@@ -23,11 +23,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
     )
+    parser.add_argument(
+        "--alerts-topic",
+        metavar="TOPIC",
+        default=None,
+        help="alert topic (default: spendstream.alerts)",
+    )
+    parser.add_argument(
+        "--breakers-topic",
+        metavar="TOPIC",
+        default=None,
+        help="breaker topic (default: spendstream.breakers)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from spendstream.alerts.consumer import AlertConsumer
     from spendstream.alerts.router import AlertRouter, state_path
+    from spendstream.topics import ALERTS, BREAKERS
     from spendstream.workdir import resolve_workdir
 
     config = config_from_args(args)
@@ -49,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         router,
         bootstrap,
         group_id=config.alerts.group_id,
+        alerts_topic=args.alerts_topic or ALERTS,
+        breakers_topic=args.breakers_topic or BREAKERS,
         retry_budget_s=config.alerts.delivery.retry_budget_s,
     )
     sinks = ", ".join(f"{s.name}" for s in router.sinks.values())

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.notification import Notification
@@ -59,9 +60,7 @@ def test_the_checking_server_refuses_a_malformed_event(
     # Guards the guard: a body the real API would reject is rejected here too.
     server = http_server(check=check_pagerduty)
     deliverer = HttpDeliverer(RetryPolicy(max_attempts=1))
-    bad = PagerDutySink(
-        name="pd", url=server.url, routing_key=__import__("pydantic").SecretStr("short")
-    )
+    bad = PagerDutySink(name="pd", url=server.url, routing_key=SecretStr("short"))
     assert not bad.deliver(trigger(), deliverer).delivered
     assert server.received[0].status == 400
 

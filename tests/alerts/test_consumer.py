@@ -1,0 +1,236 @@
+"""The Kafka shell on a real broker: pages once, commits after delivery, survives restarts."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer, TopicPartition
+
+from spendstream.alerts.consumer import AlertConsumer, ConsumeSummary
+from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
+from spendstream.alerts.router import AlertRouter
+from spendstream.config import config_from_dict
+from spendstream.stream.records import (
+    Alert,
+    BreakerEvent,
+    alert_from_wire,
+    alert_to_wire,
+    breaker_to_wire,
+)
+
+from .conftest import ScriptedServer, check_pagerduty, check_slack
+from .factories import PD_KEY, breaker, make_alert
+from .test_delivery import FakeTime
+
+pytestmark = pytest.mark.kafka
+
+MAX_POLLS = 240  # a bound on the loops, not a speed limit: each poll waits at most 0.5 s
+
+
+class Rig:
+    """Topics, a producer, the two servers and a way to (re)start the router process."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic_factory: Any,
+        http_server: Callable[..., ScriptedServer],
+        workdir: Path,
+        *,
+        slack_up: bool = True,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.alerts_topic = topic_factory(prefix="alerts", bootstrap=bootstrap)
+        self.breakers_topic = topic_factory(
+            prefix="breakers", configs={"cleanup.policy": "compact"}, bootstrap=bootstrap
+        )
+        self.group = f"alerts-{uuid.uuid4().hex[:8]}"
+        self.pd = http_server(check=check_pagerduty)
+        self.slack = http_server(check=check_slack, start=slack_up)
+        self.workdir = workdir
+        self.time = FakeTime()
+        self.consumers: list[AlertConsumer] = []
+
+    def start_router(self) -> AlertConsumer:
+        cfg = config_from_dict(
+            {
+                "alerts": {
+                    "sink": [
+                        {
+                            "name": "pd",
+                            "type": "pagerduty",
+                            "url": self.pd.url,
+                            "routing_key_env": "PD",
+                        },
+                        {"name": "slack", "type": "slack", "webhook_url_env": "SLACK"},
+                    ],
+                    "route": [
+                        {
+                            "name": "page",
+                            "sinks": ["pd", "slack"],
+                            "group_by": ["kind", "api_key_id"],
+                        }
+                    ],
+                }
+            }
+        ).alerts
+        policy = RetryPolicy(max_attempts=10, backoff_initial_s=1, retry_budget_s=600)
+        deliverer = HttpDeliverer(
+            policy, sleep=self.time.sleep, monotonic=self.time.monotonic, rng=random.Random(5)
+        )
+        router = AlertRouter.from_config(
+            cfg, self.workdir, environ={"PD": PD_KEY, "SLACK": self.slack.url}, deliverer=deliverer
+        )
+        consumer = AlertConsumer(
+            router,
+            self.bootstrap,
+            group_id=self.group,
+            alerts_topic=self.alerts_topic,
+            breakers_topic=self.breakers_topic,
+        )
+        self.consumers.append(consumer)
+        return consumer
+
+    def publish(self, alerts: Sequence[Alert] = (), breakers: Sequence[BreakerEvent] = ()) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        for a in alerts:
+            producer.send(
+                self.alerts_topic, key=a.scope.encode(), value=json.dumps(alert_to_wire(a)).encode()
+            )
+        for b in breakers:
+            producer.send(
+                self.breakers_topic,
+                key=b.scope.encode(),
+                value=json.dumps(breaker_to_wire(b)).encode(),
+            )
+        producer.flush()
+        producer.close()
+
+    def committed(self, consumer: AlertConsumer, topic: str) -> int | None:
+        return consumer.consumer.committed(TopicPartition(topic, 0))
+
+    def pd_actions(self) -> list[str]:
+        return [r.json()["event_action"] for r in self.pd.accepted()]
+
+    def close(self) -> None:
+        for c in self.consumers:
+            c.close()
+            c.router.close()
+
+
+def poll_until(consumer: AlertConsumer, done: Callable[[], bool], what: str) -> ConsumeSummary:
+    total = ConsumeSummary()
+    for _ in range(MAX_POLLS):
+        s = consumer.poll_once(timeout_s=0.5)
+        total.records += s.records
+        total.triggered += s.triggered
+        total.resolved += s.resolved
+        total.commits += s.commits
+        total.bad_records += s.bad_records
+        if done():
+            return total
+    pytest.fail(f"gave up waiting for {what} after {MAX_POLLS} polls")
+
+
+@pytest.fixture
+def rig(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    http_server: Callable[..., ScriptedServer],
+    tmp_path: Path,
+) -> Iterator[Rig]:
+    r = Rig(kafka_bootstrap, topic_factory, http_server, tmp_path / "work", slack_up=False)
+    yield r
+    r.close()
+
+
+def test_one_page_and_one_resolve_across_a_slack_outage_with_offsets_committed_after(
+    rig: Rig,
+) -> None:
+    rig.time.on_sleep[3] = rig.slack.start  # Slack is down until the third backoff wait
+    consumer = rig.start_router()
+    storm = [make_alert(f"session:loop-{i}", n=i) for i in range(50)]
+    rig.publish(storm)
+    poll_until(consumer, lambda: len(rig.slack.accepted()) == 1, "the Slack message")
+    assert rig.pd_actions() == ["trigger"]
+    assert rig.pd.accepted()[0].json()["payload"]["custom_details"]["count"] == 50
+    assert rig.committed(consumer, rig.alerts_topic) == 50  # only after delivery
+
+    rig.publish(breakers=[breaker(f"session:loop-{i}") for i in range(50)])
+    poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the resolve")
+    assert len(rig.slack.accepted()) == 2
+    assert rig.committed(consumer, rig.breakers_topic) == 50
+
+
+def test_a_restart_before_the_commit_pages_no_one_twice(rig: Rig) -> None:
+    rig.slack.start()
+    first = rig.start_router()
+    rig.publish([make_alert("session:a"), make_alert("session:b", details={"api_key_id": "other"})])
+    # The first process delivers, then dies before committing its offsets.
+    records: list[Any] = []
+    for _ in range(MAX_POLLS):
+        for batch in first.consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+        if len(records) == 2:
+            break
+    alerts = [alert_from_wire(json.loads(r.value)) for r in records]
+    first.router.handle(alerts)
+    assert rig.pd_actions() == ["trigger", "trigger"]
+    first.close()
+    first.router.close()
+    rig.consumers.remove(first)
+
+    second = rig.start_router()
+    poll_until(
+        second, lambda: rig.committed(second, rig.alerts_topic) == 2, "the re-read and commit"
+    )
+    assert rig.pd_actions() == ["trigger", "trigger"]
+    assert len(rig.slack.accepted()) == 2
+
+
+def test_records_that_are_not_alerts_are_kept_and_skipped(rig: Rig) -> None:
+    rig.slack.start()
+    consumer = rig.start_router()
+    producer = KafkaProducer(bootstrap_servers=rig.bootstrap)
+    producer.send(rig.alerts_topic, value=b"{not json")
+    producer.send(rig.alerts_topic, value=b'{"kind": "runaway_session"}')
+    producer.flush()
+    producer.close()
+    rig.publish([make_alert()])
+    poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 3, "the commit")
+    bad = consumer.router.state.bad_records()
+    assert [b[2] for b in bad] == [0, 1]
+    assert "KeyError" in bad[1][4]
+    assert rig.pd_actions() == ["trigger"]
+
+
+def test_a_broker_restart_in_the_middle_loses_no_resolve(
+    kafka_broker_factory: Any,
+    topic_factory: Any,
+    http_server: Callable[..., ScriptedServer],
+    tmp_path: Path,
+) -> None:
+    broker = kafka_broker_factory()
+    rig = Rig(broker.bootstrap, topic_factory, http_server, tmp_path / "work")
+    try:
+        consumer = rig.start_router()
+        rig.publish([make_alert()])
+        poll_until(consumer, lambda: rig.pd_actions() == ["trigger"], "the page")
+
+        broker.stop(timeout_s=60)
+        for _ in range(4):  # the router keeps polling a broker that is not there
+            consumer.poll_once(timeout_s=0.5)
+        broker.start(timeout_s=180)
+
+        rig.publish(breakers=[breaker("session:s1")])
+        poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the resolve")
+        poll_until(consumer, lambda: rig.committed(consumer, rig.breakers_topic) == 1, "the commit")
+        assert len(rig.slack.accepted()) == 2
+    finally:
+        rig.close()
