@@ -27,13 +27,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--alerts-topic",
         metavar="TOPIC",
         default=None,
-        help="alert topic (default: spendstream.alerts)",
+        help="alert topic (default: [kafka] topic_prefix + spendstream.alerts)",
     )
     parser.add_argument(
         "--breakers-topic",
         metavar="TOPIC",
         default=None,
-        help="breaker topic (default: spendstream.breakers)",
+        help="breaker topic (default: [kafka] topic_prefix + spendstream.breakers)",
     )
 
 
@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         router,
         bootstrap,
         group_id=config.alerts.group_id,
-        alerts_topic=args.alerts_topic or ALERTS,
-        breakers_topic=args.breakers_topic or BREAKERS,
+        alerts_topic=args.alerts_topic or config.kafka.topic_prefix + ALERTS,
+        breakers_topic=args.breakers_topic or config.kafka.topic_prefix + BREAKERS,
         retry_budget_s=config.alerts.delivery.retry_budget_s,
     )
     sinks = ", ".join(f"{s.name}" for s in router.sinks.values())
