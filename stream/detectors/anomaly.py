@@ -41,6 +41,8 @@ class _Scope:
     last_hour: int
     hours: dict[int, Decimal] = field(default_factory=dict)
     fired: set[int] = field(default_factory=set)
+    # (hour, previous-24h sum, seasonal mean) last computed; derived, not persisted.
+    cache: tuple[int, Decimal, Decimal] | None = None
 
 
 class AnomalyDetector:
@@ -75,25 +77,33 @@ class AnomalyDetector:
             st.last_hour = max(st.last_hour, hour)
             spend = st.hours.get(hour, Decimal(0)) + cost
             st.hours[hour] = spend
+            if st.cache is not None and st.cache[0] != hour and cost:
+                # A (late) cost landing in an earlier hour may change the cached baseline.
+                st.cache = None
             if hour in st.fired or st.first_ts > hour - self.history_s or cost == 0:
                 continue
-            last24 = sum(
-                (st.hours.get(hour - i * HOUR, Decimal(0)) for i in range(1, 25)), Decimal(0)
-            )
+            last24, mean = self._baseline(st, hour)
             if last24 < self.min_baseline_usd:
                 continue
-            if self.seasonal:
-                same_hour = (
-                    st.hours.get(hour - d * DAY, Decimal(0)) for d in range(1, self.days + 1)
-                )
-                mean = sum(same_hour, Decimal(0)) / self.days
-            else:
-                mean = last24 / 24
             threshold = self.factor * mean
             if spend > threshold:
                 st.fired.add(hour)
                 alerts.append(self._alert(scope, fact, hour, spend, threshold, mean))
         return alerts
+
+    def _baseline(self, st: _Scope, hour: int) -> tuple[Decimal, Decimal]:
+        """(previous 24 h spend, the mean the hour is compared with); cached per hour."""
+        if st.cache is not None and st.cache[0] == hour:
+            return st.cache[1], st.cache[2]
+        zero = Decimal(0)
+        last24 = sum((st.hours.get(hour - i * HOUR, zero) for i in range(1, 25)), zero)
+        if self.seasonal:
+            same_hour = (st.hours.get(hour - d * DAY, zero) for d in range(1, self.days + 1))
+            mean = sum(same_hour, zero) / self.days
+        else:
+            mean = last24 / 24
+        st.cache = (hour, last24, mean)
+        return last24, mean
 
     def _alert(
         self, scope: str, fact: Fact, hour: int, spend: Decimal, threshold: Decimal, mean: Decimal

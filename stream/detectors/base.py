@@ -14,7 +14,7 @@ expire state older than the allowed lateness (``[detection] allowed_lateness_s``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
@@ -118,13 +118,14 @@ def scopes_of(event: UsageEvent, kinds: Iterable[str]) -> list[str]:
 
 def floor_minute(ts: datetime) -> int:
     """Epoch seconds of the UTC minute holding ``ts``."""
-    s = int((ts - EPOCH) // timedelta(seconds=1))
+    # timestamp() is exact for whole seconds and far cheaper than timedelta arithmetic.
+    s = int(ts.timestamp() // 1)
     return s - s % 60
 
 
 def floor_hour(ts: datetime) -> int:
     """Epoch seconds of the UTC clock hour holding ``ts``."""
-    s = int((ts - EPOCH) // timedelta(seconds=1))
+    s = int(ts.timestamp() // 1)
     return s - s % 3600
 
 

@@ -70,6 +70,9 @@ class BudgetDetector:
         # budget id -> period start iso -> {"spend": Decimal, "fired": set of level strings}
         self.periods: dict[str, dict[str, dict[str, Any]]] = {}
         self._watermark: datetime | None = None
+        # Derived caches, not persisted: the last period seen per budget, the next expiry.
+        self._bounds: dict[int, tuple[datetime, datetime]] = {}
+        self._next_expiry: datetime | None = None
 
     def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
         self._expire(watermark)
@@ -77,10 +80,13 @@ class BudgetDetector:
             return []
         ev = fact.event
         alerts = []
-        for b in self.budgets:
+        for i, b in enumerate(self.budgets):
             if not _in_scope(ev, b.scope):
                 continue
-            start, end = period_bounds(ev.ts, b.period)
+            bounds = self._bounds.get(i)
+            if bounds is None or not bounds[0] <= ev.ts < bounds[1]:
+                bounds = self._bounds[i] = period_bounds(ev.ts, b.period)
+            start, end = bounds
             if end + self.lateness < watermark:
                 continue
             bid = budget_id(b)
@@ -142,6 +148,16 @@ class BudgetDetector:
         if self._watermark is not None and watermark <= self._watermark:
             return
         self._watermark = watermark
+        if self._next_expiry is not None and watermark <= self._next_expiry:
+            return
+        ends = [
+            datetime.fromisoformat(p["end"]) + self.lateness
+            for pers in self.periods.values()
+            for p in pers.values()
+        ]
+        self._next_expiry = min(ends) if ends else None
+        if self._next_expiry is None or watermark <= self._next_expiry:
+            return
         for bid in list(self.periods):
             pers = self.periods[bid]
             for key in [

@@ -30,6 +30,7 @@ class RateDetector:
         # scope -> minute (epoch s) -> calls; a count above the limit means it already fired.
         self.windows: dict[str, dict[int, int]] = {}
         self._expired_below = 0
+        self._next_sweep: datetime | None = None  # derived, not persisted
 
     def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
         self._expire(watermark)
@@ -60,7 +61,10 @@ class RateDetector:
         return alerts
 
     def _expire(self, watermark: datetime) -> None:
+        if self._next_sweep is not None and watermark < self._next_sweep:
+            return
         horizon = floor_minute(watermark) - 60 * ((self.lateness_s + 59) // 60)
+        self._next_sweep = datetime.fromtimestamp(floor_minute(watermark) + 60, UTC)
         if horizon <= self._expired_below:
             return
         self._expired_below = horizon
