@@ -67,6 +67,10 @@ class _Section(BaseModel):
 class KafkaConfig(_Section):
     bootstrap_servers: str = "localhost:9092"
     usage_partitions: int = Field(default=6, ge=1)
+    # Prepended to every topic name (e.g. "staging." or a test's unique prefix); "" keeps the
+    # contract's names. app_id names the Faust app: its consumer group and internal topics.
+    topic_prefix: str = ""
+    app_id: str = Field(default="spendstream", min_length=1)
 
 
 class AnomalyConfig(_Section):

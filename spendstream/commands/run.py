@@ -1,0 +1,111 @@
+"""``spendstream run``: the stream processors on Kafka (faust-streaming workers) and HTTP ingest.
+
+Start as many as you like with the same configuration: they form one consumer group and
+split the usage topic's partitions. Each serves POST /v1/events, GET /v1/breakers,
+/healthz and /metrics on its own [http] port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.config import HttpConfig
+from spendstream.errors import ConfigError
+
+__all__ = ["configure", "read_token", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_workdir(parser)
+    add_config(parser)
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        default=None,
+        help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="port of this worker's HTTP endpoints (default: [http] port)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="warning",
+        help="worker log level (default: warning)",
+    )
+
+
+def read_token(http: HttpConfig) -> str | None:
+    """The ingest bearer token from [http] token_file, else the [http] token_env variable."""
+    if http.token_file:
+        try:
+            token = Path(http.token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"http.token_file: cannot read {http.token_file}: {exc.strerror}"
+            ) from None
+        if not token:
+            raise ConfigError(f"http.token_file: {http.token_file} is empty")
+        return token
+    return os.environ.get(http.token_env) or None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if args.bootstrap_servers:
+        config = config.model_copy(
+            update={
+                "kafka": config.kafka.model_copy(
+                    update={"bootstrap_servers": args.bootstrap_servers}
+                )
+            }
+        )
+    port = config.http.port if args.http_port is None else args.http_port
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--http-port: {port} is not a port number")
+    token = read_token(config.http)
+
+    import faust
+
+    from spendstream.stream.kafka.app import Runtime, WebSettings
+    from spendstream.stream.kafka.topology import ensure_topics, topic_specs
+    from spendstream.workdir import resolve_workdir
+
+    workdir = resolve_workdir(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = ensure_topics(config.kafka.bootstrap_servers, topic_specs(config.kafka))
+    except Exception as exc:  # kafka-python raises NoBrokersAvailable, KafkaTimeoutError...
+        print(
+            f"spendstream run: cannot reach Kafka at {config.kafka.bootstrap_servers} "
+            f"([kafka] bootstrap_servers): {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    rt = Runtime(config, workdir, WebSettings(config.http.host, port, token))
+    print(
+        f"spendstream run: {rt.names.usage} ({counts.get(rt.names.usage)} partitions) from "
+        f"{config.kafka.bootstrap_servers}, group {config.kafka.app_id}; warehouse in {workdir}; "
+        f"http://{config.http.host}:{port}"
+        + ("" if token else f" (POST /v1/events disabled: set ${config.http.token_env})"),
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.getLogger("spendstream").setLevel(args.log_level.upper())
+    worker = faust.Worker(rt.app, loglevel=args.log_level, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    finally:
+        rt.close()
+    return 0

@@ -1,0 +1,270 @@
+"""The Faust app of ``spendstream run``: two agents, their threads, and the web endpoints.
+
+Stage 1 agent on the usage topic (any number of partitions, split among workers):
+take a batch -> parse/dedupe/price (thread) -> publish priced facts and dead letters, wait
+for the broker's acks -> land facts and dead letters (thread) -> only then the batch is acked.
+Stage 2 agent on the single-partition priced topic: take a batch -> detect (thread) ->
+publish alerts and breaker transitions, wait for acks -> land them with the engine state
+and positions (thread) -> ack. See stages.py for why a crash at any point loses nothing
+and lands nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import faust
+import orjson
+
+from spendstream.config import Config
+from spendstream.stream.kafka.metrics import WorkerMetrics
+from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
+from spendstream.stream.kafka.topology import TopicNames, topic_names
+from spendstream.stream.records import DeadLetter, alert_to_wire, breaker_to_wire
+
+__all__ = ["EXIT_NOT_DURABLE", "Runtime", "WebSettings"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The process exits with this code, without committing offsets, when a batch could not be
+# made durable; a supervisor restarts it and the batch replays.
+EXIT_NOT_DURABLE = 75
+
+
+@dataclass(frozen=True, slots=True)
+class WebSettings:
+    host: str
+    port: int
+    token: str | None  # None: POST /v1/events answers 503 until a token is configured
+
+
+def dead_letter_record(d: DeadLetter) -> bytes:
+    return orjson.dumps(
+        {
+            "raw": d.raw,
+            "error": d.error,
+            "source": d.source,
+            "received_at": d.received_at.isoformat(),
+        }
+    )
+
+
+class Runtime:
+    """One worker process: the Faust app, the two stages (each in its own thread), metrics."""
+
+    def __init__(self, config: Config, workdir: Path, web: WebSettings) -> None:
+        self.config = config
+        self.workdir = Path(workdir)
+        self.web = web
+        self.names: TopicNames = topic_names(config.kafka)
+        kafka = config.kafka
+        self.app = faust.App(
+            kafka.app_id,
+            broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
+            datadir=str(self.workdir / "faust"),
+            store="memory://",
+            autodiscover=False,
+            web_enabled=True,
+            web_bind=web.host,
+            web_host=web.host,
+            web_port=web.port,
+            topic_replication_factor=1,
+            producer_acks=-1,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+        )
+        self.usage_topic = self.app.topic(
+            self.names.usage,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.priced_topic = self.app.topic(
+            self.names.priced,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self._usage_exec = ThreadPoolExecutor(1, thread_name_prefix="spendstream-usage")
+        self._detect_exec = ThreadPoolExecutor(1, thread_name_prefix="spendstream-detect")
+        self._usage_stage: UsageStage | None = None
+        self._detect_stage: DetectStage | None = None
+        self._detect_stale = False
+        # (topic, partition) -> last offset processed by this worker
+        self.processed: dict[tuple[str, int], int] = {}
+        self.metrics = WorkerMetrics(self._lag)
+        self.batch_size = config.pipeline.batch_size
+        self.within_s = config.pipeline.batch_within_s
+        self.app.agent(self.usage_topic, name="usage", concurrency=1)(self._usage_agent)
+        self.app.agent(self.priced_topic, name="detect", concurrency=1)(self._detect_agent)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        from spendstream.stream.kafka.web import register_views
+
+        register_views(self)
+
+    # Threads.
+
+    async def in_usage_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._usage_exec, fn, *args)
+
+    async def in_detect_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._detect_exec, fn, *args)
+
+    async def usage_stage(self) -> UsageStage:
+        # Built in its thread: the warehouse's SQLite connection belongs to that thread.
+        if self._usage_stage is None:
+            self._usage_stage = await self.in_usage_thread(
+                UsageStage,
+                self.config,
+                self.workdir,
+                self.names.usage,
+                f"{self.config.kafka.app_id}-usage",
+            )
+        return self._usage_stage
+
+    async def detect_stage(self) -> DetectStage:
+        if self._detect_stage is None:
+            self._detect_stage = await self.in_detect_thread(
+                DetectStage, self.config, self.workdir, f"{self.config.kafka.app_id}-detect"
+            )
+            self._detect_stale = False
+        elif self._detect_stale:
+            # Another worker may have judged the priced partition meanwhile.
+            await self.in_detect_thread(self._detect_stage.reload)
+            self._detect_stale = False
+        return self._detect_stage
+
+    def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._detect_stale = True
+
+    # Publishing.
+
+    async def publish(self, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+        """Send (topic, key, value) records and wait until the broker has them all."""
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, key, value, None, None, None)
+            for topic, key, value in records
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+        return len(futures)
+
+    # Agents.
+
+    async def _durably(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run one batch to its durable end even if the agent is cancelled meanwhile.
+
+        Faust acks a take() batch when the agent leaves it, even by cancellation (a
+        graceful stop): the batch must be landed by then, or it would be committed unlanded.
+        A batch that fails cannot be retried in place (its effects are half-published), so
+        the process ends without committing offsets and replays it on restart.
+        """
+        task = asyncio.ensure_future(work())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                try:
+                    await task
+                except BaseException:
+                    log.exception("batch failed while stopping; exiting without commit")
+                    os._exit(EXIT_NOT_DURABLE)
+            raise
+        except BaseException:
+            log.exception("batch could not be made durable; exiting without commit")
+            logging.shutdown()
+            os._exit(EXIT_NOT_DURABLE)
+
+    async def _usage_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.batch_size, within=self.within_s):
+            records = [
+                UsageRecord(e.message.partition, e.message.offset, e.message.value) for e in events
+            ]
+
+            async def work(records: Sequence[UsageRecord] = records) -> None:
+                await self.process_usage(records)
+
+            await self._durably(work)
+
+    async def process_usage(self, records: Sequence[UsageRecord]) -> None:
+        stage = await self.usage_stage()
+        outcome = await self.in_usage_thread(stage.prepare, records)
+        out: list[tuple[str, bytes | None, bytes]] = [
+            (self.names.priced, None, v) for v in outcome.priced
+        ]
+        out += [
+            (self.names.dead_letters, None, dead_letter_record(d)) for d in outcome.dead_letters
+        ]
+        await self.publish(out)
+        await self.in_usage_thread(stage.land, outcome)
+        m = self.metrics
+        m.events_in.inc(outcome.read)
+        m.observe_facts(outcome.facts)
+        m.duplicates.inc(outcome.duplicates)
+        m.dead_letters.labels("usage").inc(len(outcome.dead_letters))
+        m.events_out.labels(self.names.priced).inc(len(outcome.priced))
+        for r in records:
+            key = (self.names.usage, r.partition)
+            if r.offset > self.processed.get(key, -1):
+                self.processed[key] = r.offset
+
+    async def _detect_agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.batch_size, within=self.within_s):
+            records = [(e.message.offset, e.message.value) for e in events]
+
+            async def work(records: Sequence[tuple[int, bytes]] = records) -> None:
+                await self.process_priced(records)
+
+            await self._durably(work)
+
+    async def process_priced(self, records: Sequence[tuple[int, bytes]]) -> None:
+        stage = await self.detect_stage()
+        outcome = await self.in_detect_thread(stage.process, records)
+        out: list[tuple[str, bytes | None, bytes]] = [
+            (self.names.alerts, a.scope.encode(), orjson.dumps(alert_to_wire(a)))
+            for a in outcome.alerts
+        ]
+        out += [
+            (self.names.breakers, b.scope.encode(), orjson.dumps(breaker_to_wire(b)))
+            for b in outcome.breaker_events
+        ]
+        await self.publish(out)
+        await self.in_detect_thread(stage.land, outcome)
+        self.metrics.observe_detection(outcome.alerts, outcome.breaker_events)
+        self.metrics.events_out.labels(self.names.alerts).inc(len(outcome.alerts))
+        self.metrics.events_out.labels(self.names.breakers).inc(len(outcome.breaker_events))
+        if records:
+            self.processed[(self.names.priced, 0)] = records[-1][0]
+
+    # Lag.
+
+    def _lag(self) -> Iterable[tuple[str, int, int]]:
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return []
+        out = []
+        for tp in consumer.assignment():
+            if tp.topic not in (self.names.usage, self.names.priced):
+                continue
+            last = self.processed.get((tp.topic, tp.partition))
+            high = consumer.highwater(tp)
+            if last is None or high is None:
+                continue
+            out.append((tp.topic, tp.partition, max(0, high - last - 1)))
+        return out
+
+    def close(self) -> None:
+        self._usage_exec.shutdown(wait=True)
+        self._detect_exec.shutdown(wait=True)

@@ -1,0 +1,88 @@
+"""Prometheus metrics of one worker (text format at GET /metrics).
+
+Spend is exported as a float counter because that is Prometheus' number type; the
+warehouse keeps the exact Decimal amounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from spendstream.stream.records import Alert, BreakerEvent, Fact
+
+__all__ = ["LagSource", "WorkerMetrics"]
+
+# (topic, partition) -> messages not yet processed.
+LagSource = Callable[[], Iterable[tuple[str, int, int]]]
+
+
+class _LagCollector(Collector):
+    def __init__(self, source: LagSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "spendstream_consumer_lag",
+            "Records in an assigned partition not yet processed by this worker.",
+            labels=["topic", "partition"],
+        )
+        for topic, partition, lag in self.source():
+            g.add_metric([topic, str(partition)], lag)
+        yield g
+
+
+class WorkerMetrics:
+    def __init__(self, lag: LagSource) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("spendstream_events_in", "Usage records consumed.", registry=r)
+        self.http_records = Counter(
+            "spendstream_http_records",
+            "Records posted to /v1/events.",
+            ["result"],
+            registry=r,
+        )
+        self.facts = Counter("spendstream_facts_landed", "Facts landed.", registry=r)
+        self.duplicates = Counter(
+            "spendstream_duplicates", "Events whose event_id had landed.", registry=r
+        )
+        self.dead_letters = Counter(
+            "spendstream_dead_letters", "Inputs dead-lettered.", ["stage"], registry=r
+        )
+        self.events_out = Counter(
+            "spendstream_events_out", "Records published.", ["topic"], registry=r
+        )
+        self.alerts = Counter("spendstream_alerts", "Alerts raised.", ["kind"], registry=r)
+        self.breakers = Counter(
+            "spendstream_breaker_events", "Breaker transitions.", ["state"], registry=r
+        )
+        self.spend = Counter(
+            "spendstream_spend_usd", "Priced spend landed, USD.", ["team"], registry=r
+        )
+        r.register(_LagCollector(lag))
+
+    def observe_facts(self, facts: Iterable[Fact]) -> None:
+        by_team: dict[str, Decimal] = {}
+        n = 0
+        for f in facts:
+            n += 1
+            if f.cost is not None:
+                team = f.event.team or ""
+                by_team[team] = by_team.get(team, Decimal(0)) + f.cost.cost_usd
+        self.facts.inc(n)
+        for team, usd in by_team.items():
+            self.spend.labels(team).inc(float(usd))
+
+    def observe_detection(self, alerts: Iterable[Alert], breakers: Iterable[BreakerEvent]) -> None:
+        for a in alerts:
+            self.alerts.labels(a.kind).inc()
+        for b in breakers:
+            self.breakers.labels(b.state).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

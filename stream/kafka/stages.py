@@ -1,0 +1,191 @@
+"""The two stages' batch logic, synchronous and free of Faust: the app runs them in a thread.
+
+Stage 1 (``UsageStage``), per batch of usage records: parse (bad -> dead letters), drop
+event_ids already landed, price, and encode each new fact for the priced topic with its
+(partition, offset). The app publishes those records *before* landing the facts, and acks
+the usage offsets only after landing: a crash in between replays the batch, which lands
+nothing twice (the warehouse dedupes by event_id) and re-publishes facts stage 2 drops by
+position.
+
+Stage 2 (``DetectStage``), per batch of priced records: drop facts at or below the highest
+usage position already judged, run the detection engine, and land alerts and breaker events
+together with the engine snapshot and those positions, in one warehouse commit. That commit
+is the state of record: a restarted or newly assigned worker continues from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spendstream.config import Config
+from spendstream.producers.event import UsageEvent
+from spendstream.stream.kafka.wire import (
+    PricedFact,
+    ResetCommand,
+    decode_priced,
+    encode_priced_fact,
+)
+from spendstream.stream.pipeline import Pipeline, parse_records
+from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.warehouse import Warehouse
+from spendstream.warehouse.landing import CommitResult
+
+__all__ = [
+    "DetectOutcome",
+    "DetectStage",
+    "UsageOutcome",
+    "UsageRecord",
+    "UsageStage",
+]
+
+STATE_VERSION = 1
+# positions: usage partition (as str) -> last offset judged; this key -> last priced offset.
+PRICED_KEY = "priced"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class UsageOutcome:
+    read: int = 0
+    facts: list[Fact] = field(default_factory=list)
+    priced: list[bytes] = field(default_factory=list)  # encoded, one per fact, same order
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class UsageStage:
+    """Stage 1: validate, dedupe against the warehouse, price."""
+
+    def __init__(self, config: Config, workdir: Path, topic: str, writer: str) -> None:
+        self.topic = topic
+        self.pipeline = Pipeline(config)
+        self.warehouse = Warehouse(workdir, writer=writer)
+        self.warehouse.ensure_views()
+
+    def prepare(self, records: Sequence[UsageRecord]) -> UsageOutcome:
+        now = datetime.now(UTC)
+        out = UsageOutcome(read=len(records))
+        parsed: list[tuple[UsageRecord, UsageEvent]] = []
+        for rec in records:
+            source = f"kafka:{self.topic}/{rec.partition}"
+            if rec.value is None:
+                out.dead_letters.append(
+                    DeadLetter(
+                        raw="",
+                        error=f"empty record (no value) at offset {rec.offset}",
+                        source=source,
+                        received_at=now,
+                    )
+                )
+                continue
+            batch = parse_records([rec.value], source, now)
+            if batch.events:
+                parsed.append((rec, batch.events[0]))
+            out.dead_letters.extend(batch.dead_letters)
+        new = self.warehouse.unseen([e for _, e in parsed])
+        out.duplicates = len(parsed) - len(new)
+        new_ids = {id(e) for e in new}
+        kept = [(rec, e) for rec, e in parsed if id(e) in new_ids]
+        out.facts = self.pipeline.price([e for _, e in kept], now)
+        out.priced = [
+            encode_priced_fact(rec.partition, rec.offset, rec.value or b"", fact)
+            for (rec, _), fact in zip(kept, out.facts, strict=True)
+        ]
+        return out
+
+    def land(self, outcome: UsageOutcome) -> CommitResult:
+        return self.warehouse.commit(facts=outcome.facts, dead_letters=outcome.dead_letters)
+
+    def land_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> CommitResult:
+        return self.warehouse.commit(dead_letters=dead_letters)
+
+
+@dataclass(slots=True)
+class DetectOutcome:
+    facts: int = 0
+    replayed: int = 0  # already judged before a restart: dropped by position
+    alerts: list[Alert] = field(default_factory=list)
+    breaker_events: list[BreakerEvent] = field(default_factory=list)
+
+
+class DetectStage:
+    """Stage 2: the one detection engine, its positions and state landed with its alerts."""
+
+    def __init__(self, config: Config, workdir: Path, writer: str) -> None:
+        self.config = config
+        self.warehouse = Warehouse(workdir, writer=writer)
+        self.positions: dict[str, int] = {}
+        self.pipeline = Pipeline(config)
+        self.reload()
+
+    def reload(self) -> None:
+        """Continue from the last landed commit (after a restart or a reassignment)."""
+        last = self.warehouse.last_commit()
+        state: dict[str, Any] | None = last[0] if last else None
+        if state is None:
+            self.pipeline = Pipeline(config=self.config)
+            self.positions = {}
+            return
+        self.pipeline = Pipeline.restore(self.config, state["engine"])
+        self.positions = {str(k): int(v) for k, v in state["positions"].items()}
+
+    def process(self, records: Sequence[tuple[int, bytes]]) -> DetectOutcome:
+        """Judge (priced-topic offset, value) records; replays of judged ones are dropped."""
+        out = DetectOutcome()
+        pending: list[Fact] = []
+
+        def flush() -> None:
+            if pending:
+                alerts, breakers = self.pipeline.detect(pending)
+                out.alerts.extend(alerts)
+                out.breaker_events.extend(breakers)
+                pending.clear()
+
+        for priced_offset, value in records:
+            # A replay of the priced topic itself (offsets not committed before a crash).
+            if priced_offset <= self.positions.get(PRICED_KEY, -1):
+                out.replayed += 1
+                continue
+            self.positions[PRICED_KEY] = priced_offset
+            rec = decode_priced(value)
+            if isinstance(rec, ResetCommand):
+                flush()  # a reset applies after the facts that preceded it
+                event = self.pipeline.engine.reset_breaker(rec.scope, rec.ts)
+                if event is not None:
+                    out.breaker_events.append(event)
+                continue
+            assert isinstance(rec, PricedFact)
+            key = str(rec.partition)
+            if rec.offset <= self.positions.get(key, -1):
+                out.replayed += 1
+                continue
+            self.positions[key] = rec.offset
+            pending.append(rec.fact)
+            out.facts += 1
+        flush()
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "engine": self.pipeline.snapshot(),
+            "positions": dict(self.positions),
+        }
+
+    def land(self, outcome: DetectOutcome) -> CommitResult:
+        return self.warehouse.commit(
+            alerts=outcome.alerts,
+            breaker_events=outcome.breaker_events,
+            state=self.state(),
+            source_positions=dict(self.positions),
+        )
