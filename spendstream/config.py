@@ -127,9 +127,10 @@ class DetectionConfig(_Section):
     # A session with no call for this long is forgotten (its open breaker is kept).
     session_idle_s: int = Field(default=6 * 3600, ge=60)
     # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
-    retry_share_factor: Fraction = Decimal("2")
-    retry_min_share: Fraction = Decimal("0.2")
-    retry_min_calls: int = Field(default=20, ge=1)
+    # At 100 calls a 30% share is many standard deviations above a normal few-% retry rate.
+    retry_share_factor: Fraction = Decimal("3")
+    retry_min_share: Fraction = Decimal("0.3")
+    retry_min_calls: int = Field(default=100, ge=1)
     # cache_hit_drop: a feature's cache-read share this hour this far below its previous 24 h.
     cache_drop_points: Fraction = Decimal("0.2")
     cache_min_baseline_share: Fraction = Decimal("0.5")

@@ -20,6 +20,8 @@ from spendstream.stream.records import Alert, Fact
 
 __all__ = ["SessionDetector", "SessionState"]
 
+_MINUTE_PLACES = Decimal("0.000001")
+
 
 @dataclass(slots=True)
 class SessionState:
@@ -86,18 +88,27 @@ class SessionDetector:
             st.cost_usd += fact.cost.cost_usd
         scope = f"session:{ev.session_id}"
         alerts = []
+        span = st.last_ts - st.first_ts
         checks = (
-            ("turns", Decimal(st.turns), Decimal(self.max_turns), "turns"),
-            ("cost", st.cost_usd, self.max_cost_usd, "USD"),
+            (
+                "turns",
+                Decimal(st.turns),
+                Decimal(self.max_turns),
+                "turns",
+                st.turns > self.max_turns,
+            ),
+            ("cost", st.cost_usd, self.max_cost_usd, "USD", st.cost_usd > self.max_cost_usd),
             (
                 "duration",
-                Decimal((st.last_ts - st.first_ts) // timedelta(microseconds=1)) / 60_000_000,
+                # Reported to the millisecond; judged exactly on the timedelta.
+                (Decimal(span // timedelta(milliseconds=1)) / 60_000).quantize(_MINUTE_PLACES),
                 self.max_minutes,
                 "minutes",
+                span > self.max_duration,
             ),
         )
-        for limit, value, threshold, unit in checks:
-            if value > threshold and limit not in st.fired:
+        for limit, value, threshold, unit, over in checks:
+            if over and limit not in st.fired:
                 st.fired.add(limit)
                 alerts.append(
                     make_alert(
