@@ -133,7 +133,7 @@ FROM usage_facts
 WHERE ($since IS NULL OR ts >= $since)
 """
 _SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_events"
-_SCOPE_REGEX = r"^(global|(" + "|".join(SCOPE_KINDS) + r"):.+)$"
+_SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_KINDS) + r"):.+)$"
 
 
 def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
@@ -198,7 +198,10 @@ def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
             column = cfg.kwargs.get("column", "")
             label = f"{name}.{column}: {cfg.type}"
             detail = ""
-            if not r.success:
+            info = r.exception_info or {}
+            if info.get("raised_exception"):
+                detail = f"error: {info.get('exception_message')}"
+            elif not r.success:
                 unexpected = r.result.get("unexpected_count")
                 sample = r.result.get("partial_unexpected_list", [])[:3]
                 detail = f"{unexpected} unexpected, e.g. {sample}"

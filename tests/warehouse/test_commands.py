@@ -1,0 +1,122 @@
+"""The sql, query and warehouse commands: tables for people, CSV/JSON for programs, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from spendstream.cli import main
+from spendstream.warehouse import Warehouse
+from spendstream.warehouse.queries import QUERIES
+from tests.warehouse.factories import T0, days, fact
+
+
+@pytest.fixture
+def filled(wh: Warehouse, workdir: Path) -> Path:
+    wh.commit(
+        facts=[
+            fact(T0, "1.5", team="search"),
+            fact(T0, "0.000000000000000001", team="search"),
+            fact(T0 + days(1), "2", team="support"),
+        ]
+    )
+    return workdir
+
+
+def test_sql_prints_an_aligned_table(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(
+        [
+            "sql",
+            "--workdir",
+            str(filled),
+            "SELECT team, sum(cost_usd) AS usd FROM usage_facts GROUP BY ALL ORDER BY team",
+        ]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0
+    assert out[0].split() == ["team", "usd"]
+    assert out[2].split() == ["search", "1.500000000000000001"]
+    assert out[3].split() == ["support", "2"]
+    assert out[-1] == "(2 rows)"
+
+
+def test_sql_csv_and_json_keep_money_exact(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stmt = "SELECT team, sum(cost_usd) AS usd FROM usage_facts WHERE team = ? GROUP BY ALL"
+    assert main(["sql", "--workdir", str(filled), "--format", "csv", "-p", "search", stmt]) == 0
+    assert list(csv.reader(io.StringIO(capsys.readouterr().out))) == [
+        ["team", "usd"],
+        ["search", "1.500000000000000001"],
+    ]
+    assert main(["sql", "--workdir", str(filled), "--format", "json", "-p", "search", stmt]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"team": "search", "usd": "1.500000000000000001"}
+    ]
+
+
+def test_sql_is_read_only_and_errors_exit_1(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sql", "--workdir", str(filled), "DROP VIEW usage_facts"]) == 1
+    assert "read-only" in capsys.readouterr().err.lower()
+    assert main(["sql", "--workdir", str(filled), "SELECT nope FROM usage_facts"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_sql_without_a_warehouse_exits_2_naming_the_workdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sql", "--workdir", str(tmp_path / "none"), "SELECT 1"]) == 2
+    assert "--workdir" in capsys.readouterr().err
+
+
+def test_query_list_describes_every_named_query(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["query", "--list", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"name": q.name, "description": q.description} for q in QUERIES]
+
+
+def test_query_binds_its_filters(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["query", "cost_by_team", "--workdir", str(filled), "--format", "json"]
+    assert main([*args, "--since", "2026-03-03"]) == 0
+    assert [r["team"] for r in json.loads(capsys.readouterr().out)] == ["support"]
+    assert main([*args, "--team", "search' OR 'x'='x"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_unknown_query_exits_2_listing_the_names(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["query", "cost_by_planet", "--workdir", str(filled)]) == 2
+    err = capsys.readouterr().err
+    assert "cost_by_planet" in err and "cost_by_team" in err
+
+
+def test_warehouse_compact_and_load_revenue(
+    filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Warehouse(filled).close()
+    assert main(["warehouse", "compact", "--workdir", str(filled), "--grace-s", "0"]) == 0
+    assert "compacted" in capsys.readouterr().out
+    rev = tmp_path / "rev.csv"
+    rev.write_text("month,revenue_usd\n2026-03,35\n")
+    assert main(["warehouse", "load-revenue", str(rev), "--workdir", str(filled)]) == 0
+    capsys.readouterr()
+    assert main(["query", "unit_economics", "--workdir", str(filled), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["revenue_usd"], row["ai_cost_usd"], row["band"]) == (
+        "35.000000000000000000",
+        "3.500000000000000001",
+        "good",
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("month\n2026-03\n")
+    assert main(["warehouse", "load-revenue", str(bad), "--workdir", str(filled)]) == 2
+    assert "revenue_usd" in capsys.readouterr().err
