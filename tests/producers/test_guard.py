@@ -192,8 +192,6 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     hold (no pricing: turn limits need none).
     """
     import threading
-    import time
-    from datetime import timedelta
 
     from kafka import KafkaConsumer, TopicPartition
 
@@ -206,7 +204,6 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     breakers = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
     engine = DetectionEngine(config_from_dict({"runaway": {"max_session_turns": 100}}))
     stop = threading.Event()
-    published: dict[str, int] = {}
 
     def stream_side() -> None:
         consumer = KafkaConsumer(
@@ -230,7 +227,6 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
                         key=ev.scope.encode(),
                         value=json.dumps(breaker_to_wire(ev)).encode(),
                     )
-                    published[ev.scope] = time.monotonic_ns()
                 out.flush()
         finally:
             consumer.close()
@@ -238,45 +234,150 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
 
     processor = threading.Thread(target=stream_side, daemon=True)
     processor.start()
-    agent = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks=1, linger_ms=0)
-    sent_at: dict[int, int] = {}
-    refused: BreakerOpen | None = None
-    turns = 0
     try:
         with BreakerView(kafka_bootstrap, breakers) as view:
             assert view.wait_ready(60), view.error
-            for turn in range(1, 2001):
-                try:
-                    guard(view, api_key_id="agent-key", session_id="agent-1", team="research")
-                except BreakerOpen as exc:
-                    refused = exc
-                    refused_ns = time.monotonic_ns()
-                    break
-                event = UsageEvent(
-                    event_id=f"agent-1-{turn}",
-                    ts=TS + timedelta(seconds=turn),
-                    provider="anthropic",
-                    model="claude-sonnet-4-5",
-                    input_tokens=2000,
-                    output_tokens=200,
-                    api_key_id="agent-key",
-                    session_id="agent-1",
-                    team="research",
-                    turn=turn,
-                )
-                agent.send(usage, key=b"agent-key", value=event.model_dump_json().encode())
-                agent.flush()
-                sent_at[turn] = time.monotonic_ns()
-                turns = turn
-                time.sleep(0.005)  # the "LLM call"
+            turns, refused, latency_ms = _agent_loop(kafka_bootstrap, usage, view, "agent-1")
     finally:
         stop.set()
         processor.join(10)
-        agent.close()
     assert refused is not None, f"the loop ran all {turns} turns"
     assert refused.scope == "session:agent-1" and refused.reason.startswith("runaway_session")
     assert turns >= 101  # the 101st turn trips it, so it was made
-    latency_ms = (refused_ns - sent_at[101]) / 1e6
     record_property("trip_to_refusal_ms", round(latency_ms, 1))
     record_property("turns_after_trip", turns - 101)
     print(f"agent stopped after turn {turns}; 101st turn -> refusal {latency_ms:.1f} ms")
+
+
+def _agent_loop(
+    bootstrap: str, usage_topic: str, view: BreakerView, session: str
+) -> tuple[int, BreakerOpen | None, float]:
+    """A runaway agent: one call per turn, each preceded by guard(), until refused.
+
+    Returns (turns made, the refusal, ms from sending the 101st turn to the refusal).
+    """
+    import time
+    from datetime import timedelta
+
+    from spendstream.producers.event import UsageEvent
+
+    agent = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    sent_at: dict[int, int] = {}
+    turns = 0
+    try:
+        for turn in range(1, 5001):
+            try:
+                guard(view, api_key_id=f"{session}-key", session_id=session, team="research")
+            except BreakerOpen as exc:
+                return turns, exc, (time.monotonic_ns() - sent_at[101]) / 1e6
+            event = UsageEvent(
+                event_id=f"{session}-{turn}",
+                ts=TS + timedelta(seconds=turn),
+                provider="anthropic",
+                model="claude-sonnet-4-5",
+                input_tokens=2000,
+                output_tokens=200,
+                api_key_id=f"{session}-key",
+                session_id=session,
+                team="research",
+                turn=turn,
+            )
+            agent.send(
+                usage_topic, key=f"{session}-key".encode(), value=event.model_dump_json().encode()
+            )
+            agent.flush()
+            sent_at[turn] = time.monotonic_ns()
+            turns = turn
+            time.sleep(0.005)  # the "LLM call"
+    finally:
+        agent.close()
+    return turns, None, float("nan")
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
+    kafka_bootstrap: str,
+    tmp_path,  # type: ignore[no-untyped-def]
+    record_property,  # type: ignore[no-untyped-def]
+) -> None:
+    """The whole product: usage topic -> ``spendstream run`` -> breakers topic -> guard()."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import httpx
+
+    from spendstream.kafka_local import find_free_ports
+
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}."
+    (port,) = find_free_ports(1)
+    cfg = tmp_path / "spendstream.toml"
+    cfg.write_text(
+        f"""
+[kafka]
+bootstrap_servers = "{kafka_bootstrap}"
+topic_prefix = "{prefix}"
+app_id = "{prefix}app"
+usage_partitions = 1
+
+[pipeline]
+batch_within_s = 0.1
+
+[runaway]
+max_session_turns = 100
+"""
+    )
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spendstream",
+            "run",
+            "--config",
+            str(cfg),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--http-port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+                if any(a.startswith(prefix + "spendstream.usage") for a in health["assigned"]):
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(0.5)
+        with BreakerView(kafka_bootstrap, prefix + "spendstream.breakers") as view:
+            assert view.wait_ready(60), view.error
+            turns, refused, latency_ms = _agent_loop(
+                kafka_bootstrap, prefix + "spendstream.usage", view, "agent-run"
+            )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+    assert refused is not None, f"the loop ran all {turns} turns"
+    assert refused.scope == "session:agent-run" and refused.reason.startswith("runaway_session")
+    assert turns >= 101
+    record_property("trip_to_refusal_ms", round(latency_ms, 1))
+    record_property("turns_after_trip", turns - 101)
+    print(
+        f"spendstream run: agent stopped after turn {turns}; 101st turn -> refusal {latency_ms:.1f} ms"
+    )
