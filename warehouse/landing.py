@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -67,8 +67,9 @@ class CommitBatch:
     alerts: Sequence[Alert] = ()
     breaker_events: Sequence[BreakerEvent] = ()
     dead_letters: Sequence[DeadLetter] = ()
-    state: Any = None  # JSON-serialisable detection snapshot
-    source_positions: Any = None  # JSON-serialisable, e.g. {"spendstream.usage/3": 1042}
+    # JSON-serialisable. Both None: the writer's last committed state is left as it was.
+    state: Any = None  # the detection engine's snapshot
+    source_positions: Any = None  # e.g. {"spendstream.usage/3": 1042}
 
 
 @dataclass(slots=True)
@@ -300,7 +301,8 @@ class Warehouse:
                         )
                     )
                 self.catalog.add_files(con, rows)
-                self.catalog.set_writer_state(con, self.writer, commit_id, state, positions)
+                if state is not None or positions is not None:
+                    self.catalog.set_writer_state(con, self.writer, commit_id, state, positions)
                 _fault("before_commit")
         if conflict:
             shutil.rmtree(stage, ignore_errors=True)
@@ -330,7 +332,7 @@ class Warehouse:
         )
 
     def _stage(
-        self, stage: Path, tables: dict[str, Sequence[Any]]
+        self, stage: Path, tables: Mapping[str, Sequence[Any]]
     ) -> list[tuple[str, Any, Path, int]]:
         """Write one Parquet file per (table, UTC date); return (table, date, path, rows)."""
         builders: dict[str, Callable[[Sequence[Any]], pa.Table]] = {

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from spendstream.errors import ConfigError, SpendstreamError
 from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.queries import BY_NAME, filtered_sql
+from spendstream.warehouse.views import connect_readonly
 
 if TYPE_CHECKING:
     import duckdb
@@ -25,7 +26,6 @@ class QueryError(SpendstreamError):
 
 def connect(workdir: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the views (built first if the warehouse has none yet)."""
-    import duckdb
 
     layout = Layout.for_workdir(workdir)
     if not layout.root.exists():
@@ -33,13 +33,7 @@ def connect(workdir: Path) -> duckdb.DuckDBPyConnection:
             f"no warehouse at {layout.root} (--workdir / $SPENDSTREAM_HOME); "
             "run `spendstream ingest` or `spendstream demo` first"
         )
-    if not layout.db_path.exists():
-        from spendstream.warehouse.views import build_database
-
-        build_database(layout)
-    con = duckdb.connect(str(layout.db_path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+    return connect_readonly(layout)
 
 
 def _fetch(

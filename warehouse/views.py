@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import TYPE_CHECKING
 
 from spendstream.warehouse.layout import TABLES, Layout
 from spendstream.warehouse.queries import QUERIES, view_sql
 
-__all__ = ["CORE_VIEWS", "build_database", "connect_readonly"]
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["CORE_VIEWS", "build_database", "connect_readonly", "statements"]
 
 CORE_VIEWS = (*TABLES, "revenue")
 
@@ -106,7 +110,7 @@ def build_database(layout: Layout) -> None:
                 leftover.unlink()
 
 
-def connect_readonly(layout: Layout) -> object:
+def connect_readonly(layout: Layout) -> duckdb.DuckDBPyConnection:
     """A read-only DuckDB connection to the views, in UTC (so dates and --since mean UTC)."""
     import duckdb
 

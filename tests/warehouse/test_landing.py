@@ -77,6 +77,12 @@ def test_last_commit_returns_the_writers_state_and_positions(workdir: Path) -> N
         assert set(again.all_writers()) == {"p0-2", "p3-5"}
 
 
+def test_a_commit_without_state_keeps_the_writers_last_state(wh: Warehouse) -> None:
+    wh.commit(facts=[fact()], state={"n": 1}, source_positions={"f": 3})
+    wh.commit(dead_letters=[dead_letter()])
+    assert wh.last_commit() == ({"n": 1}, {"f": 3})
+
+
 def test_state_that_is_not_json_is_refused_before_anything_is_written(
     wh: Warehouse, workdir: Path
 ) -> None:

@@ -61,8 +61,11 @@ def test_hostile_writer_name_and_tag_values_land_inside_the_warehouse(
     for name in ("../../escape", "/tmp/evil", "a\x00b"):
         with Warehouse(workdir, writer=name) as wh:
             wh.ensure_views()
-            wh.commit(facts=[fact(team="../../../x", feature="/etc/passwd", tags={"k": "../.."})])
-            assert wh.last_commit() == (None, None)
+            wh.commit(
+                facts=[fact(team="../../../x", feature="/etc/passwd", tags={"k": "../.."})],
+                state={"w": name},
+            )
+            assert wh.last_commit() == ({"w": name}, None)
     outside = [p for p in tmp_path.rglob("*") if workdir not in p.parents and p != workdir]
     assert outside == []
     assert q("SELECT DISTINCT team, feature FROM usage_facts") == [("../../../x", "/etc/passwd")]
