@@ -93,6 +93,7 @@ class AlertRouter:
         self.state = state
         self.deliverer = deliverer
         self.clock = clock
+        self._pruned_at: datetime | None = None
 
     @classmethod
     def from_config(
@@ -150,6 +151,10 @@ class AlertRouter:
         """Resolve incidents idle past their route's ``auto_resolve_s`` (call periodically)."""
         now = self.clock()
         summary = HandleSummary()
+        if self._pruned_at is None or now - self._pruned_at > timedelta(minutes=10):
+            window = max((s.rate_window_s for s in self.sinks.values()), default=0.0)
+            self.state.prune_sends(now - timedelta(seconds=window))
+            self._pruned_at = now
         for inc in self.state.open_incidents():
             route = self.route_by_name.get(inc.route)
             if route is None or route.auto_resolve_s is None:
@@ -225,7 +230,6 @@ class AlertRouter:
         result = self._deliver(p.sink, n, now)
         if result.delivered:
             self.state.open_incident(p.sink, n, now)
-            self.state.record_send(p.sink, p.first.scope, now)
             summary.triggered += 1
         else:
             summary.dead_lettered += 1

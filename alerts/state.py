@@ -98,6 +98,10 @@ class DeliveryState:
         self.path = path
         self.conn = sqlite3.connect(str(path), isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL survives a process crash (what restarts are about) without an fsync per
+        # delivery; a power cut may lose the last deliveries, which PagerDuty's dedup_key and
+        # the webhook delivery id absorb.
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -111,8 +115,10 @@ class DeliveryState:
         return row is not None
 
     def open_incident(self, sink: str, n: Notification, now: datetime) -> None:
+        """Record a delivered trigger: the incident, its member scopes, one send for the limit."""
         with self.conn:
             self.conn.execute("BEGIN")
+            self.conn.execute("INSERT INTO sends VALUES (?, ?, ?)", (sink, n.alert.scope, _ts(now)))
             self.conn.execute(
                 "INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, 'open', ?, ?, ?, ?, NULL)",
                 (sink, n.key, n.route, n.to_json(), n.count, _ts(now), _ts(now)),
@@ -160,9 +166,6 @@ class DeliveryState:
         )
 
     # -- rate limiting -----------------------------------------------------------------------
-    def record_send(self, sink: str, scope: str, now: datetime) -> None:
-        self.conn.execute("INSERT INTO sends VALUES (?, ?, ?)", (sink, scope, _ts(now)))
-
     def recent_sends(self, sink: str, scope: str, since: datetime) -> list[datetime]:
         rows = self.conn.execute(
             "SELECT sent_at FROM sends WHERE sink = ? AND scope = ? AND sent_at > ?",
