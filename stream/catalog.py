@@ -16,12 +16,12 @@ as unpriced rather than silently free.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from genai_prices import data_snapshot
 from genai_prices import types as gp
@@ -90,7 +90,15 @@ def _model_key(provider: str, model: str) -> tuple[str, str]:
 class _CatalogModel:
     """A matched genai-prices model with its period cache."""
 
-    __slots__ = ("constraints", "model", "periods", "provider", "time_of_day")
+    __slots__ = (
+        "breakpoints",
+        "by_activity",
+        "constraints",
+        "model",
+        "periods",
+        "provider",
+        "time_of_day",
+    )
 
     def __init__(self, provider: gp.Provider, model: gp.ModelInfo) -> None:
         self.provider = provider
@@ -104,13 +112,23 @@ class _CatalogModel:
         self.constraints = tuple(constraints)
         # Only time-of-day prices (off-peak hours) vary within a UTC day.
         self.time_of_day = any(isinstance(c, gp.TimeOfDateConstraint) for c in constraints)
+        # Otherwise only start dates matter: the days between two of them share one price.
+        self.breakpoints = sorted(
+            {c.start_date for c in constraints if isinstance(c, gp.StartDateConstraint)}
+        )
+        # period_key -> Period, and the same Periods by which constraints are active: a
+        # price period spans many days, and one Period per span keeps batches in few groups.
         self.periods: dict[Any, Period | None] = {}
+        self.by_activity: dict[tuple[tuple[bool, ...], bool], Period | None] = {}
+
+    def activity(self, ts: datetime, batch: bool) -> tuple[tuple[bool, ...], bool]:
+        return (tuple(c.active(ts) for c in self.constraints), batch)
 
     def period_key(self, ts: datetime, batch: bool) -> Any:
         if self.time_of_day:
-            return (tuple(c.active(ts) for c in self.constraints), batch)
+            return self.activity(ts, batch)
         day = ts.date() if ts.tzinfo is UTC else ts.astimezone(UTC).date()
-        return (day, batch)
+        return (bisect_right(self.breakpoints, day), batch)
 
 
 class Catalog:
@@ -169,9 +187,32 @@ class Catalog:
         try:
             return entry.periods[key]
         except KeyError:
+            pass
+        # get_prices (and so the Period) depends only on which constraints are active.
+        activity = entry.activity(ts, batch)
+        try:
+            found = entry.by_activity[activity]
+        except KeyError:
             found = self._catalog_period(provider, model, entry, ts, batch)
-            entry.periods[key] = found
-            return found
+            entry.by_activity[activity] = found
+        entry.periods[key] = found
+        return found
+
+    def granularity(self, provider: str, model: str) -> Literal["day", "minute", "instant"]:
+        """The finest time step over which (provider, model)'s rates can change.
+
+        "day": they change at most at UTC midnight (start dates); "minute": time-of-day
+        prices switching on whole minutes; "instant": anything finer.
+        """
+        entry = self.entry(provider, model)
+        if not isinstance(entry, _CatalogModel) or not entry.time_of_day:
+            return "day"
+        for c in entry.constraints:
+            if isinstance(c, gp.TimeOfDateConstraint) and any(
+                t.second or t.microsecond for t in (c.start_time, c.end_time)
+            ):
+                return "instant"
+        return "minute"
 
     def describe(self, provider: str, model: str) -> str | None:
         """A short name of what prices (provider, model), or None when nothing does."""
