@@ -11,7 +11,10 @@ Three measurements, in one run, on one broker (``--bootstrap``, else
   ``BreakerView`` has applied it and ``guard()`` raises ``BreakerOpen``;
 * ``trip_to_refusal``: the fact that trips a breaker enters ``DetectionEngine.process``
   -> its breaker event is published -> ``guard()`` raises. This is the whole path minus
-  the usage topic hop and the stream runtime's batching (``[pipeline] batch_within_s``).
+  the usage topic hop and the stream runtime's batching (``[pipeline] batch_within_s``);
+* ``run_trip_to_refusal`` (the issue's goal, p99 <= 1 s): the 101st turn of a session is
+  sent to the usage topic -> ``spendstream run`` (a real worker, ``batch_within_s`` as
+  given by ``--batch-within-s``) judges it and publishes the breaker -> ``guard()`` raises.
 
 Plus the cost of one ``guard()`` call that passes (six scopes checked, nothing open).
 Results: bench/results/breaker_latency.json and a line in bench/RESULTS.md.
@@ -220,6 +223,75 @@ def _fact(event_id: str, ts: datetime, session_id: str) -> Fact:
     return Fact(event, Cost(d, Decimal(0), Decimal(0), Decimal(0), d, "bench"), ts)
 
 
+def run_trip_to_refusal(
+    bootstrap: str, samples: int, gap_s: float, batch_within_s: float
+) -> list[float]:
+    """Time from sending a session's 101st turn until guard() refuses, via ``spendstream run``."""
+    import subprocess
+    import sys
+    import urllib.request
+    import uuid
+
+    from spendstream.kafka_local import find_free_ports
+
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    (port,) = find_free_ports(1)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-run-")
+    cfg = Path(tmp.name) / "spendstream.toml"
+    cfg.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic_prefix = "{prefix}"\n'
+        f'app_id = "{prefix}app"\nusage_partitions = 1\n'
+        f"[pipeline]\nbatch_within_s = {batch_within_s}\n[runaway]\nmax_session_turns = 100\n"
+    )
+    log = (Path(tmp.name) / "run.log").open("wb")
+    cmd = [sys.executable, "-m", "spendstream", "run", "--config", str(cfg)]
+    cmd += ["--workdir", str(Path(tmp.name) / "work"), "--http-port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    out: list[float] = []
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((Path(tmp.name) / "run.log").read_text())
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    if any(a.startswith(prefix) for a in json.loads(r.read())["assigned"]):
+                        break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        usage = prefix + "spendstream.usage"
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+        base = datetime(2026, 1, 1, tzinfo=UTC)
+        with BreakerView(bootstrap, prefix + "spendstream.breakers") as view:
+            if not view.wait_ready(120):
+                raise RuntimeError(f"breaker view not ready: {view.error}")
+            for i in range(samples):
+                sid = f"run-{i}"
+                for turn in range(1, 102):
+                    ev = _fact(f"{sid}-{turn}", base + timedelta(minutes=i, seconds=turn / 10), sid)
+                    value = ev.event.model_copy(update={"turn": turn}).model_dump_json().encode()
+                    if turn == 101:
+                        producer.flush()
+                        t0 = time.monotonic_ns()
+                    producer.send(usage, key=b"bench", value=value)
+                producer.flush()
+                t1 = _until_refused(view, lambda s=sid: guard(view, session_id=s), f"session:{sid}")
+                out.append((t1 - t0) / 1e6)
+                time.sleep(gap_s)
+        producer.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+        tmp.cleanup()
+    return out
+
+
 def guard_call_us() -> dict[str, float]:
     view = BreakerView("127.0.0.1:1")  # never started: a populated local dict is all guard reads
     for i in range(1000):
@@ -245,6 +317,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--gap-ms", type=float, default=20.0, help="pause between samples")
     ap.add_argument("--bootstrap", default=os.environ.get("SPENDSTREAM_BENCH_KAFKA"))
+    ap.add_argument("--run-samples", type=int, default=40, help="samples through spendstream run")
+    ap.add_argument(
+        "--batch-within-s",
+        type=float,
+        nargs="+",
+        default=[0.5, 0.1],
+        help="[pipeline] batch_within_s of the runs (one run per value; 0.5 is the default)",
+    )
     args = ap.parse_args(argv)
     gap_s = args.gap_ms / 1000
     broker = None
@@ -260,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         stamp = int(time.time())
-        results = {
+        results: dict[str, Any] = {
             "bare_consumer": percentiles(
                 bare_consumer(bootstrap, _topic(admin, f"bench-bare-{stamp}"), args.samples, gap_s)
             ),
@@ -276,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         admin.close()
+        for within in args.batch_within_s if args.run_samples else ():
+            results[f"run_trip_to_refusal@batch_within_s={within}"] = percentiles(
+                run_trip_to_refusal(bootstrap, args.run_samples, 0.2, within)
+            )
     finally:
         if broker is not None:
             broker.stop()
@@ -291,15 +375,22 @@ def main(argv: list[str] | None = None) -> int:
         "samples": args.samples,
         "latency": results,
         "guard_call": guard_call_us(),
-        "goal": "trip_to_refusal p99 <= 1000 ms",
+        "goal": "run_trip_to_refusal p99 <= 1000 ms",
     }
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     lat = results
+    run_part = "".join(
+        f"spendstream run (batch_within_s {w}) 101st turn->refusal p50 {r['p50_ms']} ms "
+        f"p99 {r['p99_ms']} ms; "
+        for w in args.batch_within_s
+        if (r := lat.get(f"run_trip_to_refusal@batch_within_s={w}"))
+    )
     line = (
         f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, "
-        f"{report['machine']['cores']} cores): trip->refusal p50 {lat['trip_to_refusal']['p50_ms']} ms "
+        f"{report['machine']['cores']} cores): {run_part}"
+        f"engine trip->refusal p50 {lat['trip_to_refusal']['p50_ms']} ms "
         f"p99 {lat['trip_to_refusal']['p99_ms']} ms; publish->refusal p99 "
         f"{lat['publish_to_refusal']['p99_ms']} ms vs bare consumer p99 "
         f"{lat['bare_consumer']['p99_ms']} ms; guard() {report['guard_call']['guard_pass_us']} us "

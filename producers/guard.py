@@ -199,6 +199,21 @@ class BreakerView:
         self.close()
 
     def _run(self) -> None:
+        # kafka-python reconnects by itself once connected; this loop covers a broker that is
+        # down when the view starts and any unexpected error, resuming from the last position.
+        positions: dict[Any, int] = {}
+        backoff_s = 0.5
+        while not self._stop.is_set():
+            try:
+                self._consume(positions)
+                return
+            except Exception as exc:  # the caller's service must keep running
+                self.error = exc
+                log.warning("breaker view: %s; retrying in %.1f s", exc, backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 10.0)
+
+    def _consume(self, positions: dict[Any, int]) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         options: dict[str, Any] = {
@@ -210,12 +225,7 @@ class BreakerView:
             "client_id": "spendstream-breaker-view",
         }
         options.update(self._client_options)
-        try:
-            consumer = KafkaConsumer(**options)
-        except Exception as exc:  # a broker down at start must not kill the caller's service
-            self.error = exc
-            log.error("breaker view cannot connect to %s: %s", self.bootstrap_servers, exc)
-            return
+        consumer = KafkaConsumer(**options)
         try:
             parts = None
             while parts is None and not self._stop.is_set():
@@ -227,21 +237,24 @@ class BreakerView:
             if parts is None:
                 return
             consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
+            for tp in parts:
+                if tp in positions:
+                    consumer.seek(tp, positions[tp])
+                else:
+                    consumer.seek_to_beginning(tp)
             targets = consumer.end_offsets(parts)
+            self.error = None
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=self._poll_timeout_ms)
-                for records in batches.values():
+                for tp, records in batches.items():
                     for rec in records:
                         self.apply(rec.key, rec.value)
+                    positions[tp] = records[-1].offset + 1
                 if not self._ready.is_set() and all(
                     consumer.position(tp) >= off for tp, off in targets.items()
                 ):
                     self._ready.set()
                     self._notify()
-        except Exception as exc:
-            self.error = exc
-            log.exception("breaker view stopped")
         finally:
             consumer.close()
 
