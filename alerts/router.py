@@ -29,8 +29,10 @@ __all__ = ["DEFAULT_GROUP_BY", "AlertRouter", "HandleSummary", "state_path"]
 
 log = logging.getLogger("spendstream.alerts.router")
 
-# With no routes configured, every alert goes to every sink, storms grouped per kind and key.
-DEFAULT_GROUP_BY = ["kind", "api_key_id"]
+# With no routes configured, every alert goes to every sink: storms grouped per kind and api
+# key; alerts that name no key, per kind and session (one page per runaway session, whichever
+# of its limits trip); anything else per condition.
+DEFAULT_GROUP_BY = ["kind", "api_key_id|session_id"]
 
 
 def state_path(workdir: Path) -> Path:
@@ -155,7 +157,8 @@ class AlertRouter:
             window = max((s.rate_window_s for s in self.sinks.values()), default=0.0)
             self.state.prune_sends(now - timedelta(seconds=window))
             self._pruned_at = now
-        for inc in self.state.open_incidents():
+        auto = [r.name for r in self.routes if r.auto_resolve_s is not None]
+        for inc in self.state.open_incidents(routes=auto) if auto else ():
             route = self.route_by_name.get(inc.route)
             if route is None or route.auto_resolve_s is None:
                 continue

@@ -108,15 +108,19 @@ def group_key(route: RouteConfig, alert: Alert) -> tuple[str, dict[str, str]]:
 
     Without ``group_by`` (or when the alert lacks a group field) the incident is the
     alert's own condition, ``dedup_key``. With it, every alert sharing the values is one
-    incident: a storm of runaway sessions from one api key becomes one page.
+    incident: a storm of runaway sessions from one api key becomes one page. An entry
+    ``"a|b"`` takes the first field the alert has.
     """
     if not route.group_by:
         return alert.dedup_key, {}
     values: dict[str, str] = {}
-    for name in route.group_by:
-        value = alert_field(alert, name)
-        if value is None:
+    for spec in route.group_by:
+        # "a|b": the first of the alternatives the alert has.
+        found = next(
+            ((n, v) for n in spec.split("|") if (v := alert_field(alert, n)) is not None), None
+        )
+        if found is None:
             return alert.dedup_key, {}
-        values[name] = value
+        values[found[0]] = found[1]
     parts = [route.name, *(f"{k}={v}" for k, v in values.items())]
     return "group-" + stable_id(*parts), values

@@ -140,8 +140,11 @@ class DeliveryState:
                 sink, key, route, Notification.from_json(text), count, _dt(opened), _dt(last)
             )
 
-    def open_incidents(self) -> list[OpenIncident]:
-        return list(self._open("1 = 1", ()))
+    def open_incidents(self, routes: Sequence[str] | None = None) -> list[OpenIncident]:
+        if routes is None:
+            return list(self._open("1 = 1", ()))
+        marks = ", ".join("?" * len(routes))
+        return list(self._open(f"route IN ({marks})", tuple(routes)))
 
     def close_scope(self, scope: str) -> list[OpenIncident]:
         """Mark ``scope`` over in every open incident; return those with nothing left open."""

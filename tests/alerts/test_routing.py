@@ -81,3 +81,14 @@ def test_group_by_reads_the_field_from_the_scope_itself() -> None:
 def test_an_alert_missing_a_group_field_is_its_own_incident() -> None:
     a = make_alert(details={})
     assert group_key(route(group_by=["api_key_id"]), a) == (a.dedup_key, {})
+
+
+def test_an_alternative_group_field_is_used_when_the_first_is_missing() -> None:
+    r = route(group_by=["kind", "api_key_id|session_id"])
+    turns = make_alert("session:loop", details={"limit": "turns", "session_id": "loop"})
+    cost = make_alert("session:loop", details={"limit": "cost", "session_id": "loop"}, n=1)
+    cost = cost.__class__(**{**{f: getattr(cost, f) for f in cost.__slots__}, "dedup_key": "other"})
+    assert group_key(r, turns) == group_key(r, cost)
+    assert group_key(r, turns)[1] == {"kind": "runaway_session", "session_id": "loop"}
+    keyed = make_alert("session:loop", details={"api_key_id": "k"})
+    assert group_key(r, keyed)[1] == {"kind": "runaway_session", "api_key_id": "k"}
