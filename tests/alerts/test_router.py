@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import logging
 import random
 from collections.abc import Callable
@@ -10,10 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.router import AlertRouter
-from spendstream.config import AlertsConfig, config_from_dict
+from spendstream.alerts.sinks import ConsoleSink
+from spendstream.alerts.state import DeliveryState
+from spendstream.config import AlertsConfig, RouteConfig, config_from_dict
 from spendstream.errors import ConfigError
 
 from .conftest import ScriptedServer, check_pagerduty, check_slack
@@ -297,3 +303,35 @@ def test_a_route_naming_an_unknown_kind_is_a_config_error(tmp_path: Path) -> Non
         ConfigError, match=r"alerts\.route\.r\.kinds: unknown alert kind\(s\) runaway"
     ):
         AlertRouter.from_config(cfg.alerts, tmp_path)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.lists(st.sampled_from(["k1", "k2", "k3"]), min_size=1, max_size=40),
+    cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=6),
+)
+def test_any_batch_split_of_a_storm_gives_one_page_per_key_and_counts_every_alert(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[str], cuts: list[int]
+) -> None:
+    alerts = [
+        make_alert(f"session:{k}-{i}", n=i, details={"api_key_id": k}) for i, k in enumerate(keys)
+    ]
+    bounds = sorted({0, len(alerts), *(c for c in cuts if c < len(alerts))})
+    out = io.StringIO()
+    router = AlertRouter(
+        [RouteConfig(name="r", sinks=["c"], group_by=["kind", "api_key_id"])],
+        [ConsoleSink(name="c", out=out, max_per_scope=1000)],
+        DeliveryState(tmp_path_factory.mktemp("split") / "state.sqlite"),
+        HttpDeliverer(RetryPolicy()),
+    )
+    try:
+        for lo, hi in itertools.pairwise(bounds):
+            router.handle(alerts[lo:hi])
+        incidents = router.state.open_incidents()
+        assert sorted(i.trigger.group["api_key_id"] for i in incidents) == sorted(set(keys))
+        assert sum(i.count for i in incidents) == len(alerts)
+        assert len(out.getvalue().splitlines()) == len(set(keys))
+    finally:
+        router.close()
