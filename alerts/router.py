@@ -138,12 +138,13 @@ class AlertRouter:
             self.state.record_breaker(ev.scope, ev.state, ev.ts)
             if ev.state == "closed":
                 resolves.extend(self.state.close_scope(ev.scope))
-        batch = self._route(alerts, now, summary)
         seen: set[tuple[str, str]] = set()
         for inc in resolves:
             if (inc.sink, inc.key) not in seen:
                 seen.add((inc.sink, inc.key))
                 self._resolve(inc, now, summary)
+        # Routed after the resolves: a condition that fires again after its reset pages afresh.
+        batch = self._route(alerts, now, summary)
         for p in batch.pending.values():
             self._trigger(p, now, summary)
         self.state.record_batch(batch.folds, batch.decisions, now)

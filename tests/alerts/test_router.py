@@ -335,3 +335,12 @@ def test_any_batch_split_of_a_storm_gives_one_page_per_key_and_counts_every_aler
         assert len(out.getvalue().splitlines()) == len(set(keys))
     finally:
         router.close()
+
+
+def test_a_reset_and_a_new_trip_in_one_batch_resolve_then_page_again(harness: Harness) -> None:
+    harness.router.handle([make_alert()])
+    reset = breaker("session:s1", at=T0 + timedelta(minutes=5))
+    again = make_alert(n=900)  # fifteen minutes in: the session runs away again
+    summary = harness.router.handle([again], [reset])
+    assert summary.resolved == 2 and summary.triggered == 2
+    assert harness.pd_actions() == ["trigger", "resolve", "trigger"]
