@@ -1,0 +1,198 @@
+"""``spendstream prices``: unpriced models, reconciliation, repricing, rate lookup (real warehouse)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.cli import main
+
+
+def _event(i: int, **kw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "event_id": f"p{i}",
+        "ts": "2025-11-03T12:00:00Z",
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "input_tokens": 5800,
+        "cache_read_tokens": 5000,
+        "output_tokens": 600,
+    }
+    data.update(kw)
+    return data
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    events = [
+        _event(1, reported_cost_usd="0.0129"),
+        _event(2, reported_cost_usd="0.0130"),
+        _event(
+            3,
+            provider="self-hosted",
+            model="llama-3-70b",
+            input_tokens=1_000_000,
+            cache_read_tokens=0,
+        ),
+        _event(4, provider="self-hosted", model="llama-3-70b", ts="2025-11-04T01:00:00Z"),
+        _event(
+            5,
+            provider="openai",
+            model="o3",
+            ts="2025-05-01T00:00:00Z",
+            input_tokens=1_000_000,
+            cache_read_tokens=0,
+            output_tokens=0,
+        ),
+    ]
+    src = tmp_path / "events.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in events))
+    wd = tmp_path / "wd"
+    assert main(["ingest", str(src), "--workdir", str(wd)]) == 0
+    return wd
+
+
+def test_unpriced_lists_models_landed_without_a_price(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["prices", "unpriced", "--workdir", str(workdir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["provider"], r["model"], r["calls"]) for r in rows] == [
+        ("self-hosted", "llama-3-70b", 2)
+    ]
+
+
+def test_reconcile_shows_our_cost_against_reported_by_model(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["prices", "reconcile", "--workdir", str(workdir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["provider"], row["model"], row["calls"]) == ("anthropic", "claude-sonnet-4-5", 2)
+    assert float(row["our_cost_usd"]) == pytest.approx(0.0258)
+    assert row["difference_usd"].rstrip("0") == "-0.0001"
+
+
+def test_reprice_shows_old_and_new_totals_and_writes_nothing_without_yes(
+    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "prices.toml"
+    cfg.write_text(
+        '[[prices.model]]\nprovider = "self-hosted"\nmodel = "llama-3-70b"\n'
+        "input_per_mtok = 0.5\noutput_per_mtok = 1.0\n"
+    )
+    capsys.readouterr()
+    rc = main(
+        [
+            "prices",
+            "reprice",
+            "--workdir",
+            str(workdir),
+            "--config",
+            str(cfg),
+            "--since",
+            "2025-11-01",
+            "--until",
+            "2025-12-01",
+            "--format",
+            "json",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0
+    lines = {(r["provider"], r["model"]): r for r in json.loads(captured.out)}
+    llama = lines[("self-hosted", "llama-3-70b")]
+    assert (llama["calls"], llama["changed"], llama["old_unpriced"], llama["new_unpriced"]) == (
+        2,
+        2,
+        2,
+        0,
+    )
+    # (1,000,000 + 5,800) input at $0.5, cache reads at the input rate; 2 x 600 output at $1.
+    assert llama["new_cost_usd"].rstrip("0") == "0.5041"
+    assert lines[("anthropic", "claude-sonnet-4-5")]["changed"] == 0
+    assert ("openai", "o3") not in lines  # outside the range
+    assert "2 of 4 facts would change" in captured.err
+    assert "--yes" in captured.err
+    capsys.readouterr()
+    assert main(["prices", "unpriced", "--workdir", str(workdir), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1  # still unpriced: nothing written
+
+
+def test_reprice_keeps_time_effective_prices_unless_asked(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "prices",
+        "reprice",
+        "--workdir",
+        str(workdir),
+        "--since",
+        "2025-01-01",
+        "--until",
+        "2025-06-01",
+        "--format",
+        "json",
+    ]
+    capsys.readouterr()
+    assert main(args) == 0
+    (same,) = json.loads(capsys.readouterr().out)
+    assert (same["model"], same["changed"]) == ("o3", 0)
+    assert main([*args, "--at-current-prices"]) == 0
+    (now,) = json.loads(capsys.readouterr().out)
+    assert now["changed"] == 1
+    assert now["old_cost_usd"].rstrip("0").rstrip(".") == "10"
+    assert now["new_cost_usd"].rstrip("0").rstrip(".") == "2"
+
+
+def test_bad_time_range_is_a_usage_error_naming_the_flag(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "prices",
+                "reprice",
+                "--workdir",
+                str(workdir),
+                "--since",
+                "yesterday",
+                "--until",
+                "2025-06-01",
+            ]
+        )
+        == 2
+    )
+    assert "--since" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "prices",
+                "reprice",
+                "--workdir",
+                str(workdir),
+                "--since",
+                "2025-06-01",
+                "--until",
+                "2025-01-01",
+            ]
+        )
+        == 2
+    )
+
+
+def test_show_prints_the_rates_in_force_and_their_source(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["prices", "show", "openai", "o3", "--at", "2025-07-01", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    (band,) = json.loads(captured.out)
+    assert band["input_per_mtok"] == "2"
+    assert "genai-prices:openai/o3@2025-06-10" in captured.err
+    assert main(["prices", "show", "self-hosted", "nothing"]) == 2
