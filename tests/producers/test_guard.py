@@ -381,3 +381,34 @@ max_session_turns = 100
     print(
         f"spendstream run: agent stopped after turn {turns}; 101st turn -> refusal {latency_ms:.1f} ms"
     )
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_view_answers_locally_while_the_broker_is_down_and_catches_up_after(
+    kafka_broker_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    broker = kafka_broker_factory(start=False)
+    with BreakerView(broker.bootstrap, "breakers-outage") as view:
+        # No broker yet: the view keeps retrying; guard lets calls through (fail-open).
+        guard(view, team="t")
+        assert not view.ready
+        broker.start(timeout_s=180)
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        topic = NewTopic("breakers-outage", 1, 1, topic_configs={"cleanup.policy": "compact"})
+        admin.create_topics([topic], wait_for_metadata=True)
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        producer.send("breakers-outage", key=b"team:t", value=_wire("team:t", "open")).get(60)
+        assert view.wait_for("team:t", "open", 60), view.error
+        broker.stop()
+        # Every answer is local: the open breaker still refuses with the broker gone.
+        with pytest.raises(BreakerOpen):
+            guard(view, team="t")
+        broker.start(timeout_s=180)
+        producer.send("breakers-outage", key=b"team:t", value=_wire("team:t", "closed")).get(60)
+        producer.close()
+        assert view.wait_for("team:t", "closed", 60), view.error
+        guard(view, team="t")
