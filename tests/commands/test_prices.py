@@ -196,3 +196,19 @@ def test_show_prints_the_rates_in_force_and_their_source(
     assert band["input_per_mtok"] == "2"
     assert "genai-prices:openai/o3@2025-06-10" in captured.err
     assert main(["prices", "show", "self-hosted", "nothing"]) == 2
+
+
+def test_reprice_yes_refuses_to_write_while_the_warehouse_cannot_replace_facts(
+    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "prices.toml"
+    cfg.write_text(
+        '[[prices.model]]\nprovider = "self-hosted"\nmodel = "llama-3-70b"\n'
+        "input_per_mtok = 0.5\noutput_per_mtok = 1.0\n"
+    )
+    args = ["--workdir", str(workdir), "--since", "2025-11-01", "--until", "2025-12-01"]
+    rc = main(["prices", "reprice", *args, "--config", str(cfg), "--yes"])
+    assert rc == 2
+    assert "rewrite_facts" in capsys.readouterr().err
+    assert main(["prices", "unpriced", "--workdir", str(workdir), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
