@@ -3,5 +3,21 @@
 from __future__ import annotations
 
 from spendstream.producers.event import SCHEMA_VERSION, UsageEvent, describe_validation_error
+from spendstream.producers.guard import (
+    BreakerView,
+    RequestCeilingExceeded,
+    RequestRate,
+    aguard,
+    guard,
+)
 
-__all__ = ["SCHEMA_VERSION", "UsageEvent", "describe_validation_error"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "BreakerView",
+    "RequestCeilingExceeded",
+    "RequestRate",
+    "UsageEvent",
+    "aguard",
+    "describe_validation_error",
+    "guard",
+]
