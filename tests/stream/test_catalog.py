@@ -1,0 +1,110 @@
+"""The catalog: resolution and caching of rates, discount precedence, period granularity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
+from spendstream.stream.catalog import Catalog, format_fraction
+
+T = datetime(2025, 11, 3, 12, tzinfo=UTC)
+
+
+def test_days_within_one_price_period_share_one_resolved_period() -> None:
+    cat = Catalog()
+    periods = {id(cat.period("openai", "o3", T + timedelta(days=d), False)) for d in range(30)}
+    assert len(periods) == 1
+
+
+def test_a_new_dated_price_gives_a_new_period_with_its_start_date() -> None:
+    cat = Catalog()
+    before = cat.period("openai", "o3", datetime(2025, 6, 9, tzinfo=UTC), False)
+    after = cat.period("openai", "o3", datetime(2025, 6, 10, tzinfo=UTC), False)
+    assert before is not None and after is not None
+    assert before is not after
+    assert (before.bands[0].input_per_mtok, after.bands[0].input_per_mtok) == (10, 2)
+    assert after.source == "genai-prices:openai/o3@2025-06-10"
+
+
+def test_long_context_tiers_become_bands_above_their_threshold() -> None:
+    period = Catalog().period("anthropic", "claude-sonnet-4-5", T, False)
+    assert period is not None
+    assert period.thresholds == (200_000,)
+    assert [b.input_per_mtok for b in period.bands] == [3, 6]
+    assert [period.band_index(n) for n in (0, 200_000, 200_001)] == [0, 0, 1]
+
+
+def test_model_without_any_token_price_is_unpriced() -> None:
+    cat = Catalog()
+    assert cat.period("nobody", "nothing", T, False) is None
+    assert cat.describe("nobody", "nothing") is None
+    assert cat.describe("anthropic", "claude-sonnet-4-5") == (
+        "genai-prices:anthropic/claude-sonnet-4-5"
+    )
+
+
+def test_time_of_day_models_are_keyed_by_minute_others_by_day() -> None:
+    cat = Catalog()
+    assert cat.granularity("deepseek", "deepseek-chat") == "minute"
+    assert cat.granularity("openai", "o3") == "day"
+    assert cat.granularity("nobody", "nothing") == "day"
+
+
+def test_override_resolves_without_the_catalog_and_defaults_cache_rates() -> None:
+    cat = Catalog(
+        PricesConfig(
+            model=[
+                ModelPriceConfig(
+                    provider="acme",
+                    model="m",
+                    input_per_mtok=Decimal(2),
+                    output_per_mtok=Decimal(4),
+                    cache_write_per_mtok=Decimal("2.5"),
+                )
+            ]
+        )
+    )
+    period = cat.period("ACME", "M", T, False)
+    assert period is not None
+    band = period.bands[0]
+    assert (band.cache_read_per_mtok, band.cache_write_per_mtok) == (2, Decimal("2.5"))
+    assert period.multiplier == 1
+    assert period.source == "override:acme/m"
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "expected"),
+    [
+        ("openai", "gpt-4o", Decimal(30)),  # provider+model
+        ("openai", "gpt-5", Decimal(10)),  # provider
+        ("google", "gpt-4o", Decimal(15)),  # model alone
+        ("google", "gemini-2.5-pro", Decimal(5)),  # global
+    ],
+)
+def test_discount_precedence_is_most_specific_first(
+    provider: str, model: str, expected: Decimal
+) -> None:
+    cat = Catalog(
+        PricesConfig(
+            discount=[
+                DiscountConfig(percent=Decimal(5)),
+                DiscountConfig(provider="openai", percent=Decimal(10)),
+                DiscountConfig(model="gpt-4o", percent=Decimal(15)),
+                DiscountConfig(provider="OpenAI", model="gpt-4o", percent=Decimal(30)),
+            ]
+        )
+    )
+    found = cat.discount_for(provider, model)
+    assert found is not None and found.percent == expected
+
+
+def test_fractions_print_as_short_percentages() -> None:
+    assert [format_fraction(Decimal(x)) for x in ("0.5", "0.2", "0.125", "1")] == [
+        "50%",
+        "20%",
+        "12.5%",
+        "100%",
+    ]
