@@ -24,6 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
     )
     parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="spendstream log level (default: info; the Kafka client logs warnings and up)",
+    )
+    parser.add_argument(
         "--alerts-topic",
         metavar="TOPIC",
         default=None,
@@ -46,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     workdir = resolve_workdir(args.workdir)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("spendstream").setLevel(args.log_level.upper())
     # Secrets are loaded here: a missing one is a ConfigError (exit 2) naming its key.
     router = AlertRouter.from_config(config.alerts, workdir)
     bootstrap = args.bootstrap_servers or config.kafka.bootstrap_servers
