@@ -118,6 +118,9 @@ class BreakerConfig(_Section):
     open_on: list[str] = ["runaway_rate", "runaway_session", "budget_exceeded"]
     # A key's rate breaker closes again (half-open first) after this many event-time seconds.
     rate_cooldown_s: int = Field(default=300, ge=1)
+    # A breaker that stays open (runaway session, unpriced model) is retired, with a closed
+    # event, after this much event time, so no state (engine, topic, client views) grows forever.
+    stay_open_retention_s: int = Field(default=7 * 86400, ge=3600)
 
 
 class DetectionConfig(_Section):

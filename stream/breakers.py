@@ -6,7 +6,8 @@
 
 Closing rules, all in event time (the newest event time seen, the watermark):
 
-* ``runaway_session``, ``unpriced_model``: stay open (a runaway agent run is over);
+* ``runaway_session``, ``unpriced_model``: stay open (a runaway agent run is over), until
+  retired after ``[breaker] stay_open_retention_s`` (7 days) so state stays bounded;
 * ``budget_exceeded``: closed when the budget's period ends;
 * every other kind (``runaway_rate``, ``retry_storm``, ...): half-open after
   ``[breaker] rate_cooldown_s``; closed one minute later unless it tripped again meanwhile.
@@ -72,6 +73,7 @@ class BreakerBoard:
     def __init__(self, config: BreakerConfig) -> None:
         self.open_on = frozenset(config.open_on)
         self.cooldown = timedelta(seconds=config.rate_cooldown_s)
+        self.retention = timedelta(seconds=config.stay_open_retention_s)
         self.breakers: dict[str, _Breaker] = {}
         self._next_due: datetime | None = None
 
@@ -82,9 +84,13 @@ class BreakerBoard:
         until = self._until(alert)
         current = self.breakers.get(alert.scope)
         if current is not None and current.state == "open":
-            # Already open: the later of the two rules wins; never-closing beats all.
+            # Already open: the rule that keeps it open longer wins, and decides how it closes
+            # (a session breaker that ran away by rate first then stays open as a session's).
             if current.until is not None and (until is None or until > current.until):
                 current.until = until
+                if alert.kind != current.kind:
+                    current.kind = alert.kind
+                    current.reason = f"{alert.kind}: {alert.message}"
                 self._recompute_due()
             return None
         reason = f"{alert.kind}: {alert.message}"
@@ -94,7 +100,7 @@ class BreakerBoard:
 
     def _until(self, alert: Alert) -> datetime | None:
         if alert.kind in _STAY_OPEN:
-            return None
+            return alert.ts + self.retention
         if alert.kind == "budget_exceeded" and "period_end" in alert.details:
             return datetime.fromisoformat(alert.details["period_end"])
         return alert.ts + self.cooldown
@@ -108,13 +114,18 @@ class BreakerBoard:
             b = self.breakers[scope]
             if b.until is None or b.until > watermark:
                 continue
-            if b.state == "open" and b.kind != "budget_exceeded":
+            if b.state == "open" and b.kind != "budget_exceeded" and b.kind not in _STAY_OPEN:
                 b.state, b.since = "half_open", watermark
                 b.until = watermark + timedelta(seconds=HALF_OPEN_S)
                 b.reason = f"{b.kind}: cool-down of {int(self.cooldown.total_seconds())} s elapsed"
                 events.append(BreakerEvent(scope, "half_open", b.reason, watermark))
             else:
-                why = "budget period ended" if b.kind == "budget_exceeded" else "did not trip again"
+                if b.kind == "budget_exceeded":
+                    why = "budget period ended"
+                elif b.kind in _STAY_OPEN:
+                    why = f"retired after {self.retention.days} days open"
+                else:
+                    why = "did not trip again"
                 del self.breakers[scope]
                 events.append(BreakerEvent(scope, "closed", f"{b.kind}: {why}", watermark))
         self._recompute_due()

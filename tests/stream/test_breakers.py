@@ -41,11 +41,11 @@ def test_half_open_breaker_that_trips_again_reopens() -> None:
 def test_session_breaker_stays_open_until_reset() -> None:
     board = BreakerBoard(BreakerConfig())
     board.on_alert(_alert("runaway_session", "session:s"))
-    assert board.tick(at(10**7)) == []
+    assert board.tick(at(6 * 86400)) == []
     assert board.status()["session:s"].state == "open"
-    ev = board.reset("session:s", at(10**7))
+    ev = board.reset("session:s", at(6 * 86400))
     assert ev is not None and (ev.state, ev.reason) == ("closed", "manual reset")
-    assert board.reset("session:s", at(10**7)) is None
+    assert board.reset("session:s", at(6 * 86400)) is None
 
 
 def test_budget_breaker_closes_when_the_period_ends() -> None:
@@ -69,3 +69,21 @@ def test_board_restores_with_its_due_times() -> None:
     board.on_alert(_alert("runaway_rate", "api_key:k"))
     board2 = BreakerBoard.restore(BreakerConfig(rate_cooldown_s=30), board.snapshot())
     assert [e.state for e in board2.tick(at(0) + timedelta(seconds=30))] == ["half_open"]
+
+
+def test_stay_open_breaker_is_retired_after_its_retention() -> None:
+    board = BreakerBoard(BreakerConfig(stay_open_retention_s=7 * 86400))
+    board.on_alert(_alert("runaway_session", "session:s"))
+    assert board.tick(at(7 * 86400 - 1)) == []
+    ev = board.tick(at(7 * 86400))
+    assert [(e.state, e.reason) for e in ev] == [
+        ("closed", "runaway_session: retired after 7 days open")
+    ]
+
+
+def test_longer_rule_takes_over_an_open_breaker() -> None:
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=60))
+    board.on_alert(_alert("runaway_rate", "session:s"))
+    assert board.on_alert(_alert("runaway_session", "session:s", 10)) is None
+    assert board.tick(at(3600)) == []  # no half-open: it is a session breaker now
+    assert board.status()["session:s"].reason.startswith("runaway_session")

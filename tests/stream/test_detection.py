@@ -157,3 +157,28 @@ def test_budget_exceeded_opens_the_budget_scope_until_the_next_hour() -> None:
     assert exceeded.value == Decimal("2.00")
     _, events = engine.process([fact(at(hours=1), "0", team="b")])
     assert [(e.scope, e.state, e.ts) for e in events] == [("team:a", "closed", at(hours=1))]
+
+
+def test_state_stays_bounded_over_days_of_new_keys_and_sessions() -> None:
+    cfg = config(
+        anomaly={"scopes": ["global", "api_key"]},
+        runaway={"max_calls_per_minute": 1, "max_session_turns": 1},
+        detection={"allowed_lateness_s": 600, "session_idle_s": 3600},
+        breaker={"stay_open_retention_s": 86400},
+    )
+    engine = DetectionEngine(cfg)
+    # Four days; a new key every hour and a new session every ten minutes, each misbehaving.
+    for minute in range(0, 4 * 24 * 60, 5):
+        key, sess = f"k{minute // 60}", f"s{minute // 10}"
+        engine.process(
+            [fact(at(minutes=minute, seconds=s), api_key_id=key, session_id=sess) for s in (0, 1)]
+        )
+    snap = engine.snapshot()
+    det = snap["detectors"]
+    assert len(det["sessions"]["sessions"]) <= 7  # idle an hour: forgotten
+    assert len(det["rate"]["windows"]) <= 2 * 7 + 12  # minutes within the lateness
+    assert len(det["anomaly"]["scopes"]) <= 1 + 24 + 4  # keys with spend in the baseline span
+    # Session breakers stay open a day here, then retire: one day of sessions at most.
+    assert 0 < len(snap["breakers"]["breakers"]) <= 24 * 6 + 1
+    # Each dedup_key is remembered about two days, not forever.
+    assert len(snap["emitted"]) < 0.6 * (4 * 24 * 60 // 5) * 3
