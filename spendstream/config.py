@@ -71,6 +71,8 @@ class KafkaConfig(_Section):
     # contract's names. app_id names the Faust app: its consumer group and internal topics.
     topic_prefix: str = ""
     app_id: str = Field(default="spendstream", min_length=1)
+    # A worker silent this long (e.g. killed) leaves the group and its partitions move on.
+    session_timeout_s: float = Field(default=30.0, ge=6, le=300)
 
 
 class AnomalyConfig(_Section):

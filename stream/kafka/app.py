@@ -81,6 +81,8 @@ class Runtime:
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            broker_session_timeout=kafka.session_timeout_s,
+            broker_heartbeat_interval=kafka.session_timeout_s / 10,
         )
         self.usage_topic = self.app.topic(
             self.names.usage,

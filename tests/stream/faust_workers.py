@@ -1,0 +1,290 @@
+"""Test harness for ``spendstream run``: real worker subprocesses (so kill -9 is real),
+configs on a unique topic prefix, event files, kcat, and warehouse read-outs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.kafka_local import find_free_port
+from spendstream.synthetic import generate
+from spendstream.topics import partition_key
+
+# Deadlines only turn a hang into a failure with a message; nothing asserts speed.
+READY_TIMEOUT_S = 180.0
+DONE_TIMEOUT_S = 300.0
+TOKEN = "test-token-" + uuid.uuid4().hex
+
+
+def write_config(
+    path: Path,
+    bootstrap: str,
+    *,
+    partitions: int = 1,
+    batch_size: int = 500,
+    prefix: str | None = None,
+) -> tuple[Path, str]:
+    """A config on a fresh topic prefix / app id; returns (path, prefix)."""
+    prefix = prefix or f"t{uuid.uuid4().hex[:10]}."
+    path.write_text(
+        "[kafka]\n"
+        f'bootstrap_servers = "{bootstrap}"\n'
+        f'topic_prefix = "{prefix}"\n'
+        f'app_id = "{prefix.rstrip(".")}"\n'
+        f"usage_partitions = {partitions}\n"
+        "session_timeout_s = 10\n"
+        "[pipeline]\n"
+        f"batch_size = {batch_size}\n"
+        "batch_within_s = 0.2\n"
+    )
+    return path, prefix
+
+
+def event_lines(n: int, seed: int) -> list[bytes]:
+    return [json.dumps(e, separators=(",", ":")).encode() for e in generate(n, seed=seed)]
+
+
+def write_lines(path: Path, lines: Iterable[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def key_of(line: bytes) -> bytes:
+    """The documented usage key, or the raw line for records that are not even JSON."""
+    try:
+        d = json.loads(line)
+        return partition_key(d.get("api_key_id"), d.get("session_id"), str(d["event_id"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return b"bad"
+
+
+def kcat_path() -> str:
+    """Debian's kcat (a librdkafka client, not Python); installed here if missing."""
+    found = shutil.which("kcat")
+    if found:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "kcat"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"cannot install kcat ({' '.join(cmd)}): {proc.stderr[-2000:]}")
+    found = shutil.which("kcat")
+    if not found:
+        pytest.fail("kcat is not on PATH after apt-get install kcat")
+    return found
+
+
+def kcat_produce(bootstrap: str, topic: str, lines: list[bytes], *, keyed: bool) -> None:
+    """Produce one message per line with kcat; keyed: ``key<TAB>value`` (-K)."""
+    body = b"".join((key_of(line) + b"\t" + line if keyed else line) + b"\n" for line in lines)
+    cmd = [kcat_path(), "-P", "-b", bootstrap, "-t", topic, "-X", "acks=all"]
+    if keyed:
+        # murmur2: the partitioner of the Java and Python clients, so keys land alike.
+        cmd += ["-K", "\t", "-X", "topic.partitioner=murmur2_random"]
+    proc = subprocess.run(cmd, input=body, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+
+
+class Worker:
+    """One ``spendstream run`` subprocess with its own HTTP port and log file."""
+
+    def __init__(self, workdir: Path, config: Path, log_dir: Path, name: str = "w") -> None:
+        self.workdir = workdir
+        self.config = config
+        self.port = find_free_port()
+        self.log_path = log_dir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        env = {**os.environ, "SPENDSTREAM_INGEST_TOKEN": TOKEN}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spendstream",
+                "run",
+                "--workdir",
+                str(self.workdir),
+                "--config",
+                str(self.config),
+                "--http-port",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url(path), timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def get_text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url(path), timeout=10) as resp:
+            return str(resp.read().decode())
+
+    def assigned(self) -> list[str]:
+        try:
+            return list(self.get_json("/healthz")["assigned"])
+        except OSError:
+            return []
+
+    def wait_ready(self, prefix: str) -> None:
+        """Until the worker's consumer holds at least one of our partitions."""
+        wait_for(
+            lambda: any(a.startswith(prefix) for a in self.assigned()),
+            f"worker on port {self.port} never got a partition",
+            self,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        return self.proc.returncode
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+def wait_for(
+    cond: Callable[[], bool], what: str, *workers: Worker, timeout_s: float = DONE_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        for w in workers:
+            if not w.alive():
+                pytest.fail(
+                    f"{what}: worker exited ({w.proc and w.proc.returncode})\n{w.log_tail()}"
+                )
+        time.sleep(0.5)
+    tails = "\n---\n".join(w.log_tail() for w in workers)
+    pytest.fail(f"{what} (after {timeout_s:.0f} s)\n{tails}")
+
+
+# Warehouse read-outs (DuckDB views, read-only, like an analyst).
+
+
+def query(workdir: Path, sql: str) -> list[tuple[Any, ...]]:
+    import duckdb
+
+    db = workdir / "warehouse" / "spendstream.duckdb"
+    if not db.exists():
+        return []
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        return [tuple(r) for r in con.execute(sql).fetchall()]
+    finally:
+        con.close()
+
+
+FACT_SQL = (
+    "SELECT event_id, input_cost_usd, cache_read_cost_usd, cache_write_cost_usd, "
+    "output_cost_usd, cost_usd, priced, price_source FROM usage_facts ORDER BY event_id"
+)
+ALERT_SQL = (
+    "SELECT alert_id, kind, scope, severity, ts, value, threshold, message, dedup_key "
+    "FROM alerts ORDER BY alert_id"
+)
+ALERT_IDENTITY_SQL = "SELECT alert_id, kind, scope, dedup_key FROM alerts ORDER BY alert_id"
+BREAKER_SQL = "SELECT scope, state, reason, ts FROM breaker_events ORDER BY scope, ts, state"
+
+
+def fact_count(workdir: Path) -> int:
+    rows = query(workdir, "SELECT count(*) FROM usage_facts")
+    return int(rows[0][0]) if rows else 0
+
+
+def detect_positions(workdir: Path, prefix: str) -> dict[str, int]:
+    from spendstream.warehouse import Warehouse
+
+    if not (workdir / "warehouse").exists():
+        return {}
+    with Warehouse(workdir, writer=prefix.rstrip(".") + "-detect") as wh:
+        last = wh.last_commit()
+    return dict(last[0]["positions"]) if last and last[0] else {}
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        consumer.close()
+
+
+def wait_all_judged(
+    workdir: Path, bootstrap: str, prefix: str, facts: int, *workers: Worker
+) -> None:
+    """Until every fact landed and stage 2 judged every priced record published."""
+    wait_for(lambda: fact_count(workdir) >= facts, f"{facts} facts never landed", *workers)
+    priced_topic = prefix + "spendstream.priced"
+
+    def judged() -> bool:
+        last = end_offsets(bootstrap, priced_topic).get(0, 0) - 1
+        return detect_positions(workdir, prefix).get("priced", -1) >= last
+
+    wait_for(judged, "stage 2 never judged every priced fact", *workers)
+
+
+def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every record of a topic, from the beginning."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(parts)
+        out: list[tuple[bytes | None, bytes]] = []
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for records in consumer.poll(timeout_ms=1000).values():
+                out.extend((r.key, r.value) for r in records)
+        return out
+    finally:
+        consumer.close()
