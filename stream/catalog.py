@@ -19,9 +19,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from genai_prices import data_snapshot
 from genai_prices import types as gp
@@ -198,21 +198,25 @@ class Catalog:
         entry.periods[key] = found
         return found
 
-    def granularity(self, provider: str, model: str) -> Literal["day", "minute", "instant"]:
-        """The finest time step over which (provider, model)'s rates can change.
+    def day_boundaries(self, provider: str, model: str) -> tuple[int, ...] | None:
+        """Minutes of the UTC day at which (provider, model)'s rates may change.
 
-        "day": they change at most at UTC midnight (start dates); "minute": time-of-day
-        prices switching on whole minutes; "instant": anything finer.
+        ``()``: only at midnight (start dates); ``(30, 990)``: also at 00:30 and 16:30
+        (off-peak prices); None: at instants finer than a minute (never seen in practice).
         """
         entry = self.entry(provider, model)
         if not isinstance(entry, _CatalogModel) or not entry.time_of_day:
-            return "day"
+            return ()
+        minutes = set()
         for c in entry.constraints:
-            if isinstance(c, gp.TimeOfDateConstraint) and any(
-                t.second or t.microsecond for t in (c.start_time, c.end_time)
-            ):
-                return "instant"
-        return "minute"
+            if isinstance(c, gp.TimeOfDateConstraint):
+                for t in (c.start_time, c.end_time):
+                    if t.tzinfo is not None:
+                        t = datetime.combine(date(1970, 1, 1), t).astimezone(UTC).time()
+                    if t.second or t.microsecond:
+                        return None
+                    minutes.add(t.hour * 60 + t.minute)
+        return tuple(sorted(minutes))
 
     def describe(self, provider: str, model: str) -> str | None:
         """A short name of what prices (provider, model), or None when nothing does."""

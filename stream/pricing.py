@@ -36,7 +36,7 @@ override's ``batch_discount``, else the 50% default for anthropic, openai and go
 from __future__ import annotations
 
 import gc
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
@@ -134,10 +134,15 @@ def cost_from_units(
 
 
 _Resolved = tuple[tuple[int, ...], list[_Plan]]
-# Sentinels in the pricer's memo: not looked up yet / rates change within a day.
 _MISSING: Any = object()
-_BY_MINUTE: Any = object()
-_BY_INSTANT: Any = object()
+
+
+class _Within(NamedTuple):
+    """Memo entry for a day whose rates change at these minutes (None: at any instant)."""
+
+    bounds: tuple[int, ...] | None
+
+
 _MEMO_MAX = 200_000
 
 
@@ -210,12 +215,13 @@ class Pricer:
         append = out.append
         # (provider, model, batch, UTC day) -> rates, kept across batches: a stream repeats
         # few of these, so the catalog is asked once per key and each event then costs a
-        # dict lookup and four integer products. Time-of-day prices key by minute too.
+        # dict lookup and four integer products. Time-of-day prices also key by the span
+        # of the day between their switching minutes.
         memo = self._memo
         if len(memo) > _MEMO_MAX:
             memo.clear()
         resolve = self.resolve
-        granularity = self.catalog.granularity
+        boundaries = self.catalog.day_boundaries
         unit, zero = _UNIT, _ZERO
         if at is not None:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
@@ -227,18 +233,19 @@ class Pricer:
                 key = (e.provider, e.model, e.batch, ts.date())
                 found = memo.get(key, _MISSING)
                 if found is _MISSING:
-                    step = granularity(e.provider, e.model)
-                    if step == "day":
+                    bounds = boundaries(e.provider, e.model)
+                    if bounds == ():
                         found = memo[key] = resolve(e.provider, e.model, ts, e.batch)
                     else:
-                        memo[key] = found = _BY_MINUTE if step == "minute" else _BY_INSTANT
-                if found is _BY_MINUTE:
-                    mkey = (key, ts.hour, ts.minute)
-                    found = memo.get(mkey, _MISSING)
-                    if found is _MISSING:
-                        found = memo[mkey] = resolve(e.provider, e.model, ts, e.batch)
-                elif found is _BY_INSTANT:
-                    found = resolve(e.provider, e.model, ts, e.batch)
+                        memo[key] = found = _Within(bounds)
+                if type(found) is _Within:
+                    if found.bounds is None:
+                        found = resolve(e.provider, e.model, ts, e.batch)
+                    else:
+                        mkey = (key, bisect_right(found.bounds, ts.hour * 60 + ts.minute))
+                        found = memo.get(mkey, _MISSING)
+                        if found is _MISSING:
+                            found = memo[mkey] = resolve(e.provider, e.model, ts, e.batch)
                 if found is None:
                     append(None)
                     continue

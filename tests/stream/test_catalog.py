@@ -1,4 +1,4 @@
-"""The catalog: resolution and caching of rates, discount precedence, period granularity."""
+"""The catalog: resolution and caching of rates, discount precedence, day boundaries."""
 
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ def test_model_without_any_token_price_is_unpriced() -> None:
     )
 
 
-def test_time_of_day_models_are_keyed_by_minute_others_by_day() -> None:
+def test_off_peak_models_change_rates_at_their_switching_minutes_others_at_midnight() -> None:
     cat = Catalog()
-    assert cat.granularity("deepseek", "deepseek-chat") == "minute"
-    assert cat.granularity("openai", "o3") == "day"
-    assert cat.granularity("nobody", "nothing") == "day"
+    assert cat.day_boundaries("deepseek", "deepseek-chat") == (30, 990)  # 00:30, 16:30 UTC
+    assert cat.day_boundaries("openai", "o3") == ()
+    assert cat.day_boundaries("nobody", "nothing") == ()
 
 
 def test_override_resolves_without_the_catalog_and_defaults_cache_rates() -> None:

@@ -342,8 +342,16 @@ def test_tier_counts_cached_input_toward_the_threshold() -> None:
 def test_time_of_day_prices_follow_the_events_clock() -> None:
     day = datetime(2025, 11, 3, tzinfo=UTC)
     times = [
-        day + timedelta(hours=h, minutes=m)
-        for h, m in ((0, 10), (0, 30), (12, 0), (16, 29), (16, 30), (23, 0))
+        day + timedelta(hours=h, minutes=m, seconds=sec)
+        for h, m, sec in (
+            (0, 10, 0),
+            (0, 29, 59.999999),
+            (0, 30, 0),
+            (12, 0, 0),
+            (16, 29, 59.999999),
+            (16, 30, 0),
+            (23, 0, 0),
+        )
     ]
     events = [
         event(
@@ -561,3 +569,28 @@ def test_catalog_prices_equal_genai_prices_calc_price(
     with localcontext(Context(prec=100)):
         assert _close(cost.output_cost_usd, calc.output_price * factor, 1)
         assert _close(cost.cost_usd, calc.total_price * factor, 4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=st.sampled_from(["deepseek-chat", "deepseek-reasoner", "deepseek-v4-flash"]),
+    stamps=st.lists(
+        st.datetimes(
+            min_value=datetime(2024, 6, 1), max_value=datetime(2027, 6, 1), timezones=st.just(UTC)
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+def test_off_peak_prices_equal_calc_price_at_any_instant(
+    model: str, stamps: list[datetime]
+) -> None:
+    events = [
+        event("deepseek", model, ts=t, input_tokens=9000, cache_read_tokens=4000, output_tokens=700)
+        for t in stamps
+    ]
+    costs = Pricer.from_config().price_batch(events)
+    usage = Usage(input_tokens=9000, cache_read_tokens=4000, output_tokens=700)
+    for t, c in zip(stamps, costs, strict=True):
+        calc = calc_price(usage, model, provider_id="deepseek", genai_request_timestamp=t)
+        assert c is not None and c.cost_usd == calc.total_price
