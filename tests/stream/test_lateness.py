@@ -1,0 +1,87 @@
+"""Late and out-of-order events through the embedded pipeline and a real DuckDB warehouse.
+
+A late event lands in the warehouse and counts toward its own hour; it never produces a
+duplicate alert, within the allowed lateness or beyond it, in the same run or a later one.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from spendstream.config import config_from_dict
+from spendstream.stream.embedded import EmbeddedRunner
+from spendstream.warehouse.layout import Layout
+from spendstream.warehouse.views import connect_readonly
+from tests.stream.detection_facts import at
+
+CONFIG = config_from_dict(
+    {
+        "anomaly": {"scopes": ["global"], "min_baseline_usd": 0.01},
+        "detection": {"allowed_lateness_s": 3600},
+    }
+)
+
+
+def _line(event_id: str, ts: datetime, input_tokens: int) -> tuple[str, bytes]:
+    event = {
+        "event_id": event_id,
+        "ts": ts.isoformat(),
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "input_tokens": input_tokens,
+        "output_tokens": 0,
+    }
+    return "test", json.dumps(event).encode()
+
+
+def _ingest(workdir: Path, lines: list[tuple[str, bytes]]) -> list[str]:
+    summary = EmbeddedRunner(workdir, CONFIG).run(lines)
+    return [a.dedup_key for a in summary.alerts]
+
+
+def _query(workdir: Path, sql: str) -> list[tuple[object, ...]]:
+    con = connect_readonly(Layout.for_workdir(workdir))
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_late_events_land_in_their_own_hour_without_duplicate_alerts(tmp_path: Path) -> None:
+    # 25 hours of one $0.003 call an hour (1000 input tokens at $3/MTok), then a spike.
+    history = [_line(f"h{h}", at(hours=h, minutes=30), 1000) for h in range(-1, 24)]
+    spike_hour = at(hours=24)
+    spike = [_line("spike", spike_hour + timedelta(minutes=5), 10_000)]
+    first = _ingest(tmp_path, history + spike)
+    assert first == [f"hourly_anomaly|global|{spike_hour.isoformat()}"]
+
+    # A later run: the watermark moves to 24:50, then calls for 24:xx arrive out of order.
+    # Within the lateness they count toward hour 24; it already fired, so nothing fires again.
+    late = [
+        _line("next", spike_hour + timedelta(minutes=50), 1000),
+        _line("late-1", spike_hour + timedelta(minutes=10), 10_000),
+        _line("late-2", spike_hour + timedelta(minutes=1), 10_000),
+    ]
+    assert _ingest(tmp_path, late) == []
+
+    # Far beyond the lateness: still landed, still no alert.
+    very_late = [
+        _line("hour-30", at(hours=30), 1000),
+        _line("very-late", spike_hour + timedelta(minutes=20), 50_000),
+    ]
+    assert _ingest(tmp_path, very_late) == []
+
+    rows = _query(
+        tmp_path,
+        "SELECT count(*), sum(cost_usd) FROM usage_facts "
+        f"WHERE ts >= '{spike_hour.isoformat()}' AND ts < '{(spike_hour + timedelta(hours=1)).isoformat()}'",
+    )
+    # spike + next + late-1 + late-2 + very-late, each in hour 24: 81k tokens at $3/MTok.
+    assert rows[0][0] == 5
+    assert Decimal(rows[0][1]) == Decimal("0.243")
+    alerts = _query(tmp_path, "SELECT kind, scope, ts FROM alerts WHERE kind = 'hourly_anomaly'")
+    assert [(k, s) for k, s, _ in alerts] == [("hourly_anomaly", "global")]
+    assert _query(tmp_path, "SELECT count(*) FROM usage_facts")[0][0] == len(history) + 6
