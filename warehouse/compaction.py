@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 __all__ = ["CompactionSummary", "compact"]
 
 DEFAULT_GRACE_S = 300.0
+# The compacted file takes over this long after it is renamed in (see views.py): far longer
+# than the gap between a query's bind (file listing) and execution (visibility glob).
+DEFAULT_ACTIVATE_AFTER_S = 5.0
 
 
 @dataclass(slots=True)
@@ -83,7 +86,10 @@ def _merge(inputs: list[str], out: os.PathLike[str]) -> int:
 
 
 def compact(
-    wh: Warehouse, min_files: int = 2, grace_s: float = DEFAULT_GRACE_S
+    wh: Warehouse,
+    min_files: int = 2,
+    grace_s: float = DEFAULT_GRACE_S,
+    activate_after_s: float = DEFAULT_ACTIVATE_AFTER_S,
 ) -> CompactionSummary:
     """Merge each partition holding at least ``min_files`` live files; purge old superseded files."""
     layout, catalog = wh.layout, wh.catalog
@@ -108,8 +114,11 @@ def compact(
                     token = uuid.uuid4().hex[:12]
                     staged = stage / f"{token}.parquet"
                     nrows = _merge(abs_inputs, staged)
-                    final = layout.absolute(part) / layout.compact_file_name(upto, token)
-                    now = datetime.now(UTC).isoformat()
+                    active_from = datetime.now(UTC) + timedelta(seconds=activate_after_s)
+                    active_ms = int(active_from.timestamp() * 1000)
+                    final = layout.absolute(part) / layout.compact_file_name(upto, active_ms, token)
+                    # Inputs count as superseded from the instant the compacted file takes over.
+                    superseded_at = active_from.isoformat()
                     with catalog.write() as con:
                         commit_id = catalog.add_commit(
                             con, "compaction", "compaction", (0, 0, 0, 0)
@@ -128,7 +137,7 @@ def compact(
                         )
                         con.executemany(
                             "UPDATE files SET superseded_at = ? WHERE path = ?",
-                            [(now, p) for p, _, _ in files],
+                            [(superseded_at, p) for p, _, _ in files],
                         )
                         assert commit_id > 0
                     final.parent.mkdir(parents=True, exist_ok=True)

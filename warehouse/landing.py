@@ -160,11 +160,21 @@ class Warehouse:
         path.mkdir()
         return path
 
-    def compact(self, min_files: int = 2, grace_s: float | None = None) -> CompactionSummary:
+    def compact(
+        self,
+        min_files: int = 2,
+        grace_s: float | None = None,
+        activate_after_s: float | None = None,
+    ) -> CompactionSummary:
         """Merge small files per partition (see compaction.py); safe while readers query."""
-        from spendstream.warehouse.compaction import DEFAULT_GRACE_S, compact
+        from spendstream.warehouse import compaction as c
 
-        return compact(self, min_files, DEFAULT_GRACE_S if grace_s is None else grace_s)
+        return c.compact(
+            self,
+            min_files,
+            c.DEFAULT_GRACE_S if grace_s is None else grace_s,
+            c.DEFAULT_ACTIVATE_AFTER_S if activate_after_s is None else activate_after_s,
+        )
 
     # Dedup.
 

@@ -4,7 +4,8 @@
       spendstream.duckdb                 views only (rebuilt by ensure_views, never held open)
       catalog.sqlite                     landed ids, files, commits, writer state (WAL)
       usage_facts/date=YYYY-MM-DD/c<commit>-<n>.parquet     one file per commit and partition
-      usage_facts/date=YYYY-MM-DD/k<upto>-<token>.parquet   compacted: every c-file <= upto
+      usage_facts/date=YYYY-MM-DD/k<upto>-<from>-<token>.parquet  compacted: every c-file
+                                         <= upto, in force from <from> (epoch ms)
       alerts/... breaker_events/... dead_letters/...        same scheme
       revenue/revenue.parquet            users' revenue table (load-revenue)
       _tmp/<writer instance>/...         staged files, invisible to views until committed
@@ -146,8 +147,8 @@ class Layout:
         return f"c{commit_id:012d}-{n}.parquet"
 
     @staticmethod
-    def compact_file_name(upto: int, token: str) -> str:
-        return f"k{upto:012d}-{segment(token)}.parquet"
+    def compact_file_name(upto: int, active_from_ms: int, token: str) -> str:
+        return f"k{upto:012d}-{active_from_ms:013d}-{segment(token)}.parquet"
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

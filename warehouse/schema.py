@@ -122,11 +122,18 @@ def utc_day(ts: datetime) -> date:
     return ts.astimezone(UTC).date()
 
 
+def _money_array(values: list[Decimal | None]) -> pa.Array:
+    # Fast path: pyarrow converts exactly, and refuses (never rounds) what needs rounding.
+    try:
+        return pa.array(values, type=MONEY)
+    except pa.ArrowInvalid:
+        return pa.array([to_money(v) for v in values], type=MONEY)
+
+
 def facts_table(facts: Sequence[Fact]) -> pa.Table:
     cols: dict[str, list[Any]] = {f.name: [] for f in FACTS}
-    event_names = [n for n, _ in EVENT_FIELDS if n not in ("reported_cost_usd", "tags")]
+    event_names = [n for n, _ in EVENT_FIELDS if n != "tags"]
     appenders = [(cols[n].append, n) for n in event_names]
-    reported = cols["reported_cost_usd"].append
     tags = cols["tags"].append
     costs = [cols[n].append for n in COST_FIELDS]
     priced = cols["priced"].append
@@ -136,7 +143,6 @@ def facts_table(facts: Sequence[Fact]) -> pa.Table:
         ev = fact.event
         for append, name in appenders:
             append(getattr(ev, name))
-        reported(to_money(ev.reported_cost_usd))
         tags(list(ev.tags.items()) if ev.tags else None)
         c = fact.cost
         if c is None:
@@ -145,15 +151,21 @@ def facts_table(facts: Sequence[Fact]) -> pa.Table:
             priced(False)
             source(None)
         else:
-            costs[0](to_money(c.input_cost_usd))
-            costs[1](to_money(c.cache_read_cost_usd))
-            costs[2](to_money(c.cache_write_cost_usd))
-            costs[3](to_money(c.output_cost_usd))
-            costs[4](to_money(c.cost_usd))
+            costs[0](c.input_cost_usd)
+            costs[1](c.cache_read_cost_usd)
+            costs[2](c.cache_write_cost_usd)
+            costs[3](c.output_cost_usd)
+            costs[4](c.cost_usd)
             priced(True)
             source(c.price_source)
         ingested(fact.ingested_at)
-    return pa.table({f.name: pa.array(cols[f.name], type=f.type) for f in FACTS}, schema=FACTS)
+    arrays = {
+        f.name: _money_array(cols[f.name])
+        if f.type == MONEY
+        else pa.array(cols[f.name], type=f.type)
+        for f in FACTS
+    }
+    return pa.table(arrays, schema=FACTS)
 
 
 def alerts_table(alerts: Sequence[Alert]) -> pa.Table:
@@ -163,8 +175,8 @@ def alerts_table(alerts: Sequence[Alert]) -> pa.Table:
         "scope": [a.scope for a in alerts],
         "severity": [a.severity for a in alerts],
         "ts": [a.ts for a in alerts],
-        "value": [to_money(a.value) for a in alerts],
-        "threshold": [to_money(a.threshold) for a in alerts],
+        "value": _money_array([a.value for a in alerts]),
+        "threshold": _money_array([a.threshold for a in alerts]),
         "message": [a.message for a in alerts],
         "dedup_key": [a.dedup_key for a in alerts],
         "details": [list(a.details.items()) for a in alerts],

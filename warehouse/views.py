@@ -5,10 +5,14 @@ and the views' globs are evaluated at query time, so readers see new files as th
 land and never block a writer. ``build_database`` writes a fresh database beside the
 old one and renames it over it, so rebuilding is safe while analysts have it open.
 
-Which files a view reads: in each partition, a compacted file ``k<upto>-*`` replaces
-every commit file ``c<id>-*`` with ``id <= upto``; superseded files stay on disk for a
-grace period (a running query may still read them) but are filtered out by name, so a
-row is never seen twice, not even mid-compaction.
+Which files a view reads: in each partition, a compacted file ``k<upto>-<from>-*``
+replaces every commit file ``c<id>-*`` with ``id <= upto`` from the instant ``<from>``
+(epoch ms) on, as judged by the query's own ``now()``. Compaction renames the file in a
+few seconds before ``<from>``: DuckDB lists read_parquet's files when it binds and the
+visibility glob later, when it executes, so a query starting before ``<from>`` keeps the
+commit files (which stay on disk) and one starting after it has certainly listed the
+compacted file. Either way a row is read once: never twice, never missed. Replaced
+files are deleted a grace period after ``<from>``.
 """
 
 from __future__ import annotations
@@ -34,14 +38,19 @@ WITH f AS (
     FROM glob({glob})
 ),
 p AS (
-    SELECT file, dir, left(base, 1) AS kind, CAST(substr(base, 2, 12) AS BIGINT) AS num
+    SELECT file, dir, left(base, 1) AS kind, CAST(substr(base, 2, 12) AS BIGINT) AS num,
+           CASE WHEN left(base, 1) = 'k' THEN TRY_CAST(split_part(base, '-', 2) AS BIGINT) END
+               AS active_from_ms
     FROM f WHERE regexp_matches(base, '^[ck][0-9]{{12}}-[A-Za-z0-9_%~-]+[.]parquet$')
 ),
+a AS (
+    SELECT *, kind = 'k' AND active_from_ms <= epoch_ms(now()) AS active_k FROM p
+),
 m AS (
-    SELECT *, coalesce(max(num) FILTER (WHERE kind = 'k') OVER (PARTITION BY dir), 0) AS upto
-    FROM p
+    SELECT *, coalesce(max(num) FILTER (WHERE active_k) OVER (PARTITION BY dir), 0) AS upto
+    FROM a
 )
-SELECT file FROM m WHERE (kind = 'c' AND num > upto) OR (kind = 'k' AND num = upto)
+SELECT file FROM m WHERE (kind = 'c' AND num > upto) OR (active_k AND num = upto)
 """
 
 _TABLE_VIEW = """

@@ -29,7 +29,7 @@ def test_compaction_merges_each_partition_and_keeps_every_row_once(
         wh.commit(facts=[fact(T0, "0.25"), fact(T0 + days(1), "1")], alerts=[alert(T0)])
     before = q("SELECT date, count(*), sum(cost_usd) FROM usage_facts GROUP BY ALL ORDER BY 1")
     assert len(_files(workdir)) == 10
-    summary = wh.compact(grace_s=0)
+    summary = wh.compact(grace_s=0, activate_after_s=0)
     assert (summary.partitions, summary.files_in, summary.files_out) == (3, 15, 3)
     assert (
         _files(workdir)
@@ -52,25 +52,40 @@ def test_readers_never_see_a_row_twice_while_replaced_files_await_deletion(
 ) -> None:
     for _ in range(3):
         wh.commit(facts=[fact(T0) for _ in range(4)])
-    wh.compact(grace_s=3600)
+    wh.compact(grace_s=3600, activate_after_s=0)
     # The inputs are still on disk (a running query may read them) next to the compacted file.
     assert len(_files(workdir)) == 4
     assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(12, 12)]
     # Later commits stay visible next to the compacted file, and compact again cleanly.
     wh.commit(facts=[fact(T0) for _ in range(2)])
     assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(14, 14)]
-    wh.compact(grace_s=3600)
+    wh.compact(grace_s=3600, activate_after_s=0)
     assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(14, 14)]
-    assert wh.compact(grace_s=0).deleted == 5
+    assert wh.compact(grace_s=0, activate_after_s=0).deleted == 5
     assert len(_files(workdir)) == 1
     assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(14, 14)]
+
+
+def test_a_compacted_file_not_yet_in_force_leaves_the_commit_files_in_view(
+    wh: Warehouse, q: Query, workdir: Path
+) -> None:
+    for _ in range(3):
+        wh.commit(facts=[fact(T0, "0.1") for _ in range(2)])
+    wh.compact(grace_s=0, activate_after_s=3600)
+    names = _files(workdir)
+    assert len(names) == 4 and sum(n.split("/")[1].startswith("k") for n in names) == 1
+    # Queries that began before the take-over instant read the commit files, once.
+    assert q("SELECT count(*), count(DISTINCT event_id), sum(cost_usd) FROM usage_facts") == [
+        (6, 6, Decimal("0.6"))
+    ]
+    assert compaction.purge_superseded(wh, 0) == 0  # not replaced yet, so not deletable
 
 
 def test_dedup_survives_compaction(wh: Warehouse, q: Query) -> None:
     facts = [fact(T0) for _ in range(3)]
     wh.commit(facts=facts)
     wh.commit(facts=[fact(T0)])
-    wh.compact(grace_s=0)
+    wh.compact(grace_s=0, activate_after_s=0)
     assert wh.commit(facts=facts).facts == 0
     assert q("SELECT count(*) FROM usage_facts") == [(4,)]
 
@@ -78,7 +93,7 @@ def test_dedup_survives_compaction(wh: Warehouse, q: Query) -> None:
 def test_partitions_with_one_file_are_left_alone(wh: Warehouse, workdir: Path) -> None:
     wh.commit(facts=[fact(T0)])
     before = _files(workdir)
-    assert wh.compact(grace_s=0).partitions == 0
+    assert wh.compact(grace_s=0, activate_after_s=0).partitions == 0
     assert _files(workdir) == before
 
 
@@ -90,7 +105,7 @@ def test_only_one_compaction_runs_at_a_time(wh: Warehouse) -> None:
 def test_purge_waits_for_the_grace_period(wh: Warehouse, workdir: Path) -> None:
     wh.commit(facts=[fact(T0)])
     wh.commit(facts=[fact(T0)])
-    assert wh.compact(grace_s=3600).deleted == 0
+    assert wh.compact(grace_s=3600, activate_after_s=0).deleted == 0
     assert len(_files(workdir)) == 3
     assert compaction.purge_superseded(wh, 0) == 2
     assert len(_files(workdir)) == 1

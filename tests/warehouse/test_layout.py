@@ -74,6 +74,6 @@ def test_hostile_writer_name_and_tag_values_land_inside_the_warehouse(
 def test_data_file_names_encode_kind_and_number() -> None:
     c = parse_data_file(Layout.commit_file_name(42, 3))
     assert c is not None and (c.kind, c.number) == ("c", 42)
-    k = parse_data_file(Layout.compact_file_name(7, "abc"))
+    k = parse_data_file(Layout.compact_file_name(7, 1_700_000_000_000, "abc"))
     assert k is not None and (k.kind, k.number) == ("k", 7)
     assert parse_data_file("s000000000000-schema.parquet") is None
