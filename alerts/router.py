@@ -19,13 +19,13 @@ from spendstream.errors import ConfigError
 from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent
 
 from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy
-from .noise import Decision, decide
+from .noise import Decision, decide, is_stale
 from .notification import Notification
 from .routing import group_key, matching_routes
 from .sinks import Sink, build_sink
-from .state import DeliveryState, OpenIncident
+from .state import DeadLetterRow, DeliveryState, OpenIncident
 
-__all__ = ["DEFAULT_GROUP_BY", "AlertRouter", "HandleSummary", "state_path"]
+__all__ = ["DEFAULT_GROUP_BY", "AlertRouter", "HandleSummary", "ReplaySummary", "state_path"]
 
 log = logging.getLogger("spendstream.alerts.router")
 
@@ -51,6 +51,13 @@ class HandleSummary:
 
     def count(self, decision: str) -> None:
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    delivered: int = 0
+    superseded: int = 0
+    still_dead: int = 0
 
 
 @dataclass(slots=True)
@@ -166,6 +173,50 @@ class AlertRouter:
             if now - inc.last_alert_at >= timedelta(seconds=route.auto_resolve_s):
                 self._resolve(inc, now, summary)
         return summary
+
+    def replay_dead_letters(self) -> ReplaySummary:
+        """Deliver dead letters again, oldest first (``spendstream alerts --replay-dead-letters``).
+
+        A trigger is superseded when its incident is open now, was paged or resolved after it
+        died, or every scope it covers has had its breaker closed since (the condition is
+        over); a resolve is superseded when its incident was opened again after it died.
+        What fails again stays a dead letter, with the new error, for the next replay.
+        """
+        now = self.clock()
+        out = ReplaySummary()
+        for row in self.state.dead_letters(pending_only=True):
+            n = row.notification
+            if self._superseded(row):
+                self.state.mark_replayed(row.id, "superseded", now)
+                out.superseded += 1
+                continue
+            sink = self.sinks.get(row.sink)
+            if sink is None:
+                out.still_dead += 1
+                continue
+            result = sink.deliver(n, self.deliverer)
+            if not result.delivered:
+                self.state.retried_dead_letter(row.id, result.error, result.attempts)
+                out.still_dead += 1
+                continue
+            if n.action == "trigger":
+                self.state.open_incident(row.sink, n, now)
+            else:
+                self.state.mark_resolved(row.sink, n.key, now)
+            self.state.mark_replayed(row.id, "delivered", now)
+            out.delivered += 1
+        return out
+
+    def _superseded(self, row: DeadLetterRow) -> bool:
+        n = row.notification
+        if self.state.incident_since(row.sink, n.key, row.dead_at):
+            return True
+        if n.action == "resolve":
+            return False
+        if self.state.incident_open(row.sink, n.key):
+            return True
+        scopes = n.scopes or (n.alert.scope,)
+        return all(is_stale(n.alert, self.state.breaker(s)) for s in scopes)
 
     def _route(self, alerts: Sequence[Alert], now: datetime, summary: HandleSummary) -> _Batch:
         batch = _Batch()

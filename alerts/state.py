@@ -37,7 +37,9 @@ CREATE INDEX IF NOT EXISTS sends_scope ON sends (sink, scope, sent_at);
 CREATE TABLE IF NOT EXISTS breakers (scope TEXT PRIMARY KEY, state TEXT NOT NULL, ts REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY, sink TEXT NOT NULL, key TEXT NOT NULL, action TEXT NOT NULL,
-    notification TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL
+    notification TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, dead_at REAL NOT NULL,
+    -- Set by a replay: 'delivered', or 'superseded' when a newer page or resolve made it moot.
+    replay TEXT, replayed_at REAL
 );
 CREATE TABLE IF NOT EXISTS decisions (
     alert_id TEXT NOT NULL, route TEXT NOT NULL, sink TEXT NOT NULL, decision TEXT NOT NULL,
@@ -90,6 +92,8 @@ class DeadLetterRow:
     error: str
     attempts: int
     dead_at: datetime
+    id: int = 0
+    replay: str | None = None
 
 
 class DeliveryState:
@@ -204,14 +208,37 @@ class DeliveryState:
             (sink, n.key, n.action, n.to_json(), error, attempts, _ts(now)),
         )
 
-    def dead_letters(self) -> list[DeadLetterRow]:
+    def dead_letters(self, *, pending_only: bool = False) -> list[DeadLetterRow]:
+        where = "WHERE replay IS NULL " if pending_only else ""
         rows = self.conn.execute(
-            "SELECT sink, notification, error, attempts, dead_at FROM dead_letters ORDER BY id"
+            "SELECT id, sink, notification, error, attempts, dead_at, replay FROM dead_letters "
+            f"{where}ORDER BY id"
         ).fetchall()
         return [
-            DeadLetterRow(sink, Notification.from_json(text), err, attempts, _dt(at))
-            for sink, text, err, attempts, at in rows
+            DeadLetterRow(sink, Notification.from_json(text), err, attempts, _dt(at), id_, replay)
+            for id_, sink, text, err, attempts, at, replay in rows
         ]
+
+    def mark_replayed(self, dead_letter_id: int, outcome: str, now: datetime) -> None:
+        self.conn.execute(
+            "UPDATE dead_letters SET replay = ?, replayed_at = ? WHERE id = ?",
+            (outcome, _ts(now), dead_letter_id),
+        )
+
+    def retried_dead_letter(self, dead_letter_id: int, error: str, attempts: int) -> None:
+        self.conn.execute(
+            "UPDATE dead_letters SET error = ?, attempts = attempts + ? WHERE id = ?",
+            (error, attempts, dead_letter_id),
+        )
+
+    def incident_since(self, sink: str, key: str, since: datetime) -> bool:
+        """Whether (sink, key) was opened or resolved after ``since``: a newer notification."""
+        row = self.conn.execute(
+            "SELECT 1 FROM incidents WHERE sink = ? AND key = ? "
+            "AND (opened_at > ? OR coalesce(resolved_at, 0) > ?)",
+            (sink, key, _ts(since), _ts(since)),
+        ).fetchone()
+        return row is not None
 
     def record_batch(
         self,

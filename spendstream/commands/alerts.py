@@ -24,6 +24,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
     )
     parser.add_argument(
+        "--replay-dead-letters",
+        action="store_true",
+        help="deliver the dead-lettered notifications again, then exit (1 if some still fail)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -57,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("spendstream").setLevel(args.log_level.upper())
     # Secrets are loaded here: a missing one is a ConfigError (exit 2) naming its key.
     router = AlertRouter.from_config(config.alerts, workdir)
+    if args.replay_dead_letters:
+        try:
+            replay = router.replay_dead_letters()
+        finally:
+            router.close()
+        print(
+            f"spendstream alerts: dead letters: {replay.delivered} delivered, "
+            f"{replay.superseded} superseded by newer notifications, {replay.still_dead} still failing",
+            file=sys.stderr,
+        )
+        return 1 if replay.still_dead else 0
     bootstrap = args.bootstrap_servers or config.kafka.bootstrap_servers
     stop = threading.Event()
 

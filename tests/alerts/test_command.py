@@ -95,3 +95,50 @@ def test_the_command_pages_from_kafka_and_stops_cleanly_on_sigterm(
     assert "[CRITICAL] runaway_session on session:s1" in err
     assert "1 alert(s)" in err and "2 triggered" in err
     assert PD_KEY not in out + err
+
+
+def test_replay_dead_letters_reports_and_exits_1_while_some_still_fail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], http_server: Callable[..., ScriptedServer]
+) -> None:
+    from spendstream.alerts.router import AlertRouter
+    from spendstream.config import load_config
+
+    hook = http_server(script=[422, 422])
+    cfg = _config(
+        tmp_path, f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
+    )
+    router = AlertRouter.from_config(load_config(cfg).alerts, tmp_path / "w")
+    router.handle([make_alert()])  # refused: dead-lettered
+    router.close()
+    assert (
+        main(
+            [
+                "alerts",
+                "--replay-dead-letters",
+                "--workdir",
+                str(tmp_path / "w"),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 1
+    )
+    assert (
+        "0 delivered, 0 superseded by newer notifications, 1 still failing"
+        in capsys.readouterr().err
+    )
+    assert (
+        main(
+            [
+                "alerts",
+                "--replay-dead-letters",
+                "--workdir",
+                str(tmp_path / "w"),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
+    assert "1 delivered" in capsys.readouterr().err
+    assert len(hook.accepted()) == 1

@@ -344,3 +344,41 @@ def test_a_reset_and_a_new_trip_in_one_batch_resolve_then_page_again(harness: Ha
     summary = harness.router.handle([again], [reset])
     assert summary.resolved == 2 and summary.triggered == 2
     assert harness.pd_actions() == ["trigger", "resolve", "trigger"]
+
+
+def test_replaying_dead_letters_delivers_what_is_still_relevant(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, pd_script=[400, 400])  # PagerDuty refuses twice
+    h.router.handle(
+        [make_alert("session:a"), make_alert("session:b", details={"api_key_id": "k2"})]
+    )
+    h.router.handle([], [breaker("session:b")])  # b is over before anyone replays
+    assert len(h.router.state.dead_letters(pending_only=True)) == 2
+    replay = h.router.replay_dead_letters()
+    assert (replay.delivered, replay.superseded, replay.still_dead) == (1, 1, 0)
+    assert [r.json()["payload"]["component"] for r in h.pd.accepted()] == ["session:a"]
+    assert h.router.replay_dead_letters().delivered == 0  # nothing left to replay
+    h.router.handle([], [breaker("session:a")])  # the replayed page resolves like any other
+    assert h.pd_actions() == ["trigger", "resolve"]
+
+
+def test_a_dead_letter_superseded_by_a_newer_page_is_not_replayed(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, pd_script=[503] * 8)  # the whole retry budget fails
+    h.router.handle([make_alert()])
+    h.clock.now += timedelta(minutes=1)
+    h.router.handle([make_alert(n=60)])  # PagerDuty is back: this one pages
+    assert h.router.replay_dead_letters().superseded == 1
+    assert h.pd_actions() == ["trigger"]
+
+
+def test_a_replay_that_fails_again_stays_a_dead_letter(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, pd_script=[401, 401])
+    h.router.handle([make_alert()])
+    assert h.router.replay_dead_letters().still_dead == 1
+    (row,) = h.router.state.dead_letters(pending_only=True)
+    assert row.attempts == 2 and row.error == "HTTP 401"
