@@ -230,6 +230,8 @@ class Pricer:
         with localcontext(_CTX):
             for e in events:
                 ts = at or e.ts
+                if ts.tzinfo is not UTC:  # validated events are UTC already; others not
+                    ts = ts.astimezone(UTC)
                 key = (e.provider, e.model, e.batch, ts.date())
                 found = memo.get(key, _MISSING)
                 if found is _MISSING:

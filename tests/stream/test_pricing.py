@@ -7,7 +7,7 @@ References: a straightforward per-event Decimal formula (contract section 2) and
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
@@ -594,3 +594,11 @@ def test_off_peak_prices_equal_calc_price_at_any_instant(
     for t, c in zip(stamps, costs, strict=True):
         calc = calc_price(usage, model, provider_id="deepseek", genai_request_timestamp=t)
         assert c is not None and c.cost_usd == calc.total_price
+
+
+def test_events_built_without_validation_in_another_zone_use_their_utc_day() -> None:
+    # 2025-06-10 01:00 at +03:00 is 2025-06-09 22:00 UTC: still o3's old $10 price.
+    ts = datetime(2025, 6, 10, 1, tzinfo=timezone(timedelta(hours=3)))
+    e = event("openai", "o3", input_tokens=1_000_000).model_copy(update={"ts": ts})
+    cost = pricer().price(e)
+    assert cost is not None and cost.cost_usd == 10
