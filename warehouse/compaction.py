@@ -14,24 +14,27 @@ import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spendstream.errors import SpendstreamError
+from spendstream.stream.records import Fact
 from spendstream.warehouse.catalog import FileRow
 from spendstream.warehouse.layout import TABLES
+from spendstream.warehouse.schema import facts_table, utc_day
 
 if TYPE_CHECKING:
     from spendstream.warehouse.landing import Warehouse
 
-__all__ = ["CompactionSummary", "compact"]
+__all__ = ["CompactionSummary", "compact", "purge_superseded", "rewrite_facts"]
 
 DEFAULT_GRACE_S = 300.0
 # The compacted file takes over this long after it is renamed in (see views.py): far longer
@@ -62,27 +65,86 @@ def _exclusive(path: os.PathLike[str]) -> Iterator[None]:
         os.close(fd)
 
 
-def _merge(inputs: list[str], out: os.PathLike[str]) -> int:
-    """Stream the input files into one, under their unified schema (older files lack new columns)."""
-    schemas = [pq.read_schema(p) for p in inputs]
+def _aligned(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    for name in schema.names:
+        if name not in table.column_names:
+            f = schema.field(name)
+            table = table.append_column(f, pa.nulls(len(table), f.type))
+    return table.select(schema.names).cast(schema)
+
+
+def _merge(
+    inputs: list[str],
+    out: os.PathLike[str],
+    drop_ids: pa.Array | None = None,
+    extra: pa.Table | None = None,
+) -> int:
+    """Stream the inputs into one file under their unified schema (older files lack new columns),
+    leaving out rows whose event_id is in ``drop_ids`` and adding ``extra``."""
+    schemas = [pq.read_schema(p) for p in inputs] + ([extra.schema] if extra is not None else [])
     schema = pa.unify_schemas(schemas)
     rows = 0
     with pq.ParquetWriter(out, schema, compression="zstd") as writer:
         for p in inputs:
             table = pq.read_table(p)
-            for name in schema.names:
-                if name not in table.column_names:
-                    table = table.append_column(
-                        schema.field(name), pa.nulls(len(table), schema.field(name).type)
-                    )
-            writer.write_table(table.select(schema.names).cast(schema))
+            if drop_ids is not None:
+                table = table.filter(pc.invert(pc.is_in(table["event_id"], value_set=drop_ids)))
+            writer.write_table(_aligned(table, schema))
             rows += len(table)
+        if extra is not None:
+            writer.write_table(_aligned(extra, schema))
+            rows += len(extra)
     fd = os.open(out, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     return rows
+
+
+def _replace_partition(
+    wh: Warehouse,
+    stage: Path,
+    table: str,
+    part: str,
+    files: list[tuple[str, int, int]],
+    activate_after_s: float,
+    drop_ids: pa.Array | None = None,
+    extra: pa.Table | None = None,
+) -> int | None:
+    """Replace a partition's live files by one compacted file; None if a commit is mid-publish."""
+    layout, catalog = wh.layout, wh.catalog
+    abs_inputs = [str(layout.absolute(p)) for p, _, _ in files]
+    if not all(os.path.exists(p) for p in abs_inputs):
+        return None
+    upto = max(c for _, c, _ in files)
+    token = uuid.uuid4().hex[:12]
+    staged = stage / f"{token}.parquet"
+    nrows = _merge(abs_inputs, staged, drop_ids, extra)
+    active_from = datetime.now(UTC) + timedelta(seconds=activate_after_s)
+    final = layout.absolute(part) / layout.compact_file_name(
+        upto, int(active_from.timestamp() * 1000), token
+    )
+    with catalog.write() as con:
+        catalog.add_commit(con, "compaction", "compaction", (0, 0, 0, 0))
+        catalog.add_files(
+            con, [FileRow(layout.relative(final), layout.relative(staged), upto, table, nrows)]
+        )
+        # Inputs count as superseded from the instant the compacted file takes over.
+        con.executemany(
+            "UPDATE files SET superseded_at = ? WHERE path = ?",
+            [(active_from.isoformat(), p) for p, _, _ in files],
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+    return nrows
+
+
+def _live_by_partition(wh: Warehouse, table: str) -> dict[str, list[tuple[str, int, int]]]:
+    by_dir: dict[str, list[tuple[str, int, int]]] = {}
+    for path, commit_id, rows in wh.catalog.live_files(table):
+        by_dir.setdefault(str(PurePosixPath(path).parent), []).append((path, commit_id, rows))
+    return by_dir
 
 
 def compact(
@@ -92,56 +154,18 @@ def compact(
     activate_after_s: float = DEFAULT_ACTIVATE_AFTER_S,
 ) -> CompactionSummary:
     """Merge each partition holding at least ``min_files`` live files; purge old superseded files."""
-    layout, catalog = wh.layout, wh.catalog
     summary = CompactionSummary()
-    with _exclusive(layout.compact_lock):
+    with _exclusive(wh.layout.compact_lock):
         stage = wh.stage_dir()
         try:
             for table in TABLES:
-                by_dir: dict[str, list[tuple[str, int, int]]] = {}
-                for path, commit_id, rows in catalog.live_files(table):
-                    by_dir.setdefault(str(PurePosixPath(path).parent), []).append(
-                        (path, commit_id, rows)
-                    )
-                for part, files in sorted(by_dir.items()):
+                for part, files in sorted(_live_by_partition(wh, table).items()):
                     if len(files) < min_files:
                         continue
-                    abs_inputs = [str(layout.absolute(p)) for p, _, _ in files]
-                    if not all(os.path.exists(p) for p in abs_inputs):
+                    nrows = _replace_partition(wh, stage, table, part, files, activate_after_s)
+                    if nrows is None:
                         summary.skipped.append(f"{part}: a commit is still being published")
                         continue
-                    upto = max(c for _, c, _ in files)
-                    token = uuid.uuid4().hex[:12]
-                    staged = stage / f"{token}.parquet"
-                    nrows = _merge(abs_inputs, staged)
-                    active_from = datetime.now(UTC) + timedelta(seconds=activate_after_s)
-                    active_ms = int(active_from.timestamp() * 1000)
-                    final = layout.absolute(part) / layout.compact_file_name(upto, active_ms, token)
-                    # Inputs count as superseded from the instant the compacted file takes over.
-                    superseded_at = active_from.isoformat()
-                    with catalog.write() as con:
-                        commit_id = catalog.add_commit(
-                            con, "compaction", "compaction", (0, 0, 0, 0)
-                        )
-                        catalog.add_files(
-                            con,
-                            [
-                                FileRow(
-                                    layout.relative(final),
-                                    layout.relative(staged),
-                                    upto,
-                                    table,
-                                    nrows,
-                                )
-                            ],
-                        )
-                        con.executemany(
-                            "UPDATE files SET superseded_at = ? WHERE path = ?",
-                            [(superseded_at, p) for p, _, _ in files],
-                        )
-                        assert commit_id > 0
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged, final)
                     summary.partitions += 1
                     summary.files_in += len(files)
                     summary.files_out += 1
@@ -150,6 +174,54 @@ def compact(
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     return summary
+
+
+def rewrite_facts(
+    wh: Warehouse, facts: Sequence[Fact], activate_after_s: float = DEFAULT_ACTIVATE_AFTER_S
+) -> int:
+    """Replace stored usage_facts rows by event_id (e.g. new costs after repricing).
+
+    Each affected day is rewritten as one compacted file, so the swap is as safe for
+    readers as compaction; facts whose event_id never landed are ignored. Returns how
+    many stored rows were replaced.
+    """
+    latest = {f.event.event_id: f for f in facts}
+    by_day: dict[str, list[Fact]] = {}
+    for f in latest.values():
+        day = utc_day(f.event.ts)
+        by_day.setdefault(wh.layout.relative(wh.layout.date_dir("usage_facts", day)), []).append(f)
+    replaced = 0
+    with _exclusive(wh.layout.compact_lock):
+        stage = wh.stage_dir()
+        try:
+            live = _live_by_partition(wh, "usage_facts")
+            for part, group in sorted(by_day.items()):
+                files = live.get(part, [])
+                if not files:
+                    continue
+                ids = pa.array([f.event.event_id for f in group], pa.string())
+                stored = _stored_ids([str(wh.layout.absolute(p)) for p, _, _ in files], ids)
+                new = [f for f in group if f.event.event_id in stored]
+                if not new:
+                    continue
+                drop = pa.array(sorted(stored), pa.string())
+                nrows = _replace_partition(
+                    wh, stage, "usage_facts", part, files, activate_after_s, drop, facts_table(new)
+                )
+                if nrows is None:
+                    raise SpendstreamError(f"{part}: a commit is still being published; retry")
+                replaced += len(new)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+    return replaced
+
+
+def _stored_ids(paths: list[str], ids: pa.Array) -> set[str]:
+    found: set[str] = set()
+    for p in paths:
+        col = pq.read_table(p, columns=["event_id"])["event_id"]
+        found.update(col.filter(pc.is_in(col, value_set=ids)).to_pylist())
+    return found
 
 
 def purge_superseded(wh: Warehouse, grace_s: float) -> int:

@@ -176,6 +176,16 @@ class Warehouse:
             c.DEFAULT_ACTIVATE_AFTER_S if activate_after_s is None else activate_after_s,
         )
 
+    def rewrite_facts(self, facts: Sequence[Fact], activate_after_s: float | None = None) -> int:
+        """Replace stored facts by event_id (repricing); returns how many were replaced."""
+        from spendstream.warehouse import compaction as c
+
+        return c.rewrite_facts(
+            self,
+            facts,
+            c.DEFAULT_ACTIVATE_AFTER_S if activate_after_s is None else activate_after_s,
+        )
+
     # Dedup.
 
     def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:

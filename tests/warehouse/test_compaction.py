@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.errors import SpendstreamError
+from spendstream.stream.records import Cost, Fact
 from spendstream.warehouse import Warehouse, compaction
 from tests.warehouse.conftest import Query
 from tests.warehouse.factories import T0, alert, days, fact
@@ -109,3 +110,25 @@ def test_purge_waits_for_the_grace_period(wh: Warehouse, workdir: Path) -> None:
     assert len(_files(workdir)) == 3
     assert compaction.purge_superseded(wh, 0) == 2
     assert len(_files(workdir)) == 1
+
+
+def test_rewrite_facts_replaces_stored_rows_by_event_id(wh: Warehouse, q: Query) -> None:
+    old = [fact(T0, "1"), fact(T0, "2"), fact(T0 + days(1), "3")]
+    wh.commit(facts=old[:2])
+    wh.commit(facts=old[2:])
+    repriced = [
+        Fact(f.event, Cost(*(Decimal("0.5"),) * 5, price_source="override:x"), f.ingested_at)
+        for f in (old[0], old[2])
+    ]
+    never_landed = fact(T0, "9")
+    assert wh.rewrite_facts([*repriced, never_landed], activate_after_s=0) == 2
+    got = q("SELECT event_id, cost_usd, price_source FROM usage_facts")
+    assert sorted(got) == sorted(
+        [
+            (old[0].event.event_id, Decimal("0.5"), "override:x"),
+            (old[1].event.event_id, Decimal("2"), "test-catalog"),
+            (old[2].event.event_id, Decimal("0.5"), "override:x"),
+        ]
+    )
+    # Still landed once: a replay adds nothing.
+    assert wh.commit(facts=old).facts == 0
