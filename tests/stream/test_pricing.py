@@ -602,3 +602,17 @@ def test_events_built_without_validation_in_another_zone_use_their_utc_day() -> 
     e = event("openai", "o3", input_tokens=1_000_000).model_copy(update={"ts": ts})
     cost = pricer().price(e)
     assert cost is not None and cost.cost_usd == 10
+
+
+def test_a_per_request_fee_is_part_of_input_cost_and_matches_calc_price() -> None:
+    # perplexity sonar: $1/$1 per million tokens plus $12 per thousand requests.
+    cost = pricer().price(event("perplexity", "sonar", input_tokens=1000, output_tokens=500))
+    calc = calc_price(
+        Usage(input_tokens=1000, output_tokens=500),
+        "sonar",
+        provider_id="perplexity",
+        genai_request_timestamp=datetime(2025, 11, 3, 12, tzinfo=UTC),
+    )
+    assert cost is not None
+    assert cost.input_cost_usd == Decimal("0.001") + Decimal("0.012")
+    assert cost.cost_usd == calc.total_price == Decimal("0.0135")
