@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from spendstream.stream.records import Fact
     from spendstream.stream.repricing import RepriceReport
 
-__all__ = ["configure", "load_facts", "run"]
+__all__ = ["configure", "load_facts", "run", "write_repriced"]
 
 _COST_COLUMNS = (
     "input_cost_usd",
@@ -54,9 +55,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
 
-    p = sub.add_parser("unpriced", help="models landed with priced = false, with call counts")
+    p = sub.add_parser("unpriced", help="models landed with priced = false, and why")
     _filters(p, "since", "until", "provider")
     add_workdir(p)
+    add_config(p)
     add_format(p)
 
     p = sub.add_parser(
@@ -127,8 +129,26 @@ def run(args: argparse.Namespace) -> int:
         "model": getattr(args, "model", None),
     }
     columns, rows = run_named(resolve_workdir(args.workdir), name, filters)
+    if action == "unpriced":
+        columns, rows = _with_reasons(args, columns, rows)
     render(columns, rows, args.format, sys.stdout)
     return 0
+
+
+def _with_reasons(
+    args: argparse.Namespace, columns: list[str], rows: list[tuple[Any, ...]]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Add why each model is unpriced today, under the current catalog and configuration."""
+    from spendstream.stream.catalog import Catalog
+
+    catalog = Catalog(config_from_args(args).prices)
+    now = datetime.now(UTC)
+    at = columns.index("provider"), columns.index("model")
+    out = []
+    for row in rows:
+        reason = catalog.why_unpriced(row[at[0]], row[at[1]], now)
+        out.append((*row, reason or "priced now: `spendstream prices reprice` can price it"))
+    return [*columns, "reason"], out
 
 
 def load_facts(
@@ -192,27 +212,26 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
         if report.changed:
             print("nothing written: run again with --yes to write the new costs", file=sys.stderr)
         return 0
-    return _write(workdir, report.changed_facts(facts))
+    written = write_repriced(workdir, report.changed_facts(facts))
+    print(f"wrote new costs for {written} facts", file=sys.stderr)
+    return 0
 
 
-def _write(workdir: Path, changed: list[Fact]) -> int:
+def write_repriced(
+    workdir: Path, changed: Sequence[Fact], activate_after_s: float | None = None
+) -> int:
+    """Replace the stored facts with these repriced ones (by event_id); how many were replaced.
+
+    The warehouse swaps the rewritten days in like a compaction: readers see the new costs
+    once the swap activates (``activate_after_s``, the warehouse's default when None).
+    """
     from spendstream.warehouse import Warehouse
 
     wh = Warehouse(workdir)
     try:
-        # The warehouse lands each event_id once; replacing stored rows is its job, so
-        # repricing writes through its fact-rewrite operation where it offers one.
-        rewrite = getattr(wh, "rewrite_facts", None)
-        if rewrite is None:
-            raise ConfigError(
-                "this warehouse cannot replace stored facts yet (Warehouse.rewrite_facts is "
-                "missing); the new costs were shown but not written"
-            )
-        written = rewrite(changed)
+        return wh.rewrite_facts(changed, activate_after_s)
     finally:
         wh.close()
-    print(f"wrote new costs for {written} facts", file=sys.stderr)
-    return 0
 
 
 def _print_report(report: RepriceReport, fmt: str) -> None:

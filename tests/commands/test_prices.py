@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spendstream.cli import main
+from spendstream.commands.prices import load_facts, write_repriced
+from spendstream.config import config_from_dict
+from spendstream.stream.pricing import Pricer
+from spendstream.stream.repricing import reprice
 
 
 def _event(i: int, **kw: Any) -> dict[str, Any]:
@@ -64,6 +70,7 @@ def test_unpriced_lists_models_landed_without_a_price(
     assert [(r["provider"], r["model"], r["calls"]) for r in rows] == [
         ("self-hosted", "llama-3-70b", 2)
     ]
+    assert "provider 'self-hosted' is not in genai-prices" in rows[0]["reason"]
 
 
 def test_reconcile_shows_our_cost_against_reported_by_model(
@@ -198,7 +205,7 @@ def test_show_prints_the_rates_in_force_and_their_source(
     assert main(["prices", "show", "self-hosted", "nothing"]) == 2
 
 
-def test_reprice_yes_refuses_to_write_while_the_warehouse_cannot_replace_facts(
+def test_reprice_yes_writes_the_new_costs_through_the_warehouse(
     workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = tmp_path / "prices.toml"
@@ -207,8 +214,33 @@ def test_reprice_yes_refuses_to_write_while_the_warehouse_cannot_replace_facts(
         "input_per_mtok = 0.5\noutput_per_mtok = 1.0\n"
     )
     args = ["--workdir", str(workdir), "--since", "2025-11-01", "--until", "2025-12-01"]
-    rc = main(["prices", "reprice", *args, "--config", str(cfg), "--yes"])
-    assert rc == 2
-    assert "rewrite_facts" in capsys.readouterr().err
-    assert main(["prices", "unpriced", "--workdir", str(workdir), "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)) == 1
+    capsys.readouterr()
+    assert main(["prices", "reprice", *args, "--config", str(cfg), "--yes"]) == 0
+    assert "wrote new costs for 2 facts" in capsys.readouterr().err
+
+
+def test_written_costs_replace_the_stored_facts(workdir: Path) -> None:
+    config = config_from_dict(
+        {
+            "prices": {
+                "model": [
+                    {
+                        "provider": "self-hosted",
+                        "model": "llama-3-70b",
+                        "input_per_mtok": 0.5,
+                        "output_per_mtok": 1.0,
+                    }
+                ]
+            }
+        }
+    )
+    since, until = datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)
+    old = load_facts(workdir, since, until)
+    report = reprice(old, Pricer.from_config(config.prices))
+    assert write_repriced(workdir, report.changed_facts(old), activate_after_s=0) == 2
+    now = {f.event.event_id: f for f in load_facts(workdir, since, until)}
+    assert len(now) == 4
+    assert now["p3"].cost is not None and now["p4"].cost is not None
+    assert now["p3"].cost.price_source == "override:self-hosted/llama-3-70b"
+    assert now["p3"].cost.cost_usd + now["p4"].cost.cost_usd == Decimal("0.5041")
+    assert now["p1"].cost == old[0].cost  # untouched facts keep their cost
