@@ -227,6 +227,22 @@ class Catalog:
             return f"override:{entry.provider}/{entry.model}"
         return f"genai-prices:{entry.provider.id}/{entry.model.id}"
 
+    def why_unpriced(self, provider: str, model: str, ts: datetime) -> str | None:
+        """Why an event of (provider, model) at ``ts`` has no price, for people; None if priced."""
+        if self.period(provider, model, ts, False) is not None:
+            return None
+        entry = self.entry(provider, model)
+        if isinstance(entry, _CatalogModel):
+            return (
+                f"genai-prices has {entry.provider.id}/{entry.model.id} but no token price "
+                f"for it at {ts:%Y-%m-%d}"
+            )
+        try:
+            self.snapshot.find_provider(None, provider, None)
+        except LookupError:
+            return f"provider {provider!r} is not in genai-prices and no [[prices.model]] entry"
+        return f"genai-prices knows no {provider} model matching {model!r}"
+
     # -- discounts ------------------------------------------------------------------------
 
     def discount_for(self, provider: str, model: str) -> DiscountConfig | None:
