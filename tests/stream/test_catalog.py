@@ -108,3 +108,14 @@ def test_fractions_print_as_short_percentages() -> None:
         "12.5%",
         "100%",
     ]
+
+
+def test_why_unpriced_names_what_is_missing() -> None:
+    cat = Catalog()
+    assert cat.why_unpriced("anthropic", "claude-sonnet-4-5", T) is None
+    assert "provider 'self-hosted' is not in genai-prices" in str(
+        cat.why_unpriced("self-hosted", "llama", T)
+    )
+    assert "no anthropic model matching 'claude-nonexistent-9'" in str(
+        cat.why_unpriced("anthropic", "claude-nonexistent-9", T)
+    )
