@@ -120,3 +120,21 @@ def test_warehouse_compact_and_load_revenue(
     bad.write_text("month\n2026-03\n")
     assert main(["warehouse", "load-revenue", str(bad), "--workdir", str(filled)]) == 2
     assert "revenue_usd" in capsys.readouterr().err
+
+
+def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
+    wh: Warehouse, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from decimal import Decimal
+
+    from spendstream.stream.records import Cost, Fact
+
+    wh.commit(facts=[fact(T0, "1")])
+    bad = fact(T0)
+    negative = Cost(*(Decimal(-1),) * 5, price_source="x")  # type: ignore[arg-type]
+    quarantined = wh.commit(facts=[Fact(bad.event, negative, T0)])
+    assert main(["warehouse", "check", "--workdir", str(workdir), "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert results and all(r["passed"] for r in results)
+    assert f"commit {quarantined.commit_id}" in captured.err
