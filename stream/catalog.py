@@ -44,6 +44,7 @@ DEFAULT_BATCH_DISCOUNT = Decimal("0.5")
 _BATCH_CONTEXT: Mapping[str, str] = {"processing": "batch"}
 _ZERO = Decimal(0)
 _KILO = Decimal(1000)
+_MAX_MODELS = 50_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -167,6 +168,9 @@ class Catalog:
                 found = None
             else:
                 found = _CatalogModel(p, m)
+        if len(self._models) >= _MAX_MODELS:
+            # Producers choose model names: a flood of distinct ones must not grow memory.
+            self._models.clear()
         self._models[key] = found
         return found
 

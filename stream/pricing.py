@@ -177,8 +177,10 @@ class Pricer:
         if period is None:
             return None
         held = self._plans.get(id(period))
-        # Periods live as long as the catalog caches them, so their id is a stable key.
+        # Keyed by id; holding the period keeps the id from being reused while cached.
         if held is None or held[0] is not period:
+            if len(self._plans) >= _MEMO_MAX:
+                self._plans.clear()
             labels = ("", *period.tier_labels)
             plans = [
                 _plan(b, period.multiplier, _with_tier(period.source, label))
