@@ -131,34 +131,19 @@ def _money_array(values: list[Decimal | None]) -> pa.Array:
 
 
 def facts_table(facts: Sequence[Fact]) -> pa.Table:
-    cols: dict[str, list[Any]] = {f.name: [] for f in FACTS}
-    event_names = [n for n, _ in EVENT_FIELDS if n != "tags"]
-    appenders = [(cols[n].append, n) for n in event_names]
-    tags = cols["tags"].append
-    costs = [cols[n].append for n in COST_FIELDS]
-    priced = cols["priced"].append
-    source = cols["price_source"].append
-    ingested = cols["ingested_at"].append
-    for fact in facts:
-        ev = fact.event
-        for append, name in appenders:
-            append(getattr(ev, name))
-        tags(list(ev.tags.items()) if ev.tags else None)
-        c = fact.cost
-        if c is None:
-            for append in costs:
-                append(None)
-            priced(False)
-            source(None)
-        else:
-            costs[0](c.input_cost_usd)
-            costs[1](c.cache_read_cost_usd)
-            costs[2](c.cache_write_cost_usd)
-            costs[3](c.output_cost_usd)
-            costs[4](c.cost_usd)
-            priced(True)
-            source(c.price_source)
-        ingested(fact.ingested_at)
+    # Column by column over the events' field dicts: a comprehension per column is several
+    # times faster than appending field by field.
+    fields = [f.event.__dict__ for f in facts]
+    costs = [f.cost for f in facts]
+    cols: dict[str, list[Any]] = {
+        name: [d[name] for d in fields] for name, _ in EVENT_FIELDS if name != "tags"
+    }
+    cols["tags"] = [list(d["tags"].items()) if d["tags"] else None for d in fields]
+    for name in COST_FIELDS:
+        cols[name] = [getattr(c, name) if c is not None else None for c in costs]
+    cols["priced"] = [c is not None for c in costs]
+    cols["price_source"] = [c.price_source if c is not None else None for c in costs]
+    cols["ingested_at"] = [f.ingested_at for f in facts]
     arrays = {
         f.name: _money_array(cols[f.name])
         if f.type == MONEY
