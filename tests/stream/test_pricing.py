@@ -616,3 +616,48 @@ def test_a_per_request_fee_is_part_of_input_cost_and_matches_calc_price() -> Non
     assert cost is not None
     assert cost.input_cost_usd == Decimal("0.001") + Decimal("0.012")
     assert cost.cost_usd == calc.total_price == Decimal("0.0135")
+
+
+MIXED = [
+    ("anthropic", "claude-sonnet-4-5"),
+    ("openai", "gpt-5"),
+    ("openai", "o3"),
+    ("deepseek", "deepseek-chat"),
+    ("google", "gemini-2.5-pro"),
+    ("openrouter", "google/gemini-2.5-flash"),
+    ("acme", "m1"),
+    ("self-hosted", "nothing"),
+]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(MIXED),
+            usages(max_tokens=400_000),
+            st.datetimes(
+                min_value=datetime(2025, 1, 1),
+                max_value=datetime(2027, 1, 1),
+                timezones=st.just(UTC),
+            ),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    split=st.integers(min_value=1, max_value=40),
+)
+def test_a_warm_pricer_in_any_batch_split_prices_like_a_fresh_one_per_event(
+    rows: list[tuple[tuple[str, str], dict[str, int], datetime, bool]], split: int
+) -> None:
+    config = PricesConfig(
+        model=[override(input_per_mtok=1, output_per_mtok=2)],
+        discount=[DiscountConfig(provider="openai", percent=10)],
+    )
+    events = [event(p, m, ts=ts, batch=b, **u) for (p, m), u, ts, b in rows]
+    warm = Pricer.from_config(config)
+    batched: list[Cost | None] = []
+    for i in range(0, len(events), split):
+        batched.extend(warm.price_batch(events[i : i + split]))
+    assert batched == [Pricer.from_config(config).price(e) for e in events]
