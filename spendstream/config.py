@@ -174,6 +174,9 @@ class HttpConfig(_Section):
 class PipelineConfig(_Section):
     batch_size: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.5, gt=0)
+    # Kafka runtime: a usage partition silent this long (processing time) stops holding
+    # the others back in event-time alignment before detection (docs/kafka.md).
+    align_idle_s: float = Field(default=2.0, gt=0)
 
 
 AlertSeverity = Literal["info", "warning", "critical"]

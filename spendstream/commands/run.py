@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import faust
 
     from spendstream.stream.kafka.app import Runtime, WebSettings
-    from spendstream.stream.kafka.topology import ensure_topics, topic_specs
+    from spendstream.stream.kafka.topology import ensure_topics, topic_names, topic_specs
     from spendstream.workdir import resolve_workdir
 
     workdir = resolve_workdir(args.workdir)
@@ -91,7 +91,12 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    rt = Runtime(config, workdir, WebSettings(config.http.host, port, token))
+    rt = Runtime(
+        config,
+        workdir,
+        WebSettings(config.http.host, port, token),
+        counts.get(topic_names(config.kafka).usage, config.kafka.usage_partitions),
+    )
     print(
         f"spendstream run: {rt.names.usage} ({counts.get(rt.names.usage)} partitions) from "
         f"{config.kafka.bootstrap_servers}, group {config.kafka.app_id}; warehouse in {workdir}; "

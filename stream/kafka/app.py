@@ -25,7 +25,7 @@ import orjson
 
 from spendstream.config import Config
 from spendstream.stream.kafka.metrics import WorkerMetrics
-from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
+from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names
 from spendstream.stream.records import DeadLetter, alert_to_wire, breaker_to_wire
 
@@ -61,8 +61,11 @@ def dead_letter_record(d: DeadLetter) -> bytes:
 class Runtime:
     """One worker process: the Faust app, the two stages (each in its own thread), metrics."""
 
-    def __init__(self, config: Config, workdir: Path, web: WebSettings) -> None:
+    def __init__(
+        self, config: Config, workdir: Path, web: WebSettings, usage_partitions: int = 1
+    ) -> None:
         self.config = config
+        self.usage_partitions = usage_partitions
         self.workdir = Path(workdir)
         self.web = web
         self.names: TopicNames = topic_names(config.kafka)
@@ -111,6 +114,8 @@ class Runtime:
         self.app.agent(self.usage_topic, name="usage", concurrency=1)(self._usage_agent)
         self.app.agent(self.priced_topic, name="detect", concurrency=1)(self._detect_agent)
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        self._detect_lock = asyncio.Lock()
+        self.app.timer(max(0.1, config.pipeline.align_idle_s / 2), name="align")(self._tick)
         from spendstream.stream.kafka.web import register_views
 
         register_views(self)
@@ -138,7 +143,11 @@ class Runtime:
     async def detect_stage(self) -> DetectStage:
         if self._detect_stage is None:
             self._detect_stage = await self.in_detect_thread(
-                DetectStage, self.config, self.workdir, f"{self.config.kafka.app_id}-detect"
+                DetectStage,
+                self.config,
+                self.workdir,
+                f"{self.config.kafka.app_id}-detect",
+                self.usage_partitions,
             )
             self._detect_stale = False
         elif self._detect_stale:
@@ -232,8 +241,36 @@ class Runtime:
             await self._durably(work)
 
     async def process_priced(self, records: Sequence[tuple[int, bytes]]) -> None:
-        stage = await self.detect_stage()
-        outcome = await self.in_detect_thread(stage.process, records)
+        async with self._detect_lock:
+            stage = await self.detect_stage()
+            outcome = await self.in_detect_thread(stage.process, records)
+            await self._emit(stage, outcome)
+        if records:
+            self.processed[(self.names.priced, 0)] = records[-1][0]
+
+    def owns_priced(self) -> bool:
+        consumer = getattr(self.app, "_consumer", None)
+        return consumer is not None and any(
+            tp.topic == self.names.priced for tp in consumer.assignment()
+        )
+
+    async def _tick(self) -> None:
+        """Judge facts held for alignment once a silent partition stops holding them."""
+        stage = self._detect_stage
+        if stage is None or self._detect_stale or not self.owns_priced():
+            return
+        if not stage.aligner.pending():
+            return
+
+        async def work() -> None:
+            async with self._detect_lock:
+                outcome = await self.in_detect_thread(stage.tick)
+                if outcome.facts:
+                    await self._emit(stage, outcome)
+
+        await self._durably(work)
+
+    async def _emit(self, stage: DetectStage, outcome: DetectOutcome) -> None:
         out: list[tuple[str, bytes | None, bytes]] = [
             (self.names.alerts, a.scope.encode(), orjson.dumps(alert_to_wire(a)))
             for a in outcome.alerts
@@ -247,8 +284,7 @@ class Runtime:
         self.metrics.observe_detection(outcome.alerts, outcome.breaker_events)
         self.metrics.events_out.labels(self.names.alerts).inc(len(outcome.alerts))
         self.metrics.events_out.labels(self.names.breakers).inc(len(outcome.breaker_events))
-        if records:
-            self.processed[(self.names.priced, 0)] = records[-1][0]
+        self.metrics.held.set(stage.aligner.pending())
 
     # Lag.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -63,6 +63,11 @@ class WorkerMetrics:
         )
         self.spend = Counter(
             "spendstream_spend_usd", "Priced spend landed, USD.", ["team"], registry=r
+        )
+        self.held = Gauge(
+            "spendstream_facts_held",
+            "Facts held for event-time alignment before detection.",
+            registry=r,
         )
         r.register(_LagCollector(lag))
 

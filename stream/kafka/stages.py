@@ -15,7 +15,8 @@ is the state of record: a restarted or newly assigned worker continues from it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from spendstream.config import Config
 from spendstream.producers.event import UsageEvent
+from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
     PricedFact,
     ResetCommand,
@@ -112,7 +114,7 @@ class UsageStage:
 
 @dataclass(slots=True)
 class DetectOutcome:
-    facts: int = 0
+    facts: int = 0  # judged by the engine in this call
     replayed: int = 0  # already judged before a restart: dropped by position
     alerts: list[Alert] = field(default_factory=list)
     breaker_events: list[BreakerEvent] = field(default_factory=list)
@@ -121,58 +123,88 @@ class DetectOutcome:
 class DetectStage:
     """Stage 2: the one detection engine, its positions and state landed with its alerts."""
 
-    def __init__(self, config: Config, workdir: Path, writer: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        writer: str,
+        partitions: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
+        self.clock = clock
+        self.partitions = partitions  # of the usage topic
         self.warehouse = Warehouse(workdir, writer=writer)
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
+        self.aligner: Aligner[tuple[PricedFact, bytes]] = Aligner(
+            config.pipeline.align_idle_s, clock, partitions
+        )
         self.reload()
 
     def reload(self) -> None:
         """Continue from the last landed commit (after a restart or a reassignment)."""
         last = self.warehouse.last_commit()
         state: dict[str, Any] | None = last[0] if last else None
+        self.aligner = Aligner(self.config.pipeline.align_idle_s, self.clock, self.partitions)
         if state is None:
-            self.pipeline = Pipeline(config=self.config)
+            self.pipeline = Pipeline(self.config)
             self.positions = {}
             return
         self.pipeline = Pipeline.restore(self.config, state["engine"])
         self.positions = {str(k): int(v) for k, v in state["positions"].items()}
+        for lane in state.get("held", []):
+            items = []
+            for text in lane["items"]:
+                value = text.encode()
+                rec = decode_priced(value)
+                assert isinstance(rec, PricedFact)
+                items.append((rec.fact.event.ts, (rec, value)))
+            wm = lane["watermark"]
+            self.aligner.restore_lane(
+                int(lane["partition"]), None if wm is None else datetime.fromisoformat(wm), items
+            )
+
+    def _judge(self, out: DetectOutcome) -> None:
+        released = self.aligner.release()
+        if released:
+            alerts, breakers = self.pipeline.detect([rec.fact for rec, _ in released])
+            out.alerts.extend(alerts)
+            out.breaker_events.extend(breakers)
+            out.facts += len(released)
 
     def process(self, records: Sequence[tuple[int, bytes]]) -> DetectOutcome:
-        """Judge (priced-topic offset, value) records; replays of judged ones are dropped."""
+        """Take (priced-topic offset, value) records; judge what alignment releases.
+
+        Replays (of the priced topic, or of facts stage 1 re-published after a crash) are
+        dropped by position.
+        """
         out = DetectOutcome()
-        pending: list[Fact] = []
-
-        def flush() -> None:
-            if pending:
-                alerts, breakers = self.pipeline.detect(pending)
-                out.alerts.extend(alerts)
-                out.breaker_events.extend(breakers)
-                pending.clear()
-
         for priced_offset, value in records:
-            # A replay of the priced topic itself (offsets not committed before a crash).
             if priced_offset <= self.positions.get(PRICED_KEY, -1):
                 out.replayed += 1
                 continue
             self.positions[PRICED_KEY] = priced_offset
             rec = decode_priced(value)
             if isinstance(rec, ResetCommand):
-                flush()  # a reset applies after the facts that preceded it
+                self._judge(out)  # a reset applies after the facts released before it
                 event = self.pipeline.engine.reset_breaker(rec.scope, rec.ts)
                 if event is not None:
                     out.breaker_events.append(event)
                 continue
-            assert isinstance(rec, PricedFact)
             key = str(rec.partition)
             if rec.offset <= self.positions.get(key, -1):
                 out.replayed += 1
                 continue
             self.positions[key] = rec.offset
-            pending.append(rec.fact)
-            out.facts += 1
-        flush()
+            self.aligner.add(rec.partition, rec.fact.event.ts, (rec, value))
+        self._judge(out)
+        return out
+
+    def tick(self) -> DetectOutcome:
+        """Judge what an idle partition no longer holds back."""
+        out = DetectOutcome()
+        self._judge(out)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -180,6 +212,14 @@ class DetectStage:
             "version": STATE_VERSION,
             "engine": self.pipeline.snapshot(),
             "positions": dict(self.positions),
+            "held": [
+                {
+                    "partition": p,
+                    "watermark": None if lane.watermark is None else lane.watermark.isoformat(),
+                    "items": [value.decode() for _, (_, value) in lane.queue],
+                }
+                for p, lane in sorted(self.aligner.lanes.items())
+            ],
         }
 
     def land(self, outcome: DetectOutcome) -> CommitResult:

@@ -48,6 +48,8 @@ def write_config(
         "[pipeline]\n"
         f"batch_size = {batch_size}\n"
         "batch_within_s = 0.2\n"
+        # Generous: a worker paused by a loaded machine must not count as idle.
+        "align_idle_s = 5\n"
     )
     return path, prefix
 
@@ -235,14 +237,15 @@ def fact_count(workdir: Path) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def detect_positions(workdir: Path, prefix: str) -> dict[str, int]:
+def detect_state(workdir: Path, prefix: str) -> dict[str, Any]:
+    """Stage 2's last landed state (positions, held facts), {} before its first commit."""
     from spendstream.warehouse import Warehouse
 
     if not (workdir / "warehouse").exists():
         return {}
     with Warehouse(workdir, writer=prefix.rstrip(".") + "-detect") as wh:
         last = wh.last_commit()
-    return dict(last[0]["positions"]) if last and last[0] else {}
+    return dict(last[0]) if last and last[0] else {}
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
@@ -266,7 +269,9 @@ def wait_all_judged(
 
     def judged() -> bool:
         last = end_offsets(bootstrap, priced_topic).get(0, 0) - 1
-        return detect_positions(workdir, prefix).get("priced", -1) >= last
+        state = detect_state(workdir, prefix)
+        held = sum(len(lane["items"]) for lane in state.get("held", []))
+        return state.get("positions", {}).get("priced", -1) >= last and held == 0
 
     wait_for(judged, "stage 2 never judged every priced fact", *workers)
 

@@ -1,0 +1,172 @@
+"""The Kafka runtime's batch logic without a broker: stages over a real warehouse in tmp_path,
+the priced-topic wire format, event-time alignment, and HTTP body checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from spendstream.config import Config
+from spendstream.stream.embedded import EmbeddedRunner
+from spendstream.stream.kafka.alignment import Aligner
+from spendstream.stream.kafka.ingest import check_body, token_ok
+from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
+from spendstream.stream.kafka.wire import (
+    PricedFact,
+    decode_priced,
+    encode_priced_fact,
+    encode_reset,
+)
+from tests.stream.faust_workers import ALERT_SQL, BREAKER_SQL, FACT_SQL, event_lines, query
+
+CONFIG = Config()
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _records(lines: list[bytes]) -> list[UsageRecord]:
+    return [UsageRecord(0, i, line) for i, line in enumerate(lines)]
+
+
+def _priced(stage: UsageStage, records: list[UsageRecord]) -> list[tuple[int, bytes]]:
+    out = stage.prepare(records)
+    stage.land(out)
+    return list(enumerate(out.priced))
+
+
+def test_usage_stage_lands_each_event_once_and_dead_letters_bad_records(tmp_path: Path) -> None:
+    lines = event_lines(1000, seed=1)[:300]
+    stage = UsageStage(CONFIG, tmp_path, "usage", "w")
+    first = stage.prepare(_records([*lines[:200], b"{oops", lines[5]]))
+    assert len(first.facts) == len(first.priced) == 200  # the in-batch repeat counts once
+    assert first.duplicates == 1
+    assert [d.source for d in first.dead_letters] == ["kafka:usage/0"]
+    stage.land(first)
+    # A replay of the same records (crash before the offset commit) lands nothing new.
+    again = stage.prepare(_records([*lines[:200], b"{oops"]))
+    assert again.facts == [] and again.duplicates == 200
+    assert len(stage.prepare(_records(lines)).facts) == 100
+
+
+def test_priced_record_round_trips_the_fact_exactly(tmp_path: Path) -> None:
+    stage = UsageStage(CONFIG, tmp_path, "usage", "w")
+    line = event_lines(1000, seed=2)[0]
+    out = stage.prepare([UsageRecord(3, 41, line)])
+    decoded = decode_priced(encode_priced_fact(3, 41, line, out.facts[0]))
+    assert isinstance(decoded, PricedFact)
+    assert (decoded.partition, decoded.offset) == (3, 41)
+    assert decoded.fact == out.facts[0]
+
+
+def test_kafka_stages_equal_the_embedded_runner_and_replays_change_nothing(tmp_path: Path) -> None:
+    lines = event_lines(3000, seed=4)
+    EmbeddedRunner(tmp_path / "ref", CONFIG).run(("f", line) for line in lines)
+    usage = UsageStage(CONFIG, tmp_path / "k", "usage", "u")
+    priced = _priced(usage, _records(lines))
+    detect = DetectStage(CONFIG, tmp_path / "k", "d")
+    half = len(priced) // 2
+    detect.land(detect.process(priced[:half]))
+    # A restarted stage continues from the landed state; the replayed half is dropped.
+    restarted = DetectStage(CONFIG, tmp_path / "k", "d")
+    out = restarted.process(priced)
+    assert out.replayed == half
+    restarted.land(out)
+    for sql in (FACT_SQL, ALERT_SQL, BREAKER_SQL):
+        assert query(tmp_path / "k", sql) == query(tmp_path / "ref", sql)
+
+
+def test_facts_republished_after_a_stage1_crash_are_dropped_by_usage_position(
+    tmp_path: Path,
+) -> None:
+    lines = event_lines(1000, seed=5)[:50]
+    usage = UsageStage(CONFIG, tmp_path, "usage", "u")
+    out = usage.prepare(_records(lines))
+    detect = DetectStage(CONFIG, tmp_path, "d")
+    judged = detect.process(list(enumerate(out.priced)))
+    # Stage 1 died before landing: it re-publishes the same facts at new priced offsets.
+    again = detect.process([(len(out.priced) + i, v) for i, v in enumerate(out.priced)])
+    assert (judged.facts, again.facts, again.replayed) == (50, 0, 50)
+
+
+def test_manual_reset_closes_an_open_breaker_once(tmp_path: Path) -> None:
+    usage = UsageStage(CONFIG, tmp_path, "usage", "u")
+    priced = _priced(usage, _records(event_lines(3000, seed=4)))
+    detect = DetectStage(CONFIG, tmp_path, "d")
+    out = detect.process(priced)
+    opened = next(b.scope for b in out.breaker_events if b.state == "open")
+    assert opened in detect.pipeline.engine.breakers()
+    ts = T0 + timedelta(days=30)
+    n = len(priced)
+    first = detect.process([(n, encode_reset(opened, ts))])
+    second = detect.process([(n + 1, encode_reset(opened, ts))])
+    assert [(b.scope, b.state, b.reason) for b in first.breaker_events] == [
+        (opened, "closed", "manual reset")
+    ]
+    assert second.breaker_events == [] and opened not in detect.pipeline.engine.breakers()
+
+
+def test_aligner_holds_the_partition_ahead_until_the_other_catches_up() -> None:
+    clock = Clock()
+    al: Aligner[str] = Aligner(5.0, clock, partitions=2)
+    al.add(0, T0, "a0")
+    al.add(0, T0 + timedelta(hours=3), "a1")
+    assert al.release() == []  # partition 1 has not shown up yet
+    al.add(1, T0 + timedelta(hours=1), "b0")
+    assert al.release() == ["a0", "b0"]
+    al.add(1, T0 + timedelta(hours=4), "b1")
+    assert al.release() == ["a1"]
+    clock.now += 5.0  # both silent: nothing holds back any more
+    assert al.release() == ["b1"]
+
+
+def test_aligner_stops_waiting_for_a_silent_partition() -> None:
+    clock = Clock()
+    al: Aligner[str] = Aligner(2.0, clock, partitions=3)
+    al.add(0, T0, "a0")
+    assert al.release() == []
+    clock.now += 1.0
+    al.add(0, T0 + timedelta(minutes=1), "a1")
+    clock.now += 1.5  # partitions 1 and 2 silent for 2.5 s
+    assert al.release() == ["a0", "a1"]
+
+
+def test_held_facts_survive_a_restart(tmp_path: Path) -> None:
+    usage = UsageStage(CONFIG, tmp_path, "usage", "u")
+    out = usage.prepare(
+        [UsageRecord(i % 2, i, line) for i, line in enumerate(event_lines(1000, seed=3)[:40])]
+    )
+    clock = Clock()
+    detect = DetectStage(CONFIG, tmp_path, "d", partitions=3, clock=clock)
+    first = detect.process(list(enumerate(out.priced)))
+    assert first.facts == 0 and detect.aligner.pending() == 40  # partition 2 never spoke
+    detect.land(first)
+    restarted = DetectStage(CONFIG, tmp_path, "d", partitions=3, clock=clock)
+    assert restarted.aligner.pending() == 40
+    clock.now += CONFIG.pipeline.align_idle_s
+    assert restarted.tick().facts == 40
+
+
+def test_http_body_is_checked_line_by_line() -> None:
+    good = event_lines(1000, seed=9)[:2]
+    body = good[0] + b"\n\n" + b'{"event_id": "x"}\n' + good[1] + b"\n"
+    checked = check_body(body, "application/x-ndjson", T0)
+    assert [raw for _, raw in checked.accepted] == good
+    assert [r["line"] for r in checked.rejected] == [3]
+    assert "ts: required field is missing" in str(checked.rejected[0]["error"])
+    assert [d.source for d in checked.dead_letters] == ["http:/v1/events"]
+    single = check_body(b'{\n "event_id": "x"\n}', "application/json; charset=utf-8", T0)
+    assert single.accepted == [] and [r["line"] for r in single.rejected] == [1]
+
+
+def test_bearer_token_must_match_exactly() -> None:
+    assert token_ok("Bearer s3cret", "s3cret")
+    assert not token_ok("Bearer s3cret2", "s3cret")
+    assert not token_ok("s3cret", "s3cret")
+    assert not token_ok(None, "s3cret")
