@@ -128,15 +128,23 @@ class Warehouse:
         self.catalog = Catalog(self.layout.catalog_path)
         self.recover()
         # This instance's staging dir, locked for its lifetime: recovery elsewhere skips it.
+        # The lock (a sibling file) is taken before the dir exists, so no recovery can ever
+        # see the dir unlocked while this instance lives.
         self._stage_root = self.layout.tmp_dir / f"{segment(writer)}-{uuid.uuid4().hex[:12]}"
-        self._stage_root.mkdir()
-        self._lock_fd: int | None = os.open(self._stage_root / ".lock", os.O_CREAT | os.O_RDWR)
+        self._lock_fd: int | None = os.open(_lock_path(self._stage_root), os.O_CREAT | os.O_RDWR)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._stage_root.mkdir()
 
     def close(self) -> None:
         """Release the catalog and the staging lock (what a process exit does)."""
         self.catalog.close()
         if self._lock_fd is not None:
+            # An empty staging area goes; one holding files is left for recovery to judge.
+            try:
+                self._stage_root.rmdir()
+                _lock_path(self._stage_root).unlink(missing_ok=True)
+            except OSError:
+                pass
             os.close(self._lock_fd)
             self._lock_fd = None
 
@@ -391,8 +399,10 @@ class Warehouse:
             return
         for inst in sorted(self.layout.tmp_dir.iterdir()):
             if not inst.is_dir():
+                if inst.suffix == ".lock" and not inst.with_suffix("").exists():
+                    _unlink_if_unlocked(inst)
                 continue
-            lock = inst / ".lock"
+            lock = _lock_path(inst)
             fd = os.open(lock, os.O_CREAT | os.O_RDWR)
             try:
                 try:
@@ -405,6 +415,7 @@ class Warehouse:
                     if staged.exists():
                         self._publish(staged, self.layout.absolute(final_rel))
                 shutil.rmtree(inst, ignore_errors=True)
+                lock.unlink(missing_ok=True)
             finally:
                 os.close(fd)
 
@@ -416,6 +427,24 @@ class Warehouse:
                 tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
                 _write_parquet(SCHEMAS[table].empty_table(), tmp)
                 os.replace(tmp, path)
+
+
+def _unlink_if_unlocked(lock: Path) -> None:
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.unlink(missing_ok=True)
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _lock_path(stage_root: Path) -> Path:
+    return stage_root.with_name(stage_root.name + ".lock")
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
