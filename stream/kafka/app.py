@@ -24,6 +24,7 @@ import faust
 import orjson
 
 from spendstream.config import Config
+from spendstream.stream.kafka.ingest import MAX_BODY_BYTES
 from spendstream.stream.kafka.metrics import WorkerMetrics
 from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names
@@ -80,6 +81,8 @@ class Runtime:
             web_bind=web.host,
             web_host=web.host,
             web_port=web.port,
+            # aiohttp refuses bodies over 1 MiB by default; a JSON Lines batch may be larger.
+            web_application_options={"client_max_size": MAX_BODY_BYTES},
             topic_replication_factor=1,
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",

@@ -1,0 +1,124 @@
+"""The HTTP side of a ``spendstream run`` worker, over a real socket and a real broker:
+ingest, breakers (list and manual reset), health and metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.stream.faust_workers import (
+    TOKEN,
+    Worker,
+    detect_state,
+    event_lines,
+    query,
+    read_topic,
+    wait_all_judged,
+    wait_for,
+    write_config,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _post(
+    w: Worker, body: bytes, token: str = TOKEN, ctype: str = "application/x-ndjson"
+) -> tuple[int, dict]:
+    req = urllib.request.Request(
+        w.url("/v1/events"),
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=2)
+    lines = event_lines(3000, seed=8)
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        assert _post(w, lines[0], token="wrong")[0] == 401
+        status, answer = _post(w, b"\n".join([*lines[:1500], b'{"event_id": "x"}', *lines[1500:]]))
+        assert status == 200
+        assert answer["accepted"] == len(lines)
+        assert [r["line"] for r in answer["rejected"]] == [1501]
+        status, answer = _post(w, lines[0], ctype="application/json")  # a re-sent event
+        assert (status, answer) == (200, {"accepted": 1, "rejected": []})
+        wait_all_judged(wd, kafka_bootstrap, prefix, len(lines), w)
+
+        assert query(wd, "SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [
+            (len(lines), len(lines))
+        ]
+        assert query(wd, "SELECT source FROM dead_letters") == [("http:/v1/events",)]
+        dead_on_topic = read_topic(kafka_bootstrap, prefix + "spendstream.dead-letters")
+        assert [json.loads(v)["raw"] for _, v in dead_on_topic] == ['{"event_id": "x"}']
+
+        open_now = w.get_json("/v1/breakers")["breakers"]
+        assert open_now and {b["state"] for b in open_now} <= {"open", "half_open"}
+        scope = open_now[0]["scope"]
+        reset = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spendstream",
+                "breakers",
+                "reset",
+                scope,
+                "--workdir",
+                str(wd),
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert reset.returncode == 0, reset.stderr
+        # The running engine hears of it (no breaker for the scope in its landed state) ...
+        wait_for(
+            lambda: (
+                scope not in json.dumps(detect_state(wd, prefix).get("engine", {}).get("breakers"))
+            ),
+            "the running engine never forgot the reset breaker",
+            w,
+        )
+        # ... clients see it closed, on HTTP and on the compacted topic.
+        assert scope not in {b["scope"] for b in w.get_json("/v1/breakers")["breakers"]}
+        on_topic = [
+            json.loads(v)
+            for k, v in read_topic(kafka_bootstrap, prefix + "spendstream.breakers")
+            if k == scope.encode()
+        ]
+        assert on_topic[-1]["state"] == "closed" and on_topic[-1]["reason"] == "manual reset"
+        assert query(
+            wd, f"SELECT count(*) FROM breaker_events WHERE scope = '{scope}' AND state = 'closed'"
+        ) == [(1,)]
+
+        health = w.get_json("/healthz")
+        assert health["status"] == "ok" and prefix + "spendstream.priced/0" in health["assigned"]
+        metrics = w.get_text("/metrics")
+        assert (
+            'spendstream_http_records_total{result="accepted"} %.1f' % (len(lines) + 1) in metrics
+        )
+        assert 'spendstream_http_records_total{result="rejected"} 1.0' in metrics
+        assert f"spendstream_facts_landed_total {float(len(lines))}" in metrics
+        assert "spendstream_duplicates_total 1.0" in metrics
+        assert 'spendstream_spend_usd_total{team="' in metrics
+        assert "spendstream_consumer_lag{" in metrics
+    finally:
+        assert w.stop() == 0, w.log_tail()
