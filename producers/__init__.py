@@ -10,14 +10,40 @@ from spendstream.producers.guard import (
     aguard,
     guard,
 )
+from spendstream.producers.meter import Call, InvalidUsageEvent, Meter, MeterMetrics
+from spendstream.producers.providers import (
+    ProviderHelperUnavailable,
+    anthropic_usage,
+    bedrock_usage,
+    gemini_usage,
+    openai_usage,
+    openrouter_usage,
+    usage_from,
+)
+from spendstream.producers.spool import Spool
+from spendstream.producers.transports import HttpTransport, KafkaTransport
 
 __all__ = [
     "SCHEMA_VERSION",
     "BreakerView",
+    "Call",
+    "HttpTransport",
+    "InvalidUsageEvent",
+    "KafkaTransport",
+    "Meter",
+    "MeterMetrics",
+    "ProviderHelperUnavailable",
     "RequestCeilingExceeded",
     "RequestRate",
+    "Spool",
     "UsageEvent",
     "aguard",
+    "anthropic_usage",
+    "bedrock_usage",
     "describe_validation_error",
+    "gemini_usage",
     "guard",
+    "openai_usage",
+    "openrouter_usage",
+    "usage_from",
 ]

@@ -69,7 +69,9 @@ class UsageEvent(BaseModel):
         1, description="1 for the first try, 2+ for retries of the same logical request."
     )
     request_id: Id | None = Field(None, description="The logical request, shared by its retries.")
-    latency_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    latency_ms: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="Wall time of the call, in milliseconds."
+    )
     team: Name | None = None
     feature: Name | None = None
     project: Name | None = None

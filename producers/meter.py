@@ -1,0 +1,511 @@
+"""The Meter: record a usage event in one line; a background thread delivers it.
+
+``record()`` validates the event and appends it to an in-memory queue; that is all the
+caller's thread ever pays. A daemon sender thread takes batches from the queue and hands
+them to a transport (Kafka or HTTP). Where things can pile up, the bound and what happens
+at it:
+
+- **queue** (``queue_size`` events, default 10 000): when full, ``record()`` writes the
+  event to the spool instead (``overflowed``); with no spool it is dropped (``dropped``).
+- **transport down**: the failed batch and everything queued after it go to the spool
+  (``spooled``); the sender retries with backoff (0.1 s doubling to 5 s) and replays the
+  spool, oldest first, before sending anything newer (``replayed``). With no spool the
+  failed batch is held (one batch) and retried; the queue bound then applies.
+- **spool** (``spool_max_bytes`` on disk, default 256 MiB): a line that does not fit is
+  dropped (``dropped``), logged, counted.
+- **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
+  (``rejected``), not retried: it would be refused again.
+
+Ordering: events reach the transport in ``record()`` order, and the spool replays in the
+order events entered it. One exception: an event that overflows a full queue enters the
+spool ahead of the (older) events still queued or in flight at that moment.
+
+Nothing is dropped silently: every drop is logged (at most once a second) and counted
+in ``meter.metrics``. ``close()`` (also run at interpreter exit) sends what it can within
+its timeout and spools the rest for the next process.
+
+Client-side breaker checks (``guard``) live in ``producers/guard.py``, not here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from spendstream.errors import SpendstreamError
+from spendstream.producers.event import UsageEvent, describe_validation_error
+from spendstream.producers.spool import DEFAULT_SPOOL_ROOT, Spool
+from spendstream.producers.transports import (
+    HttpTransport,
+    KafkaTransport,
+    Record,
+    SendResult,
+    Transport,
+)
+from spendstream.topics import partition_key
+
+__all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics"]
+
+log = logging.getLogger("spendstream.producers")
+
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 5.0
+_MAX_TRACKED_REQUESTS = 10_000
+
+
+class InvalidUsageEvent(SpendstreamError, ValueError):
+    """``record()`` was given an event that breaks the schema; the message names each field."""
+
+    def __init__(self, error: ValidationError) -> None:
+        super().__init__(f"invalid usage event: {describe_validation_error(error)}")
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class MeterMetrics:
+    """Counters since the Meter started (``queued`` and ``spool_bytes`` are current levels)."""
+
+    sent: int  # acknowledged by the transport (replayed ones included)
+    spooled: int  # written to the spool (transport down, or at close)
+    overflowed: int  # of those, written by record() because the queue was full
+    replayed: int  # sent from the spool
+    rejected: int  # refused by the receiver; not retried
+    dropped: int  # lost to a bound (queue full with no spool, spool full): logged
+    invalid: int  # refused by record() (on_invalid="drop")
+    send_failures: int  # batches the transport could not deliver
+    queued: int
+    spool_bytes: int
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sent = self.spooled = self.overflowed = self.replayed = 0
+        self.rejected = self.dropped = self.invalid = self.send_failures = 0
+
+
+class Meter:
+    """Meter LLM calls: ``meter.record(provider=..., model=..., input_tokens=..., ...)``."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        spool_dir: Path | str | None = DEFAULT_SPOOL_ROOT,
+        spool_max_bytes: int = 256 << 20,
+        queue_size: int = 10_000,
+        batch_size: int = 1_000,
+        linger_s: float = 0.05,
+        on_invalid: Literal["raise", "drop"] = "raise",
+        defaults: Mapping[str, Any] | None = None,
+        close_timeout_s: float = 10.0,
+    ) -> None:
+        if queue_size < 1 or batch_size < 1:
+            raise ValueError("queue_size and batch_size must be at least 1")
+        self.transport = transport
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self.on_invalid = on_invalid
+        self.close_timeout_s = close_timeout_s
+        self._defaults = dict(defaults or {})
+        self._queue: collections.deque[UsageEvent] = collections.deque()
+        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir else None
+        self._held: list[Record] = []  # the failed batch when there is no spool
+        self._c = _Counters()
+        self._wake = threading.Event()
+        self._closing = False
+        self._deadline = float("inf")
+        self._busy = False
+        self._retry_at = 0.0
+        self._backoff = _BACKOFF_MIN_S
+        self._last_drop_log = 0.0
+        self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._attempts_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
+        self._thread.start()
+        # A weak reference: registering at exit must not keep an unused Meter alive.
+        ref = weakref.ref(self)
+
+        def close_at_exit() -> None:
+            meter = ref()
+            if meter is not None:
+                meter.close()
+
+        self._atexit = close_at_exit
+        atexit.register(close_at_exit)
+
+    # -- constructors -----------------------------------------------------------------------
+
+    @classmethod
+    def kafka(cls, bootstrap_servers: str | list[str], **kwargs: Any) -> Meter:
+        """A Meter producing to ``spendstream.usage``; Meter options and producer overrides."""
+        meter_keys = kwargs.keys() & _MeterOptions
+        transport = KafkaTransport(
+            bootstrap_servers, **{k: v for k, v in kwargs.items() if k not in meter_keys}
+        )
+        return cls(transport, **{k: kwargs[k] for k in meter_keys})
+
+    @classmethod
+    def http(cls, base_url: str, token: str, **kwargs: Any) -> Meter:
+        """A Meter posting JSON Lines to ``<base_url>/v1/events`` (``spendstream run``)."""
+        timeout_s = kwargs.pop("timeout_s", 10.0)
+        return cls(HttpTransport(base_url, token, timeout_s=timeout_s), **kwargs)
+
+    # -- the caller's side ------------------------------------------------------------------
+
+    def record(self, event: UsageEvent | Mapping[str, Any] | None = None, /, **fields: Any) -> str:
+        """Validate and enqueue one event; returns its ``event_id`` ("" if dropped invalid).
+
+        Give a ``UsageEvent``, a mapping, or keyword fields; ``event_id`` (random) and
+        ``ts`` (now, UTC) are filled in when absent, ``defaults`` under the given fields.
+        Never raises for transport trouble; raises ``InvalidUsageEvent`` for a bad event
+        unless the Meter was made with ``on_invalid="drop"``.
+        """
+        if not isinstance(event, UsageEvent):
+            data = {**self._defaults, **(event or {}), **fields}
+            if "event_id" not in data:
+                data["event_id"] = os.urandom(16).hex()
+            if "ts" not in data:
+                data["ts"] = datetime.now(UTC)
+            try:
+                event = UsageEvent.model_validate(data)
+            except ValidationError as exc:
+                return self._invalid(exc)
+        elif fields:
+            raise TypeError("record() takes a UsageEvent or keyword fields, not both")
+        queue = self._queue
+        if len(queue) < self.queue_size and not self._closing:
+            queue.append(event)
+            if len(queue) >= self.batch_size:
+                self._wake.set()
+        else:
+            self._overflow(event)
+        return event.event_id
+
+    def _invalid(self, exc: ValidationError) -> str:
+        if self.on_invalid == "raise":
+            raise InvalidUsageEvent(exc) from None
+        with self._c.lock:
+            self._c.invalid += 1
+        log.warning("usage event dropped: %s", describe_validation_error(exc))
+        return ""
+
+    def _overflow(self, event: UsageEvent) -> None:
+        if self._spool is not None and self._spool.append([_value(event)]):
+            with self._c.lock:
+                self._c.spooled += 1
+                self._c.overflowed += 1
+            return
+        self._drop(1, "queue full" if self._spool is None else "queue and spool full")
+
+    def _drop(self, n: int, why: str) -> None:
+        with self._c.lock:
+            self._c.dropped += n
+            total = self._c.dropped
+        now = time.monotonic()
+        if now - self._last_drop_log >= 1.0:
+            self._last_drop_log = now
+            log.error("%d usage event(s) dropped (%s); %d dropped so far", n, why, total)
+
+    @contextlib.contextmanager
+    def track(
+        self, provider: str, model: str, *, request_id: str | None = None, **fields: Any
+    ) -> Iterator[Call]:
+        """Meter one call: latency, ``status`` from an exception, ``attempt`` per request_id.
+
+        ``with meter.track("openai", "gpt-5-mini", team="search") as call:`` then
+        ``call.usage(response)`` (or ``call.set(input_tokens=..., ...)``) inside the block.
+        Passing the same ``request_id`` to a retry numbers it ``attempt`` 2, 3, ...
+        """
+        rid = request_id or os.urandom(16).hex()
+        call = Call(provider, model, rid, self._next_attempt(rid), fields)
+        started = time.perf_counter()
+        failed: BaseException | None = None
+        try:
+            yield call
+        except BaseException as exc:
+            failed = exc
+            raise
+        finally:
+            call.fields.setdefault("latency_ms", (time.perf_counter() - started) * 1000.0)
+            if failed is not None and "status" not in call.fields:
+                call.fields["status"] = _status_of(failed)
+            try:
+                self.record(**call.event_fields())
+            except InvalidUsageEvent:
+                if failed is None:
+                    raise
+                log.exception("usage event of a failed call is invalid; not recorded")
+
+    def _next_attempt(self, request_id: str) -> int:
+        with self._attempts_lock:
+            attempt = self._attempts.pop(request_id, 0) + 1
+            self._attempts[request_id] = attempt
+            if len(self._attempts) > _MAX_TRACKED_REQUESTS:
+                self._attempts.popitem(last=False)
+            return attempt
+
+    @property
+    def metrics(self) -> MeterMetrics:
+        c = self._c
+        with c.lock:
+            return MeterMetrics(
+                sent=c.sent,
+                spooled=c.spooled,
+                overflowed=c.overflowed,
+                replayed=c.replayed,
+                rejected=c.rejected,
+                dropped=c.dropped,
+                invalid=c.invalid,
+                send_failures=c.send_failures,
+                queued=len(self._queue) + len(self._held),
+                spool_bytes=self._spool.size_bytes if self._spool is not None else 0,
+            )
+
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Wait until the queue and the spool are delivered; False if still pending at timeout.
+
+        Pending events are not lost on False: they stay queued or spooled.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._retry_at = 0.0  # an explicit flush tries the transport again now
+        while not self._drained():
+            if not self._thread.is_alive():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.005)
+        return True
+
+    def _drained(self) -> bool:
+        return (
+            not self._queue
+            and not self._held
+            and not self._busy
+            and (self._spool is None or self._spool.empty)
+        )
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Deliver what can be delivered within the timeout, spool the rest, stop the sender."""
+        if self._closing:
+            return
+        timeout = self.close_timeout_s if timeout_s is None else timeout_s
+        self._deadline = time.monotonic() + timeout
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout + 5.0)
+        self.transport.close()
+        if self._spool is not None:
+            self._spool.close()
+        atexit.unregister(self._atexit)
+
+    def __enter__(self) -> Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the sender thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._closing:
+                self._wake.wait(self.linger_s)
+                self._wake.clear()
+            now = time.monotonic()
+            if self._closing and now >= self._deadline:
+                self._stash_all()
+                return
+            try:
+                progressed = self._step(now)
+            except Exception:  # the sender must outlive its own bugs
+                log.exception("spendstream meter sender error")
+                progressed = False
+                time.sleep(_BACKOFF_MIN_S)
+            if self._closing and self._drained():
+                return
+            if self._closing and not progressed:
+                # Closing with the transport down: keep trying until the deadline.
+                time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
+
+    def _step(self, now: float) -> bool:
+        """One round; True if something was delivered."""
+        if now < self._retry_at:
+            self._stash_queue()  # the transport is down: keep memory for new events
+            return False
+        if self._held:
+            return self._deliver(self._held, from_spool=False)
+        if self._spool is not None and not self._spool.empty:
+            lines = self._spool.peek(self.batch_size)
+            if lines:
+                return self._deliver([_record_of(line) for line in lines], from_spool=True)
+        batch = self._take(self.batch_size)
+        return bool(batch) and self._deliver(batch, from_spool=False)
+
+    def _take(self, n: int) -> list[Record]:
+        out: list[Record] = []
+        queue = self._queue
+        self._busy = True
+        while queue and len(out) < n:
+            ev = queue.popleft()
+            out.append(Record(partition_key(ev.api_key_id, ev.session_id, ev.event_id), _value(ev)))
+        if not out:
+            self._busy = False
+        return out
+
+    def _deliver(self, batch: list[Record], *, from_spool: bool) -> bool:
+        self._busy = True
+        try:
+            result = self.transport.send(batch)
+        except Exception:  # a transport must not raise; if it does, treat it as down
+            log.exception("transport %s raised", self.transport.name)
+            result = SendResult(failed=list(range(len(batch))))
+        failed = set(result.failed)
+        ok = len(batch) - len(failed) - len(result.rejected)
+        for i, reason in result.rejected:
+            log.warning(
+                "usage event rejected by %s: %s (line %d)", self.transport.name, reason, i + 1
+            )
+        with self._c.lock:
+            self._c.sent += ok
+            self._c.rejected += len(result.rejected)
+            if from_spool:
+                self._c.replayed += ok
+            if failed:
+                self._c.send_failures += 1
+        if from_spool:
+            # Spooled lines stay at the head until sent: commit the leading delivered ones.
+            # A line after the first failure that did get through stays and is re-sent
+            # (same event_id: the pipeline dedupes); the transports fail a batch's tail.
+            assert self._spool is not None
+            self._spool.commit(min(failed) if failed else len(batch))
+        else:
+            self._held = []
+            if failed:
+                retry = [batch[i] for i in sorted(failed)]
+                if self._spool is not None:
+                    self._spool_records(retry)
+                else:
+                    self._held = retry
+        if failed:
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+        else:
+            self._backoff = _BACKOFF_MIN_S
+        self._busy = False
+        return ok > 0 or bool(result.rejected)
+
+    def _spool_records(self, records: list[Record]) -> None:
+        assert self._spool is not None
+        taken = self._spool.append([r.value for r in records])
+        with self._c.lock:
+            self._c.spooled += taken
+        if taken < len(records):
+            self._drop(len(records) - taken, "spool full")
+
+    def _stash_queue(self) -> None:
+        if self._spool is None or not self._queue:
+            return
+        self._spool_records(self._take(len(self._queue)))
+        self._busy = False
+
+    def _stash_all(self) -> None:
+        """At the close deadline: nothing in memory may vanish unaccounted."""
+        if self._held and self._spool is not None:
+            self._spool_records(self._held)
+            self._held = []
+        self._stash_queue()
+        left = len(self._queue) + len(self._held)
+        if left:
+            self._drop(left, "closed with no spool and the transport down")
+            self._queue.clear()
+            self._held = []
+
+
+_MeterOptions = frozenset(
+    {
+        "spool_dir",
+        "spool_max_bytes",
+        "queue_size",
+        "batch_size",
+        "linger_s",
+        "on_invalid",
+        "defaults",
+        "close_timeout_s",
+    }
+)
+
+
+class Call:
+    """The event being built inside ``Meter.track``; fill in usage before the block ends."""
+
+    __slots__ = ("attempt", "fields", "model", "provider", "request_id")
+
+    def __init__(
+        self, provider: str, model: str, request_id: str, attempt: int, fields: dict[str, Any]
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.request_id = request_id
+        self.attempt = attempt
+        self.fields = fields
+
+    def set(self, **fields: Any) -> None:
+        """Set event fields (tokens, status, tags...)."""
+        self.fields.update(fields)
+
+    def usage(self, response: Any, *, api: str | None = None) -> None:
+        """Token counts (and reported cost) from a provider response or streamed chunks."""
+        from spendstream.producers.providers import usage_from
+
+        found = usage_from(self.provider, response, api=api)
+        if "model" in found:
+            self.model = found.pop("model")
+        found.pop("provider", None)
+        self.fields.update(found)
+
+    def event_fields(self) -> dict[str, Any]:
+        out = {"input_tokens": 0, "output_tokens": 0, **self.fields}
+        out.update(
+            provider=self.provider,
+            model=self.model,
+            request_id=self.request_id,
+            attempt=self.attempt,
+        )
+        return out
+
+
+def _status_of(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+        return "timeout"
+    return "error"
+
+
+def _value(event: UsageEvent) -> bytes:
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+def _record_of(line: bytes) -> Record:
+    import json
+
+    try:
+        d = json.loads(line)
+        key = partition_key(d.get("api_key_id"), d.get("session_id"), str(d["event_id"]))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        key = b""  # unreadable line: let the pipeline dead-letter it rather than lose it
+    return Record(key, line)

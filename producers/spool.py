@@ -1,0 +1,241 @@
+"""The local spool: a bounded on-disk FIFO of events (JSON Lines) that survives restarts.
+
+Events go here when the transport is down or the in-memory queue is full, and are
+replayed from the head, in the order they were written, once the transport answers again.
+
+Layout of one spool directory (a *slot*): ``seg-<n>.jsonl`` segment files, written in
+order and deleted once every line in them has been sent, and ``head`` (the segment and
+byte offset of the first unsent line, replaced atomically after each sent chunk). A crash
+between a send and the head update re-sends that chunk: delivery is at-least-once, and
+the pipeline dedupes by ``event_id``.
+
+Several processes may share a spool root (e.g. workers of one web server): each claims
+the first free ``slot-<i>`` with an exclusive ``flock``. A restarted process claims a slot
+its predecessor left and replays it.
+
+Bounds: the unsent bytes on disk never exceed ``max_bytes``; a line that would cross it is
+refused (``append`` returns how many lines it took) and the caller counts the drop. Lines
+are flushed to the OS on every append (a process crash loses nothing; a power cut can lose
+what the OS had not written yet).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["DEFAULT_SPOOL_ROOT", "Spool", "SpoolUnavailable"]
+
+DEFAULT_SPOOL_ROOT = Path(
+    os.environ.get("SPENDSTREAM_SPOOL_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spendstream" / "spool"
+)
+_MAX_SLOTS = 64
+
+
+class SpoolUnavailable(OSError):
+    """Every slot of the spool root is held by another live process."""
+
+
+class Spool:
+    """A FIFO of byte lines on disk, bounded by ``max_bytes``; thread-safe."""
+
+    def __init__(
+        self,
+        root: Path | str = DEFAULT_SPOOL_ROOT,
+        *,
+        max_bytes: int = 256 << 20,
+        segment_bytes: int = 8 << 20,
+    ) -> None:
+        if max_bytes <= 0 or segment_bytes <= 0:
+            raise ValueError("spool max_bytes and segment_bytes must be positive")
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self.dir, self._lock_fd = _claim_slot(Path(root))
+        self.corrupt_lines = 0  # torn last lines found after a crash, skipped
+        segs = self._segments()
+        self._head_seg, self._head_off = self._read_head(segs)
+        self._reader: BinaryIO | None = None
+        self._reader_seg = -1
+        # Never append to a segment an earlier process wrote: its last line may be torn.
+        self._write_seg = (segs[-1] + 1) if segs else self._head_seg
+        self._writer: BinaryIO | None = None
+        self._write_size = 0
+        self._bytes = sum(self._path(n).stat().st_size for n in segs) - (
+            self._head_off if self._head_seg in segs else 0
+        )
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        """Unsent bytes on disk."""
+        return self._bytes
+
+    @property
+    def empty(self) -> bool:
+        return self._bytes <= 0
+
+    def _path(self, n: int) -> Path:
+        return self.dir / f"seg-{n:012d}.jsonl"
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.name[4:16]) for p in self.dir.glob("seg-*.jsonl"))
+
+    def _read_head(self, segs: list[int]) -> tuple[int, int]:
+        try:
+            seg_text, off_text = (self.dir / "head").read_text().split()
+            seg, off = int(seg_text), int(off_text)
+        except (OSError, ValueError):
+            return (segs[0] if segs else 0), 0
+        if segs and seg < segs[0]:
+            return segs[0], 0
+        return seg, off
+
+    def _write_head(self) -> None:
+        tmp = self.dir / "head.tmp"
+        tmp.write_text(f"{self._head_seg} {self._head_off}\n")
+        os.replace(tmp, self.dir / "head")
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def append(self, lines: Sequence[bytes]) -> int:
+        """Append lines (no newline inside); returns how many fit under ``max_bytes``."""
+        with self._lock:
+            taken = 0
+            for line in lines:
+                size = len(line) + 1
+                if self._bytes + size > self.max_bytes:
+                    break
+                if self._writer is None or self._write_size >= self.segment_bytes:
+                    self._rotate()
+                assert self._writer is not None
+                self._writer.write(line + b"\n")
+                self._write_size += size
+                self._bytes += size
+                taken += 1
+            if self._writer is not None:
+                self._writer.flush()
+            return taken
+
+    def _rotate(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._write_seg += 1
+        self._writer = open(self._path(self._write_seg), "ab")  # noqa: SIM115 - held open
+        self._write_size = self._writer.tell()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def peek(self, max_lines: int) -> list[bytes]:
+        """Up to ``max_lines`` lines from the head, oldest first, without removing them."""
+        with self._lock:
+            out: list[bytes] = []
+            seg, off = self._head_seg, self._head_off
+            while len(out) < max_lines and self._bytes > 0:
+                if not self._path(seg).exists():
+                    if seg >= self._write_seg:
+                        break
+                    seg, off = seg + 1, 0
+                    continue
+                reader = self._open_reader(seg)
+                reader.seek(off)
+                while len(out) < max_lines:
+                    line = reader.readline()
+                    if not line:
+                        break
+                    if not line.endswith(b"\n"):
+                        break  # being written, or torn: handled by commit / next segment
+                    out.append(line[:-1])
+                    off += len(line)
+                if len(out) < max_lines:
+                    if seg >= self._write_seg:
+                        break
+                    seg, off = seg + 1, 0
+            return out
+
+    def _open_reader(self, seg: int) -> BinaryIO:
+        if self._reader is None or self._reader_seg != seg:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = open(self._path(seg), "rb")  # noqa: SIM115 - cached across peeks
+            self._reader_seg = seg
+        return self._reader
+
+    def commit(self, count: int) -> None:
+        """Remove the first ``count`` lines (after they were sent), persisting the head."""
+        with self._lock:
+            while count > 0:
+                path = self._path(self._head_seg)
+                if not path.exists():
+                    if self._head_seg >= self._write_seg:
+                        break
+                    self._head_seg, self._head_off = self._head_seg + 1, 0
+                    continue
+                reader = self._open_reader(self._head_seg)
+                reader.seek(self._head_off)
+                line = reader.readline()
+                if line.endswith(b"\n"):
+                    self._head_off += len(line)
+                    self._bytes -= len(line)
+                    count -= 1
+                    continue
+                if line:  # a torn last line from a crash: skip it, once
+                    self.corrupt_lines += 1
+                    self._bytes -= len(line)
+                if self._head_seg >= self._write_seg:
+                    break
+                self._drop_head_segment()
+            self._reclaim()
+            self._write_head()
+
+    def _drop_head_segment(self) -> None:
+        if self._reader is not None and self._reader_seg == self._head_seg:
+            self._reader.close()
+            self._reader = None
+        self._path(self._head_seg).unlink(missing_ok=True)
+        self._head_seg, self._head_off = self._head_seg + 1, 0
+
+    def _reclaim(self) -> None:
+        # Finished segments go at once; a drained write segment starts over so disk use
+        # follows the unsent bytes rather than everything ever spooled.
+        while self._head_seg < self._write_seg:
+            path = self._path(self._head_seg)
+            if path.exists() and self._head_off < path.stat().st_size:
+                return
+            self._drop_head_segment()
+        if self._bytes <= 0 and self._writer is not None and self._head_off >= self._write_size:
+            self._writer.close()
+            self._writer = None
+            self._drop_head_segment()
+            self._write_seg = self._head_seg
+            self._bytes = 0
+
+    def close(self) -> None:
+        with self._lock:
+            for f in (self._writer, self._reader):
+                if f is not None:
+                    f.close()
+            self._writer = self._reader = None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+
+
+def _claim_slot(root: Path) -> tuple[Path, int]:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(_MAX_SLOTS):
+        slot = root / f"slot-{i}"
+        slot.mkdir(exist_ok=True)
+        fd = os.open(slot / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    raise SpoolUnavailable(f"all {_MAX_SLOTS} spool slots under {root} are in use")
