@@ -47,6 +47,9 @@ from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
 from spendstream.producers.event import UsageEvent, describe_validation_error
+from spendstream.producers.guard import BREAKERS_TOPIC, BreakerView
+from spendstream.producers.guard import aguard as _aguard
+from spendstream.producers.guard import guard as _guard
 from spendstream.producers.spool import DEFAULT_SPOOL_ROOT, Spool
 from spendstream.producers.transports import (
     HttpTransport,
@@ -319,6 +322,32 @@ class Meter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- circuit breakers (producers/guard.py) --------------------------------------------
+
+    # A started BreakerView, or None: set it yourself or with watch_breakers().
+    breakers: BreakerView | None = None
+
+    def watch_breakers(self, bootstrap: str, topic: str = BREAKERS_TOPIC, **kw: Any) -> BreakerView:
+        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself."""
+        self.breakers = BreakerView(bootstrap, topic, **kw).start()
+        return self.breakers
+
+    def guard(self, **tags: Any) -> None:
+        """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
+
+        Tags default to the Meter's ``defaults``; ``max_request_usd`` and its price
+        arguments pass through.
+        """
+        if self.breakers is None:
+            raise SpendstreamError("Meter.guard needs a breaker view: meter.watch_breakers()")
+        _guard(self.breakers, **{**self._defaults, **tags})
+
+    async def aguard(self, **tags: Any) -> None:
+        """The async twin of ``guard``; the check is local and never blocks."""
+        if self.breakers is None:
+            raise SpendstreamError("Meter.aguard needs a breaker view: meter.watch_breakers()")
+        await _aguard(self.breakers, **{**self._defaults, **tags})
 
     # -- the sender thread ------------------------------------------------------------------
 

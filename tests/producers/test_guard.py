@@ -412,3 +412,23 @@ def test_view_answers_locally_while_the_broker_is_down_and_catches_up_after(
         producer.close()
         assert view.wait_for("team:t", "closed", 60), view.error
         guard(view, team="t")
+
+
+def test_meter_guard_delegates_with_the_meters_default_tags() -> None:
+    from spendstream.errors import SpendstreamError
+    from spendstream.producers.meter import Meter
+
+    meter = Meter.http("http://127.0.0.1:9", "token", spool_dir=None, defaults={"team": "t"})
+    try:
+        with pytest.raises(SpendstreamError):
+            meter.guard(session_id="s")
+        meter.breakers = _view()
+        meter.breakers.apply(b"team:t", _wire("team:t", "open", "budget_exceeded: team t"))
+        with pytest.raises(BreakerOpen) as err:
+            meter.guard(session_id="s")
+        assert err.value.scope == "team:t"
+        with pytest.raises(BreakerOpen):
+            asyncio.run(meter.aguard())
+        meter.guard(team="other")  # an explicit tag wins over the default
+    finally:
+        meter.close(timeout_s=1)
