@@ -1,0 +1,135 @@
+"""The usage event model: strict types, bounds, aware timestamps, the cache invariant."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from spendstream.producers.event import MAX_TAGS, UsageEvent, describe_validation_error
+
+INT64_MAX = 2**63 - 1
+
+
+def _event(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "event_id": "e-1",
+        "ts": "2026-11-23T10:00:00+01:00",
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 100,
+        "output_tokens": 20,
+    }
+    base.update(over)
+    return base
+
+
+def _reason(**over: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        UsageEvent.model_validate(_event(**over))
+    return describe_validation_error(info.value)
+
+
+def test_minimal_event_gets_contract_defaults_and_utc_time() -> None:
+    ev = UsageEvent.model_validate(_event())
+    assert (ev.cache_read_tokens, ev.cache_write_tokens, ev.batch, ev.status, ev.attempt) == (
+        0,
+        0,
+        False,
+        "ok",
+        1,
+    )
+    assert ev.schema_version == 1
+    assert ev.ts == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+    assert ev.ts.utcoffset() == timedelta(0)
+
+
+def test_to_json_dict_omits_unset_optionals_and_keeps_money_exact() -> None:
+    ev = UsageEvent.model_validate(_event(reported_cost_usd="0.000123456789"))
+    out = ev.to_json_dict()
+    assert "team" not in out and "latency_ms" not in out
+    assert out["reported_cost_usd"] == "0.000123456789"
+    assert UsageEvent.model_validate(out) == ev
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("input_tokens", -1, "greater than or equal to 0"),
+        ("output_tokens", INT64_MAX + 1, "less than or equal to"),
+        ("input_tokens", "12", "valid integer"),
+        ("input_tokens", 1.5, "valid integer"),
+        ("output_tokens", True, "valid integer"),
+        ("batch", "yes", "valid boolean"),
+        ("status", "failed", "'ok', 'error', 'timeout' or 'refused'"),
+        ("attempt", 0, "greater than or equal to 1"),
+        ("event_id", "", "at least 1 character"),
+        ("event_id", "x" * 129, "at most 128 characters"),
+        ("model", "m" * 257, "at most 256 characters"),
+        ("latency_ms", -0.5, "greater than or equal to 0"),
+        ("latency_ms", "12", "valid number"),
+        ("reported_cost_usd", "NaN", "finite"),
+        ("schema_version", 2, "1"),
+    ],
+)
+def test_bad_field_is_rejected_naming_the_field(field: str, value: Any, why: str) -> None:
+    reason = _reason(**{field: value})
+    assert reason.startswith(f"{field}")
+    assert why in reason
+
+
+def test_naive_timestamp_is_rejected() -> None:
+    assert "ts:" in _reason(ts="2026-11-23T10:00:00")
+
+
+def test_missing_required_fields_are_all_named() -> None:
+    with pytest.raises(ValidationError) as info:
+        UsageEvent.model_validate({"event_id": "e"})
+    reason = describe_validation_error(info.value)
+    for name in ("ts", "provider", "model", "input_tokens", "output_tokens"):
+        assert f"{name}: required field is missing" in reason
+
+
+def test_unknown_field_is_rejected_as_not_in_schema() -> None:
+    assert "prompt_tokens: unknown field" in _reason(prompt_tokens=5)
+
+
+def test_cache_tokens_beyond_input_tokens_break_the_invariant() -> None:
+    reason = _reason(input_tokens=50, cache_read_tokens=40, cache_write_tokens=20)
+    assert "cache_read_tokens (40) + cache_write_tokens (20) exceeds input_tokens (50)" in reason
+
+
+def test_cache_tokens_equal_to_input_tokens_are_fine() -> None:
+    ev = UsageEvent.model_validate(
+        _event(input_tokens=60, cache_read_tokens=40, cache_write_tokens=20)
+    )
+    assert ev.input_tokens == 60
+
+
+def test_token_counts_accept_int64_max() -> None:
+    ev = UsageEvent.model_validate(_event(input_tokens=INT64_MAX, output_tokens=INT64_MAX))
+    assert ev.output_tokens == INT64_MAX
+
+
+def test_tags_are_bounded_in_count_key_and_value_size() -> None:
+    many = {f"k{i}": "v" for i in range(MAX_TAGS + 1)}
+    assert "tags" in _reason(tags=many)
+    assert "tags" in _reason(tags={"k" * 65: "v"})
+    assert "tags" in _reason(tags={"k": "v" * 257})
+    assert "tags" in _reason(tags={"k": 1})
+    ok = UsageEvent.model_validate(_event(tags={f"k{i}": "v" for i in range(MAX_TAGS)}))
+    assert ok.tags is not None and len(ok.tags) == MAX_TAGS
+
+
+def test_timestamp_in_another_zone_is_the_same_instant() -> None:
+    tz = timezone(timedelta(hours=-5))
+    ev = UsageEvent.model_validate(_event(ts=datetime(2026, 1, 1, 19, 0, tzinfo=tz)))
+    assert ev.ts == datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
+
+
+def test_reported_cost_is_a_decimal() -> None:
+    ev = UsageEvent.model_validate(_event(reported_cost_usd="1.10"))
+    assert ev.reported_cost_usd == Decimal("1.10")

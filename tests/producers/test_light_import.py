@@ -1,0 +1,33 @@
+"""The producer client stays light: services that meter calls do not pull in the pipeline."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ["faust", "aiokafka", "duckdb", "pyarrow", "pandas", "numpy", "great_expectations"]
+
+
+def _modules_after(code: str) -> set[str]:
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_producers_and_meter_loads_no_pipeline_dependency() -> None:
+    loaded = _modules_after(
+        "from spendstream.producers import Meter, UsageEvent, openai_usage\n"
+        "m = Meter.http('http://127.0.0.1:9', 't', spool_dir=None)\n"
+        "m.record(provider='openai', model='m', input_tokens=1, output_tokens=1)\n"
+        "m.close(timeout_s=0)"
+    )
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+    assert "genai_prices" not in loaded  # imported by the helpers only when called
+    assert not any(
+        m.startswith(("spendstream.stream", "spendstream.warehouse", "spendstream.alerts"))
+        for m in loaded
+    )

@@ -1,0 +1,100 @@
+"""The on-disk spool: FIFO order, bounds, restart recovery, one process per slot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spendstream.producers.spool import Spool
+
+
+def _lines(n: int, start: int = 0) -> list[bytes]:
+    return [b'{"event_id":"e%06d"}' % i for i in range(start, start + n)]
+
+
+def test_lines_come_back_in_the_order_they_were_appended(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=100)  # many small segments
+    assert spool.append(_lines(50)) == 50
+    got: list[bytes] = []
+    while not spool.empty:
+        chunk = spool.peek(7)
+        got.extend(chunk)
+        spool.commit(len(chunk))
+    assert got == _lines(50)
+    spool.close()
+
+
+def test_peek_does_not_consume_until_commit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(_lines(3))
+    assert spool.peek(2) == _lines(2)
+    assert spool.peek(2) == _lines(2)
+    spool.commit(1)
+    assert spool.peek(5) == _lines(2, start=1)
+    spool.close()
+
+
+def test_append_refuses_lines_beyond_max_bytes(tmp_path: Path) -> None:
+    size = len(_lines(1)[0]) + 1
+    spool = Spool(tmp_path, max_bytes=10 * size)
+    assert spool.append(_lines(15)) == 10
+    assert spool.size_bytes == 10 * size
+    spool.commit(4)
+    assert spool.append(_lines(5, start=100)) == 4
+    assert spool.peek(100) == _lines(6, start=4) + _lines(4, start=100)
+    spool.close()
+
+
+def test_a_restarted_process_resumes_after_the_last_commit(tmp_path: Path) -> None:
+    first = Spool(tmp_path, segment_bytes=200)
+    first.append(_lines(30))
+    first.commit(12)
+    first.close()
+    second = Spool(tmp_path, segment_bytes=200)
+    assert second.dir == first.dir  # the freed slot is claimed again
+    second.append(_lines(5, start=30))
+    assert second.peek(100) == _lines(18, start=12) + _lines(5, start=30)
+    second.close()
+
+
+def test_drained_spool_gives_its_disk_space_back(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=100)
+    spool.append(_lines(40))
+    spool.commit(40)
+    assert spool.empty and spool.size_bytes == 0
+    assert sum(p.stat().st_size for p in spool.dir.glob("seg-*.jsonl")) == 0
+    spool.append(_lines(2, start=40))
+    assert spool.peek(5) == _lines(2, start=40)
+    spool.close()
+
+
+def test_a_torn_last_line_from_a_crash_is_skipped_and_counted(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.append(_lines(3))
+    seg = sorted(first.dir.glob("seg-*.jsonl"))[-1]
+    first.close()
+    with seg.open("ab") as f:
+        f.write(b'{"event_id":"torn')  # the process died mid-write
+    second = Spool(tmp_path)
+    second.append(_lines(1, start=3))
+    lines = second.peek(10)
+    assert lines == _lines(4)
+    second.commit(len(lines))
+    assert second.corrupt_lines == 1
+    assert second.empty
+    second.close()
+
+
+def test_two_live_spools_on_one_root_take_different_slots(tmp_path: Path) -> None:
+    a, b = Spool(tmp_path), Spool(tmp_path)
+    assert a.dir != b.dir
+    a.append(_lines(1))
+    assert b.empty
+    a.close()
+    b.close()
+
+
+def test_bounds_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        Spool(tmp_path, max_bytes=0)
