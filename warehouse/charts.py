@@ -136,7 +136,8 @@ def stacked_columns(
     height: int = 340,
 ) -> str:
     """Spend per time bucket stacked by series (teams); markers and highlighted buckets."""
-    left, right, top_px, bottom = 70, width - 10, 28, height - 30
+    # Two marker rows above the plot: breaker squares, then alert triangles.
+    left, right, top_px, bottom = 70, width - 10, 40, height - 30
     plot_h = bottom - top_px
     n = max(1, len(buckets))
     col_w = Decimal(right - left) / n
@@ -156,19 +157,22 @@ def stacked_columns(
             f'fill-opacity="0.18"><title>hourly anomaly in this hour</title></rect>'
         )
     bar_w = max(col_w * Decimal("0.86"), Decimal(1))
+    below = [Decimal(0)] * len(buckets)
     for si, (name, values) in enumerate(series):
         color = color_for(si)
         for i, v in enumerate(values):
             if not v:
                 continue
-            below = sum((series[k][1][i] for k in range(si)), Decimal(0))
-            y0 = Decimal(bottom) - _scale(below, top, plot_h)
-            h = _scale(v, top, plot_h)
+            y0 = Decimal(bottom) - _scale(below[i], top, plot_h)
+            bar_h = _scale(v, top, plot_h)
+            below[i] += v
             out.append(
-                f'<rect class="bar" x="{_px(x_of[i] - bar_w / 2)}" y="{_px(y0 - h)}" '
-                f'width="{_px(bar_w)}" height="{_px(max(h, Decimal("0.5")))}" fill="{color}">'
+                f'<rect class="bar" x="{_px(x_of[i] - bar_w / 2)}" y="{_px(y0 - bar_h)}" '
+                f'width="{_px(bar_w)}" height="{_px(max(bar_h, Decimal("0.5")))}" fill="{color}">'
                 f"<title>{escape(name)} {escape(buckets[i].isoformat())}: {usd(v)}</title></rect>"
             )
+    # Dashed guide lines help with a few markers and bury the bars under many.
+    guides = len(markers) <= 24
     for m in markers:
         i = _nearest(buckets, m.at)
         if i is None:
@@ -176,16 +180,18 @@ def stacked_columns(
         x = x_of[i]
         if m.kind == "breaker":
             shape = (
-                f'<path class="marker breaker" d="M{_px(x - 5)} {top_px - 14}h10v10h-10z" '
+                f'<path class="marker breaker" d="M{_px(x - 5)} {top_px - 28}h10v10h-10z" '
                 f'fill="{m.color}"/>'
             )
         else:
             shape = f'<path class="marker alert" d="M{_px(x)} {top_px - 4}l-5 -9h10z" fill="{m.color}"/>'
-        out.append(
-            f'<g><title>{escape(m.label)}</title>{shape}<line x1="{_px(x)}" x2="{_px(x)}" '
-            f'y1="{top_px}" y2="{bottom}" stroke="{m.color}" stroke-dasharray="3 3" '
-            f'stroke-opacity="0.7"/></g>'
+        guide = (
+            f'<line x1="{_px(x)}" x2="{_px(x)}" y1="{top_px}" y2="{bottom}" stroke="{m.color}" '
+            'stroke-dasharray="3 3" stroke-opacity="0.7"/>'
+            if guides
+            else ""
         )
+        out.append(f"<g><title>{escape(m.label)}</title>{shape}{guide}</g>")
     out.append(
         f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="{_AXIS}"/>'
         + _x_labels(buckets, x_of, bottom, hourly)
@@ -256,7 +262,9 @@ def hbars(
     width: int = 540,
 ) -> str:
     """Horizontal bars: (label, value, colour, text shown after the bar) per row."""
-    row_h, left, right = 24, 190, width - 120
+    row_h, left = 24, 190
+    # Room after the bars for the longest value text (about 6 px per character at 11 px).
+    right = width - min(max((len(t) for *_, t in rows), default=0) * 6 + 12, (width - left) // 2)
     height = max(1, len(rows)) * row_h + 8
     top = max((v for _, v, _, _ in rows), default=Decimal(0))
     top = top if top > 0 else Decimal(1)

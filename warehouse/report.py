@@ -1,0 +1,786 @@
+"""The HTML cost report: one self-contained page that answers "where did the money go".
+
+``write_report(workdir, out, since, until)`` aggregates the warehouse views in DuckDB
+(``gather``: only aggregates leave the database, so the page stays small at 10M facts)
+and renders them (``render``: pure) as hand-written SVG charts in one HTML file with no
+script, no font and no link to fetch: it opens offline in any browser.
+
+The period is ``[since, until)``; by default from the first UTC day with facts to the
+end of the last one. The summary compares it with the equal-length period before it;
+when that holds no facts (a first report), it compares the period's last UTC day with
+the day before, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from html import escape
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import TYPE_CHECKING, Any
+
+from spendstream.warehouse.charts import (
+    Marker,
+    color_for,
+    hbars,
+    line_chart,
+    split_bars,
+    stacked_columns,
+    usd,
+)
+from spendstream.warehouse.queries import BY_NAME, filtered_sql
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = [
+    "BANDS",
+    "Comparison",
+    "Period",
+    "ReportData",
+    "band_for",
+    "default_period",
+    "gather",
+    "render",
+    "write_report",
+]
+
+# AI cost as a share of revenue: the unit-economics bands (<20% good, 20-50%, >50%).
+BANDS = (("good", Decimal("0.2"), "#59a14f"), ("acceptable", Decimal("0.5"), "#edc948"))
+CONCERNING = ("concerning", "#e15759")
+NO_REVENUE = "#bab0ac"
+MAX_TEAMS = 7
+TOP_N = 10
+TOP_SESSIONS = 6
+MAX_TREE_NODES = 12
+MAX_CACHE_FEATURES = 6
+_ZERO = Decimal(0)
+_ALERT_COLORS = {
+    "runaway_rate": "#d62728",
+    "runaway_session": "#8c1d18",
+    "retry_storm": "#ff7f0e",
+    "budget_threshold": "#bcbd22",
+    "budget_exceeded": "#9467bd",
+    "unpriced_model": "#7f7f7f",
+    "cache_hit_drop": "#17becf",
+}
+_BREAKER_COLOR = "#111111"
+
+
+def band_for(ratio: Decimal | None) -> tuple[str, str]:
+    """(band, colour) of an AI-cost-to-revenue ratio; ("no revenue", grey) when unknown."""
+    if ratio is None:
+        return "no revenue", NO_REVENUE
+    for name, upper, color in BANDS:
+        if ratio < upper or (name == "acceptable" and ratio <= upper):
+            return name, color
+    return CONCERNING
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    since: datetime
+    until: datetime
+
+    @property
+    def previous(self) -> Period:
+        return Period(self.since - (self.until - self.since), self.since)
+
+    @property
+    def bucket(self) -> str:
+        """The time bucket of the charts: hours up to 4 days, then days, then weeks."""
+        span = self.until - self.since
+        if span <= timedelta(days=4):
+            return "hour"
+        return "day" if span <= timedelta(days=120) else "week"
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """This period's total against an earlier one, and the features that moved most."""
+
+    label: str
+    before: Period
+    after: Period
+    before_usd: Decimal
+    after_usd: Decimal
+    movers: list[tuple[str, Decimal, Decimal]]  # (team / feature, before, after)
+
+    @property
+    def change_pct(self) -> Decimal | None:
+        if not self.before_usd:
+            return None
+        return ((self.after_usd - self.before_usd) / self.before_usd * 100).quantize(Decimal("0.1"))
+
+
+@dataclass(slots=True)
+class ReportData:
+    """Every aggregate the page shows; nothing here grows with the number of facts."""
+
+    period: Period
+    generated_at: datetime
+    total_usd: Decimal = _ZERO
+    calls: int = 0
+    unpriced_calls: int = 0
+    alerts: int = 0
+    breaker_openings_count: int = 0
+    comparison: Comparison | None = None
+    buckets: list[datetime] = field(default_factory=list)
+    team_series: list[tuple[str, list[Decimal]]] = field(default_factory=list)
+    markers: list[Marker] = field(default_factory=list)
+    anomaly_buckets: list[datetime] = field(default_factory=list)
+    alert_kinds: list[tuple[Any, ...]] = field(default_factory=list)
+    breaker_openings: list[tuple[Any, ...]] = field(default_factory=list)
+    top_features: list[tuple[str, Decimal, int]] = field(default_factory=list)
+    top_models: list[tuple[str, Decimal, int]] = field(default_factory=list)
+    top_api_keys: list[tuple[str, Decimal, int]] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    unit_features: list[tuple[Any, ...]] = field(default_factory=list)
+    unit_totals: list[tuple[Any, ...]] = field(default_factory=list)
+    cache_series: list[tuple[str, list[float | None]]] = field(default_factory=list)
+    retry_rows: list[tuple[str, Decimal, Decimal, int, int]] = field(default_factory=list)
+    split_rows: list[tuple[str, list[Decimal]]] = field(default_factory=list)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+def default_period(
+    con: duckdb.DuckDBPyConnection, since: datetime | None, until: datetime | None
+) -> Period:
+    """The given bounds, else whole UTC days around the facts (today if there are none)."""
+    first, last = con.execute("SELECT min(ts), max(ts) FROM usage_facts").fetchone() or (
+        None,
+        None,
+    )
+    today = datetime.now(UTC).date()
+    start = _midnight(_utc(first).date() if first else today)
+    end = _midnight((_utc(last).date() if last else today) + timedelta(days=1))
+    s = _utc(since) if since else start
+    u = _utc(until) if until else max(end, s + timedelta(hours=1))
+    return Period(s, u)
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: Any) -> tuple[Any, ...]:
+    row = con.execute(sql, params).fetchone()
+    assert row is not None
+    return row
+
+
+def _total(con: duckdb.DuckDBPyConnection, p: Period) -> tuple[Decimal, int, int]:
+    usd_, calls, unpriced = _one(
+        con,
+        "SELECT coalesce(sum(cost_usd), 0), count(*), count(*) FILTER (WHERE NOT priced) "
+        "FROM usage_facts WHERE ts >= $s AND ts < $u",
+        {"s": p.since, "u": p.until},
+    )
+    return Decimal(usd_), int(calls), int(unpriced)
+
+
+def _comparison(con: duckdb.DuckDBPyConnection, p: Period, total: Decimal) -> Comparison | None:
+    prev = p.previous
+    before_usd, before_calls, _ = _total(con, prev)
+    if before_calls:
+        label = f"the previous period ({_span(prev)})"
+        before, after, after_usd = prev, p, total
+    else:
+        last = _one(
+            con,
+            "SELECT max(ts) FROM usage_facts WHERE ts >= $s AND ts < $u",
+            {"s": p.since, "u": p.until},
+        )[0]
+        if last is None:
+            return None
+        day = _midnight(_utc(last).date())
+        after = Period(max(day, p.since), min(day + timedelta(days=1), p.until))
+        before = Period(after.since - timedelta(days=1), after.since)
+        if before.since < p.since:
+            return None
+        before_usd = _total(con, before)[0]
+        after_usd = _total(con, after)[0]
+        label = (
+            f"the day before (no facts before {p.since:%Y-%m-%d}, so "
+            f"{after.since:%Y-%m-%d} is compared with {before.since:%Y-%m-%d})"
+        )
+    rows = con.execute(
+        """
+        SELECT coalesce(team, '(untagged)') || ' / ' || coalesce(feature, '(no feature)') AS k,
+               coalesce(sum(cost_usd) FILTER (WHERE ts < $b1), 0) AS before_usd,
+               coalesce(sum(cost_usd) FILTER (WHERE ts >= $a0), 0) AS after_usd
+        FROM usage_facts
+        WHERE (ts >= $b0 AND ts < $b1) OR (ts >= $a0 AND ts < $a1)
+        GROUP BY k
+        ORDER BY abs(after_usd - before_usd) DESC, k
+        LIMIT 3""",
+        {"b0": before.since, "b1": before.until, "a0": after.since, "a1": after.until},
+    ).fetchall()
+    movers = [(str(k), Decimal(b), Decimal(a)) for k, b, a in rows]
+    return Comparison(label, before, after, Decimal(before_usd), after_usd, movers)
+
+
+def _span(p: Period) -> str:
+    return f"{p.since:%Y-%m-%d %H:%M} to {p.until:%Y-%m-%d %H:%M} UTC"
+
+
+def _buckets(p: Period) -> list[datetime]:
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+    if p.bucket == "hour":
+        t = p.since.replace(minute=0, second=0, microsecond=0)
+    else:
+        t = _midnight(p.since.date())
+        if p.bucket == "week":
+            t -= timedelta(days=t.weekday())  # DuckDB's date_trunc('week') starts on Monday
+    out = []
+    while t < p.until:
+        out.append(t)
+        t += step[p.bucket]
+    return out
+
+
+def _named(
+    con: duckdb.DuckDBPyConnection, name: str, p: Period, limit: int | None
+) -> list[tuple[Any, ...]]:
+    sql, params = filtered_sql(
+        BY_NAME[name], {"since": p.since.isoformat(), "until": p.until.isoformat()}, limit
+    )
+    return con.execute(sql, params).fetchall()
+
+
+def gather(con: duckdb.DuckDBPyConnection, period: Period) -> ReportData:
+    """Every aggregate of the page, computed in DuckDB over ``period``."""
+    p = period
+    data = ReportData(period=p, generated_at=datetime.now(UTC).replace(microsecond=0))
+    data.total_usd, data.calls, data.unpriced_calls = _total(con, p)
+    data.comparison = _comparison(con, p, data.total_usd)
+    rng = {"s": p.since, "u": p.until}
+    b = p.bucket
+    data.buckets = _buckets(p)
+    index = {t: i for i, t in enumerate(data.buckets)}
+
+    teams = [
+        str(t)
+        for (t,) in con.execute(
+            "SELECT coalesce(team, '(untagged)') AS t FROM usage_facts "
+            "WHERE ts >= $s AND ts < $u GROUP BY t ORDER BY sum(cost_usd) DESC NULLS LAST, t",
+            rng,
+        ).fetchall()
+    ]
+    shown = teams if len(teams) <= MAX_TEAMS + 1 else teams[:MAX_TEAMS]
+    names = shown + (["other teams"] if len(teams) > len(shown) else [])
+    series = {n: [_ZERO] * len(data.buckets) for n in names}
+    for bucket, team, cost in con.execute(
+        f"SELECT date_trunc('{b}', ts) AS b, coalesce(team, '(untagged)') AS t, "
+        "coalesce(sum(cost_usd), 0) FROM usage_facts WHERE ts >= $s AND ts < $u GROUP BY ALL",
+        rng,
+    ).fetchall():
+        i = index.get(_utc(bucket))
+        if i is not None:
+            key = team if team in series else "other teams"
+            series[key][i] += Decimal(cost)
+    data.team_series = [(n, series[n]) for n in names]
+
+    # One marker per bucket, coloured by its most severe alert; the title lists them all.
+    for bucket, kinds, worst in con.execute(
+        f"SELECT date_trunc('{b}', ts) AS b, "
+        "string_agg(kind || ' x' || n || ' (' || scopes || ')', '; ' ORDER BY n DESC, kind), "
+        "arg_max(kind, rank) FROM ("
+        f"  SELECT date_trunc('{b}', ts) AS ts, kind, count(*) AS n, "
+        "   max(CASE severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END) AS rank, "
+        "   string_agg(DISTINCT scope, ', ') AS scopes "
+        "  FROM alerts WHERE ts >= $s AND ts < $u AND kind <> 'hourly_anomaly' GROUP BY ALL"
+        ") GROUP BY ALL ORDER BY b",
+        rng,
+    ).fetchall():
+        data.markers.append(
+            Marker(
+                _utc(bucket),
+                f"alerts at {bucket:%Y-%m-%d %H:%M}: {_clip(kinds, 300)}",
+                "alert",
+                _ALERT_COLORS.get(worst, "#d62728"),
+            )
+        )
+    for bucket, n, scopes in con.execute(
+        f"SELECT date_trunc('{b}', ts) AS b, count(*), "
+        "string_agg(DISTINCT scope || ' (' || reason || ')', ', ') FROM breaker_events "
+        "WHERE ts >= $s AND ts < $u AND state = 'open' GROUP BY ALL ORDER BY b",
+        rng,
+    ).fetchall():
+        data.markers.append(
+            Marker(
+                _utc(bucket),
+                f"{n} breaker(s) opened at {bucket:%Y-%m-%d %H:%M}: {_clip(scopes, 160)}",
+                "breaker",
+                _BREAKER_COLOR,
+            )
+        )
+    data.anomaly_buckets = [
+        _utc(t)
+        for (t,) in con.execute(
+            f"SELECT DISTINCT date_trunc('{b}', ts) FROM alerts "
+            "WHERE ts >= $s AND ts < $u AND kind = 'hourly_anomaly' ORDER BY 1",
+            rng,
+        ).fetchall()
+    ]
+    data.alert_kinds = con.execute(
+        "SELECT kind, count(*), min(ts), max(ts), count(DISTINCT scope), "
+        "arg_max(scope || ': ' || message, severity = 'critical') "
+        "FROM alerts WHERE ts >= $s AND ts < $u GROUP BY kind ORDER BY count(*) DESC, kind",
+        rng,
+    ).fetchall()
+    data.alerts, data.breaker_openings_count = _one(
+        con,
+        "SELECT (SELECT count(*) FROM alerts WHERE ts >= $s AND ts < $u), "
+        "(SELECT count(*) FROM breaker_events WHERE ts >= $s AND ts < $u AND state = 'open')",
+        rng,
+    )
+    data.breaker_openings = con.execute(
+        "SELECT ts, scope, reason FROM breaker_events WHERE ts >= $s AND ts < $u "
+        "AND state = 'open' ORDER BY ts LIMIT 12",
+        rng,
+    ).fetchall()
+
+    def top(key: str) -> list[tuple[str, Decimal, int]]:
+        rows = con.execute(
+            f"SELECT {key} AS k, coalesce(sum(cost_usd), 0) AS c, count(*) FROM usage_facts "
+            f"WHERE ts >= $s AND ts < $u GROUP BY k ORDER BY c DESC, k LIMIT {TOP_N}",
+            rng,
+        ).fetchall()
+        return [(str(k), Decimal(c), int(n)) for k, c, n in rows]
+
+    data.top_features = top(
+        "coalesce(team, '(untagged)') || ' / ' || coalesce(feature, '(no feature)')"
+    )
+    data.top_models = top("provider || '/' || model")
+    data.top_api_keys = top("coalesce(api_key_id, '(no api key)')")
+    data.sessions = _sessions(con, p)
+    data.unit_features, data.unit_totals = _unit_economics(con, p)
+    data.cache_series = _cache_series(con, p, index)
+    data.retry_rows = [
+        (f"{t or '(untagged)'} / {f or '(no feature)'}", Decimal(oc), Decimal(share or 0), r, fl)
+        for t, f, _calls, r, fl, _c, _rc, _fc, oc, share in _named(con, "retry_overhead", p, TOP_N)
+        if oc
+    ]
+    data.split_rows = [
+        (str(k), [Decimal(x) for x in parts])
+        for k, *parts in con.execute(
+            "SELECT coalesce(team, '(untagged)') || ' / ' || coalesce(feature, '(no feature)') "
+            "AS k, coalesce(sum(input_cost_usd), 0), coalesce(sum(cache_read_cost_usd), 0), "
+            "coalesce(sum(cache_write_cost_usd), 0), coalesce(sum(output_cost_usd), 0) "
+            "FROM usage_facts WHERE ts >= $s AND ts < $u GROUP BY k "
+            f"ORDER BY sum(cost_usd) DESC NULLS LAST, k LIMIT {TOP_N}",
+            rng,
+        ).fetchall()
+    ]
+    return data
+
+
+def _clip(text: str | None, n: int) -> str:
+    t = text or ""
+    return t if len(t) <= n else t[: n - 1] + "…"
+
+
+def _sessions(con: duckdb.DuckDBPyConnection, p: Period) -> list[dict[str, Any]]:
+    cols = [
+        "session_id", "team", "sessions", "sub_agent_sessions", "max_depth", "calls",
+        "own_cost_usd", "sub_agent_cost_usd", "tree_cost_usd", "sub_agent_overhead_share",
+        "first_ts", "last_ts",
+    ]  # fmt: skip
+    roots = [dict(zip(cols, r, strict=True)) for r in _named(con, "top_sessions", p, TOP_SESSIONS)]
+    if not roots:
+        return roots
+    sql, params = filtered_sql(
+        BY_NAME["session_tree"], {"since": p.since.isoformat(), "until": p.until.isoformat()}, None
+    )
+    params["roots"] = [r["session_id"] for r in roots]
+    nodes = con.execute(
+        "SELECT root_session_id, session_id, depth, calls, cost_usd FROM ("
+        + sql
+        + ") AS t WHERE list_contains($roots, root_session_id) "
+        "QUALIFY row_number() OVER (PARTITION BY root_session_id ORDER BY path) <= "
+        + str(MAX_TREE_NODES)
+        + " ORDER BY root_session_id, path",
+        params,
+    ).fetchall()
+    for r in roots:
+        r["tree"] = [n[1:] for n in nodes if n[0] == r["session_id"]]
+    return roots
+
+
+def _unit_economics(
+    con: duckdb.DuckDBPyConnection, p: Period
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Per month and feature: cost per active user, and its share of revenue per active user.
+
+    Unit economics are monthly by nature, so every calendar month the period touches is
+    taken whole. Revenue per active user is the month's loaded revenue over the month's
+    distinct users; a feature's ratio is what it costs per user it served against that.
+    """
+    months = {
+        "m0": p.since.date().replace(day=1),
+        "m1": (p.until - timedelta(microseconds=1)).date().replace(day=1),
+    }
+    features = con.execute(
+        """
+        WITH users AS (
+            SELECT month, active_users FROM unit_costs WHERE month BETWEEN $m0 AND $m1
+        ),
+        rev AS (SELECT month, revenue_usd FROM unit_economics WHERE level = 'total')
+        SELECT f.month, coalesce(f.team, '(untagged)') || ' / ' || coalesce(f.feature, '(no feature)'),
+               f.active_users, f.cost_usd, f.cost_per_active_user_usd,
+               CAST(r.revenue_usd / nullif(u.active_users, 0) AS DECIMAL(38, 9)) AS revenue_per_user
+        FROM feature_user_month f
+        JOIN users u USING (month)
+        LEFT JOIN rev r USING (month)
+        WHERE f.month BETWEEN $m0 AND $m1 AND f.active_users > 0
+        ORDER BY f.month DESC, f.cost_per_active_user_usd DESC NULLS LAST
+        """,
+        months,
+    ).fetchall()
+    totals = con.execute(
+        "SELECT month, level, key, revenue_usd, ai_cost_usd, ai_cost_ratio, band "
+        "FROM unit_economics WHERE month BETWEEN $m0 AND $m1 AND level IN ('total', 'plan') "
+        "ORDER BY month DESC, level DESC, key",
+        months,
+    ).fetchall()
+    return features, totals
+
+
+def _cache_series(
+    con: duckdb.DuckDBPyConnection, p: Period, index: dict[datetime, int]
+) -> list[tuple[str, list[float | None]]]:
+    rng = {"s": p.since, "u": p.until}
+    names = [
+        str(k)
+        for (k,) in con.execute(
+            "SELECT coalesce(feature, '(no feature)') AS k FROM usage_facts "
+            "WHERE ts >= $s AND ts < $u GROUP BY k HAVING sum(cache_read_tokens) > 0 "
+            f"ORDER BY sum(input_tokens) DESC, k LIMIT {MAX_CACHE_FEATURES}",
+            rng,
+        ).fetchall()
+    ]
+    series: dict[str, list[float | None]] = {n: [None] * len(index) for n in names}
+    if names:
+        rows = con.execute(
+            f"SELECT coalesce(feature, '(no feature)') AS k, date_trunc('{p.bucket}', ts) AS b, "
+            "sum(cache_read_tokens) / nullif(sum(input_tokens), 0) FROM usage_facts "
+            "WHERE ts >= $s AND ts < $u AND list_contains($names, coalesce(feature, '(no feature)')) "
+            "GROUP BY ALL",
+            {**rng, "names": names},
+        ).fetchall()
+        for k, bucket, rate in rows:
+            i = index.get(_utc(bucket))
+            if i is not None and rate is not None:
+                series[k][i] = float(rate)
+    return [(n, series[n]) for n in names]
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def _pct(x: Decimal | float | None) -> str:
+    return "–" if x is None else f"{Decimal(str(x)) * 100:.1f}%"
+
+
+def _signed(v: Decimal) -> str:
+    return ("+" if v >= 0 else "") + usd(v)
+
+
+def _summary_html(d: ReportData) -> str:
+    top_team = max(d.team_series, key=lambda s: sum(s[1], _ZERO), default=None)
+    parts = [
+        f'<p class="headline">Spent <strong id="summary-total" data-usd="{d.total_usd}">'
+        f'{usd(d.total_usd)}</strong> on <span id="summary-calls" data-calls="{d.calls}">'
+        f"{d.calls:,}</span> calls, {escape(_span(d.period))}.</p>"
+    ]
+    c = d.comparison
+    if c is None:
+        parts.append('<p id="summary-change">No earlier facts to compare with.</p>')
+    else:
+        pct = c.change_pct
+        direction = "up" if c.after_usd >= c.before_usd else "down"
+        change = f"{direction} {abs(pct)}%" if pct is not None else "from nothing"
+        parts.append(
+            f'<p id="summary-change" data-before-usd="{c.before_usd}" '
+            f'data-after-usd="{c.after_usd}">Against {escape(c.label)}: {usd(c.after_usd)} '
+            f"vs {usd(c.before_usd)}, <strong>{change}</strong>.</p>"
+        )
+        if c.movers:
+            items = "".join(
+                f'<li class="mover" data-name="{escape(k)}" data-before-usd="{b}" '
+                f'data-after-usd="{a}"><strong>{escape(k)}</strong> {_signed(a - b)} '
+                f"({usd(b)} → {usd(a)})</li>"
+                for k, b, a in c.movers
+            )
+            parts.append(f'<p>Largest movers:</p><ol id="summary-movers">{items}</ol>')
+    if top_team and d.total_usd:
+        t_usd = sum(top_team[1], _ZERO)
+        parts.append(
+            f"<p>Largest team: <strong>{escape(top_team[0])}</strong> {usd(t_usd)} "
+            f"({_pct(t_usd / d.total_usd)}). Alerts: {d.alerts:,}; circuit breakers opened: "
+            f"{d.breaker_openings_count:,}.</p>"
+        )
+    if d.unpriced_calls:
+        parts.append(
+            f'<p class="warn">{d.unpriced_calls:,} calls have no price (unpriced models) and '
+            "count as $0 here: <code>spendstream prices unpriced</code>.</p>"
+        )
+    return "".join(parts)
+
+
+def _legend(items: list[tuple[str, str]]) -> str:
+    return (
+        '<div class="legend">'
+        + "".join(f'<span><i style="background:{c}"></i>{escape(n)}</span>' for n, c in items)
+        + "</div>"
+    )
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _spend_section(d: ReportData) -> str:
+    chart = stacked_columns(
+        "chart-spend",
+        d.buckets,
+        d.team_series,
+        markers=d.markers,
+        highlights=d.anomaly_buckets,
+        hourly=d.period.bucket == "hour",
+    )
+    legend = _legend(
+        [(n, color_for(i)) for i, (n, _) in enumerate(d.team_series)]
+        + [("alert (▼)", "#d62728"), ("breaker opened (■)", _BREAKER_COLOR)]
+        + ([("hourly anomaly (shaded)", "#f3c5c5")] if d.anomaly_buckets else [])
+    )
+    alerts = _table(
+        ["alert kind", "count", "scopes", "first", "last", "example"],
+        [
+            [
+                escape(k),
+                f"{n:,}",
+                f"{s:,}",
+                f"{a:%m-%d %H:%M}",
+                f"{z:%m-%d %H:%M}",
+                escape(_clip(ex, 120)),
+            ]
+            for k, n, a, z, s, ex in d.alert_kinds
+        ],
+    )
+    breakers = _table(
+        ["breaker opened", "scope", "reason"],
+        [[f"{t:%Y-%m-%d %H:%M:%S}", escape(s), escape(r)] for t, s, r in d.breaker_openings],
+    )
+    return (
+        f"<h2>Spend over time, by team <small>per {d.period.bucket}</small></h2>{legend}{chart}"
+        f'<div class="cols"><div>{alerts}</div><div>{breakers}</div></div>'
+    )
+
+
+def _drivers_section(d: ReportData) -> str:
+    def bars(chart_id: str, rows: list[tuple[str, Decimal, int]], label: str) -> str:
+        shown = [(k, c, color_for(0), f"{usd(c)} · {n:,} calls") for k, c, n in rows]
+        return f"<div><h3>{escape(label)}</h3>{hbars(chart_id, shown, label=label)}</div>"
+
+    sessions = []
+    for s in d.sessions:
+        tree = "".join(
+            f'<div class="node" style="padding-left:{12 * int(depth)}px">'
+            f"{'└ ' if depth else ''}{escape(str(sid))} · {int(calls):,} calls · {usd(cost)}</div>"
+            for sid, depth, calls, cost in s["tree"]
+        )
+        more = s["sessions"] - len(s["tree"])
+        if more > 0:
+            tree += f'<div class="node muted">… {more} more sub-agent sessions</div>'
+        sessions.append(
+            [
+                f"<strong>{escape(str(s['session_id']))}</strong>{tree}",
+                escape(str(s["team"] or "")),
+                f"{int(s['calls']):,}",
+                f"{int(s['sub_agent_sessions']):,}",
+                usd(s["tree_cost_usd"]),
+                _pct(s["sub_agent_overhead_share"]),
+            ]
+        )
+    return (
+        '<h2>Top cost drivers</h2><div class="cols">'
+        + bars("chart-features", d.top_features, "features (team / feature)")
+        + bars("chart-models", d.top_models, "models")
+        + '</div><div class="cols">'
+        + bars("chart-api-keys", d.top_api_keys, "api keys")
+        + "<div><h3>sessions, with their sub-agent trees</h3>"
+        + _table(
+            ["session tree", "team", "calls", "sub-agents", "tree cost", "sub-agent share"],
+            sessions,
+            "sessions",
+        )
+        + "</div></div>"
+    )
+
+
+def _unit_section(d: ReportData) -> str:
+    if not d.unit_features:
+        return "<h2>Unit economics per feature</h2><p>No facts with a user_id in these months.</p>"
+    latest = d.unit_features[0][0]
+    rows = []
+    bars = []
+    for month, key, users, cost, per_user, rev_per_user in d.unit_features:
+        ratio = (
+            (Decimal(per_user) / rev_per_user) if rev_per_user and per_user is not None else None
+        )
+        band, color = band_for(ratio)
+        if month == latest:
+            bars.append((key, Decimal(per_user or 0), color, f"{usd(per_user)}/user · {band}"))
+        rows.append(
+            [
+                f"{month:%Y-%m}",
+                escape(key),
+                f"{users:,}",
+                usd(cost),
+                usd(per_user),
+                usd(rev_per_user) if rev_per_user is not None else "–",
+                f'<span class="band" style="background:{color}">{_pct(ratio)} {band}</span>',
+            ]
+        )
+    totals = (
+        _table(
+            ["month", "level", "plan", "revenue", "AI cost", "AI cost / revenue", "band"],
+            [
+                [
+                    f"{m:%Y-%m}",
+                    escape(lv),
+                    escape(k or ""),
+                    usd(r),
+                    usd(c),
+                    _pct(ratio),
+                    escape(b or "–"),
+                ]
+                for m, lv, k, r, c, ratio, b in d.unit_totals
+            ],
+            "unit-totals",
+        )
+        if d.unit_totals
+        else ""
+    )
+    legend = _legend(
+        [("< 20% of revenue: good", BANDS[0][2]), ("20-50%: acceptable", BANDS[1][2]),
+         ("> 50%: concerning", CONCERNING[1]), ("no revenue loaded", NO_REVENUE)]
+    )  # fmt: skip
+    note = (
+        "" if d.unit_totals
+        else "<p class=\"muted\">No revenue loaded for these months: "
+        "<code>spendstream warehouse load-revenue FILE.csv</code> colours these bars.</p>"
+    )  # fmt: skip
+    return (
+        f"<h2>Unit economics per feature <small>cost per active user per month, {latest:%Y-%m}"
+        f"</small></h2>{legend}{note}"
+        + hbars("chart-unit", bars, label="cost per active user per feature")
+        + _table(
+            [
+                "month",
+                "feature",
+                "active users",
+                "cost",
+                "cost / user",
+                "revenue / user",
+                "share of revenue",
+            ],
+            rows[: 3 * TOP_N],
+        )
+        + totals
+    )
+
+
+def _efficiency_section(d: ReportData) -> str:
+    cache = line_chart("chart-cache", d.buckets, d.cache_series, hourly=d.period.bucket == "hour")
+    retry = hbars(
+        "chart-retry",
+        [
+            (k, oc, color_for(3), f"{usd(oc)} ({_pct(share)}) · {r:,} retries, {f:,} failed")
+            for k, oc, share, r, f in d.retry_rows
+        ],
+        label="retry and failure overhead",
+        width=620,
+    )
+    parts = [
+        ("input", color_for(0)), ("cache read", color_for(4)),
+        ("cache write", color_for(5)), ("output", color_for(1)),
+    ]  # fmt: skip
+    split = split_bars("chart-split", d.split_rows, parts, label="cost split by token kind")
+    totals = [sum((r[1][i] for r in d.split_rows), _ZERO) for i in range(4)]
+    whole = sum(totals, _ZERO)
+    shares = ", ".join(
+        f"{n} {_pct(v / whole) if whole else '–'}" for (n, _), v in zip(parts, totals, strict=True)
+    )
+    return (
+        f"<h2>Cache hit rate by feature <small>cache-read share of input tokens, per "
+        f"{d.period.bucket}</small></h2>"
+        + _legend([(n, color_for(i)) for i, (n, _) in enumerate(d.cache_series)])
+        + cache
+        + '<div class="cols"><div><h3>Retry overhead <small>cost of attempts &gt; 1 and failed '
+        "calls</small></h3>"
+        + (retry if d.retry_rows else "<p>No retries or failed calls.</p>")
+        + "</div><div><h3>Output / input cost split <small>top features</small></h3>"
+        + _legend(parts)
+        + split
+        + f'<p class="muted">Top features together: {escape(shares)}.</p></div></div>'
+    )
+
+
+def render(d: ReportData) -> str:
+    """The whole page (pure: the same data gives the same bytes)."""
+    body = (
+        f'<section id="summary">{_summary_html(d)}</section>'
+        f'<section id="spend">{_spend_section(d)}</section>'
+        f'<section id="drivers">{_drivers_section(d)}</section>'
+        f'<section id="unit-economics">{_unit_section(d)}</section>'
+        f'<section id="efficiency">{_efficiency_section(d)}</section>'
+    )
+    template = Template(
+        resources.files("spendstream.warehouse").joinpath("report_template.html").read_text("utf-8")
+    )
+    return template.substitute(
+        title=escape(
+            f"spendstream cost report, {d.period.since:%Y-%m-%d} to {d.period.until:%Y-%m-%d}"
+        ),
+        period=escape(_span(d.period)),
+        generated=escape(d.generated_at.isoformat()),
+        body=body,
+    )
+
+
+def write_report(
+    workdir: Path,
+    out: Path,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Path:
+    """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically)."""
+    from spendstream.warehouse.reading import connect
+
+    con = connect(Path(workdir))
+    try:
+        data = gather(con, default_period(con, since, until))
+    finally:
+        con.close()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(render(data), encoding="utf-8")
+    os.replace(tmp, out)
+    return out
