@@ -132,7 +132,7 @@ class Meter:
         self._wake = threading.Event()
         self._closing = False
         self._deadline = float("inf")
-        self._busy = False
+        self._inflight = 0  # taken from the queue, not yet sent, spooled or dropped
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._last_drop_log = 0.0
@@ -218,7 +218,10 @@ class Meter:
     def _drop(self, n: int, why: str) -> None:
         with self._c.lock:
             self._c.dropped += n
-            total = self._c.dropped
+        self._log_drop(n, why)
+
+    def _log_drop(self, n: int, why: str) -> None:
+        total = self._c.dropped
         now = time.monotonic()
         if now - self._last_drop_log >= 1.0:
             self._last_drop_log = now
@@ -275,7 +278,7 @@ class Meter:
                 dropped=c.dropped,
                 invalid=c.invalid,
                 send_failures=c.send_failures,
-                queued=len(self._queue) + len(self._held),
+                queued=len(self._queue) + len(self._held) + self._inflight,
                 spool_bytes=self._spool.size_bytes if self._spool is not None else 0,
             )
 
@@ -299,7 +302,7 @@ class Meter:
         return (
             not self._queue
             and not self._held
-            and not self._busy
+            and not self._inflight
             and (self._spool is None or self._spool.empty)
         )
 
@@ -378,92 +381,97 @@ class Meter:
             self._stash_queue()  # the transport is down: keep memory for new events
             return False
         if self._held:
-            return self._deliver(self._held, from_spool=False)
+            return self._deliver(list(self._held), source="held")
         if self._spool is not None and not self._spool.empty:
             lines = self._spool.peek(self.batch_size)
             if lines:
-                return self._deliver([_record_of(line) for line in lines], from_spool=True)
+                return self._deliver([_record_of(line) for line in lines], source="spool")
         batch = self._take(self.batch_size)
-        return bool(batch) and self._deliver(batch, from_spool=False)
+        return bool(batch) and self._deliver(batch, source="queue")
 
     def _take(self, n: int) -> list[Record]:
-        out: list[Record] = []
+        # Under the counters' lock, so metrics never see an event in neither place.
         queue = self._queue
-        self._busy = True
-        while queue and len(out) < n:
-            ev = queue.popleft()
-            out.append(Record(partition_key(ev.api_key_id, ev.session_id, ev.event_id), _value(ev)))
-        if not out:
-            self._busy = False
-        return out
+        with self._c.lock:
+            events = [queue.popleft() for _ in range(min(n, len(queue)))]
+            self._inflight += len(events)
+        return [
+            Record(partition_key(ev.api_key_id, ev.session_id, ev.event_id), _value(ev))
+            for ev in events
+        ]
 
-    def _deliver(self, batch: list[Record], *, from_spool: bool) -> bool:
-        self._busy = True
+    def _deliver(self, batch: list[Record], *, source: Literal["queue", "held", "spool"]) -> bool:
         try:
             result = self.transport.send(batch)
         except Exception:  # a transport must not raise; if it does, treat it as down
             log.exception("transport %s raised", self.transport.name)
             result = SendResult(failed=list(range(len(batch))))
-        failed = set(result.failed)
+        failed = sorted(set(result.failed))
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
             log.warning(
                 "usage event rejected by %s: %s (line %d)", self.transport.name, reason, i + 1
             )
+        retry = [batch[i] for i in failed]
+        to_spool = bool(retry) and source != "spool" and self._spool is not None
         with self._c.lock:
             self._c.sent += ok
             self._c.rejected += len(result.rejected)
-            if from_spool:
+            if source == "spool":
                 self._c.replayed += ok
             if failed:
                 self._c.send_failures += 1
-        if from_spool:
+            if source != "spool":
+                self._held = [] if to_spool else retry
+                if source == "queue":
+                    self._inflight -= len(batch)
+                if to_spool:  # counted in flight until _spool_records accounts for them
+                    self._inflight += len(retry)
+        if source == "spool":
             # Spooled lines stay at the head until sent: commit the leading delivered ones.
             # A line after the first failure that did get through stays and is re-sent
             # (same event_id: the pipeline dedupes); the transports fail a batch's tail.
             assert self._spool is not None
-            self._spool.commit(min(failed) if failed else len(batch))
-        else:
-            self._held = []
-            if failed:
-                retry = [batch[i] for i in sorted(failed)]
-                if self._spool is not None:
-                    self._spool_records(retry)
-                else:
-                    self._held = retry
+            self._spool.commit(failed[0] if failed else len(batch))
+        elif to_spool:
+            self._spool_records(retry, inflight=len(retry))
         if failed:
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
         else:
             self._backoff = _BACKOFF_MIN_S
-        self._busy = False
         return ok > 0 or bool(result.rejected)
 
-    def _spool_records(self, records: list[Record]) -> None:
+    def _spool_records(self, records: list[Record], *, inflight: int) -> None:
         assert self._spool is not None
         taken = self._spool.append([r.value for r in records])
+        lost = len(records) - taken
         with self._c.lock:
             self._c.spooled += taken
-        if taken < len(records):
-            self._drop(len(records) - taken, "spool full")
+            self._c.dropped += lost
+            self._inflight -= inflight
+        if lost:
+            self._log_drop(lost, "spool full")
 
     def _stash_queue(self) -> None:
         if self._spool is None or not self._queue:
             return
-        self._spool_records(self._take(len(self._queue)))
-        self._busy = False
+        records = self._take(len(self._queue))
+        self._spool_records(records, inflight=len(records))
 
     def _stash_all(self) -> None:
         """At the close deadline: nothing in memory may vanish unaccounted."""
         if self._held and self._spool is not None:
-            self._spool_records(self._held)
-            self._held = []
+            held, self._held = self._held, []
+            self._spool_records(held, inflight=0)
         self._stash_queue()
-        left = len(self._queue) + len(self._held)
-        if left:
-            self._drop(left, "closed with no spool and the transport down")
+        with self._c.lock:
+            left = len(self._queue) + len(self._held)
             self._queue.clear()
             self._held = []
+            self._c.dropped += left
+        if left:
+            self._log_drop(left, "closed with no spool and the transport down")
 
 
 _MeterOptions = frozenset(

@@ -1,0 +1,287 @@
+"""The Meter against a real local HTTP ingest server: batching, bounds, spool, replay, track."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.producers import InvalidUsageEvent, Meter, UsageEvent
+
+TOKEN = "test-token"
+
+
+class IngestServer:
+    """``POST /v1/events`` like ``spendstream run`` answers it, with switchable failure modes."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.headers: list[dict[str, str]] = []
+        self.status = 200
+        self.reject_event_ids: set[str] = set()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with server.lock:
+                    status = server.status
+                    if (
+                        self.path != "/v1/events"
+                        or self.headers["Authorization"] != f"Bearer {TOKEN}"
+                    ):
+                        status = 401
+                    rejected = []
+                    if status == 200:
+                        server.bodies.append(body)
+                        server.headers.append(dict(self.headers))
+                        for n, line in enumerate(body.splitlines(), start=1):
+                            if json.loads(line)["event_id"] in server.reject_event_ids:
+                                rejected.append({"line": n, "error": "model: bad"})
+                lines = len(body.splitlines())
+                answer = json.dumps({"accepted": lines - len(rejected), "rejected": rejected})
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def event_ids(self) -> list[str]:
+        with self.lock:
+            return [json.loads(line)["event_id"] for b in self.bodies for line in b.splitlines()]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[IngestServer]:
+    s = IngestServer()
+    yield s
+    s.stop()
+
+
+def _fields(i: int, **over: Any) -> dict[str, Any]:
+    return {
+        "event_id": f"e{i:06d}",
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 100 + i,
+        "output_tokens": 10,
+        **over,
+    }
+
+
+def _meter(server: IngestServer, tmp_path: Path | None, **kw: Any) -> Meter:
+    spool = tmp_path / "spool" if tmp_path is not None else None
+    return Meter.http(server.url, TOKEN, spool_dir=spool, linger_s=0.01, **kw)
+
+
+def test_recorded_events_arrive_in_order_as_json_lines_with_the_bearer_token(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    with _meter(server, tmp_path, batch_size=40) as meter:
+        for i in range(100):
+            assert meter.record(**_fields(i)) == f"e{i:06d}"
+        assert meter.flush(timeout_s=30)
+        assert meter.metrics.sent == 100
+    assert server.event_ids() == [f"e{i:06d}" for i in range(100)]
+    assert all(len(b.splitlines()) <= 40 for b in server.bodies)
+    assert server.headers[0]["Content-Type"] == "application/x-ndjson"
+    first = json.loads(server.bodies[0].splitlines()[0])
+    assert UsageEvent.model_validate(first).input_tokens == 100
+    assert "team" not in first  # unset optionals are not sent
+
+
+def test_record_fills_in_event_id_time_and_meter_defaults(server: IngestServer) -> None:
+    with _meter(server, None, defaults={"team": "search", "environment": "prod"}) as meter:
+        event_id = meter.record(
+            provider="anthropic",
+            model="claude-sonnet-4-5",
+            input_tokens=5,
+            output_tokens=1,
+            team="ads",
+        )
+        meter.record(UsageEvent.model_validate({**_fields(1), "ts": "2026-01-01T00:00:00Z"}))
+        meter.record({**_fields(2)})
+        assert meter.flush(timeout_s=30)
+    sent = [json.loads(line) for b in server.bodies for line in b.splitlines()]
+    assert sent[0]["event_id"] == event_id and len(event_id) == 32
+    assert (sent[0]["team"], sent[0]["environment"]) == ("ads", "prod")
+    assert sent[0]["ts"].endswith("Z")
+    assert [e["event_id"] for e in sent[1:]] == ["e000001", "e000002"]
+
+
+def test_invalid_event_raises_naming_the_field(server: IngestServer) -> None:
+    with _meter(server, None) as meter:
+        with pytest.raises(
+            InvalidUsageEvent, match=r"input_tokens: Input should be greater than or equal to 0"
+        ):
+            meter.record(**_fields(1, input_tokens=-5))
+        with pytest.raises(InvalidUsageEvent, match="cache_read_tokens"):
+            meter.record(**_fields(1, input_tokens=5, cache_read_tokens=9))
+        assert meter.metrics.invalid == 0
+
+
+def test_invalid_event_is_counted_and_logged_when_the_meter_drops_them(
+    server: IngestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with _meter(server, None, on_invalid="drop") as meter:
+        assert meter.record(**_fields(1, status="exploded")) == ""
+        assert meter.metrics.invalid == 1
+    assert "status" in caplog.text
+
+
+def test_receiver_rejections_are_counted_and_not_retried(
+    server: IngestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.reject_event_ids = {"e000003"}
+    with _meter(server, None) as meter:
+        for i in range(6):
+            meter.record(**_fields(i))
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert (m.sent, m.rejected) == (5, 1)
+    assert server.event_ids().count("e000003") == 1
+    assert "model: bad" in caplog.text
+
+
+def test_server_errors_spool_events_and_replay_them_in_order_on_recovery(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.status = 503
+    with _meter(server, tmp_path, batch_size=10) as meter:
+        for i in range(50):
+            meter.record(**_fields(i))
+        assert not meter.flush(timeout_s=1.0)
+        down = meter.metrics
+        assert down.spooled > 0 and down.sent == 0 and down.send_failures > 0
+        server.status = 200
+        assert meter.flush(timeout_s=30)
+        up = meter.metrics
+    assert server.event_ids() == [f"e{i:06d}" for i in range(50)]
+    assert up.replayed == up.spooled and up.sent == 50 and up.dropped == 0
+
+
+def test_unreachable_server_without_spool_holds_a_batch_and_counts_queue_drops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = IngestServer()
+    url = server.url
+    server.stop()  # nothing listens: connection refused
+    meter = Meter.http(url, TOKEN, spool_dir=None, queue_size=20, batch_size=5, linger_s=0.01)
+    for i in range(100):
+        meter.record(**_fields(i))
+    m = meter.metrics
+    assert m.dropped > 0
+    assert m.queued + m.dropped + m.sent == 100  # every event accounted for
+    meter.close(timeout_s=0.2)
+    assert meter.metrics.dropped + meter.metrics.sent == 100
+    assert "dropped" in caplog.text
+
+
+def test_full_queue_overflows_into_the_spool_and_nothing_is_lost(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.status = 503
+    with _meter(server, tmp_path, queue_size=5, batch_size=5) as meter:
+        for i in range(200):
+            meter.record(**_fields(i))
+        assert meter.metrics.overflowed > 0
+        server.status = 200
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(200)]
+    assert m.dropped == 0 and m.sent == 200
+
+
+def test_spool_bound_drops_are_counted(server: IngestServer, tmp_path: Path) -> None:
+    server.status = 503
+    meter = _meter(server, tmp_path, spool_max_bytes=2_000, batch_size=10)
+    for i in range(100):
+        meter.record(**_fields(i))
+    meter.close(timeout_s=0.5)
+    m = meter.metrics
+    assert m.dropped > 0 and m.spool_bytes <= 2_000
+    assert m.spooled + m.dropped == 100
+
+
+def test_events_spooled_at_close_are_replayed_by_the_next_process(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.status = 503
+    first = _meter(server, tmp_path)
+    for i in range(30):
+        first.record(**_fields(i))
+    first.close(timeout_s=0.3)
+    assert first.metrics.spooled == 30 and first.metrics.dropped == 0
+    server.status = 200
+    with _meter(server, tmp_path) as second:
+        assert second.flush(timeout_s=30)
+        assert second.metrics.replayed == 30
+    assert server.event_ids() == [f"e{i:06d}" for i in range(30)]
+
+
+def test_interpreter_exit_flushes_what_was_recorded(server: IngestServer, tmp_path: Path) -> None:
+    code = (
+        "from spendstream.producers import Meter\n"
+        f"m = Meter.http({server.url!r}, {TOKEN!r}, spool_dir={str(tmp_path)!r})\n"
+        "for i in range(25):\n"
+        "    m.record(event_id=f'x{i}', provider='openai', model='m', input_tokens=1, output_tokens=1)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    assert server.event_ids() == [f"x{i}" for i in range(25)]
+
+
+def test_track_measures_latency_and_numbers_retries_of_one_request(server: IngestServer) -> None:
+    with _meter(server, None) as meter:
+        for attempt in range(3):
+            expect = pytest.raises(TimeoutError) if attempt < 2 else contextlib.nullcontext()
+            with (
+                expect,
+                meter.track("anthropic", "claude-sonnet-4-5", request_id="r-1", team="ads") as call,
+            ):
+                if attempt < 2:
+                    raise TimeoutError("read timed out")
+                call.usage(
+                    {
+                        "model": "claude-sonnet-4-5-20250929",
+                        "usage": {
+                            "input_tokens": 3,
+                            "cache_read_input_tokens": 100,
+                            "output_tokens": 7,
+                        },
+                    }
+                )
+        with pytest.raises(RuntimeError), meter.track("openai", "gpt-5-mini"):
+            raise RuntimeError("boom")
+        assert meter.flush(timeout_s=30)
+    sent = [json.loads(line) for b in server.bodies for line in b.splitlines()]
+    assert [(e["attempt"], e["status"]) for e in sent[:3]] == [
+        (1, "timeout"),
+        (2, "timeout"),
+        (3, "ok"),
+    ]
+    assert {e["request_id"] for e in sent[:3]} == {"r-1"}
+    ok = sent[2]
+    assert (ok["input_tokens"], ok["cache_read_tokens"], ok["output_tokens"]) == (103, 100, 7)
+    assert ok["model"] == "claude-sonnet-4-5-20250929" and ok["team"] == "ads"
+    assert all(e["latency_ms"] >= 0 for e in sent)
+    assert (sent[3]["status"], sent[3]["attempt"], sent[3]["input_tokens"]) == ("error", 1, 0)
