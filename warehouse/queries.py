@@ -165,13 +165,17 @@ ORDER BY month, cost_usd DESC NULLS LAST, team, feature""",
         "AI cost against loaded revenue per month (total, plan = tags['plan'], user): gross "
         "margin, AI cost ratio and band (<20% good, 20-50% acceptable, >50% concerning).",
         f"""
-WITH m AS (SELECT {_MONTH} AS month, user_id, tags['plan'] AS plan, cost_usd FROM facts),
-rev AS (
+WITH rev AS (
     SELECT month,
            CASE WHEN user_id IS NOT NULL THEN 'user'
                 WHEN plan IS NOT NULL THEN 'plan' ELSE 'total' END AS level,
            coalesce(user_id, plan) AS key, revenue_usd
     FROM revenue
+),
+-- Only the months, plans and users that have revenue are costed (small build sides).
+m AS (
+    SELECT {_MONTH} AS month, user_id, tags['plan'] AS plan, cost_usd FROM facts
+    WHERE {_MONTH} IN (SELECT month FROM rev)
 ),
 total_rev AS (
     SELECT month, NULL::VARCHAR AS key,
@@ -180,15 +184,25 @@ total_rev AS (
                     sum(revenue_usd) FILTER (WHERE level = 'user')) AS revenue_usd
     FROM rev GROUP BY month
 ),
+keyed_rev AS (
+    SELECT level, month, key, sum(revenue_usd) AS revenue_usd FROM rev
+    WHERE level <> 'total' GROUP BY ALL
+),
 joined AS (
     SELECT 'total' AS level, r.month, r.key, r.revenue_usd,
-           (SELECT coalesce(sum(cost_usd), 0) FROM m WHERE m.month = r.month) AS ai_cost_usd
-    FROM total_rev r
+           coalesce(sum(m.cost_usd), 0) AS ai_cost_usd
+    FROM total_rev r LEFT JOIN m ON m.month = r.month
+    GROUP BY ALL
     UNION ALL
-    SELECT r.level, r.month, r.key, sum(r.revenue_usd),
-           (SELECT coalesce(sum(cost_usd), 0) FROM m
-            WHERE m.month = r.month AND (CASE r.level WHEN 'plan' THEN m.plan ELSE m.user_id END) = r.key)
-    FROM rev r WHERE r.level <> 'total' GROUP BY r.level, r.month, r.key
+    SELECT r.level, r.month, r.key, r.revenue_usd, coalesce(sum(m.cost_usd), 0)
+    FROM keyed_rev r LEFT JOIN m ON m.month = r.month AND m.plan = r.key
+    WHERE r.level = 'plan'
+    GROUP BY ALL
+    UNION ALL
+    SELECT r.level, r.month, r.key, r.revenue_usd, coalesce(sum(m.cost_usd), 0)
+    FROM keyed_rev r LEFT JOIN m ON m.month = r.month AND m.user_id = r.key
+    WHERE r.level = 'user'
+    GROUP BY ALL
 )
 SELECT level, month, key, revenue_usd, ai_cost_usd,
        revenue_usd - ai_cost_usd AS gross_profit_usd,
