@@ -1,11 +1,12 @@
 """Compaction: many small per-commit files of a partition become one, safely while readers query.
 
-The compacted file ``k<upto>-<token>.parquet`` holds every row of the partition's live
-files (commit ids <= ``upto``). It is staged, recorded in the catalog (the inputs marked
-superseded in the same transaction) and renamed into place; from that instant the views
-read it instead of the inputs (they filter by file name, see views.py), so no reader
-sees a row twice or misses one. Superseded files are deleted only after ``grace_s``, so
-a query that listed them a moment earlier can still read them.
+The compacted file ``k<upto>-<from>-<token>.parquet`` holds every row of the partition's
+live files (commit ids <= ``upto``). It is staged, recorded in the catalog (the inputs
+marked superseded in the same transaction) and renamed into place a few seconds before
+``<from>``, the instant it takes over in the views (see views.py for why that makes a
+racing query read each row exactly once). Superseded files are deleted ``grace_s`` after
+that instant, so a query that listed them a moment earlier can still read them.
+``rewrite_facts`` uses the same swap to replace stored facts (repricing).
 """
 
 from __future__ import annotations
