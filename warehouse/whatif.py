@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -55,6 +55,7 @@ _CTX = Context(prec=60)
 _ONE = Decimal(1)
 _ZERO = Decimal(0)
 _CHUNK = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,24 @@ class Call:
     output_tokens: int
     team: str | None = None
     feature: str | None = None
+
+
+def _copy(c: Call, **changes: Any) -> Call:
+    # dataclasses.replace costs ~20 us a call; what-if makes several copies per call.
+    fields = {
+        "ts": c.ts,
+        "provider": c.provider,
+        "model": c.model,
+        "batch": c.batch,
+        "input_tokens": c.input_tokens,
+        "cache_read_tokens": c.cache_read_tokens,
+        "cache_write_tokens": c.cache_write_tokens,
+        "output_tokens": c.output_tokens,
+        "team": c.team,
+        "feature": c.feature,
+    }
+    fields.update(changes)
+    return Call(**fields)
 
 
 _SELECTOR = re.compile(r"^(all|feature:(.+)|model:([^/]+)/(.+)|under:([0-9]+))$")
@@ -137,7 +156,7 @@ class Route:
     def apply(self, c: Call) -> Weighted:
         if not self.selector.matches(c):
             return [(c, _ONE)]
-        return [(replace(c, provider=self.provider, model=self.model), _ONE)]
+        return [(_copy(c, provider=self.provider, model=self.model), _ONE)]
 
     def describe(self) -> str:
         return f"route {self.selector.describe()} to {self.provider}/{self.model}"
@@ -153,7 +172,7 @@ class OutputCap:
     def apply(self, c: Call) -> Weighted:
         if not self.selector.matches(c) or c.output_tokens <= self.max_tokens:
             return [(c, _ONE)]
-        return [(replace(c, output_tokens=self.max_tokens), _ONE)]
+        return [(_copy(c, output_tokens=self.max_tokens), _ONE)]
 
     def describe(self) -> str:
         return f"cap output of {self.selector.describe()} at {self.max_tokens:,} tokens"
@@ -177,7 +196,7 @@ class CacheTarget:
         if target <= c.cache_read_tokens:
             return [(c, _ONE)]
         write = min(c.cache_write_tokens, c.input_tokens - target)
-        return [(replace(c, cache_read_tokens=target, cache_write_tokens=write), _ONE)]
+        return [(_copy(c, cache_read_tokens=target, cache_write_tokens=write), _ONE)]
 
     def describe(self) -> str:
         return f"cache hit rate of {self.selector.describe()} raised to {_pct(self.hit_rate)}"
@@ -196,7 +215,7 @@ class BatchShare:
     def apply(self, c: Call) -> Weighted:
         if c.batch or not self.selector.matches(c) or not self.share:
             return [(c, _ONE)]
-        return [(c, _ONE - self.share), (replace(c, batch=True), self.share)]
+        return [(c, _ONE - self.share), (_copy(c, batch=True), self.share)]
 
     def describe(self) -> str:
         return f"{_pct(self.share)} of {self.selector.describe()} moved to batch"
@@ -355,14 +374,18 @@ class WhatIf:
                 )
 
     def _price(
-        self, weighted: Sequence[Weighted], baseline: Sequence[Decimal | None]
+        self, kept: Sequence[Call], weighted: Sequence[Weighted], baseline: Sequence[Decimal]
     ) -> list[Decimal]:
-        flat = [c for group in weighted for c, _ in group]
+        # Only rewritten calls are priced again; a call a lever left alone keeps its baseline.
+        flat = [n for c, group in zip(kept, weighted, strict=True) for n, _ in group if n is not c]
         costs = iter(self.pricer.price_batch(cast("Sequence[UsageEvent]", flat)))
         out = []
-        for group, base in zip(weighted, baseline, strict=True):
+        for c, group, base in zip(kept, weighted, baseline, strict=True):
             total, missing = _ZERO, False
-            for _, weight in group:
+            for n, weight in group:
+                if n is c:
+                    total += base * weight
+                    continue
                 cost = next(costs)
                 if cost is None:
                     missing = True
@@ -370,7 +393,7 @@ class WhatIf:
                     total += cost.cost_usd * weight
             if missing:
                 self._still_unpriced += 1
-                total = base or _ZERO
+                total = base
             out.append(total)
         return out
 
@@ -381,14 +404,14 @@ class WhatIf:
             priced = [i for i, c in enumerate(base_costs) if c is not None]
             kept = [calls[i] for i in priced]
             base = [cast("Decimal", base_costs[i].cost_usd) for i in priced]  # type: ignore[union-attr]
-            per_lever = [self._price([lv.apply(c) for c in kept], base) for lv in self.levers]
+            per_lever = [self._price(kept, [lv.apply(c) for c in kept], base) for lv in self.levers]
             together: list[Weighted] = []
             for c in kept:
                 group: Weighted = [(c, _ONE)]
                 for lv in self.combined:
                     group = [(n, w * w2) for x, w in group for n, w2 in lv.apply(x)]
                 together.append(group)
-            combined = self._price(together, base)
+            combined = self._price(kept, together, base)
             for c, cost in zip(calls, base_costs, strict=True):
                 if cost is None:
                     self._line(c).unpriced_calls += 1
@@ -454,7 +477,9 @@ class WhatIf:
 
 def _calls(rows: Iterable[tuple[Any, ...]]) -> tuple[list[Call], list[Decimal | None]]:
     calls, stored = [], []
-    for ts, prov, model, batch, inp, read, write, out, team, feature, cost in rows:
+    for us, prov, model, batch, inp, read, write, out, team, feature, cost in rows:
+        # Epoch microseconds: DuckDB's TIMESTAMPTZ -> datetime conversion is the slow part.
+        ts = _EPOCH + timedelta(microseconds=us)
         calls.append(Call(ts, prov, model, bool(batch), inp, read, write, out, team, feature))
         stored.append(cost)
     return calls, stored
@@ -475,7 +500,7 @@ def run_whatif(
     con = connect(workdir)
     try:
         cur = con.execute(
-            "SELECT ts, provider, model, batch, input_tokens, cache_read_tokens, "
+            "SELECT epoch_us(ts), provider, model, batch, input_tokens, cache_read_tokens, "
             "cache_write_tokens, output_tokens, team, feature, cost_usd FROM usage_facts "
             "WHERE ts >= $s AND ts < $u",
             {"s": since, "u": until},
