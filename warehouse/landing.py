@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -241,22 +242,21 @@ class Warehouse:
         skipped = len(batch.facts) + len(batch.alerts) + len(batch.breaker_events)
         skipped += len(batch.dead_letters) - total
         for _ in range(_MAX_CONFLICT_RETRIES):
-            all_keys = [k for pairs in items.values() for k, _ in pairs]
-            landed = self.catalog.landed_among(all_keys)
-            if landed:
-                skipped += len(landed)
-                items = {
-                    t: [(k, x) for k, x in pairs if k not in landed] for t, pairs in items.items()
-                }
-            result = self._try_commit(items, batch.state, batch.source_positions)
-            if result is not None:
-                result.skipped = skipped
-                return result
+            outcome = self._try_commit(items, batch.state, batch.source_positions)
+            if isinstance(outcome, CommitResult):
+                outcome.skipped = skipped
+                return outcome
+            # Some keys landed meanwhile (a replay, or another writer won): drop them, retry.
+            skipped += len(outcome)
+            items = {
+                t: [(k, x) for k, x in pairs if k not in outcome] for t, pairs in items.items()
+            }
         raise RuntimeError("warehouse commit kept conflicting with other writers")
 
     def _try_commit(
         self, items: dict[str, list[tuple[bytes, Any]]], state: Any, positions: Any
-    ) -> CommitResult | None:
+    ) -> CommitResult | set[bytes]:
+        """Commit, or return the keys found already landed (nothing is then committed)."""
         facts = [f for _, f in items["usage_facts"]]
         alerts = [a for _, a in items["alerts"]]
         breakers = [b for _, b in items["breaker_events"]]
@@ -300,11 +300,8 @@ class Warehouse:
         )
         _fault("after_write")
         keys = [k for pairs in items.values() for k, _ in pairs]
-        with self.catalog.write() as con:
-            if self.catalog.landed_among(keys):
-                conflict = True
-            else:
-                conflict = False
+        try:
+            with self.catalog.write() as con:
                 status = "landed" if quality.ok else "quarantined"
                 commit_id = self.catalog.add_commit(
                     con,
@@ -313,6 +310,8 @@ class Warehouse:
                     (len(tables["usage_facts"]), len(alerts), len(breakers), len(dead)),
                     None if quality.ok else quality.to_dict(),
                 )
+                # The primary key is the exactly-once guard: a key landed by anyone since
+                # ``unseen`` fails the insert and rolls the whole commit back.
                 self.catalog.add_keys(con, keys, commit_id)
                 rows = []
                 for n, (table, day, path, nrows) in enumerate(staged):
@@ -332,9 +331,12 @@ class Warehouse:
                 if state is not None or positions is not None:
                     self.catalog.set_writer_state(con, self.writer, commit_id, state, positions)
                 _fault("before_commit")
-        if conflict:
+        except sqlite3.IntegrityError:
             shutil.rmtree(stage, ignore_errors=True)
-            return None
+            landed = self.catalog.landed_among(keys)
+            if not landed:
+                raise
+            return landed
         _fault("after_commit")
         for row in rows:
             self._publish(self.layout.absolute(row.staged), self.layout.absolute(row.path))

@@ -66,6 +66,26 @@ def test_unseen_drops_landed_ids_and_repeats_keeping_the_first(wh: Warehouse) ->
     assert [(e.event_id, e.model) for e in out] == [("a", "first"), ("b", "gpt-5-mini")]
 
 
+def test_a_writer_that_lost_the_race_to_the_catalog_lands_only_the_rest(
+    workdir: Path, q: Query
+) -> None:
+    shared = [fact() for _ in range(3)]
+    mine = fact()
+    with Warehouse(workdir, writer="a") as a, Warehouse(workdir, writer="b") as b:
+        a.ensure_views()
+        # Both asked before either committed: both see all three as new.
+        assert (
+            len(a.unseen([f.event for f in shared]))
+            == len(b.unseen([f.event for f in shared]))
+            == 3
+        )
+        a.commit(facts=shared, state={"a": 1})
+        r = b.commit(facts=[*shared, mine], state={"b": 1})
+        assert (r.facts, r.skipped) == (1, 3)
+        assert b.last_commit() == ({"b": 1}, None)
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(4, 4)]
+
+
 def test_last_commit_returns_the_writers_state_and_positions(workdir: Path) -> None:
     with Warehouse(workdir, writer="p0-2") as w1, Warehouse(workdir, writer="p3-5") as w2:
         assert w1.last_commit() is None
