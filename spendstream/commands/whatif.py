@@ -259,8 +259,11 @@ def _print(result: WhatIfResult, since: str, until: str, fmt: str) -> None:
             },
             "unpriced_calls": result.total.unpriced_calls,
             "calls_sent_to_unpriced_models": result.still_unpriced,
-            "features": [dict(zip(columns, r, strict=True)) for r in rows[:-1]],
-            "total": dict(zip(columns, rows[-1], strict=True)),
+            "features": [
+                {**dict(zip(columns, r, strict=True)), "stored_usd": ln.stored_usd}
+                for r, ln in zip(rows[:-1], result.lines, strict=True)
+            ],
+            "total": {**dict(zip(columns, rows[-1], strict=True)), "stored_usd": result.total.stored_usd},
             "self_hosting": None if h is None else {
                 k: getattr(h, k) for k in h.__dataclass_fields__ if k != "assumptions"
             },
