@@ -428,26 +428,38 @@ def _unit_economics(
     taken whole. Revenue per active user is the month's loaded revenue over the month's
     distinct users; a feature's ratio is what it costs per user it served against that.
     """
-    months = {
-        "m0": p.since.date().replace(day=1),
-        "m1": (p.until - timedelta(microseconds=1)).date().replace(day=1),
-    }
+    first = p.since.date().replace(day=1)
+    last = (p.until - timedelta(microseconds=1)).date().replace(day=1)
+    after = (last + timedelta(days=32)).replace(day=1)
+    months = {"m0": first, "m1": last}
+    # One pass over the months' partitions (not the unit_costs / feature_user_month views,
+    # whose other columns need a distinct count of every request): users per month and per
+    # feature together, through grouping sets.
     features = con.execute(
         """
-        WITH users AS (
-            SELECT month, active_users FROM unit_costs WHERE month BETWEEN $m0 AND $m1
+        WITH m AS (
+            SELECT CAST(date_trunc('month', date) AS DATE) AS month,
+                   coalesce(team, '(untagged)') || ' / ' || coalesce(feature, '(no feature)') AS k,
+                   user_id, cost_usd
+            FROM usage_facts WHERE date >= $m0 AND date < $after
+        ),
+        g AS (
+            SELECT month, k, grouping(k) AS whole_month,
+                   count(DISTINCT user_id) AS active_users,
+                   coalesce(sum(cost_usd), 0) AS cost_usd
+            FROM m GROUP BY GROUPING SETS ((month), (month, k))
         ),
         rev AS (SELECT month, revenue_usd FROM unit_economics WHERE level = 'total')
-        SELECT f.month, coalesce(f.team, '(untagged)') || ' / ' || coalesce(f.feature, '(no feature)'),
-               f.active_users, f.cost_usd, f.cost_per_active_user_usd,
-               CAST(r.revenue_usd / nullif(u.active_users, 0) AS DECIMAL(38, 9)) AS revenue_per_user
-        FROM feature_user_month f
-        JOIN users u USING (month)
-        LEFT JOIN rev r USING (month)
-        WHERE f.month BETWEEN $m0 AND $m1 AND f.active_users > 0
-        ORDER BY f.month DESC, f.cost_per_active_user_usd DESC NULLS LAST
+        SELECT f.month, f.k, f.active_users, f.cost_usd,
+               CAST(f.cost_usd / f.active_users AS DECIMAL(38, 9)) AS per_user,
+               CAST(r.revenue_usd / nullif(u.active_users, 0) AS DECIMAL(38, 9))
+        FROM g f
+        JOIN g u ON u.month = f.month AND u.whole_month = 1
+        LEFT JOIN rev r ON r.month = f.month
+        WHERE f.whole_month = 0 AND f.active_users > 0
+        ORDER BY f.month DESC, per_user DESC, f.k
         """,
-        months,
+        {"m0": first, "after": after},
     ).fetchall()
     totals = con.execute(
         "SELECT month, level, key, revenue_usd, ai_cost_usd, ai_cost_ratio, band "
