@@ -10,7 +10,9 @@ at it:
 - **transport down**: the failed batch and everything queued after it go to the spool
   (``spooled``); the sender retries with backoff (0.1 s doubling to 5 s) and replays the
   spool, oldest first, before sending anything newer (``replayed``). With no spool the
-  failed batch is held (one batch) and retried; the queue bound then applies.
+  failed batch is held (one batch) and retried; the queue bound then applies. (Kafka:
+  the producer keeps retrying its batch in flight for ``delivery_timeout_ms``, so a short
+  outage shows as queue overflow into the spool rather than as a failed batch.)
 - **spool** (``spool_max_bytes`` on disk, default 256 MiB): a line that does not fit is
   dropped (``dropped``), logged, counted.
 - **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
@@ -41,6 +43,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -133,6 +136,8 @@ class Meter:
         self._closing = False
         self._deadline = float("inf")
         self._inflight = 0  # taken from the queue, not yet sent, spooled or dropped
+        self._current: tuple[list[Record], str] | None = None  # the batch being sent
+        self._abandoned = False
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._last_drop_log = 0.0
@@ -155,18 +160,29 @@ class Meter:
 
     @classmethod
     def kafka(cls, bootstrap_servers: str | list[str], **kwargs: Any) -> Meter:
-        """A Meter producing to ``spendstream.usage``; Meter options and producer overrides."""
-        meter_keys = kwargs.keys() & _MeterOptions
-        transport = KafkaTransport(
-            bootstrap_servers, **{k: v for k, v in kwargs.items() if k not in meter_keys}
-        )
-        return cls(transport, **{k: kwargs[k] for k in meter_keys})
+        """A Meter producing to ``spendstream.usage``.
+
+        Keyword arguments that are event fields (``team="search"``, ``api_key_id=...``)
+        become defaults of every event; Meter options (``spool_dir``, ``queue_size``...)
+        configure the Meter; the rest (``topic``, kafka-python settings) go to the producer.
+        """
+        meter_kw, producer_kw = _split_options(kwargs)
+        return cls(KafkaTransport(bootstrap_servers, **producer_kw), **meter_kw)
 
     @classmethod
     def http(cls, base_url: str, token: str, **kwargs: Any) -> Meter:
-        """A Meter posting JSON Lines to ``<base_url>/v1/events`` (``spendstream run``)."""
-        timeout_s = kwargs.pop("timeout_s", 10.0)
-        return cls(HttpTransport(base_url, token, timeout_s=timeout_s), **kwargs)
+        """A Meter posting JSON Lines to ``<base_url>/v1/events`` (``spendstream run``).
+
+        Event-field keywords become defaults, as in ``Meter.kafka``; ``timeout_s`` is the
+        HTTP timeout.
+        """
+        meter_kw, http_kw = _split_options(kwargs)
+        return cls(HttpTransport(base_url, token, **http_kw), **meter_kw)
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        """Fields every event gets unless the call gives them (tags such as ``team``)."""
+        return MappingProxyType(self._defaults)
 
     # -- the caller's side ------------------------------------------------------------------
 
@@ -198,6 +214,30 @@ class Meter:
         else:
             self._overflow(event)
         return event.event_id
+
+    def record_openai(self, response: Any, /, *, api: str | None = None, **fields: Any) -> str:
+        """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
+        from spendstream.producers.providers import openai_usage
+
+        return self.record(**{**openai_usage(response, api=api), **fields})
+
+    def record_anthropic(self, response: Any, /, **fields: Any) -> str:
+        """Record an Anthropic message (or its stream events); cached tokens are added."""
+        from spendstream.producers.providers import anthropic_usage
+
+        return self.record(**{**anthropic_usage(response), **fields})
+
+    def record_gemini(self, response: Any, /, **fields: Any) -> str:
+        """Record a Gemini generateContent response (or its stream chunks)."""
+        from spendstream.producers.providers import gemini_usage
+
+        return self.record(**{**gemini_usage(response), **fields})
+
+    def record_response(self, provider: str, response: Any, /, **fields: Any) -> str:
+        """Record any supported provider's response (``usage_from``): openrouter, bedrock..."""
+        from spendstream.producers.providers import usage_from
+
+        return self.record(**{**usage_from(provider, response), **fields})
 
     def _invalid(self, exc: ValidationError) -> str:
         if self.on_invalid == "raise":
@@ -314,11 +354,36 @@ class Meter:
         self._deadline = time.monotonic() + timeout
         self._closing = True
         self._wake.set()
-        self._thread.join(timeout + 5.0)
+        self._thread.join(timeout + 1.0)
+        if self._thread.is_alive():
+            self._abandon()
         self.transport.close()
         if self._spool is not None:
             self._spool.close()
         atexit.unregister(self._atexit)
+
+    def _abandon(self) -> None:
+        """The sender is stuck in a send past the deadline: spool its batch and go.
+
+        That batch may still reach the broker later, so it may arrive twice (same event_id:
+        the pipeline dedupes); losing it would be worse.
+        """
+        with self._c.lock:
+            self._abandoned = True
+            current, self._current = self._current, None
+        log.warning("meter closed while a send was still pending: its events are spooled too")
+        if current is not None and current[1] != "spool":  # spooled lines are still on disk
+            batch, source = current
+            if self._spool is not None:
+                self._spool_records(batch, inflight=len(batch) if source == "queue" else 0)
+            else:
+                with self._c.lock:
+                    self._c.dropped += len(batch)
+                    self._inflight -= len(batch) if source == "queue" else 0
+                self._log_drop(len(batch), "closed with no spool during a send")
+            if source == "held":
+                self._held = []
+        self._stash_all()
 
     def __enter__(self) -> Meter:
         return self
@@ -360,6 +425,8 @@ class Meter:
                 self._wake.wait(self.linger_s)
                 self._wake.clear()
             now = time.monotonic()
+            if self._abandoned:
+                return
             if self._closing and now >= self._deadline:
                 self._stash_all()
                 return
@@ -401,11 +468,16 @@ class Meter:
         ]
 
     def _deliver(self, batch: list[Record], *, source: Literal["queue", "held", "spool"]) -> bool:
+        self._current = (batch, source)
         try:
             result = self.transport.send(batch)
         except Exception:  # a transport must not raise; if it does, treat it as down
             log.exception("transport %s raised", self.transport.name)
             result = SendResult(failed=list(range(len(batch))))
+        with self._c.lock:
+            if self._abandoned:  # close() has accounted for this batch already
+                return False
+            self._current = None
         failed = sorted(set(result.failed))
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
@@ -486,6 +558,25 @@ _MeterOptions = frozenset(
         "close_timeout_s",
     }
 )
+
+
+_EventFields = frozenset(UsageEvent.model_fields)
+
+
+def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Meter keyword arguments with event-field defaults gathered, transport arguments)."""
+    meter_kw: dict[str, Any] = {}
+    defaults = dict(kwargs.pop("defaults", None) or {})
+    rest: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in _MeterOptions:
+            meter_kw[key] = value
+        elif key in _EventFields:
+            defaults[key] = value
+        else:
+            rest[key] = value
+    meter_kw["defaults"] = defaults
+    return meter_kw, rest
 
 
 class Call:

@@ -50,9 +50,13 @@ class KafkaTransport:
     """kafka-python producer: ``acks=all``, idempotent, compressed, keyed by the pipeline's key.
 
     The batch waits for every acknowledgement (bounded by ``delivery_timeout_ms``), so the
-    Meter knows exactly which records reached the broker before it spools the rest. After
-    a failure the producer is rebuilt: the new one starts a fresh idempotent sequence
-    instead of inheriting expired, half-known batches.
+    Meter knows which records reached the broker before it spools the rest. Through an
+    outage shorter than ``delivery_timeout_ms`` (2 min, Kafka's default) the producer itself
+    retries the batch in flight with its idempotent sequence numbers, so the broker keeps
+    exactly one copy of a request whose answer was lost; meanwhile new events overflow the
+    Meter's queue into the spool. Past that, the batch fails, is spooled and re-sent by a
+    rebuilt producer: a record whose acknowledgement was lost then arrives twice (same
+    event_id; the pipeline dedupes).
     """
 
     name = "kafka"
@@ -63,8 +67,8 @@ class KafkaTransport:
         *,
         topic: str = USAGE,
         compression_type: str | None = "gzip",
-        delivery_timeout_ms: int = 10_000,
-        request_timeout_ms: int = 5_000,
+        delivery_timeout_ms: int = 120_000,
+        request_timeout_ms: int = 10_000,
         max_block_ms: int = 2_000,
         **producer_config: Any,
     ) -> None:
@@ -83,6 +87,7 @@ class KafkaTransport:
             **producer_config,
         }
         self._producer: Any = None
+        self._flush_timeout_s = delivery_timeout_ms / 1000 + 2.0
 
     def _ensure(self) -> Any:
         if self._producer is None:
@@ -93,10 +98,7 @@ class KafkaTransport:
 
     def _reset(self) -> None:
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=0)
-            except Exception:  # a producer on a dead broker may fail to close cleanly
-                log.debug("closing a failed Kafka producer", exc_info=True)
+            _force_close(self._producer)
             self._producer = None
 
     def send(self, records: Sequence[Record]) -> SendResult:
@@ -116,9 +118,11 @@ class KafkaTransport:
                 result.failed.extend(range(i, len(records)))
                 break
         try:
-            producer.flush()
-        except Exception:
-            log.debug("Kafka flush failed", exc_info=True)
+            # kafka-python can wait forever here after expiring batches on a dead broker:
+            # bound the wait; what is not acknowledged by then counts as failed.
+            producer.flush(timeout=self._flush_timeout_s)
+        except Exception as exc:
+            log.warning("Kafka did not acknowledge the batch in time (%s)", exc)
         for i, fut in futures:
             if not fut.is_done or fut.failed():
                 result.failed.append(i)
@@ -129,8 +133,25 @@ class KafkaTransport:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.close(timeout=5)
+            try:
+                self._producer.close(timeout=5)
+            except Exception:  # nothing is pending here: the Meter spooled it already
+                _force_close(self._producer)
             self._producer = None
+
+
+def _force_close(producer: Any) -> None:
+    """Stop a producer for good, so that no record it still holds is delivered later.
+
+    ``KafkaProducer.close(timeout=0)`` raises from its flush before reaching its own force
+    close when records are pending, leaving the sender thread alive: finish the job.
+    """
+    try:
+        producer.close(timeout=0)
+    except Exception:
+        sender = getattr(producer, "_sender", None)
+        if sender is not None and sender.is_alive():
+            sender.force_close()
 
 
 class HttpTransport:

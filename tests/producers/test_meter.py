@@ -285,3 +285,37 @@ def test_track_measures_latency_and_numbers_retries_of_one_request(server: Inges
     assert ok["model"] == "claude-sonnet-4-5-20250929" and ok["team"] == "ads"
     assert all(e["latency_ms"] >= 0 for e in sent)
     assert (sent[3]["status"], sent[3]["attempt"], sent[3]["input_tokens"]) == ("error", 1, 0)
+
+
+def test_one_line_recording_of_openai_and_anthropic_responses(server: IngestServer) -> None:
+    responses = Path(__file__).with_name("responses")
+    openai_body = json.loads((responses / "openai_chat.json").read_text())
+    anthropic_body = json.loads((responses / "anthropic_message.json").read_text())
+    with Meter.http(server.url, TOKEN, spool_dir=None, linger_s=0.01, team="search") as meter:
+        meter.record_openai(openai_body, user_id="u-1")
+        meter.record_anthropic(anthropic_body, api_key_id="key-1")
+        assert meter.defaults == {"team": "search"}
+        assert meter.flush(timeout_s=30)
+    sent = [json.loads(line) for b in server.bodies for line in b.splitlines()]
+    u = anthropic_body["usage"]
+    assert (sent[0]["provider"], sent[0]["team"], sent[0]["user_id"]) == ("openai", "search", "u-1")
+    assert (
+        sent[0]["cache_read_tokens"]
+        == openai_body["usage"]["prompt_tokens_details"]["cached_tokens"]
+    )
+    assert sent[1]["input_tokens"] == (
+        u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
+    )
+    assert (sent[1]["api_key_id"], sent[1]["team"]) == ("key-1", "search")
+
+
+def test_constructor_keywords_split_into_event_defaults_meter_options_and_transport() -> None:
+    meter = Meter.kafka(
+        "127.0.0.1:1", team="ads", queue_size=7, topic="other-topic", spool_dir=None
+    )
+    try:
+        assert meter.defaults == {"team": "ads"}
+        assert meter.queue_size == 7
+        assert meter.transport.topic == "other-topic"
+    finally:
+        meter.close(timeout_s=0)
