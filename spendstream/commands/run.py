@@ -37,6 +37,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="port of this worker's HTTP endpoints (default: [http] port)",
     )
     parser.add_argument(
+        "--stage",
+        choices=["all", "usage", "detect"],
+        default="all",
+        help="all (default): both stages here; usage: only validate/price/land; detect: only "
+        "the detection stage, in its own group (run N usage workers + 1 detect, never detect "
+        "next to all)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="warning",
@@ -96,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
         workdir,
         WebSettings(config.http.host, port, token),
         counts.get(topic_names(config.kafka).usage, config.kafka.usage_partitions),
+        args.stage,
     )
     print(
         f"spendstream run: {rt.names.usage} ({counts.get(rt.names.usage)} partitions) from "
-        f"{config.kafka.bootstrap_servers}, group {config.kafka.app_id}; warehouse in {workdir}; "
+        f"{config.kafka.bootstrap_servers}, stage {args.stage}, group {rt.app.conf.id}; "
+        f"warehouse in {workdir}; "
         f"http://{config.http.host}:{port}"
         + ("" if token else f" (POST /v1/events disabled: set ${config.http.token_env})"),
         file=sys.stderr,

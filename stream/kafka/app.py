@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import faust
 import orjson
@@ -30,7 +31,7 @@ from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRec
 from spendstream.stream.kafka.topology import TopicNames, topic_names
 from spendstream.stream.records import DeadLetter, alert_to_wire, breaker_to_wire
 
-__all__ = ["EXIT_NOT_DURABLE", "Runtime", "WebSettings"]
+__all__ = ["EXIT_NOT_DURABLE", "Runtime", "Stage", "WebSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ T = TypeVar("T")
 # The process exits with this code, without committing offsets, when a batch could not be
 # made durable; a supervisor restarts it and the batch replays.
 EXIT_NOT_DURABLE = 75
+
+
+Stage = Literal["all", "usage", "detect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +67,27 @@ class Runtime:
     """One worker process: the Faust app, the two stages (each in its own thread), metrics."""
 
     def __init__(
-        self, config: Config, workdir: Path, web: WebSettings, usage_partitions: int = 1
+        self,
+        config: Config,
+        workdir: Path,
+        web: WebSettings,
+        usage_partitions: int = 1,
+        stage: Stage = "all",
     ) -> None:
+        """``stage``: "all" runs both stages in this process (consumer group ``app_id``);
+        "usage" only stage 1 (same group, so it mixes with "all" workers); "detect" only
+        stage 2, in its own group ``<app_id>-detect`` — for a layout of N "usage" workers
+        plus one "detect" process, which puts the two stages on different cores. Never
+        run "detect" next to "all" workers: both would judge the priced topic."""
         self.config = config
+        self.stage = stage
         self.usage_partitions = usage_partitions
         self.workdir = Path(workdir)
         self.web = web
         self.names: TopicNames = topic_names(config.kafka)
         kafka = config.kafka
         self.app = faust.App(
-            kafka.app_id,
+            kafka.app_id if stage != "detect" else f"{kafka.app_id}-detect",
             broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
             datadir=str(self.workdir / "faust"),
             store="memory://",
@@ -114,11 +129,14 @@ class Runtime:
         self.metrics = WorkerMetrics(self._lag)
         self.batch_size = config.pipeline.batch_size
         self.within_s = config.pipeline.batch_within_s
-        self.app.agent(self.usage_topic, name="usage", concurrency=1)(self._usage_agent)
-        self.app.agent(self.priced_topic, name="detect", concurrency=1)(self._detect_agent)
+        if stage in ("all", "usage"):
+            self.app.agent(self.usage_topic, name="usage", concurrency=1)(self._usage_agent)
+        if stage in ("all", "detect"):
+            self.app.agent(self.priced_topic, name="detect", concurrency=1)(self._detect_agent)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self._detect_lock = asyncio.Lock()
-        self.app.timer(max(0.1, config.pipeline.align_idle_s / 2), name="align")(self._tick)
+        if stage in ("all", "detect"):
+            self.app.timer(max(0.1, config.pipeline.align_idle_s / 2), name="align")(self._tick)
         from spendstream.stream.kafka.web import register_views
 
         register_views(self)
@@ -213,8 +231,11 @@ class Runtime:
             await self._durably(work)
 
     async def process_usage(self, records: Sequence[UsageRecord]) -> None:
+        steps = self.metrics.step_seconds
         stage = await self.usage_stage()
+        t0 = time.perf_counter()
         outcome = await self.in_usage_thread(stage.prepare, records)
+        t1 = time.perf_counter()
         out: list[tuple[str, bytes | None, bytes]] = [
             (self.names.priced, None, v) for v in outcome.priced
         ]
@@ -222,7 +243,13 @@ class Runtime:
             (self.names.dead_letters, None, dead_letter_record(d)) for d in outcome.dead_letters
         ]
         await self.publish(out)
+        t2 = time.perf_counter()
         await self.in_usage_thread(stage.land, outcome)
+        t3 = time.perf_counter()
+        steps.labels("usage_parse_dedupe_price").inc(t1 - t0)
+        steps.labels("usage_publish").inc(t2 - t1)
+        steps.labels("usage_land").inc(t3 - t2)
+        self.metrics.batches.labels("usage").inc()
         m = self.metrics
         m.events_in.inc(outcome.read)
         m.observe_facts(outcome.facts)
@@ -246,7 +273,10 @@ class Runtime:
     async def process_priced(self, records: Sequence[tuple[int, bytes]]) -> None:
         async with self._detect_lock:
             stage = await self.detect_stage()
+            t0 = time.perf_counter()
             outcome = await self.in_detect_thread(stage.process, records)
+            self.metrics.step_seconds.labels("detect").inc(time.perf_counter() - t0)
+            self.metrics.batches.labels("detect").inc()
             await self._emit(stage, outcome)
         if records:
             self.processed[(self.names.priced, 0)] = records[-1][0]
@@ -282,8 +312,12 @@ class Runtime:
             (self.names.breakers, b.scope.encode(), orjson.dumps(breaker_to_wire(b)))
             for b in outcome.breaker_events
         ]
+        t0 = time.perf_counter()
         await self.publish(out)
+        t1 = time.perf_counter()
         await self.in_detect_thread(stage.land, outcome)
+        self.metrics.step_seconds.labels("detect_publish").inc(t1 - t0)
+        self.metrics.step_seconds.labels("detect_land").inc(time.perf_counter() - t1)
         self.metrics.observe_detection(outcome.alerts, outcome.breaker_events)
         self.metrics.events_out.labels(self.names.alerts).inc(len(outcome.alerts))
         self.metrics.events_out.labels(self.names.breakers).inc(len(outcome.breaker_events))

@@ -64,6 +64,16 @@ class WorkerMetrics:
         self.spend = Counter(
             "spendstream_spend_usd", "Priced spend landed, USD.", ["team"], registry=r
         )
+        # Where a worker's time goes (the benchmark's profile): per stage step, seconds.
+        self.step_seconds = Counter(
+            "spendstream_step_seconds",
+            "Time spent in each step of the two stages.",
+            ["step"],
+            registry=r,
+        )
+        self.batches = Counter(
+            "spendstream_batches", "Batches taken from Kafka, per stage.", ["stage"], registry=r
+        )
         self.held = Gauge(
             "spendstream_facts_held",
             "Facts held for event-time alignment before detection.",

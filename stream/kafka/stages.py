@@ -29,7 +29,7 @@ from spendstream.stream.kafka.wire import (
     PricedFact,
     ResetCommand,
     decode_priced,
-    encode_priced_fact,
+    encode_priced_facts,
 )
 from spendstream.stream.pipeline import Pipeline, parse_records
 from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
@@ -60,7 +60,7 @@ class UsageRecord:
 class UsageOutcome:
     read: int = 0
     facts: list[Fact] = field(default_factory=list)
-    priced: list[bytes] = field(default_factory=list)  # encoded, one per fact, same order
+    priced: list[bytes] = field(default_factory=list)  # priced-topic records, facts in order
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
 
@@ -99,10 +99,12 @@ class UsageStage:
         new_ids = {id(e) for e in new}
         kept = [(rec, e) for rec, e in parsed if id(e) in new_ids]
         out.facts = self.pipeline.price([e for _, e in kept], now)
-        out.priced = [
-            encode_priced_fact(rec.partition, rec.offset, rec.value or b"", fact)
-            for (rec, _), fact in zip(kept, out.facts, strict=True)
-        ]
+        out.priced = encode_priced_facts(
+            [
+                PricedFact(rec.partition, rec.offset, fact, rec.value or b"")
+                for (rec, _), fact in zip(kept, out.facts, strict=True)
+            ]
+        )
         return out
 
     def land(self, outcome: UsageOutcome) -> CommitResult:
@@ -137,9 +139,7 @@ class DetectStage:
         self.warehouse = Warehouse(workdir, writer=writer)
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
-        self.aligner: Aligner[tuple[PricedFact, bytes]] = Aligner(
-            config.pipeline.align_idle_s, clock, partitions
-        )
+        self.aligner: Aligner[PricedFact] = Aligner(config.pipeline.align_idle_s, clock, partitions)
         self.reload()
 
     def reload(self) -> None:
@@ -154,12 +154,11 @@ class DetectStage:
         self.pipeline = Pipeline.restore(self.config, state["engine"])
         self.positions = {str(k): int(v) for k, v in state["positions"].items()}
         for lane in state.get("held", []):
-            items = []
+            items: list[tuple[datetime, PricedFact]] = []
             for text in lane["items"]:
-                value = text.encode()
-                rec = decode_priced(value)
-                assert isinstance(rec, PricedFact)
-                items.append((rec.fact.event.ts, (rec, value)))
+                decoded = decode_priced(text.encode())
+                assert isinstance(decoded, list)
+                items.extend((pf.fact.event.ts, pf) for pf in decoded)
             wm = lane["watermark"]
             self.aligner.restore_lane(
                 int(lane["partition"]), None if wm is None else datetime.fromisoformat(wm), items
@@ -168,7 +167,7 @@ class DetectStage:
     def _judge(self, out: DetectOutcome) -> None:
         released = self.aligner.release()
         if released:
-            alerts, breakers = self.pipeline.detect([rec.fact for rec, _ in released])
+            alerts, breakers = self.pipeline.detect([pf.fact for pf in released])
             out.alerts.extend(alerts)
             out.breaker_events.extend(breakers)
             out.facts += len(released)
@@ -192,12 +191,13 @@ class DetectStage:
                 if event is not None:
                     out.breaker_events.append(event)
                 continue
-            key = str(rec.partition)
-            if rec.offset <= self.positions.get(key, -1):
-                out.replayed += 1
-                continue
-            self.positions[key] = rec.offset
-            self.aligner.add(rec.partition, rec.fact.event.ts, (rec, value))
+            for pf in rec:
+                key = str(pf.partition)
+                if pf.offset <= self.positions.get(key, -1):
+                    out.replayed += 1
+                    continue
+                self.positions[key] = pf.offset
+                self.aligner.add(pf.partition, pf.fact.event.ts, pf)
         self._judge(out)
         return out
 
@@ -216,7 +216,9 @@ class DetectStage:
                 {
                     "partition": p,
                     "watermark": None if lane.watermark is None else lane.watermark.isoformat(),
-                    "items": [value.decode() for _, (_, value) in lane.queue],
+                    "items": [
+                        r.decode() for r in encode_priced_facts([pf for _, pf in lane.queue])
+                    ],
                 }
                 for p, lane in sorted(self.aligner.lanes.items())
             ],

@@ -1,13 +1,16 @@
 """Records on the internal priced topic (stage 1 -> stage 2).
 
-A priced fact is a JSON header line (source position, cost, ingested_at), a newline, and
-the usage event exactly as received: stage 2 parses the same bytes stage 1 validated, so
-nothing is lost or changed by a second serialisation. A manual breaker reset travels on the
-same single-partition topic, so the engine sees resets and facts in one order.
+One record carries many priced facts (per-record producer and Faust costs dominate
+otherwise): a JSON header line listing each fact's source position, cost, ingested_at
+and byte length, a newline, then the usage events exactly as received, back to back:
+stage 2 parses the same bytes stage 1 validated, so nothing is lost or changed by a
+second serialisation. A manual breaker reset travels on the same single-partition topic,
+so the engine sees resets and facts in one order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,12 +21,16 @@ from spendstream.producers.event import UsageEvent
 from spendstream.stream.records import Cost, Fact
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "PricedFact",
     "ResetCommand",
     "decode_priced",
-    "encode_priced_fact",
+    "encode_priced_facts",
     "encode_reset",
 ]
+
+# Below Kafka's default max.message.bytes (1 MiB) with room for the header.
+MAX_RECORD_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +40,7 @@ class PricedFact:
     partition: int
     offset: int
     fact: Fact
+    raw: bytes  # the usage record as received
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,31 +77,59 @@ def _cost_from_wire(data: dict[str, str] | None) -> Cost | None:
     )
 
 
-def encode_priced_fact(partition: int, offset: int, raw: bytes, fact: Fact) -> bytes:
-    header = {
-        "t": "fact",
-        "p": partition,
-        "o": offset,
-        "cost": _cost_to_wire(fact.cost),
-        "ingested_at": fact.ingested_at.isoformat(),
+def _entry(pf: PricedFact) -> dict[str, object]:
+    return {
+        "p": pf.partition,
+        "o": pf.offset,
+        "cost": _cost_to_wire(pf.fact.cost),
+        "ingested_at": pf.fact.ingested_at.isoformat(),
+        "n": len(pf.raw),
     }
-    return orjson.dumps(header) + b"\n" + raw
+
+
+def encode_priced_facts(facts: Sequence[PricedFact]) -> list[bytes]:
+    """Records of at most ~MAX_RECORD_BYTES each (one fact per record if it is larger)."""
+    out: list[bytes] = []
+    chunk: list[PricedFact] = []
+    size = 0
+
+    def flush() -> None:
+        if chunk:
+            header = orjson.dumps({"t": "facts", "items": [_entry(pf) for pf in chunk]})
+            out.append(header + b"\n" + b"".join(pf.raw for pf in chunk))
+            chunk.clear()
+
+    for pf in facts:
+        if chunk and size + len(pf.raw) > MAX_RECORD_BYTES:
+            flush()
+            size = 0
+        chunk.append(pf)
+        size += len(pf.raw) + 200
+    flush()
+    return out
 
 
 def encode_reset(scope: str, ts: datetime) -> bytes:
     return orjson.dumps({"t": "reset", "scope": scope, "ts": ts.isoformat()})
 
 
-def decode_priced(value: bytes) -> PricedFact | ResetCommand:
-    head, sep, raw = value.partition(b"\n")
+def decode_priced(value: bytes) -> list[PricedFact] | ResetCommand:
+    head, sep, body = value.partition(b"\n")
     header = orjson.loads(head)
     if header["t"] == "reset":
         return ResetCommand(str(header["scope"]), datetime.fromisoformat(header["ts"]))
-    if header["t"] != "fact" or not sep:
+    if header["t"] != "facts" or not sep:
         raise ValueError(f"not a priced-topic record: {head[:200]!r}")
-    fact = Fact(
-        event=UsageEvent.model_validate_json(raw),
-        cost=_cost_from_wire(header["cost"]),
-        ingested_at=datetime.fromisoformat(header["ingested_at"]),
-    )
-    return PricedFact(int(header["p"]), int(header["o"]), fact)
+    out = []
+    pos = 0
+    validate = UsageEvent.model_validate_json
+    for item in header["items"]:
+        raw = body[pos : pos + item["n"]]
+        pos += item["n"]
+        fact = Fact(
+            event=validate(raw),
+            cost=_cost_from_wire(item["cost"]),
+            ingested_at=datetime.fromisoformat(item["ingested_at"]),
+        )
+        out.append(PricedFact(int(item["p"]), int(item["o"]), fact, raw))
+    return out

@@ -14,7 +14,7 @@ from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.wire import (
     PricedFact,
     decode_priced,
-    encode_priced_fact,
+    encode_priced_facts,
     encode_reset,
 )
 from tests.stream.faust_workers import ALERT_SQL, BREAKER_SQL, FACT_SQL, event_lines, query
@@ -45,7 +45,8 @@ def test_usage_stage_lands_each_event_once_and_dead_letters_bad_records(tmp_path
     lines = event_lines(1000, seed=1)[:300]
     stage = UsageStage(CONFIG, tmp_path, "usage", "w")
     first = stage.prepare(_records([*lines[:200], b"{oops", lines[5]]))
-    assert len(first.facts) == len(first.priced) == 200  # the in-batch repeat counts once
+    assert len(first.facts) == 200  # the in-batch repeat counts once
+    assert sum(len(decode_priced(r)) for r in first.priced) == 200  # type: ignore[arg-type]
     assert first.duplicates == 1
     assert [d.source for d in first.dead_letters] == ["kafka:usage/0"]
     stage.land(first)
@@ -55,14 +56,20 @@ def test_usage_stage_lands_each_event_once_and_dead_letters_bad_records(tmp_path
     assert len(stage.prepare(_records(lines)).facts) == 100
 
 
-def test_priced_record_round_trips_the_fact_exactly(tmp_path: Path) -> None:
+def test_priced_records_round_trip_facts_exactly_and_stay_small(tmp_path: Path) -> None:
     stage = UsageStage(CONFIG, tmp_path, "usage", "w")
-    line = event_lines(1000, seed=2)[0]
-    out = stage.prepare([UsageRecord(3, 41, line)])
-    decoded = decode_priced(encode_priced_fact(3, 41, line, out.facts[0]))
-    assert isinstance(decoded, PricedFact)
-    assert (decoded.partition, decoded.offset) == (3, 41)
-    assert decoded.fact == out.facts[0]
+    lines = event_lines(3000, seed=2)
+    out = stage.prepare([UsageRecord(3, 41 + i, line) for i, line in enumerate(lines)])
+    records = encode_priced_facts(
+        [
+            PricedFact(3, 41 + i, f, line)
+            for i, (f, line) in enumerate(zip(out.facts, lines, strict=True))
+        ]
+    )
+    assert len(records) > 1 and all(len(r) < 1024 * 1024 for r in records)
+    decoded = [pf for r in records for pf in decode_priced(r)]  # type: ignore[union-attr]
+    assert [(pf.partition, pf.offset) for pf in decoded] == [(3, 41 + i) for i in range(len(lines))]
+    assert [pf.fact for pf in decoded] == out.facts
 
 
 def test_kafka_stages_equal_the_embedded_runner_and_replays_change_nothing(tmp_path: Path) -> None:
@@ -71,12 +78,14 @@ def test_kafka_stages_equal_the_embedded_runner_and_replays_change_nothing(tmp_p
     usage = UsageStage(CONFIG, tmp_path / "k", "usage", "u")
     priced = _priced(usage, _records(lines))
     detect = DetectStage(CONFIG, tmp_path / "k", "d")
+    assert len(priced) > 2
     half = len(priced) // 2
-    detect.land(detect.process(priced[:half]))
-    # A restarted stage continues from the landed state; the replayed half is dropped.
+    first = detect.process(priced[:half])
+    detect.land(first)
+    # A restarted stage continues from the landed state; the replayed records are dropped.
     restarted = DetectStage(CONFIG, tmp_path / "k", "d")
     out = restarted.process(priced)
-    assert out.replayed == half
+    assert out.replayed == half and first.facts + out.facts == len(lines)
     restarted.land(out)
     for sql in (FACT_SQL, ALERT_SQL, BREAKER_SQL):
         assert query(tmp_path / "k", sql) == query(tmp_path / "ref", sql)
