@@ -1,0 +1,186 @@
+"""The Meter against real Kafka brokers: keys and values, and no loss through an outage.
+
+The outage tests use a dedicated broker (``kafka_broker_factory``) that they stop and
+restart. ``LocalKafka.start`` is called from the test's main thread: the broker is tied
+to the thread that starts it (it dies with that thread).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
+
+from spendstream.producers import Meter
+from spendstream.topics import USAGE, partition_key
+
+
+def _fields(i: int) -> dict[str, Any]:
+    return {
+        "event_id": f"ev-{i:07d}",
+        "provider": "anthropic",
+        "model": "claude-sonnet-4-5",
+        "input_tokens": 1000 + i % 97,
+        "output_tokens": 50,
+        "api_key_id": f"key-{i % 7}" if i % 3 else None,
+        "session_id": f"s-{i % 11}",
+    }
+
+
+def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    """Every record of the topic, beginning to end offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        out: list[tuple[bytes | None, bytes]] = []
+        deadline = time.monotonic() + 120
+        while any(consumer.position(p) < end[p] for p in parts):
+            assert time.monotonic() < deadline, "could not read the topic back"
+            for records in consumer.poll(timeout_ms=1000, max_records=20_000).values():
+                out.extend((r.key, r.value) for r in records)
+        return out
+    finally:
+        consumer.close()
+
+
+def _create_usage_topic(bootstrap: str, partitions: int = 3) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics(
+            [NewTopic(USAGE, num_partitions=partitions, replication_factor=1)],
+            wait_for_metadata=True,
+        )
+    finally:
+        admin.close()
+
+
+def test_events_reach_kafka_as_json_keyed_by_the_pipeline_key(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path
+) -> None:
+    topic = topic_factory(3)
+    with Meter.kafka(kafka_bootstrap, topic=topic, spool_dir=tmp_path) as meter:
+        for i in range(500):
+            meter.record(**_fields(i))
+        assert meter.flush(timeout_s=60)
+        assert meter.metrics.sent == 500
+    records = _read_all(kafka_bootstrap, topic)
+    assert len(records) == 500
+    for key, value in records:
+        event = json.loads(value)
+        assert key == partition_key(
+            event.get("api_key_id"), event.get("session_id"), event["event_id"]
+        )
+    assert sorted(json.loads(v)["event_id"] for _, v in records) == [
+        f"ev-{i:07d}" for i in range(500)
+    ]
+
+
+class _Recorder(threading.Thread):
+    """Records events at a steady pace up to a target the test moves forward."""
+
+    def __init__(self, meter: Meter, total: int) -> None:
+        super().__init__(daemon=True)
+        self.meter, self.total = meter, total
+        self.done = 0
+        self.target = 0
+        self.cond = threading.Condition()
+
+    def advance(self, target: int) -> None:
+        with self.cond:
+            self.target = min(target, self.total)
+            self.cond.notify_all()
+
+    def wait_for(self, count: int) -> None:
+        deadline = time.monotonic() + 120
+        while self.done < count:
+            assert time.monotonic() < deadline, f"recorder stuck at {self.done}"
+            time.sleep(0.05)
+
+    def run(self) -> None:
+        while self.done < self.total:
+            with self.cond:
+                while self.done >= self.target:
+                    self.cond.wait()
+                stop = self.target
+            while self.done < stop:
+                self.meter.record(**_fields(self.done))
+                self.done += 1
+                if self.done % 200 == 0:
+                    time.sleep(0.02)  # ~10k events/s: recording spans the stop and the restart
+
+
+@pytest.mark.slow
+def test_100k_events_through_a_broker_outage_arrive_exactly_once(
+    kafka_broker_factory: Any, tmp_path: Path
+) -> None:
+    total = 100_000
+    broker = kafka_broker_factory()
+    _create_usage_topic(broker.bootstrap)
+    meter = Meter.kafka(broker.bootstrap, spool_dir=tmp_path / "spool", batch_size=2000)
+    recorder = _Recorder(meter, total)
+    recorder.start()
+
+    recorder.advance(30_000)
+    recorder.wait_for(30_000)
+    recorder.advance(60_000)
+    broker.stop()  # recording goes on while the broker shuts down
+    recorder.wait_for(60_000)
+    recorder.advance(80_000)
+    recorder.wait_for(80_000)  # all of these while the broker is down
+    down = meter.metrics
+    recorder.advance(total)
+    broker.start()  # from this thread: the broker lives as long as the test's main thread
+    recorder.join(timeout=120)
+    assert meter.flush(timeout_s=180), f"not delivered: {meter.metrics}"
+    m = meter.metrics
+    meter.close()
+
+    assert down.spooled > 0  # the outage was real: events went to the spool
+    assert m.dropped == 0 and m.sent == total and m.replayed == m.spooled
+    ids = Counter(json.loads(v)["event_id"] for _, v in _read_all(broker.bootstrap, USAGE))
+    assert len(ids) == total  # every event arrived
+    duplicates = {k: n for k, n in ids.items() if n > 1}
+    assert duplicates == {}, f"{len(duplicates)} event ids arrived more than once"
+
+
+@pytest.mark.slow
+def test_events_spooled_by_a_process_are_delivered_once_by_the_next(
+    kafka_broker_factory: Any, tmp_path: Path
+) -> None:
+    broker = kafka_broker_factory()
+    _create_usage_topic(broker.bootstrap, partitions=1)
+    broker.stop()
+    spool = tmp_path / "spool"
+    code = (
+        "from spendstream.producers import Meter\n"
+        f"m = Meter.kafka({broker.bootstrap!r}, spool_dir={str(spool)!r})\n"
+        "for i in range(5000):\n"
+        "    m.record(event_id=f'p-{i:05d}', provider='openai', model='gpt-5-mini',\n"
+        "             input_tokens=10, output_tokens=1)\n"
+        "m.close(timeout_s=1)\n"
+        "print(m.metrics.spooled, m.metrics.dropped)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["5000", "0"], done.stdout + done.stderr
+
+    broker.start()
+    with Meter.kafka(broker.bootstrap, spool_dir=spool) as meter:
+        assert meter.flush(timeout_s=120)
+        assert meter.metrics.replayed == 5000
+    values = [json.loads(v)["event_id"] for _, v in _read_all(broker.bootstrap, USAGE)]
+    # One partition: the topic's order is the replay order, which must be the recorded order.
+    assert values == [f"p-{i:05d}" for i in range(5000)]
