@@ -59,6 +59,7 @@ TOP_N = 10
 TOP_SESSIONS = 6
 MAX_TREE_NODES = 12
 MAX_CACHE_FEATURES = 6
+OTHER_TEAMS = "other teams"
 _ZERO = Decimal(0)
 _ALERT_COLORS = {
     "runaway_rate": "#d62728",
@@ -317,14 +318,14 @@ def gather(con: duckdb.DuckDBPyConnection, period: Period) -> ReportData:
         ).fetchall()
     ]
     shown = teams if len(teams) <= MAX_TEAMS + 1 else teams[:MAX_TEAMS]
-    names = shown + (["other teams"] if len(teams) > len(shown) else [])
+    names = shown + ([OTHER_TEAMS] if len(teams) > len(shown) else [])
     series = {n: [_ZERO] * len(data.buckets) for n in names}
     for bucket, team, cost in con.execute(
         f"SELECT b, team, sum(cost) FROM {CUBE} GROUP BY ALL"
     ).fetchall():
         i = index.get(_utc(bucket))
         if i is not None:
-            key = team if team in series else "other teams"
+            key = team if team in series else OTHER_TEAMS
             series[key][i] += Decimal(cost)
     data.team_series = [(n, series[n]) for n in names]
 
@@ -536,7 +537,11 @@ def _signed(v: Decimal) -> str:
 
 
 def _summary_html(d: ReportData) -> str:
-    top_team = max(d.team_series, key=lambda s: sum(s[1], _ZERO), default=None)
+    top_team = max(
+        (s for s in d.team_series if s[0] != OTHER_TEAMS),
+        key=lambda s: sum(s[1], _ZERO),
+        default=None,
+    )
     parts = [
         f'<p class="headline">Spent <strong id="summary-total" data-usd="{d.total_usd}">'
         f'{usd(d.total_usd)}</strong> on <span id="summary-calls" data-calls="{d.calls}">'
@@ -585,7 +590,9 @@ def _legend(items: list[tuple[str, str]]) -> str:
     )
 
 
-def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
+def _table(head: list[str], rows: list[list[str]], cls: str = "", empty: str = "") -> str:
+    if not rows and empty:
+        return f'<p class="muted">{escape(empty)}</p>'
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
@@ -618,10 +625,12 @@ def _spend_section(d: ReportData) -> str:
             ]
             for k, n, a, z, s, ex in d.alert_kinds
         ],
+        empty="No alerts in this period.",
     )
     breakers = _table(
         ["breaker opened", "scope", "reason"],
         [[f"{t:%Y-%m-%d %H:%M:%S}", escape(s), escape(r)] for t, s, r in d.breaker_openings],
+        empty="No circuit breaker opened in this period.",
     )
     return (
         f"<h2>Spend over time, by team <small>per {d.period.bucket}</small></h2>{legend}{chart}"
@@ -675,13 +684,13 @@ def _unit_section(d: ReportData) -> str:
         return "<h2>Unit economics per feature</h2><p>No facts with a user_id in these months.</p>"
     latest = d.unit_features[0][0]
     rows = []
-    bars = []
+    bars: list[tuple[str, Decimal, str, str]] = []
     for month, key, users, cost, per_user, rev_per_user in d.unit_features:
         ratio = (
             (Decimal(per_user) / rev_per_user) if rev_per_user and per_user is not None else None
         )
         band, color = band_for(ratio)
-        if month == latest:
+        if month == latest and len(bars) < TOP_N:
             bars.append((key, Decimal(per_user or 0), color, f"{usd(per_user)}/user · {band}"))
         rows.append(
             [
@@ -726,7 +735,7 @@ def _unit_section(d: ReportData) -> str:
     return (
         f"<h2>Unit economics per feature <small>cost per active user per month, {latest:%Y-%m}"
         f"</small></h2>{legend}{note}"
-        + hbars("chart-unit", bars, label="cost per active user per feature")
+        + hbars("chart-unit", bars, label="cost per active user per feature", width=760)
         + _table(
             [
                 "month",
@@ -812,6 +821,7 @@ def write_report(
 
     con = connect(Path(workdir))
     try:
+        con.execute("SET enable_progress_bar = false")
         data = gather(con, default_period(con, since, until))
     finally:
         con.close()
