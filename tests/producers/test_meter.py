@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,12 +28,14 @@ class IngestServer:
         self.headers: list[dict[str, str]] = []
         self.status = 200
         self.reject_event_ids: set[str] = set()
+        self.delay_s = 0.0
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(server.delay_s)
                 with server.lock:
                     status = server.status
                     if (
@@ -319,3 +322,21 @@ def test_constructor_keywords_split_into_event_defaults_meter_options_and_transp
         assert meter.transport.topic == "other-topic"
     finally:
         meter.close(timeout_s=0)
+
+
+def test_close_spools_a_batch_whose_send_outlives_the_deadline(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.delay_s = 4.0  # the receiver hangs on the request
+    meter = _meter(server, tmp_path, timeout_s=30)
+    for i in range(10):
+        meter.record(**_fields(i))
+    time.sleep(0.3)  # the sender is now inside the slow POST
+    meter.close(timeout_s=0.1)
+    m = meter.metrics
+    # Spooled rather than lost; the receiver may still take the batch (same event_ids).
+    assert (m.spooled, m.dropped, m.queued) == (10, 0, 0)
+    server.delay_s = 0.0
+    with _meter(server, tmp_path) as again:
+        assert again.flush(timeout_s=30)
+        assert again.metrics.replayed == 10
