@@ -395,3 +395,16 @@ def test_report_command_writes_the_page_and_rejects_a_bad_date(
     assert main([*argv, "--since", "yesterday"]) == 2
     assert "--since" in capsys.readouterr().err
     assert main(["report", "--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_demo_ends_pointing_at_the_report_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--workdir", str(tmp_path / "demo"), "--events", "1000"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Report: ")
+    page = Path(last.removeprefix("Report: ").split()[0])
+    assert page.is_file() and page.parent == (tmp_path / "demo").resolve()
+    dom = _Charts()
+    dom.feed(_browse(page, tmp_path / "profile", "--dump-dom").stdout)
+    assert all(dom.marks.get(c, 0) > 0 for c in ("chart-spend", "chart-features", "chart-cache"))
