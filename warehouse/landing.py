@@ -27,11 +27,11 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spendstream.producers.event import UsageEvent
@@ -45,7 +45,6 @@ from spendstream.warehouse.schema import (
     breaker_events_table,
     dead_letters_table,
     facts_table,
-    utc_day,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +53,13 @@ if TYPE_CHECKING:
 __all__ = ["CommitBatch", "CommitResult", "Warehouse"]
 
 DEFAULT_WRITER = "embedded"
+# Each table's partition date: the UTC day of this column.
+_DAY_COLUMN = {
+    "usage_facts": "ts",
+    "alerts": "ts",
+    "breaker_events": "ts",
+    "dead_letters": "received_at",
+}
 _MAX_CONFLICT_RETRIES = 5
 
 # Tests replace this to simulate a crash at a named step of the protocol.
@@ -261,19 +267,24 @@ class Warehouse:
         alerts = [a for _, a in items["alerts"]]
         breakers = [b for _, b in items["breaker_events"]]
         dead = [d for _, d in items["dead_letters"]]
-        quality = precheck(facts, alerts, breakers)
+        built = {
+            "usage_facts": facts_table(facts),
+            "alerts": alerts_table(alerts),
+            "breaker_events": breaker_events_table(breakers),
+        }
+        quality = precheck(built["usage_facts"], alerts, breakers)
         token = uuid.uuid4().hex
         stage = self._stage_root / token
         quarantined = 0
-        tables: dict[str, list[Any]]
+        tables: dict[str, pa.Table]
         if quality.ok:
-            tables = {"usage_facts": facts, "alerts": alerts, "breaker_events": breakers}
+            tables = dict(built)
         else:
             # The batch's facts, alerts and breaker events go to quarantine (with the report);
             # every quarantined fact also gets a dead letter, so each input still ends in
             # usage_facts or dead_letters.
             quarantined = len(facts) + len(alerts) + len(breakers)
-            tables = {"usage_facts": [], "alerts": [], "breaker_events": []}
+            tables = {name: SCHEMAS[name].empty_table() for name in built}
             note = "; ".join(quality.problems[:3])
             dead = dead + [
                 DeadLetter(
@@ -288,16 +299,9 @@ class Warehouse:
             extra = _first_unique(dead[len(items["dead_letters"]) :], _dead_key)
             items = {**items, "dead_letters": items["dead_letters"] + extra}
             dead = [d for _, d in items["dead_letters"]]
-        tables["dead_letters"] = dead
+        tables["dead_letters"] = dead_letters_table(dead)
         staged = self._stage(stage, tables)
-        quarantine_staged = (
-            self._stage(
-                stage / "quarantine",
-                {"usage_facts": facts, "alerts": alerts, "breaker_events": breakers},
-            )
-            if not quality.ok
-            else []
-        )
+        quarantine_staged = [] if quality.ok else self._stage(stage / "quarantine", built)
         _fault("after_write")
         keys = [k for pairs in items.values() for k, _ in pairs]
         try:
@@ -362,31 +366,20 @@ class Warehouse:
         )
 
     def _stage(
-        self, stage: Path, tables: Mapping[str, Sequence[Any]]
+        self, stage: Path, tables: Mapping[str, pa.Table]
     ) -> list[tuple[str, Any, Path, int]]:
         """Write one Parquet file per (table, UTC date); return (table, date, path, rows)."""
-        builders: dict[str, Callable[[Sequence[Any]], pa.Table]] = {
-            "usage_facts": facts_table,
-            "alerts": alerts_table,
-            "breaker_events": breaker_events_table,
-            "dead_letters": dead_letters_table,
-        }
-        day_of: dict[str, Callable[[Any], datetime]] = {
-            "usage_facts": lambda f: f.event.ts,
-            "alerts": lambda a: a.ts,
-            "breaker_events": lambda b: b.ts,
-            "dead_letters": lambda d: d.received_at,
-        }
         out = []
-        for table, records in tables.items():
-            groups: dict[Any, list[Any]] = {}
-            for r in records:
-                groups.setdefault(utc_day(day_of[table](r)), []).append(r)
-            for day, group in sorted(groups.items()):
+        for table, data in tables.items():
+            if not data.num_rows:
+                continue
+            days = pc.cast(data[_DAY_COLUMN[table]], pa.date32())
+            for day in sorted(pc.unique(days).to_pylist()):
+                group = data.filter(pc.equal(days, pa.scalar(day, pa.date32())))
                 path = stage / table / f"{day.isoformat()}.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _write_parquet(builders[table](group), path)
-                out.append((table, day, path, len(group)))
+                _write_parquet(group, path)
+                out.append((table, day, path, group.num_rows))
         return out
 
     def _publish(self, staged: Path, final: Path) -> None:

@@ -1,9 +1,9 @@
 """Data quality of landed facts: a fast pre-check on every batch, a great-expectations suite on demand.
 
 great-expectations 1.x takes seconds to import and validates through pandas, so it
-cannot sit on the hot path. Every batch instead passes ``precheck`` (plain Python over
-the records, the same rules as the suite); a failing batch is quarantined by the
-landing code. The GE suite (``run_suite``) checks what actually landed, through the
+cannot sit on the hot path. Every batch instead passes ``precheck`` (the suite's rules,
+vectorised with pyarrow over the very table about to land: ~1 ms per 1000 facts); a
+failing batch is quarantined by the landing code. The GE suite (``run_suite``) checks what actually landed, through the
 views: ``spendstream warehouse check`` and the tests run it.
 """
 
@@ -15,7 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent, Fact
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.warehouse.schema import COST_FIELDS
 
 __all__ = [
     "EARLIEST_TS",
@@ -62,48 +66,67 @@ class QualityReport:
         return {"failing": self.failing, "problems": list(self.problems)}
 
 
-def _check_fact(f: Fact, report: QualityReport) -> None:
-    e = f.event
-    eid = e.event_id
+def _flag(report: QualityReport, ids: pa.ChunkedArray, mask: Any, what: str) -> None:
+    mask = pc.fill_null(mask, False)
+    n = pc.sum(mask).as_py() or 0
+    if not n:
+        return
+    listed = ids.filter(mask).to_pylist()[:_MAX_LISTED]
+    for eid in listed:
+        report.add(f"{eid}: {what}")
+    report.failing += n - len(listed)
+
+
+def _check_facts(facts: pa.Table, report: QualityReport) -> None:
+    ids = facts["event_id"]
     for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
-        if getattr(e, name) < 0:
-            report.add(f"{eid}: {name} is negative")
-    if e.cache_read_tokens + e.cache_write_tokens > e.input_tokens:
-        report.add(f"{eid}: cache_read_tokens + cache_write_tokens exceeds input_tokens")
-    if e.ts < EARLIEST_TS or e.ts > f.ingested_at + FUTURE_SLACK:
-        report.add(
-            f"{eid}: ts {e.ts.isoformat()} outside [{EARLIEST_TS.date()}, ingested_at + 1 day]"
-        )
-    c = f.cost
-    if c is not None:
-        parts = (
-            c.input_cost_usd,
-            c.cache_read_cost_usd,
-            c.cache_write_cost_usd,
-            c.output_cost_usd,
-            c.cost_usd,
-        )
-        if any(p is None for p in parts):
-            report.add(f"{eid}: priced but a cost column is missing")
-        elif any(p < 0 for p in parts):
-            report.add(f"{eid}: negative cost")
-        elif not c.price_source:
-            report.add(f"{eid}: priced without a price_source")
+        _flag(report, ids, pc.less(facts[name], 0), f"{name} is negative")
+    cached = pc.add(facts["cache_read_tokens"], facts["cache_write_tokens"])
+    _flag(
+        report,
+        ids,
+        pc.greater(cached, facts["input_tokens"]),
+        "cache_read_tokens + cache_write_tokens exceeds input_tokens",
+    )
+    ts_type = facts.schema.field("ts").type
+    latest = pc.add(facts["ingested_at"], pa.scalar(FUTURE_SLACK, pa.duration("us")))
+    _flag(
+        report,
+        ids,
+        pc.or_(
+            pc.less(facts["ts"], pa.scalar(EARLIEST_TS, ts_type)),
+            pc.greater(facts["ts"], latest),
+        ),
+        f"ts outside [{EARLIEST_TS.date()}, ingested_at + 1 day]",
+    )
+    priced = facts["priced"]
+    costs = [facts[n] for n in COST_FIELDS]
+    missing = costs[0].is_null()
+    negative = pc.less(costs[0], 0)
+    for c in costs[1:]:
+        missing = pc.or_(missing, c.is_null())
+        negative = pc.or_kleene(negative, pc.less(c, 0))
+    _flag(report, ids, pc.and_(priced, missing), "priced but a cost column is missing")
+    _flag(report, ids, pc.and_(priced, negative), "negative cost")
+    source = facts["price_source"]
+    no_source = pc.or_(source.is_null(), pc.equal(pc.utf8_length(source), 0))
+    _flag(report, ids, pc.and_(priced, no_source), "priced without a price_source")
+    if pc.count_distinct(ids).as_py() < len(ids):
+        counts = pc.value_counts(ids)
+        for entry in counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist():
+            for _ in range(entry["counts"] - 1):
+                report.add(f"{entry['values']}: event_id repeated in the batch")
 
 
 def precheck(
-    facts: Sequence[Fact],
+    facts: pa.Table,
     alerts: Sequence[Alert] = (),
     breaker_events: Sequence[BreakerEvent] = (),
 ) -> QualityReport:
-    """The suite's rules over one batch, in plain Python (microseconds per fact)."""
+    """The suite's rules over one batch: vectorised over the facts table that is about to land."""
     report = QualityReport()
-    seen: set[str] = set()
-    for f in facts:
-        if f.event.event_id in seen:
-            report.add(f"{f.event.event_id}: event_id repeated in the batch")
-        seen.add(f.event.event_id)
-        _check_fact(f, report)
+    if facts.num_rows:
+        _check_facts(facts, report)
     for a in alerts:
         if not known_scope(a.scope):
             report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")

@@ -17,6 +17,7 @@ import pyarrow as pa
 from spendstream.stream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
 __all__ = [
+    "COST_FIELDS",
     "MONEY",
     "SCHEMAS",
     "alerts_table",

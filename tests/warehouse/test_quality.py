@@ -25,7 +25,7 @@ def _negative_cost_fact() -> Fact:
 
 
 def test_precheck_passes_clean_batches() -> None:
-    assert precheck([fact(), fact(cost=None)], [alert(scope="global")], [breaker()]).ok
+    assert precheck(facts_table([fact(), fact(cost=None)]), [alert(scope="global")], [breaker()]).ok
 
 
 def test_precheck_flags_each_rule() -> None:
@@ -38,13 +38,15 @@ def test_precheck_flags_each_rule() -> None:
     )
     dup = fact()
     report = precheck(
-        [
-            _negative_cost_fact(),
-            no_source,
-            fact(T0 + days(3), ingested_at=T0),  # event time days after ingestion
-            dup,
-            dup,
-        ],
+        facts_table(
+            [
+                _negative_cost_fact(),
+                no_source,
+                fact(T0 + days(3), ingested_at=T0),  # event time days after ingestion
+                dup,
+                dup,
+            ]
+        ),
         [alert(scope="tenant:x"), alert(kind="made_up")],
         [breaker(scope="nobody")],
     )
@@ -60,6 +62,11 @@ def test_precheck_flags_each_rule() -> None:
     ):
         assert needle in text
     assert report.failing == 7
+
+
+def test_precheck_counts_every_failure_but_lists_a_few() -> None:
+    report = precheck(facts_table([_negative_cost_fact() for _ in range(50)]))
+    assert report.failing == 50 and len(report.problems) == 20
 
 
 def test_known_scopes() -> None:
