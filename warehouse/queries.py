@@ -24,8 +24,16 @@ class NamedQuery:
 
 # filter name -> (SQL condition with a bound parameter, help)
 FILTERS: dict[str, tuple[str, str]] = {
-    "since": ("ts >= CAST($since AS TIMESTAMPTZ)", "events at or after this UTC time/date"),
-    "until": ("ts < CAST($until AS TIMESTAMPTZ)", "events before this UTC time/date"),
+    # The date terms are implied by the ts terms (readers run in UTC); they let DuckDB skip
+    # whole partitions.
+    "since": (
+        "ts >= CAST($since AS TIMESTAMPTZ) AND date >= CAST(CAST($since AS TIMESTAMPTZ) AS DATE)",
+        "events at or after this UTC time/date",
+    ),
+    "until": (
+        "ts < CAST($until AS TIMESTAMPTZ) AND date <= CAST(CAST($until AS TIMESTAMPTZ) AS DATE)",
+        "events before this UTC time/date",
+    ),
     "team": ("team = $team", "only this team"),
     "feature": ("feature = $feature", "only this feature"),
     "project": ("project = $project", "only this project"),

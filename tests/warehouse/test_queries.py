@@ -374,3 +374,18 @@ def test_every_named_query_is_a_view_with_its_description(loaded: Path) -> None:
         assert run_sql(loaded, f"SELECT count(*) FROM {q.name}")[1] == [
             (len(rows(loaded, q.name)),)
         ]
+
+
+def test_time_filters_with_offsets_mean_the_same_instant_in_utc(loaded: Path) -> None:
+    # 17:00+05:00 is 12:00 UTC, when the D1 calls happened: they are in.
+    assert col(loaded, "cost_by_day", "day", "calls", since="2026-03-02T17:00:00+05:00") == [
+        (D1.date(), 5),
+        (D2.date(), 2),
+    ]
+    # 04:00+05:00 on 03-03 is 23:00 UTC on 03-02: only D2 remains.
+    assert col(loaded, "cost_by_day", "day", "calls", since="2026-03-03T04:00:00+05:00") == [
+        (D2.date(), 2)
+    ]
+    assert col(loaded, "cost_by_day", "day", "calls", until="2026-03-02T12:00:00.000001Z") == [
+        (D1.date(), 5)
+    ]
