@@ -33,6 +33,8 @@ def main() -> None:
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         autodiscover=False,
+        # Extra App settings to try, e.g. '{"stream_buffer_maxsize": 20000}'.
+        **json.loads(os.environ.get("BENCH_FAUST_SETTINGS", "{}")),
     )
     source = app.topic(
         topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

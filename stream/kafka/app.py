@@ -207,12 +207,12 @@ class Runtime:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done():
-                try:
-                    await task
-                except BaseException:
-                    log.exception("batch failed while stopping; exiting without commit")
-                    os._exit(EXIT_NOT_DURABLE)
+            try:
+                await task  # returns at once if it already finished
+            except BaseException:
+                log.exception("batch failed while stopping; exiting without commit")
+                logging.shutdown()
+                os._exit(EXIT_NOT_DURABLE)
             raise
         except BaseException:
             log.exception("batch could not be made durable; exiting without commit")

@@ -34,7 +34,10 @@ def latest_breakers(workdir: Path, include_closed: bool = True) -> list[BreakerE
     from spendstream.warehouse.layout import Layout
     from spendstream.warehouse.views import connect_readonly
 
-    con = connect_readonly(Layout.for_workdir(Path(workdir)))
+    layout = Layout.for_workdir(Path(workdir))
+    if not layout.root.exists():
+        return []  # nothing landed yet; a read must not create the warehouse
+    con = connect_readonly(layout)
     try:
         rows = con.execute(_LATEST_SQL).fetchall()  # type: ignore[attr-defined]
     finally:

@@ -61,7 +61,13 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int]:
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="spendstream-run")
+    # Enough for a loaded broker, short enough that a wrong address fails promptly.
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap.split(","),
+        client_id="spendstream-run",
+        request_timeout_ms=15000,
+        bootstrap_timeout_ms=10000,
+    )
     try:
         existing = set(admin.list_topics())
         missing = [
