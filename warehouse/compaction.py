@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from spendstream.errors import SpendstreamError
 from spendstream.stream.records import Fact
+from spendstream.warehouse import landing
 from spendstream.warehouse.catalog import FileRow
 from spendstream.warehouse.layout import TABLES
 from spendstream.warehouse.schema import facts_table, utc_day
@@ -136,6 +137,7 @@ def _replace_partition(
             "UPDATE files SET superseded_at = ? WHERE path = ?",
             [(active_from.isoformat(), p) for p, _, _ in files],
         )
+    landing._fault("compaction_after_commit")
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, final)
     return nrows
@@ -158,22 +160,22 @@ def compact(
     summary = CompactionSummary()
     with _exclusive(wh.layout.compact_lock):
         stage = wh.stage_dir()
-        try:
-            for table in TABLES:
-                for part, files in sorted(_live_by_partition(wh, table).items()):
-                    if len(files) < min_files:
-                        continue
-                    nrows = _replace_partition(wh, stage, table, part, files, activate_after_s)
-                    if nrows is None:
-                        summary.skipped.append(f"{part}: a commit is still being published")
-                        continue
-                    summary.partitions += 1
-                    summary.files_in += len(files)
-                    summary.files_out += 1
-                    summary.rows += nrows
-            summary.deleted = purge_superseded(wh, grace_s)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        for table in TABLES:
+            for part, files in sorted(_live_by_partition(wh, table).items()):
+                if len(files) < min_files:
+                    continue
+                nrows = _replace_partition(wh, stage, table, part, files, activate_after_s)
+                if nrows is None:
+                    summary.skipped.append(f"{part}: a commit is still being published")
+                    continue
+                summary.partitions += 1
+                summary.files_in += len(files)
+                summary.files_out += 1
+                summary.rows += nrows
+        summary.deleted = purge_superseded(wh, grace_s)
+        # Only on success: after a failure the stage is left for recovery, since a
+        # staged file may already be committed in the catalog.
+        shutil.rmtree(stage, ignore_errors=True)
     return summary
 
 
@@ -194,26 +196,26 @@ def rewrite_facts(
     replaced = 0
     with _exclusive(wh.layout.compact_lock):
         stage = wh.stage_dir()
-        try:
-            live = _live_by_partition(wh, "usage_facts")
-            for part, group in sorted(by_day.items()):
-                files = live.get(part, [])
-                if not files:
-                    continue
-                ids = pa.array([f.event.event_id for f in group], pa.string())
-                stored = _stored_ids([str(wh.layout.absolute(p)) for p, _, _ in files], ids)
-                new = [f for f in group if f.event.event_id in stored]
-                if not new:
-                    continue
-                drop = pa.array(sorted(stored), pa.string())
-                nrows = _replace_partition(
-                    wh, stage, "usage_facts", part, files, activate_after_s, drop, facts_table(new)
-                )
-                if nrows is None:
-                    raise SpendstreamError(f"{part}: a commit is still being published; retry")
-                replaced += len(new)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+        live = _live_by_partition(wh, "usage_facts")
+        for part, group in sorted(by_day.items()):
+            files = live.get(part, [])
+            if not files:
+                continue
+            ids = pa.array([f.event.event_id for f in group], pa.string())
+            stored = _stored_ids([str(wh.layout.absolute(p)) for p, _, _ in files], ids)
+            new = [f for f in group if f.event.event_id in stored]
+            if not new:
+                continue
+            drop = pa.array(sorted(stored), pa.string())
+            nrows = _replace_partition(
+                wh, stage, "usage_facts", part, files, activate_after_s, drop, facts_table(new)
+            )
+            if nrows is None:
+                raise SpendstreamError(f"{part}: a commit is still being published; retry")
+            replaced += len(new)
+        # Only on success: after a failure the stage is left for recovery, since a
+        # staged file may already be committed in the catalog.
+        shutil.rmtree(stage, ignore_errors=True)
     return replaced
 
 

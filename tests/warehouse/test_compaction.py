@@ -132,3 +132,33 @@ def test_rewrite_facts_replaces_stored_rows_by_event_id(wh: Warehouse, q: Query)
     )
     # Still landed once: a replay adds nothing.
     assert wh.commit(facts=old).facts == 0
+
+
+def test_a_compaction_that_dies_after_its_commit_is_finished_by_recovery(
+    workdir: Path, q: Query
+) -> None:
+    from spendstream.warehouse import landing
+
+    w = Warehouse(workdir)
+    w.ensure_views()
+    for _ in range(3):
+        w.commit(facts=[fact(T0), fact(T0)])
+
+    def die(step: str) -> None:
+        if step == "compaction_after_commit":
+            raise RuntimeError(step)
+
+    landing._fault = die
+    try:
+        with pytest.raises(RuntimeError):
+            w.compact(grace_s=0, activate_after_s=0)
+    finally:
+        landing._fault = lambda step: None
+    assert compaction.purge_superseded(w, 0) == 0  # the inputs' replacement is not in place
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(6, 6)]
+    w.close()
+    with Warehouse(workdir) as again:
+        assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(6, 6)]
+        assert compaction.purge_superseded(again, 0) == 3
+    assert [n.split("/")[1][0] for n in _files(workdir)] == ["k"]
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(6, 6)]
