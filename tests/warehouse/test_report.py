@@ -160,6 +160,7 @@ def _browse(page: Path, profile: Path, *mode: str) -> subprocess.CompletedProces
         f"--user-data-dir={profile}",
         "--window-size=1400,3000",
         "--hide-scrollbars",
+        "--force-color-profile=srgb",
         *mode,
         page.as_uri(),
     ]
