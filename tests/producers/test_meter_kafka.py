@@ -159,9 +159,7 @@ def test_100k_events_through_a_broker_outage_arrive_exactly_once(
 def test_events_spooled_by_a_process_are_delivered_once_by_the_next(
     kafka_broker_factory: Any, tmp_path: Path
 ) -> None:
-    broker = kafka_broker_factory()
-    _create_usage_topic(broker.bootstrap, partitions=1)
-    broker.stop()
+    broker = kafka_broker_factory(start=False)  # not running while the first process records
     spool = tmp_path / "spool"
     code = (
         "from spendstream.producers import Meter\n"
@@ -178,6 +176,7 @@ def test_events_spooled_by_a_process_are_delivered_once_by_the_next(
     assert done.stdout.split() == ["5000", "0"], done.stdout + done.stderr
 
     broker.start()
+    _create_usage_topic(broker.bootstrap, partitions=1)
     with Meter.kafka(broker.bootstrap, spool_dir=spool) as meter:
         assert meter.flush(timeout_s=120)
         assert meter.metrics.replayed == 5000
