@@ -256,3 +256,12 @@ def test_without_genai_prices_the_helpers_say_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "unavailable:" in done.stdout
     assert "spendstream[providers]" in done.stdout
+
+
+def test_gemini_tool_use_prompt_tokens_count_as_input() -> None:
+    body = _load("gemini")
+    body["usageMetadata"]["toolUsePromptTokenCount"] = 321
+    m = body["usageMetadata"]
+    out = gemini_usage(body)
+    assert out["input_tokens"] == m["promptTokenCount"] + m["toolUsePromptTokenCount"]
+    _valid(out)
