@@ -17,7 +17,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,8 @@ TOP_SESSIONS = 6
 MAX_TREE_NODES = 12
 MAX_CACHE_FEATURES = 6
 _ZERO = Decimal(0)
+_NANO = Decimal("1e-9")
+_CTX = Context(prec=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,42 +425,46 @@ def _unit_economics(
     first = p.since.date().replace(day=1)
     last = (p.until - timedelta(microseconds=1)).date().replace(day=1)
     after = (last + timedelta(days=32)).replace(day=1)
-    months = {"m0": first, "m1": last}
-    # One pass over the months' partitions (not the unit_costs / feature_user_month views,
-    # whose other columns need a distinct count of every request): users per month and per
-    # feature together, through grouping sets.
-    features = con.execute(
-        """
-        WITH m AS (
-            SELECT CAST(date_trunc('month', date) AS DATE) AS month,
-                   coalesce(team, '(untagged)') || ' / ' || coalesce(feature, '(no feature)') AS k,
-                   user_id, cost_usd
-            FROM usage_facts WHERE date >= $m0 AND date < $after
-        ),
-        g AS (
-            SELECT month, k, grouping(k) AS whole_month,
-                   count(DISTINCT user_id) AS active_users,
-                   coalesce(sum(cost_usd), 0) AS cost_usd
-            FROM m GROUP BY GROUPING SETS ((month), (month, k))
-        ),
-        rev AS (SELECT month, revenue_usd FROM unit_economics WHERE level = 'total')
-        SELECT f.month, f.k, f.active_users, f.cost_usd,
-               CAST(f.cost_usd / f.active_users AS DECIMAL(38, 9)) AS per_user,
-               CAST(r.revenue_usd / nullif(u.active_users, 0) AS DECIMAL(38, 9))
-        FROM g f
-        JOIN g u ON u.month = f.month AND u.whole_month = 1
-        LEFT JOIN rev r ON r.month = f.month
-        WHERE f.whole_month = 0 AND f.active_users > 0
-        ORDER BY f.month DESC, per_user DESC, f.k
-        """,
-        {"m0": first, "after": after},
-    ).fetchall()
     totals = con.execute(
         "SELECT month, level, key, revenue_usd, ai_cost_usd, ai_cost_ratio, band "
         "FROM unit_economics WHERE month BETWEEN $m0 AND $m1 AND level IN ('total', 'plan') "
         "ORDER BY month DESC, level DESC, key",
-        months,
+        {"m0": first, "m1": last},
     ).fetchall()
+    revenue = {r[0]: Decimal(r[3]) for r in totals if r[1] == "total" and r[3] is not None}
+    # Exact distinct users are the report's costliest aggregate at scale: count them on the
+    # months' partitions directly (the unit_costs / feature_user_month views also count
+    # every distinct request), and per month only where revenue needs them.
+    per_feature = con.execute(
+        """
+        SELECT CAST(date_trunc('month', date) AS DATE) AS month, team, feature,
+               count(DISTINCT user_id) AS users, coalesce(sum(cost_usd), 0)
+        FROM usage_facts WHERE date >= $m0 AND date < $after
+        GROUP BY ALL HAVING users > 0
+        """,
+        {"m0": first, "after": after},
+    ).fetchall()
+    month_users: dict[date, int] = {}
+    if revenue:
+        month_users = dict(
+            con.execute(
+                "SELECT CAST(date_trunc('month', date) AS DATE) AS month, "
+                "count(DISTINCT user_id) FROM usage_facts "
+                "WHERE date >= $m0 AND date < $after AND list_contains($months, "
+                "CAST(date_trunc('month', date) AS DATE)) GROUP BY ALL",
+                {"m0": first, "after": after, "months": list(revenue)},
+            ).fetchall()
+        )
+    features = []
+    with localcontext(_CTX):
+        for month, team, feature, users, cost in per_feature:
+            rev_per_user = None
+            if month in revenue and month_users.get(month):
+                rev_per_user = (revenue[month] / month_users[month]).quantize(_NANO)
+            key = f"{team or '(untagged)'} / {feature or '(no feature)'}"
+            per_user = (Decimal(cost) / users).quantize(_NANO)
+            features.append((month, key, users, Decimal(cost), per_user, rev_per_user))
+    features.sort(key=lambda r: (-r[0].toordinal(), -r[4], r[1]))
     return features, totals
 
 

@@ -409,3 +409,30 @@ def test_demo_ends_pointing_at_the_report_it_wrote(
     dom = _Charts()
     dom.feed(_browse(page, tmp_path / "profile", "--dump-dom").stdout)
     assert all(dom.marks.get(c, 0) > 0 for c in ("chart-spend", "chart-features", "chart-cache"))
+
+
+def test_unit_economics_per_feature_match_the_views(rendered: Rendered) -> None:
+    from spendstream.warehouse.reading import connect
+    from spendstream.warehouse.report import Period, gather
+
+    con = connect(rendered.workdir)
+    try:
+        data = gather(con, Period(DAY2, DAY3))
+    finally:
+        con.close()
+    view = {
+        (m, f"{t} / {f}"): (u, c, per_user)
+        for m, t, f, u, _calls, c, per_user in _sql(
+            rendered.workdir, "SELECT * FROM feature_user_month WHERE active_users > 0"
+        )
+    }
+    [(revenue, users)] = _sql(
+        rendered.workdir,
+        "SELECT (SELECT sum(revenue_usd) FROM revenue), count(DISTINCT user_id) FROM usage_facts",
+    )
+    assert len(data.unit_features) == len(view)
+    for month, key, n, cost, per_user, rev_per_user in data.unit_features:
+        v_users, v_cost, v_per_user = view[(month, key)]
+        assert (n, cost) == (v_users, v_cost)
+        assert abs(per_user - v_per_user) <= Decimal("1e-9")
+        assert abs(rev_per_user - revenue / users) <= Decimal("1e-9")
