@@ -138,6 +138,7 @@ class Meter:
         self._inflight = 0  # taken from the queue, not yet sent, spooled or dropped
         self._current: tuple[list[Record], str] | None = None  # the batch being sent
         self._abandoned = False
+        self._closed = False
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._last_drop_log = 0.0
@@ -248,6 +249,9 @@ class Meter:
         return ""
 
     def _overflow(self, event: UsageEvent) -> None:
+        if self._closed:  # the spool's slot is released: another process may own it now
+            self._drop(1, "recorded after close()")
+            return
         if self._spool is not None and self._spool.append([_value(event)]):
             with self._c.lock:
                 self._c.spooled += 1
@@ -358,6 +362,7 @@ class Meter:
         if self._thread.is_alive():
             self._abandon()
         self.transport.close()
+        self._closed = True
         if self._spool is not None:
             self._spool.close()
         atexit.unregister(self._atexit)

@@ -340,3 +340,10 @@ def test_close_spools_a_batch_whose_send_outlives_the_deadline(
     with _meter(server, tmp_path) as again:
         assert again.flush(timeout_s=30)
         assert again.metrics.replayed == 10
+
+
+def test_recording_after_close_is_counted_as_dropped(server: IngestServer, tmp_path: Path) -> None:
+    meter = _meter(server, tmp_path)
+    meter.close()
+    assert meter.record(**_fields(1)) == "e000001"
+    assert meter.metrics.dropped == 1

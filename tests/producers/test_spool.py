@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spendstream.producers.spool import Spool
 
@@ -98,3 +100,43 @@ def test_two_live_spools_on_one_root_take_different_slots(tmp_path: Path) -> Non
 def test_bounds_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="positive"):
         Spool(tmp_path, max_bytes=0)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("append"), st.integers(1, 30)),
+            st.tuples(st.just("commit"), st.integers(0, 30)),
+            st.tuples(st.just("reopen"), st.just(0)),
+        ),
+        max_size=25,
+    )
+)
+def test_any_mix_of_appends_commits_and_restarts_behaves_like_a_fifo(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, int]]
+) -> None:
+    root = tmp_path_factory.mktemp("spool")
+    size = len(_lines(1)[0]) + 1
+    spool = Spool(root, max_bytes=40 * size, segment_bytes=5 * size)
+    model: list[bytes] = []
+    next_id = 0
+    for op, n in ops:
+        if op == "append":
+            taken = spool.append(_lines(n, start=next_id))
+            assert taken == min(n, 40 - len(model))  # the byte bound, exactly
+            model.extend(_lines(taken, start=next_id))
+            next_id += n
+        elif op == "commit":
+            k = len(spool.peek(n))
+            assert k == min(n, len(model))
+            spool.commit(k)
+            del model[:k]
+        else:
+            spool.close()
+            spool = Spool(root, max_bytes=40 * size, segment_bytes=5 * size)
+        assert spool.size_bytes == len(model) * size
+        assert spool.peek(100) == model
+    spool.close()
