@@ -23,7 +23,14 @@ from spendstream.commands.report import parse_instant
 from spendstream.errors import ConfigError
 
 if TYPE_CHECKING:
-    from spendstream.warehouse.whatif import FeatureLine, Lever, Selector, SelfHosting, WhatIfResult
+    from spendstream.warehouse.whatif import (
+        FeatureLine,
+        Lever,
+        Selector,
+        SelfHosting,
+        SelfHostingResult,
+        WhatIfResult,
+    )
 
 __all__ = ["configure", "levers_from_args", "run"]
 
@@ -107,7 +114,7 @@ def _split(text: str, flag: str) -> tuple[Selector, str]:
 
 def levers_from_args(args: argparse.Namespace) -> list[Lever]:
     """The levers in the order given per flag: routes, output caps, cache targets, batch."""
-    from spendstream.warehouse.whatif import BatchShare, CacheTarget, OutputCap, Route
+    from spendstream.warehouse.whatif import BatchShare, CacheTarget, OutputCap, Route, Selector
 
     levers: list[Lever] = []
     for text in args.route:
@@ -115,8 +122,6 @@ def levers_from_args(args: argparse.Namespace) -> list[Lever]:
         provider, slash, model = target.partition("/")
         if not eq or not slash or not provider or not model:
             raise ConfigError(f"--route: {text!r} is not SELECTOR=PROVIDER/MODEL")
-        from spendstream.warehouse.whatif import Selector
-
         levers.append(Route(Selector.parse(sel, "--route"), provider, model))
     for text in args.max_output:
         sel, value = _split(text, "--max-output")
@@ -208,7 +213,7 @@ def _row(ln: FeatureLine, exact: bool) -> list[Any]:
     ]
 
 
-def _hosting_lines(h: Any) -> list[str]:
+def _hosting_lines(h: SelfHostingResult) -> list[str]:
     a = h.assumptions
     be = h.break_even_tokens_per_month
     return [
