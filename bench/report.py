@@ -159,7 +159,8 @@ def main() -> int:
         report["whatif"],
     )
     line = (
-        f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, {args.facts:,} facts): "
+        f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, load avg "
+        f"{m['load_average'][0]:.1f}, {args.facts:,} facts): "
         f"write_report 30 days {r30['warm_median_s']} s warm ({r30['first_s']} s first, "
         f"{r30['page_kb']} kB page) = {r30['ratio_to_baseline']}x one cost_by_team scan; "
         f"3 days hourly {r3['warm_median_s']} s ({r3['page_kb']} kB); whatif "
