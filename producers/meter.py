@@ -157,6 +157,13 @@ class Meter:
         self._atexit = close_at_exit
         atexit.register(close_at_exit)
 
+        def restart_in_child() -> None:
+            meter = ref()
+            if meter is not None and not meter._closed:
+                meter._after_fork()
+
+        os.register_at_fork(after_in_child=restart_in_child)
+
     # -- constructors -----------------------------------------------------------------------
 
     @classmethod
@@ -366,6 +373,28 @@ class Meter:
         if self._spool is not None:
             self._spool.close()
         atexit.unregister(self._atexit)
+
+    def _after_fork(self) -> None:
+        """A forked child gets its own sender, spool slot and connections.
+
+        What the parent had queued stays the parent's to send (the child starts empty), so
+        nothing is sent twice; locks are new, as the parent's may have been held at fork.
+        """
+        self._c = _Counters()
+        self._attempts_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue = collections.deque()
+        self._held, self._inflight, self._current = [], 0, None
+        self._retry_at, self._backoff = 0.0, _BACKOFF_MIN_S
+        if self._spool is not None:
+            old = self._spool
+            old.forget_after_fork()
+            self._spool = Spool(old.root, max_bytes=old.max_bytes, segment_bytes=old.segment_bytes)
+        after_fork = getattr(self.transport, "after_fork", None)
+        if after_fork is not None:
+            after_fork()
+        self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
+        self._thread.start()
 
     def _abandon(self) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.

@@ -21,6 +21,7 @@ what the OS had not written yet).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -56,7 +57,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self.dir, self._lock_fd = _claim_slot(Path(root))
+        self.root = Path(root)
+        self.dir, self._lock_fd = _claim_slot(self.root)
         self.corrupt_lines = 0  # torn last lines found after a crash, skipped
         segs = self._segments()
         self._head_seg, self._head_off = self._read_head(segs)
@@ -224,6 +226,16 @@ class Spool:
             self._writer = self._reader = None
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the inherited files without unlocking the parent's slot."""
+        for f in (self._writer, self._reader):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    os.close(f.fileno())  # not f.close(): that would flush the parent's buffer
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)  # closing our copy keeps the parent's flock
+        self._writer = self._reader = None
 
 
 def _claim_slot(root: Path) -> tuple[Path, int]:

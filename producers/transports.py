@@ -45,6 +45,9 @@ class Transport(Protocol):
 
     def close(self) -> None: ...
 
+    def after_fork(self) -> None:
+        """In a forked child: forget connections inherited from the parent (never close them)."""
+
 
 class KafkaTransport:
     """kafka-python producer: ``acks=all``, idempotent, compressed, keyed by the pipeline's key.
@@ -131,6 +134,10 @@ class KafkaTransport:
             self._reset()
         return result
 
+    def after_fork(self) -> None:
+        # The parent's producer thread does not exist here, and its sockets are the parent's.
+        self._producer = None
+
     def close(self) -> None:
         if self._producer is not None:
             try:
@@ -165,16 +172,24 @@ class HttpTransport:
     name = "http"
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
+        self.url = base_url.rstrip("/") + "/v1/events"
+        self._token, self._timeout_s = token, timeout_s
+        self._client = self._new_client()
+
+    def _new_client(self) -> Any:
         import httpx
 
-        self.url = base_url.rstrip("/") + "/v1/events"
-        self._client = httpx.Client(
-            timeout=timeout_s,
+        return httpx.Client(
+            timeout=self._timeout_s,
             headers={
-                "Authorization": f"Bearer {token}",
+                "Authorization": f"Bearer {self._token}",
                 "Content-Type": "application/x-ndjson",
             },
         )
+
+    def after_fork(self) -> None:
+        # Pooled connections are the parent's: a fresh client, the old one left alone.
+        self._client = self._new_client()
 
     def send(self, records: Sequence[Record]) -> SendResult:
         import httpx

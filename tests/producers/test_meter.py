@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -94,7 +95,8 @@ def _fields(i: int, **over: Any) -> dict[str, Any]:
 
 def _meter(server: IngestServer, tmp_path: Path | None, **kw: Any) -> Meter:
     spool = tmp_path / "spool" if tmp_path is not None else None
-    return Meter.http(server.url, TOKEN, spool_dir=spool, linger_s=0.01, **kw)
+    kw.setdefault("linger_s", 0.01)
+    return Meter.http(server.url, TOKEN, spool_dir=spool, **kw)
 
 
 def test_recorded_events_arrive_in_order_as_json_lines_with_the_bearer_token(
@@ -347,3 +349,27 @@ def test_recording_after_close_is_counted_as_dropped(server: IngestServer, tmp_p
     meter.close()
     assert meter.record(**_fields(1)) == "e000001"
     assert meter.metrics.dropped == 1
+
+
+def test_a_forked_child_sends_its_own_events_and_not_the_parents(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    meter = _meter(server, tmp_path, batch_size=1000, linger_s=3600)  # the parent's stay queued
+    for i in range(5):
+        meter.record(**_fields(i))
+    pid = os.fork()
+    if pid == 0:  # the child: record, deliver, leave without running the parent's atexit
+        code = 1
+        try:
+            for i in range(100, 103):
+                meter.record(**_fields(i))
+            ok = meter.flush(timeout_s=30)
+            code = 0 if ok and meter.metrics.sent == 3 else 1
+            meter.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert meter.flush(timeout_s=30)
+    meter.close()
+    assert sorted(server.event_ids()) == [f"e{i:06d}" for i in [0, 1, 2, 3, 4, 100, 101, 102]]
