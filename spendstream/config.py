@@ -174,9 +174,10 @@ class HttpConfig(_Section):
 class PipelineConfig(_Section):
     batch_size: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.5, gt=0)
-    # Kafka runtime: a usage partition silent this long (processing time) stops holding
-    # the others back in event-time alignment before detection (docs/kafka.md).
-    align_idle_s: float = Field(default=2.0, gt=0)
+    # Kafka runtime: a usage partition whose reader sent no fact and no caught-up marker for
+    # this long (processing time; e.g. the worker died) stops holding the others back in
+    # event-time alignment before detection (docs/kafka.md).
+    align_idle_s: float = Field(default=10.0, gt=0)
 
 
 AlertSeverity = Literal["info", "warning", "critical"]

@@ -4,8 +4,10 @@ Each usage partition is read at its own pace (by different workers, from backlog
 different sizes), so without care the engine could see one partition hours ahead of
 another and judge the other's events as late. The aligner holds each partition's facts in
 arrival order and releases them merged by event time, up to the least advanced
-partition's latest event time; a partition silent for ``idle_s`` (processing time) stops
-holding the others back. With one partition it releases everything at once, in order.
+partition's latest event time. A partition stops holding the others back when its reader
+(stage 1) says it has caught up with the broker (an idle marker), or, as a fallback for a
+reader that died, after ``idle_s`` of silence (processing time). With one partition it
+releases everything at once, in order.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class _Lane(Generic[T]):
     queue: deque[tuple[datetime, T]] = field(default_factory=deque)
     watermark: datetime | None = None  # latest event time received
     last_seen: float = 0.0  # processing time of the last arrival
+    idle: bool = False  # its reader said it is caught up; holds nothing until its next fact
 
 
 class Aligner(Generic[T]):
@@ -44,6 +47,11 @@ class Aligner(Generic[T]):
         if lane.watermark is None or ts > lane.watermark:
             lane.watermark = ts
         lane.last_seen = self.clock()
+        lane.idle = False
+
+    def mark_idle(self, partition: int) -> None:
+        """The partition's reader has caught up: stop holding the others back for it."""
+        self.lanes.setdefault(partition, _Lane()).idle = True
 
     def pending(self) -> int:
         return sum(len(lane.queue) for lane in self.lanes.values())
@@ -51,7 +59,11 @@ class Aligner(Generic[T]):
     def bound(self) -> tuple[bool, datetime | None]:
         """(hold everything, else release up to this event time; None: no limit)."""
         now = self.clock()
-        active = [lane for lane in self.lanes.values() if now - lane.last_seen < self.idle_s]
+        active = [
+            lane
+            for lane in self.lanes.values()
+            if not lane.idle and now - lane.last_seen < self.idle_s
+        ]
         if any(lane.watermark is None for lane in active):
             return True, None
         marks = [lane.watermark for lane in active if lane.watermark is not None]
@@ -80,9 +92,14 @@ class Aligner(Generic[T]):
             out.append(best.popleft()[1])
 
     def restore_lane(
-        self, partition: int, watermark: datetime | None, items: list[tuple[datetime, T]]
+        self,
+        partition: int,
+        watermark: datetime | None,
+        items: list[tuple[datetime, T]],
+        idle: bool = False,
     ) -> None:
         lane = self.lanes.setdefault(partition, _Lane())
         lane.queue.extend(items)
         lane.watermark = watermark
         lane.last_seen = self.clock()
+        lane.idle = idle

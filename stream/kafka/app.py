@@ -29,6 +29,7 @@ from spendstream.stream.kafka.ingest import MAX_BODY_BYTES
 from spendstream.stream.kafka.metrics import WorkerMetrics
 from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names
+from spendstream.stream.kafka.wire import encode_idle
 from spendstream.stream.records import DeadLetter, alert_to_wire, breaker_to_wire
 
 __all__ = ["EXIT_NOT_DURABLE", "Runtime", "Stage", "WebSettings"]
@@ -131,6 +132,8 @@ class Runtime:
         self.within_s = config.pipeline.batch_within_s
         if stage in ("all", "usage"):
             self.app.agent(self.usage_topic, name="usage", concurrency=1)(self._usage_agent)
+            self.app.timer(max(0.2, self.within_s), name="caught-up")(self._caught_up)
+        self._idle_sent: dict[int, int] = {}  # usage partition -> offset its marker covered
         if stage in ("all", "detect"):
             self.app.agent(self.priced_topic, name="detect", concurrency=1)(self._detect_agent)
         self.app.on_partitions_assigned.connect(self._on_assigned)
@@ -322,6 +325,35 @@ class Runtime:
         self.metrics.events_out.labels(self.names.alerts).inc(len(outcome.alerts))
         self.metrics.events_out.labels(self.names.breakers).inc(len(outcome.breaker_events))
         self.metrics.held.set(stage.aligner.pending())
+
+    async def _caught_up(self) -> None:
+        """Tell stage 2 which usage partitions this worker has fully published (idle markers).
+
+        One marker per partition each time it catches up with the broker's high watermark,
+        so that alignment stops waiting for it; nothing while it still has records to read.
+        """
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return
+        markers: list[tuple[str, bytes | None, bytes]] = []
+        for tp in consumer.assignment():
+            if tp.topic != self.names.usage:
+                continue
+            high = consumer.highwater(tp)
+            last = self.processed.get((tp.topic, tp.partition))
+            if high is None:
+                continue
+            if last is None:
+                if high != 0:
+                    continue  # unknown until its first batch ([pipeline] align_idle_s covers it)
+                done = 0
+            else:
+                done = last + 1
+            if done >= high and self._idle_sent.get(tp.partition) != done:
+                markers.append((self.names.priced, None, encode_idle(tp.partition, done)))
+                self._idle_sent[tp.partition] = done
+        if markers:
+            await self.publish(markers)
 
     # Lag.
 

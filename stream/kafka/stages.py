@@ -26,6 +26,7 @@ from spendstream.config import Config
 from spendstream.producers.event import UsageEvent
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
+    IdleMarker,
     PricedFact,
     ResetCommand,
     decode_priced,
@@ -161,7 +162,10 @@ class DetectStage:
                 items.extend((pf.fact.event.ts, pf) for pf in decoded)
             wm = lane["watermark"]
             self.aligner.restore_lane(
-                int(lane["partition"]), None if wm is None else datetime.fromisoformat(wm), items
+                int(lane["partition"]),
+                None if wm is None else datetime.fromisoformat(wm),
+                items,
+                bool(lane.get("idle", False)),
             )
 
     def _judge(self, out: DetectOutcome) -> None:
@@ -185,6 +189,9 @@ class DetectStage:
                 continue
             self.positions[PRICED_KEY] = priced_offset
             rec = decode_priced(value)
+            if isinstance(rec, IdleMarker):
+                self.aligner.mark_idle(rec.partition)
+                continue
             if isinstance(rec, ResetCommand):
                 self._judge(out)  # a reset applies after the facts released before it
                 event = self.pipeline.engine.reset_breaker(rec.scope, rec.ts)
@@ -219,6 +226,7 @@ class DetectStage:
                     "items": [
                         r.decode() for r in encode_priced_facts([pf for _, pf in lane.queue])
                     ],
+                    "idle": lane.idle,
                 }
                 for p, lane in sorted(self.aligner.lanes.items())
             ],

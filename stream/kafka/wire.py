@@ -22,9 +22,11 @@ from spendstream.stream.records import Cost, Fact
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "IdleMarker",
     "PricedFact",
     "ResetCommand",
     "decode_priced",
+    "encode_idle",
     "encode_priced_facts",
     "encode_reset",
 ]
@@ -49,6 +51,14 @@ class ResetCommand:
 
     scope: str
     ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IdleMarker:
+    """Stage 1 has published every fact of usage ``partition`` below ``offset`` (caught up)."""
+
+    partition: int
+    offset: int
 
 
 def _cost_to_wire(cost: Cost | None) -> dict[str, str] | None:
@@ -113,11 +123,17 @@ def encode_reset(scope: str, ts: datetime) -> bytes:
     return orjson.dumps({"t": "reset", "scope": scope, "ts": ts.isoformat()})
 
 
-def decode_priced(value: bytes) -> list[PricedFact] | ResetCommand:
+def encode_idle(partition: int, offset: int) -> bytes:
+    return orjson.dumps({"t": "idle", "p": partition, "o": offset})
+
+
+def decode_priced(value: bytes) -> list[PricedFact] | ResetCommand | IdleMarker:
     head, sep, body = value.partition(b"\n")
     header = orjson.loads(head)
     if header["t"] == "reset":
         return ResetCommand(str(header["scope"]), datetime.fromisoformat(header["ts"]))
+    if header["t"] == "idle":
+        return IdleMarker(int(header["p"]), int(header["o"]))
     if header["t"] != "facts" or not sep:
         raise ValueError(f"not a priced-topic record: {head[:200]!r}")
     out = []

@@ -14,6 +14,7 @@ from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.wire import (
     PricedFact,
     decode_priced,
+    encode_idle,
     encode_priced_facts,
     encode_reset,
 )
@@ -144,6 +145,19 @@ def test_aligner_stops_waiting_for_a_silent_partition() -> None:
     al.add(0, T0 + timedelta(minutes=1), "a1")
     clock.now += 1.5  # partitions 1 and 2 silent for 2.5 s
     assert al.release() == ["a0", "a1"]
+
+
+def test_a_caught_up_marker_releases_without_waiting_for_the_silent_partition(
+    tmp_path: Path,
+) -> None:
+    usage = UsageStage(CONFIG, tmp_path, "usage", "u")
+    lines = event_lines(1000, seed=3)[:30]
+    out = usage.prepare([UsageRecord(0, i, line) for i, line in enumerate(lines)])
+    detect = DetectStage(CONFIG, tmp_path, "d", partitions=2, clock=Clock())
+    assert detect.process(list(enumerate(out.priced))).facts == 0  # partition 1 unheard
+    # Partition 1's reader is caught up (no clock advanced): partition 0 alone sets the pace.
+    assert detect.process([(len(out.priced), encode_idle(1, 0))]).facts == 30
+    assert detect.aligner.pending() == 0
 
 
 def test_held_facts_survive_a_restart(tmp_path: Path) -> None:
