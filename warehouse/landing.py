@@ -81,7 +81,7 @@ class CommitBatch:
 
 @dataclass(slots=True)
 class CommitResult:
-    commit_id: int
+    commit_id: int  # 0: nothing was committed (nothing new to land, no state given)
     facts: int = 0
     alerts: int = 0
     breaker_events: int = 0
@@ -248,6 +248,10 @@ class Warehouse:
         skipped = len(batch.facts) + len(batch.alerts) + len(batch.breaker_events)
         skipped += len(batch.dead_letters) - total
         for _ in range(_MAX_CONFLICT_RETRIES):
+            no_state = batch.state is None and batch.source_positions is None
+            if no_state and not any(items.values()):
+                # Nothing to land and no state to move: no commit, no fsync.
+                return CommitResult(commit_id=0, skipped=skipped)
             outcome = self._try_commit(items, batch.state, batch.source_positions)
             if isinstance(outcome, CommitResult):
                 outcome.skipped = skipped

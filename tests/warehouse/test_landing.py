@@ -103,6 +103,15 @@ def test_a_commit_without_state_keeps_the_writers_last_state(wh: Warehouse) -> N
     assert wh.last_commit() == ({"n": 1}, {"f": 3})
 
 
+def test_a_batch_with_nothing_new_and_no_state_commits_nothing(wh: Warehouse) -> None:
+    f = fact()
+    first = wh.commit(facts=[f])
+    again = wh.commit(facts=[f])
+    assert first.commit_id > 0 and (again.commit_id, again.skipped) == (0, 1)
+    assert wh.commit().commit_id == 0
+    assert wh.commit(state={"n": 1}).commit_id > first.commit_id
+
+
 def test_state_that_is_not_json_is_refused_before_anything_is_written(
     wh: Warehouse, workdir: Path
 ) -> None:
