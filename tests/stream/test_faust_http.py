@@ -59,10 +59,21 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert [r["line"] for r in answer["rejected"]] == [1501]
         status, answer = _post(w, lines[0], ctype="application/json")  # a re-sent event
         assert (status, answer) == (200, {"accepted": 1, "rejected": []})
-        wait_all_judged(wd, kafka_bootstrap, prefix, len(lines), w)
+        # The producer library's HTTP transport speaks to the same endpoint.
+        from spendstream.producers.meter import Meter
+
+        meter = Meter.http(w.url(""), TOKEN, spool_dir=tmp_path / "spool", team="meter-team")
+        ids = [
+            meter.record(provider="openai", model="gpt-5-mini", input_tokens=100, output_tokens=10)
+            for _ in range(5)
+        ]
+        assert meter.flush(timeout_s=60)
+        meter.close()
+        wait_all_judged(wd, kafka_bootstrap, prefix, len(lines) + len(ids), w)
+        assert query(wd, "SELECT count(*) FROM usage_facts WHERE team = 'meter-team'") == [(5,)]
 
         assert query(wd, "SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [
-            (len(lines), len(lines))
+            (len(lines) + 5, len(lines) + 5)
         ]
         assert query(wd, "SELECT source FROM dead_letters") == [("http:/v1/events",)]
         dead_on_topic = read_topic(kafka_bootstrap, prefix + "spendstream.dead-letters")
@@ -113,10 +124,10 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert health["status"] == "ok" and prefix + "spendstream.priced/0" in health["assigned"]
         metrics = w.get_text("/metrics")
         assert (
-            'spendstream_http_records_total{result="accepted"} %.1f' % (len(lines) + 1) in metrics
+            'spendstream_http_records_total{result="accepted"} %.1f' % (len(lines) + 6) in metrics
         )
         assert 'spendstream_http_records_total{result="rejected"} 1.0' in metrics
-        assert f"spendstream_facts_landed_total {float(len(lines))}" in metrics
+        assert f"spendstream_facts_landed_total {float(len(lines) + 5)}" in metrics
         assert "spendstream_duplicates_total 1.0" in metrics
         assert 'spendstream_spend_usd_total{team="' in metrics
         assert "spendstream_consumer_lag{" in metrics
