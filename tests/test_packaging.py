@@ -51,6 +51,26 @@ def test_wheel_maps_top_level_folders_into_the_namespace(wheel: Path) -> None:
     assert not any(n.startswith(("producers/", "stream/", "tests/")) for n in names)
 
 
+def test_wheel_ships_every_source_module(wheel: Path) -> None:
+    # packages is an explicit list in pyproject.toml: a new subpackage missing from it would
+    # work in the editable install and break only for users of the wheel.
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folders = {
+        "spendstream": "spendstream",
+        "producers": "spendstream/producers",
+        "stream": "spendstream/stream",
+        "warehouse": "spendstream/warehouse",
+        "alerts": "spendstream/alerts",
+    }
+    missing = [
+        f"{target}/{src.relative_to(ROOT / folder).as_posix()}"
+        for folder, target in folders.items()
+        for src in (ROOT / folder).rglob("*.py")
+        if f"{target}/{src.relative_to(ROOT / folder).as_posix()}" not in names
+    ]
+    assert missing == []
+
+
 def test_light_install_from_the_wheel_imports_producers_without_heavy_modules(
     wheel: Path, tmp_path: Path
 ) -> None:

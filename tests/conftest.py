@@ -1,0 +1,3 @@
+"""Shared pytest setup: the Kafka fixtures live in tests/kafka_fixtures.py."""
+
+pytest_plugins = ["tests.kafka_fixtures"]
