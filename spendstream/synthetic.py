@@ -216,7 +216,10 @@ def generate(
                 "latency_ms": round(rng.uniform(200, 4000), 1),
             }
             if f.feature == "coding-agent":
-                sess = f"sess-agent-{hour:03d}-{rng.randrange(12):02d}"
+                # One session per 5-minute slot: ordinary agent runs stay well inside the
+                # 30-minute duration limit, so only the injected loop trips a breaker.
+                slot = int((ts - h0).total_seconds() // 300)
+                sess = f"sess-agent-{hour:03d}-{slot:02d}"
                 ev["session_id"] = sess
                 if (
                     rng.random() < 0.3

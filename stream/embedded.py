@@ -14,11 +14,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spendstream.config import Config
 from spendstream.stream.pipeline import Pipeline, parse_records
 from spendstream.stream.records import Alert, BreakerEvent
 from spendstream.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from spendstream.alerts.router import AlertRouter
 
 __all__ = ["EmbeddedRunner", "IngestSummary", "read_lines"]
 
@@ -35,6 +39,8 @@ class IngestSummary:
     cost_usd: Decimal = Decimal(0)
     alerts: list[Alert] = field(default_factory=list)
     breaker_events: list[BreakerEvent] = field(default_factory=list)
+    # Pages sent, incidents resolved and notifications dead-lettered by the alert router.
+    notifications: Counter[str] = field(default_factory=Counter)
 
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
@@ -63,8 +69,9 @@ def read_lines(
 class EmbeddedRunner:
     """Runs batches through parse -> dedupe -> price -> detect -> land."""
 
-    def __init__(self, workdir: Path, config: Config) -> None:
+    def __init__(self, workdir: Path, config: Config, router: AlertRouter | None = None) -> None:
         self.config = config
+        self.router = router
         self.warehouse = Warehouse(workdir)
         self.warehouse.ensure_views()
         last = self.warehouse.last_commit()
@@ -106,6 +113,17 @@ class EmbeddedRunner:
         new = self.warehouse.unseen(events)
         facts = self.pipeline.price(new, now)
         alerts, breaker_events = self.pipeline.detect(facts)
+        if self.router is not None and (alerts or breaker_events):
+            # Routed before the commit: a crash in between replays the batch, the detectors
+            # (restored from the last commit) raise the same alert ids, and the router's
+            # delivery state skips every (alert, route, sink) it already decided. So each
+            # alert is paged once even across a kill -9; routing after the commit could lose it.
+            routed = self.router.handle(alerts, breaker_events)
+            summary.notifications.update(
+                triggered=routed.triggered,
+                resolved=routed.resolved,
+                dead_lettered=routed.dead_lettered,
+            )
         self.warehouse.commit(
             facts=facts,
             alerts=alerts,

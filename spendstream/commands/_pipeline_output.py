@@ -44,4 +44,15 @@ def print_summary(s: IngestSummary, out: TextIO) -> None:
         out.write("alerts: none\n")
     opened = [b for b in s.breaker_events if b.state == "open"]
     if opened:
-        out.write("breakers opened: " + ", ".join(sorted({b.scope for b in opened})) + "\n")
+        scopes = sorted({b.scope for b in opened})
+        shown = ", ".join(scopes[:10])
+        more = (
+            f" and {len(scopes) - 10} more (spendstream breakers list)" if len(scopes) > 10 else ""
+        )
+        out.write(f"breakers opened: {shown}{more}\n")
+    if s.notifications:
+        n = s.notifications
+        out.write(
+            f"notifications: {n['triggered']:,} sent, {n['resolved']:,} resolved, "
+            f"{n['dead_lettered']:,} dead-lettered (spendstream alerts --replay-dead-letters)\n"
+        )

@@ -16,7 +16,9 @@ __all__ = ["configure", "run", "tell_story"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
-    parser.add_argument("--events", type=int, default=50_000, metavar="N", help="events to generate (default 50000)")
+    parser.add_argument(
+        "--events", type=int, default=50_000, metavar="N", help="events to generate (default 50000)"
+    )
     parser.add_argument("--seed", type=int, default=7, metavar="N", help="random seed (default 7)")
     add_config(parser)
 
@@ -34,10 +36,16 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.workdir import resolve_workdir
 
     if args.events < 1000:
-        raise ConfigError("--events must be at least 1000 for the story to show (got %d)" % args.events)
+        raise ConfigError(
+            f"--events must be at least 1000 for the story to show (got {args.events})"
+        )
     import tomllib
 
-    config = load_config(args.config) if args.config else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
+    config = (
+        load_config(args.config)
+        if args.config
+        else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
+    )
 
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.stream.embedded import EmbeddedRunner, read_lines
@@ -46,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
-    out.write(f"spendstream demo: {args.events:,} synthetic LLM calls over 3 days (seed {args.seed})\n")
+    out.write(
+        f"spendstream demo: {args.events:,} synthetic LLM calls over 3 days (seed {args.seed})\n"
+    )
     events = generate(args.events, args.seed)
     with open(events_file, "w", encoding="utf-8") as fh:
         for e in events:
@@ -60,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     report = _write_report(workdir, out)
     out.write("\nQuery the warehouse yourself:\n")
     wd = f" --workdir {workdir}" if args.workdir else ""
-    out.write(f'  spendstream sql{wd} "SELECT team, sum(cost_usd) AS usd FROM usage_facts GROUP BY ALL ORDER BY usd DESC"\n')
+    out.write(
+        f'  spendstream sql{wd} "SELECT team, sum(cost_usd) AS usd FROM usage_facts GROUP BY ALL ORDER BY usd DESC"\n'
+    )
     out.write(f"  spendstream query{wd} --list\n")
     out.write(f"  duckdb -readonly {workdir / 'warehouse' / 'spendstream.duckdb'}\n")
     if report:
@@ -119,14 +131,18 @@ def tell_story(workdir: Path, out: TextIO) -> None:
                 f"  Hourly anomaly: {scope} spent {_money(value)} in the hour of {ts:%Y-%m-%d %H}:00 UTC "
                 f"(> {_money(threshold)}, 3x its previous-24h hourly mean)\n"
             )
-        for scope, kind, message in q(
-            "SELECT scope, kind, message FROM alerts WHERE kind IN ('budget_threshold', 'budget_exceeded') "
+        for (message,) in q(
+            "SELECT message FROM alerts WHERE kind IN ('budget_threshold', 'budget_exceeded') "
             "ORDER BY ts LIMIT 6"
         ).fetchall():
-            out.write(f"  Budget: {scope}: {message}\n")
-        for scope, message in q("SELECT scope, message FROM alerts WHERE kind = 'cache_hit_drop' LIMIT 3").fetchall():
-            out.write(f"  Cache: {scope}: {message}\n")
-        for (message,) in q("SELECT message FROM alerts WHERE kind = 'unpriced_model' LIMIT 3").fetchall():
+            out.write(f"  Budget: {message}\n")
+        for (message,) in q(
+            "SELECT message FROM alerts WHERE kind = 'cache_hit_drop' ORDER BY ts LIMIT 3"
+        ).fetchall():
+            out.write(f"  Cache: {message}\n")
+        for (message,) in q(
+            "SELECT message FROM alerts WHERE kind = 'unpriced_model' LIMIT 3"
+        ).fetchall():
             out.write(f"  Unpriced: {message}\n")
         opened = q(
             "SELECT scope, reason FROM breaker_events WHERE state = 'open' ORDER BY ts LIMIT 8"
@@ -138,7 +154,9 @@ def tell_story(workdir: Path, out: TextIO) -> None:
 
         out.write("\nWhere the money went:\n")
         total = q("SELECT sum(cost_usd), count(*) FROM usage_facts").fetchone()
-        out.write(f"  total {_money(total[0] if total else 0)} over {total[1] if total else 0:,} calls\n")
+        out.write(
+            f"  total {_money(total[0] if total else 0)} over {total[1] if total else 0:,} calls\n"
+        )
         for team, usd, share in q(
             "SELECT coalesce(team, '(untagged)'), sum(cost_usd) AS usd, "
             "100 * sum(cost_usd) / (SELECT sum(cost_usd) FROM usage_facts) "

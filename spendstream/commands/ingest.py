@@ -16,6 +16,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_workdir(parser)
     add_config(parser)
+    parser.add_argument(
+        "--no-route-alerts",
+        dest="route_alerts",
+        action="store_false",
+        help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +40,21 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
     workdir = resolve_workdir(args.workdir)
-    runner = EmbeddedRunner(workdir, config)
-    summary = runner.run(read_lines(args.files), progress=progress_printer(sys.stderr))
+    router = None
+    if args.route_alerts and config.alerts.sink:
+        # Only sinks the user configured: the embedded run pages like `spendstream alerts`
+        # does on Kafka (same router, same delivery state in the workdir).
+        from spendstream.alerts.router import AlertRouter
+
+        router = AlertRouter.from_config(config.alerts, workdir)
+    try:
+        runner = EmbeddedRunner(workdir, config, router=router)
+        summary = runner.run(read_lines(args.files), progress=progress_printer(sys.stderr))
+        if router is not None:
+            idle = router.tick()
+            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+    finally:
+        if router is not None:
+            router.close()
     print_summary(summary, sys.stdout)
     return 0

@@ -180,3 +180,82 @@ def test_the_embedded_entry_point_pages_once_and_resolves_on_reset(
         assert len(slack.accepted()) == 2 and len(slack.received) == 5
     finally:
         router.close()
+
+
+def test_spendstream_ingest_routes_to_the_configured_sinks_once(
+    http_server: Callable[..., ScriptedServer],
+    tmp_path: Path,
+    monkeypatch: Any,
+    capsys: Any,
+) -> None:
+    from spendstream.cli import main
+
+    pd = http_server(check=check_pagerduty)
+    slack = http_server(check=check_slack)
+    monkeypatch.setenv("PD", PD_KEY)
+    monkeypatch.setenv("SLACK", slack.url)
+    cfg = tmp_path / "spendstream.toml"
+    cfg.write_text(
+        f"""
+[runaway]
+max_session_turns = 20
+
+[[alerts.sink]]
+name = "pd"
+type = "pagerduty"
+url = "{pd.url}"
+routing_key_env = "PD"
+
+[[alerts.sink]]
+name = "slack"
+type = "slack"
+webhook_url_env = "SLACK"
+
+[[alerts.route]]
+name = "page-runaways"
+kinds = ["runaway_session", "runaway_rate"]
+min_severity = "critical"
+sinks = ["pd", "slack"]
+group_by = ["kind", "session_id"]
+"""
+    )
+    events = tmp_path / "events.jsonl"
+    _workload(events)
+    work = str(tmp_path / "work")
+    argv = ["ingest", str(events), "--workdir", work, "--config", str(cfg)]
+    assert main([*argv, "--no-route-alerts"]) == 0
+    assert pd.received == [] and slack.received == []  # landed, not routed
+
+    # The alert landed by the first run is not raised again (same state), so a second file
+    # with the loop's continuation is what pages: the router sees the new turns' alerts.
+    more = tmp_path / "more.jsonl"
+    more.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"loop2-{turn}",
+                    "ts": (START + timedelta(minutes=10, seconds=10 * turn)).isoformat(),
+                    "provider": "anthropic",
+                    "model": "claude-sonnet-4-5",
+                    "input_tokens": 1200,
+                    "output_tokens": 300,
+                    "session_id": "agent-loop-8",
+                    "turn": turn,
+                    "api_key_id": "key-ci-agent",
+                    "team": "platform",
+                }
+            )
+            + "\n"
+            for turn in range(30)
+        )
+    )
+    capsys.readouterr()
+    assert main(["ingest", str(more), "--workdir", work, "--config", str(cfg)]) == 0
+    assert "notifications: 2 sent" in capsys.readouterr().out
+    pages = [r.json() for r in pd.accepted()]
+    assert [p["event_action"] for p in pages] == ["trigger"]
+    assert "agent-loop-8" in json.dumps(pages[0])
+    assert len(slack.accepted()) == 1
+    # Re-ingesting the same file lands nothing and pages no one.
+    assert main(["ingest", str(more), "--workdir", work, "--config", str(cfg)]) == 0
+    assert len(pd.received) == 1 and len(slack.received) == 1
