@@ -18,58 +18,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.router import AlertRouter
 from spendstream.config import config_from_dict
 from spendstream.stream.records import Alert, stable_id
 
 NAME = "alert_routing"
-ROOT = Path(__file__).resolve().parent
 KEY = "B3NCHKEY0123456789abcdefABCDEF00"
 
 
 def machine() -> dict[str, Any]:
-    cpu, ram_gb = platform.processor() or "unknown", None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs = {}
-    for dist in ("spendstream", "httpx", "pydantic"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": __import__("sqlite3").sqlite_version,
-        "libraries": libs,
-        "load_average": os.getloadavg(),
-    }
+    return shared_machine(("spendstream", "httpx", "pydantic"))
 
 
 class _Server:
@@ -217,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             results["router_grouped"]["alerts_per_s"] / results["bare_httpx"]["alerts_per_s"], 2
         ),
     }
-    out_dir = ROOT / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     r = results
     line = (
         f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, {report['machine']['cores']} cores, "
@@ -229,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['router_grouped']['alerts_per_s']}/s ({report['grouped_vs_bare']}x, "
         f"{r['router_grouped']['pages_sent']} pages) -> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
     print(line)
     return 0

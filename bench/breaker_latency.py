@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -34,13 +33,14 @@ import timeit
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.config import config_from_dict
 from spendstream.errors import BreakerOpen
 from spendstream.producers.event import UsageEvent
@@ -49,39 +49,12 @@ from spendstream.stream.detection import DetectionEngine
 from spendstream.stream.records import BreakerEvent, Cost, Fact, breaker_to_wire
 
 NAME = "breaker_latency"
-ROOT = Path(__file__).resolve().parent
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs = {}
-    for dist in ("spendstream", "kafka-python", "aiokafka", "faust-streaming", "genai-prices"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "libraries": libs,
-    }
+    return shared_machine(
+        ("spendstream", "kafka-python", "aiokafka", "faust-streaming", "genai-prices")
+    )
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
@@ -322,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-within-s",
         type=float,
         nargs="+",
-        default=[0.5, 0.1],
-        help="[pipeline] batch_within_s of the runs (one run per value; 0.5 is the default)",
+        default=[0.5, 0.2, 0.1],
+        help="[pipeline] batch_within_s of the runs (one run per value; 0.2 is the default)",
     )
     args = ap.parse_args(argv)
     gap_s = args.gap_ms / 1000
@@ -377,9 +350,6 @@ def main(argv: list[str] | None = None) -> int:
         "guard_call": guard_call_us(),
         "goal": "run_trip_to_refusal p99 <= 1000 ms",
     }
-    out_dir = ROOT / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     lat = results
     run_part = "".join(
         f"spendstream run (batch_within_s {w}) 101st turn->refusal p50 {r['p50_ms']} ms "
@@ -396,10 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{lat['bare_consumer']['p99_ms']} ms; guard() {report['guard_call']['guard_pass_us']} us "
         f"-> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(json.dumps(report["latency"], indent=2))
     print(line)
     return 0

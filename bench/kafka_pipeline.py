@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,46 +33,22 @@ import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.kafka_local import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 
 NAME = "kafka_pipeline"
-ROOT = Path(__file__).resolve().parent
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    ram_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs = {}
-    for dist in ("spendstream", "faust-streaming", "aiokafka", "duckdb", "pyarrow", "pydantic"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "libraries": libs,
-        "load_average_at_start": os.getloadavg(),
-    }
+    return shared_machine(
+        ("spendstream", "faust-streaming", "aiokafka", "duckdb", "pyarrow", "pydantic")
+    )
 
 
 def _key(event: dict[str, Any]) -> bytes:
@@ -476,13 +451,10 @@ def main() -> int:
         if broker is not None:
             broker.stop()
         tmp.cleanup()
-    out_dir = ROOT / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     one, split, lat = report["pipeline"]["one"], report["pipeline"]["split"], report["latency"]
     line = (
         f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, {report['machine']['cores']} cores, "
-        f"load avg {report['machine']['load_average_at_start'][0]:.1f}, {n} events, {args.partitions} partitions): "
+        f"load avg {report['machine']['load_average'][0]:.1f}, {n} events, {args.partitions} partitions): "
         f"spendstream run sustained {one['events_per_s']}/s (1 worker) and {split['events_per_s']}/s "
         f"(usage + detect processes) vs bare aiokafka consume {report['bare_aiokafka']['events_per_s']}/s = "
         f"{report['ratio_vs_bare']['one']}x / {report['ratio_vs_bare']['split']}x (goal >= 0.5x: not met); "
@@ -491,10 +463,7 @@ def main() -> int:
         f"Faust alone (take_events, no work) {report['bare_faust_take']['events_per_s']}/s; "
         f"produce -> queryable fact p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms -> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
     print(line)
     return 0

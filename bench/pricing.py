@@ -30,26 +30,23 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import random
 import time
 from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from genai_prices import Usage, calc_price
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.producers.event import UsageEvent
 from spendstream.stream.pricing import Pricer
 from spendstream.stream.records import Cost
 
 NAME = "pricing"
-ROOT = Path(__file__).resolve().parent
 START = datetime(2025, 6, 1, tzinfo=UTC)
 SPAN_S = 540 * 86_400
 BATCH_FROM = datetime(2026, 10, 14, tzinfo=UTC)  # the catalog's batch prices start here
@@ -75,33 +72,7 @@ MODELS: list[tuple[str, str, int, bool]] = [
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    ram_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs = {}
-    for dist in ("spendstream", "genai-prices", "numpy", "pydantic"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "libraries": libs,
-        "load_average": os.getloadavg(),
-    }
+    return shared_machine(("spendstream", "genai-prices", "numpy", "pydantic"))
 
 
 def workload(n: int, seed: int) -> list[UsageEvent]:
@@ -304,9 +275,6 @@ def main(argv: list[str] | None = None) -> int:
         "agreement": agreement,
         "goal": "pricer >= 30x the calc_price loop, totals equal",
     }
-    out_dir = ROOT / "results"
-    out_dir.mkdir(exist_ok=True)
-    (out_dir / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     line = (
         f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, "
         f"{report['machine']['cores']} cores, {n} events, CPU time): Pricer.price_batch "
@@ -316,10 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['pricer_numpy']['events_per_s']}/s); totals equal "
         f"(diff {agreement['total_difference_usd']} USD) -> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(json.dumps({k: report[k] for k in report if k != "machine"}, indent=2))
     print(line)
     return 0

@@ -29,56 +29,29 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.producers import Meter, UsageEvent
 from spendstream.producers.transports import KafkaTransport
 from spendstream.topics import partition_key
 
 NAME = "producer"
-ROOT = Path(__file__).resolve().parent
 GOAL_MEDIAN_US = 20.0
 ROUNDS = 3
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    ram_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs = {}
-    for dist in ("spendstream", "pydantic", "pydantic-core", "kafka-python", "httpx"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "libraries": libs,
-        "load_average": os.getloadavg(),
-    }
+    return shared_machine(("spendstream", "pydantic", "pydantic-core", "kafka-python", "httpx"))
 
 
 def fields(i: int) -> dict[str, Any]:
@@ -272,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
         "goal_median_us": GOAL_MEDIAN_US,
         "goal_met": idle["median_us"] <= GOAL_MEDIAN_US,
     }
-    out = ROOT / "results" / f"{NAME}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     mach = report["machine"]
     cpu = str(mach["cpu_model"]).split(" ")[:2]
     line = (
@@ -288,10 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['meter_vs_bare']}x / {report['meter_queue_holds_run_vs_bare']}x "
         f"-> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(json.dumps({k: report[k] for k in report if k != "machine"}, indent=2))
     print(line)
     return 0

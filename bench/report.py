@@ -21,7 +21,6 @@ Results: bench/results/report.json and a line in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import statistics
@@ -33,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
+from bench._common import record
 from bench.warehouse_queries import DAYS, START, generate, machine
 from spendstream.stream.pricing import Pricer
 from spendstream.warehouse.layout import Layout
@@ -41,7 +41,6 @@ from spendstream.warehouse.report import write_report
 from spendstream.warehouse.whatif import BatchShare, Call, Route, Selector, run_whatif
 
 NAME = "report"
-ROOT = Path(__file__).resolve().parent
 
 
 def _timed(fn: Callable[[], Any], warm: int = 2) -> dict[str, Any]:
@@ -148,9 +147,6 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    results = ROOT / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     m = report["machine"]
     cpu = " ".join(str(m["cpu_model"]).split()[:2])
     r30, r3, w = (
@@ -168,10 +164,7 @@ def main() -> int:
         f"{w['baseline_price_once_calls_per_s']}/s ({w['ratio_to_baseline']}x); peak RSS "
         f"{report['peak_rss_mb']} MB -> results/{NAME}.json"
     )
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(line)
     return 0
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import shutil
 import statistics
@@ -34,7 +32,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from bench._common import machine as shared_machine
+from bench._common import record
 from spendstream.producers.event import UsageEvent
 from spendstream.stream.records import Cost, Fact
 from spendstream.warehouse import Warehouse
@@ -51,7 +50,6 @@ from spendstream.warehouse.queries import QUERIES
 from spendstream.warehouse.schema import FACTS, facts_table
 
 NAME = "warehouse_queries"
-ROOT = Path(__file__).resolve().parent
 START = datetime(2026, 9, 1, tzinfo=UTC)
 DAYS = 30
 ROWS_PER_FILE = 250_000
@@ -59,32 +57,7 @@ GOAL_S = 1.0
 
 
 def machine() -> dict[str, Any]:
-    cpu, ram_gb = platform.processor() or "unknown", None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    libs: dict[str, str | None] = {}
-    for dist in ("spendstream", "duckdb", "pyarrow", "numpy", "pydantic"):
-        try:
-            libs[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "cpu_model": cpu,
-        "cores": os.cpu_count(),
-        "ram_gb": ram_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "libraries": libs,
-        "load_average": os.getloadavg(),
-    }
+    return shared_machine(("spendstream", "duckdb", "pyarrow", "numpy", "pydantic"))
 
 
 def _strings(prefix: str, ints: np.ndarray) -> pa.Array:
@@ -387,9 +360,6 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 
-    results = ROOT / "results"
-    results.mkdir(exist_ok=True)
-    (results / f"{NAME}.json").write_text(json.dumps(report, indent=2) + "\n")
     qs = report["queries"]
     named = {k: v for k, v in qs.items() if isinstance(v, dict) and not k.startswith("baseline")}
     slowest = max(named, key=lambda k: named[k]["warm_median_s"])
@@ -417,10 +387,7 @@ def main() -> int:
             f"peak RSS {ig['peak_rss_mb']} MB"
         )
     line += f" -> results/{NAME}.json"
-    md = ROOT / "RESULTS.md"
-    lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {NAME} ")] + [line]
-    md.write_text("\n".join(lines) + "\n")
+    record(NAME, report, line)
     print(line)
     return 0
 

@@ -155,15 +155,15 @@ class Catalog:
         con: sqlite3.Connection,
         writer: str,
         commit_id: int,
-        state: Any,
-        source_positions: Any,
+        state_json: str,
+        source_positions_json: str,
     ) -> None:
         con.execute(
             "INSERT INTO writer_state (writer, commit_id, state, source_positions)"
             " VALUES (?, ?, ?, ?) ON CONFLICT (writer) DO UPDATE SET"
             " commit_id = excluded.commit_id, state = excluded.state,"
             " source_positions = excluded.source_positions",
-            (writer, commit_id, json.dumps(state), json.dumps(source_positions)),
+            (writer, commit_id, state_json, source_positions_json),
         )
 
     # Readers.

@@ -42,6 +42,8 @@ class RetryDetector:
         # api key -> hour (epoch s) -> [calls, failed or retried calls]
         self.hours: dict[str, dict[int, list[int]]] = {}
         self.fired_hours: dict[str, int] = {}  # api key -> last hour it fired for
+        # api key -> (hour, previous-24h calls, failed or retried); derived, not persisted.
+        self._base: dict[str, tuple[int, int, int]] = {}
         self._swept_hour = 0
 
     def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
@@ -87,16 +89,19 @@ class RetryDetector:
         if hour < self._swept_hour - 24 * 3600:
             return None
         buckets = self.hours.setdefault(key, {})
+        cached = self._base.get(key)
+        if cached is not None and cached[0] != hour:
+            # A (late) call in another hour may be inside the cached hour's baseline.
+            del self._base[key]
         cur = buckets.setdefault(hour, [0, 0])
         cur[0] += 1
         cur[1] += int(bad)
         if cur[0] < self.min_calls or self.fired_hours.get(key, -1) >= hour:
             return None
-        base_calls = base_bad = 0
-        for h, (c, b) in buckets.items():
-            if hour - 24 * 3600 <= h < hour:
-                base_calls += c
-                base_bad += b
+        # Cheap test first: most hours are below the minimum share whatever the baseline.
+        if cur[1] < self.min_share * cur[0]:
+            return None
+        _, base_calls, base_bad = self._baseline(key, buckets, hour)
         if base_calls < self.min_calls:
             return None
         share = Decimal(cur[1]) / Decimal(cur[0])
@@ -120,6 +125,20 @@ class RetryDetector:
             {"form": "share", "window_start": start.isoformat()},
         )
 
+    def _baseline(
+        self, key: str, buckets: dict[int, list[int]], hour: int
+    ) -> tuple[int, int, int]:
+        cached = self._base.get(key)
+        if cached is not None and cached[0] == hour:
+            return cached
+        base_calls = base_bad = 0
+        for h, (c, b) in buckets.items():
+            if hour - 24 * 3600 <= h < hour:
+                base_calls += c
+                base_bad += b
+        self._base[key] = (hour, base_calls, base_bad)
+        return self._base[key]
+
     def _expire(self, watermark: datetime) -> None:
         hour = floor_hour(watermark)
         if hour <= self._swept_hour:
@@ -134,6 +153,7 @@ class RetryDetector:
             if not b:
                 del self.hours[key]
                 self.fired_hours.pop(key, None)
+        self._base.clear()  # baselines may have lost expired hours
         req_cutoff = int(watermark.timestamp()) - max(self.lateness_s, 3600)
         for rid in [r for r, v in self.requests.items() if v[2] < req_cutoff]:
             del self.requests[rid]

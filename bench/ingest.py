@@ -1,0 +1,138 @@
+"""Embedded ``spendstream ingest`` of realistic events vs a per-event genai-prices loop.
+
+    .venv/bin/python -m bench.ingest [--events 1000000] [--seed 11]
+
+Issue 7's goal: the whole embedded pipeline (parse, validate, dedupe, price, detect, land
+Parquet, commit state) at >= 10x a loop that only prices each event with
+``genai_prices.calc_price`` (reading and ``json.loads``-ing the same lines), with peak RSS
+<= 1.5 GB. Both run over the same file (the demo's synthetic workload) in the same run;
+``ingest`` runs as a child process so its peak RSS is its own. The totals must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from bench._common import machine, record
+
+NAME = "ingest"
+
+
+def calc_price_loop(path: Path) -> tuple[int, Decimal, float]:
+    """Price each line with genai_prices.calc_price; (events, total USD, seconds)."""
+    from genai_prices import Usage, calc_price
+
+    batch_ctx = {"processing": "batch"}
+    total = Decimal(0)
+    n = 0
+    t = time.perf_counter()
+    with open(path, "rb") as fh:
+        for line in fh:
+            e = json.loads(line)
+            n += 1
+            try:
+                calc = calc_price(
+                    Usage(
+                        input_tokens=e["input_tokens"],
+                        cache_read_tokens=e.get("cache_read_tokens", 0),
+                        cache_write_tokens=e.get("cache_write_tokens", 0),
+                        output_tokens=e["output_tokens"],
+                    ),
+                    e["model"],
+                    provider_id=e["provider"],
+                    genai_request_timestamp=datetime.fromisoformat(e["ts"]),
+                    price_context=batch_ctx if e.get("batch") else None,
+                )
+            except LookupError:
+                continue
+            total += calc.total_price
+    return n, total, time.perf_counter() - t
+
+
+def run_ingest(path: Path, workdir: Path) -> tuple[float, float, str]:
+    """(seconds, peak RSS MB, summary) of `spendstream ingest` in a child process."""
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "spendstream", "ingest", str(path), "--workdir", str(workdir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return wall, rss_mb, proc.stdout
+
+
+def warehouse_total(workdir: Path) -> Decimal:
+    import duckdb
+
+    con = duckdb.connect(str(workdir / "warehouse" / "spendstream.duckdb"), read_only=True)
+    try:
+        row = con.execute("SELECT sum(cost_usd) FROM usage_facts").fetchone()
+    finally:
+        con.close()
+    return Decimal(row[0]) if row and row[0] is not None else Decimal(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args(argv)
+
+    from spendstream.synthetic import generate
+
+    mach = machine(("spendstream", "genai-prices", "pydantic", "duckdb", "pyarrow"))
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with open(path, "w", encoding="utf-8") as fh:
+            for e in generate(args.events, args.seed):
+                fh.write(json.dumps(e, separators=(",", ":")) + "\n")
+        ingest_s, rss_mb, summary = run_ingest(path, Path(tmp) / "work")
+        ours = warehouse_total(Path(tmp) / "work")
+        n, theirs, loop_s = calc_price_loop(path)
+    # The warehouse rounds each fact to its DECIMAL scale; calc_price sums unrounded values.
+    diff = abs(ours - theirs)
+    report: dict[str, Any] = {
+        "name": NAME,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": mach,
+        "events": n,
+        "ingest": {
+            "seconds": round(ingest_s, 2),
+            "events_per_s": round(n / ingest_s),
+            "peak_rss_mb": round(rss_mb),
+            "summary": summary.strip().splitlines(),
+        },
+        "calc_price_loop": {"seconds": round(loop_s, 2), "events_per_s": round(n / loop_s)},
+        "ratio": round(loop_s / ingest_s, 2),
+        "total_usd": {"ingest": str(ours), "calc_price_loop": str(theirs), "difference": str(diff)},
+        "goal": "ingest >= 10x the calc_price loop, peak RSS <= 1.5 GB",
+    }
+    met = report["ratio"] >= 10 and rss_mb <= 1536
+    line = (
+        f"- {NAME} ({report['when']}, {mach['cpu_model']}, {mach['cores']} cores, load avg "
+        f"{mach['load_average'][0]:.1f}, {n:,} events): spendstream ingest "
+        f"{report['ingest']['events_per_s']}/s, peak RSS {round(rss_mb)} MB vs a per-event "
+        f"calc_price loop {report['calc_price_loop']['events_per_s']}/s = {report['ratio']}x "
+        f"(goal >= 10x, <= 1.5 GB: {'met' if met else 'not met'}); totals "
+        f"{'equal' if diff == 0 else f'differ by {diff} USD'} -> results/{NAME}.json"
+    )
+    record(NAME, report, line)
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
