@@ -125,9 +125,7 @@ class RetryDetector:
             {"form": "share", "window_start": start.isoformat()},
         )
 
-    def _baseline(
-        self, key: str, buckets: dict[int, list[int]], hour: int
-    ) -> tuple[int, int, int]:
+    def _baseline(self, key: str, buckets: dict[int, list[int]], hour: int) -> tuple[int, int, int]:
         cached = self._base.get(key)
         if cached is not None and cached[0] == hour:
             return cached
