@@ -54,3 +54,56 @@ def record(name: str, report: dict[str, Any], line: str) -> None:
     lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
     lines = [ln for ln in lines if not ln.startswith(f"- {name} ")] + [line]
     md.write_text("\n".join(lines) + "\n")
+
+
+_MEASURED = """\
+import resource, sys
+from spendstream.cli import main
+try:
+    rc = main(sys.argv[1:])
+finally:
+    print("BENCH_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+sys.exit(rc)
+"""
+
+
+def run_spendstream(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of ``spendstream ARGS`` in a child process.
+
+    The child reports its own peak. RUSAGE_CHILDREN would not do: Linux carries the
+    high-water mark across fork and exec, so a child forked from a benchmark holding a
+    million generated events would report the parent's size as its own.
+    """
+    import subprocess
+    import sys
+    import time
+
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *args], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"spendstream {' '.join(args)} failed: {proc.stderr[-2000:]}")
+    kb = next(
+        int(line.split()[1])
+        for line in proc.stderr.splitlines()
+        if line.startswith("BENCH_MAXRSS_KB ")
+    )
+    return wall, kb / 1024, proc.stdout
+
+
+def write_synthetic(path: Path, events: int, seed: int) -> None:
+    """The demo's synthetic workload as JSON Lines, generated in a child process so that
+    the benchmark itself stays small (see run_spendstream)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from spendstream.synthetic import generate\n"
+        "with open(sys.argv[1], 'w', encoding='utf-8') as fh:\n"
+        "    for e in generate(int(sys.argv[2]), int(sys.argv[3])):\n"
+        "        fh.write(json.dumps(e, separators=(',', ':')) + '\\n')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path), str(events), str(seed)], check=True)

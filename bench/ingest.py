@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -23,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from bench._common import machine, record
+from bench._common import machine, record, run_spendstream, write_synthetic
 
 NAME = "ingest"
 
@@ -59,20 +56,6 @@ def calc_price_loop(path: Path) -> tuple[int, Decimal, float]:
     return n, total, time.perf_counter() - t
 
 
-def run_ingest(path: Path, workdir: Path) -> tuple[float, float, str]:
-    """(seconds, peak RSS MB, summary) of `spendstream ingest` in a child process."""
-    t = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "spendstream", "ingest", str(path), "--workdir", str(workdir)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - t
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return wall, rss_mb, proc.stdout
-
-
 def warehouse_total(workdir: Path) -> Decimal:
     import duckdb
 
@@ -90,15 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=11)
     args = ap.parse_args(argv)
 
-    from spendstream.synthetic import generate
-
     mach = machine(("spendstream", "genai-prices", "pydantic", "duckdb", "pyarrow"))
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         path = Path(tmp) / "events.jsonl"
-        with open(path, "w", encoding="utf-8") as fh:
-            for e in generate(args.events, args.seed):
-                fh.write(json.dumps(e, separators=(",", ":")) + "\n")
-        ingest_s, rss_mb, summary = run_ingest(path, Path(tmp) / "work")
+        write_synthetic(path, args.events, args.seed)
+        ingest_s, rss_mb, summary = run_spendstream(
+            ["ingest", str(path), "--workdir", str(Path(tmp) / "work")]
+        )
         ours = warehouse_total(Path(tmp) / "work")
         n, theirs, loop_s = calc_price_loop(path)
     # The warehouse rounds each fact to its DECIMAL scale; calc_price sums unrounded values.

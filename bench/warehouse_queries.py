@@ -24,7 +24,6 @@ Results: bench/results/warehouse_queries.json and a line in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import statistics
@@ -41,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bench._common import machine as shared_machine
-from bench._common import record
+from bench._common import record, run_spendstream, write_synthetic
 from spendstream.producers.event import UsageEvent
 from spendstream.stream.records import Cost, Fact
 from spendstream.warehouse import Warehouse
@@ -285,32 +284,9 @@ def land(workdir: Path, n: int, batch: int = 1000) -> dict[str, Any]:
 
 def ingest(base: Path, n: int) -> dict[str, Any]:
     """Peak RSS and rate of ``spendstream ingest`` over n synthetic events, in a child process."""
-    import subprocess
-    import sys
-
-    from spendstream.synthetic import generate as synthetic
-
     events = base / "ingest-events.jsonl"
-    with open(events, "w", encoding="utf-8") as fh:
-        for e in synthetic(n, seed=11):
-            fh.write(json.dumps(e, separators=(",", ":")) + "\n")
-    t = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spendstream",
-            "ingest",
-            str(events),
-            "--workdir",
-            str(base / "ingest"),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wall = time.perf_counter() - t
-    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    write_synthetic(events, n, seed=11)
+    wall, rss_mb, _ = run_spendstream(["ingest", str(events), "--workdir", str(base / "ingest")])
     return {
         "events": n,
         "wall_s": round(wall, 1),

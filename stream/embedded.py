@@ -69,9 +69,16 @@ def read_lines(
 class EmbeddedRunner:
     """Runs batches through parse -> dedupe -> price -> detect -> land."""
 
-    def __init__(self, workdir: Path, config: Config, router: AlertRouter | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: Config,
+        router: AlertRouter | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         self.config = config
         self.router = router
+        self.batch_size = batch_size or config.pipeline.ingest_batch_size
         self.warehouse = Warehouse(workdir)
         self.warehouse.ensure_views()
         last = self.warehouse.last_commit()
@@ -83,7 +90,7 @@ class EmbeddedRunner:
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary()
-        batch_size = self.config.pipeline.batch_size
+        batch_size = self.batch_size
         batch: list[tuple[str, bytes]] = []
         for item in records:
             batch.append(item)

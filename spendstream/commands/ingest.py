@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
         router = AlertRouter.from_config(config.alerts, workdir)
     try:
-        runner = EmbeddedRunner(workdir, config, router=router)
+        # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
+        live = "-" in args.files
+        batch_size = config.pipeline.batch_size if live else config.pipeline.ingest_batch_size
+        runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size)
         summary = runner.run(read_lines(args.files), progress=progress_printer(sys.stderr))
         if router is not None:
             idle = router.tick()
