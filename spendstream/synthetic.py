@@ -182,6 +182,10 @@ def generate(
     hours_counts = [int(base * w / total_w) for w in weights]
     hours_counts[-1] += base - sum(hours_counts)
 
+    # Larger workloads are more services, not busier ones: beyond the demo's 50,000 calls,
+    # traffic spreads over more api keys and agent sessions, so each stays within the
+    # default limits and only the injected story trips them.
+    fan = max(1, events // 50_000)
     broken_cache_from = t0 + timedelta(days=DAYS - 1, hours=16)
     for hour, n in enumerate(hours_counts):
         h0 = t0 + timedelta(hours=hour)
@@ -211,7 +215,7 @@ def generate(
                 "project": f.project,
                 "environment": "prod",
                 "user_id": rng.choice(users),
-                "api_key_id": f.api_key,
+                "api_key_id": f.api_key if fan == 1 else f"{f.api_key}-{rng.randrange(fan)}",
                 "request_id": f"req-{req}",
                 "latency_ms": round(rng.uniform(200, 4000), 1),
             }
@@ -220,6 +224,8 @@ def generate(
                 # 30-minute duration limit, so only the injected loop trips a breaker.
                 slot = int((ts - h0).total_seconds() // 300)
                 sess = f"sess-agent-{hour:03d}-{slot:02d}"
+                if fan > 1:
+                    sess += f"-{rng.randrange(fan)}"
                 ev["session_id"] = sess
                 if (
                     rng.random() < 0.3
