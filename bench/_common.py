@@ -46,7 +46,7 @@ def machine(libraries: Iterable[str] = ("spendstream",)) -> dict[str, Any]:
 
 
 def record(name: str, report: dict[str, Any], line: str) -> None:
-    """Write results/<name>.json and replace this benchmark's line in RESULTS.md."""
+    """Write results/<name>.json, replace this benchmark's line in RESULTS.md, print both."""
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
@@ -54,6 +54,8 @@ def record(name: str, report: dict[str, Any], line: str) -> None:
     lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
     lines = [ln for ln in lines if not ln.startswith(f"- {name} ")] + [line]
     md.write_text("\n".join(lines) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2, default=str))
+    print(line)
 
 
 _MEASURED = """\

@@ -199,8 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['router_grouped']['pages_sent']} pages) -> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
-    print(line)
     return 0
 
 

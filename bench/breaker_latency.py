@@ -367,8 +367,6 @@ def main(argv: list[str] | None = None) -> int:
         f"-> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps(report["latency"], indent=2))
-    print(line)
     return 0
 
 

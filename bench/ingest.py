@@ -110,8 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{'equal' if diff == 0 else f'differ by {diff} USD'} -> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
-    print(line)
     return 0
 
 

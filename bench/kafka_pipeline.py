@@ -464,8 +464,6 @@ def main() -> int:
         f"produce -> queryable fact p50 {lat.get('p50_ms')} ms p99 {lat.get('p99_ms')} ms -> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2))
-    print(line)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import random
 import time
 from bisect import bisect_left
@@ -285,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
         f"(diff {agreement['total_difference_usd']} USD) -> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps({k: report[k] for k in report if k != "machine"}, indent=2))
-    print(line)
     return 0
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import tempfile
@@ -259,8 +258,6 @@ def main(argv: list[str] | None = None) -> int:
         f"-> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(json.dumps({k: report[k] for k in report if k != "machine"}, indent=2))
-    print(line)
     return 0
 
 

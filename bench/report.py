@@ -165,7 +165,6 @@ def main() -> int:
         f"{report['peak_rss_mb']} MB -> results/{NAME}.json"
     )
     record(NAME, report, line)
-    print(line)
     return 0
 
 

@@ -364,7 +364,6 @@ def main() -> int:
         )
     line += f" -> results/{NAME}.json"
     record(NAME, report, line)
-    print(line)
     return 0
 
 
