@@ -123,6 +123,11 @@ class BreakerConfig(_Section):
     # A breaker that stays open (runaway session, unpriced model) is retired, with a closed
     # event, after this much event time, so no state (engine, topic, client views) grows forever.
     stay_open_retention_s: int = Field(default=7 * 86400, ge=3600)
+    # `spendstream run` only: when no fact has been judged for this many seconds (processing
+    # time), breakers move on by the idle time as if event time had passed. Without it a key
+    # whose breaker stops its only traffic would never see the event time that closes it.
+    # 0 turns it off (breakers then move by event time alone, as in `ingest`).
+    idle_advance_s: float = Field(default=60.0, ge=0)
 
 
 class DetectionConfig(_Section):

@@ -75,6 +75,9 @@ class DetectionEngine:
         self.board = BreakerBoard.restore(config.breaker, snap.get("breakers"))
         wm = snap.get("watermark")
         self.watermark: datetime | None = None if wm is None else datetime.fromisoformat(wm)
+        # The furthest time breakers were moved to without events (advance_breakers).
+        bc = snap.get("breaker_clock")
+        self.breaker_clock: datetime | None = None if bc is None else datetime.fromisoformat(bc)
         self.emitted: dict[str, int] = {k: int(v) for k, v in snap.get("emitted", {}).items()}
         self._retain_s = 2 * max(
             config.detection.allowed_lateness_s, config.detection.session_idle_s, 86_400
@@ -109,6 +112,16 @@ class DetectionEngine:
                         events.append(change)
         return alerts, events
 
+    def advance_breakers(self, ts: datetime) -> list[BreakerEvent]:
+        """Breaker transitions due by ``ts`` when no event carries the time there (a quiet
+        stream). The detectors' watermark stays where the events left it."""
+        if self.watermark is None or ts <= max(
+            self.watermark, self.breaker_clock or self.watermark
+        ):
+            return []
+        self.breaker_clock = ts
+        return self.board.tick(ts)
+
     def reset_breaker(self, scope: str, ts: datetime) -> BreakerEvent | None:
         """Close ``scope``'s breaker by hand (``spendstream breakers reset``)."""
         return self.board.reset(scope, ts)
@@ -130,6 +143,7 @@ class DetectionEngine:
         return {
             "version": SNAPSHOT_VERSION,
             "watermark": None if self.watermark is None else self.watermark.isoformat(),
+            "breaker_clock": None if self.breaker_clock is None else self.breaker_clock.isoformat(),
             "swept_at": self._swept_at,
             "emitted": dict(self.emitted),
             "detectors": {d.name: d.snapshot() for d in self.detectors},

@@ -291,17 +291,17 @@ class Runtime:
         )
 
     async def _tick(self) -> None:
-        """Judge facts held for alignment once a silent partition stops holding them."""
+        """Judge facts held for alignment once a silent partition stops holding them; when
+        nothing is held, move breakers on through a quiet spell ([breaker] idle_advance_s)."""
         stage = self._detect_stage
         if stage is None or self._detect_stale or not self.owns_priced():
             return
-        if not stage.aligner.pending():
-            return
+        step = stage.tick if stage.aligner.pending() else stage.advance_idle
 
         async def work() -> None:
             async with self._detect_lock:
-                outcome = await self.in_detect_thread(stage.tick)
-                if outcome.facts:
+                outcome = await self.in_detect_thread(step)
+                if outcome.facts or outcome.breaker_events:
                     await self._emit(stage, outcome)
 
         await self._durably(work)

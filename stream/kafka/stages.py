@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,8 @@ class DetectStage:
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
         self.aligner: Aligner[PricedFact] = Aligner(config.pipeline.align_idle_s, clock, partitions)
+        self.judged_at = clock()  # processing time of the last judged fact (or start)
+        self.advanced_at = self.judged_at  # ... or of the last idle advance
         self.reload()
 
     def reload(self) -> None:
@@ -175,6 +177,7 @@ class DetectStage:
             out.alerts.extend(alerts)
             out.breaker_events.extend(breakers)
             out.facts += len(released)
+            self.judged_at = self.advanced_at = self.clock()
 
     def process(self, records: Sequence[tuple[int, bytes]]) -> DetectOutcome:
         """Take (priced-topic offset, value) records; judge what alignment releases.
@@ -212,6 +215,26 @@ class DetectStage:
         """Judge what an idle partition no longer holds back."""
         out = DetectOutcome()
         self._judge(out)
+        return out
+
+    def advance_idle(self) -> DetectOutcome:
+        """Move breakers on by the processing time the stream has been quiet
+        (``[breaker] idle_advance_s``); nothing while facts are held or time flows."""
+        out = DetectOutcome()
+        wait = self.config.breaker.idle_advance_s
+        engine = self.pipeline.engine
+        if not wait or engine.watermark is None or self.aligner.pending():
+            return out
+        now = self.clock()
+        if now - self.judged_at < wait:
+            return out
+        # From where breakers stand (the events' time, or the last advance, also one landed
+        # before a restart), by the processing time since then.
+        base = max(engine.watermark, engine.breaker_clock or engine.watermark)
+        out.breaker_events = engine.advance_breakers(
+            base + timedelta(seconds=now - self.advanced_at)
+        )
+        self.advanced_at = now
         return out
 
     def state(self) -> dict[str, Any]:

@@ -35,8 +35,13 @@ def write_config(
     partitions: int = 1,
     batch_size: int = 500,
     prefix: str | None = None,
+    idle_advance_s: float = 0,
+    extra: str = "",
 ) -> tuple[Path, str]:
-    """A config on a fresh topic prefix / app id; returns (path, prefix)."""
+    """A config on a fresh topic prefix / app id; returns (path, prefix).
+
+    ``idle_advance_s`` is off by default: these tests compare ``run`` with ``ingest``, and a
+    worker stalled on a loaded machine must not move breakers by processing time."""
     prefix = prefix or f"t{uuid.uuid4().hex[:10]}."
     path.write_text(
         "[kafka]\n"
@@ -50,6 +55,8 @@ def write_config(
         "batch_within_s = 0.2\n"
         # Generous: a worker paused by a loaded machine must not count as idle.
         "align_idle_s = 5\n"
+        "[breaker]\n"
+        f"idle_advance_s = {idle_advance_s}\n" + extra
     )
     return path, prefix
 

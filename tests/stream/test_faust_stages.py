@@ -193,3 +193,63 @@ def test_bearer_token_must_match_exactly() -> None:
     assert not token_ok("Bearer s3cret2", "s3cret")
     assert not token_ok("s3cret", "s3cret")
     assert not token_ok(None, "s3cret")
+
+
+def test_a_quiet_stream_still_moves_a_tripped_key_breaker_on(tmp_path: Path) -> None:
+    # A key loops, its rate breaker opens, guard() stops its calls: no event will ever carry
+    # event time past the cool-down. The worker's idle advance does, by processing time.
+    import json
+
+    from spendstream.config import config_from_dict
+
+    cfg = config_from_dict(
+        {"runaway": {"max_calls_per_minute": 5}, "breaker": {"rate_cooldown_s": 300}}
+    )
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"q{i}",
+                "ts": (T0 + timedelta(seconds=i)).isoformat(),
+                "provider": "openai",
+                "model": "gpt-5",
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "api_key_id": "key-loop",
+            }
+        ).encode()
+        for i in range(8)
+    ]
+    usage = UsageStage(cfg, tmp_path, "usage", "u")
+    clock = Clock()
+    detect = DetectStage(cfg, tmp_path, "d", clock=clock)
+    tripped = detect.process(_priced(usage, _records(lines)))
+    assert [(b.scope, b.state) for b in tripped.breaker_events] == [("api_key:key-loop", "open")]
+    detect.land(tripped)
+
+    clock.now += 30  # quiet, but not for idle_advance_s yet
+    assert detect.advance_idle().breaker_events == []
+    clock.now += 300  # quiet for 330 s: past the 300 s cool-down
+    half = detect.advance_idle()
+    assert [(b.scope, b.state) for b in half.breaker_events] == [("api_key:key-loop", "half_open")]
+    detect.land(half)
+    # A restarted worker continues from the landed state: nothing is emitted twice.
+    restarted = DetectStage(cfg, tmp_path, "d", clock=clock)
+    clock.now += 61
+    closed = restarted.advance_idle()
+    assert [(b.scope, b.state) for b in closed.breaker_events] == [("api_key:key-loop", "closed")]
+    assert restarted.pipeline.engine.breakers() == {}
+
+
+def test_idle_advance_can_be_turned_off(tmp_path: Path) -> None:
+    from spendstream.config import config_from_dict
+
+    cfg = config_from_dict(
+        {"runaway": {"max_calls_per_minute": 5}, "breaker": {"idle_advance_s": 0}}
+    )
+    usage = UsageStage(cfg, tmp_path, "usage", "u")
+    clock = Clock()
+    detect = DetectStage(cfg, tmp_path, "d", clock=clock)
+    out = detect.process(_priced(usage, _records(event_lines(3000, seed=4))))
+    assert any(b.state == "open" for b in out.breaker_events)
+    clock.now += 10 * 86400
+    assert detect.advance_idle().breaker_events == []

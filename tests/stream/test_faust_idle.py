@@ -1,0 +1,59 @@
+"""A quiet stream still moves breakers on (``[breaker] idle_advance_s``), through a real
+broker and ``spendstream run``: the key whose breaker stopped its only traffic recovers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.stream.faust_workers import Worker, kcat_produce, query, wait_for, write_config
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def test_a_tripped_key_breaker_half_opens_while_no_event_arrives(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config, prefix = write_config(
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        idle_advance_s=1,
+        extra="rate_cooldown_s = 5\n[runaway]\nmax_calls_per_minute = 5\n",
+    )
+    now = datetime.now(UTC)
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"idle-{i}",
+                "ts": (now + timedelta(milliseconds=i)).isoformat(),
+                "provider": "openai",
+                "model": "gpt-5",
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "api_key_id": "key-idle",
+            }
+        ).encode()
+        for i in range(8)
+    ]
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", lines, keyed=True)
+        states = (
+            "SELECT state FROM breaker_events WHERE scope = 'api_key:key-idle' ORDER BY ts, state"
+        )
+
+        # Opened by the 6th call; no later event ever carries event time past the 5 s
+        # cool-down, yet the worker half-opens it after a quiet spell.
+        wait_for(
+            lambda: [r[0] for r in query(wd, states)] == ["open", "half_open"],
+            "the key's breaker never half-opened on a quiet stream",
+            w,
+        )
+        assert w.get_json("/v1/breakers")["breakers"][0]["state"] == "half_open"
+    finally:
+        assert w.stop() == 0, w.log_tail()
