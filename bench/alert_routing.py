@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     finally:
         server.stop()
-    report = {
+    report: dict[str, Any] = {
         "name": NAME,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),

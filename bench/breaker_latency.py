@@ -23,7 +23,9 @@ Results: bench/results/breaker_latency.json and a line in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import operator
 import os
 import statistics
 import tempfile
@@ -113,7 +115,7 @@ def bare_consumer(bootstrap: str, topic: str, samples: int, gap_s: float) -> lis
         producer.send(topic, key=key, value=_wire(key.decode(), "open", ts))
         producer.flush()
         with got:
-            got.wait_for(lambda k=key: k in received, timeout=30)
+            got.wait_for(functools.partial(operator.contains, received, key), timeout=30)
         out.append((received[key] - t0) / 1e6)
         time.sleep(gap_s)
     stop.set()
@@ -145,7 +147,7 @@ def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -
             t0 = time.monotonic_ns()
             producer.send(topic, key=scope.encode(), value=_wire(scope, "open", ts))
             producer.flush()
-            t1 = _until_refused(view, lambda s=f"pub-{i}": guard(view, session_id=s), scope)
+            t1 = _until_refused(view, functools.partial(guard, view, session_id=f"pub-{i}"), scope)
             out.append((t1 - t0) / 1e6)
             time.sleep(gap_s)
     producer.close()
@@ -174,7 +176,9 @@ def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> l
                     topic, key=ev.scope.encode(), value=json.dumps(breaker_to_wire(ev)).encode()
                 )
             producer.flush()
-            t1 = _until_refused(view, lambda s=sid: guard(view, session_id=s), f"session:{sid}")
+            t1 = _until_refused(
+                view, functools.partial(guard, view, session_id=sid), f"session:{sid}"
+            )
             out.append((t1 - t0) / 1e6)
             time.sleep(gap_s)
     producer.close()
@@ -249,7 +253,9 @@ def run_trip_to_refusal(
                         t0 = time.monotonic_ns()
                     producer.send(usage, key=b"bench", value=value)
                 producer.flush()
-                t1 = _until_refused(view, lambda s=sid: guard(view, session_id=s), f"session:{sid}")
+                t1 = _until_refused(
+                    view, functools.partial(guard, view, session_id=sid), f"session:{sid}"
+                )
                 out.append((t1 - t0) / 1e6)
                 time.sleep(gap_s)
         producer.close()

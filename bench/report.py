@@ -21,6 +21,7 @@ Results: bench/results/report.json and a line in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import resource
 import shutil
 import statistics
@@ -75,7 +76,7 @@ def bench_report(workdir: Path, out_dir: Path) -> dict[str, Any]:
     res: dict[str, Any] = {}
     for label, since in (("30_days_daily", START), ("3_days_hourly", end - timedelta(days=3))):
         page = out_dir / f"{label}.html"
-        r = _timed(lambda since=since, page=page: write_report(workdir, page, since, end))
+        r = _timed(functools.partial(write_report, workdir, page, since, end))
         base = _baseline(workdir, since, end)
         r["page_kb"] = round(page.stat().st_size / 1024, 1)
         r["baseline_cost_by_team_warm_s"] = base["warm_median_s"]
