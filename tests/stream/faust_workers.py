@@ -13,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,24 @@ def write_config(
 
 def event_lines(n: int, seed: int) -> list[bytes]:
     return [json.dumps(e, separators=(",", ":")).encode() for e in generate(n, seed=seed)]
+
+
+def key_calls(key: str, n: int, start: datetime, step: timedelta) -> list[bytes]:
+    """``n`` small calls of one api key, ``step`` apart: a loop that trips its rate limit."""
+    return [
+        json.dumps(
+            {
+                "event_id": f"{key}-{i}",
+                "ts": (start + i * step).isoformat(),
+                "provider": "openai",
+                "model": "gpt-5",
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "api_key_id": key,
+            }
+        ).encode()
+        for i in range(n)
+    ]
 
 
 def write_lines(path: Path, lines: Iterable[bytes]) -> Path:

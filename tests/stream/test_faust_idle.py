@@ -3,13 +3,20 @@ broker and ``spendstream run``: the key whose breaker stopped its only traffic r
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from tests.stream.faust_workers import Worker, kcat_produce, query, wait_for, write_config
+from tests.stream.faust_workers import (
+    Worker,
+    kcat_produce,
+    key_calls,
+    query,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -23,21 +30,7 @@ def test_a_tripped_key_breaker_half_opens_while_no_event_arrives(
         idle_advance_s=1,
         extra="rate_cooldown_s = 5\n[runaway]\nmax_calls_per_minute = 5\n",
     )
-    now = datetime.now(UTC)
-    lines = [
-        json.dumps(
-            {
-                "event_id": f"idle-{i}",
-                "ts": (now + timedelta(milliseconds=i)).isoformat(),
-                "provider": "openai",
-                "model": "gpt-5",
-                "input_tokens": 10,
-                "output_tokens": 1,
-                "api_key_id": "key-idle",
-            }
-        ).encode()
-        for i in range(8)
-    ]
+    lines = key_calls("key-idle", 8, datetime.now(UTC), timedelta(milliseconds=1))
     wd = tmp_path / "wd"
     w = Worker(wd, config, tmp_path).start()
     try:
@@ -49,8 +42,14 @@ def test_a_tripped_key_breaker_half_opens_while_no_event_arrives(
 
         # Opened by the 6th call; no later event ever carries event time past the 5 s
         # cool-down, yet the worker half-opens it after a quiet spell.
+        def half_opened() -> bool:
+            try:
+                return [r[0] for r in query(wd, states)] == ["open", "half_open"]
+            except duckdb.Error:  # the worker is still creating the views (startup)
+                return False
+
         wait_for(
-            lambda: [r[0] for r in query(wd, states)] == ["open", "half_open"],
+            half_opened,
             "the key's breaker never half-opened on a quiet stream",
             w,
         )

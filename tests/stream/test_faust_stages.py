@@ -18,7 +18,14 @@ from spendstream.stream.kafka.wire import (
     encode_priced_facts,
     encode_reset,
 )
-from tests.stream.faust_workers import ALERT_SQL, BREAKER_SQL, FACT_SQL, event_lines, query
+from tests.stream.faust_workers import (
+    ALERT_SQL,
+    BREAKER_SQL,
+    FACT_SQL,
+    event_lines,
+    key_calls,
+    query,
+)
 
 CONFIG = Config()
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -198,27 +205,12 @@ def test_bearer_token_must_match_exactly() -> None:
 def test_a_quiet_stream_still_moves_a_tripped_key_breaker_on(tmp_path: Path) -> None:
     # A key loops, its rate breaker opens, guard() stops its calls: no event will ever carry
     # event time past the cool-down. The worker's idle advance does, by processing time.
-    import json
-
     from spendstream.config import config_from_dict
 
     cfg = config_from_dict(
         {"runaway": {"max_calls_per_minute": 5}, "breaker": {"rate_cooldown_s": 300}}
     )
-    lines = [
-        json.dumps(
-            {
-                "event_id": f"q{i}",
-                "ts": (T0 + timedelta(seconds=i)).isoformat(),
-                "provider": "openai",
-                "model": "gpt-5",
-                "input_tokens": 10,
-                "output_tokens": 1,
-                "api_key_id": "key-loop",
-            }
-        ).encode()
-        for i in range(8)
-    ]
+    lines = key_calls("key-loop", 8, T0, timedelta(seconds=1))
     usage = UsageStage(cfg, tmp_path, "usage", "u")
     clock = Clock()
     detect = DetectStage(cfg, tmp_path, "d", clock=clock)
