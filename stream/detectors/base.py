@@ -25,6 +25,7 @@ from spendstream.stream.records import Alert, AlertKind, Fact, Severity, stable_
 __all__ = [
     "EPOCH",
     "Detector",
+    "PairBaselines",
     "dec",
     "floor_hour",
     "floor_minute",
@@ -139,3 +140,35 @@ def from_iso(text: str | None) -> datetime | None:
 
 def dec(value: object) -> Decimal:
     return Decimal(str(value))
+
+
+class PairBaselines:
+    """Per key, the sums of hourly ``[a, b]`` counter buckets over the 24 hours before an
+    hour, cached for that hour: summing the buckets for every event was most of the cache
+    and retry detectors' cost. Derived, never persisted.
+
+    ``touch(key, hour)`` before adding to a bucket: an event in any other hour (a late one)
+    may fall inside the cached hour's baseline, so that cache is dropped. ``clear()`` when
+    buckets expire."""
+
+    def __init__(self) -> None:
+        self._cached: dict[str, tuple[int, int, int]] = {}
+
+    def touch(self, key: str, hour: int) -> None:
+        cached = self._cached.get(key)
+        if cached is not None and cached[0] != hour:
+            del self._cached[key]
+
+    def sums(self, key: str, buckets: dict[int, list[int]], hour: int) -> tuple[int, int]:
+        cached = self._cached.get(key)
+        if cached is None or cached[0] != hour:
+            a = b = 0
+            for h, (x, y) in buckets.items():
+                if hour - 24 * 3600 <= h < hour:
+                    a += x
+                    b += y
+            cached = self._cached[key] = (hour, a, b)
+        return cached[1], cached[2]
+
+    def clear(self) -> None:
+        self._cached.clear()

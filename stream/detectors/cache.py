@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from spendstream.config import Config
-from spendstream.stream.detectors.base import floor_hour, make_alert
+from spendstream.stream.detectors.base import PairBaselines, floor_hour, make_alert
 from spendstream.stream.records import Alert, Fact
 
 __all__ = ["CacheDetector"]
@@ -36,8 +36,8 @@ class CacheDetector:
         # feature -> hour (epoch s) -> [input tokens, cache-read tokens]
         self.hours: dict[str, dict[int, list[int]]] = {}
         self.fired: dict[str, list[int]] = {}  # feature -> hours it fired for
-        # feature -> (hour, previous-24h input tokens, cache-read tokens); derived, not persisted.
-        self._base: dict[str, tuple[int, int, int]] = {}
+        # feature -> previous-24h (input tokens, cache-read tokens)
+        self._base = PairBaselines()
         self._swept_hour = 0
 
     def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
@@ -49,16 +49,13 @@ class CacheDetector:
         if hour < self._swept_hour - self.lateness_h * HOUR:
             return []
         buckets = self.hours.setdefault(ev.feature, {})
-        cached = self._base.get(ev.feature)
-        if cached is not None and cached[0] != hour:
-            # A (late) event in another hour may be inside the cached hour's baseline.
-            del self._base[ev.feature]
+        self._base.touch(ev.feature, hour)
         cur = buckets.setdefault(hour, [0, 0])
         cur[0] += ev.input_tokens
         cur[1] += ev.cache_read_tokens
         if cur[0] < self.min_tokens or hour in self.fired.get(ev.feature, ()):
             return []
-        _, base_in, base_read = self._baseline(ev.feature, buckets, hour)
+        base_in, base_read = self._base.sums(ev.feature, buckets, hour)
         if base_in < self.min_tokens:
             return []
         base_share = Decimal(base_read) / Decimal(base_in)
@@ -85,22 +82,6 @@ class CacheDetector:
                 },
             )
         ]
-
-    def _baseline(
-        self, feature: str, buckets: dict[int, list[int]], hour: int
-    ) -> tuple[int, int, int]:
-        """(hour, input tokens, cache-read tokens) of the 24 hours before ``hour``, cached:
-        summing the buckets for every event was most of this detector's cost."""
-        cached = self._base.get(feature)
-        if cached is not None and cached[0] == hour:
-            return cached
-        base_in = base_read = 0
-        for h, (i, r) in buckets.items():
-            if hour - 24 * HOUR <= h < hour:
-                base_in += i
-                base_read += r
-        self._base[feature] = (hour, base_in, base_read)
-        return self._base[feature]
 
     def _expire(self, watermark: datetime) -> None:
         hour = floor_hour(watermark)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from spendstream.config import Config
-from spendstream.stream.detectors.base import floor_hour, make_alert
+from spendstream.stream.detectors.base import PairBaselines, floor_hour, make_alert
 from spendstream.stream.records import Alert, Fact
 
 __all__ = ["RetryDetector"]
@@ -42,8 +42,8 @@ class RetryDetector:
         # api key -> hour (epoch s) -> [calls, failed or retried calls]
         self.hours: dict[str, dict[int, list[int]]] = {}
         self.fired_hours: dict[str, int] = {}  # api key -> last hour it fired for
-        # api key -> (hour, previous-24h calls, failed or retried); derived, not persisted.
-        self._base: dict[str, tuple[int, int, int]] = {}
+        # api key -> previous-24h (calls, failed or retried calls)
+        self._base = PairBaselines()
         self._swept_hour = 0
 
     def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
@@ -89,10 +89,7 @@ class RetryDetector:
         if hour < self._swept_hour - 24 * 3600:
             return None
         buckets = self.hours.setdefault(key, {})
-        cached = self._base.get(key)
-        if cached is not None and cached[0] != hour:
-            # A (late) call in another hour may be inside the cached hour's baseline.
-            del self._base[key]
+        self._base.touch(key, hour)
         cur = buckets.setdefault(hour, [0, 0])
         cur[0] += 1
         cur[1] += int(bad)
@@ -101,7 +98,7 @@ class RetryDetector:
         # Cheap test first: most hours are below the minimum share whatever the baseline.
         if cur[1] < self.min_share * cur[0]:
             return None
-        _, base_calls, base_bad = self._baseline(key, buckets, hour)
+        base_calls, base_bad = self._base.sums(key, buckets, hour)
         if base_calls < self.min_calls:
             return None
         share = Decimal(cur[1]) / Decimal(cur[0])
@@ -124,18 +121,6 @@ class RetryDetector:
             ("share", start.isoformat()),
             {"form": "share", "window_start": start.isoformat()},
         )
-
-    def _baseline(self, key: str, buckets: dict[int, list[int]], hour: int) -> tuple[int, int, int]:
-        cached = self._base.get(key)
-        if cached is not None and cached[0] == hour:
-            return cached
-        base_calls = base_bad = 0
-        for h, (c, b) in buckets.items():
-            if hour - 24 * 3600 <= h < hour:
-                base_calls += c
-                base_bad += b
-        self._base[key] = (hour, base_calls, base_bad)
-        return self._base[key]
 
     def _expire(self, watermark: datetime) -> None:
         hour = floor_hour(watermark)
