@@ -112,12 +112,18 @@ class DetectionEngine:
                         events.append(change)
         return alerts, events
 
+    @property
+    def breaker_time(self) -> datetime | None:
+        """How far breakers have moved: the newest event time, or a later advance."""
+        if self.watermark is None or self.breaker_clock is None:
+            return self.watermark
+        return max(self.watermark, self.breaker_clock)
+
     def advance_breakers(self, ts: datetime) -> list[BreakerEvent]:
         """Breaker transitions due by ``ts`` when no event carries the time there (a quiet
         stream). The detectors' watermark stays where the events left it."""
-        if self.watermark is None or ts <= max(
-            self.watermark, self.breaker_clock or self.watermark
-        ):
+        now = self.breaker_time
+        if now is None or ts <= now:
             return []
         self.breaker_clock = ts
         return self.board.tick(ts)

@@ -223,14 +223,12 @@ class DetectStage:
         out = DetectOutcome()
         wait = self.config.breaker.idle_advance_s
         engine = self.pipeline.engine
-        if not wait or engine.watermark is None or self.aligner.pending():
+        base = engine.breaker_time  # also an advance landed before a restart
+        if not wait or base is None or self.aligner.pending():
             return out
         now = self.clock()
         if now - self.judged_at < wait:
             return out
-        # From where breakers stand (the events' time, or the last advance, also one landed
-        # before a restart), by the processing time since then.
-        base = max(engine.watermark, engine.breaker_clock or engine.watermark)
         out.breaker_events = engine.advance_breakers(
             base + timedelta(seconds=now - self.advanced_at)
         )
