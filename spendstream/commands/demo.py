@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
     print_summary(summary, out)
     out.write("\n")
-    tell_story(workdir, out)
-    report = _write_report(workdir, out)
+    tell_story(workdir, out, config.anomaly.factor)
+    from spendstream.warehouse.report import write_report
+
+    report = write_report(workdir, workdir / "report.html")
     out.write("\nQuery the warehouse yourself:\n")
     wd = f" --workdir {workdir}" if args.workdir else ""
     out.write(
@@ -75,20 +77,11 @@ def run(args: argparse.Namespace) -> int:
     )
     out.write(f"  spendstream query{wd} --list\n")
     out.write(f"  duckdb -readonly {workdir / 'warehouse' / 'spendstream.duckdb'}\n")
-    if report:
-        out.write(f"\nReport: {report}  (open it in a browser; it works offline)\n")
+    out.write(f"\nReport: {report}  (open it in a browser; it works offline)\n")
     return 0
 
 
-def _write_report(workdir: Path, out: TextIO) -> Path | None:
-    try:
-        from spendstream.warehouse.report import write_report
-    except ImportError:
-        return None
-    return write_report(workdir, workdir / "report.html")
-
-
-def tell_story(workdir: Path, out: TextIO) -> None:
+def tell_story(workdir: Path, out: TextIO, factor: Decimal) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views."""
     import duckdb
 
@@ -129,7 +122,7 @@ def tell_story(workdir: Path, out: TextIO) -> None:
         ).fetchall():
             out.write(
                 f"  Hourly anomaly: {scope} spent {_money(value)} in the hour of {ts:%Y-%m-%d %H}:00 UTC "
-                f"(> {_money(threshold)}, 3x its previous-24h hourly mean)\n"
+                f"(> {_money(threshold)}, {float(factor):g}x its previous-24h hourly mean)\n"
             )
         for (message,) in q(
             "SELECT message FROM alerts WHERE kind IN ('budget_threshold', 'budget_exceeded') "
