@@ -102,10 +102,9 @@ def write_synthetic(path: Path, events: int, seed: int) -> None:
     import sys
 
     code = (
-        "import json, sys\n"
-        "from spendstream.synthetic import generate\n"
-        "with open(sys.argv[1], 'w', encoding='utf-8') as fh:\n"
-        "    for e in generate(int(sys.argv[2]), int(sys.argv[3])):\n"
-        "        fh.write(json.dumps(e, separators=(',', ':')) + '\\n')\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from spendstream.synthetic import write_jsonl\n"
+        "write_jsonl(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n"
     )
     subprocess.run([sys.executable, "-c", code, str(path), str(events), str(seed)], check=True)

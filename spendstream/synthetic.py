@@ -15,11 +15,13 @@ re-running the demo adds nothing to the warehouse.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Workload",
     "default_start",
     "generate",
+    "write_jsonl",
 ]
 
 LOOP_SESSION = "sess-agent-loop-7f3a"
@@ -292,3 +295,12 @@ def generate(
 
     out.sort(key=lambda e: (e["ts"], e["event_id"]))
     return out
+
+
+def write_jsonl(
+    path: Path, events: int = 50_000, seed: int = 7, start: datetime | None = None
+) -> None:
+    """``generate(events, seed, start)`` as a JSON Lines file, one compact event per line."""
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in generate(events, seed, start):
+            fh.write(json.dumps(e, separators=(",", ":")) + "\n")

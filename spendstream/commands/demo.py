@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +31,7 @@ def _money(v: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from spendstream.config import config_from_dict, load_config
     from spendstream.errors import ConfigError
-    from spendstream.synthetic import DEMO_CONFIG_TOML, generate
+    from spendstream.synthetic import DEMO_CONFIG_TOML, write_jsonl
     from spendstream.workdir import resolve_workdir
 
     if args.events < 1000:
@@ -57,10 +56,7 @@ def run(args: argparse.Namespace) -> int:
     out.write(
         f"spendstream demo: {args.events:,} synthetic LLM calls over 3 days (seed {args.seed})\n"
     )
-    events = generate(args.events, args.seed)
-    with open(events_file, "w", encoding="utf-8") as fh:
-        for e in events:
-            fh.write(json.dumps(e, separators=(",", ":")) + "\n")
+    write_jsonl(events_file, args.events, args.seed)
     out.write(f"  events written to {events_file}\n\n")
     runner = EmbeddedRunner(workdir, config)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
