@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from spendstream.stream.records import Alert, BreakerEvent, alert_from_wire, breaker_from_wire
+from spendstream.records import Alert, BreakerEvent, alert_from_wire, breaker_from_wire
 from spendstream.topics import ALERTS, BREAKERS
 
 from .router import AlertRouter, HandleSummary

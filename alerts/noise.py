@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from spendstream.config import RouteConfig
-from spendstream.stream.records import Alert, BreakerState
+from spendstream.records import Alert, BreakerState
 
 from .routing import at_least, in_quiet_hours
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from spendstream.stream.records import Alert, alert_from_wire, alert_to_wire
+from spendstream.records import Alert, alert_from_wire, alert_to_wire
 
 __all__ = ["Action", "Notification"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from spendstream.config import AlertsConfig, ConsoleSinkConfig, RouteConfig
 from spendstream.errors import ConfigError
-from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
 
 from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy
 from .noise import Decision, decide, is_stale

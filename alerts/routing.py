@@ -11,7 +11,8 @@ from datetime import datetime, time
 from fnmatch import fnmatchcase
 
 from spendstream.config import RouteConfig
-from spendstream.stream.records import Alert, stable_id
+from spendstream.records import Alert, stable_id
+from spendstream.scopes import scope_fields
 
 __all__ = [
     "SEVERITY_RANK",
@@ -21,32 +22,13 @@ __all__ = [
     "group_key",
     "in_quiet_hours",
     "matching_routes",
-    "scope_fields",
 ]
 
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
-# Scope kind -> the usage-event field it names, so group_by = ["api_key_id"] also works
-# for alerts whose scope is the key itself.
-_SCOPE_FIELD = {
-    "team": "team",
-    "feature": "feature",
-    "project": "project",
-    "user": "user_id",
-    "api_key": "api_key_id",
-    "session": "session_id",
-}
-
 
 def at_least(severity: str, minimum: str) -> bool:
     return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK[minimum]
-
-
-def scope_fields(scope: str) -> dict[str, str]:
-    """``session:abc`` -> ``{"session_id": "abc"}``; ``global`` -> ``{}``."""
-    kind, sep, value = scope.partition(":")
-    field = _SCOPE_FIELD.get(kind)
-    return {field: value} if sep and field else {}
 
 
 def alert_team(alert: Alert) -> str | None:

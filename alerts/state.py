@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from spendstream.stream.records import Alert, BreakerState
+from spendstream.records import Alert, BreakerState
 
 from .notification import Notification
 

@@ -34,7 +34,7 @@ from bench._common import record
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.router import AlertRouter
 from spendstream.config import config_from_dict
-from spendstream.stream.records import Alert, stable_id
+from spendstream.records import Alert, stable_id
 
 NAME = "alert_routing"
 KEY = "B3NCHKEY0123456789abcdefABCDEF00"

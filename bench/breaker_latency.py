@@ -47,8 +47,8 @@ from spendstream.config import config_from_dict
 from spendstream.errors import BreakerOpen
 from spendstream.producers.event import UsageEvent
 from spendstream.producers.guard import BreakerView, guard
+from spendstream.records import BreakerEvent, Cost, Fact, breaker_to_wire
 from spendstream.stream.detection import DetectionEngine
-from spendstream.stream.records import BreakerEvent, Cost, Fact, breaker_to_wire
 
 NAME = "breaker_latency"
 

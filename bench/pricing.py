@@ -42,8 +42,8 @@ from genai_prices import Usage, calc_price
 from bench._common import machine as shared_machine
 from bench._common import record
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Cost
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Cost
 
 NAME = "pricing"
 START = datetime(2025, 6, 1, tzinfo=UTC)

@@ -42,11 +42,11 @@ import pyarrow.parquet as pq
 from bench._common import machine as shared_machine
 from bench._common import record, run_spendstream, write_synthetic
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Cost, Fact
+from spendstream.records import Cost, Fact
+from spendstream.table_schemas import FACTS, facts_table
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.queries import QUERIES
-from spendstream.warehouse.schema import FACTS, facts_table
 
 NAME = "warehouse_queries"
 START = datetime(2026, 9, 1, tzinfo=UTC)

@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from spendstream.errors import BreakerOpen
+from spendstream.scopes import GLOBAL, SCOPE_FIELDS
 
 __all__ = [
     "BREAKERS_TOPIC",
@@ -50,16 +51,6 @@ log = logging.getLogger(__name__)
 # Mirrors spendstream.topics.BREAKERS (a test keeps them equal); producers stay import-light.
 BREAKERS_TOPIC = "spendstream.breakers"
 _MTOK = Decimal(1_000_000)
-
-# Guard keyword -> scope kind (contract section 3). Other keywords (environment, ...) are ignored.
-_SCOPE_TAGS = (
-    ("team", "team"),
-    ("feature", "feature"),
-    ("project", "project"),
-    ("user_id", "user"),
-    ("api_key_id", "api_key"),
-    ("session_id", "session"),
-)
 
 
 class ViewEntry(NamedTuple):
@@ -261,9 +252,9 @@ class BreakerView:
 
 def call_scopes(tags: Mapping[str, object]) -> list[str]:
     """The breaker scopes covering a call with these tags, ``global`` first."""
-    scopes = ["global"]
-    for tag, kind in _SCOPE_TAGS:
-        value = tags.get(tag)
+    scopes = [GLOBAL]
+    for kind, field in SCOPE_FIELDS.items():
+        value = tags.get(field)
         if value is not None:
             scopes.append(f"{kind}:{value}")
     return scopes

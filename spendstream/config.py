@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from spendstream.errors import ConfigError
+from spendstream.scopes import scope_error
 
 __all__ = [
     "AlertsConfig",
@@ -56,8 +57,8 @@ def _to_decimal(value: Any) -> Any:
     return value
 
 
-Money = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
-Fraction = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
+UsdAmount = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
+NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
 
 
 class _Section(BaseModel):
@@ -76,8 +77,8 @@ class KafkaConfig(_Section):
 
 
 class AnomalyConfig(_Section):
-    factor: Fraction = Decimal("3.0")
-    min_baseline_usd: Money = Decimal("1.0")
+    factor: NonNegativeDecimal = Decimal("3.0")
+    min_baseline_usd: UsdAmount = Decimal("1.0")
     scopes: list[Literal["global", "team", "feature", "project", "user", "api_key", "session"]] = [
         "global",
         "team",
@@ -92,27 +93,23 @@ class AnomalyConfig(_Section):
 class RunawayConfig(_Section):
     max_calls_per_minute: int = Field(default=120, ge=1)
     max_session_turns: int = Field(default=100, ge=1)
-    max_session_cost_usd: Money = Decimal("50.0")
-    max_session_minutes: Fraction = Decimal("30")
+    max_session_cost_usd: UsdAmount = Decimal("50.0")
+    max_session_minutes: NonNegativeDecimal = Decimal("30")
     max_attempts: int = Field(default=5, ge=1)
 
 
 class BudgetConfig(_Section):
     scope: str
     period: Literal["month", "day", "hour"] = "month"
-    amount_usd: Money
-    alert_at: list[Fraction] = [Decimal("0.5"), Decimal("0.8"), Decimal("1.0")]
-    hard_limit: Fraction | None = None
+    amount_usd: UsdAmount
+    alert_at: list[NonNegativeDecimal] = [Decimal("0.5"), Decimal("0.8"), Decimal("1.0")]
+    hard_limit: NonNegativeDecimal | None = None
 
     @model_validator(mode="after")
     def _scope_form(self) -> BudgetConfig:
-        if self.scope != "global" and ":" not in self.scope:
-            raise ValueError(
-                f"scope {self.scope!r} must be 'global' or '<kind>:<value>', e.g. 'team:search'"
-            )
-        kind = self.scope.split(":", 1)[0]
-        if kind not in {"global", "team", "feature", "project", "user", "api_key", "session"}:
-            raise ValueError(f"scope kind {kind!r} is not one of the contract's scope kinds")
+        problem = scope_error(self.scope)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
 
@@ -138,23 +135,23 @@ class DetectionConfig(_Section):
     session_idle_s: int = Field(default=6 * 3600, ge=60)
     # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
     # At 100 calls a 30% share is many standard deviations above a normal few-% retry rate.
-    retry_share_factor: Fraction = Decimal("3")
-    retry_min_share: Fraction = Decimal("0.3")
+    retry_share_factor: NonNegativeDecimal = Decimal("3")
+    retry_min_share: NonNegativeDecimal = Decimal("0.3")
     retry_min_calls: int = Field(default=100, ge=1)
     # cache_hit_drop: a feature's cache-read share this hour this far below its previous 24 h.
-    cache_drop_points: Fraction = Decimal("0.2")
-    cache_min_baseline_share: Fraction = Decimal("0.5")
+    cache_drop_points: NonNegativeDecimal = Decimal("0.2")
+    cache_min_baseline_share: NonNegativeDecimal = Decimal("0.5")
     cache_min_input_tokens: int = Field(default=100_000, ge=1)
 
 
 class ModelPriceConfig(_Section):
     provider: str
     model: str
-    input_per_mtok: Money
-    output_per_mtok: Money
-    cache_read_per_mtok: Money | None = None
-    cache_write_per_mtok: Money | None = None
-    batch_discount: Fraction | None = None
+    input_per_mtok: UsdAmount
+    output_per_mtok: UsdAmount
+    cache_read_per_mtok: UsdAmount | None = None
+    cache_write_per_mtok: UsdAmount | None = None
+    batch_discount: NonNegativeDecimal | None = None
 
 
 class DiscountConfig(_Section):

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from spendstream.config import BreakerConfig
-from spendstream.stream.records import Alert, BreakerEvent, BreakerState
+from spendstream.records import Alert, BreakerEvent, BreakerState
 
 __all__ = ["HALF_OPEN_S", "BreakerBoard", "BreakerStatus"]
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from spendstream.config import Config
+from spendstream.records import Alert, BreakerEvent, Fact
 from spendstream.stream.breakers import BreakerBoard, BreakerStatus
 from spendstream.stream.detectors.anomaly import AnomalyDetector
 from spendstream.stream.detectors.base import Detector
@@ -29,7 +30,6 @@ from spendstream.stream.detectors.cache import CacheDetector
 from spendstream.stream.detectors.rate import RateDetector
 from spendstream.stream.detectors.retries import RetryDetector
 from spendstream.stream.detectors.sessions import SessionDetector
-from spendstream.stream.records import Alert, BreakerEvent, Fact
 
 __all__ = ["SNAPSHOT_VERSION", "DetectionEngine", "detector_types"]
 

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 
 from spendstream.config import Config
 from spendstream.producers.event import UsageEvent, describe_validation_error
+from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.stream.detection import DetectionEngine
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
 
 __all__ = [
     "MAX_RECORD_BYTES",

@@ -48,8 +48,8 @@ from genai_prices import data_snapshot
 
 from spendstream.config import PricesConfig
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.catalog import Band, Catalog, Period
-from spendstream.stream.records import COST_SCALE, Cost
+from spendstream.records import COST_SCALE, Cost
+from spendstream.stream.ratecard import Band, PricePeriod, RateCard
 
 __all__ = ["Pricer", "cost_from_units"]
 
@@ -149,9 +149,9 @@ _MEMO_MAX = 200_000
 class Pricer:
     """Prices batches of events; holds the catalog and the per-period integer plans."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: RateCard) -> None:
         self.catalog = catalog
-        self._plans: dict[int, tuple[Period, list[_Plan]]] = {}
+        self._plans: dict[int, tuple[PricePeriod, list[_Plan]]] = {}
         self._memo: dict[Any, Any] = {}
 
     @classmethod
@@ -162,7 +162,7 @@ class Pricer:
         snapshot: data_snapshot.DataSnapshot | None = None,
     ) -> Pricer:
         """A pricer over the genai-prices snapshot (default: the bundled one) and the config."""
-        return cls(Catalog(prices, snapshot))
+        return cls(RateCard(prices, snapshot))
 
     def source_of(self, provider: str, model: str) -> str | None:
         """What prices (provider, model) at all, or None when it is unpriced."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Context, Decimal, localcontext
 
+from spendstream.records import Cost, Fact
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Cost, Fact
 
 __all__ = ["RepriceLine", "RepriceReport", "reprice"]
 

@@ -43,7 +43,9 @@ def test_wheel_maps_top_level_folders_into_the_namespace(wheel: Path) -> None:
         "spendstream/cli.py",
         "spendstream/config.py",
         "spendstream/producers/event.py",
-        "spendstream/stream/records.py",
+        "spendstream/stream/pricing.py",
+        "spendstream/records.py",
+        "spendstream/runtime/embedded.py",
         "spendstream/warehouse/__init__.py",
         "spendstream/alerts/__init__.py",
     ):

@@ -27,11 +27,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spendstream.errors import SpendstreamError
-from spendstream.stream.records import Fact
+from spendstream.records import Fact
+from spendstream.table_schemas import facts_table, utc_day
 from spendstream.warehouse import landing
 from spendstream.warehouse.catalog import FileRow
 from spendstream.warehouse.layout import TABLES
-from spendstream.warehouse.schema import facts_table, utc_day
 
 if TYPE_CHECKING:
     from spendstream.warehouse.landing import Warehouse

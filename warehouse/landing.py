@@ -36,17 +36,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
-from spendstream.warehouse.catalog import Catalog, FileRow, key_of
-from spendstream.warehouse.layout import TABLES, Layout, segment
-from spendstream.warehouse.quality import QualityReport, precheck
-from spendstream.warehouse.schema import (
+from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.table_schemas import (
     SCHEMAS,
     alerts_table,
     breaker_events_table,
     dead_letters_table,
     facts_table,
 )
+from spendstream.warehouse.catalog import Catalog, FileRow, key_of
+from spendstream.warehouse.layout import TABLES, Layout, segment
+from spendstream.warehouse.quality import QualityReport, precheck
 
 if TYPE_CHECKING:
     from spendstream.warehouse.compaction import CompactionSummary

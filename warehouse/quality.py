@@ -18,32 +18,23 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.stream.records import ALERT_KINDS, Alert, BreakerEvent
-from spendstream.warehouse.schema import COST_FIELDS
+from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.scopes import SCOPE_FIELDS, is_known_scope
+from spendstream.table_schemas import COST_FIELDS
 
 __all__ = [
     "EARLIEST_TS",
     "FUTURE_SLACK",
-    "SCOPE_KINDS",
     "QualityReport",
     "SuiteResult",
-    "known_scope",
     "precheck",
     "run_suite",
 ]
 
-SCOPE_KINDS = ("team", "feature", "project", "user", "api_key", "session")
 # Before this, no metered LLM API existed; later than ingestion + slack is a broken clock.
 EARLIEST_TS = datetime(2015, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 _MAX_LISTED = 20
-
-
-def known_scope(scope: str) -> bool:
-    if scope == "global":
-        return True
-    kind, sep, value = scope.partition(":")
-    return bool(sep) and kind in SCOPE_KINDS and bool(value)
 
 
 @dataclass(slots=True)
@@ -128,12 +119,12 @@ def precheck(
     if facts.num_rows:
         _check_facts(facts, report)
     for a in alerts:
-        if not known_scope(a.scope):
+        if not is_known_scope(a.scope):
             report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")
         if a.kind not in ALERT_KINDS:
             report.add(f"alert {a.alert_id}: unknown kind {a.kind!r}")
     for b in breaker_events:
-        if not known_scope(b.scope):
+        if not is_known_scope(b.scope):
             report.add(f"breaker event: unknown scope {b.scope!r}")
     return report
 
@@ -156,7 +147,7 @@ FROM usage_facts
 WHERE ($since IS NULL OR ts >= $since)
 """
 _SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_events"
-_SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_KINDS) + r"):.+)$"
+_SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_FIELDS) + r"):.+)$"
 
 
 def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:

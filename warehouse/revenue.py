@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spendstream.errors import ConfigError
+from spendstream.table_schemas import MONEY, to_money
 from spendstream.warehouse.layout import Layout
-from spendstream.warehouse.schema import MONEY, to_money
 
 __all__ = ["REVENUE", "RevenueRow", "ensure_revenue_file", "load_revenue", "parse_revenue_csv"]
 

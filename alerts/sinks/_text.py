@@ -5,8 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 from urllib.parse import quote
 
+from spendstream.scopes import scope_fields
+
 from ..notification import Notification
-from ..routing import scope_fields
 
 __all__ = ["amount", "investigate_link", "investigate_sql", "summary"]
 

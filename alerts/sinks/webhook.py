@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spendstream.config import WebhookSinkConfig
-from spendstream.stream.records import alert_to_wire, stable_id
+from spendstream.records import alert_to_wire, stable_id
 
 from ..delivery import DeliveryResult, HttpDeliverer, HttpRequest
 from ..notification import Notification

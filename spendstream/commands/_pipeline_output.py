@@ -7,7 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TextIO
 
-from spendstream.stream.embedded import IngestSummary
+from spendstream.runtime.embedded import IngestSummary
 
 __all__ = ["print_summary", "progress_printer"]
 

@@ -17,8 +17,6 @@ from spendstream.errors import ConfigError
 
 __all__ = ["configure", "run"]
 
-_SCOPE_KINDS = {"global", "team", "feature", "project", "user", "api_key", "session"}
-
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -37,14 +35,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_scope(scope: str) -> None:
-    kind = scope.split(":", 1)[0]
-    if scope != "global" and (
-        ":" not in scope or kind not in _SCOPE_KINDS or not scope[len(kind) + 1 :]
-    ):
-        raise ConfigError(
-            f"SCOPE {scope!r} must be 'global' or '<kind>:<value>' with kind one of "
-            + ", ".join(sorted(_SCOPE_KINDS - {"global"}))
-        )
+    from spendstream.scopes import scope_error
+
+    problem = scope_error(scope)
+    if problem is not None:
+        raise ConfigError(f"SCOPE: {problem}")
 
 
 def run(args: argparse.Namespace) -> int:

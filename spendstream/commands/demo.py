@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     from spendstream.commands._pipeline_output import print_summary, progress_printer
-    from spendstream.stream.embedded import EmbeddedRunner, read_lines
+    from spendstream.runtime.embedded import EmbeddedRunner, read_lines
 
     workdir = resolve_workdir(args.workdir)
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"

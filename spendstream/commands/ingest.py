@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.errors import ConfigError
-    from spendstream.stream.embedded import EmbeddedRunner, read_lines
+    from spendstream.runtime.embedded import EmbeddedRunner, read_lines
     from spendstream.workdir import resolve_workdir
 
     for path in args.files:

@@ -24,7 +24,7 @@ from spendstream.commands._options import add_config, add_format, add_workdir, c
 from spendstream.errors import ConfigError
 
 if TYPE_CHECKING:
-    from spendstream.stream.records import Fact
+    from spendstream.records import Fact
     from spendstream.stream.repricing import RepriceReport
 
 __all__ = ["configure", "load_facts", "run", "write_repriced"]
@@ -139,9 +139,9 @@ def _with_reasons(
     args: argparse.Namespace, columns: list[str], rows: list[tuple[Any, ...]]
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Add why each model is unpriced today, under the current catalog and configuration."""
-    from spendstream.stream.catalog import Catalog
+    from spendstream.stream.ratecard import RateCard
 
-    catalog = Catalog(config_from_args(args).prices)
+    catalog = RateCard(config_from_args(args).prices)
     now = datetime.now(UTC)
     at = columns.index("provider"), columns.index("model")
     out = []
@@ -160,7 +160,7 @@ def load_facts(
 ) -> list[Fact]:
     """The stored facts of [since, until) (optionally one provider/model), oldest first."""
     from spendstream.producers.event import UsageEvent
-    from spendstream.stream.records import Cost, Fact
+    from spendstream.records import Cost, Fact
     from spendstream.warehouse.reading import connect
 
     fields = list(UsageEvent.model_fields)
@@ -275,11 +275,11 @@ def _print_report(report: RepriceReport, fmt: str) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from spendstream.stream.catalog import Catalog
+    from spendstream.stream.ratecard import RateCard
     from spendstream.warehouse.output import render
 
     at = _instant(args.at, "--at") or datetime.now(UTC)
-    period = Catalog(config.prices).period(args.provider, args.model, at, args.batch)
+    period = RateCard(config.prices).period(args.provider, args.model, at, args.batch)
     if period is None:
         raise ConfigError(
             f"no price for {args.provider}/{args.model}: not in the genai-prices catalog and "

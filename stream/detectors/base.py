@@ -20,7 +20,8 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 from spendstream.config import Config
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Alert, AlertKind, Fact, Severity, stable_id
+from spendstream.records import Alert, AlertKind, Fact, Severity, stable_id
+from spendstream.scopes import event_scope, event_scopes
 
 __all__ = [
     "EPOCH",
@@ -90,31 +91,13 @@ def make_alert(
     )
 
 
-_SCOPE_FIELDS: dict[str, str] = {
-    "team": "team",
-    "feature": "feature",
-    "project": "project",
-    "user": "user_id",
-    "api_key": "api_key_id",
-    "session": "session_id",
-}
-
-
 def scope_of(event: UsageEvent, kind: str) -> str | None:
     """The event's scope of one kind (``team`` -> ``team:search``), None when untagged."""
-    if kind == "global":
-        return "global"
-    value = getattr(event, _SCOPE_FIELDS[kind])
-    return None if value is None else f"{kind}:{value}"
+    return event_scope(event, kind)
 
 
 def scopes_of(event: UsageEvent, kinds: Iterable[str]) -> list[str]:
-    out = []
-    for kind in kinds:
-        scope = scope_of(event, kind)
-        if scope is not None:
-            out.append(scope)
-    return out
+    return event_scopes(event, kinds)
 
 
 def floor_minute(ts: datetime) -> int:

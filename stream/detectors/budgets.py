@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Self
 
 from spendstream.config import BudgetConfig, Config
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Alert, Fact, Severity
 from spendstream.stream.detectors.base import make_alert, scope_of
-from spendstream.stream.records import Alert, Fact, Severity
 
 __all__ = ["BudgetDetector", "budget_id", "period_bounds"]
 

@@ -13,8 +13,8 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from spendstream.config import Config
+from spendstream.records import Alert, Fact
 from spendstream.stream.detectors.base import floor_minute, make_alert, scopes_of
-from spendstream.stream.records import Alert, Fact
 
 __all__ = ["RateDetector"]
 

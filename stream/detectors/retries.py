@@ -19,8 +19,8 @@ from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 from spendstream.config import Config
+from spendstream.records import Alert, Fact
 from spendstream.stream.detectors.base import PairBaselines, floor_hour, make_alert
-from spendstream.stream.records import Alert, Fact
 
 __all__ = ["RetryDetector"]
 

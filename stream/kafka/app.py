@@ -25,12 +25,12 @@ import faust
 import orjson
 
 from spendstream.config import Config
+from spendstream.records import DeadLetter, alert_to_wire, breaker_to_wire
 from spendstream.stream.kafka.ingest import MAX_BODY_BYTES
 from spendstream.stream.kafka.metrics import WorkerMetrics
 from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names
 from spendstream.stream.kafka.wire import encode_idle
-from spendstream.stream.records import DeadLetter, alert_to_wire, breaker_to_wire
 
 __all__ = ["EXIT_NOT_DURABLE", "Runtime", "Stage", "WebSettings"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 
 from spendstream.config import Config
+from spendstream.records import BreakerEvent, breaker_to_wire
 from spendstream.stream.kafka.topology import ensure_topics, topic_names, topic_specs
 from spendstream.stream.kafka.wire import encode_reset
-from spendstream.stream.records import BreakerEvent, breaker_to_wire
 
 __all__ = ["MANUAL_RESET", "latest_breakers", "publish_reset"]
 

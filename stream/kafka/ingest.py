@@ -10,8 +10,8 @@ import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from spendstream.records import DeadLetter
 from spendstream.stream.pipeline import parse_records
-from spendstream.stream.records import DeadLetter
 from spendstream.topics import partition_key
 
 __all__ = ["MAX_BODY_BYTES", "IngestCheck", "check_body", "token_ok"]

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from spendstream.stream.records import Alert, BreakerEvent, Fact
+from spendstream.records import Alert, BreakerEvent, Fact
 
 __all__ = ["LagSource", "WorkerMetrics"]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from spendstream.config import Config
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
     IdleMarker,
@@ -33,7 +34,6 @@ from spendstream.stream.kafka.wire import (
     encode_priced_facts,
 )
 from spendstream.stream.pipeline import Pipeline, parse_records
-from spendstream.stream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import CommitResult
 

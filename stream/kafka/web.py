@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.web import Request, Response, View
 
+from spendstream.records import breaker_to_wire
 from spendstream.stream.kafka.breaker_control import latest_breakers
 from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, token_ok
-from spendstream.stream.records import breaker_to_wire
 
 if TYPE_CHECKING:
     from spendstream.stream.kafka.app import Runtime

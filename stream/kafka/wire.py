@@ -18,7 +18,7 @@ from decimal import Decimal
 import orjson
 
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Cost, Fact
+from spendstream.records import Cost, Fact
 
 __all__ = [
     "MAX_RECORD_BYTES",

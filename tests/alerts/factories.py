@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from spendstream.stream.records import Alert, BreakerEvent, BreakerState, stable_id
+from spendstream.records import Alert, BreakerEvent, BreakerState, stable_id
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 PD_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"  # PagerDuty routing keys are 32 characters

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaProducer
 
 from spendstream.cli import main
-from spendstream.stream.records import alert_to_wire
+from spendstream.records import alert_to_wire
 
 from .conftest import ScriptedServer, check_pagerduty
 from .factories import PD_KEY, make_alert

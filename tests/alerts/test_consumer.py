@@ -16,7 +16,7 @@ from spendstream.alerts.consumer import AlertConsumer, ConsumeSummary
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.router import AlertRouter
 from spendstream.config import config_from_dict
-from spendstream.stream.records import (
+from spendstream.records import (
     Alert,
     BreakerEvent,
     alert_from_wire,

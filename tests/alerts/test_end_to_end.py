@@ -20,7 +20,7 @@ import duckdb
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.router import AlertRouter
 from spendstream.config import Config, config_from_dict
-from spendstream.stream.embedded import EmbeddedRunner, read_lines
+from spendstream.runtime.embedded import EmbeddedRunner, read_lines
 
 from .conftest import ScriptedServer, check_pagerduty, check_slack
 from .factories import PD_KEY

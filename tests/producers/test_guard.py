@@ -20,7 +20,7 @@ from spendstream.producers.guard import (
     guard,
     worst_case_usd,
 )
-from spendstream.stream.records import BreakerEvent, breaker_to_wire
+from spendstream.records import BreakerEvent, breaker_to_wire
 
 TS = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -197,8 +197,8 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
 
     from spendstream.config import config_from_dict
     from spendstream.producers.event import UsageEvent
+    from spendstream.records import Fact
     from spendstream.stream.detection import DetectionEngine
-    from spendstream.stream.records import Fact
 
     usage = topic_factory(prefix="usage")
     breakers = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")

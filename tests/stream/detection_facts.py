@@ -9,7 +9,7 @@ from typing import Any
 
 from spendstream.config import Config, config_from_dict
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Cost, Fact
+from spendstream.records import Cost, Fact
 
 __all__ = ["T0", "at", "config", "fact", "run"]
 

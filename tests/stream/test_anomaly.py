@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from spendstream.records import Fact
 from spendstream.stream.detectors.anomaly import AnomalyDetector
-from spendstream.stream.records import Fact
 from tests.stream.detection_facts import at, config, fact, run
 
 

@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spendstream.records import Alert, Fact
 from spendstream.stream.detectors.cache import CacheDetector
 from spendstream.stream.detectors.retries import RetryDetector
-from spendstream.stream.records import Alert, Fact
 from tests.stream.detection_facts import at, config, fact
 
 _CFG = config(

@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from spendstream.config import BreakerConfig
+from spendstream.records import Alert
 from spendstream.stream.breakers import HALF_OPEN_S, BreakerBoard
 from spendstream.stream.detectors.base import make_alert
-from spendstream.stream.records import Alert
 from tests.stream.detection_facts import at
 
 

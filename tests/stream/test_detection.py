@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spendstream.config import Config
+from spendstream.records import Alert, BreakerEvent, Fact
 from spendstream.stream.detection import DetectionEngine
-from spendstream.stream.records import Alert, BreakerEvent, Fact
 from tests.stream.detection_facts import at, config, fact
 
 

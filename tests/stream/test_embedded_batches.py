@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from spendstream.config import config_from_dict
-from spendstream.stream.embedded import EmbeddedRunner, read_lines
+from spendstream.runtime.embedded import EmbeddedRunner, read_lines
 from spendstream.synthetic import DEMO_CONFIG_TOML, generate
 
 FACTS = "SELECT event_id, cost_usd, price_source FROM usage_facts ORDER BY event_id"

@@ -38,7 +38,7 @@ def test_unreadable_token_file_is_a_config_error_naming_the_key(tmp_path: Path) 
 def test_breakers_reset_refuses_a_malformed_scope(tmp_path: Path) -> None:
     proc = _cli("breakers", "reset", "sess-1", "--workdir", str(tmp_path))
     assert proc.returncode == 2
-    assert "SCOPE 'sess-1'" in proc.stderr
+    assert "SCOPE: scope 'sess-1'" in proc.stderr
 
 
 def test_breakers_list_on_an_empty_warehouse_shows_no_scope(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.config import load_config
-from spendstream.stream.embedded import EmbeddedRunner
+from spendstream.runtime.embedded import EmbeddedRunner
 from tests.stream.faust_workers import (
     ALERT_SQL,
     BREAKER_SQL,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spendstream.config import Config
-from spendstream.stream.embedded import EmbeddedRunner
+from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.ingest import check_body, token_ok
 from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from spendstream.config import config_from_dict
-from spendstream.stream.embedded import EmbeddedRunner
+from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.views import connect_readonly
 from tests.stream.detection_facts import at

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Cost
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Cost
 
 INT64_MAX = 2**63 - 1
 Q18 = Decimal("1E-18")

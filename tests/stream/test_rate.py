@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from spendstream.records import Alert
 from spendstream.stream.detectors.rate import RateDetector
-from spendstream.stream.records import Alert
 from tests.stream.detection_facts import at, config, fact
 
 

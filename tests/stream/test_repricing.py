@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from spendstream.config import ModelPriceConfig, PricesConfig
+from spendstream.records import Fact
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Fact
 from spendstream.stream.repricing import reprice
 from tests.stream.test_pricing import event
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Alert, BreakerEvent, Cost, DeadLetter, Fact
+from spendstream.records import Alert, BreakerEvent, Cost, DeadLetter, Fact
 
 __all__ = ["T0", "alert", "breaker", "days", "dead_letter", "event", "fact"]
 

@@ -127,7 +127,7 @@ def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
 ) -> None:
     from decimal import Decimal
 
-    from spendstream.stream.records import Cost, Fact
+    from spendstream.records import Cost, Fact
 
     wh.commit(facts=[fact(T0, "1")])
     bad = fact(T0)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.errors import SpendstreamError
-from spendstream.stream.records import Cost, Fact
+from spendstream.records import Cost, Fact
 from spendstream.warehouse import Warehouse, compaction
 from tests.warehouse.conftest import Query
 from tests.warehouse.factories import T0, alert, days, fact

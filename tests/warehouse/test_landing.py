@@ -257,7 +257,7 @@ _CHILD = textwrap.dedent(
     from decimal import Decimal
     from pathlib import Path
     from spendstream.producers.event import UsageEvent
-    from spendstream.stream.records import Cost, Fact
+    from spendstream.records import Cost, Fact
     from spendstream.warehouse import Warehouse, landing
 
     workdir, step, start, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -322,7 +322,7 @@ _WRITER = textwrap.dedent(
     from decimal import Decimal
     from pathlib import Path
     from spendstream.producers.event import UsageEvent
-    from spendstream.stream.records import Cost, Fact
+    from spendstream.records import Cost, Fact
     from spendstream.warehouse import Warehouse
 
     workdir, name, lo, hi = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

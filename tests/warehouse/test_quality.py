@@ -10,10 +10,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.records import Cost, Fact
+from spendstream.records import Cost, Fact
+from spendstream.table_schemas import facts_table
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.quality import known_scope, precheck, run_suite
-from spendstream.warehouse.schema import facts_table
+from spendstream.warehouse.quality import precheck, run_suite
 from tests.warehouse.conftest import Query
 from tests.warehouse.factories import T0, alert, breaker, days, fact
 
@@ -67,17 +67,6 @@ def test_precheck_flags_each_rule() -> None:
 def test_precheck_counts_every_failure_but_lists_a_few() -> None:
     report = precheck(facts_table([_negative_cost_fact() for _ in range(50)]))
     assert report.failing == 50 and len(report.problems) == 20
-
-
-def test_known_scopes() -> None:
-    assert [known_scope(s) for s in ("global", "team:a", "api_key:k", "team:", "org:x", "x")] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-        False,
-    ]
 
 
 def test_failing_batch_is_quarantined_reported_and_dead_lettered(

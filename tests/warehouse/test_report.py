@@ -23,8 +23,8 @@ import pytest
 
 from spendstream.cli import main
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Alert, BreakerEvent, Fact
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Alert, BreakerEvent, Fact
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.charts import PALETTE
 from spendstream.warehouse.report import write_report

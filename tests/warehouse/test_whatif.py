@@ -13,8 +13,8 @@ import pytest
 from spendstream.cli import main
 from spendstream.config import PricesConfig, config_from_dict
 from spendstream.producers.event import UsageEvent
+from spendstream.records import Fact
 from spendstream.stream.pricing import Pricer
-from spendstream.stream.records import Fact
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.whatif import (
     HOURS_PER_MONTH,

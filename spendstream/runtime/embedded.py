@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
+from spendstream.records import Alert, BreakerEvent
 from spendstream.stream.pipeline import Pipeline, parse_records
-from spendstream.stream.records import Alert, BreakerEvent
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:

@@ -8,19 +8,19 @@ from decimal import Decimal
 import pytest
 
 from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
-from spendstream.stream.catalog import Catalog, format_fraction
+from spendstream.stream.ratecard import RateCard, format_fraction
 
 T = datetime(2025, 11, 3, 12, tzinfo=UTC)
 
 
 def test_days_within_one_price_period_share_one_resolved_period() -> None:
-    cat = Catalog()
+    cat = RateCard()
     periods = {id(cat.period("openai", "o3", T + timedelta(days=d), False)) for d in range(30)}
     assert len(periods) == 1
 
 
 def test_a_new_dated_price_gives_a_new_period_with_its_start_date() -> None:
-    cat = Catalog()
+    cat = RateCard()
     before = cat.period("openai", "o3", datetime(2025, 6, 9, tzinfo=UTC), False)
     after = cat.period("openai", "o3", datetime(2025, 6, 10, tzinfo=UTC), False)
     assert before is not None and after is not None
@@ -30,7 +30,7 @@ def test_a_new_dated_price_gives_a_new_period_with_its_start_date() -> None:
 
 
 def test_long_context_tiers_become_bands_above_their_threshold() -> None:
-    period = Catalog().period("anthropic", "claude-sonnet-4-5", T, False)
+    period = RateCard().period("anthropic", "claude-sonnet-4-5", T, False)
     assert period is not None
     assert period.thresholds == (200_000,)
     assert [b.input_per_mtok for b in period.bands] == [3, 6]
@@ -38,7 +38,7 @@ def test_long_context_tiers_become_bands_above_their_threshold() -> None:
 
 
 def test_model_without_any_token_price_is_unpriced() -> None:
-    cat = Catalog()
+    cat = RateCard()
     assert cat.period("nobody", "nothing", T, False) is None
     assert cat.describe("nobody", "nothing") is None
     assert cat.describe("anthropic", "claude-sonnet-4-5") == (
@@ -47,14 +47,14 @@ def test_model_without_any_token_price_is_unpriced() -> None:
 
 
 def test_off_peak_models_change_rates_at_their_switching_minutes_others_at_midnight() -> None:
-    cat = Catalog()
+    cat = RateCard()
     assert cat.day_boundaries("deepseek", "deepseek-chat") == (30, 990)  # 00:30, 16:30 UTC
     assert cat.day_boundaries("openai", "o3") == ()
     assert cat.day_boundaries("nobody", "nothing") == ()
 
 
 def test_override_resolves_without_the_catalog_and_defaults_cache_rates() -> None:
-    cat = Catalog(
+    cat = RateCard(
         PricesConfig(
             model=[
                 ModelPriceConfig(
@@ -87,7 +87,7 @@ def test_override_resolves_without_the_catalog_and_defaults_cache_rates() -> Non
 def test_discount_precedence_is_most_specific_first(
     provider: str, model: str, expected: Decimal
 ) -> None:
-    cat = Catalog(
+    cat = RateCard(
         PricesConfig(
             discount=[
                 DiscountConfig(percent=Decimal(5)),
@@ -111,7 +111,7 @@ def test_fractions_print_as_short_percentages() -> None:
 
 
 def test_why_unpriced_names_what_is_missing() -> None:
-    cat = Catalog()
+    cat = RateCard()
     assert cat.why_unpriced("anthropic", "claude-sonnet-4-5", T) is None
     assert "provider 'self-hosted' is not in genai-prices" in str(
         cat.why_unpriced("self-hosted", "llama", T)

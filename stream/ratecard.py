@@ -32,8 +32,8 @@ __all__ = [
     "BATCH_PROVIDERS",
     "DEFAULT_BATCH_DISCOUNT",
     "Band",
-    "Catalog",
-    "Period",
+    "PricePeriod",
+    "RateCard",
     "format_fraction",
 ]
 
@@ -59,7 +59,7 @@ class Band:
 
 
 @dataclass(slots=True, frozen=True)
-class Period:
+class PricePeriod:
     """The rates for one (provider, model, price period, batch flag), resolved once.
 
     ``bands[i]`` applies when exactly ``i`` of ``thresholds`` are below the event's
@@ -88,7 +88,7 @@ def _model_key(provider: str, model: str) -> tuple[str, str]:
     return provider.strip().lower(), model.strip().lower()
 
 
-class _CatalogModel:
+class _ListedModel:
     """A matched genai-prices model with its period cache."""
 
     __slots__ = (
@@ -117,10 +117,10 @@ class _CatalogModel:
         self.breakpoints = sorted(
             {c.start_date for c in constraints if isinstance(c, gp.StartDateConstraint)}
         )
-        # period_key -> Period, and the same Periods by which constraints are active: a
-        # price period spans many days, and one Period per span keeps batches in few groups.
-        self.periods: dict[Any, Period | None] = {}
-        self.by_activity: dict[tuple[tuple[bool, ...], bool], Period | None] = {}
+        # period_key -> PricePeriod, and the same PricePeriods by which constraints are active: a
+        # price period spans many days, and one PricePeriod per span keeps batches in few groups.
+        self.periods: dict[Any, PricePeriod | None] = {}
+        self.by_activity: dict[tuple[tuple[bool, ...], bool], PricePeriod | None] = {}
 
     def activity(self, ts: datetime, batch: bool) -> tuple[tuple[bool, ...], bool]:
         return (tuple(c.active(ts) for c in self.constraints), batch)
@@ -132,7 +132,7 @@ class _CatalogModel:
         return (bisect_right(self.breakpoints, day), batch)
 
 
-class Catalog:
+class RateCard:
     """Finds and caches the rates in force for events; overrides and discounts on top."""
 
     def __init__(
@@ -146,19 +146,19 @@ class Catalog:
             _model_key(o.provider, o.model): o for o in prices.model
         }
         self.discounts = list(prices.discount)
-        self._models: dict[tuple[str, str], _CatalogModel | ModelPriceConfig | None] = {}
-        self._override_periods: dict[tuple[str, str, bool], Period] = {}
+        self._models: dict[tuple[str, str], _ListedModel | ModelPriceConfig | None] = {}
+        self._override_periods: dict[tuple[str, str, bool], PricePeriod] = {}
 
     # -- lookup ---------------------------------------------------------------------------
 
-    def entry(self, provider: str, model: str) -> _CatalogModel | ModelPriceConfig | None:
+    def entry(self, provider: str, model: str) -> _ListedModel | ModelPriceConfig | None:
         """What prices (provider, model): an override, a catalog model, or None (unpriced)."""
         key = (provider, model)
         try:
             return self._models[key]
         except KeyError:
             pass
-        found: _CatalogModel | ModelPriceConfig | None = self.overrides.get(
+        found: _ListedModel | ModelPriceConfig | None = self.overrides.get(
             _model_key(provider, model)
         )
         if found is None:
@@ -167,7 +167,7 @@ class Catalog:
             except LookupError:
                 found = None
             else:
-                found = _CatalogModel(p, m)
+                found = _ListedModel(p, m)
         if len(self._models) >= _MAX_MODELS:
             # Producers choose model names: a flood of distinct ones must not grow memory.
             self._models.clear()
@@ -180,7 +180,7 @@ class Catalog:
         model: str,
         ts: datetime,
         batch: bool,
-    ) -> Period | None:
+    ) -> PricePeriod | None:
         """The rates for an event, or None when nothing prices it."""
         entry = self.entry(provider, model)
         if entry is None:
@@ -192,7 +192,7 @@ class Catalog:
             return entry.periods[key]
         except KeyError:
             pass
-        # get_prices (and so the Period) depends only on which constraints are active.
+        # get_prices (and so the PricePeriod) depends only on which constraints are active.
         activity = entry.activity(ts, batch)
         try:
             found = entry.by_activity[activity]
@@ -209,7 +209,7 @@ class Catalog:
         (off-peak prices); None: at instants finer than a minute (never seen in practice).
         """
         entry = self.entry(provider, model)
-        if not isinstance(entry, _CatalogModel) or not entry.time_of_day:
+        if not isinstance(entry, _ListedModel) or not entry.time_of_day:
             return ()
         minutes = set()
         for c in entry.constraints:
@@ -236,7 +236,7 @@ class Catalog:
         if self.period(provider, model, ts, False) is not None:
             return None
         entry = self.entry(provider, model)
-        if isinstance(entry, _CatalogModel):
+        if isinstance(entry, _ListedModel):
             return (
                 f"genai-prices has {entry.provider.id}/{entry.model.id} but no token price "
                 f"for it at {ts:%Y-%m-%d}"
@@ -276,7 +276,7 @@ class Catalog:
         batch_label: str,
         thresholds: tuple[int, ...],
         bands: tuple[Band, ...],
-    ) -> Period:
+    ) -> PricePeriod:
         multiplier = Decimal(1)
         source = base_source
         if batch_fraction is not None and batch_fraction != 0:
@@ -289,11 +289,11 @@ class Catalog:
             multiplier *= 1 - disc.percent / 100
             source += f"+discount:{format_fraction(disc.percent / 100)}"
         labels = tuple(f"+tier>{t}" for t in thresholds)
-        return Period(thresholds, bands, multiplier, source, labels)
+        return PricePeriod(thresholds, bands, multiplier, source, labels)
 
     def _override_period(
         self, provider: str, model: str, o: ModelPriceConfig, batch: bool
-    ) -> Period:
+    ) -> PricePeriod:
         key = (provider, model, batch)
         cached = self._override_periods.get(key)
         if cached is not None:
@@ -321,8 +321,8 @@ class Catalog:
         return period
 
     def _catalog_period(
-        self, provider: str, model: str, entry: _CatalogModel, ts: datetime, batch: bool
-    ) -> Period | None:
+        self, provider: str, model: str, entry: _ListedModel, ts: datetime, batch: bool
+    ) -> PricePeriod | None:
         info = entry.model
         standard = info.get_prices(ts)
         price = standard

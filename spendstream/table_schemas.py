@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from spendstream.stream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
 __all__ = [
     "COST_FIELDS",
