@@ -46,7 +46,9 @@ TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
 Status = Literal["ok", "error", "timeout", "refused"]
 # Server-side tools billed per request (web_search, code_execution, ...): lower-case names.
-ToolName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")]
+ToolName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")
+]
 ToolCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOOL_REQUESTS)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -88,7 +90,7 @@ class UsageEvent(BaseModel):
     tool_requests: dict[ToolName, ToolCount] | None = Field(
         None,
         max_length=MAX_TOOLS,
-        description="Server-side tool calls billed per request, by tool: {\"web_search\": 3}.",
+        description='Server-side tool calls billed per request, by tool: {"web_search": 3}.',
     )
     service_tier: Label | None = Field(
         None, description="The provider's service tier as it answered: flex, priority, default, ..."

@@ -18,11 +18,13 @@ from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fac
 
 __all__ = [
     "COST_FIELDS",
+    "COUNT_MAP",
     "EVENTS",
     "EVENT_FIELDS",
     "FACTS",
     "MONEY",
     "SCHEMAS",
+    "TS",
     "alerts_table",
     "breaker_events_table",
     "dead_letters_table",

@@ -65,12 +65,12 @@ from spendstream.config import PricesConfig
 from spendstream.records import COST_SCALE, Cost
 from spendstream.stream.ratecard import RateCard
 from spendstream.stream.rates import COMPONENT_OF, UNITS, Band, PricePeriod, leaf_counts
-from spendstream.table_schemas import MONEY, events_table
+from spendstream.table_schemas import COUNT_MAP, MONEY, TS
 
 if TYPE_CHECKING:
     from spendstream.producers.event import UsageEvent
 
-__all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table"]
+__all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table", "pricing_table"]
 
 _UNITS_PER_USD = 10**COST_SCALE
 _UNITS_PER_MTOK_RATE = Fraction(_UNITS_PER_USD, 1_000_000)
@@ -267,7 +267,7 @@ class Pricer:
         """
         if not events:
             return []
-        return costs_from_table(self.price_table(events_table(events), at=at))
+        return costs_from_table(self.price_table(pricing_table(events), at=at))
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -385,9 +385,7 @@ class Pricer:
         nums = np.array([p.units for p in plans], dtype=object)
         dens = [p.den for p in plans]
         # A plan whose numerators or denominator do not fit int64 always takes the exact path.
-        small = np.array(
-            [max((*p.units, p.fee, p.den)) < 2**62 for p in plans], dtype=bool
-        )
+        small = np.array([max((*p.units, p.fee, p.den)) < 2**62 for p in plans], dtype=bool)
         nums64 = np.where(small[:, None], nums, 0).astype(np.int64)
         fees64 = np.array([p.fee if s else 0 for p, s in zip(plans, small, strict=True)])
         dens64 = np.array([d if s else 1 for d, s in zip(dens, small, strict=True)])
@@ -452,8 +450,9 @@ def _tool_rows(events: pa.Table, n: int) -> np.ndarray | None:
     col = events.column("tool_requests")
     if col.null_count == n:
         return None
-    lengths = pc.fill_null(pc.list_value_length(col), 0)
-    rows = np.asarray(lengths.to_numpy(), dtype=np.int64) > 0
+    arr = col.combine_chunks()
+    lengths = np.diff(np.asarray(arr.offsets, dtype=np.int64))
+    rows = (lengths > 0) & np.asarray(arr.is_valid(), dtype=bool)
     return rows if rows.any() else None
 
 
@@ -464,6 +463,24 @@ def _tool_maps(events: pa.Table, rows: np.ndarray) -> dict[int, dict[str, int]]:
         if pairs:
             out[i] = dict(pairs)
     return out
+
+
+def pricing_table(events: Sequence[Any]) -> pa.Table:
+    """The columns pricing reads, from event-like objects (``UsageEvent``s or anything with
+    their attributes; the dimensions beyond the contract's default to 0/null)."""
+    cols: dict[str, pa.Array] = {
+        "ts": pa.array([e.ts for e in events], TS),
+        "provider": pa.array([e.provider for e in events], pa.string()),
+        "model": pa.array([e.model for e in events], pa.string()),
+        "batch": pa.array([e.batch for e in events], pa.bool_()),
+    }
+    for name in _TOKEN_COLUMNS:
+        cols[name] = pa.array([getattr(e, name, 0) for e in events], pa.int64())
+    for name in ("service_tier", "region"):
+        cols[name] = pa.array([getattr(e, name, None) for e in events], pa.string())
+    tools = [getattr(e, "tool_requests", None) for e in events]
+    cols["tool_requests"] = pa.array([list(t.items()) if t else None for t in tools], COUNT_MAP)
+    return pa.table(cols)
 
 
 def costs_from_table(priced: pa.Table) -> list[Cost | None]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import difflib
 from bisect import bisect_right
-from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -129,9 +128,7 @@ class RateCard:
 
     # -- lookup ---------------------------------------------------------------------------
 
-    def entry(
-        self, provider: str, model: str
-    ) -> _ListedModel | list[ModelPriceConfig] | None:
+    def entry(self, provider: str, model: str) -> _ListedModel | list[ModelPriceConfig] | None:
         """What prices (provider, model): overrides, a catalog model, or None (unpriced)."""
         key = (provider, model)
         try:

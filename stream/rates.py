@@ -199,7 +199,11 @@ def leaf_counts(e: Any) -> tuple[int, ...]:
 
     ``e`` has the event's token attributes; the event's invariants keep every count >= 0.
     """
-    read, audio_read, image_read = e.cache_read_tokens, e.cache_audio_read_tokens, e.cache_image_read_tokens
+    read, audio_read, image_read = (
+        e.cache_read_tokens,
+        e.cache_audio_read_tokens,
+        e.cache_image_read_tokens,
+    )
     write, write_1h = e.cache_write_tokens, e.cache_write_1h_tokens
     audio, image = e.input_audio_tokens, e.input_image_tokens
     out_audio, out_image = e.output_audio_tokens, e.output_image_tokens
