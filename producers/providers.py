@@ -247,7 +247,9 @@ def _flavor(provider: Any, data: Mapping[str, Any], api: str | None) -> str:
     raise LookupError(f"no {provider.id} reader for this response shape ({', '.join(wanted)})")
 
 
-def _read(name: str, provider_id: str | None, data: dict[str, Any], api: str | None) -> dict[str, Any]:
+def _read(
+    name: str, provider_id: str | None, data: dict[str, Any], api: str | None
+) -> dict[str, Any]:
     snapshot = _snapshot()
     model = data.get("modelVersion") if "usageMetadata" in data else data.get("model")
     # Without the model key genai-prices skips its catalog lookup, which raises for models

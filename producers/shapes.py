@@ -138,8 +138,7 @@ def final_gemini(response: Any) -> dict[str, Any]:
 
 def _grounding(chunk: dict[str, Any]) -> bool:
     return any(
-        isinstance(c, Mapping) and c.get("groundingMetadata")
-        for c in chunk.get("candidates") or ()
+        isinstance(c, Mapping) and c.get("groundingMetadata") for c in chunk.get("candidates") or ()
     )
 
 
