@@ -171,10 +171,6 @@ def batch_result_usage(line: Any, *, provider: str | None = None) -> dict[str, A
     out = usage_from(provider, body)
     out["batch"] = True
     out["custom_id"] = str(custom_id)
-    if provider == "openai":
-        request_id = (data.get("response") or {}).get("request_id")
-        if request_id:
-            out["request_id"] = str(request_id)
     return out
 
 
