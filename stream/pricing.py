@@ -68,6 +68,7 @@ from spendstream.stream.rates import COMPONENT_OF, UNITS, Band, PricePeriod, lea
 from spendstream.table_schemas import COUNT_MAP, MONEY, TS
 
 if TYPE_CHECKING:
+    from spendstream.pricedata import PriceData
     from spendstream.producers.event import UsageEvent
 
 __all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table", "pricing_table"]
@@ -214,11 +215,15 @@ class Pricer:
         prices: PricesConfig | None = None,
         *,
         snapshot: data_snapshot.DataSnapshot | None = None,
-        data_source: str | None = None,
-        data_as_of: datetime | None = None,
+        data: PriceData | None = None,
     ) -> Pricer:
-        """A pricer over a genai-prices snapshot (default: the bundled one) and the config."""
-        return cls(RateCard(prices, snapshot, data_source=data_source, data_as_of=data_as_of))
+        """A pricer over the configuration and genai-prices data: ``data`` (a file fetched by
+        ``spendstream prices update``), else ``snapshot``, else the bundled snapshot."""
+        if data is not None:
+            card = RateCard(prices, data.snapshot, data_source=data.source, data_as_of=data.as_of)
+        else:
+            card = RateCard(prices, snapshot)
+        return cls(card)
 
     def source_of(self, provider: str, model: str) -> str | None:
         """What prices (provider, model) at all, or None when it is unpriced."""

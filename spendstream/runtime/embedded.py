@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
+from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.stream.pipeline import Pipeline, parse_records, stored_raw
 from spendstream.warehouse import Warehouse
@@ -92,7 +93,9 @@ class EmbeddedRunner:
         self.warehouse = Warehouse(workdir)
         self.warehouse.ensure_views()
         last = self.warehouse.last_commit()
-        self.pipeline = Pipeline.restore(config, last[0] if last else None)
+        self.pipeline = Pipeline.restore(
+            config, last[0] if last else None, price_data=load_price_data(workdir)
+        )
 
     def run(
         self,
