@@ -49,9 +49,10 @@ tools the event used that nothing prices (billed 0). E.g.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from math import lcm
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -139,6 +140,52 @@ def _with_tier(source: str, label: str) -> str:
     # The tier belongs to the catalog entry, before any other suffix.
     head, plus, rest = source.partition("+")
     return f"{head}{label}{plus}{rest}"
+
+
+class _Priced(NamedTuple):
+    units: np.ndarray  # (components + total, rows) in 1e-18 USD, int64
+    big: list[dict[int, int]]  # exact values of the rows int64 could not hold
+    priced: np.ndarray
+    source_names: list[str]
+    source_of: np.ndarray  # index into source_names per row
+
+
+_CTX = Context(prec=80)
+_UNIT = Decimal(1).scaleb(-COST_SCALE, _CTX)
+_ZERO = Decimal(0).scaleb(-COST_SCALE, _CTX)
+# A frozen dataclass's __init__ goes through object.__setattr__ once per field; setting the
+# slots directly builds the same Cost in about half the time.
+_new = object.__new__
+_SETTERS = tuple(
+    Cost.__dict__[name].__set__
+    for name in (
+        "input_cost_usd",
+        "cache_read_cost_usd",
+        "cache_write_cost_usd",
+        "output_cost_usd",
+        "tool_cost_usd",
+        "cost_usd",
+    )
+)
+_set_source = Cost.__dict__["price_source"].__set__
+
+
+_S0, _S1, _S2, _S3, _S4, _S5 = _SETTERS
+
+
+def _cost(units: list[int], source: str) -> Cost:
+    """A Cost from (components..., total) in 1e-18 USD; call under ``_CTX``."""
+    cost = _new(Cost)
+    unit, zero = _UNIT, _ZERO
+    a, b, c, d, t, total = units
+    _S0(cost, unit * a if a else zero)
+    _S1(cost, unit * b if b else zero)
+    _S2(cost, unit * c if c else zero)
+    _S3(cost, unit * d if d else zero)
+    _S4(cost, unit * t if t else zero)
+    _S5(cost, unit * total)
+    _set_source(cost, source)
+    return cost
 
 
 class _Row:
@@ -272,7 +319,30 @@ class Pricer:
         """
         if not events:
             return []
-        return costs_from_table(self.price_table(pricing_table(events), at=at))
+        units, big, priced, names, source_of = self._compute(pricing_table(events), at)
+        # Straight from the integer units to Decimals: decimal128 -> Decimal conversion
+        # costs several times the pricing itself.
+        paused = gc.isenabled()
+        if paused:  # the Costs hold no cycles; collections during their allocation only rescan
+            gc.disable()
+        try:
+            out: list[Cost | None] = []
+            append = out.append
+            rows = units.T.tolist()
+            ok = priced.tolist()
+            src = source_of.tolist()
+            with localcontext(_CTX):
+                for i, row in enumerate(rows):
+                    if not ok[i]:
+                        append(None)
+                        continue
+                    if i in big[-1]:
+                        row = [b[i] for b in big]
+                    append(_cost(row, names[src[i]]))
+            return out
+        finally:
+            if paused:
+                gc.enable()
 
     # -- tables ---------------------------------------------------------------------------
 
@@ -284,11 +354,9 @@ class Pricer:
         decimal128(38, 18), null where ``priced`` is false. ``at`` prices every event with
         the rates in force at that instant instead of at its own ``ts``.
         """
-        n = events.num_rows
-        plan_of, plans = self._assign(events, n, at)
-        tokens = np.stack([_column(events, c, n) for c in _TOKEN_COLUMNS])
-        priced = plan_of >= 0
-        units, big, sources = self._arithmetic(events, tokens, plan_of, plans, priced)
+        units, big, priced, names, source_of = self._compute(events, at)
+        indices = pa.array(source_of, mask=~priced, type=pa.int64())
+        sources = pc.take(pa.array(names, pa.string()), indices)
         arrays: dict[str, pa.Array] = {
             f"{c}_cost_usd": _money(units[i], big[i], priced) for i, c in enumerate(COMPONENTS)
         }
@@ -303,10 +371,17 @@ class Pricer:
             out = out.append_column(name, arrays[name])
         return out
 
+    def _compute(self, events: pa.Table, at: datetime | None) -> _Priced:
+        n = events.num_rows
+        plan_of, plans = self._assign(events, n, at)
+        tokens = np.stack([_column(events, c, n) for c in _TOKEN_COLUMNS])
+        priced = plan_of >= 0
+        return self._arithmetic(events, tokens, plan_of, plans, priced)
+
     def _assign(
         self, events: pa.Table, n: int, at: datetime | None
     ) -> tuple[np.ndarray, list[_Plan]]:
-        """Each row's plan index (-1: unpriced), resolving rates once per group."""
+        """Each row's plan index (-1: unpriced), resolving rates once per group and period."""
         plans: list[_Plan] = []
         plan_of = np.full(n, -1, dtype=np.int64)
         if n == 0:
@@ -324,39 +399,22 @@ class Pricer:
             if "batch" in events.column_names
             else np.zeros(n, dtype=np.int64)
         )
-        stacked = np.stack([keys[0][0], keys[1][0], batch, keys[2][0], keys[3][0], days], axis=1)
-        uniq, inverse = np.unique(stacked, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        parts = [keys[0][0], keys[1][0], batch, keys[2][0], keys[3][0]]
+        inverse, firsts = _group(parts)
         order = np.argsort(inverse, kind="stable")
-        ends = np.cumsum(np.bincount(inverse, minlength=len(uniq)))
+        ends = np.cumsum(np.bincount(inverse, minlength=len(firsts)))
         inputs = _column(events, "input_tokens", n)
         names = [k[1] for k in keys]
-        card = self.catalog
         start = 0
-        for g, row in enumerate(uniq.tolist()):
+        for g, first in enumerate(firsts.tolist()):
             rows = order[start : ends[g]]
             start = int(ends[g])
-            provider, model = names[0][row[0]], names[1][row[1]]
-            tier = names[2][row[3]] if row[3] >= 0 else None
-            region = names[3][row[4]] if row[4] >= 0 else None
-            is_batch = bool(row[2])
-            day_start = _EPOCH + timedelta(days=row[5])
-            bounds = () if at is not None else card.day_boundaries(provider, model)
-            if bounds == ():
-                spans = [(rows, at or day_start)]
-            elif bounds is None:  # rates may change at any instant: resolve per row
-                spans = [
-                    (rows[i : i + 1], _EPOCH + timedelta(microseconds=int(micros[r])))
-                    for i, r in enumerate(rows)
-                ]
-            else:
-                minute = (micros[rows] % _US_PER_DAY) // _US_PER_MINUTE
-                span = np.searchsorted(np.asarray(bounds), minute, side="right")
-                spans = [
-                    (rows[span == s], day_start + timedelta(minutes=(0, *bounds)[s]))
-                    for s in np.unique(span).tolist()
-                ]
-            for span_rows, when in spans:
+            provider = names[0][parts[0][first]]
+            model = names[1][parts[1][first]]
+            tier = names[2][parts[3][first]] if parts[3][first] >= 0 else None
+            region = names[3][parts[4][first]] if parts[4][first] >= 0 else None
+            is_batch = bool(parts[2][first])
+            for span_rows, when in self._spans(provider, model, rows, days, micros, at):
                 found = self.resolve(provider, model, when, is_batch, tier, region)
                 if found is None:
                     continue
@@ -370,6 +428,50 @@ class Pricer:
                     plan_of[span_rows] = base
         return plan_of, plans
 
+    def _spans(
+        self,
+        provider: str,
+        model: str,
+        rows: np.ndarray,
+        days: np.ndarray,
+        micros: np.ndarray,
+        at: datetime | None,
+    ) -> list[tuple[np.ndarray, datetime]]:
+        """The group's rows split where its rates may change, each with an instant inside."""
+        if at is not None:
+            return [(rows, at)]
+        card = self.catalog
+        bounds = card.day_boundaries(provider, model)
+        if bounds is None:  # rates may change at any instant: resolve per row
+            return [
+                (rows[i : i + 1], _EPOCH + timedelta(microseconds=int(micros[r])))
+                for i, r in enumerate(rows)
+            ]
+        breaks = card.day_breaks(provider, model)
+        row_days = days[rows]
+        span = (
+            np.searchsorted(np.asarray(breaks), row_days, side="right")
+            if breaks
+            else np.zeros(len(rows), dtype=np.int64)
+        )
+        minutes: tuple[int, ...] = (0,)
+        if bounds:
+            minutes = (0, *bounds)
+            minute = (micros[rows] % _US_PER_DAY) // _US_PER_MINUTE
+            span = span * len(minutes) + np.searchsorted(np.asarray(bounds), minute, side="right")
+        if len(rows) == 0 or span.min() == span.max():
+            pieces = [(rows, 0)]
+        else:
+            order = np.argsort(span, kind="stable")
+            cuts = np.flatnonzero(np.diff(span[order])) + 1
+            pieces = [(rows[p], int(p[0])) for p in np.split(order, cuts)]
+        out = []
+        for piece, first in pieces:
+            at_minute = minutes[int(span[first]) % len(minutes)] if bounds else 0
+            day = int(row_days[first])
+            out.append((piece, _EPOCH + timedelta(days=day, minutes=at_minute)))
+        return out
+
     def _arithmetic(
         self,
         events: pa.Table,
@@ -377,7 +479,7 @@ class Pricer:
         plan_of: np.ndarray,
         plans: list[_Plan],
         priced: np.ndarray,
-    ) -> tuple[np.ndarray, list[dict[int, int]], pa.Array]:
+    ) -> _Priced:
         """Unscaled components and total (int64 rows; exact ints for ``big`` rows), sources."""
         n = len(plan_of)
         k = len(COMPONENTS) + 1
@@ -386,7 +488,7 @@ class Pricer:
         source_names = [p.source for p in plans]
         source_of = plan_of.copy()
         if not plans:
-            return units, big, pa.nulls(n, pa.string())
+            return _Priced(units, big, priced, source_names, source_of)
         nums = np.array([p.units for p in plans], dtype=object)
         dens = [p.den for p in plans]
         # A plan whose numerators or denominator do not fit int64 always takes the exact path.
@@ -404,16 +506,38 @@ class Pricer:
         row_nums = nums64[idx].T  # (units, n)
         estimate = (leaves.astype(np.float64) * row_nums.astype(np.float64)).sum(axis=0)
         estimate += fees64[idx].astype(np.float64)
-        tool_rows = _tool_rows(events, n)
-        fast = priced & small[idx] & (estimate < _SAFE)
-        if tool_rows is not None:
-            fast &= ~tool_rows
+        fast = priced & small[idx]
+        tools = _ToolColumn.of(events)
+        tool_num = np.zeros(n, dtype=np.int64)
+        if tools is not None:
+            # Each (row, tool) entry: count x the row's plan's numerator for that tool; a
+            # tool the plan does not price sends the row to the exact path, which names it.
+            table = np.full((len(plans), len(tools.names)), -1, dtype=np.int64)
+            for i, p in enumerate(plans):
+                for j, name in enumerate(tools.names):
+                    rate = p.tools.get(name)
+                    if rate is not None and small[i] and rate < 2**62:
+                        table[i, j] = rate
+            entry_num = table[idx[tools.rows], tools.codes]
+            unpriced_tool = (entry_num < 0) & (tools.counts > 0)
+            fast[tools.rows[unpriced_tool]] = False
+            entry_num = np.maximum(entry_num, 0)
+            est = np.zeros(n, dtype=np.float64)
+            np.add.at(est, tools.rows, tools.counts.astype(np.float64) * entry_num)
+            estimate += est
+            fast &= estimate < _SAFE
+            np.add.at(tool_num, tools.rows, np.where(fast[tools.rows], tools.counts * entry_num, 0))
+        else:
+            fast &= estimate < _SAFE
         den = dens64[idx]
-        for c in range(len(COMPONENTS) - 1):  # the tool component is 0 on fast rows
-            mask = np.array([comp == c for comp in _UNIT_COMPONENT])
-            num = (leaves[mask] * row_nums[mask]).sum(axis=0)
-            if c == 0:
-                num += fees64[idx]
+        for c in range(len(COMPONENTS)):
+            if c == len(COMPONENTS) - 1:
+                num = tool_num
+            else:
+                mask = np.array([comp == c for comp in _UNIT_COMPONENT])
+                num = (leaves[mask] * row_nums[mask]).sum(axis=0)
+                if c == 0:
+                    num += fees64[idx]
             num = np.where(fast, num, 0)
             q, r = np.divmod(num, den)
             twice = 2 * r
@@ -422,12 +546,12 @@ class Pricer:
         units[k - 1] = units[: k - 1].sum(axis=0)
         slow = np.nonzero(priced & ~fast)[0]
         if len(slow):
-            tools = _tool_maps(events, slow) if tool_rows is not None else {}
+            tool_maps = tools.maps(slow) if tools is not None else {}
             extra: dict[str, int] = {}
             token_rows = tokens[:, slow].T.tolist()
             for i, values in zip(slow.tolist(), token_rows, strict=True):
                 plan = plans[plan_of[i]]
-                parts, source = _exact_units(plan, _Row(values), tools.get(i))
+                parts, source = _exact_units(plan, _Row(values), tool_maps.get(i))
                 for c, v in enumerate(parts):
                     big[c][i] = v
                 big[k - 1][i] = sum(parts)
@@ -436,8 +560,7 @@ class Pricer:
                         extra[source] = len(source_names)
                         source_names.append(source)
                     source_of[i] = extra[source]
-        indices = pa.array(source_of, mask=~priced, type=pa.int64())
-        return units, big, pc.take(pa.array(source_names, pa.string()), indices)
+        return _Priced(units, big, priced, source_names, source_of)
 
 
 class _Columns:
@@ -448,44 +571,104 @@ class _Columns:
             setattr(self, name, col)
 
 
-def _tool_rows(events: pa.Table, n: int) -> np.ndarray | None:
-    """Rows that used a server-side tool (None: no such column or no row did)."""
-    if "tool_requests" not in events.column_names:
-        return None
-    col = events.column("tool_requests")
-    if col.null_count == n:
-        return None
-    arr = col.combine_chunks()
-    lengths = np.diff(np.asarray(arr.offsets, dtype=np.int64))
-    rows = (lengths > 0) & np.asarray(arr.is_valid(), dtype=bool)
-    return rows if rows.any() else None
+def _group(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids per row (0..g-1) and each group's first row, for rows equal in every part."""
+    n = len(parts[0])
+    radix = [int(p.max()) + 2 for p in parts]  # codes are >= -1
+    key = np.zeros(n, dtype=np.int64)
+    total = 1
+    for p, r in zip(parts, radix, strict=True):
+        total *= r
+        if total >= 2**62:  # too many distinct values for one int64 key: compare rows
+            _, firsts, inverse = np.unique(
+                np.stack(parts, axis=1), axis=0, return_index=True, return_inverse=True
+            )
+            return inverse.reshape(-1), firsts
+        key = key * r + (p + 1)
+    _, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return inverse.reshape(-1), firsts
 
 
-def _tool_maps(events: pa.Table, rows: np.ndarray) -> dict[int, dict[str, int]]:
-    col = events.column("tool_requests").take(pa.array(rows))
-    out = {}
-    for i, pairs in zip(rows.tolist(), col.to_pylist(), strict=True):
-        if pairs:
-            out[i] = dict(pairs)
-    return out
+class _ToolColumn:
+    """The tool_requests map column flattened: one entry per (row, tool)."""
+
+    def __init__(
+        self,
+        rows: np.ndarray,
+        codes: np.ndarray,
+        counts: np.ndarray,
+        names: list[str],
+        col: pa.Array,
+    ) -> None:
+        self.rows, self.codes, self.counts, self.names, self.col = rows, codes, counts, names, col
+
+    @classmethod
+    def of(cls, events: pa.Table) -> _ToolColumn | None:
+        if "tool_requests" not in events.column_names:
+            return None
+        col = events.column("tool_requests").combine_chunks()
+        if col.null_count == len(col):
+            return None
+        offsets = np.asarray(col.offsets, dtype=np.int64)
+        lengths = np.diff(offsets) * np.asarray(col.is_valid(), dtype=np.int64)
+        if not lengths.any():
+            return None
+        start, stop = int(offsets[0]), int(offsets[-1])
+        keys = pc.dictionary_encode(col.keys.slice(start, stop - start))
+        counts = col.items.slice(start, stop - start)
+        rows = np.repeat(np.arange(len(col), dtype=np.int64), np.diff(offsets))
+        valid = np.repeat(lengths > 0, np.diff(offsets))
+        return cls(
+            rows[valid],
+            np.asarray(keys.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[valid],
+            np.asarray(pc.fill_null(counts, 0).to_numpy(), dtype=np.int64)[valid],
+            keys.dictionary.to_pylist(),
+            col,
+        )
+
+    def maps(self, rows: np.ndarray) -> dict[int, dict[str, int]]:
+        out = {}
+        for i, pairs in zip(rows.tolist(), self.col.take(pa.array(rows)).to_pylist(), strict=True):
+            if pairs:
+                out[i] = dict(pairs)
+        return out
 
 
 def pricing_table(events: Sequence[Any]) -> pa.Table:
     """The columns pricing reads, from event-like objects (``UsageEvent``s or anything with
     their attributes; the dimensions beyond the contract's default to 0/null)."""
+    try:
+        # UsageEvents keep every field in __dict__: a dict lookup per field is the fast way.
+        rows: list[Any] = [e.__dict__ for e in events]
+        if rows and any(name not in rows[0] for name in _TOKEN_COLUMNS):
+            raise AttributeError
+    except AttributeError:
+        rows = [_FieldsOf(e) for e in events]
     cols: dict[str, pa.Array] = {
-        "ts": pa.array([e.ts for e in events], TS),
-        "provider": pa.array([e.provider for e in events], pa.string()),
-        "model": pa.array([e.model for e in events], pa.string()),
-        "batch": pa.array([e.batch for e in events], pa.bool_()),
+        "ts": pa.array([d["ts"] for d in rows], TS),
+        "provider": pa.array([d["provider"] for d in rows], pa.string()),
+        "model": pa.array([d["model"] for d in rows], pa.string()),
+        "batch": pa.array([d["batch"] for d in rows], pa.bool_()),
     }
     for name in _TOKEN_COLUMNS:
-        cols[name] = pa.array([getattr(e, name, 0) for e in events], pa.int64())
+        cols[name] = pa.array([d[name] for d in rows], pa.int64())
     for name in ("service_tier", "region"):
-        cols[name] = pa.array([getattr(e, name, None) for e in events], pa.string())
-    tools = [getattr(e, "tool_requests", None) for e in events]
+        cols[name] = pa.array([d[name] for d in rows], pa.string())
+    tools = [d["tool_requests"] for d in rows]
     cols["tool_requests"] = pa.array([list(t.items()) if t else None for t in tools], COUNT_MAP)
     return pa.table(cols)
+
+
+class _FieldsOf:
+    """An event-like object's attributes by name; the dimensions it lacks read as unset."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self.obj, name, 0 if name in _TOKEN_COLUMNS else None)
 
 
 def costs_from_table(priced: pa.Table) -> list[Cost | None]:

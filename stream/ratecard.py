@@ -49,6 +49,7 @@ __all__ = [
 BATCH_PROVIDERS = frozenset({"anthropic", "openai", "google"})
 DEFAULT_BATCH_DISCOUNT = Decimal("0.5")
 _MAX_MODELS = 50_000
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _model_key(provider: str, model: str) -> tuple[str, str]:
@@ -220,6 +221,18 @@ class RateCard:
                         return None
                     minutes.add(t.hour * 60 + t.minute)
         return tuple(sorted(minutes))
+
+    def day_breaks(self, provider: str, model: str) -> tuple[int, ...]:
+        """UTC days (since 1970-01-01) on which (provider, model)'s rates may change: the
+        days between two of them share one price period (time of day aside)."""
+        entry = self.entry(provider, model)
+        if isinstance(entry, list):
+            if all(o.service_tier is None and o.region is None for o in entry):
+                return ()
+            entry = self._catalog_entry(provider, model)
+        if not isinstance(entry, _ListedModel):
+            return ()
+        return tuple((d - _EPOCH_DAY).days for d in entry.breakpoints)
 
     def _catalog_entry(self, provider: str, model: str) -> _ListedModel | None:
         key: Any = (provider, model, "catalog")
