@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -38,7 +38,7 @@ LAST_MODIFIED = "Tue, 10 Nov 2026 08:00:00 GMT"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    routes: dict[str, tuple[int, bytes]] = {}
+    routes: ClassVar[dict[str, tuple[int, bytes]]] = {}
 
     def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b"not found"))
