@@ -28,6 +28,7 @@ __all__ = [
     "MAX_TOOLS",
     "MAX_TOOL_REQUESTS",
     "SCHEMA_VERSION",
+    "TOKEN_FIELDS",
     "UsageEvent",
     "describe_validation_error",
     "token_parts_error",
@@ -38,6 +39,21 @@ INT64_MAX = 2**63 - 1
 MAX_TAGS = 64
 MAX_TOOLS = 16
 MAX_TOOL_REQUESTS = 1_000_000_000
+# Every token count of the event: the contract's four, then the finer billable parts (their
+# names are genai-prices' usage keys too).
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "cache_audio_read_tokens",
+    "input_image_tokens",
+    "cache_image_read_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
+)
 
 Tokens = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]

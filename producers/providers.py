@@ -37,6 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.errors import SpendstreamError
+from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.producers.shapes import (
     as_dict,
     final_anthropic,
@@ -58,20 +59,6 @@ __all__ = [
     "usage_from",
 ]
 
-# genai-prices usage keys -> event fields.
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "input_audio_tokens",
-    "cache_audio_read_tokens",
-    "input_image_tokens",
-    "cache_image_read_tokens",
-    "output_audio_tokens",
-    "output_image_tokens",
-)
 _TOOL_FIELDS = {
     "web_searches": "web_search",
     "code_executions": "code_execution",
@@ -274,7 +261,7 @@ def _read(
         raise ValueError(f"no {name} usage in this response: {exc}") from exc
     reported = usage.__dict__
     out: dict[str, Any] = {"provider": name}
-    for i, field in enumerate(_TOKEN_FIELDS):
+    for i, field in enumerate(TOKEN_FIELDS):
         count = int(reported.get(field) or 0)
         if count or i < 4:  # the contract's four always; the finer parts when reported
             out[field] = count

@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 from genai_prices import data_snapshot
 
 from spendstream.config import PricesConfig
+from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
 from spendstream.stream.ratecard import RateCard
 from spendstream.stream.rates import COMPONENT_OF, UNITS, Band, PricePeriod, leaf_counts
@@ -85,19 +86,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000
 _US_PER_MINUTE = 60_000_000
 _MEMO_MAX = 200_000
-_TOKEN_COLUMNS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "input_audio_tokens",
-    "cache_audio_read_tokens",
-    "input_image_tokens",
-    "cache_image_read_tokens",
-    "output_audio_tokens",
-    "output_image_tokens",
-)
+_TOKEN_COLUMNS = TOKEN_FIELDS
 
 
 class _Plan(NamedTuple):

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import add_pipeline, config_from_args
 from spendstream.errors import ConfigError
 
 __all__ = ["configure", "run"]
@@ -33,14 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="event time for lines without their own (Anthropic's), as ISO 8601 "
         "(default: the file's modification time)",
     )
-    add_workdir(parser)
-    add_config(parser)
-    parser.add_argument(
-        "--no-route-alerts",
-        dest="route_alerts",
-        action="store_false",
-        help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
-    )
+    add_pipeline(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import add_pipeline, config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -14,14 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "files", nargs="+", metavar="FILE", help="JSON Lines event files; '-' is stdin"
     )
-    add_workdir(parser)
-    add_config(parser)
-    parser.add_argument(
-        "--no-route-alerts",
-        dest="route_alerts",
-        action="store_false",
-        help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
-    )
+    add_pipeline(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from spendstream.producers import UsageEvent
+from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.producers.providers import (
     anthropic_usage,
     batch_result_usage,
@@ -68,19 +69,7 @@ def _priced(fields: dict[str, Any], provider_id: str, model: str | None = None) 
     return cost.cost_usd
 
 
-_USAGE = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "input_audio_tokens",
-    "cache_audio_read_tokens",
-    "input_image_tokens",
-    "cache_image_read_tokens",
-    "output_audio_tokens",
-    "output_image_tokens",
-)
+_USAGE = TOKEN_FIELDS
 
 
 def _chat(model: str, usage: dict[str, Any], **extra: Any) -> ChatCompletion:

@@ -27,6 +27,7 @@ from spendstream.records import Cost
 from spendstream.stream.pricing import PRICE_COLUMNS, Pricer, costs_from_table, pricing_table
 from spendstream.stream.rates import PricePeriod
 from spendstream.table_schemas import MONEY, events_table
+from tests.stream.test_pricing import CATALOG
 
 INT64_MAX = 2**63 - 1
 Q18 = Decimal("1E-18")
@@ -596,23 +597,6 @@ def test_override_keys_price_every_dimension_with_documented_fallbacks() -> None
 # -- agreement with genai-prices' calc_price on every dimension it prices --------------------
 
 
-def _catalog_models() -> list[tuple[str, str]]:
-    from genai_prices import data_snapshot
-
-    snap = data_snapshot.get_snapshot()
-    out = []
-    for prov in snap.providers:
-        for m in prov.models:
-            try:
-                _, found = snap.find_provider_model(m.id, None, prov.id, None)
-            except LookupError:
-                continue
-            if found is m:
-                out.append((prov.id, m.id))
-    return out
-
-
-CATALOG = _catalog_models()
 _USAGE_KEYS = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
