@@ -55,7 +55,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from math import lcm
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -65,9 +65,19 @@ from genai_prices import data_snapshot
 from spendstream.config import PricesConfig
 from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
+from spendstream.stream.pricing_columns import (
+    COMPONENTS,
+    PRICE_COLUMNS,
+    ToolColumn,
+    codes,
+    column,
+    costs_from_table,
+    group,
+    money,
+    pricing_table,
+)
 from spendstream.stream.ratecard import RateCard
 from spendstream.stream.rates import COMPONENT_OF, UNITS, Band, PricePeriod, leaf_counts
-from spendstream.table_schemas import COUNT_MAP, MONEY, TS
 
 if TYPE_CHECKING:
     from spendstream.pricedata import PriceData
@@ -77,9 +87,6 @@ __all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table", "pricing
 
 _UNITS_PER_USD = 10**COST_SCALE
 _UNITS_PER_MTOK_RATE = Fraction(_UNITS_PER_USD, 1_000_000)
-# The cost components in column order; cost_usd is their sum.
-COMPONENTS = ("input", "cache_read", "cache_write", "output", "tool")
-PRICE_COLUMNS = (*(f"{c}_cost_usd" for c in COMPONENTS), "cost_usd", "priced", "price_source")
 _UNIT_COMPONENT = tuple(COMPONENTS.index(COMPONENT_OF[u]) for u in UNITS)
 _SAFE = float(2**62)  # int64 arithmetic below this bound cannot overflow
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -204,40 +211,6 @@ def _exact_units(plan: _Plan, row: _Row, tools: Mapping[str, int] | None) -> tup
     return parts, source
 
 
-def _column(events: pa.Table, name: str, n: int) -> np.ndarray:
-    """An int64 token column as numpy (absent or null: 0)."""
-    if name not in events.column_names:
-        return np.zeros(n, dtype=np.int64)
-    col = events.column(name)
-    if col.null_count:
-        col = pc.fill_null(col, 0)
-    return np.asarray(col.to_numpy(), dtype=np.int64)
-
-
-def _codes(events: pa.Table, name: str, n: int) -> tuple[np.ndarray, list[Any]]:
-    """Dictionary codes of a string column (-1 for null or absent) and its values."""
-    if name not in events.column_names:
-        return np.full(n, -1, dtype=np.int64), []
-    enc = pc.dictionary_encode(events.column(name).combine_chunks())
-    idx = enc.indices.fill_null(-1).to_numpy().astype(np.int64)
-    return idx, enc.dictionary.to_pylist()
-
-
-def _money(units: np.ndarray, big: dict[int, int], valid: np.ndarray) -> pa.Array:
-    """decimal128(38, 18) from unscaled int64 values plus exact Python ints at ``big`` rows."""
-    n = len(units)
-    words = np.zeros((n, 2), dtype=np.int64)
-    words[:, 0] = units
-    for i, v in big.items():
-        low = v & 0xFFFF_FFFF_FFFF_FFFF
-        words[i, 0] = low - (1 << 64) if low >= 1 << 63 else low
-        words[i, 1] = v >> 64
-    validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
-        MONEY, n, [validity, pa.py_buffer(words)], null_count=int(n - valid.sum())
-    )
-
-
 class Pricer:
     """Prices tables (and lists) of events; holds the rate card and the per-period plans."""
 
@@ -347,9 +320,9 @@ class Pricer:
         indices = pa.array(source_of, mask=~priced, type=pa.int64())
         sources = pc.take(pa.array(names, pa.string()), indices)
         arrays: dict[str, pa.Array] = {
-            f"{c}_cost_usd": _money(units[i], big[i], priced) for i, c in enumerate(COMPONENTS)
+            f"{c}_cost_usd": money(units[i], big[i], priced) for i, c in enumerate(COMPONENTS)
         }
-        arrays["cost_usd"] = _money(units[len(COMPONENTS)], big[len(COMPONENTS)], priced)
+        arrays["cost_usd"] = money(units[len(COMPONENTS)], big[len(COMPONENTS)], priced)
         arrays["priced"] = pa.array(priced, type=pa.bool_())
         arrays["price_source"] = sources
         out = events
@@ -363,7 +336,7 @@ class Pricer:
     def _compute(self, events: pa.Table, at: datetime | None) -> _Priced:
         n = events.num_rows
         plan_of, plans = self._assign(events, n, at)
-        tokens = np.stack([_column(events, c, n) for c in _TOKEN_COLUMNS])
+        tokens = np.stack([column(events, c, n) for c in _TOKEN_COLUMNS])
         priced = plan_of >= 0
         return self._arithmetic(events, tokens, plan_of, plans, priced)
 
@@ -382,17 +355,17 @@ class Pricer:
             ts = events.column("ts").cast(pa.timestamp("us", tz="UTC"))
             micros = np.asarray(ts.cast(pa.int64()).to_numpy(), dtype=np.int64)
         days = micros // _US_PER_DAY
-        keys = [_codes(events, c, n) for c in ("provider", "model", "service_tier", "region")]
+        keys = [codes(events, c, n) for c in ("provider", "model", "service_tier", "region")]
         batch = (
             np.asarray(pc.fill_null(events.column("batch"), False).to_numpy(), dtype=np.int64)
             if "batch" in events.column_names
             else np.zeros(n, dtype=np.int64)
         )
         parts = [keys[0][0], keys[1][0], batch, keys[2][0], keys[3][0]]
-        inverse, firsts = _group(parts)
+        inverse, firsts = group(parts)
         order = np.argsort(inverse, kind="stable")
         ends = np.cumsum(np.bincount(inverse, minlength=len(firsts)))
-        inputs = _column(events, "input_tokens", n)
+        inputs = column(events, "input_tokens", n)
         names = [k[1] for k in keys]
         start = 0
         for g, first in enumerate(firsts.tolist()):
@@ -496,7 +469,7 @@ class Pricer:
         estimate = (leaves.astype(np.float64) * row_nums.astype(np.float64)).sum(axis=0)
         estimate += fees64[idx].astype(np.float64)
         fast = priced & small[idx]
-        tools = _ToolColumn.of(events)
+        tools = ToolColumn.of(events)
         tool_num = np.zeros(n, dtype=np.int64)
         if tools is not None:
             # Each (row, tool) entry: count x the row's plan's numerator for that tool; a
@@ -558,113 +531,3 @@ class _Columns:
     def __init__(self, tokens: np.ndarray) -> None:
         for name, col in zip(_TOKEN_COLUMNS, tokens, strict=True):
             setattr(self, name, col)
-
-
-def _group(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Group ids per row (0..g-1) and each group's first row, for rows equal in every part."""
-    n = len(parts[0])
-    radix = [int(p.max()) + 2 for p in parts]  # codes are >= -1
-    key = np.zeros(n, dtype=np.int64)
-    total = 1
-    for p, r in zip(parts, radix, strict=True):
-        total *= r
-        if total >= 2**62:  # too many distinct values for one int64 key: compare rows
-            _, firsts, inverse = np.unique(
-                np.stack(parts, axis=1), axis=0, return_index=True, return_inverse=True
-            )
-            return inverse.reshape(-1), firsts
-        key = key * r + (p + 1)
-    _, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return inverse.reshape(-1), firsts
-
-
-class _ToolColumn:
-    """The tool_requests map column flattened: one entry per (row, tool)."""
-
-    def __init__(
-        self,
-        rows: np.ndarray,
-        codes: np.ndarray,
-        counts: np.ndarray,
-        names: list[str],
-        col: pa.Array,
-    ) -> None:
-        self.rows, self.codes, self.counts, self.names, self.col = rows, codes, counts, names, col
-
-    @classmethod
-    def of(cls, events: pa.Table) -> _ToolColumn | None:
-        if "tool_requests" not in events.column_names:
-            return None
-        col = events.column("tool_requests").combine_chunks()
-        if col.null_count == len(col):
-            return None
-        offsets = np.asarray(col.offsets, dtype=np.int64)
-        lengths = np.diff(offsets) * np.asarray(col.is_valid(), dtype=np.int64)
-        if not lengths.any():
-            return None
-        start, stop = int(offsets[0]), int(offsets[-1])
-        keys = pc.dictionary_encode(col.keys.slice(start, stop - start))
-        counts = col.items.slice(start, stop - start)
-        rows = np.repeat(np.arange(len(col), dtype=np.int64), np.diff(offsets))
-        valid = np.repeat(lengths > 0, np.diff(offsets))
-        return cls(
-            rows[valid],
-            np.asarray(keys.indices.to_numpy(zero_copy_only=False), dtype=np.int64)[valid],
-            np.asarray(pc.fill_null(counts, 0).to_numpy(), dtype=np.int64)[valid],
-            keys.dictionary.to_pylist(),
-            col,
-        )
-
-    def maps(self, rows: np.ndarray) -> dict[int, dict[str, int]]:
-        out = {}
-        for i, pairs in zip(rows.tolist(), self.col.take(pa.array(rows)).to_pylist(), strict=True):
-            if pairs:
-                out[i] = dict(pairs)
-        return out
-
-
-def pricing_table(events: Sequence[Any]) -> pa.Table:
-    """The columns pricing reads, from event-like objects (``UsageEvent``s or anything with
-    their attributes; the dimensions beyond the contract's default to 0/null)."""
-    try:
-        # UsageEvents keep every field in __dict__: a dict lookup per field is the fast way.
-        rows: list[Any] = [e.__dict__ for e in events]
-        if rows and any(name not in rows[0] for name in _TOKEN_COLUMNS):
-            raise AttributeError
-    except AttributeError:
-        rows = [_FieldsOf(e) for e in events]
-    cols: dict[str, pa.Array] = {
-        "ts": pa.array([d["ts"] for d in rows], TS),
-        "provider": pa.array([d["provider"] for d in rows], pa.string()),
-        "model": pa.array([d["model"] for d in rows], pa.string()),
-        "batch": pa.array([d["batch"] for d in rows], pa.bool_()),
-    }
-    for name in _TOKEN_COLUMNS:
-        cols[name] = pa.array([d[name] for d in rows], pa.int64())
-    for name in ("service_tier", "region"):
-        cols[name] = pa.array([d[name] for d in rows], pa.string())
-    tools = [d["tool_requests"] for d in rows]
-    cols["tool_requests"] = pa.array([list(t.items()) if t else None for t in tools], COUNT_MAP)
-    return pa.table(cols)
-
-
-class _FieldsOf:
-    """An event-like object's attributes by name; the dimensions it lacks read as unset."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __getitem__(self, name: str) -> Any:
-        return getattr(self.obj, name, 0 if name in _TOKEN_COLUMNS else None)
-
-
-def costs_from_table(priced: pa.Table) -> list[Cost | None]:
-    """The Cost of each row of a ``price_table`` result (None where ``priced`` is false)."""
-    cols = [priced.column(name).to_pylist() for name in PRICE_COLUMNS]
-    inp, read, write, out, tool, total, ok, source = cols
-    return [
-        Cost(inp[i], read[i], write[i], out[i], total[i], source[i], tool[i]) if ok[i] else None
-        for i in range(priced.num_rows)
-    ]
