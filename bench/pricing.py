@@ -1,51 +1,58 @@
-"""Batch pricer vs a per-event ``genai_prices.calc_price`` loop, on the same events, same run.
+"""Columnar pricing vs a per-event ``genai_prices.calc_price`` loop, same events, same run.
 
     .venv/bin/python -m bench.pricing [--events 100000] [--seed 7]
 
 The workload is synthetic but shaped like real traffic: a dozen catalog models across
 anthropic, openai, google, deepseek (time-of-day prices), openrouter and bedrock, with
-prompt caching on about half the calls, a few long-context (tiered) requests, batch calls
-where the catalog has batch prices, timestamps over 18 months (so several price periods
-apply) and 2% calls to self-hosted models nobody prices.
+prompt caching on about half the calls (a third of Anthropic's cache writes with the
+1-hour TTL), a few long-context (tiered) requests, web searches on 3% of the calls of
+models that bill them, audio input on a tenth of gemini-2.5-flash calls, batch calls where
+the catalog has batch prices, timestamps over 18 months (so several price periods apply)
+and 2% calls to self-hosted models nobody prices.
 
 Measured, in one process:
 
 * ``calc_price_loop`` (the baseline): ``calc_price(Usage(...), model, provider_id=...,
   genai_request_timestamp=ts, price_context=batch?)`` per event, a LookupError = unpriced;
-* ``pricer_cold``: ``Pricer.from_config().price_batch(events)`` on a fresh pricer (model
-  matching and period resolution included), best of three fresh pricers;
-* ``pricer_warm``: a pricer that has seen the events once (what a long-running stream
-  sees), best of three;
-* ``pricer_numpy``: the same groups with numpy int64 arithmetic (overflow-guarded) instead
-  of Python ints, to show which exact arithmetic is faster here.
+* ``price_table_cold``: ``Pricer.from_config().price_table(table)`` on the events as one
+  Arrow table (what the columnar pipeline hands it), a fresh pricer each time (model
+  matching and period resolution included), best of three;
+* ``price_table_warm``: the same on a pricer that has seen the events, in 20,000-event
+  tables (the embedded ingest batch size), best of three;
+* ``price_batch_warm``: ``Pricer.price_batch(events)``, the adapter for callers holding
+  ``UsageEvent`` objects (objects -> Arrow -> price_table -> ``Cost`` objects).
+
+The previous run's figures (the per-event ``price_batch`` engine before price_table) are
+kept beside the new ones in results/pricing.json (``previous``) and the RESULTS.md line.
 
 The totals must agree: every event within the per-component rounding to 18 places (only
 rates with more than 12 fractional digits per million tokens round at all), the sums
-likewise, and the same events unpriced. Results: bench/results/pricing.json and a line in
-bench/RESULTS.md.
+likewise, and the same events unpriced.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import random
 import time
-from bisect import bisect_left
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
 from typing import Any
 
-import numpy as np
+import pyarrow as pa
 from genai_prices import Usage, calc_price
 
+from bench._common import ROOT, record
 from bench._common import machine as shared_machine
-from bench._common import record
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost
-from spendstream.stream.pricing import Pricer
+from spendstream.stream.pricing import Pricer, costs_from_table
+from spendstream.table_schemas import events_table
 
 NAME = "pricing"
+CHUNK = 20_000  # [pipeline] ingest_batch_size
 START = datetime(2025, 6, 1, tzinfo=UTC)
 SPAN_S = 540 * 86_400
 BATCH_FROM = datetime(2026, 10, 14, tzinfo=UTC)  # the catalog's batch prices start here
@@ -71,7 +78,7 @@ MODELS: list[tuple[str, str, int, bool]] = [
 
 
 def machine() -> dict[str, Any]:
-    return shared_machine(("spendstream", "genai-prices", "numpy", "pydantic"))
+    return shared_machine(("spendstream", "genai-prices", "numpy", "pyarrow", "pydantic"))
 
 
 def workload(n: int, seed: int) -> list[UsageEvent]:
@@ -90,6 +97,13 @@ def workload(n: int, seed: int) -> list[UsageEvent]:
                 write = rng.randint(0, total - read)
         out = 0 if embedding else int(rng.lognormvariate(6, 1.0))
         batch = has_batch and ts >= BATCH_FROM and rng.random() < 0.1
+        write_1h = write if provider == "anthropic" and write and rng.random() < 0.33 else 0
+        audio = 0
+        if model == "gemini-2.5-flash" and rng.random() < 0.1:
+            audio = rng.randint(0, total - read - write)
+        tools = None
+        if provider in ("anthropic", "openai", "google") and not embedding and rng.random() < 0.03:
+            tools = {"web_search": rng.randint(1, 3)}
         events.append(
             UsageEvent(
                 event_id=f"b{i}",
@@ -99,8 +113,11 @@ def workload(n: int, seed: int) -> list[UsageEvent]:
                 input_tokens=total,
                 cache_read_tokens=read,
                 cache_write_tokens=write,
+                cache_write_1h_tokens=write_1h,
+                input_audio_tokens=audio,
                 output_tokens=out,
                 batch=batch,
+                tool_requests=tools,
             )
         )
     return events
@@ -116,7 +133,11 @@ def calc_price_loop(events: list[UsageEvent]) -> list[Decimal | None]:
                     input_tokens=e.input_tokens,
                     cache_read_tokens=e.cache_read_tokens,
                     cache_write_tokens=e.cache_write_tokens,
+                    cache_write_1h_tokens=e.cache_write_1h_tokens,
+                    input_audio_tokens=e.input_audio_tokens,
+                    cache_audio_read_tokens=e.cache_audio_read_tokens,
                     output_tokens=e.output_tokens,
+                    web_searches=(e.tool_requests or {}).get("web_search", 0),
                 ),
                 e.model,
                 provider_id=e.provider,
@@ -130,54 +151,8 @@ def calc_price_loop(events: list[UsageEvent]) -> list[Decimal | None]:
     return out
 
 
-_CTX = Context(prec=80)
-_UNIT = Decimal("1E-18")
-_ZERO = Decimal("0E-18")
-_INT64_MAX = 2**63 - 1
-
-
-def numpy_price_batch(pricer: Pricer, events: list[UsageEvent]) -> list[Cost | None]:
-    """Group events sharing a price and band, then numpy int64 products per group."""
-    out: list[Cost | None] = [None] * len(events)
-    groups: dict[tuple[int, int], tuple[Any, list[int]]] = {}
-    for i, e in enumerate(events):
-        found = pricer.resolve(e.provider, e.model, e.ts, e.batch)
-        if found is None:
-            continue
-        thresholds, plans = found
-        band = bisect_left(thresholds, e.input_tokens) if thresholds else 0
-        groups.setdefault((id(plans), band), (plans[band], []))[1].append(i)
-    mul, dec = _CTX.multiply, Decimal
-    for plan, idxs in groups.values():
-        n = len(idxs)
-        inp = np.fromiter((events[i].input_tokens for i in idxs), np.int64, n)
-        read = np.fromiter((events[i].cache_read_tokens for i in idxs), np.int64, n)
-        write = np.fromiter((events[i].cache_write_tokens for i in idxs), np.int64, n)
-        outp = np.fromiter((events[i].output_tokens for i in idxs), np.int64, n)
-        biggest = max(plan.input, plan.cache_read, plan.cache_write, plan.output, 1)
-        top = int(max(inp.max(), outp.max()))
-        if plan.den != 1 or top * biggest * 4 + plan.fee >= _INT64_MAX:
-            # Would overflow int64 or needs rounding: the Python-int path stays exact.
-            for i, cost in zip(idxs, pricer.price_batch([events[i] for i in idxs]), strict=True):
-                out[i] = cost
-            continue
-        a = (inp - read - write) * plan.input + plan.fee
-        b = read * plan.cache_read
-        c = write * plan.cache_write
-        d = outp * plan.output
-        t = a + b + c + d
-        for i, av, bv, cv, dv, tv in zip(
-            idxs, a.tolist(), b.tolist(), c.tolist(), d.tolist(), t.tolist(), strict=True
-        ):
-            out[i] = Cost(
-                mul(dec(av), _UNIT) if av else _ZERO,
-                mul(dec(bv), _UNIT) if bv else _ZERO,
-                mul(dec(cv), _UNIT) if cv else _ZERO,
-                mul(dec(dv), _UNIT) if dv else _ZERO,
-                mul(dec(tv), _UNIT),
-                plan.source,
-            )
-    return out
+def price_tables(pricer: Pricer, tables: list[pa.Table]) -> list[pa.Table]:
+    return [pricer.price_table(t) for t in tables]
 
 
 def timed(fn: Any, *args: Any) -> tuple[Any, float, float]:
@@ -196,7 +171,7 @@ def compare(
     events: list[UsageEvent], ours: list[Cost | None], theirs: list[Decimal | None]
 ) -> dict[str, Any]:
     """Per-event and total agreement; raises if they disagree beyond the documented rounding."""
-    tolerance = Decimal("2E-18")  # four components, each within 0.5e-18 of exact
+    tolerance = Decimal("2.5E-18")  # five components, each within 0.5e-18 of exact
     exact = within = 0
     with localcontext(Context(prec=100)):
         total_ours = total_theirs = Decimal(0)
@@ -227,26 +202,42 @@ def compare(
     }
 
 
+def _previous() -> dict[str, Any] | None:
+    path = ROOT / "results" / f"{NAME}.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    # Keep the figures of the engine before price_table, run after run.
+    if "previous" in old:
+        return dict(old["previous"])
+    keep = ("when", "events", "calc_price_loop", "pricer_cold", "pricer_warm", "pricer_numpy")
+    return {k: old[k] for k in keep if k in old} | {"engine": "per-event price_batch"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pricing")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
+    previous = _previous()
     events = workload(args.events, args.seed)
+    whole = [events_table(events)]
+    chunks = [events_table(events[i : i + CHUNK]) for i in range(0, len(events), CHUNK)]
     theirs, t_base, w_base = timed(calc_price_loop, events)
-    # Cold: a fresh pricer (model matching and period resolution included), best of three.
-    cold_runs = [timed(Pricer.from_config().price_batch, events) for _ in range(3)]
+    cold_runs = [timed(price_tables, Pricer.from_config(), whole) for _ in range(3)]
     cold, t_cold, w_cold = min(cold_runs, key=lambda r: r[1])
     pricer = Pricer.from_config()
-    pricer.price_batch(events)
-    # Warm: the best of three, as a long-running stream sees it.
-    warm_runs = [timed(pricer.price_batch, events) for _ in range(3)]
+    price_tables(pricer, chunks)
+    warm_runs = [timed(price_tables, pricer, chunks) for _ in range(3)]
     warm, t_warm, w_warm = min(warm_runs, key=lambda r: r[1])
-    npy, t_numpy, w_numpy = timed(numpy_price_batch, pricer, events)
-    if not (cold == warm == npy):
+    objs, t_objs, w_objs = min(
+        (timed(pricer.price_batch, events) for _ in range(3)), key=lambda r: r[1]
+    )
+    ours = costs_from_table(cold[0])
+    if ours != [c for t in warm for c in costs_from_table(t)] or ours != objs:
         raise AssertionError("pricer runs disagree with each other")
-    agreement = compare(events, cold, theirs)
+    agreement = compare(events, ours, theirs)
 
     n = len(events)
 
@@ -266,22 +257,32 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "models": [f"{p}/{m}" for p, m, _, _ in MODELS],
         "calc_price_loop": rate(t_base, w_base),
-        "pricer_cold": rate(t_cold, w_cold),
-        "pricer_warm": rate(t_warm, w_warm),
-        "pricer_numpy": rate(t_numpy, w_numpy),
+        "price_table_cold": rate(t_cold, w_cold),
+        "price_table_warm": rate(t_warm, w_warm),
+        "price_batch_warm": rate(t_objs, w_objs),
         "speedup_cold": round(t_base / t_cold, 1),
         "speedup_warm": round(t_base / t_warm, 1),
         "agreement": agreement,
-        "goal": "pricer >= 30x the calc_price loop, totals equal",
+        "previous": previous,
+        "goal": "pricing >= 30x the calc_price loop, totals equal",
     }
+    before = ""
+    if previous and "pricer_cold" in previous:
+        before = (
+            f"; before price_table ({previous['when'][:10]}): price_batch "
+            f"{previous['pricer_cold']['events_per_s']}/s cold, "
+            f"{previous['pricer_warm']['events_per_s']}/s warm vs calc_price loop "
+            f"{previous['calc_price_loop']['events_per_s']}/s on four token counts"
+        )
     line = (
         f"- {NAME} ({report['when']}, {report['machine']['cpu_model']}, "
-        f"{report['machine']['cores']} cores, {n} events, CPU time): Pricer.price_batch "
-        f"{report['pricer_cold']['events_per_s']}/s cold, {report['pricer_warm']['events_per_s']}/s "
-        f"warm vs calc_price loop {report['calc_price_loop']['events_per_s']}/s = "
-        f"{report['speedup_cold']}x cold, {report['speedup_warm']}x warm (numpy int64 variant "
-        f"{report['pricer_numpy']['events_per_s']}/s); totals equal "
-        f"(diff {agreement['total_difference_usd']} USD) -> results/{NAME}.json"
+        f"{report['machine']['cores']} cores, {n} events with 1h writes, web searches and "
+        f"audio, CPU time): Pricer.price_table {report['price_table_cold']['events_per_s']}/s "
+        f"cold, {report['price_table_warm']['events_per_s']}/s warm in {CHUNK}-event tables vs "
+        f"calc_price loop {report['calc_price_loop']['events_per_s']}/s = "
+        f"{report['speedup_cold']}x cold, {report['speedup_warm']}x warm; price_batch over "
+        f"UsageEvent objects {report['price_batch_warm']['events_per_s']}/s; totals equal "
+        f"(diff {agreement['total_difference_usd']} USD){before} -> results/{NAME}.json"
     )
     record(NAME, report, line)
     return 0

@@ -14,6 +14,7 @@ from spendstream.producers.meter import Call, InvalidUsageEvent, Meter, MeterMet
 from spendstream.producers.providers import (
     ProviderHelperUnavailable,
     anthropic_usage,
+    batch_result_usage,
     bedrock_usage,
     gemini_usage,
     openai_usage,
@@ -39,6 +40,7 @@ __all__ = [
     "UsageEvent",
     "aguard",
     "anthropic_usage",
+    "batch_result_usage",
     "bedrock_usage",
     "describe_validation_error",
     "gemini_usage",

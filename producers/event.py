@@ -25,14 +25,35 @@ from pydantic import (
 
 __all__ = [
     "MAX_TAGS",
+    "MAX_TOOLS",
+    "MAX_TOOL_REQUESTS",
     "SCHEMA_VERSION",
+    "TOKEN_FIELDS",
     "UsageEvent",
     "describe_validation_error",
+    "token_parts_error",
 ]
 
 SCHEMA_VERSION = 1
 INT64_MAX = 2**63 - 1
 MAX_TAGS = 64
+MAX_TOOLS = 16
+MAX_TOOL_REQUESTS = 1_000_000_000
+# Every token count of the event: the contract's four, then the finer billable parts (their
+# names are genai-prices' usage keys too).
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "input_audio_tokens",
+    "cache_audio_read_tokens",
+    "input_image_tokens",
+    "cache_image_read_tokens",
+    "output_audio_tokens",
+    "output_image_tokens",
+)
 
 Tokens = Annotated[StrictInt, Field(ge=0, le=INT64_MAX)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -40,6 +61,12 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 TagKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 TagValue = Annotated[str, StringConstraints(max_length=256)]
 Status = Literal["ok", "error", "timeout", "refused"]
+# Server-side tools billed per request (web_search, code_execution, ...): lower-case names.
+ToolName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_.:-]+$")
+]
+ToolCount = Annotated[StrictInt, Field(ge=0, le=MAX_TOOL_REQUESTS)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class UsageEvent(BaseModel):
@@ -63,6 +90,30 @@ class UsageEvent(BaseModel):
     output_tokens: Tokens = Field(description="All output tokens, reasoning tokens included.")
     cache_read_tokens: Tokens = Field(0, description="Part of input_tokens read from the cache.")
     cache_write_tokens: Tokens = Field(0, description="Part of input_tokens written to the cache.")
+    cache_write_1h_tokens: Tokens = Field(
+        0, description="Part of cache_write_tokens written with a 1-hour TTL (Anthropic, Bedrock)."
+    )
+    input_audio_tokens: Tokens = Field(0, description="Part of input_tokens that is audio.")
+    cache_audio_read_tokens: Tokens = Field(
+        0, description="Part of cache_read_tokens (and of input_audio_tokens) that is audio."
+    )
+    input_image_tokens: Tokens = Field(0, description="Part of input_tokens that is images.")
+    cache_image_read_tokens: Tokens = Field(
+        0, description="Part of cache_read_tokens (and of input_image_tokens) that is images."
+    )
+    output_audio_tokens: Tokens = Field(0, description="Part of output_tokens that is audio.")
+    output_image_tokens: Tokens = Field(0, description="Part of output_tokens that is images.")
+    tool_requests: dict[ToolName, ToolCount] | None = Field(
+        None,
+        max_length=MAX_TOOLS,
+        description='Server-side tool calls billed per request, by tool: {"web_search": 3}.',
+    )
+    service_tier: Label | None = Field(
+        None, description="The provider's service tier as it answered: flex, priority, default, ..."
+    )
+    region: Label | None = Field(
+        None, description="Where the call was served, when the price depends on it (eu, us, ...)."
+    )
     batch: StrictBool = Field(False, description="Sent through a provider batch API.")
     status: Status = Field("ok", description="Outcome; failed calls can still cost money.")
     attempt: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = Field(
@@ -95,19 +146,76 @@ class UsageEvent(BaseModel):
         return value.astimezone(UTC)
 
     @model_validator(mode="after")
-    def _cache_within_input(self) -> UsageEvent:
-        cached = self.cache_read_tokens + self.cache_write_tokens
-        if cached > self.input_tokens:
-            raise ValueError(
-                f"cache_read_tokens ({self.cache_read_tokens}) + cache_write_tokens "
-                f"({self.cache_write_tokens}) exceeds input_tokens ({self.input_tokens}); "
-                "input_tokens must include cached tokens (Anthropic reports them separately: add them)"
-            )
+    def _parts_within_wholes(self) -> UsageEvent:
+        problem = token_parts_error(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     def to_json_dict(self) -> dict[str, Any]:
         """The event as JSON-ready values, without unset optional fields."""
         return self.model_dump(mode="json", exclude_none=True)
+
+
+def token_parts_error(e: Any) -> str | None:
+    """Why an event's token parts do not fit inside their wholes, or None when they do.
+
+    The parts nest: cached and modal tokens are parts of ``input_tokens``, the 1-hour
+    writes part of ``cache_write_tokens``, cached audio/images part of both
+    ``cache_read_tokens`` and the modality, output audio/images part of ``output_tokens``.
+    Pricing bills each token once at its most specific rate, so every remainder must be
+    >= 0. ``e`` is anything with the event's token attributes (a UsageEvent, a row).
+    """
+    inp, read, write = e.input_tokens, e.cache_read_tokens, e.cache_write_tokens
+    if read + write > inp:
+        return (
+            f"cache_read_tokens ({read}) + cache_write_tokens ({write}) exceeds input_tokens "
+            f"({inp}); input_tokens must include cached tokens (Anthropic reports them "
+            "separately: add them)"
+        )
+    if e.cache_write_1h_tokens > write:
+        return (
+            f"cache_write_1h_tokens ({e.cache_write_1h_tokens}) exceeds cache_write_tokens "
+            f"({write}); cache_write_tokens must include the 1-hour writes"
+        )
+    audio, image = e.input_audio_tokens, e.input_image_tokens
+    cached_audio, cached_image = e.cache_audio_read_tokens, e.cache_image_read_tokens
+    if cached_audio > audio:
+        return (
+            f"cache_audio_read_tokens ({cached_audio}) exceeds input_audio_tokens ({audio}); "
+            "input_audio_tokens must include the cached audio"
+        )
+    if cached_image > image:
+        return (
+            f"cache_image_read_tokens ({cached_image}) exceeds input_image_tokens ({image}); "
+            "input_image_tokens must include the cached images"
+        )
+    if cached_audio + cached_image > read:
+        return (
+            f"cache_audio_read_tokens ({cached_audio}) + cache_image_read_tokens "
+            f"({cached_image}) exceeds cache_read_tokens ({read}); cache_read_tokens must "
+            "include cached audio and images"
+        )
+    if audio + image > inp:
+        return (
+            f"input_audio_tokens ({audio}) + input_image_tokens ({image}) exceeds input_tokens "
+            f"({inp}); input_tokens must include audio and image tokens"
+        )
+    uncached_media = audio - cached_audio + image - cached_image
+    if uncached_media > inp - read - write:
+        return (
+            f"uncached audio and image tokens ({uncached_media}) exceed the uncached input "
+            f"tokens ({inp - read - write} = input_tokens - cache_read_tokens - "
+            "cache_write_tokens); cache writes are counted as text"
+        )
+    out = e.output_tokens
+    if e.output_audio_tokens + e.output_image_tokens > out:
+        return (
+            f"output_audio_tokens ({e.output_audio_tokens}) + output_image_tokens "
+            f"({e.output_image_tokens}) exceeds output_tokens ({out}); output_tokens must "
+            "include audio and image tokens"
+        )
+    return None
 
 
 def describe_validation_error(err: ValidationError) -> str:

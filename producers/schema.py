@@ -25,8 +25,15 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = _DRAFT
     # pydantic cannot express the cross-field rule; say it where other-language users read.
     schema["description"] = (
-        "One metered AI API call (shared/CONTRACT.md section 1). Invariant not expressible "
-        "in JSON Schema: cache_read_tokens + cache_write_tokens <= input_tokens."
+        "One metered AI API call (shared/CONTRACT.md section 1). Invariants not expressible "
+        "in JSON Schema: cache_read_tokens + cache_write_tokens <= input_tokens; "
+        "cache_write_1h_tokens <= cache_write_tokens; cache_audio_read_tokens <= "
+        "input_audio_tokens; cache_image_read_tokens <= input_image_tokens; "
+        "cache_audio_read_tokens + cache_image_read_tokens <= cache_read_tokens; "
+        "input_audio_tokens + input_image_tokens <= input_tokens; (input_audio_tokens - "
+        "cache_audio_read_tokens) + (input_image_tokens - cache_image_read_tokens) <= "
+        "input_tokens - cache_read_tokens - cache_write_tokens; output_audio_tokens + "
+        "output_image_tokens <= output_tokens."
     )
     return schema
 

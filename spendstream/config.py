@@ -34,6 +34,7 @@ __all__ = [
     "ModelPriceConfig",
     "PagerDutySinkConfig",
     "PipelineConfig",
+    "PremiumConfig",
     "PricesConfig",
     "RouteConfig",
     "RunawayConfig",
@@ -145,13 +146,45 @@ class DetectionConfig(_Section):
 
 
 class ModelPriceConfig(_Section):
+    """A ``[[prices.model]]`` entry: rates for (provider, model), optionally one tier/region.
+
+    Unset rates default to the rate of the tokens they are part of (cache and modal input
+    rates to the input rate, 1-hour writes to the cache write rate, cached audio/images to
+    the cache read rate, output audio/images to the output rate).
+    """
+
     provider: str
     model: str
+    # Only events with this service tier / region (None: any). The most specific entry wins.
+    service_tier: str | None = None
+    region: str | None = None
     input_per_mtok: UsdAmount
     output_per_mtok: UsdAmount
     cache_read_per_mtok: UsdAmount | None = None
     cache_write_per_mtok: UsdAmount | None = None
+    cache_write_1h_per_mtok: UsdAmount | None = None
+    input_audio_per_mtok: UsdAmount | None = None
+    cache_audio_read_per_mtok: UsdAmount | None = None
+    input_image_per_mtok: UsdAmount | None = None
+    cache_image_read_per_mtok: UsdAmount | None = None
+    output_audio_per_mtok: UsdAmount | None = None
+    output_image_per_mtok: UsdAmount | None = None
+    request_fee_usd: UsdAmount = Decimal(0)
+    # USD per thousand requests of a server-side tool, by tool name: {web_search = 10}.
+    tool_per_k: dict[str, UsdAmount] = {}
     batch_discount: NonNegativeDecimal | None = None
+
+
+class PremiumConfig(_Section):
+    """A ``[[prices.premium]]`` row: a percentage added to list price (regional endpoints,
+    data residency, a service tier the catalog does not price). Filters narrow it; the most
+    specific matching row applies, on top of the catalog's or an override's rates."""
+
+    provider: str | None = None
+    model: str | None = None
+    service_tier: str | None = None
+    region: str | None = None
+    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=1000)]
 
 
 class DiscountConfig(_Section):
@@ -163,6 +196,7 @@ class DiscountConfig(_Section):
 class PricesConfig(_Section):
     model: list[ModelPriceConfig] = []
     discount: list[DiscountConfig] = []
+    premium: list[PremiumConfig] = []
 
 
 class HttpConfig(_Section):

@@ -58,7 +58,7 @@ def stable_id(*parts: str) -> str:
 
 @dataclass(slots=True, frozen=True)
 class Cost:
-    """The price of one event, split as the contract's warehouse columns."""
+    """The price of one event, split as the warehouse's cost columns (``cost_usd`` is their sum)."""
 
     input_cost_usd: Decimal
     cache_read_cost_usd: Decimal
@@ -66,6 +66,8 @@ class Cost:
     output_cost_usd: Decimal
     cost_usd: Decimal
     price_source: str
+    # Server-side tool requests (web search, ...): a component added after the contract's four.
+    tool_cost_usd: Decimal = Decimal(0)
 
 
 @dataclass(slots=True, frozen=True)

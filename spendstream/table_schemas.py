@@ -18,11 +18,18 @@ from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fac
 
 __all__ = [
     "COST_FIELDS",
+    "COUNT_MAP",
+    "EVENTS",
+    "EVENT_FIELDS",
+    "FACTS",
     "MONEY",
     "SCHEMAS",
+    "TS",
     "alerts_table",
     "breaker_events_table",
     "dead_letters_table",
+    "event_columns",
+    "events_table",
     "facts_table",
     "to_money",
 ]
@@ -30,6 +37,7 @@ __all__ = [
 MONEY = pa.decimal128(38, COST_SCALE)
 TS = pa.timestamp("us", tz="UTC")
 STR_MAP = pa.map_(pa.string(), pa.string())
+COUNT_MAP = pa.map_(pa.string(), pa.int64())
 _QUANTUM = Decimal(1).scaleb(-COST_SCALE)
 
 EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
@@ -59,14 +67,28 @@ EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("reported_cost_usd", MONEY),
     ("tags", STR_MAP),
     ("schema_version", pa.int32()),
+    # Billable dimensions beyond the contract's four token counts (0/null when not reported).
+    ("cache_write_1h_tokens", pa.int64()),
+    ("input_audio_tokens", pa.int64()),
+    ("cache_audio_read_tokens", pa.int64()),
+    ("input_image_tokens", pa.int64()),
+    ("cache_image_read_tokens", pa.int64()),
+    ("output_audio_tokens", pa.int64()),
+    ("output_image_tokens", pa.int64()),
+    ("tool_requests", COUNT_MAP),
+    ("service_tier", pa.string()),
+    ("region", pa.string()),
 ]
 COST_FIELDS = [
     "input_cost_usd",
     "cache_read_cost_usd",
     "cache_write_cost_usd",
     "output_cost_usd",
+    "tool_cost_usd",
     "cost_usd",
 ]
+_MAPS = ("tags", "tool_requests")
+EVENTS = pa.schema([pa.field(n, t) for n, t in EVENT_FIELDS])
 FACTS = pa.schema(
     [pa.field(n, t) for n, t in EVENT_FIELDS]
     + [pa.field(n, MONEY) for n in COST_FIELDS]
@@ -131,15 +153,31 @@ def _money_array(values: list[Decimal | None]) -> pa.Array:
         return pa.array([to_money(v) for v in values], type=MONEY)
 
 
+def event_columns(fields: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """EVENT_FIELDS columns from events' field dicts (``UsageEvent.__dict__``)."""
+    cols: dict[str, list[Any]] = {
+        name: [d[name] for d in fields] for name, _ in EVENT_FIELDS if name not in _MAPS
+    }
+    for name in _MAPS:
+        cols[name] = [list(d[name].items()) if d[name] else None for d in fields]
+    return cols
+
+
+def events_table(events: Sequence[Any]) -> pa.Table:
+    """The EVENT_FIELDS columns of validated events (``UsageEvent``s), in order."""
+    cols = event_columns([e.__dict__ for e in events])
+    return pa.table(
+        {name: pa.array(cols[name], type=t) for name, t in EVENT_FIELDS},
+        schema=EVENTS,
+    )
+
+
 def facts_table(facts: Sequence[Fact]) -> pa.Table:
     # Column by column over the events' field dicts: a comprehension per column is several
     # times faster than appending field by field.
     fields = [f.event.__dict__ for f in facts]
     costs = [f.cost for f in facts]
-    cols: dict[str, list[Any]] = {
-        name: [d[name] for d in fields] for name, _ in EVENT_FIELDS if name != "tags"
-    }
-    cols["tags"] = [list(d["tags"].items()) if d["tags"] else None for d in fields]
+    cols = event_columns(fields)
     for name in COST_FIELDS:
         cols[name] = [getattr(c, name) if c is not None else None for c in costs]
     cols["priced"] = [c is not None for c in costs]

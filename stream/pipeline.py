@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from spendstream.config import Config
+from spendstream.pricedata import PriceData
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.stream.detection import DetectionEngine
@@ -29,6 +30,7 @@ __all__ = [
     "ParsedBatch",
     "Pipeline",
     "parse_records",
+    "stored_raw",
 ]
 
 # A usage event is a few hundred bytes; anything this large is not one, and must not
@@ -44,7 +46,8 @@ class ParsedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-def _raw_text(raw: bytes | str) -> str:
+def stored_raw(raw: bytes | str) -> str:
+    """The input as a dead letter keeps it: text, truncated past MAX_STORED_RAW_CHARS."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     if len(text) > MAX_STORED_RAW_CHARS:
         return text[:MAX_STORED_RAW_CHARS] + f"... [truncated, {len(text)} chars in all]"
@@ -63,7 +66,7 @@ def parse_records(
         if len(raw) > MAX_RECORD_BYTES:
             out.dead_letters.append(
                 DeadLetter(
-                    raw=_raw_text(raw),
+                    raw=stored_raw(raw),
                     error=f"record is {len(raw)} bytes; a usage event may be at most "
                     f"{MAX_RECORD_BYTES} bytes",
                     source=source,
@@ -76,7 +79,7 @@ def parse_records(
         except ValidationError as err:
             out.dead_letters.append(
                 DeadLetter(
-                    raw=_raw_text(raw),
+                    raw=stored_raw(raw),
                     error=describe_validation_error(err),
                     source=source,
                     received_at=received_at,
@@ -88,19 +91,34 @@ def parse_records(
 class Pipeline:
     """Prices and judges batches of new events; holds the pricer and the detection state."""
 
-    def __init__(self, config: Config, engine: DetectionEngine | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: DetectionEngine | None = None,
+        *,
+        price_data: PriceData | None = None,
+    ) -> None:
         self.config = config
-        self.pricer = Pricer.from_config(config.prices)
+        self.pricer = Pricer.from_config(config.prices, data=price_data)
         self.engine = engine if engine is not None else DetectionEngine(config)
 
     @classmethod
-    def restore(cls, config: Config, snapshot: dict[str, Any] | None) -> Pipeline:
+    def restore(
+        cls,
+        config: Config,
+        snapshot: dict[str, Any] | None,
+        *,
+        price_data: PriceData | None = None,
+    ) -> Pipeline:
         """A pipeline whose detectors continue from a saved snapshot (None: a fresh start)."""
         if snapshot is None:
-            return cls(config)
-        return cls(config, DetectionEngine.restore(config, snapshot))
+            return cls(config, price_data=price_data)
+        return cls(config, DetectionEngine.restore(config, snapshot), price_data=price_data)
 
     def price(self, events: Sequence[UsageEvent], ingested_at: datetime) -> list[Fact]:
+        # The seam to the columnar runtime: events become one Arrow table priced by
+        # Pricer.price_table; the Cost objects serve the per-event detection engine until
+        # it takes the priced table itself.
         costs = self.pricer.price_batch(events)
         return [
             Fact(event=e, cost=c, ingested_at=ingested_at)

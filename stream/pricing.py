@@ -1,93 +1,124 @@
-"""Exact, batch pricing of usage events (shared/CONTRACT.md section 2).
+"""Exact, columnar pricing of usage events (shared/CONTRACT.md section 2, extended).
 
-For each event, with the rates in force at its ``ts`` (``stream.catalog``)::
+For each event, with the rates in force at its ``ts`` for its (provider, model, batch,
+service tier, region) -- ``stream.ratecard`` -- and its tokens split so that each is
+billed once at its most specific rate (``stream.rates.leaf_counts``)::
 
-    uncached = input_tokens - cache_read_tokens - cache_write_tokens
-    input_cost_usd       = uncached           x input rate   (+ any flat per-request fee)
-    cache_read_cost_usd  = cache_read_tokens  x cache read rate
-    cache_write_cost_usd = cache_write_tokens x cache write rate
-    output_cost_usd      = output_tokens      x output rate
+    uncached_text = input - cache_read - cache_write
+                    - (input_audio - cache_audio_read) - (input_image - cache_image_read)
+    input_cost_usd       = uncached_text x input + (input_audio - cache_audio_read) x input_audio
+                         + (input_image - cache_image_read) x input_image + request fee
+    cache_read_cost_usd  = (cache_read - cache_audio_read - cache_image_read) x cache_read
+                         + cache_audio_read x cache_audio_read + cache_image_read x cache_image_read
+    cache_write_cost_usd = (cache_write - cache_write_1h) x cache_write
+                         + cache_write_1h x cache_write_1h
+    output_cost_usd      = (output - output_audio - output_image) x output
+                         + output_audio x output_audio + output_image x output_image
+    tool_cost_usd        = sum over tools of requests x (USD per thousand) / 1000
 
-Discounts are applied to each component, batch first, then the negotiated one, as
+With the new dimensions at 0 this is the contract's formula. A rate the price list does
+not have falls back to the rate of the tokens it is part of (``stream.rates.FALLBACK``).
+Premiums, the batch discount and the negotiated discount multiply each component, as
 exact multiplications. Each component is then rounded once, half-even, to
 ``COST_SCALE`` (18) fractional digits -- a no-op unless a rate has more than 12
-fractional digits per million tokens or a discount needs more digits -- and
-``cost_usd`` is the exact sum of the four rounded components, so the columns always
-add up. Components carry exponent -18, as the warehouse stores them.
+fractional digits per million tokens or a factor needs more digits -- and ``cost_usd``
+is the exact sum of the five rounded components, so the columns always add up.
 
-Speed: rates are looked up once per (provider, model, batch flag, UTC day) in a batch
-(the catalog caches periods across batches), each price period's bands are turned once
-into integer numerators at 1e-18 USD per token, and each event then costs four integer
-products -- exact at any token count, since Python ints do not overflow. A numpy int64
-variant over groups of events sharing a price was measured slower (bench/pricing.py):
-moving tokens into arrays and results out costs more than the products themselves.
+``Pricer.price_table`` prices an Arrow table of events: rates are resolved once per
+(provider, model, batch, service tier, region, UTC day) group -- per span between
+switching minutes for time-of-day prices -- each band becomes integer numerators at
+1e-18 USD per token, and the products run as numpy int64 where a float estimate proves
+they cannot overflow (2**62), else as exact Python ints (big token counts, rates with
+many digits, server-tool rows). Results are written straight into decimal128(38, 18)
+buffers.
 
-``price_source`` is ``<entry>[+tier>N][+batch|+batch:P%][+discount:P%]`` where
-``<entry>`` is ``genai-prices:<provider id>/<model id>[@<period start>]`` (``@YYYY-MM-DD``
-for a dated catalog price, ``@HH:MM-HH:MM`` UTC for a time-of-day price) or
-``override:<provider>/<model>`` for a ``[[prices.model]]`` entry; ``+tier>N`` says a
-long-context tier for requests above N input tokens applied; ``+batch`` says the catalog's
-own batch prices applied, ``+batch:50%`` a batch discount taken off list price (the
-override's ``batch_discount``, else the 50% default for anthropic, openai and google);
-``+discount:20%`` a ``[[prices.discount]]`` row. E.g.
+``price_source`` is ``<entry>[+tier>N][+service_tier:T][+premium:P%][+batch|+batch:P%]
+[+discount:P%][+unpriced_tool:NAME,...]`` where ``<entry>`` is
+``genai-prices:<provider id>/<model id>[@<period start>]`` (``@YYYY-MM-DD`` for a dated
+catalog price, ``@HH:MM-HH:MM`` UTC for a time-of-day price) or
+``override:<provider>/<model>[tier=T,region=R]`` for a ``[[prices.model]]`` entry;
+``+tier>N`` says a long-context tier for requests above N input tokens applied;
+``+service_tier:flex`` that the catalog's prices for that service tier applied;
+``+premium:10%`` a ``[[prices.premium]]`` row; ``+batch`` says the catalog's own batch
+prices applied, ``+batch:50%`` a batch discount taken off list price (the override's
+``batch_discount``, else the 50% default for anthropic, openai and google);
+``+discount:20%`` a ``[[prices.discount]]`` row; ``+unpriced_tool:x`` names server
+tools the event used that nothing prices (billed 0). E.g.
 ``genai-prices:anthropic/claude-sonnet-4-5+batch:50%+discount:20%``.
 """
 
 from __future__ import annotations
 
 import gc
-from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
 from fractions import Fraction
 from math import lcm
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from genai_prices import data_snapshot
 
 from spendstream.config import PricesConfig
-from spendstream.producers.event import UsageEvent
+from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
-from spendstream.stream.ratecard import Band, PricePeriod, RateCard
+from spendstream.stream.pricing_columns import (
+    COMPONENTS,
+    PRICE_COLUMNS,
+    ToolColumn,
+    codes,
+    column,
+    costs_from_table,
+    group,
+    money,
+    pricing_table,
+)
+from spendstream.stream.ratecard import RateCard
+from spendstream.stream.rates import COMPONENT_OF, UNITS, Band, PricePeriod, leaf_counts
 
-__all__ = ["Pricer", "cost_from_units"]
+if TYPE_CHECKING:
+    from spendstream.pricedata import PriceData
+    from spendstream.producers.event import UsageEvent
 
-# Token counts go up to int64 and rates carry up to 18 digits: 28 digits are not enough.
-_CTX = Context(prec=80)
+__all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table", "pricing_table"]
+
 _UNITS_PER_USD = 10**COST_SCALE
 _UNITS_PER_MTOK_RATE = Fraction(_UNITS_PER_USD, 1_000_000)
-_UNIT = Decimal(1).scaleb(-COST_SCALE, _CTX)
-_ZERO = Decimal(0).scaleb(-COST_SCALE, _CTX)
+_UNIT_COMPONENT = tuple(COMPONENTS.index(COMPONENT_OF[u]) for u in UNITS)
+_SAFE = float(2**62)  # int64 arithmetic below this bound cannot overflow
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US_PER_DAY = 86_400_000_000
+_US_PER_MINUTE = 60_000_000
+_MEMO_MAX = 200_000
+_TOKEN_COLUMNS = TOKEN_FIELDS
 
 
 class _Plan(NamedTuple):
-    """A band's rates as integer numerators over ``den``, in 1e-18 USD per token."""
+    """A band's rates as integer numerators over ``den``, in 1e-18 USD per token/request."""
 
-    input: int
-    cache_read: int
-    cache_write: int
-    output: int
+    units: tuple[int, ...]  # one per UNITS entry
     fee: int
+    tools: Mapping[str, int]
     den: int
     source: str
 
 
 def _plan(band: Band, multiplier: Decimal, source: str) -> _Plan:
     m = Fraction(multiplier)
-    rates = [
-        Fraction(r) * _UNITS_PER_MTOK_RATE * m
-        for r in (
-            band.input_per_mtok,
-            band.cache_read_per_mtok,
-            band.cache_write_per_mtok,
-            band.output_per_mtok,
-        )
-    ]
+    rates = [Fraction(r) * _UNITS_PER_MTOK_RATE * m for r in band.rates]
     fee = Fraction(band.request_fee_usd) * _UNITS_PER_USD * m
-    den = lcm(*(f.denominator for f in (*rates, fee)))
-    nums = [int(f * den) for f in (*rates, fee)]
-    return _Plan(nums[0], nums[1], nums[2], nums[3], nums[4], den, source)
+    tools = {t: Fraction(r) * _UNITS_PER_USD / 1000 * m for t, r in band.tool_per_k.items()}
+    den = lcm(*(f.denominator for f in (*rates, fee, *tools.values())))
+    return _Plan(
+        tuple(int(f * den) for f in rates),
+        int(fee * den),
+        {t: int(f * den) for t, f in tools.items()},
+        den,
+        source,
+    )
 
 
 def _round(numerator: int, den: int) -> int:
@@ -99,60 +130,93 @@ def _round(numerator: int, den: int) -> int:
     return q
 
 
-def _usd(units: int) -> Decimal:
-    return _ZERO if units == 0 else _CTX.multiply(Decimal(units), _UNIT)
+def _with_tier(source: str, label: str) -> str:
+    if not label:
+        return source
+    # The tier belongs to the catalog entry, before any other suffix.
+    head, plus, rest = source.partition("+")
+    return f"{head}{label}{plus}{rest}"
 
 
+class _Priced(NamedTuple):
+    units: np.ndarray  # (components + total, rows) in 1e-18 USD, int64
+    big: list[dict[int, int]]  # exact values of the rows int64 could not hold
+    priced: np.ndarray
+    source_names: list[str]
+    source_of: np.ndarray  # index into source_names per row
+
+
+_CTX = Context(prec=80)
+_UNIT = Decimal(1).scaleb(-COST_SCALE, _CTX)
+_ZERO = Decimal(0).scaleb(-COST_SCALE, _CTX)
 # A frozen dataclass's __init__ goes through object.__setattr__ once per field; setting the
-# slots directly builds the same Cost in about half the time, which matters per event.
+# slots directly builds the same Cost in about half the time.
 _new = object.__new__
-_set_input, _set_read, _set_write, _set_output, _set_total, _set_source = (
+_SETTERS = tuple(
     Cost.__dict__[name].__set__
     for name in (
         "input_cost_usd",
         "cache_read_cost_usd",
         "cache_write_cost_usd",
         "output_cost_usd",
+        "tool_cost_usd",
         "cost_usd",
-        "price_source",
     )
 )
+_set_source = Cost.__dict__["price_source"].__set__
 
 
-def cost_from_units(
-    input_units: int, read_units: int, write_units: int, output_units: int, source: str
-) -> Cost:
-    """A Cost from component amounts in 1e-18 USD; the total is their exact sum."""
-    return Cost(
-        _usd(input_units),
-        _usd(read_units),
-        _usd(write_units),
-        _usd(output_units),
-        _usd(input_units + read_units + write_units + output_units),
-        source,
-    )
+_S0, _S1, _S2, _S3, _S4, _S5 = _SETTERS
 
 
-_Resolved = tuple[tuple[int, ...], list[_Plan]]
-_MISSING: Any = object()
+def _cost(units: list[int], source: str) -> Cost:
+    """A Cost from (components..., total) in 1e-18 USD; call under ``_CTX``."""
+    cost = _new(Cost)
+    unit, zero = _UNIT, _ZERO
+    a, b, c, d, t, total = units
+    _S0(cost, unit * a if a else zero)
+    _S1(cost, unit * b if b else zero)
+    _S2(cost, unit * c if c else zero)
+    _S3(cost, unit * d if d else zero)
+    _S4(cost, unit * t if t else zero)
+    _S5(cost, unit * total)
+    _set_source(cost, source)
+    return cost
 
 
-class _Within(NamedTuple):
-    """Memo entry for a day whose rates change at these minutes (None: at any instant)."""
+class _Row:
+    """One row's token counts, for the exact per-row path."""
 
-    bounds: tuple[int, ...] | None
+    __slots__ = _TOKEN_COLUMNS
+
+    def __init__(self, values: Sequence[int]) -> None:
+        for name, v in zip(_TOKEN_COLUMNS, values, strict=True):
+            setattr(self, name, v)
 
 
-_MEMO_MAX = 200_000
+def _exact_units(plan: _Plan, row: _Row, tools: Mapping[str, int] | None) -> tuple[list[int], str]:
+    """Each component in 1e-18 USD, exact (Python ints), and the row's price source."""
+    parts = [0, 0, 0, 0, 0]
+    for comp, n, num in zip(_UNIT_COMPONENT, leaf_counts(row), plan.units, strict=True):
+        parts[comp] += n * num
+    parts[0] += plan.fee
+    source = plan.source
+    if tools:
+        unpriced = sorted(t for t, n in tools.items() if n and t not in plan.tools)
+        parts[4] = sum(n * plan.tools.get(t, 0) for t, n in tools.items())
+        if unpriced:
+            source += "+unpriced_tool:" + ",".join(unpriced)
+    if plan.den != 1:
+        parts = [_round(p, plan.den) for p in parts]
+    return parts, source
 
 
 class Pricer:
-    """Prices batches of events; holds the catalog and the per-period integer plans."""
+    """Prices tables (and lists) of events; holds the rate card and the per-period plans."""
 
     def __init__(self, catalog: RateCard) -> None:
         self.catalog = catalog
         self._plans: dict[int, tuple[PricePeriod, list[_Plan]]] = {}
-        self._memo: dict[Any, Any] = {}
 
     @classmethod
     def from_config(
@@ -160,20 +224,31 @@ class Pricer:
         prices: PricesConfig | None = None,
         *,
         snapshot: data_snapshot.DataSnapshot | None = None,
+        data: PriceData | None = None,
     ) -> Pricer:
-        """A pricer over the genai-prices snapshot (default: the bundled one) and the config."""
-        return cls(RateCard(prices, snapshot))
+        """A pricer over the configuration and genai-prices data: ``data`` (a file fetched by
+        ``spendstream prices update``), else ``snapshot``, else the bundled snapshot."""
+        if data is not None:
+            card = RateCard(prices, data.snapshot, data_source=data.source, data_as_of=data.as_of)
+        else:
+            card = RateCard(prices, snapshot)
+        return cls(card)
 
     def source_of(self, provider: str, model: str) -> str | None:
         """What prices (provider, model) at all, or None when it is unpriced."""
         return self.catalog.describe(provider, model)
 
-    def price(self, event: UsageEvent, *, at: datetime | None = None) -> Cost | None:
-        return self.price_batch([event], at=at)[0]
-
-    def resolve(self, provider: str, model: str, ts: datetime, batch: bool) -> _Resolved | None:
+    def resolve(
+        self,
+        provider: str,
+        model: str,
+        ts: datetime,
+        batch: bool,
+        service_tier: str | None = None,
+        region: str | None = None,
+    ) -> tuple[tuple[int, ...], list[_Plan]] | None:
         """The tier thresholds and one integer plan per band for an event, or None."""
-        period = self.catalog.period(provider, model, ts, batch)
+        period = self.catalog.period(provider, model, ts, batch, service_tier, region)
         if period is None:
             return None
         held = self._plans.get(id(period))
@@ -189,95 +264,270 @@ class Pricer:
             self._plans[id(period)] = held = (period, plans)
         return period.thresholds, held[1]
 
+    # -- one event, lists of events -------------------------------------------------------
+
+    def price(self, event: UsageEvent, *, at: datetime | None = None) -> Cost | None:
+        """One event's Cost (None: nothing prices its model); for commands and tests."""
+        return self.price_batch([event], at=at)[0]
+
     def price_batch(
         self, events: Sequence[UsageEvent], *, at: datetime | None = None
     ) -> list[Cost | None]:
-        """One Cost per event, in order; None where nothing prices the event's model.
+        """One Cost per event, in order (None where nothing prices the event's model).
 
-        ``at`` prices every event with the rates in force at that instant instead of at
-        its own ``ts`` (repricing at current prices).
+        The columnar ``price_table`` does the work; this adapter serves callers that hold
+        ``UsageEvent`` objects (what-if, repricing, the per-event runtimes until they
+        move to Arrow batches).
         """
-        out: list[Cost | None] = []
-        # The collector is paused while the
-        # batch's Costs are built: they hold no cycles, and collections triggered by their
-        # allocation only re-scan the live heap (measured ~20% of the batch's time).
+        if not events:
+            return []
+        units, big, priced, names, source_of = self._compute(pricing_table(events), at)
+        # Straight from the integer units to Decimals: decimal128 -> Decimal conversion
+        # costs several times the pricing itself.
         paused = gc.isenabled()
-        if paused:
+        if paused:  # the Costs hold no cycles; collections during their allocation only rescan
             gc.disable()
         try:
-            self._price_into(events, at, out)
+            out: list[Cost | None] = []
+            append = out.append
+            rows = units.T.tolist()
+            ok = priced.tolist()
+            src = source_of.tolist()
+            with localcontext(_CTX):
+                for i, row in enumerate(rows):
+                    if not ok[i]:
+                        append(None)
+                        continue
+                    if i in big[-1]:
+                        row = [b[i] for b in big]
+                    append(_cost(row, names[src[i]]))
+            return out
         finally:
             if paused:
                 gc.enable()
+
+    # -- tables ---------------------------------------------------------------------------
+
+    def price_table(self, events: pa.Table, *, at: datetime | None = None) -> pa.Table:
+        """``events`` with the cost columns (``PRICE_COLUMNS``) appended or replaced.
+
+        ``events`` has the usage event's columns (``table_schemas.EVENT_FIELDS``); the
+        billable dimensions beyond the contract's may be absent (0/null). Costs are
+        decimal128(38, 18), null where ``priced`` is false. ``at`` prices every event with
+        the rates in force at that instant instead of at its own ``ts``.
+        """
+        units, big, priced, names, source_of = self._compute(events, at)
+        indices = pa.array(source_of, mask=~priced, type=pa.int64())
+        sources = pc.take(pa.array(names, pa.string()), indices)
+        arrays: dict[str, pa.Array] = {
+            f"{c}_cost_usd": money(units[i], big[i], priced) for i, c in enumerate(COMPONENTS)
+        }
+        arrays["cost_usd"] = money(units[len(COMPONENTS)], big[len(COMPONENTS)], priced)
+        arrays["priced"] = pa.array(priced, type=pa.bool_())
+        arrays["price_source"] = sources
+        out = events
+        for name in PRICE_COLUMNS:
+            if name in out.column_names:
+                out = out.drop_columns([name])
+        for name in PRICE_COLUMNS:
+            out = out.append_column(name, arrays[name])
         return out
 
-    def _price_into(
-        self, events: Sequence[UsageEvent], at: datetime | None, out: list[Cost | None]
-    ) -> None:
-        append = out.append
-        # (provider, model, batch, UTC day) -> rates, kept across batches: a stream repeats
-        # few of these, so the catalog is asked once per key and each event then costs a
-        # dict lookup and four integer products. Time-of-day prices also key by the span
-        # of the day between their switching minutes.
-        memo = self._memo
-        if len(memo) > _MEMO_MAX:
-            memo.clear()
-        resolve = self.resolve
-        boundaries = self.catalog.day_boundaries
-        unit, zero = _UNIT, _ZERO
+    def _compute(self, events: pa.Table, at: datetime | None) -> _Priced:
+        n = events.num_rows
+        plan_of, plans = self._assign(events, n, at)
+        tokens = np.stack([column(events, c, n) for c in _TOKEN_COLUMNS])
+        priced = plan_of >= 0
+        return self._arithmetic(events, tokens, plan_of, plans, priced)
+
+    def _assign(
+        self, events: pa.Table, n: int, at: datetime | None
+    ) -> tuple[np.ndarray, list[_Plan]]:
+        """Each row's plan index (-1: unpriced), resolving rates once per group and period."""
+        plans: list[_Plan] = []
+        plan_of = np.full(n, -1, dtype=np.int64)
+        if n == 0:
+            return plan_of, plans
         if at is not None:
             at = at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
-        # unit * int under an 80-digit context: exact, and the cheapest scale-18 Decimal
-        # found (no intermediate Decimal(int) object).
-        with localcontext(_CTX):
-            for e in events:
-                ts = at or e.ts
-                if ts.tzinfo is not UTC:  # validated events are UTC already; others not
-                    ts = ts.astimezone(UTC)
-                key = (e.provider, e.model, e.batch, ts.date())
-                found = memo.get(key, _MISSING)
-                if found is _MISSING:
-                    bounds = boundaries(e.provider, e.model)
-                    if bounds == ():
-                        found = memo[key] = resolve(e.provider, e.model, ts, e.batch)
-                    else:
-                        memo[key] = found = _Within(bounds)
-                if type(found) is _Within:
-                    if found.bounds is None:
-                        found = resolve(e.provider, e.model, ts, e.batch)
-                    else:
-                        mkey = (key, bisect_right(found.bounds, ts.hour * 60 + ts.minute))
-                        found = memo.get(mkey, _MISSING)
-                        if found is _MISSING:
-                            found = memo[mkey] = resolve(e.provider, e.model, ts, e.batch)
+            micros = np.full(n, (at - _EPOCH) // timedelta(microseconds=1), dtype=np.int64)
+        else:
+            ts = events.column("ts").cast(pa.timestamp("us", tz="UTC"))
+            micros = np.asarray(ts.cast(pa.int64()).to_numpy(), dtype=np.int64)
+        days = micros // _US_PER_DAY
+        keys = [codes(events, c, n) for c in ("provider", "model", "service_tier", "region")]
+        batch = (
+            np.asarray(pc.fill_null(events.column("batch"), False).to_numpy(), dtype=np.int64)
+            if "batch" in events.column_names
+            else np.zeros(n, dtype=np.int64)
+        )
+        parts = [keys[0][0], keys[1][0], batch, keys[2][0], keys[3][0]]
+        inverse, firsts = group(parts)
+        order = np.argsort(inverse, kind="stable")
+        ends = np.cumsum(np.bincount(inverse, minlength=len(firsts)))
+        inputs = column(events, "input_tokens", n)
+        names = [k[1] for k in keys]
+        start = 0
+        for g, first in enumerate(firsts.tolist()):
+            rows = order[start : ends[g]]
+            start = int(ends[g])
+            provider = names[0][parts[0][first]]
+            model = names[1][parts[1][first]]
+            tier = names[2][parts[3][first]] if parts[3][first] >= 0 else None
+            region = names[3][parts[4][first]] if parts[4][first] >= 0 else None
+            is_batch = bool(parts[2][first])
+            for span_rows, when in self._spans(provider, model, rows, days, micros, at):
+                found = self.resolve(provider, model, when, is_batch, tier, region)
                 if found is None:
-                    append(None)
                     continue
-                thresholds, plans = found
-                ni, nr, nw, no, fee, den, source = (
-                    plans[bisect_left(thresholds, e.input_tokens)] if thresholds else plans[0]
-                )
-                r = e.cache_read_tokens
-                w = e.cache_write_tokens
-                a = (e.input_tokens - r - w) * ni + fee
-                b = r * nr
-                c = w * nw
-                d = e.output_tokens * no
-                if den != 1:
-                    a, b, c, d = _round(a, den), _round(b, den), _round(c, den), _round(d, den)
-                cost = _new(Cost)
-                _set_input(cost, unit * a if a else zero)
-                _set_read(cost, unit * b if b else zero)
-                _set_write(cost, unit * c if c else zero)
-                _set_output(cost, unit * d if d else zero)
-                _set_total(cost, unit * (a + b + c + d))
-                _set_source(cost, source)
-                append(cost)
+                thresholds, band_plans = found
+                base = len(plans)
+                plans.extend(band_plans)
+                if thresholds:
+                    band = np.searchsorted(np.asarray(thresholds), inputs[span_rows], side="left")
+                    plan_of[span_rows] = base + band
+                else:
+                    plan_of[span_rows] = base
+        return plan_of, plans
+
+    def _spans(
+        self,
+        provider: str,
+        model: str,
+        rows: np.ndarray,
+        days: np.ndarray,
+        micros: np.ndarray,
+        at: datetime | None,
+    ) -> list[tuple[np.ndarray, datetime]]:
+        """The group's rows split where its rates may change, each with an instant inside."""
+        if at is not None:
+            return [(rows, at)]
+        card = self.catalog
+        bounds = card.day_boundaries(provider, model)
+        if bounds is None:  # rates may change at any instant: resolve per row
+            return [
+                (rows[i : i + 1], _EPOCH + timedelta(microseconds=int(micros[r])))
+                for i, r in enumerate(rows)
+            ]
+        breaks = card.day_breaks(provider, model)
+        row_days = days[rows]
+        span = (
+            np.searchsorted(np.asarray(breaks), row_days, side="right")
+            if breaks
+            else np.zeros(len(rows), dtype=np.int64)
+        )
+        minutes: tuple[int, ...] = (0,)
+        if bounds:
+            minutes = (0, *bounds)
+            minute = (micros[rows] % _US_PER_DAY) // _US_PER_MINUTE
+            span = span * len(minutes) + np.searchsorted(np.asarray(bounds), minute, side="right")
+        if len(rows) == 0 or span.min() == span.max():
+            pieces = [(rows, 0)]
+        else:
+            order = np.argsort(span, kind="stable")
+            cuts = np.flatnonzero(np.diff(span[order])) + 1
+            pieces = [(rows[p], int(p[0])) for p in np.split(order, cuts)]
+        out = []
+        for piece, first in pieces:
+            at_minute = minutes[int(span[first]) % len(minutes)] if bounds else 0
+            day = int(row_days[first])
+            out.append((piece, _EPOCH + timedelta(days=day, minutes=at_minute)))
+        return out
+
+    def _arithmetic(
+        self,
+        events: pa.Table,
+        tokens: np.ndarray,
+        plan_of: np.ndarray,
+        plans: list[_Plan],
+        priced: np.ndarray,
+    ) -> _Priced:
+        """Unscaled components and total (int64 rows; exact ints for ``big`` rows), sources."""
+        n = len(plan_of)
+        k = len(COMPONENTS) + 1
+        units = np.zeros((k, n), dtype=np.int64)
+        big: list[dict[int, int]] = [{} for _ in range(k)]
+        source_names = [p.source for p in plans]
+        source_of = plan_of.copy()
+        if not plans:
+            return _Priced(units, big, priced, source_names, source_of)
+        nums = np.array([p.units for p in plans], dtype=object)
+        dens = [p.den for p in plans]
+        # A plan whose numerators or denominator do not fit int64 always takes the exact path.
+        small = np.array([max((*p.units, p.fee, p.den)) < 2**62 for p in plans], dtype=bool)
+        nums64 = np.where(small[:, None], nums, 0).astype(np.int64)
+        fees64 = np.array([p.fee if s else 0 for p, s in zip(plans, small, strict=True)])
+        dens64 = np.array([d if s else 1 for d, s in zip(dens, small, strict=True)])
+        idx = np.where(priced, plan_of, 0)
+        leaves = np.stack(leaf_counts(_Columns(tokens)))  # (units, n)
+        if (leaves[:, priced] < 0).any():
+            raise ValueError(
+                "events break the token invariants (a part exceeds its whole): validate "
+                "them first (producers.event.token_parts_error)"
+            )
+        row_nums = nums64[idx].T  # (units, n)
+        estimate = (leaves.astype(np.float64) * row_nums.astype(np.float64)).sum(axis=0)
+        estimate += fees64[idx].astype(np.float64)
+        fast = priced & small[idx]
+        tools = ToolColumn.of(events)
+        tool_num = np.zeros(n, dtype=np.int64)
+        if tools is not None:
+            # Each (row, tool) entry: count x the row's plan's numerator for that tool; a
+            # tool the plan does not price sends the row to the exact path, which names it.
+            table = np.full((len(plans), len(tools.names)), -1, dtype=np.int64)
+            for i, p in enumerate(plans):
+                for j, name in enumerate(tools.names):
+                    rate = p.tools.get(name)
+                    if rate is not None and small[i] and rate < 2**62:
+                        table[i, j] = rate
+            entry_num = table[idx[tools.rows], tools.codes]
+            unpriced_tool = (entry_num < 0) & (tools.counts > 0)
+            fast[tools.rows[unpriced_tool]] = False
+            entry_num = np.maximum(entry_num, 0)
+            est = np.zeros(n, dtype=np.float64)
+            np.add.at(est, tools.rows, tools.counts.astype(np.float64) * entry_num)
+            estimate += est
+            fast &= estimate < _SAFE
+            np.add.at(tool_num, tools.rows, np.where(fast[tools.rows], tools.counts * entry_num, 0))
+        else:
+            fast &= estimate < _SAFE
+        den = dens64[idx]
+        for c in range(len(COMPONENTS)):
+            if c == len(COMPONENTS) - 1:
+                num = tool_num
+            else:
+                mask = np.array([comp == c for comp in _UNIT_COMPONENT])
+                num = (leaves[mask] * row_nums[mask]).sum(axis=0)
+                if c == 0:
+                    num += fees64[idx]
+            num = np.where(fast, num, 0)
+            q, r = np.divmod(num, den)
+            twice = 2 * r
+            q += (twice > den) | ((twice == den) & (q & 1 == 1))
+            units[c] = q
+        units[k - 1] = units[: k - 1].sum(axis=0)
+        slow = np.nonzero(priced & ~fast)[0]
+        if len(slow):
+            tool_maps = tools.maps(slow) if tools is not None else {}
+            extra: dict[str, int] = {}
+            token_rows = tokens[:, slow].T.tolist()
+            for i, values in zip(slow.tolist(), token_rows, strict=True):
+                plan = plans[plan_of[i]]
+                parts, source = _exact_units(plan, _Row(values), tool_maps.get(i))
+                for c, v in enumerate(parts):
+                    big[c][i] = v
+                big[k - 1][i] = sum(parts)
+                if source != plan.source:
+                    if source not in extra:
+                        extra[source] = len(source_names)
+                        source_names.append(source)
+                    source_of[i] = extra[source]
+        return _Priced(units, big, priced, source_names, source_of)
 
 
-def _with_tier(source: str, label: str) -> str:
-    if not label:
-        return source
-    # The tier belongs to the catalog entry, before any batch/discount suffix.
-    head, plus, rest = source.partition("+")
-    return f"{head}{label}{plus}{rest}"
+class _Columns:
+    """Token columns as attributes, so ``leaf_counts`` runs on numpy arrays too."""
+
+    def __init__(self, tokens: np.ndarray) -> None:
+        for name, col in zip(_TOKEN_COLUMNS, tokens, strict=True):
+            setattr(self, name, col)

@@ -12,13 +12,19 @@ the input rate when the period has no cache price (genai-prices bills them as in
 and a per-request price (``requests_kcount``) is a flat fee per event. A period with
 neither an input nor an output token price does not price tokens: such a model counts
 as unpriced rather than silently free.
+
+Every billable dimension of ``stream.rates`` comes from the catalog where it has a rate
+(1-hour cache writes, audio and image tokens, server-side tools); a service tier selects
+the catalog's ``service_tier`` price variants, as ``calc_price``'s ``price_context``
+does. ``[[prices.model]]`` entries (optionally for one service tier or region) override
+the catalog; ``[[prices.premium]]`` rows add a percentage (regional endpoints);
+``[[prices.discount]]`` rows take one off.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
-from dataclasses import dataclass
+import difflib
+from bisect import bisect_right
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,7 +32,8 @@ from typing import Any
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
-from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
+from spendstream.config import DiscountConfig, ModelPriceConfig, PremiumConfig, PricesConfig
+from spendstream.stream.rates import Band, PricePeriod, bands_from_catalog, format_fraction
 
 __all__ = [
     "BATCH_PROVIDERS",
@@ -41,47 +48,8 @@ __all__ = [
 # an override's batch_discount nor the catalog's own batch prices say otherwise.
 BATCH_PROVIDERS = frozenset({"anthropic", "openai", "google"})
 DEFAULT_BATCH_DISCOUNT = Decimal("0.5")
-_BATCH_CONTEXT: Mapping[str, str] = {"processing": "batch"}
-_ZERO = Decimal(0)
-_KILO = Decimal(1000)
 _MAX_MODELS = 50_000
-
-
-@dataclass(slots=True, frozen=True)
-class Band:
-    """One rate set, USD per million tokens, plus a flat per-request fee in USD."""
-
-    input_per_mtok: Decimal
-    cache_read_per_mtok: Decimal
-    cache_write_per_mtok: Decimal
-    output_per_mtok: Decimal
-    request_fee_usd: Decimal = _ZERO
-
-
-@dataclass(slots=True, frozen=True)
-class PricePeriod:
-    """The rates for one (provider, model, price period, batch flag), resolved once.
-
-    ``bands[i]`` applies when exactly ``i`` of ``thresholds`` are below the event's
-    total input tokens. ``multiplier`` is the product of the discount factors (batch,
-    then negotiated) still to apply; ``source`` names what priced it.
-    """
-
-    thresholds: tuple[int, ...]
-    bands: tuple[Band, ...]
-    multiplier: Decimal
-    source: str
-    tier_labels: tuple[str, ...] = ()
-
-    def band_index(self, input_tokens: int) -> int:
-        return bisect_left(self.thresholds, input_tokens) if self.thresholds else 0
-
-
-def format_fraction(fraction: Decimal) -> str:
-    """0.2 -> '20%', 0.125 -> '12.5%'."""
-    pct = (fraction * 100).normalize()
-    text = f"{pct:f}"
-    return f"{text}%"
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 def _model_key(provider: str, model: str) -> tuple[str, str]:
@@ -120,59 +88,71 @@ class _ListedModel:
         # period_key -> PricePeriod, and the same PricePeriods by which constraints are active: a
         # price period spans many days, and one PricePeriod per span keeps batches in few groups.
         self.periods: dict[Any, PricePeriod | None] = {}
-        self.by_activity: dict[tuple[tuple[bool, ...], bool], PricePeriod | None] = {}
+        self.by_activity: dict[Any, PricePeriod | None] = {}
 
-    def activity(self, ts: datetime, batch: bool) -> tuple[tuple[bool, ...], bool]:
-        return (tuple(c.active(ts) for c in self.constraints), batch)
+    def activity(self, ts: datetime, request: Any) -> tuple[tuple[bool, ...], Any]:
+        return (tuple(c.active(ts) for c in self.constraints), request)
 
-    def period_key(self, ts: datetime, batch: bool) -> Any:
+    def period_key(self, ts: datetime, request: Any) -> Any:
         if self.time_of_day:
-            return self.activity(ts, batch)
+            return self.activity(ts, request)
         day = ts.date() if ts.tzinfo is UTC else ts.astimezone(UTC).date()
-        return (bisect_right(self.breakpoints, day), batch)
+        return (bisect_right(self.breakpoints, day), request)
 
 
 class RateCard:
-    """Finds and caches the rates in force for events; overrides and discounts on top."""
+    """Finds and caches the rates in force for events; overrides, premiums and discounts on top.
+
+    ``data_source`` says where the catalog came from (the bundled genai-prices snapshot or
+    a file fetched by ``spendstream prices update``) and ``data_as_of`` how new it is.
+    """
 
     def __init__(
         self,
         prices: PricesConfig | None = None,
         snapshot: data_snapshot.DataSnapshot | None = None,
+        *,
+        data_source: str | None = None,
+        data_as_of: datetime | None = None,
     ) -> None:
         prices = prices or PricesConfig()
         self.snapshot = snapshot or data_snapshot.get_snapshot()
-        self.overrides: dict[tuple[str, str], ModelPriceConfig] = {
-            _model_key(o.provider, o.model): o for o in prices.model
-        }
+        self.data_source = data_source or "genai-prices bundled snapshot"
+        self.data_as_of = data_as_of
+        self.overrides: dict[tuple[str, str], list[ModelPriceConfig]] = {}
+        for o in prices.model:
+            self.overrides.setdefault(_model_key(o.provider, o.model), []).append(o)
         self.discounts = list(prices.discount)
-        self._models: dict[tuple[str, str], _ListedModel | ModelPriceConfig | None] = {}
-        self._override_periods: dict[tuple[str, str, bool], PricePeriod] = {}
+        self.premiums = list(prices.premium)
+        self._models: dict[tuple[str, str], _ListedModel | list[ModelPriceConfig] | None] = {}
+        self._override_periods: dict[Any, PricePeriod] = {}
 
     # -- lookup ---------------------------------------------------------------------------
 
-    def entry(self, provider: str, model: str) -> _ListedModel | ModelPriceConfig | None:
-        """What prices (provider, model): an override, a catalog model, or None (unpriced)."""
+    def entry(self, provider: str, model: str) -> _ListedModel | list[ModelPriceConfig] | None:
+        """What prices (provider, model): overrides, a catalog model, or None (unpriced)."""
         key = (provider, model)
         try:
             return self._models[key]
         except KeyError:
             pass
-        found: _ListedModel | ModelPriceConfig | None = self.overrides.get(
+        found: _ListedModel | list[ModelPriceConfig] | None = self.overrides.get(
             _model_key(provider, model)
         )
         if found is None:
-            try:
-                p, m = self.snapshot.find_provider_model(model, None, provider, None)
-            except LookupError:
-                found = None
-            else:
-                found = _ListedModel(p, m)
+            found = self._listed(provider, model)
         if len(self._models) >= _MAX_MODELS:
             # Producers choose model names: a flood of distinct ones must not grow memory.
             self._models.clear()
         self._models[key] = found
         return found
+
+    def _listed(self, provider: str, model: str) -> _ListedModel | None:
+        try:
+            p, m = self.snapshot.find_provider_model(model, None, provider, None)
+        except LookupError:
+            return None
+        return _ListedModel(p, m)
 
     def period(
         self,
@@ -180,24 +160,39 @@ class RateCard:
         model: str,
         ts: datetime,
         batch: bool,
+        service_tier: str | None = None,
+        region: str | None = None,
     ) -> PricePeriod | None:
         """The rates for an event, or None when nothing prices it."""
         entry = self.entry(provider, model)
         if entry is None:
             return None
-        if isinstance(entry, ModelPriceConfig):
-            return self._override_period(provider, model, entry, batch)
-        key = entry.period_key(ts, batch)
+        request = (batch, service_tier, region)
+        if isinstance(entry, list):
+            chosen = _most_specific(entry, service_tier, region)
+            if chosen is not None:
+                return self._override_period(provider, model, chosen, request)
+            # Overrides for other tiers/regions only: the catalog prices the rest.
+            listed = self._catalog_entry(provider, model)
+            if listed is None:
+                return None
+            return self._catalog_cached(provider, model, listed, ts, request)
+        return self._catalog_cached(provider, model, entry, ts, request)
+
+    def _catalog_cached(
+        self, provider: str, model: str, entry: _ListedModel, ts: datetime, request: Any
+    ) -> PricePeriod | None:
+        key = entry.period_key(ts, request)
         try:
             return entry.periods[key]
         except KeyError:
             pass
         # get_prices (and so the PricePeriod) depends only on which constraints are active.
-        activity = entry.activity(ts, batch)
+        activity = entry.activity(ts, request)
         try:
             found = entry.by_activity[activity]
         except KeyError:
-            found = self._catalog_period(provider, model, entry, ts, batch)
+            found = self._catalog_period(provider, model, entry, ts, *request)
             entry.by_activity[activity] = found
         entry.periods[key] = found
         return found
@@ -209,6 +204,11 @@ class RateCard:
         (off-peak prices); None: at instants finer than a minute (never seen in practice).
         """
         entry = self.entry(provider, model)
+        if isinstance(entry, list):
+            # Overrides for some tiers/regions may leave others to the catalog.
+            if all(o.service_tier is None and o.region is None for o in entry):
+                return ()
+            entry = self._catalog_entry(provider, model)
         if not isinstance(entry, _ListedModel) or not entry.time_of_day:
             return ()
         minutes = set()
@@ -222,13 +222,34 @@ class RateCard:
                     minutes.add(t.hour * 60 + t.minute)
         return tuple(sorted(minutes))
 
+    def day_breaks(self, provider: str, model: str) -> tuple[int, ...]:
+        """UTC days (since 1970-01-01) on which (provider, model)'s rates may change: the
+        days between two of them share one price period (time of day aside)."""
+        entry = self.entry(provider, model)
+        if isinstance(entry, list):
+            if all(o.service_tier is None and o.region is None for o in entry):
+                return ()
+            entry = self._catalog_entry(provider, model)
+        if not isinstance(entry, _ListedModel):
+            return ()
+        return tuple((d - _EPOCH_DAY).days for d in entry.breakpoints)
+
+    def _catalog_entry(self, provider: str, model: str) -> _ListedModel | None:
+        key: Any = (provider, model, "catalog")
+        try:
+            return self._models[key]  # type: ignore[return-value]
+        except KeyError:
+            found = self._models[key] = self._listed(provider, model)
+            return found
+
     def describe(self, provider: str, model: str) -> str | None:
         """A short name of what prices (provider, model), or None when nothing does."""
         entry = self.entry(provider, model)
         if entry is None:
             return None
-        if isinstance(entry, ModelPriceConfig):
-            return f"override:{entry.provider}/{entry.model}"
+        if isinstance(entry, list):
+            o = entry[0]
+            return f"override:{o.provider}/{o.model}"
         return f"genai-prices:{entry.provider.id}/{entry.model.id}"
 
     def why_unpriced(self, provider: str, model: str, ts: datetime) -> str | None:
@@ -247,7 +268,29 @@ class RateCard:
             return f"provider {provider!r} is not in genai-prices and no [[prices.model]] entry"
         return f"genai-prices knows no {provider} model matching {model!r}"
 
-    # -- discounts ------------------------------------------------------------------------
+    def suggestions(self, provider: str, model: str, limit: int = 3) -> list[str]:
+        """The known model ids closest to ``model`` (for "did you mean"), best first.
+
+        Candidates are the provider's catalog models (every model when the provider is
+        unknown) and the configured overrides; ``gpt5`` finds ``gpt-5``.
+        """
+        try:
+            providers = [self.snapshot.find_provider(None, provider, None)]
+        except LookupError:
+            providers = list(self.snapshot.providers)
+        ids = {m.id for p in providers for m in p.models}
+        ids.update(o.model for entries in self.overrides.values() for o in entries)
+        wanted = _squash(model)
+        by_squashed: dict[str, list[str]] = {}
+        for i in sorted(ids):
+            by_squashed.setdefault(_squash(i), []).append(i)
+        exact = by_squashed.get(wanted)
+        if exact:
+            return exact[:limit]
+        close = difflib.get_close_matches(wanted, list(by_squashed), n=limit, cutoff=0.6)
+        return [i for c in close for i in by_squashed[c]][:limit]
+
+    # -- discounts and premiums -----------------------------------------------------------
 
     def discount_for(self, provider: str, model: str) -> DiscountConfig | None:
         """The most specific matching discount: provider+model > model > provider > global.
@@ -267,11 +310,39 @@ class RateCard:
                 best, best_rank = d, rank
         return best
 
+    def premium_for(
+        self, provider: str, model: str, service_tier: str | None, region: str | None
+    ) -> PremiumConfig | None:
+        """The most specific matching premium row (model > provider > tier > region filters);
+        among equally specific rows the last one written wins."""
+        prov, mod = _model_key(provider, model)
+        best: PremiumConfig | None = None
+        best_rank = -1
+        for row in self.premiums:
+            checks = (
+                (row.model, mod, 8),
+                (row.provider, prov, 4),
+                (row.service_tier, service_tier, 2),
+                (row.region, region, 1),
+            )
+            rank = 0
+            for want, have, weight in checks:
+                if want is None:
+                    continue
+                if have is None or want.strip().lower() != have.strip().lower():
+                    break
+                rank += weight
+            else:
+                if rank >= best_rank:
+                    best, best_rank = row, rank
+        return best
+
     def _finish(
         self,
         provider: str,
         model: str,
         base_source: str,
+        request: tuple[bool, str | None, str | None],
         batch_fraction: Decimal | None,
         batch_label: str,
         thresholds: tuple[int, ...],
@@ -279,6 +350,10 @@ class RateCard:
     ) -> PricePeriod:
         multiplier = Decimal(1)
         source = base_source
+        premium = self.premium_for(provider, model, request[1], request[2])
+        if premium is not None and premium.percent != 0:
+            multiplier *= 1 + premium.percent / 100
+            source += f"+premium:{format_fraction(premium.percent / 100)}"
         if batch_fraction is not None and batch_fraction != 0:
             multiplier *= 1 - batch_fraction
             source += f"+batch:{format_fraction(batch_fraction)}"
@@ -292,56 +367,113 @@ class RateCard:
         return PricePeriod(thresholds, bands, multiplier, source, labels)
 
     def _override_period(
-        self, provider: str, model: str, o: ModelPriceConfig, batch: bool
+        self,
+        provider: str,
+        model: str,
+        o: ModelPriceConfig,
+        request: tuple[bool, str | None, str | None],
     ) -> PricePeriod:
-        key = (provider, model, batch)
+        key = (provider, model, id(o), request)
         cached = self._override_periods.get(key)
         if cached is not None:
             return cached
-        band = Band(
-            input_per_mtok=o.input_per_mtok,
-            cache_read_per_mtok=(
-                o.input_per_mtok if o.cache_read_per_mtok is None else o.cache_read_per_mtok
-            ),
-            cache_write_per_mtok=(
-                o.input_per_mtok if o.cache_write_per_mtok is None else o.cache_write_per_mtok
-            ),
-            output_per_mtok=o.output_per_mtok,
+        band = Band.of(
+            o.request_fee_usd,
+            o.tool_per_k,
+            input=o.input_per_mtok,
+            output=o.output_per_mtok,
+            cache_read=o.cache_read_per_mtok,
+            cache_write=o.cache_write_per_mtok,
+            cache_write_1h=o.cache_write_1h_per_mtok,
+            input_audio=o.input_audio_per_mtok,
+            cache_audio_read=o.cache_audio_read_per_mtok,
+            input_image=o.input_image_per_mtok,
+            cache_image_read=o.cache_image_read_per_mtok,
+            output_audio=o.output_audio_per_mtok,
+            output_image=o.output_image_per_mtok,
         )
         fraction: Decimal | None = None
-        if batch:
+        if request[0]:
             if o.batch_discount is not None:
                 fraction = o.batch_discount
             elif _model_key(provider, model)[0] in BATCH_PROVIDERS:
                 fraction = DEFAULT_BATCH_DISCOUNT
-        period = self._finish(
-            provider, model, f"override:{o.provider}/{o.model}", fraction, "", (), (band,)
-        )
+        filters = [f"{k}={v}" for k, v in (("tier", o.service_tier), ("region", o.region)) if v]
+        source = f"override:{o.provider}/{o.model}" + (f"[{','.join(filters)}]" if filters else "")
+        period = self._finish(provider, model, source, request, fraction, "", (), (band,))
+        if len(self._override_periods) >= _MAX_MODELS:
+            self._override_periods.clear()
         self._override_periods[key] = period
         return period
 
     def _catalog_period(
-        self, provider: str, model: str, entry: _ListedModel, ts: datetime, batch: bool
+        self,
+        provider: str,
+        model: str,
+        entry: _ListedModel,
+        ts: datetime,
+        batch: bool,
+        service_tier: str | None,
+        region: str | None,
     ) -> PricePeriod | None:
         info = entry.model
         standard = info.get_prices(ts)
-        price = standard
-        batch_label = ""
+        labels = ""
         fraction: Decimal | None = None
+        context: dict[str, str] = {}
+        # calc_price applies variants only to the provider's own models, not fallbacks.
+        own = any(info is m for m in entry.provider.models)
+        if service_tier is not None and own:
+            tiered = info.get_prices(ts, {"service_tier": service_tier})
+            if tiered != standard:
+                context["service_tier"] = service_tier
+                labels += f"+service_tier:{service_tier}"
+        batch_label = ""
         if batch:
-            # calc_price applies variants only to the provider's own models, not fallbacks.
-            own = any(info is m for m in entry.provider.models)
-            with_batch = info.get_prices(ts, _BATCH_CONTEXT) if own else standard
+            with_batch = info.get_prices(ts, {"processing": "batch"}) if own else standard
             if with_batch != standard:
-                price, batch_label = with_batch, "+batch"
+                context["processing"] = "batch"
+                batch_label = "+batch"
             elif entry.provider.id in BATCH_PROVIDERS:
                 fraction = DEFAULT_BATCH_DISCOUNT
-        bands = _bands(price)
+        price = info.get_prices(ts, context) if context else standard
+        bands = bands_from_catalog(price)
         if bands is None:
             return None
         thresholds, rate_bands = bands
-        source = f"genai-prices:{entry.provider.id}/{info.id}{_period_label(info, ts)}"
-        return self._finish(provider, model, source, fraction, batch_label, thresholds, rate_bands)
+        source = f"genai-prices:{entry.provider.id}/{info.id}{_period_label(info, ts)}{labels}"
+        return self._finish(
+            provider,
+            model,
+            source,
+            (batch, service_tier, region),
+            fraction,
+            batch_label,
+            thresholds,
+            rate_bands,
+        )
+
+
+def _most_specific(
+    entries: list[ModelPriceConfig], service_tier: str | None, region: str | None
+) -> ModelPriceConfig | None:
+    """The override for this tier and region: tier+region > tier > region > neither; the last
+    written wins among equals; None when every entry is for another tier or region."""
+    best: ModelPriceConfig | None = None
+    best_rank = -1
+    for o in entries:
+        if o.service_tier is not None and o.service_tier != service_tier:
+            continue
+        if o.region is not None and o.region != region:
+            continue
+        rank = (2 if o.service_tier is not None else 0) + (1 if o.region is not None else 0)
+        if rank >= best_rank:
+            best, best_rank = o, rank
+    return best
+
+
+def _squash(model_id: str) -> str:
+    return "".join(ch for ch in model_id.lower() if ch.isalnum() or ch == ".")
 
 
 def _period_label(info: gp.ModelInfo, ts: datetime) -> str:
@@ -359,51 +491,3 @@ def _period_label(info: gp.ModelInfo, ts: datetime) -> str:
     if isinstance(c, gp.TimeOfDateConstraint):
         return f"@{c.start_time:%H:%M}-{c.end_time:%H:%M}"
     return ""
-
-
-def _rate_at(value: Any, band_start: int) -> Decimal | None:
-    """The rate of a (maybe tiered) price for requests whose total input exceeds band_start."""
-    if value is None:
-        return None
-    if isinstance(value, gp.TieredPrices):
-        rate: Decimal = value.base
-        for tier in value.tiers:
-            if band_start >= tier.start + 1:
-                rate = tier.price
-        return rate
-    assert isinstance(value, Decimal)
-    return value
-
-
-def _bands(price: gp.ModelPrice) -> tuple[tuple[int, ...], tuple[Band, ...]] | None:
-    attrs = price.__dict__
-    inp = attrs.get("input_mtok")
-    out = attrs.get("output_mtok")
-    if inp is None and out is None:
-        return None
-    read = attrs.get("cache_read_mtok")
-    write = attrs.get("cache_write_mtok")
-    requests = attrs.get("requests_kcount")
-    thresholds = sorted(
-        {
-            t.start
-            for v in (inp, out, read, write)
-            if isinstance(v, gp.TieredPrices)
-            for t in v.tiers
-        }
-    )
-    # Band i covers totals above thresholds[i-1]; a tier applies when total > its start.
-    starts = [0, *(t + 1 for t in thresholds)]
-    bands = []
-    for start in starts:
-        i = _rate_at(inp, start) or _ZERO
-        bands.append(
-            Band(
-                input_per_mtok=i,
-                cache_read_per_mtok=i if read is None else _rate_at(read, start) or _ZERO,
-                cache_write_per_mtok=i if write is None else _rate_at(write, start) or _ZERO,
-                output_per_mtok=_rate_at(out, start) or _ZERO,
-                request_fee_usd=_ZERO if requests is None else requests / _KILO,
-            )
-        )
-    return tuple(thresholds), tuple(bands)

@@ -6,6 +6,8 @@ touch Parquet and the catalog), in UTC, with every value bound as a parameter.
 
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,9 @@ from spendstream.warehouse.views import connect_readonly
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["QueryError", "connect", "run_named", "run_sql"]
+    from spendstream.records import Fact
+
+__all__ = ["QueryError", "connect", "load_facts", "run_named", "run_sql"]
 
 
 class QueryError(SpendstreamError):
@@ -75,3 +79,65 @@ def run_named(
         return _fetch(con, sql, params)
     finally:
         con.close()
+
+
+def load_facts(
+    workdir: Path,
+    since: datetime | None,
+    until: datetime | None,
+    provider: str | None = None,
+    model: str | None = None,
+) -> list[Fact]:
+    """The stored facts of [since, until) (optionally one provider/model), oldest first."""
+    from spendstream.producers.event import UsageEvent
+    from spendstream.records import Cost, Fact
+    from spendstream.table_schemas import COST_FIELDS
+
+    fields = list(UsageEvent.model_fields)
+    conditions, params = ["TRUE"], {}
+    for key, value, sql in (
+        ("since", since, "ts >= $since"),
+        ("until", until, "ts < $until"),
+        ("provider", provider, "provider = $provider"),
+        ("model", model, "model = $model"),
+    ):
+        if value is not None:
+            conditions.append(sql)
+            params[key] = value
+    costs = [*COST_FIELDS, "price_source", "ingested_at"]
+    con = connect(workdir)
+    try:
+        # Files landed before a column was added lack it: read it as NULL (its default).
+        present = {d[0] for d in con.execute("SELECT * FROM usage_facts LIMIT 0").description}
+        select = ", ".join(
+            f'"{c}"' if c in present else f'NULL AS "{c}"' for c in (*fields, *costs)
+        )
+        where = " AND ".join(conditions)
+        sql = f"SELECT {select} FROM usage_facts WHERE {where} ORDER BY ts, event_id"
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+    facts = []
+    n = len(fields)
+    for row in rows:
+        data = {k: v for k, v in zip(fields, row[:n], strict=True) if v is not None}
+        for name in ("tags", "tool_requests"):  # DuckDB MAPs come back as key/value lists
+            value = data.get(name)
+            if isinstance(value, dict) and set(value) == {"key", "value"}:
+                data[name] = dict(zip(value["key"], value["value"], strict=True))
+        event = UsageEvent.model_validate(data)
+        got = dict(zip(costs, row[n:], strict=True))
+        cost = None
+        if got["cost_usd"] is not None:
+            cost = Cost(
+                got["input_cost_usd"],
+                got["cache_read_cost_usd"],
+                got["cache_write_cost_usd"],
+                got["output_cost_usd"],
+                got["cost_usd"],
+                got["price_source"],
+                # Facts landed before the tool component existed have none: zero.
+                got["tool_cost_usd"] if got["tool_cost_usd"] is not None else Decimal(0),
+            )
+        facts.append(Fact(event=event, cost=cost, ingested_at=got["ingested_at"]))
+    return facts

@@ -6,7 +6,7 @@ import argparse
 
 from spendstream.config import Config, load_config
 
-__all__ = ["add_config", "add_format", "add_workdir", "config_from_args"]
+__all__ = ["add_config", "add_format", "add_pipeline", "add_workdir", "config_from_args"]
 
 
 def add_workdir(parser: argparse.ArgumentParser) -> None:
@@ -38,3 +38,15 @@ def add_format(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None))
+
+
+def add_pipeline(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that runs the embedded pipeline into a workdir."""
+    add_workdir(parser)
+    add_config(parser)
+    parser.add_argument(
+        "--no-route-alerts",
+        dest="route_alerts",
+        action="store_false",
+        help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import add_pipeline, config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -14,14 +14,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "files", nargs="+", metavar="FILE", help="JSON Lines event files; '-' is stdin"
     )
-    add_workdir(parser)
-    add_config(parser)
-    parser.add_argument(
-        "--no-route-alerts",
-        dest="route_alerts",
-        action="store_false",
-        help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
-    )
+    add_pipeline(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
 
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.errors import ConfigError
-    from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+    from spendstream.runtime.embedded import ingest_records, read_lines
     from spendstream.workdir import resolve_workdir
 
     for path in args.files:
@@ -39,25 +32,15 @@ def run(args: argparse.Namespace) -> int:
                 open(path, "rb").close()
             except OSError as exc:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
-    workdir = resolve_workdir(args.workdir)
-    router = None
-    if args.route_alerts and config.alerts.sink:
-        # Only sinks the user configured: the embedded run pages like `spendstream alerts`
-        # does on Kafka (same router, same delivery state in the workdir).
-        from spendstream.alerts.router import AlertRouter
-
-        router = AlertRouter.from_config(config.alerts, workdir)
-    try:
-        # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
-        live = "-" in args.files
-        batch_size = config.pipeline.batch_size if live else config.pipeline.ingest_batch_size
-        runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size)
-        summary = runner.run(read_lines(args.files), progress=progress_printer(sys.stderr))
-        if router is not None:
-            idle = router.tick()
-            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
-    finally:
-        if router is not None:
-            router.close()
+    # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
+    live = "-" in args.files
+    summary = ingest_records(
+        resolve_workdir(args.workdir),
+        config,
+        read_lines(args.files),
+        route_alerts=args.route_alerts,
+        batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
+        progress=progress_printer(sys.stderr),
+    )
     print_summary(summary, sys.stdout)
     return 0

@@ -1,43 +1,25 @@
-"""``spendstream prices``: unpriced models, repricing a time range, reconciliation, rate lookup.
+"""``spendstream prices``: rates, price data freshness, unpriced models, reconciliation, repricing.
 
+    spendstream prices show      PROVIDER MODEL [--at T] [--service-tier T] [--region R] [--config FILE]
+    spendstream prices update    [--url URL] [--workdir DIR]
     spendstream prices unpriced  [--since T] [--until T] [--provider P] [--format F]
     spendstream prices reconcile [--since T] [--until T] [--provider P] [--model M] [--format F]
     spendstream prices reprice   --since T --until T [--at-current-prices] [--yes] [--config FILE]
-    spendstream prices show      PROVIDER MODEL [--at T] [--config FILE]
 
-``reprice`` prices the stored events of [since, until) again with the current catalog and
-configuration and shows old against new totals per provider and model; prices stay
-time-effective (each event at the rates in force at its ``ts``) unless
-``--at-current-prices``. Nothing is written without ``--yes``.
+Each action calls one library function (``spendstream.pricebook``,
+``spendstream.pricedata``, ``spendstream.warehouse.reading``) and prints its result.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 
-if TYPE_CHECKING:
-    from spendstream.records import Fact
-    from spendstream.stream.repricing import RepriceReport
-
-__all__ = ["configure", "load_facts", "run", "write_repriced"]
-
-_COST_COLUMNS = (
-    "input_cost_usd",
-    "cache_read_cost_usd",
-    "cache_write_cost_usd",
-    "output_cost_usd",
-    "cost_usd",
-    "price_source",
-    "ingested_at",
-)
+__all__ = ["configure", "run"]
 
 
 def _filters(p: argparse.ArgumentParser, *names: str) -> None:
@@ -54,6 +36,31 @@ def _filters(p: argparse.ArgumentParser, *names: str) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
+
+    p = sub.add_parser(
+        "show",
+        help="every rate in force for a provider and model (all dimensions, tiers, batch), "
+        "its source and how old the price data is",
+    )
+    p.add_argument("provider")
+    p.add_argument("model")
+    p.add_argument("--at", default=None, metavar="T", help="at this UTC time (default: now)")
+    p.add_argument("--service-tier", default=None, metavar="TIER", help="flex, priority, ...")
+    p.add_argument("--region", default=None, metavar="REGION", help="for regional prices")
+    add_workdir(p)
+    add_config(p)
+    add_format(p)
+
+    p = sub.add_parser(
+        "update",
+        help="fetch newer genai-prices price data into the workdir (used instead of the bundled)",
+    )
+    p.add_argument(
+        "--url",
+        default=None,
+        help="where to fetch the data file (default: genai-prices' published data)",
+    )
+    add_workdir(p)
 
     p = sub.add_parser("unpriced", help="models landed with priced = false, and why")
     _filters(p, "since", "until", "provider")
@@ -85,14 +92,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_config(p)
     add_format(p)
 
-    p = sub.add_parser("show", help="the rates in force for a provider and model")
-    p.add_argument("provider")
-    p.add_argument("model")
-    p.add_argument("--at", default=None, metavar="T", help="at this UTC time (default: now)")
-    p.add_argument("--batch", action="store_true", help="as a batch API call")
-    add_config(p)
-    add_format(p)
-
 
 def _instant(value: str | None, flag: str) -> datetime | None:
     if value is None:
@@ -108,9 +107,13 @@ def _instant(value: str | None, flag: str) -> datetime | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spendstream.workdir import resolve_workdir
+
     action = args.action
     if action == "show":
         return _show(args)
+    if action == "update":
+        return _update(args)
     since = _instant(args.since, "--since")
     until = _instant(args.until, "--until")
     if since is not None and until is not None and since >= until:
@@ -119,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
         return _reprice(args, since, until)
     from spendstream.warehouse.output import render
     from spendstream.warehouse.reading import run_named
-    from spendstream.workdir import resolve_workdir
 
+    workdir = resolve_workdir(args.workdir)
     name = "unpriced_models" if action == "unpriced" else "cost_reconciliation"
     filters = {
         "since": None if since is None else since.isoformat(),
@@ -128,115 +131,32 @@ def run(args: argparse.Namespace) -> int:
         "provider": args.provider,
         "model": getattr(args, "model", None),
     }
-    columns, rows = run_named(resolve_workdir(args.workdir), name, filters)
+    columns, rows = run_named(workdir, name, filters)
     if action == "unpriced":
-        columns, rows = _with_reasons(args, columns, rows)
+        from spendstream.pricebook import unpriced_reasons
+
+        columns, rows = unpriced_reasons(workdir, config_from_args(args), columns, rows)
     render(columns, rows, args.format, sys.stdout)
     return 0
 
 
-def _with_reasons(
-    args: argparse.Namespace, columns: list[str], rows: list[tuple[Any, ...]]
-) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Add why each model is unpriced today, under the current catalog and configuration."""
-    from spendstream.stream.ratecard import RateCard
-
-    catalog = RateCard(config_from_args(args).prices)
-    now = datetime.now(UTC)
-    at = columns.index("provider"), columns.index("model")
-    out = []
-    for row in rows:
-        reason = catalog.why_unpriced(row[at[0]], row[at[1]], now)
-        out.append((*row, reason or "priced now: `spendstream prices reprice` can price it"))
-    return [*columns, "reason"], out
-
-
-def load_facts(
-    workdir: Path,
-    since: datetime | None,
-    until: datetime | None,
-    provider: str | None = None,
-    model: str | None = None,
-) -> list[Fact]:
-    """The stored facts of [since, until) (optionally one provider/model), oldest first."""
-    from spendstream.producers.event import UsageEvent
-    from spendstream.records import Cost, Fact
-    from spendstream.warehouse.reading import connect
-
-    fields = list(UsageEvent.model_fields)
-    conditions, params = ["TRUE"], {}
-    for key, value, sql in (
-        ("since", since, "ts >= $since"),
-        ("until", until, "ts < $until"),
-        ("provider", provider, "provider = $provider"),
-        ("model", model, "model = $model"),
-    ):
-        if value is not None:
-            conditions.append(sql)
-            params[key] = value
-    select = ", ".join(f'"{c}"' for c in (*fields, *_COST_COLUMNS))
-    sql = f"SELECT {select} FROM usage_facts WHERE {' AND '.join(conditions)} ORDER BY ts, event_id"
-    con = connect(workdir)
-    try:
-        rows = con.execute(sql, params).fetchall()
-    finally:
-        con.close()
-    facts = []
-    n = len(fields)
-    for row in rows:
-        data = {k: v for k, v in zip(fields, row[:n], strict=True) if v is not None}
-        tags = data.get("tags")
-        if isinstance(tags, dict) and set(tags) == {"key", "value"}:
-            data["tags"] = dict(zip(tags["key"], tags["value"], strict=True))
-        event = UsageEvent.model_validate(data)
-        inp, read, write, out, total, source, ingested_at = row[n:]
-        cost = None
-        if total is not None:
-            cost = Cost(inp, read, write, out, total, source)
-        facts.append(Fact(event=event, cost=cost, ingested_at=ingested_at))
-    return facts
-
-
 def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     config = config_from_args(args)
-    from spendstream.stream.pricing import Pricer
-    from spendstream.stream.repricing import reprice
+    from spendstream.pricebook import reprice_range
+    from spendstream.warehouse.output import render
     from spendstream.workdir import resolve_workdir
 
-    workdir = resolve_workdir(args.workdir)
-    facts = load_facts(workdir, since, until, args.provider, args.model)
-    at = datetime.now(UTC) if args.at_current_prices else None
-    report = reprice(facts, Pricer.from_config(config.prices), at=at)
-    _print_report(report, args.format)
-    if not args.yes or report.changed == 0:
-        if report.changed:
-            print("nothing written: run again with --yes to write the new costs", file=sys.stderr)
-        return 0
-    written = write_repriced(workdir, report.changed_facts(facts))
-    print(f"wrote new costs for {written} facts", file=sys.stderr)
-    return 0
-
-
-def write_repriced(
-    workdir: Path, changed: Sequence[Fact], activate_after_s: float | None = None
-) -> int:
-    """Replace the stored facts with these repriced ones (by event_id); how many were replaced.
-
-    The warehouse swaps the rewritten days in like a compaction: readers see the new costs
-    once the swap activates (``activate_after_s``, the warehouse's default when None).
-    """
-    from spendstream.warehouse import Warehouse
-
-    wh = Warehouse(workdir)
-    try:
-        return wh.rewrite_facts(changed, activate_after_s)
-    finally:
-        wh.close()
-
-
-def _print_report(report: RepriceReport, fmt: str) -> None:
-    from spendstream.warehouse.output import render
-
+    done = reprice_range(
+        resolve_workdir(args.workdir),
+        config,
+        since,
+        until,
+        provider=args.provider,
+        model=args.model,
+        at_current_prices=args.at_current_prices,
+        write=args.yes,
+    )
+    report = done.report
     columns = [
         "provider",
         "model",
@@ -264,53 +184,67 @@ def _print_report(report: RepriceReport, fmt: str) -> None:
         )
         for ln in report.lines
     ]
-    render(columns, rows, fmt, sys.stdout)
+    render(columns, rows, args.format, sys.stdout)
     print(
         f"total: old ${report.old_cost_usd} new ${report.new_cost_usd} "
         f"difference ${report.difference_usd}; {report.changed} of {len(report.facts)} "
         "facts would change",
         file=sys.stderr,
     )
+    if args.yes and report.changed:
+        print(f"wrote new costs for {done.written} facts", file=sys.stderr)
+    elif report.changed:
+        print("nothing written: run again with --yes to write the new costs", file=sys.stderr)
+    return 0
 
 
 def _show(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from spendstream.stream.ratecard import RateCard
+    from spendstream.pricebook import show_rates
+    from spendstream.stream.ratesheet import RATE_COLUMNS
     from spendstream.warehouse.output import render
+    from spendstream.workdir import resolve_workdir
 
     at = _instant(args.at, "--at") or datetime.now(UTC)
-    period = RateCard(config.prices).period(args.provider, args.model, at, args.batch)
-    if period is None:
-        raise ConfigError(
-            f"no price for {args.provider}/{args.model}: not in the genai-prices catalog and "
-            "no [[prices.model]] entry; add one to the configuration"
-        )
-    bounds = ["0", *(f">{t}" for t in period.thresholds)]
-    rows: list[tuple[Any, ...]] = []
-    for bound, band in zip(bounds, period.bands, strict=True):
-        m = period.multiplier
-        rows.append(
-            (
-                bound,
-                band.input_per_mtok * m,
-                band.cache_read_per_mtok * m,
-                band.cache_write_per_mtok * m,
-                band.output_per_mtok * m,
-                band.request_fee_usd * m,
-            )
-        )
-    render(
-        [
-            "input_tokens",
-            "input_per_mtok",
-            "cache_read_per_mtok",
-            "cache_write_per_mtok",
-            "output_per_mtok",
-            "request_fee_usd",
-        ],
-        rows,
-        args.format,
-        sys.stdout,
+    sheet = show_rates(
+        resolve_workdir(args.workdir),
+        config,
+        args.provider,
+        args.model,
+        at,
+        service_tier=args.service_tier,
+        region=args.region,
     )
-    print(f"price_source: {period.source} (at {at.isoformat()})", file=sys.stderr)
+    render(RATE_COLUMNS, sheet.rows, args.format, sys.stdout)
+    err = sys.stderr
+    print(f"price_source: {sheet.source} (at {at.isoformat()})", file=err)
+    print(f"batch price_source: {sheet.batch_source}", file=err)
+    now = datetime.now(UTC)
+    age = ""
+    if sheet.data_as_of is not None:
+        age = f", as of {sheet.data_as_of:%Y-%m-%d} ({(now - sheet.data_as_of).days} days old)"
+    print(f"price data: {sheet.data_source}{age}", file=err)
+    newest = sheet.newest_price_change
+    if newest is not None:
+        days = (now.date() - newest).days
+        print(f"newest dated price change in the data: {newest} ({days} days ago)", file=err)
+    print("newer price data: spendstream prices update", file=err)
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    from spendstream.pricedata import DEFAULT_URL, PriceDataError, update_price_data
+    from spendstream.workdir import resolve_workdir
+
+    workdir = resolve_workdir(args.workdir)
+    try:
+        data = update_price_data(workdir, args.url or DEFAULT_URL)
+    except PriceDataError as exc:
+        print(f"spendstream prices update: {exc}", file=sys.stderr)
+        return 1
+    as_of = f"{data.as_of:%Y-%m-%d}" if data.as_of else "unknown date"
+    print(
+        f"price data updated: {data.providers} providers, {data.models} models, as of {as_of}, "
+        f"from {data.source}; kept in {workdir / 'prices'}"
+    )
     return 0

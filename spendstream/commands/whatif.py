@@ -165,7 +165,7 @@ def _hosting(args: argparse.Namespace) -> SelfHosting | None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    from spendstream.stream.pricing import Pricer
+    from spendstream.pricebook import pricer_for
     from spendstream.warehouse.reading import connect
     from spendstream.warehouse.report import default_period
     from spendstream.warehouse.whatif import run_whatif
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         con.close()
     result = run_whatif(
-        workdir, period.since, period.until, Pricer.from_config(config.prices), levers, hosting
+        workdir, period.since, period.until, pricer_for(workdir, config), levers, hosting
     )
     _print(result, period.since.isoformat(), period.until.isoformat(), args.format)
     return 0

@@ -17,14 +17,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
-from spendstream.records import Alert, BreakerEvent
-from spendstream.stream.pipeline import Pipeline, parse_records
+from spendstream.pricedata import load_price_data
+from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.stream.pipeline import Pipeline, parse_records, stored_raw
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from spendstream.alerts.router import AlertRouter
 
-__all__ = ["EmbeddedRunner", "IngestSummary", "read_lines"]
+__all__ = ["EmbeddedRunner", "IngestSummary", "Rejected", "ingest_records", "read_lines"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An input its reader already judged bad (e.g. a failed batch result line): it lands
+    as a dead letter with this reason, counted like any other record."""
+
+    source: str
+    raw: bytes
+    error: str
 
 
 @dataclass(slots=True)
@@ -82,16 +93,18 @@ class EmbeddedRunner:
         self.warehouse = Warehouse(workdir)
         self.warehouse.ensure_views()
         last = self.warehouse.last_commit()
-        self.pipeline = Pipeline.restore(config, last[0] if last else None)
+        self.pipeline = Pipeline.restore(
+            config, last[0] if last else None, price_data=load_price_data(workdir)
+        )
 
     def run(
         self,
-        records: Iterable[tuple[str, bytes]],
+        records: Iterable[tuple[str, bytes] | Rejected],
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary()
         batch_size = self.batch_size
-        batch: list[tuple[str, bytes]] = []
+        batch: list[tuple[str, bytes] | Rejected] = []
         for item in records:
             batch.append(item)
             if len(batch) >= batch_size:
@@ -105,13 +118,17 @@ class EmbeddedRunner:
                 progress(summary)
         return summary
 
-    def _run_batch(self, batch: list[tuple[str, bytes]], summary: IngestSummary) -> None:
+    def _run_batch(self, batch: list[tuple[str, bytes] | Rejected], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
         events = []
         dead = []
         # Group by source so each dead letter names the file it came from.
         by_source: dict[str, list[bytes]] = {}
-        for source, raw in batch:
+        for item in batch:
+            if isinstance(item, Rejected):
+                dead.append(DeadLetter(stored_raw(item.raw), item.error, item.source, now))
+                continue
+            source, raw = item
             by_source.setdefault(source, []).append(raw)
         for source, raws in by_source.items():
             parsed = parse_records(raws, source, now)
@@ -149,3 +166,32 @@ class EmbeddedRunner:
                 summary.cost_usd += f.cost.cost_usd
         summary.alerts.extend(alerts)
         summary.breaker_events.extend(breaker_events)
+
+
+def ingest_records(
+    workdir: Path,
+    config: Config,
+    records: Iterable[tuple[str, bytes] | Rejected],
+    *,
+    route_alerts: bool = True,
+    batch_size: int | None = None,
+    progress: Callable[[IngestSummary], None] | None = None,
+) -> IngestSummary:
+    """Run records through the embedded pipeline into ``workdir`` (``spendstream ingest``,
+    ``import-batch``); with ``route_alerts`` and configured sinks, alerts page as
+    ``spendstream alerts`` would on Kafka (same router, same delivery state)."""
+    router = None
+    if route_alerts and config.alerts.sink:
+        from spendstream.alerts.router import AlertRouter
+
+        router = AlertRouter.from_config(config.alerts, workdir)
+    try:
+        runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size)
+        summary = runner.run(records, progress=progress)
+        if router is not None:
+            idle = router.tick()
+            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+    finally:
+        if router is not None:
+            router.close()
+    return summary

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.config import Config
+from spendstream.pricedata import load_price_data
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.stream.kafka.alignment import Aligner
@@ -71,7 +72,7 @@ class UsageStage:
 
     def __init__(self, config: Config, workdir: Path, topic: str, writer: str) -> None:
         self.topic = topic
-        self.pipeline = Pipeline(config)
+        self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
         self.warehouse = Warehouse(workdir, writer=writer)
         self.warehouse.ensure_views()
 

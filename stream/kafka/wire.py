@@ -69,6 +69,7 @@ def _cost_to_wire(cost: Cost | None) -> dict[str, str] | None:
         "cache_read": str(cost.cache_read_cost_usd),
         "cache_write": str(cost.cache_write_cost_usd),
         "output": str(cost.output_cost_usd),
+        "tool": str(cost.tool_cost_usd),
         "total": str(cost.cost_usd),
         "source": cost.price_source,
     }
@@ -84,6 +85,7 @@ def _cost_from_wire(data: dict[str, str] | None) -> Cost | None:
         output_cost_usd=Decimal(data["output"]),
         cost_usd=Decimal(data["total"]),
         price_source=data["source"],
+        tool_cost_usd=Decimal(data.get("tool", "0")),
     )
 
 

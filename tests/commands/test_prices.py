@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 
 from spendstream.cli import main
-from spendstream.commands.prices import load_facts, write_repriced
 from spendstream.config import config_from_dict
-from spendstream.stream.pricing import Pricer
-from spendstream.stream.repricing import reprice
+from spendstream.pricebook import reprice_range
+from spendstream.warehouse.reading import load_facts
 
 
 def _event(i: int, **kw: Any) -> dict[str, Any]:
@@ -199,9 +198,12 @@ def test_show_prints_the_rates_in_force_and_their_source(
 ) -> None:
     assert main(["prices", "show", "openai", "o3", "--at", "2025-07-01", "--format", "json"]) == 0
     captured = capsys.readouterr()
-    (band,) = json.loads(captured.out)
-    assert band["input_per_mtok"] == "2"
+    rows = {r["dimension"]: r for r in json.loads(captured.out)}
+    assert rows["input_tokens"]["rate_usd"] == "2"
+    assert rows["input_tokens"]["batch_rate_usd"] == "1"  # no catalog batch price: 50% off
     assert "genai-prices:openai/o3@2025-06-10" in captured.err
+    assert "genai-prices:openai/o3@2025-06-10+batch:50%" in captured.err
+    assert "price data: genai-prices 0.2.3 bundled snapshot" in captured.err
     assert main(["prices", "show", "self-hosted", "nothing"]) == 2
 
 
@@ -236,8 +238,8 @@ def test_written_costs_replace_the_stored_facts(workdir: Path) -> None:
     )
     since, until = datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)
     old = load_facts(workdir, since, until)
-    report = reprice(old, Pricer.from_config(config.prices))
-    assert write_repriced(workdir, report.changed_facts(old), activate_after_s=0) == 2
+    done = reprice_range(workdir, config, since, until, write=True, activate_after_s=0)
+    assert done.written == 2
     now = {f.event.event_id: f for f in load_facts(workdir, since, until)}
     assert len(now) == 4
     assert now["p3"].cost is not None and now["p4"].cost is not None

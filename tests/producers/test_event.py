@@ -133,3 +133,100 @@ def test_timestamp_in_another_zone_is_the_same_instant() -> None:
 def test_reported_cost_is_a_decimal() -> None:
     ev = UsageEvent.model_validate(_event(reported_cost_usd="1.10"))
     assert ev.reported_cost_usd == Decimal("1.10")
+
+
+# -- the billable dimensions beyond the contract's four token counts ---------------------------
+
+
+def test_new_dimensions_default_to_zero_and_null_so_old_events_stay_valid() -> None:
+    ev = UsageEvent.model_validate(_event())
+    assert (
+        ev.cache_write_1h_tokens,
+        ev.input_audio_tokens,
+        ev.cache_audio_read_tokens,
+        ev.input_image_tokens,
+        ev.cache_image_read_tokens,
+        ev.output_audio_tokens,
+        ev.output_image_tokens,
+    ) == (0, 0, 0, 0, 0, 0, 0)
+    assert (ev.tool_requests, ev.service_tier, ev.region) == (None, None, None)
+    assert not {"tool_requests", "service_tier", "region"} & set(ev.to_json_dict())
+
+
+@pytest.mark.parametrize(
+    ("over", "expected"),
+    [
+        (
+            {"cache_write_tokens": 30, "cache_write_1h_tokens": 31},
+            "cache_write_1h_tokens (31) exceeds cache_write_tokens (30)",
+        ),
+        (
+            {"cache_read_tokens": 50, "input_audio_tokens": 10, "cache_audio_read_tokens": 11},
+            "cache_audio_read_tokens (11) exceeds input_audio_tokens (10)",
+        ),
+        (
+            {"cache_read_tokens": 50, "input_image_tokens": 10, "cache_image_read_tokens": 11},
+            "cache_image_read_tokens (11) exceeds input_image_tokens (10)",
+        ),
+        (
+            {
+                "cache_read_tokens": 10,
+                "input_audio_tokens": 20,
+                "cache_audio_read_tokens": 6,
+                "input_image_tokens": 20,
+                "cache_image_read_tokens": 5,
+            },
+            "cache_audio_read_tokens (6) + cache_image_read_tokens (5) exceeds cache_read_tokens (10)",
+        ),
+        (
+            {"input_audio_tokens": 60, "input_image_tokens": 41},
+            "input_audio_tokens (60) + input_image_tokens (41) exceeds input_tokens (100)",
+        ),
+        (
+            {"cache_write_tokens": 50, "input_audio_tokens": 51},
+            "uncached audio and image tokens (51) exceed the uncached input tokens (50",
+        ),
+        (
+            {"output_audio_tokens": 15, "output_image_tokens": 6},
+            "output_audio_tokens (15) + output_image_tokens (6) exceeds output_tokens (20)",
+        ),
+    ],
+)
+def test_each_part_beyond_its_whole_is_a_clear_error(over: dict[str, int], expected: str) -> None:
+    assert expected in _reason(**over)
+
+
+def test_parts_exactly_filling_their_wholes_are_valid() -> None:
+    ev = UsageEvent.model_validate(
+        _event(
+            input_tokens=100,
+            cache_read_tokens=30,
+            cache_write_tokens=20,
+            cache_write_1h_tokens=20,
+            input_audio_tokens=40,
+            cache_audio_read_tokens=20,
+            input_image_tokens=40,
+            cache_image_read_tokens=10,
+            output_tokens=20,
+            output_audio_tokens=12,
+            output_image_tokens=8,
+        )
+    )
+    assert ev.cache_write_1h_tokens == 20
+
+
+def test_tool_requests_are_a_bounded_map_of_lowercase_names_to_counts() -> None:
+    ok = UsageEvent.model_validate(_event(tool_requests={"web_search": 3, "code_execution": 0}))
+    assert ok.tool_requests == {"web_search": 3, "code_execution": 0}
+    assert "tool_requests" in _reason(tool_requests={f"t{i}": 1 for i in range(17)})
+    assert "tool_requests" in _reason(tool_requests={"Web Search": 1})
+    assert "tool_requests" in _reason(tool_requests={"web_search": -1})
+    assert "tool_requests" in _reason(tool_requests={"web_search": 1_000_000_001})
+    assert "tool_requests" in _reason(tool_requests={"web_search": "3"})
+
+
+def test_service_tier_and_region_are_short_labels() -> None:
+    ev = UsageEvent.model_validate(_event(service_tier="flex", region="eu"))
+    assert (ev.service_tier, ev.region) == ("flex", "eu")
+    assert "service_tier" in _reason(service_tier="")
+    assert "region" in _reason(region="x" * 65)

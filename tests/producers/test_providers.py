@@ -51,6 +51,7 @@ def test_openai_chat_cached_tokens_are_already_inside_prompt_tokens() -> None:
         "output_tokens": u["completion_tokens"],  # reasoning is already inside
         "cache_read_tokens": u["prompt_tokens_details"]["cached_tokens"],
         "cache_write_tokens": 0,
+        "service_tier": body["service_tier"],  # the tier that served the call, for pricing
     }
     _valid(out)
 

@@ -1,0 +1,127 @@
+"""What the ``spendstream prices`` commands do, as functions a Python user can call too.
+
+``pricer_for``/``rate_card_for``: the pricer a workdir's pipeline uses (the fetched price
+data when ``spendstream prices update`` left one, else the bundled snapshot, plus the
+configuration). ``show_rates``: every rate for one model, or an error suggesting the
+closest known ids. ``reprice_range``: the stored facts of a time range priced again,
+old against new, and written back only when asked. ``unpriced_reasons``: why each
+unpriced model has no price today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spendstream.config import Config, PricesConfig
+from spendstream.errors import ConfigError
+from spendstream.pricedata import bundled_price_data, load_price_data
+from spendstream.records import Fact
+from spendstream.stream.pricing import Pricer
+from spendstream.stream.ratecard import RateCard
+from spendstream.stream.ratesheet import RateSheet, rate_sheet
+from spendstream.stream.repricing import RepriceReport, reprice
+
+__all__ = [
+    "RepriceRun",
+    "pricer_for",
+    "rate_card_for",
+    "reprice_range",
+    "show_rates",
+    "unpriced_reasons",
+]
+
+
+def rate_card_for(workdir: Path | None, prices: PricesConfig) -> RateCard:
+    """The rate card of ``workdir``: its fetched price data, else the bundled snapshot."""
+    data = load_price_data(workdir) or bundled_price_data()
+    return RateCard(prices, data.snapshot, data_source=data.source, data_as_of=data.as_of)
+
+
+def pricer_for(workdir: Path | None, config: Config) -> Pricer:
+    return Pricer(rate_card_for(workdir, config.prices))
+
+
+def show_rates(
+    workdir: Path | None,
+    config: Config,
+    provider: str,
+    model: str,
+    at: datetime,
+    *,
+    service_tier: str | None = None,
+    region: str | None = None,
+) -> RateSheet:
+    """Every rate for (provider, model) at ``at``; ConfigError naming close ids if none."""
+    card = rate_card_for(workdir, config.prices)
+    sheet = rate_sheet(card, provider, model, at, service_tier=service_tier, region=region)
+    if sheet is not None:
+        return sheet
+    close = card.suggestions(provider, model)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    reason = card.why_unpriced(provider, model, at) or "nothing prices it"
+    raise ConfigError(
+        f"no price for {provider}/{model}: {reason}{hint} (a [[prices.model]] entry in the "
+        "configuration prices any model)"
+    )
+
+
+def unpriced_reasons(
+    workdir: Path | None, config: Config, columns: list[str], rows: list[tuple[Any, ...]]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Add why each (provider, model) row is unpriced today, under the current rate card."""
+    card = rate_card_for(workdir, config.prices)
+    now = datetime.now(UTC)
+    at = columns.index("provider"), columns.index("model")
+    out = []
+    for row in rows:
+        reason = card.why_unpriced(row[at[0]], row[at[1]], now)
+        out.append((*row, reason or "priced now: `spendstream prices reprice` can price it"))
+    return [*columns, "reason"], out
+
+
+@dataclass(frozen=True, slots=True)
+class RepriceRun:
+    """The repricing of a range: the report, and how many facts were written (0: shown only)."""
+
+    report: RepriceReport
+    written: int
+
+
+def reprice_range(
+    workdir: Path,
+    config: Config,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    provider: str | None = None,
+    model: str | None = None,
+    at_current_prices: bool = False,
+    write: bool = False,
+    activate_after_s: float | None = None,
+) -> RepriceRun:
+    """Price the stored facts of [since, until) again; write the changed ones if ``write``."""
+    from spendstream.warehouse.reading import load_facts
+
+    facts = load_facts(workdir, since, until, provider, model)
+    at = datetime.now(UTC) if at_current_prices else None
+    report = reprice(facts, pricer_for(workdir, config), at=at)
+    written = 0
+    if write and report.changed:
+        written = _write(workdir, report.changed_facts(facts), activate_after_s)
+    return RepriceRun(report, written)
+
+
+def _write(workdir: Path, changed: Sequence[Fact], activate_after_s: float | None) -> int:
+    # The warehouse swaps the rewritten days in like a compaction: readers see the new
+    # costs once the swap activates (``activate_after_s``, the warehouse's default if None).
+    from spendstream.warehouse import Warehouse
+
+    wh = Warehouse(workdir)
+    try:
+        return wh.rewrite_facts(changed, activate_after_s)
+    finally:
+        wh.close()

@@ -1,0 +1,173 @@
+"""``spendstream import-batch``: OpenAI and Anthropic batch result files land as batch events."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anthropic.types.messages import MessageBatchIndividualResponse
+from openai.types.chat import ChatCompletion
+
+from spendstream.cli import main
+from spendstream.producers import UsageEvent
+from spendstream.stream.pricing import Pricer
+
+
+def _openai_line(i: int, prompt: int, completion: int) -> dict[str, Any]:
+    body = ChatCompletion.model_validate(
+        {
+            "id": f"chatcmpl-{i}",
+            "object": "chat.completion",
+            "created": 1767614400 + i,
+            "model": "gpt-4o-mini",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+    ).model_dump(mode="json")
+    return {
+        "id": f"batch_req_{i}",
+        "custom_id": f"request-{i}",
+        "response": {"status_code": 200, "request_id": f"req_{i}", "body": body},
+        "error": None,
+    }
+
+
+def _anthropic_line(i: int) -> dict[str, Any]:
+    return MessageBatchIndividualResponse.model_validate(
+        {
+            "custom_id": f"request-{i}",  # custom ids repeat across providers' files
+            "result": {
+                "type": "succeeded",
+                "message": {
+                    "id": f"msg_{i}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "claude-sonnet-4-5",
+                    "content": [{"type": "text", "text": "ok"}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": 100,
+                        "output_tokens": 50,
+                        "cache_creation_input_tokens": 1000,
+                        "cache_read_input_tokens": 0,
+                        "cache_creation": {
+                            "ephemeral_5m_input_tokens": 0,
+                            "ephemeral_1h_input_tokens": 1000,
+                        },
+                        "service_tier": "batch",
+                    },
+                },
+            },
+        }
+    ).model_dump(mode="json")
+
+
+def _facts(workdir: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    capsys.readouterr()
+    sql = (
+        "SELECT event_id, ts, provider, model, batch, request_id, input_tokens, output_tokens, "
+        "cache_write_tokens, cache_write_1h_tokens, cost_usd, price_source "
+        "FROM usage_facts ORDER BY request_id, provider"
+    )
+    assert main(["sql", "--workdir", str(workdir), "--format", "json", sql]) == 0
+    rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    return rows
+
+
+def test_batch_result_files_land_as_priced_batch_events_and_reimport_adds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    openai_file = tmp_path / "openai-results.jsonl"
+    openai_file.write_text(
+        "".join(json.dumps(_openai_line(i, 1000 * i, 100)) + "\n" for i in (1, 2))
+    )
+    anthropic_file = tmp_path / "anthropic-results.jsonl"
+    anthropic_file.write_text(json.dumps(_anthropic_line(1)) + "\n")
+    wd = tmp_path / "wd"
+    args = ["import-batch", str(openai_file), str(anthropic_file), "--workdir", str(wd)]
+    assert main([*args, "--at", "2026-01-05T00:00:00Z"]) == 0
+    assert "read 3 = landed 3 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+
+    rows = _facts(wd, capsys)
+    assert [(r["provider"], r["request_id"], r["batch"]) for r in rows] == [
+        ("anthropic", "request-1", True),
+        ("openai", "request-1", True),
+        ("openai", "request-2", True),
+    ]
+    claude = rows[0]
+    assert (claude["input_tokens"], claude["cache_write_1h_tokens"]) == (1100, 1000)
+    assert claude["ts"].startswith("2026-01-05")  # --at: Anthropic results carry no time
+    assert rows[1]["ts"].startswith("2026-01-05 12:00:01") or rows[1]["ts"].startswith(
+        "2026-01-05T12:00:01"
+    )
+    pricer = Pricer.from_config()
+    for r in rows:
+        event = UsageEvent.model_validate(
+            {
+                k: r[k]
+                for k in (
+                    "event_id",
+                    "provider",
+                    "model",
+                    "batch",
+                    "input_tokens",
+                    "output_tokens",
+                    "cache_write_tokens",
+                    "cache_write_1h_tokens",
+                )
+            }
+            | {"ts": datetime.fromisoformat(r["ts"]).replace(tzinfo=UTC)}
+        )
+        cost = pricer.price(event)
+        assert cost is not None
+        assert Decimal(str(r["cost_usd"])) == cost.cost_usd
+        assert "+batch" in r["price_source"]
+
+    assert main(args) == 0  # again, without --at: the ids are the lines', not the times'
+    assert "read 3 = landed 0 + duplicates 3 + dead-lettered 0" in capsys.readouterr().out
+
+
+def test_failed_and_broken_lines_are_dead_letters_with_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results.jsonl"
+    failed = {"custom_id": "r-9", "result": {"type": "expired"}}
+    results.write_text(
+        json.dumps(_anthropic_line(1)) + "\n" + json.dumps(failed) + "\n" + "{not json\n"
+    )
+    os.utime(results, (1767614400, 1767614400))  # the default event time: the file's mtime
+    wd = tmp_path / "wd"
+    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
+    assert "read 3 = landed 1 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
+    sql = "SELECT source, error FROM dead_letters ORDER BY source"
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    letters = json.loads(capsys.readouterr().out)
+    assert [row["source"] for row in letters] == [f"{results}:2", f"{results}:3"]
+    assert "r-9" in letters[0]["error"] and "expired" in letters[0]["error"]
+    assert "not a JSON batch result line" in letters[1]["error"]
+    rows = _facts(wd, capsys)
+    assert rows[0]["ts"].startswith("2026-01-05")
+
+
+def test_an_unreadable_file_is_a_usage_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.jsonl"
+    assert main(["import-batch", str(missing), "--workdir", str(tmp_path)]) == 2
+    assert f"cannot read batch results file {missing}" in capsys.readouterr().err

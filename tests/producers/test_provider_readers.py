@@ -1,0 +1,575 @@
+"""Each reader defect of issue 14, with the providers' own SDK types where an SDK exists.
+
+Responses are built as the SDKs' response models (``openai.types``, ``anthropic.types``,
+``google.genai.types``) from bodies shaped like the providers' API references; Bedrock's
+boto3 returns plain dicts, so its bodies are dicts. Each test asserts the exact token
+counts the reader returns and the cost the pricer gives the resulting event, against
+genai-prices' ``calc_price`` on the expected usage (an independent reference).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from anthropic.types import Message
+from anthropic.types.messages import MessageBatchIndividualResponse
+from genai_prices import Usage, calc_price
+from google.genai import types as gtypes
+from openai.types import CreateEmbeddingResponse
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
+from spendstream.producers import UsageEvent
+from spendstream.producers.event import TOKEN_FIELDS
+from spendstream.producers.providers import (
+    anthropic_usage,
+    batch_result_usage,
+    bedrock_usage,
+    gemini_usage,
+    openai_usage,
+    usage_from,
+)
+from spendstream.stream.pricing import Pricer
+
+T = datetime(2026, 1, 5, 12, tzinfo=UTC)
+_TOOLS = {"web_search": "web_searches", "storage_search": "storage_searches"}
+
+
+def _event(fields: dict[str, Any]) -> UsageEvent:
+    clean = {k: v for k, v in fields.items() if k != "custom_id"}
+    return UsageEvent.model_validate({"event_id": "e", "ts": T, **clean})
+
+
+def _priced(fields: dict[str, Any], provider_id: str, model: str | None = None) -> Decimal:
+    """The pricer's cost for the reader's event; asserts it equals calc_price's."""
+    e = _event(fields)
+    cost = Pricer.from_config().price(e)
+    assert cost is not None
+    usage = {k: v for k, v in e.model_dump().items() if k in _USAGE and v}
+    for tool, n in (e.tool_requests or {}).items():
+        usage[_TOOLS[tool]] = n
+    context: dict[str, str] = {}
+    if e.batch:
+        context["processing"] = "batch"
+    if e.service_tier:
+        context["service_tier"] = e.service_tier
+    calc = calc_price(
+        Usage(**usage),
+        model or e.model,
+        provider_id=provider_id,
+        genai_request_timestamp=T,
+        price_context=context or None,
+    )
+    # Before a catalog has batch prices, batch calls take the documented 50% off list price.
+    factor = Decimal("0.5") if "+batch:50%" in cost.price_source else Decimal(1)
+    assert cost.cost_usd == calc.total_price * factor
+    return cost.cost_usd
+
+
+_USAGE = TOKEN_FIELDS
+
+
+def _chat(model: str, usage: dict[str, Any], **extra: Any) -> ChatCompletion:
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1767614400,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "ok"},
+                }
+            ],
+            "usage": usage,
+            **extra,
+        }
+    )
+
+
+def _tokens(out: dict[str, Any]) -> dict[str, int]:
+    return {k: v for k, v in out.items() if k in _USAGE}
+
+
+# -- xAI: reasoning tokens are outside completion_tokens ---------------------------------------
+
+
+def test_xai_grok_4_output_counts_its_reasoning_tokens_678_not_278() -> None:
+    response = _chat(
+        "grok-4-0709",
+        {
+            "prompt_tokens": 120,
+            "completion_tokens": 278,
+            "total_tokens": 798,
+            "prompt_tokens_details": {"cached_tokens": 0, "text_tokens": 120},
+            "completion_tokens_details": {"reasoning_tokens": 400},
+        },
+    )
+    out = usage_from("xai", response)
+    assert (out["input_tokens"], out["output_tokens"]) == (120, 678)
+    cost = _priced(out, "x-ai")
+    assert cost == Decimal(120) * Decimal("3E-6") + Decimal(678) * Decimal("15E-6")
+
+
+# -- DeepSeek: prompt_cache_hit_tokens -------------------------------------------------------
+
+
+def test_deepseek_prompt_cache_hit_tokens_are_cache_reads() -> None:
+    response = _chat(
+        "deepseek-chat",
+        {
+            "prompt_tokens": 10_000,
+            "completion_tokens": 500,
+            "total_tokens": 10_500,
+            "prompt_cache_hit_tokens": 8000,
+            "prompt_cache_miss_tokens": 2000,
+        },
+    )
+    out = usage_from("deepseek", response)
+    assert _tokens(out) == {
+        "input_tokens": 10_000,
+        "output_tokens": 500,
+        "cache_read_tokens": 8000,
+        "cache_write_tokens": 0,
+    }
+    _priced(out, "deepseek")
+
+
+# -- Mistral and Groq: their own readers -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "model", "provider_id"),
+    [
+        ("mistral", "mistral-large-latest", "mistral"),
+        ("groq", "llama-3.3-70b-versatile", "groq"),
+    ],
+)
+def test_mistral_and_groq_chat_responses(provider: str, model: str, provider_id: str) -> None:
+    response = _chat(
+        model,
+        {
+            "prompt_tokens": 900,
+            "completion_tokens": 300,
+            "total_tokens": 1200,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+    )
+    out = usage_from(provider, response)
+    assert _tokens(out) == {
+        "input_tokens": 900,
+        "output_tokens": 300,
+        "cache_read_tokens": 100,
+        "cache_write_tokens": 0,
+    }
+    assert out["provider"] == provider
+    _priced(out, provider_id)
+
+
+# -- Anthropic: 1-hour cache writes and web search -------------------------------------------
+
+
+def _claude(model: str = "claude-opus-4-1", **usage: Any) -> Message:
+    body = {
+        "input_tokens": 50,
+        "output_tokens": 700,
+        "cache_creation_input_tokens": 10_000,
+        "cache_read_input_tokens": 2000,
+        "cache_creation": {"ephemeral_5m_input_tokens": 4000, "ephemeral_1h_input_tokens": 6000},
+        "server_tool_use": {"web_search_requests": 3, "web_fetch_requests": 0},
+        "service_tier": "standard",
+    }
+    body.update(usage)
+    return Message.model_validate(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": body,
+        }
+    )
+
+
+def test_anthropic_one_hour_cache_writes_and_web_searches_are_read_and_priced() -> None:
+    out = anthropic_usage(_claude())
+    assert _tokens(out) == {
+        "input_tokens": 50 + 10_000 + 2000,
+        "output_tokens": 700,
+        "cache_read_tokens": 2000,
+        "cache_write_tokens": 10_000,
+        "cache_write_1h_tokens": 6000,
+    }
+    assert out["tool_requests"] == {"web_search": 3}
+    cost = _priced(out, "anthropic")
+    expected = (
+        Decimal(50) * Decimal("15E-6")
+        + Decimal(2000) * Decimal("1.5E-6")
+        + Decimal(4000) * Decimal("18.75E-6")
+        + Decimal(6000) * Decimal("30E-6")  # the 1-hour rate, not the 5-minute one
+        + Decimal(700) * Decimal("75E-6")
+        + Decimal(3) * Decimal("0.01")  # $10 per thousand searches
+    )
+    assert cost == expected
+
+
+def test_anthropic_stream_keeps_the_one_hour_writes_and_searches_of_the_final_delta() -> None:
+    message = _claude().model_dump(mode="json")
+    start = {**message, "usage": {**message["usage"], "output_tokens": 1}}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": 700, "server_tool_use": {"web_search_requests": 4}},
+        },
+        {"type": "message_stop"},
+    ]
+    out = anthropic_usage(events)
+    assert (out["output_tokens"], out["cache_write_1h_tokens"]) == (700, 6000)
+    assert out["tool_requests"] == {"web_search": 4}
+
+
+# -- OpenAI: web search, audio tokens, embeddings --------------------------------------------
+
+
+def test_openai_responses_web_search_calls_are_tool_requests() -> None:
+    response = Response.model_validate(
+        {
+            "id": "resp_1",
+            "object": "response",
+            "created_at": 1767614400,
+            "model": "gpt-5",
+            "status": "completed",
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [{"type": "web_search"}],
+            "output": [
+                *(
+                    {
+                        "type": "web_search_call",
+                        "id": f"ws_{i}",
+                        "status": "completed",
+                        "action": {"type": "search", "query": "spend"},
+                    }
+                    for i in (1, 2)
+                ),
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+                },
+            ],
+            "usage": {
+                "input_tokens": 3000,
+                "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 0},
+                "output_tokens": 800,
+                "output_tokens_details": {"reasoning_tokens": 500},
+                "total_tokens": 3800,
+            },
+        }
+    )
+    out = openai_usage(response)
+    assert _tokens(out) == {
+        "input_tokens": 3000,
+        "output_tokens": 800,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 0,
+    }
+    assert out["tool_requests"] == {"web_search": 2}
+    cost = _priced(out, "openai")
+    assert cost == (
+        Decimal(2000) * Decimal("1.25E-6")
+        + Decimal(1000) * Decimal("0.125E-6")
+        + Decimal(800) * Decimal("10E-6")
+        + Decimal(2) * Decimal("0.01")
+    )
+
+
+def test_openai_chat_audio_tokens_are_priced_at_audio_rates() -> None:
+    response = _chat(
+        "gpt-audio",
+        {
+            "prompt_tokens": 5000,
+            "completion_tokens": 3000,
+            "total_tokens": 8000,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 4000},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 2500},
+        },
+    )
+    out = openai_usage(response)
+    assert (out["input_audio_tokens"], out["output_audio_tokens"]) == (4000, 2500)
+    cost = _priced(out, "openai")
+    assert cost == (
+        Decimal(1000) * Decimal("2.5E-6")
+        + Decimal(4000) * Decimal("32E-6")
+        + Decimal(500) * Decimal("10E-6")
+        + Decimal(2500) * Decimal("64E-6")
+    )
+
+
+def test_embeddings_are_detected_without_an_api_flag() -> None:
+    response = CreateEmbeddingResponse.model_validate(
+        {
+            "object": "list",
+            "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 4200, "total_tokens": 4200},
+        }
+    )
+    out = openai_usage(response)
+    assert _tokens(out) == {
+        "input_tokens": 4200,
+        "output_tokens": 0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+    }
+    assert _priced(out, "openai") == Decimal(4200) * Decimal("0.02E-6")
+    assert usage_from("azure", response)["input_tokens"] == 4200  # another embeddings reader
+
+
+# -- Gemini: modality breakdowns and grounding ---------------------------------------------
+
+
+def _gemini(meta: dict[str, Any], model: str, **extra: Any) -> gtypes.GenerateContentResponse:
+    return gtypes.GenerateContentResponse.model_validate(
+        {"model_version": model, "usage_metadata": meta, **extra}
+    )
+
+
+def test_gemini_audio_input_and_cached_audio_are_priced_at_audio_rates() -> None:
+    response = _gemini(
+        {
+            "prompt_token_count": 20_000,
+            "cached_content_token_count": 12_000,
+            "candidates_token_count": 400,
+            "prompt_tokens_details": [
+                {"modality": "TEXT", "token_count": 4000},
+                {"modality": "AUDIO", "token_count": 16_000},
+            ],
+            "cache_tokens_details": [
+                {"modality": "TEXT", "token_count": 2000},
+                {"modality": "AUDIO", "token_count": 10_000},
+            ],
+        },
+        "gemini-2.5-flash",
+    )
+    out = gemini_usage(response)
+    assert _tokens(out) == {
+        "input_tokens": 20_000,
+        "output_tokens": 400,
+        "cache_read_tokens": 12_000,
+        "cache_write_tokens": 0,
+        "input_audio_tokens": 16_000,
+        "cache_audio_read_tokens": 10_000,
+    }
+    cost = _priced(out, "google")
+    assert cost == (
+        Decimal(2000) * Decimal("0.3E-6")  # uncached text
+        + Decimal(6000) * Decimal("1E-6")  # uncached audio
+        + Decimal(2000) * Decimal("0.03E-6")  # cached text
+        + Decimal(10_000) * Decimal("0.1E-6")  # cached audio
+        + Decimal(400) * Decimal("2.5E-6")
+    )
+
+
+def test_gemini_image_output_is_priced_at_the_image_rate() -> None:
+    response = _gemini(
+        {
+            "prompt_token_count": 300,
+            "candidates_token_count": 1400,
+            "candidates_tokens_details": [
+                {"modality": "TEXT", "token_count": 110},
+                {"modality": "IMAGE", "token_count": 1290},
+            ],
+        },
+        "gemini-2.5-flash-image",
+    )
+    out = gemini_usage(response)
+    assert (out["output_tokens"], out["output_image_tokens"]) == (1400, 1290)
+    assert _priced(out, "google") == (
+        Decimal(300) * Decimal("0.3E-6")
+        + Decimal(110) * Decimal("2.5E-6")
+        + Decimal(1290) * Decimal("30E-6")
+    )
+
+
+def test_gemini_grounding_with_google_search_is_a_web_search() -> None:
+    response = _gemini(
+        {"prompt_token_count": 1000, "candidates_token_count": 200},
+        "gemini-2.5-flash",
+        candidates=[
+            {
+                "content": {"role": "model", "parts": [{"text": "ok"}]},
+                "grounding_metadata": {"web_search_queries": ["a", "b"]},
+            }
+        ],
+    )
+    out = gemini_usage(response)
+    assert out["tool_requests"] == {"web_search": 1}  # one grounded prompt on Gemini 2.5
+    assert _priced(out, "google") == (
+        Decimal(1000) * Decimal("0.3E-6") + Decimal(200) * Decimal("2.5E-6") + Decimal("0.035")
+    )
+
+
+# -- Bedrock: ConverseStream, 1-hour writes, InvokeModel bodies ------------------------------
+
+CLAUDE_ON_BEDROCK = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+def test_bedrock_converse_stream_event_list_and_one_hour_cache_details() -> None:
+    usage = {
+        "inputTokens": 30,
+        "outputTokens": 400,
+        "totalTokens": 5430,
+        "cacheReadInputTokens": 1000,
+        "cacheWriteInputTokens": 4000,
+        "cacheDetails": [{"ttl": "1h", "inputTokens": 3000}, {"ttl": "5m", "inputTokens": 1000}],
+    }
+    events = [
+        {"messageStart": {"role": "assistant"}},
+        {"contentBlockDelta": {"delta": {"text": "ok"}, "contentBlockIndex": 0}},
+        {"contentBlockStop": {"contentBlockIndex": 0}},
+        {"messageStop": {"stopReason": "end_turn"}},
+        {"metadata": {"usage": usage, "metrics": {"latencyMs": 812}}},
+    ]
+    out = bedrock_usage(events, model=CLAUDE_ON_BEDROCK)
+    assert _tokens(out) == {
+        "input_tokens": 5030,
+        "output_tokens": 400,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 4000,
+        "cache_write_1h_tokens": 3000,
+    }
+    assert bedrock_usage({"usage": usage}, model=CLAUDE_ON_BEDROCK) == out
+    _priced(out, "aws")
+
+
+def test_bedrock_anthropic_invoke_model_body_with_one_hour_writes() -> None:
+    body = _claude(CLAUDE_ON_BEDROCK, server_tool_use=None).model_dump(mode="json")
+    out = bedrock_usage(body)
+    assert out["cache_write_1h_tokens"] == 6000
+    assert out["model"] == CLAUDE_ON_BEDROCK
+    _priced(out, "aws")
+
+
+def test_bedrock_nova_invoke_model_body_keeps_its_cache_reads() -> None:
+    body = {
+        "output": {"message": {"role": "assistant", "content": [{"text": "ok"}]}},
+        "stopReason": "end_turn",
+        "usage": {
+            "inputTokens": 200,
+            "outputTokens": 100,
+            "totalTokens": 1300,
+            "cacheReadInputTokenCount": 1000,
+            "cacheWriteInputTokenCount": 0,
+        },
+    }
+    out = bedrock_usage(body, model="amazon.nova-pro-v1:0")
+    assert _tokens(out) == {
+        "input_tokens": 1200,
+        "output_tokens": 100,
+        "cache_read_tokens": 1000,
+        "cache_write_tokens": 0,
+    }
+    assert _priced(out, "aws") == (
+        Decimal(200) * Decimal("0.8E-6")
+        + Decimal(1000) * Decimal("0.2E-6")
+        + Decimal(100) * Decimal("3.2E-6")
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "model", "counts"),
+    [
+        (
+            {"generation": "ok", "prompt_token_count": 640, "generation_token_count": 90},
+            "meta.llama3-70b-instruct-v1:0",
+            (640, 90),
+        ),
+        (
+            {
+                "inputTextTokenCount": 55,
+                "results": [{"tokenCount": 210, "outputText": "ok", "completionReason": "FINISH"}],
+            },
+            "amazon.titan-text-express-v1",
+            (55, 210),
+        ),
+    ],
+)
+def test_bedrock_llama_and_titan_invoke_model_bodies(
+    body: dict[str, Any], model: str, counts: tuple[int, int]
+) -> None:
+    out = bedrock_usage(body, model=model)
+    assert (out["input_tokens"], out["output_tokens"]) == counts
+    _priced(out, "aws")
+
+
+def test_bedrock_invoke_model_stream_metrics_chunk() -> None:
+    chunks = [
+        {"type": "content_block_delta"},
+        {"amazon-bedrock-invocationMetrics": {"inputTokenCount": 70, "outputTokenCount": 30}},
+    ]
+    out = bedrock_usage(chunks, model="meta.llama3-70b-instruct-v1:0")
+    assert (out["input_tokens"], out["output_tokens"]) == (70, 30)
+
+
+# -- batch result lines ------------------------------------------------------------------------
+
+
+def test_openai_batch_output_line_is_unwrapped_and_marked_batch() -> None:
+    body = _chat(
+        "gpt-5",
+        {
+            "prompt_tokens": 2000,
+            "completion_tokens": 100,
+            "total_tokens": 2100,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
+    ).model_dump(mode="json")
+    line = {
+        "id": "batch_req_1",
+        "custom_id": "row-7",
+        "response": {"status_code": 200, "request_id": "req_abc", "body": body},
+        "error": None,
+    }
+    out = batch_result_usage(line)
+    assert (out["batch"], out["custom_id"]) == (True, "row-7")
+    assert (out["input_tokens"], out["output_tokens"]) == (2000, 100)
+    assert openai_usage(line)["input_tokens"] == 2000  # the helpers unwrap lines too
+    fields = {k: v for k, v in out.items() if k != "custom_id"}
+    cost = _priced(fields, "openai")
+    assert cost == Decimal(2000) * Decimal("0.625E-6") + Decimal(100) * Decimal("5E-6")
+
+
+def test_anthropic_batch_result_is_unwrapped_and_marked_batch() -> None:
+    line = MessageBatchIndividualResponse.model_validate(
+        {
+            "custom_id": "q-42",
+            "result": {
+                "type": "succeeded",
+                "message": _claude(server_tool_use=None).model_dump(mode="json"),
+            },
+        }
+    )
+    out = batch_result_usage(line)
+    assert (out["batch"], out["custom_id"], out["provider"]) == (True, "q-42", "anthropic")
+    assert out["cache_write_1h_tokens"] == 6000
+    assert anthropic_usage(line)["input_tokens"] == out["input_tokens"]
+
+
+def test_a_failed_batch_line_says_why_it_has_no_usage() -> None:
+    line = {"custom_id": "q-1", "result": {"type": "errored", "error": {"type": "invalid_request"}}}
+    with pytest.raises(ValueError, match=r"q-1.*errored"):
+        batch_result_usage(line)
