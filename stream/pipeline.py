@@ -29,6 +29,7 @@ __all__ = [
     "ParsedBatch",
     "Pipeline",
     "parse_records",
+    "stored_raw",
 ]
 
 # A usage event is a few hundred bytes; anything this large is not one, and must not
@@ -44,7 +45,8 @@ class ParsedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-def _raw_text(raw: bytes | str) -> str:
+def stored_raw(raw: bytes | str) -> str:
+    """The input as a dead letter keeps it: text, truncated past ``MAX_STORED_RAW_CHARS``."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     if len(text) > MAX_STORED_RAW_CHARS:
         return text[:MAX_STORED_RAW_CHARS] + f"... [truncated, {len(text)} chars in all]"
@@ -63,7 +65,7 @@ def parse_records(
         if len(raw) > MAX_RECORD_BYTES:
             out.dead_letters.append(
                 DeadLetter(
-                    raw=_raw_text(raw),
+                    raw=stored_raw(raw),
                     error=f"record is {len(raw)} bytes; a usage event may be at most "
                     f"{MAX_RECORD_BYTES} bytes",
                     source=source,
@@ -76,7 +78,7 @@ def parse_records(
         except ValidationError as err:
             out.dead_letters.append(
                 DeadLetter(
-                    raw=_raw_text(raw),
+                    raw=stored_raw(raw),
                     error=describe_validation_error(err),
                     source=source,
                     received_at=received_at,

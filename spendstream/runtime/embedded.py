@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
-from spendstream.records import Alert, BreakerEvent
+from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.stream.pipeline import Pipeline, parse_records
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:
     from spendstream.alerts.router import AlertRouter
 
-__all__ = ["EmbeddedRunner", "IngestSummary", "read_lines"]
+__all__ = ["EmbeddedRunner", "IngestSummary", "InputRecord", "read_lines"]
+
+# A raw record and its source, or an input a reader already judged bad (it is landed as is).
+InputRecord = tuple[str, bytes] | DeadLetter
 
 
 @dataclass(slots=True)
@@ -86,12 +89,12 @@ class EmbeddedRunner:
 
     def run(
         self,
-        records: Iterable[tuple[str, bytes]],
+        records: Iterable[InputRecord],
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary()
         batch_size = self.batch_size
-        batch: list[tuple[str, bytes]] = []
+        batch: list[InputRecord] = []
         for item in records:
             batch.append(item)
             if len(batch) >= batch_size:
@@ -105,13 +108,17 @@ class EmbeddedRunner:
                 progress(summary)
         return summary
 
-    def _run_batch(self, batch: list[tuple[str, bytes]], summary: IngestSummary) -> None:
+    def _run_batch(self, batch: list[InputRecord], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
         events = []
-        dead = []
+        dead: list[DeadLetter] = []
         # Group by source so each dead letter names the file it came from.
         by_source: dict[str, list[bytes]] = {}
-        for source, raw in batch:
+        for item in batch:
+            if isinstance(item, DeadLetter):
+                dead.append(item)
+                continue
+            source, raw = item
             by_source.setdefault(source, []).append(raw)
         for source, raws in by_source.items():
             parsed = parse_records(raws, source, now)
