@@ -209,7 +209,7 @@ OtelField = Literal[
 
 # For each field, the attribute keys tried in order; each key is looked up on the span
 # first, then on its resource. The first one present wins. docs/producers.md explains each.
-OTEL_DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
+OTEL_DEFAULT_ATTRIBUTES: dict[OtelField, list[str]] = {
     "team": ["spendstream.team", "team", "service.namespace"],
     "feature": ["spendstream.feature", "feature", "service.name"],
     "project": ["spendstream.project", "project"],

@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, BinaryIO, cast
 
 from spendstream.producers.otel import DecodedTraces, OtelMapping, OtlpDecodeError, traces_from_json
 from spendstream.records import DeadLetter
@@ -46,11 +46,11 @@ class OtlpFiles:
                 continue
             with open(path, "rb") as raw:
                 compressed = raw.read(2) == _GZIP_MAGIC
-            opened: IO[bytes] = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
-            with opened as fh:
-                yield from self._file(path, fh)
+            opened = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
+            with opened as fh:  # both read bytes
+                yield from self._file(path, cast(BinaryIO, fh))
 
-    def _file(self, path: str, fh: IO[bytes]) -> Iterator[InputRecord]:
+    def _file(self, path: str, fh: BinaryIO) -> Iterator[InputRecord]:
         first, skipped = b"", 0
         for first in fh:
             if first.strip():
@@ -108,7 +108,7 @@ class OtlpFiles:
         for r in decoded.rejected:
             yield DeadLetter(
                 raw=stored_raw(r.raw),
-                error=f"{r.position}: {r.error}",
+                error=r.error,
                 source=source,
                 received_at=now,
             )

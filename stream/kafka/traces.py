@@ -1,6 +1,8 @@
 """POST /v1/traces: an OTLP/HTTP traces receiver, as a framework-free request handler.
 
-``receive_traces`` takes what any HTTP server has (body, Content-Type, Content-Encoding) and
+``receive_traces`` takes what any HTTP server has (body, Content-Type, and the
+Content-Encoding still to undo: None where the server already decompressed the body, as
+aiohttp does) and
 returns the answer to send (status, Content-Type, body in the request's encoding) plus the
 records the server must publish: each GenAI span's usage event for the usage topic (keyed by
 ``spendstream.topics.partition_key``) and a dead letter per rejected span. The server checks
@@ -72,7 +74,7 @@ def receive_traces(
     dead = [
         DeadLetter(
             raw=stored_raw(r.raw),
-            error=f"{r.position}: {r.error}",
+            error=r.error,
             source=SOURCE,
             received_at=received_at,
         )

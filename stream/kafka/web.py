@@ -95,7 +95,8 @@ def register_views(rt: Runtime) -> None:
             answer = receive_traces(
                 body,
                 content_type=raw_req.headers.get("Content-Type", ""),
-                content_encoding=raw_req.headers.get("Content-Encoding"),
+                # aiohttp has already undone a gzip/deflate Content-Encoding (auto_decompress).
+                content_encoding=None,
                 mapping=otel_mapping,
                 received_at=datetime.now(UTC),
             )
