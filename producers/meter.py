@@ -67,6 +67,10 @@ __all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics"]
 
 log = logging.getLogger("spendstream.producers")
 
+ENV_METER_URL = "SPENDSTREAM_METER_URL"
+ENV_METER_TAGS = "SPENDSTREAM_METER_TAGS"
+ENV_INGEST_TOKEN = "SPENDSTREAM_INGEST_TOKEN"
+
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
 _MAX_TRACKED_REQUESTS = 10_000
@@ -186,6 +190,36 @@ class Meter:
         """
         meter_kw, http_kw = _split_options(kwargs)
         return cls(HttpTransport(base_url, token, **http_kw), **meter_kw)
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Meter:
+        """A Meter configured by the environment, for code that cannot take arguments
+        (a LiteLLM proxy's callback): ``SPENDSTREAM_METER_URL`` is ``kafka://host:9092``
+        (comma-separated brokers) or ``http(s)://host:8787`` (``spendstream run``, bearer
+        token from ``SPENDSTREAM_INGEST_TOKEN``); ``SPENDSTREAM_METER_TAGS`` holds default
+        event fields, ``team=search,environment=prod``. Keywords are as for ``Meter.kafka``.
+        """
+        url = os.environ.get(ENV_METER_URL, "").strip()
+        tags = os.environ.get(ENV_METER_TAGS, "")
+        for pair in filter(None, (p.strip() for p in tags.split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep or key.strip() not in _EventFields:
+                raise SpendstreamError(
+                    f"{ENV_METER_TAGS}: {pair!r} is not field=value with an event field "
+                    "(team, feature, project, environment, ...)"
+                )
+            kwargs.setdefault(key.strip(), value.strip())
+        if url.startswith("kafka://"):
+            return cls.kafka(url.removeprefix("kafka://").split(","), **kwargs)
+        if url.startswith(("http://", "https://")):
+            token = os.environ.get(ENV_INGEST_TOKEN)
+            if not token:
+                raise SpendstreamError(f"{ENV_METER_URL} is HTTP: set {ENV_INGEST_TOKEN} too")
+            return cls.http(url, token, **kwargs)
+        raise SpendstreamError(
+            f"set {ENV_METER_URL} to kafka://host:9092 or http://host:8787 "
+            f"(got {url!r}) to say where usage events go"
+        )
 
     @property
     def defaults(self) -> Mapping[str, Any]:

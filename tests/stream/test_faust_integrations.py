@@ -1,12 +1,17 @@
-"""OTLP/HTTP into a running ``spendstream run`` worker on a real broker: the real
-OpenTelemetry SDK exports GenAI spans to POST /v1/traces, and they land as priced facts."""
+"""The integrations into a running ``spendstream run`` worker on a real broker: the real
+OpenTelemetry SDK exports GenAI spans to POST /v1/traces, and the real litellm library's
+callbacks send through a Meter; both land as priced facts."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -185,4 +190,83 @@ def test_sdk_exported_genai_spans_land_priced_and_a_reexport_is_a_duplicate(
         assert 'spendstream_otel_spans_total{result="rejected"} 3.0' in metrics
         assert "spendstream_duplicates_total 6.0" in metrics
     finally:
+        assert w.stop() == 0, w.log_tail()
+
+
+def test_litellm_calls_land_priced_with_litellms_cost_for_reconcile(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+    from litellm import ModelResponse, Usage
+
+    from spendstream.producers.integrations.litellm import SpendstreamLogger
+    from spendstream.producers.meter import Meter
+
+    config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    meter = Meter.http(w.url(""), TOKEN, spool_dir=tmp_path / "spool")
+    logger = SpendstreamLogger(meter, team="gateway")
+    litellm.callbacks = [logger]
+    try:
+        w.wait_ready(prefix)
+        claude = ModelResponse(
+            model="claude-sonnet-4-5-20250929",
+            choices=[{"message": {"role": "assistant", "content": "ok"}}],
+            usage=Usage(
+                prompt_tokens=3000,
+                completion_tokens=400,
+                prompt_tokens_details={"cached_tokens": 2000},
+                cache_read_input_tokens=2000,
+            ),
+        )
+        messages = [{"role": "user", "content": "hi"}]
+        litellm.completion(
+            model="anthropic/claude-sonnet-4-5", messages=messages, mock_response=claude
+        )
+        litellm.completion(model="gpt-4o-mini", messages=messages, mock_response="hello")
+        with pytest.raises(litellm.RateLimitError):
+            litellm.completion(
+                model="gpt-4o-mini", messages=messages, mock_response="litellm.RateLimitError"
+            )
+        wait_for(lambda: meter.metrics.sent >= 3, "the meter never sent 3 events", w)
+        wait_all_judged(wd, kafka_bootstrap, prefix, 3, w)
+        rows = query(
+            wd,
+            "SELECT provider, model, status, input_tokens, cache_read_tokens, priced, "
+            "reported_cost_usd > 0, team FROM usage_facts ORDER BY provider, status",
+        )
+        assert rows == [
+            ("anthropic", "claude-sonnet-4-5-20250929", "ok", 3000, 2000, True, True, "gateway"),
+            ("openai", "gpt-4o-mini", "error", 0, 0, True, False, "gateway"),
+            ("openai", rows[2][1], "ok", rows[2][3], 0, True, True, "gateway"),
+        ]
+        reconcile = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "spendstream",
+                "prices",
+                "reconcile",
+                "--workdir",
+                str(wd),
+                "--format",
+                "json",
+                "--provider",
+                "anthropic",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert reconcile.returncode == 0, reconcile.stderr
+        (row,) = json.loads(reconcile.stdout)
+        assert (row["model"], row["calls"]) == ("claude-sonnet-4-5-20250929", 1)
+        # LiteLLM's figure and ours, side by side: Sonnet 4.5 at $3 in, $0.30 cached, $15 out.
+        assert Decimal(str(row["reported_cost_usd"])) == Decimal("0.0096")
+        assert Decimal(str(row["our_cost_usd"])) == Decimal("0.0096")
+    finally:
+        litellm.logging_callback_manager.remove_callback_from_all_lists(logger)
+        meter.close(timeout_s=5)
         assert w.stop() == 0, w.log_tail()
