@@ -27,6 +27,7 @@ go), so nothing changes for the caller except that a usage event is recorded:
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import logging
@@ -112,22 +113,22 @@ def instrument(
         raise TypeError(
             f"meter.instrument() knows OpenAI and Anthropic SDK clients, not {type(client).__name__}"
         )
-    wrapped = 0
+    found = 0
     for attrs, paths in resources.items():
         resource: Any = client
         for attr in attrs:
             resource = getattr(resource, attr, None)
             if resource is None:
                 break
-        if resource is None or getattr(resource, "_spendstream_meter", None) is meter:
+        if resource is None:
             continue
+        found += 1
+        if getattr(resource, "_spendstream_meter", None) is meter:
+            continue  # instrumented for this Meter already: record once
         spec = _Spec(meter, family, name, paths, stream_usage and family == "openai", fields)
         resource._post = _wrap(resource._post, spec)
         resource._spendstream_meter = meter
-        wrapped += 1
-    if not wrapped and not any(
-        getattr(getattr(client, a[0], None), "_spendstream_meter", None) for a in resources
-    ):
+    if not found:
         raise TypeError(
             f"{type(client).__name__} has none of the resources meter.instrument() wraps"
         )
@@ -297,7 +298,9 @@ class _Call:
         event.update({k: v for k, v in self.fields.items() if k != "tags"})
         event["tags"] = {**all_tags, **(user_tags or {})}
         try:
-            self.spec.meter.record(**event)
+            # In an empty context: the meter.tags() of the call were taken when it started;
+            # a stream read inside another block must not pick up that block's fields.
+            contextvars.Context().run(self.spec.meter.record, **event)
         except InvalidUsageEvent as exc:
             log.error("%s call not metered: %s", self.spec.provider, exc)
 

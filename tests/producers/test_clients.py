@@ -315,13 +315,15 @@ def test_tags_blocks_add_fields_per_call_and_streams_keep_their_calls_tags(
             stream = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
         client.chat.completions.create(model="gpt-5", messages=MESSAGES)
     client.chat.completions.create(model="gpt-5", messages=MESSAGES)
-    list(stream)  # consumed outside the blocks: recorded with the tags of its call
+    with meter.tags(project="elsewhere"):
+        list(stream)  # consumed in another block: recorded with the tags of its call only
     inner, outer, plain, streamed = flushed(*metered)
     assert (inner["feature"], inner["user_id"], inner["session_id"]) == ("summarise", "u-1", "s-9")
     assert inner["tags"]["experiment"] == "b" and inner["team"] == "search"
     assert (outer["feature"], outer.get("session_id")) == ("summarise", None)
     assert (plain["feature"], plain.get("user_id")) == ("default-feature", None)
     assert (streamed["session_id"], streamed["feature"]) == ("s-9", "summarise")
+    assert "project" not in streamed
     with pytest.raises(TypeError, match="colour"), meter.tags(colour="red"):
         pass
 
