@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -66,6 +67,17 @@ from spendstream.topics import partition_key
 __all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics"]
 
 log = logging.getLogger("spendstream.producers")
+
+ClientT = TypeVar("ClientT")
+
+ENV_METER_URL = "SPENDSTREAM_METER_URL"
+ENV_METER_TAGS = "SPENDSTREAM_METER_TAGS"
+ENV_INGEST_TOKEN = "SPENDSTREAM_INGEST_TOKEN"
+
+# Per-call fields set by ``with meter.tags(...)``: one context per thread and per task.
+_CALL_TAGS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "spendstream_call_tags", default=MappingProxyType({})
+)
 
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 5.0
@@ -187,6 +199,36 @@ class Meter:
         meter_kw, http_kw = _split_options(kwargs)
         return cls(HttpTransport(base_url, token, **http_kw), **meter_kw)
 
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> Meter:
+        """A Meter configured by the environment, for code that cannot take arguments
+        (a LiteLLM proxy's callback): ``SPENDSTREAM_METER_URL`` is ``kafka://host:9092``
+        (comma-separated brokers) or ``http(s)://host:8787`` (``spendstream run``, bearer
+        token from ``SPENDSTREAM_INGEST_TOKEN``); ``SPENDSTREAM_METER_TAGS`` holds default
+        event fields, ``team=search,environment=prod``. Keywords are as for ``Meter.kafka``.
+        """
+        url = os.environ.get(ENV_METER_URL, "").strip()
+        tags = os.environ.get(ENV_METER_TAGS, "")
+        for pair in filter(None, (p.strip() for p in tags.split(","))):
+            key, sep, value = pair.partition("=")
+            if not sep or key.strip() not in _EventFields:
+                raise SpendstreamError(
+                    f"{ENV_METER_TAGS}: {pair!r} is not field=value with an event field "
+                    "(team, feature, project, environment, ...)"
+                )
+            kwargs.setdefault(key.strip(), value.strip())
+        if url.startswith("kafka://"):
+            return cls.kafka(url.removeprefix("kafka://").split(","), **kwargs)
+        if url.startswith(("http://", "https://")):
+            token = os.environ.get(ENV_INGEST_TOKEN)
+            if not token:
+                raise SpendstreamError(f"{ENV_METER_URL} is HTTP: set {ENV_INGEST_TOKEN} too")
+            return cls.http(url, token, **kwargs)
+        raise SpendstreamError(
+            f"set {ENV_METER_URL} to kafka://host:9092 or http://host:8787 "
+            f"(got {url!r}) to say where usage events go"
+        )
+
     @property
     def defaults(self) -> Mapping[str, Any]:
         """Fields every event gets unless the call gives them (tags such as ``team``)."""
@@ -203,7 +245,7 @@ class Meter:
         unless the Meter was made with ``on_invalid="drop"``.
         """
         if not isinstance(event, UsageEvent):
-            data = {**self._defaults, **(event or {}), **fields}
+            data = {**self._defaults, **_CALL_TAGS.get(), **(event or {}), **fields}
             if "event_id" not in data:
                 data["event_id"] = os.urandom(16).hex()
             if "ts" not in data:
@@ -222,6 +264,42 @@ class Meter:
         else:
             self._overflow(event)
         return event.event_id
+
+    @contextlib.contextmanager
+    def tags(self, **fields: Any) -> Iterator[None]:
+        """Event fields for every call recorded inside the block (``record_*``, ``track`` and
+        instrumented clients): ``with meter.tags(feature="summarise", user_id=uid): ...``.
+
+        Nested blocks add to the outer ones; they are per thread and per asyncio task, and
+        override the Meter's defaults (the fields given to one ``record()`` override them).
+        """
+        unknown = sorted(set(fields) - _EventFields)
+        if unknown:
+            raise TypeError(f"meter.tags() takes event fields; not: {', '.join(unknown)}")
+        token = _CALL_TAGS.set(MappingProxyType({**_CALL_TAGS.get(), **fields}))
+        try:
+            yield
+        finally:
+            _CALL_TAGS.reset(token)
+
+    def context_tags(self) -> Mapping[str, Any]:
+        """The fields of the ``meter.tags()`` blocks the caller is in."""
+        return _CALL_TAGS.get()
+
+    def instrument(
+        self,
+        client: ClientT,
+        *,
+        provider: str | None = None,
+        stream_usage: bool = True,
+        **fields: Any,
+    ) -> ClientT:
+        """Record every call of an OpenAI or Anthropic client (sync, async, streaming), with
+        no per-call code; returns the same client. Keywords are event fields for its calls.
+        Details: ``spendstream.producers.integrations.clients``."""
+        from spendstream.producers.integrations.clients import instrument
+
+        return instrument(self, client, provider=provider, stream_usage=stream_usage, **fields)
 
     def record_openai(self, response: Any, /, *, api: str | None = None, **fields: Any) -> str:
         """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
@@ -300,7 +378,7 @@ class Meter:
         finally:
             call.fields.setdefault("latency_ms", (time.perf_counter() - started) * 1000.0)
             if failed is not None and "status" not in call.fields:
-                call.fields["status"] = _status_of(failed)
+                call.fields["status"] = status_of(failed)
             try:
                 self.record(**call.event_fields())
             except InvalidUsageEvent:
@@ -652,8 +730,11 @@ class Call:
         return out
 
 
-def _status_of(exc: BaseException) -> str:
+def status_of(exc: BaseException) -> str:
+    """An event status for a call that raised ``exc``: ``timeout`` or ``error``."""
     if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+        return "timeout"
+    if getattr(exc, "status_code", None) in (408, 504):  # SDK errors for HTTP timeouts
         return "timeout"
     return "error"
 

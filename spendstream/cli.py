@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 # name -> one-line help. The module spendstream.commands.<name with - as _> implements it.
 COMMANDS: dict[str, str] = {
     "demo": "run the whole pipeline embedded on a synthetic workload and say what it found",
-    "ingest": "run the pipeline embedded over JSON Lines event files ('-' is stdin)",
+    "ingest": "run the pipeline embedded over event files: JSON Lines or OTLP/JSON traces ('-' is stdin)",
     "import-batch": "land OpenAI or Anthropic batch result files as usage events (batch = true)",
     "run": "run the stream processors on Kafka (and the HTTP ingest endpoint)",
     "alerts": "route alert events from Kafka to PagerDuty, Slack, webhooks and the console",

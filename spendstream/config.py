@@ -32,6 +32,7 @@ __all__ = [
     "HttpConfig",
     "KafkaConfig",
     "ModelPriceConfig",
+    "OtelConfig",
     "PagerDutySinkConfig",
     "PipelineConfig",
     "PremiumConfig",
@@ -223,6 +224,75 @@ class PipelineConfig(_Section):
     align_idle_s: float = Field(default=10.0, gt=0)
 
 
+# Event fields an OpenTelemetry span can fill from its own or its resource's attributes.
+OtelField = Literal[
+    "team",
+    "feature",
+    "project",
+    "environment",
+    "cost_center",
+    "user_id",
+    "api_key_id",
+    "session_id",
+    "parent_session_id",
+    "request_id",
+    "turn",
+    "attempt",
+    "reported_cost_usd",
+]
+
+# For each field, the attribute keys tried in order; each key is looked up on the span
+# first, then on its resource. The first one present wins. docs/producers.md explains each.
+OTEL_DEFAULT_ATTRIBUTES: dict[OtelField, list[str]] = {
+    "team": ["spendstream.team", "team", "service.namespace"],
+    "feature": ["spendstream.feature", "feature", "service.name"],
+    "project": ["spendstream.project", "project"],
+    "environment": [
+        "spendstream.environment",
+        "deployment.environment.name",
+        "deployment.environment",
+    ],
+    "cost_center": ["spendstream.cost_center", "cost_center"],
+    "user_id": ["spendstream.user_id", "user.id", "enduser.id"],
+    "api_key_id": ["spendstream.api_key_id"],
+    "session_id": ["spendstream.session_id", "gen_ai.conversation.id", "session.id"],
+    "parent_session_id": ["spendstream.parent_session_id"],
+    "request_id": ["spendstream.request_id"],
+    "turn": ["spendstream.turn"],
+    "attempt": ["spendstream.attempt"],
+    "reported_cost_usd": ["spendstream.reported_cost_usd", "gen_ai.usage.cost"],
+}
+
+
+class OtelConfig(_Section):
+    """OpenTelemetry GenAI spans -> usage events (POST /v1/traces, ingest --format otlp)."""
+
+    # Per field, the attribute keys to try; a field given here replaces its default list
+    # (an empty list turns the field off), fields not given keep their defaults.
+    attributes: dict[OtelField, list[str]] = OTEL_DEFAULT_ATTRIBUTES
+    # Providers whose instrumentation reports gen_ai.usage.input_tokens WITHOUT the cached
+    # tokens (against the semantic conventions): their cache reads and writes are added.
+    input_excludes_cache: list[str] = []
+    # gen_ai.operation.name values that are not one model call (an agent's span may carry
+    # the summed usage of the calls under it: metering it too would count them twice).
+    ignore_operations: list[str] = [
+        "invoke_agent",
+        "create_agent",
+        "invoke_workflow",
+        "execute_tool",
+        "retrieval",
+    ]
+    # Span or resource attributes copied into the event's tags, under their own key.
+    tag_attributes: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("attributes"), dict):
+            data = {**data, "attributes": {**OTEL_DEFAULT_ATTRIBUTES, **data["attributes"]}}
+        return data
+
+
 AlertSeverity = Literal["info", "warning", "critical"]
 
 
@@ -365,6 +435,7 @@ class Config(BaseModel):
     http: HttpConfig = HttpConfig()
     pipeline: PipelineConfig = PipelineConfig()
     alerts: AlertsConfig = AlertsConfig()
+    otel: OtelConfig = OtelConfig()
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -47,7 +47,7 @@ class ParsedBatch:
 
 
 def stored_raw(raw: bytes | str) -> str:
-    """The input as a dead letter keeps it: text, truncated past MAX_STORED_RAW_CHARS."""
+    """The input as a dead letter keeps it: text, truncated past ``MAX_STORED_RAW_CHARS``."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     if len(text) > MAX_STORED_RAW_CHARS:
         return text[:MAX_STORED_RAW_CHARS] + f"... [truncated, {len(text)} chars in all]"

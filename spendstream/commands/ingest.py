@@ -1,4 +1,9 @@
-"""``spendstream ingest FILE...``: the pipeline, embedded, over JSON Lines files ('-' is stdin)."""
+"""``spendstream ingest FILE...``: the pipeline, embedded, over event files ('-' is stdin).
+
+``--format jsonl`` (the default): usage events as JSON Lines. ``--format otlp``: OTLP/JSON
+trace exports (what the OpenTelemetry Collector's file exporter writes); their GenAI spans
+become events by the ``[otel]`` mapping, and go through the same pipeline.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,14 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "files", nargs="+", metavar="FILE", help="JSON Lines event files; '-' is stdin"
+        "files", nargs="+", metavar="FILE", help="event files ('-' is stdin), as --format says"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("jsonl", "otlp"),
+        default="jsonl",
+        help="jsonl: usage events, one JSON object a line (default); "
+        "otlp: OTLP/JSON trace exports whose GenAI spans become events ([otel] mapping)",
     )
     add_pipeline(parser)
 
@@ -34,13 +46,23 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
     # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
     live = "-" in args.files
+    otlp = None
+    if args.format == "otlp":
+        from spendstream.producers.otel import OtelMapping
+        from spendstream.runtime.otlp_files import OtlpFiles
+
+        otlp = OtlpFiles(args.files, OtelMapping.from_config(config.otel))
     summary = ingest_records(
         resolve_workdir(args.workdir),
         config,
-        read_lines(args.files),
+        otlp if otlp is not None else read_lines(args.files),
         route_alerts=args.route_alerts,
         batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
         progress=progress_printer(sys.stderr),
     )
     print_summary(summary, sys.stdout)
+    if otlp is not None:
+        print(
+            f"spans: {otlp.spans:,} read, {otlp.ignored:,} ignored (no GenAI usage: not a model call)"
+        )
     return 0

@@ -25,7 +25,14 @@ from spendstream.warehouse import Warehouse
 if TYPE_CHECKING:
     from spendstream.alerts.router import AlertRouter
 
-__all__ = ["EmbeddedRunner", "IngestSummary", "Rejected", "ingest_records", "read_lines"]
+__all__ = [
+    "EmbeddedRunner",
+    "IngestSummary",
+    "InputRecord",
+    "Rejected",
+    "ingest_records",
+    "read_lines",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,10 @@ class Rejected:
     source: str
     raw: bytes
     error: str
+
+
+# A raw record and its source, or an input its reader already judged bad.
+InputRecord = tuple[str, bytes] | Rejected
 
 
 @dataclass(slots=True)
@@ -99,12 +110,12 @@ class EmbeddedRunner:
 
     def run(
         self,
-        records: Iterable[tuple[str, bytes] | Rejected],
+        records: Iterable[InputRecord],
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary()
         batch_size = self.batch_size
-        batch: list[tuple[str, bytes] | Rejected] = []
+        batch: list[InputRecord] = []
         for item in records:
             batch.append(item)
             if len(batch) >= batch_size:
@@ -118,10 +129,10 @@ class EmbeddedRunner:
                 progress(summary)
         return summary
 
-    def _run_batch(self, batch: list[tuple[str, bytes] | Rejected], summary: IngestSummary) -> None:
+    def _run_batch(self, batch: list[InputRecord], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
         events = []
-        dead = []
+        dead: list[DeadLetter] = []
         # Group by source so each dead letter names the file it came from.
         by_source: dict[str, list[bytes]] = {}
         for item in batch:
@@ -171,7 +182,7 @@ class EmbeddedRunner:
 def ingest_records(
     workdir: Path,
     config: Config,
-    records: Iterable[tuple[str, bytes] | Rejected],
+    records: Iterable[InputRecord],
     *,
     route_alerts: bool = True,
     batch_size: int | None = None,

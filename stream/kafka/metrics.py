@@ -47,6 +47,12 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
+        self.otel_spans = Counter(
+            "spendstream_otel_spans",
+            "Spans posted to /v1/traces: event, rejected (dead-lettered) or ignored (not GenAI).",
+            ["result"],
+            registry=r,
+        )
         self.facts = Counter("spendstream_facts_landed", "Facts landed.", registry=r)
         self.duplicates = Counter(
             "spendstream_duplicates", "Events whose event_id had landed.", registry=r

@@ -4,6 +4,9 @@
   Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` once the
   accepted records are on the usage topic (broker-acknowledged) and the rejected ones are
   dead-lettered (topic and warehouse). 401 bad token, 413 too large, 503 no token configured.
+- ``POST /v1/traces``: an OTLP/HTTP traces receiver (protobuf or JSON, gzip or not), same
+  token; GenAI spans become usage events (``stream/kafka/traces.py``, the handler any server
+  can mount), published like ``/v1/events`` before the OTLP answer is sent.
 - ``GET /v1/breakers``: each scope's latest breaker event (``?all=1`` includes closed ones).
 - ``GET /healthz``: 200 while the worker runs, with its assignment.
 - ``GET /metrics``: Prometheus text format.
@@ -17,9 +20,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from faust.web import Request, Response, View
 
-from spendstream.records import breaker_to_wire
+from spendstream.producers.otel import OtelMapping
+from spendstream.records import DeadLetter, breaker_to_wire
 from spendstream.stream.kafka.breaker_control import latest_breakers
 from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, token_ok
+from spendstream.stream.kafka.traces import receive_traces
 
 if TYPE_CHECKING:
     from spendstream.stream.kafka.app import Runtime
@@ -33,40 +38,74 @@ def register_views(rt: Runtime) -> None:
     def _json(view: View, data: Any, status: int = 200) -> Response:
         return view.bytes(orjson.dumps(data), content_type="application/json", status=status)
 
+    def _refuse(view: View, request: Any) -> Response | None:
+        """401/413/503 before the body is read, the same for every ingest endpoint."""
+        if rt.web.token is None:
+            return _json(
+                view,
+                {
+                    "error": "ingest is disabled: no token configured ([http] token_env / token_file)"
+                },
+                503,
+            )
+        if not token_ok(request.headers.get("Authorization"), rt.web.token):
+            return _json(view, {"error": "missing or wrong bearer token"}, 401)
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return _json(view, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
+        return None
+
+    async def _publish(accepted: list[tuple[bytes, bytes]], dead: list[DeadLetter]) -> None:
+        """Accepted records to the usage topic, rejects to dead letters (topic and warehouse)."""
+        from spendstream.stream.kafka.app import dead_letter_record
+
+        out: list[tuple[str, bytes | None, bytes]] = [
+            (rt.names.usage, key, raw) for key, raw in accepted
+        ]
+        out += [(rt.names.dead_letters, None, dead_letter_record(d)) for d in dead]
+        await rt.publish(out)
+        if dead:
+            stage = await rt.usage_stage()
+            await rt.in_usage_thread(stage.land_dead_letters, dead)
+
     @app.page("/v1/events")
     class Events(View):
         async def post(self, request: Request) -> Response:
-            if rt.web.token is None:
-                return _json(
-                    self,
-                    {
-                        "error": "ingest is disabled: no token configured ([http] token_env / token_file)"
-                    },
-                    503,
-                )
             raw_req: Any = request
-            if not token_ok(raw_req.headers.get("Authorization"), rt.web.token):
-                return _json(self, {"error": "missing or wrong bearer token"}, 401)
-            if (raw_req.content_length or 0) > MAX_BODY_BYTES:
-                return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
+            refused = _refuse(self, raw_req)
+            if refused is not None:
+                return refused
             body: bytes = await raw_req.read()
             checked = check_body(body, raw_req.headers.get("Content-Type", ""), datetime.now(UTC))
-            from spendstream.stream.kafka.app import dead_letter_record
-
-            out: list[tuple[str, bytes | None, bytes]] = [
-                (rt.names.usage, key, raw) for key, raw in checked.accepted
-            ]
-            out += [
-                (rt.names.dead_letters, None, dead_letter_record(d)) for d in checked.dead_letters
-            ]
-            await rt.publish(out)
-            if checked.dead_letters:
-                stage = await rt.usage_stage()
-                await rt.in_usage_thread(stage.land_dead_letters, checked.dead_letters)
+            await _publish(checked.accepted, checked.dead_letters)
             rt.metrics.http_records.labels("accepted").inc(len(checked.accepted))
             rt.metrics.http_records.labels("rejected").inc(len(checked.rejected))
             rt.metrics.dead_letters.labels("http").inc(len(checked.dead_letters))
             return _json(self, {"accepted": len(checked.accepted), "rejected": checked.rejected})
+
+    otel_mapping = OtelMapping.from_config(rt.config.otel)
+
+    @app.page("/v1/traces")
+    class Traces(View):
+        async def post(self, request: Request) -> Response:
+            raw_req: Any = request
+            refused = _refuse(self, raw_req)
+            if refused is not None:
+                return refused
+            body: bytes = await raw_req.read()
+            answer = receive_traces(
+                body,
+                content_type=raw_req.headers.get("Content-Type", ""),
+                # aiohttp has already undone a gzip/deflate Content-Encoding (auto_decompress).
+                content_encoding=None,
+                mapping=otel_mapping,
+                received_at=datetime.now(UTC),
+            )
+            await _publish(answer.accepted, answer.dead_letters)
+            rt.metrics.otel_spans.labels("event").inc(len(answer.accepted))
+            rt.metrics.otel_spans.labels("rejected").inc(answer.rejected)
+            rt.metrics.otel_spans.labels("ignored").inc(answer.ignored)
+            rt.metrics.dead_letters.labels("http").inc(len(answer.dead_letters))
+            return self.bytes(answer.body, content_type=answer.content_type, status=answer.status)
 
     @app.page("/v1/breakers")
     class Breakers(View):

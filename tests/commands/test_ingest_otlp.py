@@ -1,0 +1,137 @@
+"""``spendstream ingest --format otlp``: OTLP/JSON trace files through the embedded pipeline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from spendstream.cli import main
+from tests.producers.otel_spans import SpanMaker, json_export
+
+CHAT = {
+    "gen_ai.provider.name": "openai",
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.usage.input_tokens": 1_000_000,
+    "gen_ai.usage.output_tokens": 100_000,
+}
+CLAUDE = {
+    "gen_ai.provider.name": "anthropic",
+    "gen_ai.request.model": "claude-sonnet-4-5",
+    "gen_ai.usage.input_tokens": 20,
+    "gen_ai.usage.output_tokens": 5,
+    "gen_ai.usage.cache_read.input_tokens": 1000,
+}
+
+
+def _export(*spans: dict[str, Any], service: str = "checkout") -> dict[str, Any]:
+    maker = SpanMaker({"service.name": service, "service.namespace": "payments"})
+    for attrs in spans:
+        maker.add("span", attrs)
+    return json_export(maker.finished())
+
+
+def _rows(workdir: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(workdir / "warehouse" / "spendstream.duckdb"), read_only=True)
+    try:
+        return [tuple(r) for r in con.execute(sql).fetchall()]
+    finally:
+        con.close()
+
+
+def _ingest(files: list[Path], workdir: Path, *extra: str) -> int:
+    return main(["ingest", "--format", "otlp", *map(str, files), "--workdir", str(workdir), *extra])
+
+
+def test_collector_file_export_lands_priced_facts_and_a_rerun_adds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The Collector's file exporter: one ExportTraceServiceRequest per line.
+    lines = [_export(CHAT, {"http.request.method": "GET"}), _export(CHAT, CHAT)]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd) == 0
+    out = capsys.readouterr().out
+    assert "read 3 = landed 3 + duplicates 0 + dead-lettered 0" in out
+    assert "spans: 4 read, 1 ignored" in out
+    rows = _rows(
+        wd,
+        "SELECT provider, model, priced, cost_usd, team, feature FROM usage_facts ORDER BY event_id",
+    )
+    assert len(rows) == 3
+    for provider, model, priced, cost, team, feature in rows:
+        assert (provider, model, priced, team, feature) == (
+            "openai",
+            "gpt-4o-mini",
+            True,
+            "payments",
+            "checkout",
+        )
+        assert cost > 0
+    assert _ingest([path], wd) == 0
+    assert "read 3 = landed 0 + duplicates 3 + dead-lettered 0" in capsys.readouterr().out
+
+
+def test_one_pretty_printed_document_and_gzip_files_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pretty = tmp_path / "one.json"
+    pretty.write_text("\n\n" + json.dumps(_export(CHAT), indent=2))
+    packed = tmp_path / "more.jsonl.gz"
+    packed.write_bytes(gzip.compress((json.dumps(_export(CHAT, CHAT)) + "\n").encode()))
+    assert _ingest([pretty, packed], tmp_path / "wd") == 0
+    assert "read 3 = landed 3 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+
+
+def test_bad_lines_and_rejected_spans_are_dead_letters_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "traces.jsonl"
+    path.write_text(
+        json.dumps(_export(CHAT))
+        + "\n{broken\n"
+        + json.dumps([1])
+        + "\n\n"
+        + json.dumps(_export(CHAT, CLAUDE))
+        + "\n"
+    )
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd) == 0
+    assert "read 5 = landed 2 + duplicates 0 + dead-lettered 3" in capsys.readouterr().out
+    dead = _rows(wd, "SELECT source, error FROM dead_letters ORDER BY source")
+    assert [s for s, _ in dead] == [f"{path}:2", f"{path}:3", f"{path}:5"]
+    assert "line is not JSON" in dead[0][1]
+    assert "resourceSpans" in dead[1][1]
+    assert "input_excludes_cache" in dead[2][1] and dead[2][1].startswith("span 'span' (")
+
+
+def test_input_excludes_cache_from_the_config_file_reaches_ingest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(_export(CLAUDE)) + "\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[otel]\ninput_excludes_cache = ["anthropic"]\n')
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd, "--config", str(cfg)) == 0
+    assert "landed 1" in capsys.readouterr().out
+    rows = _rows(wd, "SELECT input_tokens, cache_read_tokens, priced FROM usage_facts")
+    assert rows == [(1020, 1000, True)]
+
+
+def test_a_file_that_is_no_json_at_all_is_one_dead_letter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "junk.txt"
+    path.write_text("hello\nworld\n")
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd) == 0
+    assert "read 1 = landed 0 + duplicates 0 + dead-lettered 1" in capsys.readouterr().out
+    (row,) = _rows(wd, "SELECT source, error FROM dead_letters")
+    assert row[0] == f"{path}:1" and "not OTLP/JSON" in row[1]

@@ -1,0 +1,384 @@
+"""``meter.instrument(client)`` with the real openai and anthropic SDKs against a real local
+HTTP server that answers like the providers (JSON, SSE streams, errors)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from spendstream.producers.meter import Meter
+from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
+from tests.producers.provider_server import ProviderServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+GPT = {"provider": "openai", "input_tokens": 1200, "cache_read_tokens": 1024, "output_tokens": 300}
+RESP = {"provider": "openai", "input_tokens": 900, "cache_read_tokens": 512, "output_tokens": 80}
+CLAUDE = {
+    "provider": "anthropic",
+    "input_tokens": 2325,  # 25 + 2000 read + 300 written: the helper adds Anthropic's parts
+    "cache_read_tokens": 2000,
+    "cache_write_tokens": 300,
+    "output_tokens": 150,
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as s:
+        yield s
+
+
+@pytest.fixture
+def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
+    meter, transport = collecting_meter(team="search")
+    yield meter, transport
+    meter.close(timeout_s=5)
+
+
+def _oa(server: ProviderServer, meter: Meter, **kw: Any) -> openai.OpenAI:
+    client = openai.OpenAI(
+        api_key="k", base_url=server.openai_url, max_retries=kw.pop("retries", 0)
+    )
+    return meter.instrument(client, **kw)
+
+
+def _an(server: ProviderServer, meter: Meter, **kw: Any) -> anthropic.Anthropic:
+    client = anthropic.Anthropic(
+        api_key="k", base_url=server.anthropic_url, max_retries=kw.pop("retries", 0)
+    )
+    return meter.instrument(client, **kw)
+
+
+def _one(metered: tuple[Meter, CollectingTransport]) -> dict[str, Any]:
+    events = flushed(*metered)
+    assert len(events) == 1, events
+    return events[0]
+
+
+def _has(event: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert {k: event.get(k, 0) for k in expected} == expected
+
+
+# -- OpenAI ---------------------------------------------------------------------------------
+
+
+def test_chat_completion_is_recorded_and_the_client_is_unchanged(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    meter, _ = metered
+    raw = openai.OpenAI(api_key="k", base_url=server.openai_url, max_retries=0)
+    client = meter.instrument(raw, feature="faq")
+    assert client is raw and type(client) is openai.OpenAI
+    response = client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    assert isinstance(response, ChatCompletion) and response.choices[0].message.content == "hello"
+    event = _one(metered)
+    _has(event, GPT)
+    assert (event["model"], event["status"], event["team"], event["feature"]) == (
+        "gpt-5-2025-08-07",
+        "ok",
+        "search",
+        "faq",
+    )
+    assert event["tags"] == {"api": "chat", "provider_request_id": "req_test_123"}
+    assert event["latency_ms"] > 0
+
+
+def test_chat_stream_gets_usage_without_the_caller_seeing_the_usage_chunk(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    stream = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+    assert type(stream) is openai.Stream
+    chunks = list(stream)
+    assert chunks and all(c.choices for c in chunks)  # what a caller without usage sees
+    assert server.requests[-1][1]["stream_options"] == {"include_usage": True}
+    event = _one(metered)
+    _has(event, GPT)
+    assert event["model"] == "gpt-5-2025-08-07" and "stream" not in event["tags"]
+    assert event["attempt"] == 1
+
+
+def test_a_callers_own_include_usage_chunk_is_left_to_the_caller(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-5",
+            messages=MESSAGES,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    _has(_one(metered), GPT)
+
+
+def test_stream_usage_false_leaves_stream_options_alone(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0], stream_usage=False)
+    list(client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True))
+    assert "stream_options" not in server.requests[-1][1]
+    event = _one(metered)
+    assert (event["input_tokens"], event["tags"]["usage"]) == (0, "missing")
+
+
+def test_the_chat_stream_helper_is_recorded(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    with client.chat.completions.stream(model="gpt-5", messages=MESSAGES) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].message.content == "hello"
+    _has(_one(metered), GPT)
+
+
+def test_responses_api_plain_streamed_and_helper(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    assert client.responses.create(model="gpt-5", input="hi").output_text == "hello"
+    list(client.responses.create(model="gpt-5", input="hi", stream=True))
+    with client.responses.stream(model="gpt-5", input="hi") as stream:
+        for _ in stream:
+            pass
+    events = flushed(*metered)
+    assert len(events) == 3
+    for event in events:
+        _has(event, RESP)
+        assert event["tags"]["api"] == "responses"
+    assert all(
+        "stream_options" not in body for path, body in server.requests if "responses" in path
+    )
+
+
+def test_embeddings_are_recorded(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    client.embeddings.create(model="text-embedding-3-small", input="hi")
+    event = _one(metered)
+    _has(event, {"input_tokens": 64, "output_tokens": 0})
+    assert (event["model"], event["tags"]["api"]) == ("text-embedding-3-small", "embeddings")
+
+
+def test_async_openai_calls_and_streams_are_recorded(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    async def calls() -> None:
+        client = metered[0].instrument(
+            openai.AsyncOpenAI(api_key="k", base_url=server.openai_url, max_retries=0)
+        )
+        await client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        stream = await client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+        assert type(stream) is openai.AsyncStream
+        assert all([c.choices async for c in stream])
+        await client.responses.create(model="gpt-5", input="hi")
+        await client.close()
+
+    asyncio.run(calls())
+    gpt, streamed, resp = flushed(*metered)
+    _has(gpt, GPT)
+    _has(streamed, GPT)
+    _has(resp, RESP)
+
+
+# -- Anthropic ------------------------------------------------------------------------------
+
+
+def test_anthropic_message_adds_cached_tokens_to_input(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _an(server, metered[0])
+    message = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES)
+    assert type(message).__name__ == "Message"
+    event = _one(metered)
+    _has(event, CLAUDE)
+    assert event["model"] == "claude-sonnet-4-5-20250929"
+    assert event["tags"]["api"] == "messages"
+
+
+def test_anthropic_streams_create_and_helper_sync_and_async(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _an(server, metered[0])
+    events = list(
+        client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES, stream=True
+        )
+    )
+    assert events[0].type == "message_start"
+    with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES
+    ) as stream:
+        assert stream.get_final_text() == "hello"
+
+    async def helper() -> None:
+        aclient = metered[0].instrument(
+            anthropic.AsyncAnthropic(api_key="k", base_url=server.anthropic_url, max_retries=0)
+        )
+        async with aclient.messages.stream(
+            model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES
+        ) as astream:
+            assert await astream.get_final_text() == "hello"
+        await aclient.messages.create(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES)
+        await aclient.close()
+
+    asyncio.run(helper())
+    recorded = flushed(*metered)
+    assert len(recorded) == 4
+    for event in recorded:
+        _has(event, CLAUDE)
+
+
+def test_count_tokens_is_not_a_metered_call(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _an(server, metered[0])
+    assert (
+        client.messages.count_tokens(model="claude-sonnet-4-5", messages=MESSAGES).input_tokens
+        == 42
+    )
+    assert flushed(*metered) == []
+
+
+# -- failures, retries, tags ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "model", "status", "error"),
+    [
+        ("openai", "fail-500", "error", openai.InternalServerError),
+        ("openai", "fail-429", "error", openai.RateLimitError),
+        ("openai", "fail-408", "timeout", openai.APIStatusError),
+        ("openai", "slow", "timeout", openai.APITimeoutError),
+        ("anthropic", "fail-529", "error", anthropic.APIStatusError),
+        ("anthropic", "slow", "timeout", anthropic.APITimeoutError),
+    ],
+)
+def test_failed_calls_are_recorded_and_reraised(
+    server: ProviderServer,
+    metered: tuple[Meter, CollectingTransport],
+    family: str,
+    model: str,
+    status: str,
+    error: type[Exception],
+) -> None:
+    meter = metered[0]
+    with pytest.raises(error):
+        if family == "openai":
+            client = meter.instrument(
+                openai.OpenAI(api_key="k", base_url=server.openai_url, max_retries=0, timeout=0.5)
+            )
+            client.chat.completions.create(model=model, messages=MESSAGES)
+        else:
+            aclient = meter.instrument(
+                anthropic.Anthropic(
+                    api_key="k", base_url=server.anthropic_url, max_retries=0, timeout=0.5
+                )
+            )
+            aclient.messages.create(model=model, max_tokens=10, messages=MESSAGES)
+    event = _one(metered)
+    assert (event["status"], event["model"], event["provider"]) == (status, model, family)
+    assert (event["input_tokens"], event["output_tokens"]) == (0, 0)
+
+
+def test_sdk_retries_show_as_attempt_where_the_exchange_is_visible(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0], retries=2)
+    list(client.chat.completions.create(model="flaky-stream", messages=MESSAGES, stream=True))
+    with pytest.raises(openai.InternalServerError):
+        _oa(server, metered[0], retries=1).chat.completions.create(
+            model="fail-500", messages=MESSAGES
+        )
+    streamed, failed = flushed(*metered)
+    assert (streamed["attempt"], streamed["status"]) == (2, "ok")
+    assert (failed["attempt"], failed["status"]) == (2, "error")
+
+
+def test_tags_blocks_add_fields_per_call_and_streams_keep_their_calls_tags(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    meter = metered[0]
+    client = _oa(server, meter, feature="default-feature")
+    with meter.tags(feature="summarise", user_id="u-1"):
+        with meter.tags(session_id="s-9", tags={"experiment": "b"}):
+            client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+            stream = client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    with meter.tags(project="elsewhere"):
+        list(stream)  # consumed in another block: recorded with the tags of its call only
+    inner, outer, plain, streamed = flushed(*metered)
+    assert (inner["feature"], inner["user_id"], inner["session_id"]) == ("summarise", "u-1", "s-9")
+    assert inner["tags"]["experiment"] == "b" and inner["team"] == "search"
+    assert (outer["feature"], outer.get("session_id")) == ("summarise", None)
+    assert (plain["feature"], plain.get("user_id")) == ("default-feature", None)
+    assert (streamed["session_id"], streamed["feature"]) == ("s-9", "summarise")
+    assert "project" not in streamed
+    with pytest.raises(TypeError, match="colour"), meter.tags(colour="red"):
+        pass
+
+
+def test_a_stream_dropped_early_is_recorded_as_incomplete(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _an(server, metered[0])
+    stream = client.messages.create(
+        model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES, stream=True
+    )
+    first = next(iter(stream))
+    assert first.type == "message_start"
+    stream.close()
+    del stream
+    import gc
+
+    gc.collect()
+    event = _one(metered)
+    assert event["tags"]["stream"] == "incomplete"
+    assert event["input_tokens"] == CLAUDE["input_tokens"]  # message_start said so much
+
+
+def test_raw_responses_are_recorded_when_parsed(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    raw = client.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
+    assert raw.headers["x-request-id"] == "req_test_123"
+    assert raw.parse().choices[0].message.content == "hello"
+    raw.parse()  # parsed twice, recorded once
+    _has(_one(metered), GPT)
+
+
+def test_instrumenting_twice_records_once_and_other_objects_are_refused(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    meter = metered[0]
+    client = _oa(server, meter)
+    assert meter.instrument(client) is client
+    client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+    assert len(flushed(*metered)) == 1
+    with pytest.raises(TypeError, match="OpenAI and Anthropic"):
+        meter.instrument(object())
+
+
+def test_provider_follows_the_clients_endpoint(metered: tuple[Meter, CollectingTransport]) -> None:
+    from spendstream.producers.integrations.clients import _openai_provider
+
+    assert (
+        _openai_provider(openai.OpenAI(api_key="k", base_url="https://openrouter.ai/api/v1"))
+        == "openrouter"
+    )
+    assert _openai_provider(openai.OpenAI(api_key="k")) == "openai"
+    azure = openai.AzureOpenAI(
+        api_key="k", api_version="2024-10-21", azure_endpoint="https://x.openai.azure.com"
+    )
+    assert _openai_provider(azure) == "azure"

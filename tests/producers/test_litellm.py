@@ -1,0 +1,320 @@
+"""The LiteLLM callback with the real litellm library: ``mock_response`` runs LiteLLM's own
+call path and callbacks (sync, async, streaming, failures) without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+# LiteLLM would fetch its model price map from the internet at import: use the bundled one.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+from litellm import ModelResponse, Usage
+
+from spendstream.errors import SpendstreamError
+from spendstream.producers.integrations.litellm import (
+    SpendstreamLogger,
+    event_fields,
+)
+from spendstream.producers.meter import Meter
+from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+@pytest.fixture
+def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
+    meter, transport = collecting_meter()
+    logger = SpendstreamLogger(meter, environment="test")
+    litellm.callbacks = [logger]  # what an SDK user writes
+    try:
+        yield meter, transport
+    finally:
+        # LiteLLM copies callbacks into its internal lists: take this one out of all of them.
+        litellm.logging_callback_manager.remove_callback_from_all_lists(logger)
+        meter.close(timeout_s=5)
+
+
+def _events(metered: tuple[Meter, CollectingTransport], n: int) -> list[dict[str, Any]]:
+    # LiteLLM runs success callbacks of sync calls in a thread of its own: wait for them.
+    meter, transport = metered
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        events = flushed(meter, transport)
+        if len(events) >= n:
+            time.sleep(0.2)  # and make sure no extra event follows
+            events = flushed(meter, transport)
+            assert len(events) == n, events
+            return events
+        time.sleep(0.05)
+    pytest.fail(f"expected {n} events, got {transport.events()}")
+
+
+def test_sync_completion_is_recorded_with_litellms_cost(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    response = litellm.completion(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        mock_response="hi there",
+        metadata={"team": "search", "feature": "faq", "turn": 3},
+        user="u-7",
+    )
+    (event,) = _events(metered, 1)
+    usage = response.usage
+    assert (event["provider"], event["model"]) == ("openai", response.model)
+    assert (event["input_tokens"], event["output_tokens"]) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
+    assert (event["cache_read_tokens"], event["cache_write_tokens"]) == (0, 0)
+    assert event["status"] == "ok"
+    assert Decimal(event["reported_cost_usd"]) == Decimal(
+        f"{response._hidden_params['response_cost']:.15g}"
+    )
+    assert Decimal(event["reported_cost_usd"]) > 0
+    assert (event["team"], event["feature"], event["turn"], event["user_id"]) == (
+        "search",
+        "faq",
+        3,
+        "u-7",
+    )
+    assert event["environment"] == "test"  # the logger's defaults
+    assert event["event_id"].startswith("litellm-") and event["request_id"]
+    assert event["latency_ms"] >= 0
+    assert event["tags"]["call_type"] == "completion"
+
+
+def test_an_anthropic_model_is_provider_anthropic_with_cached_tokens_inside_input(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    mock = ModelResponse(
+        model="claude-sonnet-4-5-20250929",
+        choices=[{"message": {"role": "assistant", "content": "ok"}}],
+        usage=Usage(
+            prompt_tokens=1320,  # LiteLLM's OpenAI shape: 20 uncached + 1000 read + 300 written
+            completion_tokens=180,
+            prompt_tokens_details={"cached_tokens": 1000},
+            cache_read_input_tokens=1000,
+            cache_creation_input_tokens=300,
+            completion_tokens_details={"reasoning_tokens": 120},
+        ),
+    )
+    litellm.completion(model="anthropic/claude-sonnet-4-5", messages=MESSAGES, mock_response=mock)
+    (event,) = _events(metered, 1)
+    assert (event["provider"], event["model"]) == ("anthropic", "claude-sonnet-4-5-20250929")
+    assert (event["input_tokens"], event["cache_read_tokens"], event["cache_write_tokens"]) == (
+        1320,
+        1000,
+        300,
+    )
+    assert event["output_tokens"] == 180
+    assert event["tags"]["reasoning_tokens"] == "120"
+    assert Decimal(event["reported_cost_usd"]) > 0
+
+
+def test_async_completion_is_recorded(metered: tuple[Meter, CollectingTransport]) -> None:
+    async def call() -> Any:
+        response = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="async hi"
+        )
+        await asyncio.sleep(0.5)  # LiteLLM logs async successes in a task of their own
+        return response
+
+    response = asyncio.run(call())
+    (event,) = _events(metered, 1)
+    assert event["input_tokens"] == response.usage.prompt_tokens
+    assert event["tags"]["call_type"] == "acompletion"
+
+
+def test_a_sync_stream_is_recorded_once_when_it_ends(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    stream = litellm.completion(
+        model="anthropic/claude-sonnet-4-5",
+        messages=MESSAGES,
+        mock_response="a streamed answer in several chunks",
+        stream=True,
+    )
+    chunks = list(stream)
+    assert len(chunks) > 1
+    (event,) = _events(metered, 1)
+    assert event["provider"] == "anthropic"
+    assert event["input_tokens"] > 0 and event["output_tokens"] > 0
+
+
+def test_an_async_stream_is_recorded_once_when_it_ends(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    async def call() -> int:
+        stream = await litellm.acompletion(
+            model="gpt-4o-mini", messages=MESSAGES, mock_response="streamed async", stream=True
+        )
+        n = 0
+        async for _ in stream:
+            n += 1
+        await asyncio.sleep(0.5)
+        return n
+
+    assert asyncio.run(call()) > 1
+    (event,) = _events(metered, 1)
+    assert event["output_tokens"] > 0 and event["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "raised", "status"),
+    [
+        ({"mock_response": Exception("boom")}, "InternalServerError", "error"),
+        ({"mock_response": "litellm.RateLimitError"}, "RateLimitError", "error"),
+        ({"mock_timeout": True, "timeout": 0.01}, "Timeout", "timeout"),
+    ],
+)
+def test_failures_are_recorded_as_error_or_timeout(
+    metered: tuple[Meter, CollectingTransport], kwargs: dict[str, Any], raised: str, status: str
+) -> None:
+    with pytest.raises(Exception) as err:
+        litellm.completion(model="anthropic/claude-sonnet-4-5", messages=MESSAGES, **kwargs)
+    assert type(err.value).__name__ == raised
+    (event,) = _events(metered, 1)
+    assert (event["status"], event["provider"]) == (status, "anthropic")
+    assert (event["input_tokens"], event["output_tokens"]) == (0, 0)
+
+
+def test_an_async_failure_is_recorded(metered: tuple[Meter, CollectingTransport]) -> None:
+    async def call() -> None:
+        try:
+            await litellm.acompletion(
+                model="gpt-4o", messages=MESSAGES, mock_response=Exception("down")
+            )
+        finally:
+            await asyncio.sleep(0.5)
+
+    with pytest.raises(Exception, match="down"):
+        asyncio.run(call())
+    (event,) = _events(metered, 1)
+    assert event["status"] == "error" and event["model"] == "gpt-4o"
+
+
+def test_embeddings_are_recorded(metered: tuple[Meter, CollectingTransport]) -> None:
+    response = litellm.embedding(
+        model="text-embedding-3-small", input=["a", "b"], mock_response=[0.1, 0.2]
+    )
+    (event,) = _events(metered, 1)
+    assert (event["model"], event["input_tokens"], event["output_tokens"]) == (
+        "text-embedding-3-small",
+        response.usage.prompt_tokens,
+        0,
+    )
+    assert event["tags"]["call_type"] == "embedding"
+
+
+def test_proxy_identities_attribute_the_call(metered: tuple[Meter, CollectingTransport]) -> None:
+    litellm.completion(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        mock_response="hi",
+        metadata={
+            "user_api_key_alias": "key-search-prod",
+            "user_api_key_team_alias": "search",
+            "user_api_key_project_alias": "apollo",
+            "user_api_key_end_user_id": "end-user-1",
+            "tags": ["beta"],
+        },
+    )
+    (event,) = _events(metered, 1)
+    assert (event["api_key_id"], event["team"], event["project"], event["user_id"]) == (
+        "key-search-prod",
+        "search",
+        "apollo",
+        "end-user-1",
+    )
+
+
+def test_litellm_cache_hits_made_no_provider_call_and_are_not_recorded() -> None:
+    payload = {"standard_logging_object": {"cache_hit": True, "id": "x", "model": "gpt-4o"}}
+    assert event_fields(payload, None, failed=False) is None
+    assert event_fields(payload, None, failed=True) is not None
+
+
+def test_the_proxy_loads_the_handler_by_its_dotted_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from litellm.proxy.types_utils.utils import get_instance_fn
+
+    from spendstream.producers.integrations import litellm as module
+
+    loaded = get_instance_fn("spendstream.producers.integrations.litellm.handler")
+    assert loaded is module.handler and isinstance(loaded, SpendstreamLogger)
+    # Its Meter comes from the environment (nothing is sent here: it is closed unused).
+    monkeypatch.setenv("SPENDSTREAM_METER_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SPENDSTREAM_INGEST_TOKEN", "t")
+    monkeypatch.setenv("SPENDSTREAM_METER_TAGS", "team=gateway, environment=prod")
+    logger = SpendstreamLogger()
+    meter = logger.meter
+    try:
+        assert meter.transport.name == "http"
+        assert dict(meter.defaults) == {"team": "gateway", "environment": "prod"}
+        assert logger.meter is meter
+    finally:
+        meter.close(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "SPENDSTREAM_METER_URL"),
+        ({"SPENDSTREAM_METER_URL": "ftp://x"}, "kafka://host:9092"),
+        ({"SPENDSTREAM_METER_URL": "http://h:1"}, "SPENDSTREAM_INGEST_TOKEN"),
+        (
+            {"SPENDSTREAM_METER_URL": "kafka://h:1", "SPENDSTREAM_METER_TAGS": "colour=red"},
+            "not field=value",
+        ),
+    ],
+)
+def test_meter_from_env_says_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for var in ("SPENDSTREAM_METER_URL", "SPENDSTREAM_METER_TAGS", "SPENDSTREAM_INGEST_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SpendstreamError, match=message):
+        Meter.from_env()
+
+
+def test_meter_from_env_kafka_url_lists_brokers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDSTREAM_METER_URL", "kafka://a:9092,b:9092")
+    monkeypatch.delenv("SPENDSTREAM_METER_TAGS", raising=False)
+    meter = Meter.from_env(spool_dir=None)
+    try:
+        assert meter.transport.name == "kafka"
+        assert meter.transport._config["bootstrap_servers"] == ["a:9092", "b:9092"]  # type: ignore[attr-defined]
+    finally:
+        meter.close(timeout_s=0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reported"),
+    [
+        ({"response_cost": 0.009600000000000001}, "0.0096"),
+        ({"response_cost": 0}, "0"),
+        ({"response_cost": float("nan")}, None),
+        ({"response_cost": None}, None),
+        ({"response_cost": 0.5, "response_cost_failure_debug_info": {"error": "?"}}, None),
+    ],
+)
+def test_reported_cost_is_litellms_figure_to_a_floats_precision(
+    extra: dict[str, Any], reported: str | None
+) -> None:
+    slo = {"id": "r1", "litellm_call_id": "c1", "model": "gpt-4o", "endTime": 1.7e9, **extra}
+    fields = event_fields({"standard_logging_object": slo}, None, failed=False)
+    assert fields is not None
+    assert fields.get("reported_cost_usd") == (None if reported is None else Decimal(reported))
+    assert fields["event_id"] == "litellm-c1-r1"
