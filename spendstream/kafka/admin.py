@@ -1,0 +1,166 @@
+"""The admin helper: make sure topics exist (partitions, configs), read partition counts and a
+group's committed offsets, delete topics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from spendstream.errors import KafkaClientError, KafkaUnavailable
+from spendstream.kafka._errors import ErrorLatch, translate
+from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
+
+__all__ = ["Admin", "TopicSpec"]
+
+_WAIT_SLICE_S = 0.4
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    replication_factor: int = -1  # -1: the broker's default.replication.factor
+
+
+class Admin:
+    """One librdkafka admin client; every call waits at most ``timeout_s``."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings | str,
+        *,
+        client_id: str = "spendstream-admin",
+        timeout_s: float = 15.0,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = as_settings(settings)
+        self.timeout_s = timeout_s
+        self._latch = ErrorLatch()
+        conf = client_config(self.settings, client_id, {"error_cb": self._latch}, config)
+        try:
+            self._a = AdminClient(conf)
+        except confluent_kafka.KafkaException as exc:
+            raise translate(exc.args[0], "cannot create a Kafka admin client") from None
+
+    def _metadata(self, topic: str | None = None) -> Any:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._a.list_topics(topic, timeout=max(0.01, min(_WAIT_SLICE_S, left)))
+            except confluent_kafka.KafkaException as exc:
+                self._a.poll(0)  # serve error_cb: refused credentials show there
+                blocking = self._latch.blocking()
+                if blocking is not None:
+                    raise translate(blocking, "cannot connect", self.settings.describe()) from None
+                if time.monotonic() >= deadline:
+                    why = self._latch.reason() or exc.args[0]
+                    raise translate(why, "cannot connect", self.settings.describe()) from None
+
+    def topics(self) -> set[str]:
+        """Every topic's name (internal ones included)."""
+        return set(self._metadata().topics)
+
+    def partition_counts(self, names: Iterable[str]) -> dict[str, int]:
+        """Partition count of each named topic that exists."""
+        topics = self._metadata().topics
+        out: dict[str, int] = {}
+        for name in names:
+            meta = topics.get(name)
+            if meta is not None and meta.error is None:
+                out[name] = len(meta.partitions)
+        return out
+
+    def ensure_topics(self, specs: Sequence[TopicSpec]) -> dict[str, int]:
+        """Create the missing topics and wait until every partition has a leader; return
+        each topic's actual partition count (an existing topic is left as it is)."""
+        existing = self.topics()
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            futures = self._a.create_topics(
+                [
+                    NewTopic(
+                        s.name, s.partitions, s.replication_factor, config=dict(s.configs)
+                    )
+                    for s in missing
+                ],
+                request_timeout=self.timeout_s,
+                operation_timeout=self.timeout_s,
+            )
+            for name, fut in futures.items():
+                try:
+                    fut.result(timeout=self.timeout_s + 5)
+                except confluent_kafka.KafkaException as exc:
+                    err = exc.args[0]
+                    if err.name() != "TOPIC_ALREADY_EXISTS":  # another process was first
+                        raise translate(
+                            err, f"cannot create topic {name}", self.settings.describe()
+                        ) from None
+        return self._wait_for_leaders([s.name for s in specs])
+
+    def _wait_for_leaders(self, names: list[str]) -> dict[str, int]:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            topics = self._metadata().topics
+            counts: dict[str, int] = {}
+            for name in names:
+                meta = topics.get(name)
+                if (
+                    meta is not None
+                    and meta.error is None
+                    and meta.partitions
+                    and all(p.leader >= 0 for p in meta.partitions.values())
+                ):
+                    counts[name] = len(meta.partitions)
+            if len(counts) == len(names):
+                return counts
+            if time.monotonic() >= deadline:
+                waiting = sorted(set(names) - set(counts))
+                raise KafkaUnavailable(
+                    f"topic(s) {', '.join(waiting)} have no leader after {self.timeout_s:.0f}s "
+                    f"({self.settings.describe()})",
+                    code="LEADER_NOT_AVAILABLE",
+                    retriable=True,
+                )
+            time.sleep(0.1)
+
+    def delete_topics(self, names: Iterable[str]) -> None:
+        """Delete topics; a topic that is already gone is no error."""
+        names = list(names)
+        if not names:
+            return
+        futures = self._a.delete_topics(names, operation_timeout=self.timeout_s)
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self.timeout_s + 5)
+            except confluent_kafka.KafkaException as exc:
+                err = exc.args[0]
+                if err.name() != "UNKNOWN_TOPIC_OR_PART":
+                    raise translate(
+                        err, f"cannot delete topic {name}", self.settings.describe()
+                    ) from None
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """The group's committed offsets (next offset to read), per (topic, partition)."""
+        request = [confluent_kafka.ConsumerGroupTopicPartitions(group)]
+        try:
+            result = self._a.list_consumer_group_offsets(
+                request, request_timeout=self.timeout_s
+            )[group].result(timeout=self.timeout_s + 5)
+        except confluent_kafka.KafkaException as exc:
+            raise translate(
+                exc.args[0], f"cannot read the offsets of group {group}", self.settings.describe()
+            ) from None
+        out: dict[tuple[str, int], int] = {}
+        for tp in result.topic_partitions:
+            if tp.error is not None:
+                raise KafkaClientError(f"group {group} offset of {tp.topic}/{tp.partition}: {tp.error}")
+            if tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = tp.offset
+        return out
