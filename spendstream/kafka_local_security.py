@@ -43,8 +43,8 @@ def scram_format_args(users: Mapping[str, str]) -> list[str]:
     """``--add-scram`` arguments for every user under both SCRAM mechanisms (salted form)."""
     args: list[str] = []
     for name, password in sorted(users.items()):
-        if not name or any(c in name for c in ",=[]\""):
-            raise KafkaLocalError(f"SCRAM user name {name!r} must be non-empty without , = [ ] \"")
+        if not name or any(c in name for c in ',=[]"'):
+            raise KafkaLocalError(f'SCRAM user name {name!r} must be non-empty without , = [ ] "')
         for mechanism in SCRAM_MECHANISMS:
             salt = secrets.token_bytes(16)
             salted = hashlib.pbkdf2_hmac(

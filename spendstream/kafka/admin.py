@@ -85,9 +85,7 @@ class Admin:
         if missing:
             futures = self._a.create_topics(
                 [
-                    NewTopic(
-                        s.name, s.partitions, s.replication_factor, config=dict(s.configs)
-                    )
+                    NewTopic(s.name, s.partitions, s.replication_factor, config=dict(s.configs))
                     for s in missing
                 ],
                 request_timeout=self.timeout_s,
@@ -150,9 +148,9 @@ class Admin:
         """The group's committed offsets (next offset to read), per (topic, partition)."""
         request = [confluent_kafka.ConsumerGroupTopicPartitions(group)]
         try:
-            result = self._a.list_consumer_group_offsets(
-                request, request_timeout=self.timeout_s
-            )[group].result(timeout=self.timeout_s + 5)
+            result = self._a.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[
+                group
+            ].result(timeout=self.timeout_s + 5)
         except confluent_kafka.KafkaException as exc:
             raise translate(
                 exc.args[0], f"cannot read the offsets of group {group}", self.settings.describe()
@@ -160,7 +158,9 @@ class Admin:
         out: dict[tuple[str, int], int] = {}
         for tp in result.topic_partitions:
             if tp.error is not None:
-                raise KafkaClientError(f"group {group} offset of {tp.topic}/{tp.partition}: {tp.error}")
+                raise KafkaClientError(
+                    f"group {group} offset of {tp.topic}/{tp.partition}: {tp.error}"
+                )
             if tp.offset >= 0:
                 out[(tp.topic, tp.partition)] = tp.offset
         return out

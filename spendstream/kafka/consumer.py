@@ -26,7 +26,7 @@ from spendstream.errors import KafkaClientError
 from spendstream.kafka._errors import AUTH_ERRORS, ErrorLatch, translate
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
-__all__ = ["Message", "Partition", "RebalanceCallback", "Consumer"]
+__all__ = ["BEGINNING", "END", "Consumer", "Message", "Partition", "RebalanceCallback"]
 
 log = logging.getLogger("spendstream.kafka")
 
@@ -34,6 +34,9 @@ Partition = tuple[str, int]
 RebalanceCallback = Callable[[list[Partition]], None]
 
 _WAIT_SLICE_S = 0.4
+# Logical offsets for assign()/seek(): the first record kept, the next one written.
+BEGINNING: int = confluent_kafka.OFFSET_BEGINNING
+END: int = confluent_kafka.OFFSET_END
 # librdkafka's "offset not set": where a partition's position is still unknown.
 _INVALID = confluent_kafka.OFFSET_INVALID
 # Errors on a message that are news, not failures: end of partition, a topic not created yet.
@@ -53,7 +56,7 @@ class Message(Protocol):
 
     def value(self) -> bytes | None: ...
 
-    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def headers(self) -> Any: ...  # list[tuple[str, bytes]] | None, as produced here
 
     def timestamp(self) -> tuple[int, int]: ...
 
@@ -156,7 +159,7 @@ class Consumer:
 
     def seek_to_beginning(self, partitions: Iterable[Partition]) -> None:
         for p in partitions:
-            self.seek(p, confluent_kafka.OFFSET_BEGINNING)
+            self.seek(p, BEGINNING)
 
     def assignment(self) -> list[Partition]:
         return _parts(self._c.assignment())
@@ -184,13 +187,13 @@ class Consumer:
         if blocking is not None:
             self._latch.clear()  # reported once; a new call looks again
             raise translate(blocking, "consume failed", self.settings.describe())
-        if not msgs:
-            return msgs  # type: ignore[no-any-return]
         out: list[Message] = []
+        if not msgs:
+            return out
         for m in msgs:
             err = m.error()
             if err is None:
-                out.append(m)
+                out.append(m)  # type: ignore[arg-type]  # the library's stubs are looser
                 continue
             name = err.name()
             if name in AUTH_ERRORS or err.fatal():
@@ -277,4 +280,3 @@ class Consumer:
         """Leave the group (without committing) and release the client."""
         with contextlib.suppress(RuntimeError):  # closed already
             self._c.close()
-

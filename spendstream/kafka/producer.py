@@ -127,7 +127,7 @@ class Producer:
         The wait ends early when the broker refuses our credentials.
         """
         report = DeliveryReport(len(records))
-        results: list[RdError | None | bool] = [False] * len(records)  # False: no report yet
+        results: list[RdError | bool | None] = [False] * len(records)  # False: no report yet
 
         def reporter(i: int) -> DeliveryCallback:
             def done(err: Any, msg: Any) -> None:
