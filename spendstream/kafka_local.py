@@ -591,16 +591,7 @@ class LocalKafka:
 
     def _format_once(self, java: str, libs: Path) -> None:
         if (self._kraft_dir / "meta.properties").exists():
-            # Restart with the same data: formatting again would refuse or wipe, so SCRAM
-            # users can only be those the directory was formatted with.
-            known = set(self._read_state().get("scram_users", []))
-            missing = sorted(set(self.scram_users) - known)
-            if missing:
-                raise KafkaLocalError(
-                    f"{self.data_dir} was formatted without SCRAM user(s) {', '.join(missing)}; "
-                    "users are added when a data dir is first formatted: use a new --dir"
-                )
-            return
+            return  # restart with the same data: formatting again would refuse or wipe
         cmd = self._java_cmd(
             java, libs, STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(self._props_path),
             *scram_format_args(self.scram_users),
@@ -622,6 +613,7 @@ class LocalKafka:
     # lifecycle -------------------------------------------------------------
     def start(self, timeout_s: float = 120.0) -> str:
         """Start the broker in the background; return its bootstrap address once it serves."""
+        self._check_users()
         pid = self.running_pid()
         if pid is not None:
             if api_versions_ok("127.0.0.1", self.port):
@@ -708,6 +700,19 @@ class LocalKafka:
                 return True
             time.sleep(0.1)
         return not _pid_alive(pid)
+
+    def _check_users(self) -> None:
+        # Users are written when the data dir is formatted (formatting again would refuse or
+        # wipe), so a formatted dir can only have those it was formatted with.
+        if not (self._kraft_dir / "meta.properties").exists():
+            return
+        known = set(self._read_state().get("scram_users", []))
+        missing = sorted(set(self.scram_users) - known)
+        if missing:
+            raise KafkaLocalError(
+                f"{self.data_dir} was formatted without SCRAM user(s) {', '.join(missing)}; "
+                "users are added when a data dir is first formatted: use a new --dir"
+            )
 
     def _read_state(self) -> dict[str, Any]:
         try:
