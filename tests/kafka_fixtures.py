@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import pytest
 
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.kafka_local import (
     DEFAULT_VERSION,
     KafkaLocalError,
@@ -32,7 +33,6 @@ from spendstream.kafka_local import (
     api_versions_ok,
     find_free_ports,
 )
-from spendstream.kafka.settings import KafkaSettings
 
 ENV_BOOTSTRAP = "SPENDSTREAM_TEST_KAFKA"
 ENV_IMAGE = "SPENDSTREAM_TEST_KAFKA_IMAGE"  # optional image for the testcontainers path

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import confluent_kafka
+import confluent_kafka.admin
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from spendstream.errors import KafkaClientError, KafkaUnavailable
@@ -127,6 +128,21 @@ class Admin:
                     retriable=True,
                 )
             time.sleep(0.1)
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """The topic's effective configuration (``cleanup.policy``, ``retention.ms``...)."""
+        resource = confluent_kafka.admin.ConfigResource(
+            confluent_kafka.admin.ResourceType.TOPIC, name
+        )
+        try:
+            entries = self._a.describe_configs([resource], request_timeout=self.timeout_s)[
+                resource
+            ].result(timeout=self.timeout_s + 5)
+        except confluent_kafka.KafkaException as exc:
+            raise translate(
+                exc.args[0], f"cannot describe topic {name}", self.settings.describe()
+            ) from None
+        return {k: e.value for k, e in entries.items() if e.value is not None}
 
     def delete_topics(self, names: Iterable[str]) -> None:
         """Delete topics; a topic that is already gone is no error."""

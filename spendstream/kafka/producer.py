@@ -147,10 +147,13 @@ class Producer:
                     on_delivery=reporter(i),
                     queue_timeout_s=max(0.0, deadline - time.monotonic()),
                 )
-            except KafkaClientError as exc:
+            except KafkaUnavailable as exc:  # the queue stayed full: the rest cannot go
                 report.failed.extend((j, exc) for j in range(i, len(records)))
                 produced = i
                 break
+            except KafkaClientError as exc:  # this record alone (too large, say)
+                report.failed.append((i, exc))
+                results[i] = None
         pending = produced
         while pending:
             left = deadline - time.monotonic()
@@ -158,9 +161,10 @@ class Producer:
             pending = sum(1 for r in results[:produced] if r is False)
             if left <= 0 or self._latch.blocking() is not None:
                 break
+        refused = {i for i, _ in report.failed}
         for i in range(produced):
             outcome = results[i]
-            if outcome is None:
+            if outcome is None or i in refused:
                 continue
             if outcome is False:
                 report.failed.append((i, self._timeout_error(timeout_s)))
