@@ -43,7 +43,7 @@ from bench._common import record
 from spendstream.config import config_from_dict
 from spendstream.errors import BreakerOpen
 from spendstream.kafka.admin import Admin, TopicSpec
-from spendstream.kafka.consumer import END, Consumer
+from spendstream.kafka.consumer import Consumer
 from spendstream.kafka.producer import Producer
 from spendstream.producers.event import UsageEvent
 from spendstream.producers.guard import BreakerView, guard
@@ -91,7 +91,8 @@ def bare_consumer(bootstrap: str, topic: str, samples: int, gap_s: float) -> lis
     got = threading.Condition()
     stop = threading.Event()
     consumer = Consumer(bootstrap)
-    consumer.assign({(topic, 0): END})
+    # From the end as it is now (END would be resolved lazily, after the first send).
+    consumer.assign({(topic, 0): consumer.watermarks((topic, 0))[1]})
 
     def loop() -> None:
         while not stop.is_set():
