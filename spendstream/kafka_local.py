@@ -111,11 +111,20 @@ class KafkaStatus:
     log_path: Path
     stdout_path: Path
 
+    sasl_bootstrap: str | None = None
+    ssl_bootstrap: str | None = None
+
     def describe(self) -> str:
         if self.running:
             head = f"Kafka {self.version} running (pid {self.pid}) at {self.bootstrap}"
         else:
             head = f"Kafka {self.version} not running (would listen on {self.bootstrap})"
+        for label, address in (
+            ("SASL_PLAINTEXT", self.sasl_bootstrap),
+            ("SASL_SSL", self.ssl_bootstrap),
+        ):
+            if address is not None:
+                head += f"\n  {label}: {address}"
         return f"{head}\n  data dir: {self.data_dir}\n  log:      {self.log_path}"
 
 
@@ -508,6 +517,8 @@ class LocalKafka:
             version=self.version,
             log_path=self.log_path,
             stdout_path=self.stdout_path,
+            sasl_bootstrap=self.sasl_bootstrap,
+            ssl_bootstrap=self.ssl_bootstrap,
         )
 
     # config ----------------------------------------------------------------
@@ -780,6 +791,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--kafka-version", default=None, help=f"Kafka version to start (default {DEFAULT_VERSION})"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    parser.add_argument(
+        "--sasl-port",
+        type=_port_arg,
+        default=None,
+        help="also listen for SASL_PLAINTEXT (SCRAM-SHA-256/512) clients on this port",
+    )
+    parser.add_argument(
+        "--ssl-port",
+        type=_port_arg,
+        default=None,
+        help="also listen for SASL_SSL clients on this port (a throwaway CA in <dir>/tls)",
+    )
+    parser.add_argument(
+        "--sasl-user", default="spendstream", help="SCRAM user to create (default: spendstream)"
+    )
+    parser.add_argument(
+        "--sasl-password-env",
+        default="SPENDSTREAM_KAFKA_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding that user's password "
+        "(default: SPENDSTREAM_KAFKA_PASSWORD; never on the command line)",
+    )
 
 
 def _port_arg(text: str) -> int:
@@ -790,6 +823,30 @@ def _port_arg(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
     return port
+
+
+def client_hint(broker: LocalKafka, user: str, password_env: str) -> str:
+    """The ``[kafka]`` section a client needs for the broker's SASL listeners, as TOML."""
+    out = []
+    for address, protocol in (
+        (broker.sasl_bootstrap, "SASL_PLAINTEXT"),
+        (broker.ssl_bootstrap, "SASL_SSL"),
+    ):
+        if address is None:
+            continue
+        lines = [
+            f"# {protocol} listener of this broker:",
+            "[kafka]",
+            f'bootstrap_servers = "{address}"',
+            f'security_protocol = "{protocol}"',
+            'sasl_mechanism = "SCRAM-SHA-512"',
+            f'sasl_username = "{user}"',
+            f'sasl_password_env = "{password_env}"',
+        ]
+        if protocol == "SASL_SSL":
+            lines.append(f'ssl_ca_location = "{broker.tls.ca}"')
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -804,7 +861,25 @@ def run(args: argparse.Namespace) -> int:
             broker.controller_port = args.controller_port
         if args.kafka_version:
             broker.version = args.kafka_version
+        if args.sasl_port is not None:
+            broker.sasl_port = args.sasl_port
+        if args.ssl_port is not None:
+            broker.ssl_port = args.ssl_port
+        if broker.sasl_port is not None or broker.ssl_port is not None:
+            password = os.environ.get(args.sasl_password_env, "")
+            if password:
+                broker.scram_users = {args.sasl_user: password}
+            elif not (broker.data_dir / "kraft" / "meta.properties").exists():
+                print(
+                    f"spendstream kafka-local: set ${args.sasl_password_env} to the password of "
+                    f"SCRAM user {args.sasl_user!r} (--sasl-password-env names another variable)",
+                    file=sys.stderr,
+                )
+                return 2
         print(broker.start(timeout_s=args.timeout))
+        hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
+        if hint:
+            print(hint, file=sys.stderr)
         return 0
     if args.action == "stop":
         if broker.stop(timeout_s=args.timeout):

@@ -311,6 +311,48 @@ def test_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str
         LocalKafka.from_dir(data_dir).stop()  # never leak a detached broker
 
 
+def test_cli_starts_a_sasl_broker_and_prints_the_client_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    from spendstream.config import config_from_dict
+    from spendstream.kafka.admin import Admin
+
+    port, controller_port, sasl_port = find_free_ports(3)
+    data_dir = tmp_path / "sasl"
+    args = ["--dir", str(data_dir), "--port", str(port), "--controller-port", str(controller_port)]
+    monkeypatch.delenv("CLI_KAFKA_PW", raising=False)
+    assert (
+        main(["start", *args, "--sasl-port", str(sasl_port), "--sasl-password-env", "CLI_KAFKA_PW"])
+        == 2
+    )
+    assert "set $CLI_KAFKA_PW" in capsys.readouterr().err
+    monkeypatch.setenv("CLI_KAFKA_PW", "cli-secret")
+    try:
+        code = main(
+            ["start", *args, "--sasl-port", str(sasl_port), "--sasl-user", "ops",
+             "--sasl-password-env", "CLI_KAFKA_PW"]
+        )  # fmt: skip
+        assert code == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == f"127.0.0.1:{port}"
+        assert "cli-secret" not in out + err
+        # The printed section is a working [kafka] configuration.
+        kafka = tomllib.loads(err.split("\n", 1)[1])
+        config = config_from_dict(kafka)
+        settings = KafkaSettings.from_config(config.kafka, {"CLI_KAFKA_PW": "cli-secret"})
+        assert settings.bootstrap_servers == f"127.0.0.1:{sasl_port}"
+        assert (
+            "__consumer_offsets" in Admin(settings, timeout_s=60).topics()
+            or Admin(settings, timeout_s=60).topics() is not None
+        )
+        assert main(["status", "--dir", str(data_dir)]) == 0
+        assert f"SASL_PLAINTEXT: 127.0.0.1:{sasl_port}" in capsys.readouterr().out
+    finally:
+        LocalKafka.from_dir(data_dir).stop()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
