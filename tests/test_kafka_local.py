@@ -229,7 +229,7 @@ def test_tls_needs_the_ca_and_accepts_a_client_certificate(secure_kafka: SecureB
     from pydantic import SecretStr
 
     from spendstream.errors import KafkaAuthError, KafkaClientError
-    from spendstream.kafka.admin import Admin
+    from spendstream.kafka.admin import Admin, TopicSpec
 
     tls = secure_kafka.broker.tls
     good = secure_kafka.settings(tls=True)
@@ -244,7 +244,9 @@ def test_tls_needs_the_ca_and_accepts_a_client_certificate(secure_kafka: SecureB
         ssl_key_location=str(tls.client_key),
         ssl_key_password=SecretStr(password),
     )
-    assert "__consumer_offsets" in Admin(mtls, timeout_s=60).topics()
+    mtls_topic = f"mtls-{os.getpid()}"
+    created = Admin(mtls, timeout_s=60).ensure_topics([TopicSpec(mtls_topic, 1, {}, 1)])
+    assert created == {mtls_topic: 1}
     with pytest.raises(KafkaClientError, match=r"ssl\.key"):
         Admin(replace(mtls, ssl_key_password=SecretStr("wrong")), timeout_s=30)
 
@@ -317,7 +319,7 @@ def test_cli_starts_a_sasl_broker_and_prints_the_client_settings(
     import tomllib
 
     from spendstream.config import config_from_dict
-    from spendstream.kafka.admin import Admin
+    from spendstream.kafka.admin import Admin, TopicSpec
 
     port, controller_port, sasl_port = find_free_ports(3)
     data_dir = tmp_path / "sasl"
@@ -343,10 +345,9 @@ def test_cli_starts_a_sasl_broker_and_prints_the_client_settings(
         config = config_from_dict(kafka)
         settings = KafkaSettings.from_config(config.kafka, {"CLI_KAFKA_PW": "cli-secret"})
         assert settings.bootstrap_servers == f"127.0.0.1:{sasl_port}"
-        assert (
-            "__consumer_offsets" in Admin(settings, timeout_s=60).topics()
-            or Admin(settings, timeout_s=60).topics() is not None
-        )
+        assert Admin(settings, timeout_s=60).ensure_topics([TopicSpec("cli", 1, {}, 1)]) == {
+            "cli": 1
+        }
         assert main(["status", "--dir", str(data_dir)]) == 0
         assert f"SASL_PLAINTEXT: 127.0.0.1:{sasl_port}" in capsys.readouterr().out
     finally:
