@@ -4,7 +4,7 @@ group's committed offsets, delete topics."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,11 +14,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from spendstream.errors import KafkaClientError, KafkaUnavailable
 from spendstream.kafka._errors import ErrorLatch, translate
+from spendstream.kafka._waits import fetch_metadata, result
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
 __all__ = ["Admin", "TopicSpec"]
-
-_WAIT_SLICE_S = 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +49,17 @@ class Admin:
             raise translate(exc.args[0], "cannot create a Kafka admin client") from None
 
     def _metadata(self, topic: str | None = None) -> Any:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                return self._a.list_topics(topic, timeout=max(0.01, min(_WAIT_SLICE_S, left)))
-            except confluent_kafka.KafkaException as exc:
-                self._a.poll(0)  # serve error_cb: refused credentials show there
-                blocking = self._latch.blocking()
-                if blocking is not None:
-                    raise translate(blocking, "cannot connect", self.settings.describe()) from None
-                if time.monotonic() >= deadline:
-                    why = self._latch.reason() or exc.args[0]
-                    raise translate(why, "cannot connect", self.settings.describe()) from None
+        return fetch_metadata(
+            self._a.list_topics,
+            lambda: self._a.poll(0),
+            self._latch,
+            topic,
+            self.timeout_s,
+            self.settings.describe(),
+        )
+
+    def _result(self, future: Any, context: str, ignore: Container[str] = ()) -> Any:
+        return result(future, self.timeout_s + 5, context, self.settings.describe(), ignore)
 
     def topics(self) -> set[str]:
         """Every topic's name (internal ones included)."""
@@ -93,14 +90,8 @@ class Admin:
                 operation_timeout=self.timeout_s,
             )
             for name, fut in futures.items():
-                try:
-                    fut.result(timeout=self.timeout_s + 5)
-                except confluent_kafka.KafkaException as exc:
-                    err = exc.args[0]
-                    if err.name() != "TOPIC_ALREADY_EXISTS":  # another process was first
-                        raise translate(
-                            err, f"cannot create topic {name}", self.settings.describe()
-                        ) from None
+                # TOPIC_ALREADY_EXISTS: another process was first.
+                self._result(fut, f"cannot create topic {name}", {"TOPIC_ALREADY_EXISTS"})
         return self._wait_for_leaders([s.name for s in specs])
 
     def _wait_for_leaders(self, names: list[str]) -> dict[str, int]:
@@ -134,14 +125,8 @@ class Admin:
         resource = confluent_kafka.admin.ConfigResource(
             confluent_kafka.admin.ResourceType.TOPIC, name
         )
-        try:
-            entries = self._a.describe_configs([resource], request_timeout=self.timeout_s)[
-                resource
-            ].result(timeout=self.timeout_s + 5)
-        except confluent_kafka.KafkaException as exc:
-            raise translate(
-                exc.args[0], f"cannot describe topic {name}", self.settings.describe()
-            ) from None
+        future = self._a.describe_configs([resource], request_timeout=self.timeout_s)[resource]
+        entries = self._result(future, f"cannot describe topic {name}")
         return {k: e.value for k, e in entries.items() if e.value is not None}
 
     def delete_topics(self, names: Iterable[str]) -> None:
@@ -151,26 +136,13 @@ class Admin:
             return
         futures = self._a.delete_topics(names, operation_timeout=self.timeout_s)
         for name, fut in futures.items():
-            try:
-                fut.result(timeout=self.timeout_s + 5)
-            except confluent_kafka.KafkaException as exc:
-                err = exc.args[0]
-                if err.name() != "UNKNOWN_TOPIC_OR_PART":
-                    raise translate(
-                        err, f"cannot delete topic {name}", self.settings.describe()
-                    ) from None
+            self._result(fut, f"cannot delete topic {name}", {"UNKNOWN_TOPIC_OR_PART"})
 
     def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
         """The group's committed offsets (next offset to read), per (topic, partition)."""
         request = [confluent_kafka.ConsumerGroupTopicPartitions(group)]
-        try:
-            result = self._a.list_consumer_group_offsets(request, request_timeout=self.timeout_s)[
-                group
-            ].result(timeout=self.timeout_s + 5)
-        except confluent_kafka.KafkaException as exc:
-            raise translate(
-                exc.args[0], f"cannot read the offsets of group {group}", self.settings.describe()
-            ) from None
+        future = self._a.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
+        result = self._result(future[group], f"cannot read the offsets of group {group}")
         out: dict[tuple[str, int], int] = {}
         for tp in result.topic_partitions:
             if tp.error is not None:

@@ -24,6 +24,7 @@ import confluent_kafka
 
 from spendstream.errors import KafkaClientError
 from spendstream.kafka._errors import AUTH_ERRORS, ErrorLatch, translate
+from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
 __all__ = ["BEGINNING", "END", "Consumer", "Message", "Partition", "RebalanceCallback"]
@@ -33,7 +34,6 @@ log = logging.getLogger("spendstream.kafka")
 Partition = tuple[str, int]
 RebalanceCallback = Callable[[list[Partition]], None]
 
-_WAIT_SLICE_S = 0.4
 # Logical offsets for assign()/seek(): the first record kept, the next one written.
 BEGINNING: int = confluent_kafka.OFFSET_BEGINNING
 END: int = confluent_kafka.OFFSET_END
@@ -240,25 +240,18 @@ class Consumer:
 
     def partitions_for(self, topic: str, timeout_s: float = 10.0) -> list[int] | None:
         """The topic's partition ids, or None when it does not exist (yet)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                meta = self._c.list_topics(topic, timeout=max(0.01, min(_WAIT_SLICE_S, left)))
-            except confluent_kafka.KafkaException as exc:
-                if not self._subscribed and not self._c.assignment():
-                    self._c.poll(0)  # nothing to read yet: safe to serve error_cb here
-                blocking = self._latch.blocking()
-                if blocking is not None:
-                    self._latch.clear()
-                    raise translate(blocking, "cannot connect", self.settings.describe()) from None
-                if time.monotonic() >= deadline:
-                    raise self._why(exc, f"cannot read the metadata of {topic}") from None
-                continue
-            found = meta.topics.get(topic)
-            if found is None or found.error is not None:
-                return None
-            return sorted(found.partitions)
+
+        def serve() -> None:
+            if not self._subscribed and not self._c.assignment():
+                self._c.poll(0)  # nothing to read yet: safe to serve error_cb here
+
+        meta = fetch_metadata(
+            self._c.list_topics, serve, self._latch, topic, timeout_s, self.settings.describe()
+        )
+        found = meta.topics.get(topic)
+        if found is None or found.error is not None:
+            return None
+        return sorted(found.partitions)
 
     def _why(self, exc: Any, context: str) -> KafkaClientError:
         why = self._latch.reason() or exc.args[0]

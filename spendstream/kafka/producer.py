@@ -17,6 +17,7 @@ import confluent_kafka
 
 from spendstream.errors import KafkaClientError, KafkaUnavailable
 from spendstream.kafka._errors import ErrorLatch, RdError, translate
+from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
 __all__ = ["DeliveryReport", "OutRecord", "Producer"]
@@ -210,24 +211,18 @@ class Producer:
         """Fetch metadata (of ``topic``, else the cluster) within ``timeout_s``: raises
         ``KafkaAuthError`` or ``KafkaUnavailable``; returns the topic's partition count
         (0 when it does not exist yet, or for the cluster)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            try:
-                meta = self._p.list_topics(topic, timeout=max(0.01, min(_WAIT_SLICE_S * 2, left)))
-            except confluent_kafka.KafkaException as exc:
-                self._p.poll(0)  # serve error_cb: it knows why
-                blocking = self._latch.blocking()
-                if blocking is not None:
-                    raise translate(blocking, "cannot connect", self.settings.describe()) from None
-                if time.monotonic() >= deadline:
-                    why = self._latch.reason() or exc.args[0]
-                    raise translate(why, "cannot connect", self.settings.describe()) from None
-                continue
-            if topic is None:
-                return 0
-            found = meta.topics.get(topic)
-            return 0 if found is None or found.error is not None else len(found.partitions)
+        meta = fetch_metadata(
+            self._p.list_topics,
+            lambda: self._p.poll(0),
+            self._latch,
+            topic,
+            timeout_s,
+            self.settings.describe(),
+        )
+        if topic is None:
+            return 0
+        found = meta.topics.get(topic)
+        return 0 if found is None or found.error is not None else len(found.partitions)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Deliver what is pending within ``timeout_s``, drop the rest; returns how many
