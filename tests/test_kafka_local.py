@@ -34,8 +34,8 @@ from tests.kafka_fixtures import BrokerFactory, SecureBroker, TopicFactory, prod
 pytestmark = pytest.mark.kafka
 
 
-def _committed_total(bootstrap: str, group: str, timeout_s: float = 30.0) -> int:
-    """Sum of a group's committed offsets, read back through the admin API.
+def _committed_total(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> int:
+    """Sum of a group's committed offsets on ``topic``, read back.
 
     Right after a (re)start the broker answers before its group coordinator has loaded
     __consumer_offsets, and says NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retry.
@@ -47,7 +47,7 @@ def _committed_total(bootstrap: str, group: str, timeout_s: float = 30.0) -> int
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return sum(admin.group_offsets(group).values())
+            return sum(admin.group_offsets(group, [topic]).values())
         except KafkaClientError:
             if time.monotonic() > deadline:
                 raise
@@ -85,7 +85,7 @@ def test_confluent_kafka_produce_consume_commit(
 ) -> None:
     topic = topic_factory(3, prefix="ck")
     _roundtrip(kafka_bootstrap, topic, f"g-{topic}", count=25)
-    assert _committed_total(kafka_bootstrap, f"g-{topic}") == 25
+    assert _committed_total(kafka_bootstrap, f"g-{topic}", topic) == 25
 
 
 def test_aiokafka_produce_consume_commit(kafka_bootstrap: str, topic_factory: TopicFactory) -> None:
@@ -163,7 +163,7 @@ def test_data_and_offsets_survive_restart(kafka_broker_factory: BrokerFactory) -
     broker = kafka_broker_factory()
     Admin(broker.bootstrap, timeout_s=60).ensure_topics([TopicSpec("durable", 2, {}, 1)])
     _roundtrip(broker.bootstrap, "durable", "g-durable", count=10)
-    assert _committed_total(broker.bootstrap, "g-durable") == 10
+    assert _committed_total(broker.bootstrap, "g-durable", "durable") == 10
     pid = broker.status().pid
 
     assert broker.stop() is True
@@ -175,7 +175,7 @@ def test_data_and_offsets_survive_restart(kafka_broker_factory: BrokerFactory) -
     assert broker.start() == broker.bootstrap
     assert broker.status().running and broker.status().pid != pid
     # The topic, its records and the group's committed offsets are all still there.
-    assert _committed_total(broker.bootstrap, "g-durable") == 10
+    assert _committed_total(broker.bootstrap, "g-durable", "durable") == 10
     values = {m.value() for m in read_topic(broker.bootstrap, "durable")}
     assert values == {f"v{i}".encode() for i in range(10)}
     assert "Kafka Server started" in broker.log_path.read_text()

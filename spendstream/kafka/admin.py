@@ -12,7 +12,7 @@ import confluent_kafka
 import confluent_kafka.admin
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from spendstream.errors import KafkaClientError, KafkaUnavailable
+from spendstream.errors import KafkaUnavailable
 from spendstream.kafka._errors import ErrorLatch, translate
 from spendstream.kafka._waits import fetch_metadata, result
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
@@ -138,17 +138,25 @@ class Admin:
         for name, fut in futures.items():
             self._result(fut, f"cannot delete topic {name}", {"UNKNOWN_TOPIC_OR_PART"})
 
-    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
-        """The group's committed offsets (next offset to read), per (topic, partition)."""
-        request = [confluent_kafka.ConsumerGroupTopicPartitions(group)]
-        future = self._a.list_consumer_group_offsets(request, request_timeout=self.timeout_s)
-        result = self._result(future[group], f"cannot read the offsets of group {group}")
-        out: dict[tuple[str, int], int] = {}
-        for tp in result.topic_partitions:
-            if tp.error is not None:
-                raise KafkaClientError(
-                    f"group {group} offset of {tp.topic}/{tp.partition}: {tp.error}"
-                )
-            if tp.offset >= 0:
-                out[(tp.topic, tp.partition)] = tp.offset
-        return out
+    def group_offsets(self, group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        """The group's committed offsets (next offset to read) on ``topics``, per (topic,
+        partition); partitions with nothing committed are left out.
+
+        Read through a consumer of the group that never joins it, not the admin API:
+        librdkafka's ListConsumerGroupOffsets dereferences a null pointer when the broker
+        answers NOT_COORDINATOR (just after a broker restart), taking the process down
+        (confluentinc/librdkafka#5040, confluent-kafka-python#1982, still so in 2.16).
+        """
+        from spendstream.kafka.consumer import Consumer
+
+        consumer = Consumer(self.settings, group_id=group, client_id="spendstream-admin")
+        try:
+            parts = [
+                (topic, p)
+                for topic in topics
+                for p in consumer.partitions_for(topic, self.timeout_s) or []
+            ]
+            committed = consumer.committed(parts, self.timeout_s)
+        finally:
+            consumer.close()
+        return {tp: offset for tp, offset in committed.items() if offset is not None}

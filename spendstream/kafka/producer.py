@@ -198,7 +198,7 @@ class Producer:
         return int(self._p.flush(timeout_s))
 
     def pending(self) -> int:
-        """Records queued or in flight."""
+        """Records queued or in flight, and reports not yet served (``poll``)."""
         return len(self._p)
 
     def abort(self) -> None:

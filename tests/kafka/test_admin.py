@@ -49,7 +49,8 @@ def test_group_offsets_reads_what_a_group_committed(kafka_bootstrap: str, topic_
     consumer.assign([(topic, 0), (topic, 1)])
     consumer.commit({(topic, 0): 3, (topic, 1): 4})
     consumer.close()
-    assert Admin(kafka_bootstrap).group_offsets(group) == {(topic, 0): 3, (topic, 1): 4}
+    assert Admin(kafka_bootstrap).group_offsets(group, [topic]) == {(topic, 0): 3, (topic, 1): 4}
+    assert Admin(kafka_bootstrap).group_offsets(f"other-{group}", [topic]) == {}
 
 
 def test_no_broker_is_kafka_unavailable_within_the_timeout() -> None:
