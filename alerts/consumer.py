@@ -12,10 +12,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
+from spendstream.errors import KafkaAuthError, KafkaClientError
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import Alert, BreakerEvent, alert_from_wire, breaker_from_wire
+from spendstream.signing import RecordSigner
 from spendstream.topics import ALERTS, BREAKERS
+
+if TYPE_CHECKING:
+    from spendstream.kafka.consumer import Message
 
 from .router import AlertRouter, HandleSummary
 
@@ -42,101 +48,119 @@ class ConsumeSummary:
 
 
 class AlertConsumer:
-    """A kafka-python consumer in group ``group_id`` over the alert and breaker topics."""
+    """A ``spendstream.kafka`` consumer in group ``group_id`` over the alert and breaker topics.
+
+    With a ``signer`` (``[breaker] hmac_key_env``/``hmac_key_file``), a breaker record
+    whose signature does not verify is a bad record (kept in the router's state, never
+    routed): a forged ``closed`` cannot resolve a page.
+    """
 
     def __init__(
         self,
         router: AlertRouter,
-        bootstrap_servers: str,
+        bootstrap_servers: str | KafkaSettings,
         *,
         group_id: str = "spendstream-alerts",
         alerts_topic: str = ALERTS,
         breakers_topic: str = BREAKERS,
         max_records: int = 200,
         retry_budget_s: float = 300.0,
+        signer: RecordSigner | None = None,
     ) -> None:
-        from kafka import KafkaConsumer
+        from spendstream.kafka.consumer import Consumer
 
         self.router = router
         self.alerts_topic = alerts_topic
         self.breakers_topic = breakers_topic
         self.max_records = max_records
+        self.signer = signer
         # One batch may wait out the retry budget of a few sinks; leaving the group meanwhile
         # would only cause a rebalance and a re-read, but there is no reason to provoke it.
         poll_interval_ms = max(300_000, int(retry_budget_s * 4 * 1000))
-        self.consumer: Any = KafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+        self.consumer = Consumer(
+            bootstrap_servers,
             group_id=group_id,
             client_id="spendstream-alerts",
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=max_records,
-            max_poll_interval_ms=poll_interval_ms,
-            reconnect_backoff_max_ms=2000,
+            config={"max.poll.interval.ms": poll_interval_ms},
         )
         self.consumer.subscribe([alerts_topic, breakers_topic])
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        self.consumer.close()
 
-    def _parse(self, record: Any, alerts: list[Alert], breakers: list[BreakerEvent]) -> bool:
-        raw = record.value
+    def _bad(self, record: Message, text: str, error: str) -> None:
+        topic, partition, offset = record.topic() or "", record.partition(), record.offset()
+        log.error("%s@%s:%s %s", topic, partition, offset, error)
+        self.router.state.bad_record(
+            topic, partition or 0, offset or 0, text, error, datetime.now(UTC)
+        )
+
+    def _parse(self, record: Message, alerts: list[Alert], breakers: list[BreakerEvent]) -> bool:
+        raw = record.value()
+        topic = record.topic()
+        signer = self.signer if topic == self.breakers_topic else None
+        if signer and not signer.verify_headers(
+            "breaker", record.key(), raw or b"", record.headers()
+        ):
+            text = (raw or b"").decode("utf-8", errors="replace")
+            self._bad(record, text, "breaker record not signed with the [breaker] HMAC key")
+            return False
         if raw is None:
             return True  # a tombstone on the compacted breaker topic
         try:
             data = json.loads(raw)
-            if record.topic == self.alerts_topic:
+            if topic == self.alerts_topic:
                 alerts.append(alert_from_wire(data))
             else:
                 breakers.append(breaker_from_wire(data))
         except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
-            text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
-            error = f"not a valid {record.topic} record: {type(exc).__name__}: {exc}"
-            log.error("%s@%d:%d %s", record.topic, record.partition, record.offset, error)
-            self.router.state.bad_record(
-                record.topic, record.partition, record.offset, text, error, datetime.now(UTC)
-            )
+            text = raw.decode("utf-8", errors="replace")
+            self._bad(record, text, f"not a valid {topic} record: {type(exc).__name__}: {exc}")
             return False
         return True
 
     def poll_once(
         self, timeout_s: float = 1.0, stop: threading.Event | None = None
     ) -> ConsumeSummary:
-        """One batch: poll, route and deliver, then commit what was read."""
+        """One batch: poll, route and deliver, then commit what was read.
+
+        Raises ``KafkaAuthError`` when the broker refuses our credentials."""
         out = ConsumeSummary()
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=self.max_records)
-        if not batches:
+        records = self.consumer.consume(self.max_records, timeout_s)
+        if not records:
             out.add(self.router.tick())
             return out
         alerts: list[Alert] = []
         breakers: list[BreakerEvent] = []
-        for records in batches.values():
-            for record in records:
-                out.records += 1
-                if not self._parse(record, alerts, breakers):
-                    out.bad_records += 1
+        for record in records:
+            out.records += 1
+            if not self._parse(record, alerts, breakers):
+                out.bad_records += 1
         out.alerts, out.breaker_events = len(alerts), len(breakers)
         out.add(self.router.handle(alerts, breakers))
         out.add(self.router.tick())
-        if self._commit(stop):
+        if self._commit(records, stop):
             out.commits += 1
         return out
 
-    def _commit(self, stop: threading.Event | None) -> bool:
-        from kafka.errors import KafkaError
-
+    def _commit(self, records: list[Message], stop: threading.Event | None) -> bool:
+        # Exactly what was read and handled: the position may already be past it.
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            offsets[(r.topic() or "", r.partition() or 0)] = (r.offset() or 0) + 1
         delay = 0.2
         while True:
             try:
-                self.consumer.commit()
+                self.consumer.commit(offsets)
                 return True
-            except KafkaError as exc:
+            except KafkaAuthError:
+                raise
+            except KafkaClientError as exc:
                 # Broker away or group rebalancing: the state already holds every delivery,
                 # so a re-read after giving up here pages no one twice.
-                log.warning(
-                    "offset commit failed (%s); retrying in %.1fs", type(exc).__name__, delay
-                )
-                if exc.__class__.__name__ == "CommitFailedError" or (stop and stop.is_set()):
+                log.warning("offset commit failed (%s); retrying in %.1fs", exc.code, delay)
+                if not exc.retriable or (stop and stop.is_set()):
                     return False
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -5,7 +5,7 @@
 Three measurements, in one run, on one broker (``--bootstrap``, else
 ``$SPENDSTREAM_BENCH_KAFKA``, else a LocalKafka started for the run and stopped after):
 
-* ``bare_consumer`` (the baseline): produce -> a bare kafka-python consumer receives it,
+* ``bare_consumer`` (the baseline): produce -> a bare ``spendstream.kafka`` consumer receives it,
   the floor any Kafka-fed client can reach on this broker;
 * ``publish_to_refusal``: a breaker event is published to a compacted topic -> the
   ``BreakerView`` has applied it and ``guard()`` raises ``BreakerOpen``;
@@ -38,13 +38,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-
 from bench._common import machine as shared_machine
 from bench._common import record
 from spendstream.config import config_from_dict
 from spendstream.errors import BreakerOpen
+from spendstream.kafka.admin import Admin, TopicSpec
+from spendstream.kafka.consumer import Consumer
+from spendstream.kafka.producer import Producer
 from spendstream.producers.event import UsageEvent
 from spendstream.producers.guard import BreakerView, guard
 from spendstream.records import BreakerEvent, Cost, Fact, breaker_to_wire
@@ -55,7 +55,7 @@ NAME = "breaker_latency"
 
 def machine() -> dict[str, Any]:
     return shared_machine(
-        ("spendstream", "kafka-python", "aiokafka", "faust-streaming", "genai-prices")
+        ("spendstream", "confluent-kafka", "aiokafka", "faust-streaming", "genai-prices")
     )
 
 
@@ -72,12 +72,14 @@ def percentiles(samples_ms: list[float]) -> dict[str, float]:
     }
 
 
-def _topic(admin: KafkaAdminClient, name: str) -> str:
-    admin.create_topics(
-        [NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})],
-        wait_for_metadata=True,
-    )
+def _topic(admin: Admin, name: str) -> str:
+    admin.ensure_topics([TopicSpec(name, 1, {"cleanup.policy": "compact"}, 1)])
     return name
+
+
+def _producer(bootstrap: str) -> Producer:
+    """Latency, not throughput: no batching wait, leader acknowledgement only."""
+    return Producer(bootstrap, config={"acks": 1, "enable.idempotence": False, "linger.ms": 0})
 
 
 def _wire(scope: str, state: str, ts: datetime) -> bytes:
@@ -88,32 +90,27 @@ def bare_consumer(bootstrap: str, topic: str, samples: int, gap_s: float) -> lis
     received: dict[bytes, int] = {}
     got = threading.Condition()
     stop = threading.Event()
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=100
-    )
-    tp = TopicPartition(topic, 0)
-    consumer.assign([tp])
-    consumer.seek_to_end(tp)
-    consumer.position(tp)
+    consumer = Consumer(bootstrap)
+    # From the end as it is now (END would be resolved lazily, after the first send).
+    consumer.assign({(topic, 0): consumer.watermarks((topic, 0))[1]})
 
     def loop() -> None:
         while not stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                for rec in records:
-                    with got:
-                        received[rec.key] = time.monotonic_ns()
-                        got.notify_all()
+            for rec in consumer.consume(500, 0.2):
+                with got:
+                    received[rec.key() or b""] = time.monotonic_ns()
+                    got.notify_all()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    producer = _producer(bootstrap)
     out = []
     ts = datetime.now(UTC)
     for i in range(samples):
         key = f"session:bare-{i}".encode()
         t0 = time.monotonic_ns()
-        producer.send(topic, key=key, value=_wire(key.decode(), "open", ts))
-        producer.flush()
+        producer.produce(topic, _wire(key.decode(), "open", ts), key)
+        producer.flush(30)
         with got:
             got.wait_for(functools.partial(operator.contains, received, key), timeout=30)
         out.append((received[key] - t0) / 1e6)
@@ -136,7 +133,7 @@ def _until_refused(view: BreakerView, call: Callable[[], None], scope: str) -> i
 
 
 def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    producer = _producer(bootstrap)
     out = []
     with BreakerView(bootstrap, topic) as view:
         if not view.wait_ready(60):
@@ -145,8 +142,8 @@ def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -
         for i in range(samples):
             scope = f"session:pub-{i}"
             t0 = time.monotonic_ns()
-            producer.send(topic, key=scope.encode(), value=_wire(scope, "open", ts))
-            producer.flush()
+            producer.produce(topic, _wire(scope, "open", ts), scope.encode())
+            producer.flush(30)
             t1 = _until_refused(view, functools.partial(guard, view, session_id=f"pub-{i}"), scope)
             out.append((t1 - t0) / 1e6)
             time.sleep(gap_s)
@@ -157,7 +154,7 @@ def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -
 def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
     cfg = config_from_dict({"runaway": {"max_session_turns": 3}})
     engine = DetectionEngine(cfg)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    producer = _producer(bootstrap)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
     with BreakerView(bootstrap, topic) as view:
@@ -172,10 +169,8 @@ def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> l
             t0 = time.monotonic_ns()
             _, events = engine.process(facts[3:])
             for ev in events:
-                producer.send(
-                    topic, key=ev.scope.encode(), value=json.dumps(breaker_to_wire(ev)).encode()
-                )
-            producer.flush()
+                producer.produce(topic, json.dumps(breaker_to_wire(ev)).encode(), ev.scope.encode())
+            producer.flush(30)
             t1 = _until_refused(
                 view, functools.partial(guard, view, session_id=sid), f"session:{sid}"
             )
@@ -238,7 +233,7 @@ def run_trip_to_refusal(
                 pass
             time.sleep(0.5)
         usage = prefix + "spendstream.usage"
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+        producer = _producer(bootstrap)
         base = datetime(2026, 1, 1, tzinfo=UTC)
         with BreakerView(bootstrap, prefix + "spendstream.breakers") as view:
             if not view.wait_ready(120):
@@ -249,10 +244,10 @@ def run_trip_to_refusal(
                     ev = _fact(f"{sid}-{turn}", base + timedelta(minutes=i, seconds=turn / 10), sid)
                     value = ev.event.model_copy(update={"turn": turn}).model_dump_json().encode()
                     if turn == 101:
-                        producer.flush()
+                        producer.flush(30)
                         t0 = time.monotonic_ns()
-                    producer.send(usage, key=b"bench", value=value)
-                producer.flush()
+                    producer.produce(usage, value, b"bench")
+                producer.flush(30)
                 t1 = _until_refused(
                     view, functools.partial(guard, view, session_id=sid), f"session:{sid}"
                 )
@@ -317,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = LocalKafka(Path(tmp.name), port=port, controller_port=cport)
         bootstrap = broker.start(timeout_s=180)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = Admin(bootstrap, timeout_s=60)
         stamp = int(time.time())
         results: dict[str, Any] = {
             "bare_consumer": percentiles(
@@ -334,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ),
         }
-        admin.close()
         for within in args.batch_within_s if args.run_samples else ():
             results[f"run_trip_to_refusal@batch_within_s={within}"] = percentiles(
                 run_trip_to_refusal(bootstrap, args.run_samples, 0.2, within)

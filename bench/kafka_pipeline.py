@@ -191,12 +191,11 @@ def held_and_judged(workdir: Path, app_id: str) -> dict[str, Any]:
 
 
 def end_offset(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
+    from spendstream.kafka.consumer import Consumer
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = Consumer(bootstrap)
     try:
-        tp = TopicPartition(topic, 0)
-        return int(consumer.end_offsets([tp])[tp])
+        return consumer.watermarks((topic, 0))[1]
     finally:
         consumer.close()
 
@@ -326,9 +325,9 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 def latency(
     bootstrap: str, topic: str, workdir: Path, samples: int, gap_s: float
 ) -> dict[str, Any]:
-    from kafka import KafkaProducer
+    from spendstream.kafka.producer import OutRecord, Producer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    producer = Producer(bootstrap, config={"linger.ms": 0})
     tag = f"lat-{uuid.uuid4().hex[:8]}-"
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -344,7 +343,7 @@ def latency(
             "output_tokens": 100,
             "api_key_id": f"k-{i % 7}",
         }
-        producer.send(topic, json.dumps(event).encode(), key=_key(event)).get(timeout=30)
+        producer.send([OutRecord(topic, json.dumps(event).encode(), _key(event))], 30).raise_first()
         sent[eid] = time.perf_counter()
         # Poll DuckDB between sends: the fact is "queryable" when a read-only query returns it.
         deadline = time.perf_counter() + gap_s
@@ -397,7 +396,7 @@ def main() -> int:
         bootstrap = broker.start(timeout_s=180)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        from kafka.admin import KafkaAdminClient, NewTopic
+        from spendstream.kafka.admin import Admin, TopicSpec
 
         events = generate(args.events, seed=17)
         n = len(events)
@@ -405,9 +404,7 @@ def main() -> int:
         for layout in ("one", "split"):
             prefix = f"bench{uuid.uuid4().hex[:8]}."
             topic = prefix + "spendstream.usage"
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-            admin.create_topics([NewTopic(topic, args.partitions, 1)])
-            admin.close()
+            Admin(bootstrap, timeout_s=60).ensure_topics([TopicSpec(topic, args.partitions, {}, 1)])
             produce_s = asyncio.run(produce(bootstrap, topic, events))
             report.setdefault(
                 "produce",

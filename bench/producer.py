@@ -11,13 +11,14 @@ Measured, in one process, on one broker (``--bootstrap``, else a LocalKafka star
 * ``record_sending``: the same while the sender delivers to Kafka in the background (it
   shares the GIL with the caller: the cost a service sees under load).
 * ``meter_throughput``: events/s from the first ``record`` to ``flush()`` returning, all
-  acknowledged by the broker (``acks=all``, idempotent, gzip), default settings: a caller
+  acknowledged by the broker (``acks=all``, idempotent, lz4), default settings: a caller
   recording as fast as it can outruns Kafka, so most events overflow the 10 000-event
   queue into the spool and are replayed from disk (counted in ``spooled``).
 * ``meter_queue_holds_run``: the same with a queue that holds the whole run (the transport
   path alone, no spool).
-* ``bare_producer`` (the baseline): kafka-python's ``KafkaProducer`` with the same settings
-  sending the same events already serialised to JSON, then ``flush()``.
+* ``bare_producer`` (the baseline): a bare ``confluent_kafka.Producer`` (the library under
+  ``spendstream.kafka``) with the same settings sending the same events already serialised
+  to JSON, then ``flush()``.
 
 Goal: ``record`` median <= 20 us. Results: bench/results/producer.json and a line in
 bench/RESULTS.md.
@@ -35,11 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-
 from bench._common import machine as shared_machine
 from bench._common import record
+from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.producers import Meter, UsageEvent
 from spendstream.producers.transports import KafkaTransport
 from spendstream.topics import partition_key
@@ -50,7 +49,7 @@ ROUNDS = 3
 
 
 def machine() -> dict[str, Any]:
-    return shared_machine(("spendstream", "pydantic", "pydantic-core", "kafka-python", "httpx"))
+    return shared_machine(("spendstream", "pydantic", "pydantic-core", "confluent-kafka", "httpx"))
 
 
 def fields(i: int) -> dict[str, Any]:
@@ -91,14 +90,7 @@ def time_calls(fn: Any, n: int) -> list[int]:
 
 def make_topic(bootstrap: str, partitions: int = 3) -> str:
     name = f"bench-producer-{os.urandom(4).hex()}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
-            wait_for_metadata=True,
-        )
-    finally:
-        admin.close()
+    Admin(bootstrap, timeout_s=60).ensure_topics([TopicSpec(name, partitions, {}, 1)])
     return name
 
 
@@ -172,22 +164,38 @@ def bench_bare(bootstrap: str, events: int) -> dict[str, Any]:
         ev = UsageEvent.model_validate({**fields(i), "event_id": os.urandom(16).hex(), "ts": now})
         key = partition_key(ev.api_key_id, ev.session_id, ev.event_id)
         payload.append((key, ev.model_dump_json(exclude_none=True).encode()))
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        compression_type="gzip",
-        linger_ms=5,
-        batch_size=256 << 10,
+    import confluent_kafka  # the bare library: the baseline
+
+    producer = confluent_kafka.Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 256 << 10,
+            "partitioner": "murmur2_random",
+        }
     )
-    producer.send(topic, key=b"warm", value=b"{}").get(timeout=60)
+    failed = 0
+
+    def done(err: Any, msg: Any) -> None:
+        nonlocal failed
+        failed += err is not None
+
+    producer.produce(topic, b"{}", b"warm")
+    producer.flush(60)
     gc.collect()
     t0 = time.perf_counter()
-    futures = [producer.send(topic, key=k, value=v) for k, v in payload]
-    producer.flush()
+    for k, v in payload:
+        while True:
+            try:
+                producer.produce(topic, v, k, on_delivery=done)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(600)
     elapsed = time.perf_counter() - t0
-    failed = sum(1 for f in futures if not f.succeeded())
-    producer.close()
     assert failed == 0
     return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
 
@@ -253,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         f"median {sending['median_us']} us p99 {sending['p99_us']} us while sending; "
         f"Meter to Kafka {meter['events_per_s']}/s ({meter['spooled']} overflowed to the "
         f"spool: the caller outran Kafka) and {meter_big['events_per_s']}/s with a queue "
-        f"holding the run vs bare KafkaProducer {bare['events_per_s']}/s = "
+        f"holding the run vs bare confluent_kafka.Producer {bare['events_per_s']}/s = "
         f"{report['meter_vs_bare']}x / {report['meter_queue_holds_run_vs_bare']}x "
         f"-> results/{NAME}.json"
     )

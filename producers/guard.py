@@ -17,6 +17,11 @@ from the genai-prices catalog when it is installed (the ``pipeline`` extra): thi
 must not import the pipeline's pricer. A model with no known price is refused when a
 ceiling is set: its worst case cannot be bounded.
 
+Authenticated records: given a ``signer`` (``[breaker] hmac_key_env``/``hmac_key_file``,
+see ``spendstream.signing``), the view applies only records whose ``spendstream-sig``
+header verifies; any other record (a forged ``closed``, say) is ignored, counted in
+``view.unverified`` and logged once. Without a signer every record is trusted.
+
 Nothing here imports the pipeline: the topic's JSON is parsed here.
 """
 
@@ -29,10 +34,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from spendstream.errors import BreakerOpen
+from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.scopes import GLOBAL, SCOPE_FIELDS
+from spendstream.signing import RecordSigner
+
+if TYPE_CHECKING:
+    from spendstream.config import Config
+    from spendstream.kafka.consumer import Partition
 
 __all__ = [
     "BREAKERS_TOPIC",
@@ -86,16 +97,20 @@ class BreakerView:
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        bootstrap_servers: str | KafkaSettings,
         topic: str = BREAKERS_TOPIC,
         *,
         fail_closed: bool = False,
         poll_timeout_ms: int = 200,
+        signer: RecordSigner | None = None,
         client_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        """``bootstrap_servers``: an address, or ``KafkaSettings`` for SASL/TLS;
+        ``client_options``: librdkafka settings for the consumer."""
+        self.settings = as_settings(bootstrap_servers)
         self.topic = topic
         self.fail_closed = fail_closed
+        self.signer = signer
         self._poll_timeout_ms = poll_timeout_ms
         self._client_options = dict(client_options or {})
         self._states: dict[str, ViewEntry] = {}
@@ -104,11 +119,38 @@ class BreakerView:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
         self.error: BaseException | None = None
+        self.unverified = 0  # records ignored because their signature did not verify
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> BreakerView:
+        """A view of ``[kafka] topic_prefix`` + the breakers topic with the ``[kafka]`` client
+        settings and the ``[breaker]`` HMAC key (a missing secret is a ConfigError)."""
+        from spendstream.signing import load_breaker_signer
+
+        return cls(
+            KafkaSettings.from_config(config.kafka),
+            config.kafka.topic_prefix + BREAKERS_TOPIC,
+            signer=load_breaker_signer(config.breaker),
+            **kwargs,
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.settings.bootstrap_servers
 
     # --- the local state ------------------------------------------------------------
 
-    def apply(self, key: bytes | str | None, value: bytes | str | None) -> None:
-        """Apply one record of the topic (a tombstone, ``value=None``, forgets the scope)."""
+    def apply(
+        self,
+        key: bytes | str | None,
+        value: bytes | str | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Apply one record of the topic (a tombstone, ``value=None``, forgets the scope).
+
+        With a signer, a record whose signature header does not verify is ignored."""
+        if self.signer is not None and not self._verified(key, value, headers):
+            return
         if isinstance(key, bytes):
             key = key.decode("utf-8", errors="replace")
         if value is None:
@@ -133,6 +175,32 @@ class BreakerView:
         else:
             self._states[scope] = entry
         self._notify()
+
+    def _verified(
+        self,
+        key: bytes | str | None,
+        value: bytes | str | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> bool:
+        assert self.signer is not None
+        k = key.encode() if isinstance(key, str) else key
+        v = value.encode() if isinstance(value, str) else (value or b"")
+        if self.signer.verify_headers("breaker", k, v, headers):
+            return True
+        self.unverified += 1
+        if self.unverified == 1:
+            log.warning(
+                "breaker view: ignoring a record on %s that is not signed with the configured "
+                "[breaker] HMAC key (key %r); further ones are only counted (view.unverified)",
+                self.topic,
+                k,
+            )
+        return False
+
+    @property
+    def states(self) -> Mapping[str, ViewEntry]:
+        """Every breaker that is not closed (live, not a copy: read, never write)."""
+        return self._states
 
     def get(self, scope: str) -> ViewEntry | None:
         """The scope's breaker unless closed."""
@@ -190,9 +258,10 @@ class BreakerView:
         self.close()
 
     def _run(self) -> None:
-        # kafka-python reconnects by itself once connected; this loop covers a broker that is
-        # down when the view starts and any unexpected error, resuming from the last position.
-        positions: dict[Any, int] = {}
+        # librdkafka reconnects by itself once connected; this loop covers a broker that is
+        # down when the view starts, refused credentials and any unexpected error, resuming
+        # from the last position.
+        positions: dict[Partition, int] = {}
         backoff_s = 0.5
         while not self._stop.is_set():
             try:
@@ -204,45 +273,33 @@ class BreakerView:
                 self._stop.wait(backoff_s)
                 backoff_s = min(backoff_s * 2, 10.0)
 
-    def _consume(self, positions: dict[Any, int]) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def _consume(self, positions: dict[Partition, int]) -> None:
+        from spendstream.kafka.consumer import BEGINNING, Consumer
 
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "group_id": None,  # every client reads the whole topic; no offsets to commit
-            "enable_auto_commit": False,
-            "auto_offset_reset": "earliest",
-            "fetch_max_wait_ms": 100,
-            "client_id": "spendstream-breaker-view",
-        }
-        options.update(self._client_options)
-        consumer = KafkaConsumer(**options)
+        # No group: every client reads the whole topic; there are no offsets to commit.
+        consumer = Consumer(
+            self.settings, client_id="spendstream-breaker-view", config=self._client_options
+        )
         try:
-            parts = None
-            while parts is None and not self._stop.is_set():
-                found = consumer.partitions_for_topic(self.topic)
-                if found:
-                    parts = [TopicPartition(self.topic, p) for p in sorted(found)]
-                else:
+            found = None
+            while found is None and not self._stop.is_set():
+                found = consumer.partitions_for(self.topic, timeout_s=10)
+                if not found:
+                    found = None
                     self._stop.wait(0.5)  # the topic appears when the first breaker moves
-            if parts is None:
+            if found is None:
                 return
-            consumer.assign(parts)
-            for tp in parts:
-                if tp in positions:
-                    consumer.seek(tp, positions[tp])
-                else:
-                    consumer.seek_to_beginning(tp)
-            targets = consumer.end_offsets(parts)
+            parts = [(self.topic, p) for p in found]
+            consumer.assign({p: positions.get(p, BEGINNING) for p in parts})
+            targets: dict[Partition, tuple[int, int]] = {p: consumer.watermarks(p) for p in parts}
             self.error = None
+            timeout_s = self._poll_timeout_ms / 1000
             while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=self._poll_timeout_ms)
-                for tp, records in batches.items():
-                    for rec in records:
-                        self.apply(rec.key, rec.value)
-                    positions[tp] = records[-1].offset + 1
+                for msg in consumer.consume(500, timeout_s):
+                    self.apply(msg.key(), msg.value(), msg.headers())
+                    positions[(self.topic, msg.partition() or 0)] = (msg.offset() or 0) + 1
                 if not self._ready.is_set() and all(
-                    consumer.position(tp) >= off for tp, off in targets.items()
+                    positions.get(p, low) >= high for p, (low, high) in targets.items()
                 ):
                     self._ready.set()
                     self._notify()
@@ -313,7 +370,7 @@ def guard(
     """
     if not view.ready and view.fail_closed:
         raise BreakerOpen("global", "breaker view has not caught up with the breakers topic")
-    states = view._states
+    states = view.states
     for scope in call_scopes(tags):
         entry = states.get(scope)
         if entry is not None and entry.state == "open":

@@ -50,6 +50,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.guard import BREAKERS_TOPIC, BreakerView
 from spendstream.producers.guard import aguard as _aguard
@@ -179,12 +180,13 @@ class Meter:
     # -- constructors -----------------------------------------------------------------------
 
     @classmethod
-    def kafka(cls, bootstrap_servers: str | list[str], **kwargs: Any) -> Meter:
+    def kafka(cls, bootstrap_servers: str | list[str] | KafkaSettings, **kwargs: Any) -> Meter:
         """A Meter producing to ``spendstream.usage``.
 
         Keyword arguments that are event fields (``team="search"``, ``api_key_id=...``)
         become defaults of every event; Meter options (``spool_dir``, ``queue_size``...)
-        configure the Meter; the rest (``topic``, kafka-python settings) go to the producer.
+        configure the Meter; the rest (``topic``, librdkafka settings) go to the producer.
+        ``bootstrap_servers`` may be ``KafkaSettings`` (SASL, TLS; ``KafkaSettings.from_config``).
         """
         meter_kw, producer_kw = _split_options(kwargs)
         return cls(KafkaTransport(bootstrap_servers, **producer_kw), **meter_kw)
@@ -508,8 +510,13 @@ class Meter:
     # A started BreakerView, or None: set it yourself or with watch_breakers().
     breakers: BreakerView | None = None
 
-    def watch_breakers(self, bootstrap: str, topic: str = BREAKERS_TOPIC, **kw: Any) -> BreakerView:
-        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself."""
+    def watch_breakers(
+        self, bootstrap: str | KafkaSettings, topic: str = BREAKERS_TOPIC, **kw: Any
+    ) -> BreakerView:
+        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself.
+
+        ``bootstrap`` is an address or ``KafkaSettings`` (SASL/TLS); ``signer=`` (a
+        ``spendstream.signing.RecordSigner``) makes the view ignore unsigned records."""
         self.breakers = BreakerView(bootstrap, topic, **kw).start()
         return self.breakers
 

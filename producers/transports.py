@@ -12,9 +12,14 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from spendstream.errors import KafkaAuthError, KafkaClientError
+from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.topics import USAGE
+
+if TYPE_CHECKING:
+    from spendstream.kafka.producer import Producer
 
 __all__ = [
     "HttpTransport",
@@ -50,7 +55,8 @@ class Transport(Protocol):
 
 
 class KafkaTransport:
-    """kafka-python producer: ``acks=all``, idempotent, compressed, keyed by the pipeline's key.
+    """A ``spendstream.kafka`` producer: ``acks=all``, idempotent, lz4-compressed, keyed by the
+    pipeline's key (murmur2, as the Java client hashes it).
 
     The batch waits for every acknowledgement (bounded by ``delivery_timeout_ms``), so the
     Meter knows which records reached the broker before it spools the rest. Through an
@@ -59,106 +65,103 @@ class KafkaTransport:
     exactly one copy of a request whose answer was lost; meanwhile new events overflow the
     Meter's queue into the spool. Past that, the batch fails, is spooled and re-sent by a
     rebuilt producer: a record whose acknowledgement was lost then arrives twice (same
-    event_id; the pipeline dedupes).
+    event_id; the pipeline dedupes). A new producer first fetches the topic's metadata
+    (at most ``max_block_ms``), so a broker that is away when sending starts fails the batch
+    quickly; refused credentials (``KafkaAuthError``) fail it at once and are logged as errors.
+
+    ``bootstrap_servers`` is an address or a ``KafkaSettings`` (SASL, TLS: see
+    ``KafkaSettings.from_config``); other keywords are librdkafka settings, with dots or
+    underscores (``linger_ms=20`` is ``linger.ms``).
     """
 
     name = "kafka"
 
     def __init__(
         self,
-        bootstrap_servers: str | list[str],
+        bootstrap_servers: str | list[str] | KafkaSettings,
         *,
         topic: str = USAGE,
-        compression_type: str | None = "gzip",
+        compression_type: str | None = "lz4",
         delivery_timeout_ms: int = 120_000,
         request_timeout_ms: int = 10_000,
         max_block_ms: int = 2_000,
         **producer_config: Any,
     ) -> None:
         self.topic = topic
+        self.settings = as_settings(bootstrap_servers)
         self._config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap_servers,
-            "acks": "all",
-            "enable_idempotence": True,
-            "compression_type": compression_type,
-            "linger_ms": 5,
-            "batch_size": 256 << 10,
-            "delivery_timeout_ms": delivery_timeout_ms,
-            "request_timeout_ms": request_timeout_ms,
-            "max_block_ms": max_block_ms,
-            "client_id": "spendstream-meter",
-            **producer_config,
+            "compression.type": compression_type or "none",
+            "linger.ms": 5,
+            "batch.size": 256 << 10,
+            "delivery.timeout.ms": delivery_timeout_ms,
+            "request.timeout.ms": request_timeout_ms,
+            **{k.replace("_", "."): v for k, v in producer_config.items()},
         }
-        self._producer: Any = None
+        self._producer: Producer | None = None
+        self._connected = False
+        self._max_block_s = max_block_ms / 1000
         self._flush_timeout_s = delivery_timeout_ms / 1000 + 2.0
 
-    def _ensure(self) -> Any:
+    def _ensure(self) -> Producer:
         if self._producer is None:
-            from kafka import KafkaProducer
+            from spendstream.kafka.producer import Producer
 
-            self._producer = KafkaProducer(**self._config)
+            self._producer = Producer(
+                self.settings, client_id="spendstream-meter", config=self._config
+            )
+            self._connected = False
+        if not self._connected:
+            self._producer.check_connection(self._max_block_s, self.topic)
+            self._connected = True
         return self._producer
 
     def _reset(self) -> None:
         if self._producer is not None:
-            _force_close(self._producer)
+            # Drop what it still holds, so no record it had is delivered behind the spool.
+            self._producer.abort()
             self._producer = None
 
     def send(self, records: Sequence[Record]) -> SendResult:
+        from spendstream.kafka.producer import OutRecord
+
         result = SendResult()
         try:
             producer = self._ensure()
-        except Exception as exc:  # NoBrokersAvailable and friends: the broker is away
-            log.warning("Kafka unreachable (%s): %d events kept for retry", exc, len(records))
+            report = producer.send(
+                [OutRecord(self.topic, rec.value, rec.key) for rec in records],
+                self._flush_timeout_s,
+            )
+        except KafkaClientError as exc:  # away, refused, or misconfigured
+            _log_failure(exc, len(records))
+            self._reset()
             result.failed = list(range(len(records)))
             return result
-        futures: list[tuple[int, Any]] = []
-        for i, rec in enumerate(records):
-            try:
-                futures.append((i, producer.send(self.topic, key=rec.key, value=rec.value)))
-            except Exception as exc:  # metadata wait timed out: stop here to keep order
-                log.warning("Kafka send failed (%s): %d events kept", exc, len(records) - i)
-                result.failed.extend(range(i, len(records)))
-                break
-        try:
-            # kafka-python can wait forever here after expiring batches on a dead broker:
-            # bound the wait; what is not acknowledged by then counts as failed.
-            producer.flush(timeout=self._flush_timeout_s)
-        except Exception as exc:
-            log.warning("Kafka did not acknowledge the batch in time (%s)", exc)
-        for i, fut in futures:
-            if not fut.is_done or fut.failed():
-                result.failed.append(i)
-        result.failed.sort()
-        if result.failed:
+        if report.failed:
+            _log_failure(report.failed[0][1], len(report.failed))
+            result.failed = [i for i, _ in report.failed]
             self._reset()
         return result
 
     def after_fork(self) -> None:
-        # The parent's producer thread does not exist here, and its sockets are the parent's.
+        # The parent's client threads do not exist here: destroying its handle would wait
+        # for them forever. Keep it referenced, unused, and start afresh.
+        if self._producer is not None:
+            _FORK_ORPHANS.append(self._producer)
         self._producer = None
 
     def close(self) -> None:
         if self._producer is not None:
-            try:
-                self._producer.close(timeout=5)
-            except Exception:  # nothing is pending here: the Meter spooled it already
-                _force_close(self._producer)
+            # Nothing is pending here: the Meter spooled it already.
+            self._producer.close(timeout_s=5)
             self._producer = None
 
 
-def _force_close(producer: Any) -> None:
-    """Stop a producer for good, so that no record it still holds is delivered later.
+_FORK_ORPHANS: list[Any] = []
 
-    ``KafkaProducer.close(timeout=0)`` raises from its flush before reaching its own force
-    close when records are pending, leaving the sender thread alive: finish the job.
-    """
-    try:
-        producer.close(timeout=0)
-    except Exception:
-        sender = getattr(producer, "_sender", None)
-        if sender is not None and sender.is_alive():
-            sender.force_close()
+
+def _log_failure(exc: KafkaClientError, count: int) -> None:
+    level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
+    log.log(level, "Kafka did not take %d event(s), kept for retry: %s", count, exc)
 
 
 class HttpTransport:

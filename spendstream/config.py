@@ -63,6 +63,19 @@ UsdAmount = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
 NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
 
 
+def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
+    # A secret written into the TOML ends up in backups and diffs: refuse it with a message
+    # that says where to put it instead.
+    if isinstance(data, dict):
+        for key in secret_keys:
+            if key in data:
+                raise ValueError(
+                    f"{key} must not be written inline; use {key}_env (an environment "
+                    f"variable name) or {key}_file (a path)"
+                )
+    return data
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,6 +89,57 @@ class KafkaConfig(_Section):
     app_id: str = Field(default="spendstream", min_length=1)
     # A worker silent this long (e.g. killed) leaves the group and its partitions move on.
     session_timeout_s: float = Field(default=30.0, ge=6, le=300)
+    # Security of every client the project runs (docs/kafka.md "Security"). Secrets come
+    # from an environment variable or a file, never from this file.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: str | None = None
+    # PEM file of the CA(s) that signed the brokers' certificates (default: the system's).
+    ssl_ca_location: str | None = None
+    # Client certificate and key (PEM) for brokers that require mutual TLS.
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password_env: str | None = None
+    ssl_key_password_file: str | None = None
+    # Check that the broker's certificate names the host connected to (leave on).
+    ssl_endpoint_identification: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("sasl_password", "ssl_key_password"))
+
+    @model_validator(mode="after")
+    def _consistent_security(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl and not self.sasl_username:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username")
+        if sasl and not (self.sasl_password_env or self.sasl_password_file):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_password_env "
+                "(an environment variable name) or sasl_password_file (a path)"
+            )
+        if not sasl and (self.sasl_username or self.sasl_password_env or self.sasl_password_file):
+            raise ValueError(
+                f"sasl_* keys are set but security_protocol is {self.security_protocol}: "
+                "use SASL_PLAINTEXT or SASL_SSL"
+            )
+        ssl_keys = [
+            k
+            for k in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+            if getattr(self, k)
+        ]
+        if ssl_keys and not tls:
+            raise ValueError(
+                f"{', '.join(ssl_keys)} set but security_protocol is {self.security_protocol}: "
+                "use SSL or SASL_SSL"
+            )
+        if bool(self.ssl_certificate_location) != bool(self.ssl_key_location):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        return self
 
 
 class AnomalyConfig(_Section):
@@ -127,6 +191,16 @@ class BreakerConfig(_Section):
     # whose breaker stops its only traffic would never see the event time that closes it.
     # 0 turns it off (breakers then move by event time alone, as in `ingest`).
     idle_advance_s: float = Field(default=60.0, ge=0)
+    # HMAC-SHA256 key signing every record on the breakers topic (docs/kafka.md "Breaker
+    # records"). With a key, clients ignore records they cannot verify; without one, anyone
+    # who can produce to the topic can open or close breakers.
+    hmac_key_env: str | None = None
+    hmac_key_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("hmac_key",))
 
 
 class DetectionConfig(_Section):
@@ -206,6 +280,14 @@ class HttpConfig(_Section):
     # Bearer token for POST /v1/events; read from this env var or file, never from the TOML itself.
     token_env: str = "SPENDSTREAM_INGEST_TOKEN"
     token_file: str | None = None
+    # /metrics labels taken from data (e.g. team) keep at most this many distinct values per
+    # metric; later ones are counted under "other", so /metrics stays small.
+    metrics_label_values: int = Field(default=100, ge=1, le=10_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        return _no_inline_secret(data, ("token",))
 
 
 class PipelineConfig(_Section):
@@ -294,19 +376,6 @@ class OtelConfig(_Section):
 
 
 AlertSeverity = Literal["info", "warning", "critical"]
-
-
-def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
-    # A secret written into the TOML ends up in backups and diffs: refuse it with a message
-    # that says where to put it instead.
-    if isinstance(data, dict):
-        for key in secret_keys:
-            if key in data:
-                raise ValueError(
-                    f"{key} must not be written inline; use {key}_env (an environment "
-                    f"variable name) or {key}_file (a path)"
-                )
-    return data
 
 
 class _SinkBase(_Section):

@@ -4,6 +4,9 @@
      ├── ConfigError       bad configuration or arguments (CLI exit 2)
      ├── ToolMissingError  a required external tool (java, mvn, ...) is absent (CLI exit 2)
      ├── KafkaLocalError   the local broker could not be started or stopped
+     ├── KafkaClientError  a Kafka client call failed (spendstream.kafka; .code, .retriable)
+     │    ├── KafkaUnavailable  no broker answered in time (down, wrong address, network)
+     │    └── KafkaAuthError    the broker refused us: SASL credentials, TLS, or an ACL
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
@@ -14,7 +17,10 @@ from __future__ import annotations
 __all__ = [
     "BreakerOpen",
     "ConfigError",
+    "KafkaAuthError",
+    "KafkaClientError",
     "KafkaLocalError",
+    "KafkaUnavailable",
     "SpendstreamError",
     "ToolMissingError",
 ]
@@ -34,6 +40,25 @@ class ToolMissingError(SpendstreamError):
 
 class KafkaLocalError(SpendstreamError):
     """The local single-node Kafka could not be prepared, started or stopped."""
+
+
+class KafkaClientError(SpendstreamError):
+    """A Kafka client operation failed; ``code`` is librdkafka's error name (e.g.
+    ``_MSG_TIMED_OUT``), ``retriable`` whether trying again later may succeed."""
+
+    def __init__(self, message: str, *, code: str = "", retriable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retriable = retriable
+
+
+class KafkaUnavailable(KafkaClientError):
+    """No broker answered in time: it is down, the address is wrong, or the network is."""
+
+
+class KafkaAuthError(KafkaClientError):
+    """The broker refused this client: wrong SASL credentials or mechanism, a TLS problem
+    (untrusted certificate, bad client key), or an ACL denying the topic or group."""
 
 
 class BreakerOpen(SpendstreamError):

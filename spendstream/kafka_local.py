@@ -39,11 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spendstream.errors import KafkaLocalError, ToolMissingError
+from spendstream.kafka_local_security import TlsFiles, ensure_tls, scram_format_args, security_props
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -109,11 +111,20 @@ class KafkaStatus:
     log_path: Path
     stdout_path: Path
 
+    sasl_bootstrap: str | None = None
+    ssl_bootstrap: str | None = None
+
     def describe(self) -> str:
         if self.running:
             head = f"Kafka {self.version} running (pid {self.pid}) at {self.bootstrap}"
         else:
             head = f"Kafka {self.version} not running (would listen on {self.bootstrap})"
+        for label, address in (
+            ("SASL_PLAINTEXT", self.sasl_bootstrap),
+            ("SASL_SSL", self.ssl_bootstrap),
+        ):
+            if address is not None:
+                head += f"\n  {label}: {address}"
         return f"{head}\n  data dir: {self.data_dir}\n  log:      {self.log_path}"
 
 
@@ -412,20 +423,46 @@ class LocalKafka:
         version: str = DEFAULT_VERSION,
         *,
         stop_with_parent: bool = False,
+        sasl_port: int | None = None,
+        ssl_port: int | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
         """``stop_with_parent`` (Linux, for tests): the kernel SIGTERMs the broker when the
-        thread that started it dies, so a killed test run leaves no JVM behind."""
+        thread that started it dies, so a killed test run leaves no JVM behind.
+
+        ``sasl_port`` adds a SASL_PLAINTEXT listener and ``ssl_port`` a SASL_SSL one (a
+        throwaway CA in ``<data dir>/tls``), both SCRAM-SHA-256/512 for ``scram_users``
+        (name -> password; stored in the metadata log when the data dir is first formatted).
+        The PLAINTEXT listener on ``port`` stays: the broker talks to itself over it."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.port = port
         self.controller_port = controller_port
         self.version = version
         self.stop_with_parent = stop_with_parent
+        self.sasl_port = sasl_port
+        self.ssl_port = ssl_port
+        self.scram_users = dict(scram_users or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     # paths -----------------------------------------------------------------
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_bootstrap(self) -> str | None:
+        """The SASL_PLAINTEXT listener's address, if any."""
+        return None if self.sasl_port is None else f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str | None:
+        """The SASL_SSL listener's address, if any."""
+        return None if self.ssl_port is None else f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def tls(self) -> TlsFiles:
+        """The CA and client certificate files of the SASL_SSL listener."""
+        return TlsFiles(self.data_dir / "tls")
 
     @property
     def log_path(self) -> Path:
@@ -480,22 +517,27 @@ class LocalKafka:
             version=self.version,
             log_path=self.log_path,
             stdout_path=self.stdout_path,
+            sasl_bootstrap=self.sasl_bootstrap,
+            ssl_bootstrap=self.ssl_bootstrap,
         )
 
     # config ----------------------------------------------------------------
     def _write_config(self) -> None:
+        tls = ensure_tls(self.tls.directory) if self.ssl_port is not None else None
+        sec_listeners, sec_protocols, sec_props = security_props(self.sasl_port, self.ssl_port, tls)
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", *sec_listeners]
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             # A static single voter: no --standalone format and no dynamic quorum needed.
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{self.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", *sec_protocols]
+            ),
             "log.dirs": str(self._kraft_dir),
             "num.partitions": "1",
             # One broker: every internal topic must make do with one replica.
@@ -509,6 +551,7 @@ class LocalKafka:
             "transaction.state.log.num.partitions": "10",
             # No 3 s wait before the first rebalance: tests and the demo start faster.
             "group.initial.rebalance.delay.ms": "0",
+            **sec_props,
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         self._props_path.write_text("# written by spendstream kafka-local\n" + text)
@@ -561,8 +604,9 @@ class LocalKafka:
         if (self._kraft_dir / "meta.properties").exists():
             return  # restart with the same data: formatting again would refuse or wipe
         cmd = self._java_cmd(
-            java, libs, STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(self._props_path)
-        )
+            java, libs, STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(self._props_path),
+            *scram_format_args(self.scram_users),
+        )  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
         if proc.returncode != 0:
             raise KafkaLocalError(
@@ -580,6 +624,7 @@ class LocalKafka:
     # lifecycle -------------------------------------------------------------
     def start(self, timeout_s: float = 120.0) -> str:
         """Start the broker in the background; return its bootstrap address once it serves."""
+        self._check_users()
         pid = self.running_pid()
         if pid is not None:
             if api_versions_ok("127.0.0.1", self.port):
@@ -591,7 +636,8 @@ class LocalKafka:
             )
         java = _checked_java()
         libs = ensure_jars(self.version)
-        for port in (self.port, self.controller_port):
+        ports = (self.port, self.controller_port, self.sasl_port, self.ssl_port)
+        for port in (p for p in ports if p is not None):
             if not _port_free(port):
                 raise PortInUseError(f"port {port} on 127.0.0.1 is in use; choose another")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -666,11 +712,35 @@ class LocalKafka:
             time.sleep(0.1)
         return not _pid_alive(pid)
 
+    def _check_users(self) -> None:
+        # Users are written when the data dir is formatted (formatting again would refuse or
+        # wipe), so a formatted dir can only have those it was formatted with.
+        if not (self._kraft_dir / "meta.properties").exists():
+            return
+        known = set(self._read_state().get("scram_users", []))
+        missing = sorted(set(self.scram_users) - known)
+        if missing:
+            raise KafkaLocalError(
+                f"{self.data_dir} was formatted without SCRAM user(s) {', '.join(missing)}; "
+                "users are added when a data dir is first formatted: use a new --dir"
+            )
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads((self.data_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
     def _write_state(self) -> None:
+        users = set(self._read_state().get("scram_users", [])) | set(self.scram_users)
         state = {
             "version": self.version,
             "port": self.port,
             "controller_port": self.controller_port,
+            "sasl_port": self.sasl_port,
+            "ssl_port": self.ssl_port,
+            "scram_users": sorted(users),  # names only: passwords are the caller's
         }
         tmp = self.data_dir / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(state) + "\n")
@@ -687,9 +757,15 @@ class LocalKafka:
                 port=int(state["port"]),
                 controller_port=int(state["controller_port"]),
                 version=str(state["version"]),
+                sasl_port=_opt_int(state.get("sasl_port")),
+                ssl_port=_opt_int(state.get("ssl_port")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return cls(data_dir)
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 # --------------------------------------------------------------------------- CLI
@@ -715,6 +791,28 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--kafka-version", default=None, help=f"Kafka version to start (default {DEFAULT_VERSION})"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
+    parser.add_argument(
+        "--sasl-port",
+        type=_port_arg,
+        default=None,
+        help="also listen for SASL_PLAINTEXT (SCRAM-SHA-256/512) clients on this port",
+    )
+    parser.add_argument(
+        "--ssl-port",
+        type=_port_arg,
+        default=None,
+        help="also listen for SASL_SSL clients on this port (a throwaway CA in <dir>/tls)",
+    )
+    parser.add_argument(
+        "--sasl-user", default="spendstream", help="SCRAM user to create (default: spendstream)"
+    )
+    parser.add_argument(
+        "--sasl-password-env",
+        default="SPENDSTREAM_KAFKA_PASSWORD",
+        metavar="VAR",
+        help="environment variable holding that user's password "
+        "(default: SPENDSTREAM_KAFKA_PASSWORD; never on the command line)",
+    )
 
 
 def _port_arg(text: str) -> int:
@@ -725,6 +823,30 @@ def _port_arg(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port out of range 1-65535: {port}")
     return port
+
+
+def client_hint(broker: LocalKafka, user: str, password_env: str) -> str:
+    """The ``[kafka]`` section a client needs for the broker's SASL listeners, as TOML."""
+    out = []
+    for address, protocol in (
+        (broker.sasl_bootstrap, "SASL_PLAINTEXT"),
+        (broker.ssl_bootstrap, "SASL_SSL"),
+    ):
+        if address is None:
+            continue
+        lines = [
+            f"# {protocol} listener of this broker:",
+            "[kafka]",
+            f'bootstrap_servers = "{address}"',
+            f'security_protocol = "{protocol}"',
+            'sasl_mechanism = "SCRAM-SHA-512"',
+            f'sasl_username = "{user}"',
+            f'sasl_password_env = "{password_env}"',
+        ]
+        if protocol == "SASL_SSL":
+            lines.append(f'ssl_ca_location = "{broker.tls.ca}"')
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -739,7 +861,25 @@ def run(args: argparse.Namespace) -> int:
             broker.controller_port = args.controller_port
         if args.kafka_version:
             broker.version = args.kafka_version
+        if args.sasl_port is not None:
+            broker.sasl_port = args.sasl_port
+        if args.ssl_port is not None:
+            broker.ssl_port = args.ssl_port
+        if broker.sasl_port is not None or broker.ssl_port is not None:
+            password = os.environ.get(args.sasl_password_env, "")
+            if password:
+                broker.scram_users = {args.sasl_user: password}
+            elif not (broker.data_dir / "kraft" / "meta.properties").exists():
+                print(
+                    f"spendstream kafka-local: set ${args.sasl_password_env} to the password of "
+                    f"SCRAM user {args.sasl_user!r} (--sasl-password-env names another variable)",
+                    file=sys.stderr,
+                )
+                return 2
         print(broker.start(timeout_s=args.timeout))
+        hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
+        if hint:
+            print(hint, file=sys.stderr)
         return 0
     if args.action == "stop":
         if broker.stop(timeout_s=args.timeout):

@@ -7,19 +7,24 @@
   restart (broker-outage tests); all stopped at teardown.
 - ``topic_factory`` (function): a fresh, uniquely named topic on the session broker (or on
   a given bootstrap); deleted at teardown.
+- ``secure_kafka`` (session): a ``LocalKafka`` with SCRAM users on SASL_PLAINTEXT and
+  SASL_SSL listeners; ``.settings(...)`` gives client settings, right or wrong.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.kafka_local import (
     DEFAULT_VERSION,
     KafkaLocalError,
@@ -158,17 +163,15 @@ def kafka_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
 @pytest.fixture
 def topic_factory(kafka_bootstrap: str) -> Iterator[TopicFactory]:
     """Create uniquely named topics (on the session broker unless ``bootstrap`` is given)."""
-    from kafka import KafkaAdminClient
+    from spendstream.kafka.admin import Admin, TopicSpec
 
     admins: dict[str, Any] = {}
     created: dict[str, list[str]] = {}
 
-    def admin_for(bootstrap: str) -> Any:
+    def admin_for(bootstrap: str) -> Admin:
         if bootstrap not in admins:
-            admins[bootstrap] = KafkaAdminClient(
-                bootstrap_servers=bootstrap, client_id="spendstream-tests"
-            )
-        return admins[bootstrap]
+            admins[bootstrap] = Admin(bootstrap, client_id="spendstream-tests", timeout_s=60)
+        return admins[bootstrap]  # type: ignore[no-any-return]
 
     def make(
         partitions: int = 1,
@@ -179,9 +182,8 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[TopicFactory]:
     ) -> str:
         target = bootstrap or kafka_bootstrap
         name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        spec = {"num_partitions": partitions, "replication_factor": 1, "configs": configs or {}}
-        # wait_for_metadata: the create response comes before every partition has a leader.
-        admin_for(target).create_topics({name: spec}, wait_for_metadata=True)
+        # ensure_topics waits until every partition has a leader.
+        admin_for(target).ensure_topics([TopicSpec(name, partitions, dict(configs or {}), 1)])
         created.setdefault(target, []).append(name)
         return name
 
@@ -192,5 +194,128 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[TopicFactory]:
     if names:
         with contextlib.suppress(Exception):
             admin_for(kafka_bootstrap).delete_topics(names)
-    for admin in admins.values():
-        admin.close()
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    """A broker with SCRAM users on SASL_PLAINTEXT and SASL_SSL listeners (and PLAINTEXT)."""
+
+    broker: LocalKafka
+    user: str
+    password: str
+
+    def settings(
+        self, *, password: str | None = None, tls: bool = False, mechanism: str = "SCRAM-SHA-512"
+    ) -> KafkaSettings:
+        """Client settings as [kafka] would give them (``password``: a wrong one, say)."""
+        from pydantic import SecretStr
+
+        if tls:
+            assert self.broker.ssl_bootstrap is not None
+            return KafkaSettings(
+                self.broker.ssl_bootstrap,
+                "SASL_SSL",
+                mechanism,
+                self.user,
+                SecretStr(password or self.password),
+                ssl_ca_location=str(self.broker.tls.ca),
+            )
+        assert self.broker.sasl_bootstrap is not None
+        return KafkaSettings(
+            self.broker.sasl_bootstrap,
+            "SASL_PLAINTEXT",
+            mechanism,
+            self.user,
+            SecretStr(password or self.password),
+        )
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """One LocalKafka for the session with SCRAM-SHA-256/512 on SASL_PLAINTEXT and SASL_SSL
+    (a throwaway CA): the security tests' broker. Fails, never skips, if it cannot start."""
+    user, password = "spendstream", secrets.token_urlsafe(16)
+    data_dir = tmp_path_factory.mktemp("kafka-secure")
+    last: Exception | None = None
+    for attempt in range(3):
+        port, controller, sasl, ssl = find_free_ports(4)
+        broker = LocalKafka(
+            data_dir / f"try{attempt}",
+            port=port,
+            controller_port=controller,
+            sasl_port=sasl,
+            ssl_port=ssl,
+            scram_users={user: password},
+            stop_with_parent=True,
+        )
+        try:
+            broker.start(timeout_s=START_TIMEOUT_S)
+        except PortInUseError as exc:
+            last = exc
+            continue
+        except KafkaLocalError as exc:
+            pytest.fail(f"could not start a SASL LocalKafka: {exc}", pytrace=False)
+        try:
+            yield SecureBroker(broker, user, password)
+        finally:
+            broker.stop()
+        return
+    pytest.fail(f"could not start a SASL LocalKafka: {last}", pytrace=False)
+
+
+# Reading and writing topics in tests, through the project's adapter.
+
+
+def produce(
+    target: str | KafkaSettings,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Produce (key, value) records and wait until the broker has every one."""
+    from spendstream.kafka.producer import OutRecord, Producer
+
+    producer = Producer(target, client_id="spendstream-tests")
+    try:
+        report = producer.send([OutRecord(topic, v, k, headers) for k, v in records], 60)
+        report.raise_first()
+    finally:
+        producer.close(timeout_s=10)
+
+
+def end_offsets(target: str | KafkaSettings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark (next offset to be written)."""
+    from spendstream.kafka.consumer import Consumer
+
+    consumer = Consumer(target, client_id="spendstream-tests")
+    try:
+        parts = consumer.partitions_for(topic, timeout_s=30) or []
+        return {p: consumer.watermarks((topic, p), timeout_s=30)[1] for p in parts}
+    finally:
+        consumer.close()
+
+
+def read_topic(target: str | KafkaSettings, topic: str, timeout_s: float = 120.0) -> list[Any]:
+    """Every record of the topic, from the beginning to the end offsets at call time."""
+    import time
+
+    from spendstream.kafka.consumer import BEGINNING, Consumer
+
+    consumer = Consumer(target, client_id="spendstream-tests")
+    try:
+        parts = consumer.partitions_for(topic, timeout_s=30) or []
+        ends = {(topic, p): consumer.watermarks((topic, p), timeout_s=30)[1] for p in parts}
+        consumer.assign({tp: BEGINNING for tp in ends})
+        seen: dict[tuple[str, int], int] = {}
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(seen.get(tp, 0) < end for tp, end in ends.items()):
+            assert time.monotonic() < deadline, f"could not read {topic} back"
+            for msg in consumer.consume(10_000, 1.0):
+                tp = (topic, msg.partition())
+                if msg.offset() < ends[tp]:
+                    out.append(msg)
+                seen[tp] = msg.offset() + 1
+        return out
+    finally:
+        consumer.close()

@@ -34,3 +34,23 @@ def test_compose_creates_every_contract_topic() -> None:
     for topic in (topics.USAGE, topics.ALERTS, topics.BREAKERS, topics.DEAD_LETTERS):
         assert f"--topic {topic} " in text
     assert f"--topic {topics.BREAKERS} --partitions 1 --config cleanup.policy=compact" in text
+
+
+def test_compose_publishes_ports_on_localhost_only() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    published = [
+        (name, port) for name, svc in compose["services"].items() for port in svc.get("ports", [])
+    ]
+    assert {name for name, _ in published} == {"kafka", "pipeline"}
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_compose_passes_the_token_and_breaker_key_it_configures() -> None:
+    from spendstream.config import load_config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    config = load_config(ROOT / "deploy" / "spendstream.toml")
+    env = compose["services"]["pipeline"]["environment"]
+    assert config.http.token_env in env and config.breaker.hmac_key_env in env
+    assert config.breaker.hmac_key_env in compose["services"]["alerts"]["environment"]

@@ -1,8 +1,8 @@
 """The local broker and its CLI, against real brokers: no mocks.
 
 The round trips also pin the client compatibility the pinned Kafka 4.x needs (KIP-896 removed
-old protocol versions): kafka-python, aiokafka (under Faust) and kcat must produce, consume
-and commit group offsets.
+old protocol versions): confluent-kafka (spendstream.kafka), aiokafka (under Faust) and kcat
+must produce, consume and commit group offsets.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.kafka_local import (
     DEFAULT_VERSION,
     KafkaLocalError,
@@ -28,69 +29,63 @@ from spendstream.kafka_local import (
     find_free_ports,
     main,
 )
-from tests.kafka_fixtures import BrokerFactory, TopicFactory
+from tests.kafka_fixtures import BrokerFactory, SecureBroker, TopicFactory, produce, read_topic
 
 pytestmark = pytest.mark.kafka
 
 
-def _committed_total(bootstrap: str, group: str, timeout_s: float = 30.0) -> int:
-    """Sum of a group's committed offsets, read back through the admin API.
+def _committed_total(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> int:
+    """Sum of a group's committed offsets on ``topic``, read back.
 
     Right after a (re)start the broker answers before its group coordinator has loaded
     __consumer_offsets, and says NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retry.
     """
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+    from spendstream.errors import KafkaClientError
+    from spendstream.kafka.admin import Admin
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = Admin(bootstrap, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return sum(admin.group_offsets(group, [topic]).values())
+        except KafkaClientError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def _consume_values(
+    bootstrap: str | KafkaSettings, topic: str, group: str, count: int
+) -> set[bytes]:
+    from spendstream.kafka.consumer import Consumer
+
+    consumer = Consumer(bootstrap, group_id=group)
+    consumer.subscribe([topic])
+    values: set[bytes] = set()
+    deadline = time.monotonic() + 60
     try:
-        while True:
-            try:
-                offsets = admin.list_group_offsets({group: None})[group]
-                return sum(meta.offset for meta in offsets.values())
-            except KafkaError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        while len(values) < count:
+            assert time.monotonic() < deadline, f"read {len(values)} of {count}"
+            values.update(m.value() or b"" for m in consumer.consume(100, 0.5))
+        consumer.commit()
     finally:
-        admin.close()
+        consumer.close()
+    return values
 
 
-def _kafka_python_roundtrip(bootstrap: str, topic: str, group: str, count: int) -> None:
-    from kafka import KafkaConsumer, KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    for i in range(count):
-        producer.send(topic, key=f"k{i % 5}".encode(), value=f"v{i}".encode())
-    producer.flush()
-    producer.close()
-
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=20_000,
-    )
-    values = set()
-    for record in consumer:
-        values.add(record.value)
-        if len(values) == count:
-            break
-    consumer.commit()
-    consumer.close()
-    assert values == {f"v{i}".encode() for i in range(count)}
-
-    assert _committed_total(bootstrap, group) == count
+def _roundtrip(bootstrap: str | KafkaSettings, topic: str, group: str, count: int) -> None:
+    produce(bootstrap, topic, [(f"k{i % 5}".encode(), f"v{i}".encode()) for i in range(count)])
+    assert _consume_values(bootstrap, topic, group, count) == {
+        f"v{i}".encode() for i in range(count)
+    }
 
 
-def test_kafka_python_produce_consume_commit(
+def test_confluent_kafka_produce_consume_commit(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
-    topic = topic_factory(3, prefix="kp")
-    _kafka_python_roundtrip(kafka_bootstrap, topic, f"g-{topic}", count=25)
+    topic = topic_factory(3, prefix="ck")
+    _roundtrip(kafka_bootstrap, topic, f"g-{topic}", count=25)
+    assert _committed_total(kafka_bootstrap, f"g-{topic}", topic) == 25
 
 
 def test_aiokafka_produce_consume_commit(kafka_bootstrap: str, topic_factory: TopicFactory) -> None:
@@ -149,7 +144,7 @@ def test_kcat_produces_to_the_broker(kafka_bootstrap: str, topic_factory: TopicF
     kcat = shutil.which("kcat")
     if kcat is None:
         pytest.fail("kcat is not installed: `make system-deps` or `apt-get install kcat`")
-    from kafka import KafkaConsumer
+    from tests.kafka_fixtures import read_topic
 
     topic = topic_factory(1, prefix="kcat")
     subprocess.run(
@@ -158,31 +153,17 @@ def test_kcat_produces_to_the_broker(kafka_bootstrap: str, topic_factory: TopicF
         check=True,
         timeout=60,
     )
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=15_000,
-    )
-    got = []
-    for record in consumer:
-        got.append((record.key, record.value))
-        if len(got) == 3:
-            break
-    consumer.close()
+    got = [(m.key(), m.value()) for m in read_topic(kafka_bootstrap, topic)]
     assert got == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
 
 
 def test_data_and_offsets_survive_restart(kafka_broker_factory: BrokerFactory) -> None:
-    from kafka import KafkaAdminClient, KafkaConsumer
+    from spendstream.kafka.admin import Admin, TopicSpec
 
     broker = kafka_broker_factory()
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    admin.create_topics(
-        {"durable": {"num_partitions": 2, "replication_factor": 1}}, wait_for_metadata=True
-    )
-    admin.close()
-    _kafka_python_roundtrip(broker.bootstrap, "durable", "g-durable", count=10)
+    Admin(broker.bootstrap, timeout_s=60).ensure_topics([TopicSpec("durable", 2, {}, 1)])
+    _roundtrip(broker.bootstrap, "durable", "g-durable", count=10)
+    assert _committed_total(broker.bootstrap, "g-durable", "durable") == 10
     pid = broker.status().pid
 
     assert broker.stop() is True
@@ -194,19 +175,8 @@ def test_data_and_offsets_survive_restart(kafka_broker_factory: BrokerFactory) -
     assert broker.start() == broker.bootstrap
     assert broker.status().running and broker.status().pid != pid
     # The topic, its records and the group's committed offsets are all still there.
-    assert _committed_total(broker.bootstrap, "g-durable") == 10
-    consumer = KafkaConsumer(
-        "durable",
-        bootstrap_servers=broker.bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=15_000,
-    )
-    values = set()
-    for record in consumer:
-        values.add(record.value)
-        if len(values) == 10:
-            break
-    consumer.close()
+    assert _committed_total(broker.bootstrap, "g-durable", "durable") == 10
+    values = {m.value() for m in read_topic(broker.bootstrap, "durable")}
     assert values == {f"v{i}".encode() for i in range(10)}
     assert "Kafka Server started" in broker.log_path.read_text()
 
@@ -219,6 +189,79 @@ def test_start_refuses_a_taken_port(kafka_broker_factory: BrokerFactory) -> None
         with pytest.raises(PortInUseError, match=str(broker.port)):
             broker.start(timeout_s=30)
     assert not broker.status().running
+
+
+# --------------------------------------------------------------------------- SASL and TLS
+
+
+def test_scram_users_work_on_sasl_plaintext_and_sasl_ssl_with_both_mechanisms(
+    secure_kafka: SecureBroker,
+) -> None:
+    from spendstream.kafka.admin import Admin, TopicSpec
+
+    for tls in (False, True):
+        for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            settings = secure_kafka.settings(tls=tls, mechanism=mechanism)
+            topic = f"sec-{int(tls)}-{mechanism.lower()}-{os.getpid()}"
+            Admin(settings, timeout_s=60).ensure_topics([TopicSpec(topic, 2, {}, 1)])
+            _roundtrip(settings, topic, f"g-{topic}", count=12)
+
+
+def test_a_wrong_password_is_a_kafka_auth_error_naming_the_keys_to_check(
+    secure_kafka: SecureBroker,
+) -> None:
+    from spendstream.errors import KafkaAuthError
+    from spendstream.kafka.admin import Admin
+
+    for tls in (False, True):
+        settings = secure_kafka.settings(password="not-the-password", tls=tls)
+        with pytest.raises(KafkaAuthError) as err:
+            Admin(settings, timeout_s=60).topics()
+        text = str(err.value)
+        assert "SASL authentication" in text and "sasl_password_env" in text
+        assert "not-the-password" not in text and secure_kafka.password not in text
+        assert err.value.code == "_AUTHENTICATION" and not err.value.retriable
+
+
+def test_tls_needs_the_ca_and_accepts_a_client_certificate(secure_kafka: SecureBroker) -> None:
+    from dataclasses import replace
+
+    from pydantic import SecretStr
+
+    from spendstream.errors import KafkaAuthError, KafkaClientError
+    from spendstream.kafka.admin import Admin, TopicSpec
+
+    tls = secure_kafka.broker.tls
+    good = secure_kafka.settings(tls=True)
+    # The system's CAs do not know the throwaway one: the handshake fails, and says so.
+    with pytest.raises(KafkaAuthError, match="certificate verify failed"):
+        Admin(replace(good, ssl_ca_location=None), timeout_s=30).topics()
+    # Mutual TLS: the client certificate with its encrypted key and the key's password.
+    password = tls.client_key_password.read_text().strip()
+    mtls = replace(
+        good,
+        ssl_certificate_location=str(tls.client_certificate),
+        ssl_key_location=str(tls.client_key),
+        ssl_key_password=SecretStr(password),
+    )
+    mtls_topic = f"mtls-{os.getpid()}"
+    created = Admin(mtls, timeout_s=60).ensure_topics([TopicSpec(mtls_topic, 1, {}, 1)])
+    assert created == {mtls_topic: 1}
+    with pytest.raises(KafkaClientError, match=r"ssl\.key"):
+        Admin(replace(mtls, ssl_key_password=SecretStr("wrong")), timeout_s=30)
+
+
+def test_a_formatted_dir_refuses_scram_users_it_was_not_formatted_with(
+    secure_kafka: SecureBroker,
+) -> None:
+    again = LocalKafka(
+        secure_kafka.broker.data_dir,
+        port=secure_kafka.broker.port,
+        controller_port=secure_kafka.broker.controller_port,
+        scram_users={"newcomer": "pw"},
+    )
+    with pytest.raises(KafkaLocalError, match="newcomer"):
+        again.start(timeout_s=30)  # it runs already: the answer comes before any restart
 
 
 # --------------------------------------------------------------------------- CLI
@@ -268,6 +311,47 @@ def test_cli_start_status_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str
         assert main(["status", *args]) == 1
     finally:
         LocalKafka.from_dir(data_dir).stop()  # never leak a detached broker
+
+
+def test_cli_starts_a_sasl_broker_and_prints_the_client_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tomllib
+
+    from spendstream.config import config_from_dict
+    from spendstream.kafka.admin import Admin, TopicSpec
+
+    port, controller_port, sasl_port = find_free_ports(3)
+    data_dir = tmp_path / "sasl"
+    args = ["--dir", str(data_dir), "--port", str(port), "--controller-port", str(controller_port)]
+    monkeypatch.delenv("CLI_KAFKA_PW", raising=False)
+    assert (
+        main(["start", *args, "--sasl-port", str(sasl_port), "--sasl-password-env", "CLI_KAFKA_PW"])
+        == 2
+    )
+    assert "set $CLI_KAFKA_PW" in capsys.readouterr().err
+    monkeypatch.setenv("CLI_KAFKA_PW", "cli-secret")
+    try:
+        code = main(
+            ["start", *args, "--sasl-port", str(sasl_port), "--sasl-user", "ops",
+             "--sasl-password-env", "CLI_KAFKA_PW"]
+        )  # fmt: skip
+        assert code == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == f"127.0.0.1:{port}"
+        assert "cli-secret" not in out + err
+        # The printed section is a working [kafka] configuration.
+        kafka = tomllib.loads(err.split("\n", 1)[1])
+        config = config_from_dict(kafka)
+        settings = KafkaSettings.from_config(config.kafka, {"CLI_KAFKA_PW": "cli-secret"})
+        assert settings.bootstrap_servers == f"127.0.0.1:{sasl_port}"
+        assert Admin(settings, timeout_s=60).ensure_topics([TopicSpec("cli", 1, {}, 1)]) == {
+            "cli": 1
+        }
+        assert main(["status", "--dir", str(data_dir)]) == 0
+        assert f"SASL_PLAINTEXT: 127.0.0.1:{sasl_port}" in capsys.readouterr().out
+    finally:
+        LocalKafka.from_dir(data_dir).stop()
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spendstream.alerts.consumer import AlertConsumer
     from spendstream.alerts.router import AlertRouter, state_path
+    from spendstream.errors import KafkaAuthError
+    from spendstream.kafka.settings import KafkaSettings
+    from spendstream.signing import load_breaker_signer
     from spendstream.topics import ALERTS, BREAKERS
     from spendstream.workdir import resolve_workdir
 
@@ -73,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1 if replay.still_dead else 0
-    bootstrap = args.bootstrap_servers or config.kafka.bootstrap_servers
+    kafka = KafkaSettings.from_config(config.kafka)
+    if args.bootstrap_servers:
+        kafka = kafka.with_bootstrap(args.bootstrap_servers)
+    signer = load_breaker_signer(config.breaker)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:
@@ -83,20 +89,24 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     consumer = AlertConsumer(
         router,
-        bootstrap,
+        kafka,
         group_id=config.alerts.group_id,
         alerts_topic=args.alerts_topic or config.kafka.topic_prefix + ALERTS,
         breakers_topic=args.breakers_topic or config.kafka.topic_prefix + BREAKERS,
         retry_budget_s=config.alerts.delivery.retry_budget_s,
+        signer=signer,
     )
     sinks = ", ".join(f"{s.name}" for s in router.sinks.values())
     print(
         f"spendstream alerts: routing {consumer.alerts_topic} and {consumer.breakers_topic} "
-        f"from {bootstrap} to {sinks}; state in {state_path(workdir)}",
+        f"from {kafka.describe()} to {sinks}; state in {state_path(workdir)}",
         file=sys.stderr,
     )
     try:
         total = consumer.run(stop)
+    except KafkaAuthError as exc:
+        print(f"spendstream alerts: {exc}", file=sys.stderr)
+        return 1
     finally:
         consumer.close()
         router.close()

@@ -1,9 +1,11 @@
 """``spendstream breakers [list | reset SCOPE]``: circuit-breaker state, and closing one by hand.
 
 ``list`` shows each scope's latest breaker event from the warehouse (open and half-open ones;
-``--all`` adds closed). ``reset SCOPE`` publishes a ``closed`` event to the compacted breakers
-topic, lands it in the warehouse, and tells the running detection engine (a command on the
-priced topic) so a running ``spendstream run`` forgets the open breaker too.
+``--all`` adds closed); ``list --from-kafka`` shows what clients' ``guard()`` sees instead:
+the compacted breakers topic read as a ``BreakerView`` does (signatures checked when
+``[breaker]`` has an HMAC key). ``reset SCOPE`` publishes a (signed) ``closed`` event to the
+breakers topic, lands it in the warehouse, and tells the running detection engine (a command
+on the priced topic) so a running ``spendstream run`` forgets the open breaker too.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import sys
 from datetime import UTC, datetime
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
-from spendstream.errors import ConfigError
+from spendstream.config import Config
+from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
 
 __all__ = ["configure", "run"]
 
@@ -22,7 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = sub.add_parser("list", help="each scope's breaker state (default)")
     ls.add_argument("--all", action="store_true", help="include closed breakers")
+    ls.add_argument(
+        "--from-kafka",
+        action="store_true",
+        help="read the breakers topic (what clients see) instead of the warehouse",
+    )
     add_workdir(ls)
+    add_config(ls)
     add_format(ls)
     rs = sub.add_parser("reset", help="close SCOPE's breaker by hand")
     rs.add_argument("scope", metavar="SCOPE", help="e.g. api_key:k-123 or session:s-9")
@@ -31,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     # `spendstream breakers` alone lists.
     add_workdir(parser)
     add_format(parser)
-    parser.set_defaults(all=False)
+    parser.set_defaults(all=False, from_kafka=False, config=None)
 
 
 def _check_scope(scope: str) -> None:
@@ -53,19 +62,21 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             event = publish_reset(config, workdir, args.scope, datetime.now(UTC))
-        except Exception as exc:  # kafka-python: NoBrokersAvailable, KafkaTimeoutError...
-            print(
-                f"spendstream breakers reset: cannot publish to Kafka at "
-                f"{config.kafka.bootstrap_servers} ([kafka] bootstrap_servers): "
-                f"{type(exc).__name__}: {exc}",
-                file=sys.stderr,
-            )
+        except KafkaClientError as exc:
+            print(f"spendstream breakers reset: cannot publish the reset: {exc}", file=sys.stderr)
             return 1
         print(f"{event.scope}: closed ({event.reason}) at {event.ts.isoformat()}")
         return 0
 
-    from spendstream.stream.kafka.breaker_control import latest_breakers
     from spendstream.warehouse.output import render
+
+    if args.from_kafka:
+        rows, note = _from_kafka(config_from_args(args))
+        render(["scope", "state", "reason", "ts"], rows, args.format, sys.stdout)
+        if note:
+            print(note, file=sys.stderr)
+        return 0
+    from spendstream.stream.kafka.breaker_control import latest_breakers
 
     states = latest_breakers(workdir, include_closed=args.all)
     render(
@@ -75,3 +86,26 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout,
     )
     return 0
+
+
+def _from_kafka(
+    config: Config, timeout_s: float = 30.0
+) -> tuple[list[tuple[str, str, str, str]], str]:
+    """Every breaker that is not closed on the topic, and a note on ignored records."""
+    from spendstream.producers.guard import BreakerView
+
+    with BreakerView.from_config(config) as view:
+        if not view.wait_ready(timeout_s):
+            raise KafkaUnavailable(
+                f"could not read {view.topic} within {timeout_s:.0f}s"
+                + (f": {view.error}" if view.error else ""),
+                code="_TIMED_OUT",
+                retriable=True,
+            )
+        rows = [(scope, e.state, e.reason, e.ts) for scope, e in sorted(view.snapshot().items())]
+        note = (
+            f"{view.unverified} record(s) ignored: not signed with the [breaker] HMAC key"
+            if view.unverified
+            else ""
+        )
+    return rows, note

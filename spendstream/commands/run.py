@@ -2,20 +2,19 @@
 
 Start as many as you like with the same configuration: they form one consumer group and
 split the usage topic's partitions. Each serves POST /v1/events, GET /v1/breakers,
-/healthz and /metrics on its own [http] port.
+/healthz and /metrics on its own [http] port (a bearer token on all but /healthz).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from pathlib import Path
 
 from spendstream.commands._options import add_config, add_workdir, config_from_args
-from spendstream.config import HttpConfig
-from spendstream.errors import ConfigError
+from spendstream.errors import ConfigError, KafkaClientError
+from spendstream.http_auth import read_token
+from spendstream.kafka.settings import KafkaSettings
 
 __all__ = ["configure", "read_token", "run"]
 
@@ -52,21 +51,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def read_token(http: HttpConfig) -> str | None:
-    """The ingest bearer token from [http] token_file, else the [http] token_env variable."""
-    if http.token_file:
-        try:
-            token = Path(http.token_file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"http.token_file: cannot read {http.token_file}: {exc.strerror}"
-            ) from None
-        if not token:
-            raise ConfigError(f"http.token_file: {http.token_file} is empty")
-        return token
-    return os.environ.get(http.token_env) or None
-
-
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.bootstrap_servers:
@@ -81,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"--http-port: {port} is not a port number")
     token = read_token(config.http)
+    kafka = KafkaSettings.from_config(config.kafka)  # a missing secret: exit 2 naming it
 
     import faust
 
@@ -91,13 +76,9 @@ def run(args: argparse.Namespace) -> int:
     workdir = resolve_workdir(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        counts = ensure_topics(config.kafka.bootstrap_servers, topic_specs(config.kafka))
-    except Exception as exc:  # kafka-python raises NoBrokersAvailable, KafkaTimeoutError...
-        print(
-            f"spendstream run: cannot reach Kafka at {config.kafka.bootstrap_servers} "
-            f"([kafka] bootstrap_servers): {type(exc).__name__}: {exc}",
-            file=sys.stderr,
-        )
+        counts = ensure_topics(kafka, topic_specs(config.kafka))
+    except KafkaClientError as exc:
+        print(f"spendstream run: {exc}", file=sys.stderr)
         return 1
     rt = Runtime(
         config,
@@ -105,13 +86,19 @@ def run(args: argparse.Namespace) -> int:
         WebSettings(config.http.host, port, token),
         counts.get(topic_names(config.kafka).usage, config.kafka.usage_partitions),
         args.stage,
+        kafka,
     )
     print(
         f"spendstream run: {rt.names.usage} ({counts.get(rt.names.usage)} partitions) from "
-        f"{config.kafka.bootstrap_servers}, stage {args.stage}, group {rt.app.conf.id}; "
+        f"{kafka.describe()}, stage {args.stage}, group {rt.app.conf.id}; "
         f"warehouse in {workdir}; "
         f"http://{config.http.host}:{port}"
-        + ("" if token else f" (POST /v1/events disabled: set ${config.http.token_env})"),
+        + (
+            ""
+            if token
+            else f" (HTTP endpoints but /healthz disabled: set ${config.http.token_env})"
+        )
+        + ("" if rt.signer else "; breaker records unsigned (no [breaker] hmac_key_env)"),
         file=sys.stderr,
         flush=True,
     )

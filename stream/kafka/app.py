@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,14 +26,16 @@ import faust
 import orjson
 
 from spendstream.config import Config
-from spendstream.records import DeadLetter, alert_to_wire, breaker_to_wire
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.records import BreakerEvent, DeadLetter, alert_to_wire, breaker_to_wire
+from spendstream.signing import load_breaker_signer
 from spendstream.stream.kafka.ingest import MAX_BODY_BYTES
 from spendstream.stream.kafka.metrics import WorkerMetrics
 from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names
 from spendstream.stream.kafka.wire import encode_idle
 
-__all__ = ["EXIT_NOT_DURABLE", "Runtime", "Stage", "WebSettings"]
+__all__ = ["EXIT_NOT_DURABLE", "OutRecord", "Runtime", "Stage", "WebSettings", "faust_credentials"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,36 @@ class WebSettings:
     host: str
     port: int
     token: str | None  # None: POST /v1/events answers 503 until a token is configured
+
+
+# (topic, key, value) or (topic, key, value, headers)
+OutRecord = (
+    tuple[str, bytes | None, bytes] | tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
+)
+
+
+def faust_credentials(settings: KafkaSettings) -> Any:
+    """Faust's form of the ``[kafka]`` security settings (None for PLAINTEXT)."""
+    ctx = None
+    if settings.uses_tls:
+        ctx = ssl.create_default_context(cafile=settings.ssl_ca_location)
+        ctx.check_hostname = settings.ssl_endpoint_identification
+        if settings.ssl_certificate_location and settings.ssl_key_location:
+            password = settings.ssl_key_password
+            ctx.load_cert_chain(
+                settings.ssl_certificate_location,
+                settings.ssl_key_location,
+                password.get_secret_value() if password else None,
+            )
+    if settings.uses_sasl:
+        password = settings.sasl_password
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ctx,
+        )
+    return None if ctx is None else faust.SSLCredentials(ctx)
 
 
 def dead_letter_record(d: DeadLetter) -> bytes:
@@ -74,22 +107,30 @@ class Runtime:
         web: WebSettings,
         usage_partitions: int = 1,
         stage: Stage = "all",
+        kafka: KafkaSettings | None = None,
     ) -> None:
         """``stage``: "all" runs both stages in this process (consumer group ``app_id``);
         "usage" only stage 1 (same group, so it mixes with "all" workers); "detect" only
         stage 2, in its own group ``<app_id>-detect`` — for a layout of N "usage" workers
         plus one "detect" process, which puts the two stages on different cores. Never
-        run "detect" next to "all" workers: both would judge the priced topic."""
+        run "detect" next to "all" workers: both would judge the priced topic.
+
+        ``kafka``: the resolved ``[kafka]`` client settings (SASL/TLS), read from ``config``
+        when not given."""
         self.config = config
+        self.kafka = kafka or KafkaSettings.from_config(config.kafka)
+        # Breaker records are signed when [breaker] has an HMAC key (spendstream.signing).
+        self.signer = load_breaker_signer(config.breaker)
         self.stage = stage
         self.usage_partitions = usage_partitions
         self.workdir = Path(workdir)
         self.web = web
         self.names: TopicNames = topic_names(config.kafka)
-        kafka = config.kafka
+        kc = config.kafka
         self.app = faust.App(
-            kafka.app_id if stage != "detect" else f"{kafka.app_id}-detect",
-            broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
+            kc.app_id if stage != "detect" else f"{kc.app_id}-detect",
+            broker=[f"kafka://{b.strip()}" for b in self.kafka.bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(self.kafka),
             datadir=str(self.workdir / "faust"),
             store="memory://",
             autodiscover=False,
@@ -99,12 +140,20 @@ class Runtime:
             web_port=web.port,
             # aiohttp refuses bodies over 1 MiB by default; a JSON Lines batch may be larger.
             web_application_options={"client_max_size": MAX_BODY_BYTES},
+            # Faust's own pages (router, tables, graph, stats) are not part of the product;
+            # what remains (its index) answers only with a token, like every endpoint but
+            # /healthz (web.py).
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_graph_enabled=False,
+            web_stats_enabled=False,
+            web_metrics_enabled=False,
             topic_replication_factor=1,
             producer_acks=-1,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
-            broker_session_timeout=kafka.session_timeout_s,
-            broker_heartbeat_interval=kafka.session_timeout_s / 10,
+            broker_session_timeout=kc.session_timeout_s,
+            broker_heartbeat_interval=kc.session_timeout_s / 10,
         )
         self.usage_topic = self.app.topic(
             self.names.usage,
@@ -127,7 +176,7 @@ class Runtime:
         self._detect_stale = False
         # (topic, partition) -> last offset processed by this worker
         self.processed: dict[tuple[str, int], int] = {}
-        self.metrics = WorkerMetrics(self._lag)
+        self.metrics = WorkerMetrics(self._lag, config.http.metrics_label_values)
         self.batch_size = config.pipeline.batch_size
         self.within_s = config.pipeline.batch_within_s
         if stage in ("all", "usage"):
@@ -185,12 +234,12 @@ class Runtime:
 
     # Publishing.
 
-    async def publish(self, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
-        """Send (topic, key, value) records and wait until the broker has them all."""
+    async def publish(self, records: Iterable[OutRecord]) -> int:
+        """Send (topic, key, value[, headers]) records and wait until the broker has them all."""
         producer = self.app.producer
         futures = [
-            await producer.send(topic, key, value, None, None, None)
-            for topic, key, value in records
+            await producer.send(topic, key, value, None, None, headers[0] if headers else None)
+            for topic, key, value, *headers in records
         ]
         if futures:
             await asyncio.gather(*futures)
@@ -239,9 +288,7 @@ class Runtime:
         t0 = time.perf_counter()
         outcome = await self.in_usage_thread(stage.prepare, records)
         t1 = time.perf_counter()
-        out: list[tuple[str, bytes | None, bytes]] = [
-            (self.names.priced, None, v) for v in outcome.priced
-        ]
+        out: list[OutRecord] = [(self.names.priced, None, v) for v in outcome.priced]
         out += [
             (self.names.dead_letters, None, dead_letter_record(d)) for d in outcome.dead_letters
         ]
@@ -307,14 +354,11 @@ class Runtime:
         await self._durably(work)
 
     async def _emit(self, stage: DetectStage, outcome: DetectOutcome) -> None:
-        out: list[tuple[str, bytes | None, bytes]] = [
+        out: list[OutRecord] = [
             (self.names.alerts, a.scope.encode(), orjson.dumps(alert_to_wire(a)))
             for a in outcome.alerts
         ]
-        out += [
-            (self.names.breakers, b.scope.encode(), orjson.dumps(breaker_to_wire(b)))
-            for b in outcome.breaker_events
-        ]
+        out += [self.breaker_record(b) for b in outcome.breaker_events]
         t0 = time.perf_counter()
         await self.publish(out)
         t1 = time.perf_counter()
@@ -326,6 +370,13 @@ class Runtime:
         self.metrics.events_out.labels(self.names.breakers).inc(len(outcome.breaker_events))
         self.metrics.held.set(stage.aligner.pending())
 
+    def breaker_record(self, event: BreakerEvent) -> OutRecord:
+        """A breakers-topic record, signed when [breaker] has an HMAC key."""
+        key, value = event.scope.encode(), orjson.dumps(breaker_to_wire(event))
+        if self.signer is None:
+            return (self.names.breakers, key, value)
+        return (self.names.breakers, key, value, self.signer.headers("breaker", key, value))
+
     async def _caught_up(self) -> None:
         """Tell stage 2 which usage partitions this worker has fully published (idle markers).
 
@@ -335,7 +386,7 @@ class Runtime:
         consumer = getattr(self.app, "_consumer", None)
         if consumer is None:
             return
-        markers: list[tuple[str, bytes | None, bytes]] = []
+        markers: list[OutRecord] = []
         for tp in consumer.assignment():
             if tp.topic != self.names.usage:
                 continue

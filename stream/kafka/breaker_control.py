@@ -15,7 +15,9 @@ from pathlib import Path
 import orjson
 
 from spendstream.config import Config
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import BreakerEvent, breaker_to_wire
+from spendstream.signing import load_breaker_signer
 from spendstream.stream.kafka.topology import ensure_topics, topic_names, topic_specs
 from spendstream.stream.kafka.wire import encode_reset
 
@@ -47,23 +49,37 @@ def latest_breakers(workdir: Path, include_closed: bool = True) -> list[BreakerE
 
 
 def publish_reset(config: Config, workdir: Path, scope: str, ts: datetime) -> BreakerEvent:
-    """Close ``scope``'s breaker by hand: topic, control command, then warehouse."""
-    from kafka import KafkaProducer
+    """Close ``scope``'s breaker by hand: topic, control command, then warehouse.
 
+    Both records are signed when ``[breaker]`` has an HMAC key. Raises ``KafkaUnavailable``
+    or ``KafkaAuthError`` (spendstream.errors) when Kafka cannot take them.
+    """
+    from spendstream.kafka.producer import OutRecord, Producer
     from spendstream.warehouse import Warehouse
 
-    bootstrap = config.kafka.bootstrap_servers
+    settings = KafkaSettings.from_config(config.kafka)
+    signer = load_breaker_signer(config.breaker)
     names = topic_names(config.kafka)
-    ensure_topics(bootstrap, topic_specs(config.kafka))
+    ensure_topics(settings, topic_specs(config.kafka))
     event = BreakerEvent(scope=scope, state="closed", reason=MANUAL_RESET, ts=ts)
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all")
+    key, value = scope.encode(), orjson.dumps(breaker_to_wire(event))
+    reset = encode_reset(scope, ts, signer)
+    producer = Producer(settings, client_id="spendstream-breakers")
     try:
         producer.send(
-            names.breakers, key=scope.encode(), value=orjson.dumps(breaker_to_wire(event))
-        ).get(timeout=30)
-        producer.send(names.priced, value=encode_reset(scope, ts)).get(timeout=30)
+            [
+                OutRecord(
+                    names.breakers,
+                    value,
+                    key,
+                    signer.headers("breaker", key, value) if signer else None,
+                ),
+                OutRecord(names.priced, reset),
+            ],
+            timeout_s=30,
+        ).raise_first()
     finally:
-        producer.close(timeout=10)
+        producer.close(timeout_s=10)
     with Warehouse(Path(workdir), writer="breakers-cli") as wh:
         wh.commit(breaker_events=[event])
     return event

@@ -6,10 +6,10 @@ Pure: the web view produces the accepted records to the usage topic (keyed by
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from spendstream.http_auth import token_ok
 from spendstream.records import DeadLetter
 from spendstream.stream.pipeline import parse_records
 from spendstream.topics import partition_key
@@ -50,10 +50,3 @@ def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestC
             out.dead_letters.append(dead)
             out.rejected.append({"line": n, "error": dead.error})
     return out
-
-
-def token_ok(header: str | None, token: str) -> bool:
-    """A ``Bearer <token>`` Authorization header, compared in constant time."""
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())

@@ -2,6 +2,12 @@
 
 Spend is exported as a float counter because that is Prometheus' number type; the
 warehouse keeps the exact Decimal amounts.
+
+Labels whose values come from data (``team``) are capped: the first ``label_values``
+distinct values of a metric keep their own series, later ones are counted under
+``other`` (``LabelBudget``), so a producer sending 100k team names cannot make /metrics
+(and the worker's memory) grow without bound. Every other label's values come from code
+or config (alert kinds, states, stages, steps, assigned partitions).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from prometheus_client.registry import Collector
 
 from spendstream.records import Alert, BreakerEvent, Fact
 
-__all__ = ["LagSource", "WorkerMetrics"]
+__all__ = ["OTHER", "LabelBudget", "LagSource", "WorkerMetrics"]
+
+OTHER = "other"
 
 # (topic, partition) -> messages not yet processed.
 LagSource = Callable[[], Iterable[tuple[str, int, int]]]
@@ -36,8 +44,26 @@ class _LagCollector(Collector):
         yield g
 
 
+class LabelBudget:
+    """The first ``limit`` distinct values pass; any later new value becomes ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._kept: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._kept:
+            return value
+        if len(self._kept) < self.limit:
+            self._kept.add(value)
+            return value
+        return OTHER
+
+
 class WorkerMetrics:
-    def __init__(self, lag: LagSource) -> None:
+    def __init__(self, lag: LagSource, label_values: int = 100) -> None:
+        """``label_values``: ``[http] metrics_label_values``, the cap per data label."""
+        self.team_label = LabelBudget(label_values)
         self.registry = CollectorRegistry()
         r = self.registry
         self.events_in = Counter("spendstream_events_in", "Usage records consumed.", registry=r)
@@ -97,7 +123,7 @@ class WorkerMetrics:
                 by_team[team] = by_team.get(team, Decimal(0)) + f.cost.cost_usd
         self.facts.inc(n)
         for team, usd in by_team.items():
-            self.spend.labels(team).inc(float(usd))
+            self.spend.labels(self.team_label(team)).inc(float(usd))
 
     def observe_detection(self, alerts: Iterable[Alert], breakers: Iterable[BreakerEvent]) -> None:
         for a in alerts:

@@ -15,6 +15,7 @@ is the state of record: a restarted or newly assigned worker continues from it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.signing import load_breaker_signer
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
     IdleMarker,
@@ -45,6 +47,8 @@ __all__ = [
     "UsageRecord",
     "UsageStage",
 ]
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 # positions: usage partition (as str) -> last offset judged; this key -> last priced offset.
@@ -122,6 +126,7 @@ class DetectOutcome:
     replayed: int = 0  # already judged before a restart: dropped by position
     alerts: list[Alert] = field(default_factory=list)
     breaker_events: list[BreakerEvent] = field(default_factory=list)
+    unverified_resets: int = 0  # reset commands ignored: their signature did not verify
 
 
 class DetectStage:
@@ -138,6 +143,8 @@ class DetectStage:
         self.config = config
         self.clock = clock
         self.partitions = partitions  # of the usage topic
+        # With a [breaker] HMAC key, reset commands must be signed with it.
+        self.signer = load_breaker_signer(config.breaker)
         self.warehouse = Warehouse(workdir, writer=writer)
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
@@ -197,6 +204,15 @@ class DetectStage:
                 self.aligner.mark_idle(rec.partition)
                 continue
             if isinstance(rec, ResetCommand):
+                if self.signer is not None and not rec.verified_by(self.signer):
+                    out.unverified_resets += 1
+                    log.warning(
+                        "ignoring a breaker reset of %s at priced offset %d: not signed with "
+                        "the [breaker] HMAC key",
+                        rec.scope,
+                        priced_offset,
+                    )
+                    continue
                 self._judge(out)  # a reset applies after the facts released before it
                 event = self.pipeline.engine.reset_breaker(rec.scope, rec.ts)
                 if event is not None:

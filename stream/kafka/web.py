@@ -1,12 +1,17 @@
 """HTTP endpoints served by every ``spendstream run`` worker (Faust's aiohttp web server).
 
-- ``POST /v1/events``: one JSON event (``application/json``) or JSON Lines; bearer token.
+Every path but ``/healthz`` needs ``Authorization: Bearer <token>`` ([http] token_env /
+token_file): 401 without the right one, 503 while no token is configured
+(``spendstream.http_auth``, checked in a middleware before any handler, Faust's own
+pages included).
+
+- ``POST /v1/events``: one JSON event (``application/json``) or JSON Lines.
   Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` once the
   accepted records are on the usage topic (broker-acknowledged) and the rejected ones are
-  dead-lettered (topic and warehouse). 401 bad token, 413 too large, 503 no token configured.
-- ``POST /v1/traces``: an OTLP/HTTP traces receiver (protobuf or JSON, gzip or not), same
-  token; GenAI spans become usage events (``stream/kafka/traces.py``, the handler any server
-  can mount), published like ``/v1/events`` before the OTLP answer is sent.
+  dead-lettered (topic and warehouse). 413 too large.
+- ``POST /v1/traces``: an OTLP/HTTP traces receiver (protobuf or JSON, gzip or not); GenAI
+  spans become usage events (``stream/kafka/traces.py``, the handler any server can mount),
+  published like ``/v1/events`` before the OTLP answer is sent.
 - ``GET /v1/breakers``: each scope's latest breaker event (``?all=1`` includes closed ones).
 - ``GET /healthz``: 200 while the worker runs, with its assignment.
 - ``GET /metrics``: Prometheus text format.
@@ -15,19 +20,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
+from spendstream.http_auth import authorize
 from spendstream.producers.otel import OtelMapping
 from spendstream.records import DeadLetter, breaker_to_wire
 from spendstream.stream.kafka.breaker_control import latest_breakers
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, token_ok
+from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body
 from spendstream.stream.kafka.traces import receive_traces
 
 if TYPE_CHECKING:
-    from spendstream.stream.kafka.app import Runtime
+    from spendstream.stream.kafka.app import OutRecord, Runtime
 
 __all__ = ["register_views"]
 
@@ -35,21 +42,28 @@ __all__ = ["register_views"]
 def register_views(rt: Runtime) -> None:
     app = rt.app
 
+    @aiohttp_web.middleware
+    async def require_token(request: Any, handler: Any) -> Any:
+        refusal = authorize(request.path, request.headers.get("Authorization"), rt.web.token)
+        if refusal is not None:
+            return aiohttp_web.Response(
+                body=orjson.dumps({"error": refusal.error}),
+                status=refusal.status,
+                content_type="application/json",
+                headers=refusal.headers,
+            )
+        return await handler(request)
+
+    # The aiohttp driver's application (faust.web.drivers.aiohttp.Web.web_app, public).
+    web_app: Any = cast(Any, app.web).web_app
+    web_app.middlewares.append(require_token)
+
     def _json(view: View, data: Any, status: int = 200) -> Response:
         return view.bytes(orjson.dumps(data), content_type="application/json", status=status)
 
     def _refuse(view: View, request: Any) -> Response | None:
-        """401/413/503 before the body is read, the same for every ingest endpoint."""
-        if rt.web.token is None:
-            return _json(
-                view,
-                {
-                    "error": "ingest is disabled: no token configured ([http] token_env / token_file)"
-                },
-                503,
-            )
-        if not token_ok(request.headers.get("Authorization"), rt.web.token):
-            return _json(view, {"error": "missing or wrong bearer token"}, 401)
+        """413 before the body is read, the same for every ingest endpoint (the token was
+        checked by the middleware)."""
         if (request.content_length or 0) > MAX_BODY_BYTES:
             return _json(view, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
         return None
@@ -58,9 +72,7 @@ def register_views(rt: Runtime) -> None:
         """Accepted records to the usage topic, rejects to dead letters (topic and warehouse)."""
         from spendstream.stream.kafka.app import dead_letter_record
 
-        out: list[tuple[str, bytes | None, bytes]] = [
-            (rt.names.usage, key, raw) for key, raw in accepted
-        ]
+        out: list[OutRecord] = [(rt.names.usage, key, raw) for key, raw in accepted]
         out += [(rt.names.dead_letters, None, dead_letter_record(d)) for d in dead]
         await rt.publish(out)
         if dead:

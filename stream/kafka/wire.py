@@ -19,6 +19,7 @@ import orjson
 
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
+from spendstream.signing import RecordSigner
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -47,10 +48,18 @@ class PricedFact:
 
 @dataclass(frozen=True, slots=True)
 class ResetCommand:
-    """``spendstream breakers reset SCOPE``: close the scope's breaker at ``ts``."""
+    """``spendstream breakers reset SCOPE``: close the scope's breaker at ``ts``.
+
+    ``header`` is the command's JSON as sent and ``signature`` what followed it (the
+    ``spendstream.signing`` header value, or b"" when unsigned)."""
 
     scope: str
     ts: datetime
+    header: bytes = b""
+    signature: bytes = b""
+
+    def verified_by(self, signer: RecordSigner) -> bool:
+        return signer.verify("reset", None, self.header, self.signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +130,12 @@ def encode_priced_facts(facts: Sequence[PricedFact]) -> list[bytes]:
     return out
 
 
-def encode_reset(scope: str, ts: datetime) -> bytes:
-    return orjson.dumps({"t": "reset", "scope": scope, "ts": ts.isoformat()})
+def encode_reset(scope: str, ts: datetime, signer: RecordSigner | None = None) -> bytes:
+    """The command's JSON, then (signed) a newline and its signature."""
+    header = orjson.dumps({"t": "reset", "scope": scope, "ts": ts.isoformat()})
+    if signer is None:
+        return header
+    return header + b"\n" + signer.signature("reset", None, header)
 
 
 def encode_idle(partition: int, offset: int) -> bytes:
@@ -133,7 +146,9 @@ def decode_priced(value: bytes) -> list[PricedFact] | ResetCommand | IdleMarker:
     head, sep, body = value.partition(b"\n")
     header = orjson.loads(head)
     if header["t"] == "reset":
-        return ResetCommand(str(header["scope"]), datetime.fromisoformat(header["ts"]))
+        return ResetCommand(
+            str(header["scope"]), datetime.fromisoformat(header["ts"]), head, body.strip()
+        )
     if header["t"] == "idle":
         return IdleMarker(int(header["p"]), int(header["o"]))
     if header["t"] != "facts" or not sep:

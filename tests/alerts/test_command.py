@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from spendstream.cli import main
 from spendstream.records import alert_to_wire
+from tests.kafka_fixtures import produce
 
 from .conftest import ScriptedServer, check_pagerduty
 from .factories import PD_KEY, make_alert
@@ -79,10 +79,11 @@ def test_the_command_pages_from_kafka_and_stops_cleanly_on_sigterm(
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        producer.send(alerts_topic, value=json.dumps(alert_to_wire(make_alert())).encode())
-        producer.flush()
-        producer.close()
+        produce(
+            kafka_bootstrap,
+            alerts_topic,
+            [(None, json.dumps(alert_to_wire(make_alert())).encode())],
+        )
         for _ in range(600):  # bounded wait for the page; each step is 0.2 s
             if pd.accepted() or proc.poll() is not None:
                 break

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
 
 from spendstream.alerts.consumer import AlertConsumer, ConsumeSummary
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
@@ -23,6 +22,8 @@ from spendstream.records import (
     alert_to_wire,
     breaker_to_wire,
 )
+from spendstream.signing import RecordSigner
+from tests.kafka_fixtures import produce
 
 from .conftest import ScriptedServer, check_pagerduty, check_slack
 from .factories import PD_KEY, breaker, make_alert
@@ -44,8 +45,10 @@ class Rig:
         workdir: Path,
         *,
         slack_up: bool = True,
+        signer: RecordSigner | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.signer = signer
         self.alerts_topic = topic_factory(prefix="alerts", bootstrap=bootstrap)
         self.breakers_topic = topic_factory(
             prefix="breakers", configs={"cleanup.policy": "compact"}, bootstrap=bootstrap
@@ -93,27 +96,25 @@ class Rig:
             group_id=self.group,
             alerts_topic=self.alerts_topic,
             breakers_topic=self.breakers_topic,
+            signer=self.signer,
         )
         self.consumers.append(consumer)
         return consumer
 
     def publish(self, alerts: Sequence[Alert] = (), breakers: Sequence[BreakerEvent] = ()) -> None:
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-        for a in alerts:
-            producer.send(
-                self.alerts_topic, key=a.scope.encode(), value=json.dumps(alert_to_wire(a)).encode()
+        if alerts:
+            produce(
+                self.bootstrap,
+                self.alerts_topic,
+                [(a.scope.encode(), json.dumps(alert_to_wire(a)).encode()) for a in alerts],
             )
         for b in breakers:
-            producer.send(
-                self.breakers_topic,
-                key=b.scope.encode(),
-                value=json.dumps(breaker_to_wire(b)).encode(),
-            )
-        producer.flush()
-        producer.close()
+            key, value = b.scope.encode(), json.dumps(breaker_to_wire(b)).encode()
+            headers = self.signer.headers("breaker", key, value) if self.signer else None
+            produce(self.bootstrap, self.breakers_topic, [(key, value)], headers)
 
     def committed(self, consumer: AlertConsumer, topic: str) -> int | None:
-        return consumer.consumer.committed(TopicPartition(topic, 0))
+        return consumer.consumer.committed([(topic, 0)])[(topic, 0)]
 
     def pd_actions(self) -> list[str]:
         return [r.json()["event_action"] for r in self.pd.accepted()]
@@ -175,11 +176,10 @@ def test_a_restart_before_the_commit_pages_no_one_twice(rig: Rig) -> None:
     # The first process delivers, then dies before committing its offsets.
     records: list[Any] = []
     for _ in range(MAX_POLLS):
-        for batch in first.consumer.poll(timeout_ms=500).values():
-            records.extend(batch)
+        records.extend(first.consumer.consume(100, 0.5))
         if len(records) == 2:
             break
-    alerts = [alert_from_wire(json.loads(r.value)) for r in records]
+    alerts = [alert_from_wire(json.loads(r.value())) for r in records]
     first.router.handle(alerts)
     assert rig.pd_actions() == ["trigger", "trigger"]
     first.close()
@@ -197,11 +197,8 @@ def test_a_restart_before_the_commit_pages_no_one_twice(rig: Rig) -> None:
 def test_records_that_are_not_alerts_are_kept_and_skipped(rig: Rig) -> None:
     rig.slack.start()
     consumer = rig.start_router()
-    producer = KafkaProducer(bootstrap_servers=rig.bootstrap)
-    producer.send(rig.alerts_topic, value=b"{not json")
-    producer.send(rig.alerts_topic, value=b'{"kind": "runaway_session"}')
-    producer.flush()
-    producer.close()
+    produce(rig.bootstrap, rig.alerts_topic, [(None, b"{not json")])
+    produce(rig.bootstrap, rig.alerts_topic, [(None, b'{"kind": "runaway_session"}')])
     rig.publish([make_alert()])
     poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 3, "the commit")
     bad = consumer.router.state.bad_records()
@@ -232,5 +229,34 @@ def test_a_broker_restart_in_the_middle_loses_no_resolve(
         poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the resolve")
         poll_until(consumer, lambda: rig.committed(consumer, rig.breakers_topic) == 1, "the commit")
         assert len(rig.slack.accepted()) == 2
+    finally:
+        rig.close()
+
+
+def test_with_a_key_an_unsigned_breaker_record_resolves_nothing(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    http_server: Callable[..., ScriptedServer],
+    tmp_path: Path,
+) -> None:
+    signer = RecordSigner("s" * 40)
+    rig = Rig(kafka_bootstrap, topic_factory, http_server, tmp_path / "work", signer=signer)
+    try:
+        consumer = rig.start_router()
+        rig.publish([make_alert("session:s1")])
+        poll_until(consumer, lambda: rig.pd_actions() == ["trigger"], "the page")
+        # A forged close from a plain producer: kept as a bad record, resolves nothing.
+        forged = breaker("session:s1")
+        produce(
+            rig.bootstrap,
+            rig.breakers_topic,
+            [(b"session:s1", json.dumps(breaker_to_wire(forged)).encode())],
+        )
+        poll_until(consumer, lambda: rig.committed(consumer, rig.breakers_topic) == 1, "a commit")
+        assert rig.pd_actions() == ["trigger"]
+        bad = consumer.router.state.bad_records()
+        assert len(bad) == 1 and "not signed" in bad[0][4]
+        rig.publish(breakers=[breaker("session:s1")])  # signed by the rig
+        poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the resolve")
     finally:
         rig.close()

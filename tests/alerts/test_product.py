@@ -21,12 +21,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kafka import KafkaProducer
 
 from spendstream.config import load_config
 from spendstream.kafka_local import find_free_ports
 from spendstream.stream.kafka.breaker_control import publish_reset
 from spendstream.topics import partition_key
+from tests.kafka_fixtures import produce
 
 from .conftest import ScriptedServer, check_pagerduty, check_slack
 from .factories import PD_KEY
@@ -157,7 +157,7 @@ group_by = ["kind", "api_key_id|session_id"]
         procs.append(alerts)
 
         start = datetime.now(UTC) - timedelta(minutes=10)
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        records: list[tuple[bytes | None, bytes | None]] = []
         for turn in range(40):  # an agent stuck in a loop: 40 turns, one every 5 s
             event = {
                 "event_id": f"{prefix}{turn}",
@@ -171,9 +171,8 @@ group_by = ["kind", "api_key_id|session_id"]
                 "team": "platform",
             }
             key = partition_key(None, LOOP, event["event_id"])
-            producer.send(prefix + "spendstream.usage", key=key, value=json.dumps(event).encode())
-        producer.flush()
-        producer.close()
+            records.append((key, json.dumps(event).encode()))
+        produce(kafka_bootstrap, prefix + "spendstream.usage", records)
 
         wait_for(lambda: len(pd.accepted()) >= 1, "the PagerDuty trigger", procs)
         time.sleep(1.0)  # Slack stays down a little longer: the router is retrying it

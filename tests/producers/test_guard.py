@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from kafka import KafkaProducer
 
 from spendstream import topics
 from spendstream.errors import BreakerOpen
+from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.producers.guard import (
     BREAKERS_TOPIC,
     BreakerView,
@@ -21,6 +21,8 @@ from spendstream.producers.guard import (
     worst_case_usd,
 )
 from spendstream.records import BreakerEvent, breaker_to_wire
+from spendstream.signing import RecordSigner
+from tests.kafka_fixtures import produce
 
 TS = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
@@ -75,6 +77,78 @@ def test_malformed_record_is_ignored() -> None:
     view.apply(b"team:t", b"{not json")
     view.apply(b"team:t", b'{"scope": "team:t"}')
     assert view.snapshot() == {}
+
+
+KEY = "k" * 40
+
+
+def _signed(scope: str, state: str, signer: RecordSigner) -> tuple[bytes, list[tuple[str, bytes]]]:
+    value = _wire(scope, state)
+    return value, signer.headers("breaker", scope.encode(), value)
+
+
+def test_signed_view_applies_only_records_signed_with_its_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    signer = RecordSigner(KEY)
+    view = _view(signer=signer)
+    value, headers = _signed("api_key:k", "open", signer)
+    view.apply(b"api_key:k", value, headers)
+    with pytest.raises(BreakerOpen):
+        guard(view, api_key_id="k")
+    # A forged close: no signature, another key's signature, a signature of another record.
+    view.apply(b"api_key:k", _wire("api_key:k", "closed"))
+    view.apply(b"api_key:k", *_signed("api_key:k", "closed", RecordSigner("x" * 40)))
+    view.apply(b"api_key:k", _wire("api_key:k", "closed"), headers)
+    view.apply(b"api_key:k", None)  # an unsigned tombstone must not forget the scope either
+    with pytest.raises(BreakerOpen):
+        guard(view, api_key_id="k")
+    assert view.unverified == 4
+    warnings = [r for r in caplog.records if "not signed" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, counted always
+    view.apply(b"api_key:k", *_signed("api_key:k", "closed", signer))
+    guard(view, api_key_id="k")
+    assert view.unverified == 4
+
+
+def test_a_signature_binds_the_scope_key_too() -> None:
+    signer = RecordSigner(KEY)
+    view = _view(signer=signer)
+    value, headers = _signed("team:a", "open", signer)
+    view.apply(b"team:b", value, headers)  # the same bytes under another key
+    assert view.unverified == 1 and view.snapshot() == {}
+
+
+def test_unsigned_view_trusts_every_record() -> None:
+    view = _view()
+    view.apply(b"team:a", _wire("team:a", "open"))
+    with pytest.raises(BreakerOpen):
+        guard(view, team="a")
+    assert view.unverified == 0
+
+
+@pytest.mark.kafka
+def test_a_forged_closed_record_from_a_plain_producer_does_not_reopen_calls(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    signer = RecordSigner(KEY)
+    topic = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
+    value, headers = _signed("session:s", "open", signer)
+    produce(kafka_bootstrap, topic, [(b"session:s", value)], headers)
+    with BreakerView(kafka_bootstrap, topic, signer=signer) as view:
+        assert view.wait_ready(60), view.error
+        with pytest.raises(BreakerOpen):
+            guard(view, session_id="s")
+        produce(kafka_bootstrap, topic, [(b"session:s", _wire("session:s", "closed"))])
+        produce(kafka_bootstrap, topic, [(b"team:t", _wire("team:t", "open"))])  # forged too
+        produce(kafka_bootstrap, topic, [(b"team:u", _signed("team:u", "open", signer)[0])],
+                _signed("team:u", "open", signer)[1])  # fmt: skip
+        assert view.wait_for("team:u", "open", 30)  # read after the forged ones
+        assert view.unverified == 2
+        with pytest.raises(BreakerOpen):
+            guard(view, session_id="s")
+        guard(view, team="t")
 
 
 def test_call_scopes_follow_the_contract_scope_forms() -> None:
@@ -160,24 +234,20 @@ def test_view_follows_the_compacted_topic_on_a_real_broker(
     kafka_bootstrap: str, topic_factory
 ) -> None:  # type: ignore[no-untyped-def]
     topic = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    try:
-        # Published before the view starts: it must be read back from the beginning.
-        producer.send(topic, key=b"team:old", value=_wire("team:old", "open")).get(30)
-        with BreakerView(kafka_bootstrap, topic) as view:
-            assert view.wait_ready(60), view.error
-            with pytest.raises(BreakerOpen):
-                guard(view, team="old")
-            producer.send(topic, key=b"session:s", value=_wire("session:s", "open", "loop")).get(30)
-            assert view.wait_for("session:s", "open", 30)
-            with pytest.raises(BreakerOpen) as err:
-                guard(view, session_id="s")
-            assert err.value.reason == "loop"
-            producer.send(topic, key=b"session:s", value=_wire("session:s", "closed")).get(30)
-            assert view.wait_for("session:s", "closed", 30)
+    # Published before the view starts: it must be read back from the beginning.
+    produce(kafka_bootstrap, topic, [(b"team:old", _wire("team:old", "open"))])
+    with BreakerView(kafka_bootstrap, topic) as view:
+        assert view.wait_ready(60), view.error
+        with pytest.raises(BreakerOpen):
+            guard(view, team="old")
+        produce(kafka_bootstrap, topic, [(b"session:s", _wire("session:s", "open", "loop"))])
+        assert view.wait_for("session:s", "open", 30)
+        with pytest.raises(BreakerOpen) as err:
             guard(view, session_id="s")
-    finally:
-        producer.close()
+        assert err.value.reason == "loop"
+        produce(kafka_bootstrap, topic, [(b"session:s", _wire("session:s", "closed"))])
+        assert view.wait_for("session:s", "closed", 30)
+        guard(view, session_id="s")
 
 
 @pytest.mark.kafka
@@ -193,8 +263,6 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     """
     import threading
 
-    from kafka import KafkaConsumer, TopicPartition
-
     from spendstream.config import config_from_dict
     from spendstream.producers.event import UsageEvent
     from spendstream.records import Fact
@@ -206,28 +274,24 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     stop = threading.Event()
 
     def stream_side() -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=kafka_bootstrap, group_id=None, fetch_max_wait_ms=100
-        )
-        tp = TopicPartition(usage, 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        out = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=0)
+        from spendstream.kafka.consumer import BEGINNING, Consumer
+
+        consumer = Consumer(kafka_bootstrap)
+        consumer.assign({(usage, 0): BEGINNING})
+        out = Producer(kafka_bootstrap, config={"linger.ms": 0})
         try:
             while not stop.is_set():
-                batch = [r for rs in consumer.poll(timeout_ms=100).values() for r in rs]
+                batch = consumer.consume(500, 0.1)
                 if not batch:
                     continue
                 now = datetime.now(UTC)
-                facts = [Fact(UsageEvent.model_validate_json(r.value), None, now) for r in batch]
+                facts = [Fact(UsageEvent.model_validate_json(r.value()), None, now) for r in batch]
                 _, events = engine.process(facts)
                 for ev in events:
-                    out.send(
-                        breakers,
-                        key=ev.scope.encode(),
-                        value=json.dumps(breaker_to_wire(ev)).encode(),
+                    out.produce(
+                        breakers, json.dumps(breaker_to_wire(ev)).encode(), ev.scope.encode()
                     )
-                out.flush()
+                out.flush(30)
         finally:
             consumer.close()
             out.close()
@@ -261,7 +325,7 @@ def _agent_loop(
 
     from spendstream.producers.event import UsageEvent
 
-    agent = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=0)
+    agent = Producer(bootstrap, config={"acks": 1, "enable.idempotence": False, "linger.ms": 0})
     sent_at: dict[int, int] = {}
     turns = 0
     try:
@@ -283,9 +347,13 @@ def _agent_loop(
                 turn=turn,
             )
             agent.send(
-                usage_topic, key=f"{session}-key".encode(), value=event.model_dump_json().encode()
-            )
-            agent.flush()
+                [
+                    OutRecord(
+                        usage_topic, event.model_dump_json().encode(), f"{session}-key".encode()
+                    )
+                ],
+                30,
+            ).raise_first()
             sent_at[turn] = time.monotonic_ns()
             turns = turn
             time.sleep(0.005)  # the "LLM call"
@@ -300,8 +368,10 @@ def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
     kafka_bootstrap: str,
     tmp_path,  # type: ignore[no-untyped-def]
     record_property,  # type: ignore[no-untyped-def]
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    """The whole product: usage topic -> ``spendstream run`` -> breakers topic -> guard()."""
+    """The whole product: usage topic -> ``spendstream run`` -> breakers topic -> guard(),
+    with signed breaker records: a forged ``closed`` does not reopen calls, a reset does."""
     import os
     import subprocess
     import sys
@@ -310,7 +380,11 @@ def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
 
     import httpx
 
+    from spendstream.config import load_config
     from spendstream.kafka_local import find_free_ports
+    from spendstream.stream.kafka.breaker_control import publish_reset
+
+    monkeypatch.setenv("E2E_BREAKER_KEY", KEY)
 
     prefix = f"e2e-{uuid.uuid4().hex[:8]}."
     (port,) = find_free_ports(1)
@@ -328,6 +402,9 @@ batch_within_s = 0.1
 
 [runaway]
 max_session_turns = 100
+
+[breaker]
+hmac_key_env = "E2E_BREAKER_KEY"
 """
     )
     log = (tmp_path / "run.log").open("wb")
@@ -360,11 +437,26 @@ max_session_turns = 100
                 pass
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.5)
-        with BreakerView(kafka_bootstrap, prefix + "spendstream.breakers") as view:
+        breakers = prefix + "spendstream.breakers"
+        with BreakerView(kafka_bootstrap, breakers, signer=RecordSigner(KEY)) as view:
             assert view.wait_ready(60), view.error
             turns, refused, latency_ms = _agent_loop(
                 kafka_bootstrap, prefix + "spendstream.usage", view, "agent-run"
             )
+            # Anyone who can produce to the topic tries to lift the breaker: ignored.
+            scope = "session:agent-run"
+            produce(kafka_bootstrap, breakers, [(scope.encode(), _wire(scope, "closed"))])
+            deadline = time.monotonic() + 60
+            while view.unverified == 0:
+                assert time.monotonic() < deadline, "the forged record never reached the view"
+                time.sleep(0.05)
+            with pytest.raises(BreakerOpen):
+                guard(view, session_id="agent-run")
+            # The operator's reset is signed: it closes the breaker.
+            publish_reset(load_config(cfg), tmp_path / "work", scope, datetime.now(UTC))
+            assert view.wait_for(scope, "closed", 60)
+            guard(view, session_id="agent-run")
+            assert view.unverified == 1
     finally:
         proc.terminate()
         try:
@@ -388,7 +480,7 @@ max_session_turns = 100
 def test_view_answers_locally_while_the_broker_is_down_and_catches_up_after(
     kafka_broker_factory,  # type: ignore[no-untyped-def]
 ) -> None:
-    from kafka.admin import KafkaAdminClient, NewTopic
+    from spendstream.kafka.admin import Admin, TopicSpec
 
     broker = kafka_broker_factory(start=False)
     with BreakerView(broker.bootstrap, "breakers-outage") as view:
@@ -396,20 +488,17 @@ def test_view_answers_locally_while_the_broker_is_down_and_catches_up_after(
         guard(view, team="t")
         assert not view.ready
         broker.start(timeout_s=180)
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        topic = NewTopic("breakers-outage", 1, 1, topic_configs={"cleanup.policy": "compact"})
-        admin.create_topics([topic], wait_for_metadata=True)
-        admin.close()
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
-        producer.send("breakers-outage", key=b"team:t", value=_wire("team:t", "open")).get(60)
+        Admin(broker.bootstrap, timeout_s=60).ensure_topics(
+            [TopicSpec("breakers-outage", 1, {"cleanup.policy": "compact"}, 1)]
+        )
+        produce(broker.bootstrap, "breakers-outage", [(b"team:t", _wire("team:t", "open"))])
         assert view.wait_for("team:t", "open", 60), view.error
         broker.stop()
         # Every answer is local: the open breaker still refuses with the broker gone.
         with pytest.raises(BreakerOpen):
             guard(view, team="t")
         broker.start(timeout_s=180)
-        producer.send("breakers-outage", key=b"team:t", value=_wire("team:t", "closed")).get(60)
-        producer.close()
+        produce(broker.bootstrap, "breakers-outage", [(b"team:t", _wire("team:t", "closed"))])
         assert view.wait_for("team:t", "closed", 60), view.error
         guard(view, team="t")
 

@@ -27,7 +27,22 @@ def test_importing_producers_and_meter_loads_no_pipeline_dependency() -> None:
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert heavy == []
     assert "genai_prices" not in loaded  # imported by the helpers only when called
+    assert "confluent_kafka" not in loaded  # the Kafka client loads with a Kafka transport
     assert not any(
         m.startswith(("spendstream.stream", "spendstream.warehouse", "spendstream.alerts"))
         for m in loaded
     )
+
+
+def test_the_kafka_transport_and_breaker_view_load_the_kafka_client_but_no_pipeline() -> None:
+    loaded = _modules_after(
+        "from spendstream.producers import BreakerView, Meter\n"
+        "m = Meter.kafka('127.0.0.1:9', spool_dir=None, max_block_ms=100)\n"
+        "m.record(provider='openai', model='m', input_tokens=1, output_tokens=1)\n"
+        "m.flush(timeout_s=1)\n"
+        "m.close(timeout_s=0)\n"
+        "v = BreakerView('127.0.0.1:9').start(); v.close()"
+    )
+    assert "confluent_kafka" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []

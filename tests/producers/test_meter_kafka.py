@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.admin import NewTopic
 
+from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.producers import Meter
 from spendstream.topics import USAGE, partition_key
+from tests.kafka_fixtures import read_topic
 
 
 def _fields(i: int) -> dict[str, Any]:
@@ -36,34 +36,53 @@ def _fields(i: int) -> dict[str, Any]:
     }
 
 
+def _murmur2(data: bytes) -> int:
+    """Kafka's Java ``Utils.murmur2`` (seed 0x9747b28c), as a signed 32-bit int."""
+    m, r, length = 0x5BD1E995, 24, len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length % 4
+    tail = data[length - rest :]
+    if rest == 3:
+        h ^= tail[2] << 16
+    if rest >= 2:
+        h ^= tail[1] << 8
+    if rest >= 1:
+        h ^= tail[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """``DefaultPartitioner``/``BuiltInPartitioner`` for a keyed record."""
+    return (_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def test_murmur2_matches_kafkas_published_vectors() -> None:
+    # From Kafka's UtilsTest.testMurmur2.
+    assert _murmur2(b"21") == -973932308
+    assert _murmur2(b"foobar") == -790332482
+    assert _murmur2(b"a-little-bit-long-string") == -985981536
+    assert _murmur2(b"a-little-bit-longer-string") == -1486304829
+    assert _murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == -58897971
+    assert _murmur2(b"abc") == 479470107
+
+
 def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
     """Every record of the topic, beginning to end offsets."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        out: list[tuple[bytes | None, bytes]] = []
-        deadline = time.monotonic() + 120
-        while any(consumer.position(p) < end[p] for p in parts):
-            assert time.monotonic() < deadline, "could not read the topic back"
-            for records in consumer.poll(timeout_ms=1000, max_records=20_000).values():
-                out.extend((r.key, r.value) for r in records)
-        return out
-    finally:
-        consumer.close()
+    return [(m.key(), m.value()) for m in read_topic(bootstrap, topic)]
 
 
 def _create_usage_topic(bootstrap: str, partitions: int = 3) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics(
-            [NewTopic(USAGE, num_partitions=partitions, replication_factor=1)],
-            wait_for_metadata=True,
-        )
-    finally:
-        admin.close()
+    Admin(bootstrap, timeout_s=60).ensure_topics([TopicSpec(USAGE, partitions, {}, 1)])
 
 
 def test_events_reach_kafka_as_json_keyed_by_the_pipeline_key(
@@ -75,13 +94,16 @@ def test_events_reach_kafka_as_json_keyed_by_the_pipeline_key(
             meter.record(**_fields(i))
         assert meter.flush(timeout_s=60)
         assert meter.metrics.sent == 500
-    records = _read_all(kafka_bootstrap, topic)
+    messages = read_topic(kafka_bootstrap, topic)
+    records = [(m.key(), m.value()) for m in messages]
     assert len(records) == 500
     for key, value in records:
         event = json.loads(value)
         assert key == partition_key(
             event.get("api_key_id"), event.get("session_id"), event["event_id"]
         )
+    # The partition the Java client (and kafka-python before) would pick: murmur2 of the key.
+    assert all(m.partition() == java_partition(m.key(), 3) for m in messages)
     assert sorted(json.loads(v)["event_id"] for _, v in records) == [
         f"ev-{i:07d}" for i in range(500)
     ]

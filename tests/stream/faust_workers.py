@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ import pytest
 from spendstream.kafka_local import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
+from tests import kafka_fixtures
+from tests.kafka_fixtures import end_offsets
 
 # Deadlines only turn a hang into a failure with a message; nothing asserts speed.
 READY_TIMEOUT_S = 180.0
@@ -163,13 +166,26 @@ class Worker:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url(path), timeout=10) as resp:
+    def _get(self, path: str, token: str | None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        request = urllib.request.Request(self.url(path), headers=headers)
+        return urllib.request.urlopen(request, timeout=10)
+
+    def get_json(self, path: str, token: str | None = TOKEN) -> Any:
+        with self._get(path, token) as resp:
             return json.loads(resp.read())
 
-    def get_text(self, path: str) -> str:
-        with urllib.request.urlopen(self.url(path), timeout=10) as resp:
+    def get_text(self, path: str, token: str | None = TOKEN) -> str:
+        with self._get(path, token) as resp:
             return str(resp.read().decode())
+
+    def status(self, path: str, token: str | None = None) -> int:
+        """The HTTP status of a GET (401, 404... included)."""
+        try:
+            with self._get(path, token) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
 
     def assigned(self) -> list[str]:
         try:
@@ -274,18 +290,6 @@ def detect_state(workdir: Path, prefix: str) -> dict[str, Any]:
     return dict(last[0]) if last and last[0] else {}
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
-    finally:
-        consumer.close()
-
-
 def wait_all_judged(
     workdir: Path, bootstrap: str, prefix: str, facts: int, *workers: Worker
 ) -> None:
@@ -304,18 +308,4 @@ def wait_all_judged(
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
     """Every record of a topic, from the beginning."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning()
-        ends = consumer.end_offsets(parts)
-        out: list[tuple[bytes | None, bytes]] = []
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for records in consumer.poll(timeout_ms=1000).values():
-                out.extend((r.key, r.value) for r in records)
-        return out
-    finally:
-        consumer.close()
+    return [(m.key(), m.value()) for m in kafka_fixtures.read_topic(bootstrap, topic)]

@@ -120,8 +120,14 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
             wd, f"SELECT count(*) FROM breaker_events WHERE scope = '{scope}' AND state = 'closed'"
         ) == [(1,)]
 
-        health = w.get_json("/healthz")
+        health = w.get_json("/healthz", token=None)  # health needs no token
         assert health["status"] == "ok" and prefix + "spendstream.priced/0" in health["assigned"]
+        # Everything else does, Faust's own pages included (which are switched off anyway).
+        for path in ("/metrics", "/v1/breakers", "/", "/router/", "/table/", "/graph/"):
+            assert w.status(path) == 401, path
+            assert w.status(path, token="wrong") == 401, path
+        assert w.status("/router/", token=TOKEN) == 404
+        assert w.status("/metrics", token=TOKEN) == 200
         metrics = w.get_text("/metrics")
         assert (
             'spendstream_http_records_total{result="accepted"} %.1f' % (len(lines) + 6) in metrics

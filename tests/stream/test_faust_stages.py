@@ -6,8 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from spendstream.config import Config
+import pytest
+
+from spendstream.config import Config, config_from_dict
 from spendstream.runtime.embedded import EmbeddedRunner
+from spendstream.signing import RecordSigner
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.ingest import check_body, token_ok
 from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
@@ -127,6 +130,28 @@ def test_manual_reset_closes_an_open_breaker_once(tmp_path: Path) -> None:
         (opened, "closed", "manual reset")
     ]
     assert second.breaker_events == [] and opened not in detect.pipeline.engine.breakers()
+
+
+def test_with_a_key_only_a_signed_reset_closes_a_breaker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAGE_BREAKER_KEY", "r" * 40)
+    config = config_from_dict({"breaker": {"hmac_key_env": "STAGE_BREAKER_KEY"}})
+    usage = UsageStage(config, tmp_path, "usage", "u")
+    priced = _priced(usage, _records(event_lines(3000, seed=4)))
+    detect = DetectStage(config, tmp_path, "d")
+    opened = next(b.scope for b in detect.process(priced).breaker_events if b.state == "open")
+    ts, n = T0 + timedelta(days=30), len(priced)
+    forged = [
+        encode_reset(opened, ts),  # unsigned
+        encode_reset(opened, ts, RecordSigner("x" * 40)),  # signed with another key
+        encode_reset(opened, ts, RecordSigner("r" * 40)).replace(b'"reset"', b'"reset" ', 1),
+    ]
+    out = detect.process([(n + i, v) for i, v in enumerate(forged)])
+    assert (out.unverified_resets, out.breaker_events) == (3, [])
+    assert opened in detect.pipeline.engine.breakers()
+    signed = detect.process([(n + 3, encode_reset(opened, ts, RecordSigner("r" * 40)))])
+    assert [(b.scope, b.state) for b in signed.breaker_events] == [(opened, "closed")]
 
 
 def test_aligner_holds_the_partition_ahead_until_the_other_catches_up() -> None:

@@ -1,0 +1,61 @@
+"""Bearer tokens on the HTTP endpoints: every path answers only with the token, but health.
+
+``authorize(path, authorization_header, token)`` is the one check every HTTP server of the
+project runs before its handler (the Faust web layer today): ``None`` lets the request
+through, a ``Refusal`` says what to answer. No token configured means no access (503), not
+open access: an operator who forgot the token finds out at once, not after a leak.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from spendstream.config import HttpConfig
+from spendstream.secrets import load_secret
+
+__all__ = ["PUBLIC_PATHS", "Refusal", "authorize", "read_token", "token_ok"]
+
+# Liveness probes (load balancers, Kubernetes) carry no credentials; /healthz says nothing
+# beyond "up" and which partitions this worker holds.
+PUBLIC_PATHS = frozenset({"/healthz"})
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int  # 401 wrong or missing token, 503 no token configured
+    error: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def token_ok(header: str | None, token: str) -> bool:
+    """A ``Bearer <token>`` Authorization header, compared in constant time."""
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
+
+
+def authorize(path: str, header: str | None, token: str | None) -> Refusal | None:
+    """None if the request may proceed; otherwise the refusal to send."""
+    if path in PUBLIC_PATHS:
+        return None
+    if token is None:
+        return Refusal(
+            503, f"{path} is disabled: no token configured ([http] token_env / token_file)"
+        )
+    if not token_ok(header, token):
+        return Refusal(
+            401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="spendstream"'}
+        )
+    return None
+
+
+def read_token(http: HttpConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The bearer token from ``[http] token_file``, else the ``[http] token_env`` variable;
+    None when neither holds one (a named file that is missing or empty is a ConfigError)."""
+    if http.token_file:
+        return load_secret("http.token", None, http.token_file, environ).get_secret_value()
+    env = os.environ if environ is None else environ
+    return env.get(http.token_env, "").strip() or None

@@ -1,0 +1,171 @@
+"""Client settings of every Kafka client the project runs, built from the ``[kafka]`` section.
+
+``KafkaSettings`` is the resolved form (secrets read from their env var or file) of
+``[kafka] bootstrap_servers`` and the security keys; ``client_config`` turns it into a
+librdkafka configuration. A bare ``"host:port"`` string is accepted wherever settings are
+(``as_settings``): PLAINTEXT, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from spendstream.secrets import SecretStr, load_optional_secret, load_secret
+
+if TYPE_CHECKING:
+    from spendstream.config import KafkaConfig
+
+__all__ = ["KafkaSettings", "as_settings", "client_config", "client_logger"]
+
+_CLIENT_LOG = "spendstream.kafka.client"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Where the brokers are and how to authenticate to them (secrets never in ``repr``)."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: bool = True
+
+    @classmethod
+    def from_config(
+        cls, kafka: KafkaConfig, environ: Mapping[str, str] | None = None
+    ) -> KafkaSettings:
+        """Resolve ``[kafka]``; a missing secret is a ConfigError naming its key."""
+        password = None
+        if kafka.security_protocol.startswith("SASL_"):
+            password = load_secret(
+                "kafka.sasl_password", kafka.sasl_password_env, kafka.sasl_password_file, environ
+            )
+        return cls(
+            bootstrap_servers=kafka.bootstrap_servers,
+            security_protocol=kafka.security_protocol,
+            sasl_mechanism=kafka.sasl_mechanism,
+            sasl_username=kafka.sasl_username,
+            sasl_password=password,
+            ssl_ca_location=kafka.ssl_ca_location,
+            ssl_certificate_location=kafka.ssl_certificate_location,
+            ssl_key_location=kafka.ssl_key_location,
+            ssl_key_password=load_optional_secret(
+                "kafka.ssl_key_password",
+                kafka.ssl_key_password_env,
+                kafka.ssl_key_password_file,
+                environ,
+            ),
+            ssl_endpoint_identification=kafka.ssl_endpoint_identification,
+        )
+
+    def with_bootstrap(self, bootstrap_servers: str) -> KafkaSettings:
+        return replace(self, bootstrap_servers=bootstrap_servers)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol.endswith("SSL")
+
+    def describe(self) -> str:
+        """Whom we talk to and as whom, for messages: never a secret."""
+        text = f"{self.bootstrap_servers}, {self.security_protocol}"
+        if self.uses_sasl:
+            text += f" {self.sasl_mechanism} as {self.sasl_username!r}"
+        return text
+
+    def librdkafka(self) -> dict[str, Any]:
+        """The connection and security part of a librdkafka configuration."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.uses_sasl:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            if self.sasl_password is not None:
+                conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.uses_tls:
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_endpoint_identification else "none"
+            )
+            optional = {
+                "ssl.ca.location": self.ssl_ca_location,
+                "ssl.certificate.location": self.ssl_certificate_location,
+                "ssl.key.location": self.ssl_key_location,
+            }
+            conf.update({k: v for k, v in optional.items() if v})
+            if self.ssl_key_password is not None:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        return conf
+
+
+def as_settings(target: KafkaSettings | str | list[str]) -> KafkaSettings:
+    """Settings as given, or PLAINTEXT settings for a bootstrap string (or list of them)."""
+    if isinstance(target, KafkaSettings):
+        return target
+    if isinstance(target, list):
+        return KafkaSettings(",".join(target))
+    return KafkaSettings(target)
+
+
+class _RepeatFilter(logging.Filter):
+    """A failing connection makes librdkafka log the same line every reconnect: pass one per
+    minute per line (numbers ignored), so a service's log is not flooded."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def client_logger() -> logging.Logger:
+    """The logger librdkafka's own log lines go to (``spendstream.kafka.client``)."""
+    logger = logging.getLogger(_CLIENT_LOG)
+    if not any(isinstance(f, _RepeatFilter) for f in logger.filters):
+        logger.addFilter(_RepeatFilter())
+    return logger
+
+
+def client_config(
+    settings: KafkaSettings,
+    client_id: str,
+    defaults: Mapping[str, Any],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``defaults`` < the settings' connection and security < ``overrides`` (librdkafka keys).
+
+    Overrides win so that a caller (or a test) can tune anything, security included.
+    """
+    conf: dict[str, Any] = {
+        "client.id": client_id,
+        "logger": client_logger(),
+        # Quieter than the defaults when a broker is away; librdkafka still reconnects alone.
+        "reconnect.backoff.max.ms": 5000,
+        **defaults,
+        **settings.librdkafka(),
+    }
+    conf.update(overrides or {})
+    return conf

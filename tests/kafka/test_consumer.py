@@ -1,0 +1,139 @@
+"""The consumer on a real broker: assignment, seeks, positions, watermarks, commits and
+cooperative-sticky rebalancing."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from spendstream.errors import KafkaClientError
+from spendstream.kafka.consumer import BEGINNING, Consumer, Partition
+from tests.kafka_fixtures import produce
+
+pytestmark = pytest.mark.kafka
+
+
+def _drain(consumer: Consumer, want: int) -> list[int]:
+    offsets: list[int] = []
+    for _ in range(120):  # a bound on the loop, not a speed check
+        offsets += [m.offset() for m in consumer.consume(100, 0.25)]
+        if len(offsets) >= want:
+            break
+    return offsets
+
+
+def test_assign_seek_position_and_watermarks(kafka_bootstrap: str, topic_factory) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory()
+    tp = (topic, 0)
+    produce(kafka_bootstrap, topic, [(None, f"v{i}".encode()) for i in range(10)])
+    consumer = Consumer(kafka_bootstrap)
+    try:
+        assert consumer.partitions_for(topic) == [0]
+        assert consumer.partitions_for("no-such-topic-" + uuid.uuid4().hex) is None
+        assert consumer.watermarks(tp) == (0, 10)
+        consumer.assign({tp: 4})
+        assert _drain(consumer, 6) == [4, 5, 6, 7, 8, 9]
+        assert consumer.position([tp]) == {tp: 10}
+        consumer.seek(tp, 2)
+        assert _drain(consumer, 8) == list(range(2, 10))
+        consumer.seek_to_beginning([tp])
+        assert _drain(consumer, 10)[0] == 0
+        assert consumer.assignment() == [tp]
+    finally:
+        consumer.close()
+
+
+def test_commit_is_explicit_and_committed_reads_it_back(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory()
+    tp = (topic, 0)
+    produce(kafka_bootstrap, topic, [(None, b"v")] * 5)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(kafka_bootstrap, group_id=group)
+    try:
+        consumer.assign({tp: BEGINNING})
+        assert len(_drain(consumer, 5)) == 5
+        assert consumer.committed([tp]) == {tp: None}  # nothing committed behind our back
+        consumer.commit()  # the current positions
+        assert consumer.committed([tp]) == {tp: 5}
+        consumer.commit({tp: 2})
+        assert consumer.committed([tp]) == {tp: 2}
+    finally:
+        consumer.close()
+    again = Consumer(kafka_bootstrap, group_id=group)
+    try:
+        again.assign([tp])  # no offset given: resumes from the committed one
+        assert _drain(again, 3) == [2, 3, 4]
+    finally:
+        again.close()
+
+
+def test_cooperative_rebalance_moves_only_what_the_newcomer_takes(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    topic = topic_factory(4)
+    group = f"coop-{uuid.uuid4().hex[:8]}"
+    events: dict[str, list[tuple[str, list[Partition]]]] = {"a": [], "b": []}
+
+    def consumer(name: str) -> Consumer:
+        c = Consumer(
+            kafka_bootstrap,
+            group_id=group,
+            on_assign=lambda ps: events[name].append(("assign", sorted(ps))),
+            on_revoke=lambda ps: events[name].append(("revoke", sorted(ps))),
+        )
+        c.subscribe([topic])
+        return c
+
+    def held(name: str) -> set[Partition]:
+        out: set[Partition] = set()
+        for kind, ps in events[name]:
+            out = out | set(ps) if kind == "assign" else out - set(ps)
+        return out
+
+    a = consumer("a")
+    try:
+        for _ in range(240):
+            a.consume(10, 0.25)
+            if len(held("a")) == 4:
+                break
+        assert held("a") == {(topic, p) for p in range(4)}
+        b = consumer("b")
+        try:
+            for _ in range(240):
+                a.consume(10, 0.1)
+                b.consume(10, 0.1)
+                if held("a") and held("b") and len(held("a")) + len(held("b")) == 4:
+                    break
+            assert held("a") | held("b") == {(topic, p) for p in range(4)}
+            assert held("a") and held("b") and not held("a") & held("b")
+            # Incremental: a gave up exactly what b took, and was never stripped of the rest.
+            revoked = [p for kind, ps in events["a"] if kind == "revoke" for p in ps]
+            assert sorted(revoked) == sorted(held("b"))
+            assert set(a.assignment()) == held("a")
+        finally:
+            b.close()
+    finally:
+        a.close()
+
+
+def test_a_subscribed_topic_that_does_not_exist_yet_is_no_error(kafka_bootstrap: str) -> None:
+    consumer = Consumer(kafka_bootstrap, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    try:
+        consumer.subscribe(["not-created-yet-" + uuid.uuid4().hex])
+        for _ in range(8):
+            assert consumer.consume(10, 0.25) == []
+    finally:
+        consumer.close()
+
+
+def test_subscribe_needs_a_group(kafka_bootstrap: str) -> None:
+    consumer = Consumer(kafka_bootstrap)
+    try:
+        with pytest.raises(KafkaClientError, match="group_id"):
+            consumer.subscribe(["t"])
+    finally:
+        consumer.close()

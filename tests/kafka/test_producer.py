@@ -1,0 +1,102 @@
+"""The producer on a real broker: delivery reports, refusals per record, transactions."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from spendstream.errors import KafkaClientError, KafkaUnavailable
+from spendstream.kafka.consumer import BEGINNING, Consumer
+from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.kafka_local import find_free_port
+from tests.kafka_fixtures import read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+def _values(bootstrap: str, topic: str, *, read_committed: bool) -> list[bytes | None]:
+    consumer = Consumer(bootstrap, read_committed=read_committed)
+    consumer.assign({(topic, 0): BEGINNING})
+    out: list[bytes | None] = []
+    try:
+        for _ in range(40):  # a bound, not a speed check
+            batch = consumer.consume(100, 0.25)
+            out += [m.value() for m in batch]
+            if not batch and out:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def test_send_reports_each_record_and_headers_travel(kafka_bootstrap: str, topic_factory) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory(2)
+    producer = Producer(kafka_bootstrap)
+    report = producer.send(
+        [
+            OutRecord(topic, f"v{i}".encode(), f"k{i}".encode(), [("h", b"%d" % i)])
+            for i in range(20)
+        ],
+        timeout_s=60,
+    )
+    producer.close()
+    assert report.ok and report.delivered == 20 and report.total == 20
+    got = {m.value(): m.headers() for m in read_topic(kafka_bootstrap, topic)}
+    assert got == {f"v{i}".encode(): [("h", b"%d" % i)] for i in range(20)}
+
+
+def test_a_record_refused_by_the_client_fails_alone(kafka_bootstrap: str, topic_factory) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory()
+    producer = Producer(kafka_bootstrap, config={"message.max.bytes": 2000})
+    report = producer.send(
+        [OutRecord(topic, b"a"), OutRecord(topic, b"x" * 5000), OutRecord(topic, b"c")], 60
+    )
+    producer.close()
+    assert [i for i, _ in report.failed] == [1]
+    error = report.failed[0][1]
+    assert type(error) is KafkaClientError and error.code == "MSG_SIZE_TOO_LARGE"
+    with pytest.raises(KafkaClientError):
+        report.raise_first()
+    assert [m.value() for m in read_topic(kafka_bootstrap, topic)] == [b"a", b"c"]
+
+
+def test_with_no_broker_every_record_fails_as_unavailable_and_abort_drops_them() -> None:
+    producer = Producer(f"127.0.0.1:{find_free_port()}")
+    with pytest.raises(KafkaUnavailable):
+        producer.check_connection(1.0, "t")
+    report = producer.send([OutRecord("t", b"a"), OutRecord("t", b"b")], timeout_s=1.0)
+    assert [i for i, _ in report.failed] == [0, 1]
+    assert all(isinstance(e, KafkaUnavailable) and e.retriable for _, e in report.failed)
+    assert producer.pending() >= 2  # still queued: they would go once a broker answers
+    producer.abort()
+    producer.poll(0.5)
+    assert producer.pending() == 0
+    assert producer.close(timeout_s=0) == 0
+
+
+def test_transactions_commit_and_abort_as_read_committed_readers_see(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    source, sink = topic_factory(), topic_factory()
+    group = f"txn-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(kafka_bootstrap, group_id=group)
+    producer = Producer(kafka_bootstrap, transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+    producer.init_transactions(60)
+
+    producer.begin_transaction()
+    producer.produce(sink, b"kept")
+    producer.send_offsets_to_transaction({(source, 0): 7}, consumer.group_metadata(), 60)
+    producer.commit_transaction(60)
+
+    producer.begin_transaction()
+    producer.produce(sink, b"discarded")
+    producer.flush(30)
+    producer.abort_transaction(60)
+    producer.close()
+
+    assert consumer.committed([(source, 0)]) == {(source, 0): 7}  # offsets went with the commit
+    consumer.close()
+    assert _values(kafka_bootstrap, sink, read_committed=True) == [b"kept"]
+    assert _values(kafka_bootstrap, sink, read_committed=False) == [b"kept", b"discarded"]

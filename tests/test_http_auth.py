@@ -1,0 +1,53 @@
+"""The bearer-token check every HTTP endpoint but health runs (spendstream.http_auth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spendstream.config import config_from_dict
+from spendstream.errors import ConfigError
+from spendstream.http_auth import PUBLIC_PATHS, authorize, read_token, token_ok
+
+
+def test_health_is_the_only_open_path() -> None:
+    assert {"/healthz"} == PUBLIC_PATHS
+    assert authorize("/healthz", None, None) is None
+    assert authorize("/healthz", None, "t") is None
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/v1/breakers", "/v1/events", "/", "/router/"])
+def test_every_other_path_needs_the_token(path: str) -> None:
+    assert authorize(path, "Bearer s3cret", "s3cret") is None
+    for header in (None, "", "Bearer wrong", "s3cret", "Basic s3cret", "Bearer s3cret2"):
+        refusal = authorize(path, header, "s3cret")
+        assert refusal is not None and refusal.status == 401, header
+        assert refusal.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_no_token_configured_closes_the_endpoints_rather_than_opening_them() -> None:
+    refusal = authorize("/metrics", "Bearer anything", None)
+    assert refusal is not None and refusal.status == 503
+    assert "[http] token_env" in refusal.error
+
+
+def test_token_comparison() -> None:
+    assert token_ok("Bearer s3cret", "s3cret")
+    assert token_ok("Bearer  s3cret ", "s3cret")
+    assert not token_ok("bearer s3cret", "s3cret")
+    assert not token_ok(None, "s3cret")
+
+
+def test_the_token_comes_from_its_file_else_its_env_var(tmp_path: Path) -> None:
+    http = config_from_dict({"http": {"token_env": "TOK"}}).http
+    assert read_token(http, {"TOK": " t1 "}) == "t1"
+    assert read_token(http, {}) is None
+    (tmp_path / "tok").write_text("t2\n")
+    from_file = config_from_dict({"http": {"token_file": str(tmp_path / "tok")}}).http
+    assert read_token(from_file, {"SPENDSTREAM_INGEST_TOKEN": "ignored"}) == "t2"
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match=r"http\.token_file"):
+        read_token(config_from_dict({"http": {"token_file": str(tmp_path / "empty")}}).http, {})
+    with pytest.raises(ConfigError, match="token must not be written inline"):
+        config_from_dict({"http": {"token": "x"}})
