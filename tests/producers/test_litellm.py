@@ -295,7 +295,7 @@ def test_meter_from_env_kafka_url_lists_brokers(monkeypatch: pytest.MonkeyPatch)
     meter = Meter.from_env(spool_dir=None)
     try:
         assert meter.transport.name == "kafka"
-        assert meter.transport._config["bootstrap_servers"] == ["a:9092", "b:9092"]  # type: ignore[attr-defined]
+        assert meter.transport.settings.bootstrap_servers == "a:9092,b:9092"  # type: ignore[attr-defined]
     finally:
         meter.close(timeout_s=0)
 
