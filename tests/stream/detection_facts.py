@@ -7,11 +7,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+
 from spendstream.config import Config, config_from_dict
 from spendstream.producers.event import UsageEvent
-from spendstream.records import Cost, Fact
+from spendstream.records import Alert, BreakerEvent, Cost, Fact
+from spendstream.stream.engine import Engine
+from spendstream.table_schemas import FACTS, facts_table
 
-__all__ = ["T0", "at", "config", "fact", "run"]
+__all__ = ["T0", "Feed", "at", "config", "fact", "rows_table", "table"]
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -44,12 +48,60 @@ def fact(ts: datetime, cost: str | Decimal | None = "0.01", **fields: Any) -> Fa
     return Fact(event=event, cost=c, ingested_at=ts)
 
 
-def run(det: Any, facts: list[Fact]) -> list[Any]:
-    """Feed a detector facts in order with the engine's watermark rule (newest ts seen)."""
-    out: list[Any] = []
-    wm = getattr(det, "_test_wm", None)
-    for f in facts:
-        wm = f.event.ts if wm is None or f.event.ts > wm else wm
-        out.extend(det.observe(f, wm))
-    det._test_wm = wm
-    return out
+_ROW_DEFAULTS: dict[str, Any] = {
+    "provider": "anthropic",
+    "model": "claude-sonnet-4-5",
+    "input_tokens": 1000,
+    "output_tokens": 100,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "batch": False,
+    "status": "ok",
+    "attempt": 1,
+    "schema_version": 1,
+}
+
+
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Facts straight from dicts (no pydantic: fast enough for property tests). ``cost``:
+    a decimal string, or None for an unpriced fact."""
+    out = []
+    for r in rows:
+        d = {**_ROW_DEFAULTS, "event_id": f"e{next(_ids)}", **r}
+        cost = d.pop("cost", "0.01")
+        c = None if cost is None else Decimal(cost)
+        d.update(
+            cost_usd=c,
+            input_cost_usd=c,
+            cache_read_cost_usd=None if c is None else Decimal(0),
+            cache_write_cost_usd=None if c is None else Decimal(0),
+            output_cost_usd=None if c is None else Decimal(0),
+            priced=c is not None,
+            price_source=None if c is None else "test",
+            ingested_at=d["ts"],
+        )
+        out.append(d)
+    return pa.Table.from_pylist(out, schema=FACTS)
+
+
+def table(facts: list[Fact]) -> pa.Table:
+    return facts_table(facts)
+
+
+class Feed:
+    """An engine fed batches of facts; returns the alerts (of ``kinds``, if given)."""
+
+    def __init__(self, cfg: Config, *kinds: str, state: bytes | None = None) -> None:
+        self.cfg = cfg
+        self.kinds = kinds
+        self.engine = Engine(cfg, state)
+        self.events: list[BreakerEvent] = []
+
+    def __call__(self, facts: list[Fact]) -> list[Alert]:
+        detection = self.engine.process(facts_table(facts))
+        self.events += detection.breaker_events
+        return [a for a in detection.alerts if not self.kinds or a.kind in self.kinds]
+
+    def restarted(self) -> Feed:
+        """The same stream continuing in a new engine from this one's snapshot (bytes)."""
+        return Feed(self.cfg, *self.kinds, state=self.engine.snapshot())
