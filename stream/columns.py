@@ -163,5 +163,46 @@ class FactColumns:
             for h, m, lo in zip(sums[0], sums[1], sums[2], strict=True)
         ]
 
+    def cost_sum(self, rows: I64) -> Decimal:
+        """Exact cost of ``rows`` (unpriced rows count 0)."""
+        hi, lo_hi, lo_lo = (int(limb[rows].sum()) for limb in self._limbs)
+        return units_to_usd((hi << 64) + (lo_hi << 32) + lo_lo)
+
+    def crossing(
+        self, rows: I64, start: Decimal, bar: Decimal, strict: bool
+    ) -> tuple[int, Decimal] | None:
+        """The first ``k`` where ``start`` plus the cost of ``rows[:k + 1]`` reaches ``bar``
+        (``>=``; ``>`` when ``strict``), and that running total; None if it never does.
+
+        Float running sums only narrow the search; the answer is checked on exact sums. Costs
+        are never negative, so the running total only grows."""
+        if not len(rows):
+            return None
+        costs = self.cost_f[rows]
+        if costs.min() < 0:
+            return self._crossing_by_row(rows, 0, start, bar, strict)
+        run = float(start) + np.cumsum(costs)
+        fbar = float(bar)
+        margin = (abs(fbar) + abs(float(run[-1]))) * 1e-9 + 1e-12
+        lo = int(np.searchsorted(run, fbar - margin, side="left"))
+        if lo >= len(rows):
+            return None
+        before = start + self.cost_sum(rows[:lo]) if lo else start
+        return self._crossing_by_row(rows, lo, before, bar, strict)
+
+    def _crossing_by_row(
+        self, rows: I64, lo: int, total: Decimal, bar: Decimal, strict: bool
+    ) -> tuple[int, Decimal] | None:
+        step = 16
+        while lo < len(rows):
+            for k, cost in enumerate(self.costs(rows[lo : lo + step]), lo):
+                if cost is not None:
+                    total += cost
+                if total > bar or (not strict and total == bar):
+                    return k, total
+            lo += step
+            step *= 4
+        return None
+
     def costs(self, rows: I64 | list[int]) -> list[Decimal | None]:
         return self._cost.take(pa.array(rows, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]

@@ -43,15 +43,26 @@ class Groups:
         """``keys[i]`` is the group key of batch row ``rows[i]`` (``rows`` ascending)."""
         order = np.argsort(keys, kind="stable")
         sk = keys[order]
-        n = len(sk)
+        new = np.empty(len(sk), dtype=np.bool_)
+        if len(sk):
+            new[0] = True
+            np.not_equal(sk[1:], sk[:-1], out=new[1:])
+        return cls.runs(rows[order].astype(np.int64), new, sk)
+
+    @classmethod
+    def runs(cls, rows: I64, new: npt.NDArray[np.bool_], keys: I64 | None = None) -> Groups:
+        """Groups of rows already in group order: a group starts where ``new`` holds."""
+        n = len(rows)
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)
             return cls(empty, empty, empty, empty, empty)
-        bounds = np.flatnonzero(sk[1:] != sk[:-1]) + 1
-        starts = np.concatenate(([0], bounds)).astype(np.int64)
-        ends = np.concatenate((bounds, [n])).astype(np.int64)
-        group = np.repeat(np.arange(len(starts), dtype=np.int64), ends - starts)
-        return cls(rows[order].astype(np.int64), sk[starts], starts, ends, group)
+        starts = np.flatnonzero(new).astype(np.int64)
+        ends = np.empty_like(starts)
+        ends[:-1] = starts[1:]
+        ends[-1] = n
+        group = np.cumsum(new, dtype=np.int64) - 1
+        key = starts if keys is None else keys[starts]
+        return cls(rows, key, starts, ends, group)
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -136,25 +136,33 @@ class Details:
             )
         return cols
 
-    def rows(
-        self,
-        partials: Iterable[Partial],
-        select: SelectRows,
-    ) -> list[tuple[Pos, FactColumns, int]]:
-        """The rows ``select`` picks from each source of ``partials``, in position order."""
-        out: list[tuple[Pos, FactColumns, int]] = []
-        seen: set[tuple[int, str]] = set()
-        for p in partials:
-            key = (p.source.partition, p.source.batch)
-            if key in seen:
-                continue
-            seen.add(key)
-            cols = self.columns(p.source)
-            rows = select(cols).tolist()
+    def rows(self, partials: Iterable[Partial], select: SelectRows) -> list[Row]:
+        """The rows ``select`` picks from each source of ``partials``, in position order,
+        with their costs (read in one go per source)."""
+        out: list[Row] = []
+        for cols in self.sources(partials):
+            rows = select(cols)
             wm = cols.wm_us[rows].tolist()
-            out.extend(((w, cols.partition, r), cols, r) for w, r in zip(wm, rows, strict=True))
+            part = cols.partition
+            out.extend(
+                ((w, part, r), cols, r, c)
+                for w, r, c in zip(wm, rows.tolist(), cols.costs(rows), strict=True)
+            )
         out.sort(key=lambda x: x[0])
         return out
+
+    def sources(self, partials: Iterable[Partial]) -> list[FactColumns]:
+        """The facts of each distinct source batch of ``partials``."""
+        seen: dict[tuple[int, str], FactColumns] = {}
+        for p in partials:
+            key = (p.source.partition, p.source.batch)
+            if key not in seen:
+                seen[key] = self.columns(p.source)
+        return list(seen.values())
+
+
+# A row of a replay: (position, its batch, row number, its cost or None when unpriced).
+Row = tuple[Pos, FactColumns, int, Decimal | None]
 
 
 class SelectRows(Protocol):

@@ -20,9 +20,10 @@ used, so results never depend on when a sweep ran.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Generic, Literal, TypeVar
 
 import numpy as np
@@ -113,32 +114,61 @@ class WindowRule:
         return self.end(start_us) + self.grace_us + self.history_us < watermark_us
 
 
-@dataclass(slots=True)
 class Windowed(Generic[V]):
-    """Per window start, per key, one value: the state of a windowed rule.
+    """Per (window start, key), one value: the state of a windowed rule.
 
-    Kept by window so that expiry costs one step per window, not per key."""
+    One flat dict, so that a batch reads and writes its groups in bulk. ``expire`` drops
+    what is past retention; it scans only once the oldest window has been past it for a
+    quarter of the retention span, which bounds the state without a scan per batch (no
+    rule ever reads a window past its retention, so when the scan runs changes nothing)."""
 
-    rule: WindowRule
-    windows: dict[int, dict[str, V]] = field(default_factory=dict)
+    __slots__ = ("_oldest", "_slack", "rule", "values")
+
+    def __init__(self, rule: WindowRule) -> None:
+        self.rule = rule
+        self.values: dict[tuple[int, str], V] = {}
+        self._oldest: int | None = None  # no window starts before this
+        span = rule.grace_us + rule.history_us
+        self._slack = max(span // 4, _FIXED.get(rule.size, DAY_US))
 
     def get(self, start_us: int, key: str) -> V | None:
-        w = self.windows.get(start_us)
-        return None if w is None else w.get(key)
+        return self.values.get((start_us, key))
 
-    def window(self, start_us: int) -> dict[str, V]:
-        w = self.windows.get(start_us)
-        if w is None:
-            w = self.windows[start_us] = {}
-        return w
+    def put(self, start_us: int, key: str, value: V) -> None:
+        self.values[(start_us, key)] = value
+        if self._oldest is None or start_us < self._oldest:
+            self._oldest = start_us
 
-    def expire(self, watermark_us: int) -> list[tuple[int, dict[str, V]]]:
-        """Drop the windows past their retention; return them (oldest first)."""
-        gone = [s for s in self.windows if self.rule.expired(s, watermark_us)]
-        gone.sort()
-        return [(s, self.windows.pop(s)) for s in gone]
+    def cell(self, start_us: int, key: str, factory: Callable[[], V]) -> V:
+        """The value of (start, key), created by ``factory`` if there is none."""
+        value = self.values.get((start_us, key))
+        if value is None:
+            value = factory()
+            self.put(start_us, key, value)
+        return value
 
-    def items(self) -> Iterator[tuple[int, str, V]]:
-        for start in sorted(self.windows):
-            for key, value in self.windows[start].items():
-                yield start, key, value
+    def get_many(self, keys: list[tuple[int, str]], default: V) -> Iterator[V]:
+        return map(self.values.get, keys, repeat(default, len(keys)))  # type: ignore[arg-type]
+
+    def put_many(self, keys: list[tuple[int, str]], values: Iterable[V]) -> None:
+        self.values.update(zip(keys, values, strict=True))
+        if keys:
+            oldest = min(k[0] for k in keys)
+            if self._oldest is None or oldest < self._oldest:
+                self._oldest = oldest
+
+    def expire(self, watermark_us: int) -> list[tuple[int, str, V]]:
+        """Drop (and return) windows past their retention; see the class docstring."""
+        oldest = self._oldest
+        if oldest is None or not self.rule.expired(oldest + self._slack, watermark_us):
+            return []
+        dead = {s for s, _ in self.values}
+        dead = {s for s in dead if self.rule.expired(s, watermark_us)}
+        gone = [(s, k, v) for (s, k), v in self.values.items() if s in dead]
+        for s, k, _ in gone:
+            del self.values[(s, k)]
+        self._oldest = min((s for s, _ in self.values), default=None)
+        return gone
+
+    def items(self) -> list[tuple[int, str, V]]:
+        return [(s, k, v) for (s, k), v in sorted(self.values.items(), key=lambda kv: kv[0])]

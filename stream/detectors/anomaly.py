@@ -33,10 +33,11 @@ import numpy as np
 import numpy.typing as npt
 
 from spendstream.config import Config
+from spendstream.scopes import GLOBAL
 from spendstream.stream.columns import FactColumns, Pos
 from spendstream.stream.detectors.base import ANOMALY, Finding, make_alert
 from spendstream.stream.detectors.sessions import EXACT_BOUND_USD, shift
-from spendstream.stream.grouping import Groups, combine
+from spendstream.stream.grouping import Groups
 from spendstream.stream.partials import (
     Details,
     Partial,
@@ -103,12 +104,22 @@ class AnomalyDetector:
             sel = np.flatnonzero((codes.index >= 0) & taken)
             if not len(sel):
                 continue
-            replay = self._needs_replay(cols, hours, codes.index, sel)
-            g = Groups.of(combine(codes.index[sel], hours[sel] // HOUR_US), sel)
+            # One stable sort by scope: each scope's rows in arrival order; where their hours
+            # never go back, each (scope, hour) is one run of them.
+            rows = sel if kind == GLOBAL else sel[np.argsort(codes.index[sel], kind="stable")]
+            code, hour = codes.index[rows], hours[rows]
+            new_scope = np.empty(len(rows), dtype=np.bool_)
+            new_scope[0] = True
+            np.not_equal(code[1:], code[:-1], out=new_scope[1:])
+            new_run = new_scope.copy()
+            new_run[1:] |= hour[1:] != hour[:-1]
+            per_scope = Groups.runs(rows, new_scope, code)
+            replay = self._needs_replay(cols, per_scope, hour)
+            g = Groups.runs(rows, new_run)
             firsts, lasts, min_ts = spans(cols, g)
             sums = cols.cost_sums(g)
-            heads = g.rows[g.starts]
-            for i, (code, hour, n) in enumerate(
+            heads = rows[g.starts]
+            for i, (c, h, n) in enumerate(
                 zip(
                     codes.index[heads].tolist(),
                     hours[heads].tolist(),
@@ -119,10 +130,10 @@ class AnomalyDetector:
                 out.append(
                     Partial(
                         "anomaly",
-                        names[code],
+                        names[c],
                         variant,
-                        hour,
-                        hour + HOUR_US,
+                        h,
+                        h + HOUR_US,
                         n,
                         sums[i],
                         0,
@@ -131,17 +142,15 @@ class AnomalyDetector:
                         min_ts[i],
                         firsts[i],
                         lasts[i],
-                        replay[code],
+                        replay[c],
                         source,
                     )
                 )
         return out
 
-    def _needs_replay(self, cols: FactColumns, hours: I64, index: I64, sel: I64) -> dict[int, bool]:
+    def _needs_replay(self, cols: FactColumns, g: Groups, h: I64) -> dict[int, bool]:
         """Per scope code: rows that jump back to an earlier hour, a possible forget after
         the first row, or money too large for bulk sums."""
-        g = Groups.of(index[sel], sel)
-        h = hours[g.rows]
         flag = np.zeros(len(g), dtype=np.bool_)
         back = np.zeros(len(h), dtype=np.bool_)
         back[1:] = h[1:] < h[:-1]
@@ -183,10 +192,7 @@ class AnomalyDetector:
         if self.rule.expired(windows[0][0], max(p.last[0] for p in ps)):
             return False  # the scope could be forgotten after its first row here
         for start, hp in windows:
-            window = self.hours.window(start)
-            cell = window.get(scope)
-            if cell is None:
-                cell = window[scope] = HourSpend()
+            cell = self.hours.cell(start, scope, HourSpend)
             added = _ZERO
             for p in hp:
                 added += p.spend
@@ -220,12 +226,33 @@ class AnomalyDetector:
         details: Details,
         out: list[Finding],
     ) -> None:
-        """An hour that crosses: its rows one by one (history and baseline hold for all)."""
+        """An hour that crosses: find its crossing fact (history and baseline hold for all
+        its rows, which come after every earlier hour's and before every later one's)."""
         kind = self.kinds_by_variant[variant]
-        for pos, cols, row in details.rows(hp, lambda c: self._rows(c, kind, scope, start)):
-            cost = cols.costs([row])[0] or _ZERO
-            cell.spend += cost
-            if not cell.fired and cost != 0 and cell.spend > threshold:
+        sources = details.sources(hp)
+        if len(sources) == 1:
+            cols = sources[0]
+            rows = self._rows(cols, kind, scope, start)
+            hit = cols.crossing(rows, cell.spend, threshold, strict=True)
+            if hit is not None:
+                k, spend = hit
+                if cell.spend > threshold:  # over already: the first fact that costs fires
+                    nonzero = np.flatnonzero(cols.cost_f[rows] != 0)
+                    k = int(nonzero[0]) if len(nonzero) else -1
+                    spend = cell.spend + cols.cost_sum(rows[: k + 1])
+                if k >= 0:
+                    cell.fired = True
+                    row = int(rows[k])
+                    out.append(
+                        self._finding(
+                            variant, scope, cols.pos(row), cols, row, start, spend, threshold, mean
+                        )
+                    )
+            cell.spend += cols.cost_sum(rows)
+            return
+        for pos, cols, row, cost in details.rows(hp, lambda c: self._rows(c, kind, scope, start)):
+            cell.spend += cost or _ZERO
+            if not cell.fired and cost and cell.spend > threshold:
                 cell.fired = True
                 out.append(
                     self._finding(
@@ -238,7 +265,7 @@ class AnomalyDetector:
     ) -> None:
         """The scope judged one fact at a time: the rule itself."""
         kind = self.kinds_by_variant[variant]
-        for pos, cols, row in details.rows(ps, lambda c: self._rows(c, kind, scope, None)):
+        for pos, cols, row, priced in details.rows(ps, lambda c: self._rows(c, kind, scope, None)):
             ts = int(cols.ts_us[row])
             hour = self.rule.start(ts)
             info = self.scopes.get(scope)
@@ -248,11 +275,8 @@ class AnomalyDetector:
                 info = self.scopes[scope] = ScopeSince(ts, hour)
             info.first_us = min(info.first_us, ts)
             info.last_hour = max(info.last_hour, hour)
-            window = self.hours.window(hour)
-            cell = window.get(scope)
-            if cell is None:
-                cell = window[scope] = HourSpend()
-            cost = cols.costs([row])[0] or _ZERO
+            cell = self.hours.cell(hour, scope, HourSpend)
+            cost = priced or _ZERO
             cell.spend += cost
             if cell.fired or info.first_us > hour - self.history_us or cost == 0:
                 continue
@@ -334,11 +358,10 @@ class AnomalyDetector:
     # --- state -----------------------------------------------------------------------------
 
     def expire(self, watermark_us: int) -> None:
-        for start, window in self.hours.expire(watermark_us):
-            for scope in window:
-                info = self.scopes.get(scope)
-                if info is not None and info.last_hour <= start:
-                    del self.scopes[scope]
+        for start, scope, _ in self.hours.expire(watermark_us):
+            info = self.scopes.get(scope)
+            if info is not None and info.last_hour <= start:
+                del self.scopes[scope]
 
     def snapshot(self) -> AnomalyWire:
         return {
@@ -348,6 +371,6 @@ class AnomalyDetector:
 
     def restore(self, data: AnomalyWire) -> None:
         for h, s, spend, fired in data["hours"]:
-            self.hours.window(int(h))[str(s)] = HourSpend(Decimal(str(spend)), bool(fired))
+            self.hours.put(int(h), str(s), HourSpend(Decimal(str(spend)), bool(fired)))
         for s, first, last in data["scopes"]:
             self.scopes[str(s)] = ScopeSince(int(first), int(last))

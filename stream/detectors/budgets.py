@@ -139,10 +139,7 @@ class BudgetDetector:
         for i, ps in by_budget.items():
             b = budgets[i]
             for start, pp in by_window(ps):
-                window = self.periods[i].window(start)
-                per = window.get(budget_id(b))
-                if per is None:
-                    per = window[budget_id(b)] = BudgetPeriod()
+                per = self.periods[i].cell(start, budget_id(b), BudgetPeriod)
                 added = _ZERO
                 for p in pp:
                     added += p.spend
@@ -155,9 +152,51 @@ class BudgetDetector:
                 if not replay and (not bars or per.spend + added < min(bars)):
                     per.spend += added
                     continue
+                sources = details.sources(pp)
+                if not replay and len(sources) == 1:
+                    cols = sources[0]
+                    self._crossings(i, b, start, per, cols, self._rows(cols, i, b, start), out)
+                    per.spend += added
+                    continue
                 rows = details.rows(pp, lambda c, i=i, b=b, s=start: self._rows(c, i, b, s))
-                for pos, cols, row in rows:
+                for pos, cols, row, cost in rows:
+                    assert cost is not None
+                    per.spend += cost
                     self._judge(i, b, start, per, pos, cols, row, out)
+
+    def _levels(self, b: BudgetConfig, per: BudgetPeriod) -> list[tuple[int, str, Decimal]]:
+        """The unfired bars in the order one fact alerts them: levels, lowest first, then hard."""
+        bars = [
+            (rank, str(level), level * b.amount_usd)
+            for rank, level in enumerate(sorted(b.alert_at))
+            if str(level) not in per.fired
+        ]
+        if b.hard_limit is not None and HARD not in per.fired:
+            bars.append((999, HARD, b.hard_limit * b.amount_usd))
+        return bars
+
+    def _crossings(
+        self,
+        i: int,
+        b: BudgetConfig,
+        start: int,
+        per: BudgetPeriod,
+        cols: FactColumns,
+        rows: I64,
+        out: list[Finding],
+    ) -> None:
+        """Each unfired bar's crossing fact, found on exact running sums (one source)."""
+        hits = []
+        for rank, tag, bar in self._levels(b, per):
+            hit = cols.crossing(rows, per.spend, bar, strict=False)
+            if hit is not None:
+                hits.append((hit[0], rank, tag, hit[1]))
+        for k, _rank, tag, spend in sorted(hits, key=lambda h: (h[0], h[1])):
+            if tag in per.fired:  # two levels alike: the first one alerts
+                continue
+            per.fired.add(tag)
+            row = int(rows[k])
+            out.append(self._alert(i, b, start, tag, spend, cols.pos(row), cols, row))
 
     def _judge(
         self,
@@ -170,11 +209,24 @@ class BudgetDetector:
         row: int,
         out: list[Finding],
     ) -> None:
-        """One priced fact of the period: the rule itself."""
-        cost = cols.costs([row])[0]
-        assert cost is not None
-        per.spend += cost
-        spend = per.spend
+        """One priced fact of the period, its cost already added: the rule itself."""
+        for _, tag, bar in self._levels(b, per):
+            if tag in per.fired or per.spend < bar:
+                continue
+            per.fired.add(tag)
+            out.append(self._alert(i, b, start, tag, per.spend, pos, cols, row))
+
+    def _alert(
+        self,
+        i: int,
+        b: BudgetConfig,
+        start: int,
+        tag: str,
+        spend: Decimal,
+        pos: Pos,
+        cols: FactColumns,
+        row: int,
+    ) -> Finding:
         bid = budget_id(b)
         begin, end = from_us(start), from_us(self.rules[i].end(start))
         key = begin.isoformat()
@@ -186,42 +238,38 @@ class BudgetDetector:
             "amount_usd": str(b.amount_usd),
         }
         ts = cols.ts_at(row)
-        for rank, level in enumerate(sorted(b.alert_at)):
-            tag = str(level)
-            if tag in per.fired or spend < level * b.amount_usd:
-                continue
-            per.fired.add(tag)
+        if tag == HARD:
+            assert b.hard_limit is not None
             alert = make_alert(
-                "budget_threshold",
+                "budget_exceeded",
                 b.scope,
-                _severity(level),
+                "critical",
                 ts,
                 spend,
-                level * b.amount_usd,
-                f"{b.scope} spent ${spend.quantize(_CENTS)} of its "
-                f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
-                f"from {begin:%Y-%m-%d %H:00} UTC",
-                (b.period, str(b.amount_usd), key, tag),
-                {**details, "level": tag},
+                b.hard_limit * b.amount_usd,
+                f"{b.scope} spent ${spend.quantize(_CENTS)}, past the hard "
+                f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
+                (b.period, str(b.amount_usd), key),
+                {**details, "hard_limit": str(b.hard_limit)},
             )
-            out.append(Finding(pos, BUDGETS, i * 1000 + rank, alert))
-        if b.hard_limit is not None and HARD not in per.fired:
-            limit = b.hard_limit * b.amount_usd
-            if spend >= limit:
-                per.fired.add(HARD)
-                alert = make_alert(
-                    "budget_exceeded",
-                    b.scope,
-                    "critical",
-                    ts,
-                    spend,
-                    limit,
-                    f"{b.scope} spent ${spend.quantize(_CENTS)}, past the hard "
-                    f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
-                    (b.period, str(b.amount_usd), key),
-                    {**details, "hard_limit": str(b.hard_limit)},
-                )
-                out.append(Finding(pos, BUDGETS, i * 1000 + 999, alert))
+            return Finding(pos, BUDGETS, i * 1000 + 999, alert)
+        levels = sorted(b.alert_at)
+        rank = [str(v) for v in levels].index(tag)
+        level = levels[rank]
+        alert = make_alert(
+            "budget_threshold",
+            b.scope,
+            _severity(level),
+            ts,
+            spend,
+            level * b.amount_usd,
+            f"{b.scope} spent ${spend.quantize(_CENTS)} of its "
+            f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
+            f"from {begin:%Y-%m-%d %H:00} UTC",
+            (b.period, str(b.amount_usd), key, tag),
+            {**details, "level": tag},
+        )
+        return Finding(pos, BUDGETS, i * 1000 + rank, alert)
 
     def expire(self, watermark_us: int) -> None:
         for windowed in self.periods.values():
@@ -240,7 +288,5 @@ class BudgetDetector:
             b = budgets.get(int(i))  # type: ignore[arg-type]
             if b is None:
                 continue
-            self.periods[int(i)].window(int(start))[budget_id(b)] = BudgetPeriod(  # type: ignore[arg-type]
-                Decimal(str(spend)),
-                set(fired),  # type: ignore[arg-type]
-            )
+            period = BudgetPeriod(Decimal(str(spend)), set(fired))  # type: ignore[arg-type]
+            self.periods[int(i)].put(int(start), budget_id(b), period)  # type: ignore[arg-type]

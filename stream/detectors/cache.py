@@ -142,17 +142,16 @@ class CacheDetector:
     def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
         for (_, scope), ps in by_group(partials).items():
             if any(p.replay for p in ps) or not window_sorted(ps):
-                for pos, cols, row in details.rows(ps, lambda c, s=scope: self._rows(c, s, None)):
+                for pos, cols, row, _ in details.rows(
+                    ps, lambda c, s=scope: self._rows(c, s, None)
+                ):
                     self._judge(scope, pos, cols, row, out)
                 continue
             for start, hp in by_window(ps):
-                window = self.hours.window(start)
-                cell = window.get(scope)
-                if cell is None:
-                    cell = window[scope] = TokenHour()
+                cell = self.hours.cell(start, scope, TokenHour)
                 if self._may_drop(scope, start, cell, hp):
                     rows = details.rows(hp, lambda c, s=scope, h=start: self._rows(c, s, h))
-                    for pos, cols, row in rows:
+                    for pos, cols, row, _ in rows:
                         self._judge(scope, pos, cols, row, out)
                 else:
                     cell.input_tokens += sum(p.input_tokens for p in hp)
@@ -186,10 +185,7 @@ class CacheDetector:
     def _judge(self, scope: str, pos: Pos, cols: FactColumns, row: int, out: list[Finding]) -> None:
         """One call of the feature: the rule itself."""
         hour = self.rule.start(int(cols.ts_us[row]))
-        window = self.hours.window(hour)
-        cell = window.get(scope)
-        if cell is None:
-            cell = window[scope] = TokenHour()
+        cell = self.hours.cell(hour, scope, TokenHour)
         cell.input_tokens += int(cols.ints("input_tokens")[row])
         cell.read_tokens += int(cols.ints("cache_read_tokens")[row])
         if cell.input_tokens < self.min_tokens or cell.fired:
@@ -228,4 +224,4 @@ class CacheDetector:
 
     def restore(self, data: CacheWire) -> None:
         for h, f, tin, tread, fired in data:
-            self.hours.window(int(h))[str(f)] = TokenHour(int(tin), int(tread), bool(fired))
+            self.hours.put(int(h), str(f), TokenHour(int(tin), int(tread), bool(fired)))

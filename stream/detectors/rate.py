@@ -53,22 +53,21 @@ class RateDetector:
             groups = Groups.of(combine(codes.index[sel], starts[sel] // MINUTE_US), sel)
             heads = groups.rows[groups.starts]
             names = [f"{kind}:{v}" for v in codes.values]
-            for g, (code, start, n) in enumerate(
+            keys = list(
                 zip(
-                    codes.index[heads].tolist(),
                     starts[heads].tolist(),
-                    groups.sizes.tolist(),
+                    [names[c] for c in codes.index[heads].tolist()],
                     strict=True,
                 )
-            ):
-                scope = names[code]
-                window = self.counts.window(start)
-                before = window.get(scope, 0)
-                window[scope] = before + n
-                if before <= limit < before + n:
-                    row = int(groups.rows[int(groups.starts[g]) + limit - before])
-                    alert = self._alert(scope, start, cols.ts_at(row))
-                    out.append(Finding(cols.pos(row), RATE, order, alert))
+            )
+            before = np.fromiter(self.counts.get_many(keys, 0), dtype=np.int64, count=len(keys))
+            total = before + groups.sizes
+            self.counts.put_many(keys, total.tolist())
+            for g in np.flatnonzero((before <= limit) & (limit < total)).tolist():
+                row = int(groups.rows[int(groups.starts[g]) + limit - int(before[g])])
+                start, scope = keys[g]
+                alert = self._alert(scope, start, cols.ts_at(row))
+                out.append(Finding(cols.pos(row), RATE, order, alert))
 
     def _alert(self, scope: str, start_us: int, ts: datetime) -> Alert:
         start = from_us(start_us)
@@ -93,4 +92,4 @@ class RateDetector:
 
     def restore(self, data: RateWire) -> None:
         for start, scope, n in data:
-            self.counts.window(int(start))[str(scope)] = int(n)
+            self.counts.put(int(start), str(scope), int(n))

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from itertools import starmap
-from typing import NamedTuple
 
 import numpy as np
 
@@ -49,11 +47,9 @@ _NONE = np.iinfo(np.int64).min
 RetryWire = dict[str, list[list[int | str]]]
 
 
-class RequestState(NamedTuple):
-    attempts: int
-    calls: int
-    last_s: int  # epoch seconds (floored) of its newest call
-    fired: bool
+# A request: (attempts seen, calls seen, epoch seconds (floored) of its newest call, fired).
+# A plain tuple: tens of thousands are written per batch.
+RequestState = tuple[int, int, int, bool]
 
 
 @dataclass(slots=True)
@@ -92,8 +88,10 @@ class RetryDetector:
             return
         g = Groups.of(codes.index[sel], sel)
         rows = g.rows
-        ids = [codes.values[c] for c in codes.index[rows[g.starts]].tolist()]
-        carried = [self.requests.get(r) for r in ids]
+        # Every code of a dictionary encoding occurs, so group g is code g.
+        ids = codes.values if len(g) == len(codes.values) else [codes.values[c] for c in g.keys]
+        get = self.requests.get
+        carried = [get(r) for r in ids]
         known = [i for i, st in enumerate(carried) if st is not None]
         n = len(g)
         att0 = np.zeros(n, dtype=np.int64)
@@ -129,15 +127,12 @@ class RetryDetector:
         self.requests.update(
             zip(
                 [ids[i] for i in quick.tolist()],
-                starmap(
-                    RequestState,
-                    zip(
-                        att[quick].tolist(),
-                        calls[quick].tolist(),
-                        last[quick].tolist(),
-                        fired[quick].tolist(),
-                        strict=True,
-                    ),
+                zip(
+                    att[quick].tolist(),
+                    calls[quick].tolist(),
+                    last[quick].tolist(),
+                    fired[quick].tolist(),
+                    strict=True,
                 ),
                 strict=True,
             )
@@ -152,17 +147,15 @@ class RetryDetector:
         attempts = cols.ints("attempt", 1)
         for row in rows:
             ts_s = int(cols.ts_us[row]) // US
-            if st is not None and st.last_s < int(cols.wm_us[row]) // US - self.forget_s:
+            if st is not None and st[2] < int(cols.wm_us[row]) // US - self.forget_s:
                 st = None
-            if st is None:
-                st = RequestState(0, 0, ts_s, False)
-            st = RequestState(
-                max(st.attempts, int(attempts[row])), st.calls + 1, max(st.last_s, ts_s), st.fired
-            )
-            made = max(st.attempts, st.calls)
-            if made > self.max_attempts and not st.fired:
-                st = st._replace(fired=True)
+            att, calls, last, fired = st if st is not None else (0, 0, ts_s, False)
+            att, calls, last = max(att, int(attempts[row])), calls + 1, max(last, ts_s)
+            made = max(att, calls)
+            if made > self.max_attempts and not fired:
+                fired = True
                 out.append(self._attempts_alert(rid, made, row, cols))
+            st = (att, calls, last, fired)
         if st is not None:
             self.requests[rid] = st
 
@@ -227,9 +220,7 @@ class RetryDetector:
         for i, (k, h) in enumerate(zip(head_keys, head_hours, strict=True)):
             if k in hot:
                 continue
-            cell = self.hours.window(h).get(k)
-            if cell is None:
-                cell = self.hours.window(h)[k] = HourCounts()
+            cell = self.hours.cell(h, k, HourCounts)
             cell.calls += sizes[i]
             cell.bad += bad_sums[i]
         if hot:
@@ -249,10 +240,7 @@ class RetryDetector:
     ) -> None:
         for row in rows:
             hour = int(hours[row])
-            window = self.hours.window(hour)
-            cell = window.get(key)
-            if cell is None:
-                cell = window[key] = HourCounts()
+            cell = self.hours.cell(hour, key, HourCounts)
             cell.calls += 1
             cell.bad += int(bad[row])
             if cell.calls < self.min_calls or self.fired_hours.get(key, _NONE) >= hour:
@@ -304,24 +292,22 @@ class RetryDetector:
     # --- state -------------------------------------------------------------------------
 
     def expire(self, watermark_us: int) -> None:
-        for start, window in self.hours.expire(watermark_us):
-            for key in window:
-                if self.fired_hours.get(key, start + 1) <= start:
-                    del self.fired_hours[key]
+        for start, key, _ in self.hours.expire(watermark_us):
+            if self.fired_hours.get(key, start + 1) <= start:
+                del self.fired_hours[key]
         # Requests: the rule is checked at each call; this sweep only bounds the state.
         if self._swept_at is not None and watermark_us - self._swept_at < self.forget_s * US // 4:
             return
         self._swept_at = watermark_us
         cutoff = watermark_us // US - self.forget_s
-        gone = [r for r, st in self.requests.items() if st.last_s < cutoff]
+        gone = [r for r, st in self.requests.items() if st[2] < cutoff]
         for rid in gone:
             del self.requests[rid]
 
     def snapshot(self) -> RetryWire:
         return {
             "requests": [
-                [r, st.attempts, st.calls, st.last_s, int(st.fired)]
-                for r, st in sorted(self.requests.items())
+                [r, a, c, last, int(f)] for r, (a, c, last, f) in sorted(self.requests.items())
             ],
             "hours": [[h, k, c.calls, c.bad] for h, k, c in self.hours.items()],
             "fired": [[k, h] for k, h in sorted(self.fired_hours.items())],
@@ -329,8 +315,8 @@ class RetryDetector:
 
     def restore(self, data: RetryWire) -> None:
         for rid, att, calls, last, fired in data["requests"]:
-            self.requests[str(rid)] = RequestState(int(att), int(calls), int(last), bool(fired))
+            self.requests[str(rid)] = (int(att), int(calls), int(last), bool(fired))
         for h, k, calls, bad in data["hours"]:
-            self.hours.window(int(h))[str(k)] = HourCounts(int(calls), int(bad))
+            self.hours.put(int(h), str(k), HourCounts(int(calls), int(bad)))
         for k, h in data["fired"]:
             self.fired_hours[str(k)] = int(h)

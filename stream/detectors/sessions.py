@@ -146,7 +146,7 @@ class SessionDetector:
                     value = Decimal(int(turns[p])) if limit == 0 else _minutes(int(span[p]))
                     hits.append((p, limit, value))
             if crossing[1][i] >= 0 and not st.fired & 2:
-                hit = self._cost_crossing(st.cost_usd, rows[lo:hi].tolist(), cols)
+                hit = cols.crossing(rows[lo:hi], st.cost_usd, self.max_cost_usd, strict=True)
                 if hit is not None:
                     hits.append((lo + hit[0], 1, hit[1]))
             for p, limit, value in sorted(hits, key=lambda h: (h[0], h[1])):
@@ -158,17 +158,6 @@ class SessionDetector:
             st.max_turn = max(st.max_turn, max_turn[i])
             st.cost_usd += sums[i]
             self.sessions[sid] = st
-
-    def _cost_crossing(
-        self, carried: Decimal, rows: list[int], cols: FactColumns
-    ) -> tuple[int, Decimal] | None:
-        total = carried
-        for k, cost in enumerate(cols.costs(rows)):
-            if cost is not None:
-                total += cost
-                if total > self.max_cost_usd:
-                    return k, total
-        return None
 
     def _replay(self, sid: str, rows: list[int], cols: FactColumns, out: list[Finding]) -> None:
         """The session judged one call at a time: the rule itself."""

@@ -45,6 +45,8 @@ class UnpricedModelDetector:
         return ~cols.priced & self.rule.accepted(days, cols.wm_us), days
 
     def summarize(self, cols: FactColumns, source: Source) -> list[Partial]:
+        if cols.priced.all():
+            return []
         mask, days = self._selected(cols)
         sel = np.flatnonzero(mask)
         if not len(sel):
@@ -89,10 +91,9 @@ class UnpricedModelDetector:
     def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
         for (_, key), ps in by_group(partials).items():
             for day, dp in by_window(ps):
-                window = self.fired.window(day)
-                if window.get(key):
+                if self.fired.get(day, key):
                     continue
-                window[key] = True
+                self.fired.put(day, key, True)
                 first = min(dp, key=lambda p: p.first)
                 cols = details.columns(first.source)
                 row = first.first[2]
@@ -122,4 +123,4 @@ class UnpricedModelDetector:
 
     def restore(self, data: UnpricedWire) -> None:
         for day, key in data:
-            self.fired.window(int(day))[str(key)] = True
+            self.fired.put(int(day), str(key), True)

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from spendstream.config import BudgetConfig, Config
 from spendstream.records import Alert, BreakerEvent, stable_id
+from spendstream.scopes import GLOBAL, SCOPE_FIELDS
 from spendstream.stream.breakers import BreakerBoard
 
 __all__ = ["ReferenceEngine"]
@@ -75,10 +76,10 @@ class Rate:
         if minute + MIN + self.lat < wm:
             return []
         out = []
-        for kind, field in (("api_key", "api_key_id"), ("session", "session_id")):
-            if r[field] is None:
+        for kind in ("api_key", "session"):
+            scope = scope_of(r, kind)
+            if scope is None:
                 continue
-            scope = f"{kind}:{r[field]}"
             n = self.counts.get((scope, minute), 0) + 1
             self.counts[(scope, minute)] = n
             if n == self.limit + 1:
@@ -255,17 +256,14 @@ class Retries:
         )
 
 
-class Anomaly:
-    FIELDS = {
-        "global": None,
-        "team": "team",
-        "feature": "feature",
-        "project": "project",
-        "user": "user_id",
-        "api_key": "api_key_id",
-        "session": "session_id",
-    }
+def scope_of(r: Row, kind: str) -> str | None:
+    if kind == GLOBAL:
+        return GLOBAL
+    value = r[SCOPE_FIELDS[kind]]
+    return None if value is None else f"{kind}:{value}"
 
+
+class Anomaly:
     def __init__(self, c: Config) -> None:
         an = c.anomaly
         self.factor, self.min_base = an.factor, an.min_baseline_usd
@@ -282,13 +280,9 @@ class Anomaly:
         cost = r["cost_usd"] if r["cost_usd"] is not None else ZERO
         out = []
         for kind in self.kinds:
-            field = self.FIELDS[kind]
-            if field is None:
-                scope = "global"
-            elif r[field] is None:
+            scope = scope_of(r, kind)
+            if scope is None:
                 continue
-            else:
-                scope = f"{kind}:{r[field]}"
             st = self.scopes.get(scope)
             if st is not None and st["last_hour"] + HOUR + self.lat + self.hist < wm:
                 st = None
@@ -367,10 +361,7 @@ class Budgets:
 
     @staticmethod
     def _in_scope(r: Row, scope: str) -> bool:
-        if scope == "global":
-            return True
-        kind, _, value = scope.partition(":")
-        return r[Anomaly.FIELDS[kind]] == value  # type: ignore[index]
+        return scope_of(r, scope.partition(":")[0]) == scope
 
     def observe(self, r: Row, ts: int, wm: int) -> list[Alert]:
         if r["cost_usd"] is None:
