@@ -80,7 +80,10 @@ def test_events_reach_kafka_as_json_keyed_by_the_pipeline_key(
     for key, value in records:
         event = json.loads(value)
         assert key == partition_key(
-            event.get("api_key_id"), event.get("session_id"), event["event_id"]
+            event.get("api_key_id"),
+            event.get("session_id"),
+            event.get("request_id"),
+            event["event_id"],
         )
     assert sorted(json.loads(v)["event_id"] for _, v in records) == [
         f"ev-{i:07d}" for i in range(500)
