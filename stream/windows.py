@@ -104,9 +104,6 @@ class WindowRule:
         months = starts_us.astype("datetime64[us]").astype("datetime64[M]") + 1
         return months.astype("datetime64[us]").astype(np.int64)
 
-    def accepts(self, start_us: int, watermark_us: int) -> bool:
-        return self.end(start_us) + self.grace_us >= watermark_us
-
     def accepted(self, starts_us: I64, watermarks_us: I64) -> npt.NDArray[np.bool_]:
         return self.ends(starts_us) + self.grace_us >= watermarks_us
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pytest
 
 from spendstream.config import Config, config_from_dict
 from spendstream.producers.event import UsageEvent
@@ -15,7 +17,7 @@ from spendstream.records import Alert, BreakerEvent, Cost, Fact
 from spendstream.stream.engine import Engine
 from spendstream.table_schemas import FACTS, facts_table
 
-__all__ = ["T0", "Feed", "at", "config", "fact", "rows_table", "table"]
+__all__ = ["T0", "Feed", "at", "both_paths", "config", "fact", "rows_table", "table"]
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -88,13 +90,25 @@ def table(facts: list[Fact]) -> pa.Table:
     return facts_table(facts)
 
 
+# Which path the engine's tests run: the columnar one, or every group fact by fact (the
+# fallback the columnar path takes for what it cannot decide). `both_paths` runs a test twice.
+PATH = {"replay_all": False}
+
+
+@pytest.fixture(params=[False, True], ids=["columnar", "fact-by-fact"])
+def both_paths(request: pytest.FixtureRequest) -> Iterator[None]:
+    PATH["replay_all"] = request.param
+    yield
+    PATH["replay_all"] = False
+
+
 class Feed:
     """An engine fed batches of facts; returns the alerts (of ``kinds``, if given)."""
 
     def __init__(self, cfg: Config, *kinds: str, state: bytes | None = None) -> None:
         self.cfg = cfg
         self.kinds = kinds
-        self.engine = Engine(cfg, state)
+        self.engine = Engine(cfg, state, replay_all=PATH["replay_all"])
         self.events: list[BreakerEvent] = []
 
     def __call__(self, facts: list[Fact]) -> list[Alert]:

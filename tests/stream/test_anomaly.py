@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from spendstream.records import Fact
-from tests.stream.detection_facts import Feed, at, config, fact
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
 
 ANOMALY = "hourly_anomaly"
 US = timedelta(microseconds=1)

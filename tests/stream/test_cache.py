@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from spendstream.records import Fact
-from tests.stream.detection_facts import Feed, at, config, fact
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
 
 DROP = "cache_hit_drop"
 

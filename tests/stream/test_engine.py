@@ -70,6 +70,37 @@ def test_breakers_move_at_the_first_fact_whose_watermark_reaches_the_due_time() 
     ]
 
 
+def test_a_breaker_due_before_the_watermark_moves_at_the_next_fact_that_raises_it() -> None:
+    # A late burst opens k's breaker at 2 s, due at 122 s, but the watermark is at 1000 s
+    # already: a fact at 1000 s (no rise) moves nothing, the next one (1001 s) half-opens it.
+    cfg = config(runaway={"max_calls_per_minute": 2}, breaker={"rate_cooldown_s": 120})
+    engine = Engine(cfg)
+    facts = [fact(at(1000), api_key_id="x")]
+    facts += [fact(at(i), api_key_id="k") for i in range(3)]
+    facts += [fact(at(1000), api_key_id="y"), fact(at(1001), api_key_id="z")]
+    events = engine.process(facts_table(facts)).breaker_events
+    assert [(e.scope, e.state, e.ts) for e in events] == [
+        ("api_key:k", "open", at(2)),
+        ("api_key:k", "half_open", at(1001)),
+    ]
+
+
+def test_at_one_fact_breakers_move_on_before_its_alerts_are_judged() -> None:
+    # k trips at 2 s (due 122 s). Two calls just before the due time, then one at 130 s that
+    # both raises the watermark past it and trips again: half-open first, then open, at 130 s.
+    cfg = config(runaway={"max_calls_per_minute": 2}, breaker={"rate_cooldown_s": 120})
+    engine = Engine(cfg)
+    facts = [fact(at(i), api_key_id="k") for i in range(3)]
+    facts += [fact(at(121), api_key_id="k"), fact(at(121.5), api_key_id="k")]
+    facts += [fact(at(130), api_key_id="k")]
+    events = engine.process(facts_table(facts)).breaker_events
+    assert [(e.state, e.ts) for e in events] == [
+        ("open", at(2)),
+        ("half_open", at(130)),
+        ("open", at(130)),
+    ]
+
+
 def test_the_half_open_minute_is_sixty_seconds() -> None:
     cfg = config(runaway={"max_calls_per_minute": 1}, breaker={"rate_cooldown_s": 10})
     for last, closes in ((70.999999, False), (71, True)):

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from spendstream.config import Config
 from spendstream.records import Alert, Fact
-from tests.stream.detection_facts import Feed, at, config, fact
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
 
 STORM = "retry_storm"
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from tests.stream.detection_facts import Feed, at, config, fact
+import pytest
+
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
 
 SESSION = "runaway_session"
 US = timedelta(microseconds=1)

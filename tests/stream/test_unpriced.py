@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.stream.detection_facts import Feed, at, config, fact
+import pytest
+
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
 
 UNPRICED = "unpriced_model"
 
