@@ -9,6 +9,7 @@ restarting at every group boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ __all__ = ["Groups", "combine"]
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+S = TypeVar("S", bound=np.generic)
 
 
 def combine(major: I64, minor: I64) -> I64:
@@ -75,7 +77,7 @@ class Groups:
         """Position of each sorted row inside its group (0 for the first)."""
         return np.arange(len(self.rows), dtype=np.int64) - self.starts[self.group]
 
-    def cumsum(self, values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def cumsum(self, values: npt.NDArray[S]) -> npt.NDArray[S]:
         """Running sum inside each group of ``values`` (given in sorted order)."""
         total = np.cumsum(values)
         before = total[self.starts] - values[self.starts]
@@ -99,10 +101,10 @@ class Groups:
     def cummin(self, values: I64) -> I64:
         return -self.cummax(-values)
 
-    def first(self, values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def first(self, values: npt.NDArray[S]) -> npt.NDArray[S]:
         return values[self.starts]
 
-    def last(self, values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def last(self, values: npt.NDArray[S]) -> npt.NDArray[S]:
         return values[self.ends - 1]
 
     def total(self, values: I64) -> I64:
@@ -120,7 +122,7 @@ class Groups:
             return values
         return np.maximum.reduceat(values, self.starts)
 
-    def minimum(self, values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+    def minimum(self, values: npt.NDArray[S]) -> npt.NDArray[S]:
         if len(values) == 0:
             return values
         return np.minimum.reduceat(values, self.starts)

@@ -154,16 +154,22 @@ class Windowed(Generic[V]):
             if self._oldest is None or oldest < self._oldest:
                 self._oldest = oldest
 
-    def expire(self, watermark_us: int) -> list[tuple[int, str, V]]:
-        """Drop (and return) windows past their retention; see the class docstring."""
+    def expire(self, watermark_us: int, collect: bool = False) -> list[tuple[int, str, V]]:
+        """Drop windows past their retention (see the class docstring); with ``collect``,
+        return them."""
         oldest = self._oldest
         if oldest is None or not self.rule.expired(oldest + self._slack, watermark_us):
             return []
-        dead = {s for s, _ in self.values}
-        dead = {s for s in dead if self.rule.expired(s, watermark_us)}
-        gone = [(s, k, v) for (s, k), v in self.values.items() if s in dead]
-        for s, k, _ in gone:
-            del self.values[(s, k)]
+        step = _FIXED.get(self.rule.size)
+        if step is not None:
+            # expired(s) <=> s + step + grace + history < watermark: one comparison per key.
+            cutoff = watermark_us - step - self.rule.grace_us - self.rule.history_us
+            gone = [(s, k, v) for (s, k), v in self.values.items() if s < cutoff] if collect else []
+            self.values = {sk: v for sk, v in self.values.items() if sk[0] >= cutoff}
+        else:
+            dead = {s for s, _ in self.values if self.rule.expired(s, watermark_us)}
+            gone = [(s, k, v) for (s, k), v in self.values.items() if s in dead] if collect else []
+            self.values = {sk: v for sk, v in self.values.items() if sk[0] not in dead}
         self._oldest = min((s for s, _ in self.values), default=None)
         return gone
 

@@ -358,7 +358,7 @@ class AnomalyDetector:
     # --- state -----------------------------------------------------------------------------
 
     def expire(self, watermark_us: int) -> None:
-        for start, scope, _ in self.hours.expire(watermark_us):
+        for start, scope, _ in self.hours.expire(watermark_us, collect=True):
             info = self.scopes.get(scope)
             if info is not None and info.last_hour <= start:
                 del self.scopes[scope]

@@ -292,7 +292,7 @@ class RetryDetector:
     # --- state -------------------------------------------------------------------------
 
     def expire(self, watermark_us: int) -> None:
-        for start, key, _ in self.hours.expire(watermark_us):
+        for start, key, _ in self.hours.expire(watermark_us, collect=True):
             if self.fired_hours.get(key, start + 1) <= start:
                 del self.fired_hours[key]
         # Requests: the rule is checked at each call; this sweep only bounds the state.
@@ -300,9 +300,7 @@ class RetryDetector:
             return
         self._swept_at = watermark_us
         cutoff = watermark_us // US - self.forget_s
-        gone = [r for r, st in self.requests.items() if st[2] < cutoff]
-        for rid in gone:
-            del self.requests[rid]
+        self.requests = {r: st for r, st in self.requests.items() if st[2] >= cutoff}
 
     def snapshot(self) -> RetryWire:
         return {

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -515,11 +515,15 @@ class Unpriced:
         ]
 
 
+class Rule(Protocol):
+    def observe(self, r: Row, ts: int, wm: int) -> list[Alert]: ...
+
+
 class ReferenceEngine:
     """Judges facts one at a time, in arrival order."""
 
     def __init__(self, config: Config) -> None:
-        self.detectors = [
+        self.detectors: list[Rule] = [
             Rate(config),
             Sessions(config),
             Retries(config),
