@@ -144,6 +144,13 @@ class Windowed(Generic[V]):
             self.put(start_us, key, value)
         return value
 
+    def before(self, start_us: int, key: str, windows: int) -> list[V]:
+        """The values of ``key`` in the ``windows`` fixed-size windows before ``start_us``."""
+        step = _FIXED[self.rule.size]
+        values = self.values
+        found = (values.get((s, key)) for s in range(start_us - windows * step, start_us, step))
+        return [v for v in found if v is not None]
+
     def get_many(self, keys: list[tuple[int, str]], default: V) -> Iterator[V]:
         return map(self.values.get, keys, repeat(default, len(keys)))  # type: ignore[arg-type]
 

@@ -174,13 +174,9 @@ class CacheDetector:
         return not low > float(base_share - self.drop) + 1e-9
 
     def _baseline(self, scope: str, hour: int) -> tuple[int, int]:
-        base_in = base_read = 0
-        for h in range(hour - 24 * HOUR_US, hour, HOUR_US):
-            past = self.hours.get(h, scope)
-            if past is not None:
-                base_in += past.input_tokens
-                base_read += past.read_tokens
-        return base_in, base_read
+        """(input, cache-read) tokens of the feature over the 24 hours before ``hour``."""
+        past = self.hours.before(hour, scope, 24)
+        return sum(c.input_tokens for c in past), sum(c.read_tokens for c in past)
 
     def _judge(self, scope: str, pos: Pos, cols: FactColumns, row: int, out: list[Finding]) -> None:
         """One call of the feature: the rule itself."""

@@ -247,12 +247,8 @@ class RetryDetector:
                 continue
             if cell.bad < self.min_share * cell.calls:
                 continue
-            base_calls = base_bad = 0
-            for h in range(hour - 24 * HOUR_US, hour, HOUR_US):
-                past = self.hours.get(h, key)
-                if past is not None:
-                    base_calls += past.calls
-                    base_bad += past.bad
+            past = self.hours.before(hour, key, 24)
+            base_calls, base_bad = sum(c.calls for c in past), sum(c.bad for c in past)
             if base_calls < self.min_calls:
                 continue
             share = Decimal(cell.bad) / Decimal(cell.calls)

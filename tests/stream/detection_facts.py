@@ -17,7 +17,18 @@ from spendstream.records import Alert, BreakerEvent, Cost, Fact
 from spendstream.stream.engine import Engine
 from spendstream.table_schemas import FACTS, facts_table
 
-__all__ = ["T0", "Feed", "at", "both_paths", "config", "fact", "rows_table", "table"]
+__all__ = [
+    "T0",
+    "Feed",
+    "at",
+    "both_paths",
+    "busy_config",
+    "config",
+    "fact",
+    "rows_table",
+    "table",
+    "warm_day",
+]
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -48,6 +59,69 @@ def fact(ts: datetime, cost: str | Decimal | None = "0.01", **fields: Any) -> Fa
         d = Decimal(cost)
         c = Cost(d, Decimal(0), Decimal(0), Decimal(0), d, "test")
     return Fact(event=event, cost=c, ingested_at=ts)
+
+
+def busy_config() -> Config:
+    """Low limits, so that random streams of a few dozen facts trip every rule and breaker."""
+    return config(
+        runaway={
+            "max_calls_per_minute": 4,
+            "max_session_turns": 6,
+            "max_session_cost_usd": "1.00",
+            "max_session_minutes": 3,
+            "max_attempts": 2,
+        },
+        anomaly={
+            "scopes": ["global", "team", "api_key", "feature", "user", "session"],
+            "min_baseline_usd": "0.10",
+            "factor": 2,
+        },
+        budget=[
+            {"scope": "team:a", "period": "hour", "amount_usd": 1, "hard_limit": 2},
+            {"scope": "global", "period": "day", "amount_usd": 5, "alert_at": [0.5, 1]},
+            {"scope": "api_key:k1", "period": "month", "amount_usd": 2, "hard_limit": 1.5},
+            {"scope": "user:u1", "period": "hour", "amount_usd": 0.5, "hard_limit": 1},
+        ],
+        breaker={
+            "open_on": [
+                "runaway_rate",
+                "runaway_session",
+                "budget_exceeded",
+                "retry_storm",
+                "unpriced_model",
+            ],
+            "rate_cooldown_s": 120,
+            "stay_open_retention_s": 3600,
+        },
+        detection={
+            "allowed_lateness_s": 600,
+            "session_idle_s": 900,
+            "retry_min_calls": 3,
+            "retry_min_share": "0.3",
+            "retry_share_factor": "1.5",
+            "cache_min_input_tokens": 3000,
+            "cache_drop_points": "0.2",
+            "cache_min_baseline_share": "0.5",
+        },
+    )
+
+
+def warm_day(end: datetime) -> list[dict[str, Any]]:
+    """26 hours of steady traffic before ``end`` (two teams, two keys, one feature and user):
+    the history that anomaly, retry-share and cache baselines need."""
+    return [
+        {
+            "ts": end - timedelta(hours=26 - h),
+            "team": team,
+            "api_key_id": key,
+            "feature": "f",
+            "user_id": "u1",
+            "cost": "0.10",
+            "cache_read_tokens": 900,
+        }
+        for h in range(26)
+        for team, key in (("a", "k1"), ("b", "k2"))
+    ]
 
 
 _ROW_DEFAULTS: dict[str, Any] = {

@@ -19,48 +19,11 @@ from hypothesis import strategies as st
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent
 from spendstream.stream.engine import Engine
-from tests.stream.detection_facts import config, rows_table
+from tests.stream.detection_facts import busy_config, rows_table, warm_day
 from tests.stream.reference import ReferenceEngine
 
 # Two hours before a month's end: hour, day and month boundaries fall inside the streams.
 T0 = datetime(2026, 3, 31, 22, 0, tzinfo=UTC)
-
-
-def oracle_config() -> Config:
-    return config(
-        runaway={
-            "max_calls_per_minute": 4,
-            "max_session_turns": 6,
-            "max_session_cost_usd": "1.00",
-            "max_session_minutes": 3,
-            "max_attempts": 2,
-        },
-        anomaly={
-            "scopes": ["global", "team", "api_key", "session"],
-            "min_baseline_usd": "0.10",
-            "factor": 2,
-        },
-        budget=[
-            {"scope": "team:a", "period": "hour", "amount_usd": 1, "hard_limit": 2},
-            {"scope": "global", "period": "day", "amount_usd": 5, "alert_at": [0.5, 1]},
-            {"scope": "api_key:k1", "period": "month", "amount_usd": 2, "hard_limit": 1.5},
-        ],
-        breaker={
-            "open_on": ["runaway_rate", "runaway_session", "budget_exceeded", "retry_storm"],
-            "rate_cooldown_s": 120,
-            "stay_open_retention_s": 3600,
-        },
-        detection={
-            "allowed_lateness_s": 600,
-            "session_idle_s": 900,
-            "retry_min_calls": 3,
-            "retry_min_share": "0.3",
-            "retry_share_factor": "1.5",
-            "cache_min_input_tokens": 3000,
-            "cache_drop_points": "0.2",
-            "cache_min_baseline_share": "0.5",
-        },
-    )
 
 
 _fact = st.fixed_dictionaries(
@@ -76,6 +39,7 @@ _fact = st.fixed_dictionaries(
         "session_id": st.sampled_from(["s1", "s2", "s3", None]),
         "team": st.sampled_from(["a", "b", None]),
         "feature": st.sampled_from(["f", None]),
+        "user_id": st.sampled_from(["u1", "u2", None]),
         "cost": st.sampled_from(["0.05", "0.40", "0", None, "0.000000000000000001"]),
         "request_id": st.sampled_from([None, None, "r1", "r2"]),
         "attempt": st.sampled_from([1, 1, 2, 3]),
@@ -90,21 +54,7 @@ _fact = st.fixed_dictionaries(
 
 
 def _rows(specs: list[dict[str, Any]], warm: bool) -> list[dict[str, Any]]:
-    rows = []
-    if warm:
-        # A day of history first, so anomaly, retry-share and cache baselines exist.
-        for h in range(26):
-            for team, key in (("a", "k1"), ("b", "k2")):
-                rows.append(
-                    {
-                        "ts": T0 - timedelta(hours=26 - h),
-                        "team": team,
-                        "api_key_id": key,
-                        "feature": "f",
-                        "cost": "0.10",
-                        "cache_read_tokens": 900,
-                    }
-                )
+    rows: list[dict[str, Any]] = warm_day(T0) if warm else []
     cursor = T0
     for s in specs:
         s = dict(s)
@@ -142,7 +92,7 @@ def _in_batches(
 def test_engine_equals_the_per_event_reference(
     specs: list[dict[str, Any]], warm: bool, cuts: list[int], reload: list[bool]
 ) -> None:
-    cfg = oracle_config()
+    cfg = busy_config()
     table = rows_table(_rows(specs, warm))
     expected = ReferenceEngine(cfg).process(table)
     assert _in_batches(cfg, table, cuts, reload) == expected
@@ -157,7 +107,7 @@ def test_engine_equals_the_per_event_reference(
 def test_the_fact_by_fact_fallback_equals_the_reference_too(
     specs: list[dict[str, Any]], warm: bool, cuts: list[int]
 ) -> None:
-    cfg = oracle_config()
+    cfg = busy_config()
     table = rows_table(_rows(specs, warm))
     expected = ReferenceEngine(cfg).process(table)
     assert _in_batches(cfg, table, cuts, [True], replay_all=True) == expected

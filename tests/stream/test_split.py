@@ -28,53 +28,9 @@ from spendstream.records import Alert, BreakerEvent
 from spendstream.stream.engine import Engine, LocalEngine, ScopeEngine, is_per_key, route
 from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table
 from spendstream.topics import partition_key
-from tests.stream.detection_facts import config, rows_table
+from tests.stream.detection_facts import busy_config, rows_table, warm_day
 
 T0 = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)
-
-
-def split_config() -> Config:
-    return config(
-        runaway={
-            "max_calls_per_minute": 4,
-            "max_session_turns": 6,
-            "max_session_cost_usd": "1.00",
-            "max_session_minutes": 3,
-            "max_attempts": 2,
-        },
-        anomaly={
-            "scopes": ["global", "team", "api_key", "feature", "user", "session"],
-            "min_baseline_usd": "0.10",
-            "factor": 2,
-        },
-        budget=[
-            {"scope": "team:a", "period": "hour", "amount_usd": 1, "hard_limit": 2},
-            {"scope": "global", "period": "day", "amount_usd": 5, "alert_at": [0.5, 1]},
-            {"scope": "api_key:k1", "period": "month", "amount_usd": 2, "hard_limit": 1.5},
-            {"scope": "user:u1", "period": "hour", "amount_usd": 0.5, "hard_limit": 1},
-        ],
-        breaker={
-            "open_on": [
-                "runaway_rate",
-                "runaway_session",
-                "budget_exceeded",
-                "retry_storm",
-                "unpriced_model",
-            ],
-            "rate_cooldown_s": 120,
-            "stay_open_retention_s": 3600,
-        },
-        detection={
-            "allowed_lateness_s": 600,
-            "session_idle_s": 900,
-            "retry_min_calls": 3,
-            "retry_min_share": "0.3",
-            "retry_share_factor": "1.5",
-            "cache_min_input_tokens": 3000,
-            "cache_drop_points": "0.2",
-            "cache_min_baseline_share": "0.5",
-        },
-    )
 
 
 # A session runs on one key (or none), a request is retried on one key (or none): each
@@ -112,21 +68,7 @@ _call = st.fixed_dictionaries(
 
 
 def _stream(specs: list[dict[str, Any]], warm: bool) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    if warm:
-        for h in range(26):
-            for team, key in (("a", "k1"), ("b", "k2")):
-                rows.append(
-                    {
-                        "ts": T0 - timedelta(hours=26 - h),
-                        "team": team,
-                        "api_key_id": key,
-                        "feature": "f",
-                        "user_id": "u1",
-                        "cost": "0.10",
-                        "cache_read_tokens": 900,
-                    }
-                )
+    rows: list[dict[str, Any]] = warm_day(T0) if warm else []
     ts = T0
     for s in specs:
         s = dict(s)
@@ -235,7 +177,7 @@ def test_split_detection_equals_one_engine(
     cuts: list[int],
     restart: bool,
 ) -> None:
-    cfg = split_config()
+    cfg = busy_config()
     rows = _ordered(_stream(specs, warm), partitions)
     whole = Engine(cfg).process(rows_table(rows))
     alerts, events, _ = _simulate(cfg, rows, partitions, owners, cuts, restart)
@@ -282,7 +224,7 @@ def test_the_simulation_is_not_vacuous() -> None:
             "repeat": 1,
         },
     ]
-    cfg = split_config()
+    cfg = busy_config()
     rows = _ordered(_stream(calls, warm=True), 3)
     alerts, events, tables = _simulate(cfg, rows, 3, 2, [10, 40, 60], restart=True)
     whole = Engine(cfg).process(rows_table(rows))
@@ -296,7 +238,7 @@ def test_the_simulation_is_not_vacuous() -> None:
 
 
 def test_a_quiet_stream_never_reads_facts_back() -> None:
-    cfg = split_config()
+    cfg = busy_config()
     rows = [
         {
             "ts": T0 + timedelta(seconds=20 * i),
@@ -311,7 +253,7 @@ def test_a_quiet_stream_never_reads_facts_back() -> None:
 
 
 def test_partials_travel_as_arrow_and_come_back_the_same() -> None:
-    cfg = split_config()
+    cfg = busy_config()
     rows = _stream([], warm=True)
     out = LocalEngine(cfg, 2).process(rows_table(rows), "p2-0")
     assert out.partials.schema == PARTIALS
