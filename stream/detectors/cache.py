@@ -70,7 +70,7 @@ class CacheDetector:
 
     def _selected(self, cols: FactColumns) -> tuple[npt.NDArray[np.bool_], I64]:
         hours = self.rule.starts(cols.ts_us)
-        codes = cols.codes("feature")
+        codes, _ = cols.scope_codes("feature")
         mask = (
             (codes.index >= 0)
             & (cols.ints("input_tokens") != 0)
@@ -80,8 +80,8 @@ class CacheDetector:
 
     def _rows(self, cols: FactColumns, scope: str, hour: int | None) -> I64:
         mask, hours = self._selected(cols)
-        code = cols.codes("feature").code_of(scope.partition(":")[2])
-        mask &= cols.codes("feature").index == code
+        codes, names = cols.scope_codes("feature")
+        mask &= codes.index == (names.index(scope) if scope in names else -1)
         if hour is not None:
             mask &= hours == hour
         return np.flatnonzero(mask)
@@ -91,7 +91,7 @@ class CacheDetector:
         sel = np.flatnonzero(mask)
         if not len(sel):
             return []
-        codes = cols.codes("feature")
+        codes, names = cols.scope_codes("feature")
         tokens_in = cols.ints("input_tokens")
         tokens_read = cols.ints("cache_read_tokens")
         per_feature = Groups.of(codes.index[sel], sel)
@@ -121,7 +121,7 @@ class CacheDetector:
             out.append(
                 Partial(
                     "cache",
-                    f"feature:{codes.values[code]}",
+                    names[code],
                     0,
                     hour,
                     hour + HOUR_US,

@@ -32,6 +32,7 @@ import numpy as np
 
 from spendstream.config import Config
 from spendstream.records import Alert
+from spendstream.scopes import GLOBAL
 from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import RETRIES, Finding, make_alert
 from spendstream.stream.detectors.sessions import shift
@@ -160,14 +161,12 @@ class RetryDetector:
             self.requests[rid] = st
 
     def _attempts_alert(self, rid: str, attempts: int, row: int, cols: FactColumns) -> Finding:
-        key = cols.codes("api_key_id")
-        session = cols.codes("session_id")
-        if key.index[row] >= 0:
-            scope = f"api_key:{key.values[key.index[row]]}"
-        elif session.index[row] >= 0:
-            scope = f"session:{session.values[session.index[row]]}"
-        else:
-            scope = "global"
+        # The call's api key, else its session, else global.
+        scope = GLOBAL
+        for kind in ("session", "api_key"):
+            codes, names = cols.scope_codes(kind)
+            if codes.index[row] >= 0:
+                scope = names[codes.index[row]]
         alert = make_alert(
             "retry_storm",
             scope,
@@ -184,7 +183,7 @@ class RetryDetector:
     # --- a key's error/retry share -------------------------------------------------------
 
     def _shares(self, cols: FactColumns, out: list[Finding]) -> None:
-        keys = cols.codes("api_key_id")
+        keys, _ = cols.scope_codes("api_key")
         hours = self.rule.starts(cols.ts_us)
         sel = np.flatnonzero((keys.index >= 0) & self.rule.accepted(hours, cols.wm_us))
         if not len(sel):

@@ -95,7 +95,7 @@ class SessionDetector:
         self._swept_at: int | None = None  # derived: when the last sweep ran
 
     def detect(self, cols: FactColumns, out: list[Finding]) -> None:
-        codes = cols.codes("session_id")
+        codes, _ = cols.scope_codes("session")
         sel = np.flatnonzero(codes.index >= 0)
         if not len(sel):
             return
