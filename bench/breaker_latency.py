@@ -9,7 +9,7 @@ Three measurements, in one run, on one broker (``--bootstrap``, else
   the floor any Kafka-fed client can reach on this broker;
 * ``publish_to_refusal``: a breaker event is published to a compacted topic -> the
   ``BreakerView`` has applied it and ``guard()`` raises ``BreakerOpen``;
-* ``trip_to_refusal``: the fact that trips a breaker enters ``DetectionEngine.process``
+* ``trip_to_refusal``: the fact that trips a breaker enters ``Engine.process``
   -> its breaker event is published -> ``guard()`` raises. This is the whole path minus
   the usage topic hop and the stream runtime's batching (``[pipeline] batch_within_s``);
 * ``run_trip_to_refusal`` (the issue's goal, p99 <= 1 s): the 101st turn of a session is
@@ -48,7 +48,8 @@ from spendstream.kafka.producer import Producer
 from spendstream.producers.event import UsageEvent
 from spendstream.producers.guard import BreakerView, guard
 from spendstream.records import BreakerEvent, Cost, Fact, breaker_to_wire
-from spendstream.stream.detection import DetectionEngine
+from spendstream.stream.engine import Engine
+from spendstream.table_schemas import facts_table
 
 NAME = "breaker_latency"
 
@@ -153,7 +154,7 @@ def publish_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -
 
 def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> list[float]:
     cfg = config_from_dict({"runaway": {"max_session_turns": 3}})
-    engine = DetectionEngine(cfg)
+    engine = Engine(cfg)
     producer = _producer(bootstrap)
     base = datetime(2026, 1, 1, tzinfo=UTC)
     out = []
@@ -165,10 +166,10 @@ def trip_to_refusal(bootstrap: str, topic: str, samples: int, gap_s: float) -> l
             facts = [
                 _fact(f"{sid}-{t}", base + timedelta(minutes=i, seconds=t), sid) for t in range(4)
             ]
-            engine.process(facts[:3])
+            engine.process(facts_table(facts[:3]))
+            trip = facts_table(facts[3:])
             t0 = time.monotonic_ns()
-            _, events = engine.process(facts[3:])
-            for ev in events:
+            for ev in engine.process(trip).breaker_events:
                 producer.produce(topic, json.dumps(breaker_to_wire(ev)).encode(), ev.scope.encode())
             producer.flush(30)
             t1 = _until_refused(

@@ -52,7 +52,9 @@ def machine() -> dict[str, Any]:
 
 
 def _key(event: dict[str, Any]) -> bytes:
-    return partition_key(event.get("api_key_id"), event.get("session_id"), event["event_id"])
+    return partition_key(
+        event.get("api_key_id"), event.get("session_id"), event.get("request_id"), event["event_id"]
+    )
 
 
 async def produce(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> float:

@@ -162,7 +162,7 @@ def bench_bare(bootstrap: str, events: int) -> dict[str, Any]:
     payload = []
     for i in range(events):
         ev = UsageEvent.model_validate({**fields(i), "event_id": os.urandom(16).hex(), "ts": now})
-        key = partition_key(ev.api_key_id, ev.session_id, ev.event_id)
+        key = partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id)
         payload.append((key, ev.model_dump_json(exclude_none=True).encode()))
     import confluent_kafka  # the bare library: the baseline
 

@@ -582,7 +582,10 @@ class Meter:
             events = [queue.popleft() for _ in range(min(n, len(queue)))]
             self._inflight += len(events)
         return [
-            Record(partition_key(ev.api_key_id, ev.session_id, ev.event_id), _value(ev))
+            Record(
+                partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id),
+                _value(ev),
+            )
             for ev in events
         ]
 
@@ -755,7 +758,9 @@ def _record_of(line: bytes) -> Record:
 
     try:
         d = json.loads(line)
-        key = partition_key(d.get("api_key_id"), d.get("session_id"), str(d["event_id"]))
+        key = partition_key(
+            d.get("api_key_id"), d.get("session_id"), d.get("request_id"), str(d["event_id"])
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         key = b""  # unreadable line: let the pipeline dead-letter it rather than lose it
     return Record(key, line)

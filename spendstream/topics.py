@@ -21,11 +21,17 @@ DEAD_LETTERS = "spendstream.dead-letters"
 USAGE_PARTITIONS = 6
 
 
-def partition_key(api_key_id: str | None, session_id: str | None, event_id: str) -> bytes:
-    """The usage topic's record key: the api key, else the session, else the event id.
+def partition_key(
+    api_key_id: str | None, session_id: str | None, request_id: str | None, event_id: str
+) -> bytes:
+    """The usage topic's record key: the api key, else the session, else the request, else
+    the event id.
 
     Keying by credential keeps one key's calls (and, as sessions run on one key, its
-    sessions) in one partition, so per-key and per-session detectors see them in order;
-    a re-sent event gets the same key, so duplicates meet in the same partition.
+    sessions) in one partition, so the per-key detectors (rate, sessions, retries, and
+    anomaly/budgets on api_key and session scopes) see all of them, in order, where that
+    partition is read (``stream.engine.LocalEngine``). A call with neither is keyed by its
+    request, so a request's retries meet in one partition too; a re-sent event gets the same
+    key, so duplicates meet in the same partition.
     """
-    return (api_key_id or session_id or event_id).encode()
+    return (api_key_id or session_id or request_id or event_id).encode()

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from spendstream.config import BreakerConfig
 from spendstream.records import Alert, BreakerEvent, BreakerState
+from spendstream.stream.windows import from_us, to_us
 
-__all__ = ["HALF_OPEN_S", "BreakerBoard", "BreakerStatus"]
+__all__ = ["HALF_OPEN_S", "BreakerBoard", "BreakerStatus", "BreakerWire"]
 
 HALF_OPEN_S = 60
 _STAY_OPEN = frozenset({"runaway_session", "unpriced_model"})
@@ -47,24 +48,24 @@ class _Breaker:
     kind: str
     until: datetime | None  # when the next automatic transition is due (None: never)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "reason": self.reason,
-            "since": self.since.isoformat(),
-            "kind": self.kind,
-            "until": None if self.until is None else self.until.isoformat(),
-        }
+    def to_wire(self, scope: str) -> BreakerWire:
+        until = None if self.until is None else to_us(self.until)
+        return [scope, self.state, self.reason, to_us(self.since), self.kind, until]
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> _Breaker:
-        return cls(
-            state=d["state"],
-            reason=d["reason"],
-            since=datetime.fromisoformat(d["since"]),
-            kind=d["kind"],
-            until=None if d["until"] is None else datetime.fromisoformat(d["until"]),
+    def from_wire(cls, w: BreakerWire) -> tuple[str, _Breaker]:
+        scope, state, reason, since, kind, until = w
+        return str(scope), cls(
+            state=state,  # type: ignore[arg-type]
+            reason=str(reason),
+            since=from_us(int(since)),  # type: ignore[arg-type]
+            kind=str(kind),
+            until=None if until is None else from_us(int(until)),  # type: ignore[arg-type]
         )
+
+
+# One breaker in a snapshot: [scope, state, reason, since_us, kind, until_us | None].
+BreakerWire = list[str | int | None]
 
 
 class BreakerBoard:
@@ -76,6 +77,7 @@ class BreakerBoard:
         self.retention = timedelta(seconds=config.stay_open_retention_s)
         self.breakers: dict[str, _Breaker] = {}
         self._next_due: datetime | None = None
+        self._due_us: int | None = None
 
     def on_alert(self, alert: Alert) -> BreakerEvent | None:
         """Open the alert's scope if its kind is in ``open_on``; None when nothing changes."""
@@ -143,17 +145,23 @@ class BreakerBoard:
             s: BreakerStatus(b.state, b.reason, b.since) for s, b in sorted(self.breakers.items())
         }
 
+    @property
+    def due_us(self) -> int | None:
+        """When the next automatic transition is due (event time, us); None: never."""
+        return self._due_us
+
     def _recompute_due(self) -> None:
         dues = [b.until for b in self.breakers.values() if b.until is not None]
         self._next_due = min(dues) if dues else None
+        self._due_us = None if self._next_due is None else to_us(self._next_due)
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"breakers": {s: b.to_json() for s, b in self.breakers.items()}}
+    def snapshot(self) -> list[BreakerWire]:
+        return [b.to_wire(s) for s, b in sorted(self.breakers.items())]
 
     @classmethod
-    def restore(cls, config: BreakerConfig, data: dict[str, Any] | None) -> BreakerBoard:
+    def restore(cls, config: BreakerConfig, data: list[BreakerWire] | None) -> BreakerBoard:
         board = cls(config)
         if data:
-            board.breakers = {s: _Breaker.from_json(d) for s, d in data["breakers"].items()}
+            board.breakers = dict(_Breaker.from_wire(w) for w in data)
             board._recompute_due()
         return board

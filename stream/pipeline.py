@@ -2,7 +2,8 @@
 
 raw records -> ``parse_records`` -> events + dead letters
 events (deduplicated by the warehouse) -> ``Pipeline.price`` -> facts
-facts -> ``Pipeline.detect`` -> alerts + breaker events
+facts -> ``Pipeline.detect`` -> alerts + breaker events (``stream.engine.Engine`` on the
+facts as one Arrow table)
 
 No I/O here: the shells (``stream.embedded``, the Faust app) read input, ask the
 warehouse which events are new, and persist what these functions return.
@@ -20,9 +21,10 @@ from pydantic import ValidationError
 from spendstream.config import Config
 from spendstream.pricedata import PriceData
 from spendstream.producers.event import UsageEvent, describe_validation_error
-from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
-from spendstream.stream.detection import DetectionEngine
+from spendstream.records import DeadLetter, Fact
+from spendstream.stream.engine import Detection, Engine
 from spendstream.stream.pricing import Pricer
+from spendstream.table_schemas import facts_table
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -94,26 +96,25 @@ class Pipeline:
     def __init__(
         self,
         config: Config,
-        engine: DetectionEngine | None = None,
+        engine: Engine | None = None,
         *,
         price_data: PriceData | None = None,
     ) -> None:
         self.config = config
         self.pricer = Pricer.from_config(config.prices, data=price_data)
-        self.engine = engine if engine is not None else DetectionEngine(config)
+        self.engine = engine if engine is not None else Engine(config)
 
     @classmethod
     def restore(
         cls,
         config: Config,
-        snapshot: dict[str, Any] | None,
+        snapshot: Any,
         *,
         price_data: PriceData | None = None,
     ) -> Pipeline:
-        """A pipeline whose detectors continue from a saved snapshot (None: a fresh start)."""
-        if snapshot is None:
-            return cls(config, price_data=price_data)
-        return cls(config, DetectionEngine.restore(config, snapshot), price_data=price_data)
+        """A pipeline whose detectors continue from a saved snapshot (``snapshot()``'s text;
+        None, or a state of another layout: a fresh start)."""
+        return cls(config, Engine.restore(config, snapshot), price_data=price_data)
 
     def price(self, events: Sequence[UsageEvent], ingested_at: datetime) -> list[Fact]:
         # The seam to the columnar runtime: events become one Arrow table priced by
@@ -125,8 +126,10 @@ class Pipeline:
             for e, c in zip(events, costs, strict=True)
         ]
 
-    def detect(self, facts: Sequence[Fact]) -> tuple[list[Alert], list[BreakerEvent]]:
-        return self.engine.process(facts)
+    def detect(self, facts: Sequence[Fact]) -> Detection:
+        # One Arrow table per batch until decoding and pricing are columnar themselves.
+        return self.engine.process(facts_table(facts))
 
-    def snapshot(self) -> dict[str, Any]:
-        return self.engine.snapshot()
+    def snapshot(self) -> str:
+        """The engine's state as JSON text (it is stored inside the runtimes' JSON state)."""
+        return self.engine.snapshot().decode()

@@ -41,3 +41,13 @@ def test_scope_fields_maps_back_to_event_fields() -> None:
     assert scope_fields("api_key:k1") == {"api_key_id": "k1"}
     assert scope_fields("user:u") == {"user_id": "u"}
     assert scope_fields("global") == {}
+
+
+def test_usage_records_are_keyed_by_key_then_session_then_request_then_event() -> None:
+    from spendstream.topics import partition_key
+
+    assert partition_key("k", "s", "r", "e") == b"k"
+    assert partition_key(None, "s", "r", "e") == b"s"
+    # A call with neither key nor session: its request's retries share a partition.
+    assert partition_key(None, None, "r", "e") == b"r"
+    assert partition_key(None, None, None, "e") == b"e"

@@ -147,7 +147,8 @@ class EmbeddedRunner:
             dead.extend(parsed.dead_letters)
         new = self.warehouse.unseen(events)
         facts = self.pipeline.price(new, now)
-        alerts, breaker_events = self.pipeline.detect(facts)
+        detection = self.pipeline.detect(facts)
+        alerts, breaker_events = detection.alerts, detection.breaker_events
         if self.router is not None and (alerts or breaker_events):
             # Routed before the commit: a crash in between replays the batch, the detectors
             # (restored from the last commit) raise the same alert ids, and the router's

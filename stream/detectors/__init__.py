@@ -1,7 +1,7 @@
-"""Detectors: pure, stateful, event-time rules over priced facts (one module per rule)."""
+"""Detectors: pure, stateful, event-time rules over batches of priced facts (one module per rule)."""
 
 from __future__ import annotations
 
-from spendstream.stream.detectors.base import Detector, make_alert, scope_of, scopes_of
+from spendstream.stream.detectors.base import Finding, make_alert
 
-__all__ = ["Detector", "make_alert", "scope_of", "scopes_of"]
+__all__ = ["Finding", "make_alert"]

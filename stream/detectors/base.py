@@ -1,63 +1,53 @@
-"""The detector protocol and the small helpers every detector shares.
+"""What every detector shares: the finding it reports and how an alert is named.
 
-A detector is a small stateful object over event time: ``observe(fact)`` updates
-its state and returns the alerts that fact caused; ``snapshot()`` returns its state
-as JSON-ready data (Decimals and datetimes as strings) and ``restore(config, data)``
-rebuilds it, so the embedded runner (workdir) and the Faust workers (tables) resume
-alike. Detectors never read the wall clock and never do I/O: given the same facts in
-the same order they return the same alerts, however the facts were batched.
+A detector reads a batch as columns (``stream.columns.FactColumns``), keeps typed state
+between batches, and reports ``Finding``s: an alert at the position of the fact that
+caused it. The engine sorts findings by (position, detector, order), drops alerts whose
+``dedup_key`` it already emitted, and feeds the rest to the breakers in that order, so the
+result is the same as judging the facts one at a time.
 
-``watermark`` is the largest event time the engine has seen; detectors use it to
-expire state older than the allowed lateness (``[detection] allowed_lateness_s``).
+Detectors never read the wall clock and never do I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
-from spendstream.config import Config
-from spendstream.producers.event import UsageEvent
-from spendstream.records import Alert, AlertKind, Fact, Severity, stable_id
-from spendstream.scopes import event_scope, event_scopes
+from spendstream.records import Alert, AlertKind, Severity, stable_id
+from spendstream.stream.columns import Pos
 
 __all__ = [
-    "EPOCH",
-    "Detector",
-    "PairBaselines",
-    "dec",
-    "floor_hour",
-    "floor_minute",
-    "from_iso",
+    "ANOMALY",
+    "BUDGETS",
+    "CACHE",
+    "RATE",
+    "RETRIES",
+    "SESSIONS",
+    "UNPRICED",
+    "Finding",
     "make_alert",
-    "scope_of",
-    "scopes_of",
-    "to_iso",
 ]
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The fixed order detectors report in at one fact (part of determinism).
+RATE, SESSIONS, RETRIES, ANOMALY, BUDGETS, CACHE, UNPRICED = range(7)
 
 
-@runtime_checkable
-class Detector(Protocol):
-    """What the DetectionEngine runs. ``name`` keys the detector's state in snapshots."""
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """An alert raised at ``pos``; ``detector`` and ``order`` order alerts of one fact."""
 
-    name: ClassVar[str]
+    pos: Pos
+    detector: int
+    order: int
+    alert: Alert
+    forwarded: bool = False  # emitted by another engine; only its breaker is judged here
 
-    def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
-        """Fold one fact into the state; return the alerts it caused (each condition once)."""
-        ...
-
-    def snapshot(self) -> dict[str, Any]:
-        """The state as JSON-ready data."""
-        ...
-
-    @classmethod
-    def restore(cls, config: Config, data: dict[str, Any] | None) -> Self:
-        """A detector continuing from ``data`` (None: a fresh one)."""
-        ...
+    @property
+    def key(self) -> tuple[Pos, int, int]:
+        return self.pos, self.detector, self.order
 
 
 def make_alert(
@@ -89,69 +79,3 @@ def make_alert(
         dedup_key=dedup_key,
         details=details or {},
     )
-
-
-def scope_of(event: UsageEvent, kind: str) -> str | None:
-    """The event's scope of one kind (``team`` -> ``team:search``), None when untagged."""
-    return event_scope(event, kind)
-
-
-def scopes_of(event: UsageEvent, kinds: Iterable[str]) -> list[str]:
-    return event_scopes(event, kinds)
-
-
-def floor_minute(ts: datetime) -> int:
-    """Epoch seconds of the UTC minute holding ``ts``."""
-    # timestamp() is exact for whole seconds and far cheaper than timedelta arithmetic.
-    s = int(ts.timestamp() // 1)
-    return s - s % 60
-
-
-def floor_hour(ts: datetime) -> int:
-    """Epoch seconds of the UTC clock hour holding ``ts``."""
-    s = int(ts.timestamp() // 1)
-    return s - s % 3600
-
-
-def to_iso(ts: datetime | None) -> str | None:
-    return None if ts is None else ts.isoformat()
-
-
-def from_iso(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def dec(value: object) -> Decimal:
-    return Decimal(str(value))
-
-
-class PairBaselines:
-    """Per key, the sums of hourly ``[a, b]`` counter buckets over the 24 hours before an
-    hour, cached for that hour: summing the buckets for every event was most of the cache
-    and retry detectors' cost. Derived, never persisted.
-
-    ``touch(key, hour)`` before adding to a bucket: an event in any other hour (a late one)
-    may fall inside the cached hour's baseline, so that cache is dropped. ``clear()`` when
-    buckets expire."""
-
-    def __init__(self) -> None:
-        self._cached: dict[str, tuple[int, int, int]] = {}
-
-    def touch(self, key: str, hour: int) -> None:
-        cached = self._cached.get(key)
-        if cached is not None and cached[0] != hour:
-            del self._cached[key]
-
-    def sums(self, key: str, buckets: dict[int, list[int]], hour: int) -> tuple[int, int]:
-        cached = self._cached.get(key)
-        if cached is None or cached[0] != hour:
-            a = b = 0
-            for h, (x, y) in buckets.items():
-                if hour - 24 * 3600 <= h < hour:
-                    a += x
-                    b += y
-            cached = self._cached[key] = (hour, a, b)
-        return cached[1], cached[2]
-
-    def clear(self) -> None:
-        self._cached.clear()

@@ -1,50 +1,51 @@
 """Budgets: ``budget_threshold`` at each alert level, ``budget_exceeded`` at the hard limit.
 
 Each ``[[budget]]`` counts the priced spend of the facts in its scope over UTC calendar
-periods (month, day or hour). A level is crossed when the period's spend reaches
-``level x amount_usd``; each level alerts once per period, at the crossing event.
-At ``hard_limit x amount_usd`` (when set) ``budget_exceeded`` fires once per period, and
-the breaker of the budget's scope opens until the next period begins.
+periods (month, day or hour). A level is crossed when the period's spend *reaches*
+``level x amount_usd``; each level alerts once per period, at the crossing event. At
+``hard_limit x amount_usd`` (when set; reaching it is enough) ``budget_exceeded`` fires once
+per period, and the breaker of the budget's scope opens until the next period begins.
+Each ``[[budget]]`` entry keeps its own spend (two entries alike alert once: same dedup_key).
 
 Severity: levels below 0.8 are ``info``, below 1.0 ``warning``, from 1.0 ``critical``;
-``budget_exceeded`` is ``critical``. A late event counts toward its own period while that
-period is within the allowed lateness of the newest event time seen.
+``budget_exceeded`` is ``critical``. Periods take facts by the grace rule of
+``stream.windows`` (its end plus the allowed lateness is not behind the watermark).
+
+Columnar (``stream.partials``): spend only grows, so a period whose final spend stays
+below its next unfired level cannot cross; only a period that crosses is read fact by fact.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
 
 from spendstream.config import BudgetConfig, Config
-from spendstream.producers.event import UsageEvent
-from spendstream.records import Alert, Fact, Severity
-from spendstream.stream.detectors.base import make_alert, scope_of
+from spendstream.records import Severity
+from spendstream.scopes import GLOBAL
+from spendstream.stream.columns import FactColumns, Pos
+from spendstream.stream.detectors.base import BUDGETS, Finding, make_alert
+from spendstream.stream.detectors.sessions import EXACT_BOUND_USD
+from spendstream.stream.grouping import Groups
+from spendstream.stream.partials import Details, Partial, Source, by_window, spans
+from spendstream.stream.windows import US, Windowed, WindowRule, from_us
 
-__all__ = ["BudgetDetector", "budget_id", "period_bounds"]
+__all__ = ["BudgetDetector", "BudgetWire", "budget_id"]
 
-
-def period_bounds(ts: datetime, period: str) -> tuple[datetime, datetime]:
-    """The UTC calendar period holding ``ts``: [start, end)."""
-    ts = ts.astimezone(UTC)
-    if period == "hour":
-        start = ts.replace(minute=0, second=0, microsecond=0)
-        return start, start + timedelta(hours=1)
-    if period == "day":
-        start = ts.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start, start + timedelta(days=1)
-    start = ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    end = (
-        start.replace(year=start.year + 1, month=1)
-        if start.month == 12
-        else start.replace(month=start.month + 1)
-    )
-    return start, end
+_ZERO = Decimal(0)
+_CENTS = Decimal("0.01")
+HARD = "hard"
+# Snapshot: [[budget index, period start us, spend, [fired tags]], ...]
+BudgetWire = list[list[int | str | list[str]]]
+I64 = npt.NDArray[np.int64]
 
 
 def budget_id(b: BudgetConfig) -> str:
-    """Names a budget in state and alerts; stable while its scope, period and amount are."""
+    """Names a budget in alerts; stable while its scope, period and amount are."""
     return f"{b.scope}/{b.period}/{b.amount_usd}"
 
 
@@ -56,142 +57,236 @@ def _severity(level: Decimal) -> Severity:
     return "critical"
 
 
-def _in_scope(event: UsageEvent, scope: str) -> bool:
-    kind = scope.split(":", 1)[0]
-    return scope_of(event, kind) == scope
+@dataclass(slots=True)
+class BudgetPeriod:
+    spend: Decimal = _ZERO
+    fired: set[str] = field(default_factory=set)  # level tags, and "hard"
 
 
 class BudgetDetector:
-    name: ClassVar[str] = "budgets"
+    name = "budgets"
 
-    def __init__(self, config: Config) -> None:
-        self.budgets = list(config.budget)
-        self.lateness = timedelta(seconds=config.detection.allowed_lateness_s)
-        # budget id -> period start iso -> {"spend": Decimal, "fired": set of level strings}
-        self.periods: dict[str, dict[str, dict[str, Any]]] = {}
-        self._watermark: datetime | None = None
-        # Derived caches, not persisted: the last period seen per budget, the next expiry.
-        self._bounds: dict[int, tuple[datetime, datetime]] = {}
-        self._next_expiry: datetime | None = None
+    def __init__(
+        self, config: Config, kinds: Collection[str] | None = None, replay_all: bool = False
+    ) -> None:
+        grace = config.detection.allowed_lateness_s * US
+        self.budgets = [
+            (i, b)
+            for i, b in enumerate(config.budget)
+            if kinds is None or b.scope.partition(":")[0] in kinds
+        ]
+        self.rules = {i: WindowRule(b.period, grace) for i, b in self.budgets}
+        self.periods: dict[int, Windowed[BudgetPeriod]] = {
+            i: Windowed(self.rules[i]) for i, _ in self.budgets
+        }
+        self.replay_all = replay_all
 
-    def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
-        self._expire(watermark)
-        if fact.cost is None or not self.budgets:
-            return []
-        ev = fact.event
-        alerts = []
-        for i, b in enumerate(self.budgets):
-            if not _in_scope(ev, b.scope):
+    def _in_scope(self, cols: FactColumns, b: BudgetConfig) -> npt.NDArray[np.bool_]:
+        kind, _, _ = b.scope.partition(":")
+        codes, names = cols.scope_codes(kind)
+        try:
+            code = names.index(b.scope) if kind != GLOBAL else 0
+        except ValueError:
+            return np.zeros(cols.n, dtype=np.bool_)
+        return codes.index == code
+
+    def _rows(self, cols: FactColumns, i: int, b: BudgetConfig, start: int) -> I64:
+        rule = self.rules[i]
+        starts = rule.starts(cols.ts_us)
+        mask = cols.priced & self._in_scope(cols, b) & rule.accepted(starts, cols.wm_us)
+        return np.flatnonzero(mask & (starts == start))
+
+    def summarize(self, cols: FactColumns, source: Source) -> list[Partial]:
+        out: list[Partial] = []
+        for i, b in self.budgets:
+            rule = self.rules[i]
+            starts = rule.starts(cols.ts_us)
+            mask = cols.priced & self._in_scope(cols, b) & rule.accepted(starts, cols.wm_us)
+            sel = np.flatnonzero(mask)
+            if not len(sel):
                 continue
-            bounds = self._bounds.get(i)
-            if bounds is None or not bounds[0] <= ev.ts < bounds[1]:
-                bounds = self._bounds[i] = period_bounds(ev.ts, b.period)
-            start, end = bounds
-            if end + self.lateness < watermark:
-                continue
-            bid = budget_id(b)
-            key = start.isoformat()
-            per = self.periods.setdefault(bid, {}).setdefault(
-                key, {"spend": Decimal(0), "fired": set(), "end": end.isoformat()}
-            )
-            per["spend"] += fact.cost.cost_usd
-            spend: Decimal = per["spend"]
-            fired: set[str] = per["fired"]
-            details = {
-                "budget": bid,
-                "period": b.period,
-                "period_start": key,
-                "period_end": end.isoformat(),
-                "amount_usd": str(b.amount_usd),
-            }
-            for level in sorted(b.alert_at):
-                tag = str(level)
-                if tag in fired or spend < level * b.amount_usd:
-                    continue
-                fired.add(tag)
-                alerts.append(
-                    make_alert(
-                        "budget_threshold",
+            g = Groups.of(starts[sel], sel)
+            firsts, lasts, min_ts = spans(cols, g)
+            sums = cols.cost_sums(g)
+            big = g.total_f(cols.cost_f[g.rows]) >= EXACT_BOUND_USD
+            for k, (start, n) in enumerate(zip(g.keys.tolist(), g.sizes.tolist(), strict=True)):
+                out.append(
+                    Partial(
+                        "budget",
                         b.scope,
-                        _severity(level),
-                        ev.ts,
-                        spend,
-                        level * b.amount_usd,
-                        f"{b.scope} spent ${spend.quantize(Decimal('0.01'))} of its "
-                        f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
-                        f"from {start:%Y-%m-%d %H:00} UTC",
-                        (b.period, str(b.amount_usd), key, tag),
-                        {**details, "level": tag},
+                        i,
+                        start,
+                        rule.end(start),
+                        n,
+                        sums[k],
+                        0,
+                        0,
+                        0.0,
+                        min_ts[k],
+                        firsts[k],
+                        lasts[k],
+                        bool(big[k]) or self.replay_all,
+                        source,
                     )
                 )
-            if b.hard_limit is not None and "hard" not in fired:
-                limit = b.hard_limit * b.amount_usd
-                if spend >= limit:
-                    fired.add("hard")
-                    alerts.append(
-                        make_alert(
-                            "budget_exceeded",
-                            b.scope,
-                            "critical",
-                            ev.ts,
-                            spend,
-                            limit,
-                            f"{b.scope} spent ${spend.quantize(Decimal('0.01'))}, past the hard "
-                            f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
-                            (b.period, str(b.amount_usd), key),
-                            {**details, "hard_limit": str(b.hard_limit)},
-                        )
-                    )
-        return alerts
+        return out
 
-    def _expire(self, watermark: datetime) -> None:
-        if self._watermark is not None and watermark <= self._watermark:
-            return
-        self._watermark = watermark
-        if self._next_expiry is not None and watermark <= self._next_expiry:
-            return
-        ends = [
-            datetime.fromisoformat(p["end"]) + self.lateness
-            for pers in self.periods.values()
-            for p in pers.values()
+    def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
+        budgets = dict(self.budgets)
+        by_budget: dict[int, list[Partial]] = {}
+        for p in partials:
+            by_budget.setdefault(p.variant, []).append(p)
+        for i, ps in by_budget.items():
+            b = budgets[i]
+            for start, pp in by_window(ps):
+                per = self.periods[i].cell(start, budget_id(b), BudgetPeriod)
+                added = _ZERO
+                for p in pp:
+                    added += p.spend
+                bars = [level * b.amount_usd for level in b.alert_at if str(level) not in per.fired]
+                if b.hard_limit is not None and HARD not in per.fired:
+                    bars.append(b.hard_limit * b.amount_usd)
+                replay = any(p.replay for p in pp) or (
+                    float(per.spend) + sum(p.spend_f for p in pp) >= EXACT_BOUND_USD
+                )
+                if not replay and (not bars or per.spend + added < min(bars)):
+                    per.spend += added
+                    continue
+                sources = details.sources(pp)
+                if not replay and len(sources) == 1:
+                    cols = sources[0]
+                    self._crossings(i, b, start, per, cols, self._rows(cols, i, b, start), out)
+                    per.spend += added
+                    continue
+                rows = details.rows(pp, lambda c, i=i, b=b, s=start: self._rows(c, i, b, s))
+                for pos, cols, row, cost in rows:
+                    assert cost is not None
+                    per.spend += cost
+                    self._judge(i, b, start, per, pos, cols, row, out)
+
+    def _levels(self, b: BudgetConfig, per: BudgetPeriod) -> list[tuple[int, str, Decimal]]:
+        """The unfired bars in the order one fact alerts them: levels, lowest first, then hard."""
+        bars = [
+            (rank, str(level), level * b.amount_usd)
+            for rank, level in enumerate(sorted(b.alert_at))
+            if str(level) not in per.fired
         ]
-        self._next_expiry = min(ends) if ends else None
-        if self._next_expiry is None or watermark <= self._next_expiry:
-            return
-        for bid in list(self.periods):
-            pers = self.periods[bid]
-            for key in [
-                k
-                for k, p in pers.items()
-                if datetime.fromisoformat(p["end"]) + self.lateness < watermark
-            ]:
-                del pers[key]
-            if not pers:
-                del self.periods[bid]
+        if b.hard_limit is not None and HARD not in per.fired:
+            bars.append((999, HARD, b.hard_limit * b.amount_usd))
+        return bars
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "watermark": None if self._watermark is None else self._watermark.isoformat(),
-            "periods": {
-                bid: {
-                    k: {"spend": str(p["spend"]), "fired": sorted(p["fired"]), "end": p["end"]}
-                    for k, p in pers.items()
-                }
-                for bid, pers in self.periods.items()
-            },
+    def _crossings(
+        self,
+        i: int,
+        b: BudgetConfig,
+        start: int,
+        per: BudgetPeriod,
+        cols: FactColumns,
+        rows: I64,
+        out: list[Finding],
+    ) -> None:
+        """Each unfired bar's crossing fact, found on exact running sums (one source)."""
+        hits = []
+        for rank, tag, bar in self._levels(b, per):
+            hit = cols.crossing(rows, per.spend, bar, strict=False)
+            if hit is not None:
+                hits.append((hit[0], rank, tag, hit[1]))
+        for k, _rank, tag, spend in sorted(hits, key=lambda h: (h[0], h[1])):
+            if tag in per.fired:  # two levels alike: the first one alerts
+                continue
+            per.fired.add(tag)
+            row = int(rows[k])
+            out.append(self._alert(i, b, start, tag, spend, cols.pos(row), cols, row))
+
+    def _judge(
+        self,
+        i: int,
+        b: BudgetConfig,
+        start: int,
+        per: BudgetPeriod,
+        pos: Pos,
+        cols: FactColumns,
+        row: int,
+        out: list[Finding],
+    ) -> None:
+        """One priced fact of the period, its cost already added: the rule itself."""
+        for _, tag, bar in self._levels(b, per):
+            if tag in per.fired or per.spend < bar:
+                continue
+            per.fired.add(tag)
+            out.append(self._alert(i, b, start, tag, per.spend, pos, cols, row))
+
+    def _alert(
+        self,
+        i: int,
+        b: BudgetConfig,
+        start: int,
+        tag: str,
+        spend: Decimal,
+        pos: Pos,
+        cols: FactColumns,
+        row: int,
+    ) -> Finding:
+        bid = budget_id(b)
+        begin, end = from_us(start), from_us(self.rules[i].end(start))
+        key = begin.isoformat()
+        details = {
+            "budget": bid,
+            "period": b.period,
+            "period_start": key,
+            "period_end": end.isoformat(),
+            "amount_usd": str(b.amount_usd),
         }
+        ts = cols.ts_at(row)
+        if tag == HARD:
+            assert b.hard_limit is not None
+            alert = make_alert(
+                "budget_exceeded",
+                b.scope,
+                "critical",
+                ts,
+                spend,
+                b.hard_limit * b.amount_usd,
+                f"{b.scope} spent ${spend.quantize(_CENTS)}, past the hard "
+                f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
+                (b.period, str(b.amount_usd), key),
+                {**details, "hard_limit": str(b.hard_limit)},
+            )
+            return Finding(pos, BUDGETS, i * 1000 + 999, alert)
+        levels = sorted(b.alert_at)
+        rank = [str(v) for v in levels].index(tag)
+        level = levels[rank]
+        alert = make_alert(
+            "budget_threshold",
+            b.scope,
+            _severity(level),
+            ts,
+            spend,
+            level * b.amount_usd,
+            f"{b.scope} spent ${spend.quantize(_CENTS)} of its "
+            f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
+            f"from {begin:%Y-%m-%d %H:00} UTC",
+            (b.period, str(b.amount_usd), key, tag),
+            {**details, "level": tag},
+        )
+        return Finding(pos, BUDGETS, i * 1000 + rank, alert)
 
-    @classmethod
-    def restore(cls, config: Config, data: dict[str, Any] | None) -> Self:
-        det = cls(config)
-        if data:
-            wm = data.get("watermark")
-            det._watermark = None if wm is None else datetime.fromisoformat(wm)
-            det.periods = {
-                bid: {
-                    k: {"spend": Decimal(p["spend"]), "fired": set(p["fired"]), "end": p["end"]}
-                    for k, p in pers.items()
-                }
-                for bid, pers in data["periods"].items()
-            }
-        return det
+    def expire(self, watermark_us: int) -> None:
+        for windowed in self.periods.values():
+            windowed.expire(watermark_us)
+
+    def snapshot(self) -> BudgetWire:
+        return [
+            [i, start, str(per.spend), sorted(per.fired)]
+            for i, windowed in sorted(self.periods.items())
+            for start, _, per in windowed.items()
+        ]
+
+    def restore(self, data: BudgetWire) -> None:
+        budgets = dict(self.budgets)
+        for i, start, spend, fired in data:
+            b = budgets.get(int(i))  # type: ignore[arg-type]
+            if b is None:
+                continue
+            period = BudgetPeriod(Decimal(str(spend)), set(fired))  # type: ignore[arg-type]
+            self.periods[int(i)].put(int(start), budget_id(b), period)  # type: ignore[arg-type]

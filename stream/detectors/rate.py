@@ -1,92 +1,95 @@
 """``runaway_rate``: calls per UTC minute of one api key, and of one session, over the limit.
 
-Windows are tumbling event-time minutes, so every runtime cuts them alike. The call
-that makes a window's count exceed ``[runaway] max_calls_per_minute`` fires, once per
-scope and minute. A late event counts toward its own minute while that minute is within
-the allowed lateness; older minutes are forgotten.
+Windows are tumbling event-time minutes, so every runtime cuts them alike. The call that
+makes a window's count exceed ``[runaway] max_calls_per_minute`` (the ``limit + 1``-th)
+fires, once per scope and minute. A late call counts toward its own minute while that
+minute takes it (``stream.windows``: its end plus the allowed lateness is not behind the
+watermark); a later one moves nothing.
+
+Columnar: rows are grouped by (scope, minute); a window's count is its carried count plus
+the row's rank in the group, so the crossing row is found by arithmetic, never by a loop
+over rows.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+
+import numpy as np
 
 from spendstream.config import Config
-from spendstream.records import Alert, Fact
-from spendstream.stream.detectors.base import floor_minute, make_alert, scopes_of
+from spendstream.records import Alert
+from spendstream.scopes import SCOPE_FIELDS
+from spendstream.stream.columns import FactColumns
+from spendstream.stream.detectors.base import RATE, Finding, make_alert
+from spendstream.stream.grouping import Groups, combine
+from spendstream.stream.windows import MINUTE_US, US, Windowed, WindowRule, from_us
 
-__all__ = ["RateDetector"]
+__all__ = ["RateDetector", "RateWire"]
 
-_KINDS = ("api_key", "session")
+KINDS = ("api_key", "session")
+# Snapshot: [[window start us, scope, calls], ...]
+RateWire = list[list[int | str]]
 
 
 class RateDetector:
-    name: ClassVar[str] = "rate"
+    name = "rate"
 
     def __init__(self, config: Config) -> None:
         self.limit = config.runaway.max_calls_per_minute
-        self.lateness_s = config.detection.allowed_lateness_s
-        # scope -> minute (epoch s) -> calls; a count above the limit means it already fired.
-        self.windows: dict[str, dict[int, int]] = {}
-        self._expired_below = 0
-        self._next_sweep: datetime | None = None  # derived, not persisted
+        self.rule = WindowRule("minute", config.detection.allowed_lateness_s * US)
+        self.counts: Windowed[int] = Windowed(self.rule)
 
-    def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
-        self._expire(watermark)
-        minute = floor_minute(fact.event.ts)
-        if minute < self._expired_below:
-            return []
-        alerts = []
-        for scope in scopes_of(fact.event, _KINDS):
-            counts = self.windows.setdefault(scope, {})
-            n = counts.get(minute, 0) + 1
-            counts[minute] = n
-            if n == self.limit + 1:
-                start = datetime.fromtimestamp(minute, UTC)
-                alerts.append(
-                    make_alert(
-                        "runaway_rate",
-                        scope,
-                        "critical",
-                        fact.event.ts,
-                        Decimal(n),
-                        Decimal(self.limit),
-                        f"{scope} made more than {self.limit} calls in the minute from "
-                        f"{start:%Y-%m-%d %H:%M} UTC",
-                        (start.isoformat(),),
-                        {"window_start": start.isoformat(), "window_s": "60"},
-                    )
+    def detect(self, cols: FactColumns, out: list[Finding]) -> None:
+        starts = self.rule.starts(cols.ts_us)
+        taken = self.rule.accepted(starts, cols.wm_us)
+        limit = self.limit
+        for order, kind in enumerate(KINDS):
+            codes = cols.codes(SCOPE_FIELDS[kind])
+            sel = np.flatnonzero((codes.index >= 0) & taken)
+            if not len(sel):
+                continue
+            groups = Groups.of(combine(codes.index[sel], starts[sel] // MINUTE_US), sel)
+            heads = groups.rows[groups.starts]
+            names = [f"{kind}:{v}" for v in codes.values]
+            keys = list(
+                zip(
+                    starts[heads].tolist(),
+                    [names[c] for c in codes.index[heads].tolist()],
+                    strict=True,
                 )
-        return alerts
+            )
+            before = np.fromiter(self.counts.get_many(keys, 0), dtype=np.int64, count=len(keys))
+            total = before + groups.sizes
+            self.counts.put_many(keys, total.tolist())
+            for g in np.flatnonzero((before <= limit) & (limit < total)).tolist():
+                row = int(groups.rows[int(groups.starts[g]) + limit - int(before[g])])
+                start, scope = keys[g]
+                alert = self._alert(scope, start, cols.ts_at(row))
+                out.append(Finding(cols.pos(row), RATE, order, alert))
 
-    def _expire(self, watermark: datetime) -> None:
-        if self._next_sweep is not None and watermark < self._next_sweep:
-            return
-        horizon = floor_minute(watermark) - 60 * ((self.lateness_s + 59) // 60)
-        self._next_sweep = datetime.fromtimestamp(floor_minute(watermark) + 60, UTC)
-        if horizon <= self._expired_below:
-            return
-        self._expired_below = horizon
-        for scope in list(self.windows):
-            counts = self.windows[scope]
-            for minute in [m for m in counts if m < horizon]:
-                del counts[minute]
-            if not counts:
-                del self.windows[scope]
+    def _alert(self, scope: str, start_us: int, ts: datetime) -> Alert:
+        start = from_us(start_us)
+        return make_alert(
+            "runaway_rate",
+            scope,
+            "critical",
+            ts,
+            Decimal(self.limit + 1),
+            Decimal(self.limit),
+            f"{scope} made more than {self.limit} calls in the minute from "
+            f"{start:%Y-%m-%d %H:%M} UTC",
+            (start.isoformat(),),
+            {"window_start": start.isoformat(), "window_s": "60"},
+        )
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "expired_below": self._expired_below,
-            "windows": {s: {str(m): n for m, n in c.items()} for s, c in self.windows.items()},
-        }
+    def expire(self, watermark_us: int) -> None:
+        self.counts.expire(watermark_us)
 
-    @classmethod
-    def restore(cls, config: Config, data: dict[str, Any] | None) -> Self:
-        det = cls(config)
-        if data:
-            det._expired_below = int(data["expired_below"])
-            det.windows = {
-                s: {int(m): int(n) for m, n in c.items()} for s, c in data["windows"].items()
-            }
-        return det
+    def snapshot(self) -> RateWire:
+        return [[start, scope, n] for start, scope, n in self.counts.items()]
+
+    def restore(self, data: RateWire) -> None:
+        for start, scope, n in data:
+            self.counts.put(int(start), str(scope), int(n))

@@ -4,116 +4,277 @@ Two forms, both ``retry_storm``:
 
 * one ``request_id`` over ``[runaway] max_attempts`` attempts (its highest ``attempt``, or
   the number of calls carrying it if larger). Fires once per request; the scope is the
-  call's api key, else its session, else ``global``. A request idle for the allowed
-  lateness is forgotten.
+  crossing call's api key, else its session, else ``global``. A request whose last call is
+  more than ``max(allowed_lateness_s, 3600)`` s behind the watermark is forgotten when its
+  next call arrives (sweep-independent, as in ``sessions``; the per-event engine forgot it
+  at an hourly sweep).
 * an api key whose error/retry share (calls with ``status != "ok"`` or ``attempt > 1``) in
-  the current UTC hour, over at least ``[detection] retry_min_calls`` calls, reaches
-  ``retry_min_share`` and is more than ``retry_share_factor`` times its share over the
-  previous 24 hours (which must itself hold ``retry_min_calls`` calls). Once per key and hour.
+  a UTC hour, over at least ``[detection] retry_min_calls`` calls, reaches
+  ``retry_min_share`` (equal fires) and is more than ``retry_share_factor`` times its share
+  over the previous 24 hours (equal does not fire; those 24 hours must hold
+  ``retry_min_calls`` calls too). Once per key and hour; an hour before the last one that
+  fired for the key is not judged again. The hour takes calls by the one grace rule of
+  ``stream.windows`` (the per-event engine took calls up to 24 h late here, unlike every
+  other rule, while part of their baseline was already gone).
+
+Columnar: requests grouped by id with running attempt maximum and call count (exact
+integers); a request forgotten inside a batch is judged call by call. For the share form,
+the hour's running counts pick candidate rows (float bar, generous); a key with any
+candidate is judged call by call with exact Decimals, every other key just adds its counts.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Self
+
+import numpy as np
 
 from spendstream.config import Config
-from spendstream.records import Alert, Fact
-from spendstream.stream.detectors.base import PairBaselines, floor_hour, make_alert
+from spendstream.records import Alert
+from spendstream.scopes import GLOBAL
+from spendstream.stream.columns import FactColumns
+from spendstream.stream.detectors.base import RETRIES, Finding, make_alert
+from spendstream.stream.detectors.sessions import shift
+from spendstream.stream.grouping import Groups, combine
+from spendstream.stream.windows import HOUR_US, US, Windowed, WindowRule, from_us
 
-__all__ = ["RetryDetector"]
+__all__ = ["RequestState", "RetryDetector", "RetryWire"]
 
 _SHARE_PLACES = Decimal("0.0001")
+_NONE = np.iinfo(np.int64).min
+# Snapshot: {"requests": [[id, attempts, calls, last_s, fired]], "hours": [[start_us, key,
+# calls, bad]], "fired": [[key, hour_us]]}
+RetryWire = dict[str, list[list[int | str]]]
+
+
+# A request: (attempts seen, calls seen, epoch seconds (floored) of its newest call, fired).
+# A plain tuple: tens of thousands are written per batch.
+RequestState = tuple[int, int, int, bool]
+
+
+@dataclass(slots=True)
+class HourCounts:
+    calls: int = 0
+    bad: int = 0
 
 
 class RetryDetector:
-    name: ClassVar[str] = "retries"
+    name = "retries"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, replay_all: bool = False) -> None:
         self.max_attempts = config.runaway.max_attempts
         det = config.detection
-        self.lateness_s = det.allowed_lateness_s
+        self.forget_s = max(det.allowed_lateness_s, 3600)
         self.share_factor = det.retry_share_factor
         self.min_share = det.retry_min_share
         self.min_calls = det.retry_min_calls
-        # request_id -> [attempts seen, calls seen, last ts (epoch s), fired 0/1]
-        self.requests: dict[str, list[int]] = {}
-        # api key -> hour (epoch s) -> [calls, failed or retried calls]
-        self.hours: dict[str, dict[int, list[int]]] = {}
-        self.fired_hours: dict[str, int] = {}  # api key -> last hour it fired for
-        # api key -> previous-24h (calls, failed or retried calls)
-        self._base = PairBaselines()
-        self._swept_hour = 0
+        self.rule = WindowRule("hour", det.allowed_lateness_s * US, 24 * HOUR_US)
+        self.replay_all = replay_all
+        self.requests: dict[str, RequestState] = {}
+        self.hours: Windowed[HourCounts] = Windowed(self.rule)
+        self.fired_hours: dict[str, int] = {}  # api key -> start (us) of the last hour it fired
+        self._swept_at: int | None = None  # derived
 
-    def observe(self, fact: Fact, watermark: datetime) -> list[Alert]:
-        self._expire(watermark)
-        ev = fact.event
-        alerts: list[Alert] = []
-        ts_s = int(ev.ts.timestamp())
-        scope = (
-            f"api_key:{ev.api_key_id}"
-            if ev.api_key_id
-            else (f"session:{ev.session_id}" if ev.session_id else "global")
+    def detect(self, cols: FactColumns, out: list[Finding]) -> None:
+        self._requests(cols, out)
+        self._shares(cols, out)
+
+    # --- attempts of one request -------------------------------------------------------
+
+    def _requests(self, cols: FactColumns, out: list[Finding]) -> None:
+        codes = cols.codes("request_id")
+        sel = np.flatnonzero(codes.index >= 0)
+        if not len(sel):
+            return
+        g = Groups.of(codes.index[sel], sel)
+        rows = g.rows
+        # Every code of a dictionary encoding occurs, so group g is code g.
+        ids = codes.values if len(g) == len(codes.values) else [codes.values[c] for c in g.keys]
+        get = self.requests.get
+        carried = [get(r) for r in ids]
+        known = [i for i, st in enumerate(carried) if st is not None]
+        n = len(g)
+        att0 = np.zeros(n, dtype=np.int64)
+        calls0 = np.zeros(n, dtype=np.int64)
+        last0 = np.full(n, _NONE, dtype=np.int64)
+        fired0 = np.zeros(n, dtype=np.bool_)
+        for i in known:
+            st = carried[i]
+            assert st is not None
+            att0[i], calls0[i], last0[i], fired0[i] = st
+        ts_s = cols.ts_us[rows] // US
+        wm_s = cols.wm_us[rows] // US
+        before = np.maximum(last0[g.group], shift(g, g.cummax(ts_s), _NONE))
+        restart = (before == _NONE) | (before < wm_s - self.forget_s)
+        inner = np.zeros(n, dtype=np.bool_)
+        np.logical_or.at(inner, g.group, restart & (g.rank() > 0))
+        fresh = restart[g.starts]
+        att0[fresh], calls0[fresh], fired0[fresh] = 0, 0, False
+        attempt = cols.ints("attempt", 1)[rows]
+        attempts = np.maximum(
+            np.maximum(att0[g.group], g.cummax(attempt)), calls0[g.group] + g.rank() + 1
         )
-        if ev.request_id is not None:
-            req = self.requests.setdefault(ev.request_id, [0, 0, ts_s, 0])
-            req[0] = max(req[0], ev.attempt)
-            req[1] += 1
-            req[2] = max(req[2], ts_s)
-            attempts = max(req[0], req[1])
-            if attempts > self.max_attempts and not req[3]:
-                req[3] = 1
-                alerts.append(
-                    make_alert(
-                        "retry_storm",
-                        scope,
-                        "warning",
-                        ev.ts,
-                        Decimal(attempts),
-                        Decimal(self.max_attempts),
-                        f"request {ev.request_id} on {scope} made {attempts} attempts "
-                        f"(limit {self.max_attempts})",
-                        ("request", ev.request_id),
-                        {"request_id": ev.request_id, "form": "attempts"},
-                    )
-                )
-        if ev.api_key_id is not None:
-            alert = self._share(ev.api_key_id, ev.status != "ok" or ev.attempt > 1, fact)
-            if alert is not None:
-                alerts.append(alert)
-        return alerts
+        cross = g.first_where((attempts > self.max_attempts) & ~fired0[g.group])
+        slow = inner | self.replay_all
+        for i in np.flatnonzero((cross >= 0) & ~slow).tolist():
+            p = int(cross[i])
+            out.append(self._attempts_alert(ids[i], int(attempts[p]), int(rows[p]), cols))
+        att = np.maximum(att0, g.maximum(attempt))
+        calls = calls0 + g.sizes
+        last = np.maximum(np.where(fresh, _NONE, last0), g.maximum(ts_s))
+        fired = fired0 | (cross >= 0)
+        quick = np.flatnonzero(~slow)
+        self.requests.update(
+            zip(
+                [ids[i] for i in quick.tolist()],
+                zip(
+                    att[quick].tolist(),
+                    calls[quick].tolist(),
+                    last[quick].tolist(),
+                    fired[quick].tolist(),
+                    strict=True,
+                ),
+                strict=True,
+            )
+        )
+        for i in np.flatnonzero(slow).tolist():
+            self._replay_request(ids[i], rows[g.starts[i] : g.ends[i]].tolist(), cols, out)
 
-    def _share(self, key: str, bad: bool, fact: Fact) -> Alert | None:
-        hour = floor_hour(fact.event.ts)
-        if hour < self._swept_hour - 24 * 3600:
-            return None
-        buckets = self.hours.setdefault(key, {})
-        self._base.touch(key, hour)
-        cur = buckets.setdefault(hour, [0, 0])
-        cur[0] += 1
-        cur[1] += int(bad)
-        if cur[0] < self.min_calls or self.fired_hours.get(key, -1) >= hour:
-            return None
-        # Cheap test first: most hours are below the minimum share whatever the baseline.
-        if cur[1] < self.min_share * cur[0]:
-            return None
-        base_calls, base_bad = self._base.sums(key, buckets, hour)
-        if base_calls < self.min_calls:
-            return None
-        share = Decimal(cur[1]) / Decimal(cur[0])
-        base_share = Decimal(base_bad) / Decimal(base_calls)
-        threshold = max(self.min_share, self.share_factor * base_share)
-        if share < self.min_share or share <= self.share_factor * base_share:
-            return None
-        self.fired_hours[key] = hour
-        start = datetime.fromtimestamp(hour, UTC)
-        scope = f"api_key:{key}"
-        return make_alert(
+    def _replay_request(
+        self, rid: str, rows: list[int], cols: FactColumns, out: list[Finding]
+    ) -> None:
+        st = self.requests.get(rid)
+        attempts = cols.ints("attempt", 1)
+        for row in rows:
+            ts_s = int(cols.ts_us[row]) // US
+            if st is not None and st[2] < int(cols.wm_us[row]) // US - self.forget_s:
+                st = None
+            att, calls, last, fired = st if st is not None else (0, 0, ts_s, False)
+            att, calls, last = max(att, int(attempts[row])), calls + 1, max(last, ts_s)
+            made = max(att, calls)
+            if made > self.max_attempts and not fired:
+                fired = True
+                out.append(self._attempts_alert(rid, made, row, cols))
+            st = (att, calls, last, fired)
+        if st is not None:
+            self.requests[rid] = st
+
+    def _attempts_alert(self, rid: str, attempts: int, row: int, cols: FactColumns) -> Finding:
+        # The call's api key, else its session, else global.
+        scope = GLOBAL
+        for kind in ("session", "api_key"):
+            codes, names = cols.scope_codes(kind)
+            if codes.index[row] >= 0:
+                scope = names[codes.index[row]]
+        alert = make_alert(
             "retry_storm",
             scope,
             "warning",
-            fact.event.ts,
+            cols.ts_at(row),
+            Decimal(attempts),
+            Decimal(self.max_attempts),
+            f"request {rid} on {scope} made {attempts} attempts (limit {self.max_attempts})",
+            ("request", rid),
+            {"request_id": rid, "form": "attempts"},
+        )
+        return Finding(cols.pos(row), RETRIES, 0, alert)
+
+    # --- a key's error/retry share -------------------------------------------------------
+
+    def _shares(self, cols: FactColumns, out: list[Finding]) -> None:
+        keys, _ = cols.scope_codes("api_key")
+        hours = self.rule.starts(cols.ts_us)
+        sel = np.flatnonzero((keys.index >= 0) & self.rule.accepted(hours, cols.wm_us))
+        if not len(sel):
+            return
+        bad = (cols.codes("status").index != cols.codes("status").code_of("ok")) | (
+            cols.ints("attempt", 1) > 1
+        )
+        g = Groups.of(combine(keys.index[sel], hours[sel] // HOUR_US), sel)
+        heads = g.rows[g.starts]
+        head_keys = [keys.values[c] for c in keys.index[heads].tolist()]
+        head_hours = hours[heads].tolist()
+        base = [self.hours.get(h, k) for k, h in zip(head_keys, head_hours, strict=True)]
+        calls0 = np.array([0 if b is None else b.calls for b in base], dtype=np.int64)
+        bad0 = np.array([0 if b is None else b.bad for b in base], dtype=np.int64)
+        fired0 = np.array([self.fired_hours.get(k, _NONE) for k in head_keys], dtype=np.int64)
+        b = bad[g.rows].astype(np.int64)
+        calls = calls0[g.group] + g.rank() + 1
+        bads = bad0[g.group] + g.cumsum(b)
+        maybe = (
+            (calls >= self.min_calls)
+            & (bads >= float(self.min_share) * calls * (1 - 1e-9) - 1e-9)
+            & (hours[g.rows] > fired0[g.group])
+        )
+        hot: set[str] = set()
+        if self.replay_all:
+            hot.update(head_keys)
+        else:
+            np_hot = np.zeros(len(g), dtype=np.bool_)
+            np.logical_or.at(np_hot, g.group, maybe)
+            hot.update(k for k, h in zip(head_keys, np_hot.tolist(), strict=True) if h)
+        sizes = g.sizes.tolist()
+        bad_sums = g.total(b).tolist()
+        for i, (k, h) in enumerate(zip(head_keys, head_hours, strict=True)):
+            if k in hot:
+                continue
+            cell = self.hours.cell(h, k, HourCounts)
+            cell.calls += sizes[i]
+            cell.bad += bad_sums[i]
+        if hot:
+            rows_of_key = keys.index[sel]
+            for k in sorted(hot):
+                rows = sel[rows_of_key == keys.code_of(k)].tolist()
+                self._replay_share(k, rows, hours, bad, cols, out)
+
+    def _replay_share(
+        self,
+        key: str,
+        rows: list[int],
+        hours: np.ndarray,
+        bad: np.ndarray,
+        cols: FactColumns,
+        out: list[Finding],
+    ) -> None:
+        for row in rows:
+            hour = int(hours[row])
+            cell = self.hours.cell(hour, key, HourCounts)
+            cell.calls += 1
+            cell.bad += int(bad[row])
+            if cell.calls < self.min_calls or self.fired_hours.get(key, _NONE) >= hour:
+                continue
+            if cell.bad < self.min_share * cell.calls:
+                continue
+            past = self.hours.before(hour, key, 24)
+            base_calls, base_bad = sum(c.calls for c in past), sum(c.bad for c in past)
+            if base_calls < self.min_calls:
+                continue
+            share = Decimal(cell.bad) / Decimal(cell.calls)
+            base_share = Decimal(base_bad) / Decimal(base_calls)
+            threshold = max(self.min_share, self.share_factor * base_share)
+            if share < self.min_share or share <= self.share_factor * base_share:
+                continue
+            self.fired_hours[key] = hour
+            out.append(self._share_alert(key, hour, share, base_share, threshold, row, cols))
+
+    def _share_alert(
+        self,
+        key: str,
+        hour: int,
+        share: Decimal,
+        base_share: Decimal,
+        threshold: Decimal,
+        row: int,
+        cols: FactColumns,
+    ) -> Finding:
+        start = from_us(hour)
+        scope = f"api_key:{key}"
+        alert: Alert = make_alert(
+            "retry_storm",
+            scope,
+            "warning",
+            cols.ts_at(row),
             share.quantize(_SHARE_PLACES),
             threshold.quantize(_SHARE_PLACES),
             f"{scope}: {share:.0%} of calls failed or were retries in the hour from "
@@ -121,43 +282,34 @@ class RetryDetector:
             ("share", start.isoformat()),
             {"form": "share", "window_start": start.isoformat()},
         )
+        return Finding(cols.pos(row), RETRIES, 1, alert)
 
-    def _expire(self, watermark: datetime) -> None:
-        hour = floor_hour(watermark)
-        if hour <= self._swept_hour:
+    # --- state -------------------------------------------------------------------------
+
+    def expire(self, watermark_us: int) -> None:
+        for start, key, _ in self.hours.expire(watermark_us, collect=True):
+            if self.fired_hours.get(key, start + 1) <= start:
+                del self.fired_hours[key]
+        # Requests: the rule is checked at each call; this sweep only bounds the state.
+        if self._swept_at is not None and watermark_us - self._swept_at < self.forget_s * US // 4:
             return
-        self._swept_hour = hour
-        # Keep 24 h of baseline plus the hours a late event may still land in.
-        horizon = hour - 24 * 3600 - 3600 * ((self.lateness_s + 3599) // 3600)
-        for key in list(self.hours):
-            b = self.hours[key]
-            for h in [h for h in b if h < horizon]:
-                del b[h]
-            if not b:
-                del self.hours[key]
-                self.fired_hours.pop(key, None)
-        self._base.clear()  # baselines may have lost expired hours
-        req_cutoff = int(watermark.timestamp()) - max(self.lateness_s, 3600)
-        for rid in [r for r, v in self.requests.items() if v[2] < req_cutoff]:
-            del self.requests[rid]
+        self._swept_at = watermark_us
+        cutoff = watermark_us // US - self.forget_s
+        self.requests = {r: st for r, st in self.requests.items() if st[2] >= cutoff}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> RetryWire:
         return {
-            "swept_hour": self._swept_hour,
-            "requests": {r: list(v) for r, v in self.requests.items()},
-            "hours": {k: {str(h): list(v) for h, v in b.items()} for k, b in self.hours.items()},
-            "fired_hours": dict(self.fired_hours),
+            "requests": [
+                [r, a, c, last, int(f)] for r, (a, c, last, f) in sorted(self.requests.items())
+            ],
+            "hours": [[h, k, c.calls, c.bad] for h, k, c in self.hours.items()],
+            "fired": [[k, h] for k, h in sorted(self.fired_hours.items())],
         }
 
-    @classmethod
-    def restore(cls, config: Config, data: dict[str, Any] | None) -> Self:
-        det = cls(config)
-        if data:
-            det._swept_hour = int(data["swept_hour"])
-            det.requests = {r: [int(x) for x in v] for r, v in data["requests"].items()}
-            det.hours = {
-                k: {int(h): [int(x) for x in v] for h, v in b.items()}
-                for k, b in data["hours"].items()
-            }
-            det.fired_hours = {k: int(h) for k, h in data["fired_hours"].items()}
-        return det
+    def restore(self, data: RetryWire) -> None:
+        for rid, att, calls, last, fired in data["requests"]:
+            self.requests[str(rid)] = (int(att), int(calls), int(last), bool(fired))
+        for h, k, calls, bad in data["hours"]:
+            self.hours.put(int(h), str(k), HourCounts(int(calls), int(bad)))
+        for k, h in data["fired"]:
+            self.fired_hours[str(k)] = int(h)

@@ -44,7 +44,9 @@ def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestC
         parsed = parse_records([raw], SOURCE, received_at)
         if parsed.events:
             e = parsed.events[0]
-            out.accepted.append((partition_key(e.api_key_id, e.session_id, e.event_id), raw))
+            out.accepted.append(
+                (partition_key(e.api_key_id, e.session_id, e.request_id, e.event_id), raw)
+            )
         else:
             dead = parsed.dead_letters[0]
             out.dead_letters.append(dead)

@@ -181,9 +181,9 @@ class DetectStage:
     def _judge(self, out: DetectOutcome) -> None:
         released = self.aligner.release()
         if released:
-            alerts, breakers = self.pipeline.detect([pf.fact for pf in released])
-            out.alerts.extend(alerts)
-            out.breaker_events.extend(breakers)
+            detection = self.pipeline.detect([pf.fact for pf in released])
+            out.alerts.extend(detection.alerts)
+            out.breaker_events.extend(detection.breaker_events)
             out.facts += len(released)
             self.judged_at = self.advanced_at = self.clock()
 

@@ -66,7 +66,7 @@ def receive_traces(
         return TracesAnswer(exc.http_status, *_status_body(str(exc), as_json))
     accepted = [
         (
-            partition_key(e.api_key_id, e.session_id, e.event_id),
+            partition_key(e.api_key_id, e.session_id, e.request_id, e.event_id),
             e.__pydantic_serializer__.to_json(e, exclude_none=True),
         )
         for e in decoded.events

@@ -170,7 +170,7 @@ group_by = ["kind", "api_key_id|session_id"]
                 "turn": turn,
                 "team": "platform",
             }
-            key = partition_key(None, LOOP, event["event_id"])
+            key = partition_key(None, LOOP, event.get("request_id"), event["event_id"])
             records.append((key, json.dumps(event).encode()))
         produce(kafka_bootstrap, prefix + "spendstream.usage", records)
 

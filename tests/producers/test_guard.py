@@ -256,7 +256,7 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     topic_factory,  # type: ignore[no-untyped-def]
     record_property,  # type: ignore[no-untyped-def]
 ) -> None:
-    """usage topic -> DetectionEngine -> compacted breakers topic -> BreakerView -> guard().
+    """usage topic -> detection Engine -> compacted breakers topic -> BreakerView -> guard().
 
     The stream side here is a minimal consumer loop around the same engine the runtimes
     hold (no pricing: turn limits need none).
@@ -266,11 +266,12 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
     from spendstream.config import config_from_dict
     from spendstream.producers.event import UsageEvent
     from spendstream.records import Fact
-    from spendstream.stream.detection import DetectionEngine
+    from spendstream.stream.engine import Engine
+    from spendstream.table_schemas import facts_table
 
     usage = topic_factory(prefix="usage")
     breakers = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
-    engine = DetectionEngine(config_from_dict({"runaway": {"max_session_turns": 100}}))
+    engine = Engine(config_from_dict({"runaway": {"max_session_turns": 100}}))
     stop = threading.Event()
 
     def stream_side() -> None:
@@ -286,8 +287,7 @@ def test_agent_loop_is_stopped_by_guard_through_a_real_broker(
                     continue
                 now = datetime.now(UTC)
                 facts = [Fact(UsageEvent.model_validate_json(r.value()), None, now) for r in batch]
-                _, events = engine.process(facts)
-                for ev in events:
+                for ev in engine.process(facts_table(facts)).breaker_events:
                     out.produce(
                         breakers, json.dumps(breaker_to_wire(ev)).encode(), ev.scope.encode()
                     )

@@ -100,7 +100,10 @@ def test_events_reach_kafka_as_json_keyed_by_the_pipeline_key(
     for key, value in records:
         event = json.loads(value)
         assert key == partition_key(
-            event.get("api_key_id"), event.get("session_id"), event["event_id"]
+            event.get("api_key_id"),
+            event.get("session_id"),
+            event.get("request_id"),
+            event["event_id"],
         )
     # The partition the Java client (and kafka-python before) would pick: murmur2 of the key.
     assert all(m.partition() == java_partition(m.key(), 3) for m in messages)

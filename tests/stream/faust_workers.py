@@ -96,7 +96,9 @@ def key_of(line: bytes) -> bytes:
     """The documented usage key, or the raw line for records that are not even JSON."""
     try:
         d = json.loads(line)
-        return partition_key(d.get("api_key_id"), d.get("session_id"), str(d["event_id"]))
+        return partition_key(
+            d.get("api_key_id"), d.get("session_id"), d.get("request_id"), str(d["event_id"])
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         return b"bad"
 

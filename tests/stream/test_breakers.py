@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from spendstream.config import BreakerConfig
 from spendstream.records import Alert
-from spendstream.stream.breakers import HALF_OPEN_S, BreakerBoard
+from spendstream.stream.breakers import BreakerBoard
 from spendstream.stream.detectors.base import make_alert
 from tests.stream.detection_facts import at
 
@@ -20,8 +20,10 @@ def test_rate_breaker_opens_goes_half_open_after_cooldown_then_closes() -> None:
     assert board.tick(at(299)) == []
     half = board.tick(at(300))
     assert [(e.scope, e.state, e.ts) for e in half] == [("api_key:k", "half_open", at(300))]
-    assert board.tick(at(300 + HALF_OPEN_S - 1)) == []
-    closed = board.tick(at(300 + HALF_OPEN_S))
+    assert half[0].reason == "runaway_rate: cool-down of 300 s elapsed"
+    # Half-open for one minute exactly (60 s of event time), then closed.
+    assert board.tick(at(359)) == []
+    closed = board.tick(at(360))
     assert [(e.state, e.reason) for e in closed] == [("closed", "runaway_rate: did not trip again")]
     assert board.status() == {}
 
@@ -33,7 +35,7 @@ def test_half_open_breaker_that_trips_again_reopens() -> None:
     ev = board.on_alert(_alert("runaway_rate", "session:s", 130))
     assert ev is not None and ev.state == "open"
     # The cool-down starts again from the new trip, and the half-open minute is void.
-    assert board.tick(at(130 + HALF_OPEN_S)) == []
+    assert board.tick(at(190)) == []
     assert board.tick(at(249)) == []
     assert [e.state for e in board.tick(at(250))] == ["half_open"]
 

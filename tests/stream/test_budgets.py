@@ -1,81 +1,161 @@
+"""Budgets through the engine: levels reached, the hard limit reached, calendar periods."""
+
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from spendstream.stream.detectors.budgets import BudgetDetector, period_bounds
-from tests.stream.detection_facts import at, config, fact, run
+import pytest
+
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
+
+BUDGET = ("budget_threshold", "budget_exceeded")
 
 
-def _det(**budget: object) -> BudgetDetector:
+def _feed(**budget: object) -> Feed:
     b = {"scope": "team:search", "period": "day", "amount_usd": 100, **budget}
-    return BudgetDetector(config(budget=[b]))
+    return Feed(config(budget=[b]), *BUDGET)
 
 
 def test_each_level_alerts_once_when_the_period_spend_reaches_it() -> None:
-    det = _det()
-    assert run(det, [fact(at(0), "49.99", team="search")]) == []
-    a50 = run(det, [fact(at(1), "0.01", team="search")])
+    feed = _feed()
+    assert feed([fact(at(0), "49.99", team="search")]) == []
+    a50 = feed([fact(at(1), "0.01", team="search")])  # reaches 50.00 exactly
     assert [(a.kind, a.scope, a.value, a.threshold, a.severity) for a in a50] == [
         ("budget_threshold", "team:search", Decimal("50.00"), Decimal("50.0"), "info")
     ]
-    assert run(det, [fact(at(2), "1", team="search")]) == []
-    # One call can cross two levels: both alert, at that call.
-    both = run(det, [fact(at(3), "60", team="search")])
+    assert a50[0].message == (
+        "team:search spent $50.00 of its $100 day budget (50% level) in the period "
+        "from 2026-03-02 00:00 UTC"
+    )
+    assert a50[0].details == {
+        "budget": "team:search/day/100",
+        "period": "day",
+        "period_start": "2026-03-02T00:00:00+00:00",
+        "period_end": "2026-03-03T00:00:00+00:00",
+        "amount_usd": "100",
+        "level": "0.5",
+    }
+    assert feed([fact(at(2), "1", team="search")]) == []
+    # One call can cross two levels: both alert, at that call, lowest first.
+    both = feed([fact(at(3), "60", team="search")])
     assert [(a.details["level"], a.severity) for a in both] == [
         ("0.8", "warning"),
         ("1.0", "critical"),
     ]
-    assert run(det, [fact(at(4), "1", team="search")]) == []
+    assert feed([fact(at(4), "1", team="search")]) == []
+
+
+def test_a_level_crossed_inside_one_batch_is_the_exact_call() -> None:
+    feed = _feed(alert_at=[0.5])
+    alerts = feed([fact(at(i), "12.5", team="search") for i in range(6)])  # 50 at the 4th
+    assert [(a.ts, a.value) for a in alerts] == [(at(3), Decimal("50.0"))]
 
 
 def test_other_scopes_and_unpriced_facts_do_not_count() -> None:
-    det = _det()
-    assert run(det, [fact(at(0), "500", team="other"), fact(at(1), None, team="search")]) == []
+    feed = _feed()
+    assert feed([fact(at(0), "500", team="other"), fact(at(1), None, team="search")]) == []
 
 
-def test_hard_limit_fires_budget_exceeded_once_and_new_period_starts_over() -> None:
-    det = _det(hard_limit=2.0, alert_at=[])
-    assert run(det, [fact(at(0), "199.99", team="search")]) == []
-    ex = run(det, [fact(at(1), "0.01", team="search"), fact(at(2), "5", team="search")])
+def test_hard_limit_fires_budget_exceeded_once_when_reached_and_new_period_starts_over() -> None:
+    feed = _feed(hard_limit=2.0, alert_at=[])
+    assert feed([fact(at(0), "199.99", team="search")]) == []
+    ex = feed([fact(at(1), "0.01", team="search"), fact(at(2), "5", team="search")])
     assert [(a.kind, a.value, a.threshold, a.severity) for a in ex] == [
         ("budget_exceeded", Decimal("200.00"), Decimal("200.0"), "critical")
     ]
     assert ex[0].details["period_end"] == "2026-03-03T00:00:00+00:00"
-    nxt = run(det, [fact(at(hours=24), "250", team="search")])
+    assert ex[0].message == (
+        "team:search spent $200.00, past the hard limit of 2.0 x its $100 day budget"
+    )
+    nxt = feed([fact(at(hours=24), "250", team="search")])
     assert [a.kind for a in nxt] == ["budget_exceeded"]
     assert nxt[0].dedup_key != ex[0].dedup_key
 
 
+def test_hard_limit_opens_the_breaker_until_the_period_ends() -> None:
+    feed = _feed(hard_limit=1.0, alert_at=[])
+    feed([fact(at(0), "100", team="search")])
+    assert [(e.scope, e.state) for e in feed.events] == [("team:search", "open")]
+    feed([fact(at(hours=24) - timedelta(microseconds=1), "0", team="other")])
+    assert len(feed.events) == 1
+    feed([fact(at(hours=24), "0", team="other")])
+    assert [(e.state, e.ts, e.reason) for e in feed.events[1:]] == [
+        ("closed", at(hours=24), "budget_exceeded: budget period ended")
+    ]
+
+
 def test_global_budget_counts_everything() -> None:
-    det = BudgetDetector(
-        config(budget=[{"scope": "global", "period": "hour", "amount_usd": 1, "alert_at": [1]}])
+    feed = Feed(
+        config(budget=[{"scope": "global", "period": "hour", "amount_usd": 1, "alert_at": [1]}]),
+        *BUDGET,
     )
-    assert len(run(det, [fact(at(0), "0.5", team="a"), fact(at(1), "0.5")])) == 1
+    assert len(feed([fact(at(0), "0.5", team="a"), fact(at(1), "0.5")])) == 1
 
 
 def test_late_event_counts_toward_its_own_period_within_lateness() -> None:
-    det = _det(period="hour", amount_usd=10, alert_at=[1])
-    run(det, [fact(at(minutes=59), "9", team="search"), fact(at(minutes=70), "1", team="search")])
-    late = run(det, [fact(at(minutes=59, seconds=30), "1", team="search")])
+    feed = _feed(period="hour", amount_usd=10, alert_at=[1])
+    feed([fact(at(minutes=59), "9", team="search"), fact(at(minutes=70), "1", team="search")])
+    late = feed([fact(at(minutes=59, seconds=30), "1", team="search")])
     assert [(a.details["period_start"], a.ts) for a in late] == [
         ("2026-03-02T00:00:00+00:00", at(minutes=59, seconds=30))
     ]
 
 
-def test_calendar_periods_are_utc_months_days_and_hours() -> None:
-    ts = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)
-    assert period_bounds(ts, "month") == (
-        datetime(2026, 12, 1, tzinfo=UTC),
-        datetime(2027, 1, 1, tzinfo=UTC),
+def test_a_period_takes_facts_until_its_end_plus_the_lateness() -> None:
+    cfg = config(
+        budget=[{"scope": "global", "period": "hour", "amount_usd": 1, "alert_at": [1]}],
+        detection={"allowed_lateness_s": 600},
     )
-    assert period_bounds(ts, "day")[1] == datetime(2027, 1, 1, tzinfo=UTC)
-    assert period_bounds(ts, "hour")[0] == datetime(2026, 12, 31, 23, tzinfo=UTC)
+    for wm, fires in ((at(minutes=70), True), (at(minutes=70) + timedelta(microseconds=1), False)):
+        feed = Feed(cfg, *BUDGET)
+        feed([fact(at(0), "0.5"), fact(wm, "0")])
+        assert bool(feed([fact(at(minutes=30), "0.5")])) is fires
+
+
+def test_calendar_periods_are_utc_months_days_and_hours() -> None:
+    start = datetime(2026, 12, 31, 23, 30, tzinfo=UTC)
+    for period, (begin, end) in {
+        "month": ("2026-12-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+        "day": ("2026-12-31T00:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+        "hour": ("2026-12-31T23:00:00+00:00", "2027-01-01T00:00:00+00:00"),
+    }.items():
+        feed = Feed(
+            config(
+                budget=[{"scope": "global", "period": period, "amount_usd": 1, "alert_at": [1]}]
+            ),
+            *BUDGET,
+        )
+        (a,) = feed([fact(start, "1")])
+        assert (a.details["period_start"], a.details["period_end"]) == (begin, end)
+    feb = Feed(
+        config(budget=[{"scope": "global", "period": "month", "amount_usd": 2, "alert_at": [1]}]),
+        *BUDGET,
+    )
+    # A leap year's February ends on the 29th; March is a new period.
+    feb([fact(datetime(2028, 2, 29, 23, 59, tzinfo=UTC), "1")])
+    assert feb([fact(datetime(2028, 3, 1, tzinfo=UTC), "1")]) == []
+
+
+def test_two_budgets_on_one_scope_keep_their_own_spend() -> None:
+    feed = Feed(
+        config(
+            budget=[
+                {"scope": "team:a", "period": "day", "amount_usd": 10, "alert_at": [1]},
+                {"scope": "team:a", "period": "hour", "amount_usd": 4, "alert_at": [1]},
+            ]
+        ),
+        *BUDGET,
+    )
+    alerts = feed([fact(at(minutes=m), "2", team="a") for m in range(4)])  # day: 8 of 10
+    assert [(a.details["period"], a.ts) for a in alerts] == [("hour", at(minutes=1))]
 
 
 def test_budget_state_restores() -> None:
     cfg = config(budget=[{"scope": "global", "period": "month", "amount_usd": 10, "alert_at": [1]}])
-    det = BudgetDetector(cfg)
-    run(det, [fact(at(0), "9")])
-    det2 = BudgetDetector.restore(cfg, det.snapshot())
-    assert len(run(det2, [fact(at(1), "1")])) == 1
+    feed = Feed(cfg, *BUDGET)
+    feed([fact(at(0), "9")])
+    assert len(feed.restarted()([fact(at(1), "1")])) == 1

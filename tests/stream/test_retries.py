@@ -1,30 +1,61 @@
+"""retry_storm through the engine: a request over max_attempts; a key's error/retry share jumping."""
+
 from __future__ import annotations
 
-from spendstream.stream.detectors.retries import RetryDetector
-from tests.stream.detection_facts import at, config, fact, run
+from decimal import Decimal
+
+import pytest
+
+from spendstream.config import Config
+from spendstream.records import Alert, Fact
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
+
+STORM = "retry_storm"
 
 
 def test_request_over_max_attempts_fires_once_on_its_key() -> None:
-    det = RetryDetector(config(runaway={"max_attempts": 3}))
+    feed = Feed(config(runaway={"max_attempts": 3}), STORM)
     tries = [
         fact(at(i), api_key_id="k", request_id="r1", attempt=i + 1, status="error")
         for i in range(3)
     ]
-    assert run(det, tries) == []
-    alerts = run(det, [fact(at(3), api_key_id="k", request_id="r1", attempt=4)])
+    assert feed(tries) == []
+    alerts = feed([fact(at(3), api_key_id="k", request_id="r1", attempt=4)])
     assert [(a.kind, a.scope, a.value, a.threshold, a.details["request_id"]) for a in alerts] == [
         ("retry_storm", "api_key:k", 4, 3, "r1")
     ]
-    assert run(det, [fact(at(4), api_key_id="k", request_id="r1", attempt=5)]) == []
+    assert alerts[0].message == "request r1 on api_key:k made 4 attempts (limit 3)"
+    assert alerts[0].details == {"request_id": "r1", "form": "attempts"}
+    assert feed([fact(at(4), api_key_id="k", request_id="r1", attempt=5)]) == []
 
 
 def test_resent_calls_of_one_request_count_even_without_attempt_numbers() -> None:
-    det = RetryDetector(config(runaway={"max_attempts": 2}))
-    alerts = run(det, [fact(at(i), session_id="s", request_id="r") for i in range(3)])
-    assert [a.scope for a in alerts] == ["session:s"]
+    feed = Feed(config(runaway={"max_attempts": 2}), STORM)
+    alerts = feed([fact(at(i), session_id="s", request_id="r") for i in range(3)])
+    assert [(a.scope, a.ts) for a in alerts] == [("session:s", at(2))]
 
 
-def _hour(det: RetryDetector, hour: int, calls: int, bad: int, key: str = "k") -> list:  # type: ignore[type-arg]
+def test_a_request_without_key_or_session_is_a_global_storm() -> None:
+    feed = Feed(config(runaway={"max_attempts": 1}), STORM)
+    alerts = feed([fact(at(0), request_id="r"), fact(at(1), request_id="r")])
+    assert [a.scope for a in alerts] == ["global"]
+
+
+def test_a_request_is_forgotten_once_its_last_call_is_an_hour_behind() -> None:
+    cfg = config(runaway={"max_attempts": 2}, detection={"allowed_lateness_s": 600})
+    kept = Feed(cfg, STORM)
+    kept([fact(at(0), request_id="r"), fact(at(1), request_id="r")])
+    # max(lateness, 3600) = 3600 s after its last call it still counts: the third call fires.
+    assert len(kept([fact(at(3601), request_id="r")])) == 1
+    forgotten = Feed(cfg, STORM)
+    forgotten([fact(at(0), request_id="r"), fact(at(1), request_id="r")])
+    assert forgotten([fact(at(3602), request_id="r")]) == []
+
+
+def _hour(feed: Feed, hour: int, calls: int, bad: int, key: str = "k") -> list[Alert]:
     # Failures spread evenly through the hour, as a steady error rate would be.
     facts = [
         fact(
@@ -34,29 +65,124 @@ def _hour(det: RetryDetector, hour: int, calls: int, bad: int, key: str = "k") -
         )
         for i in range(calls)
     ]
-    return run(det, facts)
+    return feed(facts)
 
 
 def test_key_whose_error_share_jumps_fires_once_per_hour() -> None:
-    det = RetryDetector(config(detection={"retry_min_calls": 20}))
-    assert _hour(det, 0, 100, 5) == []  # 5% baseline
-    alerts = _hour(det, 1, 40, 40)
+    feed = Feed(config(detection={"retry_min_calls": 20}), STORM)
+    assert _hour(feed, 0, 100, 5) == []  # 5% baseline
+    alerts = _hour(feed, 1, 40, 40)
     assert len(alerts) == 1
     a = alerts[0]
     assert (a.kind, a.scope, a.details["form"]) == ("retry_storm", "api_key:k", "share")
     # It fires as soon as the hour has retry_min_calls calls and the share is over the bar.
     assert a.ts == at(hours=1, seconds=19)
+    assert (a.value, a.threshold) == (Decimal("1.0000"), Decimal("0.3000"))
+    assert a.message == (
+        "api_key:k: 100% of calls failed or were retries in the hour from 2026-03-02 01:00 UTC, "
+        "against 5% over the previous 24 h"
+    )
 
 
 def test_steady_error_share_does_not_fire() -> None:
-    det = RetryDetector(config())
-    _hour(det, 0, 100, 30)
-    assert _hour(det, 1, 100, 35) == []  # 35% is not more than 2 x 30%
+    feed = Feed(config(), STORM)
+    _hour(feed, 0, 100, 30)
+    assert _hour(feed, 1, 100, 35) == []  # 35% is not more than 3 x 30%
+
+
+def _share_cfg(**detection: object) -> Config:
+    return config(detection={"retry_min_calls": 10, **detection})
+
+
+def _exact_hour(bad_first: int, ok_then: int) -> list[Fact]:
+    """An hour of ``bad_first`` failed calls, then ``ok_then`` good ones."""
+    return [
+        fact(at(hours=1, seconds=i), api_key_id="k", status="error" if i < bad_first else "ok")
+        for i in range(bad_first + ok_then)
+    ]
+
+
+def test_a_share_exactly_at_retry_min_share_fires() -> None:
+    # Baseline 5%: the 3 x factor bar (15%) is below min_share, so min_share decides.
+    feed = Feed(_share_cfg(retry_min_share="0.3"), STORM)
+    _hour(feed, 0, 100, 5)
+    alerts = feed(_exact_hour(3, 7))  # at the 10th call: 3/10 = 30% exactly
+    assert [(a.ts, a.value) for a in alerts] == [(at(hours=1, seconds=9), Decimal("0.3000"))]
+    below = Feed(_share_cfg(retry_min_share="0.3"), STORM)
+    _hour(below, 0, 100, 5)
+    assert below(_exact_hour(2, 8)) == []  # 20%
+
+
+def test_a_share_exactly_factor_times_the_baseline_does_not_fire() -> None:
+    # Baseline 10% and factor 3: 30% is not more than 3 x 10%, 40% is.
+    cfg = _share_cfg(retry_min_share="0.2", retry_share_factor="3")
+    at_bar = Feed(cfg, STORM)
+    _hour(at_bar, 0, 100, 10)
+    assert at_bar(_exact_hour(3, 7)) == []
+    over = Feed(cfg, STORM)
+    _hour(over, 0, 100, 10)
+    assert [a.value for a in over(_exact_hour(4, 6))] == [Decimal("0.4000")]
+
+
+def test_the_baseline_needs_retry_min_calls_calls() -> None:
+    enough = Feed(_share_cfg(), STORM)
+    _hour(enough, 0, 10, 0)  # exactly retry_min_calls calls in the 24 h before
+    assert len(enough(_exact_hour(10, 0))) == 1
+    short = Feed(_share_cfg(), STORM)
+    _hour(short, 0, 9, 0)
+    assert short(_exact_hour(10, 0)) == []
+
+
+def test_the_hour_itself_needs_retry_min_calls_calls() -> None:
+    feed = Feed(_share_cfg(), STORM)
+    _hour(feed, 0, 100, 0)
+    assert feed(_exact_hour(9, 0)) == []  # nine calls, all failed: not judged yet
+    assert [a.ts for a in feed([fact(at(hours=1, seconds=50), api_key_id="k")])] == [
+        at(hours=1, seconds=50)
+    ]
+
+
+def test_the_baseline_is_the_24_hours_before_the_hour() -> None:
+    # A failing hour 25 h back is outside the baseline; 24 h back is inside it.
+    for back, fires in ((25, True), (24, False)):
+        feed = Feed(_share_cfg(allowed_lateness_s=0), STORM)
+        _hour(feed, 26 - back, 100, 100)  # 100% failed, `back` hours before hour 26
+        _hour(feed, 25, 100, 0)
+        assert bool(_hour(feed, 26, 10, 10)) is fires, back
 
 
 def test_retry_state_restores() -> None:
-    cfg = config(runaway={"max_attempts": 2})
-    det = RetryDetector(cfg)
-    run(det, [fact(at(0), api_key_id="k", request_id="r", attempt=2)])
-    det2 = RetryDetector.restore(cfg, det.snapshot())
-    assert len(run(det2, [fact(at(1), api_key_id="k", request_id="r", attempt=3)])) == 1
+    feed = Feed(config(runaway={"max_attempts": 2}), STORM)
+    feed([fact(at(0), api_key_id="k", request_id="r", attempt=2)])
+    assert len(feed.restarted()([fact(at(1), api_key_id="k", request_id="r", attempt=3)])) == 1
+
+
+def test_a_late_call_in_a_fired_hour_moves_the_current_hours_retry_baseline() -> None:
+    # Hours 0..22: 30% failed calls. Hour 23 fails outright (fires). Hour 24 at 2 in 5 is
+    # under 1.5x the 24 h share (31%). Then 200 good calls arrive late into hour 23 (not
+    # judged: it fired) and drop the baseline to 17%: hour 24's next call must fire.
+    cfg = config(
+        detection={
+            "allowed_lateness_s": 7200,
+            "retry_min_calls": 3,
+            "retry_min_share": "0.3",
+            "retry_share_factor": "1.5",
+        }
+    )
+
+    def call(sec: int, status: str = "ok") -> Fact:
+        return fact(at(sec), api_key_id="k1", status=status)
+
+    calls = [
+        call(h * 3600 + i, "error" if i in (1, 4, 7) else "ok")
+        for h in range(23)
+        for i in range(10)
+    ]
+    calls += [call(23 * 3600 + i, "error") for i in range(5)]
+    calls += [call(24 * 3600 + i, "error" if i in (2, 4) else "ok") for i in range(5)]
+    calls += [call(23 * 3600 + 100 + i) for i in range(200)]
+    calls.append(call(24 * 3600 + 10))
+    for split in (len(calls), 235, 240, 300):
+        feed = Feed(cfg, STORM)
+        alerts = feed(calls[:split]) + feed(calls[split:])
+        assert [a.ts for a in alerts] == [at(23 * 3600 + 2), at(24 * 3600 + 10)], split

@@ -57,7 +57,7 @@ def test_full_success_publishes_keyed_events_and_answers_an_empty_response() -> 
     events = [UsageEvent.model_validate_json(raw) for _, raw in answer.accepted]
     assert [e.api_key_id for e in events] == ["key-1", "key-2"]
     assert [k for k, _ in answer.accepted] == [
-        partition_key(e.api_key_id, e.session_id, e.event_id) for e in events
+        partition_key(e.api_key_id, e.session_id, e.request_id, e.event_id) for e in events
     ]
     as_json_answer = _receive(as_json, "application/json")
     assert (as_json_answer.content_type, json.loads(as_json_answer.body)) == (

@@ -1,40 +1,53 @@
-"""unpriced_model: once per model and UTC day; survives snapshot/restore; joins the engine."""
+"""unpriced_model through the engine: once per model and UTC day; survives snapshot/restore."""
 
 from __future__ import annotations
 
-import json
+from datetime import timedelta
 
-from spendstream.stream.detection import DetectionEngine, detector_types
-from spendstream.stream.unpriced import UnpricedModelDetector
-from tests.stream.detection_facts import at, config, fact, run
+import pytest
+
+from tests.stream.detection_facts import Feed, at, both_paths, config, fact
+
+# Every test here runs on the columnar path and on the fact-by-fact fallback.
+pytestmark = pytest.mark.usefixtures(both_paths.__name__)
+
+UNPRICED = "unpriced_model"
 
 
 def test_first_unpriced_call_of_a_model_alerts_once_that_day() -> None:
-    det = UnpricedModelDetector(config())
-    alerts = run(
-        det,
+    feed = Feed(config(), UNPRICED)
+    alerts = feed(
         [fact(at(minutes=m), cost=None, model="mystery-1") for m in range(5)]
-        + [fact(at(minutes=6), cost="0.01")],
+        + [fact(at(minutes=6), cost="0.01")]
     )
     assert len(alerts) == 1
     a = alerts[0]
-    assert (a.kind, a.scope, a.severity) == ("unpriced_model", "global", "warning")
+    assert (a.kind, a.scope, a.severity, a.value, a.threshold) == (
+        "unpriced_model",
+        "global",
+        "warning",
+        1,
+        0,
+    )
     assert a.ts == at()
     assert a.details == {"provider": "anthropic", "model": "mystery-1", "day": "2026-03-02"}
-    assert "anthropic/mystery-1" in a.message
+    assert a.message == (
+        "no price for anthropic/mystery-1: its calls on 2026-03-02 land with priced = false and "
+        "null costs; add a [[prices.model]] entry to the configuration (`spendstream prices "
+        "unpriced` lists every such model)"
+    )
 
 
 def test_each_model_and_each_day_alerts_separately() -> None:
-    det = UnpricedModelDetector(config())
-    alerts = run(
-        det,
+    feed = Feed(config(), UNPRICED)
+    alerts = feed(
         [
             fact(at(hours=1), cost=None, model="a"),
             fact(at(hours=2), cost=None, model="b"),
             fact(at(hours=3), cost=None, model="a", provider="openai"),
             fact(at(hours=25), cost=None, model="a"),
             fact(at(hours=26), cost=None, model="a"),
-        ],
+        ]
     )
     assert [(a.details["provider"], a.details["model"], a.details["day"]) for a in alerts] == [
         ("anthropic", "a", "2026-03-02"),
@@ -46,30 +59,20 @@ def test_each_model_and_each_day_alerts_separately() -> None:
 
 
 def test_priced_facts_never_alert() -> None:
-    det = UnpricedModelDetector(config())
-    assert run(det, [fact(at(minutes=m)) for m in range(10)]) == []
+    assert Feed(config(), UNPRICED)([fact(at(minutes=m)) for m in range(10)]) == []
+
+
+def test_a_late_call_into_a_day_alerts_while_the_day_takes_it() -> None:
+    cfg = config(detection={"allowed_lateness_s": 3600})
+    for wm, fires in ((at(hours=25), True), (at(hours=25) + timedelta(microseconds=1), False)):
+        feed = Feed(cfg, UNPRICED)
+        feed([fact(wm, cost="0.01")])
+        assert bool(feed([fact(at(hours=23), cost=None, model="late")])) is fires
 
 
 def test_snapshot_restore_continues_without_repeating() -> None:
-    cfg = config()
-    det = UnpricedModelDetector(cfg)
-    assert len(run(det, [fact(at(), cost=None, model="x")])) == 1
-    snap = json.loads(json.dumps(det.snapshot()))
-    again = UnpricedModelDetector.restore(cfg, snap)
-    assert run(again, [fact(at(hours=5), cost=None, model="x")]) == []
-    assert len(run(again, [fact(at(hours=5), cost=None, model="y")])) == 1
-
-
-def test_old_days_are_forgotten_so_state_stays_small() -> None:
-    det = UnpricedModelDetector(config())
-    run(det, [fact(at(hours=24 * d), cost=None, model=f"m{d}") for d in range(30)])
-    assert len(det.fired) <= 3
-
-
-def test_detection_engine_runs_the_unpriced_detector() -> None:
-    assert UnpricedModelDetector in detector_types()
-    engine = DetectionEngine(config())
-    alerts, _ = engine.process(
-        [fact(at(), cost=None, model="zz"), fact(at(1), cost=None, model="zz")]
-    )
-    assert [a.kind for a in alerts] == ["unpriced_model"]
+    feed = Feed(config(), UNPRICED)
+    assert len(feed([fact(at(), cost=None, model="x")])) == 1
+    again = feed.restarted()
+    assert again([fact(at(hours=5), cost=None, model="x")]) == []
+    assert len(again([fact(at(hours=5), cost=None, model="y")])) == 1

@@ -1,0 +1,208 @@
+"""One batch of facts as the detectors read it: numpy columns, each computed once, on demand.
+
+The input is an Arrow table with the schema ``spendstream.table_schemas.FACTS`` (rows in
+arrival order). Each row gets its *position* ``(watermark_us, partition, row)``: the
+watermark is the running maximum of event time over the rows so far (the engine's
+carried watermark included), so positions sort rows in arrival order within a batch and
+interleave the batches of several usage partitions by event time (``stream.engine``).
+
+Money stays exact: ``cost_usd`` is decimal128(38, 18); group sums are taken on its
+integer representation, split into limbs that int64 cannot overflow, and rows' Decimals
+are read only where a rule must judge them one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.scopes import GLOBAL, SCOPE_FIELDS
+from spendstream.stream.grouping import Groups
+from spendstream.stream.windows import from_us
+
+__all__ = ["Codes", "FactColumns", "Pos", "units_to_usd"]
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
+# Where a row is judged: (watermark at the row, usage partition, row number).
+Pos = tuple[int, int, int]
+
+_MASK32 = np.int64(0xFFFFFFFF)
+
+
+def units_to_usd(units: int) -> Decimal:
+    """An exact Decimal with 18 fractional digits from an integer count of 1e-18 USD."""
+    return Decimal(f"{units}E-18")
+
+
+@dataclass(frozen=True, slots=True)
+class Codes:
+    """A string column dictionary-encoded: ``index[row]`` into ``values``, -1 for null."""
+
+    index: I64
+    values: list[str]
+
+    def code_of(self, value: str) -> int:
+        try:
+            return self.values.index(value)
+        except ValueError:
+            return -1
+
+
+class FactColumns:
+    """The columns of one batch of facts, with each row's watermark and position."""
+
+    def __init__(self, table: pa.Table, watermark_us: int | None = None, partition: int = 0):
+        self.table = table
+        self.n = table.num_rows
+        self.partition = partition
+        self.wm_start = watermark_us
+        ts = table.column("ts").combine_chunks().cast(pa.int64())
+        self.ts_us: I64 = ts.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if self.n:
+            run = np.maximum.accumulate(self.ts_us)
+            self.wm_us: I64 = run if watermark_us is None else np.maximum(run, watermark_us)
+            self.wm_end: int | None = int(self.wm_us[-1])
+        else:
+            self.wm_us = np.zeros(0, dtype=np.int64)
+            self.wm_end = watermark_us
+
+    def pos(self, row: int) -> Pos:
+        return (int(self.wm_us[row]), self.partition, row)
+
+    def ts_at(self, row: int) -> datetime:
+        return from_us(int(self.ts_us[row]))
+
+    def _array(self, name: str) -> pa.Array:
+        return self.table.column(name).combine_chunks()
+
+    def codes(self, name: str) -> Codes:
+        cached = self._codes.get(name)
+        if cached is None:
+            encoded = self._array(name).dictionary_encode()
+            index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+            cached = self._codes[name] = Codes(
+                index.astype(np.int64, copy=False), encoded.dictionary.to_pylist()
+            )
+        return cached
+
+    @cached_property
+    def _codes(self) -> dict[str, Codes]:
+        return {}
+
+    def scope_codes(self, kind: str) -> tuple[Codes, list[str]]:
+        """Each row's scope of one kind (``spendstream.scopes``) and the scope strings."""
+        if kind == GLOBAL:
+            return Codes(np.zeros(self.n, dtype=np.int64), [GLOBAL]), [GLOBAL]
+        codes = self.codes(SCOPE_FIELDS[kind])
+        return codes, [f"{kind}:{v}" for v in codes.values]
+
+    def ints(self, name: str, null: int = 0) -> I64:
+        """An integer column as int64, nulls as ``null``."""
+        cached = self._ints.get((name, null))
+        if cached is None:
+            arr = pc.fill_null(self._array(name), null)
+            cached = self._ints[(name, null)] = arr.to_numpy(zero_copy_only=False).astype(
+                np.int64, copy=False
+            )
+        return cached
+
+    @cached_property
+    def _ints(self) -> dict[tuple[str, int], I64]:
+        return {}
+
+    def strings(self, name: str, rows: I64) -> list[str | None]:
+        return self._array(name).take(pa.array(rows)).to_pylist()  # type: ignore[no-any-return]
+
+    @cached_property
+    def priced(self) -> Bools:
+        return pc.fill_null(self._array("priced"), False).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+    @cached_property
+    def _cost(self) -> pa.Array:
+        return self._array("cost_usd")
+
+    @cached_property
+    def cost_f(self) -> F64:
+        """Cost as float (0 where unpriced): only to pick candidates, never to decide."""
+        arr = pc.fill_null(self._cost.cast(pa.float64()), 0.0)
+        return arr.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
+
+    @cached_property
+    def _limbs(self) -> tuple[I64, I64, I64]:
+        # decimal128 is a little-endian two's complement integer of 1e-18 USD: (hi, lo).
+        # lo is split in two 32-bit halves so that int64 sums of a batch cannot overflow.
+        arr = self._cost
+        raw = np.frombuffer(arr.buffers()[1], dtype="<u8")
+        raw = raw[2 * arr.offset : 2 * (arr.offset + len(arr))]
+        lo, hi = raw[0::2], raw[1::2].view(np.int64)
+        priced = self.priced
+        hi = np.where(priced, hi, 0)
+        lo_hi = np.where(priced, (lo >> np.uint64(32)).astype(np.int64), 0)
+        lo_lo = np.where(priced, lo.astype(np.int64) & _MASK32, 0)
+        return hi, lo_hi, lo_lo
+
+    def cost_sums(self, groups: Groups, sel: I64 | None = None) -> list[Decimal]:
+        """Exact cost per group of ``groups`` (unpriced rows count 0). ``sel``: the sorted
+        positions to sum (default all); a group with none sums to 0."""
+        hi, lo_hi, lo_lo = self._limbs
+        rows = groups.rows
+        if len(rows) == 0:
+            return []
+        sums = [np.add.reduceat(limb[rows], groups.starts).tolist() for limb in (hi, lo_hi, lo_lo)]
+        return [
+            units_to_usd((h << 64) + (m << 32) + lo)
+            for h, m, lo in zip(sums[0], sums[1], sums[2], strict=True)
+        ]
+
+    def cost_sum(self, rows: I64) -> Decimal:
+        """Exact cost of ``rows`` (unpriced rows count 0)."""
+        hi, lo_hi, lo_lo = (int(limb[rows].sum()) for limb in self._limbs)
+        return units_to_usd((hi << 64) + (lo_hi << 32) + lo_lo)
+
+    def crossing(
+        self, rows: I64, start: Decimal, bar: Decimal, strict: bool
+    ) -> tuple[int, Decimal] | None:
+        """The first ``k`` where ``start`` plus the cost of ``rows[:k + 1]`` reaches ``bar``
+        (``>=``; ``>`` when ``strict``), and that running total; None if it never does.
+
+        Float running sums only narrow the search; the answer is checked on exact sums. Costs
+        are never negative, so the running total only grows."""
+        if not len(rows):
+            return None
+        costs = self.cost_f[rows]
+        if costs.min() < 0:
+            return self._crossing_by_row(rows, 0, start, bar, strict)
+        run = float(start) + np.cumsum(costs)
+        fbar = float(bar)
+        margin = (abs(fbar) + abs(float(run[-1]))) * 1e-9 + 1e-12
+        lo = int(np.searchsorted(run, fbar - margin, side="left"))
+        if lo >= len(rows):
+            return None
+        before = start + self.cost_sum(rows[:lo]) if lo else start
+        return self._crossing_by_row(rows, lo, before, bar, strict)
+
+    def _crossing_by_row(
+        self, rows: I64, lo: int, total: Decimal, bar: Decimal, strict: bool
+    ) -> tuple[int, Decimal] | None:
+        step = 16
+        while lo < len(rows):
+            for k, cost in enumerate(self.costs(rows[lo : lo + step]), lo):
+                if cost is not None:
+                    total += cost
+                if total > bar or (not strict and total == bar):
+                    return k, total
+            lo += step
+            step *= 4
+        return None
+
+    def costs(self, rows: I64 | list[int]) -> list[Decimal | None]:
+        return self._cost.take(pa.array(rows, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]

@@ -1,0 +1,126 @@
+"""``unpriced_model``: a call landed without a price -- once per (provider, model) and UTC day.
+
+Such facts still land (``priced = false``, null costs); this alert says which model needs a
+``[[prices.model]]`` entry. Scope ``global``: the missing price is the catalog's, not a
+team's. ``value`` is 1 (the call that revealed it), ``threshold`` 0. Days take calls by the
+grace rule of ``stream.windows`` (the per-event engine kept one extra day, and none for
+a lateness under a day); older days are forgotten.
+
+Columnar (``stream.partials``): the first unpriced row per (model, day) is the alert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import numpy as np
+import numpy.typing as npt
+
+from spendstream.config import Config
+from spendstream.stream.columns import FactColumns
+from spendstream.stream.detectors.base import UNPRICED, Finding, make_alert
+from spendstream.stream.grouping import Groups, combine
+from spendstream.stream.partials import Details, Partial, Source, by_group, by_window, spans
+from spendstream.stream.windows import DAY_US, US, Windowed, WindowRule, from_us
+
+__all__ = ["UnpricedModelDetector", "UnpricedWire"]
+
+_ZERO = Decimal(0)
+# Snapshot: [[day start us, "provider/model"], ...]
+UnpricedWire = list[list[int | str]]
+
+
+class UnpricedModelDetector:
+    """Raises one ``unpriced_model`` alert per model and UTC day with unpriced calls."""
+
+    name = "unpriced_model"
+
+    def __init__(self, config: Config) -> None:
+        self.rule = WindowRule("day", config.detection.allowed_lateness_s * US)
+        self.fired: Windowed[bool] = Windowed(self.rule)
+
+    def _selected(self, cols: FactColumns) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        days = self.rule.starts(cols.ts_us)
+        return ~cols.priced & self.rule.accepted(days, cols.wm_us), days
+
+    def summarize(self, cols: FactColumns, source: Source) -> list[Partial]:
+        if cols.priced.all():
+            return []
+        mask, days = self._selected(cols)
+        sel = np.flatnonzero(mask)
+        if not len(sel):
+            return []
+        prov, model = cols.codes("provider"), cols.codes("model")
+        pair = combine(prov.index[sel], model.index[sel])
+        g = Groups.of(combine(pair, days[sel] // DAY_US), sel)
+        firsts, lasts, min_ts = spans(cols, g)
+        heads = g.rows[g.starts]
+        out = []
+        for k, (p, m, day, n) in enumerate(
+            zip(
+                prov.index[heads].tolist(),
+                model.index[heads].tolist(),
+                days[heads].tolist(),
+                g.sizes.tolist(),
+                strict=True,
+            )
+        ):
+            key = f"{prov.values[p]}/{model.values[m]}"
+            out.append(
+                Partial(
+                    "unpriced",
+                    key,
+                    0,
+                    day,
+                    day + DAY_US,
+                    n,
+                    _ZERO,
+                    0,
+                    0,
+                    0.0,
+                    min_ts[k],
+                    firsts[k],
+                    lasts[k],
+                    False,
+                    source,
+                )
+            )
+        return out
+
+    def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
+        for (_, key), ps in by_group(partials).items():
+            for day, dp in by_window(ps):
+                if self.fired.get(day, key):
+                    continue
+                self.fired.put(day, key, True)
+                first = min(dp, key=lambda p: p.first)
+                cols = details.columns(first.source)
+                row = first.first[2]
+                provider = str(cols.strings("provider", np.array([row]))[0])
+                model = str(cols.strings("model", np.array([row]))[0])
+                start = from_us(day)
+                alert = make_alert(
+                    "unpriced_model",
+                    "global",
+                    "warning",
+                    cols.ts_at(row),
+                    Decimal(1),
+                    Decimal(0),
+                    f"no price for {key}: its calls on {start:%Y-%m-%d} land with priced = false "
+                    "and null costs; add a [[prices.model]] entry to the configuration "
+                    "(`spendstream prices unpriced` lists every such model)",
+                    (key, start.date().isoformat()),
+                    {"provider": provider, "model": model, "day": start.date().isoformat()},
+                )
+                out.append(Finding(first.first, UNPRICED, 0, alert))
+
+    def expire(self, watermark_us: int) -> None:
+        self.fired.expire(watermark_us)
+
+    def snapshot(self) -> UnpricedWire:
+        return [[day, key] for day, key, _ in self.fired.items()]
+
+    def restore(self, data: UnpricedWire) -> None:
+        for day, key in data:
+            self.fired.put(int(day), str(key), True)

@@ -1,0 +1,266 @@
+"""Detection split across workers, simulated in one process (issue 18's shape).
+
+A ts-sorted stream is keyed by ``spendstream.topics.partition_key`` onto K usage partitions,
+each judged by a ``LocalEngine``; their partials (Arrow) are routed by scope to M
+``ScopeEngine``s, which read a batch's facts back through a ``DetailSource`` only to locate a
+crossing. Against one ``Engine`` fed the same facts in (ts, partition, arrival) order:
+
+* every alert is equal, in every field (ids, ts, value, message, details);
+* breaker opens are equal, and every breaker event of a wide scope is equal;
+* per-key breakers half-open and close by their partition's event time: with one partition
+  every breaker event is equal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spendstream.config import Config
+from spendstream.records import Alert, BreakerEvent
+from spendstream.stream.engine import Engine, LocalEngine, ScopeEngine, is_per_key, route
+from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table
+from spendstream.topics import partition_key
+from tests.stream.detection_facts import busy_config, rows_table, warm_day
+
+T0 = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)
+
+
+# A session runs on one key (or none), a request is retried on one key (or none): each
+# per-key scope's facts share a partition, as with real producers.
+_CALLERS = [
+    ("k1", "s1"),
+    ("k1", None),
+    ("k2", "s2"),
+    ("k3", None),
+    (None, "s3"),
+    (None, "s4"),
+    (None, None),
+]
+
+_call = st.fixed_dictionaries(
+    {
+        "step_us": st.one_of(
+            st.integers(0, 3_000_000),
+            st.integers(0, 40_000_000),
+            st.sampled_from([0, 300_000_000, 1_000_000_000, 3_600_000_000, 20_000_000_000]),
+        ),
+        "caller": st.sampled_from(range(len(_CALLERS))),
+        "team": st.sampled_from(["a", "b", None]),
+        "feature": st.sampled_from(["f", "g", None]),
+        "user_id": st.sampled_from(["u1", "u2", None]),
+        "cost": st.sampled_from(["0.05", "0.40", "0", None]),
+        "retry": st.sampled_from([None, None, 0, 1]),
+        "attempt": st.sampled_from([1, 1, 2, 3]),
+        "status": st.sampled_from(["ok", "ok", "error"]),
+        "cache_read_tokens": st.sampled_from([0, 500, 900, 1000]),
+        "model": st.sampled_from(["claude-sonnet-4-5", "mystery"]),
+        "repeat": st.sampled_from([1, 1, 1, 1, 6]),
+    }
+)
+
+
+def _stream(specs: list[dict[str, Any]], warm: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = warm_day(T0) if warm else []
+    ts = T0
+    for s in specs:
+        s = dict(s)
+        ts += timedelta(microseconds=s.pop("step_us"))
+        key, session = _CALLERS[s.pop("caller")]
+        retry = s.pop("retry")
+        request = None if retry is None else f"{key or session or 'anon'}-r{retry}"
+        for i in range(s.pop("repeat")):
+            rows.append(
+                {
+                    "ts": ts + timedelta(seconds=i),
+                    "api_key_id": key,
+                    "session_id": session,
+                    "request_id": request,
+                    **s,
+                }
+            )
+    return rows
+
+
+def _partition(row: dict[str, Any], partitions: int) -> int:
+    key = partition_key(row.get("api_key_id"), row.get("session_id"), row.get("request_id"), "e")
+    return zlib.crc32(key) % partitions
+
+
+class Tables:
+    """The DetailSource of the simulation: published batches by reference."""
+
+    def __init__(self) -> None:
+        self.batches: dict[str, pa.Table] = {}
+        self.reads = 0
+
+    def facts_of(self, batch: str) -> pa.Table:
+        self.reads += 1
+        return self.batches[batch]
+
+
+def _simulate(
+    cfg: Config,
+    rows: list[dict[str, Any]],
+    partitions: int,
+    owners: int,
+    cuts: list[int],
+    restart: bool,
+) -> tuple[list[Alert], list[BreakerEvent], Tables]:
+    locals_ = [LocalEngine(cfg, p) for p in range(partitions)]
+    scopes = [ScopeEngine(cfg) for _ in range(owners)]
+    tables = Tables()
+    alerts: list[Alert] = []
+    events: list[BreakerEvent] = []
+    bounds = [0, *sorted(c % (len(rows) + 1) for c in cuts), len(rows)]
+    for n, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        if restart and n % 2:
+            locals_ = [LocalEngine(cfg, p, e.snapshot()) for p, e in enumerate(locals_)]
+            scopes = [ScopeEngine(cfg, e.snapshot()) for e in scopes]
+        routed: list[list[pa.Table]] = [[] for _ in range(owners)]
+        for p, engine in enumerate(locals_):
+            mine = [r for r in rows[lo:hi] if _partition(r, partitions) == p]
+            if not mine:
+                continue
+            batch = f"p{p}-{n}"
+            tables.batches[batch] = rows_table(mine)
+            out = engine.process(tables.batches[batch], batch)
+            alerts += out.detection.alerts
+            events += out.detection.breaker_events
+            for owner, part in enumerate(route(out.partials, owners)):
+                routed[owner].append(part)
+        for owner, engine in enumerate(scopes):
+            if routed[owner]:
+                d = engine.merge(pa.concat_tables(routed[owner]), tables)
+                alerts += d.alerts
+                events += d.breaker_events
+    return alerts, events, tables
+
+
+def _ordered(rows: list[dict[str, Any]], partitions: int) -> list[dict[str, Any]]:
+    """The one-process order the split reproduces: by (ts, partition, arrival)."""
+    indexed = sorted(
+        enumerate(rows), key=lambda ir: (ir[1]["ts"], _partition(ir[1], partitions), ir[0])
+    )
+    return [r for _, r in indexed]
+
+
+def _key(a: Alert) -> tuple[str, datetime]:
+    return a.dedup_key, a.ts
+
+
+def _events(events: list[BreakerEvent], keep: Any) -> Counter[BreakerEvent]:
+    return Counter(e for e in events if keep(e))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(_call, min_size=1, max_size=70),
+    warm=st.booleans(),
+    partitions=st.integers(1, 4),
+    owners=st.integers(1, 3),
+    cuts=st.lists(st.integers(0, 400), max_size=5),
+    restart=st.booleans(),
+)
+def test_split_detection_equals_one_engine(
+    specs: list[dict[str, Any]],
+    warm: bool,
+    partitions: int,
+    owners: int,
+    cuts: list[int],
+    restart: bool,
+) -> None:
+    cfg = busy_config()
+    rows = _ordered(_stream(specs, warm), partitions)
+    whole = Engine(cfg).process(rows_table(rows))
+    alerts, events, _ = _simulate(cfg, rows, partitions, owners, cuts, restart)
+    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
+    assert len({a.alert_id for a in alerts}) == len(alerts)
+    opens = lambda e: e.state == "open"  # noqa: E731
+    assert _events(events, opens) == _events(whole.breaker_events, opens)
+    wide = lambda e: not is_per_key(e.scope)  # noqa: E731
+    assert _events(events, wide) == _events(whole.breaker_events, wide)
+    if partitions == 1:
+        assert Counter(events) == Counter(whole.breaker_events)
+
+
+def test_the_simulation_is_not_vacuous() -> None:
+    # A warm day, then a team spending far over its hourly mean, a runaway key, an unpriced
+    # model and a global retry: alerts of local and wide scopes, with breakers on both sides.
+    calls = [
+        {
+            "step_us": 60_000_000,
+            "caller": 3,
+            "team": "a",
+            "feature": "f",
+            "user_id": "u1",
+            "cost": "0.40",
+            "retry": None,
+            "attempt": 1,
+            "status": "ok",
+            "cache_read_tokens": 0,
+            "model": "claude-sonnet-4-5",
+            "repeat": 6,
+        },
+        {
+            "step_us": 1_000_000,
+            "caller": 6,
+            "team": None,
+            "feature": None,
+            "user_id": None,
+            "cost": None,
+            "retry": 0,
+            "attempt": 3,
+            "status": "error",
+            "cache_read_tokens": 0,
+            "model": "mystery",
+            "repeat": 1,
+        },
+    ]
+    cfg = busy_config()
+    rows = _ordered(_stream(calls, warm=True), 3)
+    alerts, events, tables = _simulate(cfg, rows, 3, 2, [10, 40, 60], restart=True)
+    whole = Engine(cfg).process(rows_table(rows))
+    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
+    kinds = {a.kind for a in alerts}
+    assert {"hourly_anomaly", "runaway_rate", "unpriced_model", "retry_storm"} <= kinds
+    assert {"budget_exceeded", "budget_threshold", "cache_hit_drop"} & kinds
+    assert any(not is_per_key(e.scope) for e in events)
+    assert any(is_per_key(e.scope) for e in events)
+    assert tables.reads > 0  # crossings were located in the source batches' facts
+
+
+def test_a_quiet_stream_never_reads_facts_back() -> None:
+    cfg = busy_config()
+    rows = [
+        {
+            "ts": T0 + timedelta(seconds=20 * i),
+            "team": "b",
+            "api_key_id": f"k{i % 5}",
+            "cost": "0.001",
+        }
+        for i in range(300)
+    ]
+    alerts, _, tables = _simulate(cfg, rows, 3, 2, [50, 120, 200], restart=False)
+    assert alerts == [] and tables.reads == 0
+
+
+def test_partials_travel_as_arrow_and_come_back_the_same() -> None:
+    cfg = busy_config()
+    rows = _stream([], warm=True)
+    out = LocalEngine(cfg, 2).process(rows_table(rows), "p2-0")
+    assert out.partials.schema == PARTIALS
+    parsed = partials_from_table(out.partials)
+    assert partials_table(parsed).equals(out.partials)
+    detectors = Counter(p.detector for p in parsed)
+    assert detectors["clock"] == 1 and detectors["anomaly"] and detectors["budget"]
+    assert all(p.source.partition == 2 and p.source.batch == "p2-0" for p in parsed)
+    # Per-key scopes stay home: no partial names an api key or a session.
+    assert not any(is_per_key(p.scope) for p in parsed if p.detector != "alert")
