@@ -503,7 +503,6 @@ def write_report(
 
     con = connect(Path(workdir))
     try:
-        con.execute("SET enable_progress_bar = false")
         data = gather(con, default_period(con, since, until))
     finally:
         con.close()
