@@ -25,7 +25,7 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = _DRAFT
     # pydantic cannot express the cross-field rule; say it where other-language users read.
     schema["description"] = (
-        "One metered AI API call (shared/CONTRACT.md section 1). Invariant not expressible "
+        "One metered AI API call (docs/producers.md). Invariant not expressible "
         "in JSON Schema: cache_read_tokens + cache_write_tokens <= input_tokens."
     )
     return schema

@@ -1,18 +1,25 @@
-"""The configuration: one typed model tree loaded from TOML (shared/CONTRACT.md section 6).
+"""The configuration: one typed model tree loaded from TOML.
 
 Every key has a default, so an empty file (or no file) is a valid configuration.
-Unknown keys and wrong types are errors that name the key. Money is ``Decimal``:
-TOML floats are converted through their shortest decimal repr, so ``3.75`` is
-exactly ``Decimal("3.75")``.
+Unknown keys and wrong types are errors that name the key (and suggest the nearest
+known key). Money is ``Decimal``: TOML floats are converted through their shortest
+decimal repr, so ``3.75`` is exactly ``Decimal("3.75")``.
+
+Each key's meaning is its ``Field(description=...)`` here and nowhere else:
+docs/configuration.md is generated from this module (``python -m
+spendstream.config_reference``; a test fails when a key has no description or the file
+is stale).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import types
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -66,44 +73,121 @@ class _Section(BaseModel):
 
 
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "localhost:9092"
-    usage_partitions: int = Field(default=6, ge=1)
-    # Prepended to every topic name (e.g. "staging." or a test's unique prefix); "" keeps the
-    # contract's names. app_id names the Faust app: its consumer group and internal topics.
-    topic_prefix: str = ""
-    app_id: str = Field(default="spendstream", min_length=1)
-    # A worker silent this long (e.g. killed) leaves the group and its partitions move on.
-    session_timeout_s: float = Field(default=30.0, ge=6, le=300)
+    """Where the Kafka cluster is and how spendstream names its topics and group."""
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092",
+        description="Kafka bootstrap servers, `host:port[,host:port...]`. Left unset (no "
+        "`--config`, no key, no `--bootstrap-servers`), `run`, `alerts` and `breakers` use "
+        "a running `spendstream kafka-local` broker if there is one.",
+    )
+    usage_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of `spendstream.usage` when `spendstream run` creates it "
+        "(an existing topic keeps its count): the most usage workers that can share the load.",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description='Prepended to every topic name (e.g. `"staging."`); `""` keeps the '
+        "documented names (`spendstream.usage`, ...).",
+    )
+    app_id: str = Field(
+        default="spendstream",
+        min_length=1,
+        description="Name of the stream application: its consumer group and internal topics.",
+    )
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6,
+        le=300,
+        description="A worker silent this long (e.g. killed) leaves the group and its "
+        "partitions move to the others.",
+    )
 
 
 class AnomalyConfig(_Section):
-    factor: NonNegativeDecimal = Decimal("3.0")
-    min_baseline_usd: UsdAmount = Decimal("1.0")
-    scopes: list[Literal["global", "team", "feature", "project", "user", "api_key", "session"]] = [
-        "global",
-        "team",
-        "feature",
-        "api_key",
-    ]
-    # "plain": previous 24 h mean (contract rule). "seasonal": same hour on previous days.
-    method: Literal["plain", "seasonal"] = "plain"
-    seasonal_days: int = Field(default=7, ge=1, le=28)
+    """`hourly_anomaly`: an hour's spend against the scope's own recent hours."""
+
+    factor: NonNegativeDecimal = Field(
+        default=Decimal("3.0"),
+        description="Alert when a scope's spend so far in a UTC hour exceeds `factor` x its "
+        "mean hourly spend over the previous 24 h (empty hours count as zero).",
+    )
+    min_baseline_usd: UsdAmount = Field(
+        default=Decimal("1.0"),
+        description="No anomaly is judged while the previous 24 h spent less than this (USD).",
+    )
+    scopes: list[Literal["global", "team", "feature", "project", "user", "api_key", "session"]] = (
+        Field(
+            default=["global", "team", "feature", "api_key"],
+            description="Scope kinds judged for anomalies.",
+        )
+    )
+    method: Literal["plain", "seasonal"] = Field(
+        default="plain",
+        description='`"plain"`: the previous 24 h mean. `"seasonal"`: the same UTC hour on '
+        "the previous `seasonal_days` days (for strongly diurnal traffic).",
+    )
+    seasonal_days: int = Field(
+        default=7,
+        ge=1,
+        le=28,
+        description='Days of history the `"seasonal"` method compares the hour with.',
+    )
 
 
 class RunawayConfig(_Section):
-    max_calls_per_minute: int = Field(default=120, ge=1)
-    max_session_turns: int = Field(default=100, ge=1)
-    max_session_cost_usd: UsdAmount = Decimal("50.0")
-    max_session_minutes: NonNegativeDecimal = Decimal("30")
-    max_attempts: int = Field(default=5, ge=1)
+    """`runaway_rate`, `runaway_session` and `retry_storm` limits."""
+
+    max_calls_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Calls in one UTC minute by one api key, or one session, above which "
+        "`runaway_rate` fires (and its breaker opens with the default `[breaker] open_on`).",
+    )
+    max_session_turns: int = Field(
+        default=100,
+        ge=1,
+        description="Turns of one session (calls, or the highest 1-based `turn`) above which "
+        "`runaway_session` fires.",
+    )
+    max_session_cost_usd: UsdAmount = Field(
+        default=Decimal("50.0"),
+        description="Spend of one session (USD) above which `runaway_session` fires.",
+    )
+    max_session_minutes: NonNegativeDecimal = Field(
+        default=Decimal("30"),
+        description="Event-time span of one session (minutes) above which `runaway_session` fires.",
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts of one `request_id` above which `retry_storm` fires.",
+    )
 
 
 class BudgetConfig(_Section):
-    scope: str
-    period: Literal["month", "day", "hour"] = "month"
-    amount_usd: UsdAmount
-    alert_at: list[NonNegativeDecimal] = [Decimal("0.5"), Decimal("0.8"), Decimal("1.0")]
-    hard_limit: NonNegativeDecimal | None = None
+    """One budget (`[[budget]]`, repeatable): spend of a scope per UTC calendar period."""
+
+    scope: str = Field(
+        description="The scope the budget covers: `global`, `team:<t>`, `feature:<f>`, "
+        "`project:<p>`, `user:<u>`, `api_key:<k>` or `session:<s>`.",
+    )
+    period: Literal["month", "day", "hour"] = Field(
+        default="month", description="The UTC calendar period the amount is for."
+    )
+    amount_usd: UsdAmount = Field(description="The budget per period, in USD.")
+    alert_at: list[NonNegativeDecimal] = Field(
+        default=[Decimal("0.5"), Decimal("0.8"), Decimal("1.0")],
+        description="Fractions of `amount_usd` at which a `budget_threshold` alert fires "
+        "(each once per period).",
+    )
+    hard_limit: NonNegativeDecimal | None = Field(
+        default=None,
+        description="Fraction of `amount_usd` at which `budget_exceeded` fires and the "
+        "scope's breaker opens until the period ends; unset: no hard limit.",
+    )
 
     @model_validator(mode="after")
     def _scope_form(self) -> BudgetConfig:
@@ -114,79 +198,174 @@ class BudgetConfig(_Section):
 
 
 class BreakerConfig(_Section):
-    open_on: list[str] = ["runaway_rate", "runaway_session", "budget_exceeded"]
-    # A key's rate breaker closes again (half-open first) after this many event-time seconds.
-    rate_cooldown_s: int = Field(default=300, ge=1)
-    # A breaker that stays open (runaway session, unpriced model) is retired, with a closed
-    # event, after this much event time, so no state (engine, topic, client views) grows forever.
-    stay_open_retention_s: int = Field(default=7 * 86400, ge=3600)
-    # `spendstream run` only: when no fact has been judged for this many seconds (processing
-    # time), breakers move on by the idle time as if event time had passed. Without it a key
-    # whose breaker stops its only traffic would never see the event time that closes it.
-    # 0 turns it off (breakers then move by event time alone, as in `ingest`).
-    idle_advance_s: float = Field(default=60.0, ge=0)
+    """Circuit breakers: which alerts open one, and how each closes again."""
+
+    open_on: list[str] = Field(
+        default=["runaway_rate", "runaway_session", "budget_exceeded"],
+        description="Alert kinds that open a breaker on the alert's scope (clients refuse "
+        "calls through `meter.guard()` while it is open).",
+    )
+    rate_cooldown_s: int = Field(
+        default=300,
+        ge=1,
+        description="A rate breaker goes half-open after this many event-time seconds, and "
+        "closes a minute later unless it trips again.",
+    )
+    stay_open_retention_s: int = Field(
+        default=7 * 86400,
+        ge=3600,
+        description="A breaker that stays open (runaway session, unpriced model) is retired, "
+        "with a `closed` event, after this much event time, so no state grows forever.",
+    )
+    # Without it a key whose breaker stops its only traffic would never see the event time
+    # that closes it.
+    idle_advance_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="`spendstream run` only: when no fact has been judged for this many "
+        "seconds, breakers move on by the quiet time as if event time had passed. "
+        "0 turns it off (breakers then move by event time alone, as in `ingest`).",
+    )
 
 
 class DetectionConfig(_Section):
-    # Events later than this (event time, behind the newest seen) still land but no longer
-    # move detector windows, whose state is expired past it.
-    allowed_lateness_s: int = Field(default=3600, ge=0)
-    # A session with no call for this long is forgotten (its open breaker is kept).
-    session_idle_s: int = Field(default=6 * 3600, ge=60)
-    # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
+    """Lateness, session expiry, and the `retry_storm` share and `cache_hit_drop` rules."""
+
+    allowed_lateness_s: int = Field(
+        default=3600,
+        ge=0,
+        description="An event later than this (event time, behind the newest seen) still "
+        "lands but no longer moves detector windows.",
+    )
+    session_idle_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="A session with no call for this long is forgotten (an open breaker "
+        "on it is kept).",
+    )
     # At 100 calls a 30% share is many standard deviations above a normal few-% retry rate.
-    retry_share_factor: NonNegativeDecimal = Decimal("3")
-    retry_min_share: NonNegativeDecimal = Decimal("0.3")
-    retry_min_calls: int = Field(default=100, ge=1)
-    # cache_hit_drop: a feature's cache-read share this hour this far below its previous 24 h.
-    cache_drop_points: NonNegativeDecimal = Decimal("0.2")
-    cache_min_baseline_share: NonNegativeDecimal = Decimal("0.5")
-    cache_min_input_tokens: int = Field(default=100_000, ge=1)
+    retry_share_factor: NonNegativeDecimal = Field(
+        default=Decimal("3"),
+        description="`retry_storm` (share form) fires when a key's error/retry share this "
+        "hour is over `retry_share_factor` x its share over the previous 24 h...",
+    )
+    retry_min_share: NonNegativeDecimal = Field(
+        default=Decimal("0.3"),
+        description="...and at least this share of the hour's calls...",
+    )
+    retry_min_calls: int = Field(
+        default=100, ge=1, description="...and the key made at least this many calls in the hour."
+    )
+    cache_drop_points: NonNegativeDecimal = Field(
+        default=Decimal("0.2"),
+        description="`cache_hit_drop` fires when a feature's cache-read share of input "
+        "tokens this hour is this many points (0.2 = 20 points) below its previous 24 h...",
+    )
+    cache_min_baseline_share: NonNegativeDecimal = Field(
+        default=Decimal("0.5"),
+        description="...whose share was at least this...",
+    )
+    cache_min_input_tokens: int = Field(
+        default=100_000,
+        ge=1,
+        description="...and the hour had at least this many input tokens.",
+    )
 
 
 class ModelPriceConfig(_Section):
-    provider: str
-    model: str
-    input_per_mtok: UsdAmount
-    output_per_mtok: UsdAmount
-    cache_read_per_mtok: UsdAmount | None = None
-    cache_write_per_mtok: UsdAmount | None = None
-    batch_discount: NonNegativeDecimal | None = None
+    """A price override (`[[prices.model]]`, repeatable); it wins over the catalog."""
+
+    provider: str = Field(description="Provider id as in events (matched case-insensitively).")
+    model: str = Field(description="Model id as in events (matched case-insensitively).")
+    input_per_mtok: UsdAmount = Field(description="USD per million uncached input tokens.")
+    output_per_mtok: UsdAmount = Field(description="USD per million output tokens.")
+    cache_read_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-read tokens; unset: the input rate."
+    )
+    cache_write_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-write tokens; unset: the input rate."
+    )
+    batch_discount: NonNegativeDecimal | None = Field(
+        default=None,
+        description="Fraction off for `batch = true` calls (0.5 = half price); unset: the "
+        "catalog's batch price, else 50% for anthropic, openai and google.",
+    )
 
 
 class DiscountConfig(_Section):
-    provider: str | None = None
-    model: str | None = None
-    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=100)]
+    """A negotiated discount (`[[prices.discount]]`, repeatable), applied after batch."""
+
+    provider: str | None = Field(
+        default=None, description="Only this provider's calls; unset: every provider."
+    )
+    model: str | None = Field(
+        default=None, description="Only this model's calls; unset: every model."
+    )
+    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=100)] = Field(
+        description="Percent off list price. The most specific matching row wins "
+        "(provider+model > model > provider > neither)."
+    )
 
 
 class PricesConfig(_Section):
-    model: list[ModelPriceConfig] = []
-    discount: list[DiscountConfig] = []
+    """Prices: overrides of the genai-prices catalog and negotiated discounts."""
+
+    model: list[ModelPriceConfig] = Field(
+        default=[], description="Price overrides, one `[[prices.model]]` table each."
+    )
+    discount: list[DiscountConfig] = Field(
+        default=[], description="Negotiated discounts, one `[[prices.discount]]` table each."
+    )
 
 
 class HttpConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8787, ge=0, le=65535)
-    # Bearer token for POST /v1/events; read from this env var or file, never from the TOML itself.
-    token_env: str = "SPENDSTREAM_INGEST_TOKEN"
-    token_file: str | None = None
+    """The HTTP endpoints every `spendstream run` worker serves (`POST /v1/events`, ...)."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description='Interface to listen on; `"0.0.0.0"` for every interface (containers).',
+    )
+    port: int = Field(default=8787, ge=0, le=65535, description="Port to listen on.")
+    token_env: str = Field(
+        default="SPENDSTREAM_INGEST_TOKEN",
+        description="Environment variable holding the bearer token that `POST /v1/events` "
+        "requires (tokens never go in the TOML). No token: ingest over HTTP answers 503.",
+    )
+    token_file: str | None = Field(
+        default=None,
+        description="A file holding the bearer token instead (wins over `token_env`).",
+    )
 
 
 class PipelineConfig(_Section):
-    batch_size: int = Field(default=2000, ge=1)
-    # How long a batch may wait to fill: the runaway-stop latency through `spendstream run`
-    # follows it (bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1); lower
-    # also means more, smaller Parquet files under light traffic (`warehouse compact`).
-    batch_within_s: float = Field(default=0.2, gt=0)
-    # Embedded `ingest`/`demo` over files: larger batches amortise the per-batch costs (the
-    # detectors' state and one Parquet file per table are written with every commit);
-    # 2000 -> 20000 took 1M events from 76 s to 46 s. Reading stdin uses batch_size.
-    ingest_batch_size: int = Field(default=20_000, ge=1)
-    # Kafka runtime: a usage partition whose reader sent no fact and no caught-up marker for
-    # this long (processing time; e.g. the worker died) stops holding the others back in
-    # event-time alignment before detection (docs/kafka.md).
-    align_idle_s: float = Field(default=10.0, gt=0)
+    """Batching of the stream stages."""
+
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        description="Events per batch in `spendstream run` (and when `ingest` reads stdin).",
+    )
+    # bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1.
+    batch_within_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="How long a batch may wait to fill in `spendstream run`: the "
+        "runaway-to-refusal latency follows it; lower also means more, smaller Parquet "
+        "files under light traffic (`spendstream warehouse compact`).",
+    )
+    # 2000 -> 20000 took 1M events from 76 s to 46 s.
+    ingest_batch_size: int = Field(
+        default=20_000,
+        ge=1,
+        description="Events per batch of `ingest`/`demo` over files: larger batches "
+        "amortise the per-commit cost.",
+    )
+    align_idle_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="`spendstream run`: a usage partition silent this long (e.g. its worker "
+        "died) stops holding the others back in event-time alignment before detection.",
+    )
 
 
 AlertSeverity = Literal["info", "warning", "critical"]
@@ -206,24 +385,37 @@ def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
 
 
 class _SinkBase(_Section):
-    name: str = Field(min_length=1)
-    # Notifications per scope and sink within rate_window_s; beyond it they are suppressed.
-    max_per_scope: int = Field(default=10, ge=1)
-    rate_window_s: float = Field(default=3600, gt=0)
+    name: str = Field(min_length=1, description="The sink's name, used by routes.")
+    max_per_scope: int = Field(
+        default=10,
+        ge=1,
+        description="Notifications per scope within `rate_window_s`; beyond it they are "
+        "suppressed (counted, not sent).",
+    )
+    rate_window_s: float = Field(
+        default=3600, gt=0, description="The window of `max_per_scope`, in seconds."
+    )
 
 
 class PagerDutySinkConfig(_SinkBase):
-    type: Literal["pagerduty"]
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    routing_key_env: str | None = "PAGERDUTY_ROUTING_KEY"
-    routing_key_file: str | None = None
-    source: str = "spendstream"
-    # Alert severity -> PagerDuty severity (critical | error | warning | info).
-    severity_map: dict[AlertSeverity, Literal["critical", "error", "warning", "info"]] = {
-        "critical": "critical",
-        "warning": "warning",
-        "info": "info",
-    }
+    """PagerDuty Events API v2."""
+
+    type: Literal["pagerduty"] = Field(description='`"pagerduty"`.')
+    url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue", description="Events API endpoint."
+    )
+    routing_key_env: str | None = Field(
+        default="PAGERDUTY_ROUTING_KEY",
+        description="Environment variable holding the integration's routing key.",
+    )
+    routing_key_file: str | None = Field(
+        default=None, description="A file holding the routing key instead."
+    )
+    source: str = Field(default="spendstream", description="The event's `source` field.")
+    severity_map: dict[AlertSeverity, Literal["critical", "error", "warning", "info"]] = Field(
+        default={"critical": "critical", "warning": "warning", "info": "info"},
+        description="Alert severity -> PagerDuty severity (critical, error, warning, info).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -232,9 +424,16 @@ class PagerDutySinkConfig(_SinkBase):
 
 
 class SlackSinkConfig(_SinkBase):
-    type: Literal["slack"]
-    webhook_url_env: str | None = "SLACK_WEBHOOK_URL"
-    webhook_url_file: str | None = None
+    """A Slack incoming webhook."""
+
+    type: Literal["slack"] = Field(description='`"slack"`.')
+    webhook_url_env: str | None = Field(
+        default="SLACK_WEBHOOK_URL",
+        description="Environment variable holding the incoming-webhook URL (a secret).",
+    )
+    webhook_url_file: str | None = Field(
+        default=None, description="A file holding the webhook URL instead."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -243,10 +442,15 @@ class SlackSinkConfig(_SinkBase):
 
 
 class WebhookSinkConfig(_SinkBase):
-    type: Literal["webhook"]
-    url: str
-    secret_env: str | None = None
-    secret_file: str | None = None
+    """A generic JSON webhook, HMAC-signed when a secret is set."""
+
+    type: Literal["webhook"] = Field(description='`"webhook"`.')
+    url: str = Field(description="The URL notifications are POSTed to.")
+    secret_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the HMAC-SHA256 signing secret; unset: unsigned.",
+    )
+    secret_file: str | None = Field(default=None, description="A file holding the secret instead.")
 
     @model_validator(mode="before")
     @classmethod
@@ -255,8 +459,12 @@ class WebhookSinkConfig(_SinkBase):
 
 
 class ConsoleSinkConfig(_SinkBase):
-    type: Literal["console"]
-    stream: Literal["stdout", "stderr", "log"] = "stderr"
+    """One line per notification on the console."""
+
+    type: Literal["console"] = Field(description='`"console"`.')
+    stream: Literal["stdout", "stderr", "log"] = Field(
+        default="stderr", description="Where the lines go (`log`: the spendstream logger)."
+    )
 
 
 SinkConfig = Annotated[
@@ -266,42 +474,86 @@ SinkConfig = Annotated[
 
 
 class RouteConfig(_Section):
-    """Which alerts go to which sinks. Empty filters match everything."""
+    """Which alerts go to which sinks (`[[alerts.route]]`). Empty filters match everything."""
 
-    name: str = Field(min_length=1)
-    sinks: list[str] = Field(min_length=1)
-    kinds: list[str] = []
-    min_severity: AlertSeverity = "info"
-    scopes: list[str] = []  # glob patterns over the scope string, e.g. "session:*"
-    teams: list[str] = []  # the alert's team (scope team:<t> or details["team"])
-    # UTC "HH:MM-HH:MM"; inside it only alerts at quiet_min_severity or above are sent.
-    quiet_hours: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")
-    quiet_min_severity: AlertSeverity = "critical"
-    # Fields whose equal values fold alerts into one notification with a count
-    # ("kind", "scope", "team" or any details key, e.g. "api_key_id"). Empty: one per dedup_key.
-    group_by: list[str] = []
-    # Resolve an open notification this long after its last alert when no breaker closes it.
-    auto_resolve_s: float | None = Field(default=None, gt=0)
-    # false: the first matching route wins; true: later routes are tried too.
-    continue_matching: bool = False
+    name: str = Field(min_length=1, description="The route's name (in logs and state).")
+    sinks: list[str] = Field(min_length=1, description="Names of the sinks it delivers to.")
+    kinds: list[str] = Field(default=[], description="Alert kinds it takes; empty: all.")
+    min_severity: AlertSeverity = Field(
+        default="info", description="Lowest severity it takes (`info`, `warning`, `critical`)."
+    )
+    scopes: list[str] = Field(
+        default=[], description='Glob patterns over the scope, e.g. `"session:*"`; empty: all.'
+    )
+    teams: list[str] = Field(
+        default=[],
+        description='The alert\'s team (scope `team:<t>` or `details["team"]`); empty: all.',
+    )
+    quiet_hours: str | None = Field(
+        default=None,
+        pattern=r"^\d\d:\d\d-\d\d:\d\d$",
+        description='UTC `"HH:MM-HH:MM"`; inside it only alerts at `quiet_min_severity` or '
+        "above are sent.",
+    )
+    quiet_min_severity: AlertSeverity = Field(
+        default="critical", description="The severity that still pages during quiet hours."
+    )
+    group_by: list[str] = Field(
+        default=[],
+        description="Fields whose equal values fold alerts into one notification with a count "
+        '(`"kind"`, `"scope"`, `"team"` or any details key, e.g. `"api_key_id"`); empty: one '
+        "notification per dedup key.",
+    )
+    auto_resolve_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Resolve an open notification this long after its last alert when no "
+        "breaker closes it; unset: only a closing breaker resolves.",
+    )
+    continue_matching: bool = Field(
+        default=False,
+        description="false: the first matching route wins; true: later routes are tried too.",
+    )
 
 
 class DeliveryConfig(_Section):
-    max_attempts: int = Field(default=8, ge=1)
-    backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    # Total time one notification may spend retrying before it is dead-lettered.
-    retry_budget_s: float = Field(default=300.0, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0)
+    """Retries of a notification before it is dead-lettered."""
+
+    max_attempts: int = Field(default=8, ge=1, description="Attempts per notification and sink.")
+    backoff_initial_s: float = Field(
+        default=0.5, gt=0, description="First retry delay; it doubles per attempt."
+    )
+    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
+    retry_budget_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Total time one notification may spend retrying before it is dead-lettered "
+        "(`spendstream alerts --replay-dead-letters` sends those again).",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one attempt.")
 
 
 class AlertsConfig(_Section):
-    group_id: str = "spendstream-alerts"
-    # Base URL of something that can show a scope (a dashboard); the SQL is shown otherwise.
-    link_base_url: str | None = None
-    delivery: DeliveryConfig = DeliveryConfig()
-    route: list[RouteConfig] = []
-    sink: list[SinkConfig] = []
+    """The alert router (`spendstream alerts`, and `ingest` when sinks are configured)."""
+
+    group_id: str = Field(
+        default="spendstream-alerts", description="Kafka consumer group of `spendstream alerts`."
+    )
+    link_base_url: str | None = Field(
+        default=None,
+        description="Base URL of a page that can show a scope (a dashboard, `spendstream "
+        "serve`); notifications link to `<link_base_url>?scope=<scope>`. Unset: they show "
+        "the SQL to investigate.",
+    )
+    delivery: DeliveryConfig = Field(default=DeliveryConfig(), description=DeliveryConfig.__doc__)
+    route: list[RouteConfig] = Field(
+        default=[],
+        description="Routes, one `[[alerts.route]]` table each; none: every alert goes to "
+        "every sink.",
+    )
+    sink: list[SinkConfig] = Field(
+        default=[], description="Sinks, one `[[alerts.sink]]` table each (by `type`)."
+    )
 
     @model_validator(mode="after")
     def _sinks_exist(self) -> AlertsConfig:
@@ -321,16 +573,79 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kafka: KafkaConfig = KafkaConfig()
-    anomaly: AnomalyConfig = AnomalyConfig()
-    runaway: RunawayConfig = RunawayConfig()
-    budget: list[BudgetConfig] = []
-    breaker: BreakerConfig = BreakerConfig()
-    detection: DetectionConfig = DetectionConfig()
-    prices: PricesConfig = PricesConfig()
-    http: HttpConfig = HttpConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    alerts: AlertsConfig = AlertsConfig()
+    kafka: KafkaConfig = Field(default=KafkaConfig(), description=KafkaConfig.__doc__)
+    anomaly: AnomalyConfig = Field(default=AnomalyConfig(), description=AnomalyConfig.__doc__)
+    runaway: RunawayConfig = Field(default=RunawayConfig(), description=RunawayConfig.__doc__)
+    budget: list[BudgetConfig] = Field(default=[], description=BudgetConfig.__doc__)
+    breaker: BreakerConfig = Field(default=BreakerConfig(), description=BreakerConfig.__doc__)
+    detection: DetectionConfig = Field(
+        default=DetectionConfig(), description=DetectionConfig.__doc__
+    )
+    prices: PricesConfig = Field(default=PricesConfig(), description=PricesConfig.__doc__)
+    http: HttpConfig = Field(default=HttpConfig(), description=HttpConfig.__doc__)
+    pipeline: PipelineConfig = Field(default=PipelineConfig(), description=PipelineConfig.__doc__)
+    alerts: AlertsConfig = Field(default=AlertsConfig(), description=AlertsConfig.__doc__)
+
+
+def _union_members(annotation: Any) -> list[Any]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        return _union_members(get_args(annotation)[0])
+    return [annotation]
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose keys are valid at ``loc`` (a pydantic error location), if any."""
+    model: type[BaseModel] = Config
+    pending: list[Any] = []  # annotations still to unwrap (lists, unions)
+    for part in loc:
+        if pending:
+            candidates = pending
+            pending = []
+            if isinstance(part, int):
+                items = [get_args(c)[0] for c in candidates if get_origin(c) is list]
+                pending = [m for a in items for m in _union_members(a)]
+                continue
+            # A discriminated union names the member by its tag in the location.
+            tagged = [
+                c
+                for c in candidates
+                if isinstance(c, type) and issubclass(c, BaseModel) and _tag_of(c) == part
+            ]
+            if not tagged:
+                return None
+            model = tagged[0]
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        members = _union_members(field.annotation)
+        if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+            model = members[0]
+        else:
+            pending = members
+    if pending:
+        models = [c for c in pending if isinstance(c, type) and issubclass(c, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return model
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    args = get_args(field.annotation)
+    return str(args[0]) if args else None
+
+
+def suggest_key(loc: tuple[int | str, ...]) -> str | None:
+    """The known key nearest to the unknown last part of ``loc`` (difflib), or None."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _describe(err: ValidationError, source: str) -> str:
@@ -339,8 +654,10 @@ def _describe(err: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            near = suggest_key(tuple(e["loc"]))
+            msg = "unknown key" + (f"; did you mean {near}?" if near else "")
         lines.append(f"  {key}: {msg}")
+    lines.append("  (every key, its type and default: docs/configuration.md)")
     return "\n".join(lines)
 
 
