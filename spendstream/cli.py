@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "warehouse": "warehouse maintenance: compact, check data quality, load revenue",
     "report": "write a self-contained HTML cost report",
     "whatif": "re-price actual traffic under alternative assumptions",
+    "init": "write a commented starter spendstream.toml (--cluster for a Kafka cluster)",
 }
 
 

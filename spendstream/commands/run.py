@@ -13,7 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import (
+    add_config,
+    add_kafka,
+    add_workdir,
+    kafka_config_from_args,
+)
 from spendstream.config import HttpConfig
 from spendstream.errors import ConfigError
 
@@ -23,12 +28,7 @@ __all__ = ["configure", "read_token", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
     add_config(parser)
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        default=None,
-        help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
-    )
+    add_kafka(parser)
     parser.add_argument(
         "--http-port",
         type=int,
@@ -68,15 +68,7 @@ def read_token(http: HttpConfig) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.bootstrap_servers:
-        config = config.model_copy(
-            update={
-                "kafka": config.kafka.model_copy(
-                    update={"bootstrap_servers": args.bootstrap_servers}
-                )
-            }
-        )
+    config = kafka_config_from_args(args)
     port = config.http.port if args.http_port is None else args.http_port
     if not 0 <= port <= 65535:
         raise ConfigError(f"--http-port: {port} is not a port number")
