@@ -430,10 +430,34 @@ class Meter:
     # A started BreakerView, or None: set it yourself or with watch_breakers().
     breakers: BreakerView | None = None
 
-    def watch_breakers(self, bootstrap: str, topic: str = BREAKERS_TOPIC, **kw: Any) -> BreakerView:
-        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself."""
-        self.breakers = BreakerView(bootstrap, topic, **kw).start()
-        return self.breakers
+    def watch_breakers(
+        self,
+        bootstrap: str,
+        topic: str = BREAKERS_TOPIC,
+        *,
+        wait_s: float = 10.0,
+        fail_closed: bool = False,
+        **kw: Any,
+    ) -> BreakerView:
+        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself.
+
+        Blocks until the view has read the topic to its end (breakers already open are
+        known), at most ``wait_s`` (0: return at once; the first ``guard()`` then waits up
+        to ``wait_s``). A view not ready by then lets calls through, unless
+        ``fail_closed=True``: then every ``guard()`` refuses until it is ready.
+        """
+        view = BreakerView(bootstrap, topic, fail_closed=fail_closed, ready_timeout_s=wait_s, **kw)
+        self.breakers = view.start()
+        if wait_s > 0 and not view.wait_ready(wait_s):
+            log.warning(
+                "breaker view not caught up with %s at %s within %.1f s (%s); guard() %s",
+                topic,
+                bootstrap,
+                wait_s,
+                view.error or "still reading",
+                "refuses every call until it is" if fail_closed else "lets calls through",
+            )
+        return view
 
     def guard(self, **tags: Any) -> None:
         """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
