@@ -109,9 +109,10 @@ class ReportData:
     anomaly_buckets: list[datetime] = field(default_factory=list)
     alert_kinds: list[tuple[Any, ...]] = field(default_factory=list)
     breaker_openings: list[tuple[Any, ...]] = field(default_factory=list)
-    top_features: list[tuple[str, Decimal, int]] = field(default_factory=list)
-    top_models: list[tuple[str, Decimal, int]] = field(default_factory=list)
-    top_api_keys: list[tuple[str, Decimal, int]] = field(default_factory=list)
+    # (name, cost of the priced calls, calls, unpriced calls)
+    top_features: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
+    top_models: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
+    top_api_keys: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     unit_features: list[tuple[Any, ...]] = field(default_factory=list)
     unit_totals: list[tuple[Any, ...]] = field(default_factory=list)
@@ -357,12 +358,12 @@ def gather(con: duckdb.DuckDBPyConnection, period: Period) -> ReportData:
         rng,
     ).fetchall()
 
-    def top(key: str) -> list[tuple[str, Decimal, int]]:
+    def top(key: str) -> list[tuple[str, Decimal, int, int]]:
         rows = con.execute(
-            f"SELECT {key} AS k, sum(cost) AS c, sum(calls) FROM {CUBE} "
+            f"SELECT {key} AS k, sum(cost) AS c, sum(calls), sum(unpriced) FROM {CUBE} "
             f"GROUP BY k ORDER BY c DESC, k LIMIT {TOP_N}"
         ).fetchall()
-        return [(str(k), Decimal(c), int(n)) for k, c, n in rows]
+        return [(str(k), Decimal(c), int(n), int(u)) for k, c, n, u in rows]
 
     data.top_features = top("team || ' / ' || feature")
     data.top_models = top("provider || '/' || model")
@@ -438,7 +439,9 @@ def _unit_economics(
     per_feature = con.execute(
         """
         SELECT CAST(date_trunc('month', date) AS DATE) AS month, team, feature,
-               count(DISTINCT user_id) AS users, coalesce(sum(cost_usd), 0)
+               count(DISTINCT user_id) AS users,
+               -- NULL when no call was priced: "unpriced", not $0
+               CASE WHEN bool_or(priced) THEN coalesce(sum(cost_usd), 0) END
         FROM usage_facts WHERE date >= $m0 AND date < $after
         GROUP BY ALL HAVING users > 0
         """,
@@ -455,16 +458,19 @@ def _unit_economics(
                 {"m0": first, "after": after, "months": list(revenue)},
             ).fetchall()
         )
-    features = []
+    features: list[tuple[Any, ...]] = []
     with localcontext(_CTX):
         for month, team, feature, users, cost in per_feature:
             rev_per_user = None
             if month in revenue and month_users.get(month):
                 rev_per_user = (revenue[month] / month_users[month]).quantize(_NANO)
             key = f"{team or '(untagged)'} / {feature or '(no feature)'}"
+            if cost is None:
+                features.append((month, key, users, None, None, rev_per_user))
+                continue
             per_user = (Decimal(cost) / users).quantize(_NANO)
             features.append((month, key, users, Decimal(cost), per_user, rev_per_user))
-    features.sort(key=lambda r: (-r[0].toordinal(), -r[4], r[1]))
+    features.sort(key=lambda r: (-r[0].toordinal(), -(r[4] if r[4] is not None else -1), r[1]))
     return features, totals
 
 
