@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("spendstream").setLevel(args.log_level.upper())
     worker = faust.Worker(rt.app, loglevel=args.log_level, quiet=True)
+    if worker.spinner is not None and not worker.spinner.file.isatty():
+        # Faust's start-up spinner writes cursor codes (ESC[?25l ...) even into a pipe or a
+        # log file; it is only for terminals.
+        worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
