@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "report": "write a self-contained HTML cost report",
     "whatif": "re-price actual traffic under alternative assumptions",
     "init": "write a commented starter spendstream.toml (--cluster for a Kafka cluster)",
+    "serve": "serve the report as a live web page, with open breakers and recent alerts",
 }
 
 

@@ -10,7 +10,9 @@ import pytest
 
 from spendstream.cli import COMMANDS, build_parser, main
 
-CONTRACT_COMMANDS = ["demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local"]
+CONTRACT_COMMANDS = [
+    "demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local", "init", "serve",
+]  # fmt: skip
 
 
 def _subcommands() -> dict[str, object]:

@@ -104,7 +104,9 @@ def _summary_html(d: ReportData) -> str:
     parts = [
         f'<p class="headline">Spent <strong id="summary-total" data-usd="{d.total_usd}">'
         f'{usd(d.total_usd)}</strong> on <span id="summary-calls" data-calls="{d.calls}">'
-        f"{plural(d.calls, 'call')}</span>, {escape(span_text(d.period))}.</p>"
+        f"{plural(d.calls, 'call')}</span>"
+        + (f' <span id="summary-filter">({escape(d.filter_text)})</span>' if d.filter_text else "")
+        + f", {escape(span_text(d.period))}.</p>"
     ]
     c = d.comparison
     if c is None:
