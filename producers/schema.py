@@ -37,17 +37,15 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spendstream.generated_file import write_or_check
+
     args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if "--check" in args:
-        current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_PATH} is out of date: run python -m spendstream.producers.schema")
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA_PATH}")
-    return 0
+    return write_or_check(
+        SCHEMA_PATH,
+        render(),
+        "python -m spendstream.producers.schema",
+        check="--check" in args,
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from spendstream.config import Config
+from spendstream.generated_file import write_or_check
 
 __all__ = ["REFERENCE_PATH", "iter_keys", "main", "render", "undocumented"]
 
@@ -248,16 +249,9 @@ def main(argv: list[str] | None = None, path: Path = REFERENCE_PATH) -> int:
             file=sys.stderr,
         )
         return 1
-    text = render()
-    if "--check" in args:
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date: run python -m spendstream.config_reference")
-            return 1
-        return 0
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
-    return 0
+    return write_or_check(
+        path, render(), "python -m spendstream.config_reference", check="--check" in args
+    )
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ def parse_instant(value: str | None, name: str) -> datetime | None:
             f"{name} {value!r} is not an ISO 8601 date or time "
             "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
         ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    return _utc(ts)
 
 
 def _utc(ts: datetime) -> datetime:
