@@ -15,11 +15,11 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from spendstream.records import DeadLetter
-from spendstream.stream.pipeline import parse_records
+from spendstream.stream.pipeline import MAX_RECORD_BYTES, MAX_STORED_RAW_CHARS, parse_records
 from spendstream.topics import partition_key
 
 __all__ = ["MAX_BODY_BYTES", "IngestCheck", "check_body", "token_ok", "with_defaults"]
@@ -56,6 +56,8 @@ def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestC
             out.accepted.append((partition_key(e.api_key_id, e.session_id, e.event_id), raw))
         else:
             dead = parsed.dead_letters[0]
+            if raw is not given:  # the dead letter keeps the record as the caller sent it
+                dead = replace(dead, raw=given.decode("utf-8", "replace")[:MAX_STORED_RAW_CHARS])
             out.dead_letters.append(dead)
             out.rejected.append({"line": n, "error": dead.error})
     return out
@@ -65,6 +67,8 @@ def with_defaults(raw: bytes, received_at: datetime) -> bytes:
     """``raw`` with ``event_id`` (a new UUID) and ``ts`` (``received_at``) written in front
     when the JSON object lacks them; anything else (not an object, not JSON) is left as it
     is, for validation to reject with its reason."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return raw  # refused for its size anyway; not worth parsing twice
     try:
         data = json.loads(raw)
     except ValueError:

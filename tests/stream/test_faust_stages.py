@@ -212,8 +212,10 @@ def test_http_fills_event_id_and_ts_like_the_python_client() -> None:
     own = b'{"event_id": "mine", "ts": "2026-01-01T00:00:00Z", ' + minimal[1:]
     (only,) = check_body(own, "application/json", T0).accepted
     assert only[1] == own
-    # `{ }` gets both fields and is then judged on the rest (provider missing, ...).
+    # `{ }` gets both fields and is then judged on the rest (provider missing, ...); its dead
+    # letter keeps the record as it was sent.
     assert "provider" in str(checked.rejected[0]["error"])
+    assert [d.raw for d in checked.dead_letters] == ["{ }", "[1]"]
 
 
 def test_bearer_token_must_match_exactly() -> None:
