@@ -4,6 +4,13 @@
 the breaker event as JSON) in a background thread and keeps the latest state per scope
 in memory, so ``guard()`` answers from a local dict: no network round trip per call.
 
+Readiness: a view is *ready* once it has read the topic up to where it ended when the view
+started (or found that the topic does not exist yet: no breaker ever moved). The first
+``guard()`` on a started view that is not ready waits for it, at most ``ready_timeout_s``
+(default 10 s), once; ``Meter.watch_breakers`` does that wait itself before returning. A view
+still not ready after that wait lets calls through, unless it was made with
+``fail_closed=True``, when every ``guard()`` refuses (scope ``global``) until it is ready.
+
 ``guard(view, team=..., api_key_id=..., session_id=..., ...)`` raises ``BreakerOpen``
 naming the scope and reason when the breaker of ``global`` or of any of the call's
 scopes (team, feature, project, user, api key, session) is ``open``; ``half_open`` lets
@@ -91,8 +98,10 @@ class RequestCeilingExceeded(BreakerOpen):
 class BreakerView:
     """A local, continuously updated copy of the breakers topic.
 
-    Construct, ``start()``, and optionally ``wait_ready()`` (caught up with the topic as it
-    stood at start). Until ready, ``guard`` lets calls through unless ``fail_closed``.
+    Construct and ``start()``; ``wait_ready()`` blocks until it has caught up with the topic
+    as it stood at start. The first ``guard`` on a view that is not ready waits for it (at
+    most ``ready_timeout_s``, once); after that, an unready view lets calls through unless
+    ``fail_closed``.
     """
 
     def __init__(
@@ -101,6 +110,7 @@ class BreakerView:
         topic: str = BREAKERS_TOPIC,
         *,
         fail_closed: bool = False,
+        ready_timeout_s: float = 10.0,
         poll_timeout_ms: int = 200,
         signer: RecordSigner | None = None,
         client_options: Mapping[str, Any] | None = None,
@@ -111,6 +121,7 @@ class BreakerView:
         self.topic = topic
         self.fail_closed = fail_closed
         self.signer = signer
+        self.ready_timeout_s = ready_timeout_s
         self._poll_timeout_ms = poll_timeout_ms
         self._client_options = dict(client_options or {})
         self._states: dict[str, ViewEntry] = {}
@@ -120,6 +131,8 @@ class BreakerView:
         self._changed = threading.Condition()
         self.error: BaseException | None = None
         self.unverified = 0  # records ignored because their signature did not verify
+        self._waited = threading.Event()  # someone waited for readiness once: guard won't again
+        self._unready_logged = False
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> BreakerView:
@@ -215,7 +228,24 @@ class BreakerView:
         return self._ready.is_set()
 
     def wait_ready(self, timeout_s: float | None = None) -> bool:
-        return self._ready.wait(timeout_s)
+        """Block until the view has read the topic to its end as of start; False at the timeout."""
+        try:
+            return self._ready.wait(timeout_s)
+        finally:
+            self._waited.set()
+
+    def _wait_first(self) -> bool:
+        """The one wait ``guard`` does on a started view that is not ready yet."""
+        if self._ready.is_set():
+            return True
+        if self._thread is None or self._waited.is_set():
+            return False
+        return self.wait_ready(self.ready_timeout_s)
+
+    def _mark_ready(self) -> None:
+        if not self._ready.is_set():
+            self._ready.set()
+            self._notify()
 
     def wait_for(self, scope: str, state: str, timeout_s: float) -> bool:
         """Block until ``scope`` is in ``state`` (``closed``: absent); for tests and tools."""
@@ -286,6 +316,8 @@ class BreakerView:
                 found = consumer.partitions_for(self.topic, timeout_s=10)
                 if not found:
                     found = None
+                    # No topic yet: no breaker ever moved, so there is nothing to catch up on.
+                    self._mark_ready()
                     self._stop.wait(0.5)  # the topic appears when the first breaker moves
             if found is None:
                 return
@@ -301,8 +333,7 @@ class BreakerView:
                 if not self._ready.is_set() and all(
                     positions.get(p, low) >= high for p, (low, high) in targets.items()
                 ):
-                    self._ready.set()
-                    self._notify()
+                    self._mark_ready()
         finally:
             consumer.close()
 
@@ -368,8 +399,21 @@ def guard(
     ``tags`` are the event's attribution fields (``team``, ``feature``, ``project``,
     ``user_id``, ``api_key_id``, ``session_id``); others are accepted and ignored.
     """
-    if not view.ready and view.fail_closed:
-        raise BreakerOpen("global", "breaker view has not caught up with the breakers topic")
+    if not view.ready and not view._wait_first():
+        if view.fail_closed:
+            raise BreakerOpen(
+                "global",
+                f"breaker view has not caught up with {view.topic} at {view.bootstrap_servers} "
+                "(fail_closed)",
+            )
+        if not view._unready_logged:
+            view._unready_logged = True
+            log.warning(
+                "breaker view not caught up with %s after %.1f s: guard() lets calls through "
+                "until it is (fail_closed=False)",
+                view.topic,
+                view.ready_timeout_s,
+            )
     states = view.states
     for scope in call_scopes(tags):
         entry = states.get(scope)

@@ -10,9 +10,15 @@ at it:
 - **transport down**: the failed batch and everything queued after it go to the spool
   (``spooled``); the sender retries with backoff (0.1 s doubling to 5 s) and replays the
   spool, oldest first, before sending anything newer (``replayed``). With no spool the
-  failed batch is held (one batch) and retried; the queue bound then applies. (Kafka:
-  the producer keeps retrying its batch in flight for ``delivery_timeout_ms``, so a short
-  outage shows as queue overflow into the spool rather than as a failed batch.)
+  failed batch is held (one batch) and retried; the queue bound then applies.
+- **transport stuck** (a send that does not return: Kafka's producer retries its batch in
+  flight for ``delivery_timeout_ms``, 2 min): a spill thread writes the batch in flight and
+  the queue to the spool once the send has hung ``spool_flush_s / 2``, then keeps the queue
+  spilled every ``spool_flush_s / 4`` while the transport stays down. So during an outage
+  every event ``record()`` accepted is on disk within ``spool_flush_s + linger_s`` (default
+  1.05 s), and a kill -9 at any moment loses at most the events of that last window. A batch
+  spilled while in flight stays at the spool's head; if its send then succeeds, those lines
+  are removed from the spool (not sent twice), unless newer lines overtook it there.
 - **spool** (``spool_max_bytes`` on disk, default 256 MiB): a line that does not fit is
   dropped (``dropped``), logged, counted.
 - **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
@@ -81,6 +87,7 @@ _CALL_TAGS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 _BACKOFF_MIN_S = 0.1
+_MIRROR_PENDING, _MIRROR_HEAD, _MIRROR_TAIL = "pending", "head", "tail"
 _BACKOFF_MAX_S = 5.0
 _MAX_TRACKED_REQUESTS = 10_000
 
@@ -109,6 +116,18 @@ class MeterMetrics:
     spool_bytes: int
 
 
+class _InFlight:
+    """The batch a send is working on, and whether the spill thread has put it on disk."""
+
+    __slots__ = ("batch", "mirrored", "on_disk", "source")
+
+    def __init__(self, batch: list[Record], source: str) -> None:
+        self.batch = batch
+        self.source = source
+        self.mirrored: str | None = None  # pending -> head (first in the spool) | tail
+        self.on_disk = threading.Event()
+
+
 class _Counters:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -131,15 +150,19 @@ class Meter:
         on_invalid: Literal["raise", "drop"] = "raise",
         defaults: Mapping[str, Any] | None = None,
         close_timeout_s: float = 10.0,
+        spool_flush_s: float = 1.0,
     ) -> None:
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
+        if spool_flush_s <= 0:
+            raise ValueError("spool_flush_s must be positive")
         self.transport = transport
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger_s = linger_s
         self.on_invalid = on_invalid
         self.close_timeout_s = close_timeout_s
+        self.spool_flush_s = spool_flush_s
         self._defaults = dict(defaults or {})
         self._queue: collections.deque[UsageEvent] = collections.deque()
         self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir else None
@@ -149,7 +172,10 @@ class Meter:
         self._closing = False
         self._deadline = float("inf")
         self._inflight = 0  # taken from the queue, not yet sent, spooled or dropped
-        self._current: tuple[list[Record], str] | None = None  # the batch being sent
+        self._current: _InFlight | None = None  # the batch being sent
+        self._send_started: float | None = None  # monotonic start of the send in progress
+        self._stash_lock = threading.Lock()  # one spill of the queue at a time, in order
+        self._spill_stop = threading.Event()
         self._abandoned = False
         self._closed = False
         self._retry_at = 0.0
@@ -159,6 +185,7 @@ class Meter:
         self._attempts_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
         self._thread.start()
+        self._spiller = self._start_spiller()
         # A weak reference: registering at exit must not keep an unused Meter alive.
         ref = weakref.ref(self)
 
@@ -448,6 +475,9 @@ class Meter:
         self._thread.join(timeout + 1.0)
         if self._thread.is_alive():
             self._abandon()
+        self._spill_stop.set()
+        if self._spiller is not None:
+            self._spiller.join(timeout + 1.0)
         self.transport.close()
         self._closed = True
         if self._spool is not None:
@@ -465,6 +495,9 @@ class Meter:
         self._wake = threading.Event()
         self._queue = collections.deque()
         self._held, self._inflight, self._current = [], 0, None
+        self._send_started = None
+        self._stash_lock = threading.Lock()
+        self._spill_stop = threading.Event()
         self._retry_at, self._backoff = 0.0, _BACKOFF_MIN_S
         if self._spool is not None:
             old = self._spool
@@ -475,6 +508,7 @@ class Meter:
             after_fork()
         self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
         self._thread.start()
+        self._spiller = self._start_spiller()
 
     def _abandon(self) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.
@@ -486,8 +520,11 @@ class Meter:
             self._abandoned = True
             current, self._current = self._current, None
         log.warning("meter closed while a send was still pending: its events are spooled too")
-        if current is not None and current[1] != "spool":  # spooled lines are still on disk
-            batch, source = current
+        if current is not None and current.mirrored is not None:
+            current.on_disk.wait()  # the spill thread wrote (or is writing) it already
+            current = None
+        if current is not None and current.source != "spool":  # spooled lines are on disk
+            batch, source = current.batch, current.source
             if self._spool is not None:
                 self._spool_records(batch, inflight=len(batch) if source == "queue" else 0)
             else:
@@ -511,14 +548,35 @@ class Meter:
     breakers: BreakerView | None = None
 
     def watch_breakers(
-        self, bootstrap: str | KafkaSettings, topic: str = BREAKERS_TOPIC, **kw: Any
+        self,
+        bootstrap: str | KafkaSettings,
+        topic: str = BREAKERS_TOPIC,
+        *,
+        wait_s: float = 10.0,
+        fail_closed: bool = False,
+        **kw: Any,
     ) -> BreakerView:
         """Follow the breakers topic so ``guard()`` answers locally; close the view yourself.
 
         ``bootstrap`` is an address or ``KafkaSettings`` (SASL/TLS); ``signer=`` (a
-        ``spendstream.signing.RecordSigner``) makes the view ignore unsigned records."""
-        self.breakers = BreakerView(bootstrap, topic, **kw).start()
-        return self.breakers
+        ``spendstream.signing.RecordSigner``) makes the view ignore unsigned records.
+        Blocks until the view has read the topic to its end (breakers already open are
+        known), at most ``wait_s`` (0: return at once; the first ``guard()`` then waits up
+        to ``wait_s``). A view not ready by then lets calls through, unless
+        ``fail_closed=True``: then every ``guard()`` refuses until it is ready.
+        """
+        view = BreakerView(bootstrap, topic, fail_closed=fail_closed, ready_timeout_s=wait_s, **kw)
+        self.breakers = view.start()
+        if wait_s > 0 and not view.wait_ready(wait_s):
+            log.warning(
+                "breaker view not caught up with %s at %s within %.1f s (%s); guard() %s",
+                topic,
+                view.bootstrap_servers,
+                wait_s,
+                view.error or "still reading",
+                "refuses every call until it is" if fail_closed else "lets calls through",
+            )
+        return view
 
     def guard(self, **tags: Any) -> None:
         """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
@@ -590,7 +648,10 @@ class Meter:
         ]
 
     def _deliver(self, batch: list[Record], *, source: Literal["queue", "held", "spool"]) -> bool:
-        self._current = (batch, source)
+        entry = _InFlight(batch, source)
+        with self._c.lock:
+            self._current = entry
+            self._send_started = time.monotonic()
         try:
             result = self.transport.send(batch)
         except Exception:  # a transport must not raise; if it does, treat it as down
@@ -600,6 +661,16 @@ class Meter:
             if self._abandoned:  # close() has accounted for this batch already
                 return False
             self._current = None
+            self._send_started = None
+        if entry.mirrored is not None:
+            entry.on_disk.wait()
+        if entry.mirrored is not None:
+            if entry.mirrored == _MIRROR_TAIL:
+                # Its lines are in the spool behind newer ones: they will be re-sent from there
+                # (same event_id, counted once by the pipeline); only learn whether it worked.
+                self._learn(bool(result.failed))
+                return not result.failed
+            source = "spool"  # at the spool's head: settle it exactly as a replayed batch
         failed = sorted(set(result.failed))
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
@@ -629,12 +700,16 @@ class Meter:
             self._spool.commit(failed[0] if failed else len(batch))
         elif to_spool:
             self._spool_records(retry, inflight=len(retry))
+        self._learn(bool(failed))
+        return ok > 0 or bool(result.rejected)
+
+    def _learn(self, failed: bool) -> None:
+        """Back off after a failed send; a successful one resets the backoff."""
         if failed:
             self._retry_at = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
         else:
             self._backoff = _BACKOFF_MIN_S
-        return ok > 0 or bool(result.rejected)
 
     def _spool_records(self, records: list[Record], *, inflight: int) -> None:
         assert self._spool is not None
@@ -650,8 +725,60 @@ class Meter:
     def _stash_queue(self) -> None:
         if self._spool is None or not self._queue:
             return
-        records = self._take(len(self._queue))
-        self._spool_records(records, inflight=len(records))
+        with self._stash_lock:  # the sender and the spill thread both stash: keep their order
+            records = self._take(len(self._queue))
+            self._spool_records(records, inflight=len(records))
+
+    # -- the spill thread: memory to disk while the transport is stuck ------------------
+
+    def _start_spiller(self) -> threading.Thread | None:
+        if self._spool is None:
+            return None
+        thread = threading.Thread(target=self._spill_loop, name="spendstream-spill", daemon=True)
+        thread.start()
+        return thread
+
+    def _spill_loop(self) -> None:
+        tick = self.spool_flush_s / 4
+        while not self._spill_stop.wait(tick):
+            try:
+                self._spill_if_stuck(time.monotonic())
+            except Exception:  # the spill thread must outlive its own bugs
+                log.exception("spendstream meter spill error")
+
+    def _spill_if_stuck(self, now: float) -> None:
+        """Put the batch in flight and the queue on disk when a send hangs or failed."""
+        with self._c.lock:
+            started, entry = self._send_started, self._current
+            stuck = started is not None and now - started >= self.spool_flush_s / 2
+            if not (stuck and entry is not None and entry.source == "queue" and not entry.mirrored):
+                entry = None
+            elif entry is not None:
+                entry.mirrored = _MIRROR_PENDING
+        if entry is not None:
+            self._mirror(entry)
+        if stuck or now < self._retry_at:
+            self._stash_queue()
+
+    def _mirror(self, entry: _InFlight) -> None:
+        assert self._spool is not None
+        try:
+            with self._stash_lock:
+                taken, first = self._spool.append_first([r.value for r in entry.batch])
+        except BaseException:
+            with self._c.lock:  # not on disk: the sender settles the batch as usual
+                entry.mirrored = None
+            entry.on_disk.set()
+            raise
+        lost = len(entry.batch) - taken
+        with self._c.lock:
+            self._c.spooled += taken
+            self._c.dropped += lost
+            self._inflight -= len(entry.batch)
+            entry.mirrored = _MIRROR_HEAD if first and not lost else _MIRROR_TAIL
+        entry.on_disk.set()
+        if lost:
+            self._log_drop(lost, "spool full")
 
     def _stash_all(self) -> None:
         """At the close deadline: nothing in memory may vanish unaccounted."""
@@ -678,6 +805,7 @@ _MeterOptions = frozenset(
         "on_invalid",
         "defaults",
         "close_timeout_s",
+        "spool_flush_s",
     }
 )
 

@@ -25,7 +25,7 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = _DRAFT
     # pydantic cannot express the cross-field rule; say it where other-language users read.
     schema["description"] = (
-        "One metered AI API call (shared/CONTRACT.md section 1). Invariants not expressible "
+        "One metered AI API call (docs/producers.md). Invariants not expressible "
         "in JSON Schema: cache_read_tokens + cache_write_tokens <= input_tokens; "
         "cache_write_1h_tokens <= cache_write_tokens; cache_audio_read_tokens <= "
         "input_audio_tokens; cache_image_read_tokens <= input_image_tokens; "
@@ -44,17 +44,15 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spendstream.generated_file import write_or_check
+
     args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if "--check" in args:
-        current = SCHEMA_PATH.read_text(encoding="utf-8") if SCHEMA_PATH.exists() else ""
-        if current != text:
-            print(f"{SCHEMA_PATH} is out of date: run python -m spendstream.producers.schema")
-            return 1
-        return 0
-    SCHEMA_PATH.write_text(text, encoding="utf-8")
-    print(f"wrote {SCHEMA_PATH}")
-    return 0
+    return write_or_check(
+        SCHEMA_PATH,
+        render(),
+        "python -m spendstream.producers.schema",
+        check="--check" in args,
+    )
 
 
 if __name__ == "__main__":

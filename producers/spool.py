@@ -109,21 +109,30 @@ class Spool:
     def append(self, lines: Sequence[bytes]) -> int:
         """Append lines (no newline inside); returns how many fit under ``max_bytes``."""
         with self._lock:
-            taken = 0
-            for line in lines:
-                size = len(line) + 1
-                if self._bytes + size > self.max_bytes:
-                    break
-                if self._writer is None or self._write_size >= self.segment_bytes:
-                    self._rotate()
-                assert self._writer is not None
-                self._writer.write(line + b"\n")
-                self._write_size += size
-                self._bytes += size
-                taken += 1
-            if self._writer is not None:
-                self._writer.flush()
-            return taken
+            return self._append(lines)
+
+    def append_first(self, lines: Sequence[bytes]) -> tuple[int, bool]:
+        """``append``, and whether these lines are the spool's head (it was empty before)."""
+        with self._lock:
+            first = self._bytes <= 0
+            return self._append(lines), first
+
+    def _append(self, lines: Sequence[bytes]) -> int:
+        taken = 0
+        for line in lines:
+            size = len(line) + 1
+            if self._bytes + size > self.max_bytes:
+                break
+            if self._writer is None or self._write_size >= self.segment_bytes:
+                self._rotate()
+            assert self._writer is not None
+            self._writer.write(line + b"\n")
+            self._write_size += size
+            self._bytes += size
+            taken += 1
+        if self._writer is not None:
+            self._writer.flush()
+        return taken
 
     def _rotate(self) -> None:
         if self._writer is not None:

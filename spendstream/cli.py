@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "warehouse": "warehouse maintenance: compact, check data quality, load revenue",
     "report": "write a self-contained HTML cost report",
     "whatif": "re-price actual traffic under alternative assumptions",
+    "init": "write a commented starter spendstream.toml (--cluster for a Kafka cluster)",
+    "serve": "serve the report as a live web page, with open breakers and recent alerts",
 }
 
 

@@ -1,18 +1,25 @@
-"""The configuration: one typed model tree loaded from TOML (shared/CONTRACT.md section 6).
+"""The configuration: one typed model tree loaded from TOML.
 
 Every key has a default, so an empty file (or no file) is a valid configuration.
-Unknown keys and wrong types are errors that name the key. Money is ``Decimal``:
-TOML floats are converted through their shortest decimal repr, so ``3.75`` is
-exactly ``Decimal("3.75")``.
+Unknown keys and wrong types are errors that name the key (and suggest the nearest
+known key). Money is ``Decimal``: TOML floats are converted through their shortest
+decimal repr, so ``3.75`` is exactly ``Decimal("3.75")``.
+
+Each key's meaning is its ``Field(description=...)`` here and nowhere else:
+docs/configuration.md is generated from this module (``python -m
+spendstream.config_reference``; a test fails when a key has no description or the file
+is stale).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
+import types
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
@@ -63,6 +70,10 @@ UsdAmount = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
 NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
     # A secret written into the TOML ends up in backups and diffs: refuse it with a message
     # that says where to put it instead.
@@ -76,35 +87,78 @@ def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
     return data
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class KafkaConfig(_Section):
-    bootstrap_servers: str = "localhost:9092"
-    usage_partitions: int = Field(default=6, ge=1)
-    # Prepended to every topic name (e.g. "staging." or a test's unique prefix); "" keeps the
-    # contract's names. app_id names the Faust app: its consumer group and internal topics.
-    topic_prefix: str = ""
-    app_id: str = Field(default="spendstream", min_length=1)
-    # A worker silent this long (e.g. killed) leaves the group and its partitions move on.
-    session_timeout_s: float = Field(default=30.0, ge=6, le=300)
+    """Where the Kafka cluster is and how spendstream names its topics and group."""
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092",
+        description="Kafka bootstrap servers, `host:port[,host:port...]`. Left unset (no "
+        "`--config`, no key, no `--bootstrap-servers`), `run`, `alerts` and `breakers` use "
+        "a running `spendstream kafka-local` broker if there is one.",
+    )
+    usage_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of `spendstream.usage` when `spendstream run` creates it "
+        "(an existing topic keeps its count): the most usage workers that can share the load.",
+    )
+    topic_prefix: str = Field(
+        default="",
+        description='Prepended to every topic name (e.g. `"staging."`); `""` keeps the '
+        "documented names (`spendstream.usage`, ...).",
+    )
+    app_id: str = Field(
+        default="spendstream",
+        min_length=1,
+        description="Name of the stream application: its consumer group and internal topics.",
+    )
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6,
+        le=300,
+        description="A worker silent this long (e.g. killed) leaves the group and its "
+        "partitions move to the others.",
+    )
     # Security of every client the project runs (docs/kafka.md "Security"). Secrets come
     # from an environment variable or a file, never from this file.
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
-    sasl_username: str | None = None
-    sasl_password_env: str | None = None
-    sasl_password_file: str | None = None
-    # PEM file of the CA(s) that signed the brokers' certificates (default: the system's).
-    ssl_ca_location: str | None = None
-    # Client certificate and key (PEM) for brokers that require mutual TLS.
-    ssl_certificate_location: str | None = None
-    ssl_key_location: str | None = None
-    ssl_key_password_env: str | None = None
-    ssl_key_password_file: str | None = None
-    # Check that the broker's certificate names the host connected to (leave on).
-    ssl_endpoint_identification: bool = True
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every client the project runs (workers, Meter, alert router, "
+        "`breakers`) talks to the brokers: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism for the `SASL_*` protocols."
+    )
+    sasl_username: str | None = Field(
+        default=None, description="SASL user name (needed by the `SASL_*` protocols)."
+    )
+    sasl_password_env: str | None = Field(
+        default=None, description="Environment variable holding the SASL password."
+    )
+    sasl_password_file: str | None = Field(
+        default=None, description="A file holding the SASL password instead."
+    )
+    ssl_ca_location: str | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates; unset: the "
+        "system's CAs.",
+    )
+    ssl_certificate_location: str | None = Field(
+        default=None, description="Client certificate (PEM), for brokers that require mutual TLS."
+    )
+    ssl_key_location: str | None = Field(
+        default=None, description="The client certificate's private key (PEM)."
+    )
+    ssl_key_password_env: str | None = Field(
+        default=None, description="Environment variable holding the private key's password."
+    )
+    ssl_key_password_file: str | None = Field(
+        default=None, description="A file holding the private key's password instead."
+    )
+    ssl_endpoint_identification: bool = Field(
+        default=True,
+        description="Check that the broker's certificate names the host connected to (leave on).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -143,33 +197,87 @@ class KafkaConfig(_Section):
 
 
 class AnomalyConfig(_Section):
-    factor: NonNegativeDecimal = Decimal("3.0")
-    min_baseline_usd: UsdAmount = Decimal("1.0")
-    scopes: list[Literal["global", "team", "feature", "project", "user", "api_key", "session"]] = [
-        "global",
-        "team",
-        "feature",
-        "api_key",
-    ]
-    # "plain": previous 24 h mean (contract rule). "seasonal": same hour on previous days.
-    method: Literal["plain", "seasonal"] = "plain"
-    seasonal_days: int = Field(default=7, ge=1, le=28)
+    """`hourly_anomaly`: an hour's spend against the scope's own recent hours."""
+
+    factor: NonNegativeDecimal = Field(
+        default=Decimal("3.0"),
+        description="Alert when a scope's spend so far in a UTC hour exceeds `factor` x its "
+        "mean hourly spend over the previous 24 h (empty hours count as zero).",
+    )
+    min_baseline_usd: UsdAmount = Field(
+        default=Decimal("1.0"),
+        description="No anomaly is judged while the previous 24 h spent less than this (USD).",
+    )
+    scopes: list[Literal["global", "team", "feature", "project", "user", "api_key", "session"]] = (
+        Field(
+            default=["global", "team", "feature", "api_key"],
+            description="Scope kinds judged for anomalies.",
+        )
+    )
+    method: Literal["plain", "seasonal"] = Field(
+        default="plain",
+        description='`"plain"`: the previous 24 h mean. `"seasonal"`: the same UTC hour on '
+        "the previous `seasonal_days` days (for strongly diurnal traffic).",
+    )
+    seasonal_days: int = Field(
+        default=7,
+        ge=1,
+        le=28,
+        description='Days of history the `"seasonal"` method compares the hour with.',
+    )
 
 
 class RunawayConfig(_Section):
-    max_calls_per_minute: int = Field(default=120, ge=1)
-    max_session_turns: int = Field(default=100, ge=1)
-    max_session_cost_usd: UsdAmount = Decimal("50.0")
-    max_session_minutes: NonNegativeDecimal = Decimal("30")
-    max_attempts: int = Field(default=5, ge=1)
+    """`runaway_rate`, `runaway_session` and `retry_storm` limits."""
+
+    max_calls_per_minute: int = Field(
+        default=120,
+        ge=1,
+        description="Calls in one UTC minute by one api key, or one session, above which "
+        "`runaway_rate` fires (and its breaker opens with the default `[breaker] open_on`).",
+    )
+    max_session_turns: int = Field(
+        default=100,
+        ge=1,
+        description="Turns of one session (calls, or the highest 1-based `turn`) above which "
+        "`runaway_session` fires.",
+    )
+    max_session_cost_usd: UsdAmount = Field(
+        default=Decimal("50.0"),
+        description="Spend of one session (USD) above which `runaway_session` fires.",
+    )
+    max_session_minutes: NonNegativeDecimal = Field(
+        default=Decimal("30"),
+        description="Event-time span of one session (minutes) above which `runaway_session` fires.",
+    )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts of one `request_id` above which `retry_storm` fires.",
+    )
 
 
 class BudgetConfig(_Section):
-    scope: str
-    period: Literal["month", "day", "hour"] = "month"
-    amount_usd: UsdAmount
-    alert_at: list[NonNegativeDecimal] = [Decimal("0.5"), Decimal("0.8"), Decimal("1.0")]
-    hard_limit: NonNegativeDecimal | None = None
+    """One budget (`[[budget]]`, repeatable): spend of a scope per UTC calendar period."""
+
+    scope: str = Field(
+        description="The scope the budget covers: `global`, `team:<t>`, `feature:<f>`, "
+        "`project:<p>`, `user:<u>`, `api_key:<k>` or `session:<s>`.",
+    )
+    period: Literal["month", "day", "hour"] = Field(
+        default="month", description="The UTC calendar period the amount is for."
+    )
+    amount_usd: UsdAmount = Field(description="The budget per period, in USD.")
+    alert_at: list[NonNegativeDecimal] = Field(
+        default=[Decimal("0.5"), Decimal("0.8"), Decimal("1.0")],
+        description="Fractions of `amount_usd` at which a `budget_threshold` alert fires "
+        "(each once per period).",
+    )
+    hard_limit: NonNegativeDecimal | None = Field(
+        default=None,
+        description="Fraction of `amount_usd` at which `budget_exceeded` fires and the "
+        "scope's breaker opens until the period ends; unset: no hard limit.",
+    )
 
     @model_validator(mode="after")
     def _scope_form(self) -> BudgetConfig:
@@ -180,22 +288,44 @@ class BudgetConfig(_Section):
 
 
 class BreakerConfig(_Section):
-    open_on: list[str] = ["runaway_rate", "runaway_session", "budget_exceeded"]
-    # A key's rate breaker closes again (half-open first) after this many event-time seconds.
-    rate_cooldown_s: int = Field(default=300, ge=1)
-    # A breaker that stays open (runaway session, unpriced model) is retired, with a closed
-    # event, after this much event time, so no state (engine, topic, client views) grows forever.
-    stay_open_retention_s: int = Field(default=7 * 86400, ge=3600)
-    # `spendstream run` only: when no fact has been judged for this many seconds (processing
-    # time), breakers move on by the idle time as if event time had passed. Without it a key
-    # whose breaker stops its only traffic would never see the event time that closes it.
-    # 0 turns it off (breakers then move by event time alone, as in `ingest`).
-    idle_advance_s: float = Field(default=60.0, ge=0)
-    # HMAC-SHA256 key signing every record on the breakers topic (docs/kafka.md "Breaker
-    # records"). With a key, clients ignore records they cannot verify; without one, anyone
-    # who can produce to the topic can open or close breakers.
-    hmac_key_env: str | None = None
-    hmac_key_file: str | None = None
+    """Circuit breakers: which alerts open one, and how each closes again."""
+
+    open_on: list[str] = Field(
+        default=["runaway_rate", "runaway_session", "budget_exceeded"],
+        description="Alert kinds that open a breaker on the alert's scope (clients refuse "
+        "calls through `meter.guard()` while it is open).",
+    )
+    rate_cooldown_s: int = Field(
+        default=300,
+        ge=1,
+        description="A rate breaker goes half-open after this many event-time seconds, and "
+        "closes a minute later unless it trips again.",
+    )
+    stay_open_retention_s: int = Field(
+        default=7 * 86400,
+        ge=3600,
+        description="A breaker that stays open (runaway session, unpriced model) is retired, "
+        "with a `closed` event, after this much event time, so no state grows forever.",
+    )
+    # Without it a key whose breaker stops its only traffic would never see the event time
+    # that closes it.
+    idle_advance_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="`spendstream run` only: when no fact has been judged for this many "
+        "seconds, breakers move on by the quiet time as if event time had passed. "
+        "0 turns it off (breakers then move by event time alone, as in `ingest`).",
+    )
+    hmac_key_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the HMAC-SHA256 key (at least 32 "
+        "characters) that signs every record on the breakers topic; with a key, clients "
+        "ignore records they cannot verify. Unset: anyone who can produce to the topic can "
+        "open or close breakers (docs/kafka.md, Breaker records).",
+    )
+    hmac_key_file: str | None = Field(
+        default=None, description="A file holding the breaker HMAC key instead."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -204,85 +334,181 @@ class BreakerConfig(_Section):
 
 
 class DetectionConfig(_Section):
-    # Events later than this (event time, behind the newest seen) still land but no longer
-    # move detector windows, whose state is expired past it.
-    allowed_lateness_s: int = Field(default=3600, ge=0)
-    # A session with no call for this long is forgotten (its open breaker is kept).
-    session_idle_s: int = Field(default=6 * 3600, ge=60)
-    # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
+    """Lateness, session expiry, and the `retry_storm` share and `cache_hit_drop` rules."""
+
+    allowed_lateness_s: int = Field(
+        default=3600,
+        ge=0,
+        description="An event later than this (event time, behind the newest seen) still "
+        "lands but no longer moves detector windows.",
+    )
+    session_idle_s: int = Field(
+        default=6 * 3600,
+        ge=60,
+        description="A session with no call for this long is forgotten (an open breaker "
+        "on it is kept).",
+    )
     # At 100 calls a 30% share is many standard deviations above a normal few-% retry rate.
-    retry_share_factor: NonNegativeDecimal = Decimal("3")
-    retry_min_share: NonNegativeDecimal = Decimal("0.3")
-    retry_min_calls: int = Field(default=100, ge=1)
-    # cache_hit_drop: a feature's cache-read share this hour this far below its previous 24 h.
-    cache_drop_points: NonNegativeDecimal = Decimal("0.2")
-    cache_min_baseline_share: NonNegativeDecimal = Decimal("0.5")
-    cache_min_input_tokens: int = Field(default=100_000, ge=1)
+    retry_share_factor: NonNegativeDecimal = Field(
+        default=Decimal("3"),
+        description="`retry_storm` (share form) fires when a key's error/retry share this "
+        "hour is over `retry_share_factor` x its share over the previous 24 h...",
+    )
+    retry_min_share: NonNegativeDecimal = Field(
+        default=Decimal("0.3"),
+        description="...and at least this share of the hour's calls...",
+    )
+    retry_min_calls: int = Field(
+        default=100, ge=1, description="...and the key made at least this many calls in the hour."
+    )
+    cache_drop_points: NonNegativeDecimal = Field(
+        default=Decimal("0.2"),
+        description="`cache_hit_drop` fires when a feature's cache-read share of input "
+        "tokens this hour is this many points (0.2 = 20 points) below its previous 24 h...",
+    )
+    cache_min_baseline_share: NonNegativeDecimal = Field(
+        default=Decimal("0.5"),
+        description="...whose share was at least this...",
+    )
+    cache_min_input_tokens: int = Field(
+        default=100_000,
+        ge=1,
+        description="...and the hour had at least this many input tokens.",
+    )
 
 
 class ModelPriceConfig(_Section):
-    """A ``[[prices.model]]`` entry: rates for (provider, model), optionally one tier/region.
+    """A price override (`[[prices.model]]`, repeatable); it wins over the catalog.
 
     Unset rates default to the rate of the tokens they are part of (cache and modal input
     rates to the input rate, 1-hour writes to the cache write rate, cached audio/images to
     the cache read rate, output audio/images to the output rate).
     """
 
-    provider: str
-    model: str
-    # Only events with this service tier / region (None: any). The most specific entry wins.
-    service_tier: str | None = None
-    region: str | None = None
-    input_per_mtok: UsdAmount
-    output_per_mtok: UsdAmount
-    cache_read_per_mtok: UsdAmount | None = None
-    cache_write_per_mtok: UsdAmount | None = None
-    cache_write_1h_per_mtok: UsdAmount | None = None
-    input_audio_per_mtok: UsdAmount | None = None
-    cache_audio_read_per_mtok: UsdAmount | None = None
-    input_image_per_mtok: UsdAmount | None = None
-    cache_image_read_per_mtok: UsdAmount | None = None
-    output_audio_per_mtok: UsdAmount | None = None
-    output_image_per_mtok: UsdAmount | None = None
-    request_fee_usd: UsdAmount = Decimal(0)
-    # USD per thousand requests of a server-side tool, by tool name: {web_search = 10}.
-    tool_per_k: dict[str, UsdAmount] = {}
-    batch_discount: NonNegativeDecimal | None = None
-
-
-class PremiumConfig(_Section):
-    """A ``[[prices.premium]]`` row: a percentage added to list price (regional endpoints,
-    data residency, a service tier the catalog does not price). Filters narrow it; the most
-    specific matching row applies, on top of the catalog's or an override's rates."""
-
-    provider: str | None = None
-    model: str | None = None
-    service_tier: str | None = None
-    region: str | None = None
-    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=1000)]
+    provider: str = Field(description="Provider id as in events (matched case-insensitively).")
+    model: str = Field(description="Model id as in events (matched case-insensitively).")
+    service_tier: str | None = Field(
+        default=None,
+        description="Only events with this `service_tier`; unset: any. The most specific "
+        "matching entry wins.",
+    )
+    region: str | None = Field(
+        default=None, description="Only events with this `region`; unset: any."
+    )
+    input_per_mtok: UsdAmount = Field(description="USD per million uncached input tokens.")
+    output_per_mtok: UsdAmount = Field(description="USD per million output tokens.")
+    cache_read_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-read tokens; unset: the input rate."
+    )
+    cache_write_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-write tokens; unset: the input rate."
+    )
+    cache_write_1h_per_mtok: UsdAmount | None = Field(
+        default=None,
+        description="USD per million 1-hour cache-write tokens; unset: the cache-write rate.",
+    )
+    input_audio_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million uncached audio input tokens."
+    )
+    cache_audio_read_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-read audio tokens."
+    )
+    input_image_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million uncached image input tokens."
+    )
+    cache_image_read_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million cache-read image tokens."
+    )
+    output_audio_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million audio output tokens; unset: the output rate."
+    )
+    output_image_per_mtok: UsdAmount | None = Field(
+        default=None, description="USD per million image output tokens; unset: the output rate."
+    )
+    request_fee_usd: UsdAmount = Field(
+        default=Decimal(0), description="A flat fee per request (folded into `input_cost_usd`)."
+    )
+    tool_per_k: dict[str, UsdAmount] = Field(
+        default={},
+        description="USD per thousand requests of a server-side tool, by tool name, e.g. "
+        "`{web_search = 10}`.",
+    )
+    batch_discount: NonNegativeDecimal | None = Field(
+        default=None,
+        description="Fraction off for `batch = true` calls (0.5 = half price); unset: the "
+        "catalog's batch price, else 50% for anthropic, openai and google.",
+    )
 
 
 class DiscountConfig(_Section):
-    provider: str | None = None
-    model: str | None = None
-    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=100)]
+    """A negotiated discount (`[[prices.discount]]`, repeatable), applied after batch."""
+
+    provider: str | None = Field(
+        default=None, description="Only this provider's calls; unset: every provider."
+    )
+    model: str | None = Field(
+        default=None, description="Only this model's calls; unset: every model."
+    )
+    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=100)] = Field(
+        description="Percent off list price. The most specific matching row wins "
+        "(provider+model > model > provider > neither)."
+    )
+
+
+class PremiumConfig(_Section):
+    """A `[[prices.premium]]` row: a percentage added to list price (regional endpoints,
+    data residency, a service tier the catalog does not price). The most specific matching
+    row applies, on top of the catalog's or an override's rates."""
+
+    provider: str | None = Field(default=None, description="Only this provider; unset: any.")
+    model: str | None = Field(default=None, description="Only this model; unset: any.")
+    service_tier: str | None = Field(
+        default=None, description="Only this service tier; unset: any."
+    )
+    region: str | None = Field(default=None, description="Only this region; unset: any.")
+    percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=1000)] = Field(
+        description="Percent added to list price."
+    )
 
 
 class PricesConfig(_Section):
-    model: list[ModelPriceConfig] = []
-    discount: list[DiscountConfig] = []
-    premium: list[PremiumConfig] = []
+    """Prices: overrides of the genai-prices catalog and negotiated discounts."""
+
+    model: list[ModelPriceConfig] = Field(
+        default=[], description="Price overrides, one `[[prices.model]]` table each."
+    )
+    discount: list[DiscountConfig] = Field(
+        default=[], description="Negotiated discounts, one `[[prices.discount]]` table each."
+    )
+    premium: list[PremiumConfig] = Field(
+        default=[], description="Premiums, one `[[prices.premium]]` table each."
+    )
 
 
 class HttpConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8787, ge=0, le=65535)
-    # Bearer token for POST /v1/events; read from this env var or file, never from the TOML itself.
-    token_env: str = "SPENDSTREAM_INGEST_TOKEN"
-    token_file: str | None = None
-    # /metrics labels taken from data (e.g. team) keep at most this many distinct values per
-    # metric; later ones are counted under "other", so /metrics stays small.
-    metrics_label_values: int = Field(default=100, ge=1, le=10_000)
+    """The HTTP endpoints every `spendstream run` worker serves (`POST /v1/events`, ...)."""
+
+    host: str = Field(
+        default="127.0.0.1",
+        description='Interface to listen on; `"0.0.0.0"` for every interface (containers).',
+    )
+    port: int = Field(default=8787, ge=0, le=65535, description="Port to listen on.")
+    token_env: str = Field(
+        default="SPENDSTREAM_INGEST_TOKEN",
+        description="Environment variable holding the bearer token every HTTP endpoint but "
+        "`/healthz` requires (tokens never go in the TOML). No token: they answer 503.",
+    )
+    token_file: str | None = Field(
+        default=None,
+        description="A file holding the bearer token instead (wins over `token_env`).",
+    )
+    metrics_label_values: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="`/metrics` labels taken from data (e.g. team) keep at most this many "
+        "distinct values per metric; later ones are counted under `other`.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -291,19 +517,34 @@ class HttpConfig(_Section):
 
 
 class PipelineConfig(_Section):
-    batch_size: int = Field(default=2000, ge=1)
-    # How long a batch may wait to fill: the runaway-stop latency through `spendstream run`
-    # follows it (bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1); lower
-    # also means more, smaller Parquet files under light traffic (`warehouse compact`).
-    batch_within_s: float = Field(default=0.2, gt=0)
-    # Embedded `ingest`/`demo` over files: larger batches amortise the per-batch costs (the
-    # detectors' state and one Parquet file per table are written with every commit);
-    # 2000 -> 20000 took 1M events from 76 s to 46 s. Reading stdin uses batch_size.
-    ingest_batch_size: int = Field(default=20_000, ge=1)
-    # Kafka runtime: a usage partition whose reader sent no fact and no caught-up marker for
-    # this long (processing time; e.g. the worker died) stops holding the others back in
-    # event-time alignment before detection (docs/kafka.md).
-    align_idle_s: float = Field(default=10.0, gt=0)
+    """Batching of the stream stages."""
+
+    batch_size: int = Field(
+        default=2000,
+        ge=1,
+        description="Events per batch in `spendstream run` (and when `ingest` reads stdin).",
+    )
+    # bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1.
+    batch_within_s: float = Field(
+        default=0.2,
+        gt=0,
+        description="How long a batch may wait to fill in `spendstream run`: the "
+        "runaway-to-refusal latency follows it; lower also means more, smaller Parquet "
+        "files under light traffic (`spendstream warehouse compact`).",
+    )
+    # 2000 -> 20000 took 1M events from 76 s to 46 s.
+    ingest_batch_size: int = Field(
+        default=20_000,
+        ge=1,
+        description="Events per batch of `ingest`/`demo` over files: larger batches "
+        "amortise the per-commit cost.",
+    )
+    align_idle_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="`spendstream run`: a usage partition silent this long (e.g. its worker "
+        "died) stops holding the others back in event-time alignment before detection.",
+    )
 
 
 # Event fields an OpenTelemetry span can fill from its own or its resource's attributes.
@@ -322,7 +563,6 @@ OtelField = Literal[
     "attempt",
     "reported_cost_usd",
 ]
-
 # For each field, the attribute keys tried in order; each key is looked up on the span
 # first, then on its resource. The first one present wins. docs/producers.md explains each.
 OTEL_DEFAULT_ATTRIBUTES: dict[OtelField, list[str]] = {
@@ -347,25 +587,36 @@ OTEL_DEFAULT_ATTRIBUTES: dict[OtelField, list[str]] = {
 
 
 class OtelConfig(_Section):
-    """OpenTelemetry GenAI spans -> usage events (POST /v1/traces, ingest --format otlp)."""
+    """OpenTelemetry GenAI spans -> usage events (`POST /v1/traces`, `ingest --format otlp`)."""
 
-    # Per field, the attribute keys to try; a field given here replaces its default list
-    # (an empty list turns the field off), fields not given keep their defaults.
-    attributes: dict[OtelField, list[str]] = OTEL_DEFAULT_ATTRIBUTES
-    # Providers whose instrumentation reports gen_ai.usage.input_tokens WITHOUT the cached
-    # tokens (against the semantic conventions): their cache reads and writes are added.
-    input_excludes_cache: list[str] = []
-    # gen_ai.operation.name values that are not one model call (an agent's span may carry
-    # the summed usage of the calls under it: metering it too would count them twice).
-    ignore_operations: list[str] = [
-        "invoke_agent",
-        "create_agent",
-        "invoke_workflow",
-        "execute_tool",
-        "retrieval",
-    ]
-    # Span or resource attributes copied into the event's tags, under their own key.
-    tag_attributes: list[str] = []
+    attributes: dict[OtelField, list[str]] = Field(
+        default=OTEL_DEFAULT_ATTRIBUTES,
+        description="Per event field, the span/resource attribute keys to try in order (the "
+        "span first, then its resource; the first present wins). A field given here replaces "
+        "its default list (`[]` turns it off); fields not given keep their defaults "
+        "(docs/producers.md lists them).",
+    )
+    input_excludes_cache: list[str] = Field(
+        default=[],
+        description="Providers whose instrumentation reports `gen_ai.usage.input_tokens` "
+        "without the cached tokens (against the semantic conventions): their cache reads "
+        "and writes are added to the input.",
+    )
+    ignore_operations: list[str] = Field(
+        default=[
+            "invoke_agent",
+            "create_agent",
+            "invoke_workflow",
+            "execute_tool",
+            "retrieval",
+        ],
+        description="`gen_ai.operation.name` values that are not one model call (an agent's "
+        "span may carry the summed usage of the calls under it: metering it too would count "
+        "them twice).",
+    )
+    tag_attributes: list[str] = Field(
+        default=[], description="Span or resource attributes copied into the event's tags."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -379,24 +630,37 @@ AlertSeverity = Literal["info", "warning", "critical"]
 
 
 class _SinkBase(_Section):
-    name: str = Field(min_length=1)
-    # Notifications per scope and sink within rate_window_s; beyond it they are suppressed.
-    max_per_scope: int = Field(default=10, ge=1)
-    rate_window_s: float = Field(default=3600, gt=0)
+    name: str = Field(min_length=1, description="The sink's name, used by routes.")
+    max_per_scope: int = Field(
+        default=10,
+        ge=1,
+        description="Notifications per scope within `rate_window_s`; beyond it they are "
+        "suppressed (counted, not sent).",
+    )
+    rate_window_s: float = Field(
+        default=3600, gt=0, description="The window of `max_per_scope`, in seconds."
+    )
 
 
 class PagerDutySinkConfig(_SinkBase):
-    type: Literal["pagerduty"]
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    routing_key_env: str | None = "PAGERDUTY_ROUTING_KEY"
-    routing_key_file: str | None = None
-    source: str = "spendstream"
-    # Alert severity -> PagerDuty severity (critical | error | warning | info).
-    severity_map: dict[AlertSeverity, Literal["critical", "error", "warning", "info"]] = {
-        "critical": "critical",
-        "warning": "warning",
-        "info": "info",
-    }
+    """PagerDuty Events API v2."""
+
+    type: Literal["pagerduty"] = Field(description='`"pagerduty"`.')
+    url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue", description="Events API endpoint."
+    )
+    routing_key_env: str | None = Field(
+        default="PAGERDUTY_ROUTING_KEY",
+        description="Environment variable holding the integration's routing key.",
+    )
+    routing_key_file: str | None = Field(
+        default=None, description="A file holding the routing key instead."
+    )
+    source: str = Field(default="spendstream", description="The event's `source` field.")
+    severity_map: dict[AlertSeverity, Literal["critical", "error", "warning", "info"]] = Field(
+        default={"critical": "critical", "warning": "warning", "info": "info"},
+        description="Alert severity -> PagerDuty severity (critical, error, warning, info).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -405,9 +669,16 @@ class PagerDutySinkConfig(_SinkBase):
 
 
 class SlackSinkConfig(_SinkBase):
-    type: Literal["slack"]
-    webhook_url_env: str | None = "SLACK_WEBHOOK_URL"
-    webhook_url_file: str | None = None
+    """A Slack incoming webhook."""
+
+    type: Literal["slack"] = Field(description='`"slack"`.')
+    webhook_url_env: str | None = Field(
+        default="SLACK_WEBHOOK_URL",
+        description="Environment variable holding the incoming-webhook URL (a secret).",
+    )
+    webhook_url_file: str | None = Field(
+        default=None, description="A file holding the webhook URL instead."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -416,10 +687,15 @@ class SlackSinkConfig(_SinkBase):
 
 
 class WebhookSinkConfig(_SinkBase):
-    type: Literal["webhook"]
-    url: str
-    secret_env: str | None = None
-    secret_file: str | None = None
+    """A generic JSON webhook, HMAC-signed when a secret is set."""
+
+    type: Literal["webhook"] = Field(description='`"webhook"`.')
+    url: str = Field(description="The URL notifications are POSTed to.")
+    secret_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the HMAC-SHA256 signing secret; unset: unsigned.",
+    )
+    secret_file: str | None = Field(default=None, description="A file holding the secret instead.")
 
     @model_validator(mode="before")
     @classmethod
@@ -428,8 +704,12 @@ class WebhookSinkConfig(_SinkBase):
 
 
 class ConsoleSinkConfig(_SinkBase):
-    type: Literal["console"]
-    stream: Literal["stdout", "stderr", "log"] = "stderr"
+    """One line per notification on the console."""
+
+    type: Literal["console"] = Field(description='`"console"`.')
+    stream: Literal["stdout", "stderr", "log"] = Field(
+        default="stderr", description="Where the lines go (`log`: the spendstream logger)."
+    )
 
 
 SinkConfig = Annotated[
@@ -439,42 +719,86 @@ SinkConfig = Annotated[
 
 
 class RouteConfig(_Section):
-    """Which alerts go to which sinks. Empty filters match everything."""
+    """Which alerts go to which sinks (`[[alerts.route]]`). Empty filters match everything."""
 
-    name: str = Field(min_length=1)
-    sinks: list[str] = Field(min_length=1)
-    kinds: list[str] = []
-    min_severity: AlertSeverity = "info"
-    scopes: list[str] = []  # glob patterns over the scope string, e.g. "session:*"
-    teams: list[str] = []  # the alert's team (scope team:<t> or details["team"])
-    # UTC "HH:MM-HH:MM"; inside it only alerts at quiet_min_severity or above are sent.
-    quiet_hours: str | None = Field(default=None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")
-    quiet_min_severity: AlertSeverity = "critical"
-    # Fields whose equal values fold alerts into one notification with a count
-    # ("kind", "scope", "team" or any details key, e.g. "api_key_id"). Empty: one per dedup_key.
-    group_by: list[str] = []
-    # Resolve an open notification this long after its last alert when no breaker closes it.
-    auto_resolve_s: float | None = Field(default=None, gt=0)
-    # false: the first matching route wins; true: later routes are tried too.
-    continue_matching: bool = False
+    name: str = Field(min_length=1, description="The route's name (in logs and state).")
+    sinks: list[str] = Field(min_length=1, description="Names of the sinks it delivers to.")
+    kinds: list[str] = Field(default=[], description="Alert kinds it takes; empty: all.")
+    min_severity: AlertSeverity = Field(
+        default="info", description="Lowest severity it takes (`info`, `warning`, `critical`)."
+    )
+    scopes: list[str] = Field(
+        default=[], description='Glob patterns over the scope, e.g. `"session:*"`; empty: all.'
+    )
+    teams: list[str] = Field(
+        default=[],
+        description='The alert\'s team (scope `team:<t>` or `details["team"]`); empty: all.',
+    )
+    quiet_hours: str | None = Field(
+        default=None,
+        pattern=r"^\d\d:\d\d-\d\d:\d\d$",
+        description='UTC `"HH:MM-HH:MM"`; inside it only alerts at `quiet_min_severity` or '
+        "above are sent.",
+    )
+    quiet_min_severity: AlertSeverity = Field(
+        default="critical", description="The severity that still pages during quiet hours."
+    )
+    group_by: list[str] = Field(
+        default=[],
+        description="Fields whose equal values fold alerts into one notification with a count "
+        '(`"kind"`, `"scope"`, `"team"` or any details key, e.g. `"api_key_id"`); empty: one '
+        "notification per dedup key.",
+    )
+    auto_resolve_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Resolve an open notification this long after its last alert when no "
+        "breaker closes it; unset: only a closing breaker resolves.",
+    )
+    continue_matching: bool = Field(
+        default=False,
+        description="false: the first matching route wins; true: later routes are tried too.",
+    )
 
 
 class DeliveryConfig(_Section):
-    max_attempts: int = Field(default=8, ge=1)
-    backoff_initial_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    # Total time one notification may spend retrying before it is dead-lettered.
-    retry_budget_s: float = Field(default=300.0, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0)
+    """Retries of a notification before it is dead-lettered."""
+
+    max_attempts: int = Field(default=8, ge=1, description="Attempts per notification and sink.")
+    backoff_initial_s: float = Field(
+        default=0.5, gt=0, description="First retry delay; it doubles per attempt."
+    )
+    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
+    retry_budget_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Total time one notification may spend retrying before it is dead-lettered "
+        "(`spendstream alerts --replay-dead-letters` sends those again).",
+    )
+    timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one attempt.")
 
 
 class AlertsConfig(_Section):
-    group_id: str = "spendstream-alerts"
-    # Base URL of something that can show a scope (a dashboard); the SQL is shown otherwise.
-    link_base_url: str | None = None
-    delivery: DeliveryConfig = DeliveryConfig()
-    route: list[RouteConfig] = []
-    sink: list[SinkConfig] = []
+    """The alert router (`spendstream alerts`, and `ingest` when sinks are configured)."""
+
+    group_id: str = Field(
+        default="spendstream-alerts", description="Kafka consumer group of `spendstream alerts`."
+    )
+    link_base_url: str | None = Field(
+        default=None,
+        description="Base URL of a page that can show a scope (a dashboard, `spendstream "
+        "serve`); notifications link to `<link_base_url>?scope=<scope>`. Unset: they show "
+        "the SQL to investigate.",
+    )
+    delivery: DeliveryConfig = Field(default=DeliveryConfig(), description=DeliveryConfig.__doc__)
+    route: list[RouteConfig] = Field(
+        default=[],
+        description="Routes, one `[[alerts.route]]` table each; none: every alert goes to "
+        "every sink.",
+    )
+    sink: list[SinkConfig] = Field(
+        default=[], description="Sinks, one `[[alerts.sink]]` table each (by `type`)."
+    )
 
     @model_validator(mode="after")
     def _sinks_exist(self) -> AlertsConfig:
@@ -494,17 +818,80 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kafka: KafkaConfig = KafkaConfig()
-    anomaly: AnomalyConfig = AnomalyConfig()
-    runaway: RunawayConfig = RunawayConfig()
-    budget: list[BudgetConfig] = []
-    breaker: BreakerConfig = BreakerConfig()
-    detection: DetectionConfig = DetectionConfig()
-    prices: PricesConfig = PricesConfig()
-    http: HttpConfig = HttpConfig()
-    pipeline: PipelineConfig = PipelineConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    otel: OtelConfig = OtelConfig()
+    kafka: KafkaConfig = Field(default=KafkaConfig(), description=KafkaConfig.__doc__)
+    anomaly: AnomalyConfig = Field(default=AnomalyConfig(), description=AnomalyConfig.__doc__)
+    runaway: RunawayConfig = Field(default=RunawayConfig(), description=RunawayConfig.__doc__)
+    budget: list[BudgetConfig] = Field(default=[], description=BudgetConfig.__doc__)
+    breaker: BreakerConfig = Field(default=BreakerConfig(), description=BreakerConfig.__doc__)
+    detection: DetectionConfig = Field(
+        default=DetectionConfig(), description=DetectionConfig.__doc__
+    )
+    prices: PricesConfig = Field(default=PricesConfig(), description=PricesConfig.__doc__)
+    http: HttpConfig = Field(default=HttpConfig(), description=HttpConfig.__doc__)
+    pipeline: PipelineConfig = Field(default=PipelineConfig(), description=PipelineConfig.__doc__)
+    alerts: AlertsConfig = Field(default=AlertsConfig(), description=AlertsConfig.__doc__)
+    otel: OtelConfig = Field(default=OtelConfig(), description=OtelConfig.__doc__)
+
+
+def _union_members(annotation: Any) -> list[Any]:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        return _union_members(get_args(annotation)[0])
+    return [annotation]
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model whose keys are valid at ``loc`` (a pydantic error location), if any."""
+    model: type[BaseModel] = Config
+    pending: list[Any] = []  # annotations still to unwrap (lists, unions)
+    for part in loc:
+        if pending:
+            candidates = pending
+            pending = []
+            if isinstance(part, int):
+                items = [get_args(c)[0] for c in candidates if get_origin(c) is list]
+                pending = [m for a in items for m in _union_members(a)]
+                continue
+            # A discriminated union names the member by its tag in the location.
+            tagged = [
+                c
+                for c in candidates
+                if isinstance(c, type) and issubclass(c, BaseModel) and _tag_of(c) == part
+            ]
+            if not tagged:
+                return None
+            model = tagged[0]
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        members = _union_members(field.annotation)
+        if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+            model = members[0]
+        else:
+            pending = members
+    if pending:
+        models = [c for c in pending if isinstance(c, type) and issubclass(c, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return model
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    field = model.model_fields.get("type")
+    if field is None:
+        return None
+    args = get_args(field.annotation)
+    return str(args[0]) if args else None
+
+
+def suggest_key(loc: tuple[int | str, ...]) -> str | None:
+    """The known key nearest to the unknown last part of ``loc`` (difflib), or None."""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return None
+    found = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _describe(err: ValidationError, source: str) -> str:
@@ -513,8 +900,10 @@ def _describe(err: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            near = suggest_key(tuple(e["loc"]))
+            msg = "unknown key" + (f"; did you mean {near}?" if near else "")
         lines.append(f"  {key}: {msg}")
+    lines.append("  (every key, its type and default: docs/configuration.md)")
     return "\n".join(lines)
 
 

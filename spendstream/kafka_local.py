@@ -62,6 +62,7 @@ __all__ = [
     "find_free_ports",
     "main",
     "run",
+    "running_bootstrap",
 ]
 
 log = logging.getLogger(__name__)
@@ -876,10 +877,12 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-        print(broker.start(timeout_s=args.timeout))
+        bootstrap = broker.start(timeout_s=args.timeout)
+        print(bootstrap)  # stdout holds the address alone, for scripts: B=$(... start)
         hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
         if hint:
             print(hint, file=sys.stderr)
+        print(_start_notes(broker, explicit_dir=args.dir is not None), file=sys.stderr)
         return 0
     if args.action == "stop":
         if broker.stop(timeout_s=args.timeout):
@@ -890,6 +893,35 @@ def run(args: argparse.Namespace) -> int:
     status = broker.status()
     print(status.describe())
     return 0 if status.running else 1
+
+
+def _start_notes(broker: LocalKafka, *, explicit_dir: bool) -> str:
+    where = f" --dir {broker.data_dir}" if explicit_dir else ""
+    found = (
+        "spendstream run, alerts and breakers use it by themselves while it runs "
+        "(when no configuration names a broker)"
+        if not explicit_dir
+        else "point spendstream at it"
+    )
+    return (
+        f"Kafka {broker.version} is running at {broker.bootstrap} (data in {broker.data_dir}).\n"
+        f"  {found}; in a spendstream.toml:\n"
+        f"    [kafka]\n"
+        f'    bootstrap_servers = "{broker.bootstrap}"\n'
+        f"  or: --bootstrap-servers {broker.bootstrap}\n"
+        f"  stop it:  spendstream kafka-local stop{where}"
+    )
+
+
+def running_bootstrap(data_dir: Path | None = None) -> str | None:
+    """The address of the kafka-local broker running on ``data_dir`` (default dir), or None.
+
+    Reads the state ``start`` records there (port, pid) and checks the broker answers.
+    """
+    broker = LocalKafka.from_dir(data_dir if data_dir is not None else default_data_dir())
+    if broker.running_pid() is None:
+        return None
+    return broker.bootstrap if api_versions_ok("127.0.0.1", broker.port) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,9 @@ import pytest
 
 from spendstream.cli import COMMANDS, build_parser, main
 
-CONTRACT_COMMANDS = ["demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local"]
+CONTRACT_COMMANDS = [
+    "demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local", "init", "serve",
+]  # fmt: skip
 
 
 def _subcommands() -> dict[str, object]:
@@ -70,3 +72,12 @@ def test_console_script_runs_as_module() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("spendstream ")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_is_documented_for_users(name: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text() + "".join(
+        p.read_text() for p in sorted((root / "docs").glob("*.md"))
+    )
+    assert f"spendstream {name}" in text, f"no README/docs page shows `spendstream {name}`"

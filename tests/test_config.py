@@ -93,3 +93,40 @@ def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
     bad.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (
+            {"kafka": {"bootstrap_server": "x"}},
+            "kafka.bootstrap_server: unknown key; did you mean bootstrap_servers?",
+        ),
+        ({"kafak": {}}, "kafak: unknown key; did you mean kafka?"),
+        (
+            {"budget": [{"scope": "global", "amount_usd": 1, "perod": "day"}]},
+            "budget.0.perod: unknown key; did you mean period?",
+        ),
+        (
+            {"alerts": {"sink": [{"type": "slack", "name": "s", "webhook_url_envv": "X"}]}},
+            "alerts.sink.0.slack.webhook_url_envv: unknown key; did you mean webhook_url_env?",
+        ),
+        (
+            {"alerts": {"delivery": {"max_attempt": 3}}},
+            "alerts.delivery.max_attempt: unknown key; did you mean max_attempts?",
+        ),
+        ({"runaway": {"max_calls_per_minit": 5}}, "did you mean max_calls_per_minute?"),
+    ],
+)
+def test_an_unknown_key_suggests_the_nearest_known_one(data: dict[str, object], said: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(data, "test.toml")
+    assert said in str(exc.value)
+    assert "docs/configuration.md" in str(exc.value)
+
+
+def test_a_key_like_nothing_known_gets_no_guess() -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"anomaly": {"zzzz": 1}}, "test.toml")
+    assert "anomaly.zzzz: unknown key\n" in str(exc.value) + "\n"
+    assert "did you mean" not in str(exc.value)

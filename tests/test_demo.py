@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
+import re
+import shutil
+import sys
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -13,9 +20,6 @@ from spendstream.synthetic import LOOP_KEY, LOOP_SESSION
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    import contextlib
-    import io
-
     work = tmp_path_factory.mktemp("demo")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -82,6 +86,87 @@ def test_the_spike_hour_the_budget_and_the_cache_drop_are_caught(demo: tuple[Pat
 def test_costs_add_up_between_the_story_and_the_warehouse(demo: tuple[Path, str]) -> None:
     work, out = demo
     (total,) = _sql(work, "SELECT sum(cost_usd) FROM usage_facts")[0]
-    assert (
-        f"cost of landed facts: ${total.quantize(__import__('decimal').Decimal('0.000001'))}" in out
+    assert f"cost of landed facts: ${total.quantize(Decimal('0.01')):,}" in out
+    assert f"total ${total.quantize(Decimal('0.01')):,} over" in out
+    # The self-hosted team has no price: it says so instead of showing $0.00.
+    assert re.search(r"team research +unpriced\n", out)
+
+
+def test_each_section_shows_as_many_lines_as_its_count_says(demo: tuple[Path, str]) -> None:
+    work, out = demo
+    kinds = dict(_sql(work, "SELECT kind, count(*) FROM alerts GROUP BY kind"))
+    sections = {
+        "Hourly anomalies": kinds["hourly_anomaly"],
+        "Budget": kinds.get("budget_threshold", 0) + kinds.get("budget_exceeded", 0),
+        "Cache hit drops": kinds["cache_hit_drop"],
+        "Unpriced models": kinds["unpriced_model"],
+    }
+    lines = out.splitlines()
+    for title, count in sections.items():
+        start = next(i for i, li in enumerate(lines) if li.startswith(f"  {title} ("))
+        head = lines[start]
+        body = [
+            li for li in itertools.takewhile(lambda li: li.startswith("    "), lines[start + 1 :])
+        ]
+        shown = [li for li in body if not li.startswith("    ... all of them")]
+        if len(shown) == count:
+            assert head == f"  {title} ({count}):"
+        else:  # fewer shown: the header says how many and the query for all of them follows
+            assert head == f"  {title} ({count}; first {len(shown)}):"
+            assert body[-1].startswith("    ... all of them: spendstream sql")
+
+
+def test_an_anomaly_line_gives_the_running_total_and_the_hours_final_total(
+    demo: tuple[Path, str],
+) -> None:
+    work, out = demo
+    rows = _sql(
+        work,
+        "SELECT a.scope, a.value, (SELECT sum(cost_usd) FROM usage_facts f "
+        "WHERE f.ts >= date_trunc('hour', a.ts) AND f.ts < date_trunc('hour', a.ts) + INTERVAL 1 HOUR "
+        "AND (a.scope = 'global' OR a.scope = 'team:' || f.team OR a.scope = 'feature:' || f.feature "
+        "OR a.scope = 'api_key:' || f.api_key_id)) FROM alerts a WHERE kind = 'hourly_anomaly'",
     )
+    assert rows
+    for scope, so_far, final in rows:
+        assert final > so_far  # the alert fires at the crossing, well before the hour ends
+        expected = f"    {scope}: ${so_far.quantize(Decimal('0.01')):,} spent by "
+        line = next(li for li in out.splitlines() if li.startswith(expected))
+        assert line.endswith(f"the hour ended at ${final.quantize(Decimal('0.01')):,}")
+
+
+def test_a_rerun_says_nothing_new_landed_and_that_the_story_is_the_warehouses(
+    demo: tuple[Path, str],
+) -> None:
+    work, first = demo
+    assert "What it caught:" in first
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "--workdir", str(work), "--events", "50000"]) == 0
+    again = out.getvalue()
+    assert "landed 0 + duplicates" in again
+    ((held,),) = _sql(work, "SELECT count(*) FROM usage_facts")
+    assert f"Nothing new landed: all {held:,} events were already in the warehouse" in again
+    assert "What it caught:" not in again
+    assert "What the warehouse holds, from earlier runs" in again
+
+
+def test_the_closing_lines_say_how_to_get_spendstream_on_path_and_suggest_no_duckdb_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = Path(sys.prefix) / "bin"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a fresh shell after `make demo`
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "--workdir", str(tmp_path / "w"), "--events", "1000"]) == 0
+    text = out.getvalue()
+    assert f". {bin_dir / 'activate'}" in text or ". .venv/bin/activate" in text
+    assert "is not on this shell's PATH" in text
+    assert "duckdb -readonly" not in text and "import duckdb" in text
+    # The advice works: with the environment's bin on PATH, `spendstream` is found.
+    assert shutil.which("spendstream", path=str(bin_dir)) is not None
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["demo", "--workdir", str(tmp_path / "w"), "--events", "1000"]) == 0
+    assert "is not on this shell's PATH" not in out.getvalue()

@@ -18,7 +18,7 @@ HEAVY = ("faust", "aiokafka", "duckdb", "pyarrow", "pandas", "numpy", "great_exp
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -31,7 +31,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ],
         check=True,
         capture_output=True,
+        text=True,
     )
+    (out / "build.log").write_text(done.stdout + done.stderr)
     wheels = list(out.glob("spendstream-*.whl"))
     assert len(wheels) == 1
     return wheels[0]
@@ -51,6 +53,21 @@ def test_wheel_maps_top_level_folders_into_the_namespace(wheel: Path) -> None:
     ):
         assert module in names, module
     assert not any(n.startswith(("producers/", "stream/", "tests/")) for n in names)
+
+
+def test_build_gives_no_license_warning_and_ships_the_license(wheel: Path) -> None:
+    # setuptools >= 77 deprecates the table form of project.license with a loud warning on
+    # every install; the SPDX string and license-files are the supported form.
+    log = (wheel.parent / "build.log").read_text()
+    assert "project.license" not in log, log[-3000:]
+    assert "License-Expression: Apache-2.0" in _metadata(wheel)
+    assert any(n.endswith("licenses/LICENSE") for n in zipfile.ZipFile(wheel).namelist())
+
+
+def _metadata(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        return zf.read(name).decode()
 
 
 def test_wheel_ships_every_source_module(wheel: Path) -> None:

@@ -8,6 +8,7 @@ Every mark carries a ``<title>`` so hovering shows its exact value.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ __all__ = [
     "hbars",
     "line_chart",
     "nice_ceiling",
+    "plural",
     "split_bars",
     "stacked_columns",
     "usd",
@@ -49,14 +51,26 @@ def color_for(i: int) -> str:
 
 
 def usd(value: Decimal | None, places: int = 2) -> str:
-    """``$1,234.57``; sub-cent amounts keep enough digits to be non-zero."""
+    """``$1,234.57`` for people; a sub-cent amount keeps 3 significant digits (``$0.00897``)
+    rather than reading as $0.00, and below a millionth it is written ``$4.68E-7``."""
     if value is None:
         return "$0"
     v = Decimal(value)
-    if v != 0 and abs(v) < Decimal("0.01"):
-        return f"${v.normalize():f}" if abs(v) >= Decimal("1e-6") else f"${v:.2E}"
-    q = v.quantize(Decimal(1).scaleb(-places))
-    return f"-${-q:,}" if q < 0 else f"${q:,}"
+    sign, a = ("-" if v < 0 else ""), abs(v)
+    if a != 0 and a < Decimal("0.01"):
+        if a < Decimal("1e-6"):
+            return f"{sign}${a:.2E}".replace("E-0", "E-")
+        exp = a.adjusted() - 2  # keep three significant digits
+        return f"{sign}${a.quantize(Decimal(1).scaleb(exp)).normalize():f}"
+    q = a.quantize(Decimal(1).scaleb(-places))
+    if q == 0:
+        sign = ""
+    return f"{sign}${q:,}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 call``, ``2 calls``, ``1,234 calls``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def nice_ceiling(value: Decimal) -> Decimal:
@@ -254,6 +268,15 @@ def line_chart(
     return "".join(out)
 
 
+def _label_room(names: Sequence[str], width: int) -> tuple[int, int]:
+    """(left margin in px, characters that fit in it) for bar labels: room for the longest
+    label (about 6.2 px per character at 11 px), up to 45% of the chart; a label still cut
+    short keeps its whole name in the bar's title."""
+    longest = max((len(n) for n in names), default=0)
+    fits = min(longest, int((width * 0.45 - 14) / 6.2))
+    return max(120, math.ceil(fits * 6.2 + 14)), fits
+
+
 def hbars(
     chart_id: str,
     rows: Sequence[tuple[str, Decimal, str, str]],
@@ -262,7 +285,8 @@ def hbars(
     width: int = 540,
 ) -> str:
     """Horizontal bars: (label, value, colour, text shown after the bar) per row."""
-    row_h, left = 24, 190
+    row_h = 24
+    left, fits = _label_room([name for name, *_ in rows], width)
     # Room after the bars for the longest value text (about 6 px per character at 11 px).
     right = width - min(max((len(t) for *_, t in rows), default=0) * 6 + 12, (width - left) // 2)
     height = max(1, len(rows)) * row_h + 8
@@ -272,7 +296,7 @@ def hbars(
     for i, (name, value, color, text) in enumerate(rows):
         y = 4 + i * row_h
         w = _scale(max(value, Decimal(0)), top, right - left)
-        short = name if len(name) <= 28 else name[:27] + "…"
+        short = name if len(name) <= fits else name[: fits - 1] + "…"
         out.append(
             f'<text x="{left - 6}" y="{y + 16}" text-anchor="end" class="tick">{escape(short)}</text>'
             f'<rect class="bar" x="{left}" y="{y + 3}" width="{_px(max(w, Decimal(1)))}" '
@@ -292,14 +316,15 @@ def split_bars(
     width: int = 540,
 ) -> str:
     """100%-stacked horizontal bars: each row's parts (name, colour) as shares of its total."""
-    row_h, left, right = 24, 190, width - 10
+    row_h, right = 24, width - 10
+    left, fits = _label_room([name for name, _ in rows], width)
     height = max(1, len(rows)) * row_h + 8
     out = [_svg_open(chart_id, width, height, label)]
     span = right - left
     for i, (name, values) in enumerate(rows):
         y = 4 + i * row_h
         total = sum(values, Decimal(0))
-        short = name if len(name) <= 28 else name[:27] + "…"
+        short = name if len(name) <= fits else name[: fits - 1] + "…"
         out.append(
             f'<text x="{left - 6}" y="{y + 16}" text-anchor="end" class="tick">{escape(short)}</text>'
         )

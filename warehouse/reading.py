@@ -2,6 +2,13 @@
 
 Readers open spendstream.duckdb read-only (they never block the writers, which only
 touch Parquet and the catalog), in UTC, with every value bound as a parameter.
+
+Every connection from ``connect`` is a sandbox: DuckDB may read only the warehouse's own
+directory (``allowed_directories``), reaches no other file, URL or extension
+(``enable_external_access = false``), and its configuration is locked so a statement
+cannot undo that. ``run_sql`` also runs queries only: COPY, EXPORT, ATTACH, INSTALL/LOAD
+and the like are refused before DuckDB sees them, since COPY could otherwise write inside
+the warehouse directory itself.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ if TYPE_CHECKING:
 
     from spendstream.records import Fact
 
-__all__ = ["QueryError", "connect", "load_facts", "run_named", "run_sql"]
+__all__ = ["QUERY_STATEMENTS", "QueryError", "connect", "load_facts", "run_named", "run_sql"]
+
+# Statement kinds `spendstream sql` runs (DESCRIBE, SHOW and SUMMARIZE parse as SELECT).
+QUERY_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SET", "VARIABLE_SET"})
 
 
 class QueryError(SpendstreamError):
@@ -37,7 +47,41 @@ def connect(workdir: Path) -> duckdb.DuckDBPyConnection:
             f"no warehouse at {layout.root} (--workdir / $SPENDSTREAM_HOME); "
             "run `spendstream ingest` or `spendstream demo` first"
         )
-    return connect_readonly(layout)
+    con = connect_readonly(layout)
+    try:
+        _sandbox(con, [layout.root])
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _sandbox(con: duckdb.DuckDBPyConnection, readable: list[Path]) -> None:
+    """Confine ``con`` to reading ``readable`` directories, then lock its configuration.
+
+    A separate step after the views exist: whatever builds the views decides which
+    directories they read, and passes them here.
+    """
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET allowed_directories = $dirs", {"dirs": [f"{d.resolve()}/" for d in readable]})
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _check_statements(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    import duckdb
+
+    try:
+        kinds = [st.type.name for st in con.extract_statements(sql)]
+    except duckdb.Error as exc:
+        raise QueryError(str(exc).strip()) from None
+    refused = sorted({k for k in kinds if k not in QUERY_STATEMENTS})
+    if refused:
+        raise QueryError(
+            f"spendstream sql runs queries only (SELECT, DESCRIBE, SHOW, EXPLAIN, PRAGMA); "
+            f"{', '.join(refused)} is refused: the warehouse is read-only here and nothing "
+            "outside it can be read or written. To export, use --format csv|json > FILE."
+        )
 
 
 def _fetch(
@@ -61,6 +105,7 @@ def run_sql(
     """Run one statement read-only; ``?`` placeholders take ``params`` in order."""
     con = connect(workdir)
     try:
+        _check_statements(con, statement)
         return _fetch(con, statement, params or None)
     finally:
         con.close()

@@ -6,7 +6,10 @@ and renders them (``report_page.render``: pure) as hand-written SVG charts in on
 file with no script, no font and no link to fetch: it opens offline in any browser.
 
 The period is ``[since, until)``; by default from the first UTC day with facts to the
-end of the last one. The summary compares it with the equal-length period before it;
+end of the last one. ``ReportFilter`` narrows the page to one team, feature or any scope
+(``api_key:k``, ``session:s``...): ``apply_filter`` shadows the ``usage_facts``, ``alerts``
+and ``breaker_events`` views with filtered temporary views of the same names in the reading
+session, so every aggregate (named-query views included) sees only the filtered rows. The summary compares it with the equal-length period before it;
 when that holds no facts (a first report), it compares the period's last UTC day with
 the day before, and says so.
 """
@@ -40,8 +43,11 @@ __all__ = [
     "Comparison",
     "Period",
     "ReportData",
+    "ReportFilter",
+    "apply_filter",
     "default_period",
     "gather",
+    "parse_instant",
     "render",
     "write_report",
 ]
@@ -71,6 +77,61 @@ class Period:
         if span <= timedelta(days=4):
             return "hour"
         return "day" if span <= timedelta(days=120) else "week"
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """Which calls the page covers: all (the default), or those of a team, feature or scope."""
+
+    team: str | None = None
+    feature: str | None = None
+    scope: str | None = None  # any scope form: team:t, feature:f, api_key:k, session:s ...
+
+    def fields(self) -> dict[str, str]:
+        """Event field -> value that every fact shown must have."""
+        from spendstream.scopes import scope_fields
+
+        out = scope_fields(self.scope) if self.scope else {}
+        if self.team is not None:
+            out["team"] = self.team
+        if self.feature is not None:
+            out["feature"] = self.feature
+        return out
+
+    def describe(self) -> str:
+        return ", ".join(f"{k} = {v}" for k, v in self.fields().items())
+
+
+def apply_filter(con: duckdb.DuckDBPyConnection, flt: ReportFilter) -> None:
+    """Shadow the fact, alert and breaker views with ``flt``'s rows (temporary, this session).
+
+    An alert or breaker belongs to the filter when its scope is one of the filter's values
+    (``team:search`` for team = search) or, for alerts, when its details name them.
+    """
+    fields = flt.fields()
+    if not fields:
+        return
+    from spendstream.scopes import SCOPE_FIELDS
+
+    def lit(value: str) -> str:  # CREATE VIEW takes no parameters: a standard SQL literal
+        return "'" + value.replace("'", "''") + "'"
+
+    kind_of = {f: k for k, f in SCOPE_FIELDS.items()}
+    scopes = [lit(f"{kind_of[f]}:{v}") for f, v in fields.items()]
+    where = {
+        "usage_facts": " AND ".join(f'"{f}" = {lit(v)}' for f, v in fields.items()),
+        "alerts": " OR ".join(
+            [f"scope = {s}" for s in scopes]
+            + [f"details['{f}'] = {lit(v)}" for f, v in fields.items()]
+        ),
+        "breaker_events": " OR ".join(f"scope = {s}" for s in scopes),
+    }
+    (db,) = con.execute("SELECT current_database()").fetchone() or ("main",)
+    for view, condition in where.items():
+        con.execute(
+            f'CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM "{db}".main.{view} '
+            f"WHERE {condition}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +170,39 @@ class ReportData:
     anomaly_buckets: list[datetime] = field(default_factory=list)
     alert_kinds: list[tuple[Any, ...]] = field(default_factory=list)
     breaker_openings: list[tuple[Any, ...]] = field(default_factory=list)
-    top_features: list[tuple[str, Decimal, int]] = field(default_factory=list)
-    top_models: list[tuple[str, Decimal, int]] = field(default_factory=list)
-    top_api_keys: list[tuple[str, Decimal, int]] = field(default_factory=list)
+    # (name, cost of the priced calls, calls, unpriced calls)
+    top_features: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
+    top_models: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
+    top_api_keys: list[tuple[str, Decimal, int, int]] = field(default_factory=list)
     sessions: list[dict[str, Any]] = field(default_factory=list)
     unit_features: list[tuple[Any, ...]] = field(default_factory=list)
     unit_totals: list[tuple[Any, ...]] = field(default_factory=list)
     cache_series: list[tuple[str, list[float | None]]] = field(default_factory=list)
     retry_rows: list[tuple[str, Decimal, Decimal, int, int]] = field(default_factory=list)
     split_rows: list[tuple[str, list[Decimal]]] = field(default_factory=list)
+    filter_text: str = ""  # "team = search" when the page covers part of the calls
 
 
 # -- reading ------------------------------------------------------------------------------
+
+
+def parse_instant(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None passes.
+
+    ``name`` is how the caller calls the value (``--since``), for the error message.
+    """
+    if value is None:
+        return None
+    from spendstream.errors import ConfigError
+
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} {value!r} is not an ISO 8601 date or time "
+            "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    return _utc(ts)
 
 
 def _utc(ts: datetime) -> datetime:
@@ -357,12 +439,12 @@ def gather(con: duckdb.DuckDBPyConnection, period: Period) -> ReportData:
         rng,
     ).fetchall()
 
-    def top(key: str) -> list[tuple[str, Decimal, int]]:
+    def top(key: str) -> list[tuple[str, Decimal, int, int]]:
         rows = con.execute(
-            f"SELECT {key} AS k, sum(cost) AS c, sum(calls) FROM {CUBE} "
+            f"SELECT {key} AS k, sum(cost) AS c, sum(calls), sum(unpriced) FROM {CUBE} "
             f"GROUP BY k ORDER BY c DESC, k LIMIT {TOP_N}"
         ).fetchall()
-        return [(str(k), Decimal(c), int(n)) for k, c, n in rows]
+        return [(str(k), Decimal(c), int(n), int(u)) for k, c, n, u in rows]
 
     data.top_features = top("team || ' / ' || feature")
     data.top_models = top("provider || '/' || model")
@@ -438,7 +520,9 @@ def _unit_economics(
     per_feature = con.execute(
         """
         SELECT CAST(date_trunc('month', date) AS DATE) AS month, team, feature,
-               count(DISTINCT user_id) AS users, coalesce(sum(cost_usd), 0)
+               count(DISTINCT user_id) AS users,
+               -- NULL when no call was priced: "unpriced", not $0
+               CASE WHEN bool_or(priced) THEN coalesce(sum(cost_usd), 0) END
         FROM usage_facts WHERE date >= $m0 AND date < $after
         GROUP BY ALL HAVING users > 0
         """,
@@ -455,16 +539,19 @@ def _unit_economics(
                 {"m0": first, "after": after, "months": list(revenue)},
             ).fetchall()
         )
-    features = []
+    features: list[tuple[Any, ...]] = []
     with localcontext(_CTX):
         for month, team, feature, users, cost in per_feature:
             rev_per_user = None
             if month in revenue and month_users.get(month):
                 rev_per_user = (revenue[month] / month_users[month]).quantize(_NANO)
             key = f"{team or '(untagged)'} / {feature or '(no feature)'}"
+            if cost is None:
+                features.append((month, key, users, None, None, rev_per_user))
+                continue
             per_user = (Decimal(cost) / users).quantize(_NANO)
             features.append((month, key, users, Decimal(cost), per_user, rev_per_user))
-    features.sort(key=lambda r: (-r[0].toordinal(), -r[4], r[1]))
+    features.sort(key=lambda r: (-r[0].toordinal(), -(r[4] if r[4] is not None else -1), r[1]))
     return features, totals
 
 
@@ -497,14 +584,16 @@ def write_report(
     out: Path,
     since: datetime | None = None,
     until: datetime | None = None,
+    flt: ReportFilter | None = None,
 ) -> Path:
     """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically)."""
     from spendstream.warehouse.reading import connect
 
     con = connect(Path(workdir))
     try:
-        con.execute("SET enable_progress_bar = false")
+        apply_filter(con, flt or ReportFilter())
         data = gather(con, default_period(con, since, until))
+        data.filter_text = (flt or ReportFilter()).describe()
     finally:
         con.close()
     out = Path(out)

@@ -19,6 +19,7 @@ from spendstream.warehouse.charts import (
     color_for,
     hbars,
     line_chart,
+    plural,
     split_bars,
     stacked_columns,
     usd,
@@ -35,6 +36,7 @@ __all__ = [
     "TOP_N",
     "band_for",
     "clip",
+    "cost_text",
     "render",
     "span_text",
 ]
@@ -77,6 +79,14 @@ def clip(text: str | None, n: int) -> str:
     return t if len(t) <= n else t[: n - 1] + "…"
 
 
+def cost_text(cost: Decimal | None, calls: int = 0, unpriced: int = 0) -> str:
+    """An amount for people; calls with no price say so instead of passing for $0.00."""
+    if cost is None or (calls and unpriced >= calls):
+        return "unpriced"
+    text = usd(cost)
+    return f"{text} + {plural(unpriced, 'unpriced call')}" if unpriced else text
+
+
 def _pct(x: Decimal | float | None) -> str:
     return "–" if x is None else f"{Decimal(str(x)) * 100:.1f}%"
 
@@ -94,7 +104,9 @@ def _summary_html(d: ReportData) -> str:
     parts = [
         f'<p class="headline">Spent <strong id="summary-total" data-usd="{d.total_usd}">'
         f'{usd(d.total_usd)}</strong> on <span id="summary-calls" data-calls="{d.calls}">'
-        f"{d.calls:,}</span> calls, {escape(span_text(d.period))}.</p>"
+        f"{plural(d.calls, 'call')}</span>"
+        + (f' <span id="summary-filter">({escape(d.filter_text)})</span>' if d.filter_text else "")
+        + f", {escape(span_text(d.period))}.</p>"
     ]
     c = d.comparison
     if c is None:
@@ -125,8 +137,9 @@ def _summary_html(d: ReportData) -> str:
         )
     if d.unpriced_calls:
         parts.append(
-            f'<p class="warn">{d.unpriced_calls:,} calls have no price (unpriced models) and '
-            "count as $0 here: <code>spendstream prices unpriced</code>.</p>"
+            f'<p class="warn">{plural(d.unpriced_calls, "call")} had no price (unpriced '
+            "models): they are left out of the amounts and marked <em>unpriced</em>; "
+            "<code>spendstream prices unpriced</code> lists the models.</p>"
         )
     return "".join(parts)
 
@@ -188,27 +201,31 @@ def _spend_section(d: ReportData) -> str:
 
 
 def _drivers_section(d: ReportData) -> str:
-    def bars(chart_id: str, rows: list[tuple[str, Decimal, int]], label: str) -> str:
-        shown = [(k, c, color_for(0), f"{usd(c)} · {n:,} calls") for k, c, n in rows]
+    def bars(chart_id: str, rows: list[tuple[str, Decimal, int, int]], label: str) -> str:
+        shown = [
+            (k, c, color_for(0), f"{cost_text(c, n, u)} · {plural(n, 'call')}")
+            for k, c, n, u in rows
+        ]
         return f"<div><h3>{escape(label)}</h3>{hbars(chart_id, shown, label=label)}</div>"
 
     sessions = []
     for s in d.sessions:
         tree = "".join(
             f'<div class="node" style="padding-left:{12 * int(depth)}px">'
-            f"{'└ ' if depth else ''}{escape(str(sid))} · {int(calls):,} calls · {usd(cost)}</div>"
+            f"{'└ ' if depth else ''}{escape(str(sid))} · {plural(int(calls), 'call')} · "
+            f"{cost_text(cost)}</div>"
             for sid, depth, calls, cost in s["tree"]
         )
         more = s["sessions"] - len(s["tree"])
         if more > 0:
-            tree += f'<div class="node muted">… {more} more sub-agent sessions</div>'
+            tree += f'<div class="node muted">… {more} more sub-agent {"session" if more == 1 else "sessions"}</div>'
         sessions.append(
             [
                 f"<strong>{escape(str(s['session_id']))}</strong>{tree}",
                 escape(str(s["team"] or "")),
                 f"{int(s['calls']):,}",
                 f"{int(s['sub_agent_sessions']):,}",
-                usd(s["tree_cost_usd"]),
+                cost_text(s["tree_cost_usd"]),
                 _pct(s["sub_agent_overhead_share"]),
             ]
         )
@@ -239,15 +256,18 @@ def _unit_section(d: ReportData) -> str:
             (Decimal(per_user) / rev_per_user) if rev_per_user and per_user is not None else None
         )
         band, color = band_for(ratio)
+        if cost is None:
+            band, color = "unpriced", NO_REVENUE
         if month == latest and len(bars) < TOP_N:
-            bars.append((key, Decimal(per_user or 0), color, f"{usd(per_user)}/user · {band}"))
+            per_user_text = "unpriced" if cost is None else f"{usd(per_user)}/user · {band}"
+            bars.append((key, Decimal(per_user or 0), color, per_user_text))
         rows.append(
             [
                 f"{month:%Y-%m}",
                 escape(key),
                 f"{users:,}",
-                usd(cost),
-                usd(per_user),
+                cost_text(cost),
+                cost_text(per_user),
                 usd(rev_per_user) if rev_per_user is not None else "–",
                 f'<span class="band" style="background:{color}">{_pct(ratio)} {band}</span>',
             ]
@@ -306,7 +326,13 @@ def _efficiency_section(d: ReportData) -> str:
     retry = hbars(
         "chart-retry",
         [
-            (k, oc, color_for(3), f"{usd(oc)} ({_pct(share)}) · {r:,} retries, {f:,} failed")
+            (
+                k,
+                oc,
+                color_for(3),
+                f"{usd(oc)} ({_pct(share)}) · {r:,} {'retry' if r == 1 else 'retries'}, "
+                f"{f:,} failed",
+            )
             for k, oc, share, r, f in d.retry_rows
         ],
         label="retry and failure overhead",

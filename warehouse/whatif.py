@@ -499,7 +499,6 @@ def run_whatif(
     engine = WhatIf(pricer, levers, hosting)
     con = connect(workdir)
     try:
-        con.execute("SET enable_progress_bar = false")
         cur = con.execute(
             "SELECT epoch_us(ts), provider, model, batch, input_tokens, cache_read_tokens, "
             "cache_write_tokens, output_tokens, team, feature, cost_usd FROM usage_facts "

@@ -9,7 +9,7 @@ from spendstream.scopes import scope_fields
 
 from ..notification import Notification
 
-__all__ = ["amount", "investigate_link", "investigate_sql", "summary"]
+__all__ = ["amount", "investigate_link", "investigate_sql", "sql_literal", "summary"]
 
 _USD_KINDS = {"budget_threshold", "budget_exceeded", "hourly_anomaly"}
 
@@ -39,20 +39,49 @@ def summary(n: Notification, limit: int = 1024) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+# Characters a value may keep as written inside the SQL literal. Everything else (quotes,
+# backslashes, `$`, backticks, `!`, control and invisible characters) is spelled chr(n):
+# the SQL means the same, and pasted anywhere (a shell's double quotes, a Slack code
+# block, a terminal) it can neither end the literal, run a command nor break the markup.
+_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -_.:/@+=,;#%^()[]{}?~*<>&|"
+)
+
+
+def _printable(ch: str) -> bool:
+    import unicodedata
+
+    return ch in _PLAIN or (ord(ch) > 127 and unicodedata.category(ch)[0] not in "CZ")
+
+
+def sql_literal(value: str) -> str:
+    """``value`` as a DuckDB string expression that holds no character a shell or chat acts on."""
+    parts: list[str] = []
+    run = ""
+    for ch in value:
+        if _printable(ch):
+            run += ch
+            continue
+        if run:
+            parts.append(f"'{run}'")
+            run = ""
+        parts.append(f"chr({ord(ch)})")
+    if run or not parts:
+        parts.append(f"'{run}'")
+    return " || ".join(parts)
 
 
 def investigate_sql(n: Notification) -> str:
-    """A query to paste into ``spendstream sql``: the scope's spend, or the alert's history."""
+    """A query for ``spendstream sql`` or any DuckDB session: the scope's spend, or the alert's
+    history. Values are SQL literals (``sql_literal``); no shell command is ever built."""
     fields = scope_fields(n.alert.scope)
     if fields:
         ((column, value),) = fields.items()
         return (
             "SELECT date_trunc('minute', ts) AS minute, count(*) AS calls, sum(cost_usd) AS usd "
-            f"FROM usage_facts WHERE {column} = {_sql_str(value)} GROUP BY ALL ORDER BY minute"
+            f"FROM usage_facts WHERE {column} = {sql_literal(value)} GROUP BY ALL ORDER BY minute"
         )
-    return f"SELECT * FROM alerts WHERE dedup_key = {_sql_str(n.alert.dedup_key)} ORDER BY ts"
+    return f"SELECT * FROM alerts WHERE dedup_key = {sql_literal(n.alert.dedup_key)} ORDER BY ts"
 
 
 def investigate_link(n: Notification, base_url: str | None) -> str | None:

@@ -57,7 +57,9 @@ def slack_message(n: Notification, link_base_url: str | None = None) -> dict[str
     if link:
         look = f"<{link}|Investigate {_esc(a.scope)}>"
     else:
-        look = f'Investigate: `spendstream sql "{_esc(investigate_sql(n))}"`'
+        # The query alone, in a code block: a ready-made shell command would run whatever a
+        # scope value smuggled into it when pasted. Values are chr()-spelled SQL literals.
+        look = f"*Investigate* with `spendstream sql` (the query below):\n```{_esc(investigate_sql(n))}```"
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": look}})
     return {"text": _esc(summary(n, 3000)), "blocks": blocks}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary
+from spendstream.warehouse.charts import usd
 
 __all__ = ["print_summary", "progress_printer"]
 
@@ -34,9 +34,7 @@ def print_summary(s: IngestSummary, out: TextIO) -> None:
     out.write(
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
-    out.write(
-        f"cost of landed facts: ${s.cost_usd.quantize(Decimal('0.000001'))} ({s.unpriced:,} unpriced)\n"
-    )
+    out.write(f"cost of landed facts: {usd(s.cost_usd)} ({s.unpriced:,} unpriced)\n")
     kinds = s.alerts_by_kind()
     if kinds:
         out.write("alerts: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + "\n")

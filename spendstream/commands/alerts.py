@@ -9,7 +9,13 @@ import sys
 import threading
 from types import FrameType
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import (
+    add_config,
+    add_kafka,
+    add_workdir,
+    config_from_args,
+    kafka_config_from_args,
+)
 
 __all__ = ["configure", "run"]
 
@@ -17,12 +23,7 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
     add_config(parser)
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        default=None,
-        help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
-    )
+    add_kafka(parser)
     parser.add_argument(
         "--replay-dead-letters",
         action="store_true",
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.topics import ALERTS, BREAKERS
     from spendstream.workdir import resolve_workdir
 
-    config = config_from_args(args)
+    config = config_from_args(args) if args.replay_dead_letters else kafka_config_from_args(args)
     workdir = resolve_workdir(args.workdir)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -77,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1 if replay.still_dead else 0
     kafka = KafkaSettings.from_config(config.kafka)
-    if args.bootstrap_servers:
-        kafka = kafka.with_bootstrap(args.bootstrap_servers)
     signer = load_breaker_signer(config.breaker)
     stop = threading.Event()
 

@@ -6,22 +6,45 @@ the compacted breakers topic read as a ``BreakerView`` does (signatures checked 
 ``[breaker]`` has an HMAC key). ``reset SCOPE`` publishes a (signed) ``closed`` event to the
 breakers topic, lands it in the warehouse, and tells the running detection engine (a command
 on the priced topic) so a running ``spendstream run`` forgets the open breaker too.
+
+Both actions (and ``breakers`` alone, which lists) take the same options, before or after
+the action: ``--workdir``, ``--config``, ``--bootstrap-servers``, ``--format``. ``reset``
+finds the broker as ``run`` does, and says at once when nothing listens there.
 """
 
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
+import time
 from datetime import UTC, datetime
 
-from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
+from spendstream.commands._options import (
+    add_config,
+    add_format,
+    add_kafka,
+    add_workdir,
+    kafka_config_from_args,
+)
 from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
 
 __all__ = ["configure", "run"]
 
+# How long `reset` waits for a TCP answer from each bootstrap server before saying none answers.
+CONNECT_TIMEOUT_S = 3.0
+
+
+def _common(parser: argparse.ArgumentParser, *, inherit: bool) -> None:
+    add_workdir(parser, inherit=inherit)
+    add_config(parser, inherit=inherit)
+    add_kafka(parser, inherit=inherit)
+    add_format(parser, inherit=inherit)
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    _common(parser, inherit=False)
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = sub.add_parser("list", help="each scope's breaker state (default)")
     ls.add_argument("--all", action="store_true", help="include closed breakers")
@@ -30,17 +53,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read the breakers topic (what clients see) instead of the warehouse",
     )
-    add_workdir(ls)
-    add_config(ls)
-    add_format(ls)
-    rs = sub.add_parser("reset", help="close SCOPE's breaker by hand")
+    _common(ls, inherit=True)
+    rs = sub.add_parser("reset", help="close SCOPE's breaker by hand (needs Kafka)")
     rs.add_argument("scope", metavar="SCOPE", help="e.g. api_key:k-123 or session:s-9")
-    add_workdir(rs)
-    add_config(rs)
-    # `spendstream breakers` alone lists.
-    add_workdir(parser)
-    add_format(parser)
-    parser.set_defaults(all=False, from_kafka=False, config=None)
+    _common(rs, inherit=True)
+    parser.set_defaults(all=False, from_kafka=False)
 
 
 def _check_scope(scope: str) -> None:
@@ -51,19 +68,52 @@ def _check_scope(scope: str) -> None:
         raise ConfigError(f"SCOPE: {problem}")
 
 
+def _answering(bootstrap: str, timeout_s: float) -> list[str]:
+    """The bootstrap servers that accept a TCP connection within ``timeout_s`` (one deadline
+    for all), so a dead address fails in seconds rather than after a Kafka client's own
+    retries. A TCP answer is enough here: TLS and SASL come after it."""
+    deadline = time.monotonic() + timeout_s
+    alive = []
+    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        if not port.isdigit():
+            continue
+        left = max(0.2, deadline - time.monotonic())
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), left):
+                alive.append(server)
+        except OSError:
+            continue
+    return alive
+
+
 def run(args: argparse.Namespace) -> int:
     from spendstream.workdir import resolve_workdir
 
     workdir = resolve_workdir(args.workdir)
     if args.action == "reset":
         _check_scope(args.scope)
-        config = config_from_args(args)
+        config = kafka_config_from_args(args)
+        bootstrap = config.kafka.bootstrap_servers
+        if not _answering(bootstrap, CONNECT_TIMEOUT_S):
+            print(
+                f"spendstream breakers reset: no Kafka broker answers at {bootstrap} "
+                "([kafka] bootstrap_servers in --config, or --bootstrap-servers); "
+                "is `spendstream run` pointed at another broker? For a local one: "
+                "spendstream kafka-local start",
+                file=sys.stderr,
+            )
+            return 1
         from spendstream.stream.kafka.breaker_control import publish_reset
 
         try:
             event = publish_reset(config, workdir, args.scope, datetime.now(UTC))
         except KafkaClientError as exc:
-            print(f"spendstream breakers reset: cannot publish the reset: {exc}", file=sys.stderr)
+            print(
+                f"spendstream breakers reset: cannot publish the reset to Kafka at {bootstrap} "
+                f"([kafka] bootstrap_servers): {exc}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{event.scope}: closed ({event.reason}) at {event.ts.isoformat()}")
         return 0
@@ -71,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.warehouse.output import render
 
     if args.from_kafka:
-        rows, note = _from_kafka(config_from_args(args))
+        rows, note = _from_kafka(kafka_config_from_args(args))
         render(["scope", "state", "reason", "ts"], rows, args.format, sys.stdout)
         if note:
             print(note, file=sys.stderr)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spendstream.commands._options import add_config, add_workdir
 
-__all__ = ["configure", "run", "tell_story"]
+if TYPE_CHECKING:
+    import duckdb
+
+    from spendstream.runtime.embedded import IngestSummary
+
+__all__ = ["configure", "how_to_call", "run", "tell_story"]
+
+# Story sections show at most this many lines each; the header says when there are more.
+SHOWN = 8
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +32,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _money(v: Any) -> str:
-    if v is None:
-        return "$0.00"
-    return f"${Decimal(v).quantize(Decimal('0.01')):,}"
+    from spendstream.warehouse.charts import usd
+
+    return "unpriced" if v is None else usd(Decimal(v))
+
+
+def how_to_call() -> tuple[str, list[str]]:
+    """(how to type the command, lines to print first when it is not on PATH as ``spendstream``).
+
+    ``make demo`` runs ``.venv/bin/spendstream`` without putting ``.venv/bin`` on the user's
+    PATH: say so, and how to fix it, rather than print commands that answer "not found".
+    """
+    script = Path(sys.prefix) / "bin" / "spendstream"
+    if not script.exists():  # not an installed environment (e.g. python -m from a checkout)
+        return f"{sys.executable} -m spendstream", []
+    found = shutil.which("spendstream")
+    if found and Path(found).resolve() == script.resolve():
+        return "spendstream", []
+    return "spendstream", [
+        "`spendstream` is not on this shell's PATH"
+        + (f" (that one is {found})" if found else "")
+        + ". Put it there, once per shell:",
+        f"  . {_relative(Path(sys.prefix) / 'bin' / 'activate')}",
+        f"or call it by its path: {_relative(script)}",
+    ]
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,35 +99,96 @@ def run(args: argparse.Namespace) -> int:
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
     print_summary(summary, out)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor)
+    tell_story(workdir, out, config.anomaly.factor, summary)
     from spendstream.warehouse.report import write_report
 
     report = write_report(workdir, workdir / "report.html")
-    out.write("\nQuery the warehouse yourself:\n")
+    command, path_notes = how_to_call()
+    db = workdir / "warehouse" / "spendstream.duckdb"
     wd = f" --workdir {workdir}" if args.workdir else ""
+    out.write("\nQuery the warehouse yourself:\n")
+    for note in path_notes:
+        out.write(f"  {note}\n")
     out.write(
-        f'  spendstream sql{wd} "SELECT team, sum(cost_usd) AS usd FROM usage_facts GROUP BY ALL ORDER BY usd DESC"\n'
+        f'  {command} sql{wd} "SELECT team, sum(cost_usd) AS usd FROM usage_facts '
+        'GROUP BY ALL ORDER BY usd DESC"\n'
+        f"  {command} query{wd} --list\n"
+        f"  {command} serve{wd}            # the report as a live page, refreshed as facts land\n"
+        "  from Python (the duckdb module is installed with spendstream):\n"
+        f"    python -c \"import duckdb; duckdb.connect('{db}', read_only=True)"
+        ".sql('FROM cost_by_team').show()\"\n"
     )
-    out.write(f"  spendstream query{wd} --list\n")
-    out.write(f"  duckdb -readonly {workdir / 'warehouse' / 'spendstream.duckdb'}\n")
     out.write(f"\nReport: {report}  (open it in a browser; it works offline)\n")
     return 0
 
 
-def tell_story(workdir: Path, out: TextIO, factor: Decimal) -> None:
-    """Say what the pipeline caught and where the money went, from the warehouse views."""
+def _story_header(con: duckdb.DuckDBPyConnection, summary: IngestSummary | None) -> str:
+    """Whose story this is: this run's, or the warehouse's (earlier runs included)."""
+    if summary is None:
+        return "What the warehouse holds:\n"
+    (held,) = con.execute("SELECT count(*) FROM usage_facts").fetchone() or (0,)
+    if summary.landed == 0:
+        return (
+            f"Nothing new landed: all {summary.read:,} events were already in the warehouse "
+            "(a re-run adds nothing).\n"
+            f"What the warehouse holds, from earlier runs ({held:,} facts):\n"
+        )
+    if held > summary.landed:
+        return (
+            f"This run landed {summary.landed:,} of the warehouse's {held:,} facts; "
+            "what the warehouse holds, earlier runs included:\n"
+        )
+    return "What it caught:\n"
+
+
+def _section(out: TextIO, title: str, lines: list[str], total: int, more_sql: str) -> None:
+    if not total:
+        return
+    shown = lines[:SHOWN]
+    head = f"{title} ({total})" if len(shown) == total else f"{title} ({total}; first {len(shown)})"
+    out.write(f"  {head}:\n")
+    for line in shown:
+        out.write(f"    {line}\n")
+    if len(shown) < total:
+        out.write(f'    ... all of them: spendstream sql "{more_sql}"\n')
+
+
+def _hour_total(con: duckdb.DuckDBPyConnection, scope: str, hour: Any) -> Any:
+    from spendstream.scopes import scope_fields
+
+    fields = scope_fields(scope)
+    where = " AND ".join(f"{column} = ?" for column in fields) or "TRUE"
+    row = con.execute(
+        "SELECT sum(cost_usd) FROM usage_facts WHERE ts >= ? AND ts < ? + INTERVAL 1 HOUR AND "
+        + where,
+        [hour, hour, *fields.values()],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def tell_story(
+    workdir: Path, out: TextIO, factor: Decimal, summary: IngestSummary | None = None
+) -> None:
+    """Say what the pipeline caught and where the money went, from the warehouse views.
+
+    The views hold every run's facts: with ``summary`` (this run's counts) the story says
+    whether it is this run's or the warehouse's, so a re-run does not pass old news as new.
+    """
     import duckdb
 
     from spendstream.synthetic import LOOP_SESSION
+    from spendstream.warehouse.charts import plural
 
     db = workdir / "warehouse" / "spendstream.duckdb"
     con = duckdb.connect(str(db), read_only=True)
     try:
+        con.execute("SET TimeZone = 'UTC'")
         q = con.execute
-        out.write("What it caught:\n")
+        out.write(_story_header(con, summary))
         rows = q("SELECT kind, count(*) FROM alerts GROUP BY kind ORDER BY kind").fetchall()
         for kind, n in rows:
-            out.write(f"  {kind:<18} {n:>5} alert(s)\n")
+            out.write(f"  {kind:<18} {plural(n, 'alert'):>10}\n")
+        out.write("\n")
         loop = q(
             "SELECT min(ts) FILTER (WHERE kind IN ('runaway_session', 'runaway_rate')), "
             "string_agg(DISTINCT kind, ', ') FROM alerts WHERE scope IN (?, ?)",
@@ -105,53 +203,73 @@ def tell_story(workdir: Path, out: TextIO, factor: Decimal) -> None:
                 "SELECT sum(cost_usd), count(*) FROM usage_facts WHERE session_id = ? AND ts > ?",
                 [LOOP_SESSION, loop[0]],
             ).fetchone()
-            out.write(
-                f"\n  Runaway agent loop: session {LOOP_SESSION} made {spend[1]:,} calls "
-                f"({spend[2]:%H:%M}-{spend[3]:%H:%M} UTC) costing {_money(spend[0])}.\n"
-                f"  It was flagged at {loop[0]:%H:%M:%S} ({loop[1]}); its breaker opened then. "
-                f"With meter.guard() the {after[1]:,} later calls ({_money(after[0])}) would have been refused.\n"
-                if after
-                else ""
-            )
-        for scope, ts, value, threshold in q(
-            "SELECT scope, ts, value, threshold FROM alerts WHERE kind = 'hourly_anomaly' ORDER BY ts LIMIT 5"
-        ).fetchall():
-            out.write(
-                f"  Hourly anomaly: {scope} spent {_money(value)} in the hour of {ts:%Y-%m-%d %H}:00 UTC "
-                f"(> {_money(threshold)}, {float(factor):g}x its previous-24h hourly mean)\n"
-            )
-        for (message,) in q(
-            "SELECT message FROM alerts WHERE kind IN ('budget_threshold', 'budget_exceeded') "
-            "ORDER BY ts LIMIT 6"
-        ).fetchall():
-            out.write(f"  Budget: {message}\n")
-        for (message,) in q(
-            "SELECT message FROM alerts WHERE kind = 'cache_hit_drop' ORDER BY ts LIMIT 3"
-        ).fetchall():
-            out.write(f"  Cache: {message}\n")
-        for (message,) in q(
-            "SELECT message FROM alerts WHERE kind = 'unpriced_model' LIMIT 3"
-        ).fetchall():
-            out.write(f"  Unpriced: {message}\n")
-        opened = q(
-            "SELECT scope, reason FROM breaker_events WHERE state = 'open' ORDER BY ts LIMIT 8"
+            if after:
+                out.write(
+                    f"  Runaway agent loop: session {LOOP_SESSION} made {spend[1]:,} calls "
+                    f"({spend[2]:%H:%M}-{spend[3]:%H:%M} UTC) costing {_money(spend[0])}.\n"
+                    f"  It was flagged at {loop[0]:%H:%M:%S} ({loop[1]}); its breaker opened "
+                    f"then. With meter.guard() the {after[1]:,} later calls "
+                    f"({_money(after[0])}) would have been refused.\n\n"
+                )
+        anomalies = q(
+            "SELECT scope, ts, value, threshold, date_trunc('hour', ts) FROM alerts "
+            "WHERE kind = 'hourly_anomaly' ORDER BY ts, scope"
         ).fetchall()
-        if opened:
-            out.write("\n  Circuit breakers opened:\n")
-            for scope, reason in opened:
-                out.write(f"    {scope}: {reason}\n")
+        _section(
+            out,
+            "Hourly anomalies",
+            [
+                f"{scope}: {_money(value)} spent by {ts:%H:%M:%S} in the hour of "
+                f"{ts:%Y-%m-%d %H}:00 UTC, over {_money(threshold)} ({float(factor):g}x its "
+                f"previous-24h hourly mean); the hour ended at {_money(_hour_total(con, scope, hour))}"
+                for scope, ts, value, threshold, hour in anomalies
+            ],
+            len(anomalies),
+            "SELECT scope, ts, value, threshold FROM alerts WHERE kind = 'hourly_anomaly'",
+        )
+        for title, kinds in (
+            ("Budget", ("budget_threshold", "budget_exceeded")),
+            ("Cache hit drops", ("cache_hit_drop",)),
+            ("Unpriced models", ("unpriced_model",)),
+        ):
+            listed = ", ".join(f"'{k}'" for k in kinds)
+            messages = [
+                m
+                for (m,) in q(
+                    f"SELECT message FROM alerts WHERE kind IN ({listed}) ORDER BY ts, scope"
+                ).fetchall()
+            ]
+            _section(
+                out,
+                title,
+                messages,
+                len(messages),
+                f"SELECT ts, message FROM alerts WHERE kind IN ({listed}) ORDER BY ts",
+            )
+        opened = q(
+            "SELECT scope, reason FROM breaker_events WHERE state = 'open' ORDER BY ts, scope"
+        ).fetchall()
+        _section(
+            out,
+            "Circuit breakers opened",
+            [f"{scope}: {reason}" for scope, reason in opened],
+            len(opened),
+            "SELECT * FROM breaker_events WHERE state = 'open' ORDER BY ts",
+        )
 
         out.write("\nWhere the money went:\n")
-        total = q("SELECT sum(cost_usd), count(*) FROM usage_facts").fetchone()
-        out.write(
-            f"  total {_money(total[0] if total else 0)} over {total[1] if total else 0:,} calls\n"
-        )
+        total = q(
+            "SELECT sum(cost_usd), count(*), count(*) FILTER (WHERE NOT priced) FROM usage_facts"
+        ).fetchone() or (None, 0, 0)
+        unpriced = f" ({plural(total[2], 'unpriced call')} not in the total)" if total[2] else ""
+        out.write(f"  total {_money(total[0])} over {plural(total[1], 'call')}{unpriced}\n")
         for team, usd, share in q(
             "SELECT coalesce(team, '(untagged)'), sum(cost_usd) AS usd, "
             "100 * sum(cost_usd) / (SELECT sum(cost_usd) FROM usage_facts) "
             "FROM usage_facts GROUP BY ALL ORDER BY usd DESC NULLS LAST"
         ).fetchall():
-            out.write(f"  team {team:<10} {_money(usd):>12}  {float(share or 0):5.1f}%\n")
+            pct = "" if share is None else f"  {float(share):5.1f}%"
+            out.write(f"  team {team:<10} {_money(usd):>12}{pct}\n")
         out.write("  top features:\n")
         for feature, model, usd in q(
             "SELECT feature, model, sum(cost_usd) AS usd FROM usage_facts "

@@ -1,25 +1,31 @@
 """``spendstream report``: one self-contained HTML cost report, written from the warehouse.
 
-    spendstream report [--workdir DIR] [--since T] [--until T] [--out report.html]
+    spendstream report [--workdir DIR] [--since T] [--until T] [--team T] [--feature F]
+                       [--scope SCOPE] [--out report.html]
 
 The page opens offline (no script, font or link to fetch); see docs/report.md.
+``spendstream serve`` shows the same page live.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spendstream.commands._options import add_workdir
 from spendstream.errors import ConfigError
 
-__all__ = ["configure", "parse_instant", "run"]
+if TYPE_CHECKING:
+    from spendstream.warehouse.report import ReportFilter
+
+__all__ = ["add_report_filters", "configure", "filters_from_args", "run"]
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_workdir(parser)
+def add_report_filters(parser: argparse.ArgumentParser) -> None:
+    """The report's filters: a period, and optionally one team, feature or scope."""
     parser.add_argument(
         "--since",
         default=None,
@@ -32,6 +38,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="T",
         help="up to (excluding) this UTC date or time (default: the end of the last day with facts)",
     )
+    parser.add_argument("--team", default=None, help="only this team's calls (and alerts)")
+    parser.add_argument("--feature", default=None, help="only this feature's calls (and alerts)")
+    parser.add_argument(
+        "--scope",
+        default=None,
+        metavar="SCOPE",
+        help="only this scope's calls, e.g. api_key:k-1 or session:s-9",
+    )
+
+
+def filters_from_args(
+    args: argparse.Namespace,
+) -> tuple[datetime | None, datetime | None, ReportFilter]:
+    """(since, until, ReportFilter) from the parsed options, checked."""
+    from spendstream.scopes import scope_error
+    from spendstream.warehouse.report import ReportFilter, parse_instant
+
+    since = parse_instant(args.since, "--since")
+    until = parse_instant(args.until, "--until")
+    if since is not None and until is not None and since >= until:
+        raise ConfigError("--since must be before --until")
+    if args.scope is not None:
+        problem = scope_error(args.scope)
+        if problem is not None:
+            raise ConfigError(f"--scope: {problem}")
+    return since, until, ReportFilter(team=args.team, feature=args.feature, scope=args.scope)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_workdir(parser)
+    add_report_filters(parser)
     parser.add_argument(
         "--out",
         default="report.html",
@@ -40,28 +77,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_instant(value: str | None, flag: str) -> datetime | None:
-    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None passes."""
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {value!r} is not an ISO 8601 date or time "
-            "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
-        ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def run(args: argparse.Namespace) -> int:
     from spendstream.warehouse.report import write_report
     from spendstream.workdir import resolve_workdir
 
-    since = parse_instant(args.since, "--since")
-    until = parse_instant(args.until, "--until")
-    if since is not None and until is not None and since >= until:
-        raise ConfigError("--since must be before --until")
-    out = write_report(resolve_workdir(args.workdir), Path(args.out).expanduser(), since, until)
+    since, until, flt = filters_from_args(args)
+    out = write_report(
+        resolve_workdir(args.workdir), Path(args.out).expanduser(), since, until, flt
+    )
     print(f"wrote {out.resolve()}", file=sys.stderr)
     return 0

@@ -11,7 +11,12 @@ import argparse
 import logging
 import sys
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import (
+    add_config,
+    add_kafka,
+    add_workdir,
+    kafka_config_from_args,
+)
 from spendstream.errors import ConfigError, KafkaClientError
 from spendstream.http_auth import read_token
 from spendstream.kafka.settings import KafkaSettings
@@ -22,12 +27,7 @@ __all__ = ["configure", "read_token", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
     add_config(parser)
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        default=None,
-        help="Kafka bootstrap servers (default: [kafka] bootstrap_servers)",
-    )
+    add_kafka(parser)
     parser.add_argument(
         "--http-port",
         type=int,
@@ -52,15 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    if args.bootstrap_servers:
-        config = config.model_copy(
-            update={
-                "kafka": config.kafka.model_copy(
-                    update={"bootstrap_servers": args.bootstrap_servers}
-                )
-            }
-        )
+    config = kafka_config_from_args(args)
     port = config.http.port if args.http_port is None else args.http_port
     if not 0 <= port <= 65535:
         raise ConfigError(f"--http-port: {port} is not a port number")
@@ -104,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     )
     logging.getLogger("spendstream").setLevel(args.log_level.upper())
     worker = faust.Worker(rt.app, loglevel=args.log_level, quiet=True)
+    if worker.spinner is not None and not worker.spinner.file.isatty():
+        # Faust's start-up spinner writes cursor codes (ESC[?25l ...) even into a pipe or a
+        # log file; it is only for terminals.
+        worker.spinner = None
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

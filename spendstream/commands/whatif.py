@@ -19,7 +19,6 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
-from spendstream.commands.report import parse_instant
 from spendstream.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -167,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from spendstream.pricebook import pricer_for
     from spendstream.warehouse.reading import connect
-    from spendstream.warehouse.report import default_period
+    from spendstream.warehouse.report import default_period, parse_instant
     from spendstream.warehouse.whatif import run_whatif
     from spendstream.workdir import resolve_workdir
 

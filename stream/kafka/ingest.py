@@ -2,19 +2,27 @@
 
 Pure: the web view produces the accepted records to the usage topic (keyed by
 ``spendstream.topics.partition_key``) and dead-letters the rejected ones.
+
+Like the Python client, the endpoint fills in what a caller cannot be expected to invent:
+an object without ``event_id`` gets a random UUID, one without ``ts`` the time the request
+was received (UTC). The rest of the record is kept byte for byte (the two keys are written
+in front), so no number is re-rounded. A caller that may retry a request should send its
+own ``event_id``: a filled-in one is new on every attempt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from spendstream.http_auth import token_ok
 from spendstream.records import DeadLetter
-from spendstream.stream.pipeline import parse_records
+from spendstream.stream.pipeline import MAX_RECORD_BYTES, MAX_STORED_RAW_CHARS, parse_records
 from spendstream.topics import partition_key
 
-__all__ = ["MAX_BODY_BYTES", "IngestCheck", "check_body", "token_ok"]
+__all__ = ["MAX_BODY_BYTES", "IngestCheck", "check_body", "token_ok", "with_defaults"]
 
 MAX_BODY_BYTES = 32 << 20
 SOURCE = "http:/v1/events"
@@ -40,7 +48,8 @@ def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestC
             (n, line.strip()) for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()
         ]
     out = IngestCheck()
-    for n, raw in numbered:
+    for n, given in numbered:
+        raw = with_defaults(given, received_at)
         parsed = parse_records([raw], SOURCE, received_at)
         if parsed.events:
             e = parsed.events[0]
@@ -49,6 +58,31 @@ def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestC
             )
         else:
             dead = parsed.dead_letters[0]
+            if raw is not given:  # the dead letter keeps the record as the caller sent it
+                dead = replace(dead, raw=given.decode("utf-8", "replace")[:MAX_STORED_RAW_CHARS])
             out.dead_letters.append(dead)
             out.rejected.append({"line": n, "error": dead.error})
     return out
+
+
+def with_defaults(raw: bytes, received_at: datetime) -> bytes:
+    """``raw`` with ``event_id`` (a new UUID) and ``ts`` (``received_at``) written in front
+    when the JSON object lacks them; anything else (not an object, not JSON) is left as it
+    is, for validation to reject with its reason."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return raw  # refused for its size anyway; not worth parsing twice
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(data, dict) or ("event_id" in data and "ts" in data):
+        return raw
+    added = []
+    if "event_id" not in data:
+        added.append(f'"event_id": "{uuid.uuid4()}"')
+    if "ts" not in data:
+        ts = received_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        added.append(f'"ts": "{ts}"')
+    body = raw.strip()[1:]  # after the opening brace
+    sep = "" if body.lstrip().startswith(b"}") else ", "
+    return ("{" + ", ".join(added) + sep).encode() + body

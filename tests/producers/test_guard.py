@@ -166,6 +166,76 @@ def test_fail_closed_view_refuses_until_it_has_caught_up() -> None:
     guard(_view(), team="t")
 
 
+def test_a_view_that_never_catches_up_refuses_when_fail_closed_and_allows_otherwise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from spendstream.kafka_local import find_free_port
+
+    dead = f"127.0.0.1:{find_free_port()}"  # nothing listens: the view can never be ready
+    with BreakerView(dead, fail_closed=True, ready_timeout_s=0.5) as closed:
+        for _ in range(2):  # the first call waits its 0.5 s once; every call refuses
+            with pytest.raises(BreakerOpen) as err:
+                guard(closed, team="t")
+            assert err.value.scope == "global" and "fail_closed" in err.value.reason
+        assert not closed.ready
+    with BreakerView(dead, ready_timeout_s=0.5) as open_view, caplog.at_level("WARNING"):
+        guard(open_view, team="t")
+        guard(open_view, team="t")
+    said = [r.getMessage() for r in caplog.records if "not caught up" in r.getMessage()]
+    assert len(said) == 1 and "lets calls through" in said[0]
+
+
+@pytest.mark.kafka
+def test_guard_right_after_watch_breakers_refuses_an_already_open_breaker(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    """A short-lived agent: watch, guard at once. The breaker opened before it started."""
+    from spendstream.producers import Meter
+
+    topic = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
+    history = [(f"team:t{n}".encode(), _wire(f"team:t{n}", "closed")) for n in range(50)]
+    # 50 records of history to read through before the open breaker.
+    produce(
+        kafka_bootstrap, topic, [*history, (b"session:s1", _wire("session:s1", "open", "loop"))]
+    )
+    meter = Meter.kafka(kafka_bootstrap, spool_dir=None, topic=topic_factory(prefix="usage"))
+    try:
+        view = meter.watch_breakers(kafka_bootstrap, topic, wait_s=60)
+        assert view.ready, view.error
+        with pytest.raises(BreakerOpen) as err:
+            meter.guard(session_id="s1")
+        assert err.value.reason == "loop"
+        meter.guard(session_id="s2")
+        view.close()
+    finally:
+        meter.close()
+
+
+@pytest.mark.kafka
+def test_the_first_guard_on_a_fresh_view_waits_for_it_once(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory(configs={"cleanup.policy": "compact"}, prefix="breakers")
+    produce(kafka_bootstrap, topic, [(b"api_key:k", _wire("api_key:k", "open"))])
+    # Started, never waited on: guard() itself waits for the view before answering.
+    with BreakerView(kafka_bootstrap, topic, fail_closed=False, ready_timeout_s=60) as view:
+        with pytest.raises(BreakerOpen) as err:
+            guard(view, api_key_id="k")
+        assert err.value.scope == "api_key:k" and view.ready
+
+
+@pytest.mark.kafka
+def test_a_breakers_topic_that_does_not_exist_yet_is_ready_and_empty(
+    kafka_bootstrap: str,
+) -> None:
+    import uuid
+
+    missing = f"breakers-never-{uuid.uuid4().hex[:8]}"
+    with BreakerView(kafka_bootstrap, missing, fail_closed=True, ready_timeout_s=60) as view:
+        guard(view, session_id="s1")  # no breaker ever moved: nothing to refuse
+        assert view.ready and view.snapshot() == {}
+
+
 def test_request_ceiling_uses_the_given_rate_table() -> None:
     rates = {("acme", "m1"): RequestRate(Decimal("3"), Decimal("15"))}
     # 100k input at $3 + 10k output at $15 per MTok = $0.45.

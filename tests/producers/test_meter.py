@@ -30,6 +30,8 @@ class IngestServer:
         self.status = 200
         self.reject_event_ids: set[str] = set()
         self.delay_s = 0.0
+        self.answering = threading.Event()  # cleared: requests hang until it is set again
+        self.answering.set()
         self.lock = threading.Lock()
         server = self
 
@@ -37,6 +39,7 @@ class IngestServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(server.delay_s)
+                server.answering.wait()
                 with server.lock:
                     status = server.status
                     if (
@@ -71,6 +74,7 @@ class IngestServer:
             return [json.loads(line)["event_id"] for b in self.bodies for line in b.splitlines()]
 
     def stop(self) -> None:
+        self.answering.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -373,3 +377,40 @@ def test_a_forked_child_sends_its_own_events_and_not_the_parents(
     assert meter.flush(timeout_s=30)
     meter.close()
     assert sorted(server.event_ids()) == [f"e{i:06d}" for i in [0, 1, 2, 3, 4, 100, 101, 102]]
+
+
+def _spooled_lines(spool: Path) -> list[str]:
+    return [
+        json.loads(line)["event_id"]
+        for seg in sorted(spool.glob("slot-*/seg-*.jsonl"))
+        for line in seg.read_bytes().splitlines()
+    ]
+
+
+def test_a_hung_send_puts_the_batch_in_flight_and_the_queue_on_disk_and_sends_once(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.answering.clear()  # the endpoint takes the request and never answers (yet)
+    meter = _meter(server, tmp_path, batch_size=50, spool_flush_s=0.4, timeout_s=120)
+    try:
+        for i in range(50):
+            meter.record(**_fields(i))
+        deadline = time.monotonic() + 60
+        while meter.metrics.spooled < 50:  # the batch in flight, spilled by the spill thread
+            assert time.monotonic() < deadline, meter.metrics
+            time.sleep(0.02)
+        for i in range(50, 80):  # recorded while the send still hangs: queued, then spilled
+            meter.record(**_fields(i))
+        while meter.metrics.spooled < 80:
+            assert time.monotonic() < deadline, meter.metrics
+            time.sleep(0.02)
+        assert _spooled_lines(tmp_path / "spool") == [f"e{i:06d}" for i in range(80)]
+        assert server.event_ids() == []  # still nothing answered
+        server.answering.set()  # the hung send now succeeds...
+        assert meter.flush(timeout_s=60)
+        m = meter.metrics
+    finally:
+        meter.close()
+    # ...so its spilled copy leaves the spool unsent: every event arrives exactly once.
+    assert server.event_ids() == [f"e{i:06d}" for i in range(80)]
+    assert (m.sent, m.spooled, m.replayed, m.dropped) == (80, 80, 80, 0)

@@ -208,3 +208,74 @@ def test_events_spooled_by_a_process_are_delivered_once_by_the_next(
     values = [json.loads(v)["event_id"] for _, v in _read_all(broker.bootstrap, USAGE)]
     # One partition: the topic's order is the replay order, which must be the recorded order.
     assert values == [f"p-{i:05d}" for i in range(5000)]
+
+
+_RECORDER = """
+import os, sys, time
+from spendstream.producers import Meter
+
+bootstrap, spool, flush_s = sys.argv[1], sys.argv[2], float(sys.argv[3])
+meter = Meter.kafka(bootstrap, spool_dir=spool, spool_flush_s=flush_s)
+i = 0
+while True:
+    meter.record(event_id=f"k-{i:07d}", provider="openai", model="gpt-5-mini",
+                 input_tokens=10, output_tokens=1, api_key_id=f"key-{i % 5}")
+    # Written after record() returned: the event counts as accepted from this instant.
+    os.write(1, f"{i} {time.monotonic()}\\n".encode())
+    i += 1
+    time.sleep(0.002)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_during_an_outage_loses_at_most_the_last_spool_flush_window(
+    kafka_broker_factory: Any, tmp_path: Path, record_property: Any
+) -> None:
+    """Record against a broker that goes away, SIGKILL the producer, replay its spool to the
+    broker once it is back: only events accepted in the last window may be missing."""
+    import os
+    import signal
+
+    flush_s, linger_s = 0.5, 0.05  # the Meter's spool_flush_s (set here) and default linger_s
+    window_s = flush_s + linger_s
+    broker = kafka_broker_factory()
+    _create_usage_topic(broker.bootstrap)
+    spool = tmp_path / "spool"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _RECORDER, broker.bootstrap, str(spool), str(flush_s)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        lines = 0
+        while lines < 500:  # recording against a live broker first
+            lines += child.stdout.readline().count(b"\n")
+        broker.stop()  # the outage: the producer's sends now hang in its own retries
+        time.sleep(4 * window_s)  # several windows of recording with no broker
+        killed_at = time.monotonic()
+        os.kill(child.pid, signal.SIGKILL)
+        out = child.stdout.read()
+    finally:
+        child.kill()
+        child.wait(30)
+    recorded = {}
+    for line in out.splitlines():
+        i, at = line.split()
+        recorded[f"k-{int(i):07d}"] = float(at)
+    recorded.update({f"k-{i:07d}": 0.0 for i in range(lines) if f"k-{i:07d}" not in recorded})
+
+    broker.start()
+    with Meter.kafka(broker.bootstrap, spool_dir=spool) as replayer:
+        assert replayer.flush(timeout_s=180), replayer.metrics
+        replayed = replayer.metrics.replayed
+    arrived = {json.loads(v)["event_id"] for _, v in _read_all(broker.bootstrap, USAGE)}
+    lost = {e: at for e, at in recorded.items() if e not in arrived}
+    in_last_window = [e for e, at in recorded.items() if at >= killed_at - window_s]
+    record_property("recorded", len(recorded))
+    record_property("lost", len(lost))
+    record_property("recorded_in_last_window", len(in_last_window))
+    print(f"recorded {len(recorded)}, lost {len(lost)}, in the last window {len(in_last_window)}")
+    assert replayed > 0  # the outage was real: what the killed process held came from disk
+    assert len(lost) <= len(in_last_window), (len(lost), len(in_last_window))
+    # Every lost event was accepted in the last window before the kill (0.2 s scheduling slack).
+    assert all(at >= killed_at - window_s - 0.2 for at in lost.values()), sorted(lost.values())[:5]

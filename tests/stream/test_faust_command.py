@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from spendstream.kafka_local import find_free_port
 
 
@@ -45,3 +47,43 @@ def test_breakers_list_on_an_empty_warehouse_shows_no_scope(tmp_path: Path) -> N
     proc = _cli("breakers", "list", "--all", "--workdir", str(tmp_path), "--format", "csv")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["scope,state,reason,ts"]
+
+
+@pytest.mark.kafka
+def test_run_logging_to_a_file_writes_no_terminal_escape_codes(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    import os
+    import time
+    import urllib.request
+
+    from tests.stream.faust_workers import write_config
+
+    config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    port = find_free_port()
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        # The default log level (warning) is the one that shows Faust's start-up spinner.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
+             "--config", str(config), "--http-port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180  # a hang guard, not a speed limit
+        while True:
+            assert proc.poll() is None, log.read_text(errors="replace")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.5)
+        time.sleep(2)  # past start-up, where the spinner finishes
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    text = log.read_bytes()
+    assert b"spendstream run:" in text
+    assert b"\x1b" not in text, text[-500:]

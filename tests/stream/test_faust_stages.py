@@ -210,14 +210,37 @@ def test_held_facts_survive_a_restart(tmp_path: Path) -> None:
 
 def test_http_body_is_checked_line_by_line() -> None:
     good = event_lines(1000, seed=9)[:2]
-    body = good[0] + b"\n\n" + b'{"event_id": "x"}\n' + good[1] + b"\n"
+    body = (
+        good[0] + b"\n\n" + b'{"event_id": "x", "ts": "2026-03-02T00:00:00Z"}\n' + good[1] + b"\n"
+    )
     checked = check_body(body, "application/x-ndjson", T0)
     assert [raw for _, raw in checked.accepted] == good
     assert [r["line"] for r in checked.rejected] == [3]
-    assert "ts: required field is missing" in str(checked.rejected[0]["error"])
+    assert "provider: required field is missing" in str(checked.rejected[0]["error"])
     assert [d.source for d in checked.dead_letters] == ["http:/v1/events"]
     single = check_body(b'{\n "event_id": "x"\n}', "application/json; charset=utf-8", T0)
     assert single.accepted == [] and [r["line"] for r in single.rejected] == [1]
+
+
+def test_http_fills_event_id_and_ts_like_the_python_client() -> None:
+    from spendstream.producers.event import UsageEvent
+
+    minimal = b'{"provider": "openai", "model": "gpt-5-mini", "input_tokens": 10, "output_tokens": 2, "reported_cost_usd": 0.12345678901234567890}'
+    checked = check_body(minimal + b"\n" + minimal + b"\n{ }\n[1]", "application/x-ndjson", T0)
+    assert len(checked.accepted) == 2 and [r["line"] for r in checked.rejected] == [3, 4]
+    first, second = (UsageEvent.model_validate_json(raw) for _, raw in checked.accepted)
+    assert first.ts == T0 and second.ts == T0  # receipt time
+    assert first.event_id != second.event_id and len(first.event_id) == 36  # fresh UUIDs
+    # The caller's bytes are kept: the number is not re-rounded through a float.
+    assert checked.accepted[0][1].endswith(minimal[1:])
+    # Given ones are kept as sent.
+    own = b'{"event_id": "mine", "ts": "2026-01-01T00:00:00Z", ' + minimal[1:]
+    (only,) = check_body(own, "application/json", T0).accepted
+    assert only[1] == own
+    # `{ }` gets both fields and is then judged on the rest (provider missing, ...); its dead
+    # letter keeps the record as it was sent.
+    assert "provider" in str(checked.rejected[0]["error"])
+    assert [d.raw for d in checked.dead_letters] == ["{ }", "[1]"]
 
 
 def test_bearer_token_must_match_exactly() -> None:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
 
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.notification import Notification
 from spendstream.alerts.sinks import build_sink
+from spendstream.alerts.sinks._text import sql_literal
 from spendstream.alerts.sinks.slack import SlackSink, slack_message
 from spendstream.config import SlackSinkConfig
 
@@ -32,6 +39,47 @@ def test_a_trigger_says_what_which_scope_how_much_and_since_when() -> None:
     assert "51.25 (threshold 50)" in text
     assert "2026-11-23 12:00:00 UTC" in text
     assert "spendstream sql" in text and "session_id = 's1'" in text
+    assert 'spendstream sql "' not in text  # the query is shown, never a shell command
+
+
+HOSTILE = ("s1$(touch {mark})", "s1`touch {mark}`", "s1'; COPY t TO '{mark}' --\"\\!x\n")
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_investigate_never_hands_a_shell_a_command_built_from_data(
+    template: str, tmp_path: Path
+) -> None:
+    mark = tmp_path / "ran"
+    session = template.format(mark=mark)
+    msg = slack_message(note(alert=make_alert(scope=f"session:{session}")))
+    assert check_slack(msg) == []
+    look = msg["blocks"][-1]["text"]["text"]
+    assert 'spendstream sql "' not in look
+    sql = look.split("```")[1]
+    # Nothing a shell (or Slack's code block) acts on is left in the query...
+    assert not any(c in sql for c in '$`\\"!\n')
+    # ...so even pasted into a shell's double quotes it is inert and arrives intact,
+    echoed = subprocess.run(
+        ["bash", "-c", f'printf %s "{sql}"'], capture_output=True, text=True, check=True
+    ).stdout
+    assert echoed == sql and not mark.exists()
+    # and as SQL it still finds exactly the hostile session's calls.
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE usage_facts AS SELECT * FROM (VALUES (?, TIMESTAMPTZ '2026-11-23 12:00+00', "
+        "1.5::DECIMAL(38,18)), ('s1', TIMESTAMPTZ '2026-11-23 12:00+00', 9::DECIMAL(38,18))) "
+        "AS t(session_id, ts, cost_usd)",
+        [session],
+    )
+    assert con.execute(sql).fetchall()[0][1:] == (1, Decimal("1.5"))
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("value", ["", "plain", "it's", "a\tb", "é ü 中", "\u202eevil", "''''"])
+def test_sql_literal_round_trips_any_value(value: str) -> None:
+    literal = sql_literal(value)
+    assert not any(c in literal for c in '$`\\"!\n\t\u202e')
+    assert duckdb.connect().execute(f"SELECT {literal}").fetchone() == (value,)
 
 
 def test_a_link_replaces_the_sql_when_a_dashboard_is_configured() -> None:

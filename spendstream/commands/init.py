@@ -1,0 +1,48 @@
+"""``spendstream init [--cluster]``: write a commented starter ``spendstream.toml``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "path",
+        nargs="?",
+        default="spendstream.toml",
+        metavar="FILE",
+        help="where to write it (default: ./spendstream.toml)",
+    )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="a Kafka cluster and workers on other hosts or in containers "
+        "(default: this machine, with `spendstream kafka-local`)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from spendstream.config import load_config
+    from spendstream.config_starter import write_starter
+
+    path = write_starter(Path(args.path), "cluster" if args.cluster else "local", force=args.force)
+    load_config(path)  # what we wrote must load: a broken starter is our bug, caught here
+    print(f"wrote {path}")
+    if args.cluster:
+        print(
+            "  next: set [kafka] bootstrap_servers to your brokers, put the ingest token in "
+            "[http] token_file, then on each worker: spendstream run --config " + str(path),
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "  next: spendstream kafka-local start, then spendstream run --config "
+            f"{path} (keys: docs/configuration.md)",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,298 @@
+"""``spendstream serve``: the report as a live web page over a workdir's warehouse.
+
+Endpoints (one small threaded HTTP server; each request opens its own read-only,
+sandboxed DuckDB session, so it sees facts as they land and never blocks a writer):
+
+- ``GET /`` the live page; query ``since``, ``until`` (ISO 8601, UTC), ``team``,
+  ``feature``, ``scope`` (any scope form) narrow it, like ``spendstream report``'s options.
+- ``GET /fragment?...&v=VERSION`` what the page's script polls: 204 while the warehouse is
+  unchanged since VERSION, else ``{"version", "status", "html"}``.
+- ``GET /api/summary?...`` the page's headline numbers as JSON (exact decimal strings).
+- ``GET /healthz`` 200, never behind the token.
+
+With a token configured (``[http] token_env`` / ``token_file``, as for ``POST /v1/events``)
+every other endpoint needs it: ``Authorization: Bearer <token>``, or open
+``/?token=<token>`` once in a browser, which sets an HttpOnly cookie and redirects to the
+same page without the token in its address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from spendstream.errors import ConfigError, SpendstreamError
+
+__all__ = ["COOKIE", "LiveReport", "serve"]
+
+log = logging.getLogger(__name__)
+
+COOKIE = "spendstream_token"
+_FILTER_KEYS = ("since", "until", "team", "feature", "scope")
+_RECENT_ALERTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    version: str
+    status: str
+    page: str
+    content: str
+
+
+class LiveReport:
+    """Renders the live page of one workdir; every call reads the warehouse afresh."""
+
+    def __init__(self, workdir: Path, refresh_s: float = 5.0) -> None:
+        self.workdir = Path(workdir)
+        self.refresh_s = refresh_s
+
+    def _connect(self) -> Any:
+        from spendstream.warehouse.reading import connect
+
+        return connect(self.workdir)
+
+    @staticmethod
+    def _version(con: Any) -> str:
+        facts, newest = con.execute("SELECT count(*), max(ingested_at) FROM usage_facts").fetchone()
+        (alerts,) = con.execute("SELECT count(*) FROM alerts").fetchone()
+        (breakers,) = con.execute("SELECT count(*) FROM breaker_events").fetchone()
+        return f"{facts}-{newest.isoformat() if newest else '-'}-{alerts}-{breakers}"
+
+    def version(self) -> str:
+        """Changes whenever facts, alerts or breaker events land (unfiltered)."""
+        con = self._connect()
+        try:
+            return self._version(con)
+        finally:
+            con.close()
+
+    def render(self, query: Mapping[str, str]) -> _Rendered:
+        from spendstream.warehouse.live_page import (
+            LiveExtras,
+            content_html,
+            page_html,
+            status_text,
+        )
+        from spendstream.warehouse.report import apply_filter, default_period, gather, render
+
+        since, until, flt = _filters(query)
+        con = self._connect()
+        try:
+            version = self._version(con)
+            teams = [t for (t,) in con.execute(
+                "SELECT DISTINCT team FROM usage_facts WHERE team IS NOT NULL ORDER BY 1"
+            ).fetchall()]  # fmt: skip
+            features = [f for (f,) in con.execute(
+                "SELECT DISTINCT feature FROM usage_facts WHERE feature IS NOT NULL ORDER BY 1"
+            ).fetchall()]  # fmt: skip
+            (facts,) = con.execute("SELECT count(*) FROM usage_facts").fetchone()
+            apply_filter(con, flt)
+            data = gather(con, default_period(con, since, until))
+            data.filter_text = flt.describe()
+            open_breakers = con.execute(
+                "SELECT scope, arg_max(state, ts) AS state, arg_max(reason, ts), max(ts) "
+                "FROM breaker_events GROUP BY scope HAVING state <> 'closed' ORDER BY 4 DESC"
+            ).fetchall()
+            recent = con.execute(
+                "SELECT ts, kind, severity, scope, message FROM alerts "
+                f"ORDER BY ts DESC, alert_id LIMIT {_RECENT_ALERTS}"
+            ).fetchall()
+        finally:
+            con.close()
+        extras = LiveExtras(
+            version=version,
+            facts=int(facts),
+            as_of=datetime.now(UTC),
+            query={k: v for k, v in query.items() if k in _FILTER_KEYS and v},
+            teams=teams,
+            features=features,
+            open_breakers=open_breakers,
+            recent_alerts=recent,
+            refresh_s=self.refresh_s,
+        )
+        report = render(data)
+        return _Rendered(
+            version, status_text(extras), page_html(report, extras), content_html(report, extras)
+        )
+
+    def summary(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """The headline numbers of the page for these filters (exact decimals as strings)."""
+        from spendstream.warehouse.report import apply_filter, default_period
+
+        since, until, flt = _filters(query)
+        con = self._connect()
+        try:
+            version = self._version(con)
+            apply_filter(con, flt)
+            period = default_period(con, since, until)
+            total, calls, unpriced = con.execute(
+                "SELECT coalesce(sum(cost_usd), 0), count(*), count(*) FILTER (WHERE NOT priced) "
+                "FROM usage_facts WHERE ts >= $s AND ts < $u",
+                {"s": period.since, "u": period.until},
+            ).fetchone()
+        finally:
+            con.close()
+        return {
+            "version": version,
+            "since": period.since.isoformat(),
+            "until": period.until.isoformat(),
+            "filter": flt.fields(),
+            "total_usd": str(total),
+            "calls": int(calls),
+            "unpriced_calls": int(unpriced),
+        }
+
+
+def _filters(query: Mapping[str, str]) -> tuple[Any, Any, Any]:
+    from spendstream.scopes import scope_error
+    from spendstream.warehouse.report import ReportFilter, parse_instant
+
+    since = parse_instant(query.get("since") or None, "since")
+    until = parse_instant(query.get("until") or None, "until")
+    if since is not None and until is not None and since >= until:
+        raise ConfigError("since must be before until")
+    scope = query.get("scope") or None
+    if scope is not None and (problem := scope_error(scope)) is not None:
+        raise ConfigError(f"scope: {problem}")
+    return (
+        since,
+        until,
+        ReportFilter(query.get("team") or None, query.get("feature") or None, scope),
+    )
+
+
+def _cookie_token(header: str | None) -> str | None:
+    for part in (header or "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE:
+            return value
+    return None
+
+
+def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "spendstream-serve"
+
+        def log_message(self, fmt: str, *args: Any) -> None:
+            log.debug("%s " + fmt, self.address_string(), *args)
+
+        def _send(
+            self, status: int, body: bytes, ctype: str, headers: Mapping[str, str] = {}
+        ) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, status: int, data: Any) -> None:
+            self._send(status, json.dumps(data).encode(), "application/json")
+
+        def _authorised(self, given: str | None) -> bool:
+            if token is None:
+                return True
+            header = self.headers.get("Authorization") or ""
+            candidates = [
+                header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None,
+                _cookie_token(self.headers.get("Cookie")),
+                given,
+            ]
+            return any(
+                c is not None and hmac.compare_digest(c.encode(), token.encode())
+                for c in candidates
+            )
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            if url.path == "/healthz":
+                self._json(200, {"status": "ok"})
+                return
+            given = query.pop("token", None)
+            if not self._authorised(given):
+                self._send(
+                    401,
+                    b"spendstream serve: a token is required. Open /?token=<token> once (the "
+                    b"value of [http] token_env / token_file), or send Authorization: Bearer.\n",
+                    "text/plain; charset=utf-8",
+                    {"WWW-Authenticate": 'Bearer realm="spendstream"'},
+                )
+                return
+            if given is not None and token is not None:
+                # Keep the token out of the address bar and history: a cookie carries it.
+                rest = urlencode(query)
+                self._send(
+                    303,
+                    b"",
+                    "text/plain",
+                    {
+                        "Location": url.path + (f"?{rest}" if rest else ""),
+                        "Set-Cookie": f"{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/",
+                    },
+                )
+                return
+            try:
+                self._route(url.path, query)
+            except ConfigError as exc:
+                self._json(400, {"error": str(exc)})
+            except SpendstreamError as exc:
+                self._json(503, {"error": str(exc)})
+            except Exception:  # one bad request must not stop the page for everyone
+                log.exception("spendstream serve: %s failed", self.path)
+                self._json(500, {"error": "internal error; see the server log"})
+
+        do_HEAD = do_GET
+
+        def _route(self, path: str, query: dict[str, str]) -> None:
+            if path == "/":
+                page = live.render(query).page
+                self._send(200, page.encode(), "text/html; charset=utf-8")
+            elif path == "/fragment":
+                seen = query.pop("v", None)
+                if seen is not None and seen == live.version():
+                    self._send(204, b"", "text/plain")
+                    return
+                r = live.render(query)
+                self._json(200, {"version": r.version, "status": r.status, "html": r.content})
+            elif path == "/api/summary":
+                self._json(200, live.summary(query))
+            else:
+                self._json(404, {"error": f"no page {path}"})
+
+    return Handler
+
+
+def serve(
+    workdir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8788,
+    *,
+    token: str | None = None,
+    refresh_s: float = 5.0,
+) -> ThreadingHTTPServer:
+    """A started server (in a daemon thread); ``shutdown()`` and ``server_close()`` stop it."""
+    live = LiveReport(workdir, refresh_s)
+    try:
+        httpd = ThreadingHTTPServer((host, port), _handler(live, token))
+    except OSError as exc:
+        raise ConfigError(
+            f"--port {port}: cannot listen on {host}:{port}: {exc.strerror}"
+        ) from None
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="spendstream-serve", daemon=True).start()
+    return httpd

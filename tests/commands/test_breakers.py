@@ -1,0 +1,85 @@
+"""``spendstream breakers``: one set of options for list and reset, a broker found as `run`
+finds it, and a dead broker reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spendstream.cli import build_parser, main
+from spendstream.kafka_local import find_free_port
+from tests.commands.conftest import LocalBroker, cli
+
+OPTIONS = ["--workdir", "W", "--config", "C.toml", "--bootstrap-servers", "h:1", "--format", "csv"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["breakers", *OPTIONS, "list"],
+        ["breakers", "list", *OPTIONS],
+        ["breakers", *OPTIONS, "reset", "api_key:k1"],
+        ["breakers", "reset", "api_key:k1", *OPTIONS],
+        [
+            "breakers",
+            "--workdir",
+            "W",
+            "--config",
+            "C.toml",
+            "reset",
+            "api_key:k1",
+            "--format",
+            "csv",
+            "--bootstrap-servers",
+            "h:1",
+        ],
+    ],
+)
+def test_list_and_reset_take_the_same_options_before_or_after_the_action(
+    argv: list[str],
+) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.workdir, args.config, args.bootstrap_servers, args.format) == (
+        "W",
+        "C.toml",
+        "h:1",
+        "csv",
+    )
+
+
+def test_breakers_alone_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["breakers", "--workdir", str(tmp_path), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["scope,state,reason,ts"]
+
+
+def test_reset_says_at_once_that_no_broker_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"127.0.0.1:{find_free_port()}"
+    code = main(
+        ["breakers", "reset", "api_key:k1", "--workdir", str(tmp_path), "--bootstrap-servers", dead]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    # The fast path: refused before any Kafka client was made (its own retries take 10 s+).
+    assert f"no Kafka broker answers at {dead}" in err and "cannot publish" not in err
+    assert "--bootstrap-servers" in err and "kafka-local start" in err
+
+
+def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
+    kafka_local_default: LocalBroker, tmp_path: Path
+) -> None:
+    workdir = str(tmp_path / "wd")
+    reset = cli(
+        "breakers", "reset", "api_key:key-ci", "--workdir", workdir, env=kafka_local_default.env
+    )
+    assert reset.returncode == 0, reset.stderr
+    assert reset.stdout.startswith("api_key:key-ci: closed (")
+    assert f"kafka-local broker at {kafka_local_default.bootstrap}" in reset.stderr
+    listed = cli(
+        "breakers", "list", "--all", "--workdir", workdir, "--format", "csv",
+        "--bootstrap-servers", kafka_local_default.bootstrap, env=kafka_local_default.env,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[1].startswith("api_key:key-ci,closed,")

@@ -1,0 +1,67 @@
+"""``spendstream init``: a commented starter spendstream.toml that loads, local or cluster."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spendstream.cli import main
+from spendstream.config import Config, load_config
+from spendstream.config_starter import CLUSTER, LOCAL
+
+# A commented key line or table header, as a user would uncomment it.
+_COMMENTED = re.compile(r"^# ((?:[a-z_]+ = .*)|(?:\[\[?[a-z_.]+\]\]?))$")
+
+
+def _uncomment_all(text: str) -> str:
+    return "\n".join(
+        m.group(1) if (m := _COMMENTED.match(line)) else line for line in text.splitlines()
+    )
+
+
+def test_init_writes_a_local_starter_that_loads_and_leaves_the_broker_to_discovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    written = tmp_path / "spendstream.toml"
+    assert written.read_text() == LOCAL
+    config = load_config(written)
+    # Unset on purpose: run/alerts/breakers then find a running kafka-local broker.
+    assert "bootstrap_servers" not in config.kafka.model_fields_set
+    assert "spendstream kafka-local start" in capsys.readouterr().err
+
+
+def test_init_cluster_names_brokers_an_open_endpoint_and_a_token_file(tmp_path: Path) -> None:
+    target = tmp_path / "conf" / "prod.toml"
+    assert main(["init", "--cluster", str(target)]) == 0
+    config = load_config(target)
+    assert config.kafka.bootstrap_servers.count(",") == 2
+    assert config.http.host == "0.0.0.0" and config.http.token_file
+
+
+@pytest.mark.parametrize("text", [LOCAL, CLUSTER], ids=["local", "cluster"])
+def test_every_commented_key_is_real_and_uncommenting_them_all_still_loads(
+    text: str, tmp_path: Path
+) -> None:
+    commented = [m.group(1) for line in text.splitlines() if (m := _COMMENTED.match(line))]
+    assert len(commented) > 20  # the starter shows the keys people change first
+    target = tmp_path / "all.toml"
+    target.write_text(_uncomment_all(text))
+    config = load_config(target)
+    assert config.budget and config.prices.model and config.alerts.sink and config.alerts.route
+    assert config != Config()
+
+
+def test_init_keeps_an_existing_file_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "spendstream.toml"
+    target.write_text("[runaway]\nmax_attempts = 9\n")
+    assert main(["init", str(target)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert load_config(target).runaway.max_attempts == 9
+    assert main(["init", str(target), "--force"]) == 0
+    assert target.read_text() == LOCAL
