@@ -879,10 +879,10 @@ def run(args: argparse.Namespace) -> int:
                 return 2
         bootstrap = broker.start(timeout_s=args.timeout)
         print(bootstrap)  # stdout holds the address alone, for scripts: B=$(... start)
-        hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
-        if hint:
-            print(hint, file=sys.stderr)
         print(_start_notes(broker, explicit_dir=args.dir is not None), file=sys.stderr)
+        hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
+        if hint:  # last, so a script can take the SASL sections from its first line on
+            print(hint, file=sys.stderr)
         return 0
     if args.action == "stop":
         if broker.stop(timeout_s=args.timeout):

@@ -341,7 +341,7 @@ def test_cli_starts_a_sasl_broker_and_prints_the_client_settings(
         assert out.strip() == f"127.0.0.1:{port}"
         assert "cli-secret" not in out + err
         # The printed section is a working [kafka] configuration.
-        kafka = tomllib.loads(err.split("\n", 1)[1])
+        kafka = tomllib.loads(err[err.index("# SASL_PLAINTEXT listener") :])
         config = config_from_dict(kafka)
         settings = KafkaSettings.from_config(config.kafka, {"CLI_KAFKA_PW": "cli-secret"})
         assert settings.bootstrap_servers == f"127.0.0.1:{sasl_port}"
