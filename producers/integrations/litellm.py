@@ -62,13 +62,19 @@ _METADATA_FIELDS = (
     "parent_session_id",
     "turn",
 )
+# Usage details LiteLLM reports that the event has no field for: kept as tags.
 _EXTRA_TOKENS = (  # (usage section, key, tag)
     ("completion_tokens_details", "reasoning_tokens", "reasoning_tokens"),
-    ("completion_tokens_details", "audio_tokens", "audio_output_tokens"),
-    ("completion_tokens_details", "image_tokens", "image_output_tokens"),
-    ("prompt_tokens_details", "audio_tokens", "audio_input_tokens"),
-    ("prompt_tokens_details", "image_tokens", "image_input_tokens"),
 )
+# Parts of the input/output token counts that are billed at their own rates: event fields.
+_MODAL_TOKENS = (  # (usage section, key, event field)
+    ("prompt_tokens_details", "audio_tokens", "input_audio_tokens"),
+    ("prompt_tokens_details", "image_tokens", "input_image_tokens"),
+    ("completion_tokens_details", "audio_tokens", "output_audio_tokens"),
+    ("completion_tokens_details", "image_tokens", "output_image_tokens"),
+)
+# LiteLLM's server_tool_use keys -> the event's tool names (tool_requests, priced per 1000).
+_TOOLS = {"web_search_requests": "web_search"}
 
 
 class SpendstreamLogger(CustomLogger):  # type: ignore[misc]  # litellm is untyped here
@@ -195,7 +201,7 @@ def _usage(slo: Mapping[str, Any], response_obj: Any) -> dict[str, Any]:
     return {}
 
 
-def _tokens(slo: Mapping[str, Any], response_obj: Any) -> dict[str, int]:
+def _tokens(slo: Mapping[str, Any], response_obj: Any) -> dict[str, Any]:
     usage = _usage(slo, response_obj)
     details = usage.get("prompt_tokens_details") or {}
     cache_read = details.get("cached_tokens") or usage.get("cache_read_input_tokens") or 0
@@ -205,12 +211,34 @@ def _tokens(slo: Mapping[str, Any], response_obj: Any) -> dict[str, int]:
         or usage.get("cache_creation_input_tokens")
         or 0
     )
-    return {
+    out: dict[str, Any] = {
         "input_tokens": int(usage.get("prompt_tokens") or slo.get("prompt_tokens") or 0),
         "output_tokens": int(usage.get("completion_tokens") or slo.get("completion_tokens") or 0),
         "cache_read_tokens": int(cache_read),
         "cache_write_tokens": int(cache_write),
     }
+    for section, key, name in _MODAL_TOKENS:
+        value = (usage.get(section) or {}).get(key)
+        if isinstance(value, int) and value > 0:
+            out[name] = value
+    # A provider's details that do not add up (parts over their whole) are left out rather
+    # than making the whole event invalid: the call is still metered at text rates.
+    if out.get("input_audio_tokens", 0) + out.get("input_image_tokens", 0) > max(
+        0, out["input_tokens"] - out["cache_read_tokens"] - out["cache_write_tokens"]
+    ):
+        out.pop("input_audio_tokens", None)
+        out.pop("input_image_tokens", None)
+    if out.get("output_audio_tokens", 0) + out.get("output_image_tokens", 0) > out["output_tokens"]:
+        out.pop("output_audio_tokens", None)
+        out.pop("output_image_tokens", None)
+    tools = usage.get("server_tool_use") or {}
+    if isinstance(tools, Mapping):
+        counted = {
+            _TOOLS[k]: int(v) for k, v in tools.items() if k in _TOOLS and isinstance(v, int) and v
+        }
+        if counted:
+            out["tool_requests"] = counted
+    return out
 
 
 def _extra_token_tags(slo: Mapping[str, Any], response_obj: Any) -> dict[str, str]:
@@ -223,7 +251,7 @@ def _extra_token_tags(slo: Mapping[str, Any], response_obj: Any) -> dict[str, st
     tools = usage.get("server_tool_use") or {}
     if isinstance(tools, Mapping):
         for key, value in tools.items():
-            if value:
+            if value and key not in _TOOLS:  # the ones the event has no tool name for
                 tags[f"server_tool_{key}"[:64]] = str(value)
     return tags
 

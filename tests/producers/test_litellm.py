@@ -120,6 +120,49 @@ def test_an_anthropic_model_is_provider_anthropic_with_cached_tokens_inside_inpu
     assert Decimal(event["reported_cost_usd"]) > 0
 
 
+def test_audio_image_tokens_and_web_searches_become_billable_fields(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    mock = ModelResponse(
+        model="gpt-4o-audio-preview",
+        choices=[{"message": {"role": "assistant", "content": "ok"}}],
+        usage=Usage(
+            prompt_tokens=1000,
+            completion_tokens=400,
+            prompt_tokens_details={"audio_tokens": 600, "image_tokens": 100},
+            completion_tokens_details={"audio_tokens": 250, "reasoning_tokens": 40},
+            server_tool_use={"web_search_requests": 3},
+        ),
+    )
+    litellm.completion(model="openai/gpt-4o-audio-preview", messages=MESSAGES, mock_response=mock)
+    (event,) = _events(metered, 1)
+    assert (event["input_audio_tokens"], event["input_image_tokens"]) == (600, 100)
+    assert (event["output_audio_tokens"], event["output_image_tokens"]) == (250, 0)
+    assert event["tool_requests"] == {"web_search": 3}
+    # What the event has no field for stays a tag; what became a field does not repeat as one.
+    assert event["tags"]["reasoning_tokens"] == "40"
+    assert not any(k.startswith(("audio_", "image_", "server_tool_web")) for k in event["tags"])
+
+
+def test_modal_parts_that_exceed_their_whole_are_dropped_not_the_event(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    mock = ModelResponse(
+        model="gpt-4o-mini",
+        choices=[{"message": {"role": "assistant", "content": "ok"}}],
+        usage=Usage(
+            prompt_tokens=100,
+            completion_tokens=10,
+            prompt_tokens_details={"audio_tokens": 500},  # more than the whole input
+            completion_tokens_details={"audio_tokens": 11},
+        ),
+    )
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response=mock)
+    (event,) = _events(metered, 1)
+    assert (event["input_tokens"], event["output_tokens"]) == (100, 10)
+    assert (event["input_audio_tokens"], event["output_audio_tokens"]) == (0, 0)
+
+
 def test_async_completion_is_recorded(metered: tuple[Meter, CollectingTransport]) -> None:
     async def call() -> Any:
         response = await litellm.acompletion(
