@@ -72,10 +72,22 @@ def substitute(steps: list[Step], table: dict[str, str]) -> list[Step]:
     return out
 
 
+# The guide's ``until ...; do sleep 1; done`` waits are endless, as a reader's would be; in the
+# test each gives up after this long, so a pipeline that never delivers fails at its step,
+# with the logs, instead of running into the whole-guide hang guard.
+STEP_WAIT_S = 600
+_WAIT_LOOP = "do sleep 1; done"
+_GIVE_UP = f"""guide_waited() {{
+  if (( SECONDS - guide_step_started > {STEP_WAIT_S} )); then
+    echo '@@ gave up waiting after {STEP_WAIT_S} s'; exit 124
+  fi
+}}"""
+
+
 def script_of(steps: list[Step]) -> str:
-    lines = ["set -euo pipefail"]
+    lines = ["set -euo pipefail", _GIVE_UP]
     for i, step in enumerate(steps, start=1):
-        lines.append(f"echo '@@ step {i} start'")
+        lines.append(f"echo '@@ step {i} start'; guide_step_started=$SECONDS")
         if step.kind == "file":
             marker = "GUIDE_FILE_EOF"
             assert marker not in step.text
@@ -134,6 +146,7 @@ def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
             "127.0.0.1:8787": f"127.0.0.1:{http_port}",
             "spendstream serve": f"spendstream serve --port {serve_port}",
             "127.0.0.1:8788": f"127.0.0.1:{serve_port}",
+            _WAIT_LOOP: "do sleep 1; guide_waited; done",
         },
     )
     home = tmp_path / "home"
@@ -158,8 +171,12 @@ def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # its background jobs share its group: ended together below
     )
+    timed_out = False
     try:
         out_bytes, _ = proc.communicate(timeout=GUIDE_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        timed_out = True
+        out_bytes = bytes(exc.output or b"")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -174,7 +191,7 @@ def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
         slack.stop()
     out = out_bytes.decode(errors="replace")
     (tmp_path / "guide.out").write_text(out)  # what a reader would have seen, for debugging
-    if proc.returncode != 0:
+    if timed_out or proc.returncode != 0:
         started = re.findall(r"^@@ step (\d+) start$", out, re.MULTILINE)
         failed = int(started[-1]) if started else 0
         step = steps[failed - 1] if failed else None
@@ -183,7 +200,8 @@ def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
             for p in (home / "spend-trial").glob("*.log")
         )
         pytest.fail(
-            f"guide step {failed} failed (exit {proc.returncode}):\n"
+            f"guide step {failed} failed "
+            f"({'hung' if timed_out else f'exit {proc.returncode}'}):\n"
             f"{step.text if step else ''}\n--- output:\n{out[-6000:]}{logs}",
             pytrace=False,
         )

@@ -125,6 +125,15 @@ def connect_readonly(layout: Layout) -> duckdb.DuckDBPyConnection:
 
     if not layout.db_path.exists():
         build_database(layout)
-    con = duckdb.connect(str(layout.db_path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
+    # A private in-memory instance per connection, the file attached read-only: DuckDB shares
+    # one instance per database path inside a process, so a reader that locks its
+    # configuration (the sandbox) would make every concurrent reader's own settings fail.
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("ATTACH $path AS warehouse (READ_ONLY)", {"path": str(layout.db_path)})
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
     return con

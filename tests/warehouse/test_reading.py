@@ -96,3 +96,23 @@ def test_a_refused_statement_hidden_after_a_query_is_still_refused(
     with pytest.raises(QueryError, match="COPY is refused"):
         run_sql(landed, f"SELECT 1; COPY (SELECT 1) TO '{target}'")
     assert not target.exists()
+
+
+def test_readers_open_at_the_same_time_are_each_sandboxed_and_in_utc(landed: Path) -> None:
+    """The live page serves concurrent requests: one reader's locked sandbox must not make
+    the next reader's connection fail (DuckDB shares one instance per file in a process)."""
+    from spendstream.warehouse.reading import connect
+
+    first = connect(landed)
+    try:
+        second = connect(landed)
+        try:
+            for con in (first, second):
+                assert con.execute("SELECT count(*) FROM usage_facts").fetchone() == (2,)
+                assert con.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
+                with pytest.raises(Exception, match=r"locked|disabled|not allowed|Permission"):
+                    con.execute("SET enable_external_access = true")
+        finally:
+            second.close()
+    finally:
+        first.close()
