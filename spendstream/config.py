@@ -31,6 +31,7 @@ __all__ = [
     "DiscountConfig",
     "HttpConfig",
     "KafkaConfig",
+    "LeasesConfig",
     "ModelPriceConfig",
     "PagerDutySinkConfig",
     "PipelineConfig",
@@ -189,6 +190,40 @@ class PipelineConfig(_Section):
     align_idle_s: float = Field(default=10.0, gt=0)
 
 
+class LeasesConfig(_Section):
+    """Budget leases (docs/budget-leases.md): hard caps that hold under concurrency."""
+
+    # The service's side. A lease may be drawn on for this long (it ends early at its budget
+    # period's end); its unused remainder returns grace_s later, once calls started under it
+    # have had time to finish and settle.
+    ttl_s: float = Field(default=30.0, gt=0, le=86400)
+    grace_s: float = Field(default=30.0, ge=0, le=86400)
+    # Fair share never grants less than this (unless the budget has less left: then what
+    # the call needs, if that much is left), nor more than max_grant_usd when set.
+    min_grant_usd: UsdAmount = Decimal("0.01")
+    max_grant_usd: UsdAmount | None = None
+    # The client's side. A refill asks for this many calls of the size being reserved; an
+    # unused lease goes back after idle_return_s; a refill waits at most request_timeout_s;
+    # a refusal is remembered for at most refusal_hold_s (its retry_after_s if sooner).
+    refill_calls: int = Field(default=16, ge=1, le=1_000_000)
+    idle_return_s: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=2.0, gt=0)
+    refusal_hold_s: float = Field(default=0.25, ge=0)
+    # The Kafka path: partitions of spendstream.lease-requests (keyed by scope; the ledger
+    # changelog has as many) and of spendstream.lease-replies; the servers' consumer group.
+    partitions: int = Field(default=6, ge=1)
+    reply_partitions: int = Field(default=6, ge=1)
+    group_id: str = Field(default="spendstream-leases", min_length=1)
+
+    @model_validator(mode="after")
+    def _grant_bounds(self) -> LeasesConfig:
+        if self.max_grant_usd is not None and self.max_grant_usd < self.min_grant_usd:
+            raise ValueError(
+                f"max_grant_usd ({self.max_grant_usd}) is below min_grant_usd ({self.min_grant_usd})"
+            )
+        return self
+
+
 AlertSeverity = Literal["info", "warning", "critical"]
 
 
@@ -331,6 +366,7 @@ class Config(BaseModel):
     http: HttpConfig = HttpConfig()
     pipeline: PipelineConfig = PipelineConfig()
     alerts: AlertsConfig = AlertsConfig()
+    leases: LeasesConfig = LeasesConfig()
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -58,6 +58,7 @@ EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("turn", pa.int64()),
     ("reported_cost_usd", MONEY),
     ("tags", STR_MAP),
+    ("lease_id", pa.string()),
     ("schema_version", pa.int32()),
 ]
 COST_FIELDS = [
