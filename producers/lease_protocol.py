@@ -58,12 +58,17 @@ class LeaseRequest:
 
 @dataclass(frozen=True, slots=True)
 class LeaseSettle:
-    """The holder has used ``used_usd`` under the lease so far (cumulative, only grows)."""
+    """The holder has used ``used_usd`` under the lease so far (cumulative, only grows).
+
+    ``late_usd`` is the part settled by calls that finished after the lease's deadline:
+    they may be priced in the next budget period.
+    """
 
     scope: str
     client_id: str
     lease_id: str
     used_usd: Decimal
+    late_usd: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +76,15 @@ class LeaseRelease:
     """The holder gives the lease back, keeping ``pending_usd`` for calls still in flight.
 
     From now on the holder uses at most ``used_usd + pending_usd`` under it; with
-    ``pending_usd = 0`` the lease is closed and ``used_usd`` is final.
+    ``pending_usd = 0`` the lease is closed and ``used_usd`` is final. ``late_usd`` as in
+    ``LeaseSettle``.
     """
 
     scope: str
     client_id: str
     lease_id: str
     used_usd: Decimal
+    late_usd: Decimal
     pending_usd: Decimal
 
 
@@ -145,7 +152,16 @@ _OPS: dict[type, str] = {
 }
 _TYPES = {op: cls for cls, op in _OPS.items()}
 _MONEY = frozenset(
-    {"need_usd", "want_usd", "used_usd", "pending_usd", "amount_usd", "left_usd", "held_usd"}
+    {
+        "need_usd",
+        "want_usd",
+        "used_usd",
+        "late_usd",
+        "pending_usd",
+        "amount_usd",
+        "left_usd",
+        "held_usd",
+    }
 )
 
 

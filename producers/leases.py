@@ -84,6 +84,7 @@ class _Held:
         "granted",
         "inflight",
         "last_used",
+        "late",
         "lease_id",
         "reserved",
         "retired",
@@ -98,6 +99,7 @@ class _Held:
         self.deadline = deadline  # monotonic: no new reservation at or after it
         self.reserved = _ZERO  # worst case of the calls in flight
         self.used = _ZERO  # settled
+        self.late = _ZERO  # of used: settled at or after the deadline (maybe the next period)
         self.inflight = 0
         self.last_used = 0.0
         self.retired = False
@@ -361,6 +363,7 @@ class LeaseClient:
     def _settle(self, reservation: Reservation, actual: Decimal) -> None:
         releases: list[LeaseRelease] = []
         amount = reservation.max_usd
+        now = self._clock()
         with self._cond:
             if actual > amount and reservation._held:
                 self._counts["overspent"] += 1
@@ -368,6 +371,8 @@ class LeaseClient:
             for h in reservation._held:
                 h.reserved -= amount
                 h.used += actual
+                if now >= h.deadline:
+                    h.late += actual
                 h.inflight -= 1
                 releases += self._after_settle(h)
         if actual > amount and reservation._held:
@@ -384,7 +389,7 @@ class LeaseClient:
         if h.retired and h.inflight == 0:
             slot = self._slots[h.scope]
             slot.draining.pop(h.lease_id, None)
-            return [LeaseRelease(h.scope, self.client_id, h.lease_id, h.used, _ZERO)]
+            return [LeaseRelease(h.scope, self.client_id, h.lease_id, h.used, h.late, _ZERO)]
         return []
 
     def _retire(self, slot: _Slot, h: _Held) -> list[LeaseRelease]:
@@ -394,7 +399,7 @@ class LeaseClient:
         h.retired = True
         if h.inflight:
             slot.draining[h.lease_id] = h
-        return [LeaseRelease(h.scope, self.client_id, h.lease_id, h.used, h.reserved)]
+        return [LeaseRelease(h.scope, self.client_id, h.lease_id, h.used, h.late, h.reserved)]
 
     def _send(self, releases: list[LeaseRelease]) -> None:
         for release in releases:

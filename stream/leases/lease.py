@@ -4,6 +4,10 @@ A lease is *open* until its holder closes it (a release with nothing pending) or
 ``expires_at + grace``; an open lease charges its budget ``max(cap, used, landed)`` (all it
 may still come to), a closed one ``max(used, landed)`` (what it came to, as far as anyone
 reported).
+
+Calls started under a lease may finish, and be priced, in the next period. While the lease
+is open the next period carries all it may still land; once closed, what its holder
+reported as settled after the lease's deadline (``late_unlanded``) until that lands.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Lease:
     expires_at: datetime
     released: bool = False  # the holder gave back its free part (no longer an active holder)
     closed: bool = False
+    late_usd: Decimal = Decimal(0)  # of used: settled after the holder's deadline
+    landed_late_usd: Decimal = Decimal(0)  # landed with ts at or after expires_at
 
     def charge(self) -> Decimal:
         """What this lease counts against its budget's period."""
@@ -60,6 +66,10 @@ class Lease:
     def unused(self) -> Decimal:
         """What the lease holds that nobody has used yet (0 once closed)."""
         return self.charge() - max(self.used_usd, self.landed_usd)
+
+    def late_unlanded(self) -> Decimal:
+        """Reported use of calls that settled after expiry and has not landed yet."""
+        return max(self.late_usd - self.landed_late_usd, Decimal(0))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +83,8 @@ class Lease:
             "expires_at": self.expires_at.isoformat(),
             "released": self.released,
             "closed": self.closed,
+            "late_usd": str(self.late_usd),
+            "landed_late_usd": str(self.landed_late_usd),
         }
 
     @classmethod
@@ -90,6 +102,8 @@ class Lease:
             expires_at=datetime.fromisoformat(data["expires_at"]),
             released=bool(data["released"]),
             closed=bool(data["closed"]),
+            late_usd=Decimal(data["late_usd"]),
+            landed_late_usd=Decimal(data["landed_late_usd"]),
         )
 
 

@@ -175,10 +175,15 @@ class LeaseLedger:
         lease = self._leases.get(msg.lease_id)
         if lease is None or lease.scope != msg.scope:
             return False
-        if msg.used_usd > lease.used_usd:
-            lease.used_usd = msg.used_usd
+        if msg.used_usd > lease.used_usd or msg.late_usd > lease.late_usd:
+            self._use(lease, msg.used_usd, msg.late_usd)
             self._refresh(lease)
         return True
+
+    @staticmethod
+    def _use(lease: Lease, used: Decimal, late: Decimal) -> None:
+        lease.used_usd = max(lease.used_usd, used)
+        lease.late_usd = max(lease.late_usd, late)
 
     def release(self, msg: LeaseRelease, now: datetime) -> bool:
         """The holder keeps ``pending_usd`` for calls in flight; nothing pending closes it."""
@@ -186,7 +191,7 @@ class LeaseLedger:
         lease = self._leases.get(msg.lease_id)
         if lease is None or lease.scope != msg.scope:
             return False
-        lease.used_usd = max(lease.used_usd, msg.used_usd)
+        self._use(lease, msg.used_usd, msg.late_usd)
         # A cap only comes down: a stale or repeated release never raises it again.
         lease.cap_usd = min(lease.cap_usd, msg.used_usd + msg.pending_usd)
         lease.released = True
@@ -241,10 +246,12 @@ class LeaseLedger:
                 self._add_unleased((spend.scope, cap.period, start), spend.cost_usd, now)
         if lease is not None:
             lease.landed_usd += spend.cost_usd
+            if spend.ts >= lease.expires_at:
+                lease.landed_late_usd += spend.cost_usd
             self._refresh(lease)
 
     def _add_unleased(self, acct: Account, cost: Decimal, now: datetime) -> None:
-        if self._account_end(acct) + self._retain <= now:
+        if self._gone(acct, now):
             return  # that period's account is gone: too late to count anywhere
         self._unleased[acct] = self._unleased.get(acct, _ZERO) + cost
         self._committed[acct] = self._committed.get(acct, _ZERO) + cost
@@ -287,10 +294,15 @@ class LeaseLedger:
         for lease in [x for x in self._leases.values() if x.closed]:
             if self._lease_end(lease) + self._retain <= now:
                 self._drop_lease(lease)
-        for acct in [a for a in self._committed if self._account_end(a) + self._retain <= now]:
-            self._committed.pop(acct, None)
+        dropped = {a for a in self._committed if self._gone(a, now)}
+        for acct in dropped:
+            del self._committed[acct]
             if self._unleased.pop(acct, None) is not None:
                 self._dirty[(acct[0], "acct", _acct_name(acct[1], acct[2]))] = None
+        if dropped:
+            for lease_id, contrib in self._contrib.items():
+                if not dropped.isdisjoint(contrib):
+                    self._contrib[lease_id] = {a: v for a, v in contrib.items() if a not in dropped}
         self._next_sweep = None
         for acct in self._committed:
             self._note_account(acct)
@@ -304,6 +316,10 @@ class LeaseLedger:
         self._close(lease)
         self._by_request.pop((lease.scope, lease.request_id), None)
         self._dirty[(lease.scope, "lease", lease.lease_id)] = None
+
+    def _gone(self, acct: Account, now: datetime | None) -> bool:
+        """Past retention: the period's account is forgotten and takes nothing more."""
+        return now is not None and self._account_end(acct) + self._retain <= now
 
     def _account_end(self, acct: Account) -> datetime:
         return period_bounds(acct[2], acct[1])[1]
@@ -339,14 +355,21 @@ class LeaseLedger:
     def _contributions(self, lease: Lease) -> dict[Account, Decimal]:
         out: dict[Account, Decimal] = {}
         charge = lease.charge()
+        closes = lease.expires_at + self._grace
         for cap in self._caps.get(lease.scope, ()):
             start, end = period_bounds(lease.granted_at, cap.period)
             out[(lease.scope, cap.period, start)] = charge
-            # Calls started under an open lease may finish (and be priced) in the next period.
-            carry = charge - lease.landed_usd
-            if not lease.closed and carry > 0:
+            # Calls started under the lease may finish (and be priced) in the next period:
+            # while open, all it may still land; closed, what settled late and has not landed.
+            if not lease.closed:
+                carry = charge - lease.landed_usd
+            elif end <= closes:
+                carry = lease.late_unlanded()
+            else:
+                continue  # the lease closed before its period ended: nothing crossed over
+            if carry > 0:
                 out[(lease.scope, cap.period, end)] = carry
-        return out
+        return {a: v for a, v in out.items() if not self._gone(a, self._now)}
 
     def _refresh(self, lease: Lease) -> None:
         """Bring ``committed`` in line with the lease's state; mark it for the changelog."""
@@ -381,6 +404,10 @@ class LeaseLedger:
             start = period_bounds(now, cap.period)[0]
             out.append(Standing(cap.budget, start, cap.limit_usd, cap.limit_usd - free, free))
         return out
+
+    def committed(self, scope: str, period: str, start: datetime) -> Decimal:
+        """What one period of a hard cap has committed (landed + leased), as kept."""
+        return self._committed.get((scope, period, start), _ZERO)
 
     def leases(self, scope: str | None = None) -> list[Lease]:
         """Every lease the ledger keeps (of ``scope``), oldest first. Read-only copies."""
@@ -469,6 +496,8 @@ class LeaseLedger:
             else:
                 raise ValueError(f"unknown lease ledger record kind {kind!r}")
         self._dirty = {}  # what was loaded is already in the changelog
+        if self._now is not None:
+            self._advance(self._now)  # what is due by the newest lease's time: now
 
     def forget(self, scopes: Iterable[str]) -> None:
         """Drop every record of ``scopes`` (their partitions moved to another owner)."""

@@ -7,8 +7,8 @@ Fair share (docs/budget-leases.md, "Fairness"): with ``free`` the amount no leas
 nothing has spent, and ``k`` other clients holding an active lease on the scope, a request
 for ``need`` (the call's worst case) up to ``want`` gets
 
-    grant = min(want, max(free / (k + 2), min_grant_usd), max_grant_usd)   at least need,
-                                                                           at most free
+    grant = min(want, max(free / (k + 2), min_grant_usd), max_grant_usd)
+    then at least max(need, min_grant_usd) and at most free
 
 So a lone client takes at most half of what is left, each holder shrinks the next share,
 and grants shrink geometrically as the budget nears its cap: the last dollars are spread
@@ -88,4 +88,4 @@ def grant_size(
         grant = min(grant, policy.max_grant_usd)
     if grant.as_tuple().exponent < GRANT_QUANTUM.as_tuple().exponent:  # type: ignore[operator]
         grant = grant.quantize(GRANT_QUANTUM, rounding=ROUND_DOWN)
-    return min(max(grant, need), free)
+    return min(max(grant, need, policy.min_grant_usd), free)
