@@ -43,9 +43,7 @@ BUDGETS = [
     BudgetConfig(scope="team:a", period="hour", amount_usd=Decimal(4), hard_limit=Decimal(1)),
     # Same scope and period, higher: the lower cap (4) must hold.
     BudgetConfig(scope="team:a", period="hour", amount_usd=Decimal(5), hard_limit=Decimal(1)),
-    BudgetConfig(
-        scope="global", period="month", amount_usd=Decimal(4), hard_limit=Decimal("1.5")
-    ),
+    BudgetConfig(scope="global", period="month", amount_usd=Decimal(4), hard_limit=Decimal("1.5")),
     BudgetConfig(scope="team:b", period="day", amount_usd=Decimal(100)),  # soft: no leases
 ]
 CAPS = {
