@@ -199,7 +199,7 @@ class LeaseClient:
             raise ValueError("refill_calls must be at least 1")
         self.service = service
         self.scopes = frozenset(scopes)
-        self.client_id = client_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
+        self.client_id = client_id or _default_client_id()
         self.refill_calls = refill_calls
         self.idle_return_s = idle_return_s
         self.request_timeout_s = request_timeout_s
@@ -234,6 +234,29 @@ class LeaseClient:
         options.update(kwargs)
         scopes = [b.scope for b in config.budget if b.hard_limit is not None]
         return cls(service, scopes, **options)
+
+    @classmethod
+    def kafka(cls, bootstrap: str, config: Any = None, **kwargs: Any) -> LeaseClient:
+        """A client asking the lease server over Kafka (``spendstream leases serve``).
+
+        ``config`` (a ``spendstream.config.Config``) gives the hard budgets, ``[leases]`` and
+        the topic prefix; without it pass ``scopes=[...]``. ``kafka_options`` go to the
+        Kafka clients (security settings).
+        """
+        from spendstream.kafka_leases import KafkaLeaseService, LeaseTopics
+
+        prefix = config.kafka.topic_prefix if config is not None else ""
+        client_id = kwargs.pop("client_id", None) or _default_client_id()
+        service = KafkaLeaseService(
+            bootstrap,
+            client_id=client_id,
+            names=LeaseTopics.with_prefix(prefix),
+            options=kwargs.pop("kafka_options", None),
+        )
+        kwargs.update(client_id=client_id, owns_service=True)
+        if config is not None:
+            return cls.from_config(service, config, **kwargs)
+        return cls(service, kwargs.pop("scopes"), **kwargs)
 
     # --- the caller's side ----------------------------------------------------------------
 
@@ -475,6 +498,10 @@ class LeaseClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _default_client_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def _refused(refusal: LeaseRefusal, need: Decimal) -> BudgetExhausted | LeaseUnavailable:
