@@ -111,9 +111,9 @@ RefusalReason = Literal["exhausted", "unbudgeted"]
 class LeaseRefusal:
     """No lease: the budget cannot cover ``need_usd`` now.
 
-    ``left_usd`` is what it could still grant; ``held_usd`` what leases hold (some may come
-    back); ``retry_after_s`` when the next lease ends (None: none will). ``unbudgeted``: the
-    scope has no hard budget at this service.
+    ``left_usd`` is what it could still grant; ``held_usd`` what open leases hold unused
+    (some may come back); ``retry_after_s`` when the next of them ends, else when the
+    budget period renews (None for ``unbudgeted``: the scope has no hard budget here).
     """
 
     scope: str

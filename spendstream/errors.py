@@ -54,9 +54,9 @@ class BreakerOpen(SpendstreamError):
 class BudgetExhausted(BreakerOpen):
     """A hard budget cannot lease this call's worst case: the call must not be made.
 
-    ``left_usd`` is what the budget could still grant (not held by anyone's lease),
-    ``held_usd`` what other clients' leases hold and may return, ``retry_after_s`` when the
-    next of those leases ends (None when none will: the period is spent).
+    ``left_usd`` is what the budget could still grant (not held by any lease), ``held_usd``
+    what open leases hold unused and may return, ``retry_after_s`` when the next of those
+    ends (with none, when the budget period renews).
     """
 
     def __init__(
@@ -71,10 +71,12 @@ class BudgetExhausted(BreakerOpen):
     ) -> None:
         reason = f"hard budget {budget} has ${left_usd} left to lease, the call needs ${need_usd}"
         if held_usd > 0:
-            reason += f" (${held_usd} more is held by other clients' leases"
+            reason += f" (${held_usd} more is held by open leases"
             if retry_after_s is not None:
                 reason += f"; the next one ends in {retry_after_s:.1f} s"
             reason += ")"
+        elif retry_after_s is not None:
+            reason += f" (the budget period renews in {retry_after_s:.0f} s)"
         super().__init__(scope, reason)
         self.args = (f"budget exhausted for {scope}: {reason}",)
         self.budget = budget

@@ -74,6 +74,7 @@ REPLY_PARTITION_HEADER = "reply-partition"
 _PARTITIONER = "murmur2_random"
 
 RecordKey = tuple[str, str, str]
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,17 @@ def ensure_lease_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise SpendstreamError(f"cannot create lease topic {name}: {exc}") from None
-    have = admin.list_topics(timeout=timeout_s).topics
+    deadline = time.monotonic() + timeout_s
+    while True:  # created topics answer only once every partition has a leader
+        have = admin.list_topics(timeout=timeout_s).topics
+        leaderless = [
+            name
+            for name in (names.requests, names.replies, names.ledger)
+            if name not in have or any(p.leader < 0 for p in have[name].partitions.values())
+        ]
+        if not leaderless or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     requests = have.get(names.requests)
     ledger = have.get(names.ledger)
     if (
@@ -168,7 +179,7 @@ class KafkaLeaseService:
         names: LeaseTopics | None = None,
         reply_partition: int | None = None,
         options: Mapping[str, Any] | None = None,
-        metadata_timeout_s: float = 10.0,
+        metadata_timeout_s: float = 30.0,
     ) -> None:
         self.names = names or LeaseTopics()
         common = {"bootstrap.servers": bootstrap, **(options or {})}
@@ -178,13 +189,25 @@ class KafkaLeaseService:
                 "enable.idempotence": True,
                 "linger.ms": 0,
                 "partitioner": _PARTITIONER,
+                # The server creates the topics with their partition counts; a client
+                # producing first must not have the broker make a one-partition topic.
+                "allow.auto.create.topics": False,
                 "client.id": f"spendstream-leases-{client_id}",
             }
         )
-        meta = self._producer.list_topics(self.names.replies, timeout=metadata_timeout_s)
-        found = meta.topics.get(self.names.replies)
-        if found is None or found.error is not None or not found.partitions:
-            raise LeaseUnavailable("global", f"lease reply topic {self.names.replies} is missing")
+        deadline = time.monotonic() + metadata_timeout_s
+        while True:  # the server creates the topics: a client may start first
+            meta = self._producer.list_topics(self.names.replies, timeout=metadata_timeout_s)
+            found = meta.topics.get(self.names.replies)
+            if found is not None and found.error is None and found.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise LeaseUnavailable(
+                    "global",
+                    f"lease reply topic {self.names.replies} is missing: is a lease server "
+                    "(spendstream leases serve) running on this cluster?",
+                )
+            time.sleep(0.2)
         count = len(found.partitions)
         self.reply_partition = (
             zlib.crc32(client_id.encode()) % count if reply_partition is None else reply_partition
@@ -200,7 +223,16 @@ class KafkaLeaseService:
             }
         )
         tp = TopicPartition(self.names.replies, self.reply_partition)
-        _, high = self._consumer.get_watermark_offsets(tp, timeout=metadata_timeout_s)
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=metadata_timeout_s)
+                break
+            except KafkaException as exc:  # e.g. a topic just created: no leader yet
+                if not exc.args[0].retriable() and exc.args[0].code() not in _NO_LEADER_YET:
+                    raise
+                if time.monotonic() > deadline:
+                    raise LeaseUnavailable("global", f"lease replies unreadable: {exc}") from None
+                time.sleep(0.1)
         # From the end as it stands now, before any request is sent: no answer can be missed.
         self._consumer.assign([TopicPartition(self.names.replies, self.reply_partition, high)])
         self._headers: list[tuple[str, str | bytes | None]] = [

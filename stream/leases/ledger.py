@@ -137,7 +137,8 @@ class LeaseLedger:
             if lease.client_id != req.client_id
         ]
         if free < req.need_usd or free <= 0:
-            ends = [lease.expires_at + self._grace for lease in others]
+            opened = self._open.get(req.scope, {}).values()
+            ends = [lease.expires_at + self._grace for lease in opened if lease.unused() > 0]
             ends.append(period_end)
             return LeaseRefusal(
                 req.scope,
