@@ -84,11 +84,11 @@ def reserve_latency(calls: int = 200_000) -> dict[str, Any]:
             samples.append((clock() - t) / 1000)
             r.settle(worst)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in per_thread]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    workers = [threading.Thread(target=work, args=(s,)) for s in per_thread]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
     out["16_threads"] = summary([x for s in per_thread for x in s], "us")
     out["requests"] = client.metrics.requests
     client.close()

@@ -285,14 +285,19 @@ class LeaseClient:
     def _take(self, scope: str, amount: Decimal) -> _Held:
         now = self._clock()
         with self._cond:
-            held = self._slots[scope].current
-            if held is not None and now < held.deadline and held.free >= amount:
-                held.reserved += amount
-                held.inflight += 1
-                held.last_used = now
-                self._counts["reserved"] += 1
-                return held
-        return self._refill_and_take(scope, amount)
+            held = self._from_current(self._slots[scope], amount, now)
+        return held if held is not None else self._refill_and_take(scope, amount)
+
+    def _from_current(self, slot: _Slot, amount: Decimal, now: float) -> _Held | None:
+        """Reserve on the slot's current lease if it is live and has room (lock held)."""
+        held = slot.current
+        if held is None or now >= held.deadline or held.free < amount:
+            return None
+        held.reserved += amount
+        held.inflight += 1
+        held.last_used = now
+        self._counts["reserved"] += 1
+        return held
 
     def _refill_and_take(self, scope: str, amount: Decimal) -> _Held:
         deadline = self._clock() + self.request_timeout_s
@@ -302,13 +307,9 @@ class LeaseClient:
                 slot = self._slots[scope]
                 while True:
                     now = self._clock()
-                    held = slot.current
-                    if held is not None and now < held.deadline and held.free >= amount:
-                        held.reserved += amount
-                        held.inflight += 1
-                        held.last_used = now
-                        self._counts["reserved"] += 1
-                        return held
+                    taken = self._from_current(slot, amount, now)
+                    if taken is not None:
+                        return taken
                     if self._closed:
                         raise LeaseUnavailable(scope, "the lease client is closed")
                     refusal = slot.refusal
