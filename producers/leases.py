@@ -21,11 +21,13 @@ of the pipeline is imported here.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -213,13 +215,45 @@ class LeaseClient:
         )
         self._overspent_usd = _ZERO
         self._closed = False
+        self._background = background
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if background:
+        self._start_upkeep()
+        # Leases go back at interpreter exit; a weak reference keeps no client alive.
+        ref = weakref.ref(self)
+
+        def close_at_exit() -> None:
+            client = ref()
+            if client is not None:
+                client.close()
+
+        def forget_in_child() -> None:
+            client = ref()
+            if client is not None and not client._closed:
+                client._after_fork()
+
+        self._atexit = close_at_exit
+        atexit.register(close_at_exit)
+        os.register_at_fork(after_in_child=forget_in_child)
+
+    def _start_upkeep(self) -> None:
+        if self._background:
             self._thread = threading.Thread(
                 target=self._run, name="spendstream-leases", daemon=True
             )
             self._thread.start()
+
+    def _after_fork(self) -> None:
+        """A forked child must not draw on its parent's leases: they are granted for one
+        process's use. It starts with none, its own id, lock and upkeep thread."""
+        self.client_id = _default_client_id()
+        self._cond = threading.Condition(threading.Lock())
+        self._slots = {scope: _Slot() for scope in self.scopes}
+        self._stop = threading.Event()
+        after_fork = getattr(self.service, "after_fork", None)
+        if after_fork is not None:
+            after_fork(self.client_id)
+        self._start_upkeep()
 
     @classmethod
     def from_config(cls, service: LeaseService, config: Any, **kwargs: Any) -> LeaseClient:
@@ -491,6 +525,7 @@ class LeaseClient:
                     releases += self._retire(slot, slot.current)
             self._cond.notify_all()
         self._send(releases)
+        atexit.unregister(self._atexit)
         if self._owns_service:
             self.service.close()
 

@@ -181,6 +181,7 @@ class KafkaLeaseService:
         options: Mapping[str, Any] | None = None,
         metadata_timeout_s: float = 30.0,
     ) -> None:
+        self._args = (bootstrap, names, reply_partition, options, metadata_timeout_s)
         self.names = names or LeaseTopics()
         common = {"bootstrap.servers": bootstrap, **(options or {})}
         self._producer = Producer(
@@ -306,6 +307,18 @@ class KafkaLeaseService:
                 if slot is not None:
                     slot[1] = reply
                     slot[0].set()
+
+    def after_fork(self, client_id: str) -> None:
+        """In a forked child: the parent's Kafka clients and reader thread are not ours."""
+        bootstrap, names, reply_partition, options, timeout_s = self._args
+        self.__init__(  # type: ignore[misc]
+            bootstrap,
+            client_id=client_id,
+            names=names,
+            reply_partition=reply_partition,
+            options=options,
+            metadata_timeout_s=timeout_s,
+        )
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 from datetime import UTC, datetime, timedelta
@@ -317,3 +318,19 @@ def test_reservation_repr_names_the_amount_and_leases() -> None:
     w = World()
     r = w.client().reserve("1", team="a")
     assert isinstance(r, Reservation) and repr(r).startswith("Reservation(max_usd=1, lease_id='")
+
+
+def test_a_forked_child_does_not_draw_on_its_parents_lease() -> None:
+    w = World()
+    c = w.client(refill_calls=10)
+    c.reserve("1", team="a").settle("1")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own client id, no lease of its parent's
+        os.write(write, f"{c.held('team:a')} {c.client_id}".encode())
+        os._exit(0)
+    os.close(write)
+    held, child_id = os.read(read, 200).decode().split()
+    os.waitpid(pid, 0)
+    assert held == "0" and child_id != c.client_id
+    assert c.held("team:a") == D(9)
