@@ -156,6 +156,22 @@ def _key_of(data: bytes | None) -> RecordKey:
     return (parts[0], parts[1], parts[2])
 
 
+def _watermarks(consumer: Consumer, tp: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """(low, high) offsets, waiting out a topic just created (its leader not serving yet)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if (not error.retriable() and error.code() not in _NO_LEADER_YET) or (
+                time.monotonic() > deadline
+            ):
+                raise
+            time.sleep(0.1)
+
+
 def _take(consumer: Consumer, most: int, timeout_s: float) -> list[Message]:
     """Up to ``most`` messages, returning as soon as one is there (``consume`` would wait
     the whole timeout for a full batch: a lease refill must not)."""
@@ -224,16 +240,10 @@ class KafkaLeaseService:
             }
         )
         tp = TopicPartition(self.names.replies, self.reply_partition)
-        while True:
-            try:
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=metadata_timeout_s)
-                break
-            except KafkaException as exc:  # e.g. a topic just created: no leader yet
-                if not exc.args[0].retriable() and exc.args[0].code() not in _NO_LEADER_YET:
-                    raise
-                if time.monotonic() > deadline:
-                    raise LeaseUnavailable("global", f"lease replies unreadable: {exc}") from None
-                time.sleep(0.1)
+        try:
+            _, high = _watermarks(self._consumer, tp, metadata_timeout_s)
+        except KafkaException as exc:
+            raise LeaseUnavailable("global", f"lease replies unreadable: {exc}") from None
         # From the end as it stands now, before any request is sent: no answer can be missed.
         self._consumer.assign([TopicPartition(self.names.replies, self.reply_partition, high)])
         self._headers: list[tuple[str, str | bytes | None]] = [
@@ -434,9 +444,7 @@ class LeaseServer:
         try:
             ends = {}
             for p in numbers:
-                low, high = reader.get_watermark_offsets(
-                    TopicPartition(self.names.ledger, p), timeout=timeout_s
-                )
+                low, high = _watermarks(reader, TopicPartition(self.names.ledger, p), timeout_s)
                 if high > low:
                     ends[p] = high
             reader.assign([TopicPartition(self.names.ledger, p, OFFSET_BEGINNING) for p in ends])
