@@ -45,12 +45,12 @@ class _TimedService:
         self._lock = threading.Lock()
 
     def request(self, request: Any, timeout_s: float) -> Any:
+        """Answered requests only: one that timed out counts as ``unavailable`` instead."""
         t = time.perf_counter()
-        try:
-            return self.inner.request(request, timeout_s)
-        finally:
-            with self._lock:
-                self.refill_ms.append((time.perf_counter() - t) * 1000)
+        reply = self.inner.request(request, timeout_s)
+        with self._lock:
+            self.refill_ms.append((time.perf_counter() - t) * 1000)
+        return reply
 
     def settle(self, settle: Any) -> None:
         self.inner.settle(settle)

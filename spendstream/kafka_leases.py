@@ -399,6 +399,10 @@ class LeaseServer:
                 **self._common,
                 "transactional.id": f"{group_id}-{instance_id}",
                 "linger.ms": 0,
+                # The broker answers CONCURRENT_TRANSACTIONS while the previous commit's
+                # markers are being written; librdkafka's default 100 ms retry backoff then
+                # made every other refill ~100 ms (measured: send_offsets p90 101 ms).
+                "retry.backoff.ms": 2,
                 "client.id": f"spendstream-lease-server-{instance_id}",
             }
         )
