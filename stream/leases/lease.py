@@ -12,13 +12,12 @@ reported as settled after the lease's deadline (``late_unlanded``) until that la
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Lease", "RecordKey", "Spend", "decode_key", "encode_key"]
+__all__ = ["Lease", "RecordKey", "Spend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +109,6 @@ class Lease:
 # A changelog record's key: (scope, kind, name). kind is "lease" (name: lease id), "acct"
 # (name: "<period>/<period start>", value: unleased landed spend) or "pos" (name: a landing
 # source, value: its last applied position). The scope comes first so a partitioned
-# changelog keeps a scope's records together with its requests.
+# changelog keeps a scope's records together with its requests (spendstream.kafka_leases
+# writes it as a JSON array).
 RecordKey = tuple[str, str, str]
-
-
-def encode_key(key: RecordKey) -> bytes:
-    return json.dumps(list(key), separators=(",", ":")).encode()
-
-
-def decode_key(data: bytes | str) -> RecordKey:
-    parts = json.loads(data)
-    if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
-        raise ValueError(f"not a lease ledger record key: {data!r}")
-    return (parts[0], parts[1], parts[2])
