@@ -93,13 +93,12 @@ def _client(args: argparse.Namespace) -> int:
         )
         client = LeaseClient.from_config(service, config, client_id=client_id)
     else:
-        from confluent_kafka import Producer
-
+        from spendstream.kafka import Producer
         from spendstream.producers import BreakerView
 
         view = BreakerView(config.kafka.bootstrap_servers, args.breakers_topic).start()
         view.wait_ready(30)
-        producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers, "linger.ms": 5})
+        producer = Producer(config.kafka.bootstrap_servers, client_id="bench-lease-load")
 
     def agent(seed: int) -> None:
         from spendstream.producers.guard import guard
@@ -138,7 +137,7 @@ def _client(args: argparse.Namespace) -> int:
                     continue
                 took = 0.0
                 time.sleep(latency)
-                producer.produce(args.usage_topic, value=str(actual).encode())
+                producer.produce(args.usage_topic, str(actual).encode())
                 producer.poll(0)
             now = time.time()
             with lock:
@@ -209,22 +208,17 @@ class Detector:
         self._thread.join(30)
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer, Producer
+        from spendstream.kafka import Consumer, Producer
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"detector-{self.usage_topic}",
-                "auto.offset.reset": "earliest",
-            }
-        )
-        producer = Producer({"bootstrap.servers": self.bootstrap})
+        consumer = Consumer(self.bootstrap, group_id=f"detector-{self.usage_topic}")
+        producer = Producer(self.bootstrap, client_id="bench-detector")
         consumer.subscribe([self.usage_topic])
         try:
             while not self._stop.is_set():
                 # One pipeline batch: whatever arrived within batch_within_s.
-                for msg in consumer.consume(num_messages=100_000, timeout=self.batch_within_s):
-                    if msg.error() is None:
+                window_end = time.monotonic() + self.batch_within_s
+                while (left := window_end - time.monotonic()) > 0:
+                    for msg in consumer.consume(100_000, left):
                         self.total += Decimal((msg.value() or b"0").decode())
                 if self.opened_at is None and self.total >= self.limit:
                     self.opened_at = time.time()
@@ -235,10 +229,13 @@ class Detector:
                         "reason": "budget_exceeded",
                         "ts": datetime.now(UTC).isoformat(),
                     }
-                    producer.produce(self.breakers_topic, key=scope, value=json.dumps(event))
+                    producer.produce(
+                        self.breakers_topic, json.dumps(event).encode(), scope.encode()
+                    )
                     producer.flush(10)
         finally:
             consumer.close()
+            producer.close()
 
 
 @dataclass

@@ -119,21 +119,22 @@ def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
 
 
 def bare_transactions(bootstrap: str, topic: str, n: int = 300) -> dict[str, Any]:
-    """The floor under a refill: one record produced and committed in a Kafka transaction."""
-    from confluent_kafka import Producer
+    """The floor under a refill: one record produced and committed in a Kafka transaction
+    (through the adapter's transaction calls, thin wrappers of the client's)."""
+    from spendstream.kafka import Producer
 
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "transactional.id": f"bench-{uuid.uuid4().hex[:6]}",
-         "linger.ms": 0}
-    )  # fmt: skip
+        bootstrap, transactional_id=f"bench-{uuid.uuid4().hex[:6]}", config={"linger.ms": 0}
+    )
     producer.init_transactions(30)
     took = []
     for _ in range(n + 20):
         t = time.perf_counter()
         producer.begin_transaction()
-        producer.produce(topic, value=b"x", partition=0)
+        producer.produce(topic, b"x", partition=0)
         producer.commit_transaction()
         took.append((time.perf_counter() - t) * 1000)
+    producer.close()
     return summary(took[20:], "ms")
 
 
@@ -267,14 +268,12 @@ def main(argv: list[str] | None = None) -> int:
         report["reserve_under_load"] = summary(leases.reserve_us(), "us")
         report["refill_under_load"] = summary(leases.refill_ms(), "ms")
 
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from spendstream.kafka import Admin, TopicSpec
 
         usage, breakers = prefix + "bench-usage", prefix + "bench-breakers"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for f in admin.create_topics(
-            [NewTopic(usage, 6, 1), NewTopic(breakers, 1, 1, config={"cleanup.policy": "compact"})]
-        ).values():
-            f.result(30)
+        Admin(bootstrap, timeout_s=30).ensure_topics(
+            [TopicSpec(usage, 6), TopicSpec(breakers, 1, {"cleanup.policy": "compact"})]
+        )
         detector = Detector(bootstrap, usage, breakers, limit).start()
         try:
             baseline = run_load(

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.producers.guard import RequestRate, call_scopes
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
@@ -270,22 +271,37 @@ class LeaseClient:
         return cls(service, scopes, **options)
 
     @classmethod
-    def kafka(cls, bootstrap: str, config: Any = None, **kwargs: Any) -> LeaseClient:
+    def kafka(
+        cls, bootstrap: str | KafkaSettings | None = None, config: Any = None, **kwargs: Any
+    ) -> LeaseClient:
         """A client asking the lease server over Kafka (``spendstream leases serve``).
 
-        ``config`` (a ``spendstream.config.Config``) gives the hard budgets, ``[leases]`` and
-        the topic prefix; without it pass ``scopes=[...]``. ``kafka_options`` go to the
-        Kafka clients (security settings).
+        ``config`` (a ``spendstream.config.Config``) gives the hard budgets, ``[leases]``, the
+        topic prefix and the ``[kafka]`` client settings (SASL/TLS); ``bootstrap`` (an
+        address, or ``KafkaSettings``) overrides where the brokers are. Without ``config``
+        pass ``bootstrap`` and ``scopes=[...]``. ``kafka_options``: librdkafka settings.
         """
+        from spendstream.kafka import as_settings
         from spendstream.kafka_leases import KafkaLeaseService, LeaseTopics
 
+        settings: KafkaSettings
+        if isinstance(bootstrap, KafkaSettings):
+            settings = bootstrap
+        elif config is not None:
+            settings = KafkaSettings.from_config(config.kafka)
+            if bootstrap is not None:
+                settings = settings.with_bootstrap(bootstrap)
+        elif bootstrap is not None:
+            settings = as_settings(bootstrap)
+        else:
+            raise TypeError("LeaseClient.kafka needs bootstrap or config")
         prefix = config.kafka.topic_prefix if config is not None else ""
         client_id = kwargs.pop("client_id", None) or _default_client_id()
         service = KafkaLeaseService(
-            bootstrap,
+            settings,
             client_id=client_id,
             names=LeaseTopics.with_prefix(prefix),
-            options=kwargs.pop("kafka_options", None),
+            config=kwargs.pop("kafka_options", None),
         )
         kwargs.update(client_id=client_id, owns_service=True)
         if config is not None:

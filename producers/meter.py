@@ -668,12 +668,12 @@ class Meter:
     ) -> Reservation | None:
         """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
 
-        Tags default to the Meter's ``defaults``; ``max_request_usd`` and its price
-        arguments pass through. With ``reserve=True`` (or ``max_usd``) the call's worst case
+        Tags default to the Meter's ``defaults`` and the ``meter.tags()`` blocks the caller
+        is in; ``max_request_usd`` and its price arguments pass through. With ``reserve=True`` (or ``max_usd``) the call's worst case
         is also reserved on its hard budgets (``reserve``) and the ``Reservation`` returned;
         ``BudgetExhausted`` refuses it. Without a breaker view only the reservation is made.
         """
-        merged = {**self._defaults, **tags}
+        merged = self._call_tags(tags)
         wants_lease = reserve or max_usd is not None
         if self.breakers is not None:
             _guard(self.breakers, **merged)
@@ -688,7 +688,12 @@ class Meter:
         """The async twin of ``guard``; the check is local and never blocks."""
         if self.breakers is None:
             raise SpendstreamError("Meter.aguard needs a breaker view: meter.watch_breakers()")
-        await _aguard(self.breakers, **{**self._defaults, **tags})
+        await _aguard(self.breakers, **self._call_tags(tags))
+
+    def _call_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
+        """The tags the call's event will carry: defaults < ``meter.tags()`` blocks < these.
+        A breaker check or a reservation must cover the scopes the call is recorded in."""
+        return {**self._defaults, **_CALL_TAGS.get(), **tags}
 
     # -- budget leases (producers/leases.py) --------------------------------------------------
 
@@ -715,7 +720,8 @@ class Meter:
 
         ``max_usd``, or the worst case of ``input_tokens`` plus ``max_tokens`` of output of
         ``provider``/``model`` at list price (``rates`` or genai-prices; the prompt may be
-        written to the cache). Tags default to the Meter's ``defaults``. Raises
+        written to the cache). Tags default to the Meter's ``defaults`` and ``meter.tags()``
+        blocks, as the recorded event's do. Raises
         ``BudgetExhausted`` or ``LeaseUnavailable``; use the result as a context manager
         and settle it, or pass it to ``record(..., reservation=r)``.
         """
@@ -734,7 +740,7 @@ class Meter:
                     f"no price known for {provider}/{model}: pass max_usd or rates to reserve()"
                 )
             max_usd = worst
-        merged = {**self._defaults, **tags}
+        merged = self._call_tags(tags)
         reservation = self.leases.reserve(max_usd, **merged)
         reservation.rates = rates
         return reservation

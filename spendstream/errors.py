@@ -50,12 +50,16 @@ class KafkaLocalError(SpendstreamError):
 
 class KafkaClientError(SpendstreamError):
     """A Kafka client operation failed; ``code`` is librdkafka's error name (e.g.
-    ``_MSG_TIMED_OUT``), ``retriable`` whether trying again later may succeed."""
+    ``_MSG_TIMED_OUT``), ``retriable`` whether trying again later may succeed, ``abortable``
+    whether a failed transaction only needs ``abort_transaction`` before it is redone."""
 
-    def __init__(self, message: str, *, code: str = "", retriable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str = "", retriable: bool = False, abortable: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retriable = retriable
+        self.abortable = abortable
 
 
 class KafkaUnavailable(KafkaClientError):

@@ -19,16 +19,23 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.lease_load import run_load
-from spendstream.config import load_config
+from spendstream.config import Config, load_config
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
-from spendstream.kafka_leases import KafkaLeaseService, LeaseServer, LeaseTopics
+from spendstream.kafka import Consumer, Message
+from spendstream.kafka_leases import (
+    KafkaLeaseService,
+    LeaseServer,
+    LeaseTopics,
+    ensure_lease_topics,
+    read_ledger,
+)
 from spendstream.producers import LeaseClient
-from spendstream.producers.lease_protocol import LeaseGrant, LeaseRequest
+from spendstream.producers.lease_protocol import LeaseGrant, LeaseRequest, encode
 from spendstream.runtime.lease_server import lease_server, lease_topics
 from spendstream.stream.leases import LeaseLedger, LeasePolicy
+from tests.kafka_fixtures import produce
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,27 +152,16 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
     with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10) as c:
         wait_granted(c, "0.01")
     answered = server.answered
-    producer = Producer({"bootstrap.servers": config.kafka.bootstrap_servers})
-    good = LeaseRequest("team:search", "c", "r", D(1), D(1))
-    from spendstream.producers.lease_protocol import encode
-
-    producer.produce(names.requests, key=b"team:search", value=b"{nope")
-    producer.produce(names.requests, key=b"team:other", value=encode(good),
-                     headers=[("reply-partition", b"0")])  # fmt: skip
-    producer.produce(names.requests, key=b"team:search", value=encode(good))  # no reply header
-    producer.flush(10)
-    consumer = Consumer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": "t-dl",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.assign([TopicPartition(names.dead_letters, 0, 0)])
+    bootstrap = config.kafka.bootstrap_servers
+    good = encode(LeaseRequest("team:search", "c", "r", D(1), D(1)))
+    produce(bootstrap, names.requests, [(b"team:search", b"{nope")])
+    produce(bootstrap, names.requests, [(b"team:other", good)], [("reply-partition", b"0")])
+    produce(bootstrap, names.requests, [(b"team:search", good)])  # no reply header
     letters: list[dict[str, str]] = []
     deadline = time.monotonic() + 60
     while len(letters) < 3 and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            letters.append(json.loads(msg.value() or b""))
-    consumer.close()
+        time.sleep(0.5)
+        letters = [json.loads(m.value() or b"") for m in _committed(bootstrap, names.dead_letters)]
     errors = sorted(x["error"] for x in letters)
     assert len(errors) == 3
     assert any("not JSON" in e for e in errors)
@@ -177,6 +173,16 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
     assert server.answered >= answered + 3  # consumed (their offsets committed), not answered
 
 
+def _committed(bootstrap: str, topic: str) -> list[Message]:
+    """The topic's committed records (the server writes them in transactions)."""
+    reader = Consumer(bootstrap, read_committed=True, partition_eof=True)
+    try:
+        parts = reader.partitions_for(topic, timeout_s=30) or []
+        return list(reader.read_to_end([(topic, p) for p in parts], 60))
+    finally:
+        reader.close()
+
+
 # --- outages and restarts ---------------------------------------------------------------
 
 
@@ -186,8 +192,6 @@ def test_no_server_means_lease_unavailable_then_the_same_request_is_granted_once
     path = write_config(tmp_path, kafka_bootstrap, "10")
     config = load_config(path)
     names = lease_topics(config)
-    from spendstream.kafka_leases import ensure_lease_topics
-
     ensure_lease_topics(kafka_bootstrap, names, partitions=3, reply_partitions=4)
     service = KafkaLeaseService(kafka_bootstrap, client_id="c-outage", names=names)
     client = LeaseClient(service, ["team:search"], client_id="c-outage", request_timeout_s=1,
@@ -208,27 +212,11 @@ def test_no_server_means_lease_unavailable_then_the_same_request_is_granted_once
     assert len({x.request_id for x in leases}) == len(leases) == 1
 
 
-def _ledger_from_changelog(config, names: LeaseTopics) -> LeaseLedger:  # type: ignore[no-untyped-def]
-    from spendstream.kafka_leases import _key_of
-
-    consumer = Consumer(
-        {"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": "t-read",
-         "isolation.level": "read_committed", "enable.partition.eof": True}
-    )  # fmt: skip
-    consumer.assign([TopicPartition(names.ledger, p, 0) for p in range(3)])
-    records, eof = [], set()
-    deadline = time.monotonic() + 60
-    while len(eof) < 3 and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error() is not None:
-            eof.add(msg.partition())
-            continue
-        records.append((_key_of(msg.key()), msg.value()))
-    consumer.close()
+def _ledger_from_changelog(config: Config, names: LeaseTopics) -> LeaseLedger:
+    """The ledger as a server restoring every partition would rebuild it."""
+    by_partition = read_ledger(config.kafka.bootstrap_servers, names, range(3))
     ledger = LeaseLedger(config.budget, LeasePolicy.from_config(config))
-    ledger.load(records)
+    ledger.load([record for records in by_partition.values() for record in records])
     return ledger
 
 

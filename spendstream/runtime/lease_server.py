@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 
 from spendstream.config import Config
+from spendstream.kafka import KafkaSettings
 from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics
 from spendstream.stream.leases import LeaseLedger, LeasePolicy
 
@@ -22,11 +23,12 @@ def lease_topics(config: Config) -> LeaseTopics:
 
 
 def lease_server(config: Config, instance_id: str) -> LeaseServer:
-    """A server for ``config``'s hard budgets (topics created if missing; not yet running)."""
+    """A server for ``config``'s hard budgets (topics created if missing; not yet running),
+    with the ``[kafka]`` client settings (SASL/TLS; a missing secret is a ConfigError)."""
     names = lease_topics(config)
-    bootstrap = config.kafka.bootstrap_servers
+    settings = KafkaSettings.from_config(config.kafka)
     ensure_lease_topics(
-        bootstrap,
+        settings,
         names,
         partitions=config.leases.partitions,
         reply_partitions=config.leases.reply_partitions,
@@ -34,7 +36,7 @@ def lease_server(config: Config, instance_id: str) -> LeaseServer:
     policy = LeasePolicy.from_config(config)
     budgets = list(config.budget)
     return LeaseServer(
-        bootstrap,
+        settings,
         lambda: LeaseLedger(budgets, policy),
         instance_id=instance_id,
         # Prefixed like the topics: two deployments on one cluster are two groups.

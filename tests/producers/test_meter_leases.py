@@ -10,8 +10,9 @@ from decimal import Decimal
 import pytest
 
 from spendstream.config import BudgetConfig
-from spendstream.errors import BudgetExhausted, SpendstreamError
-from spendstream.producers import LeaseClient, Meter, RequestRate
+from spendstream.errors import BreakerOpen, BudgetExhausted, SpendstreamError
+from spendstream.producers import BreakerView, LeaseClient, Meter, RequestRate
+from spendstream.signing import RecordSigner
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService
 from tests.producers.test_meter import TOKEN, IngestServer
 
@@ -136,3 +137,78 @@ def test_reserve_without_a_lease_client_says_what_to_do(server: IngestServer) ->
             m.reserve(provider="nobody", model="nothing", input_tokens=1, max_tokens=1)
     finally:
         m.close()
+
+
+# --- with main's guard(): call tags, readiness and signed breaker records ----------------
+
+
+@pytest.fixture
+def untagged(server: IngestServer, ledger: LeaseLedger) -> Iterator[Meter]:
+    """A Meter with no team default: only meter.tags() puts the call on team:a's budget."""
+    m = Meter.http(server.url, TOKEN, spool_dir=None, linger_s=0.01)
+    m.use_leases(LeaseClient(LocalLeaseService(ledger), ledger.scopes, background=False))
+    yield m
+    assert m.leases is not None
+    m.leases.close()
+    m.close()
+
+
+def test_a_reservation_covers_the_budgets_of_the_meter_tags_block_the_event_lands_in(
+    server: IngestServer, untagged: Meter, ledger: LeaseLedger
+) -> None:
+    assert untagged.reserve("0.1").lease_id is None  # no team: no hard budget covers it
+    with untagged.tags(team="a"):
+        r = untagged.reserve("0.1")
+        untagged.record(provider="x", model="y", input_tokens=1, output_tokens=1, reservation=r)
+    assert r.lease_id is not None
+    (event,) = [e for e in sent(server, untagged) if e.get("lease_id")]
+    assert event["team"] == "a" and event["lease_id"] == r.lease_id
+    with untagged.tags(team="a"), pytest.raises(BudgetExhausted):
+        untagged.guard(max_usd="1.5")
+
+
+def test_guard_inside_a_tags_block_checks_the_blocks_breakers(untagged: Meter) -> None:
+    view = BreakerView("127.0.0.1:1")  # never started: records applied by hand
+    view.apply(b"session:s1", json.dumps({"state": "open", "reason": "runaway_session"}))
+    untagged.breakers = view
+    untagged.guard(session_id="s2")
+    with untagged.tags(session_id="s1"), pytest.raises(BreakerOpen, match="session:s1"):
+        untagged.guard(reserve=True, max_usd="0.1")
+
+
+def test_a_fail_closed_view_not_ready_refuses_before_any_lease_is_requested(
+    meter: Meter, ledger: LeaseLedger
+) -> None:
+    meter.breakers = BreakerView("127.0.0.1:1", fail_closed=True)  # never catches up
+    with pytest.raises(BreakerOpen, match="not caught up") as refused:
+        meter.guard(reserve=True, max_usd="0.1")
+    assert type(refused.value) is BreakerOpen
+    assert meter.leases is not None and meter.leases.metrics.requests == 0
+    assert ledger.leases() == []
+
+
+def test_a_view_not_ready_and_not_fail_closed_lets_the_reservation_through(meter: Meter) -> None:
+    meter.breakers = BreakerView("127.0.0.1:1", ready_timeout_s=0)
+    r = meter.guard(reserve=True, max_usd="0.1")
+    assert r is not None and r.lease_id
+    r.cancel()
+
+
+def test_a_signed_view_ignores_a_forged_open_breaker_and_honours_a_signed_one(
+    meter: Meter,
+) -> None:
+    signer = RecordSigner("k" * 40)
+    view = BreakerView("127.0.0.1:1", signer=signer)
+    meter.breakers = view
+    value = json.dumps({"scope": "team:a", "state": "open", "reason": "budget_exceeded"}).encode()
+    view.apply(b"team:a", value, signer.headers("breaker", b"team:a", value.replace(b"a", b"b")))
+    assert view.unverified == 1
+    r = meter.guard(reserve=True, max_usd="0.1")
+    assert r is not None and r.lease_id
+    r.cancel()
+    view.apply(b"team:a", value, signer.headers("breaker", b"team:a", value))
+    assert meter.leases is not None
+    reserved = meter.leases.metrics.reserved
+    with pytest.raises(BreakerOpen, match="team:a: budget_exceeded"):
+        meter.guard(reserve=True, max_usd="0.1")
+    assert meter.leases.metrics.reserved == reserved
