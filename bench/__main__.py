@@ -19,6 +19,7 @@ BENCHMARKS = (
     "warehouse_queries",  # named queries at 10M facts vs bare read_parquet; landing; ingest
     "kafka_pipeline",  # spendstream run vs a bare aiokafka consumer; produce -> queryable
     "breaker_latency",  # runaway crossing -> guard() refusal, through spendstream run
+    "leases",  # hard-budget overshoot: leases vs breaker-only; reserve() and refill latency
     "alert_routing",  # router vs bare httpx posts
     "report",  # write_report and whatif at 10M facts
 )

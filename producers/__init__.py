@@ -10,6 +10,8 @@ from spendstream.producers.guard import (
     aguard,
     guard,
 )
+from spendstream.producers.lease_protocol import LeaseService
+from spendstream.producers.leases import LeaseClient, LeaseMetrics, Reservation
 from spendstream.producers.meter import Call, InvalidUsageEvent, Meter, MeterMetrics
 from spendstream.producers.providers import (
     ProviderHelperUnavailable,
@@ -31,11 +33,15 @@ __all__ = [
     "HttpTransport",
     "InvalidUsageEvent",
     "KafkaTransport",
+    "LeaseClient",
+    "LeaseMetrics",
+    "LeaseService",
     "Meter",
     "MeterMetrics",
     "ProviderHelperUnavailable",
     "RequestCeilingExceeded",
     "RequestRate",
+    "Reservation",
     "Spool",
     "UsageEvent",
     "aguard",

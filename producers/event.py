@@ -137,6 +137,13 @@ class UsageEvent(BaseModel):
         None, description="Cost already reported by the provider or gateway (reconciliation)."
     )
     tags: dict[TagKey, TagValue] | None = Field(None, max_length=MAX_TAGS)
+    lease_id: Id | None = Field(
+        None,
+        description=(
+            "The budget lease(s) the call was reserved under (Meter.reserve): one id, or "
+            "several separated by single spaces when more than one hard budget covers the call."
+        ),
+    )
     schema_version: Literal[1] = 1
 
     @field_validator("ts")

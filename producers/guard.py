@@ -59,6 +59,7 @@ __all__ = [
     "RequestRate",
     "ViewEntry",
     "aguard",
+    "call_cost_usd",
     "call_scopes",
     "guard",
     "worst_case_usd",
@@ -348,7 +349,14 @@ def call_scopes(tags: Mapping[str, object]) -> list[str]:
     return scopes
 
 
-def _catalog_price(provider: str, model: str, input_tokens: int, max_tokens: int) -> Decimal | None:
+def _catalog_price(
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> Decimal | None:
     try:
         import genai_prices
     except ImportError:
@@ -356,7 +364,12 @@ def _catalog_price(provider: str, model: str, input_tokens: int, max_tokens: int
     try:
         # Priced with the call's own token counts, so long-context tiers apply as they would.
         calc = genai_prices.calc_price(
-            genai_prices.Usage(input_tokens=input_tokens, output_tokens=max_tokens),
+            genai_prices.Usage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cache_read_tokens=cache_read_tokens or None,
+                cache_write_tokens=cache_write_tokens or None,
+            ),
             model,
             provider_id=provider,
         )
@@ -365,22 +378,54 @@ def _catalog_price(provider: str, model: str, input_tokens: int, max_tokens: int
     return Decimal(calc.total_price)
 
 
+def call_cost_usd(
+    provider: str,
+    model: str,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    rates: Mapping[tuple[str, str], RequestRate] | None = None,
+) -> Decimal | None:
+    """A call's cost at list price; None when no price is known.
+
+    ``rates`` wins (input and output rates only: cached input is priced as uncached, an
+    upper bound); otherwise the genai-prices catalog (if installed) with its cache rates.
+    No batch or negotiated discount: the pipeline's price is never above this one unless
+    a ``[[prices.model]]`` override is dearer than the catalog (pass it as ``rates``).
+    """
+    rate = rates.get((provider, model)) if rates is not None else None
+    if rate is not None:
+        return (input_tokens * rate.input_per_mtok + output_tokens * rate.output_per_mtok) / _MTOK
+    return _catalog_price(
+        provider, model, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens
+    )
+
+
 def worst_case_usd(
     provider: str,
     model: str,
     input_tokens: int,
     max_tokens: int,
     rates: Mapping[tuple[str, str], RequestRate] | None = None,
+    *,
+    cache_writes: bool = False,
 ) -> Decimal | None:
     """Input tokens plus ``max_tokens`` of output at list price; None when no price is known.
 
     ``rates`` wins; otherwise the genai-prices catalog (if installed) prices the call.
-    Cache discounts are ignored: the worst case is an uncached prompt.
+    Cache discounts are ignored: the worst case is an uncached prompt. ``cache_writes``:
+    the prompt may also be written to the provider's cache, which some providers price
+    above plain input; the worst case is then the dearer of the two.
     """
-    rate = rates.get((provider, model)) if rates is not None else None
-    if rate is not None:
-        return (input_tokens * rate.input_per_mtok + max_tokens * rate.output_per_mtok) / _MTOK
-    return _catalog_price(provider, model, input_tokens, max_tokens)
+    worst = call_cost_usd(provider, model, input_tokens, max_tokens, rates=rates)
+    if worst is None or not cache_writes or not input_tokens:
+        return worst
+    written = call_cost_usd(
+        provider, model, input_tokens, max_tokens, cache_write_tokens=input_tokens, rates=rates
+    )
+    return worst if written is None else max(worst, written)
 
 
 def guard(

@@ -32,7 +32,8 @@ Nothing is dropped silently: every drop is logged (at most once a second) and co
 in ``meter.metrics``. ``close()`` (also run at interpreter exit) sends what it can within
 its timeout and spools the rest for the next process.
 
-Client-side breaker checks (``guard``) live in ``producers/guard.py``, not here.
+Client-side breaker checks (``guard``) live in ``producers/guard.py`` and budget leases
+(``reserve``) in ``producers/leases.py``; the Meter only wires them to its default tags.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -58,9 +60,16 @@ from pydantic import ValidationError
 from spendstream.errors import SpendstreamError
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.producers.event import UsageEvent, describe_validation_error
-from spendstream.producers.guard import BREAKERS_TOPIC, BreakerView
+from spendstream.producers.guard import (
+    BREAKERS_TOPIC,
+    BreakerView,
+    RequestRate,
+    call_cost_usd,
+    worst_case_usd,
+)
 from spendstream.producers.guard import aguard as _aguard
 from spendstream.producers.guard import guard as _guard
+from spendstream.producers.leases import LeaseClient, Reservation, to_usd
 from spendstream.producers.spool import DEFAULT_SPOOL_ROOT, Spool
 from spendstream.producers.transports import (
     HttpTransport,
@@ -272,7 +281,13 @@ class Meter:
         ``ts`` (now, UTC) are filled in when absent, ``defaults`` under the given fields.
         Never raises for transport trouble; raises ``InvalidUsageEvent`` for a bad event
         unless the Meter was made with ``on_invalid="drop"``.
+
+        ``reservation=r`` (from ``reserve``): the event carries ``r.lease_id`` and ``r`` is
+        settled with the event's price (see ``settle_from``).
         """
+        reservation: Reservation | None = fields.pop("reservation", None)
+        if reservation is not None:
+            return self._record_reserved(reservation, event, fields)
         if not isinstance(event, UsageEvent):
             data = {**self._defaults, **_CALL_TAGS.get(), **(event or {}), **fields}
             if "event_id" not in data:
@@ -329,6 +344,65 @@ class Meter:
         from spendstream.producers.integrations.clients import instrument
 
         return instrument(self, client, provider=provider, stream_usage=stream_usage, **fields)
+
+    def _record_reserved(
+        self,
+        reservation: Reservation,
+        event: UsageEvent | Mapping[str, Any] | None,
+        fields: dict[str, Any],
+    ) -> str:
+        if isinstance(event, UsageEvent):
+            if fields:
+                raise TypeError("record() takes a UsageEvent or keyword fields, not both")
+            if reservation.lease_id and event.lease_id is None:
+                event = event.model_copy(update={"lease_id": reservation.lease_id})
+        elif reservation.lease_id:
+            fields = {"lease_id": reservation.lease_id, **fields}
+        try:
+            event_id = self.record(event, **fields)
+        except BaseException:
+            reservation.settle(reservation.max_usd)  # unknown cost: assume the worst case
+            raise
+        if not event_id:  # dropped as invalid: nothing says what it cost
+            reservation.settle(reservation.max_usd)
+        elif not reservation.settled:
+            self._settle_recorded(reservation, event, fields)
+        return event_id
+
+    def _settle_recorded(
+        self,
+        reservation: Reservation,
+        event: UsageEvent | Mapping[str, Any] | None,
+        fields: Mapping[str, Any],
+    ) -> None:
+        data = (
+            event.to_json_dict() if isinstance(event, UsageEvent) else {**(event or {}), **fields}
+        )
+        reservation.settle(self.settle_from(reservation, data))
+
+    def settle_from(self, reservation: Reservation, event: Mapping[str, Any]) -> Decimal:
+        """What a recorded call cost, to settle its reservation with.
+
+        The event's tokens at list price (``reservation.rates`` if given, else genai-prices
+        with its cache rates), else its ``reported_cost_usd``, else the reservation's
+        ``max_usd`` (nothing says less). No batch or negotiated discount is taken off: the
+        pipeline's price is at most this one.
+        """
+        try:
+            cost = call_cost_usd(
+                str(event["provider"]),
+                str(event["model"]),
+                int(event.get("input_tokens", 0)),
+                int(event.get("output_tokens", 0)),
+                cache_read_tokens=int(event.get("cache_read_tokens", 0)),
+                cache_write_tokens=int(event.get("cache_write_tokens", 0)),
+                rates=reservation.rates,
+            )
+        except (KeyError, TypeError, ValueError):
+            cost = None
+        if cost is None and event.get("reported_cost_usd") is not None:
+            cost = to_usd(event["reported_cost_usd"])
+        return reservation.max_usd if cost is None else cost
 
     def record_openai(self, response: Any, /, *, api: str | None = None, **fields: Any) -> str:
         """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
@@ -387,13 +461,20 @@ class Meter:
 
     @contextlib.contextmanager
     def track(
-        self, provider: str, model: str, *, request_id: str | None = None, **fields: Any
+        self,
+        provider: str,
+        model: str,
+        *,
+        request_id: str | None = None,
+        reservation: Reservation | None = None,
+        **fields: Any,
     ) -> Iterator[Call]:
         """Meter one call: latency, ``status`` from an exception, ``attempt`` per request_id.
 
         ``with meter.track("openai", "gpt-5-mini", team="search") as call:`` then
         ``call.usage(response)`` (or ``call.set(input_tokens=..., ...)``) inside the block.
         Passing the same ``request_id`` to a retry numbers it ``attempt`` 2, 3, ...
+        ``reservation=r`` (from ``reserve``) is settled from the recorded event.
         """
         rid = request_id or os.urandom(16).hex()
         call = Call(provider, model, rid, self._next_attempt(rid), fields)
@@ -409,7 +490,7 @@ class Meter:
             if failed is not None and "status" not in call.fields:
                 call.fields["status"] = status_of(failed)
             try:
-                self.record(**call.event_fields())
+                self.record(**call.event_fields(), reservation=reservation)
             except InvalidUsageEvent:
                 if failed is None:
                     raise
@@ -578,21 +659,91 @@ class Meter:
             )
         return view
 
-    def guard(self, **tags: Any) -> None:
+    def guard(
+        self,
+        *,
+        reserve: bool = False,
+        max_usd: Decimal | str | int | float | None = None,
+        **tags: Any,
+    ) -> Reservation | None:
         """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
 
-        Tags default to the Meter's ``defaults``; ``max_request_usd`` and its price
-        arguments pass through.
+        Tags default to the Meter's ``defaults`` and the ``meter.tags()`` blocks the caller
+        is in; ``max_request_usd`` and its price arguments pass through. With ``reserve=True`` (or ``max_usd``) the call's worst case
+        is also reserved on its hard budgets (``reserve``) and the ``Reservation`` returned;
+        ``BudgetExhausted`` refuses it. Without a breaker view only the reservation is made.
         """
-        if self.breakers is None:
+        merged = self._call_tags(tags)
+        wants_lease = reserve or max_usd is not None
+        if self.breakers is not None:
+            _guard(self.breakers, **merged)
+        elif not wants_lease:
             raise SpendstreamError("Meter.guard needs a breaker view: meter.watch_breakers()")
-        _guard(self.breakers, **{**self._defaults, **tags})
+        if not wants_lease:
+            return None
+        merged.pop("max_request_usd", None)
+        return self.reserve(max_usd, **merged)
 
     async def aguard(self, **tags: Any) -> None:
         """The async twin of ``guard``; the check is local and never blocks."""
         if self.breakers is None:
             raise SpendstreamError("Meter.aguard needs a breaker view: meter.watch_breakers()")
-        await _aguard(self.breakers, **{**self._defaults, **tags})
+        await _aguard(self.breakers, **self._call_tags(tags))
+
+    def _call_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
+        """The tags the call's event will carry: defaults < ``meter.tags()`` blocks < these.
+        A breaker check or a reservation must cover the scopes the call is recorded in."""
+        return {**self._defaults, **_CALL_TAGS.get(), **tags}
+
+    # -- budget leases (producers/leases.py) --------------------------------------------------
+
+    # The process's LeaseClient, or None: set it with use_leases().
+    leases: LeaseClient | None = None
+
+    def use_leases(self, client: LeaseClient) -> LeaseClient:
+        """Reserve calls on hard budgets through ``client``; close it yourself."""
+        self.leases = client
+        return client
+
+    def reserve(
+        self,
+        max_usd: Decimal | str | int | float | None = None,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_tokens: int | None = None,
+        rates: Mapping[tuple[str, str], RequestRate] | None = None,
+        **tags: Any,
+    ) -> Reservation:
+        """Hold the call's worst case on every hard budget covering it (``LeaseClient.reserve``).
+
+        ``max_usd``, or the worst case of ``input_tokens`` plus ``max_tokens`` of output of
+        ``provider``/``model`` at list price (``rates`` or genai-prices; the prompt may be
+        written to the cache). Tags default to the Meter's ``defaults`` and ``meter.tags()``
+        blocks, as the recorded event's do. Raises
+        ``BudgetExhausted`` or ``LeaseUnavailable``; use the result as a context manager
+        and settle it, or pass it to ``record(..., reservation=r)``.
+        """
+        if self.leases is None:
+            raise SpendstreamError("Meter.reserve needs a lease client: meter.use_leases(...)")
+        if max_usd is None:
+            if provider is None or model is None or input_tokens is None or max_tokens is None:
+                raise TypeError(
+                    "reserve() needs max_usd, or provider, model, input_tokens and max_tokens"
+                )
+            worst = worst_case_usd(
+                provider, model, input_tokens, max_tokens, rates, cache_writes=True
+            )
+            if worst is None:
+                raise SpendstreamError(
+                    f"no price known for {provider}/{model}: pass max_usd or rates to reserve()"
+                )
+            max_usd = worst
+        merged = self._call_tags(tags)
+        reservation = self.leases.reserve(max_usd, **merged)
+        reservation.rates = rates
+        return reservation
 
     # -- the sender thread ------------------------------------------------------------------
 

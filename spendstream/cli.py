@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "sql": "run a SQL statement against the warehouse",
     "query": "run a named warehouse query",
     "breakers": "list circuit breakers or reset one",
+    "leases": "serve budget leases for hard budgets on Kafka",
     "kafka-local": "start, stop or inspect a real single-node Kafka on this machine (no Docker)",
     "prices": "inspect prices: unpriced models, reprice a time range, reconcile reported costs",
     "warehouse": "warehouse maintenance: compact, check data quality, load revenue",

@@ -38,6 +38,7 @@ __all__ = [
     "DiscountConfig",
     "HttpConfig",
     "KafkaConfig",
+    "LeasesConfig",
     "ModelPriceConfig",
     "OtelConfig",
     "PagerDutySinkConfig",
@@ -547,6 +548,81 @@ class PipelineConfig(_Section):
     )
 
 
+class LeasesConfig(_Section):
+    """Budget leases (docs/budget-leases.md): hard caps that hold under concurrency."""
+
+    # The service's side.
+    ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86400,
+        description="How long a lease may be drawn on (it ends early at its budget period's end).",
+    )
+    grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=86400,
+        description="How long after a lease ends its unused remainder returns to the budget: "
+        "time for calls started under it to finish and settle.",
+    )
+    min_grant_usd: UsdAmount = Field(
+        default=Decimal("0.01"),
+        description="The smallest lease fair share grants (unless the budget has less left: "
+        "then what the call needs, if that much is left).",
+    )
+    max_grant_usd: UsdAmount | None = Field(
+        default=None,
+        description="The largest lease fair share grants; unset: no cap but the fair share.",
+    )
+    # The client's side.
+    refill_calls: int = Field(
+        default=16,
+        ge=1,
+        le=1_000_000,
+        description="A client's refill asks for this many calls of the size being reserved.",
+    )
+    idle_return_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="A client gives an unused lease back after this many idle seconds.",
+    )
+    request_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a client's refill waits for the lease server; past it the call "
+        "is refused with `LeaseUnavailable`.",
+    )
+    refusal_hold_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="How long a client remembers a refusal before asking again (the "
+        "refusal's `retry_after_s` if sooner).",
+    )
+    # The Kafka path.
+    partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of `spendstream.lease-requests` (keyed by scope); the ledger "
+        "changelog has as many.",
+    )
+    reply_partitions: int = Field(
+        default=6, ge=1, description="Partitions of `spendstream.lease-replies`."
+    )
+    group_id: str = Field(
+        default="spendstream-leases",
+        min_length=1,
+        description="The consumer group of the lease servers (`spendstream leases serve`).",
+    )
+
+    @model_validator(mode="after")
+    def _grant_bounds(self) -> LeasesConfig:
+        if self.max_grant_usd is not None and self.max_grant_usd < self.min_grant_usd:
+            raise ValueError(
+                f"max_grant_usd ({self.max_grant_usd}) is below min_grant_usd ({self.min_grant_usd})"
+            )
+        return self
+
+
 # Event fields an OpenTelemetry span can fill from its own or its resource's attributes.
 OtelField = Literal[
     "team",
@@ -831,6 +907,7 @@ class Config(BaseModel):
     pipeline: PipelineConfig = Field(default=PipelineConfig(), description=PipelineConfig.__doc__)
     alerts: AlertsConfig = Field(default=AlertsConfig(), description=AlertsConfig.__doc__)
     otel: OtelConfig = Field(default=OtelConfig(), description=OtelConfig.__doc__)
+    leases: LeasesConfig = Field(default=LeasesConfig(), description=LeasesConfig.__doc__)
 
 
 def _union_members(annotation: Any) -> list[Any]:

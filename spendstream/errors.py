@@ -8,19 +8,25 @@
      │    ├── KafkaUnavailable  no broker answered in time (down, wrong address, network)
      │    └── KafkaAuthError    the broker refused us: SASL credentials, TLS, or an ACL
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
+          ├── BudgetExhausted   a hard budget cannot lease the call's worst case (Meter.reserve)
+          └── LeaseUnavailable  the lease service did not answer in time (Meter.reserve)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 __all__ = [
     "BreakerOpen",
+    "BudgetExhausted",
     "ConfigError",
     "KafkaAuthError",
     "KafkaClientError",
     "KafkaLocalError",
     "KafkaUnavailable",
+    "LeaseUnavailable",
     "SpendstreamError",
     "ToolMissingError",
 ]
@@ -44,12 +50,16 @@ class KafkaLocalError(SpendstreamError):
 
 class KafkaClientError(SpendstreamError):
     """A Kafka client operation failed; ``code`` is librdkafka's error name (e.g.
-    ``_MSG_TIMED_OUT``), ``retriable`` whether trying again later may succeed."""
+    ``_MSG_TIMED_OUT``), ``retriable`` whether trying again later may succeed, ``abortable``
+    whether a failed transaction only needs ``abort_transaction`` before it is redone."""
 
-    def __init__(self, message: str, *, code: str = "", retriable: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str = "", retriable: bool = False, abortable: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.retriable = retriable
+        self.abortable = abortable
 
 
 class KafkaUnavailable(KafkaClientError):
@@ -68,3 +78,46 @@ class BreakerOpen(SpendstreamError):
         super().__init__(f"circuit breaker open for {scope}: {reason}")
         self.scope = scope
         self.reason = reason
+
+
+class BudgetExhausted(BreakerOpen):
+    """A hard budget cannot lease this call's worst case: the call must not be made.
+
+    ``left_usd`` is what the budget could still grant (not held by any lease), ``held_usd``
+    what open leases hold unused and may return, ``retry_after_s`` when the next of those
+    ends (with none, when the budget period renews).
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        budget: str,
+        left_usd: Decimal,
+        *,
+        need_usd: Decimal,
+        held_usd: Decimal = Decimal(0),
+        retry_after_s: float | None = None,
+    ) -> None:
+        reason = f"hard budget {budget} has ${left_usd} left to lease, the call needs ${need_usd}"
+        if held_usd > 0:
+            reason += f" (${held_usd} more is held by open leases"
+            if retry_after_s is not None:
+                reason += f"; the next one ends in {retry_after_s:.1f} s"
+            reason += ")"
+        elif retry_after_s is not None:
+            reason += f" (the budget period renews in {retry_after_s:.0f} s)"
+        super().__init__(scope, reason)
+        self.args = (f"budget exhausted for {scope}: {reason}",)
+        self.budget = budget
+        self.left_usd = left_usd
+        self.need_usd = need_usd
+        self.held_usd = held_usd
+        self.retry_after_s = retry_after_s
+
+
+class LeaseUnavailable(BreakerOpen):
+    """The lease service did not answer in time: a hard-capped call is refused, not risked."""
+
+    def __init__(self, scope: str, reason: str) -> None:
+        super().__init__(scope, reason)
+        self.args = (f"no budget lease for {scope}: {reason}",)

@@ -66,6 +66,7 @@ EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("turn", pa.int64()),
     ("reported_cost_usd", MONEY),
     ("tags", STR_MAP),
+    ("lease_id", pa.string()),
     ("schema_version", pa.int32()),
     # Billable dimensions beyond the contract's four token counts (0/null when not reported).
     ("cache_write_1h_tokens", pa.int64()),

@@ -6,6 +6,9 @@ __all__ = [
     "ALERTS",
     "BREAKERS",
     "DEAD_LETTERS",
+    "LEASE_LEDGER",
+    "LEASE_REPLIES",
+    "LEASE_REQUESTS",
     "USAGE",
     "USAGE_PARTITIONS",
     "partition_key",
@@ -16,6 +19,13 @@ USAGE = "spendstream.usage"
 ALERTS = "spendstream.alerts"
 BREAKERS = "spendstream.breakers"  # compacted, keyed by scope
 DEAD_LETTERS = "spendstream.dead-letters"
+
+# Budget leases (docs/budget-leases.md): requests keyed by budget scope, so every request for
+# a scope reaches the one server that owns that partition; replies to the partition the
+# client named; the ledger's changelog (compacted, partitioned like the requests).
+LEASE_REQUESTS = "spendstream.lease-requests"
+LEASE_REPLIES = "spendstream.lease-replies"
+LEASE_LEDGER = "spendstream.lease-ledger"
 
 # Default partition count when spendstream creates the usage topic itself.
 USAGE_PARTITIONS = 6

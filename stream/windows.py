@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,7 @@ __all__ = [
     "Windowed",
     "from_us",
     "idle",
+    "period_bounds",
     "to_us",
 ]
 
@@ -49,6 +50,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 Size = Literal["minute", "hour", "day", "month"]
+_SIZES: tuple[Size, ...] = get_args(Size)
 _FIXED: dict[str, int] = {"minute": MINUTE_US, "hour": HOUR_US, "day": DAY_US}
 I64 = npt.NDArray[np.int64]
 V = TypeVar("V")
@@ -66,6 +68,17 @@ def from_us(us: int) -> datetime:
 def idle(last_us: int, watermark_us: int, span_us: int) -> bool:
     """Keyed state whose last event time is more than ``span_us`` behind the watermark."""
     return last_us < watermark_us - span_us
+
+
+def period_bounds(ts: datetime, size: str) -> tuple[datetime, datetime]:
+    """The UTC window of ``size`` (minute, hour, day, month) holding ``ts`` (timezone-aware):
+    ``[start, end)``. ``WindowRule``'s calendar, for code that keeps datetimes (the lease
+    ledger, whose periods come back from its snapshots as plain strings)."""
+    if size not in _SIZES:
+        raise ValueError(f"unknown window size {size!r}; expected one of {', '.join(_SIZES)}")
+    rule = WindowRule(size, 0)
+    start = rule.start(to_us(ts))
+    return from_us(start), from_us(rule.end(start))
 
 
 @dataclass(frozen=True, slots=True)

@@ -334,3 +334,86 @@ def test_faust_credentials_mirror_the_settings(setup: Setup) -> None:
         replace(setup.broker.settings(tls=True), security_protocol="SSL", sasl_password=None)
     )
     assert isinstance(plain_tls, faust.SSLCredentials)
+
+
+def test_leases_are_granted_over_sasl_ssl_behind_the_signed_breaker_view(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease server and client take [kafka]'s SCRAM/TLS settings from the config; a
+    signed open breaker refuses ``guard(reserve=True)`` before any lease is taken, a forged
+    one does not; a wrong password is named, not a bare timeout."""
+    import threading
+
+    from spendstream.config import load_config
+    from spendstream.errors import LeaseUnavailable
+    from spendstream.producers import LeaseClient
+    from spendstream.runtime.lease_server import lease_server
+
+    path = setup.config(tls=True)
+    path.write_text(
+        path.read_text()
+        + '[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = 10\nhard_limit = 1.0\n'
+        + "[leases]\npartitions = 2\nreply_partitions = 2\n"
+    )
+    monkeypatch.setenv(PASSWORD_ENV, setup.broker.password)
+    monkeypatch.setenv(KEY_ENV, KEY)
+    config = load_config(path)
+    server = lease_server(config, "sec")
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    good = setup.broker.settings(tls=True)
+    meter = Meter.kafka(good, team="search")
+    meter.breakers = BreakerView.from_config(config).start()
+    leases = meter.use_leases(LeaseClient.kafka(config=config, request_timeout_s=5))
+    try:
+        assert meter.breakers.wait_ready(60), meter.breakers.error
+        deadline = time.monotonic() + 90
+        while True:  # the server joins its group first
+            try:
+                r = meter.guard(reserve=True, max_usd="1")
+                break
+            except LeaseUnavailable:
+                assert time.monotonic() < deadline
+        assert r is not None and r.lease_id
+        r.cancel()
+
+        topic = setup.prefix + "spendstream.breakers"
+        value = json.dumps(
+            breaker_to_wire(
+                BreakerEvent("team:search", "open", "budget_exceeded", datetime.now(UTC))
+            )
+        ).encode()
+        produce(good, topic, [(b"team:search", value)])  # forged: no signature
+        deadline = time.monotonic() + 60
+        while meter.breakers.unverified < 1:
+            assert time.monotonic() < deadline, "the forged record never reached the view"
+            time.sleep(0.1)
+        forged_through = meter.guard(reserve=True, max_usd="1")
+        assert forged_through is not None and forged_through.lease_id
+        forged_through.cancel()
+
+        signer = RecordSigner(KEY)
+        produce(
+            good, topic, [(b"team:search", value)], signer.headers("breaker", b"team:search", value)
+        )
+        assert meter.breakers.wait_for("team:search", "open", 60)
+        reserved = leases.metrics.reserved
+        with pytest.raises(BreakerOpen) as refused:
+            meter.guard(reserve=True, max_usd="1")
+        assert type(refused.value) is BreakerOpen  # the breaker, not the budget
+        assert leases.metrics.reserved == reserved  # refused before a lease was drawn on
+    finally:
+        leases.close()
+        meter.breakers.close()
+        meter.close()
+        stop.set()
+        thread.join(30)
+
+    monkeypatch.setenv(PASSWORD_ENV, WRONG)
+    with pytest.raises(LeaseUnavailable) as unavailable:
+        LeaseClient.kafka(config=load_config(path))
+    _assert_clear(str(unavailable.value), WRONG)
+    served = setup.cli("leases", "serve", "--config", str(path), password=WRONG)
+    assert served.returncode == 1, served.stderr
+    _assert_clear(served.stderr, WRONG)

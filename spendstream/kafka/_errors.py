@@ -71,6 +71,8 @@ class RdError(Protocol):
 
     def fatal(self) -> bool: ...
 
+    def txn_requires_abort(self) -> bool: ...
+
 
 def translate(err: RdError, context: str, where: str = "") -> KafkaClientError:
     """One project error for a librdkafka error; ``context`` says what we were doing and
@@ -78,15 +80,23 @@ def translate(err: RdError, context: str, where: str = "") -> KafkaClientError:
     name = err.name()
     at = f" ({where})" if where else ""
     text = f"{context}{at}: {err.str()} [{name}]"
+    error: KafkaClientError
     if name in AUTH_ERRORS:
-        return KafkaAuthError(f"{text}; {_AUTH_HINT}", code=name, retriable=False)
-    if name in UNAVAILABLE_ERRORS:
-        return KafkaUnavailable(
+        error = KafkaAuthError(f"{text}; {_AUTH_HINT}", code=name, retriable=False)
+    elif name in UNAVAILABLE_ERRORS:
+        error = KafkaUnavailable(
             f"{text}; is the broker up and [kafka] bootstrap_servers right?",
             code=name,
             retriable=True,
         )
-    return KafkaClientError(text, code=name, retriable=bool(err.retriable()) and not err.fatal())
+    else:
+        error = KafkaClientError(
+            text, code=name, retriable=bool(err.retriable()) and not err.fatal()
+        )
+    # A failed transaction call that only needs an abort (then the work is redone), as
+    # opposed to a fenced or fatal producer (another instance owns the work now).
+    error.abortable = bool(err.txn_requires_abort()) and not err.fatal()
+    return error
 
 
 class ErrorLatch:

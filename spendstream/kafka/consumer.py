@@ -1,5 +1,6 @@
 """The consumer: batch ``consume(n, timeout_s)``, explicit assignment and seeks, positions and
-watermarks, synchronous commits, and cooperative-sticky rebalance callbacks.
+watermarks, synchronous commits, cooperative-sticky rebalance callbacks, and ``read_to_end``
+(a changelog restore: every committed record up to where the partitions end now).
 
 Partitions are plain ``(topic, partition)`` tuples and offsets plain ints, so callers never
 import the client library. ``consume`` returns the client's own message objects (the cheap
@@ -17,12 +18,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 import confluent_kafka
 
-from spendstream.errors import KafkaClientError
+from spendstream.errors import KafkaClientError, KafkaUnavailable
 from spendstream.kafka._errors import AUTH_ERRORS, ErrorLatch, translate
 from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
@@ -85,11 +86,14 @@ class Consumer:
         on_assign: RebalanceCallback | None = None,
         on_revoke: RebalanceCallback | None = None,
         on_lost: RebalanceCallback | None = None,
+        partition_eof: bool = False,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        """``group_id`` None: no group at all (assign partitions yourself, nothing to commit)."""
+        """``group_id`` None: no group at all (assign partitions yourself, nothing to commit).
+        ``partition_eof``: the client reports reaching a partition's end (``read_to_end``)."""
         self.settings = as_settings(settings)
         self.group_id = group_id
+        self.partition_eof = partition_eof
         self._latch = ErrorLatch()
         self._subscribed = False
         self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
@@ -102,6 +106,7 @@ class Consumer:
             "isolation.level": "read_committed" if read_committed else "read_uncommitted",
             "partition.assignment.strategy": "cooperative-sticky",
             "fetch.wait.max.ms": 100,
+            "enable.partition.eof": partition_eof,
             "error_cb": self._latch,
         }
         conf = client_config(self.settings, client_id, defaults, config)
@@ -182,6 +187,15 @@ class Consumer:
         topic or group), ``KafkaClientError`` for a fatal client error; partition ends and
         topics that do not exist yet are not errors.
         """
+        out: list[Message] = []
+        for m in self._poll(n, timeout_s):
+            if m.error() is None:
+                out.append(m)
+        return out
+
+    def _poll(self, n: int, timeout_s: float) -> list[Any]:
+        """``consume``'s records with the client's per-partition news (``_PARTITION_EOF``)
+        still among them; errors that are failures raised, the rest logged and dropped."""
         try:
             first = self._c.poll(timeout_s)
             if first is None:
@@ -196,20 +210,56 @@ class Consumer:
         if blocking is not None:
             self._latch.clear()  # reported once; a new call looks again
             raise translate(blocking, "consume failed", self.settings.describe())
-        out: list[Message] = []
-        if not msgs:
-            return out
+        out: list[Any] = []
         for m in msgs:
             err = m.error()
             if err is None:
-                out.append(m)  # type: ignore[arg-type]  # the library's stubs are looser
+                out.append(m)
                 continue
             name = err.name()
             if name in AUTH_ERRORS or err.fatal():
                 raise translate(err, "consume failed", self.settings.describe())
-            if name not in _BENIGN:
+            if name == "_PARTITION_EOF":
+                out.append(m)
+            elif name not in _BENIGN:
                 log.warning("kafka consumer: %s [%s]", err.str(), name)
         return out
+
+    def read_to_end(self, partitions: Iterable[Partition], timeout_s: float) -> Iterator[Message]:
+        """Every record of ``partitions`` from the first one kept up to their end as it
+        stands when the read starts, then stop: a changelog restore.
+
+        With ``read_committed`` the end is the last stable offset: records of aborted
+        transactions and transaction markers are skipped, and a transaction still open ends
+        the read before it. Replaces the assignment; needs ``partition_eof=True``. Raises
+        ``KafkaUnavailable`` when the end is not reached within ``timeout_s``.
+        """
+        if not self.partition_eof:
+            raise KafkaClientError("read_to_end needs a Consumer made with partition_eof=True")
+        deadline = time.monotonic() + timeout_s
+        ends: dict[Partition, int] = {}
+        for p in partitions:
+            low, high = self.watermarks(p, max(0.01, deadline - time.monotonic()))
+            if high > low:
+                ends[p] = high
+        self.assign(dict.fromkeys(ends, BEGINNING))
+        while ends:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"could not read {sorted(ends)} to their end within {timeout_s:.0f}s "
+                    f"({self.settings.describe()})",
+                    code="_TIMED_OUT",
+                    retriable=True,
+                )
+            for m in self._poll(1000, 0.2):
+                p = (m.topic(), int(m.partition() or 0))
+                if m.error() is not None:  # _PARTITION_EOF: nothing more to read there
+                    ends.pop(p, None)
+                    continue
+                if p in ends:
+                    yield m
+                    if int(m.offset() or 0) + 1 >= ends[p]:
+                        ends.pop(p, None)
 
     # --- where we are --------------------------------------------------------------------
 
@@ -221,12 +271,20 @@ class Consumer:
         return out
 
     def watermarks(self, partition: Partition, timeout_s: float = 10.0) -> tuple[int, int]:
-        """(low, high): the first offset kept and the next offset to be written."""
-        try:
-            low, high = self._c.get_watermark_offsets(_tp(partition), timeout=timeout_s)
-        except confluent_kafka.KafkaException as exc:
-            raise self._why(exc, f"cannot read the watermarks of {partition}") from None
-        return int(low), int(high)
+        """(low, high): the first offset kept and the next offset to be written. Retriable
+        failures are retried until ``timeout_s``: a topic just created answers only once its
+        partition leader serves it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(0.01, deadline - time.monotonic())
+            try:
+                low, high = self._c.get_watermark_offsets(_tp(partition), timeout=left)
+                return int(low), int(high)
+            except confluent_kafka.KafkaException as exc:
+                error = self._why(exc, f"cannot read the watermarks of {partition}")
+                if not error.retriable or time.monotonic() >= deadline:
+                    raise error from None
+            time.sleep(0.1)
 
     def committed(
         self, partitions: Iterable[Partition], timeout_s: float = 10.0

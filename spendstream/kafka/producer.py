@@ -93,19 +93,22 @@ class Producer:
         key: bytes | None = None,
         *,
         headers: Headers | None = None,
+        partition: int | None = None,
         on_delivery: DeliveryCallback | None = None,
         queue_timeout_s: float = 30.0,
     ) -> None:
-        """Queue one record; waits (serving delivery reports) while the local queue is full."""
+        """Queue one record; waits (serving delivery reports) while the local queue is full.
+
+        ``partition``: this partition, not the key's (a reply to where its reader listens)."""
         deadline = time.monotonic() + queue_timeout_s
+        extra: dict[str, Any] = {}
+        if headers:
+            extra["headers"] = list(headers)
+        if partition is not None:
+            extra["partition"] = partition
         while True:
             try:
-                if headers:
-                    self._p.produce(
-                        topic, value, key, headers=list(headers), on_delivery=on_delivery
-                    )
-                else:
-                    self._p.produce(topic, value, key, on_delivery=on_delivery)
+                self._p.produce(topic, value, key, on_delivery=on_delivery, **extra)
                 return
             except BufferError:
                 if time.monotonic() >= deadline:

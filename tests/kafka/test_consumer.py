@@ -9,6 +9,7 @@ import pytest
 
 from spendstream.errors import KafkaClientError
 from spendstream.kafka.consumer import BEGINNING, Consumer, Partition
+from spendstream.kafka.producer import Producer
 from tests.kafka_fixtures import produce
 
 pytestmark = pytest.mark.kafka
@@ -135,5 +136,48 @@ def test_subscribe_needs_a_group(kafka_bootstrap: str) -> None:
     try:
         with pytest.raises(KafkaClientError, match="group_id"):
             consumer.subscribe(["t"])
+    finally:
+        consumer.close()
+
+
+def test_read_to_end_reads_what_is_committed_and_stops_before_an_open_transaction(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    topic = topic_factory(2)  # partition 1 stays empty
+    writer = Producer(kafka_bootstrap, transactional_id=f"rte-{uuid.uuid4().hex[:8]}")
+    writer.init_transactions(60)
+
+    def transaction(values: list[bytes], commit: bool | None) -> None:
+        writer.begin_transaction()
+        for v in values:
+            writer.produce(topic, v, partition=0)
+        writer.flush(30)
+        if commit is True:
+            writer.commit_transaction(60)
+        elif commit is False:
+            writer.abort_transaction(60)
+
+    transaction([b"a", b"b"], commit=True)
+    transaction([b"aborted"], commit=False)
+    transaction([b"c"], commit=True)
+    transaction([b"open"], commit=None)  # still open: the last stable offset is before it
+    reader = Consumer(kafka_bootstrap, read_committed=True, partition_eof=True)
+    try:
+        got = [m.value() for m in reader.read_to_end([(topic, 0), (topic, 1)], 60)]
+        assert got == [b"a", b"b", b"c"]
+        writer.commit_transaction(60)
+        again = [m.value() for m in reader.read_to_end([(topic, 0)], 60)]
+        assert again == [b"a", b"b", b"c", b"open"]
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_read_to_end_needs_a_consumer_that_reports_partition_ends(kafka_bootstrap: str) -> None:
+    consumer = Consumer(kafka_bootstrap)
+    try:
+        with pytest.raises(KafkaClientError, match="partition_eof=True"):
+            list(consumer.read_to_end([("t", 0)], 1))
     finally:
         consumer.close()

@@ -100,3 +100,40 @@ def test_transactions_commit_and_abort_as_read_committed_readers_see(
     consumer.close()
     assert _values(kafka_bootstrap, sink, read_committed=True) == [b"kept"]
     assert _values(kafka_bootstrap, sink, read_committed=False) == [b"kept", b"discarded"]
+
+
+def test_a_record_goes_to_the_partition_named_whatever_its_key(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    topic = topic_factory(3)
+    producer = Producer(kafka_bootstrap)
+    for partition in (2, 0, 2):
+        producer.produce(topic, b"p%d" % partition, b"same-key", partition=partition)
+    assert producer.flush(30) == 0
+    producer.close()
+    got = sorted((m.partition(), m.value()) for m in read_topic(kafka_bootstrap, topic))
+    assert got == [(0, b"p0"), (2, b"p2"), (2, b"p2")]
+
+
+def test_a_fenced_transactional_producer_fails_and_is_not_merely_abortable(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    sink = topic_factory()
+    txn_id = f"tx-{uuid.uuid4().hex[:8]}"
+    old = Producer(kafka_bootstrap, transactional_id=txn_id)
+    old.init_transactions(60)
+    old.begin_transaction()
+    old.produce(sink, b"from the old instance")
+    old.flush(30)
+    new = Producer(kafka_bootstrap, transactional_id=txn_id)
+    new.init_transactions(60)  # fences the old one and aborts its open transaction
+    with pytest.raises(KafkaClientError) as failed:
+        old.commit_transaction(60)
+    assert not failed.value.abortable
+    new.begin_transaction()
+    new.produce(sink, b"from the new instance")
+    new.commit_transaction(60)
+    new.close()
+    assert _values(kafka_bootstrap, sink, read_committed=True) == [b"from the new instance"]

@@ -173,6 +173,11 @@ def test_every_event_field_is_a_column_and_tags_are_a_map(wh: Warehouse, q: Quer
     ]
 
 
+def test_the_lease_a_call_was_reserved_under_lands_with_its_fact(wh: Warehouse, q: Query) -> None:
+    wh.commit(facts=[fact(T0, lease_id="l-1 l-2"), fact(T0)])
+    assert sorted(q("SELECT lease_id FROM usage_facts"), key=str) == [("l-1 l-2",), (None,)]
+
+
 def test_alerts_breaker_events_and_dead_letters_land_once(wh: Warehouse, q: Query) -> None:
     a, b, d = alert(), breaker(), dead_letter()
     for _ in range(2):

@@ -1,0 +1,52 @@
+"""``spendstream leases serve``: the lease server for hard budgets (docs/budget-leases.md).
+
+Answers lease requests on Kafka for every ``[[budget]]`` with ``hard_limit``, until SIGTERM
+or Ctrl-C. ``--instance`` names this server for good: a restart with the same name takes its
+partitions back at once and fences what the killed one left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import socket
+import threading
+from types import FrameType
+
+from spendstream.commands._options import add_config, config_from_args
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    serve = sub.add_parser("serve", help="answer lease requests on Kafka until stopped")
+    add_config(serve)
+    serve.add_argument(
+        "--instance",
+        metavar="ID",
+        default=None,
+        help="this server's stable name (default: the host name); distinct per server",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    from spendstream.runtime.lease_server import serve_leases
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    hard = [b.scope for b in config.budget if b.hard_limit is not None]
+    instance = args.instance or socket.gethostname()
+    print(
+        f"spendstream leases: serving {len(hard)} hard budget(s) as {instance!r} on "
+        f"{config.kafka.bootstrap_servers}",
+        flush=True,
+    )
+    serve_leases(config, instance, stop)
+    return 0

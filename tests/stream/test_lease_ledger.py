@@ -1,0 +1,421 @@
+"""The lease ledger's rules, one boundary each (the state machine covers interleavings)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from spendstream.config import BudgetConfig, Config
+from spendstream.producers.lease_protocol import (
+    LeaseGrant,
+    LeaseRefusal,
+    LeaseRelease,
+    LeaseRequest,
+    LeaseSettle,
+)
+from spendstream.stream.leases import LeaseLedger, LeasePolicy, Spend, hard_caps
+
+T0 = datetime(2026, 5, 12, 10, 0, tzinfo=UTC)
+D = Decimal
+POLICY = LeasePolicy(ttl_s=30, grace_s=10, min_grant_usd=D("0.01"), retain_s=3600)
+
+
+def budget(scope: str = "team:a", amount: str = "100", period: str = "day", hard: str | None = "1"):
+    return BudgetConfig(
+        scope=scope,
+        period=period,  # type: ignore[arg-type]
+        amount_usd=D(amount),
+        hard_limit=None if hard is None else D(hard),
+    )
+
+
+def ledger(*budgets: BudgetConfig, policy: LeasePolicy = POLICY) -> LeaseLedger:
+    return LeaseLedger(list(budgets) or [budget()], policy)
+
+
+def ask(
+    led: LeaseLedger,
+    need: str,
+    want: str | None = None,
+    *,
+    client: str = "c1",
+    rid: str | None = None,
+    scope: str = "team:a",
+    at: datetime = T0,
+) -> LeaseGrant | LeaseRefusal:
+    ask.n += 1  # type: ignore[attr-defined]
+    req = LeaseRequest(scope, client, rid or f"r{ask.n}", D(need), D(want or need))  # type: ignore[attr-defined]
+    return led.request(req, at)
+
+
+ask.n = 0  # type: ignore[attr-defined]
+
+
+def granted(reply: LeaseGrant | LeaseRefusal) -> LeaseGrant:
+    assert isinstance(reply, LeaseGrant), reply
+    return reply
+
+
+def left(led: LeaseLedger, at: datetime = T0, scope: str = "team:a") -> Decimal:
+    return min(s.left_usd for s in led.standing(scope, at))
+
+
+def release(
+    led: LeaseLedger,
+    g: LeaseGrant,
+    used: str,
+    pending: str = "0",
+    *,
+    late: str = "0",
+    at: datetime = T0,
+    client: str = "c1",
+) -> None:
+    led.release(LeaseRelease(g.scope, client, g.lease_id, D(used), D(late), D(pending)), at)
+
+
+# --- grant size: fair share ---------------------------------------------------------------
+
+
+def test_a_lone_client_gets_half_of_what_is_left_and_each_holder_shrinks_the_next_share() -> None:
+    led = ledger()
+    assert granted(ask(led, "1", "1000", client="c1")).amount_usd == D(50)
+    # c1 holds a lease: c2's share is what is left over (1 other holder + 2).
+    assert granted(ask(led, "1", "1000", client="c2")).amount_usd == D("16.666666666")
+    # 33.333333334 left, two other holders: a quarter, rounded down to a nano-dollar.
+    assert granted(ask(led, "1", "1000", client="c3")).amount_usd == D("8.333333333")
+    led.check()
+
+
+def test_a_clients_own_lease_and_released_leases_do_not_shrink_its_share() -> None:
+    led = ledger()
+    first = granted(ask(led, "1", "10", client="c2"))
+    release(led, first, used="0", pending="1", client="c2")  # given back: not an active holder
+    granted(ask(led, "1", "10", client="c1"))
+    # Free is 100 - 1 (c2's pending) - 10; c1's own lease does not count against c1.
+    assert granted(ask(led, "1", "1000", client="c1")).amount_usd == D("44.5")
+
+
+def test_a_grant_is_what_was_wanted_when_that_is_below_the_share() -> None:
+    assert granted(ask(ledger(), "1", "5")).amount_usd == D(5)
+
+
+def test_the_minimum_grant_holds_near_the_limit_but_never_beyond_what_is_left() -> None:
+    led = ledger(policy=LeasePolicy(ttl_s=30, grace_s=10, min_grant_usd=D("0.3")))
+    granted(ask(led, "99.5"))
+    assert left(led) == D("0.5")
+    # Half of 0.5 is 0.25, under the 0.3 minimum: 0.3.
+    assert granted(ask(led, "0.01", "10", client="c2")).amount_usd == D("0.3")
+    assert left(led) == D("0.2")
+    # 0.2 is left, under the minimum: all of it, not more.
+    assert granted(ask(led, "0.01", "10", client="c3")).amount_usd == D("0.2")
+    assert left(led) == 0
+
+
+def test_max_grant_caps_the_share_but_a_call_still_gets_its_whole_need() -> None:
+    led = ledger(policy=LeasePolicy(ttl_s=30, grace_s=10, max_grant_usd=D(2)))
+    assert granted(ask(led, "1", "50")).amount_usd == D(2)
+    assert granted(ask(led, "7", "50")).amount_usd == D(7)
+
+
+def test_a_need_of_exactly_what_is_left_is_granted_and_a_cent_more_is_refused() -> None:
+    led = ledger()
+    granted(ask(led, "60"))
+    refused = ask(led, "40.01", client="c2")
+    assert isinstance(refused, LeaseRefusal)
+    assert granted(ask(led, "40", client="c2")).amount_usd == D(40)
+    assert left(led) == 0
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+def test_a_refusal_says_the_budget_what_is_left_what_leases_hold_and_when_one_ends() -> None:
+    led = ledger()
+    g = granted(ask(led, "70", client="c1"))
+    release(led, g, used="5", pending="10", at=T0 + timedelta(seconds=3))
+    granted(ask(led, "20", client="c2", at=T0 + timedelta(seconds=4)))
+    refusal = ask(led, "66", client="c3", at=T0 + timedelta(seconds=5))
+    assert isinstance(refusal, LeaseRefusal)
+    assert refusal.reason == "exhausted"
+    assert refusal.budget == "team:a/day"
+    assert refusal.need_usd == D(66)
+    assert refusal.left_usd == D(65)  # 100 - (5 used + 10 pending) - 20
+    assert refusal.held_usd == D(30)  # c1's 10 pending + c2's 20
+    # c1's lease closes at T0 + 30 + 10 s; it is now T0 + 5 s.
+    assert refusal.retry_after_s == 35.0
+
+
+def test_a_scope_without_a_hard_budget_is_refused_as_unbudgeted() -> None:
+    led = ledger(budget(), budget("team:b", hard=None))
+    refusal = ask(led, "1", scope="team:b")
+    assert isinstance(refusal, LeaseRefusal)
+    assert (refusal.reason, refusal.budget, refusal.retry_after_s) == ("unbudgeted", "", None)
+    assert led.scopes == frozenset({"team:a"})
+
+
+def test_unleased_spend_past_the_cap_leaves_nothing_and_says_zero_not_a_negative() -> None:
+    led = ledger()
+    led.land("p0", 1, [Spend("team:a", T0, D(130))], T0)
+    refusal = ask(led, "0.01")
+    assert isinstance(refusal, LeaseRefusal)
+    assert refusal.left_usd == 0
+
+
+def test_the_lowest_of_two_caps_of_a_scope_decides() -> None:
+    led = ledger(budget(amount="100", period="day"), budget(amount="10", period="hour"))
+    assert isinstance(ask(led, "10.01"), LeaseRefusal)
+    refusal = ask(led, "10.01")
+    assert isinstance(refusal, LeaseRefusal) and refusal.budget == "team:a/hour"
+    assert granted(ask(led, "10")).amount_usd == D(10)
+
+
+def test_hard_caps_take_the_lowest_of_equal_period_budgets_and_skip_soft_ones() -> None:
+    caps = hard_caps(
+        [
+            budget(amount="100", hard="2"),
+            budget(amount="150", hard="1"),
+            budget(amount="500", period="month", hard=None),
+        ]
+    )
+    assert [(c.period, c.limit_usd) for c in caps["team:a"]] == [("day", D(150))]
+
+
+# --- idempotence --------------------------------------------------------------------------
+
+
+def test_a_repeated_request_gets_its_own_lease_back_and_commits_nothing_more() -> None:
+    led = ledger()
+    first = granted(ask(led, "5", rid="same"))
+    before = led.standing("team:a", T0)
+    again = granted(ask(led, "5", rid="same", at=T0 + timedelta(seconds=12)))
+    assert (again.lease_id, again.amount_usd, again.expires_at) == (
+        first.lease_id,
+        first.amount_usd,
+        first.expires_at,
+    )
+    assert again.ttl_s == 18.0
+    assert led.standing("team:a", T0) == before
+
+
+def test_a_repeated_request_after_restore_gets_the_same_lease() -> None:
+    led = ledger()
+    first = granted(ask(led, "5", rid="same"))
+    restored = LeaseLedger.restore([budget()], POLICY, led.snapshot())
+    again = granted(ask(restored, "5", rid="same"))
+    assert (again.lease_id, again.amount_usd) == (first.lease_id, first.amount_usd)
+    assert left(restored) == left(led)
+
+
+def test_a_repeated_request_for_a_closed_lease_gets_it_with_no_time_left() -> None:
+    led = ledger()
+    first = granted(ask(led, "5", rid="same"))
+    release(led, first, used="1")
+    again = granted(ask(led, "5", rid="same"))
+    assert again.lease_id == first.lease_id and again.ttl_s == 0.0
+
+
+# --- expiry and release -------------------------------------------------------------------
+
+
+def test_an_expired_lease_returns_its_unused_part_only_after_the_grace() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.settle(LeaseSettle("team:a", "c1", g.lease_id, D(3), D(0)), T0 + timedelta(seconds=5))
+    just_before = T0 + timedelta(seconds=30 + 10) - timedelta(microseconds=1)
+    assert left(led, just_before) == D(90)
+    assert left(led, T0 + timedelta(seconds=40)) == D(97)
+    led.check()
+
+
+def test_a_lease_ends_at_its_period_end() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    g = granted(ask(led, "1", at=late))
+    assert g.expires_at == datetime(2026, 5, 13, tzinfo=UTC)
+    assert g.ttl_s == 10.0
+
+
+def test_a_release_returns_all_but_what_is_pending_and_nothing_pending_closes_it() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    release(led, g, used="2", pending="3")
+    assert left(led) == D(95)
+    (lease,) = led.leases()
+    assert lease.released and not lease.closed
+    release(led, g, used="4")
+    assert left(led) == D(96)
+    (lease,) = led.leases()
+    assert lease.closed
+
+
+def test_a_stale_release_never_raises_the_cap_again() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    release(led, g, used="2", pending="1")
+    release(led, g, used="1", pending="8")  # an older message arriving late
+    assert left(led) == D(97)
+
+
+def test_settle_and_release_of_unknown_or_foreign_leases_change_nothing() -> None:
+    led = ledger(budget(), budget("team:b"))
+    g = granted(ask(led, "10"))
+    before = led.snapshot()
+    assert not led.settle(LeaseSettle("team:a", "c1", "nope", D(3), D(0)), T0)
+    assert not led.settle(LeaseSettle("team:b", "c1", g.lease_id, D(3), D(0)), T0)
+    assert not led.release(LeaseRelease("team:b", "c1", g.lease_id, D(0), D(0), D(0)), T0)
+    assert led.snapshot() == before
+
+
+def test_the_ledger_clock_never_moves_back() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.expire(T0 + timedelta(seconds=41))
+    assert left(led, T0) == D(100)  # closed at T0 + 40 s; asking "at T0" again changes nothing
+    again = ask(led, "5", at=T0)
+    assert granted(again).expires_at == T0 + timedelta(seconds=41 + 30)
+    assert g.lease_id != granted(again).lease_id
+
+
+def test_a_naive_clock_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ledger().expire(datetime(2026, 1, 1))
+
+
+# --- landed spend -------------------------------------------------------------------------
+
+
+def test_unleased_spend_reduces_what_is_left_in_its_own_period_only() -> None:
+    led = ledger()
+    tomorrow = T0 + timedelta(days=1)
+    led.land("p0", 1, [Spend("team:a", T0, D(7)), Spend("team:a", tomorrow, D(50))], T0)
+    assert left(led) == D(93)
+    assert left(led, tomorrow) == D(50)
+
+
+def test_spend_of_other_scopes_and_soft_budgets_is_ignored() -> None:
+    led = ledger(budget(), budget("team:b", hard=None))
+    assert led.land("p0", 1, [Spend("team:b", T0, D(7)), Spend("global", T0, D(7))], T0) == 0
+    assert left(led) == D(100)
+
+
+def test_a_batch_delivered_twice_counts_once_and_positions_are_per_source() -> None:
+    led = ledger()
+    batch = [Spend("team:a", T0, D(7))]
+    assert led.land("p0", 5, batch, T0) == 1
+    assert led.land("p0", 5, batch, T0) == 0
+    assert led.land("p0", 4, batch, T0) == 0  # an older position: already applied
+    assert led.land("p1", 1, batch, T0) == 1
+    assert left(led) == D(86)
+
+
+def test_spend_under_a_lease_is_inside_its_charge_not_on_top_of_it() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.land("p0", 1, [Spend.of("team:a", T0, D(4), f"other {g.lease_id}")], T0)
+    assert left(led) == D(90)
+    release(led, g, used="4")
+    assert left(led) == D(96)
+
+
+def test_landed_spend_above_what_the_holder_reported_still_counts() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    release(led, g, used="1")  # the holder under-reports
+    led.land("p0", 1, [Spend.of("team:a", T0, D(6), g.lease_id)], T0)
+    assert left(led) == D(94)
+
+
+def test_a_call_finishing_in_the_next_period_counts_there_once_it_lands() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    # Open: tomorrow carries all the lease may still land.
+    assert left(led, next_day) == D(90)
+    after = next_day + timedelta(seconds=5)
+    release(led, g, used="6", late="6", at=after)  # one call of 6 finished after midnight
+    assert led.committed("team:a", "day", next_day) == D(6)
+    led.land("p0", 1, [Spend.of("team:a", after, D(6), g.lease_id)], after)
+    assert led.committed("team:a", "day", next_day) == D(6)  # landed, no longer carried
+    assert led.committed("team:a", "day", datetime(2026, 5, 12, tzinfo=UTC)) == D(6)
+    led.check()
+
+
+def test_a_call_outliving_its_lease_and_grace_can_overshoot_by_its_own_cost() -> None:
+    """The documented limit: nothing holds a call's worst case past expires_at + grace."""
+    led = ledger()
+    g = granted(ask(led, "100", client="c1"))
+    closes = T0 + timedelta(seconds=40)
+    # c1 started a 100-dollar call and never reported it; the lease closes at what was reported.
+    assert left(led, closes) == D(100)
+    granted(ask(led, "100", client="c2", at=closes))
+    led.land("p0", 1, [Spend.of("team:a", closes, D(100), g.lease_id)], closes)
+    assert left(led, closes) == D(-100)  # overshoot: exactly the call that outlived its lease
+
+
+def test_negative_spend_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        ledger().land("p0", 1, [Spend("team:a", T0, D(-1))], T0)
+
+
+def test_periods_past_retention_are_forgotten_and_late_spend_for_them_ignored() -> None:
+    led = ledger()
+    granted(ask(led, "10"))
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    gone = next_day + timedelta(seconds=3600)
+    led.expire(gone)
+    assert led.leases() == []
+    assert led.land("p0", 1, [Spend("team:a", T0, D(5))], gone) == 1
+    assert led.committed("team:a", "day", datetime(2026, 5, 12, tzinfo=UTC)) == 0
+    assert led.snapshot() == LeaseLedger([budget()], POLICY).snapshot().replace(
+        b'"records": []', b'"records": [[["team:a", "pos", "p0"], {"position": 1}]]'
+    )
+
+
+# --- state --------------------------------------------------------------------------------
+
+
+def test_changes_are_a_changelog_that_rebuilds_the_same_ledger() -> None:
+    led = ledger()
+    log: dict = {}
+    g = granted(ask(led, "10"))
+    log.update(led.changes())
+    led.land("p0", 1, [Spend("team:a", T0, D(3))], T0)
+    release(led, g, used="2")
+    log.update(led.changes())
+    assert led.changes() == []  # drained
+    rebuilt = ledger()
+    rebuilt.load(log.items())
+    assert rebuilt.snapshot() == led.snapshot()
+
+
+def test_a_scope_moves_between_owners_with_its_records() -> None:
+    a = ledger(budget(), budget("team:b"))
+    granted(ask(a, "10", scope="team:a"))
+    granted(ask(a, "20", scope="team:b"))
+    b = ledger(budget(), budget("team:b"))
+    b.load(a.records(["team:b"]))
+    a.forget(["team:b"])
+    assert left(a, scope="team:b") == D(100) and left(a) == D(90)
+    assert left(b, scope="team:b") == D(80) and left(b) == D(100)
+    a.check()
+    b.check()
+
+
+def test_a_snapshot_of_another_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="version"):
+        LeaseLedger.restore([budget()], POLICY, b'{"v": 2, "records": []}')
+
+
+def test_policy_from_config_reads_the_leases_section_and_detection_lateness() -> None:
+    config = Config.model_validate(
+        {
+            "leases": {"ttl_s": 5, "grace_s": 7, "min_grant_usd": 0.5},
+            "detection": {"allowed_lateness_s": 60},
+        }
+    )
+    assert LeasePolicy.from_config(config) == LeasePolicy(
+        ttl_s=5, grace_s=7, min_grant_usd=D("0.5"), max_grant_usd=None, retain_s=60
+    )

@@ -1,0 +1,294 @@
+"""Budget leases on a real broker: the request/reply path, restarts, and the overshoot test.
+
+The lease server runs as a real process (``spendstream leases serve``) where a test kills it
+with SIGKILL; clients are real processes too in the overshoot test (bench/lease_load.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from bench.lease_load import run_load
+from spendstream.config import Config, load_config
+from spendstream.errors import BudgetExhausted, LeaseUnavailable
+from spendstream.kafka import Consumer, Message
+from spendstream.kafka_leases import (
+    KafkaLeaseService,
+    LeaseServer,
+    LeaseTopics,
+    ensure_lease_topics,
+    read_ledger,
+)
+from spendstream.producers import LeaseClient
+from spendstream.producers.lease_protocol import LeaseGrant, LeaseRequest, encode
+from spendstream.runtime.lease_server import lease_server, lease_topics
+from spendstream.stream.leases import LeaseLedger, LeasePolicy
+from tests.kafka_fixtures import produce
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parent.parent
+D = Decimal
+
+
+def write_config(tmp_path: Path, bootstrap: str, amount: str, **leases: object) -> Path:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in leases.items())
+    path = tmp_path / "spendstream.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic_prefix = "{prefix}"\n'
+        f'[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = {amount}\n'
+        f"hard_limit = 1.0\n"
+        f'[[budget]]\nscope = "team:soft"\namount_usd = 5\n'
+        f"[leases]\npartitions = 3\nreply_partitions = 4\n{extra}"
+    )
+    return path
+
+
+class ServerProcess:
+    """``spendstream leases serve`` as its own process, killable with SIGKILL."""
+
+    def __init__(self, config: Path, log: Path, instance: str = "s0") -> None:
+        self.config, self.log, self.instance = config, log, instance
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "leases", "serve", "--config", str(self.config),
+             "--instance", self.instance],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+        )  # fmt: skip
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    class Tracked(ServerProcess):
+        def start(self) -> None:
+            super().start()
+            started.append(self)
+
+    yield Tracked
+    for s in started:
+        s.stop()
+
+
+def wait_granted(client: LeaseClient, amount: str, timeout_s: float = 90.0) -> None:
+    """Reserve (and cancel) once the server answers: it joins its group first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.reserve(amount, team="search").cancel()
+            return
+        except LeaseUnavailable:
+            if time.monotonic() > deadline:
+                raise
+
+
+# --- the request/reply path, in process -------------------------------------------------
+
+
+@pytest.fixture
+def in_process(kafka_bootstrap: str, tmp_path: Path) -> Iterator[tuple[LeaseServer, Path]]:
+    path = write_config(tmp_path, kafka_bootstrap, "10")
+    server = lease_server(load_config(path), "inproc")
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    yield server, path
+    stop.set()
+    thread.join(30)
+
+
+def test_grants_and_refusals_travel_the_topics(in_process: tuple[LeaseServer, Path]) -> None:
+    _, path = in_process
+    config = load_config(path)
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10) as c:
+        wait_granted(c, "0.01")
+        r = c.reserve("4", team="search")
+        assert r.lease_id
+        with pytest.raises(BudgetExhausted) as caught:
+            c.reserve("7", team="search")
+        assert caught.value.budget == "team:search/day"
+        r.settle("3")
+        time.sleep(c.refusal_hold_s)  # the refusal is remembered that long
+        assert c.reserve("7", team="search").lease_id  # the release came back through Kafka
+        assert c.reserve("1", team="soft").lease_id is None  # soft budget: no lease, no request
+
+
+def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
+    in_process: tuple[LeaseServer, Path],
+) -> None:
+    server, path = in_process
+    config = load_config(path)
+    names = lease_topics(config)
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10) as c:
+        wait_granted(c, "0.01")
+    answered = server.answered
+    bootstrap = config.kafka.bootstrap_servers
+    good = encode(LeaseRequest("team:search", "c", "r", D(1), D(1)))
+    produce(bootstrap, names.requests, [(b"team:search", b"{nope")])
+    produce(bootstrap, names.requests, [(b"team:other", good)], [("reply-partition", b"0")])
+    produce(bootstrap, names.requests, [(b"team:search", good)])  # no reply header
+    letters: list[dict[str, str]] = []
+    deadline = time.monotonic() + 60
+    while len(letters) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        letters = [json.loads(m.value() or b"") for m in _committed(bootstrap, names.dead_letters)]
+    errors = sorted(x["error"] for x in letters)
+    assert len(errors) == 3
+    assert any("not JSON" in e for e in errors)
+    assert any(
+        "record key 'team:other' must be the message's scope 'team:search'" in e for e in errors
+    )
+    assert any("reply-partition" in e for e in errors)
+    assert all(x["source"].startswith(f"kafka:{names.requests}/") for x in letters)
+    assert server.answered >= answered + 3  # consumed (their offsets committed), not answered
+
+
+def _committed(bootstrap: str, topic: str) -> list[Message]:
+    """The topic's committed records (the server writes them in transactions)."""
+    reader = Consumer(bootstrap, read_committed=True, partition_eof=True)
+    try:
+        parts = reader.partitions_for(topic, timeout_s=30) or []
+        return list(reader.read_to_end([(topic, p) for p in parts], 60))
+    finally:
+        reader.close()
+
+
+# --- outages and restarts ---------------------------------------------------------------
+
+
+def test_no_server_means_lease_unavailable_then_the_same_request_is_granted_once(
+    kafka_bootstrap: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    path = write_config(tmp_path, kafka_bootstrap, "10")
+    config = load_config(path)
+    names = lease_topics(config)
+    ensure_lease_topics(kafka_bootstrap, names, partitions=3, reply_partitions=4)
+    service = KafkaLeaseService(kafka_bootstrap, client_id="c-outage", names=names)
+    client = LeaseClient(service, ["team:search"], client_id="c-outage", request_timeout_s=1,
+                         owns_service=True)  # fmt: skip
+    try:
+        with pytest.raises(LeaseUnavailable, match="did not answer within 1 s"):
+            client.reserve("2", team="search")
+        server = server_factory(path, tmp_path / "server.log")
+        server.start()
+        wait_granted(client, "2")
+    finally:
+        client.close()
+    server.stop()
+    # The request sent while no server ran was answered once it started, and the retry
+    # (the same request id) got that same lease: one lease, not two.
+    ledger = _ledger_from_changelog(config, names)
+    leases = ledger.leases("team:search")
+    assert len({x.request_id for x in leases}) == len(leases) == 1
+
+
+def _ledger_from_changelog(config: Config, names: LeaseTopics) -> LeaseLedger:
+    """The ledger as a server restoring every partition would rebuild it."""
+    by_partition = read_ledger(config.kafka.bootstrap_servers, names, range(3))
+    ledger = LeaseLedger(config.budget, LeasePolicy.from_config(config))
+    ledger.load([record for records in by_partition.values() for record in records])
+    return ledger
+
+
+def test_a_server_killed_with_sigkill_comes_back_with_its_ledger(
+    kafka_bootstrap: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    path = write_config(tmp_path, kafka_bootstrap, "10", ttl_s=600)
+    config = load_config(path)
+    names = lease_topics(config)
+    server = server_factory(path, tmp_path / "server.log")
+    server.start()
+    service = KafkaLeaseService(kafka_bootstrap, client_id="c-kill", names=names)
+    client = LeaseClient(service, ["team:search"], client_id="c-kill", request_timeout_s=2,
+                         refill_calls=1, owns_service=True)  # fmt: skip
+    try:
+        wait_granted(client, "0.01")
+        request = LeaseRequest("team:search", "c-kill", "the-request", D(4), D(4))
+        first = service.request(request, 10)
+        assert isinstance(first, LeaseGrant)
+        server.kill9()
+        with pytest.raises(LeaseUnavailable):
+            service.request(LeaseRequest("team:search", "c-kill", "other", D(1), D(1)), 1)
+        server.start()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                again = service.request(request, 2)
+                break
+            except LeaseUnavailable:
+                assert time.monotonic() < deadline
+        # Restored from the changelog: the same lease, and the budget still holds it.
+        assert isinstance(again, LeaseGrant)
+        assert (again.lease_id, again.amount_usd) == (first.lease_id, first.amount_usd)
+        with pytest.raises(BudgetExhausted) as caught:
+            client.reserve("6", team="search")
+        # 10 - 4 (the restored lease) - the request sent while it was down (1), or less.
+        assert caught.value.left_usd <= D(5)
+    finally:
+        client.close()
+
+
+# --- the overshoot test -----------------------------------------------------------------
+
+
+def test_8_processes_of_16_threads_never_overshoot_a_hard_budget_through_a_sigkill(
+    kafka_bootstrap: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    limit = D(150)
+    path = write_config(tmp_path, kafka_bootstrap, str(limit), ttl_s=5, grace_s=3,
+                        idle_return_s=1, request_timeout_s=1)  # fmt: skip
+    server = server_factory(path, tmp_path / "server.log")
+    server.start()
+    config = load_config(path)
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=2) as c:
+        wait_granted(c, "0.01")
+    restarted = [0.0]
+
+    def kill_and_restart() -> None:
+        time.sleep(4)
+        server.kill9()
+        time.sleep(3)
+        server.start()
+        restarted[0] = time.time()
+
+    result = run_load(
+        "leases", path, tmp_path / "load", limit_usd=limit, processes=8, threads=16,
+        duration_s=30, cents=(1, 10), latency_ms=(200, 400), during=kill_and_restart,
+    )  # fmt: skip
+    assert result.calls > 1000
+    assert result.spent_usd <= limit, f"overshoot: spent {result.spent_usd} of {limit}"
+    assert result.spent_usd > limit * D("0.9")  # the budget was really used up
+    assert result.unavailable > 0  # the outage was felt...
+    for p in result.processes:  # ...and every client process resumed after the restart
+        assert p["last_call_wall"] > restarted[0], p
+        assert p["overspent"] == 0
