@@ -39,6 +39,8 @@ __all__ = [
     "RunawayConfig",
     "SinkConfig",
     "SlackSinkConfig",
+    "WarehouseConfig",
+    "WarehouseS3Config",
     "WebhookSinkConfig",
     "load_config",
 ]
@@ -316,6 +318,69 @@ class AlertsConfig(_Section):
         return self
 
 
+class WarehouseS3Config(_Section):
+    """Object storage for ``[warehouse] location = "s3://..."`` (any S3-compatible server)."""
+
+    # None: AWS's own endpoints. A local or self-hosted server: e.g. "http://127.0.0.1:9000".
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    # Names of environment variables holding the keys (never the keys themselves).
+    access_key_id_env: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_env: str = "AWS_SECRET_ACCESS_KEY"
+    # "when_required": send and check request checksums only where the S3 API requires them.
+    # Servers that do not implement the newer AWS SDK checksums (s3proxy 2.6) need it; real
+    # S3 does not. Sets AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION.
+    checksums: Literal["when_supported", "when_required"] = "when_supported"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        data = _no_inline_secret(data, ("access_key_id", "secret_access_key"))
+        return data
+
+
+class WarehouseConfig(_Section):
+    """Where the Iceberg tables live (docs/warehouse.md). Defaults: all under the workdir."""
+
+    # SQLAlchemy URL of pyiceberg's SQL catalog. "": SQLite at <workdir>/warehouse/catalog.db.
+    # A cluster: "postgresql+psycopg2://user@host:5432/db" (password from catalog_password_env).
+    catalog_uri: str = ""
+    # Environment variable holding the catalog database's password (never inline in the URI).
+    catalog_password_env: str = "SPENDSTREAM_CATALOG_PASSWORD"
+    catalog_name: str = Field(default="spendstream", min_length=1)
+    # Where table data and metadata go. "": <workdir>/warehouse/tables. Or "s3://bucket/prefix".
+    location: str = ""
+    namespace: str = Field(default="spendstream", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # A commit that loses the race to another writer refreshes and tries again this many times,
+    # waiting backoff_min_ms doubling up to backoff_max_ms (with jitter) in between.
+    commit_retries: int = Field(default=30, ge=0)
+    commit_backoff_min_ms: float = Field(default=20.0, ge=0)
+    commit_backoff_max_ms: float = Field(default=2000.0, ge=0)
+    # Dedupe by event_id: keys of facts whose ts is within this many days of the newest landed
+    # ts are held in memory; older events are checked against their own day in the table.
+    dedupe_window_days: int = Field(default=2, ge=1, le=60)
+    # `warehouse compact`: snapshots older than this are expired (the newest is always kept).
+    snapshot_retention_s: float = Field(default=3600.0, ge=0)
+    # Unreferenced files (a killed writer's uncommitted data) are deleted after this long.
+    orphan_grace_s: float = Field(default=3600.0, ge=0)
+    # Compaction rewrites a day's files into files of about this size.
+    target_file_mb: int = Field(default=128, ge=1)
+    s3: WarehouseS3Config = WarehouseS3Config()
+
+    @model_validator(mode="after")
+    def _no_password_in_uri(self) -> WarehouseConfig:
+        from urllib.parse import urlsplit
+
+        if self.catalog_uri and urlsplit(self.catalog_uri).password:
+            raise ValueError(
+                "catalog_uri must not contain a password; put it in the environment "
+                f"variable named by catalog_password_env ({self.catalog_password_env})"
+            )
+        if self.location and not self.location.startswith(("s3://", "file://", "/")):
+            raise ValueError("location must be an absolute path, file://... or s3://bucket/...")
+        return self
+
+
 class Config(BaseModel):
     """The whole configuration tree."""
 
@@ -331,6 +396,7 @@ class Config(BaseModel):
     http: HttpConfig = HttpConfig()
     pipeline: PipelineConfig = PipelineConfig()
     alerts: AlertsConfig = AlertsConfig()
+    warehouse: WarehouseConfig = WarehouseConfig()
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -4,6 +4,11 @@
      ├── ConfigError       bad configuration or arguments (CLI exit 2)
      ├── ToolMissingError  a required external tool (java, mvn, ...) is absent (CLI exit 2)
      ├── KafkaLocalError   the local broker could not be started or stopped
+     ├── LocalServiceError a local service (PostgreSQL, the S3 server) could not be run
+     ├── WarehouseError    the warehouse could not be opened, read or committed to
+     │    ├── CommitConflict    a commit kept losing the race to other writers
+     │    ├── WriterFenced      another instance of the same writer committed meanwhile
+     │    └── LegacyWarehouse   a workdir in the old layout: run `spendstream warehouse migrate`
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
@@ -14,7 +19,12 @@ from __future__ import annotations
 __all__ = [
     "BreakerOpen",
     "ConfigError",
+    "CommitConflict",
     "KafkaLocalError",
+    "LegacyWarehouse",
+    "LocalServiceError",
+    "WarehouseError",
+    "WriterFenced",
     "SpendstreamError",
     "ToolMissingError",
 ]
@@ -34,6 +44,26 @@ class ToolMissingError(SpendstreamError):
 
 class KafkaLocalError(SpendstreamError):
     """The local single-node Kafka could not be prepared, started or stopped."""
+
+
+class LocalServiceError(SpendstreamError):
+    """A local service (PostgreSQL, the S3 server) could not be prepared, started or stopped."""
+
+
+class WarehouseError(SpendstreamError):
+    """The warehouse could not be opened, read or committed to."""
+
+
+class CommitConflict(WarehouseError):
+    """A commit lost the race to other writers more times than ``commit_retries`` allows."""
+
+
+class WriterFenced(WarehouseError):
+    """Another instance of this writer committed since this one resumed (a zombie is stopped)."""
+
+
+class LegacyWarehouse(WarehouseError):
+    """The workdir holds the old (pre-Iceberg) layout; ``spendstream warehouse migrate`` converts it."""
 
 
 class BreakerOpen(SpendstreamError):

@@ -9,7 +9,6 @@ views: ``spendstream warehouse check`` and the tests run it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.records import ALERT_KINDS
 from spendstream.scopes import SCOPE_FIELDS, is_known_scope
 from spendstream.table_schemas import COST_FIELDS
 
@@ -111,21 +110,23 @@ def _check_facts(facts: pa.Table, report: QualityReport) -> None:
 
 def precheck(
     facts: pa.Table,
-    alerts: Sequence[Alert] = (),
-    breaker_events: Sequence[BreakerEvent] = (),
+    alerts: pa.Table | None = None,
+    breaker_events: pa.Table | None = None,
 ) -> QualityReport:
-    """The suite's rules over one batch: vectorised over the facts table that is about to land."""
+    """The suite's rules over one batch, vectorised over the tables that are about to land."""
     report = QualityReport()
     if facts.num_rows:
         _check_facts(facts, report)
-    for a in alerts:
-        if not is_known_scope(a.scope):
-            report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")
-        if a.kind not in ALERT_KINDS:
-            report.add(f"alert {a.alert_id}: unknown kind {a.kind!r}")
-    for b in breaker_events:
-        if not is_known_scope(b.scope):
-            report.add(f"breaker event: unknown scope {b.scope!r}")
+    if alerts is not None and alerts.num_rows:
+        for a in alerts.select(["alert_id", "kind", "scope"]).to_pylist():
+            if not is_known_scope(a["scope"]):
+                report.add(f"alert {a['alert_id']}: unknown scope {a['scope']!r}")
+            if a["kind"] not in ALERT_KINDS:
+                report.add(f"alert {a['alert_id']}: unknown kind {a['kind']!r}")
+    if breaker_events is not None and breaker_events.num_rows:
+        for scope in breaker_events["scope"].to_pylist():
+            if not is_known_scope(scope):
+                report.add(f"breaker event: unknown scope {scope!r}")
     return report
 
 

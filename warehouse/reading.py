@@ -1,7 +1,8 @@
-"""Reading the warehouse: read-only DuckDB connections, user SQL and named queries.
+"""Reading the warehouse: DuckDB connections over the current snapshot, user SQL, named queries.
 
-Readers open spendstream.duckdb read-only (they never block the writers, which only
-touch Parquet and the catalog), in UTC, with every value bound as a parameter.
+Readers never block writers: a connection reads the data files of the snapshot that was
+current when it opened (views.connect_snapshot), in UTC, with every value bound as a
+parameter. Works the same for local tables and tables on S3.
 """
 
 from __future__ import annotations
@@ -9,31 +10,56 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError, SpendstreamError
-from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.queries import BY_NAME, filtered_sql
-from spendstream.warehouse.views import connect_readonly
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["QueryError", "connect", "run_named", "run_sql"]
+    from spendstream.warehouse.landing import Warehouse
+
+__all__ = ["QueryError", "connect", "open_reader", "run_named", "run_sql"]
 
 
 class QueryError(SpendstreamError):
     """DuckDB refused or failed the statement."""
 
 
-def connect(workdir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the views (built first if the warehouse has none yet)."""
+def open_reader(workdir: Path, config: WarehouseConfig | None = None) -> Warehouse:
+    """The warehouse opened for reading (nothing is created)."""
+    from spendstream.warehouse.landing import Warehouse, check_not_legacy
+    from spendstream.warehouse.tables import resolve_storage
 
-    layout = Layout.for_workdir(workdir)
-    if not layout.root.exists():
+    config = config or WarehouseConfig()
+    check_not_legacy(workdir)
+    storage = resolve_storage(config, Path(workdir))
+    if storage.catalog_uri.startswith("sqlite:///") and not Path(
+        storage.catalog_uri.removeprefix("sqlite:///")
+    ).exists():
         raise ConfigError(
-            f"no warehouse at {layout.root} (--workdir / $SPENDSTREAM_HOME); "
+            f"no warehouse at {storage.local_root} (--workdir / $SPENDSTREAM_HOME); "
             "run `spendstream ingest` or `spendstream demo` first"
         )
-    return connect_readonly(layout)
+    wh = Warehouse(Path(workdir), writer="reader", config=config, create=False)
+    if not wh.tables.exists():
+        wh.close()
+        raise ConfigError(
+            f"no spendstream tables in the warehouse catalog ({storage.describe}); "
+            "run `spendstream ingest` or `spendstream run` first"
+        )
+    return wh
+
+
+def connect(workdir: Path, config: WarehouseConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose views read the current snapshot of every table."""
+    from spendstream.warehouse.views import connect_snapshot
+
+    wh = open_reader(workdir, config)
+    try:
+        return connect_snapshot(wh)
+    finally:
+        wh.close()
 
 
 def _fetch(
@@ -52,10 +78,13 @@ def _fetch(
 
 
 def run_sql(
-    workdir: Path, statement: str, params: list[Any] | None = None
+    workdir: Path,
+    statement: str,
+    params: list[Any] | None = None,
+    config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement read-only; ``?`` placeholders take ``params`` in order."""
-    con = connect(workdir)
+    """Run one statement; ``?`` placeholders take ``params`` in order."""
+    con = connect(workdir, config)
     try:
         return _fetch(con, statement, params or None)
     finally:
@@ -63,14 +92,18 @@ def run_sql(
 
 
 def run_named(
-    workdir: Path, name: str, filters: dict[str, Any], limit: int | None = None
+    workdir: Path,
+    name: str,
+    filters: dict[str, Any],
+    limit: int | None = None,
+    config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """A named query over usage_facts narrowed by ``filters`` (bound, never formatted)."""
     query = BY_NAME.get(name)
     if query is None:
         raise ConfigError(f"unknown query {name!r}; one of: {', '.join(BY_NAME)}")
     sql, params = filtered_sql(query, filters, limit)
-    con = connect(workdir)
+    con = connect(workdir, config)
     try:
         return _fetch(con, sql, params)
     finally:
