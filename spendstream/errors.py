@@ -18,15 +18,15 @@ from __future__ import annotations
 
 __all__ = [
     "BreakerOpen",
-    "ConfigError",
     "CommitConflict",
+    "ConfigError",
     "KafkaLocalError",
     "LegacyWarehouse",
     "LocalServiceError",
-    "WarehouseError",
-    "WriterFenced",
     "SpendstreamError",
     "ToolMissingError",
+    "WarehouseError",
+    "WriterFenced",
 ]
 
 

@@ -135,7 +135,7 @@ def _as_table(name: str, value: TableInput) -> pa.Table:
 def check_not_legacy(workdir: Path) -> None:
     """Refuse a workdir in the old layout, saying how to convert it."""
     root = Path(workdir).resolve() / "warehouse"
-    if (root / LEGACY_CATALOG).exists() and not (root / "catalog.db").exists():
+    if (root / LEGACY_CATALOG).exists():
         raise LegacyWarehouse(
             f"{root} holds the old warehouse layout (catalog.sqlite + Parquet files); "
             f"convert it once with `spendstream warehouse migrate --workdir {Path(workdir)}`"
@@ -152,8 +152,10 @@ class Warehouse:
         config: WarehouseConfig | None = None,
         *,
         create: bool = True,
+        check_layout: bool = True,
     ) -> None:
-        check_not_legacy(workdir)
+        if check_layout:
+            check_not_legacy(workdir)
         self.workdir = Path(workdir)
         self.config = config or WarehouseConfig()
         self.storage: Storage = resolve_storage(self.config, self.workdir)

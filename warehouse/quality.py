@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +19,9 @@ import pyarrow.compute as pc
 from spendstream.records import ALERT_KINDS
 from spendstream.scopes import SCOPE_FIELDS, is_known_scope
 from spendstream.table_schemas import COST_FIELDS
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "EARLIEST_TS",
@@ -151,23 +153,18 @@ _SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_even
 _SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_FIELDS) + r"):.+)$"
 
 
-def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
-    """Run the great-expectations suite over the landed facts (and alert/breaker scopes)."""
+def run_suite(con: duckdb.DuckDBPyConnection, since: datetime | None = None) -> SuiteResult:
+    """Run the great-expectations suite over the landed facts (and alert/breaker scopes),
+    read through ``con`` (reading.connect or views.connect_snapshot)."""
     import os
-
-    import duckdb
 
     # No telemetry from a metering tool's quality check.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        facts = con.execute(_FACTS_SQL, {"since": since}).df()
-        scopes = con.execute(_SCOPES_SQL).df()
-    finally:
-        con.close()
+    facts = con.execute(_FACTS_SQL, {"since": since}).df()
+    scopes = con.execute(_SCOPES_SQL).df()
     now = datetime.now(UTC)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.stream.kafka.breaker_control import latest_breakers
     from spendstream.warehouse.output import render
 
-    states = latest_breakers(workdir, include_closed=args.all)
+    states = latest_breakers(workdir, include_closed=args.all, config=config_from_args(args))
     render(
         ["scope", "state", "reason", "ts"],
         [(b.scope, b.state, b.reason, b.ts) for b in states],

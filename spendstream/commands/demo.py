@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from spendstream.commands._options import add_config, add_workdir
+from spendstream.config import Config
 
 __all__ = ["configure", "run", "tell_story"]
 
@@ -62,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
     print_summary(summary, out)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor)
+    tell_story(workdir, out, config.anomaly.factor, config)
     from spendstream.warehouse.report import write_report
 
-    report = write_report(workdir, workdir / "report.html")
+    report = write_report(workdir, workdir / "report.html", config=config.warehouse)
     out.write("\nQuery the warehouse yourself:\n")
     wd = f" --workdir {workdir}" if args.workdir else ""
     out.write(
@@ -77,14 +78,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def tell_story(workdir: Path, out: TextIO, factor: Decimal) -> None:
+def tell_story(workdir: Path, out: TextIO, factor: Decimal, config: Config | None = None) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views."""
-    import duckdb
-
     from spendstream.synthetic import LOOP_SESSION
+    from spendstream.warehouse.reading import connect
 
-    db = workdir / "warehouse" / "spendstream.duckdb"
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(workdir, None if config is None else config.warehouse)
     try:
         q = con.execute
         out.write("What it caught:\n")

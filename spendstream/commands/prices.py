@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
+from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -128,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         "provider": args.provider,
         "model": getattr(args, "model", None),
     }
-    columns, rows = run_named(resolve_workdir(args.workdir), name, filters)
+    columns, rows = run_named(
+        resolve_workdir(args.workdir), name, filters, config=config_from_args(args).warehouse
+    )
     if action == "unpriced":
         columns, rows = _with_reasons(args, columns, rows)
     render(columns, rows, args.format, sys.stdout)
@@ -157,6 +160,7 @@ def load_facts(
     until: datetime | None,
     provider: str | None = None,
     model: str | None = None,
+    config: WarehouseConfig | None = None,
 ) -> list[Fact]:
     """The stored facts of [since, until) (optionally one provider/model), oldest first."""
     from spendstream.producers.event import UsageEvent
@@ -176,7 +180,7 @@ def load_facts(
             params[key] = value
     select = ", ".join(f'"{c}"' for c in (*fields, *_COST_COLUMNS))
     sql = f"SELECT {select} FROM usage_facts WHERE {' AND '.join(conditions)} ORDER BY ts, event_id"
-    con = connect(workdir)
+    con = connect(workdir, config)
     try:
         rows = con.execute(sql, params).fetchall()
     finally:
@@ -204,7 +208,7 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
     from spendstream.workdir import resolve_workdir
 
     workdir = resolve_workdir(args.workdir)
-    facts = load_facts(workdir, since, until, args.provider, args.model)
+    facts = load_facts(workdir, since, until, args.provider, args.model, config.warehouse)
     at = datetime.now(UTC) if args.at_current_prices else None
     report = reprice(facts, Pricer.from_config(config.prices), at=at)
     _print_report(report, args.format)
@@ -212,24 +216,24 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
         if report.changed:
             print("nothing written: run again with --yes to write the new costs", file=sys.stderr)
         return 0
-    written = write_repriced(workdir, report.changed_facts(facts))
+    written = write_repriced(workdir, report.changed_facts(facts), config.warehouse)
     print(f"wrote new costs for {written} facts", file=sys.stderr)
     return 0
 
 
 def write_repriced(
-    workdir: Path, changed: Sequence[Fact], activate_after_s: float | None = None
+    workdir: Path, changed: Sequence[Fact], config: WarehouseConfig | None = None
 ) -> int:
     """Replace the stored facts with these repriced ones (by event_id); how many were replaced.
 
-    The warehouse swaps the rewritten days in like a compaction: readers see the new costs
-    once the swap activates (``activate_after_s``, the warehouse's default when None).
+    Each affected day is rewritten in one Iceberg snapshot, like a compaction: a reader sees
+    either the old costs or the new ones, never a mix within a day.
     """
     from spendstream.warehouse import Warehouse
 
-    wh = Warehouse(workdir)
+    wh = Warehouse(workdir, writer="reprice", config=config)
     try:
-        return wh.rewrite_facts(changed, activate_after_s)
+        return wh.rewrite_facts(changed)
     finally:
         wh.close()
 

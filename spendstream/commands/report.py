@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from spendstream.commands._options import add_workdir
+from spendstream.commands._options import add_config, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 
 __all__ = ["configure", "parse_instant", "run"]
@@ -20,6 +20,7 @@ __all__ = ["configure", "parse_instant", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
+    add_config(parser)
     parser.add_argument(
         "--since",
         default=None,
@@ -62,6 +63,12 @@ def run(args: argparse.Namespace) -> int:
     until = parse_instant(args.until, "--until")
     if since is not None and until is not None and since >= until:
         raise ConfigError("--since must be before --until")
-    out = write_report(resolve_workdir(args.workdir), Path(args.out).expanduser(), since, until)
+    out = write_report(
+        resolve_workdir(args.workdir),
+        Path(args.out).expanduser(),
+        since,
+        until,
+        config_from_args(args).warehouse,
+    )
     print(f"wrote {out.resolve()}", file=sys.stderr)
     return 0
