@@ -206,6 +206,8 @@ class DedupeStore:
                 if keyset.size:
                     keep &= keyset.find(hi, lo) < 0
             hi, lo, days, dg = hi[keep], lo[keep], days[keep], dg[keep]
+            if not len(hi):
+                return
         start = self.window_start()
         assert start is not None
         order = np.argsort(days, kind="stable")

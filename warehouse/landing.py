@@ -181,6 +181,11 @@ class Warehouse:
         self.close()
 
     @property
+    def db_path(self) -> Path:
+        """spendstream.duckdb (local storage): views for a plain DuckDB session."""
+        return self.storage.local_root / "spendstream.duckdb"
+
+    @property
     def seq(self) -> int:
         return self.resume().seq
 
@@ -345,6 +350,8 @@ class Warehouse:
         fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
         tables = self._quality_gate(tables, result)
+        if result.quarantined:
+            fact_table, fact_digests = tables["usage_facts"], None
         if positions is None and state is None and not any(len(t) for t in tables.values()):
             return result
         seq = resume.seq + 1

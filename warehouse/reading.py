@@ -62,12 +62,22 @@ def connect(workdir: Path, config: WarehouseConfig | None = None) -> duckdb.Duck
         wh.close()
 
 
+_READ_ONLY = ("SELECT", "EXPLAIN", "PRAGMA")
+
+
 def _fetch(
     con: duckdb.DuckDBPyConnection, sql: str, params: Any
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     import duckdb
 
     try:
+        for stmt in con.extract_statements(sql):
+            kind = str(stmt.type).rsplit(".", 1)[-1]
+            if kind not in _READ_ONLY:
+                raise QueryError(
+                    f"the warehouse is read-only here: {kind} is not allowed "
+                    "(SELECT, EXPLAIN and PRAGMA are)"
+                )
         cur = con.execute(sql, params)
         if cur.description is None:
             return [], []

@@ -40,6 +40,7 @@ __all__ = [
     "CORE_VIEWS",
     "DB_NAME",
     "build_database",
+    "connect_database",
     "connect_snapshot",
     "publish_current_files",
     "statements",
@@ -155,6 +156,16 @@ def build_database(storage: Storage) -> None:
                 leftover.unlink()
 
 
+def connect_database(storage: Storage) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to spendstream.duckdb (local storage), in UTC."""
+    import duckdb
+
+    db = storage.local_root / DB_NAME
+    con = duckdb.connect(str(db), read_only=True)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
 # The catalog's snapshot, for commands.
 
 
@@ -187,7 +198,5 @@ def connect_snapshot(wh: Warehouse) -> duckdb.DuckDBPyConnection:
             con.register(relation, schema.empty_table())
         sources[name] = relation
     for stmt in statements(sources):
-        if stmt.startswith("COMMENT"):
-            continue  # an in-memory catalog of views has no use for descriptions
         con.execute(stmt)
     return con
