@@ -1,0 +1,246 @@
+"""Landing into the Iceberg tables: exactly once across kills, restarts and racing writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from spendstream.errors import WriterFenced
+from spendstream.table_schemas import facts_table
+from spendstream.warehouse import CONFLICT, DUPLICATE, NEW, Warehouse
+from spendstream.warehouse import snapshots as sn
+from tests.warehouse.conftest import Query
+from tests.warehouse.crashpoints import POINTS, synthetic_lines
+from tests.warehouse.factories import T0, alert, breaker, days, dead_letter, fact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _tables(q: Query) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        "facts": q("SELECT event_id, ts, input_tokens, cost_usd FROM usage_facts ORDER BY ALL"),
+        "alerts": q("SELECT alert_id, ts, message FROM alerts ORDER BY ALL"),
+        "breakers": q("SELECT scope, state, reason, ts FROM breaker_events ORDER BY ALL"),
+        "dead": q("SELECT raw, source FROM dead_letters ORDER BY ALL"),
+    }
+
+
+def test_replayed_batch_lands_each_event_id_once(wh: Warehouse, q: Query) -> None:
+    facts = [fact(), fact()]
+    first = wh.commit(facts=facts)
+    again = wh.commit(facts=facts)
+    assert (first.facts, again.facts, again.duplicates) == (2, 0, 2)
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(2, 2)]
+
+
+def test_classify_says_new_duplicate_or_conflict_against_landed_and_earlier_rows(
+    wh: Warehouse,
+) -> None:
+    landed = fact()
+    wh.commit(facts=[landed])
+    ids = pa.array([landed.event.event_id, "a", "a", "b", "b", landed.event.event_id])
+    ts = pa.array([T0] * 6, pa.timestamp("us", tz="UTC"))
+    digests = pa.array([None, "x", "x", "y", "z", None])
+    codes = wh.classify(ids, ts, digests).tolist()
+    assert codes == [DUPLICATE, NEW, DUPLICATE, NEW, CONFLICT, DUPLICATE]
+
+
+def test_unseen_drops_landed_ids_and_repeats_keeping_the_first(wh: Warehouse) -> None:
+    a, b = fact(), fact()
+    wh.commit(facts=[a])
+    repeat = b.event.model_copy()
+    assert wh.unseen([a.event, b.event, repeat]) == [b.event]
+
+
+def test_positions_and_state_survive_a_restart_and_move_only_with_a_commit(
+    workdir: Path,
+) -> None:
+    with Warehouse(workdir, writer="usage/3") as wh:
+        assert wh.resume().seq == 0 and wh.resume().state is None
+        wh.commit(facts=[fact()], positions={"spendstream.usage/3": 41}, state=b"s1")
+        wh.commit(alerts=[alert()])  # no positions/state given: the last ones stay in force
+    with Warehouse(workdir, writer="usage/3") as wh:
+        r = wh.resume()
+        assert (r.seq, r.positions, r.state) == (2, {"spendstream.usage/3": 41}, b"s1")
+
+
+def test_every_snapshot_carries_every_writers_positions(workdir: Path) -> None:
+    a = Warehouse(workdir, writer="usage/0")
+    b = Warehouse(workdir, writer="usage/1")
+    a.commit(facts=[fact()], positions={"p0": 10}, state=b"a")
+    b.commit(facts=[fact()], positions={"p1": 20}, state=b"b")
+    a.commit(facts=[fact()], positions={"p0": 11}, state=b"a2")
+    head = sn.summary_of(a.tables.load("usage_facts").current_snapshot())
+    assert sn.positions_of(head, "usage/0") == {"p0": 11}
+    assert sn.positions_of(head, "usage/1") == {"p1": 20}  # copied forward past a's commit
+    assert {w: r.state for w, r in a.writers().items()} == {"usage/0": b"a2", "usage/1": b"b"}
+    a.close()
+    b.close()
+
+
+def test_a_second_instance_of_a_writer_is_fenced(workdir: Path) -> None:
+    old = Warehouse(workdir, writer="usage/0")
+    old.commit(facts=[fact()], positions={"p": 1}, state=b"1")
+    new = Warehouse(workdir, writer="usage/0")
+    assert new.resume().positions == {"p": 1}
+    new.commit(facts=[fact()], positions={"p": 2}, state=b"2")
+    with pytest.raises(WriterFenced, match="another instance"):
+        old.commit(facts=[fact()], positions={"p": 9}, state=b"zombie")
+    with Warehouse(workdir, writer="usage/0") as again:
+        assert again.resume().positions == {"p": 2}
+    old.close()
+    new.close()
+
+
+def test_a_writer_that_lost_the_race_relands_only_what_the_winner_did_not(
+    workdir: Path, q: Query
+) -> None:
+    a = Warehouse(workdir, writer="a")
+    b = Warehouse(workdir, writer="b")
+    shared, mine, theirs = fact(), fact(), fact()
+    a.classify(pa.array(["warm"]), pa.array([T0], pa.timestamp("us", tz="UTC")))
+    b.commit(facts=[shared, theirs])
+    # a has not seen b's commit: its first attempt conflicts, it refreshes, drops `shared`.
+    result = a.commit(facts=facts_table([shared, mine]))
+    assert (result.facts, result.duplicates) == (1, 1)
+    a.ensure_views()
+    ids = {r[0] for r in q("SELECT event_id FROM usage_facts")}
+    assert ids == {shared.event.event_id, mine.event.event_id, theirs.event.event_id}
+    assert q("SELECT count(*) FROM usage_facts") == [(3,)]
+    a.close()
+    b.close()
+
+
+def test_old_events_are_deduplicated_against_their_own_day_in_the_table(workdir: Path) -> None:
+    from spendstream.config import WarehouseConfig
+
+    config = WarehouseConfig(dedupe_window_days=1)
+    old = fact(T0)
+    with Warehouse(workdir, config=config) as wh:
+        wh.commit(facts=[old])
+        wh.commit(facts=[fact(T0 + days(10))])  # the watermark moves 10 days on
+    with Warehouse(workdir, config=config) as wh:
+        wh.classify(pa.array(["x"]), pa.array([T0 + days(10)], pa.timestamp("us", tz="UTC")))
+        old_day = (T0.date() - date(1970, 1, 1)).days
+        assert old_day not in wh.dedupe.days  # outside the window: not held in memory
+        new = fact(T0).event
+        assert wh.unseen([old.event, new]) == [new]  # found in its own day's partition
+        assert old_day in wh.dedupe._old
+        assert wh.commit(facts=[old]).duplicates == 1
+
+
+def test_alerts_breaker_events_and_dead_letters_land_with_their_commit(
+    wh: Warehouse, q: Query
+) -> None:
+    a, b, d = alert(), breaker(), dead_letter()
+    r = wh.commit(alerts=[a], breaker_events=[b], dead_letters=[d], positions={"p": 1})
+    assert (r.alerts, r.breaker_events, r.dead_letters) == (1, 1, 1)
+    assert q("SELECT alert_id FROM alerts") == [(a.alert_id,)]
+    assert q("SELECT count(*) FROM breaker_events") == [(1,)]
+    assert q("SELECT error FROM dead_letters") == [(d.error,)]
+
+
+def test_a_batch_with_nothing_to_land_and_no_state_commits_nothing(wh: Warehouse) -> None:
+    f = fact()
+    wh.commit(facts=[f])
+    before = wh.tables.load("usage_facts").current_snapshot()
+    result = wh.commit(facts=[f])
+    assert result.seq == 1 and not result.committed
+    assert wh.tables.load("usage_facts").current_snapshot() == before
+
+
+def test_another_engine_reads_the_tables(wh: Warehouse) -> None:
+    """pyiceberg's own scan (what Spark, Trino or DuckDB's iceberg extension read)."""
+    facts = [fact(T0), fact(T0 + days(1), cost=None)]
+    wh.commit(facts=facts, alerts=[alert()])
+    table = wh.tables.load("usage_facts").scan().to_arrow()
+    assert sorted(table["event_id"].to_pylist()) == sorted(f.event.event_id for f in facts)
+    assert table.schema.field("cost_usd").type == pa.decimal128(38, 18)
+    assert wh.tables.load("alerts").scan().to_arrow().num_rows == 1
+    spec = wh.tables.load("usage_facts").spec()
+    assert [(f.name, str(f.transform)) for f in spec.fields] == [("ts_day", "day")]
+
+
+# Kill -9 at each step of the protocol.
+
+
+def _run(args: list[str], expect_kill: bool) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.warehouse.crashpoints", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if expect_kill:
+        assert proc.returncode == -9, proc.stderr[-2000:]
+    else:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.jsonl"
+    path.write_text("\n".join(synthetic_lines(120)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, events: Path) -> dict[str, Any]:
+    work = tmp_path_factory.mktemp("reference")
+    _run(["none", "0", "--", "--writer", str(work), str(events), "w", "25"], False)
+    return _read_all(work)
+
+
+def _read_all(workdir: Path) -> dict[str, Any]:
+    from spendstream.warehouse.reading import run_sql
+
+    def q(sql: str) -> list[tuple[Any, ...]]:
+        return run_sql(workdir, sql)[1]
+
+    with Warehouse(workdir, writer="w") as wh:
+        resume = wh.resume()
+    return {**_tables(q), "positions": resume.positions, "state": resume.state}
+
+
+@pytest.mark.parametrize("point", POINTS)
+@pytest.mark.parametrize("nth", [1, 3])
+def test_a_writer_killed_at_any_step_lands_everything_exactly_once(
+    tmp_path: Path, events: Path, reference: dict[str, Any], point: str, nth: int
+) -> None:
+    args = ["--writer", str(tmp_path), str(events), "w", "25"]
+    _run([point, str(nth), "--", *args], True)
+    _run(["none", "0", "--", *args], False)
+    got = _read_all(tmp_path)
+    assert got == reference
+    assert len(reference["facts"]) == len({r[0] for r in reference["facts"]}) > 0
+    assert reference["alerts"] and reference["breakers"] and reference["dead"]
+
+
+@pytest.mark.parametrize("point", ["after_facts_commit", "after_first_outbox"])
+def test_ingest_killed_mid_commit_equals_an_uninterrupted_ingest(
+    tmp_path: Path, events: Path, point: str
+) -> None:
+    from spendstream.warehouse.reading import run_sql
+
+    ref, work = tmp_path / "ref", tmp_path / "work"
+    mixed = tmp_path / "mixed.jsonl"
+    lines = events.read_text().splitlines()
+    lines[3:3] = ["{not json", '{"event_id": "x"}']  # two dead letters in the first batch
+    mixed.write_text("\n".join(lines) + "\n")
+    cmd = ["ingest", str(mixed), "--workdir"]
+    _run(["none", "0", "--", *cmd, str(ref)], False)
+    _run([point, "1", "--", *cmd, str(work)], True)
+    _run(["none", "0", "--", *cmd, str(work)], False)
+
+    def dump(w: Path) -> dict[str, list[tuple[Any, ...]]]:
+        return _tables(lambda sql: run_sql(w, sql)[1])
+
+    assert dump(work) == dump(ref)
+    assert len(dump(ref)["dead"]) == 2
