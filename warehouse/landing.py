@@ -55,6 +55,7 @@ from spendstream.table_schemas import (
 )
 from spendstream.warehouse import snapshots as sn
 from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
+from spendstream.warehouse.keyset import KeySet
 from spendstream.warehouse.quality import QualityReport, precheck
 from spendstream.warehouse.tables import (
     EVENT_TABLES,
@@ -170,6 +171,7 @@ class Warehouse:
         self._state: bytes | None = None
         # Facts of a batch the quality gate set aside: counted as seen once the commit lands.
         self.quarantined_facts: pa.Table | None = None
+        self._dead: KeySet | None = None  # landed dead letters' keys, loaded on first use
 
     def close(self) -> None:
         self.tables.close()
@@ -349,6 +351,7 @@ class Warehouse:
         result = CommitResult(seq=resume.seq)
         fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
+        tables["dead_letters"], dead_hashes = self._new_dead_letters(tables["dead_letters"], result)
         tables = self._quality_gate(tables, result)
         if result.quarantined:
             fact_table, fact_digests = tables["usage_facts"], None
@@ -394,6 +397,8 @@ class Warehouse:
             self.dedupe.add(
                 fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
             )
+        if dead_hashes is not None:
+            self._dead_keys_add(*dead_hashes)
         if self.quarantined_facts is not None:
             q = self.quarantined_facts
             self.dedupe.add(q["event_id"], epoch_days(q["ts"]))
@@ -423,6 +428,39 @@ class Warehouse:
             return facts, digests
         mask = pa.array(new)
         return facts.filter(mask), None if digests is None else digests.filter(mask)
+
+    def _new_dead_letters(
+        self, dead: pa.Table, result: CommitResult
+    ) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
+        """Drop dead letters already landed: the same (source, raw, error) is one dead letter,
+        so re-reading an input adds nothing. Their keys are few (bad input), all held."""
+        if not len(dead):
+            return dead, None
+        from spendstream.warehouse.dedupe import _first_occurrence
+
+        keys = self._dead_keys()
+        hi, lo = _dead_hash(dead)
+        keep = (_first_occurrence(hi, lo) == np.arange(len(hi))) & (keys.find(hi, lo) < 0)
+        result.duplicates += int((~keep).sum())
+        if keep.all():
+            return dead, (hi, lo)
+        return dead.filter(pa.array(keep)), (hi[keep], lo[keep])
+
+    def _dead_keys(self) -> KeySet:
+        if self._dead is None:
+            tbl = self.tables.load("dead_letters")
+            paths = [f.file_path for f in self.manifests.live_files(tbl)]
+            t = sn.read_columns(self.storage, paths, ["source", "raw", "error"])
+            hi, lo = _dead_hash(t)
+            self._dead = KeySet(len(hi) * 2)
+            from spendstream.warehouse.dedupe import _first_occurrence
+
+            first = _first_occurrence(hi, lo) == np.arange(len(hi))
+            self._dead.insert(hi[first], lo[first], np.zeros(int(first.sum()), np.uint64))
+        return self._dead
+
+    def _dead_keys_add(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        self._dead_keys().insert(hi, lo, np.zeros(len(hi), np.uint64))
 
     def _quality_gate(self, tables: dict[str, pa.Table], result: CommitResult) -> dict[str, pa.Table]:
         """The pre-check (quality.py): a failing batch's facts become dead letters."""
@@ -611,6 +649,17 @@ class Warehouse:
         from spendstream.warehouse.maintenance import rewrite_facts
 
         return rewrite_facts(self, _as_table("usage_facts", facts))
+
+
+def _dead_hash(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.compute as pc
+
+    from spendstream.warehouse.keyhash import hash128
+
+    if not len(t):
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+    cols = [pc.fill_null(t[c].cast(pa.string()), "") for c in ("source", "raw", "error")]
+    return hash128(pc.binary_join_element_wise(*cols, "\x1f"))
 
 
 class _FactsRaced(Exception):
