@@ -237,7 +237,7 @@ def test_written_costs_replace_the_stored_facts(workdir: Path) -> None:
     since, until = datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)
     old = load_facts(workdir, since, until)
     report = reprice(old, Pricer.from_config(config.prices))
-    assert write_repriced(workdir, report.changed_facts(old), activate_after_s=0) == 2
+    assert write_repriced(workdir, report.changed_facts(old)) == 2
     now = {f.event.event_id: f for f in load_facts(workdir, since, until)}
     assert len(now) == 4
     assert now["p3"].cost is not None and now["p4"].cost is not None

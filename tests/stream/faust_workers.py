@@ -270,8 +270,8 @@ def detect_state(workdir: Path, prefix: str) -> dict[str, Any]:
     if not (workdir / "warehouse").exists():
         return {}
     with Warehouse(workdir, writer=prefix.rstrip(".") + "-detect") as wh:
-        last = wh.last_commit()
-    return dict(last[0]) if last and last[0] else {}
+        raw = wh.resume().state
+    return dict(json.loads(raw)) if raw else {}
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
