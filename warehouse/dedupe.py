@@ -208,8 +208,7 @@ class DedupeStore:
             hi, lo, days, dg = hi[keep], lo[keep], days[keep], dg[keep]
             if not len(hi):
                 return
-        start = self.window_start()
-        assert start is not None
+        start = self.watermark - self.window_days
         order = np.argsort(days, kind="stable")
         uniq, bounds = np.unique(days[order], return_index=True)
         for day, lo_i, hi_i in zip(

@@ -32,14 +32,15 @@ event and dead letter therefore lands exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -83,7 +84,7 @@ SMALL_TABLES = ("alerts", "breaker_events", "dead_letters")
 DIGEST_COLUMN = "event_digest"
 _RECORD_MAGIC = b"spendstream-record-1\n"
 
-TableInput = pa.Table | Sequence[Any] | None
+TableInput: TypeAlias = pa.Table | Sequence[Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +125,13 @@ def _as_table(name: str, value: TableInput) -> pa.Table:
         return SCHEMAS[name].empty_table()
     if isinstance(value, pa.Table):
         return value
-    builder = {
+    builder: dict[str, Callable[[list[Any]], pa.Table]] = {
         "usage_facts": facts_table,
         "alerts": alerts_table,
         "breaker_events": breaker_events_table,
         "dead_letters": dead_letters_table,
-    }[name]
-    return builder(list(value))
+    }
+    return builder[name](list(value))
 
 
 def check_not_legacy(workdir: Path) -> None:
@@ -276,7 +277,7 @@ class Warehouse:
         if not self._dedupe_ready or not reached:
             self._rebuild(facts)
         else:
-            paths = []
+            paths: list[str] = []
             for snap in reversed(chain):
                 summary = sn.summary_of(snap)
                 if snap.summary is None or snap.summary.operation.value != "append":
@@ -314,12 +315,12 @@ class Warehouse:
     def _load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
         """event_ids (and digests) landed with ts on ``day``: the dedupe store's slow path."""
         facts = self.tables.table("usage_facts")
-        paths = [
-            f.file_path for f in self.manifests.live_files(facts) if f.partition[0] == day
-        ]
+        paths = [f.file_path for f in self.manifests.live_files(facts) if f.partition[0] == day]
         t = sn.read_columns(self.storage, paths, ["event_id", DIGEST_COLUMN])
         ids = t["event_id"].combine_chunks()
-        digests = t[DIGEST_COLUMN].combine_chunks() if t[DIGEST_COLUMN].null_count < len(t) else None
+        digests = (
+            t[DIGEST_COLUMN].combine_chunks() if t[DIGEST_COLUMN].null_count < len(t) else None
+        )
         return ids, digests
 
     # Commit.
@@ -358,9 +359,7 @@ class Warehouse:
         if positions is None and state is None and not any(len(t) for t in tables.values()):
             return result
         seq = resume.seq + 1
-        files = {
-            name: self._write_files(name, t) for name, t in tables.items() if len(t)
-        }
+        files = {name: self._write_files(name, t) for name, t in tables.items() if len(t)}
         outbox = {
             name: [f.file_path for f in files[name]] for name in SMALL_TABLES if name in files
         }
@@ -462,7 +461,9 @@ class Warehouse:
     def _dead_keys_add(self, hi: np.ndarray, lo: np.ndarray) -> None:
         self._dead_keys().insert(hi, lo, np.zeros(len(hi), np.uint64))
 
-    def _quality_gate(self, tables: dict[str, pa.Table], result: CommitResult) -> dict[str, pa.Table]:
+    def _quality_gate(
+        self, tables: dict[str, pa.Table], result: CommitResult
+    ) -> dict[str, pa.Table]:
         """The pre-check (quality.py): a failing batch's facts become dead letters."""
         if not len(tables["usage_facts"]) and not len(tables["alerts"]):
             return tables
@@ -484,10 +485,9 @@ class Warehouse:
 
     def _delete_files(self, files: Sequence[DataFile]) -> None:
         for f in files:
-            try:
+            # A file left behind is an orphan; `warehouse compact` removes it later.
+            with contextlib.suppress(OSError):
                 self.fs.delete_file(self.storage.to_fs_path(f.file_path))
-            except OSError:
-                pass  # an orphan; `warehouse compact` removes it later
 
     def _record_dir(self) -> str:
         from spendstream.warehouse.layout import segment
@@ -616,7 +616,9 @@ class Warehouse:
         raise CommitConflict(f"commit to {name} lost to other writers too often")
 
     def _backoff(self, attempt: int) -> None:
-        wait = min(self.config.commit_backoff_min_ms * 2**attempt, self.config.commit_backoff_max_ms)
+        wait = min(
+            self.config.commit_backoff_min_ms * 2**attempt, self.config.commit_backoff_max_ms
+        )
         time.sleep((wait + random.uniform(0, wait / 2)) / 1000)
 
     # Readers' view of the files.

@@ -65,7 +65,9 @@ def _read(wh: Warehouse, files: Sequence[DataFile], name: str) -> pa.Table:
     for f in files:
         t = pq.read_table(wh.storage.to_fs_path(f.file_path), filesystem=wh.fs)
         cols = [
-            t[c].cast(schema.field(c).type) if c in t.column_names else pa.nulls(len(t), schema.field(c).type)
+            t[c].cast(schema.field(c).type)
+            if c in t.column_names
+            else pa.nulls(len(t), schema.field(c).type)
             for c in schema.names
         ]
         parts.append(pa.table(cols, schema=schema))

@@ -79,7 +79,11 @@ def _live_files(directory: Path, now_ms: int) -> list[Path]:
             active_from = int(m.group(3)) if m.group(3) else None
             parsed.append((m.group(1), int(m.group(2)), active_from, f))
     upto = max(
-        (n for kind, n, since, _ in parsed if kind == "k" and since is not None and since <= now_ms),
+        (
+            n
+            for kind, n, since, _ in parsed
+            if kind == "k" and since is not None and since <= now_ms
+        ),
         default=0,
     )
     return sorted(
@@ -93,8 +97,10 @@ def _live_files(directory: Path, now_ms: int) -> list[Path]:
 def _read_partition(files: list[Path], name: str) -> pa.Table:
     import pyarrow.parquet as pq
 
-    return pa.concat_tables([_conform(pq.read_table(f), name) for f in files]) if files else (
-        TABLE_SCHEMAS[name].empty_table()
+    return (
+        pa.concat_tables([_conform(pq.read_table(f), name) for f in files])
+        if files
+        else (TABLE_SCHEMAS[name].empty_table())
     )
 
 

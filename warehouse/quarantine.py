@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,8 +27,16 @@ if TYPE_CHECKING:
 
 __all__ = ["QuarantinedBatch", "quarantine", "quarantined"]
 
-_FACT_JSON_DROP = ("input_cost_usd", "cache_read_cost_usd", "cache_write_cost_usd",
-                   "output_cost_usd", "cost_usd", "priced", "price_source", "ingested_at")
+_FACT_JSON_DROP = (
+    "input_cost_usd",
+    "cache_read_cost_usd",
+    "cache_write_cost_usd",
+    "output_cost_usd",
+    "cost_usd",
+    "priced",
+    "price_source",
+    "ingested_at",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +52,10 @@ def _root(wh: Warehouse) -> str:
     return f"{wh.storage.location}/quarantine"
 
 
-def _raw(row: dict[str, object]) -> str:
+def _raw(row: dict[str, Any]) -> str:
     event = {k: v for k, v in row.items() if k not in _FACT_JSON_DROP and v is not None}
     if isinstance(event.get("tags"), list):
-        event["tags"] = dict(event["tags"])  # type: ignore[arg-type]
+        event["tags"] = dict(event["tags"])
     return json.dumps(event, default=str, separators=(",", ":"))
 
 
@@ -68,9 +76,7 @@ def quarantine(
         out.write(json.dumps(doc, indent=2).encode())
     facts = tables["usage_facts"]
     note = "; ".join(report.problems[:3])
-    error = (
-        f"batch quarantined by the quality pre-check ({note}); see quarantine/{batch_id}/report.json"
-    )
+    error = f"batch quarantined by the quality pre-check ({note}); see quarantine/{batch_id}/report.json"
     letters = pa.table(
         {
             "raw": pa.array([_raw(r) for r in facts.to_pylist()], pa.string()),

@@ -34,9 +34,10 @@ def open_reader(workdir: Path, config: WarehouseConfig | None = None) -> Warehou
     config = config or WarehouseConfig()
     check_not_legacy(workdir)
     storage = resolve_storage(config, Path(workdir))
-    if storage.catalog_uri.startswith("sqlite:///") and not Path(
-        storage.catalog_uri.removeprefix("sqlite:///")
-    ).exists():
+    if (
+        storage.catalog_uri.startswith("sqlite:///")
+        and not Path(storage.catalog_uri.removeprefix("sqlite:///")).exists()
+    ):
         raise ConfigError(
             f"no warehouse at {storage.local_root} (--workdir / $SPENDSTREAM_HOME); "
             "run `spendstream ingest` or `spendstream demo` first"

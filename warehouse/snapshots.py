@@ -119,7 +119,10 @@ def added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:
         if manifest.added_snapshot_id != snapshot.snapshot_id:
             continue
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
-            if entry.status == ManifestEntryStatus.ADDED and entry.snapshot_id == snapshot.snapshot_id:
+            if (
+                entry.status == ManifestEntryStatus.ADDED
+                and entry.snapshot_id == snapshot.snapshot_id
+            ):
                 out.append(entry.data_file)
     return out
 

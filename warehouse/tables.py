@@ -13,6 +13,7 @@ snapshot summary from the new head (landing.py), which pyiceberg's retry cannot 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -202,10 +203,9 @@ class Tables:
             TableAlreadyExistsError,
         )
 
-        try:
+        # Another writer may create it between the check and the create.
+        with contextlib.suppress(NamespaceAlreadyExistsError):
             self.catalog.create_namespace_if_not_exists(self.storage.namespace)
-        except NamespaceAlreadyExistsError:  # another writer made it between check and create
-            pass
         existing = {t[-1] for t in self.catalog.list_tables(self.storage.namespace)}
         for name, schema in TABLE_SCHEMAS.items():
             if name in existing:

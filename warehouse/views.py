@@ -73,7 +73,9 @@ def _select(name: str, source: str) -> str:
 
 def statements(sources: dict[str, str]) -> list[str]:
     """Every DDL statement, given each table's FROM clause."""
-    out = [f"CREATE OR REPLACE VIEW {name} AS {_select(name, sources[name])}" for name in CORE_VIEWS]
+    out = [
+        f"CREATE OR REPLACE VIEW {name} AS {_select(name, sources[name])}" for name in CORE_VIEWS
+    ]
     for name, text in _DESCRIPTIONS.items():
         out.append(f"COMMENT ON VIEW {name} IS {_literal(text)}")
     for q in QUERIES:
@@ -184,7 +186,9 @@ def connect_snapshot(wh: Warehouse) -> duckdb.DuckDBPyConnection:
         relation = f"_{name}_snapshot"
         if paths and not wh.storage.is_s3:
             local = ", ".join(_literal(Storage.to_fs_path(p)) for p in paths)
-            sources[name] = f"read_parquet([{local}], union_by_name = true, hive_partitioning = false)"
+            sources[name] = (
+                f"read_parquet([{local}], union_by_name = true, hive_partitioning = false)"
+            )
             continue
         if paths:
             dataset = ds.dataset(

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
 
     filters = {name: getattr(args, name) for name in FILTERS}
     columns, rows = run_named(
-        resolve_workdir(args.workdir), args.name, filters, args.limit, config_from_args(args).warehouse
+        resolve_workdir(args.workdir),
+        args.name,
+        filters,
+        args.limit,
+        config_from_args(args).warehouse,
     )
     render(columns, rows, args.format, sys.stdout)
     return 0
