@@ -38,7 +38,7 @@ from typing import Any
 
 from bench._common import machine as shared_machine
 from bench._common import record
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 
@@ -390,7 +390,7 @@ def main() -> int:
     broker = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
+        from spendstream.local.kafka import LocalKafka, find_free_ports
 
         port, cport = find_free_ports(2)
         broker = LocalKafka(Path(tmp.name) / "broker", port=port, controller_port=cport)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.kafka_local import (
+from spendstream.local.kafka import (
     DEFAULT_VERSION,
     KafkaLocalError,
     LocalKafka,

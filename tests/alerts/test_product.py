@@ -24,7 +24,7 @@ import pytest
 from kafka import KafkaProducer
 
 from spendstream.config import load_config
-from spendstream.kafka_local import find_free_ports
+from spendstream.local.kafka import find_free_ports
 from spendstream.stream.kafka.breaker_control import publish_reset
 from spendstream.topics import partition_key
 

@@ -310,7 +310,7 @@ def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
 
     import httpx
 
-    from spendstream.kafka_local import find_free_ports
+    from spendstream.local.kafka import find_free_ports
 
     prefix = f"e2e-{uuid.uuid4().hex[:8]}."
     (port,) = find_free_ports(1)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 

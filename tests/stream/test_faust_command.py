@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
