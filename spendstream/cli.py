@@ -30,8 +30,9 @@ COMMANDS: dict[str, str] = {
     "query": "run a named warehouse query",
     "breakers": "list circuit breakers or reset one",
     "kafka-local": "start, stop or inspect a real single-node Kafka on this machine (no Docker)",
+    "local": "start, stop or inspect Kafka, PostgreSQL and an S3 server on this machine (no Docker)",
     "prices": "inspect prices: unpriced models, reprice a time range, reconcile reported costs",
-    "warehouse": "warehouse maintenance: compact, check data quality, load revenue",
+    "warehouse": "warehouse maintenance: compact, check data quality, load revenue, migrate",
     "report": "write a self-contained HTML cost report",
     "whatif": "re-price actual traffic under alternative assumptions",
 }

@@ -128,7 +128,8 @@ class LocalPostgres:
             os.chown(path, user.pw_uid, user.pw_gid)
         parent = self.data_dir.parent
         probe = subprocess.run(
-            ["test", "-x", str(parent)], **self._as_user()  # type: ignore[call-overload]
+            ["test", "-x", str(parent)],
+            **self._as_user(),  # type: ignore[call-overload]
         )
         if probe.returncode != 0:
             raise LocalServiceError(

@@ -77,7 +77,9 @@ def ensure_jars(version: str = DEFAULT_VERSION, timeout_s: float = 900.0) -> Pat
 
     def ready() -> bool:
         try:
-            return json.loads(marker.read_text()).get("pom") == pom and any(libs.glob("s3proxy-*.jar"))
+            return json.loads(marker.read_text()).get("pom") == pom and any(
+                libs.glob("s3proxy-*.jar")
+            )
         except (OSError, ValueError):
             return False
 
