@@ -93,21 +93,24 @@ def install(point: str, nth: int) -> None:
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 
-def synthetic_lines(n: int, duplicate_every: int = 5) -> list[str]:
-    """Usage events; every ``duplicate_every``-th line repeats an earlier event_id."""
+def synthetic_lines(n: int, duplicate_every: int = 5, start: int = 0) -> list[str]:
+    """Usage events ``start``.. ``start + n``; every ``duplicate_every``-th line repeats an
+    earlier event_id (so two files with overlapping ranges share events, as two partitions
+    fed the same retried call would)."""
     lines = []
-    for i in range(n):
-        eid = f"ev-{i // 2}" if i % duplicate_every == duplicate_every - 1 else f"ev-{i}"
+    for i in range(start, start + n):
+        # A repeat is the same call sent again: same id, same content.
+        k = i // 2 if i % duplicate_every == duplicate_every - 1 else i
         lines.append(
             json.dumps(
                 {
-                    "event_id": eid,
-                    "ts": (T0 + timedelta(minutes=37 * i)).isoformat(),
+                    "event_id": f"ev-{k}",
+                    "ts": (T0 + timedelta(minutes=37 * k)).isoformat(),
                     "provider": "openai",
                     "model": "gpt-5-mini",
-                    "input_tokens": 1000 + i,
+                    "input_tokens": 1000 + k,
                     "output_tokens": 10,
-                    "team": f"t{i % 3}",
+                    "team": f"t{k % 3}",
                 }
             )
         )
