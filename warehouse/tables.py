@@ -13,7 +13,6 @@ snapshot summary from the new head (landing.py), which pyiceberg's retry cannot 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -197,15 +196,15 @@ class Tables:
         return (self.storage.namespace, name)
 
     def _create_missing(self) -> None:
-        from pyiceberg.exceptions import (
-            CommitFailedException,
-            NamespaceAlreadyExistsError,
-            TableAlreadyExistsError,
-        )
+        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
 
-        # Another writer may create it between the check and the create.
-        with contextlib.suppress(NamespaceAlreadyExistsError):
+        try:
             self.catalog.create_namespace_if_not_exists(self.storage.namespace)
+        except Exception:
+            # Another process created it between the check and the insert (pyiceberg lets
+            # the database's unique-constraint error through): fine if it now exists.
+            if not self.catalog.namespace_exists(self.storage.namespace):
+                raise
         existing = {t[-1] for t in self.catalog.list_tables(self.storage.namespace)}
         for name, schema in TABLE_SCHEMAS.items():
             if name in existing:
