@@ -183,11 +183,13 @@ def metric_values(port: int) -> dict[str, float]:
 
 
 def held_and_judged(workdir: Path, app_id: str) -> dict[str, Any]:
+    import json
+
     from spendstream.warehouse import Warehouse
 
     with Warehouse(workdir, writer=f"{app_id}-detect") as wh:
-        last = wh.last_commit()
-    return dict(last[0]) if last and last[0] else {}
+        raw = wh.resume().state
+    return dict(json.loads(raw)) if raw else {}
 
 
 def end_offset(bootstrap: str, topic: str) -> int:

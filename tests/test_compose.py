@@ -34,3 +34,20 @@ def test_compose_creates_every_contract_topic() -> None:
     for topic in (topics.USAGE, topics.ALERTS, topics.BREAKERS, topics.DEAD_LETTERS):
         assert f"--topic {topic} " in text
     assert f"--topic {topics.BREAKERS} --partitions 1 --config cleanup.policy=compact" in text
+
+
+def test_compose_runs_the_cluster_shape_bound_to_localhost() -> None:
+    """PostgreSQL holds the catalog and an S3 server the tables; the pipeline mounts no
+    data dir; every published port is on 127.0.0.1; the config it mounts points at both."""
+    from spendstream.config import load_config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"postgres", "s3", "bucket"} <= set(services)
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    assert not any("/data" in v for v in services["pipeline"].get("volumes", []))
+    config = load_config(ROOT / "deploy" / "spendstream.toml").warehouse
+    assert config.catalog_uri.startswith("postgresql") and "@postgres:" in config.catalog_uri
+    assert config.location.startswith("s3://") and config.s3.endpoint_url == "http://s3:80"
