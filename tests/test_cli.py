@@ -10,7 +10,17 @@ import pytest
 
 from spendstream.cli import COMMANDS, build_parser, main
 
-CONTRACT_COMMANDS = ["demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local"]
+CONTRACT_COMMANDS = [
+    "demo",
+    "ingest",
+    "run",
+    "alerts",
+    "sql",
+    "query",
+    "breakers",
+    "kafka-local",
+    "local",
+]
 
 
 def _subcommands() -> dict[str, object]:
