@@ -561,19 +561,8 @@ class Warehouse:
                     f"{sn.seq_of(sn.summary_of(head), self.writer)}, this instance expected "
                     f"{seq - 1}: another instance of the writer is running; stop this one"
                 )
-            summary = {
-                **sn.carried(head),
-                **props,
-                sn.WRITER: self.writer,
-                sn.SEQ: str(seq),
-            }
-            tx = tbl.transaction()
-            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                for f in files:
-                    append.append_data_file(f)
             try:
-                tbl = tx.commit_transaction()
-                self.tables.remember(name, tbl)
+                tbl = self._try_append(name, tbl, files, self.writer, seq, props)
                 return attempt
             except CommitFailedException:
                 self._backoff(attempt)
@@ -597,23 +586,34 @@ class Warehouse:
             head = tbl.current_snapshot()
             if sn.seq_of(sn.summary_of(head), writer) >= seq:
                 return False
-            summary = {
-                **sn.carried(head),
-                sn.key("seq", writer): str(seq),
-                sn.WRITER: writer,
-                sn.SEQ: str(seq),
-            }
-            tx = tbl.transaction()
-            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                for f in files:
-                    append.append_data_file(f)
             try:
-                self.tables.remember(name, tx.commit_transaction())
+                self._try_append(name, tbl, files, writer, seq, {sn.key("seq", writer): str(seq)})
                 return True
             except CommitFailedException:
                 self._backoff(attempt)
                 tbl = self.tables.load(name)
         raise CommitConflict(f"commit to {name} lost to other writers too often")
+
+    def _try_append(
+        self,
+        name: str,
+        tbl: Table,
+        files: Sequence[DataFile],
+        writer: str,
+        seq: int,
+        props: Mapping[str, str],
+    ) -> Table:
+        """One attempt: a fast-append snapshot on ``tbl``'s head, carrying every writer's keys
+        forward plus ``props``; raises CommitFailedException if the head moved."""
+        head = tbl.current_snapshot()
+        summary = {**sn.carried(head), **props, sn.WRITER: writer, sn.SEQ: str(seq)}
+        tx = tbl.transaction()
+        with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
+            for f in files:
+                append.append_data_file(f)
+        committed = tx.commit_transaction()
+        self.tables.remember(name, committed)
+        return committed
 
     def _backoff(self, attempt: int) -> None:
         wait = min(

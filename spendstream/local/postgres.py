@@ -12,7 +12,6 @@ Layout of a data dir::
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import secrets
@@ -20,12 +19,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from spendstream.errors import LocalServiceError, ToolMissingError
-from spendstream.local.kafka import _die_with_parent, _pid_alive, find_free_ports
+from spendstream.local.kafka import find_free_ports
+from spendstream.local.process import ServiceProcess
 
 __all__ = ["LocalPostgres", "PostgresStatus", "find_bindir"]
 
@@ -85,14 +84,17 @@ class PostgresStatus:
         return f"PostgreSQL not running (data {self.data_dir})"
 
 
-class LocalPostgres:
+class LocalPostgres(ServiceProcess):
     """One ``postgres`` server process whose cluster lives in ``data_dir/pgdata``."""
 
+    name = "postgres"
+    pid_file = "postgres.pid"
+    state_file = STATE_FILE
+    log_file = "postgres.log"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, checkpoint, exit
+
     def __init__(self, data_dir: Path, port: int | None = None, stop_with_parent: bool = False):
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port or find_free_ports(1)[0]
-        self.stop_with_parent = stop_with_parent
-        self._proc: subprocess.Popen[bytes] | None = None
+        super().__init__(data_dir, port or find_free_ports(1)[0], stop_with_parent)
 
     @property
     def pgdata(self) -> Path:
@@ -162,13 +164,6 @@ class LocalPostgres:
         except OSError:
             return False
 
-    def running_pid(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "postgres.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
-
     def status(self) -> PostgresStatus:
         pid = self.running_pid()
         return PostgresStatus(pid is not None and self._answers(), pid, self.port, self.data_dir)
@@ -179,35 +174,13 @@ class LocalPostgres:
             return self.uri
         self._initdb()
         bindir = find_bindir()
-        log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 (the child keeps it)
         cmd = [str(bindir / "postgres"), "-D", str(self.pgdata), "-p", str(self.port),
                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="]  # fmt: skip
         if self.stop_with_parent:
             cmd += ["-c", "fsync=off"]  # a test cluster: durability across power loss is moot
-        self._proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.stop_with_parent else None,
-            start_new_session=not self.stop_with_parent,
-            **self._as_user(),  # type: ignore[arg-type]
-        )
-        log.close()
-        (self.data_dir / "postgres.pid").write_text(str(self._proc.pid))
-        deadline = time.monotonic() + timeout_s
-        while not self._ready():
-            if self._proc.poll() is not None:
-                raise LocalServiceError(
-                    f"postgres exited ({self._proc.returncode}); see {self.data_dir / 'postgres.log'}:\n"
-                    + (self.data_dir / "postgres.log").read_text()[-2000:]
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LocalServiceError(f"postgres did not accept connections in {timeout_s:.0f}s")
-            time.sleep(0.2)
+        self._spawn(cmd, **self._as_user())
+        self._wait_ready(self._ready, timeout_s)
         self._create_database()
-        (self.data_dir / STATE_FILE).write_text(json.dumps({"port": self.port}))
         return self.uri
 
     def _ready(self) -> bool:
@@ -238,27 +211,3 @@ class LocalPostgres:
                     cur.execute(f"CREATE DATABASE {DATABASE}")
         finally:
             con.close()
-
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        """Fast shutdown (SIGINT to the postmaster); True if a server was stopped."""
-        pid = self.running_pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGINT)
-        deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid):
-            if self._proc is not None:
-                self._proc.poll()
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(0.1)
-        if self._proc is not None:
-            self._proc.wait(timeout=10)
-        (self.data_dir / "postgres.pid").unlink(missing_ok=True)
-        return True
-
-    @classmethod
-    def from_dir(cls, data_dir: Path) -> LocalPostgres:
-        state = json.loads((Path(data_dir) / STATE_FILE).read_text())
-        return cls(Path(data_dir), port=int(state["port"]))

@@ -20,25 +20,16 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from spendstream.errors import LocalServiceError
-from spendstream.local.kafka import (
-    DEPENDENCY_PLUGIN,
-    _checked_java,
-    _die_with_parent,
-    _locked,
-    _mvn,
-    _pid_alive,
-    find_free_ports,
-)
+from spendstream.local.kafka import DEPENDENCY_PLUGIN, _checked_java, _locked, _mvn, find_free_ports
+from spendstream.local.process import ServiceProcess
 
 __all__ = ["DEFAULT_VERSION", "LocalS3", "S3Status", "ensure_jars"]
 
@@ -122,8 +113,13 @@ class S3Status:
         return f"s3proxy not running (data {self.data_dir})"
 
 
-class LocalS3:
+class LocalS3(ServiceProcess):
     """One s3proxy process serving ``data_dir/data`` at ``endpoint`` with one key pair."""
+
+    name = "s3proxy"
+    pid_file = "s3proxy.pid"
+    state_file = STATE_FILE
+    log_file = "s3proxy.out"
 
     def __init__(
         self,
@@ -132,11 +128,8 @@ class LocalS3:
         version: str = DEFAULT_VERSION,
         stop_with_parent: bool = False,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port or find_free_ports(1)[0]
+        super().__init__(data_dir, port or find_free_ports(1)[0], stop_with_parent)
         self.version = version
-        self.stop_with_parent = stop_with_parent
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -161,13 +154,6 @@ class LocalS3:
     @property
     def secret_access_key(self) -> str:
         return self._keys()["secret_access_key"]
-
-    def running_pid(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "s3proxy.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if _pid_alive(pid) else None
 
     def _answers(self) -> bool:
         try:
@@ -199,28 +185,11 @@ class LocalS3:
             f"jclouds.filesystem.basedir={self.data_dir / 'data'}\n"
         )
         (self.data_dir / "logback.xml").write_text(_LOGBACK)
-        out = open(self.data_dir / "s3proxy.out", "ab")  # noqa: SIM115 (the child keeps it)
-        self._proc = subprocess.Popen(
+        self._spawn(
             [java, "-Xmx256m", f"-Dlogback.configurationFile={self.data_dir / 'logback.xml'}",
              "-cp", f"{libs}/*", MAIN_CLASS, "--properties", str(props)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if self.stop_with_parent else None,
-            start_new_session=not self.stop_with_parent,
         )  # fmt: skip
-        out.close()
-        (self.data_dir / "s3proxy.pid").write_text(str(self._proc.pid))
-        deadline = time.monotonic() + timeout_s
-        while not self._answers():
-            if self._proc.poll() is not None:
-                raise LocalServiceError(
-                    f"s3proxy exited ({self._proc.returncode}):\n"
-                    + (self.data_dir / "s3proxy.out").read_text()[-2000:]
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LocalServiceError(f"s3proxy did not answer within {timeout_s:.0f}s")
-            time.sleep(0.2)
-        (self.data_dir / STATE_FILE).write_text(json.dumps({"port": self.port}))
+        self._wait_ready(self._answers, timeout_s)
         return self.endpoint
 
     def create_bucket(self, bucket: str) -> None:
@@ -238,26 +207,3 @@ class LocalS3:
             allow_bucket_creation=True,
         )
         fs.create_dir(bucket)
-
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        pid = self.running_pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid):
-            if self._proc is not None:
-                self._proc.poll()
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(0.1)
-        if self._proc is not None:
-            self._proc.wait(timeout=10)
-        (self.data_dir / "s3proxy.pid").unlink(missing_ok=True)
-        return True
-
-    @classmethod
-    def from_dir(cls, data_dir: Path) -> LocalS3:
-        state = json.loads((Path(data_dir) / STATE_FILE).read_text())
-        return cls(Path(data_dir), port=int(state["port"]))
