@@ -6,9 +6,10 @@ probability ~n²/2^129 — at 10^9 keys about 10^-21 — so a false "duplicate" 
 is not a practical risk, while keys take 16 bytes instead of a Python string each.
 
 Each string is laid out zero-padded in 8-byte words (its length is mixed in, so "a" and
-"a\\0" differ) and folded word by word through two multiply-xorshift chains with
-independent constants, finished with the murmur3 64-bit finaliser. Hashes are stable
-across processes and machines: nothing is seeded at random.
+"a\\0" differ) and its own words (never the padding) are folded through two
+multiply-xorshift chains with independent constants, finished with the murmur3 64-bit
+finaliser. A value hashes the same in any batch, in any process, on any machine: nothing
+is seeded at random.
 """
 
 from __future__ import annotations
@@ -67,9 +68,12 @@ def hash128(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]
         hi = _S1 ^ (lengths * _M2)
         lo = _S2 ^ (lengths * _M1)
         for j in range(words.shape[1]):
+            # Only a string's own words: the padding a longer neighbour forces on the batch
+            # must not change its hash (the same id hashes alike in any batch).
+            live = lengths > np.uint64(8 * j)
             w = words[:, j]
-            hi = _fmix((hi ^ w) * _M1)
-            lo = _fmix((lo ^ (w * _M2)) + _S1)
+            hi = np.where(live, _fmix((hi ^ w) * _M1), hi)
+            lo = np.where(live, _fmix((lo ^ (w * _M2)) + _S1), lo)
         hi = _fmix(hi ^ lo)
         lo = _fmix(lo + hi * _M2)
     hi[hi == 0] = 1

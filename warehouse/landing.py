@@ -56,8 +56,8 @@ from spendstream.table_schemas import (
 )
 from spendstream.warehouse import snapshots as sn
 from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
-from spendstream.warehouse.keyset import KeySet
 from spendstream.warehouse.quality import QualityReport, precheck
+from spendstream.warehouse.rowkeys import RowKeys
 from spendstream.warehouse.tables import (
     EVENT_TABLES,
     LEGACY_CATALOG,
@@ -172,7 +172,8 @@ class Warehouse:
         self._state: bytes | None = None
         # Facts of a batch the quality gate set aside: counted as seen once the commit lands.
         self.quarantined_facts: pa.Table | None = None
-        self._dead: KeySet | None = None  # landed dead letters' keys, loaded on first use
+        # The small tables' landed keys (rowkeys.py), loaded on first use.
+        self._row_keys: dict[str, RowKeys] = {}
 
     def close(self) -> None:
         self.tables.close()
@@ -352,7 +353,12 @@ class Warehouse:
         result = CommitResult(seq=resume.seq)
         fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
-        tables["dead_letters"], dead_hashes = self._new_dead_letters(tables["dead_letters"], result)
+        small_keys = {}
+        for name in SMALL_TABLES:
+            if len(tables[name]):
+                keys = self._row_keys.setdefault(name, RowKeys(self, name))
+                tables[name], small_keys[name], dropped = keys.new_rows(tables[name])
+                result.duplicates += dropped
         tables = self._quality_gate(tables, result)
         if result.quarantined:
             fact_table, fact_digests = tables["usage_facts"], None
@@ -396,8 +402,8 @@ class Warehouse:
             self.dedupe.add(
                 fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
             )
-        if dead_hashes is not None:
-            self._dead_keys_add(*dead_hashes)
+        for name, landed in small_keys.items():
+            self._row_keys[name].landed(landed)
         if self.quarantined_facts is not None:
             q = self.quarantined_facts
             self.dedupe.add(q["event_id"], epoch_days(q["ts"]))
@@ -428,39 +434,6 @@ class Warehouse:
         mask = pa.array(new)
         return facts.filter(mask), None if digests is None else digests.filter(mask)
 
-    def _new_dead_letters(
-        self, dead: pa.Table, result: CommitResult
-    ) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray] | None]:
-        """Drop dead letters already landed: the same (source, raw, error) is one dead letter,
-        so re-reading an input adds nothing. Their keys are few (bad input), all held."""
-        if not len(dead):
-            return dead, None
-        from spendstream.warehouse.dedupe import _first_occurrence
-
-        keys = self._dead_keys()
-        hi, lo = _dead_hash(dead)
-        keep = (_first_occurrence(hi, lo) == np.arange(len(hi))) & (keys.find(hi, lo) < 0)
-        result.duplicates += int((~keep).sum())
-        if keep.all():
-            return dead, (hi, lo)
-        return dead.filter(pa.array(keep)), (hi[keep], lo[keep])
-
-    def _dead_keys(self) -> KeySet:
-        if self._dead is None:
-            tbl = self.tables.load("dead_letters")
-            paths = [f.file_path for f in self.manifests.live_files(tbl)]
-            t = sn.read_columns(self.storage, paths, ["source", "raw", "error"])
-            hi, lo = _dead_hash(t)
-            self._dead = KeySet(len(hi) * 2)
-            from spendstream.warehouse.dedupe import _first_occurrence
-
-            first = _first_occurrence(hi, lo) == np.arange(len(hi))
-            self._dead.insert(hi[first], lo[first], np.zeros(int(first.sum()), np.uint64))
-        return self._dead
-
-    def _dead_keys_add(self, hi: np.ndarray, lo: np.ndarray) -> None:
-        self._dead_keys().insert(hi, lo, np.zeros(len(hi), np.uint64))
-
     def _quality_gate(
         self, tables: dict[str, pa.Table], result: CommitResult
     ) -> dict[str, pa.Table]:
@@ -479,9 +452,14 @@ class Warehouse:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
 
         tbl = self.tables.table(name)
+        file_io: Any = tbl.io
+        if not self.storage.is_s3:
+            from spendstream.warehouse.staging import StagedLocalFileIO
+
+            file_io = StagedLocalFileIO(tbl.io)  # a file matches the views' glob only whole
         # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes
         # field ids and collects the column statistics readers prune with.
-        return list(_dataframe_to_data_files(tbl.metadata, table, tbl.io))
+        return list(_dataframe_to_data_files(tbl.metadata, table, file_io))
 
     def _delete_files(self, files: Sequence[DataFile]) -> None:
         for f in files:
@@ -605,13 +583,11 @@ class Warehouse:
     ) -> Table:
         """One attempt: a fast-append snapshot on ``tbl``'s head, carrying every writer's keys
         forward plus ``props``; raises CommitFailedException if the head moved."""
+        from spendstream.warehouse.appending import fast_append
+
         head = tbl.current_snapshot()
         summary = {**sn.carried(head), **props, sn.WRITER: writer, sn.SEQ: str(seq)}
-        tx = tbl.transaction()
-        with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-            for f in files:
-                append.append_data_file(f)
-        committed = tx.commit_transaction()
+        committed = fast_append(tbl, files, summary)
         self.tables.remember(name, committed)
         return committed
 
@@ -651,17 +627,6 @@ class Warehouse:
         from spendstream.warehouse.maintenance import rewrite_facts
 
         return rewrite_facts(self, _as_table("usage_facts", facts))
-
-
-def _dead_hash(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-    import pyarrow.compute as pc
-
-    from spendstream.warehouse.keyhash import hash128
-
-    if not len(t):
-        return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
-    cols = [pc.fill_null(t[c].cast(pa.string()), "") for c in ("source", "raw", "error")]
-    return hash128(pc.binary_join_element_wise(*cols, "\x1f"))
 
 
 class _FactsRaced(Exception):
