@@ -104,7 +104,8 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
         summary=Summary(operation=Operation.APPEND, **collector.build(), **properties),
         previous_summary=parent.summary if parent else None,
     )
-    snapshot = Snapshot(
+    # pyiceberg's models take these field names (populate_by_name) as its own code does.
+    snapshot = Snapshot(  # type: ignore[call-arg]
         snapshot_id=snapshot_id,
         parent_snapshot_id=parent.snapshot_id if parent else None,
         manifest_list=list_path,
@@ -114,7 +115,7 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
     )
     updates = (
         AddSnapshotUpdate(snapshot=snapshot),
-        SetSnapshotRefUpdate(
+        SetSnapshotRefUpdate(  # type: ignore[call-arg]
             snapshot_id=snapshot_id,
             parent_snapshot_id=parent.snapshot_id if parent else None,
             ref_name=MAIN_BRANCH,
@@ -123,7 +124,9 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
     )
     requirements = (
         AssertTableUUID(uuid=meta.table_uuid),
-        AssertRefSnapshotId(snapshot_id=parent.snapshot_id if parent else None, ref=MAIN_BRANCH),
+        AssertRefSnapshotId(  # type: ignore[call-arg]
+            snapshot_id=parent.snapshot_id if parent else None, ref=MAIN_BRANCH
+        ),
     )
     from pyiceberg.exceptions import CommitFailedException
 

@@ -81,7 +81,7 @@ class RowKeys:
             self.keys = KeySet()
             self._read([f.file_path for f in self.wh.manifests.live_files(tbl)])
         else:
-            paths = []
+            paths: list[str] = []
             for snap in reversed(chain):
                 if sn.summary_of(snap).get(sn.WRITER) == self.wh.writer:
                     continue  # added as they landed
