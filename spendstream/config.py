@@ -361,6 +361,10 @@ class WarehouseConfig(_Section):
     dedupe_window_days: int = Field(default=2, ge=1, le=60)
     # `warehouse compact`: snapshots older than this are expired (the newest is always kept).
     snapshot_retention_s: float = Field(default=3600.0, ge=0)
+    # Writers keep the facts table's history under this many snapshots between compactions
+    # (each commit rewrites a metadata file listing them all): past it, the oldest half goes.
+    # 0: only `warehouse compact` expires snapshots.
+    max_snapshots: int = Field(default=512, ge=0)
     # Unreferenced files (a killed writer's uncommitted data) are deleted after this long.
     orphan_grace_s: float = Field(default=3600.0, ge=0)
     # Compaction rewrites a day's files into files of about this size.

@@ -381,20 +381,32 @@ class Warehouse:
             props[sn.key("positions", self.writer)] = sn.to_json(new_positions)
         fact_files = files.get("usage_facts", [])
         while True:
+            hashed = _hashed(fact_table, fact_digests)
+
+            def still_new(h: tuple[np.ndarray, ...] = hashed) -> bool:
+                return bool((self.dedupe.classify_hashed(*h) == NEW).all())
+
             try:
-                result.retries += self._append("usage_facts", fact_files, seq, props, fence=True)
+                result.retries += self._append(
+                    "usage_facts",
+                    fact_files,
+                    seq,
+                    props,
+                    fence=True,
+                    still_new=still_new,
+                )
                 break
             except _FactsRaced as raced:
                 # Another writer landed some of these event_ids first: drop them and rewrite.
                 result.retries += raced.retries
-                keep = self.dedupe.classify_hashed(*_hashed(fact_table, fact_digests)) == NEW
-                dropped = int((~keep).sum())
-                result.duplicates += dropped
+                keep = self.dedupe.classify_hashed(*hashed) == NEW
+                result.duplicates += int((~keep).sum())
                 fact_table = fact_table.filter(pa.array(keep))
                 if fact_digests is not None:
                     fact_digests = fact_digests.filter(pa.array(keep))
                 self._delete_files(fact_files)
                 fact_files = self._write_files("usage_facts", fact_table) if len(fact_table) else []
+        self._expire_if_long(seq)
         self._resume = Resume(seq, new_positions, state_bytes)
         self._state = state_bytes
         result.seq = seq
@@ -522,12 +534,14 @@ class Warehouse:
         props: Mapping[str, str],
         *,
         fence: bool,
+        still_new: Callable[[], bool] | None = None,
     ) -> int:
         """Append ``files`` in one snapshot carrying ``props``; retried on a lost race.
 
         Returns the number of retries. On the facts table (``fence``) a retry first checks
-        that no other instance of this writer committed, and that no event_id in ``files``
-        was landed by the writer that won (raising ``_FactsRaced`` to rewrite them)."""
+        that no other instance of this writer committed; with ``still_new``, it catches the
+        dedupe store up with what the winner landed and raises ``_FactsRaced`` when some of
+        these facts are no longer new (the caller rewrites the files without them)."""
         from pyiceberg.exceptions import CommitFailedException
 
         tbl = self.tables.table(name)
@@ -545,15 +559,25 @@ class Warehouse:
             except CommitFailedException:
                 self._backoff(attempt)
                 tbl = self.tables.load(name)
-                if fence and files:
-                    before = self._seen_snapshot
+                if still_new is not None and files:
                     self._catch_up()
-                    if self._seen_snapshot != before:
+                    if not still_new():
                         raise _FactsRaced(attempt + 1) from None
         raise CommitConflict(
             f"commit to {name} lost to other writers {self.config.commit_retries + 1} times "
             "([warehouse] commit_retries)"
         )
+
+    def _expire_if_long(self, seq: int) -> None:
+        """Keep the facts table's history short enough that every commit stays cheap: each
+        commit rewrites the metadata file holding every snapshot. Positions and state live
+        on in the current snapshot, so nothing a writer needs goes with the old ones."""
+        limit = self.config.max_snapshots
+        if not limit or seq % 16:
+            return  # checked every 16 commits of this writer
+        from spendstream.warehouse.maintenance import expire_oldest
+
+        expire_oldest(self, "usage_facts", keep=limit // 2, above=limit)
 
     def _land_outbox(self, name: str, writer: str, seq: int, files: Sequence[DataFile]) -> bool:
         """Append a commit's rows to a small table unless they are there (by the writer's seq)."""

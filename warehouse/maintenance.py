@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 
     from spendstream.warehouse.landing import Warehouse
 
-__all__ = ["CompactionSummary", "compact", "expire_snapshots", "remove_orphans", "rewrite_facts"]
+__all__ = [
+    "CompactionSummary",
+    "compact",
+    "expire_oldest",
+    "expire_snapshots",
+    "remove_orphans",
+    "rewrite_facts",
+]
 
 MAINTENANCE_WRITER = "maintenance"
 
@@ -165,6 +172,29 @@ def expire_snapshots(wh: Warehouse, name: str, retention_s: float) -> int:
         except CommitFailedException:
             wh._backoff(attempt)
     raise CommitConflict(f"snapshot expiry of {name} lost to other writers too often")
+
+
+def expire_oldest(wh: Warehouse, name: str, keep: int, above: int) -> int:
+    """When the table holds more than ``above`` snapshots, expire all but the newest ``keep``."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in range(wh.config.commit_retries + 1):
+        tbl = wh.tables.load(name)
+        snaps = sorted(tbl.metadata.snapshots, key=lambda s: s.timestamp_ms)
+        if len(snaps) <= above:
+            return 0
+        head = tbl.current_snapshot()
+        old = [
+            s.snapshot_id
+            for s in snaps[:-keep]
+            if head is None or s.snapshot_id != head.snapshot_id
+        ]
+        try:
+            tbl.maintenance.expire_snapshots().by_ids(old).commit()
+            return len(old)
+        except CommitFailedException:
+            wh._backoff(attempt)
+    return 0  # others kept committing: the next check tries again
 
 
 def _referenced(wh: Warehouse, tbl: Table) -> set[str]:

@@ -244,3 +244,37 @@ def test_ingest_killed_mid_commit_equals_an_uninterrupted_ingest(
 
     assert dump(work) == dump(ref)
     assert len(dump(ref)["dead"]) == 2
+
+
+def test_the_same_breaker_event_from_two_writers_lands_once(workdir: Path, q: Query) -> None:
+    """A manual reset: the CLI and the engine land the same closed event."""
+    closed = breaker(state="closed")
+    engine = Warehouse(workdir, writer="detect")
+    engine.commit(alerts=[alert()], positions={"p": 1})  # loads its key set before the CLI
+    with Warehouse(workdir, writer="breakers-cli") as cli:
+        assert cli.commit(breaker_events=[closed]).breaker_events == 1
+    r = engine.commit(breaker_events=[closed], positions={"p": 2})
+    assert (r.breaker_events, r.duplicates) == (0, 1)
+    engine.ensure_views()
+    assert q("SELECT count(*) FROM breaker_events") == [(1,)]
+    engine.close()
+
+
+def test_re_reading_a_bad_input_adds_no_second_dead_letter(wh: Warehouse, q: Query) -> None:
+    bad = dead_letter()
+    wh.commit(dead_letters=[bad, bad])
+    assert wh.commit(dead_letters=[bad]).dead_letters == 0
+    assert q("SELECT count(*) FROM dead_letters") == [(1,)]
+
+
+def test_writers_keep_the_facts_history_short(workdir: Path) -> None:
+    from spendstream.config import WarehouseConfig
+
+    with Warehouse(workdir, config=WarehouseConfig(max_snapshots=20)) as wh:
+        for n in range(48):
+            wh.commit(facts=[fact()], positions={"p": n})
+        assert len(wh.tables.load("usage_facts").metadata.snapshots) <= 20
+        assert wh.resume().positions == {"p": 47}
+    with Warehouse(workdir) as again:
+        assert again.resume().positions == {"p": 47}
+        assert len(again.tables.load("usage_facts").scan().to_arrow()) == 48
