@@ -90,6 +90,7 @@ def main() -> int:
         "batch": args.batch,
         "keys": args.keys,
     }
+    _measure(_store(), 10**12, 20_000, args.batch, 3)  # warm-up: imports, allocator, caches
     empty = _store()
     report["empty"] = _measure(empty, 10**11, 20_000, args.batch, args.rounds)
     print("empty", report["empty"])
@@ -112,7 +113,8 @@ def main() -> int:
     m = report["machine"]
     cpu = " ".join(str(m["cpu_model"]).split()[:2])
     line = (
-        f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, batches of {args.batch:,}): "
+        f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, load avg "
+        f"{m['load_average'][0]:.1f}, batches of {args.batch:,}): "
         f"probe+insert {e} us/key empty; at {args.keys:,} landed keys over 30 days {h} us/key "
         f"({report['history_vs_empty']}x, {report['history_10m']['keys_in_memory']:,} keys / "
         f"{report['history_10m']['memory_mb']} MB in the 2-day window); all {args.keys:,} in "
