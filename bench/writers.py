@@ -1,9 +1,10 @@
 """Three writers committing at once, with maintenance running: nothing lost, nothing doubled.
 
-    .venv/bin/python -m bench.writers [--minutes 2] [--batch 2000] [--local]
+    .venv/bin/python -m bench.writers [--minutes 2] [--batch 2000] [--interval-s 1] [--local]
 
-Three writer processes (``usage/0..2``, separate workdirs) commit batches of facts with
-their source positions and a state, back to back, for ``--minutes``; a fourth process runs
+Three writer processes (``usage/0..2``, separate workdirs) each commit a batch of facts with
+their source positions and a state every ``--interval-s`` (as a runtime does, one batch per
+``batch_within_s``; 0: back to back, the worst case for lost races), for ``--minutes``; a fourth process runs
 ``warehouse compact`` (snapshot retention 60 s, orphan grace 60 s) every 30 s. The default
 is the cluster shape on real services started here: the catalog in PostgreSQL
 (``LocalPostgres``), the data on s3proxy (``LocalS3``); ``--local`` uses the embedded
@@ -39,7 +40,9 @@ NAME = "writers"
 WRITERS = 3
 
 
-def _writer(workdir: str, writer: int, seconds: float, batch: int, config: str | None) -> None:
+def _writer(
+    workdir: str, writer: int, seconds: float, batch: int, config: str | None, interval_s: float
+) -> None:
     import pyarrow as pa
 
     from spendstream.config import load_config
@@ -52,7 +55,10 @@ def _writer(workdir: str, writer: int, seconds: float, batch: int, config: str |
     with Warehouse(Path(workdir), writer=f"usage/{writer}", config=cfg) as wh:
         offset = (wh.resume().positions or {}).get(f"usage/{writer}", 0)
         end = time.monotonic() + seconds
+        next_at = time.monotonic()
         while time.monotonic() < end:
+            time.sleep(max(0.0, next_at - time.monotonic()))
+            next_at = time.monotonic() + interval_s
             ids = [f"w{writer}-{offset + i}" for i in range(batch)]
             ts = [now - timedelta(seconds=(offset + i) % 86_400) for i in range(batch)]
             cols: dict[str, Any] = {
@@ -135,6 +141,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--interval-s", type=float, default=1.0)
     ap.add_argument("--local", action="store_true", help="SQLite + local files instead")
     ap.add_argument("--role", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--args", default=None, help=argparse.SUPPRESS)
@@ -142,7 +149,9 @@ def main() -> int:
     if args.role:
         a = json.loads(args.args)
         if args.role == "writer":
-            _writer(a["workdir"], a["writer"], a["seconds"], a["batch"], a["config"])
+            _writer(
+                a["workdir"], a["writer"], a["seconds"], a["batch"], a["config"], a["interval_s"]
+            )
         else:
             _maintenance(a["workdir"], a["seconds"], a["config"])
         return 0
@@ -174,7 +183,7 @@ def main() -> int:
         t0 = time.monotonic()
         procs = [
             spawn("writer", shared if args.local else str(base / f"machine-{w}"), writer=w,
-                  batch=args.batch)
+                  batch=args.batch, interval_s=args.interval_s)
             for w in range(WRITERS)
         ]  # fmt: skip
         maint = spawn("maintenance", shared if args.local else str(base / "machine-m"))
@@ -217,6 +226,7 @@ def main() -> int:
         "minutes": round(elapsed_min, 2),
         "writers": WRITERS,
         "batch": args.batch,
+        "interval_s": args.interval_s,
         "rows_committed": rows,
         "rows_in_table": total,
         "distinct_event_ids": distinct,
@@ -239,7 +249,8 @@ def main() -> int:
     cpu = " ".join(str(m["cpu_model"]).split()[:2])
     line = (
         f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, {report['shape']}, "
-        f"{report['minutes']} min): {WRITERS} writers, {commits} commits "
+        f"load avg {m['load_average'][0]:.1f}, {report['minutes']} min): {WRITERS} writers "
+        f"committing {args.batch:,} rows every {args.interval_s:g} s, {commits} commits "
         f"({report['commits_per_minute']}/min, {report['events_per_s']} events/s), "
         f"{retries} retries ({report['retries_per_commit']}/commit), commit p50 "
         f"{report['commit_latency_p50_s']} s p99 {report['commit_latency_p99_s']} s; "
