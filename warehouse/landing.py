@@ -273,19 +273,14 @@ class Warehouse:
         head_id = None if head is None else head.snapshot_id
         if self._dedupe_ready and head_id == self._seen_snapshot:
             return
-        chain = list(sn.ancestors_until(facts, self._seen_snapshot)) if self._dedupe_ready else []
-        reached = not chain or chain[-1].parent_snapshot_id == self._seen_snapshot
-        if not self._dedupe_ready or not reached:
+        paths = (
+            sn.appended_by_others(facts, self._seen_snapshot, self.writer)
+            if self._dedupe_ready
+            else None
+        )
+        if paths is None:
             self._rebuild(facts)
         else:
-            paths: list[str] = []
-            for snap in reversed(chain):
-                summary = sn.summary_of(snap)
-                if snap.summary is None or snap.summary.operation.value != "append":
-                    continue  # compaction and repricing rewrite rows; they add no event_id
-                if summary.get(sn.WRITER) == self.writer and self._dedupe_ready:
-                    continue  # our own commits went into the store as they landed
-                paths.extend(f.file_path for f in sn.added_files(facts, snap))
             self._add_files(paths)
         self._seen_snapshot = head_id
         self._dedupe_ready = True

@@ -76,17 +76,11 @@ class RowKeys:
         head_id = None if head is None else head.snapshot_id
         if self._ready and head_id == self._seen:
             return
-        chain = list(sn.ancestors_until(tbl, self._seen)) if self._ready else []
-        if not self._ready or (chain and chain[-1].parent_snapshot_id != self._seen):
+        paths = sn.appended_by_others(tbl, self._seen, self.wh.writer) if self._ready else None
+        if paths is None:
             self.keys = KeySet()
             self._read([f.file_path for f in self.wh.manifests.live_files(tbl)])
         else:
-            paths: list[str] = []
-            for snap in reversed(chain):
-                if sn.summary_of(snap).get(sn.WRITER) == self.wh.writer:
-                    continue  # added as they landed
-                if snap.summary is not None and snap.summary.operation.value == "append":
-                    paths.extend(f.file_path for f in sn.added_files(tbl, snap))
             self._read(paths)
         self._seen, self._ready = head_id, True
 

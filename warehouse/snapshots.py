@@ -36,6 +36,7 @@ __all__ = [
     "ManifestCache",
     "added_files",
     "ancestors_until",
+    "appended_by_others",
     "carried",
     "key",
     "positions_of",
@@ -135,6 +136,25 @@ def ancestors_until(table: Table, stop: int | None) -> Iterator[Snapshot]:
         if snapshot.parent_snapshot_id is None:
             return
         snapshot = table.metadata.snapshot_by_id(snapshot.parent_snapshot_id)
+
+
+def appended_by_others(table: Table, since: int | None, writer: str) -> list[str] | None:
+    """Data files other writers appended after snapshot ``since``, oldest first; None when
+    ``since`` is no longer in the table's history (expired: the caller reads the table anew).
+
+    Only ``append`` snapshots count: compaction and repricing rewrite rows, adding no key;
+    ``writer``'s own commits are skipped (it records its keys as they land)."""
+    chain = list(ancestors_until(table, since))
+    if chain and chain[-1].parent_snapshot_id != since:
+        return None
+    paths: list[str] = []
+    for snap in reversed(chain):
+        if snap.summary is None or snap.summary.operation.value != "append":
+            continue
+        if summary_of(snap).get(WRITER) == writer:
+            continue
+        paths.extend(f.file_path for f in added_files(table, snap))
+    return paths
 
 
 def read_columns(storage: Storage, paths: Iterable[str], columns: list[str]) -> pa.Table:
