@@ -348,11 +348,12 @@ class Warehouse:
         result = CommitResult(seq=resume.seq)
         fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
-        small_keys = {}
         for name in SMALL_TABLES:
             if len(tables[name]):
+                # Early, so a row already landed is not written at all; checked again (exactly)
+                # when the outbox lands.
                 keys = self._row_keys.setdefault(name, RowKeys(self, name))
-                tables[name], small_keys[name], dropped = keys.new_rows(tables[name])
+                tables[name], _, dropped = keys.new_rows(tables[name])
                 result.duplicates += dropped
         tables = self._quality_gate(tables, result)
         if result.quarantined:
@@ -409,15 +410,13 @@ class Warehouse:
             self.dedupe.add(
                 fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
             )
-        for name, landed in small_keys.items():
-            self._row_keys[name].landed(landed)
         if self.quarantined_facts is not None:
             q = self.quarantined_facts
             self.dedupe.add(q["event_id"], epoch_days(q["ts"]))
             self.quarantined_facts = None
         for name in SMALL_TABLES:
             if name in files:
-                self._land_outbox(name, self.writer, seq, files[name])
+                self._land_outbox(name, self.writer, seq, files[name], tables[name])
         result.facts = len(fact_table)
         result.alerts = len(tables["alerts"])
         result.breaker_events = len(tables["breaker_events"])
@@ -574,19 +573,40 @@ class Warehouse:
 
         expire_oldest(self, "usage_facts", keep=limit // 2, above=limit)
 
-    def _land_outbox(self, name: str, writer: str, seq: int, files: Sequence[DataFile]) -> bool:
-        """Append a commit's rows to a small table unless they are there (by the writer's seq)."""
+    def _land_outbox(
+        self,
+        name: str,
+        writer: str,
+        seq: int,
+        files: Sequence[DataFile],
+        rows: pa.Table | None = None,
+    ) -> bool:
+        """Append a commit's rows to a small table unless they are there (by the writer's
+        seq), leaving out rows whose key another writer landed first (rowkeys.py). The key
+        check and the append are against the same head: a commit in between fails the
+        append, and the check runs again."""
         from pyiceberg.exceptions import CommitFailedException
 
+        keys = self._row_keys.setdefault(name, RowKeys(self, name))
+        if rows is None:
+            rows = sn.read_columns_full(self.storage, [f.file_path for f in files], name)
         tbl = self.tables.load(name)
         for attempt in range(self.config.commit_retries + 1):
             head = tbl.current_snapshot()
             if sn.seq_of(sn.summary_of(head), writer) >= seq:
                 return False
+            keys.catch_up(tbl)
+            fresh, landed, dropped = keys.new_rows(rows, caught_up=True)
+            to_add = files
+            if dropped:
+                to_add = self._write_files(name, fresh) if len(fresh) else []
             try:
-                self._try_append(name, tbl, files, writer, seq, {sn.key("seq", writer): str(seq)})
+                self._try_append(name, tbl, to_add, writer, seq, {sn.key("seq", writer): str(seq)})
+                keys.landed(landed)
                 return True
             except CommitFailedException:
+                if to_add is not files:
+                    self._delete_files(to_add)
                 self._backoff(attempt)
                 tbl = self.tables.load(name)
         raise CommitConflict(f"commit to {name} lost to other writers too often")

@@ -22,6 +22,8 @@ from spendstream.warehouse.keyhash import hash128
 from spendstream.warehouse.keyset import KeySet
 
 if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
     from spendstream.warehouse.landing import Warehouse
 
 __all__ = ["KEY_COLUMNS", "RowKeys"]
@@ -70,8 +72,10 @@ class RowKeys:
                 *_hash(sn.read_columns(self.wh.storage, paths, list(self.columns)), self.columns)
             )
 
-    def catch_up(self) -> None:
-        tbl = self.wh.tables.load(self.name)
+    def catch_up(self, tbl: Table | None = None) -> None:
+        """Add what other writers landed up to ``tbl``'s head (loaded now if not given)."""
+        if tbl is None:
+            tbl = self.wh.tables.load(self.name)
         head = tbl.current_snapshot()
         head_id = None if head is None else head.snapshot_id
         if self._ready and head_id == self._seen:
@@ -84,9 +88,12 @@ class RowKeys:
             self._read(paths)
         self._seen, self._ready = head_id, True
 
-    def new_rows(self, rows: pa.Table) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray], int]:
+    def new_rows(
+        self, rows: pa.Table, caught_up: bool = False
+    ) -> tuple[pa.Table, tuple[np.ndarray, np.ndarray], int]:
         """(rows not landed yet, first occurrence only; their keys; how many were dropped)."""
-        self.catch_up()
+        if not caught_up:
+            self.catch_up()
         hi, lo = _hash(rows, self.columns)
         keep = _first(hi, lo)
         if self.keys.size:

@@ -41,6 +41,7 @@ __all__ = [
     "key",
     "positions_of",
     "read_columns",
+    "read_columns_full",
     "seq_of",
     "summary_of",
     "to_json",
@@ -173,6 +174,19 @@ def read_columns(storage: Storage, paths: Iterable[str], columns: list[str]) -> 
     if not parts:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
     return pa.concat_tables(parts, promote_options="permissive")
+
+
+def read_columns_full(storage: Storage, paths: Iterable[str], table: str) -> pa.Table:
+    """Every column of these data files, in the table's Arrow schema."""
+    from spendstream.warehouse.tables import TABLE_SCHEMAS
+
+    schema = TABLE_SCHEMAS[table]
+    t = read_columns(storage, paths, schema.names)
+    return pa.table(
+        [t[n].cast(f.type) if n in t.column_names else pa.nulls(len(t), f.type)
+         for n, f in zip(schema.names, schema, strict=True)],
+        schema=schema,
+    )  # fmt: skip
 
 
 def to_json(value: Any) -> str:

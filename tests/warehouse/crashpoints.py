@@ -143,7 +143,7 @@ def run_writer(workdir: Path, events: Path, writer: str, batch: int, config: Any
                 if i % 7 == 6:
                     alerts.append(
                         Alert(
-                            alert_id=f"al-{i}",
+                            alert_id=f"al-{events.stem}-{i}",
                             kind="runaway_rate",
                             scope="global",
                             severity="warning",
