@@ -7,6 +7,11 @@
      ├── KafkaClientError  a Kafka client call failed (spendstream.kafka; .code, .retriable)
      │    ├── KafkaUnavailable  no broker answered in time (down, wrong address, network)
      │    └── KafkaAuthError    the broker refused us: SASL credentials, TLS, or an ACL
+     ├── LocalServiceError a local service (PostgreSQL, the S3 server) could not be run
+     ├── WarehouseError    the warehouse could not be opened, read or committed to
+     │    ├── CommitConflict    a commit kept losing the race to other writers
+     │    ├── WriterFenced      another instance of the same writer committed meanwhile
+     │    └── LegacyWarehouse   a workdir in the old layout: run `spendstream warehouse migrate`
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
@@ -16,13 +21,18 @@ from __future__ import annotations
 
 __all__ = [
     "BreakerOpen",
+    "CommitConflict",
     "ConfigError",
     "KafkaAuthError",
     "KafkaClientError",
     "KafkaLocalError",
     "KafkaUnavailable",
+    "LegacyWarehouse",
+    "LocalServiceError",
     "SpendstreamError",
     "ToolMissingError",
+    "WarehouseError",
+    "WriterFenced",
 ]
 
 
@@ -59,6 +69,26 @@ class KafkaUnavailable(KafkaClientError):
 class KafkaAuthError(KafkaClientError):
     """The broker refused this client: wrong SASL credentials or mechanism, a TLS problem
     (untrusted certificate, bad client key), or an ACL denying the topic or group."""
+
+
+class LocalServiceError(SpendstreamError):
+    """A local service (PostgreSQL, the S3 server) could not be prepared, started or stopped."""
+
+
+class WarehouseError(SpendstreamError):
+    """The warehouse could not be opened, read or committed to."""
+
+
+class CommitConflict(WarehouseError):
+    """A commit lost the race to other writers more times than ``commit_retries`` allows."""
+
+
+class WriterFenced(WarehouseError):
+    """Another instance of this writer committed since this one resumed (a zombie is stopped)."""
+
+
+class LegacyWarehouse(WarehouseError):
+    """The workdir holds the old (pre-Iceberg) layout; ``spendstream warehouse migrate`` converts it."""
 
 
 class BreakerOpen(SpendstreamError):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.kafka_local import find_free_ports
+from spendstream.local.kafka import find_free_ports
 from tests.alerts.conftest import ScriptedServer, check_slack
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,18 +9,19 @@ views: ``spendstream warehouse check`` and the tests run it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.records import ALERT_KINDS
 from spendstream.scopes import SCOPE_FIELDS, is_known_scope
 from spendstream.table_schemas import COST_FIELDS
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
     "EARLIEST_TS",
@@ -111,21 +112,23 @@ def _check_facts(facts: pa.Table, report: QualityReport) -> None:
 
 def precheck(
     facts: pa.Table,
-    alerts: Sequence[Alert] = (),
-    breaker_events: Sequence[BreakerEvent] = (),
+    alerts: pa.Table | None = None,
+    breaker_events: pa.Table | None = None,
 ) -> QualityReport:
-    """The suite's rules over one batch: vectorised over the facts table that is about to land."""
+    """The suite's rules over one batch, vectorised over the tables that are about to land."""
     report = QualityReport()
     if facts.num_rows:
         _check_facts(facts, report)
-    for a in alerts:
-        if not is_known_scope(a.scope):
-            report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")
-        if a.kind not in ALERT_KINDS:
-            report.add(f"alert {a.alert_id}: unknown kind {a.kind!r}")
-    for b in breaker_events:
-        if not is_known_scope(b.scope):
-            report.add(f"breaker event: unknown scope {b.scope!r}")
+    if alerts is not None and alerts.num_rows:
+        for a in alerts.select(["alert_id", "kind", "scope"]).to_pylist():
+            if not is_known_scope(a["scope"]):
+                report.add(f"alert {a['alert_id']}: unknown scope {a['scope']!r}")
+            if a["kind"] not in ALERT_KINDS:
+                report.add(f"alert {a['alert_id']}: unknown kind {a['kind']!r}")
+    if breaker_events is not None and breaker_events.num_rows:
+        for scope in breaker_events["scope"].to_pylist():
+            if not is_known_scope(scope):
+                report.add(f"breaker event: unknown scope {scope!r}")
     return report
 
 
@@ -150,23 +153,18 @@ _SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_even
 _SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_FIELDS) + r"):.+)$"
 
 
-def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
-    """Run the great-expectations suite over the landed facts (and alert/breaker scopes)."""
+def run_suite(con: duckdb.DuckDBPyConnection, since: datetime | None = None) -> SuiteResult:
+    """Run the great-expectations suite over the landed facts (and alert/breaker scopes),
+    read through ``con`` (reading.connect or views.connect_snapshot)."""
     import os
-
-    import duckdb
 
     # No telemetry from a metering tool's quality check.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        facts = con.execute(_FACTS_SQL, {"since": since}).df()
-        scopes = con.execute(_SCOPES_SQL).df()
-    finally:
-        con.close()
+    facts = con.execute(_FACTS_SQL, {"since": since}).df()
+    scopes = con.execute(_SCOPES_SQL).df()
     now = datetime.now(UTC)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spendstream.commands._options import add_config, add_workdir
+from spendstream.config import Config
 
 if TYPE_CHECKING:
     import duckdb
@@ -99,10 +100,10 @@ def run(args: argparse.Namespace) -> int:
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
     print_summary(summary, out)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor, summary)
+    tell_story(workdir, out, config.anomaly.factor, summary, config)
     from spendstream.warehouse.report import write_report
 
-    report = write_report(workdir, workdir / "report.html")
+    report = write_report(workdir, workdir / "report.html", config=config.warehouse)
     command, path_notes = how_to_call()
     db = workdir / "warehouse" / "spendstream.duckdb"
     wd = f" --workdir {workdir}" if args.workdir else ""
@@ -167,22 +168,23 @@ def _hour_total(con: duckdb.DuckDBPyConnection, scope: str, hour: Any) -> Any:
 
 
 def tell_story(
-    workdir: Path, out: TextIO, factor: Decimal, summary: IngestSummary | None = None
+    workdir: Path,
+    out: TextIO,
+    factor: Decimal,
+    summary: IngestSummary | None = None,
+    config: Config | None = None,
 ) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views.
 
     The views hold every run's facts: with ``summary`` (this run's counts) the story says
     whether it is this run's or the warehouse's, so a re-run does not pass old news as new.
     """
-    import duckdb
-
     from spendstream.synthetic import LOOP_SESSION
     from spendstream.warehouse.charts import plural
+    from spendstream.warehouse.reading import connect
 
-    db = workdir / "warehouse" / "spendstream.duckdb"
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(workdir, None if config is None else config.warehouse)
     try:
-        con.execute("SET TimeZone = 'UTC'")
         q = con.execute
         out.write(_story_header(con, summary))
         rows = q("SELECT kind, count(*) FROM alerts GROUP BY kind ORDER BY kind").fetchall()

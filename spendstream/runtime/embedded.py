@@ -2,8 +2,8 @@
 
 Batches of input lines go through the same core as the Faust workers
 (``stream.pipeline``) and land in the warehouse with the detectors' state in the
-same commit, so a later run continues where this one stopped and a replayed
-file adds nothing.
+same commit (warehouse/landing.py), so a later run continues where this one stopped
+and a replayed file adds nothing (the warehouse dedupes by event_id).
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.stream.pipeline import Pipeline, parse_records, stored_raw
+from spendstream.table_schemas import (
+    alerts_table,
+    breaker_events_table,
+    dead_letters_table,
+    facts_table,
+)
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -101,11 +109,11 @@ class EmbeddedRunner:
         self.config = config
         self.router = router
         self.batch_size = batch_size or config.pipeline.ingest_batch_size
-        self.warehouse = Warehouse(workdir)
+        self.warehouse = Warehouse(workdir, config=config.warehouse)
         self.warehouse.ensure_views()
-        last = self.warehouse.last_commit()
+        state = self.warehouse.resume().state
         self.pipeline = Pipeline.restore(
-            config, last[0] if last else None, price_data=load_price_data(workdir)
+            config, orjson.loads(state) if state else None, price_data=load_price_data(workdir)
         )
 
     def run(
@@ -161,11 +169,11 @@ class EmbeddedRunner:
                 dead_lettered=routed.dead_lettered,
             )
         self.warehouse.commit(
-            facts=facts,
-            alerts=alerts,
-            breaker_events=breaker_events,
-            dead_letters=dead,
-            state=self.pipeline.snapshot(),
+            facts_table(facts),
+            alerts_table(alerts),
+            breaker_events_table(breaker_events),
+            dead_letters_table(dead),
+            state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
         )
         summary.read += len(batch)
         summary.landed += len(facts)

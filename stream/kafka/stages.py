@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
@@ -37,8 +40,13 @@ from spendstream.stream.kafka.wire import (
     encode_priced_facts,
 )
 from spendstream.stream.pipeline import Pipeline, parse_records
-from spendstream.warehouse import Warehouse
-from spendstream.warehouse.landing import CommitResult
+from spendstream.table_schemas import (
+    alerts_table,
+    breaker_events_table,
+    dead_letters_table,
+    facts_table,
+)
+from spendstream.warehouse import CommitResult, Warehouse
 
 __all__ = [
     "DetectOutcome",
@@ -77,7 +85,11 @@ class UsageStage:
     def __init__(self, config: Config, workdir: Path, topic: str, writer: str) -> None:
         self.topic = topic
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
-        self.warehouse = Warehouse(workdir, writer=writer)
+        # Stage 1 carries no positions (Kafka's group offsets are its positions, acked after
+        # landing): each process is its own writer, so its commits number from 1.
+        self.warehouse = Warehouse(
+            workdir, writer=f"{writer}-{uuid.uuid4().hex[:8]}", config=config.warehouse
+        )
         self.warehouse.ensure_views()
 
     def prepare(self, records: Sequence[UsageRecord]) -> UsageOutcome:
@@ -114,10 +126,12 @@ class UsageStage:
         return out
 
     def land(self, outcome: UsageOutcome) -> CommitResult:
-        return self.warehouse.commit(facts=outcome.facts, dead_letters=outcome.dead_letters)
+        return self.warehouse.commit(
+            facts_table(outcome.facts), dead_letters=dead_letters_table(outcome.dead_letters)
+        )
 
     def land_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> CommitResult:
-        return self.warehouse.commit(dead_letters=dead_letters)
+        return self.warehouse.commit(dead_letters=dead_letters_table(dead_letters))
 
 
 @dataclass(slots=True)
@@ -145,7 +159,7 @@ class DetectStage:
         self.partitions = partitions  # of the usage topic
         # With a [breaker] HMAC key, reset commands must be signed with it.
         self.signer = load_breaker_signer(config.breaker)
-        self.warehouse = Warehouse(workdir, writer=writer)
+        self.warehouse = Warehouse(workdir, writer=writer, config=config.warehouse)
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
         self.aligner: Aligner[PricedFact] = Aligner(config.pipeline.align_idle_s, clock, partitions)
@@ -155,8 +169,13 @@ class DetectStage:
 
     def reload(self) -> None:
         """Continue from the last landed commit (after a restart or a reassignment)."""
-        last = self.warehouse.last_commit()
-        state: dict[str, Any] | None = last[0] if last else None
+        # A fresh handle: another worker may have committed as this writer since (rebalance).
+        self.warehouse.close()
+        self.warehouse = Warehouse(
+            self.warehouse.workdir, writer=self.warehouse.writer, config=self.config.warehouse
+        )
+        raw = self.warehouse.resume().state
+        state: dict[str, Any] | None = orjson.loads(raw) if raw else None
         self.aligner = Aligner(self.config.pipeline.align_idle_s, self.clock, self.partitions)
         if state is None:
             self.pipeline = Pipeline(self.config)
@@ -272,8 +291,8 @@ class DetectStage:
 
     def land(self, outcome: DetectOutcome) -> CommitResult:
         return self.warehouse.commit(
-            alerts=outcome.alerts,
-            breaker_events=outcome.breaker_events,
-            state=self.state(),
-            source_positions=dict(self.positions),
+            alerts=alerts_table(outcome.alerts),
+            breaker_events=breaker_events_table(outcome.breaker_events),
+            state=orjson.dumps(self.state(), option=orjson.OPT_NON_STR_KEYS),
+            positions=dict(self.positions),
         )

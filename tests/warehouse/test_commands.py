@@ -103,7 +103,7 @@ def test_warehouse_compact_and_load_revenue(
     filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     Warehouse(filled).close()
-    assert main(["warehouse", "compact", "--workdir", str(filled), "--grace-s", "0"]) == 0
+    assert main(["warehouse", "compact", "--workdir", str(filled), "--orphan-grace-s", "0"]) == 0
     assert "compacted" in capsys.readouterr().out
     rev = tmp_path / "rev.csv"
     rev.write_text("month,revenue_usd\n2026-03,35\n")
@@ -137,4 +137,5 @@ def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert results and all(r["passed"] for r in results)
-    assert f"commit {quarantined.commit_id}" in captured.err
+    assert quarantined.quarantined == 1
+    assert "quarantined batch" in captured.err and "report.json" in captured.err

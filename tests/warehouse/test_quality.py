@@ -11,9 +11,11 @@ import pyarrow.parquet as pq
 
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
-from spendstream.table_schemas import facts_table
+from spendstream.table_schemas import alerts_table, breaker_events_table, facts_table
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.quality import precheck, run_suite
+from spendstream.warehouse.quality import SuiteResult, precheck, run_suite
+from spendstream.warehouse.quarantine import quarantined
+from spendstream.warehouse.views import connect_snapshot
 from tests.warehouse.conftest import Query
 from tests.warehouse.factories import T0, alert, breaker, days, fact
 
@@ -25,7 +27,11 @@ def _negative_cost_fact() -> Fact:
 
 
 def test_precheck_passes_clean_batches() -> None:
-    assert precheck(facts_table([fact(), fact(cost=None)]), [alert(scope="global")], [breaker()]).ok
+    assert precheck(
+        facts_table([fact(), fact(cost=None)]),
+        alerts_table([alert(scope="global")]),
+        breaker_events_table([breaker()]),
+    ).ok
 
 
 def test_precheck_flags_each_rule() -> None:
@@ -47,8 +53,8 @@ def test_precheck_flags_each_rule() -> None:
                 dup,
             ]
         ),
-        [alert(scope="tenant:x"), alert(kind="made_up")],
-        [breaker(scope="nobody")],
+        alerts_table([alert(scope="tenant:x"), alert(kind="made_up")]),
+        breaker_events_table([breaker(scope="nobody")]),
     )
     text = "\n".join(report.problems)
     for needle in (
@@ -73,19 +79,20 @@ def test_failing_batch_is_quarantined_reported_and_dead_lettered(
     wh: Warehouse, q: Query, workdir: Path
 ) -> None:
     good, bad = fact(T0), _negative_cost_fact()
-    result = wh.commit(facts=[good, bad], alerts=[alert()], state={"n": 1})
+    result = wh.commit(facts=[good, bad], alerts=[alert()], state=b"n1")
     assert (result.facts, result.quarantined, result.dead_letters) == (0, 3, 2)
     assert q("SELECT count(*) FROM usage_facts") == [(0,)]
     assert q("SELECT count(*) FROM alerts") == [(0,)]
     errors = q("SELECT source, error FROM dead_letters")
     assert len(errors) == 2 and all(s == "quality" and "negative cost" in e for s, e in errors)
-    qdir = workdir / "warehouse" / "quarantine" / f"{result.commit_id:012d}"
+    (batch,) = quarantined(wh)
+    qdir = Path(batch.path)
     report = json.loads((qdir / "report.json").read_text())
     assert report["failing"] == 1 and "negative cost" in report["problems"][0]
-    assert pq.read_table(qdir / "usage_facts-2026-03-02.parquet").num_rows == 2
-    assert [c for c, _, _ in wh.catalog.quarantined()] == [result.commit_id]
+    assert pq.read_table(qdir / "usage_facts.parquet").num_rows == 2
+    assert qdir.is_relative_to(workdir / "warehouse" / "tables" / "quarantine")
     # The state moved on, and a replay neither lands nor re-quarantines the batch.
-    assert wh.last_commit() == ({"n": 1}, None)
+    assert wh.resume().state == b"n1"
     assert wh.unseen([good.event, bad.event]) == []
     assert wh.commit(facts=[good, bad]).quarantined == 0
 
@@ -94,7 +101,7 @@ def test_ge_suite_passes_clean_facts_and_names_each_broken_rule(
     wh: Warehouse, workdir: Path
 ) -> None:
     wh.commit(facts=[fact(T0), fact(T0, cost=None)], alerts=[alert()])
-    clean = run_suite(wh.layout.db_path)
+    clean = _suite(wh)
     assert clean.success and all(ok for _, ok, _ in clean.results)
 
     # Land a broken file behind the pre-check's back, as a buggy writer would.
@@ -108,9 +115,9 @@ def test_ge_suite_passes_clean_facts_and_names_each_broken_rule(
     )
     also = UsageEvent.model_construct(**{**broken.model_dump(), "output_tokens": -3})
     table = facts_table([_negative_cost_fact().__class__(broken, None, T0), Fact(also, None, T0)])
-    target = workdir / "warehouse" / "usage_facts" / "date=2026-03-02" / "c999999999999-0.parquet"
-    pq.write_table(table, target)
-    failed = run_suite(wh.layout.db_path)
+    # Appended straight to the Iceberg table, bypassing the commit protocol.
+    wh.tables.table("usage_facts").append(table)
+    failed = _suite(wh)
     assert not failed.success
     failing = {name.split(":")[0] for name, ok, _ in failed.results if not ok}
     assert failing == {
@@ -118,3 +125,11 @@ def test_ge_suite_passes_clean_facts_and_names_each_broken_rule(
         "usage_facts.uncached_tokens",
         "usage_facts.event_id",
     }
+
+
+def _suite(wh: Warehouse) -> SuiteResult:
+    con = connect_snapshot(wh)
+    try:
+        return run_suite(con)
+    finally:
+        con.close()
