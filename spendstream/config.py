@@ -127,10 +127,18 @@ class BreakerConfig(_Section):
     idle_advance_s: float = Field(default=60.0, ge=0)
 
 
+DEFAULT_MAX_FUTURE_SKEW_S = 300
+
+
 class DetectionConfig(_Section):
     # Events later than this (event time, behind the newest seen) still land but no longer
     # move detector windows, whose state is expired past it.
     allowed_lateness_s: int = Field(default=3600, ge=0)
+    # A record whose ts is more than this after its receipt is a dead letter (docs/bounds.md).
+    # It must not exceed allowed_lateness_s: detection's clock is the newest ts it has seen,
+    # so a record this far ahead leaves real traffic at most this late, which then still
+    # counts. Unset, it is 300 s, or allowed_lateness_s if that is smaller.
+    max_future_skew_s: int = Field(default=DEFAULT_MAX_FUTURE_SKEW_S, ge=0)
     # A session with no call for this long is forgotten (its open breaker is kept).
     session_idle_s: int = Field(default=6 * 3600, ge=60)
     # retry_storm, share form: a key's error/retry share this hour vs its previous 24 h.
@@ -142,6 +150,25 @@ class DetectionConfig(_Section):
     cache_drop_points: NonNegativeDecimal = Decimal("0.2")
     cache_min_baseline_share: NonNegativeDecimal = Decimal("0.5")
     cache_min_input_tokens: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skew_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_future_skew_s" not in data:
+            lateness = data.get("allowed_lateness_s", 3600)
+            if isinstance(lateness, int) and 0 <= lateness < DEFAULT_MAX_FUTURE_SKEW_S:
+                return {**data, "max_future_skew_s": lateness}
+        return data
+
+    @model_validator(mode="after")
+    def _skew_within_lateness(self) -> DetectionConfig:
+        if self.max_future_skew_s > self.allowed_lateness_s:
+            raise ValueError(
+                f"max_future_skew_s ({self.max_future_skew_s}) must not exceed "
+                f"allowed_lateness_s ({self.allowed_lateness_s}): one record that far ahead "
+                "would make real traffic too late for detection"
+            )
+        return self
 
 
 class ModelPriceConfig(_Section):

@@ -4,6 +4,7 @@
      ├── ConfigError       bad configuration or arguments (CLI exit 2)
      ├── ToolMissingError  a required external tool (java, mvn, ...) is absent (CLI exit 2)
      ├── KafkaLocalError   the local broker could not be started or stopped
+     ├── WorkdirBusy       another ingest/demo holds the workdir's writer lock (CLI exit 3)
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
@@ -17,6 +18,7 @@ __all__ = [
     "KafkaLocalError",
     "SpendstreamError",
     "ToolMissingError",
+    "WorkdirBusy",
 ]
 
 
@@ -43,3 +45,9 @@ class BreakerOpen(SpendstreamError):
         super().__init__(f"circuit breaker open for {scope}: {reason}")
         self.scope = scope
         self.reason = reason
+
+
+class WorkdirBusy(SpendstreamError):
+    """Another embedded writer (``ingest``, ``demo``) holds the workdir; the message names its pid."""
+
+    exit_code = 3

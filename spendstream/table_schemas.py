@@ -14,15 +14,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from spendstream.producers.event import UsageEvent
 from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
 __all__ = [
     "COST_FIELDS",
+    "EVENT_FIELDS",
     "MONEY",
     "SCHEMAS",
     "alerts_table",
     "breaker_events_table",
     "dead_letters_table",
+    "event_columns",
     "facts_table",
     "to_money",
 ]
@@ -131,27 +134,36 @@ def _money_array(values: list[Decimal | None]) -> pa.Array:
         return pa.array([to_money(v) for v in values], type=MONEY)
 
 
-def facts_table(facts: Sequence[Fact]) -> pa.Table:
+def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    return _money_array(values) if typ == MONEY else pa.array(values, type=typ)
+
+
+def event_columns(events: Sequence[UsageEvent]) -> dict[str, pa.Array]:
+    """The EVENT_FIELDS columns of validated events."""
     # Column by column over the events' field dicts: a comprehension per column is several
     # times faster than appending field by field.
-    fields = [f.event.__dict__ for f in facts]
+    fields = [e.__dict__ for e in events]
+    cols: dict[str, pa.Array] = {}
+    for name, typ in EVENT_FIELDS:
+        if name == "tags":
+            values = [list(d["tags"].items()) if d["tags"] else None for d in fields]
+        else:
+            values = [d[name] for d in fields]
+        cols[name] = _column(values, typ)
+    return cols
+
+
+def facts_table(facts: Sequence[Fact]) -> pa.Table:
     costs = [f.cost for f in facts]
-    cols: dict[str, list[Any]] = {
-        name: [d[name] for d in fields] for name, _ in EVENT_FIELDS if name != "tags"
-    }
-    cols["tags"] = [list(d["tags"].items()) if d["tags"] else None for d in fields]
+    cols: dict[str, list[Any]] = {}
     for name in COST_FIELDS:
         cols[name] = [getattr(c, name) if c is not None else None for c in costs]
     cols["priced"] = [c is not None for c in costs]
     cols["price_source"] = [c.price_source if c is not None else None for c in costs]
     cols["ingested_at"] = [f.ingested_at for f in facts]
-    arrays = {
-        f.name: _money_array(cols[f.name])
-        if f.type == MONEY
-        else pa.array(cols[f.name], type=f.type)
-        for f in FACTS
-    }
-    return pa.table(arrays, schema=FACTS)
+    arrays = event_columns([f.event for f in facts])
+    arrays.update({name: _column(values, FACTS.field(name).type) for name, values in cols.items()})
+    return pa.table([arrays[f.name] for f in FACTS], schema=FACTS)
 
 
 def alerts_table(alerts: Sequence[Alert]) -> pa.Table:

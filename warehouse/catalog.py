@@ -25,7 +25,8 @@ __all__ = ["Catalog", "FileRow", "key_of"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS landed (
     key BLOB PRIMARY KEY,
-    commit_id INTEGER NOT NULL
+    commit_id INTEGER NOT NULL,
+    digest BLOB                      -- an event's content digest (warehouse/dedupe.py)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commits (
     commit_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,6 +88,10 @@ class Catalog:
         self._con.execute("PRAGMA synchronous=FULL")
         self._con.execute("PRAGMA busy_timeout=60000")
         self._con.executescript(_SCHEMA)
+        columns = {row[1] for row in self._con.execute("PRAGMA table_info(landed)")}
+        if "digest" not in columns:
+            # A catalog from before content digests: its keys stay digest-less (NULL).
+            self._con.execute("ALTER TABLE landed ADD COLUMN digest BLOB")
 
     def close(self) -> None:
         self._con.close()
@@ -115,6 +120,19 @@ class Catalog:
             )
         return found
 
+    def landed_digests(self, keys: Sequence[bytes]) -> dict[bytes, bytes | None]:
+        """key -> content digest (None: landed without one) of the keys already landed."""
+        found: dict[bytes, bytes | None] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._con.execute(
+                    f"SELECT key, digest FROM landed WHERE key IN ({marks})", chunk
+                ).fetchall()
+            )
+        return found
+
     # The helpers below run inside ``write()``.
 
     def add_commit(
@@ -139,9 +157,16 @@ class Catalog:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def add_keys(self, con: sqlite3.Connection, keys: Iterable[bytes], commit_id: int) -> None:
+    def add_keys(
+        self,
+        con: sqlite3.Connection,
+        keys: Iterable[tuple[bytes, bytes | None]],
+        commit_id: int,
+    ) -> None:
+        """Insert (key, digest or None) pairs."""
         con.executemany(
-            "INSERT INTO landed (key, commit_id) VALUES (?, ?)", ((k, commit_id) for k in keys)
+            "INSERT INTO landed (key, commit_id, digest) VALUES (?, ?, ?)",
+            ((k, commit_id, d) for k, d in keys),
         )
 
     def add_files(self, con: sqlite3.Connection, files: Iterable[FileRow]) -> None:

@@ -20,13 +20,12 @@ A crash anywhere therefore leaves each key either landed with its file or not at
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,8 +44,8 @@ from spendstream.table_schemas import (
     facts_table,
 )
 from spendstream.warehouse.catalog import Catalog, FileRow, key_of
+from spendstream.warehouse.dedupe import Classification, classify
 from spendstream.warehouse.layout import TABLES, Layout, segment
-from spendstream.warehouse.quality import QualityReport, precheck
 
 if TYPE_CHECKING:
     from spendstream.warehouse.compaction import CompactionSummary
@@ -91,6 +90,9 @@ class CommitBatch:
     # JSON-serialisable. Both None: the writer's last committed state is left as it was.
     state: Any = None  # the detection engine's snapshot
     source_positions: Any = None  # e.g. {"spendstream.usage/3": 1042}
+    # The content digest of each fact's event (stream/digest.py), kept with its landed key
+    # so a later event reusing the id is told apart from a replay. Empty: none known.
+    fact_digests: Sequence[bytes] = ()
 
 
 @dataclass(slots=True)
@@ -101,12 +103,14 @@ class CommitResult:
     breaker_events: int = 0
     dead_letters: int = 0
     skipped: int = 0  # already landed (replays, or another writer won the race)
-    quarantined: int = 0
-    quality: QualityReport = field(default_factory=QualityReport)
 
 
-def _fact_key(f: Fact) -> bytes:
-    return key_of("e", f.event.event_id)
+def _fact_key(f: tuple[Fact, bytes | None]) -> bytes:
+    return _event_key(f[0].event.event_id)
+
+
+def _event_key(event_id: str) -> bytes:
+    return key_of("e", event_id)
 
 
 def _alert_key(a: Alert) -> bytes:
@@ -219,9 +223,20 @@ class Warehouse:
 
     def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
         """Events whose event_id has not landed, first occurrence only, in input order."""
-        pairs = _first_unique(events, lambda e: key_of("e", e.event_id))
+        pairs = _first_unique(events, lambda e: _event_key(e.event_id))
         landed = self.catalog.landed_among([k for k, _ in pairs])
         return [e for k, e in pairs if k not in landed]
+
+    def classify(self, event_ids: Sequence[str], digests: Sequence[bytes]) -> Classification:
+        """Each row new, duplicate (same id, same content) or conflict (same id, other
+        content), against what landed and the rows before it (warehouse/dedupe.py)."""
+
+        def landed(ids: list[str]) -> dict[str, bytes | None]:
+            keys = [_event_key(i) for i in ids]
+            found = self.catalog.landed_digests(keys)
+            return {i: found[k] for i, k in zip(ids, keys, strict=True) if k in found}
+
+        return classify(event_ids, digests, landed)
 
     def last_commit(self) -> tuple[Any, Any] | None:
         """This writer's (state, source_positions) from its last commit, or None."""
@@ -243,19 +258,23 @@ class Warehouse:
         dead_letters: Sequence[DeadLetter] = (),
         state: Any = None,
         source_positions: Any = None,
+        fact_digests: Sequence[bytes] = (),
     ) -> CommitResult:
         """Land one batch with the writer's state, atomically; already-landed items are skipped."""
         if batch is None:
             batch = CommitBatch(
-                facts, alerts, breaker_events, dead_letters, state, source_positions
+                facts, alerts, breaker_events, dead_letters, state, source_positions, fact_digests
             )
+        if batch.fact_digests and len(batch.fact_digests) != len(batch.facts):
+            raise ValueError("fact_digests must give one digest per fact")
         # Serialise first, once: a state that is not JSON must fail before anything is
         # written (orjson: the state is serialised every batch, json.dumps cost ~5 us/event).
         state_json: tuple[str, str] | None = None
         if batch.state is not None or batch.source_positions is not None:
             state_json = (_to_json(batch.state), _to_json(batch.source_positions))
+        digests: Sequence[bytes | None] = batch.fact_digests or [None] * len(batch.facts)
         items = {
-            "usage_facts": _first_unique(batch.facts, _fact_key),
+            "usage_facts": _first_unique(zip(batch.facts, digests, strict=True), _fact_key),
             "alerts": _first_unique(batch.alerts, _alert_key),
             "breaker_events": _first_unique(batch.breaker_events, _breaker_key),
             "dead_letters": _first_unique(batch.dead_letters, _dead_key),
@@ -281,57 +300,32 @@ class Warehouse:
     def _try_commit(
         self, items: dict[str, list[tuple[bytes, Any]]], state_json: tuple[str, str] | None
     ) -> CommitResult | set[bytes]:
-        """Commit, or return the keys found already landed (nothing is then committed)."""
-        facts = [f for _, f in items["usage_facts"]]
+        """Commit, or return the keys found already landed (nothing is then committed).
+
+        Each record was judged on its own before it got here (stream/batch.py): nothing is
+        quarantined by the batch, and a key is inserted in the same transaction as the file
+        holding its row, so an id counts as landed only when its fact did.
+        """
+        facts = [f for _, (f, _d) in items["usage_facts"]]
         alerts = [a for _, a in items["alerts"]]
         breakers = [b for _, b in items["breaker_events"]]
         dead = [d for _, d in items["dead_letters"]]
-        built = {
+        tables = {
             "usage_facts": facts_table(facts),
             "alerts": alerts_table(alerts),
             "breaker_events": breaker_events_table(breakers),
+            "dead_letters": dead_letters_table(dead),
         }
-        quality = precheck(built["usage_facts"], alerts, breakers)
-        token = uuid.uuid4().hex
-        stage = self._stage_root / token
-        quarantined = 0
-        tables: dict[str, pa.Table]
-        if quality.ok:
-            tables = dict(built)
-        else:
-            # The batch's facts, alerts and breaker events go to quarantine (with the report);
-            # every quarantined fact also gets a dead letter, so each input still ends in
-            # usage_facts or dead_letters.
-            quarantined = len(facts) + len(alerts) + len(breakers)
-            tables = {name: SCHEMAS[name].empty_table() for name in built}
-            note = "; ".join(quality.problems[:3])
-            dead = dead + [
-                DeadLetter(
-                    raw=f.event.model_dump_json(exclude_none=True),
-                    error=f"batch quarantined by the quality pre-check ({note}); "
-                    f"see {self.layout.quarantine_dir.name}/<commit>/report.json",
-                    source="quality",
-                    received_at=f.ingested_at,
-                )
-                for f in facts
-            ]
-            extra = _first_unique(dead[len(items["dead_letters"]) :], _dead_key)
-            items = {**items, "dead_letters": items["dead_letters"] + extra}
-            dead = [d for _, d in items["dead_letters"]]
-        tables["dead_letters"] = dead_letters_table(dead)
+        stage = self._stage_root / uuid.uuid4().hex
         staged = self._stage(stage, tables)
-        quarantine_staged = [] if quality.ok else self._stage(stage / "quarantine", built)
         _fault("after_write")
-        keys = [k for pairs in items.values() for k, _ in pairs]
+        keys: list[tuple[bytes, bytes | None]] = [(k, d) for k, (_f, d) in items["usage_facts"]]
+        for table in ("alerts", "breaker_events", "dead_letters"):
+            keys += [(k, None) for k, _ in items[table]]
         try:
             with self.catalog.write() as con:
-                status = "landed" if quality.ok else "quarantined"
                 commit_id = self.catalog.add_commit(
-                    con,
-                    self.writer,
-                    status,
-                    (len(tables["usage_facts"]), len(alerts), len(breakers), len(dead)),
-                    None if quality.ok else quality.to_dict(),
+                    con, self.writer, "landed", (len(facts), len(alerts), len(breakers), len(dead))
                 )
                 # The primary key is the exactly-once guard: a key landed by anyone since
                 # ``unseen`` fails the insert and rolls the whole commit back.
@@ -356,32 +350,20 @@ class Warehouse:
                 _fault("before_commit")
         except sqlite3.IntegrityError:
             shutil.rmtree(stage, ignore_errors=True)
-            landed = self.catalog.landed_among(keys)
+            landed = self.catalog.landed_among([k for k, _ in keys])
             if not landed:
                 raise
             return landed
         _fault("after_commit")
         for row in rows:
             self._publish(self.layout.absolute(row.staged), self.layout.absolute(row.path))
-        if quarantine_staged:
-            qdir = self.layout.quarantine_dir / f"{commit_id:012d}"
-            qdir.mkdir(parents=True, exist_ok=True)
-            for table, day, path, _ in quarantine_staged:
-                path.rename(qdir / f"{table}-{day.isoformat()}.parquet")
-            (qdir / "report.json").write_text(
-                json.dumps(
-                    {"commit_id": commit_id, "writer": self.writer, **quality.to_dict()}, indent=2
-                )
-            )
         shutil.rmtree(stage, ignore_errors=True)
         return CommitResult(
             commit_id=commit_id,
-            facts=len(tables["usage_facts"]),
-            alerts=len(tables["alerts"]),
-            breaker_events=len(tables["breaker_events"]),
+            facts=len(facts),
+            alerts=len(alerts),
+            breaker_events=len(breakers),
             dead_letters=len(dead),
-            quarantined=quarantined,
-            quality=quality,
         )
 
     def _stage(

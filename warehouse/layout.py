@@ -9,7 +9,7 @@
       alerts/... breaker_events/... dead_letters/...        same scheme
       revenue/revenue.parquet            users' revenue table (load-revenue)
       _tmp/<writer instance>/...         staged files, invisible to views until committed
-      quarantine/<commit>/               batches that failed the quality pre-check + report.json
+      quarantine/<commit>/               batches an older release quarantined whole + report.json
 
 Partition values derived from data pass through ``segment``, which percent-encodes
 everything outside a small safe alphabet, so no value (``../``, ``/``, NUL, dots,

@@ -6,9 +6,12 @@ import argparse
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spendstream.commands._options import add_config, add_workdir
+
+if TYPE_CHECKING:
+    from spendstream.config import Config
 
 __all__ = ["configure", "run", "tell_story"]
 
@@ -31,8 +34,8 @@ def _money(v: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from spendstream.config import config_from_dict, load_config
     from spendstream.errors import ConfigError
-    from spendstream.synthetic import DEMO_CONFIG_TOML, write_jsonl
-    from spendstream.workdir import resolve_workdir
+    from spendstream.synthetic import DEMO_CONFIG_TOML
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     if args.events < 1000:
         raise ConfigError(
@@ -46,10 +49,16 @@ def run(args: argparse.Namespace) -> int:
         else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
     )
 
+    workdir = resolve_workdir(args.workdir)
+    with WorkdirLock(workdir, "demo"):
+        return _demo(args, config, workdir)
+
+
+def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+    from spendstream.synthetic import write_jsonl
 
-    workdir = resolve_workdir(args.workdir)
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
@@ -60,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out.write(f"  events written to {events_file}\n\n")
     runner = EmbeddedRunner(workdir, config)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
-    print_summary(summary, out)
+    print_summary(summary, out, workdir if args.workdir else None)
     out.write("\n")
     tell_story(workdir, out, config.anomaly.factor)
     from spendstream.warehouse.report import write_report

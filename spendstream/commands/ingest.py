@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spendstream.commands._options import add_config, add_workdir, config_from_args
+
+if TYPE_CHECKING:
+    from spendstream.config import Config
 
 __all__ = ["configure", "run"]
 
@@ -28,10 +33,8 @@ def run(args: argparse.Namespace) -> int:
     # Configuration and arguments first: a mistake there is exit 2 before any heavy import.
     config = config_from_args(args)
 
-    from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.errors import ConfigError
-    from spendstream.runtime.embedded import EmbeddedRunner, read_lines
-    from spendstream.workdir import resolve_workdir
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     for path in args.files:
         if path != "-":
@@ -40,6 +43,15 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
     workdir = resolve_workdir(args.workdir)
+    # One writer per workdir, refused before any heavy import (exit 3 when taken).
+    with WorkdirLock(workdir, "ingest"):
+        return _ingest(args, config, workdir)
+
+
+def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
+    from spendstream.commands._pipeline_output import print_summary, progress_printer
+    from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+
     router = None
     if args.route_alerts and config.alerts.sink:
         # Only sinks the user configured: the embedded run pages like `spendstream alerts`
@@ -59,5 +71,5 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if router is not None:
             router.close()
-    print_summary(summary, sys.stdout)
+    print_summary(summary, sys.stdout, workdir if args.workdir else None)
     return 0

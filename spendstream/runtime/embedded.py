@@ -1,9 +1,11 @@
 """The embedded runtime: the whole pipeline in one process, no Kafka (``ingest``, ``demo``).
 
-Batches of input lines go through the same core as the Faust workers
-(``stream.pipeline``) and land in the warehouse with the detectors' state in the
-same commit, so a later run continues where this one stopped and a replayed
-file adds nothing.
+Batches of input lines go through the same core as the Faust workers: decode and
+validate into an Arrow table (``stream.batch``), judge each event new, duplicate or
+conflicting (``Warehouse.classify``), price and detect (``stream.pipeline``), and land in
+the warehouse with the detectors' state in the same commit, so a later run continues
+where this one stopped and a replayed file adds nothing. Every line is counted once:
+read = landed + duplicates + dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
-from spendstream.records import Alert, BreakerEvent
-from spendstream.stream.pipeline import Pipeline, parse_records
+from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.stream.batch import DIGEST, ROW, decode_lines, events_from_table, raw_text
+from spendstream.stream.pipeline import Pipeline
 from spendstream.warehouse import Warehouse
+from spendstream.warehouse.dedupe import conflict_error
 
 if TYPE_CHECKING:
     from spendstream.alerts.router import AlertRouter
@@ -49,21 +53,27 @@ class IngestSummary:
 def read_lines(
     paths: Iterable[str], stdin: Iterable[bytes] | None = None
 ) -> Iterator[tuple[str, bytes]]:
-    """Yield (source, line) for every non-blank line of the JSON Lines inputs; '-' is stdin."""
+    """Yield (position, line) for every non-blank line of the JSON Lines inputs; '-' is stdin.
+
+    ``position`` is ``<file>:<line>`` (``stdin:<line>``), the 1-based line number an editor
+    shows (blank lines count), so a dead letter says where its line is.
+    """
     for path in paths:
         if path == "-":
             if stdin is None:
                 import sys
 
                 stdin = sys.stdin.buffer
-            for line in stdin:
-                if line.strip():
-                    yield "stdin", line.rstrip(b"\r\n")
+            yield from _numbered("stdin", stdin)
             continue
         with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield path, line.rstrip(b"\r\n")
+            yield from _numbered(path, fh)
+
+
+def _numbered(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield f"{name}:{number}", line.rstrip(b"\r\n")
 
 
 class EmbeddedRunner:
@@ -107,18 +117,26 @@ class EmbeddedRunner:
 
     def _run_batch(self, batch: list[tuple[str, bytes]], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
-        events = []
-        dead = []
-        # Group by source so each dead letter names the file it came from.
-        by_source: dict[str, list[bytes]] = {}
-        for source, raw in batch:
-            by_source.setdefault(source, []).append(raw)
-        for source, raws in by_source.items():
-            parsed = parse_records(raws, source, now)
-            events.extend(parsed.events)
-            dead.extend(parsed.dead_letters)
-        new = self.warehouse.unseen(events)
-        facts = self.pipeline.price(new, now)
+        decoded = decode_lines(
+            [raw for _, raw in batch],
+            now,
+            lambda i: batch[i][0],
+            self.config.detection.max_future_skew_s,
+        )
+        table = decoded.events
+        verdict = self.warehouse.classify(
+            table.column("event_id").to_pylist(), table.column(DIGEST).to_pylist()
+        )
+        dead = list(decoded.dead_letters)
+        rows = table.column(ROW).to_pylist()
+        ids = table.column("event_id")
+        for k in verdict.conflict.nonzero()[0].tolist():
+            source, raw = batch[rows[k]]
+            dead.append(DeadLetter(raw_text(raw), conflict_error(ids[k].as_py()), source, now))
+        new = table.filter(verdict.new)
+        # The seam: pricing and detection take UsageEvent objects until their columnar
+        # versions land; the objects are built from validated columns, not re-validated.
+        facts = self.pipeline.price(events_from_table(new), now)
         alerts, breaker_events = self.pipeline.detect(facts)
         if self.router is not None and (alerts or breaker_events):
             # Routed before the commit: a crash in between replays the batch, the detectors
@@ -131,16 +149,18 @@ class EmbeddedRunner:
                 resolved=routed.resolved,
                 dead_lettered=routed.dead_lettered,
             )
-        self.warehouse.commit(
+        landed = self.warehouse.commit(
             facts=facts,
+            fact_digests=new.column(DIGEST).to_pylist(),
             alerts=alerts,
             breaker_events=breaker_events,
             dead_letters=dead,
             state=self.pipeline.snapshot(),
         )
         summary.read += len(batch)
-        summary.landed += len(facts)
-        summary.duplicates += len(events) - len(new)
+        summary.landed += landed.facts
+        # Facts the commit found landed already (another writer won the race) are duplicates.
+        summary.duplicates += int(verdict.duplicate.sum()) + len(facts) - landed.facts
         summary.dead_lettered += len(dead)
         for f in facts:
             if f.cost is None:

@@ -1,9 +1,10 @@
 """HTTP endpoints served by every ``spendstream run`` worker (Faust's aiohttp web server).
 
 - ``POST /v1/events``: one JSON event (``application/json``) or JSON Lines; bearer token.
-  Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` once the
-  accepted records are on the usage topic (broker-acknowledged) and the rejected ones are
-  dead-lettered (topic and warehouse). 401 bad token, 413 too large, 503 no token configured.
+  Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}], "request_id": r}``
+  once the accepted records are on the usage topic (broker-acknowledged) and the rejected
+  ones are dead-lettered (topic and warehouse) with source ``http:<r>#<line>``; ``r`` is the
+  request's ``X-Request-Id`` when it is a plain token (letters, digits, ``._:-``, at most 64). 401 bad token, 413 too large, 503 no token configured.
 - ``GET /v1/breakers``: each scope's latest breaker event (``?all=1`` includes closed ones).
 - ``GET /healthz``: 200 while the worker runs, with its assignment.
 - ``GET /metrics``: Prometheus text format.
@@ -19,7 +20,7 @@ from faust.web import Request, Response, View
 
 from spendstream.records import breaker_to_wire
 from spendstream.stream.kafka.breaker_control import latest_breakers
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, token_ok
+from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, request_id, token_ok
 
 if TYPE_CHECKING:
     from spendstream.stream.kafka.app import Runtime
@@ -50,7 +51,13 @@ def register_views(rt: Runtime) -> None:
             if (raw_req.content_length or 0) > MAX_BODY_BYTES:
                 return _json(self, {"error": f"body over {MAX_BODY_BYTES} bytes"}, 413)
             body: bytes = await raw_req.read()
-            checked = check_body(body, raw_req.headers.get("Content-Type", ""), datetime.now(UTC))
+            checked = check_body(
+                body,
+                raw_req.headers.get("Content-Type", ""),
+                datetime.now(UTC),
+                request_id(raw_req.headers.get("X-Request-Id")),
+                rt.config.detection.max_future_skew_s,
+            )
             from spendstream.stream.kafka.app import dead_letter_record
 
             out: list[tuple[str, bytes | None, bytes]] = [
@@ -66,7 +73,14 @@ def register_views(rt: Runtime) -> None:
             rt.metrics.http_records.labels("accepted").inc(len(checked.accepted))
             rt.metrics.http_records.labels("rejected").inc(len(checked.rejected))
             rt.metrics.dead_letters.labels("http").inc(len(checked.dead_letters))
-            return _json(self, {"accepted": len(checked.accepted), "rejected": checked.rejected})
+            return _json(
+                self,
+                {
+                    "accepted": len(checked.accepted),
+                    "rejected": checked.rejected,
+                    "request_id": checked.request_id,
+                },
+            )
 
     @app.page("/v1/breakers")
     class Breakers(View):

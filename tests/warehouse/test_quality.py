@@ -1,9 +1,9 @@
-"""Data quality: the pre-check quarantines a failing batch (reported, never silently landed);
-the great-expectations suite passes clean data and names each broken rule."""
+"""Data quality: landing judges no batch (records were judged one by one before it); the
+great-expectations suite passes clean data and names each broken rule."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,9 +13,9 @@ from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
 from spendstream.table_schemas import facts_table
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.quality import precheck, run_suite
+from spendstream.warehouse.quality import run_suite
 from tests.warehouse.conftest import Query
-from tests.warehouse.factories import T0, alert, breaker, days, fact
+from tests.warehouse.factories import T0, alert, fact
 
 
 def _negative_cost_fact() -> Fact:
@@ -24,70 +24,38 @@ def _negative_cost_fact() -> Fact:
     return Fact(good.event, Cost(neg, Decimal(0), Decimal(0), Decimal(0), neg, "x"), T0)
 
 
-def test_precheck_passes_clean_batches() -> None:
-    assert precheck(facts_table([fact(), fact(cost=None)]), [alert(scope="global")], [breaker()]).ok
+def test_a_batch_is_never_quarantined_whole_for_one_odd_fact(wh: Warehouse, q: Query) -> None:
+    # Before: one fact failing the batch pre-check sent all 1000 to quarantine and recorded
+    # their ids as landed. Records are judged before landing now; landing lands them all.
+    good = [fact(T0) for _ in range(999)]
+    result = wh.commit(facts=[*good, _negative_cost_fact()], alerts=[alert()], state={"n": 1})
+    assert (result.facts, result.alerts, result.dead_letters) == (1000, 1, 0)
+    assert q("SELECT count(*) FROM usage_facts") == [(1000,)]
+    assert q("SELECT count(*) FROM dead_letters") == [(0,)]
+    assert wh.catalog.quarantined() == []
+    assert not (wh.layout.root / "quarantine").exists()
 
 
-def test_precheck_flags_each_rule() -> None:
-    no_source = fact()
-    assert no_source.cost is not None
-    no_source = Fact(
-        no_source.event,
-        Cost(*(Decimal(1),) * 5, price_source=""),  # type: ignore[misc]
-        T0,
-    )
-    dup = fact()
-    report = precheck(
-        facts_table(
-            [
-                _negative_cost_fact(),
-                no_source,
-                fact(T0 + days(3), ingested_at=T0),  # event time days after ingestion
-                dup,
-                dup,
-            ]
-        ),
-        [alert(scope="tenant:x"), alert(kind="made_up")],
-        [breaker(scope="nobody")],
-    )
-    text = "\n".join(report.problems)
-    for needle in (
-        "negative cost",
-        "without a price_source",
-        "outside",
-        "repeated in the batch",
-        "unknown scope 'tenant:x'",
-        "unknown kind 'made_up'",
-        "unknown scope 'nobody'",
-    ):
-        assert needle in text
-    assert report.failing == 7
+def test_an_id_counts_as_landed_only_once_its_fact_landed(wh: Warehouse, q: Query) -> None:
+    from spendstream.warehouse import landing
 
+    f = fact(T0)
+    original = landing._fault
 
-def test_precheck_counts_every_failure_but_lists_a_few() -> None:
-    report = precheck(facts_table([_negative_cost_fact() for _ in range(50)]))
-    assert report.failing == 50 and len(report.problems) == 20
+    def crash(step: str) -> None:
+        if step == "before_commit":
+            raise RuntimeError("crash")
 
-
-def test_failing_batch_is_quarantined_reported_and_dead_lettered(
-    wh: Warehouse, q: Query, workdir: Path
-) -> None:
-    good, bad = fact(T0), _negative_cost_fact()
-    result = wh.commit(facts=[good, bad], alerts=[alert()], state={"n": 1})
-    assert (result.facts, result.quarantined, result.dead_letters) == (0, 3, 2)
-    assert q("SELECT count(*) FROM usage_facts") == [(0,)]
-    assert q("SELECT count(*) FROM alerts") == [(0,)]
-    errors = q("SELECT source, error FROM dead_letters")
-    assert len(errors) == 2 and all(s == "quality" and "negative cost" in e for s, e in errors)
-    qdir = workdir / "warehouse" / "quarantine" / f"{result.commit_id:012d}"
-    report = json.loads((qdir / "report.json").read_text())
-    assert report["failing"] == 1 and "negative cost" in report["problems"][0]
-    assert pq.read_table(qdir / "usage_facts-2026-03-02.parquet").num_rows == 2
-    assert [c for c, _, _ in wh.catalog.quarantined()] == [result.commit_id]
-    # The state moved on, and a replay neither lands nor re-quarantines the batch.
-    assert wh.last_commit() == ({"n": 1}, None)
-    assert wh.unseen([good.event, bad.event]) == []
-    assert wh.commit(facts=[good, bad]).quarantined == 0
+    landing._fault = crash
+    try:
+        with contextlib.suppress(RuntimeError):
+            wh.commit(facts=[f])
+    finally:
+        landing._fault = original
+    assert wh.unseen([f.event]) == [f.event]
+    assert wh.commit(facts=[f]).facts == 1
+    assert wh.unseen([f.event]) == []
+    assert q("SELECT count(*) FROM usage_facts") == [(1,)]
 
 
 def test_ge_suite_passes_clean_facts_and_names_each_broken_rule(

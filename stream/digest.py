@@ -1,0 +1,147 @@
+"""A content digest per event: what tells a replay from a different event reusing an id.
+
+``digest = BLAKE2b-128(person=b"spendstream-ev1")`` over the event's validated values,
+field by field in name order, ``event_id`` left out (it is the identity, not content):
+
+- a field that is null or equal to its model default is left out entirely, so an event's
+  digest does not change when a later schema adds an optional field;
+- every other field is ``<name>:`` followed by its value: integers as 8 bytes little-endian
+  two's complement; ``bool`` as one byte; ``float`` as its 8-byte IEEE-754 little-endian
+  bits (``-0.0`` as ``0.0``); timestamps as 8-byte microseconds since the epoch, UTC;
+  decimals as the 16-byte little-endian two's complement of value x 10^18; strings as a
+  4-byte little-endian byte length and their UTF-8 bytes; maps as a 4-byte count and their
+  entries sorted by key, each key and value as a string.
+
+Names end at ``:`` and every value's length is fixed or stated, so two different events
+cannot encode to the same bytes. The digest depends only on these rules (not on Python's
+``hash``, process, platform or pyarrow version); a test pins it on a known event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.records import COST_SCALE
+
+__all__ = ["DIGEST_BYTES", "DIGEST_TYPE", "digest_column"]
+
+DIGEST_BYTES = 16
+DIGEST_TYPE = pa.binary(DIGEST_BYTES)
+_PERSON = b"spendstream-ev1"
+_EXCLUDED = ("event_id",)
+
+
+def _le(values: np.ndarray, dtype: str) -> np.ndarray:
+    return np.ascontiguousarray(values.astype(dtype, copy=False))
+
+
+def _fixed_part(name: str, col: pa.Array, default: Any) -> pa.Array:
+    """``name:`` + fixed-width value bytes; null where left out."""
+    n = len(col)
+    typ = col.type
+    present = col.is_valid()
+    if default is not None:
+        present = pc.and_(present, pc.not_equal(col, pa.scalar(default, typ)))
+    filled = col.fill_null(pa.scalar(0 if not pa.types.is_boolean(typ) else False, typ))
+    if pa.types.is_boolean(typ):
+        body = _le(np.asarray(filled, dtype=np.uint8), "u1").reshape(n, 1)
+    elif pa.types.is_integer(typ):
+        body = _le(np.asarray(filled.cast(pa.int64())), "<i8").view(np.uint8).reshape(n, 8)
+    elif pa.types.is_floating(typ):
+        values = np.asarray(filled.cast(pa.float64())) + 0.0  # -0.0 + 0.0 == +0.0
+        body = _le(values, "<f8").view(np.uint8).reshape(n, 8)
+    elif pa.types.is_timestamp(typ):
+        micros = filled.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        body = _le(np.asarray(micros), "<i8").view(np.uint8).reshape(n, 8)
+    elif pa.types.is_decimal(typ):
+        scaled = filled.cast(pa.decimal128(38, COST_SCALE))
+        raw = np.frombuffer(scaled.buffers()[1], dtype=np.uint8)
+        start = scaled.offset * 16
+        words = raw[start : start + n * 16].view("<u8")  # Arrow keeps decimals little-endian
+        body = _le(words, "<u8").view(np.uint8).reshape(n, 16)
+    else:
+        raise TypeError(f"no digest encoding for {name}: {typ}")
+    prefix = np.frombuffer(name.encode() + b":", dtype=np.uint8)
+    rows = np.empty((n, prefix.size + body.shape[1]), dtype=np.uint8)
+    rows[:, : prefix.size] = prefix
+    rows[:, prefix.size :] = body
+    width = rows.shape[1]
+    validity = pc.invert(pc.fill_null(present, False)).to_numpy(zero_copy_only=False)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(rows.tobytes())]
+    )
+    return pc.if_else(pa.array(validity), pa.nulls(n, pa.binary()), fixed.cast(pa.binary()))
+
+
+def _string_part(name: str, col: pa.Array) -> pa.Array:
+    """``name:`` + 4-byte byte length + UTF-8 bytes; null where null."""
+    n = len(col)
+    lengths = np.asarray(pc.fill_null(pc.binary_length(col), 0)).astype("<u4")
+    length_bytes = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(4), n, [None, pa.py_buffer(lengths.tobytes())]
+    ).cast(pa.binary())
+    return pc.binary_join_element_wise(
+        pa.scalar(name.encode() + b":", pa.binary()), length_bytes, col.cast(pa.binary()), b""
+    )
+
+
+def _text(value: str) -> bytes:
+    data = value.encode("utf-8", "surrogatepass")
+    return struct.pack("<I", len(data)) + data
+
+
+def _map_part(name: str, col: pa.Array) -> pa.Array:
+    """``name:`` + count + sorted entries (Python: maps are rare and small)."""
+    out: list[bytes | None] = []
+    for entries in col.to_pylist():
+        if not entries:
+            out.append(None)
+            continue
+        items = sorted(entries, key=lambda kv: kv[0].encode("utf-8", "surrogatepass"))
+        body = b"".join(_text(k) + _text(v) for k, v in items)
+        out.append(name.encode() + b":" + struct.pack("<I", len(items)) + body)
+    return pa.array(out, pa.binary())
+
+
+def digest_column(columns: Mapping[str, pa.Array], defaults: Mapping[str, Any]) -> pa.Array:
+    """The digest of each row of ``columns`` (every event field; ``defaults``: the model's)."""
+    names = sorted(n for n in columns if n not in _EXCLUDED)
+    if not names:
+        raise ValueError("no columns to digest")
+    n = len(columns[names[0]])
+    if n == 0:
+        return pa.array([], DIGEST_TYPE)
+    parts = []
+    for name in names:
+        col = columns[name]
+        if isinstance(col, pa.ChunkedArray):
+            col = col.combine_chunks()
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            if defaults.get(name) is not None:
+                col = pc.if_else(pc.equal(col, defaults[name]), pa.scalar(None, col.type), col)
+            parts.append(_string_part(name, col))
+        elif pa.types.is_map(col.type):
+            parts.append(_map_part(name, col))
+        elif col.null_count == n and defaults.get(name) is None:
+            continue
+        else:
+            parts.append(_fixed_part(name, col, defaults.get(name)))
+    joined = pc.binary_join_element_wise(*parts, b"", null_handling="skip")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)[
+        joined.offset : joined.offset + n + 1
+    ].tolist()
+    data = joined.buffers()[2]
+    view = memoryview(data) if data is not None else memoryview(b"")
+    blake = hashlib.blake2b
+    digests = [
+        blake(view[offsets[i] : offsets[i + 1]], digest_size=DIGEST_BYTES, person=_PERSON).digest()
+        for i in range(n)
+    ]
+    return pa.array(digests, DIGEST_TYPE)
