@@ -125,7 +125,8 @@ class _Lines:
     def __init__(self, raws: Sequence[bytes]) -> None:
         self.raws = raws
         self.length = np.fromiter(map(len, raws), dtype=np.int64, count=len(raws))
-        self.start = np.concatenate(([0], np.cumsum(self.length + 1)[:-1])).astype(np.int64)
+        # Where each line starts in ``joined`` (each is followed by one newline).
+        self.start = np.cumsum(self.length + 1) - (self.length + 1)
         self.joined = b"\n".join(raws)
 
     def rows_with(self, needle: bytes) -> np.ndarray:
