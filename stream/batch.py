@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -44,9 +44,13 @@ __all__ = [
     "MAX_STORED_RAW_CHARS",
     "ROW",
     "DecodedBatch",
+    "JudgedBatch",
+    "Verdicts",
+    "conflict_dead_letters",
+    "conflict_error",
     "decode_lines",
-    "describe_conflict",
     "events_from_table",
+    "judge_lines",
     "raw_text",
 ]
 
@@ -323,9 +327,70 @@ def events_from_table(table: pa.Table) -> list[UsageEvent]:
     return out
 
 
-def describe_conflict(table: pa.Table, row: int, earlier: int) -> str:
-    """Which fields of two rows of ``table`` (indices into it) differ, e.g. 'ts, input_tokens'."""
-    a = table.slice(row, 1).to_pylist()[0]
-    b = table.slice(earlier, 1).to_pylist()[0]
-    differ = [name for name, _ in EVENT_FIELDS if a[name] != b[name]]
-    return ", ".join(differ) or "nothing visible"
+def conflict_error(event_id: str) -> str:
+    """The reason of a conflicting duplicate (an id landed, or earlier in the batch, with
+    other content). The same words either way, so re-ingesting a file adds no second dead
+    letter for the same line."""
+    return (
+        f"conflicting_duplicate: event_id {event_id!r} already names an event with different "
+        "content; this record was not landed (the event that holds the id is in usage_facts)"
+    )
+
+
+def conflict_dead_letters(
+    events: pa.Table,
+    conflict: np.ndarray,
+    raws: Sequence[bytes],
+    position: Callable[[int], str],
+    received_at: datetime,
+) -> list[DeadLetter]:
+    """One dead letter per row of ``events`` flagged in ``conflict``, at its line's position."""
+    rows = events.column(ROW).to_pylist()
+    ids = events.column("event_id")
+    return [
+        DeadLetter(
+            raw_text(raws[rows[k]]),
+            conflict_error(ids[k].as_py()),
+            position(rows[k]),
+            received_at,
+        )
+        for k in np.flatnonzero(conflict).tolist()
+    ]
+
+
+class Verdicts(Protocol):
+    """Per row of a decoded table: new, duplicate or conflict (warehouse.dedupe)."""
+
+    @property
+    def new(self) -> np.ndarray: ...
+    @property
+    def duplicate(self) -> np.ndarray: ...
+    @property
+    def conflict(self) -> np.ndarray: ...
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedBatch:
+    """A batch after decoding and dedupe: the new events, and every other line accounted for."""
+
+    new: pa.Table  # schema EVENTS; the events to price, detect and land
+    dead_letters: list[DeadLetter]  # bad lines and conflicting duplicates, at their positions
+    duplicates: int  # replays of landed (or earlier) events with the same content
+
+
+def judge_lines(
+    raws: Sequence[bytes],
+    received_at: datetime,
+    position: Callable[[int], str],
+    classify: Callable[[list[str], list[bytes]], Verdicts],
+    max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+) -> JudgedBatch:
+    """``decode_lines``, then each event judged by ``classify(event_ids, digests)`` (the
+    landed-key store): what every runtime does with a batch before pricing it."""
+    decoded = decode_lines(raws, received_at, position, max_future_skew_s)
+    events = decoded.events
+    verdict = classify(events.column("event_id").to_pylist(), events.column(DIGEST).to_pylist())
+    dead = decoded.dead_letters + conflict_dead_letters(
+        events, verdict.conflict, raws, position, received_at
+    )
+    return JudgedBatch(events.filter(pa.array(verdict.new)), dead, int(verdict.duplicate.sum()))

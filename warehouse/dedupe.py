@@ -4,7 +4,8 @@ The landed-key store keeps each landed event_id with its content digest
 (stream/digest.py). ``classify`` judges a batch against it and against itself, in input
 order: the first occurrence of an id nobody landed is new; a later one with the same
 digest is a duplicate (a replay: counted, dropped); one with a different digest is a
-conflict (a dead letter ``conflicting_duplicate: ...``). An id landed before digests were
+conflict (the runtime makes it a ``conflicting_duplicate`` dead letter:
+``stream.batch.conflict_dead_letters``). An id landed before digests were
 kept has none to compare: its repeats count as duplicates.
 
 The store behind it is one function, ``landed(ids) -> {id: digest or None}`` for the ids
@@ -19,7 +20,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["Classification", "Verdict", "classify", "conflict_error"]
+__all__ = ["Classification", "Verdict", "classify"]
 
 
 class Verdict(IntEnum):
@@ -71,15 +72,3 @@ def classify(
         else:
             verdicts[row] = Verdict.CONFLICT
     return Classification(verdicts)
-
-
-def conflict_error(event_id: str) -> str:
-    """The dead letter reason of a conflicting duplicate.
-
-    The same words whether the other event landed earlier or came earlier in this
-    batch, so re-ingesting a file adds no second dead letter for the same line.
-    """
-    return (
-        f"conflicting_duplicate: event_id {event_id!r} already names an event with different "
-        "content; this record was not landed (the event that holds the id is in usage_facts)"
-    )

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.config import Config
-from spendstream.records import Alert, BreakerEvent, DeadLetter
-from spendstream.stream.batch import DIGEST, ROW, decode_lines, events_from_table, raw_text
+from spendstream.records import Alert, BreakerEvent
+from spendstream.stream.batch import DIGEST, events_from_table, judge_lines
 from spendstream.stream.pipeline import Pipeline
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.dedupe import conflict_error
 
 if TYPE_CHECKING:
     from spendstream.alerts.router import AlertRouter
@@ -117,23 +116,14 @@ class EmbeddedRunner:
 
     def _run_batch(self, batch: list[tuple[str, bytes]], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
-        decoded = decode_lines(
+        judged = judge_lines(
             [raw for _, raw in batch],
             now,
             lambda i: batch[i][0],
+            self.warehouse.classify,
             self.config.detection.max_future_skew_s,
         )
-        table = decoded.events
-        verdict = self.warehouse.classify(
-            table.column("event_id").to_pylist(), table.column(DIGEST).to_pylist()
-        )
-        dead = list(decoded.dead_letters)
-        rows = table.column(ROW).to_pylist()
-        ids = table.column("event_id")
-        for k in verdict.conflict.nonzero()[0].tolist():
-            source, raw = batch[rows[k]]
-            dead.append(DeadLetter(raw_text(raw), conflict_error(ids[k].as_py()), source, now))
-        new = table.filter(verdict.new)
+        new = judged.new
         # The seam: pricing and detection take UsageEvent objects until their columnar
         # versions land; the objects are built from validated columns, not re-validated.
         facts = self.pipeline.price(events_from_table(new), now)
@@ -154,14 +144,14 @@ class EmbeddedRunner:
             fact_digests=new.column(DIGEST).to_pylist(),
             alerts=alerts,
             breaker_events=breaker_events,
-            dead_letters=dead,
+            dead_letters=judged.dead_letters,
             state=self.pipeline.snapshot(),
         )
         summary.read += len(batch)
         summary.landed += landed.facts
         # Facts the commit found landed already (another writer won the race) are duplicates.
-        summary.duplicates += int(verdict.duplicate.sum()) + len(facts) - landed.facts
-        summary.dead_lettered += len(dead)
+        summary.duplicates += judged.duplicates + len(facts) - landed.facts
+        summary.dead_lettered += len(judged.dead_letters)
         for f in facts:
             if f.cost is None:
                 summary.unpriced += 1

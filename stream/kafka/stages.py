@@ -25,7 +25,7 @@ from typing import Any
 
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
-from spendstream.stream.batch import DIGEST, ROW, decode_lines, events_from_table, raw_text
+from spendstream.stream.batch import DIGEST, ROW, events_from_table, judge_lines
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
     IdleMarker,
@@ -36,7 +36,6 @@ from spendstream.stream.kafka.wire import (
 )
 from spendstream.stream.pipeline import Pipeline
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.dedupe import conflict_error
 from spendstream.warehouse.landing import CommitResult
 
 __all__ = [
@@ -88,30 +87,16 @@ class UsageStage:
             return f"kafka:{topic}/{records[i].partition}@{records[i].offset}"
 
         # A record without a value (a tombstone) decodes as an empty line: a dead letter.
-        decoded = decode_lines(
+        judged = judge_lines(
             [rec.value or b"" for rec in records],
             now,
             position,
+            self.warehouse.classify,
             self.config.detection.max_future_skew_s,
         )
-        out.dead_letters.extend(decoded.dead_letters)
-        table = decoded.events
-        verdict = self.warehouse.classify(
-            table.column("event_id").to_pylist(), table.column(DIGEST).to_pylist()
-        )
-        rows = table.column(ROW).to_pylist()
-        ids = table.column("event_id")
-        for k in verdict.conflict.nonzero()[0].tolist():
-            out.dead_letters.append(
-                DeadLetter(
-                    raw_text(records[rows[k]].value or b""),
-                    conflict_error(ids[k].as_py()),
-                    position(rows[k]),
-                    now,
-                )
-            )
-        out.duplicates = int(verdict.duplicate.sum())
-        new = table.filter(verdict.new)
+        out.dead_letters = judged.dead_letters
+        out.duplicates = judged.duplicates
+        new = judged.new
         out.facts = self.pipeline.price(events_from_table(new), now)
         out.digests = new.column(DIGEST).to_pylist()
         kept = [records[i] for i in new.column(ROW).to_pylist()]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from spendstream.stream.batch import conflict_error
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.dedupe import Verdict, classify, conflict_error
+from spendstream.warehouse.dedupe import Verdict, classify
 from tests.warehouse.factories import T0, fact
 
 A, B = b"a" * 16, b"b" * 16
