@@ -49,8 +49,8 @@ def _write(path: Path, events: list[dict[str, Any] | str]) -> Path:
 
 
 def _burst(key: str, n: int = 200, start: datetime | None = None) -> list[dict[str, Any]]:
-    """``n`` calls of one api key within a minute: over the default 120/minute."""
-    start = start or NOW - timedelta(minutes=10)
+    """``n`` calls of one api key within one UTC minute: over the default 120/minute."""
+    start = (start or NOW - timedelta(minutes=10)).replace(second=0, microsecond=0)
     return [
         _event(f"{key}-{i}", start + timedelta(milliseconds=250 * i), api_key_id=key)
         for i in range(n)
