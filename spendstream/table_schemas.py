@@ -145,8 +145,8 @@ def event_columns(events: Sequence[UsageEvent]) -> dict[str, pa.Array]:
     fields = [e.__dict__ for e in events]
     cols: dict[str, pa.Array] = {}
     for name, typ in EVENT_FIELDS:
-        if name == "tags":
-            values = [list(d["tags"].items()) if d["tags"] else None for d in fields]
+        if pa.types.is_map(typ):
+            values = [list(d[name].items()) if d[name] else None for d in fields]
         else:
             values = [d[name] for d in fields]
         cols[name] = _column(values, typ)

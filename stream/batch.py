@@ -51,7 +51,7 @@ __all__ = [
     "decode_lines",
     "events_from_table",
     "judge_lines",
-    "raw_text",
+    "stored_raw",
 ]
 
 # A usage event is a few hundred bytes; anything this large is not one, and must not
@@ -91,7 +91,7 @@ class DecodedBatch:
     dead_rows: list[int]  # the index in the batch of each dead letter's line, in order
 
 
-def raw_text(raw: bytes | str) -> str:
+def stored_raw(raw: bytes | str) -> str:
     """A dead letter's ``raw``: the input as received, truncated if huge."""
     text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
     if len(text) > MAX_STORED_RAW_CHARS:
@@ -275,7 +275,9 @@ def decode_lines(
         columns[ROW] = pa.array(accepted_rows, pa.int64())
         parts.append(columns)
     dead_rows = sorted(failures)
-    dead = [DeadLetter(raw_text(raws[i]), failures[i], position(i), received_at) for i in dead_rows]
+    dead = [
+        DeadLetter(stored_raw(raws[i]), failures[i], position(i), received_at) for i in dead_rows
+    ]
     return DecodedBatch(_assemble(parts), dead, dead_rows)
 
 
@@ -309,8 +311,8 @@ def events_from_table(table: pa.Table) -> list[UsageEvent]:
         if name == "ts":
             micros = col.cast(pa.int64()).to_pylist()
             cols[name] = [_EPOCH + timedelta(microseconds=v) for v in micros]
-        elif name == "tags":
-            cols[name] = [dict(t) if t is not None else None for t in col.to_pylist()]
+        elif pa.types.is_map(col.type):
+            cols[name] = [dict(m) if m is not None else None for m in col.to_pylist()]
         else:
             cols[name] = col.to_pylist()
     out = []
@@ -349,7 +351,7 @@ def conflict_dead_letters(
     ids = events.column("event_id")
     return [
         DeadLetter(
-            raw_text(raws[rows[k]]),
+            stored_raw(raws[rows[k]]),
             conflict_error(ids[k].as_py()),
             position(rows[k]),
             received_at,

@@ -11,7 +11,7 @@ field by field in name order, ``event_id`` left out (it is the identity, not con
   bits (``-0.0`` as ``0.0``); timestamps as 8-byte microseconds since the epoch, UTC;
   decimals as the 16-byte little-endian two's complement of value x 10^18; strings as a
   4-byte little-endian byte length and their UTF-8 bytes; maps as a 4-byte count and their
-  entries sorted by key, each key and value as a string.
+  entries sorted by key, each key as a string and each value as a string or an integer.
 
 Tags are checked to be distinct and every value's length is fixed or stated, so two
 different events cannot encode to the same bytes. (Tags, not names: they keep the encoded
@@ -116,6 +116,15 @@ def _text(value: str) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
+def _value(value: str | int) -> bytes:
+    """A map value: a string as above, an integer as 8 bytes (e.g. tool request counts)."""
+    if isinstance(value, str):
+        return _text(value)
+    if type(value) is int:
+        return struct.pack("<q", value)
+    raise TypeError(f"no digest encoding for a map value {value!r}")
+
+
 def _map_part(name: str, col: pa.Array) -> pa.Array:
     """The field's tag + count + sorted entries (Python: maps are rare and small)."""
     out: list[bytes | None] = []
@@ -124,7 +133,7 @@ def _map_part(name: str, col: pa.Array) -> pa.Array:
             out.append(None)
             continue
         items = sorted(entries, key=lambda kv: kv[0].encode("utf-8", "surrogatepass"))
-        body = b"".join(_text(k) + _text(v) for k, v in items)
+        body = b"".join(_text(k) + _value(v) for k, v in items)
         out.append(_tag(name) + struct.pack("<I", len(items)) + body)
     return pa.array(out, pa.binary())
 

@@ -31,6 +31,7 @@ from spendstream.table_schemas import EVENT_FIELDS
 __all__ = [
     "MIRRORED",
     "RULES",
+    "TOKEN_RULES",
     "FieldRule",
     "check_columns",
     "json_read_schema",
@@ -38,6 +39,23 @@ __all__ = [
 ]
 
 _EPOCH_US_EARLIEST = int(EARLIEST_TS.timestamp()) * 1_000_000
+
+# The model's rules between token counts, as sum(lhs) <= sum(rhs): the parts of a count
+# within it. Each applies when the model has its fields; with the finer token kinds
+# (audio, image, 1-hour cache writes) these are ``token_parts_error``'s rules, column-wise.
+TOKEN_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    ((*CACHED_TOKEN_FIELDS,), ("input_tokens",)),
+    (("cache_write_1h_tokens",), ("cache_write_tokens",)),
+    (("cache_audio_read_tokens",), ("input_audio_tokens",)),
+    (("cache_image_read_tokens",), ("input_image_tokens",)),
+    (("cache_audio_read_tokens", "cache_image_read_tokens"), ("cache_read_tokens",)),
+    (("input_audio_tokens", "input_image_tokens"), ("input_tokens",)),
+    (
+        ("input_audio_tokens", "input_image_tokens", *CACHED_TOKEN_FIELDS),
+        ("input_tokens", "cache_audio_read_tokens", "cache_image_read_tokens"),
+    ),
+    (("output_audio_tokens", "output_image_tokens"), ("output_tokens",)),
+)
 
 # Validator functions of the model whose effect the checks below reproduce (by qualified
 # name), and where. Teach this module any new one before adding it to the model.
@@ -47,8 +65,9 @@ MIRRORED: Mapping[str, str] = {
     # reported_cost_usd: rounded past 18 places; the Arrow read refuses more places, so a
     # row that reaches the checks already holds the rounded value.
     "UsageEvent._to_cost_scale": "reported_cost_usd",
-    # sum(CACHED_TOKEN_FIELDS) <= input_tokens (check_columns).
+    # TOKEN_RULES (check_columns): the cached parts within input_tokens, ...
     "UsageEvent._cache_within_input": "model",
+    "UsageEvent._parts_within_wholes": "model",
 }
 
 
@@ -272,11 +291,18 @@ def check_columns(table: pa.Table, latest_us: int) -> tuple[np.ndarray, dict[str
             need(pc.less_equal(micros, latest_us))
             col = pc.fill_null(micros, 0).cast(rule.arrow_type)
         out[rule.name] = col
-    cached = out[CACHED_TOKEN_FIELDS[0]]
-    for name in CACHED_TOKEN_FIELDS[1:]:
-        cached = pc.add(cached, out[name])  # wraps only where a bound above already failed
-    need(pc.less_equal(cached, out["input_tokens"]))
+    for lhs, rhs in TOKEN_RULES:
+        if all(name in out for name in (*lhs, *rhs)):
+            # Sums wrap only where a bound above already failed (each count <= 10^9).
+            need(pc.less_equal(_sum(out, lhs), _sum(out, rhs)))
     return ok, out
+
+
+def _sum(columns: Mapping[str, pa.Array], names: tuple[str, ...]) -> Any:
+    total = columns[names[0]]
+    for name in names[1:]:
+        total = pc.add(total, columns[name])
+    return total
 
 
 def rule(name: str) -> FieldRule:
