@@ -178,7 +178,7 @@ def _read(count: int, joined: bytes) -> pa.Table | None:
     (or splits one in two)."""
     try:
         table = pj.read_json(pa.py_buffer(joined), _READ, _PARSE)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
+    except (pa.ArrowException, ValueError):  # ArrowInvalid, bad UTF-8, ...: a line is at fault
         return None
     return table if table.num_rows == count else None
 
