@@ -13,6 +13,7 @@ import time
 
 BENCHMARKS = (
     "pricing",  # Pricer.price_batch vs a per-event genai_prices.calc_price loop
+    "decode",  # columnar decode + validate (stream/batch.py) vs per-event pydantic
     "producer",  # Meter.record() latency; Meter to Kafka vs a bare KafkaProducer
     "ingest",  # embedded spendstream ingest of 1M events vs a per-event calc_price loop
     "warehouse_queries",  # named queries at 10M facts vs bare read_parquet; landing; ingest
