@@ -156,10 +156,12 @@ class _Lines:
         first[nonempty] = buf[self.start[nonempty]]
         last[nonempty] = buf[self.start[nonempty] + self.length[nonempty] - 1]
         fast = ~too_big & (first == ord("{")) & (last == ord("}"))
-        # An escape can spell a key or a character the reader and pydantic might see apart;
-        # a newline inside a record (a pretty-printed Kafka value) would split it in the reader.
-        for needle in (b"\\", b"\r", *_MAP_KEYS):
+        # An escape can spell a key or a character the reader and pydantic might see apart.
+        for needle in (b"\\", *_MAP_KEYS):
             fast &= ~self.rows_with(needle)
+        # A newline inside a record (a pretty-printed Kafka value) would split it in the
+        # reader. (A line the reader splits some other way -- at a \r, or two objects on one
+        # line -- changes the row count, and the batch takes the per-line path.)
         if self.joined.count(b"\n") != n - 1:
             fast &= np.fromiter((b"\n" not in r for r in self.raws), dtype=bool, count=n)
         return too_big, fast
