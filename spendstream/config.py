@@ -335,14 +335,27 @@ class BreakerConfig(_Section):
         return _no_inline_secret(data, ("hmac_key",))
 
 
+DEFAULT_MAX_FUTURE_SKEW_S = 300
+
+
 class DetectionConfig(_Section):
-    """Lateness, session expiry, and the `retry_storm` share and `cache_hit_drop` rules."""
+    """Lateness, how far ahead of its receipt an event may be, session expiry, and the
+    `retry_storm` share and `cache_hit_drop` rules."""
 
     allowed_lateness_s: int = Field(
         default=3600,
         ge=0,
         description="An event later than this (event time, behind the newest seen) still "
         "lands but no longer moves detector windows.",
+    )
+    # Capped by allowed_lateness_s: detection's clock is the newest ts it has seen, so a
+    # record this far ahead leaves real traffic at most this late, which then still counts.
+    max_future_skew_s: int = Field(
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        ge=0,
+        description="A record whose `ts` is more than this many seconds after the pipeline "
+        "received it is a dead letter (docs/bounds.md). At most `allowed_lateness_s`; "
+        "unset: 300, or `allowed_lateness_s` if that is smaller.",
     )
     session_idle_s: int = Field(
         default=6 * 3600,
@@ -377,6 +390,25 @@ class DetectionConfig(_Section):
         ge=1,
         description="...and the hour had at least this many input tokens.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skew_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_future_skew_s" not in data:
+            lateness = data.get("allowed_lateness_s", 3600)
+            if isinstance(lateness, int) and 0 <= lateness < DEFAULT_MAX_FUTURE_SKEW_S:
+                return {**data, "max_future_skew_s": lateness}
+        return data
+
+    @model_validator(mode="after")
+    def _skew_within_lateness(self) -> DetectionConfig:
+        if self.max_future_skew_s > self.allowed_lateness_s:
+            raise ValueError(
+                f"max_future_skew_s ({self.max_future_skew_s}) must not exceed "
+                f"allowed_lateness_s ({self.allowed_lateness_s}): one record that far ahead "
+                "would make real traffic too late for detection"
+            )
+        return self
 
 
 class ModelPriceConfig(_Section):

@@ -12,6 +12,7 @@
      │    ├── CommitConflict    a commit kept losing the race to other writers
      │    ├── WriterFenced      another instance of the same writer committed meanwhile
      │    └── LegacyWarehouse   a workdir in the old layout: run `spendstream warehouse migrate`
+     ├── WorkdirBusy       another ingest/demo holds the workdir's writer lock (CLI exit 3)
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
 
 Bad *input records* are not exceptions: they become dead letters with a reason.
@@ -32,6 +33,7 @@ __all__ = [
     "SpendstreamError",
     "ToolMissingError",
     "WarehouseError",
+    "WorkdirBusy",
     "WriterFenced",
 ]
 
@@ -98,3 +100,9 @@ class BreakerOpen(SpendstreamError):
         super().__init__(f"circuit breaker open for {scope}: {reason}")
         self.scope = scope
         self.reason = reason
+
+
+class WorkdirBusy(SpendstreamError):
+    """Another embedded writer (``ingest``, ``demo``) holds the workdir; the message names its pid."""
+
+    exit_code = 3

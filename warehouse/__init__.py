@@ -1,8 +1,8 @@
 """The warehouse: Apache Iceberg tables (pyiceberg), DuckDB views over their current snapshot.
 
 ``Warehouse(workdir, writer=..., config=...)`` is one writer's handle: ``resume()`` (its last
-positions and state), ``classify`` (dedupe by event_id), ``commit`` (exactly once, with
-positions and state), ``ensure_views``, ``compact``. See docs/warehouse.md.
+positions and state), ``classify`` (each event new, duplicate or conflicting), ``commit``
+(exactly once, with positions and state), ``ensure_views``, ``compact``. See docs/warehouse.md.
 """
 
 from __future__ import annotations

@@ -59,10 +59,14 @@ def epoch_days(ts: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def _digest_hashes(digests: pa.Array | pa.ChunkedArray | None, n: int) -> np.ndarray:
     if digests is None:
         return np.zeros(n, np.uint64)
-    if not (pa.types.is_string(digests.type) or pa.types.is_binary(digests.type)):
+    if pa.types.is_fixed_size_binary(digests.type):
+        digests = pc.cast(digests, pa.binary())  # stream/digest.py's 16-byte digests
+    elif not (pa.types.is_string(digests.type) or pa.types.is_binary(digests.type)):
         digests = pc.cast(digests, pa.string())
     _, lo = hash128(digests)
     lo[lo == 0] = 1  # 0 means "no digest"
+    if digests.null_count:  # facts landed without one: nothing to compare
+        lo[pc.is_null(digests).to_numpy(zero_copy_only=False)] = 0
     return lo
 
 
@@ -111,12 +115,9 @@ class DedupeStore:
         out = np.full(n, NEW, np.int8)
         if not n:
             return out
+        rows = np.arange(n)
         first = _first_occurrence(hi, lo)
-        repeat = np.flatnonzero(first != np.arange(n))
-        if repeat.size:
-            a, b = dg[repeat], dg[first[repeat]]
-            out[repeat] = np.where((a != 0) & (b != 0) & (a != b), CONFLICT, DUPLICATE)
-        cand = np.flatnonzero(first == np.arange(n))
+        cand = np.flatnonzero(first == rows)
         stored = np.zeros(len(cand), np.uint64)
         found = np.zeros(len(cand), bool)
         for keyset in self.days.values():
@@ -127,9 +128,16 @@ class DedupeStore:
             for day in old_days.tolist():
                 keyset = self._old_day(int(day))
                 self._probe(keyset, hi, lo, cand, found, stored, days, int(day))
-        hit = cand[found]
-        a, b = dg[hit], stored[found]
-        out[hit] = np.where((a != 0) & (b != 0) & (a != b), CONFLICT, DUPLICATE)
+        # Each row is judged against its id's landed copy when there is one, else against
+        # the id's first row in the batch (so two rows conflicting with what landed are two
+        # conflicts, and rows of an id landed without a digest are all replays).
+        landed = np.zeros(n, bool)
+        landed[cand[found]] = True
+        reference = dg.copy()
+        reference[cand[found]] = stored[found]
+        judged = np.flatnonzero((first != rows) | landed[first])
+        a, b = dg[judged], reference[first[judged]]
+        out[judged] = np.where((a != 0) & (b != 0) & (a != b), CONFLICT, DUPLICATE)
         return out
 
     @staticmethod

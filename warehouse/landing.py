@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.config import WarehouseConfig
 from spendstream.errors import CommitConflict, LegacyWarehouse, WarehouseError, WriterFenced
@@ -56,9 +57,9 @@ from spendstream.table_schemas import (
 )
 from spendstream.warehouse import snapshots as sn
 from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
-from spendstream.warehouse.quality import QualityReport, precheck
 from spendstream.warehouse.rowkeys import RowKeys
 from spendstream.warehouse.tables import (
+    DIGEST_COLUMN,
     EVENT_TABLES,
     LEGACY_CATALOG,
     Storage,
@@ -79,9 +80,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WRITER = "embedded"
 SMALL_TABLES = ("alerts", "breaker_events", "dead_letters")
-# An optional column the facts may carry (the batch branch's content digest per event):
-# read back when the dedupe store is rebuilt, to tell a replay from a conflicting copy.
-DIGEST_COLUMN = "event_digest"
 _RECORD_MAGIC = b"spendstream-record-1\n"
 
 TableInput: TypeAlias = pa.Table | Sequence[Any] | None
@@ -105,9 +103,7 @@ class CommitResult:
     dead_letters: int = 0
     duplicates: int = 0  # facts whose event_id had landed (or came earlier in the batch)
     conflicts: list[str] = field(default_factory=list)  # same id, different digest
-    quarantined: int = 0
     retries: int = 0  # commits lost to other writers and tried again
-    quality: QualityReport = field(default_factory=QualityReport)
 
     @property
     def committed(self) -> bool:
@@ -170,8 +166,6 @@ class Warehouse:
         self._dedupe_ready = False
         self._resume: Resume | None = None
         self._state: bytes | None = None
-        # Facts of a batch the quality gate set aside: counted as seen once the commit lands.
-        self.quarantined_facts: pa.Table | None = None
         # The small tables' landed keys (rowkeys.py), loaded on first use.
         self._row_keys: dict[str, RowKeys] = {}
 
@@ -335,8 +329,10 @@ class Warehouse:
         """Land one batch with the writer's positions and state (bytes), exactly once.
 
         Tables are Arrow (``spendstream.table_schemas``) or sequences of records. Facts whose
-        event_id already landed are skipped (``duplicates``/``conflicts``). ``positions`` and
-        ``state`` None: the writer's last ones stay in force.
+        event_id already landed are skipped (``duplicates``/``conflicts``). ``digests``: each
+        fact's content digest (stream/digest.py; or the facts' own ``event_digest`` column),
+        landed with it so a later copy of the id with other content is a conflict, not a
+        replay. ``positions`` and ``state`` None: the writer's last ones stay in force.
         """
         resume = self.resume()
         tables = {
@@ -346,6 +342,8 @@ class Warehouse:
             "dead_letters": _as_table("dead_letters", dead_letters),
         }
         result = CommitResult(seq=resume.seq)
+        if digests is None and DIGEST_COLUMN in tables["usage_facts"].column_names:
+            digests = tables["usage_facts"][DIGEST_COLUMN].combine_chunks()
         fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
         for name in SMALL_TABLES:
@@ -355,9 +353,9 @@ class Warehouse:
                 keys = self._row_keys.setdefault(name, RowKeys(self, name))
                 tables[name], _, dropped = keys.new_rows(tables[name])
                 result.duplicates += dropped
-        tables = self._quality_gate(tables, result)
-        if result.quarantined:
-            fact_table, fact_digests = tables["usage_facts"], None
+        # Records were judged one by one before they got here (stream/batch.py, bounds in
+        # the event model): no batch is set aside whole for one bad record.
+        tables["usage_facts"] = fact_table = _with_digests(fact_table, fact_digests)
         if positions is None and state is None and not any(len(t) for t in tables.values()):
             return result
         seq = resume.seq + 1
@@ -410,10 +408,6 @@ class Warehouse:
             self.dedupe.add(
                 fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
             )
-        if self.quarantined_facts is not None:
-            q = self.quarantined_facts
-            self.dedupe.add(q["event_id"], epoch_days(q["ts"]))
-            self.quarantined_facts = None
         for name in SMALL_TABLES:
             if name in files:
                 self._land_outbox(name, self.writer, seq, files[name], tables[name])
@@ -439,20 +433,6 @@ class Warehouse:
             return facts, digests
         mask = pa.array(new)
         return facts.filter(mask), None if digests is None else digests.filter(mask)
-
-    def _quality_gate(
-        self, tables: dict[str, pa.Table], result: CommitResult
-    ) -> dict[str, pa.Table]:
-        """The pre-check (quality.py): a failing batch's facts become dead letters."""
-        if not len(tables["usage_facts"]) and not len(tables["alerts"]):
-            return tables
-        report = precheck(tables["usage_facts"], tables["alerts"], tables["breaker_events"])
-        result.quality = report
-        if report.ok:
-            return tables
-        from spendstream.warehouse.quarantine import quarantine
-
-        return quarantine(self, tables, report, result)
 
     def _write_files(self, name: str, table: pa.Table) -> list[DataFile]:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
@@ -666,6 +646,15 @@ class Warehouse:
         from spendstream.warehouse.maintenance import rewrite_facts
 
         return rewrite_facts(self, _as_table("usage_facts", facts))
+
+
+def _with_digests(facts: pa.Table, digests: pa.Array | None) -> pa.Table:
+    """The facts with their ``DIGEST_COLUMN`` (null where no digest was given)."""
+    if DIGEST_COLUMN in facts.column_names:
+        return facts
+    none = pa.nulls(len(facts), pa.binary())
+    column = none if digests is None else pc.cast(digests, pa.binary())
+    return facts.append_column(pa.field(DIGEST_COLUMN, pa.binary()), column)
 
 
 class _FactsRaced(Exception):

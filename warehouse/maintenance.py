@@ -27,7 +27,13 @@ import pyarrow.compute as pc
 
 from spendstream.errors import CommitConflict
 from spendstream.warehouse import snapshots as sn
-from spendstream.warehouse.tables import EVENT_TABLES, PARTITION_COLUMN, TABLE_SCHEMAS, walk_files
+from spendstream.warehouse.tables import (
+    DIGEST_COLUMN,
+    EVENT_TABLES,
+    PARTITION_COLUMN,
+    TABLE_SCHEMAS,
+    walk_files,
+)
 
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
@@ -283,6 +289,9 @@ def rewrite_facts(wh: Warehouse, facts: pa.Table) -> int:
         new = mine.filter(hit)
         if not len(new):
             continue
+        if DIGEST_COLUMN not in new.column_names:  # a fact keeps its content digest
+            where = pc.index_in(new["event_id"], value_set=stored["event_id"])
+            new = new.append_column(DIGEST_COLUMN, stored[DIGEST_COLUMN].take(where))
         keep = stored.filter(pc.invert(pc.is_in(stored["event_id"], value_set=new["event_id"])))
         merged = pa.concat_tables([keep, new.select(keep.schema.names).cast(keep.schema)])
         if not _replace(wh, "usage_facts", files, merged.sort_by("ts"), summary):

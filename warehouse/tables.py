@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pyiceberg.table import Table
 
 __all__ = [
+    "DIGEST_COLUMN",
     "EVENT_TABLES",
     "PARTITION_COLUMN",
     "REVENUE",
@@ -57,7 +58,14 @@ REVENUE = pa.schema(
         ("revenue_usd", SCHEMAS["usage_facts"].field("cost_usd").type),
     ]
 )
-TABLE_SCHEMAS: dict[str, pa.Schema] = {**SCHEMAS, "revenue": REVENUE}
+# Each fact's content digest (stream/digest.py), kept with it so a later event reusing its
+# event_id is told apart from a replay (dedupe.py) across restarts; null: landed without one.
+DIGEST_COLUMN = "event_digest"
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    **SCHEMAS,
+    "usage_facts": SCHEMAS["usage_facts"].append(pa.field(DIGEST_COLUMN, pa.binary())),
+    "revenue": REVENUE,
+}
 
 TABLE_PROPERTIES = {
     # landing.py retries itself, rebuilding the summary from the new head.

@@ -69,8 +69,8 @@ def _relative(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from spendstream.config import config_from_dict, load_config
     from spendstream.errors import ConfigError
-    from spendstream.synthetic import DEMO_CONFIG_TOML, write_jsonl
-    from spendstream.workdir import resolve_workdir
+    from spendstream.synthetic import DEMO_CONFIG_TOML
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     if args.events < 1000:
         raise ConfigError(
@@ -84,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
         else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
     )
 
+    workdir = resolve_workdir(args.workdir)
+    with WorkdirLock(workdir, "demo"):
+        return _demo(args, config, workdir)
+
+
+def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+    from spendstream.synthetic import write_jsonl
 
-    workdir = resolve_workdir(args.workdir)
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     out.write(f"  events written to {events_file}\n\n")
     runner = EmbeddedRunner(workdir, config)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
-    print_summary(summary, out)
+    print_summary(summary, out, workdir if args.workdir else None)
     out.write("\n")
     tell_story(workdir, out, config.anomaly.factor, summary, config)
     from spendstream.warehouse.report import write_report

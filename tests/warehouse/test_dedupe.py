@@ -1,15 +1,23 @@
-"""The dedupe store: 128-bit keys that hash alike in any batch, exact classification."""
+"""The dedupe store: 128-bit keys that hash alike in any batch, exact classification; with
+content digests each row is new, a duplicate (same id, same content) or a conflict (same
+id, other content), against what landed and against the rows before it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spendstream.stream.batch import conflict_error
+from spendstream.warehouse import Warehouse
 from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore
 from spendstream.warehouse.keyhash import hash128
 from spendstream.warehouse.keyset import KeySet
+from tests.warehouse.factories import T0, fact
 
 ids = st.text(min_size=1, max_size=60)
 
@@ -93,3 +101,56 @@ def test_the_window_moves_with_the_newest_day_and_forgets_older_days() -> None:
     assert sorted(store.days) == [10, 11]
     store.add(pa.array(["c"]), np.array([13]))
     assert sorted(store.days) == [11, 13] and store.keys == 2
+
+
+# Content digests (stream/digest.py): the batch branch's semantics on this store.
+
+A, B = b"a" * 16, b"b" * 16
+N, D, C = int(NEW), int(DUPLICATE), int(CONFLICT)
+
+
+@pytest.mark.parametrize(
+    ("ids", "digests", "landed", "expected"),
+    [
+        (["x", "y"], [A, B], {}, [N, N]),
+        (["x", "x", "x"], [A, A, B], {}, [N, D, C]),
+        (["x"], [A], {"x": A}, [D]),
+        (["x"], [B], {"x": A}, [C]),
+        # Against the landed content, not against a conflicting row before it.
+        (["x", "x"], [B, B], {"x": A}, [C, C]),
+        (["x", "x"], [A, B], {"x": A}, [D, C]),
+        # Landed without a digest: nothing to compare, so a replay.
+        (["x", "x"], [A, B], {"x": None}, [D, D]),
+        ([], [], {}, []),
+    ],
+)
+def test_each_row_is_new_a_replay_or_a_conflict(
+    ids: list[str], digests: list[bytes], landed: dict[str, bytes | None], expected: list[int]
+) -> None:
+    store = _store()
+    for key, digest in landed.items():
+        store.add(pa.array([key]), np.array([10]), pa.array([digest], pa.binary(16)))
+    days = np.full(len(ids), 10)
+    got = store.classify(pa.array(ids, pa.string()), days, pa.array(digests, pa.binary(16)))
+    assert got.tolist() == expected
+
+
+def test_the_warehouse_keeps_each_landed_facts_digest_across_a_restart(workdir: Path) -> None:
+    f, g, h = fact(T0), fact(T0), fact(T0)
+    with Warehouse(workdir) as wh:
+        wh.commit(facts=[f, g], digests=pa.array([A, B], pa.binary(16)))
+        wh.commit(facts=[h])  # a writer that knows no digest
+    ids = pa.array([f.event.event_id, g.event.event_id, h.event.event_id, "new"])
+    ts = pa.array([T0] * 4, pa.timestamp("us", tz="UTC"))
+    digests = pa.array([A, A, B, A], pa.binary(16))
+    with Warehouse(workdir) as wh:  # the store is rebuilt from the facts table
+        assert wh.classify(ids, ts, digests).tolist() == [D, C, D, N]
+        landed = wh.tables.load("usage_facts").scan().to_arrow()
+        assert sorted(landed["event_digest"].to_pylist(), key=repr) == sorted(
+            [A, B, None], key=repr
+        )
+
+
+def test_conflict_error_names_the_id_and_says_nothing_that_changes_on_replay() -> None:
+    assert conflict_error("e-1") == conflict_error("e-1")
+    assert conflict_error("e-1").startswith("conflicting_duplicate: event_id 'e-1' ")
