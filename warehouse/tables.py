@@ -185,17 +185,24 @@ class Tables:
             )
         if create and not storage.is_s3:
             Path(Storage.to_fs_path(storage.location)).mkdir(parents=True, exist_ok=True)
-        try:
-            self.catalog: SqlCatalog = SqlCatalog(
-                storage.catalog_name,
-                uri=storage.catalog_uri,
-                warehouse=storage.location,
-                **storage.catalog_properties,
-            )
-        except Exception as exc:  # SQLAlchemy's errors name the database; say which key.
-            raise WarehouseError(
-                f"cannot open the warehouse catalog ([warehouse] catalog_uri): {exc}"
-            ) from exc
+        for attempt in range(3):
+            try:
+                self.catalog: SqlCatalog = SqlCatalog(
+                    storage.catalog_name,
+                    uri=storage.catalog_uri,
+                    warehouse=storage.location,
+                    **storage.catalog_properties,
+                )
+                break
+            except Exception as exc:  # SQLAlchemy's errors name the database; say which key.
+                # A new catalog database: pyiceberg checks for its tables, then creates them,
+                # so two writers opening it at once (the stages of `spendstream run`) can
+                # race; the loser finds the tables there on its next try.
+                if "already exists" in str(exc) and attempt < 2:
+                    continue
+                raise WarehouseError(
+                    f"cannot open the warehouse catalog ([warehouse] catalog_uri): {exc}"
+                ) from exc
         self._tables: dict[str, Table] = {}
         if create:
             self._create_missing()

@@ -80,3 +80,30 @@ def test_an_old_layout_is_refused_by_every_command_with_the_way_out(
     for argv in (["sql", "SELECT 1"], ["query", "cost_by_team"], ["warehouse", "compact"]):
         assert main([*argv, "--workdir", str(tmp_path)]) != 0
         assert "spendstream warehouse migrate" in capsys.readouterr().err
+
+
+def test_writers_opening_a_new_catalog_at_once_all_open_it(tmp_path: Path) -> None:
+    """`spendstream run` opens its stages' writers at the same moment on a fresh workdir:
+    pyiceberg creates its catalog tables after checking for them, so they race."""
+    import threading
+
+    from spendstream.warehouse.tables import Tables
+
+    storage = resolve_storage(WarehouseConfig(), tmp_path)
+    storage.local_root.mkdir(parents=True)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            Tables(storage, create=False).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
