@@ -47,7 +47,10 @@ def test_local_start_prints_a_configuration_that_ingests_and_reads_back(
         assert main(["sql", "SELECT count(*) FROM usage_facts", "--format", "csv",
                      "--workdir", str(tmp_path / "b"), *cfg]) == 0  # fmt: skip
         assert capsys.readouterr().out.splitlines()[-1] == "300"
-        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+        # The tables are all in the bucket and the catalog: the writer's workdir holds only
+        # its lock (one embedded writer per workdir), the reader's nothing at all.
+        assert [p.name for p in (tmp_path / "a").iterdir()] == ["writer.lock"]
+        assert not (tmp_path / "b").exists()
         assert main(["local", "status", *args]) == 0
         status = capsys.readouterr().out
         assert "Kafka" in status and "PostgreSQL running" in status and "s3proxy running" in status
