@@ -14,9 +14,12 @@ import time
 BENCHMARKS = (
     "pricing",  # Pricer.price_batch vs a per-event genai_prices.calc_price loop
     "detection",  # the columnar detection engine vs the per-event reference engine
+    "decode",  # columnar decode + validate (stream/batch.py) vs per-event pydantic
     "producer",  # Meter.record() latency; Meter to Kafka vs a bare KafkaProducer
     "ingest",  # embedded spendstream ingest of 1M events vs a per-event calc_price loop
-    "warehouse_queries",  # named queries at 10M facts vs bare read_parquet; landing; ingest
+    "warehouse_queries",  # named queries at 10M facts (local and S3) vs bare read_parquet; landing
+    "dedupe",  # dedupe store probe+insert per key: empty vs 10M landed keys
+    "writers",  # 3 writers committing at once with maintenance: lost/doubled, retries
     "kafka_pipeline",  # spendstream run vs a bare aiokafka consumer; produce -> queryable
     "breaker_latency",  # runaway crossing -> guard() refusal, through spendstream run
     "leases",  # hard-budget overshoot: leases vs breaker-only; reserve() and refill latency

@@ -205,7 +205,7 @@ def run_trip_to_refusal(
     import urllib.request
     import uuid
 
-    from spendstream.kafka_local import find_free_ports
+    from spendstream.local.kafka import find_free_ports
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     (port,) = find_free_ports(1)
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
+        from spendstream.local.kafka import LocalKafka, find_free_ports
 
         tmp = tempfile.TemporaryDirectory(prefix="bench-kafka-")
         port, cport = find_free_ports(2)

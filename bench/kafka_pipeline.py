@@ -38,7 +38,7 @@ from typing import Any
 
 from bench._common import machine as shared_machine
 from bench._common import record
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 
@@ -185,11 +185,13 @@ def metric_values(port: int) -> dict[str, float]:
 
 
 def held_and_judged(workdir: Path, app_id: str) -> dict[str, Any]:
+    import json
+
     from spendstream.warehouse import Warehouse
 
     with Warehouse(workdir, writer=f"{app_id}-detect") as wh:
-        last = wh.last_commit()
-    return dict(last[0]) if last and last[0] else {}
+        raw = wh.resume().state
+    return dict(json.loads(raw)) if raw else {}
 
 
 def end_offset(bootstrap: str, topic: str) -> int:
@@ -391,7 +393,7 @@ def main() -> int:
     broker = None
     bootstrap = args.bootstrap
     if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
+        from spendstream.local.kafka import LocalKafka, find_free_ports
 
         port, cport = find_free_ports(2)
         broker = LocalKafka(Path(tmp.name) / "broker", port=port, controller_port=cport)

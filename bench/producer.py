@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp:
         bootstrap = args.bootstrap
         if not bootstrap:
-            from spendstream.kafka_local import LocalKafka, find_free_ports
+            from spendstream.local.kafka import LocalKafka, find_free_ports
 
             port, cport = find_free_ports(2)
             broker = LocalKafka(Path(tmp) / "kafka", port=port, controller_port=cport)

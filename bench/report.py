@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.report [--facts 10000000] [--whatif-days 1] [--keep DIR]
 
-Facts are generated straight into the warehouse layout by bench.warehouse_queries'
+Facts are generated and committed to the Iceberg tables by bench.warehouse_queries'
 generator (30 days, 8 teams, 40 features, 12 models, 200k users, agent sessions).
 
 Report: ``write_report`` over the whole 30 days (daily buckets) and over the last 3 days
@@ -36,7 +36,7 @@ from typing import Any, cast
 from bench._common import record
 from bench.warehouse_queries import DAYS, START, generate, machine
 from spendstream.stream.pricing import Pricer
-from spendstream.warehouse.layout import Layout
+from spendstream.warehouse import Warehouse
 from spendstream.warehouse.reading import connect
 from spendstream.warehouse.report import write_report
 from spendstream.warehouse.whatif import BatchShare, Call, Route, Selector, run_whatif
@@ -139,9 +139,10 @@ def main() -> int:
     }
     try:
         work = base / "work"
-        if not (Layout.for_workdir(work).root / "usage_facts").exists():
+        if not (work / "warehouse" / "catalog.db").exists():
             print(f"generating {args.facts:,} facts ...")
-            report["generate_s"] = round(generate(work, args.facts), 1)
+            with Warehouse(work, writer="bench") as wh:
+                report["generate_s"] = round(generate(wh, args.facts), 1)
         report["report"] = bench_report(work, base)
         report["whatif"] = bench_whatif(work, args.whatif_days)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -1,22 +1,23 @@
-"""Warehouse benchmark: named queries over 10M facts, and exactly-once landing throughput.
+"""Warehouse benchmark: named queries over 10M facts (local disk and a local S3 server), and
+exactly-once landing throughput into the Iceberg tables.
 
-    .venv/bin/python -m bench.warehouse_queries [--facts 10000000] [--landing 1000000]
+    .venv/bin/python -m bench.warehouse_queries [--facts 10000000] [--landing 1000000] [--no-s3]
 
-Queries: 10M facts (30 days, 8 teams, 40 features, 12 models, 200k users, 30% of calls
-in agent sessions with sub-agents) are generated straight into the warehouse layout
-with pyarrow (one c-file per 250k rows, as after compaction); every named query then
-runs through spendstream.duckdb's views (first run and the median of 3 warm runs).
-Baseline in the same run: the same aggregation as ``cost_by_team`` on a bare
-``read_parquet`` glob, which shows what the views' file-visibility filter costs.
+Queries: 10M facts (30 days, 8 teams, 40 features, 12 models, 200k users, 30% of calls in
+agent sessions with sub-agents) are generated with pyarrow and committed through
+``Warehouse.commit`` in 250k-row batches (one file per batch, as after compaction). Every
+named query then runs the way ``spendstream query`` runs it: a DuckDB connection over the
+catalog's current snapshot (``views.connect_snapshot``; first run and the median of 3 warm
+runs), and through ``spendstream.duckdb`` (local only). The same facts are committed to
+Iceberg tables on a local s3proxy with the catalog in SQLite, and the queries timed again
+(goal: within 2x of local). Baseline in the same run: ``cost_by_team``'s aggregation on a
+bare ``read_parquet`` of the same files.
 
-Landing: ``--landing`` events validated as UsageEvents and committed in batches of
-1000 through ``Warehouse.unseen`` + ``Warehouse.commit`` (staging, fsync, SQLite catalog,
-rename), then the whole stream replayed (every id must be skipped). Baseline: the same
-batches written with ``pq.write_table`` alone. Peak RSS is recorded (goal: 1M within 1.5 GB).
-
-Ingest (``--ingest N``, default 0): ``spendstream ingest`` on N synthetic events (the demo
-workload) in a child process; its peak RSS is the whole pipeline's (parse, price, detect,
-land), read from ``getrusage(RUSAGE_CHILDREN)``.
+Landing: ``--landing`` facts committed as Arrow tables in batches of 20k rows, each with
+source positions and a 64 kB state, through classify + write + catalog commit (the
+embedded writer's path), then the whole stream replayed (every id must be skipped).
+Baseline: the same batches written with ``pq.write_table`` alone. Goal: not slower than the
+columnar engine's ~100k events/s.
 
 Results: bench/results/warehouse_queries.json and a line in bench/RESULTS.md.
 """
@@ -45,7 +46,6 @@ from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
 from spendstream.table_schemas import FACTS, facts_table
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.queries import QUERIES
 
 NAME = "warehouse_queries"
@@ -134,52 +134,53 @@ def _chunk(rng: np.random.Generator, start_id: int, n: int, day: datetime) -> pa
         "schema_version": pa.array(np.ones(n, dtype=np.int32)),
     }
     cols["input_cost_usd"] = cols["cost_usd"]
+    zero = pc.if_else(
+        pa.array(priced), _money(np.zeros(n)), pa.nulls(n, FACTS.field("cost_usd").type)
+    )
+    for name in ("cache_read_cost_usd", "cache_write_cost_usd", "output_cost_usd"):
+        cols[name] = zero
     arrays = [cols[f.name] if f.name in cols else pa.nulls(n, f.type) for f in FACTS]
     return pa.Table.from_arrays(arrays, schema=FACTS)
 
 
-def generate(workdir: Path, n: int, seed: int = 7) -> float:
+def generate(wh: Warehouse, n: int, seed: int = 7) -> float:
+    """Commit n generated facts through the warehouse (positions: rows so far)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
-    wh = Warehouse(workdir)
-    wh.ensure_views()
-    layout = wh.layout
-    wh.close()
     per_day = n // DAYS
-    made, file_no = 0, 0
+    made = 0
     for d in range(DAYS):
         day = START + timedelta(days=d)
         rows_today = per_day if d < DAYS - 1 else n - made
         done = 0
         while done < rows_today:
             k = min(ROWS_PER_FILE, rows_today - done)
-            table = _chunk(rng, made, k, day)
-            file_no += 1
-            path = layout.date_dir("usage_facts", day.date()) / Layout.commit_file_name(file_no, 0)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table, path, compression="zstd")
+            result = wh.commit(facts=_chunk(rng, made, k, day), positions={"rows": made + k})
+            assert result.facts == k, result
             done += k
             made += k
+    wh.ensure_views()
     return time.perf_counter() - t0
 
 
-def time_queries(workdir: Path) -> dict[str, Any]:
-    import duckdb
+def time_queries(wh: Warehouse, local_file: bool) -> dict[str, Any]:
+    from spendstream.warehouse.tables import Storage
+    from spendstream.warehouse.views import connect_database, connect_snapshot
 
-    layout = Layout.for_workdir(workdir)
-    con = duckdb.connect(str(layout.db_path), read_only=True)
-    con.execute("SET TimeZone = 'UTC'")
-    out: dict[str, Any] = {}
+    t = time.perf_counter()
+    con = connect_snapshot(wh)
+    out: dict[str, Any] = {"connect_s": round(time.perf_counter() - t, 3)}
+    file_con = connect_database(wh.storage) if local_file else None
 
-    def measure(sql: str) -> dict[str, Any]:
+    def measure(c: Any, sql: str) -> dict[str, Any]:
         # Arrow results: the time is DuckDB's, not Python's boxing of millions of Decimals.
         t = time.perf_counter()
-        rows = con.sql(sql).to_arrow_table()
+        rows = c.sql(sql).to_arrow_table()
         first = time.perf_counter() - t
         warm = []
         for _ in range(3):
             t = time.perf_counter()
-            con.sql(sql).to_arrow_table()
+            c.sql(sql).to_arrow_table()
             warm.append(time.perf_counter() - t)
         med = statistics.median(warm)
         return {
@@ -190,16 +191,28 @@ def time_queries(workdir: Path) -> dict[str, Any]:
         }
 
     for q in QUERIES:
-        out[q.name] = measure(f"SELECT * FROM {q.name}")
+        out[q.name] = measure(con, f"SELECT * FROM {q.name}")
+        if file_con is not None:
+            out[q.name]["duckdb_file_warm_median_s"] = measure(file_con, f"SELECT * FROM {q.name}")[
+                "warm_median_s"
+            ]
         print(f"  {q.name:<24} {out[q.name]}")
-    glob = layout.glob("usage_facts").replace("'", "''")
-    out["baseline_bare_read_parquet_cost_by_team"] = measure(
-        f"SELECT coalesce(team, '(untagged)') AS team, count(*), sum(input_tokens), sum(output_tokens), "
-        f"sum(cost_usd) FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true) "
-        "GROUP BY ALL ORDER BY 5 DESC NULLS LAST"
-    )
+    if not wh.storage.is_s3:
+        files = [
+            Storage.to_fs_path(f.file_path)
+            for f in wh.manifests.live_files(wh.tables.load("usage_facts"))
+        ]
+        listing = ", ".join(f"'{p}'" for p in files)
+        out["baseline_bare_read_parquet_cost_by_team"] = measure(
+            con,
+            "SELECT coalesce(team, '(untagged)') AS team, count(*), sum(input_tokens), "
+            f"sum(output_tokens), sum(cost_usd) FROM read_parquet([{listing}]) "
+            "GROUP BY ALL ORDER BY 5 DESC NULLS LAST",
+        )
     out["count_usage_facts"] = con.execute("SELECT count(*) FROM usage_facts").fetchone()[0]  # type: ignore[index]
     con.close()
+    if file_con is not None:
+        file_con.close()
     return out
 
 
@@ -223,7 +236,7 @@ def _events(start: int, n: int) -> list[dict[str, Any]]:
     ]
 
 
-def land(workdir: Path, n: int, batch: int = 1000) -> dict[str, Any]:
+def land(workdir: Path, n: int, batch: int = 20_000) -> dict[str, Any]:
     cost = Cost(
         Decimal("0.0036"),
         Decimal("0.00009"),
@@ -234,38 +247,36 @@ def land(workdir: Path, n: int, batch: int = 1000) -> dict[str, Any]:
     )
     now = datetime.now(UTC)
     validate = UsageEvent.model_validate
-    res: dict[str, Any] = {"events": n, "batch": batch}
-
+    state = bytes(64 * 1024)  # a detection engine's snapshot, roughly
+    res: dict[str, Any] = {"events": n, "batch": batch, "state_bytes": len(state)}
+    tables = [
+        facts_table([Fact(validate(e), cost, now) for e in _events(start, min(batch, n - start))])
+        for start in range(0, n, batch)
+    ]
     baseline_dir = Path(tempfile.mkdtemp(prefix="bench-bare-"))
-    t_bare = 0.0
-    for start in range(0, n, batch):
-        facts = [Fact(validate(e), cost, now) for e in _events(start, min(batch, n - start))]
-        t = time.perf_counter()
-        pq.write_table(facts_table(facts), baseline_dir / f"{start}.parquet", compression="zstd")
-        t_bare += time.perf_counter() - t
+    t = time.perf_counter()
+    for i, table in enumerate(tables):
+        pq.write_table(table, baseline_dir / f"{i}.parquet", compression="zstd")
+    t_bare = time.perf_counter() - t
     shutil.rmtree(baseline_dir)
 
     wh = Warehouse(workdir, writer="bench")
     t_land = t_replay = 0.0
     landed = skipped = 0
     for replay in (False, True):
-        for start in range(0, n, batch):
-            facts_in = [validate(e) for e in _events(start, min(batch, n - start))]
+        done = 0
+        for table in tables:
+            done += len(table)
             t = time.perf_counter()
-            new = wh.unseen(facts_in)
-            r = wh.commit(
-                facts=[Fact(e, cost, now) for e in new],
-                state={"at": start},
-                source_positions={"line": start},
-            )
+            r = wh.commit(facts=table, positions={"line": done}, state=state)
             dt = time.perf_counter() - t
             if replay:
                 t_replay += dt
-                skipped += len(facts_in) - len(new)
+                skipped += r.duplicates
             else:
                 t_land += dt
                 landed += r.facts
-    catalog_mb = wh.layout.catalog_path.stat().st_size / 1e6
+    snapshots = len(wh.tables.load("usage_facts").metadata.snapshots)
     wh.close()
     res.update(
         {
@@ -273,13 +284,41 @@ def land(workdir: Path, n: int, batch: int = 1000) -> dict[str, Any]:
             "warehouse_commit_events_per_s": round(n / t_land),
             "replay_events_per_s": round(n / t_replay),
             "commit_vs_bare_write": round(t_land / t_bare, 2),
+            "commit_ms_per_batch": round(t_land / len(tables) * 1000, 1),
             "landed": landed,
             "replay_skipped": skipped,
             "exactly_once": landed == n and skipped == n,
-            "catalog_mb": round(catalog_mb, 1),
+            "snapshots": snapshots,
         }
     )
     return res
+
+
+def s3_queries(base: Path, n: int) -> dict[str, Any]:
+    """The same facts in Iceberg tables on a local s3proxy; the queries timed again."""
+    import os
+
+    from spendstream.config import WarehouseConfig, WarehouseS3Config
+    from spendstream.local.s3 import LocalS3
+
+    s3 = LocalS3(base / "s3proxy", stop_with_parent=True)
+    s3.start()
+    try:
+        s3.create_bucket("bench")
+        os.environ["AWS_ACCESS_KEY_ID"] = s3.access_key_id
+        os.environ["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+        config = WarehouseConfig(
+            location="s3://bench/wh",
+            s3=WarehouseS3Config(endpoint_url=s3.endpoint, checksums="when_required"),
+        )
+        wh = Warehouse(base / "s3-work", writer="bench", config=config)
+        print(f"generating {n:,} facts (S3) ...")
+        out: dict[str, Any] = {"generate_s": round(generate(wh, n), 1)}
+        out["queries"] = time_queries(wh, local_file=False)
+        wh.close()
+        return out
+    finally:
+        s3.stop()
 
 
 def ingest(base: Path, n: int) -> dict[str, Any]:
@@ -303,6 +342,7 @@ def main() -> int:
         "--ingest", type=int, default=0, help="also time `spendstream ingest` on N events"
     )
     ap.add_argument("--keep", metavar="DIR", default=None, help="generate into DIR and keep it")
+    ap.add_argument("--no-s3", action="store_true", help="skip the local S3 server run")
     args = ap.parse_args()
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-wh-"))
     report: dict[str, Any] = {
@@ -325,12 +365,14 @@ def main() -> int:
             print(f"spendstream ingest of {args.ingest:,} events ...")
             report["ingest"] = ingest(base, args.ingest)
             print(f"  {report['ingest']}")
-        qdir = base / "queries"
-        if not (Layout.for_workdir(qdir).root / "usage_facts").exists():
-            print(f"generating {args.facts:,} facts ...")
-            report["generate_s"] = round(generate(qdir, args.facts), 1)
+        print(f"generating {args.facts:,} facts (local) ...")
+        local = Warehouse(base / "queries", writer="bench")
+        report["generate_local_s"] = round(generate(local, args.facts), 1)
         report["facts"] = args.facts
-        report["queries"] = time_queries(qdir)
+        report["queries"] = time_queries(local, local_file=True)
+        local.close()
+        if not args.no_s3:
+            report["s3"] = s3_queries(base, args.facts)
         report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         if not args.keep:
@@ -338,22 +380,34 @@ def main() -> int:
 
     qs = report["queries"]
     named = {k: v for k, v in qs.items() if isinstance(v, dict) and not k.startswith("baseline")}
+    s3_note = ""
+    if "s3" in report:
+        s3q = report["s3"]["queries"]
+        ratios = {k: s3q[k]["warm_median_s"] / max(named[k]["warm_median_s"], 1e-3) for k in named}
+        worst = max(ratios, key=lambda k: ratios[k])
+        within = sum(1 for r in ratios.values() if r <= 2)
+        report["s3_vs_local"] = {k: round(r, 2) for k, r in ratios.items()}
+        s3_note = (
+            f"; on local S3 (s3proxy) {within}/{len(named)} within 2x of local, worst {worst} "
+            f"{s3q[worst]['warm_median_s']} s ({ratios[worst]:.1f}x)"
+        )
     slowest = max(named, key=lambda k: named[k]["warm_median_s"])
     under = sum(1 for v in named.values() if v["under_goal"])
     m = report["machine"]
     cpu = " ".join(str(m["cpu_model"]).split()[:2])
     line = (
         f"- {NAME} ({report['when']}, {cpu}, {m['cores']} cores, duckdb {report['duckdb_version']}, "
-        f"{args.facts:,} facts): {under}/{len(named)} named queries under {GOAL_S:g} s warm; "
+        f"{args.facts:,} facts, Iceberg): {under}/{len(named)} named queries under {GOAL_S:g} s warm; "
         f"cost_by_team {qs['cost_by_team']['warm_median_s']} s vs bare read_parquet "
         f"{qs['baseline_bare_read_parquet_cost_by_team']['warm_median_s']} s; slowest {slowest} "
-        f"{named[slowest]['warm_median_s']} s"
+        f"{named[slowest]['warm_median_s']} s{s3_note}"
     )
     if "landing" in report:
         ld = report["landing"]
         line += (
             f"; landing {ld['warehouse_commit_events_per_s']}/s vs bare Parquet write "
             f"{ld['bare_parquet_write_events_per_s']}/s, replay {ld['replay_events_per_s']}/s, "
+            f"({ld['batch']:,}-row commits with positions + state, {ld['commit_ms_per_batch']} ms each), "
             f"exactly once {ld['exactly_once']}, landing peak RSS {ld['peak_rss_mb']} MB"
         )
     if "ingest" in report:

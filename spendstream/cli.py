@@ -3,7 +3,8 @@
 Each subcommand lives in ``spendstream/commands/<name>.py`` and exposes
 ``configure(parser)`` (its arguments; cheap, no heavy imports) and
 ``run(args) -> int`` (imports what it needs, then calls library functions).
-Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 the workdir is
+in use by another ``ingest`` or ``demo`` (spendstream/workdir.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from spendstream import __version__
-from spendstream.errors import ConfigError, SpendstreamError, ToolMissingError
+from spendstream.errors import ConfigError, SpendstreamError, ToolMissingError, WorkdirBusy
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -32,8 +33,9 @@ COMMANDS: dict[str, str] = {
     "breakers": "list circuit breakers or reset one",
     "leases": "serve budget leases for hard budgets on Kafka",
     "kafka-local": "start, stop or inspect a real single-node Kafka on this machine (no Docker)",
+    "local": "start, stop or inspect Kafka, PostgreSQL and an S3 server on this machine (no Docker)",
     "prices": "inspect prices: unpriced models, reprice a time range, reconcile reported costs",
-    "warehouse": "warehouse maintenance: compact, check data quality, load revenue",
+    "warehouse": "warehouse maintenance: compact, check data quality, load revenue, migrate",
     "report": "write a self-contained HTML cost report",
     "whatif": "re-price actual traffic under alternative assumptions",
     "init": "write a commented starter spendstream.toml (--cluster for a Kafka cluster)",
@@ -85,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ToolMissingError) as exc:
         print(f"spendstream {args.command}: {exc}", file=sys.stderr)
         return 2
+    except WorkdirBusy as exc:
+        print(f"spendstream {args.command}: {exc}", file=sys.stderr)
+        return WorkdirBusy.exit_code
     except SpendstreamError as exc:
         print(f"spendstream {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -49,6 +49,8 @@ __all__ = [
     "RunawayConfig",
     "SinkConfig",
     "SlackSinkConfig",
+    "WarehouseConfig",
+    "WarehouseS3Config",
     "WebhookSinkConfig",
     "load_config",
 ]
@@ -334,14 +336,27 @@ class BreakerConfig(_Section):
         return _no_inline_secret(data, ("hmac_key",))
 
 
+DEFAULT_MAX_FUTURE_SKEW_S = 300
+
+
 class DetectionConfig(_Section):
-    """Lateness, session expiry, and the `retry_storm` share and `cache_hit_drop` rules."""
+    """Lateness, how far ahead of its receipt an event may be, session expiry, and the
+    `retry_storm` share and `cache_hit_drop` rules."""
 
     allowed_lateness_s: int = Field(
         default=3600,
         ge=0,
         description="An event later than this (event time, behind the newest seen) still "
         "lands but no longer moves detector windows.",
+    )
+    # Capped by allowed_lateness_s: detection's clock is the newest ts it has seen, so a
+    # record this far ahead leaves real traffic at most this late, which then still counts.
+    max_future_skew_s: int = Field(
+        default=DEFAULT_MAX_FUTURE_SKEW_S,
+        ge=0,
+        description="A record whose `ts` is more than this many seconds after the pipeline "
+        "received it is a dead letter (docs/bounds.md). At most `allowed_lateness_s`; "
+        "unset: 300, or `allowed_lateness_s` if that is smaller.",
     )
     session_idle_s: int = Field(
         default=6 * 3600,
@@ -376,6 +391,25 @@ class DetectionConfig(_Section):
         ge=1,
         description="...and the hour had at least this many input tokens.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _skew_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_future_skew_s" not in data:
+            lateness = data.get("allowed_lateness_s", 3600)
+            if isinstance(lateness, int) and 0 <= lateness < DEFAULT_MAX_FUTURE_SKEW_S:
+                return {**data, "max_future_skew_s": lateness}
+        return data
+
+    @model_validator(mode="after")
+    def _skew_within_lateness(self) -> DetectionConfig:
+        if self.max_future_skew_s > self.allowed_lateness_s:
+            raise ValueError(
+                f"max_future_skew_s ({self.max_future_skew_s}) must not exceed "
+                f"allowed_lateness_s ({self.allowed_lateness_s}): one record that far ahead "
+                "would make real traffic too late for detection"
+            )
+        return self
 
 
 class ModelPriceConfig(_Section):
@@ -889,6 +923,131 @@ class AlertsConfig(_Section):
         return self
 
 
+class WarehouseS3Config(_Section):
+    """Object storage for `[warehouse] location = "s3://..."` (any S3-compatible server)."""
+
+    endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 endpoint; unset: AWS's own endpoints. A local or self-hosted "
+        'server: e.g. `"http://127.0.0.1:9000"`.',
+    )
+    region: str = Field(default="us-east-1", description="The bucket's region.")
+    access_key_id_env: str = Field(
+        default="AWS_ACCESS_KEY_ID",
+        description="Environment variable holding the access key id (never the key itself).",
+    )
+    secret_access_key_env: str = Field(
+        default="AWS_SECRET_ACCESS_KEY",
+        description="Environment variable holding the secret access key (never the key itself).",
+    )
+    # Servers that do not implement the newer AWS SDK checksums (s3proxy 2.6) need
+    # "when_required"; real S3 does not.
+    checksums: Literal["when_supported", "when_required"] = Field(
+        default="when_supported",
+        description="`when_required`: send and check request checksums only where the S3 API "
+        "requires them (servers without the newer AWS SDK checksums, e.g. s3proxy 2.6, need "
+        "it). Sets `AWS_REQUEST_CHECKSUM_CALCULATION` / `AWS_RESPONSE_CHECKSUM_VALIDATION`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any) -> Any:
+        data = _no_inline_secret(data, ("access_key_id", "secret_access_key"))
+        return data
+
+
+class WarehouseConfig(_Section):
+    """Where the Iceberg tables live (docs/warehouse.md). Defaults: all under the workdir."""
+
+    catalog_uri: str = Field(
+        default="",
+        description="SQLAlchemy URL of the Iceberg SQL catalog. Empty: SQLite at "
+        "`<workdir>/warehouse/catalog.db`. A cluster: "
+        '`"postgresql+psycopg2://user@host:5432/db"` (no password in it: see '
+        "`catalog_password_env`).",
+    )
+    catalog_password_env: str = Field(
+        default="SPENDSTREAM_CATALOG_PASSWORD",
+        description="Environment variable holding the catalog database's password.",
+    )
+    catalog_name: str = Field(
+        default="spendstream", min_length=1, description="The Iceberg catalog's name."
+    )
+    location: str = Field(
+        default="",
+        description="Where table data and metadata go: an absolute path, `file://...` or "
+        '`"s3://bucket/prefix"` (see `[warehouse.s3]`). Empty: `<workdir>/warehouse/tables`.',
+    )
+    namespace: str = Field(
+        default="spendstream",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The Iceberg namespace holding spendstream's tables.",
+    )
+    commit_retries: int = Field(
+        default=30,
+        ge=0,
+        description="How many times a commit that lost the race to another writer refreshes "
+        "and tries again before it fails.",
+    )
+    commit_backoff_min_ms: float = Field(
+        default=20.0,
+        ge=0,
+        description="First wait between commit retries; it doubles (with jitter) up to "
+        "`commit_backoff_max_ms`.",
+    )
+    commit_backoff_max_ms: float = Field(
+        default=2000.0, ge=0, description="Longest wait between commit retries."
+    )
+    dedupe_window_days: int = Field(
+        default=2,
+        ge=1,
+        le=60,
+        description="Dedupe by `event_id`: keys of facts whose `ts` is within this many days "
+        "of the newest landed `ts` are held in memory; older events are checked against their "
+        "own day in the table.",
+    )
+    snapshot_retention_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="`warehouse compact` expires snapshots older than this (the newest is "
+        "always kept).",
+    )
+    max_snapshots: int = Field(
+        default=512,
+        ge=0,
+        description="Writers keep the facts table's history under this many snapshots between "
+        "compactions (each commit rewrites a metadata file listing them all): past it, the "
+        "oldest half goes. 0: only `warehouse compact` expires snapshots.",
+    )
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Unreferenced files (a killed writer's uncommitted data) are deleted after "
+        "this long.",
+    )
+    target_file_mb: int = Field(
+        default=128,
+        ge=1,
+        description="Compaction rewrites a day's files into files of about this size.",
+    )
+    s3: WarehouseS3Config = Field(
+        default=WarehouseS3Config(), description=WarehouseS3Config.__doc__
+    )
+
+    @model_validator(mode="after")
+    def _no_password_in_uri(self) -> WarehouseConfig:
+        from urllib.parse import urlsplit
+
+        if self.catalog_uri and urlsplit(self.catalog_uri).password:
+            raise ValueError(
+                "catalog_uri must not contain a password; put it in the environment "
+                f"variable named by catalog_password_env ({self.catalog_password_env})"
+            )
+        if self.location and not self.location.startswith(("s3://", "file://", "/")):
+            raise ValueError("location must be an absolute path, file://... or s3://bucket/...")
+        return self
+
+
 class Config(BaseModel):
     """The whole configuration tree."""
 
@@ -907,6 +1066,9 @@ class Config(BaseModel):
     pipeline: PipelineConfig = Field(default=PipelineConfig(), description=PipelineConfig.__doc__)
     alerts: AlertsConfig = Field(default=AlertsConfig(), description=AlertsConfig.__doc__)
     otel: OtelConfig = Field(default=OtelConfig(), description=OtelConfig.__doc__)
+    warehouse: WarehouseConfig = Field(
+        default=WarehouseConfig(), description=WarehouseConfig.__doc__
+    )
     leases: LeasesConfig = Field(default=LeasesConfig(), description=LeasesConfig.__doc__)
 
 

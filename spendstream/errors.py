@@ -7,6 +7,12 @@
      ├── KafkaClientError  a Kafka client call failed (spendstream.kafka; .code, .retriable)
      │    ├── KafkaUnavailable  no broker answered in time (down, wrong address, network)
      │    └── KafkaAuthError    the broker refused us: SASL credentials, TLS, or an ACL
+     ├── LocalServiceError a local service (PostgreSQL, the S3 server) could not be run
+     ├── WarehouseError    the warehouse could not be opened, read or committed to
+     │    ├── CommitConflict    a commit kept losing the race to other writers
+     │    ├── WriterFenced      another instance of the same writer committed meanwhile
+     │    └── LegacyWarehouse   a workdir in the old layout: run `spendstream warehouse migrate`
+     ├── WorkdirBusy       another ingest/demo holds the workdir's writer lock (CLI exit 3)
      └── BreakerOpen       a circuit breaker refuses the call (raised by Meter.guard)
           ├── BudgetExhausted   a hard budget cannot lease the call's worst case (Meter.reserve)
           └── LeaseUnavailable  the lease service did not answer in time (Meter.reserve)
@@ -21,14 +27,20 @@ from decimal import Decimal
 __all__ = [
     "BreakerOpen",
     "BudgetExhausted",
+    "CommitConflict",
     "ConfigError",
     "KafkaAuthError",
     "KafkaClientError",
     "KafkaLocalError",
     "KafkaUnavailable",
     "LeaseUnavailable",
+    "LegacyWarehouse",
+    "LocalServiceError",
     "SpendstreamError",
     "ToolMissingError",
+    "WarehouseError",
+    "WorkdirBusy",
+    "WriterFenced",
 ]
 
 
@@ -71,6 +83,26 @@ class KafkaAuthError(KafkaClientError):
     (untrusted certificate, bad client key), or an ACL denying the topic or group."""
 
 
+class LocalServiceError(SpendstreamError):
+    """A local service (PostgreSQL, the S3 server) could not be prepared, started or stopped."""
+
+
+class WarehouseError(SpendstreamError):
+    """The warehouse could not be opened, read or committed to."""
+
+
+class CommitConflict(WarehouseError):
+    """A commit lost the race to other writers more times than ``commit_retries`` allows."""
+
+
+class WriterFenced(WarehouseError):
+    """Another instance of this writer committed since this one resumed (a zombie is stopped)."""
+
+
+class LegacyWarehouse(WarehouseError):
+    """The workdir holds the old (pre-Iceberg) layout; ``spendstream warehouse migrate`` converts it."""
+
+
 class BreakerOpen(SpendstreamError):
     """A circuit breaker covering this call is open: the call must not be made."""
 
@@ -78,6 +110,12 @@ class BreakerOpen(SpendstreamError):
         super().__init__(f"circuit breaker open for {scope}: {reason}")
         self.scope = scope
         self.reason = reason
+
+
+class WorkdirBusy(SpendstreamError):
+    """Another embedded writer (``ingest``, ``demo``) holds the workdir; the message names its pid."""
+
+    exit_code = 3
 
 
 class BudgetExhausted(BreakerOpen):

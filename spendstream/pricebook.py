@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spendstream.config import Config, PricesConfig
+from spendstream.config import Config, PricesConfig, WarehouseConfig
 from spendstream.errors import ConfigError
 from spendstream.pricedata import bundled_price_data, load_price_data
 from spendstream.records import Fact
@@ -101,27 +101,26 @@ def reprice_range(
     model: str | None = None,
     at_current_prices: bool = False,
     write: bool = False,
-    activate_after_s: float | None = None,
 ) -> RepriceRun:
     """Price the stored facts of [since, until) again; write the changed ones if ``write``."""
     from spendstream.warehouse.reading import load_facts
 
-    facts = load_facts(workdir, since, until, provider, model)
+    facts = load_facts(workdir, since, until, provider, model, config.warehouse)
     at = datetime.now(UTC) if at_current_prices else None
     report = reprice(facts, pricer_for(workdir, config), at=at)
     written = 0
     if write and report.changed:
-        written = _write(workdir, report.changed_facts(facts), activate_after_s)
+        written = _write(workdir, report.changed_facts(facts), config.warehouse)
     return RepriceRun(report, written)
 
 
-def _write(workdir: Path, changed: Sequence[Fact], activate_after_s: float | None) -> int:
-    # The warehouse swaps the rewritten days in like a compaction: readers see the new
-    # costs once the swap activates (``activate_after_s``, the warehouse's default if None).
+def _write(workdir: Path, changed: Sequence[Fact], config: WarehouseConfig) -> int:
+    # Each affected day is rewritten in one Iceberg snapshot, like a compaction: a reader
+    # sees either the old costs or the new ones, never a mix within a day.
     from spendstream.warehouse import Warehouse
 
-    wh = Warehouse(workdir)
+    wh = Warehouse(workdir, writer="reprice", config=config)
     try:
-        return wh.rewrite_facts(changed, activate_after_s)
+        return wh.rewrite_facts(changed)
     finally:
         wh.close()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from spendstream.producers.event import UsageEvent
 from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
 __all__ = [
@@ -88,7 +89,6 @@ COST_FIELDS = [
     "tool_cost_usd",
     "cost_usd",
 ]
-_MAPS = ("tags", "tool_requests")
 EVENTS = pa.schema([pa.field(n, t) for n, t in EVENT_FIELDS])
 FACTS = pa.schema(
     [pa.field(n, t) for n, t in EVENT_FIELDS]
@@ -154,43 +154,41 @@ def _money_array(values: list[Decimal | None]) -> pa.Array:
         return pa.array([to_money(v) for v in values], type=MONEY)
 
 
-def event_columns(fields: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """EVENT_FIELDS columns from events' field dicts (``UsageEvent.__dict__``)."""
-    cols: dict[str, list[Any]] = {
-        name: [d[name] for d in fields] for name, _ in EVENT_FIELDS if name not in _MAPS
-    }
-    for name in _MAPS:
-        cols[name] = [list(d[name].items()) if d[name] else None for d in fields]
+def _column(values: list[Any], typ: pa.DataType) -> pa.Array:
+    return _money_array(values) if typ == MONEY else pa.array(values, type=typ)
+
+
+def event_columns(events: Sequence[UsageEvent]) -> dict[str, pa.Array]:
+    """The EVENT_FIELDS columns of validated events."""
+    # Column by column over the events' field dicts: a comprehension per column is several
+    # times faster than appending field by field.
+    fields = [e.__dict__ for e in events]
+    cols: dict[str, pa.Array] = {}
+    for name, typ in EVENT_FIELDS:
+        if pa.types.is_map(typ):
+            values = [list(d[name].items()) if d[name] else None for d in fields]
+        else:
+            values = [d[name] for d in fields]
+        cols[name] = _column(values, typ)
     return cols
 
 
-def events_table(events: Sequence[Any]) -> pa.Table:
-    """The EVENT_FIELDS columns of validated events (``UsageEvent``s), in order."""
-    cols = event_columns([e.__dict__ for e in events])
-    return pa.table(
-        {name: pa.array(cols[name], type=t) for name, t in EVENT_FIELDS},
-        schema=EVENTS,
-    )
+def events_table(events: Sequence[UsageEvent]) -> pa.Table:
+    """The EVENT_FIELDS columns of validated events, in order."""
+    return pa.table(event_columns(events), schema=EVENTS)
 
 
 def facts_table(facts: Sequence[Fact]) -> pa.Table:
-    # Column by column over the events' field dicts: a comprehension per column is several
-    # times faster than appending field by field.
-    fields = [f.event.__dict__ for f in facts]
     costs = [f.cost for f in facts]
-    cols = event_columns(fields)
+    cols: dict[str, list[Any]] = {}
     for name in COST_FIELDS:
         cols[name] = [getattr(c, name) if c is not None else None for c in costs]
     cols["priced"] = [c is not None for c in costs]
     cols["price_source"] = [c.price_source if c is not None else None for c in costs]
     cols["ingested_at"] = [f.ingested_at for f in facts]
-    arrays = {
-        f.name: _money_array(cols[f.name])
-        if f.type == MONEY
-        else pa.array(cols[f.name], type=f.type)
-        for f in FACTS
-    }
-    return pa.table(arrays, schema=FACTS)
+    arrays = event_columns([f.event for f in facts])
+    arrays.update({name: _column(values, FACTS.field(name).type) for name, values in cols.items()})
+    return pa.table([arrays[f.name] for f in FACTS], schema=FACTS)
 
 
 def alerts_table(alerts: Sequence[Alert]) -> pa.Table:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import pytest
 
 from spendstream.kafka.settings import KafkaSettings
-from spendstream.kafka_local import (
+from spendstream.local.kafka import (
     DEFAULT_VERSION,
     KafkaLocalError,
     LocalKafka,

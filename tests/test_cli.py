@@ -11,7 +11,8 @@ import pytest
 from spendstream.cli import COMMANDS, build_parser, main
 
 CONTRACT_COMMANDS = [
-    "demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local", "init", "serve",
+    "demo", "ingest", "run", "alerts", "sql", "query", "breakers", "kafka-local", "local",
+    "init", "serve",
 ]  # fmt: skip
 
 

@@ -47,10 +47,11 @@ def _compose() -> dict[str, Any]:
 
 
 def test_compose_runs_the_kafka_version_kafka_local_runs() -> None:
-    from spendstream.kafka_local import DEFAULT_VERSION
+    from spendstream.local.kafka import DEFAULT_VERSION
 
-    images = {s["image"] for s in _compose()["services"].values() if "image" in s}
-    assert images == {f"apache/kafka:{DEFAULT_VERSION}"}
+    images = [s["image"] for s in _compose()["services"].values() if "image" in s]
+    kafka = [i for i in images if i.startswith("apache/kafka:")]
+    assert kafka and set(kafka) == {f"apache/kafka:{DEFAULT_VERSION}"}
 
 
 def test_every_published_port_is_bound_to_localhost() -> None:
@@ -145,3 +146,17 @@ def test_breaker_records_are_signed_with_the_key_the_breaker_key_service_writes(
         svc = services[name]
         assert any(v.split(":")[1] == volume for v in svc["volumes"] if v.count(":") >= 1), name
         assert svc["depends_on"]["breaker-key"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_runs_the_cluster_shape() -> None:
+    """PostgreSQL holds the catalog and an S3 server the tables; the pipeline mounts no
+    data dir; the config it mounts points at both."""
+    from spendstream.config import load_config
+
+    services = _compose()["services"]
+    assert {"postgres", "s3", "bucket"} <= set(services)
+    assert not any("/data" in v for v in services["pipeline"].get("volumes", []))
+    assert services["pipeline"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    config = load_config(ROOT / "deploy" / "spendstream.toml").warehouse
+    assert config.catalog_uri.startswith("postgresql") and "@postgres:" in config.catalog_uri
+    assert config.location.startswith("s3://") and config.s3.endpoint_url == "http://s3:80"

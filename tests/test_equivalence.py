@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,24 @@ from tests.stream.faust_workers import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
+_AHEAD = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
 BAD_LINES = [
     b"not json at all",
     b'{"event_id": "no-fields"}',
     b'{"event_id":"cache-over","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
     b'"input_tokens":10,"output_tokens":1,"cache_read_tokens":20}',
+    # Issue 12's poison pills: each stopped a worker for good (exit 75 on every restart).
+    b'{"event_id":"p1","ts":"9999-12-31T23:59:59Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1}',
+    b'{"event_id":"p2","ts":"0001-01-01T00:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1}',
+    b'{"event_id":"p3","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1,"reported_cost_usd":"1e400"}',
+    b'{"event_id":"p4","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":9223372036854775807,"output_tokens":9223372036854775807}',
+    # ... and the one that blinded detection: two hours ahead of its receipt.
+    f'{{"event_id":"p5","ts":"{_AHEAD}","provider":"openai","model":"gpt-5-mini",'
+    '"input_tokens":10,"output_tokens":1,"api_key_id":"k"}'.encode(),
 ]
 DEAD_SQL = "SELECT raw, error FROM dead_letters ORDER BY raw, error"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.kafka_local import find_free_ports
+from spendstream.local.kafka import find_free_ports
 from tests.alerts.conftest import ScriptedServer, check_slack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
     ok = re.findall(r"^@@ step (\d+) ok$", out, re.MULTILINE)
     assert len(ok) == len(steps)
     assert "What it caught:" in out  # the demo ran
-    assert '{"accepted":1,"rejected":[]}' in out  # the curl call was taken
+    assert '{"accepted":1,"rejected":[],"request_id":"' in out  # the curl call was taken
     assert re.search(r"^recorded [0-9a-f]{32}$", out, re.MULTILINE)  # first_call.py
     trial = home / "spend-trial"
     assert (trial / "spendstream.toml").exists() and (trial / "report.html").exists()

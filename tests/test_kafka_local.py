@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.kafka.settings import KafkaSettings
-from spendstream.kafka_local import (
+from spendstream.local.kafka import (
     DEFAULT_VERSION,
     KafkaLocalError,
     LocalKafka,
@@ -32,6 +32,17 @@ from spendstream.kafka_local import (
 from tests.kafka_fixtures import BrokerFactory, SecureBroker, TopicFactory, produce, read_topic
 
 pytestmark = pytest.mark.kafka
+
+
+def test_the_old_import_path_still_gives_the_same_objects() -> None:
+    """spendstream.kafka_local moved to spendstream.local.kafka; scripts importing the old
+    path keep working (the shim re-exports the module's public names)."""
+    import spendstream.kafka_local as old
+    import spendstream.local.kafka as new
+
+    assert old.__all__ == new.__all__
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name), name
 
 
 def _committed_total(bootstrap: str, group: str, topic: str, timeout_s: float = 30.0) -> int:

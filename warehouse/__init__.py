@@ -1,12 +1,14 @@
-"""The warehouse: priced facts in Parquet, DuckDB views over them.
+"""The warehouse: Apache Iceberg tables (pyiceberg), DuckDB views over their current snapshot.
 
-``Warehouse(workdir)`` lands batches exactly once (``unseen`` + ``commit``) and owns
-``spendstream.duckdb`` (``ensure_views``). See docs/warehouse.md.
+``Warehouse(workdir, writer=..., config=...)`` is one writer's handle: ``resume()`` (its last
+positions and state), ``classify`` (each event new, duplicate or conflicting), ``commit``
+(exactly once, with positions and state), ``ensure_views``, ``compact``. See docs/warehouse.md.
 """
 
 from __future__ import annotations
 
-from spendstream.warehouse.landing import CommitBatch, CommitResult, Warehouse
-from spendstream.warehouse.layout import Layout, segment
+from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW
+from spendstream.warehouse.landing import CommitResult, Resume, Warehouse
+from spendstream.warehouse.layout import segment
 
-__all__ = ["CommitBatch", "CommitResult", "Layout", "Warehouse", "segment"]
+__all__ = ["CONFLICT", "DUPLICATE", "NEW", "CommitResult", "Resume", "Warehouse", "segment"]

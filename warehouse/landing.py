@@ -1,42 +1,53 @@
-"""Exactly-once landing of facts, alerts, breaker events and dead letters as Parquet.
+"""Exactly-once landing into the Iceberg tables, with no shared disk between writers.
 
-The commit protocol (one batch; several writer processes may run it at once):
+A *writer* (``Warehouse(workdir, writer="usage/3")``) is one stream of commits: the
+embedded runner, or one Kafka worker's partition. Its commit ``n`` carries Arrow tables
+for the four tables, its source positions and its state (bytes). Iceberg commits one
+table at a time, so the order is what makes it exactly once:
 
-1. drop items already landed (catalog probe) and repeats within the batch;
-2. write each (table, date) group as a Parquet file under ``_tmp/<instance>/<token>/``,
-   fsynced; views never read ``_tmp``;
-3. in one SQLite transaction: re-check the keys (another writer may have landed some
-   since step 1: then roll back, drop them, go to 2), insert the keys, the file rows
-   (final name carries the new commit id), and this writer's state and source positions.
-   This transaction is the commit point;
-4. rename each staged file into its partition (atomic), then remove the staging dir.
+1. **Classify** the facts by event_id (dedupe.py): only ``NEW`` ones land.
+2. **Write** every table's Parquet data files, and a *record* file under the facts table's
+   location holding the state and the paths of the alert / breaker / dead-letter files
+   (the *outbox*). Nothing refers to these files yet: a crash here leaves orphans that
+   ``warehouse compact`` deletes, and the replay lands the batch again.
+3. **Commit the facts** (the commit point): one atomic catalog commit appends the fact
+   files with ``spendstream.seq.<w> = n``, the positions and the record's path in the
+   snapshot summary, every other writer's keys copied forward from the parent snapshot.
+   It is a compare-and-swap on the table's metadata pointer: if another writer committed
+   first (``CommitFailedException``) the writer refreshes, re-checks its facts against the
+   event_ids the other writer just landed, rebuilds the summary from the new head and tries
+   again. If the head shows a newer commit of *this* writer, a second instance of it is
+   alive: ``WriterFenced``, and this one stops.
+4. **Land the outbox**: for each other table whose head says ``spendstream.seq.<w> < n``,
+   append the outbox files with ``spendstream.seq.<w> = n``, atomically, so a table gets a
+   commit's rows at most once; a commit that found ``>= n`` already there does nothing.
 
-Recovery (on open, for staging dirs whose owner process is gone, found by ``flock``):
-staged files with a catalog row are renamed into place (roll forward); files without
-one are deleted (roll back, their keys never landed so a replay lands them once).
-A crash anywhere therefore leaves each key either landed with its file or not at all.
+Recovery: opening a writer reads the facts head: the writer's positions, its state and
+its last commit ``n`` (step 3 is atomic, so they belong together), and finishes step 4 for
+commit ``n`` of every writer (anyone may finish anyone's outbox: the check-and-append is
+atomic per table). A kill -9 before step 3 replays the batch from the old positions; after
+it, the positions have moved and the outbox is finished on open. Every fact, alert, breaker
+event and dead letter therefore lands exactly once.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import shutil
-import sqlite3
+import contextlib
+import logging
+import random
+import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import orjson
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from spendstream.producers.event import UsageEvent
-from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
+from spendstream.config import WarehouseConfig
+from spendstream.errors import CommitConflict, LegacyWarehouse, WarehouseError, WriterFenced
 from spendstream.table_schemas import (
     SCHEMAS,
     alerts_table,
@@ -44,130 +55,122 @@ from spendstream.table_schemas import (
     dead_letters_table,
     facts_table,
 )
-from spendstream.warehouse.catalog import Catalog, FileRow, key_of
-from spendstream.warehouse.layout import TABLES, Layout, segment
-from spendstream.warehouse.quality import QualityReport, precheck
-
-if TYPE_CHECKING:
-    from spendstream.warehouse.compaction import CompactionSummary
-
-__all__ = ["CommitBatch", "CommitResult", "Warehouse"]
-
-DEFAULT_WRITER = "embedded"
-# Each table's partition date: the UTC day of this column.
-_DAY_COLUMN = {
-    "usage_facts": "ts",
-    "alerts": "ts",
-    "breaker_events": "ts",
-    "dead_letters": "received_at",
-}
-_MAX_CONFLICT_RETRIES = 5
-
-# Tests replace this to simulate a crash at a named step of the protocol.
-_fault: Callable[[str], None] = lambda step: None  # noqa: E731
-
-
-_JSON_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+from spendstream.warehouse import snapshots as sn
+from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
+from spendstream.warehouse.rowkeys import RowKeys
+from spendstream.warehouse.tables import (
+    DIGEST_COLUMN,
+    EVENT_TABLES,
+    LEGACY_CATALOG,
+    Storage,
+    Tables,
+    resolve_storage,
 )
 
+if TYPE_CHECKING:
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.table import Table
 
-def _to_json(value: Any) -> str:
-    try:
-        # Passthrough options: like json.dumps, refuse what json.loads would not give back.
-        return orjson.dumps(value, option=_JSON_OPTIONS).decode()
-    except orjson.JSONEncodeError as exc:
-        raise TypeError(f"writer state is not JSON-serialisable: {exc}") from exc
+    from spendstream.producers.event import UsageEvent
+    from spendstream.warehouse.maintenance import CompactionSummary
+
+__all__ = ["DEFAULT_WRITER", "CommitResult", "Resume", "Warehouse"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WRITER = "embedded"
+SMALL_TABLES = ("alerts", "breaker_events", "dead_letters")
+_RECORD_MAGIC = b"spendstream-record-1\n"
+
+TableInput: TypeAlias = pa.Table | Sequence[Any] | None
 
 
-@dataclass(slots=True)
-class CommitBatch:
-    """Everything one runtime batch produced, committed atomically with its state."""
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a writer continues: its last commit's number, source positions and state."""
 
-    facts: Sequence[Fact] = ()
-    alerts: Sequence[Alert] = ()
-    breaker_events: Sequence[BreakerEvent] = ()
-    dead_letters: Sequence[DeadLetter] = ()
-    # JSON-serialisable. Both None: the writer's last committed state is left as it was.
-    state: Any = None  # the detection engine's snapshot
-    source_positions: Any = None  # e.g. {"spendstream.usage/3": 1042}
+    seq: int = 0
+    positions: dict[str, int] | None = None
+    state: bytes | None = None
 
 
 @dataclass(slots=True)
 class CommitResult:
-    commit_id: int  # 0: nothing was committed (nothing new to land, no state given)
+    seq: int  # this writer's commit number; unchanged when nothing was committed
     facts: int = 0
     alerts: int = 0
     breaker_events: int = 0
     dead_letters: int = 0
-    skipped: int = 0  # already landed (replays, or another writer won the race)
-    quarantined: int = 0
-    quality: QualityReport = field(default_factory=QualityReport)
+    duplicates: int = 0  # facts whose event_id had landed (or came earlier in the batch)
+    conflicts: list[str] = field(default_factory=list)  # same id, different digest
+    retries: int = 0  # commits lost to other writers and tried again
+
+    @property
+    def committed(self) -> bool:
+        return self.seq > 0 and (
+            self.facts + self.alerts + self.breaker_events + self.dead_letters > 0
+        )
+
+    @property
+    def skipped(self) -> int:
+        return self.duplicates + len(self.conflicts)
 
 
-def _fact_key(f: Fact) -> bytes:
-    return key_of("e", f.event.event_id)
+def _as_table(name: str, value: TableInput) -> pa.Table:
+    if value is None:
+        return SCHEMAS[name].empty_table()
+    if isinstance(value, pa.Table):
+        return value
+    builder: dict[str, Callable[[list[Any]], pa.Table]] = {
+        "usage_facts": facts_table,
+        "alerts": alerts_table,
+        "breaker_events": breaker_events_table,
+        "dead_letters": dead_letters_table,
+    }
+    return builder[name](list(value))
 
 
-def _alert_key(a: Alert) -> bytes:
-    return key_of("a", a.alert_id)
-
-
-def _breaker_key(b: BreakerEvent) -> bytes:
-    return key_of("b", b.scope, b.state, b.reason, b.ts.isoformat())
-
-
-def _dead_key(d: DeadLetter) -> bytes:
-    # The same bad input from the same source is one dead letter, like a repeated event_id.
-    return key_of("d", d.source, d.raw, d.error)
-
-
-def _first_unique(items: Iterable[Any], key: Callable[[Any], bytes]) -> list[tuple[bytes, Any]]:
-    seen: set[bytes] = set()
-    out = []
-    for item in items:
-        k = key(item)
-        if k not in seen:
-            seen.add(k)
-            out.append((k, item))
-    return out
+def check_not_legacy(workdir: Path) -> None:
+    """Refuse a workdir in the old layout, saying how to convert it."""
+    root = Path(workdir).resolve() / "warehouse"
+    if (root / LEGACY_CATALOG).exists():
+        raise LegacyWarehouse(
+            f"{root} holds the old warehouse layout (catalog.sqlite + Parquet files); "
+            f"convert it once with `spendstream warehouse migrate --workdir {Path(workdir)}`"
+        )
 
 
 class Warehouse:
-    """The warehouse under ``<workdir>/warehouse``: lands batches exactly once, owns the views.
+    """The Iceberg warehouse as one writer sees it: classify, commit, resume; views; upkeep."""
 
-    ``writer`` names whose state ``last_commit`` returns: one per independent runtime
-    (e.g. a Faust worker's partition set); the embedded runner uses the default.
-    """
-
-    def __init__(self, workdir: Path, writer: str = DEFAULT_WRITER) -> None:
-        self.layout = Layout.for_workdir(Path(workdir))
+    def __init__(
+        self,
+        workdir: Path,
+        writer: str = DEFAULT_WRITER,
+        config: WarehouseConfig | None = None,
+        *,
+        create: bool = True,
+        check_layout: bool = True,
+    ) -> None:
+        if check_layout:
+            check_not_legacy(workdir)
+        self.workdir = Path(workdir)
+        self.config = config or WarehouseConfig()
+        self.storage: Storage = resolve_storage(self.config, self.workdir)
         self.writer = writer
-        self.layout.root.mkdir(parents=True, exist_ok=True)
-        self.layout.tmp_dir.mkdir(exist_ok=True)
-        self._ensure_schema_files()
-        self.catalog = Catalog(self.layout.catalog_path)
-        self.recover()
-        # This instance's staging dir, locked for its lifetime: recovery elsewhere skips it.
-        # The lock (a sibling file) is taken before the dir exists, so no recovery can ever
-        # see the dir unlocked while this instance lives.
-        self._stage_root = self.layout.tmp_dir / f"{segment(writer)}-{uuid.uuid4().hex[:12]}"
-        self._lock_fd: int | None = os.open(_lock_path(self._stage_root), os.O_CREAT | os.O_RDWR)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._stage_root.mkdir()
+        self.tables = Tables(self.storage, create=create)
+        self.fs = self.storage.filesystem()
+        self.manifests = sn.ManifestCache()
+        self.dedupe = DedupeStore(self.config.dedupe_window_days, self._load_day)
+        self._seen_snapshot: int | None = None  # facts snapshot the dedupe store reflects
+        self._dedupe_ready = False
+        self._resume: Resume | None = None
+        self._state: bytes | None = None
+        # The small tables' landed keys (rowkeys.py), loaded on first use.
+        self._row_keys: dict[str, RowKeys] = {}
 
     def close(self) -> None:
-        """Release the catalog and the staging lock (what a process exit does)."""
-        self.catalog.close()
-        if self._lock_fd is not None:
-            # An empty staging area goes; one holding files is left for recovery to judge.
-            try:
-                self._stage_root.rmdir()
-                _lock_path(self._stage_root).unlink(missing_ok=True)
-            except OSError:
-                pass
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self.tables.close()
 
     def __enter__(self) -> Warehouse:
         return self
@@ -175,296 +178,495 @@ class Warehouse:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # Views.
+    @property
+    def db_path(self) -> Path:
+        """spendstream.duckdb (local storage): views for a plain DuckDB session."""
+        return self.storage.local_root / "spendstream.duckdb"
 
-    def ensure_views(self) -> None:
-        """(Re)create the DuckDB views; idempotent, safe while readers hold the file open."""
-        from spendstream.warehouse.views import build_database
+    @property
+    def seq(self) -> int:
+        return self.resume().seq
 
-        build_database(self.layout)
+    # Resume.
 
-    def stage_dir(self) -> Path:
-        """A fresh directory inside this instance's (locked) staging area."""
-        path = self._stage_root / uuid.uuid4().hex
-        path.mkdir()
-        return path
+    def resume(self) -> Resume:
+        """This writer's last commit (finishing every writer's pending outbox first)."""
+        if self._resume is None:
+            facts = self.tables.load("usage_facts")
+            summary = sn.summary_of(facts.current_snapshot())
+            self.finish_outboxes(summary)
+            seq = sn.seq_of(summary, self.writer)
+            positions = sn.positions_of(summary, self.writer)
+            state = None
+            record = summary.get(sn.key("record", self.writer))
+            if record:
+                state = self._read_record(record)[1]
+            self._resume = Resume(seq, positions, state)
+            self._state = state
+        return self._resume
 
-    def compact(
+    def writers(self) -> dict[str, Resume]:
+        """Every writer's last commit, positions and state (e.g. after a rebalance)."""
+        summary = sn.summary_of(self.tables.load("usage_facts").current_snapshot())
+        out = {}
+        for w in sn.writers_in(summary):
+            record = summary.get(sn.key("record", w))
+            state = self._read_record(record)[1] if record else None
+            out[w] = Resume(sn.seq_of(summary, w), sn.positions_of(summary, w), state)
+        return out
+
+    def finish_outboxes(self, facts_summary: Mapping[str, str] | None = None) -> int:
+        """Land the outbox of each writer's last commit where it is missing; how many landed."""
+        if facts_summary is None:
+            facts_summary = sn.summary_of(self.tables.load("usage_facts").current_snapshot())
+        heads = {t: sn.summary_of(self.tables.load(t).current_snapshot()) for t in SMALL_TABLES}
+        landed = 0
+        for w in sn.writers_in(facts_summary):
+            seq = sn.seq_of(facts_summary, w)
+            record = facts_summary.get(sn.key("record", w))
+            if not record or all(sn.seq_of(heads[t], w) >= seq for t in SMALL_TABLES):
+                continue
+            outbox = self._read_record(record)[0].get("outbox", {})
+            for table in SMALL_TABLES:
+                paths = outbox.get(table, [])
+                if paths and sn.seq_of(heads[table], w) < seq:
+                    tbl = self.tables.table(table)
+                    from pyiceberg.io.pyarrow import parquet_file_to_data_file
+
+                    files = [parquet_file_to_data_file(tbl.io, tbl.metadata, p) for p in paths]
+                    if self._land_outbox(table, w, seq, files):
+                        landed += 1
+        return landed
+
+    # Dedupe.
+
+    def classify(
         self,
-        min_files: int = 2,
-        grace_s: float | None = None,
-        activate_after_s: float | None = None,
-    ) -> CompactionSummary:
-        """Merge small files per partition (see compaction.py); safe while readers query."""
-        from spendstream.warehouse import compaction as c
-
-        return c.compact(
-            self,
-            min_files,
-            c.DEFAULT_GRACE_S if grace_s is None else grace_s,
-            c.DEFAULT_ACTIVATE_AFTER_S if activate_after_s is None else activate_after_s,
-        )
-
-    def rewrite_facts(self, facts: Sequence[Fact], activate_after_s: float | None = None) -> int:
-        """Replace stored facts by event_id (repricing); returns how many were replaced."""
-        from spendstream.warehouse import compaction as c
-
-        return c.rewrite_facts(
-            self,
-            facts,
-            c.DEFAULT_ACTIVATE_AFTER_S if activate_after_s is None else activate_after_s,
-        )
-
-    # Dedup.
+        event_ids: pa.Array | pa.ChunkedArray,
+        ts: pa.Array | pa.ChunkedArray,
+        digests: pa.Array | pa.ChunkedArray | None = None,
+    ) -> np.ndarray:
+        """NEW / DUPLICATE / CONFLICT (dedupe.py) per event, against everything landed by any
+        writer up to now and earlier in the batch. Nothing is recorded until ``commit``."""
+        self._catch_up()
+        return self.dedupe.classify(event_ids, epoch_days(ts), digests)
 
     def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
         """Events whose event_id has not landed, first occurrence only, in input order."""
-        pairs = _first_unique(events, lambda e: key_of("e", e.event_id))
-        landed = self.catalog.landed_among([k for k, _ in pairs])
-        return [e for k, e in pairs if k not in landed]
+        if not events:
+            return []
+        ids = pa.array([e.event_id for e in events], pa.string())
+        ts = pa.array([e.ts for e in events], SCHEMAS["usage_facts"].field("ts").type)
+        codes = self.classify(ids, ts)
+        return [e for e, c in zip(events, codes.tolist(), strict=True) if c == NEW]
 
-    def last_commit(self) -> tuple[Any, Any] | None:
-        """This writer's (state, source_positions) from its last commit, or None."""
-        return self.catalog.writer_state(self.writer)
+    def _catch_up(self) -> None:
+        """Bring the dedupe store up to the facts head: other writers' new files."""
+        facts = self.tables.load("usage_facts")
+        head = facts.current_snapshot()
+        head_id = None if head is None else head.snapshot_id
+        if self._dedupe_ready and head_id == self._seen_snapshot:
+            return
+        paths = (
+            sn.appended_by_others(facts, self._seen_snapshot, self.writer)
+            if self._dedupe_ready
+            else None
+        )
+        if paths is None:
+            self._rebuild(facts)
+        else:
+            self._add_files(paths)
+        self._seen_snapshot = head_id
+        self._dedupe_ready = True
 
-    def all_writers(self) -> dict[str, tuple[Any, Any]]:
-        """Every writer's last (state, source_positions), e.g. after a rebalance."""
-        return self.catalog.writers()
+    def _rebuild(self, facts: Table) -> None:
+        """Fill the store with the window's keys from the facts table (on open)."""
+        self.dedupe = DedupeStore(self.config.dedupe_window_days, self._load_day)
+        files = self.manifests.live_files(facts)
+        if not files:
+            return
+        days = [int(f.partition[0]) for f in files if f.partition[0] is not None]
+        if not days:
+            return
+        start = max(days) - self.config.dedupe_window_days
+        self._add_files(
+            [f.file_path for f in files if f.partition[0] is not None and f.partition[0] >= start]
+        )
+
+    def _add_files(self, paths: list[str]) -> None:
+        if not paths:
+            return
+        t = sn.read_columns(self.storage, paths, ["event_id", "ts", DIGEST_COLUMN])
+        if not len(t):
+            return
+        digests = t[DIGEST_COLUMN] if t[DIGEST_COLUMN].null_count < len(t) else None
+        self.dedupe.add(t["event_id"], epoch_days(t["ts"]), digests)
+
+    def _load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
+        """event_ids (and digests) landed with ts on ``day``: the dedupe store's slow path."""
+        facts = self.tables.table("usage_facts")
+        paths = [f.file_path for f in self.manifests.live_files(facts) if f.partition[0] == day]
+        t = sn.read_columns(self.storage, paths, ["event_id", DIGEST_COLUMN])
+        ids = t["event_id"].combine_chunks()
+        digests = (
+            t[DIGEST_COLUMN].combine_chunks() if t[DIGEST_COLUMN].null_count < len(t) else None
+        )
+        return ids, digests
 
     # Commit.
 
     def commit(
         self,
-        batch: CommitBatch | None = None,
+        facts: TableInput = None,
+        alerts: TableInput = None,
+        breaker_events: TableInput = None,
+        dead_letters: TableInput = None,
         *,
-        facts: Sequence[Fact] = (),
-        alerts: Sequence[Alert] = (),
-        breaker_events: Sequence[BreakerEvent] = (),
-        dead_letters: Sequence[DeadLetter] = (),
-        state: Any = None,
-        source_positions: Any = None,
+        positions: Mapping[str, int] | None = None,
+        state: bytes | None = None,
+        digests: pa.Array | None = None,
     ) -> CommitResult:
-        """Land one batch with the writer's state, atomically; already-landed items are skipped."""
-        if batch is None:
-            batch = CommitBatch(
-                facts, alerts, breaker_events, dead_letters, state, source_positions
-            )
-        # Serialise first, once: a state that is not JSON must fail before anything is
-        # written (orjson: the state is serialised every batch, json.dumps cost ~5 us/event).
-        state_json: tuple[str, str] | None = None
-        if batch.state is not None or batch.source_positions is not None:
-            state_json = (_to_json(batch.state), _to_json(batch.source_positions))
-        items = {
-            "usage_facts": _first_unique(batch.facts, _fact_key),
-            "alerts": _first_unique(batch.alerts, _alert_key),
-            "breaker_events": _first_unique(batch.breaker_events, _breaker_key),
-            "dead_letters": _first_unique(batch.dead_letters, _dead_key),
-        }
-        total = sum(len(v) for v in items.values())
-        skipped = len(batch.facts) + len(batch.alerts) + len(batch.breaker_events)
-        skipped += len(batch.dead_letters) - total
-        for _ in range(_MAX_CONFLICT_RETRIES):
-            if state_json is None and not any(items.values()):
-                # Nothing to land and no state to move: no commit, no fsync.
-                return CommitResult(commit_id=0, skipped=skipped)
-            outcome = self._try_commit(items, state_json)
-            if isinstance(outcome, CommitResult):
-                outcome.skipped = skipped
-                return outcome
-            # Some keys landed meanwhile (a replay, or another writer won): drop them, retry.
-            skipped += len(outcome)
-            items = {
-                t: [(k, x) for k, x in pairs if k not in outcome] for t, pairs in items.items()
-            }
-        raise RuntimeError("warehouse commit kept conflicting with other writers")
+        """Land one batch with the writer's positions and state (bytes), exactly once.
 
-    def _try_commit(
-        self, items: dict[str, list[tuple[bytes, Any]]], state_json: tuple[str, str] | None
-    ) -> CommitResult | set[bytes]:
-        """Commit, or return the keys found already landed (nothing is then committed)."""
-        facts = [f for _, f in items["usage_facts"]]
-        alerts = [a for _, a in items["alerts"]]
-        breakers = [b for _, b in items["breaker_events"]]
-        dead = [d for _, d in items["dead_letters"]]
-        built = {
-            "usage_facts": facts_table(facts),
-            "alerts": alerts_table(alerts),
-            "breaker_events": breaker_events_table(breakers),
+        Tables are Arrow (``spendstream.table_schemas``) or sequences of records. Facts whose
+        event_id already landed are skipped (``duplicates``/``conflicts``). ``digests``: each
+        fact's content digest (stream/digest.py; or the facts' own ``event_digest`` column),
+        landed with it so a later copy of the id with other content is a conflict, not a
+        replay. ``positions`` and ``state`` None: the writer's last ones stay in force.
+        """
+        resume = self.resume()
+        tables = {
+            "usage_facts": _as_table("usage_facts", facts),
+            "alerts": _as_table("alerts", alerts),
+            "breaker_events": _as_table("breaker_events", breaker_events),
+            "dead_letters": _as_table("dead_letters", dead_letters),
         }
-        quality = precheck(built["usage_facts"], alerts, breakers)
-        token = uuid.uuid4().hex
-        stage = self._stage_root / token
-        quarantined = 0
-        tables: dict[str, pa.Table]
-        if quality.ok:
-            tables = dict(built)
-        else:
-            # The batch's facts, alerts and breaker events go to quarantine (with the report);
-            # every quarantined fact also gets a dead letter, so each input still ends in
-            # usage_facts or dead_letters.
-            quarantined = len(facts) + len(alerts) + len(breakers)
-            tables = {name: SCHEMAS[name].empty_table() for name in built}
-            note = "; ".join(quality.problems[:3])
-            dead = dead + [
-                DeadLetter(
-                    raw=f.event.model_dump_json(exclude_none=True),
-                    error=f"batch quarantined by the quality pre-check ({note}); "
-                    f"see {self.layout.quarantine_dir.name}/<commit>/report.json",
-                    source="quality",
-                    received_at=f.ingested_at,
+        result = CommitResult(seq=resume.seq)
+        if digests is None and DIGEST_COLUMN in tables["usage_facts"].column_names:
+            digests = tables["usage_facts"][DIGEST_COLUMN].combine_chunks()
+        fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
+        tables["usage_facts"] = fact_table
+        for name in SMALL_TABLES:
+            if len(tables[name]):
+                # Early, so a row already landed is not written at all; checked again (exactly)
+                # when the outbox lands.
+                keys = self._row_keys.setdefault(name, RowKeys(self, name))
+                tables[name], _, dropped = keys.new_rows(tables[name])
+                result.duplicates += dropped
+        # Records were judged one by one before they got here (stream/batch.py, bounds in
+        # the event model): no batch is set aside whole for one bad record.
+        tables["usage_facts"] = fact_table = _with_digests(fact_table, fact_digests)
+        if positions is None and state is None and not any(len(t) for t in tables.values()):
+            return result
+        seq = resume.seq + 1
+        files = {name: self._write_files(name, t) for name, t in tables.items() if len(t)}
+        outbox = {
+            name: [f.file_path for f in files[name]] for name in SMALL_TABLES if name in files
+        }
+        state_bytes = state if state is not None else self._state
+        new_positions = dict(positions) if positions is not None else resume.positions
+        record = None
+        if new_positions is not None or state_bytes is not None or outbox:
+            record = self._write_record(seq, new_positions, state_bytes, outbox)
+        props = {sn.key("seq", self.writer): str(seq)}
+        if record is not None:
+            props[sn.key("record", self.writer)] = record
+        if new_positions is not None:
+            props[sn.key("positions", self.writer)] = sn.to_json(new_positions)
+        fact_files = files.get("usage_facts", [])
+        while True:
+            hashed = _hashed(fact_table, fact_digests)
+
+            def still_new(h: tuple[np.ndarray, ...] = hashed) -> bool:
+                return bool((self.dedupe.classify_hashed(*h) == NEW).all())
+
+            try:
+                result.retries += self._append(
+                    "usage_facts",
+                    fact_files,
+                    seq,
+                    props,
+                    fence=True,
+                    still_new=still_new,
                 )
-                for f in facts
-            ]
-            extra = _first_unique(dead[len(items["dead_letters"]) :], _dead_key)
-            items = {**items, "dead_letters": items["dead_letters"] + extra}
-            dead = [d for _, d in items["dead_letters"]]
-        tables["dead_letters"] = dead_letters_table(dead)
-        staged = self._stage(stage, tables)
-        quarantine_staged = [] if quality.ok else self._stage(stage / "quarantine", built)
-        _fault("after_write")
-        keys = [k for pairs in items.values() for k, _ in pairs]
-        try:
-            with self.catalog.write() as con:
-                status = "landed" if quality.ok else "quarantined"
-                commit_id = self.catalog.add_commit(
-                    con,
-                    self.writer,
-                    status,
-                    (len(tables["usage_facts"]), len(alerts), len(breakers), len(dead)),
-                    None if quality.ok else quality.to_dict(),
-                )
-                # The primary key is the exactly-once guard: a key landed by anyone since
-                # ``unseen`` fails the insert and rolls the whole commit back.
-                self.catalog.add_keys(con, keys, commit_id)
-                rows = []
-                for n, (table, day, path, nrows) in enumerate(staged):
-                    final = self.layout.date_dir(table, day) / self.layout.commit_file_name(
-                        commit_id, n
-                    )
-                    rows.append(
-                        FileRow(
-                            self.layout.relative(final),
-                            self.layout.relative(path),
-                            commit_id,
-                            table,
-                            nrows,
-                        )
-                    )
-                self.catalog.add_files(con, rows)
-                if state_json is not None:
-                    self.catalog.set_writer_state(con, self.writer, commit_id, *state_json)
-                _fault("before_commit")
-        except sqlite3.IntegrityError:
-            shutil.rmtree(stage, ignore_errors=True)
-            landed = self.catalog.landed_among(keys)
-            if not landed:
-                raise
-            return landed
-        _fault("after_commit")
-        for row in rows:
-            self._publish(self.layout.absolute(row.staged), self.layout.absolute(row.path))
-        if quarantine_staged:
-            qdir = self.layout.quarantine_dir / f"{commit_id:012d}"
-            qdir.mkdir(parents=True, exist_ok=True)
-            for table, day, path, _ in quarantine_staged:
-                path.rename(qdir / f"{table}-{day.isoformat()}.parquet")
-            (qdir / "report.json").write_text(
-                json.dumps(
-                    {"commit_id": commit_id, "writer": self.writer, **quality.to_dict()}, indent=2
-                )
+                break
+            except _FactsRaced as raced:
+                # Another writer landed some of these event_ids first: drop them and rewrite.
+                result.retries += raced.retries
+                keep = self.dedupe.classify_hashed(*hashed) == NEW
+                result.duplicates += int((~keep).sum())
+                fact_table = fact_table.filter(pa.array(keep))
+                if fact_digests is not None:
+                    fact_digests = fact_digests.filter(pa.array(keep))
+                self._delete_files(fact_files)
+                fact_files = self._write_files("usage_facts", fact_table) if len(fact_table) else []
+        self._expire_if_long(seq)
+        self._resume = Resume(seq, new_positions, state_bytes)
+        self._state = state_bytes
+        result.seq = seq
+        if len(fact_table):
+            self.dedupe.add(
+                fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
             )
-        shutil.rmtree(stage, ignore_errors=True)
-        return CommitResult(
-            commit_id=commit_id,
-            facts=len(tables["usage_facts"]),
-            alerts=len(tables["alerts"]),
-            breaker_events=len(tables["breaker_events"]),
-            dead_letters=len(dead),
-            quarantined=quarantined,
-            quality=quality,
+        for name in SMALL_TABLES:
+            if name in files:
+                self._land_outbox(name, self.writer, seq, files[name], tables[name])
+        result.facts = len(fact_table)
+        result.alerts = len(tables["alerts"])
+        result.breaker_events = len(tables["breaker_events"])
+        result.dead_letters = len(tables["dead_letters"])
+        self.publish_current([n for n in ("usage_facts", *SMALL_TABLES) if n in files])
+        return result
+
+    def _new_facts(
+        self, facts: pa.Table, digests: pa.Array | None, result: CommitResult
+    ) -> tuple[pa.Table, pa.Array | None]:
+        if not len(facts):
+            return facts, digests
+        codes = self.classify(facts["event_id"], facts["ts"], digests)
+        new = codes == NEW
+        result.duplicates = int((codes == 1).sum())
+        conflict = np.flatnonzero(codes == 2)
+        if conflict.size:
+            result.conflicts = facts["event_id"].take(pa.array(conflict)).to_pylist()
+        if new.all():
+            return facts, digests
+        mask = pa.array(new)
+        return facts.filter(mask), None if digests is None else digests.filter(mask)
+
+    def _write_files(self, name: str, table: pa.Table) -> list[DataFile]:
+        from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+        tbl = self.tables.table(name)
+        file_io: Any = tbl.io
+        if not self.storage.is_s3:
+            from spendstream.warehouse.staging import StagedLocalFileIO
+
+            file_io = StagedLocalFileIO(tbl.io)  # a file matches the views' glob only whole
+        # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes
+        # field ids and collects the column statistics readers prune with.
+        return list(_dataframe_to_data_files(tbl.metadata, table, file_io))
+
+    def _delete_files(self, files: Sequence[DataFile]) -> None:
+        for f in files:
+            # A file left behind is an orphan; `warehouse compact` removes it later.
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(self.storage.to_fs_path(f.file_path))
+
+    def _record_dir(self) -> str:
+        from spendstream.warehouse.layout import segment
+
+        return f"{self.tables.table('usage_facts').location()}/spendstream/{segment(self.writer)}"
+
+    def _write_record(
+        self,
+        seq: int,
+        positions: Mapping[str, int] | None,
+        state: bytes | None,
+        outbox: Mapping[str, list[str]],
+    ) -> str:
+        header = sn.to_json(
+            {
+                "writer": self.writer,
+                "seq": seq,
+                "positions": positions,
+                "outbox": outbox,
+                "state": state is not None,
+            }
+        ).encode()
+        path = f"{self._record_dir()}/{seq:012d}-{uuid.uuid4().hex[:12]}.record"
+        fs_path = self.storage.to_fs_path(path)
+        if not self.storage.is_s3:
+            Path(fs_path).parent.mkdir(parents=True, exist_ok=True)
+        with self.fs.open_output_stream(fs_path) as out:
+            out.write(_RECORD_MAGIC + len(header).to_bytes(8, "big") + header + (state or b""))
+        return path
+
+    def _read_record(self, path: str) -> tuple[dict[str, Any], bytes | None]:
+        import json
+
+        try:
+            with self.fs.open_input_stream(self.storage.to_fs_path(path)) as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise WarehouseError(f"writer record {path} is missing or unreadable: {exc}") from exc
+        if not data.startswith(_RECORD_MAGIC):
+            raise WarehouseError(f"{path} is not a spendstream writer record")
+        at = len(_RECORD_MAGIC)
+        size = int.from_bytes(data[at : at + 8], "big")
+        header = json.loads(data[at + 8 : at + 8 + size])
+        state = data[at + 8 + size :] if header.get("state") else None
+        return header, state
+
+    # The catalog commits.
+
+    def _append(
+        self,
+        name: str,
+        files: Sequence[DataFile],
+        seq: int,
+        props: Mapping[str, str],
+        *,
+        fence: bool,
+        still_new: Callable[[], bool] | None = None,
+    ) -> int:
+        """Append ``files`` in one snapshot carrying ``props``; retried on a lost race.
+
+        Returns the number of retries. On the facts table (``fence``) a retry first checks
+        that no other instance of this writer committed; with ``still_new``, it catches the
+        dedupe store up with what the winner landed and raises ``_FactsRaced`` when some of
+        these facts are no longer new (the caller rewrites the files without them)."""
+        from pyiceberg.exceptions import CommitFailedException
+
+        tbl = self.tables.table(name)
+        for attempt in range(self.config.commit_retries + 1):
+            head = tbl.current_snapshot()
+            if fence and sn.seq_of(sn.summary_of(head), self.writer) != seq - 1:
+                raise WriterFenced(
+                    f"writer {self.writer!r}: the warehouse holds commit "
+                    f"{sn.seq_of(sn.summary_of(head), self.writer)}, this instance expected "
+                    f"{seq - 1}: another instance of the writer is running; stop this one"
+                )
+            try:
+                tbl = self._try_append(name, tbl, files, self.writer, seq, props)
+                return attempt
+            except CommitFailedException:
+                self._backoff(attempt)
+                tbl = self.tables.load(name)
+                if still_new is not None and files:
+                    self._catch_up()
+                    if not still_new():
+                        raise _FactsRaced(attempt + 1) from None
+        raise CommitConflict(
+            f"commit to {name} lost to other writers {self.config.commit_retries + 1} times "
+            "([warehouse] commit_retries)"
         )
 
-    def _stage(
-        self, stage: Path, tables: Mapping[str, pa.Table]
-    ) -> list[tuple[str, Any, Path, int]]:
-        """Write one Parquet file per (table, UTC date); return (table, date, path, rows)."""
-        out = []
-        for table, data in tables.items():
-            if not data.num_rows:
-                continue
-            days = pc.cast(data[_DAY_COLUMN[table]], pa.date32())
-            for day in sorted(pc.unique(days).to_pylist()):
-                group = data.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-                path = stage / table / f"{day.isoformat()}.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                _write_parquet(group, path)
-                out.append((table, day, path, group.num_rows))
-        return out
+    def _expire_if_long(self, seq: int) -> None:
+        """Keep the facts table's history short enough that every commit stays cheap: each
+        commit rewrites the metadata file holding every snapshot. Positions and state live
+        on in the current snapshot, so nothing a writer needs goes with the old ones."""
+        limit = self.config.max_snapshots
+        if not limit or seq % 16:
+            return  # checked every 16 commits of this writer
+        from spendstream.warehouse.maintenance import expire_oldest
 
-    def _publish(self, staged: Path, final: Path) -> None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, final)
+        expire_oldest(self, "usage_facts", keep=limit // 2, above=limit)
 
-    # Recovery.
+    def _land_outbox(
+        self,
+        name: str,
+        writer: str,
+        seq: int,
+        files: Sequence[DataFile],
+        rows: pa.Table | None = None,
+    ) -> bool:
+        """Append a commit's rows to a small table unless they are there (by the writer's
+        seq), leaving out rows whose key another writer landed first (rowkeys.py). The key
+        check and the append are against the same head: a commit in between fails the
+        append, and the check runs again."""
+        from pyiceberg.exceptions import CommitFailedException
 
-    def recover(self) -> None:
-        """Finish or undo the commits of writer instances that died mid-protocol."""
-        if not self.layout.tmp_dir.exists():
-            return
-        for inst in sorted(self.layout.tmp_dir.iterdir()):
-            if not inst.is_dir():
-                if inst.suffix == ".lock" and not inst.with_suffix("").exists():
-                    _unlink_if_unlocked(inst)
-                continue
-            lock = _lock_path(inst)
-            fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+        keys = self._row_keys.setdefault(name, RowKeys(self, name))
+        if rows is None:
+            rows = sn.read_columns_full(self.storage, [f.file_path for f in files], name)
+        tbl = self.tables.load(name)
+        for attempt in range(self.config.commit_retries + 1):
+            head = tbl.current_snapshot()
+            if sn.seq_of(sn.summary_of(head), writer) >= seq:
+                return False
+            keys.catch_up(tbl)
+            fresh, landed, dropped = keys.new_rows(rows, caught_up=True)
+            to_add = files
+            if dropped:
+                to_add = self._write_files(name, fresh) if len(fresh) else []
             try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # a live writer owns it
-                committed = self.catalog.files_staged_under(self.layout.relative(inst) + "/")
-                for staged_rel, final_rel in committed.items():
-                    staged = self.layout.absolute(staged_rel)
-                    if staged.exists():
-                        self._publish(staged, self.layout.absolute(final_rel))
-                shutil.rmtree(inst, ignore_errors=True)
-                lock.unlink(missing_ok=True)
-            finally:
-                os.close(fd)
+                self._try_append(name, tbl, to_add, writer, seq, {sn.key("seq", writer): str(seq)})
+                keys.landed(landed)
+                return True
+            except CommitFailedException:
+                if to_add is not files:
+                    self._delete_files(to_add)
+                self._backoff(attempt)
+                tbl = self.tables.load(name)
+        raise CommitConflict(f"commit to {name} lost to other writers too often")
 
-    def _ensure_schema_files(self) -> None:
-        for table in TABLES:
-            path = self.layout.schema_file(table)
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
-                _write_parquet(SCHEMAS[table].empty_table(), tmp)
-                os.replace(tmp, path)
+    def _try_append(
+        self,
+        name: str,
+        tbl: Table,
+        files: Sequence[DataFile],
+        writer: str,
+        seq: int,
+        props: Mapping[str, str],
+    ) -> Table:
+        """One attempt: a fast-append snapshot on ``tbl``'s head, carrying every writer's keys
+        forward plus ``props``; raises CommitFailedException if the head moved."""
+        from spendstream.warehouse.appending import fast_append
+
+        head = tbl.current_snapshot()
+        summary = {**sn.carried(head), **props, sn.WRITER: writer, sn.SEQ: str(seq)}
+        committed = fast_append(tbl, files, summary)
+        self.tables.remember(name, committed)
+        return committed
+
+    def _backoff(self, attempt: int) -> None:
+        wait = min(
+            self.config.commit_backoff_min_ms * 2**attempt, self.config.commit_backoff_max_ms
+        )
+        time.sleep((wait + random.uniform(0, wait / 2)) / 1000)
+
+    # Readers' view of the files.
+
+    def publish_current(self, names: Sequence[str] = (*EVENT_TABLES, "revenue")) -> None:
+        """Refresh the local file lists spendstream.duckdb's views read (local storage only)."""
+        if self.storage.is_s3:
+            return
+        from spendstream.warehouse.views import publish_current_files
+
+        publish_current_files(self, names)
+
+    def ensure_views(self) -> None:
+        """(Re)create spendstream.duckdb: idempotent, safe while readers hold it open."""
+        if self.storage.is_s3:
+            return
+        from spendstream.warehouse.views import build_database
+
+        self.publish_current()
+        build_database(self.storage)
+
+    # Maintenance.
+
+    def compact(self, **options: Any) -> CompactionSummary:
+        from spendstream.warehouse.maintenance import compact
+
+        return compact(self, **options)
+
+    def rewrite_facts(self, facts: TableInput) -> int:
+        from spendstream.warehouse.maintenance import rewrite_facts
+
+        return rewrite_facts(self, _as_table("usage_facts", facts))
 
 
-def _unlink_if_unlocked(lock: Path) -> None:
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        lock.unlink(missing_ok=True)
-    except BlockingIOError:
-        pass
-    finally:
-        os.close(fd)
+def _with_digests(facts: pa.Table, digests: pa.Array | None) -> pa.Table:
+    """The facts with their ``DIGEST_COLUMN`` (null where no digest was given)."""
+    if DIGEST_COLUMN in facts.column_names:
+        return facts
+    none = pa.nulls(len(facts), pa.binary())
+    column = none if digests is None else pc.cast(digests, pa.binary())
+    return facts.append_column(pa.field(DIGEST_COLUMN, pa.binary()), column)
 
 
-def _lock_path(stage_root: Path) -> Path:
-    return stage_root.with_name(stage_root.name + ".lock")
+class _FactsRaced(Exception):
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    pq.write_table(table, path, compression="zstd")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _hashed(
+    facts: pa.Table, digests: pa.Array | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from spendstream.warehouse.dedupe import _digest_hashes
+    from spendstream.warehouse.keyhash import hash128
+
+    hi, lo = hash128(facts["event_id"])
+    return hi, lo, epoch_days(facts["ts"]), _digest_hashes(digests, len(hi))

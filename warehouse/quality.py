@@ -1,132 +1,34 @@
-"""Data quality of landed facts: a fast pre-check on every batch, a great-expectations suite on demand.
+"""Data quality of landed facts: a great-expectations suite, run on demand.
 
-great-expectations 1.x takes seconds to import and validates through pandas, so it
-cannot sit on the hot path. Every batch instead passes ``precheck`` (the suite's rules,
-vectorised with pyarrow over the very table about to land: ~1 ms per 1000 facts); a
-failing batch is quarantined by the landing code. The GE suite (``run_suite``) checks what actually landed, through the
-views: ``spendstream warehouse check`` and the tests run it.
+Records are judged one by one before they land (stream/batch.py: bounds on every field,
+docs/bounds.md), so nothing here stands between a batch and the warehouse: no batch is
+ever quarantined whole for one bad record. The suite (``run_suite``) audits what actually
+landed, through the views: ``spendstream warehouse check`` and the tests run it.
+great-expectations 1.x takes seconds to import and validates through pandas, which is why
+it is not on the hot path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-import pyarrow.compute as pc
+from spendstream.producers.event import EARLIEST_TS
+from spendstream.scopes import SCOPE_FIELDS
 
-from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
-from spendstream.scopes import SCOPE_FIELDS, is_known_scope
-from spendstream.table_schemas import COST_FIELDS
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = [
-    "EARLIEST_TS",
     "FUTURE_SLACK",
-    "QualityReport",
     "SuiteResult",
-    "precheck",
     "run_suite",
 ]
 
-# Before this, no metered LLM API existed; later than ingestion + slack is a broken clock.
-EARLIEST_TS = datetime(2015, 1, 1, tzinfo=UTC)
+# The audit's latest plausible ts: generous beside [detection] max_future_skew_s, which the
+# suite cannot see (it checks against today, not against each record's receipt).
 FUTURE_SLACK = timedelta(days=1)
-_MAX_LISTED = 20
-
-
-@dataclass(slots=True)
-class QualityReport:
-    """What failed in one batch; ``ok`` when nothing did."""
-
-    problems: list[str] = field(default_factory=list)
-    failing: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, problem: str) -> None:
-        self.failing += 1
-        if len(self.problems) < _MAX_LISTED:
-            self.problems.append(problem)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"failing": self.failing, "problems": list(self.problems)}
-
-
-def _flag(report: QualityReport, ids: pa.ChunkedArray, mask: Any, what: str) -> None:
-    mask = pc.fill_null(mask, False)
-    n = pc.sum(mask).as_py() or 0
-    if not n:
-        return
-    listed = ids.filter(mask).to_pylist()[:_MAX_LISTED]
-    for eid in listed:
-        report.add(f"{eid}: {what}")
-    report.failing += n - len(listed)
-
-
-def _check_facts(facts: pa.Table, report: QualityReport) -> None:
-    ids = facts["event_id"]
-    for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
-        _flag(report, ids, pc.less(facts[name], 0), f"{name} is negative")
-    cached = pc.add(facts["cache_read_tokens"], facts["cache_write_tokens"])
-    _flag(
-        report,
-        ids,
-        pc.greater(cached, facts["input_tokens"]),
-        "cache_read_tokens + cache_write_tokens exceeds input_tokens",
-    )
-    ts_type = facts.schema.field("ts").type
-    latest = pc.add(facts["ingested_at"], pa.scalar(FUTURE_SLACK, pa.duration("us")))
-    _flag(
-        report,
-        ids,
-        pc.or_(
-            pc.less(facts["ts"], pa.scalar(EARLIEST_TS, ts_type)),
-            pc.greater(facts["ts"], latest),
-        ),
-        f"ts outside [{EARLIEST_TS.date()}, ingested_at + 1 day]",
-    )
-    priced = facts["priced"]
-    costs = [facts[n] for n in COST_FIELDS]
-    missing = costs[0].is_null()
-    negative = pc.less(costs[0], 0)
-    for c in costs[1:]:
-        missing = pc.or_(missing, c.is_null())
-        negative = pc.or_kleene(negative, pc.less(c, 0))
-    _flag(report, ids, pc.and_(priced, missing), "priced but a cost column is missing")
-    _flag(report, ids, pc.and_(priced, negative), "negative cost")
-    source = facts["price_source"]
-    no_source = pc.or_(source.is_null(), pc.equal(pc.utf8_length(source), 0))
-    _flag(report, ids, pc.and_(priced, no_source), "priced without a price_source")
-    if pc.count_distinct(ids).as_py() < len(ids):
-        counts = pc.value_counts(ids)
-        for entry in counts.filter(pc.greater(counts.field("counts"), 1)).to_pylist():
-            for _ in range(entry["counts"] - 1):
-                report.add(f"{entry['values']}: event_id repeated in the batch")
-
-
-def precheck(
-    facts: pa.Table,
-    alerts: Sequence[Alert] = (),
-    breaker_events: Sequence[BreakerEvent] = (),
-) -> QualityReport:
-    """The suite's rules over one batch: vectorised over the facts table that is about to land."""
-    report = QualityReport()
-    if facts.num_rows:
-        _check_facts(facts, report)
-    for a in alerts:
-        if not is_known_scope(a.scope):
-            report.add(f"alert {a.alert_id}: unknown scope {a.scope!r}")
-        if a.kind not in ALERT_KINDS:
-            report.add(f"alert {a.alert_id}: unknown kind {a.kind!r}")
-    for b in breaker_events:
-        if not is_known_scope(b.scope):
-            report.add(f"breaker event: unknown scope {b.scope!r}")
-    return report
 
 
 @dataclass(slots=True)
@@ -150,23 +52,18 @@ _SCOPES_SQL = "SELECT scope FROM alerts UNION ALL SELECT scope FROM breaker_even
 _SCOPE_REGEX = r"^(?:global|(?:" + "|".join(SCOPE_FIELDS) + r"):.+)$"
 
 
-def run_suite(db_path: Path, since: datetime | None = None) -> SuiteResult:
-    """Run the great-expectations suite over the landed facts (and alert/breaker scopes)."""
+def run_suite(con: duckdb.DuckDBPyConnection, since: datetime | None = None) -> SuiteResult:
+    """Run the great-expectations suite over the landed facts (and alert/breaker scopes),
+    read through ``con`` (reading.connect or views.connect_snapshot)."""
     import os
-
-    import duckdb
 
     # No telemetry from a metering tool's quality check.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        facts = con.execute(_FACTS_SQL, {"since": since}).df()
-        scopes = con.execute(_SCOPES_SQL).df()
-    finally:
-        con.close()
+    facts = con.execute(_FACTS_SQL, {"since": since}).df()
+    scopes = con.execute(_SCOPES_SQL).df()
     now = datetime.now(UTC)
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

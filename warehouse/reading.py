@@ -1,10 +1,12 @@
-"""Reading the warehouse: read-only DuckDB connections, user SQL and named queries.
+"""Reading the warehouse: DuckDB connections over the current snapshot, user SQL, named queries.
 
-Readers open spendstream.duckdb read-only (they never block the writers, which only
-touch Parquet and the catalog), in UTC, with every value bound as a parameter.
+Readers never block writers: a connection reads the data files of the snapshot that was
+current when it opened (views.connect_snapshot), in UTC, with every value bound as a
+parameter. Works the same for local tables and tables on S3.
 
-Every connection from ``connect`` is a sandbox: DuckDB may read only the warehouse's own
-directory (``allowed_directories``), reaches no other file, URL or extension
+Every connection from ``connect`` is a sandbox: DuckDB may read only the tables' own
+directory (``allowed_directories``; none for tables on S3, which it reads through Arrow
+datasets registered before the lock), reaches no other file, URL or extension
 (``enable_external_access = false``), and its configuration is locked so a statement
 cannot undo that. ``run_sql`` also runs queries only: COPY, EXPORT, ATTACH, INSTALL/LOAD
 and the like are refused before DuckDB sees them, since COPY could otherwise write inside
@@ -18,17 +20,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError, SpendstreamError
-from spendstream.warehouse.layout import Layout
 from spendstream.warehouse.queries import BY_NAME, filtered_sql
-from spendstream.warehouse.views import connect_readonly
 
 if TYPE_CHECKING:
     import duckdb
 
     from spendstream.records import Fact
+    from spendstream.warehouse.landing import Warehouse
 
-__all__ = ["QUERY_STATEMENTS", "QueryError", "connect", "load_facts", "run_named", "run_sql"]
+__all__ = [
+    "QUERY_STATEMENTS",
+    "QueryError",
+    "connect",
+    "load_facts",
+    "open_reader",
+    "run_named",
+    "run_sql",
+]
 
 # Statement kinds `spendstream sql` runs (DESCRIBE, SHOW and SUMMARIZE parse as SELECT).
 QUERY_STATEMENTS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "SET", "VARIABLE_SET"})
@@ -38,18 +48,45 @@ class QueryError(SpendstreamError):
     """DuckDB refused or failed the statement."""
 
 
-def connect(workdir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the views (built first if the warehouse has none yet)."""
+def open_reader(workdir: Path, config: WarehouseConfig | None = None) -> Warehouse:
+    """The warehouse opened for reading (nothing is created)."""
+    from spendstream.warehouse.landing import Warehouse, check_not_legacy
+    from spendstream.warehouse.tables import resolve_storage
 
-    layout = Layout.for_workdir(workdir)
-    if not layout.root.exists():
+    config = config or WarehouseConfig()
+    check_not_legacy(workdir)
+    storage = resolve_storage(config, Path(workdir))
+    if (
+        storage.catalog_uri.startswith("sqlite:///")
+        and not Path(storage.catalog_uri.removeprefix("sqlite:///")).exists()
+    ):
         raise ConfigError(
-            f"no warehouse at {layout.root} (--workdir / $SPENDSTREAM_HOME); "
+            f"no warehouse at {storage.local_root} (--workdir / $SPENDSTREAM_HOME); "
             "run `spendstream ingest` or `spendstream demo` first"
         )
-    con = connect_readonly(layout)
+    wh = Warehouse(Path(workdir), writer="reader", config=config, create=False)
+    if not wh.tables.exists():
+        wh.close()
+        raise ConfigError(
+            f"no spendstream tables in the warehouse catalog ({storage.describe}); "
+            "run `spendstream ingest` or `spendstream run` first"
+        )
+    return wh
+
+
+def connect(workdir: Path, config: WarehouseConfig | None = None) -> duckdb.DuckDBPyConnection:
+    """A sandboxed DuckDB connection whose views read the current snapshot of every table."""
+    from spendstream.warehouse.tables import Storage
+    from spendstream.warehouse.views import connect_snapshot
+
+    wh = open_reader(workdir, config)
     try:
-        _sandbox(con, [layout.root])
+        con = connect_snapshot(wh)
+        readable = [] if wh.storage.is_s3 else [Path(Storage.to_fs_path(wh.storage.location))]
+    finally:
+        wh.close()
+    try:
+        _sandbox(con, readable)
     except BaseException:
         con.close()
         raise
@@ -100,10 +137,13 @@ def _fetch(
 
 
 def run_sql(
-    workdir: Path, statement: str, params: list[Any] | None = None
+    workdir: Path,
+    statement: str,
+    params: list[Any] | None = None,
+    config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one statement read-only; ``?`` placeholders take ``params`` in order."""
-    con = connect(workdir)
+    """Run one query (refusing anything else); ``?`` placeholders take ``params`` in order."""
+    con = connect(workdir, config)
     try:
         _check_statements(con, statement)
         return _fetch(con, statement, params or None)
@@ -112,14 +152,18 @@ def run_sql(
 
 
 def run_named(
-    workdir: Path, name: str, filters: dict[str, Any], limit: int | None = None
+    workdir: Path,
+    name: str,
+    filters: dict[str, Any],
+    limit: int | None = None,
+    config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """A named query over usage_facts narrowed by ``filters`` (bound, never formatted)."""
     query = BY_NAME.get(name)
     if query is None:
         raise ConfigError(f"unknown query {name!r}; one of: {', '.join(BY_NAME)}")
     sql, params = filtered_sql(query, filters, limit)
-    con = connect(workdir)
+    con = connect(workdir, config)
     try:
         return _fetch(con, sql, params)
     finally:
@@ -132,6 +176,7 @@ def load_facts(
     until: datetime | None,
     provider: str | None = None,
     model: str | None = None,
+    config: WarehouseConfig | None = None,
 ) -> list[Fact]:
     """The stored facts of [since, until) (optionally one provider/model), oldest first."""
     from spendstream.producers.event import UsageEvent
@@ -150,7 +195,7 @@ def load_facts(
             conditions.append(sql)
             params[key] = value
     costs = [*COST_FIELDS, "price_source", "ingested_at"]
-    con = connect(workdir)
+    con = connect(workdir, config)
     try:
         # Files landed before a column was added lack it: read it as NULL (its default).
         present = {d[0] for d in con.execute("SELECT * FROM usage_facts LIMIT 0").description}

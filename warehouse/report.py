@@ -24,6 +24,7 @@ from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spendstream.config import WarehouseConfig
 from spendstream.warehouse.charts import Marker
 from spendstream.warehouse.queries import BY_NAME, filtered_sql
 from spendstream.warehouse.report_page import (
@@ -585,11 +586,12 @@ def write_report(
     since: datetime | None = None,
     until: datetime | None = None,
     flt: ReportFilter | None = None,
+    config: WarehouseConfig | None = None,
 ) -> Path:
     """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically)."""
     from spendstream.warehouse.reading import connect
 
-    con = connect(Path(workdir))
+    con = connect(Path(workdir), config)
     try:
         apply_filter(con, flt or ReportFilter())
         data = gather(con, default_period(con, since, until))

@@ -3,36 +3,28 @@
 CSV columns: ``month`` (``YYYY-MM`` or a date in it), ``revenue_usd`` (a decimal), and at
 most one of ``plan`` (matched to facts' ``tags['plan']``) or ``user_id``; neither means
 the month's total revenue. Loading merges by (month, plan, user_id): a row replaces the
-stored row with the same key. The file is replaced atomically.
+stored row with the same key. The ``revenue`` Iceberg table is replaced in one snapshot.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from spendstream.errors import ConfigError
-from spendstream.table_schemas import MONEY, to_money
-from spendstream.warehouse.layout import Layout
+from spendstream.table_schemas import to_money
+from spendstream.warehouse.tables import REVENUE
 
-__all__ = ["REVENUE", "RevenueRow", "ensure_revenue_file", "load_revenue", "parse_revenue_csv"]
+if TYPE_CHECKING:
+    from spendstream.warehouse.landing import Warehouse
 
-REVENUE = pa.schema(
-    [
-        ("month", pa.date32()),
-        ("plan", pa.string()),
-        ("user_id", pa.string()),
-        ("revenue_usd", MONEY),
-    ]
-)
+__all__ = ["REVENUE", "RevenueRow", "load_revenue", "parse_revenue_csv"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,39 +79,34 @@ def parse_revenue_csv(path: Path) -> list[RevenueRow]:
     return rows
 
 
-def _read(layout: Layout) -> list[RevenueRow]:
-    if not layout.revenue_file.exists():
-        return []
-    t = pq.read_table(layout.revenue_file).to_pylist()
-    return [RevenueRow(r["month"], r["plan"], r["user_id"], r["revenue_usd"]) for r in t]
+def _stored(wh: Warehouse) -> tuple[list[RevenueRow], list]:  # type: ignore[type-arg]
+    from spendstream.warehouse.maintenance import _read
+
+    files = wh.manifests.live_files(wh.tables.load("revenue"))
+    rows = _read(wh, files, "revenue").to_pylist()
+    return [RevenueRow(r["month"], r["plan"], r["user_id"], r["revenue_usd"]) for r in rows], files
 
 
-def _write(layout: Layout, rows: list[RevenueRow]) -> None:
-    layout.revenue_dir.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "month": [r.month for r in rows],
-            "plan": [r.plan for r in rows],
-            "user_id": [r.user_id for r in rows],
-            "revenue_usd": [to_money(r.revenue_usd) for r in rows],
-        },
-        schema=REVENUE,
-    )
-    tmp = layout.revenue_dir / f".{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, layout.revenue_file)
-
-
-def ensure_revenue_file(layout: Layout) -> None:
-    """An empty revenue table, so the view is valid before anything was loaded."""
-    if not layout.revenue_file.exists():
-        _write(layout, [])
-
-
-def load_revenue(layout: Layout, path: Path) -> int:
+def load_revenue(wh: Warehouse, path: Path) -> int:
     """Merge a revenue CSV into the stored table; returns the number of rows loaded."""
+    from spendstream.warehouse.maintenance import CompactionSummary, _replace
+
     new = parse_revenue_csv(path)
-    merged = {(r.month, r.plan, r.user_id): r for r in _read(layout)}
-    merged.update({(r.month, r.plan, r.user_id): r for r in new})
-    _write(layout, sorted(merged.values(), key=lambda r: (r.month, r.plan or "", r.user_id or "")))
-    return len(new)
+    for _ in range(10):
+        stored, files = _stored(wh)
+        merged = {(r.month, r.plan, r.user_id): r for r in stored}
+        merged.update({(r.month, r.plan, r.user_id): r for r in new})
+        rows = sorted(merged.values(), key=lambda r: (r.month, r.plan or "", r.user_id or ""))
+        table = pa.table(
+            {
+                "month": [r.month for r in rows],
+                "plan": [r.plan for r in rows],
+                "user_id": [r.user_id for r in rows],
+                "revenue_usd": [to_money(r.revenue_usd) for r in rows],
+            },
+            schema=REVENUE,
+        )
+        if _replace(wh, "revenue", files, table, CompactionSummary()):
+            wh.publish_current(["revenue"])
+            return len(new)
+    raise ConfigError("the revenue table kept changing while loading; run again")

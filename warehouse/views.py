@@ -1,70 +1,54 @@
-"""spendstream.duckdb: views only, over the Parquet files (contract section 3).
+"""DuckDB views over the Iceberg tables' current snapshot (contract section 3).
 
-The pipeline never holds the DuckDB file: it writes Parquet and its SQLite catalog,
-and the views' globs are evaluated at query time, so readers see new files as they
-land and never block a writer. ``build_database`` writes a fresh database beside the
-old one and renames it over it, so rebuilding is safe while analysts have it open.
+Two ways in, one set of view names, columns and named queries (``statements``):
 
-Which files a view reads: in each partition, a compacted file ``k<upto>-<from>-*``
-replaces every commit file ``c<id>-*`` with ``id <= upto`` from the instant ``<from>``
-(epoch ms) on, as judged by the query's own ``now()``. Compaction renames the file in a
-few seconds before ``<from>``: DuckDB lists read_parquet's files when it binds and the
-visibility glob later, when it executes, so a query starting before ``<from>`` keeps the
-commit files (which stay on disk) and one starting after it has certainly listed the
-compacted file. Either way a row is read once: never twice, never missed. Replaced
-files are deleted a grace period after ``<from>``.
+* ``connect_snapshot(wh)``: what ``spendstream sql|query|report|whatif`` use. It asks the
+  catalog for each table's current data files and reads them with ``read_parquet([...])``
+  (local storage) or as a pyarrow dataset on ``S3FileSystem`` (S3): no DuckDB extension,
+  local or S3 alike.
+* ``spendstream.duckdb`` (local storage only), for a plain ``duckdb`` session while the
+  pipeline runs: each view reads its table's ``data/**/*.parquet`` glob, filtered by
+  ``current/<table>.parquet``, the list of the current snapshot's files that every commit
+  replaces atomically (rename). A file in the glob but not in the list (a commit in flight,
+  an orphan, a file compaction replaced) is never read; a query sees one snapshot's files.
+
+A zero-row ``data/_schema/<table>.parquet`` per table keeps the glob non-empty and the
+view's columns defined before anything landed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spendstream.warehouse.layout import TABLES, Layout
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from spendstream.warehouse.queries import QUERIES, view_sql
+from spendstream.warehouse.tables import EVENT_TABLES, PARTITION_COLUMN, TABLE_SCHEMAS, Storage
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["CORE_VIEWS", "build_database", "connect_readonly", "statements"]
+    from spendstream.warehouse.landing import Warehouse
 
-CORE_VIEWS = (*TABLES, "revenue")
+__all__ = [
+    "CORE_VIEWS",
+    "DB_NAME",
+    "build_database",
+    "connect_database",
+    "connect_snapshot",
+    "publish_current_files",
+    "statements",
+]
 
-_VISIBLE_FILES = """
-CREATE OR REPLACE VIEW {files_view} AS
-WITH f AS (
-    SELECT file, parse_dirpath(file) AS dir, parse_filename(file) AS base
-    FROM glob({glob})
-),
-p AS (
-    SELECT file, dir, left(base, 1) AS kind, CAST(substr(base, 2, 12) AS BIGINT) AS num,
-           CASE WHEN left(base, 1) = 'k' THEN TRY_CAST(split_part(base, '-', 2) AS BIGINT) END
-               AS active_from_ms
-    FROM f WHERE regexp_matches(base, '^[ck][0-9]{{12}}-[A-Za-z0-9_%~-]+[.]parquet$')
-),
-a AS (
-    SELECT *, kind = 'k' AND active_from_ms <= epoch_ms(now()) AS active_k FROM p
-),
-m AS (
-    SELECT *, coalesce(max(num) FILTER (WHERE active_k) OVER (PARTITION BY dir), 0) AS upto
-    FROM a
-)
-SELECT file FROM m WHERE (kind = 'c' AND num > upto) OR (active_k AND num = upto)
-"""
-
-_TABLE_VIEW = """
-CREATE OR REPLACE VIEW {name} AS
-SELECT * EXCLUDE (filename)
-FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true, filename = true,
-                  hive_types = {{'date': DATE}})
-WHERE filename IN (SELECT file FROM {files_view})
-"""
-
-_REVENUE_VIEW = """
-CREATE OR REPLACE VIEW revenue AS
-SELECT month, plan, user_id, revenue_usd FROM read_parquet({glob}, union_by_name = true)
-"""
+DB_NAME = "spendstream.duckdb"
+CORE_VIEWS = (*EVENT_TABLES, "revenue")
+_SCHEMA_DIR = "_schema"
 
 _DESCRIPTIONS = {
     "usage_facts": "One row per distinct event_id: the event, its exact cost (DECIMAL) and price source.",
@@ -79,15 +63,19 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def statements(layout: Layout) -> list[str]:
-    """Every DDL statement of the database, in order."""
-    out = []
-    for table in TABLES:
-        files_view = f"_{table}_files"
-        glob = _literal(layout.glob(table))
-        out.append(_VISIBLE_FILES.format(files_view=files_view, glob=glob))
-        out.append(_TABLE_VIEW.format(name=table, glob=glob, files_view=files_view))
-    out.append(_REVENUE_VIEW.format(glob=_literal(str(layout.revenue_dir / "*.parquet"))))
+def _select(name: str, source: str) -> str:
+    """A view's SELECT over ``source``; event tables gain ``date`` (UTC day of their time column)."""
+    column = PARTITION_COLUMN.get(name)
+    if column is None:
+        return f"SELECT * FROM {source}"
+    return f"SELECT *, CAST(timezone('UTC', {column}) AS DATE) AS date FROM {source}"
+
+
+def statements(sources: dict[str, str]) -> list[str]:
+    """Every DDL statement, given each table's FROM clause."""
+    out = [
+        f"CREATE OR REPLACE VIEW {name} AS {_select(name, sources[name])}" for name in CORE_VIEWS
+    ]
     for name, text in _DESCRIPTIONS.items():
         out.append(f"COMMENT ON VIEW {name} IS {_literal(text)}")
     for q in QUERIES:
@@ -96,44 +84,131 @@ def statements(layout: Layout) -> list[str]:
     return out
 
 
-def build_database(layout: Layout) -> None:
+# The local DuckDB file.
+
+
+def _current_dir(storage: Storage) -> Path:
+    return storage.local_root / "current"
+
+
+def _data_dir(wh: Warehouse, name: str) -> Path:
+    return Path(Storage.to_fs_path(wh.tables.table(name).location())) / "data"
+
+
+def _schema_file(wh: Warehouse, name: str) -> Path:
+    path = _data_dir(wh, name) / _SCHEMA_DIR / f"{name}.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
+        pq.write_table(TABLE_SCHEMAS[name].empty_table(), tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
+    """Write ``current/<table>.parquet`` from the catalog's head, atomically (local storage).
+
+    Under a lock, and from a fresh load of the table, so two writers publishing at once can
+    never leave an older list in place of a newer one.
+    """
+    current = _current_dir(wh.storage)
+    current.mkdir(parents=True, exist_ok=True)
+    fd = os.open(current / ".lock", os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for name in names:
+            tbl = wh.tables.load(name)
+            files = [Storage.to_fs_path(f.file_path) for f in wh.manifests.live_files(tbl)]
+            files.append(str(_schema_file(wh, name)))
+            tmp = current / f".{name}.{uuid.uuid4().hex}.tmp"
+            pq.write_table(pa.table({"file": pa.array(files, pa.string())}), tmp)
+            os.replace(tmp, current / f"{name}.parquet")
+    finally:
+        os.close(fd)
+
+
+def build_database(storage: Storage) -> None:
     """Write spendstream.duckdb with every view, atomically replacing the previous one."""
     import duckdb
 
-    from spendstream.warehouse.revenue import ensure_revenue_file
-
-    ensure_revenue_file(layout)
-    tmp = layout.db_path.with_name(f".{layout.db_path.name}.{uuid.uuid4().hex}.tmp")
+    root = storage.local_root
+    sources = {}
+    for name in CORE_VIEWS:
+        data = Path(Storage.to_fs_path(storage.location)) / storage.namespace / name / "data"
+        listing = _current_dir(storage) / f"{name}.parquet"
+        sources[name] = (
+            f"(SELECT * EXCLUDE (filename) FROM read_parquet({_literal(str(data / '**' / '*.parquet'))}, "
+            "union_by_name = true, filename = true, hive_partitioning = false) "
+            f"WHERE filename IN (SELECT file FROM read_parquet({_literal(str(listing))})))"
+        )
+    db = root / DB_NAME
+    tmp = db.with_name(f".{db.name}.{uuid.uuid4().hex}.tmp")
     try:
         con = duckdb.connect(str(tmp))
         try:
-            for stmt in statements(layout):
+            for stmt in statements(sources):
                 con.execute(stmt)
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        os.replace(tmp, layout.db_path)
+        os.replace(tmp, db)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             if leftover.exists():
                 leftover.unlink()
 
 
-def connect_readonly(layout: Layout) -> duckdb.DuckDBPyConnection:
-    """A read-only DuckDB connection to the views, in UTC (so dates and --since mean UTC)."""
+def connect_database(storage: Storage) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to spendstream.duckdb (local storage), in UTC."""
     import duckdb
 
-    if not layout.db_path.exists():
-        build_database(layout)
     # A private in-memory instance per connection, the file attached read-only: DuckDB shares
     # one instance per database path inside a process, so a reader that locks its
     # configuration (the sandbox) would make every concurrent reader's own settings fail.
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("ATTACH $path AS warehouse (READ_ONLY)", {"path": str(layout.db_path)})
+        con.execute("ATTACH $path AS warehouse (READ_ONLY)", {"path": str(storage.local_root / DB_NAME)})
         con.execute("USE warehouse")
     except BaseException:
         con.close()
         raise
+    return con
+
+
+# The catalog's snapshot, for commands.
+
+
+def connect_snapshot(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection whose views read each table's current snapshot."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    sources = {}
+    for name in CORE_VIEWS:
+        tbl = wh.tables.load(name)
+        paths = [f.file_path for f in wh.manifests.live_files(tbl)]
+        schema = TABLE_SCHEMAS[name]
+        relation = f"_{name}_snapshot"
+        if paths and not wh.storage.is_s3:
+            local = ", ".join(_literal(Storage.to_fs_path(p)) for p in paths)
+            sources[name] = (
+                f"read_parquet([{local}], union_by_name = true, hive_partitioning = false)"
+            )
+            continue
+        if paths:
+            dataset = ds.dataset(
+                [Storage.to_fs_path(p) for p in paths],
+                schema=schema,
+                format="parquet",
+                filesystem=wh.fs,
+            )
+            con.register(relation, dataset)
+        else:
+            con.register(relation, schema.empty_table())
+        sources[name] = relation
+    for stmt in statements(sources):
+        con.execute(stmt)
     return con

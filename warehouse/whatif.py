@@ -25,6 +25,7 @@ from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal, localconte
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError
 from spendstream.stream.pricing import Pricer
 
@@ -492,12 +493,13 @@ def run_whatif(
     pricer: Pricer,
     levers: Sequence[Lever],
     hosting: SelfHosting | None = None,
+    config: WarehouseConfig | None = None,
 ) -> WhatIfResult:
     """Re-price the calls of [since, until) read-only; nothing is written anywhere."""
     from spendstream.warehouse.reading import connect
 
     engine = WhatIf(pricer, levers, hosting)
-    con = connect(workdir)
+    con = connect(workdir, config)
     try:
         cur = con.execute(
             "SELECT epoch_us(ts), provider, model, batch, input_tokens, cache_read_tokens, "

@@ -77,7 +77,7 @@ def kafka_config_from_args(args: argparse.Namespace, *, quiet: bool = False) -> 
     config = config_from_args(args)
     chosen = getattr(args, "bootstrap_servers", None)
     if not chosen and "bootstrap_servers" not in config.kafka.model_fields_set:
-        from spendstream.kafka_local import default_data_dir, running_bootstrap
+        from spendstream.local.kafka import default_data_dir, running_bootstrap
 
         chosen = running_bootstrap()
         if chosen and not quiet:

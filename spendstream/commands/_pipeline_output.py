@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary
@@ -28,12 +30,20 @@ def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
     return show
 
 
-def print_summary(s: IngestSummary, out: TextIO) -> None:
+def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) -> None:
+    """The counts (read = landed + duplicates + dead-lettered) and what was caught;
+    ``workdir``: the --workdir the user gave, repeated in the commands it suggests."""
     if out.isatty():
         out.write("\n")
     out.write(
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
+    if s.dead_lettered:
+        wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""
+        out.write(
+            f"dead letters (each names its file:line): spendstream sql{wd} "
+            '"SELECT source, error FROM dead_letters ORDER BY received_at DESC LIMIT 20"\n'
+        )
     out.write(f"cost of landed facts: {usd(s.cost_usd)} ({s.unpriced:,} unpriced)\n")
     kinds = s.alerts_by_kind()
     if kinds:

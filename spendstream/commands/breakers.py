@@ -25,6 +25,7 @@ from spendstream.commands._options import (
     add_format,
     add_kafka,
     add_workdir,
+    config_from_args,
     kafka_config_from_args,
 )
 from spendstream.config import Config
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from spendstream.stream.kafka.breaker_control import latest_breakers
 
-    states = latest_breakers(workdir, include_closed=args.all)
+    states = latest_breakers(workdir, include_closed=args.all, config=config_from_args(args))
     render(
         ["scope", "state", "reason", "ts"],
         [(b.scope, b.state, b.reason, b.ts) for b in states],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from spendstream.commands._options import add_config, add_workdir
+from spendstream.config import Config
 
 if TYPE_CHECKING:
     import duckdb
@@ -68,8 +69,8 @@ def _relative(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     from spendstream.config import config_from_dict, load_config
     from spendstream.errors import ConfigError
-    from spendstream.synthetic import DEMO_CONFIG_TOML, write_jsonl
-    from spendstream.workdir import resolve_workdir
+    from spendstream.synthetic import DEMO_CONFIG_TOML
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     if args.events < 1000:
         raise ConfigError(
@@ -83,10 +84,16 @@ def run(args: argparse.Namespace) -> int:
         else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
     )
 
+    workdir = resolve_workdir(args.workdir)
+    with WorkdirLock(workdir, "demo"):
+        return _demo(args, config, workdir)
+
+
+def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+    from spendstream.synthetic import write_jsonl
 
-    workdir = resolve_workdir(args.workdir)
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
@@ -97,12 +104,12 @@ def run(args: argparse.Namespace) -> int:
     out.write(f"  events written to {events_file}\n\n")
     runner = EmbeddedRunner(workdir, config)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
-    print_summary(summary, out)
+    print_summary(summary, out, workdir if args.workdir else None)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor, summary)
+    tell_story(workdir, out, config.anomaly.factor, summary, config)
     from spendstream.warehouse.report import write_report
 
-    report = write_report(workdir, workdir / "report.html")
+    report = write_report(workdir, workdir / "report.html", config=config.warehouse)
     command, path_notes = how_to_call()
     db = workdir / "warehouse" / "spendstream.duckdb"
     wd = f" --workdir {workdir}" if args.workdir else ""
@@ -167,22 +174,23 @@ def _hour_total(con: duckdb.DuckDBPyConnection, scope: str, hour: Any) -> Any:
 
 
 def tell_story(
-    workdir: Path, out: TextIO, factor: Decimal, summary: IngestSummary | None = None
+    workdir: Path,
+    out: TextIO,
+    factor: Decimal,
+    summary: IngestSummary | None = None,
+    config: Config | None = None,
 ) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views.
 
     The views hold every run's facts: with ``summary`` (this run's counts) the story says
     whether it is this run's or the warehouse's, so a re-run does not pass old news as new.
     """
-    import duckdb
-
     from spendstream.synthetic import LOOP_SESSION
     from spendstream.warehouse.charts import plural
+    from spendstream.warehouse.reading import connect
 
-    db = workdir / "warehouse" / "spendstream.duckdb"
-    con = duckdb.connect(str(db), read_only=True)
+    con = connect(workdir, None if config is None else config.warehouse)
     try:
-        con.execute("SET TimeZone = 'UTC'")
         q = con.execute
         out.write(_story_header(con, summary))
         rows = q("SELECT kind, count(*) FROM alerts GROUP BY kind ORDER BY kind").fetchall()

@@ -54,22 +54,24 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.producers.batch_results import read_batch_results
     from spendstream.runtime.embedded import Rejected, ingest_records
-    from spendstream.workdir import resolve_workdir
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     def records() -> Iterator[tuple[str, bytes] | Rejected]:
         for path in args.files:
             for line in read_batch_results(path, provider=args.provider, default_ts=at):
                 if line.event is not None:
-                    yield path, line.event
+                    yield f"{path}:{line.line}", line.event
                 else:
                     yield Rejected(f"{path}:{line.line}", line.raw, line.error or "rejected")
 
-    summary = ingest_records(
-        resolve_workdir(args.workdir),
-        config,
-        records(),
-        route_alerts=args.route_alerts,
-        progress=progress_printer(sys.stderr),
-    )
-    print_summary(summary, sys.stdout)
+    workdir = resolve_workdir(args.workdir)
+    with WorkdirLock(workdir, "import-batch"):  # one embedded writer per workdir (exit 3)
+        summary = ingest_records(
+            workdir,
+            config,
+            records(),
+            route_alerts=args.route_alerts,
+            progress=progress_printer(sys.stderr),
+        )
+    print_summary(summary, sys.stdout, workdir if args.workdir else None)
     return 0

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spendstream.commands._options import add_pipeline, config_from_args
+
+if TYPE_CHECKING:
+    from spendstream.config import Config
 
 __all__ = ["configure", "run"]
 
@@ -33,10 +38,8 @@ def run(args: argparse.Namespace) -> int:
     # Configuration and arguments first: a mistake there is exit 2 before any heavy import.
     config = config_from_args(args)
 
-    from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.errors import ConfigError
-    from spendstream.runtime.embedded import ingest_records, read_lines
-    from spendstream.workdir import resolve_workdir
+    from spendstream.workdir import WorkdirLock, resolve_workdir
 
     for path in args.files:
         if path != "-":
@@ -44,6 +47,16 @@ def run(args: argparse.Namespace) -> int:
                 open(path, "rb").close()
             except OSError as exc:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
+    workdir = resolve_workdir(args.workdir)
+    # One writer per workdir, refused before any heavy import (exit 3 when taken).
+    with WorkdirLock(workdir, "ingest"):
+        return _ingest(args, config, workdir)
+
+
+def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
+    from spendstream.commands._pipeline_output import print_summary, progress_printer
+    from spendstream.runtime.embedded import ingest_records, read_lines
+
     # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
     live = "-" in args.files
     otlp = None
@@ -53,14 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
         otlp = OtlpFiles(args.files, OtelMapping.from_config(config.otel))
     summary = ingest_records(
-        resolve_workdir(args.workdir),
+        workdir,
         config,
         otlp if otlp is not None else read_lines(args.files),
         route_alerts=args.route_alerts,
         batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
         progress=progress_printer(sys.stderr),
     )
-    print_summary(summary, sys.stdout)
+    print_summary(summary, sys.stdout, workdir if args.workdir else None)
     if otlp is not None:
         print(
             f"spans: {otlp.spans:,} read, {otlp.ignored:,} ignored (no GenAI usage: not a model call)"

@@ -1,5 +1,5 @@
-"""`spendstream kafka-local start|stop|status`: the implementation lives in spendstream.kafka_local."""
+"""`spendstream kafka-local start|stop|status`: the implementation lives in spendstream.local.kafka."""
 
-from spendstream.kafka_local import configure, run
+from spendstream.local.kafka import configure, run
 
 __all__ = ["configure", "run"]

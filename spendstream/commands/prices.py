@@ -131,11 +131,12 @@ def run(args: argparse.Namespace) -> int:
         "provider": args.provider,
         "model": getattr(args, "model", None),
     }
-    columns, rows = run_named(workdir, name, filters)
+    config = config_from_args(args)
+    columns, rows = run_named(workdir, name, filters, config=config.warehouse)
     if action == "unpriced":
         from spendstream.pricebook import unpriced_reasons
 
-        columns, rows = unpriced_reasons(workdir, config_from_args(args), columns, rows)
+        columns, rows = unpriced_reasons(workdir, config, columns, rows)
     render(columns, rows, args.format, sys.stdout)
     return 0
 

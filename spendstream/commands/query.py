@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spendstream.commands._options import add_format, add_workdir
+from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -21,6 +21,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{name}", default=None, metavar="VALUE", help=help_text)
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="at most N rows")
     add_workdir(parser)
+    add_config(parser)
     add_format(parser)
 
 
@@ -47,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.workdir import resolve_workdir
 
     filters = {name: getattr(args, name) for name in FILTERS}
-    columns, rows = run_named(resolve_workdir(args.workdir), args.name, filters, args.limit)
+    columns, rows = run_named(
+        resolve_workdir(args.workdir),
+        args.name,
+        filters,
+        args.limit,
+        config_from_args(args).warehouse,
+    )
     render(columns, rows, args.format, sys.stdout)
     return 0

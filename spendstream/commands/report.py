@@ -1,6 +1,6 @@
 """``spendstream report``: one self-contained HTML cost report, written from the warehouse.
 
-    spendstream report [--workdir DIR] [--since T] [--until T] [--team T] [--feature F]
+    spendstream report [--workdir DIR] [--config FILE] [--since T] [--until T] [--team T] [--feature F]
                        [--scope SCOPE] [--out report.html]
 
 The page opens offline (no script, font or link to fetch); see docs/report.md.
@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spendstream.commands._options import add_workdir
+from spendstream.commands._options import add_config, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def filters_from_args(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
+    add_config(parser)
     add_report_filters(parser)
     parser.add_argument(
         "--out",
@@ -83,7 +84,12 @@ def run(args: argparse.Namespace) -> int:
 
     since, until, flt = filters_from_args(args)
     out = write_report(
-        resolve_workdir(args.workdir), Path(args.out).expanduser(), since, until, flt
+        resolve_workdir(args.workdir),
+        Path(args.out).expanduser(),
+        since,
+        until,
+        flt,
+        config_from_args(args).warehouse,
     )
     print(f"wrote {out.resolve()}", file=sys.stderr)
     return 0

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.commands.run import read_token
     from spendstream.errors import ConfigError
     from spendstream.runtime.live_report import serve
-    from spendstream.warehouse.layout import Layout
+    from spendstream.warehouse.reading import open_reader
     from spendstream.workdir import resolve_workdir
 
     if not 0 <= args.port <= 65535:
@@ -47,12 +47,15 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     token = read_token(config.http)
     workdir = resolve_workdir(args.workdir)
-    if not Layout.for_workdir(workdir).root.exists():
-        raise ConfigError(
-            f"no warehouse in {workdir} (--workdir / $SPENDSTREAM_HOME); "
-            "run `spendstream demo`, `spendstream ingest` or `spendstream run` first"
-        )
-    httpd = serve(workdir, args.host, args.port, token=token, refresh_s=args.refresh_s)
+    open_reader(workdir, config.warehouse).close()  # ConfigError naming what to run first
+    httpd = serve(
+        workdir,
+        args.host,
+        args.port,
+        token=token,
+        refresh_s=args.refresh_s,
+        config=config.warehouse,
+    )
     port = httpd.server_address[1]
     where = f"http://{args.host}:{port}/"
     print(

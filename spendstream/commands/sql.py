@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from spendstream.commands._options import add_format, add_workdir
+from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -23,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a value bound to the next ? placeholder (repeatable); values are never pasted into SQL",
     )
     add_workdir(parser)
+    add_config(parser)
     add_format(parser)
 
 
@@ -30,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.warehouse.reading import run_sql
     from spendstream.workdir import resolve_workdir
 
-    columns, rows = run_sql(resolve_workdir(args.workdir), args.statement, list(args.param))
+    columns, rows = run_sql(
+        resolve_workdir(args.workdir),
+        args.statement,
+        list(args.param),
+        config_from_args(args).warehouse,
+    )
     from spendstream.warehouse.output import render
 
     render(columns, rows, args.format, sys.stdout)

@@ -1,11 +1,11 @@
-"""``spendstream warehouse compact|check|load-revenue``: warehouse maintenance."""
+"""``spendstream warehouse compact|check|load-revenue|migrate``: warehouse maintenance."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from spendstream.commands._options import add_format, add_workdir
+from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -14,7 +14,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     p = sub.add_parser(
-        "compact", help="merge each partition's small files (safe while readers query)"
+        "compact",
+        help="rewrite small files per day, expire old snapshots, delete orphan files "
+        "(safe while writers commit)",
     )
     p.add_argument(
         "--min-files",
@@ -24,13 +26,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compact partitions with at least N files",
     )
     p.add_argument(
-        "--grace-s",
+        "--retention-s",
         type=float,
         default=None,
         metavar="S",
-        help="delete replaced files only after S seconds (default 300), for queries still reading them",
+        help="expire snapshots older than S seconds (default: [warehouse] snapshot_retention_s)",
+    )
+    p.add_argument(
+        "--orphan-grace-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="delete unreferenced files older than S seconds (default: [warehouse] orphan_grace_s)",
     )
     add_workdir(p)
+    add_config(p)
     p = sub.add_parser(
         "check", help="run the great-expectations data quality suite over landed facts"
     )
@@ -38,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--since", default=None, metavar="WHEN", help="only facts at or after this UTC time/date"
     )
     add_workdir(p)
+    add_config(p)
     add_format(p)
     p = sub.add_parser(
         "load-revenue", help="load revenue per month (total, plan or user) from a CSV"
@@ -46,31 +57,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "file", metavar="FILE.csv", help="columns: month, revenue_usd, and plan or user_id"
     )
     add_workdir(p)
+    add_config(p)
+    p = sub.add_parser(
+        "migrate",
+        help="convert a workdir written before the Iceberg tables (catalog.sqlite layout)",
+    )
+    add_workdir(p)
+    add_config(p)
 
 
 def _warehouse(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from spendstream.errors import ConfigError
     from spendstream.warehouse import Warehouse
-    from spendstream.warehouse.layout import Layout
+    from spendstream.warehouse.reading import open_reader
     from spendstream.workdir import resolve_workdir
 
     workdir = resolve_workdir(args.workdir)
-    if not Layout.for_workdir(workdir).root.exists():
-        raise ConfigError(f"no warehouse under --workdir {workdir}; run ingest or demo first")
-    return Warehouse(workdir, writer="maintenance")
+    config = config_from_args(args).warehouse
+    open_reader(workdir, config).close()  # says what to do when there is no warehouse yet
+    return Warehouse(workdir, writer="maintenance", config=config)
 
 
 def run(args: argparse.Namespace) -> int:
     from spendstream.errors import ConfigError
 
+    if args.action == "migrate":
+        from spendstream.warehouse.migration import migrate
+        from spendstream.workdir import resolve_workdir
+
+        report = migrate(resolve_workdir(args.workdir), config_from_args(args).warehouse)
+        print(report.describe())
+        return 0
     if args.action == "compact":
         if args.min_files < 2:
             raise ConfigError("--min-files must be at least 2")
         with _warehouse(args) as wh:
-            s = wh.compact(args.min_files, args.grace_s)
+            s = wh.compact(
+                min_files=args.min_files,
+                retention_s=args.retention_s,
+                orphan_grace_s=args.orphan_grace_s,
+            )
         print(
             f"compacted {s.partitions} partition(s): {s.files_in} files -> {s.files_out} "
-            f"({s.rows:,} rows); {s.deleted} replaced file(s) deleted"
+            f"({s.rows:,} rows); {s.snapshots_expired} snapshot(s) expired, "
+            f"{s.orphans_deleted} orphan file(s) deleted, {s.retries} commit retries"
         )
         for note in s.skipped:
             print(f"  skipped {note}")
@@ -81,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
         from spendstream.warehouse.revenue import load_revenue
 
         with _warehouse(args) as wh:
-            n = load_revenue(wh.layout, Path(args.file))
-            wh.ensure_views()
+            n = load_revenue(wh, Path(args.file))
         print(f"loaded {n} revenue row(s); see `spendstream query unit_economics`")
         return 0
     # check
@@ -90,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     from spendstream.warehouse.output import render
     from spendstream.warehouse.quality import run_suite
+    from spendstream.warehouse.quarantine import quarantined
+    from spendstream.warehouse.views import connect_snapshot
 
     since = None
     if args.since:
@@ -100,19 +130,22 @@ def run(args: argparse.Namespace) -> int:
         if since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
     with _warehouse(args) as wh:
-        wh.ensure_views()
-        result = run_suite(wh.layout.db_path, since)
-        quarantined = wh.catalog.quarantined()
+        con = connect_snapshot(wh)
+        try:
+            result = run_suite(con, since)
+        finally:
+            con.close()
+        batches = quarantined(wh)
     render(
         ["expectation", "passed", "detail"],
         [(name, ok, detail) for name, ok, detail in result.results],
         args.format,
         sys.stdout,
     )
-    for commit_id, created_at, _report in quarantined:
+    for b in batches:
         print(
-            f"quarantined batch: commit {commit_id} at {created_at} "
-            f"(quarantine/{commit_id:012d}/report.json)",
+            f"quarantined batch: {b.batch_id} from writer {b.writer} "
+            f"({b.failing} failing; {b.path}/report.json)",
             file=sys.stderr,
         )
     return 0 if result.success else 1

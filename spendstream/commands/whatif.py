@@ -182,13 +182,19 @@ def run(args: argparse.Namespace) -> int:
             "or --self-host"
         )
     workdir = resolve_workdir(args.workdir)
-    con = connect(workdir)
+    con = connect(workdir, config.warehouse)
     try:
         period = default_period(con, since, until)
     finally:
         con.close()
     result = run_whatif(
-        workdir, period.since, period.until, pricer_for(workdir, config), levers, hosting
+        workdir,
+        period.since,
+        period.until,
+        pricer_for(workdir, config),
+        levers,
+        hosting,
+        config.warehouse,
     )
     _print(result, period.since.isoformat(), period.until.isoformat(), args.format)
     return 0

@@ -1,9 +1,11 @@
 """The embedded runtime: the whole pipeline in one process, no Kafka (``ingest``, ``demo``).
 
-Batches of input lines go through the same core as the Faust workers
-(``stream.pipeline``) and land in the warehouse with the detectors' state in the
-same commit, so a later run continues where this one stopped and a replayed
-file adds nothing.
+Batches of input lines go through the same core as the Faust workers: decode and
+validate into an Arrow table (``stream.batch``), judge each event new, duplicate or
+conflicting (``Warehouse.classify``), price and detect (``stream.pipeline``), and land in
+the warehouse with the detectors' state in the same commit, so a later run continues
+where this one stopped and a replayed file adds nothing. Every line is counted once:
+read = landed + duplicates + dead-lettered.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import orjson
+
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
-from spendstream.stream.pipeline import Pipeline, parse_records, stored_raw
+from spendstream.stream.batch import DIGEST, events_from_table, judge_lines, stored_raw
+from spendstream.stream.pipeline import Pipeline
+from spendstream.table_schemas import (
+    alerts_table,
+    breaker_events_table,
+    dead_letters_table,
+    facts_table,
+)
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -71,21 +82,27 @@ class IngestSummary:
 def read_lines(
     paths: Iterable[str], stdin: Iterable[bytes] | None = None
 ) -> Iterator[tuple[str, bytes]]:
-    """Yield (source, line) for every non-blank line of the JSON Lines inputs; '-' is stdin."""
+    """Yield (position, line) for every non-blank line of the JSON Lines inputs; '-' is stdin.
+
+    ``position`` is ``<file>:<line>`` (``stdin:<line>``), the 1-based line number an editor
+    shows (blank lines count), so a dead letter says where its line is.
+    """
     for path in paths:
         if path == "-":
             if stdin is None:
                 import sys
 
                 stdin = sys.stdin.buffer
-            for line in stdin:
-                if line.strip():
-                    yield "stdin", line.rstrip(b"\r\n")
+            yield from _numbered("stdin", stdin)
             continue
         with open(path, "rb") as fh:
-            for line in fh:
-                if line.strip():
-                    yield path, line.rstrip(b"\r\n")
+            yield from _numbered(path, fh)
+
+
+def _numbered(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield f"{name}:{number}", line.rstrip(b"\r\n")
 
 
 class EmbeddedRunner:
@@ -101,11 +118,11 @@ class EmbeddedRunner:
         self.config = config
         self.router = router
         self.batch_size = batch_size or config.pipeline.ingest_batch_size
-        self.warehouse = Warehouse(workdir)
+        self.warehouse = Warehouse(workdir, config=config.warehouse)
         self.warehouse.ensure_views()
-        last = self.warehouse.last_commit()
+        state = self.warehouse.resume().state
         self.pipeline = Pipeline.restore(
-            config, last[0] if last else None, price_data=load_price_data(workdir)
+            config, orjson.loads(state) if state else None, price_data=load_price_data(workdir)
         )
 
     def run(
@@ -131,22 +148,26 @@ class EmbeddedRunner:
 
     def _run_batch(self, batch: list[InputRecord], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
-        events = []
-        dead: list[DeadLetter] = []
-        # Group by source so each dead letter names the file it came from.
-        by_source: dict[str, list[bytes]] = {}
-        for item in batch:
-            if isinstance(item, Rejected):
-                dead.append(DeadLetter(stored_raw(item.raw), item.error, item.source, now))
-                continue
-            source, raw = item
-            by_source.setdefault(source, []).append(raw)
-        for source, raws in by_source.items():
-            parsed = parse_records(raws, source, now)
-            events.extend(parsed.events)
-            dead.extend(parsed.dead_letters)
-        new = self.warehouse.unseen(events)
-        facts = self.pipeline.price(new, now)
+        # Inputs their reader already judged bad (OTLP spans, batch result lines) are dead
+        # letters as they are; every other line is decoded, bounded and deduped on its own.
+        rejected = [
+            DeadLetter(stored_raw(item.raw), item.error, item.source, now)
+            for item in batch
+            if isinstance(item, Rejected)
+        ]
+        lines = [item for item in batch if not isinstance(item, Rejected)]
+        judged = judge_lines(
+            [raw for _, raw in lines],
+            now,
+            lambda i: lines[i][0],
+            self.warehouse.classify,
+            self.config.detection.max_future_skew_s,
+        )
+        new = judged.new
+        dead = rejected + judged.dead_letters
+        # The seam: pricing and detection take UsageEvent objects until their columnar
+        # versions land; the objects are built from validated columns, not re-validated.
+        facts = self.pipeline.price(events_from_table(new), now)
         detection = self.pipeline.detect(facts)
         alerts, breaker_events = detection.alerts, detection.breaker_events
         if self.router is not None and (alerts or breaker_events):
@@ -160,16 +181,18 @@ class EmbeddedRunner:
                 resolved=routed.resolved,
                 dead_lettered=routed.dead_lettered,
             )
-        self.warehouse.commit(
-            facts=facts,
-            alerts=alerts,
-            breaker_events=breaker_events,
-            dead_letters=dead,
-            state=self.pipeline.snapshot(),
+        landed = self.warehouse.commit(
+            facts_table(facts),
+            alerts_table(alerts),
+            breaker_events_table(breaker_events),
+            dead_letters_table(dead),
+            state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
+            digests=new.column(DIGEST).combine_chunks(),
         )
         summary.read += len(batch)
-        summary.landed += len(facts)
-        summary.duplicates += len(events) - len(new)
+        summary.landed += landed.facts
+        # Facts the commit found landed already (another writer won the race) are duplicates.
+        summary.duplicates += judged.duplicates + len(facts) - landed.facts
         summary.dead_lettered += len(dead)
         for f in facts:
             if f.cost is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError, SpendstreamError
 
 __all__ = ["COOKIE", "LiveReport", "serve"]
@@ -52,14 +53,17 @@ class _Rendered:
 class LiveReport:
     """Renders the live page of one workdir; every call reads the warehouse afresh."""
 
-    def __init__(self, workdir: Path, refresh_s: float = 5.0) -> None:
+    def __init__(
+        self, workdir: Path, refresh_s: float = 5.0, config: WarehouseConfig | None = None
+    ) -> None:
         self.workdir = Path(workdir)
         self.refresh_s = refresh_s
+        self.config = config
 
     def _connect(self) -> Any:
         from spendstream.warehouse.reading import connect
 
-        return connect(self.workdir)
+        return connect(self.workdir, self.config)
 
     @staticmethod
     def _version(con: Any) -> str:
@@ -284,9 +288,10 @@ def serve(
     *,
     token: str | None = None,
     refresh_s: float = 5.0,
+    config: WarehouseConfig | None = None,
 ) -> ThreadingHTTPServer:
     """A started server (in a daemon thread); ``shutdown()`` and ``server_close()`` stop it."""
-    live = LiveReport(workdir, refresh_s)
+    live = LiveReport(workdir, refresh_s, config)
     try:
         httpd = ThreadingHTTPServer((host, port), _handler(live, token))
     except OSError as exc:

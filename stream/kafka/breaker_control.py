@@ -31,15 +31,17 @@ FROM breaker_events GROUP BY scope ORDER BY scope
 """
 
 
-def latest_breakers(workdir: Path, include_closed: bool = True) -> list[BreakerEvent]:
+def latest_breakers(
+    workdir: Path, include_closed: bool = True, config: Config | None = None
+) -> list[BreakerEvent]:
     """Each scope's latest breaker event from the warehouse."""
-    from spendstream.warehouse.layout import Layout
-    from spendstream.warehouse.views import connect_readonly
+    from spendstream.errors import ConfigError
+    from spendstream.warehouse.reading import connect
 
-    layout = Layout.for_workdir(Path(workdir))
-    if not layout.root.exists():
+    try:
+        con = connect(Path(workdir), None if config is None else config.warehouse)
+    except ConfigError:
         return []  # nothing landed yet; a read must not create the warehouse
-    con = connect_readonly(layout)
     try:
         rows = con.execute(_LATEST_SQL).fetchall()  # type: ignore[attr-defined]
     finally:
@@ -80,6 +82,6 @@ def publish_reset(config: Config, workdir: Path, scope: str, ts: datetime) -> Br
         ).raise_first()
     finally:
         producer.close(timeout_s=10)
-    with Warehouse(Path(workdir), writer="breakers-cli") as wh:
+    with Warehouse(Path(workdir), writer="breakers-cli", config=config.warehouse) as wh:
         wh.commit(breaker_events=[event])
     return event

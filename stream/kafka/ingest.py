@@ -1,7 +1,9 @@
 """POST /v1/events: split a body into records, validate each, and say which were accepted.
 
 Pure: the web view produces the accepted records to the usage topic (keyed by
-``spendstream.topics.partition_key``) and dead-letters the rejected ones.
+``spendstream.topics.partition_key``) and dead-letters the rejected ones. Each rejected
+line's dead letter names ``http:<request-id>#<line>``; the request id is the client's
+``X-Request-Id`` when it is a plain token, else a fresh one, and is sent back in the answer.
 
 Like the Python client, the endpoint fills in what a caller cannot be expected to invent:
 an object without ``event_id`` gets a random UUID, one without ``ts`` the time the request
@@ -13,55 +15,88 @@ own ``event_id``: a filled-in one is new on every attempt.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from spendstream.config import DEFAULT_MAX_FUTURE_SKEW_S
 from spendstream.http_auth import token_ok
 from spendstream.records import DeadLetter
-from spendstream.stream.pipeline import MAX_RECORD_BYTES, MAX_STORED_RAW_CHARS, parse_records
+from spendstream.stream.batch import MAX_RECORD_BYTES, ROW, decode_lines, stored_raw
 from spendstream.topics import partition_key
 
-__all__ = ["MAX_BODY_BYTES", "IngestCheck", "check_body", "token_ok", "with_defaults"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "IngestCheck",
+    "check_body",
+    "request_id",
+    "token_ok",
+    "with_defaults",
+]
 
 MAX_BODY_BYTES = 32 << 20
-SOURCE = "http:/v1/events"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 @dataclass(slots=True)
 class IngestCheck:
+    request_id: str
     accepted: list[tuple[bytes, bytes]] = field(default_factory=list)  # (key, raw record)
     rejected: list[dict[str, object]] = field(default_factory=list)  # {"line": n, "error": ...}
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-def check_body(body: bytes, content_type: str, received_at: datetime) -> IngestCheck:
+def request_id(header: str | None) -> str:
+    """The client's ``X-Request-Id`` if it is a plain token (it lands in dead letters), else new."""
+    if header and _REQUEST_ID.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def check_body(
+    body: bytes,
+    content_type: str,
+    received_at: datetime,
+    request: str | None = None,
+    max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+) -> IngestCheck:
     """One JSON event (``application/json``) or JSON Lines (anything else).
 
     ``line`` in a rejection is the 1-based line of the body (1 for a single JSON event);
     blank lines are skipped but counted, so it matches what an editor shows.
     """
+    rid = request or request_id(None)
     if content_type.split(";", 1)[0].strip().lower() == "application/json":
         numbered = [(1, body.strip())]
     else:
         numbered = [
             (n, line.strip()) for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()
         ]
-    out = IngestCheck()
-    for n, given in numbered:
-        raw = with_defaults(given, received_at)
-        parsed = parse_records([raw], SOURCE, received_at)
-        if parsed.events:
-            e = parsed.events[0]
-            out.accepted.append(
-                (partition_key(e.api_key_id, e.session_id, e.request_id, e.event_id), raw)
-            )
-        else:
-            dead = parsed.dead_letters[0]
-            if raw is not given:  # the dead letter keeps the record as the caller sent it
-                dead = replace(dead, raw=given.decode("utf-8", "replace")[:MAX_STORED_RAW_CHARS])
-            out.dead_letters.append(dead)
-            out.rejected.append({"line": n, "error": dead.error})
+    out = IngestCheck(rid)
+    raws = [with_defaults(given, received_at) for _, given in numbered]
+    decoded = decode_lines(
+        raws,
+        received_at,
+        lambda i: f"http:{rid}#{numbered[i][0]}",
+        max_future_skew_s,
+    )
+    table = decoded.events
+    for row, api_key, session, request, event_id in zip(
+        table.column(ROW).to_pylist(),
+        table.column("api_key_id").to_pylist(),
+        table.column("session_id").to_pylist(),
+        table.column("request_id").to_pylist(),
+        table.column("event_id").to_pylist(),
+        strict=True,
+    ):
+        out.accepted.append((partition_key(api_key, session, request, event_id), raws[row]))
+    for row, dead in zip(decoded.dead_rows, decoded.dead_letters, strict=True):
+        given = numbered[row][1]
+        if raws[row] is not given:  # the dead letter keeps the record as the caller sent it
+            dead = replace(dead, raw=stored_raw(given))
+        out.dead_letters.append(dead)
+        out.rejected.append({"line": numbered[row][0], "error": dead.error})
     return out
 
 

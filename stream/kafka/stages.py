@@ -1,8 +1,9 @@
 """The two stages' batch logic, synchronous and free of Faust: the app runs them in a thread.
 
-Stage 1 (``UsageStage``), per batch of usage records: parse (bad -> dead letters), drop
-event_ids already landed, price, and encode each new fact for the priced topic with its
-(partition, offset). The app publishes those records *before* landing the facts, and acks
+Stage 1 (``UsageStage``), per batch of usage records: decode and validate them as one batch
+(``stream.batch``; each bad record -> a dead letter naming ``kafka:<topic>/<partition>@<offset>``),
+judge each event new, duplicate or conflicting against the warehouse, price the new ones,
+and encode each new fact for the priced topic with its (partition, offset). The app publishes those records *before* landing the facts, and acks
 the usage offsets only after landing: a crash in between replays the batch, which lands
 nothing twice (the warehouse dedupes by event_id) and re-publishes facts stage 2 drops by
 position.
@@ -17,17 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+import pyarrow as pa
+
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
-from spendstream.producers.event import UsageEvent
 from spendstream.records import Alert, BreakerEvent, DeadLetter, Fact
 from spendstream.signing import load_breaker_signer
+from spendstream.stream.batch import DIGEST, ROW, events_from_table, judge_lines
 from spendstream.stream.kafka.alignment import Aligner
 from spendstream.stream.kafka.wire import (
     IdleMarker,
@@ -36,9 +41,14 @@ from spendstream.stream.kafka.wire import (
     decode_priced,
     encode_priced_facts,
 )
-from spendstream.stream.pipeline import Pipeline, parse_records
-from spendstream.warehouse import Warehouse
-from spendstream.warehouse.landing import CommitResult
+from spendstream.stream.pipeline import Pipeline
+from spendstream.table_schemas import (
+    alerts_table,
+    breaker_events_table,
+    dead_letters_table,
+    facts_table,
+)
+from spendstream.warehouse import CommitResult, Warehouse
 
 __all__ = [
     "DetectOutcome",
@@ -66,6 +76,7 @@ class UsageRecord:
 class UsageOutcome:
     read: int = 0
     facts: list[Fact] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)  # each fact's content digest
     priced: list[bytes] = field(default_factory=list)  # priced-topic records, facts in order
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
@@ -76,48 +87,54 @@ class UsageStage:
 
     def __init__(self, config: Config, workdir: Path, topic: str, writer: str) -> None:
         self.topic = topic
+        self.config = config
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
-        self.warehouse = Warehouse(workdir, writer=writer)
+        # Stage 1 carries no positions (Kafka's group offsets are its positions, acked after
+        # landing): each process is its own writer, so its commits number from 1.
+        self.warehouse = Warehouse(
+            workdir, writer=f"{writer}-{uuid.uuid4().hex[:8]}", config=config.warehouse
+        )
         self.warehouse.ensure_views()
 
     def prepare(self, records: Sequence[UsageRecord]) -> UsageOutcome:
         now = datetime.now(UTC)
         out = UsageOutcome(read=len(records))
-        parsed: list[tuple[UsageRecord, UsageEvent]] = []
-        for rec in records:
-            source = f"kafka:{self.topic}/{rec.partition}"
-            if rec.value is None:
-                out.dead_letters.append(
-                    DeadLetter(
-                        raw="",
-                        error=f"empty record (no value) at offset {rec.offset}",
-                        source=source,
-                        received_at=now,
-                    )
-                )
-                continue
-            batch = parse_records([rec.value], source, now)
-            if batch.events:
-                parsed.append((rec, batch.events[0]))
-            out.dead_letters.extend(batch.dead_letters)
-        new = self.warehouse.unseen([e for _, e in parsed])
-        out.duplicates = len(parsed) - len(new)
-        new_ids = {id(e) for e in new}
-        kept = [(rec, e) for rec, e in parsed if id(e) in new_ids]
-        out.facts = self.pipeline.price([e for _, e in kept], now)
+        topic = self.topic
+
+        def position(i: int) -> str:
+            return f"kafka:{topic}/{records[i].partition}@{records[i].offset}"
+
+        # A record without a value (a tombstone) decodes as an empty line: a dead letter.
+        judged = judge_lines(
+            [rec.value or b"" for rec in records],
+            now,
+            position,
+            self.warehouse.classify,
+            self.config.detection.max_future_skew_s,
+        )
+        out.dead_letters = judged.dead_letters
+        out.duplicates = judged.duplicates
+        new = judged.new
+        out.facts = self.pipeline.price(events_from_table(new), now)
+        out.digests = new.column(DIGEST).to_pylist()
+        kept = [records[i] for i in new.column(ROW).to_pylist()]
         out.priced = encode_priced_facts(
             [
                 PricedFact(rec.partition, rec.offset, fact, rec.value or b"")
-                for (rec, _), fact in zip(kept, out.facts, strict=True)
+                for rec, fact in zip(kept, out.facts, strict=True)
             ]
         )
         return out
 
     def land(self, outcome: UsageOutcome) -> CommitResult:
-        return self.warehouse.commit(facts=outcome.facts, dead_letters=outcome.dead_letters)
+        return self.warehouse.commit(
+            facts_table(outcome.facts),
+            dead_letters=dead_letters_table(outcome.dead_letters),
+            digests=pa.array(outcome.digests, pa.binary()),
+        )
 
     def land_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> CommitResult:
-        return self.warehouse.commit(dead_letters=dead_letters)
+        return self.warehouse.commit(dead_letters=dead_letters_table(dead_letters))
 
 
 @dataclass(slots=True)
@@ -145,7 +162,7 @@ class DetectStage:
         self.partitions = partitions  # of the usage topic
         # With a [breaker] HMAC key, reset commands must be signed with it.
         self.signer = load_breaker_signer(config.breaker)
-        self.warehouse = Warehouse(workdir, writer=writer)
+        self.warehouse = Warehouse(workdir, writer=writer, config=config.warehouse)
         self.positions: dict[str, int] = {}
         self.pipeline = Pipeline(config)
         self.aligner: Aligner[PricedFact] = Aligner(config.pipeline.align_idle_s, clock, partitions)
@@ -155,8 +172,13 @@ class DetectStage:
 
     def reload(self) -> None:
         """Continue from the last landed commit (after a restart or a reassignment)."""
-        last = self.warehouse.last_commit()
-        state: dict[str, Any] | None = last[0] if last else None
+        # A fresh handle: another worker may have committed as this writer since (rebalance).
+        self.warehouse.close()
+        self.warehouse = Warehouse(
+            self.warehouse.workdir, writer=self.warehouse.writer, config=self.config.warehouse
+        )
+        raw = self.warehouse.resume().state
+        state: dict[str, Any] | None = orjson.loads(raw) if raw else None
         self.aligner = Aligner(self.config.pipeline.align_idle_s, self.clock, self.partitions)
         if state is None:
             self.pipeline = Pipeline(self.config)
@@ -272,8 +294,8 @@ class DetectStage:
 
     def land(self, outcome: DetectOutcome) -> CommitResult:
         return self.warehouse.commit(
-            alerts=outcome.alerts,
-            breaker_events=outcome.breaker_events,
-            state=self.state(),
-            source_positions=dict(self.positions),
+            alerts=alerts_table(outcome.alerts),
+            breaker_events=breaker_events_table(outcome.breaker_events),
+            state=orjson.dumps(self.state(), option=orjson.OPT_NON_STR_KEYS),
+            positions=dict(self.positions),
         )

@@ -30,7 +30,7 @@ from spendstream.producers.otel import (
     decode_traces,
 )
 from spendstream.records import DeadLetter
-from spendstream.stream.pipeline import stored_raw
+from spendstream.stream.batch import stored_raw
 from spendstream.topics import partition_key
 
 __all__ = ["SOURCE", "TracesAnswer", "receive_traces"]

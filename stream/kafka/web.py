@@ -6,9 +6,11 @@ token_file): 401 without the right one, 503 while no token is configured
 pages included).
 
 - ``POST /v1/events``: one JSON event (``application/json``) or JSON Lines.
-  Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` once the
-  accepted records are on the usage topic (broker-acknowledged) and the rejected ones are
-  dead-lettered (topic and warehouse). 413 too large.
+  Answers 200 ``{"accepted": n, "rejected": [{"line": i, "error": "..."}], "request_id": r}``
+  once the accepted records are on the usage topic (broker-acknowledged) and the rejected
+  ones are dead-lettered (topic and warehouse) with source ``http:<r>#<line>``; ``r`` is the
+  request's ``X-Request-Id`` when it is a plain token (letters, digits, ``._:-``, at most
+  64), else a fresh id. 413 too large.
 - ``POST /v1/traces``: an OTLP/HTTP traces receiver (protobuf or JSON, gzip or not); GenAI
   spans become usage events (``stream/kafka/traces.py``, the handler any server can mount),
   published like ``/v1/events`` before the OTLP answer is sent.
@@ -30,7 +32,7 @@ from spendstream.http_auth import authorize
 from spendstream.producers.otel import OtelMapping
 from spendstream.records import DeadLetter, breaker_to_wire
 from spendstream.stream.kafka.breaker_control import latest_breakers
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body
+from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, request_id
 from spendstream.stream.kafka.traces import receive_traces
 
 if TYPE_CHECKING:
@@ -87,12 +89,25 @@ def register_views(rt: Runtime) -> None:
             if refused is not None:
                 return refused
             body: bytes = await raw_req.read()
-            checked = check_body(body, raw_req.headers.get("Content-Type", ""), datetime.now(UTC))
+            checked = check_body(
+                body,
+                raw_req.headers.get("Content-Type", ""),
+                datetime.now(UTC),
+                request_id(raw_req.headers.get("X-Request-Id")),
+                rt.config.detection.max_future_skew_s,
+            )
             await _publish(checked.accepted, checked.dead_letters)
             rt.metrics.http_records.labels("accepted").inc(len(checked.accepted))
             rt.metrics.http_records.labels("rejected").inc(len(checked.rejected))
             rt.metrics.dead_letters.labels("http").inc(len(checked.dead_letters))
-            return _json(self, {"accepted": len(checked.accepted), "rejected": checked.rejected})
+            return _json(
+                self,
+                {
+                    "accepted": len(checked.accepted),
+                    "rejected": checked.rejected,
+                    "request_id": checked.request_id,
+                },
+            )
 
     otel_mapping = OtelMapping.from_config(rt.config.otel)
 

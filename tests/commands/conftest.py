@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.kafka_local import find_free_ports
+from spendstream.local.kafka import find_free_ports
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.cli import build_parser, main
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from tests.commands.conftest import LocalBroker, cli
 
 OPTIONS = ["--workdir", "W", "--config", "C.toml", "--bootstrap-servers", "h:1", "--format", "csv"]

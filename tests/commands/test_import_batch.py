@@ -139,8 +139,15 @@ def test_batch_result_files_land_as_priced_batch_events_and_reimport_adds_nothin
         assert Decimal(str(r["cost_usd"])) == cost.cost_usd
         assert "+batch" in r["price_source"]
 
-    assert main(args) == 0  # again, without --at: the ids are the lines', not the times'
+    assert main([*args, "--at", "2026-01-05T00:00:00Z"]) == 0  # the same import again
     assert "read 3 = landed 0 + duplicates 3 + dead-lettered 0" in capsys.readouterr().out
+    # Without --at the ids are still the lines' (nothing lands twice), but the Anthropic line
+    # now carries another ts (the file's time): other content under a landed id is reported
+    # as a conflicting duplicate, not silently dropped.
+    assert main(args) == 0
+    assert "read 3 = landed 0 + duplicates 2 + dead-lettered 1" in capsys.readouterr().out
+    assert main(["sql", "--workdir", str(wd), "SELECT error FROM dead_letters"]) == 0
+    assert "conflicting_duplicate: event_id" in capsys.readouterr().out
 
 
 def test_failed_and_broken_lines_are_dead_letters_with_their_line(

@@ -238,7 +238,7 @@ def test_written_costs_replace_the_stored_facts(workdir: Path) -> None:
     )
     since, until = datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)
     old = load_facts(workdir, since, until)
-    done = reprice_range(workdir, config, since, until, write=True, activate_after_s=0)
+    done = reprice_range(workdir, config, since, until, write=True)
     assert done.written == 2
     now = {f.event.event_id: f for f in load_facts(workdir, since, until)}
     assert len(now) == 4

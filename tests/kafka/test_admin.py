@@ -9,7 +9,7 @@ import pytest
 
 from spendstream.errors import KafkaUnavailable
 from spendstream.kafka.admin import Admin, TopicSpec
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from tests.kafka_fixtures import produce
 
 pytestmark = pytest.mark.kafka

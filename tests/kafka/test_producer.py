@@ -9,7 +9,7 @@ import pytest
 from spendstream.errors import KafkaClientError, KafkaUnavailable
 from spendstream.kafka.consumer import BEGINNING, Consumer
 from spendstream.kafka.producer import OutRecord, Producer
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from tests.kafka_fixtures import read_topic
 
 pytestmark = pytest.mark.kafka

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from spendstream.producers.event import MAX_TAGS, UsageEvent, describe_validation_error
+from spendstream.producers.event import (
+    EARLIEST_TS,
+    MAX_LATENCY_MS,
+    MAX_REPORTED_COST_USD,
+    MAX_TAGS,
+    MAX_TOKENS,
+    MAX_TURN,
+    UsageEvent,
+    describe_validation_error,
+)
 
 INT64_MAX = 2**63 - 1
 
@@ -109,9 +119,67 @@ def test_cache_tokens_equal_to_input_tokens_are_fine() -> None:
     assert ev.input_tokens == 60
 
 
-def test_token_counts_accept_int64_max() -> None:
-    ev = UsageEvent.model_validate(_event(input_tokens=INT64_MAX, output_tokens=INT64_MAX))
-    assert ev.output_tokens == INT64_MAX
+@pytest.mark.parametrize(
+    ("field", "top"),
+    [
+        ("input_tokens", MAX_TOKENS),
+        ("output_tokens", MAX_TOKENS),
+        ("cache_read_tokens", MAX_TOKENS),
+        ("cache_write_tokens", MAX_TOKENS),
+        ("turn", MAX_TURN),
+        ("latency_ms", MAX_LATENCY_MS),
+        ("reported_cost_usd", MAX_REPORTED_COST_USD),
+    ],
+)
+def test_every_number_has_a_documented_maximum_it_accepts_and_one_above_it_refused(
+    field: str, top: Any
+) -> None:
+    over: dict[str, Any] = {field: top}
+    if field.startswith("cache_"):
+        over["input_tokens"] = MAX_TOKENS
+    assert getattr(UsageEvent.model_validate(_event(**over)), field) == top
+    above = top + (Decimal("0.000000000000000001") if isinstance(top, Decimal) else 1)
+    over[field] = above
+    assert "less than or equal to" in _reason(**over)
+    over[field] = INT64_MAX  # issue 12: 2^63-1 tokens overflowed SUM(cost_usd)
+    if field != "reported_cost_usd":
+        assert f"{field}: Input should be less than or equal to" in _reason(**over)
+
+
+def test_reported_cost_beyond_decimal_range_is_refused_not_a_crash() -> None:
+    # "1e400" passed the model and crashed the Arrow conversion (issue 12).
+    assert _reason(reported_cost_usd="1e400").startswith("reported_cost_usd: Input should be less")
+    assert "finite" in _reason(reported_cost_usd="Infinity")
+
+
+def test_reported_cost_is_kept_to_18_places_rounded_half_even() -> None:
+    ev = UsageEvent.model_validate(_event(reported_cost_usd="0.0000000000000000125"))
+    assert ev.reported_cost_usd == Decimal("0.000000000000000012")
+    ev = UsageEvent.model_validate(_event(reported_cost_usd="0.0000000000000000135"))
+    assert ev.reported_cost_usd == Decimal("0.000000000000000014")
+    exact = UsageEvent.model_validate(_event(reported_cost_usd="0.000000000000000001"))
+    assert str(exact.reported_cost_usd) == "1E-18"
+
+
+def test_ts_before_2015_is_refused_and_2015_itself_accepted() -> None:
+    assert UsageEvent.model_validate(_event(ts="2015-01-01T00:00:00Z")).ts == EARLIEST_TS
+    reason = _reason(ts="2014-12-31T23:59:59.999999Z")
+    assert reason.startswith("ts: 2014-12-31T23:59:59.999999+00:00 is before 2015-01-01")
+    assert "ts: 0001-01-01T00:00:00+00:00 is before" in _reason(ts="0001-01-01T00:00:00Z")
+    # Same instant as 2015-01-01T00:00:00Z, written in another zone: accepted.
+    assert UsageEvent.model_validate(_event(ts="2015-01-01T01:00:00+01:00")).ts == EARLIEST_TS
+
+
+@pytest.mark.parametrize("ts", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_ts_that_leaves_the_calendar_in_utc_is_a_reason_not_a_crash(ts: str) -> None:
+    # These raised OverflowError out of the model: a poison pill for every worker.
+    raw = json.dumps(_event(ts=ts))
+    with pytest.raises(ValidationError) as info:
+        UsageEvent.model_validate_json(raw)
+    assert (
+        describe_validation_error(info.value)
+        == f"ts: {ts} is out of range in UTC (before year 1 or after 9999)"
+    )
 
 
 def test_tags_are_bounded_in_count_key_and_value_size() -> None:

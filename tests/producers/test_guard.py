@@ -169,7 +169,7 @@ def test_fail_closed_view_refuses_until_it_has_caught_up() -> None:
 def test_a_view_that_never_catches_up_refuses_when_fail_closed_and_allows_otherwise(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from spendstream.kafka_local import find_free_port
+    from spendstream.local.kafka import find_free_port
 
     dead = f"127.0.0.1:{find_free_port()}"  # nothing listens: the view can never be ready
     with BreakerView(dead, fail_closed=True, ready_timeout_s=0.5) as closed:
@@ -451,7 +451,7 @@ def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
     import httpx
 
     from spendstream.config import load_config
-    from spendstream.kafka_local import find_free_ports
+    from spendstream.local.kafka import find_free_ports
     from spendstream.stream.kafka.breaker_control import publish_reset
 
     monkeypatch.setenv("E2E_BREAKER_KEY", KEY)

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from spendstream.cli import main
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 
 TOKEN = "serve-test-token"
 DEADLINE_S = 120.0  # hang guards only; nothing here asserts speed

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 from tests import kafka_fixtures
@@ -288,8 +288,8 @@ def detect_state(workdir: Path, prefix: str) -> dict[str, Any]:
     if not (workdir / "warehouse").exists():
         return {}
     with Warehouse(workdir, writer=prefix.rstrip(".") + "-detect") as wh:
-        last = wh.last_commit()
-    return dict(last[0]) if last and last[0] else {}
+        raw = wh.resume().state
+    return dict(json.loads(raw)) if raw else {}
 
 
 def wait_all_judged(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spendstream.kafka_local import find_free_port
+from spendstream.local.kafka import find_free_port
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

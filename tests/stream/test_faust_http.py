@@ -28,14 +28,16 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def _post(
-    w: Worker, body: bytes, token: str = TOKEN, ctype: str = "application/x-ndjson"
+    w: Worker,
+    body: bytes,
+    token: str = TOKEN,
+    ctype: str = "application/x-ndjson",
+    request_id: str | None = None,
 ) -> tuple[int, dict]:
-    req = urllib.request.Request(
-        w.url("/v1/events"),
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": ctype},
-    )
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": ctype}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    req = urllib.request.Request(w.url("/v1/events"), data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
@@ -53,12 +55,14 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
     try:
         w.wait_ready(prefix)
         assert _post(w, lines[0], token="wrong")[0] == 401
-        status, answer = _post(w, b"\n".join([*lines[:1500], b'{"event_id": "x"}', *lines[1500:]]))
+        body = b"\n".join([*lines[:1500], b'{"event_id": "x"}', *lines[1500:]])
+        status, answer = _post(w, body, request_id="batch-7")
         assert status == 200
-        assert answer["accepted"] == len(lines)
+        assert answer["accepted"] == len(lines) and answer["request_id"] == "batch-7"
         assert [r["line"] for r in answer["rejected"]] == [1501]
         status, answer = _post(w, lines[0], ctype="application/json")  # a re-sent event
-        assert (status, answer) == (200, {"accepted": 1, "rejected": []})
+        assert status == 200 and answer["accepted"] == 1 and answer["rejected"] == []
+        assert len(answer["request_id"]) == 32  # none given: a fresh one
         # The producer library's HTTP transport speaks to the same endpoint.
         from spendstream.producers.meter import Meter
 
@@ -75,7 +79,7 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert query(wd, "SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [
             (len(lines) + 5, len(lines) + 5)
         ]
-        assert query(wd, "SELECT source FROM dead_letters") == [("http:/v1/events",)]
+        assert query(wd, "SELECT source FROM dead_letters") == [("http:batch-7#1501",)]
         dead_on_topic = read_topic(kafka_bootstrap, prefix + "spendstream.dead-letters")
         assert [json.loads(v)["raw"] for _, v in dead_on_topic] == ['{"event_id": "x"}']
 

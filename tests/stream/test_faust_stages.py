@@ -3,6 +3,7 @@ the priced-topic wire format, event-time alignment, and HTTP body checks."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from spendstream.config import Config, config_from_dict
 from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.signing import RecordSigner
 from spendstream.stream.kafka.alignment import Aligner
-from spendstream.stream.kafka.ingest import check_body, token_ok
+from spendstream.stream.kafka.ingest import check_body, request_id, token_ok
 from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.wire import (
     PricedFact,
@@ -59,12 +60,30 @@ def test_usage_stage_lands_each_event_once_and_dead_letters_bad_records(tmp_path
     assert len(first.facts) == 200  # the in-batch repeat counts once
     assert sum(len(decode_priced(r)) for r in first.priced) == 200  # type: ignore[arg-type]
     assert first.duplicates == 1
-    assert [d.source for d in first.dead_letters] == ["kafka:usage/0"]
+    assert [d.source for d in first.dead_letters] == ["kafka:usage/0@200"]
     stage.land(first)
     # A replay of the same records (crash before the offset commit) lands nothing new.
     again = stage.prepare(_records([*lines[:200], b"{oops"]))
     assert again.facts == [] and again.duplicates == 200
     assert len(stage.prepare(_records(lines)).facts) == 100
+
+
+def test_usage_stage_dead_letters_a_reused_id_with_other_content_at_its_offset(
+    tmp_path: Path,
+) -> None:
+    lines = event_lines(1000, seed=1)[:3]
+    stage = UsageStage(CONFIG, tmp_path, "usage", "w")
+    stage.land(stage.prepare(_records(lines)))
+    changed = json.loads(lines[1])
+    changed["output_tokens"] += 1
+    out = stage.prepare(
+        [UsageRecord(4, 77, json.dumps(changed).encode()), UsageRecord(4, 78, None)]
+    )
+    assert out.facts == [] and out.duplicates == 0
+    conflict, tombstone = sorted(out.dead_letters, key=lambda d: d.source)
+    assert conflict.source == "kafka:usage/4@77"
+    assert conflict.error.startswith(f"conflicting_duplicate: event_id {changed['event_id']!r}")
+    assert tombstone.source == "kafka:usage/4@78" and tombstone.raw == ""
 
 
 def test_priced_records_round_trip_facts_exactly_and_stay_small(tmp_path: Path) -> None:
@@ -213,13 +232,21 @@ def test_http_body_is_checked_line_by_line() -> None:
     body = (
         good[0] + b"\n\n" + b'{"event_id": "x", "ts": "2026-03-02T00:00:00Z"}\n' + good[1] + b"\n"
     )
-    checked = check_body(body, "application/x-ndjson", T0)
+    now = datetime.now(UTC)  # the synthetic events end in the recent past
+    checked = check_body(body, "application/x-ndjson", now, "req-7")
     assert [raw for _, raw in checked.accepted] == good
     assert [r["line"] for r in checked.rejected] == [3]
     assert "provider: required field is missing" in str(checked.rejected[0]["error"])
-    assert [d.source for d in checked.dead_letters] == ["http:/v1/events"]
-    single = check_body(b'{\n "event_id": "x"\n}', "application/json; charset=utf-8", T0)
+    assert [d.source for d in checked.dead_letters] == ["http:req-7#3"]
+    single = check_body(b'{\n "event_id": "x"\n}', "application/json; charset=utf-8", now)
     assert single.accepted == [] and [r["line"] for r in single.rejected] == [1]
+    assert single.dead_letters[0].source == f"http:{single.request_id}#1"
+
+
+def test_request_id_is_the_clients_plain_token_or_a_fresh_one() -> None:
+    assert request_id("abc-123_x.y:z") == "abc-123_x.y:z"
+    fresh = {request_id(None), request_id('a"; rm -rf /'), request_id("x" * 65)}
+    assert len(fresh) == 3 and all(len(r) == 32 and r.isalnum() for r in fresh)
 
 
 def test_http_fills_event_id_and_ts_like_the_python_client() -> None:

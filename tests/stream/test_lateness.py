@@ -13,8 +13,7 @@ from pathlib import Path
 
 from spendstream.config import config_from_dict
 from spendstream.runtime.embedded import EmbeddedRunner
-from spendstream.warehouse.layout import Layout
-from spendstream.warehouse.views import connect_readonly
+from spendstream.warehouse.reading import connect
 from tests.stream.detection_facts import at
 
 CONFIG = config_from_dict(
@@ -43,7 +42,7 @@ def _ingest(workdir: Path, lines: list[tuple[str, bytes]]) -> list[str]:
 
 
 def _query(workdir: Path, sql: str) -> list[tuple[object, ...]]:
-    con = connect_readonly(Layout.for_workdir(workdir))
+    con = connect(workdir)
     try:
         return con.execute(sql).fetchall()
     finally:

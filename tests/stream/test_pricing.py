@@ -18,11 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
-from spendstream.producers.event import UsageEvent
+from spendstream.producers.event import MAX_TOKENS, UsageEvent
 from spendstream.records import Cost
 from spendstream.stream.pricing import Pricer
 
-INT64_MAX = 2**63 - 1
 Q18 = Decimal("1E-18")
 _ids = itertools.count()
 
@@ -389,7 +388,7 @@ def test_rounding_to_18_places_is_half_even_when_a_discount_needs_more_digits() 
     assert three.cost_usd == Decimal("2E-18")
 
 
-def test_int64_token_counts_stay_exact() -> None:
+def test_largest_token_counts_stay_exact() -> None:
     rates = (Decimal("3"), Decimal("0.3"), Decimal("3.75"), Decimal("15"))
     p = pricer(
         [
@@ -404,10 +403,10 @@ def test_int64_token_counts_stay_exact() -> None:
     e = event(
         "acme",
         "m1",
-        input_tokens=INT64_MAX,
-        cache_read_tokens=INT64_MAX // 3,
-        cache_write_tokens=INT64_MAX // 3,
-        output_tokens=INT64_MAX,
+        input_tokens=MAX_TOKENS,
+        cache_read_tokens=MAX_TOKENS // 3,
+        cache_write_tokens=MAX_TOKENS // 3,
+        output_tokens=MAX_TOKENS,
     )
     cost = p.price(e)
     assert cost is not None
@@ -433,7 +432,7 @@ def test_batch_results_keep_event_order_across_groups() -> None:
 
 # -- property tests ---------------------------------------------------------------------------
 
-tokens = st.integers(min_value=0, max_value=INT64_MAX)
+tokens = st.integers(min_value=0, max_value=MAX_TOKENS)
 rate = st.decimals(min_value=0, max_value=1000, places=12, allow_nan=False, allow_infinity=False)
 fine_rate = st.decimals(
     min_value=0, max_value=100, places=18, allow_nan=False, allow_infinity=False
@@ -442,7 +441,7 @@ fraction = st.decimals(min_value=0, max_value=1, places=4, allow_nan=False, allo
 
 
 @st.composite
-def usages(draw: st.DrawFn, max_tokens: int = INT64_MAX) -> dict[str, int]:
+def usages(draw: st.DrawFn, max_tokens: int = MAX_TOKENS) -> dict[str, int]:
     total = draw(st.integers(min_value=0, max_value=max_tokens))
     read = draw(st.integers(min_value=0, max_value=total))
     write = draw(st.integers(min_value=0, max_value=total - read))

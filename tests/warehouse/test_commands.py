@@ -103,7 +103,7 @@ def test_warehouse_compact_and_load_revenue(
     filled: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     Warehouse(filled).close()
-    assert main(["warehouse", "compact", "--workdir", str(filled), "--grace-s", "0"]) == 0
+    assert main(["warehouse", "compact", "--workdir", str(filled), "--orphan-grace-s", "0"]) == 0
     assert "compacted" in capsys.readouterr().out
     rev = tmp_path / "rev.csv"
     rev.write_text("month,revenue_usd\n2026-03,35\n")
@@ -125,16 +125,16 @@ def test_warehouse_compact_and_load_revenue(
 def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
     wh: Warehouse, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from decimal import Decimal
-
-    from spendstream.records import Cost, Fact
-
     wh.commit(facts=[fact(T0, "1")])
-    bad = fact(T0)
-    negative = Cost(*(Decimal(-1),) * 5, price_source="x")  # type: ignore[arg-type]
-    quarantined = wh.commit(facts=[Fact(bad.event, negative, T0)])
+    # Releases before per-record judgement quarantined whole batches: the check still lists
+    # what they set aside (a report.json under <location>/quarantine/<batch>/).
+    batch = workdir / "warehouse" / "tables" / "quarantine" / "20260301T000000-abcd1234"
+    batch.mkdir(parents=True)
+    report = {"batch_id": batch.name, "writer": "embedded", "failing": 1, "problems": ["x"]}
+    (batch / "report.json").write_text(json.dumps(report))
     assert main(["warehouse", "check", "--workdir", str(workdir), "--format", "json"]) == 0
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert results and all(r["passed"] for r in results)
-    assert f"commit {quarantined.commit_id}" in captured.err
+    assert f"quarantined batch: {batch.name} from writer embedded (1 failing" in captured.err
+    assert "report.json" in captured.err

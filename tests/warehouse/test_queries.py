@@ -117,7 +117,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "month,plan,user_id,revenue_usd\n2026-03,,,100\n2026-03,pro,,20\n"
             "2026-03,free,,5\n2026-03,,u1,10\n"
         )
-        load_revenue(wh.layout, csv)
+        load_revenue(wh, csv)
     return workdir
 
 

@@ -31,7 +31,8 @@ def test_queries_still_answer_inside_the_sandbox(landed: Path) -> None:
     _, rows = run_sql(landed, "SELECT team, sum(cost_usd) FROM usage_facts GROUP BY ALL ORDER BY 1")
     assert [(t, float(c)) for t, c in rows] == [("ads", 2.0), ("search", 1.25)]
     # The warehouse's own files stay readable directly, and DESCRIBE / SHOW are queries.
-    glob = str(landed / "warehouse" / "usage_facts" / "*" / "*.parquet")
+    data = landed / "warehouse" / "tables" / "spendstream" / "usage_facts" / "data"
+    glob = str(data / "*" / "*.parquet")
     assert run_sql(landed, "SELECT count(*) FROM read_parquet(?)", [glob])[1] == [(2,)]
     assert run_sql(landed, "DESCRIBE usage_facts")[1]
     assert ("usage_facts",) in run_sql(landed, "SHOW TABLES")[1]
@@ -41,7 +42,7 @@ def test_copy_cannot_write_outside_or_inside_the_warehouse(
     landed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     outside = tmp_path / "stolen.csv"
-    inside = landed / "warehouse" / "usage_facts" / "planted.parquet"
+    inside = landed / "warehouse" / "tables" / "spendstream" / "usage_facts" / "planted.parquet"
     for target in (outside, inside):
         err = _refused(landed, f"COPY (SELECT * FROM usage_facts) TO '{target}'", capsys)
         assert "COPY is refused" in err and "--format csv" in err

@@ -136,7 +136,7 @@ def build_warehouse(workdir: Path, revenue_csv: Path) -> None:
         wh.commit(facts=facts, alerts=alerts, breaker_events=breakers)
         wh.ensure_views()
         revenue_csv.write_text("month,plan,revenue_usd\n2026-03,pro,40\n2026-03,free,2\n")
-        load_revenue(wh.layout, revenue_csv)
+        load_revenue(wh, revenue_csv)
         wh.ensure_views()
 
 

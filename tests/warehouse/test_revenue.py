@@ -21,7 +21,7 @@ def test_loading_merges_by_month_plan_and_user(wh: Warehouse, q: Query, tmp_path
     second.write_text("month,user_id,revenue_usd\n2026-03-15,u1,0.000000001\n")
     again = tmp_path / "c.csv"
     again.write_text("month,plan,revenue_usd\n2026-03,pro,1200\n")
-    assert [load_revenue(wh.layout, p) for p in (first, second, again)] == [2, 1, 1]
+    assert [load_revenue(wh, p) for p in (first, second, again)] == [2, 1, 1]
     assert q("SELECT month, plan, user_id, revenue_usd FROM revenue ORDER BY ALL") == [
         (date(2026, 3, 1), "pro", None, Decimal("1200")),
         (date(2026, 3, 1), None, "u1", Decimal("0.000000001")),

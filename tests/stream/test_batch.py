@@ -1,0 +1,265 @@
+"""stream/batch.py: the columnar decoder accepts and rejects exactly what the model does
+(plus the receipt bound on ts), with the model's values and reasons; every line is
+accounted for; nothing raises."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from spendstream.producers.event import UsageEvent, describe_validation_error
+from spendstream.stream import batch as batch_module
+from spendstream.stream.batch import (
+    DIGEST,
+    EVENTS,
+    MAX_RECORD_BYTES,
+    ROW,
+    decode_lines,
+    events_from_table,
+)
+from spendstream.table_schemas import EVENT_FIELDS, event_columns
+from tests.stream.event_strategies import (
+    NOW,
+    SKEW_S,
+    arbitrary_lines,
+    batches,
+    near_valid_lines,
+    valid_lines,
+)
+
+EVENT_NAMES = [name for name, _ in EVENT_FIELDS]
+
+
+def _reference(raw: bytes) -> UsageEvent | str:
+    """What the model says, then the receipt bound: the decoder must agree exactly."""
+    try:
+        event = UsageEvent.model_validate_json(raw)
+    except ValidationError as err:
+        return describe_validation_error(err)
+    if event.ts > NOW + timedelta(seconds=SKEW_S):
+        return (
+            f"ts: {event.ts.isoformat()} is more than [detection] max_future_skew_s ({SKEW_S} s) "
+            "after the pipeline received the record; the producer's clock is ahead, or ts is "
+            "not when the call finished"
+        )
+    return event
+
+
+def _position(i: int) -> str:
+    return f"f.jsonl:{i + 1}"
+
+
+def _assert_agrees_with_the_model(lines: list[bytes]) -> None:
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    verdicts = [_reference(raw) for raw in lines]
+    accepted = [i for i, v in enumerate(verdicts) if isinstance(v, UsageEvent)]
+    table = decoded.events
+    assert table.schema == EVENTS
+    assert table.column(ROW).to_pylist() == accepted
+    assert decoded.dead_rows == [i for i, v in enumerate(verdicts) if isinstance(v, str)]
+    for row, dead in zip(decoded.dead_rows, decoded.dead_letters, strict=True):
+        assert dead.error == verdicts[row]
+        assert dead.source == _position(row) and dead.received_at == NOW
+    # Identical values, as Arrow holds them: ts in UTC microseconds, reported_cost_usd as
+    # the exact DECIMAL(38, 18), tags as a map, defaults filled in.
+    expected = pa.table(event_columns([verdicts[i] for i in accepted]))  # type: ignore[misc]
+    assert table.select(EVENT_NAMES).equals(expected)
+    # ... and as objects (the seam to pricing and detection).
+    for event, i in zip(events_from_table(table), accepted, strict=True):
+        ref = verdicts[i]
+        assert isinstance(ref, UsageEvent)
+        # Empty tags are no tags: the warehouse (a MAP column) stores both as null.
+        assert event == ref.model_copy(update={"tags": ref.tags or None})
+        assert event.ts.utcoffset() == timedelta(0)
+        assert event.reported_cost_usd == ref.reported_cost_usd
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(near_valid_lines()))
+def test_near_valid_events_are_judged_exactly_as_the_model_judges_them(lines: list[bytes]) -> None:
+    _assert_agrees_with_the_model(lines)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_lines(), min_size=1, max_size=30))
+def test_valid_events_in_every_form_decode_to_the_models_values(lines: list[bytes]) -> None:
+    _assert_agrees_with_the_model(lines)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches(arbitrary_lines()))
+def test_arbitrary_input_never_raises_and_every_line_is_accounted_for(lines: list[bytes]) -> None:
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    rows = decoded.events.column(ROW).to_pylist()
+    assert sorted(rows + decoded.dead_rows) == list(range(len(lines)))
+    assert all(d.error.strip() for d in decoded.dead_letters)
+    _assert_agrees_with_the_model(lines)
+
+
+def _event(**over: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": "e-1",
+        "ts": "2026-06-01T11:00:00.5Z",
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 100,
+        "output_tokens": 20,
+    }
+    event.update(over)
+    return event
+
+
+def _line(**over: Any) -> bytes:
+    return json.dumps(_event(**over)).encode()
+
+
+def test_one_bad_line_among_good_ones_is_one_dead_letter_and_the_rest_decode() -> None:
+    lines = [_line(event_id=f"e{i}") for i in range(50)]
+    lines[17] = b'{"event_id": "e17", "ts": '
+    lines[30] = _line(event_id="e30", input_tokens="12")
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert decoded.events.num_rows == 48
+    assert decoded.dead_rows == [17, 30]
+    assert [d.source for d in decoded.dead_letters] == ["f.jsonl:18", "f.jsonl:31"]
+    assert decoded.dead_letters[1].error == "input_tokens: Input should be a valid integer"
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"ts": "9999-12-31T23:59:59Z"}, "ts: 9999-12-31T23:59:59+00:00 is more than"),
+        ({"ts": "0001-01-01T00:00:00Z"}, "ts: 0001-01-01T00:00:00+00:00 is before 2015"),
+        ({"ts": "0001-01-01T00:00:00+01:00"}, "ts: 0001-01-01T00:00:00+01:00 is out of range"),
+        ({"reported_cost_usd": "1e400"}, "reported_cost_usd: Input should be less than"),
+        ({"input_tokens": 2**63 - 1}, "input_tokens: Input should be less than or equal"),
+        ({"ts": "2026-06-01T14:00:00Z"}, "ts: 2026-06-01T14:00:00+00:00 is more than"),
+    ],
+)
+def test_issue_12_poison_values_are_dead_letters_with_a_reason(
+    over: dict[str, Any], reason: str
+) -> None:
+    decoded = decode_lines([_line(), _line(event_id="bad", **over)], NOW, _position, SKEW_S)
+    assert decoded.events.column("event_id").to_pylist() == ["e-1"]
+    (dead,) = decoded.dead_letters
+    assert dead.error.startswith(reason) and dead.source == "f.jsonl:2"
+
+
+def test_receipt_bound_is_inclusive_to_the_microsecond() -> None:
+    edge = NOW + timedelta(seconds=SKEW_S)
+    at = _line(event_id="at", ts=edge.isoformat())
+    past = _line(event_id="past", ts=(edge + timedelta(microseconds=1)).isoformat())
+    decoded = decode_lines([at, past], NOW, _position, SKEW_S)
+    assert decoded.events.column("event_id").to_pylist() == ["at"]
+    assert decoded.dead_rows == [1]
+    wider = decode_lines([past], NOW, _position, SKEW_S + 1)
+    assert wider.events.num_rows == 1
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    huge = b'{"event_id": "' + b"x" * MAX_RECORD_BYTES + b'"}'
+    decoded = decode_lines([huge, _line()], NOW, _position, SKEW_S)
+    assert decoded.events.num_rows == 1
+    (dead,) = decoded.dead_letters
+    assert (
+        dead.error
+        == f"record is {len(huge)} bytes; a usage event may be at most {MAX_RECORD_BYTES} bytes"
+    )
+    assert dead.raw.endswith(f"[truncated, {len(huge)} chars in all]")
+
+
+def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Escapes, tags, explicit nulls for defaulted fields and odd timestamp forms all go to
+    # pydantic; plain rows never do.
+    judged: list[bytes] = []
+    real = batch_module._judge
+
+    def spy(raw: bytes, latest_us: int, skew_s: int) -> UsageEvent | str:
+        judged.append(raw)
+        return real(raw, latest_us, skew_s)
+
+    monkeypatch.setattr(batch_module, "_judge", spy)
+    plain = [_line(event_id=f"p{i}", team="search", reported_cost_usd="0.25") for i in range(5)]
+    odd = [
+        _line(event_id="esc", team="s\u00e9arch").replace(b"\xc3\xa9", b"\\u00e9"),
+        _line(event_id="tags", tags={"plan": "pro"}),
+        _line(event_id="null", status=None),
+        _line(event_id="lower", ts="2026-06-01t11:00:00z"),
+        _line(event_id="float-cost", reported_cost_usd=1.2345678901234567e-05),  # 21 places
+    ]
+    decoded = decode_lines(plain + odd, NOW, _position, SKEW_S)
+    assert sorted(judged) == sorted(odd)
+    assert decoded.events.column("event_id").to_pylist() == [
+        *(f"p{i}" for i in range(5)),
+        "esc",
+        "tags",
+        "lower",
+        "float-cost",
+    ]
+    assert (
+        decoded.dead_letters[0].error
+        == "status: Input should be 'ok', 'error', 'timeout' or 'refused'"
+    )
+
+
+def test_explicit_null_of_an_optional_field_stays_on_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    judged: list[bytes] = []
+    monkeypatch.setattr(batch_module, "_judge", lambda raw, *a: judged.append(raw) or "x")
+    decoded = decode_lines([_line(team=None, turn=None, reported_cost_usd=None)], NOW, _position)
+    assert judged == [] and decoded.events.num_rows == 1
+
+
+def test_a_line_the_reader_refuses_is_found_without_failing_its_neighbours() -> None:
+    # A duplicate key passes the per-line screen but fails pyarrow's reader: halving finds it.
+    good = [_line(event_id=f"g{i}") for i in range(40)]
+    twice = _line(event_id="twice")[:-1] + b', "input_tokens": 7}'
+    decoded = decode_lines([*good[:25], twice, *good[25:]], NOW, _position, SKEW_S)
+    ids = decoded.events.column("event_id").to_pylist()
+    assert ids == [*(f"g{i}" for i in range(25)), "twice", *(f"g{i}" for i in range(25, 40))]
+    assert decoded.events.column("input_tokens").to_pylist()[25] == 7  # the model's: the last
+
+
+def test_empty_batch_gives_an_empty_table() -> None:
+    decoded = decode_lines([], NOW, _position)
+    assert decoded.events.num_rows == 0 and decoded.events.schema == EVENTS
+    assert decoded.dead_letters == []
+
+
+def test_digest_column_tells_content_apart_and_ignores_form() -> None:
+    same = [
+        _line(),
+        json.dumps(_event(), separators=(",", ":")).encode(),
+        _line(ts="2026-06-01T12:00:00.500+01:00", cache_read_tokens=0, status="ok"),
+        _line(tags={}),  # no tags is no tags
+    ]
+    other = [_line(input_tokens=101), _line(ts="2026-06-01T11:00:00.500001Z"), _line(team="x")]
+    decoded = decode_lines(same + other, NOW, _position, SKEW_S)
+    digests = decoded.events.column(DIGEST).to_pylist()
+    assert len(set(digests[:4])) == 1
+    assert len(set(digests)) == 4
+
+
+def test_reported_cost_keeps_its_exact_decimal() -> None:
+    decoded = decode_lines(
+        [_line(reported_cost_usd="0.000000000000000001"), _line(reported_cost_usd=999999.5)],
+        NOW,
+        _position,
+    )
+    assert decoded.events.column("reported_cost_usd").to_pylist() == [
+        Decimal("1E-18"),
+        Decimal("999999.5"),
+    ]
+    assert decoded.events.column("ts").to_pylist()[0] == datetime(
+        2026, 6, 1, 11, 0, 0, 500000, tzinfo=UTC
+    )

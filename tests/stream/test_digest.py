@@ -1,0 +1,149 @@
+"""stream/digest.py: the content digest follows its documented encoding, is pinned on a
+known event (so it cannot drift between versions), and ignores how an event was written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from pydantic import ValidationError
+
+from spendstream.producers.event import UsageEvent
+from spendstream.stream.batch import DIGEST, decode_lines
+from spendstream.stream.digest import digest_column
+from spendstream.table_schemas import event_columns
+from tests.stream.event_strategies import NOW, valid_lines
+
+PINNED = {
+    "event_id": "pin-1",
+    "ts": "2026-03-02T12:00:00.123456+01:00",
+    "provider": "anthropic",
+    "model": "claude-sonnet-4-5",
+    "input_tokens": 1200,
+    "output_tokens": 300,
+    "cache_read_tokens": 1000,
+    "batch": True,
+    "status": "error",
+    "attempt": 2,
+    "latency_ms": 812.5,
+    "team": "search",
+    "session_id": "s-1",
+    "turn": 3,
+    "reported_cost_usd": "0.0123",
+    "tags": {"plan": "pro", "a": ""},
+}
+PINNED_DIGEST = "47e8773ee49cfdc15ca944d71f708fd4"
+
+
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def reference_digest(event: UsageEvent) -> bytes:
+    """The digest written out from the module docstring's rules, one field at a time."""
+    out = b""
+    for name, info in sorted(UsageEvent.model_fields.items()):
+        value = getattr(event, name)
+        if name == "event_id" or value is None or value == info.default or value == {}:
+            continue
+        tag = hashlib.blake2b(name.encode(), digest_size=3).digest()
+        if isinstance(value, bool):
+            body = bytes([value])
+        elif isinstance(value, int):
+            body = struct.pack("<q", value)
+        elif isinstance(value, float):
+            body = struct.pack("<d", value + 0.0)
+        elif isinstance(value, datetime):
+            delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+            micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            body = struct.pack("<q", micros)
+        elif isinstance(value, Decimal):
+            body = int(value.scaleb(18)).to_bytes(16, "little", signed=True)
+        elif isinstance(value, str):
+            body = _text(value)
+        else:
+            items = sorted(value.items(), key=lambda kv: kv[0].encode())
+            body = struct.pack("<I", len(items)) + b"".join(_text(k) + _text(v) for k, v in items)
+        out += tag + body
+    return hashlib.blake2b(out, digest_size=16, person=b"spendstream-ev1").digest()
+
+
+def _digests(lines: list[bytes], now: datetime = NOW) -> list[bytes]:
+    return decode_lines(lines, now, str).events.column(DIGEST).to_pylist()
+
+
+def test_digest_of_a_known_event_never_changes() -> None:
+    line = json.dumps(PINNED).encode()
+    (digest,) = _digests([line], datetime(2026, 3, 3, tzinfo=UTC))
+    assert digest.hex() == PINNED_DIGEST
+    assert digest == reference_digest(UsageEvent.model_validate_json(line))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_lines())
+def test_digest_follows_the_documented_encoding(line: bytes) -> None:
+    try:
+        event = UsageEvent.model_validate_json(line)
+    except ValidationError:
+        event = None
+    assume(event is not None and event.ts <= NOW)
+    assert event is not None
+    assert _digests([line]) == [reference_digest(event)]
+
+
+def test_an_optional_field_added_later_leaves_existing_digests_alone() -> None:
+    event = UsageEvent.model_validate(PINNED)
+    columns = event_columns([event])
+    before = digest_column(columns, {"status": "ok"}).to_pylist()
+    # A new field, unset (null) or at its default, as a later schema would carry it.
+    for value, default in ((None, None), ("default", "default"), (0, 0)):
+        extended = {**columns, "service_tier": pa.array([value])}
+        after = digest_column(extended, {"status": "ok", "service_tier": default})
+        assert after.to_pylist() == before
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_tokens": 1201},
+        {"ts": "2026-03-02T12:00:00.123457+01:00"},
+        {"team": "search "},
+        {"team": None},
+        {"reported_cost_usd": "0.01230000000000001"},
+        {"tags": {"plan": "pro"}},
+        {"tags": {"plan": "pro", "a": "", "b": ""}},
+        {"batch": False},
+        {"latency_ms": 812.5000000001},
+        {"model": "claude-sonnet-4-5\x00"},
+    ],
+)
+def test_any_change_of_content_changes_the_digest(change: dict[str, Any]) -> None:
+    now = datetime(2026, 3, 3, tzinfo=UTC)
+    other = json.dumps({**PINNED, **change}).encode()
+    assert _digests([other], now)[0].hex() != PINNED_DIGEST
+
+
+def test_form_does_not_change_the_digest() -> None:
+    now = datetime(2026, 3, 3, tzinfo=UTC)
+    variants = [
+        {**PINNED, "ts": "2026-03-02T11:00:00.123456Z"},
+        {**PINNED, "reported_cost_usd": 0.0123, "cache_write_tokens": 0, "schema_version": 1},
+        {**PINNED, "tags": {"a": "", "plan": "pro"}, "request_id": None},
+        dict(reversed(list(PINNED.items()))),
+    ]
+    digests = _digests([json.dumps(v).encode() for v in variants], now)
+    assert {d.hex() for d in digests} == {PINNED_DIGEST}
+    # Negative zero is zero.
+    a, b = _digests(
+        [json.dumps({**PINNED, "latency_ms": v}).encode() for v in (0.0, -0.0)],
+        now,
+    )
+    assert a == b

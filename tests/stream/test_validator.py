@@ -1,0 +1,110 @@
+"""stream/validator.py: the column checks are derived from UsageEvent itself, cover every
+field, and refuse to run beside a model rule they do not mirror."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from spendstream.producers.event import MAX_TOKENS, TOKEN_FIELDS, UsageEvent
+from spendstream.stream import validator
+from spendstream.table_schemas import EVENT_FIELDS
+
+
+def test_every_model_field_has_a_rule_with_the_models_constraints() -> None:
+    rules = {r.name: r for r in validator.RULES}
+    assert set(rules) == set(UsageEvent.model_fields) == {n for n, _ in EVENT_FIELDS}
+    assert rules["input_tokens"].constraints["le"] == MAX_TOKENS
+    assert rules["input_tokens"].required and not rules["input_tokens"].nullable
+    assert rules["cache_read_tokens"].default == 0 and not rules["cache_read_tokens"].nullable
+    assert rules["team"].nullable and rules["team"].constraints["max_length"] == 256
+    assert rules["status"].constraints["expected"] == ["ok", "error", "timeout", "refused"]
+    # The pricing branch's finer token counts carry the same bound as the contract's four.
+    for name in TOKEN_FIELDS:
+        assert rules[name].constraints["le"] == MAX_TOKENS, name
+    assert validator.defaulted_fields() == [
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "input_audio_tokens",
+        "cache_audio_read_tokens",
+        "input_image_tokens",
+        "cache_image_read_tokens",
+        "output_audio_tokens",
+        "output_image_tokens",
+        "batch",
+        "status",
+        "attempt",
+        "schema_version",
+    ]
+
+
+def _with_field(monkeypatch: pytest.MonkeyPatch, name: str, schema: dict[str, Any]) -> None:
+    """UsageEvent as if a later change had added ``name`` (core schema and table column)."""
+    real = UsageEvent.__pydantic_core_schema__
+    inner = real["schema"]["schema"]
+    fields = {**inner["fields"], name: {"type": "model-field", "schema": schema}}
+    fake = {**real, "schema": {**real["schema"], "schema": {**inner, "fields": fields}}}
+    monkeypatch.setattr(UsageEvent, "__pydantic_core_schema__", fake)
+    monkeypatch.setattr(validator, "EVENT_FIELDS", [*EVENT_FIELDS, (name, pa.string())])
+
+
+def test_a_field_added_to_the_model_is_checked_without_an_edit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    residency = {
+        "type": "default",
+        "default": None,
+        "schema": {"type": "nullable", "schema": {"type": "str", "min_length": 1, "max_length": 4}},
+    }
+    _with_field(monkeypatch, "residency", residency)
+    rules = {r.name: r for r in validator._derive_rules()}
+    assert rules["residency"].constraints == {"min_length": 1, "max_length": 4}
+    monkeypatch.setattr(validator, "RULES", tuple(rules.values()))
+    base = {
+        "event_id": "e",
+        "ts": "2026-01-01T00:00:00Z",
+        "provider": "p",
+        "model": "m",
+        "input_tokens": 1,
+        "output_tokens": 1,
+    }
+    table = pa.Table.from_pylist(
+        [{**base, "residency": r} for r in ("eu", "europe", None, "")],
+        schema=validator.json_read_schema(),
+    )
+    ok, columns = validator.check_columns(table, 2**62)
+    assert ok.tolist() == [True, False, True, False]
+    assert columns["residency"].to_pylist() == ["eu", "europe", None, ""]
+
+
+def test_a_validator_it_does_not_mirror_stops_the_import() -> None:
+    def _normalise(value: str) -> str:
+        return value.lower()
+
+    field = {
+        "type": "function-after",
+        "function": {"type": "no-info", "function": _normalise},
+        "schema": {"type": "str"},
+    }
+    with pytest.raises(
+        TypeError, match=r"does not mirror validator .*_normalise on field 'residency'"
+    ):
+        validator._unwrap("residency", field)
+
+
+def test_a_constraint_it_cannot_check_stops_the_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    _with_field(monkeypatch, "residency", {"type": "str", "pattern": "^[a-z]+$"})
+    with pytest.raises(TypeError, match=r"field 'residency': cannot check str with \['pattern'\]"):
+        validator._derive_rules()
+
+
+def test_a_field_missing_from_the_table_schema_stops_the_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _with_field(monkeypatch, "residency", {"type": "str"})
+    monkeypatch.setattr(validator, "EVENT_FIELDS", EVENT_FIELDS)
+    with pytest.raises(TypeError, match=r"disagree on the fields: \['residency'\]"):
+        validator._derive_rules()

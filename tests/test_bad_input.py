@@ -1,0 +1,310 @@
+"""Issue 12, end to end through ``spendstream ingest``: nothing a client sends stops, blinds
+or corrupts the pipeline. Each poison record becomes one dead letter naming its file and
+line, the rest lands, re-running adds nothing, detection never sees a rejected record,
+and one writer holds a workdir at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spendstream.cli import main
+from spendstream.config import Config
+from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+from spendstream.stream.kafka.ingest import check_body
+from spendstream.warehouse.reading import run_sql
+from tests.stream.event_strategies import arbitrary_lines, near_valid_lines
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _event(event_id: str, ts: datetime | str, **over: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": event_id,
+        "ts": ts if isinstance(ts, str) else ts.isoformat(),
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+    }
+    event.update(over)
+    return event
+
+
+def _write(path: Path, events: list[dict[str, Any] | str]) -> Path:
+    path.write_text("".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events))
+    return path
+
+
+def _burst(key: str, n: int = 200, start: datetime | None = None) -> list[dict[str, Any]]:
+    """``n`` calls of one api key within one UTC minute: over the default 120/minute."""
+    start = (start or NOW - timedelta(minutes=10)).replace(second=0, microsecond=0)
+    return [
+        _event(f"{key}-{i}", start + timedelta(milliseconds=250 * i), api_key_id=key)
+        for i in range(n)
+    ]
+
+
+def _sql(workdir: Path, sql: str) -> list[tuple[Any, ...]]:
+    return run_sql(workdir, sql)[1]
+
+
+def _ingest(capsys: pytest.CaptureFixture[str], workdir: Path, *files: Path) -> str:
+    assert main(["ingest", *map(str, files), "--workdir", str(workdir)]) == 0
+    return capsys.readouterr().out
+
+
+POISON = {
+    "ts 9999-12-31": _event("p-far-future", "9999-12-31T23:59:59Z"),
+    "ts 0001-01-01": _event("p-year-one", "0001-01-01T00:00:00Z"),
+    "ts 0001-01-01+01:00": _event("p-before-year-one", "0001-01-01T00:00:00+01:00"),
+    "reported_cost_usd 1e400": _event("p-cost", NOW, reported_cost_usd="1e400"),
+    "tokens 2^63-1": _event("p-tokens", NOW, input_tokens=2**63 - 1, output_tokens=2**63 - 1),
+}
+
+
+def test_poison_records_are_dead_letters_and_the_rest_lands_every_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [_event(f"g{i}", NOW - timedelta(minutes=i)) for i in range(20)]
+    lines: list[dict[str, Any] | str] = [*good[:10], *POISON.values(), "", *good[10:]]
+    events = _write(tmp_path / "events.jsonl", lines)
+    work = tmp_path / "work"
+    out = _ingest(capsys, work, events)
+    assert "read 25 = landed 20 + duplicates 0 + dead-lettered 5" in out
+    dead = _sql(work, "SELECT source, error FROM dead_letters ORDER BY source")
+    # Lines 11-15 of the file; the blank line 16 counts, so g10 is on line 17.
+    assert [s for s, _ in dead] == [f"{events}:{n}" for n in range(11, 16)]
+    reasons = dict(zip([e["event_id"] for e in POISON.values()], [e for _, e in dead], strict=True))
+    assert reasons["p-far-future"].startswith("ts: 9999-12-31T23:59:59+00:00 is more than")
+    assert reasons["p-year-one"].startswith("ts: 0001-01-01T00:00:00+00:00 is before 2015")
+    assert "out of range in UTC" in reasons["p-before-year-one"]
+    assert reasons["p-cost"] == "reported_cost_usd: Input should be less than or equal to 1000000"
+    assert reasons["p-tokens"].startswith(
+        "input_tokens: Input should be less than or equal to 1000000000"
+    )
+    assert _sql(work, "SELECT count(*), sum(input_tokens) FROM usage_facts") == [(20, 20_000)]
+    # Every re-run: exit 0, nothing new in the warehouse.
+    again = _ingest(capsys, work, events)
+    assert "read 25 = landed 0 + duplicates 20 + dead-lettered 5" in again
+    assert _sql(work, "SELECT count(*) FROM dead_letters") == [(5,)]
+    assert _sql(work, "SELECT count(*) FROM usage_facts") == [(20,)]
+
+
+def test_summary_says_where_to_look_only_when_something_was_dead_lettered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "my work"
+    clean = _ingest(capsys, work, _write(tmp_path / "a.jsonl", [_event("a", NOW)]))
+    assert "dead_letters" not in clean
+    dirty = _ingest(capsys, work, _write(tmp_path / "b.jsonl", ["{nope"]))
+    assert (
+        f"spendstream sql --workdir '{work}' "
+        '"SELECT source, error FROM dead_letters ORDER BY received_at DESC LIMIT 20"'
+    ) in dirty
+
+
+def test_one_record_two_hours_ahead_does_not_blind_rate_detection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ahead = _event("ahead", NOW + timedelta(hours=2), api_key_id="k-burst")
+    events = _write(tmp_path / "e.jsonl", [ahead, *_burst("k-burst")])
+    work = tmp_path / "work"
+    out = _ingest(capsys, work, events)
+    assert "dead-lettered 1" in out
+    alerts = _sql(work, "SELECT kind, scope FROM alerts")
+    assert ("runaway_rate", "api_key:k-burst") in alerts
+    assert ("api_key:k-burst", "open") in _sql(work, "SELECT scope, state FROM breaker_events")
+    # Exactly what the burst alone raises: the rejected record moved nothing.
+    alone = tmp_path / "alone"
+    _ingest(capsys, alone, _write(tmp_path / "burst.jsonl", _burst("k-burst")))
+    query = "SELECT alert_id, kind, scope, ts, value FROM alerts ORDER BY alert_id"
+    assert _sql(work, query) == _sql(alone, query)
+
+
+def test_a_far_future_record_changes_no_alert_of_a_real_workload(tmp_path: Path) -> None:
+    from spendstream.synthetic import generate
+
+    workload = [json.dumps(e).encode() for e in generate(6000, seed=5)]
+    poisoned = [json.dumps(_event("from-2100", "2100-01-01T00:00:00Z")).encode(), *workload]
+    results = []
+    for name, lines in (("clean", workload), ("poisoned", poisoned)):
+        runner = EmbeddedRunner(tmp_path / name, Config())
+        summary = runner.run((f"f:{i + 1}", raw) for i, raw in enumerate(lines))
+        results.append(sorted((a.alert_id, a.ts, a.value) for a in summary.alerts))
+        assert summary.read == summary.landed + summary.duplicates + summary.dead_lettered
+    assert results[0] and results[0] == results[1]
+
+
+def test_999_good_events_and_one_two_days_ahead_land_999_facts_and_one_dead_letter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [_event(f"g{i}", NOW - timedelta(seconds=i)) for i in range(999)]
+    bad = _event("ahead", NOW + timedelta(days=2))
+    work = tmp_path / "work"
+    out = _ingest(capsys, work, _write(tmp_path / "e.jsonl", [*good[:500], bad, *good[500:]]))
+    assert "read 1,000 = landed 999 + duplicates 0 + dead-lettered 1" in out
+    # Their ids were recorded because their facts landed; the bad one's was not.
+    resend = _ingest(capsys, work, _write(tmp_path / "again.jsonl", good))
+    assert "read 999 = landed 0 + duplicates 999 + dead-lettered 0" in resend
+    assert _sql(work, "SELECT count(*) FROM usage_facts WHERE event_id = 'ahead'") == [(0,)]
+
+
+def test_identical_bad_lines_at_different_positions_are_different_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = _write(tmp_path / "e.jsonl", ["{oops", _event("a", NOW), "{oops", "{oops"])
+    work = tmp_path / "work"
+    _ingest(capsys, work, events)
+    _ingest(capsys, work, events)
+    rows = _sql(work, "SELECT source FROM dead_letters ORDER BY source")
+    assert rows == [(f"{events}:1",), (f"{events}:3",), (f"{events}:4",)]
+
+
+def test_a_reused_id_with_other_content_is_a_conflicting_duplicate_dead_letter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    first = _write(tmp_path / "first.jsonl", [_event("x", NOW), _event("y", NOW)])
+    _ingest(capsys, work, first)
+    second = _write(
+        tmp_path / "second.jsonl",
+        [
+            _event("x", NOW),  # a replay: a duplicate
+            _event("y", NOW, output_tokens=101),  # another event under a landed id
+            _event("z", NOW),
+            _event("z", NOW, model="gpt-5"),  # another event under an id earlier in the batch
+        ],
+    )
+    out = _ingest(capsys, work, second)
+    assert "read 4 = landed 1 + duplicates 1 + dead-lettered 2" in out
+    dead = _sql(work, "SELECT source, error FROM dead_letters ORDER BY source")
+    assert [s for s, _ in dead] == [f"{second}:2", f"{second}:4"]
+    assert dead[0][1].startswith("conflicting_duplicate: event_id 'y' ")
+    assert dead[1][1].startswith("conflicting_duplicate: event_id 'z' ")
+    assert _sql(work, "SELECT output_tokens FROM usage_facts WHERE event_id = 'y'") == [(100,)]
+    # Re-ingesting the second file adds no dead letter: the reasons do not change.
+    _ingest(capsys, work, second)
+    assert _sql(work, "SELECT count(*) FROM dead_letters") == [(2,)]
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from spendstream.workdir import WorkdirLock
+with WorkdirLock(Path(sys.argv[1]), "ingest"):
+    print("held", flush=True)
+    time.sleep(3600)
+"""
+
+
+@pytest.mark.parametrize("command", ["ingest", "demo"])
+def test_a_second_writer_on_a_workdir_exits_3_at_once_naming_the_holder(
+    tmp_path: Path, command: str
+) -> None:
+    work = tmp_path / "work"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(work)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        events = _write(tmp_path / "e.jsonl", [_event("a", NOW)])
+        args = [str(events)] if command == "ingest" else []
+        # The holder never lets go: a second writer that waited for the lock would hang
+        # (the timeout only turns that hang into a failure).
+        done = subprocess.run(
+            [sys.executable, "-m", "spendstream", command, *args, "--workdir", str(work)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 3, done.stderr
+        assert holder.poll() is None  # refused while the holder still holds it
+        assert f"workdir {work} is in use by spendstream ingest (pid {holder.pid})" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel dropped the lock with its holder (killed): the next writer goes ahead.
+    if command == "ingest":
+        assert main(["ingest", str(events), "--workdir", str(work)]) == 0
+
+
+def test_the_lock_file_names_the_live_holder_only(tmp_path: Path) -> None:
+    from spendstream.errors import WorkdirBusy
+    from spendstream.workdir import LOCK_FILE, WorkdirLock
+
+    with WorkdirLock(tmp_path, "demo"):
+        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()} demo\n"
+        with pytest.raises(WorkdirBusy, match=f"spendstream demo \\(pid {os.getpid()}\\)"):
+            WorkdirLock(tmp_path, "ingest").acquire()
+    assert (tmp_path / LOCK_FILE).read_text() == ""
+    with WorkdirLock(tmp_path, "ingest"):
+        pass
+
+
+# -- fuzz ------------------------------------------------------------------------------------
+
+_lines = st.lists(st.one_of(arbitrary_lines(), near_valid_lines()), min_size=1, max_size=15)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(lines=_lines)
+def test_fuzzed_input_never_crashes_ingest_adds_up_and_a_following_burst_still_fires(
+    tmp_path: Path, lines: list[bytes]
+) -> None:
+    work = Path(tempfile.mkdtemp(dir=tmp_path))  # a fresh workdir per example
+    key = f"k-fuzz-{work.name}"
+    runner = EmbeddedRunner(work, Config(), batch_size=40)
+    judged: list[str] = []
+    detect = runner.pipeline.detect
+
+    def spy(facts: Any) -> Any:
+        judged.extend(f.event.event_id for f in facts)
+        return detect(facts)
+
+    runner.pipeline.detect = spy  # type: ignore[method-assign]
+    burst = [json.dumps(e).encode() for e in _burst(key, start=NOW - timedelta(minutes=5))]
+    records = [(f"f:{i + 1}", raw) for i, raw in enumerate([*lines, *burst])]
+    summary = runner.run(records)
+    assert summary.read == len(records)
+    assert summary.read == summary.landed + summary.duplicates + summary.dead_lettered
+    assert ("runaway_rate", f"api_key:{key}") in {(a.kind, a.scope) for a in summary.alerts}
+    landed = {r[0] for r in _sql(work, "SELECT event_id FROM usage_facts")}
+    assert set(judged) == landed  # detection saw exactly the landed events
+    errors = _sql(work, "SELECT error FROM dead_letters")
+    assert all(e.strip() for (e,) in errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(arbitrary_lines(), near_valid_lines()), max_size=10))
+def test_fuzzed_http_bodies_account_for_every_line(lines: list[bytes]) -> None:
+    body = b"\n".join(line.replace(b"\n", b" ") for line in lines)
+    checked = check_body(body, "application/x-ndjson", NOW, "fuzz")
+    nonblank = [n for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    assert len(checked.accepted) + len(checked.rejected) == len(nonblank)
+    assert sorted(r["line"] for r in checked.rejected) == [
+        int(d.source.rsplit("#", 1)[1]) for d in checked.dead_letters
+    ]
+    assert all(str(r["error"]).strip() for r in checked.rejected)
+
+
+def test_read_lines_numbers_every_line_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n')
+    assert list(read_lines([str(path)])) == [(f"{path}:1", b'{"a": 1}'), (f"{path}:4", b'{"b": 2}')]
+    assert list(read_lines(["-"], stdin=[b"\n", b"x\n"])) == [("stdin:2", b"x")]

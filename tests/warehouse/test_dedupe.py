@@ -1,0 +1,156 @@
+"""The dedupe store: 128-bit keys that hash alike in any batch, exact classification; with
+content digests each row is new, a duplicate (same id, same content) or a conflict (same
+id, other content), against what landed and against the rows before it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spendstream.stream.batch import conflict_error
+from spendstream.warehouse import Warehouse
+from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore
+from spendstream.warehouse.keyhash import hash128
+from spendstream.warehouse.keyset import KeySet
+from tests.warehouse.factories import T0, fact
+
+ids = st.text(min_size=1, max_size=60)
+
+
+@settings(deadline=None)
+@given(st.lists(ids, min_size=1, max_size=30), st.lists(ids, max_size=30))
+def test_a_value_hashes_the_same_whatever_else_is_in_its_batch(
+    batch: list[str], other: list[str]
+) -> None:
+    alone = [hash128(pa.array([v])) for v in batch]
+    together = hash128(pa.array(other + batch))
+    for k, (hi, lo) in enumerate(alone):
+        assert (together[0][len(other) + k], together[1][len(other) + k]) == (hi[0], lo[0])
+
+
+@settings(deadline=None)
+@given(st.lists(ids, min_size=2, max_size=50, unique=True))
+def test_distinct_values_get_distinct_keys(values: list[str]) -> None:
+    hi, lo = hash128(pa.array(values))
+    assert len({(a, b) for a, b in zip(hi.tolist(), lo.tolist(), strict=True)}) == len(values)
+    assert (hi != 0).all()  # 0 marks an empty slot
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 2**16), min_size=1, max_size=400), st.integers(1, 64))
+def test_the_key_set_finds_every_key_it_holds_and_nothing_else(keys: list[int], cap: int) -> None:
+    uniq = sorted(set(keys))
+    # Low-entropy keys collide in the table's low bits: probing must walk past them.
+    hi = np.array([k | 1 for k in uniq], np.uint64) << np.uint64(1)
+    lo = np.array(uniq, np.uint64)
+    ks = KeySet(cap)
+    half = len(uniq) // 2
+    ks.insert(hi[:half], lo[:half], np.zeros(half, np.uint64))
+    ks.insert(hi[half:], lo[half:], np.zeros(len(uniq) - half, np.uint64))
+    assert (ks.find(hi, lo) >= 0).all()
+    assert (ks.find(hi, lo + np.uint64(2**40)) < 0).all()
+
+
+def _store() -> DedupeStore:
+    return DedupeStore(2, lambda day: (pa.array([], pa.string()), None))
+
+
+def test_a_landed_id_is_a_duplicate_in_a_batch_of_longer_and_shorter_ids() -> None:
+    store = _store()
+    store.add(pa.array(["demo-8-20261126-00000002"]), np.array([20783]))
+    batch = pa.array(["x", "demo-8-20261126-00000002", "0b6f3c1e-4d2a-4f7e-9a51-000000000001"])
+    assert store.classify(batch, np.array([20785, 20783, 20785])).tolist() == [NEW, DUPLICATE, NEW]
+
+
+def test_digests_tell_a_replay_from_a_conflicting_copy() -> None:
+    store = _store()
+    store.add(pa.array(["a", "b"]), np.array([10, 10]), pa.array(["d1", "d2"]))
+    got = store.classify(
+        pa.array(["a", "b", "c", "c"]), np.array([10, 10, 10, 10]), pa.array(["d1", "zz", "q", "r"])
+    )
+    assert got.tolist() == [DUPLICATE, CONFLICT, NEW, CONFLICT]
+
+
+def test_days_before_the_window_are_probed_in_the_table_and_cached() -> None:
+    loaded: list[int] = []
+
+    def load(day: int) -> tuple[pa.Array, pa.Array | None]:
+        loaded.append(day)
+        return pa.array([f"old-{day}"]), None
+
+    store = DedupeStore(2, load)
+    store.add(pa.array(["new"]), np.array([100]))
+    assert store.window_start() == 98
+    got = store.classify(pa.array(["old-90", "other", "old-97"]), np.array([90, 90, 97]))
+    assert got.tolist() == [DUPLICATE, NEW, DUPLICATE]
+    assert sorted(loaded) == [90, 97]
+    store.classify(pa.array(["old-90"]), np.array([90]))
+    assert sorted(loaded) == [90, 97]  # cached
+    assert store.classify(pa.array(["new"]), np.array([99])).tolist() == [DUPLICATE]
+
+
+def test_the_window_moves_with_the_newest_day_and_forgets_older_days() -> None:
+    store = _store()
+    store.add(pa.array(["a"]), np.array([10]))
+    store.add(pa.array(["b"]), np.array([11]))
+    assert sorted(store.days) == [10, 11]
+    store.add(pa.array(["c"]), np.array([13]))
+    assert sorted(store.days) == [11, 13] and store.keys == 2
+
+
+# Content digests (stream/digest.py): the batch branch's semantics on this store.
+
+A, B = b"a" * 16, b"b" * 16
+N, D, C = int(NEW), int(DUPLICATE), int(CONFLICT)
+
+
+@pytest.mark.parametrize(
+    ("ids", "digests", "landed", "expected"),
+    [
+        (["x", "y"], [A, B], {}, [N, N]),
+        (["x", "x", "x"], [A, A, B], {}, [N, D, C]),
+        (["x"], [A], {"x": A}, [D]),
+        (["x"], [B], {"x": A}, [C]),
+        # Against the landed content, not against a conflicting row before it.
+        (["x", "x"], [B, B], {"x": A}, [C, C]),
+        (["x", "x"], [A, B], {"x": A}, [D, C]),
+        # Landed without a digest: nothing to compare, so a replay.
+        (["x", "x"], [A, B], {"x": None}, [D, D]),
+        ([], [], {}, []),
+    ],
+)
+def test_each_row_is_new_a_replay_or_a_conflict(
+    ids: list[str], digests: list[bytes], landed: dict[str, bytes | None], expected: list[int]
+) -> None:
+    store = _store()
+    for key, digest in landed.items():
+        store.add(pa.array([key]), np.array([10]), pa.array([digest], pa.binary(16)))
+    days = np.full(len(ids), 10)
+    got = store.classify(pa.array(ids, pa.string()), days, pa.array(digests, pa.binary(16)))
+    assert got.tolist() == expected
+
+
+def test_the_warehouse_keeps_each_landed_facts_digest_across_a_restart(workdir: Path) -> None:
+    f, g, h = fact(T0), fact(T0), fact(T0)
+    with Warehouse(workdir) as wh:
+        wh.commit(facts=[f, g], digests=pa.array([A, B], pa.binary(16)))
+        wh.commit(facts=[h])  # a writer that knows no digest
+    ids = pa.array([f.event.event_id, g.event.event_id, h.event.event_id, "new"])
+    ts = pa.array([T0] * 4, pa.timestamp("us", tz="UTC"))
+    digests = pa.array([A, A, B, A], pa.binary(16))
+    with Warehouse(workdir) as wh:  # the store is rebuilt from the facts table
+        assert wh.classify(ids, ts, digests).tolist() == [D, C, D, N]
+        landed = wh.tables.load("usage_facts").scan().to_arrow()
+        assert sorted(landed["event_digest"].to_pylist(), key=repr) == sorted(
+            [A, B, None], key=repr
+        )
+
+
+def test_conflict_error_names_the_id_and_says_nothing_that_changes_on_replay() -> None:
+    assert conflict_error("e-1") == conflict_error("e-1")
+    assert conflict_error("e-1").startswith("conflicting_duplicate: event_id 'e-1' ")

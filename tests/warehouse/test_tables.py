@@ -1,0 +1,109 @@
+"""Where the warehouse lives: defaults under the workdir, clusters by configuration, no
+secret in the TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spendstream.config import WarehouseConfig, config_from_dict
+from spendstream.errors import ConfigError, LegacyWarehouse
+from spendstream.warehouse import Warehouse
+from spendstream.warehouse.tables import PARTITION_COLUMN, resolve_storage
+
+
+def test_the_default_is_sqlite_and_a_directory_under_the_workdir(tmp_path: Path) -> None:
+    storage = resolve_storage(WarehouseConfig(), tmp_path)
+    assert storage.catalog_uri == f"sqlite:///{tmp_path.resolve()}/warehouse/catalog.db"
+    assert storage.location == (tmp_path.resolve() / "warehouse" / "tables").as_uri()
+    assert not storage.is_s3
+
+
+def test_the_catalog_password_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PG_PW", "s3cr/t@!")
+    config = WarehouseConfig(
+        catalog_uri="postgresql+psycopg2://spend@db:5432/wh", catalog_password_env="PG_PW"
+    )
+    uri = resolve_storage(config, tmp_path).catalog_uri
+    assert uri == "postgresql+psycopg2://spend:s3cr%2Ft%40%21@db:5432/wh"
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"warehouse": {"catalog_uri": "postgresql://u:pw@db/x"}}, "must not contain a password"),
+        ({"warehouse": {"s3": {"access_key_id": "AKIA"}}}, "must not be written inline"),
+        ({"warehouse": {"s3": {"secret_access_key": "x"}}}, "must not be written inline"),
+        ({"warehouse": {"location": "relative/dir"}}, "absolute path"),
+        ({"warehouse": {"dedupe_window_days": 0}}, "dedupe_window_days"),
+        ({"warehouse": {"bucket": "x"}}, "unknown key"),
+    ],
+)
+def test_bad_warehouse_keys_are_named(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(section)
+
+
+def test_s3_keys_missing_from_the_environment_name_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_KEY", raising=False)
+    config = config_from_dict(
+        {"warehouse": {"location": "s3://b/p", "s3": {"access_key_id_env": "NO_SUCH_KEY"}}}
+    ).warehouse
+    with pytest.raises(ConfigError, match="NO_SUCH_KEY"):
+        resolve_storage(config, tmp_path)
+
+
+def test_tables_are_partitioned_by_the_day_of_their_time_column(tmp_path: Path) -> None:
+    with Warehouse(tmp_path) as wh:
+        for name, column in PARTITION_COLUMN.items():
+            spec = wh.tables.load(name).spec()
+            assert [(f.name, str(f.transform)) for f in spec.fields] == [(f"{column}_day", "day")]
+        assert wh.tables.load("revenue").spec().is_unpartitioned()
+        props = wh.tables.load("usage_facts").properties
+        assert props["commit.retry.num-retries"] == "0"
+
+
+def test_an_old_layout_is_refused_by_every_command_with_the_way_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spendstream.cli import main
+
+    (tmp_path / "warehouse").mkdir()
+    (tmp_path / "warehouse" / "catalog.sqlite").write_bytes(b"")
+    with pytest.raises(LegacyWarehouse, match="spendstream warehouse migrate"):
+        Warehouse(tmp_path)
+    for argv in (["sql", "SELECT 1"], ["query", "cost_by_team"], ["warehouse", "compact"]):
+        assert main([*argv, "--workdir", str(tmp_path)]) != 0
+        assert "spendstream warehouse migrate" in capsys.readouterr().err
+
+
+def test_writers_opening_a_new_catalog_at_once_all_open_it(tmp_path: Path) -> None:
+    """`spendstream run` opens its stages' writers at the same moment on a fresh workdir:
+    pyiceberg creates its catalog tables after checking for them, so they race."""
+    import threading
+
+    from spendstream.warehouse.tables import Tables
+
+    storage = resolve_storage(WarehouseConfig(), tmp_path)
+    storage.local_root.mkdir(parents=True)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            Tables(storage, create=False).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

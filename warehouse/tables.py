@@ -1,0 +1,283 @@
+"""The Iceberg tables: one pyiceberg SQL catalog, five tables, and the storage they live on.
+
+Defaults need no server: the catalog is SQLite at ``<workdir>/warehouse/catalog.db`` and the
+data a directory ``<workdir>/warehouse/tables``. A cluster points ``[warehouse] catalog_uri``
+at PostgreSQL and ``location`` at ``s3://bucket/prefix`` (``[warehouse.s3]``), so writers on
+different machines share nothing but the catalog database and the bucket.
+
+Each event table is partitioned by the UTC day of its time column (``ts``; dead letters:
+``received_at``), with the schema of ``spendstream.table_schemas``. pyiceberg's own commit
+retries are switched off (``commit.retry.num-retries = 0``): a retry must rebuild the
+snapshot summary from the new head (landing.py), which pyiceberg's retry cannot know.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from spendstream.config import WarehouseConfig
+from spendstream.errors import ConfigError, WarehouseError
+from spendstream.table_schemas import SCHEMAS
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog.sql import SqlCatalog
+    from pyiceberg.table import Table
+
+__all__ = [
+    "DIGEST_COLUMN",
+    "EVENT_TABLES",
+    "PARTITION_COLUMN",
+    "REVENUE",
+    "TABLE_SCHEMAS",
+    "Storage",
+    "Tables",
+    "resolve_storage",
+    "walk_files",
+]
+
+EVENT_TABLES = ("usage_facts", "alerts", "breaker_events", "dead_letters")
+PARTITION_COLUMN = {
+    "usage_facts": "ts",
+    "alerts": "ts",
+    "breaker_events": "ts",
+    "dead_letters": "received_at",
+}
+REVENUE = pa.schema(
+    [
+        ("month", pa.date32()),
+        ("plan", pa.string()),
+        ("user_id", pa.string()),
+        ("revenue_usd", SCHEMAS["usage_facts"].field("cost_usd").type),
+    ]
+)
+# Each fact's content digest (stream/digest.py), kept with it so a later event reusing its
+# event_id is told apart from a replay (dedupe.py) across restarts; null: landed without one.
+DIGEST_COLUMN = "event_digest"
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    **SCHEMAS,
+    "usage_facts": SCHEMAS["usage_facts"].append(pa.field(DIGEST_COLUMN, pa.binary())),
+    "revenue": REVENUE,
+}
+
+TABLE_PROPERTIES = {
+    # landing.py retries itself, rebuilding the summary from the new head.
+    "commit.retry.num-retries": "0",
+    # Old metadata.json files go as new ones are written (each holds the whole history).
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "10",
+    "write.parquet.compression-codec": "zstd",
+}
+# The old home-made layout's catalog: its presence means a workdir needs `warehouse migrate`.
+LEGACY_CATALOG = "catalog.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    """Where the catalog and the data are, resolved against the workdir."""
+
+    catalog_uri: str
+    location: str  # a URI: file:///... or s3://bucket/prefix
+    namespace: str
+    catalog_name: str
+    local_root: Path  # <workdir>/warehouse: spendstream.duckdb and local-only helpers
+    catalog_properties: dict[str, str] = field(default_factory=dict)
+    s3_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+    @property
+    def describe(self) -> str:
+        catalog = urlsplit(self.catalog_uri)
+        where = catalog.hostname or catalog.path
+        return f"catalog {catalog.scheme}:{where}, tables at {self.location}"
+
+    def filesystem(self) -> pafs.FileSystem:
+        """The pyarrow filesystem that reads and writes paths of ``to_fs_path``."""
+        if self.is_s3:
+            return pafs.S3FileSystem(**self.s3_options)
+        return pafs.LocalFileSystem()
+
+    @staticmethod
+    def to_fs_path(uri: str) -> str:
+        """A table file's URI as a path on ``filesystem()`` (bucket/key, or a local path)."""
+        parts = urlsplit(uri)
+        if parts.scheme == "s3":
+            return f"{parts.netloc}{parts.path}"
+        if parts.scheme in ("file", ""):
+            return parts.path
+        raise WarehouseError(f"unsupported file location {uri!r}")
+
+
+def _env_secret(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"{what}: environment variable {name} is not set ([warehouse.s3])")
+    return value
+
+
+def resolve_storage(config: WarehouseConfig, workdir: Path) -> Storage:
+    """Fill the defaults in: SQLite and a data directory under ``<workdir>/warehouse``."""
+    root = Path(workdir).resolve() / "warehouse"
+    uri = config.catalog_uri or f"sqlite:///{root / 'catalog.db'}"
+    parts = urlsplit(uri)
+    password = os.environ.get(config.catalog_password_env)
+    if password and parts.scheme.startswith("postgresql"):
+        netloc = f"{parts.username or ''}:{quote(password, safe='')}@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        uri = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    location = config.location or (root / "tables").as_uri()
+    if location.startswith("/"):
+        location = Path(location).as_uri()
+    location = location.rstrip("/")
+    props: dict[str, str] = {}
+    s3_options: dict[str, Any] = {}
+    if location.startswith("s3://"):
+        s3 = config.s3
+        if s3.checksums == "when_required":
+            # Must be set before the first S3 client is made in this process (docs/warehouse.md).
+            os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "WHEN_REQUIRED"
+            os.environ["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "WHEN_REQUIRED"
+        key = _env_secret(s3.access_key_id_env, "access key id")
+        secret = _env_secret(s3.secret_access_key_env, "secret access key")
+        props = {
+            "s3.access-key-id": key,
+            "s3.secret-access-key": secret,
+            "s3.region": s3.region,
+        }
+        s3_options = {"access_key": key, "secret_key": secret, "region": s3.region}
+        if s3.endpoint_url:
+            props["s3.endpoint"] = s3.endpoint_url
+            ep = urlsplit(s3.endpoint_url)
+            s3_options["endpoint_override"] = ep.netloc
+            s3_options["scheme"] = ep.scheme or "https"
+    return Storage(
+        catalog_uri=uri,
+        location=location,
+        namespace=config.namespace,
+        catalog_name=config.catalog_name,
+        local_root=root,
+        catalog_properties=props,
+        s3_options=s3_options,
+    )
+
+
+class Tables:
+    """The catalog and its tables; ``table(name)`` is the last loaded (or committed) version."""
+
+    def __init__(self, storage: Storage, create: bool = True) -> None:
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        self.storage = storage
+        if storage.catalog_uri.startswith("sqlite:///"):
+            Path(storage.catalog_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        if create and not storage.is_s3:
+            Path(Storage.to_fs_path(storage.location)).mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            try:
+                self.catalog: SqlCatalog = SqlCatalog(
+                    storage.catalog_name,
+                    uri=storage.catalog_uri,
+                    warehouse=storage.location,
+                    **storage.catalog_properties,
+                )
+                break
+            except Exception as exc:  # SQLAlchemy's errors name the database; say which key.
+                # A new catalog database: pyiceberg checks for its tables, then creates them,
+                # so two writers opening it at once (the stages of `spendstream run`) can
+                # race; the loser finds the tables there on its next try.
+                if "already exists" in str(exc) and attempt < 2:
+                    continue
+                raise WarehouseError(
+                    f"cannot open the warehouse catalog ([warehouse] catalog_uri): {exc}"
+                ) from exc
+        self._tables: dict[str, Table] = {}
+        if create:
+            self._create_missing()
+
+    def identifier(self, name: str) -> tuple[str, str]:
+        return (self.storage.namespace, name)
+
+    def _create_missing(self) -> None:
+        from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError
+
+        try:
+            self.catalog.create_namespace_if_not_exists(self.storage.namespace)
+        except Exception:
+            # Another process created it between the check and the insert (pyiceberg lets
+            # the database's unique-constraint error through): fine if it now exists.
+            if not self.catalog.namespace_exists(self.storage.namespace):
+                raise
+        existing = {t[-1] for t in self.catalog.list_tables(self.storage.namespace)}
+        for name, schema in TABLE_SCHEMAS.items():
+            if name in existing:
+                continue
+            try:
+                # One atomic create: the day partition is part of the table's first metadata.
+                tx = self.catalog.create_table_transaction(
+                    self.identifier(name), schema=schema, properties=TABLE_PROPERTIES
+                )
+                column = PARTITION_COLUMN.get(name)
+                if column is not None:
+                    from pyiceberg.transforms import DayTransform
+
+                    with tx.update_spec() as spec:
+                        spec.add_field(column, DayTransform(), f"{column}_day")
+                tx.commit_transaction()
+            except (TableAlreadyExistsError, CommitFailedException):
+                pass  # another process created it first
+
+    def table(self, name: str) -> Table:
+        if name not in self._tables:
+            self._tables[name] = self.load(name)
+        return self._tables[name]
+
+    def load(self, name: str) -> Table:
+        """The table as the catalog has it now."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            tbl = self.catalog.load_table(self.identifier(name))
+        except NoSuchTableError:
+            raise WarehouseError(
+                f"no table {self.storage.namespace}.{name} in the warehouse catalog "
+                f"({self.storage.describe}); run `spendstream ingest` or `demo` first"
+            ) from None
+        self._tables[name] = tbl
+        return tbl
+
+    def remember(self, name: str, tbl: Table) -> None:
+        """Keep the version a commit returned (saves a catalog round trip)."""
+        self._tables[name] = tbl
+
+    def exists(self) -> bool:
+        try:
+            names = {t[-1] for t in self.catalog.list_tables(self.storage.namespace)}
+        except Exception:
+            return False
+        return set(TABLE_SCHEMAS) <= names
+
+    def close(self) -> None:
+        engine = getattr(self.catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
+
+def walk_files(fs: pafs.FileSystem, base: str) -> Iterator[pafs.FileInfo]:
+    """Every file under ``base`` (recursively); nothing if ``base`` does not exist."""
+    selector = pafs.FileSelector(base, recursive=True, allow_not_found=True)
+    for info in fs.get_file_info(selector):
+        if info.type == pafs.FileType.File:
+            yield info
