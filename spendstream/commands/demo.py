@@ -14,6 +14,7 @@ from spendstream.commands._options import add_config, add_workdir
 if TYPE_CHECKING:
     import duckdb
 
+    from spendstream.runtime.agent_burst import AgentBurst
     from spendstream.runtime.embedded import IngestSummary
 
 __all__ = ["configure", "how_to_call", "run", "tell_story"]
@@ -95,11 +96,20 @@ def run(args: argparse.Namespace) -> int:
     )
     write_jsonl(events_file, args.events, args.seed)
     out.write(f"  events written to {events_file}\n\n")
-    runner = EmbeddedRunner(workdir, config)
+    from spendstream.runtime.agent_burst import BURST_SCOPE, burst_start, run_agent_burst
+
+    burst_at = burst_start()
+    # The lease service's clock stands at the agents' burst, just after the synthetic days.
+    runner = EmbeddedRunner(workdir, config, lease_clock=lambda: burst_at)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
+    burst = None
+    # A re-run lands nothing new, and neither does a second burst: its story is told once.
+    if summary.landed and BURST_SCOPE in runner.leases.scopes:
+        burst = run_agent_burst(runner, burst_at, seed=args.seed)
+        summary.add(burst.summary)
     print_summary(summary, out)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor, summary)
+    tell_story(workdir, out, config.anomaly.factor, summary, burst)
     from spendstream.warehouse.report import write_report
 
     report = write_report(workdir, workdir / "report.html")
@@ -166,13 +176,39 @@ def _hour_total(con: duckdb.DuckDBPyConnection, scope: str, hour: Any) -> Any:
     return row[0] if row else None
 
 
+def _tell_burst(con: duckdb.DuckDBPyConnection, out: TextIO, burst: AgentBurst) -> None:
+    """The agents' burst: what they asked for, what the leases let through, what landed."""
+    from spendstream.scopes import scope_fields
+
+    fields = scope_fields(burst.scope)
+    where = "".join(f" AND {column} = ?" for column in fields)
+    landed, ran = con.execute(
+        f"SELECT sum(cost_usd), count(*) FROM usage_facts WHERE ts >= ? AND ts < ?{where}",
+        [burst.period_start, burst.period_end, *fields.values()],
+    ).fetchone() or (None, 0)
+    out.write(
+        f"  Hard cap under a burst: {burst.agents} agents made {burst.calls:,} calls at once on "
+        f"{burst.scope} (hard budget {_money(burst.cap_usd)} a {burst.period}),\n"
+        f"  asking for {_money(burst.requested_usd)} at worst. Every call first reserved its "
+        f"worst case on a budget lease: {burst.leases:,} leases granted "
+        f"{_money(burst.granted_usd)}, what calls left unused going back to be granted again.\n"
+        f"  {ran:,} calls ran and landed {_money(landed)}, within the {_money(burst.cap_usd)} "
+        f"cap; {burst.refused:,} were refused with BudgetExhausted before they were made.\n\n"
+    )
+
+
 def tell_story(
-    workdir: Path, out: TextIO, factor: Decimal, summary: IngestSummary | None = None
+    workdir: Path,
+    out: TextIO,
+    factor: Decimal,
+    summary: IngestSummary | None = None,
+    burst: AgentBurst | None = None,
 ) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views.
 
     The views hold every run's facts: with ``summary`` (this run's counts) the story says
     whether it is this run's or the warehouse's, so a re-run does not pass old news as new.
+    With ``burst`` (this run's agents' burst) it says how the hard cap held.
     """
     import duckdb
 
@@ -211,6 +247,8 @@ def tell_story(
                     f"then. With meter.guard() the {after[1]:,} later calls "
                     f"({_money(after[0])}) would have been refused.\n\n"
                 )
+        if burst is not None:
+            _tell_burst(con, out, burst)
         anomalies = q(
             "SELECT scope, ts, value, threshold, date_trunc('hour', ts) FROM alerts "
             "WHERE kind = 'hourly_anomaly' ORDER BY ts, scope"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.pipeline import Pipeline, parse_records, stored_raw
 from spendstream.warehouse import Warehouse
 
@@ -67,6 +68,18 @@ class IngestSummary:
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
 
+    def add(self, other: IngestSummary) -> None:
+        """Count ``other`` (another run into the same warehouse) in this one."""
+        self.read += other.read
+        self.landed += other.landed
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
+        self.unpriced += other.unpriced
+        self.cost_usd += other.cost_usd
+        self.alerts.extend(other.alerts)
+        self.breaker_events.extend(other.breaker_events)
+        self.notifications.update(other.notifications)
+
 
 def read_lines(
     paths: Iterable[str], stdin: Iterable[bytes] | None = None
@@ -89,7 +102,11 @@ def read_lines(
 
 
 class EmbeddedRunner:
-    """Runs batches through parse -> dedupe -> price -> detect -> land."""
+    """Runs batches through parse -> dedupe -> price -> detect -> land.
+
+    ``leases`` hosts the budget-lease service of the hard budgets (``EmbeddedLeases``),
+    fed with every landed batch; ``lease_clock`` is its clock (default: the wall clock).
+    """
 
     def __init__(
         self,
@@ -97,6 +114,7 @@ class EmbeddedRunner:
         config: Config,
         router: AlertRouter | None = None,
         batch_size: int | None = None,
+        lease_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.router = router
@@ -107,6 +125,8 @@ class EmbeddedRunner:
         self.pipeline = Pipeline.restore(
             config, last[0] if last else None, price_data=load_price_data(workdir)
         )
+        self.leases = EmbeddedLeases(config, lease_clock)
+        self.leases.seed(workdir)
 
     def run(
         self,
@@ -167,6 +187,9 @@ class EmbeddedRunner:
             dead_letters=dead,
             state=self.pipeline.snapshot(),
         )
+        # After the commit: the ledger counts what the warehouse holds (a crash before it is
+        # caught up by the next start's seed from the warehouse).
+        self.leases.land(facts)
         summary.read += len(batch)
         summary.landed += len(facts)
         summary.duplicates += len(events) - len(new)
