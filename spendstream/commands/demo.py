@@ -103,10 +103,13 @@ def run(args: argparse.Namespace) -> int:
     runner = EmbeddedRunner(workdir, config, lease_clock=lambda: burst_at)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
     burst = None
-    # A re-run lands nothing new, and neither does a second burst: its story is told once.
+    agents_file = workdir / "demo" / f"agents-seed{args.seed}.jsonl"
     if summary.landed and BURST_SCOPE in runner.leases.scopes:
-        burst = run_agent_burst(runner, burst_at, seed=args.seed)
+        burst = run_agent_burst(runner, burst_at, agents_file, seed=args.seed)
         summary.add(burst.summary)
+    elif agents_file.exists():
+        # A re-run: the agents' calls are already in the warehouse, landing them adds nothing.
+        summary.add(runner.run(read_lines([str(agents_file)])))
     print_summary(summary, out)
     out.write("\n")
     tell_story(workdir, out, config.anomaly.factor, summary, burst)
@@ -186,13 +189,14 @@ def _tell_burst(con: duckdb.DuckDBPyConnection, out: TextIO, burst: AgentBurst) 
         f"SELECT sum(cost_usd), count(*) FROM usage_facts WHERE ts >= ? AND ts < ?{where}",
         [burst.period_start, burst.period_end, *fields.values()],
     ).fetchone() or (None, 0)
+    held = "within" if landed is None or landed <= burst.cap_usd else "OVER"
     out.write(
         f"  Hard cap under a burst: {burst.agents} agents made {burst.calls:,} calls at once on "
         f"{burst.scope} (hard budget {_money(burst.cap_usd)} a {burst.period}),\n"
         f"  asking for {_money(burst.requested_usd)} at worst. Every call first reserved its "
         f"worst case on a budget lease: {burst.leases:,} leases granted "
         f"{_money(burst.granted_usd)}, what calls left unused going back to be granted again.\n"
-        f"  {ran:,} calls ran and landed {_money(landed)}, within the {_money(burst.cap_usd)} "
+        f"  {ran:,} calls ran and landed {_money(landed)}, {held} the {_money(burst.cap_usd)} "
         f"cap; {burst.refused:,} were refused with BudgetExhausted before they were made.\n\n"
     )
 

@@ -22,13 +22,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 from spendstream.errors import BudgetExhausted
 from spendstream.producers.guard import worst_case_usd
 from spendstream.producers.meter import Meter
 from spendstream.producers.transports import Record, SendResult
 from spendstream.records import stable_id
-from spendstream.runtime.embedded import EmbeddedRunner, IngestSummary
+from spendstream.runtime.embedded import EmbeddedRunner, IngestSummary, read_lines
 from spendstream.stream.windows import period_bounds
 from spendstream.synthetic import DAYS, default_start
 
@@ -44,8 +45,6 @@ __all__ = [
 BURST_TEAM = "agents"
 BURST_SCOPE = f"team:{BURST_TEAM}"
 PROVIDER, MODEL = "openai", "gpt-5"
-# The agents' events land as if read from this input.
-SOURCE = "demo-agents"
 
 
 def burst_start(today: datetime | None = None) -> datetime:
@@ -123,13 +122,18 @@ class _Collected:
 def run_agent_burst(
     runner: EmbeddedRunner,
     at: datetime,
+    events_file: Path,
     *,
     agents: int = 16,
     calls_per_agent: int = 25,
     seed: int = 7,
     scope: str = BURST_SCOPE,
 ) -> AgentBurst:
-    """Run the burst against ``scope``'s hard budget; ``at``: the agents' events' time."""
+    """Run the burst against ``scope``'s hard budget; ``at``: the agents' events' time.
+
+    The agents' events are written to ``events_file`` (JSON Lines, in time order), then
+    landed from it through ``runner``: landing the file again adds nothing.
+    """
     team = scope.removeprefix("team:")
     if scope != f"team:{team}" or scope not in runner.leases.scopes:
         raise ValueError(f"the agents' burst needs a hard [[budget]] on a team scope, not {scope}")
@@ -196,7 +200,9 @@ def run_agent_burst(
             raise exc
     leases = [x for x in runner.leases.service.ledger.leases(scope) if x.client_id in client_ids]
     values = sorted(transport.values, key=lambda v: json.loads(v)["ts"])
-    summary = runner.run((SOURCE, v) for v in values)
+    events_file.parent.mkdir(parents=True, exist_ok=True)
+    events_file.write_bytes(b"".join(v + b"\n" for v in values))
+    summary = runner.run(read_lines([str(events_file)]))
     period_start, period_end = period_bounds(at, cap.period)
     return AgentBurst(
         scope=scope,
