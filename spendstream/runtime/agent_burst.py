@@ -48,8 +48,9 @@ PROVIDER, MODEL = "openai", "gpt-5"
 
 
 def burst_start(today: datetime | None = None) -> datetime:
-    """Five minutes after the demo's synthetic days end (midnight UTC today)."""
-    return default_start(today) + timedelta(days=DAYS, minutes=5)
+    """23:05 UTC on the last of the demo's synthetic days (yesterday): inside the days its
+    report compares, in a quiet hour."""
+    return default_start(today) + timedelta(days=DAYS) - timedelta(minutes=55)
 
 
 @dataclass(frozen=True, slots=True)
