@@ -10,11 +10,16 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spendstream.config import Config, config_from_dict
 from spendstream.errors import BudgetExhausted
+from spendstream.producers.event import UsageEvent
+from spendstream.records import Cost, Fact
 from spendstream.runtime.embedded import EmbeddedRunner
-from spendstream.stream.leases import LeaseLedger
+from spendstream.runtime.embedded_leases import EmbeddedLeases
+from spendstream.stream.leases import LeaseLedger, Spend
 
 # Noon: an hour of retention after the day began (allowed_lateness_s = 3600) is long past.
 T = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -154,3 +159,70 @@ def test_a_restarted_runner_starts_from_what_the_warehouse_holds(tmp_path: Path)
     # The seeded spend is counted once: a batch landing after it adds only itself.
     again.run([_event(5, "a", T)])
     assert _left(again) == CAP - _landed(tmp_path, "a", *_day(T))
+
+
+def _fact(team: str, ts: datetime, cents: int | None, lease_id: str | None) -> Fact:
+    event = UsageEvent(
+        event_id=f"{team}-{ts.isoformat()}-{cents}",
+        ts=ts,
+        provider="openai",
+        model="gpt-5",
+        input_tokens=1,
+        output_tokens=1,
+        team=team,
+        lease_id=lease_id,
+    )
+    usd = None if cents is None else Decimal(cents) / 100
+    cost = None if usd is None else Cost(usd, Decimal(0), Decimal(0), Decimal(0), usd, "test")
+    return Fact(event, cost, ts)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.integers(min_value=-30 * 60, max_value=20),  # minutes from now: today, yesterday
+            st.one_of(st.none(), st.integers(min_value=0, max_value=30)),
+            st.booleans(),
+        ),
+        max_size=40,
+    )
+)
+def test_landing_facts_commits_what_landing_each_one_alone_does(
+    rows: list[tuple[str, int, int | None, bool]],
+) -> None:
+    """Unleased facts are summed per hour before the ledger sees them: nothing is lost or
+    moved to another period, and unpriced or unbudgeted facts count nowhere."""
+    positions = iter(range(1, 10_000))
+
+    def alone_pos() -> int:
+        return next(positions)
+
+    config = _config()
+    # Half past midnight: yesterday's account still takes late landings (for an hour).
+    now = T.replace(hour=0, minute=30)
+    hosted, alone = EmbeddedLeases(config, lambda: now), EmbeddedLeases(config, lambda: now)
+    # A lease some facts land under, the same on both sides.
+    held = [
+        x.client(client_id="c", background=False).reserve(Decimal("0.5"), team="a")
+        for x in (hosted, alone)
+    ]
+    assert held[0].lease_id and held[1].lease_id
+    facts = [
+        _fact(team, now + timedelta(minutes=m), cents, held[0].lease_id if leased else None)
+        for team, m, cents, leased in rows
+    ]
+    hosted.land(facts)
+    for f in facts:  # one batch per fact, one Spend each, as the event carries it
+        if f.cost is not None and f.event.team == "a":
+            ids = held[1].lease_id if f.event.lease_id else None
+            alone.service.land(
+                "one", alone_pos(), [Spend.of("team:a", f.event.ts, f.cost.cost_usd, ids)]
+            )
+    for day in (now, now - timedelta(days=1)):
+        start = day.replace(hour=0, minute=0)
+        assert hosted.service.ledger.committed("team:a", "day", start) == (
+            alone.service.ledger.committed("team:a", "day", start)
+        )
+    hosted.service.ledger.check()
