@@ -187,8 +187,8 @@ class EmbeddedRunner:
             dead_letters=dead,
             state=self.pipeline.snapshot(),
         )
-        # After the commit: the ledger counts what the warehouse holds (a crash before it is
-        # caught up by the next start's seed from the warehouse).
+        # After the commit, so the ledger never counts what the warehouse lacks; a crash in
+        # between loses nothing: the next start seeds the ledger from the warehouse.
         self.leases.land(facts)
         summary.read += len(batch)
         summary.landed += len(facts)
