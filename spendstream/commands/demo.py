@@ -190,14 +190,20 @@ def _tell_burst(con: duckdb.DuckDBPyConnection, out: TextIO, burst: AgentBurst) 
         [burst.period_start, burst.period_end, *fields.values()],
     ).fetchone() or (None, 0)
     held = "within" if landed is None or landed <= burst.cap_usd else "OVER"
+    ran_text = f"{ran:,} calls ran and landed {_money(landed)}"
+    if ran != burst.ran:  # an earlier run's agents spent in the same period (another --seed)
+        ran_text = (
+            f"{burst.ran:,} calls ran; with earlier runs' agents {burst.scope} landed "
+            f"{_money(landed)} this {burst.period}"
+        )
     out.write(
         f"  Hard cap under a burst: {burst.agents} agents made {burst.calls:,} calls at once on "
         f"{burst.scope} (hard budget {_money(burst.cap_usd)} a {burst.period}),\n"
         f"  asking for {_money(burst.requested_usd)} at worst. Every call first reserved its "
         f"worst case on a budget lease: {burst.leases:,} leases granted "
         f"{_money(burst.granted_usd)}, what calls left unused going back to be granted again.\n"
-        f"  {ran:,} calls ran and landed {_money(landed)}, {held} the {_money(burst.cap_usd)} "
-        f"cap; {burst.refused:,} were refused with BudgetExhausted before they were made.\n\n"
+        f"  {ran_text}, {held} the {_money(burst.cap_usd)} cap; {burst.refused:,} were refused "
+        "with BudgetExhausted before they were made.\n\n"
     )
 
 

@@ -82,3 +82,29 @@ def test_a_burst_needs_a_hard_budget_on_a_team(tmp_path: Path) -> None:
         run_agent_burst(runner, AT, tmp_path / "x.jsonl", scope="team:other")
     with pytest.raises(ValueError, match="hard"):
         run_agent_burst(runner, AT, tmp_path / "x.jsonl", scope="global")
+
+
+def test_a_second_burst_after_a_restart_still_lands_at_most_the_cap(tmp_path: Path) -> None:
+    first = run_agent_burst(
+        EmbeddedRunner(tmp_path, _config(), lease_clock=lambda: AT),
+        AT,
+        tmp_path / "one.jsonl",
+        agents=4,
+        calls_per_agent=20,
+        seed=1,
+    )
+    # A new process on the same warehouse: its ledger starts from what landed.
+    again = EmbeddedRunner(tmp_path, _config(), lease_clock=lambda: AT)
+    second = run_agent_burst(again, AT, tmp_path / "two.jsonl", agents=4, calls_per_agent=20)
+    assert first.ran > 0 and second.refused > 0
+    con = duckdb.connect(str(tmp_path / "warehouse" / "spendstream.duckdb"), read_only=True)
+    try:
+        ((landed, calls),) = con.execute(
+            "SELECT sum(cost_usd), count(*) FROM usage_facts WHERE team = 'agents'"
+        ).fetchall()
+    finally:
+        con.close()
+    assert calls == first.ran + second.ran
+    assert landed <= Decimal(1)
+    # All the second burst could spend is what the first left.
+    assert second.summary.cost_usd <= Decimal(1) - first.summary.cost_usd
