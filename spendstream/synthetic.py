@@ -50,6 +50,17 @@ hard_limit = 1.5
 scope = "global"
 period = "month"
 amount_usd = 5000.0
+
+# The agents' burst (spendstream.runtime.agent_burst): a cap leases hold under concurrency.
+[[budget]]
+scope = "team:agents"
+period = "day"
+amount_usd = 5.0
+hard_limit = 1.0
+
+[leases]
+# Small leases (4 calls' worst case): sixteen agents share $5 without stranding it.
+refill_calls = 4
 """
 
 

@@ -148,7 +148,54 @@ def test_a_rerun_says_nothing_new_landed_and_that_the_story_is_the_warehouses(
     ((held,),) = _sql(work, "SELECT count(*) FROM usage_facts")
     assert f"Nothing new landed: all {held:,} events were already in the warehouse" in again
     assert "What it caught:" not in again
+    assert "Hard cap under a burst" not in again  # the agents' burst is not run twice
     assert "What the warehouse holds, from earlier runs" in again
+
+
+BURST = re.compile(
+    r"  Hard cap under a burst: (\d+) agents made ([\d,]+) calls at once on team:agents "
+    r"\(hard budget \$([\d.,]+) a day\),\n"
+    r"  asking for \$([\d.,]+) at worst\. Every call first reserved its worst case on a "
+    r"budget lease: ([\d,]+) leases granted \$([\d.,]+), [^\n]*\n"
+    r"  ([\d,]+) calls ran and landed \$([\d.,]+), within the \$([\d.,]+) cap; ([\d,]+) "
+    r"were refused with BudgetExhausted before they were made\.\n"
+)
+
+
+def _n(text: str) -> Decimal:
+    return Decimal(text.replace(",", ""))
+
+
+def test_the_agents_hard_cap_holds_under_their_burst(demo: tuple[Path, str]) -> None:
+    work, out = demo
+    found = BURST.search(out)
+    assert found, out
+    agents, calls, cap, asked, leases, granted, ran, landed, cap_again, refused = map(
+        _n, found.groups()
+    )
+    ((w_landed, w_ran, unleased, first, last),) = _sql(
+        work,
+        "SELECT sum(cost_usd), count(*), count(*) FILTER (WHERE lease_id IS NULL), "
+        "min(ts), max(ts) FROM usage_facts WHERE team = 'agents'",
+    )
+    assert first.date() == last.date()  # one day: the one period of the day cap
+    # The cap held while the agents asked for more than twice as much and were refused.
+    assert cap == cap_again == Decimal("5.00")
+    assert w_landed <= cap
+    assert asked > 2 * cap
+    assert refused > 0 and leases > agents
+    assert ran + refused == calls == 400 and agents == 16
+    # The printed figures are the warehouse's.
+    assert ran == w_ran
+    assert landed == w_landed.quantize(Decimal("0.01"))
+    assert unleased == 0  # every call the agents made ran under a lease
+    assert granted > 0
+    rows = _sql(
+        work,
+        "SELECT kind FROM alerts WHERE scope = 'team:agents' UNION ALL "
+        "SELECT state FROM breaker_events WHERE scope = 'team:agents'",
+    )
+    assert "budget_exceeded" not in {r[0] for r in rows} and "open" not in {r[0] for r in rows}
 
 
 def test_the_closing_lines_say_how_to_get_spendstream_on_path_and_suggest_no_duckdb_cli(

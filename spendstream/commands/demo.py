@@ -15,6 +15,7 @@ from spendstream.config import Config
 if TYPE_CHECKING:
     import duckdb
 
+    from spendstream.runtime.agent_burst import AgentBurst
     from spendstream.runtime.embedded import IngestSummary
 
 __all__ = ["configure", "how_to_call", "run", "tell_story"]
@@ -102,11 +103,23 @@ def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     )
     write_jsonl(events_file, args.events, args.seed)
     out.write(f"  events written to {events_file}\n\n")
-    runner = EmbeddedRunner(workdir, config)
+    from spendstream.runtime.agent_burst import BURST_SCOPE, burst_start, run_agent_burst
+
+    burst_at = burst_start()
+    # The lease service's clock stands at the agents' burst, just after the synthetic days.
+    runner = EmbeddedRunner(workdir, config, lease_clock=lambda: burst_at)
     summary = runner.run(read_lines([str(events_file)]), progress=progress_printer(sys.stderr))
+    burst = None
+    agents_file = workdir / "demo" / f"agents-seed{args.seed}.jsonl"
+    if summary.landed and BURST_SCOPE in runner.leases.scopes:
+        burst = run_agent_burst(runner, burst_at, agents_file, seed=args.seed)
+        summary.add(burst.summary)
+    elif agents_file.exists():
+        # A re-run: the agents' calls are already in the warehouse, landing them adds nothing.
+        summary.add(runner.run(read_lines([str(agents_file)])))
     print_summary(summary, out, workdir if args.workdir else None)
     out.write("\n")
-    tell_story(workdir, out, config.anomaly.factor, summary, config)
+    tell_story(workdir, out, config.anomaly.factor, summary, config, burst)
     from spendstream.warehouse.report import write_report
 
     report = write_report(workdir, workdir / "report.html", config=config.warehouse)
@@ -173,17 +186,47 @@ def _hour_total(con: duckdb.DuckDBPyConnection, scope: str, hour: Any) -> Any:
     return row[0] if row else None
 
 
+def _tell_burst(con: duckdb.DuckDBPyConnection, out: TextIO, burst: AgentBurst) -> None:
+    """The agents' burst: what they asked for, what the leases let through, what landed."""
+    from spendstream.scopes import scope_fields
+
+    fields = scope_fields(burst.scope)
+    where = "".join(f" AND {column} = ?" for column in fields)
+    landed, ran = con.execute(
+        f"SELECT sum(cost_usd), count(*) FROM usage_facts WHERE ts >= ? AND ts < ?{where}",
+        [burst.period_start, burst.period_end, *fields.values()],
+    ).fetchone() or (None, 0)
+    held = "within" if landed is None or landed <= burst.cap_usd else "OVER"
+    ran_text = f"{ran:,} calls ran and landed {_money(landed)}"
+    if ran != burst.ran:  # an earlier run's agents spent in the same period (another --seed)
+        ran_text = (
+            f"{burst.ran:,} calls ran; with earlier runs' agents {burst.scope} landed "
+            f"{_money(landed)} this {burst.period}"
+        )
+    out.write(
+        f"  Hard cap under a burst: {burst.agents} agents made {burst.calls:,} calls at once on "
+        f"{burst.scope} (hard budget {_money(burst.cap_usd)} a {burst.period}),\n"
+        f"  asking for {_money(burst.requested_usd)} at worst. Every call first reserved its "
+        f"worst case on a budget lease: {burst.leases:,} leases granted "
+        f"{_money(burst.granted_usd)}, what calls left unused going back to be granted again.\n"
+        f"  {ran_text}, {held} the {_money(burst.cap_usd)} cap; {burst.refused:,} were refused "
+        "with BudgetExhausted before they were made.\n\n"
+    )
+
+
 def tell_story(
     workdir: Path,
     out: TextIO,
     factor: Decimal,
     summary: IngestSummary | None = None,
     config: Config | None = None,
+    burst: AgentBurst | None = None,
 ) -> None:
     """Say what the pipeline caught and where the money went, from the warehouse views.
 
     The views hold every run's facts: with ``summary`` (this run's counts) the story says
     whether it is this run's or the warehouse's, so a re-run does not pass old news as new.
+    With ``burst`` (this run's agents' burst) it says how the hard cap held.
     """
     from spendstream.synthetic import LOOP_SESSION
     from spendstream.warehouse.charts import plural
@@ -219,6 +262,8 @@ def tell_story(
                     f"then. With meter.guard() the {after[1]:,} later calls "
                     f"({_money(after[0])}) would have been refused.\n\n"
                 )
+        if burst is not None:
+            _tell_burst(con, out, burst)
         anomalies = q(
             "SELECT scope, ts, value, threshold, date_trunc('hour', ts) FROM alerts "
             "WHERE kind = 'hourly_anomaly' ORDER BY ts, scope"

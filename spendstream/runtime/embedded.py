@@ -23,6 +23,7 @@ import orjson
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.batch import DIGEST, events_from_table, judge_lines, stored_raw
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import (
@@ -78,6 +79,18 @@ class IngestSummary:
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
 
+    def add(self, other: IngestSummary) -> None:
+        """Count ``other`` (another run into the same warehouse) in this one."""
+        self.read += other.read
+        self.landed += other.landed
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
+        self.unpriced += other.unpriced
+        self.cost_usd += other.cost_usd
+        self.alerts.extend(other.alerts)
+        self.breaker_events.extend(other.breaker_events)
+        self.notifications.update(other.notifications)
+
 
 def read_lines(
     paths: Iterable[str], stdin: Iterable[bytes] | None = None
@@ -106,7 +119,11 @@ def _numbered(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
 
 
 class EmbeddedRunner:
-    """Runs batches through parse -> dedupe -> price -> detect -> land."""
+    """Runs batches through parse -> dedupe -> price -> detect -> land.
+
+    ``leases`` hosts the budget-lease service of the hard budgets (``EmbeddedLeases``),
+    fed with every landed batch; ``lease_clock`` is its clock (default: the wall clock).
+    """
 
     def __init__(
         self,
@@ -114,6 +131,7 @@ class EmbeddedRunner:
         config: Config,
         router: AlertRouter | None = None,
         batch_size: int | None = None,
+        lease_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.config = config
         self.router = router
@@ -124,6 +142,8 @@ class EmbeddedRunner:
         self.pipeline = Pipeline.restore(
             config, orjson.loads(state) if state else None, price_data=load_price_data(workdir)
         )
+        self.leases = EmbeddedLeases(config, lease_clock)
+        self.leases.seed(workdir, config.warehouse)
 
     def run(
         self,
@@ -189,6 +209,9 @@ class EmbeddedRunner:
             state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
             digests=new.column(DIGEST).combine_chunks(),
         )
+        # After the commit, so the ledger never counts what the warehouse lacks; a crash in
+        # between loses nothing: the next start seeds the ledger from the warehouse.
+        self.leases.land(facts)
         summary.read += len(batch)
         summary.landed += landed.facts
         # Facts the commit found landed already (another writer won the race) are duplicates.
