@@ -168,7 +168,9 @@ def connect_database(storage: Storage) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute("ATTACH $path AS warehouse (READ_ONLY)", {"path": str(storage.local_root / DB_NAME)})
+        con.execute(
+            "ATTACH $path AS warehouse (READ_ONLY)", {"path": str(storage.local_root / DB_NAME)}
+        )
         con.execute("USE warehouse")
     except BaseException:
         con.close()

@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spendstream.config import Config
+from spendstream.config import Config, WarehouseConfig
 from spendstream.scopes import SCOPE_KINDS, event_scopes, scope_fields
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService, Spend
 from spendstream.stream.windows import period_bounds
@@ -90,7 +90,7 @@ class EmbeddedLeases:
         self._position += 1
         return self.service.land(SOURCE, self._position, spends) if spends else 0
 
-    def seed(self, workdir: Path) -> int:
+    def seed(self, workdir: Path, warehouse: WarehouseConfig | None = None) -> int:
         """Land what the warehouse holds for the hard budgets' periods the ledger still keeps."""
         caps = [cap for scope in self.scopes for cap in self.service.ledger.caps(scope)]
         if not caps:
@@ -102,7 +102,7 @@ class EmbeddedLeases:
         oldest = now - timedelta(seconds=max(self.policy.retain_s, self.policy.grace_s))
         since = min(period_bounds(oldest, cap.period)[0] for cap in caps)
         spends: list[Spend] = []
-        con = connect(workdir)
+        con = connect(workdir, warehouse)
         try:
             for scope in sorted(self.scopes):
                 fields = scope_fields(scope)

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from spendstream.config import Config, config_from_dict
 from spendstream.producers.guard import call_cost_usd
 from spendstream.runtime.agent_burst import MODEL, PROVIDER, plan_calls, run_agent_burst
 from spendstream.runtime.embedded import EmbeddedRunner, read_lines
+from spendstream.warehouse.reading import connect
 
 AT = datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
 
@@ -47,7 +47,7 @@ def test_a_burst_lands_at_most_the_cap_all_of_it_under_leases(tmp_path: Path) ->
     assert burst.budget == "team:agents/day" and burst.cap_usd == Decimal(1)
     assert burst.requested_usd > 2 * burst.cap_usd
     assert burst.refused > 0 and burst.ran + burst.refused == burst.calls == 120
-    con = duckdb.connect(str(tmp_path / "warehouse" / "spendstream.duckdb"), read_only=True)
+    con = connect(tmp_path)
     try:
         facts = con.execute(
             "SELECT cost_usd, lease_id, user_id FROM usage_facts WHERE team = 'agents'"
@@ -97,7 +97,7 @@ def test_a_second_burst_after_a_restart_still_lands_at_most_the_cap(tmp_path: Pa
     again = EmbeddedRunner(tmp_path, _config(), lease_clock=lambda: AT)
     second = run_agent_burst(again, AT, tmp_path / "two.jsonl", agents=4, calls_per_agent=20)
     assert first.ran > 0 and second.refused > 0
-    con = duckdb.connect(str(tmp_path / "warehouse" / "spendstream.duckdb"), read_only=True)
+    con = connect(tmp_path)
     try:
         ((landed, calls),) = con.execute(
             "SELECT sum(cost_usd), count(*) FROM usage_facts WHERE team = 'agents'"

@@ -8,7 +8,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +19,7 @@ from spendstream.records import Cost, Fact
 from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.leases import LeaseLedger, Spend
+from spendstream.warehouse.reading import connect
 
 # Noon: an hour of retention after the day began (allowed_lateness_s = 3600) is long past.
 T = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -53,7 +53,7 @@ def _event(n: int, team: str, ts: datetime, **extra: Any) -> tuple[str, bytes]:
 
 
 def _landed(work: Path, team: str, since: datetime, until: datetime) -> Decimal:
-    con = duckdb.connect(str(work / "warehouse" / "spendstream.duckdb"), read_only=True)
+    con = connect(work)
     try:
         (usd,) = con.execute(
             "SELECT coalesce(sum(cost_usd), 0) FROM usage_facts WHERE team = ? AND ts >= ? "
