@@ -1,4 +1,4 @@
-"""The usage event, schema version 1 (shared/CONTRACT.md section 1): the one event model.
+"""The usage event, schema version 1: the one event model (JSON Schema: usage-event.schema.json).
 
 One event per metered AI API call. The stream validates every record against this
 model; a record that fails becomes a dead letter whose reason names the field.

@@ -1,4 +1,4 @@
-"""Scopes (shared/CONTRACT.md section 3): the one table of scope kinds and the event fields they name.
+"""Scopes: the one table of scope kinds and the event fields they name.
 
 A scope is ``global`` or ``<kind>:<value>``, e.g. ``team:search`` or ``session:s-42``.
 Every module that turns an event into scopes, checks a scope string, or maps a scope

@@ -14,7 +14,7 @@ __all__ = [
     "partition_key",
 ]
 
-# Contract names (shared/CONTRACT.md): never rename.
+# Public names (docs/kafka.md lists them): other clients depend on them, never rename.
 USAGE = "spendstream.usage"
 ALERTS = "spendstream.alerts"
 BREAKERS = "spendstream.breakers"  # compacted, keyed by scope

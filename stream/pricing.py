@@ -1,4 +1,4 @@
-"""Exact, columnar pricing of usage events (shared/CONTRACT.md section 2, extended).
+"""Exact, columnar pricing of usage events (docs/ARCHITECTURE.md, "Pricing").
 
 For each event, with the rates in force at its ``ts`` for its (provider, model, batch,
 service tier, region) -- ``stream.ratecard`` -- and its tokens split so that each is
