@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,100 @@ def test_read_lines_numbers_every_line_of_the_file(tmp_path: Path) -> None:
     path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n')
     assert list(read_lines([str(path)])) == [(f"{path}:1", b'{"a": 1}'), (f"{path}:4", b'{"b": 2}')]
     assert list(read_lines(["-"], stdin=[b"\n", b"x\n"])) == [("stdin:2", b"x")]
+
+
+# -- sums at the maxima ----------------------------------------------------------------------
+
+MAX_TOKENS = 1_000_000_000  # docs/bounds.md: each token count
+MAX_REPORTED = Decimal(1_000_000)  # docs/bounds.md: reported_cost_usd
+# An override's rates (12 fractional digits, so pricing rounds nothing) up to the catalog's
+# highest: the expected costs below are plain Decimal arithmetic, not the pricer's.
+RATES = {
+    "input": Decimal("599.999999999999"),
+    "output": Decimal("600"),
+    "cache_read": Decimal("59.999999999999"),
+    "cache_write": Decimal("450.000000000001"),
+}
+PRICES = f"""
+[[prices.model]]
+provider = "acme"
+model = "max-1"
+input_per_mtok = "{RATES["input"]}"
+output_per_mtok = "{RATES["output"]}"
+cache_read_per_mtok = "{RATES["cache_read"]}"
+cache_write_per_mtok = "{RATES["cache_write"]}"
+"""
+# The bundled catalog's dearest model (docs/bounds.md): $150 in, $600 out per million.
+O1_PRO_MAX_COST = Decimal(MAX_TOKENS) * (150 + 600) / 1_000_000
+
+
+def _at_the_maxima(i: int) -> tuple[dict[str, Any], Decimal]:
+    """Event ``i`` with every token count at its bound, and the cost it must have."""
+    mtok = Decimal(MAX_TOKENS) / 1_000_000
+    ts = NOW - timedelta(minutes=3000 - i)
+    team = ("alpha", "beta", "gamma", "delta")[i % 4]
+    if i % 3 == 0:
+        event = _event(f"max-{i}", ts, provider="acme", model="max-1", team=team)
+        event.update(input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS)
+        event["reported_cost_usd"] = str(MAX_REPORTED)
+        return event, mtok * (RATES["input"] + RATES["output"])
+    if i % 3 == 1:
+        # input_tokens includes the cached parts: all of it cached, none billed as input.
+        event = _event(f"max-{i}", ts, provider="acme", model="max-1", team=team)
+        event.update(input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS)
+        event.update(cache_read_tokens=400_000_000, cache_write_tokens=600_000_000)
+        event["reported_cost_usd"] = "999999.999999999999999999"  # 18 places
+        cached = Decimal("0.4") * RATES["cache_read"] + Decimal("0.6") * RATES["cache_write"]
+        return event, mtok * (cached + RATES["output"])
+    event = _event(f"max-{i}", ts, model="o1-pro", team=team)
+    event.update(input_tokens=MAX_TOKENS, output_tokens=MAX_TOKENS)
+    return event, O1_PRO_MAX_COST
+
+
+def _json_out(capsys: pytest.CaptureFixture[str], argv: list[str]) -> list[dict[str, Any]]:
+    assert main(argv) == 0
+    rows: list[dict[str, Any]] = json.loads(capsys.readouterr().out)
+    return rows
+
+
+def test_thousands_of_facts_at_the_maxima_sum_exactly_in_every_cost_query(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12: 16,000 events of 2^63-1 tokens made SUM(cost_usd) overflow and every cost
+    query fail. At the documented maxima the sums stay exact (DECIMAL(38,18))."""
+    made = [_at_the_maxima(i) for i in range(3000)]
+    events = _write(tmp_path / "max.jsonl", [e for e, _ in made])
+    config = tmp_path / "prices.toml"
+    config.write_text(PRICES)
+    work = tmp_path / "work"
+    assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
+    assert "read 3,000 = landed 3,000 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+
+    per_team: dict[str, Decimal] = {}
+    for event, cost in made:
+        per_team[event["team"]] = per_team.get(event["team"], Decimal(0)) + cost
+    total = sum(per_team.values(), Decimal(0))
+    reported = 1000 * MAX_REPORTED + 1000 * Decimal("999999.999999999999999999")
+    base = ["--workdir", str(work), "--config", str(config), "--format", "json"]
+    sums = _json_out(
+        capsys,
+        [
+            "sql",
+            "SELECT sum(cost_usd) AS cost, sum(reported_cost_usd) AS reported, "
+            "sum(input_tokens + output_tokens) AS tokens, count(*) FILTER (WHERE priced) AS priced "
+            "FROM usage_facts",
+            *base,
+        ],
+    )
+    assert sums == [
+        {
+            "cost": str(total.quantize(Decimal(10) ** -18)),
+            "reported": str(reported.quantize(Decimal(10) ** -18)),
+            "tokens": 3000 * 2 * MAX_TOKENS,
+            "priced": 3000,
+        }
+    ]
+    by_team = _json_out(capsys, ["query", "cost_by_team", *base])
+    assert {r["team"]: Decimal(r["cost_usd"]) for r in by_team} == per_team
+    assert {r["team"]: r["calls"] for r in by_team} == dict.fromkeys(per_team, 750)
+    assert sum(Decimal(str(r["share_pct"])) for r in by_team) == pytest.approx(100, abs=0.05)

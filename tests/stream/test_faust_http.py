@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.stream.faust_workers import (
     Worker,
     detect_state,
     event_lines,
+    fact_count,
     query,
     read_topic,
     wait_all_judged,
@@ -148,3 +150,74 @@ def _landed_breakers(state: dict[str, object]) -> list[object]:
     engine = state.get("engine")
     assert engine is None or isinstance(engine, str)
     return [] if engine is None else list(json.loads(engine)["breakers"])
+
+
+def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Issue 12's poison pills over HTTP: each was answered ``accepted`` and then made the
+    worker exit (75) on every restart. Each is now refused with its line and reason."""
+    config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    good = event_lines(12, seed=21)
+    ahead = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+
+    def poison(event_id: str, ts: str, **extra: str) -> bytes:
+        event = {"event_id": event_id, "ts": ts, "provider": "openai", "model": "gpt-5-mini"}
+        return json.dumps({**event, "input_tokens": 10, "output_tokens": 1, **extra}).encode()
+
+    bad = {
+        3: poison("p-9999", "9999-12-31T23:59:59Z"),
+        7: poison("p-cost", good_ts(good[0]), reported_cost_usd="1e400"),
+        11: poison("p-ahead", ahead.isoformat(), api_key_id="k"),
+    }
+    body_lines = list(good)
+    for line_no in sorted(bad):
+        body_lines.insert(line_no - 1, bad[line_no])
+    assert [body_lines.index(raw) + 1 for raw in bad.values()] == sorted(bad)
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        status, answer = _post(w, b"\n".join(body_lines), request_id="poison-1")
+        assert status == 200, answer
+        assert answer["accepted"] == len(good)
+        reasons = {r["line"]: r["error"] for r in answer["rejected"]}
+        assert sorted(reasons) == sorted(bad)
+        skew = "is more than [detection] max_future_skew_s (300 s) after the pipeline received"
+        assert reasons[3].startswith(f"ts: 9999-12-31T23:59:59+00:00 {skew}"), reasons[3]
+        assert reasons[7] == "reported_cost_usd: Input should be less than or equal to 1000000"
+        assert reasons[11].startswith(f"ts: {ahead.isoformat()} {skew}"), reasons[11]
+        good_ids = sorted(json.loads(line)["event_id"] for line in good)
+
+        def landed() -> bool:
+            dead = query(wd, "SELECT count(*) FROM dead_letters")
+            return fact_count(wd) >= len(good) and dead == [(len(bad),)]
+
+        wait_for(landed, "the good lines and the dead letters never landed", w)
+        assert [r[0] for r in query(wd, "SELECT event_id FROM usage_facts ORDER BY 1")] == good_ids
+        dead = query(wd, "SELECT source, raw, error FROM dead_letters ORDER BY source")
+        assert dead == [
+            (f"http:poison-1#{n}", bad[n].decode(), reasons[n]) for n in sorted(bad, key=str)
+        ]
+        # The worker is still there and still lands what it is sent.
+        assert w.alive()
+        later = event_lines(13, seed=22)[-1]
+        status, answer = _post(w, later, request_id="after-poison")
+        assert status == 200 and answer == {
+            "accepted": 1,
+            "rejected": [],
+            "request_id": "after-poison",
+        }
+        wait_for(lambda: fact_count(wd) == len(good) + 1, "a later post never landed", w)
+        later_id = json.loads(later)["event_id"]
+        assert query(wd, f"SELECT count(*) FROM usage_facts WHERE event_id = '{later_id}'") == [
+            (1,)
+        ]
+        assert w.alive()
+    finally:
+        assert w.stop() == 0, w.log_tail()
+
+
+def good_ts(line: bytes) -> str:
+    """A good line's ts: a poison record that breaks no bound but its own."""
+    return str(json.loads(line)["ts"])
