@@ -11,9 +11,6 @@ in which events of different keys meet; their ts and value may (docs/kafka.md).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,75 +18,29 @@ import pytest
 from tests.stream.faust_workers import (
     ALERT_IDENTITY_SQL,
     ALERT_SQL,
+    BAD_LINES,
     BREAKER_SQL,
+    DEAD_SQL,
     FACT_SQL,
     Worker,
-    event_lines,
+    event_file,
+    ingest,
     kcat_produce,
     query,
     wait_all_judged,
     wait_for,
     write_config,
-    write_lines,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
-
-_AHEAD = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-BAD_LINES = [
-    b"not json at all",
-    b'{"event_id": "no-fields"}',
-    b'{"event_id":"cache-over","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1,"cache_read_tokens":20}',
-    # Issue 12's poison pills: each stopped a worker for good (exit 75 on every restart).
-    b'{"event_id":"p1","ts":"9999-12-31T23:59:59Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1}',
-    b'{"event_id":"p2","ts":"0001-01-01T00:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1}',
-    b'{"event_id":"p3","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1,"reported_cost_usd":"1e400"}',
-    b'{"event_id":"p4","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":9223372036854775807,"output_tokens":9223372036854775807}',
-    # ... and the one that blinded detection: two hours ahead of its receipt.
-    f'{{"event_id":"p5","ts":"{_AHEAD}","provider":"openai","model":"gpt-5-mini",'
-    '"input_tokens":10,"output_tokens":1,"api_key_id":"k"}'.encode(),
-]
-DEAD_SQL = "SELECT raw, error FROM dead_letters ORDER BY raw, error"
-
-
-def _event_file(tmp_path: Path, n: int, seed: int) -> tuple[Path, list[bytes]]:
-    lines = event_lines(n, seed)
-    # Bad records and a re-sent event among the good ones.
-    lines = lines[:100] + BAD_LINES + lines[100:] + [lines[7]]
-    return write_lines(tmp_path / "events.jsonl", lines), lines
-
-
-def _ingest(path: Path, config: Path, workdir: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spendstream",
-            "ingest",
-            str(path),
-            "--workdir",
-            str(workdir),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
 
 
 def test_one_partition_kafka_run_equals_ingest_exactly(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1)
-    path, lines = _event_file(tmp_path, 3000, seed=5)
-    _ingest(path, config, tmp_path / "embedded")
+    path, lines = event_file(tmp_path, 3000, seed=5)
+    ingest(path, config, tmp_path / "embedded")
     expected = query(tmp_path / "embedded", FACT_SQL)
 
     kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", lines, keyed=False)
@@ -110,14 +61,12 @@ def test_one_partition_kafka_run_equals_ingest_exactly(
     assert dead == query(tmp_path / "embedded", DEAD_SQL)
 
 
-def test_two_workers_split_partitions_and_match_ingest(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def test_two_workers_split_partitions_and_matchingest(kafka_bootstrap: str, tmp_path: Path) -> None:
     config, prefix = write_config(
         tmp_path / "c.toml", kafka_bootstrap, partitions=4, batch_size=200
     )
-    path, lines = _event_file(tmp_path, 3000, seed=6)
-    _ingest(path, config, tmp_path / "embedded")
+    path, lines = event_file(tmp_path, 3000, seed=6)
+    ingest(path, config, tmp_path / "embedded")
     expected = query(tmp_path / "embedded", FACT_SQL)
 
     wd = tmp_path / "kafka"
