@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,10 +21,13 @@ from tests.kafka_fixtures import read_topic
 from tests.stream.faust_workers import (
     ALERT_IDENTITY_SQL,
     ALERT_SQL,
+    BAD_LINES,
     BREAKER_SQL,
+    DEAD_SQL,
     FACT_SQL,
     Worker,
     event_lines,
+    ingest,
     kcat_produce,
     key_calls,
     query,
@@ -38,26 +39,6 @@ from tests.stream.faust_workers import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-_AHEAD = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
-BAD_LINES = [
-    b"not json at all",
-    b'{"event_id": "no-fields"}',
-    b'{"event_id":"cache-over","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1,"cache_read_tokens":20}',
-    # Issue 12's poison pills: each stopped a worker for good (exit 75 on every restart).
-    b'{"event_id":"p1","ts":"9999-12-31T23:59:59Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1}',
-    b'{"event_id":"p2","ts":"0001-01-01T00:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1}',
-    b'{"event_id":"p3","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":10,"output_tokens":1,"reported_cost_usd":"1e400"}',
-    b'{"event_id":"p4","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
-    b'"input_tokens":9223372036854775807,"output_tokens":9223372036854775807}',
-    # ... and the one that blinded detection: two hours ahead of its receipt.
-    f'{{"event_id":"p5","ts":"{_AHEAD}","provider":"openai","model":"gpt-5-mini",'
-    '"input_tokens":10,"output_tokens":1,"api_key_id":"k"}'.encode(),
-]
-DEAD_SQL = "SELECT raw, error FROM dead_letters ORDER BY raw, error"
 CONFLICT_SQL = (
     "SELECT source, raw, error FROM dead_letters WHERE error LIKE 'conflicting_duplicate:%'"
 )
@@ -100,32 +81,12 @@ def _assert_conflict_dead_letter(workdir: Path, lines: list[bytes]) -> str:
     return str(source)
 
 
-def _ingest(path: Path, config: Path, workdir: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spendstream",
-            "ingest",
-            str(path),
-            "--workdir",
-            str(workdir),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
 def test_one_partition_kafka_run_equals_ingest_exactly(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1)
     path, lines = _event_file(tmp_path, 3000, seed=5, burst=BURST)
-    _ingest(path, config, tmp_path / "embedded")
+    ingest(path, config, tmp_path / "embedded")
     expected = query(tmp_path / "embedded", FACT_SQL)
 
     kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", lines, keyed=False)
@@ -160,7 +121,7 @@ def test_two_workers_split_partitions_and_match_ingest(
     # No burst here (the one-partition test has it): it is days ahead of the workload, and
     # in one run with it here the Kafka run lost an alert of the workload's first day.
     path, lines = _event_file(tmp_path, 3000, seed=6, burst=[])
-    _ingest(path, config, tmp_path / "embedded")
+    ingest(path, config, tmp_path / "embedded")
     expected = query(tmp_path / "embedded", FACT_SQL)
 
     wd = tmp_path / "kafka"

@@ -14,12 +14,13 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from spendstream.config import WarehouseConfig
 from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
@@ -67,6 +68,57 @@ def write_config(
 
 def event_lines(n: int, seed: int) -> list[bytes]:
     return [json.dumps(e, separators=(",", ":")).encode() for e in generate(n, seed=seed)]
+
+
+_AHEAD = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+BAD_LINES = [
+    b"not json at all",
+    b'{"event_id": "no-fields"}',
+    b'{"event_id":"cache-over","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1,"cache_read_tokens":20}',
+    # Issue 12's poison pills: each stopped a worker for good (exit 75 on every restart).
+    b'{"event_id":"p1","ts":"9999-12-31T23:59:59Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1}',
+    b'{"event_id":"p2","ts":"0001-01-01T00:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1}',
+    b'{"event_id":"p3","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":10,"output_tokens":1,"reported_cost_usd":"1e400"}',
+    b'{"event_id":"p4","ts":"2026-01-05T10:00:00Z","provider":"openai","model":"gpt-5-mini",'
+    b'"input_tokens":9223372036854775807,"output_tokens":9223372036854775807}',
+    # ... and the one that blinded detection: two hours ahead of its receipt.
+    f'{{"event_id":"p5","ts":"{_AHEAD}","provider":"openai","model":"gpt-5-mini",'
+    '"input_tokens":10,"output_tokens":1,"api_key_id":"k"}'.encode(),
+]
+DEAD_SQL = "SELECT raw, error FROM dead_letters ORDER BY raw, error"
+
+
+def event_file(tmp_path: Path, n: int, seed: int) -> tuple[Path, list[bytes]]:
+    """``n`` generated events with bad records and one re-sent event among them."""
+    lines = event_lines(n, seed)
+    # Bad records and a re-sent event among the good ones.
+    lines = lines[:100] + BAD_LINES + lines[100:] + [lines[7]]
+    return write_lines(tmp_path / "events.jsonl", lines), lines
+
+
+def ingest(path: Path, config: Path, workdir: Path) -> None:
+    """``spendstream ingest`` of ``path`` (the embedded reference), in a subprocess."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spendstream",
+            "ingest",
+            str(path),
+            "--workdir",
+            str(workdir),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def key_calls(key: str, n: int, start: datetime, step: timedelta) -> list[bytes]:
@@ -250,9 +302,22 @@ def wait_for(
 # Warehouse read-outs (DuckDB views, read-only, like an analyst).
 
 
-def query(workdir: Path, sql: str) -> list[tuple[Any, ...]]:
+def query(workdir: Path, sql: str, config: WarehouseConfig | None = None) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` over the workdir's views, or over a cluster's tables with ``config``
+    (a reader with a workdir of its own, like another machine)."""
     import duckdb
 
+    if config is not None:
+        from spendstream.errors import ConfigError
+        from spendstream.warehouse.reading import run_sql
+
+        try:
+            return run_sql(workdir, sql, config=config)[1]
+        except ConfigError as exc:
+            # Before the first worker created the tables (like the missing file below).
+            if str(exc).startswith("no spendstream tables"):
+                return []
+            raise
     db = workdir / "warehouse" / "spendstream.duckdb"
     if not db.exists():
         return []
@@ -276,32 +341,47 @@ ALERT_IDENTITY_SQL = "SELECT alert_id, kind, scope, dedup_key FROM alerts ORDER 
 BREAKER_SQL = "SELECT scope, state, reason, ts FROM breaker_events ORDER BY scope, ts, state"
 
 
-def fact_count(workdir: Path) -> int:
-    rows = query(workdir, "SELECT count(*) FROM usage_facts")
+def fact_count(workdir: Path, config: WarehouseConfig | None = None) -> int:
+    rows = query(workdir, "SELECT count(*) FROM usage_facts", config)
     return int(rows[0][0]) if rows else 0
 
 
-def detect_state(workdir: Path, prefix: str) -> dict[str, Any]:
-    """Stage 2's last landed state (positions, held facts), {} before its first commit."""
+def detect_state(
+    workdir: Path, prefix: str, config: WarehouseConfig | None = None
+) -> dict[str, Any]:
+    """Stage 2's last landed state (positions, held facts), {} before its first commit.
+
+    With ``config`` (a cluster), read from the catalog through a reader of its own."""
     from spendstream.warehouse import Warehouse
 
-    if not (workdir / "warehouse").exists():
+    writer = prefix.rstrip(".") + "-detect"
+    if config is not None:
+        with Warehouse(workdir, writer="reader", config=config) as wh:
+            found = wh.writers().get(writer)
+        raw = found.state if found else None
+    elif not (workdir / "warehouse").exists():
         return {}
-    with Warehouse(workdir, writer=prefix.rstrip(".") + "-detect") as wh:
-        raw = wh.resume().state
+    else:
+        with Warehouse(workdir, writer=writer) as wh:
+            raw = wh.resume().state
     return dict(json.loads(raw)) if raw else {}
 
 
 def wait_all_judged(
-    workdir: Path, bootstrap: str, prefix: str, facts: int, *workers: Worker
+    workdir: Path,
+    bootstrap: str,
+    prefix: str,
+    facts: int,
+    *workers: Worker,
+    config: WarehouseConfig | None = None,
 ) -> None:
     """Until every fact landed and stage 2 judged every priced record published."""
-    wait_for(lambda: fact_count(workdir) >= facts, f"{facts} facts never landed", *workers)
+    wait_for(lambda: fact_count(workdir, config) >= facts, f"{facts} facts never landed", *workers)
     priced_topic = prefix + "spendstream.priced"
 
     def judged() -> bool:
         last = end_offsets(bootstrap, priced_topic).get(0, 0) - 1
-        state = detect_state(workdir, prefix)
+        state = detect_state(workdir, prefix, config)
         held = sum(len(lane["items"]) for lane in state.get("held", []))
         return state.get("positions", {}).get("priced", -1) >= last and held == 0
 
