@@ -2,11 +2,15 @@
 
 Expiry goes by the configured keys — ``[warehouse] snapshot_retention_s`` for the command,
 ``max_snapshots`` for the writers — and every writer's positions and state survive it;
-each runs on the local default and on the cluster shape (PostgreSQL catalog, data on S3).
+compaction run while writers keep committing loses and doubles no event. Each runs on the
+local default and on the cluster shape (PostgreSQL catalog, data on S3).
 """
 
 from __future__ import annotations
 
+import re
+import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +152,74 @@ def test_writers_expire_past_max_snapshots_keeping_the_newest_half_and_every_pos
         assert again.resume().positions == {"b": 16}
         assert again.writers()["a"].positions == {"a": 16}
         assert again.tables.load("usage_facts").scan().to_arrow().num_rows == 32
+
+
+_SUMMARY = re.compile(r"compacted \d+ partition\(s\): (\d+) files .* (\d+) snapshot\(s\) expired")
+
+
+def test_compaction_while_writers_commit_loses_and_doubles_nothing(
+    shape: Shape, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three writer threads commit overlapping batches (each batch shares four events with
+    the same batch of the other writers) until two compactions, expiring every old snapshot,
+    have run beside them; the writers also expire their own history (max_snapshots)."""
+    cfg = shape.config(max_snapshots=12)
+    stop = threading.Event()
+    attempted: dict[str, set[str]] = {}
+    last: dict[str, int] = {}
+    commits = [0]
+    errors: list[BaseException] = []
+
+    def write(name: str) -> None:
+        ids: set[str] = set()
+        attempted[name] = ids
+        try:
+            with Warehouse(shape.machine(name), writer=name, config=cfg) as wh:
+                for i in range(1, 300):  # a cap, should stop never come
+                    batch = [
+                        fact(T0 + days(k % 2), event_id=f"shared-{i}-{k}") for k in range(4)
+                    ] + [fact(T0 + days(k % 2), event_id=f"{name}-{i}-{k}") for k in range(4)]
+                    wh.commit(facts=batch, positions={name: i}, state=name.encode())
+                    ids.update(f.event.event_id for f in batch)
+                    last[name] = i
+                    commits[0] += 1
+                    if stop.is_set() and i >= 3:
+                        return
+                    stop.wait(0.3)  # a writer's pace, not a measurement: batches keep coming
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"w{n}",)) for n in range(3)]
+    for t in threads:
+        t.start()
+    toml = shape.toml(snapshot_retention_s=0, max_snapshots=12)
+    files_in = expired = during = 0
+    try:
+        while commits[0] < 6 and not errors:
+            stop.wait(0.05)  # let the writers start: compaction needs files to rewrite
+        for _ in range(2):
+            started = commits[0]
+            out = _compact(capsys, shape.machine("ops"), toml, "--min-files", "2")
+            during += commits[0] - started
+            for m in _SUMMARY.finditer(out):
+                files_in += int(m[1])
+                expired += int(m[2])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=600)
+    assert not errors, ["".join(traceback.format_exception(e)) for e in errors]
+    assert not any(t.is_alive() for t in threads)
+    assert files_in > 0 and expired > 0, "compaction rewrote and expired nothing"
+    assert during > 0, "no writer committed while compaction ran"
+
+    union = set().union(*attempted.values())
+    sql = "SELECT count(*), count(DISTINCT event_id) FROM usage_facts"
+    assert run_sql(shape.machine("r"), sql, config=shape.base)[1] == [(len(union), len(union))]
+    landed = run_sql(shape.machine("r"), "SELECT event_id FROM usage_facts", config=shape.base)
+    assert {r[0] for r in landed[1]} == union
+    with Warehouse(shape.machine("check"), writer="w0", config=cfg) as wh:
+        assert {w: (r.positions, r.state) for w, r in wh.writers().items()} == {
+            name: ({name: i}, name.encode()) for name, i in last.items()
+        }
+        assert wh.resume().positions == {"w0": last["w0"]}
