@@ -166,8 +166,6 @@ def compact(
 
 def expire_snapshots(wh: Warehouse, name: str, retention_s: float) -> int:
     """Remove snapshots older than ``retention_s`` (the current one always stays)."""
-    from pyiceberg.exceptions import CommitFailedException
-
     for attempt in range(wh.config.commit_retries + 1):
         tbl = wh.tables.load(name)
         head = tbl.current_snapshot()
@@ -179,17 +177,14 @@ def expire_snapshots(wh: Warehouse, name: str, retention_s: float) -> int:
         ]
         if not old:
             return 0
-        try:
-            tbl.maintenance.expire_snapshots().by_ids(old).commit()
+        if _expired(tbl, old):
             return len(old)
-        except CommitFailedException:
-            wh._backoff(attempt)
+        wh._backoff(attempt)
     raise CommitConflict(f"snapshot expiry of {name} lost to other writers too often")
 
 
 def expire_oldest(wh: Warehouse, name: str, keep: int, above: int) -> int:
     """When the table holds more than ``above`` snapshots, expire all but the newest ``keep``."""
-    from pyiceberg.exceptions import CommitFailedException
 
     for attempt in range(wh.config.commit_retries + 1):
         tbl = wh.tables.load(name)
@@ -202,12 +197,29 @@ def expire_oldest(wh: Warehouse, name: str, keep: int, above: int) -> int:
             for s in snaps[:-keep]
             if head is None or s.snapshot_id != head.snapshot_id
         ]
-        try:
-            tbl.maintenance.expire_snapshots().by_ids(old).commit()
+        if _expired(tbl, old):
             return len(old)
-        except CommitFailedException:
-            wh._backoff(attempt)
+        wh._backoff(attempt)
     return 0  # others kept committing: the next check tries again
+
+
+def _expired(tbl: Table, ids: list[int]) -> bool:
+    """Expire ``ids`` in one commit; False when another commit got in first (try again).
+
+    An expiry carries no requirement: the catalog applies it to the table's newest metadata,
+    where another expirer (a writer past ``max_snapshots``, a ``compact``) may already have
+    removed some of these snapshots; pyiceberg then raises ValueError, a lost race like any."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    try:
+        tbl.maintenance.expire_snapshots().by_ids(ids).commit()
+    except CommitFailedException:
+        return False
+    except ValueError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def _referenced(wh: Warehouse, tbl: Table) -> set[str]:
