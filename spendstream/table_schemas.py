@@ -27,6 +27,7 @@ __all__ = [
     "MONEY",
     "SCHEMAS",
     "TS",
+    "WIDE_MONEY",
     "alerts_table",
     "breaker_events_table",
     "dead_letters_table",
@@ -145,12 +146,12 @@ def to_money(value: Decimal | None) -> Decimal | None:
 
 
 # Sums are taken at 76 digits: a column of DECIMAL(38, 18) values cannot overflow them.
-_WIDE_MONEY = pa.decimal256(76, COST_SCALE)
+WIDE_MONEY = pa.decimal256(76, COST_SCALE)
 
 
 def money_sum(values: pa.Array | pa.ChunkedArray) -> Decimal:
     """The exact sum of a money column (nulls count as nothing; empty: 0)."""
-    total = pc.sum(values.cast(_WIDE_MONEY)).as_py()
+    total = pc.sum(values.cast(WIDE_MONEY)).as_py()
     return Decimal(0) if total is None else total
 
 

@@ -28,6 +28,7 @@ from spendstream.config import Config, WarehouseConfig
 from spendstream.scopes import scope_fields
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService, Spend
 from spendstream.stream.windows import period_bounds
+from spendstream.table_schemas import WIDE_MONEY
 
 if TYPE_CHECKING:
     from spendstream.producers.leases import LeaseClient
@@ -36,8 +37,6 @@ __all__ = ["EmbeddedLeases"]
 
 # The ledger skips a batch whose position it has applied: one source, counted up per batch.
 SOURCE = "embedded"
-# Hourly sums are taken at 76 digits, so no sum of DECIMAL(38, 18) costs can overflow.
-_WIDE_MONEY = pa.decimal256(76, 18)
 
 
 def _utcnow() -> datetime:
@@ -103,7 +102,7 @@ class EmbeddedLeases:
                 pa.table(
                     {
                         "hour": pc.floor_temporal(free.column("ts"), unit="hour"),
-                        "usd": free.column("cost_usd").cast(_WIDE_MONEY),
+                        "usd": free.column("cost_usd").cast(WIDE_MONEY),
                     }
                 )
                 .group_by("hour", use_threads=False)
