@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.producers.event import UsageEvent
 from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
@@ -26,12 +27,14 @@ __all__ = [
     "MONEY",
     "SCHEMAS",
     "TS",
+    "WIDE_MONEY",
     "alerts_table",
     "breaker_events_table",
     "dead_letters_table",
     "event_columns",
     "events_table",
     "facts_table",
+    "money_sum",
     "to_money",
 ]
 
@@ -140,6 +143,16 @@ def to_money(value: Decimal | None) -> Decimal | None:
     if isinstance(exp, int) and exp < -COST_SCALE:
         return value.quantize(_QUANTUM)
     return value
+
+
+# Sums are taken at 76 digits: a column of DECIMAL(38, 18) values cannot overflow them.
+WIDE_MONEY = pa.decimal256(76, COST_SCALE)
+
+
+def money_sum(values: pa.Array | pa.ChunkedArray) -> Decimal:
+    """The exact sum of a money column (nulls count as nothing; empty: 0)."""
+    total = pc.sum(values.cast(WIDE_MONEY)).as_py()
+    return Decimal(0) if total is None else total
 
 
 def utc_day(ts: datetime) -> date:

@@ -1,9 +1,12 @@
 """The pipeline's pure core, shared by the embedded runner and the Faust workers.
 
 raw records -> ``stream.batch.judge_lines`` -> an Arrow table of new events + dead letters
-events (judged new by the warehouse) -> ``Pipeline.price`` -> facts
-facts -> ``Pipeline.detect`` -> alerts + breaker events (``stream.engine.Engine`` on the
-facts as one Arrow table)
+new events (judged new by the warehouse) -> ``Pipeline.price_table`` -> a facts table
+(``table_schemas.FACTS``)
+facts table -> ``Pipeline.detect_table`` -> alerts + breaker events (``stream.engine.Engine``)
+
+``price`` and ``detect`` do the same for callers that still hold ``UsageEvent``/``Fact``
+objects; the embedded runtime keeps no object per event.
 
 No I/O here: the shells (``spendstream.runtime.embedded``, the Faust app) read input, ask
 the warehouse which events are new, and persist what these functions return.
@@ -15,15 +18,19 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
+
 from spendstream.config import Config
 from spendstream.pricedata import PriceData
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Fact
 from spendstream.stream.engine import Detection, Engine
 from spendstream.stream.pricing import Pricer
-from spendstream.table_schemas import facts_table
+from spendstream.table_schemas import EVENT_FIELDS, FACTS, TS, facts_table
 
 __all__ = ["Pipeline"]
+
+_EVENT_NAMES = [name for name, _ in EVENT_FIELDS]
 
 
 class Pipeline:
@@ -61,6 +68,22 @@ class Pipeline:
             Fact(event=e, cost=c, ingested_at=ingested_at)
             for e, c in zip(events, costs, strict=True)
         ]
+
+    def price_table(self, new: pa.Table, ingested_at: datetime) -> pa.Table:
+        """The facts table (``table_schemas.FACTS``) of a table of new events.
+
+        ``new`` holds the event columns (``EVENT_FIELDS``; others, such as the decoder's row
+        and digest columns, are dropped). The same table ``facts_table`` builds from the
+        ``Fact`` objects ``price`` returns, without an object per event.
+        """
+        priced = self.pricer.price_table(new.select(_EVENT_NAMES))
+        stamp = pa.repeat(pa.scalar(ingested_at, type=TS), priced.num_rows)
+        priced = priced.append_column(FACTS.field("ingested_at"), stamp)
+        return pa.Table.from_arrays([priced.column(f.name) for f in FACTS], schema=FACTS)
+
+    def detect_table(self, facts: pa.Table) -> Detection:
+        """Alerts and breaker events of a facts table (``price_table``'s)."""
+        return self.engine.process(facts)
 
     def detect(self, facts: Sequence[Fact]) -> Detection:
         # One Arrow table per batch until decoding and pricing are columnar themselves.

@@ -272,13 +272,13 @@ def test_fuzzed_input_never_crashes_ingest_adds_up_and_a_following_burst_still_f
     key = f"k-fuzz-{work.name}"
     runner = EmbeddedRunner(work, Config(), batch_size=40)
     judged: list[str] = []
-    detect = runner.pipeline.detect
+    detect = runner.pipeline.detect_table
 
     def spy(facts: Any) -> Any:
-        judged.extend(f.event.event_id for f in facts)
+        judged.extend(facts.column("event_id").to_pylist())
         return detect(facts)
 
-    runner.pipeline.detect = spy  # type: ignore[method-assign]
+    runner.pipeline.detect_table = spy  # type: ignore[method-assign]
     burst = [json.dumps(e).encode() for e in _burst(key, start=NOW - timedelta(minutes=5))]
     records = [(f"f:{i + 1}", raw) for i, raw in enumerate([*lines, *burst])]
     summary = runner.run(records)

@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
+import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.embedded_leases import EmbeddedLeases
-from spendstream.stream.batch import DIGEST, events_from_table, judge_lines, stored_raw
+from spendstream.stream.batch import DIGEST, judge_lines, stored_raw
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import (
     alerts_table,
     breaker_events_table,
     dead_letters_table,
-    facts_table,
+    money_sum,
 )
 from spendstream.warehouse import Warehouse
 
@@ -185,10 +186,9 @@ class EmbeddedRunner:
         )
         new = judged.new
         dead = rejected + judged.dead_letters
-        # The seam: pricing and detection take UsageEvent objects until their columnar
-        # versions land; the objects are built from validated columns, not re-validated.
-        facts = self.pipeline.price(events_from_table(new), now)
-        detection = self.pipeline.detect(facts)
+        # Columns from decoding to landing: no UsageEvent or Fact object per event.
+        facts = self.pipeline.price_table(new, now)
+        detection = self.pipeline.detect_table(facts)
         alerts, breaker_events = detection.alerts, detection.breaker_events
         if self.router is not None and (alerts or breaker_events):
             # Routed before the commit: a crash in between replays the batch, the detectors
@@ -202,7 +202,7 @@ class EmbeddedRunner:
                 dead_lettered=routed.dead_lettered,
             )
         landed = self.warehouse.commit(
-            facts_table(facts),
+            facts,
             alerts_table(alerts),
             breaker_events_table(breaker_events),
             dead_letters_table(dead),
@@ -215,13 +215,10 @@ class EmbeddedRunner:
         summary.read += len(batch)
         summary.landed += landed.facts
         # Facts the commit found landed already (another writer won the race) are duplicates.
-        summary.duplicates += judged.duplicates + len(facts) - landed.facts
+        summary.duplicates += judged.duplicates + facts.num_rows - landed.facts
         summary.dead_lettered += len(dead)
-        for f in facts:
-            if f.cost is None:
-                summary.unpriced += 1
-            else:
-                summary.cost_usd += f.cost.cost_usd
+        summary.unpriced += facts.num_rows - pc.sum(facts.column("priced"), min_count=0).as_py()
+        summary.cost_usd += money_sum(facts.column("cost_usd"))
         summary.alerts.extend(alerts)
         summary.breaker_events.extend(breaker_events)
 

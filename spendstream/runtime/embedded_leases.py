@@ -3,9 +3,9 @@
 ``EmbeddedLeases`` keeps a ``LocalLeaseService`` on the configured hard budgets (those with
 ``hard_limit``, as ``spendstream leases serve`` picks them) for clients in the same process
 (``LeaseClient(runner.leases.service, ...)`` or ``runner.leases.client()``). After each
-landed batch the runner calls ``land(facts)``: every priced fact on a hard-budget scope is
-``Spend`` for the ledger, leased or not, so spend that did not reserve shrinks what is
-granted next.
+landed batch the runner calls ``land(facts)`` with the batch's facts table: every priced
+fact on a hard-budget scope is ``Spend`` for the ledger, leased or not, so spend that did
+not reserve shrinks what is granted next.
 
 The ledger lives in memory. When the runner starts, the spend the warehouse already holds
 for the hard budgets' current periods (and what may still land late in the previous ones)
@@ -15,20 +15,23 @@ they spent is in the warehouse.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from spendstream.config import Config, WarehouseConfig
-from spendstream.scopes import SCOPE_KINDS, event_scopes, scope_fields
+from spendstream.scopes import scope_fields
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService, Spend
 from spendstream.stream.windows import period_bounds
+from spendstream.table_schemas import WIDE_MONEY
 
 if TYPE_CHECKING:
     from spendstream.producers.leases import LeaseClient
-    from spendstream.records import Fact
 
 __all__ = ["EmbeddedLeases"]
 
@@ -62,28 +65,57 @@ class EmbeddedLeases:
 
         return LeaseClient.from_config(self.service, self.config, **kwargs)
 
-    def land(self, facts: Sequence[Fact]) -> int:
-        """One landed batch: its priced facts on hard-budget scopes; returns spends applied."""
+    def land(self, facts: pa.Table) -> int:
+        """One landed batch: its priced facts on hard-budget scopes; returns spends applied.
+
+        ``facts`` is the batch's facts table (``table_schemas.FACTS``), or at least its
+        ``priced``, ``cost_usd``, ``ts`` and ``lease_id`` columns and the hard budgets'
+        scope fields.
+        """
         scopes = self.scopes
-        if not scopes:
+        if not scopes or not facts.num_rows:
             return 0
+        priced = facts.filter(pc.fill_null(facts.column("priced"), False))
         spends: list[Spend] = []
-        unleased: dict[tuple[str, datetime], Decimal] = {}
-        for fact in facts:
-            if fact.cost is None:
-                continue  # no price, no amount to count
-            event = fact.event
-            for scope in event_scopes(event, SCOPE_KINDS):
-                if scope not in scopes:
-                    continue
-                if event.lease_id:
-                    # Per fact: the ledger tells a call that ended after its lease by its ts.
-                    spends.append(Spend.of(scope, event.ts, fact.cost.cost_usd, event.lease_id))
-                else:
-                    # Unleased spend only needs its period: an hour lies within every period.
-                    key = (scope, period_bounds(event.ts, "hour")[0])
-                    unleased[key] = unleased.get(key, Decimal(0)) + fact.cost.cost_usd
-        spends.extend(Spend(scope, hour, usd) for (scope, hour), usd in unleased.items())
+        for scope in sorted(scopes):
+            rows = _on_scope(priced, scope)
+            if not rows.num_rows:
+                continue
+            lease = rows.column("lease_id")
+            leased = pc.fill_null(pc.not_equal(lease, ""), False)  # null or "": unleased
+            # Per fact: the ledger tells a call that ended after its lease by its ts.
+            held = rows.filter(leased)
+            spends.extend(
+                Spend.of(scope, ts, usd, lease_id)
+                for ts, usd, lease_id in zip(
+                    held.column("ts").to_pylist(),
+                    held.column("cost_usd").to_pylist(),
+                    held.column("lease_id").to_pylist(),
+                    strict=True,
+                )
+            )
+            # Unleased spend only needs its period: an hour lies within every period.
+            free = rows.filter(pc.invert(leased))
+            if not free.num_rows:
+                continue
+            hourly = (
+                pa.table(
+                    {
+                        "hour": pc.floor_temporal(free.column("ts"), unit="hour"),
+                        "usd": free.column("cost_usd").cast(WIDE_MONEY),
+                    }
+                )
+                .group_by("hour", use_threads=False)
+                .aggregate([("usd", "sum")])
+            )
+            spends.extend(
+                Spend(scope, hour, usd)
+                for hour, usd in zip(
+                    hourly.column("hour").to_pylist(),
+                    hourly.column("usd_sum").to_pylist(),
+                    strict=True,
+                )
+            )
         return self._land(spends)
 
     def _land(self, spends: list[Spend]) -> int:
@@ -118,3 +150,12 @@ class EmbeddedLeases:
         finally:
             con.close()
         return self._land(spends)
+
+
+def _on_scope(facts: pa.Table, scope: str) -> pa.Table:
+    """The rows of ``facts`` on ``scope`` (``global``: all of them)."""
+    mask: pa.ChunkedArray | None = None
+    for column, value in scope_fields(scope).items():
+        match = pc.fill_null(pc.equal(facts.column(column), value), False)
+        mask = match if mask is None else pc.and_(mask, match)
+    return facts if mask is None else facts.filter(mask)

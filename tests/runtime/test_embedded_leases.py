@@ -19,6 +19,7 @@ from spendstream.records import Cost, Fact
 from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.leases import LeaseLedger, Spend
+from spendstream.table_schemas import facts_table
 from spendstream.warehouse.reading import connect
 
 # Noon: an hour of retention after the day began (allowed_lateness_s = 3600) is long past.
@@ -213,7 +214,7 @@ def test_landing_facts_commits_what_landing_each_one_alone_does(
         _fact(team, now + timedelta(minutes=m), cents, held[0].lease_id if leased else None)
         for team, m, cents, leased in rows
     ]
-    hosted.land(facts)
+    hosted.land(facts_table(facts))
     for f in facts:  # one batch per fact, one Spend each, as the event carries it
         if f.cost is not None and f.event.team == "a":
             ids = held[1].lease_id if f.event.lease_id else None
