@@ -184,6 +184,13 @@ def test_sdk_exported_genai_spans_land_priced_and_a_reexport_is_a_duplicate(
             w,
         )
         assert query(wd, "SELECT DISTINCT source FROM dead_letters") == [("http:/v1/traces",)]
+        # The re-exported spans are judged duplicates in their own batches, which may come
+        # after the dead letter's: wait for the count rather than read it once.
+        wait_for(
+            lambda: "spendstream_duplicates_total 6.0" in w.get_text("/metrics"),
+            "the re-exported spans were never counted as duplicates",
+            w,
+        )
         metrics = w.get_text("/metrics")
         assert 'spendstream_otel_spans_total{result="event"} 9.0' in metrics
         assert 'spendstream_otel_spans_total{result="ignored"} 3.0' in metrics
