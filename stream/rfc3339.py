@@ -60,6 +60,11 @@ def _char_matrix_of(padded: pa.Array) -> np.ndarray:
     return data[first : first + len(padded) * _WIDTH].reshape(len(padded), _WIDTH)
 
 
+# The UTC instants a datetime holds: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z.
+_MIN_US = -62_135_596_800_000_000
+_MAX_US = 253_402_300_799_999_999
+
+
 def parse_micros(values: pa.Array) -> pa.Array:
     """Microseconds since the epoch (UTC) of each string; null where it is not the plain form
     or not a real instant (Feb 30, hour 24, second 60, offset hour 24 are all null)."""
@@ -123,4 +128,7 @@ def parse_micros(values: pa.Array) -> pa.Array:
     days = era * 146_097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719_468
     local_us = days * _DAY_US + ((h * 60 + mi) * 60 + s) * 1_000_000 + fraction
     micros = local_us - sign * (offset_h * 60 + offset_m) * 60_000_000
+    # An offset can carry a local time at the calendar's edge past it in UTC
+    # ("0001-01-01T00:00:00+00:01" is in year 0): not an instant a datetime can hold.
+    ok &= (micros >= _MIN_US) & (micros <= _MAX_US)
     return pa.array(np.where(ok, micros, 0), pa.int64(), mask=~ok)

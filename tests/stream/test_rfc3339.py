@@ -84,3 +84,18 @@ def test_examples() -> None:
         None,
     ]
     assert parse_micros(pa.array([], pa.string())).to_pylist() == []
+
+
+def test_the_calendar_edges_hold_in_utc_not_only_in_local_time() -> None:
+    texts = [
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:01:00+00:01",
+        "0001-01-01T00:00:00+00:01",  # year 0 in UTC
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:58:59-00:01",
+        "9999-12-31T23:59:59-00:01",  # year 10000 in UTC
+    ]
+    first = _micros(datetime(1, 1, 1, tzinfo=UTC))
+    last = _micros(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    got = parse_micros(pa.array(texts, pa.string())).to_pylist()
+    assert got == [first, first, None, last, last - 999_999, None]
