@@ -6,6 +6,7 @@ __all__ = [
     "ALERTS",
     "BREAKERS",
     "DEAD_LETTERS",
+    "FACTS",
     "LEASE_LEDGER",
     "LEASE_REPLIES",
     "LEASE_REQUESTS",
@@ -19,6 +20,10 @@ USAGE = "spendstream.usage"
 ALERTS = "spendstream.alerts"
 BREAKERS = "spendstream.breakers"  # compacted, keyed by scope
 DEAD_LETTERS = "spendstream.dead-letters"
+# Priced facts of each usage batch as one Arrow IPC record (spendstream.facts_topic): partition
+# p holds the batches of usage partition p. Read by scope owners that need a batch's rows and
+# by the lease service, which counts landed spend from it.
+FACTS = "spendstream.facts"
 
 # Budget leases (docs/budget-leases.md): requests keyed by budget scope, so every request for
 # a scope reaches the one server that owns that partition; replies to the partition the

@@ -1,0 +1,82 @@
+"""One record of the ``spendstream.facts`` topic: the priced facts of one usage batch.
+
+The Kafka runtime's usage loop publishes, per batch of usage partition *p*, one record to
+partition *p* of ``topics.FACTS``: the batch's new facts (``table_schemas.FACTS``) plus a
+``source_offset`` column, the usage-topic offset each fact came from, as one Arrow IPC stream.
+The record is published before the warehouse commit that makes the batch durable, so a worker
+killed in between publishes the batch again after a restart, possibly cut at other offsets.
+A reader that must count each fact once (the lease ledger) keeps, per usage partition, the
+highest ``source_offset`` it applied and drops rows at or below it; ``source_offset`` makes
+that exact whatever the cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.table_schemas import FACTS
+
+__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode"]
+
+FACTS_RECORD = FACTS.append(pa.field("source_offset", pa.int64(), nullable=False))
+_PARTITION = "usage_partition"
+
+
+@dataclass(frozen=True)
+class FactsBatch:
+    """A decoded facts record: the usage partition it came from and its rows."""
+
+    usage_partition: int
+    facts: pa.Table  # FACTS_RECORD
+
+    @property
+    def first_offset(self) -> int | None:
+        col = self.facts.column("source_offset")
+        return None if len(col) == 0 else int(pc.min(col).as_py())
+
+    @property
+    def last_offset(self) -> int | None:
+        col = self.facts.column("source_offset")
+        return None if len(col) == 0 else int(pc.max(col).as_py())
+
+    def after(self, offset: int) -> pa.Table:
+        """The rows whose usage offset is past ``offset`` (what a reader has not applied)."""
+        col = self.facts.column("source_offset")
+        return self.facts.filter(pc.greater(col, offset))
+
+
+def encode(usage_partition: int, facts: pa.Table, source_offsets: pa.Array) -> bytes:
+    """One facts record: ``facts`` (``table_schemas.FACTS``) with the usage offset of each
+    row. The usage partition travels in the schema metadata, so the record is self-describing
+    wherever it is read."""
+    if len(source_offsets) != facts.num_rows:
+        raise ValueError(
+            f"{len(source_offsets)} source offsets for {facts.num_rows} facts: one per fact"
+        )
+    table = (
+        facts.select(FACTS.names)
+        .cast(FACTS)
+        .append_column(
+            FACTS_RECORD.field("source_offset"), pa.chunked_array([source_offsets], pa.int64())
+        )
+    )
+    table = table.replace_schema_metadata({_PARTITION: str(usage_partition)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode(value: bytes) -> FactsBatch:
+    """The facts record ``encode`` wrote; ``ValueError`` if it is not one."""
+    try:
+        table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+        partition = int((table.schema.metadata or {})[_PARTITION.encode()])
+    except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a spendstream.facts record: {exc}") from exc
+    if not table.schema.remove_metadata().equals(FACTS_RECORD):
+        raise ValueError("not a spendstream.facts record: its schema is not FACTS_RECORD")
+    return FactsBatch(partition, table.replace_schema_metadata(None))

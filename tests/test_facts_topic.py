@@ -1,0 +1,74 @@
+"""The ``spendstream.facts`` record: priced facts of one usage batch round-trip exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+from spendstream.config import Config
+from spendstream.facts_topic import FACTS_RECORD, decode, encode
+from spendstream.producers.event import UsageEvent
+from spendstream.stream.pipeline import Pipeline
+from spendstream.table_schemas import FACTS, events_table
+
+
+def _facts() -> pa.Table:
+    events = [
+        UsageEvent(
+            provider="openai",
+            model="gpt-4o-mini",
+            input_tokens=1000 + i,
+            output_tokens=7,
+            ts=datetime(2026, 11, 1, 12, i, tzinfo=UTC),
+            team="search",
+            event_id=f"e{i}",
+        )
+        for i in range(5)
+    ]
+    return Pipeline(Config()).price_table(
+        events_table(events), datetime(2026, 11, 1, 13, tzinfo=UTC)
+    )
+
+
+def test_a_batch_round_trips_with_its_partition_and_offsets() -> None:
+    facts = _facts()
+    offsets = pa.array([10, 11, 13, 14, 20], pa.int64())
+    batch = decode(encode(4, facts, offsets))
+    assert batch.usage_partition == 4
+    assert batch.facts.schema.equals(FACTS_RECORD)
+    assert batch.facts.select(FACTS.names).equals(facts.select(FACTS.names).cast(FACTS))
+    assert (batch.first_offset, batch.last_offset) == (10, 20)
+    costs = batch.facts.column("cost_usd").to_pylist()
+    assert all(isinstance(c, Decimal) for c in costs)
+    # a replay cut at other offsets: a reader that applied up to 13 keeps 14 and 20 only
+    assert batch.after(13).column("source_offset").to_pylist() == [14, 20]
+    assert batch.after(20).num_rows == 0
+
+
+def test_an_empty_batch_has_no_offsets() -> None:
+    batch = decode(encode(0, FACTS.empty_table(), pa.array([], pa.int64())))
+    assert batch.facts.num_rows == 0
+    assert batch.first_offset is None and batch.last_offset is None
+
+
+def test_offsets_must_match_the_rows() -> None:
+    with pytest.raises(ValueError, match="one per fact"):
+        encode(0, _facts(), pa.array([1], pa.int64()))
+
+
+@pytest.mark.parametrize("value", [b"", b"{}", b"\xff" * 40])
+def test_anything_else_is_refused(value: bytes) -> None:
+    with pytest.raises(ValueError, match=r"not a spendstream\.facts record"):
+        decode(value)
+
+
+def test_another_arrow_table_is_refused() -> None:
+    table = pa.table({"x": [1]}).replace_schema_metadata({"usage_partition": "1"})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    with pytest.raises(ValueError, match="schema is not FACTS_RECORD"):
+        decode(sink.getvalue().to_pybytes())
