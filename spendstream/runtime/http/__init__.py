@@ -11,13 +11,21 @@ Endpoints and their answers: docs/kafka.md ("HTTP endpoints").
 from __future__ import annotations
 
 from spendstream.runtime.http.backend import UsageRecord, WorkerBackend
+from spendstream.runtime.http.kafka_backend import KafkaBackend, LandDeadLetters
 from spendstream.runtime.http.metrics import OTHER, LabelBudget, LagSource, WorkerMetrics
+from spendstream.runtime.http.server import MAX_BODY_BYTES, HttpServer, ServerThread, build_app
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "OTHER",
+    "HttpServer",
+    "KafkaBackend",
     "LabelBudget",
     "LagSource",
+    "LandDeadLetters",
+    "ServerThread",
     "UsageRecord",
     "WorkerBackend",
     "WorkerMetrics",
+    "build_app",
 ]
