@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.local.kafka import find_free_ports
@@ -26,8 +28,9 @@ from spendstream.signing import load_breaker_signer
 from spendstream.synthetic import generate
 from spendstream.topics import BREAKERS, DEAD_LETTERS, USAGE, partition_key
 from spendstream.warehouse.reading import run_sql
-from tests.kafka_fixtures import read_topic
+from tests.kafka_fixtures import end_offsets, read_topic
 from tests.runtime.http_served import TOKEN, Served, make_config, served, wait_for
+from tests.stream.event_strategies import arbitrary_lines, near_valid_lines
 
 pytestmark = pytest.mark.kafka
 
@@ -388,3 +391,29 @@ def test_when_kafka_cannot_take_the_records_the_answer_is_503_and_nothing_is_lan
         assert 'spendstream_http_records_total{result="accepted"}' not in metrics
         assert 'spendstream_dead_letters_total{stage="http"}' not in metrics
     assert not (tmp_path / "wd").exists()  # no dead letter landed without its topic record
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(lines=st.lists(st.one_of(arbitrary_lines(), near_valid_lines()), max_size=8))
+def test_fuzzed_bodies_through_the_server_account_for_every_line(
+    worker: Served, lines: list[bytes]
+) -> None:
+    """Issue 12's fuzz, over the network: every non-blank line is accepted (on the usage topic)
+    or rejected (a dead letter on its topic naming its line); the server never fails."""
+    s = worker
+    body = b"\n".join(line.replace(b"\n", b" ") for line in lines)
+    bootstrap = s.config.kafka.bootstrap_servers
+    before = (end_offsets(bootstrap, s.topic(USAGE)), end_offsets(bootstrap, s.topic(DEAD_LETTERS)))
+    rid = uuid.uuid4().hex
+    status, answer = s.post_lines(body, request_id=rid)
+    assert status == 200, answer
+    nonblank = [n for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    assert answer["accepted"] + len(answer["rejected"]) == len(nonblank)
+    assert {r["line"] for r in answer["rejected"]} <= set(nonblank)
+    after = (end_offsets(bootstrap, s.topic(USAGE)), end_offsets(bootstrap, s.topic(DEAD_LETTERS)))
+    assert sum(after[0].values()) - sum(before[0].values()) == answer["accepted"]
+    assert sum(after[1].values()) - sum(before[1].values()) == len(answer["rejected"])
