@@ -417,3 +417,20 @@ def test_fuzzed_bodies_through_the_server_account_for_every_line(
     after = (end_offsets(bootstrap, s.topic(USAGE)), end_offsets(bootstrap, s.topic(DEAD_LETTERS)))
     assert sum(after[0].values()) - sum(before[0].values()) == answer["accepted"]
     assert sum(after[1].values()) - sum(before[1].values()) == len(answer["rejected"])
+
+
+def test_concurrent_posts_are_each_answered_once_their_own_records_are_on_the_topic(
+    worker: Served,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = worker
+    bodies = [_lines(150, seed=100 + i) for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda i: s.post_lines(b"\n".join(bodies[i]), request_id=f"c{i}"), range(8))
+        )
+    assert [(st, a["accepted"], a["request_id"]) for st, a in answers] == [
+        (200, len(bodies[i]), f"c{i}") for i in range(8)
+    ]
+    assert sorted(v for _, _, v in _usage(s)) == sorted(ln for b in bodies for ln in b)
