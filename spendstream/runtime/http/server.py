@@ -46,9 +46,9 @@ from aiohttp import web
 from spendstream.errors import SpendstreamError
 from spendstream.http_auth import authorize
 from spendstream.records import breaker_to_wire
+from spendstream.runtime.http.events import MAX_BODY_BYTES, check_body, request_id
 from spendstream.runtime.http.metrics import CONTENT_TYPE
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, request_id
-from spendstream.stream.kafka.traces import receive_traces, status_body
+from spendstream.runtime.http.traces import receive_traces, status_body
 
 if TYPE_CHECKING:
     from spendstream.config import Config
