@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -378,14 +380,25 @@ def test_when_kafka_cannot_take_the_records_the_answer_is_503_and_nothing_is_lan
     [port] = find_free_ports(1)
     config = make_config(f"127.0.0.1:{port}", tmp_path)
     with served(
-        config, tmp_path / "wd", send_timeout_s=2.0, ready_timeout_s=2.0, create=False
+        config, tmp_path / "wd", send_timeout_s=4.0, ready_timeout_s=2.0, create=False
     ) as s:
         body = b"\n".join([*_lines(3, seed=3), b"not json"])
-        status, headers, answer = s.request(
-            "/v1/events", body, headers={"Content-Type": "application/x-ndjson"}
-        )
-        assert status == 503 and headers["Retry-After"] == "1"
-        assert json.loads(answer)["error"].startswith("not accepted, send again: ")
+
+        def post() -> tuple[int, dict[str, str], bytes]:
+            return s.request("/v1/events", body, headers={"Content-Type": "application/x-ndjson"})
+
+        # More posts than ingest threads, all waiting on the broker: health still answers.
+        with ThreadPoolExecutor(6) as pool:
+            posts = [pool.submit(post) for _ in range(6)]
+            time.sleep(1.0)  # all of them sent and waiting (each waits 4 s for the broker)
+            s.assignment.append("t/0")
+            status, _, health = s.request("/healthz", token=None)
+            assert status == 200 and json.loads(health)["assigned"] == ["t/0"]
+            assert not any(p.done() for p in posts)
+            answers = [p.result() for p in posts]
+        for status, headers, answer in answers:
+            assert status == 503 and headers["Retry-After"] == "1"
+            assert json.loads(answer)["error"].startswith("not accepted, send again: ")
         assert s.request("/v1/breakers")[0] == 503  # states unknown, not "none open"
         metrics = s.metrics()
         assert 'spendstream_http_records_total{result="accepted"}' not in metrics
@@ -422,8 +435,6 @@ def test_fuzzed_bodies_through_the_server_account_for_every_line(
 def test_concurrent_posts_are_each_answered_once_their_own_records_are_on_the_topic(
     worker: Served,
 ) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     s = worker
     bodies = [_lines(150, seed=100 + i) for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
