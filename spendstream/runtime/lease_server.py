@@ -13,7 +13,7 @@ import threading
 from spendstream.config import Config
 from spendstream.kafka import KafkaSettings
 from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics
-from spendstream.stream.leases import LeaseLedger, LeasePolicy
+from spendstream.stream.leases import LeaseLedger, LeasePolicy, landed_spends
 
 __all__ = ["lease_server", "lease_topics", "serve_leases"]
 
@@ -42,6 +42,7 @@ def lease_server(config: Config, instance_id: str) -> LeaseServer:
         # Prefixed like the topics: two deployments on one cluster are two groups.
         group_id=config.kafka.topic_prefix + config.leases.group_id,
         names=names,
+        spends_of=landed_spends,  # landed spend from [kafka] topic_prefix + spendstream.facts
     )
 
 
