@@ -451,11 +451,14 @@ class LeaseServer:
         numbers = [p for _, p in partitions]
         self._restore(numbers)
         self._own(numbers)
-        log.info("lease server %s owns partitions %s", self.instance_id, numbers)
+        if numbers:  # cooperative rebalancing also calls with nothing new
+            log.info("lease server %s owns partitions %s", self.instance_id, sorted(numbers))
         self.ready.set()
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
         gone = {p for _, p in partitions}
+        if gone:
+            log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
         self.book.forget([s for s, p in self._scope_partition.items() if p in gone])
         self._scope_partition = {s: p for s, p in self._scope_partition.items() if p not in gone}
         self._owned = {s: p for s, p in self._owned.items() if p not in gone}
