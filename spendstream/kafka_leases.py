@@ -2,8 +2,8 @@
 
 Every Kafka client here is the project's adapter (``spendstream.kafka``): settings are
 ``KafkaSettings`` (``KafkaSettings.from_config`` for SASL/TLS), failures are
-``spendstream.errors`` Kafka errors. Round 2 hosts the server loop in the scope-owning
-worker of ``spendstream run``.
+``spendstream.errors`` Kafka errors. ``spendstream.runtime.lease_server`` runs the server
+as ``spendstream leases serve`` or as a thread of ``spendstream run``.
 
 Topics (docs/budget-leases.md, "On Kafka"):
 
@@ -14,6 +14,8 @@ Topics (docs/budget-leases.md, "On Kafka"):
   named (each client reads only its own partition, from where it stood when it started).
 - ``spendstream.lease-ledger``: the ledger's changelog, compacted, partitioned like the
   requests (a scope's records sit in its request partition's number).
+- ``spendstream.facts`` (read only): landed spend. Every server reads every partition and
+  counts the rows of the hard scopes it owns, past the usage offset each scope has applied.
 
 The server answers inside a Kafka transaction that also holds the ledger records the
 answer changed and the consumed request offsets: a grant is never visible (clients read

@@ -1,13 +1,16 @@
-"""The standalone lease server: the ledger of ``spendstream.stream.leases`` behind Kafka.
+"""The lease server: the ledger of ``spendstream.stream.leases`` behind Kafka.
 
 ``serve_leases(config, instance_id, stop)`` creates the lease topics if needed and answers
-requests for the partitions its consumer group assigns it (``spendstream leases serve``).
-Run one or more; each needs a stable, distinct ``instance_id``. Round 2 hosts the same loop
-inside the scope-owning worker of ``spendstream run`` and feeds it landed spend.
+requests for the partitions its consumer group assigns it (``spendstream leases serve``);
+``host_leases(config, instance_id)`` runs the same server as a thread of another process
+(``spendstream run`` hosts one per worker). Run one or more; each needs a stable, distinct
+``instance_id``. Every server counts the landed spend of the scopes it owns from the
+``spendstream.facts`` topic the Kafka runtime publishes.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from spendstream.config import Config
@@ -15,7 +18,9 @@ from spendstream.kafka import KafkaSettings
 from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, landed_spends
 
-__all__ = ["lease_server", "lease_topics", "serve_leases"]
+__all__ = ["HostedLeaseServer", "host_leases", "lease_server", "lease_topics", "serve_leases"]
+
+log = logging.getLogger("spendstream.leases")
 
 
 def lease_topics(config: Config) -> LeaseTopics:
@@ -49,3 +54,66 @@ def lease_server(config: Config, instance_id: str) -> LeaseServer:
 def serve_leases(config: Config, instance_id: str, stop: threading.Event) -> None:
     """Answer lease requests until ``stop`` is set."""
     lease_server(config, instance_id).run(stop)
+
+
+class HostedLeaseServer:
+    """A lease server on a thread of its own, for a process that does other work.
+
+    Its own consumer group (``[leases] group_id``) on the lease requests, its own
+    transactional producer, its facts reader: nothing shared with the host but the
+    configuration. ``start()`` returns at once (the topics are created on the thread);
+    ``stop()`` ends it. A server that fails (another instance with the same id fenced it,
+    the broker refused its credentials) logs why and keeps ``error``; the host goes on.
+    """
+
+    def __init__(self, config: Config, instance_id: str) -> None:
+        self.config = config
+        self.instance_id = instance_id
+        self.server: LeaseServer | None = None
+        self.error: BaseException | None = None
+        self._made = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"spendstream-lease-server-{instance_id}", daemon=True
+        )
+
+    def start(self) -> HostedLeaseServer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.server = lease_server(self.config, self.instance_id)
+            self._made.set()
+            self.server.run(self._stop)
+        except Exception as exc:
+            self.error = exc
+            log.error("the lease server %s stopped: %s", self.instance_id, exc)
+        finally:
+            self._made.set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the server owns its partitions (restored, answering)."""
+        if not self._made.wait(timeout_s) or self.server is None:
+            return False
+        return self.server.ready.wait(timeout_s)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Leave the group and close the clients (waits up to ``timeout_s``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+
+def host_leases(config: Config, instance_id: str) -> HostedLeaseServer | None:
+    """A started ``HostedLeaseServer`` when there is something to serve: ``[leases]
+    serve_in_run`` on and at least one ``[[budget]]`` with ``hard_limit``; else None."""
+    if not config.leases.serve_in_run:
+        return None
+    if not any(b.hard_limit is not None for b in config.budget):
+        return None
+    return HostedLeaseServer(config, instance_id).start()

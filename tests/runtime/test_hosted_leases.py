@@ -1,0 +1,80 @@
+"""The lease server hosted by another process: ``host_leases`` and ``spendstream run``."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from spendstream.config import load_config
+from spendstream.errors import BudgetExhausted, LeaseUnavailable
+from spendstream.producers import LeaseClient
+from spendstream.runtime.lease_server import host_leases
+from tests.stream.faust_workers import Worker, write_config
+
+D = Decimal
+HARD = '[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = 10\nhard_limit = 1.0\n'
+LEASES = "[leases]\npartitions = 2\nreply_partitions = 2\n"
+
+
+def reserve_when_served(client: LeaseClient, usd: str, timeout_s: float = 120.0) -> None:
+    """Reserve (and cancel) once a server answers: it joins its group first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.reserve(usd, team="search").cancel()
+            return
+        except LeaseUnavailable:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_nothing_is_hosted_without_a_hard_budget_or_with_serve_in_run_off(tmp_path: Path) -> None:
+    # No broker is needed to decide: nothing is started, so nothing connects.
+    soft, _ = write_config(tmp_path / "soft.toml", "127.0.0.1:1",
+                           extra='[[budget]]\nscope = "team:a"\namount_usd = 5\n')  # fmt: skip
+    off, _ = write_config(tmp_path / "off.toml", "127.0.0.1:1",
+                          extra=HARD + "[leases]\nserve_in_run = false\n")  # fmt: skip
+    assert host_leases(load_config(soft), "x") is None
+    assert host_leases(load_config(off), "x") is None
+
+
+@pytest.mark.kafka
+def test_a_hosted_server_serves_until_stopped(kafka_bootstrap: str, tmp_path: Path) -> None:
+    path, _ = write_config(tmp_path / "c.toml", kafka_bootstrap, extra=HARD + LEASES)
+    config = load_config(path)
+    hosted = host_leases(config, "hosted-0")
+    assert hosted is not None
+    try:
+        assert hosted.wait_ready(120), hosted.error
+        with LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=5) as client:
+            reserve_when_served(client, "0.01")
+            held = client.reserve("9", team="search")
+            with pytest.raises(BudgetExhausted):
+                client.reserve("2", team="search")
+            held.cancel()
+    finally:
+        hosted.stop()
+    assert not hosted.alive and hosted.error is None
+
+
+@pytest.mark.kafka
+def test_spendstream_run_serves_budget_leases(kafka_bootstrap: str, tmp_path: Path) -> None:
+    path, _ = write_config(tmp_path / "c.toml", kafka_bootstrap, extra=HARD + LEASES)
+    config = load_config(path)
+    worker = Worker(tmp_path / "wd", path, tmp_path).start()
+    try:
+        with LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=5) as client:
+            reserve_when_served(client, "0.01")
+            r = client.reserve("4", team="search")
+            assert r.lease_id
+            with pytest.raises(BudgetExhausted) as caught:
+                client.reserve("7", team="search")
+            assert caught.value.budget == "team:search/day"
+            r.cancel()
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.log_tail()
+    assert "serving budget leases as" in worker.log_path.read_text(errors="replace")
