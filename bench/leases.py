@@ -96,7 +96,14 @@ def reserve_latency(calls: int = 200_000) -> dict[str, Any]:
 
 
 def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
-    """Each reserve() needs a new lease (refill_calls=1, the lease used up each time)."""
+    return summary(refill_samples(config_path, n), "ms")
+
+
+def refill_samples(
+    config_path: Path, n: int = 300, kafka_options: dict[str, Any] | None = None
+) -> list[float]:
+    """Each reserve() needs a new lease (refill_calls=1, the lease used up each time): the
+    round trip of each, ms."""
     from bench.lease_load import _TimedService
     from spendstream.config import load_config
     from spendstream.kafka_leases import KafkaLeaseService, LeaseTopics
@@ -108,6 +115,7 @@ def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
             config.kafka.bootstrap_servers,
             client_id="bench-refills",
             names=LeaseTopics.with_prefix(config.kafka.topic_prefix),
+            config=kafka_options,
         )
     )
     client = LeaseClient(service, ["team:refills"], client_id="bench-refills", refill_calls=1,
@@ -115,7 +123,7 @@ def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
     for _ in range(n + 20):
         client.reserve("0.01", team="refills").settle("0.01")
     client.close()
-    return summary(service.refill_ms[20:], "ms")  # the first ones wait for the group join
+    return service.refill_ms[20:]  # the first ones wait for the group join
 
 
 def bare_transactions(bootstrap: str, topic: str, n: int = 300) -> dict[str, Any]:

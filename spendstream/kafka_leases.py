@@ -362,6 +362,15 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _asks(msg: Message) -> bool:
+    """Whether a lease message waits for an answer (a request; or unreadable: it is
+    dead-lettered, so it is handled now)."""
+    try:
+        return isinstance(decode(msg.value() or b""), LeaseRequest)
+    except ValueError:
+        return True
+
+
 class LeaseServer:
     """Answers lease requests for the partitions this instance is assigned.
 
@@ -407,6 +416,12 @@ class LeaseServer:
         self.ready = threading.Event()  # assigned and restored at least once
         self.answered = 0
         self.facts_read = 0  # facts records committed with their landed spend
+        # Set to a list to have each transaction's phases appended (bench/lease_refill.py):
+        # (records, newest record's age when its transaction began ms (ms clock of its
+        # producer), answer ms, offsets ms, commit ms).
+        self.timings: list[tuple[int, float, float, float, float]] | None = None
+        self.defer_untold = True  # False: a transaction per batch, as before (bench A/B)
+        self._held: list[Message] = []  # consumed, applied at the next transaction
         client_id = f"spendstream-lease-server-{instance_id}"
         self._producer = Producer(
             self.settings,
@@ -459,6 +474,8 @@ class LeaseServer:
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
         gone = {p for _, p in partitions}
+        # Held messages of a partition leaving us are read again by its next owner.
+        self._held = [m for m in self._held if int(m.partition() or 0) not in gone]
         if gone:
             log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
         self.book.forget([s for s, p in self._scope_partition.items() if p in gone])
@@ -513,6 +530,16 @@ class LeaseServer:
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
                 facts = self._read_facts(expire)
+                quiet = msgs and not facts and not expire and self.defer_untold
+                if quiet and not any(_asks(m) for m in msgs):
+                    # Settlements and releases wait for the next transaction (a request's,
+                    # or the next tick's): nobody waits on their answer, and a request right
+                    # behind them (a refill gives the old lease back first) then costs one
+                    # transaction, not two.
+                    self._held.extend(msgs)
+                    continue
+                if self._held:
+                    msgs, self._held = self._held + msgs, []
                 if msgs or facts or expire:
                     self._step(msgs, expire, facts)
         finally:
@@ -557,19 +584,30 @@ class LeaseServer:
         if not msgs and not facts and not changes:
             return
         try:
+            t0, wall0 = time.perf_counter(), time.time()
             self._producer.begin_transaction()
             for msg in msgs:
                 self._answer(msg, now)
             for msg in facts:
                 self._land(msg, now)
             self._write_changes(changes + self.book.changes())
+            t1 = time.perf_counter()
             if msgs:
                 positions = self._consumer.position(self._consumer.assignment())
                 self._producer.send_offsets_to_transaction(
                     {p: o for p, o in positions.items() if o is not None and o >= 0},
                     self._consumer.group_metadata(),
                 )
+            t2 = time.perf_counter()
             self._producer.commit_transaction()
+            if self.timings is not None:
+                t3 = time.perf_counter()
+                # The newest record's: what the batch's transaction waited for last.
+                age = min((wall0 * 1000 - m.timestamp()[1] for m in msgs), default=0.0)
+                ms = 1000.0
+                self.timings.append(
+                    (len(msgs), age, (t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms)
+                )
             self.answered += len(msgs)
             self.facts_read += len(facts)
         except KafkaClientError as exc:
@@ -656,6 +694,7 @@ class LeaseServer:
     def _rewind(self) -> None:
         """After an abort: the ledger and the positions go back to the last commit."""
         assigned = self._consumer.assignment()
+        self._held = []  # read again from the committed offsets
         self.book = self._book_factory()
         self._scope_partition = {}
         self._owned = {}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from spendstream.config import Config
 from spendstream.kafka import KafkaSettings
@@ -27,9 +29,12 @@ def lease_topics(config: Config) -> LeaseTopics:
     return LeaseTopics.with_prefix(config.kafka.topic_prefix)
 
 
-def lease_server(config: Config, instance_id: str) -> LeaseServer:
+def lease_server(
+    config: Config, instance_id: str, kafka_options: Mapping[str, Any] | None = None
+) -> LeaseServer:
     """A server for ``config``'s hard budgets (topics created if missing; not yet running),
-    with the ``[kafka]`` client settings (SASL/TLS; a missing secret is a ConfigError)."""
+    with the ``[kafka]`` client settings (SASL/TLS; a missing secret is a ConfigError);
+    ``kafka_options``: librdkafka settings for its clients."""
     names = lease_topics(config)
     settings = KafkaSettings.from_config(config.kafka)
     ensure_lease_topics(
@@ -47,6 +52,7 @@ def lease_server(config: Config, instance_id: str) -> LeaseServer:
         # Prefixed like the topics: two deployments on one cluster are two groups.
         group_id=config.kafka.topic_prefix + config.leases.group_id,
         names=names,
+        config=kafka_options,
         spends_of=landed_spends,  # landed spend from [kafka] topic_prefix + spendstream.facts
     )
 
