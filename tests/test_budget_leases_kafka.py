@@ -416,3 +416,33 @@ def wait_granted_on(client: LeaseClient, team: str, timeout_s: float = 90.0) -> 
         except LeaseUnavailable:
             if time.monotonic() > deadline:
                 raise
+
+
+def test_a_refill_costs_one_transaction_and_a_lone_release_is_committed_at_the_next_tick(
+    in_process: tuple[LeaseServer, Path],
+) -> None:
+    server, path = in_process
+    config = load_config(path)
+    names = lease_topics(config)
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10,
+                           refill_calls=1) as c:  # fmt: skip
+        wait_granted(c, "0.01")
+        server.timings = timings = []
+        started = time.monotonic()
+        for _ in range(10):  # each: the used-up lease goes back, then a new one is asked
+            c.reserve("0.1", team="search").settle("0.1")
+        elapsed = time.monotonic() - started
+        carrying = len([t for t in timings if t[0]])
+        # One per request, give or take the expiry ticks that fell in between (once a second).
+        assert carrying <= 10 + int(elapsed) + 1, timings
+        assert c.held("team:search") == 0  # the last lease is used up
+    # close() gave the last lease back: no request follows it, the tick commits it.
+    deadline = time.monotonic() + 30
+    while True:
+        ledger = LeaseLedger(config.budget, LeasePolicy.from_config(config))
+        by_partition = read_ledger(config.kafka.bootstrap_servers, names, range(3))
+        ledger.load([r for records in by_partition.values() for r in records])
+        if all(lease.released for lease in ledger.leases("team:search")):
+            break
+        assert time.monotonic() < deadline, "the last release was never committed"
+        time.sleep(0.5)
