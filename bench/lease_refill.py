@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import machine, record
-from bench.leases import bare_transactions, refill_samples, summary
+from bench.leases import bare_transactions, bench_broker, refill_samples, summary
 
 NAME = "lease_refill"
 
@@ -76,17 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     box = machine(("spendstream", "confluent-kafka"))
-    bootstrap = os.environ.get("SPENDSTREAM_BENCH_KAFKA")
-    broker = None
     tmp = tempfile.TemporaryDirectory(prefix="bench-refill-")
     work = Path(tmp.name)
-    if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
-
-        port, cport = find_free_ports(2)
-        broker = LocalKafka(work / "kafka", port=port, controller_port=cport, stop_with_parent=True)
-        broker.start(timeout_s=180)
-        bootstrap = broker.bootstrap
+    bootstrap, broker = bench_broker(work)
     report: dict[str, Any] = {"machine": box, "started": started.isoformat()}
     try:
         raw: dict[str, dict[str, list[float]]] = {v: {} for v in VARIANTS}

@@ -38,6 +38,20 @@ NAME = "leases"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench_broker(work: Path) -> tuple[str, Any]:
+    """``$SPENDSTREAM_BENCH_KAFKA``, else a LocalKafka started under ``work`` (returned too,
+    to stop)."""
+    bootstrap = os.environ.get("SPENDSTREAM_BENCH_KAFKA")
+    if bootstrap:
+        return bootstrap, None
+    from spendstream.kafka_local import LocalKafka, find_free_ports
+
+    port, cport = find_free_ports(2)
+    broker = LocalKafka(work / "kafka", port=port, controller_port=cport, stop_with_parent=True)
+    broker.start(timeout_s=180)
+    return broker.bootstrap, broker
+
+
 def pct(samples: list[float], q: float) -> float:
     if not samples:
         return float("nan")
@@ -210,17 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     box = machine(("spendstream", "confluent-kafka"))
 
-    bootstrap = os.environ.get("SPENDSTREAM_BENCH_KAFKA")
-    broker = None
     tmp = tempfile.TemporaryDirectory(prefix="bench-leases-")
     work = Path(tmp.name)
-    if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
-
-        port, cport = find_free_ports(2)
-        broker = LocalKafka(work / "kafka", port=port, controller_port=cport, stop_with_parent=True)
-        broker.start(timeout_s=180)
-        bootstrap = broker.bootstrap
+    bootstrap, broker = bench_broker(work)
     report: dict[str, Any] = {"machine": box, "started": started.isoformat()}
     server: Server | None = None
     try:

@@ -101,12 +101,14 @@ def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
         s.stop()
 
 
-def wait_granted(client: LeaseClient, amount: str, timeout_s: float = 90.0) -> None:
+def wait_granted(
+    client: LeaseClient, amount: str, timeout_s: float = 90.0, team: str = "search"
+) -> None:
     """Reserve (and cancel) once the server answers: it joins its group first."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.reserve(amount, team="search").cancel()
+            client.reserve(amount, team=team).cancel()
             return
         except LeaseUnavailable:
             if time.monotonic() > deadline:
@@ -380,7 +382,7 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
     try:
         for c in clients:
             for team in ("search", "ads"):
-                wait_granted_on(c, team)
+                wait_granted(c, "0.01", team=team)
         for t in threads:
             t.start()
         time.sleep(3)
@@ -407,17 +409,6 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
     assert any(killed_at + 1 < t < resumed for t in calls["ads"])
 
 
-def wait_granted_on(client: LeaseClient, team: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.reserve("0.01", team=team).cancel()
-            return
-        except LeaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
-
-
 def test_a_refill_costs_one_transaction_and_a_lone_release_is_committed_at_the_next_tick(
     in_process: tuple[LeaseServer, Path],
 ) -> None:
@@ -439,9 +430,7 @@ def test_a_refill_costs_one_transaction_and_a_lone_release_is_committed_at_the_n
     # close() gave the last lease back: no request follows it, the tick commits it.
     deadline = time.monotonic() + 30
     while True:
-        ledger = LeaseLedger(config.budget, LeasePolicy.from_config(config))
-        by_partition = read_ledger(config.kafka.bootstrap_servers, names, range(3))
-        ledger.load([r for records in by_partition.values() for r in records])
+        ledger = _ledger_from_changelog(config, names)
         if all(lease.released for lease in ledger.leases("team:search")):
             break
         assert time.monotonic() < deadline, "the last release was never committed"

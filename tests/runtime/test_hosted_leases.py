@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from spendstream.config import load_config
-from spendstream.errors import BudgetExhausted, LeaseUnavailable
+from spendstream.errors import BudgetExhausted
 from spendstream.producers import LeaseClient
 from spendstream.runtime.lease_server import host_leases
 from tests.stream.faust_workers import Worker, write_config
+from tests.test_budget_leases_kafka import wait_granted
 
 D = Decimal
 HARD = '[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = 10\nhard_limit = 1.0\n'
 LEASES = "[leases]\npartitions = 2\nreply_partitions = 2\n"
-
-
-def reserve_when_served(client: LeaseClient, usd: str, timeout_s: float = 120.0) -> None:
-    """Reserve (and cancel) once a server answers: it joins its group first."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.reserve(usd, team="search").cancel()
-            return
-        except LeaseUnavailable:
-            if time.monotonic() > deadline:
-                raise
 
 
 def test_nothing_is_hosted_without_a_hard_budget_or_with_serve_in_run_off(tmp_path: Path) -> None:
@@ -50,7 +38,7 @@ def test_a_hosted_server_serves_until_stopped(kafka_bootstrap: str, tmp_path: Pa
     try:
         assert hosted.wait_ready(120), hosted.error
         with LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=5) as client:
-            reserve_when_served(client, "0.01")
+            wait_granted(client, "0.01", timeout_s=120)
             held = client.reserve("9", team="search")
             with pytest.raises(BudgetExhausted):
                 client.reserve("2", team="search")
@@ -67,7 +55,7 @@ def test_spendstream_run_serves_budget_leases(kafka_bootstrap: str, tmp_path: Pa
     worker = Worker(tmp_path / "wd", path, tmp_path).start()
     try:
         with LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=5) as client:
-            reserve_when_served(client, "0.01")
+            wait_granted(client, "0.01", timeout_s=120)
             r = client.reserve("4", team="search")
             assert r.lease_id
             with pytest.raises(BudgetExhausted) as caught:
