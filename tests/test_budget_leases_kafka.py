@@ -315,7 +315,7 @@ def owned_partitions(log: Path) -> list[int]:
 def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_killed(
     kafka_bootstrap: str, tmp_path: Path, server_factory: type[ServerProcess]
 ) -> None:
-    from tests.test_lease_landed_spend_kafka import create_facts_topic, publish
+    from tests.test_lease_landed_spend_kafka import create_facts_topic, publish, wait_left
 
     limit, unleased = D(25), D(5)
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -402,6 +402,14 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
     for team in ("search", "ads"):
         assert spent[team] + unleased <= limit, f"overshoot on team:{team}: {spent}"
     assert all(c.metrics.overspent == 0 for c in clients)
+    # Every lease given back (or expired), the owners' books are exact: the cap less the
+    # unleased spend, counted once by team:search's new owner, less what the calls cost.
+    service = KafkaLeaseService(kafka_bootstrap, client_id="c-check", names=lease_topics(config))
+    try:
+        for team in ("search", "ads"):
+            wait_left(service, str(limit - unleased - spent[team]), scope=f"team:{team}")
+    finally:
+        service.close()
     assert owned_partitions(survivor.log) == [0, 1]  # it took team:search's partition over
     assert unavailable["search"] > 0  # team:search's refills waited for the takeover...
     resumed = min(t for t in calls["search"] if t > killed_at + 1)

@@ -83,15 +83,17 @@ def left(service: KafkaLeaseService, scope: str = SCOPE) -> Decimal:
     return reply.left_usd
 
 
-def wait_left(service: KafkaLeaseService, expected: str, timeout_s: float = 60.0) -> None:
+def wait_left(
+    service: KafkaLeaseService, expected: str, timeout_s: float = 60.0, scope: str = SCOPE
+) -> None:
     """Until the server has read the facts just published (it answers from its own loop);
     a miscount never reaches ``expected`` and fails here."""
     deadline = time.monotonic() + timeout_s
-    seen = left(service)
+    seen = left(service, scope)
     while seen != D(expected) and time.monotonic() < deadline:
         time.sleep(0.2)
-        seen = left(service)
-    assert seen == D(expected)
+        seen = left(service, scope)
+    assert seen == D(expected), f"{scope}: {seen} left, not {expected}"
 
 
 def create_facts_topic(config: Config, partitions: int) -> None:
