@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from spendstream.config import Config
+from spendstream.errors import KafkaClientError
 from spendstream.kafka import KafkaSettings
 from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, landed_spends
@@ -30,11 +31,15 @@ def lease_topics(config: Config) -> LeaseTopics:
 
 
 def lease_server(
-    config: Config, instance_id: str, kafka_options: Mapping[str, Any] | None = None
+    config: Config,
+    instance_id: str,
+    kafka_options: Mapping[str, Any] | None = None,
+    timeout_s: float = 30.0,
 ) -> LeaseServer:
     """A server for ``config``'s hard budgets (topics created if missing; not yet running),
     with the ``[kafka]`` client settings (SASL/TLS; a missing secret is a ConfigError);
-    ``kafka_options``: librdkafka settings for its clients."""
+    ``kafka_options``: librdkafka settings for its clients; ``timeout_s``: how long creating
+    the topics may wait for the brokers."""
     names = lease_topics(config)
     settings = KafkaSettings.from_config(config.kafka)
     ensure_lease_topics(
@@ -42,6 +47,7 @@ def lease_server(
         names,
         partitions=config.leases.partitions,
         reply_partitions=config.leases.reply_partitions,
+        timeout_s=timeout_s,
     )
     policy = LeasePolicy.from_config(config)
     budgets = list(config.budget)
@@ -68,13 +74,23 @@ class HostedLeaseServer:
     Its own consumer group (``[leases] group_id``) on the lease requests, its own
     transactional producer, its facts reader: nothing shared with the host but the
     configuration. ``start()`` returns at once (the topics are created on the thread);
-    ``stop()`` ends it. A server that fails (another instance with the same id fenced it,
-    the broker refused its credentials) logs why and keeps ``error``; the host goes on.
+    ``stop()`` ends it. A broker that cannot be reached (at start or later) is tried again
+    every ``retry_s``; a server that fails for good (another instance with the same id
+    fenced it, the broker refused its credentials) logs why and keeps ``error``; the host
+    goes on, and its clients get ``LeaseUnavailable`` until another server owns the scopes.
     """
 
-    def __init__(self, config: Config, instance_id: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        instance_id: str,
+        retry_s: float = 5.0,
+        connect_timeout_s: float = 30.0,
+    ) -> None:
         self.config = config
         self.instance_id = instance_id
+        self.retry_s = retry_s
+        self.connect_timeout_s = connect_timeout_s
         self.server: LeaseServer | None = None
         self.error: BaseException | None = None
         self._made = threading.Event()
@@ -89,9 +105,23 @@ class HostedLeaseServer:
 
     def _run(self) -> None:
         try:
-            self.server = lease_server(self.config, self.instance_id)
-            self._made.set()
-            self.server.run(self._stop)
+            while not self._stop.is_set():
+                try:
+                    self.server = lease_server(
+                        self.config, self.instance_id, timeout_s=self.connect_timeout_s
+                    )
+                    self._made.set()
+                    self.server.run(self._stop)
+                except KafkaClientError as exc:
+                    if not exc.retriable:
+                        raise
+                    log.warning(
+                        "the lease server %s: %s; trying again in %.0f s",
+                        self.instance_id,
+                        exc,
+                        self.retry_s,
+                    )
+                    self._stop.wait(self.retry_s)
         except Exception as exc:
             self.error = exc
             log.error("the lease server %s stopped: %s", self.instance_id, exc)

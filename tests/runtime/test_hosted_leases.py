@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from spendstream.config import load_config
 from spendstream.errors import BudgetExhausted
 from spendstream.producers import LeaseClient
-from spendstream.runtime.lease_server import host_leases
+from spendstream.runtime.lease_server import HostedLeaseServer, host_leases
 from tests.stream.faust_workers import Worker, write_config
 from tests.test_budget_leases_kafka import wait_granted
 
@@ -66,3 +68,22 @@ def test_spendstream_run_serves_budget_leases(kafka_bootstrap: str, tmp_path: Pa
         code = worker.stop()
     assert code == 0, worker.log_tail()
     assert "serving budget leases as" in worker.log_path.read_text(errors="replace")
+
+
+def test_a_hosted_server_keeps_trying_an_unreachable_broker_until_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from spendstream.local.kafka import find_free_port
+
+    dead = f"127.0.0.1:{find_free_port()}"
+    path, _ = write_config(tmp_path / "c.toml", dead, extra=HARD + LEASES)
+    hosted = HostedLeaseServer(load_config(path), "h-dead", retry_s=0.1, connect_timeout_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="spendstream.leases"):
+        hosted.start()
+        deadline = time.monotonic() + 60  # a hang guard
+        while caplog.text.count("trying again") < 2:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.1)
+    assert hosted.alive and hosted.error is None and not hosted.wait_ready(0.1)
+    hosted.stop()
+    assert not hosted.alive
