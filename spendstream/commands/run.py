@@ -1,5 +1,8 @@
 """``spendstream run``: the stream processors on Kafka (faust-streaming workers) and HTTP ingest.
 
+With hard budgets (and ``[leases] serve_in_run``, the default) each worker also hosts a
+budget lease server (``spendstream.runtime.lease_server.host_leases``).
+
 Start as many as you like with the same configuration: they form one consumer group and
 split the usage topic's partitions. Each serves POST /v1/events, GET /v1/breakers,
 /healthz and /metrics on its own [http] port (a bearer token on all but /healthz).
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 
 from spendstream.commands._options import (
@@ -95,6 +99,18 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     logging.getLogger("spendstream").setLevel(args.log_level.upper())
+    from spendstream.runtime.lease_server import host_leases
+
+    # Budget leases for the hard budgets, as `spendstream leases serve` would: a stable name
+    # per worker (host and HTTP port) so a restarted worker takes its partitions back.
+    leases = host_leases(config, f"{socket.gethostname()}-run-{port}")
+    if leases is not None:
+        print(
+            f"spendstream run: serving budget leases as {leases.instance_id!r} "
+            f"(group {config.kafka.topic_prefix + config.leases.group_id})",
+            file=sys.stderr,
+            flush=True,
+        )
     worker = faust.Worker(rt.app, loglevel=args.log_level, quiet=True)
     if worker.spinner is not None and not worker.spinner.file.isatty():
         # Faust's start-up spinner writes cursor codes (ESC[?25l ...) even into a pipe or a
@@ -105,5 +121,7 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        if leases is not None:
+            leases.stop()
         rt.close()
     return 0
