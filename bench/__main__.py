@@ -17,6 +17,7 @@ BENCHMARKS = (
     "decode",  # columnar decode + validate (stream/batch.py) vs per-event pydantic
     "producer",  # Meter.record() latency; Meter to Kafka vs a bare KafkaProducer
     "ingest",  # embedded spendstream ingest of 1M events vs a per-event calc_price loop
+    "ingest_scale",  # ingest with 1% bad records, and 10M events streamed through a pipe
     "warehouse_queries",  # named queries at 10M facts (local and S3) vs bare read_parquet; landing
     "dedupe",  # dedupe store probe+insert per key: empty vs 10M landed keys
     "writers",  # 3 writers committing at once with maintenance: lost/doubled, retries

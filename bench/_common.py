@@ -6,6 +6,7 @@ import json
 import os
 import platform
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,35 @@ from spendstream.cli import main
 try:
     rc = main(sys.argv[1:])
 finally:
-    print("BENCH_MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    print("BENCH_MAXRSS_KB", use.ru_maxrss, file=sys.stderr)
+    print("BENCH_CPU_S", use.ru_utime + use.ru_stime, file=sys.stderr)
 sys.exit(rc)
 """
 
 
-def run_spendstream(args: list[str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of ``spendstream ARGS`` in a child process.
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """One ``spendstream`` child process: wall and CPU seconds (its own, every thread),
+    peak RSS, and what it printed."""
 
-    The child reports its own peak. RUSAGE_CHILDREN would not do: Linux carries the
-    high-water mark across fork and exec, so a child forked from a benchmark holding a
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    stdout: str
+
+
+def run_spendstream(args: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MB, stdout) of ``spendstream ARGS`` in a child process."""
+    m = run_measured(args)
+    return m.wall_s, m.peak_rss_mb, m.stdout
+
+
+def run_measured(args: list[str]) -> Measured:
+    """``spendstream ARGS`` in a child process, measured.
+
+    The child reports its own peak and CPU time. RUSAGE_CHILDREN would not do: Linux carries
+    the high-water mark across fork and exec, so a child forked from a benchmark holding a
     million generated events would report the parent's size as its own.
     """
     import subprocess
@@ -87,12 +107,11 @@ def run_spendstream(args: list[str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"spendstream {' '.join(args)} failed: {proc.stderr[-2000:]}")
-    kb = next(
-        int(line.split()[1])
-        for line in proc.stderr.splitlines()
-        if line.startswith("BENCH_MAXRSS_KB ")
+    said = dict(
+        line.split(maxsplit=1) for line in proc.stderr.splitlines() if line.startswith("BENCH_")
     )
-    return wall, kb / 1024, proc.stdout
+    kb = int(said["BENCH_MAXRSS_KB"])
+    return Measured(wall, float(said["BENCH_CPU_S"]), kb / 1024, proc.stdout)
 
 
 def write_synthetic(path: Path, events: int, seed: int) -> None:

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -344,7 +344,7 @@ class Warehouse:
         result = CommitResult(seq=resume.seq)
         if digests is None and DIGEST_COLUMN in tables["usage_facts"].column_names:
             digests = tables["usage_facts"][DIGEST_COLUMN].combine_chunks()
-        fact_table, fact_digests = self._new_facts(tables["usage_facts"], digests, result)
+        fact_table, fact_digests, hashed = self._new_facts(tables["usage_facts"], digests, result)
         tables["usage_facts"] = fact_table
         for name in SMALL_TABLES:
             if len(tables[name]):
@@ -375,9 +375,8 @@ class Warehouse:
             props[sn.key("positions", self.writer)] = sn.to_json(new_positions)
         fact_files = files.get("usage_facts", [])
         while True:
-            hashed = _hashed(fact_table, fact_digests)
 
-            def still_new(h: tuple[np.ndarray, ...] = hashed) -> bool:
+            def still_new(h: _Hashed = hashed) -> bool:
                 return bool((self.dedupe.classify_hashed(*h) == NEW).all())
 
             try:
@@ -396,6 +395,7 @@ class Warehouse:
                 keep = self.dedupe.classify_hashed(*hashed) == NEW
                 result.duplicates += int((~keep).sum())
                 fact_table = fact_table.filter(pa.array(keep))
+                hashed = _Hashed(*(part[keep] for part in hashed))
                 if fact_digests is not None:
                     fact_digests = fact_digests.filter(pa.array(keep))
                 self._delete_files(fact_files)
@@ -405,9 +405,7 @@ class Warehouse:
         self._state = state_bytes
         result.seq = seq
         if len(fact_table):
-            self.dedupe.add(
-                fact_table["event_id"], epoch_days(fact_table["ts"]), fact_digests, known_new=True
-            )
+            self.dedupe.add_hashed(*hashed, known_new=True)
         for name in SMALL_TABLES:
             if name in files:
                 self._land_outbox(name, self.writer, seq, files[name], tables[name])
@@ -420,19 +418,27 @@ class Warehouse:
 
     def _new_facts(
         self, facts: pa.Table, digests: pa.Array | None, result: CommitResult
-    ) -> tuple[pa.Table, pa.Array | None]:
+    ) -> tuple[pa.Table, pa.Array | None, _Hashed]:
+        """The facts not landed yet, their digests, and their dedupe keys (hashed once: the
+        same keys serve the race check and the insert after the commit)."""
+        hashed = _hashed(facts, digests)
         if not len(facts):
-            return facts, digests
-        codes = self.classify(facts["event_id"], facts["ts"], digests)
+            return facts, digests, hashed
+        self._catch_up()
+        codes = self.dedupe.classify_hashed(*hashed)
         new = codes == NEW
         result.duplicates = int((codes == 1).sum())
         conflict = np.flatnonzero(codes == 2)
         if conflict.size:
             result.conflicts = facts["event_id"].take(pa.array(conflict)).to_pylist()
         if new.all():
-            return facts, digests
+            return facts, digests, hashed
         mask = pa.array(new)
-        return facts.filter(mask), None if digests is None else digests.filter(mask)
+        return (
+            facts.filter(mask),
+            None if digests is None else digests.filter(mask),
+            _Hashed(*(part[new] for part in hashed)),
+        )
 
     def _write_files(self, name: str, table: pa.Table) -> list[DataFile]:
         from pyiceberg.io.pyarrow import _dataframe_to_data_files
@@ -662,11 +668,18 @@ class _FactsRaced(Exception):
         self.retries = retries
 
 
-def _hashed(
-    facts: pa.Table, digests: pa.Array | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+class _Hashed(NamedTuple):
+    """Facts' dedupe keys, as ``DedupeStore.classify_hashed``/``add_hashed`` take them."""
+
+    hi: np.ndarray
+    lo: np.ndarray
+    days: np.ndarray
+    digests: np.ndarray
+
+
+def _hashed(facts: pa.Table, digests: pa.Array | None) -> _Hashed:
     from spendstream.warehouse.dedupe import _digest_hashes
     from spendstream.warehouse.keyhash import hash128
 
     hi, lo = hash128(facts["event_id"])
-    return hi, lo, epoch_days(facts["ts"]), _digest_hashes(digests, len(hi))
+    return _Hashed(hi, lo, epoch_days(facts["ts"]), _digest_hashes(digests, len(hi)))

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.runtime.collector import batch_pace
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.batch import DIGEST, judge_lines, stored_raw
 from spendstream.stream.pipeline import Pipeline
@@ -154,17 +155,18 @@ class EmbeddedRunner:
         summary = IngestSummary()
         batch_size = self.batch_size
         batch: list[InputRecord] = []
-        for item in records:
-            batch.append(item)
-            if len(batch) >= batch_size:
+        with batch_pace():
+            for item in records:
+                batch.append(item)
+                if len(batch) >= batch_size:
+                    self._run_batch(batch, summary)
+                    batch = []
+                    if progress:
+                        progress(summary)
+            if batch:
                 self._run_batch(batch, summary)
-                batch = []
                 if progress:
                     progress(summary)
-        if batch:
-            self._run_batch(batch, summary)
-            if progress:
-                progress(summary)
         return summary
 
     def _run_batch(self, batch: list[InputRecord], summary: IngestSummary) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from spendstream.config import WarehouseConfig, config_from_dict
@@ -107,3 +108,30 @@ def test_writers_opening_a_new_catalog_at_once_all_open_it(tmp_path: Path) -> No
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_load_keeps_the_held_table_until_another_writer_commits(tmp_path: Path) -> None:
+    """Tables.load skips re-reading metadata the catalog still points at, and never hides
+    another writer's commit."""
+    from tests.warehouse.factories import fact
+
+    a = Warehouse(tmp_path, writer="usage/0")
+    b = Warehouse(tmp_path, writer="usage/1")
+    try:
+        a.commit(facts=[fact()], positions={"p0": 1})
+        held = a.tables.load("usage_facts")
+        assert a.tables.load("usage_facts") is held  # unchanged: the same object
+        b.commit(facts=[fact(event_id="other")], positions={"p1": 1})
+        fresh = a.tables.load("usage_facts")
+        assert fresh is not held
+        assert fresh.metadata_location != held.metadata_location
+        assert fresh.current_snapshot() == b.tables.load("usage_facts").current_snapshot()
+        # a sees b's fact as landed: its dedupe store caught up from the fresh head.
+        from spendstream.warehouse import DUPLICATE
+        from spendstream.warehouse.tables import TABLE_SCHEMAS
+
+        ts = pa.array([fact().event.ts], TABLE_SCHEMAS["usage_facts"].field("ts").type)
+        assert a.classify(pa.array(["other"]), ts).tolist() == [DUPLICATE]
+    finally:
+        a.close()
+        b.close()
