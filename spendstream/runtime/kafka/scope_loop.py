@@ -1,0 +1,383 @@
+"""The scope loop: partials of wide scopes in aligned rounds -> alerts and breaker transitions.
+
+One consumer in group ``<app_id>-scopes`` on the partials topic. Per assigned partials
+partition q it holds a ``ScopeEngine`` and the warehouse writer ``scopes/<q>``, whose last
+commit holds the engine state, the usage offsets merged per usage partition, and the
+position in partition q.
+
+Partition q receives, from every usage batch with facts, that batch's partials of the
+scopes q owns plus the batch's clock row (its watermarks). They are merged in *rounds*:
+each usage partition's clock is the watermark its last batch reached, and a round releases
+every held batch whose watermark is at or below the least advanced clock, so batches of
+different partitions meet in event-time order (``stream.engine``'s docstring says what
+that makes equal to one process). A usage partition stops holding the others back when its
+reader says it has read everything (an idle marker), or after ``[pipeline] align_idle_s``
+of silence (its worker died; another takes it over).
+
+A batch whose last usage offset is at or below what was merged (or is held) for its usage
+partition is a replay of a batch merged already (its worker died before landing it) and is
+dropped. Where a merge may cross a threshold, ``DetailSource`` reads the source batch's
+facts back from the facts topic. Alerts and signed breaker events are published before the
+warehouse commit (alerts, breaker events, state, position); a failure rewinds partition q
+to its last commit and replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.config import Config
+from spendstream.errors import SpendstreamError
+from spendstream.kafka.consumer import Consumer, Message, Partition
+from spendstream.kafka.producer import Producer
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.records import Alert, BreakerEvent
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.facts_reader import FactsReader
+from spendstream.runtime.kafka.outputs import IdleClock, Outputs
+from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.wire import (
+    IDLE,
+    PARTIALS_KIND,
+    RESET,
+    PartialsBatch,
+    decode_idle,
+    decode_partials,
+    decode_reset,
+    kind_of,
+)
+from spendstream.signing import load_breaker_signer
+from spendstream.stream.engine import ScopeEngine
+from spendstream.table_schemas import alerts_table, breaker_events_table
+from spendstream.warehouse import Warehouse
+
+__all__ = ["ScopeLoop", "scope_writer"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 1.0
+_STATE_VERSION = 1
+_COMMIT_QUIET_S = 1.0  # a position that moved without output is landed at most this often
+
+
+def scope_writer(partition: int) -> str:
+    return f"scopes/{partition}"
+
+
+@dataclass(slots=True)
+class _Held:
+    offset: int  # in the partials partition
+    batch: PartialsBatch
+    wm_end: int | None
+
+
+@dataclass(slots=True)
+class _Owner:
+    number: int
+    warehouse: Warehouse
+    engine: ScopeEngine
+    position: int  # last partials offset landed (-1: none)
+    merged: dict[int, int]  # usage partition -> last usage offset merged
+    clocks: dict[int, int]  # usage partition -> watermark of its last batch (us)
+    resets_upto: int  # partials offset of the last reset applied
+    idle: IdleClock
+    seen_at: dict[int, float] = field(default_factory=dict)  # processing time of a lane's news
+    idle_lanes: set[int] = field(default_factory=set)
+    held: list[_Held] = field(default_factory=list)
+    read: int = -1  # last partials offset read
+    landed_at: float = 0.0
+
+
+class ScopeLoop:
+    """One thread's loop over the partials topic (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        settings: KafkaSettings,
+        names: TopicNames,
+        usage_partitions: int,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.settings = settings
+        self.names = names
+        self.lanes = usage_partitions
+        self.metrics = metrics
+        self.stop = stop
+        self.clock = clock
+        self.signer = load_breaker_signer(config.breaker)
+        self.owners: dict[int, _Owner] = {}
+        self._assigned: list[Partition] = []
+        self._broken: set[int] = set()
+        self.consumer: Consumer | None = None
+        self.facts: FactsReader | None = None
+        self.out: Outputs | None = None
+        self.ready = threading.Event()
+
+    def position_key(self, q: int) -> str:
+        return f"{self.names.partials}/{q}"
+
+    def assigned(self) -> list[Partition]:
+        return list(self._assigned)
+
+    # --- assignment --------------------------------------------------------------------
+
+    def _open(self, q: int) -> _Owner:
+        old = self.owners.pop(q, None)
+        if old is not None:
+            old.warehouse.close()
+        wh = Warehouse(self.workdir, writer=scope_writer(q), config=self.config.warehouse)
+        resume = wh.resume()
+        position = (resume.positions or {}).get(self.position_key(q), -1)
+        state: dict[str, Any] = orjson.loads(resume.state) if resume.state else {}
+        if state.get("version") != _STATE_VERSION:
+            state = {}
+        engine = ScopeEngine(self.config, state.get("engine"))
+        now = self.clock()
+        owner = _Owner(
+            q,
+            wh,
+            engine,
+            position,
+            {int(k): int(v) for k, v in state.get("merged", {}).items()},
+            {int(k): int(v) for k, v in state.get("clocks", {}).items()},
+            int(state.get("resets_upto", -1)),
+            IdleClock(self.config.breaker.idle_advance_s, self.clock),
+            seen_at=dict.fromkeys(range(self.lanes), now),
+            read=position,
+            landed_at=now,
+        )
+        self.owners[q] = owner
+        return owner
+
+    def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
+        starts: dict[Partition, int | None] = {}
+        for topic, q in parts:
+            while True:
+                try:
+                    owner = self._open(q)
+                    break
+                except SpendstreamError as exc:
+                    log.warning("scopes %d: cannot resume (%s); retrying", q, exc)
+                    if self.stop.wait(_RETRY_S):
+                        raise
+            starts[(topic, q)] = owner.position + 1
+        self._assigned = sorted({*self._assigned, *parts})
+        return starts
+
+    def _on_revoke(self, parts: list[Partition]) -> None:
+        for _, q in parts:
+            owner = self.owners.pop(q, None)
+            if owner is not None:
+                owner.warehouse.close()
+        self._assigned = sorted(set(self._assigned) - set(parts))
+
+    def _rewind(self, q: int) -> None:
+        assert self.consumer is not None
+        try:
+            owner = self._open(q)
+            self.consumer.seek((self.names.partials, q), owner.position + 1)
+            self._broken.discard(q)
+        except SpendstreamError as exc:
+            log.warning("scopes %d: cannot rewind yet (%s)", q, exc)
+            self.owners.pop(q, None)
+            self._broken.add(q)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        kc = self.config.kafka
+        self.facts = FactsReader(self.settings, self.names.facts)
+        self.out = Outputs(
+            Producer(self.settings, client_id="spendstream-scopes"), self.names, self.signer
+        )
+        self.consumer = Consumer(
+            self.settings,
+            group_id=f"{kc.app_id}-scopes",
+            client_id="spendstream-scopes",
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            config={
+                "session.timeout.ms": int(kc.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
+            },
+        )
+        try:
+            self.consumer.subscribe([self.names.partials])
+            self.ready.set()
+            within = min(self.config.pipeline.batch_within_s, 0.2)
+            while not self.stop.is_set():
+                try:
+                    msgs = self.consumer.consume(5000, within)
+                except SpendstreamError as exc:
+                    log.warning("scope loop: %s", exc)
+                    self.stop.wait(_RETRY_S)
+                    continue
+                for q in sorted(self._broken):
+                    if (self.names.partials, q) in self._assigned:
+                        self._rewind(q)
+                    else:
+                        self._broken.discard(q)
+                self._take(msgs)
+        finally:
+            for owner in self.owners.values():
+                owner.warehouse.close()
+            self.consumer.close()
+            self.facts.close()
+            self.out.producer.close(timeout_s=10)
+
+    def _take(self, msgs: Sequence[Message]) -> None:
+        by_part: dict[int, list[Message]] = {}
+        for m in msgs:
+            by_part.setdefault(int(m.partition() or 0), []).append(m)
+        for q, owner in list(self.owners.items()):
+            try:
+                self._step(owner, by_part.get(q, []))
+            except Exception:
+                log.exception("scopes %d: round failed; replaying from offset %d", q, owner.position + 1)
+                self.stop.wait(_RETRY_S)
+                self._rewind(q)
+
+    def _step(self, owner: _Owner, msgs: list[Message]) -> None:
+        alerts: list[Alert] = []
+        breakers: list[BreakerEvent] = []
+        now = self.clock()
+        for m in msgs:
+            offset = int(m.offset() or 0)
+            if offset <= owner.read:
+                continue
+            owner.read = offset
+            kind = kind_of(m.headers())
+            if kind == PARTIALS_KIND:
+                self._hold(owner, offset, m.value() or b"", now)
+            elif kind == IDLE:
+                owner.idle_lanes.add(decode_idle(m.value() or b"").partition)
+            elif kind == RESET and offset > owner.resets_upto:
+                owner.resets_upto = offset
+                self._round(owner, alerts, breakers)  # a reset applies after what came before
+                cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
+                if cmd is None:
+                    log.warning(
+                        "scopes %d: ignoring a breaker reset at offset %d: malformed or not "
+                        "signed with the [breaker] HMAC key",
+                        owner.number,
+                        offset,
+                    )
+                    continue
+                event = owner.engine.reset_breaker(cmd.scope, cmd.ts)
+                if event is not None:
+                    breakers.append(event)
+        merged = self._round(owner, alerts, breakers)
+        if not merged and not owner.held:
+            breakers += owner.idle.advance(owner.engine)
+        self.metrics.held.set(sum(len(o.held) for o in self.owners.values()))
+        moved = owner.read > owner.position and (
+            not owner.held or owner.held[0].offset - 1 > owner.position
+        )
+        if alerts or breakers or merged or (moved and now - owner.landed_at >= _COMMIT_QUIET_S):
+            self._land(owner, alerts, breakers)
+
+    def _hold(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
+        batch = decode_partials(value)
+        p = batch.usage_partition
+        have = max(
+            owner.merged.get(p, -1),
+            max((h.batch.last_offset for h in owner.held if h.batch.usage_partition == p), default=-1),
+        )
+        if batch.last_offset <= have:
+            return  # a replay of a batch merged (or held) already
+        ends = batch.partials.column("wm_end").cast(pa.int64()).drop_null()
+        wm_end = None if len(ends) == 0 else int(pc.max(ends).as_py())
+        owner.held.append(_Held(offset, batch, wm_end))
+        if wm_end is not None:
+            owner.clocks[p] = max(owner.clocks.get(p, wm_end), wm_end)
+        owner.seen_at[p] = now
+        owner.idle_lanes.discard(p)
+
+    def _bound(self, owner: _Owner) -> tuple[bool, int | None]:
+        """(hold everything, else release batches whose watermark is at most this; None:
+        every held batch)."""
+        now = self.clock()
+        wait = self.config.pipeline.align_idle_s
+        active = [
+            p
+            for p in range(self.lanes)
+            if p not in owner.idle_lanes and now - owner.seen_at.get(p, now) < wait
+        ]
+        if any(p not in owner.clocks for p in active):
+            return True, None
+        marks = [owner.clocks[p] for p in active]
+        return False, (min(marks) if marks else None)
+
+    def _round(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> bool:
+        """Merge the held batches alignment releases; whether any was merged."""
+        if not owner.held:
+            return False
+        hold, bound = self._bound(owner)
+        if hold:
+            return False
+        released = [
+            h for h in owner.held if bound is None or h.wm_end is None or h.wm_end <= bound
+        ]
+        if not released:
+            return False
+        owner.held = [h for h in owner.held if h not in released]
+        t0 = time.perf_counter()
+        table = pa.concat_tables([h.batch.partials for h in released])
+        detection = owner.engine.merge(table, self.facts)
+        for h in released:
+            p = h.batch.usage_partition
+            owner.merged[p] = max(owner.merged.get(p, -1), h.batch.last_offset)
+        alerts.extend(detection.alerts)
+        breakers.extend(detection.breaker_events)
+        owner.idle.judged()
+        self.metrics.step_seconds.labels("scope_merge").inc(time.perf_counter() - t0)
+        self.metrics.batches.labels("scopes").inc()
+        return True
+
+    def _state(self, owner: _Owner) -> bytes:
+        return orjson.dumps(
+            {
+                "version": _STATE_VERSION,
+                "engine": owner.engine.snapshot().decode(),
+                "merged": owner.merged,
+                "clocks": owner.clocks,
+                "resets_upto": owner.resets_upto,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+
+    def _land(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> None:
+        assert self.out is not None
+        t0 = time.perf_counter()
+        self.out.send(self.out.detection(alerts, breakers))
+        # Held batches are read again after a restart (replays of merged ones are dropped).
+        position = owner.held[0].offset - 1 if owner.held else owner.read
+        position = max(position, owner.position)
+        owner.warehouse.commit(
+            alerts=alerts_table(alerts),
+            breaker_events=breaker_events_table(breakers),
+            positions={self.position_key(owner.number): position},
+            state=self._state(owner),
+        )
+        owner.position = position
+        owner.landed_at = self.clock()
+        self.metrics.step_seconds.labels("scope_land").inc(time.perf_counter() - t0)
+        self.metrics.observe_detection(alerts, breakers)
+        self.metrics.events_out.labels(self.names.alerts).inc(len(alerts))
+        self.metrics.events_out.labels(self.names.breakers).inc(len(breakers))

@@ -1,0 +1,418 @@
+"""The usage loop: usage records in batches -> facts, per-key detection, partials -> warehouse.
+
+One consumer in group ``<app_id>`` on the usage topic (cooperative-sticky). Per assigned
+usage partition p it holds a ``LocalEngine`` and the warehouse writer ``usage/<p>``, whose
+last commit holds the partition's position and the engine's state: on assignment the
+engine is restored from it and reading starts right after it (Kafka's committed offsets are
+only advisory). Per batch of partition p:
+
+1. decode, bound and dedupe the records (``stream.batch.judge_lines``; a bad record is a
+   dead letter at ``kafka:<topic>/<p>@<offset>``), price the new ones (``price_table``);
+2. publish the facts as one record to partition p of the facts topic and wait for its ack
+   (its offset names the batch for scope owners: ``DetailSource``);
+3. ``LocalEngine.process``: per-key alerts and breaker transitions, and the batch's partials
+   for wide scopes; publish partials to the partials topic (partition ``owner_of(scope)``,
+   the clock row to every partition), alerts, signed breaker events and dead letters, and
+   wait for every ack;
+4. commit to the warehouse: facts, dead letters, alerts, breaker events, the engine state and
+   the position, in one exactly-once commit; then (advisory) the group offset.
+
+A failure anywhere (the broker, the warehouse) rewinds the partition to its last commit and
+replays the batch: nothing is skipped, and no input can stop the loop (a poison record is a
+dead letter). A replayed batch republishes its outputs: alerts are idempotent by alert_id,
+scope owners drop partials of a batch they merged by its usage offsets, and batches that
+were published but not landed are replayed cut exactly as they were (their facts records
+say how), so a scope owner never sees two different cuts of the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from spendstream import facts_topic
+from spendstream.config import Config
+from spendstream.errors import SpendstreamError, WriterFenced
+from spendstream.kafka.consumer import Consumer, Message, Partition
+from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.pricedata import load_price_data
+from spendstream.records import BreakerEvent
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.facts_reader import FactsReader, batch_ref
+from spendstream.runtime.kafka.outputs import IdleClock, Outputs
+from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.wire import (
+    IDLE,
+    KIND_HEADER,
+    PARTIALS_KIND,
+    RESET,
+    decode_reset,
+    encode_idle,
+    encode_partials,
+    kind_of,
+)
+from spendstream.signing import load_breaker_signer
+from spendstream.stream.batch import DIGEST, ROW, judge_lines
+from spendstream.stream.engine import LocalEngine, route
+from spendstream.stream.pipeline import Pipeline
+from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
+from spendstream.warehouse import Warehouse
+
+__all__ = ["UsageLoop", "usage_writer"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_S = 1.0  # pause before a partition that failed is replayed
+
+
+def usage_writer(partition: int) -> str:
+    return f"usage/{partition}"
+
+
+@dataclass(slots=True)
+class _Partition:
+    number: int
+    warehouse: Warehouse
+    engine: LocalEngine
+    landed: int  # last usage offset landed (-1: none)
+    idle: IdleClock
+    cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
+    buffer: list[Message] = field(default_factory=list)
+    idle_sent: int | None = None  # the offset the last idle marker covered
+
+
+class UsageLoop:
+    """One thread's loop over the usage topic (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        settings: KafkaSettings,
+        names: TopicNames,
+        partials_partitions: int,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.settings = settings
+        self.names = names
+        self.owners = partials_partitions
+        self.metrics = metrics
+        self.stop = stop
+        self.signer = load_breaker_signer(config.breaker)
+        self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
+        self.parts: dict[int, _Partition] = {}
+        self._assigned: list[Partition] = []
+        self.consumer: Consumer | None = None
+        self.facts: FactsReader | None = None
+        self.out: Outputs | None = None
+        self.ready = threading.Event()
+
+    def position_key(self, partition: int) -> str:
+        return f"{self.names.usage}/{partition}"
+
+    def assigned(self) -> list[Partition]:
+        return list(self._assigned)
+
+    # --- assignment --------------------------------------------------------------------
+
+    def _open(self, p: int) -> _Partition:
+        """Partition p as its last warehouse commit left it."""
+        old = self.parts.pop(p, None)
+        if old is not None:
+            old.warehouse.close()
+        wh = Warehouse(self.workdir, writer=usage_writer(p), config=self.config.warehouse)
+        resume = wh.resume()
+        landed = (resume.positions or {}).get(self.position_key(p), -1)
+        engine = LocalEngine(self.config, p, resume.state)
+        assert self.facts is not None
+        cuts = deque(self.facts.unlanded_cuts(p, landed))
+        part = _Partition(p, wh, engine, landed, IdleClock(self.config.breaker.idle_advance_s))
+        part.cuts = cuts
+        self.parts[p] = part
+        if cuts:
+            log.info("usage %d: replaying %d unlanded batch(es) as cut: %s", p, len(cuts), cuts)
+        return part
+
+    def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
+        starts: dict[Partition, int | None] = {}
+        for topic, p in parts:
+            part = self._open_retrying(p)
+            starts[(topic, p)] = part.landed + 1
+        self._assigned = sorted({*self._assigned, *parts})
+        return starts
+
+    def _open_retrying(self, p: int) -> _Partition:
+        while True:
+            try:
+                return self._open(p)
+            except SpendstreamError as exc:
+                # The warehouse or the broker is down: the partition waits for them (an
+                # assignment must not be left half-made), and the group meanwhile sees us
+                # alive through librdkafka's own heartbeats.
+                log.warning("usage %d: cannot resume (%s); retrying", p, exc)
+                if self.stop.wait(_RETRY_S):
+                    raise
+
+    def _on_revoke(self, parts: list[Partition]) -> None:
+        for _, p in parts:
+            part = self.parts.pop(p, None)
+            if part is not None:
+                part.warehouse.close()
+        self._assigned = sorted(set(self._assigned) - set(parts))
+
+    def _rewind(self, p: int) -> None:
+        """Back to the last commit of partition p: the batch in hand is replayed."""
+        assert self.consumer is not None
+        try:
+            part = self._open(p)
+            self.consumer.seek((self.names.usage, p), part.landed + 1)
+        except SpendstreamError as exc:
+            log.warning("usage %d: cannot rewind yet (%s)", p, exc)
+            self.parts.pop(p, None)
+            self._broken.add(p)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        kc = self.config.kafka
+        self._broken: set[int] = set()
+        self._quiet: set[int] = set()
+        self.facts = FactsReader(self.settings, self.names.facts)
+        self.out = Outputs(
+            Producer(self.settings, client_id="spendstream-usage"), self.names, self.signer
+        )
+        self.consumer = Consumer(
+            self.settings,
+            group_id=kc.app_id,
+            client_id="spendstream-usage",
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            config={
+                "session.timeout.ms": int(kc.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
+            },
+        )
+        try:
+            self.consumer.subscribe([self.names.usage])
+            self.ready.set()
+            batch = self.config.pipeline.batch_size
+            within = self.config.pipeline.batch_within_s
+            while not self.stop.is_set():
+                try:
+                    msgs = self.consumer.consume(batch, within)
+                except SpendstreamError as exc:
+                    log.warning("usage loop: %s", exc)
+                    self.stop.wait(_RETRY_S)
+                    continue
+                self._heal()
+                self._take(msgs)
+                self._idle()
+        finally:
+            for part in self.parts.values():
+                part.warehouse.close()
+            self.consumer.close()
+            self.facts.close()
+            self.out.producer.close(timeout_s=10)
+
+    def _heal(self) -> None:
+        """Partitions that could not be rewound (warehouse or broker down) try again."""
+        for p in sorted(self._broken):
+            if (self.names.usage, p) not in self._assigned:
+                self._broken.discard(p)
+                continue
+            try:
+                part = self._open(p)
+                assert self.consumer is not None
+                self.consumer.seek((self.names.usage, p), part.landed + 1)
+                self._broken.discard(p)
+            except SpendstreamError as exc:
+                log.warning("usage %d: still cannot resume (%s)", p, exc)
+
+    def _take(self, msgs: Sequence[Message]) -> None:
+        by_part: dict[int, list[Message]] = {}
+        for m in msgs:
+            by_part.setdefault(int(m.partition() or 0), []).append(m)
+        self.metrics.events_in.inc(len(msgs))
+        self._quiet = set(self.parts) - set(by_part)
+        for p, records in sorted(by_part.items()):
+            part = self.parts.get(p)
+            if part is None:
+                continue  # revoked, or waiting to be rewound: re-read from its position
+            part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
+            try:
+                self._drain(part)
+            except Exception:
+                # Whatever failed (broker, warehouse, a bug on a strange record), the batch
+                # is not landed: replay it from the last commit, never skip it.
+                log.exception("usage %d: batch failed; replaying from offset %d", p, part.landed + 1)
+                self.stop.wait(_RETRY_S)
+                self._rewind(p)
+
+    def _drain(self, part: _Partition) -> None:
+        while part.buffer:
+            if part.cuts:
+                first, last = part.cuts[0]
+                if (part.buffer[-1].offset() or 0) < last:
+                    return  # the replayed cut is not all read yet
+                n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
+                batch, part.buffer = part.buffer[:n], part.buffer[n:]
+                part.cuts.popleft()
+            else:
+                batch, part.buffer = part.buffer, []
+            self._process(part, batch)
+
+    def _process(self, part: _Partition, msgs: list[Message]) -> None:
+        assert self.out is not None
+        p, names, out, steps = part.number, self.names, self.out, self.metrics.step_seconds
+        t0 = time.perf_counter()
+        now = datetime.now(UTC)
+        events = [m for m in msgs if kind_of(m.headers()) is None]
+        controls = [m for m in msgs if kind_of(m.headers()) == RESET]
+        topic = names.usage
+        judged = judge_lines(
+            [m.value() or b"" for m in events],
+            now,
+            lambda i: f"kafka:{topic}/{p}@{events[i].offset()}",
+            part.warehouse.classify,
+            self.config.detection.max_future_skew_s,
+        )
+        facts = self.pipeline.price_table(judged.new, now)
+        offsets = pa.array(
+            [events[i].offset() for i in judged.new.column(ROW).to_pylist()], pa.int64()
+        )
+        first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
+        t1 = time.perf_counter()
+        record = facts_topic.encode(p, facts, offsets, (first, last))
+        (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+        assert facts_offset is not None
+        t2 = time.perf_counter()
+        local = part.engine.process(facts, batch_ref(p, facts_offset))
+        alerts = list(local.detection.alerts)
+        breakers = list(local.detection.breaker_events)
+        breakers += self._resets(part, controls)
+        records: list[OutRecord] = [
+            OutRecord(
+                names.partials,
+                encode_partials(p, first, last, table),
+                str(p).encode(),
+                [(KIND_HEADER, PARTIALS_KIND)],
+                q,
+            )
+            for q, table in enumerate(route(local.partials, self.owners))
+            if table.num_rows
+        ]
+        records += out.detection(alerts, breakers)
+        records += [out.dead_letter(d) for d in judged.dead_letters]
+        t3 = time.perf_counter()
+        out.send(records)
+        t4 = time.perf_counter()
+        try:
+            result = part.warehouse.commit(
+                facts,
+                alerts_table(alerts),
+                breaker_events_table(breakers),
+                dead_letters_table(judged.dead_letters),
+                positions={self.position_key(p): last},
+                state=part.engine.snapshot(),
+                digests=judged.new.column(DIGEST).combine_chunks(),
+            )
+        except WriterFenced:
+            # Another worker holds this partition now: what it landed is the truth.
+            log.warning("usage %d: another worker took the partition over; rewinding", p)
+            raise
+        t5 = time.perf_counter()
+        part.landed = last
+        if facts.num_rows:
+            part.idle.judged()
+        assert self.consumer is not None
+        try:
+            self.consumer.commit({(names.usage, p): last + 1})
+        except SpendstreamError as exc:  # advisory: the warehouse holds the position
+            log.info("usage %d: offset commit failed (%s)", p, exc)
+        m = self.metrics
+        steps.labels("usage_decode_price").inc(t1 - t0)
+        steps.labels("usage_publish_facts").inc(t2 - t1)
+        steps.labels("usage_detect").inc(t3 - t2)
+        steps.labels("usage_publish").inc(t4 - t3)
+        steps.labels("usage_land").inc(t5 - t4)
+        m.batches.labels("usage").inc()
+        m.observe_facts(facts)
+        m.duplicates.inc(judged.duplicates + result.duplicates)
+        m.dead_letters.labels("usage").inc(len(judged.dead_letters))
+        m.events_out.labels(names.facts).inc(facts.num_rows)
+        m.observe_detection(alerts, breakers)
+
+    def _resets(self, part: _Partition, controls: list[Message]) -> list[BreakerEvent]:
+        """``breakers reset`` of a per-key scope, applied after the batch's facts."""
+        events = []
+        for m in controls:
+            cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
+            if cmd is None:
+                log.warning(
+                    "usage %d: ignoring a breaker reset at offset %s: malformed or not signed "
+                    "with the [breaker] HMAC key",
+                    part.number,
+                    m.offset(),
+                )
+                continue
+            event = part.engine.reset_breaker(cmd.scope, cmd.ts)
+            if event is not None:
+                events.append(event)
+        return events
+
+    # --- a quiet stream ----------------------------------------------------------------
+
+    def _idle(self) -> None:
+        """Idle markers for partitions read to their end; breakers' idle advance."""
+        assert self.consumer is not None and self.out is not None
+        for p, part in list(self.parts.items()):
+            if part.buffer or part.cuts:
+                continue
+            try:
+                self._advance(part)
+                if p in self._quiet:
+                    self._mark_idle(part)
+            except Exception:
+                log.exception("usage %d: idle step failed; rewinding", p)
+                self._rewind(p)
+
+    def _advance(self, part: _Partition) -> None:
+        assert self.out is not None
+        events = part.idle.advance(part.engine)
+        if not events:
+            return
+        self.out.send(self.out.detection([], events))
+        part.warehouse.commit(breaker_events=breaker_events_table(events), state=part.engine.snapshot())
+        self.metrics.observe_detection([], events)
+
+    def _mark_idle(self, part: _Partition) -> None:
+        assert self.consumer is not None and self.out is not None
+        done = part.landed + 1
+        if part.idle_sent == done:
+            return
+        _, high = self.consumer.watermarks((self.names.usage, part.number), timeout_s=5)
+        if high > done:
+            return
+        value = encode_idle(part.number, done)
+        self.out.send(
+            [
+                OutRecord(self.names.partials, value, None, [(KIND_HEADER, IDLE)], q)
+                for q in range(self.owners)
+            ]
+        )
+        part.idle_sent = done
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        return []
