@@ -115,9 +115,12 @@ class BreakerView:
         poll_timeout_ms: int = 200,
         signer: RecordSigner | None = None,
         client_options: Mapping[str, Any] | None = None,
+        keep_closed: bool = False,
     ) -> None:
         """``bootstrap_servers``: an address, or ``KafkaSettings`` for SASL/TLS;
-        ``client_options``: librdkafka settings for the consumer."""
+        ``client_options``: librdkafka settings for the consumer; ``keep_closed``: remember
+        each scope's latest ``closed`` transition too (``latest(include_closed=True)``), for a
+        listing of every breaker; ``guard`` never needs it."""
         self.settings = as_settings(bootstrap_servers)
         self.topic = topic
         self.fail_closed = fail_closed
@@ -126,6 +129,7 @@ class BreakerView:
         self._poll_timeout_ms = poll_timeout_ms
         self._client_options = dict(client_options or {})
         self._states: dict[str, ViewEntry] = {}
+        self._closed: dict[str, ViewEntry] | None = {} if keep_closed else None
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,6 +174,8 @@ class BreakerView:
         if value is None:
             if key is not None:
                 self._states.pop(key, None)
+                if self._closed is not None:
+                    self._closed.pop(key, None)
             self._notify()
             return
         try:
@@ -186,8 +192,12 @@ class BreakerView:
             return
         if entry.state == "closed":
             self._states.pop(scope, None)
+            if self._closed is not None:
+                self._closed[scope] = entry
         else:
             self._states[scope] = entry
+            if self._closed is not None:
+                self._closed.pop(scope, None)
         self._notify()
 
     def _verified(
@@ -223,6 +233,15 @@ class BreakerView:
     def snapshot(self) -> dict[str, ViewEntry]:
         """Every breaker that is not closed."""
         return dict(self._states)
+
+    def latest(self, include_closed: bool = False) -> dict[str, ViewEntry]:
+        """Each scope's latest transition; closed ones only when the view was made with
+        ``keep_closed`` (else asking for them is a ValueError: the view forgot them)."""
+        if not include_closed:
+            return dict(self._states)
+        if self._closed is None:
+            raise ValueError("this BreakerView was made without keep_closed=True")
+        return {**self._closed, **self._states}
 
     @property
     def ready(self) -> bool:

@@ -30,6 +30,7 @@ __all__ = [
     "alert_to_wire",
     "breaker_from_wire",
     "breaker_to_wire",
+    "dead_letter_to_wire",
     "stable_id",
 ]
 
@@ -177,3 +178,13 @@ def breaker_from_wire(data: dict[str, object]) -> BreakerEvent:
         reason=str(data["reason"]),
         ts=datetime.fromisoformat(str(data["ts"])),
     )
+
+
+def dead_letter_to_wire(letter: DeadLetter) -> dict[str, object]:
+    """The JSON value published on ``spendstream.dead-letters`` (no key)."""
+    return {
+        "raw": letter.raw,
+        "error": letter.error,
+        "source": letter.source,
+        "received_at": letter.received_at.isoformat(),
+    }

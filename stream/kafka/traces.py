@@ -33,7 +33,7 @@ from spendstream.records import DeadLetter
 from spendstream.stream.batch import stored_raw
 from spendstream.topics import partition_key
 
-__all__ = ["SOURCE", "TracesAnswer", "receive_traces"]
+__all__ = ["SOURCE", "TracesAnswer", "receive_traces", "status_body"]
 
 SOURCE = "http:/v1/traces"
 _MAX_REASONS = 3
@@ -63,7 +63,7 @@ def receive_traces(
     try:
         decoded = decode_traces(body, content_type, mapping, content_encoding=content_encoding)
     except OtlpDecodeError as exc:
-        return TracesAnswer(exc.http_status, *_status_body(str(exc), as_json))
+        return TracesAnswer(exc.http_status, *status_body(str(exc), as_json))
     accepted = [
         (
             partition_key(e.api_key_id, e.session_id, e.request_id, e.event_id),
@@ -116,7 +116,8 @@ def _export_response(rejected: int, message: str, as_json: bool) -> tuple[str, b
     return PROTOBUF, response.SerializeToString()
 
 
-def _status_body(message: str, as_json: bool) -> tuple[str, bytes]:
+def status_body(message: str, as_json: bool) -> tuple[str, bytes]:
+    """A ``google.rpc.Status`` answer (Content-Type, body) in the request's encoding."""
     from google.rpc.status_pb2 import Status
 
     status = Status(message=message)
