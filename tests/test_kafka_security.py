@@ -279,7 +279,7 @@ def test_breakers_reset_and_list_over_sasl_ssl_sign_and_check_records(setup: Set
 def test_spendstream_run_works_over_sasl_ssl_and_refuses_to_start_with_a_wrong_password(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.stream.faust_workers import Worker, fact_count, wait_for
+    from tests.runtime.kafka_workers import Worker, fact_count, wait_for
 
     config = setup.config(tls=True)
     refused = setup.cli(

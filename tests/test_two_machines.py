@@ -24,23 +24,23 @@ import pytest
 
 from spendstream.config import WarehouseConfig
 from spendstream.pricedata import price_data_paths
-from tests.service_fixtures import cluster_toml
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     ALERT_IDENTITY_SQL,
     BAD_LINES,
     DEAD_SQL,
     FACT_SQL,
     Worker,
-    detect_state,
     event_file,
     fact_count,
     ingest,
     kcat_produce,
     query,
+    scope_state,
     wait_all_judged,
     wait_for,
     write_config,
 )
+from tests.service_fixtures import cluster_toml
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -76,7 +76,7 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
 
     reader = tmp_path / "reader"  # a third machine, reading the cluster's tables
     machines = {name: tmp_path / f"machine-{name}" for name in ("a", "b", "c")}
-    usage, priced = prefix + "spendstream.usage", prefix + "spendstream.priced"
+    usage = prefix + "spendstream.usage"
     workers = {n: Worker(machines[n], config, tmp_path, name=n).start() for n in ("a", "b")}
     try:
 
@@ -87,18 +87,19 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
             return all(held) and not held[0] & held[1] and len(held[0] | held[1]) == PARTITIONS
 
         wait_for(split, "the two workers never split the usage partitions", *workers.values())
-        detecting = [n for n, w in workers.items() if f"{priced}/0" in w.assigned()]
-        assert len(detecting) == 1, "one worker holds the priced partition"
-        victim = detecting[0]
+        # The victim: the worker holding scope partition 0 (the global scope's owner with
+        # the default partition count is whichever holds owner_of("global")).
+        partials = prefix + "spendstream.partials"
+        victim = next(n for n, w in workers.items() if f"{partials}/0" in w.assigned())
         survivor = "b" if victim == "a" else "a"
 
         half = len(lines) // 2
         kcat_produce(kafka_bootstrap, usage, lines[:half], keyed=True)
-        # Killed once stage 2 landed its state in the catalog: its successor must take it
-        # from there, not start over.
+        # Killed once scope owners landed their state in the catalog: a successor must take
+        # it from there, not start over.
         wait_for(
-            lambda: bool(detect_state(reader, prefix, cluster_config).get("positions")),
-            "stage 2 never landed its state in the cluster",
+            lambda: any(s[1].get("merged") for s in scope_state(reader, cluster_config).values()),
+            "no scope owner landed its state in the cluster",
             *workers.values(),
         )
         assert fact_count(reader, cluster_config) < len(expected)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     TOKEN,
     Worker,
     detect_state,

@@ -22,7 +22,7 @@ from spendstream.stream.kafka.wire import (
     encode_priced_facts,
     encode_reset,
 )
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     ALERT_SQL,
     BREAKER_SQL,
     FACT_SQL,

@@ -24,7 +24,12 @@ SEND_TIMEOUT_S = 30.0
 
 def dead_letter_value(d: DeadLetter) -> bytes:
     return orjson.dumps(
-        {"raw": d.raw, "error": d.error, "source": d.source, "received_at": d.received_at.isoformat()}
+        {
+            "raw": d.raw,
+            "error": d.error,
+            "source": d.source,
+            "received_at": d.received_at.isoformat(),
+        }
     )
 
 

@@ -95,6 +95,7 @@ class _Owner:
     idle_lanes: set[int] = field(default_factory=set)
     held: list[_Held] = field(default_factory=list)
     read: int = -1  # last partials offset read
+    flowing: bool = False  # a batch has come since the assignment
     landed_at: float = 0.0
 
 
@@ -249,7 +250,9 @@ class ScopeLoop:
             try:
                 self._step(owner, by_part.get(q, []))
             except Exception:
-                log.exception("scopes %d: round failed; replaying from offset %d", q, owner.position + 1)
+                log.exception(
+                    "scopes %d: round failed; replaying from offset %d", q, owner.position + 1
+                )
                 self.stop.wait(_RETRY_S)
                 self._rewind(q)
 
@@ -266,7 +269,12 @@ class ScopeLoop:
             if kind == PARTIALS_KIND:
                 self._hold(owner, offset, m.value() or b"", now)
             elif kind == IDLE:
-                owner.idle_lanes.add(decode_idle(m.value() or b"").partition)
+                lane = decode_idle(m.value() or b"").partition
+                # Only a lane that has had facts: one that never had any holds the others
+                # back until it has, or for align_idle_s after facts started to flow (an
+                # "idle" lane whose first facts come later would find theirs judged late).
+                if lane in owner.clocks:
+                    owner.idle_lanes.add(lane)
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
                 self._round(owner, alerts, breakers)  # a reset applies after what came before
@@ -297,7 +305,10 @@ class ScopeLoop:
         p = batch.usage_partition
         have = max(
             owner.merged.get(p, -1),
-            max((h.batch.last_offset for h in owner.held if h.batch.usage_partition == p), default=-1),
+            max(
+                (h.batch.last_offset for h in owner.held if h.batch.usage_partition == p),
+                default=-1,
+            ),
         )
         if batch.last_offset <= have:
             return  # a replay of a batch merged (or held) already
@@ -306,6 +317,10 @@ class ScopeLoop:
         owner.held.append(_Held(offset, batch, wm_end))
         if wm_end is not None:
             owner.clocks[p] = max(owner.clocks.get(p, wm_end), wm_end)
+        if not owner.flowing:
+            # Silence counts from when facts started to flow, not from the assignment.
+            owner.flowing = True
+            owner.seen_at = dict.fromkeys(range(self.lanes), now)
         owner.seen_at[p] = now
         owner.idle_lanes.discard(p)
 
@@ -331,9 +346,7 @@ class ScopeLoop:
         hold, bound = self._bound(owner)
         if hold:
             return False
-        released = [
-            h for h in owner.held if bound is None or h.wm_end is None or h.wm_end <= bound
-        ]
+        released = [h for h in owner.held if bound is None or h.wm_end is None or h.wm_end <= bound]
         if not released:
             return False
         owner.held = [h for h in owner.held if h not in released]

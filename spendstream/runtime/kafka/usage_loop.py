@@ -256,14 +256,16 @@ class UsageLoop:
             except Exception:
                 # Whatever failed (broker, warehouse, a bug on a strange record), the batch
                 # is not landed: replay it from the last commit, never skip it.
-                log.exception("usage %d: batch failed; replaying from offset %d", p, part.landed + 1)
+                log.exception(
+                    "usage %d: batch failed; replaying from offset %d", p, part.landed + 1
+                )
                 self.stop.wait(_RETRY_S)
                 self._rewind(p)
 
     def _drain(self, part: _Partition) -> None:
         while part.buffer:
             if part.cuts:
-                first, last = part.cuts[0]
+                _first, last = part.cuts[0]
                 if (part.buffer[-1].offset() or 0) < last:
                     return  # the replayed cut is not all read yet
                 n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
@@ -394,7 +396,9 @@ class UsageLoop:
         if not events:
             return
         self.out.send(self.out.detection([], events))
-        part.warehouse.commit(breaker_events=breaker_events_table(events), state=part.engine.snapshot())
+        part.warehouse.commit(
+            breaker_events=breaker_events_table(events), state=part.engine.snapshot()
+        )
         self.metrics.observe_detection([], events)
 
     def _mark_idle(self, part: _Partition) -> None:
