@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(config.http)
     kafka = KafkaSettings.from_config(config.kafka)  # a missing secret: exit 2 naming it
 
+    import faulthandler
     import signal
     import threading
 
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
+    # kill -USR1 <pid>: every thread's stack on stderr (where a stuck worker is).
+    faulthandler.register(signal.SIGUSR1)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.start()

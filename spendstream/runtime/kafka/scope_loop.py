@@ -47,17 +47,16 @@ from spendstream.runtime.kafka.facts_reader import FactsReader
 from spendstream.runtime.kafka.outputs import IdleClock, Outputs
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.runtime.kafka.wire import (
-    IDLE,
     PARTIALS_KIND,
     RESET,
     PartialsBatch,
-    decode_idle,
     decode_partials,
     decode_reset,
     kind_of,
 )
 from spendstream.signing import load_breaker_signer
 from spendstream.stream.engine import ScopeEngine
+from spendstream.stream.partials import CLOCK
 from spendstream.table_schemas import alerts_table, breaker_events_table
 from spendstream.warehouse import Warehouse
 
@@ -67,18 +66,41 @@ log = logging.getLogger(__name__)
 
 _RETRY_S = 1.0
 _STATE_VERSION = 1
-_COMMIT_QUIET_S = 1.0  # a position that moved without output is landed at most this often
+_COMMIT_QUIET_S = 1.0
+_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted  # a position that moved without output is landed at most this often
 
 
 def scope_writer(partition: int) -> str:
     return f"scopes/{partition}"
 
 
+def _round_of(held: list[_Held], limit: int | None) -> list[_Held]:
+    """The largest round that can be merged now: held batches whose rows all come before
+    every row not in it, by watermark (rows of two batches that overlap in watermark go in
+    one round), none past ``limit`` (the least advanced clock of a lane that has records
+    still to come; None: no lane has)."""
+    his = sorted({h.hi for h in held if h.hi is not None and (limit is None or h.hi <= limit)})
+    for top_limit in reversed(his):
+        chosen = [h.hi is None or h.hi <= top_limit for h in held]
+        top = top_limit
+        grown = True
+        while grown:
+            grown = False
+            for i, h in enumerate(held):
+                if not chosen[i] and h.lo is not None and h.lo < top:
+                    chosen[i] = grown = True
+                    top = max(top, h.hi if h.hi is not None else top)
+        if limit is None or top <= limit:
+            return [h for h, c in zip(held, chosen, strict=True) if c]
+    return [h for h in held if h.hi is None]
+
+
 @dataclass(slots=True)
 class _Held:
     offset: int  # in the partials partition
     batch: PartialsBatch
-    wm_end: int | None
+    lo: int | None  # watermark of its first row (us; None: no facts, no clock yet)
+    hi: int | None  # ... and of its last
 
 
 @dataclass(slots=True)
@@ -92,10 +114,8 @@ class _Owner:
     resets_upto: int  # partials offset of the last reset applied
     idle: IdleClock
     seen_at: dict[int, float] = field(default_factory=dict)  # processing time of a lane's news
-    idle_lanes: set[int] = field(default_factory=set)
     held: list[_Held] = field(default_factory=list)
     read: int = -1  # last partials offset read
-    flowing: bool = False  # a batch has come since the assignment
     landed_at: float = 0.0
 
 
@@ -125,6 +145,7 @@ class ScopeLoop:
         self.owners: dict[int, _Owner] = {}
         self._assigned: list[Partition] = []
         self._broken: set[int] = set()
+        self._ends: dict[int, tuple[int, float]] = {}  # usage partition -> (end, read at)
         self.consumer: Consumer | None = None
         self.facts: FactsReader | None = None
         self.out: Outputs | None = None
@@ -268,13 +289,6 @@ class ScopeLoop:
             kind = kind_of(m.headers())
             if kind == PARTIALS_KIND:
                 self._hold(owner, offset, m.value() or b"", now)
-            elif kind == IDLE:
-                lane = decode_idle(m.value() or b"").partition
-                # Only a lane that has had facts: one that never had any holds the others
-                # back until it has, or for align_idle_s after facts started to flow (an
-                # "idle" lane whose first facts come later would find theirs judged late).
-                if lane in owner.clocks:
-                    owner.idle_lanes.add(lane)
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
                 self._round(owner, alerts, breakers)  # a reset applies after what came before
@@ -312,32 +326,57 @@ class ScopeLoop:
         )
         if batch.last_offset <= have:
             return  # a replay of a batch merged (or held) already
-        ends = batch.partials.column("wm_end").cast(pa.int64()).drop_null()
-        wm_end = None if len(ends) == 0 else int(pc.max(ends).as_py())
-        owner.held.append(_Held(offset, batch, wm_end))
-        if wm_end is not None:
-            owner.clocks[p] = max(owner.clocks.get(p, wm_end), wm_end)
-        if not owner.flowing:
-            # Silence counts from when facts started to flow, not from the assignment.
-            owner.flowing = True
-            owner.seen_at = dict.fromkeys(range(self.lanes), now)
+        table = batch.partials
+        clock = table.filter(pc.equal(table.column("detector"), CLOCK))
+        lo: int | None
+        hi: int | None
+        if clock.num_rows:
+            lo = int(clock.column("first_wm").cast(pa.int64())[0].as_py())
+            hi = int(clock.column("wm_end").cast(pa.int64())[0].as_py())
+            owner.clocks[p] = max(owner.clocks.get(p, hi), hi)
+        else:  # no facts: nothing to order, after the lane's earlier batches
+            lo = hi = owner.clocks.get(p)
+        owner.held.append(_Held(offset, batch, lo, hi))
         owner.seen_at[p] = now
-        owner.idle_lanes.discard(p)
 
     def _bound(self, owner: _Owner) -> tuple[bool, int | None]:
         """(hold everything, else release batches whose watermark is at most this; None:
-        every held batch)."""
+        every held batch).
+
+        Every usage partition (lane) with records not yet seen here holds the others back,
+        however long it is silent (its worker died: it waits for the partition's next
+        reader), so no batch is ever merged after a later one of another lane. A lane that
+        has nothing unread (its usage partition's end is at or below the last offset its
+        batches covered) does not hold the others back. Only when the usage topic's end
+        cannot be read does a lane silent for ``[pipeline] align_idle_s`` stop holding.
+        """
         now = self.clock()
-        wait = self.config.pipeline.align_idle_s
+        seen = dict(owner.merged)
+        for h in owner.held:
+            p = h.batch.usage_partition
+            seen[p] = max(seen.get(p, -1), h.batch.last_offset)
+        # A lane whose every record is here (held or merged) knows its clock for now: its
+        # held batches go in the round that reaches their time; the others bound the round.
         active = [
-            p
-            for p in range(self.lanes)
-            if p not in owner.idle_lanes and now - owner.seen_at.get(p, now) < wait
+            p for p in range(self.lanes) if not self._caught_up(p, seen.get(p, -1), now, owner)
         ]
         if any(p not in owner.clocks for p in active):
             return True, None
         marks = [owner.clocks[p] for p in active]
         return False, (min(marks) if marks else None)
+
+    def _caught_up(self, p: int, seen: int, now: float, owner: _Owner) -> bool:
+        assert self.facts is not None
+        end = self._ends.get(p)
+        # A stale end may say caught up when it is not; one saying not caught up is true.
+        if end is None or end[1] < now - _ENDS_TTL_S:
+            try:
+                high = self.facts.consumer.watermarks((self.names.usage, p), timeout_s=5)[1]
+            except SpendstreamError as exc:
+                log.warning("scopes: cannot read the end of usage partition %d (%s)", p, exc)
+                return now - owner.seen_at.get(p, now) >= self.config.pipeline.align_idle_s
+            self._ends[p] = end = (high, now)
+        return end[0] - 1 <= seen
 
     def _round(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> bool:
         """Merge the held batches alignment releases; whether any was merged."""
@@ -346,19 +385,21 @@ class ScopeLoop:
         hold, bound = self._bound(owner)
         if hold:
             return False
-        released = [h for h in owner.held if bound is None or h.wm_end is None or h.wm_end <= bound]
+        released = _round_of(owner.held, bound)
         if not released:
             return False
-        owner.held = [h for h in owner.held if h not in released]
+        gone = {id(h) for h in released}
+        owner.held = [h for h in owner.held if id(h) not in gone]
         t0 = time.perf_counter()
         table = pa.concat_tables([h.batch.partials for h in released])
-        detection = owner.engine.merge(table, self.facts)
+        detection = owner.engine.merge(table, self.facts) if table.num_rows else None
         for h in released:
             p = h.batch.usage_partition
             owner.merged[p] = max(owner.merged.get(p, -1), h.batch.last_offset)
-        alerts.extend(detection.alerts)
-        breakers.extend(detection.breaker_events)
-        owner.idle.judged()
+        if detection is not None:
+            alerts.extend(detection.alerts)
+            breakers.extend(detection.breaker_events)
+            owner.idle.judged()
         self.metrics.step_seconds.labels("scope_merge").inc(time.perf_counter() - t0)
         self.metrics.batches.labels("scopes").inc()
         return True

@@ -51,12 +51,10 @@ from spendstream.runtime.kafka.facts_reader import FactsReader, batch_ref
 from spendstream.runtime.kafka.outputs import IdleClock, Outputs
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.runtime.kafka.wire import (
-    IDLE,
     KIND_HEADER,
     PARTIALS_KIND,
     RESET,
     decode_reset,
-    encode_idle,
     encode_partials,
     kind_of,
 )
@@ -87,7 +85,6 @@ class _Partition:
     idle: IdleClock
     cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
     buffer: list[Message] = field(default_factory=list)
-    idle_sent: int | None = None  # the offset the last idle marker covered
 
 
 class UsageLoop:
@@ -188,7 +185,6 @@ class UsageLoop:
     def run(self) -> None:
         kc = self.config.kafka
         self._broken: set[int] = set()
-        self._quiet: set[int] = set()
         self.facts = FactsReader(self.settings, self.names.facts)
         self.out = Outputs(
             Producer(self.settings, client_id="spendstream-usage"), self.names, self.signer
@@ -245,7 +241,6 @@ class UsageLoop:
         for m in msgs:
             by_part.setdefault(int(m.partition() or 0), []).append(m)
         self.metrics.events_in.inc(len(msgs))
-        self._quiet = set(self.parts) - set(by_part)
         for p, records in sorted(by_part.items()):
             part = self.parts.get(p)
             if part is None:
@@ -312,8 +307,9 @@ class UsageLoop:
                 [(KIND_HEADER, PARTIALS_KIND)],
                 q,
             )
+            # Every owner hears of every batch, even one without facts (no rows): how far
+            # each usage partition is read is what alignment waits for.
             for q, table in enumerate(route(local.partials, self.owners))
-            if table.num_rows
         ]
         records += out.detection(alerts, breakers)
         records += [out.dead_letter(d) for d in judged.dead_letters]
@@ -377,17 +373,14 @@ class UsageLoop:
     # --- a quiet stream ----------------------------------------------------------------
 
     def _idle(self) -> None:
-        """Idle markers for partitions read to their end; breakers' idle advance."""
-        assert self.consumer is not None and self.out is not None
+        """Breakers' idle advance on a quiet stream."""
         for p, part in list(self.parts.items()):
             if part.buffer or part.cuts:
                 continue
             try:
                 self._advance(part)
-                if p in self._quiet:
-                    self._mark_idle(part)
             except Exception:
-                log.exception("usage %d: idle step failed; rewinding", p)
+                log.exception("usage %d: idle advance failed; rewinding", p)
                 self._rewind(p)
 
     def _advance(self, part: _Partition) -> None:
@@ -400,23 +393,6 @@ class UsageLoop:
             breaker_events=breaker_events_table(events), state=part.engine.snapshot()
         )
         self.metrics.observe_detection([], events)
-
-    def _mark_idle(self, part: _Partition) -> None:
-        assert self.consumer is not None and self.out is not None
-        done = part.landed + 1
-        if part.idle_sent == done:
-            return
-        _, high = self.consumer.watermarks((self.names.usage, part.number), timeout_s=5)
-        if high > done:
-            return
-        value = encode_idle(part.number, done)
-        self.out.send(
-            [
-                OutRecord(self.names.partials, value, None, [(KIND_HEADER, IDLE)], q)
-                for q in range(self.owners)
-            ]
-        )
-        part.idle_sent = done
 
     def lag(self) -> list[tuple[str, int, int]]:
         return []

@@ -7,8 +7,6 @@ are usage events (any client may produce those).
   scope owner q merges, ``stream.partials.PARTIALS`` as one Arrow IPC stream; the schema
   metadata names the usage partition and the first and last usage offset the batch spanned
   (a scope owner drops a batch it merged already by those offsets: a replay after a crash).
-- ``idle`` (partials topic, every partition): usage partition p has published every batch
-  below offset o and has nothing more to read now, so alignment need not wait for it.
 - ``reset`` (usage topic keyed like the scope's events, or partials topic at the scope's
   owner): ``spendstream breakers reset SCOPE``; signed (``spendstream.signing``) when
   ``[breaker]`` has an HMAC key, and then ignored by the owner unless the signature verifies.
@@ -27,17 +25,13 @@ from spendstream.signing import RecordSigner
 from spendstream.stream.partials import PARTIALS
 
 __all__ = [
-    "IDLE",
     "KIND_HEADER",
     "PARTIALS_KIND",
     "RESET",
-    "IdleMarker",
     "PartialsBatch",
     "ResetCommand",
-    "decode_idle",
     "decode_partials",
     "decode_reset",
-    "encode_idle",
     "encode_partials",
     "encode_reset",
     "kind_of",
@@ -45,7 +39,6 @@ __all__ = [
 
 KIND_HEADER = "spendstream-kind"
 PARTIALS_KIND = b"partials"
-IDLE = b"idle"
 RESET = b"reset"
 
 Headers = Iterable[tuple[str, bytes | None]] | None
@@ -88,21 +81,6 @@ def decode_partials(value: bytes) -> PartialsBatch:
     if not table.schema.remove_metadata().equals(PARTIALS):
         raise ValueError("not a partials record: its schema is not PARTIALS")
     return PartialsBatch(partition, first, last, table.replace_schema_metadata(None))
-
-
-@dataclass(frozen=True, slots=True)
-class IdleMarker:
-    partition: int  # usage partition
-    offset: int  # every batch below it is published
-
-
-def encode_idle(partition: int, offset: int) -> bytes:
-    return orjson.dumps({"p": partition, "o": offset})
-
-
-def decode_idle(value: bytes) -> IdleMarker:
-    data = orjson.loads(value)
-    return IdleMarker(int(data["p"]), int(data["o"]))
 
 
 @dataclass(frozen=True, slots=True)
