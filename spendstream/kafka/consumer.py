@@ -304,6 +304,15 @@ class Consumer:
                     raise error from None
             time.sleep(0.1)
 
+    def cached_end(self, partition: Partition) -> int | None:
+        """The partition's high watermark as the last fetch reported it (no broker call;
+        safe from another thread); None before any fetch."""
+        try:
+            _, high = self._c.get_watermark_offsets(_tp(partition), cached=True)
+        except (confluent_kafka.KafkaException, RuntimeError):
+            return None
+        return None if high < 0 else int(high)
+
     def committed(
         self, partitions: Iterable[Partition], timeout_s: float = 10.0
     ) -> dict[Partition, int | None]:

@@ -375,6 +375,18 @@ def scope_state(
     return {w: v for w, v in writer_states(workdir, config).items() if w.startswith("scopes/")}
 
 
+def landed_breakers(workdir: Path, config: WarehouseConfig | None = None) -> list[Any]:
+    """The breakers every engine holds in its landed state (per-key engines of the usage
+    partitions and scope owners)."""
+    out: list[Any] = []
+    for name, (_, state) in writer_states(workdir, config).items():
+        if name.startswith("usage/"):
+            out.append(state.get("breakers"))
+        elif name.startswith("scopes/") and state.get("engine"):
+            out.append(json.loads(state["engine"]).get("breakers"))
+    return out
+
+
 def all_judged(
     workdir: Path, bootstrap: str, prefix: str, config: WarehouseConfig | None = None
 ) -> bool:

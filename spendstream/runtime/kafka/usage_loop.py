@@ -115,6 +115,7 @@ class UsageLoop:
         self.facts: FactsReader | None = None
         self.out: Outputs | None = None
         self.ready = threading.Event()
+        self._lag: list[tuple[str, int, int]] = []
 
     def position_key(self, partition: int) -> str:
         return f"{self.names.usage}/{partition}"
@@ -215,6 +216,7 @@ class UsageLoop:
                 self._heal()
                 self._take(msgs)
                 self._idle()
+                self._measure_lag()
         finally:
             for part in self.parts.values():
                 part.warehouse.close()
@@ -395,4 +397,17 @@ class UsageLoop:
         self.metrics.observe_detection([], events)
 
     def lag(self) -> list[tuple[str, int, int]]:
-        return []
+        """(topic, partition, records not yet landed) per assigned partition, as of the
+        loop's last turn (for /metrics, from another thread)."""
+        return list(self._lag)
+
+    def _measure_lag(self) -> None:
+        # In the loop's own thread: the client's cached ends, no broker call.
+        assert self.consumer is not None
+        out = []
+        for topic, p in self.assigned():
+            part = self.parts.get(p)
+            end = self.consumer.cached_end((topic, p))
+            if part is not None and end is not None:
+                out.append((topic, p, max(0, end - part.landed - 1)))
+        self._lag = out
