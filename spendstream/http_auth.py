@@ -1,16 +1,20 @@
 """Bearer tokens on the HTTP endpoints: every path answers only with the token, but health.
 
 ``authorize(path, authorization_header, token)`` is the one check every HTTP server of the
-project runs before its handler (the Faust web layer today): ``None`` lets the request
-through, a ``Refusal`` says what to answer. No token configured means no access (503), not
-open access: an operator who forgot the token finds out at once, not after a leak.
+project runs before its handler (a worker's server, ``spendstream.runtime.http``, and the
+live report of ``spendstream serve``): ``None`` lets the request through, a ``Refusal`` says
+what to answer. No token configured means no access (503), not open access: an operator who
+forgot the token finds out at once, not after a leak. The one exception is ``spendstream
+serve``, a read-only page on localhost by default, which passes ``open_without_token`` (it
+says so when it starts) and also takes the token from a cookie or ``?token=`` (``others``),
+as a browser cannot send a header.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from spendstream.config import HttpConfig
@@ -34,18 +38,37 @@ def token_ok(header: str | None, token: str) -> bool:
     """A ``Bearer <token>`` Authorization header, compared in constant time."""
     if not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
+    return _same(header[len("Bearer ") :].strip(), token)
 
 
-def authorize(path: str, header: str | None, token: str | None) -> Refusal | None:
-    """None if the request may proceed; otherwise the refusal to send."""
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def authorize(
+    path: str,
+    header: str | None,
+    token: str | None,
+    *,
+    others: Iterable[str | None] = (),
+    open_without_token: bool = False,
+) -> Refusal | None:
+    """None if the request may proceed; otherwise the refusal to send.
+
+    ``others``: the token as given some other way than the header (a cookie, a query
+    parameter), each compared in constant time; ``open_without_token``: no token configured
+    lets every request through instead of answering 503."""
     if path in PUBLIC_PATHS:
         return None
     if token is None:
+        if open_without_token:
+            return None
         return Refusal(
             503, f"{path} is disabled: no token configured ([http] token_env / token_file)"
         )
-    if not token_ok(header, token):
+    if not token_ok(header, token) and not any(
+        given is not None and _same(given, token) for given in others
+    ):
         return Refusal(
             401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="spendstream"'}
         )

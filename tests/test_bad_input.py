@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from spendstream.cli import main
 from spendstream.config import Config
 from spendstream.runtime.embedded import EmbeddedRunner, read_lines
-from spendstream.stream.kafka.ingest import check_body
+from spendstream.runtime.http.events import check_body
 from spendstream.warehouse.reading import run_sql
 from tests.stream.event_strategies import arbitrary_lines, near_valid_lines
 

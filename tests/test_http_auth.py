@@ -51,3 +51,19 @@ def test_the_token_comes_from_its_file_else_its_env_var(tmp_path: Path) -> None:
         read_token(config_from_dict({"http": {"token_file": str(tmp_path / "empty")}}).http, {})
     with pytest.raises(ConfigError, match="token must not be written inline"):
         config_from_dict({"http": {"token": "x"}})
+
+
+def test_the_token_given_another_way_counts_only_when_it_matches() -> None:
+    """``spendstream serve``: a browser sends the token as a cookie or ``?token=``."""
+    assert authorize("/", None, "s3cret", others=(None, "s3cret")) is None
+    assert authorize("/", "Bearer wrong", "s3cret", others=("s3cret",)) is None
+    for others in ((), (None,), ("wrong", None), ("s3cret2",), ("",)):
+        refusal = authorize("/", None, "s3cret", others=others)
+        assert refusal is not None and refusal.status == 401, others
+
+
+def test_open_without_token_is_only_for_a_server_that_asks_for_it() -> None:
+    assert authorize("/", None, None, open_without_token=True) is None
+    refusal = authorize("/", None, "s3cret", open_without_token=True)
+    assert refusal is not None and refusal.status == 401  # a configured token still holds
+    assert authorize("/", None, None) == authorize("/", None, None, open_without_token=False)

@@ -55,6 +55,22 @@ def test_wheel_maps_top_level_folders_into_the_namespace(wheel: Path) -> None:
     assert not any(n.startswith(("producers/", "stream/", "tests/")) for n in names)
 
 
+def test_every_package_of_the_source_tree_is_in_the_wheel(wheel: Path) -> None:
+    """pyproject.toml lists the packages by hand: a new subpackage left off is missing from
+    an installed (not editable) spendstream."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    folders = {"spendstream": "spendstream"} | {
+        d: f"spendstream/{d}" for d in ("producers", "stream", "warehouse", "alerts")
+    }
+    missing = [
+        str(init)
+        for folder, inside in folders.items()
+        for init in (ROOT / folder).rglob("__init__.py")
+        if f"{inside}/{init.relative_to(ROOT / folder).as_posix()}" not in names
+    ]
+    assert missing == []
+
+
 def test_build_gives_no_license_warning_and_ships_the_license(wheel: Path) -> None:
     # setuptools >= 77 deprecates the table form of project.license with a loud warning on
     # every install; the SPDX string and license-files are the supported form.

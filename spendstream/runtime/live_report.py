@@ -18,7 +18,6 @@ same page without the token in its address.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
@@ -32,6 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError, SpendstreamError
+from spendstream.http_auth import authorize
 
 __all__ = ["COOKIE", "LiveReport", "serve"]
 
@@ -207,20 +207,6 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
         def _json(self, status: int, data: Any) -> None:
             self._send(status, json.dumps(data).encode(), "application/json")
 
-        def _authorised(self, given: str | None) -> bool:
-            if token is None:
-                return True
-            header = self.headers.get("Authorization") or ""
-            candidates = [
-                header[len("Bearer ") :].strip() if header.startswith("Bearer ") else None,
-                _cookie_token(self.headers.get("Cookie")),
-                given,
-            ]
-            return any(
-                c is not None and hmac.compare_digest(c.encode(), token.encode())
-                for c in candidates
-            )
-
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -228,13 +214,20 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
                 self._json(200, {"status": "ok"})
                 return
             given = query.pop("token", None)
-            if not self._authorised(given):
+            refusal = authorize(
+                url.path,
+                self.headers.get("Authorization"),
+                token,
+                others=(_cookie_token(self.headers.get("Cookie")), given),
+                open_without_token=True,  # serve says so when it starts
+            )
+            if refusal is not None:
                 self._send(
-                    401,
+                    refusal.status,
                     b"spendstream serve: a token is required. Open /?token=<token> once (the "
                     b"value of [http] token_env / token_file), or send Authorization: Bearer.\n",
                     "text/plain; charset=utf-8",
-                    {"WWW-Authenticate": 'Bearer realm="spendstream"'},
+                    refusal.headers,
                 )
                 return
             if given is not None and token is not None:

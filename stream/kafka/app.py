@@ -28,8 +28,8 @@ import orjson
 from spendstream.config import Config
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import BreakerEvent, DeadLetter, alert_to_wire, breaker_to_wire
+from spendstream.runtime.http.events import MAX_BODY_BYTES
 from spendstream.signing import load_breaker_signer
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES
 from spendstream.stream.kafka.metrics import WorkerMetrics
 from spendstream.stream.kafka.stages import DetectOutcome, DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.topology import TopicNames, topic_names

@@ -12,7 +12,7 @@ pages included).
   request's ``X-Request-Id`` when it is a plain token (letters, digits, ``._:-``, at most
   64), else a fresh id. 413 too large.
 - ``POST /v1/traces``: an OTLP/HTTP traces receiver (protobuf or JSON, gzip or not); GenAI
-  spans become usage events (``stream/kafka/traces.py``, the handler any server can mount),
+  spans become usage events (``spendstream/runtime/http/traces.py``, the handler any server can mount),
   published like ``/v1/events`` before the OTLP answer is sent.
 - ``GET /v1/breakers``: each scope's latest breaker event (``?all=1`` includes closed ones).
 - ``GET /healthz``: 200 while the worker runs, with its assignment.
@@ -31,9 +31,9 @@ from faust.web import Request, Response, View
 from spendstream.http_auth import authorize
 from spendstream.producers.otel import OtelMapping
 from spendstream.records import DeadLetter, breaker_to_wire
+from spendstream.runtime.http.events import MAX_BODY_BYTES, check_body, request_id
+from spendstream.runtime.http.traces import receive_traces
 from spendstream.stream.kafka.breaker_control import latest_breakers
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, request_id
-from spendstream.stream.kafka.traces import receive_traces
 
 if TYPE_CHECKING:
     from spendstream.stream.kafka.app import OutRecord, Runtime

@@ -72,6 +72,26 @@ def test_half_open_lets_calls_through_and_closed_or_tombstone_forgets() -> None:
     assert view.snapshot() == {}
 
 
+def test_keep_closed_remembers_closed_scopes_for_a_full_listing_and_guard_ignores_them() -> None:
+    view = _view(keep_closed=True)
+    view.apply(b"team:t", _wire("team:t", "open"))
+    view.apply(b"team:t", _wire("team:t", "closed", "manual reset"))
+    view.apply(b"api_key:k", _wire("api_key:k", "half_open"))
+    view.apply(b"session:s", _wire("session:s", "closed"))
+    view.apply(b"session:s", None)  # a tombstone forgets a closed scope too
+    guard(view, team="t", api_key_id="k", session_id="s")
+    assert view.snapshot() == view.latest() and set(view.latest()) == {"api_key:k"}
+    latest = view.latest(include_closed=True)
+    assert {s: (e.state, e.reason) for s, e in latest.items()} == {
+        "team:t": ("closed", "manual reset"),
+        "api_key:k": ("half_open", "runaway_rate: too fast"),
+    }
+    view.apply(b"team:t", _wire("team:t", "open"))  # re-opened: no longer listed as closed
+    assert view.latest(include_closed=True)["team:t"].state == "open"
+    with pytest.raises(ValueError, match="keep_closed"):
+        _view().latest(include_closed=True)
+
+
 def test_malformed_record_is_ignored() -> None:
     view = _view()
     view.apply(b"team:t", b"{not json")

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from spendstream.config import Config, config_from_dict
+from spendstream.http_auth import token_ok
 from spendstream.runtime.embedded import EmbeddedRunner
+from spendstream.runtime.http.events import check_body, request_id
 from spendstream.signing import RecordSigner
 from spendstream.stream.kafka.alignment import Aligner
-from spendstream.stream.kafka.ingest import check_body, request_id, token_ok
 from spendstream.stream.kafka.stages import DetectStage, UsageRecord, UsageStage
 from spendstream.stream.kafka.wire import (
     PricedFact,

@@ -1,6 +1,8 @@
 """The HTTP server of a ``spendstream run`` worker (aiohttp), and what it needs from the worker.
 
     server         HttpServer (asyncio), ServerThread (its own loop in a thread), build_app
+    events         check_body: a POST /v1/events body judged line by line (pure)
+    traces         receive_traces: an OTLP/HTTP export judged span by span (pure)
     backend        WorkerBackend: the protocol the server talks to the worker through
     kafka_backend  KafkaBackend: that protocol on the Kafka adapter (spendstream.kafka)
     metrics        WorkerMetrics: the worker's Prometheus registry, labels from data capped

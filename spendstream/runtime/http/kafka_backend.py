@@ -69,7 +69,7 @@ class KafkaBackend:
         ready_timeout_s: float = 10.0,
     ) -> None:
         """``producer``: share the worker's producer (else one of its own, closed by
-        ``close``). Dead letters land through ``land_dead_letters`` when given, else through a
+        ``close``); not a transactional one, whose records outside a transaction fail. Dead letters land through ``land_dead_letters`` when given, else through a
         warehouse writer of ``workdir`` named ``writer`` (default ``http/<host>-<pid>``: a
         writer name must be unique among running processes, or the second is fenced)."""
         if land_dead_letters is None and workdir is None:

@@ -46,9 +46,9 @@ from aiohttp import web
 from spendstream.errors import SpendstreamError
 from spendstream.http_auth import authorize
 from spendstream.records import breaker_to_wire
+from spendstream.runtime.http.events import MAX_BODY_BYTES, check_body, request_id
 from spendstream.runtime.http.metrics import CONTENT_TYPE
-from spendstream.stream.kafka.ingest import MAX_BODY_BYTES, check_body, request_id
-from spendstream.stream.kafka.traces import receive_traces, status_body
+from spendstream.runtime.http.traces import receive_traces, status_body
 
 if TYPE_CHECKING:
     from spendstream.config import Config
@@ -80,7 +80,12 @@ def _too_large() -> web.Response:
 
 class _Handlers:
     def __init__(
-        self, backend: WorkerBackend, config: Config, clock: Clock, pool: ThreadPoolExecutor
+        self,
+        backend: WorkerBackend,
+        config: Config,
+        clock: Clock,
+        pool: ThreadPoolExecutor,
+        probes: ThreadPoolExecutor,
     ) -> None:
         from spendstream.producers.otel import OtelMapping
 
@@ -90,9 +95,15 @@ class _Handlers:
         self.otel_mapping = OtelMapping.from_config(config.otel)
         self.clock = clock
         self.pool = pool
+        self.probes = probes
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
+
+    async def _probe(self, fn: Callable[..., T], *args: Any) -> T:
+        """Reads (health, metrics, breakers) on threads of their own: a probe must answer
+        while every ingest thread waits on a slow broker."""
+        return await asyncio.get_running_loop().run_in_executor(self.probes, partial(fn, *args))
 
     async def _body(self, request: web.Request) -> bytes | None:
         """The request body, or None when it is over the limit (413)."""
@@ -173,18 +184,18 @@ class _Handlers:
     async def breakers(self, request: web.Request) -> web.Response:
         include_closed = request.query.get("all", "") in ("1", "true")
         try:
-            states = await self._off_loop(self.backend.breakers, include_closed)
+            states = await self._probe(self.backend.breakers, include_closed)
         except SpendstreamError as exc:
             return _json({"error": str(exc)}, 503, {"Retry-After": str(RETRY_AFTER_S)})
         return _json({"breakers": [breaker_to_wire(b) for b in states]})
 
     async def metrics(self, request: web.Request) -> web.Response:
         # Rendering calls the lag source (the consumer's watermarks): off the loop.
-        text = await self._off_loop(self.backend.metrics.render)
+        text = await self._probe(self.backend.metrics.render)
         return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
 
     async def health(self, request: web.Request) -> web.Response:
-        assigned = await self._off_loop(self.backend.assigned)
+        assigned = await self._probe(self.backend.assigned)
         return _json({"status": "ok", "app_id": self.app_id, "assigned": sorted(assigned)})
 
 
@@ -194,12 +205,14 @@ def build_app(
     token: str | None,
     *,
     pool: ThreadPoolExecutor,
+    probes: ThreadPoolExecutor,
     clock: Clock = _now,
 ) -> web.Application:
     """The aiohttp application: the routes above behind the token middleware.
 
     ``token``: ``spendstream.http_auth.read_token(config.http)`` (None: every path but
-    /healthz answers 503). ``pool``: the threads that judge bodies and call the backend."""
+    /healthz answers 503). ``pool``: the threads that judge bodies and publish them;
+    ``probes``: the threads that answer health, metrics and breakers."""
 
     @web.middleware
     async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -209,7 +222,7 @@ def build_app(
         response: web.StreamResponse = await handler(request)
         return response
 
-    h = _Handlers(backend, config, clock, pool)
+    h = _Handlers(backend, config, clock, pool, probes)
     # aiohttp refuses bodies over 1 MiB by default; a JSON Lines batch may be larger.
     app = web.Application(middlewares=[require_token], client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/events", h.events)
@@ -238,7 +251,10 @@ class HttpServer:
         self.host = config.http.host if host is None else host
         self._port = config.http.port if port is None else port
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="spendstream-http")
-        self.app = build_app(backend, config, token, pool=self._pool, clock=clock)
+        self._probes = ThreadPoolExecutor(2, thread_name_prefix="spendstream-http-probe")
+        self.app = build_app(
+            backend, config, token, pool=self._pool, probes=self._probes, clock=clock
+        )
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -268,6 +284,7 @@ class HttpServer:
             await self._runner.cleanup()
             self._runner = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._probes.shutdown(wait=False, cancel_futures=True)
 
 
 class ServerThread:

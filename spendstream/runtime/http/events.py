@@ -1,7 +1,7 @@
 """POST /v1/events: split a body into records, validate each, and say which were accepted.
 
-Pure: the web view produces the accepted records to the usage topic (keyed by
-``spendstream.topics.partition_key``) and dead-letters the rejected ones. Each rejected
+Pure: the server (``spendstream.runtime.http.server``) produces the accepted records to the
+usage topic (keyed by ``spendstream.topics.partition_key``) and dead-letters the rejected ones. Each rejected
 line's dead letter names ``http:<request-id>#<line>``; the request id is the client's
 ``X-Request-Id`` when it is a plain token, else a fresh one, and is sent back in the answer.
 
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from spendstream.config import DEFAULT_MAX_FUTURE_SKEW_S
-from spendstream.http_auth import token_ok
 from spendstream.records import DeadLetter
 from spendstream.stream.batch import MAX_RECORD_BYTES, ROW, decode_lines, stored_raw
 from spendstream.topics import partition_key
@@ -31,7 +30,6 @@ __all__ = [
     "IngestCheck",
     "check_body",
     "request_id",
-    "token_ok",
     "with_defaults",
 ]
 

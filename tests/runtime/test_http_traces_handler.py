@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from spendstream.producers.event import UsageEvent
 from spendstream.producers.otel import OtelMapping
-from spendstream.stream.kafka.traces import SOURCE, receive_traces
+from spendstream.runtime.http.traces import SOURCE, receive_traces
 from spendstream.topics import partition_key
 from tests.producers.otel_spans import SpanMaker, json_export, protobuf_export
 
