@@ -38,6 +38,20 @@ NAME = "leases"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def bench_broker(work: Path) -> tuple[str, Any]:
+    """``$SPENDSTREAM_BENCH_KAFKA``, else a LocalKafka started under ``work`` (returned too,
+    to stop)."""
+    bootstrap = os.environ.get("SPENDSTREAM_BENCH_KAFKA")
+    if bootstrap:
+        return bootstrap, None
+    from spendstream.kafka_local import LocalKafka, find_free_ports
+
+    port, cport = find_free_ports(2)
+    broker = LocalKafka(work / "kafka", port=port, controller_port=cport, stop_with_parent=True)
+    broker.start(timeout_s=180)
+    return broker.bootstrap, broker
+
+
 def pct(samples: list[float], q: float) -> float:
     if not samples:
         return float("nan")
@@ -96,7 +110,14 @@ def reserve_latency(calls: int = 200_000) -> dict[str, Any]:
 
 
 def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
-    """Each reserve() needs a new lease (refill_calls=1, the lease used up each time)."""
+    return summary(refill_samples(config_path, n), "ms")
+
+
+def refill_samples(
+    config_path: Path, n: int = 300, kafka_options: dict[str, Any] | None = None
+) -> list[float]:
+    """Each reserve() needs a new lease (refill_calls=1, the lease used up each time): the
+    round trip of each, ms."""
     from bench.lease_load import _TimedService
     from spendstream.config import load_config
     from spendstream.kafka_leases import KafkaLeaseService, LeaseTopics
@@ -108,6 +129,7 @@ def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
             config.kafka.bootstrap_servers,
             client_id="bench-refills",
             names=LeaseTopics.with_prefix(config.kafka.topic_prefix),
+            config=kafka_options,
         )
     )
     client = LeaseClient(service, ["team:refills"], client_id="bench-refills", refill_calls=1,
@@ -115,7 +137,7 @@ def sequential_refills(config_path: Path, n: int = 300) -> dict[str, Any]:
     for _ in range(n + 20):
         client.reserve("0.01", team="refills").settle("0.01")
     client.close()
-    return summary(service.refill_ms[20:], "ms")  # the first ones wait for the group join
+    return service.refill_ms[20:]  # the first ones wait for the group join
 
 
 def bare_transactions(bootstrap: str, topic: str, n: int = 300) -> dict[str, Any]:
@@ -202,17 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     box = machine(("spendstream", "confluent-kafka"))
 
-    bootstrap = os.environ.get("SPENDSTREAM_BENCH_KAFKA")
-    broker = None
     tmp = tempfile.TemporaryDirectory(prefix="bench-leases-")
     work = Path(tmp.name)
-    if not bootstrap:
-        from spendstream.kafka_local import LocalKafka, find_free_ports
-
-        port, cport = find_free_ports(2)
-        broker = LocalKafka(work / "kafka", port=port, controller_port=cport, stop_with_parent=True)
-        broker.start(timeout_s=180)
-        bootstrap = broker.bootstrap
+    bootstrap, broker = bench_broker(work)
     report: dict[str, Any] = {"machine": box, "started": started.isoformat()}
     server: Server | None = None
     try:

@@ -332,6 +332,42 @@ class LeaseClient:
             raise
         return Reservation(self, amount, tuple(scopes), held)
 
+    async def areserve(self, max_usd: Decimal | str | int | float, **tags: object) -> Reservation:
+        """``reserve`` for asyncio: with leases in hand it returns without yielding (the same
+        local take); a refill waits on a worker thread, so the event loop keeps running.
+
+        A task cancelled while its refill is on the way gives back what the refill took.
+        """
+        import asyncio
+
+        amount = to_usd(max_usd)
+        scopes = self.covering(tags)
+        held: list[_Held] = []
+        try:
+            for scope in scopes:
+                now = self._clock()
+                with self._cond:
+                    taken = self._from_current(self._slots[scope], amount, now)
+                if taken is None:
+                    refill = asyncio.ensure_future(
+                        asyncio.to_thread(self._refill_and_take, scope, amount)
+                    )
+                    try:
+                        taken = await asyncio.shield(refill)
+                    except asyncio.CancelledError:
+                        refill.add_done_callback(lambda done: self._give_back_late(done, amount))
+                        raise
+                held.append(taken)
+        except BaseException:
+            self._give_back(held, amount)
+            raise
+        return Reservation(self, amount, tuple(scopes), held)
+
+    def _give_back_late(self, refill: Any, amount: Decimal) -> None:
+        """A refill whose caller was cancelled: what it took goes back."""
+        if not refill.cancelled() and refill.exception() is None:
+            self._give_back([refill.result()], amount)
+
     def _take(self, scope: str, amount: Decimal) -> _Held:
         now = self._clock()
         with self._cond:

@@ -684,11 +684,26 @@ class Meter:
         merged.pop("max_request_usd", None)
         return self.reserve(max_usd, **merged)
 
-    async def aguard(self, **tags: Any) -> None:
-        """The async twin of ``guard``; the check is local and never blocks."""
-        if self.breakers is None:
+    async def aguard(
+        self,
+        *,
+        reserve: bool = False,
+        max_usd: Decimal | str | int | float | None = None,
+        **tags: Any,
+    ) -> Reservation | None:
+        """The async twin of ``guard``. The breaker check is local and never blocks; a
+        reservation takes from a lease in hand without yielding, and a refill waits off the
+        event loop (``LeaseClient.areserve``)."""
+        merged = self._call_tags(tags)
+        wants_lease = reserve or max_usd is not None
+        if self.breakers is not None:
+            await _aguard(self.breakers, **merged)
+        elif not wants_lease:
             raise SpendstreamError("Meter.aguard needs a breaker view: meter.watch_breakers()")
-        await _aguard(self.breakers, **self._call_tags(tags))
+        if not wants_lease:
+            return None
+        merged.pop("max_request_usd", None)
+        return await self.areserve(max_usd, **merged)
 
     def _call_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
         """The tags the call's event will carry: defaults < ``meter.tags()`` blocks < these.
@@ -725,6 +740,44 @@ class Meter:
         ``BudgetExhausted`` or ``LeaseUnavailable``; use the result as a context manager
         and settle it, or pass it to ``record(..., reservation=r)``.
         """
+        worst, merged = self._worst_case(
+            max_usd, provider, model, input_tokens, max_tokens, rates, tags
+        )
+        assert self.leases is not None
+        reservation = self.leases.reserve(worst, **merged)
+        reservation.rates = rates
+        return reservation
+
+    async def areserve(
+        self,
+        max_usd: Decimal | str | int | float | None = None,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        max_tokens: int | None = None,
+        rates: Mapping[tuple[str, str], RequestRate] | None = None,
+        **tags: Any,
+    ) -> Reservation:
+        """``reserve`` for asyncio: a refill waits off the event loop (``LeaseClient.areserve``)."""
+        worst, merged = self._worst_case(
+            max_usd, provider, model, input_tokens, max_tokens, rates, tags
+        )
+        assert self.leases is not None
+        reservation = await self.leases.areserve(worst, **merged)
+        reservation.rates = rates
+        return reservation
+
+    def _worst_case(
+        self,
+        max_usd: Decimal | str | int | float | None,
+        provider: str | None,
+        model: str | None,
+        input_tokens: int | None,
+        max_tokens: int | None,
+        rates: Mapping[tuple[str, str], RequestRate] | None,
+        tags: Mapping[str, Any],
+    ) -> tuple[Decimal | str | int | float, dict[str, Any]]:
         if self.leases is None:
             raise SpendstreamError("Meter.reserve needs a lease client: meter.use_leases(...)")
         if max_usd is None:
@@ -740,10 +793,7 @@ class Meter:
                     f"no price known for {provider}/{model}: pass max_usd or rates to reserve()"
                 )
             max_usd = worst
-        merged = self._call_tags(tags)
-        reservation = self.leases.reserve(max_usd, **merged)
-        reservation.rates = rates
-        return reservation
+        return max_usd, self._call_tags(tags)
 
     # -- the sender thread ------------------------------------------------------------------
 

@@ -645,7 +645,14 @@ class LeasesConfig(_Section):
     group_id: str = Field(
         default="spendstream-leases",
         min_length=1,
-        description="The consumer group of the lease servers (`spendstream leases serve`).",
+        description="The consumer group of the lease servers (`spendstream leases serve` and "
+        "the ones `spendstream run` hosts).",
+    )
+    serve_in_run: bool = Field(
+        default=True,
+        description="Each `spendstream run` worker hosts a lease server (in the lease servers' "
+        "group) when a `[[budget]]` has `hard_limit`; false: run `spendstream leases serve` "
+        "yourself.",
     )
 
     @model_validator(mode="after")

@@ -2,8 +2,8 @@
 
 Every Kafka client here is the project's adapter (``spendstream.kafka``): settings are
 ``KafkaSettings`` (``KafkaSettings.from_config`` for SASL/TLS), failures are
-``spendstream.errors`` Kafka errors. Round 2 hosts the server loop in the scope-owning
-worker of ``spendstream run``.
+``spendstream.errors`` Kafka errors. ``spendstream.runtime.lease_server`` runs the server
+as ``spendstream leases serve`` or as a thread of ``spendstream run``.
 
 Topics (docs/budget-leases.md, "On Kafka"):
 
@@ -14,6 +14,8 @@ Topics (docs/budget-leases.md, "On Kafka"):
   named (each client reads only its own partition, from where it stood when it started).
 - ``spendstream.lease-ledger``: the ledger's changelog, compacted, partitioned like the
   requests (a scope's records sit in its request partition's number).
+- ``spendstream.facts`` (read only): landed spend. Every server reads every partition and
+  counts the rows of the hard scopes it owns, past the usage offset each scope has applied.
 
 The server answers inside a Kafka transaction that also holds the ledger records the
 answer changed and the consumed request offsets: a grant is never visible (clients read
@@ -31,7 +33,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spendstream import topics
 from spendstream.errors import KafkaClientError, LeaseUnavailable, SpendstreamError
@@ -46,6 +48,7 @@ from spendstream.kafka import (
     as_settings,
 )
 from spendstream.kafka.consumer import BEGINNING
+from spendstream.kafka.partitioner import partition_for
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -69,12 +72,18 @@ __all__ = [
     "read_ledger",
 ]
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("spendstream.leases.kafka")
 
 REPLY_PARTITION_HEADER = "reply-partition"
 MAX_DEAD_LETTER_RAW = 10_000
 
 RecordKey = tuple[str, str, str]
+# A facts table and the scopes to count -> the ledger's Spend for them
+# (spendstream.stream.leases.landed_spends; passed in: this module does not import stream).
+SpendsOf = Callable[["pa.Table", list[str]], list[Any]]
 # Clients inherited from a parent process: their threads exist only there, so destroying
 # them in a forked child would wait forever. Kept referenced, never used.
 _FORK_ORPHANS: list[object] = []
@@ -86,6 +95,8 @@ class LeaseTopics:
     replies: str = topics.LEASE_REPLIES
     ledger: str = topics.LEASE_LEDGER
     dead_letters: str = topics.DEAD_LETTERS
+    # Read, never written, by the lease server: landed spend (spendstream.facts_topic).
+    facts: str = topics.FACTS
 
     @classmethod
     def with_prefix(cls, prefix: str) -> LeaseTopics:
@@ -94,6 +105,7 @@ class LeaseTopics:
             topics.LEASE_REPLIES,
             topics.LEASE_LEDGER,
             topics.DEAD_LETTERS,
+            topics.FACTS,
         )
         return cls(*(prefix + name for name in names))
 
@@ -336,9 +348,27 @@ class LeaseBook(Protocol):
 
     def forget(self, scopes: Iterable[str]) -> None: ...
 
+    @property
+    def scopes(self) -> frozenset[str]: ...
+
+    def land(self, source: str, position: int, spends: Iterable[Any], now: datetime) -> int: ...
+
+    def position(self, scope: str, source: str) -> int: ...
+
+    def mark(self, scope: str, source: str, position: int) -> None: ...
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _asks(msg: Message) -> bool:
+    """Whether a lease message waits for an answer (a request; or unreadable: it is
+    dead-lettered, so it is handled now)."""
+    try:
+        return isinstance(decode(msg.value() or b""), LeaseRequest)
+    except ValueError:
+        return True
 
 
 class LeaseServer:
@@ -365,6 +395,7 @@ class LeaseServer:
         poll_s: float = 0.05,
         expire_every_s: float = 1.0,
         session_timeout_s: float = 10.0,
+        spends_of: SpendsOf | None = None,
     ) -> None:
         self.settings = as_settings(settings)
         self.names = names or LeaseTopics()
@@ -377,8 +408,20 @@ class LeaseServer:
         self._poll_s = poll_s
         self._expire_every_s = expire_every_s
         self._scope_partition: dict[str, int] = {}
+        self._owned: dict[str, int] = {}  # hard-budget scope -> its request partition, if ours
+        self._request_partitions = 0
+        self._spends_of = spends_of
+        self._facts_stale = True  # the facts assignment must follow what we own
+        self._facts_assigned = False
         self.ready = threading.Event()  # assigned and restored at least once
         self.answered = 0
+        self.facts_read = 0  # facts records committed with their landed spend
+        # Set to a list to have each transaction's phases appended (bench/lease_refill.py):
+        # (records, newest record's age when its transaction began ms (ms clock of its
+        # producer), answer ms, offsets ms, commit ms).
+        self.timings: list[tuple[int, float, float, float, float]] | None = None
+        self.defer_untold = True  # False: a transaction per batch, as before (bench A/B)
+        self._held: list[Message] = []  # consumed, applied at the next transaction
         client_id = f"spendstream-lease-server-{instance_id}"
         self._producer = Producer(
             self.settings,
@@ -408,19 +451,49 @@ class LeaseServer:
                 **self._config,
             },
         )
+        # Landed spend: every partition of the facts topic, each server for its own scopes
+        # (no group: where to resume is in the ledger, per scope, committed with the rest).
+        self._facts: Consumer | None = None
+        if spends_of is not None:
+            self._facts = Consumer(
+                self.settings,
+                client_id=f"{client_id}-facts",
+                read_committed=True,
+                config={"fetch.wait.max.ms": 5, **self._config},
+            )
 
     # --- assignment -----------------------------------------------------------------------
 
     def _on_assign(self, partitions: list[Partition]) -> None:
         numbers = [p for _, p in partitions]
         self._restore(numbers)
-        log.info("lease server %s owns partitions %s", self.instance_id, numbers)
+        self._own(numbers)
+        if numbers:  # cooperative rebalancing also calls with nothing new
+            log.info("lease server %s owns partitions %s", self.instance_id, sorted(numbers))
         self.ready.set()
 
     def _on_revoke(self, partitions: list[Partition]) -> None:
         gone = {p for _, p in partitions}
+        # Held messages of a partition leaving us are read again by its next owner.
+        self._held = [m for m in self._held if int(m.partition() or 0) not in gone]
+        if gone:
+            log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
         self.book.forget([s for s, p in self._scope_partition.items() if p in gone])
         self._scope_partition = {s: p for s, p in self._scope_partition.items() if p not in gone}
+        self._owned = {s: p for s, p in self._owned.items() if p not in gone}
+        self._facts_stale = True
+
+    def _own(self, numbers: list[int]) -> None:
+        """The hard-budget scopes whose request partition is among ``numbers`` are ours:
+        their landed spend is counted here, whether or not a client has asked yet."""
+        if not self._request_partitions:
+            return
+        for scope in self.book.scopes:
+            partition = partition_for(scope.encode(), self._request_partitions)
+            if partition in numbers:
+                self._owned[scope] = partition
+                self._scope_partition[scope] = partition
+        self._facts_stale = True
 
     def _restore(self, numbers: list[int], timeout_s: float = 60.0) -> None:
         """Rebuild the ledger of these partitions from the changelog's committed records."""
@@ -445,6 +518,9 @@ class LeaseServer:
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set. A fenced server (a newer instance took over) raises."""
         self._producer.init_transactions(30)
+        self._request_partitions = len(
+            self._consumer.partitions_for(self.names.requests, timeout_s=30) or []
+        )
         self._consumer.subscribe([self.names.requests])
         next_expiry = time.monotonic()
         try:
@@ -453,32 +529,87 @@ class LeaseServer:
                 expire = time.monotonic() >= next_expiry
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
-                if msgs or expire:
-                    self._step(msgs, expire)
+                facts = self._read_facts(expire)
+                quiet = msgs and not facts and not expire and self.defer_untold
+                if quiet and not any(_asks(m) for m in msgs):
+                    # Settlements and releases wait for the next transaction (a request's,
+                    # or the next tick's): nobody waits on their answer, and a request right
+                    # behind them (a refill gives the old lease back first) then costs one
+                    # transaction, not two.
+                    self._held.extend(msgs)
+                    continue
+                if self._held:
+                    msgs, self._held = self._held + msgs, []
+                if msgs or facts or expire:
+                    self._step(msgs, expire, facts)
         finally:
             self._consumer.close()
+            if self._facts is not None:
+                self._facts.close()
             self._producer.close(5)
 
-    def _step(self, msgs: list[Message], expire: bool) -> None:
+    def _read_facts(self, look: bool) -> list[Message]:
+        if self._facts is None:
+            return []
+        # A facts topic that does not exist yet (no worker has run) is looked for again
+        # at every expiry tick.
+        if self._facts_stale or (look and not self._facts_assigned and self._owned):
+            self._assign_facts()
+        return self._facts.consume(self._batch, 0) if self._facts_assigned else []
+
+    def _assign_facts(self) -> None:
+        """Read each facts partition from the oldest record one of our scopes has not read."""
+        assert self._facts is not None
+        self._facts_stale = False
+        parts = self._facts.partitions_for(self.names.facts, timeout_s=5) if self._owned else None
+        if not parts:
+            self._facts.assign({})
+            self._facts_assigned = False
+            return
+        starts: dict[Partition, int | None] = {}
+        for p in parts:
+            read = [self.book.position(s, self._facts_mark(p)) for s in self._owned]
+            starts[(self.names.facts, p)] = BEGINNING if min(read) < 0 else min(read) + 1
+        self._facts.assign(starts)
+        self._facts_assigned = True
+
+    def _facts_mark(self, partition: int) -> str:
+        return f"{self.names.facts}/{partition}"
+
+    def _step(self, msgs: list[Message], expire: bool, facts: list[Message]) -> None:
         now = self._clock()
         if expire:
             self.book.expire(now)
         changes = self.book.changes()
-        if not msgs and not changes:
+        if not msgs and not facts and not changes:
             return
         try:
+            t0, wall0 = time.perf_counter(), time.time()
             self._producer.begin_transaction()
             for msg in msgs:
                 self._answer(msg, now)
+            for msg in facts:
+                self._land(msg, now)
             self._write_changes(changes + self.book.changes())
+            t1 = time.perf_counter()
             if msgs:
                 positions = self._consumer.position(self._consumer.assignment())
                 self._producer.send_offsets_to_transaction(
                     {p: o for p, o in positions.items() if o is not None and o >= 0},
                     self._consumer.group_metadata(),
                 )
+            t2 = time.perf_counter()
             self._producer.commit_transaction()
+            if self.timings is not None:
+                t3 = time.perf_counter()
+                # The newest record's: what the batch's transaction waited for last.
+                age = min((wall0 * 1000 - m.timestamp()[1] for m in msgs), default=0.0)
+                ms = 1000.0
+                self.timings.append(
+                    (len(msgs), age, (t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms)
+                )
             self.answered += len(msgs)
+            self.facts_read += len(facts)
         except KafkaClientError as exc:
             if not exc.abortable:
                 raise  # fenced or fatal: another instance owns the work now
@@ -509,6 +640,33 @@ class LeaseServer:
                 self.names.replies, encode(reply), message.client_id.encode(), partition=reply_to
             )
 
+    def _land(self, msg: Message, now: datetime) -> None:
+        """One facts record: each of our scopes lands its rows past the usage offset it has
+        applied (a replayed batch, cut anywhere, counts once), and marks the record read."""
+        from spendstream import facts_topic  # pyarrow: only where facts are read
+
+        assert self._spends_of is not None
+        offset = int(msg.offset() or 0)
+        mark = self._facts_mark(int(msg.partition() or 0))
+        unread = [s for s in self._owned if self.book.position(s, mark) < offset]
+        if not unread:
+            return  # read before a rewind or by a scope that moved here: nothing new
+        try:
+            batch = facts_topic.decode(msg.value() or b"")
+        except ValueError as exc:
+            source = f"kafka:{msg.topic()}/{msg.partition()}@{offset}"
+            self._dead_letter(msg, str(exc), source, now)
+            batch = None
+        if batch is not None and batch.facts.num_rows:
+            source = f"usage/{batch.usage_partition}"
+            for scope in unread:
+                rows = batch.after(self.book.position(scope, source))
+                spends = self._spends_of(rows, [scope]) if rows.num_rows else []
+                if spends:
+                    self.book.land(source, int(batch.last_offset or 0), spends, now)
+        for scope in unread:
+            self.book.mark(scope, mark, offset)
+
     @staticmethod
     def _reply_partition(msg: Message) -> int:
         for name, value in list(msg.headers() or []):
@@ -536,8 +694,11 @@ class LeaseServer:
     def _rewind(self) -> None:
         """After an abort: the ledger and the positions go back to the last commit."""
         assigned = self._consumer.assignment()
+        self._held = []  # read again from the committed offsets
         self.book = self._book_factory()
         self._scope_partition = {}
+        self._owned = {}
         self._restore([p for _, p in assigned])
+        self._own([p for _, p in assigned])
         for partition, offset in self._consumer.committed(assigned, timeout_s=30).items():
             self._consumer.seek(partition, offset if offset is not None else BEGINNING)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -100,12 +101,14 @@ def server_factory(tmp_path: Path) -> Iterator[type[ServerProcess]]:
         s.stop()
 
 
-def wait_granted(client: LeaseClient, amount: str, timeout_s: float = 90.0) -> None:
+def wait_granted(
+    client: LeaseClient, amount: str, timeout_s: float = 90.0, team: str = "search"
+) -> None:
     """Reserve (and cancel) once the server answers: it joins its group first."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            client.reserve(amount, team="search").cancel()
+            client.reserve(amount, team=team).cancel()
             return
         except LeaseUnavailable:
             if time.monotonic() > deadline:
@@ -292,3 +295,151 @@ def test_8_processes_of_16_threads_never_overshoot_a_hard_budget_through_a_sigki
     for p in result.processes:  # ...and every client process resumed after the restart
         assert p["last_call_wall"] > restarted[0], p
         assert p["overspent"] == 0
+
+
+# --- two servers splitting the scopes ---------------------------------------------------
+
+
+def owned_partitions(log: Path) -> list[int]:
+    """The partitions a server process last said it owns (it logs each assignment)."""
+    owned: list[int] = []
+    for line in log.read_text(errors="replace").splitlines():
+        if " owns partitions " in line:
+            owned += json.loads(line.rsplit(" owns partitions ", 1)[1])
+        elif " gives up partitions " in line:
+            gone = json.loads(line.rsplit(" gives up partitions ", 1)[1])
+            owned = [p for p in owned if p not in gone]
+    return sorted(set(owned))
+
+
+def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_killed(
+    kafka_bootstrap: str, tmp_path: Path, server_factory: type[ServerProcess]
+) -> None:
+    from tests.test_lease_landed_spend_kafka import create_facts_topic, publish, wait_left
+
+    limit, unleased = D(25), D(5)
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    path = tmp_path / "spendstream.toml"
+    # team:search hashes to request partition 0 of 2, team:ads to 1.
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ntopic_prefix = "{prefix}"\n'
+        + "".join(
+            f'[[budget]]\nscope = "team:{t}"\nperiod = "day"\namount_usd = {limit}\n'
+            "hard_limit = 1.0\n"
+            for t in ("search", "ads")
+        )
+        + "[leases]\npartitions = 2\nreply_partitions = 2\nttl_s = 5\ngrace_s = 3\n"
+        "idle_return_s = 1\nrequest_timeout_s = 1\n"
+    )
+    config = load_config(path)
+    create_facts_topic(config, 1)
+    servers = [server_factory(path, tmp_path / f"s{i}.log", f"s{i}") for i in range(2)]
+    for s in servers:
+        s.start()
+    deadline = time.monotonic() + 120
+    while sorted(owned_partitions(s.log) != [] for s in servers) != [True, True]:
+        assert time.monotonic() < deadline, "both servers should own a partition"
+        time.sleep(0.5)
+    owner = {p: s for s in servers for p in owned_partitions(s.log)}
+    assert sorted(owner) == [0, 1] and owner[0] is not owner[1]
+    victim, survivor = owner[0], owner[1]  # victim owns team:search
+    # Spend that did not reserve lands on both scopes: each owner counts its own.
+    publish(config, 0, [(0, str(unleased), "search", None, True),
+                        (1, str(unleased), "ads", None, True)])  # fmt: skip
+
+    clients = [LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=1) for _ in range(2)]
+    spent = {"search": D(0), "ads": D(0)}
+    calls: dict[str, list[float]] = {"search": [], "ads": []}
+    unavailable = {"search": 0, "ads": 0}
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def agent(client: LeaseClient, team: str, seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            cost = D(rng.randint(1, 5)) / 100
+            try:
+                r = client.reserve(cost, team=team)
+            except BudgetExhausted:
+                time.sleep(0.05)
+                continue
+            except LeaseUnavailable:
+                with lock:
+                    unavailable[team] += 1
+                time.sleep(0.1)
+                continue
+            time.sleep(0.1)  # the call
+            r.settle(cost)  # it cost its whole worst case
+            with lock:
+                spent[team] += cost
+                calls[team].append(time.time())
+
+    threads = [
+        threading.Thread(target=agent, args=(c, team, 10 * i + j), daemon=True)
+        for i, c in enumerate(clients)
+        for j, team in enumerate(("search", "ads", "search", "ads"))
+    ]
+    try:
+        for c in clients:
+            for team in ("search", "ads"):
+                wait_granted(c, "0.01", team=team)
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        victim.kill9()
+        killed_at = time.time()
+        deadline = time.monotonic() + 90
+        while min(spent.values()) < (limit - unleased) * D("0.9"):
+            assert time.monotonic() < deadline, f"budgets not used up: {spent}"
+            time.sleep(0.5)
+        time.sleep(2)  # what is still in flight settles
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        for c in clients:
+            c.close()
+    for team in ("search", "ads"):
+        assert spent[team] + unleased <= limit, f"overshoot on team:{team}: {spent}"
+    assert all(c.metrics.overspent == 0 for c in clients)
+    # Every lease given back (or expired), the owners' books are exact: the cap less the
+    # unleased spend, counted once by team:search's new owner, less what the calls cost.
+    service = KafkaLeaseService(kafka_bootstrap, client_id="c-check", names=lease_topics(config))
+    try:
+        for team in ("search", "ads"):
+            wait_left(service, str(limit - unleased - spent[team]), scope=f"team:{team}")
+    finally:
+        service.close()
+    assert owned_partitions(survivor.log) == [0, 1]  # it took team:search's partition over
+    assert unavailable["search"] > 0  # team:search's refills waited for the takeover...
+    resumed = min(t for t in calls["search"] if t > killed_at + 1)
+    # ...while team:ads, on the surviving server, was served through it.
+    assert any(killed_at + 1 < t < resumed for t in calls["ads"])
+
+
+def test_a_refill_costs_one_transaction_and_a_lone_release_is_committed_at_the_next_tick(
+    in_process: tuple[LeaseServer, Path],
+) -> None:
+    server, path = in_process
+    config = load_config(path)
+    names = lease_topics(config)
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10,
+                           refill_calls=1) as c:  # fmt: skip
+        wait_granted(c, "0.01")
+        server.timings = timings = []
+        started = time.monotonic()
+        for _ in range(10):  # each: the used-up lease goes back, then a new one is asked
+            c.reserve("0.1", team="search").settle("0.1")
+        elapsed = time.monotonic() - started
+        carrying = len([t for t in timings if t[0]])
+        # One per request, give or take the expiry ticks that fell in between (once a second).
+        assert carrying <= 10 + int(elapsed) + 1, timings
+        assert c.held("team:search") == 0  # the last lease is used up
+    # close() gave the last lease back: no request follows it, the tick commits it.
+    deadline = time.monotonic() + 30
+    while True:
+        ledger = _ledger_from_changelog(config, names)
+        if all(lease.released for lease in ledger.leases("team:search")):
+            break
+        assert time.monotonic() < deadline, "the last release was never committed"
+        time.sleep(0.5)

@@ -8,6 +8,7 @@ partitions back at once and fences what the killed one left behind.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import threading
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # Which partitions (scopes) this server owns, and takeovers, are what an operator watches.
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("spendstream.leases").setLevel(logging.INFO)
     hard = [b.scope for b in config.budget if b.hard_limit is not None]
     instance = args.instance or socket.gethostname()
     print(

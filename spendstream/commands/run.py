@@ -1,5 +1,8 @@
 """``spendstream run``: a worker of the Kafka pipeline (usage loop, scope loop, HTTP ingest).
 
+With hard budgets (and ``[leases] serve_in_run``, the default) each worker also hosts a
+budget lease server (``spendstream.runtime.lease_server.host_leases``).
+
 Start as many as you like with the same configuration, on one machine or many: they share
 the usage partitions (consumer group ``app_id``) and the scope partitions (``app_id-scopes``).
 Each serves POST /v1/events, POST /v1/traces, GET /v1/breakers, /healthz and /metrics on
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from typing import cast
 
@@ -93,6 +97,18 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     worker.start()
+    from spendstream.runtime.lease_server import host_leases
+
+    # Budget leases for the hard budgets, as `spendstream leases serve` would: a stable name
+    # per worker (host and HTTP port) so a restarted worker takes its partitions back.
+    leases = host_leases(config, f"{socket.gethostname()}-run-{port}")
+    if leases is not None:
+        print(
+            f"spendstream run: serving budget leases as {leases.instance_id!r} "
+            f"(group {config.kafka.topic_prefix + config.leases.group_id})",
+            file=sys.stderr,
+            flush=True,
+        )
     print(
         f"spendstream run: {names.usage} ({counts.get(names.usage)} partitions) from "
         f"{kafka.describe()}, loops {loops}, groups {config.kafka.app_id} and "
@@ -115,5 +131,7 @@ def run(args: argparse.Namespace) -> int:
         while not stop.wait(0.5):
             pass
     finally:
+        if leases is not None:
+            leases.stop()
         worker.stop()
     return 0

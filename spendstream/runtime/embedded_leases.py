@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from spendstream.config import Config, WarehouseConfig
 from spendstream.scopes import scope_fields
-from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService, Spend
+from spendstream.stream.leases import (
+    LeaseLedger,
+    LeasePolicy,
+    LocalLeaseService,
+    Spend,
+    landed_spends,
+)
 from spendstream.stream.windows import period_bounds
-from spendstream.table_schemas import WIDE_MONEY
 
 if TYPE_CHECKING:
     from spendstream.producers.leases import LeaseClient
@@ -72,50 +76,7 @@ class EmbeddedLeases:
         ``priced``, ``cost_usd``, ``ts`` and ``lease_id`` columns and the hard budgets'
         scope fields.
         """
-        scopes = self.scopes
-        if not scopes or not facts.num_rows:
-            return 0
-        priced = facts.filter(pc.fill_null(facts.column("priced"), False))
-        spends: list[Spend] = []
-        for scope in sorted(scopes):
-            rows = _on_scope(priced, scope)
-            if not rows.num_rows:
-                continue
-            lease = rows.column("lease_id")
-            leased = pc.fill_null(pc.not_equal(lease, ""), False)  # null or "": unleased
-            # Per fact: the ledger tells a call that ended after its lease by its ts.
-            held = rows.filter(leased)
-            spends.extend(
-                Spend.of(scope, ts, usd, lease_id)
-                for ts, usd, lease_id in zip(
-                    held.column("ts").to_pylist(),
-                    held.column("cost_usd").to_pylist(),
-                    held.column("lease_id").to_pylist(),
-                    strict=True,
-                )
-            )
-            # Unleased spend only needs its period: an hour lies within every period.
-            free = rows.filter(pc.invert(leased))
-            if not free.num_rows:
-                continue
-            hourly = (
-                pa.table(
-                    {
-                        "hour": pc.floor_temporal(free.column("ts"), unit="hour"),
-                        "usd": free.column("cost_usd").cast(WIDE_MONEY),
-                    }
-                )
-                .group_by("hour", use_threads=False)
-                .aggregate([("usd", "sum")])
-            )
-            spends.extend(
-                Spend(scope, hour, usd)
-                for hour, usd in zip(
-                    hourly.column("hour").to_pylist(),
-                    hourly.column("usd_sum").to_pylist(),
-                    strict=True,
-                )
-            )
+        spends = landed_spends(facts, self.scopes)
         return self._land(spends)
 
     def _land(self, spends: list[Spend]) -> int:
@@ -150,12 +111,3 @@ class EmbeddedLeases:
         finally:
             con.close()
         return self._land(spends)
-
-
-def _on_scope(facts: pa.Table, scope: str) -> pa.Table:
-    """The rows of ``facts`` on ``scope`` (``global``: all of them)."""
-    mask: pa.ChunkedArray | None = None
-    for column, value in scope_fields(scope).items():
-        match = pc.fill_null(pc.equal(facts.column(column), value), False)
-        mask = match if mask is None else pc.and_(mask, match)
-    return facts if mask is None else facts.filter(mask)

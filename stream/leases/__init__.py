@@ -11,6 +11,7 @@ from spendstream.stream.leases.lease import Lease, Spend
 from spendstream.stream.leases.ledger import LEASE_ID_CHARS, LeaseLedger, Standing
 from spendstream.stream.leases.policy import HardCap, LeasePolicy, grant_size, hard_caps
 from spendstream.stream.leases.service import LocalLeaseService
+from spendstream.stream.leases.spends import landed_spends, on_scope
 
 __all__ = [
     "LEASE_ID_CHARS",
@@ -23,4 +24,6 @@ __all__ = [
     "Standing",
     "grant_size",
     "hard_caps",
+    "landed_spends",
+    "on_scope",
 ]

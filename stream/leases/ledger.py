@@ -229,6 +229,17 @@ class LeaseLedger:
                 applied += 1
         return applied
 
+    def position(self, scope: str, source: str) -> int:
+        """The last position of ``source`` applied on ``scope`` (-1: none yet)."""
+        return self._positions.get((scope, source), -1)
+
+    def mark(self, scope: str, source: str, position: int) -> None:
+        """Record that ``scope`` has read ``source`` up to ``position`` (a reader's resume
+        point, kept in the changelog with the rest). Positions only move forward."""
+        if scope in self._caps and position > self._positions.get((scope, source), -1):
+            self._positions[(scope, source)] = position
+            self._dirty[(scope, "pos", source)] = None
+
     def _land_one(self, spend: Spend, now: datetime) -> None:
         lease = next(
             (

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from spendstream.kafka.admin import Admin, TopicSpec
+from spendstream.kafka.partitioner import murmur2, partition_for
 from spendstream.producers import Meter
 from spendstream.topics import USAGE, partition_key
 from tests.kafka_fixtures import read_topic
@@ -36,44 +37,19 @@ def _fields(i: int) -> dict[str, Any]:
     }
 
 
-def _murmur2(data: bytes) -> int:
-    """Kafka's Java ``Utils.murmur2`` (seed 0x9747b28c), as a signed 32-bit int."""
-    m, r, length = 0x5BD1E995, 24, len(data)
-    h = (0x9747B28C ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    rest = length % 4
-    tail = data[length - rest :]
-    if rest == 3:
-        h ^= tail[2] << 16
-    if rest >= 2:
-        h ^= tail[1] << 8
-    if rest >= 1:
-        h ^= tail[0]
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
 def java_partition(key: bytes, partitions: int) -> int:
     """``DefaultPartitioner``/``BuiltInPartitioner`` for a keyed record."""
-    return (_murmur2(key) & 0x7FFFFFFF) % partitions
+    return partition_for(key, partitions)
 
 
 def test_murmur2_matches_kafkas_published_vectors() -> None:
     # From Kafka's UtilsTest.testMurmur2.
-    assert _murmur2(b"21") == -973932308
-    assert _murmur2(b"foobar") == -790332482
-    assert _murmur2(b"a-little-bit-long-string") == -985981536
-    assert _murmur2(b"a-little-bit-longer-string") == -1486304829
-    assert _murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == -58897971
-    assert _murmur2(b"abc") == 479470107
+    assert murmur2(b"21") == -973932308
+    assert murmur2(b"foobar") == -790332482
+    assert murmur2(b"a-little-bit-long-string") == -985981536
+    assert murmur2(b"a-little-bit-longer-string") == -1486304829
+    assert murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") == -58897971
+    assert murmur2(b"abc") == 479470107
 
 
 def _read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:

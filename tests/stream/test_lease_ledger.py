@@ -419,3 +419,22 @@ def test_policy_from_config_reads_the_leases_section_and_detection_lateness() ->
     assert LeasePolicy.from_config(config) == LeasePolicy(
         ttl_s=5, grace_s=7, min_grant_usd=D("0.5"), max_grant_usd=None, retain_s=60
     )
+
+
+def test_a_readers_mark_moves_forward_only_on_hard_scopes_and_travels_in_the_changelog() -> None:
+    led = ledger(budget("team:a"), budget("team:soft", hard=None))
+    assert led.position("team:a", "facts/0") == -1
+    led.mark("team:a", "facts/0", 5)
+    led.mark("team:a", "facts/0", 4)  # a rewound reader never moves the mark back
+    led.mark("team:a", "facts/0", 5)
+    led.mark("team:soft", "facts/0", 9)  # no hard budget: nothing to keep
+    assert led.position("team:a", "facts/0") == 5
+    assert led.position("team:soft", "facts/0") == -1
+    assert led.position("team:a", "facts/1") == -1
+    led.land("usage/0", 7, [Spend("team:a", T0, D(1))], T0)
+    assert led.position("team:a", "usage/0") == 7
+    again = ledger(budget("team:a"))
+    again.load(led.changes())
+    assert again.position("team:a", "facts/0") == 5
+    assert again.position("team:a", "usage/0") == 7
+    assert again.changes() == []
