@@ -277,8 +277,10 @@ class UsageLoop:
         p, names, out, steps = part.number, self.names, self.out, self.metrics.step_seconds
         t0 = time.perf_counter()
         now = datetime.now(UTC)
-        events = [m for m in msgs if kind_of(m.headers()) is None]
+        # A reset control record is the only record that is not a usage event; anything
+        # else (whatever its headers) is judged as one, so a bad record is a dead letter.
         controls = [m for m in msgs if kind_of(m.headers()) == RESET]
+        events = [m for m in msgs if kind_of(m.headers()) != RESET]
         topic = names.usage
         judged = judge_lines(
             [m.value() or b"" for m in events],
