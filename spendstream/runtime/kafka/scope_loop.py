@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,12 @@ import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError
-from spendstream.kafka.consumer import Consumer, Message, Partition
-from spendstream.kafka.producer import Producer
+from spendstream.kafka.consumer import Message
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import Alert, BreakerEvent
 from spendstream.runtime.http.metrics import WorkerMetrics
-from spendstream.runtime.kafka.facts_reader import FactsReader
-from spendstream.runtime.kafka.outputs import IdleClock, Outputs
+from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.runtime.kafka.wire import (
     PARTIALS_KIND,
@@ -54,7 +53,6 @@ from spendstream.runtime.kafka.wire import (
     decode_reset,
     kind_of,
 )
-from spendstream.signing import load_breaker_signer
 from spendstream.stream.engine import ScopeEngine
 from spendstream.stream.partials import CLOCK
 from spendstream.table_schemas import alerts_table, breaker_events_table
@@ -64,10 +62,9 @@ __all__ = ["ScopeLoop", "scope_writer"]
 
 log = logging.getLogger(__name__)
 
-_RETRY_S = 1.0
 _STATE_VERSION = 1
-_COMMIT_QUIET_S = 1.0
-_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted  # a position that moved without output is landed at most this often
+_COMMIT_QUIET_S = 1.0  # a position that moved without output is landed at most this often
+_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted
 
 
 def scope_writer(partition: int) -> str:
@@ -108,7 +105,7 @@ class _Owner:
     number: int
     warehouse: Warehouse
     engine: ScopeEngine
-    position: int  # last partials offset landed (-1: none)
+    landed: int  # last partials offset landed (-1: none)
     merged: dict[int, int]  # usage partition -> last usage offset merged
     clocks: dict[int, int]  # usage partition -> watermark of its last batch (us)
     resets_upto: int  # partials offset of the last reset applied
@@ -119,8 +116,10 @@ class _Owner:
     landed_at: float = 0.0
 
 
-class ScopeLoop:
+class ScopeLoop(PartitionLoop[_Owner]):
     """One thread's loop over the partials topic (see the module docstring)."""
+
+    name = "scopes"
 
     def __init__(
         self,
@@ -133,149 +132,53 @@ class ScopeLoop:
         stop: threading.Event,
         clock: Any = time.monotonic,
     ) -> None:
-        self.config = config
-        self.workdir = workdir
-        self.settings = settings
-        self.names = names
+        super().__init__(config, workdir, settings, names, metrics, stop)
         self.lanes = usage_partitions
-        self.metrics = metrics
-        self.stop = stop
         self.clock = clock
-        self.signer = load_breaker_signer(config.breaker)
-        self.owners: dict[int, _Owner] = {}
-        self._assigned: list[Partition] = []
-        self._broken: set[int] = set()
         self._ends: dict[int, tuple[int, float]] = {}  # usage partition -> (end, read at)
-        self.consumer: Consumer | None = None
-        self.facts: FactsReader | None = None
-        self.out: Outputs | None = None
-        self.ready = threading.Event()
 
-    def position_key(self, q: int) -> str:
-        return f"{self.names.partials}/{q}"
+    @property
+    def topic(self) -> str:
+        return self.names.partials
 
-    def assigned(self) -> list[Partition]:
-        return list(self._assigned)
+    @property
+    def group(self) -> str:
+        return f"{self.config.kafka.app_id}-scopes"
 
-    # --- assignment --------------------------------------------------------------------
+    def writer(self, partition: int) -> str:
+        return scope_writer(partition)
 
-    def _open(self, q: int) -> _Owner:
-        old = self.owners.pop(q, None)
-        if old is not None:
-            old.warehouse.close()
-        wh = Warehouse(self.workdir, writer=scope_writer(q), config=self.config.warehouse)
-        resume = wh.resume()
-        position = (resume.positions or {}).get(self.position_key(q), -1)
+    def consume_max(self) -> int:
+        return 5000
+
+    def _state(self, q: int, warehouse: Warehouse) -> _Owner:
+        resume = warehouse.resume()
+        landed = self.landed_position(warehouse, q)
         state: dict[str, Any] = orjson.loads(resume.state) if resume.state else {}
         if state.get("version") != _STATE_VERSION:
             state = {}
-        engine = ScopeEngine(self.config, state.get("engine"))
         now = self.clock()
-        owner = _Owner(
+        return _Owner(
             q,
-            wh,
-            engine,
-            position,
+            warehouse,
+            ScopeEngine(self.config, state.get("engine")),
+            landed,
             {int(k): int(v) for k, v in state.get("merged", {}).items()},
             {int(k): int(v) for k, v in state.get("clocks", {}).items()},
             int(state.get("resets_upto", -1)),
             IdleClock(self.config.breaker.idle_advance_s, self.clock),
             seen_at=dict.fromkeys(range(self.lanes), now),
-            read=position,
+            read=landed,
             landed_at=now,
         )
-        self.owners[q] = owner
-        return owner
 
-    def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
-        starts: dict[Partition, int | None] = {}
-        for topic, q in parts:
-            while True:
-                try:
-                    owner = self._open(q)
-                    break
-                except SpendstreamError as exc:
-                    log.warning("scopes %d: cannot resume (%s); retrying", q, exc)
-                    if self.stop.wait(_RETRY_S):
-                        raise
-            starts[(topic, q)] = owner.position + 1
-        self._assigned = sorted({*self._assigned, *parts})
-        return starts
-
-    def _on_revoke(self, parts: list[Partition]) -> None:
-        for _, q in parts:
-            owner = self.owners.pop(q, None)
-            if owner is not None:
-                owner.warehouse.close()
-        self._assigned = sorted(set(self._assigned) - set(parts))
-
-    def _rewind(self, q: int) -> None:
-        assert self.consumer is not None
-        try:
-            owner = self._open(q)
-            self.consumer.seek((self.names.partials, q), owner.position + 1)
-            self._broken.discard(q)
-        except SpendstreamError as exc:
-            log.warning("scopes %d: cannot rewind yet (%s)", q, exc)
-            self.owners.pop(q, None)
-            self._broken.add(q)
-
-    # --- the loop ----------------------------------------------------------------------
-
-    def run(self) -> None:
-        kc = self.config.kafka
-        self.facts = FactsReader(self.settings, self.names.facts)
-        self.out = Outputs(
-            Producer(self.settings, client_id="spendstream-scopes"), self.names, self.signer
-        )
-        self.consumer = Consumer(
-            self.settings,
-            group_id=f"{kc.app_id}-scopes",
-            client_id="spendstream-scopes",
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            config={
-                "session.timeout.ms": int(kc.session_timeout_s * 1000),
-                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
-            },
-        )
-        try:
-            self.consumer.subscribe([self.names.partials])
-            self.ready.set()
-            within = min(self.config.pipeline.batch_within_s, 0.2)
-            while not self.stop.is_set():
-                try:
-                    msgs = self.consumer.consume(5000, within)
-                except SpendstreamError as exc:
-                    log.warning("scope loop: %s", exc)
-                    self.stop.wait(_RETRY_S)
-                    continue
-                for q in sorted(self._broken):
-                    if (self.names.partials, q) in self._assigned:
-                        self._rewind(q)
-                    else:
-                        self._broken.discard(q)
-                self._take(msgs)
-        finally:
-            for owner in self.owners.values():
-                owner.warehouse.close()
-            self.consumer.close()
-            self.facts.close()
-            self.out.producer.close(timeout_s=10)
-
-    def _take(self, msgs: Sequence[Message]) -> None:
-        by_part: dict[int, list[Message]] = {}
-        for m in msgs:
-            by_part.setdefault(int(m.partition() or 0), []).append(m)
-        for q, owner in list(self.owners.items()):
+    def _turn(self, msgs: Sequence[Message]) -> None:
+        by_part = by_partition(msgs)
+        for q, owner in list(self.parts.items()):
             try:
                 self._step(owner, by_part.get(q, []))
             except Exception:
-                log.exception(
-                    "scopes %d: round failed; replaying from offset %d", q, owner.position + 1
-                )
-                self.stop.wait(_RETRY_S)
-                self._rewind(q)
+                self._failed(q, "round")
 
     def _step(self, owner: _Owner, msgs: list[Message]) -> None:
         alerts: list[Alert] = []
@@ -307,9 +210,9 @@ class ScopeLoop:
         merged = self._round(owner, alerts, breakers)
         if not merged and not owner.held:
             breakers += owner.idle.advance(owner.engine)
-        self.metrics.held.set(sum(len(o.held) for o in self.owners.values()))
-        moved = owner.read > owner.position and (
-            not owner.held or owner.held[0].offset - 1 > owner.position
+        self.metrics.held.set(sum(len(o.held) for o in self.parts.values()))
+        moved = owner.read > owner.landed and (
+            not owner.held or owner.held[0].offset - 1 > owner.landed
         )
         if alerts or breakers or merged or (moved and now - owner.landed_at >= _COMMIT_QUIET_S):
             self._land(owner, alerts, breakers)
@@ -404,7 +307,7 @@ class ScopeLoop:
         self.metrics.batches.labels("scopes").inc()
         return True
 
-    def _state(self, owner: _Owner) -> bytes:
+    def _snapshot(self, owner: _Owner) -> bytes:
         return orjson.dumps(
             {
                 "version": _STATE_VERSION,
@@ -422,14 +325,14 @@ class ScopeLoop:
         self.out.send(self.out.detection(alerts, breakers))
         # Held batches are read again after a restart (replays of merged ones are dropped).
         position = owner.held[0].offset - 1 if owner.held else owner.read
-        position = max(position, owner.position)
+        position = max(position, owner.landed)
         owner.warehouse.commit(
             alerts=alerts_table(alerts),
             breaker_events=breaker_events_table(breakers),
             positions={self.position_key(owner.number): position},
-            state=self._state(owner),
+            state=self._snapshot(owner),
         )
-        owner.position = position
+        owner.landed = position
         owner.landed_at = self.clock()
         self.metrics.step_seconds.labels("scope_land").inc(time.perf_counter() - t0)
         self.metrics.observe_detection(alerts, breakers)

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,14 +41,15 @@ import pyarrow as pa
 from spendstream import facts_topic
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError, WriterFenced
-from spendstream.kafka.consumer import Consumer, Message, Partition
-from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.kafka.consumer import Message
+from spendstream.kafka.producer import OutRecord
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.pricedata import load_price_data
 from spendstream.records import BreakerEvent
 from spendstream.runtime.http.metrics import WorkerMetrics
-from spendstream.runtime.kafka.facts_reader import FactsReader, batch_ref
-from spendstream.runtime.kafka.outputs import IdleClock, Outputs
+from spendstream.runtime.kafka.facts_reader import batch_ref
+from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.runtime.kafka.wire import (
     KIND_HEADER,
@@ -58,7 +59,6 @@ from spendstream.runtime.kafka.wire import (
     encode_partials,
     kind_of,
 )
-from spendstream.signing import load_breaker_signer
 from spendstream.stream.batch import DIGEST, ROW, judge_lines
 from spendstream.stream.engine import LocalEngine, route
 from spendstream.stream.pipeline import Pipeline
@@ -68,8 +68,6 @@ from spendstream.warehouse import Warehouse
 __all__ = ["UsageLoop", "usage_writer"]
 
 log = logging.getLogger(__name__)
-
-_RETRY_S = 1.0  # pause before a partition that failed is replayed
 
 
 def usage_writer(partition: int) -> str:
@@ -87,8 +85,10 @@ class _Partition:
     buffer: list[Message] = field(default_factory=list)
 
 
-class UsageLoop:
+class UsageLoop(PartitionLoop[_Partition]):
     """One thread's loop over the usage topic (see the module docstring)."""
+
+    name = "usage"
 
     def __init__(
         self,
@@ -100,150 +100,38 @@ class UsageLoop:
         metrics: WorkerMetrics,
         stop: threading.Event,
     ) -> None:
-        self.config = config
-        self.workdir = workdir
-        self.settings = settings
-        self.names = names
+        super().__init__(config, workdir, settings, names, metrics, stop)
         self.owners = partials_partitions
-        self.metrics = metrics
-        self.stop = stop
-        self.signer = load_breaker_signer(config.breaker)
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
-        self.parts: dict[int, _Partition] = {}
-        self._assigned: list[Partition] = []
-        self.consumer: Consumer | None = None
-        self.facts: FactsReader | None = None
-        self.out: Outputs | None = None
-        self.ready = threading.Event()
         self._lag: list[tuple[str, int, int]] = []
 
-    def position_key(self, partition: int) -> str:
-        return f"{self.names.usage}/{partition}"
+    @property
+    def topic(self) -> str:
+        return self.names.usage
 
-    def assigned(self) -> list[Partition]:
-        return list(self._assigned)
+    @property
+    def group(self) -> str:
+        return self.config.kafka.app_id
 
-    # --- assignment --------------------------------------------------------------------
+    def writer(self, partition: int) -> str:
+        return usage_writer(partition)
 
-    def _open(self, p: int) -> _Partition:
-        """Partition p as its last warehouse commit left it."""
-        old = self.parts.pop(p, None)
-        if old is not None:
-            old.warehouse.close()
-        wh = Warehouse(self.workdir, writer=usage_writer(p), config=self.config.warehouse)
-        resume = wh.resume()
-        landed = (resume.positions or {}).get(self.position_key(p), -1)
-        engine = LocalEngine(self.config, p, resume.state)
+    def _state(self, p: int, warehouse: Warehouse) -> _Partition:
+        landed = self.landed_position(warehouse, p)
+        engine = LocalEngine(self.config, p, warehouse.resume().state)
         assert self.facts is not None
         cuts = deque(self.facts.unlanded_cuts(p, landed))
-        part = _Partition(p, wh, engine, landed, IdleClock(self.config.breaker.idle_advance_s))
-        part.cuts = cuts
-        self.parts[p] = part
         if cuts:
             log.info("usage %d: replaying %d unlanded batch(es) as cut: %s", p, len(cuts), cuts)
+        part = _Partition(
+            p, warehouse, engine, landed, IdleClock(self.config.breaker.idle_advance_s)
+        )
+        part.cuts = cuts
         return part
 
-    def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
-        starts: dict[Partition, int | None] = {}
-        for topic, p in parts:
-            part = self._open_retrying(p)
-            starts[(topic, p)] = part.landed + 1
-        self._assigned = sorted({*self._assigned, *parts})
-        return starts
-
-    def _open_retrying(self, p: int) -> _Partition:
-        while True:
-            try:
-                return self._open(p)
-            except SpendstreamError as exc:
-                # The warehouse or the broker is down: the partition waits for them (an
-                # assignment must not be left half-made), and the group meanwhile sees us
-                # alive through librdkafka's own heartbeats.
-                log.warning("usage %d: cannot resume (%s); retrying", p, exc)
-                if self.stop.wait(_RETRY_S):
-                    raise
-
-    def _on_revoke(self, parts: list[Partition]) -> None:
-        for _, p in parts:
-            part = self.parts.pop(p, None)
-            if part is not None:
-                part.warehouse.close()
-        self._assigned = sorted(set(self._assigned) - set(parts))
-
-    def _rewind(self, p: int) -> None:
-        """Back to the last commit of partition p: the batch in hand is replayed."""
-        assert self.consumer is not None
-        try:
-            part = self._open(p)
-            self.consumer.seek((self.names.usage, p), part.landed + 1)
-        except SpendstreamError as exc:
-            log.warning("usage %d: cannot rewind yet (%s)", p, exc)
-            self.parts.pop(p, None)
-            self._broken.add(p)
-
-    # --- the loop ----------------------------------------------------------------------
-
-    def run(self) -> None:
-        kc = self.config.kafka
-        self._broken: set[int] = set()
-        self.facts = FactsReader(self.settings, self.names.facts)
-        self.out = Outputs(
-            Producer(self.settings, client_id="spendstream-usage"), self.names, self.signer
-        )
-        self.consumer = Consumer(
-            self.settings,
-            group_id=kc.app_id,
-            client_id="spendstream-usage",
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            config={
-                "session.timeout.ms": int(kc.session_timeout_s * 1000),
-                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
-            },
-        )
-        try:
-            self.consumer.subscribe([self.names.usage])
-            self.ready.set()
-            batch = self.config.pipeline.batch_size
-            within = self.config.pipeline.batch_within_s
-            while not self.stop.is_set():
-                try:
-                    msgs = self.consumer.consume(batch, within)
-                except SpendstreamError as exc:
-                    log.warning("usage loop: %s", exc)
-                    self.stop.wait(_RETRY_S)
-                    continue
-                self._heal()
-                self._take(msgs)
-                self._idle()
-                self._measure_lag()
-        finally:
-            for part in self.parts.values():
-                part.warehouse.close()
-            self.consumer.close()
-            self.facts.close()
-            self.out.producer.close(timeout_s=10)
-
-    def _heal(self) -> None:
-        """Partitions that could not be rewound (warehouse or broker down) try again."""
-        for p in sorted(self._broken):
-            if (self.names.usage, p) not in self._assigned:
-                self._broken.discard(p)
-                continue
-            try:
-                part = self._open(p)
-                assert self.consumer is not None
-                self.consumer.seek((self.names.usage, p), part.landed + 1)
-                self._broken.discard(p)
-            except SpendstreamError as exc:
-                log.warning("usage %d: still cannot resume (%s)", p, exc)
-
-    def _take(self, msgs: Sequence[Message]) -> None:
-        by_part: dict[int, list[Message]] = {}
-        for m in msgs:
-            by_part.setdefault(int(m.partition() or 0), []).append(m)
+    def _turn(self, msgs: Sequence[Message]) -> None:
         self.metrics.events_in.inc(len(msgs))
-        for p, records in sorted(by_part.items()):
+        for p, records in sorted(by_partition(msgs).items()):
             part = self.parts.get(p)
             if part is None:
                 continue  # revoked, or waiting to be rewound: re-read from its position
@@ -251,13 +139,9 @@ class UsageLoop:
             try:
                 self._drain(part)
             except Exception:
-                # Whatever failed (broker, warehouse, a bug on a strange record), the batch
-                # is not landed: replay it from the last commit, never skip it.
-                log.exception(
-                    "usage %d: batch failed; replaying from offset %d", p, part.landed + 1
-                )
-                self.stop.wait(_RETRY_S)
-                self._rewind(p)
+                self._failed(p, "batch")
+        self._idle()
+        self._measure_lag()
 
     def _drain(self, part: _Partition) -> None:
         while part.buffer:
@@ -384,8 +268,7 @@ class UsageLoop:
             try:
                 self._advance(part)
             except Exception:
-                log.exception("usage %d: idle advance failed; rewinding", p)
-                self._rewind(p)
+                self._failed(p, "idle advance")
 
     def _advance(self, part: _Partition) -> None:
         assert self.out is not None
