@@ -25,7 +25,7 @@ from spendstream.kafka.settings import KafkaSettings
 from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.kafka.facts_reader import FactsReader
 from spendstream.runtime.kafka.outputs import Outputs
-from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames
 from spendstream.signing import load_breaker_signer
 from spendstream.warehouse import Warehouse
 
@@ -160,7 +160,12 @@ class PartitionLoop(Generic[S]):
         kc = self.config.kafka
         client = f"spendstream-{self.name}"
         self.facts = FactsReader(self.settings, self.names.facts)
-        self.out = Outputs(Producer(self.settings, client_id=client), self.names, self.signer)
+        producer = Producer(
+            self.settings,
+            client_id=client,
+            config={"message.max.bytes": MAX_RECORD_BYTES + 65536},
+        )
+        self.out = Outputs(producer, self.names, self.signer)
         self.consumer = Consumer(
             self.settings,
             group_id=self.group,

@@ -10,7 +10,19 @@ from spendstream.kafka.admin import TopicSpec
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.topics import ALERTS, BREAKERS, DEAD_LETTERS, FACTS, PARTIALS, USAGE
 
-__all__ = ["TopicNames", "TopicSpec", "ensure_topics", "topic_names", "topic_specs"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "TopicNames",
+    "TopicSpec",
+    "ensure_topics",
+    "topic_names",
+    "topic_specs",
+]
+
+# A batch's facts record (and its partials) is one record: [pipeline] batch_size facts,
+# compressed. Kafka's default limit (1 MiB) holds about 2,000 uncompressed facts; the runtime's
+# topics allow 64 MiB, and its producers send up to that.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +51,8 @@ def topic_specs(kafka: KafkaConfig, usage_partitions: int | None = None) -> list
     n = usage_partitions or kafka.usage_partitions
     return [
         TopicSpec(names.usage, kafka.usage_partitions),
-        TopicSpec(names.facts, n),
-        TopicSpec(names.partials, n),
+        TopicSpec(names.facts, n, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
+        TopicSpec(names.partials, n, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
         TopicSpec(names.alerts, 1),
         # Latest state per scope survives compaction; that is all a client needs.
         TopicSpec(names.breakers, 1, {"cleanup.policy": "compact"}),
