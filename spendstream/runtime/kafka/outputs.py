@@ -11,26 +11,22 @@ from datetime import timedelta
 import orjson
 
 from spendstream.kafka.producer import OutRecord, Producer
-from spendstream.records import Alert, BreakerEvent, DeadLetter, alert_to_wire, breaker_to_wire
+from spendstream.records import (
+    Alert,
+    BreakerEvent,
+    DeadLetter,
+    alert_to_wire,
+    breaker_to_wire,
+    dead_letter_to_wire,
+)
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.signing import RecordSigner
 from spendstream.stream.engine import LocalEngine, ScopeEngine
 
-__all__ = ["SEND_TIMEOUT_S", "IdleClock", "Outputs", "dead_letter_value"]
+__all__ = ["SEND_TIMEOUT_S", "IdleClock", "Outputs"]
 
 # How long a loop waits for the broker's acks before it replays its batch.
 SEND_TIMEOUT_S = 30.0
-
-
-def dead_letter_value(d: DeadLetter) -> bytes:
-    return orjson.dumps(
-        {
-            "raw": d.raw,
-            "error": d.error,
-            "source": d.source,
-            "received_at": d.received_at.isoformat(),
-        }
-    )
 
 
 @dataclass(slots=True)
@@ -51,7 +47,7 @@ class Outputs:
         return OutRecord(self.names.breakers, value, key, headers)
 
     def dead_letter(self, d: DeadLetter) -> OutRecord:
-        return OutRecord(self.names.dead_letters, dead_letter_value(d))
+        return OutRecord(self.names.dead_letters, orjson.dumps(dead_letter_to_wire(d)))
 
     def detection(
         self, alerts: Sequence[Alert], breaker_events: Sequence[BreakerEvent]
