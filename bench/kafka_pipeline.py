@@ -205,7 +205,7 @@ def alert_latency(bootstrap: str, partitions: int, samples: int, tmp: Path) -> d
             scope = f"api_key:{key}"
             refused = None
             while time.monotonic() - t0 < 30 and (scope not in alerts_seen or refused is None):
-                entry = view.states().get(scope)
+                entry = view.states.get(scope)
                 if refused is None and entry is not None and entry.state == "open":
                     refused = time.monotonic()
                 time.sleep(0.002)
@@ -286,7 +286,7 @@ def main() -> int:
     cores = report["cores"]
     line = (
         f"- {NAME} ({datetime.now(UTC).isoformat(timespec='seconds')}, "
-        f"{report['machine'].get('cpu', '?')}, {cores} cores, {len(lines)} events, "
+        f"{report['machine'].get('cpu_model', '?')}, {cores} cores, {len(lines)} events, "
         f"{args.partitions} partitions; confluent-kafka runtime): one worker {one}/s "
         f"= {one / ing:.2f}x embedded ingest {ing}/s (goal >= 0.8x and >= 80k/s per core: "
         f"{'met' if one >= 0.8 * ing and one >= 80_000 else 'not met'}); two workers {two}/s "
