@@ -1,13 +1,14 @@
 """Two machines: two ``spendstream run`` workers with separate workdirs and no shared local
 files, one Kafka, one PostgreSQL catalog, one S3 bucket (issue 13's "done when").
 
-The worker running detection (it holds the single priced partition) is killed with SIGKILL
-mid-stream and replaced by a worker on a fresh, empty workdir: everything it needs (stage 2's
-engine state and positions, the dedupe of every landed event_id) comes from the catalog and
-the bucket. The tables then equal an embedded ``spendstream ingest`` of the same events into
-a default local workdir: facts by event_id with every cost exact, dead letters, alerts by
-identity and the breaker transitions each scope went through (with four usage partitions,
-alert ts/value may depend on the order in which keys meet: see tests/test_equivalence.py).
+The worker holding scope partition 0 is killed with SIGKILL mid-stream, after the scope
+owners landed their state in the catalog, and replaced by a worker on a fresh, empty workdir:
+everything its partitions need (each usage partition's engine state and position, each scope
+owner's state, the dedupe of every landed event_id) comes from the catalog and the bucket. The
+tables then equal an embedded ``spendstream ingest`` of the same events into a default local
+workdir: facts by event_id with every cost exact, dead letters, alerts by identity and the
+breaker transitions each scope went through (with four usage partitions, alert ts/value may
+depend on the order in which keys meet: see tests/test_equivalence.py).
 
 Pricing is the same everywhere because no workdir holds a fetched price data file
 (``spendstream prices update``): every pricer, in each worker and in ``ingest``, uses the
@@ -134,7 +135,7 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
     assert len(dead) == len(BAD_LINES)
     assert json.dumps(dead, default=str) == json.dumps(query(embedded, DEAD_SQL), default=str)
 
-    # No machine keeps a file (the Faust datadir stays empty): the catalog is in PostgreSQL,
+    # No machine keeps a file: the catalog is in PostgreSQL,
     # the data on S3; nor a price data file, so every pricer used the bundled snapshot.
     for workdir in (*machines.values(), reader):
         assert _files(workdir) == [], workdir
