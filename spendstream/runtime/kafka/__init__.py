@@ -1,7 +1,8 @@
 """``spendstream run`` on Kafka (confluent-kafka, through ``spendstream.kafka``).
 
     topology        the topics, their keys and partition counts
-    wire            the partials topic's records and the control records (idle, reset)
+    wire            the partials topic's records and the reset control records
+    partition_loop  what both loops share: resume from the writer's commit, rewind on failure
     usage_loop      usage partitions: decode, price, per-key detection, partials, land
     scope_loop      partials partitions: aligned rounds of wide-scope merges, land
     facts_reader    the facts topic read back (DetailSource; unlanded batches' cuts)
