@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from spendstream.table_schemas import FACTS
 
-__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode"]
+__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode", "ipc_record"]
 
 FACTS_RECORD = FACTS.append(pa.field("source_offset", pa.int64(), nullable=False))
 _PARTITION = "usage_partition"
@@ -79,9 +79,13 @@ def encode(
     meta = {_PARTITION: str(usage_partition)}
     if batch_offsets is not None:
         meta[_SPAN] = f"{batch_offsets[0]} {batch_offsets[1]}"
-    table = table.replace_schema_metadata(meta)
+    return ipc_record(table.replace_schema_metadata(meta))
+
+
+def ipc_record(table: pa.Table) -> bytes:
+    """A table as one Kafka record: an Arrow IPC stream, zstd-compressed (a batch's record
+    is several times smaller; readers need nothing to decode it)."""
     sink = pa.BufferOutputStream()
-    # zstd: a batch's record is several times smaller (readers need nothing to decode it).
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)

@@ -21,6 +21,7 @@ from datetime import datetime
 import orjson
 import pyarrow as pa
 
+from spendstream.facts_topic import ipc_record
 from spendstream.signing import RecordSigner
 from spendstream.stream.partials import PARTIALS
 
@@ -63,12 +64,7 @@ def encode_partials(partition: int, first: int, last: int, partials: pa.Table) -
     table = partials.replace_schema_metadata(
         {"usage_partition": str(partition), "usage_offsets": f"{first} {last}"}
     )
-    sink = pa.BufferOutputStream()
-    # zstd: a batch's record is several times smaller (readers need nothing to decode it).
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return ipc_record(table)
 
 
 def decode_partials(value: bytes) -> PartialsBatch:
