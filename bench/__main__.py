@@ -21,7 +21,7 @@ BENCHMARKS = (
     "warehouse_queries",  # named queries at 10M facts (local and S3) vs bare read_parquet; landing
     "dedupe",  # dedupe store probe+insert per key: empty vs 10M landed keys
     "writers",  # 3 writers committing at once with maintenance: lost/doubled, retries
-    "kafka_pipeline",  # spendstream run vs a bare aiokafka consumer; produce -> queryable
+    "kafka_pipeline",  # spendstream run vs embedded ingest, 1 vs 2 workers, alert latency, RSS
     "breaker_latency",  # runaway crossing -> guard() refusal, through spendstream run
     "leases",  # hard-budget overshoot: leases vs breaker-only; reserve() and refill latency
     "alert_routing",  # router vs bare httpx posts

@@ -55,9 +55,7 @@ NAME = "breaker_latency"
 
 
 def machine() -> dict[str, Any]:
-    return shared_machine(
-        ("spendstream", "confluent-kafka", "aiokafka", "faust-streaming", "genai-prices")
-    )
+    return shared_machine(("spendstream", "confluent-kafka", "genai-prices"))
 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:

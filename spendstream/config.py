@@ -113,7 +113,8 @@ class KafkaConfig(_Section):
     app_id: str = Field(
         default="spendstream",
         min_length=1,
-        description="Name of the stream application: its consumer group and internal topics.",
+        description="Name of the stream application: the usage loop's consumer group (the scope "
+        "loop's is `<app_id>-scopes`).",
     )
     session_timeout_s: float = Field(
         default=30.0,
@@ -557,7 +558,8 @@ class PipelineConfig(_Section):
     batch_size: int = Field(
         default=2000,
         ge=1,
-        description="Events per batch in `spendstream run` (and when `ingest` reads stdin).",
+        description="Records per batch of a usage partition in `spendstream run` (and when "
+        "`ingest` reads stdin).",
     )
     # bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1.
     batch_within_s: float = Field(
@@ -577,8 +579,10 @@ class PipelineConfig(_Section):
     align_idle_s: float = Field(
         default=10.0,
         gt=0,
-        description="`spendstream run`: a usage partition silent this long (e.g. its worker "
-        "died) stops holding the others back in event-time alignment before detection.",
+        description="`spendstream run`: a usage partition holds the wide-scope merges back "
+        "while it has records not yet read (however long that takes: its worker died and "
+        "another takes it over); only when the usage topic's end cannot be read does a "
+        "partition silent this long stop holding the others back.",
     )
 
 

@@ -8,6 +8,10 @@ killed in between publishes the batch again after a restart, possibly cut at oth
 A reader that must count each fact once (the lease ledger) keeps, per usage partition, the
 highest ``source_offset`` it applied and drops rows at or below it; ``source_offset`` makes
 that exact whatever the cut.
+
+The record also names the usage offsets its batch spanned (``batch_offsets``: first and last
+record read, dead letters and duplicates included), so a worker that takes the partition
+over after a crash can replay an unlanded batch cut exactly as it was published.
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import pyarrow.compute as pc
 
 from spendstream.table_schemas import FACTS
 
-__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode"]
+__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode", "ipc_record"]
 
 FACTS_RECORD = FACTS.append(pa.field("source_offset", pa.int64(), nullable=False))
 _PARTITION = "usage_partition"
+_SPAN = "usage_offsets"  # "<first> <last>": the usage offsets the batch spanned
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,8 @@ class FactsBatch:
 
     usage_partition: int
     facts: pa.Table  # FACTS_RECORD
+    # (first, last) usage offset the batch spanned; None in a record written without it.
+    batch_offsets: tuple[int, int] | None = None
 
     @property
     def first_offset(self) -> int | None:
@@ -48,9 +55,15 @@ class FactsBatch:
         return self.facts.filter(pc.greater(col, offset))
 
 
-def encode(usage_partition: int, facts: pa.Table, source_offsets: pa.Array) -> bytes:
+def encode(
+    usage_partition: int,
+    facts: pa.Table,
+    source_offsets: pa.Array,
+    batch_offsets: tuple[int, int] | None = None,
+) -> bytes:
     """One facts record: ``facts`` (``table_schemas.FACTS``) with the usage offset of each
-    row. The usage partition travels in the schema metadata, so the record is self-describing
+    row. The usage partition (and ``batch_offsets``, the first and last usage offset of the
+    batch, when given) travel in the schema metadata, so the record is self-describing
     wherever it is read."""
     if len(source_offsets) != facts.num_rows:
         raise ValueError(
@@ -63,9 +76,18 @@ def encode(usage_partition: int, facts: pa.Table, source_offsets: pa.Array) -> b
             FACTS_RECORD.field("source_offset"), pa.chunked_array([source_offsets], pa.int64())
         )
     )
-    table = table.replace_schema_metadata({_PARTITION: str(usage_partition)})
+    meta = {_PARTITION: str(usage_partition)}
+    if batch_offsets is not None:
+        meta[_SPAN] = f"{batch_offsets[0]} {batch_offsets[1]}"
+    return ipc_record(table.replace_schema_metadata(meta))
+
+
+def ipc_record(table: pa.Table) -> bytes:
+    """A table as one Kafka record: an Arrow IPC stream, zstd-compressed (a batch's record
+    is several times smaller; readers need nothing to decode it)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -74,9 +96,13 @@ def decode(value: bytes) -> FactsBatch:
     """The facts record ``encode`` wrote; ``ValueError`` if it is not one."""
     try:
         table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
-        partition = int((table.schema.metadata or {})[_PARTITION.encode()])
+        meta = table.schema.metadata or {}
+        partition = int(meta[_PARTITION.encode()])
+        span = meta.get(_SPAN.encode())
+        first, last = (int(x) for x in span.split()) if span else (None, None)
     except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
         raise ValueError(f"not a spendstream.facts record: {exc}") from exc
     if not table.schema.remove_metadata().equals(FACTS_RECORD):
         raise ValueError("not a spendstream.facts record: its schema is not FACTS_RECORD")
-    return FactsBatch(partition, table.replace_schema_metadata(None))
+    offsets = None if first is None or last is None else (first, last)
+    return FactsBatch(partition, table.replace_schema_metadata(None), offsets)

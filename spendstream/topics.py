@@ -10,6 +10,7 @@ __all__ = [
     "LEASE_LEDGER",
     "LEASE_REPLIES",
     "LEASE_REQUESTS",
+    "PARTIALS",
     "USAGE",
     "USAGE_PARTITIONS",
     "partition_key",
@@ -24,6 +25,10 @@ DEAD_LETTERS = "spendstream.dead-letters"
 # p holds the batches of usage partition p. Read by scope owners that need a batch's rows and
 # by the lease service, which counts landed spend from it.
 FACTS = "spendstream.facts"
+# Per-batch partial aggregates of wide scopes (stream.partials.PARTIALS as Arrow IPC), for the
+# scope owners of `spendstream run`: partition q holds what scope owner q merges (scopes with
+# stream.engine.owner_of(scope, partitions) == q, and every batch's clock row).
+PARTIALS = "spendstream.partials"
 
 # Budget leases (docs/budget-leases.md): requests keyed by budget scope, so every request for
 # a scope reaches the one server that owns that partition; replies to the partition the

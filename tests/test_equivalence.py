@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.kafka_fixtures import read_topic
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     ALERT_IDENTITY_SQL,
     ALERT_SQL,
     BAD_LINES,

@@ -1,13 +1,12 @@
 """The local broker and its CLI, against real brokers: no mocks.
 
 The round trips also pin the client compatibility the pinned Kafka 4.x needs (KIP-896 removed
-old protocol versions): confluent-kafka (spendstream.kafka), aiokafka (under Faust) and kcat
+old protocol versions): confluent-kafka (spendstream.kafka) and kcat
 must produce, consume and commit group offsets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -97,58 +96,6 @@ def test_confluent_kafka_produce_consume_commit(
     topic = topic_factory(3, prefix="ck")
     _roundtrip(kafka_bootstrap, topic, f"g-{topic}", count=25)
     assert _committed_total(kafka_bootstrap, f"g-{topic}", topic) == 25
-
-
-def test_aiokafka_produce_consume_commit(kafka_bootstrap: str, topic_factory: TopicFactory) -> None:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    async def scenario() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-        await admin.start()
-        try:
-            # Faust creates its topics through aiokafka's CreateTopics: it must negotiate.
-            own = f"aio-admin-{os.getpid()}-{id(admin)}"
-            await admin.create_topics([NewTopic(own, 2, 1)])
-            await admin.delete_topics([own])
-        finally:
-            await admin.close()
-
-        topic = topic_factory(2, prefix="aio")
-        producer = AIOKafkaProducer(
-            bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True
-        )
-        await producer.start()
-        try:
-            for i in range(20):
-                await producer.send_and_wait(topic, f"v{i}".encode(), key=f"k{i % 4}".encode())
-        finally:
-            await producer.stop()
-
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=kafka_bootstrap,
-            group_id=f"g-{topic}",
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
-            values: set[bytes] = set()
-            async with asyncio.timeout(30):
-                async for record in consumer:
-                    assert record.value is not None
-                    values.add(record.value)
-                    if len(values) == 20:
-                        break
-            await consumer.commit()
-            committed = [await consumer.committed(TopicPartition(topic, p)) for p in (0, 1)]
-        finally:
-            await consumer.stop()
-        assert values == {f"v{i}".encode() for i in range(20)}
-        assert sum(c or 0 for c in committed) == 20
-
-    asyncio.run(scenario())
 
 
 def test_kcat_produces_to_the_broker(kafka_bootstrap: str, topic_factory: TopicFactory) -> None:

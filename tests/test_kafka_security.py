@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -279,7 +279,7 @@ def test_breakers_reset_and_list_over_sasl_ssl_sign_and_check_records(setup: Set
 def test_spendstream_run_works_over_sasl_ssl_and_refuses_to_start_with_a_wrong_password(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.stream.faust_workers import Worker, fact_count, wait_for
+    from tests.runtime.kafka_workers import Worker, fact_count, wait_for
 
     config = setup.config(tls=True)
     refused = setup.cli(
@@ -309,31 +309,6 @@ def test_spendstream_run_works_over_sasl_ssl_and_refuses_to_start_with_a_wrong_p
         wait_for(lambda: fact_count(work) == 20, "facts never landed over SASL_SSL", worker)
     finally:
         assert worker.stop() == 0, worker.log_tail()
-
-
-def test_faust_credentials_mirror_the_settings(setup: Setup) -> None:
-    import ssl
-
-    import faust
-
-    from spendstream.stream.kafka.app import faust_credentials
-
-    assert faust_credentials(KafkaSettings("h:1")) is None
-    sasl = faust_credentials(setup.broker.settings(tls=False))
-    assert isinstance(sasl, faust.SASLCredentials)
-    assert (sasl.username, sasl.password, sasl.mechanism.value, sasl.ssl_context) == (
-        "spendstream",
-        setup.broker.password,
-        "SCRAM-SHA-512",
-        None,
-    )
-    sasl_ssl = faust_credentials(setup.broker.settings(tls=True))
-    assert sasl_ssl.protocol.value == "SASL_SSL"
-    assert isinstance(sasl_ssl.ssl_context, ssl.SSLContext) and sasl_ssl.ssl_context.check_hostname
-    plain_tls = faust_credentials(
-        replace(setup.broker.settings(tls=True), security_protocol="SSL", sasl_password=None)
-    )
-    assert isinstance(plain_tls, faust.SSLCredentials)
 
 
 def test_leases_are_granted_over_sasl_ssl_behind_the_signed_breaker_view(

@@ -1,13 +1,14 @@
 """Two machines: two ``spendstream run`` workers with separate workdirs and no shared local
 files, one Kafka, one PostgreSQL catalog, one S3 bucket (issue 13's "done when").
 
-The worker running detection (it holds the single priced partition) is killed with SIGKILL
-mid-stream and replaced by a worker on a fresh, empty workdir: everything it needs (stage 2's
-engine state and positions, the dedupe of every landed event_id) comes from the catalog and
-the bucket. The tables then equal an embedded ``spendstream ingest`` of the same events into
-a default local workdir: facts by event_id with every cost exact, dead letters, alerts by
-identity and the breaker transitions each scope went through (with four usage partitions,
-alert ts/value may depend on the order in which keys meet: see tests/test_equivalence.py).
+The worker holding scope partition 0 is killed with SIGKILL mid-stream, after the scope
+owners landed their state in the catalog, and replaced by a worker on a fresh, empty workdir:
+everything its partitions need (each usage partition's engine state and position, each scope
+owner's state, the dedupe of every landed event_id) comes from the catalog and the bucket. The
+tables then equal an embedded ``spendstream ingest`` of the same events into a default local
+workdir: facts by event_id with every cost exact, dead letters, alerts by identity and the
+breaker transitions each scope went through (with four usage partitions, alert ts/value may
+depend on the order in which keys meet: see tests/test_equivalence.py).
 
 Pricing is the same everywhere because no workdir holds a fetched price data file
 (``spendstream prices update``): every pricer, in each worker and in ``ingest``, uses the
@@ -24,23 +25,23 @@ import pytest
 
 from spendstream.config import WarehouseConfig
 from spendstream.pricedata import price_data_paths
-from tests.service_fixtures import cluster_toml
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     ALERT_IDENTITY_SQL,
     BAD_LINES,
     DEAD_SQL,
     FACT_SQL,
     Worker,
-    detect_state,
     event_file,
     fact_count,
     ingest,
     kcat_produce,
     query,
+    scope_state,
     wait_all_judged,
     wait_for,
     write_config,
 )
+from tests.service_fixtures import cluster_toml
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -76,7 +77,7 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
 
     reader = tmp_path / "reader"  # a third machine, reading the cluster's tables
     machines = {name: tmp_path / f"machine-{name}" for name in ("a", "b", "c")}
-    usage, priced = prefix + "spendstream.usage", prefix + "spendstream.priced"
+    usage = prefix + "spendstream.usage"
     workers = {n: Worker(machines[n], config, tmp_path, name=n).start() for n in ("a", "b")}
     try:
 
@@ -87,18 +88,19 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
             return all(held) and not held[0] & held[1] and len(held[0] | held[1]) == PARTITIONS
 
         wait_for(split, "the two workers never split the usage partitions", *workers.values())
-        detecting = [n for n, w in workers.items() if f"{priced}/0" in w.assigned()]
-        assert len(detecting) == 1, "one worker holds the priced partition"
-        victim = detecting[0]
+        # The victim: the worker holding scope partition 0 (the global scope's owner with
+        # the default partition count is whichever holds owner_of("global")).
+        partials = prefix + "spendstream.partials"
+        victim = next(n for n, w in workers.items() if f"{partials}/0" in w.assigned())
         survivor = "b" if victim == "a" else "a"
 
         half = len(lines) // 2
         kcat_produce(kafka_bootstrap, usage, lines[:half], keyed=True)
-        # Killed once stage 2 landed its state in the catalog: its successor must take it
-        # from there, not start over.
+        # Killed once scope owners landed their state in the catalog: a successor must take
+        # it from there, not start over.
         wait_for(
-            lambda: bool(detect_state(reader, prefix, cluster_config).get("positions")),
-            "stage 2 never landed its state in the cluster",
+            lambda: any(s[1].get("merged") for s in scope_state(reader, cluster_config).values()),
+            "no scope owner landed its state in the cluster",
             *workers.values(),
         )
         assert fact_count(reader, cluster_config) < len(expected)
@@ -133,7 +135,7 @@ def test_two_machines_one_killed_mid_stream_equal_embedded_ingest(
     assert len(dead) == len(BAD_LINES)
     assert json.dumps(dead, default=str) == json.dumps(query(embedded, DEAD_SQL), default=str)
 
-    # No machine keeps a file (the Faust datadir stays empty): the catalog is in PostgreSQL,
+    # No machine keeps a file: the catalog is in PostgreSQL,
     # the data on S3; nor a price data file, so every pricer used the bundled snapshot.
     for workdir in (*machines.values(), reader):
         assert _files(workdir) == [], workdir

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-        from spendstream.stream.kafka.breaker_control import publish_reset
+        from spendstream.runtime.kafka.breaker_control import publish_reset
 
         try:
             event = publish_reset(config, workdir, args.scope, datetime.now(UTC))
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         if note:
             print(note, file=sys.stderr)
         return 0
-    from spendstream.stream.kafka.breaker_control import latest_breakers
+    from spendstream.runtime.kafka.breaker_control import latest_breakers
 
     states = latest_breakers(workdir, include_closed=args.all, config=config_from_args(args))
     render(

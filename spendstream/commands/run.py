@@ -1,11 +1,12 @@
-"""``spendstream run``: the stream processors on Kafka (faust-streaming workers) and HTTP ingest.
+"""``spendstream run``: a worker of the Kafka pipeline (usage loop, scope loop, HTTP ingest).
 
 With hard budgets (and ``[leases] serve_in_run``, the default) each worker also hosts a
 budget lease server (``spendstream.runtime.lease_server.host_leases``).
 
-Start as many as you like with the same configuration: they form one consumer group and
-split the usage topic's partitions. Each serves POST /v1/events, GET /v1/breakers,
-/healthz and /metrics on its own [http] port (a bearer token on all but /healthz).
+Start as many as you like with the same configuration, on one machine or many: they share
+the usage partitions (consumer group ``app_id``) and the scope partitions (``app_id-scopes``).
+Each serves POST /v1/events, POST /v1/traces, GET /v1/breakers, /healthz and /metrics on
+its own [http] port (a bearer token on all but /healthz). docs/kafka.md.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import logging
 import socket
 import sys
+from typing import cast
 
 from spendstream.commands._options import (
     add_config,
@@ -41,11 +43,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--stage",
-        choices=["all", "usage", "detect"],
+        choices=["all", "usage", "scopes", "detect"],
         default="all",
-        help="all (default): both stages here; usage: only validate/price/land; detect: only "
-        "the detection stage, in its own group (run N usage workers + 1 detect, never detect "
-        "next to all)",
+        help="all (default): both loops here; usage: only the usage loop (decode, price, "
+        "per-key detection, land); scopes (or detect): only the scope loop (wide scopes). "
+        "Any mix of workers forms one pipeline",
     )
     parser.add_argument(
         "--log-level",
@@ -63,42 +65,38 @@ def run(args: argparse.Namespace) -> int:
     token = read_token(config.http)
     kafka = KafkaSettings.from_config(config.kafka)  # a missing secret: exit 2 naming it
 
-    import faust
+    import faulthandler
+    import signal
+    import threading
 
-    from spendstream.stream.kafka.app import Runtime, WebSettings
-    from spendstream.stream.kafka.topology import ensure_topics, topic_names, topic_specs
+    from spendstream.runtime.kafka.topology import ensure_topics, topic_names
+    from spendstream.runtime.kafka.worker import HttpSettings, Loops, Worker
     from spendstream.workdir import resolve_workdir
 
     workdir = resolve_workdir(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        counts = ensure_topics(kafka, topic_specs(config.kafka))
+        counts = ensure_topics(kafka, config.kafka)
     except KafkaClientError as exc:
         print(f"spendstream run: {exc}", file=sys.stderr)
         return 1
-    rt = Runtime(
-        config,
-        workdir,
-        WebSettings(config.http.host, port, token),
-        counts.get(topic_names(config.kafka).usage, config.kafka.usage_partitions),
-        args.stage,
-        kafka,
+    names = topic_names(config.kafka)
+    loops = cast(Loops, "scopes" if args.stage == "detect" else args.stage)
+    worker = Worker(
+        config, workdir, kafka, counts, HttpSettings(config.http.host, port, token), loops
     )
-    print(
-        f"spendstream run: {rt.names.usage} ({counts.get(rt.names.usage)} partitions) from "
-        f"{kafka.describe()}, stage {args.stage}, group {rt.app.conf.id}; "
-        f"warehouse in {workdir}; "
-        f"http://{config.http.host}:{port}"
-        + (
-            ""
-            if token
-            else f" (HTTP endpoints but /healthz disabled: set ${config.http.token_env})"
-        )
-        + ("" if rt.signer else "; breaker records unsigned (no [breaker] hmac_key_env)"),
-        file=sys.stderr,
-        flush=True,
-    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("spendstream").setLevel(args.log_level.upper())
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    # kill -USR1 <pid>: every thread's stack on stderr (where a stuck worker is).
+    faulthandler.register(signal.SIGUSR1)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker.start()
     from spendstream.runtime.lease_server import host_leases
 
     # Budget leases for the hard budgets, as `spendstream leases serve` would: a stable name
@@ -111,17 +109,29 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    worker = faust.Worker(rt.app, loglevel=args.log_level, quiet=True)
-    if worker.spinner is not None and not worker.spinner.file.isatty():
-        # Faust's start-up spinner writes cursor codes (ESC[?25l ...) even into a pipe or a
-        # log file; it is only for terminals.
-        worker.spinner = None
+    print(
+        f"spendstream run: {names.usage} ({counts.get(names.usage)} partitions) from "
+        f"{kafka.describe()}, loops {loops}, groups {config.kafka.app_id} and "
+        f"{config.kafka.app_id}-scopes; warehouse in {workdir}; "
+        f"http://{config.http.host}:{port}"
+        + (
+            ""
+            if token
+            else f" (HTTP endpoints but /healthz disabled: set ${config.http.token_env})"
+        )
+        + (
+            ""
+            if config.breaker.hmac_key_env or config.breaker.hmac_key_file
+            else "; breaker records unsigned (no [breaker] hmac_key_env)"
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        return int(exc.code or 0)
+        while not stop.wait(0.5):
+            pass
     finally:
         if leases is not None:
             leases.stop()
-        rt.close()
+        worker.stop()
     return 0

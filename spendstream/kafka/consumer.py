@@ -28,12 +28,23 @@ from spendstream.kafka._errors import AUTH_ERRORS, ErrorLatch, translate
 from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
-__all__ = ["BEGINNING", "END", "Consumer", "Message", "Partition", "RebalanceCallback"]
+__all__ = [
+    "BEGINNING",
+    "END",
+    "AssignCallback",
+    "Consumer",
+    "Message",
+    "Partition",
+    "RebalanceCallback",
+]
 
 log = logging.getLogger("spendstream.kafka")
 
 Partition = tuple[str, int]
 RebalanceCallback = Callable[[list[Partition]], None]
+# on_assign may return where to start each new partition (next offset to read; a partition
+# left out, or None, starts at the group's committed offset, else auto_offset_reset).
+AssignCallback = Callable[[list[Partition]], "Mapping[Partition, int | None] | None"]
 
 # Logical offsets for assign()/seek(): the first record kept, the next one written.
 BEGINNING: int = confluent_kafka.OFFSET_BEGINNING
@@ -83,7 +94,7 @@ class Consumer:
         client_id: str = "spendstream",
         auto_offset_reset: str = "earliest",
         read_committed: bool = False,
-        on_assign: RebalanceCallback | None = None,
+        on_assign: AssignCallback | RebalanceCallback | None = None,
         on_revoke: RebalanceCallback | None = None,
         on_lost: RebalanceCallback | None = None,
         partition_eof: bool = False,
@@ -127,9 +138,16 @@ class Consumer:
         )
 
     def _assigned(self, consumer: Any, tps: list[Any]) -> None:
-        if self._on_assign is not None:
-            self._on_assign(_parts(tps))
-        # The client assigns (incrementally, cooperative-sticky) once this returns.
+        if self._on_assign is None:
+            return  # the client assigns (incrementally, cooperative-sticky) on return
+        starts = self._on_assign(_parts(tps))
+        if starts:
+            # Where to start reading each new partition (the caller's own positions, say
+            # from its sink): assigned here with those offsets, so no record is fetched
+            # from the group's committed offset first.
+            self._c.incremental_assign(
+                [_tp((tp.topic, tp.partition), starts.get((tp.topic, tp.partition))) for tp in tps]
+            )
 
     def _revoked(self, consumer: Any, tps: list[Any]) -> None:
         if self._on_revoke is not None:
@@ -285,6 +303,15 @@ class Consumer:
                 if not error.retriable or time.monotonic() >= deadline:
                     raise error from None
             time.sleep(0.1)
+
+    def cached_end(self, partition: Partition) -> int | None:
+        """The partition's high watermark as the last fetch reported it (no broker call;
+        safe from another thread); None before any fetch."""
+        try:
+            _, high = self._c.get_watermark_offsets(_tp(partition), cached=True)
+        except (confluent_kafka.KafkaException, RuntimeError):
+            return None
+        return None if high < 0 else int(high)
 
     def committed(
         self, partitions: Iterable[Partition], timeout_s: float = 10.0

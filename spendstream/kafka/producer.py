@@ -33,6 +33,7 @@ class OutRecord(NamedTuple):
     value: bytes | None
     key: bytes | None = None
     headers: Headers | None = None
+    partition: int | None = None  # this partition, not the key's
 
 
 @dataclass(slots=True)
@@ -41,6 +42,8 @@ class DeliveryReport:
 
     total: int
     failed: list[tuple[int, KafkaClientError]] = field(default_factory=list)
+    # Where each delivered record was written (None: not delivered).
+    offsets: list[int | None] = field(default_factory=list)
 
     @property
     def delivered(self) -> int:
@@ -130,12 +133,15 @@ class Producer:
         still be in the client's queue, so call ``abort()`` before re-sending it elsewhere.
         The wait ends early when the broker refuses our credentials.
         """
-        report = DeliveryReport(len(records))
+        report = DeliveryReport(len(records), offsets=[None] * len(records))
         results: list[RdError | bool | None] = [False] * len(records)  # False: no report yet
+        offsets = report.offsets
 
         def reporter(i: int) -> DeliveryCallback:
             def done(err: Any, msg: Any) -> None:
                 results[i] = err
+                if err is None:
+                    offsets[i] = msg.offset()
 
             return done
 
@@ -148,6 +154,7 @@ class Producer:
                     rec.value,
                     rec.key,
                     headers=rec.headers,
+                    partition=rec.partition,
                     on_delivery=reporter(i),
                     queue_timeout_s=max(0.0, deadline - time.monotonic()),
                 )

@@ -6,11 +6,10 @@ dependencies, resolved by ``mvn``) and are cached per version under
 needed; nothing here imports a third-party package.
 
 Why Kafka 4.4.0: it is the newest 4.x that Maven Central serves here, and Kafka 4.0 dropped
-old protocol versions (KIP-896). Checked against 4.4.0 on a real broker: kafka-python 3.0.12
-and aiokafka 0.14.0 (admin create/delete topics, produce, group consume, commit and read back
-committed offsets, transactions for aiokafka), a faust-streaming 0.15.3 worker (topic and
-changelog creation, agent, table, offset commit) and kcat 1.7.1 (produce and consume) all
-work, so there is no need to fall back to 3.9.x. 3.x versions still work if asked for
+old protocol versions (KIP-896). Checked against 4.4.0 on a real broker: confluent-kafka 2.16
+(admin, produce, group consume with cooperative rebalancing, commit and read back committed
+offsets, transactions) and kcat 1.7.1 (produce and consume) work, so there is no need to fall
+back to 3.9.x. 3.x versions still work if asked for
 (``version="3.9.1"``): they get an SLF4J->reload4j binding instead of log4j2.
 
 Layout of a data dir::

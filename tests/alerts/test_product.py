@@ -24,7 +24,7 @@ import pytest
 
 from spendstream.config import load_config
 from spendstream.local.kafka import find_free_ports
-from spendstream.stream.kafka.breaker_control import publish_reset
+from spendstream.runtime.kafka.breaker_control import publish_reset
 from spendstream.topics import partition_key
 from tests.kafka_fixtures import produce
 

@@ -472,7 +472,7 @@ def test_agent_loop_is_stopped_by_guard_with_spendstream_run(
 
     from spendstream.config import load_config
     from spendstream.local.kafka import find_free_ports
-    from spendstream.stream.kafka.breaker_control import publish_reset
+    from spendstream.runtime.kafka.breaker_control import publish_reset
 
     monkeypatch.setenv("E2E_BREAKER_KEY", KEY)
 

@@ -13,7 +13,7 @@ from spendstream.config import load_config
 from spendstream.errors import BudgetExhausted
 from spendstream.producers import LeaseClient
 from spendstream.runtime.lease_server import HostedLeaseServer, host_leases
-from tests.stream.faust_workers import Worker, write_config
+from tests.runtime.kafka_workers import Worker, write_config
 from tests.test_budget_leases_kafka import wait_granted
 
 D = Decimal

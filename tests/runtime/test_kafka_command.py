@@ -57,7 +57,7 @@ def test_run_logging_to_a_file_writes_no_terminal_escape_codes(
     import time
     import urllib.request
 
-    from tests.stream.faust_workers import write_config
+    from tests.runtime.kafka_workers import write_config
 
     config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
     port = find_free_port()

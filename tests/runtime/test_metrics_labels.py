@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
-from spendstream.stream.kafka.metrics import OTHER, LabelBudget, WorkerMetrics
+from spendstream.runtime.http.metrics import OTHER, LabelBudget, WorkerMetrics
+from spendstream.table_schemas import facts_table
 
 TS = datetime(2026, 3, 2, 12, tzinfo=UTC)
 COST = Cost(Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal("0.5"), "test")
@@ -35,7 +36,9 @@ def test_label_budget_keeps_the_first_values_and_folds_later_ones_into_other() -
 def test_100k_teams_keep_metrics_small_and_the_spend_total_exact() -> None:
     metrics = WorkerMetrics(lambda: [], label_values=100)
     for start in range(0, 100_000, 10_000):
-        metrics.observe_facts([_fact(f"team-{i}") for i in range(start, start + 10_000)])
+        metrics.observe_facts(
+            facts_table([_fact(f"team-{i}") for i in range(start, start + 10_000)])
+        )
     text = metrics.render().decode()
     spend = _spend(text)
     assert len(spend) == 101  # 100 teams of their own, and "other"
@@ -46,5 +49,5 @@ def test_100k_teams_keep_metrics_small_and_the_spend_total_exact() -> None:
 
 def test_the_cap_is_per_configured_value() -> None:
     metrics = WorkerMetrics(lambda: [], label_values=3)
-    metrics.observe_facts([_fact(t) for t in ("a", "b", "c", "d", "e")])
+    metrics.observe_facts(facts_table([_fact(t) for t in ("a", "b", "c", "d", "e")]))
     assert set(_spend(metrics.render().decode())) == {"a", "b", "c", OTHER}

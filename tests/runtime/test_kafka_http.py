@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     TOKEN,
     Worker,
-    detect_state,
     event_lines,
     fact_count,
+    landed_breakers,
     query,
     read_topic,
     wait_all_judged,
@@ -108,7 +108,7 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert reset.returncode == 0, reset.stderr
         # The running engine hears of it (no breaker for the scope in its landed state) ...
         wait_for(
-            lambda: scope not in json.dumps(_landed_breakers(detect_state(wd, prefix))),
+            lambda: scope not in json.dumps(landed_breakers(wd)),
             "the running engine never forgot the reset breaker",
             w,
         )
@@ -125,8 +125,8 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         ) == [(1,)]
 
         health = w.get_json("/healthz", token=None)  # health needs no token
-        assert health["status"] == "ok" and prefix + "spendstream.priced/0" in health["assigned"]
-        # Everything else does, Faust's own pages included (which are switched off anyway).
+        assert health["status"] == "ok" and prefix + "spendstream.usage/0" in health["assigned"]
+        # Everything else does, unknown paths included.
         for path in ("/metrics", "/v1/breakers", "/", "/router/", "/table/", "/graph/"):
             assert w.status(path) == 401, path
             assert w.status(path, token="wrong") == 401, path
@@ -143,13 +143,6 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert "spendstream_consumer_lag{" in metrics
     finally:
         assert w.stop() == 0, w.log_tail()
-
-
-def _landed_breakers(state: dict[str, object]) -> list[object]:
-    """The breakers in stage 2's landed engine snapshot (JSON text), [] before its first."""
-    engine = state.get("engine")
-    assert engine is None or isinstance(engine, str)
-    return [] if engine is None else list(json.loads(engine)["breakers"])
 
 
 def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_goes_on(

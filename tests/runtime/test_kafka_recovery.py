@@ -9,7 +9,7 @@ import pytest
 
 from spendstream.config import load_config
 from spendstream.runtime.embedded import EmbeddedRunner
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     ALERT_SQL,
     BREAKER_SQL,
     FACT_SQL,

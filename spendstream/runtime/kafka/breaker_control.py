@@ -2,9 +2,16 @@
 
 The state of a scope is its latest landed breaker event. A manual reset goes three ways:
 a ``closed`` event on the compacted breakers topic (clients see it at once), the same event
-in the warehouse, and a reset command on the priced topic, where the one detection engine
-meets it in order with the facts and forgets the open breaker (its own ``closed`` event has
-the same scope, reason and ts, so the warehouse lands it once).
+in the warehouse, and a reset command to the loop that owns the scope's breaker, where it
+meets the facts in order and forgets the open breaker (its own ``closed`` event has the same
+scope, reason and ts, so the warehouse lands it once):
+
+- ``api_key:K``: the usage topic, keyed ``K`` like the key's events (``topics.partition_key``),
+  so it reaches the usage partition whose ``LocalEngine`` holds the breaker;
+- ``session:S``: every usage partition (a session's events are keyed by their api key, which
+  the command does not know; the partitions that do not hold the breaker ignore it);
+- every other scope: the partials topic, at the partition of its scope owner
+  (``stream.engine.owner_of``).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import orjson
 from spendstream.config import Config
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import BreakerEvent, breaker_to_wire
+from spendstream.runtime.kafka.topology import ensure_topics, topic_names
+from spendstream.runtime.kafka.wire import encode_reset
 from spendstream.signing import load_breaker_signer
-from spendstream.stream.kafka.topology import ensure_topics, topic_names, topic_specs
-from spendstream.stream.kafka.wire import encode_reset
+from spendstream.stream.engine import owner_of
 
 __all__ = ["MANUAL_RESET", "latest_breakers", "publish_reset"]
 
@@ -53,7 +61,7 @@ def latest_breakers(
 def publish_reset(config: Config, workdir: Path, scope: str, ts: datetime) -> BreakerEvent:
     """Close ``scope``'s breaker by hand: topic, control command, then warehouse.
 
-    Both records are signed when ``[breaker]`` has an HMAC key. Raises ``KafkaUnavailable``
+    Every record is signed when ``[breaker]`` has an HMAC key. Raises ``KafkaUnavailable``
     or ``KafkaAuthError`` (spendstream.errors) when Kafka cannot take them.
     """
     from spendstream.kafka.producer import OutRecord, Producer
@@ -62,24 +70,31 @@ def publish_reset(config: Config, workdir: Path, scope: str, ts: datetime) -> Br
     settings = KafkaSettings.from_config(config.kafka)
     signer = load_breaker_signer(config.breaker)
     names = topic_names(config.kafka)
-    ensure_topics(settings, topic_specs(config.kafka))
+    counts = ensure_topics(settings, config.kafka)
     event = BreakerEvent(scope=scope, state="closed", reason=MANUAL_RESET, ts=ts)
     key, value = scope.encode(), orjson.dumps(breaker_to_wire(event))
-    reset = encode_reset(scope, ts, signer)
+    records = [
+        OutRecord(
+            names.breakers, value, key, signer.headers("breaker", key, value) if signer else None
+        )
+    ]
+    kind, _, name = scope.partition(":")
+    if kind == "api_key":
+        command, headers = encode_reset(scope, ts, name.encode(), signer)
+        records.append(OutRecord(names.usage, command, name.encode(), headers))
+    elif kind == "session":
+        command, headers = encode_reset(scope, ts, name.encode(), signer)
+        records += [
+            OutRecord(names.usage, command, name.encode(), headers, p)
+            for p in range(counts[names.usage])
+        ]
+    else:
+        command, headers = encode_reset(scope, ts, key, signer)
+        owner = owner_of(scope, counts[names.partials])
+        records.append(OutRecord(names.partials, command, key, headers, owner))
     producer = Producer(settings, client_id="spendstream-breakers")
     try:
-        producer.send(
-            [
-                OutRecord(
-                    names.breakers,
-                    value,
-                    key,
-                    signer.headers("breaker", key, value) if signer else None,
-                ),
-                OutRecord(names.priced, reset),
-            ],
-            timeout_s=30,
-        ).raise_first()
+        producer.send(records, timeout_s=30).raise_first()
     finally:
         producer.close(timeout_s=10)
     with Warehouse(Path(workdir), writer="breakers-cli", config=config.warehouse) as wh:

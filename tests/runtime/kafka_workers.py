@@ -1,4 +1,4 @@
-"""Test harness for ``spendstream run``: real worker subprocesses (so kill -9 is real),
+"""Test harness for ``spendstream run`` (the Kafka runtime): real worker subprocesses (so kill -9 is real),
 configs on a unique topic prefix, event files, kcat, and warehouse read-outs."""
 
 from __future__ import annotations
@@ -346,25 +346,62 @@ def fact_count(workdir: Path, config: WarehouseConfig | None = None) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-def detect_state(
-    workdir: Path, prefix: str, config: WarehouseConfig | None = None
-) -> dict[str, Any]:
-    """Stage 2's last landed state (positions, held facts), {} before its first commit.
+def writer_states(
+    workdir: Path, config: WarehouseConfig | None = None
+) -> dict[str, tuple[dict[str, int], dict[str, Any]]]:
+    """Every warehouse writer's last positions and (JSON) state, {} before the first commit.
 
     With ``config`` (a cluster), read from the catalog through a reader of its own."""
     from spendstream.warehouse import Warehouse
 
-    writer = prefix.rstrip(".") + "-detect"
-    if config is not None:
-        with Warehouse(workdir, writer="reader", config=config) as wh:
-            found = wh.writers().get(writer)
-        raw = found.state if found else None
-    elif not (workdir / "warehouse").exists():
+    if config is None and not (workdir / "warehouse").exists():
         return {}
-    else:
-        with Warehouse(workdir, writer=writer) as wh:
-            raw = wh.resume().state
-    return dict(json.loads(raw)) if raw else {}
+    with Warehouse(workdir, writer="reader", config=config) as wh:
+        found = wh.writers()
+    out = {}
+    for name, resume in found.items():
+        try:
+            state = dict(json.loads(resume.state)) if resume.state else {}
+        except ValueError:
+            state = {}
+        out[name] = (dict(resume.positions or {}), state)
+    return out
+
+
+def scope_state(
+    workdir: Path, config: WarehouseConfig | None = None
+) -> dict[str, tuple[dict[str, int], dict[str, Any]]]:
+    """The scope owners' (``scopes/<q>`` writers') positions and state."""
+    return {w: v for w, v in writer_states(workdir, config).items() if w.startswith("scopes/")}
+
+
+def landed_breakers(workdir: Path, config: WarehouseConfig | None = None) -> list[Any]:
+    """The breakers every engine holds in its landed state (per-key engines of the usage
+    partitions and scope owners)."""
+    out: list[Any] = []
+    for name, (_, state) in writer_states(workdir, config).items():
+        if name.startswith("usage/"):
+            out.append(state.get("breakers"))
+        elif name.startswith("scopes/") and state.get("engine"):
+            out.append(json.loads(state["engine"]).get("breakers"))
+    return out
+
+
+def all_judged(
+    workdir: Path, bootstrap: str, prefix: str, config: WarehouseConfig | None = None
+) -> bool:
+    """Whether every usage record is landed by its usage partition's writer and every
+    partials record is merged and landed by its scope owner."""
+    states = writer_states(workdir, config)
+    for topic, kind in (("spendstream.usage", "usage"), ("spendstream.partials", "scopes")):
+        name = prefix + topic
+        for part, end in end_offsets(bootstrap, name).items():
+            if end == 0:
+                continue
+            positions = states.get(f"{kind}/{part}", ({}, {}))[0]
+            if positions.get(f"{name}/{part}", -1) < end - 1:
+                return False
+    return True
 
 
 def wait_all_judged(
@@ -375,17 +412,13 @@ def wait_all_judged(
     *workers: Worker,
     config: WarehouseConfig | None = None,
 ) -> None:
-    """Until every fact landed and stage 2 judged every priced record published."""
+    """Until every fact landed and every usage and partials record was judged."""
     wait_for(lambda: fact_count(workdir, config) >= facts, f"{facts} facts never landed", *workers)
-    priced_topic = prefix + "spendstream.priced"
-
-    def judged() -> bool:
-        last = end_offsets(bootstrap, priced_topic).get(0, 0) - 1
-        state = detect_state(workdir, prefix, config)
-        held = sum(len(lane["items"]) for lane in state.get("held", []))
-        return state.get("positions", {}).get("priced", -1) >= last and held == 0
-
-    wait_for(judged, "stage 2 never judged every priced fact", *workers)
+    wait_for(
+        lambda: all_judged(workdir, bootstrap, prefix, config),
+        "the loops never judged every record",
+        *workers,
+    )
 
 
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:

@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
 from tests.producers.otel_spans import SpanMaker, json_export
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     TOKEN,
     Worker,
     query,

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.stream.faust_workers import (
+from tests.runtime.kafka_workers import (
     Worker,
     kcat_produce,
     key_calls,

@@ -1,0 +1,105 @@
+"""Reading the ``spendstream.facts`` topic back: a batch's facts for a scope owner that must
+locate a crossing (``stream.partials.DetailSource``), and the cuts of batches a worker
+published but never landed (the usage loop replays them cut the same way)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+import pyarrow as pa
+
+from spendstream import facts_topic
+from spendstream.errors import KafkaUnavailable
+from spendstream.kafka.consumer import Consumer, Message
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.table_schemas import FACTS
+
+__all__ = ["FactsReader", "batch_ref", "parse_ref"]
+
+_CACHE = 64  # batches kept: a round's crossings usually read a handful
+_TIMEOUT_S = 30.0
+_TAIL = 8  # facts records looked at backwards for unlanded batches (one is usual)
+
+
+def batch_ref(partition: int, offset: int) -> str:
+    """How partials name their source batch: its facts record's partition and offset."""
+    return f"{partition}@{offset}"
+
+
+def parse_ref(batch: str) -> tuple[int, int]:
+    partition, _, offset = batch.partition("@")
+    return int(partition), int(offset)
+
+
+class FactsReader:
+    """An assign()-mode consumer of the facts topic (no group), used from one thread."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.topic = topic
+        self.consumer = Consumer(settings, client_id="spendstream-facts-reader")
+        self._cache: OrderedDict[str, pa.Table] = OrderedDict()
+        self.fetched = 0  # records read from the broker (metrics and tests)
+
+    def _read(self, partition: int, offset: int) -> Message:
+        self.consumer.assign({(self.topic, partition): offset})
+        deadline = time.monotonic() + _TIMEOUT_S
+        while time.monotonic() < deadline:
+            for m in self.consumer.consume(1, 0.5):
+                if m.partition() == partition and m.offset() == offset:
+                    self.fetched += 1
+                    return m
+                if (m.offset() or 0) > offset:
+                    break  # compacted or deleted: it will not come
+        raise KafkaUnavailable(
+            f"cannot read {self.topic}/{partition}@{offset} within {_TIMEOUT_S:.0f}s",
+            code="_TIMED_OUT",
+            retriable=True,
+        )
+
+    def facts_of(self, batch: str) -> pa.Table:
+        """The facts (``table_schemas.FACTS``) of the batch ``batch_ref`` names."""
+        table = self._cache.get(batch)
+        if table is None:
+            partition, offset = parse_ref(batch)
+            value = self._read(partition, offset).value() or b""
+            table = facts_topic.decode(value).facts.select(FACTS.names)
+            self._cache[batch] = table
+            while len(self._cache) > _CACHE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(batch)
+        return table
+
+    def unlanded_cuts(self, partition: int, landed: int) -> list[tuple[int, int]]:
+        """The (first, last) usage offsets of the batches published for usage ``partition``
+        past its landed position ``landed``, oldest first: a worker died between publishing
+        them and landing them, and they must be replayed cut exactly so (scope owners may
+        have merged their partials)."""
+        low, high = self.consumer.watermarks((self.topic, partition))
+        cuts: list[tuple[int, int]] = []
+        offset = high - 1
+        while offset >= low and len(cuts) < _TAIL:
+            span = facts_topic.decode(self._read(partition, offset).value() or b"").batch_offsets
+            if span is None or span[1] <= landed:
+                break
+            cuts.append(span)
+            offset -= 1
+        cuts.reverse()
+        # A cut that does not start right after the last one (or the landed position) was
+        # published by a worker that had not landed what came before: start over from there.
+        out: list[tuple[int, int]] = []
+        expected = landed + 1
+        for first, last in cuts:
+            if first == expected:
+                out.append((first, last))
+                expected = last + 1
+            elif first > expected:
+                break
+            else:
+                out = [(first, last)] if first == landed + 1 else []
+                expected = last + 1 if out else landed + 1
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,221 @@
+"""What both loops share: a consumer group whose partitions each belong to one warehouse
+writer, resumed from that writer's last commit on assignment and rewound to it on failure.
+
+A subclass names its topic, group and writer, opens a partition's state from the warehouse
+(``_open``: an object with ``warehouse`` and ``landed``, the last offset landed) and handles
+each turn's records (``_turn``). Kafka's committed offsets are advisory: reading starts right
+after the writer's landed position (``on_assign`` returns it to the consumer). A partition
+whose state cannot be opened (warehouse or broker down) waits and is tried again each turn;
+the loop itself never ends on a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from spendstream.config import Config
+from spendstream.errors import SpendstreamError
+from spendstream.kafka.consumer import Consumer, Message, Partition
+from spendstream.kafka.producer import Producer
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.facts_reader import FactsReader
+from spendstream.runtime.kafka.outputs import Outputs
+from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames
+from spendstream.signing import load_breaker_signer
+from spendstream.warehouse import Warehouse
+
+__all__ = ["RETRY_S", "PartitionLoop", "PartitionState"]
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 1.0  # pause before a partition that failed is tried again
+
+
+class PartitionState(Protocol):
+    warehouse: Warehouse
+    landed: int
+
+
+S = TypeVar("S", bound=PartitionState)
+
+
+class PartitionLoop(Generic[S]):
+    """One thread's loop over one topic's assigned partitions (see the module docstring)."""
+
+    name = "loop"  # for logs and client ids
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        settings: KafkaSettings,
+        names: TopicNames,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.workdir = workdir
+        self.settings = settings
+        self.names = names
+        self.metrics = metrics
+        self.stop = stop
+        self.signer = load_breaker_signer(config.breaker)
+        self.parts: dict[int, S] = {}
+        self._assigned: list[Partition] = []
+        self._broken: set[int] = set()
+        self.consumer: Consumer | None = None
+        self.facts: FactsReader | None = None
+        self.out: Outputs | None = None
+        self.ready = threading.Event()
+
+    # --- what a subclass says ----------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def group(self) -> str:
+        raise NotImplementedError
+
+    def writer(self, partition: int) -> str:
+        raise NotImplementedError
+
+    def _state(self, partition: int, warehouse: Warehouse) -> S:
+        """Partition state from its writer's last commit (``warehouse.resume()``)."""
+        raise NotImplementedError
+
+    def _turn(self, msgs: Sequence[Message]) -> None:
+        raise NotImplementedError
+
+    def consume_max(self) -> int:
+        return self.config.pipeline.batch_size
+
+    # --- shared ------------------------------------------------------------------------
+
+    def position_key(self, partition: int) -> str:
+        """The key of the partition's position in its writer's commits."""
+        return f"{self.topic}/{partition}"
+
+    def landed_position(self, warehouse: Warehouse, partition: int) -> int:
+        return (warehouse.resume().positions or {}).get(self.position_key(partition), -1)
+
+    def assigned(self) -> list[Partition]:
+        return list(self._assigned)
+
+    def _open(self, n: int) -> S:
+        """Partition n as its writer's last commit left it."""
+        old = self.parts.pop(n, None)
+        if old is not None:
+            old.warehouse.close()
+        wh = Warehouse(self.workdir, writer=self.writer(n), config=self.config.warehouse)
+        state = self._state(n, wh)
+        self.parts[n] = state
+        return state
+
+    def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
+        starts: dict[Partition, int | None] = {}
+        for topic, n in parts:
+            while True:
+                try:
+                    state = self._open(n)
+                    break
+                except SpendstreamError as exc:
+                    # The warehouse or the broker is down: the partition waits for them (an
+                    # assignment must not be left half-made); the group sees us alive
+                    # meanwhile through librdkafka's own heartbeats.
+                    log.warning("%s %d: cannot resume (%s); retrying", self.name, n, exc)
+                    if self.stop.wait(RETRY_S):
+                        raise
+            starts[(topic, n)] = state.landed + 1
+        self._assigned = sorted({*self._assigned, *parts})
+        return starts
+
+    def _on_revoke(self, parts: list[Partition]) -> None:
+        for _, n in parts:
+            state = self.parts.pop(n, None)
+            if state is not None:
+                state.warehouse.close()
+            self._broken.discard(n)
+        self._assigned = sorted(set(self._assigned) - set(parts))
+
+    def _rewind(self, n: int) -> None:
+        """Back to partition n's last commit: what was in hand is read and done again."""
+        assert self.consumer is not None
+        try:
+            state = self._open(n)
+            self.consumer.seek((self.topic, n), state.landed + 1)
+            self._broken.discard(n)
+        except SpendstreamError as exc:
+            log.warning("%s %d: cannot rewind yet (%s)", self.name, n, exc)
+            self.parts.pop(n, None)
+            self._broken.add(n)
+
+    def run(self) -> None:
+        kc = self.config.kafka
+        client = f"spendstream-{self.name}"
+        self.facts = FactsReader(self.settings, self.names.facts)
+        producer = Producer(
+            self.settings,
+            client_id=client,
+            config={"message.max.bytes": MAX_RECORD_BYTES + 65536},
+        )
+        self.out = Outputs(producer, self.names, self.signer)
+        self.consumer = Consumer(
+            self.settings,
+            group_id=self.group,
+            client_id=client,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            config={
+                "session.timeout.ms": int(kc.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
+            },
+        )
+        try:
+            self.consumer.subscribe([self.topic])
+            self.ready.set()
+            within = self.config.pipeline.batch_within_s
+            while not self.stop.is_set():
+                try:
+                    msgs = self.consumer.consume(self.consume_max(), within)
+                except SpendstreamError as exc:
+                    log.warning("%s loop: %s", self.name, exc)
+                    self.stop.wait(RETRY_S)
+                    continue
+                for n in sorted(self._broken):
+                    self._rewind(n)
+                self._turn(msgs)
+        finally:
+            for state in self.parts.values():
+                state.warehouse.close()
+            self.parts.clear()
+            self.consumer.close()
+            self.facts.close()
+            self.out.producer.close(timeout_s=10)
+
+    def _failed(self, n: int, what: str) -> None:
+        """Whatever failed (broker, warehouse, a bug on a strange record), nothing of it is
+        landed: pause, then do it again from the partition's last commit; never skip it."""
+        state = self.parts.get(n)
+        log.exception(
+            "%s %d: %s failed; replaying from offset %d",
+            self.name,
+            n,
+            what,
+            (state.landed if state is not None else -1) + 1,
+        )
+        self.stop.wait(RETRY_S)
+        self._rewind(n)
+
+
+def by_partition(msgs: Sequence[Message]) -> dict[int, list[Message]]:
+    out: dict[int, list[Message]] = {}
+    for m in msgs:
+        out.setdefault(int(m.partition() or 0), []).append(m)
+    return out

@@ -1,0 +1,340 @@
+"""The scope loop: partials of wide scopes in aligned rounds -> alerts and breaker transitions.
+
+One consumer in group ``<app_id>-scopes`` on the partials topic. Per assigned partials
+partition q it holds a ``ScopeEngine`` and the warehouse writer ``scopes/<q>``, whose last
+commit holds the engine state, the usage offsets merged per usage partition, and the
+position in partition q.
+
+Partition q receives, from every usage batch with facts, that batch's partials of the
+scopes q owns plus the batch's clock row (its watermarks). They are merged in *rounds*:
+each usage partition's clock is the watermark its last batch reached, and a round releases
+every held batch whose watermark is at or below the least advanced clock, so batches of
+different partitions meet in event-time order (``stream.engine``'s docstring says what
+that makes equal to one process). A usage partition stops holding the others back when its
+reader says it has read everything (an idle marker), or after ``[pipeline] align_idle_s``
+of silence (its worker died; another takes it over).
+
+A batch whose last usage offset is at or below what was merged (or is held) for its usage
+partition is a replay of a batch merged already (its worker died before landing it) and is
+dropped. Where a merge may cross a threshold, ``DetailSource`` reads the source batch's
+facts back from the facts topic. Alerts and signed breaker events are published before the
+warehouse commit (alerts, breaker events, state, position); a failure rewinds partition q
+to its last commit and replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.config import Config
+from spendstream.errors import SpendstreamError
+from spendstream.kafka.consumer import Message
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.records import Alert, BreakerEvent
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
+from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.wire import (
+    PARTIALS_KIND,
+    RESET,
+    PartialsBatch,
+    decode_partials,
+    decode_reset,
+    kind_of,
+)
+from spendstream.stream.engine import ScopeEngine
+from spendstream.stream.partials import CLOCK
+from spendstream.table_schemas import alerts_table, breaker_events_table
+from spendstream.warehouse import Warehouse
+
+__all__ = ["ScopeLoop", "scope_writer"]
+
+log = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+_COMMIT_QUIET_S = 1.0  # a position that moved without output is landed at most this often
+_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted
+
+
+def scope_writer(partition: int) -> str:
+    return f"scopes/{partition}"
+
+
+def _round_of(held: list[_Held], limit: int | None) -> list[_Held]:
+    """The largest round that can be merged now: held batches whose rows all come before
+    every row not in it, by watermark (rows of two batches that overlap in watermark go in
+    one round), none past ``limit`` (the least advanced clock of a lane that has records
+    still to come; None: no lane has)."""
+    his = sorted({h.hi for h in held if h.hi is not None and (limit is None or h.hi <= limit)})
+    for top_limit in reversed(his):
+        chosen = [h.hi is None or h.hi <= top_limit for h in held]
+        top = top_limit
+        grown = True
+        while grown:
+            grown = False
+            for i, h in enumerate(held):
+                if not chosen[i] and h.lo is not None and h.lo < top:
+                    chosen[i] = grown = True
+                    top = max(top, h.hi if h.hi is not None else top)
+        if limit is None or top <= limit:
+            return [h for h, c in zip(held, chosen, strict=True) if c]
+    return [h for h in held if h.hi is None]
+
+
+@dataclass(slots=True)
+class _Held:
+    offset: int  # in the partials partition
+    batch: PartialsBatch
+    lo: int | None  # watermark of its first row (us; None: no facts, no clock yet)
+    hi: int | None  # ... and of its last
+
+
+@dataclass(slots=True)
+class _Owner:
+    number: int
+    warehouse: Warehouse
+    engine: ScopeEngine
+    landed: int  # last partials offset landed (-1: none)
+    merged: dict[int, int]  # usage partition -> last usage offset merged
+    clocks: dict[int, int]  # usage partition -> watermark of its last batch (us)
+    resets_upto: int  # partials offset of the last reset applied
+    idle: IdleClock
+    seen_at: dict[int, float] = field(default_factory=dict)  # processing time of a lane's news
+    held: list[_Held] = field(default_factory=list)
+    read: int = -1  # last partials offset read
+    landed_at: float = 0.0
+
+
+class ScopeLoop(PartitionLoop[_Owner]):
+    """One thread's loop over the partials topic (see the module docstring)."""
+
+    name = "scopes"
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        settings: KafkaSettings,
+        names: TopicNames,
+        usage_partitions: int,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+        clock: Any = time.monotonic,
+    ) -> None:
+        super().__init__(config, workdir, settings, names, metrics, stop)
+        self.lanes = usage_partitions
+        self.clock = clock
+        self._ends: dict[int, tuple[int, float]] = {}  # usage partition -> (end, read at)
+
+    @property
+    def topic(self) -> str:
+        return self.names.partials
+
+    @property
+    def group(self) -> str:
+        return f"{self.config.kafka.app_id}-scopes"
+
+    def writer(self, partition: int) -> str:
+        return scope_writer(partition)
+
+    def consume_max(self) -> int:
+        return 5000
+
+    def _state(self, q: int, warehouse: Warehouse) -> _Owner:
+        resume = warehouse.resume()
+        landed = self.landed_position(warehouse, q)
+        state: dict[str, Any] = orjson.loads(resume.state) if resume.state else {}
+        if state.get("version") != _STATE_VERSION:
+            state = {}
+        now = self.clock()
+        return _Owner(
+            q,
+            warehouse,
+            ScopeEngine(self.config, state.get("engine")),
+            landed,
+            {int(k): int(v) for k, v in state.get("merged", {}).items()},
+            {int(k): int(v) for k, v in state.get("clocks", {}).items()},
+            int(state.get("resets_upto", -1)),
+            IdleClock(self.config.breaker.idle_advance_s, self.clock),
+            seen_at=dict.fromkeys(range(self.lanes), now),
+            read=landed,
+            landed_at=now,
+        )
+
+    def _turn(self, msgs: Sequence[Message]) -> None:
+        by_part = by_partition(msgs)
+        for q, owner in list(self.parts.items()):
+            try:
+                self._step(owner, by_part.get(q, []))
+            except Exception:
+                self._failed(q, "round")
+
+    def _step(self, owner: _Owner, msgs: list[Message]) -> None:
+        alerts: list[Alert] = []
+        breakers: list[BreakerEvent] = []
+        now = self.clock()
+        for m in msgs:
+            offset = int(m.offset() or 0)
+            if offset <= owner.read:
+                continue
+            owner.read = offset
+            kind = kind_of(m.headers())
+            if kind == PARTIALS_KIND:
+                self._hold(owner, offset, m.value() or b"", now)
+            elif kind == RESET and offset > owner.resets_upto:
+                owner.resets_upto = offset
+                self._round(owner, alerts, breakers)  # a reset applies after what came before
+                cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
+                if cmd is None:
+                    log.warning(
+                        "scopes %d: ignoring a breaker reset at offset %d: malformed or not "
+                        "signed with the [breaker] HMAC key",
+                        owner.number,
+                        offset,
+                    )
+                    continue
+                event = owner.engine.reset_breaker(cmd.scope, cmd.ts)
+                if event is not None:
+                    breakers.append(event)
+        merged = self._round(owner, alerts, breakers)
+        if not merged and not owner.held:
+            breakers += owner.idle.advance(owner.engine)
+        self.metrics.held.set(sum(len(o.held) for o in self.parts.values()))
+        moved = owner.read > owner.landed and (
+            not owner.held or owner.held[0].offset - 1 > owner.landed
+        )
+        if alerts or breakers or merged or (moved and now - owner.landed_at >= _COMMIT_QUIET_S):
+            self._land(owner, alerts, breakers)
+
+    def _hold(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
+        batch = decode_partials(value)
+        p = batch.usage_partition
+        have = max(
+            owner.merged.get(p, -1),
+            max(
+                (h.batch.last_offset for h in owner.held if h.batch.usage_partition == p),
+                default=-1,
+            ),
+        )
+        if batch.last_offset <= have:
+            return  # a replay of a batch merged (or held) already
+        table = batch.partials
+        clock = table.filter(pc.equal(table.column("detector"), CLOCK))
+        lo: int | None
+        hi: int | None
+        if clock.num_rows:
+            lo = int(clock.column("first_wm").cast(pa.int64())[0].as_py())
+            hi = int(clock.column("wm_end").cast(pa.int64())[0].as_py())
+            owner.clocks[p] = max(owner.clocks.get(p, hi), hi)
+        else:  # no facts: nothing to order, after the lane's earlier batches
+            lo = hi = owner.clocks.get(p)
+        owner.held.append(_Held(offset, batch, lo, hi))
+        owner.seen_at[p] = now
+
+    def _bound(self, owner: _Owner) -> tuple[bool, int | None]:
+        """(hold everything, else release batches whose watermark is at most this; None:
+        every held batch).
+
+        Every usage partition (lane) with records not yet seen here holds the others back,
+        however long it is silent (its worker died: it waits for the partition's next
+        reader), so no batch is ever merged after a later one of another lane. A lane that
+        has nothing unread (its usage partition's end is at or below the last offset its
+        batches covered) does not hold the others back. Only when the usage topic's end
+        cannot be read does a lane silent for ``[pipeline] align_idle_s`` stop holding.
+        """
+        now = self.clock()
+        seen = dict(owner.merged)
+        for h in owner.held:
+            p = h.batch.usage_partition
+            seen[p] = max(seen.get(p, -1), h.batch.last_offset)
+        # A lane whose every record is here (held or merged) knows its clock for now: its
+        # held batches go in the round that reaches their time; the others bound the round.
+        active = [
+            p for p in range(self.lanes) if not self._caught_up(p, seen.get(p, -1), now, owner)
+        ]
+        if any(p not in owner.clocks for p in active):
+            return True, None
+        marks = [owner.clocks[p] for p in active]
+        return False, (min(marks) if marks else None)
+
+    def _caught_up(self, p: int, seen: int, now: float, owner: _Owner) -> bool:
+        assert self.facts is not None
+        end = self._ends.get(p)
+        # A stale end may say caught up when it is not; one saying not caught up is true.
+        if end is None or end[1] < now - _ENDS_TTL_S:
+            try:
+                high = self.facts.consumer.watermarks((self.names.usage, p), timeout_s=5)[1]
+            except SpendstreamError as exc:
+                log.warning("scopes: cannot read the end of usage partition %d (%s)", p, exc)
+                return now - owner.seen_at.get(p, now) >= self.config.pipeline.align_idle_s
+            self._ends[p] = end = (high, now)
+        return end[0] - 1 <= seen
+
+    def _round(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> bool:
+        """Merge the held batches alignment releases; whether any was merged."""
+        if not owner.held:
+            return False
+        hold, bound = self._bound(owner)
+        if hold:
+            return False
+        released = _round_of(owner.held, bound)
+        if not released:
+            return False
+        gone = {id(h) for h in released}
+        owner.held = [h for h in owner.held if id(h) not in gone]
+        t0 = time.perf_counter()
+        table = pa.concat_tables([h.batch.partials for h in released])
+        detection = owner.engine.merge(table, self.facts) if table.num_rows else None
+        for h in released:
+            p = h.batch.usage_partition
+            owner.merged[p] = max(owner.merged.get(p, -1), h.batch.last_offset)
+        if detection is not None:
+            alerts.extend(detection.alerts)
+            breakers.extend(detection.breaker_events)
+            owner.idle.judged()
+        self.metrics.step_seconds.labels("scope_merge").inc(time.perf_counter() - t0)
+        self.metrics.batches.labels("scopes").inc()
+        return True
+
+    def _snapshot(self, owner: _Owner) -> bytes:
+        return orjson.dumps(
+            {
+                "version": _STATE_VERSION,
+                "engine": owner.engine.snapshot().decode(),
+                "merged": owner.merged,
+                "clocks": owner.clocks,
+                "resets_upto": owner.resets_upto,
+            },
+            option=orjson.OPT_NON_STR_KEYS,
+        )
+
+    def _land(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> None:
+        assert self.out is not None
+        t0 = time.perf_counter()
+        self.out.send(self.out.detection(alerts, breakers))
+        # Held batches are read again after a restart (replays of merged ones are dropped).
+        position = owner.held[0].offset - 1 if owner.held else owner.read
+        position = max(position, owner.landed)
+        owner.warehouse.commit(
+            alerts=alerts_table(alerts),
+            breaker_events=breaker_events_table(breakers),
+            positions={self.position_key(owner.number): position},
+            state=self._snapshot(owner),
+        )
+        owner.landed = position
+        owner.landed_at = self.clock()
+        self.metrics.step_seconds.labels("scope_land").inc(time.perf_counter() - t0)
+        self.metrics.observe_detection(alerts, breakers)
+        self.metrics.events_out.labels(self.names.alerts).inc(len(alerts))
+        self.metrics.events_out.labels(self.names.breakers).inc(len(breakers))

@@ -1,0 +1,87 @@
+"""Topic names, partition counts and cleanup policies of ``spendstream run``, and their creation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from spendstream.config import KafkaConfig
+from spendstream.kafka.admin import TopicSpec
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.topics import ALERTS, BREAKERS, DEAD_LETTERS, FACTS, PARTIALS, USAGE
+
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "TopicNames",
+    "TopicSpec",
+    "ensure_topics",
+    "topic_names",
+    "topic_specs",
+]
+
+# A batch's facts record (and its partials) is one record: [pipeline] batch_size facts,
+# compressed. Kafka's default limit (1 MiB) holds about 2,000 uncompressed facts; the runtime's
+# topics allow 64 MiB, and its producers send up to that.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    usage: str
+    facts: str
+    partials: str
+    alerts: str
+    breakers: str
+    dead_letters: str
+
+
+def topic_names(kafka: KafkaConfig) -> TopicNames:
+    p = kafka.topic_prefix
+    return TopicNames(
+        p + USAGE, p + FACTS, p + PARTIALS, p + ALERTS, p + BREAKERS, p + DEAD_LETTERS
+    )
+
+
+def topic_specs(kafka: KafkaConfig, usage_partitions: int | None = None) -> list[TopicSpec]:
+    """``usage_partitions``: the usage topic's actual count, when it exists already (the
+    facts and partials topics follow it: facts partition p holds usage partition p's batches)."""
+    names = topic_names(kafka)
+    n = usage_partitions or kafka.usage_partitions
+    return [
+        TopicSpec(names.usage, kafka.usage_partitions),
+        TopicSpec(names.facts, n, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
+        TopicSpec(names.partials, n, {"max.message.bytes": str(MAX_RECORD_BYTES)}),
+        TopicSpec(names.alerts, 1),
+        # Latest state per scope survives compaction; that is all a client needs.
+        TopicSpec(names.breakers, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(names.dead_letters, 1),
+    ]
+
+
+def ensure_topics(settings: KafkaSettings | str, kafka: KafkaConfig) -> dict[str, int]:
+    """Create the missing topics; return every topic's actual partition count.
+
+    The usage topic first: an existing one keeps its count (re-partitioning is the
+    operator's decision), and the facts and partials topics are created with that count.
+    Raises ``KafkaUnavailable`` or ``KafkaAuthError`` (spendstream.errors) naming the cause.
+    """
+    from spendstream.kafka.admin import Admin
+
+    # Enough for a loaded broker, short enough that a wrong address fails promptly.
+    admin = Admin(settings, client_id="spendstream-run", timeout_s=15)
+    names = topic_names(kafka)
+    specs = topic_specs(kafka)
+    counts = admin.ensure_topics(specs[:1])
+    usage = counts.get(names.usage, kafka.usage_partitions)
+    if usage != kafka.usage_partitions:
+        log.warning(
+            "topic %s has %d partitions, configuration says %d; using %d",
+            names.usage,
+            usage,
+            kafka.usage_partitions,
+            usage,
+        )
+    counts.update(admin.ensure_topics(topic_specs(kafka, usage)[1:]))
+    return counts

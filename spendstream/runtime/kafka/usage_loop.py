@@ -1,0 +1,298 @@
+"""The usage loop: usage records in batches -> facts, per-key detection, partials -> warehouse.
+
+One consumer in group ``<app_id>`` on the usage topic (cooperative-sticky). Per assigned
+usage partition p it holds a ``LocalEngine`` and the warehouse writer ``usage/<p>``, whose
+last commit holds the partition's position and the engine's state: on assignment the
+engine is restored from it and reading starts right after it (Kafka's committed offsets are
+only advisory). Per batch of partition p:
+
+1. decode, bound and dedupe the records (``stream.batch.judge_lines``; a bad record is a
+   dead letter at ``kafka:<topic>/<p>@<offset>``), price the new ones (``price_table``);
+2. publish the facts as one record to partition p of the facts topic and wait for its ack
+   (its offset names the batch for scope owners: ``DetailSource``);
+3. ``LocalEngine.process``: per-key alerts and breaker transitions, and the batch's partials
+   for wide scopes; publish partials to the partials topic (partition ``owner_of(scope)``,
+   the clock row to every partition), alerts, signed breaker events and dead letters, and
+   wait for every ack;
+4. commit to the warehouse: facts, dead letters, alerts, breaker events, the engine state and
+   the position, in one exactly-once commit; then (advisory) the group offset.
+
+A failure anywhere (the broker, the warehouse) rewinds the partition to its last commit and
+replays the batch: nothing is skipped, and no input can stop the loop (a poison record is a
+dead letter). A replayed batch republishes its outputs: alerts are idempotent by alert_id,
+scope owners drop partials of a batch they merged by its usage offsets, and batches that
+were published but not landed are replayed cut exactly as they were (their facts records
+say how), so a scope owner never sees two different cuts of the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+
+from spendstream import facts_topic
+from spendstream.config import Config
+from spendstream.errors import SpendstreamError, WriterFenced
+from spendstream.kafka.consumer import Message
+from spendstream.kafka.producer import OutRecord
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.pricedata import load_price_data
+from spendstream.records import BreakerEvent
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.facts_reader import batch_ref
+from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
+from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.wire import (
+    KIND_HEADER,
+    PARTIALS_KIND,
+    RESET,
+    decode_reset,
+    encode_partials,
+    kind_of,
+)
+from spendstream.stream.batch import DIGEST, ROW, judge_lines
+from spendstream.stream.engine import LocalEngine, route
+from spendstream.stream.pipeline import Pipeline
+from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
+from spendstream.warehouse import Warehouse
+
+__all__ = ["UsageLoop", "usage_writer"]
+
+log = logging.getLogger(__name__)
+
+
+def usage_writer(partition: int) -> str:
+    return f"usage/{partition}"
+
+
+@dataclass(slots=True)
+class _Partition:
+    number: int
+    warehouse: Warehouse
+    engine: LocalEngine
+    landed: int  # last usage offset landed (-1: none)
+    idle: IdleClock
+    cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
+    buffer: list[Message] = field(default_factory=list)
+
+
+class UsageLoop(PartitionLoop[_Partition]):
+    """One thread's loop over the usage topic (see the module docstring)."""
+
+    name = "usage"
+
+    def __init__(
+        self,
+        config: Config,
+        workdir: Path,
+        settings: KafkaSettings,
+        names: TopicNames,
+        partials_partitions: int,
+        metrics: WorkerMetrics,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(config, workdir, settings, names, metrics, stop)
+        self.owners = partials_partitions
+        self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
+        self._lag: list[tuple[str, int, int]] = []
+
+    @property
+    def topic(self) -> str:
+        return self.names.usage
+
+    @property
+    def group(self) -> str:
+        return self.config.kafka.app_id
+
+    def writer(self, partition: int) -> str:
+        return usage_writer(partition)
+
+    def _state(self, p: int, warehouse: Warehouse) -> _Partition:
+        landed = self.landed_position(warehouse, p)
+        engine = LocalEngine(self.config, p, warehouse.resume().state)
+        assert self.facts is not None
+        cuts = deque(self.facts.unlanded_cuts(p, landed))
+        if cuts:
+            log.info("usage %d: replaying %d unlanded batch(es) as cut: %s", p, len(cuts), cuts)
+        part = _Partition(
+            p, warehouse, engine, landed, IdleClock(self.config.breaker.idle_advance_s)
+        )
+        part.cuts = cuts
+        return part
+
+    def _turn(self, msgs: Sequence[Message]) -> None:
+        self.metrics.events_in.inc(len(msgs))
+        for p, records in sorted(by_partition(msgs).items()):
+            part = self.parts.get(p)
+            if part is None:
+                continue  # revoked, or waiting to be rewound: re-read from its position
+            part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
+            try:
+                self._drain(part)
+            except Exception:
+                self._failed(p, "batch")
+        self._idle()
+        self._measure_lag()
+
+    def _drain(self, part: _Partition) -> None:
+        while part.buffer:
+            if part.cuts:
+                _first, last = part.cuts[0]
+                if (part.buffer[-1].offset() or 0) < last:
+                    return  # the replayed cut is not all read yet
+                n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
+                batch, part.buffer = part.buffer[:n], part.buffer[n:]
+                part.cuts.popleft()
+            else:
+                batch, part.buffer = part.buffer, []
+            self._process(part, batch)
+
+    def _process(self, part: _Partition, msgs: list[Message]) -> None:
+        assert self.out is not None
+        p, names, out, steps = part.number, self.names, self.out, self.metrics.step_seconds
+        t0 = time.perf_counter()
+        now = datetime.now(UTC)
+        # A reset control record is the only record that is not a usage event; anything
+        # else (whatever its headers) is judged as one, so a bad record is a dead letter.
+        controls = [m for m in msgs if kind_of(m.headers()) == RESET]
+        events = [m for m in msgs if kind_of(m.headers()) != RESET]
+        topic = names.usage
+        judged = judge_lines(
+            [m.value() or b"" for m in events],
+            now,
+            lambda i: f"kafka:{topic}/{p}@{events[i].offset()}",
+            part.warehouse.classify,
+            self.config.detection.max_future_skew_s,
+        )
+        facts = self.pipeline.price_table(judged.new, now)
+        offsets = pa.array(
+            [events[i].offset() for i in judged.new.column(ROW).to_pylist()], pa.int64()
+        )
+        first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
+        t1 = time.perf_counter()
+        record = facts_topic.encode(p, facts, offsets, (first, last))
+        (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+        assert facts_offset is not None
+        t2 = time.perf_counter()
+        local = part.engine.process(facts, batch_ref(p, facts_offset))
+        alerts = list(local.detection.alerts)
+        breakers = list(local.detection.breaker_events)
+        breakers += self._resets(part, controls)
+        records: list[OutRecord] = [
+            OutRecord(
+                names.partials,
+                encode_partials(p, first, last, table),
+                str(p).encode(),
+                [(KIND_HEADER, PARTIALS_KIND)],
+                q,
+            )
+            # Every owner hears of every batch, even one without facts (no rows): how far
+            # each usage partition is read is what alignment waits for.
+            for q, table in enumerate(route(local.partials, self.owners))
+        ]
+        records += out.detection(alerts, breakers)
+        records += [out.dead_letter(d) for d in judged.dead_letters]
+        t3 = time.perf_counter()
+        out.send(records)
+        t4 = time.perf_counter()
+        try:
+            result = part.warehouse.commit(
+                facts,
+                alerts_table(alerts),
+                breaker_events_table(breakers),
+                dead_letters_table(judged.dead_letters),
+                positions={self.position_key(p): last},
+                state=part.engine.snapshot(),
+                digests=judged.new.column(DIGEST).combine_chunks(),
+            )
+        except WriterFenced:
+            # Another worker holds this partition now: what it landed is the truth.
+            log.warning("usage %d: another worker took the partition over; rewinding", p)
+            raise
+        t5 = time.perf_counter()
+        part.landed = last
+        if facts.num_rows:
+            part.idle.judged()
+        assert self.consumer is not None
+        try:
+            self.consumer.commit({(names.usage, p): last + 1})
+        except SpendstreamError as exc:  # advisory: the warehouse holds the position
+            log.info("usage %d: offset commit failed (%s)", p, exc)
+        m = self.metrics
+        steps.labels("usage_decode_price").inc(t1 - t0)
+        steps.labels("usage_publish_facts").inc(t2 - t1)
+        steps.labels("usage_detect").inc(t3 - t2)
+        steps.labels("usage_publish").inc(t4 - t3)
+        steps.labels("usage_land").inc(t5 - t4)
+        m.batches.labels("usage").inc()
+        m.observe_facts(facts)
+        m.duplicates.inc(judged.duplicates + result.duplicates)
+        m.dead_letters.labels("usage").inc(len(judged.dead_letters))
+        m.events_out.labels(names.facts).inc(facts.num_rows)
+        m.observe_detection(alerts, breakers)
+
+    def _resets(self, part: _Partition, controls: list[Message]) -> list[BreakerEvent]:
+        """``breakers reset`` of a per-key scope, applied after the batch's facts."""
+        events = []
+        for m in controls:
+            cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
+            if cmd is None:
+                log.warning(
+                    "usage %d: ignoring a breaker reset at offset %s: malformed or not signed "
+                    "with the [breaker] HMAC key",
+                    part.number,
+                    m.offset(),
+                )
+                continue
+            event = part.engine.reset_breaker(cmd.scope, cmd.ts)
+            if event is not None:
+                events.append(event)
+        return events
+
+    # --- a quiet stream ----------------------------------------------------------------
+
+    def _idle(self) -> None:
+        """Breakers' idle advance on a quiet stream."""
+        for p, part in list(self.parts.items()):
+            if part.buffer or part.cuts:
+                continue
+            try:
+                self._advance(part)
+            except Exception:
+                self._failed(p, "idle advance")
+
+    def _advance(self, part: _Partition) -> None:
+        assert self.out is not None
+        events = part.idle.advance(part.engine)
+        if not events:
+            return
+        self.out.send(self.out.detection([], events))
+        part.warehouse.commit(
+            breaker_events=breaker_events_table(events), state=part.engine.snapshot()
+        )
+        self.metrics.observe_detection([], events)
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records not yet landed) per assigned partition, as of the
+        loop's last turn (for /metrics, from another thread)."""
+        return list(self._lag)
+
+    def _measure_lag(self) -> None:
+        # In the loop's own thread: the client's cached ends, no broker call.
+        assert self.consumer is not None
+        out = []
+        for topic, p in self.assigned():
+            part = self.parts.get(p)
+            end = self.consumer.cached_end((topic, p))
+            if part is not None and end is not None:
+                out.append((topic, p, max(0, end - part.landed - 1)))
+        self._lag = out

@@ -1,0 +1,111 @@
+"""Records of ``spendstream run``'s internal topics, and its control records.
+
+A header ``spendstream-kind`` says what a record is; records without it on the usage topic
+are usage events (any client may produce those).
+
+- ``partials`` (partials topic, partition q): what one usage batch adds to the wide scopes
+  scope owner q merges, ``stream.partials.PARTIALS`` as one Arrow IPC stream; the schema
+  metadata names the usage partition and the first and last usage offset the batch spanned
+  (a scope owner drops a batch it merged already by those offsets: a replay after a crash).
+- ``reset`` (usage topic keyed like the scope's events, or partials topic at the scope's
+  owner): ``spendstream breakers reset SCOPE``; signed (``spendstream.signing``) when
+  ``[breaker]`` has an HMAC key, and then ignored by the owner unless the signature verifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import pyarrow as pa
+
+from spendstream.facts_topic import ipc_record
+from spendstream.signing import RecordSigner
+from spendstream.stream.partials import PARTIALS
+
+__all__ = [
+    "KIND_HEADER",
+    "PARTIALS_KIND",
+    "RESET",
+    "PartialsBatch",
+    "ResetCommand",
+    "decode_partials",
+    "decode_reset",
+    "encode_partials",
+    "encode_reset",
+    "kind_of",
+]
+
+KIND_HEADER = "spendstream-kind"
+PARTIALS_KIND = b"partials"
+RESET = b"reset"
+
+Headers = Iterable[tuple[str, bytes | None]] | None
+
+
+def kind_of(headers: Headers) -> bytes | None:
+    for name, value in headers or ():
+        if name == KIND_HEADER:
+            return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PartialsBatch:
+    usage_partition: int
+    first_offset: int  # usage offsets the batch spanned
+    last_offset: int
+    partials: pa.Table  # PARTIALS
+
+
+def encode_partials(partition: int, first: int, last: int, partials: pa.Table) -> bytes:
+    table = partials.replace_schema_metadata(
+        {"usage_partition": str(partition), "usage_offsets": f"{first} {last}"}
+    )
+    return ipc_record(table)
+
+
+def decode_partials(value: bytes) -> PartialsBatch:
+    """``ValueError`` if ``value`` is not a partials record."""
+    try:
+        table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+        meta = table.schema.metadata or {}
+        partition = int(meta[b"usage_partition"])
+        first, last = (int(x) for x in meta[b"usage_offsets"].split())
+    except (pa.ArrowInvalid, OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"not a partials record: {exc}") from exc
+    if not table.schema.remove_metadata().equals(PARTIALS):
+        raise ValueError("not a partials record: its schema is not PARTIALS")
+    return PartialsBatch(partition, first, last, table.replace_schema_metadata(None))
+
+
+@dataclass(frozen=True, slots=True)
+class ResetCommand:
+    scope: str
+    ts: datetime
+
+
+def encode_reset(
+    scope: str, ts: datetime, key: bytes | None, signer: RecordSigner | None
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The command's value and headers (its kind, and its signature with a key)."""
+    value = orjson.dumps({"scope": scope, "ts": ts.isoformat()})
+    headers = [(KIND_HEADER, RESET)]
+    if signer is not None:
+        headers += signer.headers("reset", key, value)
+    return value, headers
+
+
+def decode_reset(
+    key: bytes | None, value: bytes, headers: Headers, signer: RecordSigner | None
+) -> ResetCommand | None:
+    """The command, or None when it is malformed or (with a signer) not signed with its key."""
+    if signer is not None and not signer.verify_headers("reset", key, value, headers):
+        return None
+    try:
+        data = orjson.loads(value)
+        return ResetCommand(str(data["scope"]), datetime.fromisoformat(data["ts"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
