@@ -1,20 +1,20 @@
-"""The pipeline's pure core, shared by the embedded runner and the Faust workers.
+"""The pipeline's pure core of the embedded runner (the Kafka runtime calls the same pieces:
+``judge_lines``, ``price_table`` and the split engine, ``stream.engine.LocalEngine`` and
+``ScopeEngine``).
 
 raw records -> ``stream.batch.judge_lines`` -> an Arrow table of new events + dead letters
 new events (judged new by the warehouse) -> ``Pipeline.price_table`` -> a facts table
 (``table_schemas.FACTS``)
 facts table -> ``Pipeline.detect_table`` -> alerts + breaker events (``stream.engine.Engine``)
 
-``price`` and ``detect`` do the same for callers that still hold ``UsageEvent``/``Fact``
-objects; the embedded runtime keeps no object per event.
+No object per event: the tables go from decoding to landing.
 
-No I/O here: the shells (``spendstream.runtime.embedded``, the Faust app) read input, ask
+No I/O here: the shells (``spendstream.runtime.embedded``, ``spendstream.runtime.kafka``) read input, ask
 the warehouse which events are new, and persist what these functions return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +22,9 @@ import pyarrow as pa
 
 from spendstream.config import Config
 from spendstream.pricedata import PriceData
-from spendstream.producers.event import UsageEvent
-from spendstream.records import Fact
 from spendstream.stream.engine import Detection, Engine
 from spendstream.stream.pricing import Pricer
-from spendstream.table_schemas import EVENT_FIELDS, FACTS, TS, facts_table
+from spendstream.table_schemas import EVENT_FIELDS, FACTS, TS
 
 __all__ = ["Pipeline"]
 
@@ -59,16 +57,6 @@ class Pipeline:
         None, or a state of another layout: a fresh start)."""
         return cls(config, Engine.restore(config, snapshot), price_data=price_data)
 
-    def price(self, events: Sequence[UsageEvent], ingested_at: datetime) -> list[Fact]:
-        # The seam to the columnar runtime: events become one Arrow table priced by
-        # Pricer.price_table; the Cost objects serve the per-event detection engine until
-        # it takes the priced table itself.
-        costs = self.pricer.price_batch(events)
-        return [
-            Fact(event=e, cost=c, ingested_at=ingested_at)
-            for e, c in zip(events, costs, strict=True)
-        ]
-
     def price_table(self, new: pa.Table, ingested_at: datetime) -> pa.Table:
         """The facts table (``table_schemas.FACTS``) of a table of new events.
 
@@ -84,10 +72,6 @@ class Pipeline:
     def detect_table(self, facts: pa.Table) -> Detection:
         """Alerts and breaker events of a facts table (``price_table``'s)."""
         return self.engine.process(facts)
-
-    def detect(self, facts: Sequence[Fact]) -> Detection:
-        # One Arrow table per batch until decoding and pricing are columnar themselves.
-        return self.engine.process(facts_table(facts))
 
     def snapshot(self) -> str:
         """The engine's state as JSON text (it is stored inside the runtimes' JSON state)."""

@@ -1,6 +1,6 @@
 """The embedded runtime: the whole pipeline in one process, no Kafka (``ingest``, ``demo``).
 
-Batches of input lines go through the same core as the Faust workers: decode and
+Batches of input lines go through the same core as the Kafka workers: decode and
 validate into an Arrow table (``stream.batch``), judge each event new, duplicate or
 conflicting (``Warehouse.classify``), price and detect (``stream.pipeline``), and land in
 the warehouse with the detectors' state in the same commit, so a later run continues

@@ -1,6 +1,6 @@
 """``Pipeline.price_table`` (no object per event) against the object path it replaces.
 
-The object path -- ``events_from_table`` -> ``Pipeline.price`` -> ``facts_table`` -- is what
+The object path -- ``events_from_table`` -> ``Pricer.price_batch`` -> ``facts_table`` -- is what
 the embedded runtime landed before; the facts table must be the same, cell for cell
 (decimals, maps, nulls), on varied batches of decoded lines.
 """
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spendstream.config import config_from_dict
+from spendstream.records import Fact
 from spendstream.stream.batch import NEW, JudgedBatch, events_from_table, judge_lines
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import FACTS, facts_table, money_sum
@@ -82,6 +83,16 @@ def _lines(draw: st.DrawFn) -> bytes:
     return json.dumps(event).encode()
 
 
+def _object_facts(pipeline: Pipeline, new: pa.Table) -> pa.Table:
+    """The object path, as the oracle: a ``UsageEvent`` per row priced one by one
+    (``Pricer.price_batch``), a ``Fact`` per event, then their table."""
+    events = events_from_table(new)
+    costs = pipeline.pricer.price_batch(events)
+    return facts_table(
+        [Fact(event=e, cost=c, ingested_at=INGESTED) for e, c in zip(events, costs, strict=True)]
+    )
+
+
 def _judged(lines: list[bytes]) -> JudgedBatch:
     def classify(ids: pa.ChunkedArray, ts: pa.ChunkedArray, digests: pa.ChunkedArray) -> Any:
         return np.full(len(ids), NEW, dtype=np.int8)
@@ -95,7 +106,7 @@ def test_price_table_equals_the_facts_of_the_object_path(lines: list[bytes]) -> 
     new = _judged(lines).new
     pipeline = Pipeline(CONFIG)
     table = pipeline.price_table(new, INGESTED)
-    objects = facts_table(pipeline.price(events_from_table(new), INGESTED))
+    objects = _object_facts(pipeline, new)
     assert table.schema == FACTS
     assert table.equals(objects), (table.to_pylist(), objects.to_pylist())
     assert table.to_pylist() == objects.to_pylist()
@@ -121,7 +132,7 @@ def test_a_varied_batch_prices_some_rows_and_not_others() -> None:
     new = _judged([json.dumps(r).encode() for r in rows]).new
     pipeline = Pipeline(CONFIG)
     table = pipeline.price_table(new, INGESTED)
-    assert table.equals(facts_table(pipeline.price(events_from_table(new), INGESTED)))
+    assert table.equals(_object_facts(pipeline, new))
     assert table.column("priced").to_pylist() == [True, False, True, True, True]
     assert table.column("price_source").to_pylist()[:2] == ["override:acme/m1", None]
     # 1000 input tokens at 0.333333333333333333 USD/Mtok + 10 output at 7 USD/Mtok.
