@@ -18,6 +18,37 @@ from opentelemetry.trace import Status, StatusCode
 AttrValue = str | bool | int | float | Sequence[str]
 
 
+# GenAI span attributes the Kafka/HTTP trace tests export (semantic conventions names).
+GENAI_CHAT: dict[str, AttrValue] = {
+    "gen_ai.provider.name": "openai",
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o-mini",
+    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
+    "gen_ai.usage.input_tokens": 2000,
+    "gen_ai.usage.output_tokens": 300,
+    "gen_ai.usage.cache_read.input_tokens": 1024,
+    "gen_ai.conversation.id": "conv-1",
+}
+GENAI_CLAUDE: dict[str, AttrValue] = {
+    "gen_ai.provider.name": "anthropic",
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "claude-sonnet-4-5",
+    "gen_ai.usage.input_tokens": 1500,
+    "gen_ai.usage.output_tokens": 120,
+    "gen_ai.usage.cache_creation.input_tokens": 1000,
+}
+GENAI_EMBEDDINGS: dict[str, AttrValue] = {
+    "gen_ai.provider.name": "openai",
+    "gen_ai.operation.name": "embeddings",
+    "gen_ai.request.model": "text-embedding-3-small",
+    "gen_ai.usage.input_tokens": 4000,
+}
+GENAI_BAD: dict[str, AttrValue] = {
+    **GENAI_CHAT,
+    "gen_ai.usage.input_tokens": 10,
+}  # 1024 cached tokens in an input of 10
+
+
 class SpanMaker:
     """A tracer provider of its own (never the global one) that keeps finished spans."""
 

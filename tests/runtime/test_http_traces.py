@@ -19,37 +19,21 @@ from spendstream.producers.event import UsageEvent
 from spendstream.topics import DEAD_LETTERS, USAGE, partition_key
 from spendstream.warehouse.reading import run_sql
 from tests.kafka_fixtures import read_topic
-from tests.producers.otel_spans import SpanMaker, json_export, protobuf_export
+from tests.producers.otel_spans import (
+    GENAI_BAD,
+    GENAI_CHAT,
+    GENAI_CLAUDE,
+    GENAI_EMBEDDINGS,
+    SpanMaker,
+    json_export,
+    protobuf_export,
+)
 from tests.runtime.http_served import TOKEN, Served, make_config, served
 
 pytestmark = pytest.mark.kafka
 
-GPT = {
-    "gen_ai.provider.name": "openai",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.request.model": "gpt-4o-mini",
-    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-    "gen_ai.usage.input_tokens": 2000,
-    "gen_ai.usage.output_tokens": 300,
-    "gen_ai.usage.cache_read.input_tokens": 1024,
-    "gen_ai.conversation.id": "conv-1",
-}
-CLAUDE = {
-    "gen_ai.provider.name": "anthropic",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.request.model": "claude-sonnet-4-5",
-    "gen_ai.usage.input_tokens": 1500,
-    "gen_ai.usage.output_tokens": 120,
-    "gen_ai.usage.cache_creation.input_tokens": 1000,
-    "spendstream.api_key_id": "key-claude",
-}
-EMBED = {
-    "gen_ai.provider.name": "openai",
-    "gen_ai.operation.name": "embeddings",
-    "gen_ai.request.model": "text-embedding-3-small",
-    "gen_ai.usage.input_tokens": 4000,
-}
-BAD = {**GPT, "gen_ai.usage.input_tokens": 10}  # 1024 cached tokens in an input of 10
+GPT, EMBED, BAD = GENAI_CHAT, GENAI_EMBEDDINGS, GENAI_BAD
+CLAUDE = {**GENAI_CLAUDE, "spendstream.api_key_id": "key-claude"}
 
 
 def _post(s: Served, body: bytes, ctype: str, *, gzipped: bool = True) -> tuple[int, str, bytes]:

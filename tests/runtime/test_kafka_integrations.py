@@ -19,7 +19,14 @@ from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
-from tests.producers.otel_spans import SpanMaker, json_export
+from tests.producers.otel_spans import (
+    GENAI_BAD,
+    GENAI_CHAT,
+    GENAI_CLAUDE,
+    GENAI_EMBEDDINGS,
+    SpanMaker,
+    json_export,
+)
 from tests.runtime.kafka_workers import (
     TOKEN,
     Worker,
@@ -31,31 +38,7 @@ from tests.runtime.kafka_workers import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-GPT = {
-    "gen_ai.provider.name": "openai",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.request.model": "gpt-4o-mini",
-    "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
-    "gen_ai.usage.input_tokens": 2000,
-    "gen_ai.usage.output_tokens": 300,
-    "gen_ai.usage.cache_read.input_tokens": 1024,
-    "gen_ai.conversation.id": "conv-1",
-}
-CLAUDE = {
-    "gen_ai.provider.name": "anthropic",
-    "gen_ai.operation.name": "chat",
-    "gen_ai.request.model": "claude-sonnet-4-5",
-    "gen_ai.usage.input_tokens": 1500,
-    "gen_ai.usage.output_tokens": 120,
-    "gen_ai.usage.cache_creation.input_tokens": 1000,
-}
-EMBED = {
-    "gen_ai.provider.name": "openai",
-    "gen_ai.operation.name": "embeddings",
-    "gen_ai.request.model": "text-embedding-3-small",
-    "gen_ai.usage.input_tokens": 4000,
-}
-BAD = {**GPT, "gen_ai.usage.input_tokens": 10}  # 1024 cached tokens in an input of 10
+GPT, CLAUDE, EMBED, BAD = GENAI_CHAT, GENAI_CLAUDE, GENAI_EMBEDDINGS, GENAI_BAD
 
 
 def _post_json(w: Worker, body: bytes) -> tuple[int, dict[str, object]]:
