@@ -36,6 +36,7 @@ from typing import Any
 
 from bench._common import machine as shared_machine
 from bench._common import record
+from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.consumer import Consumer
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.local.kafka import find_free_port
@@ -65,7 +66,12 @@ def _config(path: Path, bootstrap: str, partitions: int) -> str:
     return prefix
 
 
-def _produce(bootstrap: str, topic: str, lines: list[tuple[bytes, bytes]]) -> None:
+def _produce(bootstrap: str, topic: str, lines: list[tuple[bytes, bytes]], partitions: int) -> None:
+    # The topic first, with its partitions: a produce to a missing topic has the broker
+    # auto-create it with one partition, and the workers then find (and keep) just that one.
+    got = Admin(bootstrap).ensure_topics([TopicSpec(topic, partitions)])[topic]
+    if got != partitions:
+        raise RuntimeError(f"{topic} has {got} partitions, the run asked for {partitions}")
     producer = Producer(bootstrap, config={"linger.ms": 50, "batch.num.messages": 10000})
     for i in range(0, len(lines), 50_000):
         chunk = lines[i : i + 50_000]
@@ -122,7 +128,7 @@ def run_workers(
     """N records through ``workers`` workers: sustained rate, RSS samples."""
     config = tmp / f"w{workers}.toml"
     prefix = _config(config, bootstrap, partitions)
-    _produce(bootstrap, prefix + "spendstream.usage", lines)
+    _produce(bootstrap, prefix + "spendstream.usage", lines, partitions)
     n = len(lines)
     procs = [
         _start(tmp / f"w{workers}-wd", config, tmp / f"w{workers}-{i}.log") for i in range(workers)
