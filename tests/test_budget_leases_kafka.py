@@ -350,6 +350,7 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
     clients = [LeaseClient.kafka(kafka_bootstrap, config, request_timeout_s=1) for _ in range(2)]
     spent = {"search": D(0), "ads": D(0)}
     calls: dict[str, list[float]] = {"search": [], "ads": []}
+    stalls: dict[str, list[float]] = {"search": [], "ads": []}  # when LeaseUnavailable came
     unavailable = {"search": 0, "ads": 0}
     lock = threading.Lock()
     stop = threading.Event()
@@ -366,6 +367,7 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
             except LeaseUnavailable:
                 with lock:
                     unavailable[team] += 1
+                    stalls[team].append(time.time())
                 time.sleep(0.1)
                 continue
             time.sleep(0.1)  # the call
@@ -412,9 +414,11 @@ def test_two_servers_split_the_scopes_and_one_takes_over_when_the_other_is_kille
         service.close()
     assert owned_partitions(survivor.log) == [0, 1]  # it took team:search's partition over
     assert unavailable["search"] > 0  # team:search's refills waited for the takeover...
-    resumed = min(t for t in calls["search"] if t > killed_at + 1)
-    # ...while team:ads, on the surviving server, was served through it.
-    assert any(killed_at + 1 < t < resumed for t in calls["ads"])
+    # ...while team:ads, on the surviving server, was served in between. (Not "after the
+    # kill": team:search's agents go on spending leases they hold for a while after it.)
+    after_kill = [t for t in stalls["search"] if t > killed_at]
+    first, last = min(after_kill), max(after_kill)
+    assert any(first < t < last for t in calls["ads"]), (first, last, calls["ads"][-5:])
 
 
 def test_a_refill_costs_one_transaction_and_a_lone_release_is_committed_at_the_next_tick(
