@@ -79,19 +79,38 @@ def _produce(bootstrap: str, topic: str, lines: list[tuple[bytes, bytes]], parti
     producer.close()
 
 
-def _metric(port: int, name: str) -> float:
+def _metrics_text(port: int) -> str:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            text = resp.read().decode()
+            return str(resp.read().decode())
     except OSError:
-        return 0.0
-    for line in text.splitlines():
+        return ""
+
+
+def _metric(port: int, name: str) -> float:
+    for line in _metrics_text(port).splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def _steps(port: int) -> dict[str, float]:
+    """Seconds each loop step took so far (``spendstream_step_seconds_total{step=...}``)."""
+    out = {}
+    for line in _metrics_text(port).splitlines():
+        if line.startswith("spendstream_step_seconds_total{"):
+            step = line.split('step="', 1)[1].split('"', 1)[0]
+            out[step] = round(float(line.split()[-1]), 3)
+    return out
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of the process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float:
@@ -135,6 +154,7 @@ def run_workers(
     ]
     rss: list[list[float]] = [[] for _ in procs]
     first_t = first_n = None
+    first_cpu = 0.0
     deadline = time.monotonic() + 1800
     try:
         while time.monotonic() < deadline:
@@ -148,14 +168,23 @@ def run_workers(
                 samples.append(round(_rss_mb(proc.pid), 1))
             if first_t is None and landed > 0:
                 first_t, first_n = now, landed
+                first_cpu = sum(_cpu_s(proc.pid) for proc, _ in procs)
             if landed >= n:
                 break
             time.sleep(0.25)
         else:
             raise TimeoutError(f"{workers} worker(s) did not land {n} events")
         assert first_t is not None and first_n is not None
+        cpu = sum(_cpu_s(proc.pid) for proc, _ in procs) - first_cpu
         rate = (n - first_n) / max(now - first_t, 1e-9)
-        return {"events": n, "events_per_s": round(rate), "rss_mb": rss}
+        return {
+            "events": n,
+            "events_per_s": round(rate),
+            # The workers' own CPU time over the same stretch (the broker's is not in it).
+            "events_per_cpu_s": round((n - first_n) / max(cpu, 1e-9)),
+            "steps_s": [_steps(port) for _, port in procs],
+            "rss_mb": rss,
+        }
     finally:
         for proc, _ in procs:
             _stop(proc)
@@ -258,6 +287,11 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--bootstrap", default=os.environ.get("SPENDSTREAM_BENCH_KAFKA"))
+    parser.add_argument(
+        "--only",
+        choices=("ingest", "one_worker", "two_workers", "alert_latency"),
+        help="run just this part and print it (nothing recorded): for profiling",
+    )
     args = parser.parse_args()
     broker = None
     bootstrap = args.bootstrap
@@ -276,6 +310,18 @@ def main() -> int:
             "cores": os.cpu_count(),
             "partitions": args.partitions,
         }
+        if args.only is not None:
+            part = {
+                "ingest": lambda: ingest_rate(lines, tmp),
+                "one_worker": lambda: run_workers(bootstrap, lines, args.partitions, 1, tmp),
+                "two_workers": lambda: run_workers(bootstrap, lines, args.partitions, 2, tmp),
+                "alert_latency": lambda: alert_latency(
+                    bootstrap, args.partitions, args.samples, tmp
+                ),
+            }[args.only]()
+            part.pop("rss_mb", None)
+            print(json.dumps(part, indent=1))
+            return 0
         report["ingest"] = ingest_rate(lines, tmp)
         report["one_worker"] = run_workers(bootstrap, lines, args.partitions, 1, tmp)
         report["two_workers"] = run_workers(bootstrap, lines, args.partitions, 2, tmp)
