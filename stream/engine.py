@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -90,7 +90,9 @@ from spendstream.stream.partials import (
     Source,
     partials_from_table,
     partials_table,
+    slice_ref,
 )
+from spendstream.stream.rounds import slice_bounds
 from spendstream.stream.windows import from_us, to_us
 
 __all__ = [
@@ -334,16 +336,34 @@ class LocalEngine(_Judging):
         judged = judge(
             findings, BatchClock(cols), self.board, self.emitted, self.watermark_us, is_per_key
         )
-        partials: list[Partial] = []
-        for det in self.summarizers:
-            partials.extend(det.summarize(cols, source))
-        partials.extend(_alert_row(f, source) for f in judged.forwarded)
-        if cols.n:
-            partials.append(_clock_row(source, cols))
+        partials = self._partials(cols, batch, judged.forwarded)
         self._finish(cols.wm_end)
         return LocalDetection(
             Detection(judged.alerts, judged.breaker_events), partials_table(partials)
         )
+
+    def _partials(self, cols: FactColumns, batch: str, forwarded: list[Finding]) -> list[Partial]:
+        """The batch's partials for scope owners, one set per event-time slice
+        (``stream.rounds``: so that rounds of several partitions can close under load)."""
+        bounds = slice_bounds(cols.wm_us)
+        out: list[Partial] = []
+        for start, stop in bounds:
+            if len(bounds) == 1:
+                part, src = cols, Source(self.partition, batch, cols.wm_start, cols.wm_end)
+            else:
+                before = cols.wm_start if start == 0 else int(cols.wm_us[start - 1])
+                part = FactColumns(cols.table.slice(start, stop - start), before, self.partition)
+                src = Source(self.partition, slice_ref(batch, start, stop), before, part.wm_end)
+            for det in self.summarizers:
+                out.extend(det.summarize(part, src))
+            out.extend(
+                _alert_row(replace(f, pos=(f.pos[0], f.pos[1], f.pos[2] - start)), src)
+                for f in forwarded
+                if start <= f.pos[2] < stop or len(bounds) == 1
+            )
+            if part.n:
+                out.append(_clock_row(src, part))
+        return out
 
 
 class ScopeEngine(_Judging):

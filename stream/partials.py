@@ -38,7 +38,9 @@ __all__ = [
     "by_window",
     "partials_from_table",
     "partials_table",
+    "slice_ref",
     "spans",
+    "split_ref",
     "window_sorted",
 ]
 
@@ -71,6 +73,23 @@ PARTIALS = pa.schema(
         ("wm_end", _TS),  # ... and after it
     ]
 )
+
+
+_SLICE = "#"
+
+
+def slice_ref(batch: str, start: int, stop: int) -> str:
+    """How partials name rows ``[start, stop)`` of the batch ``batch`` names."""
+    return f"{batch}{_SLICE}{start}:{stop}"
+
+
+def split_ref(ref: str) -> tuple[str, tuple[int, int] | None]:
+    """``(batch, (start, stop))`` of a slice reference; ``(ref, None)`` for a whole batch."""
+    batch, sep, rows = ref.rpartition(_SLICE)
+    if not sep:
+        return ref, None
+    start, _, stop = rows.partition(":")
+    return batch, (int(start), int(stop))
 
 
 class DetailSource(Protocol):
@@ -131,9 +150,11 @@ class Details:
             if self.source is None:
                 raise LookupError(f"no facts for batch {src.batch!r} of partition {src.partition}")
             self.fetched += 1
-            cols = self._cols[key] = FactColumns(
-                self.source.facts_of(src.batch), src.wm_start, src.partition
-            )
+            batch, rows = split_ref(src.batch)
+            table = self.source.facts_of(batch)
+            if rows is not None:  # a slice of the batch (stream.rounds)
+                table = table.slice(rows[0], rows[1] - rows[0])
+            cols = self._cols[key] = FactColumns(table, src.wm_start, src.partition)
         return cols
 
     def rows(self, partials: Iterable[Partial], select: SelectRows) -> list[Row]:

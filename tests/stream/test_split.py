@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent
 from spendstream.stream.engine import Engine, LocalEngine, ScopeEngine, is_per_key, route
-from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table
+from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table, split_ref
+from spendstream.stream.rounds import MAX_SLICES, round_of, slices_of
 from spendstream.topics import partition_key
 from tests.stream.detection_facts import busy_config, rows_table, warm_day
 
@@ -144,6 +145,62 @@ def _simulate(
     return alerts, events, tables
 
 
+def _simulate_rounds(
+    cfg: Config,
+    rows: list[dict[str, Any]],
+    partitions: int,
+    owners: int,
+    cuts: list[list[int]],
+    schedule: list[int],
+) -> tuple[list[Alert], list[BreakerEvent], int]:
+    """As the Kafka runtime runs it: each partition cuts its own batches (``cuts[p]``,
+    nothing aligned), partitions publish in the order ``schedule`` picks, and each owner
+    holds the batches' slices and merges whatever ``round_of`` releases, given the clock
+    of every partition with batches still to come. Returns the most slices ever held."""
+    locals_ = [LocalEngine(cfg, p) for p in range(partitions)]
+    scopes = [ScopeEngine(cfg) for _ in range(owners)]
+    tables = Tables()
+    lanes: list[list[list[dict[str, Any]]]] = []
+    for p in range(partitions):
+        mine = [r for r in rows if _partition(r, partitions) == p]
+        edges = [0, *sorted(c % (len(mine) + 1) for c in cuts[p % len(cuts)]), len(mine)]
+        lanes.append([mine[a:b] for a, b in itertools.pairwise(edges) if b > a])
+    held: list[list[tuple[int, Any]]] = [[] for _ in range(owners)]
+    clocks: dict[int, int] = {}
+    alerts: list[Alert] = []
+    events: list[BreakerEvent] = []
+    most = 0
+    picks = iter(schedule)
+    while any(lanes):
+        ready = [p for p in range(partitions) if lanes[p]]
+        p = ready[next(picks, 0) % len(ready)]
+        batch = f"p{p}-{len(lanes[p])}"
+        tables.batches[batch] = rows_table(lanes[p].pop(0))
+        out = locals_[p].process(tables.batches[batch], batch)
+        alerts += out.detection.alerts
+        events += out.detection.breaker_events
+        for owner, part in enumerate(route(out.partials, owners)):
+            for piece in slices_of(part):
+                assert piece.hi is not None
+                clocks[p] = piece.hi
+                held[owner].append((p, piece))
+        active = [q for q in range(partitions) if lanes[q]]
+        for owner, engine in enumerate(scopes):
+            most = max(most, len(held[owner]))
+            if any(q not in clocks for q in active):
+                continue
+            limit = min((clocks[q] for q in active), default=None)
+            take = round_of([(s.lo, s.hi) for _, s in held[owner]], limit)
+            if take:
+                parts = [held[owner][i][1].partials for i in take]
+                held[owner] = [h for i, h in enumerate(held[owner]) if i not in set(take)]
+                d = engine.merge(pa.concat_tables(parts), tables)
+                alerts += d.alerts
+                events += d.breaker_events
+    assert held == [[] for _ in range(owners)]
+    return alerts, events, most
+
+
 def _ordered(rows: list[dict[str, Any]], partitions: int) -> list[dict[str, Any]]:
     """The one-process order the split reproduces: by (ts, partition, arrival)."""
     indexed = sorted(
@@ -189,6 +246,57 @@ def test_split_detection_equals_one_engine(
     assert _events(events, wide) == _events(whole.breaker_events, wide)
     if partitions == 1:
         assert Counter(events) == Counter(whole.breaker_events)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(_call, min_size=1, max_size=70),
+    warm=st.booleans(),
+    partitions=st.integers(2, 4),
+    owners=st.integers(1, 3),
+    cuts=st.lists(st.lists(st.integers(0, 400), max_size=6), min_size=1, max_size=4),
+    schedule=st.lists(st.integers(0, 3), max_size=40),
+)
+def test_unaligned_batches_merged_in_rounds_equal_one_engine(
+    specs: list[dict[str, Any]],
+    warm: bool,
+    partitions: int,
+    owners: int,
+    cuts: list[list[int]],
+    schedule: list[int],
+) -> None:
+    # Each partition cuts where it likes and publishes when it likes; rounds of slices
+    # still give one process's alerts and wide-scope breaker events.
+    cfg = busy_config()
+    rows = _ordered(_stream(specs, warm), partitions)
+    whole = Engine(cfg).process(rows_table(rows))
+    alerts, events, _ = _simulate_rounds(cfg, rows, partitions, owners, cuts, schedule)
+    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
+    assert len({a.alert_id for a in alerts}) == len(alerts)
+    wide = lambda e: not is_per_key(e.scope)  # noqa: E731
+    assert _events(events, wide) == _events(whole.breaker_events, wide)
+
+
+def test_rounds_close_under_sustained_load() -> None:
+    # Four partitions, each with a batch of every ~minute of a day, cut at different
+    # offsets, published round robin: their event times always overlap, so whole batches
+    # would chain into one another and nothing could be merged before the end. Slices let
+    # every round close: what an owner holds stays about one batch per partition.
+    cfg = busy_config()
+    keys = {_partition({"api_key_id": f"k{i}"}, 4): f"k{i}" for i in range(100)}
+    assert sorted(keys) == [0, 1, 2, 3]
+    rows = [
+        {
+            "ts": T0 + timedelta(seconds=7 * i),
+            "api_key_id": keys[i % 4],
+            "team": "ab"[i % 2],
+            "cost": "0.001",
+        }
+        for i in range(6000)
+    ]
+    cuts = [list(range(o, 1500, 9)) for o in (1, 4, 6, 8)]
+    _, _, most = _simulate_rounds(cfg, rows, 4, 1, cuts, [0, 1, 2, 3] * 5000)
+    assert most <= 4 * (MAX_SLICES + 1) * 2
 
 
 def test_the_simulation_is_not_vacuous() -> None:
@@ -260,7 +368,13 @@ def test_partials_travel_as_arrow_and_come_back_the_same() -> None:
     parsed = partials_from_table(out.partials)
     assert partials_table(parsed).equals(out.partials)
     detectors = Counter(p.detector for p in parsed)
-    assert detectors["clock"] == 1 and detectors["anomaly"] and detectors["budget"]
-    assert all(p.source.partition == 2 and p.source.batch == "p2-0" for p in parsed)
+    # A day of facts is cut into event-time slices, one clock row each (stream.rounds).
+    slices = slices_of(out.partials)
+    assert 1 < len(slices) <= MAX_SLICES + 1
+    assert detectors["clock"] == len(slices) and detectors["anomaly"] and detectors["budget"]
+    assert all(p.source.partition == 2 and split_ref(p.source.batch)[0] == "p2-0" for p in parsed)
+    bounds = [split_ref(s.partials.column("batch")[0].as_py())[1] for s in slices]
+    assert bounds[0] is not None and bounds[0][0] == 0 and bounds[-1] == (bounds[-1][0], len(rows))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # type: ignore[index]
     # Per-key scopes stay home: no partial names an api key or a session.
     assert not any(is_per_key(p.scope) for p in parsed if p.detector != "alert")

@@ -28,13 +28,12 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError
@@ -54,7 +53,7 @@ from spendstream.runtime.kafka.wire import (
     kind_of,
 )
 from spendstream.stream.engine import ScopeEngine
-from spendstream.stream.partials import CLOCK
+from spendstream.stream.rounds import round_of, slices_of
 from spendstream.table_schemas import alerts_table, breaker_events_table
 from spendstream.warehouse import Warehouse
 
@@ -71,33 +70,14 @@ def scope_writer(partition: int) -> str:
     return f"scopes/{partition}"
 
 
-def _round_of(held: list[_Held], limit: int | None) -> list[_Held]:
-    """The largest round that can be merged now: held batches whose rows all come before
-    every row not in it, by watermark (rows of two batches that overlap in watermark go in
-    one round), none past ``limit`` (the least advanced clock of a lane that has records
-    still to come; None: no lane has)."""
-    his = sorted({h.hi for h in held if h.hi is not None and (limit is None or h.hi <= limit)})
-    for top_limit in reversed(his):
-        chosen = [h.hi is None or h.hi <= top_limit for h in held]
-        top = top_limit
-        grown = True
-        while grown:
-            grown = False
-            for i, h in enumerate(held):
-                if not chosen[i] and h.lo is not None and h.lo < top:
-                    chosen[i] = grown = True
-                    top = max(top, h.hi if h.hi is not None else top)
-        if limit is None or top <= limit:
-            return [h for h, c in zip(held, chosen, strict=True) if c]
-    return [h for h in held if h.hi is None]
-
-
 @dataclass(slots=True)
 class _Held:
     offset: int  # in the partials partition
-    batch: PartialsBatch
+    batch: PartialsBatch  # its partials: one slice's (stream.rounds)
     lo: int | None  # watermark of its first row (us; None: no facts, no clock yet)
     hi: int | None  # ... and of its last
+    index: int  # the slice's, in its batch
+    count: int  # slices of the batch
 
 
 @dataclass(slots=True)
@@ -107,6 +87,8 @@ class _Owner:
     engine: ScopeEngine
     landed: int  # last partials offset landed (-1: none)
     merged: dict[int, int]  # usage partition -> last usage offset merged
+    # usage partition -> (last usage offset of a batch merged in part, its last slice merged)
+    partly: dict[int, tuple[int, int]]
     clocks: dict[int, int]  # usage partition -> watermark of its last batch (us)
     resets_upto: int  # partials offset of the last reset applied
     idle: IdleClock
@@ -164,6 +146,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
             ScopeEngine(self.config, state.get("engine")),
             landed,
             {int(k): int(v) for k, v in state.get("merged", {}).items()},
+            {int(k): (int(v[0]), int(v[1])) for k, v in state.get("partly", {}).items()},
             {int(k): int(v) for k, v in state.get("clocks", {}).items()},
             int(state.get("resets_upto", -1)),
             IdleClock(self.config.breaker.idle_advance_s, self.clock),
@@ -229,17 +212,18 @@ class ScopeLoop(PartitionLoop[_Owner]):
         )
         if batch.last_offset <= have:
             return  # a replay of a batch merged (or held) already
-        table = batch.partials
-        clock = table.filter(pc.equal(table.column("detector"), CLOCK))
-        lo: int | None
-        hi: int | None
-        if clock.num_rows:
-            lo = int(clock.column("first_wm").cast(pa.int64())[0].as_py())
-            hi = int(clock.column("wm_end").cast(pa.int64())[0].as_py())
-            owner.clocks[p] = max(owner.clocks.get(p, hi), hi)
-        else:  # no facts: nothing to order, after the lane's earlier batches
-            lo = hi = owner.clocks.get(p)
-        owner.held.append(_Held(offset, batch, lo, hi))
+        done = owner.partly.get(p)
+        skip = done[1] if done is not None and done[0] == batch.last_offset else -1
+        for piece in slices_of(batch.partials):
+            if piece.index <= skip:
+                continue  # a replay of a batch whose first slices were merged already
+            lo, hi = piece.lo, piece.hi
+            if hi is not None:
+                owner.clocks[p] = max(owner.clocks.get(p, hi), hi)
+            else:  # no facts: nothing to order, after the lane's earlier batches
+                lo = hi = owner.clocks.get(p)
+            held = replace(batch, partials=piece.partials)
+            owner.held.append(_Held(offset, held, lo, hi, piece.index, piece.count))
         owner.seen_at[p] = now
 
     def _bound(self, owner: _Owner) -> tuple[bool, int | None]:
@@ -288,17 +272,22 @@ class ScopeLoop(PartitionLoop[_Owner]):
         hold, bound = self._bound(owner)
         if hold:
             return False
-        released = _round_of(owner.held, bound)
-        if not released:
+        take = round_of([(h.lo, h.hi) for h in owner.held], bound)
+        if not take:
             return False
-        gone = {id(h) for h in released}
-        owner.held = [h for h in owner.held if id(h) not in gone]
+        released = [owner.held[i] for i in take]
+        chosen = set(take)
+        owner.held = [h for i, h in enumerate(owner.held) if i not in chosen]
         t0 = time.perf_counter()
         table = pa.concat_tables([h.batch.partials for h in released])
         detection = owner.engine.merge(table, self.facts) if table.num_rows else None
-        for h in released:
-            p = h.batch.usage_partition
-            owner.merged[p] = max(owner.merged.get(p, -1), h.batch.last_offset)
+        for h in released:  # a lane's slices are released in order
+            p, last = h.batch.usage_partition, h.batch.last_offset
+            if h.index == h.count - 1:
+                owner.merged[p] = max(owner.merged.get(p, -1), last)
+                owner.partly.pop(p, None)
+            else:
+                owner.partly[p] = (last, h.index)
         if detection is not None:
             alerts.extend(detection.alerts)
             breakers.extend(detection.breaker_events)
@@ -313,6 +302,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
                 "version": _STATE_VERSION,
                 "engine": owner.engine.snapshot().decode(),
                 "merged": owner.merged,
+                "partly": owner.partly,
                 "clocks": owner.clocks,
                 "resets_upto": owner.resets_upto,
             },

@@ -1,0 +1,125 @@
+"""Rounds of wide-scope merging: event-time slices of usage batches, and which slices of
+several usage partitions can be merged together now.
+
+A scope owner merges the partials of many usage partitions (*lanes*) in *rounds*: a round
+is a set of batches whose rows all come, by watermark, before every row not in it, so the
+owner judges rows in the order one process would (``stream.engine``). Batches of different
+lanes overlap in event time; if each were merged whole, one batch's range would chain into
+the next lane's and, under sustained load, no round would ever close (every lane always has
+records still to come). So a usage batch's partials are cut into *slices* on a grid of
+event time: rows whose watermark falls in ``[k*G, (k+1)*G)`` form one slice. ``G`` is a
+power of two of microseconds chosen per batch (at most ``MAX_SLICES`` cells, at least
+``MIN_GRID_US``), so the grids of any two batches nest: every multiple of the coarser grid
+is a cut in both, and a round can close there once every lane has passed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spendstream.stream.partials import CLOCK
+
+__all__ = [
+    "MAX_SLICES",
+    "MIN_GRID_US",
+    "Slice",
+    "grid_us",
+    "round_of",
+    "slice_bounds",
+    "slices_of",
+]
+
+MIN_GRID_US = 1 << 17  # ~131 ms: under sustained load a round closes about this often
+MAX_SLICES = 8  # cells of event time per batch, at most (a batch spans the grid + 1)
+
+
+def grid_us(span_us: int) -> int:
+    """The grid for a batch whose watermark advances ``span_us``: the least power of two
+    of at least ``MIN_GRID_US`` with ``span_us / grid <= MAX_SLICES``."""
+    grid = MIN_GRID_US
+    while grid * MAX_SLICES < span_us:
+        grid <<= 1
+    return grid
+
+
+def slice_bounds(wm_us: npt.NDArray[np.int64]) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` of a batch's slices, given each row's watermark (never
+    decreasing). One range for an empty batch."""
+    n = len(wm_us)
+    if n == 0:
+        return [(0, 0)]
+    grid = grid_us(int(wm_us[-1]) - int(wm_us[0]))
+    cells = wm_us // grid
+    cuts = (np.flatnonzero(cells[1:] != cells[:-1]) + 1).tolist()
+    edges = [0, *cuts, n]
+    return list(pairwise(edges))
+
+
+def round_of(spans: Sequence[tuple[int | None, int | None]], limit: int | None) -> list[int]:
+    """Indexes of the largest round that can be merged now, given each held slice's
+    ``(lo, hi)``: the watermarks of its first and last row (None: no rows, no clock yet;
+    always released). A round takes slices in order of ``lo`` and may stop after one only
+    where the next starts at or after the highest ``hi`` taken (rows of overlapping slices
+    go in one round), and nothing past ``limit`` (the least advanced clock of a lane with
+    records still to come; None: every lane is caught up)."""
+    out = [i for i, (_, hi) in enumerate(spans) if hi is None]
+    timed = sorted(
+        (i for i, (lo, hi) in enumerate(spans) if hi is not None and lo is not None),
+        key=lambda i: (spans[i][0], spans[i][1]),
+    )
+    take = 0
+    top: int | None = None
+    for k, i in enumerate(timed):
+        hi = spans[i][1]
+        assert hi is not None
+        top = hi if top is None else max(top, hi)
+        if limit is not None and top > limit:
+            break
+        nxt = spans[timed[k + 1]][0] if k + 1 < len(timed) else None
+        if nxt is None or nxt >= top:
+            take = k + 1
+    out.extend(timed[:take])
+    return sorted(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One slice's partials as a scope owner holds them until its round."""
+
+    index: int  # in its batch, from 0
+    count: int  # slices of the batch
+    partials: pa.Table  # PARTIALS rows of this slice
+    lo: int | None  # watermark of its first row (None: no facts)
+    hi: int | None  # ... and of its last
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
+def slices_of(partials: pa.Table) -> list[Slice]:
+    """A batch's partials (``stream.engine.LocalEngine.process``) cut back into its slices,
+    in event-time order; one slice without rows when the batch had no facts."""
+    refs = partials.column("batch").to_pylist()
+    order = list(dict.fromkeys(refs))
+    if not order:
+        return [Slice(0, 1, partials, None, None)]
+    out = []
+    for i, ref in enumerate(order):
+        rows = (
+            partials.filter(pc.equal(partials.column("batch"), ref)) if len(order) > 1 else partials
+        )
+        clock = rows.filter(pc.equal(rows.column("detector"), CLOCK))
+        lo = hi = None
+        if clock.num_rows:
+            lo = int(clock.column("first_wm").cast(pa.int64())[0].as_py())
+            hi = int(clock.column("wm_end").cast(pa.int64())[0].as_py())
+        out.append(Slice(i, len(order), rows, lo, hi))
+    return out
