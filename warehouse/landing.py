@@ -140,6 +140,30 @@ def check_not_legacy(workdir: Path) -> None:
         )
 
 
+class SharedDedupe:
+    """One dedupe store for the writers of one process (a Kafka worker's usage partitions).
+
+    Each writer must classify against everything landed by any writer. With a store per
+    writer, every writer of a worker would read back, and hold, the keys of all the others:
+    N partitions, N copies. Writers sharing this store add their own keys as they land and
+    catch up only with commits made elsewhere (``mine`` names the local ones, by writer and
+    commit number, until the next catch-up has passed them). Used from one thread.
+    """
+
+    def __init__(self, window_days: int) -> None:
+        self.window_days = window_days
+        self.store = DedupeStore(window_days, self.load_day)
+        self.seen_snapshot: int | None = None  # facts snapshot the store reflects
+        self.ready = False
+        self.mine: set[tuple[str, int]] = set()
+        self.readers: list[Warehouse] = []  # open writers, for the store's slow path
+
+    def load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
+        if not self.readers:
+            raise WarehouseError("no open writer to read landed keys through")
+        return self.readers[-1].load_day(day)
+
+
 class Warehouse:
     """The Iceberg warehouse as one writer sees it: classify, commit, resume; views; upkeep."""
 
@@ -151,7 +175,9 @@ class Warehouse:
         *,
         create: bool = True,
         check_layout: bool = True,
+        dedupe: SharedDedupe | None = None,
     ) -> None:
+        """``dedupe``: a store shared with other writers of this process (else its own)."""
         if check_layout:
             check_not_legacy(workdir)
         self.workdir = Path(workdir)
@@ -161,15 +187,20 @@ class Warehouse:
         self.tables = Tables(self.storage, create=create)
         self.fs = self.storage.filesystem()
         self.manifests = sn.ManifestCache()
-        self.dedupe = DedupeStore(self.config.dedupe_window_days, self._load_day)
-        self._seen_snapshot: int | None = None  # facts snapshot the dedupe store reflects
-        self._dedupe_ready = False
+        self.shared = dedupe or SharedDedupe(self.config.dedupe_window_days)
+        self.shared.readers.append(self)
         self._resume: Resume | None = None
         self._state: bytes | None = None
         # The small tables' landed keys (rowkeys.py), loaded on first use.
         self._row_keys: dict[str, RowKeys] = {}
 
+    @property
+    def dedupe(self) -> DedupeStore:
+        return self.shared.store
+
     def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.shared.readers.remove(self)
         self.tables.close()
 
     def __enter__(self) -> Warehouse:
@@ -262,26 +293,30 @@ class Warehouse:
 
     def _catch_up(self) -> None:
         """Bring the dedupe store up to the facts head: other writers' new files."""
+        shared = self.shared
         facts = self.tables.load("usage_facts")
         head = facts.current_snapshot()
         head_id = None if head is None else head.snapshot_id
-        if self._dedupe_ready and head_id == self._seen_snapshot:
+        if shared.ready and head_id == shared.seen_snapshot:
             return
         paths = (
-            sn.appended_by_others(facts, self._seen_snapshot, self.writer)
-            if self._dedupe_ready
+            # Not by writer name: a commit of this writer that failed after its catalog
+            # commit (its keys never added) is read back like anyone else's.
+            sn.appended_by_others(facts, shared.seen_snapshot, None, shared.mine)
+            if shared.ready
             else None
         )
         if paths is None:
             self._rebuild(facts)
         else:
             self._add_files(paths)
-        self._seen_snapshot = head_id
-        self._dedupe_ready = True
+        shared.seen_snapshot = head_id
+        shared.ready = True
+        shared.mine.clear()  # every local commit is at or below the head now
 
     def _rebuild(self, facts: Table) -> None:
         """Fill the store with the window's keys from the facts table (on open)."""
-        self.dedupe = DedupeStore(self.config.dedupe_window_days, self._load_day)
+        self.shared.store = DedupeStore(self.config.dedupe_window_days, self.shared.load_day)
         files = self.manifests.live_files(facts)
         if not files:
             return
@@ -302,7 +337,7 @@ class Warehouse:
         digests = t[DIGEST_COLUMN] if t[DIGEST_COLUMN].null_count < len(t) else None
         self.dedupe.add(t["event_id"], epoch_days(t["ts"]), digests)
 
-    def _load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
+    def load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
         """event_ids (and digests) landed with ts on ``day``: the dedupe store's slow path."""
         facts = self.tables.table("usage_facts")
         paths = [f.file_path for f in self.manifests.live_files(facts) if f.partition[0] == day]
@@ -400,12 +435,13 @@ class Warehouse:
                     fact_digests = fact_digests.filter(pa.array(keep))
                 self._delete_files(fact_files)
                 fact_files = self._write_files("usage_facts", fact_table) if len(fact_table) else []
+        self.shared.mine.add((self.writer, seq))
+        if len(fact_table):
+            self.dedupe.add_hashed(*hashed, known_new=True)
         self._expire_if_long(seq)
         self._resume = Resume(seq, new_positions, state_bytes)
         self._state = state_bytes
         result.seq = seq
-        if len(fact_table):
-            self.dedupe.add_hashed(*hashed, known_new=True)
         for name in SMALL_TABLES:
             if name in files:
                 self._land_outbox(name, self.writer, seq, files[name], tables[name])

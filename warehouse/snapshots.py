@@ -17,7 +17,7 @@ expiring old snapshots can never lose a position.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -139,12 +139,15 @@ def ancestors_until(table: Table, stop: int | None) -> Iterator[Snapshot]:
         snapshot = table.metadata.snapshot_by_id(snapshot.parent_snapshot_id)
 
 
-def appended_by_others(table: Table, since: int | None, writer: str) -> list[str] | None:
+def appended_by_others(
+    table: Table, since: int | None, writer: str | None, mine: Collection[tuple[str, int]] = ()
+) -> list[str] | None:
     """Data files other writers appended after snapshot ``since``, oldest first; None when
     ``since`` is no longer in the table's history (expired: the caller reads the table anew).
 
     Only ``append`` snapshots count: compaction and repricing rewrite rows, adding no key;
-    ``writer``'s own commits are skipped (it records its keys as they land)."""
+    ``writer``'s own commits are skipped (it records its keys as they land), and so are the
+    commits ``mine`` names by (writer, commit number) (None: only those)."""
     chain = list(ancestors_until(table, since))
     if chain and chain[-1].parent_snapshot_id != since:
         return None
@@ -152,7 +155,9 @@ def appended_by_others(table: Table, since: int | None, writer: str) -> list[str
     for snap in reversed(chain):
         if snap.summary is None or snap.summary.operation.value != "append":
             continue
-        if summary_of(snap).get(WRITER) == writer:
+        summary = summary_of(snap)
+        who = summary.get(WRITER)
+        if who == writer or (mine and who is not None and (who, seq_of(summary, who)) in mine):
             continue
         paths.extend(f.file_path for f in added_files(table, snap))
     return paths

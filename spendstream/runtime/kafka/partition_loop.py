@@ -28,6 +28,7 @@ from spendstream.runtime.kafka.outputs import Outputs
 from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames
 from spendstream.signing import load_breaker_signer
 from spendstream.warehouse import Warehouse
+from spendstream.warehouse.landing import SharedDedupe
 
 __all__ = ["RETRY_S", "PartitionLoop", "PartitionState"]
 
@@ -72,6 +73,8 @@ class PartitionLoop(Generic[S]):
         self.facts: FactsReader | None = None
         self.out: Outputs | None = None
         self.ready = threading.Event()
+        # Writers that land facts share one dedupe store (warehouse.landing.SharedDedupe).
+        self.dedupe: SharedDedupe | None = None
 
     # --- what a subclass says ----------------------------------------------------------
 
@@ -113,7 +116,9 @@ class PartitionLoop(Generic[S]):
         old = self.parts.pop(n, None)
         if old is not None:
             old.warehouse.close()
-        wh = Warehouse(self.workdir, writer=self.writer(n), config=self.config.warehouse)
+        wh = Warehouse(
+            self.workdir, writer=self.writer(n), config=self.config.warehouse, dedupe=self.dedupe
+        )
         state = self._state(n, wh)
         self.parts[n] = state
         return state

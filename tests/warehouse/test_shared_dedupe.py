@@ -1,0 +1,67 @@
+"""Writers of one process sharing one dedupe store (a Kafka worker's usage partitions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spendstream.warehouse import Warehouse
+from spendstream.warehouse.landing import SharedDedupe
+from tests.warehouse.factories import fact
+
+
+def _read_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Data files any writer reads back to catch its dedupe store up (recorded, then read)."""
+    paths: list[str] = []
+    real = Warehouse._add_files
+
+    def add_files(self: Warehouse, files: list[str]) -> None:
+        paths.extend(files)
+        real(self, files)
+
+    monkeypatch.setattr(Warehouse, "_add_files", add_files)
+    return paths
+
+
+def test_sharing_writers_see_each_other_without_reading_back_and_others_by_reading(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = SharedDedupe(30)
+    a = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    b = Warehouse(workdir, writer="usage/1", dedupe=shared)
+    other = Warehouse(workdir, writer="usage/2")  # another worker: a store of its own
+    x, y, z, w = fact(), fact(), fact(), fact()
+    a.commit(facts=[x, y])
+    read = _read_back(monkeypatch)
+    other.commit(facts=[z])
+    landed_by_other = set(read)  # its catch-up read a's file: a different process
+    read.clear()
+    # b shares a's store: x is a duplicate with nothing read back; z was landed by another
+    # process: read back once, then a duplicate too.
+    result = b.commit(facts=[x, z, w])
+    assert (result.facts, result.duplicates) == (1, 2)
+    assert len(read) == 1 and read[0] not in landed_by_other
+    read.clear()
+    assert a.commit(facts=[w, y]).duplicates == 2  # b's and a's own keys: held, not read back
+    assert read == []
+    for wh in (a, b, other):
+        wh.close()
+
+
+def test_a_writer_reopened_on_a_shared_store_keeps_deduping_against_everything(
+    workdir: Path,
+) -> None:
+    # A partition rewound after a failure opens a new writer on the same store.
+    shared = SharedDedupe(30)
+    a = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    x = fact()
+    a.commit(facts=[x], positions={"usage/0": 7})
+    a.close()
+    again = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    assert again.resume().positions == {"usage/0": 7}
+    assert again.commit(facts=[x]).duplicates == 1
+    b = Warehouse(workdir, writer="usage/1", dedupe=shared)
+    assert b.commit(facts=[x]).duplicates == 1
+    again.close()
+    b.close()
