@@ -344,14 +344,21 @@ class Consumer:
 
     # --- committing ----------------------------------------------------------------------
 
-    def commit(self, offsets: Mapping[Partition, int] | None = None) -> None:
-        """Commit synchronously: ``offsets`` (next offset to read per partition) or, when
-        None, the current position of every assigned partition."""
+    def commit(
+        self, offsets: Mapping[Partition, int] | None = None, *, asynchronous: bool = False
+    ) -> None:
+        """Commit ``offsets`` (next offset to read per partition) or, when None, the current
+        position of every assigned partition; synchronously unless ``asynchronous`` (then
+        a failure is not reported: for offsets that are only advisory)."""
         try:
-            if offsets is None:
+            tps = None if offsets is None else [_tp(p, o) for p, o in offsets.items()]
+            if tps is None and asynchronous:
+                self._c.commit(asynchronous=True)
+            elif tps is None:
                 self._c.commit(asynchronous=False)
+            elif asynchronous:
+                self._c.commit(offsets=tps, asynchronous=True)
             else:
-                tps = [_tp(p, o) for p, o in offsets.items()]
                 self._c.commit(offsets=tps, asynchronous=False)
         except confluent_kafka.KafkaException as exc:
             err = exc.args[0]

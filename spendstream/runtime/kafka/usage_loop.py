@@ -64,10 +64,17 @@ from spendstream.stream.engine import LocalEngine, route
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
 from spendstream.warehouse import Warehouse
+from spendstream.warehouse.landing import SharedDedupe
 
 __all__ = ["UsageLoop", "usage_writer"]
 
 log = logging.getLogger(__name__)
+
+
+# A partition with a backlog lands full batches (``[pipeline] batch_size``): each batch
+# costs a facts record, partials to every owner and a warehouse commit, whatever its size.
+# One that waits this long lands what it has, so a busy worker cannot starve a partition.
+MAX_WAIT_S = 2.0
 
 
 def usage_writer(partition: int) -> str:
@@ -83,6 +90,7 @@ class _Partition:
     idle: IdleClock
     cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
     buffer: list[Message] = field(default_factory=list)
+    since: float | None = None  # when the oldest record in the buffer was read
 
 
 class UsageLoop(PartitionLoop[_Partition]):
@@ -104,6 +112,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         self.owners = partials_partitions
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
         self._lag: list[tuple[str, int, int]] = []
+        self.dedupe = SharedDedupe(config.warehouse.dedupe_window_days)
 
     @property
     def topic(self) -> str:
@@ -131,19 +140,24 @@ class UsageLoop(PartitionLoop[_Partition]):
 
     def _turn(self, msgs: Sequence[Message]) -> None:
         self.metrics.events_in.inc(len(msgs))
-        for p, records in sorted(by_partition(msgs).items()):
+        now = time.monotonic()
+        for p, records in by_partition(msgs).items():
             part = self.parts.get(p)
             if part is None:
                 continue  # revoked, or waiting to be rewound: re-read from its position
             part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
+            if part.buffer and part.since is None:
+                part.since = now
+        for p, part in sorted(self.parts.items()):
             try:
-                self._drain(part)
+                self._drain(part, now)
             except Exception:
                 self._failed(p, "batch")
         self._idle()
         self._measure_lag()
 
-    def _drain(self, part: _Partition) -> None:
+    def _drain(self, part: _Partition, now: float) -> None:
+        size = self.config.pipeline.batch_size
         while part.buffer:
             if part.cuts:
                 _first, last = part.cuts[0]
@@ -152,9 +166,22 @@ class UsageLoop(PartitionLoop[_Partition]):
                 n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
                 batch, part.buffer = part.buffer[:n], part.buffer[n:]
                 part.cuts.popleft()
+            elif len(part.buffer) >= size or self._due(part, now):
+                batch, part.buffer = part.buffer[:size], part.buffer[size:]
             else:
-                batch, part.buffer = part.buffer, []
+                return
             self._process(part, batch)
+            part.since = now if part.buffer else None
+
+    def _due(self, part: _Partition, now: float) -> bool:
+        """Whether a partition's buffer (short of a batch) lands now: when it holds all the
+        partition had at the last fetch (a live stream: wait for nothing), or has waited
+        ``MAX_WAIT_S`` (a backlog fills batches; one partition must not starve)."""
+        assert self.consumer is not None
+        end = self.consumer.cached_end((self.names.usage, part.number))
+        if end is None or (part.buffer[-1].offset() or 0) + 1 >= end:
+            return True
+        return part.since is not None and now - part.since >= MAX_WAIT_S
 
     def _process(self, part: _Partition, msgs: list[Message]) -> None:
         assert self.out is not None
@@ -224,7 +251,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             part.idle.judged()
         assert self.consumer is not None
         try:
-            self.consumer.commit({(names.usage, p): last + 1})
+            self.consumer.commit({(names.usage, p): last + 1}, asynchronous=True)
         except SpendstreamError as exc:  # advisory: the warehouse holds the position
             log.info("usage %d: offset commit failed (%s)", p, exc)
         m = self.metrics
