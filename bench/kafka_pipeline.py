@@ -319,7 +319,9 @@ def main() -> int:
                     bootstrap, args.partitions, args.samples, tmp
                 ),
             }[args.only]()
-            part.pop("rss_mb", None)
+            rss = part.pop("rss_mb", None)
+            if rss:  # per worker: start, a tenth in, peak, end
+                part["rss_mb"] = [[r[0], r[len(r) // 10], max(r), r[-1]] for r in rss if r]
             print(json.dumps(part, indent=1))
             return 0
         report["ingest"] = ingest_rate(lines, tmp)

@@ -62,7 +62,10 @@ __all__ = ["ScopeLoop", "scope_writer"]
 log = logging.getLogger(__name__)
 
 _STATE_VERSION = 1
-_COMMIT_QUIET_S = 1.0  # a position that moved without output is landed at most this often
+# A round (or a position) that moved without output is landed at most this often: alerts
+# and breaker events land at once; merged state alone need not (a restart merges again
+# from the last commit, which holds the state and the position together).
+_COMMIT_QUIET_S = 1.0
 _ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted
 
 
@@ -96,6 +99,7 @@ class _Owner:
     held: list[_Held] = field(default_factory=list)
     read: int = -1  # last partials offset read
     landed_at: float = 0.0
+    dirty: bool = False  # merged since the last commit
 
 
 class ScopeLoop(PartitionLoop[_Owner]):
@@ -197,7 +201,12 @@ class ScopeLoop(PartitionLoop[_Owner]):
         moved = owner.read > owner.landed and (
             not owner.held or owner.held[0].offset - 1 > owner.landed
         )
-        if alerts or breakers or merged or (moved and now - owner.landed_at >= _COMMIT_QUIET_S):
+        owner.dirty |= merged
+        if (
+            alerts
+            or breakers
+            or ((owner.dirty or moved) and now - owner.landed_at >= _COMMIT_QUIET_S)
+        ):
             self._land(owner, alerts, breakers)
 
     def _hold(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
@@ -324,6 +333,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
         )
         owner.landed = position
         owner.landed_at = self.clock()
+        owner.dirty = False
         self.metrics.step_seconds.labels("scope_land").inc(time.perf_counter() - t0)
         self.metrics.observe_detection(alerts, breakers)
         self.metrics.events_out.labels(self.names.alerts).inc(len(alerts))
