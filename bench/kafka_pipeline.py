@@ -190,6 +190,75 @@ def run_workers(
             _stop(proc)
 
 
+def _copy(lines: list[tuple[bytes, bytes]], k: int, back_days: int) -> list[tuple[bytes, bytes]]:
+    """Copy k of the events: moved back ``back_days`` days, ids prefixed ``s<k>-``."""
+    days: dict[bytes, bytes] = {}
+    ident, request = b'"event_id":"s%d-' % k, b'"request_id":"req-s%d-' % k
+    out = []
+    for key, line in lines:
+        at = line.index(b'"ts":"') + 6
+        day = line[at : at + 10]
+        moved = days.get(day)
+        if moved is None:
+            moved = days[day] = (
+                (datetime.fromisoformat(day.decode()) - timedelta(days=back_days))
+                .date()
+                .isoformat()
+                .encode()
+            )
+        line = line[:at] + moved + line[at + 10 :]
+        line = line.replace(b'"event_id":"', ident, 1).replace(b'"request_id":"req-', request, 1)
+        out.append((key, line))
+    return out
+
+
+def long_run(
+    bootstrap: str, lines: list[tuple[bytes, bytes]], partitions: int, copies: int, tmp: Path
+) -> dict[str, Any]:
+    """``copies`` time-shifted copies of the events (oldest first) through one worker: its
+    RSS each time another copy's worth has landed, and the sustained rate."""
+    from spendstream.synthetic import DAYS
+
+    config = tmp / "long.toml"
+    prefix = _config(config, bootstrap, partitions)
+    topic = prefix + "spendstream.usage"
+    for k in range(copies):
+        _produce(bootstrap, topic, _copy(lines, k, (copies - 1 - k) * DAYS), partitions)
+    n = len(lines) * copies
+    proc, port = _start(tmp / "long-wd", config, tmp / "long.log")
+    marks: list[dict[str, float]] = []
+    first_t = first_n = None
+    first_cpu = 0.0
+    deadline = time.monotonic() + 3 * 3600
+    try:
+        while time.monotonic() < deadline:
+            landed = _metric(port, "spendstream_facts_landed_total") + _metric(
+                port, "spendstream_duplicates_total"
+            )
+            now = time.monotonic()
+            if first_t is None and landed > 0:
+                first_t, first_n, first_cpu = now, landed, _cpu_s(proc.pid)
+            if landed >= len(lines) * (len(marks) + 1) or landed >= n:
+                marks.append({"landed": landed, "rss_mb": round(_rss_mb(proc.pid), 1)})
+            if landed >= n:
+                break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"one worker did not land {n} events")
+        assert first_t is not None and first_n is not None
+        cpu = _cpu_s(proc.pid) - first_cpu
+        return {
+            "events": n,
+            "copies": copies,
+            "events_per_s": round((n - first_n) / max(now - first_t, 1e-9)),
+            "events_per_cpu_s": round((n - first_n) / max(cpu, 1e-9)),
+            "rss_at_each_copy": marks,
+            "steps_s": _steps(port),
+        }
+    finally:
+        _stop(proc)
+
+
 def alert_latency(bootstrap: str, partitions: int, samples: int, tmp: Path) -> dict[str, Any]:
     """A runaway key's crossing call produced -> its alert on the topic; -> guard() refuses."""
     from spendstream.producers.guard import BreakerView
@@ -292,6 +361,14 @@ def main() -> int:
         choices=("ingest", "one_worker", "two_workers", "alert_latency"),
         help="run just this part and print it (nothing recorded): for profiling",
     )
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=0,
+        metavar="COPIES",
+        help="instead: COPIES time-shifted copies of the events through one worker, its RSS "
+        "after each copy (recorded as kafka_pipeline_long)",
+    )
     args = parser.parse_args()
     broker = None
     bootstrap = args.bootstrap
@@ -310,6 +387,21 @@ def main() -> int:
             "cores": os.cpu_count(),
             "partitions": args.partitions,
         }
+        if args.long:
+            long = long_run(bootstrap, lines, args.partitions, args.long, tmp)
+            long["machine"] = shared_machine(("spendstream", "confluent-kafka", "pyarrow"))
+            rss = [m["rss_mb"] for m in long["rss_at_each_copy"]]
+            record(
+                NAME + "_long",
+                long,
+                f"- {NAME}_long ({datetime.now(UTC).isoformat(timespec='seconds')}, "
+                f"{long['machine'].get('cpu_model', '?')}, {os.cpu_count()} cores, "
+                f"{long['events']:,} events = {args.long} time-shifted copies of {len(lines):,}, "
+                f"{args.partitions} partitions, one worker): {long['events_per_s']}/s "
+                f"({long['events_per_cpu_s']}/s per core of the worker); RSS after each copy "
+                f"{' '.join(str(round(r)) for r in rss)} MB (goal: flat) -> results/{NAME}_long.json",
+            )
+            return 0
         if args.only is not None:
             part = {
                 "ingest": lambda: ingest_rate(lines, tmp),
