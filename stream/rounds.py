@@ -66,9 +66,11 @@ def round_of(spans: Sequence[tuple[int | None, int | None]], limit: int | None) 
     """Indexes of the largest round that can be merged now, given each held slice's
     ``(lo, hi)``: the watermarks of its first and last row (None: no rows, no clock yet;
     always released). A round takes slices in order of ``lo`` and may stop after one only
-    where the next starts at or after the highest ``hi`` taken (rows of overlapping slices
-    go in one round), and nothing past ``limit`` (the least advanced clock of a lane with
-    records still to come; None: every lane is caught up)."""
+    where the next starts after the highest ``hi`` taken (rows of overlapping slices, or of
+    slices meeting at one microsecond, go in one round: positions order equal watermarks by
+    partition), and nothing at or past ``limit`` (the least advanced clock of a lane with
+    records still to come, whose next rows may sit at that very microsecond; None: every
+    lane is caught up)."""
     out = [i for i, (_, hi) in enumerate(spans) if hi is None]
     timed = sorted(
         (i for i, (lo, hi) in enumerate(spans) if hi is not None and lo is not None),
@@ -80,10 +82,10 @@ def round_of(spans: Sequence[tuple[int | None, int | None]], limit: int | None) 
         hi = spans[i][1]
         assert hi is not None
         top = hi if top is None else max(top, hi)
-        if limit is not None and top > limit:
+        if limit is not None and top >= limit:
             break
         nxt = spans[timed[k + 1]][0] if k + 1 < len(timed) else None
-        if nxt is None or nxt >= top:
+        if nxt is None or nxt > top:
             take = k + 1
     out.extend(timed[:take])
     return sorted(out)

@@ -157,7 +157,7 @@ def appended_by_others(
             continue
         summary = summary_of(snap)
         who = summary.get(WRITER)
-        if who == writer or (mine and who is not None and (who, seq_of(summary, who)) in mine):
+        if who is not None and (who == writer or (who, seq_of(summary, who)) in mine):
             continue
         paths.extend(f.file_path for f in added_files(table, snap))
     return paths

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spendstream.config import Config
@@ -248,7 +248,36 @@ def test_split_detection_equals_one_engine(
         assert Counter(events) == Counter(whole.breaker_events)
 
 
+_TIED = {
+    "step_us": 0,
+    "caller": 0,
+    "team": "a",
+    "feature": "f",
+    "user_id": "u1",
+    "cost": "0.05",
+    "retry": None,
+    "attempt": 1,
+    "status": "ok",
+    "cache_read_tokens": 0,
+    "model": "claude-sonnet-4-5",
+    "repeat": 1,
+}
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(  # facts of two partitions at one microsecond, a round ending there (found by review)
+    specs=[_TIED] * 16
+    + [
+        {**_TIED, "caller": 4},
+        {**_TIED, "caller": 4, "cost": "0.40"},
+        {**_TIED, "caller": 4, "step_us": 1},
+    ],
+    warm=False,
+    partitions=2,
+    owners=1,
+    cuts=[[1]],
+    schedule=[],
+)
 @given(
     specs=st.lists(_call, min_size=1, max_size=70),
     warm=st.booleans(),

@@ -116,10 +116,11 @@ class WorkerMetrics:
         )
         r.register(_LagCollector(lag))
 
-    def observe_facts(self, facts: pa.Table) -> None:
+    def observe_facts(self, facts: pa.Table, landed: int | None = None) -> None:
         """Count landed facts and their spend per team (a facts table: ``team``, ``cost_usd``;
-        a null cost is an unpriced fact and adds no spend)."""
-        self.facts.inc(facts.num_rows)
+        a null cost is an unpriced fact and adds no spend). ``landed``: how many of them the
+        commit landed, when some were found landed already by another writer."""
+        self.facts.inc(facts.num_rows if landed is None else landed)
         if facts.num_rows == 0:
             return
         priced = facts.select(["team", "cost_usd"]).filter(pc.is_valid(facts.column("cost_usd")))

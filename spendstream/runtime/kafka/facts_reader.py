@@ -17,7 +17,9 @@ from spendstream.table_schemas import FACTS
 
 __all__ = ["FactsReader", "batch_ref", "parse_ref"]
 
-_CACHE = 64  # batches kept: a round's crossings usually read a handful
+# Decoded batches kept, by size: a round's crossings usually read a handful, and a decoded
+# 20k-event batch is ~10 MB (64 of them held ~650 MB in a 10M-event run).
+_CACHE_BYTES = 128 << 20
 _TIMEOUT_S = 30.0
 _TAIL = 8  # facts records looked at backwards for unlanded batches (one is usual)
 
@@ -39,6 +41,7 @@ class FactsReader:
         self.topic = topic
         self.consumer = Consumer(settings, client_id="spendstream-facts-reader")
         self._cache: OrderedDict[str, pa.Table] = OrderedDict()
+        self._cached_bytes = 0
         self.fetched = 0  # records read from the broker (metrics and tests)
 
     def _read(self, partition: int, offset: int) -> Message:
@@ -65,8 +68,9 @@ class FactsReader:
             value = self._read(partition, offset).value() or b""
             table = facts_topic.decode(value).facts.select(FACTS.names)
             self._cache[batch] = table
-            while len(self._cache) > _CACHE:
-                self._cache.popitem(last=False)
+            self._cached_bytes += table.nbytes
+            while self._cached_bytes > _CACHE_BYTES and len(self._cache) > 1:
+                self._cached_bytes -= self._cache.popitem(last=False)[1].nbytes
         else:
             self._cache.move_to_end(batch)
         return table

@@ -119,7 +119,11 @@ class PartitionLoop(Generic[S]):
         wh = Warehouse(
             self.workdir, writer=self.writer(n), config=self.config.warehouse, dedupe=self.dedupe
         )
-        state = self._state(n, wh)
+        try:
+            state = self._state(n, wh)
+        except BaseException:
+            wh.close()  # it is retried with a new one
+            raise
         self.parts[n] = state
         return state
 

@@ -100,6 +100,9 @@ class _Owner:
     read: int = -1  # last partials offset read
     landed_at: float = 0.0
     dirty: bool = False  # merged since the last commit
+    # usage partition -> watermark of its last merged slice: what a commit keeps of
+    # ``clocks`` (held slices are read again after a restart and raise it again)
+    merged_clocks: dict[int, int] = field(default_factory=dict)
 
 
 class ScopeLoop(PartitionLoop[_Owner]):
@@ -144,6 +147,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
         if state.get("version") != _STATE_VERSION:
             state = {}
         now = self.clock()
+        clocks = {int(k): int(v) for k, v in state.get("clocks", {}).items()}
         return _Owner(
             q,
             warehouse,
@@ -151,12 +155,13 @@ class ScopeLoop(PartitionLoop[_Owner]):
             landed,
             {int(k): int(v) for k, v in state.get("merged", {}).items()},
             {int(k): (int(v[0]), int(v[1])) for k, v in state.get("partly", {}).items()},
-            {int(k): int(v) for k, v in state.get("clocks", {}).items()},
+            dict(clocks),
             int(state.get("resets_upto", -1)),
             IdleClock(self.config.breaker.idle_advance_s, self.clock),
             seen_at=dict.fromkeys(range(self.lanes), now),
             read=landed,
             landed_at=now,
+            merged_clocks=clocks,
         )
 
     def _turn(self, msgs: Sequence[Message]) -> None:
@@ -292,6 +297,8 @@ class ScopeLoop(PartitionLoop[_Owner]):
         detection = owner.engine.merge(table, self.facts) if table.num_rows else None
         for h in released:  # a lane's slices are released in order
             p, last = h.batch.usage_partition, h.batch.last_offset
+            if h.hi is not None:
+                owner.merged_clocks[p] = max(owner.merged_clocks.get(p, h.hi), h.hi)
             if h.index == h.count - 1:
                 owner.merged[p] = max(owner.merged.get(p, -1), last)
                 owner.partly.pop(p, None)
@@ -312,7 +319,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
                 "engine": owner.engine.snapshot().decode(),
                 "merged": owner.merged,
                 "partly": owner.partly,
-                "clocks": owner.clocks,
+                "clocks": owner.merged_clocks,
                 "resets_upto": owner.resets_upto,
             },
             option=orjson.OPT_NON_STR_KEYS,

@@ -73,7 +73,8 @@ log = logging.getLogger(__name__)
 
 # A partition with a backlog lands full batches (``[pipeline] batch_size``): each batch
 # costs a facts record, partials to every owner and a warehouse commit, whatever its size.
-# One that waits this long lands what it has, so a busy worker cannot starve a partition.
+# One short of a batch this long after its last batch lands what it has, so a busy worker
+# cannot starve a partition.
 MAX_WAIT_S = 2.0
 
 
@@ -171,6 +172,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             else:
                 return
             self._process(part, batch)
+            # What is left over waits for the next batch from now (a backlog refills it).
             part.since = now if part.buffer else None
 
     def _due(self, part: _Partition, now: float) -> bool:
@@ -261,7 +263,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         steps.labels("usage_publish").inc(t4 - t3)
         steps.labels("usage_land").inc(t5 - t4)
         m.batches.labels("usage").inc()
-        m.observe_facts(facts)
+        m.observe_facts(facts, result.facts)
         m.duplicates.inc(judged.duplicates + result.duplicates)
         m.dead_letters.labels("usage").inc(len(judged.dead_letters))
         m.events_out.labels(names.facts).inc(facts.num_rows)
