@@ -1024,11 +1024,12 @@ class WarehouseConfig(_Section):
         "always kept).",
     )
     max_snapshots: int = Field(
-        default=512,
+        default=128,
         ge=0,
         description="Writers keep the facts table's history under this many snapshots between "
-        "compactions (each commit rewrites a metadata file listing them all): past it, the "
-        "oldest half goes. 0: only `warehouse compact` expires snapshots.",
+        "compactions (each commit rewrites, and each writer parses, a metadata file listing "
+        "them all with every writer's keys): past it, the oldest half goes. 0: only "
+        "`warehouse compact` expires snapshots.",
     )
     orphan_grace_s: float = Field(
         default=3600.0,
