@@ -267,10 +267,10 @@ class ScopeLoop(PartitionLoop[_Owner]):
         return False, (min(marks) if marks else None)
 
     def _caught_up(self, p: int, seen: int, now: float, owner: _Owner) -> bool:
-        assert self.facts is not None
         end = self._ends.get(p)
         # A stale end may say caught up when it is not; one saying not caught up is true.
         if end is None or end[1] < now - _ENDS_TTL_S:
+            assert self.facts is not None
             try:
                 high = self.facts.consumer.watermarks((self.names.usage, p), timeout_s=5)[1]
             except SpendstreamError as exc:

@@ -1,0 +1,139 @@
+"""A scope owner's slices across a restart: a batch merged in part is replayed from the
+partials topic, and only its slices not merged yet are held again (scope_loop.py).
+
+The owner's rounds are driven here without a broker: each usage partition's end offset is
+given (``ScopeLoop._ends``, read at a clock that does not move), the warehouse is real."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from spendstream.config import Config
+from spendstream.kafka.settings import KafkaSettings
+from spendstream.records import Alert, BreakerEvent
+from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.kafka.scope_loop import ScopeLoop, _Owner, scope_writer
+from spendstream.runtime.kafka.topology import topic_names
+from spendstream.runtime.kafka.wire import encode_partials
+from spendstream.stream.engine import LocalEngine, route
+from spendstream.warehouse import Warehouse
+from tests.stream.detection_facts import rows_table
+
+T0 = datetime(2026, 3, 31, 0, 0, tzinfo=UTC)
+NOW = 1000.0
+
+
+def _record(engine: LocalEngine, lane: int, hours: float, first: int, n: int) -> bytes:
+    """A partials record of lane's usage offsets first..first+n-1: n quiet facts spread over
+    ``hours`` from where the lane's time stands."""
+    start = T0
+    if engine.watermark_us is not None:
+        start = datetime.fromtimestamp(engine.watermark_us / 1e6, UTC) + timedelta(seconds=1)
+    rows = [
+        {
+            "ts": start + timedelta(hours=hours * i / n),
+            "api_key_id": f"k{lane}",
+            "team": "t",
+            "cost": "0.001",
+        }
+        for i in range(n)
+    ]
+    out = engine.process(rows_table(rows), f"{lane}@{first}")
+    (table,) = route(out.partials, 1)
+    return encode_partials(lane, first, first + n - 1, table)
+
+
+def _loop(tmp: Path, cfg: Config) -> ScopeLoop:
+    return ScopeLoop(
+        cfg,
+        tmp,
+        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
+        topic_names(cfg.kafka),
+        2,
+        WorkerMetrics(),
+        threading.Event(),
+        clock=lambda: NOW,
+    )
+
+
+def _merge(loop: ScopeLoop, owner: _Owner) -> None:
+    alerts: list[Alert] = []
+    breakers: list[BreakerEvent] = []
+    loop._round(owner, alerts, breakers)
+    assert alerts == [] and breakers == []  # quiet facts: no crossing to read back
+
+
+def _ends(loop: ScopeLoop, **ends: int) -> None:
+    loop._ends = {int(k[1:]): (v, NOW) for k, v in ends.items()}
+
+
+def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
+    tmp_path: Path,
+) -> None:
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)
+    lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
+    r0 = _record(lanes[0], 0, 8, 0, 40)  # lane 0: 8 h of facts, several slices
+    r1 = _record(lanes[1], 1, 3, 0, 40)  # lane 1: 3 h, and more to come
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    loop._hold(owner, 0, r0, NOW)
+    loop._hold(owner, 1, r1, NOW)
+    count = owner.held[0].count
+    assert count > 2 and all(h.count == count for h in owner.held if h.batch.usage_partition == 0)
+    _ends(loop, p0=1000, p1=1000)  # both partitions have records still to come
+    _merge(loop, owner)
+    assert 0 not in owner.merged  # lane 0's batch only in part: up to lane 1's time
+    last, done = owner.partly[0]
+    assert last == 39 and 0 <= done < count - 1
+    held_after = sorted((h.batch.usage_partition, h.index) for h in owner.held)
+    assert [i for lane, i in held_after if lane == 0] == list(range(done + 1, count))
+    # Lane 1's last slice ends at its clock, which bounds the round: it waits too.
+    assert [i for lane, i in held_after if lane == 1] == [owner.held[-1].count - 1]
+    partly = dict(owner.partly)
+
+    # Land (the position stays before the partly merged record), then restart.
+    position = owner.held[0].offset - 1
+    wh.commit(positions={loop.position_key(0): position}, state=loop._snapshot(owner))
+    wh.close()
+    again = _loop(tmp_path, cfg)
+    wh2 = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    restored = again._state(0, wh2)
+    assert restored.partly == partly and restored.landed == -1
+    # Both records are read again; lane 0's merged slices are not held twice.
+    again._hold(restored, 0, r0, NOW)
+    again._hold(restored, 1, r1, NOW)
+    assert sorted((h.batch.usage_partition, h.index) for h in restored.held) == held_after
+    # Lane 1's clock is what its merged slices reached, then what its held one says.
+    assert restored.clocks[1] >= restored.merged_clocks.get(1, -1)
+    _ends(again, p0=40, p1=40)  # everything read: one round takes the rest
+    _merge(again, restored)
+    assert restored.held == [] and restored.partly == {}
+    assert restored.merged == {0: 39, 1: 39}
+    # A replay of a batch merged whole is dropped.
+    again._hold(restored, 0, r0, NOW)
+    assert restored.held == []
+    wh2.close()
+
+
+def test_the_clock_a_scope_owner_keeps_is_that_of_merged_slices(tmp_path: Path) -> None:
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)
+    lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    loop._hold(owner, 0, _record(lanes[0], 0, 8, 0, 40), NOW)
+    loop._hold(owner, 1, _record(lanes[1], 1, 3, 0, 40), NOW)
+    _ends(loop, p0=1000, p1=1000)
+    _merge(loop, owner)
+    state: dict[str, Any] = orjson.loads(loop._snapshot(owner))
+    kept = {int(k): v for k, v in state["clocks"].items()}
+    # Lane 0's batch reaches 8 h, but only its slices up to lane 1's time were merged.
+    assert kept[0] < owner.clocks[0]
+    assert kept[0] == owner.merged_clocks[0]
+    wh.close()
