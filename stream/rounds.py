@@ -113,11 +113,20 @@ def slices_of(partials: pa.Table) -> list[Slice]:
     order = list(dict.fromkeys(refs))
     if not order:
         return [Slice(0, 1, partials, None, None)]
+    # A slice's rows come together (LocalEngine writes them so, routing keeps the order):
+    # zero-copy views of the batch's table; a filter only if they ever do not.
+    starts = [i for i in range(len(refs)) if i == 0 or refs[i] != refs[i - 1]]
+    contiguous = len(starts) == len(order)
+    spans = dict(zip(order, pairwise([*starts, len(refs)]), strict=True)) if contiguous else {}
     out = []
     for i, ref in enumerate(order):
-        rows = (
-            partials.filter(pc.equal(partials.column("batch"), ref)) if len(order) > 1 else partials
-        )
+        if len(order) == 1:
+            rows = partials
+        elif contiguous:
+            start, stop = spans[ref]
+            rows = partials.slice(start, stop - start)
+        else:
+            rows = partials.filter(pc.equal(partials.column("batch"), ref))
         clock = rows.filter(pc.equal(rows.column("detector"), CLOCK))
         lo = hi = None
         if clock.num_rows:

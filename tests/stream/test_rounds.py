@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendstream.stream.rounds import MAX_SLICES, MIN_GRID_US, grid_us, round_of, slice_bounds
+from spendstream.config import Config
+from spendstream.stream.engine import LocalEngine
+from spendstream.stream.rounds import (
+    MAX_SLICES,
+    MIN_GRID_US,
+    grid_us,
+    round_of,
+    slice_bounds,
+    slices_of,
+)
+from tests.stream.detection_facts import rows_table
 
 
 def test_the_grid_is_the_least_power_of_two_that_keeps_a_batch_within_max_slices() -> None:
@@ -52,3 +65,35 @@ def test_slices_without_facts_are_always_released_and_order_is_kept() -> None:
     assert round_of(spans, 20) == [1, 2]
     assert round_of(spans, 5) == [1]
     assert round_of([], None) == []
+
+
+def test_slices_of_gives_each_slice_its_own_rows_in_order() -> None:
+    t0 = datetime(2026, 3, 31, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
+    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    pieces = slices_of(partials)
+    assert len(pieces) > 2 and [p.index for p in pieces] == list(range(len(pieces)))
+    assert sum(p.partials.num_rows for p in pieces) == partials.num_rows
+    his = [p.hi for p in pieces]
+    assert his == sorted(his)
+    for p in pieces:
+        (ref,) = set(p.partials.column("batch").to_pylist())
+        assert p.partials.equals(partials.filter(pc.equal(partials.column("batch"), ref)))
+    # Rows of two slices interleaved (not how they travel): grouped all the same.
+    a, b = pieces[0].partials, pieces[1].partials
+    mixed = pa.concat_tables(
+        [
+            t.slice(i, 1)
+            for i in range(max(a.num_rows, b.num_rows))
+            for t in (a, b)
+            if i < t.num_rows
+        ]
+    )
+    again = slices_of(mixed)
+    assert [s.partials.num_rows for s in again] == [a.num_rows, b.num_rows]
+    assert (again[0].lo, again[0].hi, again[1].lo, again[1].hi) == (
+        pieces[0].lo,
+        pieces[0].hi,
+        pieces[1].lo,
+        pieces[1].hi,
+    )

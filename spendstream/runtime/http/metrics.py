@@ -111,9 +111,16 @@ class WorkerMetrics:
         )
         self.held = Gauge(
             "spendstream_facts_held",
-            "Facts held for event-time alignment before detection.",
+            "Slices of usage batches a scope owner holds for event-time alignment.",
             registry=r,
         )
+        # Where a worker's memory is: Arrow's buffers live outside Python's heap.
+        self.arrow_bytes = Gauge(
+            "spendstream_arrow_allocated_bytes",
+            "Bytes allocated by Arrow's default memory pool.",
+            registry=r,
+        )
+        self.arrow_bytes.set_function(lambda: float(pa.total_allocated_bytes()))
         r.register(_LagCollector(lag))
 
     def observe_facts(self, facts: pa.Table, landed: int | None = None) -> None:

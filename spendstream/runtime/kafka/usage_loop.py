@@ -156,6 +156,9 @@ class UsageLoop(PartitionLoop[_Partition]):
                 self._failed(p, "batch")
         self._idle()
         self._measure_lag()
+        # Arrow's allocator keeps freed pages for reuse; a worker that lands batch after
+        # batch for days must hand them back, or its RSS only ever grows.
+        pa.default_memory_pool().release_unused()
 
     def _drain(self, part: _Partition, now: float) -> None:
         size = self.config.pipeline.batch_size
