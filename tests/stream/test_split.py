@@ -217,6 +217,14 @@ def _events(events: list[BreakerEvent], keep: Any) -> Counter[BreakerEvent]:
     return Counter(e for e in events if keep(e))
 
 
+def _assert_as_one_engine(alerts: list[Alert], events: list[BreakerEvent], whole: Any) -> None:
+    """Every alert equal in every field, each once; every wide scope's breaker event equal."""
+    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
+    assert len({a.alert_id for a in alerts}) == len(alerts)
+    wide = lambda e: not is_per_key(e.scope)  # noqa: E731
+    assert _events(events, wide) == _events(whole.breaker_events, wide)
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     specs=st.lists(_call, min_size=1, max_size=70),
@@ -238,12 +246,9 @@ def test_split_detection_equals_one_engine(
     rows = _ordered(_stream(specs, warm), partitions)
     whole = Engine(cfg).process(rows_table(rows))
     alerts, events, _ = _simulate(cfg, rows, partitions, owners, cuts, restart)
-    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
-    assert len({a.alert_id for a in alerts}) == len(alerts)
+    _assert_as_one_engine(alerts, events, whole)
     opens = lambda e: e.state == "open"  # noqa: E731
     assert _events(events, opens) == _events(whole.breaker_events, opens)
-    wide = lambda e: not is_per_key(e.scope)  # noqa: E731
-    assert _events(events, wide) == _events(whole.breaker_events, wide)
     if partitions == 1:
         assert Counter(events) == Counter(whole.breaker_events)
 
@@ -300,10 +305,7 @@ def test_unaligned_batches_merged_in_rounds_equal_one_engine(
     rows = _ordered(_stream(specs, warm), partitions)
     whole = Engine(cfg).process(rows_table(rows))
     alerts, events, _ = _simulate_rounds(cfg, rows, partitions, owners, cuts, schedule)
-    assert sorted(alerts, key=_key) == sorted(whole.alerts, key=_key)
-    assert len({a.alert_id for a in alerts}) == len(alerts)
-    wide = lambda e: not is_per_key(e.scope)  # noqa: E731
-    assert _events(events, wide) == _events(whole.breaker_events, wide)
+    _assert_as_one_engine(alerts, events, whole)
 
 
 def test_rounds_close_under_sustained_load() -> None:

@@ -39,7 +39,13 @@ class FactsReader:
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
         self.topic = topic
-        self.consumer = Consumer(settings, client_id="spendstream-facts-reader")
+        # Reads are random access (one batch where a merge may cross): prefetching what
+        # follows would keep up to 64 MB of facts records per reader for nothing.
+        self.consumer = Consumer(
+            settings,
+            client_id="spendstream-facts-reader",
+            config={"queued.min.messages": 1, "queued.max.messages.kbytes": 4096},
+        )
         self._cache: OrderedDict[str, pa.Table] = OrderedDict()
         self._cached_bytes = 0
         self.fetched = 0  # records read from the broker (metrics and tests)
