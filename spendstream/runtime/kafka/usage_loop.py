@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 # One short of a batch this long after its last batch lands what it has, so a busy worker
 # cannot starve a partition.
 MAX_WAIT_S = 2.0
+RELEASE_EVERY_S = 5.0
 
 
 def usage_writer(partition: int) -> str:
@@ -114,6 +115,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
         self._lag: list[tuple[str, int, int]] = []
         self.dedupe = SharedDedupe(config.warehouse.dedupe_window_days)
+        self._released_at = 0.0
 
     @property
     def topic(self) -> str:
@@ -157,8 +159,11 @@ class UsageLoop(PartitionLoop[_Partition]):
         self._idle()
         self._measure_lag()
         # Arrow's allocator keeps freed pages for reuse; a worker that lands batch after
-        # batch for days must hand them back, or its RSS only ever grows.
-        pa.default_memory_pool().release_unused()
+        # batch for days hands them back now and then (not every turn: pages handed back
+        # are faulted in again by the next batch).
+        if now - self._released_at >= RELEASE_EVERY_S:
+            pa.default_memory_pool().release_unused()
+            self._released_at = now
 
     def _drain(self, part: _Partition, now: float) -> None:
         size = self.config.pipeline.batch_size
