@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 # One short of a batch this long after its last batch lands what it has, so a busy worker
 # cannot starve a partition.
 MAX_WAIT_S = 2.0
-RELEASE_EVERY_S = 5.0
+RELEASE_EVERY_S = 60.0
 
 
 def usage_writer(partition: int) -> str:
