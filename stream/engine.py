@@ -359,7 +359,7 @@ class LocalEngine(_Judging):
             out.extend(
                 _alert_row(replace(f, pos=(f.pos[0], f.pos[1], f.pos[2] - start)), src)
                 for f in forwarded
-                if start <= f.pos[2] < stop or len(bounds) == 1
+                if start <= f.pos[2] < stop
             )
             if part.n:
                 out.append(_clock_row(src, part))

@@ -158,7 +158,14 @@ class SharedDedupe:
         self.mine: set[tuple[str, int]] = set()
         self.readers: list[Warehouse] = []  # open writers, for the store's slow path
 
+    def reset(self) -> None:
+        """An empty store, to be filled anew from the facts table (not ready until then)."""
+        self.store = DedupeStore(self.window_days, self.load_day)
+        self.ready = False
+        self.mine.clear()
+
     def load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
+        """The store's slow path (``Warehouse.load_day``), through a writer still open."""
         if not self.readers:
             raise WarehouseError("no open writer to read landed keys through")
         return self.readers[-1].load_day(day)
@@ -316,7 +323,7 @@ class Warehouse:
 
     def _rebuild(self, facts: Table) -> None:
         """Fill the store with the window's keys from the facts table (on open)."""
-        self.shared.store = DedupeStore(self.config.dedupe_window_days, self.shared.load_day)
+        self.shared.reset()
         files = self.manifests.live_files(facts)
         if not files:
             return

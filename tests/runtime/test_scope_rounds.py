@@ -84,8 +84,10 @@ def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
     owner = loop._state(0, wh)
     loop._hold(owner, 0, r0, NOW)
     loop._hold(owner, 1, r1, NOW)
-    count = owner.held[0].count
-    assert count > 2 and all(h.count == count for h in owner.held if h.batch.usage_partition == 0)
+    lane0 = [h for h in owner.held if h.batch.usage_partition == 0]
+    count = len(lane0)
+    assert count > 2 and [h.index for h in lane0] == list(range(count))
+    assert [h.last for h in lane0] == [False] * (count - 1) + [True]
     _ends(loop, p0=1000, p1=1000)  # both partitions have records still to come
     _merge(loop, owner)
     assert 0 not in owner.merged  # lane 0's batch only in part: up to lane 1's time
@@ -94,7 +96,8 @@ def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
     held_after = sorted((h.batch.usage_partition, h.index) for h in owner.held)
     assert [i for lane, i in held_after if lane == 0] == list(range(done + 1, count))
     # Lane 1's last slice ends at its clock, which bounds the round: it waits too.
-    assert [i for lane, i in held_after if lane == 1] == [owner.held[-1].count - 1]
+    assert [i for lane, i in held_after if lane == 1] == [owner.held[-1].index]
+    assert owner.held[-1].batch.usage_partition == 1 and owner.held[-1].last
     partly = dict(owner.partly)
 
     # Land (the position stays before the partly merged record), then restart.

@@ -80,7 +80,7 @@ class _Held:
     lo: int | None  # watermark of its first row (us; None: no facts, no clock yet)
     hi: int | None  # ... and of its last
     index: int  # the slice's, in its batch
-    count: int  # slices of the batch
+    last: bool  # the batch's last slice
 
 
 @dataclass(slots=True)
@@ -237,7 +237,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
             else:  # no facts: nothing to order, after the lane's earlier batches
                 lo = hi = owner.clocks.get(p)
             held = replace(batch, partials=piece.partials)
-            owner.held.append(_Held(offset, held, lo, hi, piece.index, piece.count))
+            owner.held.append(_Held(offset, held, lo, hi, piece.index, piece.last))
         owner.seen_at[p] = now
 
     def _bound(self, owner: _Owner) -> tuple[bool, int | None]:
@@ -299,7 +299,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
             p, last = h.batch.usage_partition, h.batch.last_offset
             if h.hi is not None:
                 owner.merged_clocks[p] = max(owner.merged_clocks.get(p, h.hi), h.hi)
-            if h.index == h.count - 1:
+            if h.last:
                 owner.merged[p] = max(owner.merged.get(p, -1), last)
                 owner.partly.pop(p, None)
             else:
