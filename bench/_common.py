@@ -47,13 +47,21 @@ def machine(libraries: Iterable[str] = ("spendstream",)) -> dict[str, Any]:
 
 
 def record(name: str, report: dict[str, Any], line: str) -> None:
-    """Write results/<name>.json, replace this benchmark's line in RESULTS.md, print both."""
+    """Write results/<name>.json, put this run's line in RESULTS.md, print both.
+
+    The line this run replaces stays beside it as "the run before" (only the newest such one:
+    figures worth keeping longer are relabelled by hand, e.g. "before <change>:"), so a new
+    figure never silently erases the one it is compared with.
+    """
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     md = ROOT / "RESULTS.md"
     lines = md.read_text().splitlines() if md.exists() else ["# Benchmark results", ""]
-    lines = [ln for ln in lines if not ln.startswith(f"- {name} ")] + [line]
+    current, before = f"- {name} (", f"- the run before: {name} ("
+    replaced = [ln for ln in lines if ln.startswith(current)]
+    lines = [ln for ln in lines if not ln.startswith((current, before))]
+    lines += [before + ln[len(current) :] for ln in replaced[-1:]] + [line]
     md.write_text("\n".join(lines) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "machine"}, indent=2, default=str))
     print(line)
