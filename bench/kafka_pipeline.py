@@ -14,6 +14,9 @@ for the run), with the same generated events:
   default rate limit is 120) is produced -> its ``runaway_rate`` alert is on the alerts topic,
   and its breaker on the breakers topic -> ``guard()`` (a ``BreakerView``) refuses the key.
 
+``SPENDSTREAM_BENCH_PYSPY=/path/to/py-spy`` profiles every worker it starts (py-spy's raw
+format, beside the worker's log; the path is printed).
+
 Results: bench/results/kafka_pipeline.json and a line in bench/RESULTS.md (Faust's figure of
 the same benchmark stays beside it there).
 """
@@ -113,6 +116,31 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _memory(pid: int, port: int) -> dict[str, float]:
+    """Where a worker's memory is, in MB: resident anonymous (heaps: Python's, Arrow's,
+    librdkafka's) and file-backed pages, Arrow's allocated bytes, slices held for
+    alignment, and records of the usage and partials topics not processed yet (counts)."""
+    rollup = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            rollup[key] = int(rest.split()[0]) / 1024
+    lag = {"usage": 0.0, "partials": 0.0}
+    for ln in _metrics_text(port).splitlines():
+        if ln.startswith("spendstream_consumer_lag{"):
+            topic = ln.split('topic="', 1)[1].split('"', 1)[0].rsplit(".", 1)[-1]
+            if topic in lag:
+                lag[topic] += float(ln.split()[-1])
+    return {
+        "anon_mb": round(rollup.get("Anonymous", 0.0), 1),
+        "file_mb": round(rollup.get("Rss", 0.0) - rollup.get("Anonymous", 0.0), 1),
+        "arrow_mb": round(_metric(port, "spendstream_arrow_allocated_bytes") / 2**20, 1),
+        "held_slices": _metric(port, "spendstream_facts_held"),
+        "usage_lag": lag["usage"],
+        "partials_lag": lag["partials"],
+    }
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -129,6 +157,15 @@ def _start(workdir: Path, config: Path, log: Path) -> tuple[subprocess.Popen[byt
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": TOKEN},
         )  # fmt: skip
+    spy = os.environ.get("SPENDSTREAM_BENCH_PYSPY")
+    if spy:  # profiling: py-spy follows the worker and writes when it exits
+        out_file = log.with_suffix(".pyspy.txt")
+        subprocess.Popen(
+            [spy, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw",
+             "--output", str(out_file), "--nonblocking", "--threads"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        print(f"py-spy of worker {proc.pid} -> {out_file}", file=sys.stderr)
     return proc, port
 
 
@@ -239,7 +276,10 @@ def long_run(
             if first_t is None and landed > 0:
                 first_t, first_n, first_cpu = now, landed, _cpu_s(proc.pid)
             if landed >= len(lines) * (len(marks) + 1) or landed >= n:
-                marks.append({"landed": landed, "rss_mb": round(_rss_mb(proc.pid), 1)})
+                marks.append(
+                    {"landed": landed, "rss_mb": round(_rss_mb(proc.pid), 1)}
+                    | _memory(proc.pid, port)
+                )
             if landed >= n:
                 break
             time.sleep(0.5)

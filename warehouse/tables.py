@@ -176,7 +176,7 @@ class Tables:
     """The catalog and its tables; ``table(name)`` is the last loaded (or committed) version."""
 
     def __init__(self, storage: Storage, create: bool = True) -> None:
-        from pyiceberg.catalog.sql import SqlCatalog
+        from spendstream.warehouse.parsed_metadata import caching_sql_catalog
 
         self.storage = storage
         if storage.catalog_uri.startswith("sqlite:///"):
@@ -187,7 +187,7 @@ class Tables:
             Path(Storage.to_fs_path(storage.location)).mkdir(parents=True, exist_ok=True)
         for attempt in range(3):
             try:
-                self.catalog: SqlCatalog = SqlCatalog(
+                self.catalog: SqlCatalog = caching_sql_catalog()(
                     storage.catalog_name,
                     uri=storage.catalog_uri,
                     warehouse=storage.location,

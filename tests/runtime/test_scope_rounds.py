@@ -17,7 +17,13 @@ from spendstream.config import Config
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import Alert, BreakerEvent
 from spendstream.runtime.http.metrics import WorkerMetrics
-from spendstream.runtime.kafka.scope_loop import ScopeLoop, _Owner, scope_writer
+from spendstream.runtime.kafka.scope_loop import (
+    COMMIT_QUIET_S,
+    ScopeLoop,
+    _Owner,
+    lands_now,
+    scope_writer,
+)
 from spendstream.runtime.kafka.topology import topic_names
 from spendstream.runtime.kafka.wire import encode_partials
 from spendstream.stream.engine import LocalEngine, route
@@ -140,3 +146,15 @@ def test_the_clock_a_scope_owner_keeps_is_that_of_merged_slices(tmp_path: Path) 
     assert kept[0] < owner.clocks[0]
     assert kept[0] == owner.merged_clocks[0]
     wh.close()
+
+
+def test_output_lands_at_once_and_merged_state_alone_at_most_every_quiet_interval() -> None:
+    landed_at = 500.0
+    # Alerts or breaker events: at once, even right after the last commit.
+    assert lands_now(True, False, landed_at, landed_at)
+    assert lands_now(True, True, landed_at + 0.001, landed_at)
+    # Merged state or a moved position alone waits for the quiet interval, to the boundary.
+    assert not lands_now(False, True, landed_at + COMMIT_QUIET_S - 1e-6, landed_at)
+    assert lands_now(False, True, landed_at + COMMIT_QUIET_S, landed_at)
+    # Nothing changed: nothing to land, however long it has been.
+    assert not lands_now(False, False, landed_at + 1e6, landed_at)

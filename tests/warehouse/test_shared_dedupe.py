@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from spendstream.errors import WriterFenced
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import SharedDedupe
 from tests.warehouse.factories import fact
@@ -65,3 +66,45 @@ def test_a_writer_reopened_on_a_shared_store_keeps_deduping_against_everything(
     assert b.commit(facts=[x]).duplicates == 1
     again.close()
     b.close()
+
+
+def test_a_partition_back_from_another_worker_dedupes_against_what_that_worker_landed(
+    workdir: Path,
+) -> None:
+    # Worker A lands partition 0, loses it to worker B (a store of its own, the same writer
+    # name), then gets it back: B's commits are "usage/0" too, and must still be read back.
+    shared = SharedDedupe(30)
+    a = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    x, y, z = fact(), fact(), fact()
+    a.commit(facts=[x], positions={"usage/0": 1})
+    a.close()
+    b = Warehouse(workdir, writer="usage/0")
+    b.commit(facts=[y], positions={"usage/0": 2})
+    b.close()
+    again = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    result = again.commit(facts=[x, y, z], positions={"usage/0": 3})
+    assert (result.facts, result.duplicates) == (1, 2)
+    again.close()
+
+
+def test_a_fenced_writer_reopened_on_the_shared_store_lands_nothing_twice(
+    workdir: Path,
+) -> None:
+    shared = SharedDedupe(30)
+    a = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    sibling = Warehouse(workdir, writer="usage/1", dedupe=shared)
+    x, y, z = fact(), fact(), fact()
+    a.commit(facts=[x], positions={"usage/0": 1})
+    elsewhere = Warehouse(workdir, writer="usage/0")  # another worker took the partition
+    elsewhere.resume()
+    elsewhere.commit(facts=[y], positions={"usage/0": 2})
+    with pytest.raises(WriterFenced):
+        a.commit(facts=[z], positions={"usage/0": 3})
+    a.close()
+    again = Warehouse(workdir, writer="usage/0", dedupe=shared)
+    assert again.resume().positions == {"usage/0": 2}
+    result = again.commit(facts=[x, y, z], positions={"usage/0": 3})
+    assert (result.facts, result.duplicates) == (1, 2)  # z: refused when fenced, new now
+    assert sibling.commit(facts=[x, y, z]).duplicates == 3
+    for wh in (again, sibling, elsewhere):
+        wh.close()

@@ -66,7 +66,7 @@ from spendstream.table_schemas import alerts_table, breaker_events_table, dead_l
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import SharedDedupe
 
-__all__ = ["UsageLoop", "usage_writer"]
+__all__ = ["MAX_WAIT_S", "UsageLoop", "short_batch_due", "usage_writer"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,17 @@ log = logging.getLogger(__name__)
 # cannot starve a partition.
 MAX_WAIT_S = 2.0
 RELEASE_EVERY_S = 60.0
+
+
+def short_batch_due(last: int, end: int | None, since: float | None, now: float) -> bool:
+    """Whether a partition's buffer, short of a batch, lands now. ``last`` is the offset of
+    its newest buffered record, ``end`` the partition's high watermark at the last fetch
+    (None: not known yet), ``since`` when the buffer started waiting. It lands when it holds
+    all the partition had (a live stream waits for nothing), or has waited ``MAX_WAIT_S``
+    (a backlog fills batches; one partition must not starve)."""
+    if end is None or last + 1 >= end:
+        return True
+    return since is not None and now - since >= MAX_WAIT_S
 
 
 def usage_writer(partition: int) -> str:
@@ -184,14 +195,9 @@ class UsageLoop(PartitionLoop[_Partition]):
             part.since = now if part.buffer else None
 
     def _due(self, part: _Partition, now: float) -> bool:
-        """Whether a partition's buffer (short of a batch) lands now: when it holds all the
-        partition had at the last fetch (a live stream: wait for nothing), or has waited
-        ``MAX_WAIT_S`` (a backlog fills batches; one partition must not starve)."""
         assert self.consumer is not None
         end = self.consumer.cached_end((self.names.usage, part.number))
-        if end is None or (part.buffer[-1].offset() or 0) + 1 >= end:
-            return True
-        return part.since is not None and now - part.since >= MAX_WAIT_S
+        return short_batch_due(part.buffer[-1].offset() or 0, end, part.since, now)
 
     def _process(self, part: _Partition, msgs: list[Message]) -> None:
         assert self.out is not None

@@ -1,0 +1,42 @@
+"""When a usage partition's buffer, short of a full batch, lands (``short_batch_due``): the
+rule that lets a backlog fill batches without starving a partition or delaying a live one."""
+
+from __future__ import annotations
+
+import pytest
+
+from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, short_batch_due
+
+
+def test_caught_up_lands_at_once() -> None:
+    # The newest buffered record is the last the broker had at the fetch: nothing to wait for.
+    assert short_batch_due(last=99, end=100, since=10.0, now=10.0)
+    # The cached end can lag the records already read (fetched after the watermark was cached).
+    assert short_batch_due(last=120, end=100, since=10.0, now=10.0)
+
+
+def test_end_not_known_yet_lands_at_once() -> None:
+    assert short_batch_due(last=5, end=None, since=None, now=0.0)
+
+
+def test_backlog_waits_for_more_records() -> None:
+    # One record behind the high watermark: more are coming, so the batch keeps filling.
+    assert not short_batch_due(last=98, end=100, since=10.0, now=10.0)
+    assert not short_batch_due(last=0, end=1_000_000, since=10.0, now=10.0 + MAX_WAIT_S / 2)
+
+
+@pytest.mark.parametrize(
+    ("waited", "due"),
+    [(MAX_WAIT_S - 1e-6, False), (MAX_WAIT_S, True), (MAX_WAIT_S + 1e-6, True)],
+)
+def test_backlog_lands_what_it_has_after_max_wait(waited: float, due: bool) -> None:
+    assert short_batch_due(last=0, end=1_000, since=100.0, now=100.0 + waited) is due
+
+
+def test_max_wait_is_two_seconds() -> None:
+    # docs/kafka.md promises a partition short of a batch lands within 2 s of its last batch.
+    assert MAX_WAIT_S == 2.0
+
+
+def test_never_waiting_buffer_is_not_due_behind_the_end() -> None:
+    assert not short_batch_due(last=0, end=10, since=None, now=1e9)
