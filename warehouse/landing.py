@@ -193,7 +193,7 @@ class Warehouse:
         self.writer = writer
         self.tables = Tables(self.storage, create=create)
         self.fs = self.storage.filesystem()
-        self.manifests = sn.ManifestCache()
+        self.manifests = sn.MANIFESTS
         self.shared = dedupe or SharedDedupe(self.config.dedupe_window_days)
         self.shared.readers.append(self)
         self._resume: Resume | None = None

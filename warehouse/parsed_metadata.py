@@ -28,7 +28,7 @@ class ParsedMetadata:
     A worker's tables each have a head or two in use at a time (the head and a newer one
     a commit just wrote)."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 8) -> None:
         self.size = size
         self._items: OrderedDict[str, TableMetadata] = OrderedDict()
         self._lock = threading.Lock()

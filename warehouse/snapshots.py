@@ -17,6 +17,8 @@ expiring old snapshots can never lose a position.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from spendstream.warehouse.tables import Storage
 
 __all__ = [
+    "MANIFESTS",
     "SEQ",
     "WRITER",
     "ManifestCache",
@@ -85,31 +88,50 @@ def writers_in(summary: Mapping[str, str]) -> list[str]:
 
 
 class ManifestCache:
-    """Live data files per manifest: manifests never change, so each is read once."""
+    """Live data files per manifest: manifests never change, so each is read once per
+    process, whichever of its writers asks (``MANIFESTS``; thread-safe).
 
-    def __init__(self) -> None:
-        self._files: dict[str, list[DataFile]] = {}
+    Kept per table: a manifest no longer in its table's current snapshot (compaction
+    rewrote it) is forgotten when that table is next listed. (One pool for every table
+    forgot the facts table's manifests each time a small table was listed, and read them
+    all again at the next commit.) Tables not listed for the longest go beyond ``tables``.
+    """
+
+    def __init__(self, tables: int = 32) -> None:
+        self.tables = tables
+        self._files: OrderedDict[str, dict[str, list[DataFile]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0  # manifests read (for tests and profiling)
 
     def live_files(self, table: Table) -> list[DataFile]:
         snapshot = table.current_snapshot()
         if snapshot is None:
             return []
-        out: list[DataFile] = []
-        seen = set()
-        for manifest in snapshot.manifests(table.io):
-            seen.add(manifest.manifest_path)
-            files = self._files.get(manifest.manifest_path)
-            if files is None:
-                files = [
-                    e.data_file
-                    for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
-                ]
-                self._files[manifest.manifest_path] = files
-            out.extend(files)
-        # Forget manifests no longer in the table (compaction rewrote them).
-        for path in [p for p in self._files if p not in seen]:
-            del self._files[path]
-        return out
+        manifests = snapshot.manifests(table.io)
+        with self._lock:
+            key = str(table.metadata.table_uuid)
+            known = self._files.pop(key, {})
+            self._files[key] = known  # most recently listed last
+            while len(self._files) > self.tables:
+                self._files.popitem(last=False)
+            out: list[DataFile] = []
+            current: dict[str, list[DataFile]] = {}
+            for manifest in manifests:
+                files = known.get(manifest.manifest_path)
+                if files is None:
+                    files = [
+                        e.data_file
+                        for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+                    ]
+                    self.reads += 1
+                current[manifest.manifest_path] = files
+                out.extend(files)
+            # Forget this table's manifests no longer in it (compaction rewrote them).
+            self._files[key] = current
+            return out
+
+
+MANIFESTS = ManifestCache()
 
 
 def added_files(table: Table, snapshot: Snapshot) -> list[DataFile]:

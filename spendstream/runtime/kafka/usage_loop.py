@@ -59,6 +59,7 @@ from spendstream.runtime.kafka.wire import (
     encode_partials,
     kind_of,
 )
+from spendstream.runtime.memory import release_freed_memory
 from spendstream.stream.batch import DIGEST, ROW, judge_lines
 from spendstream.stream.engine import LocalEngine, route
 from spendstream.stream.pipeline import Pipeline
@@ -169,11 +170,11 @@ class UsageLoop(PartitionLoop[_Partition]):
                 self._failed(p, "batch")
         self._idle()
         self._measure_lag()
-        # Arrow's allocator keeps freed pages for reuse; a worker that lands batch after
-        # batch for days hands them back now and then (not every turn: pages handed back
-        # are faulted in again by the next batch).
+        # Allocators keep freed pages for reuse; a worker that lands batch after batch for
+        # days hands them back now and then (not every turn: pages handed back are faulted
+        # in again by the next batch).
         if now - self._released_at >= RELEASE_EVERY_S:
-            pa.default_memory_pool().release_unused()
+            release_freed_memory()
             self._released_at = now
 
     def _drain(self, part: _Partition, now: float) -> None:
@@ -206,8 +207,11 @@ class UsageLoop(PartitionLoop[_Partition]):
         now = datetime.now(UTC)
         # A reset control record is the only record that is not a usage event; anything
         # else (whatever its headers) is judged as one, so a bad record is a dead letter.
-        controls = [m for m in msgs if kind_of(m.headers()) == RESET]
-        events = [m for m in msgs if kind_of(m.headers()) != RESET]
+        resets = [kind_of(m.headers()) == RESET for m in msgs]
+        controls = [m for m, reset in zip(msgs, resets, strict=True) if reset]
+        events = (
+            [m for m, reset in zip(msgs, resets, strict=True) if not reset] if controls else msgs
+        )
         topic = names.usage
         judged = judge_lines(
             [m.value() or b"" for m in events],
