@@ -162,7 +162,7 @@ def _start(workdir: Path, config: Path, log: Path) -> tuple[subprocess.Popen[byt
         out_file = log.with_suffix(".pyspy.txt")
         subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw",
-             "--output", str(out_file), "--nonblocking", "--threads"],
+             "--output", str(out_file), "--nonblocking", "--threads", *os.environ.get("SPENDSTREAM_BENCH_PYSPY_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         print(f"py-spy of worker {proc.pid} -> {out_file}", file=sys.stderr)

@@ -1,12 +1,12 @@
-"""Table metadata parsed once per process: an Iceberg metadata file never changes once
-written, so its parsed form is shared by every catalog (writer) of the process.
+"""Table metadata parsed once per thread: an Iceberg metadata file never changes once
+written, so its parsed form is shared by every catalog (writer) of the thread.
 
 pyiceberg's SQL catalog reads and parses the current metadata JSON whenever a table is
 loaded, and once more inside every ``commit_table`` (to check the requirements). A Kafka
 worker runs a dozen writers on one facts table whose metadata lists up to
 ``max_snapshots`` snapshots, each with every writer's keys: parsing it was ~40% of a usage
 commit, several times per commit. Here a catalog looks the location up first; a metadata
-file this process wrote is known without reading it back.
+file this thread wrote is known without reading it back.
 """
 
 from __future__ import annotations
@@ -24,37 +24,47 @@ __all__ = ["PARSED", "ParsedMetadata", "caching_sql_catalog"]
 
 
 class ParsedMetadata:
-    """The ``size`` most recently used parsed metadata files, by location; thread-safe.
-    A worker's tables each have a head or two in use at a time (the head and a newer one
-    a commit just wrote)."""
+    """The ``size`` most recently used parsed metadata files, by location, per thread.
+
+    Per thread because a parsed ``TableMetadata`` is frozen but not immutable: its schemas
+    and specs fill caches of their own on first use, and every commit deep-copies its base
+    metadata; one thread's first use during another's copy fails the copy ("dictionary
+    changed size during iteration"). A worker's usage partitions share one thread, so its
+    writers still share what any of them parsed. A thread's tables each have a head or two
+    in use at a time (the head and a newer one a commit just wrote)."""
 
     def __init__(self, size: int = 8) -> None:
         self.size = size
-        self._items: OrderedDict[str, TableMetadata] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
+        self._local = threading.local()
+        self.hits = 0  # every thread's, for tests and profiling
         self.misses = 0
 
+    def _items(self) -> OrderedDict[str, TableMetadata]:
+        items: OrderedDict[str, TableMetadata] | None = getattr(self._local, "items", None)
+        if items is None:
+            items = self._local.items = OrderedDict()
+        return items
+
     def get(self, location: str) -> TableMetadata | None:
-        with self._lock:
-            metadata = self._items.get(location)
-            if metadata is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(location)
-            self.hits += 1
-            return metadata
+        items = self._items()
+        metadata = items.get(location)
+        if metadata is None:
+            self.misses += 1
+            return None
+        items.move_to_end(location)
+        self.hits += 1
+        return metadata
 
     def put(self, location: str, metadata: TableMetadata) -> None:
-        with self._lock:
-            self._items[location] = metadata
-            self._items.move_to_end(location)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        items = self._items()
+        items[location] = metadata
+        items.move_to_end(location)
+        while len(items) > self.size:
+            items.popitem(last=False)
 
     def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+        """This thread's entries."""
+        self._items().clear()
 
 
 PARSED = ParsedMetadata()

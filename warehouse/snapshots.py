@@ -20,6 +20,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -87,19 +88,27 @@ def writers_in(summary: Mapping[str, str]) -> list[str]:
     return sorted(k[len(prefix) :] for k in summary if k.startswith(prefix))
 
 
+@dataclass
+class _TableManifests:
+    files: dict[str, list[DataFile]] = field(default_factory=dict)  # by manifest path
+    newest: int = -1  # sequence number of the newest snapshot listed
+
+
 class ManifestCache:
     """Live data files per manifest: manifests never change, so each is read once per
     process, whichever of its writers asks (``MANIFESTS``; thread-safe).
 
-    Kept per table: a manifest no longer in its table's current snapshot (compaction
-    rewrote it) is forgotten when that table is next listed. (One pool for every table
-    forgot the facts table's manifests each time a small table was listed, and read them
-    all again at the next commit.) Tables not listed for the longest go beyond ``tables``.
+    Kept per table: listing a table's newest snapshot so far forgets its manifests that
+    snapshot no longer has (compaction rewrote them); an older snapshot (a writer that has
+    not reloaded the head) only adds. (One pool for every table forgot the facts table's
+    manifests each time a small table was listed, and read them all again at the next
+    commit.) Manifests are read outside the lock, so one slow read (S3, a large manifest)
+    holds up no other listing. Tables not listed for the longest go beyond ``tables``.
     """
 
     def __init__(self, tables: int = 32) -> None:
         self.tables = tables
-        self._files: OrderedDict[str, dict[str, list[DataFile]]] = OrderedDict()
+        self._by_table: OrderedDict[str, _TableManifests] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # manifests read (for tests and profiling)
 
@@ -108,27 +117,33 @@ class ManifestCache:
         if snapshot is None:
             return []
         manifests = snapshot.manifests(table.io)
+        key = str(table.metadata.table_uuid)
         with self._lock:
-            key = str(table.metadata.table_uuid)
-            known = self._files.pop(key, {})
-            self._files[key] = known  # most recently listed last
-            while len(self._files) > self.tables:
-                self._files.popitem(last=False)
-            out: list[DataFile] = []
-            current: dict[str, list[DataFile]] = {}
-            for manifest in manifests:
-                files = known.get(manifest.manifest_path)
-                if files is None:
-                    files = [
-                        e.data_file
-                        for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
-                    ]
-                    self.reads += 1
-                current[manifest.manifest_path] = files
-                out.extend(files)
-            # Forget this table's manifests no longer in it (compaction rewrote them).
-            self._files[key] = current
-            return out
+            entry = self._by_table.pop(key, None) or _TableManifests()
+            self._by_table[key] = entry  # most recently listed last
+            while len(self._by_table) > self.tables:
+                self._by_table.popitem(last=False)
+            known = {m.manifest_path: entry.files.get(m.manifest_path) for m in manifests}
+        read = {
+            m.manifest_path: [
+                e.data_file for e in m.fetch_manifest_entry(table.io, discard_deleted=True)
+            ]
+            for m in manifests
+            if known[m.manifest_path] is None
+        }
+        seq = snapshot.sequence_number or 0
+        with self._lock:
+            self.reads += len(read)
+            entry.files.update(read)
+            if seq >= entry.newest:
+                entry.newest = seq
+                for path in [p for p in entry.files if p not in known]:
+                    del entry.files[path]
+        out: list[DataFile] = []
+        for m in manifests:
+            files = known[m.manifest_path]
+            out.extend(files if files is not None else read[m.manifest_path])
+        return out
 
 
 MANIFESTS = ManifestCache()

@@ -8,8 +8,7 @@ size then follows the worst moment of its past rather than what it holds now.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import os
+from collections.abc import Callable
 from functools import cache
 
 import pyarrow as pa
@@ -18,25 +17,23 @@ __all__ = ["release_freed_memory"]
 
 
 @cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere: musl, macOS). By its soname, not
+    ``ctypes.util.find_library``, which runs ldconfig and finds nothing on slim images."""
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim
+    return trim  # type: ignore[no-any-return]
 
 
 def release_freed_memory() -> None:
-    """Return what Arrow's pool and glibc's heaps hold free to the OS (a few ms)."""
+    """Return what Arrow's pool and glibc's heaps hold free to the OS. It walks every heap
+    arena under its lock (other threads wait for ``malloc`` meanwhile): callers time it
+    (the usage loop's ``release_memory`` step) and call it rarely."""
     pa.default_memory_pool().release_unused()
-    if os.environ.get("SPENDSTREAM_EXPERIMENT_NO_TRIM"):
-        return
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

@@ -48,7 +48,7 @@ def test_a_manifest_compaction_replaced_is_forgotten(workdir: Path) -> None:
     after = {f.file_path for f in cache.live_files(wh.tables.load("usage_facts"))}
     assert len(before) == 3 and len(after) == 1 and not before & after
     key = str(wh.tables.load("usage_facts").metadata.table_uuid)
-    assert sum(len(v) for v in cache._files[key].values()) == 1
+    assert sum(len(v) for v in cache._by_table[key].files.values()) == 1
     wh.close()
 
 
@@ -58,5 +58,25 @@ def test_tables_listed_least_recently_go_past_the_bound(workdir: Path) -> None:
     cache = sn.ManifestCache(tables=1)
     cache.live_files(wh.tables.load("usage_facts"))
     cache.live_files(wh.tables.load("alerts"))
-    assert list(cache._files) == [str(wh.tables.load("alerts").metadata.table_uuid)]
+    assert list(cache._by_table) == [str(wh.tables.load("alerts").metadata.table_uuid)]
     wh.close()
+
+
+def test_a_writer_holding_an_older_head_does_not_make_the_others_read_again(
+    workdir: Path,
+) -> None:
+    a = Warehouse(workdir, writer="usage/0")
+    b = Warehouse(workdir, writer="usage/1")
+    a.commit(facts=[fact()], positions={"usage/0": 1})
+    older = b.tables.load("usage_facts")  # b holds this head while a commits on
+    for i in range(2, 5):
+        a.commit(facts=[fact()], positions={"usage/0": i})
+    newer = a.tables.load("usage_facts")
+    cache = sn.ManifestCache()
+    assert len(cache.live_files(newer)) == 4
+    reads = cache.reads
+    assert len(cache.live_files(older)) == 1  # lists what that snapshot had
+    assert len(cache.live_files(newer)) == 4
+    assert cache.reads == reads  # nothing read again, either way
+    a.close()
+    b.close()

@@ -3,6 +3,7 @@ process share what any of them parsed or wrote, and always see the catalog's cur
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from pyiceberg.serializers import FromInputFile
@@ -62,3 +63,19 @@ def test_the_cache_keeps_the_most_recently_used() -> None:
     cache.put("m3", three)  # type: ignore[arg-type]
     assert cache.get("m2") is None
     assert cache.get("m1") is one and cache.get("m3") is three
+
+
+def test_each_thread_parses_for_itself(workdir: Path) -> None:
+    # A parsed metadata object fills caches of its own on first use while commits
+    # deep-copy it: it is never shared between threads.
+    a = Warehouse(workdir, writer="usage/0")
+    a.commit(facts=[fact()], positions={"usage/0": 1})
+    location = a.tables.load("usage_facts").metadata_location
+    mine = PARSED.get(location)
+    assert mine is not None
+    seen: list[object] = []
+    thread = threading.Thread(target=lambda: seen.append(PARSED.get(location)))
+    thread.start()
+    thread.join()
+    assert seen == [None]
+    a.close()

@@ -174,7 +174,9 @@ class UsageLoop(PartitionLoop[_Partition]):
         # days hands them back now and then (not every turn: pages handed back are faulted
         # in again by the next batch).
         if now - self._released_at >= RELEASE_EVERY_S:
+            t0 = time.perf_counter()
             release_freed_memory()
+            self.metrics.step_seconds.labels("release_memory").inc(time.perf_counter() - t0)
             self._released_at = now
 
     def _drain(self, part: _Partition, now: float) -> None:
