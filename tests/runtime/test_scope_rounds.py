@@ -158,3 +158,8 @@ def test_output_lands_at_once_and_merged_state_alone_at_most_every_quiet_interva
     assert lands_now(False, True, landed_at + COMMIT_QUIET_S, landed_at)
     # Nothing changed: nothing to land, however long it has been.
     assert not lands_now(False, False, landed_at + 1e6, landed_at)
+
+
+def test_merged_state_alone_lands_at_most_every_five_seconds() -> None:
+    # docs/kafka.md promises it: a restart merges again at most this much.
+    assert COMMIT_QUIET_S == 5.0
