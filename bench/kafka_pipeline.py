@@ -15,7 +15,8 @@ for the run), with the same generated events:
   and its breaker on the breakers topic -> ``guard()`` (a ``BreakerView``) refuses the key.
 
 ``SPENDSTREAM_BENCH_PYSPY=/path/to/py-spy`` profiles every worker it starts (py-spy's raw
-format, beside the worker's log; the path is printed).
+format, beside the worker's log; the path is printed); ``SPENDSTREAM_BENCH_PYSPY_ARGS``
+adds py-spy options (``--idle``: wall time, threads waiting included).
 
 Results: bench/results/kafka_pipeline.json and a line in bench/RESULTS.md (Faust's figure of
 the same benchmark stays beside it there).
@@ -160,9 +161,10 @@ def _start(workdir: Path, config: Path, log: Path) -> tuple[subprocess.Popen[byt
     spy = os.environ.get("SPENDSTREAM_BENCH_PYSPY")
     if spy:  # profiling: py-spy follows the worker and writes when it exits
         out_file = log.with_suffix(".pyspy.txt")
+        extra = os.environ.get("SPENDSTREAM_BENCH_PYSPY_ARGS", "").split()
         subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--rate", "100", "--format", "raw",
-             "--output", str(out_file), "--nonblocking", "--threads", *os.environ.get("SPENDSTREAM_BENCH_PYSPY_ARGS", "").split()],
+             "--output", str(out_file), "--nonblocking", "--threads", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         print(f"py-spy of worker {proc.pid} -> {out_file}", file=sys.stderr)

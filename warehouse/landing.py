@@ -150,13 +150,15 @@ class SharedDedupe:
     commit number, until the next catch-up has passed them). Used from one thread.
     """
 
+    store: DedupeStore
+    ready: bool  # the store reflects ``seen_snapshot`` (else it is rebuilt first)
+
     def __init__(self, window_days: int) -> None:
         self.window_days = window_days
-        self.store = DedupeStore(window_days, self.load_day)
         self.seen_snapshot: int | None = None  # facts snapshot the store reflects
-        self.ready = False
         self.mine: set[tuple[str, int]] = set()
         self.readers: list[Warehouse] = []  # open writers, for the store's slow path
+        self.reset()
 
     def reset(self) -> None:
         """An empty store, to be filled anew from the facts table (not ready until then)."""
