@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,7 @@ import pyarrow as pa
 from spendstream import facts_topic
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError, WriterFenced
-from spendstream.kafka.consumer import Message
+from spendstream.kafka.consumer import Message, Partition
 from spendstream.kafka.producer import OutRecord
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.pricedata import load_price_data
@@ -67,7 +67,15 @@ from spendstream.table_schemas import alerts_table, breaker_events_table, dead_l
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import SharedDedupe
 
-__all__ = ["MAX_WAIT_S", "UsageLoop", "short_batch_due", "usage_writer"]
+__all__ = [
+    "AHEAD_S",
+    "MAX_WAIT_S",
+    "STALLED_S",
+    "UsageLoop",
+    "held_back",
+    "short_batch_due",
+    "usage_writer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,16 @@ log = logging.getLogger(__name__)
 # cannot starve a partition.
 MAX_WAIT_S = 2.0
 RELEASE_EVERY_S = 60.0
+# Event-time pacing of a worker's partitions. Scope owners merge every usage partition's
+# partials in event-time order, holding what arrives ahead of the least advanced partition;
+# partitions read at the same record rate drift apart in event time when their keys are
+# uneven (a 10M-event backlog left owners holding ~6,000 slices, and their memory). So a
+# partition more than ``AHEAD_S`` of event time ahead of the least advanced one that still
+# has records to read waits (and stops fetching once it holds a batch), as Kafka Streams
+# picks the partition with the earliest record. A partition that has landed nothing for
+# ``STALLED_S`` holds no one back: one stuck partition must not stall the rest.
+AHEAD_S = 60.0
+STALLED_S = 10.0
 
 
 def short_batch_due(last: int, end: int | None, since: float | None, now: float) -> bool:
@@ -89,6 +107,16 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     if end is None or last + 1 >= end:
         return True
     return since is not None and now - since >= MAX_WAIT_S
+
+
+def held_back(clocks: Mapping[int, int], bounding: Iterable[int], ahead_us: int) -> set[int]:
+    """Partitions whose next batch waits: those whose event-time clock (``clocks``, us, of
+    partitions that have one) is more than ``ahead_us`` past the least advanced clock among
+    ``bounding`` (partitions with records still to read that are making progress)."""
+    floor = min((clocks[p] for p in bounding if p in clocks), default=None)
+    if floor is None:
+        return set()
+    return {p for p, clock in clocks.items() if clock - floor > ahead_us}
 
 
 def usage_writer(partition: int) -> str:
@@ -105,6 +133,7 @@ class _Partition:
     cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
     buffer: list[Message] = field(default_factory=list)
     since: float | None = None  # when the oldest record in the buffer was read
+    progress_at: float = field(default_factory=time.monotonic)  # last landed (or opened)
 
 
 class UsageLoop(PartitionLoop[_Partition]):
@@ -128,6 +157,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         self._lag: list[tuple[str, int, int]] = []
         self.dedupe = SharedDedupe(config.warehouse.dedupe_window_days)
         self._released_at = 0.0
+        self._paused: set[int] = set()
 
     @property
     def topic(self) -> str:
@@ -163,11 +193,15 @@ class UsageLoop(PartitionLoop[_Partition]):
             part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
             if part.buffer and part.since is None:
                 part.since = now
+        held = self._held_back(now)
         for p, part in sorted(self.parts.items()):
+            if p in held and not part.cuts:  # a replay is landed as cut, whatever its time
+                continue
             try:
                 self._drain(part, now)
             except Exception:
                 self._failed(p, "batch")
+        self._pace(held)
         self._idle()
         self._measure_lag()
         # Allocators keep freed pages for reuse; a worker that lands batch after batch for
@@ -196,6 +230,40 @@ class UsageLoop(PartitionLoop[_Partition]):
             self._process(part, batch)
             # What is left over waits for the next batch from now (a backlog refills it).
             part.since = now if part.buffer else None
+
+    def _held_back(self, now: float) -> set[int]:
+        assert self.consumer is not None
+        clocks: dict[int, int] = {}
+        bounding: list[int] = []
+        for p, part in self.parts.items():
+            clock = part.engine.watermark_us
+            if clock is None:
+                continue
+            clocks[p] = clock
+            end = self.consumer.cached_end((self.names.usage, p))
+            unread = bool(part.buffer) or end is None or end - 1 > part.landed
+            if unread and now - part.progress_at < STALLED_S:
+                bounding.append(p)
+        return held_back(clocks, bounding, int(AHEAD_S * 1_000_000))
+
+    def _pace(self, held: set[int]) -> None:
+        """Stop fetching for a held partition that has a batch in hand; fetch again for the
+        rest (a resumed partition is fetched again from the record after its last read)."""
+        assert self.consumer is not None
+        size = self.config.pipeline.batch_size
+        self._paused &= set(self.parts)
+        want = {p for p in held if p in self.parts and len(self.parts[p].buffer) >= size}
+        topic = self.names.usage
+        if want - self._paused:
+            self.consumer.pause((topic, p) for p in sorted(want - self._paused))
+        if self._paused - want:
+            self.consumer.resume((topic, p) for p in sorted(self._paused - want))
+        self._paused = want
+
+    def _on_revoke(self, parts: list[Partition]) -> None:
+        # A partition assigned again later starts fetching (the client forgets its pause).
+        self._paused -= {n for _, n in parts}
+        super()._on_revoke(parts)
 
     def _due(self, part: _Partition, now: float) -> bool:
         assert self.consumer is not None
@@ -269,6 +337,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             raise
         t5 = time.perf_counter()
         part.landed = last
+        part.progress_at = time.monotonic()
         if facts.num_rows:
             part.idle.judged()
         assert self.consumer is not None
