@@ -145,11 +145,16 @@ class PartitionLoop(Generic[S]):
         self._assigned = sorted({*self._assigned, *parts})
         return starts
 
+    def _release(self, n: int, state: S) -> None:
+        """Partition n leaves this loop (revoked, or the loop ends) in good order: a
+        subclass may land what it holds unlanded first."""
+        state.warehouse.close()
+
     def _on_revoke(self, parts: list[Partition]) -> None:
         for _, n in parts:
             state = self.parts.pop(n, None)
             if state is not None:
-                state.warehouse.close()
+                self._release(n, state)
             self._broken.discard(n)
         self._assigned = sorted(set(self._assigned) - set(parts))
 
@@ -203,8 +208,8 @@ class PartitionLoop(Generic[S]):
                     self._rewind(n)
                 self._turn(msgs)
         finally:
-            for state in self.parts.values():
-                state.warehouse.close()
+            for n, state in sorted(self.parts.items()):
+                self._release(n, state)
             self.parts.clear()
             self.consumer.close()
             self.facts.close()

@@ -213,12 +213,27 @@ class ScopeLoop(PartitionLoop[_Owner]):
         if not merged and not owner.held:
             breakers += owner.idle.advance(owner.engine)
         self.metrics.held.set(sum(len(o.held) for o in self.parts.values()))
+        owner.dirty |= merged
+        if lands_now(bool(alerts or breakers), self._unlanded(owner), now, owner.landed_at):
+            self._land(owner, alerts, breakers)
+
+    @staticmethod
+    def _unlanded(owner: _Owner) -> bool:
+        """Whether the owner merged, or read past what it holds, since its last commit."""
         moved = owner.read > owner.landed and (
             not owner.held or owner.held[0].offset - 1 > owner.landed
         )
-        owner.dirty |= merged
-        if lands_now(bool(alerts or breakers), owner.dirty or moved, now, owner.landed_at):
-            self._land(owner, alerts, breakers)
+        return owner.dirty or moved
+
+    def _release(self, n: int, state: _Owner) -> None:
+        # State merged within the quiet interval lands now, so the partition's next owner
+        # (or this worker after a restart) does not merge it again.
+        if self._unlanded(state):
+            try:
+                self._land(state, [], [])
+            except Exception as exc:  # its next owner merges again from the last commit
+                log.warning("scopes %d: could not land merged state on leaving (%s)", n, exc)
+        super()._release(n, state)
 
     def _hold(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
         batch = decode_partials(value)
