@@ -377,18 +377,30 @@ def alert_latency(bootstrap: str, partitions: int, samples: int, tmp: Path) -> d
 
 
 def ingest_rate(lines: list[tuple[bytes, bytes]], tmp: Path) -> dict[str, Any]:
-    path = tmp / "events.jsonl"
-    path.write_bytes(b"".join(v + b"\n" for _, v in lines))
-    t0 = time.monotonic()
-    subprocess.run(
-        [sys.executable, "-m", "spendstream", "ingest", str(path), "--workdir", str(tmp / "ingest")],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    wall = time.monotonic() - t0
+    """Embedded ``spendstream ingest`` of the events, sustained: the wall time of the whole
+    command less that of the same command on one event (start-up, imports, creating the
+    warehouse), as a worker's rate is counted from its first landed batch."""
+
+    def ingest(name: str, chosen: list[tuple[bytes, bytes]]) -> float:
+        path = tmp / f"{name}.jsonl"
+        path.write_bytes(b"".join(v + b"\n" for _, v in chosen))
+        t0 = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "spendstream", "ingest", str(path), "--workdir",
+             str(tmp / name)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return time.monotonic() - t0
+
+    startup = ingest("ingest-one", lines[:1])
+    wall = ingest("ingest", lines)
     return {
         "events": len(lines),
         "wall_s": round(wall, 2),
-        "events_per_s": round(len(lines) / wall),
+        "startup_s": round(startup, 2),
+        "events_per_s": round((len(lines) - 1) / max(wall - startup, 1e-9)),
+        # What this benchmark reported before start-up was taken out (kept to compare).
+        "events_per_s_with_startup": round(len(lines) / wall),
     }
 
 
@@ -468,6 +480,7 @@ def main() -> int:
     one = report["one_worker"]["events_per_s"]
     two = report["two_workers"]["events_per_s"]
     ing = report["ingest"]["events_per_s"]
+    ing_all = report["ingest"]["events_per_s_with_startup"]
     lat = report["alert_latency"]
     rss = report["one_worker"]["rss_mb"][0]
     mem = f"{rss[len(rss) // 10]}->{max(rss)}->{rss[-1]} MB" if rss else "n/a"
@@ -476,7 +489,8 @@ def main() -> int:
         f"- {NAME} ({datetime.now(UTC).isoformat(timespec='seconds')}, "
         f"{report['machine'].get('cpu_model', '?')}, {cores} cores, {len(lines)} events, "
         f"{args.partitions} partitions; confluent-kafka runtime): one worker {one}/s "
-        f"= {one / ing:.2f}x embedded ingest {ing}/s (goal >= 0.8x and >= 80k/s per core: "
+        f"= {one / ing:.2f}x embedded ingest {ing}/s sustained ({ing_all}/s with its "
+        f"{report['ingest']['startup_s']} s start-up: {one / ing_all:.2f}x) (goal >= 0.8x and >= 80k/s per core: "
         f"{'met' if one >= 0.8 * ing and one >= 80_000 else 'not met'}); two workers {two}/s "
         f"= {two / one:.2f}x one (goal >= 1.7x; both on the same {cores} cores, with the broker); "
         f"produce -> alert p50 {lat['produce_to_alert_ms']['p50']} ms p99 "
