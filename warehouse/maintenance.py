@@ -178,8 +178,9 @@ def expire_snapshots(wh: Warehouse, name: str, retention_s: float) -> int:
         ]
         if not old:
             return 0
-        if _expired(tbl, old):
-            return len(old)
+        expired = _expired(tbl, old)
+        if expired is not None:
+            return expired
         wh._backoff(attempt)
     raise CommitConflict(f"snapshot expiry of {name} lost to other writers too often")
 
@@ -198,20 +199,23 @@ def expire_oldest(wh: Warehouse, name: str, keep: int, above: int) -> int:
             for s in snaps[:-keep]
             if head is None or s.snapshot_id != head.snapshot_id
         ]
-        if _expired(tbl, old):
-            return len(old)
+        expired = _expired(tbl, old)
+        if expired is not None:
+            return expired
         wh._backoff(attempt)
     return 0  # others kept committing: the next check tries again
 
 
-def _expired(tbl: Table, ids: list[int]) -> bool:
-    """Expire ``ids`` in one commit; False when another commit got in first (try again).
+def _expired(tbl: Table, ids: list[int]) -> int | None:
+    """Expire ``ids`` (but a branch's or tag's head) in one commit: how many; None when
+    another commit got in first (try again).
 
-    An expiry carries no requirement: the catalog applies it to the table's newest metadata,
-    where another expirer (a writer past ``max_snapshots``, a ``compact``) may already have
-    removed some of these snapshots; pyiceberg then raises ValueError, a lost race like any."""
+    An expiry requires only the same table: the catalog applies it to the table's newest
+    metadata, where another expirer (a writer past ``max_snapshots``, a ``compact``) may
+    already have removed some of these snapshots; pyiceberg then raises ValueError, a lost
+    race like any."""
     from pyiceberg.exceptions import CommitFailedException
-    from pyiceberg.table.update import RemoveSnapshotsUpdate
+    from pyiceberg.table.update import AssertTableUUID, RemoveSnapshotsUpdate
 
     # One update built here: pyiceberg's ExpireSnapshots deep-copies the whole metadata twice
     # per id it is given (~5% of a worker's CPU, a writer expiring 64 at a time).
@@ -220,20 +224,22 @@ def _expired(tbl: Table, ids: list[int]) -> bool:
     known = {s.snapshot_id for s in meta.snapshots}
     ids = [i for i in ids if i in known and i not in protected]
     if not ids:
-        return True
+        return 0
     try:
         response = tbl.catalog.commit_table(
-            tbl, (), (RemoveSnapshotsUpdate(snapshot_ids=ids),)  # type: ignore[call-arg]
+            tbl,
+            (AssertTableUUID(uuid=meta.table_uuid),),
+            (RemoveSnapshotsUpdate(snapshot_ids=ids),),  # type: ignore[call-arg]
         )
     except CommitFailedException:
-        return False
+        return None
     except ValueError as exc:
         if "does not exist" not in str(exc):
             raise
-        return False
+        return None
     with contextlib.suppress(Exception):  # best effort, as pyiceberg does; compact sweeps
         tbl.catalog._delete_old_metadata(tbl.io, meta, response.metadata)
-    return True
+    return len(ids)
 
 
 def _referenced(wh: Warehouse, tbl: Table) -> set[str]:

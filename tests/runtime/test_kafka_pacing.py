@@ -16,34 +16,56 @@ import pytest
 
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
-from spendstream.runtime.kafka.usage_loop import AHEAD_S, STALLED_S, held_back
+from spendstream.runtime.kafka.usage_loop import AHEAD_S, STALLED_S, Pace, held_back
 from tests.runtime.kafka_workers import Worker, key_calls, wait_all_judged, write_config
 
 US = 1_000_000
 AHEAD_US = int(AHEAD_S * US)
+BATCH = 100
 
 
-def test_the_least_advanced_partition_with_records_bounds_the_rest() -> None:
-    clocks = {0: 100 * US, 1: 500 * US, 2: 160 * US}
-    assert held_back(clocks, bounding=[0, 1, 2], ahead_us=AHEAD_US) == {1}
-    # Partition 0 has read everything: it no longer holds the others back.
-    assert held_back(clocks, bounding=[1, 2], ahead_us=AHEAD_US) == {1}
-    assert held_back(clocks, bounding=[1], ahead_us=AHEAD_US) == set()
+NOW = 1000.0
+
+
+def _pace(clock: int | None, backlog: bool = True, idle_s: float = 0.0) -> Pace:
+    return Pace(clock, backlog, NOW - idle_s)
+
+
+def test_the_least_advanced_partition_with_a_backlog_bounds_the_rest() -> None:
+    parts = {0: _pace(100 * US), 1: _pace(500 * US), 2: _pace(160 * US)}
+    assert held_back(parts, NOW) == {1}
+    # Partition 0 caught up (less than a batch unread): it no longer holds the others back.
+    parts[0] = _pace(100 * US, backlog=False)
+    assert held_back(parts, NOW) == {1}
+    parts[2] = _pace(160 * US, backlog=False)
+    assert held_back(parts, NOW) == set()
 
 
 @pytest.mark.parametrize(("ahead", "held"), [(AHEAD_US, False), (AHEAD_US + 1, True)])
 def test_a_partition_waits_only_past_the_allowance(ahead: int, held: bool) -> None:
-    got = held_back({0: 7 * US, 1: 7 * US + ahead}, bounding=[0, 1], ahead_us=AHEAD_US)
+    got = held_back({0: _pace(7 * US), 1: _pace(7 * US + ahead)}, NOW)
     assert (1 in got) is held
     assert 0 not in got
 
 
+def test_a_live_partition_is_never_held_behind_a_backfill() -> None:
+    # Partition 1 is days ahead of partition 0's backfill but caught up: it goes on.
+    parts = {0: _pace(US), 1: _pace(900_000 * US, backlog=False)}
+    assert held_back(parts, NOW) == set()
+
+
 def test_without_a_bounding_clock_nothing_waits() -> None:
     # A partition that has not landed a batch yet has no clock: it bounds no one, and one
-    # with records but no clock is never held.
-    assert held_back({1: 900 * US}, bounding=[0, 1, 2], ahead_us=AHEAD_US) == set()
-    assert held_back({}, bounding=[0], ahead_us=AHEAD_US) == set()
-    assert held_back({0: US, 1: 900 * US}, bounding=[], ahead_us=AHEAD_US) == set()
+    # with a backlog but no clock is never held.
+    assert held_back({0: _pace(None), 1: _pace(900 * US)}, NOW) == set()
+    assert held_back({0: _pace(None)}, NOW) == set()
+    assert held_back({}, NOW) == set()
+
+
+@pytest.mark.parametrize(("idle", "held"), [(STALLED_S - 0.001, True), (STALLED_S, False)])
+def test_a_stalled_partition_holds_no_one_back(idle: float, held: bool) -> None:
+    parts = {0: _pace(US, idle_s=idle), 1: _pace(900 * US)}
+    assert (held_back(parts, NOW) == {1}) is held
 
 
 def test_pacing_constants() -> None:
@@ -56,7 +78,7 @@ def test_pacing_constants() -> None:
 @pytest.mark.slow
 def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path: Path) -> None:
     config, prefix = write_config(
-        tmp_path / "c.toml", kafka_bootstrap, partitions=2, batch_size=100
+        tmp_path / "c.toml", kafka_bootstrap, partitions=2, batch_size=BATCH
     )
     topic = prefix + "spendstream.usage"
     Admin(kafka_bootstrap).ensure_topics([TopicSpec(topic, 2)])
@@ -93,9 +115,10 @@ def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path
     for writer, n, _lo, hi in landed:
         other = "usage/1" if writer == "usage/0" else "usage/0"
         mine = clock.get(writer)
-        if mine is not None and other in clock and count[other] < totals[other]:
-            # The other partition had records to read and a clock: this batch was drained
-            # only if its partition was at most AHEAD_S past it.
+        backlogs = all(totals[w] - count[w] >= BATCH for w in (writer, other))
+        if mine is not None and other in clock and backlogs:
+            # Both partitions had a backlog (a batch or more unread) and a clock: this batch
+            # was drained only if its partition was at most AHEAD_S past the other.
             assert mine - clock[other] <= AHEAD_US, (writer, mine, clock[other])
         clock[writer] = max(clock.get(writer, hi), hi)
         count[writer] += n

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -151,10 +151,17 @@ class PartitionLoop(Generic[S]):
         state.warehouse.close()
 
     def _on_revoke(self, parts: list[Partition]) -> None:
+        self._leave(parts, self._release)
+
+    def _on_lost(self, parts: list[Partition]) -> None:
+        # Another worker may own these already: nothing more is landed from here.
+        self._leave(parts, lambda _n, state: state.warehouse.close())
+
+    def _leave(self, parts: list[Partition], release: Callable[[int, S], None]) -> None:
         for _, n in parts:
             state = self.parts.pop(n, None)
             if state is not None:
-                self._release(n, state)
+                release(n, state)
             self._broken.discard(n)
         self._assigned = sorted(set(self._assigned) - set(parts))
 
@@ -188,6 +195,7 @@ class PartitionLoop(Generic[S]):
             client_id=client,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
             config={
                 "session.timeout.ms": int(kc.session_timeout_s * 1000),
                 "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),

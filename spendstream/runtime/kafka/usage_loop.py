@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +71,7 @@ __all__ = [
     "AHEAD_S",
     "MAX_WAIT_S",
     "STALLED_S",
+    "Pace",
     "UsageLoop",
     "held_back",
     "short_batch_due",
@@ -109,14 +110,29 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     return since is not None and now - since >= MAX_WAIT_S
 
 
-def held_back(clocks: Mapping[int, int], bounding: Iterable[int], ahead_us: int) -> set[int]:
-    """Partitions whose next batch waits: those whose event-time clock (``clocks``, us, of
-    partitions that have one) is more than ``ahead_us`` past the least advanced clock among
-    ``bounding`` (partitions with records still to read that are making progress)."""
-    floor = min((clocks[p] for p in bounding if p in clocks), default=None)
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """What pacing knows of one partition."""
+
+    clock: int | None  # watermark of its last batch, us (None: no batch yet)
+    backlog: bool  # a batch or more unread
+    progress_at: float  # when it last landed a batch, or was assigned (monotonic s)
+
+
+def held_back(parts: Mapping[int, Pace], now: float) -> set[int]:
+    """Partitions whose next batch waits: those with a backlog more than ``AHEAD_S`` of event
+    time past the least advanced clock among partitions with a backlog that landed within
+    ``STALLED_S``. A caught-up partition is live: it is never held (its per-key alerts must
+    not wait for a backfill elsewhere) and holds no one back (a live partition whose events
+    are old must not throttle the rest); nor does one without a clock, or a stalled one."""
+    paced = {p: x.clock for p, x in parts.items() if x.backlog and x.clock is not None}
+    floor = min(
+        (c for p, c in paced.items() if now - parts[p].progress_at < STALLED_S), default=None
+    )
     if floor is None:
         return set()
-    return {p for p, clock in clocks.items() if clock - floor > ahead_us}
+    ahead_us = int(AHEAD_S * 1_000_000)
+    return {p for p, clock in paced.items() if clock - floor > ahead_us}
 
 
 def usage_writer(partition: int) -> str:
@@ -133,7 +149,6 @@ class _Partition:
     cuts: deque[tuple[int, int]] = field(default_factory=deque)  # unlanded batches to replay
     buffer: list[Message] = field(default_factory=list)
     since: float | None = None  # when the oldest record in the buffer was read
-    progress_at: float = field(default_factory=time.monotonic)  # last landed (or opened)
 
 
 class UsageLoop(PartitionLoop[_Partition]):
@@ -158,6 +173,9 @@ class UsageLoop(PartitionLoop[_Partition]):
         self.dedupe = SharedDedupe(config.warehouse.dedupe_window_days)
         self._released_at = 0.0
         self._paused: set[int] = set()
+        # partition -> when it last landed a batch (or was assigned): not reset by a rewind,
+        # so a partition failing over and over counts as stalled.
+        self._progress: dict[int, float] = {}
 
     @property
     def topic(self) -> str:
@@ -181,6 +199,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             p, warehouse, engine, landed, IdleClock(self.config.breaker.idle_advance_s)
         )
         part.cuts = cuts
+        self._progress.setdefault(p, time.monotonic())
         return part
 
     def _turn(self, msgs: Sequence[Message]) -> None:
@@ -201,7 +220,7 @@ class UsageLoop(PartitionLoop[_Partition]):
                 self._drain(part, now)
             except Exception:
                 self._failed(p, "batch")
-        self._pace(held)
+        self._pace(self._held_back(now))
         self._idle()
         self._measure_lag()
         # Allocators keep freed pages for reuse; a worker that lands batch after batch for
@@ -233,37 +252,45 @@ class UsageLoop(PartitionLoop[_Partition]):
 
     def _held_back(self, now: float) -> set[int]:
         assert self.consumer is not None
-        clocks: dict[int, int] = {}
-        bounding: list[int] = []
+        size = self.config.pipeline.batch_size
+        paces = {}
         for p, part in self.parts.items():
-            clock = part.engine.watermark_us
-            if clock is None:
-                continue
-            clocks[p] = clock
             end = self.consumer.cached_end((self.names.usage, p))
-            unread = bool(part.buffer) or end is None or end - 1 > part.landed
-            if unread and now - part.progress_at < STALLED_S:
-                bounding.append(p)
-        return held_back(clocks, bounding, int(AHEAD_S * 1_000_000))
+            backlog = len(part.buffer) >= size or (
+                end is not None and end - 1 - part.landed >= size
+            )
+            paces[p] = Pace(part.engine.watermark_us, backlog, self._progress.get(p, now))
+        return held_back(paces, now)
 
     def _pace(self, held: set[int]) -> None:
         """Stop fetching for a held partition that has a batch in hand; fetch again for the
-        rest (a resumed partition is fetched again from the record after its last read)."""
+        rest (a resumed partition is fetched again from the record after its last read).
+        A partition paused and then rewound or reopened is resumed like any other."""
         assert self.consumer is not None
         size = self.config.pipeline.batch_size
-        self._paused &= set(self.parts)
+        self._paused &= {n for _, n in self.assigned()}
         want = {p for p in held if p in self.parts and len(self.parts[p].buffer) >= size}
         topic = self.names.usage
-        if want - self._paused:
-            self.consumer.pause((topic, p) for p in sorted(want - self._paused))
-        if self._paused - want:
-            self.consumer.resume((topic, p) for p in sorted(self._paused - want))
+        try:
+            if want - self._paused:
+                self.consumer.pause((topic, p) for p in sorted(want - self._paused))
+        except Exception as exc:  # pausing only saves memory: go on without it
+            log.warning("usage: cannot pause %s (%s)", sorted(want - self._paused), exc)
+        resume = self._paused - want
+        try:
+            if resume:
+                self.consumer.resume((topic, p) for p in sorted(resume))
+        except Exception as exc:  # kept as paused: resumed again next turn
+            log.warning("usage: cannot resume %s (%s); trying again", sorted(resume), exc)
+            want |= resume
         self._paused = want
 
-    def _on_revoke(self, parts: list[Partition]) -> None:
+    def _leave(self, parts: list[Partition], release: Callable[[int, _Partition], None]) -> None:
         # A partition assigned again later starts fetching (the client forgets its pause).
-        self._paused -= {n for _, n in parts}
-        super()._on_revoke(parts)
+        for _, n in parts:
+            self._paused.discard(n)
+            self._progress.pop(n, None)
+        super()._leave(parts, release)
 
     def _due(self, part: _Partition, now: float) -> bool:
         assert self.consumer is not None
@@ -337,7 +364,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             raise
         t5 = time.perf_counter()
         part.landed = last
-        part.progress_at = time.monotonic()
+        self._progress[p] = time.monotonic()
         if facts.num_rows:
             part.idle.judged()
         assert self.consumer is not None
