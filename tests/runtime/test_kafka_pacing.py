@@ -92,20 +92,14 @@ def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path
     sparse = key_calls("sparse", 1001, start, timedelta(days=10) / 1000)
     dense = key_calls("dense", 1001, start, timedelta(days=1) / 1000)
     wd = tmp_path / "wd"
-    _produce(kafka_bootstrap, topic, sparse[:1], dense[:1])
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
-        wait_all_judged(wd, kafka_bootstrap, prefix, 2, w)
-    finally:
-        assert w.stop() == 0, w.log_tail()
-    _produce(kafka_bootstrap, topic, sparse[1:], dense[1:])
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
-        wait_all_judged(wd, kafka_bootstrap, prefix, 2002, w)
-    finally:
-        assert w.stop() == 0, w.log_tail()
+    for first, facts in ((slice(0, 1), 2), (slice(1, None), 2002)):
+        _produce(kafka_bootstrap, topic, sparse[first], dense[first])
+        w = Worker(wd, config, tmp_path).start()  # a worker of its own per wave
+        try:
+            w.wait_ready(prefix)
+            wait_all_judged(wd, kafka_bootstrap, prefix, facts, w)
+        finally:
+            assert w.stop() == 0, w.log_tail()
 
     landed = _usage_batches(wd)
     assert sum(n for _, n, _, _ in landed) == 2002
