@@ -92,8 +92,8 @@ def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path
     sparse = key_calls("sparse", 1001, start, timedelta(days=10) / 1000)
     dense = key_calls("dense", 1001, start, timedelta(days=1) / 1000)
     wd = tmp_path / "wd"
-    for first, facts in ((slice(0, 1), 2), (slice(1, None), 2002)):
-        _produce(kafka_bootstrap, topic, sparse[first], dense[first])
+    for wave, facts in ((slice(0, 1), 2), (slice(1, None), 2002)):
+        _produce(kafka_bootstrap, topic, sparse[wave], dense[wave])
         w = Worker(wd, config, tmp_path).start()  # a worker of its own per wave
         try:
             w.wait_ready(prefix)
