@@ -90,11 +90,11 @@ RELEASE_EVERY_S = 60.0
 # Event-time pacing of a worker's partitions. Scope owners merge every usage partition's
 # partials in event-time order, holding what arrives ahead of the least advanced partition;
 # partitions read at the same record rate drift apart in event time when their keys are
-# uneven (a 10M-event backlog left owners holding ~6,000 slices, and their memory). So a
-# partition more than ``AHEAD_S`` of event time ahead of the least advanced one that still
-# has records to read waits (and stops fetching once it holds a batch), as Kafka Streams
-# picks the partition with the earliest record. A partition that has landed nothing for
-# ``STALLED_S`` holds no one back: one stuck partition must not stall the rest.
+# uneven (a 10M-event backlog left owners holding ~6,000 slices, and their memory). So of
+# the partitions with a backlog, one more than ``AHEAD_S`` of event time ahead of the least
+# advanced waits (and stops fetching once it holds a batch), as Kafka Streams picks the
+# partition with the earliest record (``held_back``). A partition that has landed nothing
+# for ``STALLED_S`` holds no one back: one stuck partition must not stall the rest.
 AHEAD_S = 60.0
 STALLED_S = 10.0
 
