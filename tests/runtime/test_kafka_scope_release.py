@@ -57,6 +57,14 @@ def test_a_stopped_worker_lands_what_its_scope_owners_merged(
         # Within the quiet interval of their last commit (typically), the owners hold the
         # second wave's merged state unlanded: only leaving lands it.
         wait_for(merged_everything, "the scope owners never merged the second wave")
+        # /metrics' consumer lag covers the partials topic too: nothing left to merge.
+        wait_for(
+            lambda: (
+                {(t, q) for t, q, n in worker.lag() if t == partials and n == 0}
+                == {(partials, q) for q in end_offsets(kafka_bootstrap, partials)}
+            ),
+            "the partials topic's lag never reached 0",
+        )
     finally:
         worker.stop()
     assert all_judged(wd, kafka_bootstrap, prefix)

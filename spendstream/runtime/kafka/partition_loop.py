@@ -67,6 +67,7 @@ class PartitionLoop(Generic[S]):
         self.stop = stop
         self.signer = load_breaker_signer(config.breaker)
         self.parts: dict[int, S] = {}
+        self._lag: list[tuple[str, int, int]] = []
         self._assigned: list[Partition] = []
         self._broken: set[int] = set()
         self.consumer: Consumer | None = None
@@ -99,6 +100,11 @@ class PartitionLoop(Generic[S]):
     def consume_max(self) -> int:
         return self.config.pipeline.batch_size
 
+    def processed(self, state: S) -> int:
+        """The last offset of the partition this loop is done with (its records up to it
+        need nothing more from this loop but, perhaps, a commit)."""
+        raise NotImplementedError
+
     # --- shared ------------------------------------------------------------------------
 
     def position_key(self, partition: int) -> str:
@@ -110,6 +116,22 @@ class PartitionLoop(Generic[S]):
 
     def assigned(self) -> list[Partition]:
         return list(self._assigned)
+
+    def lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records not yet processed) per assigned partition, as of the
+        loop's last turn (for /metrics, from another thread)."""
+        return list(self._lag)
+
+    def _measure_lag(self) -> None:
+        # In the loop's own thread: the client's cached ends, no broker call.
+        assert self.consumer is not None
+        out = []
+        for topic, p in self.assigned():
+            state = self.parts.get(p)
+            end = self.consumer.cached_end((topic, p))
+            if state is not None and end is not None:
+                out.append((topic, p, max(0, end - self.processed(state) - 1)))
+        self._lag = out
 
     def _open(self, n: int) -> S:
         """Partition n as its writer's last commit left it."""
@@ -215,6 +237,7 @@ class PartitionLoop(Generic[S]):
                 for n in sorted(self._broken):
                     self._rewind(n)
                 self._turn(msgs)
+                self._measure_lag()
         finally:
             for n, state in sorted(self.parts.items()):
                 self._release(n, state)

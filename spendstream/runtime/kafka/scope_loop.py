@@ -217,6 +217,10 @@ class ScopeLoop(PartitionLoop[_Owner]):
         if lands_now(bool(alerts or breakers), self._unlanded(owner), now, owner.landed_at):
             self._land(owner, alerts, breakers)
 
+    def processed(self, state: _Owner) -> int:
+        # Read and merged; what is held for alignment waits for the other partitions.
+        return state.held[0].offset - 1 if state.held else state.read
+
     @staticmethod
     def _unlanded(owner: _Owner) -> bool:
         """Whether the owner merged, or read past what it holds, since its last commit."""

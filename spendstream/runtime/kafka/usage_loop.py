@@ -169,7 +169,6 @@ class UsageLoop(PartitionLoop[_Partition]):
         super().__init__(config, workdir, settings, names, metrics, stop)
         self.owners = partials_partitions
         self.pipeline = Pipeline(config, price_data=load_price_data(workdir))
-        self._lag: list[tuple[str, int, int]] = []
         self.dedupe = SharedDedupe(config.warehouse.dedupe_window_days)
         self._released_at = 0.0
         self._paused: set[int] = set()
@@ -222,7 +221,6 @@ class UsageLoop(PartitionLoop[_Partition]):
                 self._failed(p, "batch")
         self._pace(self._held_back(now))
         self._idle()
-        self._measure_lag()
         # Allocators keep freed pages for reuse; a worker that lands batch after batch for
         # days hands them back now and then (not every turn: pages handed back are faulted
         # in again by the next batch).
@@ -426,18 +424,5 @@ class UsageLoop(PartitionLoop[_Partition]):
         )
         self.metrics.observe_detection([], events)
 
-    def lag(self) -> list[tuple[str, int, int]]:
-        """(topic, partition, records not yet landed) per assigned partition, as of the
-        loop's last turn (for /metrics, from another thread)."""
-        return list(self._lag)
-
-    def _measure_lag(self) -> None:
-        # In the loop's own thread: the client's cached ends, no broker call.
-        assert self.consumer is not None
-        out = []
-        for topic, p in self.assigned():
-            part = self.parts.get(p)
-            end = self.consumer.cached_end((topic, p))
-            if part is not None and end is not None:
-                out.append((topic, p, max(0, end - part.landed - 1)))
-        self._lag = out
+    def processed(self, part: _Partition) -> int:
+        return part.landed

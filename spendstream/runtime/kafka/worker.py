@@ -83,7 +83,7 @@ class Worker:
         return sorted(parts)
 
     def lag(self) -> list[tuple[str, int, int]]:
-        return self.usage.lag() if self.usage is not None else []
+        return [x for loop in (self.usage, self.scopes) if loop is not None for x in loop.lag()]
 
     def start(self) -> Worker:
         from spendstream.warehouse import Warehouse
