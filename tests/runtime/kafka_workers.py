@@ -387,13 +387,21 @@ def landed_breakers(workdir: Path, config: WarehouseConfig | None = None) -> lis
     return out
 
 
+_LOOPS = {"usage": "spendstream.usage", "scopes": "spendstream.partials"}
+
+
 def all_judged(
-    workdir: Path, bootstrap: str, prefix: str, config: WarehouseConfig | None = None
+    workdir: Path,
+    bootstrap: str,
+    prefix: str,
+    config: WarehouseConfig | None = None,
+    loops: Iterable[str] = ("usage", "scopes"),
 ) -> bool:
     """Whether every usage record is landed by its usage partition's writer and every
-    partials record is merged and landed by its scope owner."""
+    partials record is merged and landed by its scope owner (of ``loops``: either)."""
     states = writer_states(workdir, config)
-    for topic, kind in (("spendstream.usage", "usage"), ("spendstream.partials", "scopes")):
+    for kind in loops:
+        topic = _LOOPS[kind]
         name = prefix + topic
         for part, end in end_offsets(bootstrap, name).items():
             if end == 0:

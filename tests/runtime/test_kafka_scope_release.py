@@ -22,7 +22,6 @@ from tests.runtime.kafka_workers import (
     kcat_produce,
     wait_for,
     write_config,
-    writer_states,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -43,7 +42,10 @@ def test_a_stopped_worker_lands_what_its_scope_owners_merged(
         # Everything judged: the owners' last quiet-interval commit has just happened.
         wait_for(lambda: all_judged(wd, kafka_bootstrap, prefix), "first wave never judged")
         kcat_produce(kafka_bootstrap, usage, event_lines(300, seed=4), keyed=True)
-        wait_for(lambda: _usage_landed(wd, kafka_bootstrap, usage), "second wave never landed")
+        wait_for(
+            lambda: all_judged(wd, kafka_bootstrap, prefix, loops=("usage",)),
+            "second wave never landed",
+        )
         scopes = worker.scopes
         assert scopes is not None
 
@@ -68,12 +70,3 @@ def test_a_stopped_worker_lands_what_its_scope_owners_merged(
     finally:
         worker.stop()
     assert all_judged(wd, kafka_bootstrap, prefix)
-
-
-def _usage_landed(wd: Path, bootstrap: str, topic: str) -> bool:
-    states = writer_states(wd)
-    return all(
-        states.get(f"usage/{p}", ({}, {}))[0].get(f"{topic}/{p}", -1) >= end - 1
-        for p, end in end_offsets(bootstrap, topic).items()
-        if end
-    )
