@@ -57,6 +57,7 @@ from spendstream.table_schemas import (
 )
 from spendstream.warehouse import snapshots as sn
 from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
+from spendstream.warehouse.prewrite import Prewrite
 from spendstream.warehouse.rowkeys import RowKeys
 from spendstream.warehouse.tables import (
     DIGEST_COLUMN,
@@ -70,6 +71,7 @@ from spendstream.warehouse.tables import (
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.table import Table
+    from pyiceberg.table.metadata import TableMetadata
 
     from spendstream.producers.event import UsageEvent
     from spendstream.warehouse.maintenance import CompactionSummary
@@ -369,6 +371,7 @@ class Warehouse:
         positions: Mapping[str, int] | None = None,
         state: bytes | None = None,
         digests: pa.Array | None = None,
+        prewritten: Prewrite | None = None,
     ) -> CommitResult:
         """Land one batch with the writer's positions and state (bytes), exactly once.
 
@@ -377,7 +380,44 @@ class Warehouse:
         fact's content digest (stream/digest.py; or the facts' own ``event_digest`` column),
         landed with it so a later copy of the id with other content is a conflict, not a
         replay. ``positions`` and ``state`` None: the writer's last ones stay in force.
+        ``prewritten``: this commit's facts and digests, their files already being written
+        (``prewrite``); used if every fact is still new, else deleted (and in any case
+        settled by the time this returns or raises).
         """
+        try:
+            return self._commit(
+                facts, alerts, breaker_events, dead_letters, positions, state, digests, prewritten
+            )
+        finally:
+            if prewritten is not None:
+                prewritten.discard()  # unless the commit took its files
+
+    def prewrite(self, facts: pa.Table, digests: pa.Array | None = None) -> Prewrite:
+        """Start writing ``facts``' data files now, in the background, for a ``commit`` of
+        these same ``facts`` and ``digests`` later (warehouse/prewrite.py): the write then
+        overlaps whatever the caller does in between."""
+        tbl = self.tables.table("usage_facts")
+        table = _with_digests(facts, _digests_of(facts, digests))
+        meta, io = tbl.metadata, self._file_io(tbl)
+        return Prewrite(
+            facts,
+            digests,
+            lambda: _data_files(meta, table, io),
+            self._delete_files,
+        )
+
+    def _commit(
+        self,
+        facts: TableInput,
+        alerts: TableInput,
+        breaker_events: TableInput,
+        dead_letters: TableInput,
+        positions: Mapping[str, int] | None,
+        state: bytes | None,
+        digests: pa.Array | None,
+        prewritten: Prewrite | None,
+    ) -> CommitResult:
+        given = (facts, digests)
         resume = self.resume()
         tables = {
             "usage_facts": _as_table("usage_facts", facts),
@@ -386,9 +426,14 @@ class Warehouse:
             "dead_letters": _as_table("dead_letters", dead_letters),
         }
         result = CommitResult(seq=resume.seq)
-        if digests is None and DIGEST_COLUMN in tables["usage_facts"].column_names:
-            digests = tables["usage_facts"][DIGEST_COLUMN].combine_chunks()
+        digests = _digests_of(tables["usage_facts"], digests)
         fact_table, fact_digests, hashed = self._new_facts(tables["usage_facts"], digests, result)
+        # The prewritten files hold exactly these rows only if none was a duplicate by now.
+        prewritten_ok = (
+            prewritten is not None
+            and fact_table is tables["usage_facts"]
+            and prewritten.matches(*given)
+        )
         tables["usage_facts"] = fact_table
         for name in SMALL_TABLES:
             if len(tables[name]):
@@ -403,7 +448,13 @@ class Warehouse:
         if positions is None and state is None and not any(len(t) for t in tables.values()):
             return result
         seq = resume.seq + 1
-        files = {name: self._write_files(name, t) for name, t in tables.items() if len(t)}
+        files = {
+            name: prewritten.take()
+            if name == "usage_facts" and prewritten is not None and prewritten_ok
+            else self._write_files(name, t)
+            for name, t in tables.items()
+            if len(t)
+        }
         outbox = {
             name: [f.file_path for f in files[name]] for name in SMALL_TABLES if name in files
         }
@@ -486,17 +537,15 @@ class Warehouse:
         )
 
     def _write_files(self, name: str, table: pa.Table) -> list[DataFile]:
-        from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
         tbl = self.tables.table(name)
-        file_io: Any = tbl.io
-        if not self.storage.is_s3:
-            from spendstream.warehouse.staging import StagedLocalFileIO
+        return _data_files(tbl.metadata, table, self._file_io(tbl))
 
-            file_io = StagedLocalFileIO(tbl.io)  # a file matches the views' glob only whole
-        # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes
-        # field ids and collects the column statistics readers prune with.
-        return list(_dataframe_to_data_files(tbl.metadata, table, file_io))
+    def _file_io(self, tbl: Table) -> Any:
+        if self.storage.is_s3:
+            return tbl.io
+        from spendstream.warehouse.staging import StagedLocalFileIO
+
+        return StagedLocalFileIO(tbl.io)  # a file matches the views' glob only whole
 
     def _delete_files(self, files: Sequence[DataFile]) -> None:
         for f in files:
@@ -697,6 +746,21 @@ class Warehouse:
         from spendstream.warehouse.maintenance import rewrite_facts
 
         return rewrite_facts(self, _as_table("usage_facts", facts))
+
+
+def _data_files(meta: TableMetadata, table: pa.Table, file_io: Any) -> list[DataFile]:
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes field ids
+    # and collects the column statistics readers prune with.
+    return list(_dataframe_to_data_files(meta, table, file_io))
+
+
+def _digests_of(facts: pa.Table, digests: pa.Array | None) -> pa.Array | None:
+    """The digests given, else the facts' own ``DIGEST_COLUMN`` (None: neither)."""
+    if digests is None and DIGEST_COLUMN in facts.column_names:
+        return facts[DIGEST_COLUMN].combine_chunks()
+    return digests
 
 
 def _with_digests(facts: pa.Table, digests: pa.Array | None) -> pa.Table:

@@ -190,27 +190,35 @@ class EmbeddedRunner:
         dead = rejected + judged.dead_letters
         # Columns from decoding to landing: no UsageEvent or Fact object per event.
         facts = self.pipeline.price_table(new, now)
-        detection = self.pipeline.detect_table(facts)
-        alerts, breaker_events = detection.alerts, detection.breaker_events
-        if self.router is not None and (alerts or breaker_events):
-            # Routed before the commit: a crash in between replays the batch, the detectors
-            # (restored from the last commit) raise the same alert ids, and the router's
-            # delivery state skips every (alert, route, sink) it already decided. So each
-            # alert is paged once even across a kill -9; routing after the commit could lose it.
-            routed = self.router.handle(alerts, breaker_events)
-            summary.notifications.update(
-                triggered=routed.triggered,
-                resolved=routed.resolved,
-                dead_lettered=routed.dead_lettered,
+        digests = new.column(DIGEST).combine_chunks()
+        # The facts' files are written while the batch is detected on and routed.
+        prewritten = self.warehouse.prewrite(facts, digests) if facts.num_rows else None
+        try:
+            detection = self.pipeline.detect_table(facts)
+            alerts, breaker_events = detection.alerts, detection.breaker_events
+            if self.router is not None and (alerts or breaker_events):
+                # Routed before the commit: a crash in between replays the batch, the detectors
+                # (restored from the last commit) raise the same alert ids, and the router's
+                # delivery state skips every (alert, route, sink) it already decided. So each
+                # alert is paged once even across a kill -9; routing after the commit could lose it.
+                routed = self.router.handle(alerts, breaker_events)
+                summary.notifications.update(
+                    triggered=routed.triggered,
+                    resolved=routed.resolved,
+                    dead_lettered=routed.dead_lettered,
+                )
+            landed = self.warehouse.commit(
+                facts,
+                alerts_table(alerts),
+                breaker_events_table(breaker_events),
+                dead_letters_table(dead),
+                state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
+                digests=digests,
+                prewritten=prewritten,
             )
-        landed = self.warehouse.commit(
-            facts,
-            alerts_table(alerts),
-            breaker_events_table(breaker_events),
-            dead_letters_table(dead),
-            state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
-            digests=new.column(DIGEST).combine_chunks(),
-        )
+        finally:
+            if prewritten is not None:
+                prewritten.discard()  # unless the commit took its files
         # After the commit, so the ledger never counts what the warehouse lacks; a crash in
         # between loses nothing: the next start seeds the ledger from the warehouse.
         self.leases.land(facts)

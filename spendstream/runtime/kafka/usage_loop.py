@@ -316,72 +316,80 @@ class UsageLoop(PartitionLoop[_Partition]):
             self.config.detection.max_future_skew_s,
         )
         facts = self.pipeline.price_table(judged.new, now)
-        offsets = pa.array(
-            [events[i].offset() for i in judged.new.column(ROW).to_pylist()], pa.int64()
-        )
-        first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
-        t1 = time.perf_counter()
-        record = facts_topic.encode(p, facts, offsets, (first, last))
-        (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
-        assert facts_offset is not None
-        t2 = time.perf_counter()
-        local = part.engine.process(facts, batch_ref(p, facts_offset))
-        alerts = list(local.detection.alerts)
-        breakers = list(local.detection.breaker_events)
-        breakers += self._resets(part, controls)
-        records: list[OutRecord] = [
-            OutRecord(
-                names.partials,
-                encode_partials(p, first, last, table),
-                str(p).encode(),
-                [(KIND_HEADER, PARTIALS_KIND)],
-                q,
-            )
-            # Every owner hears of every batch, even one without facts (no rows): how far
-            # each usage partition is read is what alignment waits for.
-            for q, table in enumerate(route(local.partials, self.owners))
-        ]
-        records += out.detection(alerts, breakers)
-        records += [out.dead_letter(d) for d in judged.dead_letters]
-        t3 = time.perf_counter()
-        out.send(records)
-        t4 = time.perf_counter()
+        digests = judged.new.column(DIGEST).combine_chunks()
+        # The facts' files are written while the batch is published and detected on.
+        prewritten = part.warehouse.prewrite(facts, digests) if facts.num_rows else None
         try:
-            result = part.warehouse.commit(
-                facts,
-                alerts_table(alerts),
-                breaker_events_table(breakers),
-                dead_letters_table(judged.dead_letters),
-                positions={self.position_key(p): last},
-                state=part.engine.snapshot(),
-                digests=judged.new.column(DIGEST).combine_chunks(),
+            offsets = pa.array(
+                [events[i].offset() for i in judged.new.column(ROW).to_pylist()], pa.int64()
             )
-        except WriterFenced:
-            # Another worker holds this partition now: what it landed is the truth.
-            log.warning("usage %d: another worker took the partition over; rewinding", p)
-            raise
-        t5 = time.perf_counter()
-        part.landed = last
-        self._progress[p] = time.monotonic()
-        if facts.num_rows:
-            part.idle.judged()
-        assert self.consumer is not None
-        try:
-            self.consumer.commit({(names.usage, p): last + 1}, asynchronous=True)
-        except SpendstreamError as exc:  # advisory: the warehouse holds the position
-            log.info("usage %d: offset commit failed (%s)", p, exc)
-        m = self.metrics
-        steps.labels("usage_decode_price").inc(t1 - t0)
-        steps.labels("usage_publish_facts").inc(t2 - t1)
-        steps.labels("usage_detect").inc(t3 - t2)
-        steps.labels("usage_publish").inc(t4 - t3)
-        steps.labels("usage_land").inc(t5 - t4)
-        m.batches.labels("usage").inc()
-        m.observe_facts(facts, result.facts)
-        m.duplicates.inc(judged.duplicates + result.duplicates)
-        m.dead_letters.labels("usage").inc(len(judged.dead_letters))
-        m.events_out.labels(names.facts).inc(facts.num_rows)
-        m.observe_detection(alerts, breakers)
+            first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
+            t1 = time.perf_counter()
+            record = facts_topic.encode(p, facts, offsets, (first, last))
+            (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+            assert facts_offset is not None
+            t2 = time.perf_counter()
+            local = part.engine.process(facts, batch_ref(p, facts_offset))
+            alerts = list(local.detection.alerts)
+            breakers = list(local.detection.breaker_events)
+            breakers += self._resets(part, controls)
+            records: list[OutRecord] = [
+                OutRecord(
+                    names.partials,
+                    encode_partials(p, first, last, table),
+                    str(p).encode(),
+                    [(KIND_HEADER, PARTIALS_KIND)],
+                    q,
+                )
+                # Every owner hears of every batch, even one without facts (no rows): how far
+                # each usage partition is read is what alignment waits for.
+                for q, table in enumerate(route(local.partials, self.owners))
+            ]
+            records += out.detection(alerts, breakers)
+            records += [out.dead_letter(d) for d in judged.dead_letters]
+            t3 = time.perf_counter()
+            out.send(records)
+            t4 = time.perf_counter()
+            try:
+                result = part.warehouse.commit(
+                    facts,
+                    alerts_table(alerts),
+                    breaker_events_table(breakers),
+                    dead_letters_table(judged.dead_letters),
+                    positions={self.position_key(p): last},
+                    state=part.engine.snapshot(),
+                    digests=digests,
+                    prewritten=prewritten,
+                )
+            except WriterFenced:
+                # Another worker holds this partition now: what it landed is the truth.
+                log.warning("usage %d: another worker took the partition over; rewinding", p)
+                raise
+            t5 = time.perf_counter()
+            part.landed = last
+            self._progress[p] = time.monotonic()
+            if facts.num_rows:
+                part.idle.judged()
+            assert self.consumer is not None
+            try:
+                self.consumer.commit({(names.usage, p): last + 1}, asynchronous=True)
+            except SpendstreamError as exc:  # advisory: the warehouse holds the position
+                log.info("usage %d: offset commit failed (%s)", p, exc)
+            m = self.metrics
+            steps.labels("usage_decode_price").inc(t1 - t0)
+            steps.labels("usage_publish_facts").inc(t2 - t1)
+            steps.labels("usage_detect").inc(t3 - t2)
+            steps.labels("usage_publish").inc(t4 - t3)
+            steps.labels("usage_land").inc(t5 - t4)
+            m.batches.labels("usage").inc()
+            m.observe_facts(facts, result.facts)
+            m.duplicates.inc(judged.duplicates + result.duplicates)
+            m.dead_letters.labels("usage").inc(len(judged.dead_letters))
+            m.events_out.labels(names.facts).inc(facts.num_rows)
+            m.observe_detection(alerts, breakers)
+        finally:
+            if prewritten is not None:
+                prewritten.discard()  # unless the commit took its files
 
     def _resets(self, part: _Partition, controls: list[Message]) -> list[BreakerEvent]:
         """``breakers reset`` of a per-key scope, applied after the batch's facts."""
