@@ -326,10 +326,20 @@ class UsageLoop(PartitionLoop[_Partition]):
             first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
             t1 = time.perf_counter()
             record = facts_topic.encode(p, facts, offsets, (first, last))
-            (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
-            assert facts_offset is not None
+            sending = out.start([OutRecord(names.facts, record, partition=p)])
             t2 = time.perf_counter()
-            local = part.engine.process(facts, batch_ref(p, facts_offset))
+
+            def ref() -> str:
+                # Asked for once the per-key detectors have run: the ack came meanwhile.
+                (facts_offset,) = out.finish(sending)
+                assert facts_offset is not None
+                return batch_ref(p, facts_offset)
+
+            try:
+                local = part.engine.process(facts, ref)
+            finally:
+                # Settled on every path: a replay must find the record published, or not.
+                out.finish(sending)
             alerts = list(local.detection.alerts)
             breakers = list(local.detection.breaker_events)
             breakers += self._resets(part, controls)
