@@ -57,7 +57,7 @@ reaches a due time. Alert ids never depend on any of this.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -322,17 +322,13 @@ class LocalEngine(_Judging):
         self.summarizers = _windowed(config, WIDE_KINDS, False)
         self._load(state)
 
-    def process(self, facts: pa.Table, batch: str | Callable[[], str]) -> LocalDetection:
-        """``batch``: the reference a scope owner's ``DetailSource`` reads the facts back by,
-        or a call returning it, made once the per-key columnar detectors have run (the Kafka
-        runtime learns it from the facts record's ack, which arrives meanwhile)."""
+    def process(self, facts: pa.Table, batch: str) -> LocalDetection:
+        """``batch``: the reference a scope owner's ``DetailSource`` reads the facts back by."""
         cols = FactColumns(facts, self.watermark_us, self.partition)
+        source = Source(self.partition, batch, self.watermark_us, cols.wm_end)
         findings: list[Finding] = []
         for det in self.columnar:
             det.detect(cols, findings)
-        if not isinstance(batch, str):
-            batch = batch()
-        source = Source(self.partition, batch, self.watermark_us, cols.wm_end)
         details = Details()
         details.add(source, cols)
         for det in self.windowed:

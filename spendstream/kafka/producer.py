@@ -20,7 +20,7 @@ from spendstream.kafka._errors import ErrorLatch, RdError, translate
 from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
-__all__ = ["DeliveryReport", "OutRecord", "Producer", "Sending"]
+__all__ = ["DeliveryReport", "OutRecord", "Producer"]
 
 Headers = Sequence[tuple[str, bytes]]
 DeliveryCallback = Callable[[Any, Any], None]  # (KafkaError | None, Message)
@@ -57,31 +57,6 @@ class DeliveryReport:
         """Raise the first failure's error, if any."""
         if self.failed:
             raise self.failed[0][1]
-
-
-class Sending:
-    """Records queued by ``Producer.start``; ``wait()`` for their delivery reports (the
-    first call waits, later ones return the same report)."""
-
-    def __init__(
-        self,
-        records: Sequence[OutRecord],
-        timeout_s: float,
-        waiter: Callable[[Sending], DeliveryReport],
-    ) -> None:
-        self.records = records
-        self.timeout_s = timeout_s
-        self.deadline = time.monotonic() + timeout_s
-        self.report = DeliveryReport(len(records), offsets=[None] * len(records))
-        self.results: list[RdError | bool | None] = [False] * len(records)  # False: no report
-        self.produced = len(records)
-        self._waiter = waiter
-        self._done: DeliveryReport | None = None
-
-    def wait(self) -> DeliveryReport:
-        if self._done is None:
-            self._done = self._waiter(self)
-        return self._done
 
 
 class Producer:
@@ -158,13 +133,8 @@ class Producer:
         still be in the client's queue, so call ``abort()`` before re-sending it elsewhere.
         The wait ends early when the broker refuses our credentials.
         """
-        return self.start(records, timeout_s).wait()
-
-    def start(self, records: Sequence[OutRecord], timeout_s: float) -> Sending:
-        """``send``'s first half: queue every record and return at once; ``wait()`` on the
-        result is the second half (so the caller can work while the acks come)."""
-        sending = Sending(records, timeout_s, self._wait)
-        report, results = sending.report, sending.results
+        report = DeliveryReport(len(records), offsets=[None] * len(records))
+        results: list[RdError | bool | None] = [False] * len(records)  # False: no report yet
         offsets = report.offsets
 
         def reporter(i: int) -> DeliveryCallback:
@@ -175,6 +145,8 @@ class Producer:
 
             return done
 
+        deadline = time.monotonic() + timeout_s
+        produced = len(records)
         for i, rec in enumerate(records):
             try:
                 self.produce(
@@ -184,22 +156,18 @@ class Producer:
                     headers=rec.headers,
                     partition=rec.partition,
                     on_delivery=reporter(i),
-                    queue_timeout_s=max(0.0, sending.deadline - time.monotonic()),
+                    queue_timeout_s=max(0.0, deadline - time.monotonic()),
                 )
             except KafkaUnavailable as exc:  # the queue stayed full: the rest cannot go
                 report.failed.extend((j, exc) for j in range(i, len(records)))
-                sending.produced = i
+                produced = i
                 break
             except KafkaClientError as exc:  # this record alone (too large, say)
                 report.failed.append((i, exc))
                 results[i] = None
-        return sending
-
-    def _wait(self, sending: Sending) -> DeliveryReport:
-        report, results, produced = sending.report, sending.results, sending.produced
         pending = produced
         while pending:
-            left = sending.deadline - time.monotonic()
+            left = deadline - time.monotonic()
             self._p.flush(max(0.0, min(_WAIT_SLICE_S, left)))
             pending = sum(1 for r in results[:produced] if r is False)
             if left <= 0 or self._latch.blocking() is not None:
@@ -210,10 +178,10 @@ class Producer:
             if outcome is None or i in refused:
                 continue
             if outcome is False:
-                report.failed.append((i, self._timeout_error(sending.timeout_s)))
+                report.failed.append((i, self._timeout_error(timeout_s)))
             else:
                 assert not isinstance(outcome, bool)
-                report.failed.append((i, self._delivery_error(outcome, sending.records[i].topic)))
+                report.failed.append((i, self._delivery_error(outcome, records[i].topic)))
         report.failed.sort(key=lambda f: f[0])
         return report
 

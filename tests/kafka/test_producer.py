@@ -61,35 +61,6 @@ def test_a_record_refused_by_the_client_fails_alone(kafka_bootstrap: str, topic_
     assert [m.value() for m in read_topic(kafka_bootstrap, topic)] == [b"a", b"c"]
 
 
-def test_start_returns_before_the_acks_and_wait_reports_where_each_record_went(
-    kafka_bootstrap: str,
-    topic_factory,  # type: ignore[no-untyped-def]
-) -> None:
-    topic = topic_factory()
-    producer = Producer(kafka_bootstrap)
-    first = producer.start([OutRecord(topic, b"a"), OutRecord(topic, b"b")], 60)
-    # Queued, not acknowledged: no delivery report is served until a wait polls for it.
-    assert first.results == [False, False] and producer.pending() == 2
-    second = producer.start([OutRecord(topic, b"c")], 60)
-    report = first.wait()
-    assert report.ok and report.offsets == [0, 1]
-    assert first.wait() is report  # settled once
-    assert second.wait().offsets == [2]
-    producer.close()
-    assert [m.value() for m in read_topic(kafka_bootstrap, topic)] == [b"a", b"b", b"c"]
-
-
-def test_a_started_send_with_no_broker_fails_at_its_wait() -> None:
-    producer = Producer(f"127.0.0.1:{find_free_port()}")
-    sending = producer.start([OutRecord("t", b"a")], timeout_s=1.0)
-    assert sending.report.failed == []  # nothing known yet
-    report = sending.wait()
-    assert [i for i, _ in report.failed] == [0]
-    assert isinstance(report.failed[0][1], KafkaUnavailable)
-    producer.abort()
-    assert producer.close(timeout_s=0) == 0
-
-
 def test_with_no_broker_every_record_fails_as_unavailable_and_abort_drops_them() -> None:
     producer = Producer(f"127.0.0.1:{find_free_port()}")
     with pytest.raises(KafkaUnavailable):

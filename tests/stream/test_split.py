@@ -409,35 +409,3 @@ def test_partials_travel_as_arrow_and_come_back_the_same() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # type: ignore[index]
     # Per-key scopes stay home: no partial names an api key or a session.
     assert not any(is_per_key(p.scope) for p in parsed if p.detector != "alert")
-
-
-def test_a_batch_reference_given_as_a_call_is_asked_once_after_the_per_key_detectors() -> None:
-    """The Kafka runtime names a batch by its facts record's offset, known only once the
-    record is acknowledged: the engine asks for it after the per-key columnar detectors
-    ran, and the result is what the reference given outright gives."""
-    cfg = busy_config()
-    rows = _stream([], warm=True)
-    table = rows_table(rows)
-    given = LocalEngine(cfg, 2).process(table, "2@7")
-    engine = LocalEngine(cfg, 2)
-    asked: list[int] = []
-    real_detect = [det.detect for det in engine.columnar]
-
-    def detect_then_note(i: int) -> Any:
-        def run(*args: Any) -> None:
-            real_detect[i](*args)
-            asked.append(-1)  # a columnar detector ran
-
-        return run
-
-    for i, det in enumerate(engine.columnar):
-        det.detect = detect_then_note(i)  # type: ignore[method-assign]
-
-    def ref() -> str:
-        asked.append(len(asked))
-        return "2@7"
-
-    called = engine.process(table, ref)
-    assert engine.columnar and asked == [-1] * len(engine.columnar) + [len(engine.columnar)]
-    assert called.partials.equals(given.partials)
-    assert called.detection == given.detection

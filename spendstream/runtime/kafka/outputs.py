@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import orjson
 
-from spendstream.kafka.producer import OutRecord, Producer, Sending
+from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.records import (
     Alert,
     BreakerEvent,
@@ -57,16 +57,9 @@ class Outputs:
     def send(self, records: Sequence[OutRecord]) -> list[int | None]:
         """Publish and wait for every ack; raises the first failure (the caller replays).
         Returns where each record was written."""
-        return self.finish(self.start(records))
-
-    def start(self, records: Sequence[OutRecord]) -> Sending:
-        """``send`` without the wait: ``finish`` it (before anything that must come after
-        these records, and on every path, failures included)."""
-        return self.producer.start(records, SEND_TIMEOUT_S)
-
-    def finish(self, sending: Sending) -> list[int | None]:
-        """Wait for ``start``'s acks; raises the first failure (the caller replays)."""
-        report = sending.wait()
+        if not records:
+            return []
+        report = self.producer.send(records, SEND_TIMEOUT_S)
         if not report.ok:
             # Nothing queued may go out later, after the replay published it again.
             self.producer.abort()

@@ -326,20 +326,10 @@ class UsageLoop(PartitionLoop[_Partition]):
             first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
             t1 = time.perf_counter()
             record = facts_topic.encode(p, facts, offsets, (first, last))
-            sending = out.start([OutRecord(names.facts, record, partition=p)])
+            (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+            assert facts_offset is not None
             t2 = time.perf_counter()
-
-            def ref() -> str:
-                # Asked for once the per-key detectors have run: the ack came meanwhile.
-                (facts_offset,) = out.finish(sending)
-                assert facts_offset is not None
-                return batch_ref(p, facts_offset)
-
-            try:
-                local = part.engine.process(facts, ref)
-            finally:
-                # Settled on every path: a replay must find the record published, or not.
-                out.finish(sending)
+            local = part.engine.process(facts, batch_ref(p, facts_offset))
             alerts = list(local.detection.alerts)
             breakers = list(local.detection.breaker_events)
             breakers += self._resets(part, controls)
