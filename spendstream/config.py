@@ -1035,7 +1035,8 @@ class WarehouseConfig(_Section):
         default=3600.0,
         ge=0,
         description="Unreferenced files (a killed writer's uncommitted data) are deleted after "
-        "this long.",
+        "this long. Keep it well above a batch's time from being priced to its commit: its "
+        "data files are written first and named by nothing until the commit.",
     )
     target_file_mb: int = Field(
         default=128,

@@ -398,7 +398,9 @@ class Warehouse:
         overlaps whatever the caller does in between."""
         tbl = self.tables.table("usage_facts")
         table = _with_digests(facts, _digests_of(facts, digests))
-        meta, io = tbl.metadata, self._file_io(tbl)
+        # The thread gets metadata of its own: parsed metadata is one thread's
+        # (parsed_metadata.py), and the write fills caches on its schema.
+        meta, io = _detached(tbl.metadata), self._file_io(tbl)
         return Prewrite(
             facts,
             digests,
@@ -434,6 +436,8 @@ class Warehouse:
             and fact_table is tables["usage_facts"]
             and prewritten.matches(*given)
         )
+        if prewritten is not None and not prewritten_ok:
+            prewritten.discard()  # now: the same rows are not written twice at once
         tables["usage_facts"] = fact_table
         for name in SMALL_TABLES:
             if len(tables[name]):
@@ -754,6 +758,16 @@ def _data_files(meta: TableMetadata, table: pa.Table, file_io: Any) -> list[Data
     # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes field ids
     # and collects the column statistics readers prune with.
     return list(_dataframe_to_data_files(meta, table, file_io))
+
+
+def _detached(meta: TableMetadata) -> TableMetadata:
+    """A copy of ``meta`` sharing no object with it, for another thread to write data files
+    with; without the table's history, which writing a file does not read (and which is
+    most of what a deep copy would cost)."""
+    import copy
+
+    slim = meta.model_copy(update={"snapshots": [], "snapshot_log": [], "metadata_log": []})
+    return copy.deepcopy(slim)
 
 
 def _digests_of(facts: pa.Table, digests: pa.Array | None) -> pa.Array | None:

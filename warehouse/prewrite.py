@@ -75,5 +75,7 @@ class Prewrite:
         if self._taken:
             return
         self._taken = True
-        with contextlib.suppress(Exception):  # a write that failed left nothing to delete
+        # A write that failed may have left some of its files (written in parallel): those
+        # are orphans, which `warehouse compact` deletes.
+        with contextlib.suppress(Exception):
             self._delete(self._future.result())
