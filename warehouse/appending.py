@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pyiceberg.manifest import DataFile, ManifestFile
+    from pyiceberg.manifest import DataFile, ManifestFile, ManifestWriter
     from pyiceberg.table import Table
 
 __all__ = ["fast_append", "merge_settings"]
@@ -40,7 +40,6 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
     from pyiceberg.manifest import (
         ManifestEntry,
         ManifestEntryStatus,
-        write_manifest,
         write_manifest_list,
     )
     from pyiceberg.table import Table as IcebergTable
@@ -75,15 +74,8 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
     manifests = []
     new_path = None  # this commit's manifest of the new files
     if files:
-        path = new_path = locations.new_metadata_location(f"{commit_uuid}-m0.avro")
-        with write_manifest(
-            format_version=meta.format_version,
-            spec=spec,
-            schema=schema,
-            output_file=io.new_output(path),
-            snapshot_id=snapshot_id,
-            avro_compression=compression,  # type: ignore[arg-type]
-        ) as writer:
+        new_path = locations.new_metadata_location(f"{commit_uuid}-m0.avro")
+        with _manifest_writer(table, new_path, snapshot_id, compression) as writer:
             for f in files:
                 writer.add(
                     ManifestEntry.from_args(
@@ -168,6 +160,21 @@ def fast_append(table: Table, files: Sequence[DataFile], properties: Mapping[str
     )
 
 
+def _manifest_writer(table: Table, path: str, snapshot_id: int, compression: str) -> ManifestWriter:
+    """A manifest of the table's current spec and schema, written by snapshot ``snapshot_id``."""
+    from pyiceberg.manifest import write_manifest
+
+    meta = table.metadata
+    return write_manifest(
+        format_version=meta.format_version,
+        spec=meta.spec(),
+        schema=meta.schema(),
+        output_file=table.io.new_output(path),
+        snapshot_id=snapshot_id,
+        avro_compression=compression,  # type: ignore[arg-type]
+    )
+
+
 def merge_settings(properties: Mapping[str, str]) -> tuple[int, int]:
     """(minimum count of manifests to merge, target size of a merged manifest in bytes)."""
     from pyiceberg.table import TableProperties
@@ -184,14 +191,14 @@ def _merged(
     """``manifests`` (this commit's first, if it has one) with bins of small ones merged, as
     pyiceberg's ``_ManifestMergeManager`` bins them; and the paths of the merged manifests
     written (deleted again if the commit fails)."""
-    from pyiceberg.manifest import ManifestEntryStatus, write_manifest
+    from pyiceberg.manifest import ManifestEntryStatus
     from pyiceberg.utils.bin_packing import ListPacker
 
     meta, io = table.metadata, table.io
     min_count, target = merge_settings(meta.properties)
     if len(manifests) < min_count:
         return manifests, []
-    spec, schema = meta.spec(), meta.schema()
+    spec = meta.spec()
     first = manifests[0]
     # Only manifests of the current partition spec merge; others stay as they are.
     same = [m for m in manifests if m.partition_spec_id == spec.spec_id]
@@ -203,14 +210,7 @@ def _merged(
             out.extend(group)
             continue
         path = table.location_provider().new_metadata_location(f"{uuid.uuid4()}-m0.avro")
-        with write_manifest(
-            format_version=meta.format_version,
-            spec=spec,
-            schema=schema,
-            output_file=io.new_output(path),
-            snapshot_id=snapshot_id,
-            avro_compression=compression,  # type: ignore[arg-type]
-        ) as writer:
+        with _manifest_writer(table, path, snapshot_id, compression) as writer:
             for manifest in group:
                 for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
                     if entry.status == ManifestEntryStatus.ADDED and (
