@@ -1,6 +1,6 @@
 """A batch's facts written to data files while the rest of the batch is still worked on.
 
-Writing a batch's Parquet files is most of a commit's time and runs in Arrow's C++ without
+Writing a batch's Parquet files is most of a commit's time and runs mostly in Arrow's C++ without
 the GIL; detection and publishing hold it. Started as soon as the facts are priced
 (``Warehouse.prewrite``), the write overlaps them on another core, and the commit then only
 waits for what is left of it (``Warehouse.commit(prewritten=...)``).

@@ -78,7 +78,7 @@ def test_manifests_merge_at_the_minimum_count_keeping_each_files_history(
     # numbers; this commit's file is added by it.
     assert {p: after[p][1:] for p in before} == {p: v[1:] for p, v in before.items()}
     assert {after[p][0] for p in before} == {ManifestEntryStatus.EXISTING}
-    assert after[new][:2] == (ManifestEntryStatus.ADDED, head.snapshot_id)
+    assert after[new] == (ManifestEntryStatus.ADDED, head.snapshot_id, *[head.sequence_number] * 2)
     # What other writers catch up with (the files a snapshot added) is this commit's alone.
     assert [f.file_path for f in sn.added_files(wh.tables.load("usage_facts"), head)] == [new]
     for _ in range(3):
