@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from spendstream.runtime.kafka.partition_loop import heartbeat_ms
 from tests.runtime.kafka_workers import (
     ALERT_IDENTITY_SQL,
     BAD_LINES,
@@ -98,3 +99,13 @@ def test_workers_killed_added_and_storming_on_six_partitions_equal_ingest(
     dead = query(wd, DEAD_SQL)
     assert len(dead) == len(BAD_LINES)
     assert json.dumps(dead, default=str) == json.dumps(query(embedded, DEAD_SQL), default=str)
+
+
+def test_loops_heartbeat_every_tenth_of_the_session_and_at_least_every_second() -> None:
+    # A member hears of a rebalance in a heartbeat's answer, and a cooperative one takes two
+    # rounds: the interval is what a joining worker waits, twice, before it gets partitions.
+    assert heartbeat_ms(6) == 600
+    assert heartbeat_ms(9.99) == 999
+    assert heartbeat_ms(10) == 1000
+    assert heartbeat_ms(30) == 1000  # the default session: 3 s before
+    assert heartbeat_ms(300) == 1000

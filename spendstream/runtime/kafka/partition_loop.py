@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -30,7 +31,7 @@ from spendstream.signing import load_breaker_signer
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import SharedDedupe
 
-__all__ = ["RETRY_S", "PartitionLoop", "PartitionState"]
+__all__ = ["RETRY_S", "PartitionLoop", "PartitionState", "heartbeat_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class PartitionLoop(Generic[S]):
 
     def _on_assign(self, parts: list[Partition]) -> Mapping[Partition, int | None]:
         starts: dict[Partition, int | None] = {}
+        t0 = time.monotonic()
         for topic, n in parts:
             while True:
                 try:
@@ -165,6 +167,13 @@ class PartitionLoop(Generic[S]):
                         raise
             starts[(topic, n)] = state.landed + 1
         self._assigned = sorted({*self._assigned, *parts})
+        if parts:  # when a worker joining a group begins, and what opening its writers cost
+            log.info(
+                "%s: assigned %s, resumed in %.2f s",
+                self.name,
+                sorted(n for _, n in parts),
+                time.monotonic() - t0,
+            )
         return starts
 
     def _release(self, n: int, state: S) -> None:
@@ -173,10 +182,14 @@ class PartitionLoop(Generic[S]):
         state.warehouse.close()
 
     def _on_revoke(self, parts: list[Partition]) -> None:
+        if parts:
+            log.info("%s: revoked %s", self.name, sorted(n for _, n in parts))
         self._leave(parts, self._release)
 
     def _on_lost(self, parts: list[Partition]) -> None:
         # Another worker may own these already: nothing more is landed from here.
+        if parts:
+            log.info("%s: lost %s", self.name, sorted(n for _, n in parts))
         self._leave(parts, lambda _n, state: state.warehouse.close())
 
     def _leave(self, parts: list[Partition], release: Callable[[int, S], None]) -> None:
@@ -220,7 +233,10 @@ class PartitionLoop(Generic[S]):
             on_lost=self._on_lost,
             config={
                 "session.timeout.ms": int(kc.session_timeout_s * 1000),
-                "heartbeat.interval.ms": max(100, int(kc.session_timeout_s * 100)),
+                # A member hears of a rebalance in a heartbeat's answer, and a cooperative
+                # one takes two rounds: at a tenth of the 30 s session (3 s), a worker
+                # joining a busy group began landing ~7 s after it started.
+                "heartbeat.interval.ms": heartbeat_ms(kc.session_timeout_s),
             },
         )
         try:
@@ -259,6 +275,11 @@ class PartitionLoop(Generic[S]):
         )
         self.stop.wait(RETRY_S)
         self._rewind(n)
+
+
+def heartbeat_ms(session_timeout_s: float) -> int:
+    """The loops' heartbeat interval: a tenth of the session timeout, at most 1 s."""
+    return max(100, min(1000, int(session_timeout_s * 100)))
 
 
 def by_partition(msgs: Sequence[Message]) -> dict[int, list[Message]]:
