@@ -240,14 +240,13 @@ def _all_working(marks: list[tuple[float, list[float]]]) -> dict[str, Any]:
     landed something (a worker joining the group waits for a rebalance to get partitions)
     to the first at which one had landed all it would (the partitions' keys are uneven, so
     one worker runs out of records before the other). For one worker, the whole run."""
-    workers = len(marks[-1][1])
     final = marks[-1][1]
-    started = max(next(t for t, each in marks if each[i] > 0) for i in range(workers))
-    done = min(next(t for t, each in marks if each[i] >= final[i]) for i in range(workers))
+    joined = [next(t for t, each in marks if each[i] > 0) for i in range(len(final))]
+    started = max(joined)
+    done = min(next(t for t, each in marks if each[i] >= final[i]) for i in range(len(final)))
     if done <= started:  # one ran out before the other began: never all working
         return {"events_per_s_all_working": None, "all_working_s": 0.0}
     at = {t: sum(each) for t, each in marks}
-    joined = [next(t for t, each in marks if each[i] > 0) for i in range(workers)]
     return {
         "events_per_s_all_working": round((at[done] - at[started]) / max(done - started, 1e-9)),
         "all_working_s": round(done - started, 2),
