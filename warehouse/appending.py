@@ -176,12 +176,21 @@ def _manifest_writer(table: Table, path: str, snapshot_id: int, compression: str
 
 
 def merge_settings(properties: Mapping[str, str]) -> tuple[int, int]:
-    """(minimum count of manifests to merge, target size of a merged manifest in bytes)."""
+    """(minimum count of manifests to merge, target size of a merged manifest in bytes).
+    A value that is not a positive integer counts as unset: a mistyped table property must
+    not fail every commit of every writer."""
     from pyiceberg.table import TableProperties
 
+    def positive(key: str, default: int) -> int:
+        try:
+            value = int(properties.get(key, default))
+        except ValueError:
+            return default
+        return value if value > 0 else default
+
     return (
-        int(properties.get(TableProperties.MANIFEST_MIN_MERGE_COUNT, MIN_COUNT_TO_MERGE)),
-        int(properties.get(TableProperties.MANIFEST_TARGET_SIZE_BYTES, TARGET_MANIFEST_BYTES)),
+        positive(TableProperties.MANIFEST_MIN_MERGE_COUNT, MIN_COUNT_TO_MERGE),
+        positive(TableProperties.MANIFEST_TARGET_SIZE_BYTES, TARGET_MANIFEST_BYTES),
     )
 
 

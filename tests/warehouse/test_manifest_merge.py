@@ -52,6 +52,9 @@ def test_iceberg_defaults_unless_the_table_says_otherwise() -> None:
     assert merge_settings(
         {"commit.manifest.min-count-to-merge": "5", "commit.manifest.target-size-bytes": "1000"}
     ) == (5, 1000)
+    # A mistyped property is ignored rather than failing every commit.
+    bad = {"commit.manifest.min-count-to-merge": "lots", "commit.manifest.target-size-bytes": "0"}
+    assert merge_settings(bad) == (100, 8 * 1024 * 1024)
 
 
 def test_manifests_merge_at_the_minimum_count_keeping_each_files_history(
