@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from spendstream.runtime.interpreter import tune_for_worker
     from spendstream.runtime.kafka.topology import ensure_topics, topic_names
     from spendstream.runtime.kafka.worker import HttpSettings, Loops, Worker
     from spendstream.workdir import resolve_workdir
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     faulthandler.register(signal.SIGUSR1)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_for_worker()
     worker.start()
     from spendstream.runtime.lease_server import host_leases
 
