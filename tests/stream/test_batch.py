@@ -211,6 +211,34 @@ def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
     )
 
 
+def test_a_key_the_reader_does_not_know_sends_that_line_alone_to_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Maps and misspelt keys are read as extra columns: their lines go to pydantic, and the
+    # rest of the batch stays on the fast path (one read, not a fallback line by line).
+    judged: list[bytes] = []
+    real = batch_module._judge
+
+    def spy(raw: bytes, latest_us: int, skew_s: int) -> UsageEvent | str:
+        judged.append(raw)
+        return real(raw, latest_us, skew_s)
+
+    monkeypatch.setattr(batch_module, "_judge", spy)
+    plain = [_line(event_id=f"p{i}") for i in range(6)]
+    tools = _line(event_id="tools", tool_requests={"web_search": 2})
+    typo = _line(event_id="typo", modle="gpt-5")
+    no_tags = _line(event_id="no-tags", tags=None)
+    lines = [*plain[:3], tools, typo, no_tags, *plain[3:]]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert judged == [tools, typo]
+    assert decoded.events.column("event_id").to_pylist() == [
+        "p0", "p1", "p2", "tools", "no-tags", "p3", "p4", "p5",
+    ]  # fmt: skip
+    assert decoded.events.column("tool_requests").to_pylist()[3] == [("web_search", 2)]
+    assert decoded.dead_rows == [4] and "modle" in decoded.dead_letters[0].error
+    _assert_agrees_with_the_model(lines)
+
+
 def test_explicit_null_of_an_optional_field_stays_on_the_fast_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
