@@ -208,7 +208,10 @@ class UsageLoop(PartitionLoop[_Partition]):
             part = self.parts.get(p)
             if part is None:
                 continue  # revoked, or waiting to be rewound: re-read from its position
-            part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
+            if (records[0].offset() or 0) > part.landed:  # in offset order: all of them
+                part.buffer.extend(records)
+            else:  # read again after a rewind
+                part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
             if part.buffer and part.since is None:
                 part.since = now
         held = self._held_back(now)
@@ -302,16 +305,17 @@ class UsageLoop(PartitionLoop[_Partition]):
         now = datetime.now(UTC)
         # A reset control record is the only record that is not a usage event; anything
         # else (whatever its headers) is judged as one, so a bad record is a dead letter.
-        resets = [kind_of(m.headers()) == RESET for m in msgs]
+        resets = [h is not None and kind_of(h) == RESET for h in [m.headers() for m in msgs]]
         controls = [m for m, reset in zip(msgs, resets, strict=True) if reset]
         events = (
             [m for m, reset in zip(msgs, resets, strict=True) if not reset] if controls else msgs
         )
         topic = names.usage
+        positions = [m.offset() for m in events]
         judged = judge_lines(
             [m.value() or b"" for m in events],
             now,
-            lambda i: f"kafka:{topic}/{p}@{events[i].offset()}",
+            lambda i: f"kafka:{topic}/{p}@{positions[i]}",
             part.warehouse.classify,
             self.config.detection.max_future_skew_s,
         )
@@ -320,9 +324,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         # The facts' files are written while the batch is published and detected on.
         prewritten = part.warehouse.prewrite(facts, digests) if facts.num_rows else None
         try:
-            offsets = pa.array(
-                [events[i].offset() for i in judged.new.column(ROW).to_pylist()], pa.int64()
-            )
+            offsets = pa.array(positions, pa.int64()).take(judged.new.column(ROW).combine_chunks())
             first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
             t1 = time.perf_counter()
             record = facts_topic.encode(p, facts, offsets, (first, last))
