@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from spendstream.records import Alert
 from spendstream.scopes import GLOBAL
 from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import RETRIES, Finding, make_alert
+from spendstream.stream.detectors.request_table import RequestState, RequestTable
 from spendstream.stream.detectors.sessions import shift
 from spendstream.stream.grouping import Groups, combine
 from spendstream.stream.windows import HOUR_US, US, Windowed, WindowRule, from_us
@@ -43,14 +45,9 @@ __all__ = ["RequestState", "RetryDetector", "RetryWire"]
 
 _SHARE_PLACES = Decimal("0.0001")
 _NONE = np.iinfo(np.int64).min
-# Snapshot: {"requests": [[id, attempts, calls, last_s, fired]], "hours": [[start_us, key,
-# calls, bad]], "fired": [[key, hour_us]]}
-RetryWire = dict[str, list[list[int | str]]]
-
-
-# A request: (attempts seen, calls seen, epoch seconds (floored) of its newest call, fired).
-# A plain tuple: tens of thousands are written per batch.
-RequestState = tuple[int, int, int, bool]
+# Snapshot: {"requests": RequestTable.wire(), "hours": [[start_us, key, calls, bad]],
+# "fired": [[key, hour_us]]}
+RetryWire = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -71,7 +68,7 @@ class RetryDetector:
         self.min_calls = det.retry_min_calls
         self.rule = WindowRule("hour", det.allowed_lateness_s * US, 24 * HOUR_US)
         self.replay_all = replay_all
-        self.requests: dict[str, RequestState] = {}
+        self.requests = RequestTable()
         self.hours: Windowed[HourCounts] = Windowed(self.rule)
         self.fired_hours: dict[str, int] = {}  # api key -> start (us) of the last hour it fired
         self._swept_at: int | None = None  # derived
@@ -91,18 +88,17 @@ class RetryDetector:
         rows = g.rows
         # Every code of a dictionary encoding occurs, so group g is code g.
         ids = codes.values if len(g) == len(codes.values) else [codes.values[c] for c in g.keys]
-        get = self.requests.get
-        carried = [get(r) for r in ids]
-        known = [i for i, st in enumerate(carried) if st is not None]
+        table = self.requests
+        slots = table.find(ids)
+        known = slots >= 0
         n = len(g)
         att0 = np.zeros(n, dtype=np.int64)
         calls0 = np.zeros(n, dtype=np.int64)
         last0 = np.full(n, _NONE, dtype=np.int64)
         fired0 = np.zeros(n, dtype=np.bool_)
-        for i in known:
-            st = carried[i]
-            assert st is not None
-            att0[i], calls0[i], last0[i], fired0[i] = st
+        at = slots[known]
+        att0[known], calls0[known] = table.attempts[at], table.calls[at]
+        last0[known], fired0[known] = table.last[at], table.fired[at]
         ts_s = cols.ts_us[rows] // US
         wm_s = cols.wm_us[rows] // US
         before = np.maximum(last0[g.group], shift(g, g.cummax(ts_s), _NONE))
@@ -125,18 +121,13 @@ class RetryDetector:
         last = np.maximum(np.where(fresh, _NONE, last0), g.maximum(ts_s))
         fired = fired0 | (cross >= 0)
         quick = np.flatnonzero(~slow)
-        self.requests.update(
-            zip(
-                [ids[i] for i in quick.tolist()],
-                zip(
-                    att[quick].tolist(),
-                    calls[quick].tolist(),
-                    last[quick].tolist(),
-                    fired[quick].tolist(),
-                    strict=True,
-                ),
-                strict=True,
-            )
+        table.write(
+            [ids[i] for i in quick.tolist()] if len(quick) < n else ids,
+            slots[quick],
+            att[quick],
+            calls[quick],
+            last[quick],
+            fired[quick],
         )
         for i in np.flatnonzero(slow).tolist():
             self._replay_request(ids[i], rows[g.starts[i] : g.ends[i]].tolist(), cols, out)
@@ -158,7 +149,7 @@ class RetryDetector:
                 out.append(self._attempts_alert(rid, made, row, cols))
             st = (att, calls, last, fired)
         if st is not None:
-            self.requests[rid] = st
+            self.requests.put(rid, st)
 
     def _attempts_alert(self, rid: str, attempts: int, row: int, cols: FactColumns) -> Finding:
         # The call's api key, else its session, else global.
@@ -295,20 +286,17 @@ class RetryDetector:
             return
         self._swept_at = watermark_us
         cutoff = watermark_us // US - self.forget_s
-        self.requests = {r: st for r, st in self.requests.items() if st[2] >= cutoff}
+        self.requests.keep_since(cutoff)
 
     def snapshot(self) -> RetryWire:
         return {
-            "requests": [
-                [r, a, c, last, int(f)] for r, (a, c, last, f) in sorted(self.requests.items())
-            ],
+            "requests": self.requests.wire(),
             "hours": [[h, k, c.calls, c.bad] for h, k, c in self.hours.items()],
             "fired": [[k, h] for k, h in sorted(self.fired_hours.items())],
         }
 
     def restore(self, data: RetryWire) -> None:
-        for rid, att, calls, last, fired in data["requests"]:
-            self.requests[str(rid)] = (int(att), int(calls), int(last), bool(fired))
+        self.requests = RequestTable.from_wire(data["requests"])
         for h, k, calls, bad in data["hours"]:
             self.hours.put(int(h), str(k), HourCounts(int(calls), int(bad)))
         for k, h in data["fired"]:
