@@ -175,11 +175,8 @@ def test_size_limit_is_checked_before_parsing() -> None:
     assert dead.raw.endswith(f"[truncated, {len(huge)} chars in all]")
 
 
-def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Escapes, tags, explicit nulls for defaulted fields and odd timestamp forms all go to
-    # pydantic; plain rows never do.
+def _spy_on_the_model(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The lines the decoder hands to pydantic, in order (judged as before)."""
     judged: list[bytes] = []
     real = batch_module._judge
 
@@ -188,6 +185,15 @@ def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
         return real(raw, latest_us, skew_s)
 
     monkeypatch.setattr(batch_module, "_judge", spy)
+    return judged
+
+
+def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Escapes, tags, explicit nulls for defaulted fields and odd timestamp forms all go to
+    # pydantic; plain rows never do.
+    judged = _spy_on_the_model(monkeypatch)
     plain = [_line(event_id=f"p{i}", team="search", reported_cost_usd="0.25") for i in range(5)]
     odd = [
         _line(event_id="esc", team="s\u00e9arch").replace(b"\xc3\xa9", b"\\u00e9"),
@@ -216,14 +222,7 @@ def test_a_key_the_reader_does_not_know_sends_that_line_alone_to_the_model(
 ) -> None:
     # Maps and misspelt keys are read as extra columns: their lines go to pydantic, and the
     # rest of the batch stays on the fast path (one read, not a fallback line by line).
-    judged: list[bytes] = []
-    real = batch_module._judge
-
-    def spy(raw: bytes, latest_us: int, skew_s: int) -> UsageEvent | str:
-        judged.append(raw)
-        return real(raw, latest_us, skew_s)
-
-    monkeypatch.setattr(batch_module, "_judge", spy)
+    judged = _spy_on_the_model(monkeypatch)
     plain = [_line(event_id=f"p{i}") for i in range(6)]
     tools = _line(event_id="tools", tool_requests={"web_search": 2})
     typo = _line(event_id="typo", modle="gpt-5")
