@@ -45,17 +45,6 @@ class RequestTable:
             return None
         return (int(self.attempts[k]), int(self.calls[k]), int(self.last[k]), bool(self.fired[k]))
 
-    def put(self, rid: str, state: RequestState) -> None:
-        att, calls, last, fired = state
-        self.write(
-            [rid],
-            self.find([rid]),
-            np.array([att], dtype=np.int64),
-            np.array([calls], dtype=np.int64),
-            np.array([last], dtype=np.int64),
-            np.array([fired], dtype=np.bool_),
-        )
-
     def write(
         self,
         ids: Sequence[str],
@@ -65,7 +54,8 @@ class RequestTable:
         last: np.ndarray,
         fired: np.ndarray,
     ) -> None:
-        """Set the states of distinct requests ``ids`` (``slots``: ``find``'s for them)."""
+        """Set the states of distinct requests ``ids`` (``slots``: ``find``'s for them).
+        New ones are appended: call it once per batch, not once per request."""
         held = slots >= 0
         k = slots[held]
         self.attempts[k], self.calls[k] = attempts[held], calls[held]

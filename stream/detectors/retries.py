@@ -129,12 +129,28 @@ class RetryDetector:
             last[quick],
             fired[quick],
         )
-        for i in np.flatnonzero(slow).tolist():
+        replayed = np.flatnonzero(slow)
+        if not len(replayed):
+            return
+        # Written together (one append to the columns, not one per request).
+        states = [
             self._replay_request(ids[i], rows[g.starts[i] : g.ends[i]].tolist(), cols, out)
+            for i in replayed.tolist()
+        ]
+        att_r, calls_r, last_r, fired_r = zip(*states, strict=True)
+        table.write(
+            [ids[i] for i in replayed.tolist()],
+            slots[replayed],
+            np.array(att_r, dtype=np.int64),
+            np.array(calls_r, dtype=np.int64),
+            np.array(last_r, dtype=np.int64),
+            np.array(fired_r, dtype=np.bool_),
+        )
 
     def _replay_request(
         self, rid: str, rows: list[int], cols: FactColumns, out: list[Finding]
-    ) -> None:
+    ) -> RequestState:
+        """The request's calls in the batch judged one by one; its state after them."""
         st = self.requests.get(rid)
         attempts = cols.ints("attempt", 1)
         for row in rows:
@@ -148,8 +164,8 @@ class RetryDetector:
                 fired = True
                 out.append(self._attempts_alert(rid, made, row, cols))
             st = (att, calls, last, fired)
-        if st is not None:
-            self.requests.put(rid, st)
+        assert st is not None  # a group has a call
+        return st
 
     def _attempts_alert(self, rid: str, attempts: int, row: int, cols: FactColumns) -> Finding:
         # The call's api key, else its session, else global.

@@ -6,11 +6,16 @@ import numpy as np
 import orjson
 import pytest
 
-from spendstream.stream.detectors.request_table import RequestTable
+from spendstream.stream.detectors.request_table import RequestState, RequestTable
 
 
 def _i(*xs: int) -> np.ndarray:
     return np.array(xs, dtype=np.int64)
+
+
+def _put(t: RequestTable, rid: str, state: RequestState) -> None:
+    att, calls, last, fired = state
+    t.write([rid], t.find([rid]), _i(att), _i(calls), _i(last), np.array([fired], bool))
 
 
 def test_a_batch_updates_held_requests_in_place_and_appends_new_ones() -> None:
@@ -26,8 +31,8 @@ def test_a_batch_updates_held_requests_in_place_and_appends_new_ones() -> None:
     assert t.get("b") == (3, 2, 150, True)
     assert t.get("c") == (1, 1, 160, False)
     assert t.get("zz") is None
-    t.put("a", (5, 4, 170, True))
-    t.put("d", (1, 1, 171, False))
+    _put(t, "a", (5, 4, 170, True))
+    _put(t, "d", (1, 1, 171, False))
     assert t.get("a") == (5, 4, 170, True) and t.get("d") == (1, 1, 171, False)
     assert t.find(["d", "a"]).tolist() == [3, 0]
 
@@ -35,7 +40,7 @@ def test_a_batch_updates_held_requests_in_place_and_appends_new_ones() -> None:
 def test_forgetting_old_requests_keeps_the_rest_findable() -> None:
     t = RequestTable()
     for i, last in enumerate([10, 50, 20, 60]):
-        t.put(f"r{i}", (1, 1, last, i == 3))
+        _put(t, f"r{i}", (1, 1, last, i == 3))
     t.keep_since(20)  # the boundary is kept
     assert t.ids == ["r1", "r2", "r3"]
     assert t.find(["r0", "r1", "r2", "r3"]).tolist() == [-1, 0, 1, 2]
@@ -46,8 +51,8 @@ def test_forgetting_old_requests_keeps_the_rest_findable() -> None:
 
 def test_the_snapshot_round_trips_and_the_earlier_form_still_restores() -> None:
     t = RequestTable()
-    t.put("x", (2, 3, 1_700_000_000, True))
-    t.put("y", (1, 1, 1_700_000_100, False))
+    _put(t, "x", (2, 3, 1_700_000_000, True))
+    _put(t, "y", (1, 1, 1_700_000_100, False))
     again = RequestTable.from_wire(orjson.loads(orjson.dumps(t.wire())))
     assert again.wire() == t.wire()
     assert again.get("x") == (2, 3, 1_700_000_000, True)
