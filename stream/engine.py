@@ -108,7 +108,11 @@ __all__ = [
     "route",
 ]
 
-SNAPSHOT_VERSION = 2
+# 3: retry_storm's requests as columns (``RequestTable.wire``). A worker of version 2 meets a
+# state of 3 during a rolling upgrade: it must start afresh, not fail on the new form. This
+# version restores both: the request rows of 2 are read as they were.
+SNAPSHOT_VERSION = 3
+_RESTORES = frozenset({2, SNAPSHOT_VERSION})
 PER_KEY_KINDS = frozenset({"api_key", "session"})
 WIDE_KINDS = frozenset(SCOPE_KINDS) - PER_KEY_KINDS
 
@@ -236,7 +240,7 @@ class _Judging:
         if not isinstance(data, bytes | str) or not data:
             return  # nothing saved, or the per-event engine's dict: start afresh
         snap = orjson.loads(data)
-        if not isinstance(snap, dict) or snap.get("version") != SNAPSHOT_VERSION:
+        if not isinstance(snap, dict) or snap.get("version") not in _RESTORES:
             return  # a state from another layout is not trusted: start warm-up again
         self.watermark_us = snap["watermark"]
         self.breaker_clock_us = snap["breaker_clock"]

@@ -140,6 +140,23 @@ def test_snapshot_is_compact_bytes_and_restores_to_the_same_state() -> None:
     assert Engine.restore(_cfg(), snap.decode()).snapshot() == snap
 
 
+def test_a_snapshot_of_version_2_restores_retry_storms_requests_from_their_rows() -> None:
+    # Version 2 wrote each request as a row; version 3 as columns. A worker upgraded in
+    # place carries on from the state it landed before.
+    engine = Engine(_cfg())
+    engine.process(facts_table([fact(at(i), "0.30", request_id=f"r{i % 3}") for i in range(7)]))
+    snap = orjson.loads(engine.snapshot())
+    assert snap["version"] == SNAPSHOT_VERSION == 3
+    cols = snap["detectors"]["retries"]["requests"]
+    fields = ("ids", "attempts", "calls", "last", "fired")
+    rows = [list(r) for r in zip(*(cols[k] for k in fields), strict=True)]
+    assert sorted(r[0] for r in rows) == ["r0", "r1", "r2"]
+    old = {**snap, "version": 2}
+    old["detectors"]["retries"]["requests"] = rows
+    again = Engine.restore(_cfg(), orjson.dumps(old))
+    assert again.snapshot() == engine.snapshot()
+
+
 def test_a_snapshot_of_another_layout_starts_fresh() -> None:
     for old in (
         {"version": 1, "detectors": {"rate": {"bad": 1}}},
