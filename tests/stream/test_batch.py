@@ -238,6 +238,26 @@ def test_a_key_the_reader_does_not_know_sends_that_line_alone_to_the_model(
     _assert_agrees_with_the_model(lines)
 
 
+def test_a_batch_refused_for_its_maps_alone_is_read_again_without_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Lines with a map's key are set aside and the rest read again at once: the slower
+    # line-by-line screening is for reads that still fail.
+    judged = _spy_on_the_model(monkeypatch)
+    screened: list[bytes] = []
+    real_plain = batch_module._plain
+    monkeypatch.setattr(batch_module, "_plain", lambda raw: screened.append(raw) or real_plain(raw))
+    tagged = [_line(event_id=f"t{i}", tags={"plan": "pro"}) for i in range(2)]
+    lines = [_line(event_id="p0"), tagged[0], _line(event_id="p1"), tagged[1]]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert judged == tagged and screened == []
+    assert decoded.events.column("event_id").to_pylist() == ["p0", "t0", "p1", "t1"]
+    # A line the reader refuses for another reason still gets the line-by-line screening.
+    typo = _line(event_id="typo", modle="x")
+    decode_lines([*lines, typo], NOW, _position, SKEW_S)
+    assert typo in screened
+
+
 def test_lines_with_a_key_each_of_their_own_are_refused_by_the_reader_not_inferred() -> None:
     # The reader is told to refuse unknown keys, never to infer them as columns: inferring
     # costs lines x distinct keys (a batch of 20k lines with a key each took 24 s).
