@@ -60,6 +60,9 @@ class Codes:
 class FactColumns:
     """The columns of one batch of facts, with each row's watermark and position."""
 
+    # A slice of another batch's columns (``slice``): (that batch, first row, end row).
+    _parent: tuple[FactColumns, int, int] | None = None
+
     def __init__(self, table: pa.Table, watermark_us: int | None = None, partition: int = 0):
         self.table = table
         self.n = table.num_rows
@@ -75,6 +78,23 @@ class FactColumns:
             self.wm_us = np.zeros(0, dtype=np.int64)
             self.wm_end = watermark_us
 
+    def slice(self, start: int, stop: int) -> FactColumns:
+        """Rows ``[start, stop)`` as a batch of their own, equal to ``FactColumns`` of
+        ``table.slice(...)`` after the rows before them (positions count from ``start``;
+        each string column dictionary-encoded in the slice's own order of first
+        appearance), but reading the columns this batch has decoded instead of decoding
+        them again: a batch is cut into up to nine event-time slices (``stream.rounds``)."""
+        part = FactColumns.__new__(FactColumns)
+        part.table = self.table.slice(start, stop - start)
+        part.n = stop - start
+        part.partition = self.partition
+        part.wm_start = self.wm_start if start == 0 else int(self.wm_us[start - 1])
+        part.ts_us = self.ts_us[start:stop]
+        part.wm_us = self.wm_us[start:stop]
+        part.wm_end = int(part.wm_us[-1]) if part.n else part.wm_start
+        part._parent = (self, start, stop)
+        return part
+
     def pos(self, row: int) -> Pos:
         return (int(self.wm_us[row]), self.partition, row)
 
@@ -86,7 +106,10 @@ class FactColumns:
 
     def codes(self, name: str) -> Codes:
         cached = self._codes.get(name)
-        if cached is None:
+        if cached is None and self._parent is not None:
+            parent, start, stop = self._parent
+            cached = self._codes[name] = _recoded(parent.codes(name), start, stop)
+        elif cached is None:
             encoded = self._array(name).dictionary_encode()
             index = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
             cached = self._codes[name] = Codes(
@@ -108,7 +131,10 @@ class FactColumns:
     def ints(self, name: str, null: int = 0) -> I64:
         """An integer column as int64, nulls as ``null``."""
         cached = self._ints.get((name, null))
-        if cached is None:
+        if cached is None and self._parent is not None:
+            parent, start, stop = self._parent
+            cached = self._ints[(name, null)] = parent.ints(name, null)[start:stop]
+        elif cached is None:
             arr = pc.fill_null(self._array(name), null)
             cached = self._ints[(name, null)] = arr.to_numpy(zero_copy_only=False).astype(
                 np.int64, copy=False
@@ -124,6 +150,9 @@ class FactColumns:
 
     @cached_property
     def priced(self) -> Bools:
+        if self._parent is not None:
+            parent, start, stop = self._parent
+            return parent.priced[start:stop]
         return pc.fill_null(self._array("priced"), False).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
     @cached_property
@@ -133,6 +162,9 @@ class FactColumns:
     @cached_property
     def cost_f(self) -> F64:
         """Cost as float (0 where unpriced): only to pick candidates, never to decide."""
+        if self._parent is not None:
+            parent, start, stop = self._parent
+            return parent.cost_f[start:stop]
         arr = pc.fill_null(self._cost.cast(pa.float64()), 0.0)
         return arr.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
@@ -140,6 +172,10 @@ class FactColumns:
     def _limbs(self) -> tuple[I64, I64, I64]:
         # decimal128 is a little-endian two's complement integer of 1e-18 USD: (hi, lo).
         # lo is split in two 32-bit halves so that int64 sums of a batch cannot overflow.
+        if self._parent is not None:
+            parent, start, stop = self._parent
+            hi, lo_hi, lo_lo = parent._limbs
+            return hi[start:stop], lo_hi[start:stop], lo_lo[start:stop]
         arr = self._cost
         raw = np.frombuffer(arr.buffers()[1], dtype="<u8")
         raw = raw[2 * arr.offset : 2 * (arr.offset + len(arr))]
@@ -206,3 +242,15 @@ class FactColumns:
 
     def costs(self, rows: I64 | list[int]) -> list[Decimal | None]:
         return self._cost.take(pa.array(rows, type=pa.int64())).to_pylist()  # type: ignore[no-any-return]
+
+
+def _recoded(whole: Codes, start: int, stop: int) -> Codes:
+    """The codes of rows ``[start, stop)`` of ``whole``'s column, as dictionary-encoding
+    those rows alone gives them: values numbered in order of first appearance, -1 null."""
+    index = whole.index[start:stop]
+    valid = index >= 0
+    present, first = np.unique(index[valid], return_index=True)
+    in_order = present[np.argsort(first, kind="stable")]
+    new_of = np.full(len(whole.values) + 1, -1, dtype=np.int64)  # the last: for -1 (null)
+    new_of[in_order] = np.arange(len(in_order), dtype=np.int64)
+    return Codes(new_of[index], [whole.values[c] for c in in_order.tolist()])

@@ -63,6 +63,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -155,20 +156,25 @@ def owner_of(scope: str, owners: int) -> int:
 
 def route(partials: pa.Table, owners: int) -> list[pa.Table]:
     """Split a batch's partials among scope owners; clock rows go to every owner."""
-    rows = partials_from_table(partials)
-    parts: list[list[Partial]] = [[] for _ in range(owners)]
-    for p in rows:
-        if p.detector == CLOCK:
-            for part in parts:
-                part.append(p)
-        else:
-            parts[owner_of(_owner_scope(p), owners)].append(p)
-    return [partials_table(part) for part in parts]
+    owner = np.fromiter(
+        (
+            -1 if detector == CLOCK else owner_of(_owner_scope(detector, scope), owners)
+            for detector, scope in zip(
+                partials.column("detector").to_pylist(),
+                partials.column("scope").to_pylist(),
+                strict=True,
+            )
+        ),
+        dtype=np.int64,
+        count=partials.num_rows,
+    )
+    clock = owner == -1
+    return [partials.filter(pa.array(clock | (owner == q))) for q in range(owners)]
 
 
-def _owner_scope(p: Partial) -> str:
+def _owner_scope(detector: str, scope: str) -> str:
     # unpriced_model alerts are on `global`: its owner holds the global breaker.
-    return "global" if p.detector == "unpriced" else p.scope
+    return "global" if detector == "unpriced" else scope
 
 
 class _Judging:
@@ -355,9 +361,9 @@ class LocalEngine(_Judging):
             if len(bounds) == 1:
                 part, src = cols, Source(self.partition, batch, cols.wm_start, cols.wm_end)
             else:
-                before = cols.wm_start if start == 0 else int(cols.wm_us[start - 1])
-                part = FactColumns(cols.table.slice(start, stop - start), before, self.partition)
-                src = Source(self.partition, slice_ref(batch, start, stop), before, part.wm_end)
+                part = cols.slice(start, stop)
+                ref = slice_ref(batch, start, stop)
+                src = Source(self.partition, ref, part.wm_start, part.wm_end)
             for det in self.summarizers:
                 out.extend(det.summarize(part, src))
             out.extend(

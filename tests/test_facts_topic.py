@@ -72,3 +72,23 @@ def test_another_arrow_table_is_refused() -> None:
         w.write_table(table)
     with pytest.raises(ValueError, match="schema is not FACTS_RECORD"):
         decode(sink.getvalue().to_pybytes())
+
+
+def test_a_partials_record_decodes_compressed_or_not() -> None:
+    # Partials records went uncompressed (small tables: zstd's cost is per buffer); a
+    # record a worker wrote before, zstd-compressed, must still be read after an upgrade.
+    from spendstream.facts_topic import ipc_record
+    from spendstream.runtime.kafka.wire import decode_partials, encode_partials
+    from spendstream.stream.engine import LocalEngine
+    from spendstream.stream.partials import PARTIALS
+
+    partials = LocalEngine(Config(), 3).process(_facts(), "3@9").partials
+    assert partials.num_rows and partials.schema == PARTIALS
+    new = encode_partials(3, 40, 44, partials)
+    meta = {"usage_partition": "3", "usage_offsets": "40 44"}
+    old = ipc_record(partials.replace_schema_metadata(meta), compression="zstd")
+    assert old != new
+    for value in (new, old):
+        batch = decode_partials(value)
+        assert (batch.usage_partition, batch.first_offset, batch.last_offset) == (3, 40, 44)
+        assert batch.partials.equals(partials)

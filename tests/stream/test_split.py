@@ -25,7 +25,14 @@ from hypothesis import strategies as st
 
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent
-from spendstream.stream.engine import Engine, LocalEngine, ScopeEngine, is_per_key, route
+from spendstream.stream.engine import (
+    Engine,
+    LocalEngine,
+    ScopeEngine,
+    is_per_key,
+    owner_of,
+    route,
+)
 from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table, split_ref
 from spendstream.stream.rounds import MAX_SLICES, round_of, slices_of
 from spendstream.topics import partition_key
@@ -409,3 +416,39 @@ def test_partials_travel_as_arrow_and_come_back_the_same() -> None:
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))  # type: ignore[index]
     # Per-key scopes stay home: no partial names an api key or a session.
     assert not any(is_per_key(p.scope) for p in parsed if p.detector != "alert")
+
+
+def test_route_sends_each_partial_to_its_scopes_owner_and_clock_rows_to_all() -> None:
+    out = LocalEngine(busy_config(), 1).process(rows_table(_stream([], warm=True)), "1@7")
+    # One row made an unpriced_model partial: its owner is global's (the global breaker).
+    before = partials_from_table(out.partials)
+    k = next(
+        i
+        for i, p in enumerate(before)
+        if p.detector == "anomaly" and owner_of(p.scope, 6) != owner_of("global", 6)
+    )
+    detector = [p.detector for p in before]
+    detector[k] = "unpriced"
+    table = out.partials.set_column(
+        out.partials.schema.get_field_index("detector"),
+        PARTIALS.field("detector"),
+        pa.array(detector, pa.string()),
+    )
+    rows = partials_from_table(table)
+    for owners in (1, 3, 6):
+        parts = route(table, owners)
+        assert len(parts) == owners
+        for q, part in enumerate(parts):
+            assert part.schema == PARTIALS
+            want = [
+                p
+                for p in rows
+                if p.detector == "clock"
+                or owner_of("global" if p.detector == "unpriced" else p.scope, owners) == q
+            ]
+            assert partials_from_table(part) == want  # the same rows, in the same order
+        assert sum(part.num_rows for part in parts) == len(rows) + (owners - 1) * sum(
+            p.detector == "clock" for p in rows
+        )
+    moved = route(table, 6)[owner_of("global", 6)]
+    assert rows[k] in partials_from_table(moved)  # with global's owner, not its scope's

@@ -64,7 +64,10 @@ def encode_partials(partition: int, first: int, last: int, partials: pa.Table) -
     table = partials.replace_schema_metadata(
         {"usage_partition": str(partition), "usage_offsets": f"{first} {last}"}
     )
-    return ipc_record(table)
+    # Uncompressed: a batch's partials are tens of rows per owner, and zstd's cost is per
+    # buffer (2.1 ms to encode a batch's six records, 1.7 ms to decode them, against 0.08
+    # and 0.14 uncompressed), for half the bytes of a few-KB record.
+    return ipc_record(table, compression=None)
 
 
 def decode_partials(value: bytes) -> PartialsBatch:

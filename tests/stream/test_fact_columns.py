@@ -1,0 +1,90 @@
+"""``FactColumns.slice``: a slice reads its batch's decoded columns, and is equal in every
+accessor the detectors use to the same rows decoded as a batch of their own."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spendstream.scopes import SCOPE_FIELDS
+from spendstream.stream.columns import FactColumns
+from spendstream.stream.grouping import Groups
+from tests.stream.detection_facts import T0, rows_table
+
+_row = st.fixed_dictionaries(
+    {
+        "ts": st.integers(0, 7_200).map(lambda s: T0 + timedelta(seconds=s)),
+        "team": st.sampled_from(["a", "b", "c", None]),
+        "feature": st.sampled_from(["f", "g", None]),
+        "user_id": st.sampled_from(["u1", "u2", "u3", None]),
+        "api_key_id": st.sampled_from(["k1", "k2", None]),
+        "session_id": st.sampled_from(["s1", None]),
+        "cost": st.sampled_from(["0.05", "0.4", "0", "123456789.123456789123456789", None]),
+        "input_tokens": st.integers(0, 10_000),
+    }
+)
+
+
+def _same(part: FactColumns, alone: FactColumns) -> None:
+    assert (part.n, part.partition, part.wm_start, part.wm_end) == (
+        alone.n,
+        alone.partition,
+        alone.wm_start,
+        alone.wm_end,
+    )
+    assert np.array_equal(part.ts_us, alone.ts_us)
+    assert np.array_equal(part.wm_us, alone.wm_us)
+    for name in [*sorted(set(SCOPE_FIELDS.values())), "provider", "model"]:
+        mine, theirs = part.codes(name), alone.codes(name)
+        assert mine.values == theirs.values, name  # the slice's own order of appearance
+        assert np.array_equal(mine.index, theirs.index), name
+    for kind in SCOPE_FIELDS:
+        assert part.scope_codes(kind)[1] == alone.scope_codes(kind)[1]
+    assert np.array_equal(part.ints("input_tokens"), alone.ints("input_tokens"))
+    assert np.array_equal(part.priced, alone.priced)
+    assert np.array_equal(part.cost_f, alone.cost_f)
+    for mine_limb, their_limb in zip(part._limbs, alone._limbs, strict=True):
+        assert np.array_equal(mine_limb, their_limb)
+    if part.n:
+        rows = np.arange(part.n, dtype=np.int64)
+        groups = Groups.of(part.codes("team").index, rows)
+        assert part.cost_sums(groups) == alone.cost_sums(groups)
+        assert part.costs(rows) == alone.costs(rows)
+        assert part.pos(part.n - 1) == alone.pos(alone.n - 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(_row, min_size=0, max_size=40),
+    watermark=st.one_of(st.none(), st.integers(0, 3_600).map(lambda s: s * 1_000_000)),
+    cut=st.tuples(st.integers(0, 40), st.integers(0, 40)),
+)
+def test_a_slice_equals_its_rows_decoded_alone(
+    rows: list[dict[str, Any]], watermark: int | None, cut: tuple[int, int]
+) -> None:
+    table = rows_table(rows)
+    base = None if watermark is None else int(T0.timestamp() * 1_000_000) + watermark
+    whole = FactColumns(table, base, partition=4)
+    start, stop = sorted(min(c, len(rows)) for c in cut)
+    # Either order: a slice decoded before its batch decodes the batch's columns then.
+    if start % 2:
+        whole.codes("team")
+    part = whole.slice(start, stop)
+    before = whole.wm_start if start == 0 else int(whole.wm_us[start - 1])
+    alone = FactColumns(table.slice(start, stop - start), before, partition=4)
+    _same(part, alone)
+
+
+def test_a_slice_recodes_its_batchs_codes_in_its_own_order() -> None:
+    teams = ["a", "b", "c", None, "a", "b"]
+    table = rows_table([{"ts": T0 + timedelta(seconds=i), "team": t} for i, t in enumerate(teams)])
+    whole = FactColumns(table)
+    part = whole.slice(1, 5)
+    assert part.codes("team").values == ["b", "c", "a"]
+    assert part.codes("team").index.tolist() == [0, 1, -1, 2]
+    # Read from the batch's codes, which it now holds: nothing decoded twice.
+    assert whole._codes["team"].values == ["a", "b", "c"]
