@@ -75,20 +75,32 @@ def test_another_arrow_table_is_refused() -> None:
 
 
 def test_a_partials_record_decodes_compressed_or_not() -> None:
-    # Partials records went uncompressed (small tables: zstd's cost is per buffer); a
-    # record a worker wrote before, zstd-compressed, must still be read after an upgrade.
+    # Small partials records go uncompressed (zstd's cost is per buffer), large ones
+    # compressed; a record a worker wrote before, always zstd, must still be read after an
+    # upgrade.
     from spendstream.facts_topic import ipc_record
-    from spendstream.runtime.kafka.wire import decode_partials, encode_partials
+    from spendstream.runtime.kafka.wire import (
+        COMPRESS_FROM_BYTES,
+        decode_partials,
+        encode_partials,
+    )
     from spendstream.stream.engine import LocalEngine
     from spendstream.stream.partials import PARTIALS
 
-    partials = LocalEngine(Config(), 3).process(_facts(), "3@9").partials
-    assert partials.num_rows and partials.schema == PARTIALS
-    new = encode_partials(3, 40, 44, partials)
+    small = LocalEngine(Config(), 3).process(_facts(), "3@9").partials
+    assert small.num_rows and small.schema == PARTIALS
+    copies = COMPRESS_FROM_BYTES // small.nbytes + 1
+    large = pa.concat_tables([small] * copies).combine_chunks()
+    assert large.nbytes >= COMPRESS_FROM_BYTES > small.nbytes
     meta = {"usage_partition": "3", "usage_offsets": "40 44"}
-    old = ipc_record(partials.replace_schema_metadata(meta), compression="zstd")
-    assert old != new
-    for value in (new, old):
-        batch = decode_partials(value)
-        assert (batch.usage_partition, batch.first_offset, batch.last_offset) == (3, 40, 44)
-        assert batch.partials.equals(partials)
+    for partials in (small, large):
+        new = encode_partials(3, 40, 44, partials)
+        old = ipc_record(partials.replace_schema_metadata(meta), compression="zstd")
+        if partials is small:
+            assert len(new) > len(old)  # not compressed
+        else:
+            assert len(new) == len(old) < partials.nbytes // 2  # compressed
+        for value in (new, old):
+            batch = decode_partials(value)
+            assert (batch.usage_partition, batch.first_offset, batch.last_offset) == (3, 40, 44)
+            assert batch.partials.equals(partials)
