@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.scopes import GLOBAL, SCOPE_FIELDS
+from spendstream.sorting import stable_order, unique_first
 from spendstream.stream.grouping import Groups
 from spendstream.stream.windows import from_us
 
@@ -249,8 +250,8 @@ def _recoded(whole: Codes, start: int, stop: int) -> Codes:
     those rows alone gives them: values numbered in order of first appearance, -1 null."""
     index = whole.index[start:stop]
     valid = index >= 0
-    present, first = np.unique(index[valid], return_index=True)
-    in_order = present[np.argsort(first, kind="stable")]
+    present, first, _ = unique_first(index[valid])
+    in_order = present[stable_order(first)]
     new_of = np.full(len(whole.values) + 1, -1, dtype=np.int64)  # the last: for -1 (null)
     new_of[in_order] = np.arange(len(in_order), dtype=np.int64)
     return Codes(new_of[index], [whole.values[c] for c in in_order.tolist()])

@@ -14,6 +14,8 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from spendstream.sorting import stable_order
+
 __all__ = ["Groups", "combine"]
 
 I64 = npt.NDArray[np.int64]
@@ -43,7 +45,7 @@ class Groups:
     @classmethod
     def of(cls, keys: I64, rows: I64) -> Groups:
         """``keys[i]`` is the group key of batch row ``rows[i]`` (``rows`` ascending)."""
-        order = np.argsort(keys, kind="stable")
+        order = stable_order(keys)
         sk = keys[order]
         new = np.empty(len(sk), dtype=np.bool_)
         if len(sk):

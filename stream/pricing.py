@@ -65,6 +65,7 @@ from genai_prices import data_snapshot
 from spendstream.config import PricesConfig
 from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
+from spendstream.sorting import stable_order
 from spendstream.stream.pricing_columns import (
     COMPONENTS,
     PRICE_COLUMNS,
@@ -363,7 +364,7 @@ class Pricer:
         )
         parts = [keys[0][0], keys[1][0], batch, keys[2][0], keys[3][0]]
         inverse, firsts = group(parts)
-        order = np.argsort(inverse, kind="stable")
+        order = stable_order(inverse)
         ends = np.cumsum(np.bincount(inverse, minlength=len(firsts)))
         inputs = column(events, "input_tokens", n)
         names = [k[1] for k in keys]
@@ -424,7 +425,7 @@ class Pricer:
         if len(rows) == 0 or span.min() == span.max():
             pieces = [(rows, 0)]
         else:
-            order = np.argsort(span, kind="stable")
+            order = stable_order(span)
             cuts = np.flatnonzero(np.diff(span[order])) + 1
             pieces = [(rows[p], int(p[0])) for p in np.split(order, cuts)]
         out = []

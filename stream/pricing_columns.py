@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import Cost
+from spendstream.sorting import unique_first
 from spendstream.table_schemas import COUNT_MAP, MONEY, TS
 
 __all__ = ["COMPONENTS", "PRICE_COLUMNS", "costs_from_table", "pricing_table"]
@@ -75,8 +76,8 @@ def group(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             )
             return inverse.reshape(-1), firsts
         key = key * r + (p + 1)
-    _, firsts, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return inverse.reshape(-1), firsts
+    _, firsts, inverse = unique_first(key)
+    return inverse, firsts
 
 
 class ToolColumn:

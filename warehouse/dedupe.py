@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendstream.sorting import stable_order, unique_first
 from spendstream.warehouse.keyhash import hash128
 from spendstream.warehouse.keyset import KeySet
 
@@ -217,8 +218,8 @@ class DedupeStore:
             if not len(hi):
                 return
         start = self.watermark - self.window_days
-        order = np.argsort(days, kind="stable")
-        uniq, bounds = np.unique(days[order], return_index=True)
+        order = stable_order(days)
+        uniq, bounds, _ = unique_first(days[order])
         for day, lo_i, hi_i in zip(
             uniq.tolist(), bounds.tolist(), [*bounds[1:].tolist(), len(order)], strict=True
         ):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from spendstream.sorting import unique_first
+
 __all__ = ["KeySet"]
 
 _MIN_CAPACITY = 1 << 10
@@ -78,7 +80,7 @@ class KeySet:
             free = self._hi[s] == 0
             # Several keys may want one free slot in the same round: the first takes it.
             cand = pending[free]
-            taken, first = np.unique(s[free], return_index=True)
+            taken, first, _ = unique_first(s[free])
             winners = cand[first]
             self._hi[taken] = hi[winners]
             self._lo[taken] = lo[winners]

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from spendstream.config import Config
 from spendstream.scopes import GLOBAL
+from spendstream.sorting import stable_order
 from spendstream.stream.columns import FactColumns, Pos
 from spendstream.stream.detectors.base import ANOMALY, Finding, make_alert
 from spendstream.stream.detectors.sessions import EXACT_BOUND_USD, shift
@@ -106,7 +107,7 @@ class AnomalyDetector:
                 continue
             # One stable sort by scope: each scope's rows in arrival order; where their hours
             # never go back, each (scope, hour) is one run of them.
-            rows = sel if kind == GLOBAL else sel[np.argsort(codes.index[sel], kind="stable")]
+            rows = sel if kind == GLOBAL else sel[stable_order(codes.index[sel])]
             code, hour = codes.index[rows], hours[rows]
             new_scope = np.empty(len(rows), dtype=np.bool_)
             new_scope[0] = True
