@@ -23,6 +23,7 @@ BENCHMARKS = (
     "writers",  # 3 writers committing at once with maintenance: lost/doubled, retries
     "kafka_pipeline",  # spendstream run vs embedded ingest, 1 vs 2 workers, alert latency, RSS
     "breaker_latency",  # runaway crossing -> guard() refusal, through spendstream run
+    "facts_readback",  # a scope owner reading a facts record back vs librdkafka's fetch defaults
     "leases",  # hard-budget overshoot: leases vs breaker-only; reserve() and refill latency
     "alert_routing",  # router vs bare httpx posts
     "report",  # write_report and whatif at 10M facts

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 
@@ -15,7 +17,7 @@ from spendstream.kafka.consumer import Consumer, Message
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.table_schemas import FACTS
 
-__all__ = ["FactsReader", "batch_ref", "parse_ref"]
+__all__ = ["READ_CONFIG", "FactsReader", "batch_ref", "parse_ref"]
 
 # Decoded batches kept, by size: a round's crossings usually read a handful, and a decoded
 # 20k-event batch is ~10 MB (64 of them held ~650 MB in a 10M-event run).
@@ -34,17 +36,32 @@ def parse_ref(batch: str) -> tuple[int, int]:
     return int(partition), int(offset)
 
 
+# Reads are random access (one batch where a merge may cross): prefetching what follows
+# would keep up to 64 MB of facts records per reader for nothing. With one record queued,
+# librdkafka postpones the partition's next fetch by fetch.queue.backoff.ms (1 s by
+# default): a read after a seek waited for it, up to ~1 s per batch a scope owner read back
+# (most of its merge time, and as much on a wide-scope alert), ~2-15 ms without it
+# (bench.facts_readback). Nor need the broker hold a fetch at a partition's end 500 ms.
+READ_CONFIG: dict[str, Any] = {
+    "queued.min.messages": 1,
+    "queued.max.messages.kbytes": 4096,
+    "fetch.queue.backoff.ms": 0,
+    "fetch.wait.max.ms": 10,
+}
+
+
 class FactsReader:
     """An assign()-mode consumer of the facts topic (no group), used from one thread."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+    def __init__(
+        self, settings: KafkaSettings, topic: str, config: Mapping[str, Any] | None = None
+    ) -> None:
+        """``config``: librdkafka settings over ``READ_CONFIG`` (the benchmark's baseline)."""
         self.topic = topic
-        # Reads are random access (one batch where a merge may cross): prefetching what
-        # follows would keep up to 64 MB of facts records per reader for nothing.
         self.consumer = Consumer(
             settings,
             client_id="spendstream-facts-reader",
-            config={"queued.min.messages": 1, "queued.max.messages.kbytes": 4096},
+            config={**READ_CONFIG, **(config or {})},
         )
         self._cache: OrderedDict[str, pa.Table] = OrderedDict()
         self._cached_bytes = 0
@@ -53,13 +70,18 @@ class FactsReader:
     def _read(self, partition: int, offset: int) -> Message:
         self.consumer.assign({(self.topic, partition): offset})
         deadline = time.monotonic() + _TIMEOUT_S
-        while time.monotonic() < deadline:
-            for m in self.consumer.consume(1, 0.5):
-                if m.partition() == partition and m.offset() == offset:
-                    self.fetched += 1
-                    return m
-                if (m.offset() or 0) > offset:
-                    break  # compacted or deleted: it will not come
+        try:
+            while time.monotonic() < deadline:
+                for m in self.consumer.consume(1, 0.5):
+                    if m.partition() == partition and m.offset() == offset:
+                        self.fetched += 1
+                        return m
+                    if (m.offset() or 0) > offset:
+                        break  # compacted or deleted: it will not come
+        finally:
+            # Nothing to fetch until the next read says where: without the backoff, a
+            # partition left assigned would be fetched again and again.
+            self.consumer.assign({})
         raise KafkaUnavailable(
             f"cannot read {self.topic}/{partition}@{offset} within {_TIMEOUT_S:.0f}s",
             code="_TIMED_OUT",

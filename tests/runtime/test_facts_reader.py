@@ -1,0 +1,70 @@
+"""Reading facts records back (``FactsReader``), as a scope owner does to locate a crossing:
+on a real broker, records larger than a fetch's default 1 MiB per partition, in any order."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from spendstream import facts_topic
+from spendstream.config import Config
+from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.kafka.settings import as_settings
+from spendstream.runtime.kafka.facts_reader import FactsReader, batch_ref
+from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES
+from spendstream.stream.batch import decode_lines
+from spendstream.stream.pipeline import Pipeline
+from spendstream.synthetic import generate
+from tests.kafka_fixtures import TopicFactory
+
+
+def _facts(events: int, seed: int) -> pa.Table:
+    lines = [json.dumps(e, separators=(",", ":")).encode() for e in generate(events, seed=seed)]
+    now = datetime.now(UTC)
+    decoded = decode_lines(lines, now, lambda i: f"test:{i}")
+    return Pipeline(Config()).price_table(decoded.events, now)
+
+
+def test_records_read_back_in_any_order_and_nothing_fetched_between_reads(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = topic_factory(2, configs={"max.message.bytes": str(MAX_RECORD_BYTES)})
+    # One record past a fetch's 1 MiB per partition, the rest small.
+    tables = [_facts(12000, 18)] + [_facts(50 + i, i) for i in range(7)]
+    records = [
+        OutRecord(
+            topic,
+            facts_topic.encode(
+                i % 2, t, pa.array(range(t.num_rows), pa.int64()), (0, t.num_rows - 1)
+            ),
+            partition=i % 2,
+        )
+        for i, t in enumerate(tables)
+    ]
+    assert len(records[0].value or b"") > 1 << 20
+    producer = Producer(kafka_bootstrap, config={"message.max.bytes": MAX_RECORD_BYTES + 65536})
+    report = producer.send(records, 60)
+    report.raise_first()
+    producer.close()
+    refs = [
+        batch_ref(r.partition or 0, o or 0) for r, o in zip(records, report.offsets, strict=True)
+    ]
+    order = list(range(len(refs)))
+    random.Random(7).shuffle(order)
+
+    reader = FactsReader(as_settings(kafka_bootstrap), topic)
+    try:
+        for i in order:
+            got = reader.facts_of(refs[i])
+            assert got.column("event_id").to_pylist() == tables[i].column("event_id").to_pylist()
+            assert got.column("cost_usd").equals(tables[i].column("cost_usd"))
+            # Nothing stays assigned: the reader does not fetch what follows in the background.
+            assert reader.consumer.assignment() == []
+        assert reader.fetched == len(refs)
+        reader.facts_of(refs[order[-1]])  # the newest read is kept decoded
+        assert reader.fetched == len(refs)
+    finally:
+        reader.close()
