@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["stable_order", "unique_first"]
+__all__ = ["sorted_runs", "stable_order", "unique_first"]
 
 I64 = npt.NDArray[np.int64]
 
@@ -45,16 +45,25 @@ def stable_order(keys: npt.NDArray[np.integer]) -> I64:
     return order.astype(np.int64, copy=False)
 
 
-def unique_first(keys: npt.NDArray[np.integer]) -> tuple[npt.NDArray[Any], I64, I64]:
-    """``np.unique(keys, return_index=True, return_inverse=True)`` of integer keys: the
-    distinct keys ascending (of the keys' dtype), each one's first row, and each row's
-    place among them."""
+def sorted_runs(
+    keys: npt.NDArray[np.integer],
+) -> tuple[I64, npt.NDArray[Any], npt.NDArray[np.bool_]]:
+    """The stable order of ``keys``, the keys in that order, and where each run of equal
+    keys begins in it."""
     order = stable_order(keys)
     sk = keys[order]
     new = np.empty(len(sk), dtype=np.bool_)
     if len(sk):
         new[0] = True
         np.not_equal(sk[1:], sk[:-1], out=new[1:])
+    return order, sk, new
+
+
+def unique_first(keys: npt.NDArray[np.integer]) -> tuple[npt.NDArray[Any], I64, I64]:
+    """``np.unique(keys, return_index=True, return_inverse=True)`` of integer keys: the
+    distinct keys ascending (of the keys' dtype), each one's first row, and each row's
+    place among them."""
+    order, sk, new = sorted_runs(keys)
     inverse = np.empty(len(sk), dtype=np.int64)
     inverse[order] = np.cumsum(new, dtype=np.int64) - 1
     return sk[new], order[new], inverse

@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from spendstream.sorting import stable_order
+from spendstream.sorting import sorted_runs
 
 __all__ = ["Groups", "combine"]
 
@@ -45,12 +45,7 @@ class Groups:
     @classmethod
     def of(cls, keys: I64, rows: I64) -> Groups:
         """``keys[i]`` is the group key of batch row ``rows[i]`` (``rows`` ascending)."""
-        order = stable_order(keys)
-        sk = keys[order]
-        new = np.empty(len(sk), dtype=np.bool_)
-        if len(sk):
-            new[0] = True
-            np.not_equal(sk[1:], sk[:-1], out=new[1:])
+        order, sk, new = sorted_runs(keys)
         return cls.runs(rows[order].astype(np.int64), new, sk)
 
     @classmethod
