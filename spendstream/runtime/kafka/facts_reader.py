@@ -40,7 +40,7 @@ def parse_ref(batch: str) -> tuple[int, int]:
 # would keep up to 64 MB of facts records per reader for nothing. With one record queued,
 # librdkafka postpones the partition's next fetch by fetch.queue.backoff.ms (1 s by
 # default): a read after a seek waited for it, up to ~1 s per batch a scope owner read back
-# (most of its merge time, and as much on a wide-scope alert), ~2-15 ms without it
+# (most of its merge time, and as much on a wide-scope alert), p99 ~25 ms without it
 # (bench.facts_readback). Nor need the broker hold a fetch at a partition's end 500 ms.
 READ_CONFIG: dict[str, Any] = {
     "queued.min.messages": 1,
