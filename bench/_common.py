@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -135,3 +136,20 @@ def write_synthetic(path: Path, events: int, seed: int) -> None:
         "write_jsonl(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))\n"
     )
     subprocess.run([sys.executable, "-c", code, str(path), str(events), str(seed)], check=True)
+
+
+@contextlib.contextmanager
+def kafka_for_run(bootstrap: str | None, workdir: Path) -> Iterator[str]:
+    """``bootstrap`` when given, else a LocalKafka started in ``workdir`` for the run and
+    stopped after it: the broker a benchmark measures on."""
+    if bootstrap:
+        yield bootstrap
+        return
+    from spendstream.local.kafka import LocalKafka, find_free_ports
+
+    port, cport = find_free_ports(2)
+    broker = LocalKafka(workdir, port=port, controller_port=cport)
+    try:
+        yield broker.start(timeout_s=180)
+    finally:
+        broker.stop()

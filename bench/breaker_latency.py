@@ -38,8 +38,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench._common import kafka_for_run, record
 from bench._common import machine as shared_machine
-from bench._common import record
 from spendstream.config import config_from_dict
 from spendstream.errors import BreakerOpen
 from spendstream.kafka.admin import Admin, TopicSpec
@@ -300,17 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     gap_s = args.gap_ms / 1000
-    broker = None
-    tmp = None
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        from spendstream.local.kafka import LocalKafka, find_free_ports
-
-        tmp = tempfile.TemporaryDirectory(prefix="bench-kafka-")
-        port, cport = find_free_ports(2)
-        broker = LocalKafka(Path(tmp.name), port=port, controller_port=cport)
-        bootstrap = broker.start(timeout_s=180)
-    try:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-kafka-") as tmp,
+        kafka_for_run(args.bootstrap, Path(tmp)) as bootstrap,
+    ):
         admin = Admin(bootstrap, timeout_s=60)
         stamp = int(time.time())
         results: dict[str, Any] = {
@@ -332,11 +325,6 @@ def main(argv: list[str] | None = None) -> int:
             results[f"run_trip_to_refusal@batch_within_s={within}"] = percentiles(
                 run_trip_to_refusal(bootstrap, args.run_samples, 0.2, within)
             )
-    finally:
-        if broker is not None:
-            broker.stop()
-        if tmp is not None:
-            tmp.cleanup()
     report = {
         "name": NAME,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -31,7 +31,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from bench._common import machine, record
+from bench._common import kafka_for_run, machine, record
 from spendstream import facts_topic
 from spendstream.config import Config
 from spendstream.kafka.admin import Admin, TopicSpec
@@ -87,41 +87,30 @@ def main() -> None:
     ap.add_argument("--bootstrap", default=os.environ.get("SPENDSTREAM_BENCH_KAFKA"))
     args = ap.parse_args()
     value = _facts_record(args.events)
-    broker = None
-    with tempfile.TemporaryDirectory(prefix="bench-readback-") as tmp:
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            from spendstream.local.kafka import LocalKafka, find_free_ports
-
-            port, cport = find_free_ports(2)
-            broker = LocalKafka(Path(tmp), port=port, controller_port=cport)
-            bootstrap = broker.start(timeout_s=180)
-        try:
-            topic = f"bench-facts-{int(time.time())}"
-            Admin(bootstrap, timeout_s=60).ensure_topics(
-                [TopicSpec(topic, PARTITIONS, {"max.message.bytes": str(MAX_RECORD_BYTES)})]
-            )
-            producer = Producer(bootstrap, config={"message.max.bytes": MAX_RECORD_BYTES + 65536})
-            records = [
-                OutRecord(topic, value, partition=i % PARTITIONS) for i in range(args.records)
-            ]
-            report = producer.send(records, 120)
-            report.raise_first()
-            producer.close(timeout_s=10)
-            refs = [
-                batch_ref(r.partition or 0, o or 0)
-                for r, o in zip(records, report.offsets, strict=True)
-            ]
-            random.Random(18).shuffle(refs)
-            # Alternated halves, so neither reader has the broker's warm cache to itself.
-            half = len(refs) // 2
-            base = _reads(bootstrap, topic, refs[:half], DEFAULTS)
-            new = _reads(bootstrap, topic, refs[half:], {})
-            base += _reads(bootstrap, topic, refs[half:], DEFAULTS)
-            new += _reads(bootstrap, topic, refs[:half], {})
-        finally:
-            if broker is not None:
-                broker.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-readback-") as tmp,
+        kafka_for_run(args.bootstrap, Path(tmp)) as bootstrap,
+    ):
+        topic = f"bench-facts-{int(time.time())}"
+        Admin(bootstrap, timeout_s=60).ensure_topics(
+            [TopicSpec(topic, PARTITIONS, {"max.message.bytes": str(MAX_RECORD_BYTES)})]
+        )
+        producer = Producer(bootstrap, config={"message.max.bytes": MAX_RECORD_BYTES + 65536})
+        records = [OutRecord(topic, value, partition=i % PARTITIONS) for i in range(args.records)]
+        report = producer.send(records, 120)
+        report.raise_first()
+        producer.close(timeout_s=10)
+        refs = [
+            batch_ref(r.partition or 0, o or 0)
+            for r, o in zip(records, report.offsets, strict=True)
+        ]
+        random.Random(18).shuffle(refs)
+        # Alternated halves, so neither reader has the broker's warm cache to itself.
+        half = len(refs) // 2
+        base = _reads(bootstrap, topic, refs[:half], DEFAULTS)
+        new = _reads(bootstrap, topic, refs[half:], {})
+        base += _reads(bootstrap, topic, refs[half:], DEFAULTS)
+        new += _reads(bootstrap, topic, refs[:half], {})
     result = {
         "machine": machine(("spendstream", "confluent-kafka", "pyarrow")),
         "records": args.records,

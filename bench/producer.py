@@ -36,8 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench._common import kafka_for_run, record
 from bench._common import machine as shared_machine
-from bench._common import record
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.producers import Meter, UsageEvent
 from spendstream.producers.transports import KafkaTransport
@@ -207,34 +207,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", help="an existing broker (default: start a LocalKafka)")
     args = ap.parse_args(argv)
 
-    broker = None
-    with tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp:
-        bootstrap = args.bootstrap
-        if not bootstrap:
-            from spendstream.local.kafka import LocalKafka, find_free_ports
-
-            port, cport = find_free_ports(2)
-            broker = LocalKafka(Path(tmp) / "kafka", port=port, controller_port=cport)
-            bootstrap = broker.start(timeout_s=180)
-        try:
-            # Rounds alternate so both see the same background load (a shared machine):
-            # each reports its best round, all rounds are kept.
-            idle_rounds, validate_rounds = [], []
-            for r in range(ROUNDS):
-                idle_rounds.append(bench_record_idle(args.calls, Path(tmp) / f"spool-idle{r}"))
-                validate_rounds.append(bench_validate(args.calls))
-            idle = min(idle_rounds, key=lambda x: x["median_us"]) | {"rounds": idle_rounds}
-            validate = min(validate_rounds, key=lambda x: x["median_us"]) | {
-                "rounds": validate_rounds
-            }
-            bare = bench_bare(bootstrap, args.events)
-            sending, meter = bench_meter(bootstrap, args.events, Path(tmp) / "spool")
-            _, meter_big = bench_meter(
-                bootstrap, args.events, Path(tmp) / "spool-big", queue_size=args.events + 2
-            )
-        finally:
-            if broker is not None:
-                broker.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp,
+        kafka_for_run(args.bootstrap, Path(tmp) / "kafka") as bootstrap,
+    ):
+        # Rounds alternate so both see the same background load (a shared machine):
+        # each reports its best round, all rounds are kept.
+        idle_rounds, validate_rounds = [], []
+        for r in range(ROUNDS):
+            idle_rounds.append(bench_record_idle(args.calls, Path(tmp) / f"spool-idle{r}"))
+            validate_rounds.append(bench_validate(args.calls))
+        idle = min(idle_rounds, key=lambda x: x["median_us"]) | {"rounds": idle_rounds}
+        validate = min(validate_rounds, key=lambda x: x["median_us"]) | {"rounds": validate_rounds}
+        bare = bench_bare(bootstrap, args.events)
+        sending, meter = bench_meter(bootstrap, args.events, Path(tmp) / "spool")
+        _, meter_big = bench_meter(
+            bootstrap, args.events, Path(tmp) / "spool-big", queue_size=args.events + 2
+        )
 
     report = {
         "name": NAME,
