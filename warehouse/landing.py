@@ -258,11 +258,16 @@ class Warehouse:
         return out
 
     def finish_outboxes(self, facts_summary: Mapping[str, str] | None = None) -> int:
-        """Land the outbox of each writer's last commit where it is missing; how many landed."""
+        """Land the outbox of each writer's last commit where it is missing; how many landed.
+
+        The tables it lands get their views' file lists published: a worker publishes every
+        list when it starts, before it resumes here, and no later commit may touch the table
+        (breaker_events), so without this the landed rows would stay out of the views."""
         if facts_summary is None:
             facts_summary = sn.summary_of(self.tables.load("usage_facts").current_snapshot())
         heads = {t: sn.summary_of(self.tables.load(t).current_snapshot()) for t in SMALL_TABLES}
         landed = 0
+        touched: set[str] = set()
         for w in sn.writers_in(facts_summary):
             seq = sn.seq_of(facts_summary, w)
             record = facts_summary.get(sn.key("record", w))
@@ -278,6 +283,9 @@ class Warehouse:
                     files = [parquet_file_to_data_file(tbl.io, tbl.metadata, p) for p in paths]
                     if self._land_outbox(table, w, seq, files):
                         landed += 1
+                        touched.add(table)
+        if touched:
+            self.publish_current(sorted(touched))
         return landed
 
     # Dedupe.

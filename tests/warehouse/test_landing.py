@@ -283,3 +283,34 @@ def test_writers_keep_the_facts_history_short(workdir: Path) -> None:
     with Warehouse(workdir) as again:
         assert again.resume().positions == {"p": 47}
         assert len(again.tables.load("usage_facts").scan().to_arrow()) == 48
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_the_views_file_lists_show_what_a_crashed_commit_landed_after_a_restart(
+    tmp_path: Path, events: Path, point: str
+) -> None:
+    """A plain DuckDB session reads spendstream.duckdb, whose views read published file
+    lists. A worker publishes every list when it starts, *then* resumes, which lands the
+    outbox a crash left behind: that landing must publish too, or a table no later commit
+    touches (breaker_events) hides its rows from the views for good."""
+    from spendstream.warehouse.reading import run_sql
+
+    args = ["--writer", str(tmp_path), str(events), "w", "25"]
+    _run([point, "2", "--", *args], True)  # the second batch carries breaker events too
+    with Warehouse(tmp_path, writer="w") as wh:
+        wh.ensure_views()  # as Worker.start does, before its loops resume
+        wh.resume()
+
+    def views(sql: str) -> list[tuple[Any, ...]]:
+        import duckdb
+
+        con = duckdb.connect(str(tmp_path / "warehouse" / "spendstream.duckdb"), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    landed = _tables(lambda sql: run_sql(tmp_path, sql)[1])
+    assert landed["facts"] and landed["breakers"]
+    assert _tables(views) == landed
