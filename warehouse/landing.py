@@ -237,6 +237,10 @@ class Warehouse:
             facts = self.tables.load("usage_facts")
             summary = sn.summary_of(facts.current_snapshot())
             self.finish_outboxes(summary)
+            # A writer killed between a commit and publishing the views' file lists (or
+            # its outbox, landed just now) left them behind: no later commit may touch the
+            # table (breaker_events), so spendstream.duckdb's views would miss its rows.
+            self.publish_stale()
             seq = sn.seq_of(summary, self.writer)
             positions = sn.positions_of(summary, self.writer)
             state = None
@@ -258,16 +262,11 @@ class Warehouse:
         return out
 
     def finish_outboxes(self, facts_summary: Mapping[str, str] | None = None) -> int:
-        """Land the outbox of each writer's last commit where it is missing; how many landed.
-
-        The tables it lands get their views' file lists published: a worker publishes every
-        list when it starts, before it resumes here, and no later commit may touch the table
-        (breaker_events), so without this the landed rows would stay out of the views."""
+        """Land the outbox of each writer's last commit where it is missing; how many landed."""
         if facts_summary is None:
             facts_summary = sn.summary_of(self.tables.load("usage_facts").current_snapshot())
         heads = {t: sn.summary_of(self.tables.load(t).current_snapshot()) for t in SMALL_TABLES}
         landed = 0
-        touched: set[str] = set()
         for w in sn.writers_in(facts_summary):
             seq = sn.seq_of(facts_summary, w)
             record = facts_summary.get(sn.key("record", w))
@@ -283,9 +282,6 @@ class Warehouse:
                     files = [parquet_file_to_data_file(tbl.io, tbl.metadata, p) for p in paths]
                     if self._land_outbox(table, w, seq, files):
                         landed += 1
-                        touched.add(table)
-        if touched:
-            self.publish_current(sorted(touched))
         return landed
 
     # Dedupe.
@@ -521,7 +517,9 @@ class Warehouse:
         result.alerts = len(tables["alerts"])
         result.breaker_events = len(tables["breaker_events"])
         result.dead_letters = len(tables["dead_letters"])
-        self.publish_current([n for n in ("usage_facts", *SMALL_TABLES) if n in files])
+        # usage_facts always: every commit moves its head (the writer's position), and a
+        # list from an older head reads as stale (``publish_stale``).
+        self.publish_current(["usage_facts", *(n for n in SMALL_TABLES if n in files)])
         return result
 
     def _new_facts(
@@ -737,6 +735,16 @@ class Warehouse:
         from spendstream.warehouse.views import publish_current_files
 
         publish_current_files(self, names)
+
+    def publish_stale(self, names: Sequence[str] = (*EVENT_TABLES, "revenue")) -> None:
+        """Publish the file lists of ``names`` written from another snapshot than the head."""
+        if self.storage.is_s3:
+            return
+        from spendstream.warehouse.views import publish_current_files, stale_current_files
+
+        stale = stale_current_files(self, names)
+        if stale:
+            publish_current_files(self, stale)
 
     def ensure_views(self) -> None:
         """(Re)create spendstream.duckdb: idempotent, safe while readers hold it open."""

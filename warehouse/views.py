@@ -43,6 +43,7 @@ __all__ = [
     "connect_database",
     "connect_snapshot",
     "publish_current_files",
+    "stale_current_files",
     "statements",
 ]
 
@@ -105,11 +106,21 @@ def _schema_file(wh: Warehouse, name: str) -> Path:
     return path
 
 
+# The snapshot a list was written from, in its Parquet metadata ("": the table had none).
+_SNAPSHOT_KEY = b"spendstream.snapshot-id"
+
+
+def _head_id(wh: Warehouse, name: str) -> str:
+    head = wh.tables.load(name).current_snapshot()
+    return "" if head is None else str(head.snapshot_id)
+
+
 def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
     """Write ``current/<table>.parquet`` from the catalog's head, atomically (local storage).
 
     Under a lock, and from a fresh load of the table, so two writers publishing at once can
-    never leave an older list in place of a newer one.
+    never leave an older list in place of a newer one. Each list records the snapshot it
+    was written from (``stale_current_files``).
     """
     current = _current_dir(wh.storage)
     current.mkdir(parents=True, exist_ok=True)
@@ -118,13 +129,34 @@ def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for name in names:
             tbl = wh.tables.load(name)
+            head = tbl.current_snapshot()
             files = [Storage.to_fs_path(f.file_path) for f in wh.manifests.live_files(tbl)]
             files.append(str(_schema_file(wh, name)))
+            listing = pa.table({"file": pa.array(files, pa.string())}).replace_schema_metadata(
+                {_SNAPSHOT_KEY: "" if head is None else str(head.snapshot_id)}
+            )
             tmp = current / f".{name}.{uuid.uuid4().hex}.tmp"
-            pq.write_table(pa.table({"file": pa.array(files, pa.string())}), tmp)
+            pq.write_table(listing, tmp)
             os.replace(tmp, current / f"{name}.parquet")
     finally:
         os.close(fd)
+
+
+def stale_current_files(wh: Warehouse, names: Sequence[str]) -> list[str]:
+    """Of ``names``, the tables whose ``current/<table>.parquet`` is missing or was written
+    from another snapshot than the catalog's head: a writer that committed and was killed
+    before it published left it behind, and no later commit may touch the table."""
+    current = _current_dir(wh.storage)
+    out = []
+    for name in names:
+        try:
+            meta = pq.read_schema(current / f"{name}.parquet").metadata or {}
+        except (FileNotFoundError, pa.ArrowInvalid):
+            out.append(name)
+            continue
+        if meta.get(_SNAPSHOT_KEY, b"-").decode() != _head_id(wh, name):
+            out.append(name)
+    return out
 
 
 def build_database(storage: Storage) -> None:

@@ -286,19 +286,21 @@ def test_writers_keep_the_facts_history_short(workdir: Path) -> None:
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_the_views_file_lists_show_what_a_crashed_commit_landed_after_a_restart(
+def test_the_views_file_lists_show_what_a_crashed_writer_committed_once_it_resumes(
     tmp_path: Path, events: Path, point: str
 ) -> None:
     """A plain DuckDB session reads spendstream.duckdb, whose views read published file
-    lists. A worker publishes every list when it starts, *then* resumes, which lands the
-    outbox a crash left behind: that landing must publish too, or a table no later commit
-    touches (breaker_events) hides its rows from the views for good."""
+    lists. A writer killed after a commit but before publishing (or before landing its
+    outbox, which resuming lands) left lists behind; no later commit may touch the table
+    (breaker_events), so resuming publishes every list older than its table's head. The
+    writer that resumes may be another worker's, that never rebuilt the views."""
     from spendstream.warehouse.reading import run_sql
 
+    with Warehouse(tmp_path, writer="views") as wh:
+        wh.ensure_views()  # as a worker does when it starts
     args = ["--writer", str(tmp_path), str(events), "w", "25"]
     _run([point, "2", "--", *args], True)  # the second batch carries breaker events too
-    with Warehouse(tmp_path, writer="w") as wh:
-        wh.ensure_views()  # as Worker.start does, before its loops resume
+    with Warehouse(tmp_path, writer="w") as wh:  # the partition's next owner
         wh.resume()
 
     def views(sql: str) -> list[tuple[Any, ...]]:
@@ -314,3 +316,22 @@ def test_the_views_file_lists_show_what_a_crashed_commit_landed_after_a_restart(
     landed = _tables(lambda sql: run_sql(tmp_path, sql)[1])
     assert landed["facts"] and landed["breakers"]
     assert _tables(views) == landed
+
+
+def test_a_list_written_from_an_older_snapshot_is_stale_until_published(wh: Warehouse) -> None:
+    from spendstream.warehouse.views import publish_current_files, stale_current_files
+
+    names = ["usage_facts", "alerts", "breaker_events"]
+    current = wh.storage.local_root / "current"
+    assert stale_current_files(wh, names) == []  # ensure_views published every list
+    wh.commit(alerts=[alert()])
+    assert stale_current_files(wh, names) == []  # the commit published what it touched
+    older = (current / "alerts.parquet").read_bytes()
+    wh.commit(alerts=[alert()])
+    (current / "alerts.parquet").write_bytes(older)  # as a writer killed before publishing
+    (current / "breaker_events.parquet").unlink()
+    assert stale_current_files(wh, names) == ["alerts", "breaker_events"]
+    publish_current_files(wh, ["alerts"])
+    assert stale_current_files(wh, names) == ["breaker_events"]
+    wh.publish_stale()
+    assert stale_current_files(wh, names) == []
