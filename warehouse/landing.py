@@ -517,9 +517,7 @@ class Warehouse:
         result.alerts = len(tables["alerts"])
         result.breaker_events = len(tables["breaker_events"])
         result.dead_letters = len(tables["dead_letters"])
-        # usage_facts always: every commit moves its head (the writer's position), and a
-        # list from an older head reads as stale (``publish_stale``).
-        self.publish_current(["usage_facts", *(n for n in SMALL_TABLES if n in files)])
+        self.publish_current([n for n in ("usage_facts", *SMALL_TABLES) if n in files])
         return result
 
     def _new_facts(

@@ -33,6 +33,7 @@ from spendstream.warehouse.tables import EVENT_TABLES, PARTITION_COLUMN, TABLE_S
 
 if TYPE_CHECKING:
     import duckdb
+    from pyiceberg.table import Table
 
     from spendstream.warehouse.landing import Warehouse
 
@@ -106,21 +107,33 @@ def _schema_file(wh: Warehouse, name: str) -> Path:
     return path
 
 
-# The snapshot a list was written from, in its Parquet metadata ("": the table had none).
-_SNAPSHOT_KEY = b"spendstream.snapshot-id"
+# In a list's Parquet metadata: the last snapshot that changed the table's data files when
+# the list was written (``_data_version``).
+_VERSION_KEY = b"spendstream.data-snapshot-id"
 
 
-def _head_id(wh: Warehouse, name: str) -> str:
-    head = wh.tables.load(name).current_snapshot()
-    return "" if head is None else str(head.snapshot_id)
+def _data_version(tbl: Table) -> str:
+    """The id of the newest snapshot that added or removed data files, walking back from the
+    head ("": none, or it was expired). Commits that only move a writer's position or state
+    (a scope owner's, an alerts-only batch's) leave the usage_facts list as it was."""
+    from spendstream.warehouse import snapshots as sn
+
+    snap = tbl.current_snapshot()
+    while snap is not None:
+        summary = sn.summary_of(snap)
+        if any(int(summary.get(k, "0")) for k in ("added-data-files", "deleted-data-files")):
+            return str(snap.snapshot_id)
+        parent = snap.parent_snapshot_id
+        snap = tbl.snapshot_by_id(parent) if parent is not None else None
+    return ""
 
 
 def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
     """Write ``current/<table>.parquet`` from the catalog's head, atomically (local storage).
 
     Under a lock, and from a fresh load of the table, so two writers publishing at once can
-    never leave an older list in place of a newer one. Each list records the snapshot it
-    was written from (``stale_current_files``).
+    never leave an older list in place of a newer one. Each list records the last snapshot
+    that changed the files it lists (``stale_current_files``).
     """
     current = _current_dir(wh.storage)
     current.mkdir(parents=True, exist_ok=True)
@@ -129,11 +142,10 @@ def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for name in names:
             tbl = wh.tables.load(name)
-            head = tbl.current_snapshot()
             files = [Storage.to_fs_path(f.file_path) for f in wh.manifests.live_files(tbl)]
             files.append(str(_schema_file(wh, name)))
             listing = pa.table({"file": pa.array(files, pa.string())}).replace_schema_metadata(
-                {_SNAPSHOT_KEY: "" if head is None else str(head.snapshot_id)}
+                {_VERSION_KEY: _data_version(tbl)}
             )
             tmp = current / f".{name}.{uuid.uuid4().hex}.tmp"
             pq.write_table(listing, tmp)
@@ -143,9 +155,10 @@ def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
 
 
 def stale_current_files(wh: Warehouse, names: Sequence[str]) -> list[str]:
-    """Of ``names``, the tables whose ``current/<table>.parquet`` is missing or was written
-    from another snapshot than the catalog's head: a writer that committed and was killed
-    before it published left it behind, and no later commit may touch the table."""
+    """Of ``names``, the tables whose ``current/<table>.parquet`` is missing or lists
+    another version of their data files than the catalog's head: a writer that committed
+    and was killed before it published left it behind, and no later commit may touch the
+    table."""
     current = _current_dir(wh.storage)
     out = []
     for name in names:
@@ -154,7 +167,7 @@ def stale_current_files(wh: Warehouse, names: Sequence[str]) -> list[str]:
         except (FileNotFoundError, pa.ArrowInvalid):
             out.append(name)
             continue
-        if meta.get(_SNAPSHOT_KEY, b"-").decode() != _head_id(wh, name):
+        if meta.get(_VERSION_KEY, b"-").decode() != _data_version(wh.tables.load(name)):
             out.append(name)
     return out
 
