@@ -735,7 +735,8 @@ class Warehouse:
         publish_current_files(self, names)
 
     def publish_stale(self, names: Sequence[str] = (*EVENT_TABLES, "revenue")) -> None:
-        """Publish the file lists of ``names`` written from another snapshot than the head."""
+        """Publish the file lists of ``names`` that list another version of their table's
+        data files than its head's (``views.stale_current_files``)."""
         if self.storage.is_s3:
             return
         from spendstream.warehouse.views import publish_current_files, stale_current_files
