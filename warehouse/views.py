@@ -114,18 +114,23 @@ _VERSION_KEY = b"spendstream.data-snapshot-id"
 
 def _data_version(tbl: Table) -> str:
     """The id of the newest snapshot that added or removed data files, walking back from the
-    head ("": none, or it was expired). Commits that only move a writer's position or state
-    (a scope owner's, an alerts-only batch's) leave the usage_facts list as it was."""
+    head ("": the table holds none). Commits that only move a writer's position or state
+    (a scope owner's, an alerts-only batch's) leave the usage_facts list as it was. Where
+    that snapshot was expired (the oldest kept one has no parent then), the head's id: the
+    version is not known, so any later commit makes the list stale ("" would match a list
+    written in the same state, whatever was committed and expired in between)."""
     from spendstream.warehouse import snapshots as sn
 
-    snap = tbl.current_snapshot()
+    head = snap = tbl.current_snapshot()
+    if head is None or not int(sn.summary_of(head).get("total-data-files", "0")):
+        return ""
     while snap is not None:
         summary = sn.summary_of(snap)
         if any(int(summary.get(k, "0")) for k in ("added-data-files", "deleted-data-files")):
             return str(snap.snapshot_id)
         parent = snap.parent_snapshot_id
         snap = tbl.snapshot_by_id(parent) if parent is not None else None
-    return ""
+    return f"head {head.snapshot_id}"
 
 
 def publish_current_files(wh: Warehouse, names: Sequence[str]) -> None:
@@ -164,7 +169,7 @@ def stale_current_files(wh: Warehouse, names: Sequence[str]) -> list[str]:
     for name in names:
         try:
             meta = pq.read_schema(current / f"{name}.parquet").metadata or {}
-        except (FileNotFoundError, pa.ArrowInvalid):
+        except (OSError, pa.ArrowInvalid):  # missing, or not a Parquet file (any more)
             out.append(name)
             continue
         if meta.get(_VERSION_KEY, b"-").decode() != _data_version(wh.tables.load(name)):

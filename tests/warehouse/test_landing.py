@@ -343,3 +343,54 @@ def test_a_list_written_from_an_older_snapshot_is_stale_until_published(wh: Ware
     assert compact(wh).files_in >= 2
     (current / "usage_facts.parquet").write_bytes(before)
     assert stale_current_files(wh, names) == ["usage_facts"]
+
+
+def test_a_list_is_stale_after_lost_commits_whose_snapshots_were_expired(wh: Warehouse) -> None:
+    """Once the last snapshot that added files is expired, the version falls back to the
+    head's: a list written then must not match a state reached after more commits (files
+    landed, their list lost, their snapshot expired in turn)."""
+    from spendstream.warehouse.maintenance import expire_oldest
+    from spendstream.warehouse.views import publish_current_files, stale_current_files
+
+    current = wh.storage.local_root / "current" / "usage_facts.parquet"
+    wh.commit(facts=[fact()], positions={"p": 0})
+    for n in range(1, 5):
+        wh.commit(positions={"p": n})  # a position alone: no files
+    assert expire_oldest(wh, "usage_facts", keep=2, above=2) > 0
+    publish_current_files(wh, ["usage_facts"])  # written with the data snapshot expired
+    assert stale_current_files(wh, ["usage_facts"]) == []
+    listed = current.read_bytes()
+    wh.commit(facts=[fact()], positions={"p": 5})
+    current.write_bytes(listed)  # as a writer killed before publishing
+    for n in range(6, 11):
+        wh.commit(positions={"p": n})
+    assert expire_oldest(wh, "usage_facts", keep=2, above=2) > 0
+    assert stale_current_files(wh, ["usage_facts"]) == ["usage_facts"]
+
+
+@pytest.mark.parametrize("damage", ["footer", "empty", "directory"])
+def test_a_damaged_list_reads_as_stale(workdir: Path, q: Query, damage: str) -> None:
+    """Whatever pyarrow raises for it (ArrowInvalid, or a plain OSError for a footer that
+    does not parse or a directory), a damaged list is stale: resuming must not fail on it."""
+    from spendstream.warehouse.views import stale_current_files
+
+    with Warehouse(workdir) as wh:
+        wh.ensure_views()
+        wh.commit(facts=[fact()], positions={"p": 0})
+    listing = workdir / "warehouse" / "current" / "usage_facts.parquet"
+    good = listing.read_bytes()
+    listing.unlink()
+    if damage == "footer":  # the file as it was, its footer zeroed: thrift cannot read it
+        footer = int.from_bytes(good[-8:-4], "little")
+        listing.write_bytes(good[: -8 - footer] + b"\0" * footer + good[-8:])
+    elif damage == "empty":
+        listing.write_bytes(b"")
+    else:
+        listing.mkdir()
+    with Warehouse(workdir) as wh:
+        assert stale_current_files(wh, ["usage_facts"]) == ["usage_facts"]
+        if damage != "directory":  # a file goes over a file; nothing goes over a directory
+            wh.resume()
+            assert stale_current_files(wh, ["usage_facts"]) == []
+    if damage != "directory":
+        assert q("SELECT count(*) FROM usage_facts") == [(1,)]
