@@ -287,35 +287,25 @@ def test_writers_keep_the_facts_history_short(workdir: Path) -> None:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_the_views_file_lists_show_what_a_crashed_writer_committed_once_it_resumes(
-    tmp_path: Path, events: Path, point: str
+    workdir: Path, events: Path, q: Query, point: str
 ) -> None:
     """A plain DuckDB session reads spendstream.duckdb, whose views read published file
     lists. A writer killed after a commit but before publishing (or before landing its
     outbox, which resuming lands) left lists behind; no later commit may touch the table
-    (breaker_events), so resuming publishes every list older than its table's head. The
-    writer that resumes may be another worker's, that never rebuilt the views."""
+    (breaker_events), so resuming publishes every list that records another version of its
+    table's files than the head's. The writer that resumes may be another worker's, that
+    never rebuilt the views."""
     from spendstream.warehouse.reading import run_sql
 
-    with Warehouse(tmp_path, writer="views") as wh:
+    with Warehouse(workdir, writer="views") as wh:
         wh.ensure_views()  # as a worker does when it starts
-    args = ["--writer", str(tmp_path), str(events), "w", "25"]
+    args = ["--writer", str(workdir), str(events), "w", "25"]
     _run([point, "2", "--", *args], True)  # the second batch carries breaker events too
-    with Warehouse(tmp_path, writer="w") as wh:  # the partition's next owner
+    with Warehouse(workdir, writer="w") as wh:  # the partition's next owner
         wh.resume()
-
-    def views(sql: str) -> list[tuple[Any, ...]]:
-        import duckdb
-
-        con = duckdb.connect(str(tmp_path / "warehouse" / "spendstream.duckdb"), read_only=True)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-
-    landed = _tables(lambda sql: run_sql(tmp_path, sql)[1])
+    landed = _tables(lambda sql: run_sql(workdir, sql)[1])
     assert landed["facts"] and landed["breakers"]
-    assert _tables(views) == landed
+    assert _tables(q) == landed
 
 
 def test_a_list_written_from_an_older_snapshot_is_stale_until_published(wh: Warehouse) -> None:
