@@ -15,6 +15,7 @@ is a cut in both, and a round can close there once every lane has passed it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -116,21 +117,36 @@ def slices_of(partials: pa.Table) -> list[Slice]:
     # A slice's rows come together (LocalEngine writes them so, routing keeps the order):
     # zero-copy views of the batch's table; a filter only if they ever do not.
     starts = [i for i in range(len(refs)) if i == 0 or refs[i] != refs[i - 1]]
-    contiguous = len(starts) == len(order)
-    spans = dict(zip(order, pairwise([*starts, len(refs)]), strict=True)) if contiguous else {}
+    if len(starts) != len(order):
+        return [
+            _slice(i, len(order), partials.filter(pc.equal(partials.column("batch"), ref)))
+            for i, ref in enumerate(order)
+        ]
+    if len(order) == 1:
+        return [_slice(0, 1, partials)]
+    # Each slice's clock row, found once for the whole batch: compute calls per slice were
+    # most of a scope owner's cost of taking a batch in (a batch has up to 9 slices).
+    clocks = _clock_rows(partials)
     out = []
-    for i, ref in enumerate(order):
-        if len(order) == 1:
-            rows = partials
-        elif contiguous:
-            start, stop = spans[ref]
-            rows = partials.slice(start, stop - start)
-        else:
-            rows = partials.filter(pc.equal(partials.column("batch"), ref))
-        clock = rows.filter(pc.equal(rows.column("detector"), CLOCK))
+    for i, (start, stop) in enumerate(pairwise([*starts, len(refs)])):
+        k = bisect_left(clocks, start, key=lambda c: c[0])
         lo = hi = None
-        if clock.num_rows:
-            lo = int(clock.column("first_wm").cast(pa.int64())[0].as_py())
-            hi = int(clock.column("wm_end").cast(pa.int64())[0].as_py())
-        out.append(Slice(i, len(order), rows, lo, hi))
+        if k < len(clocks) and clocks[k][0] < stop:
+            _, lo, hi = clocks[k]
+        out.append(Slice(i, len(order), partials.slice(start, stop - start), lo, hi))
     return out
+
+
+def _clock_rows(partials: pa.Table) -> list[tuple[int, int, int]]:
+    """(row, first_wm, wm_end) of each clock row, in row order (watermarks in us)."""
+    rows = pc.indices_nonzero(pc.equal(partials.column("detector"), CLOCK))
+    first = partials.column("first_wm").take(rows).cast(pa.int64()).to_pylist()
+    end = partials.column("wm_end").take(rows).cast(pa.int64()).to_pylist()
+    return list(zip(rows.to_pylist(), first, end, strict=True))
+
+
+def _slice(index: int, count: int, rows: pa.Table) -> Slice:
+    """A slice of ``rows``, its clock from its first clock row (none: no facts)."""
+    clocks = _clock_rows(rows)
+    lo, hi = (clocks[0][1], clocks[0][2]) if clocks else (None, None)
+    return Slice(index, count, rows, lo, hi)

@@ -205,15 +205,12 @@ class Consumer:
         topic or group), ``KafkaClientError`` for a fatal client error; partition ends and
         topics that do not exist yet are not errors.
         """
-        out: list[Message] = []
-        for m in self._poll(n, timeout_s):
-            if m.error() is None:
-                out.append(m)
-        return out
+        return self._poll(n, timeout_s, ends=False)
 
-    def _poll(self, n: int, timeout_s: float) -> list[Any]:
-        """``consume``'s records with the client's per-partition news (``_PARTITION_EOF``)
-        still among them; errors that are failures raised, the rest logged and dropped."""
+    def _poll(self, n: int, timeout_s: float, *, ends: bool = True) -> list[Any]:
+        """``consume``'s records, with the client's per-partition news (``_PARTITION_EOF``)
+        still among them if ``ends``; errors that are failures raised, the rest logged and
+        dropped."""
         try:
             first = self._c.poll(timeout_s)
             if first is None:
@@ -238,7 +235,8 @@ class Consumer:
             if name in AUTH_ERRORS or err.fatal():
                 raise translate(err, "consume failed", self.settings.describe())
             if name == "_PARTITION_EOF":
-                out.append(m)
+                if ends:
+                    out.append(m)
             elif name not in _BENIGN:
                 log.warning("kafka consumer: %s [%s]", err.str(), name)
         return out

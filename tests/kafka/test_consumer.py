@@ -181,3 +181,20 @@ def test_read_to_end_needs_a_consumer_that_reports_partition_ends(kafka_bootstra
             list(consumer.read_to_end([("t", 0)], 1))
     finally:
         consumer.close()
+
+
+def test_consume_gives_records_only_even_where_partition_ends_are_reported(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    topic = topic_factory()
+    tp = (topic, 0)
+    produce(kafka_bootstrap, topic, [(None, b"a"), (None, b"b")])
+    consumer = Consumer(kafka_bootstrap, partition_eof=True)
+    try:
+        consumer.assign({tp: BEGINNING})
+        got = []
+        for _ in range(40):  # past the end too: the client reports it, consume drops it
+            got += consumer.consume(100, 0.25)
+        assert [(m.error(), m.value()) for m in got] == [(None, b"a"), (None, b"b")]
+    finally:
+        consumer.close()

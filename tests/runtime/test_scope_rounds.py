@@ -163,3 +163,17 @@ def test_output_lands_at_once_and_merged_state_alone_at_most_every_quiet_interva
 def test_merged_state_alone_lands_at_most_every_five_seconds() -> None:
     # docs/kafka.md promises it: a restart merges again at most this much.
     assert COMMIT_QUIET_S == 5.0
+
+
+def test_a_lane_known_to_be_behind_is_not_asked_for_its_end_again_at_once(
+    tmp_path: Path,
+) -> None:
+    """An end offset only grows: one read 1 s ago that says records are still to come is
+    still true, so the owner does not query the broker again (this loop has no consumer:
+    a query would fail the test); read 0.05 s ago, a caught-up lane needs no query either."""
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)
+    owner = loop._state(0, Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse))
+    loop._ends = {0: (100, NOW - 1.0), 1: (11, NOW - 0.05)}
+    assert not loop._caught_up(0, 50, NOW, owner)
+    assert loop._caught_up(1, 10, NOW, owner)

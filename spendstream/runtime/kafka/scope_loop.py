@@ -69,7 +69,8 @@ _STATE_VERSION = 1
 # six owners' commits took a third of a core and most of the table's snapshots in a
 # 10M-event run.
 COMMIT_QUIET_S = 5.0
-_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted
+_ENDS_TTL_S = 0.1  # how long a usage partition's end offset read here is trusted ...
+_BEHIND_TTL_S = 2.0  # ... and one that says records are still to come (an end grows)
 
 
 def lands_now(output: bool, changed: bool, now: float, landed_at: float) -> bool:
@@ -293,7 +294,11 @@ class ScopeLoop(PartitionLoop[_Owner]):
 
     def _caught_up(self, p: int, seen: int, now: float, owner: _Owner) -> bool:
         end = self._ends.get(p)
-        # A stale end may say caught up when it is not; one saying not caught up is true.
+        # A stale end may say caught up when it is not; one saying not caught up stays true
+        # while the end only grows, so a lane behind is asked again only now and then (it
+        # was asked every round: a query per lane per owner turn under load).
+        if end is not None and end[0] - 1 > seen and end[1] >= now - _BEHIND_TTL_S:
+            return False
         if end is None or end[1] < now - _ENDS_TTL_S:
             assert self.facts is not None
             try:
