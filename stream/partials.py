@@ -22,7 +22,6 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from spendstream.stream.columns import FactColumns, Pos
 from spendstream.stream.grouping import Groups
@@ -39,7 +38,6 @@ __all__ = [
     "by_window",
     "partials_from_table",
     "partials_table",
-    "renamed_batch",
     "slice_ref",
     "spans",
     "split_ref",
@@ -92,18 +90,6 @@ def split_ref(ref: str) -> tuple[str, tuple[int, int] | None]:
         return ref, None
     start, _, stop = rows.partition(":")
     return batch, (int(start), int(stop))
-
-
-def renamed_batch(partials: pa.Table, old: str, new: str) -> pa.Table:
-    """``partials`` (``PARTIALS``) of the batch named ``old``, renamed ``new`` (a batch is
-    named once its facts record is written, after its partials were made). Raises
-    ``ValueError`` if a row names another batch."""
-    col = partials.column("batch")
-    ours = pc.or_(pc.equal(col, old), pc.starts_with(col, old + _SLICE))
-    if not pc.all(ours, min_count=0).as_py():
-        raise ValueError(f"partials of another batch than {old!r}")
-    renamed = pc.utf8_replace_slice(col, 0, len(old), new)
-    return partials.set_column(partials.schema.get_field_index("batch"), "batch", renamed)
 
 
 class DetailSource(Protocol):

@@ -20,7 +20,7 @@ from spendstream.kafka._errors import ErrorLatch, RdError, translate
 from spendstream.kafka._waits import fetch_metadata
 from spendstream.kafka.settings import KafkaSettings, as_settings, client_config
 
-__all__ = ["DeliveryReport", "OutRecord", "Producer", "Sending"]
+__all__ = ["DeliveryReport", "OutRecord", "Producer"]
 
 Headers = Sequence[tuple[str, bytes]]
 DeliveryCallback = Callable[[Any, Any], None]  # (KafkaError | None, Message)
@@ -57,26 +57,6 @@ class DeliveryReport:
         """Raise the first failure's error, if any."""
         if self.failed:
             raise self.failed[0][1]
-
-
-class Sending:
-    """Records handed to the client by ``Producer.start``; ``wait`` collects their reports."""
-
-    def __init__(
-        self, producer: Producer, records: Sequence[OutRecord], deadline: float, timeout_s: float
-    ) -> None:
-        self._producer = producer
-        self.records = records
-        self.deadline = deadline
-        self.timeout_s = timeout_s
-        self.report = DeliveryReport(len(records), offsets=[None] * len(records))
-        # None: delivered (or refused when produced); False: no report yet; else its error
-        self.results: list[RdError | bool | None] = [False] * len(records)
-        self.produced = len(records)
-
-    def wait(self) -> DeliveryReport:
-        """Wait until the deadline for every report (see ``Producer.send``); call once."""
-        return self._producer.collect(self)
 
 
 class Producer:
@@ -153,15 +133,9 @@ class Producer:
         still be in the client's queue, so call ``abort()`` before re-sending it elsewhere.
         The wait ends early when the broker refuses our credentials.
         """
-        return self.start(records, timeout_s).wait()
-
-    def start(self, records: Sequence[OutRecord], timeout_s: float) -> Sending:
-        """``send`` in two halves: produce every record now, wait for their reports with
-        ``wait()`` later (work done in between overlaps the round trip to the broker).
-        ``timeout_s`` counts from now."""
-        sending = Sending(self, records, time.monotonic() + timeout_s, timeout_s)
-        offsets = sending.report.offsets
-        results = sending.results
+        report = DeliveryReport(len(records), offsets=[None] * len(records))
+        results: list[RdError | bool | None] = [False] * len(records)  # False: no report yet
+        offsets = report.offsets
 
         def reporter(i: int) -> DeliveryCallback:
             def done(err: Any, msg: Any) -> None:
@@ -171,6 +145,8 @@ class Producer:
 
             return done
 
+        deadline = time.monotonic() + timeout_s
+        produced = len(records)
         for i, rec in enumerate(records):
             try:
                 self.produce(
@@ -180,38 +156,32 @@ class Producer:
                     headers=rec.headers,
                     partition=rec.partition,
                     on_delivery=reporter(i),
-                    queue_timeout_s=max(0.0, sending.deadline - time.monotonic()),
+                    queue_timeout_s=max(0.0, deadline - time.monotonic()),
                 )
             except KafkaUnavailable as exc:  # the queue stayed full: the rest cannot go
-                sending.report.failed.extend((j, exc) for j in range(i, len(records)))
-                sending.produced = i
+                report.failed.extend((j, exc) for j in range(i, len(records)))
+                produced = i
                 break
             except KafkaClientError as exc:  # this record alone (too large, say)
-                sending.report.failed.append((i, exc))
+                report.failed.append((i, exc))
                 results[i] = None
-        return sending
-
-    def collect(self, sending: Sending) -> DeliveryReport:
-        """``sending``'s reports, waiting for them until its deadline (``Sending.wait``)."""
-        results, report = sending.results, sending.report
-        pending = sending.produced
+        pending = produced
         while pending:
-            left = sending.deadline - time.monotonic()
+            left = deadline - time.monotonic()
             self._p.flush(max(0.0, min(_WAIT_SLICE_S, left)))
-            pending = sum(1 for r in results[: sending.produced] if r is False)
+            pending = sum(1 for r in results[:produced] if r is False)
             if left <= 0 or self._latch.blocking() is not None:
                 break
         refused = {i for i, _ in report.failed}
-        for i in range(sending.produced):
+        for i in range(produced):
             outcome = results[i]
             if outcome is None or i in refused:
                 continue
             if outcome is False:
-                report.failed.append((i, self._timeout_error(sending.timeout_s)))
+                report.failed.append((i, self._timeout_error(timeout_s)))
             else:
                 assert not isinstance(outcome, bool)
-                topic = sending.records[i].topic
-                report.failed.append((i, self._delivery_error(outcome, topic)))
+                report.failed.append((i, self._delivery_error(outcome, records[i].topic)))
         report.failed.sort(key=lambda f: f[0])
         return report
 

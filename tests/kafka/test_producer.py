@@ -61,34 +61,14 @@ def test_a_record_refused_by_the_client_fails_alone(kafka_bootstrap: str, topic_
     assert [m.value() for m in read_topic(kafka_bootstrap, topic)] == [b"a", b"c"]
 
 
-def test_start_hands_records_over_and_wait_reports_where_they_went(
-    kafka_bootstrap: str,
-    topic_factory,  # type: ignore[no-untyped-def]
-) -> None:
-    topic = topic_factory()
-    producer = Producer(kafka_bootstrap, config={"message.max.bytes": 2000})
-    first = producer.start([OutRecord(topic, b"a", partition=0)], 60)
-    second = producer.start([OutRecord(topic, b"x" * 5000), OutRecord(topic, b"b")], 60)
-    assert [i for i, _ in second.report.failed] == [0]  # refused as it was handed over
-    done = first.wait()
-    assert done.ok and done.offsets == [0]
-    report = second.wait()
-    producer.close()
-    assert [i for i, _ in report.failed] == [0] and report.offsets == [None, 1]
-    assert [m.value() for m in read_topic(kafka_bootstrap, topic)] == [b"a", b"b"]
-
-
 def test_with_no_broker_every_record_fails_as_unavailable_and_abort_drops_them() -> None:
     producer = Producer(f"127.0.0.1:{find_free_port()}")
     with pytest.raises(KafkaUnavailable):
         producer.check_connection(1.0, "t")
-    sending = producer.start([OutRecord("t", b"z")], timeout_s=0.5)
-    late = sending.wait()
-    assert [i for i, _ in late.failed] == [0] and isinstance(late.failed[0][1], KafkaUnavailable)
     report = producer.send([OutRecord("t", b"a"), OutRecord("t", b"b")], timeout_s=1.0)
     assert [i for i, _ in report.failed] == [0, 1]
     assert all(isinstance(e, KafkaUnavailable) and e.retriable for _, e in report.failed)
-    assert producer.pending() >= 3  # still queued: they would go once a broker answers
+    assert producer.pending() >= 2  # still queued: they would go once a broker answers
     producer.abort()
     producer.poll(0.5)
     assert producer.pending() == 0

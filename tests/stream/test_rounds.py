@@ -8,13 +8,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from spendstream.config import Config
 from spendstream.stream.engine import LocalEngine
-from spendstream.stream.partials import renamed_batch
 from spendstream.stream.rounds import (
     MAX_SLICES,
     MIN_GRID_US,
@@ -99,19 +97,3 @@ def test_slices_of_gives_each_slice_its_own_rows_in_order() -> None:
         pieces[1].lo,
         pieces[1].hi,
     )
-
-
-def test_partials_made_before_their_batch_is_named_are_renamed_whole_and_slice_by_slice() -> None:
-    t0 = datetime(2026, 3, 31, tzinfo=UTC)
-    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
-    made = LocalEngine(Config(), 3).process(rows_table(rows), "3@unwritten").partials
-    named = LocalEngine(Config(), 3).process(rows_table(rows), "3@1234").partials
-    assert len(set(named.column("batch").to_pylist())) > 2  # several slices
-    assert renamed_batch(made, "3@unwritten", "3@1234").equals(named)
-    assert renamed_batch(made.slice(0, 0), "3@unwritten", "3@1").num_rows == 0
-    other = pa.concat_tables([made, named.slice(0, 1)])
-    with pytest.raises(ValueError, match="another batch"):
-        renamed_batch(other, "3@unwritten", "3@1234")
-    # a name that only starts like the batch's is another batch's
-    with pytest.raises(ValueError, match="another batch"):
-        renamed_batch(made, "3@unwrit", "3@1234")

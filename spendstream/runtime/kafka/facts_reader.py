@@ -17,7 +17,7 @@ from spendstream.kafka.consumer import Consumer, Message
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.table_schemas import FACTS
 
-__all__ = ["READ_CONFIG", "FactsReader", "batch_ref", "parse_ref", "unwritten_ref"]
+__all__ = ["READ_CONFIG", "FactsReader", "batch_ref", "parse_ref"]
 
 # Decoded batches kept, by size: a round's crossings usually read a handful, and a decoded
 # 20k-event batch is ~10 MB (64 of them held ~650 MB in a 10M-event run).
@@ -29,12 +29,6 @@ _TAIL = 8  # facts records looked at backwards for unlanded batches (one is usua
 def batch_ref(partition: int, offset: int) -> str:
     """How partials name their source batch: its facts record's partition and offset."""
     return f"{partition}@{offset}"
-
-
-def unwritten_ref(partition: int) -> str:
-    """What partials name their batch by until its facts record is written (``batch_ref``
-    replaces it before they are published; ``parse_ref`` refuses it)."""
-    return f"{partition}@unwritten"
 
 
 def parse_ref(batch: str) -> tuple[int, int]:

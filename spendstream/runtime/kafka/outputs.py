@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import orjson
 
-from spendstream.kafka.producer import OutRecord, Producer, Sending
+from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.records import (
     Alert,
     BreakerEvent,
@@ -57,17 +57,9 @@ class Outputs:
     def send(self, records: Sequence[OutRecord]) -> list[int | None]:
         """Publish and wait for every ack; raises the first failure (the caller replays).
         Returns where each record was written."""
-        return self.finish(self.start(records))
-
-    def start(self, records: Sequence[OutRecord]) -> Sending | None:
-        """``send``'s first half: hand the records to the client; ``finish`` waits."""
-        return self.producer.start(records, SEND_TIMEOUT_S) if records else None
-
-    def finish(self, sending: Sending | None) -> list[int | None]:
-        """``send``'s second half: wait for every ack of ``start``'s records."""
-        if sending is None:
+        if not records:
             return []
-        report = sending.wait()
+        report = self.producer.send(records, SEND_TIMEOUT_S)
         if not report.ok:
             # Nothing queued may go out later, after the replay published it again.
             self.producer.abort()

@@ -8,12 +8,12 @@ only advisory). Per batch of partition p:
 
 1. decode, bound and dedupe the records (``stream.batch.judge_lines``; a bad record is a
    dead letter at ``kafka:<topic>/<p>@<offset>``), price the new ones (``price_table``);
-2. publish the facts as one record to partition p of the facts topic; while it travels,
+2. publish the facts as one record to partition p of the facts topic and wait for its ack
+   (its offset names the batch for scope owners: ``DetailSource``);
 3. ``LocalEngine.process``: per-key alerts and breaker transitions, and the batch's partials
-   for wide scopes; then wait for the facts record's ack (its offset names the batch in the
-   partials, for scope owners' ``DetailSource``), and publish partials to the partials
-   topic (partition ``owner_of(scope)``, the clock row to every partition), alerts, signed
-   breaker events and dead letters, and wait for every ack;
+   for wide scopes; publish partials to the partials topic (partition ``owner_of(scope)``,
+   the clock row to every partition), alerts, signed breaker events and dead letters, and
+   wait for every ack;
 4. commit to the warehouse: facts, dead letters, alerts, breaker events, the engine state and
    the position, in one exactly-once commit; then (advisory) the group offset.
 
@@ -47,7 +47,7 @@ from spendstream.kafka.settings import KafkaSettings
 from spendstream.pricedata import load_price_data
 from spendstream.records import BreakerEvent
 from spendstream.runtime.http.metrics import WorkerMetrics
-from spendstream.runtime.kafka.facts_reader import batch_ref, unwritten_ref
+from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.outputs import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
 from spendstream.runtime.kafka.topology import TopicNames
@@ -62,7 +62,6 @@ from spendstream.runtime.kafka.wire import (
 from spendstream.runtime.memory import release_freed_memory
 from spendstream.stream.batch import DIGEST, ROW, judge_lines
 from spendstream.stream.engine import LocalEngine, route
-from spendstream.stream.partials import renamed_batch
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
 from spendstream.warehouse import Warehouse
@@ -329,19 +328,13 @@ class UsageLoop(PartitionLoop[_Partition]):
             first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
             t1 = time.perf_counter()
             record = facts_topic.encode(p, facts, offsets, (first, last))
-            sending = out.start([OutRecord(names.facts, record, partition=p)])
+            (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+            assert facts_offset is not None
             t2 = time.perf_counter()
-            # Detection runs while the facts record travels; its partials name the batch by
-            # the record's offset once the broker has it (they must not go out before it).
-            local = part.engine.process(facts, unwritten_ref(p))
+            local = part.engine.process(facts, batch_ref(p, facts_offset))
             alerts = list(local.detection.alerts)
             breakers = list(local.detection.breaker_events)
             breakers += self._resets(part, controls)
-            t3 = time.perf_counter()
-            (facts_offset,) = out.finish(sending)
-            assert facts_offset is not None
-            partials = renamed_batch(local.partials, unwritten_ref(p), batch_ref(p, facts_offset))
-            t4 = time.perf_counter()
             records: list[OutRecord] = [
                 OutRecord(
                     names.partials,
@@ -352,13 +345,13 @@ class UsageLoop(PartitionLoop[_Partition]):
                 )
                 # Every owner hears of every batch, even one without facts (no rows): how far
                 # each usage partition is read is what alignment waits for.
-                for q, table in enumerate(route(partials, self.owners))
+                for q, table in enumerate(route(local.partials, self.owners))
             ]
             records += out.detection(alerts, breakers)
             records += [out.dead_letter(d) for d in judged.dead_letters]
-            t5 = time.perf_counter()
+            t3 = time.perf_counter()
             out.send(records)
-            t6 = time.perf_counter()
+            t4 = time.perf_counter()
             try:
                 result = part.warehouse.commit(
                     facts,
@@ -374,7 +367,7 @@ class UsageLoop(PartitionLoop[_Partition]):
                 # Another worker holds this partition now: what it landed is the truth.
                 log.warning("usage %d: another worker took the partition over; rewinding", p)
                 raise
-            t7 = time.perf_counter()
+            t5 = time.perf_counter()
             part.landed = last
             self._progress[p] = time.monotonic()
             if facts.num_rows:
@@ -386,11 +379,10 @@ class UsageLoop(PartitionLoop[_Partition]):
                 log.info("usage %d: offset commit failed (%s)", p, exc)
             m = self.metrics
             steps.labels("usage_decode_price").inc(t1 - t0)
-            # Encoding and the wait for its ack not hidden behind detection.
-            steps.labels("usage_publish_facts").inc(t2 - t1 + t4 - t3)
-            steps.labels("usage_detect").inc(t3 - t2 + t5 - t4)
-            steps.labels("usage_publish").inc(t6 - t5)
-            steps.labels("usage_land").inc(t7 - t6)
+            steps.labels("usage_publish_facts").inc(t2 - t1)
+            steps.labels("usage_detect").inc(t3 - t2)
+            steps.labels("usage_publish").inc(t4 - t3)
+            steps.labels("usage_land").inc(t5 - t4)
             m.batches.labels("usage").inc()
             m.observe_facts(facts, result.facts)
             m.duplicates.inc(judged.duplicates + result.duplicates)
