@@ -266,6 +266,9 @@ class AnomalyDetector:
     ) -> None:
         """The scope judged one fact at a time: the rule itself."""
         kind = self.kinds_by_variant[variant]
+        # An hour's baseline sums earlier hours only: kept until a row adds to an hour
+        # before it (rows come in position order, so mostly never), not summed per row.
+        baselines: dict[int, tuple[Decimal, Decimal]] = {}
         for pos, cols, row, priced in details.rows(ps, lambda c: self._rows(c, kind, scope, None)):
             ts = int(cols.ts_us[row])
             hour = self.rule.start(ts)
@@ -279,9 +282,14 @@ class AnomalyDetector:
             cell = self.hours.cell(hour, scope, HourSpend)
             cost = priced or _ZERO
             cell.spend += cost
+            if cost and any(h > hour for h in baselines):
+                baselines = {h: b for h, b in baselines.items() if h <= hour}
             if cell.fired or info.first_us > hour - self.history_us or cost == 0:
                 continue
-            last24, mean = self._baseline(scope, hour)
+            got = baselines.get(hour)
+            if got is None:
+                got = baselines[hour] = self._baseline(scope, hour)
+            last24, mean = got
             if last24 < self.min_baseline_usd:
                 continue
             threshold = self.factor * mean

@@ -57,6 +57,21 @@ def test_the_crossing_call_inside_one_batch_is_found_exactly() -> None:
     assert [(a.ts, a.value) for a in alerts] == [(at(hours=24, minutes=4), Decimal("3.75"))]
 
 
+def test_a_late_call_in_the_batch_raises_the_baseline_of_the_hours_after_it() -> None:
+    feed = _plain()
+    feed(_history(25, "1.00", start=-1))  # hours 0..23: $1 each, mean $1
+    # Hour 24 at $2, then a call 50 minutes late for hour 23 that lifts the previous 24 h
+    # to $48 (mean $2: the threshold goes from $3 to $6), then hour 24 reaches $3.50.
+    calls = [
+        fact(at(hours=24, minutes=10), "2.00"),
+        fact(at(hours=23, minutes=30), "24.00"),
+        fact(at(hours=24, minutes=20), "1.50"),
+    ]
+    assert feed(calls) == []
+    alerts = feed([fact(at(hours=24, minutes=30), "2.51")])  # $6.01: over 3 x $2
+    assert [(a.value, a.threshold) for a in alerts] == [(Decimal("6.01"), Decimal("6"))]
+
+
 def test_a_scope_is_judged_once_its_first_event_is_exactly_24_hours_before_the_hour() -> None:
     spike = [fact(at(hours=24, minutes=5), "10.00")]
     on_time = _plain()
