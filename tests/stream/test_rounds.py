@@ -97,3 +97,24 @@ def test_slices_of_gives_each_slice_its_own_rows_in_order() -> None:
         pieces[1].lo,
         pieces[1].hi,
     )
+
+
+def test_a_slice_without_a_clock_row_has_no_clock_and_its_neighbours_keep_theirs() -> None:
+    t0 = datetime(2026, 3, 31, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
+    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    pieces = slices_of(partials)
+    assert len(pieces) > 3
+    # Slice 1's clock row dropped (rows stay contiguous): the one-pass path must not lend
+    # it slice 2's clock.
+    second = pieces[1].partials.column("batch")[0].as_py()
+    keep = pc.invert(
+        pc.and_(
+            pc.equal(partials.column("batch"), second),
+            pc.equal(partials.column("detector"), "clock"),
+        )
+    )
+    again = slices_of(partials.filter(keep))
+    assert [(s.lo, s.hi) for s in again] == [
+        (None, None) if i == 1 else (p.lo, p.hi) for i, p in enumerate(pieces)
+    ]
