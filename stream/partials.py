@@ -160,17 +160,21 @@ class Details:
     def rows(self, partials: Iterable[Partial], select: SelectRows) -> list[Row]:
         """The rows ``select`` picks from each source of ``partials``, in position order,
         with their costs (read in one go per source)."""
-        out: list[Row] = []
-        for cols in self.sources(partials):
+        out: list[tuple[tuple[int, int, int, int], Row]] = []
+        for k, cols in enumerate(self.sources(partials)):
             rows = select(cols)
             wm = cols.wm_us[rows].tolist()
             part = cols.partition
+            # A position is (watermark, partition, row in its batch): two batches of one
+            # partition whose rows share a watermark (a burst in one microsecond, cut in
+            # two) would interleave by row number; their sources come in the partition's
+            # order, so that order ranks them first.
             out.extend(
-                ((w, part, r), cols, r, c)
+                ((w, part, k, r), ((w, part, r), cols, r, c))
                 for w, r, c in zip(wm, rows.tolist(), cols.costs(rows), strict=True)
             )
         out.sort(key=lambda x: x[0])
-        return out
+        return [row for _, row in out]
 
     def sources(self, partials: Iterable[Partial]) -> list[FactColumns]:
         """The facts of each distinct source batch of ``partials``."""

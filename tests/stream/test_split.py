@@ -290,6 +290,15 @@ _TIED = {
     cuts=[[1]],
     schedule=[],
 )
+@example(  # two batches of one partition at one microsecond: rows of a replay interleaved
+    # by row number, a budget crossing read 0.05 short (found by CI, 2026-12-01)
+    specs=[_TIED] * 6 + [{**_TIED, "cost": "0.40"}] + [_TIED] * 2,
+    warm=False,
+    partitions=2,
+    owners=1,
+    cuts=[[4]],
+    schedule=[],
+)
 @given(
     specs=st.lists(_call, min_size=1, max_size=70),
     warm=st.booleans(),
