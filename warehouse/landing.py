@@ -56,6 +56,7 @@ from spendstream.table_schemas import (
     facts_table,
 )
 from spendstream.warehouse import snapshots as sn
+from spendstream.warehouse.datafiles import data_files
 from spendstream.warehouse.dedupe import NEW, DedupeStore, epoch_days
 from spendstream.warehouse.prewrite import Prewrite
 from spendstream.warehouse.rowkeys import RowKeys
@@ -408,7 +409,7 @@ class Warehouse:
         return Prewrite(
             facts,
             digests,
-            lambda: _data_files(meta, table, io),
+            lambda: data_files(meta, "usage_facts", table, io),
             self._delete_files,
         )
 
@@ -546,7 +547,7 @@ class Warehouse:
 
     def _write_files(self, name: str, table: pa.Table) -> list[DataFile]:
         tbl = self.tables.table(name)
-        return _data_files(tbl.metadata, table, self._file_io(tbl))
+        return data_files(tbl.metadata, name, table, self._file_io(tbl))
 
     def _file_io(self, tbl: Table) -> Any:
         if self.storage.is_s3:
@@ -765,14 +766,6 @@ class Warehouse:
         from spendstream.warehouse.maintenance import rewrite_facts
 
         return rewrite_facts(self, _as_table("usage_facts", facts))
-
-
-def _data_files(meta: TableMetadata, table: pa.Table, file_io: Any) -> list[DataFile]:
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
-    # pyiceberg's writer (private in 0.12, pinned): it splits by partition, writes field ids
-    # and collects the column statistics readers prune with.
-    return list(_dataframe_to_data_files(meta, table, file_io))
 
 
 def _detached(meta: TableMetadata) -> TableMetadata:
