@@ -80,6 +80,8 @@ class DedupeStore:
         self.days: dict[int, KeySet] = {}
         self.watermark: int | None = None  # newest landed ts day
         self._old: OrderedDict[int, KeySet] = OrderedDict()
+        # Counts the adds: a classification made at one version holds while it is unchanged.
+        self.version = 0
 
     @property
     def keys(self) -> int:
@@ -203,6 +205,7 @@ class DedupeStore:
     ) -> None:
         if not len(hi):
             return
+        self.version += 1
         top = int(days.max())
         if self.watermark is None or top > self.watermark:
             self.watermark = top

@@ -205,6 +205,7 @@ class Warehouse:
         self._state: bytes | None = None
         # The small tables' landed keys (rowkeys.py), loaded on first use.
         self._row_keys: dict[str, RowKeys] = {}
+        self._classified: _Classified | None = None  # the last classify, for its commit
 
     @property
     def dedupe(self) -> DedupeStore:
@@ -296,7 +297,13 @@ class Warehouse:
         """NEW / DUPLICATE / CONFLICT (dedupe.py) per event, against everything landed by any
         writer up to now and earlier in the batch. Nothing is recorded until ``commit``."""
         self._catch_up()
-        return self.dedupe.classify(event_ids, epoch_days(ts), digests)
+        store = self.dedupe
+        hashed = _hashed(event_ids, ts, digests)
+        codes = store.classify_hashed(*hashed)
+        self._classified = _Classified(
+            store, store.version, event_ids, digests, hashed, codes.copy()
+        )
+        return codes
 
     def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
         """Events whose event_id has not landed, first occurrence only, in input order."""
@@ -526,10 +533,14 @@ class Warehouse:
     ) -> tuple[pa.Table, pa.Array | None, _Hashed]:
         """The facts not landed yet, their digests, and their dedupe keys (hashed once: the
         same keys serve the race check and the insert after the commit)."""
-        hashed = _hashed(facts, digests)
+        classified, self._classified = self._classified, None
         if not len(facts):
-            return facts, digests, hashed
+            return facts, digests, _hashed(facts["event_id"], facts["ts"], digests)
         self._catch_up()
+        known = None if classified is None else classified.new_rows(self.dedupe, facts, digests)
+        if known is not None:
+            return facts, digests, known
+        hashed = _hashed(facts["event_id"], facts["ts"], digests)
         codes = self.dedupe.classify_hashed(*hashed)
         new = codes == NEW
         result.duplicates = int((codes == 1).sum())
@@ -808,9 +819,53 @@ class _Hashed(NamedTuple):
     digests: np.ndarray
 
 
-def _hashed(facts: pa.Table, digests: pa.Array | None) -> _Hashed:
+def _hashed(
+    event_ids: pa.Array | pa.ChunkedArray,
+    ts: pa.Array | pa.ChunkedArray,
+    digests: pa.Array | pa.ChunkedArray | None,
+) -> _Hashed:
     from spendstream.warehouse.dedupe import _digest_hashes
     from spendstream.warehouse.keyhash import hash128
 
-    hi, lo = hash128(facts["event_id"])
-    return _Hashed(hi, lo, epoch_days(facts["ts"]), _digest_hashes(digests, len(hi)))
+    hi, lo = hash128(event_ids)
+    return _Hashed(hi, lo, epoch_days(ts), _digest_hashes(digests, len(hi)))
+
+
+def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+@dataclass(frozen=True, slots=True)
+class _Classified:
+    """A batch ``classify`` judged, kept for the commit of its new events: while the store
+    has had nothing added, those events are still new, and their keys are hashed already
+    (hashing and probing them again was ~5% of a Kafka worker's usage thread)."""
+
+    store: DedupeStore
+    version: int
+    event_ids: pa.Array | pa.ChunkedArray
+    digests: pa.Array | pa.ChunkedArray | None
+    hashed: _Hashed
+    codes: np.ndarray
+
+    def new_rows(
+        self, store: DedupeStore, facts: pa.Table, digests: pa.Array | None
+    ) -> _Hashed | None:
+        """The keys of ``facts`` if they are exactly this batch's new events, in order, with
+        the same digests and days, and the store is as it was; else None."""
+        if store is not self.store or store.version != self.version:
+            return None
+        new = self.codes == NEW
+        if int(new.sum()) != len(facts) or (digests is None) != (self.digests is None):
+            return None
+        keep = pa.array(new)
+        if not _flat(self.event_ids).filter(keep).equals(_flat(facts["event_id"])):
+            return None
+        if digests is not None and self.digests is not None:
+            theirs, ours = _flat(self.digests).filter(keep), _flat(digests)
+            if theirs.type != ours.type or not theirs.equals(ours):
+                return None
+        hashed = _Hashed(*(part[new] for part in self.hashed))
+        if not np.array_equal(hashed.days, epoch_days(facts["ts"])):
+            return None
+        return hashed

@@ -4,6 +4,7 @@ id, other content), against what landed and against the rows before it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendstream.stream.batch import conflict_error
+from spendstream.table_schemas import facts_table
 from spendstream.warehouse import Warehouse
-from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore
+from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, epoch_days
 from spendstream.warehouse.keyhash import hash128
 from spendstream.warehouse.keyset import KeySet
 from tests.warehouse.factories import T0, fact
@@ -154,3 +156,77 @@ def test_the_warehouse_keeps_each_landed_facts_digest_across_a_restart(workdir: 
 def test_conflict_error_names_the_id_and_says_nothing_that_changes_on_replay() -> None:
     assert conflict_error("e-1") == conflict_error("e-1")
     assert conflict_error("e-1").startswith("conflicting_duplicate: event_id 'e-1' ")
+
+
+# A commit reuses the keys its batch's classify hashed (landing._Classified) only while that
+# classification still holds: each test fails if the reuse skips the check it names.
+
+
+def _batch(facts: list) -> tuple[pa.Table, pa.Array]:  # type: ignore[type-arg]
+    table = facts_table(facts)
+    return table, pa.array([bytes([i]) * 16 for i in range(len(facts))], pa.binary(16))
+
+
+def _landed_ids(wh: Warehouse) -> list[str]:
+    table = wh.tables.load("usage_facts").scan().to_arrow()
+    return sorted(table["event_id"].to_pylist())
+
+
+def test_a_batch_landed_by_this_writer_after_its_classify_is_not_landed_again(
+    workdir: Path,
+) -> None:
+    facts, digests = _batch([fact(T0), fact(T0)])
+    with Warehouse(workdir) as wh:
+        assert wh.classify(facts["event_id"], facts["ts"], digests).tolist() == [N, N]
+        wh.commit(facts.slice(0, 1), digests=digests.slice(0, 1))  # the store changed since
+        result = wh.commit(facts, digests=digests)
+        assert (result.facts, result.duplicates) == (1, 1)
+        assert _landed_ids(wh) == sorted(facts["event_id"].to_pylist())
+
+
+def test_a_batch_another_process_landed_after_the_classify_is_not_landed_again(
+    workdir: Path,
+) -> None:
+    facts, digests = _batch([fact(T0), fact(T0), fact(T0)])
+    with Warehouse(workdir, writer="a") as a, Warehouse(workdir, writer="b") as b:
+        a.commit(facts=[fact(T0)])  # both stores ready
+        b.classify(pa.array(["x"]), facts["ts"].slice(0, 1))
+        assert a.classify(facts["event_id"], facts["ts"], digests).tolist() == [N, N, N]
+        b.commit(facts.slice(1, 1), digests=digests.slice(1, 1))  # b's own store
+        result = a.commit(facts, digests=digests)  # a catches up with b's commit first
+        assert (result.facts, result.duplicates) == (2, 1)
+        assert _landed_ids(a).count(facts["event_id"][1].as_py()) == 1
+
+
+def test_other_facts_than_the_classified_ones_are_classified_again(workdir: Path) -> None:
+    landed = fact(T0)
+    with Warehouse(workdir) as wh:
+        wh.commit(facts=[landed])
+        facts, digests = _batch([fact(T0), fact(T0)])
+        wh.classify(facts["event_id"], facts["ts"], digests)
+        other = facts_table([fact(T0), landed])  # as many rows, one already landed
+        result = wh.commit(other, digests=digests)
+        assert (result.facts, result.duplicates) == (1, 1)
+
+
+def test_facts_committed_with_other_digests_keep_those_digests(workdir: Path) -> None:
+    facts, digests = _batch([fact(T0), fact(T0)])
+    later = pa.array([B, B], pa.binary(16))
+    with Warehouse(workdir) as wh:
+        wh.classify(facts["event_id"], facts["ts"], digests)
+        wh.commit(facts, digests=later)
+        # The store holds the digests that landed: the same content again is a replay.
+        assert wh.classify(facts["event_id"], facts["ts"], later).tolist() == [D, D]
+
+
+def test_facts_committed_on_another_day_are_kept_under_that_day(workdir: Path) -> None:
+    facts, digests = _batch([fact(T0), fact(T0)])
+    moved = facts.set_column(
+        facts.schema.get_field_index("ts"),
+        facts.schema.field("ts"),
+        pa.array([T0 + timedelta(days=3)] * 2, facts.schema.field("ts").type),
+    )
+    with Warehouse(workdir) as wh:
+        wh.classify(facts["event_id"], facts["ts"], digests)
+        wh.commit(moved, digests=digests)
+        assert sorted(wh.dedupe.days) == [int(epoch_days(moved["ts"])[0])]
