@@ -16,8 +16,10 @@ as the column, and ~25% of a batch's encoding time).
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,19 +87,34 @@ class FileLayout:
         from pyiceberg.table import TableProperties
         from pyiceberg.table.locations import load_location_provider
         from pyiceberg.transforms import DayTransform
+        from pyiceberg.types import TimestampType, TimestamptzType
         from pyiceberg.utils.properties import property_as_int
 
-        schema, spec, props = meta.schema(), meta.spec(), meta.properties
+        # Copies of its own: a layout is shared by threads, and pyiceberg's schemas and specs
+        # fill caches on first use (parsed_metadata.py); those it uses are filled below,
+        # before any other thread sees it.
+        schema, spec = copy.deepcopy(meta.schema()), copy.deepcopy(meta.spec())
+        props = dict(meta.properties)
+        file_format = props.get(TableProperties.WRITE_FILE_FORMAT, "parquet")
+        if str(file_format).lower() != "parquet":
+            raise ValueError(f"{table_name}: writes {file_format} files; only Parquet here")
         day_column = None
         if not spec.is_unpartitioned():
             (field,) = spec.fields  # every table here: the day of one time column
             if not isinstance(field.transform, DayTransform):
                 raise ValueError(f"{table_name}: partitioned by {field.transform}, not a day")
+            if not isinstance(schema.find_type(field.source_id), TimestampType | TimestamptzType):
+                raise ValueError(f"{table_name}: its partition column is not a timestamp")
             day_column = schema.find_column_name(field.source_id)
         arrow_schema = _narrowed(schema_to_pyarrow(schema, include_field_ids=True))
+        column_ids = parquet_path_to_id_mapping(schema)
         plain = NO_DICTIONARY.get(table_name, frozenset())
         options = _get_parquet_writer_kwargs(props)
-        options["use_dictionary"] = [n for n in arrow_schema.names if n not in plain]
+        # By leaf path (a map's key and value are columns of their own in Parquet).
+        options["use_dictionary"] = [p for p in column_ids if p.split(".")[0] not in plain]
+        location_provider = load_location_provider(meta.location, props)
+        if day_column is not None:
+            _partition_key(spec, schema, 0).to_path()  # fills the caches a write reads
         return cls(
             schema=schema,
             spec=spec,
@@ -115,8 +132,8 @@ class FileLayout:
                 TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT,
             ),
             stats_plan=compute_statistics_plan(schema, props),
-            column_ids=parquet_path_to_id_mapping(schema),
-            location_provider=load_location_provider(meta.location, props),
+            column_ids=column_ids,
+            location_provider=location_provider,
             day_column=day_column,
         )
 
@@ -144,7 +161,8 @@ class FileLayout:
             yield None, table.filter(pa.array(~valid))
 
 
-_layouts: dict[tuple[Any, ...], FileLayout] = {}
+_LAYOUTS_KEPT = 64  # a process writes five tables; tests make many
+_layouts: OrderedDict[tuple[Any, ...], FileLayout] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -157,11 +175,16 @@ def _layout(meta: TableMetadata, table_name: str) -> FileLayout:
         tuple(sorted(meta.properties.items())),
         table_name,
     )
-    found = _layouts.get(key)
-    if found is None:
-        found = FileLayout.of(meta, table_name)
-        with _lock:
-            _layouts[key] = found
+    with _lock:
+        found = _layouts.get(key)
+        if found is not None:
+            _layouts.move_to_end(key)
+            return found
+    found = FileLayout.of(meta, table_name)
+    with _lock:
+        _layouts[key] = found
+        while len(_layouts) > _LAYOUTS_KEPT:
+            _layouts.popitem(last=False)
     return found
 
 
@@ -169,21 +192,32 @@ def data_files(
     meta: TableMetadata, table_name: str, table: pa.Table, file_io: Any
 ) -> list[DataFile]:
     """Write ``table`` (the columns of ``table_name``'s schema) as data files of the table
-    ``meta`` describes, one or more per partition; returns them for a commit to list."""
+    ``meta`` describes, one or more per partition; returns them for a commit to list. The
+    files of several partitions are written in parallel, on pyiceberg's pool, as its writer
+    does (to object storage, each is an upload)."""
     from pyiceberg.io.pyarrow import bin_pack_arrow_table
+    from pyiceberg.utils.concurrent import ExecutorFactory
 
+    if not table.num_rows:
+        return []
     layout = _layout(meta, table_name)
     table = _conformed(table, layout.arrow_schema)
     write_uuid = uuid.uuid4()
-    files: list[DataFile] = []
-    task = 0
-    for day, rows in layout.split(table):
-        for batches in bin_pack_arrow_table(rows, layout.target_file_size):
-            files.append(
-                _write(layout, day, batches, f"00000-{task}-{write_uuid}.parquet", file_io)
-            )
-            task += 1
-    return files
+    tasks = [
+        (day, batches)
+        for day, rows in layout.split(table)
+        for batches in bin_pack_arrow_table(rows, layout.target_file_size)
+    ]
+    names = [f"00000-{i}-{write_uuid}.parquet" for i in range(len(tasks))]
+    if len(tasks) == 1:
+        ((day, batches),) = tasks
+        return [_write(layout, day, batches, names[0], file_io)]
+    return list(
+        ExecutorFactory.get_or_create().map(
+            lambda i: _write(layout, tasks[i][0], tasks[i][1], names[i], file_io),
+            range(len(tasks)),
+        )
+    )
 
 
 def _narrowed(schema: pa.Schema) -> pa.Schema:
@@ -213,7 +247,8 @@ def _narrowed_type(t: pa.DataType) -> pa.DataType:
 
 def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns in ``schema``'s order and types (field ids included); an optional
-    column it lacks is null, as pyiceberg's writer fills it."""
+    column it lacks is null, as pyiceberg's writer fills it. A column of another type is
+    refused, not converted (a timestamp's zone may be spelled either way of UTC)."""
     if table.schema.names != schema.names:
         have = set(table.schema.names)
         extra = have - set(schema.names)
@@ -230,7 +265,33 @@ def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
         table = pa.Table.from_arrays(columns, names=schema.names)
     if table.schema.equals(schema, check_metadata=True):
         return table
+    for have, want in zip(table.schema, schema, strict=True):
+        if not _same_type(have.type, want.type):
+            raise ValueError(f"column {have.name!r} is {have.type}, the table's is {want.type}")
     return table.cast(schema)
+
+
+_UTC = frozenset({"UTC", "+00:00", "Etc/UTC", "Z"})
+
+
+def _same_type(have: pa.DataType, want: pa.DataType) -> bool:
+    """The same type but for nested fields' metadata (field ids) and UTC's spelling."""
+    if pa.types.is_timestamp(have) and pa.types.is_timestamp(want):
+        return bool(
+            have.unit == want.unit and (have.tz == want.tz or (have.tz in _UTC and want.tz in _UTC))
+        )
+    return bool(have.equals(want))
+
+
+def _partition_key(spec: PartitionSpec, schema: Schema, day: int | None) -> Any:
+    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
+
+    (field,) = spec.fields
+    return PartitionKey(
+        field_values=[PartitionFieldValue(field=field, value=day)],
+        partition_spec=spec,
+        schema=schema,
+    )
 
 
 def _write(
@@ -242,17 +303,11 @@ def _write(
 ) -> DataFile:
     from pyiceberg.io.pyarrow import data_file_statistics_from_parquet_metadata
     from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
-    from pyiceberg.partitioning import PartitionFieldValue, PartitionKey
     from pyiceberg.typedef import Record
 
     key = None
     if layout.day_column is not None:
-        (field,) = layout.spec.fields
-        key = PartitionKey(
-            field_values=[PartitionFieldValue(field=field, value=day)],
-            partition_spec=layout.spec,
-            schema=layout.schema,
-        )
+        key = _partition_key(layout.spec, layout.schema, day)
     path = layout.location_provider.new_data_location(data_file_name=name, partition_key=key)
     out = file_io.new_output(path)
     with out.create(overwrite=True) as stream:

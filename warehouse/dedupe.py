@@ -26,6 +26,7 @@ passes, the same at 10M landed keys as at none (bench/dedupe.py).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -44,6 +45,7 @@ DUPLICATE = np.int8(1)
 CONFLICT = np.int8(2)
 _US_PER_DAY = 86_400_000_000
 _OLD_DAYS_CACHED = 4
+_VERSIONS = itertools.count(1)
 
 # day -> (event_ids, digests or None) of the facts landed with ts on that day
 DayLoader = Callable[[int], tuple[pa.Array, pa.Array | None]]
@@ -80,8 +82,9 @@ class DedupeStore:
         self.days: dict[int, KeySet] = {}
         self.watermark: int | None = None  # newest landed ts day
         self._old: OrderedDict[int, KeySet] = OrderedDict()
-        # Counts the adds: a classification made at one version holds while it is unchanged.
-        self.version = 0
+        # A classification made at one version holds while it is unchanged: drawn anew at
+        # each add, from one count for every store (a rebuilt store never repeats one).
+        self.version = next(_VERSIONS)
 
     @property
     def keys(self) -> int:
@@ -205,7 +208,7 @@ class DedupeStore:
     ) -> None:
         if not len(hi):
             return
-        self.version += 1
+        self.version = next(_VERSIONS)
         top = int(days.max())
         if self.watermark is None or top > self.watermark:
             self.watermark = top

@@ -300,9 +300,7 @@ class Warehouse:
         store = self.dedupe
         hashed = _hashed(event_ids, ts, digests)
         codes = store.classify_hashed(*hashed)
-        self._classified = _Classified(
-            store, store.version, event_ids, digests, hashed, codes.copy()
-        )
+        self._classified = _Classified(store.version, event_ids, digests, hashed, codes.copy())
         return codes
 
     def unseen(self, events: Sequence[UsageEvent]) -> list[UsageEvent]:
@@ -838,11 +836,11 @@ def _flat(values: pa.Array | pa.ChunkedArray) -> pa.Array:
 @dataclass(frozen=True, slots=True)
 class _Classified:
     """A batch ``classify`` judged, kept for the commit of its new events: while the store
-    has had nothing added, those events are still new, and their keys are hashed already
-    (hashing and probing them again was ~5% of a Kafka worker's usage thread)."""
+    has had nothing added (nor been replaced), those events are still new, and their keys
+    are hashed already (hashing and probing them again was ~5% of a Kafka worker's usage
+    thread)."""
 
-    store: DedupeStore
-    version: int
+    version: int  # the store's (DedupeStore.version): no store, rebuilt or not, repeats one
     event_ids: pa.Array | pa.ChunkedArray
     digests: pa.Array | pa.ChunkedArray | None
     hashed: _Hashed
@@ -853,7 +851,7 @@ class _Classified:
     ) -> _Hashed | None:
         """The keys of ``facts`` if they are exactly this batch's new events, in order, with
         the same digests and days, and the store is as it was; else None."""
-        if store is not self.store or store.version != self.version:
+        if store.version != self.version:
             return None
         new = self.codes == NEW
         if int(new.sum()) != len(facts) or (digests is None) != (self.digests is None):

@@ -40,7 +40,16 @@ def _read(f: Any) -> pa.Table:
     return pq.read_table(f.file_path.removeprefix("file://"))
 
 
-def _assert_same_files(ours: list[Any], theirs: list[Any]) -> None:
+def _dictionary_leaves(f: Any) -> dict[str, bool]:
+    """Whether each leaf column (a map's key and value apart) has a dictionary page."""
+    group = pq.ParquetFile(f.file_path.removeprefix("file://")).metadata.row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).has_dictionary_page
+        for i in range(group.num_columns)
+    }
+
+
+def _assert_same_files(ours: list[Any], theirs: list[Any], table: str = "usage_facts") -> None:
     mine, oracle = _by_partition(ours), _by_partition(theirs)
     assert mine.keys() == oracle.keys()
     for key, (a,) in mine.items():
@@ -54,6 +63,12 @@ def _assert_same_files(ours: list[Any], theirs: list[Any]) -> None:
         ta, tb = _read(a), _read(b)
         assert ta.schema.equals(tb.schema, check_metadata=True)
         assert ta.equals(tb)
+        # Encoded alike but for the columns that skip a dictionary by design.
+        plain = NO_DICTIONARY.get(table, frozenset())
+        mine_pages, oracle_pages = _dictionary_leaves(a), _dictionary_leaves(b)
+        assert {p: d for p, d in mine_pages.items() if p.split(".")[0] not in plain} == {
+            p: d for p, d in oracle_pages.items() if p.split(".")[0] not in plain
+        }
 
 
 def _facts(stamps: list[datetime | None]) -> pa.Table:
@@ -97,9 +112,10 @@ def test_the_files_are_pyicebergs_for_any_days(
 def test_a_small_table_is_written_as_pyiceberg_writes_it(wh: Warehouse) -> None:
     tbl = wh.tables.table("alerts")
     table = alerts_table([alert(), alert(ts=T0 + timedelta(days=1))])
+    assert table["details"].null_count == 0  # the map's leaves are written
     io = wh._file_io(tbl)
     _assert_same_files(
-        data_files(tbl.metadata, "alerts", table, io), _oracle(tbl.metadata, table, io)
+        data_files(tbl.metadata, "alerts", table, io), _oracle(tbl.metadata, table, io), "alerts"
     )
 
 
@@ -107,19 +123,15 @@ def test_unique_columns_have_no_dictionary_and_the_rest_do(wh: Warehouse) -> Non
     tbl = wh.tables.table("usage_facts")
     (f,) = data_files(tbl.metadata, "usage_facts", _facts([T0, T0, T0]), wh._file_io(tbl))
     meta = pq.ParquetFile(f.file_path.removeprefix("file://")).metadata
-    group = meta.row_group(0)
-    dictionary = {
-        group.column(i).path_in_schema.split(".")[0]
-        for i in range(group.num_columns)
-        if group.column(i).has_dictionary_page
-    }
+    pages = _dictionary_leaves(f)
     schema = meta.schema.to_arrow_schema()
-    # pyarrow never dictionary-encodes booleans; maps are nested columns.
-    flat = {
-        f.name for f in schema if not pa.types.is_boolean(f.type) and not pa.types.is_nested(f.type)
+    # pyarrow never dictionary-encodes booleans.
+    encodable = {p for p in pages if not pa.types.is_boolean(schema.field(p.split(".")[0]).type)}
+    assert NO_DICTIONARY["usage_facts"] <= set(schema.names)  # every name is a real column
+    assert {p for p in encodable if pages[p]} == {
+        p for p in encodable if p.split(".")[0] not in NO_DICTIONARY["usage_facts"]
     }
-    assert NO_DICTIONARY["usage_facts"] <= flat  # every name is a real column
-    assert dictionary & flat == flat - NO_DICTIONARY["usage_facts"]
+    assert pages["tags.key_value.key"] and pages["tags.key_value.value"]
 
 
 def test_a_missing_optional_column_is_null_and_a_stranger_is_refused(wh: Warehouse) -> None:
@@ -130,6 +142,12 @@ def test_a_missing_optional_column_is_null_and_a_stranger_is_refused(wh: Warehou
     assert _read(f).column("event_digest").null_count == 2
     with pytest.raises(ValueError, match="not in the table's schema"):
         data_files(tbl.metadata, "usage_facts", without.append_column("x", pa.array([1, 2])), io)
+    # A column of another type is refused, not converted (as pyiceberg refused it).
+    i = without.schema.get_field_index("input_tokens")
+    as_text = without.set_column(i, "input_tokens", pa.array(["1000", "1000"]))
+    with pytest.raises(ValueError, match="'input_tokens' is string"):
+        data_files(tbl.metadata, "usage_facts", as_text, io)
+    assert data_files(tbl.metadata, "usage_facts", without.slice(0, 0), io) == []
 
 
 def test_a_changed_table_property_is_written_with(wh: Warehouse) -> None:

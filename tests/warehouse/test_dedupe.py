@@ -19,6 +19,7 @@ from spendstream.warehouse import Warehouse
 from spendstream.warehouse.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, epoch_days
 from spendstream.warehouse.keyhash import hash128
 from spendstream.warehouse.keyset import KeySet
+from spendstream.warehouse.landing import SharedDedupe
 from tests.warehouse.factories import T0, fact
 
 ids = st.text(min_size=1, max_size=60)
@@ -172,16 +173,35 @@ def _landed_ids(wh: Warehouse) -> list[str]:
     return sorted(table["event_id"].to_pylist())
 
 
-def test_a_batch_landed_by_this_writer_after_its_classify_is_not_landed_again(
+def test_a_batch_a_writer_sharing_the_store_landed_after_the_classify_is_not_landed_again(
     workdir: Path,
 ) -> None:
+    # A worker's usage partitions share one store: b's commit adds to a's store itself
+    # (nothing to catch up with), so only the store's version tells a it changed.
     facts, digests = _batch([fact(T0), fact(T0)])
-    with Warehouse(workdir) as wh:
-        assert wh.classify(facts["event_id"], facts["ts"], digests).tolist() == [N, N]
-        wh.commit(facts.slice(0, 1), digests=digests.slice(0, 1))  # the store changed since
-        result = wh.commit(facts, digests=digests)
+    shared = SharedDedupe(30)
+    with (
+        Warehouse(workdir, writer="usage/0", dedupe=shared) as a,
+        Warehouse(workdir, writer="usage/1", dedupe=shared) as b,
+    ):
+        assert a.classify(facts["event_id"], facts["ts"], digests).tolist() == [N, N]
+        b.commit(facts.slice(0, 1), digests=digests.slice(0, 1))
+        result = a.commit(facts, digests=digests)
         assert (result.facts, result.duplicates) == (1, 1)
-        assert _landed_ids(wh) == sorted(facts["event_id"].to_pylist())
+        assert _landed_ids(a) == sorted(facts["event_id"].to_pylist())
+
+
+def test_a_store_rebuilt_after_the_classify_is_asked_again(workdir: Path) -> None:
+    facts, digests = _batch([fact(T0), fact(T0)])
+    shared = SharedDedupe(30)
+    with Warehouse(workdir, writer="usage/0", dedupe=shared) as a:
+        a.classify(facts["event_id"], facts["ts"], digests)
+        with Warehouse(workdir, writer="usage/1") as other:  # another process
+            other.commit(facts.slice(0, 1), digests=digests.slice(0, 1))
+        # The store is rebuilt from the table: a new store, whose versions are new too.
+        shared.reset()
+        result = a.commit(facts, digests=digests)
+        assert (result.facts, result.duplicates) == (1, 1)
 
 
 def test_a_batch_another_process_landed_after_the_classify_is_not_landed_again(
