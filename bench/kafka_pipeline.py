@@ -101,10 +101,23 @@ def _metrics_text(port: int) -> str:
 
 
 def _metric(port: int, name: str) -> float:
-    for line in _metrics_text(port).splitlines():
+    return _value_in(_metrics_text(port), name)
+
+
+def _value_in(text: str, name: str) -> float:
+    for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def _landed(port: int) -> float:
+    """Events a worker is done with, from one /metrics page (the polling is work the
+    worker does: one page per poll, not one per number)."""
+    text = _metrics_text(port)
+    return _value_in(text, "spendstream_facts_landed_total") + _value_in(
+        text, "spendstream_duplicates_total"
+    )
 
 
 def _steps(port: int) -> dict[str, float]:
@@ -216,11 +229,7 @@ def run_workers(
     deadline = time.monotonic() + 1800
     try:
         while time.monotonic() < deadline:
-            each = [
-                _metric(port, "spendstream_facts_landed_total")
-                + _metric(port, "spendstream_duplicates_total")
-                for _, port in procs
-            ]
+            each = [_landed(port) for _, port in procs]
             landed = sum(each)
             now = time.monotonic()
             if landed_t is None:
@@ -332,9 +341,7 @@ def long_run(
     deadline = time.monotonic() + 3 * 3600
     try:
         while time.monotonic() < deadline:
-            landed = _metric(port, "spendstream_facts_landed_total") + _metric(
-                port, "spendstream_duplicates_total"
-            )
+            landed = _landed(port)
             now = time.monotonic()
             if first_t is None and landed > 0:
                 first_t, first_n, first_cpu = now, landed, _cpu_s(proc.pid)
