@@ -29,6 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from spendstream.table_schemas import COST_FIELDS
+
 if TYPE_CHECKING:
     from pyiceberg.manifest import DataFile
     from pyiceberg.partitioning import PartitionSpec
@@ -40,20 +42,10 @@ __all__ = ["NO_DICTIONARY", "FileLayout", "data_files"]
 # Columns nearly unique per row, by table: a dictionary page for them is the column again.
 NO_DICTIONARY: dict[str, frozenset[str]] = {
     "usage_facts": frozenset(
-        {
-            "event_id",
-            "request_id",
-            "event_digest",
-            "ts",
-            "latency_ms",
-            "reported_cost_usd",
-            "input_cost_usd",
-            "cache_read_cost_usd",
-            "cache_write_cost_usd",
-            "output_cost_usd",
-            "tool_cost_usd",
-            "cost_usd",
-        }
+        [
+            *("event_id", "request_id", "event_digest", "ts", "latency_ms"),
+            *("reported_cost_usd", *COST_FIELDS),
+        ]
     ),
 }
 
