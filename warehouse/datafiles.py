@@ -137,10 +137,10 @@ class FileLayout:
             return
         column = table.column(self.day_column)
         nulls = column.null_count
-        us = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
+        # Integers throughout (numpy would read a column with nulls as floats).
+        us = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
         if nulls:
             valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
-            us = np.where(valid, us, 0)
         days = us // _US_PER_DAY  # floor: a time before 1970 is in the day before
         lo, hi = (int(days.min()), int(days.max())) if len(days) else (0, 0)
         if not nulls and lo == hi:
