@@ -70,6 +70,8 @@ class FileLayout:
 
     @classmethod
     def of(cls, meta: TableMetadata, table_name: str) -> FileLayout:
+        # pyiceberg 0.12's own pieces (pinned in constraints.txt; the writer options' reader
+        # is private), so the files follow the table's properties as its writer's do.
         from pyiceberg.io.pyarrow import (
             _get_parquet_writer_kwargs,
             compute_statistics_plan,
