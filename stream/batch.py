@@ -140,15 +140,24 @@ class _Lines:
         self.joined = b"\n".join(raws)
 
     def rows_with(self, needle: bytes) -> np.ndarray:
-        """A mask of the lines that contain ``needle``."""
+        """A mask of the lines that contain ``needle``.
+
+        Vectorized over the whole buffer: bytes.find costs ~0.5 ns a byte for a word, and a
+        loop from hit to hit ~1.5 us a line when most lines hold the word (``null`` in
+        events a client wrote with every optional key)."""
+        if not needle:
+            raise ValueError("an empty needle")
+        buf = np.frombuffer(self.joined, dtype=np.uint8)
+        k = len(needle)
+        # Anchored on a byte other than a quote where it can be (JSON is full of quotes).
+        anchor = max((j for j in range(k) if needle[j] != ord('"')), default=k - 1)
+        at = np.flatnonzero(buf[anchor : len(buf) - k + 1 + anchor] == needle[anchor])
+        for j in range(k):
+            if j != anchor:
+                at = at[buf[at + j] == needle[j]]
         hit = np.zeros(len(self.raws), dtype=bool)
-        find = self.joined.find
-        at = find(needle)
-        while at >= 0:
-            row = int(np.searchsorted(self.start, at, side="right")) - 1
-            hit[row] = True
-            # Go on from the next line: one hit per line is enough.
-            at = find(needle, int(self.start[row] + self.length[row] + 1))
+        # (No match spans two lines: no needle holds the newline between them.)
+        hit[np.searchsorted(self.start, at, side="right") - 1] = True
         return hit
 
     def screen(self) -> tuple[np.ndarray, np.ndarray]:
@@ -167,7 +176,7 @@ class _Lines:
         # A newline inside a record (a pretty-printed Kafka value) would split it in the
         # reader. (A line the reader splits some other way -- at a \r, or two objects on one
         # line -- changes the row count, and the batch takes the per-line path.)
-        if self.joined.count(b"\n") != n - 1:
+        if np.count_nonzero(buf == ord("\n")) != n - 1:
             fast &= np.fromiter((b"\n" not in r for r in self.raws), dtype=bool, count=n)
         return too_big, fast
 

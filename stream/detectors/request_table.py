@@ -10,6 +10,7 @@ states in a few numpy operations; the snapshot is the columns as they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,7 @@ class RequestTable:
 
     def find(self, ids: Sequence[str]) -> np.ndarray:
         """Each id's slot, -1 for a request not held."""
-        get = self.slots.get
-        return np.fromiter((get(r, -1) for r in ids), dtype=np.int64, count=len(ids))
+        return np.fromiter(map(self.slots.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
 
     def get(self, rid: str) -> RequestState | None:
         k = self.slots.get(rid)

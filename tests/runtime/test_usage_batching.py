@@ -40,3 +40,22 @@ def test_max_wait_is_two_seconds() -> None:
 
 def test_never_waiting_buffer_is_not_due_behind_the_end() -> None:
     assert not short_batch_due(last=0, end=10, since=None, now=1e9)
+
+
+def test_records_are_grouped_by_partition_in_offset_order() -> None:
+    # Real client messages, as consume() returns them: runs of one partition, a partition
+    # coming back after another's run, and one message alone.
+    from confluent_kafka import Message
+
+    from spendstream.runtime.kafka.partition_loop import by_partition
+
+    layout = [0, 0, 3, 3, 3, 0, 5, 3, 0]
+    msgs = [Message(topic="u", partition=p, offset=i, value=b"{}") for i, p in enumerate(layout)]
+    grouped = by_partition(msgs)
+    assert list(grouped) == [0, 3, 5]
+    assert {p: [m.offset() for m in ms] for p, ms in grouped.items()} == {
+        0: [0, 1, 5, 8],
+        3: [2, 3, 4, 7],
+        5: [6],
+    }
+    assert by_partition([]) == {}

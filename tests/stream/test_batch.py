@@ -258,6 +258,22 @@ def test_a_batch_refused_for_its_maps_alone_is_read_again_without_them(
     assert typo in screened
 
 
+def test_a_pretty_printed_record_goes_to_the_model_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Kafka value written with indent= holds newlines: the reader would split it, fail the
+    # batch's read, and send every line to the line-by-line screening. It is set aside first.
+    judged = _spy_on_the_model(monkeypatch)
+    screened: list[bytes] = []
+    real_plain = batch_module._plain
+    monkeypatch.setattr(batch_module, "_plain", lambda raw: screened.append(raw) or real_plain(raw))
+    pretty = json.dumps(json.loads(_line(event_id="pretty")), indent=2).encode()
+    lines = [_line(event_id="p0"), pretty, _line(event_id="p1")]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert judged == [pretty] and screened == []
+    assert decoded.events.column("event_id").to_pylist() == ["p0", "pretty", "p1"]
+
+
 def test_lines_with_a_key_each_of_their_own_are_refused_by_the_reader_not_inferred() -> None:
     # The reader is told to refuse unknown keys, never to infer them as columns: inferring
     # costs lines x distinct keys (a batch of 20k lines with a key each took 24 s).
@@ -320,3 +336,25 @@ def test_reported_cost_keeps_its_exact_decimal() -> None:
     assert decoded.events.column("ts").to_pylist()[0] == datetime(
         2026, 6, 1, 11, 0, 0, 500000, tzinfo=UTC
     )
+
+
+_BYTES = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(_BYTES, st.sampled_from([b"null", b'"tags"', b"nul", b'"', b"\\", b""])).flatmap(
+            lambda head: _BYTES.map(lambda tail: head + tail)
+        ),
+        max_size=12,
+    ),
+    st.sampled_from([b"null", b'"tags"', b'"tool_requests"', b"\\", b'"', b"ll", b"a"]),
+)
+def test_rows_with_finds_exactly_the_lines_holding_the_needle(
+    raws: list[bytes], needle: bytes
+) -> None:
+    # The oracle: Python's own substring test, line by line (matches at a line's start and
+    # end, overlapping candidates, quotes around the anchor, empty lines).
+    lines = batch_module._Lines(raws)
+    assert lines.rows_with(needle).tolist() == [needle in raw for raw in raws]

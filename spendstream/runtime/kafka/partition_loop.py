@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import groupby
+from operator import methodcaller
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
@@ -284,6 +286,10 @@ def heartbeat_ms(session_timeout_s: float) -> int:
 
 def by_partition(msgs: Sequence[Message]) -> dict[int, list[Message]]:
     out: dict[int, list[Message]] = {}
-    for m in msgs:
-        out.setdefault(int(m.partition() or 0), []).append(m)
+    # A fetch hands records over in runs of one partition: one step per run, not per record.
+    for p, run in groupby(msgs, _partition_of):
+        out.setdefault(int(p or 0), []).extend(run)
     return out
+
+
+_partition_of = methodcaller("partition")
