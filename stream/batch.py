@@ -279,8 +279,9 @@ def decode_lines(
             ok, columns = validator.check_columns(pa.concat_tables(tables), latest_us)
             rows = np.asarray(read, dtype=np.int64)
             ok &= ~lines.explicit_null_default(rows)
-            keep = pa.array(ok)
-            columns = {name: col.filter(keep) for name, col in columns.items()}
+            if not ok.all():  # (a batch of good lines skips the copy)
+                keep = pa.array(ok)
+                columns = {name: col.filter(keep) for name, col in columns.items()}
             columns[ROW] = pa.array(rows[ok], pa.int64())
             parts.append(columns)
             slow.update(rows[~ok].tolist())
@@ -420,5 +421,7 @@ def judge_lines(
     dead = decoded.dead_letters + conflict_dead_letters(
         events, verdict == CONFLICT, raws, position, received_at
     )
-    new = events.filter(pa.array(verdict == NEW))
+    fresh = verdict == NEW
+    # Most batches are all new: filtering would copy every column for nothing.
+    new = events if fresh.all() else events.filter(pa.array(fresh))
     return JudgedBatch(new, dead, int((verdict == DUPLICATE).sum()))

@@ -245,6 +245,11 @@ def _first_occurrence(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
     idx = np.arange(n)
     if n < 2:
         return idx
+    # The usual batch repeats no key: one sort of the high words tells (~0.06 ms for 20k,
+    # against ~2 ms for the three-key sort below).
+    high = np.sort(hi)
+    if not (high[1:] == high[:-1]).any():
+        return idx
     order = np.lexsort((idx, lo, hi))
     h, low = hi[order], lo[order]
     same = np.empty(n, bool)

@@ -250,3 +250,28 @@ def test_facts_committed_on_another_day_are_kept_under_that_day(workdir: Path) -
         wh.classify(facts["event_id"], facts["ts"], digests)
         wh.commit(moved, digests=digests)
         assert sorted(wh.dedupe.days) == [int(epoch_days(moved["ts"])[0])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        # Few distinct words, so that keys repeat, and high words repeat with other low words.
+        st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
+        max_size=40,
+    ),
+    st.booleans(),
+)
+def test_first_occurrence_is_each_keys_first_index(
+    keys: list[tuple[int, int]], spread: bool
+) -> None:
+    from spendstream.warehouse.dedupe import _first_occurrence
+
+    # ``spread``: high words far apart, so no two equal unless the key repeats (the fast path).
+    hi = np.array([h * (1 << 40) if spread else h for h, _ in keys], dtype=np.int64)
+    lo = np.array([lo for _, lo in keys], dtype=np.int64)
+    first: dict[tuple[int, int], int] = {}
+    expected = [
+        first.setdefault((int(h), int(lo_)), i)
+        for i, (h, lo_) in enumerate(zip(hi, lo, strict=True))
+    ]
+    assert _first_occurrence(hi, lo).tolist() == expected
