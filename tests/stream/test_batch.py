@@ -188,6 +188,14 @@ def _spy_on_the_model(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return judged
 
 
+def _spy_on_the_screening(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The lines the slower line-by-line screening (``_plain``) looks at, in order."""
+    screened: list[bytes] = []
+    real_plain = batch_module._plain
+    monkeypatch.setattr(batch_module, "_plain", lambda raw: screened.append(raw) or real_plain(raw))
+    return screened
+
+
 def test_rows_the_fast_path_cannot_vouch_for_are_judged_by_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -244,9 +252,7 @@ def test_a_batch_refused_for_its_maps_alone_is_read_again_without_them(
     # Lines with a map's key are set aside and the rest read again at once: the slower
     # line-by-line screening is for reads that still fail.
     judged = _spy_on_the_model(monkeypatch)
-    screened: list[bytes] = []
-    real_plain = batch_module._plain
-    monkeypatch.setattr(batch_module, "_plain", lambda raw: screened.append(raw) or real_plain(raw))
+    screened = _spy_on_the_screening(monkeypatch)
     tagged = [_line(event_id=f"t{i}", tags={"plan": "pro"}) for i in range(2)]
     lines = [_line(event_id="p0"), tagged[0], _line(event_id="p1"), tagged[1]]
     decoded = decode_lines(lines, NOW, _position, SKEW_S)
@@ -264,9 +270,7 @@ def test_a_pretty_printed_record_goes_to_the_model_alone(
     # A Kafka value written with indent= holds newlines: the reader would split it, fail the
     # batch's read, and send every line to the line-by-line screening. It is set aside first.
     judged = _spy_on_the_model(monkeypatch)
-    screened: list[bytes] = []
-    real_plain = batch_module._plain
-    monkeypatch.setattr(batch_module, "_plain", lambda raw: screened.append(raw) or real_plain(raw))
+    screened = _spy_on_the_screening(monkeypatch)
     pretty = json.dumps(json.loads(_line(event_id="pretty")), indent=2).encode()
     lines = [_line(event_id="p0"), pretty, _line(event_id="p1")]
     decoded = decode_lines(lines, NOW, _position, SKEW_S)
