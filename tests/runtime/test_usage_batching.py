@@ -59,3 +59,21 @@ def test_records_are_grouped_by_partition_in_offset_order() -> None:
         5: [6],
     }
     assert by_partition([]) == {}
+
+
+def test_the_usage_consumer_fetches_a_resumed_partition_without_a_second_of_backoff() -> None:
+    # Pacing pauses and resumes partitions all through a backlog; librdkafka's 1 s default
+    # fetch.queue.backoff.ms left a worker with nothing to read for up to 0.6 s at a time
+    # (bench.kafka_pipeline). The loop's consumer must carry the lower value, under a name
+    # this librdkafka knows (a misspelt property makes the client refuse the config).
+    from confluent_kafka import Consumer as RdConsumer
+
+    from spendstream.config import Config
+    from spendstream.runtime.kafka.usage_loop import FETCH_QUEUE_BACKOFF_MS, UsageLoop
+
+    loop = object.__new__(UsageLoop)
+    loop.config = Config()
+    conf = loop.consumer_config()
+    assert conf["fetch.queue.backoff.ms"] == FETCH_QUEUE_BACKOFF_MS <= 100
+    assert conf["session.timeout.ms"] == int(loop.config.kafka.session_timeout_s * 1000)
+    RdConsumer({"group.id": "g", "bootstrap.servers": "127.0.0.1:1", **conf}).close()

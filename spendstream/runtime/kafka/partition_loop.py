@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 from operator import methodcaller
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError
@@ -102,6 +102,17 @@ class PartitionLoop(Generic[S]):
 
     def consume_max(self) -> int:
         return self.config.pipeline.batch_size
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka settings of the loop's consumer, beyond the adapter's defaults."""
+        kc = self.config.kafka
+        return {
+            "session.timeout.ms": int(kc.session_timeout_s * 1000),
+            # A member hears of a rebalance in a heartbeat's answer, and a cooperative
+            # one takes two rounds: at a tenth of the 30 s session (3 s), a worker
+            # joining a busy group began landing ~7 s after it started.
+            "heartbeat.interval.ms": heartbeat_ms(kc.session_timeout_s),
+        }
 
     def processed(self, state: S) -> int:
         """The last offset of the partition this loop is done with (its records up to it
@@ -215,7 +226,6 @@ class PartitionLoop(Generic[S]):
             self._broken.add(n)
 
     def run(self) -> None:
-        kc = self.config.kafka
         client = f"spendstream-{self.name}"
         self.facts = FactsReader(self.settings, self.names.facts)
         producer = Producer(
@@ -233,13 +243,7 @@ class PartitionLoop(Generic[S]):
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
-            config={
-                "session.timeout.ms": int(kc.session_timeout_s * 1000),
-                # A member hears of a rebalance in a heartbeat's answer, and a cooperative
-                # one takes two rounds: at a tenth of the 30 s session (3 s), a worker
-                # joining a busy group began landing ~7 s after it started.
-                "heartbeat.interval.ms": heartbeat_ms(kc.session_timeout_s),
-            },
+            config=self.consumer_config(),
         )
         try:
             self.consumer.subscribe([self.topic])
