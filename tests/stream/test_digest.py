@@ -13,10 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spendstream.producers.event import UsageEvent
-from spendstream.stream.batch import DIGEST, decode_lines
+from spendstream.stream.batch import DIGEST, ROW, decode_lines
 from spendstream.stream.digest import digest_column
 from spendstream.table_schemas import event_columns
 from tests.stream.event_strategies import NOW, valid_lines
@@ -97,6 +98,29 @@ def test_digest_follows_the_documented_encoding(line: bytes) -> None:
     assume(event is not None and event.ts <= NOW)
     assert event is not None
     assert _digests([line]) == [reference_digest(event)]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_lines(), min_size=2, max_size=25))
+def test_each_row_of_a_batch_has_its_own_events_digest(lines: list[bytes]) -> None:
+    """Rows with a field present and rows without it share a batch: fields present in
+    every row are encoded together, the others one by one; each row must still encode
+    exactly its own fields."""
+    events = decode_lines(lines, NOW, str).events
+    expected = []
+    for row in events.column(ROW).to_pylist():
+        expected.append(reference_digest(UsageEvent.model_validate_json(lines[row])))
+    assert events.column(DIGEST).to_pylist() == expected
+
+
+def test_a_larger_batch_after_a_smaller_one_with_the_same_fields() -> None:
+    """The tags of fields encoded together are laid out once per set of fields and
+    reused; a batch larger than any before must get them in every row."""
+    now = datetime(2026, 3, 3, tzinfo=UTC)
+    for size in (3, 2500, 40):
+        lines = [json.dumps({**PINNED, "input_tokens": 1000 + i}).encode() for i in range(size)]
+        expected = [reference_digest(UsageEvent.model_validate_json(raw)) for raw in lines]
+        assert _digests(lines, now) == expected
 
 
 def test_an_optional_field_added_later_leaves_existing_digests_alone() -> None:
