@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spendstream.sorting import unique_first
+from spendstream.sorting import stable_order, unique_first
 
 __all__ = ["KeySet"]
 
@@ -100,4 +100,24 @@ class KeySet:
         self._lo = np.zeros(cap, np.uint64)
         self._dg = np.zeros(cap, np.uint64)
         self._mask = np.uint64(cap - 1)
-        self._place(hi, lo, dg)
+        self._rehash(hi, lo, dg)
+
+    def _rehash(self, hi: np.ndarray, lo: np.ndarray, digest: np.ndarray) -> None:
+        """Place distinct keys into the empty table in one pass instead of ``_place``'s
+        rounds (each a sort of the keys still pending: most of what growing cost).
+
+        In home-slot order, linear probing puts each key at its home or right after the
+        key before it, whichever is further: a running maximum. Keys that would run past
+        the last slot wrap around to the first free ones, as probing does (``_place``).
+        """
+        home = (hi & self._mask).astype(np.int64)
+        order = stable_order(home)
+        rank = np.arange(len(order), dtype=np.int64)
+        slot = np.maximum.accumulate(home[order] - rank) + rank
+        inside = slot < self.capacity
+        keep = order[inside]
+        at = slot[inside]
+        self._hi[at], self._lo[at], self._dg[at] = hi[keep], lo[keep], digest[keep]
+        if not inside.all():
+            rest = order[~inside]
+            self._place(hi[rest], lo[rest], digest[rest])

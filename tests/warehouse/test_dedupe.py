@@ -53,10 +53,25 @@ def test_the_key_set_finds_every_key_it_holds_and_nothing_else(keys: list[int], 
     lo = np.array(uniq, np.uint64)
     ks = KeySet(cap)
     half = len(uniq) // 2
-    ks.insert(hi[:half], lo[:half], np.zeros(half, np.uint64))
-    ks.insert(hi[half:], lo[half:], np.zeros(len(uniq) - half, np.uint64))
-    assert (ks.find(hi, lo) >= 0).all()
+    ks.insert(hi[:half], lo[:half], lo[:half] + np.uint64(7))
+    ks.insert(hi[half:], lo[half:], lo[half:] + np.uint64(7))
+    slots = ks.find(hi, lo)
+    assert (slots >= 0).all()
+    assert (ks.digests_at(slots) == lo + np.uint64(7)).all()  # each key keeps its digest
     assert (ks.find(hi, lo + np.uint64(2**40)) < 0).all()
+
+
+def test_keys_that_all_want_the_last_slot_wrap_around_when_the_set_grows() -> None:
+    # The low 20 bits set: every key's home is the last slot of any table up to 2**20.
+    hi = (np.arange(1, 601, dtype=np.uint64) << np.uint64(20)) | np.uint64(2**20 - 1)
+    lo = np.arange(600, dtype=np.uint64)
+    ks = KeySet(1024)
+    ks.insert(hi[:300], lo[:300], lo[:300])
+    ks.insert(hi[300:], lo[300:], lo[300:])  # past half full: the set grows and rehashes
+    assert ks.capacity == 2048 and ks.size == 600
+    slots = ks.find(hi, lo)
+    assert sorted(slots.tolist()) == [*range(599), 2047]
+    assert (ks.digests_at(slots) == lo).all()
 
 
 def _store() -> DedupeStore:
