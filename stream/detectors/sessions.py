@@ -126,38 +126,42 @@ class SessionDetector:
             calls0[g.group] + g.rank() + 1, np.maximum(turn0[g.group], g.cummax(turn))
         )
         span = np.maximum(lastb[g.group], g.cummax(ts)) - np.minimum(first0[g.group], g.cummin(ts))
-        crossing = (
-            g.first_where(turns > self.max_turns).tolist(),
-            g.first_where(might_exceed(run_cost, float(self.max_cost_usd))).tolist(),
-            g.first_where(span > self.max_duration_us).tolist(),
-        )
+        at_turns = g.first_where(turns > self.max_turns)
+        at_cost = g.first_where(might_exceed(run_cost, float(self.max_cost_usd)))
+        at_span = g.first_where(span > self.max_duration_us)
+        crossing = (at_turns.tolist(), at_cost.tolist(), at_span.tolist())
+        # Most sessions cross nothing in a batch: they only carry their totals forward.
+        may_cross = ((at_turns >= 0) | (at_cost >= 0) | (at_span >= 0)).tolist()
         sums = cols.cost_sums(g)
         max_turn, min_ts, max_ts = g.maximum(turn).tolist(), g.minimum(ts), g.maximum(ts)
-        for i, sid in enumerate(ids):
+        first_ts, min_ts, max_ts = ts[g.starts].tolist(), min_ts.tolist(), max_ts.tolist()
+        sessions = self.sessions
+        for i, (sid, replay) in enumerate(zip(ids, slow.tolist(), strict=True)):
             lo, hi = starts[i], ends[i]
-            if slow[i]:
+            if replay:
                 self._replay(sid, rows[lo:hi].tolist(), cols, out)
                 continue
-            st = base[i] or SessionState(int(ts[lo]), int(ts[lo]))
-            hits: list[tuple[int, int, Decimal]] = []
-            for limit in (0, 2):
-                p = crossing[limit][i]
-                if p >= 0 and not st.fired >> limit & 1:
-                    value = Decimal(int(turns[p])) if limit == 0 else _minutes(int(span[p]))
-                    hits.append((p, limit, value))
-            if crossing[1][i] >= 0 and not st.fired & 2:
-                hit = cols.crossing(rows[lo:hi], st.cost_usd, self.max_cost_usd, strict=True)
-                if hit is not None:
-                    hits.append((lo + hit[0], 1, hit[1]))
-            for p, limit, value in sorted(hits, key=lambda h: (h[0], h[1])):
-                st.fired |= 1 << limit
-                out.append(self._finding(sid, limit, value, int(rows[p]), cols))
-            st.first_us = min(st.first_us, int(min_ts[i]))
-            st.last_us = max(st.last_us, int(max_ts[i]))
+            st = base[i] or SessionState(first_ts[i], first_ts[i])
+            if may_cross[i]:
+                hits: list[tuple[int, int, Decimal]] = []
+                for limit in (0, 2):
+                    p = crossing[limit][i]
+                    if p >= 0 and not st.fired >> limit & 1:
+                        value = Decimal(int(turns[p])) if limit == 0 else _minutes(int(span[p]))
+                        hits.append((p, limit, value))
+                if crossing[1][i] >= 0 and not st.fired & 2:
+                    hit = cols.crossing(rows[lo:hi], st.cost_usd, self.max_cost_usd, strict=True)
+                    if hit is not None:
+                        hits.append((lo + hit[0], 1, hit[1]))
+                for p, limit, value in sorted(hits, key=lambda h: (h[0], h[1])):
+                    st.fired |= 1 << limit
+                    out.append(self._finding(sid, limit, value, int(rows[p]), cols))
+            st.first_us = min(st.first_us, min_ts[i])
+            st.last_us = max(st.last_us, max_ts[i])
             st.calls += hi - lo
             st.max_turn = max(st.max_turn, max_turn[i])
             st.cost_usd += sums[i]
-            self.sessions[sid] = st
+            sessions[sid] = st
 
     def _replay(self, sid: str, rows: list[int], cols: FactColumns, out: list[Finding]) -> None:
         """The session judged one call at a time: the rule itself."""
