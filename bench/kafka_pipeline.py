@@ -130,6 +130,17 @@ def _steps(port: int) -> dict[str, float]:
     return out
 
 
+def _batches(port: int) -> dict[str, float]:
+    """Batches each loop took from Kafka so far (``spendstream_batches_total{stage=...}``):
+    with the events, the mean batch size (per-batch work is most of a batch's cost)."""
+    out = {}
+    for line in _metrics_text(port).splitlines():
+        if line.startswith("spendstream_batches_total{"):
+            stage = line.split('stage="', 1)[1].split('"', 1)[0]
+            out[stage] = float(line.split()[-1])
+    return out
+
+
 def _scopes_behind(port: int) -> float:
     """Partials a worker's scope owners have not merged yet: their partitions' lag (read or
     held, not merged) and the slices they hold (``spendstream_facts_held``)."""
@@ -261,6 +272,7 @@ def run_workers(
             "merged_after_landed_s": round(now - landed_t, 2),
             **_all_working(marks),
             "steps_s": [_steps(port) for _, port in procs],
+            "batches": [_batches(port) for _, port in procs],
             "rss_mb": rss,
         }
     finally:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from functools import cached_property
 
 import numpy as np
@@ -39,8 +39,17 @@ Pos = tuple[int, int, int]
 _MASK32 = np.int64(0xFFFFFFFF)
 
 
+# Multiplying by 1E-18 only sets the exponent: exact while the count has at most this
+# context's digits (a cost sum of 1e9 USD has 27), and ~0.1 us sooner than parsing text.
+_EXACT = Context(prec=60)
+_ATTO = Decimal("1E-18")
+_EXACT_BELOW = 10**60
+
+
 def units_to_usd(units: int) -> Decimal:
     """An exact Decimal with 18 fractional digits from an integer count of 1e-18 USD."""
+    if -_EXACT_BELOW < units < _EXACT_BELOW:
+        return _EXACT.multiply(Decimal(units), _ATTO)
     return Decimal(f"{units}E-18")
 
 

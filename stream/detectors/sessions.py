@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from spendstream.config import Config
 from spendstream.records import Alert
+from spendstream.scopes import SCOPE_FIELDS
 from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import SESSIONS, Finding, make_alert
 from spendstream.stream.grouping import Groups
@@ -95,7 +96,7 @@ class SessionDetector:
         self._swept_at: int | None = None  # derived: when the last sweep ran
 
     def detect(self, cols: FactColumns, out: list[Finding]) -> None:
-        codes, _ = cols.scope_codes("session")
+        codes = cols.codes(SCOPE_FIELDS["session"])
         sel = np.flatnonzero(codes.index >= 0)
         if not len(sel):
             return

@@ -4,6 +4,7 @@ accessor the detectors use to the same rows decoded as a batch of their own."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendstream.scopes import SCOPE_FIELDS
-from spendstream.stream.columns import FactColumns
+from spendstream.stream.columns import FactColumns, units_to_usd
 from spendstream.stream.grouping import Groups
 from tests.stream.detection_facts import T0, rows_table
 
@@ -88,3 +89,16 @@ def test_a_slice_recodes_its_batchs_codes_in_its_own_order() -> None:
     assert part.codes("team").index.tolist() == [0, 1, -1, 2]
     # Read from the batch's codes, which it now holds: nothing decoded twice.
     assert whole._codes["team"].values == ["a", "b", "c"]
+
+
+@given(
+    st.one_of(
+        st.integers(-(10**30), 10**30),
+        st.integers(),
+        st.sampled_from([0, 1, -1, 10**60 - 1, 10**60, -(10**60) + 1, -(10**60), 10**80]),
+    )
+)
+def test_units_become_the_exact_decimal_with_18_places(units: int) -> None:
+    got = units_to_usd(units)
+    want = Decimal(f"{units}E-18")  # the definition: the count's digits, exponent -18
+    assert got.as_tuple() == want.as_tuple()
