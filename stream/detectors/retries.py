@@ -103,8 +103,7 @@ class RetryDetector:
         wm_s = cols.wm_us[rows] // US
         before = np.maximum(last0[g.group], shift(g, g.cummax(ts_s), _NONE))
         restart = (before == _NONE) | (before < wm_s - self.forget_s)
-        inner = np.zeros(n, dtype=np.bool_)
-        np.logical_or.at(inner, g.group, restart & (g.rank() > 0))
+        inner = g.any(restart & (g.rank() > 0))
         fresh = restart[g.starts]
         att0[fresh], calls0[fresh], fired0[fresh] = 0, 0, False
         attempt = cols.ints("attempt", 1)[rows]
@@ -218,8 +217,7 @@ class RetryDetector:
         if self.replay_all:
             hot.update(head_keys)
         else:
-            np_hot = np.zeros(len(g), dtype=np.bool_)
-            np.logical_or.at(np_hot, g.group, maybe)
+            np_hot = g.any(maybe)
             hot.update(k for k, h in zip(head_keys, np_hot.tolist(), strict=True) if h)
         sizes = g.sizes.tolist()
         bad_sums = g.total(b).tolist()

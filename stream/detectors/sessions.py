@@ -109,8 +109,7 @@ class SessionDetector:
         # The last call before each row: the carried one, then the group's running maximum.
         before = np.maximum(last0[g.group], shift(g, g.cummax(ts), _NONE))
         restart = (before == _NONE) | (before < wm - self.idle_us)
-        inner = np.zeros(len(g), dtype=np.bool_)
-        np.logical_or.at(inner, g.group, restart & (g.rank() > 0))
+        inner = g.any(restart & (g.rank() > 0))
         # A session forgotten at its first row here starts afresh; that is no reason to replay.
         base = [None if r else s for s, r in zip(carried, restart[g.starts].tolist(), strict=True)]
         cost = cols.cost_f[rows]

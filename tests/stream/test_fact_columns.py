@@ -102,3 +102,12 @@ def test_units_become_the_exact_decimal_with_18_places(units: int) -> None:
     got = units_to_usd(units)
     want = Decimal(f"{units}E-18")  # the definition: the count's digits, exponent -18
     assert got.as_tuple() == want.as_tuple()
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.booleans()), max_size=60))
+def test_a_group_holds_any_where_one_of_its_rows_does(rows: list[tuple[int, bool]]) -> None:
+    keys = np.array([k for k, _ in rows], dtype=np.int64)
+    groups = Groups.of(keys, np.arange(len(rows), dtype=np.int64))
+    values = np.array([v for _, v in rows], dtype=np.bool_)[groups.rows]
+    expected = [any(v for k, v in rows if k == key) for key in groups.keys.tolist()]
+    assert groups.any(values).tolist() == expected
