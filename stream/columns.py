@@ -136,7 +136,14 @@ class FactColumns:
         if kind == GLOBAL:
             return Codes(np.zeros(self.n, dtype=np.int64), [GLOBAL]), [GLOBAL]
         codes = self.codes(SCOPE_FIELDS[kind])
-        return codes, [f"{kind}:{v}" for v in codes.values]
+        names = self._scope_names.get(kind)
+        if names is None:  # several detectors ask for the same kind's; none changes them
+            names = self._scope_names[kind] = [f"{kind}:{v}" for v in codes.values]
+        return codes, names
+
+    @cached_property
+    def _scope_names(self) -> dict[str, list[str]]:
+        return {}
 
     def ints(self, name: str, null: int = 0) -> I64:
         """An integer column as int64, nulls as ``null``."""

@@ -20,7 +20,6 @@ import numpy as np
 
 from spendstream.config import Config
 from spendstream.records import Alert
-from spendstream.scopes import SCOPE_FIELDS
 from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import RATE, Finding, make_alert
 from spendstream.stream.grouping import Groups, combine
@@ -46,13 +45,12 @@ class RateDetector:
         taken = self.rule.accepted(starts, cols.wm_us)
         limit = self.limit
         for order, kind in enumerate(KINDS):
-            codes = cols.codes(SCOPE_FIELDS[kind])
+            codes, names = cols.scope_codes(kind)
             sel = np.flatnonzero((codes.index >= 0) & taken)
             if not len(sel):
                 continue
             groups = Groups.of(combine(codes.index[sel], starts[sel] // MINUTE_US), sel)
             heads = groups.rows[groups.starts]
-            names = [f"{kind}:{v}" for v in codes.values]
             keys = list(
                 zip(
                     starts[heads].tolist(),
