@@ -113,9 +113,9 @@ def test_each_row_of_a_batch_has_its_own_events_digest(lines: list[bytes]) -> No
     assert events.column(DIGEST).to_pylist() == expected
 
 
-def test_a_larger_batch_after_a_smaller_one_with_the_same_fields() -> None:
-    """The tags of fields encoded together are laid out once per set of fields and
-    reused; a batch larger than any before must get them in every row."""
+def test_batches_of_any_size_with_the_same_fields() -> None:
+    """Fields encoded together are laid out once per set of fields, one row with their
+    tags that each batch repeats to its size: every row of every size must get them."""
     now = datetime(2026, 3, 3, tzinfo=UTC)
     for size in (3, 2500, 40):
         lines = [json.dumps({**PINNED, "input_tokens": 1000 + i}).encode() for i in range(size)]
