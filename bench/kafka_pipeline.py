@@ -120,25 +120,25 @@ def _landed(port: int) -> float:
     )
 
 
-def _steps(port: int) -> dict[str, float]:
-    """Seconds each loop step took so far (``spendstream_step_seconds_total{step=...}``)."""
+def _per_label(port: int, metric: str, label: str) -> dict[str, float]:
+    """``metric{label=...}`` of one /metrics page, by the label's value."""
     out = {}
     for line in _metrics_text(port).splitlines():
-        if line.startswith("spendstream_step_seconds_total{"):
-            step = line.split('step="', 1)[1].split('"', 1)[0]
-            out[step] = round(float(line.split()[-1]), 3)
+        if line.startswith(metric + "{"):
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            out[value] = round(float(line.split()[-1]), 3)
     return out
+
+
+def _steps(port: int) -> dict[str, float]:
+    """Seconds each loop step took so far (``spendstream_step_seconds_total{step=...}``)."""
+    return _per_label(port, "spendstream_step_seconds_total", "step")
 
 
 def _batches(port: int) -> dict[str, float]:
     """Batches each loop took from Kafka so far (``spendstream_batches_total{stage=...}``):
     with the events, the mean batch size (per-batch work is most of a batch's cost)."""
-    out = {}
-    for line in _metrics_text(port).splitlines():
-        if line.startswith("spendstream_batches_total{"):
-            stage = line.split('stage="', 1)[1].split('"', 1)[0]
-            out[stage] = float(line.split()[-1])
-    return out
+    return _per_label(port, "spendstream_batches_total", "stage")
 
 
 def _scopes_behind(port: int) -> float:

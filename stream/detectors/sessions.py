@@ -31,7 +31,6 @@ import numpy.typing as npt
 
 from spendstream.config import Config
 from spendstream.records import Alert
-from spendstream.scopes import SCOPE_FIELDS
 from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import SESSIONS, Finding, make_alert
 from spendstream.stream.grouping import Groups
@@ -96,7 +95,7 @@ class SessionDetector:
         self._swept_at: int | None = None  # derived: when the last sweep ran
 
     def detect(self, cols: FactColumns, out: list[Finding]) -> None:
-        codes = cols.codes(SCOPE_FIELDS["session"])
+        codes, _ = cols.scope_codes("session")
         sel = np.flatnonzero(codes.index >= 0)
         if not len(sel):
             return
@@ -133,8 +132,8 @@ class SessionDetector:
         # Most sessions cross nothing in a batch: they only carry their totals forward.
         may_cross = ((at_turns >= 0) | (at_cost >= 0) | (at_span >= 0)).tolist()
         sums = cols.cost_sums(g)
-        max_turn, min_ts, max_ts = g.maximum(turn).tolist(), g.minimum(ts), g.maximum(ts)
-        first_ts, min_ts, max_ts = ts[g.starts].tolist(), min_ts.tolist(), max_ts.tolist()
+        max_turn, first_ts = g.maximum(turn).tolist(), ts[g.starts].tolist()
+        min_ts, max_ts = g.minimum(ts).tolist(), g.maximum(ts).tolist()
         sessions = self.sessions
         for i, (sid, replay) in enumerate(zip(ids, slow.tolist(), strict=True)):
             lo, hi = starts[i], ends[i]
