@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from spendstream.table_schemas import FACTS
 
-__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode", "ipc_record"]
+__all__ = ["FACTS_RECORD", "FactsBatch", "decode", "encode", "ipc_record", "ipc_table"]
 
 FACTS_RECORD = FACTS.append(pa.field("source_offset", pa.int64(), nullable=False))
 _PARTITION = "usage_partition"
@@ -87,16 +87,27 @@ def ipc_record(table: pa.Table, compression: str | None = "zstd") -> bytes:
     batch's facts record is several times smaller; readers need nothing to decode it,
     whatever the compression)."""
     sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
+    options = pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
 
+# Arrow compresses and decompresses a record's buffers on its thread pool by default: for a
+# batch's facts record that took 18 ms of CPU against 14 in the calling thread (and 10
+# against 8.4 to read it back); a worker's cores are busy with its own threads already.
+_READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
+
+
+def ipc_table(value: bytes) -> pa.Table:
+    """The table an ``ipc_record`` holds (``pa.ArrowInvalid`` if ``value`` is not one)."""
+    return pa.ipc.open_stream(pa.BufferReader(value), options=_READ_OPTIONS).read_all()
+
+
 def decode(value: bytes) -> FactsBatch:
     """The facts record ``encode`` wrote; ``ValueError`` if it is not one."""
     try:
-        table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+        table = ipc_table(value)
         meta = table.schema.metadata or {}
         partition = int(meta[_PARTITION.encode()])
         span = meta.get(_SPAN.encode())

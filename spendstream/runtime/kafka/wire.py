@@ -21,7 +21,7 @@ from datetime import datetime
 import orjson
 import pyarrow as pa
 
-from spendstream.facts_topic import ipc_record
+from spendstream.facts_topic import ipc_record, ipc_table
 from spendstream.signing import RecordSigner
 from spendstream.stream.partials import PARTIALS
 
@@ -80,7 +80,7 @@ def encode_partials(partition: int, first: int, last: int, partials: pa.Table) -
 def decode_partials(value: bytes) -> PartialsBatch:
     """``ValueError`` if ``value`` is not a partials record."""
     try:
-        table = pa.ipc.open_stream(pa.BufferReader(value)).read_all()
+        table = ipc_table(value)
         meta = table.schema.metadata or {}
         partition = int(meta[b"usage_partition"])
         first, last = (int(x) for x in meta[b"usage_offsets"].split())
