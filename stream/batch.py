@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.json as pj
 from pydantic import ValidationError
 
 from spendstream.config import DEFAULT_MAX_FUTURE_SKEW_S
@@ -35,6 +34,7 @@ from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.records import DeadLetter
 from spendstream.stream import validator
 from spendstream.stream.digest import DIGEST_TYPE, digest_column
+from spendstream.stream.json_read import MAX_RECORD_BYTES, KeyHint, read_json_lines
 from spendstream.table_schemas import EVENT_FIELDS, event_columns
 
 __all__ = [
@@ -57,9 +57,6 @@ __all__ = [
     "stored_raw",
 ]
 
-# A usage event is a few hundred bytes; anything this large is not one, and must not
-# be parsed into memory-hungry objects.
-MAX_RECORD_BYTES = 1 << 20
 # Dead letters keep the input as received, truncated so one huge record can't bloat the warehouse.
 MAX_STORED_RAW_CHARS = 16_384
 
@@ -71,15 +68,6 @@ EVENTS = pa.schema(
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_READ_SCHEMA = validator.json_read_schema()
-# A key the schema does not name (a map such as ``tags``, a misspelt field) fails the read,
-# within milliseconds. (Inferring such keys as columns instead costs rows x distinct keys:
-# 24 s for a batch of 20k lines with a key each of their own.)
-_PARSE = pj.ParseOptions(explicit_schema=_READ_SCHEMA, unexpected_field_behavior="error")
-# Blocks hold whole lines: at least two of the largest record. One thread: Arrow's pool
-# parses blocks in parallel, but for 20k events that cost 89 ms of CPU against 55 ms in the
-# calling thread (10 ms sooner); the CPU is what a loaded worker or `ingest` runs out of.
-_READ = pj.ReadOptions(block_size=max(4 << 20, 2 * MAX_RECORD_BYTES + 2), use_threads=False)
 _PLAIN_KINDS = validator.plain_json_kinds()
 _DEFAULTS = {r.name: r.default for r in validator.RULES}
 # Where the fast path cannot tell an absent key (its default) from an explicit null (an
@@ -191,14 +179,8 @@ class _Lines:
         return out
 
 
-def _read(count: int, joined: bytes) -> pa.Table | None:
-    """``count`` lines joined by newlines as one table, or None if the reader refuses any
-    (or splits one in two)."""
-    try:
-        table = pj.read_json(pa.py_buffer(joined), _READ, _PARSE)
-    except (pa.ArrowException, ValueError):  # ArrowInvalid, bad UTF-8, ...: a line is at fault
-        return None
-    return table if table.num_rows == count else None
+# The keys recent whole batches held (stream/json_read.py): a process's guess, shared.
+_HINT = KeyHint()
 
 
 def _plain(raw: bytes) -> bool:
@@ -221,7 +203,7 @@ def _read_rows(lines: _Lines, rows: list[int]) -> tuple[list[pa.Table], list[int
     raws = lines.raws
     everything = len(rows) == len(raws)
     joined = lines.joined if everything else b"\n".join([raws[i] for i in rows])
-    whole = _read(len(rows), joined)
+    whole = read_json_lines(len(rows), joined, _HINT)
     if whole is not None:
         return [whole], rows, []
     # The usual reason a read fails: lines with a map (the reader is not told of maps; the
@@ -233,7 +215,9 @@ def _read_rows(lines: _Lines, rows: list[int]) -> tuple[list[pa.Table], list[int
     maps = [i for i in rows if mapped[i]]
     if maps:
         rows = [i for i in rows if not mapped[i]]
-        again = _read(len(rows), b"\n".join([raws[i] for i in rows])) if rows else None
+        again = (
+            read_json_lines(len(rows), b"\n".join([raws[i] for i in rows]), _HINT) if rows else None
+        )
         if again is not None or not rows:
             return ([again] if again is not None else []), rows, maps
     # One bad line fails a whole read: screen each line (~1 us), read the rest, and halve
@@ -245,7 +229,7 @@ def _read_rows(lines: _Lines, rows: list[int]) -> tuple[list[pa.Table], list[int
     pending = [plain] if plain else []
     while pending:
         part = pending.pop()
-        table = _read(len(part), b"\n".join([raws[i] for i in part]))
+        table = read_json_lines(len(part), b"\n".join([raws[i] for i in part]))
         if table is not None:
             tables.append(table)
             read.extend(part)

@@ -25,6 +25,7 @@ from spendstream.stream.batch import (
     decode_lines,
     events_from_table,
 )
+from spendstream.stream.json_read import read_json_lines
 from spendstream.table_schemas import EVENT_FIELDS, event_columns
 from tests.stream.event_strategies import (
     NOW,
@@ -282,7 +283,7 @@ def test_lines_with_a_key_each_of_their_own_are_refused_by_the_reader_not_inferr
     # The reader is told to refuse unknown keys, never to infer them as columns: inferring
     # costs lines x distinct keys (a batch of 20k lines with a key each took 24 s).
     lines = [_line(event_id=f"k{i}", **{f"key_{i}": 1}) for i in range(50)]
-    assert batch_module._read(len(lines), b"\n".join(lines)) is None
+    assert read_json_lines(len(lines), b"\n".join(lines)) is None
     decoded = decode_lines([*lines, _line(event_id="plain")], NOW, _position, SKEW_S)
     assert decoded.events.column("event_id").to_pylist() == ["plain"]
     assert decoded.dead_rows == list(range(50))
