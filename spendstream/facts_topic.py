@@ -82,10 +82,12 @@ def encode(
     return ipc_record(table.replace_schema_metadata(meta))
 
 
-def ipc_record(table: pa.Table, compression: str | None = "zstd") -> bytes:
-    """A table as one Kafka record: an Arrow IPC stream, zstd-compressed by default (a
-    batch's facts record is several times smaller; readers need nothing to decode it,
-    whatever the compression)."""
+def ipc_record(table: pa.Table, compression: str | None = "lz4") -> bytes:
+    """A table as one Kafka record: an Arrow IPC stream, LZ4-compressed by default. For a
+    batch of 20k facts: 2.8 MB in 7.8 ms of CPU (3.3 ms to read back), against zstd's
+    1.7 MB in 13.9 ms (6.6) and 10.2 MB uncompressed; LZ4 for the CPU, as Kafka producers
+    commonly choose. Readers need nothing to decode a record, whatever its compression
+    (records written with zstd before are read alike)."""
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=compression, use_threads=False)
     with pa.ipc.new_stream(sink, table.schema, options=options) as writer:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from spendstream.config import Config
-from spendstream.facts_topic import FACTS_RECORD, decode, encode
+from spendstream.facts_topic import FACTS_RECORD, decode, encode, ipc_record
 from spendstream.producers.event import UsageEvent
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import FACTS, events_table
@@ -46,6 +46,20 @@ def test_a_batch_round_trips_with_its_partition_and_offsets() -> None:
     # a replay cut at other offsets: a reader that applied up to 13 keeps 14 and 20 only
     assert batch.after(13).column("source_offset").to_pylist() == [14, 20]
     assert batch.after(20).num_rows == 0
+
+
+def test_a_facts_record_written_with_zstd_before_reads_alike() -> None:
+    # Workers wrote facts records with zstd before LZ4 became the default: a takeover
+    # after an upgrade replays and reads back what they published.
+    facts = _facts()
+    offsets = pa.array([1, 2, 3, 4, 5], pa.int64())
+    record = encode(0, facts, offsets, batch_offsets=(1, 9))
+    old = decode(record).facts.replace_schema_metadata(
+        {"usage_partition": "0", "usage_offsets": "1 9"}
+    )
+    batch = decode(ipc_record(old, compression="zstd"))
+    assert batch.facts.equals(decode(record).facts)
+    assert batch.batch_offsets == (1, 9)
 
 
 def test_an_empty_batch_has_no_offsets() -> None:
