@@ -180,8 +180,9 @@ class _Lines:
         return out
 
 
-# The keys recent whole batches held (stream/json_read.py): a process's guess, shared.
-_HINT = KeyHint()
+# The keys recent whole batches held (stream/json_read.py): a process's guess, shared by the
+# batches of `ingest` and of a worker's usage partitions (events of the same producers).
+SHARED_HINT = KeyHint()
 
 
 def _plain(raw: bytes) -> bool:
@@ -199,12 +200,14 @@ def _plain(raw: bytes) -> bool:
     return True
 
 
-def _read_rows(lines: _Lines, rows: list[int]) -> tuple[list[pa.Table], list[int], list[int]]:
+def _read_rows(
+    lines: _Lines, rows: list[int], hint: KeyHint | None
+) -> tuple[list[pa.Table], list[int], list[int]]:
     """(tables, the rows they hold in order, rows the reader refused)."""
     raws = lines.raws
     everything = len(rows) == len(raws)
     joined = lines.joined if everything else b"\n".join([raws[i] for i in rows])
-    whole = read_json_lines(len(rows), joined, _HINT)
+    whole = read_json_lines(len(rows), joined, hint)
     if whole is not None:
         return [whole], rows, []
     # The usual reason a read fails: lines with a map (the reader is not told of maps; the
@@ -217,7 +220,7 @@ def _read_rows(lines: _Lines, rows: list[int]) -> tuple[list[pa.Table], list[int
     if maps:
         rows = [i for i in rows if not mapped[i]]
         again = (
-            read_json_lines(len(rows), b"\n".join([raws[i] for i in rows]), _HINT) if rows else None
+            read_json_lines(len(rows), b"\n".join([raws[i] for i in rows]), hint) if rows else None
         )
         if again is not None or not rows:
             return ([again] if again is not None else []), rows, maps
@@ -247,12 +250,15 @@ def decode_lines(
     received_at: datetime,
     position: Callable[[int], str],
     max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+    hint: KeyHint | None = SHARED_HINT,
 ) -> DecodedBatch:
     """Decode and validate ``raws`` (one JSON event each) received at ``received_at``.
 
     ``position(i)`` is the source position of ``raws[i]`` (``file.jsonl:12``,
     ``kafka:topic/3@1042``, ``http:<request-id>#2``); it is asked only for dead letters.
     A ``ts`` later than ``received_at + max_future_skew_s`` is refused (docs/bounds.md).
+    ``hint``: which keys to tell the JSON reader first (stream/json_read.py; None: every
+    key), a matter of speed only.
     """
     latest_us = _micros(received_at) + max_future_skew_s * 1_000_000
     lines = _Lines(raws)
@@ -260,7 +266,7 @@ def decode_lines(
     slow = set(np.flatnonzero(~fast & ~too_big).tolist())
     parts: list[dict[str, pa.Array]] = []
     if fast.any():
-        tables, read, refused = _read_rows(lines, np.flatnonzero(fast).tolist())
+        tables, read, refused = _read_rows(lines, np.flatnonzero(fast).tolist(), hint)
         slow.update(refused)
         if tables:
             ok, columns = validator.check_columns(pa.concat_tables(tables), latest_us)

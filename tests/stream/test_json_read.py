@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spendstream.stream import batch
 from spendstream.stream.json_read import READ_SCHEMA, KeyHint, read_json_lines
 
 
@@ -126,3 +129,16 @@ def test_any_sequence_of_batches_reads_as_each_alone_with_every_key(
         assert want is not None and got is not None
         assert got.schema.equals(want.schema)
         assert got.to_pylist() == want.to_pylist()
+
+
+def test_decode_lines_teaches_the_hint_it_is_given_and_none_reads_with_every_key() -> None:
+    now = datetime(2026, 11, 28, 1, tzinfo=UTC)
+    before = batch.SHARED_HINT.keys
+    mine = KeyHint()
+    lines = [_line(region="eu")]
+    with_hint = batch.decode_lines(lines, now, str, hint=mine)
+    assert mine.keys is not None and "region" in mine.keys
+    without = batch.decode_lines([_line(cost_center="x")], now, str, hint=None)
+    assert batch.SHARED_HINT.keys == before  # an HTTP request's lines teach it nothing
+    assert with_hint.events.column("region").to_pylist() == ["eu"]
+    assert without.events.column("cost_center").to_pylist() == ["x"]
