@@ -337,10 +337,15 @@ class LeaseLedger:
         return period_bounds(acct[2], acct[1])[1]
 
     def _lease_end(self, lease: Lease) -> datetime:
-        ends = [
-            period_bounds(lease.granted_at, c.period)[1] for c in self._caps.get(lease.scope, ())
-        ]
-        return max(ends, default=lease.expires_at + self._grace)
+        """The end of the last period the lease may count in. A lease that may close after
+        its period ends carries late spend into the next one (``_contributions``) until
+        that spend lands: it is kept as long as that period, not dropped with its own."""
+        closes = lease.expires_at + self._grace
+        ends = []
+        for cap in self._caps.get(lease.scope, ()):
+            end = period_bounds(lease.granted_at, cap.period)[1]
+            ends.append(period_bounds(end, cap.period)[1] if end <= closes else end)
+        return max(ends, default=closes)
 
     def _note_account(self, acct: Account) -> None:
         self._note_time(self._account_end(acct) + self._retain)

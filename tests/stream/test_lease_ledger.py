@@ -343,6 +343,32 @@ def test_a_call_finishing_in_the_next_period_counts_there_once_it_lands() -> Non
     led.check()
 
 
+def test_late_spend_carried_into_the_next_period_outlives_its_leases_retention() -> None:
+    # Found by the ledger's state machine: a lease granted 8 s before midnight expires at
+    # it; a call reserved under it finishes in the grace, after midnight, and its fact has
+    # not landed when the lease's own day is past retention (an hour here). The next day
+    # must still count it until it lands, and count it once when it does.
+    led = ledger()
+    today, next_day = datetime(2026, 5, 12, tzinfo=UTC), datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "1", at=next_day - timedelta(seconds=8)))
+    assert g.expires_at == next_day
+    release(led, g, used="0", pending="0.5", at=next_day)
+    finished = next_day + timedelta(seconds=9)
+    release(led, g, used="0.5", late="0.5", at=finished)
+    past_retention = next_day + timedelta(seconds=3600)
+    led.expire(past_retention)
+    assert led.committed("team:a", "day", next_day) == D("0.5")
+    assert [x.lease_id for x in led.leases()] == [g.lease_id]
+    led.check()
+    led.land("p0", 1, [Spend.of("team:a", finished, D("0.5"), g.lease_id)], past_retention)
+    assert led.committed("team:a", "day", next_day) == D("0.5")
+    assert led.committed("team:a", "day", today) == 0  # forgotten with its period
+    led.check()
+    # Gone with the next day's account, past its own retention.
+    led.expire(next_day + timedelta(days=1, seconds=3600))
+    assert led.leases() == []
+
+
 def test_a_call_outliving_its_lease_and_grace_can_overshoot_by_its_own_cost() -> None:
     """The documented limit: nothing holds a call's worst case past expires_at + grace."""
     led = ledger()
