@@ -201,13 +201,13 @@ def _plain(raw: bytes) -> bool:
 
 
 def _read_rows(
-    lines: _Lines, rows: list[int], hint: KeyHint | None
+    lines: _Lines, rows: list[int], hint: KeyHint | None, threads: bool
 ) -> tuple[list[pa.Table], list[int], list[int]]:
     """(tables, the rows they hold in order, rows the reader refused)."""
     raws = lines.raws
     everything = len(rows) == len(raws)
     joined = lines.joined if everything else b"\n".join([raws[i] for i in rows])
-    whole = read_json_lines(len(rows), joined, hint)
+    whole = read_json_lines(len(rows), joined, hint, threads)
     if whole is not None:
         return [whole], rows, []
     # The usual reason a read fails: lines with a map (the reader is not told of maps; the
@@ -220,7 +220,9 @@ def _read_rows(
     if maps:
         rows = [i for i in rows if not mapped[i]]
         again = (
-            read_json_lines(len(rows), b"\n".join([raws[i] for i in rows]), hint) if rows else None
+            read_json_lines(len(rows), b"\n".join([raws[i] for i in rows]), hint, threads)
+            if rows
+            else None
         )
         if again is not None or not rows:
             return ([again] if again is not None else []), rows, maps
@@ -233,7 +235,7 @@ def _read_rows(
     pending = [plain] if plain else []
     while pending:
         part = pending.pop()
-        table = read_json_lines(len(part), b"\n".join([raws[i] for i in part]))
+        table = read_json_lines(len(part), b"\n".join([raws[i] for i in part]), threads=threads)
         if table is not None:
             tables.append(table)
             read.extend(part)
@@ -251,6 +253,7 @@ def decode_lines(
     position: Callable[[int], str],
     max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
     hint: KeyHint | None = SHARED_HINT,
+    threads: bool = False,
 ) -> DecodedBatch:
     """Decode and validate ``raws`` (one JSON event each) received at ``received_at``.
 
@@ -258,7 +261,7 @@ def decode_lines(
     ``kafka:topic/3@1042``, ``http:<request-id>#2``); it is asked only for dead letters.
     A ``ts`` later than ``received_at + max_future_skew_s`` is refused (docs/bounds.md).
     ``hint``: which keys to tell the JSON reader first (stream/json_read.py; None: every
-    key), a matter of speed only.
+    key); ``threads``: parse on Arrow's pool (sooner, for more CPU). Speed only.
     """
     latest_us = _micros(received_at) + max_future_skew_s * 1_000_000
     lines = _Lines(raws)
@@ -266,7 +269,7 @@ def decode_lines(
     slow = set(np.flatnonzero(~fast & ~too_big).tolist())
     parts: list[dict[str, pa.Array]] = []
     if fast.any():
-        tables, read, refused = _read_rows(lines, np.flatnonzero(fast).tolist(), hint)
+        tables, read, refused = _read_rows(lines, np.flatnonzero(fast).tolist(), hint, threads)
         slow.update(refused)
         if tables:
             ok, columns = validator.check_columns(pa.concat_tables(tables), latest_us)
@@ -404,11 +407,12 @@ def judge_lines(
     position: Callable[[int], str],
     classify: Classify,
     max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+    threads: bool = False,
 ) -> JudgedBatch:
     """``decode_lines``, then each event judged by ``classify(event_ids, ts, digests)`` (the
     landed-key store, against what landed and the rows before it): what every runtime does
     with a batch before pricing it. A conflicting duplicate becomes a dead letter."""
-    decoded = decode_lines(raws, received_at, position, max_future_skew_s)
+    decoded = decode_lines(raws, received_at, position, max_future_skew_s, threads=threads)
     events = decoded.events
     verdict = np.asarray(classify(events["event_id"], events["ts"], events[DIGEST]))
     dead = decoded.dead_letters + conflict_dead_letters(

@@ -129,6 +129,9 @@ def test_any_sequence_of_batches_reads_as_each_alone_with_every_key(
         assert want is not None and got is not None
         assert got.schema.equals(want.schema)
         assert got.to_pylist() == want.to_pylist()
+        # On Arrow's pool (embedded ingest) the same table.
+        threaded = read_json_lines(len(lines), _joined(lines), threads=True)
+        assert threaded is not None and threaded.equals(want)
 
 
 def test_decode_lines_teaches_the_hint_it_is_given_and_none_reads_with_every_key() -> None:
