@@ -340,12 +340,17 @@ class LeaseLedger:
         """The end of the last period the lease may count in. A lease that may close after
         its period ends carries late spend into the next one (``_contributions``) until
         that spend lands: it is kept as long as that period, not dropped with its own."""
-        closes = lease.expires_at + self._grace
         ends = []
         for cap in self._caps.get(lease.scope, ()):
             end = period_bounds(lease.granted_at, cap.period)[1]
-            ends.append(period_bounds(end, cap.period)[1] if end <= closes else end)
-        return max(ends, default=closes)
+            ends.append(period_bounds(end, cap.period)[1] if self._crosses(lease, end) else end)
+        return max(ends, default=lease.expires_at + self._grace)
+
+    def _crosses(self, lease: Lease, end: datetime) -> bool:
+        """Whether calls under the lease may finish after ``end``, its period's end: it
+        closes (``expires_at + grace_s``) at or after it. One rule for what the lease
+        carries over (``_contributions``) and for how long it is kept (``_lease_end``)."""
+        return end <= lease.expires_at + self._grace
 
     def _note_account(self, acct: Account) -> None:
         self._note_time(self._account_end(acct) + self._retain)
@@ -372,7 +377,6 @@ class LeaseLedger:
     def _contributions(self, lease: Lease) -> dict[Account, Decimal]:
         out: dict[Account, Decimal] = {}
         charge = lease.charge()
-        closes = lease.expires_at + self._grace
         for cap in self._caps.get(lease.scope, ()):
             start, end = period_bounds(lease.granted_at, cap.period)
             out[(lease.scope, cap.period, start)] = charge
@@ -380,7 +384,7 @@ class LeaseLedger:
             # while open, all it may still land; closed, what settled late and has not landed.
             if not lease.closed:
                 carry = charge - lease.landed_usd
-            elif end <= closes:
+            elif self._crosses(lease, end):
                 carry = lease.late_unlanded()
             else:
                 continue  # the lease closed before its period ended: nothing crossed over
