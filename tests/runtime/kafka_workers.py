@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from spendstream.config import WarehouseConfig
@@ -39,12 +41,15 @@ def write_config(
     *,
     partitions: int = 1,
     batch_size: int = 500,
+    backlog_batch_size: int | None = None,
     prefix: str | None = None,
     idle_advance_s: float = 0,
     extra: str = "",
 ) -> tuple[Path, str]:
     """A config on a fresh topic prefix / app id; returns (path, prefix).
 
+    ``backlog_batch_size`` (how large a partition's batches grow while it is behind) is
+    three batches unless given: the runtime's default path, with batches of many sizes.
     ``idle_advance_s`` is off by default: these tests compare ``run`` with ``ingest``, and a
     worker stalled on a loaded machine must not move breakers by processing time."""
     prefix = prefix or f"t{uuid.uuid4().hex[:10]}."
@@ -57,6 +62,7 @@ def write_config(
         "session_timeout_s = 10\n"
         "[pipeline]\n"
         f"batch_size = {batch_size}\n"
+        f"backlog_batch_size = {backlog_batch_size or 3 * batch_size}\n"
         "batch_within_s = 0.2\n"
         # Generous: a worker paused by a loaded machine must not count as idle.
         "align_idle_s = 5\n"
@@ -432,3 +438,22 @@ def wait_all_judged(
 def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
     """Every record of a topic, from the beginning."""
     return [(m.key(), m.value()) for m in kafka_fixtures.read_topic(bootstrap, topic)]
+
+
+def usage_batches(workdir: Path) -> list[tuple[str, int, int, int]]:
+    """(writer, facts, first ts, last ts in us) of every usage commit, in commit order."""
+    from spendstream.warehouse import Warehouse
+    from spendstream.warehouse import snapshots as sn
+
+    out = []
+    with Warehouse(workdir, writer="reader") as wh:
+        table = wh.tables.load("usage_facts")
+        for snap in reversed(list(sn.ancestors_until(table, None))):
+            writer = sn.summary_of(snap).get(sn.WRITER, "")
+            files = sn.added_files(table, snap)
+            if not writer.startswith("usage/") or not files:
+                continue
+            ts = sn.read_columns(wh.storage, [f.file_path for f in files], ["ts"])["ts"]
+            us = pc.cast(pc.cast(ts, pa.timestamp("us", "UTC")), pa.int64())
+            out.append((writer, len(ts), pc.min(us).as_py(), pc.max(us).as_py()))
+    return out

@@ -10,14 +10,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.runtime.kafka.usage_loop import AHEAD_S, STALLED_S, Pace, held_back
-from tests.runtime.kafka_workers import Worker, key_calls, wait_all_judged, write_config
+from tests.runtime.kafka_workers import (
+    Worker,
+    key_calls,
+    usage_batches,
+    wait_all_judged,
+    write_config,
+)
 
 US = 1_000_000
 AHEAD_US = int(AHEAD_S * US)
@@ -78,7 +82,11 @@ def test_pacing_constants() -> None:
 @pytest.mark.slow
 def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path: Path) -> None:
     config, prefix = write_config(
-        tmp_path / "c.toml", kafka_bootstrap, partitions=2, batch_size=BATCH
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        partitions=2,
+        batch_size=BATCH,
+        backlog_batch_size=BATCH,  # batch by batch: what pacing orders
     )
     topic = prefix + "spendstream.usage"
     Admin(kafka_bootstrap).ensure_topics([TopicSpec(topic, 2)])
@@ -101,7 +109,7 @@ def test_a_sparse_partition_waits_for_a_dense_one(kafka_bootstrap: str, tmp_path
         finally:
             assert w.stop() == 0, w.log_tail()
 
-    landed = _usage_batches(wd)
+    landed = usage_batches(wd)
     assert sum(n for _, n, _, _ in landed) == 2002
     totals = {"usage/0": 1001, "usage/1": 1001}
     clock: dict[str, int] = {}
@@ -128,22 +136,3 @@ def _produce(bootstrap: str, topic: str, zero: list[bytes], one: list[bytes]) ->
         producer.send(records, 60).raise_first()
     finally:
         producer.close(timeout_s=10)
-
-
-def _usage_batches(workdir: Path) -> list[tuple[str, int, int, int]]:
-    """(writer, facts, first ts, last ts in us) of every usage commit, in commit order."""
-    from spendstream.warehouse import Warehouse
-    from spendstream.warehouse import snapshots as sn
-
-    out = []
-    with Warehouse(workdir, writer="reader") as wh:
-        table = wh.tables.load("usage_facts")
-        for snap in reversed(list(sn.ancestors_until(table, None))):
-            writer = sn.summary_of(snap).get(sn.WRITER, "")
-            files = sn.added_files(table, snap)
-            if not writer.startswith("usage/") or not files:
-                continue
-            ts = sn.read_columns(wh.storage, [f.file_path for f in files], ["ts"])["ts"]
-            us = pc.cast(pc.cast(ts, pa.timestamp("us", "UTC")), pa.int64())
-            out.append((writer, len(ts), pc.min(us).as_py(), pc.max(us).as_py()))
-    return out

@@ -1,11 +1,59 @@
-"""When a usage partition's buffer, short of a full batch, lands (``short_batch_due``): the
-rule that lets a backlog fill batches without starving a partition or delaying a live one."""
+"""How a usage partition's records are cut into batches: how many a batch takes
+(``batch_target``: ``batch_size``, more while the partition is behind) and when a buffer
+short of that lands (``short_batch_due``): the rules that let a backlog fill large batches
+without starving a partition or delaying a live one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 
-from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, short_batch_due
+from spendstream.kafka.admin import Admin, TopicSpec
+from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, batch_target, short_batch_due
+from tests.runtime.kafka_workers import (
+    Worker,
+    key_calls,
+    usage_batches,
+    wait_all_judged,
+    write_config,
+)
+
+
+@pytest.mark.parametrize(
+    ("unread", "target"),
+    [
+        (None, 50),  # the end is not known yet: a batch as configured
+        (0, 50),
+        (49, 50),
+        (50, 50),  # a batch's worth unread: still one batch
+        (51, 51),  # behind: all that is unread ...
+        (399, 399),
+        (400, 400),
+        (401, 400),  # ... up to the backlog size
+        (10**9, 400),
+    ],
+)
+def test_a_partition_behind_takes_what_it_has_unread_up_to_the_backlog_size(
+    unread: int | None, target: int
+) -> None:
+    assert batch_target(unread, batch_size=50, backlog_batch_size=400) == target
+
+
+@pytest.mark.parametrize("backlog", [1, 49, 50])
+def test_a_backlog_size_at_or_below_the_batch_size_changes_nothing(backlog: int) -> None:
+    for unread in (None, 0, 50, 51, 10**6):
+        assert batch_target(unread, batch_size=50, backlog_batch_size=backlog) == 50
+
+
+def test_the_default_backlog_batch_is_ten_default_batches() -> None:
+    # docs/configuration.md and docs/kafka.md give both defaults.
+    from spendstream.config import PipelineConfig
+
+    pipeline = PipelineConfig()
+    assert (pipeline.batch_size, pipeline.backlog_batch_size) == (2000, 20_000)
 
 
 def test_caught_up_lands_at_once() -> None:
@@ -77,3 +125,44 @@ def test_the_usage_consumer_fetches_a_resumed_partition_without_a_second_of_back
     assert conf["fetch.queue.backoff.ms"] == FETCH_QUEUE_BACKOFF_MS <= 100
     assert conf["session.timeout.ms"] == int(loop.config.kafka.session_timeout_s * 1000)
     RdConsumer({"group.id": "g", "bootstrap.servers": "127.0.0.1:1", **conf}).close()
+
+
+@pytest.mark.kafka
+def test_a_worker_catching_up_lands_backlog_sized_batches_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """2,000 calls waiting when the worker starts, batches of 50, backlog batches of 400:
+    the backlog lands in batches of up to 400 records (most of them full), not in forty of
+    50, and every call exactly once. Then a live call lands alone."""
+    config, prefix = write_config(
+        tmp_path / "c.toml", kafka_bootstrap, batch_size=50, backlog_batch_size=400
+    )
+    topic = prefix + "spendstream.usage"
+    Admin(kafka_bootstrap).ensure_topics([TopicSpec(topic, 1)])
+    calls = key_calls("k", 2001, datetime(2026, 3, 1, tzinfo=UTC), timedelta(seconds=2))
+    _produce(kafka_bootstrap, topic, calls[:2000])
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        wait_all_judged(wd, kafka_bootstrap, prefix, 2000, w)
+        _produce(kafka_bootstrap, topic, calls[2000:])
+        wait_all_judged(wd, kafka_bootstrap, prefix, 2001, w)
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    sizes = [n for _, n, _, _ in usage_batches(wd)]
+    assert sum(sizes) == 2001
+    backlog, live = sizes[:-1], sizes[-1]
+    assert max(backlog) == 400, sizes
+    # A few may be short (a fetch's end, the 2 s wait), but most are full: far fewer
+    # commits than batches of 50 would make.
+    assert len(backlog) <= 8, sizes
+    assert live == 1, sizes
+
+
+def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
+    producer = Producer(bootstrap, client_id="spendstream-tests")
+    try:
+        producer.send([OutRecord(topic, v, partition=0) for v in lines], 60).raise_first()
+    finally:
+        producer.close(timeout_s=10)

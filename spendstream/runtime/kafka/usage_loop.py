@@ -75,6 +75,7 @@ __all__ = [
     "STALLED_S",
     "Pace",
     "UsageLoop",
+    "batch_target",
     "held_back",
     "short_batch_due",
     "usage_writer",
@@ -83,10 +84,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# A partition with a backlog lands full batches (``[pipeline] batch_size``): each batch
-# costs a facts record, partials to every owner and a warehouse commit, whatever its size.
-# One short of a batch this long after its last batch lands what it has, so a busy worker
-# cannot starve a partition.
+# A partition with a backlog lands full batches (``batch_target``): each batch costs a facts
+# record, partials to every owner and a warehouse commit, whatever its size. One short of a
+# batch this long after its last batch lands what it has, so a busy worker cannot starve a
+# partition.
 MAX_WAIT_S = 2.0
 RELEASE_EVERY_S = 60.0
 # Event-time pacing of a worker's partitions. Scope owners merge every usage partition's
@@ -120,6 +121,21 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     if end is None or last + 1 >= end:
         return True
     return since is not None and now - since >= MAX_WAIT_S
+
+
+def batch_target(unread: int | None, batch_size: int, backlog_batch_size: int) -> int:
+    """How many records a partition's next batch takes: ``batch_size``, or while more than
+    that is unread (``unread``: offsets past the last landed one, up to the high watermark
+    of the last fetch; None: not known yet) all of it, up to ``backlog_batch_size``.
+
+    A batch's fixed costs (the warehouse commit with the engine's state, the facts record,
+    a partials record per scope owner, Python's per-call overheads) came to ~70 ms of the
+    usage thread whatever its size: a worker catching up on 1M events in batches of 2000
+    landed 17.4k events/s, in batches of 20000 ~60k. A live partition (less than a batch
+    unread) keeps ``batch_size``, so its alerts wait for no more records than before."""
+    if unread is None:
+        return batch_size
+    return max(batch_size, min(unread, backlog_batch_size))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +215,10 @@ class UsageLoop(PartitionLoop[_Partition]):
     def group(self) -> str:
         return self.config.kafka.app_id
 
+    def consume_max(self) -> int:
+        pipeline = self.config.pipeline
+        return max(pipeline.batch_size, pipeline.backlog_batch_size)
+
     def writer(self, partition: int) -> str:
         return usage_writer(partition)
 
@@ -249,7 +269,6 @@ class UsageLoop(PartitionLoop[_Partition]):
             self._released_at = now
 
     def _drain(self, part: _Partition, now: float) -> None:
-        size = self.config.pipeline.batch_size
         while part.buffer:
             if part.cuts:
                 _first, last = part.cuts[0]
@@ -258,10 +277,11 @@ class UsageLoop(PartitionLoop[_Partition]):
                 n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
                 batch, part.buffer = part.buffer[:n], part.buffer[n:]
                 part.cuts.popleft()
-            elif len(part.buffer) >= size or self._due(part, now):
-                batch, part.buffer = part.buffer[:size], part.buffer[size:]
             else:
-                return
+                size = self._target(part)
+                if len(part.buffer) < size and not self._due(part, now):
+                    return
+                batch, part.buffer = part.buffer[:size], part.buffer[size:]
             self._process(part, batch)
             # What is left over waits for the next batch from now (a backlog refills it).
             part.since = now if part.buffer else None
@@ -283,9 +303,12 @@ class UsageLoop(PartitionLoop[_Partition]):
         rest (a resumed partition is fetched again from the record after its last read).
         A partition paused and then rewound or reopened is resumed like any other."""
         assert self.consumer is not None
-        size = self.config.pipeline.batch_size
         self._paused &= {n for _, n in self.assigned()}
-        want = {p for p in held if p in self.parts and len(self.parts[p].buffer) >= size}
+        want = {
+            p
+            for p in held
+            if p in self.parts and len(self.parts[p].buffer) >= self._target(self.parts[p])
+        }
         topic = self.names.usage
         try:
             if want - self._paused:
@@ -307,6 +330,13 @@ class UsageLoop(PartitionLoop[_Partition]):
             self._paused.discard(n)
             self._progress.pop(n, None)
         super()._leave(parts, release)
+
+    def _target(self, part: _Partition) -> int:
+        assert self.consumer is not None
+        end = self.consumer.cached_end((self.names.usage, part.number))
+        pipeline = self.config.pipeline
+        unread = None if end is None else end - 1 - part.landed
+        return batch_target(unread, pipeline.batch_size, pipeline.backlog_batch_size)
 
     def _due(self, part: _Partition, now: float) -> bool:
         assert self.consumer is not None
