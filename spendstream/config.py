@@ -570,6 +570,7 @@ class PipelineConfig(_Section):
         le=100_000,
         description="`spendstream run`: a usage partition with more than `batch_size` records "
         "unread lands them in batches of up to this many (all it has unread, at most this), "
+        "as `ingest` reading stdin does with the lines it has read ahead; "
         "so a worker catching up pays a warehouse commit, a facts record and partials per "
         "this many records instead of per `batch_size`; a live partition keeps `batch_size`. "
         "A worker may buffer up to this many records per partition it reads (~1 KB each). "
@@ -579,7 +580,8 @@ class PipelineConfig(_Section):
     batch_within_s: float = Field(
         default=0.2,
         gt=0,
-        description="How long a batch may wait to fill in `spendstream run`: the "
+        description="How long a batch may wait to fill in `spendstream run` and in `ingest` "
+        "reading stdin (a line on a pipe lands this long after it came, at most): the "
         "runaway-to-refusal latency follows it; lower also means more, smaller Parquet "
         "files under light traffic (`spendstream warehouse compact`).",
     )

@@ -57,7 +57,9 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     from spendstream.commands._pipeline_output import print_summary, progress_printer
     from spendstream.runtime.embedded import ingest_records, read_lines
 
-    # A pipe may be a live stream: its alerts should not wait for 20,000 lines.
+    # A pipe may be a live stream: its alerts should wait neither for 20,000 lines nor for
+    # 2,000 (a batch is cut batch_within_s after its first line), while a piped backlog
+    # still lands in large batches (backlog_batch_size).
     live = "-" in args.files
     otlp = None
     if args.format == "otlp":
@@ -72,6 +74,7 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
         route_alerts=args.route_alerts,
         batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
         progress=progress_printer(sys.stderr),
+        live=live,
     )
     print_summary(summary, sys.stdout, workdir if args.workdir else None)
     if otlp is not None:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
 from spendstream.records import Alert, BreakerEvent, DeadLetter
+from spendstream.runtime.batching import live_batches
 from spendstream.runtime.collector import batch_pace
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.stream.batch import DIGEST, judge_lines, stored_raw
@@ -125,6 +126,10 @@ class EmbeddedRunner:
 
     ``leases`` hosts the budget-lease service of the hard budgets (``EmbeddedLeases``),
     fed with every landed batch; ``lease_clock`` is its clock (default: the wall clock).
+    ``live``: the records may come as a live stream (a pipe): batches are cut as
+    ``runtime.batching.live_batches`` cuts them (``batch_size``, or up to
+    ``backlog_batch_size`` when more is waiting; never waiting more than ``batch_within_s``
+    to fill), not only when ``batch_size`` records are in.
     """
 
     def __init__(
@@ -134,10 +139,12 @@ class EmbeddedRunner:
         router: AlertRouter | None = None,
         batch_size: int | None = None,
         lease_clock: Callable[[], datetime] | None = None,
+        live: bool = False,
     ) -> None:
         self.config = config
         self.router = router
         self.batch_size = batch_size or config.pipeline.ingest_batch_size
+        self.live = live
         self.warehouse = Warehouse(workdir, config=config.warehouse)
         self.warehouse.ensure_views()
         state = self.warehouse.resume().state
@@ -153,21 +160,28 @@ class EmbeddedRunner:
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary()
-        batch_size = self.batch_size
-        batch: list[InputRecord] = []
         with batch_pace():
-            for item in records:
-                batch.append(item)
-                if len(batch) >= batch_size:
-                    self._run_batch(batch, summary)
-                    batch = []
-                    if progress:
-                        progress(summary)
-            if batch:
+            for batch in self._batches(records):
                 self._run_batch(batch, summary)
                 if progress:
                     progress(summary)
         return summary
+
+    def _batches(self, records: Iterable[InputRecord]) -> Iterator[list[InputRecord]]:
+        if self.live:
+            pipeline = self.config.pipeline
+            yield from live_batches(
+                records, self.batch_size, pipeline.backlog_batch_size, pipeline.batch_within_s
+            )
+            return
+        batch: list[InputRecord] = []
+        for item in records:
+            batch.append(item)
+            if len(batch) >= self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def _run_batch(self, batch: list[InputRecord], summary: IngestSummary) -> None:
         now = datetime.now(UTC)
@@ -243,17 +257,19 @@ def ingest_records(
     route_alerts: bool = True,
     batch_size: int | None = None,
     progress: Callable[[IngestSummary], None] | None = None,
+    live: bool = False,
 ) -> IngestSummary:
     """Run records through the embedded pipeline into ``workdir`` (``spendstream ingest``,
     ``import-batch``); with ``route_alerts`` and configured sinks, alerts page as
-    ``spendstream alerts`` would on Kafka (same router, same delivery state)."""
+    ``spendstream alerts`` would on Kafka (same router, same delivery state). ``live``:
+    batches as ``EmbeddedRunner`` cuts a live stream's."""
     router = None
     if route_alerts and config.alerts.sink:
         from spendstream.alerts.router import AlertRouter
 
         router = AlertRouter.from_config(config.alerts, workdir)
     try:
-        runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size)
+        runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size, live=live)
         summary = runner.run(records, progress=progress)
         if router is not None:
             idle = router.tick()

@@ -12,7 +12,8 @@ import pytest
 
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
-from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, batch_target, short_batch_due
+from spendstream.runtime.batching import batch_target
+from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, short_batch_due
 from tests.runtime.kafka_workers import (
     Worker,
     key_calls,

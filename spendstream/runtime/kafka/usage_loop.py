@@ -47,6 +47,7 @@ from spendstream.kafka.producer import OutRecord
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.pricedata import load_price_data
 from spendstream.records import BreakerEvent
+from spendstream.runtime.batching import batch_target
 from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.outputs import IdleClock
@@ -75,7 +76,6 @@ __all__ = [
     "STALLED_S",
     "Pace",
     "UsageLoop",
-    "batch_target",
     "held_back",
     "short_batch_due",
     "usage_writer",
@@ -84,10 +84,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# A partition with a backlog lands full batches (``batch_target``): each batch costs a facts
-# record, partials to every owner and a warehouse commit, whatever its size. One short of a
-# batch this long after its last batch lands what it has, so a busy worker cannot starve a
-# partition.
+# A partition with a backlog lands full batches (``runtime.batching.batch_target``): each
+# batch costs a facts record, partials to every owner and a warehouse commit, whatever its
+# size. One short of a batch this long after its last batch lands what it has, so a busy
+# worker cannot starve a partition.
 MAX_WAIT_S = 2.0
 RELEASE_EVERY_S = 60.0
 # Event-time pacing of a worker's partitions. Scope owners merge every usage partition's
@@ -121,21 +121,6 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     if end is None or last + 1 >= end:
         return True
     return since is not None and now - since >= MAX_WAIT_S
-
-
-def batch_target(unread: int | None, batch_size: int, backlog_batch_size: int) -> int:
-    """How many records a partition's next batch takes: ``batch_size``, or while more than
-    that is unread (``unread``: offsets past the last landed one, up to the high watermark
-    of the last fetch; None: not known yet) all of it, up to ``backlog_batch_size``.
-
-    A batch's fixed costs (the warehouse commit with the engine's state, the facts record,
-    a partials record per scope owner, Python's per-call overheads) came to ~70 ms of the
-    usage thread whatever its size: a worker catching up on 1M events in batches of 2000
-    landed 17.4k events/s, in batches of 20000 ~60k. A live partition (less than a batch
-    unread) keeps ``batch_size``, so its alerts wait for no more records than before."""
-    if unread is None:
-        return batch_size
-    return max(batch_size, min(unread, backlog_batch_size))
 
 
 @dataclass(frozen=True, slots=True)
