@@ -272,14 +272,11 @@ class UsageLoop(PartitionLoop[_Partition]):
             part.since = now if part.buffer else None
 
     def _held_back(self, now: float) -> set[int]:
-        assert self.consumer is not None
         size = self.config.pipeline.batch_size
         paces = {}
         for p, part in self.parts.items():
-            end = self.consumer.cached_end((self.names.usage, p))
-            backlog = len(part.buffer) >= size or (
-                end is not None and end - 1 - part.landed >= size
-            )
+            unread = self._unread(part)
+            backlog = len(part.buffer) >= size or (unread is not None and unread >= size)
             paces[p] = Pace(part.engine.watermark_us, backlog, self._progress.get(p, now))
         return held_back(paces, now)
 
@@ -316,17 +313,22 @@ class UsageLoop(PartitionLoop[_Partition]):
             self._progress.pop(n, None)
         super()._leave(parts, release)
 
-    def _target(self, part: _Partition) -> int:
+    def _end(self, part: _Partition) -> int | None:
+        """The partition's high watermark at the last fetch (no broker call)."""
         assert self.consumer is not None
-        end = self.consumer.cached_end((self.names.usage, part.number))
+        return self.consumer.cached_end((self.names.usage, part.number))
+
+    def _unread(self, part: _Partition) -> int | None:
+        """Offsets past the last landed one, up to that watermark (None: not known yet)."""
+        end = self._end(part)
+        return None if end is None else end - 1 - part.landed
+
+    def _target(self, part: _Partition) -> int:
         pipeline = self.config.pipeline
-        unread = None if end is None else end - 1 - part.landed
-        return batch_target(unread, pipeline.batch_size, pipeline.backlog_batch_size)
+        return batch_target(self._unread(part), pipeline.batch_size, pipeline.backlog_batch_size)
 
     def _due(self, part: _Partition, now: float) -> bool:
-        assert self.consumer is not None
-        end = self.consumer.cached_end((self.names.usage, part.number))
-        return short_batch_due(part.buffer[-1].offset() or 0, end, part.since, now)
+        return short_batch_due(part.buffer[-1].offset() or 0, self._end(part), part.since, now)
 
     def _process(self, part: _Partition, msgs: list[Message]) -> None:
         assert self.out is not None
