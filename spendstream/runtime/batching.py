@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = ["batch_target", "live_batches"]
@@ -92,7 +92,6 @@ def live_batches(
     batch_size: int,
     backlog_batch_size: int,
     within_s: float,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[list[T]]:
     """Batches of a source that may be live: a batch starts with the next record and is cut
     when it holds its target (``batch_target`` of the records it holds and those already
@@ -107,12 +106,12 @@ def live_batches(
             if first is _END:
                 return
             batch: list[T] = [first]  # type: ignore[list-item]
-            deadline = clock() + within_s
+            deadline = time.monotonic() + within_s
             ended = False
             while len(batch) < batch_target(
                 len(batch) + feed.waiting(), batch_size, backlog_batch_size
             ):
-                left = deadline - clock()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 try:
