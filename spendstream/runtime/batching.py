@@ -92,17 +92,25 @@ def live_batches(
     batch_size: int,
     backlog_batch_size: int,
     within_s: float,
+    idle_s: float | None = None,
 ) -> Iterator[list[T]]:
     """Batches of a source that may be live: a batch starts with the next record and is cut
     when it holds its target (``batch_target`` of the records it holds and those already
     read behind them) or ``within_s`` after its first record, whichever comes first; the
     last when the source ends. The source is read ahead on a thread (at most two backlog
     batches), so a pipe holding a backlog lands backlog-sized batches, and a slow one lands
-    what came within ``within_s``. An error reading the source is raised here."""
+    what came within ``within_s``. An error reading the source is raised here.
+
+    ``idle_s``: an empty batch every ``idle_s`` while no record comes, so the caller's
+    periodic work (resolving idle incidents) runs on a quiet pipe too."""
     feed: _Feed[T] = _Feed(records, 2 * max(batch_size, backlog_batch_size))
     try:
         while True:
-            first = feed.get(None)
+            try:
+                first = feed.get(idle_s)
+            except queue.Empty:
+                yield []
+                continue
             if first is _END:
                 return
             batch: list[T] = [first]  # type: ignore[list-item]

@@ -49,6 +49,10 @@ __all__ = [
     "read_lines",
 ]
 
+# How often a live run (`ingest -`) resolves idle incidents while its pipe is quiet: as often
+# as `spendstream alerts` does on Kafka (its poll waits up to 1 s).
+IDLE_TICK_S = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
@@ -129,7 +133,9 @@ class EmbeddedRunner:
     ``live``: the records may come as a live stream (a pipe): batches are cut as
     ``runtime.batching.live_batches`` cuts them (``batch_size``, or up to
     ``backlog_batch_size`` when more is waiting; never waiting more than ``batch_within_s``
-    to fill), not only when ``batch_size`` records are in.
+    to fill), not only when ``batch_size`` records are in; with a router, incidents idle
+    past their route's ``auto_resolve_s`` resolve while the run goes on (checked after every
+    batch, and every ``IDLE_TICK_S`` while no record comes).
     """
 
     def __init__(
@@ -162,8 +168,17 @@ class EmbeddedRunner:
         summary = IngestSummary()
         with batch_pace():
             for batch in self._batches(records):
-                self._run_batch(batch, summary)
-                if progress:
+                if batch:
+                    self._run_batch(batch, summary)
+                if self.live and self.router is not None:
+                    # As `spendstream alerts` does after every poll: on a pipe that runs for
+                    # days, incidents idle past their route's auto_resolve_s resolve as they
+                    # go quiet, not when the pipe closes.
+                    idle = self.router.tick()
+                    summary.notifications.update(
+                        resolved=idle.resolved, dead_lettered=idle.dead_lettered
+                    )
+                if progress and batch:
                     progress(summary)
         return summary
 
@@ -171,7 +186,11 @@ class EmbeddedRunner:
         if self.live:
             pipeline = self.config.pipeline
             yield from live_batches(
-                records, self.batch_size, pipeline.backlog_batch_size, pipeline.batch_within_s
+                records,
+                self.batch_size,
+                pipeline.backlog_batch_size,
+                pipeline.batch_within_s,
+                idle_s=IDLE_TICK_S,
             )
             return
         batch: list[InputRecord] = []

@@ -56,6 +56,28 @@ def test_a_backlog_lands_in_batches_up_to_the_backlog_size_and_nothing_is_lost()
     assert all(s >= 10 for s in sizes[:-1]), sizes
 
 
+def test_a_quiet_source_yields_an_empty_batch_every_idle_wait() -> None:
+    gate = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 1
+        gate.wait(DEADLINE_S)
+        yield 2
+
+    batches = live_batches(source(), 10, 10, within_s=0.01, idle_s=0.02)
+    assert next(batches) == [1]
+    assert next(batches) == []  # nothing came: the caller gets its turn
+    assert next(batches) == []
+    gate.set()
+    rest = list(batches)
+    assert [x for b in rest for x in b] == [2]
+
+
+def test_a_busy_source_yields_no_empty_batch() -> None:
+    batches = list(live_batches(range(500), 10, 40, within_s=DEADLINE_S, idle_s=DEADLINE_S))
+    assert all(batches) and [x for b in batches for x in b] == list(range(500))
+
+
 def test_a_source_that_fails_raises_where_the_batches_are_read() -> None:
     def source() -> Iterator[int]:
         yield 1
@@ -114,3 +136,72 @@ def test_ingest_from_a_pipe_lands_a_few_lines_without_waiting_for_a_batch(
 def _facts(workdir: Path) -> int:
     # The command creates the warehouse (its views) before it reads its first line.
     return fact_count(workdir) if (workdir / "warehouse" / "spendstream.duckdb").exists() else 0
+
+
+def _turn(i: int) -> bytes:
+    return json.dumps(
+        {
+            "event_id": f"loop-{i}",
+            "ts": f"2026-03-01T10:{i // 6:02d}:{i % 6 * 10:02d}Z",
+            "provider": "anthropic",
+            "model": "claude-sonnet-4-5",
+            "input_tokens": 1200,
+            "output_tokens": 300,
+            "session_id": "agent-loop",
+            "turn": i,
+            "api_key_id": "key-agent",
+        }
+    ).encode()
+
+
+def test_ingest_from_a_quiet_pipe_resolves_an_idle_incident_before_the_pipe_closes(
+    tmp_path: Path,
+) -> None:
+    """A route's auto_resolve_s on `spendstream ingest -`: the page for a runaway session
+    is resolved while the pipe, quiet since, stays open (before, only when it closed)."""
+    config = tmp_path / "spendstream.toml"
+    config.write_text(
+        "[runaway]\nmax_session_turns = 5\n"
+        '[[alerts.sink]]\nname = "console"\ntype = "console"\nstream = "stdout"\n'
+        '[[alerts.route]]\nname = "runaways"\nkinds = ["runaway_session"]\n'
+        'sinks = ["console"]\nauto_resolve_s = 1\n'
+    )
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "spendstream", "ingest", "--config", str(config)),
+            *("--workdir", str(tmp_path / "wd"), "-"),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: list[str] = []
+    out = proc.stdout
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in iter(out.readline, b"")),
+        daemon=True,
+    )
+    reader.start()
+    try:
+        proc.stdin.write(b"".join(_turn(i) + b"\n" for i in range(8)))
+        proc.stdin.flush()
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline and not any("[RESOLVED]" in x for x in lines):
+            assert proc.poll() is None, lines
+            time.sleep(0.1)
+        pages = [x for x in lines if x.startswith("[")]
+        assert len(pages) == 2, lines
+        assert pages[0].startswith("[CRITICAL]") and "agent-loop" in pages[0]
+        assert pages[1].startswith("[RESOLVED]") and "agent-loop" in pages[1]
+        assert proc.poll() is None  # the pipe is still open
+        proc.stdin.close()
+        assert proc.wait(DEADLINE_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(DEADLINE_S)
+    # The incident was resolved once: the final tick at the pipe's end finds nothing open.
+    assert sum("[RESOLVED]" in x for x in lines) == 1, lines
