@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -88,7 +90,7 @@ def test_a_source_that_fails_raises_where_the_batches_are_read() -> None:
         list(batches)
 
 
-def _event(i: int) -> bytes:
+def _event(i: int, **fields: object) -> bytes:
     return json.dumps(
         {
             "event_id": f"live-{i}",
@@ -97,6 +99,7 @@ def _event(i: int) -> bytes:
             "model": "gpt-5-mini",
             "input_tokens": 10,
             "output_tokens": 1,
+            **fields,
         }
     ).encode()
 
@@ -107,51 +110,43 @@ def test_ingest_from_a_pipe_lands_a_few_lines_without_waiting_for_a_batch(
     """`spendstream ingest -` on a pipe that stays open: three lines land while the writer
     is still there (before, they waited for 2,000), then the rest at the end."""
     wd = tmp_path / "wd"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "spendstream", "ingest", "--workdir", str(wd), "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdin is not None
-    try:
-        proc.stdin.write(b"".join(_event(i) + b"\n" for i in range(3)))
-        proc.stdin.flush()
+    with _ingest_pipe("--workdir", str(wd), stderr=subprocess.STDOUT) as (proc, stdin):
+        stdin.write(b"".join(_event(i) + b"\n" for i in range(3)))
+        stdin.flush()
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline and _facts(wd) < 3:
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
             time.sleep(0.2)
         assert _facts(wd) == 3
-        proc.stdin.write(b"".join(_event(i) + b"\n" for i in range(3, 5)))
+        stdin.write(b"".join(_event(i) + b"\n" for i in range(3, 5)))
+    assert _facts(wd) == 5
+
+
+@contextlib.contextmanager
+def _ingest_pipe(*args: str, stderr: int) -> Iterator[tuple[subprocess.Popen[bytes], IO[bytes]]]:
+    """`spendstream ingest ARGS -` reading a pipe the test writes to; closed at the end, when
+    the command must exit 0 (killed if the test failed first)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spendstream", "ingest", *args, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdin is not None
+    try:
+        yield proc, proc.stdin
         proc.stdin.close()
         assert proc.wait(DEADLINE_S) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert _facts(wd) == 5
 
 
 def _facts(workdir: Path) -> int:
     # The command creates the warehouse (its views) before it reads its first line.
     return fact_count(workdir) if (workdir / "warehouse" / "spendstream.duckdb").exists() else 0
-
-
-def _turn(i: int) -> bytes:
-    return json.dumps(
-        {
-            "event_id": f"loop-{i}",
-            "ts": f"2026-03-01T10:{i // 6:02d}:{i % 6 * 10:02d}Z",
-            "provider": "anthropic",
-            "model": "claude-sonnet-4-5",
-            "input_tokens": 1200,
-            "output_tokens": 300,
-            "session_id": "agent-loop",
-            "turn": i,
-            "api_key_id": "key-agent",
-        }
-    ).encode()
 
 
 def test_ingest_from_a_quiet_pipe_resolves_an_idle_incident_before_the_pipe_closes(
@@ -166,27 +161,22 @@ def test_ingest_from_a_quiet_pipe_resolves_an_idle_incident_before_the_pipe_clos
         '[[alerts.route]]\nname = "runaways"\nkinds = ["runaway_session"]\n'
         'sinks = ["console"]\nauto_resolve_s = 1\n'
     )
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "spendstream", "ingest", "--config", str(config)),
-            *("--workdir", str(tmp_path / "wd"), "-"),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdin is not None and proc.stdout is not None
     lines: list[str] = []
-    out = proc.stdout
-    reader = threading.Thread(
-        target=lambda: lines.extend(line.decode() for line in iter(out.readline, b"")),
-        daemon=True,
-    )
-    reader.start()
-    try:
-        proc.stdin.write(b"".join(_turn(i) + b"\n" for i in range(8)))
-        proc.stdin.flush()
+    with _ingest_pipe(
+        *("--config", str(config), "--workdir", str(tmp_path / "wd")), stderr=subprocess.DEVNULL
+    ) as (proc, stdin):
+        out = proc.stdout
+        assert out is not None
+        reader = threading.Thread(
+            target=lambda: lines.extend(line.decode() for line in iter(out.readline, b"")),
+            daemon=True,
+        )
+        reader.start()
+        turns = (
+            _event(i, session_id="agent-loop", turn=i, api_key_id="key-agent") for i in range(8)
+        )
+        stdin.write(b"".join(t + b"\n" for t in turns))
+        stdin.flush()
         deadline = time.monotonic() + DEADLINE_S
         while time.monotonic() < deadline and not any("[RESOLVED]" in x for x in lines):
             assert proc.poll() is None, lines
@@ -196,12 +186,6 @@ def test_ingest_from_a_quiet_pipe_resolves_an_idle_incident_before_the_pipe_clos
         assert pages[0].startswith("[CRITICAL]") and "agent-loop" in pages[0]
         assert pages[1].startswith("[RESOLVED]") and "agent-loop" in pages[1]
         assert proc.poll() is None  # the pipe is still open
-        proc.stdin.close()
-        assert proc.wait(DEADLINE_S) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     reader.join(DEADLINE_S)
     # The incident was resolved once: the final tick at the pipe's end finds nothing open.
     assert sum("[RESOLVED]" in x for x in lines) == 1, lines
