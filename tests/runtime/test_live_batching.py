@@ -32,7 +32,7 @@ def test_a_stalled_source_lands_what_it_has_within_the_wait() -> None:
         gate.wait(DEADLINE_S)  # a pipe with nothing more for now
         yield 4
 
-    batches = live_batches(source(), batch_size=100, backlog_batch_size=1000, within_s=0.05)
+    batches = live_batches(source(), batch_size=100, backlog_batch_size=1000, within_s=0.5)
     assert next(batches) == [1, 2, 3]
     gate.set()
     assert next(batches) == [4]
