@@ -170,17 +170,21 @@ class EmbeddedRunner:
             for batch in self._batches(records):
                 if batch:
                     self._run_batch(batch, summary)
-                if self.live and self.router is not None:
+                if self.live:
                     # As `spendstream alerts` does after every poll: on a pipe that runs for
                     # days, incidents idle past their route's auto_resolve_s resolve as they
                     # go quiet, not when the pipe closes.
-                    idle = self.router.tick()
-                    summary.notifications.update(
-                        resolved=idle.resolved, dead_lettered=idle.dead_lettered
-                    )
+                    self.resolve_idle(summary)
                 if progress and batch:
                     progress(summary)
         return summary
+
+    def resolve_idle(self, summary: IngestSummary) -> None:
+        """Resolve the router's incidents idle past their route's ``auto_resolve_s``,
+        counted in ``summary`` (nothing without a router)."""
+        if self.router is not None:
+            idle = self.router.tick()
+            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
 
     def _batches(self, records: Iterable[InputRecord]) -> Iterator[list[InputRecord]]:
         if self.live:
@@ -290,9 +294,7 @@ def ingest_records(
     try:
         runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size, live=live)
         summary = runner.run(records, progress=progress)
-        if router is not None:
-            idle = router.tick()
-            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+        runner.resolve_idle(summary)
     finally:
         if router is not None:
             router.close()
