@@ -1,10 +1,13 @@
 """One batch of facts as the detectors read it: numpy columns, each computed once, on demand.
 
 The input is an Arrow table with the schema ``spendstream.table_schemas.FACTS`` (rows in
-arrival order). Each row gets its *position* ``(watermark_us, partition, row)``: the
-watermark is the running maximum of event time over the rows so far (the engine's
+arrival order). Each row gets its *position* ``(watermark_us, partition, row_base + row)``:
+the watermark is the running maximum of event time over the rows so far (the engine's
 carried watermark included), so positions sort rows in arrival order within a batch and
 interleave the batches of several usage partitions by event time (``stream.engine``).
+``row_base`` is 0 where one batch is judged alone; a scope owner merging several batches of
+one partition in a round numbers their rows on from each other (``ScopeEngine.merge``), so
+that rows sharing a watermark in two batches keep their arrival order.
 
 Money stays exact: ``cost_usd`` is decimal128(38, 18); group sums are taken on its
 integer representation, split into limbs that int64 cannot overflow, and rows' Decimals
@@ -33,7 +36,7 @@ __all__ = ["Codes", "FactColumns", "Pos", "units_to_usd"]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
-# Where a row is judged: (watermark at the row, usage partition, row number).
+# Where a row is judged: (watermark at the row, usage partition, row number in its round).
 Pos = tuple[int, int, int]
 
 _MASK32 = np.int64(0xFFFFFFFF)
@@ -73,10 +76,17 @@ class FactColumns:
     # A slice of another batch's columns (``slice``): (that batch, first row, end row).
     _parent: tuple[FactColumns, int, int] | None = None
 
-    def __init__(self, table: pa.Table, watermark_us: int | None = None, partition: int = 0):
+    def __init__(
+        self,
+        table: pa.Table,
+        watermark_us: int | None = None,
+        partition: int = 0,
+        row_base: int = 0,
+    ):
         self.table = table
         self.n = table.num_rows
         self.partition = partition
+        self.row_base = row_base
         self.wm_start = watermark_us
         ts = table.column("ts").combine_chunks().cast(pa.int64())
         self.ts_us: I64 = ts.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
@@ -98,6 +108,7 @@ class FactColumns:
         part.table = self.table.slice(start, stop - start)
         part.n = stop - start
         part.partition = self.partition
+        part.row_base = 0
         part.wm_start = self.wm_start if start == 0 else int(self.wm_us[start - 1])
         part.ts_us = self.ts_us[start:stop]
         part.wm_us = self.wm_us[start:stop]
@@ -106,7 +117,7 @@ class FactColumns:
         return part
 
     def pos(self, row: int) -> Pos:
-        return (int(self.wm_us[row]), self.partition, row)
+        return (int(self.wm_us[row]), self.partition, self.row_base + row)
 
     def ts_at(self, row: int) -> datetime:
         return from_us(int(self.ts_us[row]))

@@ -57,7 +57,7 @@ reaches a due time. Alert ids never depend on any of this.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -385,14 +385,20 @@ class ScopeEngine(_Judging):
         self.windowed = _windowed(config, WIDE_KINDS, False)
         self._load(state)
 
-    def merge(self, partials: pa.Table, details: DetailSource | Details | None) -> Detection:
+    def merge(self, partials: pa.Table, details: DetailSource | None) -> Detection:
         """Fold one round of partials into the state; read facts from ``details`` where a
-        crossing must be located (a ``Details`` may already hold batches in memory)."""
+        crossing must be located. A round's partials come in each partition's order."""
         rows = partials_from_table(partials)
-        fetch = details if isinstance(details, Details) else Details(details)
         sources = {
             (p.source.partition, p.source.batch): p.source for p in rows if p.detector == CLOCK
         }
+        bases = _row_bases(p for p in rows if p.detector == CLOCK)
+        for p in rows:
+            base = bases.get((p.source.partition, p.source.batch), 0)
+            if base:
+                p.first = (p.first[0], p.first[1], base + p.first[2])
+                p.last = (p.last[0], p.last[1], base + p.last[2])
+        fetch = Details(details, bases)
         findings: list[Finding] = []
         for det in self.windowed:
             mine = [p for p in rows if p.detector == _PARTIAL_OF[det.name]]
@@ -407,6 +413,20 @@ class ScopeEngine(_Judging):
             wm = max(wm, self.watermark_us)
         self._finish(wm)
         return Detection(judged.alerts, judged.breaker_events)
+
+
+def _row_bases(clocks: Iterable[Partial]) -> dict[tuple[int, str], int]:
+    """Where each batch's rows start when a partition's batches in a round are numbered on
+    from each other in arrival order: positions within one batch number its rows from 0,
+    so a burst in one microsecond cut between two batches would otherwise order the second
+    batch's first rows before the first batch's last (its clock row counts its rows)."""
+    seen: dict[int, int] = {}
+    out: dict[tuple[int, str], int] = {}
+    for c in clocks:
+        part = c.source.partition
+        out[(part, c.source.batch)] = seen.get(part, 0)
+        seen[part] = seen.get(part, 0) + c.rows
+    return out
 
 
 _PARTIAL_OF = {

@@ -135,8 +135,15 @@ class Partial:
 class Details:
     """The facts behind partials, read once per source batch, only when a replay needs them."""
 
-    def __init__(self, source: DetailSource | None = None) -> None:
+    def __init__(
+        self,
+        source: DetailSource | None = None,
+        row_bases: dict[tuple[int, str], int] | None = None,
+    ) -> None:
+        """``row_bases``: per (partition, batch), the number its first row gets in positions
+        (``FactColumns.row_base``; 0 when not given)."""
         self.source = source
+        self.row_bases = row_bases or {}
         self._cols: dict[tuple[int, str], FactColumns] = {}
         self.fetched = 0  # batches read through the DetailSource (for tests and metrics)
 
@@ -154,27 +161,25 @@ class Details:
             table = self.source.facts_of(batch)
             if rows is not None:  # a slice of the batch (stream.rounds)
                 table = table.slice(rows[0], rows[1] - rows[0])
-            cols = self._cols[key] = FactColumns(table, src.wm_start, src.partition)
+            cols = self._cols[key] = FactColumns(
+                table, src.wm_start, src.partition, self.row_bases.get(key, 0)
+            )
         return cols
 
     def rows(self, partials: Iterable[Partial], select: SelectRows) -> list[Row]:
         """The rows ``select`` picks from each source of ``partials``, in position order,
         with their costs (read in one go per source)."""
-        out: list[tuple[tuple[int, int, int, int], Row]] = []
-        for k, cols in enumerate(self.sources(partials)):
+        out: list[Row] = []
+        for cols in self.sources(partials):
             rows = select(cols)
             wm = cols.wm_us[rows].tolist()
-            part = cols.partition
-            # A position is (watermark, partition, row in its batch): two batches of one
-            # partition whose rows share a watermark (a burst in one microsecond, cut in
-            # two) would interleave by row number; their sources come in the partition's
-            # order, so that order ranks them first.
+            part, base = cols.partition, cols.row_base
             out.extend(
-                ((w, part, k, r), ((w, part, r), cols, r, c))
+                ((w, part, base + r), cols, r, c)
                 for w, r, c in zip(wm, rows.tolist(), cols.costs(rows), strict=True)
             )
-        out.sort(key=lambda x: x[0])
-        return [row for _, row in out]
+        out.sort(key=lambda row: row[0])
+        return out
 
     def sources(self, partials: Iterable[Partial]) -> list[FactColumns]:
         """The facts of each distinct source batch of ``partials``."""
@@ -198,9 +203,13 @@ def spans(cols: FactColumns, groups: Groups) -> tuple[list[Pos], list[Pos], list
     """Per group: the position of its first and of its last row, and its earliest event time."""
     heads = groups.rows[groups.starts]
     tails = groups.rows[groups.ends - 1]
-    part = cols.partition
-    firsts = [(w, part, r) for w, r in zip(cols.wm_us[heads].tolist(), heads.tolist(), strict=True)]
-    lasts = [(w, part, r) for w, r in zip(cols.wm_us[tails].tolist(), tails.tolist(), strict=True)]
+    part, base = cols.partition, cols.row_base
+    firsts = [
+        (w, part, base + r) for w, r in zip(cols.wm_us[heads].tolist(), heads.tolist(), strict=True)
+    ]
+    lasts = [
+        (w, part, base + r) for w, r in zip(cols.wm_us[tails].tolist(), tails.tolist(), strict=True)
+    ]
     return firsts, lasts, groups.minimum(cols.ts_us[groups.rows]).tolist()
 
 

@@ -96,7 +96,7 @@ class UnpricedModelDetector:
                 self.fired.put(day, key, True)
                 first = min(dp, key=lambda p: p.first)
                 cols = details.columns(first.source)
-                row = first.first[2]
+                row = first.first[2] - cols.row_base
                 provider = str(cols.strings("provider", np.array([row]))[0])
                 model = str(cols.strings("model", np.array([row]))[0])
                 start = from_us(day)

@@ -299,6 +299,15 @@ _TIED = {
     cuts=[[4]],
     schedule=[],
 )
+@example(  # two unpriced models at one microsecond, in two batches of one partition: the
+    # global breaker's reason named the second batch's model (found by CI, 2026-12-01)
+    specs=[_TIED] * 3 + [{**_TIED, "cost": None}, {**_TIED, "cost": None, "model": "mystery"}],
+    warm=False,
+    partitions=2,
+    owners=1,
+    cuts=[[4]],
+    schedule=[],
+)
 @given(
     specs=st.lists(_call, min_size=1, max_size=70),
     warm=st.booleans(),
