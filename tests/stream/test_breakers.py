@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from spendstream.config import BreakerConfig
 from spendstream.records import Alert
-from spendstream.stream.breakers import BreakerBoard
+from spendstream.stream.breakers import BreakerBoard, BreakerStatus
 from spendstream.stream.detectors.base import make_alert
 from tests.stream.detection_facts import at
 
@@ -89,3 +90,54 @@ def test_longer_rule_takes_over_an_open_breaker() -> None:
     assert board.on_alert(_alert("runaway_session", "session:s", 10)) is None
     assert board.tick(at(3600)) == []  # no half-open: it is a session breaker now
     assert board.status()["session:s"].reason.startswith("runaway_session")
+
+
+def test_an_alert_that_keeps_an_open_breaker_just_as_long_does_not_take_it_over() -> None:
+    # Only a rule that keeps the breaker open *longer* takes over; one due at the same time
+    # leaves the kind (how it closes) and the reason of the alert that opened it.
+    cfg = BreakerConfig(open_on=["runaway_rate", "retry_storm"], rate_cooldown_s=60)
+    board = BreakerBoard(cfg)
+    board.on_alert(_alert("runaway_rate", "api_key:k"))
+    assert board.on_alert(_alert("retry_storm", "api_key:k")) is None
+    assert board.status()["api_key:k"].reason == "runaway_rate: m"
+    # One second later it is due later: then it takes over.
+    board.on_alert(_alert("retry_storm", "api_key:k", 1))
+    assert board.status()["api_key:k"].reason == "retry_storm: m"
+
+
+def test_a_later_alert_of_the_same_kind_extends_the_cooldown_but_keeps_the_reason() -> None:
+    # The reason names the alert that opened the breaker; a repeat of its kind only pushes the
+    # cool-down back (a reason that changed with every repeat would hide the first trip).
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=60))
+    six, five = Decimal(6), Decimal(5)
+    first = make_alert(
+        "runaway_rate", "api_key:k", "critical", at(0), six, five, "first", ("0",), {}
+    )
+    again = make_alert(
+        "runaway_rate", "api_key:k", "critical", at(30), six, five, "again", ("1",), {}
+    )
+    board.on_alert(first)
+    assert board.on_alert(again) is None
+    assert board.status()["api_key:k"] == BreakerStatus("open", "runaway_rate: first", at(0))
+    assert board.tick(at(89)) == []
+    assert [e.state for e in board.tick(at(90))] == ["half_open"]
+
+
+def test_breakers_due_at_one_watermark_move_in_scope_order() -> None:
+    # Scope order, not the order they opened in: a board restored from its (sorted) snapshot
+    # emits the same events in the same order as the live one.
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=60))
+    for scope in ("session:z", "api_key:b", "api_key:a"):
+        board.on_alert(_alert("runaway_rate", scope))
+    assert [e.scope for e in board.tick(at(60))] == ["api_key:a", "api_key:b", "session:z"]
+
+
+def test_a_half_open_breaker_is_half_open_since_the_watermark_that_moved_it() -> None:
+    # Due at 300 s, moved by the first watermark past it (310 s): its status, like its event,
+    # dates from 310 s, and its half-open minute runs from there.
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=300))
+    board.on_alert(_alert("runaway_rate", "api_key:k"))
+    (half,) = board.tick(at(310))
+    assert board.status()["api_key:k"] == BreakerStatus("half_open", half.reason, at(310))
+    assert board.tick(at(369)) == []
+    assert [e.state for e in board.tick(at(370))] == ["closed"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import orjson
@@ -10,7 +10,7 @@ import orjson
 from spendstream.config import Config
 from spendstream.stream.engine import SNAPSHOT_VERSION, Engine
 from spendstream.table_schemas import facts_table
-from tests.stream.detection_facts import Feed, at, config, fact
+from tests.stream.detection_facts import T0, Feed, at, config, fact
 
 
 def _cfg() -> Config:
@@ -228,6 +228,62 @@ def test_an_emitted_dedup_key_is_remembered_for_its_retention_then_forgotten() -
         assert len(feed([fact(at(0), session_id="s"), fact(at(1), session_id="s")])) == 1
         alerts = feed([fact(at(1) + gap, session_id="s"), fact(at(2) + gap, session_id="s")])
         assert bool(alerts) is again, gap
+
+
+def _recross(cfg: Config, first: timedelta, again: timedelta, *before: datetime) -> list[str]:
+    """Session s trips max_session_turns = 1 at ``T0 + first``, idles out, and is rebuilt to
+    trip again at ``T0 + again`` (each time on a call 0.1 s after the one before); ``before``:
+    facts of another session fed first. The second trip's alerts, as dedup_keys."""
+    step = timedelta(milliseconds=100)
+    feed = Feed(cfg, "runaway_session")
+    feed([fact(t, session_id="other") for t in before])
+    trip = feed([fact(T0 + first - step, session_id="s"), fact(T0 + first, session_id="s")])
+    assert len(trip) == 1
+    return [
+        a.dedup_key for a in feed([fact(T0 + t, session_id="s") for t in (again - step, again)])
+    ]
+
+
+def test_an_emitted_dedup_key_is_judged_in_whole_seconds_floored() -> None:
+    # The alert's ts and the watermark both count in whole seconds, floored: an alert at
+    # 1.5 s counts as 1 s, so it is forgotten at 2 s + retain; a watermark of
+    # 1 s + retain + 0.5 s counts as 1 s + retain, still within reach of an alert at 1 s.
+    cfg = config(runaway={"max_session_turns": 1}, detection={"session_idle_s": 900})
+    retain = timedelta(seconds=2 * 86400)
+    s, half = timedelta(seconds=1), timedelta(milliseconds=500)
+    assert _recross(cfg, s, s + retain + half) == []
+    assert len(_recross(cfg, s + half, 2 * s + retain)) == 1
+
+
+def test_a_late_alert_is_remembered_from_its_own_ts_not_the_watermark() -> None:
+    # The session trips on late calls (ts 1 s, watermark 1000 s): its key is forgotten
+    # ``retain`` after 1 s, not after 1000 s.
+    cfg = config(runaway={"max_session_turns": 1}, detection={"session_idle_s": 3600})
+    retain = timedelta(seconds=2 * 86400)
+    again = timedelta(seconds=3) + retain
+    assert len(_recross(cfg, timedelta(seconds=1), again, at(1000))) == 1
+
+
+def test_a_dedup_key_exactly_retain_old_survives_the_sweep() -> None:
+    # The hourly sweep drops only keys the admission rule has forgotten: at watermark
+    # 1 s + retain an alert of 1 s is still remembered, so the sweep then must keep it.
+    cfg = config(runaway={"max_session_turns": 1}, detection={"session_idle_s": 900})
+    retain = timedelta(seconds=2 * 86400)
+    s, half = timedelta(seconds=1), timedelta(milliseconds=500)
+    feed = Feed(cfg, "runaway_session")
+    assert len(feed([fact(at(0), session_id="s"), fact(at(1), session_id="s")])) == 1
+    feed([fact(T0 + s + retain, session_id="other")])  # the sweep runs at this watermark
+    rebuilt = [fact(T0 + s + retain + d, session_id="s") for d in (half / 2, half)]
+    assert feed(rebuilt) == []
+
+
+def test_a_session_idle_span_over_a_day_lengthens_the_retention() -> None:
+    # retain = 2 x max(lateness, session idle, 1 day): with a 3-day idle span a session can
+    # be forgotten and rebuilt 4 days on, still within the 6 days its alert is remembered.
+    cfg = config(runaway={"max_session_turns": 1}, detection={"session_idle_s": 3 * 86400})
+    day, s = timedelta(days=1), timedelta(seconds=1)
+    assert _recross(cfg, s, s + 4 * day) == []
+    assert len(_recross(cfg, s, 2 * s + 6 * day)) == 1
 
 
 def test_state_stays_bounded_over_days_of_new_keys_and_sessions() -> None:

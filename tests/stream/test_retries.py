@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from spendstream.config import Config
@@ -186,3 +187,46 @@ def test_a_late_call_in_a_fired_hour_moves_the_current_hours_retry_baseline() ->
         feed = Feed(cfg, STORM)
         alerts = feed(calls[:split]) + feed(calls[split:])
         assert [a.ts for a in alerts] == [at(23 * 3600 + 2), at(24 * 3600 + 10)], split
+
+
+def test_a_request_storm_of_a_call_with_key_and_session_is_scoped_to_the_key() -> None:
+    # The api key first, then the session: the key's breaker is the one that stops the calls.
+    feed = Feed(config(runaway={"max_attempts": 1}), STORM)
+    calls = [fact(at(i), api_key_id="k", session_id="s", request_id="r") for i in range(2)]
+    assert [a.scope for a in feed(calls)] == ["api_key:k"]
+
+
+def test_a_successful_retry_counts_toward_the_error_retry_share() -> None:
+    # A call with attempt > 1 is a retry even when it succeeded: retries multiply the bill.
+    feed = Feed(_share_cfg(), STORM)
+    _hour(feed, 0, 100, 0)
+    retries = [fact(at(hours=1, seconds=i), api_key_id="k", attempt=2) for i in range(10)]
+    assert [(a.details["form"], a.value) for a in feed(retries)] == [("share", Decimal("1.0000"))]
+
+
+def test_an_hour_before_the_last_one_that_fired_is_not_judged_again() -> None:
+    # Hour 2 fires; late failures then land in hour 1 (still within the lateness). Hour 1 is
+    # over the bar on its own, but it is before the hour that fired: no second storm.
+    feed = Feed(_share_cfg(allowed_lateness_s=7200), STORM)
+    _hour(feed, 0, 100, 0)
+    assert len(_hour(feed, 2, 10, 10)) == 1
+    late = [fact(at(hours=1, seconds=i), api_key_id="k", status="error") for i in range(10)]
+    assert feed(late) == []
+
+
+def test_the_baseline_hours_are_kept_while_the_hour_they_judge_takes_calls() -> None:
+    # Hour 16 is the 24th hour before hour 40. The state sweep (set off at 40:30 by an old
+    # window of another key, hour 9) runs while hour 40 still takes calls, and must keep
+    # hour 16: dropped, the baseline would be hour 38's clean calls alone and the failing
+    # hour 40 would fire.
+    feed = Feed(_share_cfg(allowed_lateness_s=0), STORM)
+    feed([fact(at(hours=9), api_key_id="old")])
+    _hour(feed, 16, 100, 100)
+    _hour(feed, 38, 100, 0)
+    feed([fact(at(hours=40, minutes=30), api_key_id="other")])
+    hours = orjson.loads(feed.engine.snapshot())["detectors"]["retries"]["hours"]
+    assert "old" not in {key for _, key, _, _ in hours}  # the sweep did run
+    failing = [
+        fact(at(hours=40, minutes=31, seconds=i), api_key_id="k", status="error") for i in range(10)
+    ]
+    assert feed(failing) == []  # 100% against 50% over hours 16..39: not over 3 x that

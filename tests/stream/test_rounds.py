@@ -118,3 +118,49 @@ def test_a_slice_without_a_clock_row_has_no_clock_and_its_neighbours_keep_theirs
     assert [(s.lo, s.hi) for s in again] == [
         (None, None) if i == 1 else (p.lo, p.hi) for i, p in enumerate(pieces)
     ]
+
+
+def test_a_round_cannot_stop_inside_a_slice_taken_earlier() -> None:
+    # A long slice (0..100) taken first: a later, shorter one (5..20) ending before the next
+    # start (30) is no place to stop, since 30 is still inside the first. The third slice
+    # reaches the limit, so nothing may go: releasing the first two would merge rows up to
+    # 100 before the third's rows from 30 on.
+    assert round_of([(0, 100), (5, 20), (30, 200)], 150) == []
+    assert round_of([(0, 100), (5, 20), (101, 200)], 150) == [0, 1]
+
+
+def test_a_round_lists_its_slices_in_the_order_they_are_held() -> None:
+    # The owner releases a lane's slices in this order (the last one marks the batch done):
+    # slices without rows are not listed before the timed ones held ahead of them.
+    spans: list[tuple[int | None, int | None]] = [(50, 60), (None, None), (0, 10)]
+    assert round_of(spans, None) == [0, 1, 2]
+
+
+def test_only_the_last_slice_of_a_batch_is_marked_last() -> None:
+    # The owner counts a batch as merged (its offset done) only at its last slice.
+    t0 = datetime(2026, 3, 31, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
+    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    pieces = slices_of(partials)
+    assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert [p.last for p in slices_of(partials.slice(0, 0))] == [True]
+
+
+def test_a_slice_without_a_clock_row_does_not_borrow_one_at_the_next_slices_first_row() -> None:
+    # As in the test of a slice without a clock row, but each slice's clock row moved to its
+    # front: slice 1, without its own clock, ends right where slice 2's clock row sits, and
+    # must still have no clock (the engine writes clock rows last, so this is the boundary).
+    t0 = datetime(2026, 3, 31, tzinfo=UTC)
+    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
+    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    pieces = slices_of(partials)
+    assert len(pieces) > 3
+    fronted = []
+    for i, p in enumerate(pieces):
+        is_clock = pc.equal(p.partials.column("detector"), "clock")
+        clock, rest = p.partials.filter(is_clock), p.partials.filter(pc.invert(is_clock))
+        fronted += [rest] if i == 1 else [clock, rest]
+    again = slices_of(pa.concat_tables(fronted))
+    assert [(s.lo, s.hi) for s in again] == [
+        (None, None) if i == 1 else (p.lo, p.hi) for i, p in enumerate(pieces)
+    ]

@@ -126,3 +126,13 @@ def test_idle_session_is_forgotten_and_state_restores() -> None:
     # Both carried over: one more call of each is their second, and "live" then its third.
     again([fact(at(minutes=6), session_id="old"), fact(at(minutes=7), session_id="live")])
     assert [a.scope for a in again([fact(at(minutes=8), session_id="live")])] == ["session:live"]
+
+
+def test_a_late_call_that_extends_a_session_backwards_counts_in_later_batches_too() -> None:
+    # The session's first call moves back to 50 s with the late call, and stays there: the
+    # call at 111 s makes it 61 s long, over one minute.
+    feed = Feed(config(runaway={"max_session_minutes": 1}), SESSION)
+    feed([fact(at(100), session_id="s")])
+    assert feed([fact(at(50), session_id="s")]) == []  # 50 s
+    alerts = feed([fact(at(111), session_id="s")])
+    assert [(a.details["limit"], a.value) for a in alerts] == [("duration", Decimal("1.016667"))]
