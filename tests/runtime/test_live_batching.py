@@ -58,6 +58,14 @@ def test_a_backlog_lands_in_batches_up_to_the_backlog_size_and_nothing_is_lost()
     assert all(s >= 10 for s in sizes[:-1]), sizes
 
 
+def test_a_batch_past_its_wait_is_cut_without_waiting_again() -> None:
+    # Records still waiting when a batch's within_s has run out go to the next batch; the
+    # reader must not wait a negative time for them. within_s=0: every deadline has passed
+    # by the time it is checked, so each batch holds just its first record, whatever waits.
+    batches = list(live_batches(range(5), 10, 10, within_s=0))
+    assert batches == [[0], [1], [2], [3], [4]]
+
+
 def test_a_quiet_source_yields_an_empty_batch_every_idle_wait() -> None:
     gate = threading.Event()
 

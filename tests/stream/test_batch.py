@@ -21,6 +21,7 @@ from spendstream.stream.batch import (
     DIGEST,
     EVENTS,
     MAX_RECORD_BYTES,
+    MAX_STORED_RAW_CHARS,
     ROW,
     decode_lines,
     events_from_table,
@@ -174,6 +175,29 @@ def test_size_limit_is_checked_before_parsing() -> None:
         == f"record is {len(huge)} bytes; a usage event may be at most {MAX_RECORD_BYTES} bytes"
     )
     assert dead.raw.endswith(f"[truncated, {len(huge)} chars in all]")
+
+
+def test_a_record_of_exactly_the_size_limit_is_decoded() -> None:
+    # The limit is "at most" MAX_RECORD_BYTES: a record that size (JSON whitespace makes
+    # one) is an event like any other; one byte more is a dead letter.
+    line = _line()
+    at = line[:-1] + b" " * (MAX_RECORD_BYTES - len(line)) + b"}"
+    over = line[:-1] + b" " * (MAX_RECORD_BYTES + 1 - len(line)) + b"}"
+    assert (len(at), len(over)) == (MAX_RECORD_BYTES, MAX_RECORD_BYTES + 1)
+    decoded = decode_lines([at, over], NOW, _position, SKEW_S)
+    assert decoded.events.column(ROW).to_pylist() == [0]
+    assert decoded.dead_rows == [1]
+    assert decoded.dead_letters[0].error.startswith(f"record is {MAX_RECORD_BYTES + 1} bytes")
+
+
+def test_a_dead_letter_keeps_a_line_of_up_to_the_stored_limit_whole() -> None:
+    whole = b"x" * MAX_STORED_RAW_CHARS
+    cut = b"x" * (MAX_STORED_RAW_CHARS + 1)
+    kept, truncated = decode_lines([whole, cut], NOW, _position, SKEW_S).dead_letters
+    assert kept.raw == whole.decode()
+    assert truncated.raw == (
+        "x" * MAX_STORED_RAW_CHARS + f"... [truncated, {MAX_STORED_RAW_CHARS + 1} chars in all]"
+    )
 
 
 def _spy_on_the_model(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
@@ -341,6 +365,50 @@ def test_reported_cost_keeps_its_exact_decimal() -> None:
     assert decoded.events.column("ts").to_pylist()[0] == datetime(
         2026, 6, 1, 11, 0, 0, 500000, tzinfo=UTC
     )
+
+
+def test_a_cost_written_as_a_long_json_number_decodes_as_the_model_reads_it() -> None:
+    # The model reads a JSON number through a float (a string exactly); the Arrow reader
+    # is exact for both. A number with more digits than a float keeps must land with the
+    # model's value, or one event would cost differently by the path that decoded it.
+    long = b"0.12345678901234567"
+    line = _line()[:-1] + b', "reported_cost_usd": ' + long + b"}"
+    decoded = decode_lines([line, _line(event_id="e-2")], NOW, _position, SKEW_S)
+    assert decoded.events.column("reported_cost_usd").to_pylist() == [
+        Decimal(repr(float(long))),
+        None,
+    ]
+    assert Decimal(repr(float(long))) != Decimal(long.decode())
+    _assert_agrees_with_the_model([line, _line(event_id="e-2")])
+
+
+@pytest.mark.parametrize(
+    ("whole", "parts", "last"),
+    [
+        (
+            {"input_tokens": 100},
+            {"cache_read_tokens": 60, "cache_write_tokens": 40},
+            "cache_write_tokens",
+        ),
+        ({"cache_write_tokens": 40}, {"cache_write_1h_tokens": 40}, "cache_write_1h_tokens"),
+        (
+            {"output_tokens": 20},
+            {"output_audio_tokens": 10, "output_image_tokens": 10},
+            "output_image_tokens",
+        ),
+    ],
+)
+def test_parts_may_fill_their_whole_but_not_exceed_it_by_one_token(
+    whole: dict[str, int], parts: dict[str, int], last: str
+) -> None:
+    # The model's token invariants (sum of the parts <= the whole), at the boundary: the
+    # columnar checks must refuse the one token over, as the model does.
+    at = _line(event_id="at", **whole, **parts)
+    over = _line(event_id="over", **whole, **{**parts, last: parts[last] + 1})
+    decoded = decode_lines([at, over, _line()], NOW, _position, SKEW_S)
+    assert decoded.events.column("event_id").to_pylist() == ["at", "e-1"]
+    assert decoded.dead_rows == [1]
+    _assert_agrees_with_the_model([at, over, _line()])
 
 
 _BYTES = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -25,8 +26,8 @@ from spendstream.config import DiscountConfig, ModelPriceConfig, PremiumConfig, 
 from spendstream.producers.event import MAX_TOKENS, UsageEvent
 from spendstream.records import Cost
 from spendstream.stream.pricing import PRICE_COLUMNS, Pricer, costs_from_table, pricing_table
-from spendstream.stream.rates import PricePeriod
-from spendstream.table_schemas import MONEY, events_table
+from spendstream.stream.rates import Band, PricePeriod
+from spendstream.table_schemas import COUNT_MAP, MONEY, events_table
 from tests.stream.test_pricing import CATALOG
 
 Q18 = Decimal("1E-18")
@@ -402,6 +403,140 @@ def test_old_tables_without_the_new_dimensions_price_like_zeros() -> None:
         + ["tool_requests", "service_tier", "region"]
     )
     assert p.price_table(old).column("cost_usd").to_pylist() == [Decimal("0.0129")]
+
+
+def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    return table.set_column(table.column_names.index(name), name, values)
+
+
+def test_null_token_counts_price_like_zeros() -> None:
+    # Rows landed before a dimension existed read back null in its column: none of those
+    # tokens. (Billing one would move a token to the audio rate, or break an invariant.)
+    p = Pricer.from_config(
+        PricesConfig(
+            model=[override(input_per_mtok=3, output_per_mtok=15, input_audio_per_mtok=40)]
+        )
+    )
+    table = events_table([event(input_tokens=1000, output_tokens=100)])
+    for name in ("input_audio_tokens", "cache_write_1h_tokens", "output_audio_tokens"):
+        table = _set(table, name, pa.nulls(1, pa.int64()))
+    [cost] = costs_from_table(p.price_table(table))
+    assert cost is not None
+    assert cost.input_cost_usd == 1000 * Decimal(3) / MTOK
+    assert cost.cost_usd == (1000 * Decimal(3) + 100 * Decimal(15)) / MTOK
+
+
+def test_event_like_objects_without_the_new_dimensions_price_like_zeros() -> None:
+    # pricing_table takes anything with the event's attributes; a plain object of the
+    # contract's shape has no audio, image or 1-hour fields, which then count 0.
+    call = SimpleNamespace(
+        ts=T,
+        provider="acme",
+        model="m1",
+        batch=False,
+        input_tokens=1000,
+        cache_read_tokens=200,
+        cache_write_tokens=100,
+        output_tokens=50,
+    )
+    p = Pricer.from_config(
+        PricesConfig(
+            model=[
+                override(
+                    input_per_mtok=3,
+                    output_per_mtok=15,
+                    cache_read_per_mtok="0.3",
+                    cache_write_per_mtok="3.75",
+                )
+            ]
+        )
+    )
+    [cost] = p.price_batch([call])  # type: ignore[list-item]
+    assert cost is not None
+    expected = (700 * Decimal(3) + 200 * Decimal("0.3") + 100 * Decimal("3.75") + 50 * 15) / MTOK
+    assert cost.cost_usd == expected
+    assert cost == p.price(event(**{k: v for k, v in vars(call).items() if k != "batch"}))
+
+
+def test_a_null_tool_requests_slot_bills_no_tool_whatever_lies_under_it() -> None:
+    # Arrow does not require a null map slot to span no entries (a map built from offsets
+    # and a validity mask keeps them): a null is no tool requests, whatever it covers.
+    p = Pricer.from_config(
+        PricesConfig(
+            model=[override(input_per_mtok=3, output_per_mtok=15, tool_per_k={"web_search": 10})]
+        )
+    )
+    table = events_table([event(input_tokens=1000), event(input_tokens=1000)])
+    tools = pa.MapArray.from_arrays(
+        pa.array([0, 1, 2], pa.int32()),
+        pa.array(["web_search", "web_search"]),
+        pa.array([5, 2], pa.int64()),
+        type=COUNT_MAP,
+        mask=pa.array([True, False]),
+    )
+    assert tools.to_pylist() == [None, [("web_search", 2)]]
+    costs = costs_from_table(p.price_table(_set(table, "tool_requests", tools)))
+    assert [c.tool_cost_usd if c else None for c in costs] == [0, 2 * Decimal(10) / 1000]
+
+
+def test_a_tool_rate_past_int64_prices_exactly_beside_small_token_rates() -> None:
+    # $100,000 per thousand requests is 1e20 units of 1e-18 USD per request, past int64,
+    # while the token rates fit: the row must be priced the exact way, not overflow.
+    p = Pricer.from_config(
+        PricesConfig(
+            model=[
+                override(input_per_mtok=3, output_per_mtok=15, tool_per_k={"mcp_thing": 100_000})
+            ]
+        )
+    )
+    cost = p.price(event(input_tokens=1000, tool_requests={"mcp_thing": 3}))
+    assert cost is not None
+    assert cost.tool_cost_usd == 3 * Decimal(100_000) / 1000
+    assert cost.cost_usd == 1000 * Decimal(3) / MTOK + 3 * Decimal(100_000) / 1000
+    assert cost.price_source == "override:acme/m1"
+
+
+@pytest.mark.parametrize(
+    ("tools", "source"),
+    [
+        ({"mcp_thing": 0}, "override:acme/m1"),
+        ({"mcp_thing": 1}, "override:acme/m1+unpriced_tool:mcp_thing"),
+    ],
+)
+def test_only_unpriced_tools_an_event_used_are_named_on_either_path(
+    tools: dict[str, int], source: str
+) -> None:
+    # A count past int64's reach sends a row down the exact per-row path: it names the
+    # unpriced tools like the vectorized path does, those with requests only.
+    p = Pricer.from_config(PricesConfig(model=[override(input_per_mtok=1, output_per_mtok=0)]))
+    for tokens, e in (
+        (10, event(input_tokens=10, tool_requests=tools)),
+        (2**62 + 1, unbounded_event(input_tokens=2**62 + 1, tool_requests=tools)),
+    ):
+        cost = p.price(e)
+        assert cost is not None
+        assert cost.price_source == source
+        assert cost.cost_usd == Decimal(tokens) / MTOK
+
+
+def test_the_exact_path_bills_the_fee_to_input_and_tools_into_the_total() -> None:
+    # The per-row path for counts past int64 splits the components like the vectorized one.
+    o = override(
+        input_per_mtok=1, output_per_mtok=0, request_fee_usd="0.005", tool_per_k={"web_search": 10}
+    )
+    tokens = 2**62 + 1
+    e = unbounded_event(input_tokens=tokens, tool_requests={"web_search": 3})
+    cost = Pricer.from_config(PricesConfig(model=[o])).price(e)
+    assert cost is not None
+    inp, tool = Decimal(tokens) / MTOK + Decimal("0.005"), 3 * Decimal(10) / 1000
+    assert (cost.input_cost_usd, cost.cache_read_cost_usd, cost.tool_cost_usd) == (inp, 0, tool)
+    assert cost.cost_usd == inp + tool
+
+
+def test_a_band_refuses_a_unit_it_does_not_know() -> None:
+    # A misspelt unit would be dropped, and its tokens billed at a fallback rate unnoticed.
+    with pytest.raises(TypeError, match=r"unknown units: \['outptu'\]"):
+        Band.of(input=Decimal(1), outptu=Decimal(2))
 
 
 def test_events_breaking_the_invariants_are_refused_not_priced_negative() -> None:

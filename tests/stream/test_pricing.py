@@ -332,6 +332,18 @@ def test_long_context_tier_applies_to_every_token_of_the_request() -> None:
     assert above.price_source == "genai-prices:anthropic/claude-sonnet-4-5+tier>200000"
 
 
+def test_the_tier_label_sits_after_the_catalog_entry_before_the_batch_discount() -> None:
+    # price_source is <entry>[+tier>N][...][+batch:P%]: the tier belongs to the catalog
+    # entry, so it comes before the factors applied on top of it, whatever they are.
+    ts = datetime(2025, 11, 3, tzinfo=UTC)  # before the catalog's anthropic batch prices start
+    cost = pricer().price(event(ts=ts, input_tokens=200_001, output_tokens=1000, batch=True))
+    assert cost is not None
+    assert cost.price_source == "genai-prices:anthropic/claude-sonnet-4-5+tier>200000+batch:50%"
+    # Above 200k input tokens: $6 in, $22.5 out per million, then half off.
+    above = Decimal(200_001) * Decimal("6E-6") + 1000 * Decimal("22.5E-6")
+    assert cost.cost_usd == above / 2
+
+
 def test_tier_counts_cached_input_toward_the_threshold() -> None:
     cost = pricer().price(event(input_tokens=250_000, cache_read_tokens=240_000))
     assert cost is not None

@@ -1,14 +1,16 @@
-"""stream/windows.py: period_bounds, the calendar of WindowRule in datetimes."""
+"""stream/windows.py: period_bounds, the calendar of WindowRule in datetimes, and the
+retention rule by which ``Windowed.expire`` drops state."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendstream.stream.windows import period_bounds
+from spendstream.stream.windows import Windowed, WindowRule, period_bounds, to_us
 from tests.stream.reference.engine import period_bounds as reference_bounds
 
 _US = timedelta(microseconds=1)
@@ -56,3 +58,50 @@ def test_an_offset_time_falls_in_its_utc_period() -> None:
 def test_an_unknown_size_is_refused_not_read_as_a_month() -> None:
     with pytest.raises(ValueError, match="unknown window size 'week'"):
         period_bounds(datetime(2026, 3, 1, tzinfo=UTC), "week")
+
+
+@pytest.mark.parametrize("size", ["hour", "day", "month"])
+@pytest.mark.parametrize("history", [timedelta(0), timedelta(hours=24)])
+def test_expiry_drops_exactly_the_windows_past_retention(size: str, history: timedelta) -> None:
+    # Retention (module docstring): a window's state is kept while end + grace + history >=
+    # watermark. The window ending right at that bound may still take a late fact (history
+    # 0) or be read as a baseline, so it must stay; every older one goes, whatever order
+    # the windows were written in.
+    grace = timedelta(minutes=10)
+    bounds = []
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for _ in range(30):
+        bounds.append(reference_bounds(start, size))
+        start = bounds[-1][1]
+    rule = WindowRule(size, grace // _US, history // _US)  # type: ignore[arg-type]
+    by_put: Windowed[int] = Windowed(rule)
+    for i, (s, _) in reversed(list(enumerate(bounds))):
+        by_put.put(to_us(s), "k", i)
+    by_batch: Windowed[int] = Windowed(rule)
+    by_batch.put_many([(to_us(s), "k") for s, _ in bounds], range(len(bounds)))
+    for windowed in (by_put, by_batch):
+        # Twice: once past the 11 oldest windows, then past all but the last 5.
+        dropped: list[int] = []
+        for last in (bounds[10][1], bounds[-5][1]):
+            watermark = last + grace + history
+            gone = windowed.expire(to_us(watermark), collect=True)
+            past = [i for i, (_, end) in enumerate(bounds) if end + grace + history < watermark]
+            assert [v for _, _, v in windowed.items()] == list(range(len(past), len(bounds)))
+            dropped += sorted(v for _, _, v in gone)
+            assert dropped == past
+        assert [v for _, _, v in windowed.items()] == list(range(len(bounds) - 5, len(bounds)))
+
+
+@pytest.mark.parametrize("size", ["hour", "day", "month"])
+def test_a_window_takes_facts_until_its_end_plus_grace_inclusive(size: str) -> None:
+    # Grace (module docstring): [start, end) takes a fact while end + grace >= watermark.
+    grace = timedelta(minutes=10)
+    rule = WindowRule(size, grace // _US)  # type: ignore[arg-type]
+    starts, ends = zip(
+        *(reference_bounds(datetime(2026, m, 15, tzinfo=UTC), size) for m in (1, 2, 12)),
+        strict=True,
+    )
+    for step, expected in ((timedelta(0), True), (_US, False)):
+        watermarks = np.array([to_us(end + grace + step) for end in ends], dtype=np.int64)
+        taken = rule.accepted(np.array([to_us(s) for s in starts], dtype=np.int64), watermarks)
+        assert taken.tolist() == [expected] * len(starts)
