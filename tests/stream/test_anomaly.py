@@ -175,3 +175,71 @@ def test_anomaly_state_restores() -> None:
     feed(_history(25, "1.00", start=-1, team="a"))
     again = feed.restarted()
     assert [a.scope for a in again([fact(at(hours=24, minutes=5), "3.50", team="z")])] == ["global"]
+
+
+def test_an_hour_already_over_when_its_scope_becomes_judged_fires_at_its_next_paid_call() -> None:
+    # Hour 24 spends $10 before the scope is judged (its first event is 1:30). A call 24 h
+    # late moves the first event to 0:00: the hour is now judged and over its bar, and the
+    # first call that costs something fires, not the free one before it.
+    feed = Feed(
+        config(
+            anomaly={"scopes": ["global"], "min_baseline_usd": 0},
+            detection={"allowed_lateness_s": 90_000},
+        ),
+        ANOMALY,
+    )
+    assert feed([*_history(23, "1.00", start=1), fact(at(hours=24, minutes=1), "10.00")]) == []
+    alerts = feed(
+        [
+            fact(at(hours=0), "0"),
+            fact(at(hours=24, minutes=40), "0"),
+            fact(at(hours=24, minutes=41), "0.01"),
+        ]
+    )
+    assert [(a.ts, a.value) for a in alerts] == [(at(hours=24, minutes=41), Decimal("10.01"))]
+
+
+def test_a_late_call_before_a_scopes_first_event_moves_its_warm_up_back() -> None:
+    cfg = config(
+        anomaly={"scopes": ["global"], "min_baseline_usd": 0},
+        detection={"allowed_lateness_s": 86_400},
+    )
+    # The warm-up counts from the scope's earliest event, whenever it arrives.
+    feed = Feed(cfg, ANOMALY)
+    feed(_history(23, "1.00", start=1))  # first event 1:30: hour 24 not judged yet
+    assert feed([fact(at(hours=0), "0")]) == []  # late: now 0:00, exactly 24 h before
+    assert len(feed([fact(at(hours=24, minutes=5), "10.00")])) == 1
+
+
+def test_a_scope_kind_listed_twice_counts_its_spend_once() -> None:
+    # Hours are kept per scope, not per listing: judged twice, each call would count twice.
+    twice = Feed(config(anomaly={"scopes": ["global", "global"]}), ANOMALY)
+    assert twice(_history(25, "1.00", start=-1)) == []
+    assert twice([fact(at(hours=24), "2.00"), fact(at(hours=24, minutes=1), "1.00")]) == []
+    alerts = twice([fact(at(hours=24, minutes=2), "0.01")])
+    assert [(a.scope, a.value, a.threshold) for a in alerts] == [
+        ("global", Decimal("3.01"), Decimal("3"))
+    ]
+
+
+def test_a_late_call_does_not_pull_a_scopes_newest_hour_back() -> None:
+    # Hour 24 is the scope's newest; a late call for hour 23 must leave it so. At 48:10:30
+    # hour 23 is past its retention (its end + 10 min grace + 24 h) but hour 24 is not: the
+    # scope is still known, its baseline is hour 24's $1, and the call is over 3 x $1/24.
+    cfg = config(
+        anomaly={"scopes": ["global"], "min_baseline_usd": 0},
+        detection={"allowed_lateness_s": 600},
+    )
+    feed = Feed(cfg, ANOMALY)
+    feed([fact(at(minutes=30), "1.00"), fact(at(hours=24, minutes=5), "1.00")])
+    feed([fact(at(hours=23, minutes=58), "0.01")])  # late, within the 10 min grace
+    alerts = feed([fact(at(hours=48, minutes=10, seconds=30), "1.00")])
+    assert [a.details["window_start"] for a in alerts] == [at(hours=48).isoformat()]
+
+
+def test_a_scopes_first_event_is_its_earliest_call_not_its_first_to_arrive() -> None:
+    feed = _plain(min_baseline_usd=0)
+    # 00:40 arrives before 00:00 (in one batch, one hour): the scope's first event is 00:00,
+    # exactly 24 h before hour 24, which is therefore judged.
+    feed([fact(at(minutes=40), "1.00"), fact(at(0), "1.00"), *_history(23, "1.00", start=1)])
+    assert len(feed([fact(at(hours=24, minutes=5), "10.00")])) == 1

@@ -159,3 +159,27 @@ def test_budget_state_restores() -> None:
     feed = Feed(cfg, *BUDGET)
     feed([fact(at(0), "9")])
     assert len(feed.restarted()([fact(at(1), "1")])) == 1
+
+
+def test_a_call_too_late_for_its_period_is_not_counted_where_a_crossing_is_found() -> None:
+    # Hour 0 takes calls while the watermark is within 10 min of its end: the last call
+    # (at 00:30, watermark 01:11) is not taken and must not reach the 100% level.
+    feed = Feed(
+        config(
+            budget=[{"scope": "global", "period": "hour", "amount_usd": 1, "alert_at": [0.5, 1]}],
+            detection={"allowed_lateness_s": 600},
+        ),
+        *BUDGET,
+    )
+    alerts = feed([fact(at(0), "0.60"), fact(at(minutes=71), "0"), fact(at(minutes=30), "0.60")])
+    assert [(a.details["level"], a.ts) for a in alerts] == [("0.5", at(0))]
+
+
+def test_a_state_restores_into_a_configuration_with_a_budget_removed() -> None:
+    # A deploy that drops a [[budget]] entry restores the others' spend and ignores its own.
+    day = {"scope": "global", "period": "day", "amount_usd": 10, "alert_at": [1]}
+    hour = {"scope": "global", "period": "hour", "amount_usd": 10, "alert_at": [1]}
+    feed = Feed(config(budget=[day, hour]), *BUDGET)
+    feed([fact(at(0), "9")])
+    fewer = Feed(config(budget=[day]), *BUDGET, state=feed.engine.snapshot())
+    assert [a.details["period"] for a in fewer([fact(at(1), "1")])] == ["day"]

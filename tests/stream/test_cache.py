@@ -112,3 +112,48 @@ def test_a_late_call_in_a_fired_hour_moves_the_current_hours_baseline() -> None:
         feed = Feed(config(**_LATE_CFG), DROP)
         alerts = feed(calls[:split]) + feed(calls[split:])
         assert [a.ts for a in alerts] == [at(23 * 3600 + 2), at(24 * 3600 + 10)], split
+
+
+def test_the_baseline_reaches_back_a_full_24_hours() -> None:
+    # Hours 0..23 are hour 24's previous 24 h: the oldest of them counts too.
+    feed = Feed(config(), DROP)
+    feed(_calls(0, 20, 90))  # hour 0 only: the whole baseline of hour 24
+    assert [a.details["window_start"] for a in feed(_calls(24, 10, 0))] == [
+        at(hours=24).isoformat()
+    ]
+
+
+def test_an_hour_low_before_it_was_judged_fires_at_the_call_that_makes_it_judged() -> None:
+    feed = Feed(config(), DROP)
+    feed(_calls(0, 20, 90))
+    assert feed(_calls(1, 9, 0)) == []  # 90k tokens at 0%: not judged yet
+    # A fully cached call: the hour's share is 10%, its first share that is judged.
+    call = fact(
+        at(hours=1, minutes=50), feature="rag", input_tokens=10_000, cache_read_tokens=10_000
+    )
+    assert [(a.ts, a.value) for a in feed([call])] == [(at(hours=1, minutes=50), Decimal("0.1"))]
+
+
+def test_a_dip_that_recovers_by_the_end_of_its_batch_still_fires() -> None:
+    # The rule judges every running share, not the batch's final one.
+    feed = Feed(config(), DROP)
+    feed(_calls(0, 20, 90))
+    calls = _calls(1, 10, 0) + _calls(1, 40, 100)[10:]  # 0% for 100k tokens, then 75% overall
+    assert [(a.ts, a.value) for a in feed(calls)] == [(at(hours=1, minutes=9), Decimal("0"))]
+
+
+def test_a_call_without_input_tokens_is_not_judged() -> None:
+    # As above, a late, fully cached call lifts hour 24's baseline so that its 75% is now a
+    # drop. A call of hour 24 without input tokens has no share to judge: it must not be
+    # the one that fires; the next call with tokens is.
+    def call(sec: int, read: int, tokens: int = 1000) -> Fact:
+        return fact(at(sec), feature="k1", input_tokens=tokens, cache_read_tokens=read)
+
+    calls = [call(h * 3600, 900) for h in range(23)]
+    calls += [call(23 * 3600 + i, 0) for i in range(3)]
+    calls += [call(24 * 3600 + i, 750) for i in range(3)]
+    calls += [call(23 * 3600 + 10, 100_000, 100_000)]
+    feed = Feed(config(**_LATE_CFG), DROP)
+    assert [a.ts for a in feed(calls)] == [at(23 * 3600 + 2)]
+    assert feed([call(24 * 3600 + 10, 0, 0)]) == []
+    assert [a.ts for a in feed([call(24 * 3600 + 11, 750)])] == [at(24 * 3600 + 11)]

@@ -125,6 +125,28 @@ def test_advance_breakers_moves_them_without_events() -> None:
     assert [e.state for e in again.advance_breakers(at(121))] == ["closed"]
 
 
+def test_advancing_breakers_to_the_time_they_were_judged_at_moves_none() -> None:
+    # A late call crosses team:a's hard limit for the hour that ended five minutes before
+    # the watermark: the breaker opens at that fact, due already. Breakers move only where
+    # time rises past what was judged, so an advance to the breaker time itself (an idle
+    # tick with no quiet time) must not close it at the instant it opened.
+    engine = Engine(_cfg())
+    d = engine.process(
+        facts_table(
+            [
+                fact(at(minutes=59), "1.50", team="a"),
+                fact(at(minutes=65), "0", team="b"),
+                fact(at(minutes=59, seconds=30), "0.60", team="a"),
+            ]
+        )
+    )
+    assert [(e.scope, e.state) for e in d.breaker_events] == [("team:a", "open")]
+    assert engine.breaker_time == at(minutes=65)
+    assert engine.advance_breakers(at(minutes=65)) == []
+    later = at(minutes=65) + timedelta(microseconds=1)
+    assert [(e.state, e.ts) for e in engine.advance_breakers(later)] == [("closed", later)]
+
+
 def test_snapshot_is_compact_bytes_and_restores_to_the_same_state() -> None:
     engine = Engine(_cfg())
     engine.process(

@@ -17,6 +17,7 @@ import itertools
 import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent
 from spendstream.stream.engine import (
+    Detection,
     Engine,
     LocalEngine,
     ScopeEngine,
@@ -36,7 +38,7 @@ from spendstream.stream.engine import (
 from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table, split_ref
 from spendstream.stream.rounds import MAX_SLICES, round_of, slices_of
 from spendstream.topics import partition_key
-from tests.stream.detection_facts import busy_config, rows_table, warm_day
+from tests.stream.detection_facts import busy_config, config, rows_table, warm_day
 
 T0 = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)
 
@@ -232,7 +234,43 @@ def _assert_as_one_engine(alerts: list[Alert], events: list[BreakerEvent], whole
     assert _events(events, wide) == _events(whole.breaker_events, wide)
 
 
+_TIED = {
+    "step_us": 0,
+    "caller": 0,
+    "team": "a",
+    "feature": "f",
+    "user_id": "u1",
+    "cost": "0.05",
+    "retry": None,
+    "attempt": 1,
+    "status": "ok",
+    "cache_read_tokens": 0,
+    "model": "claude-sonnet-4-5",
+    "repeat": 1,
+}
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(  # a global retry storm on an unpriced model, in the last of a day's slices: the
+    # forwarded alert must keep its row within the slice, else the unpriced_model alert of
+    # the same call overtakes it and names the global breaker's reason
+    specs=[
+        {
+            **_TIED,
+            "caller": 6,
+            "retry": 0,
+            "attempt": 3,
+            "status": "error",
+            "cost": None,
+            "model": "mystery",
+        }
+    ],
+    warm=True,
+    partitions=1,
+    owners=1,
+    cuts=[],
+    restart=False,
+)
 @given(
     specs=st.lists(_call, min_size=1, max_size=70),
     warm=st.booleans(),
@@ -258,22 +296,6 @@ def test_split_detection_equals_one_engine(
     assert _events(events, opens) == _events(whole.breaker_events, opens)
     if partitions == 1:
         assert Counter(events) == Counter(whole.breaker_events)
-
-
-_TIED = {
-    "step_us": 0,
-    "caller": 0,
-    "team": "a",
-    "feature": "f",
-    "user_id": "u1",
-    "cost": "0.05",
-    "retry": None,
-    "attempt": 1,
-    "status": "ok",
-    "cache_read_tokens": 0,
-    "model": "claude-sonnet-4-5",
-    "repeat": 1,
-}
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -358,7 +380,7 @@ def test_rounds_close_under_sustained_load() -> None:
 def test_the_simulation_is_not_vacuous() -> None:
     # A warm day, then a team spending far over its hourly mean, a runaway key, an unpriced
     # model and a global retry: alerts of local and wide scopes, with breakers on both sides.
-    calls = [
+    calls: list[dict[str, Any]] = [
         {
             "step_us": 60_000_000,
             "caller": 3,
@@ -470,3 +492,168 @@ def test_route_sends_each_partial_to_its_scopes_owner_and_clock_rows_to_all() ->
         )
     moved = route(table, 6)[owner_of("global", 6)]
     assert rows[k] in partials_from_table(moved)  # with global's owner, not its scope's
+
+
+def _round(
+    scope: ScopeEngine, tables: Tables, batches: list[tuple[LocalEngine, str, list[Any]]]
+) -> Detection:
+    """``batches`` (its partition's engine, reference, rows), processed in this order and
+    merged by ``scope`` as one round."""
+    parts = []
+    for local, ref, rows in batches:
+        tables.batches[ref] = rows_table(rows)
+        parts.append(local.process(tables.batches[ref], ref).partials)
+    return scope.merge(pa.concat_tables(parts), tables)
+
+
+def test_a_crossing_in_the_second_batch_of_a_round_is_numbered_after_the_first() -> None:
+    # Two batches of one partition at one microsecond: unpriced calls, then the priced call
+    # that reaches the global hard limit. Found in its own batch alone, the crossing must
+    # still count its row after the first batch's rows, so that the alerts come in arrival
+    # order and the global breaker's reason names the unpriced model that opened it.
+    cfg = config(
+        budget=[
+            {"scope": "global", "period": "hour", "amount_usd": 1, "hard_limit": 1, "alert_at": []}
+        ],
+        breaker={"open_on": ["budget_exceeded", "unpriced_model"]},
+    )
+    first = [{"ts": T0, "cost": None, "model": "mystery"}] * 3
+    second = [{"ts": T0, "cost": "1.50"}]
+    tables = Tables()
+    local = LocalEngine(cfg, 0)
+    d = _round(ScopeEngine(cfg), tables, [(local, "b1", first), (local, "b2", second)])
+    whole = Engine(cfg).process(rows_table(first + second))
+    assert [a.kind for a in d.alerts] == ["unpriced_model", "budget_exceeded"]
+    assert d.alerts == whole.alerts
+    assert [(e.scope, e.state, e.reason.split(":")[0]) for e in d.breaker_events] == [
+        ("global", "open", "unpriced_model")
+    ]
+    assert d.breaker_events == whole.breaker_events
+
+
+def test_an_hours_late_rows_in_the_second_batch_of_a_round_come_after_the_first() -> None:
+    # One partition, one watermark W (a minute into hour H), two batches: team a's call in
+    # hour H (over 2 x its $0.10 mean), then a late $10 call of team a for hour H-1. Hour
+    # H-1's last row comes after hour H's first one, so the hours cannot be merged one
+    # after the other (hour H-1 first would lift hour H's baseline before its call is
+    # judged): the last row of the second batch must be numbered on from the first batch.
+    cfg = config(
+        anomaly={"scopes": ["team"], "min_baseline_usd": "0.10", "factor": 2},
+        detection={"allowed_lateness_s": 600},
+    )
+    wm = T0 + timedelta(minutes=1)
+    spike = [
+        {"ts": wm, "team": "b", "cost": "0"},
+        {"ts": wm, "team": "b", "cost": "0"},
+        {"ts": wm, "team": "a", "cost": "0.40"},
+    ]
+    late = [{"ts": T0 - timedelta(minutes=1), "team": "a", "cost": "10.00"}]
+    scope, local, tables = ScopeEngine(cfg), LocalEngine(cfg, 0), Tables()
+    _round(scope, tables, [(local, "h", warm_day(T0))])
+    d = _round(scope, tables, [(local, "b1", spike), (local, "b2", late)])
+    one = Engine(cfg)
+    one.process(rows_table(warm_day(T0)))
+    whole = one.process(rows_table(spike + late))
+    assert [(a.scope, a.ts, a.details["window_start"]) for a in d.alerts] == [
+        ("team:a", wm, T0.isoformat()),
+        ("team:a", T0 - timedelta(minutes=1), (T0 - timedelta(hours=1)).isoformat()),
+    ]
+    assert d.alerts == whole.alerts
+
+
+def test_a_scope_owners_watermark_is_the_latest_it_merged_and_never_goes_back() -> None:
+    # Its breakers move on from it (breaker_time, the idle advance) and a restart resumes
+    # from it: a round's watermark is the latest of its partitions', and a later round of
+    # a partition that lags behind leaves it where it was.
+    cfg = busy_config()
+    scope, tables = ScopeEngine(cfg), Tables()
+    p0, p1 = LocalEngine(cfg, 0), LocalEngine(cfg, 1)
+    later, now = [{"ts": T0 + timedelta(minutes=5), "team": "b"}], [{"ts": T0, "team": "b"}]
+    _round(scope, tables, [(p0, "p0-0", later), (p1, "p1-0", now)])
+    assert scope.watermark == T0 + timedelta(minutes=5)
+    _round(scope, tables, [(p1, "p1-1", [{"ts": T0 + timedelta(minutes=2), "team": "b"}])])
+    assert scope.watermark == scope.breaker_time == T0 + timedelta(minutes=5)
+
+
+def test_an_hours_first_row_is_the_earliest_of_all_partitions_partials_of_it() -> None:
+    # Hour H of team a has partials from two partitions: partition 0's (listed first,
+    # from H+3m) and partition 1's (from H+1m). A late call of partition 0 for hour H-1
+    # comes between them, so the hours cannot be merged one after the other: hour H's
+    # first row is the earliest of its partials', not the first listed.
+    cfg = config(
+        anomaly={"scopes": ["team"], "min_baseline_usd": "0.10", "factor": 2},
+        detection={"allowed_lateness_s": 600},
+    )
+    minute = timedelta(minutes=1)
+    p0_rows = [
+        {"ts": T0 + 2 * minute, "team": "b", "cost": "0"},
+        {"ts": T0 - minute, "team": "a", "cost": "10.00"},
+        {"ts": T0 + 3 * minute, "team": "a", "cost": "0.40"},
+    ]
+    p1_rows = [{"ts": T0 + minute, "team": "a", "cost": "0.40"}]
+    scope, tables = ScopeEngine(cfg), Tables()
+    p0, p1 = LocalEngine(cfg, 0), LocalEngine(cfg, 1)
+    _round(scope, tables, [(p0, "h", warm_day(T0))])
+    d = _round(scope, tables, [(p0, "p0-1", p0_rows), (p1, "p1-1", p1_rows)])
+    one = Engine(cfg)
+    one.process(rows_table(warm_day(T0)))
+    whole = one.process(rows_table(p1_rows + p0_rows))  # by (watermark, partition, row)
+    assert [(a.scope, a.ts) for a in d.alerts] == [
+        ("team:a", T0 + minute),
+        ("team:a", T0 - minute),
+    ]
+    assert d.alerts == whole.alerts
+
+
+def test_a_batch_read_back_for_a_replay_starts_from_its_partitions_watermark() -> None:
+    # Partition 0 has seen 00:58 when a call of 00:50 arrives: it is judged at 00:58, after
+    # partition 1's call of 00:55. The global hard limit is reached by the second of them,
+    # so the alert is the late call's; reading its batch back without the watermark it
+    # started from would put it first.
+    cfg = config(
+        budget=[
+            {"scope": "global", "period": "hour", "amount_usd": 1, "hard_limit": 1, "alert_at": []}
+        ]
+    )
+    scope, tables = ScopeEngine(cfg), Tables()
+    p0, p1 = LocalEngine(cfg, 0), LocalEngine(cfg, 1)
+    _round(scope, tables, [(p0, "p0-0", [{"ts": T0 + timedelta(minutes=58), "cost": "0"}])])
+    late, on_time = (
+        [{"ts": T0 + timedelta(minutes=minute), "cost": "0.60"}] for minute in (50, 55)
+    )
+    d = _round(scope, tables, [(p0, "p0-1", late), (p1, "p1-0", on_time)])
+    assert [(a.kind, a.ts) for a in d.alerts] == [("budget_exceeded", T0 + timedelta(minutes=50))]
+
+
+def test_a_scope_silent_past_its_retention_between_two_partitions_batches_warms_up() -> None:
+    # Team a's call at 00:30 (partition 0), its next at 30:00 (partition 1), merged in one
+    # round: hour 0 is past its retention by then, so the scope is forgotten and hour 30
+    # is not judged (as one engine fed both forgets it), though each batch alone has no gap.
+    cfg = config(anomaly={"scopes": ["team"], "min_baseline_usd": 0})
+    rows = [
+        {"ts": T0 + timedelta(minutes=30), "team": "a", "cost": "1.00"},
+        {"ts": T0 + timedelta(hours=30), "team": "a", "cost": "1.00"},
+    ]
+    batches = [(LocalEngine(cfg, p), f"p{p}-0", [row]) for p, row in enumerate(rows)]
+    assert _round(ScopeEngine(cfg), Tables(), batches).alerts == []
+    assert Engine(cfg).process(rows_table(rows)).alerts == []
+
+
+def test_an_hour_over_its_bar_before_it_was_judged_fires_at_a_paid_call_of_any_batch() -> None:
+    # Hour 24 spent $10 before the scope was judged (first event 01:30). A call 24 h late
+    # moves the first event to 00:00; then hour 24 is over its bar, its rows spread over two
+    # partitions' batches: the first call that costs something fires, not the free one.
+    cfg = config(
+        anomaly={"scopes": ["global"], "min_baseline_usd": 0},
+        detection={"allowed_lateness_s": 90_000},
+    )
+    hour, minute = timedelta(hours=1), timedelta(minutes=1)
+    first = [{"ts": T0 + h * hour + hour / 2, "cost": "1.00"} for h in range(1, 24)]
+    first.append({"ts": T0 + 24 * hour, "cost": "10.00"})
+    p0_rows = [{"ts": T0, "cost": "0"}, {"ts": T0 + 24 * hour + 40 * minute, "cost": "0"}]
+    p1_rows = [{"ts": T0 + 24 * hour + 41 * minute, "cost": "0.01"}]
+    scope, tables = ScopeEngine(cfg), Tables()
+    p0, p1 = LocalEngine(cfg, 0), LocalEngine(cfg, 1)
+    assert _round(scope, tables, [(p0, "p0-0", first)]).alerts == []
+    d = _round(scope, tables, [(p0, "p0-1", p0_rows), (p1, "p1-0", p1_rows)])
+    assert [(a.ts, a.value) for a in d.alerts] == [(T0 + 24 * hour + 41 * minute, Decimal("10.01"))]

@@ -76,3 +76,13 @@ def test_snapshot_restore_continues_without_repeating() -> None:
     again = feed.restarted()
     assert again([fact(at(hours=5), cost=None, model="x")]) == []
     assert len(again([fact(at(hours=5), cost=None, model="y")])) == 1
+
+
+def test_the_alert_is_the_first_call_to_arrive_not_the_earliest_in_time() -> None:
+    # As judged one fact at a time: the call that revealed the missing price (a later call
+    # that arrives late is not it).
+    feed = Feed(config(), UNPRICED)
+    alerts = feed(
+        [fact(at(hours=2), cost=None, model="m"), fact(at(hours=1), cost=None, model="m")]
+    )
+    assert [a.ts for a in alerts] == [at(hours=2)]
