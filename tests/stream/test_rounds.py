@@ -68,9 +68,7 @@ def test_slices_without_facts_are_always_released_and_order_is_kept() -> None:
 
 
 def test_slices_of_gives_each_slice_its_own_rows_in_order() -> None:
-    t0 = datetime(2026, 3, 31, tzinfo=UTC)
-    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
-    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    partials = _day_of_partials()
     pieces = slices_of(partials)
     assert len(pieces) > 2 and [p.index for p in pieces] == list(range(len(pieces)))
     assert sum(p.partials.num_rows for p in pieces) == partials.num_rows
@@ -99,10 +97,15 @@ def test_slices_of_gives_each_slice_its_own_rows_in_order() -> None:
     )
 
 
-def test_a_slice_without_a_clock_row_has_no_clock_and_its_neighbours_keep_theirs() -> None:
+def _day_of_partials() -> pa.Table:
+    """Partials of one batch of 200 calls 7 minutes apart (about a day: several slices)."""
     t0 = datetime(2026, 3, 31, tzinfo=UTC)
     rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
-    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    return LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+
+
+def test_a_slice_without_a_clock_row_has_no_clock_and_its_neighbours_keep_theirs() -> None:
+    partials = _day_of_partials()
     pieces = slices_of(partials)
     assert len(pieces) > 3
     # Slice 1's clock row dropped (rows stay contiguous): the one-pass path must not lend
@@ -138,9 +141,7 @@ def test_a_round_lists_its_slices_in_the_order_they_are_held() -> None:
 
 def test_only_the_last_slice_of_a_batch_is_marked_last() -> None:
     # The owner counts a batch as merged (its offset done) only at its last slice.
-    t0 = datetime(2026, 3, 31, tzinfo=UTC)
-    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
-    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    partials = _day_of_partials()
     pieces = slices_of(partials)
     assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
     assert [p.last for p in slices_of(partials.slice(0, 0))] == [True]
@@ -150,9 +151,7 @@ def test_a_slice_without_a_clock_row_does_not_borrow_one_at_the_next_slices_firs
     # As in the test of a slice without a clock row, but each slice's clock row moved to its
     # front: slice 1, without its own clock, ends right where slice 2's clock row sits, and
     # must still have no clock (the engine writes clock rows last, so this is the boundary).
-    t0 = datetime(2026, 3, 31, tzinfo=UTC)
-    rows = [{"ts": t0 + timedelta(minutes=7 * i), "team": "ab"[i % 2]} for i in range(200)]
-    partials = LocalEngine(Config(), 0).process(rows_table(rows), "0@5").partials
+    partials = _day_of_partials()
     pieces = slices_of(partials)
     assert len(pieces) > 3
     fronted = []
