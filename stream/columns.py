@@ -119,6 +119,14 @@ class FactColumns:
     def pos(self, row: int) -> Pos:
         return (int(self.wm_us[row]), self.partition, self.row_base + row)
 
+    def positions(self, rows: I64) -> list[Pos]:
+        """``pos`` of each of ``rows``, in one go."""
+        part, base = self.partition, self.row_base
+        return [
+            (w, part, base + r)
+            for w, r in zip(self.wm_us[rows].tolist(), rows.tolist(), strict=True)
+        ]
+
     def ts_at(self, row: int) -> datetime:
         return from_us(int(self.ts_us[row]))
 

@@ -172,11 +172,11 @@ class Details:
         out: list[Row] = []
         for cols in self.sources(partials):
             rows = select(cols)
-            wm = cols.wm_us[rows].tolist()
-            part, base = cols.partition, cols.row_base
             out.extend(
-                ((w, part, base + r), cols, r, c)
-                for w, r, c in zip(wm, rows.tolist(), cols.costs(rows), strict=True)
+                (pos, cols, r, c)
+                for pos, r, c in zip(
+                    cols.positions(rows), rows.tolist(), cols.costs(rows), strict=True
+                )
             )
         out.sort(key=lambda row: row[0])
         return out
@@ -203,14 +203,11 @@ def spans(cols: FactColumns, groups: Groups) -> tuple[list[Pos], list[Pos], list
     """Per group: the position of its first and of its last row, and its earliest event time."""
     heads = groups.rows[groups.starts]
     tails = groups.rows[groups.ends - 1]
-    part, base = cols.partition, cols.row_base
-    firsts = [
-        (w, part, base + r) for w, r in zip(cols.wm_us[heads].tolist(), heads.tolist(), strict=True)
-    ]
-    lasts = [
-        (w, part, base + r) for w, r in zip(cols.wm_us[tails].tolist(), tails.tolist(), strict=True)
-    ]
-    return firsts, lasts, groups.minimum(cols.ts_us[groups.rows]).tolist()
+    return (
+        cols.positions(heads),
+        cols.positions(tails),
+        groups.minimum(cols.ts_us[groups.rows]).tolist(),
+    )
 
 
 def by_group(partials: Iterable[Partial]) -> dict[tuple[int, str], list[Partial]]:
