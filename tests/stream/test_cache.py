@@ -96,18 +96,24 @@ _LATE_CFG = dict(
 )
 
 
-def test_a_late_call_in_a_fired_hour_moves_the_current_hours_baseline() -> None:
-    # Hours 0..22: one call each at a 90% cache share. Hour 23 collapses (fires). Hour 24
-    # reads 75%, fine against the 24 h before it. Then a large, fully cached call arrives
-    # late into hour 23: it is not judged (that hour already fired) but it raises hour 24's
-    # baseline so that 75% is now a drop, and the next call of hour 24 must say so.
-    def call(sec: int, read: int, tokens: int = 1000) -> Fact:
-        return fact(at(sec), feature="k1", input_tokens=tokens, cache_read_tokens=read)
+def _k1(sec: int, read: int, tokens: int = 1000) -> Fact:
+    return fact(at(sec), feature="k1", input_tokens=tokens, cache_read_tokens=read)
 
-    calls = [call(h * 3600, 900) for h in range(23)]
-    calls += [call(23 * 3600 + i, 0) for i in range(3)]
-    calls += [call(24 * 3600 + i, 750) for i in range(3)]
-    calls += [call(23 * 3600 + 10, 100_000, 100_000), call(24 * 3600 + 10, 750)]
+
+def _hour_24_lifted_late() -> list[Fact]:
+    """Hours 0..22: one call each at a 90% cache share; hour 23 collapses (fires); hour 24
+    reads 75%, fine against the 24 h before it; then a large, fully cached call arrives
+    late into hour 23, which lifts hour 24's baseline so that its 75% is now a drop."""
+    calls = [_k1(h * 3600, 900) for h in range(23)]
+    calls += [_k1(23 * 3600 + i, 0) for i in range(3)]
+    calls += [_k1(24 * 3600 + i, 750) for i in range(3)]
+    return [*calls, _k1(23 * 3600 + 10, 100_000, 100_000)]
+
+
+def test_a_late_call_in_a_fired_hour_moves_the_current_hours_baseline() -> None:
+    # The late call into hour 23 is not judged (that hour already fired), but the drop it
+    # makes of hour 24's 75% must be said at hour 24's next call.
+    calls = [*_hour_24_lifted_late(), _k1(24 * 3600 + 10, 750)]
     for split in (len(calls), 26, 27, 28):
         feed = Feed(config(**_LATE_CFG), DROP)
         alerts = feed(calls[:split]) + feed(calls[split:])
@@ -146,14 +152,8 @@ def test_a_call_without_input_tokens_is_not_judged() -> None:
     # As above, a late, fully cached call lifts hour 24's baseline so that its 75% is now a
     # drop. A call of hour 24 without input tokens has no share to judge: it must not be
     # the one that fires; the next call with tokens is.
-    def call(sec: int, read: int, tokens: int = 1000) -> Fact:
-        return fact(at(sec), feature="k1", input_tokens=tokens, cache_read_tokens=read)
-
-    calls = [call(h * 3600, 900) for h in range(23)]
-    calls += [call(23 * 3600 + i, 0) for i in range(3)]
-    calls += [call(24 * 3600 + i, 750) for i in range(3)]
-    calls += [call(23 * 3600 + 10, 100_000, 100_000)]
+    calls = _hour_24_lifted_late()
     feed = Feed(config(**_LATE_CFG), DROP)
     assert [a.ts for a in feed(calls)] == [at(23 * 3600 + 2)]
-    assert feed([call(24 * 3600 + 10, 0, 0)]) == []
-    assert [a.ts for a in feed([call(24 * 3600 + 11, 750)])] == [at(24 * 3600 + 11)]
+    assert feed([_k1(24 * 3600 + 10, 0, 0)]) == []
+    assert [a.ts for a in feed([_k1(24 * 3600 + 11, 750)])] == [at(24 * 3600 + 11)]
