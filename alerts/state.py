@@ -286,7 +286,3 @@ class DeliveryState:
             (alert_id, route, sink),
         ).fetchone()
         return row is not None
-
-    def decision_counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT decision, count(*) FROM decisions GROUP BY 1").fetchall()
-        return {d: n for d, n in rows}

@@ -8,7 +8,6 @@ details are ``MAP(VARCHAR, VARCHAR)`` so SQL can say ``tags['plan']``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -153,10 +152,6 @@ def money_sum(values: pa.Array | pa.ChunkedArray) -> Decimal:
     """The exact sum of a money column (nulls count as nothing; empty: 0)."""
     total = pc.sum(values.cast(WIDE_MONEY)).as_py()
     return Decimal(0) if total is None else total
-
-
-def utc_day(ts: datetime) -> date:
-    return ts.astimezone(UTC).date()
 
 
 def _money_array(values: list[Decimal | None]) -> pa.Array:

@@ -118,23 +118,27 @@ PER_KEY_KINDS = frozenset({"api_key", "session"})
 WIDE_KINDS = frozenset(SCOPE_KINDS) - PER_KEY_KINDS
 
 
-class ColumnarDetector(Protocol):
+class Detector(Protocol):
+    """What the engine asks of every detector: its state expires, saves and restores."""
+
     name: str
 
-    def detect(self, cols: FactColumns, out: list[Finding]) -> None: ...
     def expire(self, watermark_us: int) -> None: ...
     def snapshot(self) -> Any: ...
     def restore(self, data: Any) -> None: ...
 
 
-class WindowDetector(Protocol):
-    name: str
+class ColumnarDetector(Detector, Protocol):
+    """A per-key detector: judges a batch's facts where their key's partition is."""
+
+    def detect(self, cols: FactColumns, out: list[Finding]) -> None: ...
+
+
+class WindowDetector(Detector, Protocol):
+    """A wide-scope detector: summarizes a batch into partials that its scope owner merges."""
 
     def summarize(self, cols: FactColumns, source: Source) -> list[Partial]: ...
     def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None: ...
-    def expire(self, watermark_us: int) -> None: ...
-    def snapshot(self) -> Any: ...
-    def restore(self, data: Any) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +184,8 @@ def _owner_scope(detector: str, scope: str) -> str:
 class _Judging:
     """What every engine keeps besides its detectors: watermark, breakers, emitted keys."""
 
-    columnar: list[Any]
-    windowed: list[Any]
+    columnar: list[ColumnarDetector]
+    windowed: list[WindowDetector]
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -258,7 +262,7 @@ class _Judging:
                 det.restore(states[det.name])
 
 
-def _columnar(config: Config, replay_all: bool) -> list[Any]:
+def _columnar(config: Config, replay_all: bool) -> list[ColumnarDetector]:
     return [
         RateDetector(config),
         SessionDetector(config, replay_all),
@@ -266,8 +270,10 @@ def _columnar(config: Config, replay_all: bool) -> list[Any]:
     ]
 
 
-def _windowed(config: Config, kinds: frozenset[str] | None, replay_all: bool) -> list[Any]:
-    dets: list[Any] = [
+def _windowed(
+    config: Config, kinds: frozenset[str] | None, replay_all: bool
+) -> list[WindowDetector]:
+    dets: list[WindowDetector] = [
         AnomalyDetector(config, kinds, replay_all),
         BudgetDetector(config, kinds, replay_all),
     ]
@@ -304,8 +310,8 @@ class Engine(_Judging):
         source = Source(0, "", self.watermark_us, cols.wm_end)
         details = Details()
         details.add(source, cols)
-        for det in self.windowed:
-            det.merge(det.summarize(cols, source), details, findings)
+        for wide in self.windowed:
+            wide.merge(wide.summarize(cols, source), details, findings)
         judged = judge(findings, BatchClock(cols), self.board, self.emitted, self.watermark_us)
         self._finish(cols.wm_end)
         return Detection(judged.alerts, judged.breaker_events)
@@ -341,8 +347,8 @@ class LocalEngine(_Judging):
             det.detect(cols, findings)
         details = Details()
         details.add(source, cols)
-        for det in self.windowed:
-            det.merge(det.summarize(cols, source), details, findings)
+        for wide in self.windowed:
+            wide.merge(wide.summarize(cols, source), details, findings)
         judged = judge(
             findings, BatchClock(cols), self.board, self.emitted, self.watermark_us, is_per_key
         )

@@ -97,10 +97,6 @@ class DedupeStore:
     def window_start(self) -> int | None:
         return None if self.watermark is None else self.watermark - self.window_days
 
-    def in_window(self, day: int) -> bool:
-        start = self.window_start()
-        return start is None or day >= start
-
     # Classify.
 
     def classify(

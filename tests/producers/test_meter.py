@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,43 @@ def test_one_line_recording_of_openai_and_anthropic_responses(server: IngestServ
         u["input_tokens"] + u["cache_creation_input_tokens"] + u["cache_read_input_tokens"]
     )
     assert (sent[1]["api_key_id"], sent[1]["team"]) == ("key-1", "search")
+
+
+def test_one_line_recording_of_gemini_and_any_providers_responses(server: IngestServer) -> None:
+    responses = Path(__file__).with_name("responses")
+    gemini_body = json.loads((responses / "gemini.json").read_text())
+    openrouter_body = json.loads((responses / "openrouter.json").read_text())
+    bedrock_body = json.loads((responses / "bedrock_converse.json").read_text())
+    bedrock_model = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    with Meter.http(server.url, TOKEN, spool_dir=None, linger_s=0.01, team="search") as meter:
+        meter.record_gemini(gemini_body, feature="summaries")
+        meter.record_response("openrouter", openrouter_body, user_id="u-2")
+        meter.record_response("bedrock", bedrock_body, model=bedrock_model)
+        assert meter.flush(timeout_s=30)
+    sent = [json.loads(line) for b in server.bodies for line in b.splitlines()]
+    gemini, openrouter, bedrock = sent
+    g = gemini_body["usageMetadata"]
+    assert (gemini["provider"], gemini["model"]) == ("google", gemini_body["modelVersion"])
+    assert (gemini["team"], gemini["feature"]) == ("search", "summaries")
+    # Gemini's prompt count includes its cached part; thinking is billed as output.
+    assert (gemini["input_tokens"], gemini["cache_read_tokens"]) == (
+        g["promptTokenCount"],
+        g["cachedContentTokenCount"],
+    )
+    assert gemini["output_tokens"] == g["candidatesTokenCount"] + g["thoughtsTokenCount"]
+    u = openrouter_body["usage"]
+    assert (openrouter["provider"], openrouter["user_id"]) == ("openrouter", "u-2")
+    assert (openrouter["input_tokens"], openrouter["output_tokens"]) == (
+        u["prompt_tokens"],
+        u["completion_tokens"],
+    )
+    assert openrouter["cache_read_tokens"] == u["prompt_tokens_details"]["cached_tokens"]
+    # OpenRouter's own cost is carried as sent, exactly: no binary float on the way.
+    assert Decimal(str(openrouter["reported_cost_usd"])) == Decimal(str(u["cost"]))
+    # Bedrock does not echo the model: the keyword names it.
+    b = bedrock_body["usage"]
+    assert (bedrock["provider"], bedrock["model"]) == ("bedrock", bedrock_model)
+    assert bedrock["input_tokens"] + bedrock["output_tokens"] == b["totalTokens"]
 
 
 def test_constructor_keywords_split_into_event_defaults_meter_options_and_transport() -> None:
