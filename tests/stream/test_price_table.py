@@ -742,6 +742,29 @@ def test_override_keys_price_every_dimension_with_documented_fallbacks() -> None
     assert cost.cost_usd == Decimal("2.621")
 
 
+def test_one_hour_writes_without_a_rate_of_their_own_cost_the_cache_write_rate() -> None:
+    # 1-hour writes are part of the cache writes: with no 1-hour rate they are billed at
+    # the cache write rate ($1.25), not at the input rate ($1) the cache writes fall back to.
+    o = override(input_per_mtok=1, output_per_mtok=10, cache_write_per_mtok="1.25")
+    e = event(input_tokens=1_000_000, cache_write_tokens=400_000, cache_write_1h_tokens=100_000)
+    cost = Pricer.from_config(PricesConfig(model=[o])).price(e)
+    assert cost is not None
+    # 300k 5-minute + 100k 1-hour writes, all x $1.25 per million
+    assert cost.cache_write_cost_usd == Decimal("0.5")
+    assert cost.input_cost_usd == Decimal("0.6")  # the 600k uncached tokens x $1
+
+
+def test_image_output_without_a_rate_of_its_own_costs_the_output_rate_not_the_audio_one() -> None:
+    # Output images are part of the output tokens, not of its audio: with an audio output
+    # rate ($40) but no image output rate, they are billed at the output rate ($10).
+    o = override(input_per_mtok=1, output_per_mtok=10, output_audio_per_mtok=40)
+    e = event(output_tokens=100_000, output_audio_tokens=20_000, output_image_tokens=30_000)
+    cost = Pricer.from_config(PricesConfig(model=[o])).price(e)
+    assert cost is not None
+    # text 50k x $10 + audio 20k x $40 + images 30k x $10, per million
+    assert cost.output_cost_usd == Decimal("0.5") + Decimal("0.8") + Decimal("0.3")
+
+
 # -- agreement with genai-prices' calc_price on every dimension it prices --------------------
 
 

@@ -657,3 +657,38 @@ def test_an_hour_over_its_bar_before_it_was_judged_fires_at_a_paid_call_of_any_b
     assert _round(scope, tables, [(p0, "p0-0", first)]).alerts == []
     d = _round(scope, tables, [(p0, "p0-1", p0_rows), (p1, "p1-0", p1_rows)])
     assert [(a.ts, a.value) for a in d.alerts] == [(T0 + 24 * hour + 41 * minute, Decimal("10.01"))]
+
+
+def test_a_forwarded_alert_on_a_slices_first_row_travels_in_that_slice_alone() -> None:
+    # A request with no key or session retried past max_attempts: its retry_storm alert is
+    # global's, so it travels to the scope owner as an alert row. The crossing call opens
+    # the batch's second event-time slice; the alert row goes with that slice (numbered
+    # from its first row), not also with the slice before it, whose rows stop short of it.
+    cfg = config(runaway={"max_attempts": 2})
+    rows = [
+        {"ts": T0, "request_id": "r", "attempt": 1, "status": "error"},
+        {"ts": T0, "request_id": "r", "attempt": 2, "status": "error"},
+        {"ts": T0 + timedelta(seconds=1), "request_id": "r", "attempt": 3},
+    ]
+    out = LocalEngine(cfg, 0).process(rows_table(rows), "p0-0")
+    slices = [split_ref(s.partials.column("batch")[0].as_py())[1] for s in slices_of(out.partials)]
+    assert slices == [(0, 2), (2, 3)]
+    alerts = [p for p in partials_from_table(out.partials) if p.detector == "alert"]
+    assert [(split_ref(p.source.batch)[1], p.first[2]) for p in alerts] == [((2, 3), 0)]
+
+
+def test_an_unpriced_models_alert_is_its_earliest_call_of_all_partitions_in_a_round() -> None:
+    # An unpriced model called on two partitions, merged in one round: partition 0's call
+    # (listed first) at 00:02, partition 1's at 00:01. The day's unpriced_model alert is
+    # the earliest call's, as one engine fed both in (watermark, partition, row) order.
+    cfg = config()
+    minute = timedelta(minutes=1)
+    p0_rows = [{"ts": T0 + 2 * minute, "cost": None, "model": "mystery"}]
+    p1_rows = [{"ts": T0 + minute, "cost": None, "model": "mystery"}]
+    d = _round(
+        ScopeEngine(cfg),
+        Tables(),
+        [(LocalEngine(cfg, 0), "p0-0", p0_rows), (LocalEngine(cfg, 1), "p1-0", p1_rows)],
+    )
+    assert [(a.kind, a.ts) for a in d.alerts] == [("unpriced_model", T0 + minute)]
+    assert d.alerts == Engine(cfg).process(rows_table(p1_rows + p0_rows)).alerts
