@@ -444,16 +444,22 @@ class ModelPriceConfig(_Section):
         description="USD per million 1-hour cache-write tokens; unset: the cache-write rate.",
     )
     input_audio_per_mtok: UsdAmount | None = Field(
-        default=None, description="USD per million uncached audio input tokens."
+        default=None,
+        description="USD per million uncached audio input tokens; unset: the input rate.",
     )
     cache_audio_read_per_mtok: UsdAmount | None = Field(
-        default=None, description="USD per million cache-read audio tokens."
+        default=None,
+        description="USD per million cache-read audio tokens; unset: the cache-read rate if "
+        "set, else the audio input rate, else the input rate.",
     )
     input_image_per_mtok: UsdAmount | None = Field(
-        default=None, description="USD per million uncached image input tokens."
+        default=None,
+        description="USD per million uncached image input tokens; unset: the input rate.",
     )
     cache_image_read_per_mtok: UsdAmount | None = Field(
-        default=None, description="USD per million cache-read image tokens."
+        default=None,
+        description="USD per million cache-read image tokens; unset: the cache-read rate if "
+        "set, else the image input rate, else the input rate.",
     )
     output_audio_per_mtok: UsdAmount | None = Field(
         default=None, description="USD per million audio output tokens; unset: the output rate."

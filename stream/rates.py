@@ -68,7 +68,10 @@ COMPONENT_OF: Mapping[str, str] = MappingProxyType(
 )
 # Where a unit without a rate of its own is billed, most specific first. genai-prices
 # refuses a price set with two rated parents and no rate for their join (cached audio
-# with both a cache read and an audio rate), so the order of two candidates never matters.
+# with both a cache read and an audio rate), so for the catalog the order of two
+# candidates never matters; a `[[prices.model]]` override may be such a set, and then the
+# cache read rate comes first (a cached token is billed as cached: the discount is why it
+# has a rate), as docs/configuration.md says.
 FALLBACK: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "cache_read": ("input",),

@@ -742,6 +742,33 @@ def test_override_keys_price_every_dimension_with_documented_fallbacks() -> None
     assert cost.cost_usd == Decimal("2.621")
 
 
+def test_cached_images_without_a_rate_of_their_own_cost_the_cache_read_rate_first() -> None:
+    # An override may rate both parents of cached image tokens (cache reads $0.1, images
+    # $4) and not the join: the cache read rate bills them, then the image rate, then input.
+    e = event(
+        input_tokens=1_000_000,
+        cache_read_tokens=500_000,
+        input_image_tokens=300_000,
+        cache_image_read_tokens=200_000,
+    )
+    both = override(
+        input_per_mtok=1, output_per_mtok=10, cache_read_per_mtok="0.1", input_image_per_mtok=4
+    )
+    images_only = override(input_per_mtok=1, output_per_mtok=10, input_image_per_mtok=4)
+    neither = override(input_per_mtok=1, output_per_mtok=10)
+    billed = [
+        Pricer.from_config(PricesConfig(model=[o])).price(e) for o in (both, images_only, neither)
+    ]
+    assert all(c is not None for c in billed)
+    # 200k cached image tokens at $0.1, then at $4 (the image rate), then at $1 (input);
+    # the other 300k cache reads are text, at the cache read rate or else at input.
+    assert [c.cache_read_cost_usd for c in billed if c] == [
+        Decimal("0.02") + Decimal("0.03"),
+        Decimal("0.8") + Decimal("0.3"),
+        Decimal("0.2") + Decimal("0.3"),
+    ]
+
+
 def test_one_hour_writes_without_a_rate_of_their_own_cost_the_cache_write_rate() -> None:
     # 1-hour writes are part of the cache writes: with no 1-hour rate they are billed at
     # the cache write rate ($1.25), not at the input rate ($1) the cache writes fall back to.
