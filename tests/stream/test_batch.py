@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,13 +19,18 @@ from pydantic import ValidationError
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.stream import batch as batch_module
 from spendstream.stream.batch import (
+    CONFLICT,
     DIGEST,
+    DUPLICATE,
     EVENTS,
     MAX_RECORD_BYTES,
     MAX_STORED_RAW_CHARS,
+    NEW,
     ROW,
+    conflict_error,
     decode_lines,
     events_from_table,
+    judge_lines,
 )
 from spendstream.stream.json_read import read_json_lines
 from spendstream.table_schemas import EVENT_FIELDS, event_columns
@@ -303,6 +309,36 @@ def test_a_pretty_printed_record_goes_to_the_model_alone(
     assert decoded.events.column("event_id").to_pylist() == ["p0", "pretty", "p1"]
 
 
+def test_a_record_broken_by_a_single_newline_goes_to_the_model_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One newline inside a record is enough for the reader to split it: the batch's newline
+    # count is then exactly one per line, as if each line were whole, and the line must
+    # still be set aside before the read (not found by screening every line after it fails).
+    judged = _spy_on_the_model(monkeypatch)
+    screened = _spy_on_the_screening(monkeypatch)
+    broken = _line(event_id="broken").replace(b', "ts"', b',\n"ts"')
+    assert broken.count(b"\n") == 1
+    lines = [_line(event_id="p0"), broken, _line(event_id="p1")]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert judged == [broken] and screened == []
+    assert decoded.events.column("event_id").to_pylist() == ["p0", "broken", "p1"]
+
+
+def test_a_record_cut_short_goes_to_the_model_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A line that opens an object but does not close it (a record cut off in transit) is
+    # not a fast-path candidate: it would fail the batch's read and send every line to the
+    # slower line-by-line screening.
+    judged = _spy_on_the_model(monkeypatch)
+    screened = _spy_on_the_screening(monkeypatch)
+    cut = _line(event_id="cut")[:-12]
+    lines = [_line(event_id="p0"), cut, _line(event_id="p1")]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert judged == [cut] and screened == []
+    assert decoded.events.column("event_id").to_pylist() == ["p0", "p1"]
+    assert decoded.dead_rows == [1]
+
+
 def test_lines_with_a_key_each_of_their_own_are_refused_by_the_reader_not_inferred() -> None:
     # The reader is told to refuse unknown keys, never to infer them as columns: inferring
     # costs lines x distinct keys (a batch of 20k lines with a key each took 24 s).
@@ -411,6 +447,33 @@ def test_parts_may_fill_their_whole_but_not_exceed_it_by_one_token(
     _assert_agrees_with_the_model([at, over, _line()])
 
 
+@pytest.mark.parametrize(
+    "name", ["event_id", "ts", "provider", "model", "input_tokens", "output_tokens"]
+)
+def test_an_explicit_null_for_a_required_field_is_a_dead_letter(name: str) -> None:
+    # The reader reads the null (the key is known); the columnar checks must refuse the row
+    # as the model does, not pass a null through every other check (which skip nulls).
+    null = json.dumps({**_event(event_id="null"), name: None}).encode()
+    lines = [_line(event_id="a"), null, _line(event_id="b")]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert decoded.events.column("event_id").to_pylist() == ["a", "b"]
+    assert decoded.dead_rows == [1]
+    assert decoded.dead_letters[0].error.startswith(name)
+    _assert_agrees_with_the_model(lines)
+
+
+def test_token_rules_still_hold_in_a_batch_with_a_null_token_count() -> None:
+    # A null input_tokens (its line refused) makes the batch's token sums take Arrow's
+    # null-aware kernels instead of numpy's: the other lines' parts must still be checked.
+    null = _line(event_id="null", input_tokens=None)
+    over = _line(event_id="over", cache_read_tokens=101)
+    lines = [null, over, _line()]
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert decoded.events.column("event_id").to_pylist() == ["e-1"]
+    assert decoded.dead_rows == [0, 1]
+    _assert_agrees_with_the_model(lines)
+
+
 _BYTES = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))
 
 
@@ -431,3 +494,27 @@ def test_rows_with_finds_exactly_the_lines_holding_the_needle(
     # end, overlapping candidates, quotes around the anchor, empty lines).
     lines = batch_module._Lines(raws)
     assert lines.rows_with(needle).tolist() == [needle in raw for raw in raws]
+
+
+def test_judge_lines_keeps_new_events_counts_replays_and_dead_letters_conflicts() -> None:
+    # A conflicting duplicate is a dead letter, not a duplicate: the counts of a batch
+    # (landed + duplicates + dead-lettered) must add up to the lines read.
+    verdicts = {"new": NEW, "replay": DUPLICATE, "clash": CONFLICT, "clash-2": CONFLICT}
+
+    def classify(ids: pa.ChunkedArray, ts: pa.ChunkedArray, digests: pa.ChunkedArray) -> Any:
+        return np.array([verdicts[i] for i in ids.to_pylist()], dtype=np.int8)
+
+    lines = [
+        _line(event_id="clash"),
+        _line(event_id="new"),
+        b"not json",
+        _line(event_id="replay"),
+        _line(event_id="clash-2"),
+    ]
+    judged = judge_lines(lines, NOW, _position, classify, SKEW_S)
+    assert judged.new.column("event_id").to_pylist() == ["new"]
+    assert judged.duplicates == 1
+    assert [d.source for d in judged.dead_letters] == ["f.jsonl:3", "f.jsonl:1", "f.jsonl:5"]
+    assert judged.dead_letters[1].error == conflict_error("clash")
+    assert judged.dead_letters[2].raw == lines[4].decode()
+    assert judged.new.num_rows + judged.duplicates + len(judged.dead_letters) == len(lines)

@@ -48,6 +48,11 @@ def _text(value: str) -> bytes:
     return struct.pack("<I", len(data)) + data
 
 
+def _value(value: str | int) -> bytes:
+    """A map value: a string as above, an integer as 8 bytes (tool request counts)."""
+    return _text(value) if isinstance(value, str) else struct.pack("<q", value)
+
+
 def reference_digest(event: UsageEvent) -> bytes:
     """The digest written out from the module docstring's rules, one field at a time."""
     out = b""
@@ -72,7 +77,7 @@ def reference_digest(event: UsageEvent) -> bytes:
             body = _text(value)
         else:
             items = sorted(value.items(), key=lambda kv: kv[0].encode())
-            body = struct.pack("<I", len(items)) + b"".join(_text(k) + _text(v) for k, v in items)
+            body = struct.pack("<I", len(items)) + b"".join(_text(k) + _value(v) for k, v in items)
         out += tag + body
     return hashlib.blake2b(out, digest_size=16, person=b"spendstream-ev1").digest()
 
@@ -132,6 +137,18 @@ def test_an_optional_field_added_later_leaves_existing_digests_alone() -> None:
         extended = {**columns, "service_tier": pa.array([value])}
         after = digest_column(extended, {"status": "ok", "service_tier": default})
         assert after.to_pylist() == before
+
+
+def test_a_map_of_counts_encodes_each_count_as_8_bytes() -> None:
+    # tool_requests maps a tool to an integer: each count is 8 bytes little-endian two's
+    # complement, as documented (the generated events carry string maps only).
+    now = datetime(2026, 3, 3, tzinfo=UTC)
+    line = json.dumps({**PINNED, "tool_requests": {"web_search": 3, "file_search": 1}}).encode()
+    event = UsageEvent.model_validate_json(line)
+    assert event.tool_requests == {"web_search": 3, "file_search": 1}
+    (digest,) = _digests([line], now)
+    assert digest == reference_digest(event)
+    assert digest.hex() != PINNED_DIGEST
 
 
 @pytest.mark.parametrize(

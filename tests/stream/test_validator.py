@@ -108,3 +108,35 @@ def test_a_field_missing_from_the_table_schema_stops_the_import(
     monkeypatch.setattr(validator, "EVENT_FIELDS", EVENT_FIELDS)
     with pytest.raises(TypeError, match=r"disagree on the fields: \['residency'\]"):
         validator._derive_rules()
+
+
+_BASE = {
+    "event_id": "e",
+    "ts": "2026-01-01T00:00:00Z",
+    "provider": "p",
+    "model": "m",
+    "input_tokens": 1,
+    "output_tokens": 1,
+    "turn": 0,
+    "latency_ms": 0.0,
+}
+
+
+@pytest.mark.parametrize("with_a_null", [False, True], ids=["no-nulls", "a-null-row"])
+@pytest.mark.parametrize(
+    ("name", "least"),
+    [("attempt", 1), ("turn", 0), ("output_audio_tokens", 0), ("latency_ms", 0.0)],
+)
+def test_a_lower_bound_passes_its_value_and_refuses_the_one_below(
+    name: str, least: float, with_a_null: bool
+) -> None:
+    # ge is inclusive and exact, whether numpy compares the column's buffer (no nulls) or
+    # Arrow's kernels do (a null in a nullable column): the value below the bound must
+    # reach the model, which refuses it. (None is a whole in a token rule, to fail there.)
+    below = least - 0.5 if isinstance(least, float) else least - 1
+    rows = [{**_BASE, name: least}, {**_BASE, name: below}]
+    if with_a_null:
+        rows.append({**_BASE, "turn": None, "latency_ms": None})
+    table = pa.Table.from_pylist(rows, schema=validator.json_read_schema())
+    ok, _ = validator.check_columns(table, 2**62)
+    assert ok.tolist() == [True, False, *([True] * with_a_null)]
