@@ -4,18 +4,22 @@ near-valid ones with any field perturbed, and arbitrary JSON or bytes."""
 from __future__ import annotations
 
 import json
+import math
 import string
+import typing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 from hypothesis import strategies as st
+from pydantic.fields import FieldInfo
 
 from spendstream.producers.event import (
     MAX_LATENCY_MS,
     MAX_REPORTED_COST_USD,
     MAX_TOKENS,
     MAX_TURN,
+    UsageEvent,
 )
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "SKEW_S",
     "arbitrary_lines",
     "batches",
+    "edge_batches",
     "near_valid_lines",
     "valid_lines",
 ]
@@ -210,6 +215,76 @@ _PERTURB: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+def _constraints(info: FieldInfo) -> tuple[type | None, dict[str, Any]]:
+    """A field's value type and bounds, read off the model alone (its metadata and the
+    Annotated parts of an Optional), not from the validator under test."""
+    found: dict[str, Any] = {}
+    kind: type | None = None
+
+    def visit(annotation: Any, metadata: list[Any]) -> None:
+        nonlocal kind
+        for m in metadata:
+            if isinstance(m, FieldInfo):
+                visit(m.annotation, list(m.metadata))
+                continue
+            for key in ("ge", "gt", "le", "lt", "min_length", "max_length"):
+                value = getattr(m, key, None)
+                if value is not None:
+                    found.setdefault(key, value)
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            base, *extra = typing.get_args(annotation)
+            visit(base, extra)
+        elif origin is typing.Union or type(annotation).__name__ == "UnionType":
+            for arg in typing.get_args(annotation):
+                if arg is not type(None):
+                    visit(arg, [])
+        elif kind is None and annotation in (int, float, str, Decimal, bool, dict):
+            kind = annotation
+        elif kind is None and origin is dict:
+            kind = dict
+            value = typing.get_args(annotation)[1]
+            if typing.get_origin(value) is typing.Annotated:
+                value = typing.get_args(value)[0]
+            found["counts"] = value is int  # tool_requests: tool -> count
+
+    visit(info.annotation, list(info.metadata))
+    return kind, found
+
+
+def _edge_values(kind: type | None, c: dict[str, Any]) -> list[Any]:
+    """Each bound's value and its nearest neighbour past it, and a null."""
+    out: list[Any] = [None]
+    if kind in (int, float, Decimal):
+        step: Any = {int: 1, Decimal: Decimal("1e-18")}.get(kind)
+        for key, sign in (("ge", -1), ("gt", -1), ("le", 1), ("lt", 1)):
+            if key in c:
+                bound = c[key]
+                past = (
+                    math.nextafter(bound, sign * math.inf) if kind is float else bound + sign * step
+                )
+                out += [bound, past]
+        if kind is Decimal:
+            out = [v if v is None else str(v) for v in out]  # as producers write money
+    elif kind is str:
+        for key in ("min_length", "max_length"):
+            if key in c:
+                n = c[key]
+                out += ["x" * n, "x" * (n - 1) if key == "min_length" else "x" * (n + 1)]
+    elif kind is dict and "max_length" in c:
+        n = c["max_length"]
+        value = 1 if c.get("counts") else "v"
+        out += [{f"k{i}": value for i in range(n)}, {f"k{i}": value for i in range(n + 1)}]
+    return out
+
+
+# Every field of the model at its bounds: a field added later is covered without an edit.
+_EDGES: dict[str, st.SearchStrategy[Any]] = {
+    name: st.sampled_from(_edge_values(*_constraints(info)))
+    for name, info in UsageEvent.model_fields.items()
+}
+
+
 @st.composite
 def _valid_event(draw: st.DrawFn) -> dict[str, Any]:
     total = draw(st.integers(min_value=0, max_value=MAX_TOKENS))
@@ -272,11 +347,29 @@ def valid_lines(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
+def edge_batches(draw: st.DrawFn) -> list[bytes]:
+    """Lines of one producer (every line has the same keys, as one client writes them),
+    with a few fields at or just past their bounds in every line: their columns have no
+    nulls unless a null was drawn, which is when the validator compares with numpy."""
+    base = draw(_valid_event())
+    events = [
+        {**base, "event_id": f"{base['event_id']}-{i}"}
+        for i in range(draw(st.integers(min_value=1, max_value=6)))
+    ]
+    for name in draw(st.lists(st.sampled_from(sorted(_EDGES)), min_size=1, max_size=3)):
+        for event in events:
+            event[name] = draw(_EDGES[name])
+    return [_dump(draw, event) for event in events]
+
+
+@st.composite
 def near_valid_lines(draw: st.DrawFn) -> bytes:
     """A valid event with a few fields perturbed, dropped, doubled or added."""
     event = draw(_valid_event())
     for name in draw(st.lists(st.sampled_from(sorted(_PERTURB)), max_size=3)):
         event[name] = draw(_PERTURB[name])
+    for name in draw(st.lists(st.sampled_from(sorted(_EDGES)), max_size=2)):
+        event[name] = draw(_EDGES[name])
     for name in draw(st.lists(st.sampled_from(sorted(event)), max_size=1)):
         del event[name]
     if draw(st.integers(min_value=0, max_value=9)) == 0:

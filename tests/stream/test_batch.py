@@ -39,6 +39,7 @@ from tests.stream.event_strategies import (
     SKEW_S,
     arbitrary_lines,
     batches,
+    edge_batches,
     near_valid_lines,
     valid_lines,
 )
@@ -93,6 +94,14 @@ def _assert_agrees_with_the_model(lines: list[bytes]) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches(near_valid_lines()))
 def test_near_valid_events_are_judged_exactly_as_the_model_judges_them(lines: list[bytes]) -> None:
+    _assert_agrees_with_the_model(lines)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edge_batches())
+def test_lines_of_one_producer_at_their_bounds_are_judged_as_the_model_judges_them(
+    lines: list[bytes],
+) -> None:
     _assert_agrees_with_the_model(lines)
 
 
