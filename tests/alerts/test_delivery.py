@@ -127,3 +127,44 @@ def test_the_time_budget_runs_out_before_the_attempts(
 def test_backoff_is_full_jitter_under_a_doubling_cap(attempt: int, seed: int) -> None:
     wait = FAST.backoff_s(attempt, random.Random(seed))
     assert 0 <= wait <= min(FAST.backoff_max_s, FAST.backoff_initial_s * 2 ** (attempt - 1))
+
+
+@pytest.mark.parametrize("status", [300, 301, 302, 307])
+def test_a_redirect_is_not_a_delivery_and_is_not_followed(
+    http_server: Callable[..., ScriptedServer], status: int
+) -> None:
+    server = http_server(script=[(status, {"Location": "/elsewhere"})])
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))
+    assert result.status == "dead" and result.attempts == 1
+    assert result.error == f"HTTP {status}" and len(server.received) == 1
+
+
+def test_retry_after_as_a_date_already_past_is_no_wait() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    header = format_datetime(now - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(header, now) == 0.0
+
+
+def test_retry_after_as_a_date_without_a_zone_is_read_as_utc() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("Mon, 23 Nov 2026 12:00:30 -0000", now) == 30.0
+
+
+def test_a_retry_that_ends_exactly_at_the_budget_is_still_made(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[(429, {"Retry-After": "30"})] * 10)
+    t = FakeTime()
+    result = deliverer(t).send("hook", req(server))  # budget 60 s: 30 + 30 fit, not a third
+    assert result.status == "dead" and result.attempts == 3
+    assert t.sleeps == [30.0, 30.0]
+
+
+def test_a_timeout_that_runs_out_the_attempts_is_reported_as_a_timeout(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[(202, {}, 1.0)] * 2)  # both answers come too late
+    policy = RetryPolicy(max_attempts=2, backoff_initial_s=0.1, retry_budget_s=60, timeout_s=0.2)
+    result = deliverer(FakeTime(), policy).send("hook", req(server))
+    assert result.status == "dead" and result.error == "timeout (ReadTimeout)"

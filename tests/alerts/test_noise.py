@@ -64,3 +64,31 @@ def test_over_rate_agrees_with_counting_by_hand(offsets: list[int], limit: int) 
     sends = [NOON - timedelta(seconds=s) for s in offsets]
     inside = sum(1 for s in offsets if s < 3600)
     assert over_rate(sends, NOON, limit, 3600) is (inside >= limit)
+
+
+def test_a_send_exactly_one_window_ago_is_outside_the_window() -> None:
+    assert not over_rate([NOON - timedelta(seconds=3600)] * 3, NOON, 3, 3600)
+    assert over_rate([NOON - timedelta(seconds=3599)] * 3, NOON, 3, 3600)
+
+
+def test_a_breaker_closed_at_the_alerts_own_instant_does_not_make_it_stale() -> None:
+    a = make_alert()
+    assert not is_stale(a, ("closed", a.ts))
+    assert is_stale(a, ("closed", a.ts + timedelta(microseconds=1)))
+
+
+def test_a_stale_alert_is_stale_even_while_its_incident_is_open() -> None:
+    # Not folded into the incident: the condition it reports is over.
+    assert _decide(incident_open=True, breaker=("closed", T0 + timedelta(hours=1))) is (
+        Decision.STALE
+    )
+
+
+def test_an_open_incident_folds_an_alert_even_in_quiet_hours() -> None:
+    # Folded (counted in the open incident), not held back as quiet.
+    assert _decide("warning", NIGHT, incident_open=True) is Decision.FOLDED
+
+
+def test_quiet_hours_hold_back_an_alert_before_the_rate_limit_counts_it() -> None:
+    recent = [NIGHT - timedelta(minutes=m) for m in (1, 2, 3)]
+    assert _decide("warning", NIGHT, recent_sends=recent) is Decision.QUIET

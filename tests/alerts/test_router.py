@@ -382,3 +382,121 @@ def test_a_replay_that_fails_again_stays_a_dead_letter(
     assert h.router.replay_dead_letters().still_dead == 1
     (row,) = h.router.state.dead_letters(pending_only=True)
     assert row.attempts == 2 and row.error == "HTTP 401"
+
+
+def test_a_breaker_closed_twice_in_one_batch_resolves_once(harness: Harness) -> None:
+    harness.router.handle([make_alert()])
+    closes = [breaker("session:s1"), breaker("session:s1", at=T0 + timedelta(hours=2))]
+    assert harness.router.handle([], closes).resolved == 2  # one per sink
+    assert harness.pd_actions() == ["trigger", "resolve"]
+
+
+def test_resolves_go_out_in_the_order_their_breakers_closed(harness: Harness) -> None:
+    harness.router.handle(
+        [make_alert("session:a"), make_alert("session:b", details={"api_key_id": "k2"})]
+    )
+    late, early = breaker("session:b", at=T0 + timedelta(hours=2)), breaker("session:a")
+    harness.router.handle([], [late, early])
+    sent = [r.json() for r in harness.pd.accepted()]
+    component = {e["dedup_key"]: e["payload"]["component"] for e in sent[:2]}
+    assert [component[e["dedup_key"]] for e in sent[2:]] == ["session:a", "session:b"]
+
+
+def test_an_alert_read_twice_in_one_batch_is_counted_once(harness: Harness) -> None:
+    a = make_alert()
+    summary = harness.router.handle([a, a])
+    assert summary.decisions["duplicate"] == summary.decisions["send"] > 0
+    assert set(summary.decisions) == {"send", "duplicate"}
+    (page,) = harness.pd.accepted()
+    assert page.json()["payload"]["custom_details"]["count"] == 1
+
+
+def test_a_scope_alerting_twice_in_a_grouped_page_is_listed_once(harness: Harness) -> None:
+    harness.router.handle([make_alert(n=0), make_alert(n=1), make_alert("session:s2", n=2)])
+    (page,) = harness.pd.accepted()
+    details = page.json()["payload"]["custom_details"]
+    assert details["count"] == 3 and details["scopes"] == ["session:s1", "session:s2"]
+
+
+def test_auto_resolve_closes_an_incident_idle_for_exactly_its_auto_resolve_s(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    routes = [{"name": "anomalies", "sinks": ["pd"], "auto_resolve_s": 3600}]
+    h = Harness(tmp_path, http_server, routes=routes)
+    h.router.handle([make_alert("team:search", kind="hourly_anomaly")])
+    h.clock.now += timedelta(seconds=3600)
+    assert h.router.tick().resolved == 1
+
+
+PD_ONLY: list[dict[str, Any]] = [{"name": "p", "sinks": ["pd"], "group_by": ["kind", "api_key_id"]}]
+
+
+def test_a_dead_lettered_resolve_is_delivered_on_replay(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, routes=PD_ONLY, pd_script=[202, 400])  # resolve refused
+    h.router.handle([make_alert()])
+    assert h.router.handle([], [breaker("session:s1")]).dead_lettered == 1
+    replay = h.router.replay_dead_letters()
+    assert (replay.delivered, replay.superseded, replay.still_dead) == (1, 0, 0)
+    assert h.pd_actions() == ["trigger", "resolve"]
+
+
+def test_a_dead_lettered_resolve_is_not_replayed_over_a_later_page(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, routes=PD_ONLY, pd_script=[202, 400])
+    h.router.handle([make_alert()])
+    h.router.handle([], [breaker("session:s1", at=T0 + timedelta(minutes=5))])  # dead letter
+    h.clock.now += timedelta(minutes=1)
+    h.router.handle([make_alert(n=900)])  # the session runs away again: a new page
+    assert h.router.replay_dead_letters().superseded == 1
+    assert h.pd_actions() == ["trigger", "trigger"]
+
+
+def test_a_dead_lettered_grouped_page_is_replayed_while_one_of_its_scopes_still_runs(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, routes=PD_ONLY, pd_script=[400])
+    h.router.handle(storm(2))  # one page for two sessions, refused
+    h.router.handle([], [breaker("session:key-ci-s0")])  # one is over, the other is not
+    replay = h.router.replay_dead_letters()
+    assert (replay.delivered, replay.superseded) == (1, 0)
+    assert h.pd_actions() == ["trigger"]
+
+
+def test_sends_are_kept_for_the_longest_rate_window_of_any_sink_then_pruned(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server)
+    h.router.close()
+    h.config = config_from_dict(
+        {
+            "alerts": {
+                "sink": [
+                    {"name": "pd", "type": "pagerduty", "url": h.pd.url, "routing_key_env": "PD"},
+                    {
+                        "name": "slack",
+                        "type": "slack",
+                        "webhook_url_env": "SLACK",
+                        "rate_window_s": 7200,
+                    },
+                ],
+                "route": [{"name": "all", "sinks": ["pd", "slack"]}],
+            }
+        }
+    ).alerts
+    h.router = h.open()
+    h.router.handle([make_alert("team:search", kind="hourly_anomaly")])
+
+    def sends() -> list[str]:
+        rows = h.router.state.conn.execute("SELECT sink FROM sends ORDER BY sink").fetchall()
+        return [sink for (sink,) in rows]
+
+    h.router.tick()
+    h.clock.now += timedelta(minutes=90)  # past pd's window, inside Slack's
+    h.router.tick()
+    assert sends() == ["pd", "slack"]  # Slack's limit still counts its send
+    h.clock.now += timedelta(minutes=60)  # past both
+    h.router.tick()
+    assert sends() == []

@@ -74,6 +74,10 @@ def test_keys_that_all_want_the_last_slot_wrap_around_when_the_set_grows() -> No
     assert (ks.digests_at(slots) == lo).all()
 
 
+def test_a_key_set_takes_the_smallest_power_of_two_capacity_at_least_asked_for() -> None:
+    assert [KeySet(c).capacity for c in (1, 1024, 1025, 4096)] == [1024, 1024, 2048, 4096]
+
+
 def _store() -> DedupeStore:
     return DedupeStore(2, lambda day: (pa.array([], pa.string()), None))
 
@@ -112,6 +116,64 @@ def test_days_before_the_window_are_probed_in_the_table_and_cached() -> None:
     assert store.classify(pa.array(["new"]), np.array([99])).tolist() == [DUPLICATE]
 
 
+def test_only_days_the_memory_cannot_answer_are_read_from_the_table() -> None:
+    loaded: list[int] = []
+
+    def load(day: int) -> tuple[pa.Array, pa.Array | None]:
+        loaded.append(day)
+        return pa.array([f"old-{day}"]), None
+
+    store = DedupeStore(2, load)
+    store.add(pa.array(["new", "edge"]), np.array([100, 98]))
+    assert store.window_start() == 98
+    # The window's first day is in memory, so a new id on it reads nothing; an id found in
+    # memory needs no read of its (older) ts day either.
+    got = store.classify(pa.array(["edge", "fresh", "new"]), np.array([98, 98, 90]))
+    assert got.tolist() == [DUPLICATE, NEW, DUPLICATE]
+    assert loaded == []
+
+
+def test_the_four_old_days_used_last_stay_cached() -> None:
+    loaded: list[int] = []
+
+    def load(day: int) -> tuple[pa.Array, pa.Array | None]:
+        loaded.append(day)
+        return pa.array([f"old-{day}"]), None
+
+    store = DedupeStore(2, load)
+    store.add(pa.array(["new"]), np.array([100]))
+    for day in (90, 91, 92, 93, 90, 94, 90, 92, 93):  # 90 used again before 94 comes in
+        assert store.classify(pa.array([f"old-{day}"]), np.array([day])).tolist() == [DUPLICATE]
+    assert loaded == [90, 91, 92, 93, 94]  # 91, the least recently used, was dropped
+    store.classify(pa.array(["x"]), np.array([91]))
+    assert loaded == [90, 91, 92, 93, 94, 91]
+
+
+def test_a_fact_landed_on_a_cached_old_day_is_a_duplicate_afterwards() -> None:
+    store = DedupeStore(2, lambda day: (pa.array([f"old-{day}"]), None))
+    store.add(pa.array(["new"]), np.array([100]))
+    assert store.classify(pa.array(["late"]), np.array([90])).tolist() == [NEW]  # 90 cached
+    store.add(pa.array(["late"]), np.array([90]))  # a late fact lands on that old day
+    assert store.classify(pa.array(["late"]), np.array([90])).tolist() == [DUPLICATE]
+
+
+def test_keys_the_store_already_holds_are_not_added_again() -> None:
+    store = _store()
+    store.add(pa.array(["a", "b"]), np.array([10, 10]))
+    store.add(pa.array(["a", "c", "c"]), np.array([10, 10, 10]))  # e.g. another writer's file
+    assert store.keys == 3
+
+
+def test_an_old_day_read_for_one_row_answers_for_no_row_of_another_day() -> None:
+    # "x" landed on old day 90 and comes back with a ts in the window: that is a copy on
+    # another day, not probed in the table, whatever else its batch made the store read.
+    store = DedupeStore(2, lambda day: (pa.array(["x"] if day == 90 else []), None))
+    store.add(pa.array(["new"]), np.array([100]))
+    alone = store.classify(pa.array(["x"]), np.array([99])).tolist()
+    assert alone == [NEW]
+    assert store.classify(pa.array(["y", "x"]), np.array([90, 99])).tolist() == [NEW, *alone]
+
+
 def test_the_window_moves_with_the_newest_day_and_forgets_older_days() -> None:
     store = _store()
     store.add(pa.array(["a"]), np.array([10]))
@@ -139,11 +201,17 @@ N, D, C = int(NEW), int(DUPLICATE), int(CONFLICT)
         (["x", "x"], [A, B], {"x": A}, [D, C]),
         # Landed without a digest: nothing to compare, so a replay.
         (["x", "x"], [A, B], {"x": None}, [D, D]),
+        # A row without a digest: nothing to compare either, against what landed or a row.
+        (["x"], [None], {"x": A}, [D]),
+        (["y", "y"], [A, None], {}, [N, D]),
         ([], [], {}, []),
     ],
 )
 def test_each_row_is_new_a_replay_or_a_conflict(
-    ids: list[str], digests: list[bytes], landed: dict[str, bytes | None], expected: list[int]
+    ids: list[str],
+    digests: list[bytes | None],
+    landed: dict[str, bytes | None],
+    expected: list[int],
 ) -> None:
     store = _store()
     for key, digest in landed.items():
