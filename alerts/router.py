@@ -179,7 +179,8 @@ class AlertRouter:
 
         A trigger is superseded when its incident is open now, was paged or resolved after it
         died, or every scope it covers has had its breaker closed since (the condition is
-        over); a resolve is superseded when its incident was opened again after it died.
+        over); a resolve is superseded when its key was paged again since it died (another
+        incident, even one opened in the resolve's own batch).
         What fails again stays a dead letter, with the new error, for the next replay.
         """
         now = self.clock()
@@ -209,10 +210,14 @@ class AlertRouter:
 
     def _superseded(self, row: DeadLetterRow) -> bool:
         n = row.notification
+        if n.action == "resolve":
+            # A resolve closes one incident, moot once its key belongs to another (paged
+            # again since). Told by the page that opened it, not by time: a batch resolves
+            # before it pages, so a reset and a new trip read together share one instant.
+            current = self.state.incident_trigger(row.sink, n.key)
+            return current is not None and current.alert.alert_id != n.alert.alert_id
         if self.state.incident_since(row.sink, n.key, row.dead_at):
             return True
-        if n.action == "resolve":
-            return False
         if self.state.incident_open(row.sink, n.key):
             return True
         scopes = n.scopes or (n.alert.scope,)

@@ -118,6 +118,13 @@ class DeliveryState:
         ).fetchone()
         return row is not None
 
+    def incident_trigger(self, sink: str, key: str) -> Notification | None:
+        """The page that opened (sink, key)'s latest incident, open or resolved."""
+        row = self.conn.execute(
+            "SELECT notification FROM incidents WHERE sink = ? AND key = ?", (sink, key)
+        ).fetchone()
+        return None if row is None else Notification.from_json(row[0])
+
     def open_incident(self, sink: str, n: Notification, now: datetime) -> None:
         """Record a delivered trigger: the incident, its member scopes, one send for the limit."""
         with self.conn:

@@ -454,6 +454,23 @@ def test_a_dead_lettered_resolve_is_not_replayed_over_a_later_page(
     assert h.pd_actions() == ["trigger", "trigger"]
 
 
+def test_a_dead_lettered_resolve_is_not_replayed_over_a_page_of_its_own_batch(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # A reset and a new trip read in one batch: the resolve goes first and dies, the new
+    # page opens its incident at the same instant. Replaying the resolve would close the
+    # incident that is running now (a mutation pass found it).
+    h = Harness(tmp_path, http_server, routes=PD_ONLY, pd_script=[202, 400])
+    h.router.handle([make_alert()])
+    reset = breaker("session:s1", at=T0 + timedelta(minutes=5))
+    batch = h.router.handle([make_alert(n=900)], [reset])
+    assert (batch.dead_lettered, batch.triggered) == (1, 1)
+    h.clock.now += timedelta(minutes=1)
+    assert h.router.replay_dead_letters().superseded == 1
+    assert h.pd_actions() == ["trigger", "trigger"]
+    assert len(h.router.state.open_incidents()) == 1
+
+
 def test_a_dead_lettered_grouped_page_is_replayed_while_one_of_its_scopes_still_runs(
     tmp_path: Path, http_server: Callable[..., ScriptedServer]
 ) -> None:
