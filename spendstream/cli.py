@@ -4,14 +4,18 @@ Each subcommand lives in ``spendstream/commands/<name>.py`` and exposes
 ``configure(parser)`` (its arguments; cheap, no heavy imports) and
 ``run(args) -> int`` (imports what it needs, then calls library functions).
 Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 the workdir is
-in use by another ``ingest`` or ``demo`` (spendstream/workdir.py).
+in use by another ``ingest`` or ``demo`` (spendstream/workdir.py), 130 interrupted, 141
+the reader of stdout went away (a pipe to ``head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
+import os
+import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -61,7 +65,17 @@ def _available() -> dict[str, ModuleType]:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message)}\n")
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse names a mistyped command or choice but not the one meant (before 3.14)."""
+    found = re.match(r"argument .*: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2)) or found.group(2).split(", ")
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
-        return int(args._module.run(args) or 0)
+        code = int(args._module.run(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader gone since the last write is caught below
+        return code
     except (ConfigError, ToolMissingError) as exc:
         print(f"spendstream {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -95,3 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`spendstream sql ... | head`): exit as a C tool killed by
+        # SIGPIPE would (128 + 13), quietly; stdout goes to /dev/null so the interpreter's
+        # final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -37,9 +37,12 @@ _INTRO = """\
      edit the Field descriptions there, not this file (a test fails when they differ). -->
 
 spendstream reads one TOML file: `--config FILE`, else the file named by
-`$SPENDSTREAM_CONFIG`, else nothing. **Every key has a default**, so an empty file (or no
-file) is a working configuration; `spendstream init` writes a commented starter
-`spendstream.toml` (`spendstream init --cluster` for a Kafka cluster and containers).
+`$SPENDSTREAM_CONFIG`, else `spendstream.toml` in the working directory when there is one
+(the command says so on stderr: `using ./spendstream.toml`), else nothing. `spendstream
+demo` reads only `--config`: without it, its own workload's configuration. **Every key has
+a default**, so an empty file (or no file) is a working configuration; `spendstream init`
+writes a commented starter `spendstream.toml` (`spendstream init --cluster` for a Kafka
+cluster and containers).
 
 A key the model does not know, or a value of the wrong type, stops the command with exit
 code 2 and a message naming the key, with the nearest known key when there is one:

@@ -115,6 +115,30 @@ def test_summary_says_where_to_look_only_when_something_was_dead_lettered(
     ) in dirty
 
 
+def test_summary_counts_dead_letters_by_the_first_rule_they_broke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A first file written by hand, as the HTTP example shows an event (no event_id, no ts):
+    # the summary says why, most common first, and what a file line needs.
+    by_hand = {"provider": "openai", "model": "gpt-5-mini", "input_tokens": 1, "output_tokens": 1}
+    lines: list[dict[str, Any] | str] = [
+        by_hand,
+        {**by_hand, "ts": NOW.isoformat()},
+        by_hand,
+        "{nope",
+        _event("fine", NOW),
+    ]
+    out = _ingest(capsys, tmp_path / "work", _write(tmp_path / "a.jsonl", lines))
+    assert "read 5 = landed 1 + duplicates 0 + dead-lettered 4" in out
+    shown = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert [line.split(" (", 1)[0] for line in shown] == [
+        "3 x event_id: required field is missing",
+        "1 x record: Invalid JSON: key must be a string at line 1 column 2",
+    ]
+    assert "every line of a file names its own event_id and ts" in shown[0]
+    assert "(" not in shown[1]
+
+
 def test_one_record_two_hours_ahead_does_not_blind_rate_detection(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -309,6 +333,19 @@ def test_read_lines_numbers_every_line_of_the_file(tmp_path: Path) -> None:
     path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n')
     assert list(read_lines([str(path)])) == [(f"{path}:1", b'{"a": 1}'), (f"{path}:4", b'{"b": 2}')]
     assert list(read_lines(["-"], stdin=[b"\n", b"x\n"])) == [("stdin:2", b"x")]
+
+
+def test_a_byte_order_mark_starting_a_file_is_not_part_of_its_first_line(tmp_path: Path) -> None:
+    # Windows editors save UTF-8 with a BOM: the first event must not become a dead letter.
+    # Only the file's start is one; elsewhere the bytes stay for the decoder to judge.
+    bom = b"\xef\xbb\xbf"
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(bom + b'{"a": 1}\r\n' + bom + b'{"b": 2}\r\n')
+    assert list(read_lines([str(path)])) == [
+        (f"{path}:1", b'{"a": 1}'),
+        (f"{path}:2", bom + b'{"b": 2}'),
+    ]
+    assert list(read_lines(["-"], stdin=[bom + b"x\n"])) == [("stdin:1", b"x")]
 
 
 # -- sums at the maxima ----------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from spendstream.config import Config, load_config
+from spendstream.config import ENV_CONFIG, Config, load_config
 
 __all__ = [
     "add_config",
@@ -15,6 +17,7 @@ __all__ = [
     "add_pipeline",
     "add_workdir",
     "config_from_args",
+    "config_path_from_args",
     "kafka_config_from_args",
 ]
 
@@ -39,8 +42,8 @@ def add_config(parser: argparse.ArgumentParser, *, inherit: bool = False) -> Non
         "--config",
         metavar="FILE",
         default=_default(None, inherit),
-        help="TOML configuration file (default: $SPENDSTREAM_CONFIG, else built-in defaults; "
-        "keys: docs/configuration.md)",
+        help="TOML configuration file (default: $SPENDSTREAM_CONFIG, else ./spendstream.toml "
+        "if there is one, else built-in defaults; keys: docs/configuration.md)",
     )
 
 
@@ -63,8 +66,31 @@ def add_format(parser: argparse.ArgumentParser, *, inherit: bool = False) -> Non
     )
 
 
+# What `spendstream init` writes: read from the working directory when nothing else is named.
+LOCAL_CONFIG = "spendstream.toml"
+_announced: set[str] = set()
+
+
+def config_path_from_args(args: argparse.Namespace) -> str | None:
+    """``--config``, else ``$SPENDSTREAM_CONFIG``, else ``./spendstream.toml`` when there is
+    one (said once on stderr, so a file read without being named is never a surprise),
+    else None: the built-in defaults."""
+    named = getattr(args, "config", None) or os.environ.get(ENV_CONFIG)
+    if named:
+        return str(named)
+    if not Path(LOCAL_CONFIG).is_file():
+        return None
+    if LOCAL_CONFIG not in _announced:
+        _announced.add(LOCAL_CONFIG)
+        print(
+            f"using ./{LOCAL_CONFIG} (--config FILE or ${ENV_CONFIG} names another)",
+            file=sys.stderr,
+        )
+    return LOCAL_CONFIG
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None))
+    return load_config(config_path_from_args(args))
 
 
 def kafka_config_from_args(args: argparse.Namespace, *, quiet: bool = False) -> Config:

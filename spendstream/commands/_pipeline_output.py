@@ -30,6 +30,20 @@ def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
     return show
 
 
+def _shorten(reason: str, width: int = 160) -> str:
+    return reason if len(reason) <= width else reason[: width - 3] + "..."
+
+
+def _hint(reason: str) -> str:
+    """What a first-time user most often gets wrong, said where they see it."""
+    if reason.startswith(("event_id: required field", "ts: required field")):
+        return (
+            " (every line of a file names its own event_id and ts, so a replay adds nothing;"
+            " HTTP and the Meter fill them in)"
+        )
+    return ""
+
+
 def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) -> None:
     """The counts (read = landed + duplicates + dead-lettered) and what was caught;
     ``workdir``: the --workdir the user gave, repeated in the commands it suggests."""
@@ -39,6 +53,8 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
     if s.dead_lettered:
+        for reason, count in s.dead_letter_reasons.most_common(3):
+            out.write(f"  {count:,} x {_shorten(reason)}{_hint(reason)}\n")
         wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""
         out.write(
             f"dead letters (each names its file:line): spendstream sql{wd} "

@@ -28,7 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=("jsonl", "otlp"),
         default="jsonl",
-        help="jsonl: usage events, one JSON object a line (default); "
+        help="jsonl: usage events, one JSON object a line, each with its own event_id and ts "
+        "(a replay adds nothing; producers/usage-event.schema.json) (default); "
         "otlp: OTLP/JSON trace exports whose GenAI spans become events ([otel] mapping)",
     )
     add_pipeline(parser)

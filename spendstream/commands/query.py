@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
@@ -41,13 +42,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError("give a query NAME, or --list to see them")
     if args.name not in BY_NAME:
-        raise ConfigError(f"unknown query {args.name!r}; one of: {', '.join(BY_NAME)}")
+        close = difflib.get_close_matches(args.name, BY_NAME, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown query {args.name!r}; {hint}one of: {', '.join(BY_NAME)}")
     if args.limit is not None and args.limit < 0:
         raise ConfigError("--limit must be >= 0")
     from spendstream.warehouse.reading import run_named
+    from spendstream.warehouse.report import parse_instant
     from spendstream.workdir import resolve_workdir
 
     filters = {name: getattr(args, name) for name in FILTERS}
+    for bound in ("since", "until"):
+        # Checked here, as `report` checks them: DuckDB's own cast error shows internal SQL.
+        instant = parse_instant(filters[bound], f"--{bound}")
+        filters[bound] = None if instant is None else instant.isoformat()
     columns, rows = run_named(
         resolve_workdir(args.workdir),
         args.name,

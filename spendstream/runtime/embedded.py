@@ -82,6 +82,8 @@ class IngestSummary:
     breaker_events: list[BreakerEvent] = field(default_factory=list)
     # Pages sent, incidents resolved and notifications dead-lettered by the alert router.
     notifications: Counter[str] = field(default_factory=Counter)
+    # Dead letters by the first rule their record broke: what to fix, without a query.
+    dead_letter_reasons: Counter[str] = field(default_factory=Counter)
 
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
@@ -92,6 +94,7 @@ class IngestSummary:
         self.landed += other.landed
         self.duplicates += other.duplicates
         self.dead_lettered += other.dead_lettered
+        self.dead_letter_reasons.update(other.dead_letter_reasons)
         self.unpriced += other.unpriced
         self.cost_usd += other.cost_usd
         self.alerts.extend(other.alerts)
@@ -119,8 +122,13 @@ def read_lines(
             yield from _numbered(path, fh)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _numbered(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, bytes]]:
     for number, line in enumerate(lines, start=1):
+        if number == 1 and line.startswith(_BOM):
+            line = line[len(_BOM) :]  # Windows editors start UTF-8 files with a byte-order mark
         if line.strip():
             yield f"{name}:{number}", line.rstrip(b"\r\n")
 
@@ -266,6 +274,7 @@ class EmbeddedRunner:
         # Facts the commit found landed already (another writer won the race) are duplicates.
         summary.duplicates += judged.duplicates + facts.num_rows - landed.facts
         summary.dead_lettered += len(dead)
+        summary.dead_letter_reasons.update(d.error.split("; ", 1)[0] for d in dead)
         summary.unpriced += facts.num_rows - pc.sum(facts.column("priced"), min_count=0).as_py()
         summary.cost_usd += money_sum(facts.column("cost_usd"))
         summary.alerts.extend(alerts)

@@ -87,3 +87,30 @@ def test_run_logging_to_a_file_writes_no_terminal_escape_codes(
     text = log.read_bytes()
     assert b"spendstream run:" in text
     assert b"\x1b" not in text, text[-500:]
+
+
+@pytest.mark.kafka
+def test_run_on_a_taken_http_port_exits_2_naming_the_flag(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A second worker on one machine meets the first one's port: a message that says what
+    # to change, not a traceback, and the process ends (its Kafka clients are closed).
+    import os
+    import socket
+
+    from tests.runtime.kafka_workers import write_config
+
+    config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
+             "--config", str(config), "--http-port", str(port)],
+            capture_output=True, text=True, check=False, timeout=300,
+            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
+        )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen for HTTP on 127.0.0.1:{port}" in proc.stderr
+    assert "--http-port" in proc.stderr and "Traceback" not in proc.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from spendstream.config import Config
+from spendstream.errors import ConfigError
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.runtime.http.kafka_backend import KafkaBackend
 from spendstream.runtime.http.metrics import WorkerMetrics
@@ -99,9 +100,21 @@ class Worker:
                 workdir=self.workdir,
                 assigned=self.assigned,
             ).start()
-            self.server = ServerThread(
-                self.backend, self.config, self.http.token, host=self.http.host, port=self.http.port
-            ).start()
+            try:
+                self.server = ServerThread(
+                    self.backend,
+                    self.config,
+                    self.http.token,
+                    host=self.http.host,
+                    port=self.http.port,
+                ).start()
+            except OSError as exc:
+                self.backend.close()
+                raise ConfigError(
+                    f"cannot listen for HTTP on {self.http.host}:{self.http.port}: "
+                    f"{exc.strerror or exc}. Another `spendstream run` on this machine? Give "
+                    "this one --http-port N ([http] port; 0 picks a free port)"
+                ) from None
         for name, loop in (("usage", self.usage), ("scopes", self.scopes)):
             if loop is not None:
                 t = threading.Thread(
