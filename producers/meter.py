@@ -174,7 +174,11 @@ class Meter:
         self.spool_flush_s = spool_flush_s
         self._defaults = dict(defaults or {})
         self._queue: collections.deque[UsageEvent] = collections.deque()
-        self._spool = Spool(spool_dir, max_bytes=spool_max_bytes) if spool_dir else None
+        self._spool: Spool | None = None
+        if spool_dir:
+            self._use_spool(
+                Spool(spool_dir, max_bytes=spool_max_bytes, destination=_destination_of(transport))
+            )
         self._held: list[Record] = []  # the failed batch when there is no spool
         self._c = _Counters()
         self._wake = threading.Event()
@@ -583,13 +587,25 @@ class Meter:
         if self._spool is not None:
             old = self._spool
             old.forget_after_fork()
-            self._spool = Spool(old.root, max_bytes=old.max_bytes, segment_bytes=old.segment_bytes)
+            self._use_spool(
+                Spool(
+                    old.root,
+                    max_bytes=old.max_bytes,
+                    segment_bytes=old.segment_bytes,
+                    destination=old.destination,
+                )
+            )
         after_fork = getattr(self.transport, "after_fork", None)
         if after_fork is not None:
             after_fork()
         self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
         self._thread.start()
         self._spiller = self._start_spiller()
+
+    def _use_spool(self, spool: Spool) -> None:
+        self._spool = spool
+        if hasattr(self.transport, "kept_in"):  # its log lines then say which slot to look in
+            self.transport.kept_in = str(spool.dir)
 
     def _abandon(self) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.
@@ -600,7 +616,13 @@ class Meter:
         with self._c.lock:
             self._abandoned = True
             current, self._current = self._current, None
-        log.warning("meter closed while a send was still pending: its events are spooled too")
+        if self._spool is not None:
+            log.warning(
+                "meter closed while a send was still pending: its events are spooled too, in %s",
+                self._spool.dir,
+            )
+        else:  # the drop is logged below
+            log.warning("meter closed while a send was still pending")
         if current is not None and current.mirrored is not None:
             current.on_disk.wait()  # the spill thread wrote (or is writing) it already
             current = None
@@ -1012,6 +1034,16 @@ _MeterOptions = frozenset(
 
 
 _EventFields = frozenset(UsageEvent.model_fields)
+
+
+def _destination_of(transport: Transport) -> str:
+    """Where the transport sends, naming the spool slots it may replay."""
+    destination = getattr(transport, "destination", None)
+    if isinstance(destination, str):
+        return destination
+    # A transport that does not say still never shares slots with another class's events.
+    kind = type(transport)
+    return f"{transport.name}:{kind.__module__}.{kind.__qualname__}"
 
 
 def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -13,6 +13,12 @@ Several processes may share a spool root (e.g. workers of one web server): each 
 the first free ``slot-<i>`` with an exclusive ``flock``. A restarted process claims a slot
 its predecessor left and replays it.
 
+A slot holds one destination's events: its ``destination`` file names where they go (a
+transport's ``destination``), so a process claims only a slot of its own destination, one
+without the file (new, or left by a version that did not write it: adopted), or an empty
+slot of another destination (rewritten as its own). Events spooled for a test broker are
+never replayed to production by the next process on the same root.
+
 Bounds: the unsent bytes on disk never exceed ``max_bytes``; a line that would cross it is
 refused (``append`` returns how many lines it took) and the caller counts the drop. Lines
 are flushed to the OS on every append (a process crash loses nothing; a power cut can lose
@@ -39,11 +45,15 @@ _MAX_SLOTS = 64
 
 
 class SpoolUnavailable(OSError):
-    """Every slot of the spool root is held by another live process."""
+    """Every slot of the spool root is held by another live process or another destination."""
 
 
 class Spool:
-    """A FIFO of byte lines on disk, bounded by ``max_bytes``; thread-safe."""
+    """A FIFO of byte lines on disk, bounded by ``max_bytes``; thread-safe.
+
+    ``destination`` (one line: a transport's ``destination``) picks the slot: see the module
+    docstring. None claims only slots naming no destination.
+    """
 
     def __init__(
         self,
@@ -51,6 +61,7 @@ class Spool:
         *,
         max_bytes: int = 256 << 20,
         segment_bytes: int = 8 << 20,
+        destination: str | None = None,
     ) -> None:
         if max_bytes <= 0 or segment_bytes <= 0:
             raise ValueError("spool max_bytes and segment_bytes must be positive")
@@ -58,19 +69,18 @@ class Spool:
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
         self.root = Path(root)
-        self.dir, self._lock_fd = _claim_slot(self.root)
+        self.destination = destination
+        self.dir, self._lock_fd = _claim_slot(self.root, destination)
         self.corrupt_lines = 0  # torn last lines found after a crash, skipped
-        segs = self._segments()
-        self._head_seg, self._head_off = self._read_head(segs)
+        segs = _segments(self.dir)
+        self._head_seg, self._head_off = _read_head(self.dir, segs)
         self._reader: BinaryIO | None = None
         self._reader_seg = -1
         # Never append to a segment an earlier process wrote: its last line may be torn.
         self._write_seg = (segs[-1] + 1) if segs else self._head_seg
         self._writer: BinaryIO | None = None
         self._write_size = 0
-        self._bytes = sum(self._path(n).stat().st_size for n in segs) - (
-            self._head_off if self._head_seg in segs else 0
-        )
+        self._bytes = _unsent_bytes(self.dir, segs, self._head_seg, self._head_off)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -84,20 +94,7 @@ class Spool:
         return self._bytes <= 0
 
     def _path(self, n: int) -> Path:
-        return self.dir / f"seg-{n:012d}.jsonl"
-
-    def _segments(self) -> list[int]:
-        return sorted(int(p.name[4:16]) for p in self.dir.glob("seg-*.jsonl"))
-
-    def _read_head(self, segs: list[int]) -> tuple[int, int]:
-        try:
-            seg_text, off_text = (self.dir / "head").read_text().split()
-            seg, off = int(seg_text), int(off_text)
-        except (OSError, ValueError):
-            return (segs[0] if segs else 0), 0
-        if segs and seg < segs[0]:
-            return segs[0], 0
-        return seg, off
+        return _segment_path(self.dir, n)
 
     def _write_head(self) -> None:
         tmp = self.dir / "head.tmp"
@@ -247,8 +244,68 @@ class Spool:
         self._writer = self._reader = None
 
 
-def _claim_slot(root: Path) -> tuple[Path, int]:
+def _segment_path(slot: Path, n: int) -> Path:
+    return slot / f"seg-{n:012d}.jsonl"
+
+
+def _segments(slot: Path) -> list[int]:
+    return sorted(int(p.name[4:16]) for p in slot.glob("seg-*.jsonl"))
+
+
+def _read_head(slot: Path, segs: list[int]) -> tuple[int, int]:
+    try:
+        seg_text, off_text = (slot / "head").read_text().split()
+        seg, off = int(seg_text), int(off_text)
+    except (OSError, ValueError):
+        return (segs[0] if segs else 0), 0
+    if segs and seg < segs[0]:
+        return segs[0], 0
+    return seg, off
+
+
+def _unsent_bytes(slot: Path, segs: list[int], head_seg: int, head_off: int) -> int:
+    total = sum(_segment_path(slot, n).stat().st_size for n in segs)
+    return total - (head_off if head_seg in segs else 0)
+
+
+def _holds_events(slot: Path) -> bool:
+    """Whether a slot (whose lock we hold) has unsent lines, as a Spool opening it would count."""
+    segs = _segments(slot)
+    return _unsent_bytes(slot, segs, *_read_head(slot, segs)) > 0
+
+
+def _read_destination(slot: Path) -> str | None:
+    """The slot's destination; None when it has no ``destination`` file (new, or older)."""
+    try:
+        return (slot / "destination").read_text().rstrip("\n")
+    except FileNotFoundError:
+        return None
+
+
+def _write_destination(slot: Path, destination: str | None) -> None:
+    if destination is None:  # a Spool told no destination leaves the slot adoptable
+        (slot / "destination").unlink(missing_ok=True)
+        return
+    tmp = slot / "destination.tmp"
+    tmp.write_text(destination + "\n")
+    os.replace(tmp, slot / "destination")  # a crash never leaves a half-written name
+
+
+def _takes(slot: Path, destination: str | None) -> bool:
+    """Whether a process sending to ``destination`` may use this slot (its lock held)."""
+    owner = _read_destination(slot)
+    if owner is None or owner == destination:
+        return True  # ours, or written before slots named their destination: adopt it
+    # Another destination's events are replayed only by a process sending there; once
+    # drained, the slot is free for anyone.
+    return not _holds_events(slot)
+
+
+def _claim_slot(root: Path, destination: str | None) -> tuple[Path, int]:
+    if destination is not None and ("\n" in destination or "\r" in destination):
+        raise ValueError(f"a spool destination is one line: {destination!r}")
     root.mkdir(parents=True, exist_ok=True)
+    foreign = 0
     for i in range(_MAX_SLOTS):
         slot = root / f"slot-{i}"
         slot.mkdir(exist_ok=True)
@@ -258,5 +315,23 @@ def _claim_slot(root: Path) -> tuple[Path, int]:
         except BlockingIOError:
             os.close(fd)
             continue
-        return slot, fd
-    raise SpoolUnavailable(f"all {_MAX_SLOTS} spool slots under {root} are in use")
+        try:
+            # Judged under the slot's lock: no other process can be writing to it now.
+            if _takes(slot, destination):
+                if _read_destination(slot) != destination:
+                    _write_destination(slot, destination)
+                return slot, fd
+        except BaseException:
+            _release(fd)
+            raise
+        _release(fd)
+        foreign += 1
+    raise SpoolUnavailable(
+        f"all {_MAX_SLOTS} spool slots under {root} are in use: {_MAX_SLOTS - foreign} held by "
+        f"live processes, {foreign} holding events for other destinations"
+    )
+
+
+def _release(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -4,6 +4,11 @@ A transport sends one batch and says, per record, what became of it: sent, faile
 (transport trouble: the Meter retries or spools it) or rejected (the receiver refused the
 record itself: retrying cannot help, the Meter counts and logs it). A transport never
 raises for transport trouble; it is called from one thread only.
+
+A transport's ``destination`` names where it sends, canonically (the same brokers and
+topic, or the same URL, give the same string): the Meter's spool keeps one destination's
+events per slot. ``kept_in`` is set by the Meter to where failed events wait (its spool
+slot), for the transport's log lines.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
@@ -75,6 +81,7 @@ class KafkaTransport:
     """
 
     name = "kafka"
+    kept_in = "memory"  # the Meter's spool slot, once it has one
 
     def __init__(
         self,
@@ -101,6 +108,13 @@ class KafkaTransport:
         self._connected = False
         self._max_block_s = max_block_ms / 1000
         self._flush_timeout_s = delivery_timeout_ms / 1000 + 2.0
+
+    @property
+    def destination(self) -> str:
+        """``kafka://<brokers>/<topic>``: brokers lower-cased, deduplicated and sorted, as
+        any order of one cluster's bootstrap list reaches the same brokers."""
+        servers = {s.strip().lower() for s in self.settings.bootstrap_servers.split(",")}
+        return f"kafka://{','.join(sorted(s for s in servers if s))}/{self.topic}"
 
     def _ensure(self) -> Producer:
         if self._producer is None:
@@ -132,12 +146,12 @@ class KafkaTransport:
                 self._flush_timeout_s,
             )
         except KafkaClientError as exc:  # away, refused, or misconfigured
-            _log_failure(exc, len(records))
+            _log_failure(exc, len(records), self.kept_in)
             self._reset()
             result.failed = list(range(len(records)))
             return result
         if report.failed:
-            _log_failure(report.failed[0][1], len(report.failed))
+            _log_failure(report.failed[0][1], len(report.failed), self.kept_in)
             result.failed = [i for i, _ in report.failed]
             self._reset()
         return result
@@ -159,9 +173,9 @@ class KafkaTransport:
 _FORK_ORPHANS: list[Any] = []
 
 
-def _log_failure(exc: KafkaClientError, count: int) -> None:
+def _log_failure(exc: KafkaClientError, count: int, kept_in: str) -> None:
     level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
-    log.log(level, "Kafka did not take %d event(s), kept for retry: %s", count, exc)
+    log.log(level, "Kafka did not take %d event(s), kept for retry in %s: %s", count, kept_in, exc)
 
 
 class HttpTransport:
@@ -173,11 +187,25 @@ class HttpTransport:
     """
 
     name = "http"
+    kept_in = "memory"  # the Meter's spool slot, once it has one
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
         self.url = base_url.rstrip("/") + "/v1/events"
         self._token, self._timeout_s = token, timeout_s
         self._client = self._new_client()
+
+    @property
+    def destination(self) -> str:
+        """The endpoint's URL, scheme and host lower-cased, a default port dropped (the token
+        is no part of it: it is written to disk)."""
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 literal
+        default = {"http": 80, "https": 443}.get(scheme)
+        netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
+        return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
 
     def _new_client(self) -> Any:
         import httpx
@@ -202,13 +230,24 @@ class HttpTransport:
         try:
             resp = self._client.post(self.url, content=body)
         except httpx.HTTPError as exc:
-            log.warning("ingest endpoint unreachable (%s): %d events kept", exc, len(records))
+            log.warning(
+                "ingest endpoint unreachable (%s): %d events kept for retry in %s",
+                exc,
+                len(records),
+                self.kept_in,
+            )
             result.failed = list(range(len(records)))
             return result
         status = resp.status_code
         if status >= 500 or status in (401, 403, 408, 429):
             level = logging.ERROR if status in (401, 403) else logging.WARNING
-            log.log(level, "ingest endpoint answered %d: %d events kept", status, len(records))
+            log.log(
+                level,
+                "ingest endpoint answered %d: %d events kept for retry in %s",
+                status,
+                len(records),
+                self.kept_in,
+            )
             result.failed = list(range(len(records)))
         elif status >= 400:
             reason = f"HTTP {status}: {resp.text[:200]}"
