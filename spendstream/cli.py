@@ -110,6 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spendstream {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        again = (
+            ": what landed stays landed; the same command again lands the rest (a replay adds "
+            "nothing)"
+            if args.command in ("ingest", "import-batch")
+            else ""
+        )
+        print(f"\nspendstream {args.command}: interrupted{again}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`spendstream sql ... | head`): exit as a C tool killed by

@@ -46,6 +46,69 @@ def test_unknown_subcommand_exits_2_naming_it(capsys: pytest.CaptureFixture[str]
     assert "frobnicate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["demoo"], "'demo'"),
+        (["breakers", "lst"], "'list'"),
+        (["sql", "--format", "jsn"], "'json'"),
+    ],
+)
+def test_a_mistyped_choice_is_answered_with_the_one_meant(
+    argv: list[str], meant: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"did you mean {meant}?")
+
+
+def test_a_mistyped_query_name_is_answered_with_the_one_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["query", "cost_by_tem", "--workdir", str(tmp_path)]) == 2
+    assert "unknown query 'cost_by_tem'; did you mean 'cost_by_team'?" in capsys.readouterr().err
+
+
+def _cli(*argv: str, **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spendstream", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `spendstream sql ... | head -1`: more rows than a pipe holds, the reader gone after
+    # the first: exit as a C tool would on SIGPIPE, no traceback.
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert main(["ingest", str(empty), "--workdir", str(tmp_path)]) == 0  # a warehouse to read
+    proc = _cli("sql", "--workdir", str(tmp_path), "SELECT range AS n FROM range(200000)")
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert first.strip() in (b"n", b"-")  # the table's header
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_an_interrupted_ingest_says_what_landed_stays(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = _cli("ingest", "-", "--workdir", str(tmp_path), stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None
+    time.sleep(3)  # past start-up, waiting on the pipe (a hang guard below, not a speed limit)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    err = proc.stderr.read().decode()
+    assert "spendstream ingest: interrupted: what landed stays landed" in err
+    assert "Traceback" not in err
+
+
 def test_no_subcommand_exits_2() -> None:
     with pytest.raises(SystemExit) as exc:
         main([])

@@ -115,7 +115,7 @@ def _check_statements(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     refused = sorted({k for k in kinds if k not in QUERY_STATEMENTS})
     if refused:
         raise QueryError(
-            f"spendstream sql runs queries only (SELECT, DESCRIBE, SHOW, EXPLAIN, PRAGMA); "
+            f"spendstream sql runs queries only (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA); "
             f"{', '.join(refused)} is refused: the warehouse is read-only here and nothing "
             "outside it can be read or written. To export, use --format csv|json > FILE."
         )

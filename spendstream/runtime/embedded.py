@@ -10,13 +10,14 @@ read = landed + duplicates + dead-lettered.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import orjson
 import pyarrow.compute as pc
@@ -102,6 +103,13 @@ class IngestSummary:
         self.notifications.update(other.notifications)
 
 
+def own_stdin() -> IO[bytes]:
+    """A reader of our own on fd 0, not ``sys.stdin.buffer``: a live pipe is read on a
+    daemon thread, and at exit (Ctrl-C) the interpreter's close of ``sys.stdin`` would wait
+    on the lock that thread holds and abort the process."""
+    return open(sys.stdin.fileno(), "rb", closefd=False)
+
+
 def read_lines(
     paths: Iterable[str], stdin: Iterable[bytes] | None = None
 ) -> Iterator[tuple[str, bytes]]:
@@ -113,9 +121,7 @@ def read_lines(
     for path in paths:
         if path == "-":
             if stdin is None:
-                import sys
-
-                stdin = sys.stdin.buffer
+                stdin = own_stdin()
             yield from _numbered("stdin", stdin)
             continue
         with open(path, "rb") as fh:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, BinaryIO, cast
 
 from spendstream.producers.otel import DecodedTraces, OtelMapping, OtlpDecodeError, traces_from_json
-from spendstream.runtime.embedded import InputRecord, Rejected
+from spendstream.runtime.embedded import InputRecord, Rejected, own_stdin
 
 __all__ = ["OtlpFiles"]
 
@@ -39,7 +38,7 @@ class OtlpFiles:
     def __iter__(self) -> Iterator[InputRecord]:
         for path in self.paths:
             if path == "-":
-                yield from self._lines("stdin", self.stdin or sys.stdin.buffer)
+                yield from self._lines("stdin", self.stdin or own_stdin())
                 continue
             with open(path, "rb") as raw:
                 compressed = raw.read(2) == _GZIP_MAGIC
