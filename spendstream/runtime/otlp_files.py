@@ -87,6 +87,22 @@ class OtlpFiles:
             yield from self._request(path, n, line, request)
 
     def _request(self, path: str, n: int, raw: bytes, request: object) -> Iterator[InputRecord]:
+        if isinstance(request, dict) and request and "resourceSpans" not in request:
+            # An empty export ({}) holds nothing; an object with other keys is not an export,
+            # and a file line must end somewhere: here, a dead letter that says what it is.
+            usage = {"provider", "model", "input_tokens"} <= request.keys()
+            yield self._dead(
+                path,
+                n,
+                raw,
+                "not an OTLP/JSON traces export: "
+                + (
+                    "a usage event (ingest it without --format otlp)"
+                    if usage
+                    else "no resourceSpans"
+                ),
+            )
+            return
         try:
             decoded = traces_from_json(request, self.mapping)
         except OtlpDecodeError as exc:

@@ -135,3 +135,31 @@ def test_a_file_that_is_no_json_at_all_is_one_dead_letter(
     assert "read 1 = landed 0 + duplicates 0 + dead-lettered 1" in capsys.readouterr().out
     (row,) = _rows(wd, "SELECT source, error FROM dead_letters")
     assert row[0] == f"{path}:1" and "not OTLP/JSON" in row[1]
+
+
+def test_usage_events_given_as_otlp_are_dead_letters_that_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A JSON Lines file of usage events ingested with --format otlp: every line ends
+    # somewhere (none vanishes as an empty export), and the error says what to do instead.
+    event = {"event_id": "e1", "ts": "2026-11-01T00:00:00Z", "provider": "openai"}
+    event |= {"model": "gpt-5-mini", "input_tokens": 1, "output_tokens": 1}
+    path = tmp_path / "calls.jsonl"
+    lines = [event, {**event, "event_id": "e2"}, {"other": 1}, {}, _export(CHAT)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd) == 0
+    # {} is an empty export (it holds nothing, so it is no record); the export lands.
+    assert "read 4 = landed 1 + duplicates 0 + dead-lettered 3" in capsys.readouterr().out
+    dead = _rows(wd, "SELECT source, error FROM dead_letters ORDER BY source")
+    assert dead == [
+        (
+            f"{path}:1",
+            "not an OTLP/JSON traces export: a usage event (ingest it without --format otlp)",
+        ),
+        (
+            f"{path}:2",
+            "not an OTLP/JSON traces export: a usage event (ingest it without --format otlp)",
+        ),
+        (f"{path}:3", "not an OTLP/JSON traces export: no resourceSpans"),
+    ]
