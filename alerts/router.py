@@ -291,6 +291,14 @@ class AlertRouter:
         if result.delivered:
             self.state.open_incident(p.sink, n, now)
             summary.triggered += 1
+            log.info(
+                "paged %s: %s on %s (%d alert(s); incident %s)",
+                p.sink,
+                n.alert.kind,
+                ", ".join(n.scopes) or n.alert.scope,
+                n.count,
+                n.key,
+            )
         else:
             summary.dead_lettered += 1
 
@@ -301,6 +309,7 @@ class AlertRouter:
         self.state.mark_resolved(inc.sink, inc.key, now)
         if result.delivered:
             summary.resolved += 1
+            log.info("resolved on %s: incident %s (%s)", inc.sink, inc.key, inc.trigger.alert.scope)
         else:
             summary.dead_lettered += 1
 

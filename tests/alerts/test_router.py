@@ -431,6 +431,23 @@ def test_auto_resolve_closes_an_incident_idle_for_exactly_its_auto_resolve_s(
 PD_ONLY: list[dict[str, Any]] = [{"name": "p", "sinks": ["pd"], "group_by": ["kind", "api_key_id"]}]
 
 
+def test_each_page_and_resolve_delivered_is_logged_naming_sink_kind_and_scope(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    # `spendstream alerts` logs at info: an operator tailing it sees what went out.
+    h = Harness(tmp_path, http_server, routes=PD_ONLY)
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.router"):
+        h.router.handle([make_alert()])
+        (incident,) = h.router.state.open_incidents()
+        h.router.handle([], [breaker("session:s1")])
+    lines = [r.getMessage() for r in caplog.records if r.name == "spendstream.alerts.router"]
+    assert lines == [
+        f"paged pd: runaway_session on session:s1 (1 alert(s); incident {incident.key})",
+        f"resolved on pd: incident {incident.key} (session:s1)",
+    ]
+    assert h.pd_actions() == ["trigger", "resolve"] and PD_KEY not in caplog.text
+
+
 def test_a_dead_lettered_resolve_is_delivered_on_replay(
     tmp_path: Path, http_server: Callable[..., ScriptedServer]
 ) -> None:
