@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal, localcontext
@@ -580,6 +581,26 @@ def _cache_series(
     return [(n, series[n]) for n in names]
 
 
+def unmatched(con: duckdb.DuckDBPyConnection, flt: ReportFilter) -> str | None:
+    """When no fact has one of ``flt``'s values: which, and some values that do occur (a
+    typo in --team writes an empty page otherwise, with nothing said). Before the filter."""
+    for column, value in flt.fields().items():
+        found = con.execute(
+            f'SELECT count(*) FROM usage_facts WHERE "{column}" = $v', {"v": value}
+        ).fetchone()
+        if found is not None and found[0] == 0:
+            seen = [
+                str(v)
+                for (v,) in con.execute(
+                    f'SELECT DISTINCT "{column}" FROM usage_facts WHERE "{column}" IS NOT NULL '
+                    f'ORDER BY "{column}" LIMIT 10'
+                ).fetchall()
+            ]
+            known = f" ({column} values seen: {', '.join(seen)})" if seen else ""
+            return f"no facts have {column} = {value}: the report is empty{known}"
+    return None
+
+
 def write_report(
     workdir: Path,
     out: Path,
@@ -587,12 +608,17 @@ def write_report(
     until: datetime | None = None,
     flt: ReportFilter | None = None,
     config: WarehouseConfig | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Path:
-    """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically)."""
+    """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically).
+    ``note`` hears what the reader should know (a filter no fact matches)."""
     from spendstream.warehouse.reading import connect
 
     con = connect(Path(workdir), config)
     try:
+        problem = unmatched(con, flt) if flt is not None and note is not None else None
+        if problem is not None and note is not None:
+            note(problem)
         apply_filter(con, flt or ReportFilter())
         data = gather(con, default_period(con, since, until))
         data.filter_text = (flt or ReportFilter()).describe()

@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         until,
         flt,
         config_from_args(args).warehouse,
+        note=lambda text: print(f"spendstream report: {text}", file=sys.stderr),
     )
     print(f"wrote {out.resolve()}", file=sys.stderr)
     return 0

@@ -398,6 +398,22 @@ def test_report_command_writes_the_page_and_rejects_a_bad_date(
     assert main(["report", "--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 2
 
 
+def test_a_filter_no_fact_matches_is_said_with_the_values_that_occur(
+    rendered: Rendered, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "typo.html"
+    argv = ["report", "--workdir", str(rendered.workdir), "--out", str(out)]
+    assert main([*argv, "--team", "serch"]) == 0
+    err = capsys.readouterr().err
+    teams = sorted({t for (t,) in _sql(rendered.workdir, "SELECT team FROM usage_facts") if t})
+    assert (
+        f"no facts have team = serch: the report is empty (team values seen: {', '.join(teams[:10])})"
+        in err
+    )
+    assert main([*argv, "--team", teams[0]]) == 0
+    assert "no facts have" not in capsys.readouterr().err
+
+
 def test_demo_ends_pointing_at_the_report_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
