@@ -310,8 +310,13 @@ def generate(
 
 def write_jsonl(
     path: Path, events: int = 50_000, seed: int = 7, start: datetime | None = None
-) -> None:
-    """``generate(events, seed, start)`` as a JSON Lines file, one compact event per line."""
+) -> int:
+    """``generate(events, seed, start)`` as a JSON Lines file, one compact event per line;
+    returns how many lines (a few percent over ``events``: failed attempts and their retries
+    are calls of their own)."""
+    written = 0
     with open(path, "w", encoding="utf-8") as fh:
         for e in generate(events, seed, start):
             fh.write(json.dumps(e, separators=(",", ":")) + "\n")
+            written += 1
+    return written

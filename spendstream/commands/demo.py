@@ -98,10 +98,11 @@ def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
+    calls = write_jsonl(events_file, args.events, args.seed)
     out.write(
-        f"spendstream demo: {args.events:,} synthetic LLM calls over 3 days (seed {args.seed})\n"
+        f"spendstream demo: {calls:,} synthetic LLM calls over 3 days (seed {args.seed}; "
+        f"--events {args.events:,} and their retries), then a burst of agents\n"
     )
-    write_jsonl(events_file, args.events, args.seed)
     out.write(f"  events written to {events_file}\n\n")
     from spendstream.runtime.agent_burst import BURST_SCOPE, burst_start, run_agent_burst
 
