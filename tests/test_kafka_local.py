@@ -144,7 +144,7 @@ def test_start_refuses_a_taken_port(kafka_broker_factory: BrokerFactory) -> None
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", broker.port))
         squatter.listen()
-        with pytest.raises(PortInUseError, match=str(broker.port)):
+        with pytest.raises(PortInUseError, match=f"port {broker.port} .* with --port N"):
             broker.start(timeout_s=30)
     assert not broker.status().running
 

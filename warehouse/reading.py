@@ -62,7 +62,7 @@ def open_reader(workdir: Path, config: WarehouseConfig | None = None) -> Warehou
     ):
         raise ConfigError(
             f"no warehouse at {storage.local_root} (--workdir / $SPENDSTREAM_HOME); "
-            "run `spendstream ingest` or `spendstream demo` first"
+            "run `spendstream ingest`, `spendstream demo` or `spendstream run` first"
         )
     wh = Warehouse(Path(workdir), writer="reader", config=config, create=False)
     if not wh.tables.exists():

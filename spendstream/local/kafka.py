@@ -637,9 +637,12 @@ class LocalKafka:
         java = _checked_java()
         libs = ensure_jars(self.version)
         ports = (self.port, self.controller_port, self.sasl_port, self.ssl_port)
-        for port in (p for p in ports if p is not None):
-            if not _port_free(port):
-                raise PortInUseError(f"port {port} on 127.0.0.1 is in use; choose another")
+        flags = ("--port", "--controller-port", "--sasl-port", "--ssl-port")
+        for port, flag in zip(ports, flags, strict=True):
+            if port is not None and not _port_free(port):
+                raise PortInUseError(
+                    f"port {port} on 127.0.0.1 is in use; choose another with {flag} N"
+                )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._kraft_dir.mkdir(exist_ok=True)
         self._write_config()
