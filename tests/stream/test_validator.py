@@ -12,6 +12,16 @@ from spendstream.producers.event import MAX_TOKENS, TOKEN_FIELDS, UsageEvent
 from spendstream.stream import validator
 from spendstream.table_schemas import EVENT_FIELDS
 
+# The fields every event must have, each valid.
+_REQUIRED = {
+    "event_id": "e",
+    "ts": "2026-01-01T00:00:00Z",
+    "provider": "p",
+    "model": "m",
+    "input_tokens": 1,
+    "output_tokens": 1,
+}
+
 
 def test_every_model_field_has_a_rule_with_the_models_constraints() -> None:
     rules = {r.name: r for r in validator.RULES}
@@ -63,14 +73,7 @@ def test_a_field_added_to_the_model_is_checked_without_an_edit(
     rules = {r.name: r for r in validator._derive_rules()}
     assert rules["residency"].constraints == {"min_length": 1, "max_length": 4}
     monkeypatch.setattr(validator, "RULES", tuple(rules.values()))
-    base = {
-        "event_id": "e",
-        "ts": "2026-01-01T00:00:00Z",
-        "provider": "p",
-        "model": "m",
-        "input_tokens": 1,
-        "output_tokens": 1,
-    }
+    base = _REQUIRED
     table = pa.Table.from_pylist(
         [{**base, "residency": r} for r in ("eu", "europe", None, "")],
         schema=validator.json_read_schema(),
@@ -110,16 +113,7 @@ def test_a_field_missing_from_the_table_schema_stops_the_import(
         validator._derive_rules()
 
 
-_BASE = {
-    "event_id": "e",
-    "ts": "2026-01-01T00:00:00Z",
-    "provider": "p",
-    "model": "m",
-    "input_tokens": 1,
-    "output_tokens": 1,
-    "turn": 0,
-    "latency_ms": 0.0,
-}
+_BASE = {**_REQUIRED, "turn": 0, "latency_ms": 0.0}
 
 
 @pytest.mark.parametrize("with_a_null", [False, True], ids=["no-nulls", "a-null-row"])

@@ -98,14 +98,19 @@ def test_digests_tell_a_replay_from_a_conflicting_copy() -> None:
     assert got.tolist() == [DUPLICATE, CONFLICT, NEW, CONFLICT]
 
 
-def test_days_before_the_window_are_probed_in_the_table_and_cached() -> None:
+def _store_of_old_days() -> tuple[DedupeStore, list[int]]:
+    """A two-day store whose table holds ``old-<day>`` on every day; ``loaded``: days read."""
     loaded: list[int] = []
 
     def load(day: int) -> tuple[pa.Array, pa.Array | None]:
         loaded.append(day)
         return pa.array([f"old-{day}"]), None
 
-    store = DedupeStore(2, load)
+    return DedupeStore(2, load), loaded
+
+
+def test_days_before_the_window_are_probed_in_the_table_and_cached() -> None:
+    store, loaded = _store_of_old_days()
     store.add(pa.array(["new"]), np.array([100]))
     assert store.window_start() == 98
     got = store.classify(pa.array(["old-90", "other", "old-97"]), np.array([90, 90, 97]))
@@ -117,13 +122,7 @@ def test_days_before_the_window_are_probed_in_the_table_and_cached() -> None:
 
 
 def test_only_days_the_memory_cannot_answer_are_read_from_the_table() -> None:
-    loaded: list[int] = []
-
-    def load(day: int) -> tuple[pa.Array, pa.Array | None]:
-        loaded.append(day)
-        return pa.array([f"old-{day}"]), None
-
-    store = DedupeStore(2, load)
+    store, loaded = _store_of_old_days()
     store.add(pa.array(["new", "edge"]), np.array([100, 98]))
     assert store.window_start() == 98
     # The window's first day is in memory, so a new id on it reads nothing; an id found in
@@ -134,13 +133,7 @@ def test_only_days_the_memory_cannot_answer_are_read_from_the_table() -> None:
 
 
 def test_the_four_old_days_used_last_stay_cached() -> None:
-    loaded: list[int] = []
-
-    def load(day: int) -> tuple[pa.Array, pa.Array | None]:
-        loaded.append(day)
-        return pa.array([f"old-{day}"]), None
-
-    store = DedupeStore(2, load)
+    store, loaded = _store_of_old_days()
     store.add(pa.array(["new"]), np.array([100]))
     for day in (90, 91, 92, 93, 90, 94, 90, 92, 93):  # 90 used again before 94 comes in
         assert store.classify(pa.array([f"old-{day}"]), np.array([day])).tolist() == [DUPLICATE]
