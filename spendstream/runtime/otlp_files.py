@@ -87,7 +87,11 @@ class OtlpFiles:
             yield from self._request(path, n, line, request)
 
     def _request(self, path: str, n: int, raw: bytes, request: object) -> Iterator[InputRecord]:
-        if isinstance(request, dict) and request and "resourceSpans" not in request:
+        if (
+            isinstance(request, dict)
+            and request
+            and not {"resourceSpans", "resource_spans"} & request.keys()
+        ):
             # An empty export ({}) holds nothing; an object with other keys is not an export,
             # and a file line must end somewhere: here, a dead letter that says what it is.
             usage = {"provider", "model", "input_tokens"} <= request.keys()

@@ -145,12 +145,13 @@ def test_usage_events_given_as_otlp_are_dead_letters_that_say_so(
     event = {"event_id": "e1", "ts": "2026-11-01T00:00:00Z", "provider": "openai"}
     event |= {"model": "gpt-5-mini", "input_tokens": 1, "output_tokens": 1}
     path = tmp_path / "calls.jsonl"
-    lines = [event, {**event, "event_id": "e2"}, {"other": 1}, {}, _export(CHAT)]
+    snake = {"resource_spans": _export(CHAT)["resourceSpans"]}  # proto field names: an export
+    lines = [event, {**event, "event_id": "e2"}, {"other": 1}, {}, _export(CHAT), snake]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     wd = tmp_path / "wd"
     assert _ingest([path], wd) == 0
-    # {} is an empty export (it holds nothing, so it is no record); the export lands.
-    assert "read 4 = landed 1 + duplicates 0 + dead-lettered 3" in capsys.readouterr().out
+    # {} is an empty export (it holds nothing, so it is no record); both exports land.
+    assert "read 5 = landed 2 + duplicates 0 + dead-lettered 3" in capsys.readouterr().out
     dead = _rows(wd, "SELECT source, error FROM dead_letters ORDER BY source")
     assert dead == [
         (
