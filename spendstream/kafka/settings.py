@@ -141,11 +141,27 @@ class _RepeatFilter(logging.Filter):
         return True
 
 
+# What librdkafka warns about while a broker that just started loads its coordinators: it
+# retries by itself within seconds, and every `spendstream run` on a fresh broker said so.
+_TRANSIENT = ("Coordinator load in progress", "COORDINATOR_LOAD_IN_PROGRESS")
+
+
+class _TransientFilter(logging.Filter):
+    """Warnings of a state librdkafka waits out by itself are logged at info."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and any(t in record.getMessage() for t in _TRANSIENT):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
 def client_logger() -> logging.Logger:
     """The logger librdkafka's own log lines go to (``spendstream.kafka.client``)."""
     logger = logging.getLogger(_CLIENT_LOG)
-    if not any(isinstance(f, _RepeatFilter) for f in logger.filters):
-        logger.addFilter(_RepeatFilter())
+    for kind in (_TransientFilter, _RepeatFilter):
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     return logger
 
 

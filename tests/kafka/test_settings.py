@@ -128,3 +128,29 @@ def test_librdkafka_log_lines_repeat_at_most_once_a_minute() -> None:
     finally:
         logger.removeHandler(handler)
     assert seen == ["FAIL auth failed (after 321ms in state AUTH_REQ)", "another line"]
+
+
+def test_a_coordinator_still_loading_is_logged_at_info_not_as_a_warning() -> None:
+    # A broker that just started answers COORDINATOR_LOAD_IN_PROGRESS for a few seconds and
+    # librdkafka retries by itself: not a warning on every start of a worker.
+    logger = client_logger()
+    seen: list[tuple[int, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.levelno, record.getMessage()))
+
+    handler = Keep()
+    logger.addHandler(handler)
+    level = logger.level
+    line = "TXNPID Failed to acquire idempotence PID: Coordinator load in progress: retrying"
+    try:
+        logger.setLevel(logging.WARNING)
+        logger.warning(line)
+        logger.warning("FAIL broker down")
+        logger.setLevel(logging.INFO)
+        logger.warning(line + " again")
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+    assert seen == [(logging.WARNING, "FAIL broker down"), (logging.INFO, line + " again")]
