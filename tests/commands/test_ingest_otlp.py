@@ -164,3 +164,15 @@ def test_usage_events_given_as_otlp_are_dead_letters_that_say_so(
         ),
         (f"{path}:3", "not an OTLP/JSON traces export: no resourceSpans"),
     ]
+
+
+def test_a_byte_order_mark_starting_an_export_file_is_not_part_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One export per line, and one pretty-printed document: either saved with a BOM.
+    lines = tmp_path / "lines.jsonl"
+    lines.write_bytes(b"\xef\xbb\xbf" + json.dumps(_export(CHAT)).encode() + b"\n")
+    pretty = tmp_path / "pretty.json"
+    pretty.write_bytes(b"\xef\xbb\xbf" + json.dumps(_export(CHAT), indent=2).encode())
+    assert _ingest([lines, pretty], tmp_path / "wd") == 0
+    assert "read 2 = landed 2 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
