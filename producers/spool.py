@@ -292,13 +292,18 @@ def _write_destination(slot: Path, destination: str | None) -> None:
 
 
 def _takes(slot: Path, destination: str | None) -> bool:
-    """Whether a process sending to ``destination`` may use this slot (its lock held)."""
+    """Whether a process sending to ``destination`` may use this slot (its lock held), the
+    slot then naming ``destination``."""
     owner = _read_destination(slot)
-    if owner is None or owner == destination:
-        return True  # ours, or written before slots named their destination: adopt it
-    # Another destination's events are replayed only by a process sending there; once
-    # drained, the slot is free for anyone.
-    return not _holds_events(slot)
+    if owner == destination:
+        return True
+    # Unnamed (written before slots named their destination): adopted. Another
+    # destination's events are replayed only by a process sending there; once drained, the
+    # slot is free for anyone.
+    if owner is not None and _holds_events(slot):
+        return False
+    _write_destination(slot, destination)
+    return True
 
 
 def _claim_slot(root: Path, destination: str | None) -> tuple[Path, int]:
@@ -318,8 +323,6 @@ def _claim_slot(root: Path, destination: str | None) -> tuple[Path, int]:
         try:
             # Judged under the slot's lock: no other process can be writing to it now.
             if _takes(slot, destination):
-                if _read_destination(slot) != destination:
-                    _write_destination(slot, destination)
                 return slot, fd
         except BaseException:
             _release(fd)

@@ -616,9 +616,10 @@ def write_report(
 
     con = connect(Path(workdir), config)
     try:
-        problem = unmatched(con, flt) if flt is not None and note is not None else None
-        if problem is not None and note is not None:
-            note(problem)
+        if flt is not None and note is not None:
+            problem = unmatched(con, flt)
+            if problem is not None:
+                note(problem)
         apply_filter(con, flt or ReportFilter())
         data = gather(con, default_period(con, since, until))
         data.filter_text = (flt or ReportFilter()).describe()
