@@ -39,6 +39,17 @@ __all__ = ["BudgetDetector", "BudgetWire", "budget_id"]
 _ZERO = Decimal(0)
 _CENTS = Decimal("0.01")
 HARD = "hard"
+
+
+def _dollars(amount: Decimal) -> str:
+    """A budget as people write money: 40.0 and 100 read 40.00 and 100.00 beside the
+    spend's cents; an amount finer than a cent keeps its digits (0.005 stays 0.005)."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -2:
+        return f"{amount.quantize(_CENTS):f}"
+    return f"{exact:f}"
+
 # Snapshot: [[budget index, period start us, spend, [fired tags]], ...]
 BudgetWire = list[list[int | str | list[str]]]
 I64 = npt.NDArray[np.int64]
@@ -248,7 +259,7 @@ class BudgetDetector:
                 spend,
                 b.hard_limit * b.amount_usd,
                 f"{b.scope} spent ${spend.quantize(_CENTS)}, past the hard "
-                f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
+                f"limit of {b.hard_limit} x its ${_dollars(b.amount_usd)} {b.period} budget",
                 (b.period, str(b.amount_usd), key),
                 {**details, "hard_limit": str(b.hard_limit)},
             )
@@ -264,7 +275,7 @@ class BudgetDetector:
             spend,
             level * b.amount_usd,
             f"{b.scope} spent ${spend.quantize(_CENTS)} of its "
-            f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
+            f"${_dollars(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
             f"from {begin:%Y-%m-%d %H:00} UTC",
             (b.period, str(b.amount_usd), key, tag),
             {**details, "level": tag},

@@ -28,7 +28,7 @@ def test_each_level_alerts_once_when_the_period_spend_reaches_it() -> None:
         ("budget_threshold", "team:search", Decimal("50.00"), Decimal("50.0"), "info")
     ]
     assert a50[0].message == (
-        "team:search spent $50.00 of its $100 day budget (50% level) in the period "
+        "team:search spent $50.00 of its $100.00 day budget (50% level) in the period "
         "from 2026-03-02 00:00 UTC"
     )
     assert a50[0].details == {
@@ -47,6 +47,19 @@ def test_each_level_alerts_once_when_the_period_spend_reaches_it() -> None:
         ("1.0", "critical"),
     ]
     assert feed([fact(at(4), "1", team="search")]) == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [("40.0", "$40.00"), ("12.5", "$12.50"), ("0.005", "$0.005"), ("1E+3", "$1000.00")],
+)
+def test_the_budget_in_an_alert_reads_as_money_beside_the_spend(amount: str, written: str) -> None:
+    # The configured amount keeps every digit it has (a sub-cent budget is not rounded
+    # away) and shows at least cents, as the spend beside it does.
+    feed = _feed(amount_usd=Decimal(amount), alert_at=[1.0])
+    [alert] = feed([fact(at(0), amount, team="search")])
+    assert f"of its {written} day budget (100% level)" in alert.message
+    assert alert.details["amount_usd"] == amount  # the configured value, as configured
 
 
 def test_a_level_crossed_inside_one_batch_is_the_exact_call() -> None:
@@ -69,7 +82,7 @@ def test_hard_limit_fires_budget_exceeded_once_when_reached_and_new_period_start
     ]
     assert ex[0].details["period_end"] == "2026-03-03T00:00:00+00:00"
     assert ex[0].message == (
-        "team:search spent $200.00, past the hard limit of 2.0 x its $100 day budget"
+        "team:search spent $200.00, past the hard limit of 2.0 x its $100.00 day budget"
     )
     nxt = feed([fact(at(hours=24), "250", team="search")])
     assert [a.kind for a in nxt] == ["budget_exceeded"]

@@ -353,6 +353,12 @@ def period_bounds(ts: datetime, period: str) -> tuple[datetime, datetime]:
     return start, start.replace(month=start.month + 1)
 
 
+def _dollars(amount: Decimal) -> str:
+    # Written apart from the engine's: pad the exact digits to cents, never cut any.
+    whole, _, frac = format(amount.normalize(), "f").partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
 class Budgets:
     def __init__(self, c: Config) -> None:
         self.budgets: list[BudgetConfig] = list(c.budget)
@@ -400,7 +406,7 @@ class Budgets:
                         spend,
                         level * b.amount_usd,
                         f"{b.scope} spent ${spend.quantize(Decimal('0.01'))} of its "
-                        f"${b.amount_usd} {b.period} budget ({level:%} level) in the period "
+                        f"${_dollars(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
                         f"from {start:%Y-%m-%d %H:00} UTC",
                         (b.period, str(b.amount_usd), key, tag),
                         {**details, "level": tag},
@@ -419,7 +425,7 @@ class Budgets:
                             spend,
                             limit,
                             f"{b.scope} spent ${spend.quantize(Decimal('0.01'))}, past the hard "
-                            f"limit of {b.hard_limit} x its ${b.amount_usd} {b.period} budget",
+                            f"limit of {b.hard_limit} x its ${_dollars(b.amount_usd)} {b.period} budget",
                             (b.period, str(b.amount_usd), key),
                             {**details, "hard_limit": str(b.hard_limit)},
                         )
