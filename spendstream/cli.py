@@ -18,7 +18,6 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from spendstream import __version__
 from spendstream.errors import ConfigError, SpendstreamError, ToolMissingError, WorkdirBusy
@@ -51,15 +50,10 @@ def _module_name(command: str) -> str:
     return "spendstream.commands." + command.replace("-", "_")
 
 
-def _available() -> dict[str, ModuleType]:
+def _available() -> list[str]:
     # A command appears once its module exists; a module that exists but fails to import is a bug
-    # and must surface, so only absence is tolerated here.
-    found: dict[str, ModuleType] = {}
-    for name in COMMANDS:
-        modname = _module_name(name)
-        if importlib.util.find_spec(modname) is not None:
-            found[name] = importlib.import_module(modname)
-    return found
+    # and must surface (when its options are built), so only absence is tolerated here.
+    return [name for name in COMMANDS if importlib.util.find_spec(_module_name(name)) is not None]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,7 +72,12 @@ def _did_you_mean(message: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; with `only`, just those commands' options are built.
+
+    A command's options import its module, and some of those import numpy, pyarrow and
+    pydantic: building all of them took ~0.6 s before `--version` or `--help` could answer.
+    The other commands are still listed (help, choices, did-you-mean)."""
     parser = _Parser(
         prog="spendstream",
         description="Event-streaming metering pipeline for LLM spend.",
@@ -86,16 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"spendstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name, module in _available().items():
+    for name in _available():
         p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
-        module.configure(p)
-        p.set_defaults(_module=module)
+        if only is None or name in only:
+            module = importlib.import_module(_module_name(name))
+            module.configure(p)
+            p.set_defaults(_module=module)
     return parser
 
 
+def _command_named(argv: Sequence[str]) -> str | None:
+    # The top-level parser has only flags, so the first word that is not one names the command.
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    words = list(argv) if argv is not None else sys.argv[1:]
+    command = _command_named(words)
+    # No command named (`--version`, `--help`, a typo): list every command, import none.
+    parser = build_parser([command] if command is not None else [])
+    args = parser.parse_args(words)
     try:
         code = int(args._module.run(args) or 0)
         sys.stdout.flush()  # inside the try: a reader gone since the last write is caught below

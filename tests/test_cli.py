@@ -39,6 +39,41 @@ def test_each_available_command_has_help(name: str, capsys: pytest.CaptureFixtur
     assert COMMANDS[name] in " ".join(out.split())
 
 
+def test_version_and_help_answer_without_building_any_command() -> None:
+    # Building a command's options imports its module (numpy, pyarrow, pydantic for some):
+    # `--version`, `--help` and a mistyped command must not wait for every command's.
+    probe = (
+        "import sys\n"
+        "from spendstream.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['reprot']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('spendstream.commands.')"
+        " or m in ('pyarrow', 'numpy', 'pydantic')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "spendstream 0.1" in done.stdout and "report" in done.stdout
+    assert "did you mean 'report'?" in done.stderr
+
+
+def test_a_command_builds_only_its_own_options() -> None:
+    probe = (
+        "import sys\n"
+        "from spendstream.cli import main\n"
+        "try:\n"
+        "    main(['init', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('spendstream.commands.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    built = done.stdout.splitlines()[-1]
+    assert "spendstream.commands.init" in built and "spendstream.commands.report" not in built
+
+
 def test_unknown_subcommand_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["frobnicate"])
