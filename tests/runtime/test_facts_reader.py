@@ -68,3 +68,36 @@ def test_records_read_back_in_any_order_and_nothing_fetched_between_reads(
         assert reader.fetched == len(refs)
     finally:
         reader.close()
+
+
+def test_unlanded_cuts_are_the_published_batches_past_the_landed_one_strays_passed_over(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # A worker published three batches of usage partition 0 and landed only the first; a
+    # stray record (no worker wrote it) sits between them and at the tail. The next
+    # reader of the partition must replay the two unlanded batches cut as published, not
+    # fail on every takeover at the stray.
+    topic = topic_factory(1)
+    t = _facts(5, 3)
+    rows = pa.array(range(t.num_rows), pa.int64())
+
+    def batch(first: int, last: int) -> OutRecord:
+        return OutRecord(topic, facts_topic.encode(0, t, rows, (first, last)), partition=0)
+
+    def stray(value: bytes) -> OutRecord:
+        return OutRecord(topic, value, partition=0)
+
+    producer = Producer(kafka_bootstrap)
+    producer.send(
+        [batch(0, 9), batch(10, 19), stray(b'{"not": "arrow"}'), batch(20, 29), stray(b"\x00")],
+        60,
+    ).raise_first()
+    producer.close()
+    reader = FactsReader(as_settings(kafka_bootstrap), topic)
+    try:
+        assert reader.unlanded_cuts(0, 9) == [(10, 19), (20, 29)]
+        assert reader.unlanded_cuts(0, 19) == [(20, 29)]
+        assert reader.unlanded_cuts(0, 29) == []
+        assert reader.unlanded_cuts(0, -1) == [(0, 9), (10, 19), (20, 29)]
+    finally:
+        reader.close()

@@ -4,6 +4,7 @@ published but never landed (the usage loop replays them cut the same way)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,11 +20,14 @@ from spendstream.table_schemas import FACTS
 
 __all__ = ["READ_CONFIG", "FactsReader", "batch_ref", "parse_ref"]
 
+log = logging.getLogger(__name__)
+
 # Decoded batches kept, by size: a round's crossings usually read a handful, and a decoded
 # 20k-event batch is ~10 MB (64 of them held ~650 MB in a 10M-event run).
 _CACHE_BYTES = 128 << 20
 _TIMEOUT_S = 30.0
 _TAIL = 8  # facts records looked at backwards for unlanded batches (one is usual)
+_LOOK_AT_MOST = 64  # ... records of any kind, strays included
 
 
 def batch_ref(partition: int, offset: int) -> str:
@@ -111,12 +115,24 @@ class FactsReader:
         low, high = self.consumer.watermarks((self.topic, partition))
         cuts: list[tuple[int, int]] = []
         offset = high - 1
-        while offset >= low and len(cuts) < _TAIL:
-            span = facts_topic.decode(self._read(partition, offset).value() or b"").batch_offsets
+        looked = 0
+        while offset >= low and len(cuts) < _TAIL and looked < _LOOK_AT_MOST:
+            looked += 1
+            value = self._read(partition, offset).value() or b""
+            offset -= 1
+            try:
+                span = facts_topic.decode(value).batch_offsets
+            except ValueError as exc:
+                # Not written by a worker: no batch was cut by it. Failing here would stop
+                # the partition's every takeover; the record stays on the topic to look at.
+                log.warning(
+                    "%s/%d@%d is not a facts record (%s): passed over",
+                    self.topic, partition, offset + 1, exc,
+                )  # fmt: skip
+                continue
             if span is None or span[1] <= landed:
                 break
             cuts.append(span)
-            offset -= 1
         cuts.reverse()
         # A cut that does not start right after the last one (or the landed position) was
         # published by a worker that had not landed what came before: start over from there.

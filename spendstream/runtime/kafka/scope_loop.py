@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from spendstream.config import Config
 from spendstream.errors import SpendstreamError
 from spendstream.kafka.consumer import Message
 from spendstream.kafka.settings import KafkaSettings
-from spendstream.records import Alert, BreakerEvent
+from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.kafka.outputs import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
@@ -52,9 +53,10 @@ from spendstream.runtime.kafka.wire import (
     decode_reset,
     kind_of,
 )
+from spendstream.stream.batch import stored_raw
 from spendstream.stream.engine import ScopeEngine
 from spendstream.stream.rounds import round_of, slices_of
-from spendstream.table_schemas import alerts_table, breaker_events_table
+from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
 from spendstream.warehouse import Warehouse
 
 __all__ = ["COMMIT_QUIET_S", "ScopeLoop", "lands_now", "scope_writer"]
@@ -115,6 +117,9 @@ class _Owner:
     # usage partition -> watermark of its last merged slice: what a commit keeps of
     # ``clocks`` (held slices are read again after a restart and raise it again)
     merged_clocks: dict[int, int] = field(default_factory=dict)
+    # Records of the partials topic no worker wrote, read since the last commit: they land
+    # with it (the dead-letter topic and table), so the position never passes one silently.
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class ScopeLoop(PartitionLoop[_Owner]):
@@ -195,7 +200,13 @@ class ScopeLoop(PartitionLoop[_Owner]):
             owner.read = offset
             kind = kind_of(m.headers())
             if kind == PARTIALS_KIND:
-                self._hold(owner, offset, m.value() or b"", now)
+                value = m.value() or b""
+                try:
+                    batch = self._partials(value)
+                except ValueError as exc:
+                    owner.dead.append(self._stray(owner, offset, value, exc))
+                    continue
+                self._hold(owner, offset, batch, now)
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
                 self._round(owner, alerts, breakers)  # a reset applies after what came before
@@ -216,7 +227,8 @@ class ScopeLoop(PartitionLoop[_Owner]):
             breakers += owner.idle.advance(owner.engine)
         self.metrics.held.set(sum(len(o.held) for o in self.parts.values()))
         owner.dirty |= merged
-        if lands_now(bool(alerts or breakers), self._unlanded(owner), now, owner.landed_at):
+        output = bool(alerts or breakers or owner.dead)
+        if lands_now(output, self._unlanded(owner), now, owner.landed_at):
             self._land(owner, alerts, breakers)
 
     def processed(self, state: _Owner) -> int:
@@ -229,7 +241,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
         moved = owner.read > owner.landed and (
             not owner.held or owner.held[0].offset - 1 > owner.landed
         )
-        return owner.dirty or moved
+        return owner.dirty or moved or bool(owner.dead)
 
     def _release(self, n: int, state: _Owner) -> None:
         # State merged within the quiet interval lands now, so the partition's next owner
@@ -241,8 +253,35 @@ class ScopeLoop(PartitionLoop[_Owner]):
                 log.warning("scopes %d: could not land merged state on leaving (%s)", n, exc)
         super()._release(n, state)
 
-    def _hold(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
+    def _partials(self, value: bytes) -> PartialsBatch:
+        """The record's batch; ``ValueError`` if no worker of this pipeline wrote it."""
         batch = decode_partials(value)
+        if not 0 <= batch.usage_partition < self.lanes:
+            raise ValueError(
+                f"not a partials record of this pipeline: usage partition "
+                f"{batch.usage_partition} is not one of the usage topic's {self.lanes}"
+            )
+        if not 0 <= batch.first_offset <= batch.last_offset:
+            raise ValueError(
+                f"not a partials record of this pipeline: usage offsets "
+                f"{batch.first_offset}..{batch.last_offset}"
+            )
+        return batch
+
+    def _stray(self, owner: _Owner, offset: int, value: bytes, exc: ValueError) -> DeadLetter:
+        # Skipping it is the only way on: it would fail the same way on every replay, and
+        # the facts its batch held (if a worker wrote it) are landed by their usage
+        # partition's writer whatever happens here; only wide-scope detection lacks them.
+        source = f"kafka:{self.names.partials}/{owner.number}@{offset}"
+        error = (
+            f"{exc}. Only spendstream workers of one version should produce to "
+            f"{self.names.partials}; wide-scope detection (team, feature, user, project, "
+            "global, budgets) went on without this record"
+        )
+        log.error("scopes %d: dead-lettered %s: %s", owner.number, source, error)
+        return DeadLetter(stored_raw(value), error, source, datetime.now(UTC))
+
+    def _hold(self, owner: _Owner, offset: int, batch: PartialsBatch, now: float) -> None:
         p = batch.usage_partition
         have = max(
             owner.merged.get(p, -1),
@@ -359,16 +398,21 @@ class ScopeLoop(PartitionLoop[_Owner]):
     def _land(self, owner: _Owner, alerts: list[Alert], breakers: list[BreakerEvent]) -> None:
         assert self.out is not None
         t0 = time.perf_counter()
-        self.out.send(self.out.detection(alerts, breakers))
+        self.out.send(
+            self.out.detection(alerts, breakers) + [self.out.dead_letter(d) for d in owner.dead]
+        )
         # Held batches are read again after a restart (replays of merged ones are dropped).
         position = owner.held[0].offset - 1 if owner.held else owner.read
         position = max(position, owner.landed)
         owner.warehouse.commit(
             alerts=alerts_table(alerts),
             breaker_events=breaker_events_table(breakers),
+            dead_letters=dead_letters_table(owner.dead),
             positions={self.position_key(owner.number): position},
             state=self._snapshot(owner),
         )
+        self.metrics.dead_letters.labels("scopes").inc(len(owner.dead))
+        owner.dead = []
         owner.landed = position
         owner.landed_at = self.clock()
         owner.dirty = False

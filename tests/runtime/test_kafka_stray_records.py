@@ -1,0 +1,91 @@
+"""Records on the internal topics that no worker wrote (a tool pointed at the wrong topic,
+a record of another pipeline) must not stop the pipeline: read on every replay, each would
+fail the same way for ever. A scope owner dead-letters what it cannot read as a partials
+record and goes on; a worker taking a usage partition passes over what is not a facts
+record at the facts topic's tail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.runtime.kafka.wire import KIND_HEADER, PARTIALS_KIND, encode_partials
+from spendstream.stream.partials import PARTIALS
+from spendstream.topics import DEAD_LETTERS
+from tests.runtime.kafka_workers import (
+    Worker,
+    fact_count,
+    kcat_produce,
+    query,
+    read_topic,
+    wait_for,
+    write_config,
+)
+from tests.runtime.test_kafka_breaker_reset import SCOPE, _calls
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+LANES = 3
+
+
+def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config, prefix = write_config(
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        partitions=LANES,
+        extra=(
+            "[leases]\nserve_in_run = false\n"
+            f'[[budget]]\nscope = "{SCOPE}"\nperiod = "day"\namount_usd = "1"\n'
+            'hard_limit = "1.0"\n'
+        ),
+    )
+    partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
+    kind = [(KIND_HEADER, PARTIALS_KIND)]
+    # Well formed, but of a pipeline whose usage topic has more partitions than this one.
+    foreign = encode_partials(LANES + 4, 0, 9, PARTIALS.empty_table())
+    strays = [OutRecord(partials, b"not arrow", headers=kind, partition=q) for q in range(LANES)]
+    strays += [OutRecord(partials, foreign, headers=kind, partition=1)]
+    strays += [OutRecord(facts, b'{"event_id": "x"}', partition=p) for p in range(LANES)]
+
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        producer = Producer(kafka_bootstrap)
+        producer.send(strays, 60).raise_first()
+        producer.close()
+        # A takeover reads each facts partition's tail (the strays) for unlanded batches.
+        assert w.stop() == 0, w.log_tail()
+        w = Worker(wd, config, tmp_path, name="w2").start()
+        w.wait_ready(prefix)
+        kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", _calls(20), keyed=True)
+        states = f"SELECT state FROM breaker_events WHERE scope = '{SCOPE}'"
+        wait_for(lambda: bool(query(wd, states)), "the team's budget breaker never opened", w)
+        assert query(wd, states)[0] == ("open",)
+        wait_for(lambda: fact_count(wd) == 20, "not every call landed", w)
+        dead = f"SELECT source, error FROM dead_letters WHERE source LIKE 'kafka:{partials}/%'"
+        wait_for(lambda: len(query(wd, dead)) == LANES + 1, "strays not dead-lettered", w)
+        rows = sorted(query(wd, dead))
+        assert [source for source, _ in rows] == sorted(
+            [f"kafka:{partials}/{q}@0" for q in range(LANES)] + [f"kafka:{partials}/1@1"]
+        )
+        assert all("not a partials record" in error for _, error in rows)
+        assert any(f"usage partition {LANES + 4} is not one of" in e for _, e in rows)
+        assert all("wide-scope detection" in error for _, error in rows)
+        # Once: the replays of a restart do not land them again.
+        assert w.stop() == 0, w.log_tail()
+        w = Worker(wd, config, tmp_path, name="w3").start()
+        w.wait_ready(prefix)
+        assert len(query(wd, dead)) == LANES + 1
+    finally:
+        assert w.stop() == 0, w.log_tail()
+    published = [
+        json.loads(v)["source"]
+        for _, v in read_topic(kafka_bootstrap, prefix + DEAD_LETTERS)
+    ]
+    assert sorted(set(published)) == sorted(source for source, _ in rows)
