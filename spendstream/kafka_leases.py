@@ -143,7 +143,10 @@ def _key_bytes(key: RecordKey) -> bytes:
 
 
 def _key_of(data: bytes | None) -> RecordKey:
-    parts = json.loads(data or b"null")
+    try:
+        parts = json.loads(data or b"null")
+    except ValueError:
+        parts = None
     if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
         raise ValueError(f"not a lease ledger record key: {data!r}")
     return (parts[0], parts[1], parts[2])
@@ -172,7 +175,16 @@ def read_ledger(
         wanted = [(names.ledger, p) for p in partitions]
         for msg in reader.read_to_end(wanted, timeout_s):
             records = out.setdefault(int(msg.partition() or 0), [])
-            records.append((_key_of(msg.key()), msg.value()))
+            try:
+                key = _key_of(msg.key())
+            except ValueError as exc:
+                # No server wrote it: failing here would fail every restore, at every start.
+                log.warning(
+                    "passed over %s/%s@%s while restoring budget leases: %s",
+                    msg.topic(), msg.partition(), msg.offset(), exc,
+                )  # fmt: skip
+                continue
+            records.append((key, msg.value()))
     finally:
         reader.close()
     return out
@@ -344,7 +356,7 @@ class LeaseBook(Protocol):
 
     def changes(self) -> list[tuple[RecordKey, bytes | None]]: ...
 
-    def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> None: ...
+    def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> list[str]: ...
 
     def forget(self, scopes: Iterable[str]) -> None: ...
 
@@ -510,7 +522,8 @@ class LeaseServer:
             for key, value in recs:
                 records.append((key, value))
                 self._scope_partition[key[0]] = partition
-        self.book.load(records)
+        for problem in self.book.load(records):
+            log.warning("passed over a lease ledger record while restoring: %s", problem)
         self.book.changes()  # loading changes nothing the changelog does not hold
 
     # --- the loop -------------------------------------------------------------------------

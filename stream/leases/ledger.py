@@ -483,42 +483,46 @@ class LeaseLedger:
             value = None if position is None else {"position": position}
         return None if value is None else json.dumps(value, sort_keys=True).encode()
 
-    def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> None:
-        """Apply changelog records (a later record of a key wins; None deletes it)."""
-        latest: dict[RecordKey, bytes | None] = {}
+    def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> list[str]:
+        """Apply changelog records (a later record of a key wins; None deletes it).
+
+        Returns the records passed over, each with why: one no ledger wrote (another
+        kind, a value that does not parse) must not stop a server from restoring every
+        other scope, at every start. A key's latest record that does parse wins."""
+        latest: dict[RecordKey, Lease | Decimal | int | None] = {}
+        passed_over: list[str] = []
         for key, value in records:
-            latest[key] = value
-        for (scope, kind, name), value in latest.items():
+            try:
+                latest[key] = _parse_record(key, value)
+            except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+                passed_over.append(f"{list(key)}: {type(exc).__name__}: {exc}")
+        for (scope, kind, name), parsed in latest.items():
             if kind == "lease":
                 old = self._leases.get(name)
                 if old is not None:
                     self._drop_lease(old)
-                if value is not None:
-                    lease = Lease.from_json(name, scope, json.loads(value))
-                    self._add(lease)
+                if isinstance(parsed, Lease):
+                    self._add(parsed)
                     # A new owner whose clock lags must not grant from a period already left.
-                    if self._now is None or lease.granted_at > self._now:
-                        self._now = lease.granted_at
+                    if self._now is None or parsed.granted_at > self._now:
+                        self._now = parsed.granted_at
             elif kind == "acct":
                 period, _, start = name.partition("/")
                 acct = (scope, period, datetime.fromisoformat(start))
                 before = self._unleased.pop(acct, _ZERO)
                 self._committed[acct] = self._committed.get(acct, _ZERO) - before
-                if value is not None:
-                    amount = Decimal(json.loads(value)["unleased_usd"])
-                    self._unleased[acct] = amount
-                    self._committed[acct] += amount
+                if isinstance(parsed, Decimal):
+                    self._unleased[acct] = parsed
+                    self._committed[acct] += parsed
                     self._note_account(acct)
-            elif kind == "pos":
-                if value is None:
-                    self._positions.pop((scope, name), None)
-                else:
-                    self._positions[(scope, name)] = int(json.loads(value)["position"])
+            elif isinstance(parsed, int):
+                self._positions[(scope, name)] = parsed
             else:
-                raise ValueError(f"unknown lease ledger record kind {kind!r}")
+                self._positions.pop((scope, name), None)
         self._dirty = {}  # what was loaded is already in the changelog
         if self._now is not None:
             self._advance(self._now)  # what is due by the newest lease's time: now
+        return passed_over
 
     def forget(self, scopes: Iterable[str]) -> None:
         """Drop every record of ``scopes`` (their partitions moved to another owner)."""
@@ -552,3 +556,39 @@ class LeaseLedger:
             ((k[0], k[1], k[2]), json.dumps(v, sort_keys=True).encode()) for k, v in doc["records"]
         )
         return ledger
+
+
+def _parse_record(key: RecordKey, value: bytes | None) -> Lease | Decimal | int | None:
+    """A changelog record's value as ``load`` applies it (None: a deletion); raises if no
+    ledger wrote the record."""
+    scope, kind, name = key
+    if kind not in ("lease", "acct", "pos"):
+        raise ValueError(f"unknown lease ledger record kind {kind!r}")
+    if kind == "acct":
+        period, _, start = name.partition("/")
+        if not period or datetime.fromisoformat(start).tzinfo is None:
+            raise ValueError(f"not an account name: {name!r}")
+    if value is None:
+        return None
+    data = json.loads(value)
+    if not isinstance(data, dict):
+        raise TypeError("the value is not a JSON object")
+    if kind == "lease":
+        lease = Lease.from_json(name, scope, data)
+        for money in (lease.granted_usd, lease.cap_usd, lease.used_usd, lease.landed_usd):
+            _check_money(money)
+        if lease.granted_at.tzinfo is None or lease.expires_at.tzinfo is None:
+            raise ValueError("a lease's times must carry their offset")
+        return lease
+    if kind == "acct":
+        return _check_money(Decimal(data["unleased_usd"]))
+    position = data["position"]
+    if not isinstance(position, int) or isinstance(position, bool):
+        raise TypeError(f"position {position!r} is not an integer")
+    return position
+
+
+def _check_money(amount: Decimal) -> Decimal:
+    if not amount.is_finite():
+        raise ValueError(f"{amount} is not an amount of money")
+    return amount

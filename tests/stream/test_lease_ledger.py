@@ -417,6 +417,35 @@ def test_changes_are_a_changelog_that_rebuilds_the_same_ledger() -> None:
     assert rebuilt.snapshot() == led.snapshot()
 
 
+def test_records_no_ledger_wrote_are_passed_over_and_a_keys_last_good_record_wins() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.land("p0", 1, [Spend("team:a", T0, D(3))], T0)
+    log = led.changes()
+    lease_key = next(k for k, _ in log if k[1] == "lease")
+    acct_key = next(k for k, _ in log if k[1] == "acct")
+    strays = [
+        (lease_key, b"not json"),  # after the good one: it must not erase it
+        (acct_key, b'{"unleased_usd": "NaN"}'),
+        (acct_key, b'{"unleased_usd": "lots"}'),
+        (("team:a", "pos", "p0"), b'{"position": "7"}'),
+        (("team:a", "pos", "p0"), b"[1]"),
+        (("team:a", "acct", "day/yesterday"), None),
+        (("team:a", "acct", "day/2026-05-12T00:00:00"), b'{"unleased_usd": "1"}'),  # naive
+        (("team:a", "later-kind", "x"), b"{}"),
+        (("team:a", "later-kind", "x"), None),
+    ]
+    rebuilt = ledger()
+    passed_over = rebuilt.load([*log, *strays])
+    assert rebuilt.snapshot() == led.snapshot()
+    assert len(passed_over) == len(strays)
+    assert "unknown lease ledger record kind 'later-kind'" in passed_over[-1]
+    # The restored lease is the one granted: a repeat of its request gets it back.
+    again = ask(rebuilt, "10", rid=g.request_id)
+    assert isinstance(again, LeaseGrant) and again.lease_id == g.lease_id
+    rebuilt.check()
+
+
 def test_a_scope_moves_between_owners_with_its_records() -> None:
     a = ledger(budget(), budget("team:b"))
     granted(ask(a, "10", scope="team:a"))
