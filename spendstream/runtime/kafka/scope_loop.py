@@ -210,13 +210,21 @@ class ScopeLoop(PartitionLoop[_Owner]):
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
                 self._round(owner, alerts, breakers)  # a reset applies after what came before
-                cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
-                if cmd is None:
+                try:
+                    cmd = decode_reset(
+                        m.key(),
+                        m.value() or b"",
+                        m.headers(),
+                        self.signer,
+                        datetime.now(UTC),
+                        self.config.detection.max_future_skew_s,
+                    )
+                except ValueError as exc:
                     log.warning(
-                        "scopes %d: ignoring a breaker reset at offset %d: malformed or not "
-                        "signed with the [breaker] HMAC key",
+                        "scopes %d: ignoring a breaker reset at offset %d: %s",
                         owner.number,
                         offset,
+                        exc,
                     )
                     continue
                 event = owner.engine.reset_breaker(cmd.scope, cmd.ts)

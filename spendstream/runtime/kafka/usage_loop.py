@@ -366,7 +366,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             local = part.engine.process(facts, batch_ref(p, facts_offset))
             alerts = list(local.detection.alerts)
             breakers = list(local.detection.breaker_events)
-            breakers += self._resets(part, controls)
+            breakers += self._resets(part, controls, now)
             records: list[OutRecord] = [
                 OutRecord(
                     names.partials,
@@ -425,17 +425,21 @@ class UsageLoop(PartitionLoop[_Partition]):
             if prewritten is not None:
                 prewritten.discard()  # unless the commit took its files
 
-    def _resets(self, part: _Partition, controls: list[Message]) -> list[BreakerEvent]:
+    def _resets(
+        self, part: _Partition, controls: list[Message], now: datetime
+    ) -> list[BreakerEvent]:
         """``breakers reset`` of a per-key scope, applied after the batch's facts."""
         events = []
+        skew = self.config.detection.max_future_skew_s
         for m in controls:
-            cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer)
-            if cmd is None:
+            try:
+                cmd = decode_reset(m.key(), m.value() or b"", m.headers(), self.signer, now, skew)
+            except ValueError as exc:
                 log.warning(
-                    "usage %d: ignoring a breaker reset at offset %s: malformed or not signed "
-                    "with the [breaker] HMAC key",
+                    "usage %d: ignoring a breaker reset at offset %s: %s",
                     part.number,
                     m.offset(),
+                    exc,
                 )
                 continue
             event = part.engine.reset_breaker(cmd.scope, cmd.ts)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 import pyarrow as pa
 
 from spendstream.facts_topic import ipc_record, ipc_table
+from spendstream.scopes import scope_error
 from spendstream.signing import RecordSigner
 from spendstream.stream.partials import PARTIALS
 
@@ -109,13 +110,32 @@ def encode_reset(
 
 
 def decode_reset(
-    key: bytes | None, value: bytes, headers: Headers, signer: RecordSigner | None
-) -> ResetCommand | None:
-    """The command, or None when it is malformed or (with a signer) not signed with its key."""
+    key: bytes | None,
+    value: bytes,
+    headers: Headers,
+    signer: RecordSigner | None,
+    received_at: datetime,
+    max_future_skew_s: int,
+) -> ResetCommand:
+    """The command; ``ValueError`` saying why it is not one to apply: malformed, not signed
+    with the key (with a signer), not a scope, or dated after its receipt by more than
+    ``max_future_skew_s`` (``breakers reset`` dates it when it runs: one dated ahead would
+    stand as the scope's latest breaker event past every later one)."""
     if signer is not None and not signer.verify_headers("reset", key, value, headers):
-        return None
+        raise ValueError("not signed with the [breaker] HMAC key")
     try:
         data = orjson.loads(value)
-        return ResetCommand(str(data["scope"]), datetime.fromisoformat(data["ts"]))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
+        scope, ts = str(data["scope"]), datetime.fromisoformat(data["ts"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed ({type(exc).__name__}: {exc})") from None
+    problem = scope_error(scope)
+    if problem is not None:
+        raise ValueError(problem)
+    if ts.tzinfo is None:
+        raise ValueError(f"ts {data['ts']!r} has no UTC offset")
+    if ts - received_at > timedelta(seconds=max_future_skew_s):
+        raise ValueError(
+            f"ts {ts.isoformat()} is more than [detection] max_future_skew_s "
+            f"({max_future_skew_s} s) after its receipt"
+        )
+    return ResetCommand(scope, ts)
