@@ -64,6 +64,7 @@ from spendstream.warehouse.tables import (
     DIGEST_COLUMN,
     EVENT_TABLES,
     LEGACY_CATALOG,
+    TABLE_SCHEMAS,
     Storage,
     Tables,
     resolve_storage,
@@ -754,6 +755,11 @@ class Warehouse:
         stale = stale_current_files(self, names)
         if stale:
             publish_current_files(self, stale)
+
+    def check_readable(self) -> None:
+        """Read every table's metadata (``WarehouseError`` naming the settings if it cannot)."""
+        for name in TABLE_SCHEMAS:
+            self.tables.load(name)
 
     def ensure_views(self) -> None:
         """(Re)create spendstream.duckdb: idempotent, safe while readers hold it open."""

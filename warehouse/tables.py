@@ -90,6 +90,29 @@ class Storage:
     local_root: Path  # <workdir>/warehouse: spendstream.duckdb and local-only helpers
     catalog_properties: dict[str, str] = field(default_factory=dict)
     s3_options: dict[str, Any] = field(default_factory=dict)
+    # Where the secrets come from, for errors that must say what to fix: the variables'
+    # names (PostgreSQL catalogs and S3 locations only), never their values.
+    catalog_password_env: str = ""
+    s3_key_envs: tuple[str, str] = ("", "")
+
+    def catalog_hint(self) -> str:
+        env = self.catalog_password_env
+        if not env:
+            return ""
+        state = "is set" if os.environ.get(env) else "is not set"
+        return f" (its password comes from ${env}, [warehouse] catalog_password_env, which {state})"
+
+    def storage_error(self, doing: str, exc: BaseException) -> WarehouseError:
+        """An S3 (or file) error as one line saying which settings lead to it."""
+        hint = ""
+        if self.is_s3:
+            key, secret = self.s3_key_envs
+            endpoint = self.catalog_properties.get("s3.endpoint", "AWS's own")
+            hint = (
+                f" (credentials from ${key} and ${secret}, [warehouse.s3] access_key_id_env and "
+                f"secret_access_key_env; endpoint {endpoint}, [warehouse.s3] endpoint_url)"
+            )
+        return WarehouseError(f"cannot {doing} at {self.location}{hint}: {first_line(exc)}")
 
     @property
     def is_s3(self) -> bool:
@@ -116,6 +139,12 @@ class Storage:
         if parts.scheme in ("file", ""):
             return parts.path
         raise WarehouseError(f"unsupported file location {uri!r}")
+
+
+def first_line(exc: BaseException) -> str:
+    # SQLAlchemy appends a "Background on this error" link; pyarrow's S3 errors are one line.
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _env_secret(name: str, what: str) -> str:
@@ -169,6 +198,10 @@ def resolve_storage(config: WarehouseConfig, workdir: Path) -> Storage:
         local_root=root,
         catalog_properties=props,
         s3_options=s3_options,
+        catalog_password_env=(
+            config.catalog_password_env if parts.scheme.startswith("postgresql") else ""
+        ),
+        s3_key_envs=(config.s3.access_key_id_env, config.s3.secret_access_key_env),
     )
 
 
@@ -201,11 +234,15 @@ class Tables:
                 if "already exists" in str(exc) and attempt < 2:
                     continue
                 raise WarehouseError(
-                    f"cannot open the warehouse catalog ([warehouse] catalog_uri): {exc}"
+                    f"cannot open the warehouse catalog ([warehouse] catalog_uri)"
+                    f"{storage.catalog_hint()}: {first_line(exc)}"
                 ) from exc
         self._tables: dict[str, Table] = {}
         if create:
-            self._create_missing()
+            try:
+                self._create_missing()
+            except OSError as exc:  # a new table's metadata file, on S3 or disk
+                raise storage.storage_error("create the warehouse's tables", exc) from exc
 
     def identifier(self, name: str) -> tuple[str, str]:
         return (self.storage.namespace, name)
@@ -250,6 +287,8 @@ class Tables:
 
         try:
             tbl = self._load_unless_current(name)
+        except OSError as exc:  # the metadata file, on S3 or disk
+            raise self.storage.storage_error(f"read table {name}'s metadata", exc) from exc
         except NoSuchTableError:
             raise WarehouseError(
                 f"no table {self.storage.namespace}.{name} in the warehouse catalog "

@@ -15,6 +15,7 @@ import argparse
 import logging
 import socket
 import sys
+from pathlib import Path
 from typing import cast
 
 from spendstream.commands._options import (
@@ -23,6 +24,7 @@ from spendstream.commands._options import (
     add_workdir,
     kafka_config_from_args,
 )
+from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError
 from spendstream.http_auth import read_token
 from spendstream.kafka.settings import KafkaSettings
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     tune_for_worker()
     worker.start()
+    if worker.server is not None:
+        port = worker.server.port  # --http-port 0: the one the system picked
     from spendstream.runtime.lease_server import host_leases
 
     # Budget leases for the hard budgets, as `spendstream leases serve` would: a stable name
@@ -114,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"spendstream run: {names.usage} ({counts.get(names.usage)} partitions) from "
         f"{kafka.describe()}, loops {loops}, groups {config.kafka.app_id} and "
-        f"{config.kafka.app_id}-scopes; warehouse in {workdir}; "
+        f"{config.kafka.app_id}-scopes; warehouse {_warehouse_where(config, workdir)}; "
         f"http://{config.http.host}:{port}"
         + (
             ""
@@ -137,3 +141,11 @@ def run(args: argparse.Namespace) -> int:
             leases.stop()
         worker.stop()
     return 0
+
+
+def _warehouse_where(config: Config, workdir: Path) -> str:
+    from spendstream.warehouse.tables import resolve_storage
+
+    if not (config.warehouse.catalog_uri or config.warehouse.location):
+        return f"in {workdir}"
+    return resolve_storage(config.warehouse, workdir).describe

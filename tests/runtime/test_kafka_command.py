@@ -114,3 +114,46 @@ def test_run_on_a_taken_http_port_exits_2_naming_the_flag(
     assert proc.returncode == 2, proc.stderr
     assert f"cannot listen for HTTP on 127.0.0.1:{port}" in proc.stderr
     assert "--http-port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.kafka
+def test_run_on_port_0_says_the_port_it_got_and_names_its_lease_server_by_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # What the taken-port message suggests: the start line must say where to connect, and
+    # two such workers on one host must not share a lease server name (the second would stop).
+    import os
+    import re
+    import time
+    import urllib.request
+
+    from tests.runtime.kafka_workers import write_config
+
+    config, _ = write_config(
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        extra='[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = "5"\n'
+        'hard_limit = "1.0"\n',
+    )
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
+             "--config", str(config), "--http-port", "0"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180  # a hang guard, not a speed limit
+        while (found := re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text())) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        port = int(found.group(1))
+        assert port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert r.status == 200
+        named = re.search(r"serving budget leases as '[^']*-run-(\d+)'", log.read_text())
+        assert named is not None and int(named.group(1)) == port, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -92,6 +92,10 @@ class Worker:
         # spendstream.duckdb: the views a plain DuckDB session (and `spendstream sql`) reads.
         with Warehouse(self.workdir, writer="views", config=self.config.warehouse) as wh:
             wh.ensure_views()
+            # Read every table's metadata once: credentials the store refuses (a wrong S3
+            # secret) end the start here, in one line naming the setting, instead of in
+            # loops that take partitions they then fail to land, again and again.
+            wh.check_readable()
         if self.http is not None:
             self.backend = KafkaBackend(
                 self.config,

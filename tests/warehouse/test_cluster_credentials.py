@@ -1,0 +1,85 @@
+"""Wrong or missing warehouse credentials on a cluster (PostgreSQL catalog, data on S3): every
+command says which setting to fix in one line and exits 1, and `spendstream run` refuses to
+start rather than take partitions it cannot land."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spendstream.config import WarehouseConfig
+from spendstream.warehouse import Warehouse
+from tests.service_fixtures import cluster_toml
+from tests.warehouse.factories import T0, fact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _landed(tmp_path: Path, config: WarehouseConfig) -> Path:
+    with Warehouse(tmp_path / "m1", writer="usage/0", config=config) as wh:
+        wh.commit(facts=[fact(T0)])
+    path = tmp_path / "spendstream.toml"
+    path.write_text(cluster_toml(config))
+    return path
+
+
+def _spendstream(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spendstream", *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_a_wrong_s3_secret_is_one_line_naming_the_setting(
+    tmp_path: Path, cluster_config: WarehouseConfig
+) -> None:
+    config = _landed(tmp_path, cluster_config)
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-of-the-right-length"}
+    done = _spendstream(
+        "sql", "SELECT count(*) FROM usage_facts", "--config", str(config),
+        "--workdir", str(tmp_path / "reader"), env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "AWS_SECRET_ACCESS_KEY" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_missing_catalog_password_names_its_variable(
+    tmp_path: Path, cluster_config: WarehouseConfig
+) -> None:
+    config = _landed(tmp_path, cluster_config)
+    env = {k: v for k, v in os.environ.items() if k != "SPENDSTREAM_CATALOG_PASSWORD"}
+    done = _spendstream(
+        "sql", "SELECT count(*) FROM usage_facts", "--config", str(config),
+        "--workdir", str(tmp_path / "reader"), env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "SPENDSTREAM_CATALOG_PASSWORD" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.kafka
+def test_run_with_a_wrong_s3_secret_exits_before_taking_partitions(
+    tmp_path: Path, cluster_config: WarehouseConfig, kafka_bootstrap: str
+) -> None:
+    config = _landed(tmp_path, cluster_config)
+    config.write_text(
+        config.read_text()
+        + f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\n'
+        + f'topic_prefix = "t{tmp_path.name[-8:]}."\n'
+    )
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "wrong-secret-of-the-right-length"}
+    done = _spendstream(
+        "run", "--config", str(config), "--workdir", str(tmp_path / "w"), "--http-port", "0",
+        env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("spendstream run: cannot read table"), done.stderr[-3000:]
+    assert "AWS_SECRET_ACCESS_KEY" in last and "ACCESS_DENIED" in last
