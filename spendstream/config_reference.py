@@ -42,7 +42,8 @@ spendstream reads one TOML file: `--config FILE`, else the file named by
 demo` reads only `--config`: without it, its own workload's configuration. **Every key has
 a default**, so an empty file (or no file) is a working configuration; `spendstream init`
 writes a commented starter `spendstream.toml` (`spendstream init --cluster` for a Kafka
-cluster and containers).
+cluster and containers: your brokers, an HTTP endpoint other hosts reach, a shared warehouse
+of a PostgreSQL catalog and S3 tables, signed breaker records; placeholders to replace).
 
 A key the model does not know, or a value of the wrong type, stops the command with exit
 code 2 and a message naming the key, with the nearest known key when there is one:

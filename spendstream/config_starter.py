@@ -112,6 +112,24 @@ token_file = "/run/secrets/spendstream-ingest-token"   # POST /v1/events bearer 
 
 [pipeline]
 # batch_within_s = 0.2           # runaway -> refusal latency follows it
+
+# -- the warehouse every worker lands in (a PostgreSQL catalog, tables on S3) ----------
+# Workers on several hosts share one warehouse; without this section each host keeps its
+# own under its --workdir. Secrets come from the environment, never from this file:
+#   export SPENDSTREAM_CATALOG_PASSWORD=... AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=...
+[warehouse]
+catalog_uri = "postgresql+psycopg2://spendstream@db:5432/spendstream"   # your database
+location = "s3://your-bucket/spendstream"                                 # your bucket
+
+[warehouse.s3]
+# endpoint_url = "http://minio:9000"   # unset: AWS S3
+# region = "us-east-1"
+# checksums = "when_required"          # for S3 servers without the newer AWS checksums
+
+# -- breaker records are signed: clients ignore forged ones -----------------------------
+#   openssl rand -hex 32 > /run/secrets/spendstream-breaker-key   (the same file on every host)
+[breaker]
+hmac_key_file = "/run/secrets/spendstream-breaker-key"
 """
     + _DETECTION
     + _ALERTS.replace("# With no sink", "# Workers run headless: configure a sink. With no sink")

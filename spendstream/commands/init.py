@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {path}")
     if args.cluster:
         print(
-            "  next: set [kafka] bootstrap_servers to your brokers, put the ingest token in "
-            "[http] token_file, then on each worker: spendstream run --config " + str(path),
+            "  next: set [kafka] bootstrap_servers to your brokers and [warehouse] to your "
+            "database and bucket (every host lands there), put the ingest token in [http] "
+            "token_file and a breaker key in [breaker] hmac_key_file, then on each worker: "
+            "spendstream run --config " + str(path),
             file=sys.stderr,
         )
     else:

@@ -40,6 +40,10 @@ def test_init_cluster_names_brokers_an_open_endpoint_and_a_token_file(tmp_path: 
     config = load_config(target)
     assert config.kafka.bootstrap_servers.count(",") == 2
     assert config.http.host == "0.0.0.0" and config.http.token_file
+    # Several hosts: one shared warehouse (not each host's workdir), signed breaker records.
+    assert config.warehouse.catalog_uri.startswith("postgresql")
+    assert config.warehouse.location.startswith("s3://")
+    assert config.breaker.hmac_key_file
 
 
 @pytest.mark.parametrize("text", [LOCAL, CLUSTER], ids=["local", "cluster"])
