@@ -1,4 +1,4 @@
-"""``spendstream warehouse compact|check|load-revenue|migrate``: warehouse maintenance."""
+"""``spendstream warehouse compact|check|writers|load-revenue|migrate``: warehouse maintenance."""
 
 from __future__ import annotations
 
@@ -46,6 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--since", default=None, metavar="WHEN", help="only facts at or after this UTC time/date"
+    )
+    add_workdir(p)
+    add_config(p)
+    add_format(p)
+    p = sub.add_parser(
+        "writers",
+        help="each writer (usage/<p>, scopes/<q>, embedded, ...) with its commits and the "
+        "last source position it landed",
     )
     add_workdir(p)
     add_config(p)
@@ -112,6 +120,18 @@ def run(args: argparse.Namespace) -> int:
         with _warehouse(args) as wh:
             n = load_revenue(wh, Path(args.file))
         print(f"loaded {n} revenue row(s); see `spendstream query unit_economics`")
+        return 0
+    if args.action == "writers":
+        from spendstream.warehouse.output import render
+
+        with _warehouse(args) as wh:
+            found = wh.writers()
+        rows = [
+            (name, resume.seq, source, position)
+            for name, resume in sorted(found.items())
+            for source, position in sorted((resume.positions or {"": -1}).items())
+        ]
+        render(["writer", "commits", "source", "position"], rows, args.format, sys.stdout)
         return 0
     # check
     from datetime import UTC, datetime

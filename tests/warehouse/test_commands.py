@@ -122,6 +122,22 @@ def test_warehouse_compact_and_load_revenue(
     assert "revenue_usd" in capsys.readouterr().err
 
 
+def test_warehouse_writers_lists_each_writers_commits_and_positions(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Warehouse(workdir, writer="usage/0") as w0:
+        w0.commit(facts=[fact(T0)], positions={"spendstream.usage/0": 41})
+        w0.commit(facts=[fact(T0)], positions={"spendstream.usage/0": 99})
+    with Warehouse(workdir, writer="scopes/1") as w1:
+        w1.commit(positions={"spendstream.partials/1": 7}, state=b"{}")
+    assert main(["warehouse", "writers", "--workdir", str(workdir), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["writer"], r["commits"], r["source"], r["position"]) for r in rows] == [
+        ("scopes/1", 1, "spendstream.partials/1", 7),
+        ("usage/0", 2, "spendstream.usage/0", 99),
+    ]
+
+
 def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
     wh: Warehouse, workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

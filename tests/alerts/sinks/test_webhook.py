@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
 from spendstream.alerts.notification import Notification
@@ -43,6 +46,35 @@ def test_a_receiver_verifies_what_the_sink_sent(http_server: Callable[..., Scrip
     assert body["action"] == "trigger" and body["alert"]["scope"] == "session:s1"
     assert body["alert"]["value"] == "51.25"  # money stays a decimal string
     assert SECRET not in repr(sink)
+
+
+def test_the_receiver_docs_alerts_md_shows_verifies_what_the_sink_sent(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    # The documented receiver, run as written: a user copies it.
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "alerts.md").read_text()
+    block = next(b for b in doc.split("```python")[1:] if "def verify(" in b).split("```")[0]
+    scope: dict[str, Any] = {}
+    exec(block, scope)  # the repository's own documentation
+    server = http_server()
+    cfg = WebhookSinkConfig(name="hook", type="webhook", url=server.url, secret_env="HOOK_SECRET")
+    sink = build_sink(cfg, environ={"HOOK_SECRET": SECRET})
+    assert sink.deliver(note(), HttpDeliverer(RetryPolicy(max_attempts=1))).delivered
+    (got,) = server.accepted()
+    headers = {
+        "X-Spendstream-Timestamp": got.headers["x-spendstream-timestamp"],
+        "X-Spendstream-Signature": got.headers["x-spendstream-signature"],
+    }
+    assert scope["verify"](SECRET.encode(), headers, got.body)
+    assert not scope["verify"](b"wrong", headers, got.body)
+    # ... and the library's, called as the docs say.
+    assert verify(
+        SECRET.encode(),
+        headers["X-Spendstream-Timestamp"],
+        got.body,
+        headers["X-Spendstream-Signature"],
+        time.time(),
+    )
 
 
 def test_the_delivery_id_is_stable_so_receivers_can_dedupe(
