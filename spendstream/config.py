@@ -280,7 +280,9 @@ class BudgetConfig(_Section):
     hard_limit: NonNegativeDecimal | None = Field(
         default=None,
         description="Fraction of `amount_usd` at which `budget_exceeded` fires and the "
-        "scope's breaker opens until the period ends; unset: no hard limit.",
+        "scope's breaker opens until the period ends; unset: no hard limit. It fires once per "
+        "period: after `spendstream breakers reset` the breaker stays closed for the rest of "
+        "the period (budget leases still grant only what the budget has left).",
     )
 
     @model_validator(mode="after")
