@@ -99,6 +99,16 @@ def test_malformed_record_is_ignored() -> None:
     assert view.snapshot() == {}
 
 
+def test_a_record_applies_to_the_scope_its_event_names_even_without_a_key() -> None:
+    view = _view()
+    view.apply(None, _wire("team:t", "open", "runaway_rate: keyless"))
+    with pytest.raises(BreakerOpen) as err:
+        guard(view, team="t")
+    assert (err.value.scope, err.value.reason) == ("team:t", "runaway_rate: keyless")
+    view.apply(None, _wire("team:t", "closed"))
+    guard(view, team="t")
+
+
 KEY = "k" * 40
 
 

@@ -14,8 +14,9 @@ import pytest
 from spendstream.config import BudgetConfig, Config
 from spendstream.errors import BreakerOpen, BudgetExhausted, LeaseUnavailable
 from spendstream.producers import LeaseClient, Reservation
+from spendstream.producers.lease_protocol import LeaseSettle
 from spendstream.producers.leases import to_usd
-from spendstream.stream.leases import LeaseLedger, LeasePolicy, LocalLeaseService
+from spendstream.stream.leases import Lease, LeaseLedger, LeasePolicy, LocalLeaseService
 
 D = Decimal
 T0 = datetime(2026, 5, 12, 10, 0, tzinfo=UTC)
@@ -334,3 +335,127 @@ def test_a_forked_child_does_not_draw_on_its_parents_lease() -> None:
     os.waitpid(pid, 0)
     assert held == "0" and child_id != c.client_id
     assert c.held("team:a") == D(9)
+
+
+# --- pinned by a mutation pass --------------------------------------------------------------
+
+
+def test_a_remembered_refusal_still_asks_for_a_call_of_exactly_what_was_left() -> None:
+    w = World(team_limit="1")
+    c = w.client(refusal_hold_s=0.25)
+    with pytest.raises(BudgetExhausted) as caught:
+        c.reserve("2", team="a")
+    assert caught.value.left_usd == D(1)
+    c.reserve("1", team="a").cancel()  # not more than was left: asked, and granted
+    assert c.metrics.requests == 2 and c.metrics.refused == 1
+
+
+def test_a_refusal_is_remembered_no_longer_than_the_service_says_a_lease_ends() -> None:
+    w = World(team_limit="1")
+    holder = w.client(refill_calls=1)
+    inflight = holder.reserve("1", team="a")  # all of the budget, never settled
+    w.clock.advance(39.9)  # its lease closes at 30 s + 10 s of grace
+    other = w.client(refusal_hold_s=0.25)
+    with pytest.raises(BudgetExhausted) as caught:
+        other.reserve("0.5", team="a")
+    assert caught.value.retry_after_s is not None and caught.value.retry_after_s < 0.25
+    w.clock.advance(0.2)  # past the lease's end, within refusal_hold_s
+    other.reserve("0.5", team="a").cancel()
+    assert other.metrics.requests == 2
+    inflight.cancel()
+
+
+def test_a_call_settled_at_exactly_its_worst_case_is_not_overspent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    w = World()
+    c = w.client()
+    with caplog.at_level(logging.WARNING, "spendstream.producers.leases"):
+        c.reserve("1", team="a").settle("1")
+    assert c.metrics.overspent == 0 and c.metrics.overspent_usd == 0
+    assert "above the" not in caplog.text
+
+
+def test_a_given_back_lease_closes_only_when_its_last_call_in_flight_settles() -> None:
+    w = World()
+    c = w.client(refill_calls=2)
+    a = c.reserve("1", team="a")  # a lease of 2
+    b = c.reserve("0.5", team="a")
+    c.reserve("1", team="a").cancel()  # 0.5 left: the first lease goes back, two calls in it
+    a.settle("0.25")
+
+    def first() -> Lease:
+        return next(x for x in w.ledger.leases() if x.lease_id == a.lease_id)
+
+    lease = first()
+    assert lease.released and not lease.closed  # b's worst case is still held
+    assert lease.cap_usd == D("1.5")
+    b.settle("0.5")
+    lease = first()
+    assert lease.closed and lease.used_usd == D("0.75")
+
+
+def test_a_lease_holds_nothing_for_this_process_from_its_deadline() -> None:
+    w = World()
+    c = w.client(refill_calls=10)
+    c.reserve("1", team="a").settle("1")
+    w.clock.advance(29.5)
+    assert c.held("team:a") == D(9)
+    w.clock.advance(0.5)  # the lease's ttl: no new reservation on it
+    assert c.held("team:a") == 0
+
+
+def test_idle_time_counts_from_the_last_reservation_not_from_the_grant() -> None:
+    w = World()
+    c = w.client(refill_calls=10, idle_return_s=5)
+    c.reserve("1", team="a").settle("1")
+    w.clock.advance(4)
+    c.reserve("1", team="a").settle("1")  # the same lease, used again
+    w.clock.advance(4)
+    assert c.return_idle() == 0
+    w.clock.advance(1)
+    assert c.return_idle() == 1
+    assert c.metrics.requests == 1
+
+
+def test_a_call_in_flight_past_the_deadline_reports_its_late_use_when_it_settles() -> None:
+    w = World()
+    c = w.client(refill_calls=10)
+    r = c.reserve("1", team="a")
+    w.clock.advance(30)  # the lease's ttl: it goes back with the call still running
+    assert c.return_idle() == 1
+    r.settle("0.75")
+    (lease,) = w.ledger.leases()
+    assert (lease.used_usd, lease.late_usd, lease.closed) == (D("0.75"), D("0.75"), True)
+
+
+def test_a_grant_forgets_the_refusal_before_it() -> None:
+    w = World(team_limit="1")
+    other = w.client(refill_calls=1)
+    theirs = other.reserve("0.6", team="a")
+    c = w.client(refill_calls=1, refusal_hold_s=0.25)
+    with pytest.raises(BudgetExhausted) as caught:
+        c.reserve("0.8", team="a")
+    assert caught.value.left_usd == D("0.4")
+    c.reserve("0.3", team="a").cancel()  # asked and granted: the refusal is stale now
+    theirs.cancel()
+    other.close()  # 0.6 more is free
+    c.reserve("0.7", team="a").cancel()  # still within refusal_hold_s: asked, not refused
+    assert c.metrics.refused == 1 and c.metrics.requests == 3
+
+
+def test_refill_calls_must_be_at_least_one() -> None:
+    with pytest.raises(ValueError, match="refill_calls"):
+        World().client(refill_calls=0)
+    assert World().client(refill_calls=1).refill_calls == 1
+
+
+def test_the_in_process_service_applies_a_holders_settle() -> None:
+    w = World()
+    c = w.client(refill_calls=10)
+    r = c.reserve("1", team="a")
+    assert r.lease_id is not None
+    w.service.settle(LeaseSettle("team:a", c.client_id, r.lease_id, D("0.5"), D(0)))
+    (lease,) = w.ledger.leases()
+    assert lease.used_usd == D("0.5")
+    r.settle("0.5")

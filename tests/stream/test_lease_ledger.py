@@ -493,3 +493,200 @@ def test_a_readers_mark_moves_forward_only_on_hard_scopes_and_travels_in_the_cha
     assert again.position("team:a", "facts/0") == 5
     assert again.position("team:a", "usage/0") == 7
     assert again.changes() == []
+
+
+# --- pinned by a mutation pass --------------------------------------------------------------
+
+
+def test_a_refusal_counts_as_held_only_what_has_not_landed_under_a_lease() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.land("p0", 1, [Spend.of("team:a", T0, D(4), g.lease_id)], T0)
+    refusal = ask(led, "91", client="c2")
+    assert isinstance(refusal, LeaseRefusal)
+    assert refusal.left_usd == D(90)
+    assert refusal.held_usd == D(6)  # 4 of the 10 already landed: spent, not held
+
+
+def test_a_restored_ledger_still_carries_late_spend_into_the_next_period() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    after = next_day + timedelta(seconds=5)
+    release(led, g, used="6", late="6", at=after)
+    restored = LeaseLedger.restore([budget()], POLICY, led.snapshot())
+    assert restored.committed("team:a", "day", next_day) == D(6)
+    restored.check()
+
+
+def test_a_request_wanting_less_than_the_minimum_grant_still_gets_the_minimum() -> None:
+    led = ledger()  # min_grant_usd 0.01
+    assert granted(ask(led, "0.001", "0.005")).amount_usd == D("0.01")
+    assert left(led) == D("99.99")
+
+
+def test_an_exhausted_budget_refuses_even_a_call_that_needs_nothing() -> None:
+    led = ledger()
+    granted(ask(led, "100"))
+    refusal = ask(led, "0", client="c2")  # no empty leases: there is nothing to hold
+    assert isinstance(refusal, LeaseRefusal)
+    assert (refusal.reason, refusal.left_usd) == ("exhausted", 0)
+    assert len(led.leases()) == 1
+
+
+def test_a_refusal_waits_for_a_lease_that_frees_something_not_one_that_is_all_used() -> None:
+    led = ledger()
+    spent = granted(ask(led, "60", client="c1"))
+    led.settle(LeaseSettle("team:a", "c1", spent.lease_id, D(60), D(0)), T0)
+    at = T0 + timedelta(seconds=5)
+    holds = granted(ask(led, "40", client="c2", at=at))  # closes at T0 + 5 + 30 + 10 s
+    refusal = ask(led, "1", client="c3", at=T0 + timedelta(seconds=6))
+    assert isinstance(refusal, LeaseRefusal)
+    # c1's lease closes first (T0 + 40 s) but frees nothing: all 60 of it is used.
+    assert refusal.retry_after_s == 39.0
+    assert holds.expires_at == at + timedelta(seconds=30)
+
+
+def test_a_lease_at_its_expiry_no_longer_shrinks_another_clients_share() -> None:
+    led = ledger()
+    granted(ask(led, "10", client="c1"))
+    at = T0 + timedelta(seconds=30)  # c1's expires_at: it may reserve nothing more
+    # 90 free (c1's lease is still open until its grace ends), no active holder: half of it.
+    assert granted(ask(led, "1", "1000", client="c2", at=at)).amount_usd == D(45)
+
+
+def test_a_settle_reporting_only_more_late_use_is_kept() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    led.settle(LeaseSettle("team:a", "c1", g.lease_id, D(6), D(0)), late)
+    led.settle(LeaseSettle("team:a", "c1", g.lease_id, D(6), D(6)), next_day)
+    release(led, g, used="6", late="0", at=next_day + timedelta(seconds=1))
+    (lease,) = led.leases()
+    assert (lease.used_usd, lease.late_usd, lease.closed) == (D(6), D(6), True)
+    assert led.committed("team:a", "day", next_day) == D(6)
+
+
+def test_an_older_release_arriving_after_the_last_one_lowers_no_use() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    today, next_day = datetime(2026, 5, 12, tzinfo=UTC), datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    after = next_day + timedelta(seconds=5)
+    release(led, g, used="6", late="6", at=after)  # the last one: closes the lease
+    release(led, g, used="0", pending="6", late="0", at=after)  # the retire, redelivered
+    (lease,) = led.leases()
+    assert (lease.used_usd, lease.late_usd) == (D(6), D(6))
+    assert led.committed("team:a", "day", today) == D(6)
+    assert led.committed("team:a", "day", next_day) == D(6)
+    led.check()
+
+
+def test_a_batch_at_position_zero_counts_a_kafka_partitions_first_offset() -> None:
+    led = ledger()
+    assert led.land("facts/0", 0, [Spend("team:a", T0, D(7))], T0) == 1
+    assert led.land("facts/0", 0, [Spend("team:a", T0, D(7))], T0) == 0
+    assert led.position("team:a", "facts/0") == 0
+    assert left(led) == D(93)
+
+
+def test_an_open_lease_carries_into_the_next_period_only_what_has_not_landed() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    landed_at = late + timedelta(seconds=5)
+    led.land("p0", 1, [Spend.of("team:a", landed_at, D(4), g.lease_id)], landed_at)
+    assert led.committed("team:a", "day", next_day) == D(6)
+    assert left(led, next_day) == D(94)
+    led.check()
+
+
+def test_a_call_finishing_exactly_at_its_leases_expiry_lands_as_late_spend() -> None:
+    led = ledger()
+    late = datetime(2026, 5, 12, 23, 59, 50, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    g = granted(ask(led, "10", at=late))
+    assert g.expires_at == next_day
+    release(led, g, used="6", late="6", at=next_day + timedelta(seconds=5))
+    # The call finished at the deadline itself: the next day's spend, counted there once.
+    led.land("p0", 1, [Spend.of("team:a", next_day, D(6), g.lease_id)], next_day)
+    assert led.committed("team:a", "day", next_day) == D(6)
+    led.check()
+
+
+def test_a_lease_closing_exactly_at_its_periods_end_still_carries_its_late_spend() -> None:
+    led = ledger()
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    # Expires 10 s before midnight; its grace (10 s) ends at midnight exactly.
+    g = granted(ask(led, "10", at=next_day - timedelta(seconds=40)))
+    release(led, g, used="6", late="6", at=next_day)  # a call that finished at midnight
+    (lease,) = led.leases()
+    assert lease.closed
+    assert led.committed("team:a", "day", next_day) == D(6)
+    led.land("p0", 1, [Spend.of("team:a", next_day, D(6), g.lease_id)], next_day)
+    assert led.committed("team:a", "day", next_day) == D(6)
+    led.check()
+
+
+def test_a_repeated_request_for_a_given_back_lease_gets_it_with_no_time_left() -> None:
+    led = ledger()
+    first = granted(ask(led, "5", rid="same"))
+    release(led, first, used="1", pending="2")  # given back, a call still in flight
+    again = granted(ask(led, "5", rid="same", at=T0 + timedelta(seconds=1)))
+    assert again.lease_id == first.lease_id and again.ttl_s == 0.0
+
+
+def test_a_new_owner_whose_clock_lags_does_not_grant_from_a_period_already_left() -> None:
+    today_late = datetime(2026, 5, 12, 23, 59, 59, tzinfo=UTC)
+    next_day = datetime(2026, 5, 13, tzinfo=UTC)
+    old_owner = ledger()
+    granted(ask(old_owner, "60", at=next_day + timedelta(seconds=5)))
+    new_owner = ledger()
+    new_owner.load(old_owner.records())
+    # Its clock still says yesterday: it grants from the day the lease was granted in.
+    assert isinstance(ask(new_owner, "50", client="c2", at=today_late), LeaseRefusal)
+    assert granted(ask(new_owner, "40", client="c2", at=today_late)).amount_usd == D(40)
+
+
+def test_a_scope_with_unleased_spend_moves_away_and_back_and_keeps_it() -> None:
+    a = ledger(budget(), budget("team:b"))
+    a.land("p0", 1, [Spend("team:b", T0, D(30))], T0)
+    b = ledger(budget(), budget("team:b"))
+    b.load(a.records(["team:b"]))
+    a.forget(["team:b"])
+    assert a.records(["team:b"]) == []
+    a.check()
+    assert left(b, scope="team:b") == D(70)
+    a.load(b.records(["team:b"]))  # and back again
+    assert left(a, scope="team:b") == D(70)
+    a.check()
+
+
+def test_a_changelog_read_in_two_parts_rebuilds_the_same_ledger() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    led.land("p0", 1, [Spend("team:a", T0, D(3))], T0)
+    first = led.changes()
+    release(led, g, used="4")  # the lease's record again, now closed
+    led.land("p0", 2, [Spend("team:a", T0, D(2))], T0)  # the account's record again
+    second = led.changes()
+    rebuilt = ledger()
+    rebuilt.load(first)
+    rebuilt.load(second)
+    assert rebuilt.snapshot() == led.snapshot()
+    assert left(rebuilt) == left(led) == D(91)
+    refusal = ask(rebuilt, "92", client="c2")
+    assert isinstance(refusal, LeaseRefusal) and refusal.held_usd == 0  # no lease is open
+    rebuilt.check()
+
+
+def test_spend_landing_above_an_open_leases_cap_counts_in_full() -> None:
+    led = ledger()
+    g = granted(ask(led, "10"))
+    # A call that cost more than the worst case it reserved, landed while the lease is open.
+    led.land("p0", 1, [Spend.of("team:a", T0, D(15), g.lease_id)], T0)
+    assert left(led) == D(85)
+    led.check()
