@@ -34,7 +34,9 @@ def _text(value: Any) -> str:
 
 def _json_value(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        # Fixed point, at the column's scale: str() writes DECIMAL(38, 18)'s zero as "0E-18"
+        # and one attodollar as "1E-18", which some JSON consumers' decimal parsers refuse.
+        return f"{value:f}"
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, dict):

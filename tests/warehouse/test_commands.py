@@ -57,6 +57,12 @@ def test_sql_csv_and_json_keep_money_exact(
     assert json.loads(capsys.readouterr().out) == [
         {"team": "search", "usd": "1.500000000000000001"}
     ]
+    # Zero and one attodollar at DECIMAL(38, 18): fixed point, never "0E-18" or "1E-18".
+    tiny = "SELECT min(cost_usd) AS least, min(cost_usd) - min(cost_usd) AS zero FROM usage_facts"
+    assert main(["sql", "--workdir", str(filled), "--format", "json", tiny]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"least": "0.000000000000000001", "zero": "0.000000000000000000"}
+    ]
 
 
 def test_sql_is_read_only_and_errors_exit_1(
