@@ -283,6 +283,16 @@ def token_parts_error(e: Any) -> str | None:
     return None
 
 
+_JSON_KINDS = {
+    "list": "an array",
+    "str": "a string",
+    "int": "a number",
+    "float": "a number",
+    "bool": "true or false",
+    "NoneType": "null",
+}
+
+
 def describe_validation_error(err: ValidationError) -> str:
     """One line a person can act on: every failing field and why."""
     parts = []
@@ -293,5 +303,10 @@ def describe_validation_error(err: ValidationError) -> str:
             msg = "unknown field (not in schema version 1)"
         elif e["type"] == "missing":
             msg = "required field is missing"
+        elif e["type"] == "model_type" and not e["loc"]:
+            got = type(e.get("input")).__name__
+            msg = f"a usage event is a JSON object, not {_JSON_KINDS.get(got, got)}"
+            if got == "list":
+                msg += " (for several events, write one object per line: JSON Lines)"
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

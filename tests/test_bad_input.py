@@ -328,6 +328,20 @@ def test_fuzzed_http_bodies_account_for_every_line(lines: list[bytes]) -> None:
     assert all(str(r["error"]).strip() for r in checked.rejected)
 
 
+def test_a_line_that_is_not_a_json_object_says_what_it_is() -> None:
+    # A JSON array of events is the usual first try at posting several: say what to send.
+    array = json.dumps([_event("a-1", NOW), _event("a-2", NOW)]).encode()
+    checked = check_body(array, "application/json", NOW, "arr")
+    assert [r["error"] for r in checked.rejected] == [
+        "record: a usage event is a JSON object, not an array (for several events, write one "
+        "object per line: JSON Lines)"
+    ]
+    checked = check_body(b'"x"\n5\nnull\ntrue\n', "application/x-ndjson", NOW, "kinds")
+    assert [r["error"].split(", not ")[1] for r in checked.rejected] == [
+        "a string", "a number", "null", "true or false"
+    ]  # fmt: skip
+
+
 def test_read_lines_numbers_every_line_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
     path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n')
