@@ -141,9 +141,14 @@ class _RepeatFilter(logging.Filter):
         return True
 
 
-# What librdkafka warns about while a broker that just started loads its coordinators: it
+# What librdkafka warns about while a broker that just started loads its coordinators, or
+# while a transaction coordinator moves (a worker taking over another's partitions): it
 # retries by itself within seconds, and every `spendstream run` on a fresh broker said so.
-_TRANSIENT = ("Coordinator load in progress", "COORDINATOR_LOAD_IN_PROGRESS")
+_TRANSIENT = (
+    "Coordinator load in progress",
+    "COORDINATOR_LOAD_IN_PROGRESS",
+    "Not coordinator: retrying",
+)
 
 
 class _TransientFilter(logging.Filter):

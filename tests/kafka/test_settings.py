@@ -144,13 +144,23 @@ def test_a_coordinator_still_loading_is_logged_at_info_not_as_a_warning() -> Non
     logger.addHandler(handler)
     level = logger.level
     line = "TXNPID Failed to acquire idempotence PID: Coordinator load in progress: retrying"
+    moved = (
+        "TXNPID Failed to acquire transactional PID from broker TxnCoordinator/1: Broker: "
+        "Not coordinator: retrying"
+    )
     try:
         logger.setLevel(logging.WARNING)
         logger.warning(line)
+        logger.warning(moved)
         logger.warning("FAIL broker down")
         logger.setLevel(logging.INFO)
         logger.warning(line + " again")
+        logger.warning(moved + " again")
     finally:
         logger.setLevel(level)
         logger.removeHandler(handler)
-    assert seen == [(logging.WARNING, "FAIL broker down"), (logging.INFO, line + " again")]
+    assert seen == [
+        (logging.WARNING, "FAIL broker down"),
+        (logging.INFO, line + " again"),
+        (logging.INFO, moved + " again"),
+    ]
