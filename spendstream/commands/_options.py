@@ -128,3 +128,13 @@ def add_pipeline(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="land alerts without routing them to the [[alerts.sink]] entries of the configuration",
     )
+
+
+def warehouse_where(config: Config, workdir: Path) -> str:
+    """Where a command's warehouse is, for its start line: the workdir, or a cluster's
+    catalog and tables (never a password)."""
+    from spendstream.warehouse.tables import resolve_storage
+
+    if not (config.warehouse.catalog_uri or config.warehouse.location):
+        return f"in {workdir}"
+    return resolve_storage(config.warehouse, workdir).describe

@@ -15,7 +15,6 @@ import argparse
 import logging
 import socket
 import sys
-from pathlib import Path
 from typing import cast
 
 from spendstream.commands._options import (
@@ -23,8 +22,8 @@ from spendstream.commands._options import (
     add_kafka,
     add_workdir,
     kafka_config_from_args,
+    warehouse_where,
 )
-from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError
 from spendstream.http_auth import read_token
 from spendstream.kafka.settings import KafkaSettings
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"spendstream run: {names.usage} ({counts.get(names.usage)} partitions) from "
         f"{kafka.describe()}, loops {loops}, groups {config.kafka.app_id} and "
-        f"{config.kafka.app_id}-scopes; warehouse {_warehouse_where(config, workdir)}; "
+        f"{config.kafka.app_id}-scopes; warehouse {warehouse_where(config, workdir)}; "
         f"http://{config.http.host}:{port}"
         + (
             ""
@@ -142,10 +141,3 @@ def run(args: argparse.Namespace) -> int:
         worker.stop()
     return 0
 
-
-def _warehouse_where(config: Config, workdir: Path) -> str:
-    from spendstream.warehouse.tables import resolve_storage
-
-    if not (config.warehouse.catalog_uri or config.warehouse.location):
-        return f"in {workdir}"
-    return resolve_storage(config.warehouse, workdir).describe

@@ -14,7 +14,12 @@ import sys
 import threading
 from types import FrameType
 
-from spendstream.commands._options import add_config, add_workdir, config_from_args
+from spendstream.commands._options import (
+    add_config,
+    add_workdir,
+    config_from_args,
+    warehouse_where,
+)
 
 __all__ = ["configure", "run"]
 
@@ -58,10 +63,15 @@ def run(args: argparse.Namespace) -> int:
     )
     port = httpd.server_address[1]
     where = f"http://{args.host}:{port}/"
+    holder = (
+        f"the token in {config.http.token_file}"
+        if config.http.token_file
+        else f"${config.http.token_env}"
+    )
     print(
-        f"spendstream serve: {workdir} at {where}"
+        f"spendstream serve: the warehouse {warehouse_where(config, workdir)} at {where}"
         + (
-            f" (token required: open {where}?token=<${config.http.token_env}> once)"
+            f" (token required: open {where}?token=<{holder}> once)"
             if token
             else " (no token configured: anyone who can reach the port can read it)"
         ),

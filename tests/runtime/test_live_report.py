@@ -312,3 +312,30 @@ def test_without_a_token_configured_the_page_is_open(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_the_start_line_says_where_the_token_is_kept(served: Server, tmp_path: Path) -> None:
+    # With [http] token_file the hint named $SPENDSTREAM_INGEST_TOKEN, which was not set.
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[http]\ntoken_file = "{token_file}"\n')
+    log = tmp_path / "serve.log"
+    env = {k: v for k, v in os.environ.items() if k != "SPENDSTREAM_INGEST_TOKEN"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "serve", "--workdir", str(served.workdir),
+             "--config", str(config), "--port", "0"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while "spendstream serve:" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        line = log.read_text().strip().splitlines()[-1]
+        assert f"?token=<the token in {token_file}> once" in line, line
+        assert f"the warehouse in {served.workdir} at http://127.0.0.1:" in line, line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
