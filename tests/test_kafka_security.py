@@ -239,7 +239,9 @@ def test_alerts_command_exits_1_naming_the_credentials_at_fault(setup: Setup) ->
 def test_breakers_reset_and_list_over_sasl_ssl_sign_and_check_records(setup: Setup) -> None:
     config = setup.config()
     work = str(setup.tmp / "w")
-    done = setup.cli("breakers", "reset", "session:s9", "--config", str(config), "--workdir", work)
+    done = setup.cli(
+        "breakers", "reset", "session:s9", "--force", "--config", str(config), "--workdir", work
+    )
     assert done.returncode == 0, done.stderr
     good = setup.broker.settings(tls=True)
     topic = setup.prefix + "spendstream.breakers"
@@ -260,11 +262,17 @@ def test_breakers_reset_and_list_over_sasl_ssl_sign_and_check_records(setup: Set
     assert listed.returncode == 0, listed.stderr
     assert [row["scope"] for row in json.loads(listed.stdout)] == ["api_key:k1"]
     assert "1 record(s) ignored" in listed.stderr
+    # A time, written as the warehouse's listing writes one (not the record's text).
+    table = setup.cli("breakers", "list", "--from-kafka", "--config", str(config))
+    [row] = [line for line in table.stdout.splitlines() if line.startswith("api_key:k1")]
+    opened = datetime.fromisoformat(json.loads(listed.stdout)[0]["ts"])
+    assert row.split()[-2:] == opened.isoformat(sep=" ").split(), table.stdout
 
     refused = setup.cli(
         "breakers",
         "reset",
         "session:s9",
+        "--force",
         "--config",
         str(config),
         "--workdir",

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from spendstream.commands._options import (
     add_config,
@@ -30,6 +31,9 @@ from spendstream.commands._options import (
 )
 from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
+
+if TYPE_CHECKING:
+    from spendstream.producers.guard import BreakerView
 
 __all__ = ["configure", "run"]
 
@@ -57,6 +61,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _common(ls, inherit=True)
     rs = sub.add_parser("reset", help="close SCOPE's breaker by hand (needs Kafka)")
     rs.add_argument("scope", metavar="SCOPE", help="e.g. api_key:k-123 or session:s-9")
+    rs.add_argument(
+        "--force",
+        action="store_true",
+        help="publish the reset even when the breakers topic shows SCOPE's breaker closed or "
+        "never opened (by default that is refused: a mistyped scope would look reset)",
+    )
     _common(rs, inherit=True)
     parser.set_defaults(all=False, from_kafka=False)
 
@@ -107,6 +117,21 @@ def run(args: argparse.Namespace) -> int:
             return 1
         from spendstream.runtime.kafka.breaker_control import publish_reset
 
+        if not args.force:
+            latest = _latest_on_topic(config, args.scope)
+            if latest is None or latest[0] == "closed":
+                where = config.kafka.topic_prefix + "spendstream.breakers"
+                print(
+                    f"spendstream breakers reset: {args.scope} has no open breaker on {where} ("
+                    + (
+                        "it never opened: a typo? `spendstream breakers list` shows the open ones"
+                        if latest is None
+                        else f"closed at {latest[1]}"
+                    )
+                    + "); nothing reset. --force publishes the reset anyway",
+                    file=sys.stderr,
+                )
+                return 1
         try:
             event = publish_reset(config, workdir, args.scope, datetime.now(UTC))
         except KafkaClientError as exc:
@@ -139,21 +164,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_ready(view: BreakerView, timeout_s: float) -> None:
+    if not view.wait_ready(timeout_s):
+        raise KafkaUnavailable(
+            f"could not read {view.topic} within {timeout_s:.0f}s"
+            + (f": {view.error}" if view.error else ""),
+            code="_TIMED_OUT",
+            retriable=True,
+        )
+
+
+def _latest_on_topic(config: Config, scope: str, timeout_s: float = 30.0) -> tuple[str, str] | None:
+    """(state, ts) of ``scope``'s latest transition on the breakers topic; None: none."""
+    from spendstream.producers.guard import BreakerView
+
+    with BreakerView.from_config(config, keep_closed=True) as view:
+        _wait_ready(view, timeout_s)
+        entry = view.latest(include_closed=True).get(scope)
+    return None if entry is None else (entry.state, entry.ts)
+
+
+def _instant(ts: str) -> datetime | str:
+    # As the warehouse's rows are: a time, shown alike in every format (the record's text
+    # as it came when it is not one).
+    try:
+        return datetime.fromisoformat(ts)
+    except ValueError:
+        return ts
+
+
 def _from_kafka(
     config: Config, timeout_s: float = 30.0
-) -> tuple[list[tuple[str, str, str, str]], str]:
+) -> tuple[list[tuple[str, str, str, datetime | str]], str]:
     """Every breaker that is not closed on the topic, and a note on ignored records."""
     from spendstream.producers.guard import BreakerView
 
     with BreakerView.from_config(config) as view:
-        if not view.wait_ready(timeout_s):
-            raise KafkaUnavailable(
-                f"could not read {view.topic} within {timeout_s:.0f}s"
-                + (f": {view.error}" if view.error else ""),
-                code="_TIMED_OUT",
-                retriable=True,
-            )
-        rows = [(scope, e.state, e.reason, e.ts) for scope, e in sorted(view.snapshot().items())]
+        _wait_ready(view, timeout_s)
+        rows = [
+            (scope, e.state, e.reason, _instant(e.ts))
+            for scope, e in sorted(view.snapshot().items())
+        ]
         note = (
             f"{view.unverified} record(s) ignored: not signed with the [breaker] HMAC key"
             if view.unverified

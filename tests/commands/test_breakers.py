@@ -71,9 +71,17 @@ def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
     kafka_local_default: LocalBroker, tmp_path: Path
 ) -> None:
     workdir = str(tmp_path / "wd")
-    reset = cli(
+    # A scope whose breaker never opened (a typo, say) is not "reset": refused, nothing landed.
+    typo = cli(
         "breakers", "reset", "api_key:key-ci", "--workdir", workdir, env=kafka_local_default.env
     )
+    assert typo.returncode == 1, typo.stderr
+    assert "api_key:key-ci has no open breaker" in typo.stderr and "never opened" in typo.stderr
+    assert not (tmp_path / "wd" / "warehouse").exists()
+    reset = cli(
+        "breakers", "reset", "api_key:key-ci", "--force", "--workdir", workdir,
+        env=kafka_local_default.env,
+    )  # fmt: skip
     assert reset.returncode == 0, reset.stderr
     assert reset.stdout.startswith("api_key:key-ci: closed (")
     assert f"kafka-local broker at {kafka_local_default.bootstrap}" in reset.stderr
