@@ -163,3 +163,11 @@ def test_a_slice_without_a_clock_row_does_not_borrow_one_at_the_next_slices_firs
     assert [(s.lo, s.hi) for s in again] == [
         (None, None) if i == 1 else (p.lo, p.hi) for i, p in enumerate(pieces)
     ]
+
+
+def test_a_slice_inside_an_earlier_starting_one_waits_for_it() -> None:
+    # Slices are taken in order of their first rows: the short slice (10..20) lies inside the
+    # long one (0..50), whose rows from 0 on come first. The long one reaches the limit, so
+    # nothing may go: releasing the short one alone would merge its rows before those.
+    assert round_of([(0, 50), (10, 20), (30, 40)], 45) == []
+    assert round_of([(0, 50), (10, 20), (30, 40)], 51) == [0, 1, 2]

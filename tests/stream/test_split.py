@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spendstream.config import Config
 from spendstream.records import Alert, BreakerEvent
+from spendstream.stream.columns import FactColumns, Pos
 from spendstream.stream.engine import (
     Detection,
     Engine,
@@ -35,7 +37,17 @@ from spendstream.stream.engine import (
     owner_of,
     route,
 )
-from spendstream.stream.partials import PARTIALS, partials_from_table, partials_table, split_ref
+from spendstream.stream.grouping import Groups
+from spendstream.stream.partials import (
+    PARTIALS,
+    Partial,
+    Source,
+    partials_from_table,
+    partials_table,
+    spans,
+    split_ref,
+    window_sorted,
+)
 from spendstream.stream.rounds import MAX_SLICES, round_of, slices_of
 from spendstream.topics import partition_key
 from tests.stream.detection_facts import busy_config, config, rows_table, warm_day
@@ -692,3 +704,33 @@ def test_an_unpriced_models_alert_is_its_earliest_call_of_all_partitions_in_a_ro
     )
     assert [(a.kind, a.ts) for a in d.alerts] == [("unpriced_model", T0 + minute)]
     assert d.alerts == Engine(cfg).process(rows_table(p1_rows + p0_rows)).alerts
+
+
+def _partial(window_start: int, first: Pos, last: Pos) -> Partial:
+    return Partial(
+        "anomaly", "team:a", 0, window_start, window_start + 10, 1, Decimal("0.01"), 0, 0, 0.0,
+        first[0], first, last, False, Source(first[1], f"{first[1]}@0", None, None),
+    )  # fmt: skip
+
+
+def test_windows_are_sorted_only_if_every_partial_of_each_window_comes_before_the_next() -> None:
+    # Window 0 has partials from two batches; its later one ends after window 10 begins, so
+    # merging window 0 whole before window 10 would judge row (9, 1, 9) before (6, 0, 6).
+    early, late = _partial(0, (1, 0, 1), (2, 0, 2)), _partial(0, (5, 1, 5), (9, 1, 9))
+    assert not window_sorted([early, late, _partial(10, (6, 0, 6), (7, 0, 7))])
+    # Likewise when window 10's second partial starts before window 0's end.
+    assert not window_sorted(
+        [early, _partial(10, (7, 0, 7), (8, 0, 8)), _partial(10, (1, 1, 3), (1, 1, 4))]
+    )
+    assert window_sorted([early, late, _partial(10, (10, 0, 10), (11, 0, 11))])
+
+
+def test_spans_are_each_groups_first_and_last_row_and_earliest_event_time() -> None:
+    at = [3, 5, 1, 7, 9]  # seconds after T0; row 2 comes late (its watermark stays at 5)
+    cols = FactColumns(rows_table([{"ts": T0 + timedelta(seconds=s)} for s in at]), None, 4, 100)
+    groups = Groups.of(np.array([1, 2, 1, 2, 1], dtype=np.int64), np.arange(5, dtype=np.int64))
+    firsts, lasts, earliest = spans(cols, groups)
+    us = {s: int((T0 + timedelta(seconds=s)).timestamp()) * 1_000_000 for s in at}
+    assert firsts == [(us[3], 4, 100), (us[5], 4, 101)]
+    assert lasts == [(us[9], 4, 104), (us[7], 4, 103)]
+    assert earliest == [us[1], us[5]]

@@ -5,6 +5,7 @@ for any mix of days; only the dictionary choices differ (``NO_DICTIONARY``)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -184,3 +185,21 @@ def test_a_partition_larger_than_the_target_size_is_cut_into_files(wh: Warehouse
     assert sorted(f.record_count for f in ours) == sorted(f.record_count for f in oracle)
     assert len({f.file_path for f in ours}) == len(ours)
     assert sum(f.record_count for f in ours) == table.num_rows
+
+
+def test_a_local_data_file_appears_only_whole(wh: Warehouse, tmp_path: Path) -> None:
+    """The views glob ``*.parquet``: a file is written under a hidden temporary name and
+    renamed into place when closed; a write that fails leaves neither name behind."""
+    from spendstream.warehouse.staging import StagedLocalFileIO
+
+    io = StagedLocalFileIO(wh.tables.table("alerts").io)
+    final = tmp_path / "data" / "part.parquet"
+    with io.new_output(f"file://{final}").create() as out:
+        out.write(b"whole")
+        assert not final.exists()
+    assert final.read_bytes() == b"whole"
+    broken = tmp_path / "data" / "broken.parquet"
+    with pytest.raises(RuntimeError), io.new_output(f"file://{broken}").create() as out:
+        out.write(b"half")
+        raise RuntimeError("the writer failed mid-file")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["part.parquet"]

@@ -75,6 +75,18 @@ def test_positions_and_state_survive_a_restart_and_move_only_with_a_commit(
         assert (r.seq, r.positions, r.state) == (2, {"spendstream.usage/3": 41}, b"s1")
 
 
+def test_a_commit_of_state_alone_moves_the_state_and_keeps_the_positions(
+    workdir: Path,
+) -> None:
+    with Warehouse(workdir, writer="usage/3") as wh:
+        wh.commit(facts=[fact()], positions={"p": 41}, state=b"s1")
+        assert wh.commit(state=b"s2").seq == 2  # no rows, no positions: the state still lands
+        assert wh.resume().positions == {"p": 41}
+    with Warehouse(workdir, writer="usage/3") as wh:
+        r = wh.resume()
+        assert (r.seq, r.positions, r.state) == (2, {"p": 41}, b"s2")
+
+
 def test_every_snapshot_carries_every_writers_positions(workdir: Path) -> None:
     a = Warehouse(workdir, writer="usage/0")
     b = Warehouse(workdir, writer="usage/1")
@@ -87,6 +99,14 @@ def test_every_snapshot_carries_every_writers_positions(workdir: Path) -> None:
     assert {w: r.state for w, r in a.writers().items()} == {"usage/0": b"a2", "usage/1": b"b"}
     a.close()
     b.close()
+
+
+def test_commit_retries_zero_still_makes_the_one_attempt(workdir: Path) -> None:
+    from spendstream.config import WarehouseConfig
+
+    with Warehouse(workdir, config=WarehouseConfig(commit_retries=0)) as wh:
+        result = wh.commit(facts=[fact()], alerts=[alert()], positions={"p": 1})
+        assert (result.seq, result.facts, result.alerts, result.retries) == (1, 1, 1, 0)
 
 
 def test_a_second_instance_of_a_writer_is_fenced(workdir: Path) -> None:
@@ -122,6 +142,69 @@ def test_a_writer_that_lost_the_race_relands_only_what_the_winner_did_not(
     b.close()
 
 
+def test_a_commit_raced_after_its_files_were_written_counts_every_skipped_fact(
+    workdir: Path, q: Query
+) -> None:
+    """Another writer lands some of the batch between its classification and its catalog
+    commit (here: while its data files are written): those are rewritten away, and the
+    result counts them on top of the duplicates found before."""
+    b = Warehouse(workdir, writer="b")
+    landed, shared, mine = fact(), fact(), fact()
+    b.commit(facts=[landed])
+
+    class Raced(Warehouse):
+        def _write_files(self, name: str, table: pa.Table) -> Any:
+            if name == "usage_facts" and b.seq == 1:
+                b.commit(facts=[shared])
+            return super()._write_files(name, table)
+
+    a = Raced(workdir, writer="a")
+    result = a.commit(facts=[landed, shared, mine])
+    assert result.retries >= 1
+    assert (result.facts, result.duplicates) == (1, 2)
+    a.ensure_views()
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(3, 3)]
+    a.close()
+    b.close()
+
+
+def test_a_fact_another_writer_lands_between_classify_and_commit_is_not_landed_twice(
+    workdir: Path, q: Query
+) -> None:
+    a = Warehouse(workdir, writer="a")
+    b = Warehouse(workdir, writer="b")
+    shared, mine = fact(), fact()
+    batch = facts_table([shared, mine])
+    assert a.classify(batch["event_id"], batch["ts"]).tolist() == [NEW, NEW]
+    b.commit(facts=[shared])
+    result = a.commit(facts=batch)  # the batch classify judged, but the store has moved
+    assert (result.facts, result.duplicates) == (1, 1)
+    a.ensure_views()
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(2, 2)]
+    a.close()
+    b.close()
+
+
+def test_a_breaker_event_another_writer_lands_while_the_outbox_is_written_lands_once(
+    workdir: Path, q: Query
+) -> None:
+    closed = breaker(state="closed")
+    cli = Warehouse(workdir, writer="breakers-cli")
+
+    class Raced(Warehouse):
+        def _write_files(self, name: str, table: pa.Table) -> Any:
+            if name == "breaker_events" and cli.seq == 0:
+                cli.commit(breaker_events=[closed])  # after this writer's early key check
+            return super()._write_files(name, table)
+
+    engine = Raced(workdir, writer="detect")
+    engine.commit(breaker_events=[closed], positions={"p": 1})
+    engine.ensure_views()
+    assert q("SELECT count(*) FROM breaker_events") == [(1,)]
+    engine.close()
+    cli.close()
+
+
 def test_old_events_are_deduplicated_against_their_own_day_in_the_table(workdir: Path) -> None:
     from spendstream.config import WarehouseConfig
 
@@ -138,6 +221,23 @@ def test_old_events_are_deduplicated_against_their_own_day_in_the_table(workdir:
         assert wh.unseen([old.event, new]) == [new]  # found in its own day's partition
         assert old_day in wh.dedupe._old
         assert wh.commit(facts=[old]).duplicates == 1
+
+
+def test_a_reopened_writer_dedupes_against_the_first_day_of_its_window(
+    workdir: Path, q: Query
+) -> None:
+    from spendstream.config import WarehouseConfig
+
+    config = WarehouseConfig(dedupe_window_days=1)
+    edge = fact(T0)
+    with Warehouse(workdir, config=config) as wh:
+        wh.commit(facts=[edge])
+        wh.commit(facts=[fact(T0 + days(1))])  # the window: T0's day and the next
+    with Warehouse(workdir, config=config) as wh:  # rebuilds its keys from the table
+        result = wh.commit(facts=[edge])
+        assert (result.facts, result.duplicates) == (0, 1)
+        wh.ensure_views()
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(2, 2)]
 
 
 def test_alerts_breaker_events_and_dead_letters_land_with_their_commit(

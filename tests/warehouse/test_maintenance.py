@@ -14,18 +14,21 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 
+import pyarrow as pa
 import pytest
 
 from spendstream.cli import main
 from spendstream.config import WarehouseConfig
+from spendstream.table_schemas import facts_table
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse import maintenance as maintenance_module
 from spendstream.warehouse.reading import run_sql
 from tests.service_fixtures import cluster_toml
-from tests.warehouse.factories import T0, days, fact
+from tests.warehouse.factories import T0, alert, days, fact
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,73 @@ def test_writers_expire_past_max_snapshots_keeping_the_newest_half_and_every_pos
         assert again.resume().positions == {"b": 16}
         assert again.writers()["a"].positions == {"a": 16}
         assert again.tables.load("usage_facts").scan().to_arrow().num_rows == 32
+
+
+def test_compaction_rewrites_a_partition_holding_exactly_min_files(tmp_path: Path) -> None:
+    """``--min-files 2`` (the least allowed): a day of two files is rewritten into one, with
+    every row, even when those two are all the table's files."""
+    with Warehouse(tmp_path / "work") as wh:
+        wh.commit(facts=[fact(T0, event_id="a")], positions={"p": 1})
+        wh.commit(facts=[fact(T0, event_id="b")], positions={"p": 2})
+        summary = wh.compact(min_files=2)
+        assert (summary.partitions, summary.files_in, summary.files_out, summary.rows) == (
+            1,
+            2,
+            1,
+            2,
+        )
+        assert summary.skipped == []
+        tbl = wh.tables.load("usage_facts")
+        assert len(wh.manifests.live_files(tbl)) == 1
+        assert sorted(tbl.scan().to_arrow()["event_id"].to_pylist()) == ["a", "b"]
+        assert wh.compact(min_files=3).partitions == 0  # one file left: nothing to do
+
+
+def test_rewrite_facts_replaces_landed_facts_by_event_id_and_ignores_the_rest(
+    tmp_path: Path,
+) -> None:
+    """``prices reprice --yes``: each landed fact named is replaced once, keeping its content
+    digest; a fact that never landed is not added; other facts of the day stay as they were."""
+    with Warehouse(tmp_path / "work") as wh:
+        wh.commit(
+            facts=[fact(T0, event_id="a"), fact(T0, event_id="b")],
+            digests=pa.array([b"da", b"db"], pa.binary()),
+        )
+        repriced = fact(T0, "0.25", event_id="a")
+        stray = fact(T0, "1", event_id="never-landed")
+        assert wh.rewrite_facts([repriced, stray]) == 1
+        t = wh.tables.load("usage_facts").scan().to_arrow().sort_by("event_id")
+        assert t["event_id"].to_pylist() == ["a", "b"]
+        assert t["cost_usd"].to_pylist() == [Decimal("0.25"), Decimal("0.01")]
+        assert t["event_digest"].to_pylist() == [b"da", b"db"]
+
+
+def test_the_orphan_sweep_deletes_a_killed_writers_files_but_no_pending_outbox(
+    tmp_path: Path,
+) -> None:
+    """A writer killed before its facts commit leaves data files nothing refers to: the sweep
+    deletes them once past the grace. One killed after its facts commit leaves its outbox
+    (here an alert) named only by its writer record: a sweep running before anyone finished
+    that outbox keeps it, and the next open lands it."""
+    work = tmp_path / "work"
+
+    class KilledAfterFactsCommit(Warehouse):
+        def _land_outbox(self, *args: object, **kw: object) -> bool:
+            return False
+
+    with KilledAfterFactsCommit(work, writer="w") as wh:
+        wh.commit(facts=[fact(T0, event_id="a")], alerts=[alert()], positions={"p": 1})
+        (orphan,) = wh._write_files("usage_facts", facts_table([fact(T0, event_id="b")]))
+        path = Path(wh.storage.to_fs_path(orphan.file_path))
+        assert maintenance_module.remove_orphans(wh, "usage_facts", 3600) == 0
+        assert path.exists()  # within the grace: maybe a writer about to commit it
+        for name in ("usage_facts", "alerts", "breaker_events", "dead_letters"):
+            maintenance_module.remove_orphans(wh, name, 0)
+        assert not path.exists()
+    with Warehouse(work, writer="w") as again:
+        assert again.resume().seq == 1
+        assert again.tables.load("alerts").scan().to_arrow().num_rows == 1
+        assert again.tables.load("usage_facts").scan().to_arrow()["event_id"].to_pylist() == ["a"]
 
 
 _SUMMARY = re.compile(r"compacted \d+ partition\(s\): (\d+) files .* (\d+) snapshot\(s\) expired")

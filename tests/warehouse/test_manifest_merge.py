@@ -13,7 +13,7 @@ from spendstream.warehouse import Warehouse
 from spendstream.warehouse import snapshots as sn
 from spendstream.warehouse.appending import merge_settings
 from tests.warehouse.conftest import Query
-from tests.warehouse.factories import fact
+from tests.warehouse.factories import T0, days, fact
 
 
 def _entries(wh: Warehouse) -> dict[str, tuple[Any, ...]]:
@@ -93,3 +93,39 @@ def test_manifests_merge_at_the_minimum_count_keeping_each_files_history(
     with Warehouse(wh.workdir, writer="another") as other:
         assert other.commit(facts=[fact()]).facts == 1
     assert q("SELECT count(*) FROM usage_facts") == [(9,)]
+
+
+def test_a_manifest_left_listing_only_existing_files_stays_in_later_commits(
+    wh: Warehouse, q: Query
+) -> None:
+    # One commit lands a fact on each of two days: one manifest, two files. Compacting the
+    # first day rewrites that manifest to list the second day's file as existing, no longer
+    # as added; every later commit must still list it.
+    wh.commit(facts=[fact(T0), fact(T0 + days(1))])
+    wh.commit(facts=[fact(T0)])
+    assert wh.compact(min_files=2).partitions == 1
+    wh.commit(facts=[fact(T0 + days(2))])
+    with Warehouse(wh.workdir, writer="another") as other:
+        assert other.commit(facts=[fact(T0 + days(3))]).facts == 1
+    wh.publish_current()
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(5, 5)]
+
+
+def test_manifests_merge_in_bins_of_the_target_size_keeping_the_list_short(
+    wh: Warehouse, q: Query
+) -> None:
+    # A target size of about two manifests: bins of two or three merge even though each
+    # holds fewer than the minimum count (only the bin with this commit's manifest waits
+    # for that); the list never grows past the minimum.
+    tbl = wh.tables.table("usage_facts")
+    tbl.transaction().set_properties(
+        {"commit.manifest.min-count-to-merge": "4", "commit.manifest.target-size-bytes": "20000"}
+    ).commit_transaction()
+    wh.tables.load("usage_facts")
+    counts = []
+    for _ in range(12):
+        wh.commit(facts=[fact()])
+        counts.append(_manifests(wh))
+    assert max(counts) <= 4, counts
+    assert q("SELECT count(*), count(DISTINCT event_id) FROM usage_facts") == [(12, 12)]
+    assert _unreferenced_manifests(wh) == set()

@@ -3,6 +3,7 @@ great-expectations suite passes clean data and names each broken rule."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,6 +37,25 @@ def test_a_batch_is_never_quarantined_whole_for_one_odd_fact(
     assert wh.resume().state == b"n1"
     assert quarantined(wh) == []
     assert not (workdir / "warehouse" / "tables" / "quarantine").exists()
+
+
+def test_batches_an_earlier_release_quarantined_are_listed_oldest_first(
+    wh: Warehouse, workdir: Path
+) -> None:
+    # Written newest first: a directory listing's order is the file system's, not by name.
+    root = workdir / "warehouse" / "tables" / "quarantine"
+    ids = [f"202603{day:02d}T000000-{day:04x}" for day in range(9, 0, -1)]
+    for n, batch_id in enumerate(ids):
+        (root / batch_id).mkdir(parents=True)
+        report = {"batch_id": batch_id, "writer": "usage/0", "failing": n}
+        (root / batch_id / "report.json").write_text(json.dumps(report))
+    listed = quarantined(wh)
+    assert [b.batch_id for b in listed] == sorted(ids)
+    assert [(b.created_at, b.failing) for b in listed[:2]] == [
+        ("20260301T000000", 8),
+        ("20260302T000000", 7),
+    ]
+    assert all(b.writer == "usage/0" and b.path.endswith(b.batch_id) for b in listed)
 
 
 def test_ge_suite_passes_clean_facts_and_names_each_broken_rule(
