@@ -104,14 +104,19 @@ def kafka_config_from_args(args: argparse.Namespace, *, quiet: bool = False) -> 
     chosen = getattr(args, "bootstrap_servers", None)
     if not chosen and "bootstrap_servers" not in config.kafka.model_fields_set:
         from spendstream.local.kafka import default_data_dir, running_bootstrap
+        from spendstream.local.services import default_data_dir as services_dir
 
-        chosen = running_bootstrap()
-        if chosen and not quiet:
-            print(
-                f"using the spendstream kafka-local broker at {chosen} (running from "
-                f"{default_data_dir()}; no [kafka] bootstrap_servers configured)",
-                file=sys.stderr,
-            )
+        # `kafka-local start`'s broker, else the one `local start` runs beside its database.
+        for where in (default_data_dir(), services_dir() / "kafka"):
+            chosen = running_bootstrap(where)
+            if chosen:
+                if not quiet:
+                    print(
+                        f"using the spendstream kafka-local broker at {chosen} (running from "
+                        f"{where}; no [kafka] bootstrap_servers configured)",
+                        file=sys.stderr,
+                    )
+                break
     if not chosen:
         return config
     kafka = config.kafka.model_copy(update={"bootstrap_servers": chosen})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 __all__ = ["configure", "run"]
 
@@ -43,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"# secrets for the catalog and the bucket: source {services.env_file}")
         print(toml, end="")
         return 0
-    lines = services.stop() if args.action == "stop" else services.status()
+    if args.action == "stop":
+        for line in services.stop():
+            print(line)
+        return 0
+    running, lines = services.status()
     for line in lines:
-        print(line, file=sys.stdout)
-    return 0
+        print(line)
+    return 0 if running else 1  # as `kafka-local status`: scripts can wait on it

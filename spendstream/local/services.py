@@ -100,9 +100,8 @@ class LocalServices:
             out.append(f"{name}: {'stopped' if svc.stop() else 'was not running'}")
         return out
 
-    def status(self) -> list[str]:
-        return [
-            self._kafka().status().describe(),
-            self._postgres().status().describe(),
-            self._s3().status().describe(),
-        ]
+    def status(self) -> tuple[bool, list[str]]:
+        """(whether all three run, a line each)."""
+        kafka, pg, s3 = self._kafka().status(), self._postgres().status(), self._s3().status()
+        running = kafka.running and pg.running and s3.running
+        return running, [kafka.describe(), pg.describe(), s3.describe()]

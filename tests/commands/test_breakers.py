@@ -91,3 +91,37 @@ def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].startswith("api_key:key-ci,closed,")
+
+
+def test_the_broker_of_local_start_is_found_like_a_kafka_local_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream local start` runs its broker in <its data dir>/kafka: commands without a
+    # configured broker find it there too (they found only `kafka-local start`'s).
+    import argparse
+    import os
+
+    import spendstream.local.kafka as kafka_local
+    import spendstream.local.services as services
+    from spendstream.commands._options import kafka_config_from_args
+    from spendstream.local.kafka import find_free_ports
+
+    services_dir = tmp_path / "local"
+    port, controller = find_free_ports(2)
+    broker_dir = str(services_dir / "kafka")
+    started = cli(
+        "kafka-local", "start", "--dir", broker_dir, "--port", str(port),
+        "--controller-port", str(controller), env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        assert started.returncode == 0, started.stderr
+        monkeypatch.setattr(kafka_local, "default_data_dir", lambda: tmp_path / "no-kafka-local")
+        monkeypatch.setattr(services, "default_data_dir", lambda: services_dir)
+        args = argparse.Namespace(config=None, bootstrap_servers=None, workdir=str(tmp_path))
+        monkeypatch.chdir(tmp_path)
+        config = kafka_config_from_args(args)
+        assert config.kafka.bootstrap_servers == f"127.0.0.1:{port}"
+        assert f"running from {services_dir / 'kafka'}" in capsys.readouterr().err
+    finally:
+        stopped = cli("kafka-local", "stop", "--dir", broker_dir, env=dict(os.environ))
+        assert stopped.returncode == 0, stopped.stderr
