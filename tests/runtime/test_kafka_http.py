@@ -4,6 +4,7 @@ ingest, breakers (list and manual reset), health and metrics."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import urllib.error
@@ -82,6 +83,23 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
             (len(lines) + 5, len(lines) + 5)
         ]
         assert query(wd, "SELECT source FROM dead_letters") == [("http:batch-7#1501",)]
+        # Every record read off the usage topic is one fact, duplicate or dead letter once.
+        records = len(lines) + 1 + len(ids)
+
+        def counted() -> tuple[float, float, float]:
+            text = w.get_text("/metrics")
+
+            def value(name: str) -> float:
+                found = re.search(rf"^{name} (\S+)$", text, re.M)
+                return float(found.group(1)) if found else 0.0
+
+            return (
+                value("spendstream_events_in_total"),
+                value("spendstream_facts_landed_total"),
+                value("spendstream_duplicates_total"),
+            )
+
+        wait_for(lambda: counted() == (records, records - 1, 1), f"metrics: {counted()}", w)
         dead_on_topic = read_topic(kafka_bootstrap, prefix + "spendstream.dead-letters")
         assert [json.loads(v)["raw"] for _, v in dead_on_topic] == ['{"event_id": "x"}']
 

@@ -222,18 +222,21 @@ class UsageLoop(PartitionLoop[_Partition]):
         return part
 
     def _turn(self, msgs: Sequence[Message]) -> None:
-        self.metrics.events_in.inc(len(msgs))
         now = time.monotonic()
+        taken = 0  # what this worker will land: not records of a partition it no longer owns
         for p, records in by_partition(msgs).items():
             part = self.parts.get(p)
             if part is None:
                 continue  # revoked, or waiting to be rewound: re-read from its position
+            before = len(part.buffer)
             if (records[0].offset() or 0) > part.landed:  # in offset order: all of them
                 part.buffer.extend(records)
             else:  # read again after a rewind
                 part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
+            taken += len(part.buffer) - before
             if part.buffer and part.since is None:
                 part.since = now
+        self.metrics.events_in.inc(taken)
         held = self._held_back(now)
         for p, part in sorted(self.parts.items()):
             if p in held and not part.cuts:  # a replay is landed as cut, whatever its time
