@@ -22,7 +22,9 @@ made no provider call and are not recorded), built from LiteLLM's standard loggi
   audio and image token counts and server-tool requests go to tags until the event has
   fields for them;
 - ``status``: ``error``, or ``timeout`` for LiteLLM's ``Timeout`` (HTTP 408);
-- ``request_id``: LiteLLM's trace id, shared by a request's retries and fallbacks;
+- ``request_id``: LiteLLM's trace id of the call (``litellm_trace_id``), shared by a request's
+  retries and fallbacks, never the session id (which LiteLLM's logging payload puts in its
+  ``trace_id`` by default);
 - ``reported_cost_usd``: LiteLLM's ``response_cost``, so ``spendstream prices reconcile``
   compares it with our own price;
 - attribution, first found: the request's ``metadata`` (keys named as event fields:
@@ -148,8 +150,12 @@ def event_fields(
     }
     if start and end and end >= start:
         out["latency_ms"] = (end - start) * 1000.0
-    if slo.get("trace_id"):
-        out["request_id"] = str(slo["trace_id"])[:128]
+    # The call's own trace id (kept by LiteLLM across a request's retries and fallbacks),
+    # not the logging payload's `trace_id`: by default LiteLLM puts the *session* id there
+    # when one is given, and a request id shared by a whole session reads as a retry storm.
+    trace = kwargs.get("litellm_trace_id") or slo.get("trace_id")
+    if trace:
+        out["request_id"] = str(trace)[:128]
     out.update(_tokens(slo, response_obj))
     cost = slo.get("response_cost")
     if (

@@ -92,6 +92,29 @@ def test_sync_completion_is_recorded_with_litellms_cost(
     assert event["tags"]["call_type"] == "completion"
 
 
+def test_calls_of_one_session_are_separate_requests_and_a_given_trace_id_is_kept(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    # LiteLLM's logging payload puts metadata's session_id in its trace_id by default: taken
+    # as the request id, a session's sixth call raised retry_storm.
+    for turn in range(3):
+        litellm.completion(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            mock_response="ok",
+            metadata={"session_id": "agent-run-42", "turn": turn + 1},
+        )
+    litellm.completion(
+        model="gpt-4o-mini", messages=MESSAGES, mock_response="ok", litellm_trace_id="req-7"
+    )
+    events = _events(metered, 4)
+    sessions = [e for e in events if e.get("session_id") == "agent-run-42"]
+    assert len(sessions) == 3
+    assert len({e["request_id"] for e in sessions}) == 3
+    assert all(e["request_id"] != "agent-run-42" for e in sessions)
+    assert [e["request_id"] for e in events if e not in sessions] == ["req-7"]
+
+
 def test_an_anthropic_model_is_provider_anthropic_with_cached_tokens_inside_input(
     metered: tuple[Meter, CollectingTransport],
 ) -> None:
