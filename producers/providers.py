@@ -32,6 +32,7 @@ as returned; and OpenRouter's reported cost.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -184,6 +185,11 @@ def _snapshot() -> Any:
     try:
         from genai_prices import data_snapshot
     except ImportError as exc:
+        if sys.meta_path is None:  # the interpreter is shutting down: nothing is missing
+            raise ProviderHelperUnavailable(
+                f"provider helpers cannot load while Python shuts down ({exc}): record a "
+                "stream's call before exit (close the stream, or read it to its end)"
+            ) from exc
         raise ProviderHelperUnavailable(
             "spendstream's provider helpers need genai-prices: "
             "pip install 'spendstream[providers]' (or pass token counts to record() yourself)"

@@ -32,7 +32,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -327,12 +327,39 @@ class _Call:
     def _observe_stream(self, stream: Any) -> None:
         inner = stream._iterator
         http = getattr(stream, "response", None)
+        incomplete = {"stream": "incomplete"}
+        close = getattr(stream, "close", None)
         if inspect.isasyncgen(inner) or hasattr(inner, "__anext__"):
-            stream._iterator = self._aiterate(inner, http)
-        else:
-            stream._iterator = self._iterate(inner, http)
+            ours_async = self._aiterate(inner, http)
+            stream._iterator = ours_async
+            if inspect.iscoroutinefunction(close):
+                # A stream closed before its end (`async with ... : break`, `await
+                # s.close()`) is recorded then, not when it is collected, maybe never.
+                async def aclose() -> None:
+                    try:
+                        await close()
+                    finally:
+                        if not getattr(ours_async, "ag_running", False):
+                            await ours_async.aclose()
+                        self.record(http=http, tags=incomplete)
 
-    def _iterate(self, inner: Iterator[Any], http: Any) -> Iterator[Any]:
+                stream.close = aclose
+            return
+        ours = self._iterate(inner, http)
+        stream._iterator = ours
+        if callable(close):
+
+            def sclose() -> None:
+                try:
+                    close()
+                finally:
+                    if inspect.getgeneratorstate(ours) != inspect.GEN_RUNNING:
+                        ours.close()  # its own finally records what it read
+                    self.record(http=http, tags=incomplete)  # never started: still a call
+
+            stream.close = sclose
+
+    def _iterate(self, inner: Iterator[Any], http: Any) -> Generator[Any, None, None]:
         outcome: dict[str, Any] = {"status": "ok", "tags": {"stream": "incomplete"}}
         try:
             for chunk in inner:
@@ -347,7 +374,7 @@ class _Call:
         finally:
             self.record(http=http, **outcome)
 
-    async def _aiterate(self, inner: AsyncIterator[Any], http: Any) -> AsyncIterator[Any]:
+    async def _aiterate(self, inner: AsyncIterator[Any], http: Any) -> AsyncGenerator[Any, None]:
         outcome: dict[str, Any] = {"status": "ok", "tags": {"stream": "incomplete"}}
         try:
             async for chunk in inner:

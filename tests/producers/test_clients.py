@@ -337,14 +337,45 @@ def test_a_stream_dropped_early_is_recorded_as_incomplete(
     )
     first = next(iter(stream))
     assert first.type == "message_start"
-    stream.close()
-    del stream
-    import gc
-
-    gc.collect()
+    stream.close()  # recorded now, while the caller still holds the stream (not at collection)
     event = _one(metered)
     assert event["tags"]["stream"] == "incomplete"
     assert event["input_tokens"] == CLAUDE["input_tokens"]  # message_start said so much
+    stream.close()  # closed twice, recorded once
+    assert len(flushed(*metered)) == 1
+
+
+def test_streams_left_early_by_every_form_are_recorded_when_closed(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    meter = metered[0]
+    oa, an = _oa(server, meter), _an(server, meter)
+    with oa.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True) as chat:
+        for _ in chat:
+            break
+    with an.messages.stream(model="claude-sonnet-4-5", max_tokens=100, messages=MESSAGES) as s:
+        for _ in s:
+            break
+    never_read = oa.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+    never_read.close()
+
+    async def leave_async() -> None:
+        aclient = meter.instrument(
+            openai.AsyncOpenAI(api_key="k", base_url=server.openai_url, max_retries=0)
+        )
+        stream = await aclient.chat.completions.create(
+            model="gpt-5", messages=MESSAGES, stream=True
+        )
+        async for _ in stream:
+            break
+        await stream.close()
+        await aclient.close()
+
+    asyncio.run(leave_async())
+    events = flushed(*metered)  # all four, before any of the streams is collected
+    assert [e["tags"]["stream"] for e in events] == ["incomplete"] * 4, events
+    assert [e["provider"] for e in events] == ["openai", "anthropic", "openai", "openai"]
+    assert chat is not None and s is not None and never_read is not None  # still referenced
 
 
 def test_raw_responses_are_recorded_when_parsed(
