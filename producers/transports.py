@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
+from spendstream.log_filters import RepeatFilter
 from spendstream.topics import USAGE
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("spendstream.producers")
+# "kept for retry" repeats at every retry while a destination is down: once a minute a line.
+retry_log = logging.getLogger("spendstream.producers.retry")
+retry_log.addFilter(RepeatFilter())
 
 
 class Record(NamedTuple):
@@ -175,7 +179,22 @@ _FORK_ORPHANS: list[Any] = []
 
 def _log_failure(exc: KafkaClientError, count: int, kept_in: str) -> None:
     level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
-    log.log(level, "Kafka did not take %d event(s), kept for retry in %s: %s", count, kept_in, exc)
+    retry_log.log(
+        level, "Kafka did not take %d event(s), kept for retry in %s: %s", count, kept_in, exc
+    )
+
+
+_WRONG_URL = (
+    " (no spendstream ingest endpoint there: give Meter.http the server's base URL, e.g. "
+    "http://host:8787, where `spendstream run` listens)"
+)
+_MISCONFIGURED = {
+    401: " (the token is not the server's: Meter.http's token, $SPENDSTREAM_INGEST_TOKEN for "
+    "Meter.from_env, against [http] token_env/token_file of `spendstream run`)",
+    403: " (the token is not allowed)",
+    404: _WRONG_URL,
+    405: _WRONG_URL,
+}
 
 
 class HttpTransport:
@@ -183,14 +202,16 @@ class HttpTransport:
 
     200 answers ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` (1-based
     lines). Connection errors, 5xx, 401/403 (a credential problem the operator must fix:
-    keep the events) and 429 are failures to retry; other 4xx reject the whole batch.
+    keep the events), 404/405 (no ingest endpoint at that URL: the same), 408 and 429 are
+    failures to retry; other 4xx reject the whole batch.
     """
 
     name = "http"
     kept_in = "memory"  # the Meter's spool slot, once it has one
 
     def __init__(self, base_url: str, token: str, *, timeout_s: float = 10.0) -> None:
-        self.url = base_url.rstrip("/") + "/v1/events"
+        # The endpoint's own URL is what the OTLP docs show for /v1/traces: take it too.
+        self.url = base_url.rstrip("/").removesuffix("/v1/events") + "/v1/events"
         self._token, self._timeout_s = token, timeout_s
         self._client = self._new_client()
 
@@ -230,7 +251,7 @@ class HttpTransport:
         try:
             resp = self._client.post(self.url, content=body)
         except httpx.HTTPError as exc:
-            log.warning(
+            retry_log.warning(
                 "ingest endpoint unreachable (%s): %d events kept for retry in %s",
                 exc,
                 len(records),
@@ -239,12 +260,16 @@ class HttpTransport:
             result.failed = list(range(len(records)))
             return result
         status = resp.status_code
-        if status >= 500 or status in (401, 403, 408, 429):
-            level = logging.ERROR if status in (401, 403) else logging.WARNING
-            log.log(
+        if status >= 500 or status in (401, 403, 404, 405, 408, 429):
+            # 401/403: the token; 404/405: not an ingest endpoint at this URL. Both are the
+            # operator's to fix, and no event is at fault: keep them all.
+            level = logging.ERROR if status in _MISCONFIGURED else logging.WARNING
+            retry_log.log(
                 level,
-                "ingest endpoint answered %d: %d events kept for retry in %s",
+                "ingest endpoint %s answered %d%s: %d events kept for retry in %s",
+                self.destination,
                 status,
+                _MISCONFIGURED.get(status, ""),
                 len(records),
                 self.kept_in,
             )

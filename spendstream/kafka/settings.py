@@ -9,12 +9,11 @@ librdkafka configuration. A bare ``"host:port"`` string is accepted wherever set
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from spendstream.log_filters import RepeatFilter as _RepeatFilter
 from spendstream.secrets import SecretStr, load_optional_secret, load_secret
 
 if TYPE_CHECKING:
@@ -119,26 +118,6 @@ def as_settings(target: KafkaSettings | str | list[str]) -> KafkaSettings:
     if isinstance(target, list):
         return KafkaSettings(",".join(target))
     return KafkaSettings(target)
-
-
-class _RepeatFilter(logging.Filter):
-    """A failing connection makes librdkafka log the same line every reconnect: pass one per
-    minute per line (numbers ignored), so a service's log is not flooded."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = re.sub(r"\d+", "#", record.getMessage())
-        now = time.monotonic()
-        if now - self._last.get(key, -self.every_s) < self.every_s:
-            return False
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        return True
 
 
 # What librdkafka warns about while a broker that just started loads its coordinators, or

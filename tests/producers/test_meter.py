@@ -43,10 +43,9 @@ class IngestServer:
                 server.answering.wait()
                 with server.lock:
                     status = server.status
-                    if (
-                        self.path != "/v1/events"
-                        or self.headers["Authorization"] != f"Bearer {TOKEN}"
-                    ):
+                    if self.path != "/v1/events":
+                        status = 404  # as `spendstream run` answers any other path
+                    elif self.headers["Authorization"] != f"Bearer {TOKEN}":
                         status = 401
                     rejected = []
                     if status == 200:
@@ -188,6 +187,32 @@ def test_server_errors_spool_events_and_replay_them_in_order_on_recovery(
         up = meter.metrics
     assert server.event_ids() == [f"e{i:06d}" for i in range(50)]
     assert up.replayed == up.spooled and up.sent == 50 and up.dropped == 0
+
+
+def test_the_endpoints_own_url_is_taken_and_a_wrong_one_keeps_the_events(
+    server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The OTLP docs give /v1/traces' full URL: given /v1/events' likewise, events arrive.
+    with Meter.http(f"{server.url}/v1/events/", TOKEN, spool_dir=None, linger_s=0.01) as meter:
+        meter.record(**_fields(1))
+        assert meter.flush(timeout_s=30)
+    assert server.event_ids() == ["e000001"]
+    # A URL with no ingest endpoint (404) is the operator's to fix, as a wrong token is:
+    # the events are kept for retry, not rejected as bad events and lost.
+    wrong = Meter.http(f"{server.url}/ingest", TOKEN, spool_dir=tmp_path / "s", linger_s=0.01)
+    for i in range(2, 5):
+        wrong.record(**_fields(i))
+    assert not wrong.flush(timeout_s=1.0)
+    m = wrong.metrics
+    wrong.close(timeout_s=1.0)
+    assert (m.rejected, m.sent) == (0, 0) and m.send_failures > 0
+    assert server.event_ids() == ["e000001"]
+    assert "answered 404 (no spendstream ingest endpoint there" in caplog.text
+    # ... and a retry loop says so once a minute, not at every retry.
+    assert caplog.text.count("answered 404") == 1
+    [slot] = (tmp_path / "s").glob("slot-*")  # kept on disk, for that destination
+    kept = [json.loads(line)["event_id"] for seg in slot.glob("seg-*") for line in seg.open()]
+    assert kept == ["e000002", "e000003", "e000004"]
 
 
 def test_unreachable_server_without_spool_holds_a_batch_and_counts_queue_drops(

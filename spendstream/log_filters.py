@@ -1,0 +1,30 @@
+"""Log filters for lines a failing connection repeats (librdkafka's reconnects, a Meter's
+retries against an endpoint that is down)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+__all__ = ["RepeatFilter"]
+
+
+class RepeatFilter(logging.Filter):
+    """Pass one record per minute per line (numbers ignored: "5 events kept" and "6 events
+    kept" are one line), so a service's log is not flooded by a retry loop."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
