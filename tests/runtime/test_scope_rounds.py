@@ -88,8 +88,8 @@ def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
     r1 = _record(lanes[1], 1, 3, 0, 40)  # lane 1: 3 h, and more to come
     wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
     owner = loop._state(0, wh)
-    loop._hold(owner, 0, r0, NOW)
-    loop._hold(owner, 1, r1, NOW)
+    loop._hold(owner, 0, loop._partials(r0), NOW)
+    loop._hold(owner, 1, loop._partials(r1), NOW)
     lane0 = [h for h in owner.held if h.batch.usage_partition == 0]
     count = len(lane0)
     assert count > 2 and [h.index for h in lane0] == list(range(count))
@@ -115,8 +115,8 @@ def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
     restored = again._state(0, wh2)
     assert restored.partly == partly and restored.landed == -1
     # Both records are read again; lane 0's merged slices are not held twice.
-    again._hold(restored, 0, r0, NOW)
-    again._hold(restored, 1, r1, NOW)
+    again._hold(restored, 0, again._partials(r0), NOW)
+    again._hold(restored, 1, again._partials(r1), NOW)
     assert sorted((h.batch.usage_partition, h.index) for h in restored.held) == held_after
     # Lane 1's clock is what its merged slices reached, then what its held one says.
     assert restored.clocks[1] >= restored.merged_clocks.get(1, -1)
@@ -125,7 +125,7 @@ def test_a_batch_merged_in_part_is_replayed_from_its_first_slice_not_merged(
     assert restored.held == [] and restored.partly == {}
     assert restored.merged == {0: 39, 1: 39}
     # A replay of a batch merged whole is dropped.
-    again._hold(restored, 0, r0, NOW)
+    again._hold(restored, 0, again._partials(r0), NOW)
     assert restored.held == []
     wh2.close()
 
@@ -136,8 +136,8 @@ def test_the_clock_a_scope_owner_keeps_is_that_of_merged_slices(tmp_path: Path) 
     lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
     wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
     owner = loop._state(0, wh)
-    loop._hold(owner, 0, _record(lanes[0], 0, 8, 0, 40), NOW)
-    loop._hold(owner, 1, _record(lanes[1], 1, 3, 0, 40), NOW)
+    loop._hold(owner, 0, loop._partials(_record(lanes[0], 0, 8, 0, 40)), NOW)
+    loop._hold(owner, 1, loop._partials(_record(lanes[1], 1, 3, 0, 40)), NOW)
     _ends(loop, p0=1000, p1=1000)
     _merge(loop, owner)
     state: dict[str, Any] = orjson.loads(loop._snapshot(owner))
