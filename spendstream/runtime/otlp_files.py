@@ -38,7 +38,9 @@ class OtlpFiles:
     def __iter__(self) -> Iterator[InputRecord]:
         for path in self.paths:
             if path == "-":
-                yield from self._lines("stdin", self.stdin or own_stdin())
+                # As a file: an export per line (streamed as it comes), or one document,
+                # pretty-printed (`cat export.json |`), told apart by its first line.
+                yield from self._file("stdin", cast(BinaryIO, self.stdin or own_stdin()))
                 continue
             with open(path, "rb") as raw:
                 compressed = raw.read(2) == _GZIP_MAGIC

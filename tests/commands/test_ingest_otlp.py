@@ -89,6 +89,24 @@ def test_one_pretty_printed_document_and_gzip_files_are_read(
     assert "read 3 = landed 3 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
 
 
+def test_stdin_takes_a_pretty_printed_document_as_a_file_does(tmp_path: Path) -> None:
+    # `cat export.json | spendstream ingest --format otlp -` made a dead letter of each line.
+    import subprocess
+    import sys
+
+    pretty = json.dumps(_export(CHAT, CHAT), indent=2)
+    lines = "".join(json.dumps(_export(CHAT)) + "\n" for _ in range(2))
+    for body, landed in ((pretty, 2), (lines, 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "spendstream", "ingest", "--format", "otlp", "-",
+             "--workdir", str(tmp_path / f"wd{landed}{len(body)}")],
+            input=body.encode(), capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+        out = done.stdout.decode()
+        assert done.returncode == 0, done.stderr.decode()
+        assert f"read {landed} = landed {landed} + duplicates 0 + dead-lettered 0" in out, out
+
+
 def test_bad_lines_and_rejected_spans_are_dead_letters_naming_file_and_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
