@@ -16,6 +16,12 @@ from spendstream.producers.event import UsageEvent
 __all__ = ["SCHEMA_PATH", "json_schema", "main", "render"]
 
 SCHEMA_PATH = Path(__file__).with_name("usage-event.schema.json")
+# Year 2015 or later, date, "T", time, an optional fraction, then Z or an offset.
+TS_PATTERN = (
+    r"^(201[5-9]|20[2-9][0-9]|2[1-9][0-9]{2}|[3-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt]"
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+DECIMAL_PATTERN = r"^\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -23,6 +29,19 @@ def json_schema() -> dict[str, Any]:
     """The schema a producer must satisfy (validation mode: what the pipeline accepts)."""
     schema = UsageEvent.model_json_schema(mode="validation")
     schema["$schema"] = _DRAFT
+    props = schema["properties"]
+    # What pydantic's schema leaves to "format" or to a validator, written as patterns, so a
+    # JSON Schema validator refuses what the pipeline would (format is not enforced by
+    # most validators without an extra package): an RFC 3339 time with its offset from
+    # 2015 on, a decimal string of money, tool names as the model restricts them.
+    props["ts"]["pattern"] = TS_PATTERN
+    for branch in props["reported_cost_usd"]["anyOf"]:
+        if branch.get("type") == "string":
+            branch["pattern"] = DECIMAL_PATTERN
+    for branch in props["tool_requests"]["anyOf"]:
+        if branch.get("type") == "object":
+            (names,) = branch["patternProperties"]
+            branch["propertyNames"]["pattern"] = names
     # pydantic cannot express the cross-field rule; say it where other-language users read.
     schema["description"] = (
         "One metered AI API call (docs/producers.md). Invariants not expressible "

@@ -56,3 +56,63 @@ def test_schema_module_runs_as_a_script_in_check_mode() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _schema_accepts(event: dict[str, object]) -> bool:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json_schema()).is_valid(event)
+
+
+def _pipeline_accepts(event: dict[str, object]) -> bool:
+    from datetime import UTC, datetime
+
+    from spendstream.stream.batch import decode_lines
+
+    line = json.dumps(event).encode()
+    return decode_lines([line], datetime.now(UTC), lambda i: f"t:{i}").dead_letters == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tool_requests": {"Web_Search": 1}},  # tool names are lower-case
+        {"reported_cost_usd": "abc"},
+        {"reported_cost_usd": "NaN"},
+        {"ts": "2014-12-31T23:59:59Z"},  # before any metered LLM API
+        {"ts": "2026-11-01T12:00:00"},  # no offset
+        {"ts": "yesterday"},
+    ],
+    ids=["tool-name", "cost-text", "cost-nan", "ts-2014", "ts-naive", "ts-word"],
+)
+def test_what_the_pipeline_refuses_a_schema_validator_refuses_too(
+    change: dict[str, object],
+) -> None:
+    # Found by validating hand-written events with jsonschema: each passed the schema (the
+    # date-time format is not checked without an extra package) and became a dead letter.
+    event = {**_good_event(), **change}
+    assert not _pipeline_accepts(event)
+    assert not _schema_accepts(event)
+
+
+def test_events_the_pipeline_takes_pass_the_schema() -> None:
+    from spendstream.synthetic import generate
+
+    events = [_good_event()] + list(generate(300, seed=5))
+    events.append({**_good_event(), "ts": "2026-11-01T12:00:00.123456+05:30"})
+    events.append({**_good_event(), "reported_cost_usd": "0.000000000000000001"})
+    events.append({**_good_event(), "tool_requests": {"web_search": 2, "file.search:v2": 1}})
+    for event in events:
+        assert _pipeline_accepts(event), event
+        assert _schema_accepts(event), event
+
+
+def _good_event() -> dict[str, object]:
+    return {
+        "event_id": "e-1",
+        "ts": "2026-11-01T12:00:00Z",
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 10,
+        "output_tokens": 2,
+    }
