@@ -50,7 +50,10 @@ def test_list_and_reset_take_the_same_options_before_or_after_the_action(
 
 def test_breakers_alone_lists(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["breakers", "--workdir", str(tmp_path), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.splitlines() == ["scope,state,reason,ts"]
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["scope,state,reason,ts"]
+    # No warehouse there: an empty list, and a word that this may not be the workdir meant.
+    assert f"no warehouse at {tmp_path}" in err and "--from-kafka" in err
 
 
 def test_reset_says_at_once_that_no_broker_answers(
