@@ -92,6 +92,7 @@ class RequestCeilingExceeded(BreakerOpen):
 
     def __init__(self, reason: str, worst_case_usd: Decimal | None, max_request_usd: Decimal):
         super().__init__("request", reason)
+        self.args = (f"request refused: {reason}",)  # no breaker is involved
         self.worst_case_usd = worst_case_usd
         self.max_request_usd = max_request_usd
 

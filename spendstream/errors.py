@@ -118,6 +118,15 @@ class WorkdirBusy(SpendstreamError):
     exit_code = 3
 
 
+def _duration(seconds: float) -> str:
+    """65667 s as "18 h 14 min": a wait people read at a glance (seconds below a minute)."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
 class BudgetExhausted(BreakerOpen):
     """A hard budget cannot lease this call's worst case: the call must not be made.
 
@@ -143,7 +152,7 @@ class BudgetExhausted(BreakerOpen):
                 reason += f"; the next one ends in {retry_after_s:.1f} s"
             reason += ")"
         elif retry_after_s is not None:
-            reason += f" (the budget period renews in {retry_after_s:.0f} s)"
+            reason += f" (the budget period renews in {_duration(retry_after_s)})"
         super().__init__(scope, reason)
         self.args = (f"budget exhausted for {scope}: {reason}",)
         self.budget = budget

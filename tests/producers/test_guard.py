@@ -290,6 +290,9 @@ def test_request_ceiling_uses_the_given_rate_table() -> None:
             rates=rates,
         )
     assert err.value.worst_case_usd == Decimal("0.45") and isinstance(err.value, BreakerOpen)
+    # Caught as a BreakerOpen, but it says what refused it: no breaker is open.
+    assert str(err.value).startswith("request refused: worst case $0.45")
+    assert "circuit breaker" not in str(err.value)
 
 
 def test_request_ceiling_falls_back_to_the_catalog_with_its_long_context_tier() -> None:

@@ -116,6 +116,15 @@ def test_budget_exhausted_names_the_scope_the_budget_and_what_is_left() -> None:
     assert other.metrics.refused == 1
 
 
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [(42.4, "42 s"), (59.6, "1 min"), (600, "10 min"), (65667, "18 h 14 min")],
+)
+def test_when_the_period_renews_is_written_for_people(seconds: float, written: str) -> None:
+    err = BudgetExhausted("team:a", "team:a/day", D(0), need_usd=D("0.5"), retry_after_s=seconds)
+    assert str(err).endswith(f"(the budget period renews in {written})")
+
+
 def test_a_refusal_is_remembered_briefly_for_larger_calls_only() -> None:
     w = World(team_limit="1")
     c = w.client(refusal_hold_s=0.25)

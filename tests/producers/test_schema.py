@@ -98,7 +98,7 @@ def test_what_the_pipeline_refuses_a_schema_validator_refuses_too(
 def test_events_the_pipeline_takes_pass_the_schema() -> None:
     from spendstream.synthetic import generate
 
-    events = [_good_event()] + list(generate(300, seed=5))
+    events = [_good_event(), *generate(300, seed=5)]
     events.append({**_good_event(), "ts": "2026-11-01T12:00:00.123456+05:30"})
     events.append({**_good_event(), "reported_cost_usd": "0.000000000000000001"})
     events.append({**_good_event(), "tool_requests": {"web_search": 2, "file.search:v2": 1}})
