@@ -291,7 +291,11 @@ class _Call:
         attempt = _attempt(http)
         if attempt is not None:
             event["attempt"] = attempt
-        request_id = getattr(response, "_request_id", None)
+        # A parsed response carries the SDK's `_request_id`; a stream has only its HTTP
+        # response, whose header the SDK reads it from (OpenAI's and Anthropic's names).
+        request_id = getattr(response, "_request_id", None) or _header(
+            http, "x-request-id", "request-id"
+        )
         if isinstance(request_id, str) and request_id:
             all_tags["provider_request_id"] = request_id[:256]
         user_tags = self.fields.get("tags")
@@ -415,6 +419,17 @@ class _Call:
         else:
             self.record(response=parsed, http=raw.http_response)
         return parsed
+
+
+def _header(http: Any, *names: str) -> str | None:
+    headers = getattr(http, "headers", None)
+    if headers is None:
+        return None
+    for name in names:
+        value = headers.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def _attempt(http: Any) -> int | None:

@@ -145,6 +145,7 @@ def _sse(
     h.send_header("Content-Type", "text/event-stream")
     h.send_header("Connection", "close")
     h.send_header("x-request-id", "req_test_123")
+    h.send_header("request-id", "req_test_123")
     h.end_headers()
     for event in events:
         head = f"event: {event['type']}\n" if named else ""

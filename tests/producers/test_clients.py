@@ -102,6 +102,7 @@ def test_chat_stream_gets_usage_without_the_caller_seeing_the_usage_chunk(
     _has(event, GPT)
     assert event["model"] == "gpt-5-2025-08-07" and "stream" not in event["tags"]
     assert event["attempt"] == 1
+    assert event["tags"]["provider_request_id"] == "req_test_123"  # from the stream's headers
 
 
 def test_a_callers_own_include_usage_chunk_is_left_to_the_caller(
@@ -374,6 +375,7 @@ def test_streams_left_early_by_every_form_are_recorded_when_closed(
     asyncio.run(leave_async())
     events = flushed(*metered)  # all four, before any of the streams is collected
     assert [e["tags"]["stream"] for e in events] == ["incomplete"] * 4, events
+    assert {e["tags"]["provider_request_id"] for e in events} == {"req_test_123"}
     assert [e["provider"] for e in events] == ["openai", "anthropic", "openai", "openai"]
     assert chat is not None and s is not None and never_read is not None  # still referenced
 
