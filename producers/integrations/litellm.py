@@ -45,12 +45,16 @@ from typing import Any
 
 from litellm.integrations.custom_logger import CustomLogger
 
+from spendstream.errors import SpendstreamError
+from spendstream.log_filters import RepeatFilter
 from spendstream.producers.meter import InvalidUsageEvent, Meter
 from spendstream.producers.provider_names import canonical_provider
 
 __all__ = ["SpendstreamLogger", "handler"]
 
 log = logging.getLogger("spendstream.producers")
+unmetered_log = logging.getLogger("spendstream.producers.unmetered")
+unmetered_log.addFilter(RepeatFilter())
 
 _METADATA_FIELDS = (
     "team",
@@ -123,6 +127,10 @@ class SpendstreamLogger(CustomLogger):  # type: ignore[misc]  # litellm is untyp
                 self.meter.record(**{**self.defaults, **fields})
         except InvalidUsageEvent as exc:
             log.error("LiteLLM call not metered: %s", exc)
+        except SpendstreamError as exc:
+            # No Meter from the environment (a variable missing): the same line at every
+            # call, without a traceback, once a minute.
+            unmetered_log.error("LiteLLM call not metered: %s", exc)
         except Exception:
             log.exception("LiteLLM call not metered")
 

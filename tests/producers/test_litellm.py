@@ -332,6 +332,27 @@ def test_the_proxy_loads_the_handler_by_its_dotted_name(
         meter.close(timeout_s=0)
 
 
+def test_a_handler_without_its_environment_says_so_once_not_with_a_traceback_per_call(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SPENDSTREAM_METER_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("SPENDSTREAM_INGEST_TOKEN", raising=False)
+    logger = SpendstreamLogger()
+    litellm.callbacks = [logger]
+    try:
+        for _ in range(3):  # the LLM calls go on, unmetered
+            litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="ok")
+        deadline = time.monotonic() + 30
+        while "not metered" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        litellm.logging_callback_manager.remove_callback_from_all_lists(logger)
+    lines = [r for r in caplog.records if "not metered" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert "SPENDSTREAM_INGEST_TOKEN" in lines[0].getMessage() and lines[0].exc_info is None
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
