@@ -153,6 +153,10 @@ class BreakerView:
             **kwargs,
         )
 
+    def unready_reported(self) -> None:
+        """Someone has logged that this view is not ready: ``guard()`` does not again."""
+        self._unready_logged = True
+
     @property
     def bootstrap_servers(self) -> str:
         return self.settings.bootstrap_servers

@@ -58,7 +58,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
-from spendstream.kafka.settings import KafkaSettings
+from spendstream.kafka.settings import KafkaSettings, answering_servers
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.guard import (
     BREAKERS_TOPIC,
@@ -671,14 +671,21 @@ class Meter:
         view = BreakerView(bootstrap, topic, fail_closed=fail_closed, ready_timeout_s=wait_s, **kw)
         self.breakers = view.start()
         if wait_s > 0 and not view.wait_ready(wait_s):
+            # librdkafka retries a dead address quietly: "still reading" would be wrong.
+            why = view.error or (
+                "still reading"
+                if answering_servers(view.bootstrap_servers, 1.0)
+                else "no broker answers there"
+            )
             log.warning(
                 "breaker view not caught up with %s at %s within %.1f s (%s); guard() %s",
                 topic,
                 view.bootstrap_servers,
                 wait_s,
-                view.error or "still reading",
+                why,
                 "refuses every call until it is" if fail_closed else "lets calls through",
             )
+            view.unready_reported()  # guard() need not say it again
         return view
 
     def guard(

@@ -15,9 +15,7 @@ finds the broker as ``run`` does, and says at once when nothing listens there.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -31,6 +29,7 @@ from spendstream.commands._options import (
 )
 from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
+from spendstream.kafka.settings import answering_servers
 
 if TYPE_CHECKING:
     from spendstream.producers.guard import BreakerView
@@ -79,25 +78,6 @@ def _check_scope(scope: str) -> None:
         raise ConfigError(f"SCOPE: {problem}")
 
 
-def _answering(bootstrap: str, timeout_s: float) -> list[str]:
-    """The bootstrap servers that accept a TCP connection within ``timeout_s`` (one deadline
-    for all), so a dead address fails in seconds rather than after a Kafka client's own
-    retries. A TCP answer is enough here: TLS and SASL come after it."""
-    deadline = time.monotonic() + timeout_s
-    alive = []
-    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
-        host, _, port = server.rpartition(":")
-        if not port.isdigit():
-            continue
-        left = max(0.2, deadline - time.monotonic())
-        try:
-            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), left):
-                alive.append(server)
-        except OSError:
-            continue
-    return alive
-
-
 def run(args: argparse.Namespace) -> int:
     from spendstream.workdir import resolve_workdir
 
@@ -106,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         _check_scope(args.scope)
         config = kafka_config_from_args(args)
         bootstrap = config.kafka.bootstrap_servers
-        if not _answering(bootstrap, CONNECT_TIMEOUT_S):
+        if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
             print(
                 f"spendstream breakers reset: no Kafka broker answers at {bootstrap} "
                 "([kafka] bootstrap_servers in --config, or --bootstrap-servers); "

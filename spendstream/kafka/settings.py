@@ -9,6 +9,8 @@ librdkafka configuration. A bare ``"host:port"`` string is accepted wherever set
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from spendstream.secrets import SecretStr, load_optional_secret, load_secret
 if TYPE_CHECKING:
     from spendstream.config import KafkaConfig
 
-__all__ = ["KafkaSettings", "as_settings", "client_config", "client_logger"]
+__all__ = ["KafkaSettings", "answering_servers", "as_settings", "client_config", "client_logger"]
 
 _CLIENT_LOG = "spendstream.kafka.client"
 
@@ -169,3 +171,22 @@ def client_config(
     }
     conf.update(overrides or {})
     return conf
+
+
+def answering_servers(bootstrap: str, timeout_s: float) -> list[str]:
+    """The bootstrap servers that accept a TCP connection within ``timeout_s`` (one deadline
+    for all), so a dead address fails in seconds rather than after a Kafka client's own
+    retries. A TCP answer is enough here: TLS and SASL come after it."""
+    deadline = time.monotonic() + timeout_s
+    alive = []
+    for server in (s.strip() for s in bootstrap.split(",") if s.strip()):
+        host, _, port = server.rpartition(":")
+        if not port.isdigit():
+            continue
+        left = max(0.2, deadline - time.monotonic())
+        try:
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), left):
+                alive.append(server)
+        except OSError:
+            continue
+    return alive

@@ -4,6 +4,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -213,6 +214,26 @@ def test_a_view_that_never_catches_up_refuses_when_fail_closed_and_allows_otherw
         guard(open_view, team="t")
     said = [r.getMessage() for r in caplog.records if "not caught up" in r.getMessage()]
     assert len(said) == 1 and "lets calls through" in said[0]
+
+
+def test_watching_a_dead_address_says_no_broker_answers_once(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from spendstream.local.kafka import find_free_port
+    from spendstream.producers import Meter
+
+    dead = f"127.0.0.1:{find_free_port()}"
+    meter = Meter.http("http://127.0.0.1:9", "t", spool_dir=tmp_path / "spool")
+    try:
+        with caplog.at_level("WARNING"):
+            view = meter.watch_breakers(dead, wait_s=0.5)
+            meter.guard(team="t")  # lets the call through, without a second warning
+        view.close()
+    finally:
+        meter.close(timeout_s=0)
+    said = [r.getMessage() for r in caplog.records if "not caught up" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "(no broker answers there)" in said[0] and "still reading" not in said[0]
 
 
 @pytest.mark.kafka
