@@ -260,6 +260,10 @@ def _read_head(slot: Path, segs: list[int]) -> tuple[int, int]:
         return (segs[0] if segs else 0), 0
     if segs and seg < segs[0]:
         return segs[0], 0
+    if seg not in segs:
+        # Its segment is gone: drained and dropped by a process that died before it
+        # replaced the head. Lines spooled from now on start that segment afresh.
+        return seg, 0
     return seg, off
 
 

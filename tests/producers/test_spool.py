@@ -88,6 +88,26 @@ def test_a_torn_last_line_from_a_crash_is_skipped_and_counted(tmp_path: Path) ->
     second.close()
 
 
+def test_a_crash_between_dropping_a_drained_segment_and_moving_the_head_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    first = Spool(tmp_path)
+    first.append(_lines(5))
+    first.commit(2)
+    stale_head = (first.dir / "head").read_text()  # segment 0, two lines in
+    first.commit(3)  # drained: the segment is dropped, then the head is replaced
+    first.close()
+    # kill -9 between the two: the segment is gone, the head still points into it
+    (first.dir / "head").write_text(stale_head)
+    second = Spool(tmp_path)
+    assert second.empty
+    assert second.append(_lines(4, start=5)) == 4
+    assert second.peek(10) == _lines(4, start=5)
+    second.commit(4)
+    assert second.empty
+    second.close()
+
+
 def test_two_live_spools_on_one_root_take_different_slots(tmp_path: Path) -> None:
     a, b = Spool(tmp_path), Spool(tmp_path)
     assert a.dir != b.dir
