@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from spendstream.producers import InvalidUsageEvent, Meter, UsageEvent
+from spendstream.producers.transports import HttpTransport, Record, SendResult
 
 TOKEN = "test-token"
 
@@ -31,6 +33,8 @@ class IngestServer:
         self.status = 200
         self.reject_event_ids: set[str] = set()
         self.delay_s = 0.0
+        self.requests = 0  # POSTs read, answered or not
+        self.answer: bytes | None = None  # a 200 body to send instead of the usual one
         self.answering = threading.Event()  # cleared: requests hang until it is set again
         self.answering.set()
         self.lock = threading.Lock()
@@ -39,6 +43,8 @@ class IngestServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                with server.lock:
+                    server.requests += 1
                 time.sleep(server.delay_s)
                 server.answering.wait()
                 with server.lock:
@@ -59,7 +65,7 @@ class IngestServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
-                self.wfile.write(answer.encode())
+                self.wfile.write(server.answer or answer.encode())
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -477,3 +483,249 @@ def test_a_hung_send_puts_the_batch_in_flight_and_the_queue_on_disk_and_sends_on
     # ...so its spilled copy leaves the spool unsent: every event arrives exactly once.
     assert server.event_ids() == [f"e{i:06d}" for i in range(80)]
     assert (m.sent, m.spooled, m.replayed, m.dropped) == (80, 80, 80, 0)
+
+
+def _wait_for(condition: Any, what: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("status", [500, 503, 408, 429, 401, 403])
+def test_endpoint_trouble_keeps_the_events_and_refused_credentials_are_errors(
+    server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    server.status = status
+    with _meter(server, tmp_path) as meter:
+        for i in range(5):
+            meter.record(**_fields(i))
+        _wait_for(lambda: meter.metrics.spooled == 5, "the events kept in the spool")
+        server.status = 200
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert server.event_ids() == [f"e{i:06d}" for i in range(5)]
+    assert (m.sent, m.rejected, m.dropped) == (5, 0, 0)
+    answered = [r for r in caplog.records if f"answered {status}" in r.getMessage()]
+    # A credential problem is the operator's to fix: an error, not a passing warning.
+    level = logging.ERROR if status in (401, 403) else logging.WARNING
+    assert answered and {r.levelno for r in answered} == {level}
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_a_request_the_endpoint_refuses_rejects_its_events_without_retrying(
+    server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    server.status = status
+    with _meter(server, tmp_path) as meter:
+        meter.record(**_fields(1))
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert (m.sent, m.rejected, m.spooled, m.send_failures) == (0, 1, 0, 0)
+    assert server.requests == 1
+    assert f"HTTP {status}" in caplog.text
+
+
+def test_a_rejected_event_is_logged_with_its_line_in_the_batch(
+    server: IngestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.reject_event_ids = {"e000002"}
+    with _meter(server, None, batch_size=3, linger_s=3600) as meter:  # one batch of three
+        for i in range(3):
+            meter.record(**_fields(i))
+        assert meter.flush(timeout_s=30)
+        assert (meter.metrics.sent, meter.metrics.rejected) == (2, 1)
+    assert "model: bad (line 3)" in caplog.text
+
+
+def test_http_transport_reports_a_timeout_as_a_failure_and_does_not_raise(
+    server: IngestServer,
+) -> None:
+    server.delay_s = 2.0
+    transport = HttpTransport(server.url, TOKEN, timeout_s=0.2)
+    try:
+        result = transport.send(
+            [Record(b"k", b'{"event_id":"a"}'), Record(b"k", b'{"event_id":"b"}')]
+        )
+    finally:
+        transport.close()
+    assert (result.failed, result.rejected) == ([0, 1], [])
+
+
+def test_an_unreadable_200_answer_counts_the_batch_as_sent_not_resent(
+    server: IngestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.answer = b"[]"  # e.g. a proxy in front of the endpoint
+    with _meter(server, None) as meter:
+        for i in range(3):
+            meter.record(**_fields(i))
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(3)]  # each once
+    assert (m.sent, m.send_failures) == (3, 0)
+    assert "unreadable body" in caplog.text
+
+
+def test_the_queue_holds_exactly_queue_size_events_before_it_overflows(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    # The sender sleeps (a long linger, batches never full): only the bound decides.
+    with _meter(server, None, queue_size=3, batch_size=100, linger_s=3600) as unspooled:
+        for i in range(5):
+            unspooled.record(**_fields(i))
+        assert (unspooled.metrics.queued, unspooled.metrics.dropped) == (3, 2)
+        assert unspooled.flush(timeout_s=30)
+    with _meter(server, tmp_path, queue_size=3, batch_size=100, linger_s=3600) as spooling:
+        for i in range(5, 10):
+            spooling.record(**_fields(i))
+        m = spooling.metrics
+        assert (m.queued, m.overflowed, m.dropped) == (3, 2, 0)
+        assert spooling.flush(timeout_s=30)
+    assert sorted(server.event_ids()) == [f"e{i:06d}" for i in [0, 1, 2, *range(5, 10)]]
+
+
+def test_a_full_batch_is_sent_without_waiting_out_the_linger(server: IngestServer) -> None:
+    with _meter(server, None, batch_size=3, linger_s=3600) as meter:
+        for i in range(3):
+            meter.record(**_fields(i))
+        # no flush: the third event fills the batch, which goes now rather than in an hour
+        _wait_for(lambda: len(server.event_ids()) == 3, "the full batch")
+
+
+def test_a_batch_spilled_behind_overflowed_events_is_not_mistaken_for_the_spools_head(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.answering.clear()  # the first send hangs
+    meter = _meter(server, tmp_path, queue_size=5, batch_size=5, spool_flush_s=2.0, timeout_s=120)
+    try:
+        for i in range(5):
+            meter.record(**_fields(i))
+        _wait_for(lambda: server.requests == 1, "the first batch in flight")
+        for i in range(5, 13):  # 5 queued, then 3 overflow into the (empty) spool: its head
+            meter.record(**_fields(i))
+        assert meter.metrics.overflowed == 3
+        _wait_for(lambda: meter.metrics.spooled == 13, "the batch in flight spilled behind them")
+        server.answering.set()  # the hung send succeeds after all
+        assert meter.flush(timeout_s=60)
+        m = meter.metrics
+    finally:
+        meter.close()
+    # The spilled batch is re-sent from the spool (same event_ids); the events ahead of it
+    # in the spool must not be taken for it and removed unsent.
+    assert set(server.event_ids()) == {f"e{i:06d}" for i in range(13)}
+    assert m.dropped == 0
+
+
+def test_close_during_a_hung_send_before_it_was_spilled_accounts_for_the_batch(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.answering.clear()
+    meter = _meter(server, tmp_path, spool_flush_s=60, timeout_s=120)  # no spill for 30 s
+    for i in range(4):
+        meter.record(**_fields(i))
+    _wait_for(lambda: server.requests == 1, "the batch in flight")
+    meter.close(timeout_s=0.1)
+    m = meter.metrics
+    assert (m.spooled, m.dropped, m.queued) == (4, 0, 0)
+    server.answering.set()
+    with _meter(server, tmp_path) as again:
+        assert again.flush(timeout_s=30)
+        assert again.metrics.replayed == 4
+
+
+class _RaisingFirst(HttpTransport):
+    """An HTTP transport with a bug: its first sends raise instead of returning failures."""
+
+    def __init__(self, *args: Any, raises: int, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.raises = raises
+
+    def send(self, records: Any) -> SendResult:
+        if self.raises:
+            self.raises -= 1
+            raise RuntimeError("transport bug")
+        return super().send(records)
+
+
+def test_a_transport_that_raises_is_treated_as_down_and_nothing_is_lost(
+    server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = _RaisingFirst(server.url, TOKEN, raises=2)
+    with Meter(transport, spool_dir=tmp_path / "spool", linger_s=0.01) as meter:
+        for i in range(6):
+            meter.record(**_fields(i))
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert server.event_ids() == [f"e{i:06d}" for i in range(6)]
+    assert (m.sent, m.dropped) == (6, 0) and m.send_failures >= 1
+    assert "transport http raised" in caplog.text
+
+
+def test_an_endpoint_that_stays_down_is_retried_less_and_less_often(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.status = 503
+    with _meter(server, tmp_path) as meter:
+        meter.record(**_fields(1))
+        time.sleep(3.0)  # retries back off from 0.1 s, doubling: about 5 attempts in 3 s
+        attempts = server.requests
+        server.status = 200
+        assert meter.flush(timeout_s=30)
+    # An upper bound only (a slow machine makes fewer attempts): a fixed 0.1 s retry would
+    # make some 30.
+    assert 1 <= attempts <= 12, attempts
+
+
+def test_a_batch_only_partly_spilled_to_a_full_spool_does_not_take_newer_lines_with_it(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    ts = "2026-01-01T00:00:00Z"
+    pad = {f"pad{k}": "x" * 250 for k in range(4)}
+
+    def big(i: int) -> dict[str, Any]:
+        return _fields(i, ts=ts, tags=pad)
+
+    def line_bytes(fields: dict[str, Any]) -> int:
+        return len(UsageEvent.model_validate(fields).model_dump_json(exclude_none=True)) + 1
+
+    # Room for two of the hung batch's three big lines, then for three small ones.
+    room = 2 * line_bytes(big(0)) + 3 * line_bytes(_fields(3, ts=ts))
+    assert line_bytes(big(0)) > 3 * line_bytes(_fields(3, ts=ts))
+    server.answering.clear()
+    meter = _meter(
+        server, tmp_path, batch_size=3, spool_max_bytes=room, spool_flush_s=0.4, timeout_s=120
+    )
+    try:
+        for i in range(3):
+            meter.record(**big(i))
+        _wait_for(lambda: server.requests == 1, "the big batch in flight")
+        for i in range(3, 6):
+            meter.record(**_fields(i, ts=ts))
+        _wait_for(lambda: meter.metrics.spooled == 5, "two big lines, then the small ones")
+        server.answering.set()  # the hung send succeeds
+        assert meter.flush(timeout_s=60)
+    finally:
+        meter.close()
+    assert set(server.event_ids()) == {f"e{i:06d}" for i in range(6)}
+
+
+def test_close_during_a_hung_replay_leaves_the_spooled_lines_as_they_were(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    server.status = 503
+    first = _meter(server, tmp_path)
+    for i in range(5):
+        first.record(**_fields(i))
+    first.close(timeout_s=0.3)
+    assert first.metrics.spooled == 5
+    server.status = 200
+    server.answering.clear()
+    before = server.requests
+    second = _meter(server, tmp_path, spool_flush_s=60, timeout_s=120)
+    _wait_for(lambda: server.requests > before, "the replay in flight")
+    second.close(timeout_s=0.1)  # the replay hangs past the deadline
+    assert (second.metrics.spooled, second.metrics.dropped) == (0, 0)
+    server.answering.set()
+    with _meter(server, tmp_path) as third:
+        assert third.flush(timeout_s=30)
+        assert third.metrics.replayed == 5  # those lines once, not spooled a second time

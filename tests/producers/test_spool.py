@@ -71,6 +71,29 @@ def test_drained_spool_gives_its_disk_space_back(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_a_segment_is_deleted_once_every_line_in_it_was_sent(tmp_path: Path) -> None:
+    size = len(_lines(1)[0]) + 1
+    spool = Spool(tmp_path, segment_bytes=5 * size)
+    spool.append(_lines(12))  # segments of 5, 5 and 2 lines
+    assert len(list(spool.dir.glob("seg-*.jsonl"))) == 3
+    spool.commit(5)  # exactly the first segment
+    assert len(list(spool.dir.glob("seg-*.jsonl"))) == 2
+    spool.commit(5)
+    assert len(list(spool.dir.glob("seg-*.jsonl"))) == 1
+    assert spool.peek(10) == _lines(2, start=10)
+    spool.close()
+
+
+def test_committing_more_lines_than_are_spooled_keeps_the_spool_usable(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.append(_lines(3))
+    spool.commit(10)
+    assert spool.empty
+    assert spool.append(_lines(2, start=3)) == 2
+    assert spool.peek(10) == _lines(2, start=3)
+    spool.close()
+
+
 def test_a_torn_last_line_from_a_crash_is_skipped_and_counted(tmp_path: Path) -> None:
     first = Spool(tmp_path)
     first.append(_lines(3))
