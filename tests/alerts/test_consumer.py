@@ -60,7 +60,14 @@ class Rig:
         self.time = FakeTime()
         self.consumers: list[AlertConsumer] = []
 
-    def start_router(self) -> AlertConsumer:
+    def start_router(self, *, auto_resolve_s: float | None = None) -> AlertConsumer:
+        route: dict[str, Any] = {
+            "name": "page",
+            "sinks": ["pd", "slack"],
+            "group_by": ["kind", "api_key_id"],
+        }
+        if auto_resolve_s is not None:
+            route["auto_resolve_s"] = auto_resolve_s
         cfg = config_from_dict(
             {
                 "alerts": {
@@ -73,13 +80,7 @@ class Rig:
                         },
                         {"name": "slack", "type": "slack", "webhook_url_env": "SLACK"},
                     ],
-                    "route": [
-                        {
-                            "name": "page",
-                            "sinks": ["pd", "slack"],
-                            "group_by": ["kind", "api_key_id"],
-                        }
-                    ],
+                    "route": [route],
                 }
             }
         ).alerts
@@ -156,11 +157,14 @@ def test_one_page_and_one_resolve_across_a_slack_outage_with_offsets_committed_a
 ) -> None:
     rig.time.on_sleep[3] = rig.slack.start  # Slack is down until the third backoff wait
     consumer = rig.start_router()
+    during: list[int | None] = []  # the committed offset while Slack is being retried
+    rig.time.on_sleep[1] = lambda: during.append(rig.committed(consumer, rig.alerts_topic))
     storm = [make_alert(f"session:loop-{i}", n=i) for i in range(50)]
     rig.publish(storm)
     poll_until(consumer, lambda: len(rig.slack.accepted()) == 1, "the Slack message")
     assert rig.pd_actions() == ["trigger"]
     assert rig.pd.accepted()[0].json()["payload"]["custom_details"]["count"] == 50
+    assert during == [None]  # nothing committed while a page was still undelivered
     assert rig.committed(consumer, rig.alerts_topic) == 50  # only after delivery
 
     rig.publish(breakers=[breaker(f"session:loop-{i}") for i in range(50)])
@@ -200,11 +204,31 @@ def test_records_that_are_not_alerts_are_kept_and_skipped(rig: Rig) -> None:
     produce(rig.bootstrap, rig.alerts_topic, [(None, b"{not json")])
     produce(rig.bootstrap, rig.alerts_topic, [(None, b'{"kind": "runaway_session"}')])
     rig.publish([make_alert()])
-    poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 3, "the commit")
+    # A tombstone on the compacted breaker topic is compaction at work, not a bad record.
+    produce(rig.bootstrap, rig.breakers_topic, [(b"session:gone", None)])
+    total = poll_until(
+        consumer,
+        lambda: (
+            rig.committed(consumer, rig.alerts_topic) == 3
+            and rig.committed(consumer, rig.breakers_topic) == 1
+        ),
+        "the commits",
+    )
+    assert total.bad_records == 2
     bad = consumer.router.state.bad_records()
     assert [b[2] for b in bad] == [0, 1]
     assert "KeyError" in bad[1][4]
     assert rig.pd_actions() == ["trigger"]
+
+
+def test_auto_resolve_happens_while_no_records_arrive(rig: Rig) -> None:
+    rig.slack.start()
+    consumer = rig.start_router(auto_resolve_s=1)
+    rig.publish([make_alert("session:s1")])
+    poll_until(consumer, lambda: rig.pd_actions() == ["trigger"], "the page")
+    # No breaker closes it and nothing more is published: the idle polls resolve it.
+    poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the auto-resolve")
+    assert len(rig.slack.accepted()) == 2
 
 
 def test_a_broker_restart_in_the_middle_loses_no_resolve(

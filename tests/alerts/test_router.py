@@ -534,3 +534,63 @@ def test_sends_are_kept_for_the_longest_rate_window_of_any_sink_then_pruned(
     h.clock.now += timedelta(minutes=60)  # past both
     h.router.tick()
     assert sends() == []
+
+
+def test_a_breaker_transition_read_again_later_does_not_undo_a_newer_one(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.router.handle([], [breaker("session:s1", "open", at=T0 + timedelta(minutes=10))])
+    h.router.handle([], [breaker("session:s1", "closed", at=T0 + timedelta(minutes=30))])
+    # A re-read (restart before the commit) brings the older trip back after the reset.
+    h.router.handle([], [breaker("session:s1", "open", at=T0 + timedelta(minutes=10))])
+    # Two transitions with one timestamp: the one read last is the newer.
+    same = T0 + timedelta(minutes=30)
+    h.router.handle([], [breaker("session:s2", "open", at=same), breaker("session:s2", at=same)])
+    # Alerts raised before those resets and read late are over already.
+    late = [make_alert("session:s1", n=1200), make_alert("session:s2", n=1200)]
+    assert h.router.handle(late).decisions == {"stale": 4}
+    assert h.pd.received == [] and h.slack.received == []
+
+
+def test_a_scope_alerting_again_inside_an_open_grouped_page_keeps_it_open(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.router.handle(storm(2))  # one page for s0 and s1
+    h.router.handle([], [breaker("session:key-ci-s0")])  # s0 is over, s1 still runs
+    h.router.handle([make_alert("session:key-ci-s0", n=7200)])  # s0 runs away again: folded
+    h.router.handle([], [breaker("session:key-ci-s1", at=T0 + timedelta(hours=3))])
+    assert h.pd_actions() == ["trigger"]  # s0 still runs
+    h.router.handle([], [breaker("session:key-ci-s0", at=T0 + timedelta(hours=3))])
+    assert h.pd_actions() == ["trigger", "resolve"]
+
+
+def test_a_new_page_for_a_key_does_not_inherit_the_scopes_of_its_resolved_page(
+    harness: Harness,
+) -> None:
+    h = harness
+    h.router.handle(storm(2))
+    h.router.handle([], [breaker("session:key-ci-s0"), breaker("session:key-ci-s1")])
+    h.router.handle([make_alert("session:key-ci-s0", n=7200)])  # only s0, two hours later
+    assert h.pd_actions() == ["trigger", "resolve", "trigger"]
+    # s1 trips and resets again without alerting: the new page is about s0 alone.
+    h.router.handle([], [breaker("session:key-ci-s1", at=T0 + timedelta(hours=3))])
+    assert h.pd_actions() == ["trigger", "resolve", "trigger"]
+    h.router.handle([], [breaker("session:key-ci-s0", at=T0 + timedelta(hours=3))])
+    assert h.pd_actions() == ["trigger", "resolve", "trigger", "resolve"]
+
+
+def test_a_second_replay_leaves_what_the_first_settled_alone(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, pd_script=[400, 400])
+    h.router.handle(
+        [make_alert("session:a"), make_alert("session:b", details={"api_key_id": "k2"})]
+    )
+    h.router.handle([], [breaker("session:b")])
+    first = h.router.replay_dead_letters()
+    assert (first.delivered, first.superseded, first.still_dead) == (1, 1, 0)
+    again = h.router.replay_dead_letters()
+    assert (again.delivered, again.superseded, again.still_dead) == (0, 0, 0)
+    assert [r.replay for r in h.router.state.dead_letters()] == ["delivered", "superseded"]
