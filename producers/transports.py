@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
-from spendstream.log_filters import RepeatFilter
+from spendstream.log_filters import OncePer
 from spendstream.topics import USAGE
 
 if TYPE_CHECKING:
@@ -37,9 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("spendstream.producers")
-# "kept for retry" repeats at every retry while a destination is down: once a minute a line.
-retry_log = logging.getLogger("spendstream.producers.retry")
-retry_log.addFilter(RepeatFilter())
 
 
 class Record(NamedTuple):
@@ -112,6 +109,7 @@ class KafkaTransport:
         self._connected = False
         self._max_block_s = max_block_ms / 1000
         self._flush_timeout_s = delivery_timeout_ms / 1000 + 2.0
+        self._quiet = OncePer()
 
     @property
     def destination(self) -> str:
@@ -150,15 +148,28 @@ class KafkaTransport:
                 self._flush_timeout_s,
             )
         except KafkaClientError as exc:  # away, refused, or misconfigured
-            _log_failure(exc, len(records), self.kept_in)
+            self._log_failure(exc, len(records))
             self._reset()
             result.failed = list(range(len(records)))
             return result
         if report.failed:
-            _log_failure(report.failed[0][1], len(report.failed), self.kept_in)
+            self._log_failure(report.failed[0][1], len(report.failed))
             result.failed = [i for i, _ in report.failed]
             self._reset()
         return result
+
+    def _log_failure(self, exc: KafkaClientError, count: int) -> None:
+        # Said at every retry while the broker is away: once a minute for one kind of error.
+        if not self._quiet.due((type(exc), getattr(exc, "code", None))):
+            return
+        level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
+        log.log(
+            level,
+            "Kafka did not take %d event(s), kept for retry in %s: %s",
+            count,
+            self.kept_in,
+            exc,
+        )
 
     def after_fork(self) -> None:
         # The parent's client threads do not exist here: destroying its handle would wait
@@ -175,13 +186,6 @@ class KafkaTransport:
 
 
 _FORK_ORPHANS: list[Any] = []
-
-
-def _log_failure(exc: KafkaClientError, count: int, kept_in: str) -> None:
-    level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
-    retry_log.log(
-        level, "Kafka did not take %d event(s), kept for retry in %s: %s", count, kept_in, exc
-    )
 
 
 _WRONG_URL = (
@@ -214,6 +218,7 @@ class HttpTransport:
         self.url = base_url.rstrip("/").removesuffix("/v1/events") + "/v1/events"
         self._token, self._timeout_s = token, timeout_s
         self._client = self._new_client()
+        self._quiet = OncePer()
 
     @property
     def destination(self) -> str:
@@ -251,12 +256,13 @@ class HttpTransport:
         try:
             resp = self._client.post(self.url, content=body)
         except httpx.HTTPError as exc:
-            retry_log.warning(
-                "ingest endpoint unreachable (%s): %d events kept for retry in %s",
-                exc,
-                len(records),
-                self.kept_in,
-            )
+            if self._quiet.due("unreachable"):  # once a minute while it stays so
+                log.warning(
+                    "ingest endpoint unreachable (%s): %d events kept for retry in %s",
+                    exc,
+                    len(records),
+                    self.kept_in,
+                )
             result.failed = list(range(len(records)))
             return result
         status = resp.status_code
@@ -264,15 +270,16 @@ class HttpTransport:
             # 401/403: the token; 404/405: not an ingest endpoint at this URL. Both are the
             # operator's to fix, and no event is at fault: keep them all.
             level = logging.ERROR if status in _MISCONFIGURED else logging.WARNING
-            retry_log.log(
-                level,
-                "ingest endpoint %s answered %d%s: %d events kept for retry in %s",
-                self.destination,
-                status,
-                _MISCONFIGURED.get(status, ""),
-                len(records),
-                self.kept_in,
-            )
+            if self._quiet.due(status):  # once a minute per status while it lasts
+                log.log(
+                    level,
+                    "ingest endpoint %s answered %d%s: %d events kept for retry in %s",
+                    self.destination,
+                    status,
+                    _MISCONFIGURED.get(status, ""),
+                    len(records),
+                    self.kept_in,
+                )
             result.failed = list(range(len(records)))
         elif status >= 400:
             reason = f"HTTP {status}: {resp.text[:200]}"

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 
-__all__ = ["RepeatFilter"]
+__all__ = ["OncePer", "RepeatFilter"]
 
 
 class RepeatFilter(logging.Filter):
@@ -26,5 +26,23 @@ class RepeatFilter(logging.Filter):
             return False
         if len(self._last) > 1000:
             self._last.clear()
+        self._last[key] = now
+        return True
+
+
+class OncePer:
+    """Whether a line of one sender is due again: at most once per ``every_s`` per key.
+
+    Held by the sender (a Meter's transport), not by a logger: two senders in a process
+    (two Meters, or tests one after another) each say their own first line."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        self.every_s = every_s
+        self._last: dict[object, float] = {}
+
+    def due(self, key: object) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every_s) < self.every_s:
+            return False
         self._last[key] = now
         return True

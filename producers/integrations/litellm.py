@@ -46,15 +46,13 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 
 from spendstream.errors import SpendstreamError
-from spendstream.log_filters import RepeatFilter
+from spendstream.log_filters import OncePer
 from spendstream.producers.meter import InvalidUsageEvent, Meter
 from spendstream.producers.provider_names import canonical_provider
 
 __all__ = ["SpendstreamLogger", "handler"]
 
 log = logging.getLogger("spendstream.producers")
-unmetered_log = logging.getLogger("spendstream.producers.unmetered")
-unmetered_log.addFilter(RepeatFilter())
 
 _METADATA_FIELDS = (
     "team",
@@ -90,6 +88,7 @@ class SpendstreamLogger(CustomLogger):  # type: ignore[misc]  # litellm is untyp
         super().__init__()
         self._meter = meter
         self.defaults = defaults
+        self._quiet = OncePer()
 
     @property
     def meter(self) -> Meter:
@@ -128,9 +127,10 @@ class SpendstreamLogger(CustomLogger):  # type: ignore[misc]  # litellm is untyp
         except InvalidUsageEvent as exc:
             log.error("LiteLLM call not metered: %s", exc)
         except SpendstreamError as exc:
-            # No Meter from the environment (a variable missing): the same line at every
-            # call, without a traceback, once a minute.
-            unmetered_log.error("LiteLLM call not metered: %s", exc)
+            # No Meter from the environment (a variable missing): the same at every call,
+            # so once a minute, and without a traceback.
+            if self._quiet.due(str(exc)):
+                log.error("LiteLLM call not metered: %s", exc)
         except Exception:
             log.exception("LiteLLM call not metered")
 

@@ -140,4 +140,3 @@ def run(args: argparse.Namespace) -> int:
             leases.stop()
         worker.stop()
     return 0
-

@@ -50,6 +50,7 @@ def _dollars(amount: Decimal) -> str:
         return f"{amount.quantize(_CENTS):f}"
     return f"{exact:f}"
 
+
 # Snapshot: [[budget index, period start us, spend, [fired tags]], ...]
 BudgetWire = list[list[int | str | list[str]]]
 I64 = npt.NDArray[np.int64]

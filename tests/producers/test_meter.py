@@ -492,7 +492,7 @@ def _wait_for(condition: Any, what: str, timeout_s: float = 60.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("status", [500, 503, 408, 429, 401, 403])
+@pytest.mark.parametrize("status", [500, 503, 408, 429, 401, 403, 404, 405])
 def test_endpoint_trouble_keeps_the_events_and_refused_credentials_are_errors(
     server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
@@ -507,12 +507,12 @@ def test_endpoint_trouble_keeps_the_events_and_refused_credentials_are_errors(
     assert server.event_ids() == [f"e{i:06d}" for i in range(5)]
     assert (m.sent, m.rejected, m.dropped) == (5, 0, 0)
     answered = [r for r in caplog.records if f"answered {status}" in r.getMessage()]
-    # A credential problem is the operator's to fix: an error, not a passing warning.
-    level = logging.ERROR if status in (401, 403) else logging.WARNING
+    # A credential or a URL is the operator's to fix: an error, not a passing warning.
+    level = logging.ERROR if status in (401, 403, 404, 405) else logging.WARNING
     assert answered and {r.levelno for r in answered} == {level}
 
 
-@pytest.mark.parametrize("status", [400, 404, 422])
+@pytest.mark.parametrize("status", [400, 413, 422])
 def test_a_request_the_endpoint_refuses_rejects_its_events_without_retrying(
     server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:

@@ -85,7 +85,6 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
     finally:
         assert w.stop() == 0, w.log_tail()
     published = [
-        json.loads(v)["source"]
-        for _, v in read_topic(kafka_bootstrap, prefix + DEAD_LETTERS)
+        json.loads(v)["source"] for _, v in read_topic(kafka_bootstrap, prefix + DEAD_LETTERS)
     ]
     assert sorted(set(published)) == sorted(source for source, _ in rows)
