@@ -264,15 +264,13 @@ class ScopeLoop(PartitionLoop[_Owner]):
     def _partials(self, value: bytes) -> PartialsBatch:
         """The record's batch; ``ValueError`` if no worker of this pipeline wrote it."""
         batch = decode_partials(value)
-        if not 0 <= batch.usage_partition < self.lanes:
+        # A usage partition past the count this worker started with is not refused: after
+        # partitions are added to the usage topic, the new ones' batches come from workers
+        # that see them before this one restarts.
+        if batch.usage_partition < 0 or not 0 <= batch.first_offset <= batch.last_offset:
             raise ValueError(
                 f"not a partials record of this pipeline: usage partition "
-                f"{batch.usage_partition} is not one of the usage topic's {self.lanes}"
-            )
-        if not 0 <= batch.first_offset <= batch.last_offset:
-            raise ValueError(
-                f"not a partials record of this pipeline: usage offsets "
-                f"{batch.first_offset}..{batch.last_offset}"
+                f"{batch.usage_partition}, offsets {batch.first_offset}..{batch.last_offset}"
             )
         return batch
 
