@@ -575,7 +575,14 @@ def _parse_record(key: RecordKey, value: bytes | None) -> Lease | Decimal | int 
         raise TypeError("the value is not a JSON object")
     if kind == "lease":
         lease = Lease.from_json(name, scope, data)
-        for money in (lease.granted_usd, lease.cap_usd, lease.used_usd, lease.landed_usd):
+        for money in (
+            lease.granted_usd,
+            lease.cap_usd,
+            lease.used_usd,
+            lease.landed_usd,
+            lease.late_usd,
+            lease.landed_late_usd,
+        ):
             _check_money(money)
         if lease.granted_at.tzinfo is None or lease.expires_at.tzinfo is None:
             raise ValueError("a lease's times must carry their offset")
