@@ -203,7 +203,10 @@ class AlertRouter:
             if n.action == "trigger":
                 self.state.open_incident(row.sink, n, now)
             else:
-                self.state.mark_resolved(row.sink, n.key, now)
+                # Resolved as of when it was due: stamped with the replay's time, it would
+                # read as "resolved after" a page that died later and is replayed next,
+                # and suppress it (the condition ran away again after this resolve).
+                self.state.mark_resolved(row.sink, n.key, row.dead_at)
             self.state.mark_replayed(row.id, "delivered", now)
             out.delivered += 1
         return out

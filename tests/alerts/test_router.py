@@ -488,6 +488,24 @@ def test_a_dead_lettered_resolve_is_not_replayed_over_a_page_of_its_own_batch(
     assert len(h.router.state.open_incidents()) == 1
 
 
+def test_a_dead_resolve_replayed_before_a_later_dead_page_does_not_suppress_the_page(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # Both died: the resolve of the first runaway, then the page of the second. Replayed
+    # oldest first, the resolve is delivered; the page must be too (the session ran away
+    # again after the reset), not judged "resolved after it died" by the replay's own time.
+    h = Harness(tmp_path, http_server, routes=PD_ONLY, pd_script=[202, 400, 400])
+    h.router.handle([make_alert()])
+    h.router.handle([], [breaker("session:s1", at=T0 + timedelta(minutes=5))])  # dead resolve
+    h.clock.now += timedelta(minutes=1)
+    assert h.router.handle([make_alert(n=900)]).dead_lettered == 1  # dead page
+    h.clock.now += timedelta(minutes=1)
+    replay = h.router.replay_dead_letters()
+    assert (replay.delivered, replay.superseded, replay.still_dead) == (2, 0, 0)
+    assert h.pd_actions() == ["trigger", "resolve", "trigger"]
+    assert len(h.router.state.open_incidents()) == 1
+
+
 def test_a_dead_lettered_grouped_page_is_replayed_while_one_of_its_scopes_still_runs(
     tmp_path: Path, http_server: Callable[..., ScriptedServer]
 ) -> None:
