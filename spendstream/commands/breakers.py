@@ -99,19 +99,22 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.force:
             latest = _latest_on_topic(config, args.scope)
-            if latest is None or latest[0] == "closed":
-                where = config.kafka.topic_prefix + "spendstream.breakers"
+            where = config.kafka.topic_prefix + "spendstream.breakers"
+            if latest is None:
+                # A usage error (exit 2): most likely a mistyped scope.
+                raise ConfigError(
+                    f"SCOPE: {args.scope} has no breaker on {where} (it never opened: a typo? "
+                    "`spendstream breakers list` shows the open ones); nothing reset. --force "
+                    "publishes the reset anyway"
+                )
+            if latest[0] == "closed":
+                # What was asked for already holds: done, as stopping a stopped service is.
                 print(
-                    f"spendstream breakers reset: {args.scope} has no open breaker on {where} ("
-                    + (
-                        "it never opened: a typo? `spendstream breakers list` shows the open ones"
-                        if latest is None
-                        else f"closed at {latest[1]}"
-                    )
-                    + "); nothing reset. --force publishes the reset anyway",
+                    f"{args.scope}: already closed ({where} says so since {latest[1]}); "
+                    "nothing reset. --force publishes the reset anyway",
                     file=sys.stderr,
                 )
-                return 1
+                return 0
         try:
             event = publish_reset(config, workdir, args.scope, datetime.now(UTC))
         except KafkaClientError as exc:

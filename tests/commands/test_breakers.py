@@ -78,8 +78,8 @@ def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
     typo = cli(
         "breakers", "reset", "api_key:key-ci", "--workdir", workdir, env=kafka_local_default.env
     )
-    assert typo.returncode == 1, typo.stderr
-    assert "api_key:key-ci has no open breaker" in typo.stderr and "never opened" in typo.stderr
+    assert typo.returncode == 2, typo.stderr
+    assert "api_key:key-ci has no breaker" in typo.stderr and "never opened" in typo.stderr
     assert not (tmp_path / "wd" / "warehouse").exists()
     reset = cli(
         "breakers", "reset", "api_key:key-ci", "--force", "--workdir", workdir,
@@ -94,6 +94,12 @@ def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.splitlines()[1].startswith("api_key:key-ci,closed,")
+    # Closed already: what was asked for holds, exit 0, nothing published again.
+    again = cli(
+        "breakers", "reset", "api_key:key-ci", "--workdir", workdir, env=kafka_local_default.env
+    )
+    assert again.returncode == 0, again.stderr
+    assert "api_key:key-ci: already closed" in again.stderr and again.stdout == ""
 
 
 def test_the_broker_of_local_start_is_found_like_a_kafka_local_one(
