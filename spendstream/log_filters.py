@@ -10,26 +10,6 @@ import time
 __all__ = ["OncePer", "RepeatFilter"]
 
 
-class RepeatFilter(logging.Filter):
-    """Pass one record per minute per line (numbers ignored: "5 events kept" and "6 events
-    kept" are one line), so a service's log is not flooded by a retry loop."""
-
-    def __init__(self, every_s: float = 60.0) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self._last: dict[str, float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = re.sub(r"\d+", "#", record.getMessage())
-        now = time.monotonic()
-        if now - self._last.get(key, -self.every_s) < self.every_s:
-            return False
-        if len(self._last) > 1000:
-            self._last.clear()
-        self._last[key] = now
-        return True
-
-
 class OncePer:
     """Whether a line of one sender is due again: at most once per ``every_s`` per key.
 
@@ -44,5 +24,19 @@ class OncePer:
         now = time.monotonic()
         if now - self._last.get(key, -self.every_s) < self.every_s:
             return False
+        if len(self._last) > 1000:  # keys made of messages: keep it bounded
+            self._last.clear()
         self._last[key] = now
         return True
+
+
+class RepeatFilter(logging.Filter):
+    """Pass one record per minute per line (numbers ignored: "5 events kept" and "6 events
+    kept" are one line), so a service's log is not flooded by a retry loop."""
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self._once = OncePer(every_s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self._once.due(re.sub(r"\d+", "#", record.getMessage()))

@@ -136,11 +136,9 @@ def run(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         return 0
     from spendstream.runtime.kafka.breaker_control import latest_breakers
-    from spendstream.warehouse.reading import open_reader
 
-    config = config_from_args(args)
     try:
-        open_reader(workdir, config.warehouse).close()
+        states = latest_breakers(workdir, include_closed=args.all, config=config_from_args(args))
     except ConfigError as exc:
         # Nothing listed is the truth for this workdir, but maybe not the one meant.
         print(
@@ -148,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             "what clients see)",
             file=sys.stderr,
         )
-    states = latest_breakers(workdir, include_closed=args.all, config=config)
+        states = []
     render(
         ["scope", "state", "reason", "ts"],
         [(b.scope, b.state, b.reason, b.ts) for b in states],

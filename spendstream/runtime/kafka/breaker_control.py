@@ -42,14 +42,11 @@ FROM breaker_events GROUP BY scope ORDER BY scope
 def latest_breakers(
     workdir: Path, include_closed: bool = True, config: Config | None = None
 ) -> list[BreakerEvent]:
-    """Each scope's latest breaker event from the warehouse."""
-    from spendstream.errors import ConfigError
+    """Each scope's latest breaker event from the warehouse (``ConfigError`` when there is
+    none at ``workdir``: a read does not create one)."""
     from spendstream.warehouse.reading import connect
 
-    try:
-        con = connect(Path(workdir), None if config is None else config.warehouse)
-    except ConfigError:
-        return []  # nothing landed yet; a read must not create the warehouse
+    con = connect(Path(workdir), None if config is None else config.warehouse)
     try:
         rows = con.execute(_LATEST_SQL).fetchall()  # type: ignore[attr-defined]
     finally:
