@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+from spendstream.money import MAX_MONEY_USD
+
 __all__ = [
     "WIRE_VERSION",
     "LeaseGrant",
@@ -207,8 +209,8 @@ def _field(name: str, value: Any) -> Any:
             money = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"{name} is not a decimal: {value!r}") from None
-        if not money.is_finite() or money < 0:
-            raise ValueError(f"{name} must be a finite amount >= 0, got {value!r}")
+        if not money.is_finite() or not 0 <= money < MAX_MONEY_USD:
+            raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {value!r}")
         return money
     if name == "expires_at":
         try:

@@ -21,9 +21,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from spendstream.errors import ConfigError
+from spendstream.money import MAX_MONEY_USD
 from spendstream.scopes import scope_error
 
 __all__ = [
@@ -52,6 +61,7 @@ __all__ = [
     "WarehouseConfig",
     "WarehouseS3Config",
     "WebhookSinkConfig",
+    "below_money_limit",
     "load_config",
 ]
 
@@ -69,8 +79,20 @@ def _to_decimal(value: Any) -> Any:
     return value
 
 
-UsdAmount = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
-NonNegativeDecimal = Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0)]
+def below_money_limit(value: Decimal) -> Decimal:
+    # A finite but enormous value (the string "9e999999") would overflow the first sum or
+    # product it enters, in every worker, at every start (spendstream.money).
+    if value >= MAX_MONEY_USD:
+        raise ValueError("must be below 1e20 (what the warehouse's DECIMAL(38,18) holds)")
+    return value
+
+
+UsdAmount = Annotated[
+    Decimal, BeforeValidator(_to_decimal), Field(ge=0), AfterValidator(below_money_limit)
+]
+NonNegativeDecimal = Annotated[
+    Decimal, BeforeValidator(_to_decimal), Field(ge=0), AfterValidator(below_money_limit)
+]
 
 
 class _Section(BaseModel):

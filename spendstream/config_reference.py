@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from pydantic.fields import FieldInfo
 
-from spendstream.config import Config
+from spendstream.config import Config, below_money_limit
 from spendstream.generated_file import write_or_check
 
 __all__ = ["REFERENCE_PATH", "iter_keys", "main", "render", "undocumented"]
@@ -85,6 +85,8 @@ def _constraints(metadata: list[Any]) -> str:
             out.append(f"<= {m.le}")
         elif isinstance(m, annotated_types.Lt):
             out.append(f"< {m.lt}")
+        elif isinstance(m, AfterValidator) and m.func is below_money_limit:
+            out.append("< 1e20")
         elif isinstance(m, annotated_types.MinLen) and m.min_length > 0:
             out.append("not empty")
     if out and all(o == "not empty" for o in out if o):

@@ -86,6 +86,46 @@ def test_bad_keys_raise_config_error_naming_the_key(data: dict[str, object], key
     assert key in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"budget": [{"scope": "team:x", "amount_usd": "9e999999"}]}, "budget.0.amount_usd"),
+        (
+            {"budget": [{"scope": "team:x", "amount_usd": 1, "hard_limit": "1e20"}]},
+            "budget.0.hard_limit",
+        ),
+        ({"anomaly": {"factor": "1e20"}}, "anomaly.factor"),
+        (
+            {
+                "prices": {
+                    "model": [
+                        {
+                            "provider": "p",
+                            "model": "m",
+                            "input_per_mtok": "1e21",
+                            "output_per_mtok": 1,
+                        }
+                    ]
+                }
+            },
+            "prices.model.0.input_per_mtok",
+        ),
+    ],
+)
+def test_a_number_of_1e20_or_more_is_refused_where_sums_would_overflow(
+    data: dict[str, object], key: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict(data, "test.toml")
+    assert f"{key}: Value error, must be below 1e20" in str(exc.value)
+
+
+def test_the_largest_amount_below_1e20_is_a_budget() -> None:
+    largest = "99999999999999999999.999999999999999999"
+    cfg = config_from_dict({"budget": [{"scope": "team:x", "amount_usd": largest}]}, "test.toml")
+    assert cfg.budget[0].amount_usd == Decimal(largest)
+
+
 def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")

@@ -35,8 +35,8 @@ def test_every_key_appears_in_its_section_with_type_default_and_meaning() -> Non
     assert '`"localhost:9092"`' in line and "| string |" in line
     assert KafkaConfig.model_fields["bootstrap_servers"].description in line
     budget = text.split("## `[[budget]]`", 1)[1].split("\n## ", 1)[0]
-    assert "| `amount_usd` | decimal >= 0 | **required** |" in budget
-    assert "| `hard_limit` | decimal >= 0 or unset | unset |" in budget
+    assert "| `amount_usd` | decimal >= 0, < 1e20 | **required** |" in budget
+    assert "| `hard_limit` | decimal >= 0, < 1e20 or unset | unset |" in budget
 
 
 def test_a_key_without_a_description_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.config import BudgetConfig
+from spendstream.money import money_error
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -596,6 +597,7 @@ def _parse_record(key: RecordKey, value: bytes | None) -> Lease | Decimal | int 
 
 
 def _check_money(amount: Decimal) -> Decimal:
-    if not amount.is_finite():
-        raise ValueError(f"{amount} is not an amount of money")
+    problem = money_error(amount)
+    if problem is not None:
+        raise ValueError(problem)
     return amount

@@ -90,8 +90,11 @@ def _request(**over: object) -> bytes:
     ("field", "value", "message"),
     [
         ("need_usd", 1.5, "need_usd must be a decimal string"),
-        ("need_usd", "-1", "finite amount >= 0"),
-        ("want_usd", "NaN", "finite amount >= 0"),
+        ("need_usd", "-1", "amount >= 0 and below 1e20"),
+        ("want_usd", "NaN", "amount >= 0 and below 1e20"),
+        # Finite, but the first sum a lease server puts it in would overflow (spendstream.money).
+        ("want_usd", "9e999999", "amount >= 0 and below 1e20"),
+        ("need_usd", "1e20", "amount >= 0 and below 1e20"),
         ("want_usd", "lots", "not a decimal"),
         ("scope", "", "scope must be a non-empty string"),
         ("client_id", 7, "client_id must be a non-empty string"),
@@ -100,6 +103,12 @@ def _request(**over: object) -> bytes:
 def test_a_bad_field_is_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         decode(_request(**{field: value}))
+
+
+def test_the_largest_amount_below_1e20_is_taken_at_full_precision() -> None:
+    largest = "99999999999999999999.999999999999999999"  # what DECIMAL(38,18) holds
+    request = decode(_request(need_usd=largest, want_usd=largest))
+    assert isinstance(request, LeaseRequest) and request.need_usd == Decimal(largest)
 
 
 def test_a_grant_needs_an_aware_expiry_and_a_numeric_ttl() -> None:

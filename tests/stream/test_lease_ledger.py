@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -422,10 +423,15 @@ def test_records_no_ledger_wrote_are_passed_over_and_a_keys_last_good_record_win
     g = granted(ask(led, "10"))
     led.land("p0", 1, [Spend("team:a", T0, D(3))], T0)
     log = led.changes()
-    lease_key = next(k for k, _ in log if k[1] == "lease")
+    lease_key, lease_value = next((k, v) for k, v in log if k[1] == "lease")
     acct_key = next(k for k, _ in log if k[1] == "acct")
+    # Finite but enormous: applied, the two would overflow the account's sum at every start.
+    enormous = json.dumps({**json.loads(lease_value), "granted_usd": "9e999999"}).encode()
     strays = [
         (lease_key, b"not json"),  # after the good one: it must not erase it
+        (lease_key, enormous),
+        (acct_key, b'{"unleased_usd": "9e999999"}'),
+        (acct_key, b'{"unleased_usd": "1e20"}'),
         (acct_key, b'{"unleased_usd": "NaN"}'),
         (acct_key, b'{"unleased_usd": "lots"}'),
         (("team:a", "pos", "p0"), b'{"position": "7"}'),
