@@ -50,6 +50,7 @@ tools the event used that nothing prices (billed 0). E.g.
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, localcontext
@@ -63,6 +64,8 @@ import pyarrow.compute as pc
 from genai_prices import data_snapshot
 
 from spendstream.config import PricesConfig
+from spendstream.log_filters import OncePer
+from spendstream.money import MAX_MONEY_USD
 from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
 from spendstream.sorting import stable_order
@@ -89,7 +92,10 @@ __all__ = ["COMPONENTS", "PRICE_COLUMNS", "Pricer", "costs_from_table", "pricing
 _UNITS_PER_USD = 10**COST_SCALE
 _UNITS_PER_MTOK_RATE = Fraction(_UNITS_PER_USD, 1_000_000)
 _UNIT_COMPONENT = tuple(COMPONENTS.index(COMPONENT_OF[u]) for u in UNITS)
+_log = logging.getLogger(__name__)
 _SAFE = float(2**62)  # int64 arithmetic below this bound cannot overflow
+# decimal128(38, 18) holds costs below 1e20 USD: a cost of this many units or more does not fit.
+_UNITS_BEYOND = int(MAX_MONEY_USD) * _UNITS_PER_USD
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000
 _US_PER_MINUTE = 60_000_000
@@ -218,6 +224,7 @@ class Pricer:
     def __init__(self, catalog: RateCard) -> None:
         self.catalog = catalog
         self._plans: dict[int, tuple[PricePeriod, list[_Plan]]] = {}
+        self._beyond_said = OncePer(3600.0)
 
     @classmethod
     def from_config(
@@ -333,6 +340,18 @@ class Pricer:
         for name in PRICE_COLUMNS:
             out = out.append_column(name, arrays[name])
         return out
+
+    def _note_beyond(self, source: str, units: int) -> None:
+        if self._beyond_said.due(source):
+            cost = Decimal(units).scaleb(-COST_SCALE, _CTX)
+            _log.warning(
+                "a call priced by %s would cost %.6E USD, beyond the 1e20 USD the warehouse's "
+                "DECIMAL(38,18) holds: it lands unpriced (priced = false, null costs). The "
+                "rate is wrong: correct it ([[prices.model]], or `spendstream prices update`), "
+                "then `spendstream prices reprice`",
+                source,
+                cost,
+            )
 
     def _compute(self, events: pa.Table, at: datetime | None) -> _Priced:
         n = events.num_rows
@@ -515,6 +534,12 @@ class Pricer:
             for i, values in zip(slow.tolist(), token_rows, strict=True):
                 plan = plans[plan_of[i]]
                 parts, source = _exact_units(plan, _Row(values), tool_maps.get(i))
+                if sum(parts) >= _UNITS_BEYOND:
+                    # Only an absurd rate gets here (bounded events cost at most ~$1.2M at
+                    # catalog rates); money that does not fit must not stop the pipeline.
+                    priced[i] = False
+                    self._note_beyond(plan.source, sum(parts))
+                    continue
                 for c, v in enumerate(parts):
                     big[c][i] = v
                 big[k - 1][i] = sum(parts)

@@ -496,6 +496,51 @@ def test_a_tool_rate_past_int64_prices_exactly_beside_small_token_rates() -> Non
     assert cost.price_source == "override:acme/m1"
 
 
+# The largest cost decimal128(38, 18) holds: 1e20 USD less one unit of 1e-18.
+LARGEST = "99999999999999999999.999999999999999999"
+
+
+@pytest.mark.parametrize("output_tokens", [0, 1])
+def test_a_cost_that_money_cannot_hold_lands_unpriced_not_a_crash(
+    output_tokens: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only an absurd rate gets a bounded event here: a million input tokens at LARGEST per
+    # million is the largest cost that fits; one more unit of 1e-18 (one output token at
+    # 1e-18 USD) does not. It wrote past decimal128's words before (OverflowError, in every
+    # worker at every restart).
+    p = Pricer.from_config(
+        PricesConfig(
+            model=[
+                override(input_per_mtok=LARGEST, output_per_mtok="0.000000000001"),
+                override(model="m2", input_per_mtok=1, output_per_mtok=1),
+            ]
+        )
+    )
+    events = [
+        event(input_tokens=1_000_000, output_tokens=output_tokens),
+        event(input_tokens=1_000_000, output_tokens=output_tokens),
+        event(model="m2", input_tokens=10),  # another model in the same batch is unaffected
+    ]
+    with caplog.at_level("WARNING", logger="spendstream.stream.pricing"):
+        table = p.price_table(events_table(events))
+    fits = output_tokens == 0
+    assert table.column("priced").to_pylist() == [fits, fits, True]
+    assert table.column("cost_usd").to_pylist() == [
+        *([Decimal(LARGEST)] * 2 if fits else [None, None]),
+        Decimal(10) / MTOK,
+    ]
+    said = [r.getMessage() for r in caplog.records]
+    if fits:
+        assert said == []
+    else:  # once per rate, not once per call
+        assert len(said) == 1
+        assert said[0].startswith(
+            "a call priced by override:acme/m1 would cost 1.000000E+20 USD, beyond the 1e20 USD"
+        )
+    cost = p.price(events[0])
+    assert (cost.cost_usd if cost is not None else None) == (Decimal(LARGEST) if fits else None)
+
+
 @pytest.mark.parametrize(
     ("tools", "source"),
     [
