@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from spendstream.errors import ConfigError
+from spendstream.money import MAX_MONEY_USD
 from spendstream.table_schemas import to_money
 from spendstream.warehouse.tables import REVENUE
 
@@ -71,6 +72,11 @@ def parse_revenue_csv(path: Path) -> list[RevenueRow]:
                 ) from None
             if not amount.is_finite() or amount < 0:
                 raise ConfigError(f"{where}: revenue_usd must be a non-negative number")
+            if amount >= MAX_MONEY_USD:
+                raise ConfigError(
+                    f"{where}: revenue_usd {amount} is not below 1e20 (what the warehouse's "
+                    "DECIMAL(38,18) holds)"
+                )
             plan = (rec.get("plan") or "").strip() or None
             user = (rec.get("user_id") or "").strip() or None
             if plan and user:

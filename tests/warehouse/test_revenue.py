@@ -29,6 +29,16 @@ def test_loading_merges_by_month_plan_and_user(wh: Warehouse, q: Query, tmp_path
     ]
 
 
+def test_the_largest_amount_the_warehouse_holds_loads_exactly(
+    wh: Warehouse, q: Query, tmp_path: Path
+) -> None:
+    largest = "99999999999999999999.999999999999999999"
+    path = tmp_path / "r.csv"
+    path.write_text(f"month,revenue_usd\n2026-03,{largest}\n")
+    assert load_revenue(wh, path) == 1
+    assert q("SELECT revenue_usd FROM revenue") == [(Decimal(largest),)]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -37,6 +47,8 @@ def test_loading_merges_by_month_plan_and_user(wh: Warehouse, q: Query, tmp_path
         ("month,revenue_usd\n03/2026,1\n", ":2: month '03/2026' is not YYYY-MM"),
         ("month,revenue_usd\n2026-03,ten\n", ":2: revenue_usd 'ten' is not a decimal"),
         ("month,revenue_usd\n2026-03,1\n2026-04,-5\n", ":3: revenue_usd must be a non-negative"),
+        # It stopped the load with pyarrow's traceback (decimal128(38, 18) cannot hold it).
+        ("month,revenue_usd\n2026-03,1e20\n", ":2: revenue_usd 1E+20 is not below 1e20"),
         ("month,plan,user_id,revenue_usd\n2026-03,pro,u1,1\n", "plan or user_id, not both"),
     ],
 )
