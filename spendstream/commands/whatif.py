@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
+from spendstream.money import MAX_MONEY_USD
 
 if TYPE_CHECKING:
     from spendstream.warehouse.whatif import (
@@ -98,8 +99,8 @@ def _decimal(text: str, flag: str, *, fraction: bool = False) -> Decimal:
         raise ConfigError(f"{flag}: {text!r} is not a number") from None
     if percent:
         value /= 100
-    if not value.is_finite() or value < 0 or (fraction and value > 1):
-        bound = "between 0 and 1 (or 0% and 100%)" if fraction else "a non-negative number"
+    if not value.is_finite() or value < 0 or (fraction and value > 1) or value >= MAX_MONEY_USD:
+        bound = "between 0 and 1 (or 0% and 100%)" if fraction else "a number >= 0 and below 1e20"
         raise ConfigError(f"{flag}: {text!r} must be {bound}")
     return value
 

@@ -219,6 +219,11 @@ def test_cli_prints_assumptions_and_exact_json_and_writes_nothing(
         (["--batch-share", "150%"], "--batch-share"),
         (["--cache-hit-rate", "feature:chat=lots"], "--cache-hit-rate"),
         (["--self-host", "all", "--decode-tok-s", "100"], "--gpu-usd-per-hour"),
+        # Finite but enormous: the sums it enters overflow (spendstream.money).
+        (
+            ["--self-host", "all", "--decode-tok-s", "100", "--gpu-usd-per-hour", "9e999999"],
+            "--gpu-usd-per-hour: '9e999999' must be a number >= 0 and below 1e20",
+        ),
         ([], "lever"),
     ],
 )
