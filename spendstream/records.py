@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from spendstream.money import money_error
 from spendstream.producers.event import UsageEvent
 
 __all__ = [
@@ -124,8 +125,35 @@ class DeadLetter:
     received_at: datetime
 
 
+# What a record read back from a topic must hold: a stray another client wrote there (an
+# unknown kind, a naive ts, "lots" for a value) is refused here, as a ValueError its reader
+# turns into a bad record, not an error later inside the router, at every re-read.
+_SEVERITIES: tuple[str, ...] = Severity.__args__  # type: ignore[attr-defined]
+_BREAKER_STATES: tuple[str, ...] = BreakerState.__args__  # type: ignore[attr-defined]
+
+
 def _dec(value: object) -> Decimal:
-    return Decimal(str(value))
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal") from None
+    problem = money_error(amount)
+    if problem is not None:
+        raise ValueError(problem)
+    return amount
+
+
+def _one_of(value: object, allowed: tuple[str, ...], name: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _aware_ts(value: object) -> datetime:
+    ts = datetime.fromisoformat(str(value))
+    if ts.tzinfo is None:
+        raise ValueError(f"ts {value!r} lacks its UTC offset")
+    return ts
 
 
 def alert_to_wire(alert: Alert) -> dict[str, object]:
@@ -146,13 +174,14 @@ def alert_to_wire(alert: Alert) -> dict[str, object]:
 
 def alert_from_wire(data: dict[str, object]) -> Alert:
     details = data.get("details") or {}
-    assert isinstance(details, dict)
+    if not isinstance(details, dict):
+        raise TypeError("details is not a JSON object")
     return Alert(
         alert_id=str(data["alert_id"]),
-        kind=data["kind"],  # type: ignore[arg-type]
+        kind=_one_of(data["kind"], ALERT_KINDS, "kind"),  # type: ignore[arg-type]
         scope=str(data["scope"]),
-        severity=data["severity"],  # type: ignore[arg-type]
-        ts=datetime.fromisoformat(str(data["ts"])),
+        severity=_one_of(data["severity"], _SEVERITIES, "severity"),  # type: ignore[arg-type]
+        ts=_aware_ts(data["ts"]),
         value=_dec(data["value"]),
         threshold=_dec(data["threshold"]),
         message=str(data["message"]),
@@ -174,9 +203,9 @@ def breaker_to_wire(event: BreakerEvent) -> dict[str, object]:
 def breaker_from_wire(data: dict[str, object]) -> BreakerEvent:
     return BreakerEvent(
         scope=str(data["scope"]),
-        state=data["state"],  # type: ignore[arg-type]
+        state=_one_of(data["state"], _BREAKER_STATES, "state"),  # type: ignore[arg-type]
         reason=str(data["reason"]),
-        ts=datetime.fromisoformat(str(data["ts"])),
+        ts=_aware_ts(data["ts"]),
     )
 
 

@@ -203,21 +203,42 @@ def test_records_that_are_not_alerts_are_kept_and_skipped(rig: Rig) -> None:
     consumer = rig.start_router()
     produce(rig.bootstrap, rig.alerts_topic, [(None, b"{not json")])
     produce(rig.bootstrap, rig.alerts_topic, [(None, b'{"kind": "runaway_session"}')])
+    # Whole alerts but for one field each: a value that is no decimal stopped the router
+    # (decimal.InvalidOperation is no ValueError) at every re-read; the others reached it.
+    good = alert_to_wire(make_alert())
+    for wrong in ({"value": "lots"}, {"ts": "2026-03-02T10:00:00"}, {"kind": "vibes"}):
+        produce(rig.bootstrap, rig.alerts_topic, [(None, json.dumps({**good, **wrong}).encode())])
     rig.publish([make_alert()])
     # A tombstone on the compacted breaker topic is compaction at work, not a bad record.
     produce(rig.bootstrap, rig.breakers_topic, [(b"session:gone", None)])
+    produce(
+        rig.bootstrap,
+        rig.breakers_topic,
+        [
+            (
+                b"session:x",
+                json.dumps({**breaker_to_wire(breaker("session:x")), "state": "ajar"}).encode(),
+            )
+        ],
+    )
     total = poll_until(
         consumer,
         lambda: (
-            rig.committed(consumer, rig.alerts_topic) == 3
-            and rig.committed(consumer, rig.breakers_topic) == 1
+            rig.committed(consumer, rig.alerts_topic) == 6
+            and rig.committed(consumer, rig.breakers_topic) == 2
         ),
         "the commits",
     )
-    assert total.bad_records == 2
+    assert total.bad_records == 6
     bad = consumer.router.state.bad_records()
-    assert [b[2] for b in bad] == [0, 1]
-    assert "KeyError" in bad[1][4]
+    alerts_bad = [b for b in bad if b[0] == rig.alerts_topic]
+    assert [b[2] for b in alerts_bad] == [0, 1, 2, 3, 4]
+    assert "KeyError" in alerts_bad[1][4]
+    assert "'lots' is not a decimal" in alerts_bad[2][4]
+    assert "lacks its UTC offset" in alerts_bad[3][4]
+    assert "kind 'vibes' is not one of" in alerts_bad[4][4]
+    ((_, _, offset, _, error),) = [b for b in bad if b[0] == rig.breakers_topic]
+    assert offset == 1 and "state 'ajar' is not one of open, closed, half_open" in error
     assert rig.pd_actions() == ["trigger"]
 
 
