@@ -30,12 +30,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any
 
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
 from spendstream.kafka.settings import KafkaSettings
+from spendstream.money import MAX_MONEY_USD
 from spendstream.producers.guard import RequestRate, call_scopes
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
@@ -59,9 +60,14 @@ def to_usd(value: Decimal | str | int | float) -> Decimal:
     """A non-negative, finite amount as ``Decimal`` (floats through their shortest repr)."""
     if isinstance(value, bool):
         raise TypeError("an amount of money must be a number, not a bool")
-    money = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    if not money.is_finite() or money < 0:
-        raise ValueError(f"an amount of money must be finite and >= 0, got {value!r}")
+    try:
+        money = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"an amount of money must be a decimal, got {value!r}") from None
+    # Below 1e20 as every amount a lease server takes (spendstream.money): a larger one would
+    # be refused there, after this client had counted it.
+    if not money.is_finite() or not 0 <= money < MAX_MONEY_USD:
+        raise ValueError(f"an amount of money must be >= 0 and below 1e20, got {value!r}")
     return money
 
 

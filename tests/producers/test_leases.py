@@ -261,9 +261,12 @@ def test_close_gives_every_lease_back_and_refuses_after() -> None:
 
 def test_money_must_be_finite_and_not_negative() -> None:
     assert to_usd(0.1) == D("0.1")
-    for bad in ("-1", "NaN", "Infinity"):
-        with pytest.raises(ValueError):
+    assert to_usd("99999999999999999999.99") == D("99999999999999999999.99")
+    for bad in ("-1", "NaN", "Infinity", "1e20", "9e999999"):
+        with pytest.raises(ValueError, match=">= 0 and below 1e20"):
             to_usd(bad)
+    with pytest.raises(ValueError, match="must be a decimal, got 'lots'"):
+        to_usd("lots")
     with pytest.raises(TypeError):
         to_usd(True)
 
