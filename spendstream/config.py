@@ -36,6 +36,7 @@ from spendstream.money import MAX_MONEY_USD
 from spendstream.scopes import scope_error
 
 __all__ = [
+    "MAX_DURATION_S",
     "AlertsConfig",
     "AnomalyConfig",
     "BreakerConfig",
@@ -66,6 +67,9 @@ __all__ = [
 ]
 
 ENV_CONFIG = "SPENDSTREAM_CONFIG"
+# Every duration key is at most ten years: a larger one overflows the datetime arithmetic it
+# enters (ts - allowed_lateness_s, now + a cooldown), in every worker, at every start.
+MAX_DURATION_S = 10 * 365 * 86_400
 
 
 def _to_decimal(value: Any) -> Any:
@@ -273,6 +277,7 @@ class RunawayConfig(_Section):
         description="Spend of one session (USD) above which `runaway_session` fires.",
     )
     max_session_minutes: NonNegativeDecimal = Field(
+        le=MAX_DURATION_S // 60,
         default=Decimal("30"),
         description="Event-time span of one session (minutes) above which `runaway_session` fires.",
     )
@@ -324,12 +329,14 @@ class BreakerConfig(_Section):
         "calls through `meter.guard()` while it is open).",
     )
     rate_cooldown_s: int = Field(
+        le=MAX_DURATION_S,
         default=300,
         ge=1,
         description="A rate breaker goes half-open after this many event-time seconds, and "
         "closes a minute later unless it trips again.",
     )
     stay_open_retention_s: int = Field(
+        le=MAX_DURATION_S,
         default=7 * 86400,
         ge=3600,
         description="A breaker that stays open (runaway session, unpriced model) is retired, "
@@ -338,6 +345,7 @@ class BreakerConfig(_Section):
     # Without it a key whose breaker stops its only traffic would never see the event time
     # that closes it.
     idle_advance_s: float = Field(
+        le=MAX_DURATION_S,
         default=60.0,
         ge=0,
         description="`spendstream run` only: when no fact has been judged for this many "
@@ -369,6 +377,7 @@ class DetectionConfig(_Section):
     `retry_storm` share and `cache_hit_drop` rules."""
 
     allowed_lateness_s: int = Field(
+        le=MAX_DURATION_S,
         default=3600,
         ge=0,
         description="An event later than this (event time, behind the newest seen) still "
@@ -377,6 +386,7 @@ class DetectionConfig(_Section):
     # Capped by allowed_lateness_s: detection's clock is the newest ts it has seen, so a
     # record this far ahead leaves real traffic at most this late, which then still counts.
     max_future_skew_s: int = Field(
+        le=MAX_DURATION_S,
         default=DEFAULT_MAX_FUTURE_SKEW_S,
         ge=0,
         description="A record whose `ts` is more than this many seconds after the pipeline "
@@ -384,6 +394,7 @@ class DetectionConfig(_Section):
         "unset: 300, or `allowed_lateness_s` if that is smaller.",
     )
     session_idle_s: int = Field(
+        le=MAX_DURATION_S,
         default=6 * 3600,
         ge=60,
         description="A session with no call for this long is forgotten (an open breaker "
@@ -608,6 +619,7 @@ class PipelineConfig(_Section):
     )
     # bench/RESULTS.md breaker_latency: p99 671 ms at 0.5, 459 ms at 0.2, 355 ms at 0.1.
     batch_within_s: float = Field(
+        le=MAX_DURATION_S,
         default=0.2,
         gt=0,
         description="How long a batch may wait to fill in `spendstream run` and in `ingest` "
@@ -623,6 +635,7 @@ class PipelineConfig(_Section):
         "amortise the per-commit cost.",
     )
     align_idle_s: float = Field(
+        le=MAX_DURATION_S,
         default=10.0,
         gt=0,
         description="`spendstream run`: a usage partition holds the wide-scope merges back "
@@ -666,17 +679,20 @@ class LeasesConfig(_Section):
         description="A client's refill asks for this many calls of the size being reserved.",
     )
     idle_return_s: float = Field(
+        le=MAX_DURATION_S,
         default=5.0,
         gt=0,
         description="A client gives an unused lease back after this many idle seconds.",
     )
     request_timeout_s: float = Field(
+        le=MAX_DURATION_S,
         default=2.0,
         gt=0,
         description="How long a client's refill waits for the lease server; past it the call "
         "is refused with `LeaseUnavailable`.",
     )
     refusal_hold_s: float = Field(
+        le=MAX_DURATION_S,
         default=0.25,
         ge=0,
         description="How long a client remembers a refusal before asking again (the "
@@ -805,7 +821,10 @@ class _SinkBase(_Section):
         "suppressed (counted, not sent).",
     )
     rate_window_s: float = Field(
-        default=3600, gt=0, description="The window of `max_per_scope`, in seconds."
+        le=MAX_DURATION_S,
+        default=3600,
+        gt=0,
+        description="The window of `max_per_scope`, in seconds.",
     )
 
 
@@ -917,6 +936,7 @@ class RouteConfig(_Section):
         "notification per dedup key.",
     )
     auto_resolve_s: float | None = Field(
+        le=MAX_DURATION_S,
         default=None,
         gt=0,
         description="Resolve an open notification this long after its last alert when no "
@@ -933,16 +953,24 @@ class DeliveryConfig(_Section):
 
     max_attempts: int = Field(default=8, ge=1, description="Attempts per notification and sink.")
     backoff_initial_s: float = Field(
-        default=0.5, gt=0, description="First retry delay; it doubles per attempt."
+        le=MAX_DURATION_S,
+        default=0.5,
+        gt=0,
+        description="First retry delay; it doubles per attempt.",
     )
-    backoff_max_s: float = Field(default=30.0, gt=0, description="Longest retry delay.")
+    backoff_max_s: float = Field(
+        le=MAX_DURATION_S, default=30.0, gt=0, description="Longest retry delay."
+    )
     retry_budget_s: float = Field(
+        le=MAX_DURATION_S,
         default=300.0,
         gt=0,
         description="Total time one notification may spend retrying before it is dead-lettered "
         "(`spendstream alerts --replay-dead-letters` sends those again).",
     )
-    timeout_s: float = Field(default=10.0, gt=0, description="HTTP timeout of one attempt.")
+    timeout_s: float = Field(
+        le=MAX_DURATION_S, default=10.0, gt=0, description="HTTP timeout of one attempt."
+    )
 
 
 class AlertsConfig(_Section):
@@ -1047,13 +1075,17 @@ class WarehouseConfig(_Section):
         "and tries again before it fails.",
     )
     commit_backoff_min_ms: float = Field(
+        le=MAX_DURATION_S * 1000,
         default=20.0,
         ge=0,
         description="First wait between commit retries; it doubles (with jitter) up to "
         "`commit_backoff_max_ms`.",
     )
     commit_backoff_max_ms: float = Field(
-        default=2000.0, ge=0, description="Longest wait between commit retries."
+        le=MAX_DURATION_S * 1000,
+        default=2000.0,
+        ge=0,
+        description="Longest wait between commit retries.",
     )
     dedupe_window_days: int = Field(
         default=2,
@@ -1064,6 +1096,7 @@ class WarehouseConfig(_Section):
         "own day in the table.",
     )
     snapshot_retention_s: float = Field(
+        le=MAX_DURATION_S,
         default=3600.0,
         ge=0,
         description="`warehouse compact` expires snapshots older than this (the newest is "
@@ -1078,6 +1111,7 @@ class WarehouseConfig(_Section):
         "`warehouse compact` expires snapshots.",
     )
     orphan_grace_s: float = Field(
+        le=MAX_DURATION_S,
         default=3600.0,
         ge=0,
         description="Unreferenced files (a killed writer's uncommitted data) are deleted after "

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
+import annotated_types
 import pytest
 
-from spendstream.config import Config, config_from_dict, load_config
+from spendstream.cli import main
+from spendstream.config import MAX_DURATION_S, Config, config_from_dict, load_config
+from spendstream.config_reference import iter_keys
 from spendstream.errors import ConfigError
 
 
@@ -124,6 +128,46 @@ def test_the_largest_amount_below_1e20_is_a_budget() -> None:
     largest = "99999999999999999999.999999999999999999"
     cfg = config_from_dict({"budget": [{"scope": "team:x", "amount_usd": largest}]}, "test.toml")
     assert cfg.budget[0].amount_usd == Decimal(largest)
+
+
+DURATIONS = ("breaker.rate_cooldown_s", "breaker.stay_open_retention_s",
+             "detection.allowed_lateness_s", "detection.session_idle_s")  # fmt: skip
+
+
+@pytest.mark.parametrize("key", DURATIONS)
+def test_a_duration_past_ten_years_is_refused_naming_the_key(key: str) -> None:
+    # Each was accepted and then overflowed datetime arithmetic in every ingest and worker.
+    section, name = key.split(".")
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({section: {name: MAX_DURATION_S + 1}}, "test.toml")
+    assert f"{key}: Input should be less than or equal to {MAX_DURATION_S}" in str(exc.value)
+
+
+def test_every_duration_key_is_bounded_and_the_largest_ones_run(tmp_path: Path) -> None:
+    durations = [
+        path
+        for path, field in iter_keys()
+        if path.endswith(("_s", "_ms", "_minutes"))
+        and not any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in field.metadata)
+    ]
+    assert durations == []
+    config = tmp_path / "c.toml"
+    sections: dict[str, list[str]] = {"runaway": [f"max_session_minutes = {MAX_DURATION_S // 60}"]}
+    for key in DURATIONS:
+        section, name = key.split(".")
+        sections.setdefault(section, []).append(f"{name} = {MAX_DURATION_S}")
+    config.write_text("".join(f"[{k}]\n" + "\n".join(v) + "\n" for k, v in sections.items()))
+    events = tmp_path / "e.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps({"event_id": f"e{i}", "ts": f"2026-03-01T00:0{i}:00Z", "provider": "openai",
+                        "model": "gpt-4o", "input_tokens": 10, "output_tokens": 5,
+                        "session_id": "s", "api_key_id": "k", "request_id": "r"}) + "\n"
+            for i in range(3)
+        )
+    )  # fmt: skip
+    work = tmp_path / "w"
+    assert main(["ingest", str(events), "--config", str(config), "--workdir", str(work)]) == 0
 
 
 def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
