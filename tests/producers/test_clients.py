@@ -415,3 +415,15 @@ def test_provider_follows_the_clients_endpoint(metered: tuple[Meter, CollectingT
         api_key="k", api_version="2024-10-21", azure_endpoint="https://x.openai.azure.com"
     )
     assert _openai_provider(azure) == "azure"
+
+
+def test_claude_through_vertex_and_bedrock_clients_is_google_and_bedrock() -> None:
+    from spendstream.producers.integrations.clients import _anthropic_provider
+
+    vertex = anthropic.AnthropicVertex(region="us-east5", project_id="p", access_token="t")
+    bedrock = anthropic.AnthropicBedrock(
+        aws_region="us-east-1", aws_access_key="a", aws_secret_key="b"
+    )
+    assert _anthropic_provider(vertex) == "google"
+    assert _anthropic_provider(bedrock) == "bedrock"
+    assert _anthropic_provider(anthropic.Anthropic(api_key="k")) == "anthropic"

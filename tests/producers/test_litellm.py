@@ -405,3 +405,54 @@ def test_reported_cost_is_litellms_figure_to_a_floats_precision(
     assert fields is not None
     assert fields.get("reported_cost_usd") == (None if reported is None else Decimal(reported))
     assert fields["event_id"] == "litellm-c1-r1"
+
+
+def test_openai_cached_tokens_are_cache_reads_and_audio_past_the_uncached_input_is_dropped(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    # An OpenAI model's usage has cached_tokens only (no Anthropic-style top-level counts).
+    usage = {"prompt_tokens": 1000, "completion_tokens": 50}
+    cached = ModelResponse(
+        model="gpt-4o-2024-08-06",
+        choices=[{"message": {"role": "assistant", "content": "ok"}}],
+        usage=Usage(**usage, prompt_tokens_details={"cached_tokens": 800}),
+    )
+    # 600 audio tokens fit in the input (1000) but not in its uncached part (200): the
+    # event's rule (cache writes/reads are text) would make the whole event invalid.
+    audio = ModelResponse(
+        model="gpt-4o-audio-preview",
+        choices=[{"message": {"role": "assistant", "content": "ok"}}],
+        usage=Usage(**usage, prompt_tokens_details={"cached_tokens": 800, "audio_tokens": 600}),
+    )
+    litellm.completion(model="openai/gpt-4o", messages=MESSAGES, mock_response=cached)
+    litellm.completion(model="openai/gpt-4o-audio-preview", messages=MESSAGES, mock_response=audio)
+    events = sorted(_events(metered, 2), key=lambda e: e["model"])
+    for event in events:
+        assert (event["input_tokens"], event["cache_read_tokens"]) == (1000, 800)
+        assert event.get("input_audio_tokens", 0) == 0
+
+
+def test_a_failure_litellm_reports_as_http_408_is_a_timeout() -> None:
+    slo = {
+        "id": "r1",
+        "litellm_call_id": "c1",
+        "model": "gpt-4o",
+        "endTime": 1.7e9,
+        "error_information": {"error_code": "408", "error_class": "APIError"},
+    }
+    fields = event_fields({"standard_logging_object": slo}, None, failed=True)
+    assert fields is not None and fields["status"] == "timeout"
+    slo["error_information"] = {"error_code": "500", "error_class": "APIError"}
+    fields = event_fields({"standard_logging_object": slo}, None, failed=True)
+    assert fields is not None and fields["status"] == "error"
+
+
+def test_token_counts_of_the_logging_payload_are_used_without_a_usage_object() -> None:
+    slo = {"id": "r1", "litellm_call_id": "c1", "model": "gpt-4o", "endTime": 1.7e9}
+    fields = event_fields(
+        {"standard_logging_object": {**slo, "prompt_tokens": 12, "completion_tokens": 3}},
+        None,
+        failed=False,
+    )
+    assert fields is not None
+    assert (fields["input_tokens"], fields["output_tokens"]) == (12, 3)

@@ -258,6 +258,23 @@ def test_integral_doubles_are_token_counts() -> None:
     assert (event.input_tokens, event.output_tokens) == (812, 9)
 
 
+def test_zero_token_counts_are_counts_not_missing_usage() -> None:
+    # An embeddings call's 0 output tokens, a call that hit its length limit at once: both
+    # are token counts the conventions allow (>= 0), so the span is an event, not rejected.
+    event = _one(
+        {**CHAT, "gen_ai.usage.output_tokens": 0, "gen_ai.usage.cache_read.input_tokens": 0}
+    )
+    assert (event.input_tokens, event.output_tokens, event.cache_read_tokens) == (1200, 0, 0)
+    assert event.tags == {"operation": "chat"}
+
+
+def test_a_span_that_ends_when_it_starts_has_latency_zero() -> None:
+    maker = SpanMaker()
+    maker.add("chat gpt-5", CHAT, start_ns=T0, end_ns=T0)
+    (event,) = _both(maker).events
+    assert event.latency_ms == 0.0
+
+
 # -- attribution --------------------------------------------------------------------------
 
 FIELD_VALUES: dict[str, tuple[Any, Any]] = {

@@ -573,3 +573,106 @@ def test_a_failed_batch_line_says_why_it_has_no_usage() -> None:
     line = {"custom_id": "q-1", "result": {"type": "errored", "error": {"type": "invalid_request"}}}
     with pytest.raises(ValueError, match=r"q-1.*errored"):
         batch_result_usage(line)
+
+
+# -- pinned by the mutation pass: dimensions no test above reached ---------------------------
+
+
+def test_anthropic_service_tier_in_usage_is_the_tier_and_batch_is_a_batch_call() -> None:
+    # Anthropic reports the tier in usage.service_tier: standard, priority or batch.
+    priority = anthropic_usage(_claude(service_tier="priority"))
+    assert (priority["service_tier"], priority.get("batch")) == ("priority", None)
+    _priced(priority, "anthropic")
+    batch = anthropic_usage(_claude(service_tier="batch"))
+    assert (batch["batch"], batch.get("service_tier")) == (True, None)
+    assert _priced(batch, "anthropic") < _priced(anthropic_usage(_claude()), "anthropic")
+
+
+def test_gemini_3_grounding_counts_each_search_query_and_earlier_models_each_prompt() -> None:
+    def grounded(queries: list[str]) -> dict[str, Any]:
+        return {
+            "content": {"role": "model", "parts": [{"text": "ok"}]},
+            "grounding_metadata": {"web_search_queries": queries},
+        }
+
+    meta = {"prompt_token_count": 1000, "candidates_token_count": 200}
+    three = gemini_usage(
+        _gemini(meta, "gemini-3-pro-preview", candidates=[grounded(["a", "b", "c"])])
+    )
+    assert three["tool_requests"] == {"web_search": 3}
+    # Two candidates of one grounded prompt on Gemini 2.5 are one billed grounded prompt.
+    two_candidates = [grounded(["a", "b"]), grounded(["c"])]
+    earlier = gemini_usage(_gemini(meta, "gemini-2.5-flash", candidates=two_candidates))
+    assert earlier["tool_requests"] == {"web_search": 1}
+    _priced(earlier, "google")
+
+
+def test_openai_responses_file_search_calls_are_storage_searches() -> None:
+    response = Response.model_validate(
+        {
+            "id": "resp_2",
+            "object": "response",
+            "created_at": 1767614400,
+            "model": "gpt-5",
+            "status": "completed",
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}],
+            "output": [
+                {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+                },
+            ],
+            "usage": {
+                "input_tokens": 3000,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": 800,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 3800,
+            },
+        }
+    )
+    out = openai_usage(response)
+    assert out["tool_requests"] == {"storage_search": 1}
+    _priced(out, "openai")
+
+
+def test_embeddings_from_a_provider_without_an_embeddings_reader_have_no_output() -> None:
+    response = CreateEmbeddingResponse.model_validate(
+        {
+            "object": "list",
+            "model": "mistral-embed",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "usage": {"prompt_tokens": 4200, "total_tokens": 4200},
+        }
+    )
+    out = usage_from("mistral", response)
+    assert _tokens(out) == {
+        "input_tokens": 4200,
+        "output_tokens": 0,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+    }
+
+
+def test_bedrock_invoke_model_stream_metrics_keep_cache_reads_and_writes_apart() -> None:
+    metrics = {
+        "inputTokenCount": 70,
+        "outputTokenCount": 30,
+        "cacheReadInputTokenCount": 500,
+        "cacheWriteInputTokenCount": 200,
+    }
+    chunks = [{"type": "content_block_delta"}, {"amazon-bedrock-invocationMetrics": metrics}]
+    out = bedrock_usage(chunks, model=CLAUDE_ON_BEDROCK)
+    assert _tokens(out) == {  # inputTokenCount excludes the cache, as Converse's inputTokens
+        "input_tokens": 70 + 500 + 200,
+        "output_tokens": 30,
+        "cache_read_tokens": 500,
+        "cache_write_tokens": 200,
+    }
+    _priced(out, "aws")
