@@ -127,6 +127,8 @@ def usage_from(
     reader for (vLLM, self-hosted, ...) are read as OpenAI-compatible. ``model`` fills in
     the model where the body does not carry it (Bedrock)."""
     name = provider.lower()
+    if is_stream(response):
+        response = list(response)  # peeked at below, then read: an iterator only once
     if name == "openrouter":
         out = openrouter_usage(response)
     elif name in _BEDROCK:
@@ -167,7 +169,10 @@ def batch_result_usage(line: Any, *, provider: str | None = None) -> dict[str, A
 
 def _peek(response: Any) -> dict[str, Any]:
     if is_stream(response):
-        return {}
+        # An Anthropic stream (Claude on Vertex AI) opens with message_start: its message.
+        first = as_dict(response[0]) if response else {}
+        message = first.get("message") if first.get("type") == "message_start" else None
+        return dict(message) if isinstance(message, Mapping) else {}
     data, _ = unwrap_batch_line(as_dict(response))
     return data
 

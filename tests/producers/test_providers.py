@@ -201,6 +201,13 @@ def test_claude_on_vertex_is_recognised_under_provider_google() -> None:
     assert out["input_tokens"] == anthropic_usage(body)["input_tokens"]
 
 
+def test_claude_on_vertex_stream_is_recognised_under_provider_google() -> None:
+    events = _load("anthropic_stream")
+    expected = {**anthropic_usage(events), "provider": "google"}
+    assert usage_from("google", events) == expected
+    assert usage_from("google", iter(events)) == expected  # a stream read once, as it comes
+
+
 def test_model_missing_from_the_price_catalog_is_still_metered() -> None:
     body = {**_load("openai_chat"), "model": "ft:gpt-4o-mini:acme:support:9xYz"}
     assert openai_usage(body)["model"] == "ft:gpt-4o-mini:acme:support:9xYz"
