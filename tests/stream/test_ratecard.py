@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.config import DiscountConfig, ModelPriceConfig, PricesConfig
+from spendstream.config import DiscountConfig, ModelPriceConfig, PremiumConfig, PricesConfig
 from spendstream.stream.ratecard import RateCard, format_fraction
 
 T = datetime(2025, 11, 3, 12, tzinfo=UTC)
@@ -119,3 +119,65 @@ def test_why_unpriced_names_what_is_missing() -> None:
     assert "no anthropic model matching 'claude-nonexistent-9'" in str(
         cat.why_unpriced("anthropic", "claude-nonexistent-9", T)
     )
+
+
+def test_among_equally_specific_discounts_and_premiums_the_last_written_wins() -> None:
+    cat = RateCard(
+        PricesConfig(
+            discount=[
+                DiscountConfig(provider="openai", percent=Decimal(10)),
+                DiscountConfig(provider="openai", percent=Decimal(20)),
+            ],
+            premium=[
+                PremiumConfig(provider="openai", percent=Decimal(5)),
+                PremiumConfig(provider="openai", percent=Decimal(7)),
+            ],
+        )
+    )
+    discount = cat.discount_for("openai", "gpt-5")
+    premium = cat.premium_for("openai", "gpt-5", None, None)
+    assert discount is not None and discount.percent == 20
+    assert premium is not None and premium.percent == 7
+
+
+def test_a_service_tier_is_more_specific_than_a_region_for_premiums_and_overrides() -> None:
+    def override(**where: str) -> ModelPriceConfig:
+        return ModelPriceConfig(
+            provider="acme",
+            model="m",
+            input_per_mtok=Decimal(1),
+            output_per_mtok=Decimal(1),
+            **where,
+        )
+
+    # The tier rows come first: a region row written later must not win by being last.
+    cat = RateCard(
+        PricesConfig(
+            model=[override(service_tier="flex"), override(region="eu")],
+            premium=[
+                PremiumConfig(service_tier="flex", percent=Decimal(3)),
+                PremiumConfig(region="eu", percent=Decimal(9)),
+            ],
+        )
+    )
+    period = cat.period("acme", "m", T, False, "flex", "eu")
+    assert period is not None and period.source == "override:acme/m[tier=flex]+premium:3%"
+    assert period.multiplier == Decimal("1.03")
+
+
+def test_the_default_batch_discount_applies_whatever_the_providers_case() -> None:
+    cat = RateCard(
+        PricesConfig(
+            model=[
+                ModelPriceConfig(
+                    provider="OpenAI",
+                    model="m",
+                    input_per_mtok=Decimal(2),
+                    output_per_mtok=Decimal(4),
+                )
+            ]
+        )
+    )
+    period = cat.period("OpenAI", "m", T, True)
+    assert period is not None and period.multiplier == Decimal("0.5")
+    assert period.source == "override:OpenAI/m+batch:50%"

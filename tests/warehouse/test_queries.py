@@ -14,7 +14,7 @@ Seven calls in March 2026 (D1 = 03-02, D2 = 03-03); sessions sA > {sA1 > sA3, sA
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -389,3 +389,142 @@ def test_time_filters_with_offsets_mean_the_same_instant_in_utc(loaded: Path) ->
     assert col(loaded, "cost_by_day", "day", "calls", until="2026-03-02T12:00:00.000001Z") == [
         (D1.date(), 5)
     ]
+
+
+# A second data set for the edges the one above does not reach: two months, a priced call of
+# team 'shared', a call exactly at a UTC midnight, and AI cost ratios exactly on the bands'
+# boundaries. (ts, cost, team, user, plan)
+FEB = datetime(2026, 2, 10, 9, tzinfo=UTC)
+MIDNIGHT = datetime(2026, 3, 3, tzinfo=UTC)
+EDGE_FACTS = (
+    (FEB, "3.00", "search", "u1", "a"),
+    (FEB, "1.00", "support", "u2", "b"),
+    (FEB, "2.00", "shared", "u1", "a"),
+    (D1, "1.00", "search", "u1", "a"),
+    (D1, "3.00", "support", "u2", "b"),
+    (D1, "4.00", "shared", "u3", None),
+    (D1, "2.00", None, "u3", "b"),
+    (MIDNIGHT, "1.00", "support", "u1", "a"),
+)
+# February has plan and user rows but no total: its total is the sum of the plans.
+EDGE_REVENUE = (
+    ("2026-02", "a", "", "100"),
+    ("2026-02", "b", "", "1"),
+    ("2026-02", "", "u1", "7"),
+    ("2026-03", "", "", "50"),
+    ("2026-03", "a", "", "10"),
+    ("2026-03", "b", "", "10"),
+)
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("edges") / "work"
+    facts = [
+        fact(ts, cost, team=team, feature="f", user_id=user, tags={"plan": plan} if plan else {})
+        for ts, cost, team, user, plan in EDGE_FACTS
+    ]
+    with Warehouse(workdir) as wh:
+        wh.ensure_views()
+        wh.commit(facts=facts)
+        csv = workdir / "revenue.csv"
+        csv.write_text(
+            "month,plan,user_id,revenue_usd\n" + "".join(f"{','.join(r)}\n" for r in EDGE_REVENUE)
+        )
+        load_revenue(wh, csv)
+    return workdir
+
+
+def _month(ts: datetime) -> date:
+    return ts.date().replace(day=1)
+
+
+def test_until_excludes_and_since_includes_a_call_at_that_instant(edges: Path) -> None:
+    def per_day(lo: datetime, hi: datetime) -> list[tuple[date, int]]:
+        n: dict[date, int] = {}
+        for ts, *_ in EDGE_FACTS:
+            if lo <= ts < hi:
+                n[ts.date()] = n.get(ts.date(), 0) + 1
+        return sorted(n.items())
+
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    assert col(edges, "cost_by_day", "day", "calls", since="2026-03-01", until="2026-03-03") == (
+        per_day(start, MIDNIGHT)
+    )
+    assert col(edges, "cost_by_day", "day", "calls", since="2026-03-03") == per_day(MIDNIGHT, end)
+
+
+def test_shared_cost_is_spread_per_month_over_that_months_direct_cost(edges: Path) -> None:
+    direct: dict[tuple[date, str], Decimal] = {}
+    shared: dict[date, Decimal] = {}
+    for ts, cost, team, *_ in EDGE_FACTS:
+        if team is None or team == "shared":
+            shared[_month(ts)] = shared.get(_month(ts), Decimal(0)) + Decimal(cost)
+        else:
+            key = (_month(ts), team)
+            direct[key] = direct.get(key, Decimal(0)) + Decimal(cost)
+    expected = []
+    for (month, team), own in direct.items():
+        month_direct = sum(v for (m, _), v in direct.items() if m == month)
+        allocated = (shared[month] * own / month_direct).quantize(Decimal("1e-9"))
+        expected.append((month, team, own, allocated, own + allocated))
+    expected.sort(key=lambda r: (r[0], -r[4], r[1]))
+    got = col(
+        edges,
+        "shared_cost_allocation",
+        "month",
+        "team",
+        "direct_cost_usd",
+        "allocated_cost_usd",
+        "total_cost_usd",
+    )
+    assert got == expected
+
+
+def test_unit_economics_bands_include_their_lower_bounds_and_a_total_from_plans(
+    edges: Path,
+) -> None:
+    def band(ratio: Decimal) -> str:  # docs/warehouse.md: <20% good, 20-50% acceptable, >50%
+        return (
+            "good"
+            if ratio < Decimal("0.2")
+            else "acceptable"
+            if ratio <= Decimal("0.5")
+            else "concerning"
+        )
+
+    cost: dict[tuple[date, str | None], Decimal] = {}
+    for ts, c, _team, _user, plan in EDGE_FACTS:
+        for key in {None, plan}:
+            cost[(_month(ts), key)] = cost.get((_month(ts), key), Decimal(0)) + Decimal(c)
+    revenue: dict[tuple[date, str | None], Decimal] = {}
+    for month, plan, user, usd in EDGE_REVENUE:
+        m = date.fromisoformat(month + "-01")
+        if not user:
+            revenue[(m, plan or None)] = Decimal(usd)
+    for month in {m for m, _ in revenue}:  # no total row: the plans' sum
+        if (month, None) not in revenue:
+            revenue[(month, None)] = sum(v for (m, k), v in revenue.items() if m == month)
+    got = {
+        (month, key): (rev, ai, b)
+        for level, month, key, rev, ai, b in col(
+            edges, "unit_economics", "level", "month", "key", "revenue_usd", "ai_cost_usd", "band"
+        )
+        if level != "user"
+    }
+    assert got == {k: (r, cost[k], band(cost[k] / r)) for k, r in revenue.items()}
+    assert {b for _, _, b in got.values()} == {"good", "acceptable", "concerning"}
+    assert got[(M, "a")][2] == got[(M, "b")][2] == "acceptable"  # exactly 20% and 50%
+
+
+def test_focus_charge_period_is_the_utc_day_and_billing_period_its_month(edges: Path) -> None:
+    names, data = run_named(edges, "focus_export", {})
+    at = {c: names.index(c) for c in names}
+    assert {r[at["ChargePeriodStart"]].date() for r in data} == {ts.date() for ts, *_ in EDGE_FACTS}
+    for r in data:
+        start = r[at["ChargePeriodStart"]]
+        assert r[at["ChargePeriodEnd"]] == start + timedelta(days=1)
+        assert r[at["BillingPeriodStart"]] == start.replace(day=1)
+        assert r[at["BillingPeriodEnd"]] == (start.replace(day=1) + timedelta(days=32)).replace(
+            day=1
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -101,3 +102,16 @@ def test_the_snapshot_connection_and_the_database_file_have_the_same_columns(
     finally:
         con.close()
         snap.close()
+
+
+def test_the_date_column_is_the_utc_day_whatever_the_sessions_time_zone(wh: Warehouse) -> None:
+    # 23:30 UTC on 03-02 is already 03-03 in Tokyo and still 03-02 in Los Angeles.
+    late = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)
+    wh.commit(facts=[fact(late)])
+    for zone in ("Asia/Tokyo", "America/Los_Angeles"):
+        con = duckdb.connect(str(wh.db_path), read_only=True)
+        try:
+            con.execute(f"SET TimeZone = '{zone}'")
+            assert con.execute("SELECT date FROM usage_facts").fetchall() == [(late.date(),)]
+        finally:
+            con.close()

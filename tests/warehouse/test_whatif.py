@@ -20,10 +20,12 @@ from spendstream.warehouse.whatif import (
     HOURS_PER_MONTH,
     BatchShare,
     CacheTarget,
+    Call,
     OutputCap,
     Route,
     Selector,
     SelfHosting,
+    WhatIf,
     run_whatif,
     self_hosting,
 )
@@ -248,3 +250,83 @@ def q_sum() -> Any:
         return Decimal(row[0])
 
     return total
+
+
+def test_under_selects_fewer_input_tokens_and_cache_reads_round_half_even(workdir: Path) -> None:
+    # Inputs are 1000 + 7n; at a 50% target the reads are 500, 503.5, 507, 510.5 for n = 0..3.
+    def saved(reads: list[int]) -> Decimal:
+        return sum(Decimal(r) * (Decimal("3") - Decimal("0.3")) / 10**6 for r in reads)
+
+    below_1021 = _run(workdir, CacheTarget(Selector("under", under=1021), Decimal("0.5")))
+    assert _line(below_1021, "chat").savings_usd == saved([500, 504, 507])  # not the 1021 call
+    below_1022 = _run(workdir, CacheTarget(Selector("under", under=1022), Decimal("0.5")))
+    assert _line(below_1022, "chat").savings_usd == saved([500, 504, 507, 510])
+
+
+def test_cache_target_shrinks_cache_writes_that_would_exceed_the_input() -> None:
+    # 1000 input tokens, 500 of them cache writes; a 90% target reads 900, so 100 stay written.
+    # acme/big has no cache write rate: writes cost the input rate ($3).
+    call = Call(T0, "acme", "big", False, 1000, 0, 500, 0, "t", "chat")
+    engine = WhatIf(Pricer.from_config(_prices()), [CacheTarget(Selector(), Decimal("0.9"))])
+    engine.add([call], [None])
+    total = engine.result(Decimal(24)).total
+    assert total.baseline_usd == Decimal(1000) * 3 / 10**6
+    assert total.combined_usd == (Decimal(900) * Decimal("0.3") + Decimal(100) * 3) / 10**6
+
+
+def test_together_a_routed_call_is_batched_at_its_new_models_price(workdir: Path) -> None:
+    # The batch lever selects acme/small: alone it finds no call; after the route, every chat call.
+    batch = BatchShare(Selector("model", provider="acme", model="small"), Decimal(1))
+    route = Route(Selector("feature", feature="chat"), "acme", "small")
+    chat = _line(_run(workdir, batch, route), "chat")
+    assert chat.lever_usd[0] == chat.baseline_usd
+    assert chat.combined_usd * 6 == chat.baseline_usd
+
+
+def test_the_period_excludes_its_end_and_lines_are_by_baseline_highest_first(
+    workdir: Path,
+) -> None:
+    late = _event(0, "late", ts=UNTIL)
+    with Warehouse(workdir) as wh:
+        wh.commit(facts=[Fact(late, Pricer.from_config(_prices()).price(late), late.ts)])
+        wh.ensure_views()
+    result = _run(workdir, OutputCap(Selector(), 10**9))
+    assert [ln.feature for ln in result.lines] == ["chat", "search", "lab"]
+    assert [ln.baseline_usd for ln in result.lines] == sorted(
+        (ln.baseline_usd for ln in result.lines), reverse=True
+    )
+    assert (result.total.calls, result.total.unpriced_calls) == (65, 5)
+
+
+def test_stored_is_the_landed_cost_and_baseline_the_current_price(
+    workdir: Path, q_sum: Any
+) -> None:
+    import tomllib
+
+    discounted = config_from_dict(
+        tomllib.loads(PRICES_TOML + "\n[[prices.discount]]\npercent = 10\n"), "test"
+    ).prices
+    result = run_whatif(
+        workdir, SINCE, UNTIL, Pricer.from_config(discounted), [OutputCap(Selector(), 10**9)]
+    )
+    assert result.total.stored_usd == q_sum(workdir)
+    assert result.total.baseline_usd == q_sum(workdir) * Decimal("0.9")
+
+
+def test_self_hosting_is_compared_with_the_api_bill_before_any_lever(workdir: Path) -> None:
+    a = SelfHosting(Selector("feature", feature="search"), Decimal(1), Decimal(1), Decimal(1))
+    result = _run(workdir, Route(Selector(), "acme", "small"), hosting=a)
+    search = _line(result, "search")
+    assert search.combined_usd < search.baseline_usd
+    assert result.self_hosting.api_usd_in_period == search.baseline_usd
+
+
+def test_one_gpu_that_decodes_exactly_its_break_even_volume_breaks_even() -> None:
+    # $3.60/h x 730 h = $2628 a GPU-month; 1000 tok/s x 100% x 3600 x 730 = 2.628e9 tokens a
+    # GPU-month; the API costs $1 per million tokens: one GPU's volume costs $2628 on the API.
+    a = SelfHosting(Selector(), Decimal("3.6"), Decimal(1000), Decimal(1))
+    r = self_hosting(a, 10**6, Decimal(1), HOURS_PER_MONTH, 3_600_000)
+    assert r.tokens_per_gpu_month == 2_628_000_000
+    assert r.break_even_tokens_per_month == 2_628_000_000
+    # The busiest hour decodes 1000 tok/s: the one GPU, flat out, serves it.
+    assert (r.gpus, r.gpus_for_peak, r.serves_peak) == (1, 1, True)
