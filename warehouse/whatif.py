@@ -375,13 +375,19 @@ class WhatIf:
                 )
 
     def _price(
-        self, kept: Sequence[Call], weighted: Sequence[Weighted], baseline: Sequence[Decimal]
+        self,
+        kept: Sequence[Call],
+        weighted: Sequence[Weighted],
+        baseline: Sequence[Decimal],
+        unpriced: set[int],
     ) -> list[Decimal]:
+        """The cost of each call under ``weighted``; adds to ``unpriced`` the index of each
+        call that went to a model with no price (it keeps its baseline)."""
         # Only rewritten calls are priced again; a call a lever left alone keeps its baseline.
         flat = [n for c, group in zip(kept, weighted, strict=True) for n, _ in group if n is not c]
         costs = iter(self.pricer.price_batch(cast("Sequence[UsageEvent]", flat)))
         out = []
-        for c, group, base in zip(kept, weighted, baseline, strict=True):
+        for i, (c, group, base) in enumerate(zip(kept, weighted, baseline, strict=True)):
             total, missing = _ZERO, False
             for n, weight in group:
                 if n is c:
@@ -393,7 +399,7 @@ class WhatIf:
                 else:
                     total += cost.cost_usd * weight
             if missing:
-                self._still_unpriced += 1
+                unpriced.add(i)
                 total = base
             out.append(total)
         return out
@@ -405,14 +411,19 @@ class WhatIf:
             priced = [i for i, c in enumerate(base_costs) if c is not None]
             kept = [calls[i] for i in priced]
             base = [cast("Decimal", base_costs[i].cost_usd) for i in priced]  # type: ignore[union-attr]
-            per_lever = [self._price(kept, [lv.apply(c) for c in kept], base) for lv in self.levers]
+            # A call counts once however many levers (and their combination) send it there.
+            unpriced: set[int] = set()
+            per_lever = [
+                self._price(kept, [lv.apply(c) for c in kept], base, unpriced) for lv in self.levers
+            ]
             together: list[Weighted] = []
             for c in kept:
                 group: Weighted = [(c, _ONE)]
                 for lv in self.combined:
                     group = [(n, w * w2) for x, w in group for n, w2 in lv.apply(x)]
                 together.append(group)
-            combined = self._price(kept, together, base)
+            combined = self._price(kept, together, base, unpriced)
+            self._still_unpriced += len(unpriced)
             for c, cost in zip(calls, base_costs, strict=True):
                 if cost is None:
                     self._line(c).unpriced_calls += 1

@@ -330,3 +330,22 @@ def test_one_gpu_that_decodes_exactly_its_break_even_volume_breaks_even() -> Non
     assert r.break_even_tokens_per_month == 2_628_000_000
     # The busiest hour decodes 1000 tok/s: the one GPU, flat out, serves it.
     assert (r.gpus, r.gpus_for_peak, r.serves_peak) == (1, 1, True)
+
+
+def test_a_call_routed_where_nothing_prices_it_keeps_its_baseline_and_is_counted(
+    workdir: Path,
+) -> None:
+    import tomllib
+
+    # acme/flex-only is priced for the flex service tier alone: the routed calls have none.
+    toml = PRICES_TOML + (
+        '\n[[prices.model]]\nprovider = "acme"\nmodel = "flex-only"\nservice_tier = "flex"\n'
+        "input_per_mtok = 0.01\noutput_per_mtok = 0.01\n"
+    )
+    prices = config_from_dict(tomllib.loads(toml), "test").prices
+    route = Route(Selector("feature", feature="chat"), "acme", "flex-only")
+    result = run_whatif(workdir, SINCE, UNTIL, Pricer.from_config(prices), [route])
+    chat = _line(result, "chat")
+    assert result.still_unpriced == chat.calls == 40
+    assert chat.baseline_usd > 0
+    assert chat.combined_usd == chat.lever_usd[0] == chat.baseline_usd
