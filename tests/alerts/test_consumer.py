@@ -20,6 +20,7 @@ from spendstream.records import (
     BreakerEvent,
     alert_from_wire,
     alert_to_wire,
+    breaker_from_wire,
     breaker_to_wire,
 )
 from spendstream.signing import RecordSigner
@@ -305,3 +306,20 @@ def test_with_a_key_an_unsigned_breaker_record_resolves_nothing(
         poll_until(consumer, lambda: rig.pd_actions() == ["trigger", "resolve"], "the resolve")
     finally:
         rig.close()
+
+
+@pytest.mark.parametrize(
+    "alert",
+    [
+        make_alert(),
+        make_alert("team:a", "budget_exceeded", value="200.000000000000000001", threshold="200.0"),
+    ],
+)
+def test_an_alert_comes_back_from_its_json_wire_form_equal(alert: Alert) -> None:
+    # What the stream publishes is what the consumer reads: every field, money exact.
+    assert alert_from_wire(json.loads(json.dumps(alert_to_wire(alert)))) == alert
+
+
+def test_a_breaker_event_comes_back_from_its_json_wire_form_equal() -> None:
+    event = breaker("team:a", "open")
+    assert breaker_from_wire(json.loads(json.dumps(breaker_to_wire(event)))) == event

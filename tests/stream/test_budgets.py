@@ -196,3 +196,42 @@ def test_a_state_restores_into_a_configuration_with_a_budget_removed() -> None:
     feed([fact(at(0), "9")])
     fewer = Feed(config(budget=[day]), *BUDGET, state=feed.engine.snapshot())
     assert [a.details["period"] for a in fewer([fact(at(1), "1")])] == ["day"]
+
+
+def test_one_call_reaching_levels_and_the_hard_limit_alerts_the_levels_then_the_limit() -> None:
+    # The order of one fact's budget alerts: its levels, lowest first, then the hard limit
+    # (what a router pages first, and the breaker's reason, follow it).
+    feed = _feed(alert_at=[1.0, 0.5], hard_limit=1.0)
+    alerts = feed([fact(at(0), "99", team="search"), fact(at(1), "1", team="search")])
+    assert [(a.kind, a.details.get("level"), a.ts) for a in alerts] == [
+        ("budget_threshold", "0.5", at(0)),
+        ("budget_threshold", "1.0", at(1)),
+        ("budget_exceeded", None, at(1)),
+    ]
+
+
+def test_a_restored_state_keeps_what_fired_in_its_periods() -> None:
+    # A restart between any two batches changes nothing: a level or hard limit that fired
+    # before the snapshot does not fire again after it, even once the engine's recently
+    # emitted dedup_keys (two days) no longer hold it (oracle: one engine fed throughout).
+    cfg = config(
+        budget=[
+            {"scope": "global", "period": "month", "amount_usd": 10, "alert_at": [0.5, 1]},
+            {"scope": "team:a", "period": "hour", "amount_usd": 2, "alert_at": [], "hard_limit": 1},
+        ]
+    )
+    batches = [
+        [fact(at(0), "6", team="a")],
+        [fact(at(1), "4")],
+        [fact(at(2), "1", team="a")],
+        [fact(at(minutes=70), "3", team="a")],
+        [fact(at(hours=24 * 5), "1")],  # the engine has long forgotten the month's alerts
+    ]
+    one, restarted = Feed(cfg, *BUDGET), Feed(cfg, *BUDGET)
+    want, got = [], []
+    for batch in batches:
+        want += one(batch)
+        got += restarted(batch)
+        restarted = restarted.restarted()
+    assert got == want
+    assert len(want) == 4  # 0.5, team a's limit, 1.0, then team a's limit in the next hour

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +112,58 @@ def test_a_group_holds_any_where_one_of_its_rows_does(rows: list[tuple[int, bool
     values = np.array([v for _, v in rows], dtype=np.bool_)[groups.rows]
     expected = [any(v for k, v in rows if k == key) for key in groups.keys.tolist()]
     assert groups.any(values).tolist() == expected
+
+
+def _first_reaching(
+    costs: list[str | None], start: Decimal, bar: Decimal, strict: bool
+) -> tuple[int, Decimal] | None:
+    """The oracle: add the costs one by one in exact decimals (unpriced: nothing)."""
+    total = start
+    for k, cost in enumerate(costs):
+        total += Decimal(cost or 0)
+        if total > bar or (not strict and total == bar):
+            return k, total
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    costs=st.lists(st.sampled_from(["0.1", "0.2", "0.7", "0.3", "0", "1E-18", None]), max_size=30),
+    start=st.sampled_from(["0", "0.1", "0.7"]),
+    reach=st.integers(0, 31),
+    offset=st.sampled_from(["0", "1E-18", "-1E-18"]),
+    strict=st.booleans(),
+)
+def test_a_crossing_is_the_first_row_whose_exact_running_total_reaches_the_bar(
+    costs: list[str | None], start: str, reach: int, offset: str, strict: bool
+) -> None:
+    # Bars are exact running totals (give or take 1e-18), where float sums land a hair
+    # either side: 0.7 + 0.1 is 0.7999999999999999 as a float, and must still reach 0.8.
+    rows_ = [{"ts": T0 + timedelta(seconds=i), "cost": c} for i, c in enumerate(costs)]
+    cols = FactColumns(rows_table(rows_))
+    bar = Decimal(start) + sum((Decimal(c or 0) for c in costs[:reach]), Decimal(0))
+    bar += Decimal(offset)
+    rows = np.arange(len(costs), dtype=np.int64)
+    want = _first_reaching(costs, Decimal(start), bar, strict)
+    assert cols.crossing(rows, Decimal(start), bar, strict) == want
+
+
+def test_an_unpriced_row_costs_nothing_whatever_lies_under_its_null_cost() -> None:
+    # Arrow leaves the bytes under a null slot unspecified (another writer's, a reused
+    # buffer's): exact sums must not read them. Row 1 is unpriced, with 2**64 + 2**40 + 7
+    # units of 1e-18 USD under its null.
+    table = rows_table([{"ts": T0, "cost": c} for c in ("0.05", None, "0.4")])
+    i = table.schema.get_field_index("cost_usd")
+    clean = table.column(i).combine_chunks()
+    words = np.frombuffer(clean.buffers()[1], dtype="<u8").copy()
+    words[2], words[3] = 2**40 + 7, 1  # row 1: low and high 64 bits
+    dirty = pa.Array.from_buffers(
+        clean.type, len(clean), [clean.buffers()[0], pa.py_buffer(words.tobytes())]
+    )
+    cols = FactColumns(table.set_column(i, table.schema.field(i), dirty))
+    rows = np.arange(3, dtype=np.int64)
+    costs = cols.costs(rows)
+    assert costs[1] is None
+    want = sum((c for c in costs if c is not None), Decimal(0))
+    assert cols.cost_sum(rows) == want
+    assert cols.cost_sums(Groups.of(rows * 0, rows)) == [want]

@@ -929,3 +929,28 @@ def test_timestamps_across_a_switching_minute_in_one_table_use_their_own_rates()
     expected = [_calc("deepseek-chat", "deepseek", usage, t) for t in stamps]
     assert [c.cost_usd for c in got if c is not None] == expected
     assert expected[0] != expected[1]
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"), [("anthropic", "claude-sonnet-4-5"), ("google", "gemini-2.5-pro")]
+)
+def test_a_tier_starts_above_its_threshold_as_genai_prices_says(provider: str, model: str) -> None:
+    # A long-context tier applies to requests whose input exceeds its start: exactly the
+    # start's tokens still pay the band below it, one more pays the tier.
+    pricer = Pricer.from_config()
+    period = pricer.catalog.period(provider, model, T, False, None, None)
+    assert period is not None and period.thresholds
+    for start in period.thresholds:
+        for tokens in (start - 1, start, start + 1):
+            usage = {"input_tokens": tokens, "output_tokens": 1000}
+            cost = pricer.price(event(provider, model, **usage))
+            assert cost is not None
+            assert cost.cost_usd == _calc(model, provider, usage), (start, tokens)
+
+
+@pytest.mark.parametrize("model", ["sonar", "sonar-pro"])
+def test_a_per_request_fee_is_the_catalogs_price_per_thousand_requests(model: str) -> None:
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    cost = Pricer.from_config().price(event("perplexity", model, **usage))
+    assert cost is not None
+    assert cost.cost_usd == _calc(model, "perplexity", usage)
