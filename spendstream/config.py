@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -302,7 +303,7 @@ class BudgetConfig(_Section):
     alert_at: list[NonNegativeDecimal] = Field(
         default=[Decimal("0.5"), Decimal("0.8"), Decimal("1.0")],
         description="Fractions of `amount_usd` at which a `budget_threshold` alert fires "
-        "(each once per period).",
+        "(each once per period; a fraction written twice, as `1` and `1.0`, is one level).",
     )
     hard_limit: NonNegativeDecimal | None = Field(
         default=None,
@@ -311,6 +312,18 @@ class BudgetConfig(_Section):
         "period: after `spendstream breakers reset` the breaker stays closed for the rest of "
         "the period (budget leases still grant only what the budget has left).",
     )
+
+    @field_validator("alert_at")
+    @classmethod
+    def _one_level_per_fraction(cls, levels: list[Decimal]) -> list[Decimal]:
+        # Each level is named by its text (alert details, dedup keys, the fired set): `1` and
+        # `1.0` were two levels, two alerts at one crossing. The first spelling stays, so a
+        # level's name does not change under a running pipeline.
+        out: list[Decimal] = []
+        for level in levels:
+            if level not in out:
+                out.append(level)
+        return out
 
     @model_validator(mode="after")
     def _scope_form(self) -> BudgetConfig:

@@ -49,6 +49,16 @@ def test_each_level_alerts_once_when_the_period_spend_reaches_it() -> None:
     assert feed([fact(at(4), "1", team="search")]) == []
 
 
+def test_a_level_written_twice_alerts_once_under_its_first_spelling() -> None:
+    # `1` and `1.0` were two levels (each is named by its text): two alerts at one crossing.
+    feed = _feed(alert_at=[1, Decimal("1.0"), Decimal("0.5"), Decimal("0.50")])
+    alerts = feed([fact(at(0), "120", team="search")])
+    assert [(a.kind, a.details["level"]) for a in alerts] == [
+        ("budget_threshold", "0.5"),
+        ("budget_threshold", "1"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("amount", "written"),
     [("40.0", "$40.00"), ("12.5", "$12.50"), ("0.005", "$0.005"), ("1E+3", "$1000.00")],
