@@ -35,8 +35,11 @@ class Refusal:
 
 
 def token_ok(header: str | None, token: str) -> bool:
-    """A ``Bearer <token>`` Authorization header, compared in constant time."""
-    if not header or not header.startswith("Bearer "):
+    """A ``Bearer <token>`` Authorization header, compared in constant time.
+
+    The scheme is case-insensitive (RFC 7235 section 2.1): ``bearer <token>``, which some
+    clients send, is the same credential."""
+    if not header or header[: len("Bearer ")].lower() != "bearer ":
         return False
     return _same(header[len("Bearer ") :].strip(), token)
 

@@ -35,7 +35,12 @@ def test_no_token_configured_closes_the_endpoints_rather_than_opening_them() -> 
 def test_token_comparison() -> None:
     assert token_ok("Bearer s3cret", "s3cret")
     assert token_ok("Bearer  s3cret ", "s3cret")
-    assert not token_ok("bearer s3cret", "s3cret")
+    assert token_ok("bearer s3cret", "s3cret")  # the scheme is case-insensitive (RFC 7235)
+    assert token_ok("BEARER s3cret", "s3cret")
+    assert not token_ok("Basic s3cret", "s3cret")
+    assert not token_ok("Bearers3cret", "s3cret")
+    assert not token_ok("Bearer s3cre", "s3cret")
+    assert not token_ok("Bearer S3CRET", "s3cret")  # the token itself is not
     assert not token_ok(None, "s3cret")
 
 
