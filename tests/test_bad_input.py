@@ -457,3 +457,24 @@ def test_thousands_of_facts_at_the_maxima_sum_exactly_in_every_cost_query(
     assert {r["team"]: Decimal(r["cost_usd"]) for r in by_team} == per_team
     assert {r["team"]: r["calls"] for r in by_team} == dict.fromkeys(per_team, 750)
     assert sum(Decimal(str(r["share_pct"])) for r in by_team) == pytest.approx(100, abs=0.05)
+
+
+def test_summary_counts_the_dead_letters_past_the_three_reasons_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Five different reasons: three are named, the other two are still counted, so the
+    # lines under "read ... = ... + dead-lettered 5" add up to 5.
+    lines: list[dict[str, Any] | str] = [
+        _event("neg", NOW, input_tokens=-1),
+        _event("str", NOW, input_tokens="1000"),
+        {k: v for k, v in _event("no-ts", NOW).items() if k != "ts"},
+        _event("future", NOW + timedelta(hours=1)),
+        "{nope",
+        _event("fine", NOW),
+    ]
+    out = _ingest(capsys, tmp_path / "work", _write(tmp_path / "a.jsonl", lines))
+    assert "read 6 = landed 1 + duplicates 0 + dead-lettered 5" in out
+    shown = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(shown) == 4
+    assert shown[-1] == "2 x 2 other reasons (the query below lists every dead letter)"
+    assert sum(int(line.split(" x ", 1)[0]) for line in shown) == 5

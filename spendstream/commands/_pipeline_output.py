@@ -53,8 +53,16 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
     if s.dead_lettered:
-        for reason, count in s.dead_letter_reasons.most_common(3):
+        named = s.dead_letter_reasons.most_common(3)
+        for reason, count in named:
             out.write(f"  {count:,} x {_shorten(reason)}{_hint(reason)}\n")
+        rest = sum(s.dead_letter_reasons.values()) - sum(count for _, count in named)
+        if rest:
+            others = len(s.dead_letter_reasons) - len(named)
+            out.write(
+                f"  {rest:,} x {others:,} other reason{'s' if others != 1 else ''}"
+                " (the query below lists every dead letter)\n"
+            )
         wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""
         out.write(
             f"dead letters (each names its file:line): spendstream sql{wd} "
