@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,7 @@ class LiveReport:
             "since": period.since.isoformat(),
             "until": period.until.isoformat(),
             "filter": flt.fields(),
-            "total_usd": str(total),
+            "total_usd": f"{Decimal(total):f}",  # never "0E-18" for an empty sum
             "calls": int(calls),
             "unpriced_calls": int(unpriced),
         }

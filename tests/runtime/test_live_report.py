@@ -314,6 +314,26 @@ def test_without_a_token_configured_the_page_is_open(tmp_path: Path) -> None:
         httpd.server_close()
 
 
+def test_the_summary_of_nothing_is_a_plain_zero(tmp_path: Path) -> None:
+    # An empty sum of DECIMAL(38, 18) came back as "0E-18" for a filter that matched nothing.
+    from spendstream.runtime.live_report import serve
+    from spendstream.warehouse import Warehouse
+
+    with Warehouse(tmp_path / "wd") as wh:
+        wh.ensure_views()
+    httpd = serve(tmp_path / "wd", port=0)
+    try:
+        port = httpd.server_address[1]
+        url = f"http://127.0.0.1:{port}/api/summary?team=nobody"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            summary = json.loads(r.read())
+        assert summary["total_usd"] == "0.000000000000000000"
+        assert summary["calls"] == 0
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_the_start_line_says_where_the_token_is_kept(served: Server, tmp_path: Path) -> None:
     # With [http] token_file the hint named $SPENDSTREAM_INGEST_TOKEN, which was not set.
     token_file = tmp_path / "token"
