@@ -1247,6 +1247,19 @@ def _describe(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             near = suggest_key(tuple(e["loc"]))
             msg = "unknown key" + (f"; did you mean {near}?" if near else "")
+        elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            # A section whose kind is named by a key (alerts.sink's `type`): pydantic says
+            # "Unable to extract tag using discriminator 'type'"; say which key, and its values.
+            ctx = e.get("ctx") or {}
+            key += "." + str(ctx.get("discriminator", "type")).strip("'")
+            if e["type"] == "union_tag_not_found":
+                msg = "Field required"
+            else:
+                tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+                close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
+                msg = f"{ctx.get('tag')!r} is not one of {', '.join(tags)}" + (
+                    f"; did you mean {close[0]}?" if close else ""
+                )
         lines.append(f"  {key}: {msg}")
     lines.append("  (every key, its type and default: docs/configuration.md)")
     return "\n".join(lines)

@@ -209,6 +209,25 @@ def test_an_unknown_key_suggests_the_nearest_known_one(data: dict[str, object], 
     assert "docs/configuration.md" in str(exc.value)
 
 
+@pytest.mark.parametrize(
+    ("sink", "said"),
+    [
+        ({"name": "s", "webhook_url_env": "X"}, "alerts.sink.0.type: Field required"),
+        (
+            {"name": "s", "type": "slak", "webhook_url_env": "X"},
+            "alerts.sink.0.type: 'slak' is not one of pagerduty, slack, webhook, console;"
+            " did you mean slack?",
+        ),
+    ],
+)
+def test_a_sink_without_a_known_type_names_the_type_key(sink: dict[str, object], said: str) -> None:
+    # It said "alerts.sink.0: Unable to extract tag using discriminator 'type'".
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"alerts": {"sink": [sink]}}, "test.toml")
+    assert said in str(exc.value)
+    assert "discriminator" not in str(exc.value)
+
+
 def test_a_key_like_nothing_known_gets_no_guess() -> None:
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"anomaly": {"zzzz": 1}}, "test.toml")
