@@ -6,6 +6,8 @@ model; a record that fails becomes a dead letter whose reason names the field.
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Annotated, Any, Literal
@@ -38,6 +40,7 @@ __all__ = [
     "TOKEN_FIELDS",
     "UsageEvent",
     "describe_validation_error",
+    "first_reason",
     "token_parts_error",
 ]
 
@@ -293,14 +296,53 @@ _JSON_KINDS = {
 }
 
 
+# Names providers' APIs and other tools use for a field of the event: a producer that copied
+# one is told which field it means.
+_FIELD_ALIASES = {
+    "prompt_tokens": "input_tokens",
+    "completion_tokens": "output_tokens",
+    "cached_tokens": "cache_read_tokens",
+    "cache_read_input_tokens": "cache_read_tokens",
+    "cache_creation_input_tokens": "cache_write_tokens",
+    "timestamp": "ts",
+    "time": "ts",
+    "cost": "reported_cost_usd",
+    "cost_usd": "reported_cost_usd",
+    "id": "event_id",
+}
+
+
+def _field_hint(name: str) -> str:
+    known = [f for f in UsageEvent.model_fields if f != "tags"]
+    near = _FIELD_ALIASES.get(name) or next(
+        iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None
+    )
+    return f", did you mean {near}?" if near else ""
+
+
+_NEXT_FIELD = re.compile(r"; (?=[A-Za-z_][\w.]*: )")
+
+
+def first_reason(description: str) -> str:
+    """The first field's reason of a ``describe_validation_error`` line, with its own hint.
+
+    Reasons are joined with "; " and a reason may hold "; " itself (its hint: "...; the
+    producer's clock is ahead, ..."): the cut is where the next ``<field>: `` starts."""
+    return _NEXT_FIELD.split(description, maxsplit=1)[0]
+
+
 def describe_validation_error(err: ValidationError) -> str:
-    """One line a person can act on: every failing field and why."""
+    """One line a person can act on: every failing field and why.
+
+    Unknown fields come first: a misspelt field is also reported missing under its right
+    name, and the misspelling is the cause (summaries show the first reason only)."""
     parts = []
-    for e in err.errors(include_url=False):
+    errors = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
+    for e in errors:
         loc = ".".join(str(p) for p in e["loc"]) or "record"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (not in schema version 1)"
+            msg = f"unknown field (not in schema version 1{_field_hint(loc)})"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif e["type"] == "model_type" and not e["loc"]:

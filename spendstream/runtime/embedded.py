@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.pricedata import load_price_data
+from spendstream.producers.event import first_reason
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.batching import live_batches
 from spendstream.runtime.collector import batch_pace
@@ -280,7 +281,7 @@ class EmbeddedRunner:
         # Facts the commit found landed already (another writer won the race) are duplicates.
         summary.duplicates += judged.duplicates + facts.num_rows - landed.facts
         summary.dead_lettered += len(dead)
-        summary.dead_letter_reasons.update(d.error.split("; ", 1)[0] for d in dead)
+        summary.dead_letter_reasons.update(first_reason(d.error) for d in dead)
         summary.unpriced += facts.num_rows - pc.sum(facts.column("priced"), min_count=0).as_py()
         summary.cost_usd += money_sum(facts.column("cost_usd"))
         summary.alerts.extend(alerts)

@@ -19,6 +19,7 @@ from spendstream.producers.event import (
     MAX_TURN,
     UsageEvent,
     describe_validation_error,
+    first_reason,
 )
 
 INT64_MAX = 2**63 - 1
@@ -105,6 +106,46 @@ def test_missing_required_fields_are_all_named() -> None:
 
 def test_unknown_field_is_rejected_as_not_in_schema() -> None:
     assert "prompt_tokens: unknown field" in _reason(prompt_tokens=5)
+
+
+@pytest.mark.parametrize(
+    ("field", "hint"),
+    [
+        ("prompt_tokens", ", did you mean input_tokens?"),  # OpenAI's name
+        ("cache_read_input_tokens", ", did you mean cache_read_tokens?"),  # Anthropic's
+        ("timestamp", ", did you mean ts?"),
+        ("teem", ", did you mean team?"),  # a typo
+        ("colour", ""),  # like nothing known: no guess
+    ],
+)
+def test_an_unknown_field_names_the_field_meant(field: str, hint: str) -> None:
+    assert f"{field}: unknown field (not in schema version 1{hint})" in _reason(**{field: 1})
+
+
+def test_a_misspelt_field_is_named_before_the_field_it_leaves_missing() -> None:
+    # ingest's summary shows a dead letter's first reason: the cause, not its consequence.
+    with pytest.raises(ValidationError) as info:
+        event = _event(ouptut_tokens=5)
+        del event["output_tokens"]
+        UsageEvent.model_validate(event)
+    assert describe_validation_error(info.value) == (
+        "ouptut_tokens: unknown field (not in schema version 1, did you mean output_tokens?); "
+        "output_tokens: required field is missing"
+    )
+
+
+def test_the_first_reason_keeps_its_own_hint_and_stops_at_the_next_field() -> None:
+    # ingest's summary counts dead letters by their first reason; a reason's hint is after
+    # a "; " of its own, which a cut at the first "; " lost.
+    invariant = _reason(input_tokens=50, cache_read_tokens=40, cache_write_tokens=20)
+    assert "exceeds input_tokens (50); input_tokens must include" in invariant
+    assert first_reason(invariant) == invariant
+    two = _reason(model="", colour="red")
+    assert first_reason(two).startswith("colour: unknown field")
+    assert two.removeprefix(first_reason(two) + "; ").startswith("model: ")
+    whole = "ts: 9999 is after receipt; the producer's clock is ahead; input_tokens: no"
+    assert first_reason(whole) == "ts: 9999 is after receipt; the producer's clock is ahead"
+    assert first_reason("record: Invalid JSON") == "record: Invalid JSON"
 
 
 def test_cache_tokens_beyond_input_tokens_break_the_invariant() -> None:
