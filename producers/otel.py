@@ -387,7 +387,11 @@ def _status(span: _Span) -> str:
 
 def _time(ns: int) -> datetime:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    try:
+        return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest // 1000)
+    except (OverflowError, ValueError, OSError):
+        # Past year 9999: this span is rejected, not the whole export with it.
+        raise _Reject(f"endTimeUnixNano {ns} is not a time (past the year 9999)") from None
 
 
 def _json_default(value: Any) -> Any:

@@ -252,6 +252,25 @@ def test_spans_that_cannot_be_events_are_rejected_with_a_reason(
     assert out.rejected[0].error.startswith("span 'bad' (")
 
 
+def test_a_span_ending_past_the_year_9999_is_rejected_alone() -> None:
+    # OTLP/JSON carries the time as a decimal string of any length: such a span made the
+    # whole export fail (ValueError out of datetime), every other span with it.
+    maker = SpanMaker()
+    maker.add("far", CHAT)
+    maker.add("near", CHAT)
+    export = json_export(maker.finished())
+    spans = export["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    far = next(s for s in spans if s["name"] == "far")
+    far["endTimeUnixNano"] = "99999999999999999999999"
+    out = decode_traces(json.dumps(export).encode(), "application/json", _mapping())
+    assert len(out.events) == 1 and len(out.rejected) == 1
+    error = out.rejected[0].error
+    assert error.startswith("span 'far' (")
+    assert error.endswith(
+        "endTimeUnixNano 99999999999999999999999 is not a time (past the year 9999)"
+    )
+
+
 def test_integral_doubles_are_token_counts() -> None:
     # JavaScript SDKs export numbers as doubles.
     event = _one({**CHAT, "gen_ai.usage.input_tokens": 812.0, "gen_ai.usage.output_tokens": 9.0})
