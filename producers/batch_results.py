@@ -75,7 +75,10 @@ def _event(
     kind = fields["provider"]
     fields["event_id"] = "batch-" + stable_id(kind, _line_id(data, custom_id))
     fields["request_id"] = custom_id[:128]
-    fields.setdefault("ts", _created(data) or default_ts)
+    try:
+        fields.setdefault("ts", _created(data) or default_ts)
+    except ValueError as exc:
+        return None, str(exc)
     try:
         event = UsageEvent.model_validate(fields)
     except ValidationError as exc:
@@ -96,5 +99,8 @@ def _created(data: dict[str, Any]) -> datetime | None:
     body = (data.get("response") or {}).get("body") or {}
     stamp = body.get("created") or body.get("created_at")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool):
-        return datetime.fromtimestamp(stamp, UTC)
+        try:
+            return datetime.fromtimestamp(stamp, UTC)
+        except (OverflowError, ValueError, OSError):  # NaN, or past what a datetime holds
+            raise ValueError(f"response.body.created {stamp!r} is not a time") from None
     return None

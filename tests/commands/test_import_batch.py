@@ -172,6 +172,25 @@ def test_failed_and_broken_lines_are_dead_letters_with_their_line(
     assert rows[0]["ts"].startswith("2026-01-05")
 
 
+def test_a_line_created_past_what_a_time_holds_is_a_dead_letter_not_a_stop(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It stopped the import with OverflowError (and NaN, which JSON readers take, with
+    # ValueError); the lines after it never landed.
+    far = _openai_line(1, 10, 5)
+    far["response"]["body"]["created"] = 1e20
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(far) + "\n" + json.dumps(_openai_line(2, 10, 5)) + "\n")
+    wd = tmp_path / "wd"
+    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
+    assert "read 2 = landed 1 + duplicates 0 + dead-lettered 1" in capsys.readouterr().out
+    sql = "SELECT source, error FROM dead_letters"
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    [letter] = json.loads(capsys.readouterr().out)
+    assert letter["source"] == f"{results}:1"
+    assert "response.body.created 1e+20 is not a time" in letter["error"]
+
+
 def test_an_unreadable_file_is_a_usage_error_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
