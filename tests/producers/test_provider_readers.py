@@ -242,8 +242,19 @@ def test_anthropic_stream_keeps_the_one_hour_writes_and_searches_of_the_final_de
 # -- OpenAI: web search, audio tokens, embeddings --------------------------------------------
 
 
-def test_openai_responses_web_search_calls_are_tool_requests() -> None:
-    response = Response.model_validate(
+def _responses_api(
+    tools: list[dict[str, Any]], calls: list[dict[str, Any]], cached: int = 0, reasoning: int = 0
+) -> Response:
+    """A completed Responses API result: ``calls`` (tool calls) before the answer; 3000
+    tokens in (``cached`` of them cached), 800 out (``reasoning`` of them reasoning)."""
+    answer = {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+    }
+    return Response.model_validate(
         {
             "id": "resp_1",
             "object": "response",
@@ -252,34 +263,30 @@ def test_openai_responses_web_search_calls_are_tool_requests() -> None:
             "status": "completed",
             "parallel_tool_calls": True,
             "tool_choice": "auto",
-            "tools": [{"type": "web_search"}],
-            "output": [
-                *(
-                    {
-                        "type": "web_search_call",
-                        "id": f"ws_{i}",
-                        "status": "completed",
-                        "action": {"type": "search", "query": "spend"},
-                    }
-                    for i in (1, 2)
-                ),
-                {
-                    "type": "message",
-                    "id": "msg_1",
-                    "role": "assistant",
-                    "status": "completed",
-                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
-                },
-            ],
+            "tools": tools,
+            "output": [*calls, answer],
             "usage": {
                 "input_tokens": 3000,
-                "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 0},
+                "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
                 "output_tokens": 800,
-                "output_tokens_details": {"reasoning_tokens": 500},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
                 "total_tokens": 3800,
             },
         }
     )
+
+
+def test_openai_responses_web_search_calls_are_tool_requests() -> None:
+    searches = [
+        {
+            "type": "web_search_call",
+            "id": f"ws_{i}",
+            "status": "completed",
+            "action": {"type": "search", "query": "spend"},
+        }
+        for i in (1, 2)
+    ]
+    response = _responses_api([{"type": "web_search"}], searches, cached=1000, reasoning=500)
     out = openai_usage(response)
     assert _tokens(out) == {
         "input_tokens": 3000,
@@ -608,35 +615,8 @@ def test_gemini_3_grounding_counts_each_search_query_and_earlier_models_each_pro
 
 
 def test_openai_responses_file_search_calls_are_storage_searches() -> None:
-    response = Response.model_validate(
-        {
-            "id": "resp_2",
-            "object": "response",
-            "created_at": 1767614400,
-            "model": "gpt-5",
-            "status": "completed",
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}],
-            "output": [
-                {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
-                {
-                    "type": "message",
-                    "id": "msg_1",
-                    "role": "assistant",
-                    "status": "completed",
-                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
-                },
-            ],
-            "usage": {
-                "input_tokens": 3000,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                "output_tokens": 800,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 3800,
-            },
-        }
-    )
+    search = {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]}
+    response = _responses_api([{"type": "file_search", "vector_store_ids": ["vs_1"]}], [search])
     out = openai_usage(response)
     assert out["tool_requests"] == {"storage_search": 1}
     _priced(out, "openai")
