@@ -1,7 +1,7 @@
 """``spendstream breakers [list | reset SCOPE]``: circuit-breaker state, and closing one by hand.
 
-``list`` shows each scope's latest breaker event from the warehouse (open and half-open ones;
-``--all`` adds closed); ``list --from-kafka`` shows what clients' ``guard()`` sees instead:
+``list`` shows the scopes whose latest breaker event in the warehouse leaves them open or
+half-open, and says how many closed ones it leaves out (``--all`` lists them too); ``list --from-kafka`` shows what clients' ``guard()`` sees instead:
 the compacted breakers topic read as a ``BreakerView`` does (signatures checked when
 ``[breaker]`` has an HMAC key). ``reset SCOPE`` publishes a (signed) ``closed`` event to the
 breakers topic, lands it in the warehouse, and tells the running detection engine (a command
@@ -50,8 +50,13 @@ def _common(parser: argparse.ArgumentParser, *, inherit: bool) -> None:
 def configure(parser: argparse.ArgumentParser) -> None:
     _common(parser, inherit=False)
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
-    ls = sub.add_parser("list", help="each scope's breaker state (default)")
-    ls.add_argument("--all", action="store_true", help="include closed breakers")
+    ls = sub.add_parser(
+        "list",
+        help="the scopes whose breaker is open or half-open (default; --all adds closed ones)",
+    )
+    ls.add_argument(
+        "--all", action="store_true", help="list closed breakers too (by default only counted)"
+    )
     ls.add_argument(
         "--from-kafka",
         action="store_true",
@@ -138,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.runtime.kafka.breaker_control import latest_breakers
 
     try:
-        states = latest_breakers(workdir, include_closed=args.all, config=config_from_args(args))
+        states = latest_breakers(workdir, include_closed=True, config=config_from_args(args))
     except ConfigError as exc:
         # Nothing listed is the truth for this workdir, but maybe not the one meant.
         print(
@@ -147,12 +152,20 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         states = []
+    hidden = 0 if args.all else sum(b.state == "closed" for b in states)
     render(
         ["scope", "state", "reason", "ts"],
-        [(b.scope, b.state, b.reason, b.ts) for b in states],
+        [(b.scope, b.state, b.reason, b.ts) for b in states if args.all or b.state != "closed"],
         args.format,
         sys.stdout,
     )
+    if hidden:
+        # On stderr: the table (or CSV/JSON) on stdout stays what a script reads.
+        sys.stdout.flush()
+        print(
+            f"{hidden} closed scope{'' if hidden == 1 else 's'} not shown (--all lists them)",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -134,3 +134,60 @@ def test_the_broker_of_local_start_is_found_like_a_kafka_local_one(
     finally:
         stopped = cli("kafka-local", "stop", "--dir", broker_dir, env=dict(os.environ))
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_list_counts_the_closed_scopes_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from spendstream.records import BreakerEvent
+    from spendstream.warehouse import Warehouse
+
+    t0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    events = [
+        BreakerEvent("api_key:k-open", "open", "runaway_rate", t0),
+        BreakerEvent("api_key:k-reset", "open", "runaway_rate", t0),
+        BreakerEvent("api_key:k-reset", "closed", "manual reset", t0 + timedelta(minutes=5)),
+        BreakerEvent("session:s-1", "open", "session_budget", t0),
+        BreakerEvent("session:s-1", "closed", "cooled down", t0 + timedelta(minutes=9)),
+    ]
+    with Warehouse(tmp_path) as wh:
+        wh.commit(facts=[], breaker_events=events)
+    assert main(["breakers", "list", "--workdir", str(tmp_path), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(",")[:2] for line in out.splitlines()] == [
+        ["scope", "state"],
+        ["api_key:k-open", "open"],
+    ]
+    # On stderr, so the CSV stays what a script reads; the last thing a person sees.
+    assert err.splitlines()[-1] == "2 closed scopes not shown (--all lists them)"
+
+    assert main(["breakers", "list", "--all", "--workdir", str(tmp_path), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split(",")[:2] for line in out.splitlines()[1:]] == [
+        ["api_key:k-open", "open"],
+        ["api_key:k-reset", "closed"],
+        ["session:s-1", "closed"],
+    ]
+    assert "not shown" not in err
+
+    # One closed scope: singular; none closed: no line at all.
+    with Warehouse(tmp_path) as wh:
+        wh.commit(
+            facts=[],
+            breaker_events=[
+                BreakerEvent("session:s-1", "open", "session_budget", t0 + timedelta(hours=1))
+            ],
+        )
+    assert main(["breakers", "--workdir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "session:s-1" in out and "api_key:k-reset" not in out
+    assert err.splitlines()[-1] == "1 closed scope not shown (--all lists them)"
+
+
+def test_list_help_says_what_the_default_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["breakers", "--help"])
+    out = capsys.readouterr().out
+    assert "open or half-open" in out and "--all" in out
