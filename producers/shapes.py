@@ -57,26 +57,59 @@ def unwrap_batch_line(data: dict[str, Any]) -> tuple[dict[str, Any], str | None]
 
     OpenAI batch output lines carry ``response.body``; Anthropic Message Batches results
     ``result.message`` (``result.type`` "succeeded"). A line that failed has no usage:
-    ValueError names why.
+    ValueError names why, with the provider's own error message where the line has one
+    (OpenAI: ``response.body.error`` or the line's ``error``; Anthropic: ``result.error``).
     """
     custom_id = data.get("custom_id")
     response = data.get("response")
     if isinstance(response, Mapping) and "body" in response:
         body = response.get("body")
         if not isinstance(body, Mapping) or not body.get("usage"):
+            error = _provider_error(body, data.get("error"))
             raise ValueError(
-                f"batch line {custom_id!r} has no usage: status {response.get('status_code')}, "
-                f"error {data.get('error')!r}"
+                f"batch line {custom_id!r} has no usage: status {response.get('status_code')}"
+                + (f", error: {error}" if error else "")
             )
         return dict(body), custom_id
+    if custom_id is not None and response is None and isinstance(data.get("error"), Mapping):
+        # OpenAI: a request that failed without an HTTP response has only the line's error.
+        raise ValueError(
+            f"batch line {custom_id!r} has no usage: error: {_provider_error(data['error'])}"
+        )
     result = data.get("result")
     if isinstance(result, Mapping) and "type" in result:
         if result.get("type") != "succeeded" or not isinstance(result.get("message"), Mapping):
+            error = _provider_error(result.get("error"))
             raise ValueError(
                 f"batch line {custom_id!r} has no usage: result type {result.get('type')!r}"
+                + (f", error: {error}" if error else "")
             )
         return dict(result["message"]), custom_id
     return data, None
+
+
+def _provider_error(*found: Any) -> str | None:
+    """The first provider error message among ``found`` ("message (type)"), else None.
+
+    Each is an error object (``{"message", "type" or "code"}``) or holds one under
+    ``error``: OpenAI's error body and Anthropic's error response nest it so.
+    """
+    for error in found:
+        if isinstance(error, str) and error:
+            return error
+        if not isinstance(error, Mapping):
+            continue
+        nested = _provider_error(error.get("error"))
+        if nested is not None:
+            return nested
+        message, kind = error.get("message"), error.get("type") or error.get("code")
+        if kind == "error":  # Anthropic's wrapper type says nothing more
+            kind = None
+        if isinstance(message, str) and message:
+            return f"{message} ({kind})" if isinstance(kind, str) and kind else message
+        if isinstance(kind, str) and kind:
+            return kind
+    return None
 
 
 def final_openai(response: Any) -> dict[str, Any]:

@@ -191,6 +191,61 @@ def test_a_line_created_past_what_a_time_holds_is_a_dead_letter_not_a_stop(
     assert "response.body.created 1e+20 is not a time" in letter["error"]
 
 
+def test_a_failed_line_s_dead_letter_carries_the_provider_s_error_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server_error = {
+        "id": "batch_req_8",
+        "custom_id": "r-8",
+        "response": {
+            "status_code": 500,
+            "request_id": "req_8",
+            "body": {
+                "error": {
+                    "message": "The server had an error while processing your request.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        },
+        "error": None,
+    }
+    # A request that got no HTTP response: OpenAI sets the line's own error instead.
+    no_response = {
+        "id": "batch_req_9",
+        "custom_id": "r-9",
+        "response": None,
+        "error": {"code": "batch_expired", "message": "This request could not be executed."},
+    }
+    errored = MessageBatchIndividualResponse.model_validate(
+        {
+            "custom_id": "r-10",
+            "result": {
+                "type": "errored",
+                "error": {
+                    "type": "error",
+                    "error": {"type": "invalid_request_error", "message": "max_tokens: too big"},
+                },
+            },
+        }
+    ).model_dump(mode="json")
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(x) + "\n" for x in (server_error, no_response, errored)))
+    wd = tmp_path / "wd"
+    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
+    assert "read 3 = landed 0 + duplicates 0 + dead-lettered 3" in capsys.readouterr().out
+    sql = "SELECT error FROM dead_letters ORDER BY source"
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    assert [row["error"] for row in json.loads(capsys.readouterr().out)] == [
+        "batch line 'r-8' has no usage: status 500, error: The server had an error while "
+        "processing your request. (server_error)",
+        "batch line 'r-9' has no usage: error: This request could not be executed. (batch_expired)",
+        "batch line 'r-10' has no usage: result type 'errored', error: max_tokens: too big "
+        "(invalid_request_error)",
+    ]
+
+
 def test_an_unreadable_file_is_a_usage_error_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
