@@ -203,6 +203,7 @@ def _show(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from spendstream.pricebook import show_rates
     from spendstream.stream.ratesheet import RATE_COLUMNS
+    from spendstream.warehouse.charts import plural
     from spendstream.warehouse.output import render
     from spendstream.workdir import resolve_workdir
 
@@ -223,12 +224,13 @@ def _show(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     age = ""
     if sheet.data_as_of is not None:
-        age = f", as of {sheet.data_as_of:%Y-%m-%d} ({(now - sheet.data_as_of).days} days old)"
+        old = plural((now - sheet.data_as_of).days, "day")
+        age = f", as of {sheet.data_as_of:%Y-%m-%d} ({old} old)"
     print(f"price data: {sheet.data_source}{age}", file=err)
     newest = sheet.newest_price_change
     if newest is not None:
-        days = (now.date() - newest).days
-        print(f"newest dated price change in the data: {newest} ({days} days ago)", file=err)
+        ago = plural((now.date() - newest).days, "day")
+        print(f"newest dated price change in the data: {newest} ({ago} ago)", file=err)
     print("newer price data: spendstream prices update", file=err)
     return 0
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,12 +40,13 @@ LAST_MODIFIED = "Tue, 10 Nov 2026 08:00:00 GMT"
 
 class _Handler(BaseHTTPRequestHandler):
     routes: ClassVar[dict[str, tuple[int, bytes]]] = {}
+    last_modified: ClassVar[str] = LAST_MODIFIED
 
     def do_GET(self) -> None:
         status, body = self.routes.get(self.path, (404, b"not found"))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Last-Modified", LAST_MODIFIED)
+        self.send_header("Last-Modified", self.last_modified)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -60,6 +62,7 @@ def server() -> Iterator[str]:
         "/broken.json": (200, b'[{"id": 1}]'),
         "/html": (200, b"<html>"),
     }
+    _Handler.last_modified = LAST_MODIFIED
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -122,6 +125,40 @@ def test_update_keeps_the_fetched_data_with_its_date_and_the_pricer_uses_it(
     err = capsys.readouterr().err
     assert f"price data: {server}/data.json (fetched " in err
     assert "as of 2026-11-10" in err
+
+
+def test_show_says_1_day_not_1_days(
+    server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    _Handler.last_modified = format_datetime(now - timedelta(days=1, hours=1), usegmt=True)
+    yesterday = (now - timedelta(days=1)).date()
+    dated = [
+        {
+            **DATA[0],
+            "models": [
+                {
+                    "id": "gpt-5",
+                    "match": {"equals": "gpt-5"},
+                    "prices": [
+                        {"prices": {"input_mtok": "10", "output_mtok": "100"}},
+                        {
+                            "constraint": {"start_date": yesterday.isoformat()},
+                            "prices": {"input_mtok": "9", "output_mtok": "90"},
+                        },
+                    ],
+                }
+            ],
+        }
+    ]
+    _Handler.routes["/dated.json"] = (200, json.dumps(dated).encode())
+    wd = str(tmp_path / "wd")
+    assert main(["prices", "update", "--url", f"{server}/dated.json", "--workdir", wd]) == 0
+    capsys.readouterr()
+    assert main(["prices", "show", "openai", "gpt-5", "--workdir", wd]) == 0
+    err = capsys.readouterr().err
+    assert f"as of {(now - timedelta(days=1, hours=1)):%Y-%m-%d} (1 day old)" in err
+    assert f"newest dated price change in the data: {yesterday} (1 day ago)" in err
 
 
 @pytest.mark.parametrize(
