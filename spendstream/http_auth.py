@@ -32,6 +32,8 @@ class Refusal:
     status: int  # 401 wrong or missing token, 503 no token configured
     error: str
     headers: dict[str, str] = field(default_factory=dict)
+    # 401 only: a token was given (header, cookie or query) but none matched; False: none given.
+    wrong: bool = False
 
 
 def token_ok(header: str | None, token: str) -> bool:
@@ -69,11 +71,15 @@ def authorize(
         return Refusal(
             503, f"{path} is disabled: no token configured ([http] token_env / token_file)"
         )
+    others = list(others)
     if not token_ok(header, token) and not any(
         given is not None and _same(given, token) for given in others
     ):
         return Refusal(
-            401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="spendstream"'}
+            401,
+            "missing or wrong bearer token",
+            {"WWW-Authenticate": 'Bearer realm="spendstream"'},
+            wrong=bool(header) or any(others),
         )
     return None
 

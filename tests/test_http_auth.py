@@ -8,7 +8,7 @@ import pytest
 
 from spendstream.config import config_from_dict
 from spendstream.errors import ConfigError
-from spendstream.http_auth import PUBLIC_PATHS, authorize, read_token, token_ok
+from spendstream.http_auth import PUBLIC_PATHS, Refusal, authorize, read_token, token_ok
 
 
 def test_health_is_the_only_open_path() -> None:
@@ -72,3 +72,20 @@ def test_open_without_token_is_only_for_a_server_that_asks_for_it() -> None:
     refusal = authorize("/", None, "s3cret", open_without_token=True)
     assert refusal is not None and refusal.status == 401  # a configured token still holds
     assert authorize("/", None, None) == authorize("/", None, None, open_without_token=False)
+
+
+def test_a_refusal_says_whether_a_token_was_given() -> None:
+    """``spendstream serve`` tells a wrong token from a missing one by ``Refusal.wrong``."""
+    for header, others in ((None, ()), ("", (None,)), (None, (None, ""))):
+        refusal = authorize("/", header, "s3cret", others=others)
+        assert refusal is not None and refusal.status == 401 and not refusal.wrong
+    for header, others in (("Bearer nope", ()), (None, (None, "nope")), ("Basic s3cret", ())):
+        refusal = authorize("/", header, "s3cret", others=others)
+        assert refusal is not None and refusal.status == 401 and refusal.wrong
+    # Either way the worker's JSON error stays the one it was.
+    assert authorize("/metrics", "Bearer nope", "s3cret") == Refusal(
+        401,
+        "missing or wrong bearer token",
+        {"WWW-Authenticate": 'Bearer realm="spendstream"'},
+        wrong=True,
+    )

@@ -10,10 +10,16 @@ sandboxed DuckDB session, so it sees facts as they land and never blocks a write
 - ``GET /api/summary?...`` the page's headline numbers as JSON (exact decimal strings).
 - ``GET /healthz`` 200, never behind the token.
 
+Nothing here takes a POST (or PUT, PATCH, DELETE): those answer JSON, 405 with ``Allow: GET,
+HEAD`` on the paths above, 404 elsewhere; ``/v1/events`` and the other paths of ``spendstream
+run`` (a GET too, after the token) say that ``run`` serves them on its HTTP port (8787 by
+default), not this one.
+
 With a token configured (``[http] token_env`` / ``token_file``, as for ``POST /v1/events``)
 every other endpoint needs it: ``Authorization: Bearer <token>``, or open
 ``/?token=<token>`` once in a browser, which sets an HttpOnly cookie and redirects to the
-same page without the token in its address.
+same page without the token in its address. A token that does not match (header, cookie or
+``?token=``) is answered 401 "wrong token"; none at all, 401 "a token is required".
 """
 
 from __future__ import annotations
@@ -41,6 +47,23 @@ log = logging.getLogger(__name__)
 COOKIE = "spendstream_token"
 _FILTER_KEYS = ("since", "until", "team", "feature", "scope")
 _RECENT_ALERTS = 20
+_PAGES = frozenset({"/", "/fragment", "/api/summary", "/healthz"})
+# What `spendstream run`'s HTTP server answers (and this one does not), with its method.
+_RUN_PATHS = {"/v1/events": "POST", "/v1/traces": "POST", "/v1/breakers": "GET", "/metrics": "GET"}
+# The most of a refused request's body read (so closing the connection does not reset it
+# before the client reads the answer); past that the connection closes as it is.
+_DRAIN_MAX = 16 << 20
+
+
+def _not_here(path: str) -> str | None:
+    """What to say about a path of ``spendstream run`` asked of this server; None otherwise."""
+    method = _RUN_PATHS.get(path)
+    if method is None:
+        return None
+    return (
+        f"spendstream serve (the live report) has no {path}: {method} {path} goes to "
+        "`spendstream run`, on its HTTP port ([http] port or --http-port, default 8787)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +246,19 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
                 open_without_token=True,  # serve says so when it starts
             )
             if refusal is not None:
-                self._send(
-                    refusal.status,
-                    b"spendstream serve: a token is required. Open /?token=<token> once (the "
-                    b"value of [http] token_env / token_file), or send Authorization: Bearer.\n",
-                    "text/plain; charset=utf-8",
-                    refusal.headers,
-                )
+                if refusal.wrong:
+                    text = (
+                        b"spendstream serve: wrong token: it is not the value of [http] "
+                        b"token_env / token_file this server runs with. Open /?token=<token> "
+                        b"once with that value, or send Authorization: Bearer <token>.\n"
+                    )
+                else:
+                    text = (
+                        b"spendstream serve: a token is required. Open /?token=<token> once "
+                        b"(the value of [http] token_env / token_file), or send "
+                        b"Authorization: Bearer.\n"
+                    )
+                self._send(refusal.status, text, "text/plain; charset=utf-8", refusal.headers)
                 return
             if given is not None and token is not None:
                 # Keep the token out of the address bar and history: a cookie carries it.
@@ -256,6 +285,39 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
 
         do_HEAD = do_GET
 
+        def _not_a_get(self) -> None:
+            # Answered before the token: it says only what this server is, never any data.
+            self._drain()
+            path = urlsplit(self.path).path
+            hint = _not_here(path)
+            if hint is not None:
+                self._json(404, {"error": hint})
+            elif path in _PAGES:
+                self._send(
+                    405,
+                    json.dumps(
+                        {"error": f"{path} takes GET (or HEAD), not {self.command}"}
+                    ).encode(),
+                    "application/json",
+                    {"Allow": "GET, HEAD"},
+                )
+            else:
+                self._json(404, {"error": f"no page {path}"})
+
+        do_POST = do_PUT = do_PATCH = do_DELETE = _not_a_get
+
+        def _drain(self) -> None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return
+            left = min(max(length, 0), _DRAIN_MAX)
+            while left > 0:
+                chunk = self.rfile.read(min(left, 1 << 16))
+                if not chunk:
+                    return
+                left -= len(chunk)
+
         def _route(self, path: str, query: dict[str, str]) -> None:
             if path == "/":
                 page = live.render(query).page
@@ -270,7 +332,7 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
             elif path == "/api/summary":
                 self._json(200, live.summary(query))
             else:
-                self._json(404, {"error": f"no page {path}"})
+                self._json(404, {"error": _not_here(path) or f"no page {path}"})
 
     return Handler
 

@@ -334,6 +334,62 @@ def test_the_summary_of_nothing_is_a_plain_zero(tmp_path: Path) -> None:
         httpd.server_close()
 
 
+def _ask(url: str, method: str = "GET", body: bytes | None = None, **headers: str) -> Any:
+    """(status, headers, body) of one request, errors included."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_a_post_of_events_is_told_to_go_to_run_and_a_wrong_token_is_called_wrong(
+    tmp_path: Path,
+) -> None:
+    from spendstream.runtime.live_report import serve
+    from spendstream.warehouse import Warehouse
+
+    with Warehouse(tmp_path / "wd") as wh:
+        wh.ensure_views()
+    httpd = serve(tmp_path / "wd", port=0, token=TOKEN)
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        events = b'[{"event_id": "e1"}]' + b" " * (1 << 20)  # a body larger than one read
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        # A newcomer's POST of events: JSON, not http.server's HTML 501, naming `run`'s port.
+        for headers in ({}, auth):
+            status, answer, body = _ask(f"{url}/v1/events", "POST", events, **headers)
+            assert status == 404 and answer["Content-Type"] == "application/json"
+            error = json.loads(body)["error"]
+            assert "POST /v1/events goes to `spendstream run`" in error and "8787" in error
+        status, _, body = _ask(f"{url}/v1/events", **auth)  # a GET of it says the same
+        assert status == 404 and "`spendstream run`" in json.loads(body)["error"]
+        for path in ("/", "/api/summary", "/healthz"):
+            status, answer, body = _ask(url + path, "POST", b"{}", **auth)
+            assert (status, answer["Allow"]) == (405, "GET, HEAD"), path
+            assert json.loads(body) == {"error": f"{path} takes GET (or HEAD), not POST"}
+        status, _, body = _ask(f"{url}/nowhere", "DELETE", **auth)
+        assert (status, json.loads(body)) == (404, {"error": "no page /nowhere"})
+
+        # A token given but not the one: "wrong token", however it came; none: "required".
+        for path, headers in (
+            ("/?token=nope", {}),
+            ("/api/summary", {"Authorization": "Bearer nope"}),
+            ("/", {"Cookie": "spendstream_token=nope"}),
+        ):
+            status, answer, body = _ask(url + path, **headers)
+            assert status == 401 and answer["WWW-Authenticate"].startswith("Bearer"), path
+            assert body.decode().startswith("spendstream serve: wrong token:"), path
+        status, _, body = _ask(f"{url}/")
+        assert status == 401 and b"a token is required" in body and b"wrong" not in body
+        status, _, _ = _ask(f"{url}/api/summary", Authorization=f"Bearer {TOKEN}")
+        assert status == 200
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_the_start_line_says_where_the_token_is_kept(served: Server, tmp_path: Path) -> None:
     # With [http] token_file the hint named $SPENDSTREAM_INGEST_TOKEN, which was not set.
     token_file = tmp_path / "token"
