@@ -267,6 +267,10 @@ def _read(
         ):
             # Embeddings from a provider without an embeddings reader: no output tokens.
             body["usage"] = {**usage_obj, "completion_tokens": 0}
+        if flavor == "realtime":
+            # genai-prices' realtime reader takes the response.done event (usage at
+            # response.usage); final_openai unwrapped it to the response.
+            body = {"response": body}
         usage = provider.extract_usage(body, api_flavor=flavor)[1]
     except (KeyError, TypeError, ValueError, LookupError) as exc:
         raise ValueError(f"no {name} usage in this response: {exc}") from exc

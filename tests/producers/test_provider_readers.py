@@ -18,8 +18,9 @@ from anthropic.types import Message
 from anthropic.types.messages import MessageBatchIndividualResponse
 from genai_prices import Usage, calc_price
 from google.genai import types as gtypes
-from openai.types import CreateEmbeddingResponse
+from openai.types import CreateEmbeddingResponse, ImagesResponse
 from openai.types.chat import ChatCompletion
+from openai.types.realtime import ResponseDoneEvent
 from openai.types.responses import Response
 
 from spendstream.producers import UsageEvent
@@ -344,6 +345,126 @@ def test_embeddings_are_detected_without_an_api_flag() -> None:
     }
     assert _priced(out, "openai") == Decimal(4200) * Decimal("0.02E-6")
     assert usage_from("azure", response)["input_tokens"] == 4200  # another embeddings reader
+
+
+# -- OpenAI images and realtime: their own usage shapes -------------------------------------
+
+
+def test_openai_images_usage_gives_image_input_and_output_tokens() -> None:
+    # An images.edit answer of gpt-image-1: the input image and the prompt text, one image
+    # out. ImagesResponse names no model: the caller passes it.
+    response = ImagesResponse.model_validate(
+        {
+            "created": 1767614400,
+            "background": "opaque",
+            "data": [{"b64_json": "iVBORw0KGgo="}],
+            "output_format": "png",
+            "quality": "high",
+            "size": "1024x1024",
+            "usage": {
+                "input_tokens": 385,
+                "input_tokens_details": {"text_tokens": 62, "image_tokens": 323},
+                "output_tokens": 4160,
+                "output_tokens_details": {"text_tokens": 0, "image_tokens": 4160},
+                "total_tokens": 4545,
+            },
+        }
+    )
+    out = usage_from("openai", response, model="gpt-image-1")
+    # The text parts are what is left of input/output_tokens: no fields of their own.
+    assert _tokens(out) == {
+        "input_tokens": 385,
+        "output_tokens": 4160,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "input_image_tokens": 323,
+        "output_image_tokens": 4160,
+    }
+    assert out["model"] == "gpt-image-1"
+    assert _priced(out, "openai") == (
+        Decimal(62) * Decimal("5E-6")
+        + Decimal(323) * Decimal("10E-6")
+        + Decimal(4160) * Decimal("40E-6")
+    )
+
+
+def _realtime_done() -> ResponseDoneEvent:
+    # A speech-to-speech turn of gpt-realtime with a screenshot earlier in the conversation:
+    # input_tokens counts text, audio and image, cached included; output text and audio.
+    return ResponseDoneEvent.model_validate(
+        {
+            "type": "response.done",
+            "event_id": "event_CCXGRvtUVrax5SJAnNOWZ",
+            "response": {
+                "object": "realtime.response",
+                "id": "resp_CCXGRjG1R3BNaY7Ep2Y1S",
+                "status": "completed",
+                "status_details": None,
+                "output": [
+                    {
+                        "id": "item_CCXGRxbY0n6WE4EszhF5w",
+                        "type": "message",
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_audio", "transcript": "It is sunny."}],
+                    }
+                ],
+                "conversation_id": "conv_CCXGQ4Nq8qK3bZfXhXz8c",
+                "output_modalities": ["audio"],
+                "max_output_tokens": "inf",
+                "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}}},
+                "usage": {
+                    "total_tokens": 1460,
+                    "input_tokens": 1200,
+                    "output_tokens": 260,
+                    "input_token_details": {
+                        "text_tokens": 300,
+                        "audio_tokens": 800,
+                        "image_tokens": 100,
+                        "cached_tokens": 640,
+                        "cached_tokens_details": {
+                            "text_tokens": 128,
+                            "audio_tokens": 512,
+                            "image_tokens": 0,
+                        },
+                    },
+                    "output_token_details": {"text_tokens": 60, "audio_tokens": 200},
+                },
+                "metadata": None,
+            },
+        }
+    )
+
+
+def test_openai_realtime_response_done_gives_audio_image_and_cached_audio_tokens() -> None:
+    done = _realtime_done()
+    expected = {
+        "input_tokens": 1200,
+        "output_tokens": 260,
+        "cache_read_tokens": 640,  # text, audio and image reads together
+        "cache_write_tokens": 0,
+        "input_audio_tokens": 800,
+        "cache_audio_read_tokens": 512,
+        "input_image_tokens": 100,
+        "output_audio_tokens": 200,
+    }
+    # The response.done event, or its response (what a client keeps): the same reading.
+    for response in (done, done.response):
+        assert _tokens(openai_usage(response)) == expected
+    out = usage_from("openai", done, model="gpt-realtime")  # a realtime response has no model
+    assert _tokens(out) == expected
+    # Not _priced: genai-prices' calc_price wants the zero cache_image_read_tokens the reader
+    # leaves out, explicitly; the pipeline's Pricer takes the missing part as 0.
+    cost = Pricer.from_config().price(_event(out))
+    assert cost is not None and cost.cost_usd == (
+        Decimal(300 - 128) * Decimal("4E-6")  # uncached text
+        + Decimal(128) * Decimal("0.4E-6")  # cached text
+        + Decimal(800 - 512) * Decimal("32E-6")  # uncached audio
+        + Decimal(512) * Decimal("0.4E-6")  # cached audio
+        + Decimal(100) * Decimal("5E-6")  # image
+        + Decimal(60) * Decimal("16E-6")  # output text
+        + Decimal(200) * Decimal("64E-6")  # output audio
+    )
 
 
 # -- Gemini: modality breakdowns and grounding ---------------------------------------------
