@@ -1,7 +1,8 @@
 """A real local HTTP server that answers like the OpenAI and Anthropic APIs (JSON and SSE
 streams, with usage; error statuses), for the real SDKs to call in tests.
 
-The model name steers the answer: ``fail-<status>`` answers that HTTP error, ``flaky-...``
+Under ``/api/v1`` (``openrouter_url``) it answers like OpenRouter: chat completions whose
+usage carries the call's ``cost`` in USD. The model name steers the answer: ``fail-<status>`` answers that HTTP error, ``flaky-...``
 fails the first request of each distinct body with a 503 and then answers, ``slow`` waits
 2 s. Every request body is kept in ``requests`` (path, JSON) for assertions.
 """
@@ -28,6 +29,23 @@ RESPONSES_USAGE = {
     "output_tokens": 80,
     "output_tokens_details": {"reasoning_tokens": 20},
     "total_tokens": 980,
+}
+# OpenRouter's usage: OpenAI's counts plus the cost it charged (a JSON number, in USD): a
+# Claude Sonnet 4.5 call, 21942 uncached input tokens at $3/M, 40000 cache reads at
+# $0.30/M, 2100 output tokens at $15/M.
+OPENROUTER_USAGE = {
+    "prompt_tokens": 61942,
+    "completion_tokens": 2100,
+    "total_tokens": 64042,
+    "cost": 0.109326,
+    "is_byok": False,
+    "prompt_tokens_details": {"cached_tokens": 40000, "audio_tokens": 0},
+    "cost_details": {
+        "upstream_inference_cost": None,
+        "upstream_inference_prompt_cost": 0.077826,
+        "upstream_inference_completions_cost": 0.0315,
+    },
+    "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": 0},
 }
 ANTHROPIC_USAGE = {
     "input_tokens": 25,  # Anthropic's own count: without the cached parts
@@ -77,6 +95,10 @@ class ProviderServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     @property
+    def openrouter_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    @property
     def anthropic_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
@@ -93,6 +115,10 @@ class ProviderServer:
             return _json(h, 503, _error(anthropic, "try again"))
         if model == "slow":
             time.sleep(2)
+        if path == "/api/v1/chat/completions":
+            if body.get("stream"):
+                return _sse(h, _openrouter_chunks(model, body))
+            return _json(h, 200, _openrouter_chat(model))
         if path == "/v1/chat/completions":
             if body.get("stream"):
                 return _sse(h, _chat_chunks(model, body))
@@ -183,6 +209,36 @@ def _chat_chunks(model: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
     if (body.get("stream_options") or {}).get("include_usage"):
         yield {**base, "choices": [], "usage": OPENAI_USAGE}
+
+
+def _openrouter_chat(model: str) -> dict[str, Any]:
+    # OpenRouter names the upstream provider and echoes the routed model id.
+    return {
+        "id": "gen-1762331234-abcDEF123",
+        "provider": "Anthropic",
+        "model": model,
+        "object": "chat.completion",
+        "created": 1_762_331_234,
+        "choices": [
+            {
+                "logprobs": None,
+                "finish_reason": "stop",
+                "native_finish_reason": "end_turn",
+                "index": 0,
+                "message": {"role": "assistant", "content": "hello", "refusal": None},
+            }
+        ],
+        "usage": OPENROUTER_USAGE,
+    }
+
+
+def _openrouter_chunks(model: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    base = {"id": "gen-1762331234-abcDEF123", "provider": "Anthropic", "model": model}
+    base |= {"object": "chat.completion.chunk", "created": 1_762_331_234}
+    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hello"}}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield {**base, "choices": [], "usage": OPENROUTER_USAGE}
 
 
 def _response(model: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -168,6 +169,30 @@ def test_embeddings_are_recorded(
     event = _one(metered)
     _has(event, {"input_tokens": 64, "output_tokens": 0})
     assert (event["model"], event["tags"]["api"]) == ("text-embedding-3-small", "embeddings")
+
+
+def test_openrouter_calls_carry_the_cost_openrouter_reported(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    meter = metered[0]
+    # provider= stands in for the host: openrouter.ai is what names it in production.
+    client = meter.instrument(
+        openai.OpenAI(api_key="k", base_url=server.openrouter_url, max_retries=0),
+        provider="openrouter",
+    )
+    model = "anthropic/claude-sonnet-4.5"
+    response = client.chat.completions.create(model=model, messages=MESSAGES)
+    assert response.choices[0].message.content == "hello"
+    chunks = list(client.chat.completions.create(model=model, messages=MESSAGES, stream=True))
+    assert chunks and all(c.choices for c in chunks)
+    assert [path for path, _ in server.requests[-2:]] == ["/api/v1/chat/completions"] * 2
+    events = flushed(*metered)
+    assert len(events) == 2
+    for event in events:
+        # The figure as sent: the float 0.109326 is 0.109326000000000006507... (18 places kept)
+        assert Decimal(event["reported_cost_usd"]) == Decimal("0.109326")
+        _has(event, {"input_tokens": 61942, "cache_read_tokens": 40000, "output_tokens": 2100})
+        assert (event["provider"], event["model"]) == ("openrouter", model)
 
 
 def test_async_openai_calls_and_streams_are_recorded(
