@@ -17,10 +17,16 @@ made no provider call and are not recorded), built from LiteLLM's standard loggi
   through ``anthropic`` is ``anthropic``, ``vertex_ai`` is ``google``...);
 - ``model``: as the provider returned it, else as requested;
 - tokens: LiteLLM's usage is OpenAI-shaped (``prompt_tokens`` includes cached tokens, for
-  Anthropic too: LiteLLM adds them), cache reads from ``prompt_tokens_details.cached_tokens``,
-  cache writes from ``cache_creation_tokens`` / ``cache_creation_input_tokens``; reasoning,
-  audio and image token counts and server-tool requests go to tags until the event has
-  fields for them;
+  Anthropic too: LiteLLM adds them); cache reads: the first non-zero of
+  ``prompt_tokens_details.cached_tokens``, ``usage.cache_read_input_tokens``; cache writes:
+  the first non-zero of ``prompt_tokens_details.cache_creation_tokens``,
+  ``prompt_tokens_details.cache_write_tokens``, ``usage.cache_creation_input_tokens``;
+  audio and image token counts (``prompt/completion_tokens_details.audio_tokens`` and
+  ``image_tokens``) become the fields ``input_audio_tokens``, ``input_image_tokens``,
+  ``output_audio_tokens``, ``output_image_tokens`` (left out when they exceed their whole);
+  web searches (``server_tool_use.web_search_requests``) become
+  ``tool_requests = {web_search: n}``; reasoning tokens and other server tools become tags
+  (``reasoning_tokens``, ``server_tool_<name>``);
 - ``status``: ``error``, or ``timeout`` for LiteLLM's ``Timeout`` (HTTP 408);
 - ``request_id``: LiteLLM's trace id of the call (``litellm_trace_id``), shared by a request's
   retries and fallbacks, never the session id (which LiteLLM's logging payload puts in its
