@@ -64,7 +64,7 @@ ORDER BY {order}"""
 _SESSIONS = """
 WITH RECURSIVE s AS (
     SELECT session_id, min(parent_session_id) AS parent_session_id,
-           min(team) AS team, count(*) AS calls, coalesce(sum(cost_usd), 0) AS cost_usd,
+           min(team) AS team, count(*) AS calls, sum(cost_usd) AS cost_usd,
            min(ts) AS first_ts, max(ts) AS last_ts
     FROM facts WHERE session_id IS NOT NULL GROUP BY session_id
 ),
@@ -124,7 +124,7 @@ SELECT root_session_id AS session_id,
        max(last_ts) AS last_ts
 FROM nodes
 GROUP BY root_session_id
-ORDER BY tree_cost_usd DESC, session_id""",
+ORDER BY tree_cost_usd DESC NULLS LAST, session_id""",
     ),
     NamedQuery(
         "session_tree",

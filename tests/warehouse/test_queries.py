@@ -196,6 +196,36 @@ def test_top_sessions_sums_sub_agent_trees(loaded: Path) -> None:
     ]
 
 
+def test_a_session_of_unpriced_calls_has_no_cost_not_zero(tmp_path: Path) -> None:
+    # It read $0.00 (coalesce), as if the calls were free; the report says "unpriced" for
+    # a cost that is NULL, as cost_by_* give it.
+    work = tmp_path / "w"
+    with Warehouse(work) as wh:
+        wh.ensure_views()
+        wh.commit(
+            facts=[
+                fact(D1, None, session_id="dark"),
+                fact(D1, None, session_id="dark-sub", parent_session_id="dark"),
+                fact(D1, "0.25", session_id="lit"),
+                fact(D1, None, session_id="mixed"),
+                fact(D1, "0.50", session_id="mixed-sub", parent_session_id="mixed"),
+            ]
+        )
+    assert col(work, "top_sessions", "session_id", "own_cost_usd", "tree_cost_usd") == [
+        ("mixed", None, d("0.50")),
+        ("lit", d("0.25"), d("0.25")),
+        ("dark", None, None),  # unpriced sorts last, not as the cheapest
+    ]
+    tree = col(work, "session_tree", "session_id", "cost_usd")
+    assert sorted(tree, key=lambda r: r[0]) == [
+        ("dark", None),
+        ("dark-sub", None),
+        ("lit", d("0.25")),
+        ("mixed", None),
+        ("mixed-sub", d("0.50")),
+    ]
+
+
 def test_session_tree_places_every_session(loaded: Path) -> None:
     assert col(
         loaded,
