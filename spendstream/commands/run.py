@@ -15,6 +15,7 @@ import argparse
 import logging
 import socket
 import sys
+import time
 from typing import cast
 
 from spendstream.commands._options import (
@@ -28,7 +29,7 @@ from spendstream.errors import ConfigError, KafkaClientError
 from spendstream.http_auth import read_token
 from spendstream.kafka.settings import KafkaSettings
 
-__all__ = ["configure", "read_token", "run"]
+__all__ = ["configure", "read_token", "run", "status_line"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="all (default): both loops here; usage: only the usage loop (decode, price, "
         "per-key detection, land); scopes (or detect): only the scope loop (wide scopes). "
         "Any mix of workers forms one pipeline",
+    )
+    parser.add_argument(
+        "--status-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="print what the worker did since it started (events in, facts landed, dead "
+        "letters, alerts, lag) on stderr every SECONDS when something changed, and once "
+        "when it stops; 0: only when it stops (default: 60)",
     )
     parser.add_argument(
         "--log-level",
@@ -132,11 +142,28 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    last: str | None = None
+    due = time.monotonic() + args.status_every
     try:
         while not stop.wait(0.5):
-            pass
+            if args.status_every > 0 and time.monotonic() >= due:
+                due = time.monotonic() + args.status_every
+                line = status_line(worker.metrics.totals(), worker.lag())
+                if line != last:  # quiet while idle: the same line again says nothing
+                    print(f"spendstream run: {line}", file=sys.stderr, flush=True)
+                    last = line
     finally:
         if leases is not None:
             leases.stop()
         worker.stop()
+        totals = worker.metrics.totals()
+        print(f"spendstream run: stopped; {status_line(totals, [])}", file=sys.stderr, flush=True)
     return 0
+
+
+def status_line(totals: dict[str, int], lag: list[tuple[str, int, int]]) -> str:
+    """``12,345 events in, 12,300 facts landed, ...`` (and the consumer lag, when known)."""
+    text = ", ".join(f"{n:,} {what}" for what, n in totals.items())
+    if lag:
+        text += f"; lag {sum(n for _, _, n in lag):,} records"
+    return text

@@ -157,3 +157,66 @@ def test_run_on_port_0_says_the_port_it_got_and_names_its_lease_server_by_it(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@pytest.mark.kafka
+def test_run_says_what_it_did_while_running_and_when_it_stops(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # It was silent after its start line: an operator could not tell a worker taking events
+    # from one waiting for them without /metrics.
+    import json
+    import os
+    import re
+    import time
+    import urllib.request
+    from datetime import UTC, datetime
+
+    from tests.runtime.kafka_workers import write_config
+
+    config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    port = find_free_port()
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
+             "--config", str(config), "--http-port", str(port), "--status-every", "0.5"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
+        )  # fmt: skip
+    now = datetime.now(UTC).isoformat()
+    lines = [
+        {"event_id": f"s-{i}", "ts": now, "provider": "openai", "model": "gpt-4o",
+         "input_tokens": 10, "output_tokens": 5}
+        for i in range(3)
+    ] + [{"event_id": "s-bad", "ts": now}]  # fmt: skip
+    # The bad line is a dead letter at the HTTP door; the three others are the events in.
+    body = "".join(json.dumps(x) + "\n" for x in lines).encode()
+    try:
+        deadline = time.monotonic() + 180  # a hang guard, not a speed limit
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/events",
+                data=body,
+                headers={"Authorization": "Bearer t", "Content-Type": "application/x-ndjson"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        status = re.compile(r"spendstream run: 3 events in, 3 facts landed, 0 duplicates, "
+                            r"1 dead letters, 0 alerts, 0 breaker events; lag 0 records\n")  # fmt: skip
+        while status.search(log.read_text()) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        time.sleep(1.5)  # three more intervals with nothing new: no line repeated
+        assert len(status.findall(log.read_text())) == 1, log.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert (
+        "spendstream run: stopped; 3 events in, 3 facts landed, 0 duplicates, 1 dead letters, "
+        "0 alerts, 0 breaker events\n"
+    ) in log.read_text()

@@ -123,6 +123,28 @@ class WorkerMetrics:
         self.arrow_bytes.set_function(lambda: float(pa.total_allocated_bytes()))
         r.register(_LagCollector(lag))
 
+    def totals(self) -> dict[str, int]:
+        """What the worker did since it started, summed over labels (the run's status line)."""
+
+        def total(counter: Counter) -> int:
+            return round(
+                sum(
+                    sample.value
+                    for family in counter.collect()
+                    for sample in family.samples
+                    if sample.name.endswith("_total")
+                )
+            )
+
+        return {
+            "events in": total(self.events_in),
+            "facts landed": total(self.facts),
+            "duplicates": total(self.duplicates),
+            "dead letters": total(self.dead_letters),
+            "alerts": total(self.alerts),
+            "breaker events": total(self.breakers),
+        }
+
     def observe_facts(self, facts: pa.Table, landed: int | None = None) -> None:
         """Count landed facts and their spend per team (a facts table: ``team``, ``cost_usd``;
         a null cost is an unpriced fact and adds no spend). ``landed``: how many of them the
