@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendstream.config import WarehouseConfig
+from spendstream.instants import parse_instant
+from spendstream.producers.event import EARLIEST_TS
 from spendstream.warehouse.charts import Marker
 from spendstream.warehouse.queries import BY_NAME, filtered_sql
 from spendstream.warehouse.report_page import (
@@ -58,6 +60,8 @@ MAX_TEAMS = 7
 TOP_SESSIONS = 6
 MAX_TREE_NODES = 12
 MAX_CACHE_FEATURES = 6
+MAX_SPAN = timedelta(days=20 * 365)  # ~1040 weekly buckets
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 _ZERO = Decimal(0)
 _NANO = Decimal("1e-9")
 _CTX = Context(prec=60)
@@ -70,7 +74,10 @@ class Period:
 
     @property
     def previous(self) -> Period:
-        return Period(self.since - (self.until - self.since), self.since)
+        try:
+            return Period(self.since - (self.until - self.since), self.since)
+        except OverflowError:  # a period from near the year 1: the one before starts there
+            return Period(datetime(1, 1, 1, tzinfo=UTC), self.since)
 
     @property
     def bucket(self) -> str:
@@ -188,25 +195,6 @@ class ReportData:
 # -- reading ------------------------------------------------------------------------------
 
 
-def parse_instant(value: str | None, name: str) -> datetime | None:
-    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None passes.
-
-    ``name`` is how the caller calls the value (``--since``), for the error message.
-    """
-    if value is None:
-        return None
-    from spendstream.errors import ConfigError
-
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"{name} {value!r} is not an ISO 8601 date or time "
-            "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
-        ) from None
-    return _utc(ts)
-
-
 def _utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
@@ -227,7 +215,23 @@ def default_period(
     start = _midnight(_utc(first).date() if first else today)
     end = _midnight((_utc(last).date() if last else today) + timedelta(days=1))
     s = _utc(since) if since else start
-    u = _utc(until) if until else max(end, s + timedelta(hours=1))
+    u = _utc(until) if until else max(end, min(s, _LATEST) + timedelta(hours=1))
+    from spendstream.errors import ConfigError
+
+    if max(s, u) > _LATEST:
+        # Months and weeks past it do not exist (9999 is a datetime's last year); no fact
+        # can be dated there anyway (docs/bounds.md).
+        raise ConfigError("the report's since and until are at most 9999-01-01")
+    if s < EARLIEST_TS < u:
+        s = EARLIEST_TS  # no fact is from before (docs/bounds.md): "since 2000" means all
+    if u - s > MAX_SPAN:
+        # Weekly buckets over centuries (since 0001-01-01) were half a million chart points,
+        # and stepping them overflowed at the year 9999.
+        raise ConfigError(
+            f"the period from {s.date().isoformat()} to {u.date().isoformat()} is longer than the report charts "
+            f"({MAX_SPAN.days // 365} years of weekly buckets): give a later since or an "
+            "earlier until (no fact is from before 2015)"
+        )
     return Period(s, u)
 
 

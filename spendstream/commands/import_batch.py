@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 from spendstream.commands._options import add_pipeline, config_from_args
 from spendstream.errors import ConfigError
+from spendstream.instants import parse_instant
 
 __all__ = ["configure", "run"]
 
@@ -38,13 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    at = None
-    if args.at is not None:
-        try:
-            at = datetime.fromisoformat(args.at)
-        except ValueError:
-            raise ConfigError(f"--at {args.at!r} is not an ISO 8601 date or time") from None
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    at = parse_instant(args.at, "--at")
     for path in args.files:
         try:
             open(path, "rb").close()

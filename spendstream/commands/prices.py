@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
+from spendstream.instants import parse_instant
 
 __all__ = ["configure", "run"]
 
@@ -93,19 +94,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_format(p)
 
 
-def _instant(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"{flag} {value!r} is not an ISO 8601 date or time (e.g. 2026-11-01 or "
-            "2026-11-01T12:00:00Z)"
-        ) from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def run(args: argparse.Namespace) -> int:
     from spendstream.workdir import resolve_workdir
 
@@ -114,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return _show(args)
     if action == "update":
         return _update(args)
-    since = _instant(args.since, "--since")
-    until = _instant(args.until, "--until")
+    since = parse_instant(args.since, "--since")
+    until = parse_instant(args.until, "--until")
     if since is not None and until is not None and since >= until:
         raise ConfigError("--since must be before --until")
     if action == "reprice":
@@ -207,7 +195,7 @@ def _show(args: argparse.Namespace) -> int:
     from spendstream.warehouse.output import render
     from spendstream.workdir import resolve_workdir
 
-    at = _instant(args.at, "--at") or datetime.now(UTC)
+    at = parse_instant(args.at, "--at") or datetime.now(UTC)
     sheet = show_rates(
         resolve_workdir(args.workdir),
         config,

@@ -205,6 +205,11 @@ def test_show_prints_the_rates_in_force_and_their_source(
     assert "genai-prices:openai/o3@2025-06-10+batch:50%" in captured.err
     assert "price data: genai-prices 0.2.3 bundled snapshot" in captured.err
     assert main(["prices", "show", "self-hosted", "nothing"]) == 2
+    # Past the year 9999 once in UTC: it was an OverflowError's traceback.
+    assert main(["prices", "show", "openai", "o3", "--at", "9999-12-31T23:59:59-12:00"]) == 2
+    assert "--at '9999-12-31T23:59:59-12:00' is past the year 9999 in UTC" in (
+        capsys.readouterr().err
+    )
 
 
 def test_reprice_yes_writes_the_new_costs_through_the_warehouse(

@@ -395,6 +395,22 @@ def test_report_command_writes_the_page_and_rejects_a_bad_date(
     assert "chart-spend" in out.read_text("utf-8")
     assert main([*argv, "--since", "yesterday"]) == 2
     assert "--since" in capsys.readouterr().err
+    # Each of these stopped the command with OverflowError (weekly buckets stepped past the
+    # year 9999, a next month after December 9999, UTC past the year 9999).
+    for bounds, said in [
+        (["--since", "0001-01-01", "--until", "9999-12-31"], "at most 9999-01-01"),
+        (["--since", "0001-01-01", "--until", "2014-01-01"], "longer than the report charts"),
+        (["--since", "9999-12-31T23:30:00Z"], "at most 9999-01-01"),
+        (["--until", "9999-12-31T23:59:59-12:00"], "is past the year 9999 in UTC"),
+    ]:
+        assert main([*argv, *bounds]) == 2, bounds
+        assert said in capsys.readouterr().err, bounds
+    # The longest period it charts, and one whose period before would start before year 1.
+    assert main([*argv, "--since", "2007-01-01", "--until", "2026-12-01"]) == 0
+    assert main([*argv, "--since", "0002-01-01", "--until", "0010-01-01"]) == 0
+    # No fact is from before 2015: a since before it reports from there (all of history).
+    assert main([*argv, "--since", "0001-01-01", "--until", "2027-01-01"]) == 0
+    assert "2015-01-01" in out.read_text("utf-8")
     assert main(["report", "--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 2
 
 

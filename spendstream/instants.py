@@ -1,0 +1,31 @@
+"""Instants given on a command line or in a query string (``--since``, ``--at``, ``?until=``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from spendstream.errors import ConfigError
+
+__all__ = ["parse_instant"]
+
+
+def parse_instant(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 date or time as an aware UTC datetime (naive means UTC); None passes.
+
+    ``name`` is how the caller calls the value (``--since``), for the error message.
+    """
+    if value is None:
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} {value!r} is not an ISO 8601 date or time "
+            "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-12:00 is past the year 9999 in UTC
+        raise ConfigError(f"{name} {value!r} is past the year 9999 in UTC") from None
