@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from spendstream.config import SlackSinkConfig
@@ -26,7 +27,7 @@ def _esc(text: str) -> str:
 
 def _when(n: Notification) -> str:
     ts = n.opened_at if (n.action == "resolve" and n.opened_at) else n.alert.ts
-    return ts.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def slack_message(n: Notification, link_base_url: str | None = None) -> dict[str, Any]:

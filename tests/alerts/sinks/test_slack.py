@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
+from datetime import timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -126,3 +129,25 @@ def test_delivery_to_a_real_webhook_passes_the_block_checks(
     assert server.url not in repr(sink)  # the webhook URL is the secret
     assert sink.deliver(note(), HttpDeliverer(RetryPolicy(max_attempts=1))).delivered
     assert len(server.accepted()) == 1
+
+
+def _since(msg: dict[str, Any]) -> str:
+    return str(msg["blocks"][2]["fields"][2]["text"])
+
+
+def test_since_is_utc_whatever_the_alerts_offset_or_the_hosts_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An alert may arrive with any UTC offset (records only require one); the host may run in
+    # any zone. "Since" says UTC, so it must be UTC.
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        plus2 = T0.astimezone(timezone(timedelta(hours=2)))
+        assert _since(slack_message(note(alert=make_alert(at=plus2)))) == (
+            "*Since*\n2026-11-23 12:00:00 UTC"
+        )
+        assert _since(slack_message(note())) == "*Since*\n2026-11-23 12:00:00 UTC"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
