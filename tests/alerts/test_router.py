@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spendstream.alerts.delivery import HttpDeliverer, RetryPolicy
+from spendstream.alerts.notification import Notification
 from spendstream.alerts.router import AlertRouter
 from spendstream.alerts.sinks import ConsoleSink
 from spendstream.alerts.state import DeliveryState
@@ -612,3 +613,19 @@ def test_a_second_replay_leaves_what_the_first_settled_alone(
     again = h.router.replay_dead_letters()
     assert (again.delivered, again.superseded, again.still_dead) == (0, 0, 0)
     assert [r.replay for r in h.router.state.dead_letters()] == ["delivered", "superseded"]
+
+
+def test_a_notification_survives_its_json_round_trip_through_the_state() -> None:
+    # Dead letters and open incidents are stored as Notification.to_json: a replayed storm
+    # page must keep its count, scopes, group and the time its incident opened.
+    n = Notification(
+        "resolve",
+        "group-1",
+        "page",
+        make_alert(),
+        count=312,
+        scopes=("session:a", "session:b"),
+        group={"api_key_id": "key-ci"},
+        opened_at=T0 - timedelta(hours=1),
+    )
+    assert Notification.from_json(n.to_json()) == n

@@ -92,3 +92,25 @@ def test_an_alternative_group_field_is_used_when_the_first_is_missing() -> None:
     assert group_key(r, turns)[1] == {"kind": "runaway_session", "session_id": "loop"}
     keyed = make_alert("session:loop", details={"api_key_id": "k"})
     assert group_key(r, keyed)[1] == {"kind": "runaway_session", "api_key_id": "k"}
+
+
+def test_min_severity_is_inclusive() -> None:
+    r = route(min_severity="warning")
+    assert matching_routes([r], make_alert(severity="warning")) == [r]
+    assert matching_routes([route(min_severity="critical")], make_alert())
+
+
+def test_quiet_hours_start_at_their_first_minute_when_they_wrap() -> None:
+    assert in_quiet_hours("22:00-07:00", datetime(2026, 1, 1, 22, 0, tzinfo=UTC))
+    assert not in_quiet_hours("22:00-07:00", datetime(2026, 1, 1, 21, 59, tzinfo=UTC))
+
+
+def test_a_team_scope_wins_over_a_team_in_the_details() -> None:
+    assert alert_team(make_alert(scope="team:search", details={"team": "ads"})) == "search"
+
+
+def test_two_routes_grouping_the_same_values_are_two_incidents() -> None:
+    a = make_alert()
+    k1, g1 = group_key(route("page", group_by=["api_key_id"]), a)
+    k2, g2 = group_key(route("chat", group_by=["api_key_id"]), a)
+    assert g1 == g2 == {"api_key_id": "key-ci"} and k1 != k2

@@ -30,3 +30,29 @@ def test_the_log_stream_goes_through_logging(caplog: pytest.LogCaptureFixture) -
         sink.deliver(Notification("trigger", "k", "r", make_alert()), HttpDeliverer(RetryPolicy()))
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "session:s1" in caplog.records[0].getMessage()
+
+
+def test_a_resolve_is_logged_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    sink = ConsoleSink(name="log", stream="log")
+    resolve = Notification("resolve", "k", "r", make_alert(), opened_at=T0)
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.console"):
+        sink.deliver(resolve, HttpDeliverer(RetryPolicy()))
+    assert [(r.levelname, r.getMessage()[:10]) for r in caplog.records] == [("INFO", "[RESOLVED]")]
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_each_stream_writes_where_it_says(stream: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ConsoleSink(name="c", stream=stream).deliver(  # type: ignore[arg-type]
+        Notification("trigger", "k", "r", make_alert()), HttpDeliverer(RetryPolicy())
+    )
+    out, err = capsys.readouterr()
+    written, silent = (out, err) if stream == "stdout" else (err, out)
+    assert written.startswith("[CRITICAL] runaway_session on session:s1") and silent == ""
+
+
+def test_the_line_shows_the_event_time_with_its_utc_offset() -> None:
+    out = io.StringIO()
+    ConsoleSink(name="c", out=out).deliver(
+        Notification("trigger", "k", "r", make_alert()), HttpDeliverer(RetryPolicy())
+    )
+    assert " | since 2026-11-23T12:00:00+00:00 | alerts=1 key=k" in out.getvalue()

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,40 @@ def test_a_missing_routing_key_is_a_config_error_naming_the_key() -> None:
     cfg = PagerDutySinkConfig(name="oncall", type="pagerduty", routing_key_env="NOPE_NOT_SET")
     with pytest.raises(ConfigError, match=r"alerts\.sink\.oncall\.routing_key_env.*NOPE_NOT_SET"):
         build_sink(cfg, environ={})
+
+
+@pytest.mark.parametrize("severity", ["critical", "warning", "info"])
+def test_without_a_map_each_severity_is_sent_as_pagerduty_spells_it(severity: str) -> None:
+    event = pagerduty_event(trigger(alert=make_alert(severity=severity)), PD_KEY)
+    assert event["payload"]["severity"] == severity
+    assert check_pagerduty(event) == []
+
+
+def test_info_keeps_its_severity_through_the_default_config_map() -> None:
+    cfg = PagerDutySinkConfig(name="pd", type="pagerduty", routing_key_env="PD_KEY")
+    sink = build_sink(cfg, environ={"PD_KEY": PD_KEY})
+    assert isinstance(sink, PagerDutySink)
+    event = json.loads(sink.request(trigger(alert=make_alert(severity="info"))).body)
+    assert event["payload"]["severity"] == "info"
+
+
+def test_timestamp_is_the_alerts_event_time_with_its_utc_offset() -> None:
+    event = pagerduty_event(trigger(), PD_KEY)
+    assert event["payload"]["timestamp"] == "2026-11-23T12:00:00+00:00"
+    assert datetime.fromisoformat(event["payload"]["timestamp"]) == T0
+
+
+def test_group_is_the_scope_kind_and_class_the_alert_kind() -> None:
+    event = pagerduty_event(trigger(alert=make_alert("api_key:k9", kind="runaway_rate")), PD_KEY)
+    assert event["payload"]["group"] == "api_key"
+    assert event["payload"]["component"] == "api_key:k9"
+    assert event["payload"]["class"] == "runaway_rate"
+
+
+def test_the_link_points_at_the_alerts_scope() -> None:
+    event = pagerduty_event(trigger(), PD_KEY, link_base_url="https://grafana.example/d/spend")
+    link = "https://grafana.example/d/spend?scope=session%3As1"
+    assert event["client_url"] == link
+    assert event["links"] == [{"href": link, "text": "spend of session:s1"}]
+    assert check_pagerduty(event) == []
+    assert "client_url" not in pagerduty_event(trigger(), PD_KEY)

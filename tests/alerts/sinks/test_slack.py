@@ -131,6 +131,29 @@ def test_delivery_to_a_real_webhook_passes_the_block_checks(
     assert len(server.accepted()) == 1
 
 
+def test_the_header_names_kind_and_severity_and_a_count_only_for_a_storm() -> None:
+    title = slack_message(note())["blocks"][0]["text"]["text"]
+    assert title == ":rotating_light: runaway_session (critical)"
+    storm = slack_message(note(count=3, scopes=("session:a",), group={"kind": "x"}))
+    assert storm["blocks"][0]["text"]["text"] == ":rotating_light: runaway_session (critical) x3"
+    warn = slack_message(note(alert=make_alert(severity="warning")))
+    assert warn["blocks"][0]["text"]["text"] == ":warning: runaway_session (warning)"
+
+
+def test_a_long_resolve_header_is_cut_to_slacks_150_characters() -> None:
+    msg = slack_message(note("resolve", alert=make_alert(scope="session:" + "x" * 300)))
+    assert len(msg["blocks"][0]["text"]["text"]) == 150
+    assert check_slack(msg) == []
+
+
+def test_ampersands_are_escaped_as_well_as_angle_brackets() -> None:
+    # Typed as text, "&lt;!channel&gt;" must show as written, not be decoded into a mention.
+    msg = slack_message(note(alert=make_alert(scope="team:R&D &lt;!channel&gt;")))
+    assert "team:R&amp;D &amp;lt;!channel&amp;gt;" in msg["text"]
+    fields = msg["blocks"][2]["fields"]
+    assert fields[0]["text"] == "*Scope*\n`team:R&amp;D &amp;lt;!channel&amp;gt;`"
+
+
 def _since(msg: dict[str, Any]) -> str:
     return str(msg["blocks"][2]["fields"][2]["text"])
 
@@ -151,3 +174,10 @@ def test_since_is_utc_whatever_the_alerts_offset_or_the_hosts_zone(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+def test_a_resolve_says_since_when_the_incident_opened() -> None:
+    opened = T0 - timedelta(hours=3)
+    msg = slack_message(note("resolve", opened_at=opened))
+    assert _since(msg) == "*Since*\n2026-11-23 09:00:00 UTC"
+    assert _since(slack_message(note("resolve"))) == "*Since*\n2026-11-23 12:00:00 UTC"

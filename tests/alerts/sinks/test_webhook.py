@@ -14,7 +14,7 @@ from spendstream.alerts.sinks.webhook import WebhookSink, sign, verify
 from spendstream.config import WebhookSinkConfig
 
 from ..conftest import ScriptedServer
-from ..factories import make_alert
+from ..factories import T0, make_alert
 
 SECRET = "s3cr3t-shared-with-the-receiver"
 
@@ -88,3 +88,35 @@ def test_the_delivery_id_is_stable_so_receivers_can_dedupe(
     ids = {r.headers["x-spendstream-delivery"] for r in server.accepted()}
     assert len(ids) == 1
     assert "x-spendstream-signature" not in server.accepted()[0].headers
+
+
+def test_the_delivery_id_survives_a_later_retry_and_differs_for_the_resolve(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    # Receivers dedupe on X-Spendstream-Delivery: a retry a minute later is the same delivery,
+    # but the resolve of the incident is a different one (deduped away, it would never close).
+    server = http_server()
+    clock = iter([1_700_000_000.0, 1_700_000_060.0, 1_700_000_120.0])
+    sink = WebhookSink(name="hook", url=server.url, secret=None, clock=lambda: next(clock))
+    deliverer = HttpDeliverer(RetryPolicy(max_attempts=1))
+    resolve = Notification("resolve", "k1", "r", make_alert(), opened_at=T0)
+    for n in (note(), note(), resolve):
+        assert sink.deliver(n, deliverer).delivered
+    first, retry, over = (r.headers["x-spendstream-delivery"] for r in server.accepted())
+    assert first == retry != over
+    assert [r.headers["x-spendstream-timestamp"] for r in server.accepted()] == [
+        "1700000000",
+        "1700000060",
+        "1700000120",
+    ]
+    assert server.accepted()[2].json()["opened_at"] == "2026-11-23T12:00:00+00:00"
+    assert server.accepted()[0].json()["opened_at"] is None
+
+
+def test_a_timestamp_from_the_future_is_refused_like_an_old_one() -> None:
+    body = b'{"a":1}'
+    sig = sign(SECRET.encode(), 1_700_000_000, body)
+    assert verify(SECRET.encode(), "1700000000", body, sig, now=1_700_000_000 + 300)
+    assert verify(SECRET.encode(), "1700000000", body, sig, now=1_700_000_000 - 300)
+    assert not verify(SECRET.encode(), "1700000000", body, sig, now=1_700_000_000 - 301)
+    assert not verify(SECRET.encode(), "1700000000", body, sig, now=1_700_000_000 + 301)
