@@ -13,11 +13,12 @@ from spendstream.config import SlackSinkConfig
 from ..delivery import DeliveryResult, HttpDeliverer, HttpRequest
 from ..notification import Notification
 from ..secrets import SecretStr, load_secret
-from ._text import amount, investigate_link, investigate_sql, summary
+from ._text import amount, investigate_link, investigate_sql, sql_literal, summary
 
 __all__ = ["SlackSink", "slack_message"]
 
 _ICON = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
+_SECTION_MAX = 3000  # characters of a section's text Slack accepts
 
 
 def _esc(text: str) -> str:
@@ -61,6 +62,13 @@ def slack_message(n: Notification, link_base_url: str | None = None) -> dict[str
         # The query alone, in a code block: a ready-made shell command would run whatever a
         # scope value smuggled into it when pasted. Values are chr()-spelled SQL literals.
         look = f"*Investigate* with `spendstream sql` (the query below):\n```{_esc(investigate_sql(n))}```"
+        if len(look) > _SECTION_MAX:
+            # A scope of 256 characters Slack would escape, spelled chr() by chr(), passes
+            # Slack's limit: a 400 no retry mends. The alert's own row is short and leads to it.
+            look = (
+                "*Investigate* with `spendstream sql` (the scope is too long to quote here):\n"
+                f"```SELECT * FROM alerts WHERE alert_id = {sql_literal(a.alert_id)}```"
+            )
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": look}})
     return {"text": _esc(summary(n, 3000)), "blocks": blocks}
 

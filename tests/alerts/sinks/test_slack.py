@@ -85,6 +85,19 @@ def test_sql_literal_round_trips_any_value(value: str) -> None:
     assert duckdb.connect().execute(f"SELECT {literal}").fetchone() == (value,)
 
 
+def test_a_scope_too_long_to_quote_still_fits_slacks_limits() -> None:
+    # 256 characters a shell acts on, each spelled chr(36) in the query: the section passed
+    # Slack's 3000 characters, and Slack's 400 is not retried (the page was dead-lettered).
+    alert = make_alert(scope="session:" + "$" * 256)
+    msg = slack_message(note(alert=alert))
+    assert check_slack(msg) == []
+    look = msg["blocks"][-1]["text"]["text"]
+    assert f"SELECT * FROM alerts WHERE alert_id = {sql_literal(alert.alert_id)}" in look
+    # A scope that fits keeps its own query.
+    fits = slack_message(note(alert=make_alert(scope="session:" + "$" * 200)))
+    assert "WHERE session_id = " in fits["blocks"][-1]["text"]["text"]
+
+
 def test_a_link_replaces_the_sql_when_a_dashboard_is_configured() -> None:
     text = _text(slack_message(note(), link_base_url="https://grafana.example/d/spend"))
     assert "https://grafana.example/d/spend?scope=session%3As1" in text
