@@ -484,3 +484,32 @@ def test_a_damaged_list_reads_as_stale(workdir: Path, q: Query, damage: str) -> 
             assert stale_current_files(wh, ["usage_facts"]) == []
     if damage != "directory":
         assert q("SELECT count(*) FROM usage_facts") == [(1,)]
+
+
+def test_a_writer_whose_last_seen_snapshot_was_expired_still_knows_every_landed_fact(
+    workdir: Path,
+) -> None:
+    """Catching up from a snapshot an expiry removed, a writer reads the table anew: facts
+    another writer landed in snapshots expired since are duplicates to it, not new."""
+    from spendstream.warehouse.maintenance import expire_oldest
+    from spendstream.warehouse.tables import TABLE_SCHEMAS
+
+    ts_type = TABLE_SCHEMAS["usage_facts"].field("ts").type
+    a = Warehouse(workdir, writer="usage/0")
+    b = Warehouse(workdir, writer="usage/1")
+    try:
+
+        def classify(facts: list[Any]) -> list[int]:
+            ids = pa.array([f.event.event_id for f in facts])
+            return a.classify(ids, pa.array([f.event.ts for f in facts], ts_type)).tolist()
+
+        a.commit(facts=[fact()], positions={"p0": 1})
+        assert classify([fact()]) == [NEW]  # a has caught up with its own head
+        by_b = [fact() for _ in range(3)]
+        for i, f in enumerate(by_b):
+            b.commit(facts=[f], positions={"p1": i})
+        assert expire_oldest(b, "usage_facts", keep=2, above=2) > 0  # a's head among them
+        assert classify([*by_b, fact()]) == [DUPLICATE] * len(by_b) + [NEW]
+    finally:
+        a.close()
+        b.close()

@@ -80,3 +80,26 @@ def test_a_writer_holding_an_older_head_does_not_make_the_others_read_again(
     assert cache.reads == reads  # nothing read again, either way
     a.close()
     b.close()
+
+
+def test_listing_the_head_again_forgets_what_an_older_snapshot_added(workdir: Path) -> None:
+    """A writer still at the head before a compaction adds the manifests it replaced; the
+    next listing of the newest head forgets them again (the cache holds one head's worth)."""
+    wh = Warehouse(workdir, writer="usage/0")
+    for i in range(3):
+        wh.commit(facts=[fact()], positions={"usage/0": i})
+    other = Warehouse(workdir, writer="usage/1")
+    older = other.tables.load("usage_facts")  # other holds this head while wh compacts
+    wh.compact(min_files=2)
+    newer = wh.tables.load("usage_facts")
+    head = newer.current_snapshot()
+    assert head is not None
+    cache = sn.ManifestCache()
+    cache.live_files(newer)
+    assert len(cache.live_files(older)) == 3
+    held = cache._by_table[str(newer.metadata.table_uuid)].files
+    assert len(held) > len(head.manifests(newer.io))
+    assert len(cache.live_files(newer)) == 1
+    assert set(held) == {m.manifest_path for m in head.manifests(newer.io)}
+    wh.close()
+    other.close()

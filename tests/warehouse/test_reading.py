@@ -117,3 +117,31 @@ def test_readers_open_at_the_same_time_are_each_sandboxed_and_in_utc(landed: Pat
             second.close()
     finally:
         first.close()
+
+
+def test_load_facts_gives_back_the_landed_facts_of_a_half_open_range_oldest_first(
+    workdir: Path,
+) -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from spendstream.records import Cost, Fact
+    from spendstream.warehouse.reading import load_facts
+
+    hour = timedelta(hours=1)
+    landed = [fact(T0 + h * hour, team="search") for h in (3, 2, 1, 0)]  # ids against ts
+    unpriced = fact(T0 + hour, None, team="ads")  # ties on ts: event_id orders them
+    parts = (Decimal("0.01"), Decimal(0), Decimal(0), Decimal(0))
+    cost = Cost(*parts, Decimal("0.03"), "test-catalog", Decimal("0.02"))  # with a tool cost
+    landed += [unpriced, Fact(event=fact(T0).event, cost=cost, ingested_at=T0)]
+    with Warehouse(workdir) as wh:
+        wh.commit(facts=landed)
+        wh.ensure_views()
+    since, until = T0, T0 + 2 * hour  # the fact at `until` is outside, the one at `since` in
+    want = sorted(
+        (f for f in landed if since <= f.event.ts < until),
+        key=lambda f: (f.event.ts, f.event.event_id),
+    )
+    got = load_facts(workdir, since, until)
+    assert [f.event.event_id for f in got] == [f.event.event_id for f in want]
+    assert got == want
