@@ -135,3 +135,13 @@ def test_load_keeps_the_held_table_until_another_writer_commits(tmp_path: Path) 
     finally:
         a.close()
         b.close()
+
+
+def test_a_catalog_missing_one_of_the_tables_is_not_opened_for_reading(tmp_path: Path) -> None:
+    from spendstream.warehouse.reading import open_reader
+
+    with Warehouse(tmp_path) as wh:
+        wh.tables.catalog.drop_table(wh.tables.identifier("revenue"))
+        assert not wh.tables.exists()
+    with pytest.raises(ConfigError, match="no spendstream tables"):
+        open_reader(tmp_path)
