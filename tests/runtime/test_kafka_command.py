@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,10 +51,24 @@ def test_breakers_list_on_an_empty_warehouse_shows_no_scope(tmp_path: Path) -> N
 
 
 @pytest.mark.kafka
+def _start_run(tmp_path: Path, config: Path, port: str, *extra: str) -> tuple[Any, Path]:
+    """``spendstream run`` on ``config`` (token "t"), its output in run.log: (process, log)."""
+    import os
+
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
+             "--config", str(config), "--http-port", port, *extra],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
+        )  # fmt: skip
+    return proc, log
+
+
 def test_run_logging_to_a_file_writes_no_terminal_escape_codes(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    import os
     import time
     import urllib.request
 
@@ -61,15 +76,8 @@ def test_run_logging_to_a_file_writes_no_terminal_escape_codes(
 
     config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
     port = find_free_port()
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        # The default log level (warning) is the one that shows Faust's start-up spinner.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
-             "--config", str(config), "--http-port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
-        )  # fmt: skip
+    # The default log level (warning) is the one that showed Faust's start-up spinner.
+    proc, log = _start_run(tmp_path, config, str(port))
     try:
         deadline = time.monotonic() + 180  # a hang guard, not a speed limit
         while True:
@@ -122,7 +130,6 @@ def test_run_on_port_0_says_the_port_it_got_and_names_its_lease_server_by_it(
 ) -> None:
     # What the taken-port message suggests: the start line must say where to connect, and
     # two such workers on one host must not share a lease server name (the second would stop).
-    import os
     import re
     import time
     import urllib.request
@@ -135,14 +142,7 @@ def test_run_on_port_0_says_the_port_it_got_and_names_its_lease_server_by_it(
         extra='[[budget]]\nscope = "team:search"\nperiod = "day"\namount_usd = "5"\n'
         'hard_limit = "1.0"\n',
     )
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
-             "--config", str(config), "--http-port", "0"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
-        )  # fmt: skip
+    proc, log = _start_run(tmp_path, config, "0")
     try:
         deadline = time.monotonic() + 180  # a hang guard, not a speed limit
         while (found := re.search(r"http://127\.0\.0\.1:(\d+)", log.read_text())) is None:
@@ -166,7 +166,6 @@ def test_run_says_what_it_did_while_running_and_when_it_stops(
     # It was silent after its start line: an operator could not tell a worker taking events
     # from one waiting for them without /metrics.
     import json
-    import os
     import re
     import time
     import urllib.request
@@ -176,14 +175,7 @@ def test_run_says_what_it_did_while_running_and_when_it_stops(
 
     config, _ = write_config(tmp_path / "c.toml", kafka_bootstrap)
     port = find_free_port()
-    log = tmp_path / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "spendstream", "run", "--workdir", str(tmp_path / "wd"),
-             "--config", str(config), "--http-port", str(port), "--status-every", "0.5"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "SPENDSTREAM_INGEST_TOKEN": "t"},
-        )  # fmt: skip
+    proc, log = _start_run(tmp_path, config, str(port), "--status-every", "0.5")
     now = datetime.now(UTC).isoformat()
     lines = [
         {"event_id": f"s-{i}", "ts": now, "provider": "openai", "model": "gpt-4o",
