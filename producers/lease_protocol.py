@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
-from spendstream.money import MAX_MONEY_USD
+from spendstream.money import is_usd
 
 __all__ = [
     "WIRE_VERSION",
@@ -209,7 +209,7 @@ def _field(name: str, value: Any) -> Any:
             money = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"{name} is not a decimal: {value!r}") from None
-        if not money.is_finite() or not 0 <= money < MAX_MONEY_USD:
+        if not is_usd(money):
             raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {value!r}")
         return money
     if name == "expires_at":

@@ -36,7 +36,7 @@ from typing import Any
 
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
 from spendstream.kafka.settings import KafkaSettings
-from spendstream.money import MAX_MONEY_USD
+from spendstream.money import is_usd
 from spendstream.producers.guard import RequestRate, call_scopes
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
@@ -66,7 +66,7 @@ def to_usd(value: Decimal | str | int | float) -> Decimal:
         raise ValueError(f"an amount of money must be a decimal, got {value!r}") from None
     # Below 1e20 as every amount a lease server takes (spendstream.money): a larger one would
     # be refused there, after this client had counted it.
-    if not money.is_finite() or not 0 <= money < MAX_MONEY_USD:
+    if not is_usd(money):
         raise ValueError(f"an amount of money must be >= 0 and below 1e20, got {value!r}")
     return money
 

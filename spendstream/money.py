@@ -12,9 +12,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-__all__ = ["MAX_MONEY_USD", "money_error"]
+__all__ = ["MAX_MONEY_USD", "is_usd", "money_error"]
 
 MAX_MONEY_USD = Decimal(10) ** 20
+
+
+def is_usd(amount: Decimal) -> bool:
+    """Whether ``amount`` is one a caller may spend or be granted: finite, >= 0, below 1e20."""
+    return amount.is_finite() and 0 <= amount < MAX_MONEY_USD
 
 
 def money_error(amount: Decimal) -> str | None:

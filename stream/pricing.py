@@ -534,15 +534,16 @@ class Pricer:
             for i, values in zip(slow.tolist(), token_rows, strict=True):
                 plan = plans[plan_of[i]]
                 parts, source = _exact_units(plan, _Row(values), tool_maps.get(i))
-                if sum(parts) >= _UNITS_BEYOND:
+                total = sum(parts)
+                if total >= _UNITS_BEYOND:
                     # Only an absurd rate gets here (bounded events cost at most ~$1.2M at
                     # catalog rates); money that does not fit must not stop the pipeline.
                     priced[i] = False
-                    self._note_beyond(plan.source, sum(parts))
+                    self._note_beyond(plan.source, total)
                     continue
                 for c, v in enumerate(parts):
                     big[c][i] = v
-                big[k - 1][i] = sum(parts)
+                big[k - 1][i] = total
                 if source != plan.source:
                     if source not in extra:
                         extra[source] = len(source_names)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spendstream.config import WarehouseConfig
+from spendstream.errors import ConfigError
 from spendstream.instants import parse_instant
 from spendstream.producers.event import EARLIEST_TS
 from spendstream.warehouse.charts import Marker
@@ -216,8 +217,6 @@ def default_period(
     end = _midnight((_utc(last).date() if last else today) + timedelta(days=1))
     s = _utc(since) if since else start
     u = _utc(until) if until else max(end, min(s, _LATEST) + timedelta(hours=1))
-    from spendstream.errors import ConfigError
-
     if max(s, u) > _LATEST:
         # Months and weeks past it do not exist (9999 is a datetime's last year); no fact
         # can be dated there anyway (docs/bounds.md).
@@ -228,9 +227,9 @@ def default_period(
         # Weekly buckets over centuries (since 0001-01-01) were half a million chart points,
         # and stepping them overflowed at the year 9999.
         raise ConfigError(
-            f"the period from {s.date().isoformat()} to {u.date().isoformat()} is longer than the report charts "
-            f"({MAX_SPAN.days // 365} years of weekly buckets): give a later since or an "
-            "earlier until (no fact is from before 2015)"
+            f"the period from {s.date().isoformat()} to {u.date().isoformat()} is longer "
+            f"than the report charts ({MAX_SPAN.days // 365} years of weekly buckets): give a "
+            "later since or an earlier until (no fact is from before 2015)"
         )
     return Period(s, u)
 
