@@ -33,7 +33,7 @@ from pydantic import (
 )
 
 from spendstream.errors import ConfigError
-from spendstream.money import MAX_MONEY_USD
+from spendstream.money import MAX_MONEY_USD, MONEY_CONTEXT
 from spendstream.scopes import scope_error
 
 __all__ = [
@@ -330,6 +330,22 @@ class BudgetConfig(_Section):
         problem = scope_error(self.scope)
         if problem is not None:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _bars_below_money_limit(self) -> BudgetConfig:
+        # Each bar (amount x level) is an alert's threshold, a column of the alerts table: a
+        # bar past what DECIMAL(38,18) holds is one no spend can reach and no table can hold.
+        named = [(f"alert_at {level}", level) for level in self.alert_at]
+        if self.hard_limit is not None:
+            named.append((f"hard_limit {self.hard_limit}", self.hard_limit))
+        for name, factor in named:
+            bar = MONEY_CONTEXT.multiply(factor, self.amount_usd)
+            if bar >= MAX_MONEY_USD:
+                raise ValueError(
+                    f"amount_usd x {name} is {bar:.6E} USD: a budget's bar must be below 1e20 "
+                    "(what the warehouse's DECIMAL(38,18) holds)"
+                )
         return self
 
 

@@ -10,11 +10,48 @@ bound (``MAX_REPORTED_COST_USD``, docs/bounds.md).
 
 from __future__ import annotations
 
-from decimal import Decimal
+import functools
+from collections.abc import Callable
+from decimal import Context, Decimal, localcontext
+from typing import ParamSpec, TypeVar
 
-__all__ = ["MAX_MONEY_USD", "is_usd", "money_error"]
+__all__ = [
+    "MAX_CALL_COST_USD",
+    "MAX_MONEY_USD",
+    "MONEY_CONTEXT",
+    "exact_money",
+    "held_amount",
+    "is_usd",
+    "money_error",
+]
 
 MAX_MONEY_USD = Decimal(10) ** 20
+# Python's default context keeps 28 digits: an amount of $1e10 with 18 places has 29. Sums and
+# products of amounts (spends, a budget times its level) are exact in this one.
+MONEY_CONTEXT = Context(prec=80)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def exact_money(step: Callable[_P, _R]) -> Callable[_P, _R]:
+    """``step`` run in MONEY_CONTEXT: for the pure cores (detection, the lease ledger) whose
+    sums use ``+`` in whatever context the calling thread has."""
+
+    @functools.wraps(step)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext(MONEY_CONTEXT):
+            return step(*args, **kwargs)
+
+    return run
+
+
+# No LLM call costs a billion dollars (a bounded event at the dearest catalog rate costs about
+# $1.2M): a cost this high is a wrong rate. Below it, a sum of costs reaches MAX_MONEY_USD only
+# after 1e11 calls, so the warehouse's SUM(cost_usd) and detection's sums stay in DECIMAL(38,18).
+MAX_CALL_COST_USD = Decimal(10) ** 9
+# The largest amount DECIMAL(38,18) holds.
+_CEILING = Decimal("99999999999999999999.999999999999999999")
 
 
 def is_usd(amount: Decimal) -> bool:
@@ -26,6 +63,20 @@ def money_error(amount: Decimal) -> str | None:
     """Why ``amount`` is not an amount the pipeline keeps, or None if it is."""
     if not amount.is_finite():
         return f"{amount} is not an amount of money"
-    if abs(amount) >= MAX_MONEY_USD:
+    if not -MAX_MONEY_USD < amount < MAX_MONEY_USD:  # abs() would round to 28 digits
         return f"{amount} is not below 1e20 USD (what DECIMAL(38,18) holds)"
     return None
+
+
+def held_amount(amount: Decimal) -> Decimal:
+    """``amount`` if DECIMAL(38,18) holds it, else the nearest amount it does hold.
+
+    For a sum that grew past the money type (an alert's value or threshold made of many costs
+    or of config products): the record keeps a value the warehouse and the wire accept, and
+    its writer keeps the exact amount alongside (alert details).
+    """
+    if amount >= MAX_MONEY_USD:
+        return _CEILING
+    if amount <= -MAX_MONEY_USD:
+        return -_CEILING
+    return amount

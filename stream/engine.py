@@ -68,6 +68,7 @@ import orjson
 import pyarrow as pa
 
 from spendstream.config import Config
+from spendstream.money import exact_money
 from spendstream.records import Alert, BreakerEvent
 from spendstream.scopes import SCOPE_KINDS
 from spendstream.stream.breakers import BreakerBoard, BreakerStatus
@@ -302,6 +303,7 @@ class Engine(_Judging):
         a state of an older layout, starts afresh (detectors warm up again)."""
         return cls(config, state if isinstance(state, bytes | str) else None)
 
+    @exact_money
     def process(self, facts: pa.Table) -> Detection:
         cols = FactColumns(facts, self.watermark_us)
         findings: list[Finding] = []
@@ -338,6 +340,7 @@ class LocalEngine(_Judging):
         self.summarizers = _windowed(config, WIDE_KINDS, False)
         self._load(state)
 
+    @exact_money
     def process(self, facts: pa.Table, batch: str) -> LocalDetection:
         """``batch``: the reference a scope owner's ``DetailSource`` reads the facts back by."""
         cols = FactColumns(facts, self.watermark_us, self.partition)
@@ -391,6 +394,7 @@ class ScopeEngine(_Judging):
         self.windowed = _windowed(config, WIDE_KINDS, False)
         self._load(state)
 
+    @exact_money
     def merge(self, partials: pa.Table, details: DetailSource | None) -> Detection:
         """Fold one round of partials into the state; read facts from ``details`` where a
         crossing must be located. A round's partials come in each partition's order."""

@@ -65,7 +65,7 @@ from genai_prices import data_snapshot
 
 from spendstream.config import PricesConfig
 from spendstream.log_filters import OncePer
-from spendstream.money import MAX_MONEY_USD
+from spendstream.money import MAX_CALL_COST_USD
 from spendstream.producers.event import TOKEN_FIELDS
 from spendstream.records import COST_SCALE, Cost
 from spendstream.sorting import stable_order
@@ -94,8 +94,8 @@ _UNITS_PER_MTOK_RATE = Fraction(_UNITS_PER_USD, 1_000_000)
 _UNIT_COMPONENT = tuple(COMPONENTS.index(COMPONENT_OF[u]) for u in UNITS)
 _log = logging.getLogger(__name__)
 _SAFE = float(2**62)  # int64 arithmetic below this bound cannot overflow
-# decimal128(38, 18) holds costs below 1e20 USD: a cost of this many units or more does not fit.
-_UNITS_BEYOND = int(MAX_MONEY_USD) * _UNITS_PER_USD
+# No call costs $1e9 (spendstream.money): a cost of this many units or more is a wrong rate.
+_UNITS_BEYOND = int(MAX_CALL_COST_USD) * _UNITS_PER_USD
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US_PER_DAY = 86_400_000_000
 _US_PER_MINUTE = 60_000_000
@@ -345,10 +345,11 @@ class Pricer:
         if self._beyond_said.due(source):
             cost = Decimal(units).scaleb(-COST_SCALE, _CTX)
             _log.warning(
-                "a call priced by %s would cost %.6E USD, beyond the 1e20 USD the warehouse's "
-                "DECIMAL(38,18) holds: it lands unpriced (priced = false, null costs). The "
-                "rate is wrong: correct it ([[prices.model]], or `spendstream prices update`), "
-                "then `spendstream prices reprice`",
+                "a call priced by %s would cost %.6E USD, at or past the 1e9 USD no single "
+                "call costs (sums of such costs would overflow the warehouse's DECIMAL(38,18)): "
+                "it lands unpriced (priced = false, null costs). The rate is wrong: correct it "
+                "([[prices.model]], or `spendstream prices update`), then "
+                "`spendstream prices reprice`",
                 source,
                 cost,
             )

@@ -233,3 +233,22 @@ def test_a_key_like_nothing_known_gets_no_guess() -> None:
         config_from_dict({"anomaly": {"zzzz": 1}}, "test.toml")
     assert "anomaly.zzzz: unknown key\n" in str(exc.value) + "\n"
     assert "did you mean" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("budget", "named"),
+    [
+        ({"amount_usd": "6E+19", "hard_limit": 2}, "amount_usd x hard_limit 2 is 1.200000E+20 USD"),
+        ({"amount_usd": "6E+19", "alert_at": [0.5, 1.7]}, "amount_usd x alert_at 1.7 is 1.0200"),
+    ],
+)
+def test_a_budget_bar_of_1e20_or_more_is_refused(budget: dict[str, object], named: str) -> None:
+    # Each bar is an alert's threshold, a DECIMAL(38,18) column: both factors were below 1e20
+    # and their product was not.
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"budget": [{"scope": "team:x", **budget}]}, "test.toml")
+    assert "budget.0: Value error, " + named in str(exc.value)
+    assert "a budget's bar must be below 1e20" in str(exc.value)
+    largest = "99999999999999999999.999999999999999999"
+    ok = {"scope": "team:x", "amount_usd": largest, "hard_limit": 1, "alert_at": [1]}
+    assert config_from_dict({"budget": [ok]}, "t.toml").budget[0].hard_limit == 1

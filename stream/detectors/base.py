@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from spendstream.money import held_amount
 from spendstream.records import Alert, AlertKind, Severity, stable_id
 from spendstream.stream.columns import Pos
 
@@ -67,15 +68,24 @@ def make_alert(
     embedded runtime and the Kafka runtime produce identical ``dedup_key``/``alert_id``.
     """
     dedup_key = "|".join((kind, scope, *condition))
+    details = dict(details or {})
+    # A sum past what DECIMAL(38,18) holds (an absurd rate, a budget times its hard limit)
+    # stopped every worker at each restart, unwritable to the alerts table: the alert holds
+    # the nearest amount that fits and says the exact one in its details.
+    held_value, held_threshold = held_amount(value), held_amount(threshold)
+    if held_value != value:
+        details["value_usd"] = str(value)
+    if held_threshold != threshold:
+        details["threshold_usd"] = str(threshold)
     return Alert(
         alert_id=stable_id("alert", dedup_key),
         kind=kind,
         scope=scope,
         severity=severity,
         ts=ts,
-        value=value,
-        threshold=threshold,
+        value=held_value,
+        threshold=held_threshold,
         message=message,
         dedup_key=dedup_key,
-        details=details or {},
+        details=details,
     )

@@ -35,7 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendstream.config import BudgetConfig
-from spendstream.money import money_error
+from spendstream.money import exact_money, money_error
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -77,8 +77,10 @@ def _acct_name(period: str, start: datetime) -> str:
 
 
 class LeaseLedger:
-    """Leases on hard budgets; see the module docstring for the invariant."""
+    """Leases on hard budgets; see the module docstring for the invariant. Its entry points
+    run in spendstream.money.MONEY_CONTEXT: limits and sums past $1e10 keep all 18 places."""
 
+    @exact_money
     def __init__(self, budgets: Sequence[BudgetConfig], policy: LeasePolicy | None = None) -> None:
         self.policy = policy or LeasePolicy()
         self._caps = hard_caps(budgets)
@@ -110,6 +112,7 @@ class LeaseLedger:
 
     # --- the protocol ---------------------------------------------------------------------
 
+    @exact_money
     def handle(self, message: LeaseMessage, now: datetime) -> LeaseReply | None:
         """Apply one protocol message; a request gets its reply, the others None."""
         if isinstance(message, LeaseRequest):
@@ -120,6 +123,7 @@ class LeaseLedger:
             self.release(message, now)
         return None
 
+    @exact_money
     def request(self, req: LeaseRequest, now: datetime) -> LeaseReply:
         now = self._advance(now)
         caps = self._caps.get(req.scope)
@@ -171,6 +175,7 @@ class LeaseLedger:
         self._add(lease)
         return self._grant_of(lease, now)
 
+    @exact_money
     def settle(self, msg: LeaseSettle, now: datetime) -> bool:
         """Record the holder's cumulative use; False for a lease this ledger does not know."""
         self._advance(now)
@@ -187,6 +192,7 @@ class LeaseLedger:
         lease.used_usd = max(lease.used_usd, used)
         lease.late_usd = max(lease.late_usd, late)
 
+    @exact_money
     def release(self, msg: LeaseRelease, now: datetime) -> bool:
         """The holder keeps ``pending_usd`` for calls in flight; nothing pending closes it."""
         self._advance(now)
@@ -204,6 +210,7 @@ class LeaseLedger:
 
     # --- landed spend ---------------------------------------------------------------------
 
+    @exact_money
     def land(self, source: str, position: int, spends: Iterable[Spend], now: datetime) -> int:
         """Apply one landed batch from ``source`` at ``position``; returns the spends applied.
 
@@ -273,6 +280,7 @@ class LeaseLedger:
 
     # --- time -----------------------------------------------------------------------------
 
+    @exact_money
     def expire(self, now: datetime) -> None:
         """Close leases past ``expires_at + grace_s``; drop periods past retention."""
         self._advance(now)
@@ -417,6 +425,7 @@ class LeaseLedger:
 
     # --- looking in -----------------------------------------------------------------------
 
+    @exact_money
     def standing(self, scope: str, now: datetime) -> list[Standing]:
         """Each hard cap of ``scope`` in the period holding ``now``."""
         now = self._advance(now)
@@ -484,6 +493,7 @@ class LeaseLedger:
             value = None if position is None else {"position": position}
         return None if value is None else json.dumps(value, sort_keys=True).encode()
 
+    @exact_money
     def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> list[str]:
         """Apply changelog records (a later record of a key wins; None deletes it).
 

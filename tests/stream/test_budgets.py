@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import orjson
 import pytest
 
+from spendstream.records import alert_from_wire, alert_to_wire
+from spendstream.stream.detectors.base import make_alert
+from spendstream.table_schemas import alerts_table
 from tests.stream.detection_facts import Feed, at, both_paths, config, fact
 
 # Every test here runs on the columnar path and on the fact-by-fact fallback.
@@ -245,3 +249,34 @@ def test_a_restored_state_keeps_what_fired_in_its_periods() -> None:
         restarted = restarted.restarted()
     assert got == want
     assert len(want) == 4  # 0.5, team a's limit, 1.0, then team a's limit in the next hour
+
+
+def test_a_period_spend_past_ten_billion_is_summed_to_the_last_of_its_18_places() -> None:
+    # Python's default decimal context keeps 28 digits: from $1e10 a spend with 18 places
+    # has more, and the fact-by-fact path rounded the alert's value (and the running spend).
+    cost = Decimal("999999999.123456789012345678")
+    feed = _feed(amount_usd=Decimal("20000000000.000000000000000002"), alert_at=[0.5])
+    [alert] = feed([fact(at(i), cost, team="search") for i in range(11)])
+    assert alert.ts == at(10)
+    assert alert.value == Decimal("10999999990.358024679135802458")  # 11 x cost
+    assert alert.threshold == Decimal("10000000000.000000000000000001")
+
+
+def test_an_alert_amount_the_money_type_cannot_hold_is_held_at_its_largest() -> None:
+    # A bar is refused at configuration past 1e20 (tests/test_config.py), and no call costs
+    # 1e9: a sum past 1e20 takes 1e11 calls. Should one still arise, the alert must remain
+    # writable (alerts table, alerts topic) and keep the exact amount in its details.
+    largest = Decimal("99999999999999999999.999999999999999999")
+    alert = make_alert(
+        "runaway_session", "session:s", "critical", at(0), Decimal("2E+20"), Decimal("1E+20"),
+        "m", ("s",), {"session": "s"},
+    )  # fmt: skip
+    assert (alert.value, alert.threshold) == (largest, largest)
+    assert alert.details == {"session": "s", "value_usd": "2E+20", "threshold_usd": "1E+20"}
+    assert alert_from_wire(orjson.loads(orjson.dumps(alert_to_wire(alert)))) == alert
+    table = alerts_table([alert])
+    assert table.column("value").to_pylist() == [largest]
+    kept = make_alert(
+        "runaway_session", "session:s", "critical", at(0), largest, Decimal(1), "m", ()
+    )
+    assert (kept.value, kept.details) == (largest, {})

@@ -496,18 +496,18 @@ def test_a_tool_rate_past_int64_prices_exactly_beside_small_token_rates() -> Non
     assert cost.price_source == "override:acme/m1"
 
 
-# The largest cost decimal128(38, 18) holds: 1e20 USD less one unit of 1e-18.
-LARGEST = "99999999999999999999.999999999999999999"
+# The largest cost one call may have: 1e9 USD less one unit of 1e-18.
+LARGEST = "999999999.999999999999999999"
 
 
 @pytest.mark.parametrize("output_tokens", [0, 1])
-def test_a_cost_that_money_cannot_hold_lands_unpriced_not_a_crash(
+def test_a_cost_no_call_can_have_lands_unpriced_not_a_crash(
     output_tokens: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Only an absurd rate gets a bounded event here: a million input tokens at LARGEST per
-    # million is the largest cost that fits; one more unit of 1e-18 (one output token at
-    # 1e-18 USD) does not. It wrote past decimal128's words before (OverflowError, in every
-    # worker at every restart).
+    # million is the largest cost a call may have; one more unit of 1e-18 (one output token at
+    # 1e-18 USD) is not. Past decimal128's words it stopped every worker at every restart
+    # (OverflowError); below them, two such costs made every SUM(cost_usd) overflow.
     p = Pricer.from_config(
         PricesConfig(
             model=[
@@ -535,7 +535,7 @@ def test_a_cost_that_money_cannot_hold_lands_unpriced_not_a_crash(
     else:  # once per rate, not once per call
         assert len(said) == 1
         assert said[0].startswith(
-            "a call priced by override:acme/m1 would cost 1.000000E+20 USD, beyond the 1e20 USD"
+            "a call priced by override:acme/m1 would cost 1.000000E+09 USD, at or past the 1e9 USD"
         )
     cost = p.price(events[0])
     assert (cost.cost_usd if cost is not None else None) == (Decimal(LARGEST) if fits else None)
@@ -551,12 +551,13 @@ def test_a_cost_that_money_cannot_hold_lands_unpriced_not_a_crash(
 def test_only_unpriced_tools_an_event_used_are_named_on_either_path(
     tools: dict[str, int], source: str
 ) -> None:
-    # A count past int64's reach sends a row down the exact per-row path: it names the
-    # unpriced tools like the vectorized path does, those with requests only.
+    # A cost past int64's reach in units of 1e-18 USD (1e9 tokens at $1 per million is 1e21
+    # units) sends a row down the exact per-row path: it names the unpriced tools like the
+    # vectorized path does, those with requests only.
     p = Pricer.from_config(PricesConfig(model=[override(input_per_mtok=1, output_per_mtok=0)]))
     for tokens, e in (
         (10, event(input_tokens=10, tool_requests=tools)),
-        (2**62 + 1, unbounded_event(input_tokens=2**62 + 1, tool_requests=tools)),
+        (10**9, event(input_tokens=10**9, tool_requests=tools)),
     ):
         cost = p.price(e)
         assert cost is not None
@@ -565,12 +566,12 @@ def test_only_unpriced_tools_an_event_used_are_named_on_either_path(
 
 
 def test_the_exact_path_bills_the_fee_to_input_and_tools_into_the_total() -> None:
-    # The per-row path for counts past int64 splits the components like the vectorized one.
+    # The per-row path for costs past int64 units splits the components like the vectorized one.
     o = override(
         input_per_mtok=1, output_per_mtok=0, request_fee_usd="0.005", tool_per_k={"web_search": 10}
     )
-    tokens = 2**62 + 1
-    e = unbounded_event(input_tokens=tokens, tool_requests={"web_search": 3})
+    tokens = 10**9
+    e = event(input_tokens=tokens, tool_requests={"web_search": 3})
     cost = Pricer.from_config(PricesConfig(model=[o])).price(e)
     assert cost is not None
     inp, tool = Decimal(tokens) / MTOK + Decimal("0.005"), 3 * Decimal(10) / 1000
