@@ -34,6 +34,18 @@ HALF_OPEN_S = 60
 _STAY_OPEN = frozenset({"runaway_session", "unpriced_model"})
 
 
+def _span(length: timedelta) -> str:
+    """7 days as "7 days", 36 h as "36 h", 90 s as "90 s": the unit the config key was likely
+    written in ("0 days" said nothing of a retention of an hour)."""
+    seconds = int(length.total_seconds())
+    if seconds and seconds % 86_400 == 0:
+        days = seconds // 86_400
+        return "1 day" if days == 1 else f"{days} days"
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds} s"
+
+
 class BreakerStatus(NamedTuple):
     state: BreakerState
     reason: str
@@ -125,7 +137,7 @@ class BreakerBoard:
                 if b.kind == "budget_exceeded":
                     why = "budget period ended"
                 elif b.kind in _STAY_OPEN:
-                    why = f"retired after {self.retention.days} days open"
+                    why = f"retired after {_span(self.retention)} open"
                 else:
                     why = "did not trip again"
                 del self.breakers[scope]

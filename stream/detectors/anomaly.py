@@ -339,11 +339,12 @@ class AnomalyDetector:
         mean: Decimal,
     ) -> Finding:
         start = from_us(hour)
-        basis = (
-            f"the same hour's mean over the previous {self.days} days"
-            if self.seasonal
-            else "the previous 24 h mean hourly spend"
-        )
+        if not self.seasonal:
+            basis = "the previous 24 h mean hourly spend"
+        elif self.days > 1:
+            basis = f"the same hour's mean over the previous {self.days} days"
+        else:  # seasonal_days = 1
+            basis = "the same hour the previous day"
         alert = make_alert(
             "hourly_anomaly",
             scope,

@@ -170,6 +170,14 @@ def test_seasonal_variant_accepts_a_daily_peak_the_plain_rule_flags() -> None:
     assert "the same hour's mean over the previous 7 days ($10.00)" in alerts[0].message
 
 
+def test_a_one_day_seasonal_basis_reads_as_the_previous_day() -> None:
+    # "over the previous 1 days" before.
+    one = _plain(method="seasonal", seasonal_days=1)
+    one([fact(at(minutes=30), "0.01"), fact(at(hours=9, minutes=30), "2.00")])
+    [alert] = one([fact(at(hours=33, minutes=30), "25.00")])
+    assert alert.message.endswith("over 3.0 x the same hour the previous day ($2.00)")
+
+
 def test_anomaly_state_restores() -> None:
     feed = Feed(config(anomaly={"scopes": ["global", "team"]}), ANOMALY)
     feed(_history(25, "1.00", start=-1, team="a"))

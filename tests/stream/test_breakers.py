@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from spendstream.config import BreakerConfig
 from spendstream.records import Alert
 from spendstream.stream.breakers import BreakerBoard, BreakerStatus
@@ -82,6 +84,20 @@ def test_stay_open_breaker_is_retired_after_its_retention() -> None:
     assert [(e.state, e.reason) for e in ev] == [
         ("closed", "runaway_session: retired after 7 days open")
     ]
+
+
+@pytest.mark.parametrize(
+    ("retention_s", "said"),
+    [(86400, "1 day"), (3 * 86400, "3 days"), (3600, "1 h"), (36 * 3600, "36 h"), (3601, "3601 s")],
+)
+def test_a_retired_breaker_says_its_retention_in_the_unit_it_was_set_in(
+    retention_s: int, said: str
+) -> None:
+    # "retired after 0 days open" for a retention of an hour; "1 days" for one day.
+    board = BreakerBoard(BreakerConfig(stay_open_retention_s=retention_s))
+    board.on_alert(_alert("runaway_session", "session:s"))
+    [ev] = board.tick(at(retention_s))
+    assert ev.reason == f"runaway_session: retired after {said} open"
 
 
 def test_longer_rule_takes_over_an_open_breaker() -> None:

@@ -315,11 +315,12 @@ class Anomaly:
 
     def _alert(self, scope, r, hour, spend, threshold, mean) -> Alert:  # type: ignore[no-untyped-def]
         start = dt(hour)
-        basis = (
-            f"the same hour's mean over the previous {self.days} days"
-            if self.seasonal
-            else "the previous 24 h mean hourly spend"
-        )
+        if not self.seasonal:
+            basis = "the previous 24 h mean hourly spend"
+        elif self.days > 1:
+            basis = f"the same hour's mean over the previous {self.days} days"
+        else:
+            basis = "the same hour the previous day"
         p = Decimal("0.000001")
         return alert(
             "hourly_anomaly",
