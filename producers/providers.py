@@ -209,6 +209,10 @@ def _provider_id(name: str) -> str | None:
         return None
 
 
+# A streamed images.generate/edit ends with this event; it holds the usage and no "data".
+_IMAGE_STREAM_ENDS = ("image_generation.completed", "image_edit.completed")
+
+
 def _flavor(provider: Any, data: Mapping[str, Any], api: str | None) -> str:
     """The genai-prices API flavor for this body (``api`` wins when the provider has it)."""
     flavors = [e.api_flavor for e in provider.extractors or ()]
@@ -225,7 +229,9 @@ def _flavor(provider: Any, data: Mapping[str, Any], api: str | None) -> str:
         wanted = ["default"] if provider.id == "anthropic" else ["anthropic"]
     elif "inputTokens" in usage:
         wanted = ["default"]
-    elif "image_tokens" in (usage.get("input_tokens_details") or {}) and "data" in data:
+    elif "image_tokens" in (usage.get("input_tokens_details") or {}) and (
+        "data" in data or data.get("type") in _IMAGE_STREAM_ENDS
+    ):
         wanted = ["images"]
     elif "input_tokens" in usage:
         wanted = ["responses", "default"]

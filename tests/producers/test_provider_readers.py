@@ -18,10 +18,18 @@ from anthropic.types import Message
 from anthropic.types.messages import MessageBatchIndividualResponse
 from genai_prices import Usage, calc_price
 from google.genai import types as gtypes
-from openai.types import CreateEmbeddingResponse, ImagesResponse
+from openai.types import (
+    CreateEmbeddingResponse,
+    ImageEditCompletedEvent,
+    ImageEditPartialImageEvent,
+    ImageGenCompletedEvent,
+    ImageGenPartialImageEvent,
+    ImagesResponse,
+)
 from openai.types.chat import ChatCompletion
 from openai.types.realtime import ResponseDoneEvent
 from openai.types.responses import Response
+from pydantic import BaseModel
 
 from spendstream.producers import UsageEvent
 from spendstream.producers.event import TOKEN_FIELDS
@@ -386,6 +394,46 @@ def test_openai_images_usage_gives_image_input_and_output_tokens() -> None:
         + Decimal(323) * Decimal("10E-6")
         + Decimal(4160) * Decimal("40E-6")
     )
+
+
+@pytest.mark.parametrize(
+    ("partial", "completed", "kind"),
+    [
+        (ImageGenPartialImageEvent, ImageGenCompletedEvent, "image_generation"),
+        (ImageEditPartialImageEvent, ImageEditCompletedEvent, "image_edit"),
+    ],
+)
+def test_a_streamed_image_keeps_its_image_tokens(
+    partial: type[BaseModel], completed: type[BaseModel], kind: str
+) -> None:
+    # images.generate(stream=True) yields partial images, then one completed event with the
+    # usage and no "data": it was read as a Responses body, and the input image tokens were
+    # billed at the text rate.
+    shape = {"background": "opaque", "created_at": 1767614400, "output_format": "png"}
+    shape |= {"quality": "high", "size": "1024x1024"}
+    stream = [
+        partial.model_validate(
+            {"type": f"{kind}.partial_image", "b64_json": "iVBORw0KGgo=", **shape}
+            | {"partial_image_index": 0}
+        ),
+        completed.model_validate(
+            {"type": f"{kind}.completed", "b64_json": "iVBORw0KGgo=", **shape}
+            | {
+                "usage": {
+                    "input_tokens": 385,
+                    "input_tokens_details": {"text_tokens": 62, "image_tokens": 323},
+                    "output_tokens": 4160,
+                    "total_tokens": 4545,
+                }
+            }
+        ),
+    ]
+    out = usage_from("openai", stream, model="gpt-image-1")
+    assert _tokens(out)["input_image_tokens"] == 323
+    assert _priced(out, "openai") == (
+        Decimal(62) * Decimal("5E-6") + Decimal(323) * Decimal("10E-6")
+        + Decimal(4160) * Decimal("40E-6")
+    )  # fmt: skip
 
 
 def _realtime_done() -> ResponseDoneEvent:
