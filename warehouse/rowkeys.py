@@ -3,8 +3,8 @@ already landed is not landed again.
 
 Alerts are keyed by ``alert_id``; breaker events by (scope, state, reason, ts) — a manual
 reset lands the same ``closed`` event from ``spendstream breakers reset`` and from the
-engine that hears of it; dead letters by (source, raw, error) — re-reading an input adds
-nothing. These tables are small (bad input, alerts), so all their keys are held: loaded from
+engine that hears of it; dead letters by (source, raw) — re-reading an input adds nothing,
+even after an upgrade words its reason differently (the first reason stays). These tables are small (bad input, alerts), so all their keys are held: loaded from
 the table on first use, then kept up to date with what other writers commit (their new files
 are read before each use) and with this writer's own commits.
 """
@@ -31,7 +31,7 @@ __all__ = ["KEY_COLUMNS", "RowKeys"]
 KEY_COLUMNS = {
     "alerts": ("alert_id",),
     "breaker_events": ("scope", "state", "reason", "ts"),
-    "dead_letters": ("source", "raw", "error"),
+    "dead_letters": ("source", "raw"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,22 @@ def test_re_reading_a_bad_input_adds_no_second_dead_letter(wh: Warehouse, q: Que
     wh.commit(dead_letters=[bad, bad])
     assert wh.commit(dead_letters=[bad]).dead_letters == 0
     assert q("SELECT count(*) FROM dead_letters") == [(1,)]
+
+
+def test_a_bad_input_read_again_with_another_reason_keeps_its_first(
+    wh: Warehouse, q: Query
+) -> None:
+    # An upgrade that words a reason differently re-read every bad line of a re-ingested
+    # file as a second dead letter. The same line at another position is another one.
+    bad = dead_letter()
+    wh.commit(dead_letters=[bad])
+    assert wh.commit(dead_letters=[replace(bad, error="worded anew")]).dead_letters == 0
+    moved = replace(bad, source=bad.source + "0", error="worded anew")
+    assert wh.commit(dead_letters=[moved]).dead_letters == 1
+    assert q("SELECT source, error FROM dead_letters ORDER BY source") == [
+        (bad.source, bad.error),
+        (moved.source, "worded anew"),
+    ]
 
 
 def test_writers_keep_the_facts_history_short(workdir: Path) -> None:
