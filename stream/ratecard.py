@@ -256,6 +256,12 @@ class RateCard:
         """Why an event of (provider, model) at ``ts`` has no price, for people; None if priced."""
         if self.period(provider, model, ts, False) is not None:
             return None
+        bare = provider.strip(), model.strip()
+        if bare != (provider, model) and self.period(*bare, ts, False) is not None:
+            return (
+                f"{provider!r}/{model!r} has spaces around it; {bare[0]}/{bare[1]} has a price: "
+                "the producer sends the name with the spaces"
+            )
         entry = self.entry(provider, model)
         if isinstance(entry, _ListedModel):
             return (

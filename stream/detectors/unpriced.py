@@ -31,6 +31,14 @@ _ZERO = Decimal(0)
 UnpricedWire = list[list[int | str]]
 
 
+def _named(provider: str, model: str) -> str:
+    """``provider/model``; quoted, and said, when a name has spaces around it: the catalog
+    has ``gpt-4o`` and the alert read "no price for openai/gpt-4o " with the space unseen."""
+    if provider == provider.strip() and model == model.strip():
+        return f"{provider}/{model}"
+    return f"{provider!r}/{model!r} (spaces around the name)"
+
+
 class UnpricedModelDetector:
     """Raises one ``unpriced_model`` alert per model and UTC day with unpriced calls."""
 
@@ -107,7 +115,8 @@ class UnpricedModelDetector:
                     cols.ts_at(row),
                     Decimal(1),
                     Decimal(0),
-                    f"no price for {key}: its calls on {start:%Y-%m-%d} land with priced = false "
+                    f"no price for {_named(provider, model)}: its calls on {start:%Y-%m-%d} "
+                    "land with priced = false "
                     "and null costs; add a [[prices.model]] entry to the configuration "
                     "(`spendstream prices unpriced` lists every such model)",
                     (key, start.date().isoformat()),

@@ -119,6 +119,14 @@ def test_why_unpriced_names_what_is_missing() -> None:
     assert "no anthropic model matching 'claude-nonexistent-9'" in str(
         cat.why_unpriced("anthropic", "claude-nonexistent-9", T)
     )
+    # A name with spaces around it is stored (and unpriced) as sent; the reason says so.
+    assert cat.why_unpriced("openai", " gpt-4o", T) == (
+        "'openai'/' gpt-4o' has spaces around it; openai/gpt-4o has a price: the producer "
+        "sends the name with the spaces"
+    )
+    assert "model matching 'claude-nonexistent-9 '" in str(
+        cat.why_unpriced(" anthropic", "claude-nonexistent-9 ", T)
+    )
 
 
 def test_among_equally_specific_discounts_and_premiums_the_last_written_wins() -> None:

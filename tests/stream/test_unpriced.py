@@ -38,6 +38,15 @@ def test_first_unpriced_call_of_a_model_alerts_once_that_day() -> None:
     )
 
 
+def test_a_name_with_spaces_around_it_is_quoted_in_the_alert() -> None:
+    feed = Feed(config(), UNPRICED)
+    [a] = feed([fact(at(), cost=None, model="gpt-4o ")])
+    assert a.message.startswith(
+        "no price for 'anthropic'/'gpt-4o ' (spaces around the name): its calls on 2026-03-02"
+    )
+    assert a.details["model"] == "gpt-4o "
+
+
 def test_each_model_and_each_day_alerts_separately() -> None:
     feed = Feed(config(), UNPRICED)
     alerts = feed(

@@ -513,13 +513,20 @@ class Unpriced:
                 r["ts"],
                 Decimal(1),
                 Decimal(0),
-                f"no price for {model}: its calls on {start:%Y-%m-%d} land with priced = false "
+                f"no price for {_named(r['provider'], r['model'])}: its calls on "
+                f"{start:%Y-%m-%d} land with priced = false "
                 "and null costs; add a [[prices.model]] entry to the configuration "
                 "(`spendstream prices unpriced` lists every such model)",
                 (model, start.date().isoformat()),
                 {"provider": r["provider"], "model": r["model"], "day": start.date().isoformat()},
             )
         ]
+
+
+def _named(provider: str, model: str) -> str:
+    if provider.strip() == provider and model.strip() == model:
+        return f"{provider}/{model}"
+    return f"{provider!r}/{model!r} (spaces around the name)"
 
 
 class Rule(Protocol):
