@@ -201,13 +201,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(ln: FeatureLine, exact: bool) -> list[Any]:
+def _row(ln: FeatureLine, exact: bool, total: bool = False) -> list[Any]:
     def m(v: Decimal) -> Decimal:
         return v if exact else v.quantize(Decimal("0.0001"))
 
     share = ln.savings_share
+    # Calls without a team (and feature) are a line of their own, not the total: a table
+    # names them as cost_by_team does; json keeps null.
+    team = "(total)" if total else ln.team if ln.team is not None or exact else "(untagged)"
     return [
-        ln.team if ln.team is not None or ln.feature is not None else "(total)",
+        team,
         ln.feature,
         ln.calls,
         ln.unpriced_calls,
@@ -220,15 +223,17 @@ def _row(ln: FeatureLine, exact: bool) -> list[Any]:
 
 
 def _hosting_lines(h: SelfHostingResult) -> list[str]:
+    from spendstream.warehouse.charts import usd
+
     a = h.assumptions
     be = h.break_even_tokens_per_month
     return [
         f"Self-hosting: {a.describe()}",
         f"  traffic: {h.tokens_in_period:,} {a.tokens} tokens in {h.period_hours.normalize():f} h "
-        f"-> {h.tokens_per_month:,.0f} tokens/month; API ${h.api_usd_per_month:,.2f}/month",
+        f"-> {h.tokens_per_month:,.0f} tokens/month; API {usd(h.api_usd_per_month)}/month",
         f"  one GPU decodes {h.tokens_per_gpu_month:,.0f} tokens/month at that utilisation; "
-        f"{h.gpus} GPU(s) needed: ${h.self_host_usd_per_month:,.2f}/month",
-        f"  monthly savings of self-hosting: ${h.savings_usd_per_month:,.2f}"
+        f"{h.gpus} GPU(s) needed: {usd(h.self_host_usd_per_month)}/month",
+        f"  monthly savings of self-hosting: {usd(h.savings_usd_per_month)}"
         + (" (the API is cheaper)" if h.savings_usd_per_month < 0 else ""),
         "  break-even: "
         + (
@@ -257,7 +262,7 @@ def _print(result: WhatIfResult, since: str, until: str, fmt: str) -> None:
         "savings_pct",
     ]
     exact = fmt != "table"
-    rows = [_row(ln, exact) for ln in result.lines] + [_row(result.total, exact)]
+    rows = [_row(ln, exact) for ln in result.lines] + [_row(result.total, exact, total=True)]
     if fmt == "json":
         h = result.self_hosting
         doc = {

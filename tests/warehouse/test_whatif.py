@@ -349,3 +349,32 @@ def test_a_call_routed_where_nothing_prices_it_keeps_its_baseline_and_is_counted
     assert result.still_unpriced == chat.calls == 40
     assert chat.baseline_usd > 0
     assert chat.combined_usd == chat.lever_usd[0] == chat.baseline_usd
+
+
+def test_cli_table_names_untagged_calls_apart_from_the_total_and_signs_money_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Calls with no team and no feature are a line of their own: the table said "(total)"
+    # for them too, so two "(total)" rows disagreed. A loss was printed "$-1,234.56".
+    pricer = Pricer.from_config(_prices())
+    events = [_event(n, "chat") for n in range(3)]
+    events += [_event(n, "x").model_copy(update={"team": None, "feature": None}) for n in range(2)]
+    facts = [Fact(e, c, e.ts) for e, c in zip(events, pricer.price_batch(events), strict=True)]
+    work = tmp_path / "work"
+    with Warehouse(work) as wh:
+        wh.commit(facts=facts)
+        wh.ensure_views()
+    config = tmp_path / "prices.toml"
+    config.write_text(PRICES_TOML)
+    common = ["--workdir", str(work), "--config", str(config), "--since", "2026-03-02"]
+    assert main(["whatif", *common, "--route", "all=acme/small", "--self-host", "all",
+                 "--gpu-usd-per-hour", "2", "--decode-tok-s", "1000"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    firsts = [line.split()[0] for line in out.splitlines() if line.startswith(("t ", "(u", "(t"))]
+    assert firsts == ["t", "(untagged)", "(total)"]
+    assert "monthly savings of self-hosting: -$1,4" in out
+    assert "$-" not in out
+    assert main(["whatif", *common, "--route", "all=acme/small", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [f["team"] for f in doc["features"]] == ["t", None]
+    assert doc["total"]["team"] == "(total)"
