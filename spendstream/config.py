@@ -1296,9 +1296,20 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         return Config()
     p = Path(chosen).expanduser()
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {p}: {exc.strerror}") from None
+    try:
+        # utf-8-sig: Windows editors (Notepad) start UTF-8 files with a byte-order mark,
+        # which TOML parsers take for a statement ("Invalid statement at line 1").
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            why = "UTF-16 text (as PowerShell's > writes it)"
+        else:
+            line = raw.count(b"\n", 0, exc.start) + 1
+            why = f"not UTF-8 text (line {line})"
+        raise ConfigError(f"configuration file {p} is {why}; save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -179,6 +179,25 @@ def test_unreadable_and_invalid_toml_are_config_errors(tmp_path: Path) -> None:
         load_config(bad)
 
 
+def test_a_config_file_with_a_byte_order_mark_loads_and_utf16_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    # Notepad saves UTF-8 with a BOM (tomllib: "Invalid statement (at line 1, column 1)");
+    # PowerShell's > writes UTF-16 (a UnicodeDecodeError traceback).
+    text = "[runaway]\r\nmax_calls_per_minute = 5\r\n"
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_config(bom).runaway.max_calls_per_minute == 5
+    utf16 = tmp_path / "utf16.toml"
+    utf16.write_bytes(text.encode("utf-16"))
+    with pytest.raises(ConfigError, match=r"utf16.toml is UTF-16 text .*; save it as UTF-8"):
+        load_config(utf16)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('[[budget]]\nscope = "team:caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 text \(line 2\); save"):
+        load_config(latin)
+
+
 @pytest.mark.parametrize(
     ("data", "said"),
     [
