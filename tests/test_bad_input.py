@@ -459,6 +459,27 @@ def test_thousands_of_facts_at_the_maxima_sum_exactly_in_every_cost_query(
     assert sum(Decimal(str(r["share_pct"])) for r in by_team) == pytest.approx(100, abs=0.05)
 
 
+def test_summary_counts_reasons_that_differ_only_in_their_numbers_as_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A producer whose clock is an hour ahead: 35 records, each with its own ts in the
+    # reason. The summary said "1 x ts: <ts1> ...", "1 x ts: <ts2> ...", "1 x ts: <ts3> ..."
+    # and "32 x 32 other reasons": one cause, read as 35.
+    ahead = [_event(f"ahead-{i}", NOW + timedelta(hours=1, minutes=i)) for i in range(35)]
+    lines: list[dict[str, Any] | str] = [
+        *ahead,
+        _event("neg", NOW, input_tokens=-1),
+        _event("fine", NOW),
+    ]
+    out = _ingest(capsys, tmp_path / "work", _write(tmp_path / "a.jsonl", lines))
+    assert "read 37 = landed 1 + duplicates 0 + dead-lettered 36" in out
+    shown = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(shown) == 2, shown
+    assert shown[0].startswith("35 x e.g. ts: ")
+    assert "max_future_skew_s" in shown[0]
+    assert shown[1] == "1 x input_tokens: Input should be greater than or equal to 0"
+
+
 def test_summary_counts_the_dead_letters_past_the_three_reasons_it_names(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

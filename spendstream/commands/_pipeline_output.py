@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -12,6 +14,8 @@ from spendstream.runtime.embedded import IngestSummary
 from spendstream.warehouse.charts import usd
 
 __all__ = ["print_summary", "progress_printer"]
+
+_DIGITS = re.compile(r"\d+")
 
 
 def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
@@ -44,6 +48,20 @@ def _hint(reason: str) -> str:
     return ""
 
 
+def _alike(reasons: Counter[str]) -> Counter[str]:
+    """Reasons that differ only in their numbers (each line's own ts, token count...) are
+    one reason, shown by its most frequent wording with "e.g.": 35 records an hour ahead are
+    "35 x ts: ... is more than max_future_skew_s ...", not 35 reasons of 1."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for reason, count in reasons.items():
+        groups.setdefault(_DIGITS.sub("0", reason), []).append((reason, count))
+    alike: Counter[str] = Counter()
+    for members in groups.values():
+        shown = max(members, key=lambda m: m[1])[0]
+        alike["e.g. " + shown if len(members) > 1 else shown] += sum(c for _, c in members)
+    return alike
+
+
 def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) -> None:
     """The counts (read = landed + duplicates + dead-lettered) and what was caught;
     ``workdir``: the --workdir the user gave, repeated in the commands it suggests."""
@@ -53,12 +71,13 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
     if s.dead_lettered:
-        named = s.dead_letter_reasons.most_common(3)
+        reasons = _alike(s.dead_letter_reasons)
+        named = reasons.most_common(3)
         for reason, count in named:
-            out.write(f"  {count:,} x {_shorten(reason)}{_hint(reason)}\n")
-        rest = sum(s.dead_letter_reasons.values()) - sum(count for _, count in named)
+            out.write(f"  {count:,} x {_shorten(reason)}{_hint(reason.removeprefix('e.g. '))}\n")
+        rest = sum(reasons.values()) - sum(count for _, count in named)
         if rest:
-            others = len(s.dead_letter_reasons) - len(named)
+            others = len(reasons) - len(named)
             out.write(
                 f"  {rest:,} x {others:,} other reason{'s' if others != 1 else ''}"
                 " (the query below lists every dead letter)\n"
