@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
@@ -129,9 +130,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exact_usd(value: Decimal) -> str:
+    """An exact amount without its 18 places' trailing zeros, sign first: ``-$0.0001``,
+    ``$0`` (the sum of DECIMAL(38,18) costs printed as is read ``$0E-18``)."""
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value).normalize():f}"
+
+
 def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     config = config_from_args(args)
     from spendstream.pricebook import reprice_range
+    from spendstream.warehouse.charts import plural
     from spendstream.warehouse.output import render
     from spendstream.workdir import resolve_workdir
 
@@ -175,13 +184,13 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
     ]
     render(columns, rows, args.format, sys.stdout)
     print(
-        f"total: old ${report.old_cost_usd} new ${report.new_cost_usd} "
-        f"difference ${report.difference_usd}; {report.changed} of {len(report.facts)} "
-        "facts would change",
+        f"total: old {_exact_usd(report.old_cost_usd)} new {_exact_usd(report.new_cost_usd)} "
+        f"difference {_exact_usd(report.difference_usd)}; {report.changed:,} of "
+        f"{len(report.facts):,} facts would change",
         file=sys.stderr,
     )
     if args.yes and report.changed:
-        print(f"wrote new costs for {done.written} facts", file=sys.stderr)
+        print(f"wrote new costs for {plural(done.written, 'fact')}", file=sys.stderr)
     elif report.changed:
         print("nothing written: run again with --yes to write the new costs", file=sys.stderr)
     return 0

@@ -125,6 +125,19 @@ def test_reprice_shows_old_and_new_totals_and_writes_nothing_without_yes(
     assert lines[("anthropic", "claude-sonnet-4-5")]["changed"] == 0
     assert ("openai", "o3") not in lines  # outside the range
     assert "2 of 4 facts would change" in captured.err
+    # Exact, without 18 places of trailing zeros (a zero sum printed as "$0E-18").
+    total = next(line for line in captured.err.splitlines() if line.startswith("total: "))
+    old_usd = sum(Decimal(r["old_cost_usd"]) for r in lines.values())
+    new_usd = sum(Decimal(r["new_cost_usd"]) for r in lines.values())
+    assert total.startswith(
+        f"total: old ${old_usd.normalize():f} new ${new_usd.normalize():f} "
+        f"difference ${(new_usd - old_usd).normalize():f};"
+    )
+    assert "E-" not in total and "000000;" not in total
+    capsys.readouterr()
+    same = ["prices", "reprice", "--workdir", str(workdir), "--since", "2025-11-01"]
+    assert main([*same, "--until", "2025-12-01", "--format", "json"]) == 0
+    assert "difference $0; 0 of 4 facts would change" in capsys.readouterr().err
     assert "--yes" in captured.err
     capsys.readouterr()
     assert main(["prices", "unpriced", "--workdir", str(workdir), "--format", "json"]) == 0
