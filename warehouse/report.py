@@ -16,6 +16,7 @@ the day before, and says so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable
@@ -617,6 +618,9 @@ def write_report(
     ``note`` hears what the reader should know (a filter no fact matches)."""
     from spendstream.warehouse.reading import connect
 
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory: name the page's file, e.g. {out / 'report.html'}")
     con = connect(Path(workdir), config)
     try:
         if flt is not None and note is not None:
@@ -628,9 +632,13 @@ def write_report(
         data.filter_text = (flt or ReportFilter()).describe()
     finally:
         con.close()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(render(data), encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(render(data), encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {out}: {exc.strerror}") from None
     return out

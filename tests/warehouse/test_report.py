@@ -6,6 +6,7 @@ without it these tests fail, they never skip.
 
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import subprocess
@@ -412,6 +413,31 @@ def test_report_command_writes_the_page_and_rejects_a_bad_date(
     assert main([*argv, "--since", "0001-01-01", "--until", "2027-01-01"]) == 0
     assert "2015-01-01" in out.read_text("utf-8")
     assert main(["report", "--workdir", str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_report_out_that_cannot_be_a_file_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --out naming a directory stopped with IsADirectoryError (after leaving its temporary
+    # page in the directory's parent), a path under a file with FileExistsError.
+    events = tmp_path / "calls.jsonl"
+    events.write_text(json.dumps(_events()[0].model_dump(mode="json", exclude_none=True)) + "\n")
+    work = tmp_path / "work"
+    assert main(["ingest", str(events), "--workdir", str(work)]) == 0
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    argv = ["report", "--workdir", str(work), "--out"]
+    capsys.readouterr()
+    assert main([*argv, str(pages)]) == 2
+    assert f"{pages} is a directory: name the page's file, e.g. {pages / 'report.html'}" in (
+        capsys.readouterr().err
+    )
+    assert main([*argv, str(a_file / "report.html")]) == 2
+    assert f"cannot write {a_file / 'report.html'}: File exists" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "calls.jsonl", "pages", "work"]
+    assert list(pages.iterdir()) == []
 
 
 def test_a_filter_no_fact_matches_is_said_with_the_values_that_occur(
