@@ -67,6 +67,8 @@ def _event(
         return None, f"not a JSON batch result line: {exc}"
     if not isinstance(data, dict):
         return None, "not a batch result line: expected a JSON object"
+    if "custom_id" not in data and {"provider", "model", "input_tokens"} <= data.keys():
+        return None, "not a batch result line: a usage event (ingest it with spendstream ingest)"
     try:
         fields = batch_result_usage(data, provider=provider)
     except ValueError as exc:

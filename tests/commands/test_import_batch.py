@@ -172,6 +172,21 @@ def test_failed_and_broken_lines_are_dead_letters_with_their_line(
     assert rows[0]["ts"].startswith("2026-01-05")
 
 
+def test_a_usage_event_file_given_to_import_batch_says_to_ingest_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The summary said only "not a batch result line: no custom_id with response.body or
+    # result" (as --format otlp on such a file says to ingest it without).
+    event = {"event_id": "c-1", "ts": "2026-01-05T12:00:00Z", "provider": "openai",
+             "model": "gpt-5-mini", "input_tokens": 1200, "output_tokens": 300}  # fmt: skip
+    calls = tmp_path / "calls.jsonl"
+    calls.write_text(json.dumps(event) + "\n")
+    assert main(["import-batch", str(calls), "--workdir", str(tmp_path / "wd")]) == 0
+    out = capsys.readouterr().out
+    assert "read 1 = landed 0 + duplicates 0 + dead-lettered 1" in out
+    assert "1 x not a batch result line: a usage event (ingest it with spendstream ingest)" in out
+
+
 def test_a_line_created_past_what_a_time_holds_is_a_dead_letter_not_a_stop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
