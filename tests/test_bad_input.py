@@ -342,6 +342,17 @@ def test_a_line_that_is_not_a_json_object_says_what_it_is() -> None:
     ]  # fmt: skip
 
 
+def test_a_body_that_starts_with_a_byte_order_mark_is_read_as_ingest_reads_a_file() -> None:
+    # `curl --data-binary @events.jsonl` of a file saved by Notepad: ingest lands its first
+    # line, POST /v1/events refused it ("Invalid JSON: expected value at line 1 column 1").
+    bom = b"\xef\xbb\xbf"
+    lines = [json.dumps(_event(f"bom-{i}", NOW)).encode() for i in range(2)]
+    checked = check_body(bom + b"\r\n".join(lines) + b"\r\n", "application/x-ndjson", NOW, "b")
+    assert (len(checked.accepted), checked.rejected) == (2, [])
+    checked = check_body(bom + lines[0], "application/json", NOW, "one")
+    assert (len(checked.accepted), checked.rejected) == (1, [])
+
+
 def test_read_lines_numbers_every_line_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "e.jsonl"
     path.write_bytes(b'{"a": 1}\n\n  \n{"b": 2}\r\n')

@@ -65,6 +65,8 @@ def check_body(
     blank lines are skipped but counted, so it matches what an editor shows.
     """
     rid = request or request_id(None)
+    # A body saved by a Windows editor starts with a byte-order mark (as ingest's files may).
+    body = body.removeprefix(b"\xef\xbb\xbf")
     if content_type.split(";", 1)[0].strip().lower() == "application/json":
         numbered = [(1, body.strip())]
     else:
