@@ -201,6 +201,11 @@ _MISCONFIGURED = {
 }
 
 
+def _events(n: int) -> str:
+    """``1 event``, ``2 events``."""
+    return f"{n} event" if n == 1 else f"{n} events"
+
+
 class HttpTransport:
     """POST ``<base_url>/v1/events``: a JSON Lines body, one event a line, bearer token.
 
@@ -258,9 +263,9 @@ class HttpTransport:
         except httpx.HTTPError as exc:
             if self._quiet.due("unreachable"):  # once a minute while it stays so
                 log.warning(
-                    "ingest endpoint unreachable (%s): %d events kept for retry in %s",
+                    "ingest endpoint unreachable (%s): %s kept for retry in %s",
                     exc,
-                    len(records),
+                    _events(len(records)),
                     self.kept_in,
                 )
             result.failed = list(range(len(records)))
@@ -273,11 +278,11 @@ class HttpTransport:
             if self._quiet.due(status):  # once a minute per status while it lasts
                 log.log(
                     level,
-                    "ingest endpoint %s answered %d%s: %d events kept for retry in %s",
+                    "ingest endpoint %s answered %d%s: %s kept for retry in %s",
                     self.destination,
                     status,
                     _MISCONFIGURED.get(status, ""),
-                    len(records),
+                    _events(len(records)),
                     self.kept_in,
                 )
             result.failed = list(range(len(records)))

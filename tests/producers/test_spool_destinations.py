@@ -182,7 +182,19 @@ def test_the_spooled_events_log_line_names_the_slot(
     meter.close(timeout_s=0.3)
     slot = tmp_path / "slot-0"
     assert _destination(slot) == HttpTransport(staging.url, TOKEN).destination + "\n"
-    assert f"503: 1 events kept for retry in {slot}" in caplog.text
+    assert f"503: 1 event kept for retry in {slot}" in caplog.text
+
+
+def test_an_unreachable_endpoint_s_log_line_counts_one_event_as_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It said "1 events kept for retry".
+    caplog.set_level(logging.WARNING, logger="spendstream.producers")
+    meter = Meter.http("http://127.0.0.1:1", TOKEN, spool_dir=tmp_path, linger_s=0.01)
+    meter.record(**_fields(0))
+    assert not meter.flush(timeout_s=0.5)
+    meter.close(timeout_s=0.3)
+    assert f"): 1 event kept for retry in {tmp_path / 'slot-0'}" in caplog.text
 
 
 def test_kafka_s_spooled_events_log_line_names_the_slot(
