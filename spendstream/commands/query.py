@@ -10,6 +10,8 @@ from spendstream.commands._options import add_config, add_format, add_workdir, c
 
 __all__ = ["configure", "run"]
 
+_MAX_LIMIT = 2**63 - 1  # SQL LIMIT is a BIGINT
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from spendstream.warehouse.queries import FILTERS
@@ -45,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         close = difflib.get_close_matches(args.name, BY_NAME, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"unknown query {args.name!r}; {hint}one of: {', '.join(BY_NAME)}")
-    if args.limit is not None and args.limit < 0:
-        raise ConfigError("--limit must be >= 0")
+    if args.limit is not None and not 0 <= args.limit <= _MAX_LIMIT:
+        raise ConfigError(f"--limit must be >= 0 and at most {_MAX_LIMIT:,} (a BIGINT)")
     from spendstream.warehouse.reading import run_named
     from spendstream.warehouse.report import parse_instant
     from spendstream.workdir import resolve_workdir

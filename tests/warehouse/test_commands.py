@@ -97,6 +97,17 @@ def test_query_binds_its_filters(filled: Path, capsys: pytest.CaptureFixture[str
     assert json.loads(capsys.readouterr().out) == []
 
 
+def test_query_limit_past_what_sql_holds_is_refused_naming_the_flag(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It reached DuckDB: "Conversion Error: Type INT128 with value ... can't be cast".
+    args = ["query", "cost_by_team", "--workdir", str(filled), "--limit"]
+    assert main([*args, str(2**63)]) == 2
+    assert "--limit must be >= 0 and at most 9,223,372,036,854,775,807" in capsys.readouterr().err
+    assert main([*args, str(2**63 - 1), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) >= 1
+
+
 def test_unknown_query_exits_2_listing_the_names(
     filled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
