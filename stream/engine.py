@@ -148,6 +148,9 @@ class Detection:
 
     alerts: list[Alert]
     breaker_events: list[BreakerEvent]
+    # Facts more than [detection] allowed_lateness_s older than the newest event before them:
+    # they land, but windows that had closed did not count them (a backfill out of ts order).
+    late: int = 0
 
 
 def is_per_key(scope: str) -> bool:
@@ -193,6 +196,7 @@ class _Judging:
         self.board = BreakerBoard(config.breaker)
         self.emitted = Emitted(config)
         self.watermark_us: int | None = None
+        self._lateness_us = config.detection.allowed_lateness_s * 1_000_000
         # The furthest time breakers were moved to without events (advance_breakers).
         self.breaker_clock_us: int | None = None
 
@@ -225,6 +229,10 @@ class _Judging:
     def breakers(self) -> dict[str, BreakerStatus]:
         """Every breaker that is not closed: scope -> (state, reason, since)."""
         return self.board.status()
+
+    def _late(self, cols: FactColumns) -> int:
+        """How many of the batch's facts came more than the lateness behind the watermark."""
+        return int(np.count_nonzero(cols.ts_us + self._lateness_us < cols.wm_us))
 
     def _finish(self, watermark_us: int | None) -> None:
         if watermark_us is None:
@@ -316,7 +324,7 @@ class Engine(_Judging):
             wide.merge(wide.summarize(cols, source), details, findings)
         judged = judge(findings, BatchClock(cols), self.board, self.emitted, self.watermark_us)
         self._finish(cols.wm_end)
-        return Detection(judged.alerts, judged.breaker_events)
+        return Detection(judged.alerts, judged.breaker_events, self._late(cols))
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +366,8 @@ class LocalEngine(_Judging):
         partials = self._partials(cols, batch, judged.forwarded)
         self._finish(cols.wm_end)
         return LocalDetection(
-            Detection(judged.alerts, judged.breaker_events), partials_table(partials)
+            Detection(judged.alerts, judged.breaker_events, self._late(cols)),
+            partials_table(partials),
         )
 
     def _partials(self, cols: FactColumns, batch: str, forwarded: list[Finding]) -> list[Partial]:

@@ -510,3 +510,25 @@ def test_summary_counts_the_dead_letters_past_the_three_reasons_it_names(
     assert len(shown) == 4
     assert shown[-1] == "2 x 2 other reasons (the query below lists every dead letter)"
     assert sum(int(line.split(" x ", 1)[0]) for line in shown) == 5
+
+
+def test_a_backfill_out_of_ts_order_says_how_many_events_detection_could_not_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Detection's windows close `allowed_lateness_s` after the newest event: a burst written
+    # after a newer call lands but raises nothing, and ingest said nothing of it.
+    burst = _burst("k-late", start=NOW - timedelta(hours=3))
+    newer = _event("newer", NOW - timedelta(minutes=5))
+    out = _ingest(capsys, tmp_path / "w", _write(tmp_path / "e.jsonl", [newer, *burst]))
+    assert (
+        "late for detection: 200 of the landed events came more than [detection] "
+        "allowed_lateness_s (3,600 s) after a newer one"
+    ) in out
+    assert _sql(tmp_path / "w", "SELECT count(*) FROM usage_facts") == [(201,)]
+    assert _sql(tmp_path / "w", "SELECT count(*) FROM alerts WHERE kind = 'runaway_rate'") == [(0,)]
+    # Sorted by ts, the same events are judged: the burst alerts and nothing is late.
+    out = _ingest(capsys, tmp_path / "s", _write(tmp_path / "s.jsonl", [*burst, newer]))
+    assert "late for detection" not in out
+    assert ("runaway_rate", "api_key:k-late") in _sql(
+        tmp_path / "s", "SELECT kind, scope FROM alerts"
+    )

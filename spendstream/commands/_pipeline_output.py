@@ -88,6 +88,13 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
             '"SELECT source, error FROM dead_letters ORDER BY received_at DESC LIMIT 20"\n'
         )
     out.write(f"cost of landed facts: {usd(s.cost_usd)} ({s.unpriced:,} unpriced)\n")
+    if s.late:
+        out.write(
+            f"late for detection: {s.late:,} of the landed events came more than "
+            f"[detection] allowed_lateness_s ({s.lateness_s:,} s) after a newer one: reports "
+            "count them, alerts whose window had closed did not (sort a backfill by ts before "
+            "ingesting it, or raise the lateness)\n"
+        )
     kinds = s.alerts_by_kind()
     if kinds:
         out.write("alerts: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + "\n")

@@ -86,6 +86,10 @@ class IngestSummary:
     notifications: Counter[str] = field(default_factory=Counter)
     # Dead letters by the first rule their record broke: what to fix, without a query.
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
+    # Facts more than `lateness_s` ([detection] allowed_lateness_s) older than the newest
+    # event before them: landed, but detection's closed windows did not count them.
+    late: int = 0
+    lateness_s: int = 0
 
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
@@ -102,6 +106,8 @@ class IngestSummary:
         self.alerts.extend(other.alerts)
         self.breaker_events.extend(other.breaker_events)
         self.notifications.update(other.notifications)
+        self.late += other.late
+        self.lateness_s = other.lateness_s or self.lateness_s
 
 
 def own_stdin() -> IO[bytes]:
@@ -180,7 +186,7 @@ class EmbeddedRunner:
         records: Iterable[InputRecord],
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
-        summary = IngestSummary()
+        summary = IngestSummary(lateness_s=self.config.detection.allowed_lateness_s)
         with batch_pace():
             for batch in self._batches(records):
                 if batch:
@@ -286,6 +292,7 @@ class EmbeddedRunner:
         summary.cost_usd += money_sum(facts.column("cost_usd"))
         summary.alerts.extend(alerts)
         summary.breaker_events.extend(breaker_events)
+        summary.late += detection.late
 
 
 def ingest_records(

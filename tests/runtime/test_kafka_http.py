@@ -159,6 +159,19 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
         assert "spendstream_duplicates_total 1.0" in metrics
         assert 'spendstream_spend_usd_total{team="' in metrics
         assert "spendstream_consumer_lag{" in metrics
+        assert "spendstream_late_facts_total 0.0" in metrics  # every event came in ts order
+        # A backfilled call older than the lateness behind its partition's newest event lands
+        # and is counted late (detection's closed windows do not count it).
+        first = json.loads(lines[0])
+        old_ts = datetime.fromisoformat(first["ts"]) - timedelta(days=1)
+        late = json.dumps(first | {"event_id": "late-1", "ts": old_ts.isoformat()}).encode()
+        assert _post(w, late)[1]["accepted"] == 1
+        wait_for(
+            lambda: "spendstream_late_facts_total 1.0" in w.get_text("/metrics"),
+            "the late fact was never counted",
+            w,
+        )
+        assert query(wd, "SELECT count(*) FROM usage_facts WHERE event_id = 'late-1'") == [(1,)]
     finally:
         assert w.stop() == 0, w.log_tail()
 

@@ -84,3 +84,21 @@ def test_late_events_land_in_their_own_hour_without_duplicate_alerts(tmp_path: P
     alerts = _query(tmp_path, "SELECT kind, scope, ts FROM alerts WHERE kind = 'hourly_anomaly'")
     assert [(k, s) for k, s, _ in alerts] == [("hourly_anomaly", "global")]
     assert _query(tmp_path, "SELECT count(*) FROM usage_facts")[0][0] == len(history) + 6
+
+
+def test_facts_past_the_lateness_are_counted_late_to_the_microsecond(tmp_path: Path) -> None:
+    # A backfill out of ts order lands every fact, and detection cannot count those that
+    # came more than the lateness after a newer one: ingest says how many (it said nothing).
+    lateness = timedelta(seconds=3600)
+    newest = at(hours=5)
+    lines = [
+        _line("newest", newest, 10),
+        _line("at-bound", newest - lateness, 10),  # window still open: not late
+        _line("past", newest - lateness - timedelta(microseconds=1), 10),
+        _line("far", at(0), 10),
+    ]
+    runner = EmbeddedRunner(tmp_path / "w", CONFIG)
+    summary = runner.run(lines[:2])
+    assert (summary.late, summary.lateness_s) == (0, 3600)
+    assert runner.run(lines[2:]).late == 2  # the watermark carries over between batches
+    assert _query(tmp_path / "w", "SELECT count(*) FROM usage_facts") == [(4,)]

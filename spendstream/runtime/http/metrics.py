@@ -96,6 +96,12 @@ class WorkerMetrics:
             "spendstream_events_out", "Records published.", ["topic"], registry=r
         )
         self.alerts = Counter("spendstream_alerts", "Alerts raised.", ["kind"], registry=r)
+        self.late = Counter(
+            "spendstream_late_facts",
+            "Facts more than [detection] allowed_lateness_s older than their partition's newest "
+            "event: landed, not counted by windows that had closed.",
+            registry=r,
+        )
         self.breakers = Counter(
             "spendstream_breaker_events", "Breaker transitions.", ["state"], registry=r
         )

@@ -424,6 +424,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             m.dead_letters.labels("usage").inc(len(judged.dead_letters))
             m.events_out.labels(names.facts).inc(facts.num_rows)
             m.observe_detection(alerts, breakers)
+            m.late.inc(local.detection.late)
         finally:
             if prewritten is not None:
                 prewritten.discard()  # unless the commit took its files
