@@ -194,3 +194,17 @@ def test_a_byte_order_mark_starting_an_export_file_is_not_part_of_it(
     pretty.write_bytes(b"\xef\xbb\xbf" + json.dumps(_export(CHAT), indent=2).encode())
     assert _ingest([lines, pretty], tmp_path / "wd") == 0
     assert "read 2 = landed 2 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+
+
+def test_dead_letters_name_the_line_an_export_starts_on_after_blank_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("\n\n" + json.dumps(_export(CLAUDE)) + "\n")
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text("\n\n\n" + json.dumps(_export(CLAUDE), indent=2))
+    wd = tmp_path / "wd"
+    assert _ingest([lines, pretty], wd) == 0
+    assert "read 2 = landed 0 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
+    dead = _rows(wd, "SELECT source FROM dead_letters ORDER BY source")
+    assert dead == [(f"{lines}:3",), (f"{pretty}:4",)]

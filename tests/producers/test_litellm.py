@@ -393,6 +393,7 @@ def test_meter_from_env_kafka_url_lists_brokers(monkeypatch: pytest.MonkeyPatch)
         ({"response_cost": 0.009600000000000001}, "0.0096"),
         ({"response_cost": 0}, "0"),
         ({"response_cost": float("nan")}, None),
+        ({"response_cost": float("inf")}, None),
         ({"response_cost": None}, None),
         ({"response_cost": 0.5, "response_cost_failure_debug_info": {"error": "?"}}, None),
     ],
@@ -456,3 +457,175 @@ def test_token_counts_of_the_logging_payload_are_used_without_a_usage_object() -
     )
     assert fields is not None
     assert (fields["input_tokens"], fields["output_tokens"]) == (12, 3)
+
+
+# -- pinned by a mutation pass --------------------------------------------------------------
+
+
+def test_a_failure_is_one_event_per_call_whatever_response_id_it_carries() -> None:
+    # A success names its response (a call's stream and its retries are told apart); a
+    # failure has no response: its event id is the call's alone.
+    slo = {"id": "r1", "litellm_call_id": "c1", "model": "gpt-4o", "endTime": 1.7e9}
+    failed = event_fields({"standard_logging_object": slo}, None, failed=True)
+    assert failed is not None and failed["event_id"] == "litellm-c1"
+
+
+def test_the_event_is_at_the_calls_end_with_its_duration_and_the_contracts_provider() -> None:
+    from datetime import UTC, datetime
+
+    slo = {
+        "id": "r1",
+        "litellm_call_id": "c1",
+        "model": "gemini-2.5-flash",
+        "custom_llm_provider": "vertex_ai",
+        "startTime": 1_700_000_000.0,
+        "endTime": 1_700_000_002.5,
+    }
+    fields = event_fields({"standard_logging_object": slo}, None, failed=False)
+    assert fields is not None
+    assert fields["ts"] == datetime.fromtimestamp(1_700_000_002.5, UTC)
+    assert fields["latency_ms"] == 2500.0
+    assert fields["provider"] == "google"
+
+
+def test_without_a_call_id_in_the_payload_the_callbacks_own_is_used() -> None:
+    slo = {"id": "r1", "model": "gpt-4o", "endTime": 1.7e9}
+    kwargs = {"litellm_call_id": "c9", "standard_logging_object": slo}
+    fields = event_fields(kwargs, None, failed=False)
+    assert fields is not None and fields["event_id"] == "litellm-c9-r1"
+
+
+_SLO = {"id": "r1", "litellm_call_id": "c1", "model": "gpt-4o", "endTime": 1.7e9}
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        # Anthropic through LiteLLM: the top-level counts alone
+        (
+            {"prompt_tokens": 100, "completion_tokens": 5, "cache_read_input_tokens": 40},
+            {"cache_read_tokens": 40, "cache_write_tokens": 0},
+        ),
+        # the first non-zero of cached_tokens, cache_read_input_tokens
+        (
+            {
+                "prompt_tokens": 100,
+                "prompt_tokens_details": {"cached_tokens": 30},
+                "cache_read_input_tokens": 40,
+            },
+            {"cache_read_tokens": 30},
+        ),
+        (
+            {
+                "prompt_tokens": 100,
+                "prompt_tokens_details": {"cached_tokens": 0},
+                "cache_read_input_tokens": 40,
+            },
+            {"cache_read_tokens": 40},
+        ),
+        (
+            {"prompt_tokens": 100, "prompt_tokens_details": {"cache_creation_tokens": 20}},
+            {"cache_write_tokens": 20},
+        ),
+        (
+            {"prompt_tokens": 100, "prompt_tokens_details": {"cache_write_tokens": 25}},
+            {"cache_write_tokens": 25},
+        ),
+        (
+            {"prompt_tokens": 100, "cache_creation_input_tokens": 30},
+            {"cache_write_tokens": 30},
+        ),
+        # output image tokens, and modal parts equal to their whole are kept
+        (
+            {
+                "prompt_tokens": 10,
+                "completion_tokens": 1290,
+                "completion_tokens_details": {"image_tokens": 1290},
+            },
+            {"output_image_tokens": 1290},
+        ),
+        # zero web searches are no tool request
+        (
+            {"prompt_tokens": 10, "server_tool_use": {"web_search_requests": 0}},
+            {"tool_requests": None},
+        ),
+    ],
+)
+def test_the_usage_object_of_the_logging_payload_fills_the_token_fields(
+    usage: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    slo = {**_SLO, "metadata": {"usage_object": usage}}
+    fields = event_fields({"standard_logging_object": slo}, None, failed=False)
+    assert fields is not None
+    assert {k: fields.get(k) for k in expected} == expected
+
+
+def test_client_metadata_wins_over_proxy_identities_and_the_sdk_metadata_over_the_proxys() -> None:
+    slo = {
+        **_SLO,
+        "session_id": "sess-litellm",
+        "end_user": "end-user-1",
+        "metadata": {
+            "user_api_key_team_alias": "search",
+            "user_api_key_team_id": "team-123",
+            "user_api_key_alias": "key-prod",
+            "user_api_key_hash": "88dc28",
+            "user_api_key_project_alias": "apollo",
+            "user_api_key_project_id": "proj-9",
+            "requester_metadata": {"feature": "from-client", "cost_center": "cc-1"},
+        },
+        "model_group": "gpt-4o-group",
+        "request_tags": ["beta", "eu"],
+    }
+    kwargs = {
+        "standard_logging_object": slo,
+        "user": "u-kwargs",
+        "litellm_params": {"metadata": {"feature": "from-sdk"}},
+    }
+    fields = event_fields(kwargs, None, failed=False)
+    assert fields is not None
+    assert (fields["team"], fields["api_key_id"], fields["project"]) == (
+        "search",
+        "key-prod",
+        "apollo",
+    )
+    assert (fields["user_id"], fields["session_id"]) == ("end-user-1", "sess-litellm")
+    assert (fields["feature"], fields["cost_center"]) == ("from-sdk", "cc-1")
+    assert fields["tags"]["model_group"] == "gpt-4o-group"
+    assert fields["tags"]["litellm_tags"] == "beta,eu"
+    # Without LiteLLM's end user, the proxy's, then the call's own user.
+    slo["end_user"] = None
+    assert (event_fields(kwargs, None, failed=False) or {})["user_id"] == "u-kwargs"
+
+
+def test_long_identities_and_trace_ids_are_cut_to_the_contracts_lengths() -> None:
+    slo = {**_SLO, "metadata": {"user_api_key_team_alias": "t" * 300}}
+    kwargs = {"standard_logging_object": slo, "litellm_trace_id": "x" * 200}
+    fields = event_fields(kwargs, None, failed=False)
+    assert fields is not None
+    assert (fields["team"], fields["request_id"]) == ("t" * 256, "x" * 128)
+
+
+def test_a_timeout_error_class_is_a_timeout_without_the_exception() -> None:
+    slo = {**_SLO, "error_information": {"error_code": "", "error_class": "Timeout"}}
+    fields = event_fields({"standard_logging_object": slo}, None, failed=True)
+    assert fields is not None and fields["status"] == "timeout"
+
+
+def test_the_calls_metadata_wins_over_the_loggers_defaults() -> None:
+    meter, transport = collecting_meter()
+    logger = SpendstreamLogger(meter, team="gateway", environment="prod")
+    slo = {**_SLO, "custom_llm_provider": "openai"}
+    kwargs = {"standard_logging_object": slo, "litellm_params": {"metadata": {"team": "search"}}}
+    try:
+        logger.log_success_event(kwargs, None, None, None)
+        (event,) = flushed(meter, transport)
+    finally:
+        meter.close(timeout_s=5)
+    assert (event["team"], event["environment"]) == ("search", "prod")
+
+
+def test_a_payload_ending_when_it_starts_has_latency_zero() -> None:
+    slo = {**_SLO, "startTime": 1.7e9}
+    fields = event_fields({"standard_logging_object": slo}, None, failed=False)
+    assert fields is not None and fields["latency_ms"] == 0.0

@@ -512,3 +512,97 @@ def test_a_span_without_end_time_is_rejected() -> None:
     }
     out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
     assert "no end time" in out.rejected[0].error
+
+
+# -- pinned by a mutation pass --------------------------------------------------------------
+
+
+def test_a_blank_provider_name_is_not_a_genai_span() -> None:
+    maker = SpanMaker()
+    maker.add("blank", {**CHAT, "gen_ai.provider.name": "  "})
+    out = _both(maker)
+    assert (out.events, out.rejected, out.ignored) == ([], [], 1)
+
+
+def test_a_span_without_start_time_has_no_latency() -> None:
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "name": "chat",
+        "endTimeUnixNano": str(T0),
+        "attributes": [
+            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
+        ],
+    }
+    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    (event,) = out.events
+    assert event.latency_ms is None
+
+
+def test_a_long_tag_attribute_is_cut_to_the_contracts_tag_length() -> None:
+    mapping = _mapping({"tag_attributes": ["server.address"]})
+    maker = SpanMaker()
+    maker.add("chat", {**CHAT, "server.address": "h" * 300})
+    (event,) = _both(maker, mapping).events
+    assert event.tags is not None and event.tags["server.address"] == "h" * 256
+
+
+def test_empty_and_list_attributes_are_skipped_for_the_next_one() -> None:
+    event = _one(
+        {**CHAT, "spendstream.team": "", "team": ["a", "b"], "spendstream.user_id": ["u-1"]},
+        resource={"service.namespace": "res-ns", "user.id": "u-res"},
+    )
+    assert (event.team, event.user_id) == ("res-ns", "u-res")
+
+
+def test_a_boolean_token_count_is_rejected() -> None:
+    maker = SpanMaker()
+    maker.add("bad", {**CHAT, "gen_ai.usage.output_tokens": True})
+    out = _both(maker)
+    assert out.events == [] and "not a token count" in out.rejected[0].error
+
+
+@pytest.mark.parametrize("ctype", ["application/protobuf", "Application/X-Protobuf"])
+def test_protobuf_content_types_are_read_in_any_case(ctype: str) -> None:
+    proto, _ = _export()
+    assert len(decode_traces(proto, ctype, _mapping()).events) == 1
+    _, as_json = _export()
+    assert len(decode_traces(as_json, "Application/JSON", _mapping()).events) == 1
+
+
+def test_a_plain_body_of_exactly_the_bound_is_read() -> None:
+    _, as_json = _export()
+    out = decode_traces(as_json, "application/json", _mapping(), max_bytes=len(as_json))
+    assert len(out.events) == 1
+    with pytest.raises(OtlpDecodeError) as err:
+        decode_traces(as_json, "application/json", _mapping(), max_bytes=len(as_json) - 1)
+    assert err.value.http_status == 413
+
+
+def test_the_error_status_enum_name_is_read_in_any_case() -> None:
+    span = {
+        "traceId": "5b8efff798038103d269b633813fc60c",
+        "spanId": "eee19b7ec3c1b174",
+        "name": "chat",
+        "endTimeUnixNano": str(T0),
+        "status": {"code": "status_code_error"},
+        "attributes": [
+            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
+        ],
+    }
+    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    assert out.events[0].status == "error"
+
+
+def test_a_protobuf_span_with_an_all_zero_trace_id_is_rejected() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    proto, _ = _export()
+    request = ExportTraceServiceRequest.FromString(proto)
+    request.resource_spans[0].scope_spans[0].spans[0].trace_id = bytes(16)
+    out = decode_traces(request.SerializeToString(), "application/x-protobuf", _mapping())
+    assert out.events == [] and "no trace id" in out.rejected[0].error

@@ -107,3 +107,31 @@ def test_unreadable_bodies_answer_a_status_message_in_the_request_encoding(
         assert answer.content_type == "application/x-protobuf"
         message = Status.FromString(answer.body).message
     assert message
+
+
+def test_as_many_rejected_spans_as_reasons_shown_are_reported_without_more() -> None:
+    proto, _ = _spans(CHAT, BAD, BAD, BAD)
+    partial = ExportTraceServiceResponse.FromString(
+        _receive(proto, "application/x-protobuf").body
+    ).partial_success
+    assert partial.rejected_spans == 3
+    assert partial.error_message.startswith("3 of 5 spans rejected (dead-lettered): span 'chat'")
+    assert "more" not in partial.error_message
+
+
+def test_an_event_without_an_api_key_is_keyed_by_its_session_and_sent_without_nulls() -> None:
+    attrs = {k: v for k, v in CHAT.items() if k != "spendstream.api_key_id"}
+    proto, _ = _spans({**attrs, "spendstream.session_id": "s-1", "spendstream.request_id": "r-1"})
+    ((key, raw),) = _receive(proto, "application/x-protobuf").accepted
+    assert key == b"s-1"
+    assert b"null" not in raw
+
+
+def test_a_json_request_in_capitals_is_answered_in_json() -> None:
+    _, as_json = _spans(CHAT)
+    answer = _receive(as_json, "Application/JSON; charset=utf-8")
+    assert (answer.status, answer.content_type, json.loads(answer.body)) == (
+        200,
+        "application/json",
+        {},
+    )
