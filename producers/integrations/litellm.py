@@ -296,10 +296,25 @@ def _attribution(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> dict[str,
         "project": meta.get("user_api_key_project_alias") or meta.get("user_api_key_project_id"),
         "session_id": slo.get("session_id"),
     }
-    out = {k: str(v)[:256] for k, v in identities.items() if v}
+    out: dict[str, Any] = {k: str(v)[:256] for k, v in identities.items() if v}
     for name, value in requested.items():
-        out[name] = value if name == "turn" else str(value)[:256]
+        if name != "turn":
+            out[name] = str(value)[:256]
+        elif (turn := _turn(value)) is not None:
+            out[name] = turn
     return out
+
+
+def _turn(value: Any) -> int | None:
+    # A client's metadata may carry the turn as text ("3"); one that is no integer is left
+    # out rather than making the whole event invalid: the call is still metered.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 def _tags(slo: Mapping[str, Any]) -> dict[str, str]:

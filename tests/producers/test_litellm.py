@@ -629,3 +629,20 @@ def test_a_payload_ending_when_it_starts_has_latency_zero() -> None:
     slo = {**_SLO, "startTime": 1.7e9}
     fields = event_fields({"standard_logging_object": slo}, None, failed=False)
     assert fields is not None and fields["latency_ms"] == 0.0
+
+
+def test_a_turn_sent_as_text_is_read_and_a_turn_that_is_no_number_does_not_lose_the_call(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    # Through the proxy, a client's metadata turn may be a JSON string: the call is metered
+    # all the same (it was lost, "invalid usage event"), with the turn when it is a number.
+    for turn in ("2", "third", True):
+        litellm.completion(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            mock_response="ok",
+            metadata={"session_id": f"s-{turn}", "turn": turn},
+        )
+    events = {e["session_id"]: e for e in _events(metered, 3)}
+    assert events["s-2"]["turn"] == 2
+    assert "turn" not in events["s-third"] and "turn" not in events["s-True"]
