@@ -53,6 +53,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from spendstream.errors import SpendstreamError
 from spendstream.log_filters import OncePer
+from spendstream.producers.event import MAX_TURN
 from spendstream.producers.meter import InvalidUsageEvent, Meter
 from spendstream.producers.provider_names import canonical_provider
 
@@ -306,14 +307,13 @@ def _attribution(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> dict[str,
 
 
 def _turn(value: Any) -> int | None:
-    # A client's metadata may carry the turn as text ("3"); one that is no integer is left
-    # out rather than making the whole event invalid: the call is still metered.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    # A client's metadata may carry the turn as text ("3"); one that is no turn (text, a
+    # boolean, a negative or out-of-bounds number) is left out rather than making the whole
+    # event invalid: the call is still metered. isascii: "²".isdigit() is true, int() fails.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TURN:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
     return None
 
 

@@ -636,13 +636,17 @@ def test_a_turn_sent_as_text_is_read_and_a_turn_that_is_no_number_does_not_lose_
 ) -> None:
     # Through the proxy, a client's metadata turn may be a JSON string: the call is metered
     # all the same (it was lost, "invalid usage event"), with the turn when it is a number.
-    for turn in ("2", "third", True):
+    turns = ("2", " 7 ", 1_000_000_000, "third", True, "²", -1, 1_000_000_001, "99999999999")
+    for turn in turns:
         litellm.completion(
             model="gpt-4o-mini",
             messages=MESSAGES,
             mock_response="ok",
             metadata={"session_id": f"s-{turn}", "turn": turn},
         )
-    events = {e["session_id"]: e for e in _events(metered, 3)}
+    events = {e["session_id"]: e for e in _events(metered, len(turns))}
     assert events["s-2"]["turn"] == 2
-    assert "turn" not in events["s-third"] and "turn" not in events["s-True"]
+    assert events["s- 7 "]["turn"] == 7
+    assert events["s-1000000000"]["turn"] == 1_000_000_000  # the bound itself
+    for dropped in turns[3:]:
+        assert "turn" not in events[f"s-{dropped}"], dropped
