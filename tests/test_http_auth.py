@@ -15,6 +15,10 @@ def test_health_is_the_only_open_path() -> None:
     assert {"/healthz"} == PUBLIC_PATHS
     assert authorize("/healthz", None, None) is None
     assert authorize("/healthz", None, "t") is None
+    # Exactly that path: nothing under it or named like it is open.
+    for path in ("/healthz/", "/healthzz", "/healthz/../metrics", "/HEALTHZ"):
+        refusal = authorize(path, None, "t")
+        assert refusal is not None and refusal.status == 401, path
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/v1/breakers", "/v1/events", "/", "/router/"])
