@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
@@ -72,3 +73,33 @@ def test_detection_counts_alerts_by_kind_and_breakers_by_state() -> None:
     assert 'spendstream_alerts_total{kind="runaway_rate"} 2.0' in text
     assert 'spendstream_breaker_events_total{state="open"} 1.0' in text
     assert 'spendstream_breaker_events_total{state="closed"} 1.0' in text
+
+
+def test_later_teams_are_named_other_and_the_default_cap_is_the_configs() -> None:
+    from spendstream.config import HttpConfig
+
+    metrics = WorkerMetrics()
+    assert metrics.team_label.limit == HttpConfig().metrics_label_values
+    metrics = WorkerMetrics(label_values=1)
+    metrics.observe_facts(_facts(["a", "b"], ["1", "2"]))
+    assert 'spendstream_spend_usd_total{team="other"} 2.0' in metrics.render().decode()
+
+
+def test_landed_counts_only_what_the_commit_landed_and_totals_sum_over_labels() -> None:
+    metrics = WorkerMetrics()
+    metrics.observe_facts(_facts(["a", "a", "b"], ["1", "1", "1"]), landed=1)
+    metrics.events_in.inc(5)
+    metrics.duplicates.inc(2)
+    metrics.dead_letters.labels("http").inc(3)
+    metrics.dead_letters.labels("usage").inc(4)
+    ts = datetime(2026, 3, 2, tzinfo=UTC)
+    metrics.observe_detection([], [BreakerEvent("team:a", "open", "r", ts)])
+    assert "spendstream_facts_landed_total 1.0" in metrics.render().decode()
+    assert metrics.totals() == {
+        "events in": 5,
+        "facts landed": 1,
+        "duplicates": 2,
+        "dead letters": 7,
+        "alerts": 0,
+        "breaker events": 1,
+    }

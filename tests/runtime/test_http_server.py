@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.local.kafka import find_free_ports
 from spendstream.producers.event import UsageEvent
 from spendstream.records import BreakerEvent, breaker_to_wire
-from spendstream.runtime.http import MAX_BODY_BYTES
+from spendstream.runtime.http import MAX_BODY_BYTES, ServerThread
 from spendstream.signing import load_breaker_signer
 from spendstream.synthetic import generate
 from spendstream.topics import BREAKERS, DEAD_LETTERS, USAGE, partition_key
@@ -228,9 +229,20 @@ def test_every_path_but_healthz_needs_the_token(worker: Served) -> None:
         assert s.request(path, b"{}", token=None)[0] == 401
     assert s.request("/nothing")[0] == 404
     assert s.request("/v1/events")[0] == 405  # GET
+    assert s.request("/v1/traces")[0] == 405
+    for path in ("/metrics", "/v1/breakers", "/healthz"):  # read-only: POST is 405
+        assert s.request(path, b"{}", method="POST")[0] == 405, path
     assert s.request("/metrics")[0] == 200
     assert s.request("/v1/breakers")[0] == 200
     assert _usage(s) == []  # nothing refused was published
+
+
+def test_a_server_on_every_interface_names_a_reachable_url(worker: Served) -> None:
+    s = worker
+    with ServerThread(s.backend, s.config, TOKEN, host="0.0.0.0", port=0) as everywhere:
+        assert everywhere.url == f"http://127.0.0.1:{everywhere.port}"
+        with urllib.request.urlopen(everywhere.url + "/healthz", timeout=60) as resp:
+            assert resp.status == 200
 
 
 def test_without_a_configured_token_everything_but_healthz_answers_503(
@@ -385,7 +397,8 @@ def test_when_kafka_cannot_take_the_records_the_answer_is_503_and_nothing_is_lan
         body = b"\n".join([*_lines(3, seed=3), b"not json"])
 
         def post() -> tuple[int, dict[str, str], bytes]:
-            return s.request("/v1/events", body, headers={"Content-Type": "application/x-ndjson"})
+            ctype = {"Content-Type": "application/x-ndjson", "X-Request-Id": "down-1"}
+            return s.request("/v1/events", body, headers=ctype)
 
         # More posts than ingest threads, all waiting on the broker: health still answers.
         with ThreadPoolExecutor(6) as pool:
@@ -399,7 +412,10 @@ def test_when_kafka_cannot_take_the_records_the_answer_is_503_and_nothing_is_lan
         for status, headers, answer in answers:
             assert status == 503 and headers["Retry-After"] == "1"
             assert json.loads(answer)["error"].startswith("not accepted, send again: ")
-        assert s.request("/v1/breakers")[0] == 503  # states unknown, not "none open"
+            assert json.loads(answer)["request_id"] == "down-1"  # which body to send again
+        status, headers, answer = s.request("/v1/breakers")
+        assert status == 503 and headers["Retry-After"] == "1"  # states unknown, not "none open"
+        assert json.loads(answer)["error"]
         metrics = s.metrics()
         assert 'spendstream_http_records_total{result="accepted"}' not in metrics
         assert 'spendstream_dead_letters_total{stage="http"}' not in metrics
