@@ -137,6 +137,14 @@ def test_summary_counts_dead_letters_by_the_first_rule_they_broke(
     ]
     assert "every line of a file names its own event_id and ts" in shown[0]
     assert "(" not in shown[1]
+    # A ts without its offset, or no date-time at all: the summary shows the form it needs.
+    naive = [_event("naive", NOW.replace(tzinfo=None)), _event("word", "yesterday")]
+    out = _ingest(capsys, tmp_path / "work", _write(tmp_path / "b.jsonl", naive))
+    shown = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(shown) == 2 and all(
+        line.endswith("(ts is RFC 3339 with its offset, e.g. 2026-03-02T10:00:00Z or ...+01:00)")
+        for line in shown
+    ), shown
 
 
 def test_one_record_two_hours_ahead_does_not_blind_rate_detection(

@@ -45,6 +45,8 @@ def _hint(reason: str) -> str:
             " (every line of a file names its own event_id and ts, so a replay adds nothing;"
             " HTTP and the Meter fill them in)"
         )
+    if reason.startswith("ts: Input should"):  # no offset, or not a date-time at all
+        return " (ts is RFC 3339 with its offset, e.g. 2026-03-02T10:00:00Z or ...+01:00)"
     return ""
 
 

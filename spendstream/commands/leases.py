@@ -45,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
     # Which partitions (scopes) this server owns, and takeovers, are what an operator watches.
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("spendstream.leases").setLevel(logging.INFO)
+    from spendstream.warehouse.charts import plural
+
     hard = [b.scope for b in config.budget if b.hard_limit is not None]
     instance = args.instance or socket.gethostname()
     print(
-        f"spendstream leases: serving {len(hard)} hard budget(s) as {instance!r} on "
+        f"spendstream leases: serving {plural(len(hard), 'hard budget')} as {instance!r} on "
         f"{config.kafka.bootstrap_servers}",
         flush=True,
     )

@@ -104,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
                 retention_s=args.retention_s,
                 orphan_grace_s=args.orphan_grace_s,
             )
+        from spendstream.warehouse.charts import plural
+
         print(
-            f"compacted {s.partitions} partition(s): {s.files_in} files -> {s.files_out} "
-            f"({s.rows:,} rows); {s.snapshots_expired} snapshot(s) expired, "
-            f"{s.orphans_deleted} orphan file(s) deleted, {s.retries} commit retries"
+            f"compacted {plural(s.partitions, 'partition')}: {s.files_in} files -> {s.files_out} "
+            f"({s.rows:,} rows); {plural(s.snapshots_expired, 'snapshot')} expired, "
+            f"{plural(s.orphans_deleted, 'orphan file')} deleted, {s.retries} commit retries"
         )
         for note in s.skipped:
             print(f"  skipped {note}")
@@ -115,11 +117,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "load-revenue":
         from pathlib import Path
 
+        from spendstream.warehouse.charts import plural
         from spendstream.warehouse.revenue import load_revenue
 
         with _warehouse(args) as wh:
             n = load_revenue(wh, Path(args.file))
-        print(f"loaded {n} revenue row(s); see `spendstream query unit_economics`")
+        print(f"loaded {plural(n, 'revenue row')}; see `spendstream query unit_economics`")
         return 0
     if args.action == "writers":
         from spendstream.warehouse.output import render

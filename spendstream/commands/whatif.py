@@ -223,7 +223,7 @@ def _row(ln: FeatureLine, exact: bool, total: bool = False) -> list[Any]:
 
 
 def _hosting_lines(h: SelfHostingResult) -> list[str]:
-    from spendstream.warehouse.charts import usd
+    from spendstream.warehouse.charts import plural, usd
 
     a = h.assumptions
     be = h.break_even_tokens_per_month
@@ -232,7 +232,7 @@ def _hosting_lines(h: SelfHostingResult) -> list[str]:
         f"  traffic: {h.tokens_in_period:,} {a.tokens} tokens in {h.period_hours.normalize():f} h "
         f"-> {h.tokens_per_month:,.0f} tokens/month; API {usd(h.api_usd_per_month)}/month",
         f"  one GPU decodes {h.tokens_per_gpu_month:,.0f} tokens/month at that utilisation; "
-        f"{h.gpus} GPU(s) needed: {usd(h.self_host_usd_per_month)}/month",
+        f"{plural(h.gpus, 'GPU')} needed: {usd(h.self_host_usd_per_month)}/month",
         f"  monthly savings of self-hosting: {usd(h.savings_usd_per_month)}"
         + (" (the API is cheaper)" if h.savings_usd_per_month < 0 else ""),
         "  break-even: "
@@ -242,8 +242,8 @@ def _hosting_lines(h: SelfHostingResult) -> list[str]:
             else "never at this GPU price: a fully used GPU costs more than the API bill for "
             "what it decodes"
         ),
-        f"  busiest hour: {h.peak_hour_tokens:,} tokens needs {h.gpus_for_peak} GPU(s) flat "
-        f"out: {h.gpus} GPU(s) {'can' if h.serves_peak else 'can NOT'} serve it",
+        f"  busiest hour: {h.peak_hour_tokens:,} tokens needs {plural(h.gpus_for_peak, 'GPU')} flat "
+        f"out: {plural(h.gpus, 'GPU')} {'can' if h.serves_peak else 'can NOT'} serve it",
     ]
 
 

@@ -101,7 +101,7 @@ def test_compact_expires_snapshots_older_than_the_configured_retention_keeping_p
     monkeypatch.setattr(maintenance_module, "time", SimpleNamespace(time=lambda: now))
     toml = shape.toml(snapshot_retention_s=retention)
     out = _compact(capsys, shape.machine("ops"), toml)
-    assert "compacted 2 partition(s): 12 files -> 2" in out
+    assert "compacted 2 partitions: 12 files -> 2" in out
 
     after = _snapshots(shape)
     old, kept = {s for _, s in before[:3]}, {s for _, s in before[3:]}

@@ -210,6 +210,7 @@ def test_cli_prints_assumptions_and_exact_json_and_writes_nothing(
     out = capsys.readouterr().out
     assert "lever 1: route feature chat to acme/small" in out
     assert "break-even" in out and "busiest hour" in out
+    assert "1 GPU needed: $" in out and "GPU(s)" not in out
     assert _files(workdir) == before
 
 
