@@ -15,6 +15,7 @@ the warehouse directory itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -157,17 +158,56 @@ def run_named(
     filters: dict[str, Any],
     limit: int | None = None,
     config: WarehouseConfig | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """A named query over usage_facts narrowed by ``filters`` (bound, never formatted)."""
+    """A named query over usage_facts narrowed by ``filters`` (bound, never formatted).
+    ``note`` hears, when nothing matched, of a filter value no fact has at all."""
     query = BY_NAME.get(name)
     if query is None:
         raise ConfigError(f"unknown query {name!r}; one of: {', '.join(BY_NAME)}")
     sql, params = filtered_sql(query, filters, limit)
     con = connect(workdir, config)
     try:
-        return _fetch(con, sql, params)
+        columns, rows = _fetch(con, sql, params)
+        if not rows and note is not None:
+            fields = {
+                FILTER_COLUMNS.get(k, k): str(v)
+                for k, v in filters.items()
+                if v is not None and k not in ("since", "until")
+            }
+            problem = unmatched_value(con, fields, "the answer is empty")
+            if problem is not None:
+                note(problem)
+        return columns, rows
     finally:
         con.close()
+
+
+# A query filter whose event field has another name.
+FILTER_COLUMNS = {"user": "user_id"}
+
+
+def unmatched_value(
+    con: duckdb.DuckDBPyConnection, fields: Mapping[str, str], effect: str
+) -> str | None:
+    """When no fact at all has one of ``fields``' values (event field -> value): which, what
+    that did (``effect``), and some values that do occur. A typo in a filter otherwise reads
+    as an empty answer with nothing said."""
+    for column, value in fields.items():
+        found = con.execute(
+            f'SELECT count(*) FROM usage_facts WHERE "{column}" = $v', {"v": value}
+        ).fetchone()
+        if found is not None and found[0] == 0:
+            seen = [
+                str(v)
+                for (v,) in con.execute(
+                    f'SELECT DISTINCT "{column}" FROM usage_facts WHERE "{column}" IS NOT NULL '
+                    f'ORDER BY "{column}" LIMIT 10'
+                ).fetchall()
+            ]
+            known = f" ({column} values seen: {', '.join(seen)})" if seen else ""
+            return f"no facts have {column} = {value}: {effect}{known}"
+    return None
 
 
 def load_facts(

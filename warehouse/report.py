@@ -585,26 +585,6 @@ def _cache_series(
     return [(n, series[n]) for n in names]
 
 
-def unmatched(con: duckdb.DuckDBPyConnection, flt: ReportFilter) -> str | None:
-    """When no fact has one of ``flt``'s values: which, and some values that do occur (a
-    typo in --team writes an empty page otherwise, with nothing said). Before the filter."""
-    for column, value in flt.fields().items():
-        found = con.execute(
-            f'SELECT count(*) FROM usage_facts WHERE "{column}" = $v', {"v": value}
-        ).fetchone()
-        if found is not None and found[0] == 0:
-            seen = [
-                str(v)
-                for (v,) in con.execute(
-                    f'SELECT DISTINCT "{column}" FROM usage_facts WHERE "{column}" IS NOT NULL '
-                    f'ORDER BY "{column}" LIMIT 10'
-                ).fetchall()
-            ]
-            known = f" ({column} values seen: {', '.join(seen)})" if seen else ""
-            return f"no facts have {column} = {value}: the report is empty{known}"
-    return None
-
-
 def write_report(
     workdir: Path,
     out: Path,
@@ -616,7 +596,7 @@ def write_report(
 ) -> Path:
     """Aggregate the warehouse of ``workdir`` over [since, until) into ``out`` (atomically).
     ``note`` hears what the reader should know (a filter no fact matches)."""
-    from spendstream.warehouse.reading import connect
+    from spendstream.warehouse.reading import connect, unmatched_value
 
     out = Path(out)
     if out.is_dir():
@@ -624,7 +604,7 @@ def write_report(
     con = connect(Path(workdir), config)
     try:
         if flt is not None and note is not None:
-            problem = unmatched(con, flt)
+            problem = unmatched_value(con, flt.fields(), "the report is empty")
             if problem is not None:
                 note(problem)
         apply_filter(con, flt or ReportFilter())

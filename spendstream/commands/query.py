@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         filters,
         args.limit,
         config_from_args(args).warehouse,
+        note=lambda text: print(f"spendstream query: {text}", file=sys.stderr),
     )
     render(columns, rows, args.format, sys.stdout)
     return 0

@@ -97,6 +97,25 @@ def test_query_binds_its_filters(filled: Path, capsys: pytest.CaptureFixture[str
     assert json.loads(capsys.readouterr().out) == []
 
 
+def test_a_filter_value_no_fact_has_is_named_with_values_that_occur(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `query --team serch` answered nothing and said nothing (report already said why).
+    args = ["query", "cost_by_team", "--workdir", str(filled), "--format", "json"]
+    assert main([*args, "--team", "serch"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == []
+    assert err == (
+        "spendstream query: no facts have team = serch: the answer is empty "
+        "(team values seen: search, support)\n"
+    )
+    assert main([*args, "--user", "nobody"]) == 0  # --user is the user_id field
+    assert "no facts have user_id = nobody: the answer is empty" in capsys.readouterr().err
+    # A value that occurs, outside the period: empty, and nothing to say of the value.
+    assert main([*args, "--team", "search", "--since", "2030-01-01"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_query_limit_past_what_sql_holds_is_refused_naming_the_flag(
     filled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
