@@ -227,11 +227,20 @@ def test_every_path_but_healthz_needs_the_token(worker: Served) -> None:
             assert json.loads(body) == {"error": "missing or wrong bearer token"}
     for path in ("/v1/events", "/v1/traces"):
         assert s.request(path, b"{}", token=None)[0] == 401
-    assert s.request("/nothing")[0] == 404
-    assert s.request("/v1/events")[0] == 405  # GET
+    status, _, body = s.request("/nothing")
+    assert status == 404
+    assert json.loads(body) == {
+        "error": "no such path: /nothing (paths: /v1/events, /v1/traces, /v1/breakers, "
+        "/metrics, /healthz)"
+    }
+    status, headers, body = s.request("/v1/events")  # GET
+    assert (status, headers["Allow"]) == (405, "POST")
+    assert json.loads(body) == {"error": "GET is not allowed on /v1/events: use POST"}
     assert s.request("/v1/traces")[0] == 405
     for path in ("/metrics", "/v1/breakers", "/healthz"):  # read-only: POST is 405
-        assert s.request(path, b"{}", method="POST")[0] == 405, path
+        status, headers, body = s.request(path, b"{}", method="POST")
+        assert status == 405, path
+        assert json.loads(body)["error"].startswith(f"POST is not allowed on {path}: use GET")
     assert s.request("/metrics")[0] == 200
     assert s.request("/v1/breakers")[0] == 200
     assert _usage(s) == []  # nothing refused was published

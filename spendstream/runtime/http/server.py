@@ -68,6 +68,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# What a 404 lists.
+_PATHS = ("/v1/events", "/v1/traces", "/v1/breakers", "/metrics", "/healthz")
+
+
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
@@ -219,13 +223,23 @@ def build_app(
         refusal = authorize(request.path, request.headers.get("Authorization"), token)
         if refusal is not None:
             return _json({"error": refusal.error}, refusal.status, refusal.headers)
-        response: web.StreamResponse = await handler(request)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            # The router's own answers were plain text ("405: Method Not Allowed") where
+            # every other answer of this server is JSON with an error a client can show.
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            error = f"{request.method} is not allowed on {request.path}: use {allowed}"
+            return _json({"error": error}, 405, {"Allow": allowed})
+        except web.HTTPNotFound:
+            paths = ", ".join(_PATHS)
+            return _json({"error": f"no such path: {request.path} (paths: {paths})"}, 404)
         return response
 
     h = _Handlers(backend, config, clock, pool, probes)
     # aiohttp refuses bodies over 1 MiB by default; a JSON Lines batch may be larger.
     app = web.Application(middlewares=[require_token], client_max_size=MAX_BODY_BYTES)
-    app.router.add_post("/v1/events", h.events)
+    app.router.add_post("/v1/events", h.events)  # every path here is in _PATHS
     app.router.add_post("/v1/traces", h.traces)
     app.router.add_get("/v1/breakers", h.breakers)
     app.router.add_get("/metrics", h.metrics)
