@@ -93,18 +93,20 @@ def _copy(c: Call, **changes: Any) -> Call:
     return Call(**fields)
 
 
-_SELECTOR = re.compile(r"^(all|feature:(.+)|model:([^/]+)/(.+)|under:([0-9]+))$")
+_SELECTOR = re.compile(r"^(all|feature:(.+)|model:([^/]+)/(.+)|under:([0-9]+)|team:(.+))$")
 
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """Which calls a lever touches: ``all``, ``feature:F``, ``model:P/M``, ``under:N``.
+    """Which calls a lever touches: ``all``, ``team:T``, ``feature:F``, ``model:P/M``,
+    ``under:N``.
 
     ``under:N`` selects calls with fewer than N input tokens (cached ones included).
     """
 
-    kind: Literal["all", "feature", "model", "under"] = "all"
+    kind: Literal["all", "team", "feature", "model", "under"] = "all"
     feature: str = ""
+    team: str = ""
     provider: str = ""
     model: str = ""
     under: int = 0
@@ -114,8 +116,8 @@ class Selector:
         m = _SELECTOR.match(text.strip())
         if not m:
             raise ConfigError(
-                f"{flag}: {text!r} is not a selector: all, feature:NAME, model:PROVIDER/MODEL "
-                "or under:TOKENS"
+                f"{flag}: {text!r} is not a selector: all, team:NAME, feature:NAME, "
+                "model:PROVIDER/MODEL or under:TOKENS"
             )
         if m.group(2) is not None:
             return cls("feature", feature=m.group(2))
@@ -123,6 +125,8 @@ class Selector:
             return cls("model", provider=m.group(3), model=m.group(4))
         if m.group(5) is not None:
             return cls("under", under=int(m.group(5)))
+        if m.group(6) is not None:
+            return cls("team", team=m.group(6))
         return cls()
 
     def matches(self, c: Call) -> bool:
@@ -130,6 +134,8 @@ class Selector:
             return True
         if self.kind == "feature":
             return c.feature == self.feature
+        if self.kind == "team":
+            return c.team == self.team
         if self.kind == "model":
             return c.provider == self.provider and c.model == self.model
         return c.input_tokens < self.under
@@ -138,6 +144,7 @@ class Selector:
         return {
             "all": "all calls",
             "feature": f"feature {self.feature}",
+            "team": f"team {self.team}",
             "model": f"calls to {self.provider}/{self.model}",
             "under": f"calls under {self.under:,} input tokens",
         }[self.kind]

@@ -126,7 +126,10 @@ def levers_from_args(args: argparse.Namespace) -> list[Lever]:
     for text in args.max_output:
         sel, value = _split(text, "--max-output")
         if not value.strip().isdigit():
-            raise ConfigError(f"--max-output: {text!r} must end in a whole number of tokens")
+            raise ConfigError(
+                f"--max-output: {text!r} is not [SELECTOR=]N with N a whole number of tokens "
+                ">= 0 (e.g. 400, or feature:chat=400)"
+            )
         levers.append(OutputCap(sel, int(value)))
     for text in args.cache_hit_rate:
         sel, value = _split(text, "--cache-hit-rate")

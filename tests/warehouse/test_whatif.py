@@ -96,6 +96,18 @@ def _line(result: Any, feature: str) -> Any:
     return next(ln for ln in result.lines if ln.feature == feature)
 
 
+def test_a_team_selector_routes_that_team_s_calls_only(workdir: Path) -> None:
+    # `team:NAME` is the first selector people try (it was refused: not a selector).
+    team = Selector.parse("team:t", "--route")
+    assert (team, team.describe()) == (Selector("team", team="t"), "team t")
+    routed = _run(workdir, Route(team, "acme", "small"))
+    for feature in ("chat", "search"):
+        line = _line(routed, feature)
+        assert line.combined_usd * 3 == line.baseline_usd
+    untouched = _run(workdir, Route(Selector.parse("team:other", "--route"), "acme", "small"))
+    assert untouched.total.savings_usd == 0
+
+
 def test_routing_a_3_15_feature_to_a_1_5_model_saves_exactly_two_thirds(workdir: Path) -> None:
     result = _run(workdir, Route(Selector("feature", feature="chat"), "acme", "small"))
     chat, search = _line(result, "chat"), _line(result, "search")
@@ -221,6 +233,11 @@ def test_cli_prints_assumptions_and_exact_json_and_writes_nothing(
         (["--route", "feature:chat=small"], "--route"),
         (["--batch-share", "150%"], "--batch-share"),
         (["--cache-hit-rate", "feature:chat=lots"], "--cache-hit-rate"),
+        (
+            ["--max-output", "-5"],
+            "--max-output: '-5' is not [SELECTOR=]N with N a whole number of tokens >= 0",
+        ),
+        (["--route", "team-x=acme/small"], "is not a selector: all, team:NAME, feature:NAME"),
         (["--self-host", "all", "--decode-tok-s", "100"], "--gpu-usd-per-hour"),
         # Finite but enormous: the sums it enters overflow (spendstream.money).
         (
