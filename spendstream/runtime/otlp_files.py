@@ -70,7 +70,7 @@ class OtlpFiles:
         except ValueError as exc:
             yield self._dead(
                 path,
-                1,
+                1 + skipped,  # where the document starts, as a parsed one is named
                 text,
                 f"not OTLP/JSON (neither one export per line nor one document): {exc}",
             )

@@ -148,11 +148,14 @@ def test_a_file_that_is_no_json_at_all_is_one_dead_letter(
 ) -> None:
     path = tmp_path / "junk.txt"
     path.write_text("hello\nworld\n")
+    after_blanks = tmp_path / "junk2.txt"  # named by its first line, as a document is
+    after_blanks.write_text("\n\nhello\nworld\n")
     wd = tmp_path / "wd"
-    assert _ingest([path], wd) == 0
-    assert "read 1 = landed 0 + duplicates 0 + dead-lettered 1" in capsys.readouterr().out
-    (row,) = _rows(wd, "SELECT source, error FROM dead_letters")
-    assert row[0] == f"{path}:1" and "not OTLP/JSON" in row[1]
+    assert _ingest([path, after_blanks], wd) == 0
+    assert "read 2 = landed 0 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
+    rows = _rows(wd, "SELECT source, error FROM dead_letters ORDER BY source")
+    assert [r[0] for r in rows] == [f"{path}:1", f"{after_blanks}:3"]
+    assert all("not OTLP/JSON" in r[1] for r in rows)
 
 
 def test_usage_events_given_as_otlp_are_dead_letters_that_say_so(
