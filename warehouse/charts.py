@@ -15,6 +15,8 @@ from datetime import datetime
 from decimal import Decimal
 from html import escape
 
+from spendstream.wording import plural, usd
+
 __all__ = [
     "PALETTE",
     "Marker",
@@ -48,29 +50,6 @@ _PX = Decimal("0.1")
 
 def color_for(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
-
-
-def usd(value: Decimal | None, places: int = 2) -> str:
-    """``$1,234.57`` for people; a sub-cent amount keeps 3 significant digits (``$0.00897``)
-    rather than reading as $0.00, and below a millionth it is written ``$4.68E-7``."""
-    if value is None:
-        return "$0"
-    v = Decimal(value)
-    sign, a = ("-" if v < 0 else ""), abs(v)
-    if a != 0 and a < Decimal("0.01"):
-        if a < Decimal("1e-6"):
-            return f"{sign}${a:.2E}".replace("E-0", "E-")
-        exp = a.adjusted() - 2  # keep three significant digits
-        return f"{sign}${a.quantize(Decimal(1).scaleb(exp)).normalize():f}"
-    q = a.quantize(Decimal(1).scaleb(-places))
-    if q == 0:
-        sign = ""
-    return f"{sign}${q:,}"
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 call``, ``2 calls``, ``1,234 calls``."""
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 def nice_ceiling(value: Decimal) -> Decimal:

@@ -49,11 +49,11 @@ from spendstream.stream.partials import (
     window_sorted,
 )
 from spendstream.stream.windows import DAY_US, HOUR_US, US, Windowed, WindowRule, from_us
+from spendstream.wording import usd
 
 __all__ = ["AnomalyDetector", "AnomalyWire"]
 
 _PLACES = Decimal("0.000001")
-_CENTS = Decimal("0.01")
 _ZERO = Decimal(0)
 _NONE = np.iinfo(np.int64).min
 # Snapshot: {"hours": [[start_us, scope, spend, fired]], "scopes": [[scope, first_us, last_hour_us]]}
@@ -352,9 +352,9 @@ class AnomalyDetector:
             cols.ts_at(row),
             spend,
             threshold.quantize(_PLACES),
-            f"{scope} spent ${spend.quantize(_CENTS)} so far in the hour from "
+            f"{scope} spent {usd(spend)} so far in the hour from "
             f"{start:%Y-%m-%d %H:00} UTC, over {self.factor} x {basis} "
-            f"(${mean.quantize(_CENTS)})",
+            f"({usd(mean)})",
             (start.isoformat(),),
             {
                 "window_start": start.isoformat(),

@@ -65,7 +65,7 @@ def test_a_level_written_twice_alerts_once_under_its_first_spelling() -> None:
 
 @pytest.mark.parametrize(
     ("amount", "written"),
-    [("40.0", "$40.00"), ("12.5", "$12.50"), ("0.005", "$0.005"), ("1E+3", "$1000.00")],
+    [("40.0", "$40.00"), ("12.5", "$12.50"), ("0.005", "$0.005"), ("1E+3", "$1,000.00")],
 )
 def test_the_budget_in_an_alert_reads_as_money_beside_the_spend(amount: str, written: str) -> None:
     # The configured amount keeps every digit it has (a sub-cent budget is not rounded
@@ -74,6 +74,22 @@ def test_the_budget_in_an_alert_reads_as_money_beside_the_spend(amount: str, wri
     [alert] = feed([fact(at(0), amount, team="search")])
     assert f"of its {written} day budget (100% level)" in alert.message
     assert alert.details["amount_usd"] == amount  # the configured value, as configured
+
+
+@pytest.mark.parametrize(
+    ("amount", "cost", "spent"),
+    [
+        ("0.01", "0.00255", "$0.00255"),  # "spent $0.00 of its $0.01" before
+        ("10000", "5000.005", "$5,000.00"),  # half-even at the cent
+        ("10000", "6543.215", "$6,543.22"),
+    ],
+)
+def test_the_spend_in_an_alert_reads_as_money(amount: str, cost: str, spent: str) -> None:
+    # A first budget is often tiny, to see an alert fire: its sub-cent spend read $0.00.
+    feed = _feed(amount_usd=Decimal(amount), alert_at=[0.1])
+    [alert] = feed([fact(at(0), cost, team="search")])
+    assert alert.message.startswith(f"team:search spent {spent} of its $")
+    assert alert.value == Decimal(cost)
 
 
 def test_a_level_crossed_inside_one_batch_is_the_exact_call() -> None:

@@ -20,7 +20,7 @@ what its window may read gives the same answer with or without pruning.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -329,9 +329,9 @@ class Anomaly:
             r["ts"],
             spend,
             threshold.quantize(p),
-            f"{scope} spent ${spend.quantize(Decimal('0.01'))} so far in the hour from "
+            f"{scope} spent {usd(spend)} so far in the hour from "
             f"{start:%Y-%m-%d %H:00} UTC, over {self.factor} x {basis} "
-            f"(${mean.quantize(Decimal('0.01'))})",
+            f"({usd(mean)})",
             (start.isoformat(),),
             {
                 "window_start": start.isoformat(),
@@ -357,7 +357,19 @@ def period_bounds(ts: datetime, period: str) -> tuple[datetime, datetime]:
 def _dollars(amount: Decimal) -> str:
     # Written apart from the engine's: pad the exact digits to cents, never cut any.
     whole, _, frac = format(amount.normalize(), "f").partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    return f"{int(whole):,}.{frac.ljust(2, '0')}"
+
+
+def usd(amount: Decimal) -> str:
+    # Written apart from spendstream.wording.usd: cents with thousands separators, a
+    # sub-cent amount to three significant digits, below a millionth in E notation.
+    if amount == 0 or amount >= Decimal("0.01"):
+        return "$" + format(amount.quantize(Decimal("0.01"), context=Context(prec=80)), ",")
+    if amount < Decimal("0.000001"):
+        mantissa, exponent = format(amount, ".2E").split("E")
+        return f"${mantissa}E{int(exponent)}"
+    digits = 2 - amount.adjusted()
+    return "$" + format(round(amount, digits).normalize(), "f")
 
 
 class Budgets:
@@ -406,7 +418,7 @@ class Budgets:
                         r["ts"],
                         spend,
                         level * b.amount_usd,
-                        f"{b.scope} spent ${spend.quantize(Decimal('0.01'))} of its "
+                        f"{b.scope} spent {usd(spend)} of its "
                         f"${_dollars(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
                         f"from {start:%Y-%m-%d %H:00} UTC",
                         (b.period, str(b.amount_usd), key, tag),
@@ -425,7 +437,7 @@ class Budgets:
                             r["ts"],
                             spend,
                             limit,
-                            f"{b.scope} spent ${spend.quantize(Decimal('0.01'))}, past the hard "
+                            f"{b.scope} spent {usd(spend)}, past the hard "
                             f"limit of {b.hard_limit} x its ${_dollars(b.amount_usd)} {b.period} budget",
                             (b.period, str(b.amount_usd), key),
                             {**details, "hard_limit": str(b.hard_limit)},

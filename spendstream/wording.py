@@ -1,0 +1,36 @@
+"""Amounts and counts as people read them, in alert messages, summaries and the report."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from spendstream.money import MONEY_CONTEXT
+
+__all__ = ["plural", "usd"]
+
+_CENT = Decimal("0.01")
+_MILLIONTH = Decimal("1e-6")
+
+
+def usd(value: Decimal | None, places: int = 2) -> str:
+    """``$1,234.57`` for people; a sub-cent amount keeps 3 significant digits (``$0.00897``)
+    rather than reading as $0.00, and below a millionth it is written ``$4.68E-7``."""
+    if value is None:
+        return "$0"
+    v = Decimal(value)
+    sign, a = ("-" if v < 0 else ""), v.copy_abs()  # abs() rounds to 28 digits
+    if a != 0 and a < _CENT:
+        if a < _MILLIONTH:
+            return f"{sign}${a:.2E}".replace("E-0", "E-")
+        exp = a.adjusted() - 2  # keep three significant digits
+        return f"{sign}${a.quantize(Decimal(1).scaleb(exp)).normalize():f}"
+    # In the money context: at 28 digits, quantizing an amount past 1e26 to cents raises.
+    q = a.quantize(Decimal(1).scaleb(-places), context=MONEY_CONTEXT)
+    if q == 0:
+        sign = ""
+    return f"{sign}${q:,}"
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 call``, ``2 calls``, ``1,234 calls``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
