@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TextIO
 
-__all__ = ["FORMATS", "render"]
+__all__ = ["FORMATS", "TABLE_ROWS", "render", "render_chunks"]
 
 FORMATS = ("table", "csv", "json")
 _MAX_CELL = 100
+# The most rows a table shows: it is read by a person, and aligning columns holds every row
+# in memory (100M rows of `spendstream sql` ran out of it). CSV and JSON stream every row.
+TABLE_ROWS = 10_000
 
 
 def _text(value: Any) -> str:
@@ -52,25 +55,60 @@ def _numeric(value: Any) -> bool:
 
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out: TextIO) -> None:
     """Write ``rows`` as ``fmt`` (table, csv or json: a list of objects)."""
+    if fmt == "table":
+        _table(columns, rows, out)
+    else:
+        render_chunks(columns, [rows], fmt, out)
+
+
+def render_chunks(
+    columns: Sequence[str], chunks: Iterable[Sequence[Sequence[Any]]], fmt: str, out: TextIO
+) -> None:
+    """``render`` of rows that come in chunks: CSV and JSON are written as they come (any
+    number of rows in bounded memory); a table shows the first ``TABLE_ROWS``."""
     if fmt == "json":
-        json.dump(
-            [{c: _json_value(v) for c, v in zip(columns, r, strict=True)} for r in rows],
-            out,
-            indent=2,
-            ensure_ascii=False,
-        )
-        out.write("\n")
+        # As json.dump(rows, indent=2) writes the whole list, one object at a time.
+        first = True
+        for chunk in chunks:
+            for r in chunk:
+                obj = {c: _json_value(v) for c, v in zip(columns, r, strict=True)}
+                text = json.dumps(obj, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                out.write(("[\n  " if first else ",\n  ") + text)
+                first = False
+        out.write("[]\n" if first else "\n]\n")
         return
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        for r in rows:
-            writer.writerow(
-                [json.dumps(_json_value(v)) if isinstance(v, dict | list) else _text(v) for v in r]
-            )
+        for chunk in chunks:
+            for r in chunk:
+                writer.writerow(
+                    [
+                        json.dumps(_json_value(v)) if isinstance(v, dict | list) else _text(v)
+                        for v in r
+                    ]
+                )
         return
     if fmt != "table":
         raise ValueError(f"unknown format {fmt!r}")
+    shown: list[Sequence[Any]] = []
+    more = False
+    rest = iter(chunks)
+    for chunk in rest:
+        room = TABLE_ROWS - len(shown)
+        shown.extend(chunk[:room])
+        if len(chunk) > room:
+            more = True
+            break
+        if len(shown) == TABLE_ROWS:
+            more = any(len(c) for c in rest)  # the next non-empty chunk tells
+            break
+    _table(columns, shown, out, more)
+
+
+def _table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO, more: bool = False
+) -> None:
     cells = [
         [t if len(t) <= _MAX_CELL else t[: _MAX_CELL - 1] + "…" for t in map(_text, r)]
         for r in rows
@@ -93,4 +131,10 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str, out:
     out.write("  ".join("-" * w for w in widths) + "\n")
     for r in cells:
         out.write(line(r) + "\n")
-    out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    if more:
+        out.write(
+            f"(the first {len(rows):,} rows; more follow: add a LIMIT, or --format csv|json "
+            "writes every row)\n"
+        )
+    else:
+        out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")

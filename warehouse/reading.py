@@ -15,7 +15,8 @@ the warehouse directory itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -144,10 +145,46 @@ def run_sql(
     config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query (refusing anything else); ``?`` placeholders take ``params`` in order."""
+    with streamed_sql(workdir, statement, params, config) as (columns, chunks):
+        return columns, [row for chunk in chunks for row in chunk]
+
+
+# Rows a streamed query hands over at a time.
+_CHUNK_ROWS = 10_000
+
+
+@contextlib.contextmanager
+def streamed_sql(
+    workdir: Path,
+    statement: str,
+    params: list[Any] | None = None,
+    config: WarehouseConfig | None = None,
+) -> Iterator[tuple[list[str], Iterator[list[tuple[Any, ...]]]]]:
+    """``run_sql`` whose rows come in chunks while the connection is open: an export of
+    every fact is written in bounded memory (the rows of 100M facts as Python objects are
+    not)."""
+    import duckdb
+
     con = connect(workdir, config)
     try:
         _check_statements(con, statement)
-        return _fetch(con, statement, params or None)
+        try:
+            cur = con.execute(statement, params or None)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc).strip()) from None
+        columns = [] if cur.description is None else [d[0] for d in cur.description]
+
+        def chunks() -> Iterator[list[tuple[Any, ...]]]:
+            while columns:
+                try:
+                    rows = cur.fetchmany(_CHUNK_ROWS)
+                except duckdb.Error as exc:  # some errors show only as rows are made
+                    raise QueryError(str(exc).strip()) from None
+                if not rows:
+                    return
+                yield rows
+
+        yield columns, chunks()
     finally:
         con.close()
 

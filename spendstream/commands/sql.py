@@ -28,16 +28,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spendstream.warehouse.reading import run_sql
+    from spendstream.warehouse.output import render_chunks
+    from spendstream.warehouse.reading import streamed_sql
     from spendstream.workdir import resolve_workdir
 
-    columns, rows = run_sql(
+    with streamed_sql(
         resolve_workdir(args.workdir),
         args.statement,
         list(args.param),
         config_from_args(args).warehouse,
-    )
-    from spendstream.warehouse.output import render
-
-    render(columns, rows, args.format, sys.stdout)
+    ) as (columns, chunks):
+        render_chunks(columns, chunks, args.format, sys.stdout)
     return 0

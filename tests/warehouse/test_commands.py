@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,51 @@ def test_sql_csv_and_json_keep_money_exact(
     assert json.loads(capsys.readouterr().out) == [
         {"least": "0.000000000000000001", "zero": "0.000000000000000000"}
     ]
+
+
+@pytest.mark.parametrize("n", [0, 1, 25_001])
+def test_sql_streams_every_row_in_chunks_as_one_document(
+    filled: Path, n: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `SELECT * FROM usage_facts --format csv > all.csv` (what the read-only refusal suggests)
+    # held every row as Python objects first: 100M rows ran out of memory and printed nothing.
+    # Rows now come 10,000 at a time; the documents are the ones a single write made.
+    stmt = (
+        "SELECT range AS i, 'line ' || range || chr(10) || 'é' AS text, "
+        "{'k': [range, 2]} AS nested, CAST(range AS DECIMAL(38, 18)) AS usd "
+        f"FROM range({n}) ORDER BY i"
+    )
+    expected = [
+        {"i": i, "text": f"line {i}\né", "nested": {"k": [i, 2]}, "usd": f"{Decimal(i):.18f}"}
+        for i in range(n)
+    ]
+    assert main(["sql", "--workdir", str(filled), "--format", "json", stmt]) == 0
+    out = capsys.readouterr().out
+    assert out == json.dumps(expected, indent=2, ensure_ascii=False) + "\n"
+    assert main(["sql", "--workdir", str(filled), "--format", "csv", stmt]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["i", "text", "nested", "usd"]
+    # CSV writes money without its trailing zeros (as a table does): 10, not 10.000...
+    assert [(int(r[0]), r[1], json.loads(r[2]), r[3]) for r in rows[1:]] == [
+        (e["i"], e["text"], e["nested"], str(e["i"])) for e in expected
+    ]
+
+
+def test_a_table_shows_its_first_10000_rows_and_says_more_follow(
+    filled: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Aligning columns holds every row: a table is for a person; csv/json write them all.
+    for n, last in (
+        (10_000, "(10000 rows)"),
+        (10_001, "(the first 10,000 rows; more follow: add a LIMIT, or --format csv|json "
+                 "writes every row)"),
+        (20_000, "(the first 10,000 rows; more follow: add a LIMIT, or --format csv|json "
+                 "writes every row)"),
+    ):  # fmt: skip
+        assert main(["sql", "--workdir", str(filled), f"SELECT range FROM range({n})"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[-1] == last
+        assert out[-2].strip() == "9999" and len(out) == 10_003
 
 
 def test_sql_is_read_only_and_errors_exit_1(
