@@ -68,13 +68,20 @@ def money_error(amount: Decimal) -> str | None:
     return None
 
 
-def held_amount(amount: Decimal) -> Decimal:
-    """``amount`` if DECIMAL(38,18) holds it, else the nearest amount it does hold.
+_PLACES = Decimal(1).scaleb(-18)
 
-    For a sum that grew past the money type (an alert's value or threshold made of many costs
-    or of config products): the record keeps a value the warehouse and the wire accept, and
-    its writer keeps the exact amount alongside (alert details).
+
+def held_amount(amount: Decimal) -> Decimal:
+    """``amount`` if DECIMAL(38,18) holds it, else the nearest amount it does hold: rounded
+    (half-even) to 18 places, and past the type's range its largest.
+
+    For a sum or product an alert carries (a threshold of amount x 1/3 has 80 digits in the
+    money context): the record keeps a value the warehouse and the wire accept, and its writer
+    keeps the exact amount alongside (alert details).
     """
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -18:
+        amount = amount.quantize(_PLACES, context=MONEY_CONTEXT)
     if amount >= MAX_MONEY_USD:
         return _CEILING
     if amount <= -MAX_MONEY_USD:

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spendstream.money import MONEY_CONTEXT
 from spendstream.producers.event import UsageEvent
 from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
@@ -140,7 +141,8 @@ def to_money(value: Decimal | None) -> Decimal | None:
         return None
     exp = value.as_tuple().exponent
     if isinstance(exp, int) and exp < -COST_SCALE:
-        return value.quantize(_QUANTUM)
+        # In the money context: at 28 digits, rounding $1e10 to 18 places raises.
+        return value.quantize(_QUANTUM, context=MONEY_CONTEXT)
     return value
 
 

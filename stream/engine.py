@@ -95,7 +95,7 @@ from spendstream.stream.partials import (
     slice_ref,
 )
 from spendstream.stream.rounds import slice_bounds
-from spendstream.stream.windows import from_us, to_us
+from spendstream.stream.windows import US, WindowRule, from_us, to_us
 
 __all__ = [
     "PER_KEY_KINDS",
@@ -148,8 +148,10 @@ class Detection:
 
     alerts: list[Alert]
     breaker_events: list[BreakerEvent]
-    # Facts more than [detection] allowed_lateness_s older than the newest event before them:
-    # they land, but windows that had closed did not count them (a backfill out of ts order).
+    # Facts that came after their minute's window had closed (its end + [detection]
+    # allowed_lateness_s behind the newest event before them): they land, but the per-minute
+    # rule did not count them, and longer windows only while still open (a backfill out of
+    # ts order).
     late: int = 0
 
 
@@ -196,7 +198,8 @@ class _Judging:
         self.board = BreakerBoard(config.breaker)
         self.emitted = Emitted(config)
         self.watermark_us: int | None = None
-        self._lateness_us = config.detection.allowed_lateness_s * 1_000_000
+        # The finest window any rule has (runaway_rate's): a fact it refuses is late.
+        self._minute = WindowRule("minute", config.detection.allowed_lateness_s * US)
         # The furthest time breakers were moved to without events (advance_breakers).
         self.breaker_clock_us: int | None = None
 
@@ -231,8 +234,9 @@ class _Judging:
         return self.board.status()
 
     def _late(self, cols: FactColumns) -> int:
-        """How many of the batch's facts came more than the lateness behind the watermark."""
-        return int(np.count_nonzero(cols.ts_us + self._lateness_us < cols.wm_us))
+        """How many of the batch's facts came after their minute's window had closed."""
+        starts = self._minute.starts(cols.ts_us)
+        return int(np.count_nonzero(~self._minute.accepted(starts, cols.wm_us)))
 
     def _finish(self, watermark_us: int | None) -> None:
         if watermark_us is None:

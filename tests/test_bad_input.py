@@ -523,14 +523,14 @@ def test_summary_counts_the_dead_letters_past_the_three_reasons_it_names(
 def test_a_backfill_out_of_ts_order_says_how_many_events_detection_could_not_count(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Detection's windows close `allowed_lateness_s` after the newest event: a burst written
-    # after a newer call lands but raises nothing, and ingest said nothing of it.
+    # A minute's window closes `allowed_lateness_s` after its end: a burst written after a
+    # call hours newer lands but raises nothing, and ingest said nothing of it.
     burst = _burst("k-late", start=NOW - timedelta(hours=3))
     newer = _event("newer", NOW - timedelta(minutes=5))
     out = _ingest(capsys, tmp_path / "w", _write(tmp_path / "e.jsonl", [newer, *burst]))
     assert (
-        "late for detection: 200 of the landed events came more than [detection] "
-        "allowed_lateness_s (3,600 s) after a newer one"
+        "late for detection: 200 of the landed events came after their minute's window had "
+        "closed ([detection] allowed_lateness_s, 3,600 s, behind a newer event)"
     ) in out
     assert _sql(tmp_path / "w", "SELECT count(*) FROM usage_facts") == [(201,)]
     assert _sql(tmp_path / "w", "SELECT count(*) FROM alerts WHERE kind = 'runaway_rate'") == [(0,)]

@@ -92,10 +92,10 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
     out.write(f"cost of landed facts: {usd(s.cost_usd)} ({s.unpriced:,} unpriced)\n")
     if s.late:
         out.write(
-            f"late for detection: {s.late:,} of the landed events came more than "
-            f"[detection] allowed_lateness_s ({s.lateness_s:,} s) after a newer one: reports "
-            "count them, alerts whose window had closed did not (sort a backfill by ts before "
-            "ingesting it, or raise the lateness)\n"
+            f"late for detection: {s.late:,} of the landed events came after their minute's "
+            f"window had closed ([detection] allowed_lateness_s, {s.lateness_s:,} s, behind a "
+            "newer event): reports count them; per-minute rules did not, longer windows only "
+            "while open (sort a backfill by ts before ingesting it, or raise the lateness)\n"
         )
     kinds = s.alerts_by_kind()
     if kinds:

@@ -20,6 +20,7 @@ from decimal import Decimal
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 from spendstream.instants import parse_instant
+from spendstream.money import MONEY_CONTEXT
 
 __all__ = ["configure", "run"]
 
@@ -134,7 +135,8 @@ def _exact_usd(value: Decimal) -> str:
     """An exact amount without its 18 places' trailing zeros, sign first: ``-$0.0001``,
     ``$0`` (the sum of DECIMAL(38,18) costs printed as is read ``$0E-18``)."""
     sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value).normalize():f}"
+    # copy_abs and the money context: abs() and normalize() round to 28 digits.
+    return f"{sign}${value.copy_abs().normalize(MONEY_CONTEXT):f}"
 
 
 def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:

@@ -86,8 +86,8 @@ class IngestSummary:
     notifications: Counter[str] = field(default_factory=Counter)
     # Dead letters by the first rule their record broke: what to fix, without a query.
     dead_letter_reasons: Counter[str] = field(default_factory=Counter)
-    # Facts more than `lateness_s` ([detection] allowed_lateness_s) older than the newest
-    # event before them: landed, but detection's closed windows did not count them.
+    # Facts that came after their minute's window had closed (stream.engine.Detection.late);
+    # `lateness_s`: [detection] allowed_lateness_s, for the summary to name.
     late: int = 0
     lateness_s: int = 0
 

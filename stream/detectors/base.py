@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from spendstream.money import held_amount
+from spendstream.money import held_amount, money_error
 from spendstream.records import Alert, AlertKind, Severity, stable_id
 from spendstream.stream.columns import Pos
 
@@ -69,13 +69,15 @@ def make_alert(
     """
     dedup_key = "|".join((kind, scope, *condition))
     details = dict(details or {})
-    # A sum past what DECIMAL(38,18) holds (an absurd rate, a budget times its hard limit)
-    # stopped every worker at each restart, unwritable to the alerts table: the alert holds
-    # the nearest amount that fits and says the exact one in its details.
+    # An amount DECIMAL(38,18) cannot hold (past its range: an absurd rate; past 18 places:
+    # a budget of $1e11 times a level of 1/3) stopped every worker at each restart,
+    # unwritable to the alerts table: the alert holds the nearest amount that fits, and says
+    # the exact one in its details when it is past the range.
+    value, threshold = Decimal(value), Decimal(threshold)  # a count's may come as an int
     held_value, held_threshold = held_amount(value), held_amount(threshold)
-    if held_value != value:
+    if money_error(value) is not None:
         details["value_usd"] = str(value)
-    if held_threshold != threshold:
+    if money_error(threshold) is not None:
         details["threshold_usd"] = str(threshold)
     return Alert(
         alert_id=stable_id("alert", dedup_key),

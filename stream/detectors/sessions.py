@@ -42,7 +42,8 @@ _MINUTE_PLACES = Decimal("0.000001")
 LIMITS = ("turns", "cost", "duration")
 _UNITS = ("turns", "USD", "minutes")
 _NONE = np.iinfo(np.int64).min
-# Money sums past this are judged call by call: Decimal's 28 digits may round them.
+# Money sums past this are judged call by call, on exact Decimals: the columnar path's float
+# screen (might_exceed) keeps its margin below it.
 EXACT_BOUND_USD = 1e9
 # Snapshot: [[session, first_us, last_us, calls, max_turn, cost, fired bits], ...]
 SessionWire = list[list[int | str]]

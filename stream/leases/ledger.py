@@ -445,6 +445,7 @@ class LeaseLedger:
         picked = [x for x in self._leases.values() if scope is None or x.scope == scope]
         return [Lease(**{f: getattr(x, f) for f in Lease.__dataclass_fields__}) for x in picked]
 
+    @exact_money
     def check(self) -> None:
         """Recompute ``committed`` from scratch and compare (tests; O(leases))."""
         fresh: dict[Account, Decimal] = dict(self._unleased)

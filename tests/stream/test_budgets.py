@@ -278,6 +278,28 @@ def test_a_period_spend_past_ten_billion_is_summed_to_the_last_of_its_18_places(
     assert alert.threshold == Decimal("10000000000.000000000000000001")
 
 
+def test_a_bar_with_more_than_18_places_is_rounded_half_even_in_its_alert() -> None:
+    # Half of $20000000000.000000000000000001 has 19 places; exact in the money context, and
+    # past $1e10 rounding it to 18 needs more than 28 digits: writing the alert raised
+    # InvalidOperation (at every restart). The threshold is the bar rounded half-even; the
+    # crossing is judged on the exact bar.
+    cost = Decimal("999999999.123456789012345678")
+    feed = _feed(amount_usd=Decimal("20000000000.000000000000000001"), alert_at=[0.5])
+    [alert] = feed([fact(at(i), cost, team="search") for i in range(11)])
+    assert alert.threshold == Decimal("10000000000.000000000000000000")  # ...0005: tie, even
+    assert alert.value == Decimal("10999999990.358024679135802458")
+    assert alerts_table([alert]).column("threshold").to_pylist() == [alert.threshold]
+    assert "threshold_usd" not in alert.details
+    odd = make_alert("budget_threshold", "global", "info", at(0),
+                     Decimal("12345678901.0000000000000000005"),
+                     Decimal("12345678901.0000000000000000015"), "m", ())  # fmt: skip
+    assert (odd.value, odd.threshold) == (
+        Decimal("12345678901.000000000000000000"),  # half-even: ties to the even last digit
+        Decimal("12345678901.000000000000000002"),
+    )
+    assert alerts_table([odd]).column("value").to_pylist() == [odd.value]
+
+
 def test_an_alert_amount_the_money_type_cannot_hold_is_held_at_its_largest() -> None:
     # A bar is refused at configuration past 1e20 (tests/test_config.py), and no call costs
     # 1e9: a sum past 1e20 takes 1e11 calls. Should one still arise, the alert must remain

@@ -86,15 +86,18 @@ def test_late_events_land_in_their_own_hour_without_duplicate_alerts(tmp_path: P
     assert _query(tmp_path, "SELECT count(*) FROM usage_facts")[0][0] == len(history) + 6
 
 
-def test_facts_past_the_lateness_are_counted_late_to_the_microsecond(tmp_path: Path) -> None:
-    # A backfill out of ts order lands every fact, and detection cannot count those that
-    # came more than the lateness after a newer one: ingest says how many (it said nothing).
-    lateness = timedelta(seconds=3600)
+def test_facts_past_their_minute_s_lateness_are_counted_late_to_the_microsecond(
+    tmp_path: Path,
+) -> None:
+    # A backfill out of ts order lands every fact, and the per-minute rule cannot count those
+    # that came after their minute's window closed (its end + the lateness behind a newer
+    # event): ingest says how many (it said nothing). Coarser windows may still count them.
     newest = at(hours=5)
     lines = [
         _line("newest", newest, 10),
-        _line("at-bound", newest - lateness, 10),  # window still open: not late
-        _line("past", newest - lateness - timedelta(microseconds=1), 10),
+        # 03:59's window ends at 04:00 and takes facts until 05:00: not late.
+        _line("window-open", at(hours=3, minutes=59), 10),
+        _line("past", at(hours=3, minutes=59) - timedelta(microseconds=1), 10),  # 03:58's
         _line("far", at(0), 10),
     ]
     runner = EmbeddedRunner(tmp_path / "w", CONFIG)

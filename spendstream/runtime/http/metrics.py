@@ -98,8 +98,9 @@ class WorkerMetrics:
         self.alerts = Counter("spendstream_alerts", "Alerts raised.", ["kind"], registry=r)
         self.late = Counter(
             "spendstream_late_facts",
-            "Facts more than [detection] allowed_lateness_s older than their partition's newest "
-            "event: landed, not counted by windows that had closed.",
+            "Facts that came after their minute's window had closed ([detection] "
+            "allowed_lateness_s behind their partition's newest event): landed, not counted "
+            "by per-minute rules, by longer windows only while open.",
             registry=r,
         )
         self.breakers = Counter(

@@ -20,7 +20,7 @@ what its window may read gives the same answer with or without pruning.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Context, Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -565,6 +565,11 @@ class ReferenceEngine:
         self.watermark: int | None = None
 
     def process(self, facts: pa.Table) -> tuple[list[Alert], list[BreakerEvent]]:
+        # Sums as exact as the engine's (80 digits; the default 28 round past $1e10).
+        with localcontext(Context(prec=80)):
+            return self._process(facts)
+
+    def _process(self, facts: pa.Table) -> tuple[list[Alert], list[BreakerEvent]]:
         alerts: list[Alert] = []
         events: list[BreakerEvent] = []
         for r in facts.to_pylist():
