@@ -479,6 +479,19 @@ def test_otlp_json_variants_are_read() -> None:
     assert event.latency_ms == 2.0
 
 
+TRACE_ID, SPAN_ID = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+
+
+def _one_chat_span(span: dict[str, Any]) -> Any:
+    """``span`` (ids, times, status) as an OTLP/JSON chat call to openai/gpt-5, converted."""
+    attributes = [
+        {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+        {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
+    ]
+    request = {"resourceSpans": [{"scopeSpans": [{"spans": [{**span, "attributes": attributes}]}]}]}
+    return traces_from_json(request, _mapping())
+
+
 @pytest.mark.parametrize(
     ("ids", "why"),
     [
@@ -488,29 +501,12 @@ def test_otlp_json_variants_are_read() -> None:
     ],
 )
 def test_spans_without_ids_are_rejected(ids: dict[str, str], why: str) -> None:
-    span = {
-        **ids,
-        "name": "chat",
-        "endTimeUnixNano": str(T0),
-        "attributes": [
-            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
-            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
-        ],
-    }
-    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    out = _one_chat_span({**ids, "name": "chat", "endTimeUnixNano": str(T0)})
     assert out.events == [] and why in out.rejected[0].error
 
 
 def test_a_span_without_end_time_is_rejected() -> None:
-    span = {
-        "traceId": "5b8efff798038103d269b633813fc60c",
-        "spanId": "eee19b7ec3c1b174",
-        "attributes": [
-            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
-            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
-        ],
-    }
-    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    out = _one_chat_span({"traceId": TRACE_ID, "spanId": SPAN_ID})
     assert "no end time" in out.rejected[0].error
 
 
@@ -525,17 +521,9 @@ def test_a_blank_provider_name_is_not_a_genai_span() -> None:
 
 
 def test_a_span_without_start_time_has_no_latency() -> None:
-    span = {
-        "traceId": "5b8efff798038103d269b633813fc60c",
-        "spanId": "eee19b7ec3c1b174",
-        "name": "chat",
-        "endTimeUnixNano": str(T0),
-        "attributes": [
-            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
-            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
-        ],
-    }
-    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    out = _one_chat_span(
+        {"traceId": TRACE_ID, "spanId": SPAN_ID, "name": "chat", "endTimeUnixNano": str(T0)}
+    )
     (event,) = out.events
     assert event.latency_ms is None
 
@@ -581,18 +569,10 @@ def test_a_plain_body_of_exactly_the_bound_is_read() -> None:
 
 
 def test_the_error_status_enum_name_is_read_in_any_case() -> None:
-    span = {
-        "traceId": "5b8efff798038103d269b633813fc60c",
-        "spanId": "eee19b7ec3c1b174",
-        "name": "chat",
-        "endTimeUnixNano": str(T0),
-        "status": {"code": "status_code_error"},
-        "attributes": [
-            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
-            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-5"}},
-        ],
-    }
-    out = traces_from_json({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, _mapping())
+    out = _one_chat_span(
+        {"traceId": TRACE_ID, "spanId": SPAN_ID, "name": "chat", "endTimeUnixNano": str(T0)}
+        | {"status": {"code": "status_code_error"}}
+    )
     assert out.events[0].status == "error"
 
 
