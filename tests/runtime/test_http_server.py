@@ -449,7 +449,9 @@ def test_fuzzed_bodies_through_the_server_account_for_every_line(
     rid = uuid.uuid4().hex
     status, answer = s.post_lines(body, request_id=rid)
     assert status == 200, answer
-    nonblank = [n for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    # A body's leading byte-order mark is not part of its first line (as in an ingest file).
+    text = body.removeprefix(b"\xef\xbb\xbf")
+    nonblank = [n for n, line in enumerate(text.split(b"\n"), start=1) if line.strip()]
     assert answer["accepted"] + len(answer["rejected"]) == len(nonblank)
     assert {r["line"] for r in answer["rejected"]} <= set(nonblank)
     after = (end_offsets(bootstrap, s.topic(USAGE)), end_offsets(bootstrap, s.topic(DEAD_LETTERS)))
