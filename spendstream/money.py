@@ -85,5 +85,5 @@ def held_amount(amount: Decimal) -> Decimal:
     if amount >= MAX_MONEY_USD:
         return _CEILING
     if amount <= -MAX_MONEY_USD:
-        return -_CEILING
+        return _CEILING.copy_negate()  # exact: unary minus rounds to the caller's 28 digits
     return amount
