@@ -17,7 +17,7 @@ import itertools
 import zlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
@@ -734,3 +734,30 @@ def test_spans_are_each_groups_first_and_last_row_and_earliest_event_time() -> N
     assert firsts == [(us[3], 4, 100), (us[5], 4, 101)]
     assert lasts == [(us[9], 4, 104), (us[7], 4, 103)]
     assert earliest == [us[1], us[5]]
+
+
+def test_split_engines_sum_past_28_digits_and_count_late_facts_as_one_engine() -> None:
+    # Past $1e10 a spend with 18 places has more than the default context's 28 digits: a
+    # partition's engine (per-key budgets) and a scope owner (global) sum them exactly, as one
+    # Engine does, whatever context the worker's thread has. A partition's engine counts a
+    # fact past its minute's lateness as late, as one Engine does (a worker's
+    # spendstream_late_facts_total).
+    budget = {"period": "hour", "amount_usd": "20000000000.000000000000000002", "alert_at": [0.5]}
+    cfg = config(budget=[{"scope": "global", **budget}, {"scope": "api_key:k1", **budget}])
+    cost = "999999999.123456789012345678"
+    rows = [{"ts": T0 + timedelta(seconds=i), "api_key_id": "k1", "cost": cost} for i in range(11)]
+    late = [{"ts": T0 - timedelta(hours=2), "api_key_id": "k1", "cost": "0"}]
+    scope, local, tables = ScopeEngine(cfg), LocalEngine(cfg, 0), Tables()
+    with localcontext() as ctx:
+        ctx.prec = 28
+        tables.batches["b1"], tables.batches["b2"] = rows_table(rows), rows_table(late)
+        first = local.process(tables.batches["b1"], "b1")
+        merged = scope.merge(first.partials, tables)
+        assert local.process(tables.batches["b2"], "b2").detection.late == 1
+    whole = Engine(cfg).process(rows_table(rows))
+    value = Decimal("10999999990.358024679135802458")  # 11 x cost
+    assert [(a.scope, a.value) for a in first.detection.alerts] == [("api_key:k1", value)]
+    assert [(a.scope, a.value) for a in merged.alerts] == [("global", value)]
+    assert sorted(first.detection.alerts + merged.alerts, key=repr) == sorted(
+        whole.alerts, key=repr
+    )
