@@ -318,3 +318,16 @@ def test_an_alert_amount_the_money_type_cannot_hold_is_held_at_its_largest() -> 
         "runaway_session", "session:s", "critical", at(0), largest, Decimal(1), "m", ()
     )
     assert (kept.value, kept.details) == (largest, {})
+
+
+def test_make_alert_leaves_the_details_it_was_given_as_they_were() -> None:
+    # A detector may hand the same details to more than one alert: the exact amount one of
+    # them could not hold must not appear in the other's.
+    shared = {"session": "s"}
+    big = make_alert("runaway_session", "session:s", "critical", at(0), Decimal("2E+20"),
+                     Decimal(1), "m", ("s",), shared)  # fmt: skip
+    small = make_alert("runaway_session", "session:t", "critical", at(0), Decimal(3),
+                       Decimal(1), "m", ("t",), shared)  # fmt: skip
+    assert shared == {"session": "s"}
+    assert big.details == {"session": "s", "value_usd": "2E+20"}
+    assert small.details == {"session": "s"}

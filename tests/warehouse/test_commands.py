@@ -12,6 +12,7 @@ import pytest
 
 from spendstream.cli import main
 from spendstream.warehouse import Warehouse
+from spendstream.warehouse.output import TABLE_ROWS, render_chunks
 from spendstream.warehouse.queries import QUERIES
 from tests.warehouse.factories import T0, days, fact
 
@@ -236,3 +237,30 @@ def test_warehouse_check_passes_clean_data_and_reports_quarantined_batches(
     assert results and all(r["passed"] for r in results)
     assert f"quarantined batch: {batch.name} from writer embedded (1 failing" in captured.err
     assert "report.json" in captured.err
+
+
+def test_a_table_of_chunks_that_straddle_its_cap_shows_exactly_the_cap() -> None:
+    # Chunks need not align with TABLE_ROWS (render_chunks takes any iterable of chunks):
+    # the chunk that crosses the cap adds only what room is left.
+    out = io.StringIO()
+    half = TABLE_ROWS * 3 // 5
+    chunks = [[(i,) for i in range(k * half, (k + 1) * half)] for k in range(2)]
+    render_chunks(["n"], chunks, "table", out)
+    lines = out.getvalue().splitlines()
+    assert lines[-2].strip() == str(TABLE_ROWS - 1)
+    assert lines[-1].startswith(f"(the first {TABLE_ROWS:,} rows; more follow")
+    assert len(lines) == TABLE_ROWS + 3
+    # Exactly the cap, then only empty chunks: nothing more follows.
+    out = io.StringIO()
+    render_chunks(["n"], [[(i,) for i in range(TABLE_ROWS)], [], []], "table", out)
+    assert out.getvalue().splitlines()[-1] == f"({TABLE_ROWS} rows)"
+
+
+def test_a_filter_value_on_an_empty_warehouse_is_named_with_no_values_seen(
+    wh: Warehouse, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["query", "cost_by_team", "--workdir", str(workdir), "--format", "json"]
+    assert main([*args, "--team", "search"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == []
+    assert err == "spendstream query: no facts have team = search: the answer is empty\n"
