@@ -259,6 +259,7 @@ def test_a_key_like_nothing_known_gets_no_guess() -> None:
     [
         ({"amount_usd": "6E+19", "hard_limit": 2}, "amount_usd x hard_limit 2 is 1.200000E+20 USD"),
         ({"amount_usd": "6E+19", "alert_at": [0.5, 1.7]}, "amount_usd x alert_at 1.7 is 1.0200"),
+        ({"amount_usd": "5E+19", "hard_limit": 2}, "amount_usd x hard_limit 2 is 1.000000E+20 USD"),
     ],
 )
 def test_a_budget_bar_of_1e20_or_more_is_refused(budget: dict[str, object], named: str) -> None:
