@@ -161,6 +161,9 @@ def test_a_filter_value_no_fact_has_is_named_with_values_that_occur(
     # A value that occurs, outside the period: empty, and nothing to say of the value.
     assert main([*args, "--team", "search", "--since", "2030-01-01"]) == 0
     assert capsys.readouterr().err == ""
+    # One fact has it (support's), before the period's end: a bound is no field to check.
+    assert main([*args, "--team", "support", "--until", "2000-01-01"]) == 0
+    assert capsys.readouterr() == ("[]\n", "")
 
 
 def test_query_limit_past_what_sql_holds_is_refused_naming_the_flag(
