@@ -119,6 +119,10 @@ def test_sql_is_read_only_and_errors_exit_1(
     assert "read-only" in capsys.readouterr().err.lower()
     assert main(["sql", "--workdir", str(filled), "SELECT nope FROM usage_facts"]) == 1
     assert "nope" in capsys.readouterr().err
+    # An error DuckDB raises only as it makes a later chunk's rows (the first were written).
+    stmt = "SELECT CASE WHEN range = 25000 THEN error('boom') END AS x FROM range(30000)"
+    assert main(["sql", "--workdir", str(filled), "--format", "csv", stmt]) == 1
+    assert "boom" in capsys.readouterr().err
 
 
 def test_sql_without_a_warehouse_exits_2_naming_the_workdir(
