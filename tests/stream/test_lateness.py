@@ -105,3 +105,15 @@ def test_facts_past_their_minute_s_lateness_are_counted_late_to_the_microsecond(
     assert (summary.late, summary.lateness_s) == (0, 3600)
     assert runner.run(lines[2:]).late == 2  # the watermark carries over between batches
     assert _query(tmp_path / "w", "SELECT count(*) FROM usage_facts") == [(4,)]
+
+
+def test_a_fact_whose_minute_closed_a_microsecond_before_the_newest_is_late(
+    tmp_path: Path,
+) -> None:
+    # 03:59's window ends at 04:00 and takes facts until 05:00 exactly: a newer event one
+    # microsecond past that has closed it.
+    lines = [
+        _line("newest", at(hours=5) + timedelta(microseconds=1), 10),
+        _line("closed", at(hours=3, minutes=59), 10),
+    ]
+    assert EmbeddedRunner(tmp_path / "w", CONFIG).run(lines).late == 1
