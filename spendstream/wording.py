@@ -21,7 +21,7 @@ def usd(value: Decimal | None, places: int = 2) -> str:
     sign, a = ("-" if v < 0 else ""), v.copy_abs()  # abs() rounds to 28 digits
     if a != 0 and a < _CENT:
         if a < _MILLIONTH:
-            return f"{sign}${a:.2E}".replace("E-0", "E-")
+            return f"{sign}${a:.2E}"  # Decimal writes E-7, not E-07
         exp = a.adjusted() - 2  # keep three significant digits
         return f"{sign}${a.quantize(Decimal(1).scaleb(exp)).normalize():f}"
     # In the money context: at 28 digits, quantizing an amount past 1e26 to cents raises.
