@@ -161,9 +161,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# A count of one reads in the singular ("1 dead letter", not "1 dead letters").
+_ONE = {
+    "events in": "event in",
+    "facts landed": "fact landed",
+    "duplicates": "duplicate",
+    "dead letters": "dead letter",
+    "alerts": "alert",
+    "breaker events": "breaker event",
+}
+
+
 def status_line(totals: dict[str, int], lag: list[tuple[str, int, int]]) -> str:
     """``12,345 events in, 12,300 facts landed, ...`` (and the consumer lag, when known)."""
-    text = ", ".join(f"{n:,} {what}" for what, n in totals.items())
+    text = ", ".join(
+        f"{n:,} {_ONE.get(what, what) if n == 1 else what}" for what, n in totals.items()
+    )
     if lag:
-        text += f"; lag {sum(n for _, _, n in lag):,} records"
+        behind = sum(n for _, _, n in lag)
+        text += f"; lag {behind:,} record{'' if behind == 1 else 's'}"
     return text

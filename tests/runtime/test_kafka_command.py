@@ -199,7 +199,7 @@ def test_run_says_what_it_did_while_running_and_when_it_stops(
             except OSError:
                 time.sleep(0.5)
         status = re.compile(r"spendstream run: 3 events in, 3 facts landed, 0 duplicates, "
-                            r"1 dead letters, 0 alerts, 0 breaker events; lag 0 records\n")  # fmt: skip
+                            r"1 dead letter, 0 alerts, 0 breaker events; lag 0 records\n")  # fmt: skip
         while status.search(log.read_text()) is None:
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
@@ -209,6 +209,23 @@ def test_run_says_what_it_did_while_running_and_when_it_stops(
         proc.terminate()
         proc.wait(timeout=60)
     assert (
-        "spendstream run: stopped; 3 events in, 3 facts landed, 0 duplicates, 1 dead letters, "
+        "spendstream run: stopped; 3 events in, 3 facts landed, 0 duplicates, 1 dead letter, "
         "0 alerts, 0 breaker events\n"
     ) in log.read_text()
+
+
+def test_the_status_line_says_one_in_the_singular() -> None:
+    # "1 dead letters", "lag 1 records" before.
+    from spendstream.commands.run import status_line
+
+    ones = {"events in": 1, "facts landed": 1, "duplicates": 1, "dead letters": 1,
+            "alerts": 1, "breaker events": 1}  # fmt: skip
+    assert status_line(ones, [("usage", 0, 1)]) == (
+        "1 event in, 1 fact landed, 1 duplicate, 1 dead letter, 1 alert, 1 breaker event; "
+        "lag 1 record"
+    )
+    many = dict.fromkeys(ones, 1200)
+    assert status_line(many, [("usage", 0, 2), ("usage", 1, 0)]) == (
+        "1,200 events in, 1,200 facts landed, 1,200 duplicates, 1,200 dead letters, "
+        "1,200 alerts, 1,200 breaker events; lag 2 records"
+    )
