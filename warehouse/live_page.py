@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from spendstream.warehouse.report_page import clip
+from spendstream.wording import plural
 
 __all__ = ["LiveExtras", "content_html", "page_html", "status_text"]
 
@@ -87,7 +88,7 @@ def _options(values: Sequence[str], chosen: str | None, empty: str) -> str:
 
 
 def status_text(x: LiveExtras) -> str:
-    return f"live · {x.facts:,} facts · as of {x.as_of:%H:%M:%S} UTC"
+    return f"live · {plural(x.facts, 'fact')} · as of {x.as_of:%H:%M:%S} UTC"
 
 
 def _bar(x: LiveExtras) -> str:

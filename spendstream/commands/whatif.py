@@ -252,6 +252,7 @@ def _hosting_lines(h: SelfHostingResult) -> list[str]:
 
 def _print(result: WhatIfResult, since: str, until: str, fmt: str) -> None:
     from spendstream.warehouse.output import render
+    from spendstream.wording import plural
 
     columns = [
         "team",
@@ -302,7 +303,8 @@ def _print(result: WhatIfResult, since: str, until: str, fmt: str) -> None:
     )
     if result.still_unpriced:
         notes.append(
-            f"  {result.still_unpriced:,} calls would go to a model with no price: kept at baseline"
+            f"  {plural(result.still_unpriced, 'call')} would go to a model with no price: "
+            "kept at baseline"
         )
     note_out = sys.stdout if fmt == "table" else sys.stderr
     note_out.write("\n".join(notes) + "\n\n")

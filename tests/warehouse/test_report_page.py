@@ -114,3 +114,13 @@ def test_bars_scale_to_the_largest_value_in_exact_decimal() -> None:
     )
     widths = [float(w.split('"')[0]) for w in svg.split('width="')[2:]]
     assert widths[0] == 2 * widths[1]
+
+
+def test_the_live_status_counts_one_fact_in_the_singular() -> None:
+    from datetime import UTC, datetime
+
+    from spendstream.warehouse.live_page import LiveExtras, status_text
+
+    at = datetime(2026, 3, 2, 10, 0, 5, tzinfo=UTC)
+    assert status_text(LiveExtras("v", 1, at, {})) == "live · 1 fact · as of 10:00:05 UTC"
+    assert status_text(LiveExtras("v", 1234, at, {})) == "live · 1,234 facts · as of 10:00:05 UTC"
