@@ -19,6 +19,7 @@ __all__ = [
     "MAX_CALL_COST_USD",
     "MAX_MONEY_USD",
     "MONEY_CONTEXT",
+    "at_money_scale",
     "exact_money",
     "held_amount",
     "is_usd",
@@ -71,6 +72,15 @@ def money_error(amount: Decimal) -> str | None:
 _PLACES = Decimal(1).scaleb(-18)
 
 
+def at_money_scale(amount: Decimal) -> Decimal:
+    """``amount`` rounded half-even to DECIMAL(38,18)'s 18 places, only if it has more; in the
+    money context (at 28 digits, rounding $1e10 to 18 places raises)."""
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -18:
+        return amount.quantize(_PLACES, context=MONEY_CONTEXT)
+    return amount
+
+
 def held_amount(amount: Decimal) -> Decimal:
     """``amount`` if DECIMAL(38,18) holds it, else the nearest amount it does hold: rounded
     (half-even) to 18 places, and past the type's range its largest.
@@ -79,9 +89,7 @@ def held_amount(amount: Decimal) -> Decimal:
     money context): the record keeps a value the warehouse and the wire accept, and its writer
     keeps the exact amount alongside (alert details).
     """
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -18:
-        amount = amount.quantize(_PLACES, context=MONEY_CONTEXT)
+    amount = at_money_scale(amount)
     if amount >= MAX_MONEY_USD:
         return _CEILING
     if amount <= -MAX_MONEY_USD:

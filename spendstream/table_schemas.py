@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spendstream.money import MONEY_CONTEXT
+from spendstream.money import at_money_scale
 from spendstream.producers.event import UsageEvent
 from spendstream.records import COST_SCALE, Alert, BreakerEvent, DeadLetter, Fact
 
@@ -42,7 +42,6 @@ MONEY = pa.decimal128(38, COST_SCALE)
 TS = pa.timestamp("us", tz="UTC")
 STR_MAP = pa.map_(pa.string(), pa.string())
 COUNT_MAP = pa.map_(pa.string(), pa.int64())
-_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
 
 EVENT_FIELDS: list[tuple[str, pa.DataType]] = [
     ("event_id", pa.string()),
@@ -137,13 +136,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 
 def to_money(value: Decimal | None) -> Decimal | None:
     """A Decimal that fits DECIMAL(38, 18): rounded (half-even) only if it has more digits."""
-    if value is None:
-        return None
-    exp = value.as_tuple().exponent
-    if isinstance(exp, int) and exp < -COST_SCALE:
-        # In the money context: at 28 digits, rounding $1e10 to 18 places raises.
-        return value.quantize(_QUANTUM, context=MONEY_CONTEXT)
-    return value
+    return None if value is None else at_money_scale(value)
 
 
 # Sums are taken at 76 digits: a column of DECIMAL(38, 18) values cannot overflow them.
