@@ -123,19 +123,41 @@ def _check_statements(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         )
 
 
-def _fetch(
+# Rows a query hands over at a time.
+_CHUNK_ROWS = 10_000
+
+
+def _rows(
     con: duckdb.DuckDBPyConnection, sql: str, params: Any
-) -> tuple[list[str], list[tuple[Any, ...]]]:
+) -> tuple[list[str], Iterator[list[tuple[Any, ...]]]]:
+    """The columns of ``sql`` and its rows in chunks; DuckDB's errors, at execution or only
+    as rows are made, as QueryError."""
     import duckdb
 
     try:
         cur = con.execute(sql, params)
-        if cur.description is None:
-            return [], []
-        columns = [d[0] for d in cur.description]
-        return columns, cur.fetchall()
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
+    columns = [] if cur.description is None else [d[0] for d in cur.description]
+
+    def chunks() -> Iterator[list[tuple[Any, ...]]]:
+        while columns:
+            try:
+                rows = cur.fetchmany(_CHUNK_ROWS)
+            except duckdb.Error as exc:
+                raise QueryError(str(exc).strip()) from None
+            if not rows:
+                return
+            yield rows
+
+    return columns, chunks()
+
+
+def _fetch(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Any
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns, chunks = _rows(con, sql, params)
+    return columns, [row for chunk in chunks for row in chunk]
 
 
 def run_sql(
@@ -145,12 +167,12 @@ def run_sql(
     config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query (refusing anything else); ``?`` placeholders take ``params`` in order."""
-    with streamed_sql(workdir, statement, params, config) as (columns, chunks):
-        return columns, [row for chunk in chunks for row in chunk]
-
-
-# Rows a streamed query hands over at a time.
-_CHUNK_ROWS = 10_000
+    con = connect(workdir, config)
+    try:
+        _check_statements(con, statement)
+        return _fetch(con, statement, params or None)
+    finally:
+        con.close()
 
 
 @contextlib.contextmanager
@@ -163,28 +185,10 @@ def streamed_sql(
     """``run_sql`` whose rows come in chunks while the connection is open: an export of
     every fact is written in bounded memory (the rows of 100M facts as Python objects are
     not)."""
-    import duckdb
-
     con = connect(workdir, config)
     try:
         _check_statements(con, statement)
-        try:
-            cur = con.execute(statement, params or None)
-        except duckdb.Error as exc:
-            raise QueryError(str(exc).strip()) from None
-        columns = [] if cur.description is None else [d[0] for d in cur.description]
-
-        def chunks() -> Iterator[list[tuple[Any, ...]]]:
-            while columns:
-                try:
-                    rows = cur.fetchmany(_CHUNK_ROWS)
-                except duckdb.Error as exc:  # some errors show only as rows are made
-                    raise QueryError(str(exc).strip()) from None
-                if not rows:
-                    return
-                yield rows
-
-        yield columns, chunks()
+        yield _rows(con, statement, params or None)
     finally:
         con.close()
 
