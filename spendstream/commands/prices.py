@@ -188,7 +188,7 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
     print(
         f"total: old {_exact_usd(report.old_cost_usd)} new {_exact_usd(report.new_cost_usd)} "
         f"difference {_exact_usd(report.difference_usd)}; {report.changed:,} of "
-        f"{len(report.facts):,} facts would change",
+        f"{plural(len(report.facts), 'fact')} would change",
         file=sys.stderr,
     )
     if args.yes and report.changed:

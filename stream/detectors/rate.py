@@ -24,6 +24,7 @@ from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import RATE, Finding, make_alert
 from spendstream.stream.grouping import Groups, combine
 from spendstream.stream.windows import MINUTE_US, US, Windowed, WindowRule, from_us
+from spendstream.wording import plural
 
 __all__ = ["RateDetector", "RateWire"]
 
@@ -76,7 +77,7 @@ class RateDetector:
             ts,
             Decimal(self.limit + 1),
             Decimal(self.limit),
-            f"{scope} made more than {self.limit} calls in the minute from "
+            f"{scope} made more than {plural(self.limit, 'call')} in the minute from "
             f"{start:%Y-%m-%d %H:%M} UTC",
             (start.isoformat(),),
             {"window_start": start.isoformat(), "window_s": "60"},

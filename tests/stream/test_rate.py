@@ -31,6 +31,14 @@ def test_call_over_the_per_minute_limit_of_a_key_fires_once_per_minute() -> None
     assert again[0].ts == at(65)
 
 
+def test_a_limit_of_one_call_reads_in_the_singular() -> None:
+    feed = Feed(config(runaway={"max_calls_per_minute": 1}), RATE)
+    over = feed([fact(at(i), api_key_id="k1") for i in range(2)])
+    assert [a.message for a in over] == [
+        "api_key:k1 made more than 1 call in the minute from 2026-03-02 00:00 UTC"
+    ]
+
+
 def test_the_limit_plus_first_call_fires_inside_one_batch_too() -> None:
     feed = Feed(config(runaway={"max_calls_per_minute": 3}), RATE)
     alerts = feed([fact(at(i), api_key_id="k") for i in range(10)])

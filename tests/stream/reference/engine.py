@@ -92,7 +92,7 @@ class Rate:
                         r["ts"],
                         Decimal(n),
                         Decimal(self.limit),
-                        f"{scope} made more than {self.limit} calls in the minute from "
+                        f"{scope} made more than {self.limit:,} call{'' if self.limit == 1 else 's'} in the minute from "
                         f"{start:%Y-%m-%d %H:%M} UTC",
                         (start.isoformat(),),
                         {"window_start": start.isoformat(), "window_s": "60"},
