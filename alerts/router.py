@@ -17,6 +17,7 @@ from pathlib import Path
 from spendstream.config import AlertsConfig, ConsoleSinkConfig, RouteConfig
 from spendstream.errors import ConfigError
 from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
+from spendstream.wording import plural
 
 from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy
 from .noise import Decision, decide, is_stale
@@ -295,11 +296,11 @@ class AlertRouter:
             self.state.open_incident(p.sink, n, now)
             summary.triggered += 1
             log.info(
-                "paged %s: %s on %s (%d alert(s); incident %s)",
+                "paged %s: %s on %s (%s; incident %s)",
                 p.sink,
                 n.alert.kind,
                 ", ".join(n.scopes) or n.alert.scope,
-                n.count,
+                plural(n.count, "alert"),
                 n.key,
             )
         else:
@@ -325,12 +326,12 @@ class AlertRouter:
         if not result.delivered:
             self.state.dead_letter(sink_name, n, result.error, result.attempts, now)
             log.error(
-                "alert %s %s for %s dead-lettered on sink %s after %d attempt(s): %s",
+                "alert %s %s for %s dead-lettered on sink %s after %s: %s",
                 n.action,
                 n.key,
                 n.alert.scope,
                 sink_name,
-                result.attempts,
+                plural(result.attempts, "attempt"),
                 result.error,
             )
         return result

@@ -79,6 +79,7 @@ from spendstream.producers.transports import (
     Transport,
 )
 from spendstream.topics import partition_key
+from spendstream.wording import plural
 
 __all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics"]
 
@@ -461,7 +462,9 @@ class Meter:
         now = time.monotonic()
         if now - self._last_drop_log >= 1.0:
             self._last_drop_log = now
-            log.error("%d usage event(s) dropped (%s); %d dropped so far", n, why, total)
+            log.error(
+                "%s dropped (%s); %s dropped so far", plural(n, "usage event"), why, f"{total:,}"
+            )
 
     @contextlib.contextmanager
     def track(

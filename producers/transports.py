@@ -24,6 +24,7 @@ from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.log_filters import OncePer
 from spendstream.topics import USAGE
+from spendstream.wording import plural
 
 if TYPE_CHECKING:
     from spendstream.kafka.producer import Producer
@@ -165,8 +166,8 @@ class KafkaTransport:
         level = logging.ERROR if isinstance(exc, KafkaAuthError) else logging.WARNING
         log.log(
             level,
-            "Kafka did not take %d event(s), kept for retry in %s: %s",
-            count,
+            "Kafka did not take %s, kept for retry in %s: %s",
+            plural(count, "event"),
             self.kept_in,
             exc,
         )
@@ -199,11 +200,6 @@ _MISCONFIGURED = {
     404: _WRONG_URL,
     405: _WRONG_URL,
 }
-
-
-def _events(n: int) -> str:
-    """``1 event``, ``2 events``."""
-    return f"{n} event" if n == 1 else f"{n} events"
 
 
 class HttpTransport:
@@ -265,7 +261,7 @@ class HttpTransport:
                 log.warning(
                     "ingest endpoint unreachable (%s): %s kept for retry in %s",
                     exc,
-                    _events(len(records)),
+                    plural(len(records), "event"),
                     self.kept_in,
                 )
             result.failed = list(range(len(records)))
@@ -282,7 +278,7 @@ class HttpTransport:
                     self.destination,
                     status,
                     _MISCONFIGURED.get(status, ""),
-                    _events(len(records)),
+                    plural(len(records), "event"),
                     self.kept_in,
                 )
             result.failed = list(range(len(records)))

@@ -41,6 +41,7 @@ from spendstream.warehouse.report_page import (
     render,
     span_text,
 )
+from spendstream.wording import plural
 
 if TYPE_CHECKING:
     import duckdb
@@ -414,7 +415,7 @@ def gather(con: duckdb.DuckDBPyConnection, period: Period) -> ReportData:
         data.markers.append(
             Marker(
                 _utc(bucket),
-                f"{n} breaker(s) opened at {bucket:%Y-%m-%d %H:%M}: {clip(scopes, 160)}",
+                f"{plural(n, 'breaker')} opened at {bucket:%Y-%m-%d %H:%M}: {clip(scopes, 160)}",
                 "breaker",
                 BREAKER_COLOR,
             )

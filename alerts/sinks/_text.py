@@ -6,6 +6,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 from spendstream.scopes import scope_fields
+from spendstream.wording import plural
 
 from ..notification import Notification
 
@@ -30,7 +31,7 @@ def summary(n: Notification, limit: int = 1024) -> str:
     if n.action == "resolve":
         text = f"Resolved: {a.kind} on {a.scope}"
         if n.count > 1:
-            text += f" and {n.count - 1} more alert(s) grouped with it"
+            text += f" and {plural(n.count - 1, 'more alert')} grouped with it"
     elif n.count > 1:
         group = ", ".join(f"{k}={v}" for k, v in n.group.items())
         text = f"{n.count} {a.kind} alerts ({group}); first: {a.scope}: {a.message}"

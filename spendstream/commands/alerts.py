@@ -16,6 +16,7 @@ from spendstream.commands._options import (
     config_from_args,
     kafka_config_from_args,
 )
+from spendstream.wording import plural
 
 __all__ = ["configure", "run"]
 
@@ -110,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
         consumer.close()
         router.close()
     print(
-        f"spendstream alerts: read {total.records} record(s): {total.alerts} alert(s), "
-        f"{total.breaker_events} breaker event(s), {total.bad_records} bad; "
-        f"{total.triggered} triggered, {total.resolved} resolved, "
-        f"{total.dead_lettered} dead-lettered",
+        f"spendstream alerts: read {plural(total.records, 'record')}: "
+        f"{plural(total.alerts, 'alert')}, {plural(total.breaker_events, 'breaker event')}, "
+        f"{total.bad_records:,} bad; {total.triggered:,} triggered, {total.resolved:,} resolved, "
+        f"{total.dead_lettered:,} dead-lettered",
         file=sys.stderr,
     )
     return 0

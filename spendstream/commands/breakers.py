@@ -30,6 +30,7 @@ from spendstream.commands._options import (
 from spendstream.config import Config
 from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
 from spendstream.kafka.settings import answering_servers
+from spendstream.wording import plural
 
 if TYPE_CHECKING:
     from spendstream.producers.guard import BreakerView
@@ -211,7 +212,7 @@ def _from_kafka(
             for scope, e in sorted(view.snapshot().items())
         ]
         note = (
-            f"{view.unverified} record(s) ignored: not signed with the [breaker] HMAC key"
+            f"{plural(view.unverified, 'record')} ignored: not signed with the [breaker] HMAC key"
             if view.unverified
             else ""
         )

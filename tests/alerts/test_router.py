@@ -443,7 +443,7 @@ def test_each_page_and_resolve_delivered_is_logged_naming_sink_kind_and_scope(
         h.router.handle([], [breaker("session:s1")])
     lines = [r.getMessage() for r in caplog.records if r.name == "spendstream.alerts.router"]
     assert lines == [
-        f"paged pd: runaway_session on session:s1 (1 alert(s); incident {incident.key})",
+        f"paged pd: runaway_session on session:s1 (1 alert; incident {incident.key})",
         f"resolved on pd: incident {incident.key} (session:s1)",
     ]
     assert h.pd_actions() == ["trigger", "resolve"] and PD_KEY not in caplog.text

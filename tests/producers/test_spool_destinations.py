@@ -206,9 +206,7 @@ def test_kafka_s_spooled_events_log_line_names_the_slot(
     meter.record(**_fields(0))
     assert not meter.flush(timeout_s=1.0)
     meter.close(timeout_s=0.3)
-    assert f"Kafka did not take 1 event(s), kept for retry in {tmp_path / 'slot-0'}:" in (
-        caplog.text
-    )
+    assert f"Kafka did not take 1 event, kept for retry in {tmp_path / 'slot-0'}:" in (caplog.text)
 
 
 def test_a_forked_child_s_new_slot_names_the_parent_s_destination(

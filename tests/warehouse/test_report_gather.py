@@ -322,3 +322,7 @@ def test_the_first_breaker_openings_are_listed_earliest_first(workdir: Path) -> 
         con.close()
     assert data.breaker_openings_count == len(opened)
     assert [(ts, s) for ts, s, _ in data.breaker_openings] == [(b.ts, b.scope) for b in opened[:12]]
+    # The timeline marks each hour's openings, counted in words ("1 breaker", not "1 breaker(s)").
+    labels = [m.label for m in data.markers if m.kind == "breaker"]
+    assert len(labels) == len(opened)
+    assert all(label.startswith("1 breaker opened at ") for label in labels)

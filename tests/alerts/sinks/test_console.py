@@ -56,3 +56,16 @@ def test_the_line_shows_the_event_time_with_its_utc_offset() -> None:
         Notification("trigger", "k", "r", make_alert()), HttpDeliverer(RetryPolicy())
     )
     assert " | since 2026-11-23T12:00:00+00:00 | alerts=1 key=k" in out.getvalue()
+
+
+def test_a_grouped_resolve_counts_the_others_in_words() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(name="console", out=out)
+    d = HttpDeliverer(RetryPolicy())
+    for count in (2, 3):
+        sink.deliver(
+            Notification("resolve", "k", "r", make_alert(), count=count, opened_at=T0), d
+        )
+    lines = out.getvalue().splitlines()
+    assert "and 1 more alert grouped with it" in lines[0]
+    assert "and 2 more alerts grouped with it" in lines[1]
