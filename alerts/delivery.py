@@ -20,6 +20,7 @@ from typing import Literal
 import httpx
 
 from spendstream.config import DeliveryConfig
+from spendstream.wording import plural
 
 __all__ = [
     "DeliveryResult",
@@ -148,9 +149,9 @@ class HttpDeliverer:
             elapsed = self._monotonic() - started
             if attempt >= self.policy.max_attempts or elapsed + wait > self.policy.retry_budget_s:
                 log.error(
-                    "alert sink %s: giving up after %d attempt(s) in %.1fs: %s",
+                    "alert sink %s: giving up after %s in %.1fs: %s",
                     sink,
-                    attempt,
+                    plural(attempt, "attempt"),
                     elapsed,
                     error,
                 )

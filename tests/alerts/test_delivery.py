@@ -104,13 +104,25 @@ def test_a_timeout_is_retried(http_server: Callable[..., ScriptedServer]) -> Non
     assert result.delivered and result.attempts == 2
 
 
-def test_attempts_run_out_into_a_dead_letter(http_server: Callable[..., ScriptedServer]) -> None:
+def test_attempts_run_out_into_a_dead_letter(
+    http_server: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
     server = http_server(script=[503] * 10)
     t = FakeTime()
     result = deliverer(t).send("hook", req(server))
     assert result.status == "dead" and result.attempts == FAST.max_attempts
     assert result.error == "HTTP 503"
     assert len(server.received) == FAST.max_attempts
+    assert f"hook: giving up after {FAST.max_attempts} attempts in " in caplog.text
+
+
+def test_one_attempt_is_said_in_the_singular(
+    http_server: Callable[..., ScriptedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = http_server(script=[503])
+    policy = RetryPolicy(max_attempts=1, backoff_initial_s=0.1, retry_budget_s=60, timeout_s=0.2)
+    assert deliverer(FakeTime(), policy).send("hook", req(server)).attempts == 1
+    assert "hook: giving up after 1 attempt in " in caplog.text
 
 
 def test_the_time_budget_runs_out_before_the_attempts(
