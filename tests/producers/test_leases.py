@@ -116,6 +116,23 @@ def test_budget_exhausted_names_the_scope_the_budget_and_what_is_left() -> None:
     assert other.metrics.refused == 1
 
 
+def test_budget_exhausted_writes_amounts_exactly_without_the_money_scale_zeros() -> None:
+    # The ledger's amounts carry DECIMAL(38,18)'s 18 places; the refusal said
+    # "$0.001735000000000000 left to lease".
+    err = BudgetExhausted(
+        "team:a",
+        "team:a/day",
+        D("0.001735000000000000"),
+        need_usd=D("0.002298000000000000"),
+        held_usd=D("2.500000000000000000"),
+    )
+    assert "has $0.001735 left to lease, the call needs $0.002298 ($2.5 more is held" in str(err)
+    err = BudgetExhausted("team:a", "team:a/day", D("0E-18"), need_usd=D("100"))
+    assert "has $0 left to lease, the call needs $100" in str(err)
+    err = BudgetExhausted("team:a", "team:a/day", D("4.999999999999999999"), need_usd=D("5"))
+    assert "has $4.999999999999999999 left to lease, the call needs $5" in str(err)
+
+
 @pytest.mark.parametrize(
     ("seconds", "written"),
     [(42.4, "42 s"), (59.6, "1 min"), (600, "10 min"), (65667, "18 h 14 min")],
