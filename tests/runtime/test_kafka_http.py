@@ -245,3 +245,43 @@ def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_
 def good_ts(line: bytes) -> str:
     """A good line's ts: a poison record that breaks no bound but its own."""
     return str(json.loads(line)["ts"])
+
+
+def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # runaway_rate on an api key is found where the key's partition is read (the usage loop),
+    # which published the alert and the breaker without counting them in events_out.
+    config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    w = Worker(tmp_path / "wd", config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        at = datetime.now(UTC).replace(second=0, microsecond=0)
+        body = "\n".join(
+            json.dumps(
+                {
+                    "provider": "openai",
+                    "model": "gpt-5-mini",
+                    "input_tokens": 100,
+                    "output_tokens": 10,
+                    "api_key_id": "key-loop",
+                    "ts": (at + timedelta(milliseconds=i)).isoformat(),
+                }
+            )
+            for i in range(121)
+        ).encode()
+        assert _post(w, body)[1]["accepted"] == 121
+
+        def value(text: str, name: str) -> float:
+            found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+            return float(found.group(1)) if found else 0.0
+
+        opened = 'spendstream_breaker_events_total{state="open"}'
+        wait_for(lambda: value(w.get_text("/metrics"), opened) >= 1, "no breaker opened", w)
+        metrics = w.get_text("/metrics")
+        assert value(metrics, 'spendstream_alerts_total{kind="runaway_rate"}') == 1
+        out = 'spendstream_events_out_total{topic="%s"}'
+        assert value(metrics, out % (prefix + "spendstream.breakers")) == value(metrics, opened)
+        assert value(metrics, out % (prefix + "spendstream.alerts")) == 1
+    finally:
+        assert w.stop() == 0, w.log_tail()

@@ -423,6 +423,8 @@ class UsageLoop(PartitionLoop[_Partition]):
             m.duplicates.inc(judged.duplicates + result.duplicates)
             m.dead_letters.labels("usage").inc(len(judged.dead_letters))
             m.events_out.labels(names.facts).inc(facts.num_rows)
+            m.events_out.labels(names.alerts).inc(len(alerts))
+            m.events_out.labels(names.breakers).inc(len(breakers))
             m.observe_detection(alerts, breakers)
             m.late.inc(local.detection.late)
         finally:
