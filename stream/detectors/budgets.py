@@ -53,7 +53,8 @@ def _dollars(amount: Decimal) -> str:
     return f"{exact:,f}"
 
 
-# Snapshot: [[budget index, period start us, spend, [fired tags]], ...]
+# Snapshot: [[budget key, period start us, spend, [fired tags]], ...]; the key is the
+# budget's scope and period (``_state_keys``). Snapshots before it named the [[budget]] index.
 BudgetWire = list[list[int | str | list[str]]]
 I64 = npt.NDArray[np.int64]
 
@@ -61,6 +62,20 @@ I64 = npt.NDArray[np.int64]
 def budget_id(b: BudgetConfig) -> str:
     """Names a budget in alerts; stable while its scope, period and amount are."""
     return f"{b.scope}/{b.period}/{b.amount_usd}"
+
+
+def _state_keys(budgets: Sequence[BudgetConfig]) -> list[str]:
+    """What a snapshot names each ``[[budget]]`` by: its scope and period (``team:a/day#0``;
+    ``#1`` for a second entry on the same scope and period). Not its index: a budget added
+    ahead of others, or one removed, would hand each later budget its neighbour's spend.
+    Not its amount either: an amount raised mid-period keeps the period's spend."""
+    seen: dict[str, int] = {}
+    keys = []
+    for b in budgets:
+        name = f"{b.scope}/{b.period}"
+        keys.append(f"{name}#{seen.get(name, 0)}")
+        seen[name] = seen.get(name, 0) + 1
+    return keys
 
 
 def _severity(level: Decimal) -> Severity:
@@ -94,6 +109,7 @@ class BudgetDetector:
             i: Windowed(self.rules[i]) for i, _ in self.budgets
         }
         self.replay_all = replay_all
+        self.keys = _state_keys(config.budget)
 
     def _in_scope(self, cols: FactColumns, b: BudgetConfig) -> npt.NDArray[np.bool_]:
         kind, _, _ = b.scope.partition(":")
@@ -291,16 +307,19 @@ class BudgetDetector:
 
     def snapshot(self) -> BudgetWire:
         return [
-            [i, start, str(per.spend), sorted(per.fired)]
+            [self.keys[i], start, str(per.spend), sorted(per.fired)]
             for i, windowed in sorted(self.periods.items())
             for start, _, per in windowed.items()
         ]
 
     def restore(self, data: BudgetWire) -> None:
         budgets = dict(self.budgets)
-        for i, start, spend, fired in data:
-            b = budgets.get(int(i))  # type: ignore[arg-type]
-            if b is None:
+        index = {key: i for i, key in enumerate(self.keys)}
+        for key, start, spend, fired in data:
+            # An older snapshot names the index (an int): restored by it, as it was written.
+            i = index.get(key) if isinstance(key, str) else int(key)  # type: ignore[arg-type]
+            b = budgets.get(i) if i is not None else None
+            if i is None or b is None:
                 continue
             period = BudgetPeriod(Decimal(str(spend)), set(fired))  # type: ignore[arg-type]
-            self.periods[int(i)].put(int(start), budget_id(b), period)  # type: ignore[arg-type]
+            self.periods[i].put(int(start), budget_id(b), period)  # type: ignore[arg-type]

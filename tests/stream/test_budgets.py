@@ -331,3 +331,34 @@ def test_make_alert_leaves_the_details_it_was_given_as_they_were() -> None:
     assert shared == {"session": "s"}
     assert big.details == {"session": "s", "value_usd": "2E+20"}
     assert small.details == {"session": "s"}
+
+
+def test_a_budget_added_ahead_of_another_starts_at_zero_and_takes_none_of_its_spend() -> None:
+    # The snapshot named budgets by their [[budget]] index: a team's budget written above an
+    # existing one took that one's spend (team:u, having spent $3, 'spent $10.00' and its
+    # breaker opened) and the existing one started again from zero.
+    t = {"scope": "team:t", "period": "day", "amount_usd": 10, "alert_at": [1], "hard_limit": 1}
+    u = {"scope": "team:u", "period": "day", "amount_usd": 10, "alert_at": [1], "hard_limit": 1}
+    feed = Feed(config(budget=[t]), *BUDGET)
+    assert feed([fact(at(0), "9", team="t")]) == []
+    more = Feed(config(budget=[u, t]), *BUDGET, state=feed.engine.snapshot())
+    assert more([fact(at(1), "3", team="u")]) == []
+    alerts = more([fact(at(2), "1", team="t")])
+    assert [(a.kind, a.scope) for a in alerts] == [
+        ("budget_threshold", "team:t"),
+        ("budget_exceeded", "team:t"),
+    ]
+    # And the first removed: team:t keeps its spend and what fired.
+    fewer = Feed(config(budget=[t]), *BUDGET, state=more.engine.snapshot())
+    assert fewer([fact(at(3), "1", team="t")]) == []
+
+
+def test_a_state_written_with_budget_indexes_still_restores_by_index() -> None:
+    # Snapshots from before budgets were named by scope and period.
+    from spendstream.stream.detectors.budgets import BudgetDetector
+
+    cfg = config(budget=[{"scope": "global", "period": "month", "amount_usd": 10}])
+    detector = BudgetDetector(cfg)
+    start = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    detector.restore([[0, start, "9.5", ["0.5", "0.8"]]])
+    assert detector.snapshot() == [["global/month#0", start, "9.5", ["0.5", "0.8"]]]
