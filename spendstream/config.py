@@ -290,7 +290,16 @@ class RunawayConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    """One budget (`[[budget]]`, repeatable): spend of a scope per UTC calendar period."""
+    """One budget (`[[budget]]`, repeatable): spend of a scope per UTC calendar period.
+
+    Its alerts and breaker count the spend landed while it is configured. Across restarts a
+    budget is known by its scope and period: moving entries, adding or removing others, or
+    changing `amount_usd`, `alert_at` or `hard_limit` keeps its period's spend and what already
+    fired. A budget added in the middle of a period (or given another scope or period) starts
+    that period at $0 for its alerts and breaker, though the warehouse holds the period's
+    earlier spend; budget leases do count that spend, so a new hard budget's leases may refuse
+    calls (`BudgetExhausted`) before its `budget_exceeded` fires.
+    """
 
     scope: str = Field(
         description="The scope the budget covers: `global`, `team:<t>`, `feature:<f>`, "
