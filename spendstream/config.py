@@ -123,8 +123,8 @@ class KafkaConfig(_Section):
     bootstrap_servers: str = Field(
         default="localhost:9092",
         description="Kafka bootstrap servers, `host:port[,host:port...]`. Left unset (no "
-        "`--config`, no key, no `--bootstrap-servers`), `run`, `alerts` and `breakers` use "
-        "a running `spendstream kafka-local` broker if there is one.",
+        "`--config`, no key, no `--bootstrap-servers`), `run`, `alerts`, `breakers` and "
+        "`leases serve` use a running `spendstream kafka-local` broker if there is one.",
     )
     usage_partitions: int = Field(
         default=6,

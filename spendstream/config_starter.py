@@ -79,8 +79,8 @@ LOCAL = (
     + """
 # -- where things run (one machine) ----------------------------------------------------
 [kafka]
-# Left unset, `spendstream run`, `alerts` and `breakers` use the broker that
-# `spendstream kafka-local start` runs on this machine. Set it for any other broker.
+# Left unset, `spendstream run`, `alerts`, `breakers` and `leases serve` use the broker
+# that `spendstream kafka-local start` runs on this machine. Set it for any other broker.
 # bootstrap_servers = "localhost:9092"
 
 [http]

@@ -14,7 +14,7 @@ import socket
 import threading
 from types import FrameType
 
-from spendstream.commands._options import add_config, config_from_args
+from spendstream.commands._options import add_config, add_kafka, kafka_config_from_args
 
 __all__ = ["configure", "run"]
 
@@ -23,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     serve = sub.add_parser("serve", help="answer lease requests on Kafka until stopped")
     add_config(serve)
+    add_kafka(serve)
     serve.add_argument(
         "--instance",
         metavar="ID",
@@ -32,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = kafka_config_from_args(args)
     from spendstream.runtime.lease_server import serve_leases
 
     stop = threading.Event()

@@ -900,7 +900,7 @@ def run(args: argparse.Namespace) -> int:
 def _start_notes(broker: LocalKafka, *, explicit_dir: bool) -> str:
     where = f" --dir {broker.data_dir}" if explicit_dir else ""
     found = (
-        "spendstream run, alerts and breakers use it by themselves while it runs "
+        "spendstream run, alerts, breakers and leases serve use it by themselves while it runs "
         "(when no configuration names a broker)"
         if not explicit_dir
         else "point spendstream at it"
