@@ -288,6 +288,8 @@ class _Call:
             else:
                 event.update(usage)
                 event["provider"] = self.spec.provider
+        elif status == "ok":
+            all_tags["usage"] = "missing"  # a stream that ended before any event
         attempt = _attempt(http)
         if attempt is not None:
             event["attempt"] = attempt

@@ -132,6 +132,54 @@ def test_stream_usage_false_leaves_stream_options_alone(
     assert (event["input_tokens"], event["tags"]["usage"]) == (0, "missing")
 
 
+class _EmptyStreams:
+    """A server whose every answer is a 200 event stream that ends without an event (a
+    proxy that drops them, say)."""
+
+    def __enter__(self) -> str:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_stream_that_ends_without_an_event_is_recorded_with_its_usage_missing(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    # It was recorded as an ok call of 0 tokens with nothing to say its usage was never seen.
+    meter, _ = metered
+    with _EmptyStreams() as url:
+        oa = meter.instrument(openai.OpenAI(api_key="k", base_url=url + "/v1", max_retries=0))
+        assert list(oa.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)) == []
+        an = meter.instrument(anthropic.Anthropic(api_key="k", base_url=url, max_retries=0))
+        with an.messages.stream(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES) as s:
+            assert list(s) == []
+    events = flushed(*metered)
+    assert [
+        (e["provider"], e["status"], e["input_tokens"], e["tags"].get("usage")) for e in events
+    ] == [
+        ("openai", "ok", 0, "missing"),
+        ("anthropic", "ok", 0, "missing"),
+    ]
+
+
 def test_the_chat_stream_helper_is_recorded(
     server: ProviderServer, metered: tuple[Meter, CollectingTransport]
 ) -> None:
