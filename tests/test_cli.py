@@ -162,6 +162,27 @@ def test_bad_config_key_exits_2_naming_the_key(
     assert "runaway.max_calls_per_minit" in capsys.readouterr().err
 
 
+def test_ingest_whose_alert_sink_lacks_its_secret_names_the_flag_that_skips_paging(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spendstream.toml a team runs `alerts` with names a webhook's secret; an ingest of a
+    # file beside it stopped at the missing variable without saying it could land unpaged.
+    monkeypatch.delenv("HOOK_SECRET_FOR_TEST", raising=False)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "http://127.0.0.1:1/"\n'
+        'secret_env = "HOOK_SECRET_FOR_TEST"\n'
+    )
+    events = tmp_path / "e.jsonl"
+    events.write_text("")
+    args = ["ingest", str(events), "--workdir", str(tmp_path / "w"), "--config", str(cfg)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "environment variable HOOK_SECRET_FOR_TEST is not set or empty" in err
+    assert "--no-route-alerts" in err
+    assert main([*args, "--no-route-alerts"]) == 0
+
+
 def test_console_script_runs_as_module() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "spendstream", "--version"],

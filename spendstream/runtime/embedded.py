@@ -23,6 +23,7 @@ import orjson
 import pyarrow.compute as pc
 
 from spendstream.config import Config
+from spendstream.errors import ConfigError
 from spendstream.pricedata import load_price_data
 from spendstream.producers.event import first_reason
 from spendstream.records import Alert, BreakerEvent, DeadLetter
@@ -313,7 +314,12 @@ def ingest_records(
     if route_alerts and config.alerts.sink:
         from spendstream.alerts.router import AlertRouter
 
-        router = AlertRouter.from_config(config.alerts, workdir)
+        try:
+            router = AlertRouter.from_config(config.alerts, workdir)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (or --no-route-alerts: land the alerts without paging anyone)"
+            ) from exc
     try:
         runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size, live=live)
         summary = runner.run(records, progress=progress)
