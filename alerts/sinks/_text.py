@@ -15,15 +15,28 @@ __all__ = ["amount", "investigate_link", "investigate_sql", "sql_literal", "summ
 _USD_KINDS = {"budget_threshold", "budget_exceeded", "hourly_anomaly"}
 
 
+_BUDGET_KINDS = {"budget_threshold", "budget_exceeded"}
+
+
 def _fmt(kind: str, value: Decimal) -> str:
     if kind in _USD_KINDS:
         return f"${value.quantize(Decimal('0.01')):,}"
     return f"{value.normalize():f}"
 
 
+def _threshold(kind: str, value: Decimal) -> str:
+    """A budget's threshold is a level of an amount someone wrote: finer than a cent (50% of
+    $0.05), it keeps its digits ($0.025), which cents would round to $0.02 beside a spend of
+    $0.03. An anomaly's (a factor of a mean) is rounded like any spend."""
+    exponent = value.normalize().as_tuple().exponent
+    if kind in _BUDGET_KINDS and isinstance(exponent, int) and -18 <= exponent < -2:
+        return f"${value.normalize():,f}"
+    return _fmt(kind, value)
+
+
 def amount(n: Notification) -> str:
     a = n.alert
-    return f"{_fmt(a.kind, a.value)} (threshold {_fmt(a.kind, a.threshold)})"
+    return f"{_fmt(a.kind, a.value)} (threshold {_threshold(a.kind, a.threshold)})"
 
 
 def summary(n: Notification, limit: int = 1024) -> str:

@@ -69,3 +69,23 @@ def test_a_grouped_resolve_counts_the_others_in_words() -> None:
     lines = out.getvalue().splitlines()
     assert "and 1 more alert grouped with it" in lines[0]
     assert "and 2 more alerts grouped with it" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "threshold", "written"),
+    [
+        ("budget_threshold", "0.025", "$0.03 (threshold $0.025)"),  # 50% of $0.05
+        ("budget_exceeded", "80.0", "$0.03 (threshold $80.00)"),
+        ("hourly_anomaly", "0.025", "$0.03 (threshold $0.02)"),  # a factor of a mean: cents
+    ],
+)
+def test_a_budget_threshold_finer_than_a_cent_keeps_its_digits(
+    kind: str, threshold: str, written: str
+) -> None:
+    # It said "$0.03 (threshold $0.02)" for 50% of a $0.05 budget.
+    out = io.StringIO()
+    alert = make_alert("team:a", kind=kind, value="0.0296", threshold=threshold)
+    ConsoleSink(name="console", out=out).deliver(
+        Notification("trigger", "k", "r", alert), HttpDeliverer(RetryPolicy())
+    )
+    assert f"| {written} |" in out.getvalue()
