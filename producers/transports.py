@@ -259,7 +259,8 @@ class HttpTransport:
         except httpx.HTTPError as exc:
             if self._quiet.due("unreachable"):  # once a minute while it stays so
                 log.warning(
-                    "ingest endpoint unreachable (%s): %s kept for retry in %s",
+                    "ingest endpoint %s unreachable (%s): %s kept for retry in %s",
+                    self.destination,
                     exc,
                     plural(len(records), "event"),
                     self.kept_in,

@@ -195,6 +195,8 @@ def test_an_unreachable_endpoint_s_log_line_counts_one_event_as_one(
     assert not meter.flush(timeout_s=0.5)
     meter.close(timeout_s=0.3)
     assert f"): 1 event kept for retry in {tmp_path / 'slot-0'}" in caplog.text
+    # And which endpoint: a service sending to several could not tell (the 4xx/5xx lines say).
+    assert "ingest endpoint http://127.0.0.1:1/v1/events unreachable (" in caplog.text
 
 
 def test_kafka_s_spooled_events_log_line_names_the_slot(
