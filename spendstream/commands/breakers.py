@@ -137,9 +137,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_kafka:
         rows, note = _from_kafka(kafka_config_from_args(args))
+        hidden = 0 if args.all else sum(state == "closed" for _, state, _, _ in rows)
+        rows = [r for r in rows if args.all or r[1] != "closed"]
         render(["scope", "state", "reason", "ts"], rows, args.format, sys.stdout)
+        sys.stdout.flush()
         if note:
             print(note, file=sys.stderr)
+        if hidden:
+            print(f"{plural(hidden, 'closed scope')} not shown (--all lists them)", file=sys.stderr)
         return 0
     from spendstream.runtime.kafka.breaker_control import latest_breakers
 
@@ -202,14 +207,15 @@ def _instant(ts: str) -> datetime | str:
 def _from_kafka(
     config: Config, timeout_s: float = 30.0
 ) -> tuple[list[tuple[str, str, str, datetime | str]], str]:
-    """Every breaker that is not closed on the topic, and a note on ignored records."""
+    """Each scope's latest transition on the topic, closed ones too, and a note on ignored
+    records."""
     from spendstream.producers.guard import BreakerView
 
-    with BreakerView.from_config(config) as view:
+    with BreakerView.from_config(config, keep_closed=True) as view:
         _wait_ready(view, timeout_s)
         rows = [
             (scope, e.state, e.reason, _instant(e.ts))
-            for scope, e in sorted(view.snapshot().items())
+            for scope, e in sorted(view.latest(include_closed=True).items())
         ]
         note = (
             f"{plural(view.unverified, 'record')} ignored: not signed with the [breaker] HMAC key"

@@ -3,6 +3,8 @@ finds it, and a dead broker reported at once."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,22 @@ def test_list_help_says_what_the_default_shows(capsys: pytest.CaptureFixture[str
         main(["breakers", "--help"])
     out = capsys.readouterr().out
     assert "open or half-open" in out and "--all" in out
+
+
+def test_list_from_kafka_takes_all_and_counts_the_closed_ones_it_hides(
+    kafka_local_default: LocalBroker, tmp_path: Path
+) -> None:
+    # --from-kafka ignored --all: what clients see showed no closed breaker, and said nothing
+    # of hiding them, while the warehouse's listing had them.
+    scope = f"api_key:key-{uuid.uuid4().hex[:8]}"
+    workdir = str(tmp_path / "wd")
+    env = kafka_local_default.env
+    reset = cli("breakers", "reset", scope, "--force", "--workdir", workdir, env=env)
+    assert reset.returncode == 0, reset.stderr
+    listed = cli("breakers", "list", "--from-kafka", "--all", "--format", "csv", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{scope},closed,manual reset," in listed.stdout
+    shown = cli("breakers", "list", "--from-kafka", "--format", "csv", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert scope not in shown.stdout
+    assert re.search(r"\d+ closed scopes? not shown \(--all lists them\)", shown.stderr)
