@@ -285,3 +285,53 @@ def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
         assert value(metrics, out % (prefix + "spendstream.alerts")) == 1
     finally:
         assert w.stop() == 0, w.log_tail()
+
+
+def test_a_breaker_reset_read_off_the_usage_topic_is_not_counted_as_an_event_in(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # The reset's control record was counted in events_in, which then exceeded facts +
+    # duplicates + dead letters: 'N events in, N-1 facts landed, 0 duplicates, 0 dead letters'.
+    config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        at = datetime.now(UTC).replace(second=0, microsecond=0)
+        body = "\n".join(
+            json.dumps(
+                {
+                    "provider": "openai",
+                    "model": "gpt-5-mini",
+                    "input_tokens": 100,
+                    "output_tokens": 10,
+                    "api_key_id": "key-loop",
+                    "ts": (at + timedelta(milliseconds=i)).isoformat(),
+                }
+            )
+            for i in range(121)
+        ).encode()
+        assert _post(w, body)[1]["accepted"] == 121
+
+        def value(name: str) -> float:
+            found = re.search(rf"^{re.escape(name)} (\S+)$", w.get_text("/metrics"), re.M)
+            return float(found.group(1)) if found else 0.0
+
+        opened = 'spendstream_breaker_events_total{state="open"}'
+        wait_for(lambda: value(opened) == 1, "no breaker opened", w)
+        reset = subprocess.run(
+            [sys.executable, "-m", "spendstream", "breakers", "reset", "api_key:key-loop",
+             "--workdir", str(wd), "--config", str(config)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert reset.returncode == 0, reset.stderr
+        closed = 'spendstream_breaker_events_total{state="closed"}'
+        wait_for(lambda: value(closed) == 1, "the reset was never applied", w)
+        landed = (
+            value("spendstream_facts_landed_total")
+            + value("spendstream_duplicates_total")
+            + value('spendstream_dead_letters_total{stage="usage"}')
+        )
+        assert (value("spendstream_events_in_total"), landed) == (121, 121)
+    finally:
+        assert w.stop() == 0, w.log_tail()

@@ -123,6 +123,11 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     return since is not None and now - since >= MAX_WAIT_S
 
 
+def _is_reset(m: Message) -> bool:
+    headers = m.headers()
+    return headers is not None and kind_of(headers) == RESET
+
+
 @dataclass(frozen=True, slots=True)
 class Pace:
     """What pacing knows of one partition."""
@@ -233,7 +238,9 @@ class UsageLoop(PartitionLoop[_Partition]):
                 part.buffer.extend(records)
             else:  # read again after a rewind
                 part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
-            taken += len(part.buffer) - before
+            # Usage events only: a breaker reset's control record becomes no fact, duplicate
+            # or dead letter, and counted it read as events gone missing in the status line.
+            taken += sum(not _is_reset(r) for r in part.buffer[before:])
             if part.buffer and part.since is None:
                 part.since = now
         self.metrics.events_in.inc(taken)
