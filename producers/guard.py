@@ -47,6 +47,7 @@ from spendstream.errors import BreakerOpen
 from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.scopes import GLOBAL, SCOPE_FIELDS
 from spendstream.signing import RecordSigner
+from spendstream.wording import exact_usd
 
 if TYPE_CHECKING:
     from spendstream.config import Config
@@ -502,8 +503,8 @@ def guard(
         )
     if worst > ceiling:
         raise RequestCeilingExceeded(
-            f"worst case ${worst.quantize(Decimal('0.000001'))} ({input_tokens} input + "
-            f"{max_tokens} max output tokens of {provider}/{model}) exceeds "
+            f"worst case {exact_usd(worst)} ({input_tokens:,} input + "
+            f"{max_tokens:,} max output tokens of {provider}/{model}) exceeds "
             f"max_request_usd ${ceiling}",
             worst,
             ceiling,

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from spendstream.wording import exact_usd
+
 __all__ = [
     "BreakerOpen",
     "BudgetExhausted",
@@ -118,14 +120,6 @@ class WorkdirBusy(SpendstreamError):
     exit_code = 3
 
 
-def _amount(value: Decimal) -> str:
-    """An amount exactly, without the trailing zeros of its DECIMAL(38,18) scale: ``0.001735``
-    (not ``0.001735000000000000``); never rounded, so what is left and what is needed compare
-    as written."""
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
 def _duration(seconds: float) -> str:
     """65667 s as "18 h 14 min": a wait people read at a glance (seconds below a minute)."""
     whole = round(seconds)
@@ -154,11 +148,11 @@ class BudgetExhausted(BreakerOpen):
         retry_after_s: float | None = None,
     ) -> None:
         reason = (
-            f"hard budget {budget} has ${_amount(left_usd)} left to lease, "
-            f"the call needs ${_amount(need_usd)}"
+            f"hard budget {budget} has {exact_usd(left_usd)} left to lease, "
+            f"the call needs {exact_usd(need_usd)}"
         )
         if held_usd > 0:
-            reason += f" (${_amount(held_usd)} more is held by open leases"
+            reason += f" ({exact_usd(held_usd)} more is held by open leases"
             if retry_after_s is not None:
                 reason += f"; the next one ends in {retry_after_s:.1f} s"
             reason += ")"

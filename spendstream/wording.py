@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from spendstream.money import MONEY_CONTEXT
 
-__all__ = ["plural", "usd"]
+__all__ = ["exact_usd", "plural", "usd", "written_usd"]
 
 _CENT = Decimal("0.01")
 _MILLIONTH = Decimal("1e-6")
@@ -29,6 +29,26 @@ def usd(value: Decimal | None, places: int = 2) -> str:
     if q == 0:
         sign = ""
     return f"{sign}${q:,}"
+
+
+def exact_usd(value: Decimal) -> str:
+    """An amount exactly, for amounts compared with one another (what a budget has left and
+    what a call needs, old and new totals): ``$0.001735``, ``-$0.0001``, ``$0``. Never
+    rounded; DECIMAL(38,18)'s trailing zeros go (``$0.001735000000000000``, ``$0E-18``)."""
+    sign = "-" if value < 0 else ""
+    # copy_abs and the money context: abs() and normalize() round to 28 digits.
+    return f"{sign}${value.copy_abs().normalize(MONEY_CONTEXT):f}"
+
+
+def written_usd(amount: Decimal) -> str:
+    """An amount someone wrote (a budget, a level of one) as money is written: 40.0 and 100
+    read ``$40.00`` and ``$100.00`` beside a spend's cents, but one finer than a cent keeps its
+    digits (``$0.005``, 50% of $0.05 ``$0.025``), which cents would round away."""
+    exact = amount.normalize(MONEY_CONTEXT)
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent >= -2:
+        return f"${amount.quantize(_CENT, context=MONEY_CONTEXT):,f}"
+    return f"${exact:,f}"
 
 
 def plural(n: int, noun: str) -> str:

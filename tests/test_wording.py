@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.wording import plural, usd
+from spendstream.wording import exact_usd, plural, usd, written_usd
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,38 @@ def test_usd_of_nothing_and_a_zero_at_whole_dollars() -> None:
 )
 def test_plural(n: int, written: str) -> None:
     assert plural(n, "call") == written
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        # abs() and normalize() round to 28 digits: 12345678901.12345678901234568 before.
+        ("12345678901.123456789012345678", "$12345678901.123456789012345678"),
+        ("-12345678901.100000000000000000", "-$12345678901.1"),
+        ("0E-18", "$0"),  # a DECIMAL(38,18) sum of nothing, not "$0E-18"
+        ("0.001735000000000000", "$0.001735"),  # the 18 places' zeros go, no digit does
+        ("4.999999999999999999", "$4.999999999999999999"),
+        ("1E+3", "$1000"),
+    ],
+)
+def test_exact_usd_keeps_every_digit_and_drops_only_trailing_zeros(
+    amount: str, written: str
+) -> None:
+    assert exact_usd(Decimal(amount)) == written
+
+
+@pytest.mark.parametrize(
+    ("amount", "written"),
+    [
+        ("40.0", "$40.00"),  # a budget as money is written, beside a spend's cents
+        ("100", "$100.00"),
+        ("1E+3", "$1,000.00"),
+        ("1234567.5", "$1,234,567.50"),
+        ("0.05", "$0.05"),
+        ("0.025", "$0.025"),  # finer than a cent: its digits, not cents' $0.02
+        ("0.005000", "$0.005"),
+        ("0.000000000000000001", "$0.000000000000000001"),
+    ],
+)
+def test_written_usd_is_cents_unless_the_amount_is_finer(amount: str, written: str) -> None:
+    assert written_usd(Decimal(amount)) == written

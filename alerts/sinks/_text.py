@@ -6,7 +6,7 @@ from decimal import Decimal
 from urllib.parse import quote
 
 from spendstream.scopes import scope_fields
-from spendstream.wording import plural
+from spendstream.wording import plural, written_usd
 
 from ..notification import Notification
 
@@ -26,12 +26,9 @@ def _fmt(kind: str, value: Decimal) -> str:
 
 def _threshold(kind: str, value: Decimal) -> str:
     """A budget's threshold is a level of an amount someone wrote: finer than a cent (50% of
-    $0.05), it keeps its digits ($0.025), which cents would round to $0.02 beside a spend of
-    $0.03. An anomaly's (a factor of a mean) is rounded like any spend."""
-    exponent = value.normalize().as_tuple().exponent
-    if kind in _BUDGET_KINDS and isinstance(exponent, int) and -18 <= exponent < -2:
-        return f"${value.normalize():,f}"
-    return _fmt(kind, value)
+    $0.05) it keeps its digits, which cents would round to $0.02 beside a spend of $0.03. An
+    anomaly's (a factor of a mean) is rounded like any spend."""
+    return written_usd(value) if kind in _BUDGET_KINDS else _fmt(kind, value)
 
 
 def amount(n: Notification) -> str:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 from spendstream.instants import parse_instant
-from spendstream.money import MONEY_CONTEXT
+from spendstream.wording import exact_usd
 
 __all__ = ["configure", "run"]
 
@@ -131,14 +130,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exact_usd(value: Decimal) -> str:
-    """An exact amount without its 18 places' trailing zeros, sign first: ``-$0.0001``,
-    ``$0`` (the sum of DECIMAL(38,18) costs printed as is read ``$0E-18``)."""
-    sign = "-" if value < 0 else ""
-    # copy_abs and the money context: abs() and normalize() round to 28 digits.
-    return f"{sign}${value.copy_abs().normalize(MONEY_CONTEXT):f}"
-
-
 def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:
     config = config_from_args(args)
     from spendstream.pricebook import reprice_range
@@ -186,8 +177,8 @@ def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime |
     ]
     render(columns, rows, args.format, sys.stdout)
     print(
-        f"total: old {_exact_usd(report.old_cost_usd)} new {_exact_usd(report.new_cost_usd)} "
-        f"difference {_exact_usd(report.difference_usd)}; {report.changed:,} of "
+        f"total: old {exact_usd(report.old_cost_usd)} new {exact_usd(report.new_cost_usd)} "
+        f"difference {exact_usd(report.difference_usd)}; {report.changed:,} of "
         f"{plural(len(report.facts), 'fact')} would change",
         file=sys.stderr,
     )

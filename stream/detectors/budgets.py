@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from spendstream.config import BudgetConfig, Config
-from spendstream.money import MONEY_CONTEXT
 from spendstream.records import Severity
 from spendstream.scopes import GLOBAL
 from spendstream.stream.columns import FactColumns, Pos
@@ -34,23 +33,12 @@ from spendstream.stream.detectors.sessions import EXACT_BOUND_USD
 from spendstream.stream.grouping import Groups
 from spendstream.stream.partials import Details, Partial, Source, by_window, spans
 from spendstream.stream.windows import US, Windowed, WindowRule, from_us
-from spendstream.wording import usd
+from spendstream.wording import usd, written_usd
 
 __all__ = ["BudgetDetector", "BudgetWire", "budget_id"]
 
 _ZERO = Decimal(0)
-_CENTS = Decimal("0.01")
 HARD = "hard"
-
-
-def _dollars(amount: Decimal) -> str:
-    """A budget as people write money: 40.0 and 100 read 40.00 and 100.00 beside the
-    spend's cents; an amount finer than a cent keeps its digits (0.005 stays 0.005)."""
-    exact = amount.normalize(MONEY_CONTEXT)
-    exponent = exact.as_tuple().exponent
-    if isinstance(exponent, int) and exponent >= -2:
-        return f"{amount.quantize(_CENTS, context=MONEY_CONTEXT):,f}"
-    return f"{exact:,f}"
 
 
 # Snapshot: [[budget key, period start us, spend, [fired tags]], ...]; the key is the
@@ -278,7 +266,7 @@ class BudgetDetector:
                 spend,
                 b.hard_limit * b.amount_usd,
                 f"{b.scope} spent {usd(spend)}, past the hard "
-                f"limit of {b.hard_limit} x its ${_dollars(b.amount_usd)} {b.period} budget",
+                f"limit of {b.hard_limit} x its {written_usd(b.amount_usd)} {b.period} budget",
                 (b.period, str(b.amount_usd), key),
                 {**details, "hard_limit": str(b.hard_limit)},
             )
@@ -294,7 +282,7 @@ class BudgetDetector:
             spend,
             level * b.amount_usd,
             f"{b.scope} spent {usd(spend)} of its "
-            f"${_dollars(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
+            f"{written_usd(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
             f"from {begin:%Y-%m-%d %H:00} UTC",
             (b.period, str(b.amount_usd), key, tag),
             {**details, "level": tag},

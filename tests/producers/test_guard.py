@@ -320,7 +320,7 @@ def test_request_ceiling_falls_back_to_the_catalog_with_its_long_context_tier() 
     # claude-sonnet-4-5 list price: $3/$15 per MTok, $6/$22.50 above 200k input tokens.
     assert worst_case_usd("anthropic", "claude-sonnet-4-5", 1000, 1000) == Decimal("0.018")
     assert worst_case_usd("anthropic", "claude-sonnet-4-5", 300_000, 64_000) == Decimal("3.24")
-    with pytest.raises(RequestCeilingExceeded):
+    with pytest.raises(RequestCeilingExceeded) as err:
         guard(
             _view(),
             max_request_usd=2,
@@ -329,6 +329,11 @@ def test_request_ceiling_falls_back_to_the_catalog_with_its_long_context_tier() 
             input_tokens=300_000,
             max_tokens=64_000,
         )
+    # Exactly, as it compares with the ceiling (it said "$3.240000"; a ceiling of $0.0001
+    # against "$0.002250" read as if rounded).
+    assert "worst case $3.24 (300,000 input + 64,000 max output tokens of anthropic/" in str(
+        err.value
+    )
 
 
 def test_request_ceiling_refuses_a_model_it_cannot_price_and_needs_the_token_counts() -> None:
