@@ -879,9 +879,11 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
+        reused = (broker.data_dir / "kraft" / "meta.properties").exists()
         bootstrap = broker.start(timeout_s=args.timeout)
         print(bootstrap)  # stdout holds the address alone, for scripts: B=$(... start)
-        print(_start_notes(broker, explicit_dir=args.dir is not None), file=sys.stderr)
+        notes = _start_notes(broker, explicit_dir=args.dir is not None, reused=reused)
+        print(notes, file=sys.stderr)
         hint = client_hint(broker, args.sasl_user, args.sasl_password_env)
         if hint:  # last, so a script can take the SASL sections from its first line on
             print(hint, file=sys.stderr)
@@ -897,8 +899,17 @@ def run(args: argparse.Namespace) -> int:
     return 0 if status.running else 1
 
 
-def _start_notes(broker: LocalKafka, *, explicit_dir: bool) -> str:
+def _start_notes(broker: LocalKafka, *, explicit_dir: bool, reused: bool = False) -> str:
     where = f" --dir {broker.data_dir}" if explicit_dir else ""
+    # A broker keeps its topics as any Kafka does; a new workdir's warehouse has no positions
+    # yet, so `run` there reads every record earlier trials produced. Said, not surprising.
+    kept = (
+        f"\n  its topics keep what earlier runs produced there (a new warehouse lands those "
+        f"records too); for an empty broker: stop it and remove {broker.data_dir}, or start one "
+        f"with --dir elsewhere"
+        if reused
+        else ""
+    )
     found = (
         "spendstream run, alerts, breakers and leases serve use it by themselves while it runs "
         "(when no configuration names a broker)"
@@ -911,7 +922,7 @@ def _start_notes(broker: LocalKafka, *, explicit_dir: bool) -> str:
         f"    [kafka]\n"
         f'    bootstrap_servers = "{broker.bootstrap}"\n'
         f"  or: --bootstrap-servers {broker.bootstrap}\n"
-        f"  stop it:  spendstream kafka-local stop{where}"
+        f"  stop it:  spendstream kafka-local stop{where}{kept}"
     )
 
 

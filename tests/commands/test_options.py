@@ -25,6 +25,19 @@ def test_start_prints_the_address_the_config_line_and_how_to_stop(
     assert f'bootstrap_servers = "{address}"' in notes and "[kafka]" in notes
     assert "spendstream kafka-local stop" in notes
     assert "use it by themselves" in notes
+    assert "earlier runs" not in notes  # a new data dir: nothing kept to mention
+
+
+def test_start_on_a_used_data_dir_says_its_topics_keep_earlier_records(tmp_path: Path) -> None:
+    # A trial in a new workdir read ~300 records of an earlier one from the default dir's
+    # broker, with nothing to say where they came from.
+    from spendstream.local.kafka import LocalKafka, _start_notes
+
+    broker = LocalKafka.from_dir(tmp_path / "kafka-local")
+    notes = _start_notes(broker, explicit_dir=False, reused=True)
+    assert "its topics keep what earlier runs produced there" in notes
+    assert f"stop it and remove {broker.data_dir}, or start one with --dir elsewhere" in notes
+    assert "earlier runs" not in _start_notes(broker, explicit_dir=False, reused=False)
 
 
 def test_no_configured_broker_means_the_running_kafka_local_one(
