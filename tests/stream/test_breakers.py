@@ -9,6 +9,7 @@ from spendstream.config import BreakerConfig
 from spendstream.records import Alert
 from spendstream.stream.breakers import BreakerBoard, BreakerStatus
 from spendstream.stream.detectors.base import make_alert
+from spendstream.stream.windows import to_us
 from tests.stream.detection_facts import at
 
 
@@ -157,3 +158,37 @@ def test_a_half_open_breaker_is_half_open_since_the_watermark_that_moved_it() ->
     assert board.status()["api_key:k"] == BreakerStatus("half_open", half.reason, at(310))
     assert board.tick(at(369)) == []
     assert [e.state for e in board.tick(at(370))] == ["closed"]
+
+
+def test_an_unpriced_model_breaker_stays_open_until_retired() -> None:
+    # unpriced_model closes like runaway_session (it does not go half-open after the
+    # cool-down: a model with no price stays without one). It survived a mutation pass that
+    # left it out of the stay-open kinds.
+    cfg = BreakerConfig(open_on=["unpriced_model"], rate_cooldown_s=60, stay_open_retention_s=3600)
+    board = BreakerBoard(cfg)
+    board.on_alert(_alert("unpriced_model", "global"))
+    assert board.tick(at(3599)) == []
+    assert board.status()["global"].state == "open"
+    assert [(e.state, e.reason) for e in board.tick(at(3600))] == [
+        ("closed", "unpriced_model: retired after 1 h open")
+    ]
+
+
+def test_due_us_follows_an_extended_cooldown_and_a_reset() -> None:
+    # The judge ticks the board at due_us: it names the next transition, not a stale one.
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=60))
+    board.on_alert(_alert("runaway_rate", "api_key:k"))
+    assert board.due_us == to_us(at(60))
+    board.on_alert(_alert("runaway_session", "api_key:k", 10))  # stays open: retention
+    assert board.due_us == to_us(at(10 + 7 * 86400))
+    board.reset("api_key:k", at(20))
+    assert board.due_us is None
+
+
+def test_a_snapshot_lists_breakers_in_scope_order() -> None:
+    # The snapshot is stored with the engine's state: the same breakers give the same one
+    # whatever order they opened in.
+    board = BreakerBoard(BreakerConfig())
+    for scope in ("session:z", "api_key:b", "api_key:a"):
+        board.on_alert(_alert("runaway_rate", scope))
+    assert [w[0] for w in board.snapshot()] == ["api_key:a", "api_key:b", "session:z"]
