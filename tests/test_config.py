@@ -188,10 +188,12 @@ def test_a_config_file_with_a_byte_order_mark_loads_and_utf16_is_a_config_error(
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert load_config(bom).runaway.max_calls_per_minute == 5
-    utf16 = tmp_path / "utf16.toml"
-    utf16.write_bytes(text.encode("utf-16"))
-    with pytest.raises(ConfigError, match=r"utf16.toml is UTF-16 text .*; save it as UTF-8"):
-        load_config(utf16)
+    for bom16 in (b"\xff\xfe", b"\xfe\xff"):  # little- and big-endian
+        utf16 = tmp_path / "utf16.toml"
+        codec = "utf-16-le" if bom16 == b"\xff\xfe" else "utf-16-be"
+        utf16.write_bytes(bom16 + text.encode(codec))
+        with pytest.raises(ConfigError, match=r"utf16.toml is UTF-16 text .*; save it as UTF-8"):
+            load_config(utf16)
     latin = tmp_path / "latin.toml"
     latin.write_bytes('[[budget]]\nscope = "team:caf\xe9"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 text \(line 2\); save"):
@@ -247,10 +249,12 @@ def test_a_sink_without_a_known_type_names_the_type_key(sink: dict[str, object],
     assert "discriminator" not in str(exc.value)
 
 
-def test_a_key_like_nothing_known_gets_no_guess() -> None:
+@pytest.mark.parametrize("key", ["zzzz", "threshold"])
+def test_a_key_like_nothing_known_gets_no_guess(key: str) -> None:
+    # "threshold" is about half like "method": no guess beats a misleading one.
     with pytest.raises(ConfigError) as exc:
-        config_from_dict({"anomaly": {"zzzz": 1}}, "test.toml")
-    assert "anomaly.zzzz: unknown key\n" in str(exc.value) + "\n"
+        config_from_dict({"anomaly": {key: 1}}, "test.toml")
+    assert f"anomaly.{key}: unknown key\n" in str(exc.value) + "\n"
     assert "did you mean" not in str(exc.value)
 
 
@@ -272,3 +276,42 @@ def test_a_budget_bar_of_1e20_or_more_is_refused(budget: dict[str, object], name
     largest = "99999999999999999999.999999999999999999"
     ok = {"scope": "team:x", "amount_usd": largest, "hard_limit": 1, "alert_at": [1]}
     assert config_from_dict({"budget": [ok]}, "t.toml").budget[0].hard_limit == 1
+
+
+def test_a_boolean_is_no_number() -> None:
+    # TOML's true is not 1 (bool is an int in Python: _to_decimal would have made it 1).
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"anomaly": {"factor": True}}, "test.toml")
+    assert "anomaly.factor: Decimal input should be" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("detection", "skew"),
+    [({}, 300), ({"allowed_lateness_s": 1000}, 300), ({"allowed_lateness_s": 100}, 100),
+     ({"allowed_lateness_s": 0}, 0), ({"allowed_lateness_s": 100, "max_future_skew_s": 100}, 100)],
+)  # fmt: skip
+def test_max_future_skew_defaults_to_300_or_the_allowed_lateness_if_smaller(
+    detection: dict[str, int], skew: int
+) -> None:
+    assert config_from_dict({"detection": detection}).detection.max_future_skew_s == skew
+    if not detection:
+        assert Config().detection.max_future_skew_s == 300
+
+
+def test_a_future_skew_past_the_allowed_lateness_is_refused_naming_both() -> None:
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"detection": {"allowed_lateness_s": 100, "max_future_skew_s": 101}})
+    assert "max_future_skew_s (101) must not exceed allowed_lateness_s (100)" in str(exc.value)
+
+
+def test_the_largest_lease_grant_may_equal_the_smallest_and_not_be_below_it() -> None:
+    same = config_from_dict({"leases": {"min_grant_usd": 1, "max_grant_usd": 1}})
+    assert same.leases.max_grant_usd == same.leases.min_grant_usd == 1
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"leases": {"min_grant_usd": 1, "max_grant_usd": "0.99"}})
+    assert "max_grant_usd (0.99) is below min_grant_usd (1)" in str(exc.value)
+
+
+@pytest.mark.parametrize("location", ["/srv/tables", "file:///srv/tables", "s3://bucket/p"])
+def test_a_warehouse_location_may_be_a_path_a_file_url_or_s3(location: str) -> None:
+    assert config_from_dict({"warehouse": {"location": location}}).warehouse.location == location

@@ -79,9 +79,14 @@ def test_sasl_plaintext_sends_no_tls_keys_and_ssl_sends_no_sasl_keys() -> None:
         ({"security_protocol": "SASL_SSL", "sasl_password_env": "P"}, "needs sasl_username"),
         ({"security_protocol": "SASL_SSL", "sasl_username": "u"}, "needs sasl_password_env"),
         ({"sasl_username": "u"}, "sasl_* keys are set but security_protocol is PLAINTEXT"),
+        ({"sasl_password_file": "/p"}, "sasl_* keys are set but security_protocol is PLAINTEXT"),
         ({"ssl_ca_location": "/ca"}, "ssl_ca_location set but security_protocol is PLAINTEXT"),
         (
             {"security_protocol": "SSL", "ssl_certificate_location": "/c"},
+            "ssl_certificate_location and ssl_key_location go together",
+        ),
+        (
+            {"security_protocol": "SSL", "ssl_key_location": "/k"},
             "ssl_certificate_location and ssl_key_location go together",
         ),
         ({"security_protocol": "SASL_SSL_PLUS"}, "kafka.security_protocol"),
