@@ -171,3 +171,10 @@ def test_a_slice_inside_an_earlier_starting_one_waits_for_it() -> None:
     # nothing may go: releasing the short one alone would merge its rows before those.
     assert round_of([(0, 50), (10, 20), (30, 40)], 45) == []
     assert round_of([(0, 50), (10, 20), (30, 40)], 51) == [0, 1, 2]
+
+
+def test_grid_constants() -> None:
+    # docs/kafka.md: a grid of 2^k us, at least ~131 ms, at most 8 cells per batch. Tests
+    # above use the names, so a change of either value passed them all.
+    assert MIN_GRID_US == 1 << 17
+    assert MAX_SLICES == 8
