@@ -44,6 +44,7 @@ from spendstream.stream.partials import (
     Source,
     partials_from_table,
     partials_table,
+    slice_ref,
     spans,
     split_ref,
     window_sorted,
@@ -761,3 +762,15 @@ def test_split_engines_sum_past_28_digits_and_count_late_facts_as_one_engine() -
     assert sorted(first.detection.alerts + merged.alerts, key=repr) == sorted(
         whole.alerts, key=repr
     )
+
+
+def test_a_slice_reference_names_its_batch_and_rows_whatever_the_batch_is_called() -> None:
+    assert split_ref("p2-0") == ("p2-0", None)
+    assert split_ref(slice_ref("p2-0", 3, 7)) == ("p2-0", (3, 7))
+    assert split_ref(slice_ref("a#b", 0, 1)) == ("a#b", (0, 1))  # the last # cuts
+
+
+def test_a_partial_without_a_message_comes_back_with_an_empty_one() -> None:
+    p = _partial(0, (1, 0, 1), (2, 0, 2))
+    assert p.message == ""
+    assert partials_from_table(partials_table([p])) == [p]
