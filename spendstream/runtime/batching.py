@@ -15,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 __all__ = ["batch_target", "live_batches"]
@@ -93,6 +93,7 @@ def live_batches(
     backlog_batch_size: int,
     within_s: float,
     idle_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[list[T]]:
     """Batches of a source that may be live: a batch starts with the next record and is cut
     when it holds its target (``batch_target`` of the records it holds and those already
@@ -102,7 +103,8 @@ def live_batches(
     what came within ``within_s``. An error reading the source is raised here.
 
     ``idle_s``: an empty batch every ``idle_s`` while no record comes, so the caller's
-    periodic work (resolving idle incidents) runs on a quiet pipe too."""
+    periodic work (resolving idle incidents) runs on a quiet pipe too. ``clock``: where the
+    wait is measured (tests pin the deadline with their own)."""
     feed: _Feed[T] = _Feed(records, 2 * max(batch_size, backlog_batch_size))
     try:
         while True:
@@ -114,12 +116,12 @@ def live_batches(
             if first is _END:
                 return
             batch: list[T] = [first]  # type: ignore[list-item]
-            deadline = time.monotonic() + within_s
+            deadline = clock() + within_s
             ended = False
             while len(batch) < batch_target(
                 len(batch) + feed.waiting(), batch_size, backlog_batch_size
             ):
-                left = deadline - time.monotonic()
+                left = deadline - clock()
                 if left <= 0:
                     break
                 try:

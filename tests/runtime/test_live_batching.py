@@ -66,6 +66,19 @@ def test_a_batch_past_its_wait_is_cut_without_waiting_again() -> None:
     assert batches == [[0], [1], [2], [3], [4]]
 
 
+def test_a_batch_is_cut_once_within_s_has_passed_since_its_first_record() -> None:
+    # A clock that reads 0 when the first batch starts and within_s from then on: record 2
+    # is already waiting, but the first batch's wait has run out, so it goes to the next.
+    # (A deadline of 2 x within_s survived a mutation pass: it took record 2 in.)
+    readings = iter([0.0])
+
+    def clock() -> float:
+        return next(readings, 10.0)
+
+    batches = list(live_batches(iter([1, 2]), 10, 10, within_s=10.0, clock=clock))
+    assert batches == [[1], [2]]
+
+
 def test_a_quiet_source_yields_an_empty_batch_every_idle_wait() -> None:
     gate = threading.Event()
 
