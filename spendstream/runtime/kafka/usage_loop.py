@@ -123,11 +123,6 @@ def short_batch_due(last: int, end: int | None, since: float | None, now: float)
     return since is not None and now - since >= MAX_WAIT_S
 
 
-def _is_reset(m: Message) -> bool:
-    headers = m.headers()
-    return headers is not None and kind_of(headers) == RESET
-
-
 @dataclass(frozen=True, slots=True)
 class Pace:
     """What pacing knows of one partition."""
@@ -228,22 +223,16 @@ class UsageLoop(PartitionLoop[_Partition]):
 
     def _turn(self, msgs: Sequence[Message]) -> None:
         now = time.monotonic()
-        taken = 0  # what this worker will land: not records of a partition it no longer owns
         for p, records in by_partition(msgs).items():
             part = self.parts.get(p)
             if part is None:
                 continue  # revoked, or waiting to be rewound: re-read from its position
-            before = len(part.buffer)
             if (records[0].offset() or 0) > part.landed:  # in offset order: all of them
                 part.buffer.extend(records)
             else:  # read again after a rewind
                 part.buffer.extend(r for r in records if (r.offset() or 0) > part.landed)
-            # Usage events only: a breaker reset's control record becomes no fact, duplicate
-            # or dead letter, and counted it read as events gone missing in the status line.
-            taken += sum(not _is_reset(r) for r in part.buffer[before:])
             if part.buffer and part.since is None:
                 part.since = now
-        self.metrics.events_in.inc(taken)
         held = self._held_back(now)
         for p, part in sorted(self.parts.items()):
             if p in held and not part.cuts:  # a replay is landed as cut, whatever its time
@@ -352,6 +341,10 @@ class UsageLoop(PartitionLoop[_Partition]):
         events = (
             [m for m, reset in zip(msgs, resets, strict=True) if not reset] if controls else msgs
         )
+        # Usage events only, counted where a batch is taken (its headers are read once, here):
+        # a breaker reset's control record becomes no fact, duplicate or dead letter, and
+        # counted it read as an event gone missing in the status line.
+        self.metrics.events_in.inc(len(events))
         topic = names.usage
         positions = [m.offset() for m in events]
         judged = judge_lines(
