@@ -151,10 +151,7 @@ class BudgetDetector:
 
     def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
         budgets = dict(self.budgets)
-        by_budget: dict[int, list[Partial]] = {}
-        for p in partials:
-            by_budget.setdefault(p.variant, []).append(p)
-        for i, ps in by_budget.items():
+        for i, ps in self._by_budget(partials).items():
             b = budgets[i]
             for start, pp in by_window(ps):
                 per = self.periods[i].cell(start, budget_id(b), BudgetPeriod)
@@ -181,6 +178,25 @@ class BudgetDetector:
                     assert cost is not None
                     per.spend += cost
                     self._judge(i, b, start, per, pos, cols, row, out)
+
+    def _by_budget(self, partials: Sequence[Partial]) -> dict[int, list[Partial]]:
+        """Each budget's partials, found by the budget's scope and period, not by the
+        ``[[budget]]`` index a partial carries: a restarted scope owner merges again what its
+        last commit had not landed, written by workers on the configuration before it (a
+        budget added ahead of another, or removed, moves the indexes; a partial's index named
+        another budget's scope, or none). Every budget of one scope and period has the same
+        partial of a batch, so each budget takes one per (window, source batch)."""
+        groups: dict[str, dict[tuple[int, int], dict[tuple[int, str], Partial]]] = {}
+        for p in partials:
+            group = groups.setdefault(p.scope, {}).setdefault((p.window_start, p.window_end), {})
+            group.setdefault((p.source.partition, p.source.batch), p)
+        out: dict[int, list[Partial]] = {}
+        for i, b in self.budgets:
+            rule = self.rules[i]
+            for (start, end), ps in groups.get(b.scope, {}).items():
+                if rule.end(start) == end:
+                    out.setdefault(i, []).extend(ps.values())
+        return out
 
     def _levels(self, b: BudgetConfig, per: BudgetPeriod) -> list[tuple[int, str, Decimal]]:
         """The unfired bars in the order one fact alerts them: levels, lowest first, then hard."""

@@ -21,6 +21,7 @@ from decimal import Decimal, localcontext
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -774,3 +775,51 @@ def test_a_partial_without_a_message_comes_back_with_an_empty_one() -> None:
     p = _partial(0, (1, 0, 1), (2, 0, 2))
     assert p.message == ""
     assert partials_from_table(partials_table([p])) == [p]
+
+
+def test_a_scope_owner_restarted_on_a_new_budget_list_merges_earlier_partials_by_scope() -> None:
+    # A restarted scope owner merges again the partials its last commit had not landed,
+    # written by workers on the configuration before. They carry the [[budget]] index: with
+    # team:u written ahead of team:t, team:t's $9 went to team:u (which then 'spent $10.00'
+    # and its breaker opened on a call of $1); with a budget removed, merge raised KeyError
+    # on every replay, and the scope owner never got past it.
+    from tests.stream.detection_facts import at, fact, facts_table
+
+    t = {"scope": "team:t", "period": "day", "amount_usd": 10, "alert_at": [1], "hard_limit": 1}
+    u = {"scope": "team:u", "period": "day", "amount_usd": 10, "alert_at": [1], "hard_limit": 1}
+    tables = Tables()
+    state = ScopeEngine(config(budget=[t])).snapshot()
+    tables.batches["b0"] = facts_table([fact(at(0), "9", team="t")])
+    unlanded = LocalEngine(config(budget=[t]), 0).process(tables.batches["b0"], "b0").partials
+    owner = ScopeEngine(config(budget=[u, t]), state)
+    assert owner.merge(unlanded, tables).alerts == []
+    tables.batches["b1"] = facts_table([fact(at(1), "1", team="u")])
+    later = LocalEngine(config(budget=[u, t]), 0).process(tables.batches["b1"], "b1").partials
+    assert owner.merge(later, tables).alerts == []
+    tables.batches["b2"] = facts_table([fact(at(2), "1", team="t")])
+    last = LocalEngine(config(budget=[u, t]), 0).process(tables.batches["b2"], "b2").partials
+    assert [(a.kind, a.scope) for a in owner.merge(last, tables).alerts] == [
+        ("budget_threshold", "team:t"),
+        ("budget_exceeded", "team:t"),
+    ]
+    # The budget at the partial's index removed: the partial is merged into no budget.
+    removed = LocalEngine(config(budget=[t, u]), 0).process(tables.batches["b1"], "b1").partials
+    assert ScopeEngine(config(budget=[u])).merge(removed, tables).alerts == []
+
+
+def test_budgets_of_one_scope_and_period_each_merge_the_batch_once() -> None:
+    # Every budget of a scope and period has the same partial of a batch; each takes one.
+    from tests.stream.detection_facts import at, fact, facts_table
+
+    a10 = {"scope": "team:a", "period": "day", "amount_usd": 10, "alert_at": [1]}
+    a30 = {"scope": "team:a", "period": "day", "amount_usd": 30, "alert_at": [1]}
+    tables = Tables()
+    tables.batches["b0"] = facts_table([fact(at(0), "20", team="a")])
+    old = LocalEngine(config(budget=[a10, a30]), 0).process(tables.batches["b0"], "b0").partials
+    u = {"scope": "team:u", "period": "day", "amount_usd": 1}
+    owner = ScopeEngine(config(budget=[u, a10, a30]))
+    assert [a.details["budget"] for a in owner.merge(old, tables).alerts] == ["team:a/day/10"]
+    spends = [
+        (k, Decimal(v)) for k, _, v, _ in orjson.loads(owner.snapshot())["detectors"]["budgets"]
+    ]
+    assert spends == [("team:a/day#0", 20), ("team:a/day#1", 20)]  # team:u took none of it
