@@ -17,7 +17,7 @@ below its next unfired level cannot cross; only a period that crosses is read fa
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -42,7 +42,8 @@ HARD = "hard"
 
 
 # Snapshot: [[budget key, period start us, spend, [fired tags]], ...]; the key is the
-# budget's scope and period (``_state_keys``). Snapshots before it named the [[budget]] index.
+# budget's scope, period and amount (``_state_keys``); snapshots before it named the
+# [[budget]] index, or its scope and period alone.
 BudgetWire = list[list[int | str | list[str]]]
 I64 = npt.NDArray[np.int64]
 
@@ -53,17 +54,61 @@ def budget_id(b: BudgetConfig) -> str:
 
 
 def _state_keys(budgets: Sequence[BudgetConfig]) -> list[str]:
-    """What a snapshot names each ``[[budget]]`` by: its scope and period (``team:a/day#0``;
-    ``#1`` for a second entry on the same scope and period). Not its index: a budget added
-    ahead of others, or one removed, would hand each later budget its neighbour's spend.
-    Not its amount either: an amount raised mid-period keeps the period's spend."""
+    """What a snapshot names each ``[[budget]]`` by: its scope and period, which entry of
+    that scope and period it is, and its amount (``team:a/day#0/100``). Not its index: a
+    budget added ahead of others, or one removed, would hand each later budget its
+    neighbour's spend. The amount tells two entries of one scope and period apart when they
+    are moved (their spend is the same, what fired is not: a $100 budget would take the
+    $10 one's fired hard limit and never open its breaker); restored by scope and period
+    alone when no amount matches, so an amount raised mid-period keeps the period's state."""
     seen: dict[str, int] = {}
     keys = []
     for b in budgets:
         name = f"{b.scope}/{b.period}"
-        keys.append(f"{name}#{seen.get(name, 0)}")
+        keys.append(f"{name}#{seen.get(name, 0)}/{b.amount_usd}")
         seen[name] = seen.get(name, 0) + 1
     return keys
+
+
+def _parse_key(key: str) -> tuple[str, int, Decimal | None]:
+    """``(scope/period, entry, amount)`` of a state key; keys written without the amount
+    (``team:a/day#0``) have none."""
+    head, _, amount = key.rpartition("/")
+    if "#" in amount:  # no amount: the last part is the period and entry
+        head, amount = key, ""
+    name, _, n = head.rpartition("#")
+    return name, int(n), Decimal(amount) if amount else None
+
+
+def _match_keys(saved: Iterable[str], budgets: Sequence[BudgetConfig]) -> dict[str, int]:
+    """Which ``[[budget]]`` each saved key restores to: first the entries of one scope,
+    period and amount, in their order; then the rest of each scope and period, the entry
+    the key names if it is free, else the first free one."""
+    by_name: dict[str, list[int]] = {}
+    for i, b in enumerate(budgets):
+        by_name.setdefault(f"{b.scope}/{b.period}", []).append(i)
+    parsed = sorted(((_parse_key(k), k) for k in saved), key=lambda kv: kv[0][1])
+    out: dict[str, int] = {}
+    claimed: set[int] = set()
+    for (name, _, amount), key in parsed:
+        if amount is None:
+            continue
+        for i in by_name.get(name, ()):
+            if i not in claimed and budgets[i].amount_usd == amount:
+                out[key] = i
+                claimed.add(i)
+                break
+    for (name, n, _), key in parsed:
+        if key in out:
+            continue
+        free = [i for i in by_name.get(name, ()) if i not in claimed]
+        if not free:
+            continue
+        named = by_name[name][n] if n < len(by_name[name]) else None
+        i = named if named in free else free[0]
+        out[key] = i
+        claimed.add(i)
+    return out
 
 
 def _severity(level: Decimal) -> Severity:
@@ -98,6 +143,7 @@ class BudgetDetector:
         }
         self.replay_all = replay_all
         self.keys = _state_keys(config.budget)
+        self.config_budgets = list(config.budget)
 
     def _in_scope(self, cols: FactColumns, b: BudgetConfig) -> npt.NDArray[np.bool_]:
         kind, _, _ = b.scope.partition(":")
@@ -318,7 +364,7 @@ class BudgetDetector:
 
     def restore(self, data: BudgetWire) -> None:
         budgets = dict(self.budgets)
-        index = {key: i for i, key in enumerate(self.keys)}
+        index = _match_keys({k for k, *_ in data if isinstance(k, str)}, self.config_budgets)
         for key, start, spend, fired in data:
             # An older snapshot names the index (an int): restored by it, as it was written.
             i = index.get(key) if isinstance(key, str) else int(key)  # type: ignore[arg-type]

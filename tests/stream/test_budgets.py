@@ -361,4 +361,41 @@ def test_a_state_written_with_budget_indexes_still_restores_by_index() -> None:
     detector = BudgetDetector(cfg)
     start = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1_000_000)
     detector.restore([[0, start, "9.5", ["0.5", "0.8"]]])
-    assert detector.snapshot() == [["global/month#0", start, "9.5", ["0.5", "0.8"]]]
+    assert detector.snapshot() == [["global/month#0/10", start, "9.5", ["0.5", "0.8"]]]
+    # And one that named a budget by its scope and period alone.
+    again = BudgetDetector(cfg)
+    again.restore([["global/month#0", start, "9.5", ["0.5"]]])
+    assert again.snapshot() == [["global/month#0/10", start, "9.5", ["0.5"]]]
+
+
+def test_two_budgets_of_one_scope_and_period_keep_what_fired_when_moved() -> None:
+    # Named by scope, period and entry alone, the two swapped what fired: the $100 budget
+    # took the $10 one's fired levels and hard limit, and never alerted nor opened its
+    # breaker at $110.
+    small = {"scope": "team:a", "period": "day", "amount_usd": 10, "alert_at": [1], "hard_limit": 1}
+    big = {**small, "amount_usd": 100}
+    feed = Feed(config(budget=[small, big]), *BUDGET)
+    assert [a.details["budget"] for a in feed([fact(at(0), "20", team="a")])] == [
+        "team:a/day/10",
+        "team:a/day/10",
+    ]
+    moved = Feed(config(budget=[big, small]), *BUDGET, state=feed.engine.snapshot())
+    alerts = moved([fact(at(1), "90", team="a")])
+    assert [(a.kind, a.details["budget"]) for a in alerts] == [
+        ("budget_threshold", "team:a/day/100"),
+        ("budget_exceeded", "team:a/day/100"),
+    ]
+    # One removed: the other keeps its own state, not the removed one's.
+    fewer = Feed(config(budget=[big]), *BUDGET, state=feed.engine.snapshot())
+    assert [a.kind for a in fewer([fact(at(1), "90", team="a")])] == [
+        "budget_threshold",
+        "budget_exceeded",
+    ]
+    # An amount changed on one of them: it keeps its state by scope and period.
+    raised = Feed(
+        config(budget=[{**small, "amount_usd": 15}, big]), *BUDGET, state=feed.engine.snapshot()
+    )
+    assert [a.details["budget"] for a in raised([fact(at(1), "90", team="a")])] == [
+        "team:a/day/100",
+        "team:a/day/100",
+    ]

@@ -822,4 +822,4 @@ def test_budgets_of_one_scope_and_period_each_merge_the_batch_once() -> None:
     spends = [
         (k, Decimal(v)) for k, _, v, _ in orjson.loads(owner.snapshot())["detectors"]["budgets"]
     ]
-    assert spends == [("team:a/day#0", 20), ("team:a/day#1", 20)]  # team:u took none of it
+    assert spends == [("team:a/day#0/10", 20), ("team:a/day#1/30", 20)]  # team:u took none of it
