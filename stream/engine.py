@@ -114,8 +114,11 @@ __all__ = [
 # 3: retry_storm's requests as columns (``RequestTable.wire``). A worker of version 2 meets a
 # state of 3 during a rolling upgrade: it must start afresh, not fail on the new form. This
 # version restores both: the request rows of 2 are read as they were.
-SNAPSHOT_VERSION = 3
-_RESTORES = frozenset({2, SNAPSHOT_VERSION})
+# 4: budgets named by scope, period and amount, not their [[budget]] index: a worker of 3
+# read the name as an int and raised ValueError on every assignment of the partition. This
+# version restores 2 and 3 (their budgets by index).
+SNAPSHOT_VERSION = 4
+_RESTORES = frozenset({2, 3, SNAPSHOT_VERSION})
 PER_KEY_KINDS = frozenset({"api_key", "session"})
 WIDE_KINDS = frozenset(SCOPE_KINDS) - PER_KEY_KINDS
 

@@ -168,7 +168,7 @@ def test_a_snapshot_of_version_2_restores_retry_storms_requests_from_their_rows(
     engine = Engine(_cfg())
     engine.process(facts_table([fact(at(i), "0.30", request_id=f"r{i % 3}") for i in range(7)]))
     snap = orjson.loads(engine.snapshot())
-    assert snap["version"] == SNAPSHOT_VERSION == 3
+    assert snap["version"] == SNAPSHOT_VERSION == 4
     cols = snap["detectors"]["retries"]["requests"]
     fields = ("ids", "attempts", "calls", "last", "fired")
     rows = [list(r) for r in zip(*(cols[k] for k in fields), strict=True)]
@@ -177,6 +177,20 @@ def test_a_snapshot_of_version_2_restores_retry_storms_requests_from_their_rows(
     old["detectors"]["retries"]["requests"] = rows
     again = Engine.restore(_cfg(), orjson.dumps(old))
     assert again.snapshot() == engine.snapshot()
+
+
+def test_a_snapshot_of_version_3_restores_budgets_by_index() -> None:
+    # Version 3 named each budget by its [[budget]] index; 4 by scope, period and amount
+    # (a worker of 3 fails on the name, so 4 is a new version it starts afresh from).
+    cfg = config(budget=[{"scope": "team:a", "period": "day", "amount_usd": 10}])
+    engine = Engine(cfg)
+    engine.process(facts_table([fact(at(0), "6", team="a")]))
+    snap = orjson.loads(engine.snapshot())
+    [[key, *rest]] = snap["detectors"]["budgets"]
+    assert key == "team:a/day#0/10"
+    old = {**snap, "version": 3}
+    old["detectors"]["budgets"] = [[0, *rest]]
+    assert Engine.restore(cfg, orjson.dumps(old)).snapshot() == engine.snapshot()
 
 
 def test_a_snapshot_of_another_layout_starts_fresh() -> None:
