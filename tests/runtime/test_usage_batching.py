@@ -167,3 +167,32 @@ def _produce(bootstrap: str, topic: str, lines: list[bytes]) -> None:
         producer.send([OutRecord(topic, v, partition=0) for v in lines], 60).raise_first()
     finally:
         producer.close(timeout_s=10)
+
+
+def test_an_idle_advance_counts_the_breaker_events_it_publishes() -> None:
+    # A quiet key's breaker half-opens and closes by the idle advance, which published the
+    # events and counted them in breaker_events_total, not in events_out (a batch's are).
+    from types import SimpleNamespace
+
+    from spendstream.config import KafkaConfig
+    from spendstream.records import BreakerEvent
+    from spendstream.runtime.http.metrics import WorkerMetrics
+    from spendstream.runtime.kafka.topology import topic_names
+    from spendstream.runtime.kafka.usage_loop import UsageLoop
+
+    ts = datetime(2026, 3, 2, tzinfo=UTC)
+    events = [BreakerEvent("api_key:k", "half_open", "r", ts)]
+    sent: list[object] = []
+    out = SimpleNamespace(detection=lambda a, b: [*a, *b], send=sent.extend)
+    part = SimpleNamespace(
+        idle=SimpleNamespace(advance=lambda engine: events),
+        engine=SimpleNamespace(snapshot=lambda: b""),
+        warehouse=SimpleNamespace(commit=lambda **kw: None),
+    )
+    names = topic_names(KafkaConfig())
+    loop = SimpleNamespace(out=out, metrics=WorkerMetrics(), names=names)
+    UsageLoop._advance(loop, part)  # type: ignore[arg-type]
+    assert sent == events
+    body = loop.metrics.render().decode()
+    assert f'spendstream_events_out_total{{topic="{names.breakers}"}} 1.0' in body
+    assert 'spendstream_breaker_events_total{state="half_open"} 1.0' in body

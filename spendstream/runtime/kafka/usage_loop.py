@@ -475,6 +475,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             breaker_events=breaker_events_table(events), state=part.engine.snapshot()
         )
         self.metrics.observe_detection([], events)
+        self.metrics.events_out.labels(self.names.breakers).inc(len(events))
 
     def processed(self, part: _Partition) -> int:
         return part.landed
