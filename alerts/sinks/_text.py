@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from urllib.parse import quote
 
+from spendstream.money import MONEY_CONTEXT
 from spendstream.scopes import scope_fields
 from spendstream.wording import plural, written_usd
 
@@ -31,9 +32,21 @@ def _threshold(kind: str, value: Decimal) -> str:
     return written_usd(value) if kind in _BUDGET_KINDS else _fmt(kind, value)
 
 
+def _value(kind: str, value: Decimal, threshold: Decimal) -> str:
+    """A budget's spend beside a threshold finer than a cent has the threshold's places,
+    rounded down, so a spend that reached its level never reads below it (in cents, a spend
+    of exactly $0.025 read '$0.02 (threshold $0.025)'). Otherwise cents, as ``_fmt``."""
+    if kind in _BUDGET_KINDS and threshold.is_finite() and value.is_finite():
+        exponent = threshold.normalize(MONEY_CONTEXT).as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -2:
+            step = Decimal(1).scaleb(exponent)
+            return f"${value.quantize(step, rounding=ROUND_FLOOR, context=MONEY_CONTEXT):,}"
+    return _fmt(kind, value)
+
+
 def amount(n: Notification) -> str:
     a = n.alert
-    return f"{_fmt(a.kind, a.value)} (threshold {_threshold(a.kind, a.threshold)})"
+    return f"{_value(a.kind, a.value, a.threshold)} (threshold {_threshold(a.kind, a.threshold)})"
 
 
 def summary(n: Notification, limit: int = 1024) -> str:

@@ -63,9 +63,7 @@ def test_a_grouped_resolve_counts_the_others_in_words() -> None:
     sink = ConsoleSink(name="console", out=out)
     d = HttpDeliverer(RetryPolicy())
     for count in (2, 3):
-        sink.deliver(
-            Notification("resolve", "k", "r", make_alert(), count=count, opened_at=T0), d
-        )
+        sink.deliver(Notification("resolve", "k", "r", make_alert(), count=count, opened_at=T0), d)
     lines = out.getvalue().splitlines()
     assert "and 1 more alert grouped with it" in lines[0]
     assert "and 2 more alerts grouped with it" in lines[1]
@@ -74,7 +72,7 @@ def test_a_grouped_resolve_counts_the_others_in_words() -> None:
 @pytest.mark.parametrize(
     ("kind", "threshold", "written"),
     [
-        ("budget_threshold", "0.025", "$0.03 (threshold $0.025)"),  # 50% of $0.05
+        ("budget_threshold", "0.025", "$0.029 (threshold $0.025)"),  # 50% of $0.05
         ("budget_exceeded", "80.0", "$0.03 (threshold $80.00)"),
         ("hourly_anomaly", "0.025", "$0.03 (threshold $0.02)"),  # a factor of a mean: cents
     ],
@@ -85,6 +83,26 @@ def test_a_budget_threshold_finer_than_a_cent_keeps_its_digits(
     # It said "$0.03 (threshold $0.02)" for 50% of a $0.05 budget.
     out = io.StringIO()
     alert = make_alert("team:a", kind=kind, value="0.0296", threshold=threshold)
+    ConsoleSink(name="console", out=out).deliver(
+        Notification("trigger", "k", "r", alert), HttpDeliverer(RetryPolicy())
+    )
+    assert f"| {written} |" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("value", "threshold", "written"),
+    [
+        ("0.025", "0.025", "$0.025 (threshold $0.025)"),  # cents: "$0.02 (threshold $0.025)"
+        ("0.034", "0.0333", "$0.0340 (threshold $0.0333)"),  # cents: "$0.03"
+        ("1234.5678", "1234.567", "$1,234.567 (threshold $1,234.567)"),
+        ("12.349", "10", "$12.35 (threshold $10.00)"),  # a threshold in cents: cents
+    ],
+)
+def test_a_budgets_spend_never_reads_below_the_threshold_it_reached(
+    value: str, threshold: str, written: str
+) -> None:
+    out = io.StringIO()
+    alert = make_alert("team:a", kind="budget_threshold", value=value, threshold=threshold)
     ConsoleSink(name="console", out=out).deliver(
         Notification("trigger", "k", "r", alert), HttpDeliverer(RetryPolicy())
     )
