@@ -43,7 +43,6 @@ from spendstream.stream.partials import (
     Details,
     Partial,
     Source,
-    by_group,
     by_window,
     spans,
     window_sorted,
@@ -168,7 +167,17 @@ class AnomalyDetector:
     # --- step 2: partials -> state and findings ---------------------------------------------
 
     def merge(self, partials: Sequence[Partial], details: Details, out: list[Finding]) -> None:
-        for (variant, scope), ps in by_group(partials).items():
+        # A partial names its kind by its place in the writer's [anomaly] scopes, and a scope
+        # owner restarted on another list merges again what its last commit had not landed,
+        # written on the list before: the kind is the scope's own (team:a is team's), judged
+        # at this owner's place for it, or not at all when its list no longer has it.
+        place: dict[str, int] = {kind: variant for variant, kind in self.kinds}
+        groups: dict[tuple[int, str], list[Partial]] = {}
+        for p in partials:
+            variant = place.get(GLOBAL if p.scope == GLOBAL else p.scope.partition(":")[0])
+            if variant is not None:
+                groups.setdefault((variant, p.scope), []).append(p)
+        for (variant, scope), ps in groups.items():
             if not self._merge_scope(variant, scope, ps, details, out):
                 self._replay_scope(variant, scope, ps, details, out)
 

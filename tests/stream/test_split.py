@@ -823,3 +823,28 @@ def test_budgets_of_one_scope_and_period_each_merge_the_batch_once() -> None:
         (k, Decimal(v)) for k, _, v, _ in orjson.loads(owner.snapshot())["detectors"]["budgets"]
     ]
     assert spends == [("team:a/day#0/10", 20), ("team:a/day#1/30", 20)]  # team:u took none of it
+
+
+def test_a_scope_owner_on_another_anomaly_scopes_list_judges_a_partial_by_its_scope() -> None:
+    # A restarted scope owner merges again the partials its last commit had not landed,
+    # written on the configuration before. They name their [anomaly] scopes kind by its
+    # place in the writer's list: with "global" dropped from ["global", "team"], team's
+    # partials (place 1) raised KeyError where a crossing was replayed (the owner's list has
+    # no place 1), on every replay of the round, and global's were judged as team's.
+    def owner_alerts(writer_scopes: list[str]) -> list[Alert]:
+        anomaly = {"min_baseline_usd": "0.10", "factor": 2}
+        owner_cfg = config(anomaly={**anomaly, "scopes": ["team"]})
+        writer = LocalEngine(config(anomaly={**anomaly, "scopes": writer_scopes}), 0)
+        scope, tables = ScopeEngine(owner_cfg), Tables()
+        _round(scope, tables, [(writer, "h", warm_day(T0))])
+        wm = T0 + timedelta(minutes=1)
+        spike = [
+            {"ts": wm, "team": "b", "cost": "0"},
+            {"ts": wm, "team": "b", "cost": "0"},
+            {"ts": wm, "team": "a", "cost": "0.40"},
+        ]
+        return _round(scope, tables, [(writer, "b1", spike)]).alerts
+
+    same = owner_alerts(["team"])
+    assert [(a.kind, a.scope) for a in same] == [("hourly_anomaly", "team:a")]
+    assert owner_alerts(["global", "team"]) == same
