@@ -32,8 +32,9 @@ touched, plus one ``clock`` row per batch and one ``alert`` row per local alert 
 a scope owner's breakers hold:
 
     detector, scope, variant       which rule and group (variant: [anomaly] scope kind index,
-                                   or [[budget]] index: a scope owner finds a
-                                   budget by its scope and period)
+                                   or [[budget]] index, in the writer's configuration; a
+                                   scope owner goes by the scope's kind and the budget's
+                                   scope and period, which a restart on another list keeps)
     window_start, window_end       the hour, period or day
     rows, spend_usd (decimal 38,18), input_tokens, cache_read_tokens, low_share, first_ts
                                    what the batch adds, exactly
