@@ -247,6 +247,30 @@ def good_ts(line: bytes) -> str:
     return str(json.loads(line)["ts"])
 
 
+def _runaway_of_key_loop() -> bytes:
+    """121 calls of api key key-loop in this minute: one over the default limit."""
+    at = datetime.now(UTC).replace(second=0, microsecond=0)
+    return "\n".join(
+        json.dumps(
+            {
+                "provider": "openai",
+                "model": "gpt-5-mini",
+                "input_tokens": 100,
+                "output_tokens": 10,
+                "api_key_id": "key-loop",
+                "ts": (at + timedelta(milliseconds=i)).isoformat(),
+            }
+        )
+        for i in range(121)
+    ).encode()
+
+
+def _metric(text: str, name: str) -> float:
+    """A Prometheus sample's value in a /metrics text (0 when it is not there yet)."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -256,33 +280,15 @@ def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
     w = Worker(tmp_path / "wd", config, tmp_path).start()
     try:
         w.wait_ready(prefix)
-        at = datetime.now(UTC).replace(second=0, microsecond=0)
-        body = "\n".join(
-            json.dumps(
-                {
-                    "provider": "openai",
-                    "model": "gpt-5-mini",
-                    "input_tokens": 100,
-                    "output_tokens": 10,
-                    "api_key_id": "key-loop",
-                    "ts": (at + timedelta(milliseconds=i)).isoformat(),
-                }
-            )
-            for i in range(121)
-        ).encode()
-        assert _post(w, body)[1]["accepted"] == 121
-
-        def value(text: str, name: str) -> float:
-            found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-            return float(found.group(1)) if found else 0.0
+        assert _post(w, _runaway_of_key_loop())[1]["accepted"] == 121
 
         opened = 'spendstream_breaker_events_total{state="open"}'
-        wait_for(lambda: value(w.get_text("/metrics"), opened) >= 1, "no breaker opened", w)
+        wait_for(lambda: _metric(w.get_text("/metrics"), opened) >= 1, "no breaker opened", w)
         metrics = w.get_text("/metrics")
-        assert value(metrics, 'spendstream_alerts_total{kind="runaway_rate"}') == 1
+        assert _metric(metrics, 'spendstream_alerts_total{kind="runaway_rate"}') == 1
         out = 'spendstream_events_out_total{topic="%s"}'
-        assert value(metrics, out % (prefix + "spendstream.breakers")) == value(metrics, opened)
-        assert value(metrics, out % (prefix + "spendstream.alerts")) == 1
+        assert _metric(metrics, out % (prefix + "spendstream.breakers")) == _metric(metrics, opened)
+        assert _metric(metrics, out % (prefix + "spendstream.alerts")) == 1
     finally:
         assert w.stop() == 0, w.log_tail()
 
@@ -297,25 +303,10 @@ def test_a_breaker_reset_read_off_the_usage_topic_is_not_counted_as_an_event_in(
     w = Worker(wd, config, tmp_path).start()
     try:
         w.wait_ready(prefix)
-        at = datetime.now(UTC).replace(second=0, microsecond=0)
-        body = "\n".join(
-            json.dumps(
-                {
-                    "provider": "openai",
-                    "model": "gpt-5-mini",
-                    "input_tokens": 100,
-                    "output_tokens": 10,
-                    "api_key_id": "key-loop",
-                    "ts": (at + timedelta(milliseconds=i)).isoformat(),
-                }
-            )
-            for i in range(121)
-        ).encode()
-        assert _post(w, body)[1]["accepted"] == 121
+        assert _post(w, _runaway_of_key_loop())[1]["accepted"] == 121
 
         def value(name: str) -> float:
-            found = re.search(rf"^{re.escape(name)} (\S+)$", w.get_text("/metrics"), re.M)
-            return float(found.group(1)) if found else 0.0
+            return _metric(w.get_text("/metrics"), name)
 
         opened = 'spendstream_breaker_events_total{state="open"}'
         wait_for(lambda: value(opened) == 1, "no breaker opened", w)
