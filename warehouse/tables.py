@@ -119,10 +119,14 @@ class Storage:
         return self.location.startswith("s3://")
 
     @property
-    def describe(self) -> str:
+    def describe_catalog(self) -> str:
         catalog = urlsplit(self.catalog_uri)
         where = catalog.hostname or catalog.path
-        return f"catalog {catalog.scheme}:{where}, tables at {self.location}"
+        return f"{catalog.scheme}:{where}"
+
+    @property
+    def describe(self) -> str:
+        return f"catalog {self.describe_catalog}, tables at {self.location}"
 
     def filesystem(self) -> pafs.FileSystem:
         """The pyarrow filesystem that reads and writes paths of ``to_fs_path``."""
@@ -326,8 +330,27 @@ class Tables:
             held = self._tables.get(name)
             if held is not None and row.metadata_location == held.metadata_location:
                 return held
+            self._check_location(name, row.metadata_location)
             tbl: Table = catalog._convert_orm_to_iceberg(row)
             return tbl
+
+    def _check_location(self, name: str, metadata_location: str | None) -> None:
+        """Refuse a table the catalog keeps outside ``[warehouse] location``: a shared catalog
+        read with another worker's location would read (or fail to read) files this
+        configuration does not name, with S3 settings meant for somewhere else."""
+        location = self.storage.location
+        if metadata_location is None or metadata_location.startswith(location + "/"):
+            return
+        where = metadata_location.rsplit("/metadata/", 1)[0]
+        suffix = f"/{self.storage.namespace}/{name}"
+        hint = ""
+        if where.endswith(suffix):
+            hint = f' (location = "{where.removesuffix(suffix)}")'
+        raise ConfigError(
+            f"the warehouse catalog ({self.storage.describe_catalog}) has table {name} at "
+            f"{where}, outside [warehouse] location {location}: give every worker and reader "
+            f"of this catalog the location its tables were created with{hint}"
+        )
 
     def remember(self, name: str, tbl: Table) -> None:
         """Keep the version a commit returned (saves a catalog round trip)."""

@@ -83,3 +83,28 @@ def test_run_with_a_wrong_s3_secret_exits_before_taking_partitions(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("spendstream run: cannot read table"), done.stderr[-3000:]
     assert "AWS_SECRET_ACCESS_KEY" in last and "ACCESS_DENIED" in last
+
+
+@pytest.mark.parametrize("location", ["", "s3://spendstream-elsewhere/p"])
+def test_a_location_other_than_the_catalogs_names_the_key(
+    tmp_path: Path, cluster_config: WarehouseConfig, location: str
+) -> None:
+    """One worker's [warehouse] location on local disk (or another bucket) beside a shared
+    catalog whose tables are on S3: it read the catalog's files through the wrong settings
+    (a hostname lookup of the bucket at AWS, said to be 'at file:///...') or, for another
+    bucket, used the catalog's tables while saying 'tables at' the configured one."""
+    config = _landed(tmp_path, cluster_config)
+    config.write_text(
+        config.read_text().replace(
+            f'location = "{cluster_config.location}"', f'location = "{location}"'
+        )
+    )
+    done = _spendstream(
+        "sql", "SELECT count(*) FROM usage_facts", "--config", str(config),
+        "--workdir", str(tmp_path / "reader"), env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "[warehouse] location" in done.stderr, done.stderr
+    assert f'location = "{cluster_config.location}"' in done.stderr, done.stderr
