@@ -108,6 +108,14 @@ class Storage:
         if self.is_s3:
             key, secret = self.s3_key_envs
             endpoint = self.catalog_properties.get("s3.endpoint", "AWS's own")
+            if "NO_SUCH_BUCKET" in str(exc):
+                # Not the keys: the bucket [warehouse] location names is not on that server.
+                bucket = urlsplit(self.location).netloc
+                return WarehouseError(
+                    f"cannot {doing} at {self.location}: there is no bucket {bucket!r} at "
+                    f"endpoint {endpoint} ([warehouse.s3] endpoint_url); create it, or name an "
+                    f"existing one in [warehouse] location"
+                )
             hint = (
                 f" (credentials from ${key} and ${secret}, [warehouse.s3] access_key_id_env and "
                 f"secret_access_key_env; endpoint {endpoint}, [warehouse.s3] endpoint_url)"

@@ -108,3 +108,25 @@ def test_a_location_other_than_the_catalogs_names_the_key(
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "[warehouse] location" in done.stderr, done.stderr
     assert f'location = "{cluster_config.location}"' in done.stderr, done.stderr
+
+
+def test_a_missing_bucket_names_the_location_not_the_keys(
+    tmp_path: Path, cluster_config: WarehouseConfig
+) -> None:
+    """It said 'credentials from $AWS_ACCESS_KEY_ID and ...' before S3's NO_SUCH_BUCKET."""
+    config = tmp_path / "spendstream.toml"
+    config.write_text(
+        cluster_toml(cluster_config.model_copy(update={"location": "s3://spendstream-nobucket/p"}))
+    )
+    events = tmp_path / "calls.jsonl"
+    events.write_text("")
+    done = _spendstream(
+        "ingest", str(events), "--config", str(config), "--workdir", str(tmp_path / "w"),
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no bucket 'spendstream-nobucket'" in done.stderr, done.stderr
+    assert "[warehouse] location" in done.stderr, done.stderr
+    assert "AWS_ACCESS_KEY_ID" not in done.stderr, done.stderr
