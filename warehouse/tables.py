@@ -159,10 +159,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _env_secret(name: str, what: str) -> str:
+def _env_secret(name: str, what: str, key: str) -> str:
     value = os.environ.get(name)
     if not value:
-        raise ConfigError(f"{what}: environment variable {name} is not set ([warehouse.s3])")
+        raise ConfigError(
+            f"S3 {what}: environment variable {name} is not set ([warehouse.s3] {key} names it)"
+        )
     return value
 
 
@@ -189,8 +191,8 @@ def resolve_storage(config: WarehouseConfig, workdir: Path) -> Storage:
             # Must be set before the first S3 client is made in this process (docs/warehouse.md).
             os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "WHEN_REQUIRED"
             os.environ["AWS_RESPONSE_CHECKSUM_VALIDATION"] = "WHEN_REQUIRED"
-        key = _env_secret(s3.access_key_id_env, "access key id")
-        secret = _env_secret(s3.secret_access_key_env, "secret access key")
+        key = _env_secret(s3.access_key_id_env, "access key id", "access_key_id_env")
+        secret = _env_secret(s3.secret_access_key_env, "secret access key", "secret_access_key_env")
         props = {
             "s3.access-key-id": key,
             "s3.secret-access-key": secret,

@@ -55,7 +55,7 @@ def test_s3_keys_missing_from_the_environment_name_the_variable(
     config = config_from_dict(
         {"warehouse": {"location": "s3://b/p", "s3": {"access_key_id_env": "NO_SUCH_KEY"}}}
     ).warehouse
-    with pytest.raises(ConfigError, match="NO_SUCH_KEY"):
+    with pytest.raises(ConfigError, match=r"NO_SUCH_KEY .*\[warehouse.s3\] access_key_id_env"):
         resolve_storage(config, tmp_path)
 
 
