@@ -128,9 +128,14 @@ class Storage:
 
     @property
     def describe_catalog(self) -> str:
+        """The catalog's address without its password: user, host, port and database of a
+        server (two workers told apart by a port were both 'postgresql+psycopg2:127.0.0.1')."""
         catalog = urlsplit(self.catalog_uri)
-        where = catalog.hostname or catalog.path
-        return f"{catalog.scheme}:{where}"
+        if not catalog.hostname:
+            return f"{catalog.scheme}:{catalog.path}"
+        netloc = f"{catalog.username}@" if catalog.username else ""
+        netloc += catalog.hostname + (f":{catalog.port}" if catalog.port else "")
+        return urlunsplit((catalog.scheme, netloc, catalog.path, "", ""))
 
     @property
     def describe(self) -> str:

@@ -59,6 +59,18 @@ def test_s3_keys_missing_from_the_environment_name_the_variable(
         resolve_storage(config, tmp_path)
 
 
+def test_a_server_catalog_is_described_by_its_address_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPENDSTREAM_CATALOG_PASSWORD", "s3cr3t")
+    config = config_from_dict(
+        {"warehouse": {"catalog_uri": "postgresql+psycopg2://spendstream@db:55432/meter"}}
+    ).warehouse
+    described = resolve_storage(config, tmp_path).describe
+    assert described.startswith("catalog postgresql+psycopg2://spendstream@db:55432/meter, ")
+    assert "s3cr3t" not in described
+
+
 def test_tables_are_partitioned_by_the_day_of_their_time_column(tmp_path: Path) -> None:
     with Warehouse(tmp_path) as wh:
         for name, column in PARTITION_COLUMN.items():
