@@ -201,3 +201,12 @@ def test_each_command_is_documented_for_users(name: str) -> None:
         p.read_text() for p in sorted((root / "docs").glob("*.md"))
     )
     assert f"spendstream {name}" in text, f"no README/docs page shows `spendstream {name}`"
+
+
+def test_warehouse_compact_help_says_the_min_files_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["warehouse", "compact", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "at least N files (default: 2)" in out

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=2,
         metavar="N",
-        help="compact partitions with at least N files",
+        help="compact partitions with at least N files (default: 2)",
     )
     p.add_argument(
         "--retention-s",
