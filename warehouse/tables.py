@@ -94,6 +94,7 @@ class Storage:
     # names (PostgreSQL catalogs and S3 locations only), never their values.
     catalog_password_env: str = ""
     s3_key_envs: tuple[str, str] = ("", "")
+    s3_checksums: str = "when_supported"  # [warehouse.s3] checksums
 
     def catalog_hint(self) -> str:
         env = self.catalog_password_env
@@ -108,7 +109,17 @@ class Storage:
         if self.is_s3:
             key, secret = self.s3_key_envs
             endpoint = self.catalog_properties.get("s3.endpoint", "AWS's own")
-            if "NO_SUCH_BUCKET" in str(exc):
+            text = str(exc)
+            if self.s3_checksums != "when_required" and (
+                "XAmzContentSHA256Mismatch" in text or "HTTP status 501" in text
+            ):
+                # s3proxy 2.6 and others without the newer AWS SDK checksums: not the keys.
+                return WarehouseError(
+                    f"cannot {doing} at {self.location}: the S3 server at {endpoint} does not "
+                    f"take the newer AWS SDK checksums; set [warehouse.s3] checksums = "
+                    f'"when_required" ({first_line(exc)})'
+                )
+            if "NO_SUCH_BUCKET" in text:
                 # Not the keys: the bucket [warehouse] location names is not on that server.
                 bucket = urlsplit(self.location).netloc
                 return WarehouseError(
@@ -221,6 +232,7 @@ def resolve_storage(config: WarehouseConfig, workdir: Path) -> Storage:
             config.catalog_password_env if parts.scheme.startswith("postgresql") else ""
         ),
         s3_key_envs=(config.s3.access_key_id_env, config.s3.secret_access_key_env),
+        s3_checksums=config.s3.checksums,
     )
 
 

@@ -130,3 +130,40 @@ def test_a_missing_bucket_names_the_location_not_the_keys(
     assert "no bucket 'spendstream-nobucket'" in done.stderr, done.stderr
     assert "[warehouse] location" in done.stderr, done.stderr
     assert "AWS_ACCESS_KEY_ID" not in done.stderr, done.stderr
+
+
+def test_an_s3_server_without_the_newer_checksums_names_the_checksums_key(
+    tmp_path: Path,
+) -> None:
+    """s3proxy 2.6 (what `spendstream local` runs) refuses the newer AWS SDK checksums: without
+    checksums = "when_required" it said 'credentials from $AWS_ACCESS_KEY_ID and ...' before
+    XAmzContentSHA256Mismatch, as if the keys were wrong. Its own s3proxy: a shared test
+    server ($SPENDSTREAM_TEST_S3) may take them."""
+    from spendstream.local.s3 import LocalS3
+
+    s3 = LocalS3(tmp_path / "s3", stop_with_parent=True)
+    s3.start()
+    try:
+        s3.create_bucket("spendstream-checksums")
+        config = tmp_path / "spendstream.toml"
+        config.write_text(
+            '[warehouse]\nlocation = "s3://spendstream-checksums/p"\n'
+            f'[warehouse.s3]\nendpoint_url = "{s3.endpoint}"\n'
+        )
+        events = tmp_path / "calls.jsonl"
+        events.write_text("")
+        # LocalS3.create_bucket set WHEN_REQUIRED in this process: not the subprocess's.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["AWS_ACCESS_KEY_ID"] = s3.access_key_id
+        env["AWS_SECRET_ACCESS_KEY"] = s3.secret_access_key
+        done = _spendstream(
+            "ingest", str(events), "--config", str(config), "--workdir", str(tmp_path / "w"),
+            env=env,
+        )  # fmt: skip
+    finally:
+        s3.stop()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert 'set [warehouse.s3] checksums = "when_required"' in done.stderr, done.stderr
+    assert "AWS_ACCESS_KEY_ID" not in done.stderr, done.stderr
