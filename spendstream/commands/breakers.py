@@ -137,41 +137,30 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_kafka:
         rows, note = _from_kafka(kafka_config_from_args(args))
-        hidden = 0 if args.all else sum(state == "closed" for _, state, _, _ in rows)
-        rows = [r for r in rows if args.all or r[1] != "closed"]
-        render(["scope", "state", "reason", "ts"], rows, args.format, sys.stdout)
-        sys.stdout.flush()
-        if note:
-            print(note, file=sys.stderr)
-        if hidden:
-            print(f"{plural(hidden, 'closed scope')} not shown (--all lists them)", file=sys.stderr)
-        return 0
-    from spendstream.runtime.kafka.breaker_control import latest_breakers
+    else:
+        from spendstream.runtime.kafka.breaker_control import latest_breakers
 
-    try:
-        states = latest_breakers(workdir, include_closed=True, config=config_from_args(args))
-    except ConfigError as exc:
-        # Nothing listed is the truth for this workdir, but maybe not the one meant.
-        print(
-            f"spendstream breakers: {exc}; none listed (`breakers list --from-kafka` shows "
-            "what clients see)",
-            file=sys.stderr,
-        )
-        states = []
-    hidden = 0 if args.all else sum(b.state == "closed" for b in states)
-    render(
-        ["scope", "state", "reason", "ts"],
-        [(b.scope, b.state, b.reason, b.ts) for b in states if args.all or b.state != "closed"],
-        args.format,
-        sys.stdout,
-    )
-    if hidden:
-        # On stderr: the table (or CSV/JSON) on stdout stays what a script reads.
-        sys.stdout.flush()
-        print(
-            f"{hidden} closed scope{'' if hidden == 1 else 's'} not shown (--all lists them)",
-            file=sys.stderr,
-        )
+        note = ""
+        try:
+            states = latest_breakers(workdir, include_closed=True, config=config_from_args(args))
+        except ConfigError as exc:
+            # Nothing listed is the truth for this workdir, but maybe not the one meant.
+            print(
+                f"spendstream breakers: {exc}; none listed (`breakers list --from-kafka` shows "
+                "what clients see)",
+                file=sys.stderr,
+            )
+            states = []
+        rows = [(b.scope, b.state, b.reason, b.ts) for b in states]
+    shown = [r for r in rows if args.all or r[1] != "closed"]
+    render(["scope", "state", "reason", "ts"], shown, args.format, sys.stdout)
+    # Notes on stderr: the table (or CSV/JSON) on stdout stays what a script reads.
+    sys.stdout.flush()
+    if note:
+        print(note, file=sys.stderr)
+    if len(shown) < len(rows):
+        hidden = plural(len(rows) - len(shown), "closed scope")
+        print(f"{hidden} not shown (--all lists them)", file=sys.stderr)
     return 0
 
 
