@@ -156,7 +156,13 @@ def _rows(
 def _fetch(
     con: duckdb.DuckDBPyConnection, sql: str, params: Any
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    columns, chunks = _rows(con, sql, params)
+    return _flattened(_rows(con, sql, params))
+
+
+def _flattened(
+    answer: tuple[list[str], Iterator[list[tuple[Any, ...]]]],
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    columns, chunks = answer
     return columns, [row for chunk in chunks for row in chunk]
 
 
@@ -167,12 +173,8 @@ def run_sql(
     config: WarehouseConfig | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one query (refusing anything else); ``?`` placeholders take ``params`` in order."""
-    con = connect(workdir, config)
-    try:
-        _check_statements(con, statement)
-        return _fetch(con, statement, params or None)
-    finally:
-        con.close()
+    with streamed_sql(workdir, statement, params, config) as answer:
+        return _flattened(answer)
 
 
 @contextlib.contextmanager
