@@ -3,6 +3,7 @@ configs on a unique topic prefix, event files, kcat, and warehouse read-outs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,17 @@ class Worker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def running_worker(workdir: Path, config: Path, prefix: str, log_dir: Path) -> Iterator[Worker]:
+    """A worker holding at least one of ``prefix``'s partitions, which must stop cleanly."""
+    w = Worker(workdir, config, log_dir).start()
+    try:
+        w.wait_ready(prefix)
+        yield w
+    finally:
+        assert w.stop() == 0, w.log_tail()
 
 
 def wait_for(

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.runtime.kafka_workers import (
-    Worker,
     kcat_produce,
     landed_breakers,
     query,
     read_topic,
+    running_worker,
     wait_for,
     write_config,
 )
@@ -61,9 +61,7 @@ def test_a_wide_scope_reset_reaches_its_owner_and_lands_once(
         ),
     )
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", _calls(20), keyed=True)
         states = f"SELECT state, reason FROM breaker_events WHERE scope = '{SCOPE}' ORDER BY ts"
         wait_for(lambda: bool(query(wd, states)), "the team's budget breaker never opened", w)
@@ -100,5 +98,3 @@ def test_a_wide_scope_reset_reaches_its_owner_and_lands_once(
             if m[0] == SCOPE.encode()
         ]
         assert len(resets) == 1
-    finally:
-        assert w.stop() == 0, w.log_tail()

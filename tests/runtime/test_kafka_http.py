@@ -22,6 +22,7 @@ from tests.runtime.kafka_workers import (
     landed_breakers,
     query,
     read_topic,
+    running_worker,
     wait_all_judged,
     wait_for,
     write_config,
@@ -54,9 +55,7 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=2)
     lines = event_lines(3000, seed=8)
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         assert _post(w, lines[0], token="wrong")[0] == 401
         body = b"\n".join([*lines[:1500], b'{"event_id": "x"}', *lines[1500:]])
         status, answer = _post(w, body, request_id="batch-7")
@@ -172,8 +171,6 @@ def test_posted_events_land_bad_lines_are_rejected_and_breakers_can_be_reset(
             w,
         )
         assert query(wd, "SELECT count(*) FROM usage_facts WHERE event_id = 'late-1'") == [(1,)]
-    finally:
-        assert w.stop() == 0, w.log_tail()
 
 
 def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_goes_on(
@@ -199,9 +196,7 @@ def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_
         body_lines.insert(line_no - 1, bad[line_no])
     assert [body_lines.index(raw) + 1 for raw in bad.values()] == sorted(bad)
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         status, answer = _post(w, b"\n".join(body_lines), request_id="poison-1")
         assert status == 200, answer
         assert answer["accepted"] == len(good)
@@ -238,8 +233,6 @@ def test_posted_poison_lines_are_rejected_by_line_the_rest_lands_and_the_worker_
             (1,)
         ]
         assert w.alive()
-    finally:
-        assert w.stop() == 0, w.log_tail()
 
 
 def good_ts(line: bytes) -> str:
@@ -277,9 +270,7 @@ def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
     # runaway_rate on an api key is found where the key's partition is read (the usage loop),
     # which published the alert and the breaker without counting them in events_out.
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
-    w = Worker(tmp_path / "wd", config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(tmp_path / "wd", config, prefix, tmp_path) as w:
         assert _post(w, _runaway_of_key_loop())[1]["accepted"] == 121
 
         opened = 'spendstream_breaker_events_total{state="open"}'
@@ -289,8 +280,6 @@ def test_a_keys_runaway_counts_its_alert_and_breaker_as_records_published(
         out = 'spendstream_events_out_total{topic="%s"}'
         assert _metric(metrics, out % (prefix + "spendstream.breakers")) == _metric(metrics, opened)
         assert _metric(metrics, out % (prefix + "spendstream.alerts")) == 1
-    finally:
-        assert w.stop() == 0, w.log_tail()
 
 
 def test_a_breaker_reset_read_off_the_usage_topic_is_not_counted_as_an_event_in(
@@ -300,9 +289,7 @@ def test_a_breaker_reset_read_off_the_usage_topic_is_not_counted_as_an_event_in(
     # duplicates + dead letters: 'N events in, N-1 facts landed, 0 duplicates, 0 dead letters'.
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         assert _post(w, _runaway_of_key_loop())[1]["accepted"] == 121
 
         def value(name: str) -> float:
@@ -324,5 +311,3 @@ def test_a_breaker_reset_read_off_the_usage_topic_is_not_counted_as_an_event_in(
             + value('spendstream_dead_letters_total{stage="usage"}')
         )
         assert (value("spendstream_events_in_total"), landed) == (121, 121)
-    finally:
-        assert w.stop() == 0, w.log_tail()

@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from tests.runtime.kafka_workers import (
-    Worker,
     kcat_produce,
     key_calls,
     query,
+    running_worker,
     wait_for,
     write_config,
 )
@@ -32,9 +32,7 @@ def test_a_tripped_key_breaker_half_opens_while_no_event_arrives(
     )
     lines = key_calls("key-idle", 8, datetime.now(UTC), timedelta(milliseconds=1))
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", lines, keyed=True)
         states = (
             "SELECT state FROM breaker_events WHERE scope = 'api_key:key-idle' ORDER BY ts, state"
@@ -54,5 +52,3 @@ def test_a_tripped_key_breaker_half_opens_while_no_event_arrives(
             w,
         )
         assert w.get_json("/v1/breakers")["breakers"][0]["state"] == "half_open"
-    finally:
-        assert w.stop() == 0, w.log_tail()

@@ -31,6 +31,7 @@ from tests.runtime.kafka_workers import (
     TOKEN,
     Worker,
     query,
+    running_worker,
     wait_all_judged,
     wait_for,
     write_config,
@@ -65,9 +66,7 @@ def test_sdk_exported_genai_spans_land_priced_and_a_reexport_is_a_duplicate(
 ) -> None:
     config, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap)
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         exporter = OTLPSpanExporter(
             endpoint=w.url("/v1/traces"),
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -179,8 +178,6 @@ def test_sdk_exported_genai_spans_land_priced_and_a_reexport_is_a_duplicate(
         assert 'spendstream_otel_spans_total{result="ignored"} 3.0' in metrics
         assert 'spendstream_otel_spans_total{result="rejected"} 3.0' in metrics
         assert "spendstream_duplicates_total 6.0" in metrics
-    finally:
-        assert w.stop() == 0, w.log_tail()
 
 
 def test_litellm_calls_land_priced_with_litellms_cost_for_reconcile(

@@ -15,8 +15,8 @@ from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.runtime.batching import batch_target
 from spendstream.runtime.kafka.usage_loop import MAX_WAIT_S, short_batch_due
 from tests.runtime.kafka_workers import (
-    Worker,
     key_calls,
+    running_worker,
     usage_batches,
     wait_all_judged,
     write_config,
@@ -143,14 +143,10 @@ def test_a_worker_catching_up_lands_backlog_sized_batches_exactly_once(
     calls = key_calls("k", 2001, datetime(2026, 3, 1, tzinfo=UTC), timedelta(seconds=2))
     _produce(kafka_bootstrap, topic, calls[:2000])
     wd = tmp_path / "wd"
-    w = Worker(wd, config, tmp_path).start()
-    try:
-        w.wait_ready(prefix)
+    with running_worker(wd, config, prefix, tmp_path) as w:
         wait_all_judged(wd, kafka_bootstrap, prefix, 2000, w)
         _produce(kafka_bootstrap, topic, calls[2000:])
         wait_all_judged(wd, kafka_bootstrap, prefix, 2001, w)
-    finally:
-        assert w.stop() == 0, w.log_tail()
     sizes = [n for _, n, _, _ in usage_batches(wd)]
     assert sum(sizes) == 2001
     backlog, live = sizes[:-1], sizes[-1]
