@@ -3,8 +3,9 @@
 ``list`` shows the scopes whose latest breaker event in the warehouse leaves them open or
 half-open, and says how many closed ones it leaves out (``--all`` lists them too); ``list --from-kafka`` shows what clients' ``guard()`` sees instead:
 the compacted breakers topic read as a ``BreakerView`` does (signatures checked when
-``[breaker]`` has an HMAC key). ``reset SCOPE`` publishes a (signed) ``closed`` event to the
-breakers topic, lands it in the warehouse, and tells the running detection engine (a command
+``[breaker]`` has an HMAC key). ``reset SCOPE`` closes a breaker that ``ingest`` or ``demo`` opened in the
+workdir's own state (no Kafka: runtime/embedded_reset.py); any other it publishes as a
+(signed) ``closed`` event to the breakers topic, lands it in the warehouse, and tells the running detection engine (a command
 on the priced topic) so a running ``spendstream run`` forgets the open breaker too.
 
 Both actions (and ``breakers`` alone, which lists) take the same options, before or after
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spendstream.commands._options import (
@@ -64,7 +66,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="read the breakers topic (what clients see) instead of the warehouse",
     )
     _common(ls, inherit=True)
-    rs = sub.add_parser("reset", help="close SCOPE's breaker by hand (needs Kafka)")
+    rs = sub.add_parser(
+        "reset",
+        help="close SCOPE's breaker by hand (in the workdir when ingest/demo opened it, "
+        "else on Kafka)",
+    )
     rs.add_argument("scope", metavar="SCOPE", help="e.g. api_key:k-123 or session:s-9")
     rs.add_argument(
         "--force",
@@ -91,8 +97,18 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "reset":
         _check_scope(args.scope)
         config = kafka_config_from_args(args)
+        if _reset_embedded(workdir, config, args.scope):
+            return 0
         bootstrap = config.kafka.bootstrap_servers
         if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
+            closed_since = _closed_in_warehouse(workdir, config, args.scope)
+            if closed_since is not None and not args.force:
+                print(
+                    f"{args.scope}: already closed (the warehouse in {workdir} says so since "
+                    f"{closed_since}); nothing reset",
+                    file=sys.stderr,
+                )
+                return 0
             print(
                 f"spendstream breakers reset: no Kafka broker answers at {bootstrap} "
                 "([kafka] bootstrap_servers in --config, or --bootstrap-servers); "
@@ -162,6 +178,33 @@ def run(args: argparse.Namespace) -> int:
         hidden = plural(len(rows) - len(shown), "closed scope")
         print(f"{hidden} not shown (--all lists them)", file=sys.stderr)
     return 0
+
+
+def _reset_embedded(workdir: Path, config: Config, scope: str) -> bool:
+    """Close ``scope``'s breaker where ``ingest``/``demo`` keep it (the workdir, no Kafka);
+    False: it is not open there."""
+    from spendstream.runtime.embedded_reset import reset_embedded
+
+    event = reset_embedded(workdir, config, scope, datetime.now(UTC))
+    if event is None:
+        return False
+    print(
+        f"{event.scope}: closed ({event.reason}) at {event.ts.isoformat()} in {workdir} "
+        "(opened by spendstream ingest/demo; the next ingest continues with it closed)"
+    )
+    return True
+
+
+def _closed_in_warehouse(workdir: Path, config: Config, scope: str) -> str | None:
+    """When ``scope``'s latest breaker event in the warehouse is ``closed``: its time."""
+    from spendstream.runtime.kafka.breaker_control import latest_breakers
+
+    try:
+        latest = {b.scope: b for b in latest_breakers(workdir, config=config)}
+    except ConfigError:
+        return None  # no warehouse here
+    event = latest.get(scope)
+    return event.ts.isoformat() if event is not None and event.state == "closed" else None
 
 
 def _wait_ready(view: BreakerView, timeout_s: float) -> None:

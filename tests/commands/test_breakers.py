@@ -212,3 +212,55 @@ def test_list_from_kafka_takes_all_and_counts_the_closed_ones_it_hides(
     assert shown.returncode == 0, shown.stderr
     assert scope not in shown.stdout
     assert re.search(r"\d+ closed scopes? not shown \(--all lists them\)", shown.stderr)
+
+
+def test_reset_closes_a_breaker_ingest_opened_without_kafka(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An embedded user: `ingest` opened a session breaker; no Kafka anywhere.
+    import json
+
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    events = tmp_path / "calls.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "event_id": f"e{i}",
+                    "ts": f"2026-11-01T12:00:{i:02d}Z",
+                    "provider": "openai",
+                    "model": "gpt-5-mini",
+                    "input_tokens": 10,
+                    "output_tokens": 1,
+                    "session_id": "loop",
+                }
+            )
+            + "\n"
+            for i in range(5)
+        )
+    )
+    common = ["--workdir", str(tmp_path / "data"), "--config", str(config)]
+    dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+    assert main(["ingest", str(events), *common]) == 0
+    capsys.readouterr()
+    assert main(["breakers", "list", *common, "--format", "csv"]) == 0
+    assert "session:loop,open," in capsys.readouterr().out
+
+    assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("session:loop: closed (manual reset) at ")
+    assert main(["breakers", "list", *common, "--format", "csv"]) == 0
+    assert "session:loop" not in capsys.readouterr().out
+
+    # Done once: a second reset says so, and does not send the user to Kafka.
+    assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+    err = capsys.readouterr().err
+    assert "session:loop: already closed" in err and "no Kafka broker" not in err
+
+    # The next ingest continues from the state without the breaker: the warehouse keeps
+    # the reset as the scope's latest event.
+    assert main(["ingest", str(events), *common]) == 0
+    capsys.readouterr()
+    assert main(["breakers", "list", "--all", *common, "--format", "csv"]) == 0
+    assert "session:loop,closed,manual reset," in capsys.readouterr().out
