@@ -79,3 +79,29 @@ def test_the_revenue_example_loads_the_demos_month(demo_home: Path) -> None:
     # The revenue landed on a month the demo has costs in: unit economics has both sides.
     assert any(Decimal(str(r["ai_cost_usd"])) > 0 for r in loaded), loaded
     assert re.fullmatch(r"\d{4}-\d{2}-01", str(loaded[0]["month"])[:10])
+
+
+def test_the_dead_letter_replay_example_gets_the_lines_back_to_fix_and_land(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "spendstream-data"
+    good = {"provider": "openai", "model": "gpt-5-mini", "output_tokens": 1}
+    lines = [
+        json.dumps({"event_id": "ok-1", "ts": "2026-11-01T12:00:00Z", "input_tokens": 5, **good}),
+        json.dumps({"event_id": "b-1", "ts": "2026-11-01T12:00:01Z", "input_tokens": -5, **good}),
+        '{"event_id": "b-2", "note": "a \\"quoted\\" value, a comma"}',
+    ]
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    _bash("spendstream ingest events.jsonl", home)
+
+    _bash(_example("bounds.md", 'spendstream sql "SELECT raw FROM dead_letters'), home)
+    retry = tmp_path / "retry.jsonl"
+    # The lines exactly as they came, one per line: what the user edits.
+    assert sorted(retry.read_text().splitlines()) == sorted(lines[1:])
+    retry.write_text(retry.read_text().replace('"input_tokens": -5', '"input_tokens": 5'))
+    out = _bash("spendstream ingest retry.jsonl", home)
+    assert "landed 1 + duplicates 0 + dead-lettered 1" in out
+    landed = _bash(
+        'spendstream sql "SELECT event_id FROM usage_facts ORDER BY 1" --format csv', home
+    )
+    assert landed.split() == ["event_id", "b-1", "ok-1"]
