@@ -185,13 +185,20 @@ def _reset_embedded(workdir: Path, config: Config, scope: str) -> bool:
     False: it is not open there."""
     from spendstream.runtime.embedded_reset import reset_embedded
 
-    event = reset_embedded(workdir, config, scope, datetime.now(UTC))
-    if event is None:
+    done = reset_embedded(workdir, config, scope, datetime.now(UTC))
+    if done is None:
         return False
+    event = done.event
     print(
         f"{event.scope}: closed ({event.reason}) at {event.ts.isoformat()} in {workdir} "
         "(opened by spendstream ingest/demo; the next ingest continues with it closed)"
     )
+    if done.resolved or done.dead_lettered:
+        print(
+            f"notifications: {done.resolved:,} resolved, {done.dead_lettered:,} dead-lettered"
+            + (" (spendstream alerts --replay-dead-letters)" if done.dead_lettered else ""),
+            file=sys.stderr,
+        )
     return True
 
 

@@ -4,11 +4,15 @@ Embedded, the detectors' state (open breakers included) is kept in the warehouse
 commit of the workdir's own writer (``runtime/embedded.py``), not on a Kafka topic. A reset
 there is one more commit of that writer: the ``closed`` event (reason ``manual reset``) and
 the state without the breaker, under the workdir's writer lock, so the next ``ingest``
-continues with it closed and ``breakers list`` no longer shows it.
+continues with it closed and ``breakers list`` no longer shows it. With ``[[alerts.sink]]``
+entries the ``closed`` event then goes through the alert router ``ingest`` pages with (same
+state in the workdir), which resolves the scope's open incidents as a close from the
+detectors would.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,13 +23,26 @@ from spendstream.errors import ConfigError
 from spendstream.records import BreakerEvent
 from spendstream.table_schemas import breaker_events_table
 
-__all__ = ["reset_embedded"]
+__all__ = ["EmbeddedReset", "reset_embedded"]
 
 
-def reset_embedded(workdir: Path, config: Config, scope: str, now: datetime) -> BreakerEvent | None:
+@dataclass(frozen=True)
+class EmbeddedReset:
+    """The ``closed`` event landed, and the notifications it caused (resolves, and those
+    that died: ``spendstream alerts --replay-dead-letters``)."""
+
+    event: BreakerEvent
+    resolved: int = 0
+    dead_lettered: int = 0
+
+
+def reset_embedded(
+    workdir: Path, config: Config, scope: str, now: datetime, *, route_alerts: bool = True
+) -> EmbeddedReset | None:
     """Close ``scope``'s breaker in the state ``ingest``/``demo`` left in ``workdir``.
 
-    Returns the ``closed`` event it landed; None when nothing was reset there (no warehouse,
+    Returns the ``closed`` event it landed (and what routing it did, with ``route_alerts``
+    and configured sinks); None when nothing was reset there (no warehouse,
     no embedded run, or ``scope`` not open or half-open in its detectors). Raises
     ``WorkdirBusy`` while an ``ingest`` or ``demo`` writes the workdir.
     """
@@ -59,4 +76,13 @@ def reset_embedded(workdir: Path, config: Config, scope: str, now: datetime) -> 
             breaker_events=breaker_events_table([event]),
             state=orjson.dumps(pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
         )
-    return event
+        if not (route_alerts and config.alerts.sink):
+            return EmbeddedReset(event)
+        from spendstream.alerts.router import AlertRouter
+
+        router = AlertRouter.from_config(config.alerts, workdir)
+        try:
+            routed = router.handle([], [event])
+        finally:
+            router.close()
+    return EmbeddedReset(event, routed.resolved, routed.dead_lettered)

@@ -264,3 +264,50 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
     capsys.readouterr()
     assert main(["breakers", "list", "--all", *common, "--format", "csv"]) == 0
     assert "session:loop,closed,manual reset," in capsys.readouterr().out
+
+
+def test_an_embedded_reset_resolves_the_page_ingest_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tests.alerts.conftest import ScriptedServer
+
+    hook = ScriptedServer().start()
+    try:
+        config = tmp_path / "spendstream.toml"
+        config.write_text(
+            "[runaway]\nmax_session_turns = 3\n\n"
+            f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n\n'
+            '[[alerts.route]]\nname = "all"\nsinks = ["hook"]\n'
+        )
+        events = tmp_path / "calls.jsonl"
+        events.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        "event_id": f"e{i}",
+                        "ts": f"2026-11-01T12:00:{i:02d}Z",
+                        "provider": "openai",
+                        "model": "gpt-5-mini",
+                        "input_tokens": 10,
+                        "output_tokens": 1,
+                        "session_id": "loop",
+                    }
+                )
+                + "\n"
+                for i in range(5)
+            )
+        )
+        common = ["--workdir", str(tmp_path / "data"), "--config", str(config)]
+        assert main(["ingest", str(events), *common]) == 0
+        assert [r.json()["action"] for r in hook.accepted()] == ["trigger"]
+        capsys.readouterr()
+
+        assert main(["breakers", "reset", "session:loop", *common]) == 0
+        assert "notifications: 1 resolved, 0 dead-lettered" in capsys.readouterr().err
+        sent = [r.json() for r in hook.accepted()]
+        assert [s["action"] for s in sent] == ["trigger", "resolve"]
+        assert sent[1]["alert"]["scope"] == "session:loop"
+    finally:
+        hook.stop()
