@@ -491,7 +491,10 @@ class ModelPriceConfig(_Section):
 
     Unset rates default to the rate of the tokens they are part of (cache and modal input
     rates to the input rate, 1-hour writes to the cache write rate, cached audio/images to
-    the cache read rate, output audio/images to the output rate).
+    the cache read rate, output audio/images to the output rate). An override has no dates:
+    it prices every matching event whatever its `ts`, those landing now and past ones a
+    `spendstream prices reprice` covers; when a provider changes a price you keep here, edit
+    the entry and reprice only from the change (`--since`), or earlier facts take the new rate.
     """
 
     provider: str = Field(description="Provider id as in events (matched case-insensitively).")
