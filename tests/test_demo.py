@@ -217,3 +217,33 @@ def test_the_closing_lines_say_how_to_get_spendstream_on_path_and_suggest_no_duc
     with contextlib.redirect_stdout(out):
         assert main(["demo", "--workdir", str(tmp_path / "w"), "--events", "1000"]) == 0
     assert "is not on this shell's PATH" not in out.getvalue()
+
+
+def test_a_rerun_after_a_reprice_says_the_unpriced_calls_are_priced_now(tmp_path: Path) -> None:
+    # Its own workdir: the module's demo is shared, and a workdir cannot be copied (its
+    # catalog names its tables' absolute location).
+    work = tmp_path / "spendstream-data"
+    demo = ["demo", "--workdir", str(work), "--events", "5000"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(demo) == 0
+    assert "no price for self-hosted/" in out.getvalue()
+    assert "[priced since:" not in out.getvalue()
+    config = tmp_path / "spendstream.toml"
+    config.write_text(
+        '[[prices.model]]\nprovider = "self-hosted"\nmodel = "llama-3.1-8b-support-ft"\n'
+        "input_per_mtok = 0.10\noutput_per_mtok = 0.20\n"
+    )
+    reprice = ["prices", "reprice", "--since", "2000-01-01", "--until", "2100-01-01", "--yes"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main([*reprice, "--workdir", str(work), "--config", str(config)]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(demo) == 0
+    story = out.getvalue().split("  Unpriced models (")[1].split("\n  Circuit breakers")[0]
+    lines = story.splitlines()[1:]
+    assert lines and all(
+        "no price for self-hosted/" in li
+        and li.endswith("[priced since: `spendstream prices reprice` wrote their costs]")
+        for li in lines
+    )

@@ -143,6 +143,15 @@ def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     return 0
 
 
+# An unpriced_model alert's calls (its model, on its UTC day) that are still unpriced; none
+# left: `prices reprice` has priced them since the alert, and the story says so.
+_STILL_UNPRICED = (
+    "SELECT 1 FROM usage_facts AS f WHERE NOT f.priced AND f.provider = a.details['provider'] "
+    "AND f.model = a.details['model'] AND f.date = CAST(a.details['day'] AS DATE)"
+)
+REPRICED_NOTE = " [priced since: `spendstream prices reprice` wrote their costs]"
+
+
 def _story_header(con: duckdb.DuckDBPyConnection, summary: IngestSummary | None) -> str:
     """Whose story this is: this run's, or the warehouse's (earlier runs included)."""
     if summary is None:
@@ -288,9 +297,10 @@ def tell_story(
         ):
             listed = ", ".join(f"'{k}'" for k in kinds)
             messages = [
-                m
-                for (m,) in q(
-                    f"SELECT message FROM alerts WHERE kind IN ({listed}) ORDER BY ts, scope"
+                m + (REPRICED_NOTE if priced_since else "")
+                for m, priced_since in q(
+                    f"SELECT message, kind = 'unpriced_model' AND NOT EXISTS ({_STILL_UNPRICED}) "
+                    f"FROM alerts AS a WHERE kind IN ({listed}) ORDER BY ts, scope"
                 ).fetchall()
             ]
             _section(
