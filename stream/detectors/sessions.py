@@ -35,6 +35,7 @@ from spendstream.stream.columns import FactColumns
 from spendstream.stream.detectors.base import SESSIONS, Finding, make_alert
 from spendstream.stream.grouping import Groups
 from spendstream.stream.windows import US, idle
+from spendstream.wording import exact_usd, written_usd
 
 __all__ = ["EXACT_BOUND_USD", "SessionDetector", "SessionState", "SessionWire", "might_exceed"]
 
@@ -210,7 +211,7 @@ class SessionDetector:
             cols.ts_at(row),
             value,
             threshold,
-            f"{scope} is over its {name} limit: {value} {_UNITS[limit]} > {threshold}",
+            f"{scope} is over its {name} limit: {over_limit_text(limit, value, threshold)}",
             (name,),
             {"limit": name, "session_id": sid},
         )
@@ -238,6 +239,19 @@ class SessionDetector:
             self.sessions[str(sid)] = SessionState(
                 int(first), int(last), int(calls), int(max_turn), Decimal(str(cost)), int(fired)
             )
+
+
+def over_limit_text(limit: int, value: Decimal, threshold: Decimal) -> str:
+    """``101 turns > 100``, ``$50.0125 > $50.00``, ``270 minutes > 30``: as people write
+    them (exact; no ``270.000000`` nor DECIMAL(38,18)'s trailing zeros)."""
+    if LIMITS[limit] == "cost":
+        return f"{exact_usd(value)} > {written_usd(threshold)}"
+    return f"{_plain(value)} {_UNITS[limit]} > {_plain(threshold)}"
+
+
+def _plain(value: Decimal) -> str:
+    text = f"{Decimal(value):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _minutes(span_us: int) -> Decimal:

@@ -48,9 +48,7 @@ def test_session_cost_over_limit_fires_at_the_crossing_call_only() -> None:
     # ... the smallest amount past it does.
     alerts = feed([fact(at(2), "0.000000001", session_id="s")])
     assert [(a.details["limit"], a.value) for a in alerts] == [("cost", Decimal("1.000000001"))]
-    assert alerts[0].message == (
-        "session:s is over its cost limit: 1.000000001000000000 USD > 1.00"
-    )
+    assert alerts[0].message == "session:s is over its cost limit: $1.000000001 > $1.00"
 
 
 def test_cost_crossing_inside_one_batch_is_the_exact_call() -> None:
@@ -136,3 +134,9 @@ def test_a_late_call_that_extends_a_session_backwards_counts_in_later_batches_to
     assert feed([fact(at(50), session_id="s")]) == []  # 50 s
     alerts = feed([fact(at(111), session_id="s")])
     assert [(a.details["limit"], a.value) for a in alerts] == [("duration", Decimal("1.016667"))]
+
+
+def test_a_duration_reads_as_minutes_people_write() -> None:
+    feed = Feed(config(runaway={"max_session_minutes": "30"}), SESSION)
+    alerts = feed([fact(at(0), session_id="s"), fact(at(270 * 60), session_id="s")])
+    assert [a.message for a in alerts] == ["session:s is over its duration limit: 270 minutes > 30"]

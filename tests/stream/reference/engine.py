@@ -29,6 +29,7 @@ from spendstream.config import BudgetConfig, Config
 from spendstream.records import Alert, BreakerEvent, stable_id
 from spendstream.scopes import GLOBAL, SCOPE_FIELDS
 from spendstream.stream.breakers import BreakerBoard
+from spendstream.stream.detectors.sessions import LIMITS, over_limit_text
 
 __all__ = ["ReferenceEngine"]
 
@@ -147,7 +148,7 @@ class Sessions:
             ("duration", minutes, self.max_minutes, "minutes", span > self.max_span),
         )
         out = []
-        for limit, value, threshold, unit, over in checks:
+        for limit, value, threshold, _unit, over in checks:
             if over and limit not in st["fired"]:
                 st["fired"].add(limit)
                 out.append(
@@ -158,7 +159,8 @@ class Sessions:
                         r["ts"],
                         value,
                         threshold,
-                        f"{scope} is over its {limit} limit: {value} {unit} > {threshold}",
+                        f"{scope} is over its {limit} limit: "
+                        + over_limit_text(LIMITS.index(limit), value, threshold),
                         (limit,),
                         {"limit": limit, "session_id": sid},
                     )
