@@ -142,8 +142,8 @@ class Storage:
         """The catalog's address without its password: user, host, port and database of a
         server (two workers told apart by a port were both 'postgresql+psycopg2:127.0.0.1')."""
         catalog = urlsplit(self.catalog_uri)
-        if not catalog.hostname:
-            return f"{catalog.scheme}:{catalog.path}"
+        if not catalog.hostname:  # sqlite:////abs/catalog.db: its path, all slashes kept
+            return f"{catalog.scheme}://{catalog.path}"
         netloc = f"{catalog.username}@" if catalog.username else ""
         netloc += catalog.hostname + (f":{catalog.port}" if catalog.port else "")
         return urlunsplit((catalog.scheme, netloc, catalog.path, "", ""))
@@ -370,6 +370,18 @@ class Tables:
             return
         where = metadata_location.rsplit("/metadata/", 1)[0]
         suffix = f"/{self.storage.namespace}/{name}"
+        origin = self._workdir_of(where.removesuffix(suffix))
+        if origin is not None:
+            # A moved or copied workdir: pointing it at the tables it names would make two
+            # catalogs commit to one table.
+            gone = not origin.exists()
+            raise ConfigError(
+                f"this workdir's catalog ({self.storage.describe_catalog}) names tables in "
+                f"{origin}{', which is gone' if gone else ''}: a workdir cannot be moved, "
+                "renamed or copied (its catalog and its Iceberg tables record their files' "
+                "absolute paths); "
+                + (f"move it back to {origin}" if gone else f"use --workdir {origin}")
+            )
         hint = ""
         if where.endswith(suffix):
             hint = f' (location = "{where.removesuffix(suffix)}")'
@@ -378,6 +390,21 @@ class Tables:
             f"{where}, outside [warehouse] location {location}: give every worker and reader "
             f"of this catalog the location its tables were created with{hint}"
         )
+
+    def _workdir_of(self, tables_at: str) -> Path | None:
+        """The workdir whose tables ``tables_at`` are, when this workdir keeps its catalog and
+        tables where it would by default (``<workdir>/warehouse/``) and that one did too: this
+        one was moved or copied from it."""
+        root = self.storage.local_root
+        defaults = (f"sqlite:///{root / 'catalog.db'}", (root / "tables").as_uri())
+        if (self.storage.catalog_uri, self.storage.location) != defaults:
+            return None  # a shared catalog, or a location of its own: not a workdir's copy
+        if not tables_at.startswith("file://"):
+            return None
+        old_root = Path(urlsplit(tables_at).path)
+        if old_root.name != "tables" or old_root.parent.name != root.name:
+            return None
+        return old_root.parent.parent
 
     def remember(self, name: str, tbl: Table) -> None:
         """Keep the version a commit returned (saves a catalog round trip)."""

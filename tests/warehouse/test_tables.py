@@ -3,6 +3,7 @@ secret in the TOML."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -157,3 +158,49 @@ def test_a_catalog_missing_one_of_the_tables_is_not_opened_for_reading(tmp_path:
         assert not wh.tables.exists()
     with pytest.raises(ConfigError, match="no spendstream tables"):
         open_reader(tmp_path)
+
+
+def _workdir_with_a_fact(workdir: Path) -> None:
+    from spendstream.cli import main
+
+    events = workdir.parent / f"{workdir.name}-events.jsonl"
+    events.write_text(
+        '{"event_id": "a", "ts": "2026-11-01T12:00:00Z", "provider": "openai", '
+        '"model": "gpt-5-mini", "input_tokens": 10, "output_tokens": 1}\n'
+    )
+    assert main(["ingest", str(events), "--workdir", str(workdir), "--no-route-alerts"]) == 0
+
+
+def test_a_moved_workdir_is_told_to_go_back_and_a_copy_to_use_the_original(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its Iceberg tables keep absolute paths: a moved workdir was told to set [warehouse]
+    # location to the old place (gone), and a copy to point at the original's tables, which
+    # would have made two catalogs commit to one table.
+    from spendstream.cli import main
+
+    first, moved = tmp_path / "first", tmp_path / "moved"
+    _workdir_with_a_fact(first)
+    capsys.readouterr()
+    first.rename(moved)
+    assert main(["query", "cost_by_team", "--workdir", str(moved)]) == 2
+    err = capsys.readouterr().err
+    assert f"names tables in {first.resolve()}, which is gone" in err
+    assert "cannot be moved, renamed or copied (its catalog and" in err
+    assert err.rstrip().endswith(f"move it back to {first.resolve()}")
+    assert f"sqlite:///{moved.resolve()}/warehouse/catalog.db" in err
+
+    moved.rename(first)
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    assert main(["query", "cost_by_team", "--workdir", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert f"names tables in {first.resolve()}: a workdir cannot be moved" in err
+    assert err.rstrip().endswith(f"use --workdir {first.resolve()}")
+    assert main(["query", "cost_by_team", "--workdir", str(first)]) == 0
+
+
+def test_a_sqlite_catalog_is_described_with_its_whole_path(tmp_path: Path) -> None:
+    # It lost a slash ('sqlite://tmp/...'), which reads as a host named tmp.
+    described = resolve_storage(WarehouseConfig(), tmp_path).describe_catalog
+    assert described == f"sqlite:///{tmp_path.resolve()}/warehouse/catalog.db"
