@@ -160,3 +160,247 @@ def test_two_workers_split_partitions_and_match_ingest(
     assert match, source
     at = {(m.partition(), m.offset()): m.value() for m in read_topic(kafka_bootstrap, usage)}
     assert at[int(match[1]), int(match[2])] == lines[-1]
+
+
+# Every budget shape (several periods and alert_at levels, hard limits on wide and per-key
+# scopes, a session budget), hourly_anomaly on every scope kind (seasonal), a custom price
+# row with a request fee and a tool, a discount, tight runaway and retry limits.
+WIDE_CONFIG = """
+[detection]
+allowed_lateness_s = 1800
+max_future_skew_s = 600
+retry_min_calls = 20
+[runaway]
+max_calls_per_minute = 30
+max_session_turns = 40
+max_session_cost_usd = 2
+max_attempts = 3
+[anomaly]
+factor = 2
+min_baseline_usd = 0.01
+method = "seasonal"
+seasonal_days = 1
+scopes = ["global", "team", "feature", "project", "user", "api_key", "session"]
+[[budget]]
+scope = "global"
+period = "hour"
+amount_usd = 3
+alert_at = [0.1, 0.25, 0.5, 0.75, 1.0, 2]
+hard_limit = 1.5
+[[budget]]
+scope = "global"
+period = "month"
+amount_usd = 10
+[[budget]]
+scope = "team:alpha"
+period = "day"
+amount_usd = 1
+alert_at = [0.3, 0.6, 0.9]
+hard_limit = 1.0
+[[budget]]
+scope = "team:beta"
+period = "hour"
+amount_usd = 0.5
+hard_limit = 1
+[[budget]]
+scope = "api_key:ka"
+period = "day"
+amount_usd = 0.2
+alert_at = [0.5, 1]
+hard_limit = 1
+[[budget]]
+scope = "session:s-run"
+period = "day"
+amount_usd = 0.05
+hard_limit = 1
+[[prices.model]]
+provider = "acme"
+model = "m1"
+input_per_mtok = 3
+output_per_mtok = 15
+cache_read_per_mtok = 0.3
+request_fee_usd = 0.001
+tool_per_k = {web_search = 10}
+[[prices.discount]]
+provider = "openai"
+percent = 7.5
+"""
+
+_EVERY_DIMENSION: dict[str, object] = {
+    "provider": "acme",
+    "model": "m1",
+    "input_tokens": 10000,
+    "output_tokens": 2000,
+    "cache_read_tokens": 3000,
+    "cache_write_tokens": 1000,
+    "cache_write_1h_tokens": 500,
+    "input_audio_tokens": 1000,
+    "cache_audio_read_tokens": 200,
+    "input_image_tokens": 800,
+    "cache_image_read_tokens": 100,
+    "output_audio_tokens": 300,
+    "output_image_tokens": 100,
+    "tool_requests": {"web_search": 2},
+    "service_tier": "priority",
+    "region": "eu",
+    "team": "gamma",
+    "feature": "multi",
+    "cost_center": "cc",
+    "environment": "prod",
+    "user_id": "u-multi",
+    "api_key_id": "km",
+    "latency_ms": 12.5,
+    "tags": {"x": "y"},
+    "status": "ok",
+}
+
+
+def _wide_events(now: datetime) -> list[bytes]:
+    """Traffic for every detector and budget above, around hour and day boundaries, in an
+    order that is not event-time order (late events, some beyond allowed_lateness_s, and a
+    few ahead of now within max_future_skew_s)."""
+    events: list[dict[str, object]] = []
+
+    def add(ts: datetime, **fields: object) -> None:
+        event: dict[str, object] = {
+            "event_id": f"w-{len(events)}",
+            "ts": ts.isoformat().replace("+00:00", "Z"),
+            "provider": "openai",
+            "model": "gpt-5-mini",
+            "input_tokens": 20000,
+            "output_tokens": 2000,
+        }
+        events.append(event | fields)
+
+    day0 = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    h0 = now.replace(minute=0, second=0, microsecond=0)
+    for h in range(28):  # a baseline for the anomaly rule
+        for j in range(6):
+            add(
+                h0 - timedelta(hours=30 - h, minutes=-j * 9, seconds=-j),
+                team="alpha" if j % 2 else "beta",
+                feature=f"f{j % 3}",
+                project="p",
+                user_id=f"u{j}",
+                api_key_id="ka" if j % 2 else "kb",
+                input_tokens=4000,
+                output_tokens=300,
+            )
+    hour_ago = h0 - timedelta(hours=1)
+    for edge in (day0, day0 - timedelta(microseconds=1), h0 - timedelta(hours=2), hour_ago):
+        add(edge, team="alpha", api_key_id="ka", feature="f0", user_id="ub")
+    for j in range(120):  # an hour's spike: anomalies, budget levels, hard limits
+        add(
+            hour_ago + timedelta(seconds=10 * j),
+            team="beta" if j % 3 else "alpha",
+            feature="f1",
+            project="p",
+            user_id="u-spike",
+            api_key_id="kc",
+            input_tokens=50000,
+            output_tokens=5000,
+            model="gpt-5",
+        )
+    for j in range(30):
+        at = hour_ago + timedelta(minutes=1, seconds=j)
+        add(at, **_EVERY_DIMENSION, session_id=f"sm-{j % 3}", turn=j)
+    for j in range(10):  # an unpriced model
+        add(hour_ago + timedelta(minutes=2, seconds=j), provider="nobody", model="x", team="gamma")
+    for r in range(5):  # retry storms
+        for a in range(1, 7):
+            add(
+                hour_ago + timedelta(minutes=5, seconds=r * 10 + a),
+                request_id=f"req-{r}",
+                attempt=a,
+                status="error" if a < 6 else "ok",
+                api_key_id="kr",
+                team="beta",
+            )
+    for j in range(60):  # a runaway session over its own budget
+        at = hour_ago + timedelta(minutes=10, seconds=5 * j)
+        add(at, session_id="s-run", turn=j + 1, api_key_id="ks", team="alpha", model="gpt-5")
+    for j in range(45):  # a runaway rate on a key with a day budget
+        add(hour_ago + timedelta(minutes=20, milliseconds=900 * j), api_key_id="ka", team="alpha")
+    for j in range(40):
+        at = now - timedelta(minutes=3) + timedelta(seconds=4 * j)
+        add(at, api_key_id="kb", team="beta", feature="f2")
+    for j in range(5):  # ahead of now, within max_future_skew_s
+        add(now + timedelta(seconds=100 + j), api_key_id="kf", team="beta")
+    for j in range(10):  # late, within allowed_lateness_s
+        add(now - timedelta(minutes=20, seconds=j), api_key_id="ka", team="alpha")
+    for j in range(10):  # late, beyond it
+        add(now - timedelta(hours=2, seconds=j), api_key_id="ka", team="alpha", feature="late")
+    events.append(dict(events[3]))  # a re-sent event
+    return [json.dumps(e, separators=(",", ":")).encode() for e in events]
+
+
+def _table(workdir: Path, table: str, order: str) -> list[tuple[object, ...]]:
+    """Every column but the time of landing."""
+    columns = [r[0] for r in query(workdir, f"SELECT column_name FROM (DESCRIBE {table})")]
+    kept = ", ".join(c for c in columns if c != "ingested_at")
+    return query(workdir, f"SELECT {kept} FROM {table} ORDER BY {order}")
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_budgets_anomalies_prices_and_every_dimension_match_ingest(
+    kafka_bootstrap: str, tmp_path: Path, partitions: int
+) -> None:
+    """Budgets, anomalies on every scope kind, custom prices and every optional dimension:
+    with one partition (the file's own order, late events included) run equals ingest in
+    every column; with four and two workers (the file in ts order: docs/kafka.md) facts in
+    every column, alert identities and breaker (scope, state) pairs."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    lines = _wide_events(now)
+    if partitions > 1:
+        lines.sort(key=lambda line: datetime.fromisoformat(json.loads(line)["ts"]))
+    config, prefix = write_config(
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        partitions=partitions,
+        batch_size=37,
+        extra=WIDE_CONFIG,
+    )
+    path = write_lines(tmp_path / "events.jsonl", lines)
+    embedded = tmp_path / "embedded"
+    ingest(path, config, embedded)
+    facts = _table(embedded, "usage_facts", "event_id")
+    assert len(facts) == len(lines) - 1
+    kinds = {r[0] for r in query(embedded, "SELECT DISTINCT kind FROM alerts")}
+    assert kinds >= {
+        "budget_exceeded",
+        "budget_threshold",
+        "hourly_anomaly",
+        "retry_storm",
+        "runaway_rate",
+        "runaway_session",
+        "unpriced_model",
+    }, kinds
+
+    usage = prefix + "spendstream.usage"
+    wd = tmp_path / "kafka"
+    if partitions == 1:
+        kcat_produce(kafka_bootstrap, usage, lines, keyed=False)
+        workers = [Worker(wd, config, tmp_path).start()]
+    else:
+        workers = [Worker(wd, config, tmp_path, name=n).start() for n in ("a", "b")]
+
+        def split() -> bool:
+            held = [{a for a in w.assigned() if a.startswith(usage + "/")} for w in workers]
+            return all(held) and not held[0] & held[1] and len(held[0] | held[1]) == partitions
+
+        wait_for(split, "the two workers never split the usage partitions", *workers)
+        kcat_produce(kafka_bootstrap, usage, lines, keyed=True)
+    try:
+        wait_all_judged(wd, kafka_bootstrap, prefix, len(facts), *workers)
+    finally:
+        for w in workers:
+            w.stop()
+
+    assert _table(wd, "usage_facts", "event_id") == facts
+    if partitions == 1:
+        assert _table(wd, "alerts", "alert_id") == _table(embedded, "alerts", "alert_id")
+        assert query(wd, BREAKER_SQL) == query(embedded, BREAKER_SQL)
+    else:
+        assert query(wd, ALERT_IDENTITY_SQL) == query(embedded, ALERT_IDENTITY_SQL)
+        scope_states = "SELECT DISTINCT scope, state FROM breaker_events ORDER BY ALL"
+        assert query(wd, scope_states) == query(embedded, scope_states)
