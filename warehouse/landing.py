@@ -360,8 +360,12 @@ class Warehouse:
         self.dedupe.add(t["event_id"], epoch_days(t["ts"]), digests)
 
     def load_day(self, day: int) -> tuple[pa.Array, pa.Array | None]:
-        """event_ids (and digests) landed with ts on ``day``: the dedupe store's slow path."""
-        facts = self.tables.table("usage_facts")
+        """event_ids (and digests) landed with ts on ``day``: the dedupe store's slow path.
+
+        Read at the catalog's head, not this writer's last copy of the table: the store is
+        shared by the writers of a process, and the one it reads through may not have seen
+        what another landed since (a re-sent old event then landed again)."""
+        facts = self.tables.load("usage_facts")
         paths = [f.file_path for f in self.manifests.live_files(facts) if f.partition[0] == day]
         t = sn.read_columns(self.storage, paths, ["event_id", DIGEST_COLUMN])
         ids = t["event_id"].combine_chunks()

@@ -9,7 +9,7 @@ import pytest
 from spendstream.errors import WriterFenced
 from spendstream.warehouse import Warehouse
 from spendstream.warehouse.landing import SharedDedupe
-from tests.warehouse.factories import fact
+from tests.warehouse.factories import T0, days, fact
 
 
 def _read_back(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -107,4 +107,27 @@ def test_a_fenced_writer_reopened_on_the_shared_store_lands_nothing_twice(
     assert (result.facts, result.duplicates) == (1, 2)  # z: refused when fenced, new now
     assert sibling.commit(facts=[x, y, z]).duplicates == 3
     for wh in (again, sibling, elsewhere):
+        wh.close()
+
+
+def test_an_old_event_resent_to_one_writer_is_found_in_the_table_another_writer_read_earlier(
+    workdir: Path,
+) -> None:
+    # A Kafka worker's usage partitions: b opened last, so the store's slow path (an event
+    # older than the window, looked up in its own day's partition) reads through b. b read
+    # the facts table before a landed x; a then moved the window past x's day (a burst of
+    # current traffic after a backfill), and x re-sent must still be a duplicate. It landed
+    # a second time when the slow path listed b's stale copy of the table.
+    from spendstream.config import WarehouseConfig
+
+    config = WarehouseConfig(dedupe_window_days=2)
+    shared = SharedDedupe(config.dedupe_window_days)
+    a = Warehouse(workdir, writer="usage/0", config=config, dedupe=shared)
+    b = Warehouse(workdir, writer="usage/1", config=config, dedupe=shared)
+    b.commit(facts=[fact(T0)])
+    x = fact(T0)
+    a.commit(facts=[x])
+    a.commit(facts=[fact(T0 + days(3))])
+    assert a.commit(facts=[x]).duplicates == 1
+    for wh in (a, b):
         wh.close()
