@@ -101,3 +101,39 @@ def test_unlanded_cuts_are_the_published_batches_past_the_landed_one_strays_pass
         assert reader.unlanded_cuts(0, -1) == [(0, 9), (10, 19), (20, 29)]
     finally:
         reader.close()
+
+
+def test_unlanded_cuts_start_over_where_a_later_worker_published_again(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # Batches published past the landed position (9) by workers that died in turn: what is
+    # replayed is one unbroken run of cuts from offset 10, the newest publisher's where it
+    # started over; a cut overlapping the run elsewhere, or after a gap, ends it.
+    topic = topic_factory(3)
+    t = _facts(5, 4)
+    rows = pa.array(range(t.num_rows), pa.int64())
+    published = {
+        # a second worker took over at 10 and cut differently: its cut is the one
+        0: [(10, 19), (20, 29), (10, 24)],
+        # a cut from the middle of the run: nothing to trust, replay afresh
+        1: [(10, 19), (15, 24), (25, 29)],
+        # a gap (20..24 never published): the run ends before it
+        2: [(10, 19), (25, 29), (30, 39)],
+    }
+    producer = Producer(kafka_bootstrap)
+    producer.send(
+        [
+            OutRecord(topic, facts_topic.encode(p, t, rows, cut), partition=p)
+            for p, cuts in published.items()
+            for cut in cuts
+        ],
+        60,
+    ).raise_first()
+    producer.close()
+    reader = FactsReader(as_settings(kafka_bootstrap), topic)
+    try:
+        assert reader.unlanded_cuts(0, 9) == [(10, 24)]
+        assert reader.unlanded_cuts(1, 9) == []
+        assert reader.unlanded_cuts(2, 9) == [(10, 19)]
+    finally:
+        reader.close()
