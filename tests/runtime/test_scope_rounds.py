@@ -177,3 +177,97 @@ def test_a_lane_known_to_be_behind_is_not_asked_for_its_end_again_at_once(
     loop._ends = {0: (100, NOW - 1.0), 1: (11, NOW - 0.05)}
     assert not loop._caught_up(0, 50, NOW, owner)
     assert loop._caught_up(1, 10, NOW, owner)
+
+
+def test_no_idle_advance_while_slices_wait_for_alignment(tmp_path: Path) -> None:
+    """The idle advance moves breakers on by processing time for a quiet stream; an owner
+    holding slices for alignment is not quiet (their facts are still to merge, in event
+    time), so its breakers' time stays where merged facts left it."""
+    cfg = Config.model_validate({"breaker": {"idle_advance_s": 30}})
+    now = [NOW]
+    loop = ScopeLoop(
+        cfg,
+        tmp_path,
+        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
+        topic_names(cfg.kafka),
+        2,
+        WorkerMetrics(),
+        threading.Event(),
+        clock=lambda: now[0],
+    )
+    lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    loop._hold(owner, 0, loop._partials(_record(lanes[0], 0, 8, 0, 40)), NOW)
+    loop._hold(owner, 1, loop._partials(_record(lanes[1], 1, 3, 0, 40)), NOW)
+    loop._ends = {0: (1000, NOW), 1: (1000, NOW)}  # both lanes have more to come
+    _merge(loop, owner)  # lane 0 in part, up to lane 1's time; the rest held
+    assert owner.held
+    merged_time = owner.engine.breaker_time
+    assert merged_time is not None
+    now[0] = NOW + 31  # past idle_advance_s with nothing merged (ends trusted meanwhile)
+    loop._ends = {0: (1000, now[0]), 1: (1000, now[0])}
+    loop._step(owner, [])
+    assert owner.held and owner.engine.breaker_time == merged_time
+    wh.close()
+
+
+def test_a_lane_behind_that_has_sent_nothing_yet_holds_every_round(tmp_path: Path) -> None:
+    """A usage partition with records still to come and no batch here yet has no clock: no
+    slice of another lane may be merged before its first batch's time is known."""
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    loop._hold(owner, 0, loop._partials(_record(LocalEngine(cfg, 0), 0, 1, 0, 10)), NOW)
+    held = list(owner.held)
+    _ends(loop, p0=10, p1=5)  # lane 0 all here; lane 1 has five records, none seen
+    assert loop._bound(owner) == (True, None)
+    assert loop._round(owner, [], []) is False
+    assert owner.held == held and owner.merged == {}
+    wh.close()
+
+
+def test_merged_facts_restart_the_idle_clock(tmp_path: Path) -> None:
+    """Facts merged after a quiet spell are news: the breakers do not move on by processing
+    time right after them, as if the quiet had gone on."""
+    cfg = Config.model_validate({"breaker": {"idle_advance_s": 30}})
+    now = [NOW]
+    loop = ScopeLoop(
+        cfg,
+        tmp_path,
+        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
+        topic_names(cfg.kafka),
+        1,
+        WorkerMetrics(),
+        threading.Event(),
+        clock=lambda: now[0],
+    )
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    now[0] = NOW + 31  # quiet since the owner started, then a batch comes
+    loop._hold(owner, 0, loop._partials(_record(LocalEngine(cfg, 0), 0, 1, 0, 10)), now[0])
+    loop._ends = {0: (10, now[0])}  # all of lane 0 is here
+    _merge(loop, owner)
+    assert owner.held == [] and owner.merged == {0: 9}
+    merged_time = owner.engine.breaker_time
+    loop._step(owner, [])
+    assert owner.engine.breaker_time == merged_time
+    wh.close()
+
+
+def test_a_lane_whose_end_cannot_be_read_holds_until_align_idle_s(tmp_path: Path) -> None:
+    """With the usage topic's end unreadable (the broker down), a lane stops holding the
+    others back only once it has been silent for [pipeline] align_idle_s."""
+    from spendstream.runtime.kafka.facts_reader import FactsReader
+
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)  # its settings name an address where no broker listens
+    loop.facts = FactsReader(loop.settings, loop.names.facts)
+    owner = loop._state(0, Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse))
+    try:
+        assert not loop._caught_up(1, -1, NOW, owner)
+        assert loop._caught_up(1, -1, NOW + cfg.pipeline.align_idle_s, owner)
+    finally:
+        loop.facts.close()
+        owner.warehouse.close()
