@@ -118,3 +118,23 @@ def test_a_partials_record_decodes_compressed_or_not() -> None:
             batch = decode_partials(value)
             assert (batch.usage_partition, batch.first_offset, batch.last_offset) == (3, 40, 44)
             assert batch.partials.equals(partials)
+
+
+def test_an_arrow_record_of_another_schema_is_not_partials() -> None:
+    # A stray Arrow record with a partials record's metadata (another tool, another
+    # version) is refused here, so a scope owner dead-letters it instead of failing on
+    # it in every merge and replaying for ever.
+    from spendstream.runtime.kafka.wire import decode_partials
+
+    meta = {"usage_partition": "0", "usage_offsets": "0 4"}
+    other = pa.table({"scope": ["team:t"], "cost": [1.0]}).replace_schema_metadata(meta)
+    with pytest.raises(ValueError, match="schema is not PARTIALS"):
+        decode_partials(ipc_record(other, compression=None))
+
+
+def test_the_kind_header_is_found_among_others() -> None:
+    from spendstream.runtime.kafka.wire import KIND_HEADER, RESET, kind_of
+
+    assert kind_of([("traceparent", b"00-1"), (KIND_HEADER, RESET)]) == RESET
+    assert kind_of([("traceparent", b"00-1")]) is None
+    assert kind_of(None) is None
