@@ -196,32 +196,11 @@ def test_an_idle_advance_counts_the_breaker_events_it_publishes() -> None:
 
 def test_a_replayed_cut_is_landed_as_published_as_soon_as_it_is_all_read() -> None:
     # A batch published but not landed is replayed cut exactly so (scope owners may have
-    # merged its partials): from the buffer, the cut's records and no others, and without
-    # waiting for a record past it (a quiet partition would wait for new traffic).
-    from collections import deque
-    from types import SimpleNamespace
+    # merged its partials): the cut's records and no others, and without waiting for a
+    # record past it (a quiet partition would wait for new traffic).
+    from spendstream.runtime.kafka.usage_loop import replayed_cut
 
-    from spendstream.runtime.kafka.usage_loop import UsageLoop, _Partition
-
-    class Rec:
-        def __init__(self, offset: int) -> None:
-            self._offset = offset
-
-        def offset(self) -> int:
-            return self._offset
-
-    landed: list[list[int]] = []
-    loop = SimpleNamespace(
-        _process=lambda part, batch: landed.append([m.offset() for m in batch]),
-        _target=lambda part: 100,  # what follows the cut waits for a full batch
-        _due=lambda part, now: False,
-    )
-    part = _Partition(0, None, None, 9, None)  # type: ignore[arg-type]
-    part.cuts = deque([(10, 14), (15, 16)])
-    part.buffer = [Rec(o) for o in range(10, 16)]  # type: ignore[misc]
-    UsageLoop._drain(loop, part, 0.0)  # type: ignore[arg-type]
-    assert landed == [[10, 11, 12, 13, 14]]
-    assert [m.offset() for m in part.buffer] == [15]  # the next cut is not all read yet
-    part.buffer.append(Rec(16))  # type: ignore[arg-type]
-    UsageLoop._drain(loop, part, 0.0)  # type: ignore[arg-type]
-    assert landed == [[10, 11, 12, 13, 14], [15, 16]] and part.buffer == []
+    assert replayed_cut([10, 11, 12, 13, 14, 15], 14) == 5
+    assert replayed_cut([15], 16) is None  # the cut 15-16 is not all read yet
+    assert replayed_cut([15, 16], 16) == 2
+    assert replayed_cut([], 16) is None

@@ -77,6 +77,7 @@ __all__ = [
     "Pace",
     "UsageLoop",
     "held_back",
+    "replayed_cut",
     "short_batch_due",
     "usage_writer",
 ]
@@ -110,6 +111,16 @@ STALLED_S = 10.0
 # worker landed 90.7-92.1k events/s against 68.7-82.9k in three alternated pairs (10 ms:
 # no waits either, but 80.5-83.9k: fetches retried that often cost CPU).
 FETCH_QUEUE_BACKOFF_MS = 50
+
+
+def replayed_cut(offsets: Sequence[int], last: int) -> int | None:
+    """How many buffered records (by offset) a replayed batch ending at ``last`` takes: it
+    is cut exactly as published (scope owners may have merged its partials), and lands as
+    soon as its last record is read, not when one past it arrives (a quiet partition would
+    wait for new traffic). None while ``last`` is not read yet."""
+    if not offsets or offsets[-1] < last:
+        return None
+    return sum(1 for offset in offsets if offset <= last)
 
 
 def short_batch_due(last: int, end: int | None, since: float | None, now: float) -> bool:
@@ -255,10 +266,9 @@ class UsageLoop(PartitionLoop[_Partition]):
     def _drain(self, part: _Partition, now: float) -> None:
         while part.buffer:
             if part.cuts:
-                _first, last = part.cuts[0]
-                if (part.buffer[-1].offset() or 0) < last:
-                    return  # the replayed cut is not all read yet
-                n = sum(1 for m in part.buffer if (m.offset() or 0) <= last)
+                n = replayed_cut([m.offset() or 0 for m in part.buffer], part.cuts[0][1])
+                if n is None:
+                    return
                 batch, part.buffer = part.buffer[:n], part.buffer[n:]
                 part.cuts.popleft()
             else:
