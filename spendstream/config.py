@@ -14,12 +14,14 @@ is stale).
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import tomllib
 import types
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, Union, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -90,6 +92,65 @@ def below_money_limit(value: Decimal) -> Decimal:
     if value >= MAX_MONEY_USD:
         raise ValueError("must be below 1e20 (what the warehouse's DECIMAL(38,18) holds)")
     return value
+
+
+def _to_instant(value: Any) -> Any:
+    # TOML gives a date (`2026-03-01`: UTC midnight) or a date-time; a string may be either.
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither an RFC 3339 date-time with an offset "
+                "(2026-03-01T08:00:00Z, 2026-03-01T00:00:00-08:00) nor a date (2026-03-01)"
+            ) from None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"{value.isoformat()} has no offset: write Z or +HH:MM (2026-03-01T08:00:00Z), "
+                "or a date (2026-03-01, UTC midnight)"
+            )
+        return value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_to_instant)]
+
+_FROM_DOC = (
+    "The row applies to events at or after this instant: a date (`2026-03-01`, UTC "
+    "midnight) or an RFC 3339 date-time with an offset (`2026-03-01T08:00:00Z`, "
+    "`2026-03-01T00:00:00-08:00`); unset: since always. Rows with the same match and "
+    "different dates are a price history: the one with the latest `effective_from` at or "
+    "before an event's `ts` wins; an undated row of the same match prices the times no "
+    "dated row covers."
+)
+_UNTIL_DOC = (
+    "The row applies to events before this instant (exclusive; same forms as "
+    "`effective_from`, which it must follow); unset: until a later row of the same match "
+    "takes over, else forever."
+)
+
+
+def instant_label(value: datetime) -> str:
+    """``2026-03-01`` for a UTC midnight, else ``2026-03-01T08:00:00Z`` (for messages and
+    ``price_source``)."""
+    value = value.astimezone(UTC)
+    if value.time() == datetime.min.time():
+        return value.date().isoformat()
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def _dates_in_order(row: Any) -> Any:
+    start, end = row.effective_from, row.effective_until
+    if start is not None and end is not None and end <= start:
+        raise ValueError(
+            f"effective_until ({instant_label(end)}) must be after effective_from "
+            f"({instant_label(start)})"
+        )
+    return row
 
 
 UsdAmount = Annotated[
@@ -491,10 +552,15 @@ class ModelPriceConfig(_Section):
 
     Unset rates default to the rate of the tokens they are part of (cache and modal input
     rates to the input rate, 1-hour writes to the cache write rate, cached audio/images to
-    the cache read rate, output audio/images to the output rate). An override has no dates:
-    it prices every matching event whatever its `ts`, those landing now and past ones a
-    `spendstream prices reprice` covers; when a provider changes a price you keep here, edit
-    the entry and reprice only from the change (`--since`), or earlier facts take the new rate.
+    the cache read rate, output audio/images to the output rate). A row without
+    `effective_from`/`effective_until` prices every matching event whatever its `ts`. When a
+    provider changes a price you keep here, keep the old row, give it `effective_until` (or
+    leave it undated) and add the new one with `effective_from`: each event then takes the
+    row in force at its `ts` (the most specific match first, then the latest
+    `effective_from`), live and in `spendstream prices reprice`, so repricing any range
+    changes only the facts from the new date on. An event no row is in force for (before
+    the first dated row, with no undated one) is priced by the catalog, or is unpriced
+    when the catalog has no price for it.
     """
 
     provider: str = Field(description="Provider id as in events (matched case-insensitively).")
@@ -556,10 +622,17 @@ class ModelPriceConfig(_Section):
         description="Fraction off for `batch = true` calls (0.5 = half price); unset: the "
         "catalog's batch price, else 50% for anthropic, openai and google.",
     )
+    effective_from: Instant | None = Field(default=None, description=_FROM_DOC)
+    effective_until: Instant | None = Field(default=None, description=_UNTIL_DOC)
+
+    @model_validator(mode="after")
+    def _dated(self) -> Self:
+        return _dates_in_order(self)
 
 
 class DiscountConfig(_Section):
-    """A negotiated discount (`[[prices.discount]]`, repeatable), applied after batch."""
+    """A negotiated discount (`[[prices.discount]]`, repeatable), applied after batch.
+    Dated rows (`effective_from`/`effective_until`) apply only to events in their range."""
 
     provider: str | None = Field(
         default=None, description="Only this provider's calls; unset: every provider."
@@ -571,12 +644,19 @@ class DiscountConfig(_Section):
         description="Percent off list price. The most specific matching row wins "
         "(provider+model > model > provider > neither)."
     )
+    effective_from: Instant | None = Field(default=None, description=_FROM_DOC)
+    effective_until: Instant | None = Field(default=None, description=_UNTIL_DOC)
+
+    @model_validator(mode="after")
+    def _dated(self) -> Self:
+        return _dates_in_order(self)
 
 
 class PremiumConfig(_Section):
     """A `[[prices.premium]]` row: a percentage added to list price (regional endpoints,
     data residency, a service tier the catalog does not price). The most specific matching
-    row applies, on top of the catalog's or an override's rates."""
+    row applies, on top of the catalog's or an override's rates; dated rows
+    (`effective_from`/`effective_until`) only to events in their range."""
 
     provider: str | None = Field(default=None, description="Only this provider; unset: any.")
     model: str | None = Field(default=None, description="Only this model; unset: any.")
@@ -587,6 +667,12 @@ class PremiumConfig(_Section):
     percent: Annotated[Decimal, BeforeValidator(_to_decimal), Field(ge=0, le=1000)] = Field(
         description="Percent added to list price."
     )
+    effective_from: Instant | None = Field(default=None, description=_FROM_DOC)
+    effective_until: Instant | None = Field(default=None, description=_UNTIL_DOC)
+
+    @model_validator(mode="after")
+    def _dated(self) -> Self:
+        return _dates_in_order(self)
 
 
 class PricesConfig(_Section):
@@ -601,6 +687,49 @@ class PricesConfig(_Section):
     premium: list[PremiumConfig] = Field(
         default=[], description="Premiums, one `[[prices.premium]]` table each."
     )
+
+    @model_validator(mode="after")
+    def _histories(self) -> Self:
+        for name in ("model", "discount", "premium"):
+            _check_history(name, getattr(self, name))
+        return self
+
+
+def _match_key(row: Any) -> tuple[str | None, ...]:
+    # Rows with equal keys compete for the same events (the rate card's matching).
+    def norm(v: str | None) -> str | None:
+        return None if v is None else v.strip().lower()
+
+    key = (norm(row.provider), norm(row.model))
+    if isinstance(row, ModelPriceConfig | PremiumConfig):
+        tier, region = row.service_tier, row.region
+        if isinstance(row, PremiumConfig):
+            tier, region = norm(tier), norm(region)
+        key += (tier, region)
+    return key
+
+
+def _check_history(name: str, rows: list[Any]) -> None:
+    """Dated rows of one match must not claim the same instant: no two share an
+    `effective_from`, and none's `effective_until` runs past the next one's start."""
+    histories: dict[tuple[str | None, ...], list[tuple[int, Any]]] = {}
+    for i, row in enumerate(rows):
+        if row.effective_from is not None or row.effective_until is not None:
+            histories.setdefault(_match_key(row), []).append((i, row))
+    never = datetime.min.replace(tzinfo=UTC)
+    for dated in histories.values():
+        dated.sort(key=lambda item: item[1].effective_from or never)
+        for (i, a), (j, b) in itertools.pairwise(dated):
+            what = f"prices.{name}.{i} and prices.{name}.{j} (the same match)"
+            if a.effective_from == b.effective_from:
+                since = "always" if a.effective_from is None else instant_label(a.effective_from)
+                raise ValueError(f"{what} both have effective_from {since}: one must go")
+            # An open row (no effective_until) ends where the next one starts.
+            if a.effective_until is not None and a.effective_until > b.effective_from:
+                raise ValueError(
+                    f"{what} overlap: effective_until {instant_label(a.effective_until)} "
+                    f"is after the next row's effective_from {instant_label(b.effective_from)}"
+                )
 
 
 class HttpConfig(_Section):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -117,6 +118,7 @@ def _type_text(annotation: Any, metadata: list[Any] | None = None) -> str:
             float: "number",
             bool: "boolean",
             Decimal: "decimal",
+            datetime: "date or offset date-time",
         }.get(annotation, getattr(annotation, "__name__", str(annotation)))
     if extra.startswith(","):
         return text + extra

@@ -26,17 +26,20 @@ is the exact sum of the five rounded components, so the columns always add up.
 
 ``Pricer.price_table`` prices an Arrow table of events: rates are resolved once per
 (provider, model, batch, service tier, region, UTC day) group -- per span between
-switching minutes for time-of-day prices -- each band becomes integer numerators at
+switching minutes for time-of-day prices, and between the instants dated ``[[prices.*]]``
+rows start and stop -- each band becomes integer numerators at
 1e-18 USD per token, and the products run as numpy int64 where a float estimate proves
 they cannot overflow (2**62), else as exact Python ints (big token counts, rates with
 many digits, server-tool rows). Results are written straight into decimal128(38, 18)
 buffers.
 
-``price_source`` is ``<entry>[+tier>N][+service_tier:T][+premium:P%][+batch|+batch:P%]
-[+discount:P%][+unpriced_tool:NAME,...]`` where ``<entry>`` is
+``price_source`` is ``<entry>[+tier>N][+service_tier:T][+premium:P%[@D]][+batch|+batch:P%]
+[+discount:P%[@D]][+unpriced_tool:NAME,...]`` where ``<entry>`` is
 ``genai-prices:<provider id>/<model id>[@<period start>]`` (``@YYYY-MM-DD`` for a dated
 catalog price, ``@HH:MM-HH:MM`` UTC for a time-of-day price) or
-``override:<provider>/<model>[tier=T,region=R]`` for a ``[[prices.model]]`` entry;
+``override:<provider>/<model>[tier=T,region=R][@D]`` for a ``[[prices.model]]`` entry;
+``@D`` is a dated row's ``effective_from..effective_until`` (``@2026-03-01``,
+``@2026-03-01..2026-04-01``, ``@..2026-04-01``);
 ``+tier>N`` says a long-context tier for requests above N input tokens applied;
 ``+service_tier:flex`` that the catalog's prices for that service tier applied;
 ``+premium:10%`` a ``[[prices.premium]]`` row; ``+batch`` says the catalog's own batch
@@ -438,10 +441,18 @@ class Pricer:
             else np.zeros(len(rows), dtype=np.int64)
         )
         minutes: tuple[int, ...] = (0,)
+        at_bound = np.zeros(len(rows), dtype=np.int64)
         if bounds:
             minutes = (0, *bounds)
             minute = (micros[rows] % _US_PER_DAY) // _US_PER_MINUTE
-            span = span * len(minutes) + np.searchsorted(np.asarray(bounds), minute, side="right")
+            at_bound = np.searchsorted(np.asarray(bounds), minute, side="right")
+            span = span * len(minutes) + at_bound
+        # Dated [[prices.*]] rows start and stop at instants of their own.
+        instants = card.instant_breaks()
+        past = np.zeros(len(rows), dtype=np.int64)
+        if instants:
+            past = np.searchsorted(np.asarray(instants, dtype=np.int64), micros[rows], side="right")
+            span = span * (len(instants) + 1) + past
         if len(rows) == 0 or span.min() == span.max():
             pieces = [(rows, 0)]
         else:
@@ -450,9 +461,16 @@ class Pricer:
             pieces = [(rows[p], int(p[0])) for p in np.split(order, cuts)]
         out = []
         for piece, first in pieces:
-            at_minute = minutes[int(span[first]) % len(minutes)] if bounds else 0
+            at_minute = minutes[int(at_bound[first])]
             day = int(row_days[first])
-            out.append((piece, _EPOCH + timedelta(days=day, minutes=at_minute)))
+            when = _EPOCH + timedelta(days=day, minutes=at_minute)
+            if instants:
+                # The span's rows are all past the same dated rows' instants: the latest of
+                # them, when later than the day's start, is an instant inside the span too.
+                passed = int(past[first])
+                if passed:
+                    when = max(when, _EPOCH + timedelta(microseconds=instants[passed - 1]))
+            out.append((piece, when))
         return out
 
     def _arithmetic(

@@ -18,21 +18,31 @@ Every billable dimension of ``stream.rates`` comes from the catalog where it has
 the catalog's ``service_tier`` price variants, as ``calc_price``'s ``price_context``
 does. ``[[prices.model]]`` entries (optionally for one service tier or region) override
 the catalog; ``[[prices.premium]]`` rows add a percentage (regional endpoints);
-``[[prices.discount]]`` rows take one off.
+``[[prices.discount]]`` rows take one off. A row with ``effective_from`` /
+``effective_until`` is in force only in ``[from, until)``: among the rows in force at an
+event's ``ts`` the most specific wins, then the latest ``effective_from`` (an undated row
+counts as the earliest), then the last written. Rates may so also change at those
+instants (``instant_breaks``); the caches are keyed by which of them an event is past.
 """
 
 from __future__ import annotations
 
 import difflib
 from bisect import bisect_right
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
-from spendstream.config import DiscountConfig, ModelPriceConfig, PremiumConfig, PricesConfig
+from spendstream.config import (
+    DiscountConfig,
+    ModelPriceConfig,
+    PremiumConfig,
+    PricesConfig,
+    instant_label,
+)
 from spendstream.stream.rates import Band, PricePeriod, bands_from_catalog, format_fraction
 
 __all__ = [
@@ -50,6 +60,9 @@ BATCH_PROVIDERS = frozenset({"anthropic", "openai", "google"})
 DEFAULT_BATCH_DISCOUNT = Decimal("0.5")
 _MAX_MODELS = 50_000
 _EPOCH_DAY = date(1970, 1, 1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def _model_key(provider: str, model: str) -> tuple[str, str]:
@@ -126,6 +139,22 @@ class RateCard:
         self.premiums = list(prices.premium)
         self._models: dict[tuple[str, str], _ListedModel | list[ModelPriceConfig] | None] = {}
         self._override_periods: dict[Any, PricePeriod] = {}
+        # Every instant at which a dated row starts or stops applying, sorted.
+        rows: list[Any] = [*prices.model, *prices.discount, *prices.premium]
+        self._instants = sorted(
+            {t for r in rows for t in (r.effective_from, r.effective_until) if t is not None}
+        )
+
+    def instant_breaks(self) -> tuple[int, ...]:
+        """Microseconds since 1970-01-01 UTC at which a dated row starts or stops applying:
+        rates may change there as well as at ``day_breaks`` and ``day_boundaries``."""
+        return tuple((t - _EPOCH) // _MICROSECOND for t in self._instants)
+
+    def _epoch(self, ts: datetime) -> int:
+        """How many of the dated rows' instants ``ts`` is at or past (0 when none are dated)."""
+        if not self._instants:
+            return 0
+        return bisect_right(self._instants, ts if ts.tzinfo else ts.replace(tzinfo=UTC))
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -169,10 +198,10 @@ class RateCard:
             return None
         request = (batch, service_tier, region)
         if isinstance(entry, list):
-            chosen = _most_specific(entry, service_tier, region)
+            chosen = _most_specific(entry, service_tier, region, ts)
             if chosen is not None:
-                return self._override_period(provider, model, chosen, request)
-            # Overrides for other tiers/regions only: the catalog prices the rest.
+                return self._override_period(provider, model, chosen, ts, request)
+            # Overrides for other tiers/regions or other times only: the catalog prices the rest.
             listed = self._catalog_entry(provider, model)
             if listed is None:
                 return None
@@ -182,13 +211,15 @@ class RateCard:
     def _catalog_cached(
         self, provider: str, model: str, entry: _ListedModel, ts: datetime, request: Any
     ) -> PricePeriod | None:
-        key = entry.period_key(ts, request)
+        epoch = self._epoch(ts)
+        key = (entry.period_key(ts, request), epoch)
         try:
             return entry.periods[key]
         except KeyError:
             pass
-        # get_prices (and so the PricePeriod) depends only on which constraints are active.
-        activity = entry.activity(ts, request)
+        # get_prices (and so the PricePeriod) depends only on which constraints are active
+        # (and the premium and discount on which dated rows are in force).
+        activity = (entry.activity(ts, request), epoch)
         try:
             found = entry.by_activity[activity]
         except KeyError:
@@ -205,8 +236,8 @@ class RateCard:
         """
         entry = self.entry(provider, model)
         if isinstance(entry, list):
-            # Overrides for some tiers/regions may leave others to the catalog.
-            if all(o.service_tier is None and o.region is None for o in entry):
+            # Overrides for some tiers/regions or times may leave others to the catalog.
+            if any(_always(o) for o in entry):
                 return ()
             entry = self._catalog_entry(provider, model)
         if not isinstance(entry, _ListedModel) or not entry.time_of_day:
@@ -227,7 +258,7 @@ class RateCard:
         days between two of them share one price period (time of day aside)."""
         entry = self.entry(provider, model)
         if isinstance(entry, list):
-            if all(o.service_tier is None and o.region is None for o in entry):
+            if any(_always(o) for o in entry):
                 return ()
             entry = self._catalog_entry(provider, model)
         if not isinstance(entry, _ListedModel):
@@ -263,6 +294,14 @@ class RateCard:
                 "the producer sends the name with the spaces"
             )
         entry = self.entry(provider, model)
+        if isinstance(entry, list) and not any(_always(o) for o in entry):
+            dated = [o for o in entry if o.service_tier is None and o.region is None]
+            if dated:
+                spans = ", ".join(_dates_label(o)[1:] for o in dated)
+                return (
+                    f"[[prices.model]] rows for {provider}/{model} are dated ({spans}), none "
+                    f"in force at {ts.isoformat()}, and genai-prices has no price for it then"
+                )
         if isinstance(entry, _ListedModel):
             return (
                 f"genai-prices has {entry.provider.id}/{entry.model.id} but no token price "
@@ -298,33 +337,50 @@ class RateCard:
 
     # -- discounts and premiums -----------------------------------------------------------
 
-    def discount_for(self, provider: str, model: str) -> DiscountConfig | None:
-        """The most specific matching discount: provider+model > model > provider > global.
+    def discount_for(
+        self, provider: str, model: str, ts: datetime | None = None
+    ) -> DiscountConfig | None:
+        """The most specific matching discount in force at ``ts``: provider+model > model >
+        provider > global, then the latest ``effective_from``.
 
         Among equally specific rows the last one written wins (later config lines refine).
+        ``ts`` None: undated rows only.
         """
         prov, mod = _model_key(provider, model)
         best: DiscountConfig | None = None
-        best_rank = -1
+        best_rank: tuple[int, datetime] = (-1, _NEVER)
         for d in self.discounts:
+            if not _in_force(d, ts):
+                continue
             if d.provider is not None and d.provider.strip().lower() != prov:
                 continue
             if d.model is not None and d.model.strip().lower() != mod:
                 continue
-            rank = (2 if d.model is not None else 0) + (1 if d.provider is not None else 0)
+            rank = (
+                (2 if d.model is not None else 0) + (1 if d.provider is not None else 0),
+                d.effective_from or _NEVER,
+            )
             if rank >= best_rank:
                 best, best_rank = d, rank
         return best
 
     def premium_for(
-        self, provider: str, model: str, service_tier: str | None, region: str | None
+        self,
+        provider: str,
+        model: str,
+        service_tier: str | None,
+        region: str | None,
+        ts: datetime | None = None,
     ) -> PremiumConfig | None:
-        """The most specific matching premium row (model > provider > tier > region filters);
-        among equally specific rows the last one written wins."""
+        """The most specific matching premium row in force at ``ts`` (model > provider >
+        tier > region filters, then the latest ``effective_from``); among equally specific
+        rows the last one written wins. ``ts`` None: undated rows only."""
         prov, mod = _model_key(provider, model)
         best: PremiumConfig | None = None
-        best_rank = -1
+        best_rank: tuple[int, datetime] = (-1, _NEVER)
         for row in self.premiums:
+            if not _in_force(row, ts):
+                continue
             checks = (
                 (row.model, mod, 8),
                 (row.provider, prov, 4),
@@ -339,8 +395,9 @@ class RateCard:
                     break
                 rank += weight
             else:
-                if rank >= best_rank:
-                    best, best_rank = row, rank
+                dated_rank = (rank, row.effective_from or _NEVER)
+                if dated_rank >= best_rank:
+                    best, best_rank = row, dated_rank
         return best
 
     def _finish(
@@ -348,6 +405,7 @@ class RateCard:
         provider: str,
         model: str,
         base_source: str,
+        ts: datetime,
         request: tuple[bool, str | None, str | None],
         batch_fraction: Decimal | None,
         batch_label: str,
@@ -356,19 +414,19 @@ class RateCard:
     ) -> PricePeriod:
         multiplier = Decimal(1)
         source = base_source
-        premium = self.premium_for(provider, model, request[1], request[2])
+        premium = self.premium_for(provider, model, request[1], request[2], ts)
         if premium is not None and premium.percent != 0:
             multiplier *= 1 + premium.percent / 100
-            source += f"+premium:{format_fraction(premium.percent / 100)}"
+            source += f"+premium:{format_fraction(premium.percent / 100)}{_dates_label(premium)}"
         if batch_fraction is not None and batch_fraction != 0:
             multiplier *= 1 - batch_fraction
             source += f"+batch:{format_fraction(batch_fraction)}"
         elif batch_label:
             source += batch_label
-        disc = self.discount_for(provider, model)
+        disc = self.discount_for(provider, model, ts)
         if disc is not None and disc.percent != 0:
             multiplier *= 1 - disc.percent / 100
-            source += f"+discount:{format_fraction(disc.percent / 100)}"
+            source += f"+discount:{format_fraction(disc.percent / 100)}{_dates_label(disc)}"
         labels = tuple(f"+tier>{t}" for t in thresholds)
         return PricePeriod(thresholds, bands, multiplier, source, labels)
 
@@ -377,9 +435,10 @@ class RateCard:
         provider: str,
         model: str,
         o: ModelPriceConfig,
+        ts: datetime,
         request: tuple[bool, str | None, str | None],
     ) -> PricePeriod:
-        key = (provider, model, id(o), request)
+        key = (provider, model, id(o), request, self._epoch(ts))
         cached = self._override_periods.get(key)
         if cached is not None:
             return cached
@@ -406,7 +465,8 @@ class RateCard:
                 fraction = DEFAULT_BATCH_DISCOUNT
         filters = [f"{k}={v}" for k, v in (("tier", o.service_tier), ("region", o.region)) if v]
         source = f"override:{o.provider}/{o.model}" + (f"[{','.join(filters)}]" if filters else "")
-        period = self._finish(provider, model, source, request, fraction, "", (), (band,))
+        source += _dates_label(o)
+        period = self._finish(provider, model, source, ts, request, fraction, "", (), (band,))
         if len(self._override_periods) >= _MAX_MODELS:
             self._override_periods.clear()
         self._override_periods[key] = period
@@ -452,6 +512,7 @@ class RateCard:
             provider,
             model,
             source,
+            ts,
             (batch, service_tier, region),
             fraction,
             batch_label,
@@ -461,21 +522,60 @@ class RateCard:
 
 
 def _most_specific(
-    entries: list[ModelPriceConfig], service_tier: str | None, region: str | None
+    entries: list[ModelPriceConfig],
+    service_tier: str | None,
+    region: str | None,
+    ts: datetime | None = None,
 ) -> ModelPriceConfig | None:
-    """The override for this tier and region: tier+region > tier > region > neither; the last
-    written wins among equals; None when every entry is for another tier or region."""
+    """The override for this tier and region in force at ``ts``: tier+region > tier > region
+    > neither, then the latest ``effective_from`` (undated: the earliest); the last written
+    wins among equals; None when every entry is for another tier, region or time."""
     best: ModelPriceConfig | None = None
-    best_rank = -1
+    best_rank: tuple[int, datetime] = (-1, _NEVER)
     for o in entries:
+        if not _in_force(o, ts):
+            continue
         if o.service_tier is not None and o.service_tier != service_tier:
             continue
         if o.region is not None and o.region != region:
             continue
-        rank = (2 if o.service_tier is not None else 0) + (1 if o.region is not None else 0)
+        rank = (
+            (2 if o.service_tier is not None else 0) + (1 if o.region is not None else 0),
+            o.effective_from or _NEVER,
+        )
         if rank >= best_rank:
             best, best_rank = o, rank
     return best
+
+
+def _in_force(row: ModelPriceConfig | DiscountConfig | PremiumConfig, ts: datetime | None) -> bool:
+    """Whether ``row`` applies at ``ts``: ``effective_from <= ts < effective_until``
+    (``ts`` None: only an undated row)."""
+    start, end = row.effective_from, row.effective_until
+    if ts is None:
+        return start is None and end is None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (start is None or start <= ts) and (end is None or ts < end)
+
+
+def _always(o: ModelPriceConfig) -> bool:
+    """An override for every tier, region and time: with one, the catalog never prices."""
+    return (
+        o.service_tier is None
+        and o.region is None
+        and o.effective_from is None
+        and o.effective_until is None
+    )
+
+
+def _dates_label(row: ModelPriceConfig | DiscountConfig | PremiumConfig) -> str:
+    """``@2026-03-01``, ``@2026-03-01..2026-04-01``, ``@..2026-04-01``; "" when undated."""
+    start, end = row.effective_from, row.effective_until
+    if start is None and end is None:
+        return ""
+    text = "@" + (instant_label(start) if start is not None else "")
+    return text + (f"..{instant_label(end)}" if end is not None else "")
 
 
 def _squash(model_id: str) -> str:
