@@ -700,7 +700,7 @@ def _match_key(row: Any) -> tuple[str | None, ...]:
     def norm(v: str | None) -> str | None:
         return None if v is None else v.strip().lower()
 
-    key = (norm(row.provider), norm(row.model))
+    key: tuple[str | None, ...] = (norm(row.provider), norm(row.model))
     if isinstance(row, ModelPriceConfig | PremiumConfig):
         tier, region = row.service_tier, row.region
         if isinstance(row, PremiumConfig):
