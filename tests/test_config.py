@@ -315,3 +315,102 @@ def test_the_largest_lease_grant_may_equal_the_smallest_and_not_be_below_it() ->
 @pytest.mark.parametrize("location", ["/srv/tables", "file:///srv/tables", "s3://bucket/p"])
 def test_a_warehouse_location_may_be_a_path_a_file_url_or_s3(location: str) -> None:
     assert config_from_dict({"warehouse": {"location": location}}).warehouse.location == location
+
+
+# -- dated price rows --------------------------------------------------------------------
+
+_ROW = 'provider = "acme"\nmodel = "m1"\ninput_per_mtok = 1\noutput_per_mtok = 2\n'
+
+
+def _prices(tmp_path: Path, text: str) -> Config:
+    cfg = tmp_path / "dated.toml"
+    cfg.write_text(text)
+    return load_config(cfg)
+
+
+def test_effective_dates_read_as_utc_instants_from_dates_date_times_and_strings(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    c = _prices(
+        tmp_path,
+        f"[[prices.model]]\n{_ROW}effective_from = 2026-03-01\n"
+        "effective_until = 2026-04-01T00:00:00-08:00\n"
+        '[[prices.discount]]\npercent = 10\neffective_from = "2026-05-01T08:30:00Z"\n'
+        '[[prices.premium]]\npercent = 5\neffective_until = "2026-06-01"\n',
+    )
+    row = c.prices.model[0]
+    assert row.effective_from == datetime(2026, 3, 1, tzinfo=UTC)
+    assert row.effective_until == datetime(2026, 4, 1, 8, tzinfo=UTC)
+    assert c.prices.discount[0].effective_from == datetime(2026, 5, 1, 8, 30, tzinfo=UTC)
+    assert c.prices.discount[0].effective_until is None
+    assert c.prices.premium[0].effective_until == datetime(2026, 6, 1, tzinfo=UTC)
+    undated = _prices(tmp_path, f"[[prices.model]]\n{_ROW}").prices.model[0]
+    assert (undated.effective_from, undated.effective_until) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            f"[[prices.model]]\n{_ROW}effective_from = 2026-03-01T00:00:00\n",
+            "prices.model.0.effective_from: Value error, 2026-03-01T00:00:00 has no offset",
+        ),
+        (
+            '[[prices.discount]]\npercent = 1\neffective_from = "2026-02-30"\n',
+            "prices.discount.0.effective_from: Value error, '2026-02-30' is neither an RFC 3339",
+        ),
+        (
+            '[[prices.premium]]\npercent = 1\neffective_until = "next week"\n',
+            "prices.premium.0.effective_until: Value error, 'next week' is neither",
+        ),
+        (
+            f"[[prices.model]]\n{_ROW}effective_from = 2026-03-01\neffective_until = 2026-03-01\n",
+            "prices.model.0: Value error, effective_until (2026-03-01) must be after "
+            "effective_from (2026-03-01)",
+        ),
+        (
+            f"[[prices.model]]\n{_ROW}effective_from = 2026-03-01\n"
+            f"[[prices.model]]\n{_ROW.replace('acme', 'ACME')}effective_from = 2026-03-01T00:00:00Z\n",
+            "prices.model.0 and prices.model.1 (the same match) both have effective_from "
+            "2026-03-01: one must go",
+        ),
+        (
+            "[[prices.discount]]\npercent = 1\neffective_from = 2026-03-01\n"
+            "effective_until = 2026-05-01\n"
+            "[[prices.discount]]\npercent = 2\neffective_from = 2026-04-01\n",
+            "prices.discount.0 and prices.discount.1 (the same match) overlap: effective_until "
+            "2026-05-01 is after the next row's effective_from 2026-04-01",
+        ),
+        (
+            '[[prices.premium]]\npercent = 1\nregion = "eu"\neffective_until = 2026-03-01\n'
+            '[[prices.premium]]\npercent = 2\nregion = "EU"\neffective_until = 2026-04-01\n',
+            "prices.premium.0 and prices.premium.1 (the same match) both have effective_from "
+            "always",
+        ),
+    ],
+)
+def test_bad_or_clashing_dates_are_refused_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _prices(tmp_path, text)
+    assert message in str(exc.value)
+
+
+def test_a_price_history_and_rows_of_other_matches_may_share_dates(tmp_path: Path) -> None:
+    c = _prices(
+        tmp_path,
+        # an undated baseline, two dated rows meeting end to end, an open-ended one after a
+        # gap, and a row for another tier with the same date: no clash.
+        f"[[prices.model]]\n{_ROW}"
+        f"[[prices.model]]\n{_ROW}effective_until = 2026-03-01\n"
+        f"[[prices.model]]\n{_ROW}effective_from = 2026-03-01\neffective_until = 2026-04-01\n"
+        f"[[prices.model]]\n{_ROW}effective_from = 2026-05-01\n"
+        f'[[prices.model]]\n{_ROW}service_tier = "flex"\neffective_from = 2026-05-01\n'
+        # open rows of one match: each ends where the next starts
+        "[[prices.discount]]\npercent = 1\neffective_from = 2026-01-01\n"
+        "[[prices.discount]]\npercent = 2\neffective_from = 2026-02-01\n",
+    )
+    assert len(c.prices.model) == 5 and len(c.prices.discount) == 2

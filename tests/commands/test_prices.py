@@ -265,3 +265,39 @@ def test_written_costs_replace_the_stored_facts(workdir: Path) -> None:
     assert now["p3"].cost.cost_usd + now["p4"].cost.cost_usd == Decimal("0.5041")
     assert now["p1"].cost == old[0].cost  # untouched facts keep their cost
 
+
+def test_reprice_of_a_month_after_adding_a_dated_row_changes_only_facts_from_its_date(
+    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    row = '[[prices.model]]\nprovider = "self-hosted"\nmodel = "llama-3-70b"\noutput_per_mtok = 1\n'
+    month = ["--workdir", str(workdir), "--since", "2025-11-01", "--until", "2025-12-01"]
+    before = tmp_path / "before.toml"
+    before.write_text(row + "input_per_mtok = 0.5\n")
+    assert main(["prices", "reprice", *month, "--config", str(before), "--yes"]) == 0
+    # The provider's price went up at 2025-11-04T00:00Z; the llama facts landed on
+    # 2025-11-03 12:00 and 2025-11-04 01:00.
+    after = tmp_path / "after.toml"
+    after.write_text(
+        row + "input_per_mtok = 0.5\n" + row + "input_per_mtok = 1\neffective_from = 2025-11-04\n"
+    )
+    capsys.readouterr()
+    args = ["prices", "reprice", *month, "--config", str(after)]
+    assert main([*args, "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    lines = {(r["provider"], r["model"]): r for r in json.loads(captured.out)}
+    llama = lines[("self-hosted", "llama-3-70b")]
+    assert (llama["calls"], llama["changed"]) == (2, 1)
+    assert "1 of 4 facts would change" in captured.err
+    assert main([*args, "--yes"]) == 0
+    facts = {
+        f.event.event_id: f.cost
+        for f in load_facts(
+            workdir, datetime(2025, 11, 1, tzinfo=UTC), datetime(2025, 12, 1, tzinfo=UTC)
+        )
+    }
+    p3, p4 = facts["p3"], facts["p4"]
+    assert p3 is not None and p4 is not None
+    assert p3.price_source == "override:self-hosted/llama-3-70b"
+    assert p4.price_source == "override:self-hosted/llama-3-70b@2025-11-04"
+    # p4: 5,800 input at $1 (cache reads at the input rate) and 600 output at $1.
+    assert p4.cost_usd == Decimal("0.0064")

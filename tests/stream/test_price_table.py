@@ -955,3 +955,198 @@ def test_a_per_request_fee_is_the_catalogs_price_per_thousand_requests(model: st
     cost = Pricer.from_config().price(event("perplexity", model, **usage))
     assert cost is not None
     assert cost.cost_usd == _calc(model, "perplexity", usage)
+
+
+# -- dated [[prices.*]] rows against a naive selection of the row in force ----------------
+
+# Change instants: UTC midnights, instants with seconds and microseconds, a switching day.
+_INSTANTS = [
+    datetime(2025, 3, 1, tzinfo=UTC),
+    datetime(2025, 6, 10, 13, 37, 5, 123456, tzinfo=UTC),
+    datetime(2025, 11, 3, 12, tzinfo=UTC),
+    datetime(2026, 1, 1, tzinfo=UTC),
+    datetime(2026, 2, 14, 23, 59, 59, 999999, tzinfo=UTC),
+]
+_NEAR = [
+    timedelta(0),
+    timedelta(microseconds=-1),
+    timedelta(microseconds=1),
+    timedelta(hours=-7),
+    timedelta(days=3),
+]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A valid price history of one match: dated spans, increasing, none overlapping."""
+    starts = sorted(draw(st.sets(st.sampled_from(_INSTANTS), min_size=1, max_size=3)))
+    out: list[dict[str, Any]] = []
+    for i, start in enumerate(starts):
+        nxt = starts[i + 1] if i + 1 < len(starts) else None
+        ends = [None, start + timedelta(hours=1)] + ([nxt] if nxt is not None else [])
+        end = draw(st.sampled_from(ends))
+        if end is not None and nxt is not None and end > nxt:
+            end = nxt
+        row: dict[str, Any] = {"effective_until": end}
+        # The first row may run from always (only its effective_until dated).
+        row["effective_from"] = (
+            None if i == 0 and end is not None and draw(st.booleans()) else start
+        )
+        out.append(row)
+    return out
+
+
+@st.composite
+def dated_configs(draw: st.DrawFn) -> PricesConfig:
+    models: list[ModelPriceConfig] = []
+    if draw(st.booleans()):
+        models.append(override(input_per_mtok=draw(rate), output_per_mtok=draw(rate)))
+    for dates in draw(histories()):
+        models.append(override(input_per_mtok=draw(rate), output_per_mtok=draw(rate), **dates))
+    if draw(st.booleans()):  # a more specific row, dated: it beats every row above in force
+        models.append(
+            override(
+                service_tier="flex",
+                input_per_mtok=draw(rate),
+                output_per_mtok=1,
+                effective_from=draw(st.sampled_from(_INSTANTS)),
+            )
+        )
+    if draw(st.booleans()):  # a catalog model overridden at dates only
+        models += [
+            override(
+                provider="anthropic",
+                model="claude-sonnet-4-5",
+                input_per_mtok=draw(rate),
+                output_per_mtok=draw(rate),
+                **dates,
+            )
+            for dates in draw(histories())
+        ]
+    discounts = [
+        DiscountConfig(provider=draw(st.sampled_from([None, "anthropic"])), percent=draw(percent))
+        for _ in range(draw(st.integers(0, 1)))
+    ]
+    discounts += [
+        DiscountConfig(provider="acme", percent=draw(percent), **d)
+        for d in (draw(histories()) if draw(st.booleans()) else [])
+    ]
+    premiums = [
+        PremiumConfig(region="eu", percent=draw(percent), **d)
+        for d in (draw(histories()) if draw(st.booleans()) else [])
+    ]
+    return PricesConfig(model=models, discount=discounts, premium=premiums)
+
+
+def _in_force(row: Any, ts: datetime) -> bool:
+    start, end = row.effective_from, row.effective_until
+    return (start is None or start <= ts) and (end is None or ts < end)
+
+
+def _naive_pick(rows: list[Any], matches: Any, specificity: Any, ts: datetime) -> Any:
+    """Written out from the docs: rows in force at ts that match; the most specific, then the
+    latest effective_from (undated first), then the last written."""
+    best, best_key = None, None
+    for row in rows:
+        if not _in_force(row, ts) or not matches(row):
+            continue
+        key = (specificity(row), row.effective_from or datetime.min.replace(tzinfo=UTC))
+        if best_key is None or key >= best_key:
+            best, best_key = row, key
+    return best
+
+
+def _undated(row: Any) -> Any:
+    return row.model_copy(update={"effective_from": None, "effective_until": None})
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is None or (b is not None and a.lower() == b.lower())
+
+
+def the_undated_config_in_force(config: PricesConfig, e: UsageEvent) -> PricesConfig:
+    """The rows in force for ``e``, undated: what pricing ``e`` must amount to."""
+    ts = e.ts
+    model = _naive_pick(
+        [m for m in config.model if (m.provider, m.model) == (e.provider, e.model)],
+        lambda m: (m.service_tier in (None, e.service_tier)) and (m.region in (None, e.region)),
+        lambda m: (m.service_tier is not None) * 2 + (m.region is not None),
+        ts,
+    )
+    discount = _naive_pick(
+        config.discount,
+        lambda d: _same(d.provider, e.provider) and _same(d.model, e.model),
+        lambda d: (d.model is not None) * 2 + (d.provider is not None),
+        ts,
+    )
+    premium = _naive_pick(
+        config.premium,
+        lambda p: all(
+            _same(want, have)
+            for want, have in (
+                (p.model, e.model),
+                (p.provider, e.provider),
+                (p.service_tier, e.service_tier),
+                (p.region, e.region),
+            )
+        ),
+        lambda p: sum(
+            w for v, w in ((p.model, 8), (p.provider, 4), (p.service_tier, 2), (p.region, 1)) if v
+        ),
+        ts,
+    )
+    return PricesConfig(
+        model=[_undated(model)] if model is not None else [],
+        discount=[_undated(discount)] if discount is not None else [],
+        premium=[_undated(premium)] if premium is not None else [],
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    config=dated_configs(),
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from([("acme", "m1"), ("anthropic", "claude-sonnet-4-5"), ("acme", "m2")]),
+            usages(max_tokens=3_000_000),
+            st.one_of(
+                st.builds(lambda at, d: at + d, st.sampled_from(_INSTANTS), st.sampled_from(_NEAR)),
+                st.datetimes(
+                    min_value=datetime(2025, 1, 1),
+                    max_value=datetime(2026, 6, 1),
+                    timezones=st.just(UTC),
+                ),
+            ),
+            st.booleans(),
+            st.sampled_from([None, "flex"]),
+            st.sampled_from([None, "eu"]),
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_dated_rows_price_each_event_as_the_rows_in_force_at_its_ts_would_undated(
+    config: PricesConfig, rows: list[tuple[Any, ...]]
+) -> None:
+    events = [
+        event(p, m, ts=ts, batch=b, service_tier=tier, region=region, **u)
+        for (p, m), u, ts, b, tier, region in rows
+    ]
+    # One table: the pricer splits groups at the dated rows' instants.
+    got = costs_from_table(Pricer.from_config(config).price_table(events_table(events)))
+    fresh = Pricer.from_config(config)
+    for e, cost in zip(events, got, strict=True):
+        expected = Pricer.from_config(the_undated_config_in_force(config, e)).price(e)
+        assert cost == fresh.price(e)
+        if expected is None:
+            assert cost is None
+            continue
+        assert cost is not None
+        assert money(cost) == money(expected)
+        period = fresh.catalog.period(e.provider, e.model, e.ts, e.batch, e.service_tier, e.region)
+        assert period is not None
+        assert money(cost) == money(reference(e, period))
+        # The source is the undated one's, with the dated rows' ranges named.
+        assert cost.price_source.replace("@", "").startswith(
+            expected.price_source.split("+")[0].split("@")[0]
+        )

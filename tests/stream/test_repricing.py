@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from spendstream.config import ModelPriceConfig, PricesConfig
@@ -86,3 +86,31 @@ def test_at_current_prices_reprices_history_at_one_instant() -> None:
     assert now.changed == 1
     assert now.new_cost_usd == Decimal(4)
     assert now.difference_usd == Decimal(-8)
+
+
+def test_repricing_a_month_after_adding_a_dated_row_changes_only_facts_from_its_date() -> None:
+    change = datetime(2025, 11, 15, tzinfo=UTC)
+    stamps = [datetime(2025, 11, d, 9, tzinfo=UTC) for d in (1, 14)]
+    stamps += [change - timedelta(microseconds=1), change, datetime(2025, 11, 30, tzinfo=UTC)]
+    events = [event("acme", "m1", ts=ts, input_tokens=1_000_000) for ts in stamps]
+    old = facts_priced_by(with_override("acme", "m1", "1", "1"), events)
+    dated = PricesConfig(
+        model=[
+            ModelPriceConfig(provider="acme", model="m1", input_per_mtok=1, output_per_mtok=1),
+            ModelPriceConfig.model_validate(
+                {
+                    "provider": "acme",
+                    "model": "m1",
+                    "input_per_mtok": 2,
+                    "output_per_mtok": 1,
+                    "effective_from": "2025-11-15",
+                }
+            ),
+        ]
+    )
+    report = reprice(old, Pricer.from_config(dated))
+    assert report.changed == 2
+    changed = report.changed_facts(old)
+    assert [f.event.ts for f in changed] == [change, datetime(2025, 11, 30, tzinfo=UTC)]
+    assert (report.old_cost_usd, report.new_cost_usd) == (Decimal(5), Decimal(7))
+    assert report.lines[0].new_sources == {"override:acme/m1", "override:acme/m1@2025-11-15"}
