@@ -144,11 +144,12 @@ class RateCard:
         self._instants = sorted(
             {t for r in rows for t in (r.effective_from, r.effective_until) if t is not None}
         )
+        self._instant_us = tuple((t - _EPOCH) // _MICROSECOND for t in self._instants)
 
     def instant_breaks(self) -> tuple[int, ...]:
         """Microseconds since 1970-01-01 UTC at which a dated row starts or stops applying:
         rates may change there as well as at ``day_breaks`` and ``day_boundaries``."""
-        return tuple((t - _EPOCH) // _MICROSECOND for t in self._instants)
+        return self._instant_us
 
     def _epoch(self, ts: datetime) -> int:
         """How many of the dated rows' instants ``ts`` is at or past (0 when none are dated)."""
