@@ -111,7 +111,10 @@ def _to_instant(value: Any) -> Any:
                 f"{value.isoformat()} has no offset: write Z or +HH:MM (2026-03-01T08:00:00Z), "
                 "or a date (2026-03-01, UTC midnight)"
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{value.isoformat()} is outside the years 1-9999 in UTC") from None
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return value

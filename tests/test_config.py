@@ -362,6 +362,11 @@ def test_effective_dates_read_as_utc_instants_from_dates_date_times_and_strings(
             "prices.discount.0.effective_from: Value error, '2026-02-30' is neither an RFC 3339",
         ),
         (
+            "[[prices.discount]]\npercent = 1\neffective_until = 9999-12-31T23:00:00-12:00\n",
+            "prices.discount.0.effective_until: Value error, 9999-12-31T23:00:00-12:00 is "
+            "outside the years 1-9999 in UTC",
+        ),
+        (
             '[[prices.premium]]\npercent = 1\neffective_until = "next week"\n',
             "prices.premium.0.effective_until: Value error, 'next week' is neither",
         ),

@@ -301,3 +301,27 @@ def test_reprice_of_a_month_after_adding_a_dated_row_changes_only_facts_from_its
     assert p4.price_source == "override:self-hosted/llama-3-70b@2025-11-04"
     # p4: 5,800 input at $1 (cache reads at the input rate) and 600 output at $1.
     assert p4.cost_usd == Decimal("0.0064")
+
+
+def test_show_at_an_instant_shows_the_dated_row_in_force_then(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "dated.toml"
+    row = '[[prices.model]]\nprovider = "acme"\nmodel = "m1"\noutput_per_mtok = 1\n'
+    cfg.write_text(
+        row
+        + "input_per_mtok = 3\neffective_until = 2026-03-01T08:00:00Z\n"
+        + row
+        + "input_per_mtok = 2\neffective_from = 2026-03-01T00:00:00-08:00\n"
+    )
+    show = ["prices", "show", "acme", "m1", "--config", str(cfg), "--format", "json", "--at"]
+    capsys.readouterr()
+    assert main([*show, "2026-03-01T07:59:59.999999Z"]) == 0
+    before = capsys.readouterr()
+    rows = {r["dimension"]: r for r in json.loads(before.out)}
+    assert rows["input_tokens"]["rate_usd"] == "3"
+    assert "price_source: override:acme/m1@..2026-03-01T08:00:00Z (at" in before.err
+    assert main([*show, "2026-03-01T08:00:00Z"]) == 0
+    at = capsys.readouterr()
+    assert {r["dimension"]: r for r in json.loads(at.out)}["input_tokens"]["rate_usd"] == "2"
+    assert "price_source: override:acme/m1@2026-03-01T08:00:00Z (at" in at.err
