@@ -128,7 +128,7 @@ _FROM_DOC = (
     "`2026-03-01T00:00:00-08:00`); unset: since always. Rows with the same match and "
     "different dates are a price history: the one with the latest `effective_from` at or "
     "before an event's `ts` wins; an undated row of the same match prices the times no "
-    "dated row covers."
+    "dated row covers (and yields to one dated only by `effective_until`, whatever the order)."
 )
 _UNTIL_DOC = (
     "The row applies to events before this instant (exclusive; same forms as "

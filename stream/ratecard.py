@@ -21,7 +21,7 @@ the catalog; ``[[prices.premium]]`` rows add a percentage (regional endpoints);
 ``[[prices.discount]]`` rows take one off. A row with ``effective_from`` /
 ``effective_until`` is in force only in ``[from, until)``: among the rows in force at an
 event's ``ts`` the most specific wins, then the latest ``effective_from`` (an undated row
-counts as the earliest), then the last written. Rates may so also change at those
+counts as the earliest, and yields to a dated one), then the last written. Rates may so also change at those
 instants (``instant_breaks``); the caches are keyed by which of them an event is past.
 """
 
@@ -349,7 +349,7 @@ class RateCard:
         """
         prov, mod = _model_key(provider, model)
         best: DiscountConfig | None = None
-        best_rank: tuple[int, datetime] = (-1, _NEVER)
+        best_rank: tuple[int, datetime, bool] = (-1, _NEVER, False)
         for d in self.discounts:
             if not _in_force(d, ts):
                 continue
@@ -360,6 +360,7 @@ class RateCard:
             rank = (
                 (2 if d.model is not None else 0) + (1 if d.provider is not None else 0),
                 d.effective_from or _NEVER,
+                _dated(d),
             )
             if rank >= best_rank:
                 best, best_rank = d, rank
@@ -378,7 +379,7 @@ class RateCard:
         rows the last one written wins. ``ts`` None: undated rows only."""
         prov, mod = _model_key(provider, model)
         best: PremiumConfig | None = None
-        best_rank: tuple[int, datetime] = (-1, _NEVER)
+        best_rank: tuple[int, datetime, bool] = (-1, _NEVER, False)
         for row in self.premiums:
             if not _in_force(row, ts):
                 continue
@@ -396,7 +397,7 @@ class RateCard:
                     break
                 rank += weight
             else:
-                dated_rank = (rank, row.effective_from or _NEVER)
+                dated_rank = (rank, row.effective_from or _NEVER, _dated(row))
                 if dated_rank >= best_rank:
                     best, best_rank = row, dated_rank
         return best
@@ -532,7 +533,7 @@ def _most_specific(
     > neither, then the latest ``effective_from`` (undated: the earliest); the last written
     wins among equals; None when every entry is for another tier, region or time."""
     best: ModelPriceConfig | None = None
-    best_rank: tuple[int, datetime] = (-1, _NEVER)
+    best_rank: tuple[int, datetime, bool] = (-1, _NEVER, False)
     for o in entries:
         if not _in_force(o, ts):
             continue
@@ -543,6 +544,7 @@ def _most_specific(
         rank = (
             (2 if o.service_tier is not None else 0) + (1 if o.region is not None else 0),
             o.effective_from or _NEVER,
+            _dated(o),
         )
         if rank >= best_rank:
             best, best_rank = o, rank
@@ -558,6 +560,11 @@ def _in_force(row: ModelPriceConfig | DiscountConfig | PremiumConfig, ts: dateti
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     return (start is None or start <= ts) and (end is None or ts < end)
+
+
+def _dated(row: ModelPriceConfig | DiscountConfig | PremiumConfig) -> bool:
+    # A row dated only by effective_until ties an undated one on effective_from: it wins.
+    return row.effective_from is not None or row.effective_until is not None
 
 
 def _always(o: ModelPriceConfig) -> bool:

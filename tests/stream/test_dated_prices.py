@@ -166,3 +166,11 @@ def test_undated_rows_keep_their_meaning_at_any_time() -> None:
     got = costs(config, datetime(2015, 1, 1, tzinfo=UTC), MARCH, datetime(2035, 1, 1, tzinfo=UTC))
     assert [usd(c) for c in got] == [Decimal(3)] * 3
     assert {c.price_source for c in got if c is not None} == {"override:acme/m1+discount:25%"}
+
+
+def test_a_row_dated_only_by_effective_until_beats_an_undated_one_written_after_it() -> None:
+    config = PricesConfig(
+        model=[row(input_per_mtok=3, effective_until="2026-03-01"), row(input_per_mtok=1)]
+    )
+    got = costs(config, MARCH - US, MARCH)
+    assert [usd(c) for c in got] == [Decimal(3), Decimal(1)]

@@ -999,10 +999,11 @@ def histories(draw: st.DrawFn) -> list[dict[str, Any]]:
 @st.composite
 def dated_configs(draw: st.DrawFn) -> PricesConfig:
     models: list[ModelPriceConfig] = []
-    if draw(st.booleans()):
-        models.append(override(input_per_mtok=draw(rate), output_per_mtok=draw(rate)))
     for dates in draw(histories()):
         models.append(override(input_per_mtok=draw(rate), output_per_mtok=draw(rate), **dates))
+    if draw(st.booleans()):  # an undated baseline, written before or after the history
+        baseline = override(input_per_mtok=draw(rate), output_per_mtok=draw(rate))
+        models.insert(draw(st.sampled_from([0, len(models)])), baseline)
     if draw(st.booleans()):  # a more specific row, dated: it beats every row above in force
         models.append(
             override(
@@ -1045,12 +1046,14 @@ def _in_force(row: Any, ts: datetime) -> bool:
 
 def _naive_pick(rows: list[Any], matches: Any, specificity: Any, ts: datetime) -> Any:
     """Written out from the docs: rows in force at ts that match; the most specific, then the
-    latest effective_from (undated first), then the last written."""
+    latest effective_from (undated first, and below a row dated only by effective_until),
+    then the last written."""
     best, best_key = None, None
     for row in rows:
         if not _in_force(row, ts) or not matches(row):
             continue
-        key = (specificity(row), row.effective_from or datetime.min.replace(tzinfo=UTC))
+        dated = row.effective_from is not None or row.effective_until is not None
+        key = (specificity(row), row.effective_from or datetime.min.replace(tzinfo=UTC), dated)
         if best_key is None or key >= best_key:
             best, best_key = row, key
     return best
