@@ -27,6 +27,7 @@ from spendstream.runtime.kafka.scope_loop import (
 from spendstream.runtime.kafka.topology import topic_names
 from spendstream.runtime.kafka.wire import encode_partials
 from spendstream.stream.engine import LocalEngine, route
+from spendstream.stream.windows import to_us
 from spendstream.warehouse import Warehouse
 from tests.stream.detection_facts import rows_table
 
@@ -34,11 +35,15 @@ T0 = datetime(2026, 3, 31, 0, 0, tzinfo=UTC)
 NOW = 1000.0
 
 
-def _record(engine: LocalEngine, lane: int, hours: float, first: int, n: int) -> bytes:
+def _record(
+    engine: LocalEngine, lane: int, hours: float, first: int, n: int, at: datetime | None = None
+) -> bytes:
     """A partials record of lane's usage offsets first..first+n-1: n quiet facts spread over
-    ``hours`` from where the lane's time stands."""
+    ``hours`` from ``at``, else from where the lane's time stands."""
     start = T0
-    if engine.watermark_us is not None:
+    if at is not None:
+        start = at
+    elif engine.watermark_us is not None:
         start = datetime.fromtimestamp(engine.watermark_us / 1e6, UTC) + timedelta(seconds=1)
     rows = [
         {
@@ -271,3 +276,52 @@ def test_a_lane_whose_end_cannot_be_read_holds_until_align_idle_s(tmp_path: Path
     finally:
         loop.facts.close()
         owner.warehouse.close()
+
+
+def test_a_lane_with_records_unread_holds_a_burst_days_ahead_however_long_it_is_silent(
+    tmp_path: Path,
+) -> None:
+    """tests/test_equivalence.py's burst: lane 1 lands its last batch, calls dated days
+    after the workload, while lane 0 still has records unread and says nothing for far
+    longer than ``[pipeline] align_idle_s`` (its worker is slow, or died). Merged then, the
+    burst would move the owner's time days past lane 0's next facts. It waits for them
+    (the runtime before this one stopped waiting for a lane silent that long, and a Kafka
+    run with the burst lost an alert of the workload's first day)."""
+    # No hourly anomaly on wide scopes: the burst's hour would be read back from its facts
+    # (this loop has no facts topic), and this test is about when slices merge.
+    cfg = Config.model_validate({"anomaly": {"scopes": ["api_key"]}})
+    now = [NOW]
+    loop = ScopeLoop(
+        cfg,
+        tmp_path,
+        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
+        topic_names(cfg.kafka),
+        2,
+        WorkerMetrics(),
+        threading.Event(),
+        clock=lambda: now[0],
+    )
+    lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
+    owner = loop._state(0, Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse))
+    burst_at = T0 + timedelta(days=3)
+    loop._hold(owner, 0, loop._partials(_record(lanes[0], 0, 8, 0, 40)), now[0])
+    loop._hold(owner, 1, loop._partials(_record(lanes[1], 1, 3, 0, 40)), now[0])
+    loop._hold(owner, 2, loop._partials(_record(lanes[1], 1, 1 / 60, 40, 20, burst_at)), now[0])
+
+    now[0] += 100 * cfg.pipeline.align_idle_s  # lane 0 silent ever since
+    loop._ends = {0: (1000, now[0]), 1: (60, now[0])}  # lane 1 all read, lane 0 not
+    _merge(loop, owner)
+    burst = [h for h in owner.held if h.batch.usage_partition == 1]
+    # The burst's slices wait, all of them, and nothing else of lane 1 does.
+    assert burst and {h.batch.first_offset for h in burst} == {40}
+    assert [h.index for h in burst] == list(range(len(burst))) and burst[-1].last
+    assert owner.merged.get(1) == 39
+    assert owner.engine.watermark_us is not None
+    assert owner.engine.watermark_us < to_us(T0 + timedelta(hours=8))  # lane 0's time
+
+    # Lane 0's last records come: everything is read, and one round takes the rest.
+    loop._hold(owner, 3, loop._partials(_record(lanes[0], 0, 8, 40, 40)), now[0])
+    loop._ends = {0: (80, now[0]), 1: (60, now[0])}
+    _merge(loop, owner)
+    assert owner.held == [] and owner.merged == {0: 79, 1: 59}
+    assert owner.engine.watermark_us == to_us(burst_at + timedelta(minutes=1) * 19 / 20)
