@@ -150,3 +150,47 @@ def test_a_reset_applies_after_the_slices_read_before_it(
         loop.facts.close()
         owner.warehouse.close()
         pipe.producer.close()
+
+
+def test_a_reset_is_not_applied_again_when_slices_held_before_it_are_read_again(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """Lane 0's batch, which crosses the team's hard budget, is held for alignment (lane 1
+    is behind) when the reset comes: the reset finds nothing open, and the batch, merged
+    later, opens the breaker for good. The owner leaves with the batch still held: its
+    position stays before the batch, so after a restart both the batch and the reset are
+    read again; the reset was applied already and must not close what the batch opens."""
+    pipe = _Pipeline(tmp_path, kafka_bootstrap, lanes=2)
+    # Lane 1: another team's facts over the first hours; lane 0 crosses after them.
+    early = pipe.partials(1, "u", T0, "0.001", 3, timedelta(hours=1))
+    crossing = pipe.partials(0, "t", T0 + timedelta(hours=5), "0.01", 5, timedelta(minutes=1))
+    records = [_partials_rec(0, early), _partials_rec(1, crossing), _reset_rec(2)]
+    loop = pipe.loop()
+    owner = pipe.owner(loop)
+    try:
+        loop._ends = {0: (5, NOW), 1: (100, NOW)}  # lane 1 has records still to come
+        loop._step(owner, records)
+        # Lane 1's slices before its clock were merged; all of lane 0's wait for it.
+        assert 1 in owner.partly and owner.resets_upto == 2
+        assert any(h.batch.usage_partition == 0 for h in owner.held)
+        assert SCOPE not in owner.engine.breakers()
+        loop._release(0, owner)  # leaves in good order: lands what it merged
+    finally:
+        assert loop.facts is not None
+        loop.facts.close()
+    assert pipe.landed_states() == []
+
+    again = pipe.loop()
+    restored = pipe.owner(again)
+    try:
+        assert restored.read == -1 and restored.resets_upto == 2
+        again._ends = {0: (5, NOW), 1: (3, NOW)}  # lane 1 has sent everything now
+        again._step(restored, records)  # read again from past the position
+        assert restored.held == [] and restored.merged == {0: 4, 1: 2}
+        assert restored.engine.breakers()[SCOPE].state == "open"
+        assert pipe.landed_states() == ["open"]
+    finally:
+        assert again.facts is not None
+        again.facts.close()
+        restored.warehouse.close()
+        pipe.producer.close()

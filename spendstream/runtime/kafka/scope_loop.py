@@ -113,7 +113,7 @@ class _Owner:
     held: list[_Held] = field(default_factory=list)
     read: int = -1  # last partials offset read
     landed_at: float = 0.0
-    dirty: bool = False  # merged since the last commit
+    dirty: bool = False  # merged, or read a reset, since the last commit
     # usage partition -> watermark of its last merged slice: what a commit keeps of
     # ``clocks`` (held slices are read again after a restart and raise it again)
     merged_clocks: dict[int, int] = field(default_factory=dict)
@@ -209,7 +209,11 @@ class ScopeLoop(PartitionLoop[_Owner]):
                 self._hold(owner, offset, batch, now)
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
-                self._round(owner, alerts, breakers)  # a reset applies after what came before
+                # A reset applies after what came before. It is state to land like a merge:
+                # slices held before it are read again after a restart, and so is the reset,
+                # which must then not apply a second time (nor what this round merged).
+                self._round(owner, alerts, breakers)
+                owner.dirty = True
                 try:
                     cmd = decode_reset(
                         m.key(),
