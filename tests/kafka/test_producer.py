@@ -9,6 +9,7 @@ import pytest
 
 from spendstream.errors import KafkaClientError, KafkaUnavailable
 from spendstream.kafka.consumer import BEGINNING, Consumer
+from spendstream.kafka.partitioner import partition_for
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.local.kafka import find_free_port
 from tests.kafka_fixtures import read_topic
@@ -143,3 +144,38 @@ def test_a_fenced_transactional_producer_fails_and_is_not_merely_abortable(
     new.commit_transaction(60)
     new.close()
     assert _values(kafka_bootstrap, sink, read_committed=True) == [b"from the new instance"]
+
+
+def test_partition_zero_is_a_partition_named_not_the_key_s(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Partition 0 is a partition like any other (a falsy one): keys that hash elsewhere
+    still land in it, by ``produce`` and by ``send``."""
+    topic = topic_factory(3)
+    keys = [f"k{i}".encode() for i in range(6)]
+    assert {partition_for(k, 3) for k in keys} - {0}  # some hash to another partition
+    producer = Producer(kafka_bootstrap)
+    for k in keys:
+        producer.produce(topic, b"produced", k, partition=0)
+    report = producer.send([OutRecord(topic, b"sent", k, partition=0) for k in keys], 60)
+    assert producer.flush(30) == 0
+    producer.close()
+    assert report.ok
+    got = [(m.partition(), m.value()) for m in read_topic(kafka_bootstrap, topic)]
+    assert sorted(got) == [(0, b"produced")] * 6 + [(0, b"sent")] * 6
+
+
+def test_close_drops_what_it_could_not_deliver() -> None:
+    """With no broker, ``close`` gives up after its timeout and purges the queue: the
+    record's report says it was purged (it is not sent should a broker appear later)."""
+    producer = Producer(f"127.0.0.1:{find_free_port()}")
+    errors: list[str] = []
+    producer.produce("t", b"a", on_delivery=lambda err, _msg: errors.append(err.name()))
+    assert producer.close(timeout_s=0.5) == 1
+    for _ in range(100):  # a bound on the loop, not a speed check: the purge does not block
+        if errors:
+            break
+        producer.poll(0.1)
+    assert errors == ["_PURGE_QUEUE"]
+    assert producer.pending() == 0
