@@ -198,3 +198,50 @@ def test_consume_gives_records_only_even_where_partition_ends_are_reported(
         assert [(m.error(), m.value()) for m in got] == [(None, b"a"), (None, b"b")]
     finally:
         consumer.close()
+
+
+def test_consume_gives_at_most_n_records_and_more_than_one_when_there(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    topic = topic_factory()
+    produce(kafka_bootstrap, topic, [(None, b"%d" % i) for i in range(30)])
+    for n in (2, 3):
+        consumer = Consumer(kafka_bootstrap)
+        sizes: list[int] = []
+        try:
+            consumer.assign({(topic, 0): BEGINNING})
+            for _ in range(200):  # a bound on the loop, not a speed check
+                sizes.append(len(consumer.consume(n, 0.25)))
+                if sum(sizes) >= 30:
+                    break
+        finally:
+            consumer.close()
+        assert sum(sizes) == 30 and max(sizes) == n, (n, sizes)
+
+
+def test_on_assign_says_where_a_new_partition_is_read_from(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """Offsets ``on_assign`` returns are where reading starts, not the group's committed
+    offset (nor ``auto_offset_reset``)."""
+    topic = topic_factory()
+    tp = (topic, 0)
+    produce(kafka_bootstrap, topic, [(None, b"%d" % i) for i in range(10)])
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    committer = Consumer(kafka_bootstrap, group_id=group)
+    committer.assign([tp])
+    committer.commit({tp: 2})
+    committer.close()
+    consumer = Consumer(
+        kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        on_assign=lambda ps: dict.fromkeys(ps, 7),
+    )
+    try:
+        consumer.subscribe([topic])
+        assert _drain(consumer, 3) == [7, 8, 9]
+    finally:
+        consumer.close()
