@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -58,3 +59,31 @@ def test_no_broker_is_kafka_unavailable_within_the_timeout() -> None:
     with pytest.raises(KafkaUnavailable, match=r"bootstrap_servers") as err:
         admin.topics()
     assert err.value.retriable and err.value.code in ("_TRANSPORT", "_ALL_BROKERS_DOWN")
+
+
+def test_ensure_topics_racing_another_creator_is_no_error(kafka_bootstrap: str) -> None:
+    """Workers starting together each find the topic missing and create it: the ones the
+    broker answers TOPIC_ALREADY_EXISTS go on with the topic the first one made."""
+    name = f"adm-race-{uuid.uuid4().hex[:8]}"
+    admins = [Admin(kafka_bootstrap, timeout_s=60) for _ in range(6)]
+    for admin in admins:
+        assert name not in admin.topics()
+    start = threading.Barrier(len(admins))
+    failures: list[BaseException] = []
+
+    def ensure(admin: Admin) -> None:
+        start.wait()
+        try:
+            assert admin.ensure_topics([TopicSpec(name, 2, {}, 1)]) == {name: 2}
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=ensure, args=(a,)) for a in admins]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert failures == []
+    finally:
+        admins[0].delete_topics([name])
