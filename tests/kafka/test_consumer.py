@@ -3,6 +3,7 @@ cooperative-sticky rebalancing."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -243,5 +244,37 @@ def test_on_assign_says_where_a_new_partition_is_read_from(
     try:
         consumer.subscribe([topic])
         assert _drain(consumer, 3) == [7, 8, 9]
+    finally:
+        consumer.close()
+
+
+def test_partitions_lost_go_to_on_revoke_when_there_is_no_on_lost(
+    kafka_bootstrap: str,
+    topic_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    """A consumer that stops polling past max.poll.interval.ms leaves the group: its
+    partitions are lost, and a caller that gave only ``on_revoke`` hears of them there."""
+    topic = topic_factory()
+    events: list[tuple[str, list[Partition]]] = []
+    consumer = Consumer(
+        kafka_bootstrap,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        on_assign=lambda ps: events.append(("assign", sorted(ps))),
+        on_revoke=lambda ps: events.append(("revoke", sorted(ps))),
+        config={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000},
+    )
+    try:
+        consumer.subscribe([topic])
+        for _ in range(240):  # a bound on the loop, not a speed check
+            consumer.consume(10, 0.25)
+            if events:
+                break
+        assert events == [("assign", [(topic, 0)])]
+        time.sleep(8)  # not polling: past max.poll.interval.ms, the client leaves the group
+        for _ in range(240):
+            consumer.consume(10, 0.25)
+            if len(events) > 1:
+                break
+        assert events[1:] == [("revoke", [(topic, 0)])]
     finally:
         consumer.close()
