@@ -48,8 +48,10 @@ __all__ = [
     "IngestSummary",
     "InputRecord",
     "Rejected",
+    "encoded_state",
     "ingest_records",
     "read_lines",
+    "restored_pipeline",
 ]
 
 # How often a live run (`ingest -`) resolves idle incidents while its pipe is quiet: as often
@@ -109,6 +111,18 @@ class IngestSummary:
         self.notifications.update(other.notifications)
         self.late += other.late
         self.lateness_s = other.lateness_s or self.lateness_s
+
+
+def restored_pipeline(config: Config, state: bytes | None, workdir: Path) -> Pipeline:
+    """The detectors as the workdir's embedded writer last committed them (``state``)."""
+    return Pipeline.restore(
+        config, orjson.loads(state) if state else None, price_data=load_price_data(workdir)
+    )
+
+
+def encoded_state(pipeline: Pipeline) -> bytes:
+    """The detectors' state as the embedded writer commits it."""
+    return orjson.dumps(pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS)
 
 
 def own_stdin() -> IO[bytes]:
@@ -176,9 +190,7 @@ class EmbeddedRunner:
         self.warehouse = Warehouse(workdir, config=config.warehouse)
         self.warehouse.ensure_views()
         state = self.warehouse.resume().state
-        self.pipeline = Pipeline.restore(
-            config, orjson.loads(state) if state else None, price_data=load_price_data(workdir)
-        )
+        self.pipeline = restored_pipeline(config, state, workdir)
         self.leases = EmbeddedLeases(config, lease_clock)
         self.leases.seed(workdir, config.warehouse)
 
@@ -273,7 +285,7 @@ class EmbeddedRunner:
                 alerts_table(alerts),
                 breaker_events_table(breaker_events),
                 dead_letters_table(dead),
-                state=orjson.dumps(self.pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
+                state=encoded_state(self.pipeline),
                 digests=digests,
                 prewritten=prewritten,
             )

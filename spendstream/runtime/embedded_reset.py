@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import orjson
-
 from spendstream.config import Config
 from spendstream.errors import ConfigError
 from spendstream.records import BreakerEvent
@@ -46,7 +44,7 @@ def reset_embedded(
     no embedded run, or ``scope`` not open or half-open in its detectors). Raises
     ``WorkdirBusy`` while an ``ingest`` or ``demo`` writes the workdir.
     """
-    from spendstream.stream.pipeline import Pipeline
+    from spendstream.runtime.embedded import encoded_state, restored_pipeline
     from spendstream.warehouse import Warehouse
     from spendstream.warehouse.reading import open_reader
     from spendstream.workdir import WorkdirLock
@@ -62,7 +60,7 @@ def reset_embedded(
         state = wh.resume().state
         if not state:
             return None  # no ingest or demo ran here (a `run` cluster's workdir)
-        pipeline = Pipeline.restore(config, orjson.loads(state))
+        pipeline = restored_pipeline(config, state, workdir)
         engine = pipeline.engine
         if scope not in engine.breakers():
             return None
@@ -74,7 +72,7 @@ def reset_embedded(
             return None
         wh.commit(
             breaker_events=breaker_events_table([event]),
-            state=orjson.dumps(pipeline.snapshot(), option=orjson.OPT_NON_STR_KEYS),
+            state=encoded_state(pipeline),
         )
         if not (route_alerts and config.alerts.sink):
             return EmbeddedReset(event)
