@@ -3,6 +3,7 @@ finds it, and a dead broker reported at once."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from pathlib import Path
@@ -214,14 +215,8 @@ def test_list_from_kafka_takes_all_and_counts_the_closed_ones_it_hides(
     assert re.search(r"\d+ closed scopes? not shown \(--all lists them\)", shown.stderr)
 
 
-def test_reset_closes_a_breaker_ingest_opened_without_kafka(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # An embedded user: `ingest` opened a session breaker; no Kafka anywhere.
-    import json
-
-    config = tmp_path / "spendstream.toml"
-    config.write_text("[runaway]\nmax_session_turns = 3\n")
+def _session_calls(tmp_path: Path) -> Path:
+    """Five calls of session loop, one second apart: over max_session_turns = 3."""
     events = tmp_path / "calls.jsonl"
     events.write_text(
         "".join(
@@ -240,6 +235,17 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
             for i in range(5)
         )
     )
+    return events
+
+
+def test_reset_closes_a_breaker_ingest_opened_without_kafka(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An embedded user: `ingest` opened a session breaker; no Kafka anywhere.
+
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    events = _session_calls(tmp_path)
     common = ["--workdir", str(tmp_path / "data"), "--config", str(config)]
     dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
     assert main(["ingest", str(events), *common]) == 0
@@ -269,7 +275,6 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
 def test_an_embedded_reset_resolves_the_page_ingest_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import json
 
     from tests.alerts.conftest import ScriptedServer
 
@@ -281,24 +286,7 @@ def test_an_embedded_reset_resolves_the_page_ingest_sent(
             f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n\n'
             '[[alerts.route]]\nname = "all"\nsinks = ["hook"]\n'
         )
-        events = tmp_path / "calls.jsonl"
-        events.write_text(
-            "".join(
-                json.dumps(
-                    {
-                        "event_id": f"e{i}",
-                        "ts": f"2026-11-01T12:00:{i:02d}Z",
-                        "provider": "openai",
-                        "model": "gpt-5-mini",
-                        "input_tokens": 10,
-                        "output_tokens": 1,
-                        "session_id": "loop",
-                    }
-                )
-                + "\n"
-                for i in range(5)
-            )
-        )
+        events = _session_calls(tmp_path)
         common = ["--workdir", str(tmp_path / "data"), "--config", str(config)]
         assert main(["ingest", str(events), *common]) == 0
         assert [r.json()["action"] for r in hook.accepted()] == ["trigger"]
