@@ -7,6 +7,7 @@ given (``ScopeLoop._ends``, read at a clock that does not move), the warehouse i
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,16 +60,18 @@ def _record(
     return encode_partials(lane, first, first + n - 1, table)
 
 
-def _loop(tmp: Path, cfg: Config) -> ScopeLoop:
+def _loop(
+    tmp: Path, cfg: Config, lanes: int = 2, clock: Callable[[], float] = lambda: NOW
+) -> ScopeLoop:
     return ScopeLoop(
         cfg,
         tmp,
         KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
         topic_names(cfg.kafka),
-        2,
+        lanes,
         WorkerMetrics(),
         threading.Event(),
-        clock=lambda: NOW,
+        clock=clock,
     )
 
 
@@ -190,16 +193,7 @@ def test_no_idle_advance_while_slices_wait_for_alignment(tmp_path: Path) -> None
     time), so its breakers' time stays where merged facts left it."""
     cfg = Config.model_validate({"breaker": {"idle_advance_s": 30}})
     now = [NOW]
-    loop = ScopeLoop(
-        cfg,
-        tmp_path,
-        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
-        topic_names(cfg.kafka),
-        2,
-        WorkerMetrics(),
-        threading.Event(),
-        clock=lambda: now[0],
-    )
+    loop = _loop(tmp_path, cfg, 2, clock=lambda: now[0])
     lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
     wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
     owner = loop._state(0, wh)
@@ -238,16 +232,7 @@ def test_merged_facts_restart_the_idle_clock(tmp_path: Path) -> None:
     time right after them, as if the quiet had gone on."""
     cfg = Config.model_validate({"breaker": {"idle_advance_s": 30}})
     now = [NOW]
-    loop = ScopeLoop(
-        cfg,
-        tmp_path,
-        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
-        topic_names(cfg.kafka),
-        1,
-        WorkerMetrics(),
-        threading.Event(),
-        clock=lambda: now[0],
-    )
+    loop = _loop(tmp_path, cfg, 1, clock=lambda: now[0])
     wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
     owner = loop._state(0, wh)
     now[0] = NOW + 31  # quiet since the owner started, then a batch comes
@@ -291,16 +276,7 @@ def test_a_lane_with_records_unread_holds_a_burst_days_ahead_however_long_it_is_
     # (this loop has no facts topic), and this test is about when slices merge.
     cfg = Config.model_validate({"anomaly": {"scopes": ["api_key"]}})
     now = [NOW]
-    loop = ScopeLoop(
-        cfg,
-        tmp_path,
-        KafkaSettings("127.0.0.1:9"),  # never dialled: the usage ends are given
-        topic_names(cfg.kafka),
-        2,
-        WorkerMetrics(),
-        threading.Event(),
-        clock=lambda: now[0],
-    )
+    loop = _loop(tmp_path, cfg, 2, clock=lambda: now[0])
     lanes = [LocalEngine(cfg, 0), LocalEngine(cfg, 1)]
     owner = loop._state(0, Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse))
     burst_at = T0 + timedelta(days=3)
