@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spendstream.cli import main
@@ -325,10 +325,15 @@ def test_fuzzed_input_never_crashes_ingest_adds_up_and_a_following_burst_still_f
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(arbitrary_lines(), near_valid_lines()), max_size=10))
+@example([b"\xef\xbb\xbf"])
+@example([b"\xef\xbb\xbf{}", b"x"])
 def test_fuzzed_http_bodies_account_for_every_line(lines: list[bytes]) -> None:
     body = b"\n".join(line.replace(b"\n", b" ") for line in lines)
     checked = check_body(body, "application/x-ndjson", NOW, "fuzz")
-    nonblank = [n for n, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
+    # A body's leading UTF-8 BOM is not a line (runtime/http/events.py drops it): a body of
+    # only a BOM is empty. Hypothesis found [b"\xef\xbb\xbf"] counted as one line here.
+    lines_of = body.removeprefix(b"\xef\xbb\xbf").split(b"\n")
+    nonblank = [n for n, line in enumerate(lines_of, start=1) if line.strip()]
     assert len(checked.accepted) + len(checked.rejected) == len(nonblank)
     assert sorted(r["line"] for r in checked.rejected) == [
         int(d.source.rsplit("#", 1)[1]) for d in checked.dead_letters
