@@ -294,6 +294,11 @@ def _wide_events(now: datetime) -> list[bytes]:
                 output_tokens=300,
             )
     hour_ago = h0 - timedelta(hours=1)
+    # In the day's first hour midnight is ahead of everything below: in file order it would
+    # move the watermark past the runaway minute (late beyond allowed_lateness_s: no
+    # runaway_rate). The day's edge is then the midnight before.
+    if day0 > hour_ago:
+        day0 -= timedelta(days=1)
     for edge in (day0, day0 - timedelta(microseconds=1), h0 - timedelta(hours=2), hour_ago):
         add(edge, team="alpha", api_key_id="ka", feature="f0", user_id="ub")
     for j in range(120):  # an hour's spike: anomalies, budget levels, hard limits
