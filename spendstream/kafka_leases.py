@@ -10,6 +10,7 @@ Topics (docs/budget-leases.md, "On Kafka"):
 - ``spendstream.lease-requests``: requests, settlements and releases, keyed by the budget
   scope (murmur2, as Kafka's Java clients): every message for a scope reaches the one
   server that owns its partition, in order. Header ``reply-partition``: where to answer.
+  Stamped by the broker (LogAppendTime): the ledger's clock while a server catches up.
 - ``spendstream.lease-replies``: grants and refusals, produced to the partition the client
   named (each client reads only its own partition, from where it stood when it started).
 - ``spendstream.lease-ledger``: the ledger's changelog, compacted, partitioned like the
@@ -49,6 +50,7 @@ from spendstream.kafka import (
 )
 from spendstream.kafka.consumer import BEGINNING
 from spendstream.kafka.partitioner import partition_for
+from spendstream.kafka.read_clock import ReadClock
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -70,6 +72,7 @@ __all__ = [
     "RecordKey",
     "ensure_lease_topics",
     "read_ledger",
+    "utcnow",
 ]
 
 if TYPE_CHECKING:
@@ -126,7 +129,9 @@ def ensure_lease_topics(
     )
     counts = admin.ensure_topics(
         [
-            TopicSpec(names.requests, partitions),
+            # The broker stamps each request: a server behind its requests reads them at
+            # the time they reached Kafka, whatever the clients' clocks say (LeaseServer).
+            TopicSpec(names.requests, partitions, {"message.timestamp.type": "LogAppendTime"}),
             TopicSpec(names.replies, reply_partitions),
             TopicSpec(names.ledger, partitions, {"cleanup.policy": "compact"}),
         ]
@@ -361,6 +366,9 @@ class LeaseBook(Protocol):
     def forget(self, scopes: Iterable[str]) -> None: ...
 
     @property
+    def now(self) -> datetime | None: ...
+
+    @property
     def scopes(self) -> frozenset[str]: ...
 
     def land(self, source: str, position: int, spends: Iterable[Any], now: datetime) -> int: ...
@@ -370,7 +378,8 @@ class LeaseBook(Protocol):
     def mark(self, scope: str, source: str, position: int) -> None: ...
 
 
-def _utcnow() -> datetime:
+def utcnow() -> datetime:
+    """The lease server's wall clock (UTC)."""
     return datetime.now(UTC)
 
 
@@ -391,6 +400,15 @@ class LeaseServer:
     transactional id (starting fences the killed predecessor and aborts what it left open).
     ``settings``: an address or ``KafkaSettings``; ``config``: librdkafka settings for
     every client of the server.
+
+    The ledger's clock is the time up to which the server has read its request partitions,
+    not the wall clock: a server that comes back, takes a partition over or stalls is behind
+    its requests, and a lease past ``expires_at + grace_s`` by the wall clock may have its
+    holder's release (what it used) still unread. Each record is read at the time the broker
+    stamped it (at most the wall clock), the oldest such time over the partitions not read
+    to their end; a partition read to its end reads at the wall clock. So a lease closes only
+    once everything its holder sent before that has been read, and what a closed lease frees
+    is never granted twice.
     """
 
     def __init__(
@@ -402,7 +420,7 @@ class LeaseServer:
         group_id: str = "spendstream-leases",
         names: LeaseTopics | None = None,
         config: Mapping[str, Any] | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
         batch: int = 500,
         poll_s: float = 0.05,
         expire_every_s: float = 1.0,
@@ -433,7 +451,8 @@ class LeaseServer:
         # producer), answer ms, offsets ms, commit ms).
         self.timings: list[tuple[int, float, float, float, float]] | None = None
         self.defer_untold = True  # False: a transaction per batch, as before (bench A/B)
-        self._held: list[Message] = []  # consumed, applied at the next transaction
+        self._held: list[tuple[Message, datetime]] = []  # read, applied at the next transaction
+        self._read_clock = ReadClock()  # the ledger's clock (class docstring)
         client_id = f"spendstream-lease-server-{instance_id}"
         self._producer = Producer(
             self.settings,
@@ -454,6 +473,7 @@ class LeaseServer:
             client_id=client_id,
             read_committed=True,
             auto_offset_reset="earliest",
+            partition_eof=True,  # where each request partition's end is: the ledger's clock
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             config={
@@ -478,6 +498,7 @@ class LeaseServer:
 
     def _on_assign(self, partitions: list[Partition]) -> None:
         numbers = [p for _, p in partitions]
+        self._read_clock.assigned(partitions)
         self._restore(numbers)
         self._own(numbers)
         if numbers:  # cooperative rebalancing also calls with nothing new
@@ -487,7 +508,8 @@ class LeaseServer:
     def _on_revoke(self, partitions: list[Partition]) -> None:
         gone = {p for _, p in partitions}
         # Held messages of a partition leaving us are read again by its next owner.
-        self._held = [m for m in self._held if int(m.partition() or 0) not in gone]
+        self._held = [(m, t) for m, t in self._held if int(m.partition() or 0) not in gone]
+        self._read_clock.revoked(partitions)
         if gone:
             log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
         self.book.forget([s for s, p in self._scope_partition.items() if p in gone])
@@ -538,13 +560,15 @@ class LeaseServer:
         next_expiry = time.monotonic()
         try:
             while not stop.is_set():
-                msgs = self._consumer.consume(self._batch, self._poll_s)
+                events = self._consumer.consume(self._batch, self._poll_s, ends=True)
+                wall = self._clock()
+                msgs = self._read_clock.read(events, wall, self.book.now)
                 expire = time.monotonic() >= next_expiry
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
                 facts = self._read_facts(expire)
                 quiet = msgs and not facts and not expire and self.defer_untold
-                if quiet and not any(_asks(m) for m in msgs):
+                if quiet and not any(_asks(m) for m, _ in msgs):
                     # Settlements and releases wait for the next transaction (a request's,
                     # or the next tick's): nobody waits on their answer, and a request right
                     # behind them (a refill gives the old lease back first) then costs one
@@ -554,7 +578,7 @@ class LeaseServer:
                 if self._held:
                     msgs, self._held = self._held + msgs, []
                 if msgs or facts or expire:
-                    self._step(msgs, expire, facts)
+                    self._step(msgs, expire, facts, self._read_clock.now(wall, self.book.now))
         finally:
             self._consumer.close()
             if self._facts is not None:
@@ -589,20 +613,32 @@ class LeaseServer:
     def _facts_mark(self, partition: int) -> str:
         return f"{self.names.facts}/{partition}"
 
-    def _step(self, msgs: list[Message], expire: bool, facts: list[Message]) -> None:
-        now = self._clock()
-        if expire:
-            self.book.expire(now)
-        changes = self.book.changes()
-        if not msgs and not facts and not changes:
-            return
+    def _step(
+        self,
+        msgs: list[tuple[Message, datetime]],
+        expire: bool,
+        facts: list[Message],
+        now: datetime,
+    ) -> None:
+        """One transaction: ``msgs`` each at its own time, then the facts and the expiry
+        at ``now`` (the input time after them): a release read in this batch counts before
+        its lease can close."""
+        changes: list[tuple[RecordKey, bytes | None]] = []
+        if not msgs and not facts:  # a tick alone: a transaction only if expiry changed something
+            if expire:
+                self.book.expire(now)
+            changes = self.book.changes()
+            if not changes:
+                return
         try:
             t0, wall0 = time.perf_counter(), time.time()
             self._producer.begin_transaction()
-            for msg in msgs:
-                self._answer(msg, now)
+            for msg, at in msgs:
+                self._answer(msg, at)
             for msg in facts:
                 self._land(msg, now)
+            if expire:
+                self.book.expire(now)
             self._write_changes(changes + self.book.changes())
             t1 = time.perf_counter()
             if msgs:
@@ -616,7 +652,7 @@ class LeaseServer:
             if self.timings is not None:
                 t3 = time.perf_counter()
                 # The newest record's: what the batch's transaction waited for last.
-                age = min((wall0 * 1000 - m.timestamp()[1] for m in msgs), default=0.0)
+                age = min((wall0 * 1000 - m.timestamp()[1] for m, _ in msgs), default=0.0)
                 ms = 1000.0
                 self.timings.append(
                     (len(msgs), age, (t1 - t0) * ms, (t2 - t1) * ms, (t3 - t2) * ms)
@@ -708,6 +744,7 @@ class LeaseServer:
         """After an abort: the ledger and the positions go back to the last commit."""
         assigned = self._consumer.assignment()
         self._held = []  # read again from the committed offsets
+        self._read_clock.rewound()
         self.book = self._book_factory()
         self._scope_partition = {}
         self._owned = {}

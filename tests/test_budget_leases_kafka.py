@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from spendstream.config import Config, load_config
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
 from spendstream.kafka import Consumer, Message
 from spendstream.kafka_leases import (
+    REPLY_PARTITION_HEADER,
     KafkaLeaseService,
     LeaseServer,
     LeaseTopics,
@@ -33,7 +35,13 @@ from spendstream.kafka_leases import (
     read_ledger,
 )
 from spendstream.producers import LeaseClient
-from spendstream.producers.lease_protocol import LeaseGrant, LeaseRequest, encode
+from spendstream.producers.lease_protocol import (
+    LeaseGrant,
+    LeaseRefusal,
+    LeaseRelease,
+    LeaseRequest,
+    encode,
+)
 from spendstream.runtime.lease_server import lease_server, lease_topics
 from spendstream.stream.leases import LeaseLedger, LeasePolicy
 from tests.kafka_fixtures import produce
@@ -271,6 +279,71 @@ def test_a_server_killed_with_sigkill_comes_back_with_its_ledger(
         assert caught.value.left_usd <= D(5)
     finally:
         client.close()
+
+
+def test_a_server_behind_its_requests_closes_no_lease_before_reading_its_holders_release(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A server that comes back (or takes over) behind its requests reads them at the time
+    they were sent: a lease past expiry + grace by the server's clock is still open for the
+    request sent before its holder's release, so the request is refused, not granted from a
+    lease closed at what its holder had not reported yet."""
+    path = write_config(tmp_path, kafka_bootstrap, "1", ttl_s=30, grace_s=30)
+    config = load_config(path)
+    names = lease_topics(config)
+    ahead = [0.0]  # seconds the server's clock runs ahead of this test's
+
+    def serve() -> tuple[threading.Event, threading.Thread]:
+        server = lease_server(config, "behind", clock=lambda: datetime.now(UTC) + timedelta(
+            seconds=ahead[0]))  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+        thread.start()
+        return stop, thread
+
+    stop, thread = serve()
+    holder = KafkaLeaseService(kafka_bootstrap, client_id="holder", names=names)
+    other = KafkaLeaseService(kafka_bootstrap, client_id="other", names=names)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                grant = holder.request(LeaseRequest("team:search", "holder", "r1", D(1), D(1)), 2)
+                break
+            except LeaseUnavailable:
+                assert time.monotonic() < deadline, "the server never answered"
+        assert isinstance(grant, LeaseGrant) and grant.amount_usd == D(1)
+        stop.set()
+        thread.join(30)
+        # While no server reads them: another client asks, then the holder gives its lease
+        # back, all of it used. A minute later (the lease is past expiry + grace) a server
+        # reads both.
+        ask = LeaseRequest("team:search", "other", "r2", D("0.5"), D("0.5"))
+        reply_to = [(REPLY_PARTITION_HEADER, str(other.reply_partition).encode())]
+        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(ask))], reply_to)
+        used = LeaseRelease("team:search", "holder", grant.lease_id, D(1), D(0), D(0))
+        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(used))], reply_to)
+        ahead[0] = 120.0
+        stop, thread = serve()
+        answer = other.request(ask, 90)  # the same request id: the answer to the first copy
+        assert isinstance(answer, LeaseRefusal), answer
+        assert answer.reason == "exhausted" and answer.left_usd == 0
+        deadline = time.monotonic() + 30
+        while True:  # the release is committed with the next transaction (a tick at most)
+            ledger = _ledger_from_changelog(config, names)
+            [lease] = ledger.leases("team:search")
+            if lease.closed:
+                break
+            assert time.monotonic() < deadline, f"the release was never committed: {lease}"
+            time.sleep(0.2)
+        assert lease.used_usd == D(1)
+        [standing] = ledger.standing("team:search", datetime.now(UTC) + timedelta(seconds=120))
+        assert standing.committed_usd == D(1)  # the holder's use, once; nothing granted on top
+    finally:
+        stop.set()
+        thread.join(30)
+        holder.close()
+        other.close()
 
 
 # --- the overshoot test -----------------------------------------------------------------

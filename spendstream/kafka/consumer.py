@@ -70,7 +70,9 @@ class Message(Protocol):
 
     def headers(self) -> Any: ...  # list[tuple[str, bytes]] | None, as produced here
 
-    def timestamp(self) -> tuple[int, int]: ...
+    def timestamp(self) -> tuple[int, int]: ...  # (kind: 0 none, 1 create, 2 log append; ms)
+
+    def error(self) -> Any: ...  # None for a record; a partition end with consume(ends=True)
 
 
 def _tp(p: Partition, offset: int | None = None) -> Any:
@@ -195,7 +197,7 @@ class Consumer:
 
     # --- reading -------------------------------------------------------------------------
 
-    def consume(self, n: int, timeout_s: float) -> list[Message]:
+    def consume(self, n: int, timeout_s: float, *, ends: bool = False) -> list[Message]:
         """Up to ``n`` records: waits at most ``timeout_s`` for the first, then takes what
         is already fetched, without waiting to fill the batch (the client's own batch call
         waits out its whole timeout for ``n``: fine for throughput, 200 ms too slow for a
@@ -203,9 +205,11 @@ class Consumer:
 
         Raises ``KafkaAuthError`` when the broker refused our credentials (or an ACL the
         topic or group), ``KafkaClientError`` for a fatal client error; partition ends and
-        topics that do not exist yet are not errors.
+        topics that do not exist yet are not errors. ``ends`` (a consumer made with
+        ``partition_eof=True``): each time a partition's end is reached, a message whose
+        ``error()`` is ``_PARTITION_EOF`` comes among the records, after that partition's last.
         """
-        return self._poll(n, timeout_s, ends=False)
+        return self._poll(n, timeout_s, ends=ends)
 
     def _poll(self, n: int, timeout_s: float, *, ends: bool = True) -> list[Any]:
         """``consume``'s records, with the client's per-partition news (``_PARTITION_EOF``)

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from spendstream.config import Config
 from spendstream.errors import KafkaClientError
 from spendstream.kafka import KafkaSettings
-from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics
+from spendstream.kafka_leases import LeaseServer, LeaseTopics, ensure_lease_topics, utcnow
 from spendstream.stream.leases import LeaseLedger, LeasePolicy, landed_spends
 
 __all__ = ["HostedLeaseServer", "host_leases", "lease_server", "lease_topics", "serve_leases"]
@@ -35,11 +36,12 @@ def lease_server(
     instance_id: str,
     kafka_options: Mapping[str, Any] | None = None,
     timeout_s: float = 30.0,
+    clock: Callable[[], datetime] = utcnow,
 ) -> LeaseServer:
     """A server for ``config``'s hard budgets (topics created if missing; not yet running),
     with the ``[kafka]`` client settings (SASL/TLS; a missing secret is a ConfigError);
     ``kafka_options``: librdkafka settings for its clients; ``timeout_s``: how long creating
-    the topics may wait for the brokers."""
+    the topics may wait for the brokers; ``clock``: the server's wall clock (UTC; tests)."""
     names = lease_topics(config)
     settings = KafkaSettings.from_config(config.kafka)
     ensure_lease_topics(
@@ -60,6 +62,7 @@ def lease_server(
         names=names,
         config=kafka_options,
         spends_of=landed_spends,  # landed spend from [kafka] topic_prefix + spendstream.facts
+        clock=clock,
     )
 
 

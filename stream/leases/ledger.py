@@ -110,6 +110,11 @@ class LeaseLedger:
     def caps(self, scope: str) -> tuple[HardCap, ...]:
         return self._caps.get(scope, ())
 
+    @property
+    def now(self) -> datetime | None:
+        """The newest time the ledger has been given (None before any): its clock."""
+        return self._now
+
     # --- the protocol ---------------------------------------------------------------------
 
     @exact_money

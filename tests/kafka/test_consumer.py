@@ -201,6 +201,48 @@ def test_consume_gives_records_only_even_where_partition_ends_are_reported(
         consumer.close()
 
 
+def test_consume_with_ends_reports_each_partition_end_after_its_records(
+    kafka_bootstrap: str, topic_factory
+) -> None:  # type: ignore[no-untyped-def]
+    """A subscribed group: the empty partition's end comes too (the lease server's clock
+    waits for every partition it is assigned to report one), and the broker's append time
+    stamps a LogAppendTime topic's records."""
+    topic = topic_factory(2, configs={"message.timestamp.type": "LogAppendTime"})
+    before_ms = time.time() * 1000
+    producer = Producer(kafka_bootstrap)
+    try:
+        producer.produce(topic, b"a", partition=0)
+        producer.produce(topic, b"b", partition=0)
+        assert producer.flush(30) == 0
+    finally:
+        producer.close()
+    consumer = Consumer(kafka_bootstrap, group_id=f"g-{uuid.uuid4().hex[:8]}", partition_eof=True)
+    try:
+        consumer.subscribe([topic])
+        got: list[tuple[int, bytes | None, str | None]] = []
+        stamps = []
+        for _ in range(120):  # a bound on the loop, not a speed check
+            for m in consumer.consume(100, 0.25, ends=True):
+                err = m.error()
+                if err is None:
+                    got.append((m.partition() or 0, m.value(), None))
+                    stamps.append(m.timestamp())
+                else:
+                    got.append((m.partition() or 0, None, err.name()))
+            if len([g for g in got if g[2]]) == 2:
+                break
+        assert sorted(g for g in got if g[0] == 1) == [(1, None, "_PARTITION_EOF")]
+        assert [(v, e) for p, v, e in got if p == 0] == [
+            (b"a", None),
+            (b"b", None),
+            (None, "_PARTITION_EOF"),
+        ]
+        assert [kind for kind, _ in stamps] == [2, 2]  # TIMESTAMP_LOG_APPEND_TIME
+        assert all(before_ms - 1000 <= ms <= time.time() * 1000 + 1000 for _, ms in stamps)
+    finally:
+        consumer.close()
+
+
 def test_consume_gives_at_most_n_records_and_more_than_one_when_there(
     kafka_bootstrap: str,
     topic_factory,  # type: ignore[no-untyped-def]
