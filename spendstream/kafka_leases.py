@@ -363,8 +363,6 @@ class LeaseBook(Protocol):
 
     def load(self, records: Iterable[tuple[RecordKey, bytes | None]]) -> list[str]: ...
 
-    def forget(self, scopes: Iterable[str]) -> None: ...
-
     @property
     def now(self) -> datetime | None: ...
 
@@ -401,14 +399,16 @@ class LeaseServer:
     ``settings``: an address or ``KafkaSettings``; ``config``: librdkafka settings for
     every client of the server.
 
-    The ledger's clock is the time up to which the server has read its request partitions,
-    not the wall clock: a server that comes back, takes a partition over or stalls is behind
-    its requests, and a lease past ``expires_at + grace_s`` by the wall clock may have its
-    holder's release (what it used) still unread. Each record is read at the time the broker
-    stamped it (at most the wall clock), the oldest such time over the partitions not read
-    to their end; a partition read to its end reads at the wall clock. So a lease closes only
-    once everything its holder sent before that has been read, and what a closed lease frees
-    is never granted twice.
+    Each request partition owned has a ledger of its own, whose clock is the time up to
+    which the server has read that partition, not the wall clock: a server that comes back,
+    takes a partition over, stalls or is paused is behind its requests, and a lease past
+    ``expires_at + grace_s`` by the wall clock may have its holder's release (what it used)
+    still unread. A partition stands at the broker's stamp of the last record read from it,
+    or at the wall time it was last confirmed read to its end (asked of the broker once per
+    expiry tick), whichever is later (``spendstream.kafka.read_clock``). So a lease closes
+    only once everything its holder sent before that has been read, and what a closed lease
+    frees is never granted twice. A partition's ledger is restored from its own changelog
+    partition and dropped whole when the partition goes.
     """
 
     def __init__(
@@ -432,12 +432,14 @@ class LeaseServer:
         self.instance_id = instance_id
         self._config = dict(config or {})
         self._book_factory = book_factory
-        self.book = book_factory()
+        self._scopes = book_factory().scopes  # the hard-budget scopes
+        # A ledger per request partition owned, on that partition's own clock (class
+        # docstring); its changelog records go to the same partition of the ledger topic.
+        self._books: dict[int, LeaseBook] = {}
         self._clock = clock
         self._batch = batch
         self._poll_s = poll_s
         self._expire_every_s = expire_every_s
-        self._scope_partition: dict[str, int] = {}
         self._owned: dict[str, int] = {}  # hard-budget scope -> its request partition, if ours
         self._request_partitions = 0
         self._spends_of = spends_of
@@ -452,7 +454,7 @@ class LeaseServer:
         self.timings: list[tuple[int, float, float, float, float]] | None = None
         self.defer_untold = True  # False: a transaction per batch, as before (bench A/B)
         self._held: list[tuple[Message, datetime]] = []  # read, applied at the next transaction
-        self._read_clock = ReadClock()  # the ledger's clock (class docstring)
+        self._read_clock = ReadClock()  # each ledger's clock (class docstring)
         client_id = f"spendstream-lease-server-{instance_id}"
         self._producer = Producer(
             self.settings,
@@ -494,6 +496,11 @@ class LeaseServer:
                 config={"fetch.wait.max.ms": 5, **self._config},
             )
 
+    @property
+    def partitions(self) -> list[int]:
+        """The request partitions this server owns now (their scopes are its own)."""
+        return sorted(self._books)
+
     # --- assignment -----------------------------------------------------------------------
 
     def _on_assign(self, partitions: list[Partition]) -> None:
@@ -512,8 +519,8 @@ class LeaseServer:
         self._read_clock.revoked(partitions)
         if gone:
             log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
-        self.book.forget([s for s, p in self._scope_partition.items() if p in gone])
-        self._scope_partition = {s: p for s, p in self._scope_partition.items() if p not in gone}
+        for p in gone:
+            self._books.pop(p, None)
         self._owned = {s: p for s, p in self._owned.items() if p not in gone}
         self._facts_stale = True
 
@@ -522,15 +529,16 @@ class LeaseServer:
         their landed spend is counted here, whether or not a client has asked yet."""
         if not self._request_partitions:
             return
-        for scope in self.book.scopes:
+        for scope in self._scopes:
             partition = partition_for(scope.encode(), self._request_partitions)
             if partition in numbers:
                 self._owned[scope] = partition
-                self._scope_partition[scope] = partition
         self._facts_stale = True
 
     def _restore(self, numbers: list[int], timeout_s: float = 60.0) -> None:
-        """Rebuild the ledger of these partitions from the changelog's committed records."""
+        """Rebuild the ledger of each of these partitions from its changelog partition's
+        committed records. Its clock starts at the newest grant it restores: where its
+        previous owner had read the partition to."""
         by_partition = read_ledger(
             self.settings,
             self.names,
@@ -539,14 +547,12 @@ class LeaseServer:
             config=self._config,
             client_id=f"spendstream-lease-restore-{self.instance_id}",
         )
-        records: list[tuple[RecordKey, bytes | None]] = []
-        for partition, recs in by_partition.items():
-            for key, value in recs:
-                records.append((key, value))
-                self._scope_partition[key[0]] = partition
-        for problem in self.book.load(records):
-            log.warning("passed over a lease ledger record while restoring: %s", problem)
-        self.book.changes()  # loading changes nothing the changelog does not hold
+        for partition in numbers:
+            book = self._book_factory()
+            for problem in book.load(by_partition.get(partition, [])):
+                log.warning("passed over a lease ledger record while restoring: %s", problem)
+            book.changes()  # loading changes nothing the changelog does not hold
+            self._books[partition] = book
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -562,10 +568,11 @@ class LeaseServer:
             while not stop.is_set():
                 events = self._consumer.consume(self._batch, self._poll_s, ends=True)
                 wall = self._clock()
-                msgs = self._read_clock.read(events, wall, self.book.now)
+                msgs = self._read_clock.read(events, wall, self._holds())
                 expire = time.monotonic() >= next_expiry
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
+                    self._confirm_ends()
                 facts = self._read_facts(expire)
                 quiet = msgs and not facts and not expire and self.defer_untold
                 if quiet and not any(_asks(m) for m, _ in msgs):
@@ -578,7 +585,7 @@ class LeaseServer:
                 if self._held:
                     msgs, self._held = self._held + msgs, []
                 if msgs or facts or expire:
-                    self._step(msgs, expire, facts, self._read_clock.now(wall, self.book.now))
+                    self._step(msgs, expire, facts, wall)
         finally:
             self._consumer.close()
             if self._facts is not None:
@@ -605,7 +612,8 @@ class LeaseServer:
             return
         starts: dict[Partition, int | None] = {}
         for p in parts:
-            read = [self.book.position(s, self._facts_mark(p)) for s in self._owned]
+            mark = self._facts_mark(p)
+            read = [self._books[q].position(s, mark) for s, q in self._owned.items()]
             starts[(self.names.facts, p)] = BEGINNING if min(read) < 0 else min(read) + 1
         self._facts.assign(starts)
         self._facts_assigned = True
@@ -613,21 +621,47 @@ class LeaseServer:
     def _facts_mark(self, partition: int) -> str:
         return f"{self.names.facts}/{partition}"
 
+    def _holds(self) -> dict[Partition, datetime | None]:
+        return {(self.names.requests, p): book.now for p, book in self._books.items()}
+
+    def _confirm_ends(self) -> None:
+        """Ask the broker where each request partition ends; one read to there stands at
+        least at the time taken before asking (ReadClock)."""
+        for partition in self._read_clock.partitions:
+            at = self._clock()
+            try:
+                _, end = self._consumer.watermarks(partition, timeout_s=0.5)
+            except KafkaClientError:
+                continue  # asked again at the next tick; until then it stands where it was
+            self._read_clock.confirm(partition, at, end)
+
+    def _now(self, partition: int, wall: datetime) -> datetime:
+        """Where ``partition``'s ledger stands: how far the partition has been read."""
+        book = self._books[partition]
+        return self._read_clock.now((self.names.requests, partition), wall, book.now)
+
+    def _expire(self, wall: datetime) -> None:
+        for partition, book in self._books.items():
+            book.expire(self._now(partition, wall))
+
+    def _changes(self) -> list[tuple[int, RecordKey, bytes | None]]:
+        return [(p, key, value) for p, book in self._books.items() for key, value in book.changes()]
+
     def _step(
         self,
         msgs: list[tuple[Message, datetime]],
         expire: bool,
         facts: list[Message],
-        now: datetime,
+        wall: datetime,
     ) -> None:
-        """One transaction: ``msgs`` each at its own time, then the facts and the expiry
-        at ``now`` (the input time after them): a release read in this batch counts before
+        """One transaction: ``msgs`` each at its own time, then the facts and the expiry,
+        each partition's ledger at its own time: a release read in this batch counts before
         its lease can close."""
-        changes: list[tuple[RecordKey, bytes | None]] = []
+        changes: list[tuple[int, RecordKey, bytes | None]] = []
         if not msgs and not facts:  # a tick alone: a transaction only if expiry changed something
             if expire:
-                self.book.expire(now)
-            changes = self.book.changes()
+                self._expire(wall)
+            changes = self._changes()
             if not changes:
                 return
         try:
@@ -636,10 +670,10 @@ class LeaseServer:
             for msg, at in msgs:
                 self._answer(msg, at)
             for msg in facts:
-                self._land(msg, now)
+                self._land(msg, wall)
             if expire:
-                self.book.expire(now)
-            self._write_changes(changes + self.book.changes())
+                self._expire(wall)
+            self._write_changes(changes + self._changes())
             t1 = time.perf_counter()
             if msgs:
                 positions = self._consumer.position(self._consumer.assignment())
@@ -682,14 +716,16 @@ class LeaseServer:
         except ValueError as exc:
             self._dead_letter(msg, str(exc), source, now)
             return
-        self._scope_partition[message.scope] = int(msg.partition() or 0)
-        reply = self.book.handle(message, now)
+        book = self._books.get(int(msg.partition() or 0))
+        if book is None:  # its partition was taken away while the batch was read
+            return
+        reply = book.handle(message, now)
         if reply is not None and reply_to is not None:
             self._producer.produce(
                 self.names.replies, encode(reply), message.client_id.encode(), partition=reply_to
             )
 
-    def _land(self, msg: Message, now: datetime) -> None:
+    def _land(self, msg: Message, wall: datetime) -> None:
         """One facts record: each of our scopes lands its rows past the usage offset it has
         applied (a replayed batch, cut anywhere, counts once), and marks the record read."""
         from spendstream import facts_topic  # pyarrow: only where facts are read
@@ -697,24 +733,27 @@ class LeaseServer:
         assert self._spends_of is not None
         offset = int(msg.offset() or 0)
         mark = self._facts_mark(int(msg.partition() or 0))
-        unread = [s for s in self._owned if self.book.position(s, mark) < offset]
+        books = {s: self._books[p] for s, p in self._owned.items()}
+        unread = [s for s, book in books.items() if book.position(s, mark) < offset]
         if not unread:
             return  # read before a rewind or by a scope that moved here: nothing new
         try:
             batch = facts_topic.decode(msg.value() or b"")
         except ValueError as exc:
             source = f"kafka:{msg.topic()}/{msg.partition()}@{offset}"
-            self._dead_letter(msg, str(exc), source, now)
+            self._dead_letter(msg, str(exc), source, wall)
             batch = None
         if batch is not None and batch.facts.num_rows:
             source = f"usage/{batch.usage_partition}"
             for scope in unread:
-                rows = batch.after(self.book.position(scope, source))
+                book = books[scope]
+                rows = batch.after(book.position(scope, source))
                 spends = self._spends_of(rows, [scope]) if rows.num_rows else []
                 if spends:
-                    self.book.land(source, int(batch.last_offset or 0), spends, now)
+                    now = self._now(self._owned[scope], wall)
+                    book.land(source, int(batch.last_offset or 0), spends, now)
         for scope in unread:
-            self.book.mark(scope, mark, offset)
+            books[scope].mark(scope, mark, offset)
 
     @staticmethod
     def _reply_partition(msg: Message) -> int:
@@ -732,12 +771,8 @@ class LeaseServer:
         value = {"raw": raw, "error": error, "source": source, "received_at": now.isoformat()}
         self._producer.produce(self.names.dead_letters, json.dumps(value).encode())
 
-    def _write_changes(self, changes: list[tuple[RecordKey, bytes | None]]) -> None:
-        for key, value in changes:
-            partition = self._scope_partition.get(key[0])
-            if partition is None:  # a scope this server never saw a message for: not its own
-                log.warning("lease ledger record for unowned scope %r dropped", key[0])
-                continue
+    def _write_changes(self, changes: list[tuple[int, RecordKey, bytes | None]]) -> None:
+        for partition, key, value in changes:
             self._producer.produce(self.names.ledger, value, _key_bytes(key), partition=partition)
 
     def _rewind(self) -> None:
@@ -745,8 +780,7 @@ class LeaseServer:
         assigned = self._consumer.assignment()
         self._held = []  # read again from the committed offsets
         self._read_clock.rewound()
-        self.book = self._book_factory()
-        self._scope_partition = {}
+        self._books = {}
         self._owned = {}
         self._restore([p for _, p in assigned])
         self._own([p for _, p in assigned])

@@ -26,6 +26,7 @@ from bench.lease_load import run_load
 from spendstream.config import Config, load_config
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
 from spendstream.kafka import Consumer, Message
+from spendstream.kafka.partitioner import partition_for
 from spendstream.kafka_leases import (
     REPLY_PARTITION_HEADER,
     KafkaLeaseService,
@@ -342,6 +343,71 @@ def test_a_server_behind_its_requests_closes_no_lease_before_reading_its_holders
     finally:
         stop.set()
         thread.join(30)
+        holder.close()
+        other.close()
+
+
+def test_a_server_taking_a_partition_over_judges_its_leases_by_that_partitions_backlog(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The takeover: the survivor is current on its own partition (its clock two minutes
+    ahead, at its wall clock) when it takes over a stopped server's partition, whose backlog
+    holds a request ahead of a holder's release. The leases it restores are judged by where
+    that partition has been read to, not by the survivor's clock: the request is refused."""
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    path = tmp_path / "spendstream.toml"
+    path.write_text(
+        f'[kafka]\nbootstrap_servers = "{kafka_bootstrap}"\ntopic_prefix = "{prefix}"\n'
+        + "".join(
+            f'[[budget]]\nscope = "team:{t}"\nperiod = "day"\namount_usd = 1\nhard_limit = 1.0\n'
+            for t in ("search", "ads")
+        )
+        + "[leases]\npartitions = 2\nreply_partitions = 2\nttl_s = 30\ngrace_s = 30\n"
+    )
+    config = load_config(path)
+    names = lease_topics(config)
+    ahead = {"s0": 0.0, "s1": 0.0}
+    running: dict[str, tuple[LeaseServer, threading.Event, threading.Thread]] = {}
+    for name in ahead:
+        server = lease_server(config, name, clock=lambda n=name: datetime.now(UTC) + timedelta(
+            seconds=ahead[n]))  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+        thread.start()
+        running[name] = (server, stop, thread)
+    holder = KafkaLeaseService(kafka_bootstrap, client_id="holder", names=names)
+    other = KafkaLeaseService(kafka_bootstrap, client_id="other", names=names)
+    try:
+        deadline = time.monotonic() + 90
+        while sorted(len(s.partitions) for s, _, _ in running.values()) != [1, 1]:
+            assert time.monotonic() < deadline, "the two servers never split the partitions"
+            time.sleep(0.2)
+        search = partition_for(b"team:search", 2)
+        assert partition_for(b"team:ads", 2) != search
+        [victim] = [n for n, (s, _, _) in running.items() if s.partitions == [search]]
+        [survivor] = [n for n in running if n != victim]
+        ahead[survivor] = 120.0
+        grant = holder.request(LeaseRequest("team:search", "holder", "r1", D(1), D(1)), 30)
+        assert isinstance(grant, LeaseGrant) and grant.amount_usd == D(1)
+        ads = other.request(LeaseRequest("team:ads", "other", "r-ads", D("0.1"), D("0.1")), 30)
+        assert isinstance(ads, LeaseGrant)  # the survivor's clock has moved on
+        _, stop, thread = running.pop(victim)
+        stop.set()
+        thread.join(30)
+        # Nobody reads team:search's partition until the group gives it to the survivor.
+        ask = LeaseRequest("team:search", "other", "r2", D("0.5"), D("0.5"))
+        reply_to = [(REPLY_PARTITION_HEADER, str(other.reply_partition).encode())]
+        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(ask))], reply_to)
+        used = LeaseRelease("team:search", "holder", grant.lease_id, D(1), D(0), D(0))
+        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(used))], reply_to)
+        answer = other.request(ask, 90)
+        assert running[survivor][0].partitions == sorted([search, 1 - search])
+        assert isinstance(answer, LeaseRefusal), answer
+        assert answer.reason == "exhausted" and answer.left_usd == 0
+    finally:
+        for _, stop, thread in running.values():
+            stop.set()
+            thread.join(30)
         holder.close()
         other.close()
 

@@ -1,40 +1,62 @@
-"""``ReadClock``: the time up to which a consumer has read its partitions.
+"""``ReadClock``: the time up to which a consumer has read each of its partitions.
 
-A consumer that is behind (it just started, took partitions over, or stalled) must not act
-on the wall clock as if it had read everything sent before it: a deadline the wall clock
-has passed may have its answer still unread. A ``ReadClock`` gives each record the time the
-broker stamped it (at most the wall clock), and the consumer as a whole the oldest such
-time over the partitions not read to their end. A partition read to its end reads at the
-wall clock; one of which nothing has been read yet holds the caller's own clock.
+A consumer that is behind (it just started, took a partition over, stalled or was paused)
+must not act on the wall clock as if it had read everything sent before it: a deadline the
+wall clock has passed may have its answer still unread. A ``ReadClock`` knows, per
+partition, two times up to which everything appended has been read:
 
-It needs the partitions' ends: a ``Consumer`` made with ``partition_eof=True`` and read with
-``consume(..., ends=True)``. Pure: no client and no clock of its own; partitions are the
-adapter's ``(topic, partition)`` tuples.
+- the broker's stamp of the last record read (topics with
+  ``message.timestamp.type=LogAppendTime``: the stamps follow the log's order). A client's
+  own send time (CreateTime) is not trusted: a client whose clock runs ahead would make a
+  backlog look read;
+- the wall time at which the partition was last *confirmed* read to its end: the caller
+  takes the time, then asks the broker for the partition's end (``confirm``). A partition's
+  end as the client last reported it is not enough: after a pause the client has not yet
+  fetched what was appended meanwhile.
+
+A partition stands at the later of the two, never later than the wall clock; one with
+neither yet holds the caller's own clock for it. Each record is read at the time its
+partition stands at once it is read.
+
+It needs the offsets of the partitions' ends as the client reports them: a ``Consumer`` made
+with ``partition_eof=True`` and read with ``consume(..., ends=True)``. Pure: no client and
+no clock of its own; partitions are the adapter's ``(topic, partition)`` tuples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from spendstream.kafka.consumer import Message, Partition
 
-__all__ = ["ReadClock"]
+__all__ = ["LOG_APPEND_TIME", "ReadClock"]
 
-_UNREAD = -1  # assigned, nothing read yet
-_AT_END: None = None  # read to its end
+LOG_APPEND_TIME = 2  # confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+
+
+@dataclass(slots=True)
+class _Progress:
+    next_offset: int | None = None  # after the last record read, or where its end was seen
+    stamped: datetime | None = None  # the broker's stamp of the last record read
+    confirmed: datetime | None = None  # last confirmed read to its end at this wall time
+
+    def at(self) -> datetime | None:
+        if self.stamped is None or self.confirmed is None:
+            return self.stamped or self.confirmed
+        return max(self.stamped, self.confirmed)
 
 
 class ReadClock:
     """Where a consumer stands in each partition it is assigned (module docstring)."""
 
     def __init__(self) -> None:
-        # Partition -> _UNREAD, the broker time (ms) of the last record read while not at
-        # its end, or _AT_END.
-        self._progress: dict[Partition, int | None] = {}
+        self._progress: dict[Partition, _Progress] = {}
 
     def assigned(self, partitions: Iterable[Partition]) -> None:
-        self._progress.update(dict.fromkeys(partitions, _UNREAD))
+        for p in partitions:
+            self._progress[p] = _Progress()
 
     def revoked(self, partitions: Iterable[Partition]) -> None:
         for p in partitions:
@@ -42,34 +64,56 @@ class ReadClock:
 
     def rewound(self) -> None:
         """Every partition goes back to its committed offset: nothing read yet."""
-        self._progress = dict.fromkeys(self._progress, _UNREAD)
+        self._progress = {p: _Progress() for p in self._progress}
+
+    @property
+    def partitions(self) -> list[Partition]:
+        return list(self._progress)
 
     def read(
-        self, events: Iterable[Message], wall: datetime, hold: datetime | None
+        self, events: Iterable[Message], wall: datetime, hold: dict[Partition, datetime | None]
     ) -> list[tuple[Message, datetime]]:
-        """The records among ``events`` (partition ends taken out), each with the time it
-        is read at: ``now`` as it stands once it has been read. ``hold``: the caller's
-        clock, what a partition with nothing read yet holds (None: the wall clock)."""
+        """The records among ``events`` of partitions still assigned (ends and records of a
+        partition revoked meanwhile taken out), each with the time it is read at; ``hold``:
+        the caller's clock per partition (``now``)."""
         out: list[tuple[Message, datetime]] = []
         for m in events:
             p = (m.topic() or "", int(m.partition() or 0))
-            if m.error() is not None:  # its end: nothing older unread there
-                self._progress[p] = _AT_END
+            progress = self._progress.get(p)
+            if progress is None:
+                continue  # revoked while the batch was fetched: its next owner reads it
+            offset = int(m.offset() or 0)
+            if m.error() is not None:  # its end, as the client last fetched it
+                progress.next_offset = max(progress.next_offset or 0, offset)
                 continue
+            progress.next_offset = offset + 1
             kind, ms = m.timestamp()
-            # No timestamp (kind 0): nothing to hold the clock back with.
-            self._progress[p] = ms if kind and ms > 0 else _AT_END
-            out.append((m, self.now(wall, hold)))
+            if kind == LOG_APPEND_TIME and ms > 0:
+                stamped = datetime.fromtimestamp(ms / 1000, UTC)
+                if progress.stamped is None or stamped > progress.stamped:
+                    progress.stamped = stamped
+            out.append((m, self.now(p, wall, hold.get(p))))
         return out
 
-    def now(self, wall: datetime, hold: datetime | None) -> datetime:
-        """The time up to which every assigned partition has been read."""
-        oldest: int | None = None
-        for ms in self._progress.values():
-            if ms == _UNREAD:
-                return hold or wall
-            if ms is not None and (oldest is None or ms < oldest):
-                oldest = ms
-        if oldest is None:
+    def confirm(self, partition: Partition, at: datetime, end: int) -> bool:
+        """``end``: the partition's end offset as the broker answered when asked at wall
+        time ``at`` or later. True, and the partition stands at ``at`` at least, if every
+        record before ``end`` has been read."""
+        progress = self._progress.get(partition)
+        if progress is None or progress.next_offset is None or progress.next_offset < end:
+            return False
+        if progress.confirmed is None or at > progress.confirmed:
+            progress.confirmed = at
+        return True
+
+    def now(self, partition: Partition, wall: datetime, hold: datetime | None) -> datetime:
+        """The time up to which ``partition`` has been read; ``hold``: the caller's clock
+        for it, kept while nothing says more (None: the wall clock). A partition not
+        assigned stands at the wall clock: nothing of it waits to be read here."""
+        progress = self._progress.get(partition)
+        if progress is None:
             return wall
-        return min(wall, datetime.fromtimestamp(oldest / 1000, UTC))
+        at = progress.at()
+        if at is None:
+            return hold or wall
+        return min(at, wall)

@@ -20,8 +20,8 @@ never moves back (``now`` below the newest seen is read as the newest). Inputs:
 last applied one for that source and scope is a duplicate and ignored), ``expire(now)``.
 State: ``snapshot()`` / ``restore(...)`` as bytes, and ``changes()``: the changelog records
 written since the last call, keyed (scope, kind, name) so a partitioned changelog can follow
-the requests' partitioning; ``load`` / ``forget`` add or drop scopes' records (a worker
-gaining or losing partitions).
+the requests' partitioning; ``load`` adds records (a server gaining a partition builds
+one ledger per partition from its changelog, and drops it whole when the partition goes).
 """
 
 from __future__ import annotations
@@ -540,18 +540,6 @@ class LeaseLedger:
         if self._now is not None:
             self._advance(self._now)  # what is due by the newest lease's time: now
         return passed_over
-
-    def forget(self, scopes: Iterable[str]) -> None:
-        """Drop every record of ``scopes`` (their partitions moved to another owner)."""
-        gone = set(scopes)
-        for lease in [x for x in self._leases.values() if x.scope in gone]:
-            self._drop_lease(lease)
-        for acct in [a for a in self._committed if a[0] in gone]:
-            del self._committed[acct]
-            self._unleased.pop(acct, None)
-        for key in [k for k in self._positions if k[0] in gone]:
-            del self._positions[key]
-        self._dirty = {k: None for k in self._dirty if k[0] not in gone}
 
     def snapshot(self) -> bytes:
         """The whole state as bytes (restore with ``LeaseLedger.restore``)."""

@@ -1,4 +1,4 @@
-"""ReadClock: the time up to which a consumer has read its partitions (pure; the records
+"""ReadClock: the time up to which a consumer has read each partition (pure; the records
 are stand-ins with the read side of a client message)."""
 
 from __future__ import annotations
@@ -6,25 +6,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from spendstream.kafka.read_clock import ReadClock
+from spendstream.kafka.read_clock import LOG_APPEND_TIME, ReadClock
 
 WALL = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 P0, P1 = ("requests", 0), ("requests", 1)
+CREATE_TIME = 1
 
 
 @dataclass
 class Rec:
-    """A record (``at``: seconds before WALL, as the broker stamped it) or a partition end."""
+    """A record at ``offset`` (``at``: seconds before WALL, as stamped) or, ``at`` None, the
+    client's report that the partition ends at ``offset``."""
 
     part: tuple[str, int]
-    at: float | None = None  # None: the partition's end
-    kind: int = 2  # LogAppendTime
+    at_offset: int
+    at: float | None = None
+    kind: int = LOG_APPEND_TIME
 
     def topic(self) -> str:
         return self.part[0]
 
     def partition(self) -> int:
         return self.part[1]
+
+    def offset(self) -> int:
+        return self.at_offset
 
     def timestamp(self) -> tuple[int, int]:
         assert self.at is not None
@@ -38,61 +44,95 @@ def ago(seconds: float) -> datetime:
     return WALL - timedelta(seconds=seconds)
 
 
-def test_a_partition_read_to_its_end_reads_at_the_wall_clock() -> None:
+def read(clock: ReadClock, *events: Rec, hold: datetime | None = None) -> list[datetime]:
+    return [t for _, t in clock.read(events, WALL, {P0: hold, P1: hold})]
+
+
+def test_records_are_read_at_the_brokers_stamps_in_a_backlog() -> None:
     clock = ReadClock()
     clock.assigned([P0])
-    timed = clock.read([Rec(P0, 0.5), Rec(P0)], WALL, None)
-    assert [t for _, t in timed] == [ago(0.5)]  # the record at its own time...
-    assert clock.now(WALL, None) == WALL  # ...then, at the end, the wall clock
+    assert read(clock, Rec(P0, 0, 90), Rec(P0, 1, 60), Rec(P0, 2, 30)) == [
+        ago(90),
+        ago(60),
+        ago(30),
+    ]
+    assert clock.now(P0, WALL, None) == ago(30)  # maybe more behind it
 
 
-def test_records_of_a_partition_behind_are_read_at_the_times_they_were_sent() -> None:
+def test_a_partition_confirmed_read_to_its_end_stands_at_the_time_asked() -> None:
     clock = ReadClock()
     clock.assigned([P0])
-    timed = clock.read([Rec(P0, 90), Rec(P0, 60), Rec(P0, 30)], WALL, None)
-    assert [t for _, t in timed] == [ago(90), ago(60), ago(30)]
-    assert clock.now(WALL, None) == ago(30)  # no end seen yet: maybe more behind it
+    read(clock, Rec(P0, 0, 5), Rec(P0, 1))  # the client says it ends at 1
+    assert not clock.confirm(P0, ago(1), 2)  # the broker: it ends at 2, one more to read
+    assert clock.now(P0, WALL, None) == ago(5)
+    assert clock.confirm(P0, ago(1), 1)
+    assert clock.now(P0, WALL, None) == ago(1)
+    assert clock.confirm(P0, ago(3), 1)  # an older confirmation moves nothing back
+    assert clock.now(P0, WALL, None) == ago(1)
 
 
-def test_a_current_partition_waits_for_one_behind() -> None:
-    """One server owns a partition it keeps up with and takes over one with a backlog: the
-    current partition's records are read at the backlog's time until that reaches its end."""
+def test_after_a_pause_the_client_reported_end_is_not_enough() -> None:
+    """All read to the end, then the process is paused for a minute: until the broker
+    confirms the end again, the partition stands where it was, not at the wall clock."""
+    clock = ReadClock()
+    clock.assigned([P0])
+    read(clock, Rec(P0, 0, 70), Rec(P0, 1))
+    clock.confirm(P0, ago(65), 1)
+    assert clock.now(P0, WALL, None) == ago(65)
+    assert not clock.confirm(P0, WALL, 3)  # two records appended during the pause
+    assert read(clock, Rec(P0, 1, 40), Rec(P0, 2, 20)) == [ago(40), ago(20)]
+    assert clock.confirm(P0, WALL, 3)
+    assert clock.now(P0, WALL, None) == WALL
+
+
+def test_each_partition_has_its_own_time() -> None:
     clock = ReadClock()
     clock.assigned([P0, P1])
-    clock.read([Rec(P1, 0.1), Rec(P1)], WALL, None)
-    timed = clock.read([Rec(P0, 80), Rec(P1, 0.05), Rec(P0, 70)], WALL, None)
-    assert [t for _, t in timed] == [ago(80), ago(80), ago(70)]
-    clock.read([Rec(P0)], WALL, None)
-    assert clock.now(WALL, None) == ago(0.05)  # P1's newest record came after its end
-    clock.read([Rec(P1)], WALL, None)
-    assert clock.now(WALL, None) == WALL
+    read(clock, Rec(P1, 7, 0.1), Rec(P1, 8))
+    clock.confirm(P1, WALL, 8)
+    assert read(clock, Rec(P0, 0, 80), Rec(P1, 8, 0.05), Rec(P0, 1, 70)) == [
+        ago(80),
+        WALL,  # P1 was confirmed at its end at WALL: a later stamp cannot say less
+        ago(70),
+    ]
+    assert (clock.now(P0, WALL, None), clock.now(P1, WALL, None)) == (ago(70), WALL)
 
 
-def test_a_partition_with_nothing_read_yet_holds_the_callers_clock() -> None:
+def test_a_partition_with_nothing_known_holds_the_callers_clock() -> None:
     clock = ReadClock()
     clock.assigned([P0])
-    held = ago(600)
-    assert clock.now(WALL, held) == held
-    assert clock.now(WALL, None) == WALL  # a caller with no clock yet: nothing to hold
-    clock.assigned([P1])
-    assert [t for _, t in clock.read([Rec(P0), Rec(P1, 5)], WALL, held)] == [ago(5)]
+    assert clock.now(P0, WALL, ago(600)) == ago(600)
+    assert clock.now(P0, WALL, None) == WALL  # a caller with no clock yet: nothing to hold
+    read(clock, Rec(P0, 0))  # an empty partition: its end is reported at once...
+    assert clock.now(P0, WALL, ago(600)) == ago(600)  # ...but only the broker confirms it
+    assert clock.confirm(P0, ago(2), 0)
+    assert clock.now(P0, WALL, ago(600)) == ago(2)
 
 
-def test_revoked_partitions_no_longer_count_and_a_rewind_reads_all_again() -> None:
+def test_a_client_send_time_is_not_trusted_and_nothing_is_ahead_of_the_wall_clock() -> None:
+    clock = ReadClock()
+    clock.assigned([P0])
+    # CreateTime stamped by a client whose clock runs ten minutes ahead, in a backlog.
+    assert read(clock, Rec(P0, 0, -600, kind=CREATE_TIME), hold=ago(900)) == [ago(900)]
+    assert read(clock, Rec(P0, 1, 30, kind=0), hold=ago(900)) == [ago(900)]  # no stamp
+    assert read(clock, Rec(P0, 2, -30)) == [WALL]  # a broker stamp ahead: capped
+
+
+def test_records_of_a_partition_revoked_meanwhile_are_dropped_and_hold_nothing() -> None:
     clock = ReadClock()
     clock.assigned([P0, P1])
-    clock.read([Rec(P0, 40), Rec(P1)], WALL, None)
-    assert clock.now(WALL, None) == ago(40)
     clock.revoked([P0])
-    assert clock.now(WALL, None) == WALL
-    clock.rewound()  # back to the committed offsets: nothing read
-    assert clock.now(WALL, ago(7)) == ago(7)
+    assert read(clock, Rec(P0, 3, 40), Rec(P1, 0, 1)) == [ago(1)]
+    assert clock.partitions == [P1]
+    assert clock.now(P0, WALL, ago(50)) == WALL  # not ours: nothing of it waits here
+    assert not clock.confirm(P0, WALL, 0)
 
 
-def test_never_ahead_of_the_wall_clock_and_a_record_without_a_time_does_not_hold_it() -> None:
+def test_a_rewind_forgets_what_was_read() -> None:
     clock = ReadClock()
-    clock.assigned([P0, P1])
-    clock.read([Rec(P1)], WALL, None)
-    assert [t for _, t in clock.read([Rec(P0, -30)], WALL, None)] == [WALL]  # stamped ahead
-    assert [t for _, t in clock.read([Rec(P0, 30, kind=0)], WALL, None)] == [WALL]
-    assert clock.now(WALL, None) == WALL
+    clock.assigned([P0])
+    read(clock, Rec(P0, 0, 5), Rec(P0, 1))
+    clock.confirm(P0, ago(1), 1)
+    clock.rewound()  # back to the committed offsets
+    assert clock.now(P0, WALL, ago(7)) == ago(7)
+    assert not clock.confirm(P0, WALL, 1)

@@ -458,10 +458,7 @@ def test_a_scope_moves_between_owners_with_its_records() -> None:
     granted(ask(a, "20", scope="team:b"))
     b = ledger(budget(), budget("team:b"))
     b.load(a.records(["team:b"]))
-    a.forget(["team:b"])
-    assert left(a, scope="team:b") == D(100) and left(a) == D(90)
     assert left(b, scope="team:b") == D(80) and left(b) == D(100)
-    a.check()
     b.check()
 
 
@@ -662,13 +659,11 @@ def test_a_scope_with_unleased_spend_moves_away_and_back_and_keeps_it() -> None:
     a.land("p0", 1, [Spend("team:b", T0, D(30))], T0)
     b = ledger(budget(), budget("team:b"))
     b.load(a.records(["team:b"]))
-    a.forget(["team:b"])
-    assert a.records(["team:b"]) == []
-    a.check()
     assert left(b, scope="team:b") == D(70)
-    a.load(b.records(["team:b"]))  # and back again
-    assert left(a, scope="team:b") == D(70)
-    a.check()
+    again = ledger(budget(), budget("team:b"))  # and back again, to a new ledger
+    again.load(b.records(["team:b"]))
+    assert left(again, scope="team:b") == D(70)
+    again.check()
 
 
 def test_a_changelog_read_in_two_parts_rebuilds_the_same_ledger() -> None:
