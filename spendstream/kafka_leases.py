@@ -390,6 +390,54 @@ def _asks(msg: Message) -> bool:
         return True
 
 
+class _EndWatcher:
+    """Asks the broker where each request partition ends, once per ``every_s``, on a thread
+    and a client of its own: a slow or unreachable partition leader never holds up answering.
+    Each answer is (partition, wall time taken before asking, end offset)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        client_id: str,
+        config: Mapping[str, Any],
+        clock: Callable[[], datetime],
+        every_s: float,
+    ) -> None:
+        self.partitions: list[Partition] = []  # replaced whole by the server
+        self._clock = clock
+        self._every_s = every_s
+        self._answers: list[tuple[Partition, datetime, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer(settings, client_id=client_id, read_committed=True, config=config)
+        self._thread = threading.Thread(target=self._run, name=f"{client_id}-ends", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            for partition in list(self.partitions):
+                at = self._clock()
+                try:
+                    _, end = self._consumer.watermarks(partition, self._every_s)
+                except KafkaClientError:
+                    continue  # asked again next time; until then it stands where it was
+                with self._lock:
+                    self._answers.append((partition, at, end))
+
+    def answers(self) -> list[tuple[Partition, datetime, int]]:
+        with self._lock:
+            out, self._answers = self._answers, []
+        return out
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self._every_s + 5)
+        self._consumer.close()
+
+
 class LeaseServer:
     """Answers lease requests for the partitions this instance is assigned.
 
@@ -405,7 +453,8 @@ class LeaseServer:
     ``expires_at + grace_s`` by the wall clock may have its holder's release (what it used)
     still unread. A partition stands at the broker's stamp of the last record read from it,
     or at the wall time it was last confirmed read to its end (asked of the broker once per
-    expiry tick), whichever is later (``spendstream.kafka.read_clock``). So a lease closes
+    expiry tick, on a thread of its own), whichever is later
+    (``spendstream.kafka.read_clock``). So a lease closes
     only once everything its holder sent before that has been read, and what a closed lease
     frees is never granted twice. A partition's ledger is restored from its own changelog
     partition and dropped whole when the partition goes.
@@ -485,6 +534,9 @@ class LeaseServer:
                 **self._config,
             },
         )
+        self._ends = _EndWatcher(
+            self.settings, f"{client_id}-ends", self._config, clock, expire_every_s
+        )
         # Landed spend: every partition of the facts topic, each server for its own scopes
         # (no group: where to resume is in the ledger, per scope, committed with the rest).
         self._facts: Consumer | None = None
@@ -506,6 +558,7 @@ class LeaseServer:
     def _on_assign(self, partitions: list[Partition]) -> None:
         numbers = [p for _, p in partitions]
         self._read_clock.assigned(partitions)
+        self._ends.partitions = self._read_clock.partitions
         self._restore(numbers)
         self._own(numbers)
         if numbers:  # cooperative rebalancing also calls with nothing new
@@ -517,6 +570,7 @@ class LeaseServer:
         # Held messages of a partition leaving us are read again by its next owner.
         self._held = [(m, t) for m, t in self._held if int(m.partition() or 0) not in gone]
         self._read_clock.revoked(partitions)
+        self._ends.partitions = self._read_clock.partitions
         if gone:
             log.info("lease server %s gives up partitions %s", self.instance_id, sorted(gone))
         for p in gone:
@@ -563,16 +617,18 @@ class LeaseServer:
             self._consumer.partitions_for(self.names.requests, timeout_s=30) or []
         )
         self._consumer.subscribe([self.names.requests])
+        self._ends.start()
         next_expiry = time.monotonic()
         try:
             while not stop.is_set():
                 events = self._consumer.consume(self._batch, self._poll_s, ends=True)
                 wall = self._clock()
                 msgs = self._read_clock.read(events, wall, self._holds())
+                for partition, at, end in self._ends.answers():
+                    self._read_clock.confirm(partition, at, end)
                 expire = time.monotonic() >= next_expiry
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
-                    self._confirm_ends()
                 facts = self._read_facts(expire)
                 quiet = msgs and not facts and not expire and self.defer_untold
                 if quiet and not any(_asks(m) for m, _ in msgs):
@@ -587,6 +643,7 @@ class LeaseServer:
                 if msgs or facts or expire:
                     self._step(msgs, expire, facts, wall)
         finally:
+            self._ends.close()
             self._consumer.close()
             if self._facts is not None:
                 self._facts.close()
@@ -624,17 +681,6 @@ class LeaseServer:
     def _holds(self) -> dict[Partition, datetime | None]:
         return {(self.names.requests, p): book.now for p, book in self._books.items()}
 
-    def _confirm_ends(self) -> None:
-        """Ask the broker where each request partition ends; one read to there stands at
-        least at the time taken before asking (ReadClock)."""
-        for partition in self._read_clock.partitions:
-            at = self._clock()
-            try:
-                _, end = self._consumer.watermarks(partition, timeout_s=0.5)
-            except KafkaClientError:
-                continue  # asked again at the next tick; until then it stands where it was
-            self._read_clock.confirm(partition, at, end)
-
     def _now(self, partition: int, wall: datetime) -> datetime:
         """Where ``partition``'s ledger stands: how far the partition has been read."""
         book = self._books[partition]
@@ -642,7 +688,8 @@ class LeaseServer:
 
     def _expire(self, wall: datetime) -> None:
         for partition, book in self._books.items():
-            book.expire(self._now(partition, wall))
+            if book.now is not None:  # a ledger never given a time holds no lease yet
+                book.expire(self._now(partition, wall))
 
     def _changes(self) -> list[tuple[int, RecordKey, bytes | None]]:
         return [(p, key, value) for p, book in self._books.items() for key, value in book.changes()]
@@ -712,6 +759,15 @@ class LeaseServer:
                 raise ValueError(
                     f"record key {key!r} must be the message's scope {message.scope!r}"
                 )
+            home = partition_for(key.encode(), self._request_partitions)
+            if int(msg.partition() or 0) != home:
+                # Its ledger is the one of its home partition: another would grant it anew.
+                raise ValueError(
+                    f"{message.scope!r} belongs in partition {home} of {msg.topic()} (murmur2 "
+                    f"of the scope over {self._request_partitions} partitions), not "
+                    f"{msg.partition()}: sent with another partitioner, or the topic's "
+                    "partitions changed (restart the lease servers after adding partitions)"
+                )
             reply_to = self._reply_partition(msg) if isinstance(message, LeaseRequest) else None
         except ValueError as exc:
             self._dead_letter(msg, str(exc), source, now)
@@ -780,6 +836,7 @@ class LeaseServer:
         assigned = self._consumer.assignment()
         self._held = []  # read again from the committed offsets
         self._read_clock.rewound()
+        self._ends.partitions = self._read_clock.partitions
         self._books = {}
         self._owned = {}
         self._restore([p for _, p in assigned])

@@ -25,7 +25,7 @@ import pytest
 from bench.lease_load import run_load
 from spendstream.config import Config, load_config
 from spendstream.errors import BudgetExhausted, LeaseUnavailable
-from spendstream.kafka import Consumer, Message
+from spendstream.kafka import Consumer, Message, OutRecord, Producer
 from spendstream.kafka.partitioner import partition_for
 from spendstream.kafka_leases import (
     REPLY_PARTITION_HEADER,
@@ -169,20 +169,34 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
     produce(bootstrap, names.requests, [(b"team:search", b"{nope")])
     produce(bootstrap, names.requests, [(b"team:other", good)], [("reply-partition", b"0")])
     produce(bootstrap, names.requests, [(b"team:search", good)])  # no reply header
+    # Sent to another partition than murmur2 of its scope (another partitioner): its own
+    # ledger is the home partition's, another one would grant on the scope anew.
+    home = partition_for(b"team:search", 3)
+    stray = Producer(bootstrap)
+    try:
+        stray.send(
+            [OutRecord(names.requests, good, b"team:search", [("reply-partition", b"0")],
+                       (home + 1) % 3)], 30
+        ).raise_first()  # fmt: skip
+    finally:
+        stray.close()
     letters: list[dict[str, str]] = []
     deadline = time.monotonic() + 60
-    while len(letters) < 3 and time.monotonic() < deadline:
+    while len(letters) < 4 and time.monotonic() < deadline:
         time.sleep(0.5)
         letters = [json.loads(m.value() or b"") for m in _committed(bootstrap, names.dead_letters)]
     errors = sorted(x["error"] for x in letters)
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert any("not JSON" in e for e in errors)
     assert any(
         "record key 'team:other' must be the message's scope 'team:search'" in e for e in errors
     )
     assert any("reply-partition" in e for e in errors)
+    assert any(
+        f"'team:search' belongs in partition {home} of {names.requests}" in e for e in errors
+    )
     assert all(x["source"].startswith(f"kafka:{names.requests}/") for x in letters)
-    assert server.answered >= answered + 3  # consumed (their offsets committed), not answered
+    assert server.answered >= answered + 4  # consumed (their offsets committed), not answered
 
 
 def _committed(bootstrap: str, topic: str) -> list[Message]:
@@ -410,6 +424,43 @@ def test_a_server_taking_a_partition_over_judges_its_leases_by_that_partitions_b
             thread.join(30)
         holder.close()
         other.close()
+
+
+def test_a_lease_nobody_gives_back_closes_on_an_idle_partition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The other side of reading at the read time: with no request coming, a partition's
+    clock still moves (the broker confirms its end once a tick), so a lease its holder
+    never gives back closes at expires_at + grace_s and what it held is granted again."""
+    path = write_config(tmp_path, kafka_bootstrap, "1", ttl_s=1, grace_s=1)
+    config = load_config(path)
+    server = lease_server(config, "idle")
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,), daemon=True)
+    thread.start()
+    service = KafkaLeaseService(kafka_bootstrap, client_id="gone", names=lease_topics(config))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                grant = service.request(LeaseRequest("team:search", "gone", "r1", D(1), D(1)), 2)
+                break
+            except LeaseUnavailable:
+                assert time.monotonic() < deadline, "the server never answered"
+        assert isinstance(grant, LeaseGrant) and grant.amount_usd == D(1)
+        deadline = time.monotonic() + 60
+        while True:  # the holder is gone: nothing more is sent on the partition
+            [lease] = _ledger_from_changelog(config, lease_topics(config)).leases("team:search")
+            if lease.closed:
+                break
+            assert time.monotonic() < deadline, f"the lease never closed: {lease}"
+            time.sleep(0.5)
+        again = service.request(LeaseRequest("team:search", "next", "r2", D(1), D(1)), 30)
+        assert isinstance(again, LeaseGrant) and again.amount_usd == D(1)
+    finally:
+        stop.set()
+        thread.join(30)
+        service.close()
 
 
 # --- the overshoot test -----------------------------------------------------------------

@@ -10,9 +10,12 @@ partition, two times up to which everything appended has been read:
   own send time (CreateTime) is not trusted: a client whose clock runs ahead would make a
   backlog look read;
 - the wall time at which the partition was last *confirmed* read to its end: the caller
-  takes the time, then asks the broker for the partition's end (``confirm``). A partition's
-  end as the client last reported it is not enough: after a pause the client has not yet
-  fetched what was appended meanwhile.
+  takes the time, then asks the broker for the partition's end (``confirm``); once the
+  consumer has read up to that end, everything appended before that time has been read.
+  An answer the reading has not reached yet waits for it, so under steady traffic the
+  time still moves on, one answer behind. A partition's end as the client last reported
+  it is not enough: after a pause the client has not yet fetched what was appended
+  meanwhile.
 
 A partition stands at the later of the two, never later than the wall clock; one with
 neither yet holds the caller's own clock for it. Each record is read at the time its
@@ -25,8 +28,9 @@ no clock of its own; partitions are the adapter's ``(topic, partition)`` tuples.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from spendstream.kafka.consumer import Message, Partition
@@ -34,6 +38,9 @@ from spendstream.kafka.consumer import Message, Partition
 __all__ = ["LOG_APPEND_TIME", "ReadClock"]
 
 LOG_APPEND_TIME = 2  # confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
+# Answers waiting for the reading to reach their end; past this many, the oldest go (a
+# later one confirms more anyway).
+_MAX_PENDING = 64
 
 
 @dataclass(slots=True)
@@ -41,6 +48,17 @@ class _Progress:
     next_offset: int | None = None  # after the last record read, or where its end was seen
     stamped: datetime | None = None  # the broker's stamp of the last record read
     confirmed: datetime | None = None  # last confirmed read to its end at this wall time
+    # (asked at, end) answers not reached yet, oldest first
+    pending: deque[tuple[datetime, int]] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
+
+    def reached(self, at: datetime) -> None:
+        if self.confirmed is None or at > self.confirmed:
+            self.confirmed = at
+
+    def advance(self, next_offset: int) -> None:
+        self.next_offset = next_offset
+        while self.pending and self.pending[0][1] <= next_offset:
+            self.reached(self.pending.popleft()[0])
 
     def at(self) -> datetime | None:
         if self.stamped is None or self.confirmed is None:
@@ -84,26 +102,29 @@ class ReadClock:
                 continue  # revoked while the batch was fetched: its next owner reads it
             offset = int(m.offset() or 0)
             if m.error() is not None:  # its end, as the client last fetched it
-                progress.next_offset = max(progress.next_offset or 0, offset)
+                progress.advance(max(progress.next_offset or 0, offset))
                 continue
-            progress.next_offset = offset + 1
             kind, ms = m.timestamp()
             if kind == LOG_APPEND_TIME and ms > 0:
                 stamped = datetime.fromtimestamp(ms / 1000, UTC)
                 if progress.stamped is None or stamped > progress.stamped:
                     progress.stamped = stamped
             out.append((m, self.now(p, wall, hold.get(p))))
+            # Past it: an answer whose end this record reaches confirms the next one's time.
+            progress.advance(offset + 1)
         return out
 
     def confirm(self, partition: Partition, at: datetime, end: int) -> bool:
         """``end``: the partition's end offset as the broker answered when asked at wall
         time ``at`` or later. True, and the partition stands at ``at`` at least, if every
-        record before ``end`` has been read."""
+        record before ``end`` has been read; else the answer waits until they are."""
         progress = self._progress.get(partition)
-        if progress is None or progress.next_offset is None or progress.next_offset < end:
+        if progress is None:
             return False
-        if progress.confirmed is None or at > progress.confirmed:
-            progress.confirmed = at
+        if progress.next_offset is None or progress.next_offset < end:
+            progress.pending.append((at, end))
+            return False
+        progress.reached(at)
         return True
 
     def now(self, partition: Partition, wall: datetime, hold: datetime | None) -> datetime:

@@ -85,6 +85,18 @@ def test_after_a_pause_the_client_reported_end_is_not_enough() -> None:
     assert clock.now(P0, WALL, None) == WALL
 
 
+def test_under_steady_traffic_an_answer_confirms_once_the_reading_reaches_it() -> None:
+    """Each time the broker is asked, a record more has been appended than the consumer has
+    read: every answer waits for the reading, and the time moves on one answer behind."""
+    clock = ReadClock()
+    clock.assigned([P0])
+    read(clock, Rec(P0, 0, 100, kind=CREATE_TIME))
+    for tick in range(1, 30):
+        assert not clock.confirm(P0, ago(100 - tick), tick + 1)  # one record not read yet
+        read(clock, Rec(P0, tick, 100 - tick - 0.5, kind=CREATE_TIME))
+        assert clock.now(P0, WALL, ago(900)) == ago(100 - tick)
+
+
 def test_each_partition_has_its_own_time() -> None:
     clock = ReadClock()
     clock.assigned([P0, P1])
