@@ -40,6 +40,7 @@ from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseRefusal,
     LeaseRelease,
+    LeaseReply,
     LeaseRequest,
     encode,
 )
@@ -296,6 +297,29 @@ def test_a_server_killed_with_sigkill_comes_back_with_its_ledger(
         client.close()
 
 
+def _answered(service: KafkaLeaseService, request: LeaseRequest) -> LeaseReply:
+    """The reply to ``request`` once a server answers (it joins its group first)."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            return service.request(request, 2)
+        except LeaseUnavailable:
+            assert time.monotonic() < deadline, "the server never answered"
+
+
+def _queue_ask_then_release(
+    bootstrap: str, names: LeaseTopics, asker: KafkaLeaseService, used_up: LeaseGrant
+) -> LeaseRequest:
+    """While no server reads team:search's partition: ``asker`` (client "other") asks for
+    $0.50, then the holder of ``used_up`` gives it back, all of it used. Returns the ask."""
+    ask = LeaseRequest("team:search", "other", "r2", D("0.5"), D("0.5"))
+    reply_to = [(REPLY_PARTITION_HEADER, str(asker.reply_partition).encode())]
+    produce(bootstrap, names.requests, [(b"team:search", encode(ask))], reply_to)
+    used = LeaseRelease("team:search", "holder", used_up.lease_id, used_up.amount_usd, D(0), D(0))
+    produce(bootstrap, names.requests, [(b"team:search", encode(used))], reply_to)
+    return ask
+
+
 def test_a_server_behind_its_requests_closes_no_lease_before_reading_its_holders_release(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -320,24 +344,12 @@ def test_a_server_behind_its_requests_closes_no_lease_before_reading_its_holders
     holder = KafkaLeaseService(kafka_bootstrap, client_id="holder", names=names)
     other = KafkaLeaseService(kafka_bootstrap, client_id="other", names=names)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                grant = holder.request(LeaseRequest("team:search", "holder", "r1", D(1), D(1)), 2)
-                break
-            except LeaseUnavailable:
-                assert time.monotonic() < deadline, "the server never answered"
+        grant = _answered(holder, LeaseRequest("team:search", "holder", "r1", D(1), D(1)))
         assert isinstance(grant, LeaseGrant) and grant.amount_usd == D(1)
         stop.set()
         thread.join(30)
-        # While no server reads them: another client asks, then the holder gives its lease
-        # back, all of it used. A minute later (the lease is past expiry + grace) a server
-        # reads both.
-        ask = LeaseRequest("team:search", "other", "r2", D("0.5"), D("0.5"))
-        reply_to = [(REPLY_PARTITION_HEADER, str(other.reply_partition).encode())]
-        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(ask))], reply_to)
-        used = LeaseRelease("team:search", "holder", grant.lease_id, D(1), D(0), D(0))
-        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(used))], reply_to)
+        # A minute later (the lease is past expiry + grace) a server reads the backlog.
+        ask = _queue_ask_then_release(kafka_bootstrap, names, other, grant)
         ahead[0] = 120.0
         stop, thread = serve()
         answer = other.request(ask, 90)  # the same request id: the answer to the first copy
@@ -409,11 +421,7 @@ def test_a_server_taking_a_partition_over_judges_its_leases_by_that_partitions_b
         stop.set()
         thread.join(30)
         # Nobody reads team:search's partition until the group gives it to the survivor.
-        ask = LeaseRequest("team:search", "other", "r2", D("0.5"), D("0.5"))
-        reply_to = [(REPLY_PARTITION_HEADER, str(other.reply_partition).encode())]
-        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(ask))], reply_to)
-        used = LeaseRelease("team:search", "holder", grant.lease_id, D(1), D(0), D(0))
-        produce(kafka_bootstrap, names.requests, [(b"team:search", encode(used))], reply_to)
+        ask = _queue_ask_then_release(kafka_bootstrap, names, other, grant)
         answer = other.request(ask, 90)
         assert running[survivor][0].partitions == sorted([search, 1 - search])
         assert isinstance(answer, LeaseRefusal), answer
@@ -440,13 +448,7 @@ def test_a_lease_nobody_gives_back_closes_on_an_idle_partition(
     thread.start()
     service = KafkaLeaseService(kafka_bootstrap, client_id="gone", names=lease_topics(config))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                grant = service.request(LeaseRequest("team:search", "gone", "r1", D(1), D(1)), 2)
-                break
-            except LeaseUnavailable:
-                assert time.monotonic() < deadline, "the server never answered"
+        grant = _answered(service, LeaseRequest("team:search", "gone", "r1", D(1), D(1)))
         assert isinstance(grant, LeaseGrant) and grant.amount_usd == D(1)
         deadline = time.monotonic() + 60
         while True:  # the holder is gone: nothing more is sent on the partition
