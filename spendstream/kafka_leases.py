@@ -416,15 +416,21 @@ class _EndWatcher:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every_s):
-            for partition in list(self.partitions):
-                at = self._clock()
-                try:
-                    _, end = self._consumer.watermarks(partition, self._every_s)
-                except KafkaClientError:
-                    continue  # asked again next time; until then it stands where it was
-                with self._lock:
-                    self._answers.append((partition, at, end))
+        try:
+            while not self._stop.wait(self._every_s):
+                for partition in list(self.partitions):
+                    if self._stop.is_set():
+                        break
+                    at = self._clock()
+                    try:
+                        _, end = self._consumer.watermarks(partition, self._every_s)
+                    except KafkaClientError:
+                        continue  # asked again next time; until then it stands where it was
+                    with self._lock:
+                        self._answers.append((partition, at, end))
+        finally:
+            # Here, on its own thread: never closed under a query still running.
+            self._consumer.close()
 
     def answers(self) -> list[tuple[Partition, datetime, int]]:
         with self._lock:
@@ -433,9 +439,10 @@ class _EndWatcher:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread.ident is None:  # never started: nobody else closes its client
+            self._consumer.close()
+        else:
             self._thread.join(self._every_s + 5)
-        self._consumer.close()
 
 
 class LeaseServer:
@@ -759,8 +766,8 @@ class LeaseServer:
                 raise ValueError(
                     f"record key {key!r} must be the message's scope {message.scope!r}"
                 )
-            home = partition_for(key.encode(), self._request_partitions)
-            if int(msg.partition() or 0) != home:
+            home = partition_for(key.encode(), self._request_partitions or 1)
+            if self._request_partitions and int(msg.partition() or 0) != home:
                 # Its ledger is the one of its home partition: another would grant it anew.
                 raise ValueError(
                     f"{message.scope!r} belongs in partition {home} of {msg.topic()} (murmur2 "

@@ -38,8 +38,9 @@ from spendstream.kafka.consumer import Message, Partition
 __all__ = ["LOG_APPEND_TIME", "ReadClock"]
 
 LOG_APPEND_TIME = 2  # confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
-# Answers waiting for the reading to reach their end; past this many, the oldest go (a
-# later one confirms more anyway).
+# Answers waiting for the reading to reach their end; past this many, new ones are not
+# kept: the oldest (lowest ends) are the ones the reading reaches next, and once they are
+# taken, later answers are kept again.
 _MAX_PENDING = 64
 
 
@@ -49,7 +50,7 @@ class _Progress:
     stamped: datetime | None = None  # the broker's stamp of the last record read
     confirmed: datetime | None = None  # last confirmed read to its end at this wall time
     # (asked at, end) answers not reached yet, oldest first
-    pending: deque[tuple[datetime, int]] = field(default_factory=lambda: deque(maxlen=_MAX_PENDING))
+    pending: deque[tuple[datetime, int]] = field(default_factory=deque)
 
     def reached(self, at: datetime) -> None:
         if self.confirmed is None or at > self.confirmed:
@@ -122,7 +123,8 @@ class ReadClock:
         if progress is None:
             return False
         if progress.next_offset is None or progress.next_offset < end:
-            progress.pending.append((at, end))
+            if len(progress.pending) < _MAX_PENDING:
+                progress.pending.append((at, end))
             return False
         progress.reached(at)
         return True

@@ -97,6 +97,27 @@ def test_under_steady_traffic_an_answer_confirms_once_the_reading_reaches_it() -
         assert clock.now(P0, WALL, ago(900)) == ago(100 - tick)
 
 
+def test_a_reading_far_behind_keeps_the_oldest_answers_and_still_moves() -> None:
+    """More answers than are kept arrive while the reading is far behind: the oldest (the
+    ends it reaches first) are kept, so the time moves as the backlog is read."""
+    clock = ReadClock()
+    clock.assigned([P0])
+    read(clock, Rec(P0, 0, 300, kind=CREATE_TIME))
+    for i in range(100):  # a tick's answer each, one record further each time
+        clock.confirm(P0, ago(200 - i), i + 2)
+    read(clock, Rec(P0, 1, 299, kind=CREATE_TIME))  # reaches the first answer's end
+    read(clock, Rec(P0, 2, 298, kind=CREATE_TIME))
+    assert clock.now(P0, WALL, ago(900)) == ago(199)
+    for offset in range(3, 66):
+        read(clock, Rec(P0, offset, 1, kind=CREATE_TIME))
+    assert clock.now(P0, WALL, ago(900)) == ago(137)  # the 64th answer kept (end 65)
+    for offset in range(66, 101):  # answers past the 64th were not kept
+        read(clock, Rec(P0, offset, 1, kind=CREATE_TIME))
+    assert clock.now(P0, WALL, ago(900)) == ago(137)
+    assert clock.confirm(P0, ago(50), 101)  # asked again: kept, and already reached
+    assert clock.now(P0, WALL, ago(900)) == ago(50)
+
+
 def test_each_partition_has_its_own_time() -> None:
     clock = ReadClock()
     clock.assigned([P0, P1])
