@@ -460,11 +460,10 @@ class LeaseServer:
     ``expires_at + grace_s`` by the wall clock may have its holder's release (what it used)
     still unread. A partition stands at the broker's stamp of the last record read from it,
     or at the wall time it was last confirmed read to its end (asked of the broker once per
-    expiry tick, on a thread of its own), whichever is later
-    (``spendstream.kafka.read_clock``). So a lease closes
-    only once everything its holder sent before that has been read, and what a closed lease
-    frees is never granted twice. A partition's ledger is restored from its own changelog
-    partition and dropped whole when the partition goes.
+    expiry tick, on a thread of its own), whichever is later (``spendstream.kafka.
+    read_clock``). So a lease closes only once everything its holder sent before that has
+    been read, and what a closed lease frees is never granted twice. A partition's ledger is
+    restored from its own changelog partition and dropped whole when the partition goes.
     """
 
     def __init__(
@@ -843,7 +842,6 @@ class LeaseServer:
         assigned = self._consumer.assignment()
         self._held = []  # read again from the committed offsets
         self._read_clock.rewound()
-        self._ends.partitions = self._read_clock.partitions
         self._books = {}
         self._owned = {}
         self._restore([p for _, p in assigned])
