@@ -635,6 +635,10 @@ class LeaseServer:
                 expire = time.monotonic() >= next_expiry
                 if expire:
                     next_expiry = time.monotonic() + self._expire_every_s
+                elif events and not msgs:
+                    # Only partitions' ends: nothing to apply, and the held settlements keep
+                    # waiting for the request that usually follows them (a refill).
+                    continue
                 facts = self._read_facts(expire)
                 quiet = msgs and not facts and not expire and self.defer_untold
                 if quiet and not any(_asks(m) for m, _ in msgs):
