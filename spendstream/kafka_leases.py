@@ -715,7 +715,8 @@ class LeaseServer:
         each partition's ledger at its own time: a release read in this batch counts before
         its lease can close."""
         changes: list[tuple[int, RecordKey, bytes | None]] = []
-        if not msgs and not facts:  # a tick alone: a transaction only if expiry changed something
+        tick_alone = not msgs and not facts
+        if tick_alone:  # a transaction only if expiry changed something
             if expire:
                 self._expire(wall)
             changes = self._changes()
@@ -728,7 +729,7 @@ class LeaseServer:
                 self._answer(msg, at)
             for msg in facts:
                 self._land(msg, wall)
-            if expire:
+            if expire and not tick_alone:  # after what was read: its releases count first
                 self._expire(wall)
             self._write_changes(changes + self._changes())
             t1 = time.perf_counter()
