@@ -44,6 +44,18 @@ LOG_APPEND_TIME = 2  # confluent_kafka.TIMESTAMP_LOG_APPEND_TIME
 _MAX_PENDING = 64
 
 
+def _stamp(ms: int) -> datetime | None:
+    """A broker's stamp as a time; None for one no datetime holds (before 1970, or past
+    year 9999): the partition then stands where confirmation puts it, as on a topic
+    stamped by clients."""
+    if ms <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 @dataclass(slots=True)
 class _Progress:
     next_offset: int | None = None  # after the last record read, or where its end was seen
@@ -106,10 +118,9 @@ class ReadClock:
                 progress.advance(max(progress.next_offset or 0, offset))
                 continue
             kind, ms = m.timestamp()
-            if kind == LOG_APPEND_TIME and ms > 0:
-                stamped = datetime.fromtimestamp(ms / 1000, UTC)
-                if progress.stamped is None or stamped > progress.stamped:
-                    progress.stamped = stamped
+            stamped = _stamp(ms) if kind == LOG_APPEND_TIME else None
+            if stamped is not None and (progress.stamped is None or stamped > progress.stamped):
+                progress.stamped = stamped
             out.append((m, self.now(p, wall, hold.get(p))))
             # Past it: an answer whose end this record reaches confirms the next one's time.
             progress.advance(offset + 1)

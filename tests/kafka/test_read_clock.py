@@ -169,3 +169,28 @@ def test_a_rewind_forgets_what_was_read() -> None:
     clock.rewound()  # back to the committed offsets
     assert clock.now(P0, WALL, ago(7)) == ago(7)
     assert not clock.confirm(P0, WALL, 1)
+
+
+@dataclass
+class RawStamp(Rec):
+    """A record whose broker stamp is ``ms`` as is (one no datetime may hold)."""
+
+    ms: int = 0
+
+    def timestamp(self) -> tuple[int, int]:
+        return self.kind, self.ms
+
+
+def test_a_stamp_no_datetime_holds_is_set_aside_and_the_reading_goes_on() -> None:
+    """A stamp past year 9999 (or before 1970) cannot come from a sane broker, but must not
+    stop the server: the record is read, at the time the partition stood at already, and
+    confirmation still moves the partition on."""
+    clock = ReadClock()
+    clock.assigned([P0])
+    assert read(clock, Rec(P0, 0, 30)) == [ago(30)]
+    beyond = int(datetime(9999, 12, 31, tzinfo=UTC).timestamp() * 1000) + 86_400_000 * 2
+    for offset, ms in enumerate((beyond, 2**63 - 1, -5), start=1):
+        assert read(clock, RawStamp(P0, offset, at=0.0, ms=ms)) == [ago(30)]
+    assert clock.now(P0, WALL, None) == ago(30)
+    assert clock.confirm(P0, ago(2), 4)
+    assert clock.now(P0, WALL, None) == ago(2)
