@@ -617,15 +617,17 @@ class LeaseServer:
     # --- the loop -------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set. A fenced server (a newer instance took over) raises."""
-        self._producer.init_transactions(30)
-        self._request_partitions = len(
-            self._consumer.partitions_for(self.names.requests, timeout_s=30) or []
-        )
-        self._consumer.subscribe([self.names.requests])
-        self._ends.start()
-        next_expiry = time.monotonic()
+        """Serve until ``stop`` is set. A fenced server (a newer instance took over) raises.
+        Its clients are closed when it returns or raises, also before its loop began (a
+        hosted server builds new ones for each try)."""
         try:
+            self._producer.init_transactions(30)
+            self._request_partitions = len(
+                self._consumer.partitions_for(self.names.requests, timeout_s=30) or []
+            )
+            self._consumer.subscribe([self.names.requests])
+            self._ends.start()
+            next_expiry = time.monotonic()
             while not stop.is_set():
                 events = self._consumer.consume(self._batch, self._poll_s, ends=True)
                 wall = self._clock()

@@ -307,8 +307,12 @@ def check_columns(table: pa.Table, latest_us: int) -> tuple[np.ndarray, dict[str
             length = pc.utf8_length(col)
             need(_bounds(length, {"ge": c.get("min_length", 0), "le": c.get("max_length", 2**62)}))
         elif rule.kind == "literal":
-            need(pc.is_in(col, pa.array(c["expected"], col.type)))
-            col = col.cast(rule.arrow_type)
+            expected = pa.array(c["expected"], col.type)
+            inside = pc.is_in(col, expected)
+            need(inside)
+            # A refused row may hold a value the narrower type cannot (2^33 as an int32):
+            # it takes an expected one, so the cast cannot fail the whole batch.
+            col = pc.if_else(inside, col, expected[0]).cast(rule.arrow_type)
         elif rule.kind == "datetime":
             micros = parse_micros(col)
             need(micros.is_valid())

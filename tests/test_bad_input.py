@@ -71,6 +71,8 @@ POISON = {
     "ts 0001-01-01+01:00": _event("p-before-year-one", "0001-01-01T00:00:00+01:00"),
     "reported_cost_usd 1e400": _event("p-cost", NOW, reported_cost_usd="1e400"),
     "tokens 2^63-1": _event("p-tokens", NOW, input_tokens=2**63 - 1, output_tokens=2**63 - 1),
+    # Past what the column holds (int32): refused as a version, not an error of the batch.
+    "schema_version 2^33": _event("p-version", NOW, schema_version=2**33),
 }
 
 
@@ -82,10 +84,10 @@ def test_poison_records_are_dead_letters_and_the_rest_lands_every_run(
     events = _write(tmp_path / "events.jsonl", lines)
     work = tmp_path / "work"
     out = _ingest(capsys, work, events)
-    assert "read 25 = landed 20 + duplicates 0 + dead-lettered 5" in out
+    assert "read 26 = landed 20 + duplicates 0 + dead-lettered 6" in out
     dead = _sql(work, "SELECT source, error FROM dead_letters ORDER BY source")
-    # Lines 11-15 of the file; the blank line 16 counts, so g10 is on line 17.
-    assert [s for s, _ in dead] == [f"{events}:{n}" for n in range(11, 16)]
+    # Lines 11-16 of the file; the blank line 17 counts, so g10 is on line 18.
+    assert [s for s, _ in dead] == [f"{events}:{n}" for n in range(11, 17)]
     reasons = dict(zip([e["event_id"] for e in POISON.values()], [e for _, e in dead], strict=True))
     assert reasons["p-far-future"].startswith("ts: 9999-12-31T23:59:59+00:00 is more than")
     assert reasons["p-year-one"].startswith("ts: 0001-01-01T00:00:00+00:00 is before 2015")
@@ -94,11 +96,12 @@ def test_poison_records_are_dead_letters_and_the_rest_lands_every_run(
     assert reasons["p-tokens"].startswith(
         "input_tokens: Input should be less than or equal to 1000000000"
     )
+    assert reasons["p-version"].startswith("schema_version: Input should be 1")
     assert _sql(work, "SELECT count(*), sum(input_tokens) FROM usage_facts") == [(20, 20_000)]
     # Every re-run: exit 0, nothing new in the warehouse.
     again = _ingest(capsys, work, events)
-    assert "read 25 = landed 0 + duplicates 20 + dead-lettered 5" in again
-    assert _sql(work, "SELECT count(*) FROM dead_letters") == [(5,)]
+    assert "read 26 = landed 0 + duplicates 20 + dead-lettered 6" in again
+    assert _sql(work, "SELECT count(*) FROM dead_letters") == [(6,)]
     assert _sql(work, "SELECT count(*) FROM usage_facts") == [(20,)]
 
 

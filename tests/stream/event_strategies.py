@@ -211,7 +211,7 @@ _PERTURB: dict[str, st.SearchStrategy[Any]] = {
     "turn": st.one_of(_ints, st.sampled_from([MAX_TURN, MAX_TURN + 1, None, 2.0])),
     "reported_cost_usd": _costs(),
     "tags": _tags(),
-    "schema_version": st.sampled_from([1, 1.0, True, 2, "1", None, 0]),
+    "schema_version": st.sampled_from([1, 1.0, True, 2, "1", None, 0, 2**31, -(2**40)]),
 }
 
 
