@@ -41,6 +41,12 @@ def test_what_breakers_reset_writes_is_read_back() -> None:
         # every breaker that opens before then.
         (b'{"scope": "team:search", "ts": "2026-12-02T05:05:01+00:00"}', "max_future_skew_s"),
         (b'{"scope": "team:search", "ts": "9999-12-31T23:59:59+00:00"}', "max_future_skew_s"),
+        # Before year 1 in UTC: no time at all (the warehouse's day of it fails every commit).
+        (b'{"scope": "team:search", "ts": "0001-01-01T00:00:00+05:00"}', "out of range in UTC"),
+        (b'{"scope": "team:search", "ts": "9999-12-31T23:59:59-05:00"}', "out of range in UTC"),
+        # Before any metered call, as an event's ts is (docs/bounds.md).
+        (b'{"scope": "team:search", "ts": "0001-01-01T00:00:00+00:00"}', "before 2015"),
+        (b'{"scope": "team:search", "ts": "2014-12-31T23:59:59+00:00"}', "before 2015"),
     ],
 )
 def test_anything_else_is_refused_with_its_reason(value: bytes, reason: str) -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
 
 from spendstream.facts_topic import ipc_record, ipc_table
+from spendstream.producers.event import EARLIEST_TS
 from spendstream.scopes import scope_error
 from spendstream.signing import RecordSigner
 from spendstream.stream.partials import PARTIALS
@@ -133,6 +134,13 @@ def decode_reset(
         raise ValueError(problem)
     if ts.tzinfo is None:
         raise ValueError(f"ts {data['ts']!r} has no UTC offset")
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"ts {data['ts']!r} is out of range in UTC") from None
+    if ts < EARLIEST_TS:
+        # As an event's ts: a breaker event's day must be one the warehouse can hold.
+        raise ValueError(f"ts {ts.isoformat()} is before {EARLIEST_TS.date().year}")
     if ts - received_at > timedelta(seconds=max_future_skew_s):
         raise ValueError(
             f"ts {ts.isoformat()} is more than [detection] max_future_skew_s "
