@@ -5,17 +5,17 @@ dead-lettered (at-least-once; the router's state turns re-reads into no-ops).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings
+from spendstream.producers import wire_json
 from spendstream.records import Alert, BreakerEvent, alert_from_wire, breaker_from_wire
 from spendstream.signing import RecordSigner
 from spendstream.topics import ALERTS, BREAKERS
@@ -66,10 +66,15 @@ class AlertConsumer:
         max_records: int = 200,
         retry_budget_s: float = 300.0,
         signer: RecordSigner | None = None,
+        max_future_skew_s: int = 300,
     ) -> None:
         from spendstream.kafka.consumer import Consumer
 
         self.router = router
+        # ``[detection] max_future_skew_s``: the pipeline dates nothing later than that past
+        # its receipt, so a record further ahead of this clock is not its own. Kept, a
+        # ``closed`` breaker dated years ahead would make every later alert of its scope stale.
+        self.max_future_skew_s = max_future_skew_s
         self.alerts_topic = alerts_topic
         self.breakers_topic = breakers_topic
         self.max_records = max_records
@@ -109,15 +114,24 @@ class AlertConsumer:
         if raw is None:
             return True  # a tombstone on the compacted breaker topic
         try:
-            data = json.loads(raw)
-            if topic == self.alerts_topic:
-                alerts.append(alert_from_wire(data))
-            else:
-                breakers.append(breaker_from_wire(data))
+            data = wire_json.loads(raw)
+            read: Alert | BreakerEvent = (
+                alert_from_wire(data) if topic == self.alerts_topic else breaker_from_wire(data)
+            )
+            latest = datetime.now(UTC) + timedelta(seconds=self.max_future_skew_s)
+            if read.ts > latest:
+                raise ValueError(
+                    f"ts {read.ts.isoformat()} is more than [detection] max_future_skew_s "
+                    f"({self.max_future_skew_s} s) after it was read"
+                )
         except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
             text = raw.decode("utf-8", errors="replace")
             self._bad(record, text, f"not a valid {topic} record: {type(exc).__name__}: {exc}")
             return False
+        if isinstance(read, Alert):
+            alerts.append(read)
+        else:
+            breakers.append(read)
         return True
 
     def poll_once(

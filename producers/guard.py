@@ -34,7 +34,6 @@ Nothing here imports the pipeline: the topic's JSON is parsed here.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from spendstream.errors import BreakerOpen
 from spendstream.kafka.settings import KafkaSettings, as_settings
+from spendstream.producers import wire_json
 from spendstream.scopes import GLOBAL, SCOPE_FIELDS
 from spendstream.signing import RecordSigner
 from spendstream.wording import exact_usd
@@ -185,7 +185,7 @@ class BreakerView:
             self._notify()
             return
         try:
-            data = json.loads(value)
+            data = wire_json.loads(value)
             scope = str(data.get("scope") or key)
             entry = ViewEntry(
                 state=str(data["state"]),

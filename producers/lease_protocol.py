@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
 from spendstream.money import is_usd
+from spendstream.producers import wire_json
 
 __all__ = [
     "WIRE_VERSION",
@@ -183,7 +184,7 @@ def encode(message: LeaseMessage | LeaseReply) -> bytes:
 def decode(data: bytes | str) -> LeaseMessage | LeaseReply:
     """Parse a wire message; ``ValueError`` naming what is wrong for anything else."""
     try:
-        raw = json.loads(data)
+        raw = wire_json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"lease message is not JSON: {exc}") from None
     if not isinstance(raw, dict):
@@ -219,7 +220,10 @@ def _field(name: str, value: Any) -> Any:
             raise ValueError(f"expires_at is not an ISO timestamp: {value!r}") from None
         if ts.tzinfo is None:
             raise ValueError("expires_at needs a UTC offset")
-        return ts.astimezone(UTC)
+        try:
+            return ts.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"expires_at is out of range in UTC: {value!r}") from None
     if name in ("ttl_s", "retry_after_s"):
         if value is None and name == "retry_after_s":
             return None

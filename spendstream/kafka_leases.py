@@ -51,6 +51,7 @@ from spendstream.kafka import (
 from spendstream.kafka.consumer import BEGINNING
 from spendstream.kafka.partitioner import partition_for
 from spendstream.kafka.read_clock import ReadClock
+from spendstream.producers import wire_json
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -149,7 +150,7 @@ def _key_bytes(key: RecordKey) -> bytes:
 
 def _key_of(data: bytes | None) -> RecordKey:
     try:
-        parts = json.loads(data or b"null")
+        parts = wire_json.loads(data or b"null")
     except ValueError:
         parts = None
     if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
@@ -497,6 +498,8 @@ class LeaseServer:
         self._expire_every_s = expire_every_s
         self._owned: dict[str, int] = {}  # hard-budget scope -> its request partition, if ours
         self._request_partitions = 0
+        self._reply_partitions = 0  # asked again when a request names one past them
+        self._replies_asked_at = float("-inf")  # monotonic
         self._spends_of = spends_of
         self._facts_stale = True  # the facts assignment must follow what we own
         self._facts_assigned = False
@@ -624,6 +627,9 @@ class LeaseServer:
             self._producer.init_transactions(30)
             self._request_partitions = len(
                 self._consumer.partitions_for(self.names.requests, timeout_s=30) or []
+            )
+            self._reply_partitions = len(
+                self._consumer.partitions_for(self.names.replies, timeout_s=30) or []
             )
             self._consumer.subscribe([self.names.requests])
             self._ends.start()
@@ -824,14 +830,30 @@ class LeaseServer:
         for scope in unread:
             books[scope].mark(scope, mark, offset)
 
-    @staticmethod
-    def _reply_partition(msg: Message) -> int:
+    def _reply_partition(self, msg: Message) -> int:
+        """Where the request's answer goes. One no partition of the replies topic takes
+        is refused here: produced in the transaction, it failed it, and the request was
+        read again after the abort, for ever (past int32, it raised OverflowError)."""
         for name, value in list(msg.headers() or []):
             if name == REPLY_PARTITION_HEADER and value is not None:
                 try:
-                    return int(value)
+                    partition = int(value)
                 except ValueError:
                     break
+                if 0 <= partition < self._reply_partitions:
+                    return partition
+                # Partitions may have been added since: the broker is asked again, at most
+                # every few seconds (a stream of such requests must not cost one call each).
+                if 0 <= partition < 2**31 and time.monotonic() >= self._replies_asked_at + 5:
+                    self._replies_asked_at = time.monotonic()
+                    found = self._consumer.partitions_for(self.names.replies, timeout_s=10)
+                    self._reply_partitions = max(self._reply_partitions, len(found or []))
+                    if partition < self._reply_partitions:
+                        return partition
+                raise ValueError(
+                    f"{REPLY_PARTITION_HEADER} {partition} is not a partition of "
+                    f"{self.names.replies} ({self._reply_partitions} partitions)"
+                )
         raise ValueError(f"a lease request needs a numeric {REPLY_PARTITION_HEADER!r} header")
 
     def _dead_letter(self, msg: Message, error: str, source: str, now: datetime) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from spendstream.money import money_error
-from spendstream.producers.event import UsageEvent
+from spendstream.producers.event import EARLIEST_TS, UsageEvent
 
 __all__ = [
     "ALERT_KINDS",
@@ -150,9 +150,19 @@ def _one_of(value: object, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _aware_ts(value: object) -> datetime:
+    """An alert's or breaker event's ts read back: in UTC, not before ``EARLIEST_TS`` (the
+    events they come from are not), and within the years a datetime holds in UTC."""
     ts = datetime.fromisoformat(str(value))
     if ts.tzinfo is None:
         raise ValueError(f"ts {value!r} lacks its UTC offset")
+    try:
+        ts = ts.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"ts {value!r} is out of range in UTC") from None
+    if ts < EARLIEST_TS or ts.year > 9998:  # (9999: one more day could not be added to it)
+        raise ValueError(
+            f"ts {value!r} is before 2015" if ts < EARLIEST_TS else f"ts {value!r} is too late"
+        )
     return ts
 
 

@@ -508,7 +508,10 @@ def _alert_row(f: Finding, source: Source) -> Partial:
 
 
 def _forwarded(p: Partial) -> Finding:
-    kind, message, period_end = p.message.split("\x1f")
+    # The kind and the period's end hold no \x1f; the message may (a key or session id
+    # sent with an escaped \u001f in it is a valid string).
+    kind, rest = p.message.split("\x1f", 1)
+    message, period_end = rest.rsplit("\x1f", 1)
     details = {"period_end": period_end} if period_end else {}
     alert = make_alert(
         kind,  # type: ignore[arg-type]

@@ -170,6 +170,12 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
     produce(bootstrap, names.requests, [(b"team:search", b"{nope")])
     produce(bootstrap, names.requests, [(b"team:other", good)], [("reply-partition", b"0")])
     produce(bootstrap, names.requests, [(b"team:search", good)])  # no reply header
+    # Answers no partition of the replies topic could take: produced in the transaction,
+    # each failed it and was read again after the abort, for ever.
+    for where in (b"99999999999", b"-1", b"57"):
+        produce(bootstrap, names.requests, [(b"team:search", good)], [("reply-partition", where)])
+    # Deeper than Python's stack: a RecursionError (no ValueError) stopped the server.
+    produce(bootstrap, names.requests, [(b"team:search", b"[" * 100_000)])
     # Sent to another partition than murmur2 of its scope (another partitioner): its own
     # ledger is the home partition's, another one would grant on the scope anew.
     home = partition_for(b"team:search", 3)
@@ -183,12 +189,16 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
         stray.close()
     letters: list[dict[str, str]] = []
     deadline = time.monotonic() + 60
-    while len(letters) < 4 and time.monotonic() < deadline:
+    while len(letters) < 8 and time.monotonic() < deadline:
         time.sleep(0.5)
         letters = [json.loads(m.value() or b"") for m in _committed(bootstrap, names.dead_letters)]
     errors = sorted(x["error"] for x in letters)
-    assert len(errors) == 4
-    assert any("not JSON" in e for e in errors)
+    assert len(errors) == 8, errors
+    assert sum("not JSON" in e for e in errors) == 2
+    assert sum("nested too deeply" in e for e in errors) == 1
+    for where in ("99999999999", "-1", "57"):
+        assert any(f"reply-partition {where} is not a partition of {names.replies}" in e
+                   for e in errors), errors  # fmt: skip
     assert any(
         "record key 'team:other' must be the message's scope 'team:search'" in e for e in errors
     )
@@ -197,7 +207,9 @@ def test_bad_and_misaddressed_messages_are_dead_lettered_not_answered(
         f"'team:search' belongs in partition {home} of {names.requests}" in e for e in errors
     )
     assert all(x["source"].startswith(f"kafka:{names.requests}/") for x in letters)
-    assert server.answered >= answered + 4  # consumed (their offsets committed), not answered
+    assert server.answered >= answered + 8  # consumed (their offsets committed), not answered
+    with LeaseClient.kafka(config.kafka.bootstrap_servers, config, request_timeout_s=10) as c:
+        wait_granted(c, "0.01")  # and the server goes on answering
 
 
 def _committed(bootstrap: str, topic: str) -> list[Message]:

@@ -132,6 +132,37 @@ def test_an_arrow_record_of_another_schema_is_not_partials() -> None:
         decode_partials(ipc_record(other, compression=None))
 
 
+def test_partials_rows_no_worker_writes_are_refused() -> None:
+    # The schema alone let these through, and the scope owner's merge failed on them at
+    # every retry (int(None); a time past year 9999; an alert row without its fields).
+    from spendstream.runtime.kafka.wire import decode_partials, encode_partials
+    from spendstream.stream.engine import LocalEngine
+    from spendstream.stream.partials import ALERT
+
+    good = LocalEngine(Config(), 3).process(_facts(), "3@9").partials
+    decode_partials(encode_partials(3, 40, 44, good))  # as a worker writes it
+
+    def with_column(name: str, values: list[object]) -> pa.Table:
+        i = good.schema.get_field_index(name)
+        return good.set_column(i, good.field(i), pa.array(values, good.field(i).type))
+
+    n = good.num_rows
+    year_10000 = pa.array([253_402_300_800_000_000], pa.int64()).cast(good.field("wm_end").type)
+    forged = {
+        "variant is null": with_column("variant", [None] * n),
+        "rows is null": with_column("rows", [1] * (n - 1) + [None]),
+        "wm_end holds a time outside": good.set_column(
+            good.schema.get_field_index("wm_end"),
+            good.field("wm_end"),
+            pa.concat_arrays([year_10000] * n),
+        ),
+        "an alert row's message": with_column("detector", [ALERT] * n),
+    }
+    for reason, table in forged.items():
+        with pytest.raises(ValueError, match=reason):
+            decode_partials(encode_partials(3, 40, 44, table))
+
+
 def test_the_kind_header_is_found_among_others() -> None:
     from spendstream.runtime.kafka.wire import KIND_HEADER, RESET, kind_of
 

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         breakers_topic=args.breakers_topic or config.kafka.topic_prefix + BREAKERS,
         retry_budget_s=config.alerts.delivery.retry_budget_s,
         signer=signer,
+        max_future_skew_s=config.detection.max_future_skew_s,
     )
     sinks = ", ".join(f"{s.name}" for s in router.sinks.values())
     print(

@@ -36,6 +36,7 @@ from typing import Any
 
 from spendstream.config import BudgetConfig
 from spendstream.money import exact_money, money_error
+from spendstream.producers import wire_json
 from spendstream.producers.lease_protocol import (
     LeaseGrant,
     LeaseMessage,
@@ -575,7 +576,7 @@ def _parse_record(key: RecordKey, value: bytes | None) -> Lease | Decimal | int 
             raise ValueError(f"not an account name: {name!r}")
     if value is None:
         return None
-    data = json.loads(value)
+    data = wire_json.loads(value)
     if not isinstance(data, dict):
         raise TypeError("the value is not a JSON object")
     if kind == "lease":

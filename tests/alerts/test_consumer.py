@@ -243,6 +243,46 @@ def test_records_that_are_not_alerts_are_kept_and_skipped(rig: Rig) -> None:
     assert rig.pd_actions() == ["trigger"]
 
 
+def test_forged_records_neither_stop_the_router_nor_silence_a_scope(rig: Rig) -> None:
+    """Records no pipeline writes: nesting deeper than Python's stack (a RecursionError,
+    no ValueError, stopped the router at every re-read), times outside UTC's years (an
+    open breaker dated 9999-12-31T23:59:59-05:00 was stored, then failed every later
+    alert of its scope), before any metered call, or past the skew a record may run
+    ahead (a ``closed`` dated in year 9000 made every later alert of its scope stale)."""
+    rig.slack.start()
+    consumer = rig.start_router()
+    scope = "session:s1"
+    forged = [
+        {**breaker_to_wire(breaker(scope, "open")), "ts": "9999-12-31T23:59:59-05:00"},
+        {**breaker_to_wire(breaker(scope, "closed")), "ts": "9000-01-01T00:00:00+00:00"},
+    ]
+    for value in forged:
+        produce(rig.bootstrap, rig.breakers_topic, [(scope.encode(), json.dumps(value).encode())])
+    good = alert_to_wire(make_alert(scope))
+    produce(rig.bootstrap, rig.alerts_topic, [(None, b"[" * 100_000)])
+    for ts in ("0001-01-01T00:00:00+05:00", "2014-12-31T23:59:59+00:00"):
+        produce(rig.bootstrap, rig.alerts_topic, [(None, json.dumps({**good, "ts": ts}).encode())])
+    poll_until(
+        consumer,
+        lambda: (
+            rig.committed(consumer, rig.alerts_topic) == 3
+            and rig.committed(consumer, rig.breakers_topic) == 2
+        ),
+        "the forged records",
+    )
+    rig.publish([make_alert(scope)])
+    poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 4, "the alert")
+    bad = consumer.router.state.bad_records()
+    errors = {(b[0], b[2]): b[4] for b in bad}
+    assert len(errors) == 5
+    assert "nested too deeply" in errors[(rig.alerts_topic, 0)]
+    assert "out of range in UTC" in errors[(rig.alerts_topic, 1)]
+    assert "before 2015" in errors[(rig.alerts_topic, 2)]
+    assert "out of range in UTC" in errors[(rig.breakers_topic, 0)]
+    assert "max_future_skew_s" in errors[(rig.breakers_topic, 1)]
+    assert rig.pd_actions() == ["trigger"]  # the real alert pages: its scope is not silenced
+
+
 def test_auto_resolve_happens_while_no_records_arrive(rig: Rig) -> None:
     rig.slack.start()
     consumer = rig.start_router(auto_resolve_s=1)

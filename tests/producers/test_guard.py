@@ -60,6 +60,15 @@ def test_global_and_user_breakers_cover_every_matching_call() -> None:
     assert err.value.scope == "global"
 
 
+def test_a_record_nested_deeper_than_the_stack_is_ignored_and_the_next_applies() -> None:
+    # A RecursionError (no ValueError) escaped apply: the view re-read it forever, frozen.
+    view = _view()
+    view.apply(b"session:s1", b"[" * 100_000)
+    view.apply(b"session:s1", _wire("session:s1", "open"))
+    with pytest.raises(BreakerOpen):
+        guard(view, session_id="s1")
+
+
 def test_half_open_lets_calls_through_and_closed_or_tombstone_forgets() -> None:
     view = _view()
     view.apply(b"api_key:k", _wire("api_key:k", "open"))

@@ -66,6 +66,8 @@ def test_money_travels_as_decimal_strings_and_times_in_utc() -> None:
         (b'{"v": 2, "op": "request"}', "version 2"),
         (b'{"v": 1, "op": "steal"}', "unknown lease message op 'steal'"),
         (b'{"v": 1, "op": "settle", "scope": "s"}', "settle message lacks 'client_id'"),
+        # Deeper than Python's stack: a RecursionError, no ValueError, stopped the server.
+        (b"[" * 100_000, "nested too deeply"),
     ],
 )
 def test_a_bad_message_is_refused_with_what_is_wrong(raw: bytes, message: str) -> None:
@@ -115,6 +117,9 @@ def test_a_grant_needs_an_aware_expiry_and_a_numeric_ttl() -> None:
     good = json.loads(encode(LeaseGrant("s", "r", "l", Decimal(1), 1.0, T)))
     with pytest.raises(ValueError, match="UTC offset"):
         decode(json.dumps({**good, "expires_at": "2026-05-12T10:00:00"}))
+    for outside in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"):
+        with pytest.raises(ValueError, match="out of range in UTC"):
+            decode(json.dumps({**good, "expires_at": outside}))
     with pytest.raises(ValueError, match="ttl_s must be a number"):
         decode(json.dumps({**good, "ttl_s": "30"}))
     with pytest.raises(ValueError, match="reason must be"):

@@ -350,3 +350,30 @@ def test_state_stays_bounded_over_days_of_new_keys_and_sessions() -> None:
     assert 0 < len(snap["breakers"]) <= 24 * 6 + 1
     # Each dedup_key is remembered about two days, not forever.
     assert len(snap["emitted"]) < 0.6 * (4 * 24 * 60 // 5) * 3
+
+
+def test_an_alert_forwarded_to_a_scope_owner_keeps_a_message_holding_the_separator() -> None:
+    # A key or session id sent with an escaped \u001f is a valid string, and an alert's
+    # message names it: the owner's three-way split of the row failed on every retry.
+    from spendstream.records import Alert
+    from spendstream.stream.detectors.base import Finding
+    from spendstream.stream.engine import _alert_row, _forwarded
+    from spendstream.stream.partials import Source
+
+    alert = Alert(
+        alert_id="a1",
+        kind="runaway_rate",
+        scope="team:a\x1fb",
+        severity="critical",
+        ts=T0,
+        value=Decimal(0),
+        threshold=Decimal(0),
+        message="team:a\x1fb made 9 calls\x1fin a minute",
+        dedup_key="d",
+        details={"period_end": "2026-11-23T13:00:00+00:00"},
+    )
+    finding = Finding((1, 0, 3), 0, 1, alert)
+    row = _alert_row(finding, Source(0, "0@1", None, 1))
+    back = _forwarded(row).alert
+    assert (back.kind, back.scope, back.message) == (alert.kind, alert.scope, alert.message)
+    assert back.details == {"period_end": "2026-11-23T13:00:00+00:00"}

@@ -430,6 +430,7 @@ def test_records_no_ledger_wrote_are_passed_over_and_a_keys_last_good_record_win
     strays = [
         (lease_key, b"not json"),  # after the good one: it must not erase it
         (lease_key, enormous),
+        (lease_key, b"[" * 100_000),  # a RecursionError (no ValueError) failed every restore
         (acct_key, b'{"unleased_usd": "9e999999"}'),
         (acct_key, b'{"unleased_usd": "1e20"}'),
         (acct_key, b'{"unleased_usd": "NaN"}'),

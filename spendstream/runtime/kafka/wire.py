@@ -20,12 +20,14 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.facts_topic import ipc_record, ipc_table
 from spendstream.producers.event import EARLIEST_TS
+from spendstream.records import ALERT_KINDS
 from spendstream.scopes import scope_error
 from spendstream.signing import RecordSigner
-from spendstream.stream.partials import PARTIALS
+from spendstream.stream.partials import ALERT, PARTIALS
 
 __all__ = [
     "COMPRESS_FROM_BYTES",
@@ -90,7 +92,37 @@ def decode_partials(value: bytes) -> PartialsBatch:
         raise ValueError(f"not a partials record: {exc}") from exc
     if not table.schema.remove_metadata().equals(PARTIALS):
         raise ValueError("not a partials record: its schema is not PARTIALS")
+    problem = _row_problem(table)
+    if problem is not None:
+        raise ValueError(f"not a partials record: {problem}")
     return PartialsBatch(partition, first, last, table.replace_schema_metadata(None))
+
+
+# Columns a worker leaves null: an alert row's message is its only use, a batch reference
+# and a source's watermarks may be unknown yet. Every other one is read as a number.
+_NULLABLE = frozenset({"message", "batch", "wm_start", "wm_end"})
+# The microseconds a datetime holds (years 1-9999): merging turns these columns into times.
+_US_RANGE = (-62_135_596_800_000_000, 253_402_300_799_999_999)
+
+
+def _row_problem(table: pa.Table) -> str | None:
+    """What in the rows no worker writes (None: nothing): the schema alone let a record
+    with a null count or a time past year 9999 through, and merging it failed every retry."""
+    for f in PARTIALS:
+        column = table.column(f.name)
+        if f.name not in _NULLABLE and column.null_count:
+            return f"{f.name} is null in {column.null_count} row(s)"
+        if pa.types.is_timestamp(f.type) and column.null_count < len(column):
+            bounds = pc.min_max(column.cast(pa.int64()))
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            if low < _US_RANGE[0] or high > _US_RANGE[1]:
+                return f"{f.name} holds a time outside years 1-9999"
+    alerts = table.filter(pc.equal(table.column("detector"), ALERT))
+    for message in alerts.column("message").to_pylist():
+        parts = (message or "").split("\x1f")  # the message between may hold more
+        if len(parts) < 3 or parts[0] not in ALERT_KINDS:
+            return f"an alert row's message {message!r} is not <kind>\\x1f<message>\\x1f<end>"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
