@@ -211,6 +211,10 @@ class UsageEvent(BaseModel):
         exponent = value.as_tuple().exponent
         if isinstance(exponent, int) and exponent < -REPORTED_COST_SCALE:
             return value.quantize(_COST_QUANTUM, context=_COST_CONTEXT)
+        if isinstance(exponent, int) and exponent > 0:
+            # 0E+39 or 1E+5: a whole number (at most 10^6 here) with an exponent Arrow's
+            # decimals cannot hold (it failed the whole batch it was in): written out.
+            return value.quantize(Decimal(1), context=_COST_CONTEXT)
         return value
 
     @model_validator(mode="after")

@@ -548,3 +548,24 @@ def test_a_backfill_out_of_ts_order_says_how_many_events_detection_could_not_cou
     assert ("runaway_rate", "api_key:k-late") in _sql(
         tmp_path / "s", "SELECT kind, scope FROM alerts"
     )
+
+
+def test_a_cost_written_with_a_positive_exponent_lands_as_the_number_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Decimal('0E+39') passed the model, and Arrow's decimals cannot hold its exponent:
+    # the whole batch failed, at every re-run (ingest, HTTP, OTLP, a Kafka partition).
+    costs: list[object] = ["0E+39", "0E+25", "1E+5", "2.5E+2", 0e39]
+    lines: list[dict[str, Any] | str] = [_event("g0", NOW)]
+    for i, cost in enumerate(costs):
+        lines.append(_event(f"c{i}", NOW, reported_cost_usd=cost))
+        # With a map the line is read by the model alone, not the columnar reader.
+        lines.append(_event(f"t{i}", NOW, reported_cost_usd=cost, tags={"a": "b"}))
+    work = tmp_path / "work"
+    out = _ingest(capsys, work, _write(tmp_path / "e.jsonl", lines))
+    assert "read 11 = landed 11 + duplicates 0 + dead-lettered 0" in out
+    rows = dict(_sql(work, "SELECT event_id, reported_cost_usd FROM usage_facts"))
+    expected = [Decimal(0), Decimal(0), Decimal(100000), Decimal(250), Decimal(0)]
+    for i, cost in enumerate(expected):
+        assert rows[f"c{i}"] == cost and rows[f"t{i}"] == cost
+    assert rows["g0"] is None
