@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
+from spendstream.producers import wire_json
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.provider_names import canonical_provider
 
@@ -192,8 +193,8 @@ def decode_traces(
     data = _decompress(body, content_encoding, max_bytes)
     if media == JSON:
         try:
-            request = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+            request = wire_json.loads(data)
+        except ValueError as exc:
             raise OtlpDecodeError(f"the body is not JSON: {exc}") from None
         return traces_from_json(request, mapping)
     return _convert(_proto_spans(data), mapping)
@@ -409,23 +410,39 @@ def _get(d: Mapping[str, Any], camel: str, snake: str) -> Any:
     return d.get(snake) if value is None else value
 
 
-def _list(d: Mapping[str, Any], camel: str, snake: str) -> list[Any]:
+def _list(d: Mapping[str, Any], camel: str, snake: str, where: str) -> list[Mapping[str, Any]]:
+    """The objects of a container (absent: none). One of another shape is refused whole:
+    skipped, its spans went unmetered without a word (no span, no dead letter)."""
     value = _get(d, camel, snake)
-    return value if isinstance(value, list) else []
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpDecodeError(f"{where}{camel} is {_json_kind(value)}, not a list")
+    for n, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise OtlpDecodeError(f"{where}{camel}[{n}] is {_json_kind(item)}, not an object")
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else "a list"
 
 
 def _json_spans(request: Mapping[str, Any]) -> Iterator[_Span]:
-    for i, rs in enumerate(_list(request, "resourceSpans", "resource_spans")):
-        if not isinstance(rs, Mapping):
-            continue
+    for i, rs in enumerate(_list(request, "resourceSpans", "resource_spans", "")):
         res = rs.get("resource")
         resource = _json_attrs(res.get("attributes")) if isinstance(res, Mapping) else {}
-        for j, ss in enumerate(_list(rs, "scopeSpans", "scope_spans")):
-            if not isinstance(ss, Mapping):
-                continue
-            for k, s in enumerate(_list(ss, "spans", "spans")):
-                if not isinstance(s, Mapping):
-                    continue
+        where = f"resourceSpans[{i}]."
+        for j, ss in enumerate(_list(rs, "scopeSpans", "scope_spans", where)):
+            for k, s in enumerate(_list(ss, "spans", "spans", f"{where}scopeSpans[{j}].")):
                 status = s.get("status")
                 code = _get(status, "code", "code") if isinstance(status, Mapping) else None
                 yield _Span(
@@ -462,7 +479,7 @@ def _json_value(v: Any) -> Any:
     if (d := _get(v, "doubleValue", "double_value")) is not None:
         try:
             return float(d)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # (a 400-digit integer)
             return None
     if (a := _get(v, "arrayValue", "array_value")) is not None:
         values = a.get("values") if isinstance(a, Mapping) else None

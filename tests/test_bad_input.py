@@ -344,6 +344,15 @@ def test_fuzzed_http_bodies_account_for_every_line(lines: list[bytes]) -> None:
     assert all(str(r["error"]).strip() for r in checked.rejected)
 
 
+def test_an_http_body_with_a_line_nested_too_deeply_refuses_that_line_only() -> None:
+    # Filling in a missing event_id parsed each line: a RecursionError (no ValueError)
+    # made the whole body a 500, its good lines refused with it.
+    good = json.dumps(_event("deep-0", NOW)).encode()
+    checked = check_body(good + b"\n" + b"[" * 100_000, "application/x-ndjson", NOW, "deep")
+    assert len(checked.accepted) == 1
+    assert [r["line"] for r in checked.rejected] == [2]
+
+
 def test_a_line_that_is_not_a_json_object_says_what_it_is() -> None:
     # A JSON array of events is the usual first try at posting several: say what to send.
     array = json.dumps([_event("a-1", NOW), _event("a-2", NOW)]).encode()

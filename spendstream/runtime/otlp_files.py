@@ -11,10 +11,11 @@ naming ``<file>:<line>``; spans that are not GenAI calls are counted in ``ignore
 from __future__ import annotations
 
 import gzip
-import json
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import IO, BinaryIO, cast
 
+from spendstream.producers import wire_json
 from spendstream.producers.otel import DecodedTraces, OtelMapping, OtlpDecodeError, traces_from_json
 from spendstream.runtime.embedded import InputRecord, Rejected, own_stdin
 
@@ -46,7 +47,19 @@ class OtlpFiles:
                 compressed = raw.read(2) == _GZIP_MAGIC
             opened = gzip.open(path, "rb") if compressed else open(path, "rb")  # noqa: SIM115
             with opened as fh:  # both read bytes
-                yield from self._file(path, cast(BinaryIO, fh))
+                try:
+                    yield from self._file(path, cast(BinaryIO, fh))
+                except (EOFError, OSError, zlib.error) as exc:
+                    if not compressed:
+                        raise
+                    # A file still being written, or damaged: what was read before lands,
+                    # and the rest is named (it stopped the whole run before).
+                    yield Rejected(
+                        path,
+                        b"",
+                        f"the gzip file is truncated or damaged ({exc}); the exports before "
+                        "that point were read, the rest of the file was not",
+                    )
 
     def _file(self, path: str, fh: BinaryIO) -> Iterator[InputRecord]:
         first, skipped = b"", 0
@@ -57,7 +70,7 @@ class OtlpFiles:
         if not first.strip():
             return
         try:
-            one_per_line = isinstance(json.loads(first), dict)
+            one_per_line = isinstance(wire_json.loads(first), dict)
         except ValueError:
             one_per_line = False
         if one_per_line:
@@ -66,7 +79,7 @@ class OtlpFiles:
         # One export spread over many lines (pretty-printed): the whole file is the document.
         text = first + fh.read()
         try:
-            request = json.loads(text)
+            request = wire_json.loads(text)
         except ValueError as exc:
             yield self._dead(
                 path,
@@ -82,7 +95,7 @@ class OtlpFiles:
             if not line.strip():
                 continue
             try:
-                request = json.loads(line)
+                request = wire_json.loads(line)
             except ValueError as exc:
                 yield self._dead(path, n, line, f"line is not JSON: {exc}")
                 continue

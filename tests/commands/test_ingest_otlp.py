@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,59 @@ def test_dead_letters_name_the_line_an_export_starts_on_after_blank_lines(
     assert "read 2 = landed 0 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
     dead = _rows(wd, "SELECT source FROM dead_letters ORDER BY source")
     assert dead == [(f"{lines}:3",), (f"{pretty}:4",)]
+
+
+def test_hostile_exports_are_dead_letters_and_the_rest_lands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each of these stopped the run with a traceback (deep nesting: RecursionError; a
+    400-digit double: OverflowError), or metered nothing without a word (a container
+    of the wrong shape was skipped: no span, no dead letter)."""
+    good = _export(CHAT)
+    spans = good["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    huge = {"key": "team", "value": {"doubleValue": int("9" * 400)}}
+    with_huge = _export(CHAT)  # spans of their own
+    with_huge["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"].append(huge)
+    shapes = [
+        {"resourceSpans": good["resourceSpans"][0]},
+        {"resourceSpans": [{"scopeSpans": {"spans": spans}}]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": spans[0]}]}]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": ["x"]}]}]},
+    ]
+    lines = [json.dumps(good), "[" * 100_000, *map(json.dumps, shapes), json.dumps(with_huge)]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    wd = tmp_path / "wd"
+    assert _ingest([path], wd) == 0
+    assert "read 7 = landed 2 + duplicates 0 + dead-lettered 5" in capsys.readouterr().out
+    dead = dict(_rows(wd, "SELECT source, error FROM dead_letters"))
+    assert dead[f"{path}:2"] == "line is not JSON: JSON nested too deeply to read"
+    assert dead[f"{path}:3"] == "resourceSpans is an object, not a list"
+    assert dead[f"{path}:4"] == "resourceSpans[0].scopeSpans is an object, not a list"
+    assert dead[f"{path}:5"] == "resourceSpans[0].scopeSpans[0].spans is an object, not a list"
+    assert dead[f"{path}:6"] == "resourceSpans[0].scopeSpans[0].spans[0] is a string, not an object"
+    # A whole document nested too deeply is one dead letter too.
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert _ingest([deep], tmp_path / "wd-deep") == 0
+    assert "dead-lettered 1" in capsys.readouterr().out
+
+
+def test_a_truncated_gzip_file_lands_what_it_holds_before_the_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file still being written (or damaged): EOFError stopped the run, and nothing landed.
+    whole = gzip.compress("".join(json.dumps(_export(CHAT)) + "\n" for _ in range(50)).encode())
+    cut = tmp_path / "traces.jsonl.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    # The whole lines in what is left: those are what must land.
+    held = zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(whole[: len(whole) // 2])
+    lines = held.count(b"\n")
+    assert 0 < lines < 50
+    wd = tmp_path / "wd"
+    assert _ingest([cut], wd) == 0
+    out = capsys.readouterr().out
+    assert f"read {lines + 1} = landed {lines} + duplicates 0 + dead-lettered 1" in out, out
+    ((source, error),) = _rows(wd, "SELECT source, error FROM dead_letters")
+    assert source == str(cut)
+    assert error.startswith("the gzip file is truncated or damaged (")

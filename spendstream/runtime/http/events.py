@@ -14,13 +14,13 @@ own ``event_id``: a filled-in one is new on every attempt.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from spendstream.config import DEFAULT_MAX_FUTURE_SKEW_S
+from spendstream.producers import wire_json
 from spendstream.records import DeadLetter
 from spendstream.stream.batch import MAX_RECORD_BYTES, ROW, decode_lines, stored_raw
 from spendstream.topics import partition_key
@@ -110,7 +110,7 @@ def with_defaults(raw: bytes, received_at: datetime) -> bytes:
     if len(raw) > MAX_RECORD_BYTES:
         return raw  # refused for its size anyway; not worth parsing twice
     try:
-        data = json.loads(raw)
+        data = wire_json.loads(raw)
     except ValueError:
         return raw
     if not isinstance(data, dict) or ("event_id" in data and "ts" in data):
