@@ -16,7 +16,6 @@ an event, to become a dead letter.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from spendstream.producers import wire_json
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.providers import batch_result_usage
 from spendstream.records import stable_id
@@ -54,7 +54,18 @@ def read_batch_results(
             raw = raw.rstrip(b"\r\n")
             if not raw.strip():
                 continue
-            event, error = _event(raw, provider, default_ts)
+            try:
+                event, error = _event(raw, provider, default_ts)
+            except (TypeError, AttributeError, KeyError, ArithmeticError) as exc:
+                # A field of an unexpected shape deep in a provider's response (an "output"
+                # that is a number): this line is refused, the file goes on.
+                event, error = (
+                    None,
+                    (
+                        f"not a batch result line this reader understands: "
+                        f"{type(exc).__name__}: {exc}"
+                    ),
+                )
             yield BatchLine(number, raw, event, error)
 
 
@@ -62,7 +73,7 @@ def _event(
     raw: bytes, provider: str | None, default_ts: datetime
 ) -> tuple[bytes | None, str | None]:
     try:
-        data = json.loads(raw)
+        data = wire_json.loads(raw)
     except ValueError as exc:
         return None, f"not a JSON batch result line: {exc}"
     if not isinstance(data, dict):
@@ -91,14 +102,19 @@ def _event(
 def _line_id(data: dict[str, Any], custom_id: str) -> str:
     if isinstance(data.get("id"), str):  # OpenAI: batch_req_..., unique across batches
         return str(data["id"])
-    message = (data.get("result") or {}).get("message") or {}
+    message = _object(_object(data.get("result")).get("message"))
     if isinstance(message.get("id"), str):  # Anthropic: msg_..., unique across batches
         return str(message["id"])
     return custom_id
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one (a field of another shape)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _created(data: dict[str, Any]) -> datetime | None:
-    body = (data.get("response") or {}).get("body") or {}
+    body = _object(_object(data.get("response")).get("body"))
     stamp = body.get("created") or body.get("created_at")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool):
         try:

@@ -28,4 +28,5 @@ def parse_instant(value: str | None, name: str) -> datetime | None:
     try:
         return ts.astimezone(UTC)
     except OverflowError:  # 9999-12-31T23:59:59-12:00 is past the year 9999 in UTC
-        raise ConfigError(f"{name} {value!r} is past the year 9999 in UTC") from None
+        side = "before the year 1" if ts.year == 1 else "past the year 9999"
+        raise ConfigError(f"{name} {value!r} is {side} in UTC") from None

@@ -206,6 +206,31 @@ def test_a_line_created_past_what_a_time_holds_is_a_dead_letter_not_a_stop(
     assert "response.body.created 1e+20 is not a time" in letter["error"]
 
 
+def test_lines_of_unexpected_shapes_are_dead_letters_or_land_and_the_file_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each stopped the import with a traceback (RecursionError, AttributeError,
+    # TypeError), the lines after it never read and nothing of the batch landed.
+    output_int = _openai_line(1, 10, 5)
+    output_int["response"]["body"]["output"] = 5
+    response_str = {**_anthropic_line(2), "response": "x"}  # Anthropic's usage is in result
+    result_str = {**_openai_line(3, 10, 5), "result": "x"}
+    del result_str["id"]
+    lines = ["[" * 100_000, *map(json.dumps, (output_int, response_str, result_str))]
+    lines.append(json.dumps(_openai_line(4, 10, 5)))
+    results = tmp_path / "results.jsonl"
+    results.write_text("\n".join(lines) + "\n")
+    wd = tmp_path / "wd"
+    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
+    assert "read 5 = landed 3 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
+    sql = "SELECT source, error FROM dead_letters ORDER BY source"
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    letters = json.loads(capsys.readouterr().out)
+    assert [row["source"] for row in letters] == [f"{results}:1", f"{results}:2"]
+    assert letters[0]["error"] == "not a JSON batch result line: JSON nested too deeply to read"
+    assert letters[1]["error"].startswith("not a batch result line this reader understands: ")
+
+
 def test_a_failed_line_s_dead_letter_carries_the_provider_s_error_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -403,6 +403,7 @@ def test_report_command_writes_the_page_and_rejects_a_bad_date(
         (["--since", "0001-01-01", "--until", "2014-01-01"], "longer than the report charts"),
         (["--since", "9999-12-31T23:30:00Z"], "at most 9999-01-01"),
         (["--until", "9999-12-31T23:59:59-12:00"], "is past the year 9999 in UTC"),
+        (["--since", "0001-01-01T00:00:00+01:00"], "is before the year 1 in UTC"),
     ]:
         assert main([*argv, *bounds]) == 2, bounds
         assert said in capsys.readouterr().err, bounds
