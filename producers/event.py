@@ -342,8 +342,11 @@ def describe_validation_error(err: ValidationError) -> str:
     name, and the misspelling is the cause (summaries show the first reason only)."""
     parts = []
     errors = sorted(err.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
-    for e in errors:
-        loc = ".".join(str(p) for p in e["loc"]) or "record"
+    # A record of 90,000 unknown keys made a 4 MB reason (and 90,000 close-match searches):
+    # the first few say what is wrong.
+    shown, errors = errors[:_MAX_REASONS], errors[_MAX_REASONS:]
+    for e in shown:
+        loc = _printable(".".join(str(p) for p in e["loc"])) or "record"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown field (not in schema version 1{_field_hint(loc)})"
@@ -355,4 +358,18 @@ def describe_validation_error(err: ValidationError) -> str:
             if got == "list":
                 msg += " (for several events, write one object per line: JSON Lines)"
         parts.append(f"{loc}: {msg}")
+    if errors:
+        parts.append(f"and {len(errors):,} more")
     return "; ".join(parts)
+
+
+_MAX_REASONS = 10
+_MAX_NAME = 64
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(name: str) -> str:
+    """A field name as it can be shown: control characters escaped (a key holding ESC [2J
+    cleared the terminal ``ingest`` printed it to), at most ``_MAX_NAME`` characters."""
+    name = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
+    return name if len(name) <= _MAX_NAME else name[: _MAX_NAME - 3] + "..."

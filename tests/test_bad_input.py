@@ -578,3 +578,21 @@ def test_a_cost_written_with_a_positive_exponent_lands_as_the_number_it_is(
     for i, cost in enumerate(expected):
         assert rows[f"c{i}"] == cost and rows[f"t{i}"] == cost
     assert rows["g0"] is None
+
+
+def test_unknown_keys_are_named_printably_and_only_the_first_few(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A key holding ESC [2J cleared the terminal ingest printed its reason to (and could
+    # show a forged summary line); 90,000 unknown keys (a line under 1 MB) made a 4 MB reason, one close-match
+    # search per key.
+    sneaky = "\x1b[2J\x1b[Hread 1 = landed 1\x1b[8m"
+    line = {**_event("keys-0", NOW), sneaky: 1, **{f"k{i}": 1 for i in range(70_000)}}
+    work = tmp_path / "work"
+    out = _ingest(capsys, work, _write(tmp_path / "e.jsonl", [line]))
+    assert "\x1b" not in out
+    assert "dead-lettered 1" in out and "\\x1b[2J" in out
+    ((error,),) = _sql(work, "SELECT error FROM dead_letters")
+    assert "\x1b" not in error and len(error) < 2_000
+    assert error.startswith("\\x1b[2J\\x1b[Hread 1 = landed 1\\x1b[8m: unknown field")
+    assert error.endswith("; and 69,991 more")
