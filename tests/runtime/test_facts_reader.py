@@ -99,6 +99,35 @@ def test_unlanded_cuts_are_the_published_batches_past_the_landed_one_strays_pass
         assert reader.unlanded_cuts(0, 19) == [(20, 29)]
         assert reader.unlanded_cuts(0, 29) == []
         assert reader.unlanded_cuts(0, -1) == [(0, 9), (10, 19), (20, 29)]
+        # A usage partition that ends at 30 holds offsets 0..29: each cut is a batch of it.
+        assert reader.unlanded_cuts(0, 9, usage_end=30) == [(10, 19), (20, 29)]
+    finally:
+        reader.close()
+
+
+def test_a_cut_past_the_usage_partitions_end_is_passed_over(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # A well-formed facts record naming usage offsets no one wrote yet (up to 10^15): as
+    # a cut to replay, the partition waited for offset 10^15, holding all it read, at
+    # every takeover.
+    topic = topic_factory(1)
+    t = _facts(5, 3)
+    rows = pa.array(range(t.num_rows), pa.int64())
+    producer = Producer(kafka_bootstrap)
+    producer.send(
+        [
+            OutRecord(topic, facts_topic.encode(0, t, rows, (first, last)), partition=0)
+            for first, last in ((0, 9), (10, 19), (20, 10**15))
+        ],
+        60,
+    ).raise_first()
+    producer.close()
+    reader = FactsReader(as_settings(kafka_bootstrap), topic)
+    try:
+        assert reader.unlanded_cuts(0, 9, usage_end=25) == [(10, 19)]
+        assert reader.unlanded_cuts(0, 19, usage_end=25) == []
+        assert reader.unlanded_cuts(0, 19) == [(20, 10**15)]  # what no end told it
     finally:
         reader.close()
 

@@ -107,11 +107,16 @@ class FactsReader:
             self._cache.move_to_end(batch)
         return table
 
-    def unlanded_cuts(self, partition: int, landed: int) -> list[tuple[int, int]]:
+    def unlanded_cuts(
+        self, partition: int, landed: int, usage_end: int | None = None
+    ) -> list[tuple[int, int]]:
         """The (first, last) usage offsets of the batches published for usage ``partition``
         past its landed position ``landed``, oldest first: a worker died between publishing
         them and landing them, and they must be replayed cut exactly so (scope owners may
-        have merged their partials)."""
+        have merged their partials). ``usage_end``: the usage partition's end offset; a
+        record naming offsets at or past it was written by no worker (a batch is published
+        after its records were read), and is passed over: replayed, the partition waited
+        for those offsets, reading and holding everything else, at every takeover."""
         low, high = self.consumer.watermarks((self.topic, partition))
         cuts: list[tuple[int, int]] = []
         offset = high - 1
@@ -132,6 +137,13 @@ class FactsReader:
                 continue
             if span is None or span[1] <= landed:
                 break
+            if usage_end is not None and span[1] >= usage_end:
+                log.warning(
+                    "%s/%d@%d names usage offsets %d..%d, past the usage partition's end %d: "
+                    "no worker published it; passed over",
+                    self.topic, partition, offset + 1, span[0], span[1], usage_end,
+                )  # fmt: skip
+                continue
             cuts.append(span)
         cuts.reverse()
         # A cut that does not start right after the last one (or the landed position) was

@@ -221,8 +221,9 @@ class UsageLoop(PartitionLoop[_Partition]):
     def _state(self, p: int, warehouse: Warehouse) -> _Partition:
         landed = self.landed_position(warehouse, p)
         engine = LocalEngine(self.config, p, warehouse.resume().state)
-        assert self.facts is not None
-        cuts = deque(self.facts.unlanded_cuts(p, landed))
+        assert self.facts is not None and self.consumer is not None
+        _, usage_end = self.consumer.watermarks((self.names.usage, p))
+        cuts = deque(self.facts.unlanded_cuts(p, landed, usage_end))
         if cuts:
             log.info("usage %d: replaying %d unlanded batch(es) as cut: %s", p, len(cuts), cuts)
         part = _Partition(
