@@ -10,13 +10,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.producers import wire_json
-from spendstream.records import Alert, BreakerEvent, alert_from_wire, breaker_from_wire
+from spendstream.records import (
+    Alert,
+    BreakerEvent,
+    alert_from_wire,
+    breaker_from_wire,
+    ts_bound_error,
+)
 from spendstream.signing import RecordSigner
 from spendstream.topics import ALERTS, BREAKERS
 
@@ -118,12 +124,9 @@ class AlertConsumer:
             read: Alert | BreakerEvent = (
                 alert_from_wire(data) if topic == self.alerts_topic else breaker_from_wire(data)
             )
-            latest = datetime.now(UTC) + timedelta(seconds=self.max_future_skew_s)
-            if read.ts > latest:
-                raise ValueError(
-                    f"ts {read.ts.isoformat()} is more than [detection] max_future_skew_s "
-                    f"({self.max_future_skew_s} s) after it was read"
-                )
+            problem = ts_bound_error(read.ts, datetime.now(UTC), self.max_future_skew_s)
+            if problem is not None:
+                raise ValueError(problem)
         except (ValueError, KeyError, TypeError, AttributeError, AssertionError) as exc:
             text = raw.decode("utf-8", errors="replace")
             self._bad(record, text, f"not a valid {topic} record: {type(exc).__name__}: {exc}")

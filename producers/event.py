@@ -346,10 +346,12 @@ def describe_validation_error(err: ValidationError) -> str:
     # the first few say what is wrong.
     shown, errors = errors[:_MAX_REASONS], errors[_MAX_REASONS:]
     for e in shown:
-        loc = _printable(".".join(str(p) for p in e["loc"])) or "record"
+        name = ".".join(str(p) for p in e["loc"])
+        loc = _printable(name) or "record"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown field (not in schema version 1{_field_hint(loc)})"
+            hint = _field_hint(name) if len(name) <= _MAX_NAME else ""  # (a misspelling)
+            msg = f"unknown field (not in schema version 1{hint})"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif e["type"] == "model_type" and not e["loc"]:

@@ -842,11 +842,18 @@ class LeaseServer:
                     break
                 if 0 <= partition < self._reply_partitions:
                     return partition
-                # Partitions may have been added since: the broker is asked again, at most
-                # every few seconds (a stream of such requests must not cost one call each).
-                if 0 <= partition < 2**31 and time.monotonic() >= self._replies_asked_at + 5:
+                # Partitions may have been added since (or were not known at the start): the
+                # broker is asked again, at most every few seconds once a count is known (a
+                # stream of such requests must not cost a call each). Asking cannot fail the
+                # transaction: a broker that does not answer leaves the count as it was.
+                due = not self._reply_partitions or time.monotonic() >= self._replies_asked_at + 5
+                if 0 <= partition < 2**31 and due:
                     self._replies_asked_at = time.monotonic()
-                    found = self._consumer.partitions_for(self.names.replies, timeout_s=10)
+                    try:
+                        found = self._consumer.partitions_for(self.names.replies, timeout_s=2)
+                    except KafkaClientError as exc:
+                        log.warning("cannot ask for %s's partitions: %s", self.names.replies, exc)
+                        found = None
                     self._reply_partitions = max(self._reply_partitions, len(found or []))
                     if partition < self._reply_partitions:
                         return partition

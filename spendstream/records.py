@@ -19,6 +19,7 @@ from spendstream.producers.event import EARLIEST_TS, UsageEvent
 __all__ = [
     "ALERT_KINDS",
     "COST_SCALE",
+    "RECORD_CLOCK_MARGIN_S",
     "Alert",
     "AlertKind",
     "BreakerEvent",
@@ -33,6 +34,7 @@ __all__ = [
     "breaker_to_wire",
     "dead_letter_to_wire",
     "stable_id",
+    "ts_bound_error",
 ]
 
 # Fractional digits of stored money: exact for every catalog rate and discount we know of.
@@ -150,20 +152,35 @@ def _one_of(value: object, allowed: tuple[str, ...], name: str) -> str:
 
 
 def _aware_ts(value: object) -> datetime:
-    """An alert's or breaker event's ts read back: in UTC, not before ``EARLIEST_TS`` (the
-    events they come from are not), and within the years a datetime holds in UTC."""
+    """An alert's or breaker event's ts read back, in UTC (one outside UTC's years is a
+    ValueError, not an OverflowError)."""
     ts = datetime.fromisoformat(str(value))
     if ts.tzinfo is None:
         raise ValueError(f"ts {value!r} lacks its UTC offset")
     try:
-        ts = ts.astimezone(UTC)
+        return ts.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"ts {value!r} is out of range in UTC") from None
-    if ts < EARLIEST_TS or ts.year > 9998:  # (9999: one more day could not be added to it)
-        raise ValueError(
-            f"ts {value!r} is before 2015" if ts < EARLIEST_TS else f"ts {value!r} is too late"
+
+
+def ts_bound_error(ts: datetime, now: datetime, max_future_skew_s: int) -> str | None:
+    """Why an alert's or breaker event's ``ts`` read off a topic at ``now`` cannot be the
+    pipeline's (None: it can be). Its events were not before ``EARLIEST_TS`` nor more than
+    ``max_future_skew_s`` after their receipt; ``RECORD_CLOCK_MARGIN_S`` more is allowed for
+    the reader's clock running behind the worker's."""
+    if ts < EARLIEST_TS:
+        return f"ts {ts.isoformat()} is before {EARLIEST_TS.year}"
+    ahead = (ts - now).total_seconds()
+    if ahead > max_future_skew_s + RECORD_CLOCK_MARGIN_S:
+        return (
+            f"ts {ts.isoformat()} is {ahead:,.0f} s after it was read: more than [detection] "
+            f"max_future_skew_s ({max_future_skew_s} s) and {RECORD_CLOCK_MARGIN_S} s for "
+            "clocks that disagree"
         )
-    return ts
+    return None
+
+
+RECORD_CLOCK_MARGIN_S = 300
 
 
 def alert_to_wire(alert: Alert) -> dict[str, object]:

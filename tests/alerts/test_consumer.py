@@ -277,7 +277,7 @@ def test_forged_records_neither_stop_the_router_nor_silence_a_scope(rig: Rig) ->
     assert len(errors) == 5
     assert "nested too deeply" in errors[(rig.alerts_topic, 0)]
     assert "out of range in UTC" in errors[(rig.alerts_topic, 1)]
-    assert "before 2015" in errors[(rig.alerts_topic, 2)]
+    assert "is before 2015" in errors[(rig.alerts_topic, 2)]
     assert "out of range in UTC" in errors[(rig.breakers_topic, 0)]
     assert "max_future_skew_s" in errors[(rig.breakers_topic, 1)]
     assert rig.pd_actions() == ["trigger"]  # the real alert pages: its scope is not silenced
@@ -363,3 +363,21 @@ def test_an_alert_comes_back_from_its_json_wire_form_equal(alert: Alert) -> None
 def test_a_breaker_event_comes_back_from_its_json_wire_form_equal() -> None:
     event = breaker("team:a", "open")
     assert breaker_from_wire(json.loads(json.dumps(breaker_to_wire(event)))) == event
+
+
+def test_a_record_may_run_ahead_of_the_routers_clock_by_the_skew_and_the_margin() -> None:
+    # A worker dates an alert up to max_future_skew_s after it received the event, on its
+    # own clock: the router allows that and RECORD_CLOCK_MARGIN_S more, not a second more.
+    from datetime import UTC, datetime, timedelta
+
+    from spendstream.records import RECORD_CLOCK_MARGIN_S, ts_bound_error
+
+    now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    limit = now + timedelta(seconds=300 + RECORD_CLOCK_MARGIN_S)
+    assert RECORD_CLOCK_MARGIN_S == 300
+    assert ts_bound_error(limit, now, 300) is None
+    assert ts_bound_error(limit + timedelta(seconds=1), now, 300) is not None
+    assert ts_bound_error(datetime(2015, 1, 1, tzinfo=UTC), now, 300) is None
+    assert ts_bound_error(datetime(2014, 12, 31, 23, 59, 59, tzinfo=UTC), now, 300) == (
+        "ts 2014-12-31T23:59:59+00:00 is before 2015"
+    )
