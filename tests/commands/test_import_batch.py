@@ -150,6 +150,17 @@ def test_batch_result_files_land_as_priced_batch_events_and_reimport_adds_nothin
     assert "conflicting_duplicate: event_id" in capsys.readouterr().out
 
 
+def _imported(
+    results: Path, wd: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, list[dict[str, Any]]]:
+    """``import-batch`` of ``results``: its summary, and its dead letters by source."""
+    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
+    out = capsys.readouterr().out
+    sql = "SELECT source, error FROM dead_letters ORDER BY source"
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    return out, json.loads(capsys.readouterr().out)
+
+
 def test_failed_and_broken_lines_are_dead_letters_with_their_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -160,11 +171,8 @@ def test_failed_and_broken_lines_are_dead_letters_with_their_line(
     )
     os.utime(results, (1767614400, 1767614400))  # the default event time: the file's mtime
     wd = tmp_path / "wd"
-    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
-    assert "read 3 = landed 1 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
-    sql = "SELECT source, error FROM dead_letters ORDER BY source"
-    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
-    letters = json.loads(capsys.readouterr().out)
+    out, letters = _imported(results, wd, capsys)
+    assert "read 3 = landed 1 + duplicates 0 + dead-lettered 2" in out
     assert [row["source"] for row in letters] == [f"{results}:2", f"{results}:3"]
     assert "r-9" in letters[0]["error"] and "expired" in letters[0]["error"]
     assert "not a JSON batch result line" in letters[1]["error"]
@@ -220,12 +228,8 @@ def test_lines_of_unexpected_shapes_are_dead_letters_or_land_and_the_file_goes_o
     lines.append(json.dumps(_openai_line(4, 10, 5)))
     results = tmp_path / "results.jsonl"
     results.write_text("\n".join(lines) + "\n")
-    wd = tmp_path / "wd"
-    assert main(["import-batch", str(results), "--workdir", str(wd)]) == 0
-    assert "read 5 = landed 3 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
-    sql = "SELECT source, error FROM dead_letters ORDER BY source"
-    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
-    letters = json.loads(capsys.readouterr().out)
+    out, letters = _imported(results, tmp_path / "wd", capsys)
+    assert "read 5 = landed 3 + duplicates 0 + dead-lettered 2" in out
     assert [row["source"] for row in letters] == [f"{results}:1", f"{results}:2"]
     assert letters[0]["error"] == "not a JSON batch result line: JSON nested too deeply to read"
     assert letters[1]["error"].startswith("not a batch result line this reader understands: ")

@@ -70,6 +70,30 @@ def test_records_read_back_in_any_order_and_nothing_fetched_between_reads(
         reader.close()
 
 
+def _published(
+    bootstrap: str, topic_factory: TopicFactory, *records: tuple[int, int] | bytes
+) -> str:
+    """A one-partition facts topic holding, in order, a facts record of usage partition 0
+    for each (first, last) cut and each bytes value as it is (a stray no worker wrote)."""
+    topic = topic_factory(1)
+    t = _facts(5, 3)
+    rows = pa.array(range(t.num_rows), pa.int64())
+    producer = Producer(bootstrap)
+    producer.send(
+        [
+            OutRecord(
+                topic,
+                r if isinstance(r, bytes) else facts_topic.encode(0, t, rows, r),
+                partition=0,
+            )
+            for r in records
+        ],
+        60,
+    ).raise_first()
+    producer.close()
+    return topic
+
+
 def test_unlanded_cuts_are_the_published_batches_past_the_landed_one_strays_passed_over(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
@@ -77,22 +101,9 @@ def test_unlanded_cuts_are_the_published_batches_past_the_landed_one_strays_pass
     # stray record (no worker wrote it) sits between them and at the tail. The next
     # reader of the partition must replay the two unlanded batches cut as published, not
     # fail on every takeover at the stray.
-    topic = topic_factory(1)
-    t = _facts(5, 3)
-    rows = pa.array(range(t.num_rows), pa.int64())
-
-    def batch(first: int, last: int) -> OutRecord:
-        return OutRecord(topic, facts_topic.encode(0, t, rows, (first, last)), partition=0)
-
-    def stray(value: bytes) -> OutRecord:
-        return OutRecord(topic, value, partition=0)
-
-    producer = Producer(kafka_bootstrap)
-    producer.send(
-        [batch(0, 9), batch(10, 19), stray(b'{"not": "arrow"}'), batch(20, 29), stray(b"\x00")],
-        60,
-    ).raise_first()
-    producer.close()
+    topic = _published(
+        kafka_bootstrap, topic_factory, (0, 9), (10, 19), b'{"not": "arrow"}', (20, 29), b"\x00"
+    )
     reader = FactsReader(as_settings(kafka_bootstrap), topic)
     try:
         assert reader.unlanded_cuts(0, 9) == [(10, 19), (20, 29)]
@@ -111,18 +122,7 @@ def test_a_cut_past_the_usage_partitions_end_is_passed_over(
     # A well-formed facts record naming usage offsets no one wrote yet (up to 10^15): as
     # a cut to replay, the partition waited for offset 10^15, holding all it read, at
     # every takeover.
-    topic = topic_factory(1)
-    t = _facts(5, 3)
-    rows = pa.array(range(t.num_rows), pa.int64())
-    producer = Producer(kafka_bootstrap)
-    producer.send(
-        [
-            OutRecord(topic, facts_topic.encode(0, t, rows, (first, last)), partition=0)
-            for first, last in ((0, 9), (10, 19), (20, 10**15))
-        ],
-        60,
-    ).raise_first()
-    producer.close()
+    topic = _published(kafka_bootstrap, topic_factory, (0, 9), (10, 19), (20, 10**15))
     reader = FactsReader(as_settings(kafka_bootstrap), topic)
     try:
         assert reader.unlanded_cuts(0, 9, usage_end=25) == [(10, 19)]
