@@ -163,6 +163,10 @@ def _aware_ts(value: object) -> datetime:
         raise ValueError(f"ts {value!r} is out of range in UTC") from None
 
 
+# How far behind a worker's clock the clock of a process reading its records may run.
+RECORD_CLOCK_MARGIN_S = 300
+
+
 def ts_bound_error(ts: datetime, now: datetime, max_future_skew_s: int) -> str | None:
     """Why an alert's or breaker event's ``ts`` read off a topic at ``now`` cannot be the
     pipeline's (None: it can be). Its events were not before ``EARLIEST_TS`` nor more than
@@ -178,9 +182,6 @@ def ts_bound_error(ts: datetime, now: datetime, max_future_skew_s: int) -> str |
             "clocks that disagree"
         )
     return None
-
-
-RECORD_CLOCK_MARGIN_S = 300
 
 
 def alert_to_wire(alert: Alert) -> dict[str, object]:

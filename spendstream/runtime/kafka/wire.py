@@ -121,7 +121,8 @@ def _row_problem(table: pa.Table) -> str | None:
     for message in alerts.column("message").to_pylist():
         parts = (message or "").split("\x1f")  # the message between may hold more
         if len(parts) < 3 or parts[0] not in ALERT_KINDS:
-            return f"an alert row's message {message!r} is not <kind>\\x1f<message>\\x1f<end>"
+            shown = (message or "")[:80]
+            return f"an alert row's message {shown!r} is not <kind>\\x1f<message>\\x1f<end>"
     return None
 
 
