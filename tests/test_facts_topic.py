@@ -161,6 +161,10 @@ def test_partials_rows_no_worker_writes_are_refused() -> None:
     for reason, table in forged.items():
         with pytest.raises(ValueError, match=reason):
             decode_partials(encode_partials(3, 40, 44, table))
+    # The last microsecond of year 9999 is a time; one more is not.
+    last = pa.array([253_402_300_799_999_999] * n, pa.int64()).cast(good.field("wm_end").type)
+    at_last = good.set_column(good.schema.get_field_index("wm_end"), good.field("wm_end"), last)
+    decode_partials(encode_partials(3, 40, 44, at_last))
 
 
 def test_the_kind_header_is_found_among_others() -> None:

@@ -21,7 +21,8 @@ def _decode(value: bytes, signer: RecordSigner | None = None, key: bytes | None 
 
 
 def test_what_breakers_reset_writes_is_read_back() -> None:
-    for ts in (NOW, NOW - timedelta(days=3), NOW + timedelta(seconds=SKEW)):
+    earliest = datetime(2015, 1, 1, tzinfo=UTC)  # as early as an event's ts may be
+    for ts in (NOW, NOW - timedelta(days=3), NOW + timedelta(seconds=SKEW), earliest):
         value, headers = encode_reset("team:search", ts, None, None)
         assert headers[0][1] == RESET
         cmd = _decode(value)
