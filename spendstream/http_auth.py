@@ -47,7 +47,10 @@ def token_ok(header: str | None, token: str) -> bool:
 
 
 def _same(given: str, token: str) -> bool:
-    return hmac.compare_digest(given.encode(), token.encode())
+    # A header's bytes that are not UTF-8 reach here as lone surrogates: encoded as they
+    # are (they never match a token), where a plain encode() raised and made the refusal
+    # a 500 that any caller without the token could cause.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
 
 
 def authorize(

@@ -34,13 +34,13 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlencode, urlsplit
 
 from spendstream.config import WarehouseConfig
 from spendstream.errors import ConfigError, SpendstreamError
 from spendstream.http_auth import authorize
 
-__all__ = ["COOKIE", "LiveReport", "serve"]
+__all__ = ["COOKIE", "SOCKET_TIMEOUT_S", "LiveReport", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ _RUN_PATHS = {"/v1/events": "POST", "/v1/traces": "POST", "/v1/breakers": "GET",
 # The most of a refused request's body read (so closing the connection does not reset it
 # before the client reads the answer); past that the connection closes as it is.
 _DRAIN_MAX = 16 << 20
+SOCKET_TIMEOUT_S = 30.0
 
 
 def _not_here(path: str) -> str | None:
@@ -210,6 +211,10 @@ def _cookie_token(header: str | None) -> str | None:
 def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "spendstream-serve"
+        # Each read of the socket waits this long at most: a client that sends half a
+        # request, or a Content-Length it never sends, held its thread for ever (one thread
+        # per connection, before any token check).
+        timeout = SOCKET_TIMEOUT_S
 
         def log_message(self, fmt: str, *args: Any) -> None:
             log.debug("%s " + fmt, self.address_string(), *args)
@@ -231,8 +236,19 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
         def _json(self, status: int, data: Any) -> None:
             self._send(status, json.dumps(data).encode(), "application/json")
 
+        def _target(self) -> SplitResult | None:
+            """The request target; None (answered 400) when it is no URL (``http://[x/``
+            raised ValueError: the connection got no answer)."""
+            try:
+                return urlsplit(self.path)
+            except ValueError:
+                self._json(400, {"error": f"the request target {self.path[:200]!r} is not a URL"})
+                return None
+
         def do_GET(self) -> None:
-            url = urlsplit(self.path)
+            url = self._target()
+            if url is None:
+                return
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if url.path == "/healthz":
                 self._json(200, {"status": "ok"})
@@ -288,7 +304,10 @@ def _handler(live: LiveReport, token: str | None) -> type[BaseHTTPRequestHandler
         def _not_a_get(self) -> None:
             # Answered before the token: it says only what this server is, never any data.
             self._drain()
-            path = urlsplit(self.path).path
+            url = self._target()
+            if url is None:
+                return
+            path = url.path
             hint = _not_here(path)
             if hint is not None:
                 self._json(404, {"error": hint})

@@ -220,7 +220,8 @@ def test_every_path_but_healthz_needs_the_token(worker: Served) -> None:
         "assigned": sorted(s.assignment),
     }
     for path in ("/metrics", "/v1/breakers", "/", "/router/", "/nothing"):
-        for token in (None, "wrong", TOKEN[:-1], TOKEN + "x"):
+        # "\xff\xfe": header bytes that are not UTF-8 made the refusal a 500.
+        for token in (None, "wrong", TOKEN[:-1], TOKEN + "x", "\xff\xfe"):
             status, headers, body = s.request(path, token=token)
             assert status == 401, (path, token)
             assert headers["WWW-Authenticate"] == 'Bearer realm="spendstream"'
@@ -243,6 +244,15 @@ def test_every_path_but_healthz_needs_the_token(worker: Served) -> None:
         assert json.loads(body)["error"].startswith(f"POST is not allowed on {path}: use GET")
     assert s.request("/metrics")[0] == 200
     assert s.request("/v1/breakers")[0] == 200
+    # A body that is not what its Content-Encoding says was a plain-text 500.
+    for path in ("/v1/events", "/v1/traces"):
+        status, _, body = s.request(
+            path,
+            b"not gzip",
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+        assert status == 400, (path, body)
+        assert json.loads(body)["error"].startswith("the body is not valid gzip data ("), body
     assert _usage(s) == []  # nothing refused was published
 
 

@@ -390,6 +390,39 @@ def test_a_post_of_events_is_told_to_go_to_run_and_a_wrong_token_is_called_wrong
         httpd.server_close()
 
 
+def test_a_target_that_is_no_url_is_a_400_and_a_stalled_request_lets_its_thread_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `GET http://[x/` raised ValueError in urlsplit: the connection got no answer. A POST
+    # announcing a megabyte and sending one byte held its thread for ever, before any
+    # token check (one thread per connection).
+    import socket
+
+    from spendstream.runtime import live_report
+    from spendstream.warehouse import Warehouse
+
+    with Warehouse(tmp_path / "wd") as wh:
+        wh.ensure_views()
+    monkeypatch.setattr(live_report, "SOCKET_TIMEOUT_S", 1.0)
+    httpd = live_report.serve(tmp_path / "wd", port=0, token=TOKEN)
+    address = ("127.0.0.1", httpd.server_address[1])
+    try:
+        for method in (b"GET", b"POST"):
+            with socket.create_connection(address, timeout=30) as conn:
+                conn.sendall(method + b" http://[x/ HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+                answer = conn.makefile("rb").read()
+            assert answer.startswith(b"HTTP/1.0 400 "), answer
+            assert b"is not a URL" in answer
+        with socket.create_connection(address, timeout=30) as conn:
+            conn.sendall(b"POST /x HTTP/1.1\r\nContent-Length: 1000000\r\n\r\nx")
+            # Closed by the server once a read waited SOCKET_TIMEOUT_S; without that, the
+            # client's own 30 s timeout fails the test.
+            assert conn.recv(1) == b""
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_the_start_line_says_where_the_token_is_kept(served: Server, tmp_path: Path) -> None:
     # With [http] token_file the hint named $SPENDSTREAM_INGEST_TOKEN, which was not set.
     token_file = tmp_path / "token"

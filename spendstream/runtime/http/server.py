@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from spendstream.errors import SpendstreamError
 from spendstream.http_auth import authorize
@@ -90,6 +91,7 @@ class _Handlers:
         clock: Clock,
         pool: ThreadPoolExecutor,
         probes: ThreadPoolExecutor,
+        views: ThreadPoolExecutor,
     ) -> None:
         from spendstream.producers.otel import OtelMapping
 
@@ -100,6 +102,7 @@ class _Handlers:
         self.clock = clock
         self.pool = pool
         self.probes = probes
+        self.views = views
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
@@ -188,7 +191,11 @@ class _Handlers:
     async def breakers(self, request: web.Request) -> web.Response:
         include_closed = request.query.get("all", "") in ("1", "true")
         try:
-            states = await self._probe(self.backend.breakers, include_closed)
+            # Threads of its own: while the breaker view is not ready (a broker outage) each
+            # call waits up to its timeout, and /healthz must not queue behind those.
+            states = await asyncio.get_running_loop().run_in_executor(
+                self.views, partial(self.backend.breakers, include_closed)
+            )
         except SpendstreamError as exc:
             return _json({"error": str(exc)}, 503, {"Retry-After": str(RETRY_AFTER_S)})
         return _json({"breakers": [breaker_to_wire(b) for b in states]})
@@ -210,13 +217,15 @@ def build_app(
     *,
     pool: ThreadPoolExecutor,
     probes: ThreadPoolExecutor,
+    views: ThreadPoolExecutor | None = None,
     clock: Clock = _now,
 ) -> web.Application:
     """The aiohttp application: the routes above behind the token middleware.
 
     ``token``: ``spendstream.http_auth.read_token(config.http)`` (None: every path but
     /healthz answers 503). ``pool``: the threads that judge bodies and publish them;
-    ``probes``: the threads that answer health, metrics and breakers."""
+    ``probes``: the threads that answer health and metrics; ``views``: those that answer
+    breakers (None: ``probes``)."""
 
     @web.middleware
     async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -225,6 +234,14 @@ def build_app(
             return _json({"error": refusal.error}, refusal.status, refusal.headers)
         try:
             response: web.StreamResponse = await handler(request)
+        except (web.RequestPayloadError, ContentEncodingError) as exc:
+            # A body that cannot be read (not what its Content-Encoding says, cut short):
+            # aiohttp raises this from read(), no HTTP exception, and it was a plain-text 500.
+            encoding = request.headers.get("Content-Encoding", "").strip()
+            cause = exc.__cause__ or exc.__context__ or exc
+            reason = " ".join(str(cause).split()) or type(cause).__name__
+            what = f"not valid {encoding} data" if encoding else "unreadable"
+            return _json({"error": f"the body is {what} ({reason})"}, 400)
         except web.HTTPMethodNotAllowed as exc:
             # The router's own answers were plain text ("405: Method Not Allowed") where
             # every other answer of this server is JSON with an error a client can show.
@@ -236,7 +253,7 @@ def build_app(
             return _json({"error": f"no such path: {request.path} (paths: {paths})"}, 404)
         return response
 
-    h = _Handlers(backend, config, clock, pool, probes)
+    h = _Handlers(backend, config, clock, pool, probes, probes if views is None else views)
     # aiohttp refuses bodies over 1 MiB by default; a JSON Lines batch may be larger.
     app = web.Application(middlewares=[require_token], client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/v1/events", h.events)  # every path here is in _PATHS
@@ -266,8 +283,15 @@ class HttpServer:
         self._port = config.http.port if port is None else port
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="spendstream-http")
         self._probes = ThreadPoolExecutor(2, thread_name_prefix="spendstream-http-probe")
+        self._views = ThreadPoolExecutor(2, thread_name_prefix="spendstream-http-breakers")
         self.app = build_app(
-            backend, config, token, pool=self._pool, probes=self._probes, clock=clock
+            backend,
+            config,
+            token,
+            pool=self._pool,
+            probes=self._probes,
+            views=self._views,
+            clock=clock,
         )
         self._runner: web.AppRunner | None = None
 
@@ -299,6 +323,7 @@ class HttpServer:
             self._runner = None
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._probes.shutdown(wait=False, cancel_futures=True)
+        self._views.shutdown(wait=False, cancel_futures=True)
 
 
 class ServerThread:
