@@ -157,6 +157,10 @@ def test_partials_rows_no_worker_writes_are_refused() -> None:
             pa.concat_arrays([year_10000] * n),
         ),
         "an alert row's message": with_column("detector", [ALERT] * n),
+        # A replay reads its rows back by this reference: one that names no facts record
+        # failed the merge at every retry.
+        "batch 'abc' is not": with_column("batch", ["abc"] * n),
+        "batch '3@9#5:2' is not": with_column("batch", ["3@9#5:2"] * n),
     }
     for reason, table in forged.items():
         with pytest.raises(ValueError, match=reason):

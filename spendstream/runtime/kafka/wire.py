@@ -27,7 +27,7 @@ from spendstream.producers.event import EARLIEST_TS
 from spendstream.records import ALERT_KINDS
 from spendstream.scopes import scope_error
 from spendstream.signing import RecordSigner
-from spendstream.stream.partials import ALERT, PARTIALS
+from spendstream.stream.partials import ALERT, PARTIALS, split_ref
 
 __all__ = [
     "COMPRESS_FROM_BYTES",
@@ -98,6 +98,26 @@ def decode_partials(value: bytes) -> PartialsBatch:
     return PartialsBatch(partition, first, last, table.replace_schema_metadata(None))
 
 
+def _is_batch_ref(ref: str) -> bool:
+    """Whether ``ref`` names a facts record (``facts_reader.batch_ref``), or rows of one
+    (``partials.slice_ref``): one that does not failed a scope owner's replay of it."""
+    batch, rows = _split_ref(ref)
+    if batch is None:
+        return False
+    partition, at, offset = batch.partition("@")
+    if not (at and partition.isdigit() and offset.isdigit()):
+        return False
+    return rows is None or 0 <= rows[0] <= rows[1]
+
+
+def _split_ref(ref: str) -> tuple[str | None, tuple[int, int] | None]:
+    """``partials.split_ref``, with (None, None) for a reference it cannot read."""
+    try:
+        return split_ref(ref)
+    except ValueError:
+        return None, None
+
+
 # Columns a worker leaves null: an alert row's message is its only use, a batch reference
 # and a source's watermarks may be unknown yet. Every other one is read as a number.
 _NULLABLE = frozenset({"message", "batch", "wm_start", "wm_end"})
@@ -117,6 +137,9 @@ def _row_problem(table: pa.Table) -> str | None:
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
             if low < _US_RANGE[0] or high > _US_RANGE[1]:
                 return f"{f.name} holds a time outside years 1-9999"
+    for ref in pc.unique(table.column("batch").drop_null()).to_pylist():
+        if not _is_batch_ref(ref):
+            return f"batch {ref[:80]!r} is not <facts partition>@<offset>[#<start>:<stop>]"
     alerts = table.filter(pc.equal(table.column("detector"), ALERT))
     for message in alerts.column("message").to_pylist():
         parts = (message or "").split("\x1f")  # the message between may hold more
