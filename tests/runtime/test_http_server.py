@@ -441,6 +441,26 @@ def test_when_kafka_cannot_take_the_records_the_answer_is_503_and_nothing_is_lan
     assert not (tmp_path / "wd").exists()  # no dead letter landed without its topic record
 
 
+def test_breakers_waiting_for_their_view_do_not_hold_up_health_or_metrics(
+    tmp_path: Path,
+) -> None:
+    """With the broker away, each GET /v1/breakers waits for the breaker view (up to its
+    ready timeout). It shared the two probe threads with /healthz: a few such calls made
+    liveness probes wait, and an orchestrator restart a healthy worker."""
+    [port] = find_free_ports(1)
+    config = make_config(f"127.0.0.1:{port}", tmp_path)
+    with (
+        served(config, tmp_path / "wd", ready_timeout_s=10.0, create=False) as s,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        views = [pool.submit(s.request, "/v1/breakers") for _ in range(3)]
+        time.sleep(1.0)  # all three sent and waiting (each waits 10 s for the view)
+        assert s.request("/healthz", token=None)[0] == 200
+        assert s.request("/metrics")[0] == 200
+        assert not any(v.done() for v in views)  # answered while they still wait
+        assert all(v.result()[0] == 503 for v in views)
+
+
 @settings(
     max_examples=40,
     deadline=None,
