@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from spendstream.wording import escape_controls
+
 __all__ = [
     "CACHED_TOKEN_FIELDS",
     "EARLIEST_TS",
@@ -367,11 +369,10 @@ def describe_validation_error(err: ValidationError) -> str:
 
 _MAX_REASONS = 10
 _MAX_NAME = 64
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _printable(name: str) -> str:
     """A field name as it can be shown: control characters escaped (a key holding ESC [2J
     cleared the terminal ``ingest`` printed it to), at most ``_MAX_NAME`` characters."""
-    name = _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
+    name = escape_controls(name)
     return name if len(name) <= _MAX_NAME else name[: _MAX_NAME - 3] + "..."

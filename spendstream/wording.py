@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from spendstream.money import MONEY_CONTEXT
 
-__all__ = ["exact_usd", "plural", "usd", "written_usd"]
+__all__ = ["escape_controls", "exact_usd", "plural", "usd", "written_usd"]
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CENT = Decimal("0.01")
 _MILLIONTH = Decimal("1e-6")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters written ``\\xNN``: text a record held (a key,
+    a value in a reason) goes to terminals, and one holding ESC [2J cleared the screen."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def usd(value: Decimal | None, places: int = 2) -> str:

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary
 from spendstream.warehouse.charts import usd
+from spendstream.wording import escape_controls
 
 __all__ = ["print_summary", "progress_printer"]
 
@@ -37,11 +38,8 @@ def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
 def _shorten(reason: str, width: int = 160) -> str:
     # Control characters escaped: a reason quotes what a record held, and a terminal must
     # not take it for commands.
-    reason = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", reason)
+    reason = escape_controls(reason)
     return reason if len(reason) <= width else reason[: width - 3] + "..."
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _hint(reason: str) -> str:
