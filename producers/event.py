@@ -43,6 +43,7 @@ __all__ = [
     "UsageEvent",
     "describe_validation_error",
     "first_reason",
+    "json_kind",
     "token_parts_error",
 ]
 
@@ -293,6 +294,7 @@ def token_parts_error(e: Any) -> str | None:
 
 
 _JSON_KINDS = {
+    "dict": "an object",
     "list": "an array",
     "str": "a string",
     "int": "a number",
@@ -300,6 +302,12 @@ _JSON_KINDS = {
     "bool": "true or false",
     "NoneType": "null",
 }
+
+
+def json_kind(value: object) -> str:
+    """What JSON calls the kind of a parsed value ("an array", "null"), for messages."""
+    name = type(value).__name__
+    return _JSON_KINDS.get(name, name)
 
 
 # Names providers' APIs and other tools use for a field of the event: a producer that copied
@@ -357,9 +365,9 @@ def describe_validation_error(err: ValidationError) -> str:
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif e["type"] == "model_type" and not e["loc"]:
-            got = type(e.get("input")).__name__
-            msg = f"a usage event is a JSON object, not {_JSON_KINDS.get(got, got)}"
-            if got == "list":
+            got = e.get("input")
+            msg = f"a usage event is a JSON object, not {json_kind(got)}"
+            if isinstance(got, list):
                 msg += " (for several events, write one object per line: JSON Lines)"
         parts.append(f"{loc}: {msg}")
     if errors:

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
 from spendstream.producers import wire_json
-from spendstream.producers.event import UsageEvent, describe_validation_error
+from spendstream.producers.event import UsageEvent, describe_validation_error, json_kind
 from spendstream.producers.provider_names import canonical_provider
 
 if TYPE_CHECKING:
@@ -417,23 +417,11 @@ def _list(d: Mapping[str, Any], camel: str, snake: str, where: str) -> list[Mapp
     if value is None:
         return []
     if not isinstance(value, list):
-        raise OtlpDecodeError(f"{where}{camel} is {_json_kind(value)}, not a list")
+        raise OtlpDecodeError(f"{where}{camel} is {json_kind(value)}, not a list")
     for n, item in enumerate(value):
         if not isinstance(item, Mapping):
-            raise OtlpDecodeError(f"{where}{camel}[{n}] is {_json_kind(item)}, not an object")
+            raise OtlpDecodeError(f"{where}{camel}[{n}] is {json_kind(item)}, not an object")
     return value
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null" if value is None else "a list"
 
 
 def _json_spans(request: Mapping[str, Any]) -> Iterator[_Span]:
