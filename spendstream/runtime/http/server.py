@@ -104,13 +104,17 @@ class _Handlers:
         self.probes = probes
         self.views = views
 
+    @staticmethod
+    async def _on(pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(fn, *args))
+
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, *args))
+        return await self._on(self.pool, fn, *args)
 
     async def _probe(self, fn: Callable[..., T], *args: Any) -> T:
-        """Reads (health, metrics, breakers) on threads of their own: a probe must answer
-        while every ingest thread waits on a slow broker."""
-        return await asyncio.get_running_loop().run_in_executor(self.probes, partial(fn, *args))
+        """Reads (health, metrics) on threads of their own: a probe must answer while every
+        ingest thread waits on a slow broker."""
+        return await self._on(self.probes, fn, *args)
 
     async def _body(self, request: web.Request) -> bytes | None:
         """The request body, or None when it is over the limit (413)."""
@@ -193,9 +197,7 @@ class _Handlers:
         try:
             # Threads of its own: while the breaker view is not ready (a broker outage) each
             # call waits up to its timeout, and /healthz must not queue behind those.
-            states = await asyncio.get_running_loop().run_in_executor(
-                self.views, partial(self.backend.breakers, include_closed)
-            )
+            states = await self._on(self.views, self.backend.breakers, include_closed)
         except SpendstreamError as exc:
             return _json({"error": str(exc)}, 503, {"Retry-After": str(RETRY_AFTER_S)})
         return _json({"breakers": [breaker_to_wire(b) for b in states]})
