@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from spendstream.instants import in_utc
 from spendstream.wording import escape_controls
 
 __all__ = [
@@ -189,14 +190,7 @@ class UsageEvent(BaseModel):
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
         # Event time is compared across producers in many zones: normalise once, here.
-        try:
-            utc = value.astimezone(UTC)
-        except OverflowError:
-            # 0001-01-01T00:00:00+01:00 is before year 1 in UTC (9999-12-31...-01:00 after
-            # 9999): datetime cannot hold it, and it must be a dead letter, not a crash.
-            raise ValueError(
-                f"{value.isoformat()} is out of range in UTC (before year 1 or after 9999)"
-            ) from None
+        utc = in_utc(value)  # a dead letter, not a crash, when UTC has no such time
         if utc < EARLIEST_TS:
             raise ValueError(
                 f"{utc.isoformat()} is before {EARLIEST_TS.isoformat()} "

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
+from spendstream.instants import in_utc
 from spendstream.money import is_usd
 from spendstream.producers import wire_json
 
@@ -221,9 +222,9 @@ def _field(name: str, value: Any) -> Any:
         if ts.tzinfo is None:
             raise ValueError("expires_at needs a UTC offset")
         try:
-            return ts.astimezone(UTC)
-        except OverflowError:
-            raise ValueError(f"expires_at is out of range in UTC: {value!r}") from None
+            return in_utc(ts)
+        except ValueError as exc:
+            raise ValueError(f"expires_at {exc}") from None
     if name in ("ttl_s", "retry_after_s"):
         if value is None and name == "retry_after_s":
             return None

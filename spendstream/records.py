@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
+from spendstream.instants import in_utc
 from spendstream.money import money_error
 from spendstream.producers.event import EARLIEST_TS, UsageEvent
 
@@ -158,9 +159,9 @@ def _aware_ts(value: object) -> datetime:
     if ts.tzinfo is None:
         raise ValueError(f"ts {value!r} lacks its UTC offset")
     try:
-        return ts.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"ts {value!r} is out of range in UTC") from None
+        return in_utc(ts)
+    except ValueError as exc:
+        raise ValueError(f"ts {exc}") from None
 
 
 # How far behind a worker's clock the clock of a process reading its records may run.

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendstream.facts_topic import ipc_record, ipc_table
+from spendstream.instants import in_utc
 from spendstream.producers.event import EARLIEST_TS
 from spendstream.records import ALERT_KINDS
 from spendstream.scopes import scope_error
@@ -191,9 +192,9 @@ def decode_reset(
     if ts.tzinfo is None:
         raise ValueError(f"ts {data['ts']!r} has no UTC offset")
     try:
-        ts = ts.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"ts {data['ts']!r} is out of range in UTC") from None
+        ts = in_utc(ts)
+    except ValueError as exc:
+        raise ValueError(f"ts {exc}") from None
     if ts < EARLIEST_TS:
         # As an event's ts: a breaker event's day must be one the warehouse can hold.
         raise ValueError(f"ts {ts.isoformat()} is before {EARLIEST_TS.date().year}")
