@@ -32,6 +32,7 @@ __all__ = [
     "PARTIALS",
     "DetailSource",
     "Details",
+    "FactsUnreadable",
     "Partial",
     "Source",
     "by_group",
@@ -95,7 +96,21 @@ def split_ref(ref: str) -> tuple[str, tuple[int, int] | None]:
 class DetailSource(Protocol):
     """Where a scope owner reads a batch's facts back (its published facts record)."""
 
-    def facts_of(self, batch: str) -> pa.Table: ...
+    def facts_of(self, batch: str) -> pa.Table:
+        """``FactsUnreadable`` when they cannot be had, now or later."""
+        ...
+
+
+class FactsUnreadable(LookupError):
+    """The facts of the batch ``batch`` (a whole batch's reference) cannot be had, now or
+    ever: its record is gone (a topic's retention), was never written, is not a facts
+    record, or holds fewer rows than partials name. Read again, a merge that needs them
+    fails the same way: the partials naming that batch can only be set aside."""
+
+    def __init__(self, batch: str, why: str) -> None:
+        super().__init__(f"the facts of batch {batch} cannot be read: {why}")
+        self.batch = batch
+        self.why = why
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +175,10 @@ class Details:
             batch, rows = split_ref(src.batch)
             table = self.source.facts_of(batch)
             if rows is not None:  # a slice of the batch (stream.rounds)
+                if not 0 <= rows[0] <= rows[1] <= table.num_rows:
+                    raise FactsUnreadable(
+                        batch, f"it has {table.num_rows} rows, not rows {rows[0]}:{rows[1]}"
+                    )
                 table = table.slice(rows[0], rows[1] - rows[0])
             cols = self._cols[key] = FactColumns(
                 table, src.wm_start, src.partition, self.row_bases.get(key, 0)

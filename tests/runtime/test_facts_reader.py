@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from spendstream import facts_topic
 from spendstream.config import Config
@@ -16,6 +20,7 @@ from spendstream.kafka.settings import as_settings
 from spendstream.runtime.kafka.facts_reader import FactsReader, batch_ref
 from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES
 from spendstream.stream.batch import decode_lines
+from spendstream.stream.partials import FactsUnreadable
 from spendstream.stream.pipeline import Pipeline
 from spendstream.synthetic import generate
 from tests.kafka_fixtures import TopicFactory
@@ -164,5 +169,40 @@ def test_unlanded_cuts_start_over_where_a_later_worker_published_again(
         assert reader.unlanded_cuts(0, 9) == [(10, 24)]
         assert reader.unlanded_cuts(1, 9) == []
         assert reader.unlanded_cuts(2, 9) == [(10, 19)]
+    finally:
+        reader.close()
+
+
+def test_a_batch_that_cannot_be_read_is_facts_unreadable_at_once_not_a_timeout(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    # A scope owner retried a merge for ever when a batch's facts would never come: each
+    # try waited out the 30 s timeout and failed as "Kafka unavailable", retriable.
+    topic = _published(
+        kafka_bootstrap, topic_factory, (0, 9), (10, 19), b'{"not": "arrow"}', (20, 29)
+    )
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    # The topic's retention deleted the first record.
+    admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result(30)
+    reader = FactsReader(as_settings(kafka_bootstrap), topic)
+    cases = {
+        batch_ref(0, 0): "now starts at 1 (the topic's retention deleted it)",
+        batch_ref(0, 4): f"past the end of {topic}/0 (4)",
+        batch_ref(0, 10**12): f"past the end of {topic}/0 (4)",
+        batch_ref(7, 0): f"{topic} has no partition 7",
+        batch_ref(0, 2): "not a spendstream.facts record",
+    }
+    try:
+        for ref, why in cases.items():
+            t0 = time.monotonic()
+            with pytest.raises(FactsUnreadable) as caught:
+                reader.facts_of(ref)
+            assert caught.value.batch == ref
+            assert why in caught.value.why, caught.value.why
+            assert time.monotonic() - t0 < 20, ref  # told, not timed out (30 s)
+        # The records still there read back.
+        n = reader.facts_of(batch_ref(0, 1)).num_rows
+        assert n > 0 and reader.facts_of(batch_ref(0, 3)).num_rows == n
+        assert reader.unlanded_cuts(0, 9) == [(10, 19), (20, 29)]
     finally:
         reader.close()

@@ -7,13 +7,19 @@ record at the facts topic's tail."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from spendstream.config import load_config
 from spendstream.kafka.producer import OutRecord, Producer
+from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.wire import KIND_HEADER, PARTIALS_KIND, encode_partials
+from spendstream.stream.batch import decode_lines
+from spendstream.stream.engine import LocalEngine, route
 from spendstream.stream.partials import PARTIALS
+from spendstream.stream.pipeline import Pipeline
 from spendstream.topics import DEAD_LETTERS
 from tests.runtime.kafka_workers import (
     Worker,
@@ -88,3 +94,65 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
         json.loads(v)["source"] for _, v in read_topic(kafka_bootstrap, prefix + DEAD_LETTERS)
     ]
     assert sorted(set(published)) == sorted(source for source, _ in rows)
+
+
+def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # Partials as a worker writes them, of a batch that crosses the team's budget, naming
+    # a facts record that is not there (past the partition's end; the topic's retention
+    # deletes one the same way): the owner must read the batch back to locate the
+    # crossing. It timed out and retried that round for ever, and wide-scope detection of
+    # every scope it owns stopped; now the record is a dead letter and the rest goes on.
+    config, prefix = write_config(
+        tmp_path / "c.toml",
+        kafka_bootstrap,
+        partitions=LANES,
+        extra=(
+            "[leases]\nserve_in_run = false\n"
+            f'[[budget]]\nscope = "{SCOPE}"\nperiod = "day"\namount_usd = "1"\n'
+            'hard_limit = "1.0"\n'
+        ),
+    )
+    partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
+    cfg = load_config(config)
+    now = datetime.now(UTC)
+    priced = Pipeline(cfg).price_table(decode_lines(_calls(20), now, str).events, now)
+    missing = batch_ref(2, 10**6)
+    local = LocalEngine(cfg, 2).process(priced, missing).partials
+    (q,) = [
+        q
+        for q, table in enumerate(route(local, LANES))
+        if SCOPE in table["scope"].to_pylist() and table.num_rows
+    ]
+    forged = encode_partials(2, 10**6, 10**6 + 19, route(local, LANES)[q])
+
+    wd = tmp_path / "wd"
+    w = Worker(wd, config, tmp_path).start()
+    try:
+        w.wait_ready(prefix)
+        producer = Producer(kafka_bootstrap)
+        producer.send(
+            [OutRecord(partials, forged, headers=[(KIND_HEADER, PARTIALS_KIND)], partition=q)], 60
+        ).raise_first()
+        producer.close()
+        dead = f"SELECT source, error FROM dead_letters WHERE source LIKE 'kafka:{partials}/%'"
+        wait_for(lambda: len(query(wd, dead)) == 1, "the partials were not dead-lettered", w)
+        [(source, error)] = query(wd, dead)
+        assert source == f"kafka:{partials}/{q}@0"
+        assert error.startswith(
+            f"the facts of its batch, {facts} record {missing}, cannot be read: "
+            f"past the end of {facts}/2 (0); wide-scope detection"
+        ), error
+        # The owner goes on: the team's own calls open its breaker.
+        kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", _calls(20), keyed=True)
+        states = f"SELECT state FROM breaker_events WHERE scope = '{SCOPE}'"
+        wait_for(lambda: bool(query(wd, states)), "the team's budget breaker never opened", w)
+        assert query(wd, states)[0] == ("open",)
+        wait_for(lambda: fact_count(wd) == 20, "not every call landed", w)
+        assert w.stop() == 0, w.log_tail()
+        w = Worker(wd, config, tmp_path, name="w2").start()
+        w.wait_ready(prefix)
+        assert query(wd, dead) == [(source, error)]  # landed once
+    finally:
+        assert w.stop() == 0, w.log_tail()

@@ -848,3 +848,38 @@ def test_a_scope_owner_on_another_anomaly_scopes_list_judges_a_partial_by_its_sc
     same = owner_alerts(["team"])
     assert [(a.kind, a.scope) for a in same] == [("hourly_anomaly", "team:a")]
     assert owner_alerts(["global", "team"]) == same
+
+
+def test_a_slice_naming_rows_its_batch_has_not_is_facts_unreadable_naming_the_batch() -> None:
+    # Sliced past its batch's rows (partials no worker wrote for this facts record), a
+    # replay took the rows that were there and mislocated the crossing, or failed deep in
+    # a detector at every retry; the scope owner sets aside what names an unreadable batch.
+    import pytest
+
+    from spendstream.stream.partials import FactsUnreadable
+    from tests.stream.detection_facts import at, fact, facts_table
+
+    t = {"scope": "team:t", "period": "day", "amount_usd": 1, "alert_at": [1], "hard_limit": 1}
+    cfg = config(budget=[t])
+    tables = Tables()
+    tables.batches["b0"] = facts_table([fact(at(0), "0.6", team="t"), fact(at(1), "0.6", team="t")])
+    partials = LocalEngine(cfg, 0).process(tables.batches["b0"], "b0").partials
+    # A minute apart: two slices of one row each, and the second crosses $1.
+    assert set(partials["batch"].to_pylist()) == {slice_ref("b0", 0, 1), slice_ref("b0", 1, 2)}
+    assert ScopeEngine(cfg).merge(partials, tables).alerts
+
+    def second_slice_as(start: int, stop: int) -> pa.Table:
+        refs = [
+            slice_ref("b0", start, stop) if r.endswith("#1:2") else r
+            for r in partials["batch"].to_pylist()
+        ]
+        return partials.set_column(
+            partials.schema.get_field_index("batch"), "batch", pa.array(refs)
+        )
+
+    assert ScopeEngine(cfg).merge(second_slice_as(1, 2), tables).alerts  # as written
+    for start, stop in [(1, 3), (2, 3), (2, 1), (-1, 2)]:
+        with pytest.raises(FactsUnreadable) as caught:
+            ScopeEngine(cfg).merge(second_slice_as(start, stop), tables)
+        assert caught.value.batch == "b0"
+        assert caught.value.why == f"it has 2 rows, not rows {start}:{stop}"

@@ -16,6 +16,7 @@ from spendstream import facts_topic
 from spendstream.errors import KafkaUnavailable
 from spendstream.kafka.consumer import Consumer, Message
 from spendstream.kafka.settings import KafkaSettings
+from spendstream.stream.partials import FactsUnreadable
 from spendstream.table_schemas import FACTS
 
 __all__ = ["READ_CONFIG", "FactsReader", "batch_ref", "parse_ref"]
@@ -72,8 +73,12 @@ class FactsReader:
         self.fetched = 0  # records read from the broker (metrics and tests)
 
     def _read(self, partition: int, offset: int) -> Message:
+        """The record at ``offset``; ``FactsUnreadable`` when it will never come (deleted
+        by the topic's retention, past the partition's end, no such partition)."""
+        ref = batch_ref(partition, offset)
         self.consumer.assign({(self.topic, partition): offset})
         deadline = time.monotonic() + _TIMEOUT_S
+        asked = False
         try:
             while time.monotonic() < deadline:
                 for m in self.consumer.consume(1, 0.5):
@@ -81,7 +86,18 @@ class FactsReader:
                         self.fetched += 1
                         return m
                     if (m.offset() or 0) > offset:
-                        break  # compacted or deleted: it will not come
+                        raise FactsUnreadable(
+                            ref,
+                            f"{self.topic}/{partition} now starts at {m.offset()} "
+                            "(the topic's retention deleted it)",
+                        )
+                if not asked:
+                    # A record that exists comes first, within ms: only a read that got
+                    # nothing, or records before it (librdkafka starts a position past the
+                    # end over at the beginning), asks whether it can come at all (waiting
+                    # out the timeout, a scope owner retried the same round for ever).
+                    asked = True
+                    self._check_exists(partition, offset, ref)
         finally:
             # Nothing to fetch until the next read says where: without the backoff, a
             # partition left assigned would be fetched again and again.
@@ -92,13 +108,29 @@ class FactsReader:
             retriable=True,
         )
 
+    def _check_exists(self, partition: int, offset: int, ref: str) -> None:
+        parts = self.consumer.partitions_for(self.topic, timeout_s=5)
+        if parts is not None and partition not in parts:
+            raise FactsUnreadable(ref, f"{self.topic} has no partition {partition}")
+        low, high = self.consumer.watermarks((self.topic, partition), timeout_s=5)
+        if offset >= high:
+            raise FactsUnreadable(ref, f"past the end of {self.topic}/{partition} ({high})")
+        if offset < low:
+            raise FactsUnreadable(
+                ref, f"before the first record {self.topic}/{partition} keeps ({low})"
+            )
+
     def facts_of(self, batch: str) -> pa.Table:
-        """The facts (``table_schemas.FACTS``) of the batch ``batch_ref`` names."""
+        """The facts (``table_schemas.FACTS``) of the batch ``batch_ref`` names;
+        ``FactsUnreadable`` when they cannot be had, now or later."""
         table = self._cache.get(batch)
         if table is None:
             partition, offset = parse_ref(batch)
             value = self._read(partition, offset).value() or b""
-            table = facts_topic.decode(value).facts.select(FACTS.names)
+            try:
+                table = facts_topic.decode(value).facts.select(FACTS.names)
+            except ValueError as exc:
+                raise FactsUnreadable(batch, str(exc)) from exc
             self._cache[batch] = table
             self._cached_bytes += table.nbytes
             while self._cached_bytes > _CACHE_BYTES and len(self._cache) > 1:
@@ -123,7 +155,11 @@ class FactsReader:
         looked = 0
         while offset >= low and len(cuts) < _TAIL and looked < _LOOK_AT_MOST:
             looked += 1
-            value = self._read(partition, offset).value() or b""
+            try:
+                value = self._read(partition, offset).value() or b""
+            except FactsUnreadable as exc:  # the topic's retention deleted it meanwhile
+                log.warning("looking for unlanded batches: %s", exc)
+                break
             offset -= 1
             try:
                 span = facts_topic.decode(value).batch_offsets

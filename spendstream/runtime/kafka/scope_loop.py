@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError
@@ -55,6 +56,7 @@ from spendstream.runtime.kafka.wire import (
 )
 from spendstream.stream.batch import stored_raw
 from spendstream.stream.engine import ScopeEngine
+from spendstream.stream.partials import FactsUnreadable, split_ref
 from spendstream.stream.rounds import round_of, slices_of
 from spendstream.table_schemas import alerts_table, breaker_events_table, dead_letters_table
 from spendstream.warehouse import Warehouse
@@ -85,6 +87,10 @@ def lands_now(output: bool, changed: bool, now: float, landed_at: float) -> bool
 
 def scope_writer(partition: int) -> str:
     return f"scopes/{partition}"
+
+
+class _FactsGone(ValueError):
+    """A partials record whose batch's facts cannot be read back (``FactsUnreadable``)."""
 
 
 @dataclass(slots=True)
@@ -142,6 +148,9 @@ class ScopeLoop(PartitionLoop[_Owner]):
         self.lanes = usage_partitions
         self.clock = clock
         self._ends: dict[int, tuple[int, float]] = {}  # usage partition -> (end, read at)
+        # Facts batches a merge could not read (reference -> why): partials naming them
+        # are dead letters (kept per process: a new owner finds out again, in one round).
+        self._unreadable: dict[str, str] = {}
 
     @property
     def topic(self) -> str:
@@ -186,6 +195,11 @@ class ScopeLoop(PartitionLoop[_Owner]):
         for q, owner in list(self.parts.items()):
             try:
                 self._step(owner, by_part.get(q, []))
+            except FactsUnreadable as exc:
+                # The same round would fail so at every replay: from the last commit, the
+                # partials records of that batch are set aside as dead letters instead.
+                self._unreadable[exc.batch] = exc.why
+                self._failed(q, "round")
             except Exception:
                 self._failed(q, "round")
 
@@ -266,8 +280,17 @@ class ScopeLoop(PartitionLoop[_Owner]):
         super()._release(n, state)
 
     def _partials(self, value: bytes) -> PartialsBatch:
-        """The record's batch; ``ValueError`` if no worker of this pipeline wrote it."""
+        """The record's batch; ``ValueError`` if no worker of this pipeline wrote it, or
+        its batch's facts cannot be read back (``FactsUnreadable`` in a merge)."""
         batch = decode_partials(value)
+        if self._unreadable:
+            refs = {split_ref(r)[0] for r in pc.unique(batch.partials["batch"]).to_pylist()}
+            gone = sorted(refs & self._unreadable.keys())
+            if gone:
+                raise _FactsGone(
+                    f"the facts of its batch, {self.names.facts} record {gone[0]}, cannot "
+                    f"be read: {self._unreadable[gone[0]]}"
+                )
         # A usage partition past the count this worker started with is not refused: after
         # partitions are added to the usage topic, the new ones' batches come from workers
         # that see them before this one restarts.
@@ -283,9 +306,13 @@ class ScopeLoop(PartitionLoop[_Owner]):
         # the facts its batch held (if a worker wrote it) are landed by their usage
         # partition's writer whatever happens here; only wide-scope detection lacks them.
         source = f"kafka:{self.names.partials}/{owner.number}@{offset}"
+        why = str(exc)
+        if not isinstance(exc, _FactsGone):  # the record is the stray, not its facts
+            why += (
+                f". Only spendstream workers of one version should produce to {self.names.partials}"
+            )
         error = (
-            f"{exc}. Only spendstream workers of one version should produce to "
-            f"{self.names.partials}; wide-scope detection (team, feature, user, project, "
+            f"{why}; wide-scope detection (team, feature, user, project, "
             "global, budgets) went on without this record"
         )
         log.error("scopes %d: dead-lettered %s: %s", owner.number, source, error)
