@@ -186,7 +186,9 @@ def test_a_batch_that_cannot_be_read_is_facts_unreadable_at_once_not_a_timeout(
     admin.delete_records([TopicPartition(topic, 0, 1)])[TopicPartition(topic, 0, 1)].result(30)
     reader = FactsReader(as_settings(kafka_bootstrap), topic)
     cases = {
-        batch_ref(0, 0): "now starts at 1 (the topic's retention deleted it)",
+        batch_ref(
+            0, 0
+        ): f"before the first record {topic}/0 keeps (1): the topic's retention deleted it",
         batch_ref(0, 4): f"past the end of {topic}/0 (4)",
         batch_ref(0, 10**12): f"past the end of {topic}/0 (4)",
         batch_ref(7, 0): f"{topic} has no partition 7",

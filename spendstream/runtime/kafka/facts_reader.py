@@ -85,17 +85,11 @@ class FactsReader:
                     if m.partition() == partition and m.offset() == offset:
                         self.fetched += 1
                         return m
-                    if (m.offset() or 0) > offset:
-                        raise FactsUnreadable(
-                            ref,
-                            f"{self.topic}/{partition} now starts at {m.offset()} "
-                            "(the topic's retention deleted it)",
-                        )
                 if not asked:
                     # A record that exists comes first, within ms: only a read that got
-                    # nothing, or records before it (librdkafka starts a position past the
-                    # end over at the beginning), asks whether it can come at all (waiting
-                    # out the timeout, a scope owner retried the same round for ever).
+                    # nothing, or other records (librdkafka starts a position out of range
+                    # over at the beginning), asks whether it can come at all (waiting out
+                    # the timeout, a scope owner retried the same round for ever).
                     asked = True
                     self._check_exists(partition, offset, ref)
         finally:
@@ -117,7 +111,9 @@ class FactsReader:
             raise FactsUnreadable(ref, f"past the end of {self.topic}/{partition} ({high})")
         if offset < low:
             raise FactsUnreadable(
-                ref, f"before the first record {self.topic}/{partition} keeps ({low})"
+                ref,
+                f"before the first record {self.topic}/{partition} keeps ({low}): "
+                "the topic's retention deleted it",
             )
 
     def facts_of(self, batch: str) -> pa.Table:
