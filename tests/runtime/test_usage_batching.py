@@ -204,3 +204,37 @@ def test_a_replayed_cut_is_landed_as_published_as_soon_as_it_is_all_read() -> No
     assert replayed_cut([15], 16) is None  # the cut 15-16 is not all read yet
     assert replayed_cut([15, 16], 16) == 2
     assert replayed_cut([], 16) is None
+
+
+def test_a_replayed_cut_whose_records_are_gone_is_passed_over_not_landed_empty() -> None:
+    # A batch published but not landed (cut 0-9), whose records the usage topic's
+    # retention deleted before a worker landed it: reading resumes at the first record
+    # kept (15), past the cut. Replayed as an empty batch, it failed at every try and the
+    # partition never moved again. The next cut lost its first records the same way and
+    # lands what is left of it, cut where it was.
+    from collections import deque
+    from types import SimpleNamespace
+
+    from spendstream.runtime.kafka.usage_loop import UsageLoop
+
+    class Record:
+        def __init__(self, offset: int) -> None:
+            self._offset = offset
+
+        def offset(self) -> int:
+            return self._offset
+
+    landed: list[list[int]] = []
+    loop = SimpleNamespace(
+        names=SimpleNamespace(usage="spendstream.usage"),
+        _process=lambda part, batch: landed.append([m.offset() for m in batch]),
+        _target=lambda part: 1000,
+        _due=lambda part, now: False,
+    )
+    part = SimpleNamespace(
+        number=0, cuts=deque([(0, 9), (10, 19)]), buffer=[Record(o) for o in range(15, 25)]
+    )
+    UsageLoop._drain(loop, part, 0.0)  # type: ignore[arg-type]
+    assert landed == [[15, 16, 17, 18, 19]]
+    assert not part.cuts
+    assert [m.offset() for m in part.buffer] == list(range(20, 25))  # waits for a batch

@@ -222,7 +222,13 @@ class UsageLoop(PartitionLoop[_Partition]):
         landed = self.landed_position(warehouse, p)
         engine = LocalEngine(self.config, p, warehouse.resume().state)
         assert self.facts is not None and self.consumer is not None
-        _, usage_end = self.consumer.watermarks((self.names.usage, p))
+        usage_start, usage_end = self.consumer.watermarks((self.names.usage, p))
+        if landed + 1 < usage_start:
+            log.error(
+                "usage %d: records %d..%d are no longer on %s (its retention deleted them "
+                "before they landed): reading on from %d",
+                p, landed + 1, usage_start - 1, self.names.usage, usage_start,
+            )  # fmt: skip
         cuts = deque(self.facts.unlanded_cuts(p, landed, usage_end))
         if cuts:
             log.info("usage %d: replaying %d unlanded batch(es) as cut: %s", p, len(cuts), cuts)
@@ -270,8 +276,17 @@ class UsageLoop(PartitionLoop[_Partition]):
                 n = replayed_cut([m.offset() or 0 for m in part.buffer], part.cuts[0][1])
                 if n is None:
                     return
+                first, last = part.cuts.popleft()
+                if n == 0:
+                    # Read from past it: the usage topic's retention deleted its records
+                    # before it landed (an empty batch failed at every replay).
+                    log.error(
+                        "usage %d: records %d..%d, published as a batch but never landed, "
+                        "are no longer on %s (its retention deleted them): not landed",
+                        part.number, first, last, self.names.usage,
+                    )  # fmt: skip
+                    continue
                 batch, part.buffer = part.buffer[:n], part.buffer[n:]
-                part.cuts.popleft()
             else:
                 size = self._target(part)
                 if len(part.buffer) < size and not self._due(part, now):
