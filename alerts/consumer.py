@@ -120,7 +120,7 @@ class AlertConsumer:
         if raw is None:
             return True  # a tombstone on the compacted breaker topic
         try:
-            data = wire_json.loads(raw)
+            data = wire_json.loads_text(raw)
             read: Alert | BreakerEvent = (
                 alert_from_wire(data) if topic == self.alerts_topic else breaker_from_wire(data)
             )

@@ -29,6 +29,7 @@ from spendstream.money import is_usd
 from spendstream.producers import wire_json
 
 __all__ = [
+    "MAX_TEXT",
     "WIRE_VERSION",
     "LeaseGrant",
     "LeaseMessage",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 WIRE_VERSION = 1
+# Strings a message carries (scopes, ids, budget names), at most: a scope is a field's
+# <= 256-character value behind its prefix (producers.event).
+MAX_TEXT = 1024
+_SHOWN = 80  # characters of a value an error shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +193,19 @@ def decode(data: bytes | str) -> LeaseMessage | LeaseReply:
         raw = wire_json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"lease message is not JSON: {exc}") from None
+    try:
+        wire_json.require_text(raw)
+    except ValueError as exc:
+        raise ValueError(f"lease message: {exc}") from None
     if not isinstance(raw, dict):
         raise ValueError("lease message must be a JSON object")
     if raw.get("v") != WIRE_VERSION:
-        raise ValueError(f"lease message version {raw.get('v')!r} is not {WIRE_VERSION}")
+        raise ValueError(f"lease message version {_shown(raw.get('v'))} is not {WIRE_VERSION}")
     cls = _TYPES.get(raw.get("op"))  # type: ignore[arg-type]
     if cls is None:
-        raise ValueError(f"unknown lease message op {raw.get('op')!r}; one of {sorted(_TYPES)}")
+        raise ValueError(
+            f"unknown lease message op {_shown(raw.get('op'))}; one of {sorted(_TYPES)}"
+        )
     fields: dict[str, Any] = {}
     for name in (f.name for f in dataclasses.fields(cls)):
         if name not in raw:
@@ -206,19 +217,19 @@ def decode(data: bytes | str) -> LeaseMessage | LeaseReply:
 def _field(name: str, value: Any) -> Any:
     if name in _MONEY:
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ValueError(f"{name} must be a decimal string, got {value!r}")
+            raise ValueError(f"{name} must be a decimal string, got {_shown(value)}")
         try:
             money = Decimal(value)
         except InvalidOperation:
-            raise ValueError(f"{name} is not a decimal: {value!r}") from None
+            raise ValueError(f"{name} is not a decimal: {_shown(value)}") from None
         if not is_usd(money):
-            raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {value!r}")
+            raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {_shown(value)}")
         return money
     if name == "expires_at":
         try:
             ts = datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expires_at is not an ISO timestamp: {value!r}") from None
+            raise ValueError(f"expires_at is not an ISO timestamp: {_shown(value)}") from None
         if ts.tzinfo is None:
             raise ValueError("expires_at needs a UTC offset")
         try:
@@ -229,12 +240,22 @@ def _field(name: str, value: Any) -> Any:
         if value is None and name == "retry_after_s":
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, got {value!r}")
+            raise ValueError(f"{name} must be a number, got {_shown(value)}")
         return float(value)
     if name == "reason":
         if value not in ("exhausted", "unbudgeted"):
-            raise ValueError(f"reason must be exhausted or unbudgeted, got {value!r}")
+            raise ValueError(f"reason must be exhausted or unbudgeted, got {_shown(value)}")
         return value
     if not isinstance(value, str) or (not value and name != "budget"):
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        raise ValueError(f"{name} must be a non-empty string, got {_shown(value)}")
+    if len(value) > MAX_TEXT:
+        # Echoed in replies and dead letters: past a record's size limit, a lease server
+        # could not answer nor dead-letter the request, and stopped at it.
+        raise ValueError(f"{name} is {len(value)} characters long, more than {MAX_TEXT}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut short: an error names the value, it does not carry it."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."

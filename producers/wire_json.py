@@ -4,6 +4,11 @@
 (a few thousand ``[``: a record of a few kilobytes). That is not a ``ValueError``, so a
 reader's ``except ValueError`` around its decoding let it through, and a consumer that
 re-reads the record after a failure met it again on every try.
+
+``json.loads`` also takes ``"\ud800"``: a lone surrogate, which no UTF-8 can carry.
+A reader that hands the strings on to SQLite, a Kafka key or a reply failed later, with a
+``UnicodeEncodeError``, outside its decoding (the alert router, the lease server).
+``loads_text`` refuses them where the record is read.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["loads", "loads_text", "require_text"]
 
 
 def loads(data: bytes | str) -> Any:
@@ -21,3 +26,31 @@ def loads(data: bytes | str) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
+
+
+def loads_text(data: bytes | str) -> Any:
+    """``loads``, and ``ValueError`` when a string (key or value) is not Unicode text."""
+    return require_text(loads(data))
+
+
+def require_text(value: Any) -> Any:
+    """``value`` (as ``loads`` gives it); ``ValueError`` when a string in it, key or value,
+    holds a lone surrogate, which UTF-8 cannot encode."""
+    stack = [value]
+    while stack:  # not recursive: the nesting may be as deep as json.loads reads
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode()
+                except UnicodeEncodeError as exc:
+                    bad = item[exc.start : exc.end].encode("unicode_escape").decode()
+                    raise ValueError(
+                        f"a string holds {bad}, a lone surrogate: not Unicode text"
+                    ) from None
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value

@@ -866,6 +866,7 @@ class LeaseServer:
     def _dead_letter(self, msg: Message, error: str, source: str, now: datetime) -> None:
         raw = (msg.value() or b"").decode("utf-8", errors="replace")[:MAX_DEAD_LETTER_RAW]
         log.warning("lease message dead-lettered (%s): %s", source, error)
+        error = error[:MAX_DEAD_LETTER_RAW]  # the reason may quote the record
         value = {"raw": raw, "error": error, "source": source, "received_at": now.isoformat()}
         self._producer.produce(self.names.dead_letters, json.dumps(value).encode())
 

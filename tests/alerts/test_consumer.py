@@ -262,19 +262,25 @@ def test_forged_records_neither_stop_the_router_nor_silence_a_scope(rig: Rig) ->
     produce(rig.bootstrap, rig.alerts_topic, [(None, b"[" * 100_000)])
     for ts in ("0001-01-01T00:00:00+05:00", "2014-12-31T23:59:59+00:00"):
         produce(rig.bootstrap, rig.alerts_topic, [(None, json.dumps({**good, "ts": ts}).encode())])
+    # A lone surrogate (JSON's "\ud800" escape) is no text UTF-8 can carry: stored, it
+    # raised UnicodeEncodeError in the router's state, outside its decoding, at every re-read.
+    lone = json.dumps({**good, "scope": "session:\ud800"}).encode()
+    assert b"\\ud800" in lone
+    produce(rig.bootstrap, rig.alerts_topic, [(None, lone)])
     poll_until(
         consumer,
         lambda: (
-            rig.committed(consumer, rig.alerts_topic) == 3
+            rig.committed(consumer, rig.alerts_topic) == 4
             and rig.committed(consumer, rig.breakers_topic) == 2
         ),
         "the forged records",
     )
     rig.publish([make_alert(scope)])
-    poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 4, "the alert")
+    poll_until(consumer, lambda: rig.committed(consumer, rig.alerts_topic) == 5, "the alert")
     bad = consumer.router.state.bad_records()
     errors = {(b[0], b[2]): b[4] for b in bad}
-    assert len(errors) == 5
+    assert len(errors) == 6
+    assert "a string holds \\ud800, a lone surrogate" in errors[(rig.alerts_topic, 3)]
     assert "nested too deeply" in errors[(rig.alerts_topic, 0)]
     assert "out of range in UTC" in errors[(rig.alerts_topic, 1)]
     assert "is before 2015" in errors[(rig.alerts_topic, 2)]

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spendstream.producers.lease_protocol import (
+    MAX_TEXT,
     LeaseGrant,
     LeaseRefusal,
     LeaseRelease,
@@ -100,6 +101,11 @@ def _request(**over: object) -> bytes:
         ("want_usd", "lots", "not a decimal"),
         ("scope", "", "scope must be a non-empty string"),
         ("client_id", 7, "client_id must be a non-empty string"),
+        # Echoed in replies and dead letters: past a record's limit, neither could be sent.
+        ("request_id", "r" * 1025, "request_id is 1025 characters long, more than 1024"),
+        # No UTF-8 carries it: encoding the reply's key failed, outside every handler.
+        ("client_id", "\udcff", "a string holds \\\\udcff, a lone surrogate"),
+        ("scope", {"k": ["ok", "\ud800"]}, "lone surrogate"),
     ],
 )
 def test_a_bad_field_is_named(field: str, value: object, message: str) -> None:
@@ -125,3 +131,11 @@ def test_a_grant_needs_an_aware_expiry_and_a_numeric_ttl() -> None:
     with pytest.raises(ValueError, match="reason must be"):
         bad = json.loads(encode(LeaseRefusal("s", "r", "exhausted", "b", *[Decimal(0)] * 3, None)))
         decode(json.dumps({**bad, "reason": "tired"}))
+
+
+def test_the_longest_string_is_taken_and_a_refusal_quotes_at_most_80_characters() -> None:
+    request = decode(_request(scope="s" * MAX_TEXT))
+    assert isinstance(request, LeaseRequest) and request.scope == "s" * MAX_TEXT
+    with pytest.raises(ValueError) as caught:
+        decode(_request(v="x" * 1_000_000))
+    assert str(caught.value) == f"lease message version '{'x' * 76}... is not 1"
