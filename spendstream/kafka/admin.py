@@ -10,7 +10,7 @@ from typing import Any
 
 import confluent_kafka
 import confluent_kafka.admin
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from spendstream.errors import KafkaUnavailable
 from spendstream.kafka._errors import ErrorLatch, translate
@@ -93,6 +93,20 @@ class Admin:
                 # TOPIC_ALREADY_EXISTS: another process was first.
                 self._result(fut, f"cannot create topic {name}", {"TOPIC_ALREADY_EXISTS"})
         return self._wait_for_leaders([s.name for s in specs])
+
+    def grow_partitions(self, name: str, count: int) -> int:
+        """Give topic ``name`` at least ``count`` partitions (Kafka adds partitions, never
+        removes them) and wait until each has a leader; return its count."""
+        if self.partition_counts([name]).get(name, 0) < count:
+            futures = self._a.create_partitions(
+                [NewPartitions(name, count)],
+                request_timeout=self.timeout_s,
+                operation_timeout=self.timeout_s,
+            )
+            for fut in futures.values():
+                # INVALID_PARTITIONS: another process grew it first, to as many or more.
+                self._result(fut, f"cannot add partitions to {name}", {"INVALID_PARTITIONS"})
+        return self._wait_for_leaders([name])[name]
 
     def _wait_for_leaders(self, names: list[str]) -> dict[str, int]:
         deadline = time.monotonic() + self.timeout_s

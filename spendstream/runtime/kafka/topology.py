@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from spendstream.config import KafkaConfig
-from spendstream.kafka.admin import TopicSpec
+from spendstream.errors import KafkaAuthError
+from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.topics import ALERTS, BREAKERS, DEAD_LETTERS, FACTS, PARTIALS, USAGE
 
@@ -15,6 +16,7 @@ __all__ = [
     "TopicNames",
     "TopicSpec",
     "ensure_topics",
+    "grow_facts",
     "topic_names",
     "topic_specs",
 ]
@@ -67,8 +69,6 @@ def ensure_topics(settings: KafkaSettings | str, kafka: KafkaConfig) -> dict[str
     operator's decision), and the facts and partials topics are created with that count.
     Raises ``KafkaUnavailable`` or ``KafkaAuthError`` (spendstream.errors) naming the cause.
     """
-    from spendstream.kafka.admin import Admin
-
     # Enough for a loaded broker, short enough that a wrong address fails promptly.
     admin = Admin(settings, client_id="spendstream-run", timeout_s=15)
     names = topic_names(kafka)
@@ -84,4 +84,28 @@ def ensure_topics(settings: KafkaSettings | str, kafka: KafkaConfig) -> dict[str
             usage,
         )
     counts.update(admin.ensure_topics(topic_specs(kafka, usage)[1:]))
+    if counts[names.facts] < usage:
+        counts[names.facts] = grow_facts(admin, names, usage)
     return counts
+
+
+def grow_facts(admin: Admin, names: TopicNames, usage_partitions: int) -> int:
+    """Give the facts topic a partition for each usage partition (facts partition p holds
+    usage partition p's batches); return its count. Partitions added to the usage topic
+    left a worker assigned a new one retrying for ever on a facts partition that did not
+    exist. The partials topic keeps its count: it is the number of scope owners, and
+    each scope's state is kept by the owner its name hashes to among them."""
+    log.warning(
+        "topic %s has fewer partitions than %s (%d): adding partitions to it",
+        names.facts, names.usage, usage_partitions,
+    )  # fmt: skip
+    try:
+        return admin.grow_partitions(names.facts, usage_partitions)
+    except KafkaAuthError as exc:
+        raise KafkaAuthError(
+            f"{exc}. Usage partition {usage_partitions - 1} needs partition "
+            f"{usage_partitions - 1} of {names.facts}: give it {usage_partitions} partitions "
+            f"(kafka-topics.sh --alter --topic {names.facts} --partitions {usage_partitions}), "
+            "or allow this worker to alter it",
+            code=exc.code,
+        ) from None

@@ -42,6 +42,7 @@ import pyarrow as pa
 from spendstream import facts_topic
 from spendstream.config import Config
 from spendstream.errors import SpendstreamError, WriterFenced
+from spendstream.kafka.admin import Admin
 from spendstream.kafka.consumer import Message, Partition
 from spendstream.kafka.producer import OutRecord
 from spendstream.kafka.settings import KafkaSettings
@@ -52,7 +53,7 @@ from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.outputs import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
-from spendstream.runtime.kafka.topology import TopicNames
+from spendstream.runtime.kafka.topology import TopicNames, grow_facts
 from spendstream.runtime.kafka.wire import (
     KIND_HEADER,
     PARTIALS_KIND,
@@ -222,6 +223,11 @@ class UsageLoop(PartitionLoop[_Partition]):
         landed = self.landed_position(warehouse, p)
         engine = LocalEngine(self.config, p, warehouse.resume().state)
         assert self.facts is not None and self.consumer is not None
+        facts = self.facts.consumer.partitions_for(self.names.facts, timeout_s=5)
+        if facts is not None and p not in facts:  # partitions were added to the usage topic
+            usage = self.consumer.partitions_for(self.names.usage, timeout_s=5) or []
+            admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
+            grow_facts(admin, self.names, max(len(usage), p + 1))
         usage_start, usage_end = self.consumer.watermarks((self.names.usage, p))
         if landed + 1 < usage_start:
             log.error(
