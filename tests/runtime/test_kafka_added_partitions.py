@@ -1,8 +1,9 @@
-"""Partitions added to the usage topic (scaling out, an operator's `kafka-topics --alter`):
+"""Topics as an operator left them. Partitions added to the usage topic (scaling out, an operator's `kafka-topics --alter`):
 facts partition p holds usage partition p's batches, so the facts topic must grow with it.
 It did not: a worker assigned a new usage partition retried opening it for ever (its
 facts partition did not exist), and no record of that partition ever landed. The partials
-topic keeps its count: it is the number of scope owners, which each scope's state follows."""
+topic keeps its count: it is the number of scope owners, which each scope's state follows.
+A facts topic taking records smaller than a batch's facts record gets the batch in halves."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from spendstream import facts_topic
 from spendstream.config import load_config
-from spendstream.kafka.admin import Admin
+from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.runtime.kafka.topology import ensure_topics
 from spendstream.runtime.kafka.worker import Worker
-from tests.runtime.kafka_workers import event_lines, fact_count, wait_for, write_config
+from tests.runtime.kafka_workers import (
+    event_lines,
+    fact_count,
+    read_topic,
+    wait_for,
+    write_config,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -61,3 +69,35 @@ def test_run_gives_the_facts_topic_a_partition_per_usage_partition_at_start(
     Admin(settings, timeout_s=60).grow_partitions(usage, 5)
     counts = ensure_topics(settings, config.kafka)
     assert (counts[usage], counts[facts], counts[partials]) == (5, 5, 2)
+
+
+def test_a_facts_topic_taking_smaller_records_gets_the_batch_in_smaller_batches(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A facts topic made before `run` (by an operator, a managed service's cap) with a
+    # smaller max.message.bytes than run gives it (64 MiB): a backlog's batch of 3,000
+    # events (~250 kB of facts record) failed at every replay, and nothing more landed.
+    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1, batch_size=1000)
+    config = load_config(path)
+    settings = KafkaSettings.from_config(config.kafka)
+    usage, facts = prefix + "spendstream.usage", prefix + "spendstream.facts"
+    limit = 60_000
+    Admin(settings, timeout_s=60).ensure_topics(
+        [TopicSpec(facts, 1, {"max.message.bytes": str(limit)})]
+    )
+    counts = ensure_topics(settings, config.kafka)
+    lines = event_lines(3000, seed=6)
+    producer = Producer(kafka_bootstrap)
+    try:  # all there before the worker starts: its first batch is a backlog's
+        producer.send([OutRecord(usage, line, partition=0) for line in lines], 60).raise_first()
+    finally:
+        producer.close()
+    wd = tmp_path / "wd"
+    worker = Worker(config, wd, settings, counts, http=None).start()
+    try:
+        wait_for(lambda: fact_count(wd) == len(lines), "the backlog never landed")
+    finally:
+        worker.stop()
+    records = [value for _, value in read_topic(kafka_bootstrap, facts)]
+    assert len(records) >= 4 and all(len(r) <= limit for r in records)
+    assert sum(facts_topic.decode(r).facts.num_rows for r in records) == len(lines)

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from spendstream import facts_topic
 from spendstream.config import Config
-from spendstream.errors import SpendstreamError, WriterFenced
+from spendstream.errors import KafkaClientError, SpendstreamError, WriterFenced
 from spendstream.kafka.admin import Admin
 from spendstream.kafka.consumer import Message, Partition
 from spendstream.kafka.producer import OutRecord
@@ -53,7 +53,7 @@ from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.outputs import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
-from spendstream.runtime.kafka.topology import TopicNames, grow_facts
+from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames, grow_facts
 from spendstream.runtime.kafka.wire import (
     KIND_HEADER,
     PARTIALS_KIND,
@@ -158,6 +158,16 @@ def held_back(parts: Mapping[int, Pace], now: float) -> set[int]:
         return set()
     ahead_us = int(AHEAD_S * 1_000_000)
     return {p for p, clock in paced.items() if clock - floor > ahead_us}
+
+
+# librdkafka's names for a record the broker (or the client) will never take for its size.
+_TOO_LARGE = frozenset({"MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE"})
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a facts record of {size} bytes is too large for its topic")
+        self.size = size
 
 
 def usage_writer(partition: int) -> str:
@@ -298,7 +308,7 @@ class UsageLoop(PartitionLoop[_Partition]):
                 if len(part.buffer) < size and not self._due(part, now):
                     return
                 batch, part.buffer = part.buffer[:size], part.buffer[size:]
-            self._process(part, batch)
+            self._land_batch(part, batch)
             # What is left over waits for the next batch from now (a backlog refills it).
             part.since = now if part.buffer else None
 
@@ -361,6 +371,23 @@ class UsageLoop(PartitionLoop[_Partition]):
     def _due(self, part: _Partition, now: float) -> bool:
         return short_batch_due(part.buffer[-1].offset() or 0, self._end(part), part.since, now)
 
+    def _land_batch(self, part: _Partition, msgs: list[Message]) -> None:
+        """Land ``msgs`` as one batch, or in halves while its facts record is more than the
+        facts topic takes (a topic made with a smaller ``max.message.bytes`` than `run`
+        gives it: the same batch failed at every replay). Nothing of a batch is published
+        before its facts record, so the halves are batches like any other."""
+        try:
+            self._process(part, msgs)
+        except _TooLarge as exc:
+            half = len(msgs) // 2
+            log.warning(
+                "usage %d: the facts record of %d events (%d bytes) is more than %s takes; "
+                "landing them in two batches (raise its max.message.bytes to %d)",
+                part.number, len(msgs), exc.size, self.names.facts, MAX_RECORD_BYTES,
+            )  # fmt: skip
+            self._land_batch(part, msgs[:half])
+            self._land_batch(part, msgs[half:])
+
     def _process(self, part: _Partition, msgs: list[Message]) -> None:
         assert self.out is not None
         p, names, out, steps = part.number, self.names, self.out, self.metrics.step_seconds
@@ -395,7 +422,12 @@ class UsageLoop(PartitionLoop[_Partition]):
             first, last = int(msgs[0].offset() or 0), int(msgs[-1].offset() or 0)
             t1 = time.perf_counter()
             record = facts_topic.encode(p, facts, offsets, (first, last))
-            (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+            try:
+                (facts_offset,) = out.send([OutRecord(names.facts, record, partition=p)])
+            except KafkaClientError as exc:
+                if exc.code in _TOO_LARGE and len(msgs) > 1:
+                    raise _TooLarge(len(record)) from exc
+                raise
             assert facts_offset is not None
             t2 = time.perf_counter()
             local = part.engine.process(facts, batch_ref(p, facts_offset))
