@@ -1096,8 +1096,10 @@ class RouteConfig(_Section):
     quiet_hours: str | None = Field(
         default=None,
         pattern=r"^\d\d:\d\d-\d\d:\d\d$",
-        description='UTC `"HH:MM-HH:MM"`; inside it only alerts at `quiet_min_severity` or '
-        "above are sent.",
+        description='UTC `"HH:MM-HH:MM"`, from the first minute up to (not including) the '
+        "second, wrapping past midnight when the second is earlier; inside it only alerts at "
+        '`quiet_min_severity` or above are sent. The same time twice (`"22:00-22:00"`) is an '
+        "empty window: never quiet.",
     )
     quiet_min_severity: AlertSeverity = Field(
         default="critical", description="The severity that still pages during quiet hours."

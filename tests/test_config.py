@@ -27,6 +27,12 @@ def test_defaults_match_the_contract() -> None:
     assert c.runaway.max_attempts == 5
     assert c.budget == []
     assert c.breaker.open_on == ["runaway_rate", "runaway_session", "budget_exceeded"]
+    # Pinned here, not only by the generated docs/configuration.md (regenerated, a changed
+    # default would pass unnoticed): the rate breaker's 5-minute cool-down that the
+    # getting-started guide promises, the smallest lease, the retry storm's bar.
+    assert c.breaker.rate_cooldown_s == 300
+    assert c.leases.min_grant_usd == Decimal("0.01")
+    assert c.detection.retry_min_calls == 100
 
 
 def test_contract_example_loads_with_exact_decimals(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal, getcontext, localcontext
 
 import pytest
 
-from spendstream.money import MONEY_CONTEXT, exact_money, held_amount, money_error
+from spendstream.money import MONEY_CONTEXT, exact_money, held_amount, is_usd, money_error
 
 _LARGEST = Decimal("99999999999999999999.999999999999999999")
 
@@ -28,6 +28,22 @@ _LARGEST = Decimal("99999999999999999999.999999999999999999")
 )
 def test_money_error_names_what_decimal_38_18_cannot_hold(amount: str, problem: str) -> None:
     assert money_error(Decimal(amount)) == problem
+
+
+@pytest.mark.parametrize(
+    ("amount", "usd"),
+    [
+        ("0", True),  # a call that cost nothing, a lease that needs nothing
+        ("-0.000000000000000001", False),
+        (str(_LARGEST), True),  # the most DECIMAL(38,18) holds
+        ("1E+20", False),  # the first amount it cannot hold
+        ("Infinity", False),
+    ],
+)
+def test_is_usd_takes_zero_up_to_the_largest_decimal_38_18_amount(amount: str, usd: bool) -> None:
+    # The lease client and protocol check every amount with it: zero must pass (a release of
+    # a lease that used nothing says 0), 1e20 must not (no DECIMAL(38,18) column holds it).
+    assert is_usd(Decimal(amount)) is usd
 
 
 @pytest.mark.parametrize(

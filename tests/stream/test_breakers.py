@@ -7,7 +7,7 @@ import pytest
 
 from spendstream.config import BreakerConfig
 from spendstream.records import Alert
-from spendstream.stream.breakers import BreakerBoard, BreakerStatus
+from spendstream.stream.breakers import BreakerBoard, BreakerStatus, BreakerWire
 from spendstream.stream.detectors.base import make_alert
 from spendstream.stream.windows import to_us
 from tests.stream.detection_facts import at
@@ -192,3 +192,17 @@ def test_a_snapshot_lists_breakers_in_scope_order() -> None:
     for scope in ("session:z", "api_key:b", "api_key:a"):
         board.on_alert(_alert("runaway_rate", scope))
     assert [w[0] for w in board.snapshot()] == ["api_key:a", "api_key:b", "session:z"]
+
+
+def test_a_restored_breaker_open_for_ever_takes_a_rate_alert_without_change() -> None:
+    # Snapshots from before stay-open breakers were retired hold until=None (open until a
+    # reset). A rate alert on such a breaker must leave it as it was, not compare a time to
+    # None and crash the engine.
+    wire: list[BreakerWire] = [
+        ["session:s1", "open", "runaway_session: old", to_us(at()), "runaway_session", None]
+    ]
+    board = BreakerBoard.restore(BreakerConfig(), wire)
+    before = board.status()
+    assert board.on_alert(_alert("runaway_rate", "session:s1", 10)) is None
+    assert board.status() == before
+    assert board.due_us is None

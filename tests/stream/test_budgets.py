@@ -368,6 +368,18 @@ def test_a_state_written_with_budget_indexes_still_restores_by_index() -> None:
     assert again.snapshot() == [["global/month#0/10", start, "9.5", ["0.5"]]]
 
 
+def test_a_saved_budget_entry_past_the_configured_list_restores_to_a_free_one() -> None:
+    # Two team:a/day budgets were saved; the deploy keeps one, at another amount. The saved
+    # entry #1 names no configured entry: it takes the free one, not an IndexError at start.
+    from spendstream.stream.detectors.budgets import BudgetDetector
+
+    cfg = config(budget=[{"scope": "team:a", "period": "day", "amount_usd": 300}])
+    detector = BudgetDetector(cfg)
+    start = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp() * 1_000_000)
+    detector.restore([["team:a/day#1/200", start, "5", ["0.5"]]])
+    assert detector.snapshot() == [["team:a/day#0/300", start, "5", ["0.5"]]]
+
+
 def test_two_budgets_of_one_scope_and_period_keep_what_fired_when_moved() -> None:
     # Named by scope, period and entry alone, the two swapped what fired: the $100 budget
     # took the $10 one's fired levels and hard limit, and never alerted nor opened its

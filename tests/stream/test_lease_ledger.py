@@ -692,3 +692,28 @@ def test_spend_landing_above_an_open_leases_cap_counts_in_full() -> None:
     led.land("p0", 1, [Spend.of("team:a", T0, D(15), g.lease_id)], T0)
     assert left(led) == D(85)
     led.check()
+
+
+def test_a_period_is_kept_until_its_last_lease_has_closed_even_past_its_retention() -> None:
+    # retain_s (60 s) is shorter than the grace (600 s): a lease granted just before 11:00
+    # closes at 11:10, and its hour must still take late spend until then. Dropped at 11:01,
+    # the hour forgets the lease's charge and the 2 dollars landing at 11:05.
+    led = ledger(
+        budget(period="hour", amount="10"),
+        policy=LeasePolicy(ttl_s=30, grace_s=600, retain_s=60),
+    )
+    hour = datetime(2026, 5, 12, 10, tzinfo=UTC)
+    granted(ask(led, "1", at=datetime(2026, 5, 12, 10, 59, 50, tzinfo=UTC)))
+    landed = Spend("team:a", datetime(2026, 5, 12, 10, 59, 55, tzinfo=UTC), D(2))
+    led.land("p0", 1, [landed], datetime(2026, 5, 12, 11, 5, tzinfo=UTC))
+    assert led.committed("team:a", "hour", hour) == D(3)
+
+
+def test_a_mark_at_the_position_already_kept_writes_no_change() -> None:
+    # A mark that does not move the position is no change: writing its record again would
+    # put a record changing nothing into the changelog (a write per replayed record).
+    led = ledger()
+    led.mark("team:a", "p0", 5)
+    assert led.changes() != []
+    led.mark("team:a", "p0", 5)
+    assert led.changes() == []

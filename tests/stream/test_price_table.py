@@ -339,6 +339,25 @@ def test_digits_past_the_18th_round_to_nearest(per_mtok: str, tokens: int, units
     assert cost.input_cost_usd == Decimal(units) * Q18
 
 
+def test_a_token_rate_past_int64_prices_on_the_exact_path_not_overflowing() -> None:
+    # $10 a token is 1e19 units of 1e-18 USD: past int64 (and the fast path's 2**62 bound)
+    # but under 2**64, so a looser bound would cast it to int64 and overflow.
+    cost = _one_rate_pricer("10000000").price(event(input_tokens=3))
+    assert cost is not None
+    assert cost.input_cost_usd == Decimal(30)
+    assert cost.cost_usd == Decimal(30)
+
+
+def test_a_cost_of_exactly_2_to_the_63_units_is_stored_exactly() -> None:
+    # 2e-18 USD a token x 2**62 tokens is 2**63 units: its low 64-bit word is exactly 2**63,
+    # which must be stored as the negative int64 -2**63 (the same bits), not overflow.
+    p = _one_rate_pricer("0.000000000002")
+    out = p.price_table(pricing_table([unbounded_event(input_tokens=2**62)]))
+    expected = Decimal("9.223372036854775808")
+    assert out.column("input_cost_usd").to_pylist() == [expected]
+    assert out.column("cost_usd").to_pylist() == [expected]
+
+
 def test_each_component_is_rounded_once_and_the_total_is_their_sum() -> None:
     # 1.5e-18 on input and 1.5e-18 on output each round to 2e-18: total 4e-18, not round(3e-18).
     p = Pricer.from_config(

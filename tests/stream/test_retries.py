@@ -230,3 +230,14 @@ def test_the_baseline_hours_are_kept_while_the_hour_they_judge_takes_calls() -> 
         fact(at(hours=40, minutes=31, seconds=i), api_key_id="k", status="error") for i in range(10)
     ]
     assert feed(failing) == []  # 100% against 50% over hours 16..39: not over 3 x that
+
+
+def test_a_keys_fired_hour_is_forgotten_once_that_hour_expires() -> None:
+    # A key's fired hour is dropped when that very hour of the key expires. Dropped only by
+    # a later hour, it would stay in the state (and every snapshot) of a quiet key forever.
+    feed = Feed(config(detection={"retry_min_calls": 20}), STORM)
+    _hour(feed, 0, 100, 5)
+    assert len(_hour(feed, 1, 40, 40)) == 1
+    for hour in range(2, 80):
+        feed([fact(at(hours=hour), api_key_id="other")])
+    assert orjson.loads(feed.engine.snapshot())["detectors"]["retries"]["fired"] == []
