@@ -7,9 +7,12 @@ A facts topic taking records smaller than a batch's facts record gets the batch 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from spendstream import facts_topic
 from spendstream.config import load_config
@@ -21,6 +24,7 @@ from spendstream.runtime.kafka.worker import Worker
 from tests.runtime.kafka_workers import (
     event_lines,
     fact_count,
+    key_calls,
     read_topic,
     wait_for,
     write_config,
@@ -101,3 +105,43 @@ def test_a_facts_topic_taking_smaller_records_gets_the_batch_in_smaller_batches(
     records = [value for _, value in read_topic(kafka_bootstrap, facts)]
     assert len(records) >= 4 and all(len(r) <= limit for r in records)
     assert sum(facts_topic.decode(r).facts.num_rows for r in records) == len(lines)
+
+
+def test_records_gone_before_they_landed_and_a_topic_made_again_are_logged_not_silent(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The usage topic's retention deleted records before a worker landed them; later the
+    # topic was deleted and made again. Both passed records over without a word.
+    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1)
+    config = load_config(path)
+    settings = KafkaSettings.from_config(config.kafka)
+    usage = prefix + "spendstream.usage"
+    counts = ensure_topics(settings, config.kafka)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    lines = key_calls("k", 100, start, timedelta(seconds=20))  # all valid, distinct
+    producer = Producer(kafka_bootstrap)
+    producer.send([OutRecord(usage, line, partition=0) for line in lines], 60).raise_first()
+    client = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    client.delete_records([TopicPartition(usage, 0, 40)])[TopicPartition(usage, 0, 40)].result(30)
+    wd = tmp_path / "wd"
+    worker = Worker(config, wd, settings, counts, http=None).start()
+    try:
+        wait_for(lambda: fact_count(wd) == 60, "the records kept never landed")
+    finally:
+        worker.stop()
+    assert f"usage 0: records 0..39 are no longer on {usage}" in caplog.text
+    admin = Admin(settings, timeout_s=60)
+    admin.delete_topics([usage])
+    wait_for(lambda: usage not in admin.topics(), "the usage topic was never deleted")
+    counts = ensure_topics(settings, config.kafka)
+    producer.send([OutRecord(usage, line, partition=0) for line in lines[:10]], 60).raise_first()
+    producer.close()
+    worker = Worker(config, wd, settings, counts, http=None).start()
+    try:
+        wait_for(
+            lambda: f"landed up to offset 99, but {usage} ends at 10" in caplog.text,
+            "a usage topic made again went unsaid",
+        )
+    finally:
+        worker.stop()
+    assert fact_count(wd) == 60  # passed over, as the log says
