@@ -41,6 +41,7 @@ __all__ = [
     "LeaseSettle",
     "decode",
     "encode",
+    "shown",
 ]
 
 WIRE_VERSION = 1
@@ -200,11 +201,11 @@ def decode(data: bytes | str) -> LeaseMessage | LeaseReply:
     if not isinstance(raw, dict):
         raise ValueError("lease message must be a JSON object")
     if raw.get("v") != WIRE_VERSION:
-        raise ValueError(f"lease message version {_shown(raw.get('v'))} is not {WIRE_VERSION}")
+        raise ValueError(f"lease message version {shown(raw.get('v'))} is not {WIRE_VERSION}")
     cls = _TYPES.get(raw.get("op"))  # type: ignore[arg-type]
     if cls is None:
         raise ValueError(
-            f"unknown lease message op {_shown(raw.get('op'))}; one of {sorted(_TYPES)}"
+            f"unknown lease message op {shown(raw.get('op'))}; one of {sorted(_TYPES)}"
         )
     fields: dict[str, Any] = {}
     for name in (f.name for f in dataclasses.fields(cls)):
@@ -217,19 +218,19 @@ def decode(data: bytes | str) -> LeaseMessage | LeaseReply:
 def _field(name: str, value: Any) -> Any:
     if name in _MONEY:
         if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ValueError(f"{name} must be a decimal string, got {_shown(value)}")
+            raise ValueError(f"{name} must be a decimal string, got {shown(value)}")
         try:
             money = Decimal(value)
         except InvalidOperation:
-            raise ValueError(f"{name} is not a decimal: {_shown(value)}") from None
+            raise ValueError(f"{name} is not a decimal: {shown(value)}") from None
         if not is_usd(money):
-            raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {_shown(value)}")
+            raise ValueError(f"{name} must be an amount >= 0 and below 1e20, got {shown(value)}")
         return money
     if name == "expires_at":
         try:
             ts = datetime.fromisoformat(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expires_at is not an ISO timestamp: {_shown(value)}") from None
+            raise ValueError(f"expires_at is not an ISO timestamp: {shown(value)}") from None
         if ts.tzinfo is None:
             raise ValueError("expires_at needs a UTC offset")
         try:
@@ -240,14 +241,14 @@ def _field(name: str, value: Any) -> Any:
         if value is None and name == "retry_after_s":
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, got {_shown(value)}")
+            raise ValueError(f"{name} must be a number, got {shown(value)}")
         return float(value)
     if name == "reason":
         if value not in ("exhausted", "unbudgeted"):
-            raise ValueError(f"reason must be exhausted or unbudgeted, got {_shown(value)}")
+            raise ValueError(f"reason must be exhausted or unbudgeted, got {shown(value)}")
         return value
     if not isinstance(value, str) or (not value and name != "budget"):
-        raise ValueError(f"{name} must be a non-empty string, got {_shown(value)}")
+        raise ValueError(f"{name} must be a non-empty string, got {shown(value)}")
     if len(value) > MAX_TEXT:
         # Echoed in replies and dead letters: past a record's size limit, a lease server
         # could not answer nor dead-letter the request, and stopped at it.
@@ -255,7 +256,7 @@ def _field(name: str, value: Any) -> Any:
     return value
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """``repr(value)``, cut short: an error names the value, it does not carry it."""
     text = repr(value)
     return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."

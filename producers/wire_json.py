@@ -44,7 +44,7 @@ def require_text(value: Any) -> Any:
                 try:
                     item.encode()
                 except UnicodeEncodeError as exc:
-                    bad = item[exc.start : exc.end].encode("unicode_escape").decode()
+                    bad = item[exc.start].encode("unicode_escape").decode()  # one is enough
                     raise ValueError(
                         f"a string holds {bad}, a lone surrogate: not Unicode text"
                     ) from None

@@ -62,6 +62,7 @@ from spendstream.producers.lease_protocol import (
     LeaseSettle,
     decode,
     encode,
+    shown,
 )
 
 __all__ = [
@@ -776,13 +777,13 @@ class LeaseServer:
             if key != message.scope:
                 # Keyed elsewhere, it may sit with another server that owns that scope too.
                 raise ValueError(
-                    f"record key {key!r} must be the message's scope {message.scope!r}"
+                    f"record key {shown(key)} must be the message's scope {shown(message.scope)}"
                 )
             home = partition_for(key.encode(), self._request_partitions or 1)
             if self._request_partitions and int(msg.partition() or 0) != home:
                 # Its ledger is the one of its home partition: another would grant it anew.
                 raise ValueError(
-                    f"{message.scope!r} belongs in partition {home} of {msg.topic()} (murmur2 "
+                    f"{shown(message.scope)} belongs in partition {home} of {msg.topic()} (murmur2 "
                     f"of the scope over {self._request_partitions} partitions), not "
                     f"{msg.partition()}: sent with another partitioner, or the topic's "
                     "partitions changed (restart the lease servers after adding partitions)"
@@ -865,8 +866,8 @@ class LeaseServer:
 
     def _dead_letter(self, msg: Message, error: str, source: str, now: datetime) -> None:
         raw = (msg.value() or b"").decode("utf-8", errors="replace")[:MAX_DEAD_LETTER_RAW]
-        log.warning("lease message dead-lettered (%s): %s", source, error)
         error = error[:MAX_DEAD_LETTER_RAW]  # the reason may quote the record
+        log.warning("lease message dead-lettered (%s): %s", source, error)
         value = {"raw": raw, "error": error, "source": source, "received_at": now.isoformat()}
         self._producer.produce(self.names.dead_letters, json.dumps(value).encode())
 

@@ -102,8 +102,8 @@ class DetailSource(Protocol):
 
 
 class FactsUnreadable(LookupError):
-    """The facts of the batch ``batch`` (a whole batch's reference) cannot be had, now or
-    ever: its record is gone (a topic's retention), was never written, is not a facts
+    """The facts ``batch`` names (a batch's reference, or a slice's when only its rows are
+    wrong) cannot be had, now or ever: its record is gone (a topic's retention), was never written, is not a facts
     record, or holds fewer rows than partials name. Read again, a merge that needs them
     fails the same way: the partials naming that batch can only be set aside."""
 
@@ -176,8 +176,9 @@ class Details:
             table = self.source.facts_of(batch)
             if rows is not None:  # a slice of the batch (stream.rounds)
                 if not 0 <= rows[0] <= rows[1] <= table.num_rows:
+                    # The slice's reference: the batch's other slices may be sound.
                     raise FactsUnreadable(
-                        batch, f"it has {table.num_rows} rows, not rows {rows[0]}:{rows[1]}"
+                        src.batch, f"it has {table.num_rows} rows, not rows {rows[0]}:{rows[1]}"
                     )
                 table = table.slice(rows[0], rows[1] - rows[0])
             cols = self._cols[key] = FactColumns(

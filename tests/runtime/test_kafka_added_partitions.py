@@ -100,6 +100,8 @@ def test_a_facts_topic_taking_smaller_records_gets_the_batch_in_smaller_batches(
     worker = Worker(config, wd, settings, counts, http=None).start()
     try:
         wait_for(lambda: fact_count(wd) == len(lines), "the backlog never landed")
+        # Each event counted in once, however often its batch was halved.
+        assert f"spendstream_events_in_total {len(lines)}.0" in worker.metrics.render().decode()
     finally:
         worker.stop()
     records = [value for _, value in read_topic(kafka_bootstrap, facts)]

@@ -301,3 +301,30 @@ def test_a_lane_with_records_unread_holds_a_burst_days_ahead_however_long_it_is_
     _merge(loop, owner)
     assert owner.held == [] and owner.merged == {0: 79, 1: 59}
     assert owner.engine.watermark_us == to_us(burst_at + timedelta(minutes=1) * 19 / 20)
+
+
+def test_a_batch_whose_facts_cannot_be_read_is_set_aside_and_its_lane_still_moves_on(
+    tmp_path: Path,
+) -> None:
+    # Lane 1's batch (usage offsets 0..39) names a facts record the topic's retention
+    # deleted: its partials record is a dead letter. Left out whole, lane 1 seemed to have
+    # records unread (its end is 40) for as long as it got no new traffic, and held lane
+    # 0's rounds back with it; held without its rows, it says how far lane 1 was read.
+    cfg = Config()
+    loop = _loop(tmp_path, cfg)
+    r0 = _record(LocalEngine(cfg, 0), 0, 1, 0, 40)
+    r1 = _record(LocalEngine(cfg, 1), 1, 1, 0, 40)
+    wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
+    owner = loop._state(0, wh)
+    loop._unreadable["1@0"] = "before the first record the topic keeps (41)"
+    loop._take(owner, 0, r0, NOW)
+    loop._take(owner, 1, r1, NOW)
+    assert [d.source for d in owner.dead] == [f"kafka:{loop.names.partials}/0@1"]
+    assert owner.dead[0].error.startswith(
+        f"the facts of its batch, {loop.names.facts} record 1@0, cannot be read: before the "
+        "first record the topic keeps (41); wide-scope detection"
+    )
+    _ends(loop, p0=40, p1=40)
+    _merge(loop, owner)
+    assert owner.merged == {0: 39, 1: 39} and owner.held == []
+    wh.close()

@@ -227,7 +227,8 @@ def test_a_replayed_cut_whose_records_are_gone_is_passed_over_not_landed_empty()
     landed: list[list[int]] = []
     loop = SimpleNamespace(
         names=SimpleNamespace(usage="spendstream.usage"),
-        _land_batch=lambda part, batch: landed.append([m.offset() for m in batch]),
+        _process=lambda part, batch: landed.append([m.offset() for m in batch]),
+        _land_batch=lambda part, batch: pytest.fail("a replayed cut is landed as it was cut"),
         _target=lambda part: 1000,
         _due=lambda part, now: False,
     )

@@ -881,5 +881,5 @@ def test_a_slice_naming_rows_its_batch_has_not_is_facts_unreadable_naming_the_ba
     for start, stop in [(1, 3), (2, 3), (2, 1), (-1, 2)]:
         with pytest.raises(FactsUnreadable) as caught:
             ScopeEngine(cfg).merge(second_slice_as(start, stop), tables)
-        assert caught.value.batch == "b0"
+        assert caught.value.batch == slice_ref("b0", start, stop)
         assert caught.value.why == f"it has 2 rows, not rows {start}:{stop}"

@@ -67,7 +67,7 @@ def publish_reset(config: Config, workdir: Path, scope: str, ts: datetime) -> Br
     settings = KafkaSettings.from_config(config.kafka)
     signer = load_breaker_signer(config.breaker)
     names = topic_names(config.kafka)
-    counts = ensure_topics(settings, config.kafka)
+    counts = ensure_topics(settings, config.kafka, grow=False)
     event = BreakerEvent(scope=scope, state="closed", reason=MANUAL_RESET, ts=ts)
     key, value = scope.encode(), orjson.dumps(breaker_to_wire(event))
     records = [

@@ -72,10 +72,11 @@ class FactsReader:
         self._cached_bytes = 0
         self.fetched = 0  # records read from the broker (metrics and tests)
 
-    def _read(self, partition: int, offset: int) -> Message:
-        """The record at ``offset``; ``FactsUnreadable`` when it will never come (deleted
-        by the topic's retention, past the partition's end, no such partition)."""
-        ref = batch_ref(partition, offset)
+    def _read(self, partition: int, offset: int, ref: str | None = None) -> Message:
+        """The record at ``offset``; ``FactsUnreadable`` (naming ``ref``, the reference as
+        partials wrote it) when it will never come (deleted by the topic's retention,
+        past the partition's end, no such partition)."""
+        ref = ref or batch_ref(partition, offset)
         self.consumer.assign({(self.topic, partition): offset})
         deadline = time.monotonic() + _TIMEOUT_S
         asked = False
@@ -121,8 +122,11 @@ class FactsReader:
         ``FactsUnreadable`` when they cannot be had, now or later."""
         table = self._cache.get(batch)
         if table is None:
-            partition, offset = parse_ref(batch)
-            value = self._read(partition, offset).value() or b""
+            try:
+                partition, offset = parse_ref(batch)
+            except ValueError:
+                raise FactsUnreadable(batch, "it names no facts record") from None
+            value = self._read(partition, offset, batch).value() or b""
             try:
                 table = facts_topic.decode(value).facts.select(FACTS.names)
             except ValueError as exc:

@@ -214,13 +214,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
             owner.read = offset
             kind = kind_of(m.headers())
             if kind == PARTIALS_KIND:
-                value = m.value() or b""
-                try:
-                    batch = self._partials(value)
-                except ValueError as exc:
-                    owner.dead.append(self._stray(owner, offset, value, exc))
-                    continue
-                self._hold(owner, offset, batch, now)
+                self._take(owner, offset, m.value() or b"", now)
             elif kind == RESET and offset > owner.resets_upto:
                 owner.resets_upto = offset
                 # A reset applies after what came before. It is state to land like a merge:
@@ -279,18 +273,39 @@ class ScopeLoop(PartitionLoop[_Owner]):
                 log.warning("scopes %d: could not land merged state on leaving (%s)", n, exc)
         super()._release(n, state)
 
+    def _take(self, owner: _Owner, offset: int, value: bytes, now: float) -> None:
+        """Hold the partials record at ``offset``, or dead-letter it."""
+        try:
+            batch = self._partials(value)
+        except ValueError as exc:
+            owner.dead.append(self._stray(owner, offset, value, exc))
+            return
+        gone = self._gone(batch)
+        if gone is not None:
+            owner.dead.append(self._stray(owner, offset, value, gone))
+            # Held without its rows, the batch still tells how far its usage partition was
+            # read: left out, a partition with nothing after it held every round back.
+            batch = replace(batch, partials=batch.partials.slice(0, 0))
+        self._hold(owner, offset, batch, now)
+
+    def _gone(self, batch: PartialsBatch) -> _FactsGone | None:
+        """Why the batch's facts cannot be read back (``FactsUnreadable`` in a merge)."""
+        if not self._unreadable:
+            return None
+        refs: set[str] = set()
+        for ref in pc.unique(batch.partials["batch"]).drop_null().to_pylist():
+            refs |= {ref, split_ref(ref)[0]}  # a slice's rows, or its whole batch
+        gone = sorted(refs & self._unreadable.keys())
+        if not gone:
+            return None
+        return _FactsGone(
+            f"the facts of its batch, {self.names.facts} record {gone[0]}, cannot be read: "
+            f"{self._unreadable[gone[0]]}"
+        )
+
     def _partials(self, value: bytes) -> PartialsBatch:
-        """The record's batch; ``ValueError`` if no worker of this pipeline wrote it, or
-        its batch's facts cannot be read back (``FactsUnreadable`` in a merge)."""
+        """The record's batch; ``ValueError`` if no worker of this pipeline wrote it."""
         batch = decode_partials(value)
-        if self._unreadable:
-            refs = {split_ref(r)[0] for r in pc.unique(batch.partials["batch"]).to_pylist()}
-            gone = sorted(refs & self._unreadable.keys())
-            if gone:
-                raise _FactsGone(
-                    f"the facts of its batch, {self.names.facts} record {gone[0]}, cannot "
-                    f"be read: {self._unreadable[gone[0]]}"
-                )
         # A usage partition past the count this worker started with is not refused: after
         # partitions are added to the usage topic, the new ones' batches come from workers
         # that see them before this one restarts.
@@ -331,6 +346,8 @@ class ScopeLoop(PartitionLoop[_Owner]):
             return  # a replay of a batch merged (or held) already
         done = owner.partly.get(p)
         skip = done[1] if done is not None and done[0] == batch.last_offset else -1
+        if not batch.partials.num_rows:
+            skip = -1  # one slice, no rows (or all set aside, _take): what is left of it
         for piece in slices_of(batch.partials):
             if piece.index <= skip:
                 continue  # a replay of a batch whose first slices were merged already

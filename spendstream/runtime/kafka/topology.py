@@ -62,8 +62,12 @@ def topic_specs(kafka: KafkaConfig, usage_partitions: int | None = None) -> list
     ]
 
 
-def ensure_topics(settings: KafkaSettings | str, kafka: KafkaConfig) -> dict[str, int]:
-    """Create the missing topics; return every topic's actual partition count.
+def ensure_topics(
+    settings: KafkaSettings | str, kafka: KafkaConfig, *, grow: bool = True
+) -> dict[str, int]:
+    """Create the missing topics; return every topic's actual partition count. ``grow``:
+    give the facts topic a partition per usage partition (``grow_facts``; `run` does, a
+    command that only publishes need not have the right to).
 
     The usage topic first: an existing one keeps its count (re-partitioning is the
     operator's decision), and the facts and partials topics are created with that count.
@@ -84,7 +88,7 @@ def ensure_topics(settings: KafkaSettings | str, kafka: KafkaConfig) -> dict[str
             usage,
         )
     counts.update(admin.ensure_topics(topic_specs(kafka, usage)[1:]))
-    if counts[names.facts] < usage:
+    if grow and counts[names.facts] < usage:
         counts[names.facts] = grow_facts(admin, names, usage)
     return counts
 

@@ -312,12 +312,15 @@ class UsageLoop(PartitionLoop[_Partition]):
                     )  # fmt: skip
                     continue
                 batch, part.buffer = part.buffer[:n], part.buffer[n:]
+                # Cut exactly as published (its facts record fit then): never in halves.
+                land = self._process
             else:
                 size = self._target(part)
                 if len(part.buffer) < size and not self._due(part, now):
                     return
                 batch, part.buffer = part.buffer[:size], part.buffer[size:]
-            self._land_batch(part, batch)
+                land = self._land_batch
+            land(part, batch)
             # What is left over waits for the next batch from now (a backlog refills it).
             part.since = now if part.buffer else None
 
@@ -409,10 +412,6 @@ class UsageLoop(PartitionLoop[_Partition]):
         events = (
             [m for m, reset in zip(msgs, resets, strict=True) if not reset] if controls else msgs
         )
-        # Usage events only, counted where a batch is taken (its headers are read once, here):
-        # a breaker reset's control record becomes no fact, duplicate or dead letter, and
-        # counted it read as an event gone missing in the status line.
-        self.metrics.events_in.inc(len(events))
         topic = names.usage
         positions = [m.offset() for m in events]
         judged = judge_lines(
@@ -438,6 +437,10 @@ class UsageLoop(PartitionLoop[_Partition]):
                     raise _TooLarge(len(record)) from exc
                 raise
             assert facts_offset is not None
+            # Usage events only (a breaker reset's control record becomes no fact, duplicate
+            # or dead letter: counted, it read as an event gone missing in the status line),
+            # once the batch is one (a batch landed in halves was taken twice).
+            self.metrics.events_in.inc(len(events))
             t2 = time.perf_counter()
             local = part.engine.process(facts, batch_ref(p, facts_offset))
             alerts = list(local.detection.alerts)

@@ -106,7 +106,9 @@ def _is_batch_ref(ref: str) -> bool:
     if batch is None:
         return False
     partition, at, offset = batch.partition("@")
-    if not (at and partition.isdigit() and offset.isdigit()):
+    if not (at and batch.isascii() and partition.isdigit() and offset.isdigit()):
+        return False
+    if batch != f"{int(partition)}@{int(offset)}":  # "02@5" names what "2@5" names
         return False
     return rows is None or 0 <= rows[0] <= rows[1]
 
