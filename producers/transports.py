@@ -208,7 +208,8 @@ class HttpTransport:
     200 answers ``{"accepted": n, "rejected": [{"line": i, "error": "..."}]}`` (1-based
     lines). Connection errors, 5xx, 401/403 (a credential problem the operator must fix:
     keep the events), 404/405 (no ingest endpoint at that URL: the same), 408 and 429 are
-    failures to retry; other 4xx reject the whole batch.
+    failures to retry; 413 sends the batch again in halves (one event alone: rejected);
+    other 4xx reject the whole batch.
     """
 
     name = "http"
@@ -283,6 +284,12 @@ class HttpTransport:
                     self.kept_in,
                 )
             result.failed = list(range(len(records)))
+        elif status == 413 and len(records) > 1:
+            # Too large a body (a proxy's limit: nginx's is 1 MB), not bad events: halves.
+            half = len(records) // 2
+            first, second = self.send(records[:half]), self.send(records[half:])
+            result.failed = first.failed + [half + i for i in second.failed]
+            result.rejected = first.rejected + [(half + i, why) for i, why in second.rejected]
         elif status >= 400:
             reason = f"HTTP {status}: {resp.text[:200]}"
             result.rejected = [(i, reason) for i in range(len(records))]

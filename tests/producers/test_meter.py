@@ -36,6 +36,7 @@ class IngestServer:
         self.delay_s = 0.0
         self.requests = 0  # POSTs read, answered or not
         self.answer: bytes | None = None  # a 200 body to send instead of the usual one
+        self.max_body: int | None = None  # a proxy's body limit: 413 past it
         self.answering = threading.Event()  # cleared: requests hang until it is set again
         self.answering.set()
         self.lock = threading.Lock()
@@ -50,7 +51,9 @@ class IngestServer:
                 server.answering.wait()
                 with server.lock:
                     status = server.status
-                    if self.path != "/v1/events":
+                    if server.max_body is not None and len(body) > server.max_body:
+                        status = 413
+                    elif self.path != "/v1/events":
                         status = 404  # as `spendstream run` answers any other path
                     elif self.headers["Authorization"] != f"Bearer {TOKEN}":
                         status = 401
@@ -526,6 +529,28 @@ def test_a_request_the_endpoint_refuses_rejects_its_events_without_retrying(
     assert (m.sent, m.rejected, m.spooled, m.send_failures) == (0, 1, 0, 0)
     assert server.requests == 1
     assert f"HTTP {status}" in caplog.text
+
+
+def test_a_batch_past_a_proxys_body_limit_is_sent_in_halves_until_each_fits(
+    server: IngestServer,
+) -> None:
+    # A 413 is about the body, not the events (nginx refuses bodies over 1 MB by default):
+    # rejecting the whole batch lost every event in it. Halves are sent until each fits;
+    # only an event that is alone too large is rejected.
+    lines = [b'{"event_id":"e%06d","pad":"%s"}' % (i, b"x" * 200) for i in range(40)]
+    server.max_body = 2000  # ~8 of these lines
+    transport = HttpTransport(server.url, TOKEN)
+    try:
+        result = transport.send([Record(b"k", line) for line in lines])
+        assert (result.failed, result.rejected) == ([], [])
+        assert server.event_ids() == [f"e{i:06d}" for i in range(40)]
+        assert max(len(b) for b in server.bodies) <= 2000
+        alone = b'{"event_id":"big","pad":"%s"}' % (b"x" * 3000)
+        result = transport.send([Record(b"k", lines[0]), Record(b"k", alone)])
+        assert result.failed == [] and [i for i, _ in result.rejected] == [1]
+        assert result.rejected[0][1].startswith("HTTP 413")
+    finally:
+        transport.close()
 
 
 def test_a_rejected_event_is_logged_with_its_line_in_the_batch(
