@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # 20k-event batch is ~10 MB (64 of them held ~650 MB in a 10M-event run).
 _CACHE_BYTES = 128 << 20
 _TIMEOUT_S = 30.0
+_RECHECK_S = 1.0
 _TAIL = 8  # facts records looked at backwards for unlanded batches (one is usual)
 _LOOK_AT_MOST = 64  # ... records of any kind, strays included
 
@@ -105,6 +106,11 @@ class FactsReader:
 
     def _check_exists(self, partition: int, offset: int, ref: str) -> None:
         parts = self.consumer.partitions_for(self.topic, timeout_s=5)
+        if parts is not None and partition not in parts:
+            # Asked again once: a broker may answer from metadata older than partitions
+            # just added (grow_facts), and what is set aside here is set aside for good.
+            time.sleep(_RECHECK_S)
+            parts = self.consumer.partitions_for(self.topic, timeout_s=5)
         if parts is not None and partition not in parts:
             raise FactsUnreadable(ref, f"{self.topic} has no partition {partition}")
         low, high = self.consumer.watermarks((self.topic, partition), timeout_s=5)

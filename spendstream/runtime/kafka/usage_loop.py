@@ -237,7 +237,11 @@ class UsageLoop(PartitionLoop[_Partition]):
         if facts is not None and p not in facts:  # partitions were added to the usage topic
             usage = self.consumer.partitions_for(self.names.usage, timeout_s=5) or []
             admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
-            grow_facts(admin, self.names, max(len(usage), p + 1))
+            if grow_facts(admin, self.names, max(len(usage), p + 1)) <= p:
+                raise KafkaClientError(
+                    f"{self.names.facts} still has no partition {p} for usage partition {p}",
+                    retriable=True,
+                )
         usage_start, usage_end = self.consumer.watermarks((self.names.usage, p))
         if landed + 1 > usage_end:
             # Not read again from the start on its own (docs/kafka.md, Operating notes):
