@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from collections.abc import Callable, Container
 from typing import Any
 
 import confluent_kafka
 
+from spendstream.errors import KafkaUnavailable
 from spendstream.kafka._errors import ErrorLatch, translate
 
 __all__ = ["fetch_metadata", "result"]
@@ -52,3 +54,11 @@ def result(
         if err.name() in ignore:
             return None
         raise translate(err, context, where) from None
+    except concurrent.futures.TimeoutError:
+        # One of the project's errors, as every other failure here: callers that wait for
+        # the broker (a partition's opening retries) catch those, not the futures' own.
+        raise KafkaUnavailable(
+            f"{context}: no answer within {timeout_s:g} s ({where})",
+            code="_TIMED_OUT",
+            retriable=True,
+        ) from None

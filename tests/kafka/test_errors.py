@@ -56,3 +56,17 @@ def test_only_a_transaction_error_that_is_not_fatal_is_abortable(
 def test_a_project_kafka_error_is_not_abortable_unless_said() -> None:
     assert KafkaClientError("x").abortable is False
     assert KafkaUnavailable("x", abortable=True).abortable is True
+
+
+def test_an_admin_future_that_never_answers_is_kafka_unavailable_not_a_futures_timeout() -> None:
+    # concurrent.futures.TimeoutError is no SpendstreamError: a partition's opening, which
+    # retries those while the broker is away, let it through and its loop thread ended.
+    from concurrent.futures import Future
+
+    from spendstream.errors import KafkaUnavailable
+    from spendstream.kafka._waits import result
+
+    with pytest.raises(KafkaUnavailable) as caught:
+        result(Future(), 0.05, "cannot add partitions to t", "localhost:9092")
+    assert caught.value.retriable and caught.value.code == "_TIMED_OUT"
+    assert str(caught.value) == "cannot add partitions to t: no answer within 0.05 s (localhost:9092)"
