@@ -69,4 +69,6 @@ def test_an_admin_future_that_never_answers_is_kafka_unavailable_not_a_futures_t
     with pytest.raises(KafkaUnavailable) as caught:
         result(Future(), 0.05, "cannot add partitions to t", "localhost:9092")
     assert caught.value.retriable and caught.value.code == "_TIMED_OUT"
-    assert str(caught.value) == "cannot add partitions to t: no answer within 0.05 s (localhost:9092)"
+    assert (
+        str(caught.value) == "cannot add partitions to t: no answer within 0.05 s (localhost:9092)"
+    )

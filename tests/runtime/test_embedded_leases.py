@@ -18,7 +18,7 @@ from spendstream.producers.event import UsageEvent
 from spendstream.records import Cost, Fact
 from spendstream.runtime.embedded import EmbeddedRunner
 from spendstream.runtime.embedded_leases import EmbeddedLeases
-from spendstream.stream.leases import LeaseLedger, Spend, landed_spends
+from spendstream.stream.leases import LeaseLedger, Spend
 from spendstream.table_schemas import facts_table
 from spendstream.warehouse.reading import connect
 
@@ -227,22 +227,3 @@ def test_landing_facts_commits_what_landing_each_one_alone_does(
             alone.service.ledger.committed("team:a", "day", start)
         )
     hosted.service.ledger.check()
-
-
-def test_unleased_facts_are_summed_per_hour_and_leased_ones_kept_apart() -> None:
-    """An hourly hard cap needs each hour's unleased spend in its own hour, at its start."""
-    hour = T.replace(hour=10)
-    facts = [
-        _fact("a", hour + timedelta(minutes=15), 3, None),
-        _fact("a", hour + timedelta(minutes=45), 4, None),
-        _fact("a", hour + timedelta(minutes=65), 5, None),
-        _fact("a", hour + timedelta(minutes=20), 6, "L1 L2"),
-        _fact("a", hour + timedelta(minutes=30), None, None),  # unpriced: spends nothing
-        _fact("b", hour + timedelta(minutes=5), 7, None),  # not on the scope
-    ]
-    spends = landed_spends(facts_table(facts), ["team:a"])
-    assert sorted(spends, key=lambda s: (s.ts, s.lease_ids)) == [
-        Spend("team:a", hour, Decimal("0.07")),
-        Spend("team:a", hour + timedelta(minutes=20), Decimal("0.06"), ("L1", "L2")),
-        Spend("team:a", hour + timedelta(hours=1), Decimal("0.05")),
-    ]

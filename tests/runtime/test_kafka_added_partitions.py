@@ -15,7 +15,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from spendstream import facts_topic
-from spendstream.config import load_config
+from spendstream.config import Config, load_config
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.kafka.settings import KafkaSettings
@@ -33,12 +33,21 @@ from tests.runtime.kafka_workers import (
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
+def _pipeline(
+    bootstrap: str, tmp_path: Path, *, partitions: int, batch_size: int = 500
+) -> tuple[Config, KafkaSettings, str]:
+    """A config on fresh topics (not made yet), its client settings and topic prefix."""
+    path, prefix = write_config(
+        tmp_path / "c.toml", bootstrap, partitions=partitions, batch_size=batch_size
+    )
+    config = load_config(path)
+    return config, KafkaSettings.from_config(config.kafka), prefix
+
+
 def test_a_usage_partition_added_after_the_topics_were_made_lands_its_records(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=2, batch_size=100)
-    config = load_config(path)
-    settings = KafkaSettings.from_config(config.kafka)
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=2, batch_size=100)
     usage, facts, partials = (prefix + f"spendstream.{t}" for t in ("usage", "facts", "partials"))
     counts = ensure_topics(settings, config.kafka)
     admin = Admin(settings, timeout_s=60)
@@ -65,9 +74,7 @@ def test_a_usage_partition_added_after_the_topics_were_made_lands_its_records(
 def test_run_gives_the_facts_topic_a_partition_per_usage_partition_at_start(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=2)
-    config = load_config(path)
-    settings = KafkaSettings.from_config(config.kafka)
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=2)
     usage, facts, partials = (prefix + f"spendstream.{t}" for t in ("usage", "facts", "partials"))
     ensure_topics(settings, config.kafka)
     Admin(settings, timeout_s=60).grow_partitions(usage, 5)
@@ -81,9 +88,7 @@ def test_a_facts_topic_taking_smaller_records_gets_the_batch_in_smaller_batches(
     # A facts topic made before `run` (by an operator, a managed service's cap) with a
     # smaller max.message.bytes than run gives it (64 MiB): a backlog's batch of 3,000
     # events (~250 kB of facts record) failed at every replay, and nothing more landed.
-    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1, batch_size=1000)
-    config = load_config(path)
-    settings = KafkaSettings.from_config(config.kafka)
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1, batch_size=1000)
     usage, facts = prefix + "spendstream.usage", prefix + "spendstream.facts"
     limit = 60_000
     Admin(settings, timeout_s=60).ensure_topics(
@@ -114,9 +119,7 @@ def test_records_gone_before_they_landed_and_a_topic_made_again_are_logged_not_s
 ) -> None:
     # The usage topic's retention deleted records before a worker landed them; later the
     # topic was deleted and made again. Both passed records over without a word.
-    path, prefix = write_config(tmp_path / "c.toml", kafka_bootstrap, partitions=1)
-    config = load_config(path)
-    settings = KafkaSettings.from_config(config.kafka)
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1)
     usage = prefix + "spendstream.usage"
     counts = ensure_topics(settings, config.kafka)
     start = datetime.now(UTC) - timedelta(hours=1)

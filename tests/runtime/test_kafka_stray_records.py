@@ -37,12 +37,11 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 LANES = 3
 
 
-def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    config, prefix = write_config(
+def _config(bootstrap: str, tmp_path: Path) -> tuple[Path, str]:
+    """Three usage partitions; the team's $1 day budget opens its breaker (scope owners')."""
+    return write_config(
         tmp_path / "c.toml",
-        kafka_bootstrap,
+        bootstrap,
         partitions=LANES,
         extra=(
             "[leases]\nserve_in_run = false\n"
@@ -50,6 +49,12 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
             'hard_limit = "1.0"\n'
         ),
     )
+
+
+def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    config, prefix = _config(kafka_bootstrap, tmp_path)
     partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
     kind = [(KIND_HEADER, PARTIALS_KIND)]
     # Arrow IPC of PARTIALS, but with offsets no batch spans (last before first).
@@ -104,16 +109,7 @@ def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes
     # deletes one the same way): the owner must read the batch back to locate the
     # crossing. It timed out and retried that round for ever, and wide-scope detection of
     # every scope it owns stopped; now the record is a dead letter and the rest goes on.
-    config, prefix = write_config(
-        tmp_path / "c.toml",
-        kafka_bootstrap,
-        partitions=LANES,
-        extra=(
-            "[leases]\nserve_in_run = false\n"
-            f'[[budget]]\nscope = "{SCOPE}"\nperiod = "day"\namount_usd = "1"\n'
-            'hard_limit = "1.0"\n'
-        ),
-    )
+    config, prefix = _config(kafka_bootstrap, tmp_path)
     partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
     cfg = load_config(config)
     now = datetime.now(UTC)
