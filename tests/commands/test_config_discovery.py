@@ -62,8 +62,10 @@ def test_ingest_in_a_directory_with_a_starter_file_detects_by_its_limits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The first hour: `spendstream init`, a limit edited, `spendstream ingest` without
-    # --config. Ten calls of one key in ten seconds cross a limit of 3 a minute.
-    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+    # --config. Ten calls of one key in ten seconds cross a limit of 3 a minute: the first
+    # ten seconds of one UTC minute (minutes are tumbling windows; started at :51 or later,
+    # the calls crossed the limit in two minutes, and 15% of runs saw two alerts).
+    now = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     lines = [
         {
             "event_id": f"b{i}",
