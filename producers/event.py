@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from spendstream.instants import in_utc
-from spendstream.wording import escape_controls
+from spendstream.wording import clipped, escape_controls
 
 __all__ = [
     "CACHED_TOKEN_FIELDS",
@@ -376,5 +376,4 @@ _MAX_NAME = 64
 def _printable(name: str) -> str:
     """A field name as it can be shown: control characters escaped (a key holding ESC [2J
     cleared the terminal ``ingest`` printed it to), at most ``_MAX_NAME`` characters."""
-    name = escape_controls(name)
-    return name if len(name) <= _MAX_NAME else name[: _MAX_NAME - 3] + "..."
+    return clipped(escape_controls(name), _MAX_NAME)

@@ -27,6 +27,7 @@ from typing import Any, Literal, Protocol
 from spendstream.instants import in_utc
 from spendstream.money import is_usd
 from spendstream.producers import wire_json
+from spendstream.wording import clipped
 
 __all__ = [
     "MAX_TEXT",
@@ -258,5 +259,4 @@ def _field(name: str, value: Any) -> Any:
 
 def shown(value: Any) -> str:
     """``repr(value)``, cut short: an error names the value, it does not carry it."""
-    text = repr(value)
-    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
+    return clipped(repr(value), _SHOWN)

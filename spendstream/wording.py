@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from spendstream.money import MONEY_CONTEXT
 
-__all__ = ["escape_controls", "exact_usd", "plural", "usd", "written_usd"]
+__all__ = ["clipped", "escape_controls", "exact_usd", "plural", "usd", "written_usd"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CENT = Decimal("0.01")
@@ -18,6 +18,12 @@ def escape_controls(text: str) -> str:
     """``text`` with its control characters written ``\\xNN``: text a record held (a key,
     a value in a reason) goes to terminals, and one holding ESC [2J cleared the screen."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def clipped(text: str, width: int) -> str:
+    """``text``, or its first ``width - 3`` characters and ``...`` when it is longer than
+    ``width``: a message names what a record held, it does not carry it."""
+    return text if len(text) <= width else f"{text[: width - 3]}..."
 
 
 def usd(value: Decimal | None, places: int = 2) -> str:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.wording import exact_usd, plural, usd, written_usd
+from spendstream.wording import clipped, exact_usd, plural, usd, written_usd
 
 
 @pytest.mark.parametrize(
@@ -82,3 +82,9 @@ def test_exact_usd_keeps_every_digit_and_drops_only_trailing_zeros(
 )
 def test_written_usd_is_cents_unless_the_amount_is_finer(amount: str, written: str) -> None:
     assert written_usd(Decimal(amount)) == written
+
+
+def test_clipped_keeps_text_of_the_width_and_cuts_longer_to_the_width_with_dots() -> None:
+    assert clipped("x" * 80, 80) == "x" * 80
+    assert clipped("x" * 81, 80) == "x" * 77 + "..."
+    assert len(clipped("y" * 10_000, 80)) == 80

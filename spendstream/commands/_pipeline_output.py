@@ -12,7 +12,7 @@ from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary
 from spendstream.warehouse.charts import usd
-from spendstream.wording import escape_controls
+from spendstream.wording import clipped, escape_controls
 
 __all__ = ["print_summary", "progress_printer"]
 
@@ -38,8 +38,7 @@ def progress_printer(stream: TextIO) -> Callable[[IngestSummary], None] | None:
 def _shorten(reason: str, width: int = 160) -> str:
     # Control characters escaped: a reason quotes what a record held, and a terminal must
     # not take it for commands.
-    reason = escape_controls(reason)
-    return reason if len(reason) <= width else reason[: width - 3] + "..."
+    return clipped(escape_controls(reason), width)
 
 
 def _hint(reason: str) -> str:
