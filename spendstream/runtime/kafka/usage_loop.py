@@ -233,6 +233,9 @@ class UsageLoop(PartitionLoop[_Partition]):
         landed = self.landed_position(warehouse, p)
         engine = LocalEngine(self.config, p, warehouse.resume().state)
         assert self.facts is not None and self.consumer is not None
+        # Asked at every opening, not once: the facts reader's metadata request is also
+        # what makes its client know a partition just added (its watermarks, read below
+        # by unlanded_cuts, failed as an unknown partition until librdkafka's own refresh).
         facts = self.facts.consumer.partitions_for(self.names.facts, timeout_s=5)
         if facts is not None and p not in facts:  # partitions were added to the usage topic
             usage = self.consumer.partitions_for(self.names.usage, timeout_s=5) or []
