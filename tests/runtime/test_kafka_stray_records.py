@@ -7,7 +7,7 @@ record at the facts topic's tail."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -57,10 +57,16 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
     config, prefix = _config(kafka_bootstrap, tmp_path)
     partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
     kind = [(KIND_HEADER, PARTIALS_KIND)]
-    # Arrow IPC of PARTIALS, but with offsets no batch spans (last before first).
-    foreign = encode_partials(1, 9, 0, PARTIALS.empty_table())
+    # Arrow IPC of PARTIALS, but with offsets no batch spans (last before first), offsets
+    # no worker has read (past the usage partition's end: held, they made the owner drop
+    # that partition's real batches as replays), a usage partition there is not.
+    foreign = [
+        encode_partials(1, 9, 0, PARTIALS.empty_table()),
+        encode_partials(1, 10**6, 10**6 + 19, PARTIALS.empty_table()),
+        encode_partials(LANES + 4, 0, 0, PARTIALS.empty_table()),
+    ]
     strays = [OutRecord(partials, b"not arrow", headers=kind, partition=q) for q in range(LANES)]
-    strays += [OutRecord(partials, foreign, headers=kind, partition=1)]
+    strays += [OutRecord(partials, value, headers=kind, partition=1) for value in foreign]
     strays += [OutRecord(facts, b'{"event_id": "x"}', partition=p) for p in range(LANES)]
 
     wd = tmp_path / "wd"
@@ -80,25 +86,53 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
         assert query(wd, states)[0] == ("open",)
         wait_for(lambda: fact_count(wd) == 20, "not every call landed", w)
         dead = f"SELECT source, error FROM dead_letters WHERE source LIKE 'kafka:{partials}/%'"
-        wait_for(lambda: len(query(wd, dead)) == LANES + 1, "strays not dead-lettered", w)
+        strayed = LANES + len(foreign)
+        wait_for(lambda: len(query(wd, dead)) == strayed, "strays not dead-lettered", w)
         rows = sorted(query(wd, dead))
         assert [source for source, _ in rows] == sorted(
-            [f"kafka:{partials}/{q}@0" for q in range(LANES)] + [f"kafka:{partials}/1@1"]
+            [f"kafka:{partials}/{q}@0" for q in range(LANES)]
+            + [f"kafka:{partials}/1@{o}" for o in range(1, len(foreign) + 1)]
         )
         assert all("not a partials record" in error for _, error in rows)
-        assert any("usage partition 1, offsets 9..0" in e for _, e in rows)
+        errors = dict(rows)
+        assert "usage partition 1, offsets 9..0" in errors[f"kafka:{partials}/1@1"]
+        assert (
+            f"it names offsets 1000000..1000019 of {prefix}spendstream.usage/1, past that "
+            "partition's end ("
+        ) in errors[f"kafka:{partials}/1@2"]
+        assert f"spendstream.usage has no partition {LANES + 4}" in errors[f"kafka:{partials}/1@3"]
         assert all("wide-scope detection" in error for _, error in rows)
         # Once: the replays of a restart do not land them again.
         assert w.stop() == 0, w.log_tail()
         w = Worker(wd, config, tmp_path, name="w3").start()
         w.wait_ready(prefix)
-        assert len(query(wd, dead)) == LANES + 1
+        assert len(query(wd, dead)) == strayed
     finally:
         assert w.stop() == 0, w.log_tail()
     published = [
         json.loads(v)["source"] for _, v in read_topic(kafka_bootstrap, prefix + DEAD_LETTERS)
     ]
     assert sorted(set(published)) == sorted(source for source, _ in rows)
+
+
+def _fillers(n: int) -> list[bytes]:
+    """Cheap calls of a team no budget names."""
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    return [
+        json.dumps(
+            {
+                "event_id": f"filler-{i}",
+                "ts": (start + i * timedelta(seconds=1)).isoformat(),
+                "provider": "openai",
+                "model": "gpt-5",
+                "input_tokens": 10,
+                "output_tokens": 1,
+                "api_key_id": "filler",
+                "team": "filler",
+            }
+        ).encode()
+        for i in range(n)
+    ]
 
 
 def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes_on(
@@ -109,7 +143,10 @@ def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes
     # deletes one the same way): the owner must read the batch back to locate the
     # crossing. It timed out and retried that round for ever, and wide-scope detection of
     # every scope it owns stopped; now the record is a dead letter and the rest goes on.
+    # Its usage offsets, 0..19 of partition 2, are records there (fillers), read by no
+    # worker yet: offsets past the partition's end are refused before any merge.
     config, prefix = _config(kafka_bootstrap, tmp_path)
+    usage = prefix + "spendstream.usage"
     partials, facts = prefix + "spendstream.partials", prefix + "spendstream.facts"
     cfg = load_config(config)
     now = datetime.now(UTC)
@@ -121,33 +158,40 @@ def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes
         for q, table in enumerate(route(local, LANES))
         if SCOPE in table["scope"].to_pylist() and table.num_rows
     ]
-    forged = encode_partials(2, 10**6, 10**6 + 19, route(local, LANES)[q])
+    forged = encode_partials(2, 0, 19, route(local, LANES)[q])
+    fillers = 25  # more than the forged batch spans: the real one is no replay of it
 
     wd = tmp_path / "wd"
     w = Worker(wd, config, tmp_path).start()
     try:
-        w.wait_ready(prefix)
+        w.wait_ready(prefix)  # the topics are made
+        assert w.stop() == 0, w.log_tail()
         producer = Producer(kafka_bootstrap)
         producer.send(
-            [OutRecord(partials, forged, headers=[(KIND_HEADER, PARTIALS_KIND)], partition=q)], 60
+            [OutRecord(usage, line, partition=2) for line in _fillers(fillers)]
+            + [OutRecord(partials, forged, headers=[(KIND_HEADER, PARTIALS_KIND)], partition=q)],
+            60,
         ).raise_first()
         producer.close()
+        w = Worker(wd, config, tmp_path, name="w2").start()
+        w.wait_ready(prefix)
         dead = f"SELECT source, error FROM dead_letters WHERE source LIKE 'kafka:{partials}/%'"
         wait_for(lambda: len(query(wd, dead)) == 1, "the partials were not dead-lettered", w)
         [(source, error)] = query(wd, dead)
         assert source == f"kafka:{partials}/{q}@0"
         assert error.startswith(
             f"the facts of its batch, {facts} record {missing}, cannot be read: "
-            f"past the end of {facts}/2 (0); wide-scope detection"
+            f"past the end of {facts}/2 ("
         ), error
+        assert "; wide-scope detection" in error
         # The owner goes on: the team's own calls open its breaker.
-        kcat_produce(kafka_bootstrap, prefix + "spendstream.usage", _calls(20), keyed=True)
+        kcat_produce(kafka_bootstrap, usage, _calls(20), keyed=True)
         states = f"SELECT state FROM breaker_events WHERE scope = '{SCOPE}'"
         wait_for(lambda: bool(query(wd, states)), "the team's budget breaker never opened", w)
         assert query(wd, states)[0] == ("open",)
-        wait_for(lambda: fact_count(wd) == 20, "not every call landed", w)
+        wait_for(lambda: fact_count(wd) == 20 + fillers, "not every call landed", w)
         assert w.stop() == 0, w.log_tail()
-        w = Worker(wd, config, tmp_path, name="w2").start()
+        w = Worker(wd, config, tmp_path, name="w3").start()
         w.wait_ready(prefix)
         assert query(wd, dead) == [(source, error)]  # landed once
     finally:

@@ -317,6 +317,7 @@ def test_a_batch_whose_facts_cannot_be_read_is_set_aside_and_its_lane_still_move
     wh = Warehouse(tmp_path, writer=scope_writer(0), config=cfg.warehouse)
     owner = loop._state(0, wh)
     loop._unreadable["1@0"] = "before the first record the topic keeps (41)"
+    _ends(loop, p0=40, p1=40)
     loop._take(owner, 0, r0, NOW)
     loop._take(owner, 1, r1, NOW)
     assert [d.source for d in owner.dead] == [f"kafka:{loop.names.partials}/0@1"]
@@ -324,7 +325,6 @@ def test_a_batch_whose_facts_cannot_be_read_is_set_aside_and_its_lane_still_move
         f"the facts of its batch, {loop.names.facts} record 1@0, cannot be read: before the "
         "first record the topic keeps (41); wide-scope detection"
     )
-    _ends(loop, p0=40, p1=40)
     _merge(loop, owner)
     assert owner.merged == {0: 39, 1: 39} and owner.held == []
     wh.close()

@@ -104,14 +104,24 @@ class FactsReader:
             retriable=True,
         )
 
-    def _check_exists(self, partition: int, offset: int, ref: str) -> None:
-        parts = self.consumer.partitions_for(self.topic, timeout_s=5)
+    def _has_partition(self, topic: str, partition: int) -> bool:
+        parts = self.consumer.partitions_for(topic, timeout_s=5)
         if parts is not None and partition not in parts:
             # Asked again once: a broker may answer from metadata older than partitions
-            # just added (grow_facts), and what is set aside here is set aside for good.
+            # just added (grow_facts), and what is set aside on "no" is set aside for good.
             time.sleep(_RECHECK_S)
-            parts = self.consumer.partitions_for(self.topic, timeout_s=5)
-        if parts is not None and partition not in parts:
+            parts = self.consumer.partitions_for(topic, timeout_s=5)
+        return parts is None or partition in parts
+
+    def end_of(self, topic: str, partition: int) -> int | None:
+        """The end offset (high watermark) of ``topic``'s ``partition``, asked of the broker
+        now; None when the topic has no such partition (asked twice, a second apart)."""
+        if not self._has_partition(topic, partition):
+            return None
+        return self.consumer.watermarks((topic, partition), timeout_s=5)[1]
+
+    def _check_exists(self, partition: int, offset: int, ref: str) -> None:
+        if not self._has_partition(self.topic, partition):
             raise FactsUnreadable(ref, f"{self.topic} has no partition {partition}")
         low, high = self.consumer.watermarks((self.topic, partition), timeout_s=5)
         if offset >= high:

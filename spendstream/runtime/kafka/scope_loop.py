@@ -277,6 +277,7 @@ class ScopeLoop(PartitionLoop[_Owner]):
         """Hold the partials record at ``offset``, or dead-letter it."""
         try:
             batch = self._partials(value)
+            self._check_end(batch)
         except ValueError as exc:
             owner.dead.append(self._stray(owner, offset, value, exc))
             return
@@ -287,6 +288,32 @@ class ScopeLoop(PartitionLoop[_Owner]):
             # read: left out, a partition with nothing after it held every round back.
             batch = replace(batch, partials=batch.partials.slice(0, 0))
         self._hold(owner, offset, batch, now)
+
+    def _check_end(self, batch: PartialsBatch) -> None:
+        """``ValueError`` when no worker can have written ``batch``: it names usage offsets
+        at or past its usage partition's end (a worker publishes a batch after reading its
+        records), or a usage partition that does not exist. Held, it would move what the
+        owner counts as merged for that partition past the real batches, which would then
+        be dropped as replays. The end cached for alignment is trusted only when it clears
+        the batch: a cached end is never too high (ends only grow), but may be too low."""
+        p = batch.usage_partition
+        cached = self._ends.get(p)
+        if cached is not None and batch.last_offset < cached[0]:
+            return
+        assert self.facts is not None
+        end = self.facts.end_of(self.names.usage, p)  # KafkaUnavailable: the round replays
+        if end is None:
+            raise ValueError(
+                f"not a partials record of this pipeline: {self.names.usage} has no partition {p}"
+            )
+        self._ends[p] = (end, self.clock())
+        if batch.last_offset >= end:
+            raise ValueError(
+                f"not a partials record of this pipeline: it names offsets "
+                f"{batch.first_offset}..{batch.last_offset} of {self.names.usage}/{p}, past that "
+                f"partition's end ({end}), which no worker has read (or the usage topic was "
+                "deleted and made again, which docs/kafka.md warns against)"
+            )
 
     def _gone(self, batch: PartialsBatch) -> _FactsGone | None:
         """Why the batch's facts cannot be read back (``FactsUnreadable`` in a merge)."""
