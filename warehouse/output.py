@@ -109,10 +109,9 @@ def render_chunks(
 def _table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO, more: bool = False
 ) -> None:
-    cells = [
-        [t if len(t) <= _MAX_CELL else t[: _MAX_CELL - 1] + "…" for t in map(_text, r)]
-        for r in rows
-    ]
+    texts = [list(map(_text, r)) for r in rows]
+    cut = any(len(t) > _MAX_CELL for r in texts for t in r)
+    cells = [[t if len(t) <= _MAX_CELL else t[: _MAX_CELL - 1] + "…" for t in r] for r in texts]
     widths = [len(c) for c in columns]
     for r in cells:
         widths = [max(w, len(t)) for w, t in zip(widths, r, strict=True)]
@@ -138,3 +137,10 @@ def _table(
         )
     else:
         out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
+    if cut:
+        # A dead letter's reason is often longer: the part cut off is the part that says
+        # what to fix.
+        out.write(
+            f"(values longer than {_MAX_CELL} characters end in …: --format csv|json "
+            "writes them whole)\n"
+        )

@@ -37,12 +37,15 @@ def add_workdir(parser: argparse.ArgumentParser, *, inherit: bool = False) -> No
     )
 
 
-def add_config(parser: argparse.ArgumentParser, *, inherit: bool = False) -> None:
+def add_config(
+    parser: argparse.ArgumentParser, *, inherit: bool = False, help: str | None = None
+) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
         default=_default(None, inherit),
-        help="TOML configuration file (default: $SPENDSTREAM_CONFIG, else ./spendstream.toml "
+        help=help
+        or "TOML configuration file (default: $SPENDSTREAM_CONFIG, else ./spendstream.toml "
         "if there is one, else built-in defaults; keys: docs/configuration.md)",
     )
 

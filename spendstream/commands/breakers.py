@@ -36,6 +36,7 @@ from spendstream.wording import plural
 
 if TYPE_CHECKING:
     from spendstream.producers.guard import BreakerView
+    from spendstream.records import BreakerEvent
 
 __all__ = ["configure", "run"]
 
@@ -101,11 +102,19 @@ def run(args: argparse.Namespace) -> int:
             return 0
         bootstrap = config.kafka.bootstrap_servers
         if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
-            closed_since = _closed_in_warehouse(workdir, config, args.scope)
-            if closed_since is not None and not args.force:
+            known, latest = _latest_in_warehouse(workdir, config, args.scope)
+            if known and latest is None and not args.force:
+                # Most likely a typo, with no broker to ask (an embedded workdir): say that,
+                # not that Kafka is missing.
+                raise ConfigError(
+                    f"SCOPE: {args.scope} has no breaker in the warehouse in {workdir} (it "
+                    "never opened: a typo? `spendstream breakers list` shows the open ones); "
+                    "nothing reset"
+                )
+            if latest is not None and latest.state == "closed" and not args.force:
                 print(
                     f"{args.scope}: already closed (the warehouse in {workdir} says so since "
-                    f"{closed_since}); nothing reset",
+                    f"{latest.ts.isoformat()}); nothing reset",
                     file=sys.stderr,
                 )
                 return 0
@@ -202,16 +211,17 @@ def _reset_embedded(workdir: Path, config: Config, scope: str) -> bool:
     return True
 
 
-def _closed_in_warehouse(workdir: Path, config: Config, scope: str) -> str | None:
-    """When ``scope``'s latest breaker event in the warehouse is ``closed``: its time."""
+def _latest_in_warehouse(
+    workdir: Path, config: Config, scope: str
+) -> tuple[bool, BreakerEvent | None]:
+    """(whether ``workdir`` has a warehouse, ``scope``'s latest breaker event there)."""
     from spendstream.runtime.kafka.breaker_control import latest_breakers
 
     try:
         latest = {b.scope: b for b in latest_breakers(workdir, config=config)}
     except ConfigError:
-        return None  # no warehouse here
-    event = latest.get(scope)
-    return event.ts.isoformat() if event is not None and event.state == "closed" else None
+        return False, None  # no warehouse here
+    return True, latest.get(scope)
 
 
 def _wait_ready(view: BreakerView, timeout_s: float) -> None:

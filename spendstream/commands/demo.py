@@ -30,7 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--events", type=int, default=50_000, metavar="N", help="events to generate (default 50000)"
     )
     parser.add_argument("--seed", type=int, default=7, metavar="N", help="random seed (default 7)")
-    add_config(parser)
+    # Only --config: a ./spendstream.toml or $SPENDSTREAM_CONFIG made for real traffic
+    # would change the story's limits and budgets under it.
+    add_config(
+        parser,
+        help="TOML configuration file (default: the demo workload's own; $SPENDSTREAM_CONFIG "
+        "and ./spendstream.toml are not read; keys: docs/configuration.md)",
+    )
 
 
 def _money(v: Any) -> str:

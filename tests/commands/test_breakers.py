@@ -253,6 +253,12 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
     assert main(["breakers", "list", *common, "--format", "csv"]) == 0
     assert "session:loop,open," in capsys.readouterr().out
 
+    # A scope that never opened here (a typo): said so, not "no Kafka broker" (exit 2).
+    assert main(["breakers", "reset", "session:lop", *common, *dead]) == 2
+    err = capsys.readouterr().err
+    assert "session:lop has no breaker in the warehouse in" in err and "a typo?" in err
+    assert "no Kafka broker" not in err
+
     assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
     out = capsys.readouterr().out
     assert out.startswith("session:loop: closed (manual reset) at ")

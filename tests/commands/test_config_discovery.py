@@ -97,3 +97,13 @@ def test_the_demo_keeps_its_own_workload_configuration(
     (tmp_path / "spendstream.toml").write_text("[runaway\n")  # would stop any reader
     assert main(["demo", "--workdir", str(tmp_path / "demo"), "--events", "1000"]) == 0
     assert "using ./spendstream.toml" not in capsys.readouterr().err
+
+
+def test_the_demo_help_says_it_reads_only_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "the demo workload's own; $SPENDSTREAM_CONFIG and ./spendstream.toml are not read" in text
+    )
+    assert "default: $SPENDSTREAM_CONFIG, else" not in text

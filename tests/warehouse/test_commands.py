@@ -271,3 +271,19 @@ def test_a_filter_value_on_an_empty_warehouse_is_named_with_no_values_seen(
     out, err = capsys.readouterr()
     assert json.loads(out) == []
     assert err == "spendstream query: no facts have team = search: the answer is empty\n"
+
+
+def test_a_table_says_where_long_values_are_cut_and_how_to_read_them_whole() -> None:
+    # A dead letter's reason runs past a cell's 100 characters, and its end says what to fix.
+    out = io.StringIO()
+    render_chunks(["error"], [[("x" * 100,), ("y" * 101,)]], "table", out)
+    lines = out.getvalue().splitlines()
+    assert lines[2] == "x" * 100  # exactly the width: whole
+    assert lines[3] == "y" * 99 + "…"
+    assert (
+        lines[-1]
+        == "(values longer than 100 characters end in …: --format csv|json writes them whole)"
+    )
+    out = io.StringIO()
+    render_chunks(["error"], [[("x" * 100,)]], "table", out)
+    assert "end in …" not in out.getvalue()
