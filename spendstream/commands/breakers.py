@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         bootstrap = config.kafka.bootstrap_servers
         if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
-            known, latest = _latest_in_warehouse(workdir, config, args.scope)
-            if known and latest is None and not args.force:
+            known, landed = _latest_in_warehouse(workdir, config, args.scope)
+            if known and landed is None and not args.force:
                 # Most likely a typo, with no broker to ask (an embedded workdir): say that,
                 # not that Kafka is missing.
                 raise ConfigError(
@@ -111,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
                     "never opened: a typo? `spendstream breakers list` shows the open ones); "
                     "nothing reset"
                 )
-            if latest is not None and latest.state == "closed" and not args.force:
+            if landed is not None and landed.state == "closed" and not args.force:
                 print(
                     f"{args.scope}: already closed (the warehouse in {workdir} says so since "
-                    f"{latest.ts.isoformat()}); nothing reset",
+                    f"{landed.ts.isoformat()}); nothing reset",
                     file=sys.stderr,
                 )
                 return 0
