@@ -7,7 +7,15 @@ from decimal import Decimal
 
 from spendstream.money import MONEY_CONTEXT
 
-__all__ = ["clipped", "escape_controls", "exact_usd", "plural", "usd", "written_usd"]
+__all__ = [
+    "clipped",
+    "escape_controls",
+    "exact_usd",
+    "plural",
+    "usd",
+    "usd_past",
+    "written_usd",
+]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CENT = Decimal("0.01")
@@ -43,6 +51,18 @@ def usd(value: Decimal | None, places: int = 2) -> str:
     if q == 0:
         sign = ""
     return f"{sign}${q:,}"
+
+
+def usd_past(spend: Decimal, threshold: Decimal) -> str:
+    """A spend that reached ``threshold``, as ``usd`` writes it, unless that misleads: when
+    the amount shown does not read as past the threshold ($0.0125 past a $0.01 budget read
+    ``$0.01``), or is off by more than a thousandth of it ($0.0125 at the 50% level of a
+    $0.01 budget read ``$0.01 of its $0.01``). Then exactly (``exact_usd``)."""
+    shown = usd(spend)
+    value = Decimal(shown.replace("$", "").replace(",", ""))
+    if value == spend or (value > threshold and abs(value - spend) * 1000 <= threshold):
+        return shown
+    return exact_usd(spend)
 
 
 def exact_usd(value: Decimal) -> str:

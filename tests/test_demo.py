@@ -16,6 +16,7 @@ import pytest
 
 from spendstream.cli import main
 from spendstream.synthetic import LOOP_KEY, LOOP_SESSION
+from tests.stream.reference.engine import spent
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +123,17 @@ def test_an_anomaly_line_gives_the_running_total_and_the_hours_final_total(
     work, out = demo
     rows = _sql(
         work,
-        "SELECT a.scope, a.value, (SELECT sum(cost_usd) FROM usage_facts f "
+        "SELECT a.scope, a.value, a.threshold, (SELECT sum(cost_usd) FROM usage_facts f "
         "WHERE f.ts >= date_trunc('hour', a.ts) AND f.ts < date_trunc('hour', a.ts) + INTERVAL 1 HOUR "
         "AND (a.scope = 'global' OR a.scope = 'team:' || f.team OR a.scope = 'feature:' || f.feature "
         "OR a.scope = 'api_key:' || f.api_key_id)) FROM alerts a WHERE kind = 'hourly_anomaly'",
     )
     assert rows
-    for scope, so_far, final in rows:
+    for scope, so_far, threshold, final in rows:
         assert final > so_far  # the alert fires at the crossing, well before the hour ends
-        expected = f"    {scope}: ${so_far.quantize(Decimal('0.01')):,} spent by "
+        # Cents, unless they would not read as past the threshold or miss by more than a
+        # thousandth of it (the reference engine's wording).
+        expected = f"    {scope}: {spent(so_far, threshold)} spent by "
         line = next(li for li in out.splitlines() if li.startswith(expected))
         assert line.endswith(f"the hour ended at ${final.quantize(Decimal('0.01')):,}")
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from spendstream.wording import clipped, exact_usd, plural, usd, written_usd
+from spendstream.wording import clipped, exact_usd, plural, usd, usd_past, written_usd
 
 
 @pytest.mark.parametrize(
@@ -88,3 +88,25 @@ def test_clipped_keeps_text_of_the_width_and_cuts_longer_to_the_width_with_dots(
     assert clipped("x" * 80, 80) == "x" * 80
     assert clipped("x" * 81, 80) == "x" * 77 + "..."
     assert len(clipped("y" * 10_000, 80)) == 80
+
+
+@pytest.mark.parametrize(
+    ("spend", "threshold", "written"),
+    [
+        ("0.0125", "0.01", "$0.0125"),  # cents read $0.01: not past a $0.01 budget
+        ("0.012500000000000000", "0.01", "$0.0125"),  # DECIMAL(38,18)'s zeros go
+        ("200.00", "200.0", "$200.00"),  # exactly the threshold: cents are the spend
+        ("200.004", "200", "$200.004"),
+        ("200.006", "200", "$200.01"),  # cents past the threshold read true
+        ("0.04725", "0.05", "$0.04725"),  # cents off by 0.00275: over 1/1000 of $0.05
+        ("50.004", "50", "$50.004"),  # cents read $50.00: not past $50
+        ("50.006", "50", "$50.01"),  # off by 0.004, within 0.05
+        ("50.006", "4", "$50.01"),  # off by exactly a thousandth of $4: cents
+        ("50.006", "3.99", "$50.006"),  # ... by more than a thousandth of $3.99
+        ("0.00025001", "0.00025", "$0.00025001"),  # sub-cent: usd's three digits not past it
+        ("0.000253", "0.00025", "$0.000253"),  # ... and past it
+        ("1234.5", "1000", "$1,234.50"),
+    ],
+)
+def test_usd_past_reads_past_its_threshold(spend: str, threshold: str, written: str) -> None:
+    assert usd_past(Decimal(spend), Decimal(threshold)) == written

@@ -45,6 +45,16 @@ def _money(v: Any) -> str:
     return "unpriced" if v is None else usd(Decimal(v))
 
 
+def _money_past(value: Any, threshold: Any) -> str:
+    """A spend beside the threshold it crossed (``usd_past``: "$0.82 ... over $0.82" said
+    nothing)."""
+    from spendstream.wording import usd_past
+
+    if value is None or threshold is None:
+        return _money(value)
+    return usd_past(Decimal(value), Decimal(threshold))
+
+
 def how_to_call() -> tuple[str, list[str]]:
     """(how to type the command, lines to print first when it is not on PATH as ``spendstream``).
 
@@ -288,7 +298,7 @@ def tell_story(
             out,
             "Hourly anomalies",
             [
-                f"{scope}: {_money(value)} spent by {ts:%H:%M:%S} in the hour of "
+                f"{scope}: {_money_past(value, threshold)} spent by {ts:%H:%M:%S} in the hour of "
                 f"{ts:%Y-%m-%d %H}:00 UTC, over {_money(threshold)} ({float(factor):g}x its "
                 f"previous-24h hourly mean); the hour ended at {_money(_hour_total(con, scope, hour))}"
                 for scope, ts, value, threshold, hour in anomalies

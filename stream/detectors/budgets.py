@@ -33,7 +33,7 @@ from spendstream.stream.detectors.sessions import EXACT_BOUND_USD
 from spendstream.stream.grouping import Groups
 from spendstream.stream.partials import Details, Partial, Source, by_window, spans
 from spendstream.stream.windows import US, Windowed, WindowRule, from_us
-from spendstream.wording import usd, written_usd
+from spendstream.wording import usd_past, written_usd
 
 __all__ = ["BudgetDetector", "BudgetWire", "budget_id"]
 
@@ -327,7 +327,7 @@ class BudgetDetector:
                 ts,
                 spend,
                 b.hard_limit * b.amount_usd,
-                f"{b.scope} spent {usd(spend)}, past the hard "
+                f"{b.scope} spent {usd_past(spend, b.hard_limit * b.amount_usd)}, past the hard "
                 f"limit of {b.hard_limit} x its {written_usd(b.amount_usd)} {b.period} budget",
                 (b.period, str(b.amount_usd), key),
                 {**details, "hard_limit": str(b.hard_limit)},
@@ -343,7 +343,7 @@ class BudgetDetector:
             ts,
             spend,
             level * b.amount_usd,
-            f"{b.scope} spent {usd(spend)} of its "
+            f"{b.scope} spent {usd_past(spend, level * b.amount_usd)} of its "
             f"{written_usd(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
             f"from {begin:%Y-%m-%d %H:00} UTC",
             (b.period, str(b.amount_usd), key, tag),

@@ -119,6 +119,18 @@ def test_hard_limit_fires_budget_exceeded_once_when_reached_and_new_period_start
     assert nxt[0].dedup_key != ex[0].dedup_key
 
 
+def test_a_spend_just_past_a_limit_is_not_written_as_the_limit() -> None:
+    # $0.0125 past a $0.01 budget read "spent $0.01, past the hard limit of 1.0 x its
+    # $0.01 day budget": cents that do not read past the threshold give way to every digit.
+    feed = _feed(amount_usd="0.01", hard_limit=1.0, alert_at=[0.5])
+    alerts = feed([fact(at(0), "0.0125", team="search")])
+    assert [a.message for a in alerts] == [
+        "team:search spent $0.0125 of its $0.01 day budget (50% level) in the period "
+        "from 2026-03-02 00:00 UTC",
+        "team:search spent $0.0125, past the hard limit of 1.0 x its $0.01 day budget",
+    ]
+
+
 def test_hard_limit_opens_the_breaker_until_the_period_ends() -> None:
     feed = _feed(hard_limit=1.0, alert_at=[])
     feed([fact(at(0), "100", team="search")])

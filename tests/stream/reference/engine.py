@@ -362,6 +362,18 @@ def _dollars(amount: Decimal) -> str:
     return f"{int(whole):,}.{frac.ljust(2, '0')}"
 
 
+def spent(spend: Decimal, threshold: Decimal) -> str:
+    # Written apart from spendstream.wording.usd_past: cents (usd), unless the amount they
+    # show is not the spend and either is no more than the threshold or misses the spend by
+    # more than a thousandth of it; then every digit of the spend, none padded.
+    text = usd(spend)
+    shown = Decimal("".join(c for c in text if c not in "$,"))
+    off = max(shown, spend) - min(shown, spend)
+    if shown != spend and (shown <= threshold or off > threshold / 1000):
+        return "$" + format(spend.normalize(Context(prec=80)), "f")
+    return text
+
+
 def usd(amount: Decimal) -> str:
     # Written apart from spendstream.wording.usd: cents with thousands separators, a
     # sub-cent amount to three significant digits, below a millionth in E notation.
@@ -420,7 +432,7 @@ class Budgets:
                         r["ts"],
                         spend,
                         level * b.amount_usd,
-                        f"{b.scope} spent {usd(spend)} of its "
+                        f"{b.scope} spent {spent(spend, level * b.amount_usd)} of its "
                         f"${_dollars(b.amount_usd)} {b.period} budget ({level:%} level) in the period "
                         f"from {start:%Y-%m-%d %H:00} UTC",
                         (b.period, str(b.amount_usd), key, tag),
@@ -439,7 +451,7 @@ class Budgets:
                             r["ts"],
                             spend,
                             limit,
-                            f"{b.scope} spent {usd(spend)}, past the hard "
+                            f"{b.scope} spent {spent(spend, limit)}, past the hard "
                             f"limit of {b.hard_limit} x its ${_dollars(b.amount_usd)} {b.period} budget",
                             (b.period, str(b.amount_usd), key),
                             {**details, "hard_limit": str(b.hard_limit)},
