@@ -24,7 +24,7 @@ from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.log_filters import OncePer
 from spendstream.topics import USAGE
-from spendstream.wording import plural
+from spendstream.wording import clipped, plural
 
 if TYPE_CHECKING:
     from spendstream.kafka.producer import Producer
@@ -189,6 +189,22 @@ class KafkaTransport:
 _FORK_ORPHANS: list[Any] = []
 
 
+def _rejected_lines(body: bytes, sent: int) -> list[tuple[int, str]] | None:
+    """The (index, reason) of each event the endpoint's answer rejects, or None unless the
+    answer accounts for every one of the ``sent`` lines (accepted + rejected)."""
+    try:
+        answer = json.loads(body)
+        accepted = answer["accepted"]
+        rejected = [(int(item["line"]) - 1, str(item["error"])) for item in answer["rejected"]]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if type(accepted) is not int or accepted + len(rejected) != sent:
+        return None
+    if any(not 0 <= i < sent for i, _ in rejected):
+        return None
+    return rejected
+
+
 _WRONG_URL = (
     " (no spendstream ingest endpoint there: give Meter.http the server's base URL, e.g. "
     "http://host:8787, where `spendstream run` listens)"
@@ -293,13 +309,38 @@ class HttpTransport:
         elif status >= 400:
             reason = f"HTTP {status}: {resp.text[:200]}"
             result.rejected = [(i, reason) for i in range(len(records))]
+        elif not 200 <= status < 300:
+            # A redirect (a load balancer sending http to https; httpx follows none): the
+            # events went nowhere. Counted as sent, they were lost without a word.
+            if self._quiet.due(status):
+                log.error(
+                    "ingest endpoint %s answered %d%s: %s kept for retry in %s",
+                    self.destination,
+                    status,
+                    f" (to {clipped(resp.headers['location'], 200)}: give Meter.http that URL)"
+                    if "location" in resp.headers
+                    else "",
+                    plural(len(records), "event"),
+                    self.kept_in,
+                )
+            result.failed = list(range(len(records)))
         else:
-            try:
-                answer = json.loads(resp.content)
-                for item in answer.get("rejected", []):
-                    result.rejected.append((int(item["line"]) - 1, str(item["error"])))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("ingest endpoint answered 200 with an unreadable body")
+            rejected = _rejected_lines(resp.content, len(records))
+            if rejected is None:
+                # Not an answer of spendstream's endpoint (a proxy's page, `{}`): a success
+                # that does not say what was taken. Counted as sent: sent again, a proxy that
+                # always answers so would hold the batch at the spool's head for ever.
+                if self._quiet.due("unread"):
+                    log.error(
+                        "ingest endpoint %s answered %d without saying what it took of %s (a "
+                        'spendstream endpoint answers {"accepted": n, "rejected": [...]} '
+                        "for every line: is something else at this URL?); counted as sent",
+                        self.destination,
+                        status,
+                        plural(len(records), "event"),
+                    )
+            else:
+                result.rejected = rejected
         return result
 
     def close(self) -> None:

@@ -36,6 +36,7 @@ class IngestServer:
         self.delay_s = 0.0
         self.requests = 0  # POSTs read, answered or not
         self.answer: bytes | None = None  # a 200 body to send instead of the usual one
+        self.location: str | None = None  # a Location header to answer with
         self.max_body: int | None = None  # a proxy's body limit: 413 past it
         self.answering = threading.Event()  # cleared: requests hang until it is set again
         self.answering.set()
@@ -68,6 +69,8 @@ class IngestServer:
                 answer = json.dumps({"accepted": lines - len(rejected), "rejected": rejected})
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if server.location is not None:
+                    self.send_header("Location", server.location)
                 self.end_headers()
                 self.wfile.write(server.answer or answer.encode())
 
@@ -579,18 +582,53 @@ def test_http_transport_reports_a_timeout_as_a_failure_and_does_not_raise(
     assert (result.failed, result.rejected) == ([0, 1], [])
 
 
-def test_an_unreadable_200_answer_counts_the_batch_as_sent_not_resent(
-    server: IngestServer, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"[]",  # e.g. a proxy in front of the endpoint
+        b"{}",  # read as "nothing rejected", without a word
+        b'{"accepted": 2, "rejected": []}',  # one line short of what was sent
+        b'{"accepted": 2, "rejected": [{"line": 9, "error": "x"}]}',  # no such line
+    ],
+)
+def test_a_200_answer_that_does_not_account_for_every_line_is_an_error_counted_as_sent(
+    server: IngestServer, caplog: pytest.LogCaptureFixture, answer: bytes
 ) -> None:
-    server.answer = b"[]"  # e.g. a proxy in front of the endpoint
-    with _meter(server, None) as meter:
+    # Counted as sent, not sent again: a proxy answering so for ever would hold the batch
+    # at the spool's head. But said, as an error naming what to check.
+    server.answer = answer
+    with _meter(server, None, batch_size=3, linger_s=3600) as meter:  # one batch of three
         for i in range(3):
             meter.record(**_fields(i))
         assert meter.flush(timeout_s=30)
         m = meter.metrics
     assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(3)]  # each once
-    assert (m.sent, m.send_failures) == (3, 0)
-    assert "unreadable body" in caplog.text
+    assert (m.sent, m.send_failures, m.rejected) == (3, 0, 0)
+    said = [r for r in caplog.records if "without saying what it took of 3 events" in r.message]
+    assert said and said[0].levelno == logging.ERROR
+    assert "is something else at this URL?" in said[0].message
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_keeps_the_events_and_names_where_it_points(
+    server: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # A load balancer sending http to https: httpx follows no redirect of a POST, so
+    # nothing was taken. Counted as sent, every event was lost without a word.
+    server.status, server.location = status, "https://ingest.example/v1/events"
+    with _meter(server, tmp_path) as meter:
+        for i in range(5):
+            meter.record(**_fields(i))
+        _wait_for(lambda: meter.metrics.spooled == 5, "the events kept in the spool")
+        assert server.event_ids() == []
+        server.status, server.location = 200, None
+        assert meter.flush(timeout_s=30)
+        m = meter.metrics
+    assert server.event_ids() == [f"e{i:06d}" for i in range(5)]
+    assert (m.sent, m.rejected, m.dropped) == (5, 0, 0)
+    said = [r for r in caplog.records if f"answered {status}" in r.getMessage()]
+    assert said and {r.levelno for r in said} == {logging.ERROR}
+    assert "(to https://ingest.example/v1/events: give Meter.http that URL)" in said[0].message
 
 
 def test_the_queue_holds_exactly_queue_size_events_before_it_overflows(
