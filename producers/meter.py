@@ -178,7 +178,9 @@ class Meter:
         self._spool: Spool | None = None
         if spool_dir:
             self._use_spool(
-                Spool(spool_dir, max_bytes=spool_max_bytes, destination=_destination_of(transport))
+                _open_spool(
+                    spool_dir, max_bytes=spool_max_bytes, destination=_destination_of(transport)
+                )
             )
         self._held: list[Record] = []  # the failed batch when there is no spool
         self._c = _Counters()
@@ -450,7 +452,9 @@ class Meter:
                 self._c.spooled += 1
                 self._c.overflowed += 1
             return
-        self._drop(1, "queue full" if self._spool is None else "queue and spool full")
+        self._drop(
+            1, "queue full" if self._spool is None else f"queue full, and {self._spool.refusal}"
+        )
 
     def _drop(self, n: int, why: str) -> None:
         with self._c.lock:
@@ -591,7 +595,7 @@ class Meter:
             old = self._spool
             old.forget_after_fork()
             self._use_spool(
-                Spool(
+                _open_spool(
                     old.root,
                     max_bytes=old.max_bytes,
                     segment_bytes=old.segment_bytes,
@@ -605,10 +609,10 @@ class Meter:
         self._thread.start()
         self._spiller = self._start_spiller()
 
-    def _use_spool(self, spool: Spool) -> None:
+    def _use_spool(self, spool: Spool | None) -> None:
         self._spool = spool
-        if hasattr(self.transport, "kept_in"):  # its log lines then say which slot to look in
-            self.transport.kept_in = str(spool.dir)
+        if spool is not None and hasattr(self.transport, "kept_in"):
+            self.transport.kept_in = str(spool.dir)  # its log lines then say which slot
 
     def _abandon(self) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.
@@ -953,7 +957,7 @@ class Meter:
             self._c.dropped += lost
             self._inflight -= inflight
         if lost:
-            self._log_drop(lost, "spool full")
+            self._log_drop(lost, self._spool.refusal or "spool full")
 
     def _stash_queue(self) -> None:
         if self._spool is None or not self._queue:
@@ -1011,7 +1015,7 @@ class Meter:
             entry.mirrored = _MIRROR_HEAD if first and not lost else _MIRROR_TAIL
         entry.on_disk.set()
         if lost:
-            self._log_drop(lost, "spool full")
+            self._log_drop(lost, self._spool.refusal or "spool full")
 
     def _stash_all(self) -> None:
         """At the close deadline: nothing in memory may vanish unaccounted."""
@@ -1044,6 +1048,22 @@ _MeterOptions = frozenset(
 
 
 _EventFields = frozenset(UsageEvent.model_fields)
+
+
+def _open_spool(root: Path | str, **options: Any) -> Spool | None:
+    """The spool at ``root``, or None (logged) when it cannot be had: a read-only home in a
+    container, a user without one, every slot taken. Raised, it stopped the application
+    that made the Meter (or, in a forked child, left it without a sender thread)."""
+    try:
+        return Spool(root, **options)
+    except OSError as exc:
+        log.error(
+            "spendstream meter: no spool (%s); events the transport cannot take now are held "
+            "in memory (queue_size), then dropped and counted. Give Meter spool_dir= (or "
+            "$SPENDSTREAM_SPOOL_DIR) a writable directory",
+            exc,
+        )
+        return None
 
 
 def _destination_of(transport: Transport) -> str:

@@ -28,6 +28,7 @@ what the OS had not written yet).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import threading
@@ -72,6 +73,8 @@ class Spool:
         self.destination = destination
         self.dir, self._lock_fd = _claim_slot(self.root, destination)
         self.corrupt_lines = 0  # torn last lines found after a crash, skipped
+        # Why the last append took fewer lines than it was given: the bound, or the disk.
+        self.refusal = ""
         segs = _segments(self.dir)
         self._head_seg, self._head_off = _read_head(self.dir, segs)
         self._reader: BinaryIO | None = None
@@ -115,27 +118,56 @@ class Spool:
             return self._append(lines), first
 
     def _append(self, lines: Sequence[bytes]) -> int:
+        self.refusal = ""
         taken = 0
-        for line in lines:
-            size = len(line) + 1
-            if self._bytes + size > self.max_bytes:
-                break
-            if self._writer is None or self._write_size >= self.segment_bytes:
-                self._rotate()
-            assert self._writer is not None
-            self._writer.write(line + b"\n")
-            self._write_size += size
-            self._bytes += size
-            taken += 1
-        if self._writer is not None:
-            self._writer.flush()
+        while taken < len(lines):
+            chunk: list[bytes] = []  # lines for the current segment
+            size = 0
+            for line in lines[taken:]:
+                if self._bytes + size + len(line) + 1 > self.max_bytes:
+                    break
+                chunk.append(line + b"\n")
+                size += len(line) + 1
+                if self._write_size + size >= self.segment_bytes:
+                    break  # the segment is full after this line: the next opens another
+            if not chunk:
+                self.refusal = f"spool full ({self.max_bytes:,} bytes unsent)"
+                return taken
+            try:
+                if self._writer is None or self._write_size >= self.segment_bytes:
+                    self._rotate()
+                assert self._writer is not None
+                written = _write_all(self._writer, b"".join(chunk))
+            except _PartlyWritten as exc:
+                # The disk filled (or failed) before max_bytes: the lines wholly written are
+                # kept, a torn one is cut off (the next line would glue itself to it), and
+                # the caller counts the rest dropped. Raised, it reached record()'s caller.
+                kept = _whole_lines(chunk, exc.written)
+                self._kept(kept, sum(len(line) for line in chunk[:kept]), truncate=True)
+                self.refusal = f"cannot write the spool in {self.dir}: {exc.cause}"
+                return taken + kept
+            except OSError as exc:  # the segment could not be opened
+                self.refusal = f"cannot write the spool in {self.dir}: {exc}"
+                return taken
+            self._kept(len(chunk), written, truncate=False)
+            taken += len(chunk)
         return taken
+
+    def _kept(self, lines: int, size: int, *, truncate: bool) -> None:
+        if truncate and self._writer is not None:
+            with contextlib.suppress(OSError):  # shrinking needs no space
+                os.ftruncate(self._writer.fileno(), self._write_size + size)
+        self._write_size += size
+        self._bytes += size
 
     def _rotate(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._write_seg += 1
-        self._writer = open(self._path(self._write_seg), "ab")  # noqa: SIM115 - held open
+            self._writer = None
+        # Unbuffered: what a write() returned is on the OS's side, so after a failed write
+        # the file's good end is known (a buffer would hold bytes a later flush writes).
+        self._writer = open(self._path(self._write_seg), "ab", buffering=0)  # noqa: SIM115
         self._write_size = self._writer.tell()
 
     # -- reading ----------------------------------------------------------------------------
@@ -242,6 +274,38 @@ class Spool:
         with contextlib.suppress(OSError):
             os.close(self._lock_fd)  # closing our copy keeps the parent's flock
         self._writer = self._reader = None
+
+
+class _PartlyWritten(OSError):
+    def __init__(self, written: int, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.written = written
+        self.cause = cause
+
+
+def _write_all(f: BinaryIO, data: bytes) -> int:
+    """Write ``data`` to the unbuffered ``f``; ``_PartlyWritten`` (how much was) on error."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            n = f.write(view[done:])
+            if not n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            done += n
+    except OSError as exc:
+        raise _PartlyWritten(done, exc) from exc
+    return done
+
+
+def _whole_lines(chunk: Sequence[bytes], written: int) -> int:
+    """How many of ``chunk``'s lines lie wholly within its first ``written`` bytes."""
+    end = 0
+    for i, line in enumerate(chunk):
+        end += len(line)
+        if end > written:
+            return i
+    return len(chunk)
 
 
 def _segment_path(slot: Path, n: int) -> Path:

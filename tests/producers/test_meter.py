@@ -794,3 +794,82 @@ def test_close_during_a_hung_replay_leaves_the_spooled_lines_as_they_were(
     with _meter(server, tmp_path) as third:
         assert third.flush(timeout_s=30)
         assert third.metrics.replayed == 5  # those lines once, not spooled a second time
+
+
+_RECORD_ON_A_FULL_DISK = r"""
+import logging, resource, signal, sys
+from spendstream.producers.meter import Meter
+
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(message)s")
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+# Nothing answers at the URL: every event overflows the one-event queue into the spool,
+# in the caller's thread, which raised OSError there when the disk refused it.
+meter = Meter.http(sys.argv[2], "t", spool_dir=sys.argv[1], queue_size=1, linger_s=3600,
+                   close_timeout_s=0.5)
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+for i in range(40):
+    meter.record(provider="openai", model="gpt-5", input_tokens=1, output_tokens=1,
+                 event_id=f"e{i:06d}", ts="2026-11-01T12:00:00Z")
+m = meter.metrics
+print("counts", m.spooled, m.dropped, m.spooled + m.dropped + m.queued)
+"""
+
+
+def test_record_on_a_disk_that_refuses_the_spool_drops_counts_and_logs_never_raises(
+    tmp_path: Path,
+) -> None:
+    # RLIMIT_FSIZE: the kernel refuses bytes past 2000 (EFBIG) as a full disk does (ENOSPC).
+    import subprocess
+    import sys
+
+    from spendstream.local.kafka import find_free_port
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _RECORD_ON_A_FULL_DISK,
+            str(tmp_path / "spool"),
+            f"http://127.0.0.1:{find_free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = next(li for li in proc.stdout.splitlines() if li.startswith("counts "))
+    spooled, dropped, total = map(int, counts.split()[1:])
+    assert total == 40 and spooled > 0 and dropped > 0
+    assert "cannot write the spool in " in proc.stdout and "File too large" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_a_spool_that_cannot_be_had_leaves_the_meter_working_without_one(
+    server: IngestServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A read-only home in a container, or every slot taken: Meter() raised into the
+    # application (and a forked child's restart stopped before its sender thread).
+    import spendstream.producers.spool as spool_module
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with Meter.http(server.url, TOKEN, spool_dir=blocker / "spool", linger_s=0.01) as meter:
+        meter.record(**_fields(1))
+        assert meter.flush(timeout_s=30)
+    monkeypatch.setattr(spool_module, "_MAX_SLOTS", 1)
+    held = spool_module.Spool(tmp_path / "root")
+    try:
+        with Meter.http(server.url, TOKEN, spool_dir=tmp_path / "root", linger_s=0.01) as meter:
+            meter.record(**_fields(2))
+            assert meter.flush(timeout_s=30)
+    finally:
+        held.close()
+    assert server.event_ids() == ["e000001", "e000002"]
+    said = [r.message for r in caplog.records if "spendstream meter: no spool" in r.message]
+    assert len(said) == 2 and "a-file" in said[0] and "all 1 spool slots" in said[1]
+    assert all("Give Meter spool_dir=" in m for m in said)

@@ -183,3 +183,49 @@ def test_any_mix_of_appends_commits_and_restarts_behaves_like_a_fifo(
         assert spool.size_bytes == len(model) * size
         assert spool.peek(100) == model
     spool.close()
+
+
+# A real write failure, in a child process: RLIMIT_FSIZE makes the kernel refuse bytes past
+# the limit (EFBIG, SIGXFSZ ignored) as a full disk refuses them (ENOSPC).
+_DISK_FILLS = r"""
+import resource, signal, sys
+from spendstream.producers.spool import Spool
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+spool = Spool(sys.argv[1], segment_bytes=1 << 20)
+_, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+lines = [b"%03d" % i + b"x" * 97 for i in range(20)]  # 101 bytes with its newline
+taken = spool.append(lines)
+print(taken, spool.size_bytes, spool.refusal)
+print(spool.append([b"y" * 200]), spool.refusal)
+resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+print(spool.append([b"after"]), [line[:3] for line in spool.peek(100)])
+"""
+
+
+def test_a_disk_that_refuses_bytes_keeps_the_whole_lines_and_cuts_a_torn_one(
+    tmp_path: Path,
+) -> None:
+    # It raised OSError into record()'s caller, and the sender and spill threads wrote on
+    # past a torn line. Now the lines wholly written are kept, the torn one is cut off,
+    # and the rest are refused with the disk's reason (the Meter counts them dropped).
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _DISK_FILLS, str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, late, after = proc.stdout.splitlines()
+    taken, size, refusal = first.split(" ", 2)
+    assert (int(taken), int(size)) == (9, 909)  # 9 x 101 bytes; the 10th would cross 1000
+    assert refusal.startswith(f"cannot write the spool in {tmp_path / 'spool'}/slot-0: ")
+    assert "File too large" in refusal
+    assert late.startswith("0 cannot write the spool in ")
+    # The file ends on a whole line: what comes after is read back intact.
+    expected = [f"b'{i:03d}'" for i in range(9)] + ["b'aft'"]
+    assert after == f"1 [{', '.join(expected)}]"
