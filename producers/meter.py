@@ -44,6 +44,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -608,6 +609,13 @@ class Meter:
         self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
         self._thread.start()
         self._spiller = self._start_spiller()
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # A multiprocessing child (a Process, a Pool worker let finish) ends in
+            # os._exit: atexit never runs, and what it recorded in its last linger went
+            # with it. Its exit runs multiprocessing's finalizers; those registered now
+            # are cleared as it starts, then its after-fork callbacks run: register there.
+            mp_util.register_after_fork(self, _close_at_multiprocessing_exit)
 
     def _use_spool(self, spool: Spool | None) -> None:
         self._spool = spool
@@ -1048,6 +1056,12 @@ _MeterOptions = frozenset(
 
 
 _EventFields = frozenset(UsageEvent.model_fields)
+
+
+def _close_at_multiprocessing_exit(meter: Meter) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, meter._atexit, exitpriority=0)
 
 
 def _open_spool(root: Path | str, **options: Any) -> Spool | None:

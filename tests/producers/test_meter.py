@@ -873,3 +873,26 @@ def test_a_spool_that_cannot_be_had_leaves_the_meter_working_without_one(
     said = [r.message for r in caplog.records if "spendstream meter: no spool" in r.message]
     assert len(said) == 2 and "a-file" in said[0] and "all 1 spool slots" in said[1]
     assert all("Give Meter spool_dir=" in m for m in said)
+
+
+def _record_in_child(meter: Meter, i: int) -> None:
+    meter.record(**_fields(i))
+
+
+def test_what_a_multiprocessing_child_recorded_is_sent_when_it_ends(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    # A Process's child ends in os._exit: atexit never ran, and an hour's linger held
+    # every event it recorded until it was gone. Made before the fork, as with gunicorn
+    # --preload or Celery.
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    with _meter(server, tmp_path, linger_s=3600, close_timeout_s=30) as meter:
+        children = [fork.Process(target=_record_in_child, args=(meter, i)) for i in range(4)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(60)
+        assert [child.exitcode for child in children] == [0] * 4
+        assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(4)]
