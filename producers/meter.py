@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -416,25 +416,51 @@ class Meter:
         """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
         from spendstream.producers.providers import openai_usage
 
-        return self.record(**{**openai_usage(response, api=api), **fields})
+        return self._record_read(
+            "openai", lambda: openai_usage(response, api=api), response, fields
+        )
 
     def record_anthropic(self, response: Any, /, **fields: Any) -> str:
         """Record an Anthropic message (or its stream events); cached tokens are added."""
         from spendstream.producers.providers import anthropic_usage
 
-        return self.record(**{**anthropic_usage(response), **fields})
+        return self._record_read("anthropic", lambda: anthropic_usage(response), response, fields)
 
     def record_gemini(self, response: Any, /, **fields: Any) -> str:
         """Record a Gemini generateContent response (or its stream chunks)."""
         from spendstream.producers.providers import gemini_usage
 
-        return self.record(**{**gemini_usage(response), **fields})
+        return self._record_read("gemini", lambda: gemini_usage(response), response, fields)
 
     def record_response(self, provider: str, response: Any, /, **fields: Any) -> str:
         """Record any supported provider's response (``usage_from``): openrouter, bedrock..."""
         from spendstream.producers.providers import usage_from
 
-        return self.record(**{**usage_from(provider, response), **fields})
+        return self._record_read(provider, lambda: usage_from(provider, response), response, fields)
+
+    def _record_read(
+        self,
+        provider: str,
+        read: Callable[[], dict[str, Any]],
+        response: Any,
+        fields: dict[str, Any],
+    ) -> str:
+        """Record what ``read`` finds in a provider response. One without usable usage (a
+        compatible server that sends none, a negative count) raises ``ValueError``; with
+        ``on_invalid="drop"`` the call is recorded with 0 tokens and the tag
+        ``usage=missing`` instead, and logged: it was made, and paid."""
+        try:
+            usage = read()
+        except ValueError as exc:
+            if self.on_invalid == "raise":
+                raise
+            usage = {"provider": provider, "input_tokens": 0, "output_tokens": 0}
+            model = _model_of(response)
+            if model is not None:
+                usage["model"] = model
+            fields = {**fields, "tags": {**(fields.get("tags") or {}), "usage": "missing"}}
+            log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
+        return self.record(**{**usage, **fields})
 
     def _invalid(self, exc: ValidationError) -> str:
         if self.on_invalid == "raise":
@@ -489,7 +515,9 @@ class Meter:
         ``reservation=r`` (from ``reserve``) is settled from the recorded event.
         """
         rid = request_id or os.urandom(16).hex()
-        call = Call(provider, model, rid, self._next_attempt(rid), fields)
+        call = Call(
+            provider, model, rid, self._next_attempt(rid), fields, self.on_invalid == "drop"
+        )
         started = time.perf_counter()
         failed: BaseException | None = None
         try:
@@ -1058,6 +1086,13 @@ _MeterOptions = frozenset(
 _EventFields = frozenset(UsageEvent.model_fields)
 
 
+def _model_of(response: Any) -> str | None:
+    """The model a provider response names, if it names one."""
+    model = response.get("model") if isinstance(response, Mapping) else None
+    model = model if model is not None else getattr(response, "model", None)
+    return model if isinstance(model, str) else None
+
+
 def _close_at_multiprocessing_exit(meter: Meter) -> None:
     import multiprocessing.util
 
@@ -1109,16 +1144,23 @@ def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 class Call:
     """The event being built inside ``Meter.track``; fill in usage before the block ends."""
 
-    __slots__ = ("attempt", "fields", "model", "provider", "request_id")
+    __slots__ = ("attempt", "fields", "lenient", "model", "provider", "request_id")
 
     def __init__(
-        self, provider: str, model: str, request_id: str, attempt: int, fields: dict[str, Any]
+        self,
+        provider: str,
+        model: str,
+        request_id: str,
+        attempt: int,
+        fields: dict[str, Any],
+        lenient: bool = False,
     ) -> None:
         self.provider = provider
         self.model = model
         self.request_id = request_id
         self.attempt = attempt
         self.fields = fields
+        self.lenient = lenient  # the Meter's on_invalid="drop": usage missing is no error
 
     def set(self, **fields: Any) -> None:
         """Set event fields (tokens, status, tags...)."""
@@ -1128,7 +1170,15 @@ class Call:
         """Token counts (and reported cost) from a provider response or streamed chunks."""
         from spendstream.producers.providers import usage_from
 
-        found = usage_from(self.provider, response, api=api)
+        try:
+            found = usage_from(self.provider, response, api=api)
+        except ValueError as exc:
+            # Raised inside the block, it recorded a call that succeeded as an error.
+            if not self.lenient:
+                raise
+            log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
+            self.fields["tags"] = {**(self.fields.get("tags") or {}), "usage": "missing"}
+            return
         if "model" in found:
             self.model = found.pop("model")
         found.pop("provider", None)

@@ -896,3 +896,32 @@ def test_what_a_multiprocessing_child_recorded_is_sent_when_it_ends(
             child.join(60)
         assert [child.exitcode for child in children] == [0] * 4
         assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(4)]
+
+
+def test_a_response_without_usage_is_a_call_tagged_usage_missing_when_invalid_is_dropped(
+    server: IngestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A compatible server that sends no usage (vLLM, some proxies): the helpers raised
+    # ValueError into the application even with on_invalid="drop", and inside track() the
+    # call, which succeeded and was paid, was recorded as an error.
+    bare = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-5-mini", "choices": []}
+    with _meter(server, None, on_invalid="drop") as meter:
+        assert meter.record_openai(bare, event_id="e1", tags={"team": "search"})
+        with meter.track("openai", "gpt-5-mini", event_id="e2") as call:
+            call.usage(bare)
+        assert meter.flush(timeout_s=30)
+    events = {e["event_id"]: e for b in server.bodies for e in map(json.loads, b.splitlines())}
+    for eid in ("e1", "e2"):
+        e = events[eid]
+        assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-5-mini", 0, 0)
+        assert e["tags"]["usage"] == "missing" and e.get("status", "ok") == "ok"
+    assert events["e1"]["tags"]["team"] == "search"
+    assert caplog.text.count("usage missing (no openai usage in this response") == 2
+    with _meter(server, None) as strict:  # on_invalid="raise": the developer is told
+        with pytest.raises(ValueError, match="no openai usage"):
+            strict.record_openai(bare)
+        with (
+            pytest.raises(ValueError, match="no openai usage"),
+            strict.track("openai", "gpt-5-mini") as call,
+        ):
+            call.usage(bare)
