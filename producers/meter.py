@@ -889,7 +889,13 @@ class Meter:
             if self._closing and self._drained():
                 return
             if self._closing and not progressed:
-                # Closing with the transport down: keep trying until the deadline.
+                if self._spool is not None and time.monotonic() < self._retry_at:
+                    # The transport just failed and the spool keeps what is left for the
+                    # next process: waiting out the deadline held the exit ~10 s (per Meter)
+                    # whenever the endpoint was down, for nothing.
+                    self._stash_all()
+                    return
+                # With no spool, what is left is lost at the deadline: keep trying until it.
                 time.sleep(min(0.05, max(0.0, self._deadline - time.monotonic())))
 
     def _step(self, now: float) -> bool:
@@ -1054,7 +1060,8 @@ class Meter:
             self._log_drop(lost, self._spool.refusal or "spool full")
 
     def _stash_all(self) -> None:
-        """At the close deadline: nothing in memory may vanish unaccounted."""
+        """At the close deadline (or a failed send while closing, with a spool): nothing in
+        memory may vanish unaccounted."""
         if self._held and self._spool is not None:
             held, self._held = self._held, []
             self._spool_records(held, inflight=0)

@@ -925,3 +925,24 @@ def test_a_response_without_usage_is_a_call_tagged_usage_missing_when_invalid_is
             strict.track("openai", "gpt-5-mini") as call,
         ):
             call.usage(bare)
+
+
+def test_closing_while_the_endpoint_fails_leaves_what_is_left_to_the_spool_at_once(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    # It retried until close_timeout_s (10 s by default, per Meter) for nothing: the spool
+    # keeps the events for the next process whatever happens. Told by the sends made: one,
+    # not one per backoff step until the deadline.
+    server.status = 503
+    meter = _meter(server, tmp_path, close_timeout_s=30)
+    meter.record(**_fields(1))
+    _wait_for(lambda: meter.metrics.send_failures >= 1, "the first send failed")
+    meter.record(**_fields(2))
+    meter.close()
+    m = meter.metrics
+    assert server.requests <= 2
+    assert (m.spooled, m.dropped, m.sent) == (2, 0, 0)
+    server.status = 200
+    with _meter(server, tmp_path) as after:  # the next process sends them
+        assert after.flush(timeout_s=30)
+    assert server.event_ids() == ["e000001", "e000002"]
