@@ -220,6 +220,14 @@ class Meter:
                 meter._after_fork()
 
         os.register_at_fork(after_in_child=restart_in_child)
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            # Made in a multiprocessing child (fork, forkserver): it ends in os._exit, past
+            # atexit; its finalizers run (see _after_fork for a Meter the child inherits).
+            import multiprocessing
+
+            if multiprocessing.parent_process() is not None:
+                _close_at_multiprocessing_exit(self)
 
     # -- constructors -----------------------------------------------------------------------
 
@@ -416,41 +424,43 @@ class Meter:
         """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
         from spendstream.producers.providers import openai_usage
 
-        return self._record_read(
-            "openai", lambda: openai_usage(response, api=api), response, fields
-        )
+        return self._record_read("openai", lambda r: openai_usage(r, api=api), response, fields)
 
     def record_anthropic(self, response: Any, /, **fields: Any) -> str:
         """Record an Anthropic message (or its stream events); cached tokens are added."""
         from spendstream.producers.providers import anthropic_usage
 
-        return self._record_read("anthropic", lambda: anthropic_usage(response), response, fields)
+        return self._record_read("anthropic", anthropic_usage, response, fields)
 
     def record_gemini(self, response: Any, /, **fields: Any) -> str:
         """Record a Gemini generateContent response (or its stream chunks)."""
         from spendstream.producers.providers import gemini_usage
 
-        return self._record_read("gemini", lambda: gemini_usage(response), response, fields)
+        return self._record_read("gemini", gemini_usage, response, fields)
 
     def record_response(self, provider: str, response: Any, /, **fields: Any) -> str:
         """Record any supported provider's response (``usage_from``): openrouter, bedrock..."""
         from spendstream.producers.providers import usage_from
 
-        return self._record_read(provider, lambda: usage_from(provider, response), response, fields)
+        return self._record_read(provider, lambda r: usage_from(provider, r), response, fields)
 
     def _record_read(
         self,
         provider: str,
-        read: Callable[[], dict[str, Any]],
+        read: Callable[[Any], dict[str, Any]],
         response: Any,
         fields: dict[str, Any],
     ) -> str:
         """Record what ``read`` finds in a provider response. One without usable usage (a
-        compatible server that sends none, a negative count) raises ``ValueError``; with
-        ``on_invalid="drop"`` the call is recorded with 0 tokens and the tag
-        ``usage=missing`` instead, and logged: it was made, and paid."""
+        compatible server that sends none, a stream without ``include_usage``, a negative
+        count) raises ``ValueError``; with ``on_invalid="drop"`` the call is recorded with
+        0 tokens and the tag ``usage=missing`` instead, and logged: it was made, and paid."""
+        from spendstream.producers.shapes import is_stream
+
+        if is_stream(response):
+            response = list(response)  # read once below, and looked at again if it fails
         try:
-            usage = read()
+            usage = read(response)
         except ValueError as exc:
             if self.on_invalid == "raise":
                 raise
@@ -458,9 +468,20 @@ class Meter:
             model = _model_of(response)
             if model is not None:
                 usage["model"] = model
-            fields = {**fields, "tags": {**(fields.get("tags") or {}), "usage": "missing"}}
+            fields = {**fields, "tags": self.usage_missing_tags(fields.get("tags"))}
             log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
         return self.record(**{**usage, **fields})
+
+    def usage_missing_tags(self, tags: Mapping[str, str] | None) -> dict[str, str]:
+        """The tags of a call recorded without usage: those the event would carry (the
+        Meter's defaults, ``meter.tags()`` blocks, ``tags``) and ``usage=missing``. A
+        ``tags`` field replaces the others in ``record()``: given alone, it lost them."""
+        return {
+            **(self._defaults.get("tags") or {}),
+            **(_CALL_TAGS.get().get("tags") or {}),
+            **(tags or {}),
+            "usage": "missing",
+        }
 
     def _invalid(self, exc: ValidationError) -> str:
         if self.on_invalid == "raise":
@@ -480,7 +501,10 @@ class Meter:
                 self._c.overflowed += 1
             return
         self._drop(
-            1, "queue full" if self._spool is None else f"queue full, and {self._spool.refusal}"
+            1,
+            "queue full"
+            if self._spool is None
+            else f"queue full, and {self._spool.refusal or 'spool full'}",
         )
 
     def _drop(self, n: int, why: str) -> None:
@@ -516,7 +540,12 @@ class Meter:
         """
         rid = request_id or os.urandom(16).hex()
         call = Call(
-            provider, model, rid, self._next_attempt(rid), fields, self.on_invalid == "drop"
+            provider,
+            model,
+            rid,
+            self._next_attempt(rid),
+            fields,
+            self if self.on_invalid == "drop" else None,
         )
         started = time.perf_counter()
         failed: BaseException | None = None
@@ -591,6 +620,9 @@ class Meter:
             return
         timeout = self.close_timeout_s if timeout_s is None else timeout_s
         self._deadline = time.monotonic() + timeout
+        # Tried again now, as flush() does: only a send failing while closing ends the
+        # close early (a failure seconds before it said nothing of the endpoint now).
+        self._retry_at = 0.0
         self._closing = True
         self._wake.set()
         self._thread.join(timeout + 1.0)
@@ -647,8 +679,8 @@ class Meter:
 
     def _use_spool(self, spool: Spool | None) -> None:
         self._spool = spool
-        if spool is not None and hasattr(self.transport, "kept_in"):
-            self.transport.kept_in = str(spool.dir)  # its log lines then say which slot
+        if hasattr(self.transport, "kept_in"):  # its log lines then say which slot
+            self.transport.kept_in = "memory" if spool is None else str(spool.dir)
 
     def _abandon(self) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.
@@ -1094,10 +1126,13 @@ _EventFields = frozenset(UsageEvent.model_fields)
 
 
 def _model_of(response: Any) -> str | None:
-    """The model a provider response names, if it names one."""
-    model = response.get("model") if isinstance(response, Mapping) else None
-    model = model if model is not None else getattr(response, "model", None)
-    return model if isinstance(model, str) else None
+    """The model a provider response (or the first of its chunks that says) names."""
+    for part in response if isinstance(response, list) else [response]:
+        model = part.get("model") if isinstance(part, Mapping) else None
+        model = model if model is not None else getattr(part, "model", None)
+        if isinstance(model, str):
+            return model
+    return None
 
 
 def _close_at_multiprocessing_exit(meter: Meter) -> None:
@@ -1160,14 +1195,15 @@ class Call:
         request_id: str,
         attempt: int,
         fields: dict[str, Any],
-        lenient: bool = False,
+        lenient: Meter | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.request_id = request_id
         self.attempt = attempt
         self.fields = fields
-        self.lenient = lenient  # the Meter's on_invalid="drop": usage missing is no error
+        # The Meter, when made with on_invalid="drop": usage missing is then no error.
+        self.lenient = lenient
 
     def set(self, **fields: Any) -> None:
         """Set event fields (tokens, status, tags...)."""
@@ -1184,7 +1220,7 @@ class Call:
             if not self.lenient:
                 raise
             log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
-            self.fields["tags"] = {**(self.fields.get("tags") or {}), "usage": "missing"}
+            self.fields["tags"] = self.lenient.usage_missing_tags(self.fields.get("tags"))
             return
         if "model" in found:
             self.model = found.pop("model")

@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 # not that Kafka is missing.
                 raise ConfigError(
                     f"SCOPE: {args.scope} has no breaker in the warehouse in {workdir} (it "
-                    "never opened: a typo? `spendstream breakers list` shows the open ones); "
-                    "nothing reset"
+                    "never opened there: a typo? `spendstream breakers list` shows the open "
+                    f"ones), and no Kafka broker answers at {bootstrap} to ask; nothing "
+                    "reset. --force publishes the reset to Kafka anyway, once a broker answers"
                 )
             if landed is not None and landed.state == "closed" and not args.force:
                 print(

@@ -257,7 +257,8 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
     assert main(["breakers", "reset", "session:lop", *common, *dead]) == 2
     err = capsys.readouterr().err
     assert "session:lop has no breaker in the warehouse in" in err and "a typo?" in err
-    assert "no Kafka broker" not in err
+    assert "and no Kafka broker answers at" in err and "--force" in err
+    assert "pointed at another broker" not in err  # not the Kafka-only message
 
     assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
     out = capsys.readouterr().out

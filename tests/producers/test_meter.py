@@ -879,23 +879,48 @@ def _record_in_child(meter: Meter, i: int) -> None:
     meter.record(**_fields(i))
 
 
+def _meter_in_child(url: str, i: int) -> None:
+    meter = Meter.http(url, TOKEN, spool_dir=None, linger_s=3600, close_timeout_s=30)
+    meter.record(**_fields(i))
+
+
 def test_what_a_multiprocessing_child_recorded_is_sent_when_it_ends(
     server: IngestServer, tmp_path: Path
 ) -> None:
     # A Process's child ends in os._exit: atexit never ran, and an hour's linger held
-    # every event it recorded until it was gone. Made before the fork, as with gunicorn
-    # --preload or Celery.
+    # every event it recorded until it was gone. Made before the fork (gunicorn --preload,
+    # Celery), or in the child, under fork or forkserver.
     import multiprocessing
 
     fork = multiprocessing.get_context("fork")
     with _meter(server, tmp_path, linger_s=3600, close_timeout_s=30) as meter:
         children = [fork.Process(target=_record_in_child, args=(meter, i)) for i in range(4)]
+        children += [fork.Process(target=_meter_in_child, args=(server.url, 4))]
+        server_ctx = multiprocessing.get_context("forkserver")
+        children += [server_ctx.Process(target=_meter_in_child, args=(server.url, 5))]
         for child in children:
             child.start()
         for child in children:
             child.join(60)
-        assert [child.exitcode for child in children] == [0] * 4
-        assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(4)]
+        assert [child.exitcode for child in children] == [0] * 6
+        assert sorted(server.event_ids()) == [f"e{i:06d}" for i in range(6)]
+
+
+def test_a_close_after_earlier_failures_tries_the_endpoint_again(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    # Failures seconds before close() left the Meter in its backoff: the close spooled
+    # everything without one attempt though the endpoint was back (lost with an
+    # ephemeral disk). Only a send failing while closing ends it early.
+    server.status = 503
+    meter = _meter(server, tmp_path, close_timeout_s=30)
+    meter.record(**_fields(1))
+    _wait_for(lambda: meter.metrics.send_failures >= 3, "sends failed, backing off")
+    server.status = 200
+    meter.record(**_fields(2))
+    meter.close()
+    assert server.event_ids() == ["e000001", "e000002"]
+    assert (meter.metrics.sent, meter.metrics.dropped) == (2, 0)
 
 
 def test_a_response_without_usage_is_a_call_tagged_usage_missing_when_invalid_is_dropped(
@@ -905,18 +930,26 @@ def test_a_response_without_usage_is_a_call_tagged_usage_missing_when_invalid_is
     # ValueError into the application even with on_invalid="drop", and inside track() the
     # call, which succeeded and was paid, was recorded as an error.
     bare = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-5-mini", "choices": []}
-    with _meter(server, None, on_invalid="drop") as meter:
+    # A stream without include_usage: chunks, the model in each, no usage anywhere.
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "gpt-5-mini", "choices": []}
+    with _meter(server, None, on_invalid="drop", tags={"region": "eu"}) as meter:
         assert meter.record_openai(bare, event_id="e1", tags={"team": "search"})
         with meter.track("openai", "gpt-5-mini", event_id="e2") as call:
             call.usage(bare)
+        assert meter.record_openai([chunk, chunk], event_id="e3")
+        assert meter.record_response("openai", iter([chunk]), event_id="e4")
         assert meter.flush(timeout_s=30)
+        assert meter.metrics.invalid == 0
     events = {e["event_id"]: e for b in server.bodies for e in map(json.loads, b.splitlines())}
-    for eid in ("e1", "e2"):
+    for eid in ("e1", "e2", "e3", "e4"):
         e = events[eid]
         assert (e["model"], e["input_tokens"], e["output_tokens"]) == ("gpt-5-mini", 0, 0)
-        assert e["tags"]["usage"] == "missing" and e.get("status", "ok") == "ok"
-    assert events["e1"]["tags"]["team"] == "search"
+        assert e.get("status", "ok") == "ok"
+        # The tag joins the Meter's default tags (a tags field alone replaced them).
+        assert e["tags"]["usage"] == "missing" and e["tags"]["region"] == "eu"
+    assert events["e1"]["tags"] == {"region": "eu", "team": "search", "usage": "missing"}
     assert caplog.text.count("usage missing (no openai usage in this response") == 2
+    assert caplog.text.count("usage missing (no usage in the streamed chunks") == 2
     with _meter(server, None) as strict:  # on_invalid="raise": the developer is told
         with pytest.raises(ValueError, match="no openai usage"):
             strict.record_openai(bare)
