@@ -28,19 +28,32 @@ TEAM = "reset-team"
 SCOPE = f"team:{TEAM}"
 
 
-def _calls(n: int) -> list[bytes]:
-    start = datetime.now(UTC) - timedelta(minutes=5)
+def _calls(
+    n: int,
+    *,
+    prefix: str = "reset",
+    team: str = TEAM,
+    tokens: tuple[int, int] = (200_000, 20_000),
+    keys: int = 5,
+    key_prefix: str = "key",
+    ago: timedelta = timedelta(minutes=5),
+) -> list[bytes]:
+    """``n`` calls a second apart from ``ago``, over ``keys`` api keys (spread over the usage
+    partitions)."""
+    start = datetime.now(UTC) - ago
     return [
         json.dumps(
             {
-                "event_id": f"reset-{i}",
+                "event_id": f"{prefix}-{i}",
                 "ts": (start + i * timedelta(seconds=1)).isoformat(),
                 "provider": "openai",
                 "model": "gpt-5",
-                "input_tokens": 200_000,
-                "output_tokens": 20_000,
-                "api_key_id": f"key-{i % 5}",  # spread over the usage partitions
-                "team": TEAM,
+                "input_tokens": tokens[0],
+                "output_tokens": tokens[1],
+                "api_key_id": f"{prefix}-key-{i % keys}"
+                if prefix != "reset"
+                else f"key-{i % keys}",
+                "team": team,
             }
         ).encode()
         for i in range(n)

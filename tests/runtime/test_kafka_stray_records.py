@@ -7,7 +7,7 @@ record at the facts topic's tail."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -115,26 +115,6 @@ def test_stray_records_on_internal_topics_are_dead_letters_and_detection_goes_on
     assert sorted(set(published)) == sorted(source for source, _ in rows)
 
 
-def _fillers(n: int) -> list[bytes]:
-    """Cheap calls of a team no budget names."""
-    start = datetime.now(UTC) - timedelta(minutes=10)
-    return [
-        json.dumps(
-            {
-                "event_id": f"filler-{i}",
-                "ts": (start + i * timedelta(seconds=1)).isoformat(),
-                "provider": "openai",
-                "model": "gpt-5",
-                "input_tokens": 10,
-                "output_tokens": 1,
-                "api_key_id": "filler",
-                "team": "filler",
-            }
-        ).encode()
-        for i in range(n)
-    ]
-
-
 def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes_on(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -160,6 +140,10 @@ def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes
     ]
     forged = encode_partials(2, 0, 19, route(local, LANES)[q])
     fillers = 25  # more than the forged batch spans: the real one is no replay of it
+    # Cheap calls of a team no budget names, all on usage partition 2.
+    filler_lines = _calls(
+        fillers, prefix="filler", team="filler", tokens=(10, 1), keys=1, key_prefix="filler"
+    )
 
     wd = tmp_path / "wd"
     w = Worker(wd, config, tmp_path).start()
@@ -168,7 +152,7 @@ def test_partials_whose_facts_cannot_be_read_are_dead_letters_and_detection_goes
         assert w.stop() == 0, w.log_tail()
         producer = Producer(kafka_bootstrap)
         producer.send(
-            [OutRecord(usage, line, partition=2) for line in _fillers(fillers)]
+            [OutRecord(usage, line, partition=2) for line in filler_lines]
             + [OutRecord(partials, forged, headers=[(KIND_HEADER, PARTIALS_KIND)], partition=q)],
             60,
         ).raise_first()
