@@ -468,11 +468,11 @@ class Meter:
             model = _model_of(response)
             if model is not None:
                 usage["model"] = model
-            fields = {**fields, "tags": self.usage_missing_tags(fields.get("tags"))}
+            fields = {**fields, "tags": self._usage_missing_tags(fields.get("tags"))}
             log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
         return self.record(**{**usage, **fields})
 
-    def usage_missing_tags(self, tags: Mapping[str, str] | None) -> dict[str, str]:
+    def _usage_missing_tags(self, tags: Mapping[str, str] | None) -> dict[str, str]:
         """The tags of a call recorded without usage: those the event would carry (the
         Meter's defaults, ``meter.tags()`` blocks, ``tags``) and ``usage=missing``. A
         ``tags`` field replaces the others in ``record()``: given alone, it lost them."""
@@ -1220,7 +1220,7 @@ class Call:
             if not self.lenient:
                 raise
             log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
-            self.fields["tags"] = self.lenient.usage_missing_tags(self.fields.get("tags"))
+            self.fields["tags"] = self.lenient._usage_missing_tags(self.fields.get("tags"))
             return
         if "model" in found:
             self.model = found.pop("model")
