@@ -1146,7 +1146,7 @@ def _open_spool(root: Path | str, **options: Any) -> Spool | None:
     container, a user without one, every slot taken. Raised, it stopped the application
     that made the Meter (or, in a forked child, left it without a sender thread)."""
     try:
-        return Spool(root, **options)
+        spool = Spool(root, **options)
     except OSError as exc:
         log.error(
             "spendstream meter: no spool (%s); events the transport cannot take now are held "
@@ -1155,6 +1155,15 @@ def _open_spool(root: Path | str, **options: Any) -> Spool | None:
             exc,
         )
         return None
+    if spool.stranded:
+        log.warning(
+            "spendstream meter: the spool %s also holds events for other destinations, "
+            "replayed only by a Meter sending there: %s. If one is this destination spelt "
+            "otherwise, a Meter made with that spelling replays it",
+            spool.root,
+            "; ".join(f"{slot} {size:,} bytes for {where}" for slot, where, size in spool.stranded),
+        )
+    return spool
 
 
 def _destination_of(transport: Transport) -> str:

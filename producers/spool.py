@@ -72,6 +72,10 @@ class Spool:
         self.root = Path(root)
         self.destination = destination
         self.dir, self._lock_fd = _claim_slot(self.root, destination)
+        # Slots of the root holding events for other destinations: replayed only by a Meter
+        # sending there, they wait unseen when none does (the same server spelt otherwise,
+        # ``localhost`` for ``127.0.0.1``, a broker added to the list).
+        self.stranded = _stranded(self.root, destination)
         self.corrupt_lines = 0  # torn last lines found after a crash, skipped
         # Why the last append took fewer lines than it was given: the bound, or the disk.
         self.refusal = ""
@@ -372,6 +376,28 @@ def _takes(slot: Path, destination: str | None) -> bool:
         return False
     _write_destination(slot, destination)
     return True
+
+
+def _stranded(root: Path, destination: str | None) -> list[tuple[str, str, int]]:
+    """(slot, its destination, unsent bytes) of each slot under ``root`` holding events for
+    a destination other than ``destination``. Read without their locks: a look, not a
+    claim (a live process may be sending them this moment)."""
+    out: list[tuple[str, str, int]] = []
+    for i in range(_MAX_SLOTS):
+        slot = root / f"slot-{i}"
+        if not slot.is_dir():
+            continue
+        try:
+            owner = _read_destination(slot)
+            if owner is None or owner == destination:
+                continue
+            segs = _segments(slot)
+            unsent = _unsent_bytes(slot, segs, *_read_head(slot, segs))
+        except OSError:  # changing under us: the owner is at work on it
+            continue
+        if unsent > 0:
+            out.append((slot.name, owner, unsent))
+    return out
 
 
 def _claim_slot(root: Path, destination: str | None) -> tuple[Path, int]:

@@ -171,6 +171,31 @@ def test_events_spooled_for_one_endpoint_are_replayed_there_and_not_to_another(
     assert production.event_ids() == [f"e{i:06d}" for i in range(100, 105)]
 
 
+def test_a_meter_says_which_slots_hold_events_for_other_destinations(
+    staging: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The same server spelt otherwise (localhost for 127.0.0.1) is another destination: its
+    # events waited in their slot, replayed by no Meter, and nothing said so.
+    spelt_otherwise = staging.url.replace("127.0.0.1", "localhost")
+    other = HttpTransport(spelt_otherwise, TOKEN).destination
+    slot = _spooled(tmp_path, other, _lines(3))
+    size = sum(len(line) + 1 for line in _lines(3))
+    caplog.set_level(logging.WARNING, logger="spendstream.producers")
+    with _meter(staging, tmp_path) as meter:
+        assert meter.flush(timeout_s=30)
+    said = [r.message for r in caplog.records if "holds events for other destinations" in r.message]
+    assert said == [
+        f"spendstream meter: the spool {tmp_path} also holds events for other destinations, "
+        f"replayed only by a Meter sending there: {slot.name} {size} bytes for {other}. If one is "
+        "this destination spelt otherwise, a Meter made with that spelling replays it"
+    ]
+    caplog.clear()
+    with Meter.http(spelt_otherwise, TOKEN, spool_dir=tmp_path, linger_s=0.01) as there:
+        assert there.flush(timeout_s=30)
+    assert staging.event_ids() == ["e000000", "e000001", "e000002"]
+    assert "other destinations" not in caplog.text  # replayed: nothing waits any more
+
+
 def test_the_spooled_events_log_line_names_the_slot(
     staging: IngestServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
