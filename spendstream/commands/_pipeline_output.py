@@ -84,7 +84,7 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
         if rest:
             others = len(reasons) - len(named)
             out.write(
-                f"  {rest:,} x {others:,} other reason{'s' if others != 1 else ''}"
+                f"  {rest:,} more, for {others:,} other reason{'s' if others != 1 else ''}"
                 " (the query below lists every dead letter)\n"
             )
         wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""

@@ -78,6 +78,13 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
         live=live,
     )
     print_summary(summary, sys.stdout, workdir if args.workdir else None)
+    if otlp is None and summary.dead_lettered:
+        from spendstream.commands._input_shapes import shape_hint
+
+        for path in dict.fromkeys(args.files):
+            hint = None if path == "-" else shape_hint(path)
+            if hint is not None:
+                print(f"hint: {hint}", file=sys.stderr)
     if otlp is not None:
         print(
             f"spans: {otlp.spans:,} read, {otlp.ignored:,} ignored (no GenAI usage: not a model call)"

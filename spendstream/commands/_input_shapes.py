@@ -1,0 +1,44 @@
+"""What an input file that is not JSON Lines most likely is, from its first bytes.
+
+``ingest`` reads one JSON object per line. A gzipped file, an object pretty-printed over
+many lines, a JSON array or an OTLP export each became a pile of dead letters whose reason
+("Invalid JSON: trailing characters at line 1 column 13") did not say what to do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["shape_hint"]
+
+_LOOK_BYTES = 64 * 1024
+
+
+def shape_hint(path: str) -> str | None:
+    """What to do with ``path`` when its first bytes say it is not JSON Lines of events;
+    None when they look like JSON Lines (or it cannot be read: the read itself says so)."""
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(_LOOK_BYTES)
+    except OSError:
+        return None
+    name = path
+    if head.startswith(b"\x1f\x8b"):
+        return (
+            f"{name} is gzip-compressed: `gunzip -c {name} | spendstream ingest -` "
+            "(only --format otlp reads .gz files itself)"
+        )
+    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+    if b'"resourceSpans"' in first or b'"resourceSpans"' in head[:4096]:
+        return f"{name} is an OTLP trace export: pass --format otlp"
+    if first.startswith(b"["):
+        return (
+            f"{name} holds a JSON array: ingest reads one JSON object per line "
+            f"(`jq -c '.[]' {name} | spendstream ingest -`)"
+        )
+    if first == b"{":
+        return (
+            f"{name} spreads a JSON object over lines: ingest reads one object per line "
+            f"(`jq -c . {name} | spendstream ingest -`)"
+        )
+    return None
