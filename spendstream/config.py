@@ -1409,6 +1409,9 @@ def _describe(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             near = suggest_key(tuple(e["loc"]))
             msg = "unknown key" + (f"; did you mean {near}?" if near else "")
+        elif e["type"] == "list_type" and isinstance(e.get("input"), dict):
+            # `[budget]` where `[[budget]]` was meant: a table, not an array of tables.
+            msg += f"; each entry is its own [[{key}]] table (double brackets), not [{key}]"
         elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):
             # A section whose kind is named by a key (alerts.sink's `type`): pydantic says
             # "Unable to extract tag using discriminator 'type'"; say which key, and its values.

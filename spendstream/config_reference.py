@@ -52,6 +52,10 @@ code 2 and a message naming the key, with the nearest known key when there is on
     invalid configuration in spendstream.toml:
       kafka.bootstrap_server: unknown key; did you mean bootstrap_servers?
 
+A list of tables (`[[budget]]`, `[[alerts.sink]]`, `[[alerts.route]]`) written with single
+brackets says so: `budget: Input should be a valid list; each entry is its own [[budget]]
+table (double brackets), not [budget]`.
+
 Money is exact: TOML numbers become decimals through their shortest text (`3.75` is exactly
 3.75). Secrets (tokens, webhook URLs, routing keys) are never written in the file: give the
 name of an environment variable (`*_env`) or a file (`*_file`) that holds them.

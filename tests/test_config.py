@@ -236,6 +236,21 @@ def test_an_unknown_key_suggests_the_nearest_known_one(data: dict[str, object], 
     assert "docs/configuration.md" in str(exc.value)
 
 
+@pytest.mark.parametrize("key", ["budget", "alerts.sink", "alerts.route"])
+def test_a_single_bracket_table_where_an_array_of_tables_belongs_says_double_brackets(
+    tmp_path: Path, key: str
+) -> None:
+    # `[budget]` read "budget: Input should be a valid list", which did not say what to write.
+    path = tmp_path / "c.toml"
+    path.write_text(f'[{key}]\nname = "x"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert (
+        f"  {key}: Input should be a valid list; each entry is its own [[{key}]] table "
+        f"(double brackets), not [{key}]"
+    ) in str(exc.value)
+
+
 @pytest.mark.parametrize(
     ("sink", "said"),
     [
