@@ -24,12 +24,13 @@ from spendstream.producers.providers import (
     usage_from,
 )
 from spendstream.producers.spool import Spool
-from spendstream.producers.transports import HttpTransport, KafkaTransport
+from spendstream.producers.transports import FileTransport, HttpTransport, KafkaTransport
 
 __all__ = [
     "SCHEMA_VERSION",
     "BreakerView",
     "Call",
+    "FileTransport",
     "HttpTransport",
     "InvalidUsageEvent",
     "KafkaTransport",

@@ -73,6 +73,7 @@ from spendstream.producers.guard import guard as _guard
 from spendstream.producers.leases import LeaseClient, Reservation, to_usd
 from spendstream.producers.spool import DEFAULT_SPOOL_ROOT, Spool
 from spendstream.producers.transports import (
+    FileTransport,
     HttpTransport,
     KafkaTransport,
     Record,
@@ -162,7 +163,15 @@ class Meter:
         defaults: Mapping[str, Any] | None = None,
         close_timeout_s: float = 10.0,
         spool_flush_s: float = 1.0,
+        **fields: Any,
     ) -> None:
+        """``fields``: event fields every event gets (``team="search"``), as ``defaults``."""
+        unknown = sorted(set(fields) - _EventFields)
+        if unknown:
+            raise TypeError(
+                f"Meter() takes event fields as defaults (team, feature, ...); not: "
+                f"{', '.join(unknown)}"
+            )
         if queue_size < 1 or batch_size < 1:
             raise ValueError("queue_size and batch_size must be at least 1")
         if spool_flush_s <= 0:
@@ -174,7 +183,7 @@ class Meter:
         self.on_invalid = on_invalid
         self.close_timeout_s = close_timeout_s
         self.spool_flush_s = spool_flush_s
-        self._defaults = dict(defaults or {})
+        self._defaults = {**(defaults or {}), **fields}
         self._queue: collections.deque[UsageEvent] = collections.deque()
         self._spool: Spool | None = None
         if spool_dir:
@@ -254,11 +263,23 @@ class Meter:
         return cls(HttpTransport(base_url, token, **http_kw), **meter_kw)
 
     @classmethod
+    def jsonl(cls, path: str | os.PathLike[str], **kwargs: Any) -> Meter:
+        """A Meter appending JSON Lines to ``path``, for the embedded pipeline with no server:
+        ``spendstream ingest PATH`` lands them (a replay adds nothing), or
+        ``tail -F PATH | spendstream ingest -`` as they come. Keywords as for ``Meter.kafka``.
+        """
+        meter_kw, rest = _split_options(kwargs)
+        if rest:
+            raise TypeError(f"Meter.jsonl takes no {', '.join(sorted(rest))}")
+        return cls(FileTransport(path), **meter_kw)
+
+    @classmethod
     def from_env(cls, **kwargs: Any) -> Meter:
         """A Meter configured by the environment, for code that cannot take arguments
         (a LiteLLM proxy's callback): ``SPENDSTREAM_METER_URL`` is ``kafka://host:9092``
-        (comma-separated brokers) or ``http(s)://host:8787`` (``spendstream run``, bearer
-        token from ``SPENDSTREAM_INGEST_TOKEN``); ``SPENDSTREAM_METER_TAGS`` holds default
+        (comma-separated brokers), ``http(s)://host:8787`` (``spendstream run``, bearer
+        token from ``SPENDSTREAM_INGEST_TOKEN``) or ``file:///path/calls.jsonl``
+        (``Meter.jsonl``, for ``spendstream ingest``); ``SPENDSTREAM_METER_TAGS`` holds default
         event fields, ``team=search,environment=prod``. Keywords are as for ``Meter.kafka``.
         """
         url = os.environ.get(ENV_METER_URL, "").strip()
@@ -278,9 +299,11 @@ class Meter:
             if not token:
                 raise SpendstreamError(f"{ENV_METER_URL} is HTTP: set {ENV_INGEST_TOKEN} too")
             return cls.http(url, token, **kwargs)
+        if url.startswith("file://"):
+            return cls.jsonl(url.removeprefix("file://"), **kwargs)
         raise SpendstreamError(
-            f"set {ENV_METER_URL} to kafka://host:9092 or http://host:8787 "
-            f"(got {url!r}) to say where usage events go"
+            f"set {ENV_METER_URL} to kafka://host:9092, http://host:8787 or "
+            f"file:///path/calls.jsonl (got {url!r}) to say where usage events go"
         )
 
     @property
@@ -966,7 +989,7 @@ class Meter:
         try:
             result = self.transport.send(batch)
         except Exception:  # a transport must not raise; if it does, treat it as down
-            log.exception("transport %s raised", self.transport.name)
+            log.exception("transport %s raised", _name_of(self.transport))
             result = SendResult(failed=list(range(len(batch))))
         with self._c.lock:
             if self._abandoned:  # close() has accounted for this batch already
@@ -986,7 +1009,7 @@ class Meter:
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
             log.warning(
-                "usage event rejected by %s: %s (line %d)", self.transport.name, reason, i + 1
+                "usage event rejected by %s: %s (line %d)", _name_of(self.transport), reason, i + 1
             )
         retry = [batch[i] for i in failed]
         to_spool = bool(retry) and source != "spool" and self._spool is not None
@@ -1173,7 +1196,14 @@ def _destination_of(transport: Transport) -> str:
         return destination
     # A transport that does not say still never shares slots with another class's events.
     kind = type(transport)
-    return f"{transport.name}:{kind.__module__}.{kind.__qualname__}"
+    return f"{_name_of(transport)}:{kind.__module__}.{kind.__qualname__}"
+
+
+def _name_of(transport: Transport) -> str:
+    """The transport's ``name``, or its class's: any object with ``send`` and ``close`` is a
+    transport (a custom one without ``name`` failed in ``Meter()`` with AttributeError)."""
+    name = getattr(transport, "name", None)
+    return name if isinstance(name, str) else type(transport).__name__
 
 
 def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

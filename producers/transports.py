@@ -13,10 +13,13 @@ slot), for the transport's log lines.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from spendstream.kafka.producer import Producer
 
 __all__ = [
+    "FileTransport",
     "HttpTransport",
     "KafkaTransport",
     "Record",
@@ -345,3 +349,45 @@ class HttpTransport:
 
     def close(self) -> None:
         self._client.close()
+
+
+class FileTransport:
+    """Appends events as JSON Lines to a file, for the embedded pipeline: ``spendstream ingest
+    FILE`` lands them (again and again: a replayed line is a duplicate by its event_id), and
+    ``tail -F FILE | spendstream ingest -`` lands them as they come, with no server.
+
+    One write per batch, in append mode: processes sharing the file add whole batches. A
+    write that fails (a full disk) keeps the batch for retry; a line it cut short is a dead
+    letter to ``ingest``, and the retried events land once."""
+
+    name = "file"
+    kept_in = "memory"  # the Meter's spool slot, once it has one
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.destination = f"file://{self.path}"
+        self._quiet = OncePer(60.0)
+
+    def send(self, records: Sequence[Record]) -> SendResult:
+        data = b"".join(rec.value + b"\n" for rec in records)
+        try:
+            with self.path.open("ab", buffering=0) as f:
+                if f.write(data) != len(data):
+                    raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            if self._quiet.due("write"):
+                log.warning(
+                    "cannot append to %s (%s): %s kept for retry in %s",
+                    self.path,
+                    exc,
+                    plural(len(records), "event"),
+                    self.kept_in,
+                )
+            return SendResult(failed=list(range(len(records))))
+        return SendResult()
+
+    def after_fork(self) -> None:
+        pass  # nothing inherited to forget: the file is opened for each batch
+
+    def close(self) -> None:
+        pass

@@ -973,3 +973,69 @@ def test_a_close_after_failed_sends_tries_once_then_leaves_the_rest_to_the_spool
     with _meter(server, tmp_path) as after:  # the next process sends them
         assert after.flush(timeout_s=30)
     assert server.event_ids() == ["e000001", "e000002"]
+
+
+def test_meter_jsonl_feeds_the_embedded_pipeline_with_no_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The Python client had no embedded way in: Meter.kafka and Meter.http need `spendstream
+    # run`, and SPENDSTREAM_METER_URL=file://... was refused.
+    from spendstream.cli import main
+
+    calls = tmp_path / "calls.jsonl"
+    with Meter.jsonl(calls, spool_dir=None, team="search") as meter:
+        for i in range(3):
+            meter.record(**_fields(i))
+    monkeypatch.setenv("SPENDSTREAM_METER_URL", f"file://{calls}")
+    with Meter.from_env(spool_dir=None) as from_env:
+        from_env.record(**_fields(3))
+    lines = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert [e["event_id"] for e in lines] == [f"e{i:06d}" for i in range(4)]
+    assert [e.get("team") for e in lines] == ["search"] * 3 + [None]
+    workdir = str(tmp_path / "wd")
+    assert main(["ingest", str(calls), "--workdir", workdir]) == 0
+    assert "read 4 = landed 4 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+    assert main(["ingest", str(calls), "--workdir", workdir]) == 0  # a replay adds nothing
+    assert "read 4 = landed 0 + duplicates 4 + dead-lettered 0" in capsys.readouterr().out
+
+
+def test_a_file_that_cannot_be_appended_keeps_the_events_for_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = tmp_path / "missing-dir" / "calls.jsonl"
+    meter = Meter.jsonl(calls, spool_dir=tmp_path / "spool", linger_s=0.01)
+    meter.record(**_fields(1))
+    _wait_for(lambda: meter.metrics.spooled == 1, "the event kept in the spool")
+    calls.parent.mkdir()
+    assert meter.flush(timeout_s=30)
+    meter.close()
+    assert [json.loads(li)["event_id"] for li in calls.read_text().splitlines()] == ["e000001"]
+    assert f"cannot append to {calls} (" in caplog.text
+
+
+class _NamelessTransport:
+    """A transport as docs/producers.md describes one: ``send`` and ``close``, nothing else."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    def send(self, records: Any) -> Any:
+        from spendstream.producers.transports import SendResult
+
+        self.records.extend(records)
+        return SendResult()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_custom_transport_needs_only_send_and_close_and_the_meter_takes_field_defaults() -> None:
+    # Meter(T(), team="x") raised TypeError (only Meter.kafka/http took event fields), and a
+    # transport without a `name` raised AttributeError inside Meter().
+    transport = _NamelessTransport()
+    with Meter(transport, spool_dir=None, linger_s=0.01, team="search") as meter:
+        meter.record(**_fields(1))
+        assert meter.flush(timeout_s=30)
+    assert [json.loads(r.value)["team"] for r in transport.records] == ["search"]
+    with pytest.raises(TypeError, match="not: colour"):
+        Meter(_NamelessTransport(), spool_dir=None, colour="red")
