@@ -186,6 +186,21 @@ class UsageEvent(BaseModel):
     )
     schema_version: Literal[1] = 1
 
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _time_as_text(cls, value: Any) -> Any:
+        # pydantic also reads a number, or a string of digits, as unix seconds or
+        # milliseconds (guessing which by its size). The contract, the JSON Schema's pattern
+        # and docs/bounds.md say RFC 3339 text with its offset: what they refuse is refused.
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
+            raise ValueError(
+                f"{clipped(str(value).strip(), 40)} is a number, not an RFC 3339 time with its "
+                "offset (e.g. 2026-03-02T10:00:00Z): unix time is not taken (seconds or "
+                "milliseconds would be a guess)"
+            )
+        return value
+
     @field_validator("ts")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
@@ -328,6 +343,8 @@ def _field_hint(name: str) -> str:
     return f", did you mean {near}?" if near else ""
 
 
+# What pydantic would read as unix time: a plain decimal number, as text.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NEXT_FIELD = re.compile(r"; (?=[A-Za-z_][\w.]*: )")
 
 

@@ -62,6 +62,9 @@ TOKEN_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 MIRRORED: Mapping[str, str] = {
     # ts: parsed to UTC microseconds (rfc3339.py), at or after EARLIEST_TS (check_columns).
     "UsageEvent._to_utc": "ts",
+    # ts: text only. The JSON read types ts as a string and rfc3339.py parses RFC 3339 text
+    # alone: a number, or a string of digits, is flagged and judged by pydantic.
+    "UsageEvent._time_as_text": "ts",
     # reported_cost_usd: rounded past 18 places; the Arrow read refuses more places, so a
     # row that reaches the checks already holds the rounded value.
     "UsageEvent._to_cost_scale": "reported_cost_usd",

@@ -169,6 +169,17 @@ def test_issue_12_poison_values_are_dead_letters_with_a_reason(
     assert dead.error.startswith(reason) and dead.source == "f.jsonl:2"
 
 
+@pytest.mark.parametrize("ts", [1762000000, 1762000000000, 1762000000.5, "1762000000", " 1.7e9 "])
+def test_a_time_written_as_a_number_is_a_dead_letter_on_both_paths(ts: object) -> None:
+    # pydantic read these as unix seconds or milliseconds (guessing by size), and they
+    # landed, where the contract, the JSON Schema's pattern and bounds.md say RFC 3339 text.
+    lines = [_line(), _line(event_id="bad", ts=ts)]
+    _assert_agrees_with_the_model(lines)
+    (dead,) = decode_lines(lines, NOW, _position, SKEW_S).dead_letters
+    assert dead.error.startswith(f"ts: {str(ts).strip()} is a number, not an RFC 3339 time")
+    assert "unix time is not taken" in dead.error
+
+
 def test_receipt_bound_is_inclusive_to_the_microsecond() -> None:
     edge = NOW + timedelta(seconds=SKEW_S)
     at = _line(event_id="at", ts=edge.isoformat())
