@@ -213,6 +213,22 @@ class UsageEvent(BaseModel):
             )
         return utc
 
+    @field_validator("reported_cost_usd", mode="before")
+    @classmethod
+    def _cost_as_written(cls, value: Any) -> Any:
+        # Python's Decimal also reads " 1.5 ", "1_000" and other scripts' digits ("１.５"),
+        # which the JSON Schema's pattern and Arrow's decimal read refuse: refused alike.
+        if (
+            isinstance(value, str)
+            and not _DECIMAL_TEXT.fullmatch(value)
+            and not _NOT_FINITE.fullmatch(value)  # refused by the field: "finite number"
+        ):
+            raise ValueError(
+                f"{clipped(value, 40)!r} is not a decimal number as JSON writes one (ASCII "
+                "digits, one '.', an exponent; no spaces, separators or currency)"
+            )
+        return value
+
     @field_validator("reported_cost_usd")
     @classmethod
     def _to_cost_scale(cls, value: Decimal | None) -> Decimal | None:
@@ -343,6 +359,10 @@ def _field_hint(name: str) -> str:
     return f", did you mean {near}?" if near else ""
 
 
+# A decimal as JSON (and Arrow's decimal read) writes one; a sign is let through for
+# "-0", which is 0 (a negative amount is refused by the field's bound, in its own words).
+_DECIMAL_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)
+_NOT_FINITE = re.compile(r"\s*[+-]?(s?nan|inf(inity)?)\s*", re.IGNORECASE)
 # What pydantic would read as unix time: a plain decimal number, as text.
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NEXT_FIELD = re.compile(r"; (?=[A-Za-z_][\w.]*: )")

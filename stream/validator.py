@@ -68,6 +68,9 @@ MIRRORED: Mapping[str, str] = {
     # reported_cost_usd: rounded past 18 places; the Arrow read refuses more places, so a
     # row that reaches the checks already holds the rounded value.
     "UsageEvent._to_cost_scale": "reported_cost_usd",
+    # reported_cost_usd: decimal text as JSON writes it. Arrow's decimal read refuses the
+    # same strings (spaces, "1_000", other scripts' digits): the line goes to pydantic.
+    "UsageEvent._cost_as_written": "reported_cost_usd",
     # TOKEN_RULES (check_columns): the cached parts within input_tokens, ...
     "UsageEvent._cache_within_input": "model",
     "UsageEvent._parts_within_wholes": "model",

@@ -180,6 +180,34 @@ def test_a_time_written_as_a_number_is_a_dead_letter_on_both_paths(ts: object) -
     assert "unix time is not taken" in dead.error
 
 
+@pytest.mark.parametrize(
+    ("cost", "taken"),
+    [
+        (" 1.5 ", False),  # Python's Decimal read these; the JSON Schema and Arrow do not
+        ("1_000", False),
+        ("１.５", False),
+        ("1,000", False),
+        ("1.5 USD", False),
+        ("+1.5", True),
+        ("1e3", True),
+        (".5", True),
+        ("5.", True),
+        ("-0", True),  # zero
+        ("-1", False),  # refused by the bound, in its own words
+    ],
+)
+def test_a_cost_string_is_taken_only_as_json_writes_a_decimal_on_both_paths(
+    cost: str, taken: bool
+) -> None:
+    lines = [_line(), _line(event_id="c", reported_cost_usd=cost)]
+    _assert_agrees_with_the_model(lines)
+    decoded = decode_lines(lines, NOW, _position, SKEW_S)
+    assert ("c" in decoded.events.column("event_id").to_pylist()) is taken
+    if not taken and cost != "-1":
+        (dead,) = decoded.dead_letters
+        assert "is not a decimal number as JSON writes one" in dead.error
+
+
 def test_receipt_bound_is_inclusive_to_the_microsecond() -> None:
     edge = NOW + timedelta(seconds=SKEW_S)
     at = _line(event_id="at", ts=edge.isoformat())
