@@ -7,6 +7,7 @@ model; a record that fails becomes a dead letter whose reason names the field.
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -192,7 +193,9 @@ class UsageEvent(BaseModel):
         # pydantic also reads a number, or a string of digits, as unix seconds or
         # milliseconds (guessing which by its size). The contract, the JSON Schema's pattern
         # and docs/bounds.md say RFC 3339 text with its offset: what they refuse is refused.
-        number = isinstance(value, int | float) and not isinstance(value, bool)
+        number = isinstance(value, numbers.Number) and not isinstance(value, bool)
+        if isinstance(value, bytes | bytearray):
+            value = value.decode("utf-8", "replace")
         if number or (isinstance(value, str) and _NUMBER.fullmatch(value.strip())):
             raise ValueError(
                 f"{clipped(str(value).strip(), 40)} is a number, not an RFC 3339 time with its "

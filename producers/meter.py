@@ -1181,8 +1181,9 @@ def _open_spool(root: Path | str, **options: Any) -> Spool | None:
     if spool.stranded:
         log.warning(
             "spendstream meter: the spool %s also holds events for other destinations, "
-            "replayed only by a Meter sending there: %s. If one is this destination spelt "
-            "otherwise, a Meter made with that spelling replays it",
+            "replayed only by a Meter sending there (a running one may be at it now): %s. If "
+            "one is this destination spelt otherwise, a Meter made with that spelling "
+            "replays it",
             spool.root,
             "; ".join(f"{slot} {size:,} bytes for {where}" for slot, where, size in spool.stranded),
         )

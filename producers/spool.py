@@ -393,7 +393,7 @@ def _stranded(root: Path, destination: str | None) -> list[tuple[str, str, int]]
                 continue
             segs = _segments(slot)
             unsent = _unsent_bytes(slot, segs, *_read_head(slot, segs))
-        except OSError:  # changing under us: the owner is at work on it
+        except (OSError, ValueError):  # changing under us, or files no Spool wrote there
             continue
         if unsent > 0:
             out.append((slot.name, owner, unsent))

@@ -371,7 +371,11 @@ class FileTransport:
     def send(self, records: Sequence[Record]) -> SendResult:
         data = b"".join(rec.value + b"\n" for rec in records)
         try:
-            with self.path.open("ab", buffering=0) as f:
+            with self.path.open("a+b", buffering=0) as f:
+                if f.seek(0, os.SEEK_END) and _last_byte(f) != b"\n":
+                    # A write cut short before (a full disk) left a torn line: ended here,
+                    # it is one dead letter, not glued to the first event sent again.
+                    data = b"\n" + data
                 if f.write(data) != len(data):
                     raise OSError(errno.ENOSPC, "short write")
         except OSError as exc:
@@ -391,3 +395,9 @@ class FileTransport:
 
     def close(self) -> None:
         pass
+
+
+def _last_byte(f: Any) -> bytes:
+    f.seek(-1, os.SEEK_END)
+    last: bytes = f.read(1)
+    return last

@@ -1401,6 +1401,23 @@ def suggest_key(loc: tuple[int | str, ...]) -> str | None:
     return found[0] if found else None
 
 
+def _holds_tables(loc: tuple[int | str, ...]) -> bool:
+    """Whether the key at ``loc`` is a list of tables (``[[budget]]``, ``[[alerts.sink]]``),
+    not a list of values (``alert_at``, ``otel.tag_attributes``)."""
+    if not all(isinstance(part, str) for part in loc):
+        return False
+    model = _model_at(loc[:-1])
+    field = None if model is None else model.model_fields.get(str(loc[-1]))
+    if field is None or get_origin(field.annotation) is not list:
+        return False
+    (item,) = get_args(field.annotation)
+    return all(_is_model(member) for member in _union_members(item))
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
@@ -1409,7 +1426,11 @@ def _describe(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             near = suggest_key(tuple(e["loc"]))
             msg = "unknown key" + (f"; did you mean {near}?" if near else "")
-        elif e["type"] == "list_type" and isinstance(e.get("input"), dict):
+        elif (
+            e["type"] == "list_type"
+            and isinstance(e.get("input"), dict)
+            and _holds_tables(tuple(e["loc"]))
+        ):
             # `[budget]` where `[[budget]]` was meant: a table, not an array of tables.
             msg += f"; each entry is its own [[{key}]] table (double brackets), not [{key}]"
         elif e["type"] in ("union_tag_not_found", "union_tag_invalid"):

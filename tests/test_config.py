@@ -252,6 +252,27 @@ def test_a_single_bracket_table_where_an_array_of_tables_belongs_says_double_bra
 
 
 @pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[otel.tag_attributes]\na = "b"\n', "otel.tag_attributes"),  # a list of values
+        (
+            '[[budget]]\nscope = "global"\nperiod = "day"\namount_usd = 1\n'
+            "[budget.alert_at]\na = 1\n",
+            "budget.0.alert_at",
+        ),
+    ],
+)
+def test_a_table_where_a_list_of_values_belongs_gets_no_double_bracket_hint(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"  {key}: Input should be a valid list\n" in str(exc.value)
+
+
+@pytest.mark.parametrize(
     ("sink", "said"),
     [
         ({"name": "s", "webhook_url_env": "X"}, "alerts.sink.0.type: Field required"),

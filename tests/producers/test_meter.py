@@ -1039,3 +1039,23 @@ def test_a_custom_transport_needs_only_send_and_close_and_the_meter_takes_field_
     assert [json.loads(r.value)["team"] for r in transport.records] == ["search"]
     with pytest.raises(TypeError, match="not: colour"):
         Meter(_NamelessTransport(), spool_dir=None, colour="red")
+
+
+def test_a_line_a_short_write_tore_is_ended_before_the_next_batch(tmp_path: Path) -> None:
+    # A disk that filled cut a batch's write short; the batch, sent again, was glued onto
+    # the torn piece, and its first event was lost inside one bad line.
+    from spendstream.producers.transports import FileTransport
+
+    calls = tmp_path / "calls.jsonl"
+    calls.write_bytes(b'{"event_id": "e0", "ts"')  # what a short write left
+    transport = FileTransport(calls)
+    first = Record(b"k", json.dumps({"event_id": "e1"}).encode())
+    assert transport.send([first, first]).failed == []
+    assert transport.send([first]).failed == []  # the file ends in a newline: none added
+    assert calls.read_bytes().split(b"\n") == [
+        b'{"event_id": "e0", "ts"',
+        b'{"event_id": "e1"}',
+        b'{"event_id": "e1"}',
+        b'{"event_id": "e1"}',
+        b"",
+    ]

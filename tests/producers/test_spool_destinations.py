@@ -186,14 +186,31 @@ def test_a_meter_says_which_slots_hold_events_for_other_destinations(
     said = [r.message for r in caplog.records if "holds events for other destinations" in r.message]
     assert said == [
         f"spendstream meter: the spool {tmp_path} also holds events for other destinations, "
-        f"replayed only by a Meter sending there: {slot.name} {size} bytes for {other}. If one is "
-        "this destination spelt otherwise, a Meter made with that spelling replays it"
+        f"replayed only by a Meter sending there (a running one may be at it now): {slot.name} "
+        f"{size} bytes for {other}. If one is this destination spelt otherwise, a Meter made "
+        "with that spelling replays it"
     ]
     caplog.clear()
     with Meter.http(spelt_otherwise, TOKEN, spool_dir=tmp_path, linger_s=0.01) as there:
         assert there.flush(timeout_s=30)
     assert staging.event_ids() == ["e000000", "e000001", "e000002"]
     assert "other destinations" not in caplog.text  # replayed: nothing waits any more
+
+
+def test_files_no_spool_wrote_in_another_slot_do_not_stop_a_meter(
+    staging: IngestServer, tmp_path: Path
+) -> None:
+    # The look at other slots read every one: a stray seg-1.jsonl (no 12-digit number) or a
+    # destination file that is not UTF-8 raised ValueError out of Spool(), and Meter().
+    stray = tmp_path / "slot-3"
+    stray.mkdir(parents=True)
+    (stray / "seg-1.jsonl").write_text("x\n")
+    (tmp_path / "slot-4").mkdir()
+    (tmp_path / "slot-4" / "destination").write_bytes(b"\xff\xfe\n")
+    with _meter(staging, tmp_path) as meter:
+        meter.record(**_fields(1))
+        assert meter.flush(timeout_s=30)
+    assert staging.event_ids() == ["e000001"]
 
 
 def test_the_spooled_events_log_line_names_the_slot(

@@ -50,9 +50,7 @@ def _calls(
                 "model": "gpt-5",
                 "input_tokens": tokens[0],
                 "output_tokens": tokens[1],
-                "api_key_id": f"{prefix}-key-{i % keys}"
-                if prefix != "reset"
-                else f"key-{i % keys}",
+                "api_key_id": f"{key_prefix}-{i % keys}",
                 "team": team,
             }
         ).encode()

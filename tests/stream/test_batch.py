@@ -208,6 +208,18 @@ def test_a_cost_string_is_taken_only_as_json_writes_a_decimal_on_both_paths(
         assert "is not a decimal number as JSON writes one" in dead.error
 
 
+@pytest.mark.parametrize(
+    "ts", [Decimal("1762000000"), np.int64(1762000000), b"1762000000", 1762000000.5]
+)
+def test_a_time_given_to_the_python_api_as_any_number_is_refused(ts: object) -> None:
+    # A Decimal, a numpy integer or bytes of digits were still read as unix time.
+    with pytest.raises(ValidationError, match="is a number, not an RFC 3339 time"):
+        UsageEvent.model_validate(
+            {"event_id": "e", "ts": ts, "provider": "openai", "model": "m",
+             "input_tokens": 1, "output_tokens": 1}
+        )  # fmt: skip
+
+
 def test_receipt_bound_is_inclusive_to_the_microsecond() -> None:
     edge = NOW + timedelta(seconds=SKEW_S)
     at = _line(event_id="at", ts=edge.isoformat())
