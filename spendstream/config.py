@@ -66,6 +66,7 @@ __all__ = [
     "WarehouseS3Config",
     "WebhookSinkConfig",
     "below_money_limit",
+    "is_model",
     "load_config",
 ]
 
@@ -1411,10 +1412,11 @@ def _holds_tables(loc: tuple[int | str, ...]) -> bool:
     if field is None or get_origin(field.annotation) is not list:
         return False
     (item,) = get_args(field.annotation)
-    return all(_is_model(member) for member in _union_members(item))
+    return all(is_model(member) for member in _union_members(item))
 
 
-def _is_model(annotation: Any) -> bool:
+def is_model(annotation: Any) -> bool:
+    """Whether an annotation is a section of the configuration (a pydantic model)."""
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 

@@ -24,7 +24,7 @@ import annotated_types
 from pydantic import AfterValidator, BaseModel
 from pydantic.fields import FieldInfo
 
-from spendstream.config import Config, below_money_limit
+from spendstream.config import Config, below_money_limit, is_model
 from spendstream.generated_file import write_or_check
 
 __all__ = ["REFERENCE_PATH", "iter_keys", "main", "render", "undocumented"]
@@ -71,10 +71,6 @@ def _union_members(annotation: Any) -> list[Any]:
 
 def _optional(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _constraints(metadata: list[Any]) -> str:
@@ -171,14 +167,14 @@ def _table(model: type[BaseModel], skip_sections: bool = True) -> list[str]:
 def _section_kind(field: FieldInfo) -> tuple[str, list[type[BaseModel]]] | None:
     """("table", [model]) for a nested section, ("array", models) for a list of tables."""
     annotation: Any = field.annotation
-    if _is_model(annotation):
+    if is_model(annotation):
         return "table", [annotation]
     if get_origin(annotation) is list:
         item = get_args(annotation)[0]
         if get_origin(item) is Annotated:
             item = get_args(item)[0]
         members = _union_members(item)
-        if members and all(_is_model(m) for m in members):
+        if members and all(is_model(m) for m in members):
             return "array", members
     return None
 
