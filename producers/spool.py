@@ -340,10 +340,10 @@ def _unsent_bytes(slot: Path, segs: list[int], head_seg: int, head_off: int) -> 
     return total - (head_off if head_seg in segs else 0)
 
 
-def _holds_events(slot: Path) -> bool:
-    """Whether a slot (whose lock we hold) has unsent lines, as a Spool opening it would count."""
+def _slot_unsent(slot: Path) -> int:
+    """The unsent bytes of a slot, as a Spool opening it would count them."""
     segs = _segments(slot)
-    return _unsent_bytes(slot, segs, *_read_head(slot, segs)) > 0
+    return _unsent_bytes(slot, segs, *_read_head(slot, segs))
 
 
 def _read_destination(slot: Path) -> str | None:
@@ -372,7 +372,7 @@ def _takes(slot: Path, destination: str | None) -> bool:
     # Unnamed (written before slots named their destination): adopted. Another
     # destination's events are replayed only by a process sending there; once drained, the
     # slot is free for anyone.
-    if owner is not None and _holds_events(slot):
+    if owner is not None and _slot_unsent(slot) > 0:
         return False
     _write_destination(slot, destination)
     return True
@@ -391,8 +391,7 @@ def _stranded(root: Path, destination: str | None) -> list[tuple[str, str, int]]
             owner = _read_destination(slot)
             if owner is None or owner == destination:
                 continue
-            segs = _segments(slot)
-            unsent = _unsent_bytes(slot, segs, *_read_head(slot, segs))
+            unsent = _slot_unsent(slot)
         except (OSError, ValueError):  # changing under us, or files no Spool wrote there
             continue
         if unsent > 0:
