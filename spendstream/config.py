@@ -354,6 +354,10 @@ class RunawayConfig(_Section):
     )
 
 
+# A budget level at or above this reads as a percentage or dollars written for a fraction.
+LIKELY_NOT_A_FRACTION = Decimal(10)
+
+
 class BudgetConfig(_Section):
     """One budget (`[[budget]]`, repeatable): spend of a scope per UTC calendar period.
 
@@ -377,7 +381,9 @@ class BudgetConfig(_Section):
     alert_at: list[NonNegativeDecimal] = Field(
         default=[Decimal("0.5"), Decimal("0.8"), Decimal("1.0")],
         description="Fractions of `amount_usd` at which a `budget_threshold` alert fires "
-        "(each once per period; a fraction written twice, as `1` and `1.0`, is one level).",
+        "(each once per period; a fraction written twice, as `1` and `1.0`, is one level). "
+        "Commands warn of a level of 10 or more, or such a `hard_limit`: written for 0.8, "
+        "`80` is eighty times the budget.",
     )
     hard_limit: NonNegativeDecimal | None = Field(
         default=None,
@@ -405,6 +411,21 @@ class BudgetConfig(_Section):
         if problem is not None:
             raise ValueError(problem)
         return self
+
+    def advisories(self) -> list[str]:
+        """What in this budget reads as a mistake without being one for certain: a level of
+        10 or more is ten times the budget, far likelier a percentage (``80``) or dollars
+        than a fraction (``0.8``). A level a little above 1 (an overdraft) is said nothing."""
+        named = [("alert_at", level) for level in self.alert_at]
+        if self.hard_limit is not None:
+            named.append(("hard_limit", self.hard_limit))
+        return [
+            f"[[budget]] {self.scope}: {name} {level} is {level}x amount_usd "
+            f"(${self.amount_usd} -> ${MONEY_CONTEXT.multiply(level, self.amount_usd)}); "
+            f"{name} takes fractions of amount_usd (0.8 is 80%)"
+            for name, level in named
+            if level >= LIKELY_NOT_A_FRACTION
+        ]
 
     @model_validator(mode="after")
     def _bars_below_money_limit(self) -> BudgetConfig:

@@ -320,6 +320,28 @@ def test_a_budget_bar_of_1e20_or_more_is_refused(budget: dict[str, object], name
     assert config_from_dict({"budget": [ok]}, "t.toml").budget[0].hard_limit == 1
 
 
+def test_a_budget_level_written_as_a_percentage_or_dollars_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # alert_at = [50, 80] is 50x and 80x the budget: alerts that never fire, silently.
+    toml = tmp_path / "b.toml"
+    toml.write_text(
+        '[[budget]]\nscope = "team:search"\namount_usd = 1000\n'
+        "alert_at = [0.5, 9.99, 10, 80]\nhard_limit = 100\n"
+        '[[budget]]\nscope = "global"\namount_usd = 5\nalert_at = [1.5]\nhard_limit = 1.2\n'
+    )
+    assert main(["query", "cost_by_team", "--config", str(toml), "--workdir", str(tmp_path)]) == 2
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert warned == [
+        "warning: [[budget]] team:search: alert_at 10 is 10x amount_usd ($1000 -> $10000); "
+        "alert_at takes fractions of amount_usd (0.8 is 80%)",
+        "warning: [[budget]] team:search: alert_at 80 is 80x amount_usd ($1000 -> $80000); "
+        "alert_at takes fractions of amount_usd (0.8 is 80%)",
+        "warning: [[budget]] team:search: hard_limit 100 is 100x amount_usd ($1000 -> $100000); "
+        "hard_limit takes fractions of amount_usd (0.8 is 80%)",
+    ]
+
+
 def test_a_boolean_is_no_number() -> None:
     # TOML's true is not 1 (bool is an int in Python: _to_decimal would have made it 1).
     with pytest.raises(ConfigError) as exc:

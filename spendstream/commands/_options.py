@@ -93,7 +93,16 @@ def config_path_from_args(args: argparse.Namespace) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(config_path_from_args(args))
+    return announce_advisories(load_config(config_path_from_args(args)))
+
+
+def announce_advisories(config: Config) -> Config:
+    """Say on stderr what in ``config`` reads as a mistake (``BudgetConfig.advisories``)."""
+    for advice in (a for budget in config.budget for a in budget.advisories()):
+        if advice not in _announced:  # once per process: some commands load it twice
+            _announced.add(advice)
+            print(f"warning: {advice}", file=sys.stderr)
+    return config
 
 
 def kafka_config_from_args(args: argparse.Namespace, *, quiet: bool = False) -> Config:

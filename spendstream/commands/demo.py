@@ -84,6 +84,7 @@ def _relative(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spendstream.commands._options import announce_advisories
     from spendstream.config import config_from_dict, load_config
     from spendstream.errors import ConfigError
     from spendstream.synthetic import DEMO_CONFIG_TOML
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     import tomllib
 
     config = (
-        load_config(args.config)
+        announce_advisories(load_config(args.config))
         if args.config
         else config_from_dict(tomllib.loads(DEMO_CONFIG_TOML), "demo")
     )
