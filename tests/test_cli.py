@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,43 @@ def test_an_interrupted_ingest_says_what_landed_stays(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert "spendstream ingest: interrupted: what landed stays landed" in err
     assert "Traceback" not in err
+
+
+def test_the_ingest_summary_gives_the_exact_cost_beside_its_cents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A total to reconcile with an invoice read only in cents, and summed in Python's
+    # 28-digit default context: $21 billion with 18 decimals has 29 digits.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        '[[prices.model]]\nprovider = "acme"\nmodel = "m"\n'
+        'input_per_mtok = "999999999.123456789012345678"\noutput_per_mtok = "0"\n'
+    )
+    events = tmp_path / "e.jsonl"
+    events.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "ts": f"2026-11-01T00:00:{i:02}Z",
+                    "provider": "acme",
+                    "model": "m",
+                    "input_tokens": 1_000_000,
+                    "output_tokens": 0,
+                    "event_id": f"e{i}",
+                }
+            )
+            + "\n"
+            for i in range(21)
+        )
+    )
+    argv = ["ingest", str(events), "--workdir", str(tmp_path / "w"), "--config", str(cfg)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("cost of landed facts"))
+    assert line == (
+        "cost of landed facts: $20,999,999,981.59 "
+        "(exactly $20999999981.592592569259259238) (0 unpriced)"
+    )
 
 
 def test_no_subcommand_exits_2() -> None:

@@ -87,7 +87,9 @@ def test_the_spike_hour_the_budget_and_the_cache_drop_are_caught(demo: tuple[Pat
 def test_costs_add_up_between_the_story_and_the_warehouse(demo: tuple[Path, str]) -> None:
     work, out = demo
     (total,) = _sql(work, "SELECT sum(cost_usd) FROM usage_facts")[0]
-    assert f"cost of landed facts: ${total.quantize(Decimal('0.01')):,}" in out
+    # Cents to read, and the exact sum beside them: a total to reconcile is not rounded.
+    exact = f"{total.normalize():f}"
+    assert f"cost of landed facts: ${total.quantize(Decimal('0.01')):,} (exactly ${exact}) (" in out
     assert f"total ${total.quantize(Decimal('0.01')):,} over" in out
     # The self-hosted team has no price: it says so instead of showing $0.00.
     assert re.search(r"team research +unpriced\n", out)

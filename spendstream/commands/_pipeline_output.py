@@ -7,12 +7,13 @@ import shlex
 import time
 from collections import Counter
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary
 from spendstream.warehouse.charts import usd
-from spendstream.wording import clipped, escape_controls
+from spendstream.wording import clipped, escape_controls, exact_usd
 
 __all__ = ["print_summary", "progress_printer"]
 
@@ -92,7 +93,12 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
             f"dead letters (each names its file:line): spendstream sql{wd} "
             '"SELECT source, error FROM dead_letters ORDER BY received_at DESC LIMIT 20"\n'
         )
-    out.write(f"cost of landed facts: {usd(s.cost_usd)} ({s.unpriced:,} unpriced)\n")
+    # Cents for reading, and the exact sum beside them when they differ: a total to reconcile
+    # with the warehouse's sum(cost_usd) or a provider's invoice must not be one rounded.
+    shown = usd(s.cost_usd)
+    same = Decimal(shown.lstrip("-$").replace(",", "")) == s.cost_usd.copy_abs()
+    cost = shown if same else f"{shown} (exactly {exact_usd(s.cost_usd)})"
+    out.write(f"cost of landed facts: {cost} ({s.unpriced:,} unpriced)\n")
     if s.late:
         out.write(
             f"late for detection: {s.late:,} of the landed events came after their minute's "

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from spendstream.config import Config
 from spendstream.errors import ConfigError
+from spendstream.money import MONEY_CONTEXT
 from spendstream.pricedata import load_price_data
 from spendstream.producers.event import first_reason
 from spendstream.records import Alert, BreakerEvent, DeadLetter
@@ -105,7 +106,7 @@ class IngestSummary:
         self.dead_lettered += other.dead_lettered
         self.dead_letter_reasons.update(other.dead_letter_reasons)
         self.unpriced += other.unpriced
-        self.cost_usd += other.cost_usd
+        self.cost_usd = MONEY_CONTEXT.add(self.cost_usd, other.cost_usd)
         self.alerts.extend(other.alerts)
         self.breaker_events.extend(other.breaker_events)
         self.notifications.update(other.notifications)
@@ -302,7 +303,9 @@ class EmbeddedRunner:
         summary.dead_lettered += len(dead)
         summary.dead_letter_reasons.update(first_reason(d.error) for d in dead)
         summary.unpriced += facts.num_rows - pc.sum(facts.column("priced"), min_count=0).as_py()
-        summary.cost_usd += money_sum(facts.column("cost_usd"))
+        # In the money context: += rounds to 28 digits, and a total of billions of dollars
+        # with 18 decimals has more (the summary shows it exactly).
+        summary.cost_usd = MONEY_CONTEXT.add(summary.cost_usd, money_sum(facts.column("cost_usd")))
         summary.alerts.extend(alerts)
         summary.breaker_events.extend(breaker_events)
         summary.late += detection.late
