@@ -136,13 +136,28 @@ def test_an_interrupted_ingest_says_what_landed_stays(tmp_path: Path) -> None:
     import time
 
     proc = _cli("ingest", "-", "--workdir", str(tmp_path), stdin=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stderr is not None
-    time.sleep(3)  # past start-up, waiting on the pipe (a hang guard below, not a speed limit)
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    lines = [
+        {"event_id": f"e{i}", "ts": "2026-11-01T00:00:00Z", "provider": "openai",
+         "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 10}
+        for i in range(3)
+    ] + [{"event_id": "bad"}]  # fmt: skip
+    proc.stdin.write(b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+    proc.stdin.flush()
+    count = "SELECT count(*) FROM usage_facts"
+    for _ in range(600):  # until the batch landed (a hang guard, not a speed limit)
+        time.sleep(0.2)
+        done = _cli("sql", "--workdir", str(tmp_path), "--format", "csv", count)
+        if done.communicate(timeout=120)[0].decode().split() == ["count_star()", "3"]:
+            break
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130
-    err = proc.stderr.read().decode()
+    err, out = proc.stderr.read().decode(), proc.stdout.read().decode()
     assert "spendstream ingest: interrupted: what landed stays landed" in err
     assert "Traceback" not in err
+    # What a pipe read for hours landed, said when it is stopped.
+    assert "interrupted; the batches finished before it:\n" in out
+    assert "read 4 = landed 3 + duplicates 0 + dead-lettered 1\n" in out
 
 
 def test_the_ingest_summary_gives_the_exact_cost_beside_its_cents(

@@ -6,16 +6,17 @@ import re
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from spendstream.runtime.embedded import IngestSummary
+from spendstream.runtime.embedded import IngestSummary, Interrupted
 from spendstream.warehouse.charts import usd
 from spendstream.wording import clipped, escape_controls, exact_usd
 
-__all__ = ["print_summary", "progress_printer"]
+__all__ = ["print_summary", "progress_printer", "summary_on_interrupt"]
 
 _DIGITS = re.compile(r"\d+")
 
@@ -125,3 +126,17 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
             f"notifications: {n['triggered']:,} sent, {n['resolved']:,} resolved, "
             f"{n['dead_lettered']:,} dead-lettered (spendstream alerts --replay-dead-letters)\n"
         )
+
+
+@contextmanager
+def summary_on_interrupt(out: TextIO, workdir: Path | None = None) -> Iterator[None]:
+    """On Ctrl-C, the summary of the batches finished before it, then the interrupt goes on
+    (the CLI says what landed stays landed, exit 130): a pipe read for days, stopped, told
+    nothing of what it had landed."""
+    try:
+        yield
+    except Interrupted as stop:
+        out.write("\ninterrupted; the batches finished before it:\n")
+        print_summary(stop.summary, out, workdir)
+        out.flush()
+        raise

@@ -45,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot read batch results file {path}: {exc.strerror}") from None
 
-    from spendstream.commands._pipeline_output import print_summary, progress_printer
+    from spendstream.commands._pipeline_output import (
+        print_summary,
+        progress_printer,
+        summary_on_interrupt,
+    )
     from spendstream.producers.batch_results import read_batch_results
     from spendstream.runtime.embedded import Rejected, ingest_records
     from spendstream.workdir import WorkdirLock, resolve_workdir
@@ -59,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
                     yield Rejected(f"{path}:{line.line}", line.raw, line.error or "rejected")
 
     workdir = resolve_workdir(args.workdir)
-    with WorkdirLock(workdir, "import-batch"):  # one embedded writer per workdir (exit 3)
+    shown = workdir if args.workdir else None
+    # One embedded writer per workdir (exit 3).
+    with WorkdirLock(workdir, "import-batch"), summary_on_interrupt(sys.stdout, shown):
         summary = ingest_records(
             workdir,
             config,
@@ -67,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
             route_alerts=args.route_alerts,
             progress=progress_printer(sys.stderr),
         )
-    print_summary(summary, sys.stdout, workdir if args.workdir else None)
+    print_summary(summary, sys.stdout, shown)
     return 0

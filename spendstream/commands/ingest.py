@@ -55,7 +55,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
-    from spendstream.commands._pipeline_output import print_summary, progress_printer
+    from spendstream.commands._pipeline_output import (
+        print_summary,
+        progress_printer,
+        summary_on_interrupt,
+    )
     from spendstream.runtime.embedded import ingest_records, read_lines
 
     # A pipe may be a live stream: its alerts should wait neither for 20,000 lines nor for
@@ -68,16 +72,18 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
         from spendstream.runtime.otlp_files import OtlpFiles
 
         otlp = OtlpFiles(args.files, OtelMapping.from_config(config.otel))
-    summary = ingest_records(
-        workdir,
-        config,
-        otlp if otlp is not None else read_lines(args.files),
-        route_alerts=args.route_alerts,
-        batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
-        progress=progress_printer(sys.stderr),
-        live=live,
-    )
-    print_summary(summary, sys.stdout, workdir if args.workdir else None)
+    shown = workdir if args.workdir else None
+    with summary_on_interrupt(sys.stdout, shown):
+        summary = ingest_records(
+            workdir,
+            config,
+            otlp if otlp is not None else read_lines(args.files),
+            route_alerts=args.route_alerts,
+            batch_size=config.pipeline.batch_size if live else config.pipeline.ingest_batch_size,
+            progress=progress_printer(sys.stderr),
+            live=live,
+        )
+    print_summary(summary, sys.stdout, shown)
     if otlp is None and summary.dead_lettered:
         from spendstream.commands._input_shapes import shape_hint
 

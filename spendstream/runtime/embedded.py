@@ -48,6 +48,7 @@ __all__ = [
     "EmbeddedRunner",
     "IngestSummary",
     "InputRecord",
+    "Interrupted",
     "Rejected",
     "encoded_state",
     "ingest_records",
@@ -112,6 +113,15 @@ class IngestSummary:
         self.notifications.update(other.notifications)
         self.late += other.late
         self.lateness_s = other.lateness_s or self.lateness_s
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``summary`` counts the batches finished before it (a pipe read
+    for days must not end without saying what it landed)."""
+
+    def __init__(self, summary: IngestSummary) -> None:
+        super().__init__()
+        self.summary = summary
 
 
 def restored_pipeline(config: Config, state: bytes | None, workdir: Path) -> Pipeline:
@@ -201,17 +211,20 @@ class EmbeddedRunner:
         progress: Callable[[IngestSummary], None] | None = None,
     ) -> IngestSummary:
         summary = IngestSummary(lateness_s=self.config.detection.allowed_lateness_s)
-        with batch_pace():
-            for batch in self._batches(records):
-                if batch:
-                    self._run_batch(batch, summary)
-                if self.live:
-                    # As `spendstream alerts` does after every poll: on a pipe that runs for
-                    # days, incidents idle past their route's auto_resolve_s resolve as they
-                    # go quiet, not when the pipe closes.
-                    self.resolve_idle(summary)
-                if progress and batch:
-                    progress(summary)
+        try:
+            with batch_pace():
+                for batch in self._batches(records):
+                    if batch:
+                        self._run_batch(batch, summary)
+                    if self.live:
+                        # As `spendstream alerts` does after every poll: on a pipe that runs
+                        # for days, incidents idle past their route's auto_resolve_s resolve
+                        # as they go quiet, not when the pipe closes.
+                        self.resolve_idle(summary)
+                    if progress and batch:
+                        progress(summary)
+        except KeyboardInterrupt as exc:
+            raise Interrupted(summary) from exc
         return summary
 
     def resolve_idle(self, summary: IngestSummary) -> None:
