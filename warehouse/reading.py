@@ -115,6 +115,12 @@ def _check_statements(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
     refused = sorted({k for k in kinds if k not in QUERY_STATEMENTS})
+    if not refused and len(kinds) > 1:
+        # Each would run and only the last be shown: the others' answers lost unsaid.
+        raise QueryError(
+            f"spendstream sql runs one statement; this holds {len(kinds)} (separated by ;): "
+            "run each on its own, or join their rows with UNION ALL"
+        )
     if refused:
         raise QueryError(
             f"spendstream sql runs queries only (SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN, PRAGMA); "

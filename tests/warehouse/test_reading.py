@@ -99,6 +99,16 @@ def test_a_refused_statement_hidden_after_a_query_is_still_refused(
     assert not target.exists()
 
 
+def test_several_statements_are_refused_rather_than_all_but_the_last_answer_lost(
+    landed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `sql "A; B"` ran both and showed B alone: A's answer was lost without a word.
+    err = _refused(landed, "SELECT 1 AS a; SELECT 2 AS b;", capsys)
+    assert "runs one statement; this holds 2 (separated by ;)" in err
+    assert "UNION ALL" in err
+    assert run_sql(landed, "SELECT 2 AS b;") == (["b"], [(2,)])  # one, with its ;, is one
+
+
 def test_readers_open_at_the_same_time_are_each_sandboxed_and_in_utc(landed: Path) -> None:
     """The live page serves concurrent requests: one reader's locked sandbox must not make
     the next reader's connection fail (DuckDB shares one instance per file in a process)."""
