@@ -16,7 +16,7 @@ an event, to become a dead letter.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,9 +43,15 @@ class BatchLine:
 
 
 def read_batch_results(
-    path: str | Path, *, provider: str | None = None, default_ts: datetime | None = None
+    path: str | Path,
+    *,
+    provider: str | None = None,
+    default_ts: datetime | None = None,
+    attribution: Mapping[str, Any] | None = None,
 ) -> Iterator[BatchLine]:
-    """Every non-blank line of a batch results file, judged on its own, in order."""
+    """Every non-blank line of a batch results file, judged on its own, in order.
+    ``attribution``: event fields every line's event gets (team, feature, tags...): a
+    result line names none, only the batch's submitter knows them."""
     path = Path(path)
     if default_ts is None:
         default_ts = datetime.fromtimestamp(path.stat().st_mtime, UTC)
@@ -55,7 +61,7 @@ def read_batch_results(
             if not raw.strip():
                 continue
             try:
-                event, error = _event(raw, provider, default_ts)
+                event, error = _event(raw, provider, default_ts, attribution or {})
             except (TypeError, AttributeError, KeyError, ArithmeticError) as exc:
                 # A field of an unexpected shape deep in a provider's response (an "output"
                 # that is a number): this line is refused, the file goes on.
@@ -70,7 +76,7 @@ def read_batch_results(
 
 
 def _event(
-    raw: bytes, provider: str | None, default_ts: datetime
+    raw: bytes, provider: str | None, default_ts: datetime, attribution: Mapping[str, Any]
 ) -> tuple[bytes | None, str | None]:
     try:
         data = wire_json.loads(raw)
@@ -84,6 +90,10 @@ def _event(
         fields = batch_result_usage(data, provider=provider)
     except ValueError as exc:
         return None, str(exc)
+    tags = {**(fields.get("tags") or {}), **attribution.get("tags", {})}
+    fields.update(attribution)
+    if tags:
+        fields["tags"] = tags
     custom_id = fields.pop("custom_id")
     kind = fields["provider"]
     fields["event_id"] = "batch-" + stable_id(kind, _line_id(data, custom_id))

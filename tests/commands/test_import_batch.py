@@ -296,3 +296,59 @@ def test_an_unreadable_file_is_a_usage_error_naming_it(
     missing = tmp_path / "missing.jsonl"
     assert main(["import-batch", str(missing), "--workdir", str(tmp_path)]) == 2
     assert f"cannot read batch results file {missing}" in capsys.readouterr().err
+
+
+def test_the_importer_attributes_the_batch_to_a_team_feature_and_tags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A result line names the request, never who made it: without these flags a nightly
+    # batch's spend landed unattributed, outside every team's cost and budget.
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(_openai_line(i, 1000, 100)) + "\n" for i in (1, 2)))
+    wd = tmp_path / "wd"
+    argv = ["import-batch", str(results), "--workdir", str(wd), "--team", "search",
+            "--feature", "nightly-summaries", "--project", "p1", "--environment", "prod",
+            "--cost-center", "cc-7", "--user", "svc-batch", "--tag", "job=n1",
+            "--tag", "owner=ana=b"]  # fmt: skip
+    assert main(argv) == 0
+    assert "read 2 = landed 2 + duplicates 0 + dead-lettered 0" in capsys.readouterr().out
+    sql = (
+        "SELECT request_id, team, feature, project, environment, cost_center, user_id, "
+        "tags FROM usage_facts ORDER BY request_id"
+    )
+    assert main(["sql", "--workdir", str(wd), "--format", "json", sql]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [
+        (r["request_id"], r["team"], r["feature"], r["project"], r["environment"],
+         r["cost_center"], r["user_id"], json.loads(r["tags"]) if isinstance(r["tags"], str)
+         else r["tags"])
+        for r in rows
+    ] == [
+        (f"request-{i}", "search", "nightly-summaries", "p1", "prod", "cc-7", "svc-batch",
+         {"job": "n1", "owner": "ana=b"})
+        for i in (1, 2)
+    ]  # fmt: skip
+    assert main(["query", "cost_by_team", "--workdir", str(wd), "--format", "json"]) == 0
+    assert [r["team"] for r in json.loads(capsys.readouterr().out)] == ["search"]
+    # Imported again for another team: the lines' ids are landed; nothing moves silently.
+    assert main(["import-batch", str(results), "--workdir", str(wd), "--team", "ads"]) == 0
+    assert "read 2 = landed 0 + duplicates 0 + dead-lettered 2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--team", "x" * 300], "--team"),
+        (["--tag", "no-value"], "--tag 'no-value': write it KEY=VALUE"),
+        (["--tag", "=v"], "--tag '=v': write it KEY=VALUE"),
+    ],
+)
+def test_a_bad_attribution_flag_is_one_usage_error_not_a_dead_letter_per_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], said: str
+) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(_openai_line(1, 1000, 100)) + "\n")
+    wd = tmp_path / "wd"
+    assert main(["import-batch", str(results), "--workdir", str(wd), *flags]) == 2
+    assert said in capsys.readouterr().err
+    assert not wd.exists()  # refused before anything landed
