@@ -21,7 +21,11 @@ TS_PATTERN = (
     r"^(201[5-9]|20[2-9][0-9]|2[1-9][0-9]{2}|[3-9][0-9]{3})-[0-9]{2}-[0-9]{2}[Tt]"
     r"[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-DECIMAL_PATTERN = r"^\+?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+# A decimal as JSON writes one; a minus sign only on a zero ("-0", "-0.00"): the pipeline
+# takes that as 0, and a negative amount is refused by the minimum.
+DECIMAL_PATTERN = (
+    r"^(\+?([0-9]+\.?[0-9]*|\.[0-9]+)|-(0+\.?0*|\.0+))([eE][+-]?[0-9]+)?$"
+)
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 

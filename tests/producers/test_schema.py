@@ -107,6 +107,19 @@ def test_events_the_pipeline_takes_pass_the_schema() -> None:
         assert _schema_accepts(event), event
 
 
+@pytest.mark.parametrize(
+    ("cost", "taken"),
+    [("-0", True), ("-0.000", True), ("-.0", True), ("-0e5", True), ("+1.5", True),
+     ("-1", False), ("-0.01", False), ("-.5", False), ("--0", False), ("-", False)],
+)  # fmt: skip
+def test_a_cost_string_is_judged_alike_by_the_schema_and_the_pipeline(
+    cost: str, taken: bool
+) -> None:
+    # "-0" is 0: the pipeline took it while the schema's pattern refused any minus sign.
+    event = {**_good_event(), "reported_cost_usd": cost}
+    assert (_pipeline_accepts(event), _schema_accepts(event)) == (taken, taken)
+
+
 def _good_event() -> dict[str, object]:
     return {
         "event_id": "e-1",
