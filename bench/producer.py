@@ -1,6 +1,7 @@
 """The producer client: ``Meter.record()`` cost in the caller's thread, and throughput to Kafka.
 
     .venv/bin/python -m bench.producer [--events 100000] [--calls 50000] [--bootstrap HOST:PORT]
+    .venv/bin/python -m bench.producer --replay [--rate 2000] [--seconds 8]
 
 Measured, in one process, on one broker (``--bootstrap``, else a LocalKafka started here):
 
@@ -22,6 +23,13 @@ Measured, in one process, on one broker (``--bootstrap``, else a LocalKafka star
 
 Goal: ``record`` median <= 20 us. Results: bench/results/producer.json and a line in
 bench/RESULTS.md.
+
+``--replay`` (no Kafka; ``producer_replay``) measures ``record()`` in the caller's thread at a
+steady ``--rate`` while the Meter replays a large spool to a local HTTP endpoint that takes
+``REPLAY_DELAY_S`` per request (a remote one): the replay outlasts the run, so every event
+recorded meets a non-empty spool. Reported: median, p99, p99.9 and max of ``record()``, how
+many calls took over 1 ms, and ``overflowed`` (events ``record()`` itself wrote to the spool).
+Results: bench/results/producer_replay.json and its line in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -44,8 +52,10 @@ from spendstream.producers.transports import KafkaTransport
 from spendstream.topics import partition_key
 
 NAME = "producer"
+REPLAY_NAME = "producer_replay"
 GOAL_MEDIAN_US = 20.0
 ROUNDS = 3
+REPLAY_DELAY_S = 0.05  # per request of the endpoint the replay goes to
 
 
 def machine() -> dict[str, Any]:
@@ -200,12 +210,131 @@ def bench_bare(bootstrap: str, events: int) -> dict[str, Any]:
     return {"events": events, "seconds": round(elapsed, 3), "events_per_s": round(events / elapsed)}
 
 
+class _SlowEndpoint:
+    """``POST /v1/events`` answered as ``spendstream run`` does, after ``delay_s``."""
+
+    def __init__(self, delay_s: float) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.lines = 0
+
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                n = body.count(b"\n")
+                time.sleep(delay_s)
+                endpoint.lines += n
+                answer = b'{"accepted": %d, "rejected": []}' % n
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def bench_record_during_replay(rate: int, seconds: float, tmp: Path) -> dict[str, Any]:
+    from spendstream.producers.spool import Spool
+    from spendstream.producers.transports import HttpTransport
+
+    endpoint = _SlowEndpoint(REPLAY_DELAY_S)
+    transport = HttpTransport(endpoint.url, "bench")
+    # Enough to outlast the run at the endpoint's pace (1 000-event batches).
+    backlog = int(1000 / REPLAY_DELAY_S * (seconds + 4))
+    now = datetime.now(UTC)
+    lines = [
+        UsageEvent.model_validate({**fields(i), "event_id": f"old-{i}", "ts": now})
+        .model_dump_json(exclude_none=True)
+        .encode()
+        for i in range(min(backlog, 20_000))
+    ]
+    spool = Spool(tmp / "spool-replay", destination=transport.destination)
+    for start in range(0, backlog, len(lines)):
+        spool.append(lines[: backlog - start])
+    spool.close()
+    meter = Meter(transport, spool_dir=tmp / "spool-replay")
+    gc.collect()
+    clock = time.perf_counter_ns
+    ns = []
+    interval = 1 / rate
+    t0 = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        pause = t0 + i * interval - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        f = fields(i)
+        s = clock()
+        meter.record(**f)
+        ns.append(clock() - s)
+    m = meter.metrics
+    meter.close(timeout_s=0)
+    endpoint.stop()
+    ordered = sorted(ns)
+    return {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "calls": len(ns),
+        "backlog_events": backlog,
+        "replayed_during_run": m.replayed,
+        "replay_outlasted_run": m.spool_bytes > 0,
+        **percentiles(ns),
+        "p999_us": round(ordered[int(len(ordered) * 0.999) - 1] / 1000, 3),
+        "max_us": round(ordered[-1] / 1000, 3),
+        "calls_over_1ms": sum(1 for x in ns if x > 1_000_000),
+        "overflowed": m.overflowed,
+    }
+
+
+def main_replay(rate: int, seconds: float) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-producer-replay-") as tmp:
+        result = bench_record_during_replay(rate, seconds, Path(tmp))
+    report: dict[str, Any] = {
+        "name": REPLAY_NAME,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "endpoint_delay_s": REPLAY_DELAY_S,
+        "record_during_replay": result,
+    }
+    mach = report["machine"]
+    cpu = str(mach["cpu_model"]).split(" ")[:2]
+    r = result
+    line = (
+        f"- {REPLAY_NAME} ({report['at']}, {' '.join(cpu)}, {mach['cores']} cores, "
+        f"{r['calls']} calls at {rate}/s during a spool replay to an HTTP endpoint taking "
+        f"{REPLAY_DELAY_S * 1000:.0f} ms a request): record() median {r['median_us']} us "
+        f"p99 {r['p99_us']} us p99.9 {r['p999_us']} us max {r['max_us']} us, "
+        f"{r['calls_over_1ms']} calls over 1 ms, {r['overflowed']} written to the spool by "
+        f"record() itself -> results/{REPLAY_NAME}.json"
+    )
+    record(REPLAY_NAME, report, line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=100_000, help="events sent to Kafka per side")
     ap.add_argument("--calls", type=int, default=50_000, help="record() calls timed while idle")
     ap.add_argument("--bootstrap", help="an existing broker (default: start a LocalKafka)")
+    ap.add_argument(
+        "--replay", action="store_true", help="only record() during a spool replay (no Kafka)"
+    )
+    ap.add_argument("--rate", type=int, default=2_000, help="--replay: record() calls a second")
+    ap.add_argument("--seconds", type=float, default=8.0, help="--replay: how long to record")
     args = ap.parse_args(argv)
+    if args.replay:
+        return main_replay(args.rate, args.seconds)
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-producer-") as tmp,

@@ -5,8 +5,13 @@ caller's thread ever pays. A daemon sender thread takes batches from the queue a
 them to a transport (Kafka or HTTP). Where things can pile up, the bound and what happens
 at it:
 
-- **queue** (``queue_size`` events, default 10 000): when full, ``record()`` writes the
-  event to the spool instead (``overflowed``); with no spool it is dropped (``dropped``).
+- **queue** (``queue_size`` events, default 10 000). While the spool holds events (a replay,
+  which the sender finishes before it takes anything newer), the background threads move
+  the queue to the spool's tail: the sender before each replayed batch, the spill thread as
+  soon as the queue is half full. ``record()`` finds the queue full only when the app
+  outruns them by half a queue (or the transport is slower than the app with nothing
+  spooled yet); it then writes the event to the spool itself (``overflowed``), the one disk
+  write the caller's thread can make; with no spool the event is dropped (``dropped``).
 - **transport down**: the failed batch and everything queued after it go to the spool
   (``spooled``); the sender retries with backoff (0.1 s doubling to 5 s) and replays the
   spool, oldest first, before sending anything newer (``replayed``). With no spool the
@@ -19,8 +24,9 @@ at it:
   1.05 s), and a kill -9 at any moment loses at most the events of that last window. A batch
   spilled while in flight stays at the spool's head; if its send then succeeds, those lines
   are removed from the spool (not sent twice), unless newer lines overtook it there.
-- **spool** (``spool_max_bytes`` on disk, default 256 MiB): a line that does not fit is
-  dropped (``dropped``), logged, counted.
+- **spool** (``spool_max_bytes`` on disk, default 256 MiB): queued events that do not fit
+  stay queued; a line that does not fit when the queue is full too (or of a failed batch)
+  is dropped (``dropped``), logged, counted.
 - **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
   (``rejected``), not retried: it would be refused again.
 
@@ -179,6 +185,7 @@ class Meter:
         self.transport = transport
         self.queue_size = queue_size
         self.batch_size = batch_size
+        self._high_water = max(1, queue_size // 2)
         self.linger_s = linger_s
         self.on_invalid = on_invalid
         self.close_timeout_s = close_timeout_s
@@ -202,6 +209,7 @@ class Meter:
         self._send_started: float | None = None  # monotonic start of the send in progress
         self._stash_lock = threading.Lock()  # one spill of the queue at a time, in order
         self._spill_stop = threading.Event()
+        self._spill_wake = threading.Event()
         self._abandoned = False
         self._closed = False
         self._retry_at = 0.0
@@ -342,8 +350,13 @@ class Meter:
         queue = self._queue
         if len(queue) < self.queue_size and not self._closing:
             queue.append(event)
-            if len(queue) >= self.batch_size:
+            queued = len(queue)
+            if queued >= self.batch_size:
                 self._wake.set()
+            if queued >= self._high_water and self._spool is not None and not self._spool.empty:
+                # A replay holds the sender: the spill thread moves the queue to disk before
+                # it fills and record() has to write to the spool itself (see _overflow).
+                self._spill_wake.set()
         else:
             self._overflow(event)
         return event.event_id
@@ -515,6 +528,10 @@ class Meter:
         return ""
 
     def _overflow(self, event: UsageEvent) -> None:
+        """The queue is full: the caller's thread writes the event to the spool. The last
+        resort, reached only when the app records half a queue faster than the background
+        threads can write to disk (during a replay, they move the queue to the spool as it
+        fills); dropping it instead would lose an event the spool has room for."""
         if self._closed:  # the spool's slot is released: another process may own it now
             self._drop(1, "recorded after close()")
             return
@@ -652,6 +669,7 @@ class Meter:
         if self._thread.is_alive():
             self._abandon()
         self._spill_stop.set()
+        self._spill_wake.set()
         if self._spiller is not None:
             self._spiller.join(timeout + 1.0)
         self.transport.close()
@@ -674,6 +692,7 @@ class Meter:
         self._send_started = None
         self._stash_lock = threading.Lock()
         self._spill_stop = threading.Event()
+        self._spill_wake = threading.Event()
         self._retry_at, self._backoff = 0.0, _BACKOFF_MIN_S
         if self._spool is not None:
             old = self._spool
@@ -961,6 +980,10 @@ class Meter:
         if self._held:
             return self._deliver(list(self._held), source="held")
         if self._spool is not None and not self._spool.empty:
+            # Replaying: what is queued is newer than every spooled line, so it joins the
+            # spool's tail now, from this thread. Left in memory until the spool drained,
+            # it filled the queue, and record() then wrote each new event to disk itself.
+            self._stash_queue()
             lines = self._spool.peek(self.batch_size)
             if lines:
                 return self._deliver([_record_of(line) for line in lines], source="spool")
@@ -1056,12 +1079,34 @@ class Meter:
         if lost:
             self._log_drop(lost, self._spool.refusal or "spool full")
 
-    def _stash_queue(self) -> None:
+    def _stash_queue(self) -> bool:
+        """Move the queue to the spool's tail, as much of it as the spool has room for: the
+        rest stays queued (a full spool drops only what also finds the queue full). True if
+        anything moved."""
         if self._spool is None or not self._queue:
-            return
+            return False
         with self._stash_lock:  # the sender and the spill thread both stash: keep their order
-            records = self._take(len(self._queue))
-            self._spool_records(records, inflight=len(records))
+            records = self._take_fitting(self._spool.max_bytes - self._spool.size_bytes)
+            if records:
+                self._spool_records(records, inflight=len(records))
+            return bool(records)
+
+    def _take_fitting(self, room: int) -> list[Record]:
+        """``_take``, stopping at the first event whose line would not fit in ``room`` bytes."""
+        queue = self._queue
+        out: list[Record] = []
+        with self._c.lock:
+            while queue:
+                ev = queue[0]
+                value = _value(ev)
+                room -= len(value) + 1
+                if room < 0:
+                    break
+                queue.popleft()
+                key = partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id)
+                out.append(Record(key, value))
+            self._inflight += len(out)
+        return out
 
     # -- the spill thread: memory to disk while the transport is stuck ------------------
 
@@ -1074,14 +1119,24 @@ class Meter:
 
     def _spill_loop(self) -> None:
         tick = self.spool_flush_s / 4
-        while not self._spill_stop.wait(tick):
+        wake, stop = self._spill_wake, self._spill_stop
+        while True:
+            wake.wait(tick)
+            wake.clear()
+            if stop.is_set():
+                return
             try:
-                self._spill_if_stuck(time.monotonic())
+                moved = self._spill_if_stuck(time.monotonic())
             except Exception:  # the spill thread must outlive its own bugs
                 log.exception("spendstream meter spill error")
+                moved = True
+            # A full spool took nothing: record() would wake this thread at every call.
+            if not moved and len(self._queue) >= self._high_water and stop.wait(tick):
+                return
 
-    def _spill_if_stuck(self, now: float) -> None:
-        """Put the batch in flight and the queue on disk when a send hangs or failed."""
+    def _spill_if_stuck(self, now: float) -> bool:
+        """Put the batch in flight and the queue on disk when a send hangs or failed, and
+        the queue when a replay lets it reach its high-water mark. True if the queue moved."""
         with self._c.lock:
             started, entry = self._send_started, self._current
             stuck = started is not None and now - started >= self.spool_flush_s / 2
@@ -1091,8 +1146,10 @@ class Meter:
                 entry.mirrored = _MIRROR_PENDING
         if entry is not None:
             self._mirror(entry)
-        if stuck or now < self._retry_at:
-            self._stash_queue()
+        replaying = self._spool is not None and not self._spool.empty
+        if stuck or now < self._retry_at or (replaying and len(self._queue) >= self._high_water):
+            return self._stash_queue()
+        return False
 
     def _mirror(self, entry: _InFlight) -> None:
         assert self._spool is not None
@@ -1127,7 +1184,11 @@ class Meter:
             self._held = []
             self._c.dropped += left
         if left:
-            self._log_drop(left, "closed with no spool and the transport down")
+            self._log_drop(
+                left,
+                "closed with the transport down and "
+                + ("no spool" if self._spool is None else "the spool full"),
+            )
 
 
 _MeterOptions = frozenset(
