@@ -500,3 +500,296 @@ def test_claude_through_vertex_and_bedrock_clients_is_google_and_bedrock() -> No
     assert _anthropic_provider(vertex) == "google"
     assert _anthropic_provider(bedrock) == "bedrock"
     assert _anthropic_provider(anthropic.Anthropic(api_key="k")) == "anthropic"
+
+
+# -- every way an answer is consumed, or not: one event each ---------------------------------
+
+INCOMPLETE_UNREAD = {"stream": "incomplete", "usage": "missing"}
+
+
+def _tags(events: list[dict[str, Any]]) -> list[tuple[str, int, int, dict[str, str]]]:
+    """(provider, input, output tokens, tags but the request id) of each event."""
+    return [
+        (
+            e["provider"],
+            e["input_tokens"],
+            e["output_tokens"],
+            {k: v for k, v in e["tags"].items() if k != "provider_request_id"},
+        )
+        for e in events
+    ]
+
+
+def test_streams_dropped_unread_are_recorded_when_collected(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # Never read, never closed: nothing was recorded, though each call was made and billed.
+    import gc
+
+    meter = metered[0]
+    oa, an = _oa(server, meter), _an(server, meter)
+    oa.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+    an.messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True)
+
+    async def drop_async() -> None:
+        aclient = meter.instrument(
+            anthropic.AsyncAnthropic(api_key="k", base_url=server.anthropic_url, max_retries=0)
+        )
+        await aclient.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        gc.collect()
+        await aclient.close()
+
+    asyncio.run(drop_async())
+    gc.collect()
+    assert _tags(flushed(*metered)) == [
+        ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD}),
+        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
+        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
+    ]
+
+
+def test_stream_helpers_left_unread_are_recorded_when_their_block_ends(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # The OpenAI helpers close the HTTP response, not the stream under them: nothing was
+    # recorded while the caller held the helper (and, read partly, the usage seen was lost).
+    meter = metered[0]
+    oa, an = _oa(server, meter), _an(server, meter)
+    with oa.chat.completions.stream(model="gpt-5", messages=MESSAGES) as chat:
+        pass
+    with oa.responses.stream(model="gpt-5", input="hi") as resp:
+        pass
+    with an.messages.stream(model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES) as msg:
+        next(iter(msg))  # message_start: its usage is known
+
+    async def leave_async() -> None:
+        aclient = meter.instrument(
+            openai.AsyncOpenAI(api_key="k", base_url=server.openai_url, max_retries=0)
+        )
+        async with aclient.chat.completions.stream(model="gpt-5", messages=MESSAGES):
+            pass
+        await aclient.close()
+
+    asyncio.run(leave_async())
+    assert _tags(flushed(*metered)) == [
+        ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD}),
+        ("openai", 0, 0, {"api": "responses", **INCOMPLETE_UNREAD}),
+        ("anthropic", CLAUDE["input_tokens"], 1, {"api": "messages", "stream": "incomplete"}),
+        ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD}),
+    ]
+    assert chat is not None and resp is not None and msg is not None  # still referenced
+
+
+def test_a_stream_read_to_its_end_and_then_closed_is_recorded_once_complete(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    client = _oa(server, metered[0])
+    with client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True) as s:
+        assert [c.choices[0].delta.content for c in s][1:3] == ["hel", "lo"]
+        s.close()
+    event = _one(metered)
+    _has(event, GPT)
+    assert event["tags"] == {"api": "chat", "provider_request_id": "req_test_123"}
+
+
+@pytest.mark.parametrize("read", ["read", "parse", "json", "text", "iter_bytes", "iter_lines"])
+def test_a_streaming_response_is_recorded_however_its_body_is_read(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport], read: str
+) -> None:
+    # Only parse() was recorded; read(), json(), iter_lines()... were not.
+    oa, an = _oa(server, metered[0]), _an(server, metered[0])
+    with oa.chat.completions.with_streaming_response.create(model="gpt-5", messages=MESSAGES) as r:
+        body = getattr(r, read)()
+        list(body) if read.startswith("iter") else body
+    with an.messages.with_streaming_response.create(
+        model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES
+    ) as r:
+        body = getattr(r, read)()
+        list(body) if read.startswith("iter") else body
+        if not read.startswith("iter"):
+            r.parse()  # read twice: recorded once
+    gpt, claude = flushed(*metered)
+    _has(gpt, GPT)
+    _has(claude, CLAUDE)
+    for event, api in ((gpt, "chat"), (claude, "messages")):
+        assert event["tags"] == {"api": api, "provider_request_id": "req_test_123"}
+        assert event["attempt"] == 1
+
+
+def test_a_streamed_streaming_response_is_recorded_from_its_lines_or_its_parsed_stream(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    oa, an = _oa(server, metered[0]), _an(server, metered[0])
+    with oa.chat.completions.with_streaming_response.create(
+        model="gpt-5", messages=MESSAGES, stream=True
+    ) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    with an.messages.with_streaming_response.create(
+        model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+    ) as r:
+        assert [e.type for e in r.parse()][-1] == "message_stop"
+    with oa.chat.completions.with_streaming_response.create(
+        model="gpt-5", messages=MESSAGES, stream=True
+    ) as r:
+        chunks = list(r.parse())
+    assert chunks and all(c.choices for c in chunks)  # the usage chunk kept from the caller
+    gpt, claude, parsed = flushed(*metered)
+    _has(gpt, GPT)
+    _has(claude, CLAUDE)
+    _has(parsed, GPT)
+    assert [e["tags"].get("stream") for e in (gpt, claude, parsed)] == [None] * 3
+
+
+class _HeldStream:
+    """A server whose every answer is an Anthropic event stream that sends message_start,
+    then holds the rest until ``release`` is set: what the client has read is known."""
+
+    def __enter__(self) -> _HeldStream:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.producers.provider_server import _message_events
+
+        self.release = threading.Event()
+        held = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for n, event in enumerate(_message_events("claude-sonnet-4-5")):
+                    if n == 1:
+                        held.release.wait(10)
+                    line = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+                    try:
+                        self.wfile.write(line.encode())
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the client has gone: as it may
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_streaming_response_closed_unread_or_partly_read_is_recorded_with_what_was_read(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    oa = _oa(server, metered[0])
+    with oa.chat.completions.with_streaming_response.create(model="gpt-5", messages=MESSAGES):
+        pass
+    with _HeldStream() as held:
+        an = metered[0].instrument(anthropic.Anthropic(api_key="k", base_url=held.url))
+        with an.messages.with_streaming_response.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    break  # message_start read; the rest is held
+        held.release.set()
+    assert _tags(flushed(*metered)) == [
+        ("openai", 0, 0, {"api": "chat", "usage": "missing"}),
+        ("anthropic", CLAUDE["input_tokens"], 1, {"api": "messages", "stream": "incomplete"}),
+    ]
+
+
+def test_async_streaming_responses_are_recorded_however_read(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    async def calls() -> None:
+        client = metered[0].instrument(
+            openai.AsyncOpenAI(api_key="k", base_url=server.openai_url, max_retries=0)
+        )
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-5", messages=MESSAGES
+        ) as r:
+            await r.json()
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-5", messages=MESSAGES, stream=True
+        ) as r:
+            assert [line async for line in r.iter_lines() if line][-1] == "data: [DONE]"
+        async with client.chat.completions.with_streaming_response.create(
+            model="gpt-5", messages=MESSAGES
+        ):
+            pass
+        await client.close()
+
+    asyncio.run(calls())
+    whole, lines, unread = flushed(*metered)
+    _has(whole, GPT)
+    _has(lines, GPT)
+    assert (unread["input_tokens"], unread["tags"]["usage"]) == (0, "missing")
+
+
+def test_raw_responses_are_recorded_when_they_return_parsed_or_not(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # Recorded only by parse(): the body read through http_response was not metered.
+    import gc
+
+    oa, an = _oa(server, metered[0]), _an(server, metered[0])
+    raw = oa.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
+    assert raw.http_response.json()["choices"][0]["message"]["content"] == "hello"
+    raw_claude = an.messages.with_raw_response.create(
+        model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES
+    )
+    assert raw_claude.http_response.json()["usage"]["input_tokens"] == 25
+    raw_claude.parse()  # parsed too: still one
+    lines = oa.chat.completions.with_raw_response.create(
+        model="gpt-5", messages=MESSAGES, stream=True
+    )
+    assert list(lines.http_response.iter_lines())[-2:] == ["data: [DONE]", ""]
+    oa.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES, stream=True)
+    gc.collect()  # a raw stream dropped unread: recorded when collected
+    assert _tags(flushed(*metered)) == [
+        ("openai", 1200, 300, {"api": "chat"}),
+        ("anthropic", CLAUDE["input_tokens"], 150, {"api": "messages"}),
+        ("openai", 1200, 300, {"api": "chat"}),
+        ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD}),
+    ]
+
+
+def test_the_meters_default_tags_are_kept_on_every_instrumented_call(
+    server: ProviderServer,
+) -> None:
+    # record() took the call's tags ({"api": ...}) as the whole of the event's tags: the
+    # Meter's own were lost, on every call and on those recorded with usage missing.
+    meter, transport = collecting_meter(team="search", tags={"env": "prod", "api": "x"})
+    try:
+        client = _oa(server, meter, tags={"service": "faq"})
+        with meter.tags(tags={"experiment": "b"}):
+            client.chat.completions.create(model="gpt-5", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True).close()
+        ok, missing = flushed(meter, transport)
+    finally:
+        meter.close(timeout_s=5)
+    assert ok["tags"] == {
+        "env": "prod",
+        "api": "chat",
+        "service": "faq",
+        "experiment": "b",
+        "provider_request_id": "req_test_123",
+    }
+    assert missing["tags"] == {
+        "env": "prod",
+        "api": "chat",
+        "service": "faq",
+        "stream": "incomplete",
+        "provider_request_id": "req_test_123",
+        "usage": "missing",
+    }
