@@ -631,20 +631,51 @@ class Meter:
             )
 
     def flush(self, timeout_s: float | None = None) -> bool:
-        """Wait until the queue and the spool are delivered; False if still pending at timeout.
+        """Wait until the queue and the spool are delivered: True once they are.
 
-        Pending events are not lost on False: they stay queued or spooled.
+        With ``timeout_s``, False if still pending then. Without it, False as soon as the
+        transport is failing (a send failed since the flush began, or the one in flight has
+        hung ``spool_flush_s / 2``: an endpoint down or black-holed) and every event is
+        on disk (the spool, replayed when the transport answers) or, with no spool, at once:
+        waiting for an endpoint to come back hung the app's request handler or its exit
+        for as long as the outage. Nothing is lost on False: the events stay spooled or
+        queued and the Meter keeps retrying.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        failures = self._c.send_failures
         self._retry_at = 0.0  # an explicit flush tries the transport again now
         while not self._drained():
             if not self._thread.is_alive():
                 return False
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if deadline is None and self._failing_since(failures, now) and self._on_disk():
                 return False
             self._wake.set()
             time.sleep(0.005)
         return True
+
+    def _failing_since(self, failures: int, now: float) -> bool:
+        """Whether a send failed since ``failures`` were counted, or the one in flight hangs."""
+        with self._c.lock:
+            started = self._send_started
+            failed = self._c.send_failures > failures
+        return failed or (started is not None and now - started >= self.spool_flush_s / 2)
+
+    def _on_disk(self) -> bool:
+        """Whether every pending event is in the spool, as far as it has room (True with no
+        spool: there is no safer place to wait for)."""
+        spool = self._spool
+        if spool is None:
+            return True
+        with self._c.lock:
+            if self._held or self._inflight:
+                return False
+            if not self._queue:
+                return True
+            head = self._queue[0]
+        return spool.max_bytes - spool.size_bytes < len(_value(head)) + 1
 
     def _drained(self) -> bool:
         return (

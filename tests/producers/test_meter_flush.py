@@ -1,0 +1,131 @@
+"""``flush()`` and ``close()`` against an endpoint that is down or black-holed (a socket that
+takes the connection and never answers): the app is never held for ever, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.local.kafka import find_free_port
+from spendstream.producers import Meter
+from tests.producers.test_meter import TOKEN, _fields
+
+TS = "2026-01-01T00:00:00Z"
+
+
+class BlackHole:
+    """A TCP listener that accepts every connection, reads nothing and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list[socket.socket] = []
+        self.accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    yield hole
+    hole.close()
+
+
+def _returned(call: Callable[[], Any], within_s: float = 30.0) -> Any:
+    """What ``call()`` returned, run in a thread; fails if it has not returned by then (the
+    bound is a guard against hanging the test run, not a speed target)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(call()), daemon=True)
+    thread.start()
+    thread.join(within_s)
+    assert out, f"did not return within {within_s} s"
+    return out[0]
+
+
+def _on_disk(spool: Path) -> list[str]:
+    return [
+        json.loads(line)["event_id"]
+        for seg in sorted(spool.glob("slot-*/seg-*.jsonl"))
+        for line in seg.read_bytes().splitlines()
+    ]
+
+
+def _record(meter: Meter, n: int) -> list[str]:
+    return [meter.record(**_fields(i, ts=TS)) for i in range(n)]
+
+
+def test_flush_without_a_timeout_returns_once_the_events_are_on_disk_when_the_endpoint_is_down(
+    tmp_path: Path,
+) -> None:
+    # It waited for ever ("until delivered") while nothing listened at the URL.
+    url = f"http://127.0.0.1:{find_free_port()}"  # connection refused
+    meter = Meter.http(url, TOKEN, spool_dir=tmp_path / "spool", linger_s=0.01)
+    try:
+        ids = _record(meter, 20)
+        assert _returned(meter.flush) is False
+        m = meter.metrics
+        assert (m.spooled, m.queued, m.dropped, m.sent) == (20, 0, 0, 0)
+        assert _on_disk(tmp_path / "spool") == ids
+    finally:
+        meter.close(timeout_s=0.5)
+
+
+def test_flush_without_a_timeout_returns_once_a_black_holed_send_is_on_disk(
+    black_hole: BlackHole, tmp_path: Path
+) -> None:
+    # The send never returns (an HTTP timeout of 5 minutes): the spill thread puts the batch
+    # in flight on disk after spool_flush_s / 2, and flush() returns then.
+    meter = Meter.http(
+        black_hole.url,
+        TOKEN,
+        timeout_s=300,
+        spool_dir=tmp_path / "spool",
+        spool_flush_s=0.4,
+        linger_s=0.01,
+    )
+    try:
+        ids = _record(meter, 20)
+        assert _returned(meter.flush) is False
+        assert black_hole.accepted.is_set()
+        m = meter.metrics
+        assert (m.spooled, m.queued, m.dropped, m.sent) == (20, 0, 0, 0)
+        assert _on_disk(tmp_path / "spool") == ids
+    finally:
+        meter.close(timeout_s=0.5)
+
+
+def test_flush_without_a_timeout_or_a_spool_returns_with_the_events_still_held(
+    black_hole: BlackHole,
+) -> None:
+    # No safer place than memory: flush() says False once the send hangs, and the Meter
+    # keeps the events (in flight, then retried) rather than dropping them.
+    meter = Meter.http(
+        black_hole.url, TOKEN, timeout_s=300, spool_dir=None, spool_flush_s=0.4, linger_s=0.01
+    )
+    try:
+        _record(meter, 20)
+        assert _returned(meter.flush) is False
+        m = meter.metrics
+        assert (m.queued, m.dropped, m.sent) == (20, 0, 0)
+    finally:
+        meter.close(timeout_s=0.2)
