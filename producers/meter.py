@@ -686,7 +686,11 @@ class Meter:
         )
 
     def close(self, timeout_s: float | None = None) -> None:
-        """Deliver what can be delivered within the timeout, spool the rest, stop the sender."""
+        """Deliver what can be delivered within the timeout, spool the rest, stop the sender.
+
+        A send that fails while closing ends the close at once (with a spool); one that hangs
+        holds it until the timeout, on purpose: it may still succeed, and its events are on
+        disk already (the spill thread)."""
         if self._closing:
             return
         timeout = self.close_timeout_s if timeout_s is None else timeout_s
@@ -696,7 +700,13 @@ class Meter:
         self._retry_at = 0.0
         self._closing = True
         self._wake.set()
-        self._thread.join(timeout + 1.0)
+        self._thread.join(timeout)
+        if self._thread.is_alive() and self._send_started is None:
+            # Past the deadline between sends: the sender is spooling what is left. Inside
+            # a send that hangs there is nothing to wait for: _abandon spools its batch (the
+            # spill thread has it on disk already after spool_flush_s / 2). The extra second
+            # held the exit close_timeout_s + 1 s for every black-holed endpoint.
+            self._thread.join(1.0)
         if self._thread.is_alive():
             self._abandon()
         self._spill_stop.set()

@@ -129,3 +129,35 @@ def test_flush_without_a_timeout_or_a_spool_returns_with_the_events_still_held(
         assert (m.queued, m.dropped, m.sent) == (20, 0, 0)
     finally:
         meter.close(timeout_s=0.2)
+
+
+def test_close_during_a_black_holed_send_waits_out_close_timeout_s_and_no_longer(
+    black_hole: BlackHole, tmp_path: Path
+) -> None:
+    # close_timeout_s is the documented bound, kept: the hung send may still succeed. But the
+    # sender was given a second more past it (join(timeout + 1)) though it was stuck in the
+    # send with its batch already on disk.
+    meter = Meter.http(
+        black_hole.url,
+        TOKEN,
+        timeout_s=300,
+        spool_dir=tmp_path / "spool",
+        spool_flush_s=0.2,
+        close_timeout_s=0.5,
+        linger_s=0.01,
+    )
+    ids = _record(meter, 5)
+    assert black_hole.accepted.wait(30)
+    waited: list[float] = []
+    join = meter._thread.join
+
+    def noted(timeout: float | None = None) -> None:
+        waited.append(float("inf") if timeout is None else timeout)
+        join(timeout)
+
+    meter._thread.join = noted  # type: ignore[method-assign]
+    meter.close()
+    assert sum(waited) <= 0.5, waited  # the sender's time, given by close(): not the clock's
+    m = meter.metrics
+    assert (m.spooled, m.dropped, m.queued, m.sent) == (5, 0, 0, 0)
+    assert _on_disk(tmp_path / "spool") == ids
