@@ -141,15 +141,14 @@ class Spool:
                 if self._writer is None or self._write_size >= self.segment_bytes:
                     self._rotate()
                 assert self._writer is not None
-                written = _write_all(self._writer, b"".join(chunk))
-            except _PartlyWritten as exc:
+                written = write_lines(self._writer, chunk)
+            except ShortWrite as exc:
                 # The disk filled (or failed) before max_bytes: the lines wholly written are
                 # kept, a torn one is cut off (the next line would glue itself to it), and
                 # the caller counts the rest dropped. Raised, it reached record()'s caller.
-                kept = _whole_lines(chunk, exc.written)
-                self._kept(kept, sum(len(line) for line in chunk[:kept]), truncate=True)
+                self._kept(exc.lines, exc.size, truncate=True)
                 self.refusal = f"cannot write the spool in {self.dir}: {exc.cause}"
-                return taken + kept
+                return taken + exc.lines
             except OSError as exc:  # the segment could not be opened
                 self.refusal = f"cannot write the spool in {self.dir}: {exc}"
                 return taken
@@ -280,15 +279,24 @@ class Spool:
         self._writer = self._reader = None
 
 
-class _PartlyWritten(OSError):
-    def __init__(self, written: int, cause: OSError) -> None:
+class ShortWrite(OSError):
+    """The OS took only part of a write (a full disk, a file size limit): ``lines`` whole
+    lines, ``size`` bytes, made it; a torn one may follow them in the file."""
+
+    def __init__(self, lines: int, size: int, cause: OSError) -> None:
         super().__init__(str(cause))
-        self.written = written
+        self.lines = lines
+        self.size = size
         self.cause = cause
 
 
-def _write_all(f: BinaryIO, data: bytes) -> int:
-    """Write ``data`` to the unbuffered ``f``; ``_PartlyWritten`` (how much was) on error."""
+def write_lines(f: BinaryIO, lines: Sequence[bytes]) -> int:
+    """Write ``lines`` (each ending in a newline) to the unbuffered ``f`` as one write,
+    resumed after a short one; returns the bytes written. Raises ``ShortWrite`` when the OS
+    refuses the rest: what to do with a torn last line is the caller's (the spool cuts it
+    off; ``FileTransport``, whose file other processes append to, ends it before its next
+    batch)."""
+    data = b"".join(lines)
     view = memoryview(data)
     done = 0
     try:
@@ -298,7 +306,8 @@ def _write_all(f: BinaryIO, data: bytes) -> int:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             done += n
     except OSError as exc:
-        raise _PartlyWritten(done, exc) from exc
+        whole = _whole_lines(lines, done)
+        raise ShortWrite(whole, sum(len(line) for line in lines[:whole]), exc) from exc
     return done
 
 

@@ -13,7 +13,6 @@ slot), for the transport's log lines.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.settings import KafkaSettings, as_settings
 from spendstream.log_filters import OncePer
+from spendstream.producers.spool import ShortWrite, write_lines
 from spendstream.topics import USAGE
 from spendstream.wording import clipped, plural
 
@@ -357,8 +357,9 @@ class FileTransport:
     ``tail -F FILE | spendstream ingest -`` lands them as they come, with no server.
 
     One write per batch, in append mode: processes sharing the file add whole batches. A
-    write that fails (a full disk) keeps the batch for retry; a line it cut short is a dead
-    letter to ``ingest``, and the retried events land once."""
+    write the disk cuts short (a full disk) counts the lines it wrote whole as sent and keeps
+    the rest for retry; a line it tore is ended before the next batch (one dead letter to
+    ``ingest``, not glued to the first event sent again), and the retried events land once."""
 
     name = "file"
     kept_in = "memory"  # the Meter's spool slot, once it has one
@@ -369,25 +370,26 @@ class FileTransport:
         self._quiet = OncePer(60.0)
 
     def send(self, records: Sequence[Record]) -> SendResult:
-        data = b"".join(rec.value + b"\n" for rec in records)
+        lines = [rec.value + b"\n" for rec in records]
         try:
             with self.path.open("a+b", buffering=0) as f:
                 if f.seek(0, os.SEEK_END) and _last_byte(f) != b"\n":
                     # A write cut short before (a full disk) left a torn line: ended here,
                     # it is one dead letter, not glued to the first event sent again.
-                    data = b"\n" + data
-                if f.write(data) != len(data):
-                    raise OSError(errno.ENOSPC, "short write")
+                    lines[0] = b"\n" + lines[0]
+                write_lines(f, lines)
         except OSError as exc:
+            # Lines written whole landed: sent again, each would be a duplicate in the file.
+            sent = exc.lines if isinstance(exc, ShortWrite) else 0
             if self._quiet.due("write"):
                 log.warning(
                     "cannot append to %s (%s): %s kept for retry in %s",
                     self.path,
                     exc,
-                    plural(len(records), "event"),
+                    plural(len(records) - sent, "event"),
                     self.kept_in,
                 )
-            return SendResult(failed=list(range(len(records))))
+            return SendResult(failed=list(range(sent, len(records))))
         return SendResult()
 
     def after_fork(self) -> None:
