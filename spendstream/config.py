@@ -472,9 +472,10 @@ class BreakerConfig(_Section):
         le=MAX_DURATION_S,
         default=60.0,
         ge=0,
-        description="`spendstream run` only: when no fact has been judged for this many "
-        "seconds, breakers move on by the quiet time as if event time had passed. "
-        "0 turns it off (breakers then move by event time alone, as in `ingest`).",
+        description="`spendstream run` and a live `spendstream ingest -`: when no fact has "
+        "been judged for this many seconds, breakers move on by the quiet time as if event "
+        "time had passed. 0 turns it off (breakers then move by event time alone, as in "
+        "`ingest` of files).",
     )
     hmac_key_env: str | None = Field(
         default=None,

@@ -160,6 +160,45 @@ def test_an_interrupted_ingest_says_what_landed_stays(tmp_path: Path) -> None:
     assert "read 4 = landed 3 + duplicates 0 + dead-lettered 1\n" in out
 
 
+def test_a_quiet_live_pipe_moves_its_breakers_on_by_the_quiet_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    # `ingest -` as a live stream: a key whose runaway opened its breaker and whose traffic
+    # then stopped (the breaker stopped it) stayed open for ever, waiting for event time.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        "[runaway]\nmax_calls_per_minute = 3\n"
+        "[breaker]\nrate_cooldown_s = 1\nidle_advance_s = 0.5\n"
+    )
+    work = str(tmp_path / "w")
+    proc = _cli("ingest", "-", "--workdir", work, "--config", str(cfg), stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    events = [
+        {"event_id": f"e{i}", "ts": f"2026-11-01T00:00:00.00{i}Z", "provider": "openai",
+         "model": "gpt-4o", "input_tokens": 10, "output_tokens": 1, "api_key_id": "k"}
+        for i in range(5)
+    ]  # fmt: skip
+    proc.stdin.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+    proc.stdin.flush()
+    sql = "SELECT state FROM breaker_events WHERE scope = 'api_key:k' ORDER BY ts, state DESC"
+    states: list[str] = []
+    for _ in range(600):  # until it moved (a hang guard, not a speed limit)
+        time.sleep(0.2)
+        done = _cli("sql", "--workdir", work, "--format", "csv", sql)
+        states = done.communicate(timeout=120)[0].decode().split()[1:]
+        if "half_open" in states:
+            break
+    proc.stdin.close()
+    assert proc.wait(timeout=120) == 0
+    assert states == ["open", "half_open"]
+    # Landed with the detectors' state: what `breakers` lists, and where the next run resumes.
+    assert main(["breakers", "--workdir", work, "--config", str(cfg), "--format", "csv"]) == 0
+    listed = capsys.readouterr().out
+    assert "api_key:k,half_open" in listed, listed
+
+
 def test_the_ingest_summary_gives_the_exact_cost_beside_its_cents(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,7 @@ from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.batching import live_batches
 from spendstream.runtime.collector import batch_pace
 from spendstream.runtime.embedded_leases import EmbeddedLeases
+from spendstream.runtime.idle_clock import IdleClock
 from spendstream.stream.batch import DIGEST, judge_lines, stored_raw
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import (
@@ -198,6 +199,9 @@ class EmbeddedRunner:
         self.router = router
         self.batch_size = batch_size or config.pipeline.ingest_batch_size
         self.live = live
+        # A live pipe is a stream like `run`'s: a key whose open breaker stopped its only
+        # traffic must still close. On a file, breakers move by event time alone.
+        self.idle = IdleClock(config.breaker.idle_advance_s if live else 0.0)
         self.warehouse = Warehouse(workdir, config=config.warehouse)
         self.warehouse.ensure_views()
         state = self.warehouse.resume().state
@@ -221,6 +225,7 @@ class EmbeddedRunner:
                         # for days, incidents idle past their route's auto_resolve_s resolve
                         # as they go quiet, not when the pipe closes.
                         self.resolve_idle(summary)
+                        self._advance_idle(summary)
                     if progress and batch:
                         progress(summary)
         except KeyboardInterrupt as exc:
@@ -233,6 +238,24 @@ class EmbeddedRunner:
         if self.router is not None:
             idle = self.router.tick()
             summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+
+    def _advance_idle(self, summary: IngestSummary) -> None:
+        """``[breaker] idle_advance_s`` on a quiet live pipe: the breaker transitions the
+        quiet time made due, routed and landed as a batch's would be."""
+        events = self.idle.advance(self.pipeline.engine)
+        if not events:
+            return
+        if self.router is not None:
+            routed = self.router.handle([], events)
+            summary.notifications.update(
+                triggered=routed.triggered,
+                resolved=routed.resolved,
+                dead_lettered=routed.dead_lettered,
+            )
+        self.warehouse.commit(
+            breaker_events=breaker_events_table(events), state=encoded_state(self.pipeline)
+        )
+        summary.breaker_events.extend(events)
 
     def _batches(self, records: Iterable[InputRecord]) -> Iterator[list[InputRecord]]:
         if self.live:
@@ -309,6 +332,8 @@ class EmbeddedRunner:
         # After the commit, so the ledger never counts what the warehouse lacks; a crash in
         # between loses nothing: the next start seeds the ledger from the warehouse.
         self.leases.land(facts)
+        if facts.num_rows:
+            self.idle.judged()
         summary.read += len(batch)
         summary.landed += landed.facts
         # Facts the commit found landed already (another writer won the race) are duplicates.

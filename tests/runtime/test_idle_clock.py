@@ -1,4 +1,4 @@
-"""``IdleClock`` (runtime/kafka/outputs.py): a quiet engine's breakers move on by the quiet
+"""``IdleClock`` (runtime/idle_clock.py): a quiet engine's breakers move on by the quiet
 time, once ``[breaker] idle_advance_s`` has passed without a judged fact. Driven with a
 clock the test moves and a real ``LocalEngine`` (its breaker time is what an advance moved)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from spendstream.config import Config
-from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.idle_clock import IdleClock
 from spendstream.stream.engine import LocalEngine
 from tests.stream.detection_facts import rows_table
 

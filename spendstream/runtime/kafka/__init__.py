@@ -6,7 +6,8 @@
     usage_loop      usage partitions: decode, price, per-key detection, partials, land
     scope_loop      partials partitions: aligned rounds of wide-scope merges, land
     facts_reader    the facts topic read back (DetailSource; unlanded batches' cuts)
-    outputs         alerts, signed breaker events, dead letters; breakers' idle advance
+    outputs         alerts, signed breaker events, dead letters (breakers' idle advance:
+                    spendstream/runtime/idle_clock.py)
     worker          one process: both loops and the HTTP server
     breaker_control ``spendstream breakers``: states and manual resets
 

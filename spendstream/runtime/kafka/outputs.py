@@ -1,12 +1,9 @@
-"""What both loops publish (alerts, signed breaker transitions, dead letters), and the idle
-advance of breakers on a quiet stream they share."""
+"""What both loops publish: alerts, signed breaker transitions, dead letters."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -21,9 +18,8 @@ from spendstream.records import (
 )
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.signing import RecordSigner
-from spendstream.stream.engine import LocalEngine, ScopeEngine
 
-__all__ = ["SEND_TIMEOUT_S", "IdleClock", "Outputs"]
+__all__ = ["SEND_TIMEOUT_S", "Outputs"]
 
 # How long a loop waits for the broker's acks before it replays its batch.
 SEND_TIMEOUT_S = 30.0
@@ -65,32 +61,3 @@ class Outputs:
             self.producer.abort()
             report.raise_first()
         return report.offsets
-
-
-@dataclass(slots=True)
-class IdleClock:
-    """``[breaker] idle_advance_s``: when an engine has judged nothing for that long
-    (processing time), its breakers move on by the quiet time, as if event time had passed
-    (a key whose breaker stopped its only traffic must still close)."""
-
-    wait_s: float
-    clock: Callable[[], float] = time.monotonic
-    judged_at: float = field(default=0.0)
-    advanced_at: float = field(default=0.0)
-
-    def __post_init__(self) -> None:
-        self.judged_at = self.advanced_at = self.clock()
-
-    def judged(self) -> None:
-        self.judged_at = self.advanced_at = self.clock()
-
-    def advance(self, engine: LocalEngine | ScopeEngine) -> list[BreakerEvent]:
-        base = engine.breaker_time  # also an advance landed before a restart
-        if not self.wait_s or base is None:
-            return []
-        now = self.clock()
-        if now - self.judged_at < self.wait_s:
-            return []
-        events = engine.advance_breakers(base + timedelta(seconds=now - self.advanced_at))
-        self.advanced_at = now
-        return events

@@ -43,7 +43,7 @@ from spendstream.kafka.consumer import Message
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.http.metrics import WorkerMetrics
-from spendstream.runtime.kafka.outputs import IdleClock
+from spendstream.runtime.idle_clock import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
 from spendstream.runtime.kafka.topology import TopicNames
 from spendstream.runtime.kafka.wire import (

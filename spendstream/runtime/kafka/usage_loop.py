@@ -50,8 +50,8 @@ from spendstream.pricedata import load_price_data
 from spendstream.records import BreakerEvent
 from spendstream.runtime.batching import batch_target
 from spendstream.runtime.http.metrics import WorkerMetrics
+from spendstream.runtime.idle_clock import IdleClock
 from spendstream.runtime.kafka.facts_reader import batch_ref
-from spendstream.runtime.kafka.outputs import IdleClock
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
 from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames, grow_facts
 from spendstream.runtime.kafka.wire import (
