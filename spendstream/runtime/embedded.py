@@ -196,6 +196,7 @@ class EmbeddedRunner:
         live: bool = False,
     ) -> None:
         self.config = config
+        self.workdir = workdir
         self.router = router
         self.batch_size = batch_size or config.pipeline.ingest_batch_size
         self.live = live
@@ -220,6 +221,7 @@ class EmbeddedRunner:
                 for batch in self._batches(records):
                     if batch:
                         self._run_batch(batch, summary)
+                    self._take_resets(summary)
                     if self.live:
                         # As `spendstream alerts` does after every poll: on a pipe that runs
                         # for days, incidents idle past their route's auto_resolve_s resolve
@@ -238,6 +240,34 @@ class EmbeddedRunner:
         if self.router is not None:
             idle = self.router.tick()
             summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+
+    def _take_resets(self, summary: IngestSummary) -> None:
+        """``spendstream breakers reset`` asked of this run while it holds the workdir
+        (``runtime/reset_requests.py``): applied as ``breakers reset`` applies one, as one
+        more commit of this writer. Between batches, and every ``IDLE_TICK_S`` on a quiet
+        live pipe: a pipe read for days cannot be stopped to reset a breaker."""
+        from spendstream.runtime.embedded_reset import (
+            EmbeddedReset,
+            answer_of,
+            close_breaker,
+            route_reset,
+        )
+        from spendstream.runtime.reset_requests import taken_requests
+
+        for request in taken_requests(self.workdir):
+            now = datetime.now(UTC)
+            event = None
+            if request.scope is not None:
+                event = close_breaker(self.pipeline, self.warehouse, request.scope, now)
+            done = None if event is None else EmbeddedReset(event)
+            if event is not None:
+                summary.breaker_events.append(event)
+                if self.router is not None:
+                    done = route_reset(self.router, event)
+                    summary.notifications.update(
+                        resolved=done.resolved, dead_lettered=done.dead_lettered
+                    )
+            request.answer(answer_of(done))
 
     def _advance_idle(self, summary: IngestSummary) -> None:
         """``[breaker] idle_advance_s`` on a quiet live pipe: the breaker transitions the

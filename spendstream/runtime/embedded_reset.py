@@ -8,6 +8,10 @@ continues with it closed and ``breakers list`` no longer shows it. With ``[[aler
 entries the ``closed`` event then goes through the alert router ``ingest`` pages with (same
 state in the workdir), which resolves the scope's open incidents as a close from the
 detectors would.
+
+While an ``ingest`` holds the workdir (a live pipe), the reset is asked of it
+(``runtime/reset_requests.py``): it applies it between batches with the same two functions
+(``close_breaker``, ``route_reset``), as one more commit of its own.
 """
 
 from __future__ import annotations
@@ -15,13 +19,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spendstream.config import Config
-from spendstream.errors import ConfigError
-from spendstream.records import BreakerEvent
+from spendstream.errors import ConfigError, WorkdirBusy
+from spendstream.records import BreakerEvent, breaker_from_wire, breaker_to_wire
 from spendstream.table_schemas import breaker_events_table
 
-__all__ = ["EmbeddedReset", "reset_embedded"]
+if TYPE_CHECKING:
+    from spendstream.alerts.router import AlertRouter
+    from spendstream.stream.pipeline import Pipeline
+    from spendstream.warehouse import Warehouse
+
+__all__ = ["EmbeddedReset", "close_breaker", "reset_embedded", "route_reset"]
+
+# How long `breakers reset` waits for the writer holding the workdir to take its request: a
+# live pipe takes it within a second; a file's ingest between two batches.
+ASK_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +55,11 @@ def reset_embedded(
 
     Returns the ``closed`` event it landed (and what routing it did, with ``route_alerts``
     and configured sinks); None when nothing was reset there (no warehouse,
-    no embedded run, or ``scope`` not open or half-open in its detectors). Raises
-    ``WorkdirBusy`` while an ``ingest`` or ``demo`` writes the workdir.
+    no embedded run, or ``scope`` not open or half-open in its detectors). While an
+    ``ingest`` or ``demo`` writes the workdir, the reset is asked of it; ``WorkdirBusy``
+    when it did not take it within ``ASK_TIMEOUT_S``.
     """
-    from spendstream.runtime.embedded import encoded_state, restored_pipeline
+    from spendstream.runtime.embedded import restored_pipeline
     from spendstream.warehouse import Warehouse
     from spendstream.warehouse.reading import open_reader
     from spendstream.workdir import WorkdirLock
@@ -53,34 +68,83 @@ def reset_embedded(
         open_reader(workdir, config.warehouse).close()
     except ConfigError:
         return None  # no warehouse here: nothing embedded to reset (a read creates none)
-    with (
-        WorkdirLock(workdir, "breakers-reset"),
-        Warehouse(workdir, config=config.warehouse, create=False) as wh,
-    ):
-        state = wh.resume().state
-        if not state:
-            return None  # no ingest or demo ran here (a `run` cluster's workdir)
-        pipeline = restored_pipeline(config, state, workdir)
-        engine = pipeline.engine
-        if scope not in engine.breakers():
-            return None
-        # After the transition that opened it (event time may run up to max_future_skew_s
-        # ahead of the wall clock), so the latest event of the scope is this one.
-        opened = engine.breaker_time
-        event = engine.reset_breaker(scope, now if opened is None else max(now, opened))
-        if event is None:
-            return None
-        wh.commit(
-            breaker_events=breaker_events_table([event]),
-            state=encoded_state(pipeline),
-        )
-        if not (route_alerts and config.alerts.sink):
-            return EmbeddedReset(event)
-        from spendstream.alerts.router import AlertRouter
+    lock = WorkdirLock(workdir, "breakers-reset")
+    try:
+        lock.acquire()
+    except WorkdirBusy as busy:
+        return _ask_writer(workdir, scope, busy)
+    try:
+        with Warehouse(workdir, config=config.warehouse, create=False) as wh:
+            state = wh.resume().state
+            if not state:
+                return None  # no ingest or demo ran here (a `run` cluster's workdir)
+            event = close_breaker(restored_pipeline(config, state, workdir), wh, scope, now)
+            if event is None:
+                return None
+            if not (route_alerts and config.alerts.sink):
+                return EmbeddedReset(event)
+            from spendstream.alerts.router import AlertRouter
 
-        router = AlertRouter.from_config(config.alerts, workdir)
-        try:
-            routed = router.handle([], [event])
-        finally:
-            router.close()
+            router = AlertRouter.from_config(config.alerts, workdir)
+            try:
+                return route_reset(router, event)
+            finally:
+                router.close()
+    finally:
+        lock.release()
+
+
+def close_breaker(
+    pipeline: Pipeline, warehouse: Warehouse, scope: str, now: datetime
+) -> BreakerEvent | None:
+    """Close ``scope``'s breaker in ``pipeline``'s detectors and commit the ``closed`` event
+    with their state; None when it is not open or half-open there."""
+    from spendstream.runtime.embedded import encoded_state
+
+    engine = pipeline.engine
+    if scope not in engine.breakers():
+        return None
+    # After the transition that opened it (event time may run up to max_future_skew_s
+    # ahead of the wall clock), so the latest event of the scope is this one.
+    opened = engine.breaker_time
+    event = engine.reset_breaker(scope, now if opened is None else max(now, opened))
+    if event is None:
+        return None
+    warehouse.commit(breaker_events=breaker_events_table([event]), state=encoded_state(pipeline))
+    return event
+
+
+def route_reset(router: AlertRouter, event: BreakerEvent) -> EmbeddedReset:
+    """The ``closed`` event through the alert router: the scope's open incidents resolve."""
+    routed = router.handle([], [event])
     return EmbeddedReset(event, routed.resolved, routed.dead_lettered)
+
+
+def answer_of(done: EmbeddedReset | None) -> dict[str, object]:
+    """What the writer answers a reset request with (``runtime/reset_requests.py``)."""
+    if done is None:
+        return {"event": None}
+    return {
+        "event": breaker_to_wire(done.event),
+        "resolved": done.resolved,
+        "dead_lettered": done.dead_lettered,
+    }
+
+
+def _ask_writer(workdir: Path, scope: str, busy: WorkdirBusy) -> EmbeddedReset | None:
+    from spendstream.runtime.reset_requests import ask_writer
+
+    answer = ask_writer(workdir, scope, ASK_TIMEOUT_S)
+    if answer is None:
+        raise WorkdirBusy(
+            f"{busy}. It did not take the reset within {ASK_TIMEOUT_S:g} s (a running "
+            "ingest takes resets between its batches), so nothing was reset"
+        ) from None
+    event = answer.get("event")
+    if not isinstance(event, dict):
+        return None
+    return EmbeddedReset(
+        breaker_from_wire(event),
+        int(answer.get("resolved", 0)),
+        int(answer.get("dead_lettered", 0)),
+    )

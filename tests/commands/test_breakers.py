@@ -306,3 +306,73 @@ def test_an_embedded_reset_resolves_the_page_ingest_sent(
         assert sent[1]["alert"]["scope"] == "session:loop"
     finally:
         hook.stop()
+
+
+def test_a_reset_is_taken_by_the_live_ingest_that_holds_the_workdir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    # `ingest -` reading a pipe for days holds the workdir's writer lock: `breakers reset`
+    # answered "in use" (exit 3), and the only way to close the breaker was to stop the pipe.
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n[breaker]\nidle_advance_s = 0\n")
+    work = str(tmp_path / "data")
+    common = ["--workdir", work, "--config", str(config)]
+    dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spendstream", "ingest", "-", *common],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(_session_calls(tmp_path).read_bytes())
+        proc.stdin.flush()
+        for _ in range(600):  # until the breaker opened (a hang guard, not a speed limit)
+            time.sleep(0.2)
+            assert main(["breakers", "list", *common, "--format", "csv"]) == 0
+            if "session:loop,open," in capsys.readouterr().out:
+                break
+        assert main(["breakers", "reset", "session:lop", *common, *dead]) == 2  # a typo
+        assert "session:lop has no breaker in the warehouse" in capsys.readouterr().err
+
+        assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("session:loop: closed (manual reset) at ")
+        assert main(["breakers", "list", "--all", *common, "--format", "csv"]) == 0
+        assert "session:loop,closed,manual reset," in capsys.readouterr().out
+        assert not list((tmp_path / "data" / "reset-requests").iterdir())  # all answered
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0
+    # The running writer applied it to its own detectors: its later commits keep it closed.
+    assert main(["breakers", "list", "--all", *common, "--format", "csv"]) == 0
+    assert "session:loop,closed,manual reset," in capsys.readouterr().out
+
+
+def test_a_reset_no_running_writer_takes_is_withdrawn_and_said_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spendstream.runtime.embedded_reset as embedded_reset
+    from spendstream.workdir import WorkdirLock
+
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    work = tmp_path / "data"
+    common = ["--workdir", str(work), "--config", str(config)]
+    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(embedded_reset, "ASK_TIMEOUT_S", 0.5)
+    with WorkdirLock(work, "ingest"):  # a writer that takes no requests
+        assert main(["breakers", "reset", "session:loop", *common]) == 3
+    err = capsys.readouterr().err
+    assert "is in use by spendstream ingest" in err
+    assert "It did not take the reset within 0.5 s" in err
+    assert "so nothing was reset" in err
+    assert list((work / "reset-requests").iterdir()) == []  # withdrawn: nothing happens later
+    assert main(["breakers", "list", *common, "--format", "csv"]) == 0
+    assert "session:loop,open," in capsys.readouterr().out

@@ -1,0 +1,97 @@
+"""Breaker resets handed to the embedded writer that holds a workdir (a live ``ingest -``).
+
+``spendstream breakers reset`` closes an embedded breaker with one more commit of the
+workdir's writer, under its lock (``runtime/embedded_reset.py``). While an ``ingest`` holds
+that lock (a pipe read for days), the reset is asked of it instead: a request file in
+``<workdir>/reset-requests/``, which the running writer applies between batches (and every
+second while a live pipe is quiet) and answers with a file beside it.
+
+Each side claims a request by a rename or an unlink, so exactly one wins: the writer takes
+``<id>.request`` by renaming it ``<id>.taken``; the asker gives up by unlinking
+``<id>.request``, and when that fails the writer has it and its answer is waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+__all__ = ["REQUESTS_DIR", "ResetRequest", "ask_writer", "taken_requests"]
+
+REQUESTS_DIR = "reset-requests"
+_POLL_S = 0.1
+
+
+def _write_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(data))
+    os.replace(tmp, path)  # a reader sees the whole file or none
+
+
+def ask_writer(workdir: Path, scope: str, timeout_s: float) -> dict[str, Any] | None:
+    """Ask the writer holding ``workdir`` to reset ``scope``; its answer (``event``: the
+    ``closed`` event's fields, or None when the scope was not open there; ``resolved`` and
+    ``dead_lettered``: the notifications it caused), or None when no writer took the
+    request within ``timeout_s`` (it was withdrawn: nothing happens later)."""
+    folder = workdir / REQUESTS_DIR
+    folder.mkdir(exist_ok=True)
+    rid = uuid.uuid4().hex
+    request, answer = folder / f"{rid}.request", folder / f"{rid}.answer"
+    _write_atomically(request, {"scope": scope})
+    deadline = time.monotonic() + timeout_s
+    withdrawn = False
+    while True:
+        try:
+            data: dict[str, Any] = orjson.loads(answer.read_bytes())
+        except FileNotFoundError:
+            pass
+        else:
+            answer.unlink(missing_ok=True)
+            return data
+        if time.monotonic() >= deadline:
+            if withdrawn:
+                return None  # taken, and not answered in a second wait: the writer died
+            try:
+                request.unlink()
+                return None
+            except FileNotFoundError:
+                # Taken just now: its commit is under way; wait for the answer once more.
+                withdrawn, deadline = True, time.monotonic() + timeout_s
+        time.sleep(_POLL_S)
+
+
+@dataclass(frozen=True, slots=True)
+class ResetRequest:
+    scope: str | None  # None: the request file was not one (its answer says so)
+    path: Path  # <id>.taken
+
+    def answer(self, data: dict[str, Any]) -> None:
+        _write_atomically(self.path.with_suffix(".answer"), data)
+        self.path.unlink(missing_ok=True)
+
+
+def taken_requests(workdir: Path) -> Iterator[ResetRequest]:
+    """The waiting requests, each claimed for this writer as it is yielded."""
+    folder = workdir / REQUESTS_DIR
+    try:
+        waiting = sorted(folder.glob("*.request"))
+    except OSError:
+        return
+    for path in waiting:
+        taken = path.with_suffix(".taken")
+        try:
+            os.rename(path, taken)
+        except FileNotFoundError:
+            continue  # withdrawn by its asker
+        try:
+            scope = orjson.loads(taken.read_bytes())["scope"]
+        except (OSError, ValueError, KeyError, TypeError):
+            scope = None
+        yield ResetRequest(scope if isinstance(scope, str) else None, taken)
