@@ -7,6 +7,7 @@ from spendstream.producers.guard import (
     BreakerView,
     RequestCeilingExceeded,
     RequestRate,
+    WorkdirBreakerView,
     aguard,
     guard,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "Reservation",
     "Spool",
     "UsageEvent",
+    "WorkdirBreakerView",
     "aguard",
     "anthropic_usage",
     "batch_result_usage",

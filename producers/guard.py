@@ -24,6 +24,10 @@ from the genai-prices catalog when it is installed (the ``pipeline`` extra): thi
 must not import the pipeline's pricer. A model with no known price is refused when a
 ceiling is set: its worst case cannot be bounded.
 
+Embedded (no Kafka): ``WorkdirBreakerView(workdir)`` follows the open breakers an embedded
+writer (``spendstream ingest``, a live ``ingest -`` pipe above all) keeps in
+``<workdir>/breakers.json``; ``guard()`` takes either view.
+
 Authenticated records: given a ``signer`` (``[breaker] hmac_key_env``/``hmac_key_file``,
 see ``spendstream.signing``), the view applies only records whose ``spendstream-sig``
 header verifies; any other record (a forged ``closed``, say) is ignored, counted in
@@ -35,12 +39,14 @@ Nothing here imports the pipeline: the topic's JSON is parsed here.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from spendstream.errors import BreakerOpen
 from spendstream.kafka.settings import KafkaSettings, as_settings
@@ -54,11 +60,14 @@ if TYPE_CHECKING:
     from spendstream.kafka.consumer import Partition
 
 __all__ = [
+    "BREAKERS_FILE",
     "BREAKERS_TOPIC",
+    "BreakerStates",
     "BreakerView",
     "RequestCeilingExceeded",
     "RequestRate",
     "ViewEntry",
+    "WorkdirBreakerView",
     "aguard",
     "call_cost_usd",
     "call_scopes",
@@ -70,6 +79,9 @@ log = logging.getLogger(__name__)
 
 # Mirrors spendstream.topics.BREAKERS (a test keeps them equal); producers stay import-light.
 BREAKERS_TOPIC = "spendstream.breakers"
+# What an embedded writer (`ingest`, `demo`) keeps of its open breakers in its workdir, for
+# WorkdirBreakerView (written by spendstream.runtime.breakers_file).
+BREAKERS_FILE = "breakers.json"
 _MTOK = Decimal(1_000_000)
 
 
@@ -98,38 +110,22 @@ class RequestCeilingExceeded(BreakerOpen):
         self.max_request_usd = max_request_usd
 
 
-class BreakerView:
-    """A local, continuously updated copy of the breakers topic.
+class BreakerStates:
+    """The local copy of every breaker that is not closed, kept by a background thread from
+    a source (``BreakerView``: the breakers topic; ``WorkdirBreakerView``: an embedded
+    workdir's file), and what ``guard()`` asks of it.
 
-    Construct and ``start()``; ``wait_ready()`` blocks until it has caught up with the topic
-    as it stood at start. The first ``guard`` on a view that is not ready waits for it (at
-    most ``ready_timeout_s``, once); after that, an unready view lets calls through unless
+    ``start()`` it; ``wait_ready()`` blocks until it has caught up with its source as it
+    stood at start. The first ``guard`` on a view that is not ready waits for it (at most
+    ``ready_timeout_s``, once); after that, an unready view lets calls through unless
     ``fail_closed``.
     """
 
     def __init__(
-        self,
-        bootstrap_servers: str | KafkaSettings,
-        topic: str = BREAKERS_TOPIC,
-        *,
-        fail_closed: bool = False,
-        ready_timeout_s: float = 10.0,
-        poll_timeout_ms: int = 200,
-        signer: RecordSigner | None = None,
-        client_options: Mapping[str, Any] | None = None,
-        keep_closed: bool = False,
+        self, *, fail_closed: bool = False, ready_timeout_s: float = 10.0, keep_closed: bool = False
     ) -> None:
-        """``bootstrap_servers``: an address, or ``KafkaSettings`` for SASL/TLS;
-        ``client_options``: librdkafka settings for the consumer; ``keep_closed``: remember
-        each scope's latest ``closed`` transition too (``latest(include_closed=True)``), for a
-        listing of every breaker; ``guard`` never needs it."""
-        self.settings = as_settings(bootstrap_servers)
-        self.topic = topic
         self.fail_closed = fail_closed
-        self.signer = signer
         self.ready_timeout_s = ready_timeout_s
-        self._poll_timeout_ms = poll_timeout_ms
-        self._client_options = dict(client_options or {})
         self._states: dict[str, ViewEntry] = {}
         self._closed: dict[str, ViewEntry] | None = {} if keep_closed else None
         self._ready = threading.Event()
@@ -137,65 +133,25 @@ class BreakerView:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
         self.error: BaseException | None = None
-        self.unverified = 0  # records ignored because their signature did not verify
         self._waited = threading.Event()  # someone waited for readiness once: guard won't again
         self._unready_logged = False
 
-    @classmethod
-    def from_config(cls, config: Config, **kwargs: Any) -> BreakerView:
-        """A view of ``[kafka] topic_prefix`` + the breakers topic with the ``[kafka]`` client
-        settings and the ``[breaker]`` HMAC key (a missing secret is a ConfigError)."""
-        from spendstream.signing import load_breaker_signer
+    @property
+    def source(self) -> str:
+        """Where the view reads, for messages."""
+        raise NotImplementedError
 
-        return cls(
-            KafkaSettings.from_config(config.kafka),
-            config.kafka.topic_prefix + BREAKERS_TOPIC,
-            signer=load_breaker_signer(config.breaker),
-            **kwargs,
-        )
+    def _run(self) -> None:
+        """The background thread: keep the states up to date until ``_stop``."""
+        raise NotImplementedError
 
     def unready_reported(self) -> None:
         """Someone has logged that this view is not ready: ``guard()`` does not again."""
         self._unready_logged = True
 
-    @property
-    def bootstrap_servers(self) -> str:
-        return self.settings.bootstrap_servers
-
     # --- the local state ------------------------------------------------------------
 
-    def apply(
-        self,
-        key: bytes | str | None,
-        value: bytes | str | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Apply one record of the topic (a tombstone, ``value=None``, forgets the scope).
-
-        With a signer, a record whose signature header does not verify is ignored."""
-        if self.signer is not None and not self._verified(key, value, headers):
-            return
-        if isinstance(key, bytes):
-            key = key.decode("utf-8", errors="replace")
-        if value is None:
-            if key is not None:
-                self._states.pop(key, None)
-                if self._closed is not None:
-                    self._closed.pop(key, None)
-            self._notify()
-            return
-        try:
-            data = wire_json.loads(value)
-            scope = str(data.get("scope") or key)
-            entry = ViewEntry(
-                state=str(data["state"]),
-                reason=str(data.get("reason", "")),
-                ts=str(data.get("ts", "")),
-                received_ns=time.monotonic_ns(),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignoring malformed breaker record for key %r", key)
-            return
+    def _put(self, scope: str, entry: ViewEntry) -> None:
         if entry.state == "closed":
             self._states.pop(scope, None)
             if self._closed is not None:
@@ -206,26 +162,11 @@ class BreakerView:
                 self._closed.pop(scope, None)
         self._notify()
 
-    def _verified(
-        self,
-        key: bytes | str | None,
-        value: bytes | str | None,
-        headers: list[tuple[str, bytes]] | None,
-    ) -> bool:
-        assert self.signer is not None
-        k = key.encode() if isinstance(key, str) else key
-        v = value.encode() if isinstance(value, str) else (value or b"")
-        if self.signer.verify_headers("breaker", k, v, headers):
-            return True
-        self.unverified += 1
-        if self.unverified == 1:
-            log.warning(
-                "breaker view: ignoring a record on %s that is not signed with the configured "
-                "[breaker] HMAC key (key %r); further ones are only counted (view.unverified)",
-                self.topic,
-                k,
-            )
-        return False
+    def _forget(self, scope: str) -> None:
+        self._states.pop(scope, None)
+        if self._closed is not None:
+            self._closed.pop(scope, None)
+        self._notify()
 
     @property
     def states(self) -> Mapping[str, ViewEntry]:
@@ -246,7 +187,7 @@ class BreakerView:
         if not include_closed:
             return dict(self._states)
         if self._closed is None:
-            raise ValueError("this BreakerView was made without keep_closed=True")
+            raise ValueError(f"this {type(self).__name__} was made without keep_closed=True")
         return {**self._closed, **self._states}
 
     @property
@@ -254,7 +195,7 @@ class BreakerView:
         return self._ready.is_set()
 
     def wait_ready(self, timeout_s: float | None = None) -> bool:
-        """Block until the view has read the topic to its end as of start; False at the timeout."""
+        """Block until the view has read its source as of start; False at the timeout."""
         try:
             return self._ready.wait(timeout_s)
         finally:
@@ -291,12 +232,12 @@ class BreakerView:
         with self._changed:
             self._changed.notify_all()
 
-    # --- the Kafka side -------------------------------------------------------------
+    # --- the thread -----------------------------------------------------------------
 
-    def start(self) -> BreakerView:
+    def start(self) -> Self:
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._run, name=f"breaker-view:{self.topic}", daemon=True
+                target=self._run, name=f"breaker-view:{self.source}", daemon=True
             )
             self._thread.start()
         return self
@@ -307,11 +248,118 @@ class BreakerView:
             self._thread.join(timeout_s)
             self._thread = None
 
-    def __enter__(self) -> BreakerView:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class BreakerView(BreakerStates):
+    """A local, continuously updated copy of the breakers topic (``BreakerStates``)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str | KafkaSettings,
+        topic: str = BREAKERS_TOPIC,
+        *,
+        fail_closed: bool = False,
+        ready_timeout_s: float = 10.0,
+        poll_timeout_ms: int = 200,
+        signer: RecordSigner | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        keep_closed: bool = False,
+    ) -> None:
+        """``bootstrap_servers``: an address, or ``KafkaSettings`` for SASL/TLS;
+        ``client_options``: librdkafka settings for the consumer; ``keep_closed``: remember
+        each scope's latest ``closed`` transition too (``latest(include_closed=True)``), for a
+        listing of every breaker; ``guard`` never needs it."""
+        super().__init__(
+            fail_closed=fail_closed, ready_timeout_s=ready_timeout_s, keep_closed=keep_closed
+        )
+        self.settings = as_settings(bootstrap_servers)
+        self.topic = topic
+        self.signer = signer
+        self._poll_timeout_ms = poll_timeout_ms
+        self._client_options = dict(client_options or {})
+        self.unverified = 0  # records ignored because their signature did not verify
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> BreakerView:
+        """A view of ``[kafka] topic_prefix`` + the breakers topic with the ``[kafka]`` client
+        settings and the ``[breaker]`` HMAC key (a missing secret is a ConfigError)."""
+        from spendstream.signing import load_breaker_signer
+
+        return cls(
+            KafkaSettings.from_config(config.kafka),
+            config.kafka.topic_prefix + BREAKERS_TOPIC,
+            signer=load_breaker_signer(config.breaker),
+            **kwargs,
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.settings.bootstrap_servers
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic} at {self.bootstrap_servers}"
+
+    def apply(
+        self,
+        key: bytes | str | None,
+        value: bytes | str | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Apply one record of the topic (a tombstone, ``value=None``, forgets the scope).
+
+        With a signer, a record whose signature header does not verify is ignored."""
+        if self.signer is not None and not self._verified(key, value, headers):
+            return
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", errors="replace")
+        if value is None:
+            if key is not None:
+                self._forget(key)
+            else:
+                self._notify()
+            return
+        try:
+            data = wire_json.loads(value)
+            scope = str(data.get("scope") or key)
+            entry = ViewEntry(
+                state=str(data["state"]),
+                reason=str(data.get("reason", "")),
+                ts=str(data.get("ts", "")),
+                received_ns=time.monotonic_ns(),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring malformed breaker record for key %r", key)
+            return
+        self._put(scope, entry)
+
+    def _verified(
+        self,
+        key: bytes | str | None,
+        value: bytes | str | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> bool:
+        assert self.signer is not None
+        k = key.encode() if isinstance(key, str) else key
+        v = value.encode() if isinstance(value, str) else (value or b"")
+        if self.signer.verify_headers("breaker", k, v, headers):
+            return True
+        self.unverified += 1
+        if self.unverified == 1:
+            log.warning(
+                "breaker view: ignoring a record on %s that is not signed with the configured "
+                "[breaker] HMAC key (key %r); further ones are only counted (view.unverified)",
+                self.topic,
+                k,
+            )
+        return False
+
+    # --- the Kafka side -------------------------------------------------------------
 
     def _run(self) -> None:
         # librdkafka reconnects by itself once connected; this loop covers a broker that is
@@ -362,6 +410,77 @@ class BreakerView:
                     self._mark_ready()
         finally:
             consumer.close()
+
+
+class WorkdirBreakerView(BreakerStates):
+    """The open breakers of an embedded workdir (``spendstream ingest``, ``demo``): no Kafka.
+
+    The embedded writer keeps its breakers' state in ``<workdir>/breakers.json``, rewritten
+    (whole, by a rename) at its start and whenever a breaker moves; this view reads it again
+    whenever it changes, every ``poll_s``. Ready once read, or found missing (no embedded
+    writer has run there: no breaker is open). A file that cannot be read keeps the last
+    state read and is retried (logged once until it reads again).
+    """
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        fail_closed: bool = False,
+        ready_timeout_s: float = 10.0,
+        poll_s: float = 0.2,
+    ) -> None:
+        super().__init__(fail_closed=fail_closed, ready_timeout_s=ready_timeout_s)
+        self.path = Path(workdir).expanduser() / BREAKERS_FILE
+        self._poll_s = poll_s
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+    def _run(self) -> None:
+        seen: tuple[int, int, int] | None = None  # the file's (inode, mtime, size) last read
+        while not self._stop.is_set():
+            try:
+                st = self.path.stat()
+            except FileNotFoundError:
+                if seen is not None:  # the workdir was removed or reset: nothing is open
+                    for scope in list(self._states):
+                        self._forget(scope)
+                    seen = None
+                self._mark_ready()
+            except OSError as exc:
+                self._failed(exc)
+            else:
+                stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+                if stamp != seen:
+                    try:
+                        self._load()
+                    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+                        self._failed(exc)
+                    else:
+                        seen, self.error = stamp, None
+                        self._mark_ready()
+            self._stop.wait(self._poll_s)
+
+    def _load(self) -> None:
+        data = wire_json.loads(self.path.read_bytes())
+        now = time.monotonic_ns()
+        entries = {
+            str(b["scope"]): ViewEntry(str(b["state"]), str(b["reason"]), str(b["ts"]), now)
+            for b in data["breakers"]
+        }
+        for scope in [s for s in self._states if s not in entries]:
+            self._forget(scope)
+        for scope, entry in entries.items():
+            known = self._states.get(scope)
+            if known is None or known[:3] != entry[:3]:  # received_ns: when it first came
+                self._put(scope, entry)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.error is None:
+            log.warning("breaker view: cannot read %s (%s); retrying", self.path, exc)
+        self.error = exc
 
 
 def call_scopes(tags: Mapping[str, object]) -> list[str]:
@@ -454,7 +573,7 @@ def worst_case_usd(
 
 
 def guard(
-    view: BreakerView,
+    view: BreakerStates,
     *,
     max_request_usd: Decimal | str | int | None = None,
     provider: str | None = None,
@@ -472,16 +591,14 @@ def guard(
     if not view.ready and not view._wait_first():
         if view.fail_closed:
             raise BreakerOpen(
-                "global",
-                f"breaker view has not caught up with {view.topic} at {view.bootstrap_servers} "
-                "(fail_closed)",
+                "global", f"breaker view has not caught up with {view.source} (fail_closed)"
             )
         if not view._unready_logged:
             view._unready_logged = True
             log.warning(
                 "breaker view not caught up with %s after %.1f s: guard() lets calls through "
                 "until it is (fail_closed=False)",
-                view.topic,
+                view.source,
                 view.ready_timeout_s,
             )
     states = view.states
@@ -511,6 +628,6 @@ def guard(
         )
 
 
-async def aguard(view: BreakerView, **kwargs: Any) -> None:
+async def aguard(view: BreakerStates, **kwargs: Any) -> None:
     """The async twin of ``guard``: the check is local, so it never blocks the loop."""
     guard(view, **kwargs)

@@ -23,9 +23,7 @@ TS_PATTERN = (
 )
 # A decimal as JSON writes one; a minus sign only on a zero ("-0", "-0.00"): the pipeline
 # takes that as 0, and a negative amount is refused by the minimum.
-DECIMAL_PATTERN = (
-    r"^(\+?([0-9]+\.?[0-9]*|\.[0-9]+)|-(0+\.?0*|\.0+))([eE][+-]?[0-9]+)?$"
-)
+DECIMAL_PATTERN = r"^(\+?([0-9]+\.?[0-9]*|\.[0-9]+)|-(0+\.?0*|\.0+))([eE][+-]?[0-9]+)?$"
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 

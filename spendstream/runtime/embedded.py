@@ -29,6 +29,7 @@ from spendstream.pricedata import load_price_data
 from spendstream.producers.event import first_reason
 from spendstream.records import Alert, BreakerEvent, DeadLetter
 from spendstream.runtime.batching import live_batches
+from spendstream.runtime.breakers_file import write_breakers_file
 from spendstream.runtime.collector import batch_pace
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.runtime.idle_clock import IdleClock
@@ -207,6 +208,7 @@ class EmbeddedRunner:
         self.warehouse.ensure_views()
         state = self.warehouse.resume().state
         self.pipeline = restored_pipeline(config, state, workdir)
+        self._publish_breakers()  # a writer killed after a commit left the file behind it
         self.leases = EmbeddedLeases(config, lease_clock)
         self.leases.seed(workdir, config.warehouse)
 
@@ -240,6 +242,10 @@ class EmbeddedRunner:
         if self.router is not None:
             idle = self.router.tick()
             summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+
+    def _publish_breakers(self) -> None:
+        """``<workdir>/breakers.json`` for clients' ``WorkdirBreakerView`` (no Kafka)."""
+        write_breakers_file(self.workdir, self.pipeline.engine.breakers())
 
     def _take_resets(self, summary: IngestSummary) -> None:
         """``spendstream breakers reset`` asked of this run while it holds the workdir
@@ -285,6 +291,7 @@ class EmbeddedRunner:
         self.warehouse.commit(
             breaker_events=breaker_events_table(events), state=encoded_state(self.pipeline)
         )
+        self._publish_breakers()
         summary.breaker_events.extend(events)
 
     def _batches(self, records: Iterable[InputRecord]) -> Iterator[list[InputRecord]]:
@@ -359,6 +366,8 @@ class EmbeddedRunner:
         finally:
             if prewritten is not None:
                 prewritten.discard()  # unless the commit took its files
+        if breaker_events:
+            self._publish_breakers()  # after the commit: a client never sees an unlanded move
         # After the commit, so the ledger never counts what the warehouse lacks; a crash in
         # between loses nothing: the next start seeds the ledger from the warehouse.
         self.leases.land(facts)

@@ -99,6 +99,7 @@ def close_breaker(
 ) -> BreakerEvent | None:
     """Close ``scope``'s breaker in ``pipeline``'s detectors and commit the ``closed`` event
     with their state; None when it is not open or half-open there."""
+    from spendstream.runtime.breakers_file import write_breakers_file
     from spendstream.runtime.embedded import encoded_state
 
     engine = pipeline.engine
@@ -111,6 +112,7 @@ def close_breaker(
     if event is None:
         return None
     warehouse.commit(breaker_events=breaker_events_table([event]), state=encoded_state(pipeline))
+    write_breakers_file(warehouse.workdir, engine.breakers())  # clients' guard() lets it through
     return event
 
 

@@ -1,0 +1,119 @@
+"""``WorkdirBreakerView``: ``guard()`` without Kafka, from the open breakers an embedded
+writer (``ingest``, a live ``ingest -`` above all) keeps in ``<workdir>/breakers.json``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from spendstream.cli import main
+from spendstream.errors import BreakerOpen
+from spendstream.local.kafka import find_free_port
+from spendstream.producers.guard import BREAKERS_FILE, WorkdirBreakerView, guard
+from spendstream.runtime.breakers_file import write_breakers_file
+from spendstream.stream.breakers import BreakerStatus
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def test_the_view_follows_the_file_as_the_writer_replaces_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with WorkdirBreakerView(tmp_path, poll_s=0.01) as view:
+        assert view.wait_ready(30)  # no file: no embedded writer ran, nothing is open
+        guard(view, team="search")
+
+        write_breakers_file(tmp_path, {"team:search": BreakerStatus("open", "budget", T0)})
+        assert view.wait_for("team:search", "open", 30)
+        with pytest.raises(BreakerOpen) as stop:
+            guard(view, team="search", feature="f")
+        assert (stop.value.scope, stop.value.reason) == ("team:search", "budget")
+        guard(view, team="ads")  # another team's calls go on
+
+        # half_open lets calls through (a resumed loop trips it again)
+        write_breakers_file(tmp_path, {"team:search": BreakerStatus("half_open", "budget", T0)})
+        assert view.wait_for("team:search", "half_open", 30)
+        guard(view, team="search")
+
+        # A file that cannot be read keeps what was read last, said once.
+        write_breakers_file(tmp_path, {"global": BreakerStatus("open", "runaway_rate", T0)})
+        assert view.wait_for("global", "open", 30)
+        with caplog.at_level("WARNING"):
+            (tmp_path / BREAKERS_FILE).write_text("{not json")
+            for _ in range(3000):  # until the view tried it (a hang guard, not a speed limit)
+                if view.error is not None:
+                    break
+                time.sleep(0.01)
+        assert view.error is not None
+        with pytest.raises(BreakerOpen):
+            guard(view, team="ads")
+        said = [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()]
+        assert len(said) == 1 and BREAKERS_FILE in said[0]
+
+        write_breakers_file(tmp_path, {})  # the writer closed everything
+        assert view.wait_for("global", "closed", 30)
+        assert view.error is None
+        guard(view, team="search")
+
+
+def test_a_view_made_fail_closed_refuses_until_it_has_read_the_file(tmp_path: Path) -> None:
+    view = WorkdirBreakerView(tmp_path, fail_closed=True)  # not started: never ready
+    with pytest.raises(BreakerOpen) as stop:
+        guard(view, team="t")
+    assert stop.value.scope == "global" and str(tmp_path / BREAKERS_FILE) in stop.value.reason
+
+
+def _session_calls(n: int) -> bytes:
+    return b"".join(
+        json.dumps(
+            {"event_id": f"e{i}", "ts": f"2026-11-01T12:00:{i:02d}Z", "provider": "openai",
+             "model": "gpt-5-mini", "input_tokens": 10, "output_tokens": 1,
+             "session_id": "loop"}
+        ).encode() + b"\n"
+        for i in range(n)
+    )  # fmt: skip
+
+
+def test_an_app_guards_its_calls_with_the_breakers_a_live_ingest_keeps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No Kafka anywhere: the app meters to a pipe (`tail -F calls.jsonl | ingest -`), its
+    # agent loops, the session's breaker opens, and the app's next call is refused.
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n[breaker]\nidle_advance_s = 0\n")
+    work = tmp_path / "data"
+    common = ["--workdir", str(work), "--config", str(config)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spendstream", "ingest", "-", *common],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        with WorkdirBreakerView(work, poll_s=0.05) as view:
+            assert view.wait_ready(60)
+            guard(view, session_id="loop")  # nothing open yet
+            proc.stdin.write(_session_calls(5))
+            proc.stdin.flush()
+            assert view.wait_for("session:loop", "open", 120), proc.stderr
+            with pytest.raises(BreakerOpen) as stop:
+                guard(view, session_id="loop", team="search")
+            assert stop.value.scope == "session:loop"
+            guard(view, session_id="other")
+
+            # Closed by hand while the pipe runs: the app's calls go through again.
+            dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+            assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+            assert "session:loop: closed (manual reset)" in capsys.readouterr().out
+            assert view.wait_for("session:loop", "closed", 120)
+            guard(view, session_id="loop")
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0
