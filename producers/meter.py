@@ -678,12 +678,15 @@ class Meter:
         return spool.max_bytes - spool.size_bytes < len(_value(head)) + 1
 
     def _drained(self) -> bool:
-        return (
-            not self._queue
-            and not self._held
-            and not self._inflight
-            and (self._spool is None or self._spool.empty)
-        )
+        # Under the counters' lock: a failed send moves its batch from in flight back to
+        # _held, and read field by field, both could look empty (flush() said True).
+        with self._c.lock:
+            return (
+                not self._queue
+                and not self._held
+                and not self._inflight
+                and (self._spool is None or self._spool.empty)
+            )
 
     def close(self, timeout_s: float | None = None) -> None:
         """Deliver what can be delivered within the timeout, spool the rest, stop the sender.
@@ -1135,17 +1138,23 @@ class Meter:
     def _take_fitting(self, room: int) -> list[Record]:
         """``_take``, stopping at the first event whose line would not fit in ``room`` bytes."""
         queue = self._queue
+        fitting: list[tuple[UsageEvent, Record]] = []
+        # Serialised outside the counters' lock, which record() takes when it overflows or
+        # drops an invalid event: a half-full queue held it ~10 ms.
+        for ev in list(queue):
+            value = _value(ev)
+            room -= len(value) + 1
+            if room < 0:
+                break
+            key = partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id)
+            fitting.append((ev, Record(key, value)))
         out: list[Record] = []
         with self._c.lock:
-            while queue:
-                ev = queue[0]
-                value = _value(ev)
-                room -= len(value) + 1
-                if room < 0:
-                    break
+            for ev, record in fitting:
+                if not queue or queue[0] is not ev:
+                    break  # the sender took it meanwhile: what follows is no longer the head
                 queue.popleft()
-                key = partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id)
-                out.append(Record(key, value))
+                out.append(record)
             self._inflight += len(out)
         return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 
 from spendstream.local.kafka import find_free_port
 from spendstream.producers import Meter
-from tests.producers.test_meter import TOKEN, _fields
+from tests.producers.test_meter import TOKEN, IngestServer, _fields
 
 TS = "2026-01-01T00:00:00Z"
 
@@ -161,3 +162,42 @@ def test_close_during_a_black_holed_send_waits_out_close_timeout_s_and_no_longer
     m = meter.metrics
     assert (m.spooled, m.dropped, m.queued, m.sent) == (5, 0, 0, 0)
     assert _on_disk(tmp_path / "spool") == ids
+
+
+class _SlowToReadWhenEmpty(list[Any]):
+    """An empty ``_held`` that takes 0.5 s to read outside the sender thread: the thread
+    switch at the worst moment of ``flush()``, made certain rather than left to chance."""
+
+    def __init__(self, sender: threading.Thread) -> None:
+        super().__init__()
+        self.sender = sender
+
+    def __len__(self) -> int:
+        if threading.current_thread() is not self.sender:
+            time.sleep(0.5)
+        return super().__len__()
+
+
+def test_flush_never_says_delivered_while_a_failed_batch_goes_back_to_be_held() -> None:
+    # flush() read the queue, _held and the in-flight count one by one: a send failing
+    # between the reads of _held and of the in-flight count moved its batch from the latter
+    # to the former behind flush()'s back, and flush() returned True with nothing sent.
+    server = IngestServer()
+    server.status, server.delay_s = 503, 0.2
+    meter = Meter.http(server.url, TOKEN, spool_dir=None, linger_s=0.01)
+    try:
+        _record(meter, 5)
+        _returned(lambda: _wait_until(lambda: server.requests >= 1))  # the batch in flight
+        meter._held = _SlowToReadWhenEmpty(meter._thread)
+        assert _returned(meter.flush) is False
+        m = meter.metrics
+        assert (m.sent, m.queued, m.dropped) == (0, 5, 0)
+    finally:
+        server.stop()
+        meter.close(timeout_s=0.1)
+
+
+def _wait_until(condition: Callable[[], bool]) -> bool:
+    while not condition():
+        time.sleep(0.005)
+    return True

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from spendstream.producers import HttpTransport, Meter, UsageEvent
+from spendstream.producers import meter as meter_module
 from spendstream.producers.spool import Spool
 from tests.producers.test_meter import TOKEN, IngestServer, _fields, _wait_for
 
@@ -148,3 +149,54 @@ def test_a_full_spool_leaves_queued_events_in_memory_rather_than_dropping_them(
 
 def _meter_for(server: IngestServer, tmp_path: Path, **kw: object) -> Meter:
     return Meter.http(server.url, TOKEN, spool_dir=tmp_path / "spool", linger_s=0.01, **kw)
+
+
+class _OwnedLock:
+    """The counters' lock, saying which thread holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.owner: threading.Thread | None = None
+
+    def __enter__(self) -> _OwnedLock:
+        self._lock.acquire()
+        self.owner = threading.current_thread()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.owner = None
+        self._lock.release()
+
+
+def test_moving_the_queue_to_the_spool_serialises_it_outside_the_lock_record_can_take(
+    server: IngestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # record() takes the counters' lock when it overflows or drops an invalid event, and
+    # meter.metrics always does: the move serialised the whole half-queue under it (~10 ms
+    # for 5 000 events), stalling those callers for as long.
+    root = tmp_path / "spool"
+    transport = HttpTransport(server.url, TOKEN)
+    _spooled_for(transport, root, range(1000, 1050))
+    server.delay_s = 0.05
+    meter = Meter(transport, spool_dir=root, queue_size=40, batch_size=1, linger_s=0.01)
+    lock = _OwnedLock()
+    meter._c.lock = lock  # type: ignore[assignment]
+    under_lock: list[str] = []
+    value = meter_module._value
+
+    def noted(event: UsageEvent) -> bytes:
+        if lock.owner is threading.current_thread():
+            under_lock.append(event.event_id)
+        return value(event)
+
+    monkeypatch.setattr(meter_module, "_value", noted)
+    try:
+        for i in range(30):
+            meter.record(**_fields(i, ts=TS))
+        _wait_for(lambda: meter.metrics.spooled >= 30, "the queue moved to the spool")
+        server.delay_s = 0.0
+        assert meter.flush(timeout_s=60)
+    finally:
+        meter.close()
+    assert under_lock == []
+    assert server.event_ids() == [f"e{i:06d}" for i in [*range(1000, 1050), *range(30)]]
