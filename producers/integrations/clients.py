@@ -58,9 +58,10 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from spendstream.producers.integrations import collected
 from spendstream.producers.meter import InvalidUsageEvent, status_of
 from spendstream.producers.providers import anthropic_usage, openai_usage, openrouter_usage
 from spendstream.producers.shapes import as_dict
@@ -149,6 +150,7 @@ def instrument(
         raise TypeError(
             f"meter.instrument() knows OpenAI and Anthropic SDK clients, not {type(client).__name__}"
         )
+    collected.start()
     found = 0
     for attrs, paths in resources.items():
         resource: Any = client
@@ -325,6 +327,7 @@ class _Call:
         "done",
         "ended",
         "fields",
+        "finalizer",
         "hidden",
         "kept",
         "lookup",
@@ -360,16 +363,21 @@ class _Call:
         self.body: bytearray | None = None  # the bytes read so far, when the caller reads them
         self.ended = False  # the body was read to its end
         self.sse = False
+        self.finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- outcomes ---------------------------------------------------------------------------
 
     def result(self, result: Any) -> Any:
-        if hasattr(result, "_iterator") and hasattr(result, "response"):  # Stream, AsyncStream
-            self._observe_stream(result)
-        elif hasattr(result, "http_response") and callable(getattr(result, "parse", None)):
-            self._observe_raw(result)  # with_raw_response / with_streaming_response
-        else:
-            self.record(response=result)
+        try:
+            if hasattr(result, "_iterator") and hasattr(result, "response"):  # Stream
+                self._observe_stream(result)
+            elif hasattr(result, "http_response") and callable(getattr(result, "parse", None)):
+                self._observe_raw(result)  # with_raw_response / with_streaming_response
+            else:
+                self.record(response=result)
+        except Exception:  # the call was made: recorded as it can be, never raised to its caller
+            log.exception("%s answer not observed: recorded without its usage", self.spec.provider)
+            self.record()
         return result
 
     def failed(self, exc: BaseException) -> None:
@@ -388,6 +396,12 @@ class _Call:
         if self.done:
             return
         self.done = True
+        if self.finalizer is not None:
+            self.finalizer.detach()  # recorded: the call need not outlive its answer
+            self.finalizer = None
+        collected.later(functools.partial(self._record_once, response, status, tags))
+
+    def _record_once(self, response: Any, status: str, tags: Mapping[str, str] | None) -> None:
         try:
             if (self.background or self.lookup) and self._settle_background(response, status):
                 return
@@ -477,6 +491,11 @@ class _Call:
         (once per response), or left pending until it is seen finished."""
         state = _response_state(response if response is not None else self.kept)
         response_id = state.get("id") if state else None
+        if state is None and status == "ok" and not self.lookup:
+            # A background create left before its answer was read: it runs on at OpenAI,
+            # and is recorded, like any other, when seen finished (a 0-token event now
+            # would be a second one for the same call).
+            return True
         if state is None or not isinstance(response_id, str):
             return False  # nothing was created (a refused create) or nothing says what
         finished = state.get("status") in _FINISHED
@@ -586,28 +605,14 @@ class _Call:
         if http is None or self.watched:
             return
         self.watched = True
-        call = self
-        if asynchronous:
-            aclose = http.aclose
-
-            async def watched_aclose() -> None:
-                try:
-                    await aclose()
-                finally:
-                    call._cut_short()
-
-            http.aclose = watched_aclose
-        else:
-            close = http.close
-
-            def watched_close() -> None:
-                try:
-                    close()
-                finally:
-                    call._cut_short()
-
-            http.close = watched_close
-        weakref.finalize(http, self._cut_short)
+        # The close is seen through the response's byte stream, which holds no reference
+        # back to it: a wrapper of its close() would (a cycle, freed only by the cyclic
+        # collector, in which the weak reference a wrapper could hold instead is cleared
+        # before the SDK's own finalizer closes the response, to release its connection).
+        watcher = _closing_watcher(getattr(http, "stream", None), self._cut_short, asynchronous)
+        if watcher is not None:
+            http.stream = watcher
+        self.finalizer = weakref.finalize(http, self._cut_short)
 
     def _cut_short(self) -> None:
         if self.reading or self.done:
@@ -623,10 +628,11 @@ class _Call:
     # -- raw responses ----------------------------------------------------------------------
 
     def _observe_raw(self, raw: Any) -> None:
-        parse = raw.parse
+        asynchronous = inspect.iscoroutinefunction(raw.parse)
+        parse = _weakly_bound(raw, "parse")
         call = self
 
-        if inspect.iscoroutinefunction(parse):
+        if asynchronous:
 
             @functools.wraps(parse)
             async def aparse(*args: Any, **kwargs: Any) -> Any:
@@ -646,7 +652,7 @@ class _Call:
         try:
             content = http.content  # with_raw_response: the SDK read the body already
         except Exception:  # not read (with_streaming_response, a stream): read it as it goes
-            self._tee(http, asynchronous=inspect.iscoroutinefunction(parse))
+            self._tee(http, asynchronous=asynchronous)
         else:
             self.ended = True
             self.record(response=_decoded(content))
@@ -657,7 +663,7 @@ class _Call:
         self.body = bytearray()
         call = self
         if asynchronous:
-            aiter_bytes = http.aiter_bytes
+            aiter_bytes = _weakly_bound(http, "aiter_bytes")
 
             async def watched_aiter_bytes(*args: Any, **kwargs: Any) -> AsyncIterator[bytes]:
                 parts = aiter_bytes(*args, **kwargs)
@@ -678,7 +684,7 @@ class _Call:
 
             http.aiter_bytes = watched_aiter_bytes
         else:
-            iter_bytes = http.iter_bytes
+            iter_bytes = _weakly_bound(http, "iter_bytes")
 
             def watched_iter_bytes(*args: Any, **kwargs: Any) -> Iterator[bytes]:
                 parts = iter_bytes(*args, **kwargs)
@@ -723,19 +729,85 @@ def _decoded(body: bytes) -> Any:
     """A body as the usage readers take it: a JSON object, or the events of an SSE stream
     (those read whole); None if nothing in it can be read."""
     text = body.decode("utf-8", "replace")
+    # RecursionError: nested deeper than json decodes; read by the caller's thread, the
+    # body must not raise there what the SDK alone would not.
     if text.lstrip().startswith("{"):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None  # cut short
     events = []
     for line in text.splitlines():
         if line.startswith("data:"):
             try:
                 events.append(json.loads(line[5:]))
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # [DONE], or the last line cut short
     return [e for e in events if isinstance(e, dict)] or None
+
+
+def _weakly_bound(obj: Any, name: str) -> Callable[..., Any]:
+    """``obj.<name>``, for a wrapper put in its place on ``obj`` to call, holding ``obj``
+    weakly: a bound method would make a cycle (``obj`` -> wrapper -> method -> ``obj``) that
+    kept an answer dropped unread, and its body, until the cyclic collector ran, and
+    recorded it only then, from inside the collection; the SDK alone frees it at once."""
+    own = getattr(obj, "__dict__", {}).get(name)
+    if own is not None:
+        return cast("Callable[..., Any]", own)  # already replaced (another Meter): as it is
+    method = getattr(type(obj), name)
+    ref = weakref.ref(obj)
+
+    def bound(*args: Any, **kwargs: Any) -> Any:
+        target = ref()
+        if target is None:  # unreachable: the wrapper lives on the object
+            raise ReferenceError(f"{name}() of a collected object")
+        return method(target, *args, **kwargs)
+
+    return bound
+
+
+def _closing_watcher(stream: Any, closed: Callable[[], None], asynchronous: bool) -> Any:
+    """``stream`` (an HTTP response's body) in a wrapper that calls ``closed`` after it is
+    closed; None if it is no httpx byte stream (httpx or the SDKs' httpx2: by base name)."""
+    wanted = "AsyncByteStream" if asynchronous else "SyncByteStream"
+    for base in type(stream).__mro__:
+        if base.__name__ == wanted:
+            return _watcher_class(base)(stream, closed)
+    return None
+
+
+@functools.cache
+def _watcher_class(base: type) -> type:
+    class Watched(base):  # type: ignore[misc, valid-type]
+        """The body of a watched HTTP response: as it was, but for what its close does."""
+
+        def __init__(self, inner: Any, closed: Callable[[], None]) -> None:
+            self._inner = inner
+            self._closed = closed
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)  # elapsed, which the response reads back
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._inner
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for part in self._inner:
+                yield part
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._closed()
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._closed()
+
+    return Watched
 
 
 def _response_state(source: Any) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ HTTP server that answers like the providers (JSON, SSE streams, errors)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -543,10 +544,12 @@ def test_streams_dropped_unread_are_recorded_when_collected(
 
     asyncio.run(drop_async())
     gc.collect()
-    assert _tags(flushed(*metered)) == [
+    # Anthropic's are freed, and recorded, when dropped; OpenAI's stream is in a cycle of
+    # the SDK's own, recorded just after whichever collection finds it.
+    assert sorted(_tags(_flushed_until(*metered, 3)), key=lambda e: e[0]) == [
+        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
+        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
         ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD}),
-        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
-        ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
     ]
 
 
@@ -756,7 +759,7 @@ def test_raw_responses_are_recorded_when_they_return_parsed_or_not(
     assert list(lines.http_response.iter_lines())[-2:] == ["data: [DONE]", ""]
     oa.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES, stream=True)
     gc.collect()  # a raw stream dropped unread: recorded when collected
-    assert _tags(flushed(*metered)) == [
+    assert _tags(_flushed_until(*metered, 4)) == [
         ("openai", 1200, 300, {"api": "chat"}),
         ("anthropic", CLAUDE["input_tokens"], 150, {"api": "messages"}),
         ("openai", 1200, 300, {"api": "chat"}),
@@ -793,3 +796,153 @@ def test_the_meters_default_tags_are_kept_on_every_instrumented_call(
         "provider_request_id": "req_test_123",
         "usage": "missing",
     }
+
+
+# -- ends found by the garbage collector, bodies that cannot be read -------------------------
+
+
+def _flushed_until(
+    meter: Meter, transport: CollectingTransport, count: int, timeout_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """The events sent once ``count`` have arrived: a call whose answer the garbage
+    collector ends is recorded by a thread of its own, just after the collection."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events = flushed(meter, transport)
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.01)
+
+
+class _LockedMeter(Meter):
+    """A Meter whose ``record()`` takes a lock of its own, as the real one does in places
+    (its counters, its spool when the queue is full): a collection that strikes while that
+    lock is held, in the thread that holds it, must not need it."""
+
+    def __init__(self, transport: CollectingTransport) -> None:
+        super().__init__(transport, spool_dir=None, linger_s=0.001)
+        self.lock = threading.Lock()
+
+    def record(self, *args: Any, **fields: Any) -> str:
+        with self.lock:
+            return super().record(*args, **fields)
+
+
+def test_a_collection_inside_a_lock_the_meter_holds_does_not_deadlock(
+    server: ProviderServer,
+) -> None:
+    # The finalizer recorded from inside the collection, in whatever thread it struck:
+    # if that thread held a lock record() needs, it waited on itself for ever.
+    import gc
+
+    transport = CollectingTransport()
+    meter = _LockedMeter(transport)
+    try:
+        client = _oa(server, meter)
+        gc.collect()
+        gc.disable()  # the collection below, and no other, finds the stream
+        try:
+            client.chat.completions.create(model="gpt-5", messages=MESSAGES, stream=True)
+
+            def collect_holding_the_meters_lock() -> None:
+                with meter.lock:
+                    gc.collect()
+
+            collector = threading.Thread(target=collect_holding_the_meters_lock, daemon=True)
+            collector.start()
+            collector.join(5)
+        finally:
+            gc.enable()
+        assert not collector.is_alive(), "deadlocked: the collector waits on its own lock"
+        assert _tags(_flushed_until(meter, transport, 1)) == [
+            ("openai", 0, 0, {"api": "chat", **INCOMPLETE_UNREAD})
+        ]
+    finally:
+        meter.close(timeout_s=5)
+
+
+def test_answers_dropped_unread_are_freed_and_recorded_when_dropped_not_at_a_collection(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # Patching close/iter_bytes/parse with closures over bound methods put each HTTP response
+    # in a reference cycle: held (with its body) until the cyclic collector ran, and
+    # recorded only then, though the SDK alone frees it the moment it is dropped.
+    import gc
+    import weakref
+
+    oa, an = _oa(server, metered[0]), _an(server, metered[0])
+    gc.collect()
+    gc.disable()
+    try:
+        stream = an.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        streamed = weakref.ref(stream.response)
+        del stream
+        with oa.chat.completions.with_streaming_response.create(
+            model="gpt-5", messages=MESSAGES
+        ) as r:
+            r.read()
+        body = weakref.ref(r.http_response)
+        del r
+        raw = oa.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
+        rawhttp = weakref.ref(raw.http_response)
+        del raw
+        assert (streamed(), body(), rawhttp()) == (None, None, None)
+        assert _tags(flushed(*metered)) == [
+            ("anthropic", 0, 0, {"api": "messages", **INCOMPLETE_UNREAD}),
+            ("openai", 1200, 300, {"api": "chat"}),
+            ("openai", 1200, 300, {"api": "chat"}),
+        ]
+    finally:
+        gc.enable()
+
+
+class _DeepJson:
+    """A server whose every answer is a 200 JSON object nested deeper than Python's json
+    module decodes (a RecursionError, not a ValueError)."""
+
+    def __enter__(self) -> str:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                payload = ('{"a":' + "[" * 5000 + "]" * 5000 + "}").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_body_instrument_cannot_decode_never_raises_into_the_call(
+    metered: tuple[Meter, CollectingTransport],
+) -> None:
+    # with_raw_response raised RecursionError from the call, and read() from the read,
+    # where the SDK alone raises nothing; neither call was recorded.
+    with _DeepJson() as url:
+        client = metered[0].instrument(openai.OpenAI(api_key="k", base_url=url, max_retries=0))
+        raw = client.chat.completions.with_raw_response.create(model="gpt-5", messages=MESSAGES)
+        assert raw.http_response.status_code == 200
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-5", messages=MESSAGES
+        ) as r:
+            assert r.read().startswith(b'{"a":[[[')
+    assert _tags(flushed(*metered)) == [
+        ("openai", 0, 0, {"api": "chat", "usage": "missing"}),
+        ("openai", 0, 0, {"api": "chat", "usage": "missing"}),
+    ]

@@ -273,3 +273,26 @@ def test_async_background_responses_are_recorded_once_when_retrieved_finished(
     (event,) = flushed(*metered)
     _finished(event, server, rid, "completed")
     assert event["session_id"] == "s-async"
+
+
+def test_a_background_create_left_unread_is_recorded_once_when_seen_finished(
+    server: BackgroundServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # Left before its id was read, it was recorded then (0 tokens, usage=missing) and again,
+    # with its tokens, when retrieved finished: two events for one call.
+    client = _client(server, metered[0])
+    client.responses.create(model="gpt-5", input="hi", background=True, stream=True).close()
+    streamed = f"resp_bg_{server.next_id}"
+    with client.responses.with_streaming_response.create(
+        model="gpt-5", input="hi", background=True
+    ):
+        pass
+    unread = f"resp_bg_{server.next_id}"
+    assert flushed(*metered) == []  # nothing says what was created: it runs on at OpenAI
+    for rid in (streamed, unread):
+        client.responses.retrieve(rid)  # in progress
+        client.responses.retrieve(rid)  # completed
+    first, second = flushed(*metered)
+    for event, rid in ((first, streamed), (second, unread)):
+        _finished(event, server, rid, "completed")
+        assert {k: event.get(k, 0) for k in RESP} == RESP
