@@ -46,3 +46,17 @@ def test_the_kafka_transport_and_breaker_view_load_the_kafka_client_but_no_pipel
     assert "confluent_kafka" in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert heavy == []
+
+
+def test_the_sdk_client_integration_modules_load_no_pipeline_dependency() -> None:
+    # instrument() is split over several modules (clients, calls, answers,
+    # background_responses, collected): none of them may pull in the pipeline.
+    loaded = _modules_after("import spendstream.producers.integrations.clients")
+    assert "spendstream.producers.integrations.background_responses" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []
+    assert "genai_prices" not in loaded  # imported by instrument(), not by its modules
+    assert not any(
+        m.startswith(("spendstream.stream", "spendstream.warehouse", "spendstream.alerts"))
+        for m in loaded
+    )
