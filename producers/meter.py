@@ -89,7 +89,7 @@ from spendstream.producers.transports import (
 from spendstream.topics import partition_key
 from spendstream.wording import plural
 
-__all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics"]
+__all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics", "SlotReplay"]
 
 log = logging.getLogger("spendstream.producers")
 
@@ -132,6 +132,18 @@ class MeterMetrics:
     send_failures: int  # batches the transport could not deliver
     queued: int
     spool_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotReplay:
+    """What ``Meter.replay_slot`` did. Sent and rejected events are gone from the slot;
+    ``left_bytes`` are still in it (the transport failed: run it again)."""
+
+    slot: Path
+    destination: str | None  # the slot's own, which the events were not sent to
+    sent: int
+    rejected: int  # refused by the receiver, as a Meter counts them: not kept
+    left_bytes: int
 
 
 class _InFlight:
@@ -313,6 +325,42 @@ class Meter:
             f"set {ENV_METER_URL} to kafka://host:9092, http://host:8787 or "
             f"file:///path/calls.jsonl (got {url!r}) to say where usage events go"
         )
+
+    @staticmethod
+    def replay_slot(
+        slot: Path | str, transport: Transport, *, batch_size: int = 1_000
+    ) -> SlotReplay:
+        """Send the events waiting in a spool slot through ``transport``, oldest first,
+        removing each batch from the slot once sent; stops at the first batch the transport
+        fails (run it again later). For a slot of another destination, which only a Meter
+        sending there replays (the same server spelt otherwise: the warning at ``Meter()``
+        names it). The slot's lock is held throughout, so no Meter replays or writes it
+        meanwhile; ``SpoolUnavailable`` if a running process holds it. ``transport`` is
+        yours to close."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        spool = Spool(slot=slot)
+        sent = rejected = 0
+        try:
+            while not spool.empty:
+                lines = spool.peek(batch_size)
+                if not lines:  # only a line a crash tore is left: skipped, as a Meter does
+                    spool.commit(1)
+                    break
+                result = transport.send([_record_of(line) for line in lines])
+                failed = sorted(set(result.failed))
+                done = failed[0] if failed else len(lines)
+                refused = [why for i, why in result.rejected if i < done]
+                for why in refused:
+                    log.warning("usage event rejected by %s: %s", _name_of(transport), why)
+                sent += done - len(refused)
+                rejected += len(refused)
+                spool.commit(done)
+                if failed:
+                    break
+            return SlotReplay(spool.dir, spool.destination, sent, rejected, spool.size_bytes)
+        finally:
+            spool.close()
 
     @property
     def defaults(self) -> Mapping[str, Any]:
@@ -1294,9 +1342,11 @@ def _open_spool(root: Path | str, **options: Any) -> Spool | None:
             "spendstream meter: the spool %s also holds events for other destinations, "
             "replayed only by a Meter sending there (a running one may be at it now): %s. If "
             "one is this destination spelt otherwise, a Meter made with that spelling "
-            "replays it",
+            "replays it, or Meter.replay_slot(%r, transport) sends a slot through any "
+            "transport",
             spool.root,
             "; ".join(f"{slot} {size:,} bytes for {where}" for slot, where, size in spool.stranded),
+            str(spool.root / spool.stranded[0][0]),
         )
     return spool
 

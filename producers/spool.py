@@ -63,19 +63,29 @@ class Spool:
         max_bytes: int = 256 << 20,
         segment_bytes: int = 8 << 20,
         destination: str | None = None,
+        slot: Path | str | None = None,
     ) -> None:
+        """``slot``: claim that slot directory and no other, whatever its destination (left
+        as it is): ``SpoolUnavailable`` while another process holds it. For replaying a slot
+        no Meter of its destination will (``Meter.replay_slot``)."""
         if max_bytes <= 0 or segment_bytes <= 0:
             raise ValueError("spool max_bytes and segment_bytes must be positive")
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self.root = Path(root)
-        self.destination = destination
-        self.dir, self._lock_fd = _claim_slot(self.root, destination)
-        # Slots of the root holding events for other destinations: replayed only by a Meter
-        # sending there, they wait unseen when none does (the same server spelt otherwise,
-        # ``localhost`` for ``127.0.0.1``, a broker added to the list).
-        self.stranded = _stranded(self.root, destination)
+        if slot is not None:
+            self.dir, self._lock_fd = _claim_this_slot(Path(slot))
+            self.root = self.dir.parent
+            self.destination = _read_destination(self.dir)
+            self.stranded: list[tuple[str, str, int]] = []
+        else:
+            self.root = Path(root)
+            self.destination = destination
+            self.dir, self._lock_fd = _claim_slot(self.root, destination)
+            # Slots of the root holding events for other destinations: replayed only by a
+            # Meter sending there, they wait unseen when none does (the same server spelt
+            # otherwise, ``localhost`` for ``127.0.0.1``, a broker added to the list).
+            self.stranded = _stranded(self.root, destination)
         self.corrupt_lines = 0  # torn last lines found after a crash, skipped
         # Why the last append took fewer lines than it was given: the bound, or the disk.
         self.refusal = ""
@@ -435,6 +445,21 @@ def _claim_slot(root: Path, destination: str | None) -> tuple[Path, int]:
         f"all {_MAX_SLOTS} spool slots under {root} are in use: {_MAX_SLOTS - foreign} held by "
         f"live processes, {foreign} holding events for other destinations"
     )
+
+
+def _claim_this_slot(slot: Path) -> tuple[Path, int]:
+    if not (slot.name.startswith("slot-") and (slot / "lock").is_file()):
+        raise SpoolUnavailable(f"{slot} is not a spool slot (a slot-<i> directory a Spool made)")
+    fd = os.open(slot / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolUnavailable(
+            f"{slot} is held by a running process, which replays or writes it: wait for it "
+            "to end, or leave it the slot"
+        ) from None
+    return slot, fd
 
 
 def _release(fd: int) -> None:

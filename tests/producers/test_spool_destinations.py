@@ -188,7 +188,8 @@ def test_a_meter_says_which_slots_hold_events_for_other_destinations(
         f"spendstream meter: the spool {tmp_path} also holds events for other destinations, "
         f"replayed only by a Meter sending there (a running one may be at it now): {slot.name} "
         f"{size} bytes for {other}. If one is this destination spelt otherwise, a Meter made "
-        "with that spelling replays it"
+        f"with that spelling replays it, or Meter.replay_slot('{slot}', transport) sends a slot "
+        "through any transport"
     ]
     caplog.clear()
     with Meter.http(spelt_otherwise, TOKEN, spool_dir=tmp_path, linger_s=0.01) as there:
