@@ -69,8 +69,10 @@ from spendstream.kafka.settings import KafkaSettings, answering_servers
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.guard import (
     BREAKERS_TOPIC,
+    BreakerStates,
     BreakerView,
     RequestRate,
+    WorkdirBreakerView,
     call_cost_usd,
     worst_case_usd,
 )
@@ -857,7 +859,7 @@ class Meter:
     # -- circuit breakers (producers/guard.py) --------------------------------------------
 
     # A started BreakerView, or None: set it yourself or with watch_breakers().
-    breakers: BreakerView | None = None
+    breakers: BreakerStates | None = None
 
     def watch_breakers(
         self,
@@ -897,6 +899,30 @@ class Meter:
             view.unready_reported()  # guard() need not say it again
         return view
 
+    def watch_workdir_breakers(
+        self,
+        workdir: str | os.PathLike[str] = "spendstream-data",
+        *,
+        wait_s: float = 10.0,
+        fail_closed: bool = False,
+    ) -> WorkdirBreakerView:
+        """Without Kafka: follow the breakers the embedded pipeline (``spendstream ingest``,
+        ``tail -F calls.jsonl | spendstream ingest -`` as calls come) keeps in ``workdir``, so
+        ``guard()`` answers locally; close the view yourself. Waits for the first read, at most
+        ``wait_s``; a view not ready by then lets calls through unless ``fail_closed``."""
+        view = WorkdirBreakerView(workdir, fail_closed=fail_closed, ready_timeout_s=wait_s)
+        self.breakers = view.start()
+        if wait_s > 0 and not view.wait_ready(wait_s):
+            log.warning(
+                "breaker view could not read %s within %.1f s (%s); guard() %s",
+                view.path,
+                wait_s,
+                view.error,
+                "refuses every call until it can" if fail_closed else "lets calls through",
+            )
+            view.unready_reported()
+        return view
+
     def guard(
         self,
         *,
@@ -916,7 +942,10 @@ class Meter:
         if self.breakers is not None:
             _guard(self.breakers, **merged)
         elif not wants_lease:
-            raise SpendstreamError("Meter.guard needs a breaker view: meter.watch_breakers()")
+            raise SpendstreamError(
+                "Meter.guard needs a breaker view: meter.watch_breakers(bootstrap) on Kafka, "
+                "meter.watch_workdir_breakers(workdir) beside an embedded ingest"
+            )
         if not wants_lease:
             return None
         merged.pop("max_request_usd", None)
@@ -937,7 +966,10 @@ class Meter:
         if self.breakers is not None:
             await _aguard(self.breakers, **merged)
         elif not wants_lease:
-            raise SpendstreamError("Meter.aguard needs a breaker view: meter.watch_breakers()")
+            raise SpendstreamError(
+                "Meter.aguard needs a breaker view: meter.watch_breakers(bootstrap) on Kafka, "
+                "meter.watch_workdir_breakers(workdir) beside an embedded ingest"
+            )
         if not wants_lease:
             return None
         merged.pop("max_request_usd", None)

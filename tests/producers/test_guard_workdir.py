@@ -3,7 +3,6 @@ writer (``ingest``, a live ``ingest -`` above all) keeps in ``<workdir>/breakers
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 from spendstream.cli import main
 from spendstream.errors import BreakerOpen
 from spendstream.local.kafka import find_free_port
+from spendstream.producers import Meter
 from spendstream.producers.guard import BREAKERS_FILE, WorkdirBreakerView, guard
 from spendstream.runtime.breakers_file import write_breakers_file
 from spendstream.stream.breakers import BreakerStatus
@@ -69,17 +69,6 @@ def test_a_view_made_fail_closed_refuses_until_it_has_read_the_file(tmp_path: Pa
     assert stop.value.scope == "global" and str(tmp_path / BREAKERS_FILE) in stop.value.reason
 
 
-def _session_calls(n: int) -> bytes:
-    return b"".join(
-        json.dumps(
-            {"event_id": f"e{i}", "ts": f"2026-11-01T12:00:{i:02d}Z", "provider": "openai",
-             "model": "gpt-5-mini", "input_tokens": 10, "output_tokens": 1,
-             "session_id": "loop"}
-        ).encode() + b"\n"
-        for i in range(n)
-    )  # fmt: skip
-
-
 def test_an_app_guards_its_calls_with_the_breakers_a_live_ingest_keeps(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,24 +85,34 @@ def test_an_app_guards_its_calls_with_the_breakers_a_live_ingest_keeps(
         stderr=subprocess.PIPE,
     )
     assert proc.stdin is not None
+    calls = tmp_path / "calls.jsonl"
+    meter = Meter.jsonl(calls, team="search")
     try:
-        with WorkdirBreakerView(work, poll_s=0.05) as view:
-            assert view.wait_ready(60)
-            guard(view, session_id="loop")  # nothing open yet
-            proc.stdin.write(_session_calls(5))
-            proc.stdin.flush()
-            assert view.wait_for("session:loop", "open", 120), proc.stderr
-            with pytest.raises(BreakerOpen) as stop:
-                guard(view, session_id="loop", team="search")
-            assert stop.value.scope == "session:loop"
-            guard(view, session_id="other")
+        view = meter.watch_workdir_breakers(work, wait_s=60)
+        assert view.ready
+        meter.guard(session_id="loop")  # nothing open yet
+        for i in range(5):
+            meter.record(
+                provider="openai", model="gpt-5-mini", input_tokens=10, output_tokens=1,
+                session_id="loop", ts=f"2026-11-01T12:00:{i:02d}Z",
+            )  # fmt: skip
+        assert meter.flush(60)
+        proc.stdin.write(calls.read_bytes())  # as `tail -F calls.jsonl | ingest -` would
+        proc.stdin.flush()
+        assert view.wait_for("session:loop", "open", 120)
+        with pytest.raises(BreakerOpen) as stop:
+            meter.guard(session_id="loop")
+        assert stop.value.scope == "session:loop"
+        meter.guard(session_id="other")
 
-            # Closed by hand while the pipe runs: the app's calls go through again.
-            dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
-            assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
-            assert "session:loop: closed (manual reset)" in capsys.readouterr().out
-            assert view.wait_for("session:loop", "closed", 120)
-            guard(view, session_id="loop")
+        # Closed by hand while the pipe runs: the app's calls go through again.
+        dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+        assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+        assert "session:loop: closed (manual reset)" in capsys.readouterr().out
+        assert view.wait_for("session:loop", "closed", 120)
+        meter.guard(session_id="loop")
+        view.close()
     finally:
+        meter.close()
         proc.stdin.close()
         assert proc.wait(timeout=120) == 0
