@@ -136,7 +136,14 @@ def answer_of(done: EmbeddedReset | None) -> dict[str, object]:
 def _ask_writer(workdir: Path, scope: str, busy: WorkdirBusy) -> EmbeddedReset | None:
     from spendstream.runtime.reset_requests import ask_writer
 
-    answer = ask_writer(workdir, scope, ASK_TIMEOUT_S)
+    asked = ask_writer(workdir, scope, ASK_TIMEOUT_S)
+    answer = asked.answer
+    if answer is None and asked.taken:
+        raise WorkdirBusy(
+            f"{busy}. It took the reset but did not answer within {2 * ASK_TIMEOUT_S:g} s "
+            "(it stopped, or its commit is slow), so the breaker may be closed or not: "
+            "spendstream breakers list says which; reset it again if still open"
+        ) from None
     if answer is None:
         raise WorkdirBusy(
             f"{busy}. It did not take the reset within {ASK_TIMEOUT_S:g} s (a running "

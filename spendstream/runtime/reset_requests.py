@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["REQUESTS_DIR", "ResetRequest", "ask_writer", "taken_requests"]
+__all__ = ["REQUESTS_DIR", "Asked", "ResetRequest", "ask_writer", "taken_requests"]
 
 REQUESTS_DIR = "reset-requests"
 _POLL_S = 0.1
@@ -35,18 +35,40 @@ def _write_atomically(path: Path, data: Any) -> None:
     os.replace(tmp, path)  # a reader sees the whole file or none
 
 
-def ask_writer(workdir: Path, scope: str, timeout_s: float) -> dict[str, Any] | None:
-    """Ask the writer holding ``workdir`` to reset ``scope``; its answer (``event``: the
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What came of a request: the writer's ``answer``, or none, when ``taken`` says whether
+    the writer had claimed it (its reset may have landed: it took it, then stopped or was
+    slower than two waits) or not (withdrawn: nothing happens later)."""
+
+    answer: dict[str, Any] | None
+    taken: bool
+
+
+def ask_writer(workdir: Path, scope: str, timeout_s: float) -> Asked:
+    """Ask the writer holding ``workdir`` to reset ``scope``. Its answer (``event``: the
     ``closed`` event's fields, or None when the scope was not open there; ``resolved`` and
-    ``dead_lettered``: the notifications it caused), or None when no writer took the
-    request within ``timeout_s`` (it was withdrawn: nothing happens later)."""
+    ``dead_lettered``: the notifications it caused); or none when no writer took the request
+    within ``timeout_s`` (it was withdrawn: nothing happens later), or one took it and did
+    not answer within ``timeout_s`` more. Interrupted (Ctrl-C), the request is withdrawn
+    unless already taken."""
     folder = workdir / REQUESTS_DIR
     folder.mkdir(exist_ok=True)
     rid = uuid.uuid4().hex
     request, answer = folder / f"{rid}.request", folder / f"{rid}.answer"
     _write_atomically(request, {"scope": scope})
+    try:
+        return _wait_answer(request, answer, timeout_s)
+    except BaseException:
+        # Left behind, the request would be applied by whichever writer holds the workdir
+        # next (an ingest started days later), long after its asker stopped waiting.
+        request.unlink(missing_ok=True)
+        raise
+
+
+def _wait_answer(request: Path, answer: Path, timeout_s: float) -> Asked:
     deadline = time.monotonic() + timeout_s
-    withdrawn = False
+    taken = False
     while True:
         try:
             data: dict[str, Any] = orjson.loads(answer.read_bytes())
@@ -54,16 +76,16 @@ def ask_writer(workdir: Path, scope: str, timeout_s: float) -> dict[str, Any] | 
             pass
         else:
             answer.unlink(missing_ok=True)
-            return data
+            return Asked(data, taken=True)
         if time.monotonic() >= deadline:
-            if withdrawn:
-                return None  # taken, and not answered in a second wait: the writer died
+            if taken:
+                return Asked(None, taken=True)  # taken, not answered in a second wait
             try:
                 request.unlink()
-                return None
+                return Asked(None, taken=False)
             except FileNotFoundError:
                 # Taken just now: its commit is under way; wait for the answer once more.
-                withdrawn, deadline = True, time.monotonic() + timeout_s
+                taken, deadline = True, time.monotonic() + timeout_s
         time.sleep(_POLL_S)
 
 

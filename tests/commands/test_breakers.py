@@ -376,3 +376,65 @@ def test_a_reset_no_running_writer_takes_is_withdrawn_and_said_so(
     assert list((work / "reset-requests").iterdir()) == []  # withdrawn: nothing happens later
     assert main(["breakers", "list", *common, "--format", "csv"]) == 0
     assert "session:loop,open," in capsys.readouterr().out
+
+
+def test_a_reset_the_writer_took_but_never_answered_is_not_said_undone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import spendstream.runtime.embedded_reset as embedded_reset
+    from spendstream.runtime.reset_requests import taken_requests
+    from spendstream.workdir import WorkdirLock
+
+    # A writer killed (or Ctrl-C'd) between its reset commit and its answer: the asker said
+    # "nothing was reset", though the writer had taken the request and may have closed it.
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    work = tmp_path / "data"
+    common = ["--workdir", str(work), "--config", str(config)]
+    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(embedded_reset, "ASK_TIMEOUT_S", 1.0)
+    stop = threading.Event()
+    taken: list[str | None] = []
+
+    def silent_writer() -> None:  # takes requests as a running ingest does; answers none
+        while not stop.is_set():
+            taken.extend(r.scope for r in taken_requests(work))
+            stop.wait(0.02)
+
+    with WorkdirLock(work, "ingest"):
+        thread = threading.Thread(target=silent_writer)
+        thread.start()
+        try:
+            assert main(["breakers", "reset", "session:loop", *common]) == 3
+        finally:
+            stop.set()
+            thread.join()
+    assert taken == ["session:loop"]
+    err = capsys.readouterr().err
+    assert "nothing was reset" not in err
+    assert "took the reset" in err and "spendstream breakers list" in err
+
+
+def test_an_asker_interrupted_while_waiting_withdraws_its_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from types import SimpleNamespace
+
+    import spendstream.runtime.reset_requests as reset_requests
+
+    # Ctrl-C on `breakers reset` while it waited left its request behind: the next writer of
+    # the workdir (an ingest started days later) closed the breaker nobody asked for any more.
+    def interrupted(_s: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(
+        reset_requests, "time", SimpleNamespace(monotonic=time.monotonic, sleep=interrupted)
+    )
+    with pytest.raises(KeyboardInterrupt):
+        reset_requests.ask_writer(tmp_path, "session:loop", 30.0)
+    assert list((tmp_path / reset_requests.REQUESTS_DIR).iterdir()) == []
+    assert list(reset_requests.taken_requests(tmp_path)) == []
