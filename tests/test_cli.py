@@ -160,6 +160,32 @@ def test_an_interrupted_ingest_says_what_landed_stays(tmp_path: Path) -> None:
     assert "read 4 = landed 3 + duplicates 0 + dead-lettered 1\n" in out
 
 
+def test_ctrl_c_with_the_reader_of_stdout_gone_still_says_interrupted(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # `ingest - | tee log`: one Ctrl-C stops both, so the summary cannot be written; its
+    # BrokenPipeError replaced the interrupt (exit 141, "interrupted" never said on stderr).
+    proc = _cli("ingest", "-", "--workdir", str(tmp_path), stdin=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
+    line = {"event_id": "e0", "ts": "2026-11-01T00:00:00Z", "provider": "openai",
+            "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 10}  # fmt: skip
+    proc.stdin.write(json.dumps(line).encode() + b"\n")
+    proc.stdin.flush()
+    proc.stdout.close()  # the reader is gone
+    count = "SELECT count(*) FROM usage_facts"
+    for _ in range(600):  # until the batch landed (a hang guard, not a speed limit)
+        time.sleep(0.2)
+        done = _cli("sql", "--workdir", str(tmp_path), "--format", "csv", count)
+        if done.communicate(timeout=120)[0].decode().split() == ["count_star()", "1"]:
+            break
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    err = proc.stderr.read().decode()
+    assert "spendstream ingest: interrupted: what landed stays landed" in err
+    assert "Traceback" not in err
+
+
 def test_a_quiet_live_pipe_moves_its_breakers_on_by_the_quiet_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

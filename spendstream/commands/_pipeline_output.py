@@ -136,7 +136,12 @@ def summary_on_interrupt(out: TextIO, workdir: Path | None = None) -> Iterator[N
     try:
         yield
     except Interrupted as stop:
-        out.write("\ninterrupted; the batches finished before it:\n")
-        print_summary(stop.summary, out, workdir)
-        out.flush()
+        try:
+            out.write("\ninterrupted; the batches finished before it:\n")
+            print_summary(stop.summary, out, workdir)
+            out.flush()
+        except OSError:
+            # Its reader went with the same Ctrl-C (`ingest - | tee log`): the interrupt,
+            # not the broken pipe, is what the CLI must report (exit 130, on stderr).
+            pass
         raise
