@@ -4,8 +4,8 @@ clients without Kafka (``producers.guard.WorkdirBreakerView``).
 The warehouse's breaker events are the record; this file is only what a client's
 ``guard()`` reads, kept as small as the set of open breakers and replaced whole (a rename),
 so a reader never sees half of it. It is written after each commit that moved a breaker
-and when the writer starts (a writer killed between its commit and this file left it
-stale until then).
+and when the writer starts, or ``breakers reset`` runs with the workdir free (a writer
+killed between its commit and this file left it stale until then).
 """
 
 from __future__ import annotations

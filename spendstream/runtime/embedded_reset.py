@@ -78,8 +78,14 @@ def reset_embedded(
             state = wh.resume().state
             if not state:
                 return None  # no ingest or demo ran here (a `run` cluster's workdir)
-            event = close_breaker(restored_pipeline(config, state, workdir), wh, scope, now)
+            pipeline = restored_pipeline(config, state, workdir)
+            event = close_breaker(pipeline, wh, scope, now)
             if event is None:
+                # Nothing to close, yet breakers.json may be stale (its writer killed between
+                # a commit and the file): clients' guard() must not refuse what is closed.
+                from spendstream.runtime.breakers_file import write_breakers_file
+
+                write_breakers_file(workdir, pipeline.engine.breakers())
                 return None
             if not (route_alerts and config.alerts.sink):
                 return EmbeddedReset(event)

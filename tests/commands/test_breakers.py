@@ -438,3 +438,32 @@ def test_an_asker_interrupted_while_waiting_withdraws_its_request(
         reset_requests.ask_writer(tmp_path, "session:loop", 30.0)
     assert list((tmp_path / reset_requests.REQUESTS_DIR).iterdir()) == []
     assert list(reset_requests.taken_requests(tmp_path)) == []
+
+
+def test_a_reset_run_with_the_workdir_free_rewrites_a_breakers_file_left_stale(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime
+
+    from spendstream.producers.guard import WorkdirBreakerView, guard
+    from spendstream.runtime.breakers_file import write_breakers_file
+    from spendstream.stream.breakers import BreakerStatus
+
+    # A writer killed between a commit that closed a breaker and its breakers.json left the
+    # file saying open: clients' guard() refused the scope while `breakers list` said closed,
+    # and `breakers reset` (nothing open to close) left the file as it was.
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    work = tmp_path / "data"
+    common = ["--workdir", str(work), "--config", str(config)]
+    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    assert main(["breakers", "reset", "session:loop", *common]) == 0
+    capsys.readouterr()
+    stale = BreakerStatus("open", "runaway_session", datetime(2026, 11, 1, tzinfo=UTC))
+    write_breakers_file(work, {"session:loop": stale})
+
+    main(["breakers", "reset", "session:loop", *common])
+    capsys.readouterr()
+    with WorkdirBreakerView(work, poll_s=0.01) as view:
+        assert view.wait_ready(30)
+        guard(view, session_id="loop")
