@@ -10,9 +10,12 @@ read = landed + duplicates + dead-lettered.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -263,17 +266,20 @@ class EmbeddedRunner:
         for request in taken_requests(self.workdir):
             now = datetime.now(UTC)
             event = None
-            if request.scope is not None:
-                event = close_breaker(self.pipeline, self.warehouse, request.scope, now)
-            done = None if event is None else EmbeddedReset(event)
-            if event is not None:
-                summary.breaker_events.append(event)
-                if self.router is not None:
-                    done = route_reset(self.router, event)
-                    summary.notifications.update(
-                        resolved=done.resolved, dead_lettered=done.dead_lettered
-                    )
-            request.answer(answer_of(done))
+            # Ctrl-C waits for the answer (a second one does not): a reset committed is one
+            # its asker hears of, with the resolves it caused.
+            with deferred_interrupt():
+                if request.scope is not None:
+                    event = close_breaker(self.pipeline, self.warehouse, request.scope, now)
+                done = None if event is None else EmbeddedReset(event)
+                if event is not None:
+                    summary.breaker_events.append(event)
+                    if self.router is not None:
+                        done = route_reset(self.router, event)
+                        summary.notifications.update(
+                            resolved=done.resolved, dead_lettered=done.dead_lettered
+                        )
+                request.answer(answer_of(done))
 
     def _advance_idle(self, summary: IngestSummary) -> None:
         """``[breaker] idle_advance_s`` on a quiet live pipe: the breaker transitions the
@@ -288,11 +294,12 @@ class EmbeddedRunner:
                 resolved=routed.resolved,
                 dead_lettered=routed.dead_lettered,
             )
-        self.warehouse.commit(
-            breaker_events=breaker_events_table(events), state=encoded_state(self.pipeline)
-        )
-        self._publish_breakers()
-        summary.breaker_events.extend(events)
+        with deferred_interrupt():  # the move landed is the move clients' file shows
+            self.warehouse.commit(
+                breaker_events=breaker_events_table(events), state=encoded_state(self.pipeline)
+            )
+            self._publish_breakers()
+            summary.breaker_events.extend(events)
 
     def _batches(self, records: Iterable[InputRecord]) -> Iterator[list[InputRecord]]:
         if self.live:
@@ -354,38 +361,71 @@ class EmbeddedRunner:
                     resolved=routed.resolved,
                     dead_lettered=routed.dead_lettered,
                 )
-            landed = self.warehouse.commit(
-                facts,
-                alerts_table(alerts),
-                breaker_events_table(breaker_events),
-                dead_letters_table(dead),
-                state=encoded_state(self.pipeline),
-                digests=digests,
-                prewritten=prewritten,
-            )
+            # Ctrl-C waits for the commit and its counting: a batch that landed is in the
+            # summary the interrupt prints, and clients' breakers file follows it.
+            with deferred_interrupt():
+                landed = self.warehouse.commit(
+                    facts,
+                    alerts_table(alerts),
+                    breaker_events_table(breaker_events),
+                    dead_letters_table(dead),
+                    state=encoded_state(self.pipeline),
+                    digests=digests,
+                    prewritten=prewritten,
+                )
+                if breaker_events:
+                    self._publish_breakers()  # after the commit: no client sees an unlanded move
+                # After the commit, so the ledger never counts what the warehouse lacks; a
+                # crash in between loses nothing: the next start seeds it from the warehouse.
+                self.leases.land(facts)
+                if facts.num_rows:
+                    self.idle.judged()
+                summary.read += len(batch)
+                summary.landed += landed.facts
+                # Facts the commit found landed already (another writer won the race) are
+                # duplicates.
+                summary.duplicates += judged.duplicates + facts.num_rows - landed.facts
+                summary.dead_lettered += len(dead)
+                summary.dead_letter_reasons.update(first_reason(d.error) for d in dead)
+                priced = pc.sum(facts.column("priced"), min_count=0).as_py()
+                summary.unpriced += facts.num_rows - priced
+                # In the money context: += rounds to 28 digits, and a total of billions of
+                # dollars with 18 decimals has more (the summary shows it exactly).
+                cost = money_sum(facts.column("cost_usd"))
+                summary.cost_usd = MONEY_CONTEXT.add(summary.cost_usd, cost)
+                summary.alerts.extend(alerts)
+                summary.breaker_events.extend(breaker_events)
+                summary.late += detection.late
         finally:
             if prewritten is not None:
                 prewritten.discard()  # unless the commit took its files
-        if breaker_events:
-            self._publish_breakers()  # after the commit: a client never sees an unlanded move
-        # After the commit, so the ledger never counts what the warehouse lacks; a crash in
-        # between loses nothing: the next start seeds the ledger from the warehouse.
-        self.leases.land(facts)
-        if facts.num_rows:
-            self.idle.judged()
-        summary.read += len(batch)
-        summary.landed += landed.facts
-        # Facts the commit found landed already (another writer won the race) are duplicates.
-        summary.duplicates += judged.duplicates + facts.num_rows - landed.facts
-        summary.dead_lettered += len(dead)
-        summary.dead_letter_reasons.update(first_reason(d.error) for d in dead)
-        summary.unpriced += facts.num_rows - pc.sum(facts.column("priced"), min_count=0).as_py()
-        # In the money context: += rounds to 28 digits, and a total of billions of dollars
-        # with 18 decimals has more (the summary shows it exactly).
-        summary.cost_usd = MONEY_CONTEXT.add(summary.cost_usd, money_sum(facts.column("cost_usd")))
-        summary.alerts.extend(alerts)
-        summary.breaker_events.extend(breaker_events)
-        summary.late += detection.late
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold a first Ctrl-C (SIGINT) until the block ends, then raise it; a second one
+    raises at once. Only in the main thread with Python's own handler in place (elsewhere
+    no signal reaches the block, or someone else handles it)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        if held:
+            raise KeyboardInterrupt
+        held.append(signum)
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def ingest_records(
