@@ -36,6 +36,7 @@ from spendstream.runtime.breakers_file import write_breakers_file
 from spendstream.runtime.collector import batch_pace
 from spendstream.runtime.embedded_leases import EmbeddedLeases
 from spendstream.runtime.idle_clock import IdleClock
+from spendstream.runtime.reset_requests import clear_left
 from spendstream.stream.batch import DIGEST, judge_lines, stored_raw
 from spendstream.stream.pipeline import Pipeline
 from spendstream.table_schemas import (
@@ -212,6 +213,7 @@ class EmbeddedRunner:
         state = self.warehouse.resume().state
         self.pipeline = restored_pipeline(config, state, workdir)
         self._publish_breakers()  # a writer killed after a commit left the file behind it
+        clear_left(workdir)  # reset requests' files earlier runs left
         self.leases = EmbeddedLeases(config, lease_clock)
         self.leases.seed(workdir, config.warehouse)
 

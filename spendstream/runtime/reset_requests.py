@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["REQUESTS_DIR", "Asked", "ResetRequest", "ask_writer", "taken_requests"]
+__all__ = ["REQUESTS_DIR", "Asked", "ResetRequest", "ask_writer", "clear_left", "taken_requests"]
 
 REQUESTS_DIR = "reset-requests"
 _POLL_S = 0.1
@@ -117,3 +117,30 @@ def taken_requests(workdir: Path) -> Iterator[ResetRequest]:
         except (OSError, ValueError, KeyError, TypeError):
             scope = None
         yield ResetRequest(scope if isinstance(scope, str) else None, taken)
+
+
+# An asker waits at most two timeouts for its answer: one older than this has no reader.
+_ANSWER_KEPT_S = 600.0
+
+
+def clear_left(workdir: Path, now: float | None = None) -> None:
+    """What earlier runs left, removed by a writer as it starts (it holds the workdir's lock,
+    so no other writer is answering): requests a killed writer had taken (their asker has
+    long stopped waiting and was told the reset may have landed), answers no asker read (it
+    was interrupted), and half-written files."""
+    folder = workdir / REQUESTS_DIR
+    try:
+        left = list(folder.iterdir())
+    except OSError:
+        return
+    now = time.time() if now is None else now
+    for path in left:
+        try:
+            # An asker's .tmp becomes its .request in an instant: only an old one is left.
+            stale = path.suffix == ".taken" or (
+                path.suffix in (".answer", ".tmp") and now - path.stat().st_mtime > _ANSWER_KEPT_S
+            )
+            if stale:
+                path.unlink()
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: it is only clutter

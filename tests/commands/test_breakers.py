@@ -416,6 +416,30 @@ def test_a_reset_the_writer_took_but_never_answered_is_not_said_undone(
     err = capsys.readouterr().err
     assert "nothing was reset" not in err
     assert "took the reset" in err and "spendstream breakers list" in err
+    # The next writer clears what the silent one left (it holds the lock: no one answers it).
+    requests = work / "reset-requests"
+    assert [p.suffix for p in requests.iterdir()] == [".taken"]
+    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    assert list(requests.iterdir()) == []
+
+
+def test_a_writer_starting_clears_answers_no_asker_read_but_not_fresh_ones(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from spendstream.runtime.reset_requests import REQUESTS_DIR, clear_left
+
+    folder = tmp_path / REQUESTS_DIR
+    folder.mkdir()
+    for name in ("old.answer", "new.answer", "old.tmp", "new.tmp", "w.request", "k.taken"):
+        (folder / name).write_text("{}")
+    for name in ("old.answer", "old.tmp"):
+        os.utime(folder / name, (1_000_000, 1_000_000))
+    clear_left(tmp_path, now=1_000_000 + 601)
+    # Fresh answers and temp files may have an asker reading or renaming them right now; a
+    # waiting request is the next writer's to take.
+    assert sorted(p.name for p in folder.iterdir()) == ["new.answer", "new.tmp", "w.request"]
 
 
 def test_an_asker_interrupted_while_waiting_withdraws_its_request(
