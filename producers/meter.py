@@ -21,12 +21,15 @@ at it:
   the queue to the spool once the send has hung ``spool_flush_s / 2``, then keeps the queue
   spilled every ``spool_flush_s / 4`` while the transport stays down. So during an outage
   every event ``record()`` accepted is on disk within ``spool_flush_s + linger_s`` (default
-  1.05 s), and a kill -9 at any moment loses at most the events of that last window. A batch
+  1.05 s), as far as the spool has room, and a kill -9 at any moment loses at most the
+  events of that last window. The batch in flight is written whole or not at all: one the
+  spool has no room for stays in memory, its send's to settle (``close()`` spools what fits
+  of it and counts the rest dropped). A batch
   spilled while in flight stays at the spool's head; if its send then succeeds, those lines
   are removed from the spool (not sent twice), unless newer lines overtook it there.
 - **spool** (``spool_max_bytes`` on disk, default 256 MiB): queued events that do not fit
-  stay queued; a line that does not fit when the queue is full too (or of a failed batch)
-  is dropped (``dropped``), logged, counted.
+  stay queued (so does a hung batch that does not fit whole); a line that does not fit when
+  the queue is full too (or of a failed batch) is dropped (``dropped``), logged, counted.
 - **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
   (``rejected``), not retried: it would be refused again.
 
@@ -108,6 +111,8 @@ _CALL_TAGS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 
 _BACKOFF_MIN_S = 0.1
 _MIRROR_PENDING, _MIRROR_HEAD, _MIRROR_TAIL = "pending", "head", "tail"
+# The spool had no room for the whole batch: it stays in memory, held by the send.
+_MIRROR_REFUSED = "refused"
 _BACKOFF_MAX_S = 5.0
 _MAX_TRACKED_REQUESTS = 10_000
 
@@ -151,13 +156,16 @@ class SlotReplay:
 class _InFlight:
     """The batch a send is working on, and whether the spill thread has put it on disk."""
 
-    __slots__ = ("batch", "mirrored", "on_disk", "source")
+    __slots__ = ("batch", "mirrored", "on_disk", "on_disk_lines", "source")
 
     def __init__(self, batch: list[Record], source: str) -> None:
         self.batch = batch
         self.source = source
-        self.mirrored: str | None = None  # pending -> head (first in the spool) | tail
+        # pending -> head (first in the spool) | tail | refused (no room: still in memory)
+        self.mirrored: str | None = None
         self.on_disk = threading.Event()
+        # Its leading lines in the spool: all of them, or fewer when the disk cut the write.
+        self.on_disk_lines = 0
 
 
 class _Counters:
@@ -226,6 +234,8 @@ class Meter:
         self._spill_wake = threading.Event()
         self._abandoned = False
         self._closed = False
+        self._close_hooks: list[Callable[[Meter], None]] = []
+        self._close_hooks_lock = threading.Lock()
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._last_drop_log = 0.0
@@ -720,7 +730,17 @@ class Meter:
         if spool is None:
             return True
         with self._c.lock:
-            if self._held or self._inflight:
+            entry = self._current
+            # A hung batch the spool had no room for is as far on disk as it can be now:
+            # waiting for it waited out the outage (close() spools what fits of it then).
+            unspillable = (
+                len(entry.batch) - entry.on_disk_lines
+                if entry is not None
+                and entry.source == "queue"
+                and entry.mirrored in (_MIRROR_REFUSED, _MIRROR_TAIL)
+                else 0
+            )
+            if self._held or self._inflight > unspillable:
                 return False
             if not self._queue:
                 return True
@@ -757,8 +777,8 @@ class Meter:
         if self._thread.is_alive() and self._send_started is None:
             # Past the deadline between sends: the sender is spooling what is left. Inside
             # a send that hangs there is nothing to wait for: _abandon spools its batch (the
-            # spill thread has it on disk already after spool_flush_s / 2). The extra second
-            # held the exit close_timeout_s + 1 s for every black-holed endpoint.
+            # spill thread has it on disk already after spool_flush_s / 2 if it fit). The
+            # extra second held the exit close_timeout_s + 1 s for every black-holed endpoint.
             self._thread.join(1.0)
         if self._thread.is_alive():
             self._abandon()
@@ -767,10 +787,26 @@ class Meter:
         if self._spiller is not None:
             self._spiller.join(timeout + 1.0)
         self.transport.close()
-        self._closed = True
+        with self._close_hooks_lock:
+            self._closed = True
+            hooks, self._close_hooks = self._close_hooks, []
         if self._spool is not None:
             self._spool.close()
         atexit.unregister(self._atexit)
+        for hook in hooks:
+            try:
+                hook(self)
+            except Exception:  # a hook's bug must not fail the close
+                log.exception("spendstream meter close hook %r failed", hook)
+
+    def _call_at_close(self, hook: Callable[[Meter], None]) -> None:
+        """Run ``hook(meter)`` when the Meter closes (at once if it has): for integrations
+        keeping per-Meter state that holds the Meter, which must not outlive its close."""
+        with self._close_hooks_lock:
+            if not self._closed:
+                self._close_hooks.append(hook)
+                return
+        hook(self)
 
     def _after_fork(self) -> None:
         """A forked child gets its own sender, spool slot and connections.
@@ -780,6 +816,7 @@ class Meter:
         """
         self._c = _Counters()
         self._attempts_lock = threading.Lock()
+        self._close_hooks_lock = threading.Lock()
         self._wake = threading.Event()
         self._queue = collections.deque()
         self._held, self._inflight, self._current = [], 0, None
@@ -835,10 +872,12 @@ class Meter:
         else:  # the drop is logged below
             log.warning("meter closed while a send was still pending")
         if current is not None and current.mirrored is not None:
-            current.on_disk.wait()  # the spill thread wrote (or is writing) it already
-            current = None
+            current.on_disk.wait()  # the spill thread wrote (or is writing) what fit
         if current is not None and current.source != "spool":  # spooled lines are on disk
-            batch, source = current.batch, current.source
+            batch, source = current.batch[current.on_disk_lines :], current.source
+        else:
+            batch, source = [], ""
+        if batch:
             if self._spool is not None:
                 self._spool_records(batch, inflight=len(batch) if source == "queue" else 0)
             else:
@@ -846,8 +885,8 @@ class Meter:
                     self._c.dropped += len(batch)
                     self._inflight -= len(batch) if source == "queue" else 0
                 self._log_drop(len(batch), "closed with no spool during a send")
-            if source == "held":
-                self._held = []
+        if source == "held":
+            self._held = []
         self._stash_all()
 
     def __enter__(self) -> Meter:
@@ -1145,13 +1184,21 @@ class Meter:
             self._send_started = None
         if entry.mirrored is not None:
             entry.on_disk.wait()
-        if entry.mirrored is not None:
-            if entry.mirrored == _MIRROR_TAIL:
-                # Its lines are in the spool behind newer ones: they will be re-sent from there
-                # (same event_id, counted once by the pipeline); only learn whether it worked.
+        if entry.mirrored == _MIRROR_HEAD:
+            source = "spool"  # at the spool's head: settle it exactly as a replayed batch
+        elif entry.mirrored == _MIRROR_TAIL:
+            # Its lines are in the spool behind newer ones: they will be re-sent from there
+            # (same event_id, counted once by the pipeline); only learn whether it worked.
+            skip = entry.on_disk_lines
+            if skip == len(batch):
                 self._learn(bool(result.failed))
                 return not result.failed
-            source = "spool"  # at the spool's head: settle it exactly as a replayed batch
+            # The disk cut the spill short: the lines it did not take are settled here.
+            batch = batch[skip:]
+            result = SendResult(
+                failed=[i - skip for i in result.failed if i >= skip],
+                rejected=[(i - skip, why) for i, why in result.rejected if i >= skip],
+            )
         failed = sorted(set(result.failed))
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
@@ -1210,12 +1257,25 @@ class Meter:
         if self._spool is None or not self._queue:
             return False
         with self._stash_lock:  # the sender and the spill thread both stash: keep their order
-            records = self._take_fitting(self._spool.max_bytes - self._spool.size_bytes)
-            if records:
-                self._spool_records(records, inflight=len(records))
-            return bool(records)
+            return self._move_queue()
 
-    def _take_fitting(self, room: int) -> list[Record]:
+    def _move_queue(self) -> bool:
+        """``_stash_queue``, the stash lock held."""
+        assert self._spool is not None
+        events, records = self._take_fitting(self._spool.max_bytes - self._spool.size_bytes)
+        if not records:
+            return False
+        # record()'s overflow and a failed batch's retry write without the stash lock: the
+        # room counted above may be gone. What the spool refuses goes back to the queue's
+        # head rather than being dropped, as a full spool leaves queued events in memory.
+        taken = self._spool.append([r.value for r in records])
+        with self._c.lock:
+            self._c.spooled += taken
+            self._inflight -= len(records)
+            self._queue.extendleft(reversed(events[taken:]))
+        return taken > 0
+
+    def _take_fitting(self, room: int) -> tuple[list[UsageEvent], list[Record]]:
         """``_take``, stopping at the first event whose line would not fit in ``room`` bytes."""
         queue = self._queue
         fitting: list[tuple[UsageEvent, Record]] = []
@@ -1228,15 +1288,17 @@ class Meter:
                 break
             key = partition_key(ev.api_key_id, ev.session_id, ev.request_id, ev.event_id)
             fitting.append((ev, Record(key, value)))
+        events: list[UsageEvent] = []
         out: list[Record] = []
         with self._c.lock:
             for ev, record in fitting:
                 if not queue or queue[0] is not ev:
                     break  # the sender took it meanwhile: what follows is no longer the head
                 queue.popleft()
+                events.append(ev)
                 out.append(record)
             self._inflight += len(out)
-        return out
+        return events, out
 
     # -- the spill thread: memory to disk while the transport is stuck ------------------
 
@@ -1282,24 +1344,39 @@ class Meter:
         return False
 
     def _mirror(self, entry: _InFlight) -> None:
+        """Copy the hung batch to the spool, all of it or none: the send still holds it, so
+        what does not fit is not lost (a part copied had the rest counted and logged as
+        dropped, and took room the queue's events would have had)."""
         assert self._spool is not None
         try:
             with self._stash_lock:
-                taken, first = self._spool.append_first([r.value for r in entry.batch])
+                taken, first = self._spool.append_first([r.value for r in entry.batch], whole=True)
         except BaseException:
-            with self._c.lock:  # not on disk: the sender settles the batch as usual
-                entry.mirrored = None
+            # Not on disk: the sender settles the batch as usual. Marked refused rather than
+            # untried, so no second attempt finds on_disk already set.
+            with self._c.lock:
+                entry.mirrored = _MIRROR_REFUSED
             entry.on_disk.set()
             raise
-        lost = len(entry.batch) - taken
+        whole = taken == len(entry.batch)
         with self._c.lock:
             self._c.spooled += taken
-            self._c.dropped += lost
-            self._inflight -= len(entry.batch)
-            entry.mirrored = _MIRROR_HEAD if first and not lost else _MIRROR_TAIL
+            self._inflight -= taken  # the rest stay in flight, the send's to settle
+            entry.on_disk_lines = taken
+            if not taken:
+                entry.mirrored = _MIRROR_REFUSED
+            else:
+                entry.mirrored = _MIRROR_HEAD if first and whole else _MIRROR_TAIL
         entry.on_disk.set()
-        if lost:
-            self._log_drop(lost, self._spool.refusal or "spool full")
+        if not whole:
+            log.warning(
+                "a send has hung %.1f s and %s of its %s could not be written to the spool "
+                "(%s): held in memory by the send, spooled if it fails or still hangs at close",
+                self.spool_flush_s / 2,
+                f"{len(entry.batch) - taken:,}",
+                plural(len(entry.batch), "usage event"),
+                self._spool.refusal or "spool full",
+            )
 
     def _stash_all(self) -> None:
         """At the close deadline (or a failed send while closing, with a spool): nothing in
@@ -1307,12 +1384,16 @@ class Meter:
         if self._held and self._spool is not None:
             held, self._held = self._held, []
             self._spool_records(held, inflight=0)
-        self._stash_queue()
-        with self._c.lock:
-            left = len(self._queue) + len(self._held)
-            self._queue.clear()
-            self._held = []
-            self._c.dropped += left
+        # Held throughout: a spill moving the queue meanwhile could put refused events back
+        # after it was emptied, left counted as neither spooled nor dropped.
+        with self._stash_lock:
+            if self._spool is not None and self._queue:
+                self._move_queue()
+            with self._c.lock:
+                left = len(self._queue) + len(self._held)
+                self._queue.clear()
+                self._held = []
+                self._c.dropped += left
         if left:
             self._log_drop(
                 left,

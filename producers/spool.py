@@ -125,10 +125,16 @@ class Spool:
         with self._lock:
             return self._append(lines)
 
-    def append_first(self, lines: Sequence[bytes]) -> tuple[int, bool]:
-        """``append``, and whether these lines are the spool's head (it was empty before)."""
+    def append_first(self, lines: Sequence[bytes], *, whole: bool = False) -> tuple[int, bool]:
+        """``append``, and whether these lines are the spool's head (it was empty before).
+        ``whole``: all the lines or none (0) if they do not all fit under ``max_bytes``,
+        judged under the lock the write takes (a disk that refuses bytes can still cut the
+        write short)."""
         with self._lock:
             first = self._bytes <= 0
+            if whole and self._bytes + sum(len(line) + 1 for line in lines) > self.max_bytes:
+                self.refusal = f"spool full ({self.max_bytes:,} bytes unsent)"
+                return 0, first
             return self._append(lines), first
 
     def _append(self, lines: Sequence[bytes]) -> int:

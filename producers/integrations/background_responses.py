@@ -9,7 +9,8 @@ OpenAI's ``created_at``/``completed_at``, the fields of the call that created it
 was created here (else of the one that saw it finished), and ``event_id``
 ``openai-response:<id>``, which another process seeing it finished sends too: the
 pipeline lands it once. Per Meter, what is remembered is bounded: the pending creates
-(``_Background._MAX``) and the ids recorded (ten times as many).
+(``_Background._MAX``) and the ids recorded (ten times as many); it is let go when the Meter
+closes (a closed Meter records nothing more), so the Meter can be freed.
 """
 
 from __future__ import annotations
@@ -124,9 +125,19 @@ _BACKGROUND_LOCK = threading.Lock()
 def _background_of(meter: Meter) -> _Background:
     with _BACKGROUND_LOCK:
         found = _BACKGROUND.get(meter)
-        if found is None:
-            found = _BACKGROUND[meter] = _Background()
-        return found
+        if found is not None:
+            return found
+        found = _BACKGROUND[meter] = _Background()
+    # Outside the lock: on a Meter closed already the hook runs at once.
+    meter._call_at_close(_forget)
+    return found
+
+
+def _forget(meter: Meter) -> None:
+    """A closed Meter records nothing more. Its pending calls hold it (through their
+    spec), so kept in a table keyed weakly on it they kept it, and them, alive for ever."""
+    with _BACKGROUND_LOCK:
+        _BACKGROUND.pop(meter, None)
 
 
 def _response_state(source: Any) -> dict[str, Any] | None:

@@ -5,9 +5,11 @@ with the real openai SDK against a real local HTTP server that runs them as Open
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -296,3 +298,20 @@ def test_a_background_create_left_unread_is_recorded_once_when_seen_finished(
     for event, rid in ((first, streamed), (second, unread)):
         _finished(event, server, rid, "completed")
         assert {k: event.get(k, 0) for k in RESP} == RESP
+
+
+def test_a_closed_meter_with_a_background_call_still_pending_is_freed(
+    server: BackgroundServer,
+) -> None:
+    # The pending call holds its Meter, and the per-Meter table (keyed weakly on the Meter)
+    # held the call: a closed Meter and its calls were never freed.
+    meter, _ = collecting_meter()
+    client = _client(server, meter)
+    queued = client.responses.create(model="gpt-5", input="hi", background=True)
+    assert queued.status == "queued"  # pending: waits to be seen finished
+    meter.close(timeout_s=5)
+    gone = weakref.ref(meter)
+    client.close()
+    del meter, client, queued
+    gc.collect()
+    assert gone() is None

@@ -741,9 +741,12 @@ def test_an_endpoint_that_stays_down_is_retried_less_and_less_often(
     assert 1 <= attempts <= 12, attempts
 
 
-def test_a_batch_only_partly_spilled_to_a_full_spool_does_not_take_newer_lines_with_it(
+def test_a_hung_batch_the_spool_cannot_hold_whole_stays_in_flight_and_newer_lines_fit(
     server: IngestServer, tmp_path: Path
 ) -> None:
+    # The spill wrote two of the hung batch's three big lines and counted the third dropped
+    # (the send still held it). Now the batch is written whole or not at all; the newer,
+    # smaller events take the room, and the batch is settled by its send.
     ts = "2026-01-01T00:00:00Z"
     pad = {f"pad{k}": "x" * 250 for k in range(4)}
 
@@ -766,12 +769,17 @@ def test_a_batch_only_partly_spilled_to_a_full_spool_does_not_take_newer_lines_w
         _wait_for(lambda: server.requests == 1, "the big batch in flight")
         for i in range(3, 6):
             meter.record(**_fields(i, ts=ts))
-        _wait_for(lambda: meter.metrics.spooled == 5, "two big lines, then the small ones")
+        _wait_for(lambda: meter.metrics.spooled == 3, "the small ones")
+        assert _spooled_lines(tmp_path / "spool") == [f"e{i:06d}" for i in range(3, 6)]
+        m = meter.metrics
+        assert (m.dropped, m.queued) == (0, 3)  # the big batch, held by its send
         server.answering.set()  # the hung send succeeds
         assert meter.flush(timeout_s=60)
+        m = meter.metrics
     finally:
         meter.close()
-    assert set(server.event_ids()) == {f"e{i:06d}" for i in range(6)}
+    assert server.event_ids() == [f"e{i:06d}" for i in range(6)]  # each once
+    assert (m.sent, m.replayed, m.dropped) == (6, 3, 0)
 
 
 def test_close_during_a_hung_replay_leaves_the_spooled_lines_as_they_were(
