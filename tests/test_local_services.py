@@ -48,8 +48,12 @@ def test_local_start_prints_a_configuration_that_ingests_and_reads_back(
                      "--workdir", str(tmp_path / "b"), *cfg]) == 0  # fmt: skip
         assert capsys.readouterr().out.splitlines()[-1] == "300"
         # The tables are all in the bucket and the catalog: the writer's workdir holds only
-        # its lock (one embedded writer per workdir), the reader's nothing at all.
-        assert [p.name for p in (tmp_path / "a").iterdir()] == ["writer.lock"]
+        # its lock (one embedded writer per workdir) and the breakers it opened, for this
+        # machine's guard() (WorkdirBreakerView); the reader's nothing at all.
+        assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+            "breakers.json",
+            "writer.lock",
+        ]
         assert not (tmp_path / "b").exists()
         assert main(["local", "status", *args]) == 0
         status = capsys.readouterr().out

@@ -23,12 +23,16 @@ __all__ = ["write_breakers_file"]
 
 
 def write_breakers_file(workdir: Path, breakers: Mapping[str, BreakerStatus]) -> None:
-    """Replace the file with ``breakers`` (every breaker that is not closed)."""
+    """Replace the file with ``breakers`` (every breaker that is not closed). No file and
+    nothing open: none is written (a missing file reads as nothing open), so a workdir where
+    no breaker ever moved holds no file for it."""
+    path = workdir / BREAKERS_FILE
+    if not breakers and not path.exists():
+        return
     rows = [
         {"scope": scope, "state": b.state, "reason": b.reason, "ts": b.since.isoformat()}
         for scope, b in sorted(breakers.items())
     ]
-    path = workdir / BREAKERS_FILE
     tmp = path.with_name(f".{BREAKERS_FILE}.{os.getpid()}.tmp")
     tmp.write_bytes(orjson.dumps({"breakers": rows}))
     os.replace(tmp, path)

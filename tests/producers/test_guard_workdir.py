@@ -62,6 +62,15 @@ def test_the_view_follows_the_file_as_the_writer_replaces_it(
         guard(view, team="search")
 
 
+def test_a_workdir_where_no_breaker_moved_gets_no_file(tmp_path: Path) -> None:
+    # The workdir of a writer whose tables live elsewhere (a bucket) holds only its lock.
+    write_breakers_file(tmp_path, {})
+    assert list(tmp_path.iterdir()) == []
+    write_breakers_file(tmp_path, {"global": BreakerStatus("open", "budget", T0)})
+    write_breakers_file(tmp_path, {})  # once there, it says what closed
+    assert (tmp_path / BREAKERS_FILE).read_bytes() == b'{"breakers":[]}'
+
+
 def test_a_view_made_fail_closed_refuses_until_it_has_read_the_file(tmp_path: Path) -> None:
     view = WorkdirBreakerView(tmp_path, fail_closed=True)  # not started: never ready
     with pytest.raises(BreakerOpen) as stop:
