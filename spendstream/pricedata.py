@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.errors import SpendstreamError
+from spendstream.workdir import write_atomically
 
 __all__ = [
     "DEFAULT_URL",
@@ -119,17 +119,11 @@ def update_price_data(workdir: Path, url: str = DEFAULT_URL, *, timeout_s: float
     }
     data_path, meta_path = price_data_paths(workdir)
     data_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(data_path, body)
-    _write_atomically(meta_path, json.dumps(meta, indent=2).encode())
+    write_atomically(data_path, body)
+    write_atomically(meta_path, json.dumps(meta, indent=2).encode())
     return PriceData(
         snapshot, f"{url} (fetched {fetched_at:%Y-%m-%d})", as_of, fetched_at, providers, models
     )
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def load_price_data(workdir: Path | None) -> PriceData | None:

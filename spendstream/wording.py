@@ -14,6 +14,7 @@ __all__ = [
     "plural",
     "usd",
     "usd_past",
+    "usd_value",
     "written_usd",
 ]
 
@@ -59,10 +60,16 @@ def usd_past(spend: Decimal, threshold: Decimal) -> str:
     ``$0.01``), or is off by more than a thousandth of it ($0.0125 at the 50% level of a
     $0.01 budget read ``$0.01 of its $0.01``). Then exactly (``exact_usd``)."""
     shown = usd(spend)
-    value = Decimal(shown.replace("$", "").replace(",", ""))
+    value = usd_value(shown)
     if value == spend or (value > threshold and abs(value - spend) * 1000 <= threshold):
         return shown
     return exact_usd(spend)
+
+
+def usd_value(shown: str) -> Decimal:
+    """The amount a ``usd`` text reads as (``-$1,234.57``: -1234.57), to tell whether it
+    shows an amount exactly."""
+    return Decimal(shown.replace("$", "").replace(",", ""))
 
 
 def exact_usd(value: Decimal) -> str:

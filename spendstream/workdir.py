@@ -16,7 +16,7 @@ from types import TracebackType
 
 from spendstream.errors import WorkdirBusy
 
-__all__ = ["LOCK_FILE", "WorkdirLock", "resolve_workdir"]
+__all__ = ["LOCK_FILE", "WorkdirLock", "resolve_workdir", "write_atomically"]
 
 ENV_HOME = "SPENDSTREAM_HOME"
 DEFAULT_WORKDIR = "spendstream-data"
@@ -77,3 +77,11 @@ class WorkdirLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` by a rename: a reader of a workdir's file (another
+    process polling it) sees the old whole file or the new, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -8,13 +8,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary, Interrupted
 from spendstream.warehouse.charts import usd
-from spendstream.wording import clipped, escape_controls, exact_usd
+from spendstream.wording import clipped, escape_controls, exact_usd, usd_value
 
 __all__ = ["print_summary", "progress_printer", "summary_on_interrupt"]
 
@@ -97,8 +96,7 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
     # Cents for reading, and the exact sum beside them when they differ: a total to reconcile
     # with the warehouse's sum(cost_usd) or a provider's invoice must not be one rounded.
     shown = usd(s.cost_usd)
-    same = Decimal(shown.lstrip("-$").replace(",", "")) == s.cost_usd.copy_abs()
-    cost = shown if same else f"{shown} (exactly {exact_usd(s.cost_usd)})"
+    cost = shown if usd_value(shown) == s.cost_usd else f"{shown} (exactly {exact_usd(s.cost_usd)})"
     out.write(f"cost of landed facts: {cost} ({s.unpriced:,} unpriced)\n")
     if s.late:
         out.write(

@@ -10,7 +10,6 @@ killed between its commit and this file left it stale until then).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import orjson
 
 from spendstream.producers.guard import BREAKERS_FILE
 from spendstream.stream.breakers import BreakerStatus
+from spendstream.workdir import write_atomically
 
 __all__ = ["write_breakers_file"]
 
@@ -33,6 +33,4 @@ def write_breakers_file(workdir: Path, breakers: Mapping[str, BreakerStatus]) ->
         {"scope": scope, "state": b.state, "reason": b.reason, "ts": b.since.isoformat()}
         for scope, b in sorted(breakers.items())
     ]
-    tmp = path.with_name(f".{BREAKERS_FILE}.{os.getpid()}.tmp")
-    tmp.write_bytes(orjson.dumps({"breakers": rows}))
-    os.replace(tmp, path)
+    write_atomically(path, orjson.dumps({"breakers": rows}))

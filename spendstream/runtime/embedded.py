@@ -248,6 +248,19 @@ class EmbeddedRunner:
             idle = self.router.tick()
             summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
 
+    def _route(
+        self, alerts: list[Alert], breaker_events: list[BreakerEvent], summary: IngestSummary
+    ) -> None:
+        """Through the alert router (none without sinks), counted in ``summary``."""
+        if self.router is None or not (alerts or breaker_events):
+            return
+        routed = self.router.handle(alerts, breaker_events)
+        summary.notifications.update(
+            triggered=routed.triggered,
+            resolved=routed.resolved,
+            dead_lettered=routed.dead_lettered,
+        )
+
     def _publish_breakers(self) -> None:
         """``<workdir>/breakers.json`` for clients' ``WorkdirBreakerView`` (no Kafka)."""
         write_breakers_file(self.workdir, self.pipeline.engine.breakers())
@@ -289,13 +302,7 @@ class EmbeddedRunner:
         events = self.idle.advance(self.pipeline.engine)
         if not events:
             return
-        if self.router is not None:
-            routed = self.router.handle([], events)
-            summary.notifications.update(
-                triggered=routed.triggered,
-                resolved=routed.resolved,
-                dead_lettered=routed.dead_lettered,
-            )
+        self._route([], events, summary)
         with deferred_interrupt():  # the move landed is the move clients' file shows
             self.warehouse.commit(
                 breaker_events=breaker_events_table(events), state=encoded_state(self.pipeline)
@@ -352,17 +359,11 @@ class EmbeddedRunner:
         try:
             detection = self.pipeline.detect_table(facts)
             alerts, breaker_events = detection.alerts, detection.breaker_events
-            if self.router is not None and (alerts or breaker_events):
-                # Routed before the commit: a crash in between replays the batch, the detectors
-                # (restored from the last commit) raise the same alert ids, and the router's
-                # delivery state skips every (alert, route, sink) it already decided. So each
-                # alert is paged once even across a kill -9; routing after the commit could lose it.
-                routed = self.router.handle(alerts, breaker_events)
-                summary.notifications.update(
-                    triggered=routed.triggered,
-                    resolved=routed.resolved,
-                    dead_lettered=routed.dead_lettered,
-                )
+            # Routed before the commit: a crash in between replays the batch, the detectors
+            # (restored from the last commit) raise the same alert ids, and the router's
+            # delivery state skips every (alert, route, sink) it already decided. So each
+            # alert is paged once even across a kill -9; routing after the commit could lose it.
+            self._route(alerts, breaker_events, summary)
             # Ctrl-C waits for the commit and its counting: a batch that landed is in the
             # summary the interrupt prints, and clients' breakers file follows it.
             with deferred_interrupt():

@@ -23,16 +23,12 @@ from typing import Any
 
 import orjson
 
+from spendstream.workdir import write_atomically
+
 __all__ = ["REQUESTS_DIR", "Asked", "ResetRequest", "ask_writer", "clear_left", "taken_requests"]
 
 REQUESTS_DIR = "reset-requests"
 _POLL_S = 0.1
-
-
-def _write_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps(data))
-    os.replace(tmp, path)  # a reader sees the whole file or none
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +52,7 @@ def ask_writer(workdir: Path, scope: str, timeout_s: float) -> Asked:
     folder.mkdir(exist_ok=True)
     rid = uuid.uuid4().hex
     request, answer = folder / f"{rid}.request", folder / f"{rid}.answer"
-    _write_atomically(request, {"scope": scope})
+    write_atomically(request, orjson.dumps({"scope": scope}))
     try:
         return _wait_answer(request, answer, timeout_s)
     except BaseException:
@@ -95,7 +91,7 @@ class ResetRequest:
     path: Path  # <id>.taken
 
     def answer(self, data: dict[str, Any]) -> None:
-        _write_atomically(self.path.with_suffix(".answer"), data)
+        write_atomically(self.path.with_suffix(".answer"), orjson.dumps(data))
         self.path.unlink(missing_ok=True)
 
 

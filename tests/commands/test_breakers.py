@@ -238,6 +238,16 @@ def _session_calls(tmp_path: Path) -> Path:
     return events
 
 
+def _session_opened(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A workdir whose `ingest` opened session loop's breaker, and the options naming it."""
+    config = tmp_path / "spendstream.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    work = tmp_path / "data"
+    common = ["--workdir", str(work), "--config", str(config)]
+    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    return work, common
+
+
 def test_reset_closes_a_breaker_ingest_opened_without_kafka(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -360,11 +370,7 @@ def test_a_reset_no_running_writer_takes_is_withdrawn_and_said_so(
     import spendstream.runtime.embedded_reset as embedded_reset
     from spendstream.workdir import WorkdirLock
 
-    config = tmp_path / "spendstream.toml"
-    config.write_text("[runaway]\nmax_session_turns = 3\n")
-    work = tmp_path / "data"
-    common = ["--workdir", str(work), "--config", str(config)]
-    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    work, common = _session_opened(tmp_path)
     capsys.readouterr()
     monkeypatch.setattr(embedded_reset, "ASK_TIMEOUT_S", 0.5)
     with WorkdirLock(work, "ingest"):  # a writer that takes no requests
@@ -389,11 +395,7 @@ def test_a_reset_the_writer_took_but_never_answered_is_not_said_undone(
 
     # A writer killed (or Ctrl-C'd) between its reset commit and its answer: the asker said
     # "nothing was reset", though the writer had taken the request and may have closed it.
-    config = tmp_path / "spendstream.toml"
-    config.write_text("[runaway]\nmax_session_turns = 3\n")
-    work = tmp_path / "data"
-    common = ["--workdir", str(work), "--config", str(config)]
-    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    work, common = _session_opened(tmp_path)
     capsys.readouterr()
     monkeypatch.setattr(embedded_reset, "ASK_TIMEOUT_S", 1.0)
     stop = threading.Event()
@@ -476,18 +478,15 @@ def test_a_reset_run_with_the_workdir_free_rewrites_a_breakers_file_left_stale(
     # A writer killed between a commit that closed a breaker and its breakers.json left the
     # file saying open: clients' guard() refused the scope while `breakers list` said closed,
     # and `breakers reset` (nothing open to close) left the file as it was.
-    config = tmp_path / "spendstream.toml"
-    config.write_text("[runaway]\nmax_session_turns = 3\n")
-    work = tmp_path / "data"
-    common = ["--workdir", str(work), "--config", str(config)]
-    assert main(["ingest", str(_session_calls(tmp_path)), *common]) == 0
+    work, common = _session_opened(tmp_path)
     assert main(["breakers", "reset", "session:loop", *common]) == 0
     capsys.readouterr()
     stale = BreakerStatus("open", "runaway_session", datetime(2026, 11, 1, tzinfo=UTC))
     write_breakers_file(work, {"session:loop": stale})
 
-    main(["breakers", "reset", "session:loop", *common])
-    capsys.readouterr()
+    dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+    assert main(["breakers", "reset", "session:loop", *common, *dead]) == 0
+    assert "session:loop: already closed" in capsys.readouterr().err
     with WorkdirBreakerView(work, poll_s=0.01) as view:
         assert view.wait_ready(30)
         guard(view, session_id="loop")
