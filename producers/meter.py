@@ -940,16 +940,24 @@ class Meter:
 
     def watch_workdir_breakers(
         self,
-        workdir: str | os.PathLike[str] = "spendstream-data",
+        workdir: str | os.PathLike[str] | None = None,
         *,
         wait_s: float = 10.0,
         fail_closed: bool = False,
     ) -> WorkdirBreakerView:
         """Without Kafka: follow the breakers the embedded pipeline (``spendstream ingest``,
         ``tail -F calls.jsonl | spendstream ingest -`` as calls come) keeps in ``workdir``, so
-        ``guard()`` answers locally; close the view yourself. Waits for the first read, at most
-        ``wait_s``; a view not ready by then lets calls through unless ``fail_closed``."""
-        view = WorkdirBreakerView(workdir, fail_closed=fail_closed, ready_timeout_s=wait_s)
+        ``guard()`` answers locally; close the view yourself. ``workdir`` as the CLI finds
+        it: given, else ``$SPENDSTREAM_HOME``, else ``./spendstream-data``. Waits for the
+        first read, at most ``wait_s``; a view not ready by then lets calls through unless
+        ``fail_closed``."""
+        # The CLI's own rule (a light module: os, fcntl, pathlib), so the app and the
+        # `spendstream ingest` beside it never look in two places.
+        from spendstream.workdir import resolve_workdir
+
+        view = WorkdirBreakerView(
+            resolve_workdir(workdir), fail_closed=fail_closed, ready_timeout_s=wait_s
+        )
         self.breakers = view.start()
         if wait_s > 0 and not view.wait_ready(wait_s):
             log.warning(

@@ -3,6 +3,7 @@ writer (``ingest``, a live ``ingest -`` above all) keeps in ``<workdir>/breakers
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -125,3 +126,54 @@ def test_an_app_guards_its_calls_with_the_breakers_a_live_ingest_keeps(
         meter.close()
         proc.stdin.close()
         assert proc.wait(timeout=120) == 0
+
+
+def test_watch_workdir_breakers_finds_the_workdir_as_the_cli_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It looked in ./spendstream-data whatever $SPENDSTREAM_HOME said, where `spendstream
+    # ingest` (resolve_workdir) keeps its breakers: the open breaker was never seen.
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("SPENDSTREAM_HOME", str(home))
+    write_breakers_file(home, {"team:search": BreakerStatus("open", "budget", T0)})
+    with Meter.jsonl(tmp_path / "calls.jsonl", spool_dir=None, team="search") as meter:
+        view = meter.watch_workdir_breakers(wait_s=60)
+        try:
+            with pytest.raises(BreakerOpen) as stop:
+                meter.guard()
+            assert stop.value.scope == "team:search"
+            assert view.path == home.resolve() / BREAKERS_FILE
+        finally:
+            view.close()
+        # Given, it wins over the environment; without either, ./spendstream-data.
+        other = meter.watch_workdir_breakers(tmp_path / "given", wait_s=0)
+        other.close()
+        assert other.path == (tmp_path / "given").resolve() / BREAKERS_FILE
+        monkeypatch.delenv("SPENDSTREAM_HOME")
+        default = meter.watch_workdir_breakers(wait_s=0)
+        default.close()
+        assert default.path == elsewhere.resolve() / "spendstream-data" / BREAKERS_FILE
+
+
+def test_watching_a_workdir_loads_no_pipeline_dependency(tmp_path: Path) -> None:
+    # The workdir is found with spendstream.workdir's own rule: it must stay light.
+    code = (
+        "import json, sys\n"
+        "from spendstream.producers import Meter\n"
+        f"m = Meter.jsonl({str(tmp_path / 'calls.jsonl')!r}, spool_dir=None)\n"
+        "m.watch_workdir_breakers(wait_s=0).close()\n"
+        "m.close(timeout_s=0)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "spendstream.workdir" in loaded
+    heavy = ["duckdb", "pyarrow", "pandas", "numpy", "great_expectations"]
+    assert [m for m in loaded if m.split(".")[0] in heavy] == []
+    assert not [m for m in loaded if m.startswith(("spendstream.stream", "spendstream.runtime"))]
