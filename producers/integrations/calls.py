@@ -353,6 +353,9 @@ class MeteredCall:
                             part = await parts.__anext__()
                         except StopAsyncIteration:
                             break
+                        except BaseException as exc:
+                            call._read_failed(exc)
+                            raise
                         finally:
                             call.reading -= 1
                         call._read(part)
@@ -374,6 +377,9 @@ class MeteredCall:
                             part = next(parts)
                         except StopIteration:
                             break
+                        except BaseException as exc:
+                            call._read_failed(exc)
+                            raise
                         finally:
                             call.reading -= 1
                         call._read(part)
@@ -388,6 +394,14 @@ class MeteredCall:
     def _read(self, part: bytes) -> None:
         if self.body is not None:
             self.body += part
+
+    def _read_failed(self, exc: BaseException) -> None:
+        """The body's read raised (the connection dropped, a read timeout): a failed call,
+        recorded as a stream's reader records one (``_iterate``): that status, and the usage
+        of what was read, if any."""
+        if self.body is None:
+            return  # parsed into a stream, whose reader records the failure
+        self.record(response=answers.decoded(bytes(self.body)), status=status_of(exc))
 
     def _read_to_end(self) -> None:
         if self.body is None:

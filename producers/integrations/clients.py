@@ -35,7 +35,9 @@ recorded once, however its answer is consumed:
   ``event_id`` ``openai-response:<id>``: another instrumented process that retrieves the
   same response sends the same id, which the pipeline lands once;
 - a failure (the SDK raised): ``status`` ``timeout`` for the SDK's timeout errors and HTTP
-  408/504, else ``error``; 0 tokens, the requested model;
+  408/504, else ``error``; 0 tokens, the requested model. An answer whose read raises (the
+  connection dropped mid-body), parsed or read as bytes, is a failure too, with the usage
+  of what was read;
 - ``attempt``: the SDK's own retries plus one, where the final HTTP exchange is visible to
   the caller (streams, errors, raw responses); ``latency_ms`` from call to end (of stream);
 - fields: the Meter's defaults, then ``instrument``'s, then ``with meter.tags(...)`` around

@@ -4,7 +4,9 @@ streams, with usage; error statuses), for the real SDKs to call in tests.
 Under ``/api/v1`` (``openrouter_url``) it answers like OpenRouter: chat completions whose
 usage carries the call's ``cost`` in USD. The model name steers the answer: ``fail-<status>`` answers that HTTP error, ``flaky-...``
 fails the first request of each distinct body with a 503 and then answers, ``slow`` waits
-2 s. Every request body is kept in ``requests`` (path, JSON) for assertions.
+2 s, ``cut...`` drops the connection in the middle of the body (a stream after its first
+events, chunked, with no final chunk; a JSON body halfway through its ``Content-Length``).
+Every request body is kept in ``requests`` (path, JSON) for assertions.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ class ProviderServer:
             return _json(h, 503, _error(anthropic, "try again"))
         if model == "slow":
             time.sleep(2)
+        if model.startswith("cut"):
+            return _cut(h, path, model, body)
         if path == "/api/v1/chat/completions":
             if body.get("stream"):
                 return _sse(h, _openrouter_chunks(model, body))
@@ -145,6 +149,39 @@ class ProviderServer:
                 return _sse(h, _message_events(model), named=True)
             return _json(h, 200, _message(model))
         return _json(h, 404, {"error": {"message": f"no route {path}"}})
+
+
+def _cut(h: BaseHTTPRequestHandler, path: str, model: str, body: dict[str, Any]) -> None:
+    """The answer ``path`` would get, but the connection dropped in the middle of its body."""
+    if not body.get("stream"):
+        whole = json.dumps(_chat(model) if "chat" in path else _message(model)).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(whole)))
+        h.send_header("x-request-id", "req_test_123")
+        h.send_header("request-id", "req_test_123")
+        h.end_headers()
+        h.wfile.write(whole[: len(whole) // 2])
+    else:
+        named = path == "/v1/messages"
+        if named:  # message_start (its usage) and the first content block
+            events, keep = _message_events(model), 2
+        elif path == "/v1/responses":  # response.created only
+            events, keep = _responses_events(model), 1
+        else:  # the role chunk and the first word
+            events, keep = _chat_chunks(model, body), 2
+        h.send_response(200)
+        h.send_header("Content-Type", "text/event-stream")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.send_header("x-request-id", "req_test_123")
+        h.send_header("request-id", "req_test_123")
+        h.end_headers()
+        for _, event in zip(range(keep), events, strict=False):
+            head = f"event: {event['type']}\n" if named else ""
+            data = f"{head}data: {json.dumps(event)}\n\n".encode()
+            h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    h.wfile.flush()
+    h.close_connection = True  # closed with no final chunk: the peer sees the body cut
 
 
 def _error(anthropic: bool, message: str) -> dict[str, Any]:
