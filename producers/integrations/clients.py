@@ -1,7 +1,8 @@
 """``meter.instrument(client)``: every call of an OpenAI or Anthropic SDK client is recorded.
 
 The client is returned as it was (same object, same type); on it, the resources that make
-metered calls (OpenAI ``chat.completions``, ``responses``, ``embeddings``, ``completions``;
+metered calls (OpenAI ``chat.completions``, ``responses`` (``compact`` too),
+``embeddings``, ``completions``;
 Anthropic ``messages`` and ``beta.messages``) get their request method wrapped (each
 resource's ``_post``, through which ``create``, ``parse``, the ``stream()`` helpers and the
 ``with_raw_response`` / ``with_streaming_response`` forms all go; and OpenAI ``responses``'
@@ -73,7 +74,8 @@ ClientT = TypeVar("ClientT")
 # Resource attribute path -> {request path: api}, per SDK.
 _OPENAI_RESOURCES = {
     ("chat", "completions"): {"/chat/completions": "chat"},
-    ("responses",): {"/responses": "responses"},
+    # compact: a compaction pass over a conversation, billed like a response.
+    ("responses",): {"/responses": "responses", "/responses/compact": "responses"},
     ("embeddings",): {"/embeddings": "embeddings"},
     ("completions",): {"/completions": "chat"},
 }

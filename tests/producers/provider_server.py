@@ -32,6 +32,14 @@ RESPONSES_USAGE = {
     "output_tokens_details": {"reasoning_tokens": 20},
     "total_tokens": 980,
 }
+# A compaction pass (responses.compact): the conversation read, the compacted state written.
+COMPACT_USAGE = {
+    "input_tokens": 4200,
+    "input_tokens_details": {"cached_tokens": 3072},
+    "output_tokens": 610,
+    "output_tokens_details": {"reasoning_tokens": 448},
+    "total_tokens": 4810,
+}
 # OpenRouter's usage: OpenAI's counts plus the cost it charged (a JSON number, in USD): a
 # Claude Sonnet 4.5 call, 21942 uncached input tokens at $3/M, 40000 cache reads at
 # $0.30/M, 2100 output tokens at $15/M.
@@ -127,6 +135,8 @@ class ProviderServer:
             if body.get("stream"):
                 return _sse(h, _chat_chunks(model, body))
             return _json(h, 200, _chat(model))
+        if path == "/v1/responses/compact":
+            return _json(h, 200, _compacted(body))
         if path == "/v1/responses":
             if body.get("stream"):
                 return _sse(h, _responses_events(model))
@@ -298,6 +308,33 @@ def _response(model: str) -> dict[str, Any]:
         "tool_choice": "auto",
         "tools": [],
         "usage": RESPONSES_USAGE,
+    }
+
+
+def _compacted(body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/responses/compact``: the conversation's user messages and one compaction
+    item, with the usage of the compaction pass (no ``model`` in it: the answer names none)."""
+    given = body.get("input")
+    text = given if isinstance(given, str) else "hi"
+    return {
+        "id": "resp_cmp_1",
+        "object": "response.compaction",
+        "created_at": 1_790_000_100,
+        "output": [
+            {
+                "id": "msg_0",
+                "type": "message",
+                "status": "completed",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            },
+            {
+                "id": "cmp_1",
+                "type": "compaction",
+                "encrypted_content": "gAAAAABpM0Yj-compacted-state==",
+            },
+        ],
+        "usage": COMPACT_USAGE,
     }
 
 
