@@ -68,17 +68,23 @@ def _alike(reasons: Counter[str]) -> Counter[str]:
     return alike
 
 
-def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) -> None:
+def print_summary(
+    s: IngestSummary, out: TextIO, workdir: Path | None = None, config: str | None = None
+) -> None:
     """The counts (read = landed + duplicates + dead-lettered) and what was caught;
-    ``workdir``: the --workdir the user gave, repeated in the commands it suggests."""
+    ``workdir`` and ``config``: the --workdir and --config the user gave, repeated in the
+    commands it suggests."""
     if out.isatty():
         out.write("\n")
+    wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""
     out.write(
         f"read {s.read:,} = landed {s.landed:,} + duplicates {s.duplicates:,} + dead-lettered {s.dead_lettered:,}\n"
     )
     if s.dead_lettered:
         reasons = _alike(s.dead_letter_reasons)
-        named = reasons.most_common(3)
+        # Three reasons named, the rest counted; but a single reason left is named too
+        # ("1 more, for 1 other reason" took as much room as the reason would have).
+        named = reasons.most_common(4 if len(reasons) == 4 else 3)
         for reason, count in named:
             out.write(f"  {count:,} x {_shorten(reason)}{_hint(reason.removeprefix('e.g. '))}\n")
         rest = sum(reasons.values()) - sum(count for _, count in named)
@@ -88,7 +94,6 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
                 f"  {rest:,} more, for {others:,} other reason{'s' if others != 1 else ''}"
                 " (the query below lists every dead letter)\n"
             )
-        wd = f" --workdir {shlex.quote(str(workdir))}" if workdir is not None else ""
         out.write(
             f"dead letters (each names its file:line): spendstream sql{wd} "
             '"SELECT source, error FROM dead_letters ORDER BY received_at DESC LIMIT 20"\n'
@@ -120,14 +125,23 @@ def print_summary(s: IngestSummary, out: TextIO, workdir: Path | None = None) ->
         out.write(f"breakers opened: {shown}{more}\n")
     if s.notifications:
         n = s.notifications
+        # The replay command only when something died: beside "0 dead-lettered" it read as a
+        # step still to take. It names the --workdir and --config given (the sinks are
+        # there), or the replay would look in ./spendstream-data and find nothing.
+        replay = ""
+        if n["dead_lettered"]:
+            cf = f" --config {shlex.quote(config)}" if config is not None else ""
+            replay = f" (send them again: spendstream alerts --replay-dead-letters{wd}{cf})"
         out.write(
             f"notifications: {n['triggered']:,} sent, {n['resolved']:,} resolved, "
-            f"{n['dead_lettered']:,} dead-lettered (spendstream alerts --replay-dead-letters)\n"
+            f"{n['dead_lettered']:,} dead-lettered{replay}\n"
         )
 
 
 @contextmanager
-def summary_on_interrupt(out: TextIO, workdir: Path | None = None) -> Iterator[None]:
+def summary_on_interrupt(
+    out: TextIO, workdir: Path | None = None, config: str | None = None
+) -> Iterator[None]:
     """On Ctrl-C, the summary of the batches finished before it, then the interrupt goes on
     (the CLI says what landed stays landed, exit 130): a pipe read for days, stopped, told
     nothing of what it had landed."""
@@ -136,7 +150,7 @@ def summary_on_interrupt(out: TextIO, workdir: Path | None = None) -> Iterator[N
     except Interrupted as stop:
         try:
             out.write("\ninterrupted; the batches finished before it:\n")
-            print_summary(stop.summary, out, workdir)
+            print_summary(stop.summary, out, workdir, config)
             out.flush()
         except OSError:
             # Its reader went with the same Ctrl-C (`ingest - | tee log`): the interrupt,

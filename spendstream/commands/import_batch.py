@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     workdir = resolve_workdir(args.workdir)
     shown = workdir if args.workdir else None
     # One embedded writer per workdir (exit 3).
-    with WorkdirLock(workdir, "import-batch"), summary_on_interrupt(sys.stdout, shown):
+    with WorkdirLock(workdir, "import-batch"), summary_on_interrupt(sys.stdout, shown, args.config):
         summary = ingest_records(
             workdir,
             config,
@@ -136,5 +136,5 @@ def run(args: argparse.Namespace) -> int:
             route_alerts=args.route_alerts,
             progress=progress_printer(sys.stderr),
         )
-    print_summary(summary, sys.stdout, shown)
+    print_summary(summary, sys.stdout, shown, args.config)
     return 0

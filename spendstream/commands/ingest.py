@@ -73,7 +73,7 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
 
         otlp = OtlpFiles(args.files, OtelMapping.from_config(config.otel))
     shown = workdir if args.workdir else None
-    with summary_on_interrupt(sys.stdout, shown):
+    with summary_on_interrupt(sys.stdout, shown, args.config):
         summary = ingest_records(
             workdir,
             config,
@@ -83,7 +83,7 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
             progress=progress_printer(sys.stderr),
             live=live,
         )
-    print_summary(summary, sys.stdout, shown)
+    print_summary(summary, sys.stdout, shown, args.config)
     if otlp is None and summary.dead_lettered:
         from spendstream.commands._input_shapes import shape_hint
 

@@ -1,0 +1,104 @@
+"""What `spendstream ingest` says at its end, read as a first-time user reads it."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spendstream.cli import main
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _event(event_id: str, **over: Any) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "ts": (NOW - timedelta(minutes=5)).isoformat(),
+        "provider": "openai",
+        "model": "gpt-5-mini",
+        "input_tokens": 1000,
+        "output_tokens": 100,
+        **over,
+    }
+
+
+def _write(path: Path, lines: list[dict[str, Any] | str]) -> Path:
+    path.write_text("".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in lines))
+    return path
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_four_reasons_are_all_named_rather_than_one_said_to_be_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file with a typo'd field, a missing one, a ts without offset and bad JSON: the summary
+    # named three and said "1 more, for 1 other reason", a line as long as the reason.
+    events = _write(
+        tmp_path / "e.jsonl",
+        [
+            {**_event("typo"), "ouput_tokens": 1},
+            {k: v for k, v in _event("missing").items() if k != "input_tokens"},
+            _event("naive", ts="2026-12-01 12:05:00"),
+            "{nope",
+            _event("fine"),
+        ],
+    )
+    assert main(["ingest", str(events), "--workdir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    shown = [line.strip() for line in out.splitlines() if line.startswith("  ")]
+    assert len(shown) == 4, shown
+    assert not any("other reason" in line for line in shown)
+    assert any("Invalid JSON" in line for line in shown)
+    assert sum(int(line.split(" ", 1)[0]) for line in shown) == 4
+
+
+def test_the_replay_command_is_offered_only_for_dead_lettered_notifications(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every alert delivered: "0 dead-lettered (spendstream alerts --replay-dead-letters)"
+    # read as a step still to take.
+    config = tmp_path / "console.toml"
+    config.write_text('[[alerts.sink]]\nname = "c"\ntype = "console"\nstream = "log"\n')
+    events = _write(tmp_path / "e.jsonl", [_event("u-1", provider="acme", model="m9")])
+    work = tmp_path / "w"
+    assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "notifications: 1 sent, 0 resolved, 0 dead-lettered\n" in out
+    assert "replay" not in out
+
+
+def test_the_replay_command_names_the_workdir_and_configuration_the_ingest_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The sinks are in --config and the dead letters in --workdir: the replay offered
+    # without them looks in ./spendstream-data, with no sinks, and finds nothing to send.
+    config = tmp_path / "hook.toml"
+    config.write_text(
+        "[alerts.delivery]\nmax_attempts = 1\n\n"
+        f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\n'
+        f'url = "http://127.0.0.1:{_closed_port()}/spend"\n'
+    )
+    events = _write(tmp_path / "e.jsonl", [_event("u-1", provider="acme", model="m9")])
+    work = tmp_path / "my work"
+    assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "notifications: 0 sent, 0 resolved, 1 dead-lettered (send them again: spendstream "
+        f"alerts --replay-dead-letters --workdir '{work}' --config {config})\n"
+    ) in out
+    # ... and the command offered works as written.
+    assert (
+        main(["alerts", "--replay-dead-letters", "--workdir", str(work), "--config", str(config)])
+        == 1
+    )
+    assert "1 still failing" in capsys.readouterr().err
