@@ -8,6 +8,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping
@@ -34,6 +35,19 @@ _USAGE_EVENTS = frozenset(
     }
 )
 _INCOMPLETE = {"stream": "incomplete"}
+
+# Which process a call belongs to: bumped in a forked child, so that the calls in flight in
+# the parent at the fork (a stream open then, inherited by the child: dropped, closed or read
+# there) are recorded by the parent alone, once, and never by the child's copy.
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _plain(source: Any) -> Any:
@@ -65,6 +79,7 @@ class MeteredCall:
         "ended",
         "fields",
         "finalizer",
+        "generation",
         "hidden",
         "kept",
         "lookup",
@@ -101,6 +116,7 @@ class MeteredCall:
         self.ended = False  # the body was read to its end
         self.sse = False
         self.finalizer: weakref.finalize[Any, Any] | None = None
+        self.generation = _generation  # the process that made the call (see _generation)
 
     # -- outcomes ---------------------------------------------------------------------------
 
@@ -136,6 +152,8 @@ class MeteredCall:
         if self.finalizer is not None:
             self.finalizer.detach()  # recorded: the call need not outlive its answer
             self.finalizer = None
+        if self.generation != _generation:
+            return  # a forked child's copy of a call its parent made: the parent records it
         collected.later(functools.partial(self._record_once, response, status, tags))
 
     def _record_once(self, response: Any, status: str, tags: Mapping[str, str] | None) -> None:

@@ -45,6 +45,9 @@ recorded once, however its answer is consumed:
   the call (taken when the call starts, so a stream read later keeps its call's tags);
   ``tags`` of all three are merged, with the call's own (``api``...).
 
+A call in flight at an ``os.fork()`` (a stream open in the parent) is recorded by the
+parent only: the child's copy records nothing, however the child leaves it.
+
 The ``with_options()`` copy of a client is a new client: instrument it too.
 
 Here: the wrapping of a client's resources. A call's life is ``calls.MeteredCall``; what

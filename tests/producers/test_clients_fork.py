@@ -1,0 +1,93 @@
+"""A call in flight when the process forks (a stream open in a gunicorn ``--preload`` or
+Celery prefork parent) is recorded once, by the parent: a real ``os.fork()``, the real
+anthropic SDK against the local provider server, both processes' Meters appending to one
+file (``Meter.jsonl``), so that every event either sends is counted."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from spendstream.producers.meter import Meter
+from tests.producers.provider_server import ANTHROPIC_USAGE, ProviderServer
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+CLAUDE_INPUT = (
+    ANTHROPIC_USAGE["input_tokens"]
+    + ANTHROPIC_USAGE["cache_read_input_tokens"]
+    + ANTHROPIC_USAGE["cache_creation_input_tokens"]
+)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as s:
+        yield s
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+@pytest.mark.parametrize("child", ["drops", "closes", "reads to its end"])
+def test_a_stream_open_at_a_fork_is_recorded_once_by_the_parent(
+    server: ProviderServer, tmp_path: Path, child: str
+) -> None:
+    # The child's copy of the stream was recorded too, when the child dropped, closed or
+    # read it: two events for one call, its cost counted twice.
+    path = tmp_path / "calls.jsonl"
+    meter = Meter.jsonl(path, spool_dir=None, linger_s=0.001)
+    try:
+        client = meter.instrument(
+            anthropic.Anthropic(api_key="k", base_url=server.anthropic_url, max_retries=0)
+        )
+        stream = client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        assert next(iter(stream)).type == "message_start"  # in flight: its usage seen
+        pid = os.fork()
+        if pid == 0:  # the child: leave its copy, deliver what it recorded, exit at once
+            code = 1
+            try:
+                if child == "drops":
+                    del stream
+                    gc.collect()
+                elif child == "closes":
+                    stream.close()
+                else:
+                    for _ in stream:
+                        pass
+                delivered = meter.flush(timeout_s=10)
+                meter.close(timeout_s=5)
+                code = 0 if delivered else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        if child == "reads to its end":  # the child took the shared socket's bytes
+            stream.close()
+        else:
+            assert [event.type for event in stream][-1] == "message_stop"
+        assert meter.flush(timeout_s=10)
+    finally:
+        meter.close(timeout_s=5)
+    events = _events(path)
+    assert len(events) == 1, events
+    event = events[0]
+    assert (event["provider"], event["status"], event["input_tokens"]) == (
+        "anthropic",
+        "ok",
+        CLAUDE_INPUT,
+    )
+    if child == "reads to its end":
+        assert (event["output_tokens"], event["tags"]["stream"]) == (1, "incomplete")
+    else:
+        assert event["output_tokens"] == ANTHROPIC_USAGE["output_tokens"]
+        assert "stream" not in event["tags"]
