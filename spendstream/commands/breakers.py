@@ -102,13 +102,15 @@ def run(args: argparse.Namespace) -> int:
             return 0
         bootstrap = config.kafka.bootstrap_servers
         if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
-            known, landed = _latest_in_warehouse(workdir, config, args.scope)
+            known, latest = _latest_in_warehouse(workdir, config)
+            landed = latest.get(args.scope)
             if known and landed is None and not args.force:
                 # Most likely a typo, with no broker to ask (an embedded workdir): say that,
-                # not that Kafka is missing.
+                # not that Kafka is missing, and name the scope it most likely meant.
                 raise ConfigError(
                     f"SCOPE: {args.scope} has no breaker in the warehouse in {workdir} (it "
-                    "never opened there: a typo? `spendstream breakers list` shows the open "
+                    f"never opened there: a typo?{_did_you_mean(args.scope, latest)} "
+                    "`spendstream breakers list` shows the open "
                     f"ones), and no Kafka broker answers at {bootstrap} to ask; nothing "
                     "reset. --force publishes the reset to Kafka anyway, once a broker answers"
                 )
@@ -201,7 +203,8 @@ def _reset_embedded(workdir: Path, config: Config, scope: str) -> bool:
     event = done.event
     print(
         f"{event.scope}: closed ({event.reason}) at {event.ts.isoformat()} in {workdir} "
-        "(opened by spendstream ingest/demo; the next ingest continues with it closed)"
+        "(opened by spendstream ingest/demo; a running ingest goes on with it closed, as does "
+        "the next)"
     )
     if done.resolved or done.dead_lettered:
         print(
@@ -212,17 +215,30 @@ def _reset_embedded(workdir: Path, config: Config, scope: str) -> bool:
     return True
 
 
-def _latest_in_warehouse(
-    workdir: Path, config: Config, scope: str
-) -> tuple[bool, BreakerEvent | None]:
-    """(whether ``workdir`` has a warehouse, ``scope``'s latest breaker event there)."""
+def _latest_in_warehouse(workdir: Path, config: Config) -> tuple[bool, dict[str, BreakerEvent]]:
+    """(whether ``workdir`` has a warehouse, each scope's latest breaker event there)."""
     from spendstream.runtime.kafka.breaker_control import latest_breakers
 
     try:
-        latest = {b.scope: b for b in latest_breakers(workdir, config=config)}
+        return True, {b.scope: b for b in latest_breakers(workdir, config=config)}
     except ConfigError:
-        return False, None  # no warehouse here
-    return True, latest.get(scope)
+        return False, {}  # no warehouse here
+
+
+def _did_you_mean(scope: str, latest: dict[str, BreakerEvent]) -> str:
+    """`` Did you mean team:search?``: the scope with a breaker nearest to a mistyped one,
+    an open one first (what a reset is for); empty when none is near."""
+    import difflib
+
+    for scopes in (
+        [s for s, b in latest.items() if b.state != "closed"],
+        [s for s, b in latest.items() if b.state == "closed"],
+    ):
+        close = difflib.get_close_matches(scope, sorted(scopes), n=1, cutoff=0.6)
+        if close:
+            state = latest[close[0]].state
+            return f" Did you mean {close[0]} ({state})?"
+    return ""
 
 
 def _wait_ready(view: BreakerView, timeout_s: float) -> None:

@@ -289,6 +289,22 @@ def test_reset_closes_a_breaker_ingest_opened_without_kafka(
     assert "session:loop,closed,manual reset," in capsys.readouterr().out
 
 
+def test_a_mistyped_reset_names_the_scope_it_most_likely_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `breakers reset team:serch` said "a typo?" and sent the user to `breakers list`,
+    # though it had just read every breaker of the workdir.
+    _, common = _session_opened(tmp_path)
+    dead = ["--bootstrap-servers", f"127.0.0.1:{find_free_port()}"]
+    capsys.readouterr()
+    assert main(["breakers", "reset", "session:lop", *common, *dead]) == 2
+    err = capsys.readouterr().err
+    assert "a typo? Did you mean session:loop (open)?" in err
+    # Nothing near: no guess.
+    assert main(["breakers", "reset", "team:zzzzzz", *common, *dead]) == 2
+    assert "Did you mean" not in capsys.readouterr().err
+
+
 def test_an_embedded_reset_resolves_the_page_ingest_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
