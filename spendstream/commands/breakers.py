@@ -102,14 +102,14 @@ def run(args: argparse.Namespace) -> int:
             return 0
         bootstrap = config.kafka.bootstrap_servers
         if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
-            known, latest = _latest_in_warehouse(workdir, config)
-            landed = latest.get(args.scope)
+            known, in_warehouse = _latest_in_warehouse(workdir, config)
+            landed = in_warehouse.get(args.scope)
             if known and landed is None and not args.force:
                 # Most likely a typo, with no broker to ask (an embedded workdir): say that,
                 # not that Kafka is missing, and name the scope it most likely meant.
                 raise ConfigError(
                     f"SCOPE: {args.scope} has no breaker in the warehouse in {workdir} (it "
-                    f"never opened there: a typo?{_did_you_mean(args.scope, latest)} "
+                    f"never opened there: a typo?{_did_you_mean(args.scope, in_warehouse)} "
                     "`spendstream breakers list` shows the open "
                     f"ones), and no Kafka broker answers at {bootstrap} to ask; nothing "
                     "reset. --force publishes the reset to Kafka anyway, once a broker answers"
