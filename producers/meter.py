@@ -15,7 +15,10 @@ at it:
 - **transport down**: the failed batch and everything queued after it go to the spool
   (``spooled``); the sender retries with backoff (0.1 s doubling to 5 s) and replays the
   spool, oldest first, before sending anything newer (``replayed``). With no spool the
-  failed batch is held (one batch) and retried; the queue bound then applies.
+  failed batch is held (one batch) and retried; the queue bound then applies. So is what
+  of a failed batch the spool has no room for: held, retried before the spool (it is older
+  than every line there), offered to the spool again at each failure, and dropped only by
+  a ``close()`` that can neither send nor spool it.
 - **transport stuck** (a send that does not return: Kafka's producer retries its batch in
   flight for ``delivery_timeout_ms``, 2 min): a spill thread writes the batch in flight and
   the queue to the spool once the send has hung ``spool_flush_s / 2``, then keeps the queue
@@ -28,8 +31,9 @@ at it:
   spilled while in flight stays at the spool's head; if its send then succeeds, those lines
   are removed from the spool (not sent twice), unless newer lines overtook it there.
 - **spool** (``spool_max_bytes`` on disk, default 256 MiB): queued events that do not fit
-  stay queued (so does a hung batch that does not fit whole); a line that does not fit when
-  the queue is full too (or of a failed batch) is dropped (``dropped``), logged, counted.
+  stay queued (so does a hung batch that does not fit whole, and a failed batch is held);
+  a line that does not fit when the queue is full too is dropped (``dropped``), logged
+  naming ``spool_max_bytes``, counted.
 - **rejected** by the receiver (the HTTP endpoint refused a line): logged, counted
   (``rejected``), not retried: it would be refused again.
 
@@ -69,6 +73,7 @@ from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
 from spendstream.kafka.settings import KafkaSettings, answering_servers
+from spendstream.log_filters import OncePer
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.guard import (
     BREAKERS_TOPIC,
@@ -239,6 +244,7 @@ class Meter:
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN_S
         self._last_drop_log = 0.0
+        self._quiet = OncePer(60.0)  # warnings a long outage would repeat
         self._attempts: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._attempts_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="spendstream-meter", daemon=True)
@@ -604,7 +610,7 @@ class Meter:
             1,
             "queue full"
             if self._spool is None
-            else f"queue full, and {self._spool.refusal or 'spool full'}",
+            else f"queue full (queue_size={self.queue_size:,}), and {self._spool_refusal()}",
         )
 
     def _drop(self, n: int, why: str) -> None:
@@ -696,7 +702,8 @@ class Meter:
         With ``timeout_s``, False if still pending then. Without it, False as soon as the
         transport is failing (a send failed since the flush began, or the one in flight has
         hung ``spool_flush_s / 2``: an endpoint down or black-holed) and every event is
-        on disk (the spool, replayed when the transport answers) or, with no spool, at once:
+        on disk (the spool, replayed when the transport answers) as far as the spool has
+        room (what it refused stays queued or held in memory) or, with no spool, at once:
         waiting for an endpoint to come back hung the app's request handler or its exit
         for as long as the outage. Nothing is lost on False: the events stay spooled or
         queued and the Meter keeps retrying.
@@ -740,7 +747,9 @@ class Meter:
                 and entry.mirrored in (_MIRROR_REFUSED, _MIRROR_TAIL)
                 else 0
             )
-            if self._held or self._inflight > unspillable:
+            # Held events (a failed batch's) are those the spool refused when they failed:
+            # offered to it again at their next failure, they are as far on disk as they go.
+            if self._inflight > unspillable:
                 return False
             if not self._queue:
                 return True
@@ -1235,7 +1244,7 @@ class Meter:
             assert self._spool is not None
             self._spool.commit(failed[0] if failed else len(batch))
         elif to_spool:
-            self._spool_records(retry, inflight=len(retry))
+            self._spool_or_hold(retry)
         self._learn(bool(failed))
         return ok > 0 or bool(result.rejected)
 
@@ -1248,6 +1257,7 @@ class Meter:
             self._backoff = _BACKOFF_MIN_S
 
     def _spool_records(self, records: list[Record], *, inflight: int) -> None:
+        """At close: spool what fits, count and log the rest dropped."""
         assert self._spool is not None
         taken = self._spool.append([r.value for r in records])
         lost = len(records) - taken
@@ -1256,7 +1266,44 @@ class Meter:
             self._c.dropped += lost
             self._inflight -= inflight
         if lost:
-            self._log_drop(lost, self._spool.refusal or "spool full")
+            self._log_drop(lost, self._spool_refusal())
+
+    def _spool_or_hold(self, records: list[Record]) -> None:
+        """A failed batch's events (counted in flight) to the spool's tail; what the spool
+        cannot take (full, or the disk refusing bytes) stays in memory, held as a Meter with
+        no spool holds its failed batch: retried first (it is older than every line in the
+        spool: the sender takes from the queue only once the spool is empty), offered to the
+        spool again at each failure, spooled or dropped at close. Dropped here, a spool
+        filled by an outage lost a whole batch per failed retry: one batch of memory, which
+        the batch took while it was sent, keeps them."""
+        assert self._spool is not None
+        taken = self._spool.append([r.value for r in records])
+        held = records[taken:]
+        with self._c.lock:
+            self._c.spooled += taken
+            self._inflight -= len(records)
+            self._held = held
+        if held and self._quiet.due("held"):
+            log.warning(
+                "%s of a failed send kept in memory, retried before the spool: %s. They are "
+                "lost if the process is killed, and counted as dropped if the Meter closes "
+                "before they are sent",
+                plural(len(held), "usage event"),
+                self._spool_refusal(),
+            )
+
+    def _spool_refusal(self) -> str:
+        """Why the spool took fewer lines than it was given, and what to change."""
+        spool = self._spool
+        if spool is None:
+            return "no spool: give Meter spool_dir= (or $SPENDSTREAM_SPOOL_DIR) a directory"
+        why = spool.refusal or f"spool full ({spool.max_bytes:,} bytes unsent)"
+        if why.startswith("spool full"):
+            return (
+                f"{why}: raise Meter spool_max_bytes= (now {spool.max_bytes:,}) to hold a "
+                "longer outage"
+            )
+        return f"{why}: free space on that disk, or give Meter spool_dir= another one"
 
     def _stash_queue(self) -> bool:
         """Move the queue to the spool's tail, as much of it as the spool has room for: the
@@ -1383,7 +1430,7 @@ class Meter:
                 self.spool_flush_s / 2,
                 f"{len(entry.batch) - taken:,}",
                 plural(len(entry.batch), "usage event"),
-                self._spool.refusal or "spool full",
+                self._spool_refusal(),
             )
 
     def _stash_all(self) -> None:
@@ -1406,7 +1453,7 @@ class Meter:
             self._log_drop(
                 left,
                 "closed with the transport down and "
-                + ("no spool" if self._spool is None else "the spool full"),
+                + ("no spool" if self._spool is None else self._spool_refusal()),
             )
 
 
