@@ -15,11 +15,16 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from spendstream.commands._options import add_config, add_format, add_workdir, config_from_args
 from spendstream.errors import ConfigError
 from spendstream.instants import parse_instant
 from spendstream.wording import exact_usd
+
+if TYPE_CHECKING:
+    from spendstream.config import Config
 
 __all__ = ["configure", "run"]
 
@@ -126,8 +131,38 @@ def run(args: argparse.Namespace) -> int:
         from spendstream.pricebook import unpriced_reasons
 
         columns, rows = unpriced_reasons(workdir, config, columns, rows)
+        rows = _with_suggestions(workdir, config, columns, rows)
     render(columns, rows, args.format, sys.stdout)
     return 0
+
+
+def _with_suggestions(
+    workdir: Path, config: Config, columns: list[str], rows: list[tuple[Any, ...]]
+) -> list[tuple[Any, ...]]:
+    """Each unpriced row's reason with the priced name nearest to its provider or model:
+    ``gpt5-mini`` is most often ``gpt-5-mini`` mistyped in a producer, and the fix is
+    there, not a [[prices.model]] entry (``prices show`` said so; ``unpriced`` did not)."""
+    import difflib
+
+    from spendstream.pricebook import rate_card_for
+
+    card = rate_card_for(workdir, config.prices)
+    providers = sorted(
+        {p.id for p in card.snapshot.providers} | {o.provider for o in config.prices.model}
+    )
+    at = columns.index("provider"), columns.index("model"), columns.index("reason")
+    out = []
+    for row in rows:
+        provider, model, reason = row[at[0]], row[at[1]], row[at[2]]
+        hint = ""
+        if str(reason).startswith("provider "):  # the provider is unknown
+            close = difflib.get_close_matches(str(provider), providers, n=1, cutoff=0.8)
+            hint = f"; did you mean provider {close[0]}?" if close else ""
+        elif not str(reason).startswith("priced now"):
+            near = [m for m in card.suggestions(provider, model) if m != model]
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+        out.append((*row[: at[2]], f"{reason}{hint}", *row[at[2] + 1 :]))
+    return out
 
 
 def _reprice(args: argparse.Namespace, since: datetime | None, until: datetime | None) -> int:

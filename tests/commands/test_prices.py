@@ -72,6 +72,30 @@ def test_unpriced_lists_models_landed_without_a_price(
     assert "provider 'self-hosted' is not in genai-prices" in rows[0]["reason"]
 
 
+def test_unpriced_names_the_priced_model_or_provider_a_typo_most_likely_meant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A producer sending `gpt5-mini` (or provider `opnai`) sees its calls unpriced; the fix
+    # is the name in the producer, which `prices show` suggested and `unpriced` did not.
+    events = [
+        _event(1, provider="openai", model="gpt5-mini"),
+        _event(2, provider="opnai", model="gpt-5-mini"),
+        _event(3, provider="acme", model="zzz-9"),
+    ]
+    src = tmp_path / "events.jsonl"
+    src.write_text("".join(json.dumps(e) + "\n" for e in events))
+    wd = tmp_path / "wd"
+    assert main(["ingest", str(src), "--workdir", str(wd)]) == 0
+    capsys.readouterr()
+    assert main(["prices", "unpriced", "--workdir", str(wd), "--format", "json"]) == 0
+    reasons = {
+        (r["provider"], r["model"]): r["reason"] for r in json.loads(capsys.readouterr().out)
+    }
+    assert reasons[("openai", "gpt5-mini")].endswith("; did you mean gpt-5-mini?")
+    assert reasons[("opnai", "gpt-5-mini")].endswith("; did you mean provider openai?")
+    assert "did you mean" not in reasons[("acme", "zzz-9")]
+
+
 def test_reconcile_shows_our_cost_against_reported_by_model(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
