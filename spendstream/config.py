@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import os
 import tomllib
 import types
@@ -1442,11 +1443,46 @@ def is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
+# Errors about a value's type or choices, where the value given is what the user must see.
+_SAYS_WHAT_WAS_GIVEN = frozenset(
+    {
+        "bool_parsing",
+        "bool_type",
+        "decimal_parsing",
+        "decimal_type",
+        "float_parsing",
+        "float_type",
+        "int_parsing",
+        "int_type",
+        "literal_error",
+        "string_type",
+    }
+)
+
+
+def _toml_value(value: Any) -> str:
+    """A value as it is written in TOML: ``"week"``, ``5``, ``true`` (clipped when long)."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"]
+        if e["type"] == "value_error":
+            # Our validators' own words; pydantic's "Value error, " before them says nothing.
+            msg = msg.removeprefix("Value error, ")
+        elif e["type"] in _SAYS_WHAT_WAS_GIVEN and not isinstance(e.get("input"), dict | list):
+            # "Input should be a valid decimal" named the key but not what it held: a unit
+            # or a quote in it ("5$", "3.0 USD") is the mistake to see.
+            msg += f" (got {_toml_value(e.get('input'))})"
         if e["type"] == "extra_forbidden":
             near = suggest_key(tuple(e["loc"]))
             msg = "unknown key" + (f"; did you mean {near}?" if near else "")
