@@ -58,7 +58,12 @@ def _available() -> list[str]:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
+        if re.fullmatch(r"the following arguments are required: (COMMAND|ACTION)", message):
+            # `spendstream` (or `spendstream prices`) alone: what there is to run, with a
+            # line each, rather than a usage line that lists none of them.
+            self.print_help(sys.stderr)
+        else:
+            self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}{_did_you_mean(message)}\n")
 
 

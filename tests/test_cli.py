@@ -268,6 +268,26 @@ def test_no_subcommand_exits_2() -> None:
     assert exc.value.code == 2
 
 
+@pytest.mark.parametrize(
+    ("argv", "listed"),
+    [([], ["demo", "ingest", "sql", "breakers"]), (["prices"], ["show", "unpriced", "reprice"])],
+)
+def test_a_command_or_action_left_out_lists_the_ones_there_are(
+    argv: list[str], listed: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream` alone printed a usage line and "the following arguments are required:
+    # COMMAND", naming none of them: a new user typed --help next, every time.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    for name in listed:
+        assert f"\n    {name} " in err, err
+    assert err.endswith(
+        " error: the following arguments are required: " + ("ACTION\n" if argv else "COMMAND\n")
+    )
+
+
 def test_bad_config_key_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
