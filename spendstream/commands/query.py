@@ -34,12 +34,15 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.warehouse.queries import BY_NAME, FILTERS, QUERIES
 
     if args.list:
-        render(
-            ["name", "description"],
-            [(q.name, q.description) for q in QUERIES],
-            args.format,
-            sys.stdout,
-        )
+        if args.format != "table":
+            render(
+                ["name", "description"],
+                [(q.name, q.description) for q in QUERIES],
+                args.format,
+                sys.stdout,
+            )
+            return 0
+        _print_list([(q.name, q.description) for q in QUERIES])
         return 0
     if not args.name:
         raise ConfigError("give a query NAME, or --list to see them")
@@ -68,3 +71,25 @@ def run(args: argparse.Namespace) -> int:
     )
     render(columns, rows, args.format, sys.stdout)
     return 0
+
+
+def _print_list(queries: list[tuple[str, str]]) -> None:
+    """Each query and what it answers, the description wrapped, never cut: the table
+    renderer cut the longest ones at 100 characters ("gross margin, AI cost …"), and what
+    a query answers is what --list is read for."""
+    import shutil
+    import textwrap
+
+    name_width = max(len(name) for name, _ in queries) + 2
+    width = max(shutil.get_terminal_size((100, 24)).columns, name_width + 40)
+    for name, description in queries:
+        lines = textwrap.wrap(
+            description, width - name_width, break_long_words=False, break_on_hyphens=False
+        ) or [""]
+        print(f"{name:<{name_width}}{lines[0]}")
+        for line in lines[1:]:
+            print(" " * name_width + line)
+    print(
+        "\nrun one: spendstream query NAME [--since DATE] [--team TEAM] ... "
+        "(--help lists the filters; --format csv|json for programs)"
+    )
