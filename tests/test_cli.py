@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -348,3 +349,21 @@ def test_warehouse_compact_help_says_the_min_files_default(
         main(["warehouse", "compact", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "at least N files (default: 2)" in out
+
+
+def _undocumented(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> list[str]:
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _undocumented(sub, (*path, name))
+        elif not action.help and action.dest != "help":
+            out.append(" ".join((*path, *(action.option_strings or [action.dest]))))
+    return out
+
+
+def test_every_option_and_argument_says_what_it_is() -> None:
+    # `local --help` listed --kafka-port N, --postgres-port N, ... with no word of what or
+    # which default, and `prices show --help` a bare "provider" and "model".
+    # kafka-local's ACTION is spendstream/local/kafka.py's (its choices say it all).
+    assert _undocumented(build_parser(), ()) == ["kafka-local action"]

@@ -8,7 +8,12 @@ __all__ = ["configure", "run"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument(
+        "action",
+        choices=["start", "stop", "status"],
+        help="start (prints the matching [kafka] and [warehouse] configuration as TOML), "
+        "stop, or status (exit 1 when not running)",
+    )
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
@@ -16,11 +21,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="where the services keep their data "
         "(default: ~/.local/share/spendstream/local; as root /var/tmp/spendstream-local)",
     )
-    parser.add_argument("--kafka-port", type=int, default=9092, metavar="N")
-    parser.add_argument("--kafka-controller-port", type=int, default=9093, metavar="N")
-    parser.add_argument("--postgres-port", type=int, default=55432, metavar="N")
-    parser.add_argument("--s3-port", type=int, default=9000, metavar="N")
-    parser.add_argument("--bucket", default="spendstream", metavar="NAME")
+    parser.add_argument(
+        "--kafka-port",
+        type=int,
+        default=9092,
+        metavar="N",
+        help="Kafka's client port (default: 9092)",
+    )
+    parser.add_argument(
+        "--kafka-controller-port",
+        type=int,
+        default=9093,
+        metavar="N",
+        help="Kafka's KRaft controller port (default: 9093)",
+    )
+    parser.add_argument(
+        "--postgres-port",
+        type=int,
+        default=55432,
+        metavar="N",
+        help="PostgreSQL's port, for the warehouse catalog (default: 55432)",
+    )
+    parser.add_argument(
+        "--s3-port",
+        type=int,
+        default=9000,
+        metavar="N",
+        help="the S3 server's (s3proxy) port, for the warehouse tables (default: 9000)",
+    )
+    parser.add_argument(
+        "--bucket",
+        default="spendstream",
+        metavar="NAME",
+        help="the S3 bucket the warehouse tables go in (default: spendstream)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -49,8 +49,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="every rate in force for a provider and model (all dimensions, tiers, batch), "
         "its source and how old the price data is",
     )
-    p.add_argument("provider")
-    p.add_argument("model")
+    p.add_argument("provider", help="as events name it, e.g. anthropic, openai, google")
+    p.add_argument("model", help="as events name it, e.g. claude-sonnet-4-5, gpt-5-mini")
     p.add_argument("--at", default=None, metavar="T", help="at this UTC time (default: now)")
     p.add_argument("--service-tier", default=None, metavar="TIER", help="flex, priority, ...")
     p.add_argument("--region", default=None, metavar="REGION", help="for regional prices")
