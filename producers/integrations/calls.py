@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from spendstream.producers.integrations import answers, background_responses, collected
 from spendstream.producers.meter import InvalidUsageEvent, status_of
 from spendstream.producers.providers import anthropic_usage, openai_usage, openrouter_usage
+from spendstream.producers.rate_limited_log import RateLimitedLog
 
 if TYPE_CHECKING:
     from spendstream.producers.integrations.clients import Spec
@@ -35,6 +36,8 @@ _USAGE_EVENTS = frozenset(
     }
 )
 _INCOMPLETE = {"stream": "incomplete"}
+# A server that never sends usage would say so at every call: once a minute, with a count.
+_USAGE_MISSING = RateLimitedLog(log, logging.WARNING)
 
 # Which process a call belongs to: bumped in a forked child, so that the calls in flight in
 # the parent at the fork (a stream open then, inherited by the child: dropped, closed or read
@@ -190,7 +193,11 @@ class MeteredCall:
                 usage = self._usage(source)
             except ValueError as exc:
                 missing = True
-                log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
+                _USAGE_MISSING.log(
+                    "%s usage missing (%s): recorded with 0 tokens, tagged usage=missing",
+                    self.spec.provider,
+                    exc,
+                )
             else:
                 event.update(usage)
                 event["provider"] = self.spec.provider

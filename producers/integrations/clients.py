@@ -27,7 +27,7 @@ recorded once, however its answer is consumed:
   read;
 - no usage to be read (a server that sends none, a stream left before any): 0 tokens and
   tag ``usage=missing``, as ``Meter(on_invalid="drop")`` records such a call: it was made,
-  and paid;
+  and paid (the warning it logs is rate limited: ``rate_limited_log``);
 - an OpenAI Responses API call with ``background=True`` (``background_responses``): not
   when it is created (queued, nothing used yet), nor when its create is left unread, but when this process first sees it finished (``completed``,
   ``incomplete``, ``failed``, ``cancelled``) through ``responses.retrieve``,

@@ -1,0 +1,121 @@
+"""A log line that a hot path may hit at every call without flooding the app's log.
+
+``RateLimitedLog`` stands for one kind of line (one message, one logger, one level). The
+first occurrence is logged at once; later ones are counted, not logged, until ``every_s``
+(60 s) have passed since the last line logged; the first occurrence after that is logged
+with how many were left out meanwhile, so the log holds at most one line per ``every_s``
+and still says how often it happened::
+
+    from spendstream.producers.rate_limited_log import RateLimitedLog
+
+    _DROPPED = RateLimitedLog(log, logging.WARNING)  # module level: one per kind of line
+
+    _DROPPED.log("usage event dropped (%s)", reason)
+    # usage event dropped (queue full)
+    # ... 60 s later, at the next occurrence:
+    # usage event dropped (queue full) [41 more like it in the last 60 s not logged]
+
+``log()`` takes a %-format message and its arguments as ``Logger.log`` does (formatted only
+when the line is logged) and returns whether it logged. A burst that ends leaves its count
+untold until the next occurrence: call ``flush()`` (at close, say) to log it now, as one
+line (``[3 more like "usage event dropped (%s)" in the last 12 s not logged]``).
+
+Time is ``clock()``, ``time.monotonic`` unless given: tests pass their own (no sleeps).
+Thread-safe; the line is logged outside the lock. Imports nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["RateLimitedLog"]
+
+
+class RateLimitedLog:
+    """One kind of log line, logged at most once per ``every_s`` with a count of the rest."""
+
+    __slots__ = ("_last", "_lock", "_message", "_suppressed", "clock", "every_s", "level", "logger")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int = logging.WARNING,
+        *,
+        every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every_s < 0:
+            raise ValueError(f"every_s must be >= 0, not {every_s}")
+        self.logger = logger
+        self.level = level
+        self.every_s = every_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: float | None = None  # when the last line was logged
+        self._suppressed = 0  # occurrences since, not logged
+        self._message = ""  # the last one's message, for flush()
+
+    @property
+    def suppressed(self) -> int:
+        """Occurrences not logged since the last line."""
+        with self._lock:
+            return self._suppressed
+
+    def log(self, msg: str, *args: object) -> bool:
+        """One occurrence: logged (True) if it is the first, or the first ``every_s`` after
+        the last line logged, with how many were not logged since; else counted (False)."""
+        with self._lock:
+            now = self.clock()
+            if self._last is not None and now - self._last < self.every_s:
+                self._suppressed += 1
+                self._message = msg
+                return False
+            left_out = self._suppressed
+            since = now - self._last if self._last is not None else 0.0
+            self._last, self._suppressed = now, 0
+        if not self.logger.isEnabledFor(self.level):
+            return True
+        if left_out:
+            self.logger.log(
+                self.level,
+                "%s [%d more like it in the last %.0f s not logged]",
+                _formatted(msg, args),
+                left_out,
+                since,
+                stacklevel=2,
+            )
+        else:
+            self.logger.log(self.level, msg, *args, stacklevel=2)
+        return True
+
+    def flush(self) -> bool:
+        """Log the count of occurrences not logged since the last line, if any, now (a
+        closing component's last word); True if it logged. The next occurrence is then
+        logged as a first one."""
+        with self._lock:
+            left_out, message = self._suppressed, self._message
+            since = self.clock() - self._last if self._last is not None else 0.0
+            self._suppressed, self._last = 0, None
+        if not left_out:
+            return False
+        self.logger.log(
+            self.level,
+            "[%d more like %r in the last %.0f s not logged]",
+            left_out,
+            message,
+            since,
+            stacklevel=2,
+        )
+        return True
+
+
+def _formatted(msg: str, args: tuple[object, ...]) -> str:
+    if not args:
+        return msg
+    try:
+        return msg % args
+    except (TypeError, ValueError):  # a bad format: say it all rather than raise in a hot path
+        return f"{msg} {args!r}"

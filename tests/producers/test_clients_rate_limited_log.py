@@ -1,0 +1,150 @@
+"""``RateLimitedLog`` (the first occurrence logged, then at most one line a minute with a
+count of the rest) with a clock of the test's own, and the instrumented clients' "usage
+missing" warning through it: real openai SDK, the local provider server, no sleeps."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from spendstream.producers.integrations import calls
+from spendstream.producers.meter import Meter
+from spendstream.producers.rate_limited_log import RateLimitedLog
+from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
+from tests.producers.provider_server import ProviderServer
+
+LOGGER = "spendstream.producers"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def test_the_first_occurrence_is_logged_then_one_line_a_minute_with_a_count(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    line = RateLimitedLog(logging.getLogger(LOGGER), clock=clock)
+    assert line.log("usage missing (%s)", "first") is True
+    for i in range(41):
+        clock.now += 1
+        assert line.log("usage missing (%s)", i) is False
+    assert line.suppressed == 41
+    assert _lines(caplog) == ["usage missing (first)"]
+    clock.now = 1000.0 + 59.9  # still inside the minute
+    assert line.log("usage missing (%s)", "late") is False
+    clock.now = 1000.0 + 60.0
+    assert line.log("usage missing (%s)", "next") is True
+    assert _lines(caplog)[1:] == [
+        "usage missing (next) [42 more like it in the last 60 s not logged]"
+    ]
+    assert line.suppressed == 0
+    clock.now += 3600  # a quiet hour: the next one is a first one again
+    assert line.log("usage missing (%s)", "again") is True
+    assert _lines(caplog)[2:] == ["usage missing (again)"]
+    assert {r.levelno for r in caplog.records} == {logging.WARNING}
+    assert {r.filename for r in caplog.records} == {"test_clients_rate_limited_log.py"}
+
+
+def test_flush_logs_the_count_a_burst_left_untold(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGGER)
+    line = RateLimitedLog(logging.getLogger(LOGGER), logging.INFO, every_s=10, clock=clock)
+    assert line.flush() is False  # nothing left untold
+    line.log("dropped %d events", 1)
+    clock.now += 2
+    line.log("dropped %d events", 2)
+    line.log("dropped %d events", 3)
+    assert line.flush() is True
+    assert line.flush() is False
+    assert _lines(caplog) == [
+        "dropped 1 events",
+        "[2 more like 'dropped %d events' in the last 2 s not logged]",
+    ]
+    assert line.log("dropped %d events", 4) is True  # after a flush: a first one
+
+
+def test_a_bad_format_is_logged_as_it_is_and_threads_count_every_occurrence(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, LOGGER)
+    line = RateLimitedLog(logging.getLogger(LOGGER), clock=clock)
+    line.log("first")
+
+    def hit() -> None:
+        for _ in range(1000):
+            line.log("%d%% of %s", 5)  # one argument short: formatted only when logged
+
+    threads = [threading.Thread(target=hit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert line.suppressed == 4000
+    clock.now += 60
+    assert line.log("%d%% of %s", 5) is True
+    assert _lines(caplog)[1] == ("%d%% of %s (5,) [4000 more like it in the last 60 s not logged]")
+    with pytest.raises(ValueError, match="every_s"):
+        RateLimitedLog(logging.getLogger(LOGGER), every_s=-1)
+
+
+# -- the instrumented clients' "usage missing" warning ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    with ProviderServer() as s:
+        yield s
+
+
+@pytest.fixture
+def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
+    meter, transport = collecting_meter()
+    yield meter, transport
+    meter.close(timeout_s=5)
+
+
+def test_a_server_that_never_sends_usage_does_not_flood_the_log(
+    server: ProviderServer,
+    metered: tuple[Meter, CollectingTransport],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "usage missing ... recorded with 0 tokens" was logged at every such call.
+    monkeypatch.setattr(
+        calls, "_USAGE_MISSING", RateLimitedLog(calls.log, clock=clock), raising=False
+    )
+    caplog.set_level(logging.WARNING, LOGGER)
+    client = metered[0].instrument(
+        openai.OpenAI(api_key="k", base_url=server.openai_url, max_retries=0),
+        stream_usage=False,  # streams without usage: every call's usage is missing
+    )
+    for _ in range(20):
+        list(client.chat.completions.create(model="gpt-5", messages=[], stream=True))
+    assert len(_lines(caplog)) == 1
+    assert _lines(caplog)[0].startswith("openai usage missing (no usage in the streamed")
+    clock.now += 60
+    list(client.chat.completions.create(model="gpt-5", messages=[], stream=True))
+    assert len(_lines(caplog)) == 2
+    assert _lines(caplog)[1].endswith("[19 more like it in the last 60 s not logged]")
+    events = flushed(*metered)  # every call still recorded, and tagged
+    assert [(e["input_tokens"], e["tags"]["usage"]) for e in events] == [(0, "missing")] * 21
