@@ -105,3 +105,54 @@ def test_the_dead_letter_replay_example_gets_the_lines_back_to_fix_and_land(
         'spendstream sql "SELECT event_id FROM usage_facts ORDER BY 1" --format csv', home
     )
     assert landed.split() == ["event_id", "b-1", "ok-1"]
+
+
+def _readme_block(after: str) -> str:
+    """The first ``sh`` block of README.md after the line starting with ``after``."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index(after)
+    found = re.search(r"^```sh\n(.*?)^```$", text[start:], re.MULTILINE | re.DOTALL)
+    assert found, after
+    return found.group(1)
+
+
+def test_the_readme_no_kafka_example_lands_two_lines_and_names_the_typo(tmp_path: Path) -> None:
+    # The first thing a new user does after the demo: their own events, by hand. The README
+    # had the line format at its very end only, under "Run on Kafka".
+    block = _readme_block("**Your own events, no Kafka")
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "PATH": f"{Path(sys.prefix) / 'bin'}:{os.environ['PATH']}",
+    }
+    env.pop("SPENDSTREAM_HOME", None)
+    env.pop("SPENDSTREAM_CONFIG", None)
+    done = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{block}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "read 3 = landed 2 + duplicates 0 + dead-lettered 1" in out
+    assert "ouput_tokens: unknown field (" in out and "did you mean output_tokens?)" in out
+    assert "genai-prices:openai/gpt-5-mini" in out
+    assert "genai-prices:anthropic/claude-sonnet-4-5" in out
+    trial = tmp_path / "spend-trial"
+    assert (trial / "report.html").is_file()
+    # What the README says next: fix the typo, ingest again, only that line lands.
+    calls = trial / "calls.jsonl"
+    calls.write_text(calls.read_text().replace('"ouput_tokens"', '"output_tokens"'))
+    again = subprocess.run(
+        ["spendstream", "ingest", "calls.jsonl"],
+        cwd=trial,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "read 3 = landed 1 + duplicates 2 + dead-lettered 0" in again.stdout
