@@ -21,14 +21,19 @@ untold until the next occurrence: call ``flush()`` (at close, say) to log it now
 line (``[3 more like "usage event dropped (%s)" in the last 12 s not logged]``).
 
 Time is ``clock()``, ``time.monotonic`` unless given: tests pass their own (no sleeps).
-Thread-safe; the line is logged outside the lock. Imports nothing but the standard library.
+Thread-safe; the line is logged outside the lock. Counts are per process: a forked child
+starts each line afresh (its first occurrence logged), with a lock of its own (one another
+thread of the parent held at the fork would be held in the child for ever). Imports
+nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 __all__ = ["RateLimitedLog"]
@@ -37,7 +42,17 @@ __all__ = ["RateLimitedLog"]
 class RateLimitedLog:
     """One kind of log line, logged at most once per ``every_s`` with a count of the rest."""
 
-    __slots__ = ("_last", "_lock", "_message", "_suppressed", "clock", "every_s", "level", "logger")
+    __slots__ = (
+        "__weakref__",
+        "_last",
+        "_lock",
+        "_message",
+        "_suppressed",
+        "clock",
+        "every_s",
+        "level",
+        "logger",
+    )
 
     def __init__(
         self,
@@ -54,6 +69,10 @@ class RateLimitedLog:
         self.every_s = every_s
         self.clock = clock
         self._lock = threading.Lock()
+        self._start()
+        _LINES.add(self)
+
+    def _start(self) -> None:
         self._last: float | None = None  # when the last line was logged
         self._suppressed = 0  # occurrences since, not logged
         self._message = ""  # the last one's message, for flush()
@@ -110,6 +129,18 @@ class RateLimitedLog:
             stacklevel=2,
         )
         return True
+
+
+_LINES: weakref.WeakSet[RateLimitedLog] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for line in list(_LINES):
+        line._lock = threading.Lock()
+        line._start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _formatted(msg: str, args: tuple[object, ...]) -> str:

@@ -106,6 +106,34 @@ def test_a_bad_format_is_logged_as_it_is_and_threads_count_every_occurrence(
         RateLimitedLog(logging.getLogger(LOGGER), every_s=-1)
 
 
+def test_a_forked_child_starts_each_line_afresh_with_a_lock_of_its_own(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A lock held at the fork (here by the forking thread itself, as another thread of the
+    # parent might be holding it then) stayed held in the child: its next log() hung.
+    import os
+    import signal
+
+    line = RateLimitedLog(logging.getLogger(LOGGER), clock=clock)
+    line.log("first")
+    line.log("second")
+    line._lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: log at once, counting from nothing
+            code = 1
+            try:
+                signal.alarm(20)  # a hang ends the child, which the parent sees as a failure
+                code = 0 if line.log("in the child") and line.suppressed == 0 else 2
+            finally:
+                os._exit(code)
+    finally:
+        line._lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert line.suppressed == 1  # the parent's count is its own
+
+
 # -- the instrumented clients' "usage missing" warning ---------------------------------------
 
 
