@@ -42,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     else:
+        # Both ways on: a first user without Java or a broker reads "kafka-local start" as
+        # the only one, though every section of the file applies to `ingest` as well.
         print(
-            "  next: spendstream kafka-local start, then spendstream run --config "
-            f"{path} (keys: docs/configuration.md)",
+            "  next, without Kafka: spendstream ingest calls.jsonl --config "
+            f"{path} (JSON Lines, one call a line; '-' reads stdin)\n"
+            "  or on Kafka: spendstream kafka-local start, then spendstream run --config "
+            f"{path}\n"
+            "  (every key: docs/configuration.md)",
             file=sys.stderr,
         )
     return 0

@@ -31,7 +31,10 @@ def test_init_writes_a_local_starter_that_loads_and_leaves_the_broker_to_discove
     config = load_config(written)
     # Unset on purpose: run/alerts/breakers then find a running kafka-local broker.
     assert "bootstrap_servers" not in config.kafka.model_fields_set
-    assert "spendstream kafka-local start" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "spendstream kafka-local start" in err
+    # The embedded way is named too: it needs no broker, and the file applies to it.
+    assert "next, without Kafka: spendstream ingest calls.jsonl --config spendstream.toml" in err
 
 
 def test_init_cluster_names_brokers_an_open_endpoint_and_a_token_file(tmp_path: Path) -> None:
