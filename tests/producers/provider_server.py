@@ -164,7 +164,8 @@ class ProviderServer:
 def _cut(h: BaseHTTPRequestHandler, path: str, model: str, body: dict[str, Any]) -> None:
     """The answer ``path`` would get, but the connection dropped in the middle of its body."""
     if not body.get("stream"):
-        whole = json.dumps(_chat(model) if "chat" in path else _message(model)).encode()
+        answer = {"/v1/messages": _message, "/v1/responses": _response}.get(path, _chat)(model)
+        whole = json.dumps(answer).encode()
         h.send_response(200)
         h.send_header("Content-Type", "application/json")
         h.send_header("Content-Length", str(len(whole)))
