@@ -744,7 +744,7 @@ class Meter:
                 len(entry.batch) - entry.on_disk_lines
                 if entry is not None
                 and entry.source == "queue"
-                and entry.mirrored in (_MIRROR_REFUSED, _MIRROR_TAIL)
+                and entry.mirrored in (_MIRROR_REFUSED, _MIRROR_HEAD, _MIRROR_TAIL)
                 else 0
             )
             # Held events (a failed batch's) are those the spool refused when they failed:
@@ -1201,26 +1201,47 @@ class Meter:
             self._send_started = None
         if entry.mirrored is not None:
             entry.on_disk.wait()
+        failed = bool(result.failed)
+        if failed:
+            with self._c.lock:
+                self._c.send_failures += 1
+        # What the spill thread put on disk of a hung batch: its first on_disk_lines lines
+        # (all of them, or fewer when the disk cut the write short).
+        spilled = entry.on_disk_lines
         if entry.mirrored == _MIRROR_HEAD:
-            source = "spool"  # at the spool's head: settle it exactly as a replayed batch
+            # Those lines are the spool's head: settled exactly as a replayed batch (taken
+            # back out once sent, not sent twice); the rest, if any, as the batch they are.
+            self._settle(batch[:spilled], _part(result, 0, spilled), "spool", 0)
+            self._settle(batch[spilled:], _part(result, spilled, len(batch)), source, spilled)
         elif entry.mirrored == _MIRROR_TAIL:
-            # Its lines are in the spool behind newer ones: they will be re-sent from there
-            # (same event_id, counted once by the pipeline); only learn whether it worked.
-            skip = entry.on_disk_lines
-            if skip == len(batch):
-                self._learn(bool(result.failed))
-                return not result.failed
-            # The disk cut the spill short: the lines it did not take are settled here.
-            batch = batch[skip:]
-            result = SendResult(
-                failed=[i - skip for i in result.failed if i >= skip],
-                rejected=[(i - skip, why) for i, why in result.rejected if i >= skip],
-            )
+            # Those lines are in the spool behind newer ones: they will be re-sent from there
+            # (same event_id, counted once by the pipeline); only the rest is settled here.
+            self._settle(batch[spilled:], _part(result, spilled, len(batch)), source, spilled)
+        else:
+            self._settle(batch, result, source, 0)
+        self._learn(failed)
+        return len(set(result.failed)) < len(batch)  # sent or rejected: something moved
+
+    def _settle(
+        self,
+        batch: list[Record],
+        result: SendResult,
+        source: Literal["queue", "held", "spool"],
+        first_line: int,
+    ) -> None:
+        """Count what a send did with ``batch`` (lines ``first_line`` on of the batch sent)
+        and keep what failed: spooled lines stay at the spool's head, others go to its tail
+        (or are held)."""
+        if not batch:
+            return
         failed = sorted(set(result.failed))
         ok = len(batch) - len(failed) - len(result.rejected)
         for i, reason in result.rejected:
             log.warning(
-                "usage event rejected by %s: %s (line %d)", _name_of(self.transport), reason, i + 1
+                "usage event rejected by %s: %s (line %d)",
+                _name_of(self.transport),
+                reason,
+                first_line + i + 1,
             )
         retry = [batch[i] for i in failed]
         to_spool = bool(retry) and source != "spool" and self._spool is not None
@@ -1229,8 +1250,6 @@ class Meter:
             self._c.rejected += len(result.rejected)
             if source == "spool":
                 self._c.replayed += ok
-            if failed:
-                self._c.send_failures += 1
             if source != "spool":
                 self._held = [] if to_spool else retry
                 if source == "queue":
@@ -1245,8 +1264,6 @@ class Meter:
             self._spool.commit(failed[0] if failed else len(batch))
         elif to_spool:
             self._spool_or_hold(retry)
-        self._learn(bool(failed))
-        return ok > 0 or bool(result.rejected)
 
     def _learn(self, failed: bool) -> None:
         """Back off after a failed send; a successful one resets the backoff."""
@@ -1420,8 +1437,8 @@ class Meter:
             entry.on_disk_lines = taken
             if not taken:
                 entry.mirrored = _MIRROR_REFUSED
-            else:
-                entry.mirrored = _MIRROR_HEAD if first and whole else _MIRROR_TAIL
+            else:  # at the head even when the disk took only part of it: its first lines
+                entry.mirrored = _MIRROR_HEAD if first else _MIRROR_TAIL
         entry.on_disk.set()
         if not whole:
             log.warning(
@@ -1618,6 +1635,14 @@ def status_of(exc: BaseException) -> str:
 
 def _value(event: UsageEvent) -> bytes:
     return event.__pydantic_serializer__.to_json(event, exclude_none=True)
+
+
+def _part(result: SendResult, start: int, stop: int) -> SendResult:
+    """What ``result`` says of the batch's lines ``start`` to ``stop``, numbered from 0."""
+    return SendResult(
+        failed=[i - start for i in result.failed if start <= i < stop],
+        rejected=[(i - start, why) for i, why in result.rejected if start <= i < stop],
+    )
 
 
 def _record_of(line: bytes) -> Record:
