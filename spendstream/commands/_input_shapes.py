@@ -1,6 +1,6 @@
 """What an input file that is not JSON Lines most likely is, from its first bytes.
 
-``ingest`` reads one JSON object per line. A gzipped file, an object pretty-printed over
+``ingest`` reads one JSON object per line. A gzipped file, a CSV export, an object pretty-printed over
 many lines, a JSON array or an OTLP export each became a pile of dead letters whose reason
 ("Invalid JSON: trailing characters at line 1 column 13") did not say what to do.
 """
@@ -41,4 +41,26 @@ def shape_hint(path: str) -> str | None:
             f"{name} spreads a JSON object over lines: ingest reads one object per line "
             f"(`jq -c . {name} | spendstream ingest -`)"
         )
+    header = {c.strip(b' "').lower() for c in first.replace(b"\t", b",").split(b",")}
+    if not first.startswith(b"{") and len(header & _EVENT_FIELDS) >= 2:
+        # A spreadsheet's export: a header line naming the event's fields.
+        return (
+            f"{name} is CSV (its first line names columns): ingest reads one JSON object per "
+            "line, as producers/usage-event.schema.json has it (token counts as numbers, ts "
+            "with its offset)"
+        )
     return None
+
+
+_EVENT_FIELDS = frozenset(
+    {
+        b"event_id",
+        b"ts",
+        b"provider",
+        b"model",
+        b"input_tokens",
+        b"output_tokens",
+        b"team",
+        b"feature",
+    }
+)

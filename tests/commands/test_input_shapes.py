@@ -43,6 +43,13 @@ OTLP = {"resourceSpans": [{"resource": {}, "scopeSpans": []}]}
             "(`jq -c '.[]' {path} | spendstream ingest -`)",
         ),
         (
+            "calls.csv",
+            b"event_id,ts,provider,model,input_tokens,output_tokens\n"
+            b"e1,2026-11-01T12:00:00Z,openai,gpt-5-mini,5,1\n",
+            "calls.csv is CSV (its first line names columns): ingest reads one JSON object "
+            "per line, as producers/usage-event.schema.json has it",
+        ),
+        (
             "traces.json",
             json.dumps(OTLP).encode() + b"\n",
             "traces.json is an OTLP trace export: pass --format otlp",
