@@ -5,8 +5,9 @@ Under ``/api/v1`` (``openrouter_url``) it answers like OpenRouter: chat completi
 usage carries the call's ``cost`` in USD. The model name steers the answer: ``fail-<status>`` answers that HTTP error, ``flaky-...``
 fails the first request of each distinct body with a 503 and then answers, ``slow`` waits
 2 s, ``cut...`` drops the connection in the middle of the body (a stream after its first
-events, chunked, with no final chunk; a JSON body halfway through its ``Content-Length``).
-Every request body is kept in ``requests`` (path, JSON) for assertions.
+events, chunked, with no final chunk; a JSON body halfway through its ``Content-Length``),
+``stall...`` sends as much and then holds the connection, silent, until the server stops
+(a client's read timeout ends it). Every request body is kept in ``requests`` (path, JSON) for assertions.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class ProviderServer:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._seen: set[str] = set()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # ends the stalled answers
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -97,6 +99,7 @@ class ProviderServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -127,6 +130,8 @@ class ProviderServer:
             time.sleep(2)
         if model.startswith("cut"):
             return _cut(h, path, model, body)
+        if model.startswith("stall"):
+            return _cut(h, path, model, body, stall=self._stopping)
         if path == "/api/v1/chat/completions":
             if body.get("stream"):
                 return _sse(h, _openrouter_chunks(model, body))
@@ -161,8 +166,15 @@ class ProviderServer:
         return _json(h, 404, {"error": {"message": f"no route {path}"}})
 
 
-def _cut(h: BaseHTTPRequestHandler, path: str, model: str, body: dict[str, Any]) -> None:
-    """The answer ``path`` would get, but the connection dropped in the middle of its body."""
+def _cut(
+    h: BaseHTTPRequestHandler,
+    path: str,
+    model: str,
+    body: dict[str, Any],
+    stall: threading.Event | None = None,
+) -> None:
+    """The answer ``path`` would get, but the connection dropped in the middle of its body
+    (after ``stall`` is set, if given: silent until then)."""
     if not body.get("stream"):
         answer = {"/v1/messages": _message, "/v1/responses": _response}.get(path, _chat)(model)
         whole = json.dumps(answer).encode()
@@ -192,6 +204,8 @@ def _cut(h: BaseHTTPRequestHandler, path: str, model: str, body: dict[str, Any])
             data = f"{head}data: {json.dumps(event)}\n\n".encode()
             h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
     h.wfile.flush()
+    if stall is not None:
+        stall.wait(60)
     h.close_connection = True  # closed with no final chunk: the peer sees the body cut
 
 

@@ -141,3 +141,23 @@ def test_async_raw_streams_cut_mid_body_are_failed_calls(
         ("openai", "error", 0, 0, {"api": "responses", "usage": "missing"}),
         ("anthropic", "error", CLAUDE_INPUT, 1, {"api": "messages"}),
     ]
+
+
+def test_a_raw_stream_whose_read_times_out_mid_body_is_recorded_as_a_timeout(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # The server sends message_start and then nothing: the client's read timeout ends it.
+    an = metered[0].instrument(
+        anthropic.Anthropic(api_key="k", base_url=server.anthropic_url, max_retries=0, timeout=0.5)
+    )
+    with (
+        an.messages.with_streaming_response.create(
+            model="stall", max_tokens=10, messages=MESSAGES, stream=True
+        ) as r,
+        pytest.raises(httpx2.ReadTimeout),
+    ):
+        for _ in r.iter_lines():
+            pass
+    assert _seen(flushed(*metered)) == [
+        ("anthropic", "timeout", CLAUDE_INPUT, 1, {"api": "messages"}),
+    ]
