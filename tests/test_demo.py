@@ -252,3 +252,24 @@ def test_a_rerun_after_a_reprice_says_the_unpriced_calls_are_priced_now(tmp_path
         and li.endswith("[priced since: `spendstream prices reprice` wrote their costs]")
         for li in lines
     )
+
+
+def test_another_events_count_in_a_workdir_holding_the_seeds_demo_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `demo --events 2000` after `make demo` (50,000, same seed, same workdir): its ids were
+    # taken by other content, 2,056 conflicting_duplicate dead letters landed, and the story
+    # said every event "was already in the warehouse".
+    work = tmp_path / "spendstream-data"
+    assert main(["demo", "--workdir", str(work), "--events", "1000"]) == 0
+    capsys.readouterr()
+    ((dead_before,),) = _sql(work, "SELECT count(*) FROM dead_letters")
+    assert main(["demo", "--workdir", str(work), "--events", "1200"]) == 2
+    err = capsys.readouterr().err
+    assert f"{work} holds the demo of --seed 7 --events 1,000; one of --events 1,200" in err
+    assert "--workdir spendstream-demo-1200" in err
+    assert _sql(work, "SELECT count(*) FROM dead_letters") == [(dead_before,)]
+    assert not (work / "demo" / "events-seed7-1200.jsonl").exists()
+    # Its own workdir, or the same --events again, still run.
+    assert main(["demo", "--workdir", str(tmp_path / "other"), "--events", "1200"]) == 0
+    assert main(["demo", "--workdir", str(work), "--events", "1000"]) == 0

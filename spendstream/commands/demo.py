@@ -113,6 +113,7 @@ def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     from spendstream.synthetic import write_jsonl
 
     events_file = workdir / "demo" / f"events-seed{args.seed}-{args.events}.jsonl"
+    _refuse_another_size_of_the_same_seed(workdir, events_file, args.seed, args.events)
     events_file.parent.mkdir(parents=True, exist_ok=True)
     out = sys.stdout
     calls = write_jsonl(events_file, args.events, args.seed)
@@ -158,6 +159,32 @@ def _demo(args: argparse.Namespace, config: Config, workdir: Path) -> int:
     )
     out.write(f"\nReport: {report}  (open it in a browser; it works offline)\n")
     return 0
+
+
+def _refuse_another_size_of_the_same_seed(
+    workdir: Path, events_file: Path, seed: int, events: int
+) -> None:
+    """A demo's event ids are its seed and each call's place in the workload: run with
+    other --events in a workdir that holds the seed's demo, every id is taken by other
+    content. It was 2,056 conflicting_duplicate dead letters, "landed 0", and a story
+    saying every event "was already in the warehouse"; refused before anything lands."""
+    from spendstream.errors import ConfigError
+
+    if not (workdir / "warehouse").exists():
+        return
+    earlier = sorted(
+        p for p in events_file.parent.glob(f"events-seed{seed}-*.jsonl") if p != events_file
+    )
+    if not earlier:
+        return
+    size = earlier[0].stem.rsplit("-", 1)[1]
+    held = f"{int(size):,}" if size.isdigit() else size
+    raise ConfigError(
+        f"{workdir} holds the demo of --seed {seed} --events {held}; one of --events "
+        f"{events:,} would reuse its event ids with other content (each line a "
+        "conflicting_duplicate dead letter, nothing landed). Give it a --workdir of its own "
+        f"(e.g. --workdir spendstream-demo-{events}), or run it with the same --events"
+    )
 
 
 # An unpriced_model alert's calls (its model, on its UTC day) that are still unpriced; none
