@@ -103,6 +103,14 @@ def print_summary(
     shown = usd(s.cost_usd)
     cost = shown if usd_value(shown) == s.cost_usd else f"{shown} (exactly {exact_usd(s.cost_usd)})"
     out.write(f"cost of landed facts: {cost} ({s.unpriced:,} unpriced)\n")
+    if s.unpriced:
+        # "(1 unpriced)" said neither which model nor what to do: most often a model name
+        # mistyped in a producer, which `prices unpriced` names with the nearest priced one.
+        calls = "1 call" if s.unpriced == 1 else f"{s.unpriced:,} calls"
+        out.write(
+            f"no price for {calls}: spendstream prices unpriced{wd} names the models, why, "
+            "and the nearest priced name\n"
+        )
     if s.late:
         out.write(
             f"late for detection: {s.late:,} of the landed events came after their minute's "

@@ -74,7 +74,7 @@ def test_the_replay_command_is_offered_only_for_dead_lettered_notifications(
     assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "notifications: 1 sent, 0 resolved, 0 dead-lettered\n" in out
-    assert "replay" not in out
+    assert "--replay-dead-letters" not in out
 
 
 def test_the_replay_command_names_the_workdir_and_configuration_the_ingest_had(
@@ -102,3 +102,25 @@ def test_the_replay_command_names_the_workdir_and_configuration_the_ingest_had(
         == 1
     )
     assert "1 still failing" in capsys.readouterr().err
+
+
+def test_unpriced_calls_are_followed_by_the_command_that_names_their_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "cost of landed facts: $0.00 (1 unpriced)" said neither which model nor what to do.
+    events = _write(tmp_path / "e.jsonl", [_event("u-1", model="gpt5-mini"), _event("fine")])
+    work = tmp_path / "w"
+    assert main(["ingest", str(events), "--workdir", str(work)]) == 0
+    out = capsys.readouterr().out
+    hint = (
+        f"\nno price for 1 call: spendstream prices unpriced --workdir {work} names the models, "
+        "why, and the nearest priced name\n"
+    )
+    assert hint in out
+    # ... and it does.
+    assert main(["prices", "unpriced", "--workdir", str(work), "--format", "csv"]) == 0
+    assert "did you mean gpt-5-mini?" in capsys.readouterr().out
+    # Every call priced: no such line.
+    more = _write(tmp_path / "f.jsonl", [_event("fine-2")])
+    assert main(["ingest", str(more), "--workdir", str(work)]) == 0
+    assert "no price" not in capsys.readouterr().out
