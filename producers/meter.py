@@ -46,7 +46,10 @@ in ``meter.metrics``. ``close()`` (also run at interpreter exit) sends what it c
 its timeout and spools the rest for the next process.
 
 Client-side breaker checks (``guard``) live in ``producers/guard.py`` and budget leases
-(``reserve``) in ``producers/leases.py``; the Meter only wires them to its default tags.
+(``reserve``) in ``producers/leases.py``; the Meter's methods wiring them to its default
+tags in ``producers/meter_breakers_leases.py`` (its base class). ``Call`` and the
+``meter.tags()`` context are in ``producers/call.py``; ``Meter.replay_slot`` is
+``producers/slot_replay.py``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import contextvars
 import logging
 import os
 import sys
@@ -64,7 +66,6 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -72,21 +73,17 @@ from typing import Any, Literal, TypeVar
 from pydantic import ValidationError
 
 from spendstream.errors import SpendstreamError
-from spendstream.kafka.settings import KafkaSettings, answering_servers
+from spendstream.kafka.settings import KafkaSettings
 from spendstream.log_filters import OncePer
+from spendstream.producers.call import CALL_TAGS as _CALL_TAGS
+from spendstream.producers.call import Call, status_of
+from spendstream.producers.call import model_of as _model_of
 from spendstream.producers.event import UsageEvent, describe_validation_error
-from spendstream.producers.guard import (
-    BREAKERS_TOPIC,
-    BreakerStates,
-    BreakerView,
-    RequestRate,
-    WorkdirBreakerView,
-    call_cost_usd,
-    worst_case_usd,
-)
-from spendstream.producers.guard import aguard as _aguard
-from spendstream.producers.guard import guard as _guard
-from spendstream.producers.leases import LeaseClient, Reservation, to_usd
+from spendstream.producers.leases import Reservation
+from spendstream.producers.meter_breakers_leases import BreakersAndLeases
+from spendstream.producers.slot_replay import SlotReplay, replay_slot
+from spendstream.producers.slot_replay import record_of as _record_of
+from spendstream.producers.slot_replay import transport_name as _name_of
 from spendstream.producers.spool import DEFAULT_SPOOL_ROOT, Spool
 from spendstream.producers.transports import (
     FileTransport,
@@ -99,7 +96,7 @@ from spendstream.producers.transports import (
 from spendstream.topics import partition_key
 from spendstream.wording import plural
 
-__all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics", "SlotReplay"]
+__all__ = ["Call", "InvalidUsageEvent", "Meter", "MeterMetrics", "SlotReplay", "status_of"]
 
 log = logging.getLogger("spendstream.producers")
 
@@ -108,11 +105,6 @@ ClientT = TypeVar("ClientT")
 ENV_METER_URL = "SPENDSTREAM_METER_URL"
 ENV_METER_TAGS = "SPENDSTREAM_METER_TAGS"
 ENV_INGEST_TOKEN = "SPENDSTREAM_INGEST_TOKEN"
-
-# Per-call fields set by ``with meter.tags(...)``: one context per thread and per task.
-_CALL_TAGS: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "spendstream_call_tags", default=MappingProxyType({})
-)
 
 _BACKOFF_MIN_S = 0.1
 _MIRROR_PENDING, _MIRROR_HEAD, _MIRROR_TAIL = "pending", "head", "tail"
@@ -146,18 +138,6 @@ class MeterMetrics:
     spool_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class SlotReplay:
-    """What ``Meter.replay_slot`` did. Sent and rejected events are gone from the slot;
-    ``left_bytes`` are still in it (the transport failed: run it again)."""
-
-    slot: Path
-    destination: str | None  # the slot's own, which the events were not sent to
-    sent: int
-    rejected: int  # refused by the receiver, as a Meter counts them: not kept
-    left_bytes: int
-
-
 class _InFlight:
     """The batch a send is working on, and whether the spill thread has put it on disk."""
 
@@ -180,7 +160,7 @@ class _Counters:
         self.rejected = self.dropped = self.invalid = self.send_failures = 0
 
 
-class Meter:
+class Meter(BreakersAndLeases):
     """Meter LLM calls: ``meter.record(provider=..., model=..., input_tokens=..., ...)``."""
 
     def __init__(
@@ -350,35 +330,8 @@ class Meter:
     ) -> SlotReplay:
         """Send the events waiting in a spool slot through ``transport``, oldest first,
         removing each batch from the slot once sent; stops at the first batch the transport
-        fails (run it again later). For a slot of another destination, which only a Meter
-        sending there replays (the same server spelt otherwise: the warning at ``Meter()``
-        names it). The slot's lock is held throughout, so no Meter replays or writes it
-        meanwhile; ``SpoolUnavailable`` if a running process holds it. ``transport`` is
-        yours to close."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        spool = Spool(slot=slot)
-        sent = rejected = 0
-        try:
-            while not spool.empty:
-                lines = spool.peek(batch_size)
-                if not lines:  # only a line a crash tore is left: skipped, as a Meter does
-                    spool.commit(1)
-                    break
-                result = transport.send([_record_of(line) for line in lines])
-                failed = sorted(set(result.failed))
-                done = failed[0] if failed else len(lines)
-                refused = [why for i, why in result.rejected if i < done]
-                for why in refused:
-                    log.warning("usage event rejected by %s: %s", _name_of(transport), why)
-                sent += done - len(refused)
-                rejected += len(refused)
-                spool.commit(done)
-                if failed:
-                    break
-            return SlotReplay(spool.dir, spool.destination, sent, rejected, spool.size_bytes)
-        finally:
-            spool.close()
+        fails (run it again later). See ``producers.slot_replay.replay_slot``."""
+        return replay_slot(slot, transport, batch_size=batch_size)
 
     @property
     def defaults(self) -> Mapping[str, Any]:
@@ -486,41 +439,6 @@ class Meter:
         elif not reservation.settled:
             self._settle_recorded(reservation, event, fields)
         return event_id
-
-    def _settle_recorded(
-        self,
-        reservation: Reservation,
-        event: UsageEvent | Mapping[str, Any] | None,
-        fields: Mapping[str, Any],
-    ) -> None:
-        data = (
-            event.to_json_dict() if isinstance(event, UsageEvent) else {**(event or {}), **fields}
-        )
-        reservation.settle(self.settle_from(reservation, data))
-
-    def settle_from(self, reservation: Reservation, event: Mapping[str, Any]) -> Decimal:
-        """What a recorded call cost, to settle its reservation with.
-
-        The event's tokens at list price (``reservation.rates`` if given, else genai-prices
-        with its cache rates), else its ``reported_cost_usd``, else the reservation's
-        ``max_usd`` (nothing says less). No batch or negotiated discount is taken off: the
-        pipeline's price is at most this one.
-        """
-        try:
-            cost = call_cost_usd(
-                str(event["provider"]),
-                str(event["model"]),
-                int(event.get("input_tokens", 0)),
-                int(event.get("output_tokens", 0)),
-                cache_read_tokens=int(event.get("cache_read_tokens", 0)),
-                cache_write_tokens=int(event.get("cache_write_tokens", 0)),
-                rates=reservation.rates,
-            )
-        except (KeyError, TypeError, ValueError):
-            cost = None
-        if cost is None and event.get("reported_cost_usd") is not None:
-            cost = to_usd(event["reported_cost_usd"])
-        return reservation.max_usd if cost is None else cost
 
     def record_openai(self, response: Any, /, *, api: str | None = None, **fields: Any) -> str:
         """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
@@ -904,223 +822,6 @@ class Meter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- circuit breakers (producers/guard.py) --------------------------------------------
-
-    # A started BreakerView, or None: set it yourself or with watch_breakers().
-    breakers: BreakerStates | None = None
-
-    def watch_breakers(
-        self,
-        bootstrap: str | KafkaSettings,
-        topic: str = BREAKERS_TOPIC,
-        *,
-        wait_s: float = 10.0,
-        fail_closed: bool = False,
-        **kw: Any,
-    ) -> BreakerView:
-        """Follow the breakers topic so ``guard()`` answers locally; close the view yourself.
-
-        ``bootstrap`` is an address or ``KafkaSettings`` (SASL/TLS); ``signer=`` (a
-        ``spendstream.signing.RecordSigner``) makes the view ignore unsigned records.
-        Blocks until the view has read the topic to its end (breakers already open are
-        known), at most ``wait_s`` (0: return at once; the first ``guard()`` then waits up
-        to ``wait_s``). A view not ready by then lets calls through, unless
-        ``fail_closed=True``: then every ``guard()`` refuses until it is ready.
-        """
-        view = BreakerView(bootstrap, topic, fail_closed=fail_closed, ready_timeout_s=wait_s, **kw)
-        self.breakers = view.start()
-        if wait_s > 0 and not view.wait_ready(wait_s):
-            # librdkafka retries a dead address quietly: "still reading" would be wrong.
-            why = view.error or (
-                "still reading"
-                if answering_servers(view.bootstrap_servers, 1.0)
-                else "no broker answers there"
-            )
-            log.warning(
-                "breaker view not caught up with %s at %s within %.1f s (%s); guard() %s",
-                topic,
-                view.bootstrap_servers,
-                wait_s,
-                why,
-                "refuses every call until it is" if fail_closed else "lets calls through",
-            )
-            view.unready_reported()  # guard() need not say it again
-        return view
-
-    def watch_workdir_breakers(
-        self,
-        workdir: str | os.PathLike[str] | None = None,
-        *,
-        wait_s: float = 10.0,
-        fail_closed: bool = False,
-    ) -> WorkdirBreakerView:
-        """Without Kafka: follow the breakers the embedded pipeline (``spendstream ingest``,
-        ``tail -F calls.jsonl | spendstream ingest -`` as calls come) keeps in ``workdir``, so
-        ``guard()`` answers locally; close the view yourself. ``workdir`` as the CLI finds
-        it: given, else ``$SPENDSTREAM_HOME``, else ``./spendstream-data``. Waits for the
-        first read, at most ``wait_s``; a view not ready by then lets calls through unless
-        ``fail_closed``."""
-        # The CLI's own rule (a light module: os, fcntl, pathlib), so the app and the
-        # `spendstream ingest` beside it never look in two places.
-        from spendstream.workdir import resolve_workdir
-
-        view = WorkdirBreakerView(
-            resolve_workdir(workdir), fail_closed=fail_closed, ready_timeout_s=wait_s
-        )
-        self.breakers = view.start()
-        if wait_s > 0 and not view.wait_ready(wait_s):
-            log.warning(
-                "breaker view could not read %s within %.1f s (%s); guard() %s",
-                view.path,
-                wait_s,
-                view.error,
-                "refuses every call until it can" if fail_closed else "lets calls through",
-            )
-            view.unready_reported()
-        return view
-
-    def guard(
-        self,
-        *,
-        reserve: bool = False,
-        max_usd: Decimal | str | int | float | None = None,
-        **tags: Any,
-    ) -> Reservation | None:
-        """Raise ``BreakerOpen`` if a breaker covering the call is open (``guard.guard``).
-
-        Tags default to the Meter's ``defaults`` and the ``meter.tags()`` blocks the caller
-        is in; ``max_request_usd`` and its price arguments pass through. With ``reserve=True`` (or ``max_usd``) the call's worst case
-        is also reserved on its hard budgets (``reserve``) and the ``Reservation`` returned;
-        ``BudgetExhausted`` refuses it. Without a breaker view only the reservation is made.
-        """
-        merged = self._call_tags(tags)
-        wants_lease = reserve or max_usd is not None
-        if self.breakers is not None:
-            _guard(self.breakers, **merged)
-        elif not wants_lease:
-            raise SpendstreamError(
-                "Meter.guard needs a breaker view: meter.watch_breakers(bootstrap) on Kafka, "
-                "meter.watch_workdir_breakers(workdir) beside an embedded ingest"
-            )
-        if not wants_lease:
-            return None
-        merged.pop("max_request_usd", None)
-        return self.reserve(max_usd, **merged)
-
-    async def aguard(
-        self,
-        *,
-        reserve: bool = False,
-        max_usd: Decimal | str | int | float | None = None,
-        **tags: Any,
-    ) -> Reservation | None:
-        """The async twin of ``guard``. The breaker check is local and never blocks; a
-        reservation takes from a lease in hand without yielding, and a refill waits off the
-        event loop (``LeaseClient.areserve``)."""
-        merged = self._call_tags(tags)
-        wants_lease = reserve or max_usd is not None
-        if self.breakers is not None:
-            await _aguard(self.breakers, **merged)
-        elif not wants_lease:
-            raise SpendstreamError(
-                "Meter.aguard needs a breaker view: meter.watch_breakers(bootstrap) on Kafka, "
-                "meter.watch_workdir_breakers(workdir) beside an embedded ingest"
-            )
-        if not wants_lease:
-            return None
-        merged.pop("max_request_usd", None)
-        return await self.areserve(max_usd, **merged)
-
-    def _call_tags(self, tags: Mapping[str, Any]) -> dict[str, Any]:
-        """The tags the call's event will carry: defaults < ``meter.tags()`` blocks < these.
-        A breaker check or a reservation must cover the scopes the call is recorded in."""
-        return {**self._defaults, **_CALL_TAGS.get(), **tags}
-
-    # -- budget leases (producers/leases.py) --------------------------------------------------
-
-    # The process's LeaseClient, or None: set it with use_leases().
-    leases: LeaseClient | None = None
-
-    def use_leases(self, client: LeaseClient) -> LeaseClient:
-        """Reserve calls on hard budgets through ``client``; close it yourself."""
-        self.leases = client
-        return client
-
-    def reserve(
-        self,
-        max_usd: Decimal | str | int | float | None = None,
-        *,
-        provider: str | None = None,
-        model: str | None = None,
-        input_tokens: int | None = None,
-        max_tokens: int | None = None,
-        rates: Mapping[tuple[str, str], RequestRate] | None = None,
-        **tags: Any,
-    ) -> Reservation:
-        """Hold the call's worst case on every hard budget covering it (``LeaseClient.reserve``).
-
-        ``max_usd``, or the worst case of ``input_tokens`` plus ``max_tokens`` of output of
-        ``provider``/``model`` at list price (``rates`` or genai-prices; the prompt may be
-        written to the cache). Tags default to the Meter's ``defaults`` and ``meter.tags()``
-        blocks, as the recorded event's do. Raises
-        ``BudgetExhausted`` or ``LeaseUnavailable``; use the result as a context manager
-        and settle it, or pass it to ``record(..., reservation=r)``.
-        """
-        worst, merged = self._worst_case(
-            max_usd, provider, model, input_tokens, max_tokens, rates, tags
-        )
-        assert self.leases is not None
-        reservation = self.leases.reserve(worst, **merged)
-        reservation.rates = rates
-        return reservation
-
-    async def areserve(
-        self,
-        max_usd: Decimal | str | int | float | None = None,
-        *,
-        provider: str | None = None,
-        model: str | None = None,
-        input_tokens: int | None = None,
-        max_tokens: int | None = None,
-        rates: Mapping[tuple[str, str], RequestRate] | None = None,
-        **tags: Any,
-    ) -> Reservation:
-        """``reserve`` for asyncio: a refill waits off the event loop (``LeaseClient.areserve``)."""
-        worst, merged = self._worst_case(
-            max_usd, provider, model, input_tokens, max_tokens, rates, tags
-        )
-        assert self.leases is not None
-        reservation = await self.leases.areserve(worst, **merged)
-        reservation.rates = rates
-        return reservation
-
-    def _worst_case(
-        self,
-        max_usd: Decimal | str | int | float | None,
-        provider: str | None,
-        model: str | None,
-        input_tokens: int | None,
-        max_tokens: int | None,
-        rates: Mapping[tuple[str, str], RequestRate] | None,
-        tags: Mapping[str, Any],
-    ) -> tuple[Decimal | str | int | float, dict[str, Any]]:
-        if self.leases is None:
-            raise SpendstreamError("Meter.reserve needs a lease client: meter.use_leases(...)")
-        if max_usd is None:
-            if provider is None or model is None or input_tokens is None or max_tokens is None:
-                raise TypeError(
-                    "reserve() needs max_usd, or provider, model, input_tokens and max_tokens"
-                )
-            worst = worst_case_usd(
-                provider, model, input_tokens, max_tokens, rates, cache_writes=True
-            )
-            if worst is None:
-                raise SpendstreamError(
-                    f"no price known for {provider}/{model}: pass max_usd or rates to reserve()"
-                )
-            max_usd = worst
-        return max_usd, self._call_tags(tags)
-
     # -- the sender thread ------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -1492,16 +1193,6 @@ _MeterOptions = frozenset(
 _EventFields = frozenset(UsageEvent.model_fields)
 
 
-def _model_of(response: Any) -> str | None:
-    """The model a provider response (or the first of its chunks that says) names."""
-    for part in response if isinstance(response, list) else [response]:
-        model = part.get("model") if isinstance(part, Mapping) else None
-        model = model if model is not None else getattr(part, "model", None)
-        if isinstance(model, str):
-            return model
-    return None
-
-
 def _close_at_multiprocessing_exit(meter: Meter) -> None:
     import multiprocessing.util
 
@@ -1546,13 +1237,6 @@ def _destination_of(transport: Transport) -> str:
     return f"{_name_of(transport)}:{kind.__module__}.{kind.__qualname__}"
 
 
-def _name_of(transport: Transport) -> str:
-    """The transport's ``name``, or its class's: any object with ``send`` and ``close`` is a
-    transport (a custom one without ``name`` failed in ``Meter()`` with AttributeError)."""
-    name = getattr(transport, "name", None)
-    return name if isinstance(name, str) else type(transport).__name__
-
-
 def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(Meter keyword arguments with event-field defaults gathered, transport arguments)."""
     meter_kw: dict[str, Any] = {}
@@ -1569,70 +1253,6 @@ def _split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return meter_kw, rest
 
 
-class Call:
-    """The event being built inside ``Meter.track``; fill in usage before the block ends."""
-
-    __slots__ = ("attempt", "fields", "lenient", "model", "provider", "request_id")
-
-    def __init__(
-        self,
-        provider: str,
-        model: str,
-        request_id: str,
-        attempt: int,
-        fields: dict[str, Any],
-        lenient: Meter | None = None,
-    ) -> None:
-        self.provider = provider
-        self.model = model
-        self.request_id = request_id
-        self.attempt = attempt
-        self.fields = fields
-        # The Meter, when made with on_invalid="drop": usage missing is then no error.
-        self.lenient = lenient
-
-    def set(self, **fields: Any) -> None:
-        """Set event fields (tokens, status, tags...)."""
-        self.fields.update(fields)
-
-    def usage(self, response: Any, *, api: str | None = None) -> None:
-        """Token counts (and reported cost) from a provider response or streamed chunks."""
-        from spendstream.producers.providers import usage_from
-
-        try:
-            found = usage_from(self.provider, response, api=api)
-        except ValueError as exc:
-            # Raised inside the block, it recorded a call that succeeded as an error.
-            if not self.lenient:
-                raise
-            log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
-            self.fields["tags"] = self.lenient._usage_missing_tags(self.fields.get("tags"))
-            return
-        if "model" in found:
-            self.model = found.pop("model")
-        found.pop("provider", None)
-        self.fields.update(found)
-
-    def event_fields(self) -> dict[str, Any]:
-        out = {"input_tokens": 0, "output_tokens": 0, **self.fields}
-        out.update(
-            provider=self.provider,
-            model=self.model,
-            request_id=self.request_id,
-            attempt=self.attempt,
-        )
-        return out
-
-
-def status_of(exc: BaseException) -> str:
-    """An event status for a call that raised ``exc``: ``timeout`` or ``error``."""
-    if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
-        return "timeout"
-    if getattr(exc, "status_code", None) in (408, 504):  # SDK errors for HTTP timeouts
-        return "timeout"
-    return "error"
-
-
 def _value(event: UsageEvent) -> bytes:
     return event.__pydantic_serializer__.to_json(event, exclude_none=True)
 
@@ -1643,16 +1263,3 @@ def _part(result: SendResult, start: int, stop: int) -> SendResult:
         failed=[i - start for i in result.failed if start <= i < stop],
         rejected=[(i - start, why) for i, why in result.rejected if start <= i < stop],
     )
-
-
-def _record_of(line: bytes) -> Record:
-    import json
-
-    try:
-        d = json.loads(line)
-        key = partition_key(
-            d.get("api_key_id"), d.get("session_id"), d.get("request_id"), str(d["event_id"])
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        key = b""  # unreadable line: let the pipeline dead-letter it rather than lose it
-    return Record(key, line)
