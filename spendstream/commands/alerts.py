@@ -20,6 +20,10 @@ from spendstream.wording import plural
 
 __all__ = ["configure", "run"]
 
+# How long the start waits for a TCP answer from the bootstrap servers before saying none
+# answers (it keeps waiting for the broker after).
+BROKER_CHECK_S = 3.0
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_workdir(parser)
@@ -103,6 +107,20 @@ def run(args: argparse.Namespace) -> int:
         f"from {kafka.describe()} to {sinks}; state in {state_path(workdir)}",
         file=sys.stderr,
     )
+    from spendstream.kafka.settings import answering_servers
+
+    if not answering_servers(config.kafka.bootstrap_servers, BROKER_CHECK_S):
+        # A router waits a broker out (a start before Kafka's is normal), but said nothing
+        # but the Kafka client's "Connection refused" once a minute: a user with no Kafka
+        # (an `ingest` user following the getting-started's `spendstream alerts`) waited on.
+        print(
+            f"spendstream alerts: no Kafka broker answers at {config.kafka.bootstrap_servers} "
+            "yet; waiting for one (Ctrl-C stops). Without Kafka there is nothing to run here: "
+            "`spendstream ingest` pages the [[alerts.sink]] entries itself, and "
+            "`spendstream alerts --replay-dead-letters` resends what died, with no broker",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         total = consumer.run(stop)
     except KafkaAuthError as exc:
