@@ -25,7 +25,7 @@ from spendstream.commands._options import (
     kafka_config_from_args,
     warehouse_where,
 )
-from spendstream.errors import ConfigError, KafkaClientError
+from spendstream.errors import ConfigError, KafkaClientError, KafkaUnavailable
 from spendstream.http_auth import read_token
 from spendstream.kafka.settings import KafkaSettings
 
@@ -91,6 +91,14 @@ def run(args: argparse.Namespace) -> int:
         counts = ensure_topics(kafka, config.kafka)
     except KafkaClientError as exc:
         print(f"spendstream run: {exc}", file=sys.stderr)
+        if isinstance(exc, KafkaUnavailable):
+            # No broker: the two ways on a first try, one of which needs none.
+            print(
+                "spendstream run: a broker on this machine: spendstream kafka-local start "
+                "(run finds it by itself); no Kafka at all: spendstream ingest FILE "
+                "runs the same pipeline embedded, on JSON Lines files or '-' (stdin)",
+                file=sys.stderr,
+            )
         return 1
     names = topic_names(config.kafka)
     loops = cast(Loops, "scopes" if args.stage == "detect" else args.stage)

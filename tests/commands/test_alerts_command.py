@@ -1,4 +1,4 @@
-"""``spendstream alerts`` started where no Kafka broker answers: it says so at once."""
+"""``spendstream alerts`` and ``run`` started where no Kafka broker answers: what to do."""
 
 from __future__ import annotations
 
@@ -51,3 +51,25 @@ def test_the_router_says_at_once_that_no_broker_answers_and_that_ingest_pages_it
     assert "`spendstream ingest` pages the [[alerts.sink]] entries itself" in said
     assert waited < 30  # the import, then the 3 s check: not the client's minute
     assert proc.returncode == 0, rest  # it still waits a broker out, and stops on SIGTERM
+
+
+def test_run_with_no_broker_names_kafka_local_and_the_embedded_ingest(tmp_path: Path) -> None:
+    # "cannot connect ...; is the broker up and [kafka] bootstrap_servers right?" and exit 1:
+    # right, but a first user with no broker was not told how to get one, or that none is
+    # needed to try the pipeline.
+    dead = f"127.0.0.1:{find_free_port()}"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "spendstream", "run", "--bootstrap-servers", dead),
+            *("--workdir", str(tmp_path / "w"), "--http-port", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "SPENDSTREAM_CONFIG"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "is the broker up" in done.stderr
+    assert "spendstream kafka-local start" in done.stderr
+    assert "spendstream ingest FILE runs the same pipeline embedded" in done.stderr
