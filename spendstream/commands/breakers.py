@@ -164,7 +164,19 @@ def run(args: argparse.Namespace) -> int:
     from spendstream.warehouse.output import render
 
     if args.from_kafka:
-        rows, note = _from_kafka(kafka_config_from_args(args))
+        kafka_config = kafka_config_from_args(args)
+        bootstrap = kafka_config.kafka.bootstrap_servers
+        if not answering_servers(bootstrap, CONNECT_TIMEOUT_S):
+            # As reset says it: at once, not after the view's 30 s of retries.
+            print(
+                f"spendstream breakers list --from-kafka: no Kafka broker answers at "
+                f"{bootstrap} ([kafka] bootstrap_servers in --config, or --bootstrap-servers); "
+                "without --from-kafka, list shows the warehouse's breakers (those `ingest` "
+                "opened included)",
+                file=sys.stderr,
+            )
+            return 1
+        rows, note = _from_kafka(kafka_config)
     else:
         from spendstream.runtime.kafka.breaker_control import latest_breakers
 

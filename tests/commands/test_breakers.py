@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -71,6 +72,21 @@ def test_reset_says_at_once_that_no_broker_answers(
     # The fast path: refused before any Kafka client was made (its own retries take 10 s+).
     assert f"no Kafka broker answers at {dead}" in err and "cannot publish" not in err
     assert "--bootstrap-servers" in err and "kafka-local start" in err
+
+
+def test_list_from_kafka_says_at_once_that_no_broker_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It retried for 30 s before "could not read spendstream.breakers within 30s".
+    dead = f"127.0.0.1:{find_free_port()}"
+    started = time.monotonic()
+    where = ["--workdir", str(tmp_path), "--bootstrap-servers", dead]
+    code = main(["breakers", "list", "--from-kafka", *where])
+    assert code == 1
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert f"no Kafka broker answers at {dead}" in err
+    assert "without --from-kafka, list shows the warehouse's breakers" in err
 
 
 def test_reset_as_the_readme_writes_it_finds_the_kafka_local_broker(
