@@ -48,8 +48,9 @@ its timeout and spools the rest for the next process.
 Client-side breaker checks (``guard``) live in ``producers/guard.py`` and budget leases
 (``reserve``) in ``producers/leases.py``; the Meter's methods wiring them to its default
 tags in ``producers/meter_breakers_leases.py`` (its base class). ``Call`` and the
-``meter.tags()`` context are in ``producers/call.py``; ``Meter.replay_slot`` is
-``producers/slot_replay.py``.
+``meter.tags()`` context are in ``producers/call.py``; ``record_openai`` and the other
+provider-response helpers in ``producers/meter_responses.py`` (a base class too);
+``Meter.replay_slot`` is ``producers/slot_replay.py``.
 """
 
 from __future__ import annotations
@@ -77,10 +78,10 @@ from spendstream.kafka.settings import KafkaSettings
 from spendstream.log_filters import OncePer
 from spendstream.producers.call import CALL_TAGS as _CALL_TAGS
 from spendstream.producers.call import Call, status_of
-from spendstream.producers.call import model_of as _model_of
 from spendstream.producers.event import UsageEvent, describe_validation_error
 from spendstream.producers.leases import Reservation
 from spendstream.producers.meter_breakers_leases import BreakersAndLeases
+from spendstream.producers.meter_responses import ProviderResponses
 from spendstream.producers.slot_replay import SlotReplay, replay_slot
 from spendstream.producers.slot_replay import record_of as _record_of
 from spendstream.producers.slot_replay import transport_name as _name_of
@@ -160,7 +161,7 @@ class _Counters:
         self.rejected = self.dropped = self.invalid = self.send_failures = 0
 
 
-class Meter(BreakersAndLeases):
+class Meter(BreakersAndLeases, ProviderResponses):
     """Meter LLM calls: ``meter.record(provider=..., model=..., input_tokens=..., ...)``."""
 
     def __init__(
@@ -439,69 +440,6 @@ class Meter(BreakersAndLeases):
         elif not reservation.settled:
             self._settle_recorded(reservation, event, fields)
         return event_id
-
-    def record_openai(self, response: Any, /, *, api: str | None = None, **fields: Any) -> str:
-        """Record an OpenAI chat completion or Responses API result (or its stream chunks)."""
-        from spendstream.producers.providers import openai_usage
-
-        return self._record_read("openai", lambda r: openai_usage(r, api=api), response, fields)
-
-    def record_anthropic(self, response: Any, /, **fields: Any) -> str:
-        """Record an Anthropic message (or its stream events); cached tokens are added."""
-        from spendstream.producers.providers import anthropic_usage
-
-        return self._record_read("anthropic", anthropic_usage, response, fields)
-
-    def record_gemini(self, response: Any, /, **fields: Any) -> str:
-        """Record a Gemini generateContent response (or its stream chunks)."""
-        from spendstream.producers.providers import gemini_usage
-
-        return self._record_read("gemini", gemini_usage, response, fields)
-
-    def record_response(self, provider: str, response: Any, /, **fields: Any) -> str:
-        """Record any supported provider's response (``usage_from``): openrouter, bedrock..."""
-        from spendstream.producers.providers import usage_from
-
-        return self._record_read(provider, lambda r: usage_from(provider, r), response, fields)
-
-    def _record_read(
-        self,
-        provider: str,
-        read: Callable[[Any], dict[str, Any]],
-        response: Any,
-        fields: dict[str, Any],
-    ) -> str:
-        """Record what ``read`` finds in a provider response. One without usable usage (a
-        compatible server that sends none, a stream without ``include_usage``, a negative
-        count) raises ``ValueError``; with ``on_invalid="drop"`` the call is recorded with
-        0 tokens and the tag ``usage=missing`` instead, and logged: it was made, and paid."""
-        from spendstream.producers.shapes import is_stream
-
-        if is_stream(response):
-            response = list(response)  # read once below, and looked at again if it fails
-        try:
-            usage = read(response)
-        except ValueError as exc:
-            if self.on_invalid == "raise":
-                raise
-            usage = {"provider": provider, "input_tokens": 0, "output_tokens": 0}
-            model = _model_of(response)
-            if model is not None:
-                usage["model"] = model
-            fields = {**fields, "tags": self._usage_missing_tags(fields.get("tags"))}
-            log.warning("usage missing (%s): recorded with 0 tokens, tagged usage=missing", exc)
-        return self.record(**{**usage, **fields})
-
-    def _usage_missing_tags(self, tags: Mapping[str, str] | None) -> dict[str, str]:
-        """The tags of a call recorded without usage: those the event would carry (the
-        Meter's defaults, ``meter.tags()`` blocks, ``tags``) and ``usage=missing``. A
-        ``tags`` field replaces the others in ``record()``: given alone, it lost them."""
-        return {
-            **(self._defaults.get("tags") or {}),
-            **(_CALL_TAGS.get().get("tags") or {}),
-            **(tags or {}),
-            "usage": "missing",
-        }
 
     def _invalid(self, exc: ValidationError) -> str:
         if self.on_invalid == "raise":
