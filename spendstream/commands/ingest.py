@@ -48,6 +48,15 @@ def run(args: argparse.Namespace) -> int:
                 open(path, "rb").close()
             except OSError as exc:
                 raise ConfigError(f"cannot read input file {path}: {exc.strerror}") from None
+    if "-" in args.files and args.format == "jsonl" and sys.stdin.isatty():
+        # `spendstream ingest -` typed with nothing piped in waited without a word.
+        print(
+            "spendstream ingest: reading events from the terminal, one JSON object a line "
+            "(Ctrl-D ends them, Ctrl-C stops); pipe them in instead: "
+            "`tail -F calls.jsonl | spendstream ingest -`",
+            file=sys.stderr,
+            flush=True,
+        )
     workdir = resolve_workdir(args.workdir)
     # One writer per workdir, refused before any heavy import (exit 3 when taken).
     with WorkdirLock(workdir, "ingest"):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,3 +128,25 @@ def test_unpriced_calls_are_followed_by_the_command_that_names_their_models(
     more = _write(tmp_path / "f.jsonl", [_event("fine-2")])
     assert main(["ingest", str(more), "--workdir", str(work)]) == 0
     assert "no price" not in capsys.readouterr().out
+
+
+def test_stdin_from_a_terminal_is_said_to_be_read_from_it(tmp_path: Path) -> None:
+    # `spendstream ingest -` with nothing piped in waited without a word.
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spendstream", "ingest", "-", "--workdir", str(tmp_path / "w")],
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    os.close(follower)
+    try:
+        os.write(leader, (json.dumps(_event("tty-1")) + "\n").encode() + b"\x04")
+        out, err = proc.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, err
+    assert "reading events from the terminal, one JSON object a line (Ctrl-D ends them" in err
+    assert "read 1 = landed 1 + duplicates 0 + dead-lettered 0" in out
