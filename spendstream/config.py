@@ -170,6 +170,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(value: str) -> str:
+    """An http(s) URL with a host, or a ValueError saying what is missing: a webhook URL
+    written without its scheme (``127.0.0.1:9000/hook``) loaded, then every notification
+    failed eight times ("UnsupportedProtocol"), ~30 s each, before its dead letter."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"{value!r} is not an http:// or https:// URL with a host "
+            f"(e.g. http://{value.split('://')[-1].lstrip('/') or 'host:port/path'})"
+        )
+    return value
+
+
 def _no_inline_secret(data: Any, secret_keys: tuple[str, ...]) -> Any:
     # A secret written into the TOML ends up in backups and diffs: refuse it with a message
     # that says where to put it instead.
@@ -1030,8 +1045,15 @@ class PagerDutySinkConfig(_SinkBase):
 
     type: Literal["pagerduty"] = Field(description='`"pagerduty"`.')
     url: str = Field(
-        default="https://events.pagerduty.com/v2/enqueue", description="Events API endpoint."
+        default="https://events.pagerduty.com/v2/enqueue",
+        description="Events API endpoint (http:// or https://).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_scheme(cls, value: str) -> str:
+        return _http_url(value)
+
     routing_key_env: str | None = Field(
         default="PAGERDUTY_ROUTING_KEY",
         description="Environment variable holding the integration's routing key.",
@@ -1073,7 +1095,13 @@ class WebhookSinkConfig(_SinkBase):
     """A generic JSON webhook, HMAC-signed when a secret is set."""
 
     type: Literal["webhook"] = Field(description='`"webhook"`.')
-    url: str = Field(description="The URL notifications are POSTed to.")
+    url: str = Field(description="The URL notifications are POSTed to (http:// or https://).")
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_scheme(cls, value: str) -> str:
+        return _http_url(value)
+
     secret_env: str | None = Field(
         default=None,
         description="Environment variable holding the HMAC-SHA256 signing secret; unset: unsigned.",
@@ -1203,7 +1231,18 @@ class AlertsConfig(_Section):
         for r in self.route:
             unknown = [s for s in r.sinks if s not in names]
             if unknown:
-                raise ValueError(f"route {r.name!r} names unknown sink(s): {', '.join(unknown)}")
+                near = [
+                    m for u in unknown for m in difflib.get_close_matches(u, names, n=1, cutoff=0.6)
+                ]
+                raise ValueError(
+                    f"route {r.name!r} names unknown sink(s): {', '.join(unknown)}"
+                    + (f"; did you mean {', '.join(near)}?" if near else "")
+                    + (
+                        f" (the [[alerts.sink]] names: {', '.join(names)})"
+                        if names
+                        else " (no [[alerts.sink]] is configured)"
+                    )
+                )
         return self
 
 

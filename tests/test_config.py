@@ -520,3 +520,51 @@ def test_a_validators_message_is_not_prefixed_with_pydantics_value_error() -> No
         config_from_dict({"budget": [{"scope": "search", "amount_usd": 1}]}, "t.toml")
     assert "  budget.0: scope 'search' must be 'global' or '<kind>:<value>'" in str(exc.value)
     assert "Value error" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("sink", "line"),
+    [
+        (
+            {"name": "hook", "type": "webhook", "url": "127.0.0.1:18999/spend"},
+            "  alerts.sink.0.webhook.url: '127.0.0.1:18999/spend' is not an http:// or https:// "
+            "URL with a host (e.g. http://127.0.0.1:18999/spend)\n",
+        ),
+        (
+            {"name": "hook", "type": "webhook", "url": "localhost:8080/hook"},
+            "  alerts.sink.0.webhook.url: 'localhost:8080/hook' is not an http:// or https:// "
+            "URL with a host (e.g. http://localhost:8080/hook)\n",
+        ),
+        (
+            {"name": "pd", "type": "pagerduty", "url": "ftp://events.example/v2"},
+            "  alerts.sink.0.pagerduty.url: 'ftp://events.example/v2' is not an http:// or "
+            "https:// URL",
+        ),
+    ],
+)
+def test_a_sink_url_without_its_scheme_is_refused_naming_the_key(
+    sink: dict[str, object], line: str
+) -> None:
+    # It loaded, then every notification failed 8 times ("UnsupportedProtocol"), ~30 s
+    # each, while ingest waited, before being dead-lettered.
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"alerts": {"sink": [sink]}}, "t.toml")
+    assert line in str(exc.value)
+    ok = {**sink, "url": "https://hooks.example/spend"}
+    assert config_from_dict({"alerts": {"sink": [ok]}}, "t.toml").alerts.sink[0]
+
+
+def test_a_route_naming_a_mistyped_sink_is_told_the_one_meant_and_the_names_there_are() -> None:
+    sinks = [
+        {"name": "hook", "type": "webhook", "url": "http://127.0.0.1:1/x"},
+        {"name": "console", "type": "console"},
+    ]
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"alerts": {"sink": sinks, "route": [{"name": "r", "sinks": ["hok"]}]}})
+    assert (
+        "alerts: route 'r' names unknown sink(s): hok; did you mean hook? "
+        "(the [[alerts.sink]] names: hook, console)"
+    ) in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"alerts": {"route": [{"name": "r", "sinks": ["slack"]}]}})
+    assert "names unknown sink(s): slack (no [[alerts.sink]] is configured)" in str(exc.value)
