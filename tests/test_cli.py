@@ -367,3 +367,10 @@ def test_every_option_and_argument_says_what_it_is() -> None:
     # which default, and `prices show --help` a bare "provider" and "model".
     # kafka-local's ACTION is spendstream/local/kafka.py's (its choices say it all).
     assert _undocumented(build_parser(), ()) == ["kafka-local action"]
+
+
+@pytest.mark.parametrize("argv", [["sql"], ["query"], ["breakers", "list"], ["whatif"]])
+def test_format_help_says_its_default(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    assert "table for people (default)" in " ".join(capsys.readouterr().out.split())

@@ -65,7 +65,7 @@ def add_format(parser: argparse.ArgumentParser, *, inherit: bool = False) -> Non
         "--format",
         choices=["table", "csv", "json"],
         default=_default("table", inherit),
-        help="output format: a table for people, csv or json for programs",
+        help="output format: table for people (default), csv or json for programs",
     )
 
 
