@@ -58,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     workdir = resolve_workdir(args.workdir)
+    if (workdir / "demo").is_dir():
+        # `make demo`, then `spendstream ingest calls.jsonl` in the same directory: the
+        # user's calls landed among 50,000 synthetic ones, and every sum mixed them.
+        print(
+            f"spendstream ingest: note: {workdir} holds `spendstream demo`'s synthetic "
+            "calls; these land beside them (and every query sums both). Your own: "
+            "--workdir DIR, or run it in another directory",
+            file=sys.stderr,
+        )
     # One writer per workdir, refused before any heavy import (exit 3 when taken).
     with WorkdirLock(workdir, "ingest"):
         return _ingest(args, config, workdir)

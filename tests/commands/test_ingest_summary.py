@@ -150,3 +150,21 @@ def test_stdin_from_a_terminal_is_said_to_be_read_from_it(tmp_path: Path) -> Non
     assert proc.returncode == 0, err
     assert "reading events from the terminal, one JSON object a line (Ctrl-D ends them" in err
     assert "read 1 = landed 1 + duplicates 0 + dead-lettered 0" in out
+
+
+def test_an_ingest_into_the_demos_workdir_says_it_mixes_with_the_synthetic_calls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `make demo` then `spendstream ingest calls.jsonl` in the same directory: the user's
+    # calls landed among the demo's, silently, and every sum mixed them.
+    work = tmp_path / "spendstream-data"
+    assert main(["demo", "--workdir", str(work), "--events", "1000"]) == 0
+    capsys.readouterr()
+    events = _write(tmp_path / "e.jsonl", [_event("mine-1")])
+    assert main(["ingest", str(events), "--workdir", str(work)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {work} holds `spendstream demo`'s synthetic calls" in err
+    assert "--workdir DIR, or run it in another directory" in err
+    # A workdir of one's own: no note.
+    assert main(["ingest", str(events), "--workdir", str(tmp_path / "mine")]) == 0
+    assert "synthetic" not in capsys.readouterr().err
