@@ -1522,6 +1522,10 @@ def _describe(err: ValidationError, source: str) -> str:
             # "Input should be a valid decimal" named the key but not what it held: a unit
             # or a quote in it ("5$", "3.0 USD") is the mistake to see.
             msg += f" (got {_toml_value(e.get('input'))})"
+        elif e["type"] == "list_type" and isinstance(e.get("input"), str | int | float):
+            # `scopes = "team"` where `scopes = ["team"]` was meant.
+            given = _toml_value(e.get("input"))
+            msg += f" (got {given}; a list is written [{given}])"
         if e["type"] == "extra_forbidden":
             near = suggest_key(tuple(e["loc"]))
             msg = "unknown key" + (f"; did you mean {near}?" if near else "")

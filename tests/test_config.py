@@ -568,3 +568,17 @@ def test_a_route_naming_a_mistyped_sink_is_told_the_one_meant_and_the_names_ther
     with pytest.raises(ConfigError) as exc:
         config_from_dict({"alerts": {"route": [{"name": "r", "sinks": ["slack"]}]}})
     assert "names unknown sink(s): slack (no [[alerts.sink]] is configured)" in str(exc.value)
+
+
+def test_a_single_value_where_a_list_belongs_is_shown_with_the_list_to_write() -> None:
+    # `scopes = "team"` read "anomaly.scopes: Input should be a valid list".
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"anomaly": {"scopes": "team"}}, "t.toml")
+    assert (
+        '  anomaly.scopes: Input should be a valid list (got "team"; a list is written ["team"])\n'
+    ) in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        config_from_dict({"budget": [{"scope": "team:x", "amount_usd": 1, "alert_at": 0.5}]})
+    assert "budget.0.alert_at: Input should be a valid list (got 0.5; a list is written [0.5])" in (
+        str(exc.value)
+    )
