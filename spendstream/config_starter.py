@@ -24,8 +24,10 @@ _HEAD = """\
 
 _ALERTS = """
 # -- pages ---------------------------------------------------------------------------
-# With no sink, `spendstream alerts` prints each alert on stderr. Slack: create an
-# incoming webhook and export its URL (a secret: it never goes in this file).
+# With no sink, `spendstream alerts` prints each alert on stderr, and `spendstream ingest`
+# lands them only (spendstream sql "SELECT kind, scope, message FROM alerts"); with one,
+# ingest pages it itself. Slack: create an incoming webhook and export its URL (a secret:
+# it never goes in this file). Other sinks (PagerDuty, a signed webhook): docs/alerts.md.
 #   export SLACK_WEBHOOK_URL=https://hooks.slack.com/services/...
 # [[alerts.sink]]
 # name = "slack"
@@ -132,7 +134,7 @@ location = "s3://your-bucket/spendstream"                                 # your
 hmac_key_file = "/run/secrets/spendstream-breaker-key"
 """
     + _DETECTION
-    + _ALERTS.replace("# With no sink", "# Workers run headless: configure a sink. With no sink")
+    + _ALERTS.replace("# With no sink", "# Workers run headless: configure a sink.\n# With no sink")
 )
 
 

@@ -72,3 +72,11 @@ def test_init_keeps_an_existing_file_unless_forced(
     assert load_config(target).runaway.max_attempts == 9
     assert main(["init", str(target), "--force"]) == 0
     assert target.read_text() == LOCAL
+
+
+def test_the_starter_says_what_ingest_does_with_alerts_with_and_without_a_sink() -> None:
+    # It spoke of `spendstream alerts` only, a Kafka command: an embedded user was left to
+    # guess where ingest's alerts went.
+    for text in (LOCAL, CLUSTER):
+        assert "`spendstream ingest`\n# lands them only" in text
+        assert "ingest pages it itself" in text
