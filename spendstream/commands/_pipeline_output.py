@@ -127,10 +127,13 @@ def print_summary(
     if opened:
         scopes = sorted({b.scope for b in opened})
         shown = ", ".join(scopes[:10])
-        more = (
-            f" and {len(scopes) - 10} more (spendstream breakers list)" if len(scopes) > 10 else ""
+        more = f" and {len(scopes) - 10} more" if len(scopes) > 10 else ""
+        # What to do with them, where they are said: a first user did not know that
+        # `breakers` lists and resets what ingest opened (no Kafka needed).
+        out.write(
+            f"breakers opened: {shown}{more} (spendstream breakers list{wd} shows the open "
+            f"ones; spendstream breakers reset{wd} SCOPE closes one)\n"
         )
-        out.write(f"breakers opened: {shown}{more}\n")
     if s.notifications:
         n = s.notifications
         # The replay command only when something died: beside "0 dead-lettered" it read as a

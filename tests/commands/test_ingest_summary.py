@@ -168,3 +168,25 @@ def test_an_ingest_into_the_demos_workdir_says_it_mixes_with_the_synthetic_calls
     # A workdir of one's own: no note.
     assert main(["ingest", str(events), "--workdir", str(tmp_path / "mine")]) == 0
     assert "synthetic" not in capsys.readouterr().err
+
+
+def test_breakers_opened_are_followed_by_the_commands_that_list_and_reset_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "breakers opened: session:loop" said nothing of what to do with it, nor that
+    # `breakers` works on what ingest opened, without Kafka.
+    config = tmp_path / "c.toml"
+    config.write_text("[runaway]\nmax_session_turns = 3\n")
+    calls = [_event(f"t{i}", session_id="loop", turn=i) for i in range(5)]
+    work = tmp_path / "w"
+    events = _write(tmp_path / "e.jsonl", calls)
+    assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"breakers opened: session:loop (spendstream breakers list --workdir {work} shows the "
+        f"open ones; spendstream breakers reset --workdir {work} SCOPE closes one)\n"
+    ) in out
+    # ... as written, they work.
+    assert main(["breakers", "list", "--workdir", str(work), "--format", "csv"]) == 0
+    assert "session:loop,open," in capsys.readouterr().out
+    assert main(["breakers", "reset", "--workdir", str(work), "session:loop"]) == 0
