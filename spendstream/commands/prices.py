@@ -158,7 +158,7 @@ def _with_suggestions(
         if str(reason).startswith("provider "):  # the provider is unknown
             close = difflib.get_close_matches(str(provider), providers, n=1, cutoff=0.8)
             hint = f"; did you mean provider {close[0]}?" if close else ""
-        elif not str(reason).startswith("priced now"):
+        elif str(reason).startswith("genai-prices knows no "):  # the model is unknown
             near = [m for m in card.suggestions(provider, model) if m != model]
             hint = f"; did you mean {', '.join(near)}?" if near else ""
         out.append((*row[: at[2]], f"{reason}{hint}", *row[at[2] + 1 :]))
