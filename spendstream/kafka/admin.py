@@ -143,6 +143,21 @@ class Admin:
         entries = self._result(future, f"cannot describe topic {name}")
         return {k: e.value for k, e in entries.items() if e.value is not None}
 
+    def set_topic_config(self, name: str, key: str, value: str) -> None:
+        """Set one of the topic's configs (an incremental alter: its others stay as they are).
+        ``KafkaAuthError`` without the right to alter it."""
+        resource = confluent_kafka.admin.ConfigResource(
+            confluent_kafka.admin.ResourceType.TOPIC,
+            name,
+            incremental_configs=[
+                confluent_kafka.admin.ConfigEntry(
+                    key, value, incremental_operation=confluent_kafka.admin.AlterConfigOpType.SET
+                )
+            ],
+        )
+        futures = self._a.incremental_alter_configs([resource], request_timeout=self.timeout_s)
+        self._result(futures[resource], f"cannot set {key} of topic {name}")
+
     def delete_topics(self, names: Iterable[str]) -> None:
         """Delete topics; a topic that is already gone is no error."""
         names = list(names)

@@ -3,7 +3,9 @@ facts partition p holds usage partition p's batches, so the facts topic must gro
 It did not: a worker assigned a new usage partition retried opening it for ever (its
 facts partition did not exist), and no record of that partition ever landed. The partials
 topic keeps its count: it is the number of scope owners, which each scope's state follows.
-A facts topic taking records smaller than a batch's facts record gets the batch in halves."""
+A facts topic taking records smaller than a batch's facts record gets the batch in halves;
+a partials topic taking less than `run` gives it is raised to that (its records cannot be
+cut: a batch's partials follow its published facts)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from spendstream.config import Config, load_config
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.kafka.settings import KafkaSettings
-from spendstream.runtime.kafka.topology import ensure_topics
+from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, ensure_topics
 from spendstream.runtime.kafka.worker import Worker
 from tests.runtime.kafka_workers import (
     event_lines,
@@ -150,3 +152,50 @@ def test_records_gone_before_they_landed_and_a_topic_made_again_are_logged_not_s
     finally:
         worker.stop()
     assert fact_count(wd) == 60  # passed over, as the log says
+
+
+def _record_limit(admin: Admin, topic: str) -> int:
+    return int(admin.topic_configs(topic)["max.message.bytes"])
+
+
+def test_run_raises_a_partials_topic_that_takes_smaller_records_at_start(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # Made before `run` with a managed service's or an operator's 1 MiB: a batch's
+    # partials record past it failed at every replay (its facts record, published
+    # first, fixes how the batch is cut).
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1)
+    partials = prefix + "spendstream.partials"
+    admin = Admin(settings, timeout_s=60)
+    admin.ensure_topics([TopicSpec(partials, 1, {"max.message.bytes": "60000"})])
+    ensure_topics(settings, config.kafka, grow=False)  # a command that only publishes
+    assert _record_limit(admin, partials) == 60_000
+    ensure_topics(settings, config.kafka)
+    assert _record_limit(admin, partials) == MAX_RECORD_BYTES
+
+
+def test_a_partials_topic_lowered_under_a_running_worker_is_raised_and_its_batch_lands(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1, batch_size=200)
+    usage, partials = prefix + "spendstream.usage", prefix + "spendstream.partials"
+    counts = ensure_topics(settings, config.kafka)
+    wd = tmp_path / "wd"
+    worker = Worker(config, wd, settings, counts, http=None).start()
+    admin = Admin(settings, timeout_s=60)
+    # Less than any partials record (its Arrow schema alone is more): every batch's
+    # partials are refused until the limit is raised again.
+    admin.set_topic_config(partials, "max.message.bytes", "512")
+    wait_for(lambda: _record_limit(admin, partials) == 512, "the limit was never lowered")
+    lines = event_lines(600, seed=7)
+    producer = Producer(kafka_bootstrap)
+    try:
+        producer.send([OutRecord(usage, line, partition=0) for line in lines], 60).raise_first()
+        wait_for(lambda: fact_count(wd) == len(lines), "the batches never landed")
+        assert f"spendstream_events_in_total {len(lines)}.0" in worker.metrics.render().decode()
+    finally:
+        producer.close()
+        worker.stop()
+    assert _record_limit(admin, partials) == MAX_RECORD_BYTES
+    assert "raising its max.message.bytes" in caplog.text
+    assert all(len(value) > 512 for _, value in read_topic(kafka_bootstrap, partials))

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from spendstream.config import KafkaConfig
-from spendstream.errors import KafkaAuthError
+from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.settings import KafkaSettings
 from spendstream.topics import ALERTS, BREAKERS, DEAD_LETTERS, FACTS, PARTIALS, USAGE
@@ -17,6 +17,7 @@ __all__ = [
     "TopicSpec",
     "ensure_topics",
     "grow_facts",
+    "raise_record_limit",
     "topic_names",
     "topic_specs",
 ]
@@ -90,7 +91,40 @@ def ensure_topics(
     counts.update(admin.ensure_topics(topic_specs(kafka, usage)[1:]))
     if grow and counts[names.facts] < usage:
         counts[names.facts] = grow_facts(admin, names, usage)
+    if grow:
+        raise_record_limit(admin, names.partials)
     return counts
+
+
+def raise_record_limit(admin: Admin, topic: str) -> bool:
+    """Give ``topic`` (the partials topic) ``max.message.bytes`` of ``MAX_RECORD_BYTES`` if it
+    takes less; return whether it now does. A batch's partials record follows its facts
+    record, which was published already: unlike the facts record (landed in halves), a
+    partials record the topic refuses cannot be cut smaller, and its batch failed at
+    every replay. Without the right to alter the topic, says what to run and returns False."""
+    try:
+        limit = int(admin.topic_configs(topic).get("max.message.bytes", MAX_RECORD_BYTES))
+    except (KafkaClientError, ValueError) as exc:
+        log.warning("cannot read max.message.bytes of %s (%s)", topic, exc)
+        return False
+    if limit >= MAX_RECORD_BYTES:
+        return True
+    log.warning(
+        "topic %s takes records of at most %d bytes; raising its max.message.bytes to %d "
+        "(a batch's partials record must fit in one record)",
+        topic, limit, MAX_RECORD_BYTES,
+    )  # fmt: skip
+    try:
+        admin.set_topic_config(topic, "max.message.bytes", str(MAX_RECORD_BYTES))
+    except KafkaClientError as exc:
+        log.error(
+            "%s. A batch whose partials record is more than %d bytes fails until %s takes it: "
+            "kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config "
+            "max.message.bytes=%d, or allow this worker to alter its configs",
+            exc, limit, topic, topic, MAX_RECORD_BYTES,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def grow_facts(admin: Admin, names: TopicNames, usage_partitions: int) -> int:

@@ -53,7 +53,12 @@ from spendstream.runtime.http.metrics import WorkerMetrics
 from spendstream.runtime.idle_clock import IdleClock
 from spendstream.runtime.kafka.facts_reader import batch_ref
 from spendstream.runtime.kafka.partition_loop import PartitionLoop, by_partition
-from spendstream.runtime.kafka.topology import MAX_RECORD_BYTES, TopicNames, grow_facts
+from spendstream.runtime.kafka.topology import (
+    MAX_RECORD_BYTES,
+    TopicNames,
+    grow_facts,
+    raise_record_limit,
+)
 from spendstream.runtime.kafka.wire import (
     KIND_HEADER,
     PARTIALS_KIND,
@@ -444,10 +449,6 @@ class UsageLoop(PartitionLoop[_Partition]):
                     raise _TooLarge(len(record)) from exc
                 raise
             assert facts_offset is not None
-            # Usage events only (a breaker reset's control record becomes no fact, duplicate
-            # or dead letter: counted, it read as an event gone missing in the status line),
-            # once the batch is one (a batch landed in halves was taken twice).
-            self.metrics.events_in.inc(len(events))
             t2 = time.perf_counter()
             local = part.engine.process(facts, batch_ref(p, facts_offset))
             alerts = list(local.detection.alerts)
@@ -468,7 +469,13 @@ class UsageLoop(PartitionLoop[_Partition]):
             records += out.detection(alerts, breakers)
             records += [out.dead_letter(d) for d in judged.dead_letters]
             t3 = time.perf_counter()
-            out.send(records)
+            try:
+                out.send(records)
+            except KafkaClientError as exc:
+                if exc.code in _TOO_LARGE:  # the replay is sent where it fits, if it can be
+                    admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
+                    raise_record_limit(admin, names.partials)
+                raise
             t4 = time.perf_counter()
             try:
                 result = part.warehouse.commit(
@@ -496,6 +503,11 @@ class UsageLoop(PartitionLoop[_Partition]):
             except SpendstreamError as exc:  # advisory: the warehouse holds the position
                 log.info("usage %d: offset commit failed (%s)", p, exc)
             m = self.metrics
+            # Usage events only (a breaker reset's control record becomes no fact, duplicate
+            # or dead letter: counted, it read as an event gone missing in the status line),
+            # once the batch has landed (a batch landed in halves, or replayed after a later
+            # step failed, was taken twice).
+            m.events_in.inc(len(events))
             steps.labels("usage_decode_price").inc(t1 - t0)
             steps.labels("usage_publish_facts").inc(t2 - t1)
             steps.labels("usage_detect").inc(t3 - t2)
