@@ -4,7 +4,11 @@ Such facts still land (``priced = false``, null costs); this alert says which mo
 ``[[prices.model]]`` entry. Scope ``global``: the missing price is the catalog's, not a
 team's. ``value`` is 1 (the call that revealed it), ``threshold`` 0. Days take calls by the
 grace rule of ``stream.windows`` (the per-event engine kept one extra day, and none for
-a lateness under a day); older days are forgotten.
+a lateness under a day); older days are forgotten. A call too late for its own day counts
+in the day of the watermark it arrived at (its alert says when it was dated): such a call
+raised nothing before, so a model first seen in calls imported or replayed late (a
+gateway's backlog, last week's file after today's) was never named, though every such
+call landed unpriced.
 
 Columnar (``stream.partials``): the first unpriced row per (model, day) is the alert.
 """
@@ -12,6 +16,7 @@ Columnar (``stream.partials``): the first unpriced row per (model, day) is the a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
@@ -39,6 +44,22 @@ def _named(provider: str, model: str) -> str:
     return f"{provider!r}/{model!r} (spaces around the name)"
 
 
+def unpriced_message(
+    provider: str, model: str, day: datetime, ts: datetime, details: dict[str, str]
+) -> str:
+    """The alert's words; a call dated before ``day`` (it came too late for its own day)
+    is said as such, and its date added to ``details`` as ``call_day``."""
+    where = f"its calls on {day:%Y-%m-%d}"
+    if ts < day:
+        details["call_day"] = f"{ts:%Y-%m-%d}"
+        where = f"its calls arriving on {day:%Y-%m-%d} (the first dated {ts:%Y-%m-%d}, late)"
+    return (
+        f"no price for {_named(provider, model)}: {where} land with priced = false and null "
+        "costs; add a [[prices.model]] entry to the configuration "
+        "(`spendstream prices unpriced` lists every such model)"
+    )
+
+
 class UnpricedModelDetector:
     """Raises one ``unpriced_model`` alert per model and UTC day with unpriced calls."""
 
@@ -48,15 +69,19 @@ class UnpricedModelDetector:
         self.rule = WindowRule("day", config.detection.allowed_lateness_s * US)
         self.fired: Windowed[bool] = Windowed(self.rule)
 
-    def _selected(self, cols: FactColumns) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    def _days(self, cols: FactColumns) -> npt.NDArray[np.int64]:
+        """Each call's day: its own while that day takes it, else its watermark's."""
         days = self.rule.starts(cols.ts_us)
-        return ~cols.priced & self.rule.accepted(days, cols.wm_us), days
+        late = ~self.rule.accepted(days, cols.wm_us)
+        if late.any():
+            days = np.where(late, self.rule.starts(cols.wm_us), days)
+        return days
 
     def summarize(self, cols: FactColumns, source: Source) -> list[Partial]:
         if cols.priced.all():
             return []
-        mask, days = self._selected(cols)
-        sel = np.flatnonzero(mask)
+        days = self._days(cols)
+        sel = np.flatnonzero(~cols.priced)
         if not len(sel):
             return []
         prov, model = cols.codes("provider"), cols.codes("model")
@@ -107,20 +132,18 @@ class UnpricedModelDetector:
                 row = first.first[2] - cols.row_base
                 provider = str(cols.strings("provider", np.array([row]))[0])
                 model = str(cols.strings("model", np.array([row]))[0])
-                start = from_us(day)
+                start, ts = from_us(day), cols.ts_at(row)
+                said = {"provider": provider, "model": model, "day": start.date().isoformat()}
                 alert = make_alert(
                     "unpriced_model",
                     "global",
                     "warning",
-                    cols.ts_at(row),
+                    ts,
                     Decimal(1),
                     Decimal(0),
-                    f"no price for {_named(provider, model)}: its calls on {start:%Y-%m-%d} "
-                    "land with priced = false "
-                    "and null costs; add a [[prices.model]] entry to the configuration "
-                    "(`spendstream prices unpriced` lists every such model)",
+                    unpriced_message(provider, model, start, ts, said),
                     (key, start.date().isoformat()),
-                    {"provider": provider, "model": model, "day": start.date().isoformat()},
+                    said,
                 )
                 out.append(Finding(first.first, UNPRICED, 0, alert))
 

@@ -71,12 +71,41 @@ def test_priced_facts_never_alert() -> None:
     assert Feed(config(), UNPRICED)([fact(at(minutes=m)) for m in range(10)]) == []
 
 
-def test_a_late_call_into_a_day_alerts_while_the_day_takes_it() -> None:
+def test_a_late_call_into_a_day_alerts_in_its_day_while_the_day_takes_it() -> None:
     cfg = config(detection={"allowed_lateness_s": 3600})
-    for wm, fires in ((at(hours=25), True), (at(hours=25) + timedelta(microseconds=1), False)):
+    for wm, day in (
+        (at(hours=25), "2026-03-02"),
+        (at(hours=25) + timedelta(microseconds=1), "2026-03-03"),
+    ):
         feed = Feed(cfg, UNPRICED)
         feed([fact(wm, cost="0.01")])
-        assert bool(feed([fact(at(hours=23), cost=None, model="late")])) is fires
+        [a] = feed([fact(at(hours=23), cost=None, model="late")])
+        assert (a.ts, a.details["day"]) == (at(hours=23), day)
+
+
+def test_a_call_too_late_for_its_day_alerts_once_in_its_watermarks_day_saying_when_dated() -> None:
+    # A model seen only in calls that came too late for their day (a gateway's backlog,
+    # last week's file ingested after today's) raised nothing, though each landed unpriced.
+    feed = Feed(config(), UNPRICED)
+    feed([fact(at(hours=24 * 9), cost="0.01")])
+    late = [fact(at(hours=24 * d), cost=None, model="old-1") for d in (2, 1, 3)]
+    [a] = feed([*late, fact(at(hours=24 * 9 + 1), cost=None, model="old-1")])
+    assert (a.ts, a.dedup_key) == (
+        at(hours=24 * 2),
+        "unpriced_model|global|anthropic/old-1|2026-03-11",
+    )
+    assert a.details == {
+        "provider": "anthropic", "model": "old-1", "day": "2026-03-11", "call_day": "2026-03-04",
+    }  # fmt: skip
+    assert a.message.startswith(
+        "no price for anthropic/old-1: its calls arriving on 2026-03-11 (the first dated "
+        "2026-03-04, late) land with priced = false and null costs"
+    )
+    # Once per model and day: the next day's late call is a new alert.
+    [b] = feed(
+        [fact(at(hours=24 * 10), cost="0.01"), fact(at(hours=24 * 1), cost=None, model="old-1")]
+    )
+    assert b.details["day"] == "2026-03-12"
 
 
 def test_snapshot_restore_continues_without_repeating() -> None:

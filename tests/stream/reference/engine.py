@@ -6,7 +6,7 @@ replaced by sweep-independent ones. The same rules are stated in each detector's
 
 * windows (minute, hour, day, calendar period) take a fact while ``end + allowed_lateness >=
   watermark`` (stream/windows.py); the retry-share hour took facts up to 24 h late before,
-  the unpriced day one extra day;
+  the unpriced day one extra day (a call too late for its day counts in its watermark's);
 * an idle session (``last < watermark - session_idle_s``) and an old request (``last_s <
   watermark_s - max(lateness, 3600)``) are forgotten when their next fact arrives;
 * an anomaly scope is forgotten when its newest hour is past ``end + lateness + history``;
@@ -524,13 +524,21 @@ class Unpriced:
         if r["cost_usd"] is not None:
             return []
         day = ts - ts % DAY
-        if day + DAY + self.lat < wm:
-            return []
+        late = day + DAY + self.lat < wm
+        if late:  # counted in the day of the watermark it arrived at
+            day = wm - wm % DAY
         model = f"{r['provider']}/{r['model']}"
         if (model, day) in self.fired:
             return []
         self.fired.add((model, day))
         start = dt(day)
+        details = {"provider": r["provider"], "model": r["model"], "day": start.date().isoformat()}
+        calls = f"its calls on {start:%Y-%m-%d}"
+        if late:
+            details["call_day"] = f"{r['ts']:%Y-%m-%d}"
+            calls = (
+                f"its calls arriving on {start:%Y-%m-%d} (the first dated {r['ts']:%Y-%m-%d}, late)"
+            )
         return [
             alert(
                 "unpriced_model",
@@ -539,12 +547,11 @@ class Unpriced:
                 r["ts"],
                 Decimal(1),
                 Decimal(0),
-                f"no price for {_named(r['provider'], r['model'])}: its calls on "
-                f"{start:%Y-%m-%d} land with priced = false "
-                "and null costs; add a [[prices.model]] entry to the configuration "
+                f"no price for {_named(r['provider'], r['model'])}: {calls} land with priced = "
+                "false and null costs; add a [[prices.model]] entry to the configuration "
                 "(`spendstream prices unpriced` lists every such model)",
                 (model, start.date().isoformat()),
-                {"provider": r["provider"], "model": r["model"], "day": start.date().isoformat()},
+                details,
             )
         ]
 
