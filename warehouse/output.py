@@ -1,6 +1,7 @@
 """Query results for people (an aligned table) and for programs (CSV, JSON).
 
 Money stays exact: Decimals are written as decimal strings in CSV and JSON, never floats.
+Bytes (a BLOB such as ``event_digest``) are written as lowercase hex in all three formats.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ TABLE_ROWS = 10_000
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bytes | bytearray | memoryview):
+        # str() wrote Python's repr (b'x\\xab...'); hex is what every format writes.
+        return bytes(value).hex()
     if isinstance(value, Decimal):
         # Trailing zeros of DECIMAL(38, 18) are noise to a person; the value is unchanged.
         text = f"{value.normalize():f}" if value else "0"
@@ -42,6 +46,8 @@ def _json_value(value: Any) -> Any:
         return f"{value:f}"
     if isinstance(value, datetime | date):
         return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()  # json.dumps refused bytes: `SELECT *` failed
     if isinstance(value, dict):
         return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -72,7 +78,9 @@ def render_chunks(
         for chunk in chunks:
             for r in chunk:
                 obj = {c: _json_value(v) for c, v in zip(columns, r, strict=True)}
-                text = json.dumps(obj, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                text = json.dumps(obj, indent=2, ensure_ascii=False, default=_text).replace(
+                    "\n", "\n  "
+                )
                 out.write(("[\n  " if first else ",\n  ") + text)
                 first = False
         out.write("[]\n" if first else "\n]\n")
@@ -110,8 +118,18 @@ def _table(
     columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO, more: bool = False
 ) -> None:
     texts = [list(map(_text, r)) for r in rows]
-    cut = any(len(t) > _MAX_CELL for r in texts for t in r)
-    cells = [[t if len(t) <= _MAX_CELL else t[: _MAX_CELL - 1] + "…" for t in r] for r in texts]
+    # Every column but the last is cut at _MAX_CELL so the columns after it stay aligned. The
+    # last is shown whole: nothing follows it to misalign, and it is where a long value is
+    # read (a dead letter's error, whose end says what to fix, was cut at 100 characters).
+    last = len(columns) - 1
+    cut = any(len(t) > _MAX_CELL for r in texts for t in r[:last])
+    cells = [
+        [
+            t if len(t) <= _MAX_CELL or i == last else t[: _MAX_CELL - 1] + "…"
+            for i, t in enumerate(r)
+        ]
+        for r in texts
+    ]
     widths = [len(c) for c in columns]
     for r in cells:
         widths = [max(w, len(t)) for w, t in zip(widths, r, strict=True)]
@@ -127,7 +145,12 @@ def _table(
         return "  ".join(parts).rstrip()
 
     out.write(line(list(columns)) + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
+    # The rule under a whole last column stops at _MAX_CELL (or its name): one long value must
+    # not draw a rule that wraps over several lines of the terminal.
+    rule = [
+        w if i < last else max(min(w, _MAX_CELL), len(columns[i])) for i, w in enumerate(widths)
+    ]
+    out.write("  ".join("-" * w for w in rule) + "\n")
     for r in cells:
         out.write(line(r) + "\n")
     if more:
@@ -138,9 +161,7 @@ def _table(
     else:
         out.write(f"({len(rows)} row{'s' if len(rows) != 1 else ''})\n")
     if cut:
-        # A dead letter's reason is often longer: the part cut off is the part that says
-        # what to fix.
         out.write(
-            f"(values longer than {_MAX_CELL} characters end in …: --format csv|json "
-            "writes them whole)\n"
+            f"(values longer than {_MAX_CELL} characters end in … except in the last column: "
+            "--format csv|json writes them whole)\n"
         )

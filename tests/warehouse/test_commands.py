@@ -274,16 +274,17 @@ def test_a_filter_value_on_an_empty_warehouse_is_named_with_no_values_seen(
 
 
 def test_a_table_says_where_long_values_are_cut_and_how_to_read_them_whole() -> None:
-    # A dead letter's reason runs past a cell's 100 characters, and its end says what to fix.
+    # A column before the last is cut past 100 characters (the last is shown whole:
+    # tests/warehouse/test_output.py).
     out = io.StringIO()
-    render_chunks(["error"], [[("x" * 100,), ("y" * 101,)]], "table", out)
+    render_chunks(["raw", "n"], [[("x" * 100, 1), ("y" * 101, 2)]], "table", out)
     lines = out.getvalue().splitlines()
-    assert lines[2] == "x" * 100  # exactly the width: whole
-    assert lines[3] == "y" * 99 + "…"
-    assert (
-        lines[-1]
-        == "(values longer than 100 characters end in …: --format csv|json writes them whole)"
+    assert lines[2] == "x" * 100 + "  1"  # exactly the width: whole
+    assert lines[3] == "y" * 99 + "…  2"
+    assert lines[-1] == (
+        "(values longer than 100 characters end in … except in the last column: "
+        "--format csv|json writes them whole)"
     )
     out = io.StringIO()
-    render_chunks(["error"], [[("x" * 100,)]], "table", out)
+    render_chunks(["raw", "n"], [[("x" * 100, 1)]], "table", out)
     assert "end in …" not in out.getvalue()
