@@ -3,13 +3,14 @@
 ``pricer_for``/``rate_card_for``: the pricer a workdir's pipeline uses (the fetched price
 data when ``spendstream prices update`` left one, else the bundled snapshot, plus the
 configuration). ``show_rates``: every rate for one model, or an error suggesting the
-closest known ids. ``reprice_range``: the stored facts of a time range priced again,
+closest known provider or ids (``did_you_mean``, which ``whatif --route`` uses too). ``reprice_range``: the stored facts of a time range priced again,
 old against new, and written back only when asked. ``unpriced_reasons``: why each
 unpriced model has no price today.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from spendstream.stream.repricing import RepriceReport, reprice
 
 __all__ = [
     "RepriceRun",
+    "did_you_mean",
     "pricer_for",
     "rate_card_for",
     "reprice_range",
@@ -60,13 +62,40 @@ def show_rates(
     sheet = rate_sheet(card, provider, model, at, service_tier=service_tier, region=region)
     if sheet is not None:
         return sheet
-    close = card.suggestions(provider, model)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
     reason = card.why_unpriced(provider, model, at) or "nothing prices it"
     raise ConfigError(
-        f"no price for {provider}/{model}: {reason}{hint} (a [[prices.model]] entry in the "
-        "configuration prices any model)"
+        f"no price for {provider}/{model}: {reason}{did_you_mean(card, provider, model)} (a "
+        "[[prices.model]] entry in the configuration prices any model)"
     )
+
+
+def did_you_mean(card: RateCard, provider: str, model: str) -> str:
+    """``"; did you mean ...?"`` for a (provider, model) ``card`` has no entry for, naming
+    what is nearest to the part it does not know; ``""`` when nothing is near, or when it
+    knows both (its price is dated, or has no token rate: a near name would mislead).
+
+    An unknown provider gets the nearest known provider (``opnai`` -> ``provider openai``),
+    else the provider that lists ``model``; a known provider's unknown model gets its nearest
+    models (``gpt5-mini`` -> ``gpt-5-mini``, ``RateCard.suggestions``).
+    """
+    if card.entry(provider, model) is not None:
+        return ""
+    overridden = {p for p, _ in card.overrides}
+    try:
+        card.snapshot.find_provider(None, provider, None)
+    except LookupError:
+        if provider.strip().lower() not in overridden:
+            known = sorted({p.id for p in card.snapshot.providers} | overridden)
+            close = difflib.get_close_matches(provider.strip().lower(), known, n=1, cutoff=0.8)
+            if close:
+                return f"; did you mean provider {close[0]}?"
+            try:
+                lister, listed = card.snapshot.find_provider_model(model, None, None, None)
+            except LookupError:
+                return ""
+            return f"; did you mean {lister.id}/{listed.id}?"
+    near = [m for m in card.suggestions(provider, model) if m != model]
+    return f"; did you mean {', '.join(near)}?" if near else ""
 
 
 def unpriced_reasons(

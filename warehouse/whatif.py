@@ -376,9 +376,13 @@ class WhatIf:
         self._host_hours: dict[datetime, int] = {}
         for lv in self.levers:
             if isinstance(lv, Route) and pricer.source_of(lv.provider, lv.model) is None:
+                from spendstream.pricebook import did_you_mean
+
+                # As `prices show` says it: a route to a mistyped name is the usual cause.
                 raise ConfigError(
                     f"--route: nothing prices {lv.provider}/{lv.model} (not in genai-prices, "
                     "no [[prices.model]] entry)"
+                    f"{did_you_mean(pricer.catalog, lv.provider, lv.model)}"
                 )
 
     def _price(
