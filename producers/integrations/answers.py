@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 import json
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, cast
 
-__all__ = ["attempt", "closing_watcher", "decoded", "header", "weakly_bound"]
+__all__ = ["attempt", "closing_watcher", "decoded", "header", "plain", "weakly_bound"]
 
 
 def decoded(body: bytes) -> Any:
@@ -31,6 +31,26 @@ def decoded(body: bytes) -> Any:
             except (ValueError, RecursionError):
                 continue  # [DONE], or the last line cut short
     return [e for e in events if isinstance(e, dict)] or None
+
+
+def plain(source: Any) -> Any:
+    """An SDK answer (or a stream's chunks) as plain data for the usage readers, dumped
+    without pydantic's serializer warnings: an answer the SDK's own models do not fit (the
+    user messages in ``responses.compact``'s output are parsed as output messages; an
+    output item of a type newer than the installed SDK) would warn, in the caller's
+    process, at every call (under ``-W error``: raise, and the call go unmetered); the
+    usage is read all the same. Every dump of an answer for the readers goes through here
+    (``calls``, ``background_responses``). Per call (pydantic's ``warnings=False``), not
+    a process-wide warnings filter, which no thread could change safely."""
+    if isinstance(source, list):
+        return [plain(item) for item in source]
+    dump = getattr(source, "model_dump", None)
+    if isinstance(source, Mapping) or not callable(dump):
+        return source
+    try:
+        return dump(mode="json", by_alias=True, exclude_none=True, warnings=False)
+    except TypeError:  # not pydantic's model_dump: the readers' own as_dict takes it
+        return source
 
 
 def weakly_bound(obj: Any, name: str) -> Callable[..., Any]:

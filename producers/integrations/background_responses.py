@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from spendstream.producers.integrations import answers
 from spendstream.producers.shapes import as_dict
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _response_state(source: Any) -> dict[str, Any] | None:
         if item is None:
             continue
         try:
-            data = as_dict(item)
+            data = as_dict(answers.plain(item))
         except TypeError:
             continue
         if data.get("object") != "response":

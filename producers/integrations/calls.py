@@ -53,22 +53,6 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _plain(source: Any) -> Any:
-    """An SDK answer (or a stream's chunks) as plain data for the usage readers, dumped
-    without pydantic's serializer warnings: an answer the SDK's own models do not fit (the
-    user messages in ``responses.compact``'s output are parsed as output messages) would
-    warn, in the caller's process, at every call; the usage is read all the same."""
-    if isinstance(source, list):
-        return [_plain(item) for item in source]
-    dump = getattr(source, "model_dump", None)
-    if isinstance(source, Mapping) or not callable(dump):
-        return source
-    try:
-        return dump(mode="json", by_alias=True, exclude_none=True, warnings=False)
-    except TypeError:  # not pydantic's model_dump: the readers' own as_dict takes it
-        return source
-
-
 class MeteredCall:
     """One metered call, from the request to its response, the end of its stream or body,
     or the close or collection of its HTTP response, whichever comes first."""
@@ -230,7 +214,7 @@ class MeteredCall:
             log.error("%s call not metered: %s", self.spec.provider, exc)
 
     def _usage(self, source: Any) -> dict[str, Any]:
-        source = _plain(source)
+        source = answers.plain(source)
         if self.spec.family == "anthropic":
             found = anthropic_usage(source)
         elif self.spec.provider == "openrouter":

@@ -45,6 +45,7 @@ class BackgroundServer:
         self.retrieved: dict[str, int] = {}
         self.foreground: set[str] = set()  # ids created without background=True
         self.next_id = 0
+        self.newer_item = False  # finished output holds an item type newer than the SDK
         self._lock = threading.Lock()
         server = self
 
@@ -106,9 +107,15 @@ class BackgroundServer:
             "background": rid not in self.foreground,
             "created_at": self.created_at,
             "completed_at": self.created_at + 3 if finished else None,
-            "output": _response("gpt-5")["output"] if status == "completed" else [],
+            "output": self.output() if status == "completed" else [],
             "usage": usage,
         }
+
+    def output(self) -> list[dict[str, Any]]:
+        output: list[dict[str, Any]] = _response("gpt-5")["output"]
+        if self.newer_item:  # an API newer than the installed SDK: a type it does not know
+            output = [*output, {"type": "brand_new_item", "id": "bni_1", "data": {"n": 1}}]
+        return output
 
     def _json(self, h: BaseHTTPRequestHandler, data: dict[str, Any]) -> None:
         payload = json.dumps(data).encode()
@@ -315,3 +322,34 @@ def test_a_closed_meter_with_a_background_call_still_pending_is_freed(
     del meter, client, queued
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.filterwarnings("error")  # as the pytest config says: a warning fails the test
+def test_answers_holding_an_item_the_sdk_does_not_know_are_recorded_without_warnings(
+    server: BackgroundServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # An output item of a type newer than the installed openai SDK is parsed into a model it
+    # does not fit: pydantic warned when the answer was dumped to read its usage. A
+    # background response's state and a stream's events were dumped with the warning on:
+    # at every such call a warning in the app's process (under -W error: raised, caught,
+    # and the call not metered: no event).
+    server.newer_item = True
+    try:
+        client = _client(server, metered[0])
+        rid = client.responses.create(model="gpt-5", input="hi", background=True).id
+        client.responses.retrieve(rid)  # in progress
+        assert client.responses.retrieve(rid).status == "completed"
+        streamed = list(client.responses.create(model="gpt-5", input="hi", stream=True))
+        assert streamed[-1].type == "response.completed"
+        bg = list(client.responses.create(model="gpt-5", input="hi", background=True, stream=True))
+        foreground = client.responses.create(model="gpt-5", input="hi")
+    finally:
+        server.newer_item = False
+    assert [item.type for item in foreground.output][-1] == "brand_new_item"
+    events = flushed(*metered)
+    background = [e["event_id"] for e in events if e["tags"].get("background")]
+    assert background == [f"openai-response:{rid}", f"openai-response:{bg[0].response.id}"]
+    assert len(events) == 4, events  # and the stream and the foreground create
+    for event in events:
+        assert {k: event.get(k, 0) for k in RESP} == RESP
+        assert "usage" not in event["tags"]
