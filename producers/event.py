@@ -351,6 +351,13 @@ _FIELD_ALIASES = {
     "cost": "reported_cost_usd",
     "cost_usd": "reported_cost_usd",
     "id": "event_id",
+    # Short names a first event is often written with, each meaning one field only (too far
+    # from it for the close-match search: "user" is 0.73 like "user_id").
+    "user": "user_id",
+    "tokens_in": "input_tokens",
+    "tokens_out": "output_tokens",
+    "env": "environment",
+    "duration_ms": "latency_ms",
 }
 
 

@@ -115,6 +115,12 @@ def test_unknown_field_is_rejected_as_not_in_schema() -> None:
         ("cache_read_input_tokens", ", did you mean cache_read_tokens?"),  # Anthropic's
         ("timestamp", ", did you mean ts?"),
         ("teem", ", did you mean team?"),  # a typo
+        ("user", ", did you mean user_id?"),  # OpenAI's request parameter
+        ("tokens_in", ", did you mean input_tokens?"),
+        ("tokens_out", ", did you mean output_tokens?"),
+        ("env", ", did you mean environment?"),
+        ("duration_ms", ", did you mean latency_ms?"),
+        ("total_tokens", ""),  # input + output: no one field is meant
         ("colour", ""),  # like nothing known: no guess
     ],
 )
