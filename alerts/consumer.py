@@ -85,8 +85,11 @@ class AlertConsumer:
         self.breakers_topic = breakers_topic
         self.max_records = max_records
         self.signer = signer
-        # One batch may wait out the retry budget of a few sinks; leaving the group meanwhile
-        # would only cause a rebalance and a re-read, but there is no reason to provoke it.
+        # One batch may wait out the retry budget of a few sinks (each once at most: a sink
+        # that gives up is down, and dead-lettered without an attempt, for the rest of the
+        # batch and the next ones: ``RetryPolicy.sink_down_s``, the same as under ``ingest``);
+        # leaving the group meanwhile would only cause a rebalance and a re-read, but there
+        # is no reason to provoke it.
         poll_interval_ms = max(300_000, int(retry_budget_s * 4 * 1000))
         self.consumer = Consumer(
             bootstrap_servers,

@@ -4,6 +4,12 @@ Retried: 5xx, 429 (after its ``Retry-After``), timeouts and connection errors. N
 retried: any other 4xx, which means the request itself is wrong. A notification that is
 not delivered within the retry budget (attempts or seconds) comes back ``dead`` and the
 router dead-letters it; either way the caller may then commit the Kafka offset.
+
+A sink that has just given up is *down*: for ``sink_down_s`` after that, its notifications
+come back ``dead`` at once, not attempted (the router dead-letters them, and
+``--replay-dead-letters`` sends them), instead of spending the whole retry budget again
+on each one; then a single attempt tells whether it is back. A refusal (4xx) is an answer,
+not an outage: it opens nothing, and it closes a down sink like a delivery does.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from spendstream.config import DeliveryConfig
 from spendstream.wording import plural
 
 __all__ = [
+    "SINK_DOWN",
     "DeliveryResult",
     "HttpDeliverer",
     "HttpRequest",
@@ -31,6 +38,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("spendstream.alerts.delivery")
+
+# How a notification skipped while its sink is down reads in its dead letter (the sink's
+# last error follows in parentheses).
+SINK_DOWN = "not attempted: sink down"
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,12 +63,20 @@ class DeliveryResult:
 
 
 @dataclass(slots=True, frozen=True)
+class _Down:
+    until: float  # monotonic
+    error: str  # the last error of the delivery that gave up
+
+
+@dataclass(slots=True, frozen=True)
 class RetryPolicy:
     max_attempts: int = 8
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     retry_budget_s: float = 300.0
     timeout_s: float = 10.0
+    # After a sink gives up, how long its notifications are dead-lettered without an attempt.
+    sink_down_s: float = 60.0
 
     @classmethod
     def from_config(cls, cfg: DeliveryConfig) -> RetryPolicy:
@@ -115,12 +134,28 @@ class HttpDeliverer:
         self._sleep = sleep
         self._monotonic = monotonic
         self._rng = rng or random.Random()
+        self._down: dict[str, _Down] = {}
+
+    def down(self, sink: str) -> str | None:
+        """The last error of ``sink`` while it is down (its notifications not attempted)."""
+        d = self._down.get(sink)
+        return d.error if d is not None and self._monotonic() < d.until else None
+
+    def _up(self, sink: str) -> None:
+        if self._down.pop(sink, None) is not None:
+            log.warning("alert sink %s answers again: its notifications are sent again", sink)
 
     def close(self) -> None:
         self.client.close()
 
     def send(self, sink: str, request: HttpRequest) -> DeliveryResult:
         # Errors name the sink, never the URL: a Slack webhook URL is itself the secret.
+        max_attempts = self.policy.max_attempts
+        down = self._down.get(sink)
+        if down is not None:
+            if self._monotonic() < down.until:
+                return DeliveryResult("dead", 0, f"{SINK_DOWN} ({down.error})")
+            max_attempts = 1  # the cool-down is over: one attempt tells whether it is back
         started = self._monotonic()
         attempt = 0
         error = ""
@@ -137,23 +172,34 @@ class HttpDeliverer:
                 error = f"connection failed ({type(exc).__name__})"
             else:
                 if 200 <= resp.status_code < 300:
+                    self._up(sink)
                     return DeliveryResult("delivered", attempt)
                 error = f"HTTP {resp.status_code}"
                 if resp.status_code == 429 or resp.status_code >= 500:
                     wait = parse_retry_after(resp.headers.get("retry-after"), datetime.now(UTC))
                 else:
+                    # The sink answered: this request is wrong, the sink is not down.
+                    self._up(sink)
                     log.error("alert sink %s refused a notification: %s (not retried)", sink, error)
                     return DeliveryResult("dead", attempt, error)
             if wait is None:
                 wait = self.policy.backoff_s(attempt, self._rng)
             elapsed = self._monotonic() - started
-            if attempt >= self.policy.max_attempts or elapsed + wait > self.policy.retry_budget_s:
+            if attempt >= max_attempts or elapsed + wait > self.policy.retry_budget_s:
                 log.error(
                     "alert sink %s: giving up after %s in %.1fs: %s",
                     sink,
                     plural(attempt, "attempt"),
                     elapsed,
                     error,
+                )
+                self._down[sink] = _Down(self._monotonic() + self.policy.sink_down_s, error)
+                log.warning(
+                    "alert sink %s is down: its notifications are dead-lettered without an "
+                    "attempt for %.0fs, then one attempt tries it again "
+                    "(spendstream alerts --replay-dead-letters sends the dead letters)",
+                    sink,
+                    self.policy.sink_down_s,
                 )
                 return DeliveryResult("dead", attempt, error)
             log.warning("alert sink %s: %s; retry %d in %.2fs", sink, error, attempt, wait)

@@ -3,6 +3,11 @@
 ``AlertRouter.handle(alerts, breaker_events)`` is the whole job for one batch and returns
 only when every notification it produced was delivered or dead-lettered, so the caller
 (the Kafka consumer, or the embedded runner) may then commit what it read. No Kafka here.
+
+A sink that gives up on one notification is down for ``RetryPolicy.sink_down_s`` (the
+deliverer keeps that, per sink, for as long as the router lives): the rest of the batch's
+notifications to it, and the next batches', are dead-lettered without an attempt, so one
+dead sink costs one retry budget, not one per notification, and delays no other sink.
 """
 
 from __future__ import annotations
@@ -325,13 +330,15 @@ class AlertRouter:
             result = sink.deliver(n, self.deliverer)
         if not result.delivered:
             self.state.dead_letter(sink_name, n, result.error, result.attempts, now)
+            # 0 attempts: not tried at all (a sink down since it gave up, or one removed).
+            tried = f" after {plural(result.attempts, 'attempt')}" if result.attempts else ""
             log.error(
-                "alert %s %s for %s dead-lettered on sink %s after %s: %s",
+                "alert %s %s for %s dead-lettered on sink %s%s: %s",
                 n.action,
                 n.key,
                 n.alert.scope,
                 sink_name,
-                plural(result.attempts, "attempt"),
+                tried,
                 result.error,
             )
         return result

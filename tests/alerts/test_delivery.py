@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendstream.alerts.delivery import HttpDeliverer, HttpRequest, RetryPolicy, parse_retry_after
+from spendstream.alerts.delivery import (
+    SINK_DOWN,
+    HttpDeliverer,
+    HttpRequest,
+    RetryPolicy,
+    parse_retry_after,
+)
 
 from .conftest import ScriptedServer
 
@@ -180,3 +186,71 @@ def test_a_timeout_that_runs_out_the_attempts_is_reported_as_a_timeout(
     policy = RetryPolicy(max_attempts=2, backoff_initial_s=0.1, retry_budget_s=60, timeout_s=0.2)
     result = deliverer(FakeTime(), policy).send("hook", req(server))
     assert result.status == "dead" and result.error == "timeout (ReadTimeout)"
+
+
+def test_a_sink_that_gave_up_is_not_attempted_again_until_its_cool_down_has_passed(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(start=False)  # a closed port: every connection refused
+    t = FakeTime()
+    d = deliverer(t)
+    first = d.send("hook", req(server))
+    assert first.status == "dead" and first.attempts == FAST.max_attempts
+    waits = len(t.sleeps)
+    assert waits == FAST.max_attempts - 1
+    # Given up: the next ones are not attempted, and wait for nothing.
+    for _ in range(3):
+        skipped = d.send("hook", req(server))
+        assert (skipped.status, skipped.attempts) == ("dead", 0)
+        assert skipped.error == f"{SINK_DOWN} (connection failed (ConnectError))"
+    assert len(t.sleeps) == waits and d.down("hook") == "connection failed (ConnectError)"
+    # Past the cool-down, one attempt (not a whole retry budget) finds it still down...
+    t.now += FAST.sink_down_s
+    assert d.down("hook") is None
+    probe = d.send("hook", req(server))
+    assert (probe.status, probe.attempts) == ("dead", 1) and len(t.sleeps) == waits
+    assert d.send("hook", req(server)).attempts == 0  # ...and it is down again
+    # Back: the first attempt after the cool-down delivers, and so does everything after it.
+    t.now += FAST.sink_down_s
+    server.start()
+    back = [d.send("hook", req(server)) for _ in range(3)]
+    assert [(r.status, r.attempts) for r in back] == [("delivered", 1)] * 3
+    assert len(server.accepted()) == 3 and d.down("hook") is None
+
+
+def test_a_down_sink_costs_another_sink_nothing(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    dead, alive = http_server(start=False), http_server(script=[503])
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("dead", req(dead)).attempts == FAST.max_attempts
+    assert d.send("dead", req(dead)).attempts == 0
+    result = d.send("alive", req(alive))  # retried as usual, not judged by the other sink
+    assert result.delivered and result.attempts == 2 and d.down("alive") is None
+
+
+def test_a_refusal_is_an_answer_not_an_outage(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[422])  # one request refused, the next accepted
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("hook", req(server)).attempts == 1
+    assert d.send("hook", req(server)).delivered and d.down("hook") is None
+
+
+def test_a_down_sink_that_answers_its_probe_with_a_refusal_is_up_again(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    server = http_server(script=[503] * FAST.max_attempts + [422, 503])
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("hook", req(server)).attempts == FAST.max_attempts
+    t.now += FAST.sink_down_s
+    probe = d.send("hook", req(server))
+    assert (probe.status, probe.attempts, probe.error) == ("dead", 1, "HTTP 422")
+    assert d.down("hook") is None
+    # Up: the next one has the whole retry budget again, not a probe's single attempt.
+    after = d.send("hook", req(server))
+    assert after.delivered and after.attempts == 2

@@ -370,6 +370,7 @@ def test_a_dead_letter_superseded_by_a_newer_page_is_not_replayed(
     h = Harness(tmp_path, http_server, pd_script=[503] * 8)  # the whole retry budget fails
     h.router.handle([make_alert()])
     h.clock.now += timedelta(minutes=1)
+    h.time.now += RetryPolicy().sink_down_s  # and past the minute pd is left alone as down
     h.router.handle([make_alert(n=60)])  # PagerDuty is back: this one pages
     assert h.router.replay_dead_letters().superseded == 1
     assert h.pd_actions() == ["trigger"]
