@@ -10,11 +10,13 @@ was created here (else of the one that saw it finished), and ``event_id``
 ``openai-response:<id>``, which another process seeing it finished sends too: the
 pipeline lands it once. Per Meter, what is remembered is bounded: the pending creates
 (``_Background._MAX``) and the ids recorded (ten times as many); it is let go when the Meter
-closes (a closed Meter records nothing more), so the Meter can be freed.
+closes (a closed Meter records nothing more), so the Meter can be freed. A forked child
+keeps what its parent remembered, with locks of its own.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import weakref
@@ -132,6 +134,20 @@ def _background_of(meter: Meter) -> _Background:
     # Outside the lock: on a Meter closed already the hook runs at once.
     meter._call_at_close(_forget)
     return found
+
+
+def _after_fork_in_child() -> None:
+    # Locks of its own: one another thread of the parent held at the fork would be held in
+    # the child for ever (its next background call would hang). What the tables hold is
+    # kept: a response the parent created and the child sees finished is recorded with its
+    # creator's fields, under the id the parent would send too (the pipeline lands it once).
+    global _BACKGROUND_LOCK
+    _BACKGROUND_LOCK = threading.Lock()
+    for table in list(_BACKGROUND.values()):
+        table.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _forget(meter: Meter) -> None:

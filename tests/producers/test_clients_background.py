@@ -353,3 +353,40 @@ def test_answers_holding_an_item_the_sdk_does_not_know_are_recorded_without_warn
     for event in events:
         assert {k: event.get(k, 0) for k in RESP} == RESP
         assert "usage" not in event["tags"]
+
+
+def test_a_forked_child_records_background_responses_with_locks_of_its_own(
+    server: BackgroundServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # The table's locks, held at the fork by another thread of the parent (here by the
+    # forking thread itself), stayed held in the child for ever: its next background call
+    # hung in pend() (or in the table's lookup).
+    import os
+    import signal
+
+    from spendstream.producers.integrations import background_responses
+
+    meter = metered[0]
+    client = _client(server, meter)
+    client.responses.create(model="gpt-5", input="hi", background=True)  # the Meter's table
+    table = background_responses._background_of(meter)
+    held = [background_responses._BACKGROUND_LOCK, table.lock]
+    for lock in held:
+        lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: a background create and its retrieve, finished
+            code = 1
+            try:
+                signal.alarm(20)  # a hang ends the child, which the parent sees as a failure
+                rid = client.responses.create(model="gpt-5", input="hi", background=True).id
+                client.responses.retrieve(rid)
+                client.responses.retrieve(rid)
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        for lock in held:
+            lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
