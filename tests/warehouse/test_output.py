@@ -70,3 +70,14 @@ def test_select_star_of_facts_writes_the_digest_as_hex(
     assert main(["sql", "--workdir", str(workdir), "--format", "csv", stmt]) == 0
     (csv_row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert csv_row["event_digest"] == row["event_digest"]
+
+
+def test_json_writes_other_duckdb_values_as_the_table_does() -> None:
+    # TIME, INTERVAL and UUID come back as types json.dumps refuses: the command failed.
+    import datetime as dt
+    import uuid
+
+    u = uuid.UUID(int=1)
+    out = io.StringIO()
+    render_chunks(["t", "d", "u"], [[(dt.time(10, 30), dt.timedelta(seconds=90), u)]], "json", out)
+    assert json.loads(out.getvalue()) == [{"t": "10:30:00", "d": "0:01:30", "u": str(u)}]
