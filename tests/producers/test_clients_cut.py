@@ -161,3 +161,52 @@ def test_a_raw_stream_whose_read_times_out_mid_body_is_recorded_as_a_timeout(
     assert _seen(flushed(*metered)) == [
         ("anthropic", "timeout", CLAUDE_INPUT, 1, {"api": "messages"}),
     ]
+
+
+def test_a_raw_body_read_cancelled_is_recorded_as_a_parsed_stream_cancelled_is(
+    server: ProviderServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # A task cancelled while it awaits the next bytes of a body (the 'stall' model holds
+    # the connection after message_start): recorded once, at the cancel, `error` with the
+    # usage read, as the parsed stream's reader records its own; the CancelledError reaches
+    # the caller as it was raised (its message kept), neither swallowed nor replaced.
+    meter, _ = metered
+    reached: list[tuple[str, tuple[object, ...]]] = []
+
+    async def calls() -> None:
+        an = meter.instrument(
+            anthropic.AsyncAnthropic(api_key="k", base_url=server.anthropic_url, max_retries=0)
+        )
+        first = asyncio.Event()  # the body's first part read: the next read waits, stalled
+
+        async def raw() -> None:
+            async with an.messages.with_streaming_response.create(
+                model="stall", max_tokens=10, messages=MESSAGES, stream=True
+            ) as r:
+                async for _ in r.iter_lines():
+                    first.set()
+
+        async def parsed() -> None:
+            stream = await an.messages.create(
+                model="stall", max_tokens=10, messages=MESSAGES, stream=True
+            )
+            async for _ in stream:
+                first.set()
+
+        for name, read in (("raw", raw), ("parsed", parsed)):
+            first.clear()
+            task = asyncio.create_task(read())
+            await asyncio.wait_for(first.wait(), 10)
+            task.cancel(f"leave the {name} body")  # delivered in the stalled read
+            try:
+                await task
+            except asyncio.CancelledError as exc:
+                reached.append((name, exc.args))
+        await an.close()
+
+    asyncio.run(calls())
+    assert reached == [("raw", ("leave the raw body",)), ("parsed", ("leave the parsed body",))]
+    assert _seen(flushed(*metered)) == [
+        ("anthropic", "error", CLAUDE_INPUT, 1, {"api": "messages"}),
+        ("anthropic", "error", CLAUDE_INPUT, 1, {"api": "messages"}),
+    ]
