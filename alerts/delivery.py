@@ -86,6 +86,7 @@ class RetryPolicy:
             backoff_max_s=cfg.backoff_max_s,
             retry_budget_s=cfg.retry_budget_s,
             timeout_s=cfg.timeout_s,
+            sink_down_s=cfg.sink_down_s,
         )
 
     def backoff_s(self, attempt: int, rng: random.Random) -> float:
@@ -193,14 +194,15 @@ class HttpDeliverer:
                     elapsed,
                     error,
                 )
-                self._down[sink] = _Down(self._monotonic() + self.policy.sink_down_s, error)
-                log.warning(
-                    "alert sink %s is down: its notifications are dead-lettered without an "
-                    "attempt for %.0fs, then one attempt tries it again "
-                    "(spendstream alerts --replay-dead-letters sends the dead letters)",
-                    sink,
-                    self.policy.sink_down_s,
-                )
+                if self.policy.sink_down_s > 0:  # 0: each notification its full retries
+                    self._down[sink] = _Down(self._monotonic() + self.policy.sink_down_s, error)
+                    log.warning(
+                        "alert sink %s is down: its notifications are dead-lettered without "
+                        "an attempt for %.0fs, then one attempt tries it again "
+                        "(spendstream alerts --replay-dead-letters sends the dead letters)",
+                        sink,
+                        self.policy.sink_down_s,
+                    )
                 return DeliveryResult("dead", attempt, error)
             log.warning("alert sink %s: %s; retry %d in %.2fs", sink, error, attempt, wait)
             self._sleep(wait)

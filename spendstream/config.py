@@ -1198,6 +1198,15 @@ class DeliveryConfig(_Section):
     timeout_s: float = Field(
         le=MAX_DURATION_S, default=10.0, gt=0, description="HTTP timeout of one attempt."
     )
+    sink_down_s: float = Field(
+        le=MAX_DURATION_S,
+        default=60.0,
+        ge=0,
+        description="After a sink has given up on a notification (retries spent on a "
+        "connection failure, timeout, 5xx or 429), for this long its other notifications are "
+        "dead-lettered without an attempt; then one attempt tells whether it is back. "
+        "0: every notification gets its full retries.",
+    )
 
 
 class AlertsConfig(_Section):

@@ -218,6 +218,22 @@ def test_a_sink_that_gave_up_is_not_attempted_again_until_its_cool_down_has_pass
     assert len(server.accepted()) == 3 and d.down("hook") is None
 
 
+def test_sink_down_s_comes_from_the_configuration_and_0_gives_each_notification_its_retries(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    from spendstream.config import DeliveryConfig
+
+    assert RetryPolicy.from_config(DeliveryConfig(sink_down_s=5)).sink_down_s == 5
+    policy = RetryPolicy.from_config(
+        DeliveryConfig(max_attempts=3, backoff_initial_s=0.1, sink_down_s=0)
+    )
+    server = http_server(start=False)
+    t = FakeTime()
+    d = deliverer(t, policy)
+    assert [d.send("hook", req(server)).attempts for _ in range(3)] == [3, 3, 3]
+    assert d.down("hook") is None
+
+
 def test_a_down_sink_costs_another_sink_nothing(
     http_server: Callable[..., ScriptedServer],
 ) -> None:
