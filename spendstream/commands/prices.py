@@ -141,26 +141,18 @@ def _with_suggestions(
 ) -> list[tuple[Any, ...]]:
     """Each unpriced row's reason with the priced name nearest to its provider or model:
     ``gpt5-mini`` is most often ``gpt-5-mini`` mistyped in a producer, and the fix is
-    there, not a [[prices.model]] entry (``prices show`` said so; ``unpriced`` did not)."""
-    import difflib
-
-    from spendstream.pricebook import rate_card_for
+    there, not a [[prices.model]] entry (``prices show`` said so; ``unpriced`` did not).
+    Only where the catalog knows no such provider or model: beside a dated row or a
+    missing token rate, a near name would mislead."""
+    from spendstream.pricebook import did_you_mean, rate_card_for
 
     card = rate_card_for(workdir, config.prices)
-    providers = sorted(
-        {p.id for p in card.snapshot.providers} | {o.provider for o in config.prices.model}
-    )
     at = columns.index("provider"), columns.index("model"), columns.index("reason")
     out = []
     for row in rows:
-        provider, model, reason = row[at[0]], row[at[1]], row[at[2]]
-        hint = ""
-        if str(reason).startswith("provider "):  # the provider is unknown
-            close = difflib.get_close_matches(str(provider), providers, n=1, cutoff=0.8)
-            hint = f"; did you mean provider {close[0]}?" if close else ""
-        elif str(reason).startswith("genai-prices knows no "):  # the model is unknown
-            near = [m for m in card.suggestions(provider, model) if m != model]
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
+        provider, model, reason = row[at[0]], row[at[1]], str(row[at[2]])
+        unknown = reason.startswith(("provider ", "genai-prices knows no "))
+        hint = did_you_mean(card, str(provider), str(model)) if unknown else ""
         out.append((*row[: at[2]], f"{reason}{hint}", *row[at[2] + 1 :]))
     return out
 
