@@ -639,14 +639,8 @@ class Meter(BreakersAndLeases, ProviderResponses):
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
-        if self._thread.is_alive() and self._send_started is None:
-            # Past the deadline between sends: the sender is spooling what is left. Inside
-            # a send that hangs there is nothing to wait for: _abandon spools its batch (the
-            # spill thread has it on disk already after spool_flush_s / 2 if it fit). The
-            # extra second held the exit close_timeout_s + 1 s for every black-holed endpoint.
-            self._thread.join(1.0)
         if self._thread.is_alive():
-            self._abandon()
+            self._abandon(grace_until=time.monotonic() + 1.0)
         self._spill_stop.set()
         self._spill_wake.set()
         if self._spiller is not None:
@@ -720,15 +714,29 @@ class Meter(BreakersAndLeases, ProviderResponses):
         if hasattr(self.transport, "kept_in"):  # its log lines then say which slot
             self.transport.kept_in = "memory" if spool is None else str(spool.dir)
 
-    def _abandon(self) -> None:
+    def _abandon(self, *, grace_until: float) -> None:
         """The sender is stuck in a send past the deadline: spool its batch and go.
 
         That batch may still reach the broker later, so it may arrive twice (same event_id:
-        the pipeline dedupes); losing it would be worse.
+        the pipeline dedupes); losing it would be worse. A sender between sends (its send
+        returned, even this moment) is waited for until ``grace_until``: past the deadline it
+        settles that batch, spools what is left and ends. Inside a send that hangs there is
+        nothing to wait for (the spill thread has its batch on disk already after
+        ``spool_flush_s / 2`` if it fit): a wait held the exit 1 s more for every
+        black-holed endpoint.
         """
-        with self._c.lock:
-            self._abandoned = True
-            current, self._current = self._current, None
+        while True:
+            with self._c.lock:
+                if self._current is not None or time.monotonic() >= grace_until:
+                    # Taken from a sender settling the send that just returned, a failed
+                    # batch was held after the stash below (neither spooled nor dropped) and
+                    # a held one that got through was counted sent and dropped both.
+                    self._abandoned = True
+                    current, self._current = self._current, None
+                    break
+            self._thread.join(0.005)
+            if not self._thread.is_alive():
+                return  # it settled and stashed everything itself
         if self._spool is not None:
             log.warning(
                 "meter closed while a send was still pending: its events are spooled too, in %s",
