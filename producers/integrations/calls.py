@@ -4,6 +4,7 @@ a failure; recorded once, whichever comes first (see ``clients`` for what is rec
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import functools
 import inspect
@@ -38,6 +39,13 @@ _USAGE_EVENTS = frozenset(
 _INCOMPLETE = {"stream": "incomplete"}
 # A server that never sends usage would say so at every call: once a minute, with a count.
 _USAGE_MISSING = RateLimitedLog(log, logging.WARNING)
+
+
+def _flush_usage_missing() -> None:
+    _USAGE_MISSING.flush()  # a burst's count, at exit: it waited for the next occurrence
+
+
+atexit.register(_flush_usage_missing)  # before logging.shutdown (atexit runs LIFO)
 
 # Which process a call belongs to: bumped in a forked child, so that the calls in flight in
 # the parent at the fork (a stream open then, inherited by the child: dropped, closed or read

@@ -5,6 +5,10 @@ missing" warning through it: real openai SDK, the local provider server, no slee
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
 
@@ -176,3 +180,34 @@ def test_a_server_that_never_sends_usage_does_not_flood_the_log(
     assert _lines(caplog)[1].endswith("[19 more like it in the last 60 s not logged]")
     events = flushed(*metered)  # every call still recorded, and tagged
     assert [(e["input_tokens"], e["tags"]["usage"]) for e in events] == [(0, "missing")] * 21
+
+
+def test_a_burst_left_untold_is_counted_when_the_process_exits(server: ProviderServer) -> None:
+    # The count of a burst's lines not logged waited for the next occurrence, a minute on:
+    # a process that exits before then never said it; its log showed one line for them all.
+    script = textwrap.dedent(
+        f"""
+        import logging, os, openai
+        from spendstream.producers.meter import Meter
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        meter = Meter.jsonl(os.devnull, spool_dir=None)
+        client = meter.instrument(
+            openai.OpenAI(api_key="k", base_url={server.openai_url!r}, max_retries=0),
+            stream_usage=False,
+        )
+        for _ in range(5):
+            list(client.chat.completions.create(model="gpt-5", messages=[], stream=True))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.getcwd(),
+        check=True,
+    )
+    lines = [line for line in done.stderr.splitlines() if "usage missing" in line]
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith("openai usage missing (no usage in the streamed")
+    assert lines[1].startswith("[4 more like '%s usage missing (%s)")
