@@ -64,6 +64,8 @@ def test_a_stream_open_at_a_fork_is_recorded_once_by_the_parent(
                 else:
                     for _ in stream:
                         pass
+                # A call of the child's own: the child's, recorded there.
+                client.messages.create(model="child-call", max_tokens=10, messages=MESSAGES)
                 delivered = meter.flush(timeout_s=10)
                 meter.close(timeout_s=5)
                 code = 0 if delivered else 1
@@ -79,8 +81,9 @@ def test_a_stream_open_at_a_fork_is_recorded_once_by_the_parent(
     finally:
         meter.close(timeout_s=5)
     events = _events(path)
-    assert len(events) == 1, events
-    event = events[0]
+    children = [e for e in events if e["model"].startswith("child-call")]
+    assert len(children) == 1, events  # the child records the calls it makes
+    (event,) = [e for e in events if e not in children]  # the parent's stream, once
     assert (event["provider"], event["status"], event["input_tokens"]) == (
         "anthropic",
         "ok",
@@ -91,3 +94,49 @@ def test_a_stream_open_at_a_fork_is_recorded_once_by_the_parent(
     else:
         assert event["output_tokens"] == ANTHROPIC_USAGE["output_tokens"]
         assert "stream" not in event["tags"]
+
+
+def test_a_stream_open_at_a_fork_in_a_forked_child_is_recorded_once_by_that_child(
+    server: ProviderServer, tmp_path: Path
+) -> None:
+    # A fork of a fork (a daemonized server's workers): the grandchild's copy of a stream its
+    # parent (itself a child) opened is its parent's too, not recorded a second time.
+    path = tmp_path / "calls.jsonl"
+    meter = Meter.jsonl(path, spool_dir=None, linger_s=0.001)
+    client = meter.instrument(
+        anthropic.Anthropic(api_key="k", base_url=server.anthropic_url, max_retries=0)
+    )
+
+    def forked(body: Any) -> int:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                body()
+                code = 0 if meter.flush(timeout_s=10) else 1
+                meter.close(timeout_s=5)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def child() -> None:
+        stream = client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=10, messages=MESSAGES, stream=True
+        )
+        next(iter(stream))
+        if forked(stream.close) != 0:  # the grandchild closes its copy
+            raise AssertionError("grandchild failed")
+        for _ in stream:
+            pass
+
+    try:
+        assert forked(child) == 0
+    finally:
+        meter.close(timeout_s=5)
+    events = _events(path)
+    assert len(events) == 1, events
+    assert (events[0]["output_tokens"], events[0]["tags"].get("stream")) == (
+        ANTHROPIC_USAGE["output_tokens"],
+        None,
+    )
