@@ -64,11 +64,10 @@ def settle(call: MeteredCall, response: Any, status: str) -> bool:
         return True
     if finished:
         _record_finished(call, response_id, state)
-    elif status == "ok" or call.kept:
-        # Queued, or its stream left before its end: it runs on at the provider.
-        _background_of(call.spec.meter).pend(response_id, call)
     else:
-        return False
+        # Queued, or its stream left or cut before its end (read parsed or as bytes, the
+        # status says how our read ended, not the response): it runs on at the provider.
+        _background_of(call.spec.meter).pend(response_id, call)
     return True
 
 

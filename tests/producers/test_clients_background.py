@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
@@ -46,6 +47,7 @@ class BackgroundServer:
         self.foreground: set[str] = set()  # ids created without background=True
         self.next_id = 0
         self.newer_item = False  # finished output holds an item type newer than the SDK
+        self.cut_streams = False  # a stream's connection dropped after response.created
         self._lock = threading.Lock()
         server = self
 
@@ -130,12 +132,16 @@ class BackgroundServer:
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Connection", "close")
+        if self.cut_streams:  # more than is sent: the peer sees the body cut
+            h.send_header("Content-Length", str(1 << 20))
         h.end_headers()
         events = [
             ("response.created", self.state(rid, "queued", None)),
             ("response.in_progress", self.state(rid, "in_progress", None)),
             ("response.completed", self.state(rid, "completed")),
         ]
+        if self.cut_streams:
+            events = events[:1]
         for n, (kind, response) in enumerate(events):
             data = {"type": kind, "sequence_number": n, "response": response}
             data["response"]["background"] = background
@@ -390,3 +396,41 @@ def test_a_forked_child_records_background_responses_with_locks_of_its_own(
             lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_background_stream_cut_mid_body_is_recorded_once_when_seen_finished(
+    server: BackgroundServer, metered: tuple[Meter, CollectingTransport]
+) -> None:
+    # Its connection dropped after response.created: the response runs on at OpenAI, and
+    # is recorded when seen finished, however the stream was read. Read raw, the cut was
+    # recorded at once (error, 0 tokens) and the finished response again when retrieved:
+    # two events for one call.
+    client = _client(server, metered[0])
+    server.cut_streams = True
+    try:
+        with pytest.raises(openai.APIConnectionError):  # parsed: the SDK wraps the cut
+            list(client.responses.create(model="gpt-5", input="hi", background=True, stream=True))
+        parsed = f"resp_bg_{server.next_id}"
+        with (
+            client.responses.with_streaming_response.create(
+                model="gpt-5", input="hi", background=True, stream=True
+            ) as r,
+            pytest.raises(httpx2.RemoteProtocolError),
+        ):
+            for _ in r.iter_lines():
+                pass
+        raw = f"resp_bg_{server.next_id}"
+    finally:
+        server.cut_streams = False
+    assert flushed(*metered) == []  # nothing used yet that a retrieve will not say
+    for rid in (parsed, raw):
+        client.responses.retrieve(rid)  # in progress
+        client.responses.retrieve(rid)  # completed
+    events = flushed(*metered)
+    assert [e["event_id"] for e in events] == [
+        f"openai-response:{parsed}",
+        f"openai-response:{raw}",
+    ], events
+    for event, rid in zip(events, (parsed, raw), strict=True):
+        _finished(event, server, rid, "completed")
+        assert {k: event.get(k, 0) for k in RESP} == RESP
