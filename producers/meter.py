@@ -1100,9 +1100,15 @@ class Meter(BreakersAndLeases, ProviderResponses):
     def _stash_all(self) -> None:
         """At the close deadline (or a failed send while closing, with a spool): nothing in
         memory may vanish unaccounted."""
-        if self._held and self._spool is not None:
-            held, self._held = self._held, []
-            self._spool_records(held, inflight=0)
+        # Counted in flight while the spool takes them: out of _held first, they were in
+        # no count meanwhile (and a flush() with nothing else pending said True).
+        with self._c.lock:
+            held = self._held if self._spool is not None else []
+            if held:
+                self._held = []
+                self._inflight += len(held)
+        if held:
+            self._spool_records(held, inflight=len(held))
         # Held throughout: a spill moving the queue meanwhile could put refused events back
         # after it was emptied, left counted as neither spooled nor dropped.
         with self._stash_lock:
