@@ -270,3 +270,54 @@ def test_a_down_sink_that_answers_its_probe_with_a_refusal_is_up_again(
     # Up: the next one has the whole retry budget again, not a probe's single attempt.
     after = d.send("hook", req(server))
     assert after.delivered and after.attempts == 2
+
+
+def test_a_probe_that_delivers_gives_the_next_notification_its_full_retries(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    # Down, then its probe is accepted: the sink is up, so a 503 on the next notification
+    # is retried as usual rather than taken for another failed probe (a sink left "probing"
+    # after a delivery would give it a single attempt and be down for another cool-down).
+    server = http_server(script=[503] * FAST.max_attempts + [202, 503])
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("hook", req(server)).attempts == FAST.max_attempts
+    t.now += FAST.sink_down_s
+    assert d.send("hook", req(server)).delivered  # the probe
+    after = d.send("hook", req(server))
+    assert (after.status, after.attempts) == ("delivered", 2)
+    assert d.down("hook") is None
+
+
+def test_the_cool_down_counts_from_when_the_sink_gave_up_not_from_its_first_attempt(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    # Exact waits (Retry-After: 5 on every 503): giving up takes 5 retries x 5 s = 25 s.
+    server = http_server(script=[(503, {"Retry-After": "5"})] * 99)
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("hook", req(server)).attempts == FAST.max_attempts
+    assert t.sleeps == [5.0] * (FAST.max_attempts - 1)
+    gave_up = t.now
+    t.now = gave_up + FAST.sink_down_s - 1  # one second short of the cool-down
+    assert d.send("hook", req(server)).attempts == 0 and d.down("hook") == "HTTP 503"
+    assert len(server.received) == FAST.max_attempts
+    t.now = gave_up + FAST.sink_down_s
+    assert d.send("hook", req(server)).attempts == 1  # now, and only now, the probe
+
+
+def test_a_429_on_the_probe_is_not_waited_for_the_sink_stays_down(
+    http_server: Callable[..., ScriptedServer],
+) -> None:
+    # docs/alerts.md: the probe is one attempt; a 429 on it, even one asking for a second,
+    # dead-letters that notification and leaves the sink down for another cool-down.
+    server = http_server(script=[503] * FAST.max_attempts + [(429, {"Retry-After": "1"})])
+    t = FakeTime()
+    d = deliverer(t)
+    assert d.send("hook", req(server)).attempts == FAST.max_attempts
+    waits = len(t.sleeps)
+    t.now += FAST.sink_down_s
+    probe = d.send("hook", req(server))
+    assert (probe.status, probe.attempts, probe.error) == ("dead", 1, "HTTP 429")
+    assert len(t.sleeps) == waits and d.down("hook") == "HTTP 429"
+    assert d.send("hook", req(server)).attempts == 0

@@ -114,6 +114,19 @@ def test_resolves_to_a_dead_sink_are_dead_lettered_without_a_retry_each(
         ("resolve", 0),
         ("resolve", 0),
     ]
+    # Not attempted, yet resolved in the router's state like a resolve that ran out of
+    # retries: nothing stays open for ever, and the condition firing again pages afresh
+    # (it does not fold into an incident the router could not close).
+    assert h.router.state.open_incidents() == []
+    assert not any(h.router.state.incident_open("slack", r.notification.key) for r in rows)
+    # The replay, once Slack is back, sends each of the three resolves.
+    h.slack.start()
+    h.router.close()
+    h.router = h.open()
+    replay = h.router.replay_dead_letters()
+    assert (replay.delivered, replay.superseded, replay.still_dead) == (3, 0, 0)
+    resolved = [r.json()["text"] for r in h.slack.accepted()][3:]
+    assert [t.startswith("Resolved") for t in resolved] == [True] * 3
 
 
 def test_every_notification_skipped_while_the_sink_was_down_is_replayed_once_it_is_back(
