@@ -108,6 +108,33 @@ def test_a_call_too_late_for_its_day_alerts_once_in_its_watermarks_day_saying_wh
     assert b.details["day"] == "2026-03-12"
 
 
+def test_a_late_call_counts_in_the_day_of_its_own_rows_watermark_not_its_batchs() -> None:
+    # One batch whose watermark starts on the call's own day, and passes midnight again
+    # after it: the call's day is judged, and replaced, by the watermark at its own row
+    # (as the per-event engine does, and as each usage partition's rows carry it).
+    feed = Feed(config(), UNPRICED)
+    [a] = feed(
+        [
+            fact(at(hours=12), cost="0.01"),
+            fact(at(hours=24 * 9 + 12), cost="0.01"),
+            fact(at(hours=13), cost=None, model="late-1"),
+            fact(at(hours=24 * 10 + 1), cost="0.01"),
+        ]
+    )
+    assert (a.details["day"], a.details["call_day"]) == ("2026-03-11", "2026-03-02")
+
+
+def test_a_late_calls_day_survives_snapshot_restore() -> None:
+    # Its alert is dated by the old call, so the engine's memory of emitted keys (kept by
+    # alert ts) does not hold it: only the detector's own state says the day has fired.
+    feed = Feed(config(), UNPRICED)
+    feed([fact(at(hours=24 * 9), cost="0.01")])
+    assert len(feed([fact(at(hours=24 * 2), cost=None, model="old-2")])) == 1
+    again = feed.restarted()
+    assert again([fact(at(hours=24 * 3), cost=None, model="old-2")]) == []
+    assert again([fact(at(hours=24 * 9 + 2), cost=None, model="old-2")]) == []
+
+
 def test_snapshot_restore_continues_without_repeating() -> None:
     feed = Feed(config(), UNPRICED)
     assert len(feed([fact(at(), cost=None, model="x")])) == 1
