@@ -42,7 +42,9 @@ class _Gated:
 
 
 @pytest.mark.parametrize("outcome", ["fails", "succeeds"])
-def test_a_send_returning_as_close_gives_up_is_settled_once_and_counted(outcome: str) -> None:
+def test_a_send_returning_as_close_gives_up_is_settled_once_and_counted(
+    outcome: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # Taken from the sender while it settled: a failed batch was set aside (held) after
     # close() had dropped what was held, so its events were neither dropped nor spooled
     # (queued 2 after close); a held batch that got through was both sent and dropped.
@@ -66,6 +68,8 @@ def test_a_send_returning_as_close_gives_up_is_settled_once_and_counted(outcome:
     meter._abandon = abandon_as_the_send_returns  # type: ignore[method-assign]
     meter._settle = settle_a_moment_later  # type: ignore[method-assign]
     meter.close(timeout_s=0.2)
+    # The sender ended on its own, having settled the send: close() took nothing from it.
+    assert "still pending" not in caplog.text
     meter._thread.join(5)  # what the sender did after close() returned counts too
     assert not meter._thread.is_alive()
     m = meter.metrics

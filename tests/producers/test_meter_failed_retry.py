@@ -112,3 +112,41 @@ def test_a_held_batch_stashed_at_close_is_counted_somewhere_throughout(
     meter.close(timeout_s=5)
     assert seen and all(s == (7, False) for s in seen), seen
     assert _accounted(meter) == 7 and meter.metrics.dropped == 4
+
+
+def test_a_held_batch_is_offered_to_the_spool_again_at_its_next_failure(
+    server: IngestServer, tmp_path: Path
+) -> None:
+    # Held because the disk refused bytes (full before spool_max_bytes): once it takes
+    # them again, the held batch goes on disk at its next failed retry rather than staying
+    # in memory, lost to a kill, for the whole outage.
+    server.status = 503
+    meter = _meter(server, tmp_path, batch_size=2, timeout_s=30)
+    spool = meter._spool
+    assert spool is not None
+    append = spool.append
+    refusing = [True]
+
+    def disk(lines: list[bytes]) -> int:
+        if refusing[0]:
+            spool.refusal = f"cannot write the spool in {spool.dir}: [Errno 28] No space left"
+            return 0
+        return append(lines)
+
+    spool.append = disk  # type: ignore[method-assign]
+    try:
+        for i in range(2):
+            meter.record(**_fields(i, ts=TS))
+        _wait_for(lambda: len(meter._held) == 2, "the failed batch held")
+        assert meter.metrics.spooled == 0
+        refusing[0] = False  # the disk has room again
+        _wait_for(lambda: meter.metrics.spooled == 2, "the held batch spooled", timeout_s=20)
+        assert meter._held == [] and meter.metrics.queued == 0
+        assert _on_disk(tmp_path / "spool") == ["e000000", "e000001"]
+        server.status = 200
+        assert meter.flush(timeout_s=60)
+        m = meter.metrics
+    finally:
+        meter.close()
+    assert sorted(server.event_ids()) == ["e000000", "e000001"]
+    assert (m.sent, m.replayed, m.dropped) == (2, 2, 0)
