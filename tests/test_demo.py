@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import json
 import re
 import shutil
 import sys
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -252,6 +254,39 @@ def test_a_rerun_after_a_reprice_says_the_unpriced_calls_are_priced_now(tmp_path
         and li.endswith("[priced since: `spendstream prices reprice` wrote their costs]")
         for li in lines
     )
+
+
+def test_a_late_calls_unpriced_alert_is_not_said_priced_while_its_calls_are_not(
+    tmp_path: Path,
+) -> None:
+    # unpriced_model dates a call too late for its own day in the day it arrived (its
+    # details' call_day is the call's): the story looked for that model's unpriced calls
+    # on the arrival day, found none, and said "[priced since: ...]" of calls still unpriced.
+    work = tmp_path / "spendstream-data"
+    demo = ["demo", "--workdir", str(work), "--events", "1000"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(demo) == 0
+    [events] = (work / "demo").glob("events-seed*.jsonl")
+    newest = max(
+        datetime.fromisoformat(json.loads(line)["ts"]) for line in events.read_text().splitlines()
+    )
+    late = {
+        "event_id": "late-mystery-1",
+        "ts": (newest - timedelta(days=3)).isoformat(),
+        "provider": "openai",
+        "model": "mystery-late-9",
+        "input_tokens": 100,
+        "output_tokens": 10,
+    }
+    calls = tmp_path / "late.jsonl"
+    calls.write_text(json.dumps(late) + "\n")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["ingest", str(calls), "--workdir", str(work)]) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(demo) == 0
+    [line] = [li for li in out.getvalue().splitlines() if "mystery-late-9" in li]
+    assert "late" in line and "[priced since:" not in line
 
 
 def test_another_events_count_in_a_workdir_holding_the_seeds_demo_is_refused(

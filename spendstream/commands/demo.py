@@ -189,9 +189,12 @@ def _refuse_another_size_of_the_same_seed(
 
 # An unpriced_model alert's calls (its model, on its UTC day) that are still unpriced; none
 # left: `prices reprice` has priced them since the alert, and the story says so.
+# A late call's alert (details call_day) is dated the day it arrived; its calls are of
+# earlier days.
 _STILL_UNPRICED = (
     "SELECT 1 FROM usage_facts AS f WHERE NOT f.priced AND f.provider = a.details['provider'] "
-    "AND f.model = a.details['model'] AND f.date = CAST(a.details['day'] AS DATE)"
+    "AND f.model = a.details['model'] AND (f.date = CAST(a.details['day'] AS DATE) OR "
+    "(a.details['call_day'] IS NOT NULL AND f.date < CAST(a.details['day'] AS DATE)))"
 )
 REPRICED_NOTE = " [priced since: `spendstream prices reprice` wrote their costs]"
 
