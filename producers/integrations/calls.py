@@ -205,7 +205,8 @@ class MeteredCall:
         event.update({k: v for k, v in self.fields.items() if k != "tags"})
         event.update(extra)
         # record() takes a `tags` field as the whole of the event's tags: the Meter's
-        # default tags would be lost, as _usage_missing_tags in meter.py says.
+        # default tags would be lost, as ProviderResponses._usage_missing_tags
+        # (producers/meter_responses.py) says.
         merged = {
             **(self.spec.meter.defaults.get("tags") or {}),
             **own,
