@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -19,7 +18,6 @@ from confluent_kafka.admin import AdminClient
 
 from spendstream import facts_topic
 from spendstream.config import Config, load_config
-from spendstream.errors import KafkaAuthError, KafkaClientError
 from spendstream.kafka.admin import Admin, TopicSpec
 from spendstream.kafka.producer import OutRecord, Producer
 from spendstream.kafka.settings import KafkaSettings
@@ -214,54 +212,53 @@ def test_a_partials_topic_lowered_under_a_running_worker_is_raised_and_its_batch
     assert all(len(value) > 512 for _, value in read_topic(kafka_bootstrap, partials))
 
 
-class _Admin:
-    """The two calls ``raise_record_limit`` makes, answered without a broker."""
-
-    def __init__(self, limit: str, *, describe: Exception | None = None,
-                 alter: Exception | None = None) -> None:  # fmt: skip
-        self.limit, self.describe, self.alter = limit, describe, alter
-        self.set: list[tuple[str, str, str]] = []
-
-    def topic_configs(self, name: str) -> dict[str, str]:
-        if self.describe is not None:
-            raise self.describe
-        return {"max.message.bytes": self.limit, "cleanup.policy": "delete"}
-
-    def set_topic_config(self, name: str, key: str, value: str) -> None:
-        self.set.append((name, key, value))
-        if self.alter is not None:
-            raise self.alter
-
-
-def _raised(admin: _Admin) -> bool:
-    return raise_record_limit(cast(Any, admin), "p.spendstream.partials")
-
-
-def test_a_partials_topic_that_takes_enough_is_left_alone() -> None:
-    for limit in (str(MAX_RECORD_BYTES), str(2 * MAX_RECORD_BYTES)):
-        admin = _Admin(limit)
-        assert _raised(admin) is True
-        assert admin.set == []
-
-
-def test_without_the_right_to_alter_the_topic_the_log_names_the_command_to_run(
-    caplog: pytest.LogCaptureFixture,
+def test_a_partials_topic_that_takes_enough_is_left_alone(
+    kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    admin = _Admin("1048588", alter=KafkaAuthError("cannot set max.message.bytes: denied"))
-    assert _raised(admin) is False
-    assert admin.set == [("p.spendstream.partials", "max.message.bytes", str(MAX_RECORD_BYTES))]
-    [error] = [r for r in caplog.records if r.levelname == "ERROR"]
-    assert "cannot set max.message.bytes: denied" in error.getMessage()
-    assert (
-        "kafka-configs.sh --alter --entity-type topics --entity-name p.spendstream.partials "
-        "--add-config max.message.bytes=67108864"
-    ) in error.getMessage()
+    _config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1)
+    admin = Admin(settings, timeout_s=60)
+    for i, limit in enumerate((MAX_RECORD_BYTES, 2 * MAX_RECORD_BYTES)):
+        topic = f"{prefix}enough-{i}"
+        admin.ensure_topics([TopicSpec(topic, 1, {"max.message.bytes": str(limit)})])
+        assert raise_record_limit(admin, topic) is True
+        assert _record_limit(admin, topic) == limit  # never lowered to run's own
 
 
 def test_a_topic_whose_configs_cannot_be_read_is_not_altered_blind(
-    caplog: pytest.LogCaptureFixture,
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    admin = _Admin("1048588", describe=KafkaClientError("cannot describe topic"))
-    assert _raised(admin) is False
-    assert admin.set == []
-    assert "cannot read max.message.bytes of p.spendstream.partials" in caplog.text
+    _config, settings, prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1)
+    admin = Admin(settings, timeout_s=10)
+    missing = f"{prefix}no-such-topic"
+    assert raise_record_limit(admin, missing) is False
+    assert f"cannot read max.message.bytes of {missing}" in caplog.text
+    assert missing not in admin.topics()
+
+
+def test_a_worker_asks_to_raise_the_partials_limit_at_most_once_a_minute_until_it_is_raised(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A refused batch replays every second: each replay was one more admin client, describe
+    # and (without the right to alter) ERROR line.
+    from spendstream.runtime.kafka.topology import topic_names
+    from spendstream.runtime.kafka.usage_loop import LIMIT_RETRY_S, UsageLoop
+
+    config, settings, _prefix = _pipeline(kafka_bootstrap, tmp_path, partitions=1)
+    names = topic_names(config.kafka)
+    loop = UsageLoop.__new__(UsageLoop)  # the method's state only: no consumer, no warehouse
+    loop.settings, loop.names, loop._limit_asked_at = settings, names, None
+    asked = "cannot read max.message.bytes"
+    for _ in range(3):  # the partials topic is not there yet: cannot be read
+        loop._raise_partials_limit()
+    assert caplog.text.count(asked) == 1
+    assert loop._limit_asked_at is not None
+    loop._limit_asked_at -= LIMIT_RETRY_S
+    loop._raise_partials_limit()
+    assert caplog.text.count(asked) == 2
+    # Raised: asked again at the next refusal, however soon.
+    admin = Admin(settings, timeout_s=60)
+    admin.ensure_topics([TopicSpec(names.partials, 1, {"max.message.bytes": "512"})])
+    loop._limit_asked_at -= LIMIT_RETRY_S
+    loop._raise_partials_limit()
+    assert loop._limit_asked_at is None
+    wait_for(lambda: _record_limit(admin, names.partials) == MAX_RECORD_BYTES, "not raised")

@@ -169,6 +169,9 @@ def held_back(parts: Mapping[int, Pace], now: float) -> set[int]:
 _TOO_LARGE = frozenset({"MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE"})
 
 
+LIMIT_RETRY_S = 60.0  # between two tries at raising the partials topic's record limit
+
+
 class _TooLarge(Exception):
     def __init__(self, size: int) -> None:
         super().__init__(f"a facts record of {size} bytes is too large for its topic")
@@ -215,6 +218,7 @@ class UsageLoop(PartitionLoop[_Partition]):
         # partition -> when it last landed a batch (or was assigned): not reset by a rewind,
         # so a partition failing over and over counts as stalled.
         self._progress: dict[int, float] = {}
+        self._limit_asked_at: float | None = None  # raise_record_limit, at most once a minute
 
     @property
     def topic(self) -> str:
@@ -473,8 +477,7 @@ class UsageLoop(PartitionLoop[_Partition]):
                 out.send(records)
             except KafkaClientError as exc:
                 if exc.code in _TOO_LARGE:  # the replay is sent where it fits, if it can be
-                    admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
-                    raise_record_limit(admin, names.partials)
+                    self._raise_partials_limit()
                 raise
             t4 = time.perf_counter()
             try:
@@ -525,6 +528,18 @@ class UsageLoop(PartitionLoop[_Partition]):
         finally:
             if prewritten is not None:
                 prewritten.discard()  # unless the commit took its files
+
+    def _raise_partials_limit(self) -> None:
+        """``raise_record_limit`` on the partials topic, at most once a minute: a batch
+        refused replays every second, and without the right to alter the topic each try
+        was one more admin client, describe and ERROR line."""
+        now = time.monotonic()
+        if self._limit_asked_at is not None and now - self._limit_asked_at < LIMIT_RETRY_S:
+            return
+        self._limit_asked_at = now
+        admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
+        if raise_record_limit(admin, self.names.partials):
+            self._limit_asked_at = None  # raised: a later refusal is asked about at once
 
     def _resets(
         self, part: _Partition, controls: list[Message], now: datetime
