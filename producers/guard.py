@@ -412,6 +412,10 @@ class BreakerView(BreakerStates):
             consumer.close()
 
 
+# A breakers.json younger than this is read again at every poll, even with its stamp unchanged.
+_RECENT_NS = 2_000_000_000
+
+
 class WorkdirBreakerView(BreakerStates):
     """The open breakers of an embedded workdir (``spendstream ingest``, ``demo``): no Kafka.
 
@@ -433,6 +437,7 @@ class WorkdirBreakerView(BreakerStates):
         super().__init__(fail_closed=fail_closed, ready_timeout_s=ready_timeout_s)
         self.path = Path(workdir).expanduser() / BREAKERS_FILE
         self._poll_s = poll_s
+        self._bytes: bytes | None = None  # the file as last parsed
 
     @property
     def source(self) -> str:
@@ -453,9 +458,13 @@ class WorkdirBreakerView(BreakerStates):
                 self._failed(exc)
             else:
                 stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-                if stamp != seen:
+                # Two rewrites within one tick of the file system's clock, of one size, the
+                # second reusing the first's freed inode, leave one stamp: while the file is
+                # that young its bytes are compared too.
+                recent = time.time_ns() - st.st_mtime_ns < _RECENT_NS
+                if stamp != seen or recent:
                     try:
-                        self._load()
+                        self._load(None if stamp != seen else self._bytes)
                     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
                         self._failed(exc)
                     else:
@@ -463,8 +472,12 @@ class WorkdirBreakerView(BreakerStates):
                         self._mark_ready()
             self._stop.wait(self._poll_s)
 
-    def _load(self) -> None:
-        data = wire_json.loads(self.path.read_bytes())
+    def _load(self, unless: bytes | None = None) -> None:
+        """Read the file; parsed unless its bytes are ``unless`` (those last parsed)."""
+        raw = self.path.read_bytes()
+        if raw == unless:
+            return
+        data = wire_json.loads(raw)
         now = time.monotonic_ns()
         entries = {
             str(b["scope"]): ViewEntry(str(b["state"]), str(b["reason"]), str(b["ts"]), now)
@@ -476,6 +489,7 @@ class WorkdirBreakerView(BreakerStates):
             known = self._states.get(scope)
             if known is None or known[:3] != entry[:3]:  # received_ns: when it first came
                 self._put(scope, entry)
+        self._bytes = raw
 
     def _failed(self, exc: BaseException) -> None:
         if self.error is None:

@@ -4,6 +4,7 @@ writer (``ingest``, a live ``ingest -`` above all) keeps in ``<workdir>/breakers
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -61,6 +62,28 @@ def test_the_view_follows_the_file_as_the_writer_replaces_it(
         assert view.wait_for("global", "closed", 30)
         assert view.error is None
         guard(view, team="search")
+
+
+def test_a_rewrite_the_files_stamp_does_not_show_is_read_all_the_same(tmp_path: Path) -> None:
+    # Two rewrites within one tick of the file system's clock, of one size, the second on
+    # the first's freed inode: (inode, mtime, size) unchanged, and the view kept the first
+    # for ever. Made here by writing in place and setting the mtime back.
+    write_breakers_file(tmp_path, {"team:aaaa": BreakerStatus("open", "budget", T0)})
+    path = tmp_path / BREAKERS_FILE
+    with WorkdirBreakerView(tmp_path, poll_s=0.01) as view:
+        assert view.wait_for("team:aaaa", "open", 30)
+        before = path.stat()
+        with path.open("r+b") as f:
+            f.write(path.read_bytes().replace(b"team:aaaa", b"team:bbbb"))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = path.stat()
+        assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+            before.st_ino, before.st_mtime_ns, before.st_size,
+        )  # fmt: skip
+        assert view.wait_for("team:bbbb", "open", 30)
+        guard(view, team="aaaa")
+        with pytest.raises(BreakerOpen):
+            guard(view, team="bbbb")
 
 
 def test_a_workdir_where_no_breaker_moved_gets_no_file(tmp_path: Path) -> None:
