@@ -64,6 +64,13 @@ ANTHROPIC_USAGE = {
     "cache_creation_input_tokens": 300,
     "output_tokens": 150,
 }
+# The input tokens an event records for ANTHROPIC_USAGE: Anthropic's own with the cached
+# parts added.
+CLAUDE_INPUT = (
+    ANTHROPIC_USAGE["input_tokens"]
+    + ANTHROPIC_USAGE["cache_read_input_tokens"]
+    + ANTHROPIC_USAGE["cache_creation_input_tokens"]
+)
 
 
 class ProviderServer:

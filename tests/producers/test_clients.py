@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -28,19 +27,6 @@ CLAUDE = {
     "cache_write_tokens": 300,
     "output_tokens": 150,
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as s:
-        yield s
-
-
-@pytest.fixture
-def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
-    meter, transport = collecting_meter(team="search")
-    yield meter, transport
-    meter.close(timeout_s=5)
 
 
 def _oa(server: ProviderServer, meter: Meter, **kw: Any) -> openai.OpenAI:

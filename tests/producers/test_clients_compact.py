@@ -5,15 +5,13 @@ OpenAI does: the conversation's user messages and one compaction item, with usag
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pytest
 from openai.types.responses.compacted_response import CompactedResponse
 
 from spendstream.producers.meter import Meter
-from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
+from tests.producers.collecting import CollectingTransport, flushed
 from tests.producers.provider_server import COMPACT_USAGE, ProviderServer
 
 # The compaction pass's usage, as every form of the call must record it.
@@ -26,19 +24,6 @@ COMPACTED = {
     "status": "ok",
     "team": "search",
 }
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as s:
-        yield s
-
-
-@pytest.fixture
-def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
-    meter, transport = collecting_meter(team="search")
-    yield meter, transport
-    meter.close(timeout_s=5)
 
 
 def _compacted(event: dict[str, Any]) -> None:

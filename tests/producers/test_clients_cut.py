@@ -5,7 +5,6 @@ against the local provider server, which drops the connection in the middle of t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -14,29 +13,10 @@ import openai
 import pytest
 
 from spendstream.producers.meter import Meter
-from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
-from tests.producers.provider_server import ANTHROPIC_USAGE, ProviderServer
+from tests.producers.collecting import CollectingTransport, flushed
+from tests.producers.provider_server import CLAUDE_INPUT, ProviderServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-# message_start came before the cut: Anthropic's input (cached parts added) and 1 output.
-CLAUDE_INPUT = (
-    ANTHROPIC_USAGE["input_tokens"]
-    + ANTHROPIC_USAGE["cache_read_input_tokens"]
-    + ANTHROPIC_USAGE["cache_creation_input_tokens"]
-)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as s:
-        yield s
-
-
-@pytest.fixture
-def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
-    meter, transport = collecting_meter(team="search")
-    yield meter, transport
-    meter.close(timeout_s=5)
 
 
 def _clients(server: ProviderServer, meter: Meter) -> tuple[openai.OpenAI, anthropic.Anthropic]:

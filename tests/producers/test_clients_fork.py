@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,9 @@ import anthropic
 import pytest
 
 from spendstream.producers.meter import Meter
-from tests.producers.provider_server import ANTHROPIC_USAGE, ProviderServer
+from tests.producers.provider_server import ANTHROPIC_USAGE, CLAUDE_INPUT, ProviderServer
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-CLAUDE_INPUT = (
-    ANTHROPIC_USAGE["input_tokens"]
-    + ANTHROPIC_USAGE["cache_read_input_tokens"]
-    + ANTHROPIC_USAGE["cache_creation_input_tokens"]
-)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as s:
-        yield s
 
 
 def _events(path: Path) -> list[dict[str, Any]]:

@@ -141,12 +141,6 @@ def test_a_forked_child_starts_each_line_afresh_with_a_lock_of_its_own(
 # -- the instrumented clients' "usage missing" warning ---------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ProviderServer]:
-    with ProviderServer() as s:
-        yield s
-
-
 @pytest.fixture
 def metered() -> Iterator[tuple[Meter, CollectingTransport]]:
     meter, transport = collecting_meter()
