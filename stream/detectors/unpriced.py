@@ -44,7 +44,7 @@ def _named(provider: str, model: str) -> str:
     return f"{provider!r}/{model!r} (spaces around the name)"
 
 
-def unpriced_message(
+def _message(
     provider: str, model: str, day: datetime, ts: datetime, details: dict[str, str]
 ) -> str:
     """The alert's words; a call dated before ``day`` (it came too late for its own day)
@@ -141,7 +141,7 @@ class UnpricedModelDetector:
                     ts,
                     Decimal(1),
                     Decimal(0),
-                    unpriced_message(provider, model, start, ts, said),
+                    _message(provider, model, start, ts, said),
                     (key, start.date().isoformat()),
                     said,
                 )
