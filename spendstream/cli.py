@@ -77,6 +77,41 @@ def _did_you_mean(message: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def _innermost(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command the arguments chose: `prices show`'s, not the top's."""
+    while True:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        chosen = None if sub is None else getattr(args, sub.dest, None)
+        if sub is None or chosen not in sub.choices:
+            return parser
+        parser = sub.choices[chosen]
+
+
+def _unrecognized(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extras: list[str]
+) -> None:
+    """Words no option took, said by the command they were given to, with the flag meant:
+    argparse said `spendstream: error: unrecognized arguments: --ouput x.html` under the top
+    command's usage line, and `spendstream sql SELECT team FROM usage_facts` (unquoted) the
+    same of `team FROM usage_facts`."""
+    command = _innermost(parser, args)
+    hints = []
+    flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    for word in extras:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1)
+            if close:
+                hints.append(f"{word.split('=', 1)[0]}: did you mean {close[0]}?")
+    statement = getattr(args, "statement", None)
+    if args.command == "sql" and isinstance(statement, str) and not extras[0].startswith("-"):
+        whole = " ".join([statement, *(w for w in extras if not w.startswith("-"))])
+        hints.append(f'the statement is one argument: quote it, spendstream sql "{whole}"')
+    said = "; ".join(["unrecognized arguments: " + " ".join(extras), *hints])
+    command.error(said)
+
+
 def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """Every command's parser; with `only`, just those commands' options are built.
 
@@ -110,7 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_named(words)
     # No command named (`--version`, `--help`, a typo): list every command, import none.
     parser = build_parser([command] if command is not None else [])
-    args = parser.parse_args(words)
+    args, extras = parser.parse_known_args(words)
+    if extras:
+        _unrecognized(parser, args, extras)
     try:
         code = int(args._module.run(args) or 0)
         sys.stdout.flush()  # inside the try: a reader gone since the last write is caught below

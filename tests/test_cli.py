@@ -374,3 +374,37 @@ def test_format_help_says_its_default(argv: list[str], capsys: pytest.CaptureFix
     with pytest.raises(SystemExit):
         main([*argv, "--help"])
     assert "table for people (default)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["report", "--ouput", "x.html"],
+            "spendstream report: error: unrecognized arguments: --ouput x.html; "
+            "--ouput: did you mean --out?",
+        ),
+        (
+            ["prices", "show", "openai", "gpt-5-mini", "--att=2026-01-01"],
+            "spendstream prices show: error: unrecognized arguments: --att=2026-01-01; "
+            "--att: did you mean --at?",
+        ),
+        (
+            ["sql", "SELECT", "team", "FROM", "usage_facts"],
+            "spendstream sql: error: unrecognized arguments: team FROM usage_facts; the "
+            'statement is one argument: quote it, spendstream sql "SELECT team FROM usage_facts"',
+        ),
+    ],
+)
+def test_an_unrecognized_argument_is_said_by_its_command_with_the_one_meant(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse said `spendstream: error: unrecognized arguments: --ouput x.html` under the
+    # top command's usage line: neither which command's options to look at, nor the flag
+    # meant, nor (for an unquoted `spendstream sql SELECT ...`) that SQL is one argument.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: spendstream {argv[0]} "), err
+    assert err.rstrip().endswith(said), err
