@@ -408,3 +408,53 @@ def test_an_unrecognized_argument_is_said_by_its_command_with_the_one_meant(
     err = capsys.readouterr().err
     assert err.startswith(f"usage: spendstream {argv[0]} "), err
     assert err.rstrip().endswith(said), err
+
+
+@pytest.mark.parametrize("statement", ["", " ; ", "-- just a comment"])
+def test_sql_with_no_statement_says_so(
+    statement: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It ended in a traceback (AttributeError: 'NoneType' object has no attribute 'description').
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert main(["ingest", str(empty), "--workdir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["sql", "--workdir", str(tmp_path), statement]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        'spendstream sql: no SQL statement given; e.g. spendstream sql "SELECT'
+    ), err
+
+
+@pytest.mark.parametrize(
+    ("statement", "hint"),
+    [
+        (
+            "cost_by_team",
+            'hint: a table or view is read with a query: spendstream sql "SELECT * FROM '
+            'cost_by_team", or spendstream query cost_by_team (--help: its filters)',
+        ),
+        (
+            "usage_facts",
+            'hint: a table or view is read with a query: spendstream sql "SELECT * FROM usage_facts"',
+        ),
+        (
+            "SELECT count(*) FROM usage_facts WHERE team = ?",
+            "hint: give each ? placeholder its value with -p VALUE, in order",
+        ),
+    ],
+)
+def test_sql_mistakes_a_first_user_makes_come_with_the_next_step(
+    statement: str, hint: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream sql cost_by_team` answered only "Parser Error: syntax error at or near
+    # "cost_by_team"", and a ? without -p "Values were not provided for the following
+    # parameters: 1".
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert main(["ingest", str(empty), "--workdir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["sql", "--workdir", str(tmp_path), statement]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("spendstream sql: "), err
+    assert err.rstrip().endswith(hint), err
