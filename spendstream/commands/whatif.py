@@ -299,7 +299,8 @@ def _print(result: WhatIfResult, since: str, until: str, fmt: str) -> None:
         )
     notes.append(
         "  baseline: the same calls priced unchanged by the same pricer; "
-        f"{result.total.unpriced_calls:,} unpriced calls are left out"
+        f"{plural(result.total.unpriced_calls, 'unpriced call')} "
+        f"{'is' if result.total.unpriced_calls == 1 else 'are'} left out"
     )
     if result.still_unpriced:
         notes.append(
