@@ -8,6 +8,7 @@ become events by the ``[otel]`` mapping, and go through the same pipeline.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,18 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
     workdir = resolve_workdir(args.workdir)
+    if not workdir.exists():
+        # Run from another directory (or with a mistyped --workdir), ingest landed in a
+        # warehouse of its own there, unsaid, and `sql` where the user's was found none of it.
+        from spendstream.workdir import ENV_HOME
+
+        where = (
+            ""
+            if args.workdir or os.environ.get(ENV_HOME)
+            else " (commands run in this directory read it; elsewhere --workdir or "
+            f"${ENV_HOME} names it)"
+        )
+        print(f"spendstream ingest: new workdir {workdir}{where}", file=sys.stderr)
     if (workdir / "demo").is_dir():
         # `make demo`, then `spendstream ingest calls.jsonl` in the same directory: the
         # user's calls landed among 50,000 synthetic ones, and every sum mixed them.

@@ -190,3 +190,24 @@ def test_breakers_opened_are_followed_by_the_commands_that_list_and_reset_them(
     assert main(["breakers", "list", "--workdir", str(work), "--format", "csv"]) == 0
     assert "session:loop,open," in capsys.readouterr().out
     assert main(["breakers", "reset", "--workdir", str(work), "session:loop"]) == 0
+
+
+def test_an_ingest_that_starts_a_new_workdir_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream ingest ../calls.jsonl` run from another directory landed in a warehouse
+    # of its own there, unsaid: `spendstream sql` where the user's was then found none of it.
+    monkeypatch.delenv("SPENDSTREAM_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    events = _write(tmp_path / "e.jsonl", [_event("mine-1")])
+    assert main(["ingest", str(events)]) == 0
+    err = capsys.readouterr().err
+    work = tmp_path.resolve() / "spendstream-data"
+    assert f"spendstream ingest: new workdir {work} (commands run in this directory" in err, err
+    assert main(["ingest", str(events)]) == 0  # the same one again: nothing new to say
+    assert "new workdir" not in capsys.readouterr().err
+    assert main(["ingest", str(events), "--workdir", "other"]) == 0
+    assert (
+        capsys.readouterr().err
+        == f"spendstream ingest: new workdir {tmp_path.resolve() / 'other'}\n"
+    )
