@@ -74,6 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if args.replay_dead_letters:
         try:
             replay = router.replay_dead_letters()
+            # A dead letter whose sink this configuration lacks is left, untried: said as
+            # "1 still failing" alone, the replay run without the --config that paged (no
+            # sinks at all) looked like the sink still being down.
+            unknown = sorted(
+                {row.sink for row in router.state.dead_letters(pending_only=True)}
+                - set(router.sinks)
+            )
         finally:
             router.close()
         print(
@@ -81,6 +88,18 @@ def run(args: argparse.Namespace) -> int:
             f"{replay.superseded} superseded by newer notifications, {replay.still_dead} still failing",
             file=sys.stderr,
         )
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            why = (
+                "this run's configuration has no [[alerts.sink]]: give the one that paged, "
+                "--config FILE"
+                if not config.alerts.sink  # the console alone, the default
+                else "this run's configuration has no [[alerts.sink]] of that name"
+            )
+            print(
+                f"  not tried, for want of their sink: {names} ({why})",
+                file=sys.stderr,
+            )
         return 1 if replay.still_dead else 0
     kafka = KafkaSettings.from_config(config.kafka)
     signer = load_breaker_signer(config.breaker)

@@ -105,7 +105,42 @@ def test_the_replay_command_names_the_workdir_and_configuration_the_ingest_had(
         main(["alerts", "--replay-dead-letters", "--workdir", str(work), "--config", str(config)])
         == 1
     )
-    assert "1 still failing" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 still failing" in err
+    assert "not tried" not in err  # its sink is there: tried, and down
+
+
+def test_a_replay_without_the_sinks_that_paged_says_it_tried_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream alerts --replay-dead-letters` without the --config that paged: its dead
+    # letters' sink is not there, nothing is tried, and "1 still failing" read as the sink
+    # still being down.
+    config = tmp_path / "hook.toml"
+    config.write_text(
+        "[alerts.delivery]\nmax_attempts = 1\n\n"
+        f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\n'
+        f'url = "http://127.0.0.1:{_closed_port()}/spend"\n'
+    )
+    events = _write(tmp_path / "e.jsonl", [_event("u-1", provider="acme", model="m9")])
+    work = str(tmp_path / "w")
+    assert main(["ingest", str(events), "--workdir", work, "--config", str(config)]) == 0
+    capsys.readouterr()
+    monkeypatch.delenv("SPENDSTREAM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./spendstream.toml
+    assert main(["alerts", "--replay-dead-letters", "--workdir", work]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(
+        "1 still failing\n  not tried, for want of their sink: 'hook' (this run's "
+        "configuration has no [[alerts.sink]]: give the one that paged, --config FILE)\n"
+    ), err
+    other = tmp_path / "other.toml"
+    other.write_text('[[alerts.sink]]\nname = "c"\ntype = "console"\nstream = "log"\n')
+    assert main(["alerts", "--replay-dead-letters", "--workdir", work, "--config", str(other)]) == 1
+    assert capsys.readouterr().err.endswith(
+        "  not tried, for want of their sink: 'hook' (this run's configuration has no "
+        "[[alerts.sink]] of that name)\n"
+    )
 
 
 def test_unpriced_calls_are_followed_by_the_command_that_names_their_models(
