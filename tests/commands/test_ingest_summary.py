@@ -246,3 +246,21 @@ def test_an_ingest_that_starts_a_new_workdir_says_where(
         capsys.readouterr().err
         == f"spendstream ingest: new workdir {tmp_path.resolve() / 'other'}\n"
     )
+
+
+def test_a_count_written_as_a_string_or_a_fraction_is_shown_how_to_write_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "input_tokens": "1200" (a spreadsheet's export) or 1200.5: the summary said "Input
+    # should be a valid integer", not what the line held nor how to write it.
+    events = _write(
+        tmp_path / "e.jsonl",
+        [_event("quoted", input_tokens="1200"), _event("fraction", output_tokens=10.5)],
+    )
+    assert main(["ingest", str(events), "--workdir", str(tmp_path / "w")]) == 0
+    shown = [line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(shown) == 2, shown
+    assert all(
+        line.endswith('(a count is a whole JSON number, unquoted: 1200, not "1200" or 1200.5)')
+        for line in shown
+    ), shown
