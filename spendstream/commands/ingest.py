@@ -122,6 +122,16 @@ def _ingest(args: argparse.Namespace, config: Config, workdir: Path) -> int:
             hint = None if path == "-" else shape_hint(path)
             if hint is not None:
                 print(f"hint: {hint}", file=sys.stderr)
+    if otlp is None and summary.read == 0 and not live:
+        # "read 0 = landed 0 + ..." and nothing else: the file named was not the one written.
+        for path in dict.fromkeys(args.files):
+            file = Path(path)
+            if file.is_file() and file.stat().st_size < 1 << 20 and not file.read_bytes().strip():
+                print(
+                    f"hint: {path} is empty: nothing to land (a file that a producer is "
+                    f"still writing is followed with `tail -F {path} | spendstream ingest -`)",
+                    file=sys.stderr,
+                )
     if otlp is not None:
         print(
             f"spans: {otlp.spans:,} read, {otlp.ignored:,} ignored (no GenAI usage: not a model call)"

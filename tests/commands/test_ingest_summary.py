@@ -264,3 +264,19 @@ def test_a_count_written_as_a_string_or_a_fraction_is_shown_how_to_write_it(
         line.endswith('(a count is a whole JSON number, unquoted: 1200, not "1200" or 1200.5)')
         for line in shown
     ), shown
+
+
+def test_an_empty_file_is_said_to_be_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "read 0 = landed 0 + duplicates 0 + dead-lettered 0" and nothing else: the file named
+    # was not the one the producer wrote, or not yet written.
+    empty = tmp_path / "calls.jsonl"
+    empty.write_text("\n")
+    assert main(["ingest", str(empty), "--workdir", str(tmp_path / "w")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("read 0 = landed 0")
+    assert f"hint: {empty} is empty: nothing to land" in captured.err, captured.err
+    full = _write(tmp_path / "full.jsonl", [_event("one")])
+    assert main(["ingest", str(full), str(empty), "--workdir", str(tmp_path / "w")]) == 0
+    assert "is empty" not in capsys.readouterr().err  # something read: no hint
