@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from spendstream.config import ENV_CONFIG, Config, load_config
+from spendstream.errors import ConfigError
 
 __all__ = [
     "add_config",
@@ -93,7 +94,17 @@ def config_path_from_args(args: argparse.Namespace) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return announce_advisories(load_config(config_path_from_args(args)))
+    path = config_path_from_args(args)
+    try:
+        return announce_advisories(load_config(path))
+    except ConfigError as exc:
+        if getattr(args, "config", None) or path != os.environ.get(ENV_CONFIG):
+            raise
+        # "cannot read configuration file old.toml" for a command given no --config: the
+        # variable exported long ago (or in another project's shell) is what to look at.
+        raise ConfigError(
+            f"{exc}\n  (${ENV_CONFIG} names {path}; --config FILE names another)"
+        ) from None
 
 
 def announce_advisories(config: Config) -> Config:

@@ -107,3 +107,19 @@ def test_the_demo_help_says_it_reads_only_config(capsys: pytest.CaptureFixture[s
         "the demo workload's own; $SPENDSTREAM_CONFIG and ./spendstream.toml are not read" in text
     )
     assert "default: $SPENDSTREAM_CONFIG, else" not in text
+
+
+def test_a_bad_file_named_by_the_env_var_says_the_env_var_named_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "cannot read configuration file old.toml" for a command given no --config: the
+    # variable exported long ago was what to look at, and it was not said.
+    monkeypatch.setenv("SPENDSTREAM_CONFIG", "old.toml")
+    assert main(["sql", "--workdir", str(tmp_path), "SELECT 1"]) == 2
+    assert capsys.readouterr().err == (
+        "spendstream sql: cannot read configuration file old.toml: No such file or directory\n"
+        "  ($SPENDSTREAM_CONFIG names old.toml; --config FILE names another)\n"
+    )
+    (tmp_path / "given.toml").write_text("[runawy]\n")
+    assert main(["sql", "--workdir", str(tmp_path), "--config", "given.toml", "SELECT 1"]) == 2
+    assert "SPENDSTREAM_CONFIG" not in capsys.readouterr().err  # given: no word of it
