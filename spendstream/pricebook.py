@@ -95,7 +95,17 @@ def did_you_mean(card: RateCard, provider: str, model: str) -> str:
                 return ""
             return f"; did you mean {lister.id}/{listed.id}?"
     near = [m for m in card.suggestions(provider, model) if m != model]
-    return f"; did you mean {', '.join(near)}?" if near else ""
+    if near:
+        return f"; did you mean {', '.join(near)}?"
+    # `openai claude-sonnet-4-5`: the model is another provider's (a proxy's events, or the
+    # wrong provider typed); its own nearest names were none of the provider's.
+    try:
+        lister, listed = card.snapshot.find_provider_model(model, None, None, None)
+    except LookupError:
+        return ""
+    if lister.id == provider.strip().lower():
+        return ""
+    return f"; {listed.id} is {lister.id}'s: did you mean {lister.id}/{listed.id}?"
 
 
 def unpriced_reasons(

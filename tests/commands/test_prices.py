@@ -96,6 +96,25 @@ def test_unpriced_names_the_priced_model_or_provider_a_typo_most_likely_meant(
     assert "did you mean" not in reasons[("acme", "zzz-9")]
 
 
+def test_a_model_given_under_another_provider_names_the_provider_that_prices_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `prices show openai claude-sonnet-4-5` (or a proxy's events so named) said only
+    # "genai-prices knows no openai model matching 'claude-sonnet-4-5'".
+    assert main(["prices", "show", "openai", "claude-sonnet-4-5", "--workdir", str(tmp_path)]) == 2
+    assert (
+        "genai-prices knows no openai model matching 'claude-sonnet-4-5'; claude-sonnet-4-5 is "
+        "anthropic's: did you mean anthropic/claude-sonnet-4-5?"
+    ) in capsys.readouterr().err
+    src = tmp_path / "events.jsonl"
+    src.write_text(json.dumps(_event(1, provider="openai")) + "\n")
+    assert main(["ingest", str(src), "--workdir", str(tmp_path / "wd")]) == 0
+    capsys.readouterr()
+    assert main(["prices", "unpriced", "--workdir", str(tmp_path / "wd"), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["reason"].endswith("did you mean anthropic/claude-sonnet-4-5?"), row
+
+
 def test_reconcile_shows_our_cost_against_reported_by_model(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
