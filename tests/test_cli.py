@@ -458,3 +458,22 @@ def test_sql_mistakes_a_first_user_makes_come_with_the_next_step(
     err = capsys.readouterr().err
     assert err.startswith("spendstream sql: "), err
     assert err.rstrip().endswith(hint), err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--retention-s", "-1"), ("--orphan-grace-s", "-1"), ("--orphan-grace-s", "nan")],
+)
+def test_warehouse_compact_refuses_a_duration_its_config_key_would(
+    flag: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--orphan-grace-s -1` was taken: every unreferenced file deleted at once, a live
+    # writer's uncommitted data included (and `--retention-s -1` every snapshot but one).
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    assert main(["ingest", str(empty), "--workdir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["warehouse", "compact", "--workdir", str(tmp_path), flag, value]) == 2
+    assert capsys.readouterr().err == (
+        f"spendstream warehouse: {flag} must be between 0 and 315,360,000 seconds (got {value})\n"
+    )

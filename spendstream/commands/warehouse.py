@@ -98,6 +98,18 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "compact":
         if args.min_files < 2:
             raise ConfigError("--min-files must be at least 2")
+        from spendstream.config import MAX_DURATION_S
+
+        for flag, value in (
+            ("--retention-s", args.retention_s),
+            ("--orphan-grace-s", args.orphan_grace_s),
+        ):
+            # The bounds of their [warehouse] keys: -1 (or nan) was taken, and -1 expired
+            # every snapshot but the newest, or deleted a live writer's uncommitted files.
+            if value is not None and not 0 <= value <= MAX_DURATION_S:
+                raise ConfigError(
+                    f"{flag} must be between 0 and {MAX_DURATION_S:,} seconds (got {value:g})"
+                )
         with _warehouse(args) as wh:
             s = wh.compact(
                 min_files=args.min_files,
