@@ -29,7 +29,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from spendstream.config import load_config
     from spendstream.config_starter import write_starter
+    from spendstream.errors import ConfigError
 
+    if Path(args.path).is_dir():
+        # `spendstream init myproject`: "exists; ... overwrite it with --force", and with
+        # --force a traceback (IsADirectoryError).
+        raise ConfigError(
+            f"{args.path} is a directory: name the file, e.g. {Path(args.path) / 'spendstream.toml'}"
+        )
     path = write_starter(Path(args.path), "cluster" if args.cluster else "local", force=args.force)
     load_config(path)  # what we wrote must load: a broken starter is our bug, caught here
     print(f"wrote {path}")

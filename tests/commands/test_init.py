@@ -80,3 +80,17 @@ def test_the_starter_says_what_ingest_does_with_alerts_with_and_without_a_sink()
     for text in (LOCAL, CLUSTER):
         assert "`spendstream ingest`\n# lands them only" in text
         assert "ingest pages it itself" in text
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_init_given_a_directory_asks_for_the_file(
+    force: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream init myproject`: "exists; keep it, or overwrite it with --force", and
+    # with --force a traceback (IsADirectoryError) and a stray temporary file beside it.
+    assert main(["init", str(tmp_path), *force]) == 2
+    assert capsys.readouterr().err == (
+        f"spendstream init: {tmp_path} is a directory: name the file, e.g. "
+        f"{tmp_path / 'spendstream.toml'}\n"
+    )
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}*"))
