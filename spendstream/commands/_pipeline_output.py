@@ -51,6 +51,10 @@ def _hint(reason: str) -> str:
         )
     if reason.startswith("ts: Input should"):  # no offset, or not a date-time at all
         return " (ts is RFC 3339 with its offset, e.g. 2026-03-02T10:00:00Z or ...+01:00)"
+    empty = re.match(r"(\w+): String should have at least 1 character", reason)
+    if empty and empty.group(1) not in ("event_id", "provider", "model"):
+        # `"team": ""` from a converted spreadsheet's empty cell.
+        return ' (a field with no value is left out of the line, not written as "")'
     if re.match(r"\w+: Input should be a valid integer", reason):
         # "input_tokens": "1200" (a spreadsheet's export) or 1200.0: the reason does not
         # say what the line held.

@@ -280,3 +280,20 @@ def test_an_empty_file_is_said_to_be_empty(
     full = _write(tmp_path / "full.jsonl", [_event("one")])
     assert main(["ingest", str(full), str(empty), "--workdir", str(tmp_path / "w")]) == 0
     assert "is empty" not in capsys.readouterr().err  # something read: no hint
+
+
+def test_an_empty_optional_field_is_shown_to_be_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `"team": ""` (a converted spreadsheet's empty cell) said "String should have at least
+    # 1 character", not that a field with no value is left out; a required one gets no hint.
+    events = _write(tmp_path / "e.jsonl", [_event("t", team=""), _event("p", provider="")])
+    assert main(["ingest", str(events), "--workdir", str(tmp_path / "w")]) == 0
+    shown = sorted(
+        line.strip() for line in capsys.readouterr().out.splitlines() if line.startswith("  ")
+    )
+    assert shown == [
+        "1 x provider: String should have at least 1 character",
+        "1 x team: String should have at least 1 character (a field with no value is left out "
+        'of the line, not written as "")',
+    ]
