@@ -106,8 +106,23 @@ def _unrecognized(
                 hints.append(f"{word.split('=', 1)[0]}: did you mean {close[0]}?")
     statement = getattr(args, "statement", None)
     if args.command == "sql" and isinstance(statement, str) and not extras[0].startswith("-"):
-        whole = " ".join([statement, *(w for w in extras if not w.startswith("-"))])
-        hints.append(f'the statement is one argument: quote it, spendstream sql "{whole}"')
+        words = [statement, *(w for w in extras if not w.startswith("-"))]
+        # Unquoted, `SELECT * FROM t` reaches us with the directory's file names for `*`:
+        # each run of names that exist here is put back as the `*` it was.
+        globbed = [os.path.lexists(w) for w in words]
+        shown: list[str] = []
+        for word, named in zip(words, globbed, strict=True):
+            if not (named and shown and shown[-1] == "*"):
+                shown.append("*" if named else word)
+        whole = " ".join(shown)
+        hints.append(
+            f'the statement is one argument: quote it, spendstream sql "{whole}"'
+            + (
+                " (unquoted, the shell put this directory's file names for *)"
+                if any(globbed)
+                else ""
+            )
+        )
     said = "; ".join(["unrecognized arguments: " + " ".join(extras), *hints])
     command.error(said)
 

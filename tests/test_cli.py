@@ -477,3 +477,25 @@ def test_warehouse_compact_refuses_a_duration_its_config_key_would(
     assert capsys.readouterr().err == (
         f"spendstream warehouse: {flag} must be between 0 and 315,360,000 seconds (got {value})\n"
     )
+
+
+def test_an_unquoted_select_star_is_given_back_with_its_star(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `spendstream sql SELECT * FROM usage_facts` unquoted: the shell puts the directory's
+    # file names for `*`, and the quoted statement suggested held them all.
+    monkeypatch.chdir(tmp_path)
+    names = ["calls.jsonl", "report.html", "spendstream-data"]
+    for name in names:
+        (tmp_path / name).touch()
+    with pytest.raises(SystemExit) as exc:
+        main(["sql", "SELECT", *names, "FROM", "usage_facts"])
+    assert exc.value.code == 2
+    assert (
+        capsys.readouterr()
+        .err.rstrip()
+        .endswith(
+            'quote it, spendstream sql "SELECT * FROM usage_facts" (unquoted, the shell put this '
+            "directory's file names for *)"
+        )
+    )
