@@ -121,11 +121,19 @@ def run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 0
+            # Run away from the directory `ingest` ran in, only Kafka was named, though the
+            # breaker was most likely the workdir's.
+            elsewhere = (
+                ""
+                if known
+                else f"; nor is there a warehouse in {workdir} (a breaker `ingest` opened is "
+                "reset where it ran, or with --workdir DIR)"
+            )
             print(
                 f"spendstream breakers reset: no Kafka broker answers at {bootstrap} "
                 "([kafka] bootstrap_servers in --config, or --bootstrap-servers); "
                 "is `spendstream run` pointed at another broker? For a local one: "
-                "spendstream kafka-local start",
+                f"spendstream kafka-local start{elsewhere}",
                 file=sys.stderr,
             )
             return 1

@@ -72,6 +72,12 @@ def test_reset_says_at_once_that_no_broker_answers(
     # The fast path: refused before any Kafka client was made (its own retries take 10 s+).
     assert f"no Kafka broker answers at {dead}" in err and "cannot publish" not in err
     assert "--bootstrap-servers" in err and "kafka-local start" in err
+    # ... and, run away from the directory ingest ran in, that no workdir is here either:
+    # only Kafka was named, though the breaker was most likely an ingest's.
+    assert err.rstrip().endswith(
+        f"; nor is there a warehouse in {tmp_path} (a breaker `ingest` opened is reset where "
+        "it ran, or with --workdir DIR)"
+    ), err
 
 
 def test_list_from_kafka_says_at_once_that_no_broker_answers(
