@@ -238,6 +238,18 @@ def _show(args: argparse.Namespace) -> int:
     err = sys.stderr
     print(f"price_source: {sheet.source} (at {at.isoformat()})", file=err)
     print(f"batch price_source: {sheet.batch_source}", file=err)
+    tier = args.service_tier
+    if tier is not None and not any(
+        label in sheet.source for label in (f"service_tier:{tier}", f"tier={tier}", "+premium:")
+    ):
+        # `--service-tier flx` showed the standard rates, with nothing to tell them from
+        # flex's: a tier nothing prices is the standard price.
+        print(
+            f"note: no {args.provider}/{args.model} price is specific to service tier "
+            f"{tier!r} (a typo?): the rates above are the standard ones, which a call with "
+            "that tier is priced at",
+            file=err,
+        )
     now = datetime.now(UTC)
     age = ""
     if sheet.data_as_of is not None:

@@ -368,3 +368,18 @@ def test_show_at_an_instant_shows_the_dated_row_in_force_then(
     at = capsys.readouterr()
     assert {r["dimension"]: r for r in json.loads(at.out)}["input_tokens"]["rate_usd"] == "2"
     assert "price_source: override:acme/m1@2026-03-01T08:00:00Z (at" in at.err
+
+
+def test_show_for_a_service_tier_nothing_prices_says_the_rates_are_the_standard_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--service-tier flx` (flex mistyped) showed the standard rates with nothing to tell
+    # them from flex's.
+    where = ["--workdir", str(tmp_path)]
+    assert main(["prices", "show", "openai", "gpt-5-mini", "--service-tier", "flx", *where]) == 0
+    assert (
+        "note: no openai/gpt-5-mini price is specific to service tier 'flx' (a typo?): the "
+        "rates above are the standard ones, which a call with that tier is priced at\n"
+    ) in capsys.readouterr().err
+    assert main(["prices", "show", "openai", "gpt-5-mini", "--service-tier", "flex", *where]) == 0
+    assert "note:" not in capsys.readouterr().err
