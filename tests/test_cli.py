@@ -105,6 +105,9 @@ def test_a_mistyped_query_name_is_answered_with_the_one_meant(
 ) -> None:
     assert main(["query", "cost_by_tem", "--workdir", str(tmp_path)]) == 2
     assert "unknown query 'cost_by_tem'; did you mean 'cost_by_team'?" in capsys.readouterr().err
+    # In capitals, as SQL is often written: no suggestion was made.
+    assert main(["query", "COST_BY_TEAM", "--workdir", str(tmp_path)]) == 2
+    assert "unknown query 'COST_BY_TEAM'; did you mean 'cost_by_team'?" in capsys.readouterr().err
 
 
 def _cli(*argv: str, **kw: object) -> subprocess.Popen[bytes]:

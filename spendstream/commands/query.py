@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ConfigError("give a query NAME, or --list to see them")
     if args.name not in BY_NAME:
-        close = difflib.get_close_matches(args.name, BY_NAME, n=1)
+        # `COST_BY_TEAM` (as SQL shouts it) is as near as `cost-by-team`.
+        close = difflib.get_close_matches(args.name.lower().replace("-", "_"), BY_NAME, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"unknown query {args.name!r}; {hint}one of: {', '.join(BY_NAME)}")
     if args.limit is not None and not 0 <= args.limit <= _MAX_LIMIT:
