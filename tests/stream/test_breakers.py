@@ -206,3 +206,16 @@ def test_a_restored_breaker_open_for_ever_takes_a_rate_alert_without_change() ->
     assert board.on_alert(_alert("runaway_rate", "session:s1", 10)) is None
     assert board.status() == before
     assert board.due_us is None
+
+
+def test_the_board_is_due_at_its_earliest_breaker_not_its_latest() -> None:
+    # Two breakers due at different times: the board is due at the sooner one, and a tick at
+    # that time moves it alone (a mutation pass that took the latest due time held the first
+    # breaker open until the second was due).
+    board = BreakerBoard(BreakerConfig(rate_cooldown_s=60))
+    board.on_alert(_alert("runaway_rate", "api_key:late", 30))
+    board.on_alert(_alert("runaway_rate", "api_key:soon", 0))
+    assert board.due_us == to_us(at(60))
+    assert [(e.scope, e.state) for e in board.tick(at(60))] == [("api_key:soon", "half_open")]
+    assert board.due_us == to_us(at(90))
+    assert [(e.scope, e.state) for e in board.tick(at(90))] == [("api_key:late", "half_open")]

@@ -105,3 +105,19 @@ def test_a_window_takes_facts_until_its_end_plus_grace_inclusive(size: str) -> N
         watermarks = np.array([to_us(end + grace + step) for end in ends], dtype=np.int64)
         taken = rule.accepted(np.array([to_us(s) for s in starts], dtype=np.int64), watermarks)
         assert taken.tolist() == [expected] * len(starts)
+
+
+@given(
+    st.lists(_TIMES, min_size=1, max_size=20), st.sampled_from(["minute", "hour", "day", "month"])
+)
+def test_column_starts_and_ends_equal_the_one_value_calendar(
+    times: list[datetime], size: str
+) -> None:
+    # The detectors floor whole columns (starts/ends); before 1970 a window still starts in
+    # the past (module docstring): a truncating remainder there left the column's windows a
+    # step later than start()'s, and survived a mutation pass.
+    rule = WindowRule(size, 0)  # type: ignore[arg-type]
+    ts = np.array([to_us(t) for t in times], dtype=np.int64)
+    starts = rule.starts(ts)
+    assert starts.tolist() == [rule.start(int(t)) for t in ts]
+    assert rule.ends(starts).tolist() == [rule.end(int(s)) for s in starts]
