@@ -46,11 +46,16 @@ class ConsumeSummary:
     resolved: int = 0
     dead_lettered: int = 0
     commits: int = 0
+    # Dead letters a sink back from an outage took meanwhile (not this batch's alerts).
+    replayed: int = 0
+    replay_superseded: int = 0
 
     def add(self, h: HandleSummary) -> None:
         self.triggered += h.triggered
         self.resolved += h.resolved
         self.dead_lettered += h.dead_lettered
+        self.replayed += h.replayed
+        self.replay_superseded += h.replay_superseded
 
 
 class AlertConsumer:

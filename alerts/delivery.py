@@ -10,6 +10,11 @@ come back ``dead`` at once, not attempted (the router dead-letters them, and
 ``--replay-dead-letters`` sends them), instead of spending the whole retry budget again
 on each one; then a single attempt tells whether it is back. A refusal (4xx) is an answer,
 not an outage: it opens nothing, and it closes a down sink like a delivery does.
+
+A sink that gave up and then answers again is *back*: the deliverer only notes it
+(``take_back``), and the router, once the notification in hand is settled, replays that
+sink's outage dead letters (``is_outage``). Replaying from inside ``send`` would nest one
+delivery in another and reorder the batch's writes to the state.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "HttpDeliverer",
     "HttpRequest",
     "RetryPolicy",
+    "is_outage",
     "parse_retry_after",
 ]
 
@@ -42,6 +48,21 @@ log = logging.getLogger("spendstream.alerts.delivery")
 # How a notification skipped while its sink is down reads in its dead letter (the sink's
 # last error follows in parentheses).
 SINK_DOWN = "not attempted: sink down"
+
+
+def is_outage(error: str) -> bool:
+    """Whether a dead letter's ``error`` says the sink did not answer (or was not asked).
+
+    Connection failures, timeouts, 5xx and 429, and the skip while the sink was down: the
+    same request may be accepted once the sink is back. Any other 4xx is the sink refusing
+    this request, which a resend would meet again.
+    """
+    if error.startswith((SINK_DOWN, "connection failed", "timeout")):
+        return True
+    if error.startswith("HTTP "):
+        code = error[5:8]
+        return code.isdigit() and (code == "429" or code.startswith("5"))
+    return False
 
 
 @dataclass(slots=True, frozen=True)
@@ -136,15 +157,39 @@ class HttpDeliverer:
         self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._down: dict[str, _Down] = {}
+        # Sinks that gave up since they last answered: kept even with ``sink_down_s = 0``
+        # (no down state), so that their answering again still starts the recovery.
+        self._failing: set[str] = set()
+        # Sinks that answered again after giving up, in that order, until ``take_back``.
+        self._back: list[str] = []
 
     def down(self, sink: str) -> str | None:
         """The last error of ``sink`` while it is down (its notifications not attempted)."""
         d = self._down.get(sink)
         return d.error if d is not None and self._monotonic() < d.until else None
 
+    def failing(self, sink: str) -> bool:
+        """Whether ``sink`` gave up on a notification and has not answered since (with or
+        without a down state: ``sink_down_s = 0`` keeps none)."""
+        return sink in self._failing
+
+    def probe_due(self, sink: str) -> bool:
+        """Whether ``sink`` is down and its cool-down is over: its next send is the probe."""
+        d = self._down.get(sink)
+        return d is not None and self._monotonic() >= d.until
+
+    def take_back(self) -> list[str]:
+        """The sinks that answered again after giving up since the last call, oldest first."""
+        back, self._back = self._back, []
+        return back
+
     def _up(self, sink: str) -> None:
-        if self._down.pop(sink, None) is not None:
+        was_down = self._down.pop(sink, None) is not None
+        if was_down:
             log.warning("alert sink %s answers again: its notifications are sent again", sink)
+        if (was_down or sink in self._failing) and sink not in self._back:
+            self._back.append(sink)
+        self._failing.discard(sink)
 
     def close(self) -> None:
         self.client.close()
@@ -194,6 +239,7 @@ class HttpDeliverer:
                     elapsed,
                     error,
                 )
+                self._failing.add(sink)
                 if self.policy.sink_down_s > 0:  # 0: each notification its full retries
                     self._down[sink] = _Down(self._monotonic() + self.policy.sink_down_s, error)
                     log.warning(

@@ -8,6 +8,11 @@ A sink that gives up on one notification is down for ``RetryPolicy.sink_down_s``
 deliverer keeps that, per sink, for as long as the router lives): the rest of the batch's
 notifications to it, and the next batches', are dead-lettered without an attempt, so one
 dead sink costs one retry budget, not one per notification, and delays no other sink.
+
+When such a sink answers again, its outage dead letters (``is_outage``: not the 4xx
+refusals, which a resend would meet again) are replayed by the router itself, after the
+batch's own notifications are settled (``handle``), or on ``tick`` once its cool-down is
+over, the oldest of them being the probe: ``[alerts.delivery] auto_replay``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from spendstream.errors import ConfigError
 from spendstream.records import ALERT_KINDS, Alert, BreakerEvent
 from spendstream.wording import plural
 
-from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy
+from .delivery import DeliveryResult, HttpDeliverer, RetryPolicy, is_outage
 from .noise import Decision, decide, is_stale
 from .notification import Notification
 from .routing import group_key, matching_routes
@@ -54,6 +59,12 @@ class HandleSummary:
     dead_lettered: int = 0
     unrouted: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
+    # Dead letters of earlier notifications that a sink back from an outage took meanwhile
+    # (auto-replay): delivered, or superseded by a newer notification. Kept out of
+    # triggered/resolved/dead_lettered, which count what this call's own alerts and breaker
+    # events caused (a `breakers reset` reports those as its own).
+    replayed: int = 0
+    replay_superseded: int = 0
 
     def count(self, decision: str) -> None:
         self.decisions[decision] = self.decisions.get(decision, 0) + 1
@@ -97,6 +108,7 @@ class AlertRouter:
         deliverer: HttpDeliverer,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        auto_replay: bool = True,
     ) -> None:
         self.sinks: dict[str, Sink] = {s.name: s for s in sinks}
         if not routes:
@@ -109,6 +121,10 @@ class AlertRouter:
         self.deliverer = deliverer
         self.clock = clock
         self._pruned_at: datetime | None = None
+        self.auto_replay = auto_replay
+        # Down sinks whose cool-down is over and that were found with no outage dead letter:
+        # not looked up again at every tick until the router dead-letters one for them.
+        self._nothing_to_probe: set[str] = set()
 
     @classmethod
     def from_config(
@@ -133,7 +149,14 @@ class AlertRouter:
             build_sink(c, link_base_url=config.link_base_url, environ=environ) for c in sink_cfgs
         ]
         deliverer = deliverer or HttpDeliverer(RetryPolicy.from_config(config.delivery))
-        return cls(config.route, sinks, DeliveryState(state_path(workdir)), deliverer, clock=clock)
+        return cls(
+            config.route,
+            sinks,
+            DeliveryState(state_path(workdir)),
+            deliverer,
+            clock=clock,
+            auto_replay=config.delivery.auto_replay,
+        )
 
     def close(self) -> None:
         self.deliverer.close()
@@ -161,6 +184,10 @@ class AlertRouter:
         for p in batch.pending.values():
             self._trigger(p, now, summary)
         self.state.record_batch(batch.folds, batch.decisions, now)
+        # Only now: the batch's decisions are written, so a replayed trigger sees the
+        # incidents this batch opened (and is superseded by them) and a crash meanwhile
+        # re-reads a batch whose dead letters are still there to replay.
+        self._recover(now, summary, probe=False)
         return summary
 
     def tick(self) -> HandleSummary:
@@ -178,6 +205,8 @@ class AlertRouter:
                 continue
             if now - inc.last_alert_at >= timedelta(seconds=route.auto_resolve_s):
                 self._resolve(inc, now, summary)
+        # A quiet router must not wait for a new alert to find its sink back.
+        self._recover(now, summary, probe=True)
         return summary
 
     def replay_dead_letters(self) -> ReplaySummary:
@@ -192,30 +221,107 @@ class AlertRouter:
         now = self.clock()
         out = ReplaySummary()
         for row in self.state.dead_letters(pending_only=True):
-            n = row.notification
-            if self._superseded(row):
-                self.state.mark_replayed(row.id, "superseded", now)
-                out.superseded += 1
-                continue
-            sink = self.sinks.get(row.sink)
-            if sink is None:
-                out.still_dead += 1
-                continue
-            result = sink.deliver(n, self.deliverer)
-            if not result.delivered:
-                self.state.retried_dead_letter(row.id, result.error, result.attempts)
-                out.still_dead += 1
-                continue
-            if n.action == "trigger":
-                self.state.open_incident(row.sink, n, now)
-            else:
-                # Resolved as of when it was due: stamped with the replay's time, it would
-                # read as "resolved after" a page that died later and is replayed next,
-                # and suppress it (the condition ran away again after this resolve).
-                self.state.mark_resolved(row.sink, n.key, row.dead_at)
-            self.state.mark_replayed(row.id, "delivered", now)
-            out.delivered += 1
+            self._replay(row, now, out)
         return out
+
+    def _replay(
+        self, row: DeadLetterRow, now: datetime, out: ReplaySummary
+    ) -> DeliveryResult | None:
+        """One dead letter again: superseded, delivered, or still dead (counted in ``out``);
+        the delivery's result, None when it was not tried."""
+        n = row.notification
+        if self._superseded(row):
+            self.state.mark_replayed(row.id, "superseded", now)
+            out.superseded += 1
+            return None
+        sink = self.sinks.get(row.sink)
+        if sink is None:
+            out.still_dead += 1
+            return None
+        result = sink.deliver(n, self.deliverer)
+        if not result.delivered:
+            self.state.retried_dead_letter(row.id, result.error, result.attempts)
+            out.still_dead += 1
+            return result
+        if n.action == "trigger":
+            self.state.open_incident(row.sink, n, now)
+        else:
+            # Resolved as of when it was due: stamped with the replay's time, it would
+            # read as "resolved after" a page that died later and is replayed next,
+            # and suppress it (the condition ran away again after this resolve).
+            self.state.mark_resolved(row.sink, n.key, row.dead_at)
+        self.state.mark_replayed(row.id, "delivered", now)
+        out.delivered += 1
+        return result
+
+    def _recover(self, now: datetime, summary: HandleSummary, *, probe: bool) -> None:
+        """Replay the outage dead letters of the sinks that answered again.
+
+        With ``probe`` (``tick``), a down sink whose cool-down is over is tried with its
+        oldest outage dead letter, rather than waiting for a new notification to it."""
+        back = self.deliverer.take_back()
+        if not self.auto_replay:
+            return
+        done: set[str] = set()
+        if probe:
+            for name in self.sinks:
+                if name in self._nothing_to_probe or not self.deliverer.probe_due(name):
+                    continue
+                if self._auto_replay(name, now, summary):
+                    done.add(name)
+                else:
+                    self._nothing_to_probe.add(name)
+            # The probe that got through marked its sink back: already replayed above.
+            back += self.deliverer.take_back()
+        for name in back:
+            if name not in done and name in self.sinks:
+                done.add(name)
+                self._auto_replay(name, now, summary)
+
+    def _auto_replay(self, sink: str, now: datetime, summary: HandleSummary) -> bool:
+        """``sink``'s outage dead letters, oldest first; False when it has none.
+
+        Stops at the first one the sink gives up on: the rest stay dead letters for its next
+        recovery, rather than each costing a retry budget (``sink_down_s = 0``) or being
+        skipped again (down)."""
+        pending = self.state.pending_dead_letter_errors(sink)
+        outage = [id_ for id_, error in pending if is_outage(error)]
+        if not outage:
+            return False
+        out = ReplaySummary()
+        for i, id_ in enumerate(outage):
+            if self.deliverer.down(sink) is not None:
+                out.still_dead += len(outage) - i
+                break
+            row = self.state.dead_letter_row(id_)
+            if row is None or row.replay is not None:
+                continue
+            result = self._replay(row, now, out)
+            if result is not None and not result.delivered and self.deliverer.failing(sink):
+                out.still_dead += len(outage) - i - 1
+                break
+        summary.replayed += out.delivered
+        summary.replay_superseded += out.superseded
+        # A probe that failed again is not a replay: the deliverer has said the sink is down.
+        if out.delivered or out.superseded or not self.deliverer.failing(sink):
+            refused = len(pending) - len(outage)
+            left = (
+                f"; {plural(refused, 'refusal')} (4xx) left for spendstream alerts "
+                "--replay-dead-letters"
+                if refused
+                else ""
+            )
+            log.log(
+                logging.WARNING if out.still_dead else logging.INFO,
+                "alert sink %s is back: its dead letters from the outage replayed: "
+                "%d delivered, %d superseded, %d still dead%s",
+                sink,
+                out.delivered,
+                out.superseded,
+                out.still_dead,
+                left,
+            )
+        return True
 
     def _superseded(self, row: DeadLetterRow) -> bool:
         n = row.notification
@@ -330,6 +436,7 @@ class AlertRouter:
             result = sink.deliver(n, self.deliverer)
         if not result.delivered:
             self.state.dead_letter(sink_name, n, result.error, result.attempts, now)
+            self._nothing_to_probe.discard(sink_name)
             # 0 attempts: not tried at all (a sink down since it gave up, or one removed).
             tried = f" after {plural(result.attempts, 'attempt')}" if result.attempts else ""
             log.error(

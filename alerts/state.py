@@ -226,6 +226,29 @@ class DeliveryState:
             for id_, sink, text, err, attempts, at, replay in rows
         ]
 
+    def pending_dead_letter_errors(self, sink: str) -> list[tuple[int, str]]:
+        """(id, error) of ``sink``'s dead letters still to replay, oldest first.
+
+        Without the notifications: a router checks this about once a second for a sink
+        that is down, and parsing every payload of a long outage each time is waste."""
+        return self.conn.execute(
+            "SELECT id, error FROM dead_letters WHERE sink = ? AND replay IS NULL ORDER BY id",
+            (sink,),
+        ).fetchall()
+
+    def dead_letter_row(self, dead_letter_id: int) -> DeadLetterRow | None:
+        row = self.conn.execute(
+            "SELECT id, sink, notification, error, attempts, dead_at, replay FROM dead_letters "
+            "WHERE id = ?",
+            (dead_letter_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        id_, sink, text, err, attempts, at, replay = row
+        return DeadLetterRow(
+            sink, Notification.from_json(text), err, attempts, _dt(at), id_, replay
+        )
+
     def mark_replayed(self, dead_letter_id: int, outcome: str, now: datetime) -> None:
         self.conn.execute(
             "UPDATE dead_letters SET replay = ?, replayed_at = ? WHERE id = ?",

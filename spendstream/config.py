@@ -1207,6 +1207,15 @@ class DeliveryConfig(_Section):
         "dead-lettered without an attempt; then one attempt tells whether it is back. "
         "0: every notification gets its full retries.",
     )
+    auto_replay: bool = Field(
+        default=True,
+        strict=True,
+        description="When a sink that gave up answers again, send its dead letters from the "
+        "outage (connection failures, timeouts, 5xx, 429, skipped while down) again, oldest "
+        "first, superseded ones excepted; with `sink_down_s` > 0 a quiet router also tries a "
+        "down sink with its oldest one once the cool-down is over. 4xx refusals are left for "
+        "`spendstream alerts --replay-dead-letters`. false: only that command sends them.",
+    )
 
 
 class AlertsConfig(_Section):

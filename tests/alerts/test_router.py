@@ -368,6 +368,9 @@ def test_a_dead_letter_superseded_by_a_newer_page_is_not_replayed(
     tmp_path: Path, http_server: Callable[..., ScriptedServer]
 ) -> None:
     h = Harness(tmp_path, http_server, pd_script=[503] * 8)  # the whole retry budget fails
+    # The manual replay's rule; left on, the router would have superseded it itself
+    # (tests/alerts/test_auto_replay.py).
+    h.router.auto_replay = False
     h.router.handle([make_alert()])
     h.clock.now += timedelta(minutes=1)
     h.time.now += RetryPolicy().sink_down_s  # and past the minute pd is left alone as down
