@@ -157,3 +157,11 @@ def test_a_call_without_input_tokens_is_not_judged() -> None:
     assert [a.ts for a in feed(calls)] == [at(23 * 3600 + 2)]
     assert feed([_k1(24 * 3600 + 10, 0, 0)]) == []
     assert [a.ts for a in feed([_k1(24 * 3600 + 11, 750)])] == [at(24 * 3600 + 11)]
+
+
+def test_the_baseline_reaches_back_24_hours_and_no_further() -> None:
+    # Hour 0 is 25 hours before hour 25: not part of its baseline, which is then empty (no
+    # cache habit to drop from). A baseline of 25 hours survived a mutation pass.
+    feed = Feed(config(), DROP)
+    feed(_calls(0, 20, 90))
+    assert feed(_calls(25, 10, 0)) == []

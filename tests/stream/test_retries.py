@@ -241,3 +241,13 @@ def test_a_keys_fired_hour_is_forgotten_once_that_hour_expires() -> None:
     for hour in range(2, 80):
         feed([fact(at(hours=hour), api_key_id="other")])
     assert orjson.loads(feed.engine.snapshot())["detectors"]["retries"]["fired"] == []
+
+
+def test_a_share_exactly_at_a_min_share_floats_overshoot_still_fires() -> None:
+    # 0.28 x 25 is 7.000000000000001 as floats: 7 bad calls of 25 are 28% exactly, which
+    # fires (equal fires). The columnar screen must leave a margin below the float bar, or
+    # the key is never judged exactly (it survived a mutation pass without the margin).
+    feed = Feed(_share_cfg(retry_min_share="0.28", retry_min_calls=25), STORM)
+    _hour(feed, 0, 100, 5)  # 5%: 3 x 5% is below 28%, so min_share decides
+    alerts = feed(_exact_hour(7, 18))  # at the 25th call: 7/25 = 28% exactly
+    assert [(a.ts, a.value) for a in alerts] == [(at(hours=1, seconds=24), Decimal("0.2800"))]

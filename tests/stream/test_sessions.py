@@ -140,3 +140,22 @@ def test_a_duration_reads_as_minutes_people_write() -> None:
     feed = Feed(config(runaway={"max_session_minutes": "30"}), SESSION)
     alerts = feed([fact(at(0), session_id="s"), fact(at(270 * 60), session_id="s")])
     assert [a.message for a in alerts] == ["session:s is over its duration limit: 270 minutes > 30"]
+
+
+def test_a_cost_past_the_limit_by_one_atto_dollar_fires_where_floats_cannot_tell() -> None:
+    # $1.00 + $1e-18 is $1.00 as a float: the columnar path's float screen must leave a
+    # margin, or a session that ends its batch past the limit by less than a float's step
+    # never fires (it survived a mutation pass that screened with `total > limit`).
+    one_batch = Feed(config(runaway={"max_session_cost_usd": "1.00"}), SESSION)
+    calls = [fact(at(i), "0.25", session_id="s") for i in range(4)]  # reaches 1.00 exactly
+    calls.append(fact(at(4), "0.000000000000000001", session_id="s"))
+    assert [(a.ts, a.value) for a in one_batch(calls)] == [(at(4), Decimal("1.000000000000000001"))]
+    carried = Feed(config(runaway={"max_session_cost_usd": "1.00"}), SESSION)
+    assert carried([fact(at(0), "1.00", session_id="s")]) == []
+    alerts = carried([fact(at(1), "0.000000000000000001", session_id="s")])
+    assert [(a.ts, a.value) for a in alerts] == [(at(1), Decimal("1.000000000000000001"))]
+    # 0.31 + 0.62 sums to 0.9299999999999999 in the float cost column: below the limit.
+    below = Feed(config(runaway={"max_session_cost_usd": "0.93"}), SESSION)
+    calls = [fact(at(0), "0.31", session_id="s"), fact(at(1), "0.62", session_id="s")]
+    calls.append(fact(at(2), "0.000000000000000001", session_id="s"))
+    assert [(a.ts, a.value) for a in below(calls)] == [(at(2), Decimal("0.930000000000000001"))]
