@@ -144,6 +144,8 @@ def _rows(
         cur = con.execute(sql, params)
     except duckdb.Error as exc:
         raise QueryError(str(exc).strip()) from None
+    if cur is None:  # DuckDB's answer to "", " ; " or a comment alone: no cursor at all
+        raise QueryError("no SQL statement given (e.g. SELECT * FROM cost_by_team)")
     columns = [] if cur.description is None else [d[0] for d in cur.description]
 
     def chunks() -> Iterator[list[tuple[Any, ...]]]:

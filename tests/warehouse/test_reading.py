@@ -109,6 +109,13 @@ def test_several_statements_are_refused_rather_than_all_but_the_last_answer_lost
     assert run_sql(landed, "SELECT 2 AS b;") == (["b"], [(2,)])  # one, with its ;, is one
 
 
+def test_an_empty_statement_is_a_query_error_not_a_crash(landed: Path) -> None:
+    # run_sql("") ended in an AttributeError: DuckDB gives no cursor for it.
+    for sql in ("", " ; ", "-- only a comment"):
+        with pytest.raises(QueryError, match="no SQL statement given"):
+            run_sql(landed, sql)
+
+
 def test_readers_open_at_the_same_time_are_each_sandboxed_and_in_utc(landed: Path) -> None:
     """The live page serves concurrent requests: one reader's locked sandbox must not make
     the next reader's connection fail (DuckDB shares one instance per file in a process)."""
