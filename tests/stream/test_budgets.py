@@ -423,3 +423,32 @@ def test_two_budgets_of_one_scope_and_period_keep_what_fired_when_moved() -> Non
         "team:a/day/100",
         "team:a/day/100",
     ]
+
+
+def test_a_day_and_an_hour_budget_of_one_scope_each_count_their_own_period() -> None:
+    # At midnight the hour and the day start together: the two budgets' partials share the
+    # scope and the window start, and differ in its end. Each budget takes its own period's
+    # alone (matching on the start alone gave the day budget the hour's spend too: $12 of a
+    # $10 day from $6 of calls; it survived a mutation pass).
+    day = {"scope": "global", "period": "day", "amount_usd": 10, "alert_at": [1]}
+    hour = {"scope": "global", "period": "hour", "amount_usd": 10, "alert_at": [1]}
+    feed = Feed(config(budget=[day, hour]), *BUDGET)
+    assert feed([fact(at(0), "6")]) == []
+    alerts = feed([fact(at(minutes=90), "4")])  # the day reaches $10, the next hour $4
+    assert [(a.details["period"], a.value, a.ts) for a in alerts] == [
+        ("day", Decimal(10), at(minutes=90))
+    ]
+
+
+def test_a_level_added_below_the_periods_spend_fires_at_its_next_priced_call() -> None:
+    # A deploy adds a level the period has already passed: reaching it is judged at the next
+    # fact that counts (a priced one), not at an unpriced call before it, on either path.
+    before = {"scope": "global", "period": "day", "amount_usd": 10, "alert_at": [1]}
+    feed = Feed(config(budget=[before]), *BUDGET)
+    assert feed([fact(at(0), "6")]) == []
+    after = {**before, "alert_at": [Decimal("0.5"), 1]}
+    redeployed = Feed(config(budget=[after]), *BUDGET, state=feed.engine.snapshot())
+    alerts = redeployed([fact(at(1), None), fact(at(2), "0.01")])
+    assert [(a.details["level"], a.value, a.ts) for a in alerts] == [
+        ("0.5", Decimal("6.01"), at(2))
+    ]
