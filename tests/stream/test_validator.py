@@ -8,8 +8,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from spendstream.producers.event import MAX_TOKENS, TOKEN_FIELDS, UsageEvent
+from spendstream.producers.event import EARLIEST_TS, MAX_TOKENS, TOKEN_FIELDS, UsageEvent
 from spendstream.stream import validator
+from spendstream.stream.windows import to_us
 from spendstream.table_schemas import EVENT_FIELDS
 
 # The fields every event must have, each valid.
@@ -134,3 +135,51 @@ def test_a_lower_bound_passes_its_value_and_refuses_the_one_below(
     table = pa.Table.from_pylist(rows, schema=validator.json_read_schema())
     ok, _ = validator.check_columns(table, 2**62)
     assert ok.tolist() == [True, False, *([True] * with_a_null)]
+
+
+def _micros(text: str) -> int:
+    return to_us(UsageEvent.model_validate({**_REQUIRED, "ts": text}).ts)
+
+
+def test_ts_bounds_are_inclusive_at_both_ends() -> None:
+    # The earliest ts and the latest the caller accepts both pass the columns (pydantic
+    # takes them; flagging them only costs speed, yet a mutation pass found neither end
+    # pinned); a microsecond beyond either is flagged.
+    earliest = EARLIEST_TS.isoformat().replace("+00:00", "Z")
+    latest = "2026-01-01T00:00:00.000001Z"
+    rows = [
+        {**_BASE, "ts": earliest},
+        {**_BASE, "ts": "2014-12-31T23:59:59.999999Z"},
+        {**_BASE, "ts": latest},
+        {**_BASE, "ts": "2026-01-01T00:00:00.000002Z"},
+    ]
+    table = pa.Table.from_pylist(rows, schema=validator.json_read_schema())
+    ok, _ = validator.check_columns(table, _micros(latest))
+    assert ok.tolist() == [True, False, True, False]
+
+
+def test_a_token_rule_met_with_equality_passes_beside_a_null() -> None:
+    # sum(parts) <= sum(wholes) is inclusive on Arrow's kernels too (a null in a column of
+    # the rule, here a missing input_tokens, sends the check there): all of the input read
+    # from the cache passes.
+    rows = [
+        {**_BASE, "input_tokens": 100, "cache_read_tokens": 100},
+        {**_BASE, "input_tokens": 100, "cache_read_tokens": 101},
+        {**_BASE, "input_tokens": None},
+    ]
+    table = pa.Table.from_pylist(rows, schema=validator.json_read_schema())
+    ok, _ = validator.check_columns(table, 2**62)
+    assert ok.tolist() == [True, False, False]
+
+
+def test_the_json_prescreen_takes_what_the_reader_holds_and_no_more() -> None:
+    # A value the Arrow reader cannot hold (an int64 past 2^63 - 1, a cost with a 19th
+    # place) is screened out, to pydantic: let through, it fails every read holding its
+    # line, and the batch is halved down to that line (stream/batch.py: same result, slower).
+    kinds = validator.plain_json_kinds()
+    assert kinds["input_tokens"](2**63 - 1) and not kinds["input_tokens"](2**63)
+    assert kinds["input_tokens"](-(2**63)) and not kinds["input_tokens"](-(2**63) - 1)
+    cost = kinds["reported_cost_usd"]
+    assert cost("0." + "1" * 18) and not cost("0." + "1" * 19)
+    assert cost("9" * 20) and not cost("1" + "0" * 20)
+    assert cost(10**20 - 1) and not cost(10**20) and not cost(-1)
