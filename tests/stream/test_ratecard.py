@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from genai_prices import types as gp
 
 from spendstream.config import DiscountConfig, ModelPriceConfig, PremiumConfig, PricesConfig
 from spendstream.stream.ratecard import RateCard, format_fraction
+from spendstream.stream.rates import UNITS, bands_from_catalog
 
 T = datetime(2025, 11, 3, 12, tzinfo=UTC)
 
@@ -189,3 +191,24 @@ def test_the_default_batch_discount_applies_whatever_the_providers_case() -> Non
     period = cat.period("OpenAI", "m", T, True)
     assert period is not None and period.multiplier == Decimal("0.5")
     assert period.source == "override:OpenAI/m+batch:50%"
+
+
+def test_a_tier_applies_to_requests_above_its_start_not_at_it() -> None:
+    # Input's tier starts at 200,000 and output's at 200,001: a request of 200,001 input
+    # tokens is past input's start and at output's, so it pays input's tier and output's
+    # base rate. Band i's rates are those of a total one above the threshold before it (a
+    # tier counted from its start instead survived a mutation pass).
+    price = gp.ModelPrice(
+        input_mtok=gp.TieredPrices(
+            base=Decimal(3), tiers=[gp.Tier(start=200_000, price=Decimal(6))]
+        ),
+        output_mtok=gp.TieredPrices(
+            base=Decimal(15), tiers=[gp.Tier(start=200_001, price=Decimal(22))]
+        ),
+    )
+    found = bands_from_catalog(price)
+    assert found is not None
+    thresholds, bands = found
+    assert thresholds == (200_000, 200_001)
+    rate = {u: [b.rates[UNITS.index(u)] for b in bands] for u in ("input", "output")}
+    assert rate == {"input": [3, 6, 6], "output": [15, 15, 22]}
