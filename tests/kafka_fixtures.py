@@ -230,12 +230,9 @@ class SecureBroker:
         )
 
 
-@pytest.fixture(scope="session")
-def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    """One LocalKafka for the session with SCRAM-SHA-256/512 on SASL_PLAINTEXT and SASL_SSL
-    (a throwaway CA): the security tests' broker. Fails, never skips, if it cannot start."""
-    user, password = "spendstream", secrets.token_urlsafe(16)
-    data_dir = tmp_path_factory.mktemp("kafka-secure")
+def _start_secure(
+    data_dir: Path, user: str, password: str, *, acls: bool
+) -> Iterator[SecureBroker]:
     last: Exception | None = None
     for attempt in range(3):
         port, controller, sasl, ssl = find_free_ports(4)
@@ -246,6 +243,7 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
             sasl_port=sasl,
             ssl_port=ssl,
             scram_users={user: password},
+            acls=acls,
             stop_with_parent=True,
         )
         try:
@@ -261,6 +259,23 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
             broker.stop()
         return
     pytest.fail(f"could not start a SASL LocalKafka: {last}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """One LocalKafka for the session with SCRAM-SHA-256/512 on SASL_PLAINTEXT and SASL_SSL
+    (a throwaway CA): the security tests' broker. Fails, never skips, if it cannot start."""
+    user, password = "spendstream", secrets.token_urlsafe(16)
+    yield from _start_secure(tmp_path_factory.mktemp("kafka-secure"), user, password, acls=False)
+
+
+@pytest.fixture(scope="module")
+def acl_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """A SCRAM broker with Kafka's authorizer: its user may do only what ACLs grant it, and
+    the PLAINTEXT listener (``broker.bootstrap``) is the super user that grants them, as a
+    managed service's operator would."""
+    user, password = "worker", secrets.token_urlsafe(16)
+    yield from _start_secure(tmp_path_factory.mktemp("kafka-acl"), user, password, acls=True)
 
 
 # Reading and writing topics in tests, through the project's adapter.

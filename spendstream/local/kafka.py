@@ -426,6 +426,7 @@ class LocalKafka:
         sasl_port: int | None = None,
         ssl_port: int | None = None,
         scram_users: Mapping[str, str] | None = None,
+        acls: bool = False,
     ) -> None:
         """``stop_with_parent`` (Linux, for tests): the kernel SIGTERMs the broker when the
         thread that started it dies, so a killed test run leaves no JVM behind.
@@ -433,7 +434,12 @@ class LocalKafka:
         ``sasl_port`` adds a SASL_PLAINTEXT listener and ``ssl_port`` a SASL_SSL one (a
         throwaway CA in ``<data dir>/tls``), both SCRAM-SHA-256/512 for ``scram_users``
         (name -> password; stored in the metadata log when the data dir is first formatted).
-        The PLAINTEXT listener on ``port`` stays: the broker talks to itself over it."""
+        The PLAINTEXT listener on ``port`` stays: the broker talks to itself over it.
+
+        ``acls``: Kafka's StandardAuthorizer, no access without an ACL, except for the
+        PLAINTEXT listeners' ``User:ANONYMOUS`` (the broker itself, and whoever grants
+        the SCRAM users their ACLs): a broker like a managed service's, where a client may
+        lack, say, the right to alter a topic's configs."""
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.port = port
         self.controller_port = controller_port
@@ -442,6 +448,7 @@ class LocalKafka:
         self.sasl_port = sasl_port
         self.ssl_port = ssl_port
         self.scram_users = dict(scram_users or {})
+        self.acls = acls
         self._proc: subprocess.Popen[bytes] | None = None
 
     # paths -----------------------------------------------------------------
@@ -553,6 +560,11 @@ class LocalKafka:
             "group.initial.rebalance.delay.ms": "0",
             **sec_props,
         }
+        if self.acls:
+            props["authorizer.class.name"] = (
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            )
+            props["super.users"] = "User:ANONYMOUS"
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         self._props_path.write_text("# written by spendstream kafka-local\n" + text)
         (self.data_dir / "logs").mkdir(exist_ok=True)

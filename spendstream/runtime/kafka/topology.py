@@ -96,12 +96,15 @@ def ensure_topics(
     return counts
 
 
-def raise_record_limit(admin: Admin, topic: str) -> bool:
+def raise_record_limit(admin: Admin, topic: str, *, refused: bool = False) -> bool:
     """Give ``topic`` (the partials topic) ``max.message.bytes`` of ``MAX_RECORD_BYTES`` if it
     takes less; return whether it now does. A batch's partials record follows its facts
     record, which was published already: unlike the facts record (landed in halves), a
     partials record the topic refuses cannot be cut smaller, and its batch failed at
-    every replay. Without the right to alter the topic, says what to run and returns False."""
+    every replay. Without the right to alter the topic, says what to run and returns False:
+    an ERROR once a record was ``refused`` (a batch is stuck until it is done), a WARNING
+    at `run`'s start (most batches' partials are far smaller than any limit, and a managed
+    service's cap would otherwise read as a failure at every start)."""
     try:
         limit = int(admin.topic_configs(topic).get("max.message.bytes", MAX_RECORD_BYTES))
     except (KafkaClientError, ValueError) as exc:
@@ -117,7 +120,8 @@ def raise_record_limit(admin: Admin, topic: str) -> bool:
     try:
         admin.set_topic_config(topic, "max.message.bytes", str(MAX_RECORD_BYTES))
     except KafkaClientError as exc:
-        log.error(
+        log.log(
+            logging.ERROR if refused else logging.WARNING,
             "%s. A batch whose partials record is more than %d bytes fails until %s takes it: "
             "kafka-configs.sh --alter --entity-type topics --entity-name %s --add-config "
             "max.message.bytes=%d, or allow this worker to alter its configs",

@@ -538,7 +538,7 @@ class UsageLoop(PartitionLoop[_Partition]):
             return
         self._limit_asked_at = now
         admin = Admin(self.settings, client_id="spendstream-usage", timeout_s=15)
-        if raise_record_limit(admin, self.names.partials):
+        if raise_record_limit(admin, self.names.partials, refused=True):
             self._limit_asked_at = None  # raised: a later refusal is asked about at once
 
     def _resets(
