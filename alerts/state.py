@@ -226,6 +226,13 @@ class DeliveryState:
             for id_, sink, text, err, attempts, at, replay in rows
         ]
 
+    def pending_dead_letter_count(self) -> int:
+        """How many dead letters are still to replay, every sink's."""
+        (n,) = self.conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE replay IS NULL"
+        ).fetchone()
+        return int(n)
+
     def pending_dead_letter_errors(self, sink: str) -> list[tuple[int, str]]:
         """(id, error) of ``sink``'s dead letters still to replay, oldest first.
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from spendstream.runtime.embedded import IngestSummary, Interrupted
 from spendstream.warehouse.charts import usd
-from spendstream.wording import clipped, escape_controls, exact_usd, usd_value
+from spendstream.wording import clipped, escape_controls, exact_usd, plural, usd_value
 
 __all__ = ["print_summary", "progress_printer", "summary_on_interrupt"]
 
@@ -147,13 +147,34 @@ def print_summary(
         # The replay command only when something died: beside "0 dead-lettered" it read as a
         # step still to take. It names the --workdir and --config given (the sinks are
         # there), or the replay would look in ./spendstream-data and find nothing.
+        # Dead letters the router sent itself once their sink answered again (auto-replay):
+        # the hint then counts what is still to send, or it offered a replay of nothing.
+        later = ""
+        if n["replayed"] or n["replay_superseded"]:
+            superseded = (
+                f", {n['replay_superseded']:,} superseded by newer ones"
+                if n["replay_superseded"]
+                else ""
+            )
+            later = (
+                f"; {plural(n['replayed'], 'dead letter')} sent once their sink answered "
+                f"again{superseded}"
+            )
+        pending = s.dead_letters_pending
+        if pending is None:
+            pending = n["dead_lettered"]
         replay = ""
-        if n["dead_lettered"]:
+        if pending:
             cf = f" --config {shlex.quote(config)}" if config is not None else ""
-            replay = f" (send them again: spendstream alerts --replay-dead-letters{wd}{cf})"
+            what = (
+                "send them again"
+                if pending == n["dead_lettered"] and not later
+                else (f"{pending:,} still to send")
+            )
+            replay = f" ({what}: spendstream alerts --replay-dead-letters{wd}{cf})"
         out.write(
             f"notifications: {n['triggered']:,} sent, {n['resolved']:,} resolved, "
-            f"{n['dead_lettered']:,} dead-lettered{replay}\n"
+            f"{n['dead_lettered']:,} dead-lettered{later}{replay}\n"
         )
 
 

@@ -48,7 +48,8 @@ from spendstream.table_schemas import (
 from spendstream.warehouse import Warehouse
 
 if TYPE_CHECKING:
-    from spendstream.alerts.router import AlertRouter
+    from spendstream.alerts.router import AlertRouter, HandleSummary
+    from spendstream.runtime.embedded_reset import EmbeddedReset
 
 __all__ = [
     "EmbeddedRunner",
@@ -101,6 +102,10 @@ class IngestSummary:
     # `lateness_s`: [detection] allowed_lateness_s, for the summary to name.
     late: int = 0
     lateness_s: int = 0
+    # The alert state's dead letters still to send at the end of the run (None: no router).
+    # A state, not a count to add up: the router may have sent this run's dead letters
+    # already, once their sink answered again (notifications "replayed").
+    dead_letters_pending: int | None = None
 
     def alerts_by_kind(self) -> dict[str, int]:
         return dict(Counter(a.kind for a in self.alerts))
@@ -119,6 +124,20 @@ class IngestSummary:
         self.notifications.update(other.notifications)
         self.late += other.late
         self.lateness_s = other.lateness_s or self.lateness_s
+        if other.dead_letters_pending is not None:  # the later run's is the state now
+            self.dead_letters_pending = other.dead_letters_pending
+
+
+def count_notifications(summary: IngestSummary, handled: HandleSummary | EmbeddedReset) -> None:
+    """What one call of the router did, in ``summary``: its own notifications, and the dead
+    letters it sent (or found superseded) because a sink answered again."""
+    summary.notifications.update(
+        triggered=getattr(handled, "triggered", 0),  # a reset pages no one
+        resolved=handled.resolved,
+        dead_lettered=handled.dead_lettered,
+        replayed=handled.replayed,
+        replay_superseded=handled.replay_superseded,
+    )
 
 
 class Interrupted(KeyboardInterrupt):
@@ -245,8 +264,7 @@ class EmbeddedRunner:
         """Resolve the router's incidents idle past their route's ``auto_resolve_s``,
         counted in ``summary`` (nothing without a router)."""
         if self.router is not None:
-            idle = self.router.tick()
-            summary.notifications.update(resolved=idle.resolved, dead_lettered=idle.dead_lettered)
+            count_notifications(summary, self.router.tick())
 
     def _route(
         self, alerts: list[Alert], breaker_events: list[BreakerEvent], summary: IngestSummary
@@ -254,12 +272,7 @@ class EmbeddedRunner:
         """Through the alert router (none without sinks), counted in ``summary``."""
         if self.router is None or not (alerts or breaker_events):
             return
-        routed = self.router.handle(alerts, breaker_events)
-        summary.notifications.update(
-            triggered=routed.triggered,
-            resolved=routed.resolved,
-            dead_lettered=routed.dead_lettered,
-        )
+        count_notifications(summary, self.router.handle(alerts, breaker_events))
 
     def _publish_breakers(self) -> None:
         """``<workdir>/breakers.json`` for clients' ``WorkdirBreakerView`` (no Kafka)."""
@@ -291,9 +304,7 @@ class EmbeddedRunner:
                     summary.breaker_events.append(event)
                     if self.router is not None:
                         done = route_reset(self.router, event)
-                        summary.notifications.update(
-                            resolved=done.resolved, dead_lettered=done.dead_lettered
-                        )
+                        count_notifications(summary, done)
                 request.answer(answer_of(done))
 
     def _advance_idle(self, summary: IngestSummary) -> None:
@@ -459,6 +470,8 @@ def ingest_records(
         runner = EmbeddedRunner(workdir, config, router=router, batch_size=batch_size, live=live)
         summary = runner.run(records, progress=progress)
         runner.resolve_idle(summary)
+        if router is not None:
+            summary.dead_letters_pending = router.state.pending_dead_letter_count()
     finally:
         if router is not None:
             router.close()

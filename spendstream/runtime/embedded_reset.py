@@ -46,6 +46,10 @@ class EmbeddedReset:
     event: BreakerEvent
     resolved: int = 0
     dead_lettered: int = 0
+    # Earlier dead letters the router sent meanwhile, a sink having answered again
+    # (alerts/router.py HandleSummary): delivered, or superseded by a newer notification.
+    replayed: int = 0
+    replay_superseded: int = 0
 
 
 def reset_embedded(
@@ -125,7 +129,9 @@ def close_breaker(
 def route_reset(router: AlertRouter, event: BreakerEvent) -> EmbeddedReset:
     """The ``closed`` event through the alert router: the scope's open incidents resolve."""
     routed = router.handle([], [event])
-    return EmbeddedReset(event, routed.resolved, routed.dead_lettered)
+    return EmbeddedReset(
+        event, routed.resolved, routed.dead_lettered, routed.replayed, routed.replay_superseded
+    )
 
 
 def answer_of(done: EmbeddedReset | None) -> dict[str, object]:

@@ -297,3 +297,38 @@ def test_an_empty_optional_field_is_shown_to_be_left_out(
         "1 x team: String should have at least 1 character (a field with no value is left out "
         'of the line, not written as "")',
     ]
+
+
+def test_dead_letters_the_router_sent_once_the_sink_answered_again_are_not_offered_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first page meets a 503 and dies; the second is delivered, so the router sends the
+    # first one itself (auto-replay). The summary still offered "send them again" for it,
+    # and the replay it named found nothing to send.
+    from tests.alerts.conftest import ScriptedServer
+
+    hook = ScriptedServer(script=[503]).start()
+    try:
+        config = tmp_path / "hook.toml"
+        config.write_text(
+            "[alerts.delivery]\nmax_attempts = 1\nsink_down_s = 0\n\n"
+            f'[[alerts.sink]]\nname = "hook"\ntype = "webhook"\nurl = "{hook.url}"\n'
+        )
+        events = _write(
+            tmp_path / "e.jsonl",
+            [
+                _event("u-1", provider="acme", model="m9"),
+                _event("u-2", provider="acme", model="m8"),
+            ],
+        )
+        work = tmp_path / "w"
+        assert main(["ingest", str(events), "--workdir", str(work), "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert len(hook.accepted()) == 2  # the second page, then the first one again
+    finally:
+        hook.stop()
+    assert (
+        "notifications: 1 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once their "
+        "sink answered again\n"
+    ) in out
+    assert "--replay-dead-letters" not in out
