@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,7 +25,6 @@ import pyarrow.compute as pc
 import pytest
 
 from spendstream.config import WarehouseConfig
-from spendstream.local.kafka import find_free_port
 from spendstream.synthetic import generate
 from spendstream.topics import partition_key
 from tests import kafka_fixtures
@@ -190,12 +190,16 @@ def kcat_produce(bootstrap: str, topic: str, lines: list[bytes], *, keyed: bool)
 
 
 class Worker:
-    """One ``spendstream run`` subprocess with its own HTTP port and log file."""
+    """One ``spendstream run`` subprocess with its own HTTP port and log file.
+
+    The port is the system's pick (``--http-port 0``), read from the worker's start-up line:
+    a free port chosen here and bound by the worker seconds later was, once, taken by
+    another process in between, and the worker exited."""
 
     def __init__(self, workdir: Path, config: Path, log_dir: Path, name: str = "w") -> None:
         self.workdir = workdir
         self.config = config
-        self.port = find_free_port()
+        self._port: int | None = None
         self.log_path = log_dir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -213,7 +217,7 @@ class Worker:
                 "--config",
                 str(self.config),
                 "--http-port",
-                str(self.port),
+                "0",
                 "--log-level",
                 "info",
             ],
@@ -223,6 +227,21 @@ class Worker:
         )
         log.close()
         return self
+
+    @property
+    def port(self) -> int:
+        """The HTTP port, once the worker has said it listens (else an OSError, as a
+        refused connection would be)."""
+        if self._port is None:
+            try:
+                text = self.log_path.read_text(errors="replace")
+            except FileNotFoundError:
+                text = ""
+            found = re.search(r"^spendstream run: .*; http://[^\s:]+:(\d+)", text, re.MULTILINE)
+            if found is None:
+                raise ConnectionRefusedError(f"{self.log_path.name}: not listening yet")
+            self._port = int(found.group(1))
+        return self._port
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -258,7 +277,7 @@ class Worker:
         """Until the worker's consumer holds at least one of our partitions."""
         wait_for(
             lambda: any(a.startswith(prefix) for a in self.assigned()),
-            f"worker on port {self.port} never got a partition",
+            f"worker {self.log_path.name} never got a partition",
             self,
         )
 
