@@ -586,6 +586,10 @@ def _cache_series(
     return [(n, series[n]) for n in names]
 
 
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def write_report(
     workdir: Path,
     out: Path,
@@ -611,6 +615,18 @@ def write_report(
         apply_filter(con, flt or ReportFilter())
         data = gather(con, default_period(con, since, until))
         data.filter_text = (flt or ReportFilter()).describe()
+        if note is not None and data.calls == 0 and (since or until):
+            # An empty page, unsaid, for a --since after the last fact (or a typo'd year).
+            first, last = con.execute("SELECT min(ts), max(ts) FROM usage_facts").fetchone() or (
+                None,
+                None,
+            )
+            if first is not None:
+                note(
+                    f"no facts from {_stamp(data.period.since)} to {_stamp(data.period.until)}: "
+                    f"the report is empty (the facts are from {_stamp(_utc(first))} "
+                    f"to {_stamp(_utc(last))})"
+                )
     finally:
         con.close()
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")

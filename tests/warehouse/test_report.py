@@ -457,6 +457,26 @@ def test_a_filter_no_fact_matches_is_said_with_the_values_that_occur(
     assert "no facts have" not in capsys.readouterr().err
 
 
+def test_a_period_without_facts_is_said_with_when_the_facts_are(
+    rendered: Rendered, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--since` after the last fact (or a year typo'd) wrote an empty page, unsaid.
+    out = tmp_path / "later.html"
+    argv = ["report", "--workdir", str(rendered.workdir), "--out", str(out)]
+    ((first, last),) = _sql(rendered.workdir, "SELECT min(ts), max(ts) FROM usage_facts")
+    after = (last + timedelta(days=2)).date().isoformat()
+    assert main([*argv, "--since", after]) == 0
+    err = capsys.readouterr().err
+    assert f"no facts from {after} 00:00 UTC to " in err
+    assert (
+        f"the report is empty (the facts are from {first:%Y-%m-%d %H:%M} UTC to "
+        f"{last:%Y-%m-%d %H:%M} UTC)"
+    ) in err
+    assert out.exists()
+    assert main([*argv, "--since", first.date().isoformat()]) == 0
+    assert "no facts from" not in capsys.readouterr().err
+
+
 def test_demo_ends_pointing_at_the_report_it_wrote(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
