@@ -151,6 +151,11 @@ def write_starter(
         raise ConfigError(f"{path} exists; keep it, or overwrite it with --force")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(starter_text(kind), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(starter_text(kind), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        # A failed rename (the name is a directory, say) left the hidden .tmp file behind.
+        tmp.unlink(missing_ok=True)
+        raise
     return path

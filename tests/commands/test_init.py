@@ -94,3 +94,15 @@ def test_init_given_a_directory_asks_for_the_file(
         f"{tmp_path / 'spendstream.toml'}\n"
     )
     assert not list(tmp_path.parent.glob(f".{tmp_path.name}*"))
+
+
+def test_a_starter_that_cannot_be_put_in_place_leaves_no_temporary_file(tmp_path: Path) -> None:
+    # The rename onto a directory fails (the CLI refuses a directory first; Python callers
+    # of write_starter do not): the hidden .tmp file it wrote stayed behind.
+    from spendstream.config_starter import write_starter
+
+    target = tmp_path / "spendstream.toml"
+    target.mkdir()
+    with pytest.raises(OSError):
+        write_starter(target, force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spendstream.toml"]
