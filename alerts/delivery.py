@@ -168,6 +168,10 @@ class HttpDeliverer:
         d = self._down.get(sink)
         return d.error if d is not None and self._monotonic() < d.until else None
 
+    def monotonic(self) -> float:
+        """The deliverer's clock (injected in tests), for pacing work around deliveries."""
+        return self._monotonic()
+
     def failing(self, sink: str) -> bool:
         """Whether ``sink`` gave up on a notification and has not answered since (with or
         without a down state: ``sink_down_s = 0`` keeps none)."""

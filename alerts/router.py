@@ -12,7 +12,8 @@ dead sink costs one retry budget, not one per notification, and delays no other 
 When such a sink answers again, its outage dead letters (``is_outage``: not the 4xx
 refusals, which a resend would meet again) are replayed by the router itself, after the
 batch's own notifications are settled (``handle``), or on ``tick`` once its cool-down is
-over, the oldest of them being the probe: ``[alerts.delivery] auto_replay``.
+over, the oldest of them being the probe: ``[alerts.delivery] auto_replay``. A long backlog
+gives way to the batches after ``REPLAY_SLICE_S`` and goes on at the next call.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ from .state import DeadLetterRow, DeliveryState, OpenIncident
 __all__ = ["DEFAULT_GROUP_BY", "AlertRouter", "HandleSummary", "ReplaySummary", "state_path"]
 
 log = logging.getLogger("spendstream.alerts.router")
+
+# How long (the deliverer's monotonic seconds) one replay of a sink back from an outage goes
+# on before it gives way to the batches; the rest of the backlog follows after the next batch
+# or tick. Slack takes about one message a second: a backlog of hundreds replayed in one go
+# held every other sink's new pages (and the batch's commit, and the consumer's next poll,
+# past max.poll.interval.ms) for minutes.
+REPLAY_SLICE_S = 10.0
 
 # With no routes configured, every alert goes to every sink: storms grouped per kind and api
 # key; alerts that name no key, per kind and session (one page per runaway session, whichever
@@ -125,6 +133,10 @@ class AlertRouter:
         # Down sinks whose cool-down is over and that were found with no outage dead letter:
         # not looked up again at every tick until the router dead-letters one for them.
         self._nothing_to_probe: set[str] = set()
+        # Sinks whose replay gave way to the batches (``replay_slice_s``) with dead letters
+        # left: it goes on at the next ``handle`` or ``tick``.
+        self.replay_slice_s = REPLAY_SLICE_S
+        self._replaying: list[str] = []
 
     @classmethod
     def from_config(
@@ -262,6 +274,10 @@ class AlertRouter:
         back = self.deliverer.take_back()
         if not self.auto_replay:
             return
+        # A replay that gave way last time goes on, unless its sink gave up since (then it
+        # is replayed again once the sink is back).
+        going = [s for s in self._replaying if not self.deliverer.failing(s)]
+        self._replaying = []
         done: set[str] = set()
         if probe:
             for name in self.sinks:
@@ -273,7 +289,7 @@ class AlertRouter:
                     self._nothing_to_probe.add(name)
             # The probe that got through marked its sink back: already replayed above.
             back += self.deliverer.take_back()
-        for name in back:
+        for name in going + back:
             if name not in done and name in self.sinks:
                 done.add(name)
                 self._auto_replay(name, now, summary)
@@ -289,6 +305,8 @@ class AlertRouter:
         if not outage:
             return False
         out = ReplaySummary()
+        started = self.deliverer.monotonic()
+        later = 0
         for i, id_ in enumerate(outage):
             if self.deliverer.down(sink) is not None:
                 out.still_dead += len(outage) - i
@@ -299,6 +317,12 @@ class AlertRouter:
             result = self._replay(row, now, out)
             if result is not None and not result.delivered and self.deliverer.failing(sink):
                 out.still_dead += len(outage) - i - 1
+                break
+            rest = len(outage) - i - 1
+            if rest and self.deliverer.monotonic() - started >= self.replay_slice_s:
+                # Given way to the batches: the rest after the next one (``_recover``).
+                later = rest
+                self._replaying.append(sink)
                 break
         summary.replayed += out.delivered
         summary.replay_superseded += out.superseded
@@ -311,14 +335,16 @@ class AlertRouter:
                 if refused
                 else ""
             )
+            going = f"; {later} more to follow, between batches" if later else ""
             log.log(
                 logging.WARNING if out.still_dead else logging.INFO,
                 "alert sink %s is back: its dead letters from the outage replayed: "
-                "%d delivered, %d superseded, %d still dead%s",
+                "%d delivered, %d superseded, %d still dead%s%s",
                 sink,
                 out.delivered,
                 out.superseded,
                 out.still_dead,
+                going,
                 left,
             )
         return True

@@ -332,3 +332,52 @@ def test_the_replayed_rows_say_so_in_the_state_database(
     with sqlite3.connect(state_path(tmp_path / "work")) as db:
         rows = db.execute("SELECT replay, replayed_at IS NOT NULL FROM dead_letters").fetchall()
     assert rows == [("delivered", 1), ("delivered", 1)]
+
+
+def test_a_long_backlog_gives_way_to_the_next_batches_and_goes_on_between_them(
+    tmp_path: Path,
+    http_server: Callable[..., ScriptedServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Replayed in one go, a backlog of hundreds (Slack takes about one message a second)
+    # held every sink's new pages, the batch's commit and the consumer's next poll for
+    # minutes. Past replay_slice_s the replay stops and goes on at the next handle or tick,
+    # after that batch's own pages.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    gave_up = down_for_good(h, 3)
+    h.router.replay_slice_s = 0  # one dead letter per call
+    h.slack.start()
+    h.time.now = gave_up + COOL_DOWN
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.router"):
+        summary = h.router.handle(alerts(1, first=3))
+    assert (summary.triggered, summary.replayed) == (1, 1)
+    assert [s for s, _, _ in pending(h)] == ["session:s1", "session:s2"]
+    (line,) = [r.getMessage() for r in caplog.records if "is back" in r.getMessage()]
+    assert line.endswith(
+        "1 delivered, 0 superseded, 0 still dead; 2 more to follow, between batches"
+    )
+    # The next batch's page first, then the replay goes on where it stopped.
+    assert h.router.handle(alerts(1, first=4)).replayed == 1
+    assert h.router.tick().replayed == 1
+    assert h.router.tick().replayed == 0
+    assert slack_scopes(h) == ["session:s3", "session:s0", "session:s4", "session:s1", "session:s2"]
+    assert pending(h) == []
+
+
+def test_a_replay_that_gave_way_stops_when_its_sink_gives_up_meanwhile(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    gave_up = down_for_good(h, 3)
+    h.router.replay_slice_s = 0
+    h.slack.start()
+    h.time.now = gave_up + COOL_DOWN
+    assert h.router.tick().replayed == 1
+    h.slack.stop()
+    # The batch's page gives up (one retry budget): the sink is down, the rest wait for it.
+    assert h.router.handle(alerts(1, first=3)).dead_lettered == 1
+    asked = len(h.slack.received)
+    for _ in range(3):
+        assert h.router.tick().replayed == 0
+    assert len(h.slack.received) == asked
+    assert [s for s, _, _ in pending(h)] == ["session:s1", "session:s2", "session:s3"]
