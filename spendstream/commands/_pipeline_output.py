@@ -156,21 +156,23 @@ def print_summary(
                 if n["replay_superseded"]
                 else ""
             )
+            their = "its" if n["replayed"] == 1 else "their"
             later = (
-                f"; {plural(n['replayed'], 'dead letter')} sent once their sink answered "
+                f"; {plural(n['replayed'], 'dead letter')} sent once {their} sink answered "
                 f"again{superseded}"
             )
+        # None: not counted (the summary of an interrupted run): what this run dead-lettered
+        # may have been replayed since, so no number is claimed then.
         pending = s.dead_letters_pending
-        if pending is None:
-            pending = n["dead_lettered"]
         replay = ""
-        if pending:
+        if pending if pending is not None else n["dead_lettered"]:
             cf = f" --config {shlex.quote(config)}" if config is not None else ""
-            what = (
-                "send them again"
-                if pending == n["dead_lettered"] and not later
-                else (f"{pending:,} still to send")
-            )
+            if pending is None:
+                what = "any still dead" if later else "send them again"
+            elif pending == n["dead_lettered"] and not later:
+                what = "send them again"
+            else:
+                what = f"{pending:,} still to send"
             replay = f" ({what}: spendstream alerts --replay-dead-letters{wd}{cf})"
         out.write(
             f"notifications: {n['triggered']:,} sent, {n['resolved']:,} resolved, "

@@ -328,7 +328,37 @@ def test_dead_letters_the_router_sent_once_the_sink_answered_again_are_not_offer
     finally:
         hook.stop()
     assert (
-        "notifications: 1 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once their "
+        "notifications: 1 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once its "
         "sink answered again\n"
     ) in out
     assert "--replay-dead-letters" not in out
+
+
+def test_an_interrupted_run_claims_no_number_of_dead_letters_still_to_send() -> None:
+    # Ctrl-C's summary has no count of the state's dead letters: the run's own number,
+    # claimed as "still to send", counted those the router had replayed since (it read
+    # "1 dead-lettered; 1 dead letter sent once its sink answered again (1 still to send").
+    from collections import Counter
+    from io import StringIO
+
+    from spendstream.commands._pipeline_output import print_summary
+    from spendstream.runtime.embedded import IngestSummary
+
+    def line(**counts: int) -> str:
+        summary = IngestSummary(notifications=Counter(counts))
+        out = StringIO()
+        print_summary(summary, out)
+        return next(x for x in out.getvalue().splitlines() if x.startswith("notifications:"))
+
+    assert line(triggered=1, dead_lettered=1, replayed=1) == (
+        "notifications: 1 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once its sink "
+        "answered again (any still dead: spendstream alerts --replay-dead-letters)"
+    )
+    assert line(dead_lettered=2) == (
+        "notifications: 0 sent, 0 resolved, 2 dead-lettered (send them again: spendstream "
+        "alerts --replay-dead-letters)"
+    )
+    assert line(triggered=1, replayed=2, replay_superseded=1) == (
+        "notifications: 1 sent, 0 resolved, 0 dead-lettered; 2 dead letters sent once their "
+        "sink answered again, 1 superseded by newer ones"
+    )
