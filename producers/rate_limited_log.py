@@ -18,7 +18,9 @@ and still says how often it happened::
 ``log()`` takes a %-format message and its arguments as ``Logger.log`` does (formatted only
 when the line is logged) and returns whether it logged. A burst that ends leaves its count
 untold until the next occurrence: call ``flush()`` (at close, say) to log it now, as one
-line (``[3 more like "usage event dropped (%s)" in the last 12 s not logged]``).
+line, with the last of them as it would have read (``[3 more like 'usage event dropped
+(queue full)' in the last 12 s not logged]``). ``RateLimitedLogs`` keeps one such line per
+key (``logs[provider].log(...)``), so one thing's flood does not hide another's first line.
 
 Time is ``clock()``, ``time.monotonic`` unless given: tests pass their own (no sleeps).
 Thread-safe; the line is logged outside the lock. Counts are per process: a forked child
@@ -36,7 +38,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitedLog", "RateLimitedLogs"]
 
 
 class RateLimitedLog:
@@ -44,6 +46,7 @@ class RateLimitedLog:
 
     __slots__ = (
         "__weakref__",
+        "_args",
         "_last",
         "_lock",
         "_message",
@@ -75,7 +78,8 @@ class RateLimitedLog:
     def _start(self) -> None:
         self._last: float | None = None  # when the last line was logged
         self._suppressed = 0  # occurrences since, not logged
-        self._message = ""  # the last one's message, for flush()
+        self._message = ""  # the last one's message and arguments, for flush()
+        self._args: tuple[object, ...] = ()
 
     @property
     def suppressed(self) -> int:
@@ -90,7 +94,7 @@ class RateLimitedLog:
             now = self.clock()
             if self._last is not None and now - self._last < self.every_s:
                 self._suppressed += 1
-                self._message = msg
+                self._message, self._args = msg, args  # formatted only if flush() says it
                 return False
             left_out = self._suppressed
             since = now - self._last if self._last is not None else 0.0
@@ -115,7 +119,7 @@ class RateLimitedLog:
         closing component's last word); True if it logged. The next occurrence is then
         logged as a first one."""
         with self._lock:
-            left_out, message = self._suppressed, self._message
+            left_out, message, args = self._suppressed, self._message, self._args
             since = self.clock() - self._last if self._last is not None else 0.0
             self._suppressed, self._last = 0, None
         if not left_out:
@@ -124,11 +128,48 @@ class RateLimitedLog:
             self.level,
             "[%d more like %r in the last %.0f s not logged]",
             left_out,
-            message,
+            _formatted(message, args),
             since,
             stacklevel=2,
         )
         return True
+
+
+class RateLimitedLogs:
+    """A ``RateLimitedLog`` per key, made at the key's first line: one kind of line said of
+    several things (a provider, say), each counted and logged on its own, so one that
+    occurs at every call does not hold another's first line back for a minute.
+
+    ``logs[key].log(msg, *args)``; ``flush()`` flushes every key's. The keys should be few
+    (each keeps its line for the life of the process)."""
+
+    __slots__ = ("_lines", "clock", "every_s", "level", "logger")
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int = logging.WARNING,
+        *,
+        every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every_s < 0:
+            raise ValueError(f"every_s must be >= 0, not {every_s}")
+        self.logger, self.level, self.every_s, self.clock = logger, level, every_s, clock
+        self._lines: dict[str, RateLimitedLog] = {}
+
+    def __getitem__(self, key: str) -> RateLimitedLog:
+        line = self._lines.get(key)
+        if line is None:
+            # No lock (one held at a fork would be held in the child for ever): two threads
+            # may each make one, and setdefault keeps the first for both.
+            made = RateLimitedLog(self.logger, self.level, every_s=self.every_s, clock=self.clock)
+            line = self._lines.setdefault(key, made)
+        return line
+
+    def flush(self) -> bool:
+        """``flush()`` of every key's line; True if any logged."""
+        return any([line.flush() for line in list(self._lines.values())])
 
 
 _LINES: weakref.WeakSet[RateLimitedLog] = weakref.WeakSet()

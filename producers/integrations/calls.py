@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from spendstream.producers.integrations import answers, background_responses, collected
 from spendstream.producers.meter import InvalidUsageEvent, status_of
 from spendstream.producers.providers import anthropic_usage, openai_usage, openrouter_usage
-from spendstream.producers.rate_limited_log import RateLimitedLog
+from spendstream.producers.rate_limited_log import RateLimitedLogs
 
 if TYPE_CHECKING:
     from spendstream.producers.integrations.clients import Spec
@@ -37,8 +37,9 @@ _USAGE_EVENTS = frozenset(
     }
 )
 _INCOMPLETE = {"stream": "incomplete"}
-# A server that never sends usage would say so at every call: once a minute, with a count.
-_USAGE_MISSING = RateLimitedLog(log, logging.WARNING)
+# A server that never sends usage would say so at every call: once a minute, with a count,
+# per provider (one provider's lines, at every call, held another's first one back).
+_USAGE_MISSING = RateLimitedLogs(log, logging.WARNING)
 
 
 def _flush_usage_missing() -> None:
@@ -185,7 +186,7 @@ class MeteredCall:
                 usage = self._usage(source)
             except ValueError as exc:
                 missing = True
-                _USAGE_MISSING.log(
+                _USAGE_MISSING[self.spec.provider].log(
                     "%s usage missing (%s): recorded with 0 tokens, tagged usage=missing",
                     self.spec.provider,
                     exc,

@@ -17,7 +17,7 @@ import pytest
 
 from spendstream.producers.integrations import calls
 from spendstream.producers.meter import Meter
-from spendstream.producers.rate_limited_log import RateLimitedLog
+from spendstream.producers.rate_limited_log import RateLimitedLog, RateLimitedLogs
 from tests.producers.collecting import CollectingTransport, collecting_meter, flushed
 from tests.producers.provider_server import ProviderServer
 
@@ -81,7 +81,7 @@ def test_flush_logs_the_count_a_burst_left_untold(
     assert line.flush() is False
     assert _lines(caplog) == [
         "dropped 1 events",
-        "[2 more like 'dropped %d events' in the last 2 s not logged]",
+        "[2 more like 'dropped 3 events' in the last 2 s not logged]",  # the last, as read
     ]
     assert line.log("dropped %d events", 4) is True  # after a flush: a first one
 
@@ -157,7 +157,7 @@ def test_a_server_that_never_sends_usage_does_not_flood_the_log(
 ) -> None:
     # "usage missing ... recorded with 0 tokens" was logged at every such call.
     monkeypatch.setattr(
-        calls, "_USAGE_MISSING", RateLimitedLog(calls.log, clock=clock), raising=False
+        calls, "_USAGE_MISSING", RateLimitedLogs(calls.log, clock=clock), raising=False
     )
     caplog.set_level(logging.WARNING, LOGGER)
     client = metered[0].instrument(
@@ -174,6 +174,36 @@ def test_a_server_that_never_sends_usage_does_not_flood_the_log(
     assert _lines(caplog)[1].endswith("[19 more like it in the last 60 s not logged]")
     events = flushed(*metered)  # every call still recorded, and tagged
     assert [(e["input_tokens"], e["tags"]["usage"]) for e in events] == [(0, "missing")] * 21
+
+
+def test_one_providers_missing_usage_does_not_hold_back_anothers_first_line(
+    server: ProviderServer,
+    metered: tuple[Meter, CollectingTransport],
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One line a minute for every provider together: a gateway whose openai streams lack
+    # usage at every call hid, for as long as that went on, that a second provider's did.
+    monkeypatch.setattr(
+        calls, "_USAGE_MISSING", RateLimitedLogs(calls.log, clock=clock), raising=False
+    )
+    caplog.set_level(logging.WARNING, LOGGER)
+    meter = metered[0]
+    clients = [
+        meter.instrument(
+            openai.OpenAI(api_key="k", base_url=server.openai_url, max_retries=0),
+            stream_usage=False,
+            **({"provider": name} if name != "openai" else {}),
+        )
+        for name in ("openai", "azure", "openai")
+    ]
+    for client in clients:
+        list(client.chat.completions.create(model="gpt-5", messages=[], stream=True))
+    assert [line.split(" ", 1)[0] for line in _lines(caplog)] == ["openai", "azure"]
+    assert calls._USAGE_MISSING.flush() is True  # openai's second call, counted not logged
+    assert _lines(caplog)[-1].startswith('[1 more like "openai usage missing (no usage in')
+    assert calls._USAGE_MISSING.flush() is False
 
 
 def test_a_burst_left_untold_is_counted_when_the_process_exits(server: ProviderServer) -> None:
@@ -204,4 +234,6 @@ def test_a_burst_left_untold_is_counted_when_the_process_exits(server: ProviderS
     lines = [line for line in done.stderr.splitlines() if "usage missing" in line]
     assert len(lines) == 2, done.stderr
     assert lines[0].startswith("openai usage missing (no usage in the streamed")
-    assert lines[1].startswith("[4 more like '%s usage missing (%s)")
+    # ... with the last of them as it would have read (the format alone showed "%s" where
+    # the provider was).
+    assert lines[1].startswith('[4 more like "openai usage missing (no usage in the streamed')
