@@ -67,7 +67,8 @@ def check_body(
     rid = request or request_id(None)
     # A body saved by a Windows editor starts with a byte-order mark (as ingest's files may).
     body = body.removeprefix(b"\xef\xbb\xbf")
-    if content_type.split(";", 1)[0].strip().lower() == "application/json":
+    one_event = content_type.split(";", 1)[0].strip().lower() == "application/json"
+    if one_event:
         numbered = [(1, body.strip())]
     else:
         numbered = [
@@ -98,9 +99,18 @@ def check_body(
         given = numbered[row][1]
         if raws[row] is not given:  # the dead letter keeps the record as the caller sent it
             dead = replace(dead, raw=stored_raw(given))
+        if one_event and b"\n" in given and "trailing characters" in dead.error:
+            dead = replace(dead, error=dead.error + _SEVERAL_AS_ONE)
         out.dead_letters.append(dead)
         out.rejected.append({"line": numbered[row][0], "error": dead.error})
     return out
+
+
+# A JSON Lines batch sent with the Content-Type of one event fails as "trailing characters".
+_SEVERAL_AS_ONE = (
+    " (Content-Type: application/json is one event; for several, one JSON object per line"
+    " with Content-Type: application/x-ndjson)"
+)
 
 
 def with_defaults(raw: bytes, received_at: datetime) -> bytes:
