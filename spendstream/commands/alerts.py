@@ -140,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+        from spendstream.commands.kafka_local import elsewhere_hint
+
+        elsewhere = elsewhere_hint(config.kafka.bootstrap_servers, args)
+        if elsewhere is not None:
+            print(f"spendstream alerts: {elsewhere}", file=sys.stderr, flush=True)
     try:
         total = consumer.run(stop)
     except KafkaAuthError as exc:

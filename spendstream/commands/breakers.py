@@ -129,11 +129,20 @@ def run(args: argparse.Namespace) -> int:
                 else f"; nor is there a warehouse in {workdir} (a breaker `ingest` opened is "
                 "reset where it ran, or with --workdir DIR)"
             )
+            from spendstream.commands.kafka_local import elsewhere_hint
+
+            # A kafka-local broker at another address: a typo, not a broker to start.
+            running = elsewhere_hint(bootstrap, args)
             print(
                 f"spendstream breakers reset: no Kafka broker answers at {bootstrap} "
                 "([kafka] bootstrap_servers in --config, or --bootstrap-servers); "
-                "is `spendstream run` pointed at another broker? For a local one: "
-                f"spendstream kafka-local start{elsewhere}",
+                + (
+                    running
+                    if running is not None
+                    else "is `spendstream run` pointed at another broker? For a local one: "
+                    "spendstream kafka-local start"
+                )
+                + elsewhere,
                 file=sys.stderr,
             )
             return 1
@@ -183,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 "opened included)",
                 file=sys.stderr,
             )
+            _say_where_kafka_local_runs("spendstream breakers list --from-kafka", bootstrap, args)
             return 1
         rows, note = _from_kafka(kafka_config)
     else:
@@ -309,3 +319,12 @@ def _from_kafka(
             else ""
         )
     return rows, note
+
+
+def _say_where_kafka_local_runs(command: str, bootstrap: str, args: argparse.Namespace) -> None:
+    """No broker answers at ``bootstrap``: a kafka-local broker running elsewhere is told."""
+    from spendstream.commands.kafka_local import elsewhere_hint
+
+    elsewhere = elsewhere_hint(bootstrap, args)
+    if elsewhere is not None:
+        print(f"{command}: {elsewhere}", file=sys.stderr)

@@ -91,7 +91,17 @@ def run(args: argparse.Namespace) -> int:
         counts = ensure_topics(kafka, config.kafka)
     except KafkaClientError as exc:
         print(f"spendstream run: {exc}", file=sys.stderr)
-        if isinstance(exc, KafkaUnavailable):
+        from spendstream.commands.kafka_local import elsewhere_hint
+
+        elsewhere = (
+            elsewhere_hint(config.kafka.bootstrap_servers, args)
+            if isinstance(exc, KafkaUnavailable)
+            else None
+        )
+        if elsewhere is not None:
+            # A typo'd address while the user's own kafka-local broker runs: say where it is.
+            print(f"spendstream run: {elsewhere}", file=sys.stderr)
+        elif isinstance(exc, KafkaUnavailable):
             # No broker: the two ways on a first try, one of which needs none.
             print(
                 "spendstream run: a broker on this machine: spendstream kafka-local start "
