@@ -502,3 +502,17 @@ def test_an_unquoted_select_star_is_given_back_with_its_star(
             "directory's file names for *)"
         )
     )
+
+
+def test_kafka_md_synopsis_of_run_names_every_option_of_run() -> None:
+    # docs/kafka.md opens with `spendstream run [...]`; it left out --bootstrap-servers, the
+    # flag a first user with a broker on another port reaches for (and `--stage detect`).
+    run = _subcommands()["run"]
+    assert isinstance(run, argparse.ArgumentParser)
+    doc = (Path(__file__).parents[1] / "docs" / "kafka.md").read_text()
+    synopsis = doc.split("\n\n")[1]
+    assert synopsis.lstrip().startswith("spendstream run ["), synopsis
+    flags = [o for a in run._actions for o in a.option_strings if o.startswith("--")]
+    assert [f for f in flags if f != "--help" and f not in synopsis] == [], synopsis
+    stage = next(a for a in run._actions if a.dest == "stage")
+    assert f"--stage {'|'.join(stage.choices or [])}" in synopsis, synopsis
