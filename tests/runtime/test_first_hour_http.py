@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +116,19 @@ def test_json_lines_sent_as_application_json_are_told_how_to_send_several(
     status, answer = _post(thread.url + "/v1/events", pretty, {"Content-Type": "application/json"})
     [rejected] = answer["rejected"]  # type: ignore[misc]
     assert "output_tokens" in rejected["error"] and "x-ndjson" not in rejected["error"], answer
+
+
+def test_the_answer_producers_md_shows_for_http_has_the_keys_the_server_answers(
+    server: tuple[ServerThread, _Backend],
+) -> None:
+    # docs/producers.md, "5. HTTP": the answer it showed had no request_id, the id a dead
+    # letter's source names (http:<request_id>#<line>).
+    thread, _ = server
+    doc = (Path(__file__).parents[2] / "docs" / "producers.md").read_text()
+    shown = doc.split("### 5. HTTP", 1)[1].split("The answer is `", 1)[1].split("`", 1)[0]
+    keys = set(re.findall(r'"(\w+)":', shown)) - {"line", "error"}
+    status, answer = _post(
+        thread.url + "/v1/events", b'{"provider": "openai"}', {"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert keys == set(answer), (shown, answer)
