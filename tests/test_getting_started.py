@@ -123,6 +123,14 @@ def test_the_guide_has_the_steps_it_promises() -> None:
     ]
 
 
+def test_the_guide_says_what_to_do_when_its_ports_are_taken() -> None:
+    # A first user whose 9092 (another Kafka) or 8787 is taken was told by the command to
+    # pick another port, and the guide then went on with 8787 and a broker it had not got.
+    text = " ".join(GUIDE.read_text().split())
+    assert "spendstream kafka-local start --port " in text
+    assert "`--http-port N` to `run` and use port N instead of 8787" in text
+
+
 @pytest.mark.kafka
 @pytest.mark.slow
 def test_the_getting_started_guide_runs_as_written(tmp_path: Path) -> None:
