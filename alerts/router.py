@@ -326,8 +326,18 @@ class AlertRouter:
                 break
         summary.replayed += out.delivered
         summary.replay_superseded += out.superseded
-        # A probe that failed again is not a replay: the deliverer has said the sink is down.
-        if out.delivered or out.superseded or not self.deliverer.failing(sink):
+        # A probe that failed again is not a replay: the deliverer has said the sink is down
+        # (and letters superseded before it were not sent: the sink was not back for them).
+        if not out.delivered and self.deliverer.failing(sink):
+            if out.superseded:
+                log.info(
+                    "alert sink %s has not answered again; %d of its dead letters superseded "
+                    "by newer notifications meanwhile (not sent), %d still dead",
+                    sink,
+                    out.superseded,
+                    out.still_dead,
+                )
+        else:
             refused = len(pending) - len(outage)
             left = (
                 f"; {plural(refused, 'refusal')} (4xx) left for spendstream alerts "

@@ -381,3 +381,223 @@ def test_a_replay_that_gave_way_stops_when_its_sink_gives_up_meanwhile(
         assert h.router.tick().replayed == 0
     assert len(h.slack.received) == asked
     assert [s for s, _, _ in pending(h)] == ["session:s1", "session:s2", "session:s3"]
+
+
+def test_a_failed_probe_after_superseded_letters_does_not_say_the_sink_is_back(
+    tmp_path: Path,
+    http_server: Callable[..., ScriptedServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # s0's breaker closed meanwhile (superseded, not sent), s1 is the probe and fails: the
+    # sink never answered. It logged "alert sink slack is back: ... 1 superseded".
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    gave_up = down_for_good(h, 2)
+    h.clock.now += timedelta(minutes=1)
+    h.router.handle([], [breaker("session:s0")])
+    h.time.now = gave_up + COOL_DOWN
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.router"):
+        summary = h.router.tick()
+    assert (summary.replayed, summary.replay_superseded) == (0, 1)
+    assert [s for s, _, _ in pending(h)] == ["session:s1"]
+    assert "is back" not in caplog.text
+    assert (
+        "alert sink slack has not answered again; 1 of its dead letters superseded by newer "
+        "notifications meanwhile (not sent), 1 still dead"
+    ) in caplog.text
+
+
+def test_a_failed_probe_logs_no_replay(
+    tmp_path: Path,
+    http_server: Callable[..., ScriptedServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.time.now = down_for_good(h, 2) + COOL_DOWN
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.router"):
+        assert h.router.tick().replayed == 0
+    assert "is back" not in caplog.text and "has not answered" not in caplog.text
+
+
+def test_the_mid_replay_give_up_counts_every_letter_left_dead_once(
+    tmp_path: Path,
+    http_server: Callable[..., ScriptedServer],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.slack.script = [202] + [503] * ATTEMPTS
+    h.time.now = down_for_good(h, 4) + COOL_DOWN
+    h.slack.start()
+    with caplog.at_level(logging.INFO, logger="spendstream.alerts.router"):
+        h.router.tick()
+    (line,) = [r for r in caplog.records if "is back" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert line.getMessage().endswith("1 delivered, 0 superseded, 3 still dead")
+
+
+def test_a_refusal_in_the_middle_of_a_replay_does_not_stop_it(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # A 4xx is the sink answering: that letter is refused, the sink is up, the rest go.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.slack.script = [202, 400]
+    h.time.now = down_for_good(h, 3) + COOL_DOWN
+    h.slack.start()
+    assert h.router.tick().replayed == 2
+    assert slack_scopes(h) == ["session:s0", "session:s2"]
+    assert pending(h) == [("session:s1", 1, "HTTP 400")]
+
+
+def test_a_sink_that_answers_and_gives_up_again_in_one_batch_gets_no_replay_of_the_rest(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # The batch's first page is the probe and gets through (the sink is back); its second
+    # gives up (down again). The replay after the batch tries nothing: its dead letters keep
+    # their errors and attempts (not rewritten as skipped).
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.slack.script = [202] + [503] * ATTEMPTS
+    h.time.now = down_for_good(h, 2) + COOL_DOWN
+    h.slack.start()
+    summary = h.router.handle(alerts(2, first=2))
+    assert (summary.triggered, summary.dead_lettered, summary.replayed) == (1, 1, 0)
+    assert len(h.slack.received) == 1 + ATTEMPTS
+    assert pending(h) == [
+        ("session:s0", ATTEMPTS, REFUSED),
+        ("session:s1", 0, f"{SINK_DOWN} ({REFUSED})"),
+        ("session:s3", ATTEMPTS, "HTTP 503"),
+    ]
+
+
+def test_a_letter_replayed_meanwhile_by_hand_is_not_sent_again(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # `spendstream alerts --replay-dead-letters` run beside a live router: what it settled
+    # while the router was replaying (read once, at the start) is skipped, not sent twice.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.time.now = down_for_good(h, 3) + COOL_DOWN
+    db = state_path(tmp_path / "work")
+
+    def settle_s1(body: Any) -> list[str]:
+        if "session:s0 " in body["text"] + " ":
+            with sqlite3.connect(db) as other:
+                other.execute(
+                    "UPDATE dead_letters SET replay = 'delivered' WHERE id = "
+                    "(SELECT min(id) + 1 FROM dead_letters)"
+                )
+        return []
+
+    h.slack.check = settle_s1
+    h.slack.start()
+    assert h.router.tick().replayed == 2
+    assert slack_scopes(h) == ["session:s0", "session:s2"]
+
+
+def test_nothing_to_probe_is_not_looked_up_again_until_a_new_dead_letter(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A down sink whose outage letters were all settled (here: superseded) has nothing to
+    # probe with; a router ticking once a second does not read its dead letters each time.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    gave_up = down_for_good(h, 1)
+    h.clock.now += timedelta(minutes=1)
+    h.router.handle([], [breaker("session:s0")])
+    h.time.now = gave_up + COOL_DOWN
+    assert h.router.tick().replay_superseded == 1
+    looked: list[str] = []
+    real = h.router.state.pending_dead_letter_errors
+
+    def spy(sink: str) -> list[tuple[int, str]]:
+        looked.append(sink)
+        return real(sink)
+
+    monkeypatch.setattr(h.router.state, "pending_dead_letter_errors", spy)
+    for _ in range(3):
+        h.router.tick()
+    assert looked == ["slack"]
+    # A new dead letter (the next page's single attempt fails): probed again after its
+    # cool-down, and delivered once the sink is back.
+    assert h.router.handle(alerts(1, first=1)).dead_lettered == 1
+    h.slack.start()
+    h.time.now += COOL_DOWN
+    assert h.router.tick().replayed == 1
+    assert slack_scopes(h) == ["session:s1"]
+
+
+def test_a_sink_that_answered_is_no_longer_failing(tmp_path: Path) -> None:
+    # Kept failing, its every later delivery was "back" again: a replay and a log line each.
+    from .test_delivery import FakeTime
+
+    t = FakeTime()
+    d = HttpDeliverer(
+        RetryPolicy(max_attempts=1, sink_down_s=0), sleep=t.sleep, monotonic=t.monotonic
+    )
+    hook = ScriptedServer(script=[503]).start()
+    try:
+        from spendstream.alerts.delivery import HttpRequest
+
+        req = HttpRequest(hook.url, b"{}")
+        assert not d.send("hook", req).delivered
+        assert d.failing("hook")
+        assert d.send("hook", req).delivered
+        assert not d.failing("hook") and d.take_back() == ["hook"]
+        assert d.send("hook", req).delivered
+        assert d.take_back() == []
+    finally:
+        hook.stop()
+
+
+def test_with_sink_down_s_0_a_replay_that_gave_way_stops_once_the_sink_gives_up(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # No down state to skip with: going on would spend a whole retry budget on a dead sink.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.router.deliverer = HttpDeliverer(
+        RetryPolicy(max_attempts=2, backoff_initial_s=1, sink_down_s=0),
+        sleep=h.time.sleep,
+        monotonic=h.time.monotonic,
+        rng=random.Random(3),
+    )
+    h.router.replay_slice_s = 0
+    h.router.handle(alerts(3))
+    h.slack.start()
+    assert h.router.handle(alerts(1, first=3)).replayed == 1  # s0; s1, s2 to follow
+    h.slack.stop()
+    assert h.router.handle(alerts(1, first=4)).dead_lettered == 1
+    sleeps = len(h.time.sleeps)
+    assert h.router.tick().replayed == 0
+    assert len(h.time.sleeps) == sleeps  # s1 not tried
+    assert [s for s, _, _ in pending(h)] == ["session:s1", "session:s2", "session:s4"]
+
+
+def test_a_dead_page_whose_incident_was_paged_and_auto_resolved_since_is_superseded(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # A kind that opens no breaker: the incident paged after it died is over (auto_resolve_s)
+    # and nothing is open; only "paged or resolved after it died" tells the page is stale.
+    routes = [{"name": "chat", "sinks": ["slack"], "auto_resolve_s": 60}]
+    h = Harness(tmp_path, http_server, routes=routes, slack_up=False)
+    h.router.auto_replay = False
+    anomaly = make_alert("team:search", kind="hourly_anomaly")
+    assert h.router.handle([anomaly]).dead_lettered == 1
+    h.clock.now += timedelta(minutes=1)
+    h.time.now += COOL_DOWN
+    h.slack.start()
+    assert h.router.handle([make_alert("team:search", kind="hourly_anomaly", n=60)]).triggered == 1
+    h.clock.now += timedelta(minutes=2)
+    assert h.router.tick().resolved == 1
+    assert h.router.replay_dead_letters().superseded == 1
+    assert len(h.slack.accepted()) == 2  # the page and its resolve; not the stale page
+
+
+def test_a_dead_page_whose_incident_was_opened_in_the_same_instant_is_superseded(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # Opened "after it died" reads time; a clock that has not moved between two batches
+    # (coarse clocks) leaves only "its incident is open now" to tell.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.router.auto_replay = False
+    assert h.router.handle([make_alert("session:s0")]).dead_lettered == 1
+    h.time.now += COOL_DOWN
+    h.slack.start()
+    assert h.router.handle([make_alert("session:s0", n=99)]).triggered == 1
+    assert h.router.replay_dead_letters().superseded == 1
+    assert len(h.slack.accepted()) == 1

@@ -362,3 +362,23 @@ def test_an_interrupted_run_claims_no_number_of_dead_letters_still_to_send() -> 
         "notifications: 1 sent, 0 resolved, 0 dead-lettered; 2 dead letters sent once their "
         "sink answered again, 1 superseded by newer ones"
     )
+
+
+def test_the_number_still_to_send_is_named_when_the_router_replayed_some() -> None:
+    # One dead-lettered by this run, one (another) replayed, one still to send: "send them
+    # again" would name this run's, which may be the one replayed.
+    from collections import Counter
+    from io import StringIO
+
+    from spendstream.commands._pipeline_output import print_summary
+    from spendstream.runtime.embedded import IngestSummary
+
+    summary = IngestSummary(
+        notifications=Counter(dead_lettered=1, replayed=1), dead_letters_pending=1
+    )
+    out = StringIO()
+    print_summary(summary, out)
+    assert (
+        "notifications: 0 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once its sink "
+        "answered again (1 still to send: spendstream alerts --replay-dead-letters)\n"
+    ) in out.getvalue()
