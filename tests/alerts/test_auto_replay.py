@@ -562,10 +562,13 @@ def test_with_sink_down_s_0_a_replay_that_gave_way_stops_once_the_sink_gives_up(
     assert h.router.handle(alerts(1, first=3)).replayed == 1  # s0; s1, s2 to follow
     h.slack.stop()
     assert h.router.handle(alerts(1, first=4)).dead_lettered == 1
-    sleeps = len(h.time.sleeps)
     assert h.router.tick().replayed == 0
-    assert len(h.time.sleeps) == sleeps  # s1 not tried
-    assert [s for s, _, _ in pending(h)] == ["session:s1", "session:s2", "session:s4"]
+    # s1 and s2 not tried again (2 attempts each: their own give-ups), after s4's or since.
+    assert pending(h) == [
+        ("session:s1", 2, REFUSED),
+        ("session:s2", 2, REFUSED),
+        ("session:s4", 2, REFUSED),
+    ]
 
 
 def test_a_dead_page_whose_incident_was_paged_and_auto_resolved_since_is_superseded(
