@@ -274,10 +274,8 @@ class AlertRouter:
         back = self.deliverer.take_back()
         if not self.auto_replay:
             return
-        # A replay that gave way last time goes on, unless its sink gave up since (then it
-        # is replayed again once the sink is back).
-        going = [s for s in self._replaying if not self.deliverer.failing(s)]
-        self._replaying = []
+        # A replay that gave way last time goes on (unless its sink gave up since: below).
+        going, self._replaying = self._replaying, []
         done: set[str] = set()
         if probe:
             for name in self.sinks:
@@ -290,7 +288,10 @@ class AlertRouter:
             # The probe that got through marked its sink back: already replayed above.
             back += self.deliverer.take_back()
         for name in going + back:
-            if name not in done and name in self.sinks:
+            # Back, then given up on again (the batch's next notification to it): replaying
+            # now would spend another retry budget on it (``sink_down_s = 0``: no down state
+            # to skip with); it is replayed when it answers again.
+            if name not in done and name in self.sinks and not self.deliverer.failing(name):
                 done.add(name)
                 self._auto_replay(name, now, summary)
 

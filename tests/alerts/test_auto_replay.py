@@ -604,3 +604,31 @@ def test_a_dead_page_whose_incident_was_opened_in_the_same_instant_is_superseded
     assert h.router.handle([make_alert("session:s0", n=99)]).triggered == 1
     assert h.router.replay_dead_letters().superseded == 1
     assert len(h.slack.accepted()) == 1
+
+
+def test_with_sink_down_s_0_a_sink_that_answers_and_gives_up_in_one_batch_costs_no_replay(
+    tmp_path: Path, http_server: Callable[..., ScriptedServer]
+) -> None:
+    # No down state to skip with: replayed after the batch, the oldest letter spent another
+    # whole retry budget on the sink that had just given up again.
+    h = Harness(tmp_path, http_server, routes=SLACK_ONLY, slack_up=False)
+    h.router.deliverer = HttpDeliverer(
+        RetryPolicy(max_attempts=2, backoff_initial_s=1, sink_down_s=0),
+        sleep=h.time.sleep,
+        monotonic=h.time.monotonic,
+        rng=random.Random(3),
+    )
+    h.router.handle(alerts(2))
+    h.slack.script = [202, 503, 503]
+    h.slack.start()
+    summary = h.router.handle(alerts(2, first=2))
+    assert (summary.triggered, summary.dead_lettered, summary.replayed) == (1, 1, 0)
+    assert len(h.slack.received) == 3
+    assert pending(h) == [
+        ("session:s0", 2, REFUSED),
+        ("session:s1", 2, REFUSED),
+        ("session:s3", 2, "HTTP 503"),
+    ]
+    # Once it answers again, the outage's letters follow, oldest first.
+    assert h.router.handle(alerts(1, first=4)).replayed == 3
+    assert slack_scopes(h) == ["session:s2", "session:s4", "session:s0", "session:s1", "session:s3"]
