@@ -308,10 +308,9 @@ class AlertRouter:
         out = ReplaySummary()
         started = self.deliverer.monotonic()
         later = 0
+        # Never started on a sink that is down: the probe's cool-down is over, and a sink
+        # that gave up since it answered is left out by ``_recover``.
         for i, id_ in enumerate(outage):
-            if self.deliverer.down(sink) is not None:
-                out.still_dead += len(outage) - i
-                break
             row = self.state.dead_letter_row(id_)
             if row is None or row.replay is not None:
                 continue
