@@ -150,7 +150,7 @@ def print_summary(
         # Dead letters the router sent itself once their sink answered again (auto-replay):
         # the hint then counts what is still to send, or it offered a replay of nothing.
         later = ""
-        if n["replayed"] or n["replay_superseded"]:
+        if n["replayed"]:
             superseded = (
                 f", {n['replay_superseded']:,} superseded by newer ones"
                 if n["replay_superseded"]
@@ -160,6 +160,13 @@ def print_summary(
             later = (
                 f"; {plural(n['replayed'], 'dead letter')} sent once {their} sink answered "
                 f"again{superseded}"
+            )
+        elif n["replay_superseded"]:
+            # None sent: "0 dead letters sent once their sink answered again" read as a
+            # failure, and a sink still down supersedes too (its probe waited behind them).
+            later = (
+                f"; {plural(n['replay_superseded'], 'dead letter')} superseded by newer "
+                "notifications (not sent)"
             )
         # None: not counted (the summary of an interrupted run): what this run dead-lettered
         # may have been replayed since, so no number is claimed then.

@@ -358,6 +358,10 @@ def test_an_interrupted_run_claims_no_number_of_dead_letters_still_to_send() -> 
         "notifications: 0 sent, 0 resolved, 2 dead-lettered (send them again: spendstream "
         "alerts --replay-dead-letters)"
     )
+    assert line(triggered=1, replay_superseded=2) == (
+        "notifications: 1 sent, 0 resolved, 0 dead-lettered; 2 dead letters superseded by "
+        "newer notifications (not sent)"
+    )
     assert line(triggered=1, replayed=2, replay_superseded=1) == (
         "notifications: 1 sent, 0 resolved, 0 dead-lettered; 2 dead letters sent once their "
         "sink answered again, 1 superseded by newer ones"
