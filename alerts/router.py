@@ -300,7 +300,8 @@ class AlertRouter:
 
         Stops at the first one the sink gives up on: the rest stay dead letters for its next
         recovery, rather than each costing a retry budget (``sink_down_s = 0``) or being
-        skipped again (down)."""
+        skipped again (down). Gives way after ``replay_slice_s`` with letters left: the sink
+        is in ``_replaying``, and ``_recover`` goes on with it at its next call."""
         pending = self.state.pending_dead_letter_errors(sink)
         outage = [id_ for id_, error in pending if is_outage(error)]
         if not outage:
