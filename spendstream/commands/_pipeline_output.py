@@ -170,9 +170,11 @@ def print_summary(
             )
         # None: not counted (the summary of an interrupted run): what this run dead-lettered
         # may have been replayed since, so no number is claimed then.
+        # And only when this run dead-lettered or replayed some: older dead letters alone (a
+        # refusal that fails at every replay, say) put it beside "0 dead-lettered" each run.
         pending = s.dead_letters_pending
         replay = ""
-        if pending if pending is not None else n["dead_lettered"]:
+        if (n["dead_lettered"] or later) and pending != 0:
             cf = f" --config {shlex.quote(config)}" if config is not None else ""
             if pending is None:
                 what = "any still dead" if later else "send them again"

@@ -386,3 +386,17 @@ def test_the_number_still_to_send_is_named_when_the_router_replayed_some() -> No
         "notifications: 0 sent, 0 resolved, 1 dead-lettered; 1 dead letter sent once its sink "
         "answered again (1 still to send: spendstream alerts --replay-dead-letters)\n"
     ) in out.getvalue()
+
+
+def test_older_dead_letters_alone_do_not_put_the_replay_beside_none_dead_lettered() -> None:
+    # A run that paged and dead-lettered nothing, in a workdir whose state holds an older
+    # dead letter (a 4xx refusal fails at every replay): the command was offered each run.
+    from collections import Counter
+    from io import StringIO
+
+    from spendstream.commands._pipeline_output import print_summary
+    from spendstream.runtime.embedded import IngestSummary
+
+    out = StringIO()
+    print_summary(IngestSummary(notifications=Counter(triggered=1), dead_letters_pending=1), out)
+    assert "notifications: 1 sent, 0 resolved, 0 dead-lettered\n" in out.getvalue()
