@@ -174,7 +174,7 @@ def print_summary(
         # refusal that fails at every replay, say) put it beside "0 dead-lettered" each run.
         pending = s.dead_letters_pending
         replay = ""
-        if (n["dead_lettered"] or later) and pending != 0:
+        if n["dead_lettered"] if pending is None else (n["dead_lettered"] or later) and pending:
             cf = f" --config {shlex.quote(config)}" if config is not None else ""
             if pending is None:
                 what = "any still dead" if later else "send them again"
