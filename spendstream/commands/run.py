@@ -15,6 +15,7 @@ import argparse
 import logging
 import socket
 import sys
+import threading
 import time
 from typing import cast
 
@@ -78,7 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
     import faulthandler
     import signal
-    import threading
 
     from spendstream.runtime.interpreter import tune_for_worker
     from spendstream.runtime.kafka.topology import ensure_topics, topic_names
@@ -162,8 +162,11 @@ def run(args: argparse.Namespace) -> int:
     )
     last: str | None = None
     due = time.monotonic() + args.status_every
+    broker = _BrokerWatch(config.kafka.bootstrap_servers)
+    logging.getLogger("spendstream.kafka.client").addHandler(broker)
     try:
         while not stop.wait(0.5):
+            broker.check()
             if args.status_every > 0 and time.monotonic() >= due:
                 due = time.monotonic() + args.status_every
                 line = status_line(worker.metrics.totals(), worker.lag())
@@ -177,6 +180,54 @@ def run(args: argparse.Namespace) -> int:
         totals = worker.metrics.totals()
         print(f"spendstream run: stopped; {status_line(totals, [])}", file=sys.stderr, flush=True)
     return 0
+
+
+class _BrokerWatch(logging.Handler):
+    """Says once when no bootstrap server accepts a connection any more, and once when one
+    does again. A stopped broker left a worker with only the Kafka client's
+    "Connection refused" lines, once a minute per client, and /healthz "ok".
+
+    It looks (a TCP connect, every ``every_s``) only after the Kafka client logged a
+    warning or an error (it is a handler on ``spendstream.kafka.client``), and until a
+    broker answers: a worker whose broker is fine is not probed."""
+
+    def __init__(self, bootstrap: str, every_s: float = 5.0) -> None:
+        super().__init__(logging.WARNING)
+        self.bootstrap = bootstrap
+        self.every_s = every_s
+        self._trouble = threading.Event()
+        self._due = 0.0
+        self._down_since: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._trouble.set()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now < self._due or not (self._trouble.is_set() or self._down_since is not None):
+            return
+        self._due = now + self.every_s
+        self._trouble.clear()
+        from spendstream.kafka.settings import answering_servers
+
+        answering = bool(answering_servers(self.bootstrap, 2.0))
+        if not answering and self._down_since is None:
+            self._down_since = now
+            print(
+                f"spendstream run: no Kafka broker answers at {self.bootstrap} any more; "
+                "waiting for it (nothing lands meanwhile; POST /v1/events answers 503 after "
+                "30 s); once it is back, this worker goes on where it stopped",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif answering and self._down_since is not None:
+            print(
+                f"spendstream run: the broker at {self.bootstrap} answers again (after "
+                f"{now - self._down_since:.0f} s): the worker goes on where it stopped",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._down_since = None
 
 
 # A count of one reads in the singular ("1 dead letter", not "1 dead letters").
