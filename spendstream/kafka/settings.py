@@ -114,12 +114,18 @@ class KafkaSettings:
 
 
 def as_settings(target: KafkaSettings | str | list[str]) -> KafkaSettings:
-    """Settings as given, or PLAINTEXT settings for a bootstrap string (or list of them)."""
+    """Settings as given, or PLAINTEXT settings for a bootstrap string (or list of them).
+    An empty address is a ValueError: ``Meter.kafka(os.environ.get("KAFKA", ""))`` with the
+    variable unset took it, spooled every event and said "cannot connect (, PLAINTEXT)"."""
     if isinstance(target, KafkaSettings):
         return target
-    if isinstance(target, list):
-        return KafkaSettings(",".join(target))
-    return KafkaSettings(target)
+    joined = ",".join(target) if isinstance(target, list) else target
+    if not joined.strip(" ,"):
+        raise ValueError(
+            f"no Kafka bootstrap servers given ({joined!r}): name at least one, "
+            "e.g. 'localhost:9092' (is the environment variable it came from set?)"
+        )
+    return KafkaSettings(joined)
 
 
 # What librdkafka warns about while a broker that just started loads its coordinators, or

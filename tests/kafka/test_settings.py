@@ -27,6 +27,18 @@ def test_plaintext_by_default_and_a_bare_address_means_plaintext() -> None:
     assert as_settings(["a:1", "b:2"]).bootstrap_servers == "a:1,b:2"
 
 
+@pytest.mark.parametrize("empty", ["", " ", ",", []])
+def test_an_empty_bootstrap_address_is_refused_where_it_is_given(empty: str | list[str]) -> None:
+    # Meter.kafka(os.environ.get("KAFKA", "")) with the variable unset was taken: every
+    # event went to the spool, and the log said "cannot connect (, PLAINTEXT)".
+    from spendstream.producers import Meter
+
+    with pytest.raises(ValueError, match="no Kafka bootstrap servers given"):
+        as_settings(empty)
+    with pytest.raises(ValueError, match="is the environment variable it came from set"):
+        Meter.kafka(empty, spool_dir=None)
+
+
 def test_sasl_ssl_gives_every_librdkafka_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "pw").write_text("from-file\n")
     s = _settings(
