@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from spendstream.commands._options import (
     add_config,
@@ -17,6 +18,9 @@ from spendstream.commands._options import (
     kafka_config_from_args,
 )
 from spendstream.wording import plural
+
+if TYPE_CHECKING:
+    from spendstream.alerts.consumer import ConsumeSummary
 
 __all__ = ["configure", "run"]
 
@@ -153,11 +157,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
         router.close()
-    print(
+    print(closing_line(total), file=sys.stderr)
+    return 0
+
+
+def closing_line(total: ConsumeSummary) -> str:
+    """What a stopped ``spendstream alerts`` did, with the dead letters it sent itself once
+    their sink answered again (auto-replay; they were left out, so a replay after the stop
+    seemed to have everything still to send)."""
+    line = (
         f"spendstream alerts: read {plural(total.records, 'record')}: "
         f"{plural(total.alerts, 'alert')}, {plural(total.breaker_events, 'breaker event')}, "
         f"{total.bad_records:,} bad; {total.triggered:,} triggered, {total.resolved:,} resolved, "
-        f"{total.dead_lettered:,} dead-lettered",
-        file=sys.stderr,
+        f"{total.dead_lettered:,} dead-lettered"
     )
-    return 0
+    if total.replayed or total.replay_superseded:
+        line += (
+            f"; of earlier dead letters, {total.replayed:,} sent once their sink answered "
+            f"again, {total.replay_superseded:,} superseded"
+        )
+    return line

@@ -400,3 +400,20 @@ def test_older_dead_letters_alone_do_not_put_the_replay_beside_none_dead_lettere
     out = StringIO()
     print_summary(IngestSummary(notifications=Counter(triggered=1), dead_letters_pending=1), out)
     assert "notifications: 1 sent, 0 resolved, 0 dead-lettered\n" in out.getvalue()
+
+
+def test_a_stopped_alert_router_counts_the_dead_letters_it_sent_itself() -> None:
+    # `spendstream alerts`' last line left out the dead letters replayed once their sink
+    # answered again: a replay after the stop seemed to have them all still to send.
+    from spendstream.alerts.consumer import ConsumeSummary
+    from spendstream.commands.alerts import closing_line
+
+    total = ConsumeSummary(records=2, alerts=2, triggered=1, dead_lettered=1, replayed=3)
+    assert closing_line(total) == (
+        "spendstream alerts: read 2 records: 2 alerts, 0 breaker events, 0 bad; 1 triggered, "
+        "0 resolved, 1 dead-lettered; of earlier dead letters, 3 sent once their sink "
+        "answered again, 0 superseded"
+    )
+    assert closing_line(ConsumeSummary(records=1, alerts=1, triggered=1)).endswith(
+        "1 triggered, 0 resolved, 0 dead-lettered"
+    )
