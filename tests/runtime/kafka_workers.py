@@ -189,6 +189,9 @@ def kcat_produce(bootstrap: str, topic: str, lines: list[bytes], *, keyed: bool)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
 
 
+LISTEN_WAIT_S = 120.0  # a worker's start on a loaded machine: topics, groups, warehouse
+
+
 class Worker:
     """One ``spendstream run`` subprocess with its own HTTP port and log file.
 
@@ -230,17 +233,22 @@ class Worker:
 
     @property
     def port(self) -> int:
-        """The HTTP port, once the worker has said it listens (else an OSError, as a
-        refused connection would be)."""
-        if self._port is None:
+        """The HTTP port, once the worker has said it listens: waited for while the worker
+        runs (a test may ask for its URL right after ``start``), an OSError (as a refused
+        connection would be) if it exits first or does not listen within ``LISTEN_WAIT_S``."""
+        deadline = time.monotonic() + LISTEN_WAIT_S
+        while self._port is None:
             try:
                 text = self.log_path.read_text(errors="replace")
             except FileNotFoundError:
                 text = ""
             found = re.search(r"^spendstream run: .*; http://[^\s:]+:(\d+)", text, re.MULTILINE)
-            if found is None:
-                raise ConnectionRefusedError(f"{self.log_path.name}: not listening yet")
-            self._port = int(found.group(1))
+            if found is not None:
+                self._port = int(found.group(1))
+            elif not self.alive() or time.monotonic() > deadline:
+                raise ConnectionRefusedError(f"{self.log_path.name}: not listening")
+            else:
+                time.sleep(0.1)
         return self._port
 
     def url(self, path: str) -> str:
