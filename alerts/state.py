@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from spendstream.records import Alert, BreakerState
 
@@ -94,6 +95,17 @@ class DeadLetterRow:
     dead_at: datetime
     id: int = 0
     replay: str | None = None
+
+
+# The columns _dead_letter reads, in its order.
+_DEAD_LETTER_SELECT = (
+    "SELECT id, sink, notification, error, attempts, dead_at, replay FROM dead_letters"
+)
+
+
+def _dead_letter(row: tuple[Any, ...]) -> DeadLetterRow:
+    id_, sink, text, err, attempts, at, replay = row
+    return DeadLetterRow(sink, Notification.from_json(text), err, attempts, _dt(at), id_, replay)
 
 
 class DeliveryState:
@@ -217,14 +229,8 @@ class DeliveryState:
 
     def dead_letters(self, *, pending_only: bool = False) -> list[DeadLetterRow]:
         where = "WHERE replay IS NULL " if pending_only else ""
-        rows = self.conn.execute(
-            "SELECT id, sink, notification, error, attempts, dead_at, replay FROM dead_letters "
-            f"{where}ORDER BY id"
-        ).fetchall()
-        return [
-            DeadLetterRow(sink, Notification.from_json(text), err, attempts, _dt(at), id_, replay)
-            for id_, sink, text, err, attempts, at, replay in rows
-        ]
+        rows = self.conn.execute(f"{_DEAD_LETTER_SELECT} {where}ORDER BY id").fetchall()
+        return [_dead_letter(row) for row in rows]
 
     def pending_dead_letter_count(self) -> int:
         """How many dead letters are still to replay, every sink's."""
@@ -244,17 +250,8 @@ class DeliveryState:
         ).fetchall()
 
     def dead_letter_row(self, dead_letter_id: int) -> DeadLetterRow | None:
-        row = self.conn.execute(
-            "SELECT id, sink, notification, error, attempts, dead_at, replay FROM dead_letters "
-            "WHERE id = ?",
-            (dead_letter_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        id_, sink, text, err, attempts, at, replay = row
-        return DeadLetterRow(
-            sink, Notification.from_json(text), err, attempts, _dt(at), id_, replay
-        )
+        row = self.conn.execute(f"{_DEAD_LETTER_SELECT} WHERE id = ?", (dead_letter_id,)).fetchone()
+        return None if row is None else _dead_letter(row)
 
     def mark_replayed(self, dead_letter_id: int, outcome: str, now: datetime) -> None:
         self.conn.execute(

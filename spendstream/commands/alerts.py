@@ -144,11 +144,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-        from spendstream.commands.kafka_local import elsewhere_hint
+        from spendstream.commands.kafka_local import say_where_it_runs
 
-        elsewhere = elsewhere_hint(config.kafka.bootstrap_servers, args)
-        if elsewhere is not None:
-            print(f"spendstream alerts: {elsewhere}", file=sys.stderr, flush=True)
+        say_where_it_runs("spendstream alerts", config.kafka.bootstrap_servers, args)
     try:
         total = consumer.run(stop)
     except KafkaAuthError as exc:

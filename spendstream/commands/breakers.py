@@ -192,7 +192,9 @@ def run(args: argparse.Namespace) -> int:
                 "opened included)",
                 file=sys.stderr,
             )
-            _say_where_kafka_local_runs("spendstream breakers list --from-kafka", bootstrap, args)
+            from spendstream.commands.kafka_local import say_where_it_runs
+
+            say_where_it_runs("spendstream breakers list --from-kafka", bootstrap, args)
             return 1
         rows, note = _from_kafka(kafka_config)
     else:
@@ -319,12 +321,3 @@ def _from_kafka(
             else ""
         )
     return rows, note
-
-
-def _say_where_kafka_local_runs(command: str, bootstrap: str, args: argparse.Namespace) -> None:
-    """No broker answers at ``bootstrap``: a kafka-local broker running elsewhere is told."""
-    from spendstream.commands.kafka_local import elsewhere_hint
-
-    elsewhere = elsewhere_hint(bootstrap, args)
-    if elsewhere is not None:
-        print(f"{command}: {elsewhere}", file=sys.stderr)

@@ -6,10 +6,11 @@ by themselves (run, alerts, breakers): a typo'd address is told where the broker
 from __future__ import annotations
 
 import argparse
+import sys
 
 from spendstream.local.kafka import configure, run
 
-__all__ = ["configure", "elsewhere_hint", "run", "running_local_broker"]
+__all__ = ["configure", "elsewhere_hint", "run", "running_local_broker", "say_where_it_runs"]
 
 
 def running_local_broker() -> str | None:
@@ -41,3 +42,11 @@ def elsewhere_hint(bootstrap: str, args: argparse.Namespace) -> str | None:
         f"({named}): a typo? Name {running}, or leave the address out and the command "
         "uses that broker by itself"
     )
+
+
+def say_where_it_runs(command: str, bootstrap: str, args: argparse.Namespace) -> None:
+    """No broker answers at ``bootstrap``: a kafka-local broker running elsewhere is told,
+    on stderr, as ``command``'s line."""
+    elsewhere = elsewhere_hint(bootstrap, args)
+    if elsewhere is not None:
+        print(f"{command}: {elsewhere}", file=sys.stderr, flush=True)
